@@ -1,0 +1,351 @@
+// XDR (RFC 4506) runtime: the primitives that generated codecs are built on, as libc's xdr_* are for rpcgen.
+// The reader treats every byte as untrusted: lengths and counts are checked against their declared maximum and
+// against the bytes left before anything is allocated, padding must be zero, and nesting depth is bounded.
+
+/** One typed error for every decoding or encoding failure; `what` names the field or rule that failed. */
+export class XdrError extends Error {
+  constructor(
+    readonly what: string,
+    message: string,
+    readonly offset = -1,
+  ) {
+    super(offset >= 0 ? `XDR ${what}: ${message} (at byte ${offset})` : `XDR ${what}: ${message}`);
+    this.name = 'XdrError';
+  }
+}
+
+/** Encode and decode one XDR type. Generated code provides one of these per named type. */
+export interface Codec<T> {
+  encode(w: XdrWriter, v: T): void;
+  decode(r: XdrReader): T;
+}
+
+export const DEFAULT_MAX_DEPTH = 128;
+const UNBOUNDED = 0xffffffff;
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
+
+function pad(n: number): number {
+  return (4 - (n & 3)) & 3;
+}
+
+export class XdrWriter {
+  buf: Uint8Array;
+  private view: DataView;
+  pos = 0;
+
+  constructor(initialSize = 512) {
+    this.buf = new Uint8Array(initialSize);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  /** Start over, keeping the buffer: a writer is meant to be reused for every message. */
+  reset(): this {
+    this.pos = 0;
+    return this;
+  }
+
+  /** The bytes written so far, as a view (valid until the next write or reset). */
+  view0(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+
+  /** A copy of the bytes written so far. */
+  toBytes(): Uint8Array {
+    return this.buf.slice(0, this.pos);
+  }
+
+  ensure(n: number): void {
+    const need = this.pos + n;
+    if (need <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  /** Overwrite a 32-bit unsigned value already written at `at` (e.g. a TCP record mark). */
+  patchUint(at: number, v: number): void {
+    this.view.setUint32(at, v);
+  }
+
+  int(v: number): void {
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new XdrError('int', `${v} is not a 32-bit signed integer`);
+    this.ensure(4);
+    this.view.setInt32(this.pos, v);
+    this.pos += 4;
+  }
+
+  uint(v: number): void {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new XdrError('unsigned int', `${v} is not a 32-bit unsigned integer`);
+    this.ensure(4);
+    this.view.setUint32(this.pos, v);
+    this.pos += 4;
+  }
+
+  hyper(v: bigint): void {
+    if (v < -0x8000000000000000n || v > 0x7fffffffffffffffn) throw new XdrError('hyper', `${v} is not a 64-bit signed integer`);
+    this.ensure(8);
+    this.view.setBigInt64(this.pos, v);
+    this.pos += 8;
+  }
+
+  uhyper(v: bigint): void {
+    if (v < 0n || v > 0xffffffffffffffffn) throw new XdrError('unsigned hyper', `${v} is not a 64-bit unsigned integer`);
+    this.ensure(8);
+    this.view.setBigUint64(this.pos, v);
+    this.pos += 8;
+  }
+
+  float(v: number): void {
+    this.ensure(4);
+    this.view.setFloat32(this.pos, v);
+    this.pos += 4;
+  }
+
+  double(v: number): void {
+    this.ensure(8);
+    this.view.setFloat64(this.pos, v);
+    this.pos += 8;
+  }
+
+  bool(v: boolean): void {
+    this.ensure(4);
+    this.view.setUint32(this.pos, v ? 1 : 0);
+    this.pos += 4;
+  }
+
+  /** opaque x[len]: exactly `len` bytes plus zero padding. */
+  fixedOpaque(v: Uint8Array, len: number): void {
+    if (v.length !== len) throw new XdrError('opaque', `fixed opaque[${len}] given ${v.length} bytes`);
+    this.rawPadded(v);
+  }
+
+  /** opaque x<max>: length word, bytes, zero padding. */
+  varOpaque(v: Uint8Array, max = UNBOUNDED): void {
+    if (v.length > max) throw new XdrError('opaque', `${v.length} bytes exceed opaque<${max}>`);
+    this.uint(v.length);
+    this.rawPadded(v);
+  }
+
+  /** string x<max>: UTF-8 bytes (XDR strings are byte strings; ASCII is the common case). */
+  string(s: string, max = UNBOUNDED): void {
+    // Reserve the worst case (3 bytes per UTF-16 unit), then write the length word once the size is known.
+    this.ensure(4 + s.length * 3 + 3);
+    const start = this.pos + 4;
+    const { written } = utf8Encoder.encodeInto(s, this.buf.subarray(start));
+    if (written > max) throw new XdrError('string', `${written} bytes exceed string<${max}>`);
+    this.view.setUint32(this.pos, written);
+    this.pos = start + written;
+    this.zeroPad(written);
+  }
+
+  /** Array count or union discriminant helpers for generated code. */
+  count(n: number, max: number, what: string): void {
+    if (n > max) throw new XdrError(what, `${n} elements exceed the maximum of ${max}`);
+    this.uint(n);
+  }
+
+  private rawPadded(v: Uint8Array): void {
+    const n = v.length;
+    this.ensure(n + 3);
+    this.buf.set(v, this.pos);
+    this.pos += n;
+    this.zeroPad(n);
+  }
+
+  private zeroPad(n: number): void {
+    let p = pad(n);
+    while (p-- > 0) this.buf[this.pos++] = 0;
+  }
+}
+
+export class XdrReader {
+  private view: DataView;
+  pos: number;
+  /** Current nesting depth of aggregate types; bounded by maxDepth. */
+  depth = 0;
+
+  constructor(
+    readonly buf: Uint8Array,
+    offset = 0,
+    readonly end = buf.length,
+    readonly maxDepth = DEFAULT_MAX_DEPTH,
+  ) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.pos = offset;
+  }
+
+  get remaining(): number {
+    return this.end - this.pos;
+  }
+
+  fail(what: string, message: string): never {
+    throw new XdrError(what, message, this.pos);
+  }
+
+  need(n: number, what: string): void {
+    if (this.end - this.pos < n) this.fail(what, `needs ${n} bytes, ${this.end - this.pos} left`);
+  }
+
+  /** Fail when bytes are left over: a complete message must be consumed exactly. */
+  done(what = 'message'): void {
+    if (this.pos !== this.end) this.fail(what, `${this.end - this.pos} trailing bytes`);
+  }
+
+  enter(what: string): void {
+    if (++this.depth > this.maxDepth) this.fail(what, `nesting deeper than ${this.maxDepth}`);
+  }
+
+  leave(): void {
+    this.depth--;
+  }
+
+  int(): number {
+    if (this.end - this.pos < 4) this.need(4, 'int');
+    const v = this.view.getInt32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  uint(): number {
+    if (this.end - this.pos < 4) this.need(4, 'unsigned int');
+    const v = this.view.getUint32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  hyper(): bigint {
+    this.need(8, 'hyper');
+    const v = this.view.getBigInt64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  uhyper(): bigint {
+    this.need(8, 'unsigned hyper');
+    const v = this.view.getBigUint64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  float(): number {
+    this.need(4, 'float');
+    const v = this.view.getFloat32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  double(): number {
+    this.need(8, 'double');
+    const v = this.view.getFloat64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  bool(what = 'bool'): boolean {
+    const v = this.uint();
+    if (v > 1) {
+      this.pos -= 4;
+      this.fail(what, `bool must be 0 or 1, got ${v}`);
+    }
+    return v === 1;
+  }
+
+  /** opaque x[len]: a copy, so decoded values never alias a reused receive buffer. */
+  fixedOpaque(len: number, what = 'opaque'): Uint8Array {
+    const padded = len + pad(len);
+    if (this.end - this.pos < padded) this.need(padded, what);
+    const v = this.buf.slice(this.pos, this.pos + len);
+    this.pos += len;
+    this.checkPad(len, what);
+    return v;
+  }
+
+  /** opaque x<max>: length checked against max and the bytes left before the copy is made. */
+  varOpaque(max = UNBOUNDED, what = 'opaque'): Uint8Array {
+    const len = this.length(max, what);
+    return this.fixedOpaque(len, what);
+  }
+
+  /** string x<max>: must be valid UTF-8. */
+  string(max = UNBOUNDED, what = 'string'): string {
+    const len = this.length(max, what);
+    const start = this.pos;
+    let s: string;
+    let ascii = true;
+    for (let i = start, e = start + len; i < e; i++) {
+      if (this.buf[i] >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) {
+      s = len <= 64 ? String.fromCharCode.apply(null, this.buf.subarray(start, start + len) as unknown as number[]) : Buffer.from(this.buf.buffer, this.buf.byteOffset + start, len).toString('latin1');
+    } else {
+      try {
+        s = utf8Strict.decode(this.buf.subarray(start, start + len));
+      } catch {
+        this.fail(what, 'not valid UTF-8');
+      }
+    }
+    this.pos += len;
+    this.checkPad(len, what);
+    return s;
+  }
+
+  /**
+   * A variable array's element count: checked against the declared maximum and against the bytes left, given the
+   * smallest encoded size of one element, so a forged count cannot make the decoder allocate.
+   */
+  count(max: number, minElementSize: number, what: string): number {
+    const n = this.uint();
+    if (n > max) {
+      this.pos -= 4;
+      this.fail(what, `${n} elements exceed the maximum of ${max}`);
+    }
+    if (n * minElementSize > this.end - this.pos) {
+      this.pos -= 4;
+      this.fail(what, `${n} elements cannot fit in the ${this.end - this.pos - 4} bytes left`);
+    }
+    return n;
+  }
+
+  private length(max: number, what: string): number {
+    const len = this.uint();
+    if (len > max) {
+      this.pos -= 4;
+      this.fail(what, `length ${len} exceeds the maximum of ${max}`);
+    }
+    if (len + pad(len) > this.end - this.pos) {
+      this.pos -= 4;
+      this.fail(what, `length ${len} exceeds the ${this.end - this.pos - 4} bytes left`);
+    }
+    return len;
+  }
+
+  private checkPad(len: number, what: string): void {
+    let p = pad(len);
+    while (p-- > 0) {
+      if (this.buf[this.pos] !== 0) this.fail(what, 'non-zero padding');
+      this.pos++;
+    }
+  }
+}
+
+/** Encode one value with a codec into a fresh byte array. */
+export function encode<T>(codec: Codec<T>, v: T, w = new XdrWriter()): Uint8Array {
+  w.reset();
+  codec.encode(w, v);
+  return w.toBytes();
+}
+
+/** Decode exactly one value from `bytes`; trailing bytes are an error. */
+export function decode<T>(codec: Codec<T>, bytes: Uint8Array): T {
+  const r = new XdrReader(bytes);
+  const v = codec.decode(r);
+  r.done();
+  return v;
+}
