@@ -1,0 +1,64 @@
+import { expect } from 'chai';
+import { get } from 'node:http';
+import { PassThrough } from 'node:stream';
+import { formatEndpoint, parseEndpoint } from '../src/endpoint';
+import { createLogger } from '../src/log';
+import { Registry, serveMetrics } from '../src/metrics';
+
+describe('endpoint parsing', () => {
+  it('accepts every documented spelling', () => {
+    expect(parseEndpoint('[2001:db8::1]:4000', 1)).to.deep.equal({ host: '2001:db8::1', port: 4000, family: 6 });
+    expect(parseEndpoint('2001:db8::1', 7)).to.deep.equal({ host: '2001:db8::1', port: 7, family: 6 });
+    expect(parseEndpoint('[::1]', 7).port).to.equal(7);
+    expect(parseEndpoint('192.0.2.1:80', 7)).to.deep.equal({ host: '192.0.2.1', port: 80, family: 4 });
+    expect(parseEndpoint(':9', 7)).to.deep.equal({ host: '::', port: 9, family: 6 });
+    expect(formatEndpoint({ host: '::1', port: 5 })).to.equal('[::1]:5');
+  });
+
+  it('refuses bad hosts and ports with the expected forms in the message', () => {
+    expect(() => parseEndpoint('[::1]:70000', 1)).to.throw(/port "70000" is not 0-65535.*expected \[IPV6\]:PORT/);
+    expect(() => parseEndpoint('example.org:80', 1)).to.throw(/"example.org" is not an IP address/);
+    expect(() => parseEndpoint('[::g]:1', 1)).to.throw(/not an IP address/);
+  });
+});
+
+describe('logger', () => {
+  it('writes JSON lines with bound fields off a terminal and honours the level', () => {
+    const out = new PassThrough();
+    const log = createLogger({ stream: out, level: 'info' }).child({ component: 'tep' });
+    log.debug('hidden');
+    log.warn('drop', { reason: 'spoofed', n: 2n });
+    const rec = JSON.parse(String(out.read()));
+    expect(rec).to.include({ level: 'warn', msg: 'drop', component: 'tep', reason: 'spoofed', n: '2' });
+  });
+
+  it('writes key=value text on a terminal', () => {
+    const out = Object.assign(new PassThrough(), { isTTY: true });
+    createLogger({ stream: out, level: 'debug' }).info('lease', { address: '192.0.2.7', note: 'two words' });
+    expect(String(out.read())).to.equal('INFO  lease address=192.0.2.7 note="two words"\n');
+  });
+});
+
+describe('metrics', () => {
+  it('renders counters, gauges and collectors in Prometheus text format over HTTP', async () => {
+    const reg = new Registry();
+    reg.counter('dstm_requests_total', 'Requests by result.').inc({ result: 'ok' }, 3);
+    let drops = 0;
+    reg.collector('dstm_drops_total', 'Drops by reason.', 'counter', () => [{ labels: { reason: 'a"b' }, value: drops }]);
+    drops = 5;
+    expect(() => reg.gauge('dstm_requests_total', 'again')).to.throw(/registered twice/);
+    const { server, port } = await serveMetrics(reg, '::1', 0);
+    try {
+      const body = await new Promise<string>((resolve, reject) =>
+        get({ host: '::1', port, path: '/metrics' }, (res) => {
+          let s = '';
+          res.on('data', (c) => (s += c)).on('end', () => resolve(s));
+        }).on('error', reject),
+      );
+      expect(body).to.contain('# TYPE dstm_requests_total counter\ndstm_requests_total{result="ok"} 3\n');
+      expect(body).to.contain('dstm_drops_total{reason="a\\"b"} 5\n');
+    } finally {
+      server.close();
+    }
+  });
+});
