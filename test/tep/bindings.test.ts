@@ -1,0 +1,87 @@
+import { expect } from 'chai';
+import { ipv4ToString, ipv6FromString } from '../../src/dti/packet';
+import { BindingTable } from '../../src/tep/bindings';
+import { Ipv6PrefixList, ipv4InPrefix, parseIpv4Prefix } from '../../src/tep/prefixes';
+
+const v6 = (n: number): Uint8Array => ipv6FromString(`2001:db8:1::${n.toString(16)}`);
+
+describe('tep binding table', () => {
+  it('looks up both directions, in place in a packet buffer', () => {
+    const t = new BindingTable();
+    t.set('198.51.100.5', '2001:db8:1::10', 10_000, 'server');
+    const pkt = new Uint8Array(40);
+    pkt.set(ipv6FromString('2001:db8:1::10'), 8);
+    const slot = t.findByIpv6(pkt, 8, 0);
+    expect(slot).to.be.at.least(0);
+    expect(ipv4ToString(t.ipv4At(slot))).to.equal('198.51.100.5');
+    const s4 = t.findByIpv4(0xc6336405, 0);
+    expect(s4).to.equal(slot);
+    expect(Buffer.from(t.ipv6Bytes.subarray(t.ipv6Offset(s4), t.ipv6Offset(s4) + 16))).to.deep.equal(Buffer.from(pkt.subarray(8, 24)));
+    expect(t.findByIpv4(0xc6336406, 0)).to.equal(-1);
+  });
+
+  it('treats an ended binding as absent and sweeps it', () => {
+    const t = new BindingTable();
+    t.set('198.51.100.5', '2001:db8:1::10', 1000, 'server');
+    t.set('198.51.100.200', '2001:db8:1::20', Infinity, 'static');
+    expect(t.findByIpv4(0xc6336405, 999)).to.be.at.least(0);
+    expect(t.findByIpv4(0xc6336405, 1000)).to.equal(-1);
+    expect(t.nextEnd()).to.equal(1000);
+    expect(t.sweep(1000).map((b) => b.ipv4)).to.deep.equal(['198.51.100.5']);
+    expect(t.size).to.equal(1);
+    t.clearLearned();
+    expect(t.list()).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, source: 'static' }]);
+  });
+
+  it('keeps one binding per address on each side', () => {
+    const t = new BindingTable();
+    t.set('198.51.100.5', '2001:db8:1::10', 1e15, 'server');
+    t.set('198.51.100.6', '2001:db8:1::10', 1e15, 'server'); // the node got a new address
+    expect(t.list().map((b) => b.ipv4)).to.deep.equal(['198.51.100.6']);
+    t.set('198.51.100.6', '2001:db8:1::11', 1e15, 'server'); // the address moved to another node
+    expect(t.list().map((b) => b.ipv6)).to.deep.equal(['2001:db8:1::11']);
+  });
+
+  it('agrees with a Map model through random inserts, replacements, deletes and growth', () => {
+    const t = new BindingTable(16);
+    const model = new Map<number, number>(); // ipv4 -> node number
+    let seed = 7;
+    const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    for (let i = 0; i < 20000; i++) {
+      const a = 0xc6330000 + rnd(3000);
+      if (rnd(3) === 0) {
+        expect(t.delete(a)).to.equal(model.has(a));
+        model.delete(a);
+      } else {
+        const node = rnd(3000);
+        for (const [k, v] of model) if (v === node) model.delete(k);
+        model.set(a, node);
+        t.set(a, v6(node), 1e15, 'server');
+      }
+    }
+    expect(t.size).to.equal(model.size);
+    for (let a = 0xc6330000; a < 0xc6330000 + 3000; a++) {
+      const s = t.findByIpv4(a, 0);
+      if (!model.has(a)) {
+        expect(s).to.equal(-1);
+        continue;
+      }
+      const bytes = v6(model.get(a) as number);
+      expect(t.findByIpv6(bytes, 0, 0)).to.equal(s);
+    }
+  });
+});
+
+describe('tep prefixes', () => {
+  it('matches IPv4 and IPv6 prefixes and refuses host bits', () => {
+    const p = parseIpv4Prefix('198.51.100.0/28');
+    expect(ipv4InPrefix(0xc633640f, p)).to.equal(true);
+    expect(ipv4InPrefix(0xc6336410, p)).to.equal(false);
+    expect(() => parseIpv4Prefix('198.51.100.1/28')).to.throw(/host bits set.*198.51.100.0\/28/);
+    const l = new Ipv6PrefixList(['2001:db8:1::/64', '2001:db8:ff00::/41']);
+    expect(l.contains(ipv6FromString('2001:db8:1::10'), 0)).to.equal(true);
+    expect(l.contains(ipv6FromString('2001:db8:ff7f::1'), 0)).to.equal(true);
+    expect(l.contains(ipv6FromString('2001:db8:ff80::1'), 0)).to.equal(false);
+    expect(new Ipv6PrefixList([]).contains(ipv6FromString('::1'), 0)).to.equal(true);
+  });
+});
