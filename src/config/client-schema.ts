@@ -1,0 +1,18 @@
+// The "client" section (dstm request, dstm release, dstm leases): where the DSTM server is and how to call it.
+import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
+import { describe, field, integer, record, type Infer, type KeyDoc } from './schema';
+import { endpoint } from './types';
+
+export const clientFields = {
+  server: field(endpoint(DEFAULT_PORT, 6), `[::1]:${DEFAULT_PORT}`, 'DSTM server to call (--server; the DSTM_SERVER environment variable also sets it).'),
+  program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server (--program).'),
+  timeout: field(integer(1, 3600000), 5000, 'Milliseconds to wait for each reply before giving up (--timeout).'),
+  lease: field(integer(0, 0x7fffffff), 0, 'Lease duration in seconds to ask for; 0 takes the server default (--lease).'),
+};
+
+export type ClientConfig = Infer<typeof clientFields>;
+export const clientSchema = record(clientFields, 'client');
+
+export function clientKeys(): KeyDoc[] {
+  return describe(clientFields, 'client');
+}

@@ -1,0 +1,213 @@
+// A small schema DSL for dstm's JSON configuration. Each key declares its type, default, doc string and validator
+// once; the same declaration validates the file, validates command-line overrides, and is exported as a table
+// ({key, type, default, doc}) that the man pages are checked against. Errors name the key path, the bad value
+// and what was expected.
+
+/** A refused configuration value: `path` is where (e.g. "server.pools[1]" or "--pool"). */
+export class ConfigError extends Error {
+  constructor(
+    readonly path: string,
+    readonly value: unknown,
+    readonly expected: string,
+    message = `${path}: ${showValue(value)} is not valid: expected ${expected}`,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export function showValue(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const s = JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/** A type: how to validate (and normalise) one value. */
+export interface Type<T> {
+  /** Short machine-readable type name for the key table, e.g. "integer", "list of ipv4-prefix". */
+  readonly name: string;
+  /** What a valid value looks like, in words, for error messages. */
+  readonly expected: string;
+  parse(value: unknown, path: string): T;
+  /** Nested keys, for the key table (records only). */
+  readonly fields?: Fields;
+}
+
+/**
+ * One key of a record: its type, its default as it would be written in the file (parsed by the type like any given
+ * value, so the key table shows defaults in file syntax), and its documentation.
+ */
+export interface Field<T, K extends FieldKind = FieldKind> {
+  readonly type: Type<T>;
+  readonly kind: K;
+  readonly default: unknown;
+  readonly doc: string;
+}
+
+export type FieldKind = 'default' | 'optional' | 'required';
+export type Fields = Record<string, Field<any>>;
+
+type FieldValue<F> = F extends Field<infer T, infer K> ? (K extends 'optional' ? T | undefined : T) : never;
+export type Infer<F extends Fields> = { -readonly [K in keyof F]: FieldValue<F[K]> };
+
+export function field<T>(type: Type<T>, defaultValue: unknown, doc: string): Field<T, 'default'> {
+  return { type, kind: 'default', default: defaultValue, doc };
+}
+
+export function optional<T>(type: Type<T>, doc: string): Field<T, 'optional'> {
+  return { type, kind: 'optional', default: undefined, doc };
+}
+
+export function required<T>(type: Type<T>, doc: string): Field<T, 'required'> {
+  return { type, kind: 'required', default: undefined, doc };
+}
+
+function fail(path: string, value: unknown, expected: string): never {
+  throw new ConfigError(path, value, expected);
+}
+
+/** A type from a predicate/normaliser; `check` returns the value or throws any Error (its message is appended). */
+export function custom<T>(name: string, expected: string, check: (v: unknown) => T): Type<T> {
+  return {
+    name,
+    expected,
+    parse(value, path) {
+      try {
+        return check(value);
+      } catch (err) {
+        if (err instanceof ConfigError) throw err;
+        const why = err instanceof Error && err.message ? ` (${err.message})` : '';
+        return fail(path, value, expected + why);
+      }
+    },
+  };
+}
+
+/** A string type whose text is parsed by `parseText` (which throws on bad input); e.g. addresses and prefixes. */
+export function textual<T>(name: string, expected: string, parseText: (s: string) => T): Type<T> {
+  return custom(name, expected, (v) => {
+    if (typeof v !== 'string') throw new Error('not a string');
+    return parseText(v);
+  });
+}
+
+export const string: Type<string> = textual('string', 'a string', (s) => s);
+
+export const boolean: Type<boolean> = {
+  name: 'boolean',
+  expected: 'true or false',
+  parse: (v, path) => (typeof v === 'boolean' ? v : fail(path, v, 'true or false')),
+};
+
+export function integer(min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER): Type<number> {
+  const expected = `an integer from ${min} to ${max}`;
+  return {
+    name: 'integer',
+    expected,
+    parse: (v, path) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : fail(path, v, expected)),
+  };
+}
+
+export function oneOf<const T extends string>(values: readonly T[]): Type<T> {
+  const expected = `one of ${values.map((v) => JSON.stringify(v)).join(', ')}`;
+  return {
+    name: values.join('|'),
+    expected,
+    parse: (v, path) => ((values as readonly unknown[]).includes(v) ? (v as T) : fail(path, v, expected)),
+  };
+}
+
+export function list<T>(elem: Type<T>, opts: { min?: number; max?: number } = {}): Type<T[]> {
+  const min = opts.min ?? 0;
+  const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+  const expected = `a list of ${elem.expected}` + (min > 0 ? ` (at least ${min})` : '');
+  return {
+    name: `list of ${elem.name}`,
+    expected,
+    fields: elem.fields,
+    parse(v, path) {
+      if (!Array.isArray(v)) return fail(path, v, expected);
+      if (v.length < min) return fail(path, v, `${expected}`);
+      if (v.length > max) return fail(path, v, `at most ${max} items`);
+      return v.map((e, i) => elem.parse(e, `${path}[${i}]`));
+    },
+  };
+}
+
+/** A JSON object with exactly the declared keys: unknown keys are refused (they are usually typos). */
+export function record<F extends Fields>(fields: F, name = 'object'): Type<Infer<F>> {
+  const expected = `an object with keys ${Object.keys(fields).join(', ')}`;
+  return {
+    name,
+    expected,
+    fields,
+    parse(v, path) {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(path, v, expected);
+      const obj = v as Record<string, unknown>;
+      for (const k of Object.keys(obj)) {
+        if (!Object.hasOwn(fields, k)) {
+          const known = Object.keys(fields).join(', ');
+          throw new ConfigError(join(path, k), obj[k], `one of the keys ${known}`, `${join(path, k)}: unknown key (known keys: ${known})`);
+        }
+      }
+      const out: Record<string, unknown> = Object.create(null);
+      for (const [k, f] of Object.entries(fields)) {
+        const given = Object.hasOwn(obj, k) ? obj[k] : undefined;
+        if (given === undefined) {
+          if (f.kind === 'required') {
+            throw new ConfigError(join(path, k), undefined, f.type.expected, `${join(path, k)}: missing: expected ${f.type.expected}`);
+          }
+          out[k] = f.kind === 'default' ? f.type.parse(f.default, `${join(path, k)} (default)`) : undefined;
+        } else {
+          out[k] = f.type.parse(given, join(path, k));
+        }
+      }
+      return out as Infer<F>;
+    },
+  };
+}
+
+function join(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+/** One row of the machine-readable key table. */
+export interface KeyDoc {
+  key: string;
+  type: string;
+  default: unknown;
+  doc: string;
+}
+
+/** Flatten a record's fields into dotted keys ("server.teps[].prefix"), depth first, in declaration order. */
+export function describe(fields: Fields, prefix = ''): KeyDoc[] {
+  const out: KeyDoc[] = [];
+  for (const [k, f] of Object.entries(fields)) {
+    const key = join(prefix, k);
+    out.push({ key, type: f.type.name, default: f.default, doc: f.doc });
+    if (f.type.fields) out.push(...describe(f.type.fields, f.type.name.startsWith('list of') ? `${key}[]` : key));
+  }
+  return out;
+}
+
+/** A command-line value standing in for a key: validated on its own first, so an error names the flag. */
+export interface Override {
+  key: string;
+  flag: string;
+  value: unknown;
+}
+
+/**
+ * Parse a section from the file's raw object with command-line overrides on top (flags win). Each override is
+ * validated under its flag's name, then the merged object is validated under `path`.
+ */
+export function parseWithOverrides<F extends Fields>(fields: F, raw: unknown, path: string, overrides: readonly Override[] = []): Infer<F> {
+  const merged: Record<string, unknown> = { ...((raw ?? {}) as Record<string, unknown>) };
+  for (const o of overrides) {
+    const f = fields[o.key];
+    if (!f) throw new Error(`internal: flag ${o.flag} overrides unknown key ${o.key}`);
+    f.type.parse(o.value, o.flag);
+    merged[o.key] = o.value;
+  }
+  return record(fields).parse(merged, path);
+}

@@ -1,0 +1,52 @@
+// The "server" section of the configuration file (dstm server). Every key is documented in dstm.conf(5); the man
+// page test compares that page with serverKeys().
+import { boolean, describe, field, integer, list, oneOf, optional, record, required, type Infer, type KeyDoc } from './schema';
+import { endpoint, ipv4, ipv6, path, prefix4, prefix6 } from './types';
+
+/** Port the DSTM server listens on and clients call when none is given ("DSTM" on a phone keypad). */
+export const DEFAULT_PORT = 3786;
+/** ONC RPC program number of the DSTM program (xdr/dstm.x); --program overrides it. */
+export const DEFAULT_PROGRAM = 0x2d53544d;
+
+const tepIPv6 = required(ipv6, 'IPv6 address of the TEP, where nodes send their tunnelled IPv4 packets.');
+const tepIPv4 = required(ipv4, 'IPv4 address of the TEP, given to nodes as the point-to-point peer of their DTI.');
+const tepType = record({ ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep');
+
+export const serverFields = {
+  listen: field(list(endpoint(DEFAULT_PORT, 6), { min: 1 }), [`[::]:${DEFAULT_PORT}`], 'IPv6 addresses and ports to serve on, over both UDP and TCP (--listen).'),
+  transports: field(list(oneOf(['udp', 'tcp'] as const), { min: 1 }), ['udp', 'tcp'], 'RPC transports to serve on each listen address.'),
+  program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number (--program); 760435789 is 0x2D53544D.'),
+  rpcbind: field(oneOf(['auto', 'on', 'off'] as const), 'auto', 'Register with rpcbind: "auto" when it runs, "on" fails the start when it does not, "off" never.'),
+  pools: field(list(prefix4, { min: 1 }), ['192.0.2.0/24'], 'IPv4 prefixes whose addresses are leased (--pool); they must be routed to the TEPs.'),
+  exclude: field(list(prefix4), [], 'IPv4 addresses or prefixes inside the pools that are never leased.'),
+  skip_network_broadcast: field(boolean, true, 'Never lease the first and last address of each pool prefix shorter than /31.'),
+  reservations: field(
+    list(record({ ipv6: required(prefix6, 'IPv6 address or prefix of the node(s).'), ipv4: required(ipv4, 'The fixed IPv4 address they get.') }, 'reservation')),
+    [],
+    'Fixed bindings: a node whose IPv6 address is in "ipv6" always gets "ipv4" (one node at a time); the address leaves the dynamic pool.',
+  ),
+  tep: optional(tepType, 'Default TEP for nodes no "teps" entry matches (--tep IPV6,IPV4).'),
+  teps: field(
+    list(record({ prefix: required(prefix6, 'Client IPv6 prefix.'), ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep-route')),
+    [],
+    'Per-prefix TEPs: a node gets the TEP of the longest prefix containing its IPv6 address.',
+  ),
+  lease: field(integer(1, 0x7fffffff), 3600, 'Lease duration in seconds (--lease), when the node asks for none.'),
+  max_lease: field(integer(1, 0x7fffffff), 86400, 'Longest lease in seconds a node may ask for.'),
+  hold: field(integer(0, 0x7fffffff), 600, 'Seconds an expired or revoked address stays unassigned before it is reused (the old node may still use it).'),
+  state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store (--state-dir).'),
+  allow: field(list(prefix6), ['::/0'], 'IPv6 prefixes of nodes allowed to request addresses (--allow).'),
+  tep_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to read the binding feed (BINDINGS), besides the configured TEP addresses.'),
+  admin_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to call the admin procedures (dstm leases).'),
+  feed_max_wait: field(integer(0, 300000), 30000, 'Longest time in milliseconds a BINDINGS call is held waiting for a change.'),
+  metrics: optional(endpoint(9786), 'Serve Prometheus metrics on this address (GET /metrics); off when not given.'),
+  log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
+};
+
+export type ServerConfig = Infer<typeof serverFields>;
+export const serverSchema = record(serverFields, 'server');
+
+/** The machine-readable key table of the "server" section ({key, type, default, doc}). */
+export function serverKeys(): KeyDoc[] {
+  return describe(serverFields, 'server');
+}

@@ -1,0 +1,25 @@
+// Configuration types for network values, shared by every section's schema.
+import { parseEndpoint, type Endpoint } from '../endpoint';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, type Prefix4, type Prefix6 } from '../server/addr';
+import { integer, textual, type Type } from './schema';
+
+export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);
+export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6);
+export const prefix4: Type<Prefix4> = textual('ipv4-prefix', 'an IPv4 prefix like "192.0.2.0/24" (or one address)', parsePrefix4);
+export const prefix6: Type<Prefix6> = textual('ipv6-prefix', 'an IPv6 prefix like "2001:db8::/32" (or one address)', parsePrefix6);
+export const port: Type<number> = { ...integer(0, 65535), name: 'port' };
+
+/** "[IPV6]:PORT"; `family` 6 refuses IPv4 (the DSTM server and clients speak only IPv6, draft section 6). */
+export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
+  const expected = family === 6 ? `an IPv6 endpoint like "[::]:${defaultPort}"` : `an endpoint like "[::1]:${defaultPort}"`;
+  return textual('endpoint', expected, (s) => {
+    const e = parseEndpoint(s, defaultPort);
+    if (family === 6 && e.family !== 6) throw new Error('IPv4 is not allowed here: DSTM runs over IPv6 only');
+    return e;
+  });
+}
+
+export const path: Type<string> = textual('path', 'a non-empty file or directory path', (s) => {
+  if (s.length === 0) throw new Error('empty');
+  return s;
+});

@@ -1,0 +1,184 @@
+// IPv4 and IPv6 addresses and prefixes as the control plane stores them: IPv4 as an unsigned 32-bit number (so a
+// pool is an integer range), IPv6 as 16 bytes (the Annex B wire form). Pure functions; every parser throws an Error
+// whose message says what is wrong.
+import { isIPv4, isIPv6 } from 'node:net';
+
+export function parseIPv4(s: string): number {
+  if (!isIPv4(s)) throw new Error(`"${s}" is not an IPv4 address`);
+  return s.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+}
+
+export function formatIPv4(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+export function ipv4ToBytes(n: number): Uint8Array {
+  return new Uint8Array([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+}
+
+export function ipv4FromBytes(b: Uint8Array): number {
+  return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+}
+
+/** 16 bytes from any RFC 4291 text form (including an embedded IPv4 tail); a zone ("%eth0") is ignored. */
+export function parseIPv6(text: string): Uint8Array {
+  const s = text.replace(/%.*$/, '');
+  if (!isIPv6(s)) throw new Error(`"${text}" is not an IPv6 address`);
+  const out = new Uint8Array(16);
+  let groups: string[];
+  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+  let body = s;
+  if (tail) {
+    const v4 = parseIPv4(tail[1]);
+    out.set(ipv4ToBytes(v4), 12);
+    body = s.slice(0, -tail[1].length) + '0:0';
+  }
+  const halves = body.split('::');
+  if (halves.length === 2) {
+    const head = halves[0] ? halves[0].split(':') : [];
+    const rest = halves[1] ? halves[1].split(':') : [];
+    groups = [...head, ...Array<string>(8 - head.length - rest.length).fill('0'), ...rest];
+  } else {
+    groups = body.split(':');
+  }
+  const limit = tail ? 6 : 8;
+  for (let i = 0; i < limit; i++) {
+    const g = parseInt(groups[i], 16);
+    out[2 * i] = g >> 8;
+    out[2 * i + 1] = g & 255;
+  }
+  return out;
+}
+
+/** RFC 5952 canonical text: lower case, longest run (>= 2) of zero groups compressed, first one on a tie. */
+export function formatIPv6(b: Uint8Array): string {
+  const g: number[] = [];
+  for (let i = 0; i < 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (a: number[]): string => a.map((x) => x.toString(16)).join(':');
+  if (bestStart < 0) return hex(g);
+  return `${hex(g.slice(0, bestStart))}::${hex(g.slice(bestStart + bestLen))}`;
+}
+
+export function isV4Mapped(b: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
+  return b[10] === 0xff && b[11] === 0xff;
+}
+
+export function isZero(b: Uint8Array): boolean {
+  for (const x of b) if (x !== 0) return false;
+  return true;
+}
+
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export interface Prefix6 {
+  bytes: Uint8Array;
+  len: number;
+}
+
+/** "2001:db8::/32", or a bare address meaning /128. Host bits must be zero, so a typo cannot widen a prefix. */
+export function parsePrefix6(text: string): Prefix6 {
+  const [addr, lenText, extra] = text.split('/');
+  if (extra !== undefined) throw new Error(`"${text}" has more than one "/"`);
+  const bytes = parseIPv6(addr);
+  const len = lenText === undefined ? 128 : Number(lenText);
+  if (!/^\d{1,3}$/.test(lenText ?? '128') || len > 128) throw new Error(`prefix length "${lenText}" is not 0-128`);
+  if (!prefixContains6({ bytes: masked6(bytes, len), len }, bytes)) throw new Error(`host bits are set past /${len}`);
+  return { bytes, len };
+}
+
+function masked6(b: Uint8Array, len: number): Uint8Array {
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) {
+    const bits = Math.max(0, Math.min(8, len - 8 * i));
+    out[i] = b[i] & ((0xff << (8 - bits)) & 0xff);
+  }
+  return out;
+}
+
+export function prefixContains6(p: Prefix6, addr: Uint8Array): boolean {
+  const full = p.len >> 3;
+  for (let i = 0; i < full; i++) if (p.bytes[i] !== addr[i]) return false;
+  const rem = p.len & 7;
+  if (rem === 0) return true;
+  const mask = (0xff << (8 - rem)) & 0xff;
+  return (p.bytes[full] & mask) === (addr[full] & mask);
+}
+
+export function formatPrefix6(p: Prefix6): string {
+  return `${formatIPv6(p.bytes)}/${p.len}`;
+}
+
+export interface Prefix4 {
+  /** First address of the prefix. */
+  base: number;
+  len: number;
+}
+
+/** "192.0.2.0/24", or a bare address meaning /32; host bits must be zero. */
+export function parsePrefix4(text: string): Prefix4 {
+  const [addr, lenText, extra] = text.split('/');
+  if (extra !== undefined) throw new Error(`"${text}" has more than one "/"`);
+  const base = parseIPv4(addr);
+  const len = lenText === undefined ? 32 : Number(lenText);
+  if (!/^\d{1,2}$/.test(lenText ?? '32') || len > 32) throw new Error(`prefix length "${lenText}" is not 0-32`);
+  if (base % prefixSize4(len) !== 0) throw new Error(`host bits are set past /${len}`);
+  return { base, len };
+}
+
+export function prefixSize4(len: number): number {
+  return 2 ** (32 - len);
+}
+
+export function formatPrefix4(p: Prefix4): string {
+  return `${formatIPv4(p.base)}/${p.len}`;
+}
+
+export function prefixContains4(p: Prefix4, addr: number): boolean {
+  return addr >= p.base && addr < p.base + prefixSize4(p.len);
+}
+
+/** Longest-prefix-match over a few IPv6 prefixes (TEP map, ACLs): entries are kept longest first. */
+export class PrefixTable<T> {
+  private readonly entries: { prefix: Prefix6; value: T }[] = [];
+
+  constructor(items: Iterable<[Prefix6, T]> = []) {
+    for (const [p, v] of items) this.entries.push({ prefix: p, value: v });
+    this.entries.sort((a, b) => b.prefix.len - a.prefix.len);
+  }
+
+  lookup(addr: Uint8Array): T | undefined {
+    for (const e of this.entries) if (prefixContains6(e.prefix, addr)) return e.value;
+    return undefined;
+  }
+
+  get size(): number {
+    return this.entries.length;
+  }
+}
+
+/** True when `addr` is inside any of the prefixes. */
+export function inAny6(prefixes: readonly Prefix6[], addr: Uint8Array): boolean {
+  return prefixes.some((p) => prefixContains6(p, addr));
+}
+
+export const IPV4_HOST_MASK = 0xffffffff;

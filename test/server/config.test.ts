@@ -1,0 +1,60 @@
+import { expect } from 'chai';
+import { parseConfigText } from '../../src/config/load';
+import { ConfigError, describe as keyTable, field, integer, list, parseWithOverrides, record } from '../../src/config/schema';
+import { serverFields, serverKeys, serverSchema } from '../../src/config/server-schema';
+import { formatIPv4 } from '../../src/server/addr';
+
+function refusal(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config schema', () => {
+  it('fills every default and parses values', () => {
+    const c = serverSchema.parse({ pools: ['10.1.0.0/16'] }, 'server');
+    expect(c.lease).to.equal(3600);
+    expect(c.pools.map((p) => `${formatIPv4(p.base)}/${p.len}`)).to.deep.equal(['10.1.0.0/16']);
+    expect(c.listen[0]).to.deep.include({ host: '::', port: 3786 });
+    expect(c.tep).to.equal(undefined);
+  });
+
+  it('names the key path, the bad value and what was expected', () => {
+    const e = refusal(() => serverSchema.parse({ teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.300' }] }, 'server'));
+    expect(e.path).to.equal('server.teps[0].ipv4');
+    expect(e.message).to.contain('"10.0.0.300"').and.contain('IPv4 address');
+  });
+
+  it('refuses unknown keys, missing required keys and IPv4 listen addresses', () => {
+    expect(refusal(() => serverSchema.parse({ leese: 5 }, 'server')).message).to.match(/server\.leese: unknown key .*lease/);
+    expect(refusal(() => serverSchema.parse({ tep: { ipv6: '::1' } }, 'server')).message).to.equal('server.tep.ipv4: missing: expected an IPv4 address like "192.0.2.1"');
+    expect(refusal(() => serverSchema.parse({ listen: ['192.0.2.1:3786'] }, 'server')).message).to.contain('IPv6');
+    expect(refusal(() => serverSchema.parse({ pools: ['192.0.2.1/24'] }, 'server')).message).to.contain('host bits');
+  });
+
+  it('lets a flag override a key and names the flag when the flag is bad', () => {
+    const c = parseWithOverrides(serverFields, { lease: 100 }, 'server', [{ key: 'lease', flag: '--lease', value: 7 }]);
+    expect(c.lease).to.equal(7);
+    expect(refusal(() => parseWithOverrides(serverFields, {}, 'server', [{ key: 'lease', flag: '--lease', value: -1 }])).path).to.equal('--lease');
+  });
+
+  it('reports JSON syntax errors with line and column, and unknown sections', () => {
+    expect(() => parseConfigText('{\n  "server": {\n    "lease": 5,\n  }\n}', 'f.json')).to.throw(/f\.json: not valid JSON at line 4, column 3/);
+    expect(() => parseConfigText('{"sevrer": {}}', 'f.json')).to.throw(/unknown section/);
+  });
+
+  it('exports a key table with nested keys for the man page check', () => {
+    const keys = serverKeys().map((k) => k.key);
+    expect(keys).to.include.members(['server.lease', 'server.teps[].prefix', 'server.tep.ipv4', 'server.reservations[].ipv4']);
+    for (const k of serverKeys()) expect(k.doc, k.key).to.not.equal('');
+    const t = keyTable({ a: field(list(record({ b: field(integer(0, 9), 1, 'B') })), [], 'A') }, 'x');
+    expect(t).to.deep.equal([
+      { key: 'x.a', type: 'list of object', default: [], doc: 'A' },
+      { key: 'x.a[].b', type: 'integer', default: 1, doc: 'B' },
+    ]);
+  });
+});
