@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "dstm_native",
+      "sources": ["native/dstm_native.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

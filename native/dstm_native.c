@@ -1,0 +1,554 @@
+// dstm_native: the DTI's device I/O, kept as small as possible (all packet logic is in src/dti/packet.ts).
+//
+// - TUN devices (IFF_TUN | IFF_NO_PI, non-blocking) and the interface MTU ioctl.
+// - Raw IPv6 sockets: protocol 4 (IPv4-in-IPv6, sent with IPV6_HDRINCL because the outer header, fragment
+//   headers included, is built in JS) and protocol 58 (to hear ICMPv6 errors about our tunnel packets).
+// - A libuv poll watcher per fd: when readable, up to maxBatch packets are drained into ONE shared buffer made
+//   of fixed-size slots (read() loop for TUN, recvmmsg for raw sockets) and JavaScript is called once with the
+//   count. For raw sockets the kernel strips the IPv6 header (and any destination options), so a synthetic
+//   40-byte IPv6 header (source, destination from IPV6_PKTINFO, traffic class, hop limit, next header) is
+//   written in front of each payload: JS then decapsulates every packet the same way.
+// - Batched writes: a write() loop for TUN (one packet per write is the TUN contract) and sendmmsg for raw
+//   sockets, the destination of each packet taken from its own IPv6 header. One JS→C crossing per batch.
+// Nothing is allocated per packet: the mmsghdr/iovec/sockaddr/cmsg arrays are allocated once per watcher/fd.
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/icmp6.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define KIND_TUN 0
+#define KIND_RAW 1
+#define IPV6_HDR 40
+#define MAX_BATCH 1024
+
+#define CHECK(call)                                                                                              \
+  do {                                                                                                           \
+    if ((call) != napi_ok) {                                                                                     \
+      napi_throw_error(env, NULL, "dstm_native: N-API call failed: " #call);                                    \
+      return NULL;                                                                                               \
+    }                                                                                                            \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, text, error;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  char errname[16];
+  snprintf(errname, sizeof errname, "%d", err);
+  napi_create_string_utf8(env, errname, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, text, &error);
+  napi_value errnoval;
+  napi_create_int32(env, err, &errnoval);
+  napi_set_named_property(env, error, "errno", errnoval);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "dstm_native: missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_i32(napi_env env, napi_value v, int32_t *out) {
+  if (napi_get_value_int32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dstm_native: expected a number");
+    return 0;
+  }
+  return 1;
+}
+
+/** Data pointer and byte length of a TypedArray argument. */
+static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  napi_typedarray_type type;
+  size_t n, off;
+  napi_value ab;
+  void *p;
+  if (napi_get_typedarray_info(env, v, &type, &n, &p, &ab, &off) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dstm_native: expected a TypedArray");
+    return 0;
+  }
+  size_t el = (type == napi_uint32_array || type == napi_int32_array || type == napi_float32_array) ? 4 : 1;
+  *data = p;
+  *len = n * el;
+  return 1;
+}
+
+static int get_name(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t n;
+  if (napi_get_value_string_utf8(env, v, buf, size, &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dstm_native: expected a string");
+    return 0;
+  }
+  return 1;
+}
+
+// openTun(name: string) → [fd, actualName]. An empty name lets the kernel pick tunN.
+static napi_value open_tun(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char name[IFNAMSIZ];
+  if (!get_name(env, argv[0], name, sizeof name)) return NULL;
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "open /dev/net/tun", errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name, IFNAMSIZ);  // get_name NUL-terminated it within IFNAMSIZ
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "TUNSETIFF", err);
+  }
+  napi_value result, fdv, namev;
+  CHECK(napi_create_array_with_length(env, 2, &result));
+  CHECK(napi_create_int32(env, fd, &fdv));
+  CHECK(napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &namev));
+  CHECK(napi_set_element(env, result, 0, fdv));
+  CHECK(napi_set_element(env, result, 1, namev));
+  return result;
+}
+
+// setMtu(ifname: string, mtu: number)
+static napi_value set_mtu(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  int32_t mtu;
+  if (!get_name(env, argv[0], ifr.ifr_name, IFNAMSIZ) || !get_i32(env, argv[1], &mtu)) return NULL;
+  ifr.ifr_mtu = mtu;
+  int s = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return throw_errno(env, "socket", errno);
+  int rc = ioctl(s, SIOCSIFMTU, &ifr);
+  int err = errno;
+  close(s);
+  if (rc < 0) return throw_errno(env, "SIOCSIFMTU", err);
+  return NULL;
+}
+
+// openRaw6(protocol: number, bindAddr: Uint8Array(16) | null, device: string) → fd
+// Protocol 4 sockets send with IPV6_HDRINCL; protocol 58 sockets only pass ICMPv6 error messages.
+static napi_value open_raw6(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int32_t proto;
+  if (!get_i32(env, argv[0], &proto)) return NULL;
+  char dev[IFNAMSIZ];
+  if (!get_name(env, argv[2], dev, sizeof dev)) return NULL;
+  napi_valuetype t;
+  CHECK(napi_typeof(env, argv[1], &t));
+  uint8_t *addr = NULL;
+  size_t alen = 0;
+  if (t != napi_null && t != napi_undefined) {
+    if (!get_bytes(env, argv[1], &addr, &alen)) return NULL;
+    if (alen != 16) {
+      napi_throw_type_error(env, NULL, "openRaw6: bind address must be 16 bytes");
+      return NULL;
+    }
+  }
+  int fd = socket(AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+  if (fd < 0) return throw_errno(env, "socket(AF_INET6, SOCK_RAW)", errno);
+  int one = 1;
+  const char *what = NULL;
+  if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) < 0) what = "IPV6_RECVPKTINFO";
+  else if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof one) < 0) what = "IPV6_RECVTCLASS";
+  else if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof one) < 0) what = "IPV6_RECVHOPLIMIT";
+  else if (proto != IPPROTO_ICMPV6 && setsockopt(fd, IPPROTO_IPV6, IPV6_HDRINCL, &one, sizeof one) < 0)
+    what = "IPV6_HDRINCL";
+  if (!what && proto == IPPROTO_ICMPV6) {
+    struct icmp6_filter filter;
+    ICMP6_FILTER_SETBLOCKALL(&filter);
+    ICMP6_FILTER_SETPASS(ICMP6_DST_UNREACH, &filter);
+    ICMP6_FILTER_SETPASS(ICMP6_PACKET_TOO_BIG, &filter);
+    ICMP6_FILTER_SETPASS(ICMP6_TIME_EXCEEDED, &filter);
+    ICMP6_FILTER_SETPASS(ICMP6_PARAM_PROB, &filter);
+    if (setsockopt(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter, sizeof filter) < 0) what = "ICMP6_FILTER";
+  }
+  if (!what && dev[0] && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, strlen(dev)) < 0) what = "SO_BINDTODEVICE";
+  if (!what && addr) {
+    struct sockaddr_in6 sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin6_family = AF_INET6;
+    memcpy(&sa.sin6_addr, addr, 16);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) what = "bind";
+  }
+  if (what) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, what, err);
+  }
+  napi_value r;
+  CHECK(napi_create_int32(env, fd, &r));
+  return r;
+}
+
+// closeFd(fd)
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  if (!get_i32(env, argv[0], &fd)) return NULL;
+  if (close(fd) < 0) return throw_errno(env, "close", errno);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Batched reading
+
+typedef struct {
+  struct sockaddr_in6 from;
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+} raw_slot;
+
+typedef struct {
+  uv_poll_t poll;  // first: the uv handle's address is the reader's
+  napi_env env;
+  napi_ref callback;
+  napi_ref buffer;  // keeps the shared slots alive
+  napi_ref lengths;
+  napi_async_context async;
+  int fd;
+  int kind;
+  int proto;
+  uint8_t *slots;
+  size_t slot_size;
+  size_t headroom;
+  uint32_t *lens;
+  unsigned max_batch;
+  struct mmsghdr *msgs;  // raw sockets only
+  struct iovec *iovs;
+  raw_slot *raw;
+} reader;
+
+/** Writes the synthetic IPv6 header for a received raw-socket payload of `len` bytes at slot + 40. */
+static void raw_header(reader *r, unsigned i, uint8_t *slot, size_t len) {
+  struct msghdr *m = &r->msgs[i].msg_hdr;
+  int tclass = 0, hops = 64;
+  const uint8_t *dst = NULL;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+    if (c->cmsg_level != IPPROTO_IPV6) continue;
+    if (c->cmsg_type == IPV6_PKTINFO) dst = ((struct in6_pktinfo *)CMSG_DATA(c))->ipi6_addr.s6_addr;
+    else if (c->cmsg_type == IPV6_TCLASS) memcpy(&tclass, CMSG_DATA(c), sizeof(int));
+    else if (c->cmsg_type == IPV6_HOPLIMIT) memcpy(&hops, CMSG_DATA(c), sizeof(int));
+  }
+  slot[0] = 0x60 | ((tclass >> 4) & 0x0f);
+  slot[1] = (tclass & 0x0f) << 4;
+  slot[2] = slot[3] = 0;
+  slot[4] = len >> 8;
+  slot[5] = len & 0xff;
+  slot[6] = r->proto;
+  slot[7] = hops;
+  memcpy(slot + 8, r->raw[i].from.sin6_addr.s6_addr, 16);
+  if (dst) memcpy(slot + 24, dst, 16);
+  else memset(slot + 24, 0, 16);
+}
+
+/** Drains up to max_batch packets; returns how many (slot lengths in r->lens; 0 = truncated, left to JS to count). */
+static unsigned drain(reader *r) {
+  if (r->kind == KIND_TUN) {
+    unsigned n = 0;
+    while (n < r->max_batch) {
+      ssize_t got = read(r->fd, r->slots + n * r->slot_size + r->headroom, r->slot_size - r->headroom);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        break;  // EAGAIN: drained (other errors surface on the next write or close)
+      }
+      r->lens[n++] = (uint32_t)got;
+    }
+    return n;
+  }
+  for (unsigned i = 0; i < r->max_batch; i++) {
+    r->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+    r->msgs[i].msg_hdr.msg_controllen = sizeof r->raw[i].control.buf;
+    r->msgs[i].msg_hdr.msg_flags = 0;
+  }
+  int got;
+  do got = recvmmsg(r->fd, r->msgs, r->max_batch, MSG_DONTWAIT, NULL);
+  while (got < 0 && errno == EINTR);
+  if (got <= 0) return 0;
+  for (int i = 0; i < got; i++) {
+    uint8_t *slot = r->slots + i * r->slot_size;
+    size_t len = r->msgs[i].msg_len;
+    if (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      r->lens[i] = 0;
+      continue;
+    }
+    raw_header(r, i, slot, len);
+    r->lens[i] = (uint32_t)(IPV6_HDR + len);
+  }
+  return (unsigned)got;
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  reader *r = (reader *)handle;
+  (void)events;
+  if (status < 0) return;
+  unsigned n = drain(r);
+  if (n == 0) return;
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[1], result;
+  napi_get_reference_value(env, r->callback, &cb);
+  napi_get_undefined(env, &recv);
+  napi_create_uint32(env, n, &argv[0]);
+  if (napi_make_callback(env, r->async, recv, cb, 1, argv, &result) == napi_pending_exception) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    napi_fatal_exception(env, e);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void free_reader(uv_handle_t *handle) {
+  reader *r = (reader *)handle;
+  free(r->msgs);
+  free(r->iovs);
+  free(r->raw);
+  free(r);
+}
+
+// startReader(fd, kind, slots: Uint8Array, slotSize, headroom, lengths: Uint32Array, maxBatch, protocol, cb)
+//   → handle. cb(count) runs once per readable event; slot i holds lens[i] bytes at i*slotSize + headroom (TUN)
+//   or a synthetic IPv6 header + payload at i*slotSize (raw). The slots are reused by the next event.
+static napi_value start_reader(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return NULL;
+  int32_t fd, kind, slot_size, headroom, max_batch, proto;
+  uint8_t *slots, *lens;
+  size_t slots_len, lens_len;
+  if (!get_i32(env, argv[0], &fd) || !get_i32(env, argv[1], &kind) || !get_bytes(env, argv[2], &slots, &slots_len) ||
+      !get_i32(env, argv[3], &slot_size) || !get_i32(env, argv[4], &headroom) ||
+      !get_bytes(env, argv[5], &lens, &lens_len) || !get_i32(env, argv[6], &max_batch) ||
+      !get_i32(env, argv[7], &proto))
+    return NULL;
+  if (max_batch < 1 || max_batch > MAX_BATCH || slot_size <= headroom + IPV6_HDR || headroom < 0 ||
+      (size_t)max_batch * slot_size > slots_len || (size_t)max_batch * 4 > lens_len) {
+    napi_throw_range_error(env, NULL, "startReader: buffer geometry does not fit");
+    return NULL;
+  }
+  reader *r = calloc(1, sizeof *r);
+  if (!r) return throw_errno(env, "calloc", ENOMEM);
+  r->env = env;
+  r->fd = fd;
+  r->kind = kind;
+  r->proto = proto;
+  r->slots = slots;
+  r->slot_size = slot_size;
+  r->headroom = headroom;
+  r->lens = (uint32_t *)lens;
+  r->max_batch = max_batch;
+  if (kind == KIND_RAW) {
+    r->msgs = calloc(max_batch, sizeof *r->msgs);
+    r->iovs = calloc(max_batch, sizeof *r->iovs);
+    r->raw = calloc(max_batch, sizeof *r->raw);
+    if (!r->msgs || !r->iovs || !r->raw) {
+      free_reader((uv_handle_t *)r);
+      return throw_errno(env, "calloc", ENOMEM);
+    }
+    for (int i = 0; i < max_batch; i++) {
+      r->iovs[i].iov_base = slots + (size_t)i * slot_size + IPV6_HDR;
+      r->iovs[i].iov_len = slot_size - IPV6_HDR;
+      r->msgs[i].msg_hdr.msg_iov = &r->iovs[i];
+      r->msgs[i].msg_hdr.msg_iovlen = 1;
+      r->msgs[i].msg_hdr.msg_name = &r->raw[i].from;
+      r->msgs[i].msg_hdr.msg_control = r->raw[i].control.buf;
+    }
+  }
+  uv_loop_t *loop;
+  napi_value name;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  CHECK(napi_create_reference(env, argv[8], 1, &r->callback));
+  CHECK(napi_create_reference(env, argv[2], 1, &r->buffer));
+  CHECK(napi_create_reference(env, argv[5], 1, &r->lengths));
+  CHECK(napi_create_string_utf8(env, "dstm:device", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &r->async));
+  int rc = uv_poll_init(loop, &r->poll, fd);
+  if (rc == 0) rc = uv_poll_start(&r->poll, UV_READABLE, on_readable);
+  if (rc != 0) {
+    napi_throw_error(env, NULL, uv_strerror(rc));
+    return NULL;
+  }
+  napi_value ext;
+  CHECK(napi_create_external(env, r, NULL, NULL, &ext));
+  return ext;
+}
+
+// stopReader(handle): stops watching; the fd stays open (closeFd closes it).
+static napi_value stop_reader(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  reader *r;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&r));
+  uv_poll_stop(&r->poll);
+  napi_delete_reference(env, r->callback);
+  napi_delete_reference(env, r->buffer);
+  napi_delete_reference(env, r->lengths);
+  napi_async_destroy(env, r->async);
+  uv_close((uv_handle_t *)&r->poll, free_reader);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Batched writing
+
+typedef struct {
+  int fd;
+  unsigned cap;
+  struct mmsghdr *msgs;
+  struct iovec *iovs;
+  struct sockaddr_in6 *dsts;
+} sender;
+
+static void free_sender(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  sender *s = data;
+  free(s->msgs);
+  free(s->iovs);
+  free(s->dsts);
+  free(s);
+}
+
+// newSender(maxBatch) → handle holding the preallocated sendmmsg arrays (freed with the handle).
+static napi_value new_sender(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t cap;
+  if (!get_i32(env, argv[0], &cap)) return NULL;
+  if (cap < 1 || cap > MAX_BATCH) {
+    napi_throw_range_error(env, NULL, "newSender: batch size out of range");
+    return NULL;
+  }
+  sender *s = calloc(1, sizeof *s);
+  if (s) {
+    s->cap = cap;
+    s->msgs = calloc(cap, sizeof *s->msgs);
+    s->iovs = calloc(cap, sizeof *s->iovs);
+    s->dsts = calloc(cap, sizeof *s->dsts);
+  }
+  if (!s || !s->msgs || !s->iovs || !s->dsts) {
+    if (s) free_sender(env, s, NULL);
+    return throw_errno(env, "calloc", ENOMEM);
+  }
+  napi_value ext;
+  CHECK(napi_create_external(env, s, free_sender, NULL, &ext));
+  return ext;
+}
+
+// sendBatch(sender, fd, kind, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count,
+//           status: Int32Array(3)) → packets sent.
+// status = [sent, failed, lastErrno]: a packet the kernel refuses (EMSGSIZE, ENETUNREACH, …) is skipped and
+// counted as failed; on EAGAIN/ENOBUFS the rest of the batch is left unsent (count − sent − failed).
+static napi_value send_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return NULL;
+  sender *s;
+  int32_t fd, kind, count;
+  uint8_t *buf, *offs8, *lens8, *status8;
+  size_t buf_len, offs_len, lens_len, status_len;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&s));
+  if (!get_i32(env, argv[1], &fd) || !get_i32(env, argv[2], &kind) || !get_bytes(env, argv[3], &buf, &buf_len) ||
+      !get_bytes(env, argv[4], &offs8, &offs_len) || !get_bytes(env, argv[5], &lens8, &lens_len) ||
+      !get_i32(env, argv[6], &count) || !get_bytes(env, argv[7], &status8, &status_len))
+    return NULL;
+  uint32_t *offs = (uint32_t *)offs8, *lens = (uint32_t *)lens8;
+  int32_t *status = (int32_t *)status8;
+  if (count < 0 || (size_t)count * 4 > offs_len || (size_t)count * 4 > lens_len || status_len < 12) {
+    napi_throw_range_error(env, NULL, "sendBatch: count exceeds the offsets/lengths arrays");
+    return NULL;
+  }
+  for (int i = 0; i < count; i++) {
+    if ((size_t)offs[i] + lens[i] > buf_len || (kind == KIND_RAW && lens[i] < IPV6_HDR)) {
+      napi_throw_range_error(env, NULL, "sendBatch: packet outside the buffer");
+      return NULL;
+    }
+  }
+  int sent = 0, failed = 0, last = 0;
+  if (kind == KIND_TUN) {
+    for (int i = 0; i < count; i++) {
+      ssize_t rc = write(fd, buf + offs[i], lens[i]);
+      if (rc >= 0) sent++;
+      else if (errno == EINTR) i--;
+      else if (errno == EAGAIN || errno == ENOBUFS) {
+        last = errno;
+        break;
+      } else {
+        failed++;
+        last = errno;
+      }
+    }
+  } else {
+    int i = 0;
+    while (i < count) {
+      int n = count - i < (int)s->cap ? count - i : (int)s->cap;
+      for (int k = 0; k < n; k++) {
+        uint8_t *pkt = buf + offs[i + k];
+        s->dsts[k].sin6_family = AF_INET6;
+        memcpy(&s->dsts[k].sin6_addr, pkt + 24, 16);  // each packet's own destination
+        s->iovs[k].iov_base = pkt;
+        s->iovs[k].iov_len = lens[i + k];
+        struct msghdr *m = &s->msgs[k].msg_hdr;
+        memset(m, 0, sizeof *m);
+        m->msg_name = &s->dsts[k];
+        m->msg_namelen = sizeof s->dsts[k];
+        m->msg_iov = &s->iovs[k];
+        m->msg_iovlen = 1;
+      }
+      int rc = sendmmsg(fd, s->msgs, n, MSG_DONTWAIT);
+      if (rc > 0) {
+        sent += rc;
+        i += rc;
+        continue;
+      }
+      if (rc < 0 && errno == EINTR) continue;
+      last = rc < 0 ? errno : EIO;
+      if (last == EAGAIN || last == ENOBUFS) break;
+      failed++;  // sendmmsg reports the first packet's error: skip that packet and go on
+      i++;
+    }
+  }
+  status[0] = sent;
+  status[1] = failed;
+  status[2] = last;
+  napi_value r;
+  CHECK(napi_create_int32(env, sent, &r));
+  return r;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_default, NULL},
+      {"setMtu", NULL, set_mtu, NULL, NULL, NULL, napi_default, NULL},
+      {"openRaw6", NULL, open_raw6, NULL, NULL, NULL, napi_default, NULL},
+      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"startReader", NULL, start_reader, NULL, NULL, NULL, napi_default, NULL},
+      {"stopReader", NULL, stop_reader, NULL, NULL, NULL, napi_default, NULL},
+      {"newSender", NULL, new_sender, NULL, NULL, NULL, napi_default, NULL},
+      {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

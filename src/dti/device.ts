@@ -1,0 +1,194 @@
+// Packet devices for the DTI: a TUN interface (the IPv4 side) and raw IPv6 sockets (the tunnel side).
+//
+// Each device owns ONE receive buffer of `batch` fixed-size slots, allocated at open. When the fd becomes
+// readable the addon drains up to `batch` packets into it and calls the onBatch handler once; the handler must
+// finish with the packets before returning (the next readable event reuses the slots). It may rewrite packets
+// in place and send them straight from that buffer with another device's sendBatch (zero copy).
+//
+// Receive layout, per slot i (rx.offsets[i] is where the packet starts, rx.lengths[i] its length):
+//   TunDevice:  the IPv4 packet at i*slotSize + HEADROOM, leaving room to write the outer IPv6 headers in front.
+//   RawSocket6: a 40-byte IPv6 header rebuilt from the socket's metadata (source, destination, traffic class,
+//               hop limit, next header = the socket's protocol) followed by the payload at i*slotSize. The
+//               kernel has already reassembled fragments and consumed extension headers. Length 0 = truncated.
+import { HEADROOM } from './packet';
+import { KIND_RAW, KIND_TUN, ReaderHandle, SenderHandle, native } from './native';
+
+export interface DeviceOptions {
+  /** Packets drained per readable event and the largest send batch (1–1024); default 64. */
+  batch?: number;
+  /** Bytes per receive slot, headroom included; default 2048. */
+  slotSize?: number;
+}
+
+/** The receive batch: packet i is buf[offsets[i] .. offsets[i] + lengths[i]) for i < count. */
+export interface RxBatch {
+  readonly buf: Uint8Array;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+}
+
+export type BatchHandler = (count: number, rx: RxBatch) => void;
+
+/** Outcome of the last sendBatch: sent, refused by the kernel (skipped), and the last errno (0 if none). */
+export interface SendStatus {
+  sent: number;
+  failed: number;
+  errno: number;
+}
+
+abstract class PacketDevice {
+  readonly rx: RxBatch;
+  readonly batch: number;
+  readonly slotSize: number;
+  /** [sent, failed, errno] of the last sendBatch; the unsent tail is count − sent − failed (EAGAIN/ENOBUFS). */
+  readonly txStatus = new Int32Array(3);
+  private reader: ReaderHandle | undefined;
+  private readonly sender: SenderHandle;
+  private closed = false;
+
+  protected constructor(
+    readonly fd: number,
+    private readonly kind: number,
+    private readonly protocol: number,
+    headroom: number,
+    opts: DeviceOptions,
+  ) {
+    this.batch = opts.batch ?? 64;
+    this.slotSize = opts.slotSize ?? 2048;
+    if (!(this.batch >= 1 && this.batch <= 1024)) throw new RangeError('batch must be 1–1024');
+    if (this.slotSize < HEADROOM + 576) throw new RangeError(`slotSize must be at least ${HEADROOM + 576}`);
+    const offsets = new Uint32Array(this.batch);
+    for (let i = 0; i < this.batch; i++) offsets[i] = i * this.slotSize + headroom;
+    this.rx = { buf: new Uint8Array(this.batch * this.slotSize), offsets, lengths: new Uint32Array(this.batch) };
+    this.sender = native().newSender(this.batch);
+  }
+
+  /** Starts reading: `cb(count, rx)` once per readable event. Replaces any previous handler. */
+  onBatch(cb: BatchHandler): void {
+    this.stopReading();
+    const rx = this.rx;
+    const headroom = this.kind === KIND_TUN ? HEADROOM : 0;
+    this.reader = native().startReader(
+      this.fd, this.kind, rx.buf, this.slotSize, headroom, rx.lengths, this.batch, this.protocol,
+      (count) => cb(count, rx),
+    );
+  }
+
+  /** Stops reading (the fd stays open: an idle device no longer keeps the process alive). */
+  stopReading(): void {
+    if (this.reader) native().stopReader(this.reader);
+    this.reader = undefined;
+  }
+
+  /**
+   * Sends packets buf[offsets[i] .. +lengths[i]) for i < count in one call (for raw sockets each must be a full
+   * IPv6 packet; its destination address is the kernel destination). Returns how many were sent; see txStatus.
+   * Batches larger than `batch` are sent in several system calls.
+   */
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+    if (this.closed) throw new Error('device is closed');
+    return native().sendBatch(this.sender, this.fd, this.kind, buf, offsets, lengths, count, this.txStatus);
+  }
+
+  lastSend(): SendStatus {
+    return { sent: this.txStatus[0], failed: this.txStatus[1], errno: this.txStatus[2] };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.stopReading();
+    this.closed = true;
+    native().closeFd(this.fd);
+  }
+}
+
+export interface TunOptions extends DeviceOptions {
+  /** Interface name (≤ 15 bytes); '' or absent lets the kernel choose (tunN). */
+  name?: string;
+  /** Interface MTU to set at open (the tunnel MTU: path MTU − 40, RFC 2473 §6.7). */
+  mtu?: number;
+}
+
+/** A TUN interface (IFF_TUN | IFF_NO_PI): reads and writes bare IPv4 packets. Bring it up with netconfig. */
+export class TunDevice extends PacketDevice {
+  readonly name: string;
+
+  private constructor(fd: number, name: string, opts: TunOptions) {
+    super(fd, KIND_TUN, 0, HEADROOM, opts);
+    this.name = name;
+  }
+
+  static open(opts: TunOptions = {}): TunDevice {
+    const want = opts.name ?? '';
+    if (Buffer.byteLength(want) > 15) throw new Error(`interface name "${want}" is longer than 15 bytes`);
+    const [fd, name] = native().openTun(want);
+    try {
+      const dev = new TunDevice(fd, name, opts);
+      if (opts.mtu !== undefined) dev.setMtu(opts.mtu);
+      return dev;
+    } catch (err) {
+      native().closeFd(fd);
+      throw err;
+    }
+  }
+
+  setMtu(mtu: number): void {
+    native().setMtu(this.name, mtu);
+  }
+}
+
+export interface RawOptions extends DeviceOptions {
+  /** Source address to bind (the address of the interface the tunnel leaves by, draft §5.3). 16 bytes. */
+  bind?: Uint8Array;
+  /** Restrict to one interface (SO_BINDTODEVICE). */
+  device?: string;
+}
+
+/** A raw IPv6 socket for one protocol: see RawIpipSocket and Icmp6ErrorSocket. */
+export class RawSocket6 extends PacketDevice {
+  protected constructor(fd: number, protocol: number, opts: RawOptions) {
+    super(fd, KIND_RAW, protocol, 0, opts);
+  }
+
+  protected static openFd(protocol: number, opts: RawOptions): number {
+    if (opts.device && Buffer.byteLength(opts.device) > 15) throw new Error(`interface name "${opts.device}" too long`);
+    return native().openRaw6(protocol, opts.bind ?? null, opts.device ?? '');
+  }
+}
+
+/**
+ * IPv4-in-IPv6 (next header 4) on a raw socket: receives every tunnel packet addressed to this host (as
+ * IPv6 header + IPv4 packet, see the layout above) and sends complete IPv6 packets built by encapsulate()
+ * (IPV6_HDRINCL), fragments included.
+ */
+export class RawIpipSocket extends RawSocket6 {
+  static open(opts: RawOptions = {}): RawIpipSocket {
+    const fd = RawSocket6.openFd(4, opts);
+    try {
+      return new RawIpipSocket(fd, 4, opts);
+    } catch (err) {
+      native().closeFd(fd);
+      throw err;
+    }
+  }
+}
+
+/**
+ * ICMPv6 error messages (destination unreachable, packet too big, time exceeded, parameter problem) addressed
+ * to this host, for relaying those about our tunnel packets to the IPv4 source (RFC 2473 §8). Receive only.
+ */
+export class Icmp6ErrorSocket extends RawSocket6 {
+  static open(opts: RawOptions = {}): Icmp6ErrorSocket {
+    const fd = RawSocket6.openFd(58, opts);
+    try {
+      return new Icmp6ErrorSocket(fd, 58, opts);
+    } catch (err) {
+      native().closeFd(fd);
+      throw err;
+    }
+  }
+
+  override sendBatch(): number {
+    throw new Error('Icmp6ErrorSocket is receive-only');
+  }
+}
