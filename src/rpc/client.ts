@@ -1,0 +1,346 @@
+// ONC RPC client (RFC 5531) over UDP or TCP (or a local stream socket, as rpcbind offers). Promise-based: each call
+// has a timeout and may carry an AbortSignal; calls are matched to replies by XID, so any number may be in flight on
+// one connection. Over UDP a call is retransmitted with the same XID, the delay doubling up to a ceiling (the
+// server's duplicate request cache keeps it from running twice). Over TCP a lost connection is re-established and
+// every call still waiting is sent again. Every failure is an RpcError whose `kind` names it (RpcAuthError for
+// AUTH_ERROR), with a message in plain words.
+import { randomInt } from 'node:crypto';
+import dgram from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import net from 'node:net';
+import { authNone, type ClientAuth } from './auth';
+import { RpcAuthError, RpcError } from './errors';
+import { readReplyHeader, writeCallHeader } from './message';
+import { beginRecord, endRecord, MAX_FRAGMENT, RecordReader } from './record';
+import { lookupPort } from './rpcbind';
+import type { CallOptions, Procedure, RpcCaller, Transport } from './types';
+import { XdrReader, XdrWriter, type Codec } from './xdr/runtime';
+
+/** The codec of XDR void: zero bytes. */
+export const xdrVoid: Codec<void> = { encode() {}, decode() {} };
+
+/** Procedure 0 of every program: no arguments, no results. */
+export const NULL_PROCEDURE: Procedure<void, void> = { name: 'NULL', number: 0, args: xdrVoid, result: xdrVoid };
+
+export interface RpcClientOptions {
+  /** Server host name or address (IPv6 preferred when a name has both). */
+  host: string;
+  /** Server port; when absent it is looked up with the host's rpcbind (v4, then v3, then portmap v2). */
+  port?: number;
+  transport: Transport;
+  /** The program and version this client is for (used for the rpcbind lookup; calls name their own). */
+  program: number;
+  version: number;
+  /** Default per-call timeout in milliseconds (10 s). */
+  timeoutMs?: number;
+  /** UDP: first retransmission after this many milliseconds (500), doubling up to retransmitMaxMs (4000). */
+  retransmitMs?: number;
+  retransmitMaxMs?: number;
+  auth?: ClientAuth;
+  /** TCP: largest fragment sent; longer calls are split into several fragments (default: one per record). */
+  fragmentSize?: number;
+  /** TCP: largest reply record accepted, checked from the fragment header (default 16 MiB). */
+  maxRecordSize?: number;
+  /** TCP: re-establish a lost connection and re-send the calls in flight (default true). */
+  reconnect?: boolean;
+  /** Use only this address family for a host name. */
+  family?: 4 | 6;
+  /** Local address to bind to. */
+  localAddress?: string;
+  /** Connect to a local stream socket instead of host:port (transport must be 'tcp'), e.g. /run/rpcbind.sock. */
+  path?: string;
+  /** rpcbind's port for the lookup (111). */
+  rpcbindPort?: number;
+}
+
+interface Pending {
+  readonly xid: number;
+  readonly program: number;
+  readonly version: number;
+  readonly proc: Procedure<any, any>;
+  /** The whole call as sent (record-marked for TCP), kept for retransmission and re-sending after a reconnect. */
+  readonly bytes: Buffer;
+  readonly resolve: (v: any) => void;
+  readonly reject: (e: Error) => void;
+  timer: NodeJS.Timeout | null;
+  retransmit: NodeJS.Timeout | null;
+  delay: number;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | null;
+}
+
+export class RpcClient implements RpcCaller {
+  readonly transport: Transport;
+  /** The server as "address port/transport", for messages. */
+  readonly where: string;
+  private readonly pending = new Map<number, Pending>();
+  private readonly w = new XdrWriter(512);
+  private readonly auth: ClientAuth;
+  private readonly timeoutMs: number;
+  private readonly retransmitMs: number;
+  private readonly retransmitMaxMs: number;
+  private readonly fragmentSize: number;
+  private readonly maxRecordSize: number;
+  private readonly reconnect: boolean;
+  private xid = randomInt(0x7fffffff);
+  private closed = false;
+  private udp: dgram.Socket | null = null;
+  private tcp: net.Socket | null = null;
+  private connected = false;
+  private connecting: Promise<void> | null = null;
+  private reconnectDelay = 50;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private lastError: Error | null = null;
+
+  /** Resolve the server's address (and port, through rpcbind, when none is given) and connect. */
+  static async connect(options: RpcClientOptions): Promise<RpcClient> {
+    let address = options.host;
+    if (!options.path && net.isIP(address) === 0) {
+      let found: { address: string; family: number }[];
+      try {
+        found = await lookup(address, { all: true, family: options.family ?? 0 });
+      } catch (e) {
+        throw new RpcError('UNREACHABLE', `cannot resolve ${address}: ${(e as Error).message}`);
+      }
+      address = (found.find((a) => a.family === 6) ?? found[0]).address;
+    }
+    let port = options.port;
+    if (port === undefined && !options.path) {
+      port = await lookupPort({ host: address, program: options.program, version: options.version, transport: options.transport, port: options.rpcbindPort, timeoutMs: options.timeoutMs });
+    }
+    const c = new RpcClient(options, address, port ?? 0);
+    await c.open();
+    return c;
+  }
+
+  private constructor(
+    private readonly options: RpcClientOptions,
+    private readonly address: string,
+    private readonly port: number,
+  ) {
+    this.transport = options.transport;
+    this.where = options.path ? options.path : `${address.includes(':') ? `[${address}]` : address}:${port}/${options.transport}`;
+    this.auth = options.auth ?? authNone;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.retransmitMs = options.retransmitMs ?? 500;
+    this.retransmitMaxMs = options.retransmitMaxMs ?? 4000;
+    this.fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
+    this.maxRecordSize = options.maxRecordSize ?? 16 << 20;
+    this.reconnect = options.reconnect ?? true;
+  }
+
+  /** Calls waiting for a reply. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Call procedure 0 (NULL): a ping. */
+  ping(options?: CallOptions, program = this.options.program, version = this.options.version): Promise<void> {
+    return this.call(program, version, NULL_PROCEDURE, undefined, options);
+  }
+
+  call<A, R>(program: number, version: number, proc: Procedure<A, R>, args: A, options?: CallOptions): Promise<R> {
+    if (this.closed) return Promise.reject(new RpcError('CLOSED', `the client for ${this.where} is closed`));
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(new RpcError('ABORTED', `call ${proc.name} to ${this.where} aborted before it was sent`));
+    const xid = (this.xid = (this.xid + 1) >>> 0);
+    let bytes: Buffer;
+    const w = this.w;
+    try {
+      if (this.transport === 'tcp') beginRecord(w);
+      else w.reset();
+      writeCallHeader(w, { xid, program, version, procedure: proc.number, credential: this.auth.credential(), verifier: this.auth.verifier() });
+      proc.args.encode(w, args);
+      bytes = this.transport === 'tcp' ? endRecord(w, this.fragmentSize) : Buffer.from(w.view0());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise<R>((resolve, reject) => {
+      const p: Pending = { xid, program, version, proc, bytes, resolve, reject, timer: null, retransmit: null, delay: this.retransmitMs, signal, onAbort: null };
+      const timeoutMs = options?.timeoutMs ?? this.timeoutMs;
+      p.timer = setTimeout(() => {
+        const why = this.lastError ? ` (last transport error: ${this.lastError.message})` : '';
+        this.settle(p, new RpcError('TIMEOUT', `no reply from ${this.where} to ${proc.name} within ${timeoutMs} ms${why}`));
+      }, timeoutMs);
+      if (signal) {
+        p.onAbort = () => this.settle(p, new RpcError('ABORTED', `call ${proc.name} to ${this.where} aborted`));
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.pending.set(xid, p);
+      this.transmit(p);
+    });
+  }
+
+  /** Fail every call in flight with CLOSED and release the socket. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    for (const p of [...this.pending.values()]) this.settle(p, new RpcError('CLOSED', `the client for ${this.where} was closed before ${p.proc.name} was answered`));
+    if (this.udp) {
+      const s = this.udp;
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+    }
+    this.tcp?.destroy();
+  }
+
+  private open(): Promise<void> {
+    return this.transport === 'udp' ? this.openUdp() : this.openTcp();
+  }
+
+  private openUdp(): Promise<void> {
+    const s = dgram.createSocket(net.isIPv4(this.address) ? 'udp4' : 'udp6');
+    this.udp = s;
+    s.on('message', (msg) => this.onReply(msg));
+    s.on('error', (e) => (this.lastError = e));
+    return new Promise((resolve, reject) => {
+      const fail = (e: Error) => reject(new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
+      s.once('error', fail);
+      s.bind({ address: this.options.localAddress, port: 0 }, () => {
+        // A connected UDP socket takes replies from the server's address only.
+        s.connect(this.port, this.address, () => {
+          s.off('error', fail);
+          this.connected = true;
+          resolve();
+        });
+      });
+    });
+  }
+
+  private openTcp(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    const opts: net.NetConnectOpts = this.options.path
+      ? { path: this.options.path }
+      : { host: this.address, port: this.port, localAddress: this.options.localAddress, noDelay: true };
+    const s = net.connect(opts);
+    this.tcp = s;
+    const reader = new RecordReader(this.maxRecordSize, (rec) => this.onReply(rec));
+    this.connecting = new Promise<void>((resolve, reject) => {
+      s.once('connect', () => {
+        this.connecting = null;
+        this.connected = true;
+        this.reconnectDelay = 50;
+        // Calls made while disconnected, or in flight when the last connection was lost, go out now.
+        for (const p of this.pending.values()) s.write(p.bytes);
+        resolve();
+      });
+      s.on('data', (chunk: Buffer) => {
+        const cut = reader.push(chunk);
+        if (cut !== null) {
+          this.lastError = new Error(`reply too large: ${cut}`);
+          s.destroy();
+        }
+      });
+      s.on('error', (e) => {
+        this.lastError = e;
+        if (this.connecting) {
+          this.connecting = null;
+          reject(new RpcError('UNREACHABLE', `cannot connect to ${this.where}: ${e.message}`));
+        }
+      });
+      s.on('close', () => this.onTcpClose(s));
+    });
+    return this.connecting;
+  }
+
+  private onTcpClose(s: net.Socket): void {
+    if (this.tcp !== s) return;
+    this.connected = false;
+    this.tcp = null;
+    if (this.closed) return;
+    if (!this.reconnect) {
+      for (const p of [...this.pending.values()]) this.settle(p, new RpcError('CLOSED', `the connection to ${this.where} was lost before ${p.proc.name} was answered`));
+      return;
+    }
+    if (this.pending.size > 0) this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer || this.closed) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.closed || this.tcp) return;
+      this.openTcp().catch(() => {
+        if (this.pending.size > 0) this.scheduleReconnect();
+      });
+    }, this.reconnectDelay);
+    this.reconnectDelay = Math.min(this.reconnectDelay * 2, 2000);
+  }
+
+  private transmit(p: Pending): void {
+    if (this.transport === 'udp') {
+      this.udp!.send(p.bytes, (e) => e && (this.lastError = e));
+      p.retransmit = setTimeout(() => this.retransmitUdp(p), p.delay);
+      return;
+    }
+    if (this.connected) this.tcp!.write(p.bytes);
+    else if (!this.tcp) {
+      if (!this.reconnect) return this.settle(p, new RpcError('CLOSED', `the connection to ${this.where} is lost`));
+      this.openTcp().catch(() => this.scheduleReconnect());
+    }
+    // else: connecting; the connect handler sends every pending call.
+  }
+
+  private retransmitUdp(p: Pending): void {
+    if (this.pending.get(p.xid) !== p) return;
+    p.delay = Math.min(p.delay * 2, this.retransmitMaxMs);
+    this.transmit(p);
+  }
+
+  private onReply(buf: Buffer): void {
+    const r = new XdrReader(buf);
+    let h;
+    try {
+      h = readReplyHeader(r);
+    } catch {
+      return; // not a reply we can read: ignore it, the call will time out or be answered properly
+    }
+    const p = this.pending.get(h.xid);
+    if (!p) return; // a late or duplicate reply
+    const name = p.proc.name;
+    switch (h.status) {
+      case 'SUCCESS': {
+        let v: unknown;
+        try {
+          v = p.proc.result.decode(r);
+          r.done('results');
+        } catch (e) {
+          return this.settle(p, new RpcError('BAD_REPLY', `the reply of ${this.where} to ${name} does not decode: ${(e as Error).message}`));
+        }
+        return this.settle(p, null, v);
+      }
+      case 'PROG_UNAVAIL':
+        return this.settle(p, new RpcError('PROG_UNAVAIL', `${this.where} does not serve program ${prog(p.program)}`));
+      case 'PROG_MISMATCH':
+        return this.settle(p, new RpcError('PROG_MISMATCH', `${this.where} does not serve version ${p.version} of program ${prog(p.program)}; it serves versions ${h.low} to ${h.high}`, h.low, h.high));
+      case 'PROC_UNAVAIL':
+        return this.settle(p, new RpcError('PROC_UNAVAIL', `${this.where} does not serve procedure ${name} (${p.proc.number}) of program ${prog(p.program)} version ${p.version}`));
+      case 'GARBAGE_ARGS':
+        return this.settle(p, new RpcError('GARBAGE_ARGS', `${this.where} could not decode the arguments of ${name}`));
+      case 'SYSTEM_ERR':
+        return this.settle(p, new RpcError('SYSTEM_ERR', `${this.where} failed while serving ${name} (system error)`));
+      case 'RPC_MISMATCH':
+        return this.settle(p, new RpcError('RPC_MISMATCH', `${this.where} does not speak ONC RPC version 2 (it speaks ${h.low} to ${h.high})`, h.low, h.high));
+      case 'AUTH_ERROR': {
+        const e = new RpcAuthError(h.stat);
+        e.message = `${this.where} refused ${name}: ${e.message}`;
+        return this.settle(p, e);
+      }
+    }
+  }
+
+  private settle(p: Pending, err: Error | null, value?: unknown): void {
+    if (this.pending.get(p.xid) !== p) return;
+    this.pending.delete(p.xid);
+    if (p.timer) clearTimeout(p.timer);
+    if (p.retransmit) clearTimeout(p.retransmit);
+    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+    if (err) p.reject(err);
+    else p.resolve(value);
+  }
+}
+
+/** A program number as people read them: decimal and hex. */
+function prog(n: number): string {
+  return `${n} (0x${n.toString(16)})`;
+}

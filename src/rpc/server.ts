@@ -1,0 +1,606 @@
+// ONC RPC server (RFC 5531) over UDP and TCP, IPv6 first (IPv4 where an IPv4 address is configured).
+//
+// A call is judged in the order of RFC 5531 section 9 and libtirpc: RPC version (RPC_MISMATCH), authentication
+// (AUTH_ERROR), program (PROG_UNAVAIL), version (PROG_MISMATCH with the registered low/high), procedure
+// (PROC_UNAVAIL; NULL is always answered), arguments (GARBAGE_ARGS if they fail to decode or leave bytes over), then
+// the handler (SYSTEM_ERR if it throws, AUTH_ERROR if it throws RpcAuthError). A record whose call header cannot be
+// read is dropped and counted, as the RFC gives no way to answer it.
+//
+// The hot path reuses one XdrWriter for every reply and copies the finished reply out once; a synchronous handler
+// is answered without a Promise. UDP calls pass through a duplicate request cache; a cap on calls in progress drops
+// UDP calls (the client retransmits) and stops reading TCP connections until calls finish.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { authNone, authSysServer, type ServerAuth } from './auth';
+import { DuplicateCache, type DrcEntry } from './drc';
+import { RpcAuthError, RpcError } from './errors';
+import {
+  AcceptStat,
+  readCallHeader,
+  writeAcceptedReply,
+  writeAuthErrorReply,
+  writeProgMismatchReply,
+  writeRpcMismatchReply,
+  type CallHeader,
+} from './message';
+import { beginRecord, endRecord, MAX_FRAGMENT, RecordReader } from './record';
+import { registerService, unregisterService, type RpcbindRegistration } from './rpcbind';
+import type { CallContext, Handler, OpaqueAuth, Procedure, ProgramVersion, Service, Transport } from './types';
+import { XdrReader, XdrWriter } from './xdr/runtime';
+
+export interface RpcServerOptions {
+  /** Calls whose handler has not yet finished, across all transports (default 1024). */
+  maxInFlight?: number;
+  /** Entries in the UDP duplicate request cache (default 4096; 0 turns it off). */
+  duplicateCacheSize?: number;
+  /** Reply bytes the duplicate request cache may hold (default 8 MiB). */
+  duplicateCacheBytes?: number;
+  /** Largest TCP record accepted, checked from each fragment header before buffering (default 1 MiB). */
+  maxRecordSize?: number;
+  /** Largest fragment sent on TCP; longer replies are split (default: one fragment per record). */
+  fragmentSize?: number;
+  /** Authentication flavors accepted (default AUTH_NONE and AUTH_SYS). Other flavors get AUTH_REJECTEDCRED. */
+  auth?: ServerAuth[];
+  /** TCP connections at once (default 1024); more are refused. */
+  maxConnections?: number;
+  /** Called when a handler throws something other than an RpcError, or a result fails to encode (SYSTEM_ERR). */
+  onHandlerError?: (err: unknown, ctx: CallContext) => void;
+}
+
+/** Where to listen. Without a transport, both UDP and TCP; port 0 picks one port shared by both. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+  transport?: Transport;
+}
+
+export interface BoundAddress {
+  transport: Transport;
+  address: string;
+  family: 'IPv4' | 'IPv6';
+  port: number;
+}
+
+/** Results counted per procedure; the names are the reply status or what became of the call. */
+const RESULTS = ['SUCCESS', 'GARBAGE_ARGS', 'SYSTEM_ERR', 'AUTH_ERROR', 'PROC_UNAVAIL', 'DUPLICATE_REPLAYED', 'DUPLICATE_DROPPED'] as const;
+const R_SUCCESS = 0;
+const R_GARBAGE = 1;
+const R_SYSERR = 2;
+const R_AUTH = 3;
+const R_DUP_REPLAYED = 5;
+const R_DUP_DROPPED = 6;
+const NR = RESULTS.length;
+const T_UDP = 0;
+const T_TCP = 1;
+
+interface ProcEntry {
+  readonly name: string;
+  readonly proc: Procedure<any, any> | null;
+  readonly handler: Handler<any, any> | null;
+  /** Counts by transport * NR + result. */
+  readonly counts: Float64Array;
+}
+
+interface VersionEntry {
+  readonly definition: ProgramVersion;
+  readonly program: number;
+  readonly procs: Map<number, ProcEntry>;
+  readonly nullProc: ProcEntry;
+  /** Procedure numbers not in the program, by transport. */
+  readonly procUnavail: Float64Array;
+}
+
+interface ProgramEntry {
+  low: number;
+  high: number;
+  readonly versions: Map<number, VersionEntry>;
+}
+
+/** A plain-object snapshot of the server's counters, for logs and metrics. */
+export interface RpcServerStats {
+  /** calls["PROGRAM.VERSION.PROCEDURE"][transport][result] = count (only non-zero counts appear). */
+  calls: Record<string, Partial<Record<Transport, Record<string, number>>>>;
+  /** Calls refused before a procedure was chosen, by transport and status. */
+  rejected: Record<Transport, { RPC_MISMATCH: number; AUTH_ERROR: number; PROG_UNAVAIL: number; PROG_MISMATCH: number }>;
+  /** Records dropped because their call header could not be read (or they were not calls). */
+  garbageRecords: Record<Transport, number>;
+  /** TCP connections cut off for announcing a record over maxRecordSize. */
+  oversizedRecords: number;
+  /** UDP calls dropped because maxInFlight calls were in progress. */
+  overloadDrops: number;
+  inFlight: number;
+  connections: number;
+  duplicateCacheEntries: number;
+}
+
+/** Where a reply goes: a UDP sender, or a TCP connection. */
+interface Peer {
+  readonly transport: Transport;
+  readonly t: number;
+  readonly address: string;
+  readonly port: number;
+  readonly family: 'IPv4' | 'IPv6';
+  send(reply: Buffer): void;
+}
+
+class UdpPeer implements Peer {
+  readonly transport = 'udp';
+  readonly t = T_UDP;
+  constructor(
+    private readonly socket: dgram.Socket,
+    readonly address: string,
+    readonly port: number,
+    readonly family: 'IPv4' | 'IPv6',
+  ) {}
+  send(reply: Buffer): void {
+    this.socket.send(reply, this.port, this.address, noop);
+  }
+}
+
+function noop(): void {}
+
+class TcpConn implements Peer {
+  readonly transport = 'tcp';
+  readonly t = T_TCP;
+  readonly address: string;
+  readonly port: number;
+  readonly family: 'IPv4' | 'IPv6';
+  readonly reader: RecordReader;
+  /** Records waiting for a free call slot (maxInFlight reached). */
+  readonly backlog: Buffer[] = [];
+  writeBlocked = false;
+
+  constructor(
+    readonly socket: net.Socket,
+    server: RpcServer,
+    maxRecordSize: number,
+  ) {
+    this.address = socket.remoteAddress ?? '';
+    this.port = socket.remotePort ?? 0;
+    this.family = socket.remoteFamily === 'IPv4' ? 'IPv4' : 'IPv6';
+    this.reader = new RecordReader(maxRecordSize, (rec) => server.onTcpRecord(rec, this));
+  }
+
+  send(reply: Buffer): void {
+    if (this.socket.destroyed) return;
+    // Backpressure: a peer that does not read its replies stops being read until the socket drains.
+    if (!this.socket.write(reply) && !this.writeBlocked) {
+      this.writeBlocked = true;
+      this.socket.pause();
+      this.socket.once('drain', () => {
+        this.writeBlocked = false;
+        if (this.backlog.length === 0) this.socket.resume();
+      });
+    }
+  }
+}
+
+const ACCEPT_KINDS: Partial<Record<string, number>> = {
+  PROG_UNAVAIL: AcceptStat.PROG_UNAVAIL,
+  PROC_UNAVAIL: AcceptStat.PROC_UNAVAIL,
+  GARBAGE_ARGS: AcceptStat.GARBAGE_ARGS,
+  SYSTEM_ERR: AcceptStat.SYSTEM_ERR,
+};
+
+export class RpcServer {
+  private readonly programs = new Map<number, ProgramEntry>();
+  private readonly auth = new Map<number, ServerAuth>();
+  private readonly w = new XdrWriter(1024);
+  private readonly drc: DuplicateCache | null;
+  private readonly maxInFlight: number;
+  private readonly maxRecordSize: number;
+  private readonly fragmentSize: number;
+  private readonly maxConnections: number;
+  private readonly onHandlerError?: (err: unknown, ctx: CallContext) => void;
+  private readonly udpSockets: dgram.Socket[] = [];
+  private readonly tcpServers: net.Server[] = [];
+  private readonly conns = new Set<TcpConn>();
+  /** TCP connections with records waiting for a call slot. */
+  private readonly waiting = new Set<TcpConn>();
+  private readonly bound: BoundAddress[] = [];
+  private registrations: RpcbindRegistration[] = [];
+  private inFlight = 0;
+  private closing = false;
+  private draining = false;
+  private idle: (() => void) | null = null;
+  private readonly rejected = [new Float64Array(4), new Float64Array(4)];
+  private readonly garbage = new Float64Array(2);
+  private oversized = 0;
+  private overloadDrops = 0;
+
+  constructor(options: RpcServerOptions = {}) {
+    this.maxInFlight = options.maxInFlight ?? 1024;
+    this.maxRecordSize = options.maxRecordSize ?? 1 << 20;
+    this.fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
+    this.maxConnections = options.maxConnections ?? 1024;
+    this.onHandlerError = options.onHandlerError;
+    const drcSize = options.duplicateCacheSize ?? 4096;
+    this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 8 << 20) : null;
+    for (const a of options.auth ?? [authNone, authSysServer]) this.auth.set(a.flavor, a);
+  }
+
+  /**
+   * Serve a program version. `program` overrides the number in the definition (e.g. a --program option).
+   * Several versions of one program may be registered; PROG_MISMATCH reports the lowest and highest.
+   */
+  register(service: Service, program = service.definition.program): this {
+    const def = service.definition;
+    let p = this.programs.get(program);
+    if (!p) {
+      p = { low: def.version, high: def.version, versions: new Map() };
+      this.programs.set(program, p);
+    }
+    if (p.versions.has(def.version)) throw new Error(`program ${program} version ${def.version} is already registered`);
+    const procs = new Map<number, ProcEntry>();
+    for (const [num, proc] of def.procedures) {
+      if (num === 0) continue;
+      const handler = service.handlers.get(num);
+      if (!handler) throw new Error(`no handler for procedure ${proc.name} (${num}) of ${def.programName}.${def.versionName}`);
+      procs.set(num, { name: proc.name, proc, handler, counts: new Float64Array(2 * NR) });
+    }
+    const nullProc: ProcEntry = { name: 'NULL', proc: null, handler: null, counts: new Float64Array(2 * NR) };
+    p.versions.set(def.version, { definition: def, program, procs, nullProc, procUnavail: new Float64Array(2) });
+    p.low = Math.min(p.low, def.version);
+    p.high = Math.max(p.high, def.version);
+    return this;
+  }
+
+  /** Listen on each address (UDP and TCP when no transport is given). Resolves with what was bound. */
+  async listen(addresses: ListenAddress | ListenAddress[]): Promise<BoundAddress[]> {
+    const list = Array.isArray(addresses) ? addresses : [addresses];
+    const chosen = new Map<string, number>(); // host -> port picked for port 0, so UDP and TCP share it
+    const out: BoundAddress[] = [];
+    for (const a of list) {
+      for (const transport of a.transport ? [a.transport] : (['udp', 'tcp'] as const)) {
+        const port = a.port === 0 ? (chosen.get(a.host) ?? 0) : a.port;
+        const b = transport === 'udp' ? await this.listenUdp(a.host, port) : await this.listenTcp(a.host, port);
+        if (a.port === 0) chosen.set(a.host, b.port);
+        out.push(b);
+        this.bound.push(b);
+      }
+    }
+    return out;
+  }
+
+  /** Every address the server is listening on. */
+  addresses(): BoundAddress[] {
+    return this.bound.slice();
+  }
+
+  /**
+   * Register every program version with the local rpcbind for every bound address (RFC 1833 v4, then v3, then
+   * portmap v2); close() unregisters them. Returns the registrations made.
+   */
+  async registerWithRpcbind(options: { rpcbindHost?: string; timeoutMs?: number } = {}): Promise<RpcbindRegistration[]> {
+    const made: RpcbindRegistration[] = [];
+    for (const [program, p] of this.programs) {
+      for (const version of p.versions.keys()) {
+        for (const b of this.bound) {
+          made.push(await registerService({ program, version, transport: b.transport, address: b.address, port: b.port, ...options }));
+        }
+      }
+    }
+    this.registrations.push(...made);
+    return made;
+  }
+
+  /** Undo registerWithRpcbind (close() does this too). */
+  async unregisterFromRpcbind(): Promise<void> {
+    const regs = this.registrations;
+    this.registrations = [];
+    for (const r of regs) await unregisterService(r).catch(noop);
+  }
+
+  stats(): RpcServerStats {
+    const calls: RpcServerStats['calls'] = {};
+    const add = (key: string, counts: Float64Array): void => {
+      for (let t = 0; t < 2; t++) {
+        for (let i = 0; i < NR; i++) {
+          const n = counts[t * NR + i];
+          if (n === 0) continue;
+          const byT = (calls[key] ??= {});
+          (byT[t === T_UDP ? 'udp' : 'tcp'] ??= {})[RESULTS[i]] = n;
+        }
+      }
+    };
+    for (const p of this.programs.values()) {
+      for (const v of p.versions.values()) {
+        const prefix = `${v.definition.programName}.${v.definition.versionName}.`;
+        add(prefix + 'NULL', v.nullProc.counts);
+        for (const pe of v.procs.values()) add(prefix + pe.name, pe.counts);
+        const pu = new Float64Array(2 * NR);
+        pu[T_UDP * NR + 4] = v.procUnavail[T_UDP];
+        pu[T_TCP * NR + 4] = v.procUnavail[T_TCP];
+        add(prefix + '(unknown procedure)', pu);
+      }
+    }
+    const rej = (t: number) => {
+      const r = this.rejected[t];
+      return { RPC_MISMATCH: r[0], AUTH_ERROR: r[1], PROG_UNAVAIL: r[2], PROG_MISMATCH: r[3] };
+    };
+    return {
+      calls,
+      rejected: { udp: rej(T_UDP), tcp: rej(T_TCP) },
+      garbageRecords: { udp: this.garbage[T_UDP], tcp: this.garbage[T_TCP] },
+      oversizedRecords: this.oversized,
+      overloadDrops: this.overloadDrops,
+      inFlight: this.inFlight,
+      connections: this.conns.size,
+      duplicateCacheEntries: this.drc?.size ?? 0,
+    };
+  }
+
+  /**
+   * Stop taking calls, let those in progress finish (up to `graceMs`), then close every socket and unregister from
+   * rpcbind.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    for (const s of this.tcpServers) s.close();
+    if (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, graceMs);
+        this.idle = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+    for (const c of this.conns) c.socket.destroy();
+    this.conns.clear();
+    await Promise.all(this.udpSockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    await Promise.all(this.tcpServers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))));
+    this.drc?.clear();
+    await this.unregisterFromRpcbind();
+  }
+
+  private listenUdp(host: string, port: number): Promise<BoundAddress> {
+    const type = net.isIPv4(host) ? 'udp4' : 'udp6';
+    // ipv6Only: IPv4 is served only where an IPv4 address is configured.
+    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6', recvBufferSize: 4 << 20 });
+    return new Promise((resolve, reject) => {
+      s.once('error', reject);
+      s.bind({ address: host, port, exclusive: true }, () => {
+        s.off('error', reject);
+        s.on('error', noop); // send errors (e.g. unreachable peer) concern one reply only
+        s.on('message', (msg, rinfo) => this.onUdp(s, msg, rinfo));
+        this.udpSockets.push(s);
+        const a = s.address();
+        resolve({ transport: 'udp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port });
+      });
+    });
+  }
+
+  private listenTcp(host: string, port: number): Promise<BoundAddress> {
+    const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
+    srv.maxConnections = this.maxConnections;
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host, port, ipv6Only: net.isIPv6(host), backlog: 511 }, () => {
+        srv.off('error', reject);
+        this.tcpServers.push(srv);
+        const a = srv.address() as net.AddressInfo;
+        resolve({ transport: 'tcp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port });
+      });
+    });
+  }
+
+  private onConnection(sock: net.Socket): void {
+    if (this.closing) {
+      sock.destroy();
+      return;
+    }
+    const c = new TcpConn(sock, this, this.maxRecordSize);
+    this.conns.add(c);
+    sock.on('data', (chunk: Buffer) => {
+      const cut = c.reader.push(chunk);
+      if (cut !== null) {
+        this.oversized++;
+        sock.destroy();
+      }
+    });
+    sock.on('error', noop);
+    sock.on('close', () => {
+      c.reader.stop();
+      c.backlog.length = 0;
+      this.conns.delete(c);
+      this.waiting.delete(c);
+    });
+  }
+
+  private onUdp(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.closing) return;
+    this.dispatch(msg, new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'));
+  }
+
+  /** Called by a TCP connection's record reader for each complete record. */
+  onTcpRecord(rec: Buffer, c: TcpConn): void {
+    if (this.closing) return;
+    if (c.backlog.length > 0 || this.inFlight >= this.maxInFlight) {
+      c.backlog.push(rec);
+      c.socket.pause();
+      this.waiting.add(c);
+      return;
+    }
+    this.dispatch(rec, c);
+  }
+
+  /** A call finished: wake connections waiting for a slot, or a graceful close. */
+  private callDone(): void {
+    this.inFlight--;
+    // Not re-entered: a synchronous handler dispatched from here calls back in, and the loop below goes on instead.
+    if (this.waiting.size > 0 && !this.draining) {
+      this.draining = true;
+      for (const c of this.waiting) {
+        while (c.backlog.length > 0 && this.inFlight < this.maxInFlight) this.dispatch(c.backlog.shift()!, c);
+        if (c.backlog.length > 0) break;
+        this.waiting.delete(c);
+        if (!c.writeBlocked) c.socket.resume();
+      }
+      this.draining = false;
+    }
+    if (this.inFlight === 0 && this.idle) this.idle();
+  }
+
+  private dispatch(rec: Buffer, peer: Peer): void {
+    const t = peer.t;
+    const r = new XdrReader(rec);
+    let h: CallHeader | { xid: number; rpcVersion: number };
+    try {
+      h = readCallHeader(r);
+    } catch {
+      this.garbage[t]++;
+      return;
+    }
+    const w = this.w;
+    if (!('program' in h)) {
+      this.rejected[t][0]++;
+      this.begin(t);
+      writeRpcMismatchReply(w, h.xid);
+      return peer.send(this.finish(t));
+    }
+    const flavor = this.auth.get(h.credential.flavor);
+    const verdict = flavor ? flavor.validate(h.credential, h.verifier) : 2; // AUTH_REJECTEDCRED, as libtirpc
+    if (typeof verdict === 'number') {
+      this.rejected[t][1]++;
+      this.begin(t);
+      writeAuthErrorReply(w, h.xid, verdict);
+      return peer.send(this.finish(t));
+    }
+    const verf = flavor!.replyVerifier();
+    const p = this.programs.get(h.program);
+    if (!p) {
+      this.rejected[t][2]++;
+      return this.replyStatus(peer, h.xid, verf, AcceptStat.PROG_UNAVAIL);
+    }
+    const v = p.versions.get(h.version);
+    if (!v) {
+      this.rejected[t][3]++;
+      this.begin(t);
+      writeProgMismatchReply(w, h.xid, verf, p.low, p.high);
+      return peer.send(this.finish(t));
+    }
+    if (h.procedure === 0) {
+      v.nullProc.counts[t * NR + R_SUCCESS]++;
+      return this.replyStatus(peer, h.xid, verf, AcceptStat.SUCCESS);
+    }
+    const pe = v.procs.get(h.procedure);
+    if (!pe) {
+      v.procUnavail[t]++;
+      return this.replyStatus(peer, h.xid, verf, AcceptStat.PROC_UNAVAIL);
+    }
+
+    let drcKey: string | null = null;
+    let drcEntry: DrcEntry | null = null;
+    if (t === T_UDP && this.drc) {
+      drcKey = DuplicateCache.key(peer.address, peer.port, h.xid, rec);
+      const seen = this.drc.get(drcKey);
+      if (seen) {
+        if (seen.reply) {
+          pe.counts[t * NR + R_DUP_REPLAYED]++;
+          peer.send(seen.reply);
+        } else pe.counts[t * NR + R_DUP_DROPPED]++;
+        return;
+      }
+    }
+    if (this.inFlight >= this.maxInFlight) {
+      // Only UDP gets here over the cap (TCP records wait in their connection's backlog): drop, the client retransmits.
+      this.overloadDrops++;
+      return;
+    }
+    if (drcKey !== null) drcEntry = this.drc!.begin(drcKey);
+
+    let args: unknown;
+    try {
+      args = pe.proc!.args.decode(r);
+      if (r.pos !== r.end) throw new Error('trailing bytes');
+    } catch {
+      pe.counts[t * NR + R_GARBAGE]++;
+      return this.replyStatus(peer, h.xid, verf, AcceptStat.GARBAGE_ARGS, drcKey, drcEntry);
+    }
+    const ctx: CallContext = {
+      xid: h.xid,
+      transport: peer.transport,
+      peerAddress: peer.address,
+      peerPort: peer.port,
+      family: peer.family,
+      credential: h.credential,
+      principal: verdict.principal,
+    };
+    this.inFlight++;
+    let res: unknown;
+    try {
+      res = pe.handler!(args, ctx);
+    } catch (e) {
+      this.replyError(peer, ctx, verf, pe, e, drcKey, drcEntry);
+      return this.callDone();
+    }
+    if (res instanceof Promise) {
+      res.then(
+        (value) => {
+          this.replyResult(peer, ctx, verf, pe, value, drcKey, drcEntry);
+          this.callDone();
+        },
+        (e) => {
+          this.replyError(peer, ctx, verf, pe, e, drcKey, drcEntry);
+          this.callDone();
+        },
+      );
+      return;
+    }
+    this.replyResult(peer, ctx, verf, pe, res, drcKey, drcEntry);
+    this.callDone();
+  }
+
+  private begin(t: number): void {
+    if (t === T_TCP) beginRecord(this.w);
+    else this.w.reset();
+  }
+
+  private finish(t: number): Buffer {
+    const w = this.w;
+    if (t === T_TCP) return endRecord(w, this.fragmentSize);
+    const out = Buffer.allocUnsafe(w.pos);
+    out.set(w.buf.subarray(0, w.pos));
+    return out;
+  }
+
+  private send(peer: Peer, reply: Buffer, drcKey: string | null, drcEntry: DrcEntry | null): void {
+    if (drcEntry) this.drc!.complete(drcKey!, drcEntry, reply);
+    peer.send(reply);
+  }
+
+  private replyStatus(peer: Peer, xid: number, verf: OpaqueAuth, stat: number, drcKey: string | null = null, drcEntry: DrcEntry | null = null): void {
+    this.begin(peer.t);
+    writeAcceptedReply(this.w, xid, verf, stat);
+    this.send(peer, this.finish(peer.t), drcKey, drcEntry);
+  }
+
+  private replyResult(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, value: unknown, drcKey: string | null, drcEntry: DrcEntry | null): void {
+    const t = peer.t;
+    this.begin(t);
+    writeAcceptedReply(this.w, ctx.xid, verf, AcceptStat.SUCCESS);
+    try {
+      pe.proc!.result.encode(this.w, value);
+    } catch (e) {
+      return this.replyError(peer, ctx, verf, pe, e, drcKey, drcEntry);
+    }
+    pe.counts[t * NR + R_SUCCESS]++;
+    this.send(peer, this.finish(t), drcKey, drcEntry);
+  }
+
+  private replyError(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, e: unknown, drcKey: string | null, drcEntry: DrcEntry | null): void {
+    const t = peer.t;
+    if (e instanceof RpcAuthError) {
+      pe.counts[t * NR + R_AUTH]++;
+      this.begin(t);
+      writeAuthErrorReply(this.w, ctx.xid, e.stat);
+      return this.send(peer, this.finish(t), drcKey, drcEntry);
+    }
+    const stat = e instanceof RpcError ? ACCEPT_KINDS[e.kind] : undefined;
+    if (stat === undefined) this.onHandlerError?.(e, ctx);
+    pe.counts[t * NR + (stat === AcceptStat.GARBAGE_ARGS ? R_GARBAGE : stat === AcceptStat.PROC_UNAVAIL ? 4 : R_SYSERR)]++;
+    this.replyStatus(peer, ctx.xid, verf, stat ?? AcceptStat.SYSTEM_ERR, drcKey, drcEntry);
+  }
+}
