@@ -1,0 +1,352 @@
+// The DTI pipeline shared by the DSTM node, the TEP and static tunnels: batches in, batches out.
+//
+//   IPv4 side (TUN) ──encapBatch──▶ IPv6 packets for the raw socket   (+ ICMPv4 frag-needed back to TUN)
+//   raw IPIP socket ──decapBatch──▶ IPv4 packets for TUN
+//   raw ICMPv6 socket ─icmp6Batch─▶ ICMPv4 errors for TUN             (RFC 2473 §8 relay, path MTU learning)
+//
+// The pipeline itself does no I/O: it fills OutLists (offset/length lists) that the caller sends with one
+// sendBatch per list (attach() wires real devices). Encapsulation and decapsulation are in place in the receive
+// buffer; only fragments and ICMP errors are written to the pipeline's own scratch buffers, all allocated once.
+// Per-packet decisions that depend on DSTM state (which TEP or node an IPv4 address maps to, anti-spoofing)
+// are hooks, so the same code serves a node (one fixed TEP) and a TEP (bindings from the DSTM server).
+import { Counters, Drop, DropCode, Event } from './counters';
+import type { RxBatch } from './device';
+import {
+  DecapResult,
+  EncapConfig,
+  ICMP4_CODE_FRAG_NEEDED,
+  ICMP4_DEST_UNREACH,
+  Icmp6Relay,
+  IPV6_MIN_MTU,
+  IPV4_MIN_MTU,
+  Ipv4Header,
+  OK,
+  TokenBucket,
+  buildIcmpv4Error,
+  decapsulate,
+  encapsulate,
+  fragmentIpv6,
+  icmpv4ErrorAllowed,
+  parseIcmpv6Error,
+  parseIpv4,
+  tunnelMtu,
+} from './packet';
+
+/**
+ * Chooses the tunnel exit point for an IPv4 packet leaving by the DTI: the 16-byte IPv6 address (kept by the
+ * caller, not allocated per call) or a Drop code (e.g. Drop.no_binding). A node returns its TEP; a TEP looks the
+ * destination up in its bindings.
+ */
+export type EncapRoute = (innerSrc: number, innerDst: number) => Uint8Array | DropCode;
+
+/**
+ * Accepts or refuses a decapsulated packet: OK (0) or a Drop code. `buf[outerSrcOff..+16)` is the outer IPv6
+ * source. A TEP checks that innerSrc is the address bound to that IPv6 source (anti-spoofing) and that the
+ * source is inside its prefixes; a node checks that the packet comes from its TEP and is for its address.
+ */
+export type DecapPolicy = (buf: Uint8Array, outerSrcOff: number, innerSrc: number, innerDst: number) => DropCode;
+
+export interface TunnelOptions {
+  encap: EncapConfig;
+  route: EncapRoute;
+  accept?: DecapPolicy;
+  /** Path MTU towards the tunnel exit points (default 1500); lowered by ICMPv6 packet-too-big. */
+  pathMtu?: number;
+  /** IPv4 source of the ICMPv4 errors we send (the DTI's or the TEP's IPv4 address). */
+  icmpSource: number;
+  /** ICMPv4 errors per second and burst (RFC 1812 §4.3.2.8); default 100/s, burst 50. */
+  icmpRate?: number;
+  icmpBurst?: number;
+  /** Largest batch handled (the devices' batch size); default 64. */
+  batch?: number;
+  counters?: Counters;
+  /** Monotonic clock in ms (tests inject one); default performance.now. */
+  now?: () => number;
+  /** Called when an ICMPv6 packet-too-big lowers the path MTU (e.g. to lower the TUN device's MTU). */
+  onPathMtu?: (pathMtu: number, tunnelMtu: number) => void;
+}
+
+/** A list of packets in one buffer, ready for a device's sendBatch. */
+export class OutList {
+  count = 0;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+
+  constructor(
+    public buf: Uint8Array,
+    readonly capacity: number,
+  ) {
+    this.offsets = new Uint32Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+  }
+
+  push(off: number, len: number): void {
+    this.offsets[this.count] = off;
+    this.lengths[this.count++] = len;
+  }
+}
+
+/** What sendBatch needs: satisfied by TunDevice and RawIpipSocket. */
+export interface BatchSink {
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  readonly txStatus: Int32Array;
+}
+
+export interface BatchSource {
+  onBatch(cb: (count: number, rx: RxBatch) => void): void;
+}
+
+const ICMP_SLOT = 576;
+/** Fragments per packet we can emit: enough for a 9000-byte packet at the IPv6 minimum MTU. */
+const MAX_FRAGS = 8;
+
+export class Tunnel {
+  readonly counters: Counters;
+  readonly encap: EncapConfig;
+  /** IPv6 packets for the raw socket: in place in the TUN receive buffer (buf is that buffer). */
+  readonly toRaw: OutList;
+  /** Outer fragments for the raw socket (RFC 2473 §7.2, DF=0 packets larger than the tunnel MTU). */
+  readonly toRawFragments: OutList;
+  /** IPv4 packets for TUN: decapsulated in place in the raw socket's receive buffer. */
+  readonly toTun: OutList;
+  /** ICMPv4 errors for TUN (frag-needed, RFC 2473 §8 relays). */
+  readonly toTunIcmp: OutList;
+
+  private pathMtu: number;
+  private mtu: number;
+  private fragId = (Math.random() * 0x100000000) >>> 0;
+  private readonly route: EncapRoute;
+  private readonly accept: DecapPolicy | undefined;
+  private readonly icmpSource: number;
+  private readonly bucket: TokenBucket;
+  private readonly now: () => number;
+  private readonly onPathMtu: TunnelOptions['onPathMtu'];
+  private readonly h4 = new Ipv4Header();
+  private readonly dr = new DecapResult();
+  private readonly relay = new Icmp6Relay();
+  private readonly fragSlot: number;
+
+  constructor(opts: TunnelOptions) {
+    const batch = opts.batch ?? 64;
+    this.counters = opts.counters ?? new Counters();
+    this.encap = opts.encap;
+    this.route = opts.route;
+    this.accept = opts.accept;
+    this.icmpSource = opts.icmpSource;
+    this.bucket = new TokenBucket(opts.icmpRate ?? 100, opts.icmpBurst ?? 50);
+    this.now = opts.now ?? (() => performance.now());
+    this.onPathMtu = opts.onPathMtu;
+    this.pathMtu = opts.pathMtu ?? 1500;
+    if (this.pathMtu < IPV6_MIN_MTU) throw new RangeError(`path MTU ${this.pathMtu} is below the IPv6 minimum 1280`);
+    this.mtu = tunnelMtu(this.pathMtu, this.encap);
+    const empty = new Uint8Array(0);
+    this.toRaw = new OutList(empty, batch);
+    this.toTun = new OutList(empty, batch);
+    const fragSlot = Math.max(this.pathMtu, 2048);
+    this.toRawFragments = new OutList(new Uint8Array(batch * MAX_FRAGS * fragSlot), batch * MAX_FRAGS);
+    this.fragSlot = fragSlot;
+    this.toTunIcmp = new OutList(new Uint8Array(batch * ICMP_SLOT), batch);
+  }
+
+  /** The tunnel MTU: largest IPv4 packet sent unfragmented (path MTU − 40, − 8 more with an encap limit). */
+  get tunnelMtu(): number {
+    return this.mtu;
+  }
+
+  get currentPathMtu(): number {
+    return this.pathMtu;
+  }
+
+  /**
+   * IPv4 packets read from TUN → toRaw / toRawFragments (IPv6) and toTunIcmp (frag-needed). Validates each
+   * packet, asks the route hook for the exit point, applies the RFC 2473 §7.2 MTU rules and encapsulates.
+   */
+  encapBatch(count: number, rx: RxBatch): void {
+    const { buf, offsets, lengths } = rx;
+    const c = this.counters;
+    const h = this.h4;
+    const out = this.toRaw;
+    out.buf = buf;
+    out.count = 0;
+    this.toRawFragments.count = 0;
+    this.toTunIcmp.count = 0;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const off = offsets[i];
+      const len = lengths[i];
+      const code = parseIpv4(buf, off, len, h);
+      if (code !== OK) {
+        c.drop(code, buf, off, len);
+        continue;
+      }
+      const dst = this.route(h.src, h.dst);
+      if (typeof dst === 'number') {
+        c.drop(dst, buf, off, len);
+        continue;
+      }
+      if (h.totalLen > this.mtu) {
+        if (h.df) {
+          c.drop(Drop.too_big_df, buf, off, len);
+          this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_FRAG_NEEDED, this.mtu, buf, off, h.totalLen, h);
+        } else {
+          this.encapFragmented(buf, off, h.totalLen, dst);
+        }
+        continue;
+      }
+      const o = encapsulate(buf, off, h.totalLen, dst, 0, this.encap);
+      if (o < 0) {
+        c.drop(-o, buf, off, len);
+        continue;
+      }
+      out.push(o, h.totalLen + this.encap.overhead);
+      bytes += h.totalLen;
+    }
+    c.count(Event.encapsulated, out.count);
+    c.count(Event.bytes_encapsulated, bytes);
+  }
+
+  private encapFragmented(buf: Uint8Array, off: number, len: number, dst: Uint8Array): void {
+    const c = this.counters;
+    const o = encapsulate(buf, off, len, dst, 0, this.encap);
+    if (o < 0) {
+      c.drop(-o, buf, off, len);
+      return;
+    }
+    const fr = this.toRawFragments;
+    const room = Math.min(MAX_FRAGS, fr.capacity - fr.count);
+    this.fragId = (this.fragId + 1) >>> 0;
+    const n = fragmentIpv6(
+      buf, o, len + this.encap.overhead, this.pathMtu, this.fragId,
+      fr.buf, fr.count * this.fragSlot, this.fragSlot, room, fr.lengths, fr.count,
+    );
+    if (n < 0) {
+      c.drop(room < MAX_FRAGS ? Drop.queue_full : -n, buf, off, len);
+      return;
+    }
+    for (let k = 0; k < n; k++) fr.offsets[fr.count + k] = (fr.count + k) * this.fragSlot;
+    fr.count += n;
+    c.count(Event.fragmented);
+    c.count(Event.encapsulated);
+    c.count(Event.bytes_encapsulated, len);
+  }
+
+  /** Queues an ICMPv4 error about the packet at buf[off..+len) if allowed and not rate limited. */
+  private icmpError(type: number, code: number, mtu: number, buf: Uint8Array, off: number, len: number, h: Ipv4Header): boolean {
+    const list = this.toTunIcmp;
+    if (!icmpv4ErrorAllowed(buf, off, h, len)) return false;
+    if (list.count === list.capacity) {
+      this.counters.drop(Drop.queue_full, buf, off, len);
+      return false;
+    }
+    if (!this.bucket.take(this.now())) {
+      this.counters.drop(Drop.icmp_rate_limited, buf, off, len);
+      return false;
+    }
+    const at = list.count * ICMP_SLOT;
+    const n = buildIcmpv4Error(type, code, mtu, this.icmpSource, buf, off, len, list.buf, at, ICMP_SLOT);
+    if (n < 0) {
+      this.counters.drop(-n, buf, off, len);
+      return false;
+    }
+    list.push(at, n);
+    this.counters.count(Event.icmp4_sent);
+    return true;
+  }
+
+  /**
+   * IPv6 packets from the raw IPIP socket → toTun (the inner IPv4 packets, in place). Validates and
+   * decapsulates (encap-limit option accepted, RFC 6040 ECN, loop check) and applies the accept policy.
+   */
+  decapBatch(count: number, rx: RxBatch): void {
+    const { buf, offsets, lengths } = rx;
+    const c = this.counters;
+    const r = this.dr;
+    const out = this.toTun;
+    const self = this.encap.src;
+    const accept = this.accept;
+    out.buf = buf;
+    out.count = 0;
+    let bytes = 0;
+    let marked = 0;
+    for (let i = 0; i < count; i++) {
+      const off = offsets[i];
+      const len = lengths[i];
+      let code = decapsulate(buf, off, len, r, self);
+      if (code === OK && accept !== undefined) code = accept(buf, r.outerSrcOff, r.ip4.src, r.ip4.dst);
+      if (code !== OK) {
+        c.drop(code, buf, off, len);
+        continue;
+      }
+      if (r.ecnChanged) marked++;
+      out.push(r.innerOff, r.innerLen);
+      bytes += r.innerLen;
+    }
+    c.count(Event.decapsulated, out.count);
+    c.count(Event.bytes_decapsulated, bytes);
+    c.count(Event.ecn_marked, marked);
+  }
+
+  /**
+   * ICMPv6 errors (from the raw ICMPv6 socket) → toTunIcmp. Those about our tunnel packets become ICMPv4 errors
+   * to the original IPv4 source (RFC 2473 §8.2); packet-too-big also lowers the path MTU (RFC 2473 §7.1).
+   */
+  icmp6Batch(count: number, rx: RxBatch): void {
+    const { buf, offsets, lengths } = rx;
+    const c = this.counters;
+    const r = this.relay;
+    this.toTunIcmp.count = 0;
+    for (let i = 0; i < count; i++) {
+      const off = offsets[i];
+      const len = lengths[i];
+      const code = parseIcmpv6Error(buf, off, len, this.encap.src, r);
+      if (code !== OK) {
+        c.drop(code, buf, off, len);
+        continue;
+      }
+      if (r.pathMtu !== 0 && r.pathMtu < this.pathMtu) this.setPathMtu(r.pathMtu);
+      if (!r.relay) continue;
+      const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtu : 0;
+      if (this.icmpError(r.icmpType, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4)) c.count(Event.icmp_relayed);
+    }
+  }
+
+  /** Sets the path MTU (e.g. from configuration or a PTB); the tunnel MTU follows. */
+  setPathMtu(pathMtu: number): void {
+    this.pathMtu = Math.max(pathMtu, IPV6_MIN_MTU);
+    this.mtu = Math.max(tunnelMtu(this.pathMtu, this.encap), IPV4_MIN_MTU);
+    this.counters.count(Event.pmtu_updated);
+    this.onPathMtu?.(this.pathMtu, this.mtu);
+  }
+
+  /** Sends a list with one sendBatch; refused packets count as send_failed, the unsent tail as queue_full. */
+  flush(list: OutList, sink: BatchSink): void {
+    if (list.count === 0) return;
+    const sent = sink.sendBatch(list.buf, list.offsets, list.lengths, list.count);
+    const failed = sink.txStatus[1];
+    if (failed > 0) this.counters.dropMany(Drop.send_failed, failed);
+    const unsent = list.count - sent - failed;
+    if (unsent > 0) this.counters.dropMany(Drop.queue_full, unsent);
+    list.count = 0;
+  }
+
+  /**
+   * Wires devices: TUN batches are encapsulated to `raw`, raw batches decapsulated to `tun`, and ICMPv6 errors
+   * (if an Icmp6ErrorSocket is given) relayed to `tun`.
+   */
+  attach(tun: BatchSource & BatchSink, raw: BatchSource & BatchSink, icmp6?: BatchSource): void {
+    tun.onBatch((n, rx) => {
+      this.encapBatch(n, rx);
+      this.flush(this.toRaw, raw);
+      this.flush(this.toRawFragments, raw);
+      this.flush(this.toTunIcmp, tun);
+    });
+    raw.onBatch((n, rx) => {
+      this.decapBatch(n, rx);
+      this.flush(this.toTun, tun);
+    });
+    icmp6?.onBatch((n, rx) => {
+      this.icmp6Batch(n, rx);
+      this.flush(this.toTunIcmp, tun);
+    });
+  }
+}
