@@ -1,0 +1,56 @@
+// Running the real dstm commands inside the topology's namespaces, for the end-to-end tests, the demo and the
+// benchmark: each is `node bin/run.js ...` (the compiled CLI, built by `npm run build`) in its own namespace.
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ADDR, Topology, waitForOutput } from './netns';
+
+export const ROOT = join(__dirname, __dirname.split('/').includes('dist') ? '../../..' : '../..');
+
+/** The argv that runs `dstm ARGS` with this checkout's compiled CLI. */
+export function dstmArgv(...args: string[]): string[] {
+  return [process.execPath, join(ROOT, 'bin', 'run.js'), ...args];
+}
+
+/** Why the compiled CLI cannot run, or undefined. */
+export function cliUnavailable(): string | undefined {
+  if (!existsSync(join(ROOT, 'dist', 'src', 'commands'))) return 'the CLI is not compiled: run `npm run build` first';
+  if (!existsSync(join(ROOT, 'build', 'Release', 'dstm_native.node'))) return 'the device addon is not built: run `npm ci` or `npm rebuild`';
+  return undefined;
+}
+
+/** Where a TEP in this topology serves its counters (a unix socket, reachable from every namespace). */
+export function tepControlPath(t: Topology): string {
+  return `/tmp/${t.ns.y}.sock`;
+}
+
+/** Starts `dstm tep` in Y with the topology's addresses plus `extra` flags; resolves once it is forwarding. */
+export async function startTep(t: Topology, extra: string[]): Promise<ChildProcess> {
+  const tep = t.spawn(
+    t.ns.y,
+    dstmArgv('tep', '--address', ADDR.y6, '--ipv4', ADDR.y4, '--pool', ADDR.pool4, '--control', tepControlPath(t),
+      ...ADDR.domain6.flatMap((p) => ['--prefix', p]), ...extra),
+    { env: { ...process.env, DSTM_LOG_LEVEL: 'info' } },
+  );
+  await waitForOutput(tep, /tep ready/);
+  return tep;
+}
+
+/** Starts `dstm static` in X with the Annex A address and Y as TEP; resolves once the DTI is up. */
+export async function startStaticNode(t: Topology, extra: string[] = []): Promise<ChildProcess> {
+  const node = t.spawn(t.ns.x, dstmArgv('static', '--tep', ADDR.y6, '--address', ADDR.static4, '--peer', ADDR.y4, ...extra));
+  await waitForOutput(node, /dti up/);
+  return node;
+}
+
+/** `dstm tep stats --json` against the topology's TEP. */
+export async function tepStats(t: Topology): Promise<TepStatsJson> {
+  const { stdout } = await t.exec(t.ns.y, dstmArgv('tep', 'stats', '--json', '--control', tepControlPath(t)));
+  return JSON.parse(stdout) as TepStatsJson;
+}
+
+export interface TepStatsJson {
+  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+  drops: Record<string, number>;
+  bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
+}
