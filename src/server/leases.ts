@@ -1,0 +1,360 @@
+// Lease logic of the DSTM server (draft section 6), independent of RPC: who gets which IPv4 address, for how long,
+// through which TEP. Every operation runs inside a store transaction; the operations that arrive within one turn of
+// the event loop share one transaction (group commit), and each one's promise settles only after that commit, so
+// no reply can leave for a binding that is not durable. Pool bookkeeping done by an operation is undone if its
+// part of the transaction fails.
+import { EventEmitter } from 'node:events';
+import { PrefixTable, type Prefix4, type Prefix6 } from './addr';
+import { AddressPool } from './pool';
+import { STATE, type Binding, type Change, type Store } from './store';
+
+export interface Tep {
+  ipv6: Uint8Array;
+  ipv4: number;
+}
+
+export interface LeasePolicy {
+  /** Default lease, seconds. */
+  lease: number;
+  /** Longest lease a node may ask for, seconds. */
+  maxLease: number;
+  /** Seconds an expired or revoked address is kept from reuse. */
+  hold: number;
+  pools: readonly Prefix4[];
+  exclude: readonly Prefix4[];
+  skipNetworkBroadcast: boolean;
+  reservations: readonly { ipv6: Prefix6; ipv4: number }[];
+  tep?: Tep;
+  teps: readonly { prefix: Prefix6; ipv6: Uint8Array; ipv4: number }[];
+}
+
+export type Status = 'ok' | 'no_address' | 'not_allowed' | 'bad_request' | 'no_binding' | 'conflict' | 'unavailable';
+
+export interface Grant {
+  status: Status;
+  ip6: Buffer;
+  ip4: number;
+  starts: number;
+  ends: number;
+  /** Seconds from now until `ends` (the lease length granted). */
+  duration: number;
+  tep?: Tep;
+}
+
+export interface LeaseInfo extends Binding {
+  tep?: Tep;
+}
+
+type Undo = (() => void)[];
+
+interface Op<T> {
+  run(undo: Undo, now: number): T;
+  resolve(v: T): void;
+  reject(e: unknown): void;
+}
+
+/** The store could not commit: the caller gets DSTM_UNAVAILABLE (or no reply), never a binding that may be lost. */
+export class StoreUnavailable extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`the binding store cannot commit: ${(cause as Error)?.message ?? cause}`);
+    this.name = 'StoreUnavailable';
+  }
+}
+
+const SWEEP_BATCH = 1000;
+
+export function wallClock(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+/**
+ * Events: 'change' (seq: number) after a commit that appended to the feed; 'batch' (size: number) after every
+ * group commit.
+ */
+export class LeaseService extends EventEmitter {
+  private pool!: AddressPool;
+  private teps!: PrefixTable<Tep>;
+  private reservations!: PrefixTable<number>;
+  private queue: Op<any>[] = [];
+  private scheduled = false;
+  private seq: number;
+  /** Operations by "name:status", for metrics. */
+  readonly counts = new Map<string, number>();
+
+  constructor(
+    readonly store: Store,
+    private policy: LeasePolicy,
+    private readonly clock: () => number = wallClock,
+  ) {
+    super();
+    this.seq = store.lastSeq();
+    this.configure(policy);
+  }
+
+  /** Apply a (re)loaded policy. Existing bindings stay as they are, even outside new pools, until they end. */
+  configure(policy: LeasePolicy): void {
+    const pool = new AddressPool({
+      pools: policy.pools,
+      exclude: policy.exclude,
+      skipNetworkBroadcast: policy.skipNetworkBroadcast,
+      reserved: policy.reservations.map((r) => r.ipv4),
+    });
+    pool.load(this.store.boundAddresses());
+    this.pool = pool;
+    this.policy = policy;
+    this.teps = new PrefixTable(policy.teps.map((t) => [t.prefix, { ipv6: t.ipv6, ipv4: t.ipv4 }]));
+    this.reservations = new PrefixTable(policy.reservations.map((r) => [r.ipv6, r.ipv4]));
+  }
+
+  get epoch(): bigint {
+    return this.store.epoch;
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  get available(): number {
+    return this.pool.available;
+  }
+
+  get poolSize(): number {
+    return this.pool.size;
+  }
+
+  tepFor(ip6: Uint8Array): Tep | undefined {
+    return this.teps.lookup(ip6) ?? this.policy.tep;
+  }
+
+  /** Lease length for a node asking for `want` seconds (0: the default). */
+  private duration(want: number): number {
+    return want === 0 ? this.policy.lease : Math.min(want, this.policy.maxLease);
+  }
+
+  /**
+   * REQUEST: the node's current binding, renewed (idempotent), or a new one: its reservation, else the address it
+   * asks for if that is free, else the free address released longest ago.
+   */
+  request(ip6: Buffer, want4: number, wantSeconds: number): Promise<Grant> {
+    return this.submit('request', (undo, now) => {
+      const duration = this.duration(wantSeconds);
+      const cur = this.store.byIp6(ip6);
+      if (cur) return this.renew(cur, now, duration);
+      const ip4 = this.pick(ip6, want4, undo);
+      if (ip4 === undefined) return this.refuse('no_address', ip6, now);
+      return this.bind(ip6, ip4, now, duration);
+    });
+  }
+
+  /** RELEASE: frees the caller's binding (only if `ip4`, when non-zero, is its address). */
+  release(ip6: Buffer, ip4: number): Promise<Grant> {
+    return this.submit('release', (undo, now) => {
+      const cur = this.store.byIp6(ip6);
+      if (!cur || (ip4 !== 0 && cur.ip4 !== ip4)) return this.refuse('no_binding', ip6, now, ip4);
+      this.store.remove(cur.ip4);
+      this.feed(cur, false);
+      this.pool.give(cur.ip4);
+      undo.push(() => this.pool.takeSpecific(cur.ip4));
+      return this.grant('ok', cur, now);
+    });
+  }
+
+  /** Admin REVOKE: the binding ends now; its address is quarantined for the hold time, and the node must start over. */
+  revoke(ip6: Buffer, ip4: number): Promise<Grant> {
+    return this.submit('revoke', (_undo, now) => {
+      const cur = this.store.byIp6(ip6);
+      if (!cur || (ip4 !== 0 && cur.ip4 !== ip4)) return this.refuse('no_binding', ip6, now, ip4);
+      this.store.setState(cur.ip4, STATE.revoked, now);
+      const ended = { ...cur, ends: now };
+      this.feed(ended, false);
+      return this.grant('ok', ended, now);
+    });
+  }
+
+  /** Admin ALLOCATE (draft section 6 MAY): bind a node that has not asked, to `ip4` or any free address. */
+  allocate(ip6: Buffer, ip4: number, seconds: number): Promise<Grant> {
+    return this.submit('allocate', (undo, now) => {
+      const duration = this.duration(seconds);
+      const cur = this.store.byIp6(ip6);
+      if (cur) return ip4 !== 0 && cur.ip4 !== ip4 ? this.refuse('conflict', ip6, now, ip4) : this.renew(cur, now, duration);
+      let addr: number | undefined;
+      if (ip4 === 0) addr = this.pick(ip6, 0, undo);
+      else if (this.takeAddress(ip4, undo)) addr = ip4;
+      else if (this.reservedFree(ip4)) addr = ip4;
+      else return this.refuse(this.store.byIp4(ip4) || this.pool.index(ip4) >= 0 ? 'conflict' : 'bad_request', ip6, now, ip4);
+      if (addr === undefined) return this.refuse('no_address', ip6, now);
+      return this.bind(ip6, addr, now, duration);
+    });
+  }
+
+  /**
+   * Expire active bindings whose lease has ended (they become held, and leave the feed), and reclaim held and
+   * revoked addresses whose hold time is over. Returns how many rows changed.
+   */
+  sweep(): Promise<number> {
+    return this.submit('sweep', (undo, now) => {
+      let n = 0;
+      for (const b of this.store.due(STATE.active, now, SWEEP_BATCH)) {
+        this.store.setState(b.ip4, STATE.held, b.ends);
+        this.feed(b, false);
+        n++;
+      }
+      for (const state of [STATE.held, STATE.revoked]) {
+        for (const b of this.store.due(state, now - this.policy.hold, SWEEP_BATCH)) {
+          this.store.remove(b.ip4);
+          this.pool.give(b.ip4);
+          undo.push(() => this.pool.takeSpecific(b.ip4));
+          n++;
+        }
+      }
+      return n;
+    });
+  }
+
+  /** True when sweep() has work: something expired or a hold time is over. Cheap (two index lookups). */
+  sweepDue(): boolean {
+    const now = this.clock();
+    const a = this.store.nextDue(STATE.active);
+    if (a !== undefined && a <= now) return true;
+    return [STATE.held, STATE.revoked].some((s) => {
+      const t = this.store.nextDue(s);
+      return t !== undefined && t + this.policy.hold <= now;
+    });
+  }
+
+  /** The feed after `since` (0: the whole current state). */
+  changes(since: number, max: number): { changes: Change[]; more: boolean; next: number } {
+    const { changes, more } = this.store.feedSince(since, max);
+    return { changes, more, next: changes.length ? changes[changes.length - 1].seq : since };
+  }
+
+  /** Resolve when the feed has a change after `since`, or after `ms`, or when `signal` aborts. */
+  waitForChange(since: number, ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.seq > since || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('change', onChange);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const onChange = (seq: number): void => {
+        if (seq > since) done();
+      };
+      const timer = setTimeout(done, ms);
+      this.on('change', onChange);
+      signal?.addEventListener('abort', done);
+    });
+  }
+
+  list(after: number, max: number): { leases: LeaseInfo[]; more: boolean } {
+    const rows = this.store.list(after, max + 1);
+    return { leases: rows.slice(0, max).map((b) => ({ ...b, tep: this.tepFor(b.ip6) })), more: rows.length > max };
+  }
+
+  // --- inside a transaction ---
+
+  private pick(ip6: Buffer, want4: number, undo: Undo): number | undefined {
+    const reserved = this.reservations.lookup(ip6);
+    if (reserved !== undefined && this.reservedFree(reserved)) return reserved;
+    if (want4 !== 0 && this.takeAddress(want4, undo)) return want4;
+    const a = this.pool.take();
+    if (a !== undefined) undo.push(() => this.pool.give(a));
+    return a;
+  }
+
+  private takeAddress(ip4: number, undo: Undo): boolean {
+    if (!this.pool.takeSpecific(ip4)) return false;
+    undo.push(() => this.pool.give(ip4));
+    return true;
+  }
+
+  /** A reserved address is handed out when no row holds it; reserved addresses are never in the free ring. */
+  private reservedFree(ip4: number): boolean {
+    return this.policy.reservations.some((r) => r.ipv4 === ip4) && !this.store.byIp4(ip4);
+  }
+
+  private bind(ip6: Buffer, ip4: number, now: number, duration: number): Grant {
+    const b: Binding = { ip4, ip6, state: STATE.active, starts: now, ends: now + duration };
+    this.store.insert(b);
+    this.feed(b, true);
+    return this.grant('ok', b, now);
+  }
+
+  private renew(cur: Binding, now: number, duration: number): Grant {
+    const b: Binding = { ...cur, state: STATE.active, ends: now + duration };
+    this.store.setState(b.ip4, STATE.active, b.ends);
+    this.feed(b, true);
+    return this.grant('ok', b, now);
+  }
+
+  private feed(b: Binding, active: boolean): void {
+    this.store.feedPut(b.ip4, b.ip6, b.starts, b.ends, active);
+  }
+
+  private grant(status: Status, b: Binding, now: number): Grant {
+    return { status, ip6: b.ip6, ip4: b.ip4, starts: b.starts, ends: b.ends, duration: Math.max(0, b.ends - now), tep: this.tepFor(b.ip6) };
+  }
+
+  private refuse(status: Status, ip6: Buffer, now: number, ip4 = 0): Grant {
+    return { status, ip6, ip4, starts: now, ends: now, duration: 0, tep: this.tepFor(ip6) };
+  }
+
+  // --- group commit ---
+
+  private submit<T extends Grant | number>(name: string, run: (undo: Undo, now: number) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({
+        run,
+        resolve: (v: T) => {
+          const status = typeof v === 'number' ? 'ok' : v.status;
+          const key = `${name}:${status}`;
+          this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+          resolve(v);
+        },
+        reject,
+      });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    const now = this.clock();
+    const results: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    const undoAll: Undo = [];
+    const seqBefore = this.seq;
+    try {
+      this.store.transaction(() => {
+        for (const op of batch) {
+          const undo: Undo = [];
+          try {
+            // A savepoint per operation: one failing operation does not take the others down with it.
+            results.push({ ok: true, value: this.store.transaction(() => op.run(undo, now)) });
+            undoAll.push(...undo);
+          } catch (error) {
+            for (const u of undo.reverse()) u();
+            results.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (error) {
+      for (const u of undoAll.reverse()) u();
+      for (const op of batch) op.reject(new StoreUnavailable(error));
+      return;
+    }
+    this.seq = this.store.lastSeq();
+    batch.forEach((op, i) => {
+      const r = results[i];
+      if (r.ok) op.resolve(r.value);
+      else op.reject(r.error);
+    });
+    this.emit('batch', batch.length);
+    if (this.seq > seqBefore) this.emit('change', this.seq);
+  }
+}

@@ -1,0 +1,176 @@
+// The durable binding store: SQLite (better-sqlite3) in the state directory, WAL with synchronous=FULL, so a
+// committed binding survives a crash or power loss. Uniqueness is the database's job: an address has one row
+// (ip4 is the primary key) and a node has at most one live binding (a unique index on ip6 over active and held rows).
+// The change feed the TEPs follow is a compacted log: one row per address holding its latest change, under a
+// strictly increasing sequence number, so reading it from 0 gives the whole current state and reading it from a
+// later point gives what changed since.
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const STATE = { active: 0, held: 1, revoked: 2 } as const;
+export type State = (typeof STATE)[keyof typeof STATE];
+export const STATE_NAMES = ['active', 'held', 'revoked'] as const;
+
+export interface Binding {
+  ip4: number;
+  ip6: Buffer;
+  state: State;
+  /** Absolute seconds: when the node first got this address. */
+  starts: number;
+  /** Absolute seconds: when the current lease ends (for held and revoked rows: when it ended). */
+  ends: number;
+}
+
+export interface Change {
+  seq: number;
+  ip4: number;
+  ip6: Buffer;
+  starts: number;
+  ends: number;
+  active: boolean;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bindings (
+  ip4 INTEGER PRIMARY KEY,
+  ip6 BLOB NOT NULL CHECK (length(ip6) = 16),
+  state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),
+  starts INTEGER NOT NULL,
+  ends INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS bindings_ip6 ON bindings (ip6) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS bindings_ends ON bindings (state, ends);
+CREATE TABLE IF NOT EXISTS feed (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  ip4 INTEGER NOT NULL UNIQUE,
+  ip6 BLOB NOT NULL,
+  starts INTEGER NOT NULL,
+  ends INTEGER NOT NULL,
+  active INTEGER NOT NULL
+);
+`;
+
+export const DB_FILE = 'dstm.sqlite';
+
+export class Store {
+  readonly db: Database.Database;
+  /** Identifies this store's history: a new store (or a rebuilt one) has a new epoch, so TEPs start over. */
+  readonly epoch: bigint;
+  private readonly q;
+
+  constructor(readonly dir: string, opts: { readonly?: boolean } = {}) {
+    if (!opts.readonly) mkdirSync(dir, { recursive: true, mode: 0o750 });
+    const file = join(dir, DB_FILE);
+    this.db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
+    if (!opts.readonly) {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.exec(SCHEMA);
+    }
+    this.db.pragma('busy_timeout = 5000');
+    const db = this.db;
+    this.q = {
+      byIp6: db.prepare<[Buffer]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip6 = ? AND state < 2'),
+      byIp4: db.prepare<[number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 = ?'),
+      insert: db.prepare<[number, Buffer, number, number, number]>('INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, ?, ?)'),
+      update: db.prepare<[number, number, number]>('UPDATE bindings SET state = ?, ends = ? WHERE ip4 = ?'),
+      remove: db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
+      feedPut: db.prepare<[number, Buffer, number, number, number]>('INSERT OR REPLACE INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, ?)'),
+      feedSince: db.prepare<[number, number]>('SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? ORDER BY seq LIMIT ?'),
+      lastSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'feed'").pluck(),
+      bound: db.prepare('SELECT ip4 FROM bindings').pluck(),
+      due: db.prepare<[number, number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?'),
+      nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
+      list: db.prepare<[number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?'),
+      count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
+    };
+    this.epoch = opts.readonly ? this.readEpoch() : this.ensureEpoch();
+  }
+
+  private readEpoch(): bigint {
+    const v = this.db.prepare("SELECT value FROM meta WHERE key = 'epoch'").pluck().get() as string | undefined;
+    return v === undefined ? 0n : BigInt(v);
+  }
+
+  private ensureEpoch(): bigint {
+    const have = this.readEpoch();
+    if (have !== 0n) return have;
+    // Non-zero, so that 0 can mean "no epoch yet" on the wire.
+    const epoch = randomBytes(8).readBigUInt64BE() | 1n;
+    this.db.prepare("INSERT INTO meta (key, value) VALUES ('epoch', ?)").run(epoch.toString());
+    return epoch;
+  }
+
+  /** Run `fn` in a transaction (a savepoint when nested); it commits (with an fsync) when the outermost one returns. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  byIp6(ip6: Buffer): Binding | undefined {
+    return this.q.byIp6.get(ip6) as Binding | undefined;
+  }
+
+  byIp4(ip4: number): Binding | undefined {
+    return this.q.byIp4.get(ip4) as Binding | undefined;
+  }
+
+  insert(b: Binding): void {
+    this.q.insert.run(b.ip4, b.ip6, b.state, b.starts, b.ends);
+  }
+
+  setState(ip4: number, state: State, ends: number): void {
+    this.q.update.run(state, ends, ip4);
+  }
+
+  remove(ip4: number): void {
+    this.q.remove.run(ip4);
+  }
+
+  /** Append a change to the feed (replacing the address's previous change) and return its sequence number. */
+  feedPut(ip4: number, ip6: Buffer, starts: number, ends: number, active: boolean): number {
+    return Number(this.q.feedPut.run(ip4, ip6, starts, ends, active ? 1 : 0).lastInsertRowid);
+  }
+
+  /** Changes after `since`, oldest first, at most `max`; `more` when further changes are ready. */
+  feedSince(since: number, max: number): { changes: Change[]; more: boolean } {
+    const rows = this.q.feedSince.all(since, max + 1) as (Omit<Change, 'active'> & { active: number })[];
+    const more = rows.length > max;
+    return { changes: rows.slice(0, max).map((r) => ({ ...r, active: r.active === 1 })), more };
+  }
+
+  lastSeq(): number {
+    return (this.q.lastSeq.get() as number | undefined) ?? 0;
+  }
+
+  /** Every address with a row (active, held or revoked): none of them is free. */
+  boundAddresses(): number[] {
+    return this.q.bound.all() as number[];
+  }
+
+  /** Rows in `state` whose `ends` is at or before `time`. */
+  due(state: State, time: number, limit: number): Binding[] {
+    return this.q.due.all(state, time, limit) as Binding[];
+  }
+
+  /** Earliest `ends` among rows in `state`, or undefined when there are none. */
+  nextDue(state: State): number | undefined {
+    return (this.q.nextDue.get(state) as number | null) ?? undefined;
+  }
+
+  list(after: number, max: number): Binding[] {
+    return this.q.list.all(after, max) as Binding[];
+  }
+
+  counts(): Record<(typeof STATE_NAMES)[number], number> {
+    const out = { active: 0, held: 0, revoked: 0 };
+    for (const r of this.q.count.all() as { state: State; n: number }[]) out[STATE_NAMES[r.state]] = r.n;
+    return out;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

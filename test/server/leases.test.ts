@@ -1,0 +1,142 @@
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/server/addr';
+import { LeaseService, type LeasePolicy } from '../../src/server/leases';
+import { AddressPool } from '../../src/server/pool';
+import { Store } from '../../src/server/store';
+
+const node = (n: number): Buffer => Buffer.from(parseIPv6(`2001:db8::${n.toString(16)}`));
+
+function policy(over: Partial<LeasePolicy> = {}): LeasePolicy {
+  return {
+    lease: 60,
+    maxLease: 600,
+    hold: 30,
+    pools: [parsePrefix4('192.0.2.0/29')],
+    exclude: [],
+    skipNetworkBroadcast: true,
+    reservations: [],
+    teps: [{ prefix: parsePrefix6('2001:db8::/120'), ipv6: parseIPv6('2001:db8::fe'), ipv4: parseIPv4('198.51.100.1') }],
+    tep: { ipv6: parseIPv6('2001:db8:1::1'), ipv4: parseIPv4('198.51.100.2') },
+    ...over,
+  };
+}
+
+describe('address pool', () => {
+  it('hands out every dynamic address once, skips network, broadcast, exclusions and reservations', () => {
+    const pool = new AddressPool({ pools: [parsePrefix4('10.0.0.0/28')], exclude: [parsePrefix4('10.0.0.4/31')], reserved: [parseIPv4('10.0.0.9')] });
+    pool.load([parseIPv4('10.0.0.1')]);
+    const got: number[] = [];
+    for (let a = pool.take(); a !== undefined; a = pool.take()) got.push(a & 255);
+    expect(got).to.deep.equal([2, 3, 6, 7, 8, 10, 11, 12, 13, 14]);
+  });
+
+  it('reuses the address released longest ago, and skips one taken out specifically', () => {
+    const pool = new AddressPool({ pools: [parsePrefix4('10.0.0.0/30')], skipNetworkBroadcast: false });
+    pool.load([]);
+    const [a, b, c, d] = [pool.take(), pool.take(), pool.take(), pool.take()];
+    expect(pool.take()).to.equal(undefined);
+    pool.give(c!);
+    pool.give(a!);
+    pool.give(b!);
+    expect(pool.takeSpecific(a!)).to.equal(true);
+    expect(pool.takeSpecific(d!)).to.equal(false);
+    expect([pool.take(), pool.take(), pool.take()]).to.deep.equal([c, b, undefined]);
+  });
+});
+
+describe('lease service', () => {
+  let dir: string;
+  let store: Store;
+  let now: number;
+  let svc: LeaseService;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'dstm-leases-'));
+    store = new Store(dir);
+    now = 1_800_000_000;
+    svc = new LeaseService(store, policy(), () => now);
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is idempotent per node, renews, and gives the TEP of the longest prefix', async () => {
+    const g1 = await svc.request(node(1), 0, 0);
+    expect(g1).to.include({ status: 'ok', ip4: parseIPv4('192.0.2.1'), starts: now, ends: now + 60, duration: 60 });
+    expect(g1.tep!.ipv4).to.equal(parseIPv4('198.51.100.1'));
+    now += 10;
+    const g2 = await svc.request(node(1), 0, 10_000);
+    expect(g2).to.include({ ip4: g1.ip4, starts: g1.starts, ends: now + 600 });
+    const other = await svc.request(Buffer.from(parseIPv6('2001:db8:5::1')), 0, 0);
+    expect(other.ip4).to.not.equal(g1.ip4);
+    expect(other.tep!.ipv4).to.equal(parseIPv4('198.51.100.2'));
+  });
+
+  it('exhausts a tiny pool with a refusal, and release frees only the caller binding', async () => {
+    const grants = await Promise.all([1, 2, 3, 4, 5, 6, 7].map((n) => svc.request(node(n), 0, 0)));
+    expect(grants.slice(0, 6).map((g) => g.status)).to.deep.equal(Array(6).fill('ok'));
+    expect(new Set(grants.slice(0, 6).map((g) => g.ip4)).size).to.equal(6);
+    expect(grants[6].status).to.equal('no_address');
+    expect((await svc.release(node(1), grants[1].ip4)).status).to.equal('no_binding');
+    expect(store.byIp6(node(2))!.ip4).to.equal(grants[1].ip4);
+    expect((await svc.release(node(1), grants[0].ip4)).status).to.equal('ok');
+    expect((await svc.request(node(7), 0, 0)).ip4).to.equal(grants[0].ip4);
+  });
+
+  it('expires, holds for the same node, then reclaims after the hold time; the feed follows', async () => {
+    const g = await svc.request(node(1), 0, 0);
+    now += 61;
+    expect(svc.sweepDue()).to.equal(true);
+    await svc.sweep();
+    expect(store.byIp6(node(1))!.state).to.equal(1);
+    const feed = svc.changes(0, 10);
+    expect(feed.changes.map((c) => [c.ip4, c.active])).to.deep.equal([[g.ip4, false]]);
+    // Held: not given to anyone else, but the same node gets it back.
+    const fill = await Promise.all([2, 3, 4, 5, 6].map((n) => svc.request(node(n), 0, 0)));
+    expect(fill.map((x) => x.ip4)).to.not.include(g.ip4);
+    expect((await svc.request(node(9), 0, 0)).status).to.equal('no_address');
+    now += 31;
+    await svc.sweep();
+    expect((await svc.request(node(9), 0, 0)).ip4).to.equal(g.ip4);
+  });
+
+  it('revoke quarantines the address and the node starts over; allocate binds a node that did not ask', async () => {
+    const g = await svc.allocate(node(1), parseIPv4('192.0.2.5'), 0);
+    expect(g).to.include({ status: 'ok', ip4: parseIPv4('192.0.2.5') });
+    expect((await svc.allocate(node(2), parseIPv4('192.0.2.5'), 0)).status).to.equal('conflict');
+    expect((await svc.allocate(node(2), parseIPv4('10.9.9.9'), 0)).status).to.equal('bad_request');
+    expect((await svc.request(node(1), 0, 0)).ip4).to.equal(g.ip4);
+    expect((await svc.revoke(node(1), 0)).status).to.equal('ok');
+    const again = await svc.request(node(1), 0, 0);
+    expect(again.ip4).to.not.equal(g.ip4);
+    expect(store.byIp4(g.ip4)!.state).to.equal(2);
+  });
+
+  it('honours reservations and persists across a restart with the same epoch', async () => {
+    svc = new LeaseService(store, policy({ reservations: [{ ipv6: parsePrefix6('2001:db8::7/128'), ipv4: parseIPv4('192.0.2.3') }] }), () => now);
+    const r = await svc.request(node(7), 0, 0);
+    expect(r.ip4).to.equal(parseIPv4('192.0.2.3'));
+    const a = await svc.request(node(1), 0, 0);
+    expect(a.ip4).to.not.equal(r.ip4);
+    const epoch = store.epoch;
+    store.close();
+    store = new Store(dir);
+    expect(store.epoch).to.equal(epoch);
+    svc = new LeaseService(store, policy(), () => now);
+    expect((await svc.request(node(1), 0, 0)).ip4).to.equal(a.ip4);
+    expect(svc.available).to.equal(6 - 2);
+  });
+
+  it('wakes a feed waiter on a change', async () => {
+    const since = svc.lastSeq;
+    const t0 = Date.now();
+    const waiting = svc.waitForChange(since, 5000);
+    setTimeout(() => void svc.request(node(1), 0, 0), 50);
+    await waiting;
+    expect(Date.now() - t0).to.be.lessThan(2000);
+    expect(svc.changes(since, 10).changes).to.have.length(1);
+  });
+});
