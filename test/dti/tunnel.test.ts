@@ -1,0 +1,135 @@
+import { expect } from 'chai';
+import { Counters, Drop } from '../../src/dti/counters';
+import { EncapConfig, OK, ipv4FromString, ipv4ToString, readU32 } from '../../src/dti/packet';
+import { Tunnel } from '../../src/dti/tunnel';
+import { batchOf, cksum, icmpv6, ipv4, ipv6, v6 } from './build';
+
+const SELF = '2001:db8:1::10';
+const TEP = '2001:db8:1::1';
+const self6 = Uint8Array.from(v6(SELF));
+const tep6 = Uint8Array.from(v6(TEP));
+const LEASE = ipv4FromString('198.51.100.7');
+
+function nodeTunnel(extra: Partial<ConstructorParameters<typeof Tunnel>[0]> = {}) {
+  const logged: string[] = [];
+  const counters = new Counters((reason) => logged.push(reason));
+  const t = new Tunnel({
+    encap: new EncapConfig(self6),
+    // A node: everything goes to its TEP, except a destination we pretend has no route.
+    route: (_src, dst) => (dst === ipv4FromString('10.9.9.9') ? Drop.no_binding : tep6),
+    icmpSource: ipv4FromString('192.0.2.1'),
+    pathMtu: 1280,
+    counters,
+    ...extra,
+  });
+  return { t, counters, logged };
+}
+
+describe('dti/tunnel: TUN → raw (encapBatch)', () => {
+  it('encapsulates good packets in place and counts every discard by reason', () => {
+    const { t, counters, logged } = nodeTunnel();
+    const good = ipv4({ src: '198.51.100.7', dst: '192.0.2.2' });
+    const badSum = [...good];
+    badSum[8] ^= 1;
+    const pkts = [
+      good,
+      badSum,
+      good.slice(0, 12),
+      ipv4({ src: '198.51.100.7', dst: '10.9.9.9' }),
+      ipv4({ src: '198.51.100.7', df: true, proto: 17, payload: Array(1300).fill(0) }), // 1320 > 1240, DF
+      ipv4({ src: '198.51.100.7', df: false, proto: 17, payload: Array(1300).fill(0) }), // DF=0: fragments
+    ];
+    const rx = batchOf(pkts);
+    t.encapBatch(pkts.length, rx);
+
+    expect(t.tunnelMtu).to.equal(1240);
+    expect(t.toRaw.count).to.equal(1);
+    expect(t.toRaw.buf).to.equal(rx.buf); // zero copy: sent from the receive buffer
+    const o = t.toRaw.offsets[0];
+    expect(o).to.equal(rx.offsets[0] - 40);
+    expect(Array.from(rx.buf.subarray(o, o + t.toRaw.lengths[0]))).to.deep.equal(ipv6(SELF, TEP, 4, good));
+
+    expect(t.toRawFragments.count).to.equal(2);
+    for (let i = 0; i < 2; i++) expect(t.toRawFragments.lengths[i]).to.be.at.most(1280);
+
+    expect(t.toTunIcmp.count).to.equal(1);
+    const icmp = t.toTunIcmp.buf.subarray(t.toTunIcmp.offsets[0], t.toTunIcmp.offsets[0] + t.toTunIcmp.lengths[0]);
+    expect([icmp[20], icmp[21], (icmp[26] << 8) | icmp[27]]).to.deep.equal([3, 4, 1240]);
+    expect(cksum(icmp, 20, icmp.length)).to.equal(0);
+
+    const s = counters.snapshot();
+    expect(s.drops).to.include({ ipv4_bad_checksum: 1, ipv4_malformed: 1, no_binding: 1, too_big_df: 1 });
+    expect(s.dropped).to.equal(4);
+    expect(s.events).to.include({ encapsulated: 2, fragmented: 1, icmp4_sent: 1 });
+    expect(logged).to.deep.equal(['ipv4_bad_checksum', 'ipv4_malformed', 'no_binding', 'too_big_df']);
+  });
+
+  it('rate-limits the ICMPv4 errors it generates and never answers an ICMP error', () => {
+    let now = 0;
+    const { t, counters } = nodeTunnel({ icmpRate: 1, icmpBurst: 1, now: () => now });
+    const big = ipv4({ src: '198.51.100.7', df: true, proto: 17, payload: Array(1300).fill(0) });
+    const bigIcmpError = ipv4({ src: '198.51.100.7', df: true, proto: 1, payload: [3, 1, 0, 0, ...Array(1296).fill(0)] });
+    t.encapBatch(3, batchOf([big, big, bigIcmpError]));
+    expect(t.toTunIcmp.count).to.equal(1);
+    expect(counters.dropped('icmp_rate_limited')).to.equal(1);
+    expect(counters.dropped('too_big_df')).to.equal(3);
+    now = 1000;
+    t.encapBatch(1, batchOf([big]));
+    expect(t.toTunIcmp.count).to.equal(1);
+  });
+});
+
+describe('dti/tunnel: raw → TUN (decapBatch)', () => {
+  it('decapsulates in place and applies the policy hook (anti-spoofing)', () => {
+    const bound = new Map([[LEASE, tep6]]);
+    const { t, counters, logged } = nodeTunnel({
+      // TEP-style check: the inner source must be bound to the outer IPv6 source.
+      accept: (buf, srcOff, innerSrc) => {
+        const want = bound.get(innerSrc);
+        if (!want) return Drop.no_binding;
+        for (let i = 0; i < 16; i++) if (buf[srcOff + i] !== want[i]) return Drop.spoofed_source;
+        return OK;
+      },
+    });
+    const fromTep = ipv6(TEP, SELF, 4, ipv4({ src: '198.51.100.7', dst: '192.0.2.2' }));
+    const spoofed = ipv6('2001:db8:1::66', SELF, 4, ipv4({ src: '198.51.100.7' }));
+    const unbound = ipv6(TEP, SELF, 4, ipv4({ src: '198.51.100.8' }));
+    const rx = batchOf([fromTep, spoofed, unbound, fromTep.slice(0, 30)], 0);
+    t.decapBatch(4, rx);
+    expect(t.toTun.count).to.equal(1);
+    expect(t.toTun.buf).to.equal(rx.buf);
+    expect(t.toTun.offsets[0]).to.equal(40);
+    expect(ipv4ToString(readU32(t.toTun.buf, t.toTun.offsets[0] + 12))).to.equal('198.51.100.7');
+    expect(counters.snapshot().drops).to.include({ spoofed_source: 1, no_binding: 1, ipv6_malformed: 1 });
+    expect(counters.event('decapsulated')).to.equal(1);
+    expect(logged).to.deep.equal(['spoofed_source', 'no_binding', 'ipv6_malformed']);
+  });
+
+  it('lets the TEP add its own drop reasons', () => {
+    const c = new Counters();
+    const code = c.define('tep_custom');
+    expect(c.define('tep_custom')).to.equal(code);
+    c.drop(code);
+    expect(c.snapshot().drops.tep_custom).to.equal(1);
+  });
+});
+
+describe('dti/tunnel: ICMPv6 errors (icmp6Batch)', () => {
+  it('lowers the path MTU on packet-too-big and relays frag-needed with the new tunnel MTU', () => {
+    const seen: number[][] = [];
+    const { t, counters } = nodeTunnel({ pathMtu: 1500, onPathMtu: (p, m) => seen.push([p, m]) });
+    const inner = ipv4({ df: true, src: '198.51.100.7', dst: '192.0.2.2', proto: 6, payload: Array(40).fill(0) });
+    const ptb = icmpv6('2001:db8:9::1', SELF, 2, 0, 1400, ipv6(SELF, TEP, 4, inner));
+    const unrelated = icmpv6('2001:db8:9::1', SELF, 1, 0, 0, ipv6(TEP, SELF, 4, inner));
+    t.icmp6Batch(2, batchOf([ptb, unrelated], 0));
+    expect(t.currentPathMtu).to.equal(1400);
+    expect(t.tunnelMtu).to.equal(1360);
+    expect(seen).to.deep.equal([[1400, 1360]]);
+    expect(t.toTunIcmp.count).to.equal(1);
+    const m = t.toTunIcmp.buf.subarray(0, t.toTunIcmp.lengths[0]);
+    expect(Array.from(m.subarray(16, 20))).to.deep.equal([198, 51, 100, 7]); // to the original IPv4 source
+    expect([m[20], m[21], (m[26] << 8) | m[27]]).to.deep.equal([3, 4, 1360]);
+    expect(counters.event('icmp_relayed')).to.equal(1);
+    expect(counters.dropped('icmp_unrelated')).to.equal(1);
+  });
+});
