@@ -5,13 +5,29 @@
 /** One typed error for every decoding or encoding failure; `what` names the field or rule that failed. */
 export class XdrError extends Error {
   constructor(
-    readonly what: string,
-    message: string,
+    public what: string,
+    readonly detail: string,
     readonly offset = -1,
   ) {
-    super(offset >= 0 ? `XDR ${what}: ${message} (at byte ${offset})` : `XDR ${what}: ${message}`);
+    super(XdrError.text(what, detail, offset));
     this.name = 'XdrError';
   }
+
+  private static text(what: string, detail: string, offset: number): string {
+    return offset >= 0 ? `XDR ${what}: ${detail} (at byte ${offset})` : `XDR ${what}: ${detail}`;
+  }
+
+  /** Prefix the field path with the enclosing field or type (generated code calls this as an error unwinds). */
+  within(outer: string): this {
+    this.what = this.what === '' ? outer : this.what[0] === '[' ? outer + this.what : `${outer}.${this.what}`;
+    this.message = XdrError.text(this.what, this.detail, this.offset);
+    return this;
+  }
+}
+
+/** For generated code's catch clauses: name the enclosing field in an XdrError; rethrow anything else as is. */
+export function within(e: unknown, outer: string): unknown {
+  return e instanceof XdrError ? e.within(outer) : e;
 }
 
 /** Encode and decode one XDR type. Generated code provides one of these per named type. */
@@ -19,6 +35,12 @@ export interface Codec<T> {
   encode(w: XdrWriter, v: T): void;
   decode(r: XdrReader): T;
 }
+
+/** The codec of `void`: zero bytes. */
+export const xdrVoid: Codec<void> = {
+  encode(): void {},
+  decode(): void {},
+};
 
 export const DEFAULT_MAX_DEPTH = 128;
 const UNBOUNDED = 0xffffffff;
@@ -71,72 +93,77 @@ export class XdrWriter {
     this.view.setUint32(at, v);
   }
 
-  int(v: number): void {
-    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new XdrError('int', `${v} is not a 32-bit signed integer`);
+  int(v: number, what = 'int'): void {
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new XdrError(what, `${v} is not a 32-bit signed integer`);
     this.ensure(4);
     this.view.setInt32(this.pos, v);
     this.pos += 4;
   }
 
-  uint(v: number): void {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new XdrError('unsigned int', `${v} is not a 32-bit unsigned integer`);
+  uint(v: number, what = 'unsigned int'): void {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new XdrError(what, `${v} is not a 32-bit unsigned integer`);
     this.ensure(4);
     this.view.setUint32(this.pos, v);
     this.pos += 4;
   }
 
-  hyper(v: bigint): void {
-    if (v < -0x8000000000000000n || v > 0x7fffffffffffffffn) throw new XdrError('hyper', `${v} is not a 64-bit signed integer`);
+  hyper(v: bigint, what = 'hyper'): void {
+    if (typeof v !== 'bigint' || v < -0x8000000000000000n || v > 0x7fffffffffffffffn) throw new XdrError(what, `${v} is not a 64-bit signed integer`);
     this.ensure(8);
     this.view.setBigInt64(this.pos, v);
     this.pos += 8;
   }
 
-  uhyper(v: bigint): void {
-    if (v < 0n || v > 0xffffffffffffffffn) throw new XdrError('unsigned hyper', `${v} is not a 64-bit unsigned integer`);
+  uhyper(v: bigint, what = 'unsigned hyper'): void {
+    if (typeof v !== 'bigint' || v < 0n || v > 0xffffffffffffffffn) throw new XdrError(what, `${v} is not a 64-bit unsigned integer`);
     this.ensure(8);
     this.view.setBigUint64(this.pos, v);
     this.pos += 8;
   }
 
-  float(v: number): void {
+  float(v: number, what = 'float'): void {
+    if (typeof v !== 'number') throw new XdrError(what, `${v} is not a number`);
     this.ensure(4);
     this.view.setFloat32(this.pos, v);
     this.pos += 4;
   }
 
-  double(v: number): void {
+  double(v: number, what = 'double'): void {
+    if (typeof v !== 'number') throw new XdrError(what, `${v} is not a number`);
     this.ensure(8);
     this.view.setFloat64(this.pos, v);
     this.pos += 8;
   }
 
-  bool(v: boolean): void {
+  bool(v: boolean, what = 'bool'): void {
+    if (typeof v !== 'boolean') throw new XdrError(what, `${v} is not a boolean`);
     this.ensure(4);
     this.view.setUint32(this.pos, v ? 1 : 0);
     this.pos += 4;
   }
 
   /** opaque x[len]: exactly `len` bytes plus zero padding. */
-  fixedOpaque(v: Uint8Array, len: number): void {
-    if (v.length !== len) throw new XdrError('opaque', `fixed opaque[${len}] given ${v.length} bytes`);
+  fixedOpaque(v: Uint8Array, len: number, what = 'opaque'): void {
+    if (!(v instanceof Uint8Array) || v.length !== len) throw new XdrError(what, `fixed opaque[${len}] given ${v instanceof Uint8Array ? v.length : 'no'} bytes`);
     this.rawPadded(v);
   }
 
   /** opaque x<max>: length word, bytes, zero padding. */
-  varOpaque(v: Uint8Array, max = UNBOUNDED): void {
-    if (v.length > max) throw new XdrError('opaque', `${v.length} bytes exceed opaque<${max}>`);
+  varOpaque(v: Uint8Array, max = UNBOUNDED, what = 'opaque'): void {
+    if (!(v instanceof Uint8Array)) throw new XdrError(what, 'opaque data must be a Uint8Array');
+    if (v.length > max) throw new XdrError(what, `${v.length} bytes exceed opaque<${max}>`);
     this.uint(v.length);
     this.rawPadded(v);
   }
 
   /** string x<max>: UTF-8 bytes (XDR strings are byte strings; ASCII is the common case). */
-  string(s: string, max = UNBOUNDED): void {
+  string(s: string, max = UNBOUNDED, what = 'string'): void {
+    if (typeof s !== 'string') throw new XdrError(what, `${s} is not a string`);
     // Reserve the worst case (3 bytes per UTF-16 unit), then write the length word once the size is known.
     this.ensure(4 + s.length * 3 + 3);
     const start = this.pos + 4;
     const { written } = utf8Encoder.encodeInto(s, this.buf.subarray(start));
-    if (written > max) throw new XdrError('string', `${written} bytes exceed string<${max}>`);
+    if (written > max) throw new XdrError(what, `${written} bytes exceed string<${max}>`);
     this.view.setUint32(this.pos, written);
     this.pos = start + written;
     this.zeroPad(written);
@@ -146,6 +173,16 @@ export class XdrWriter {
   count(n: number, max: number, what: string): void {
     if (n > max) throw new XdrError(what, `${n} elements exceed the maximum of ${max}`);
     this.uint(n);
+  }
+
+  /** A fixed-length array's length, which is not encoded but must be exact. */
+  fixedCount(n: number, len: number, what: string): void {
+    if (n !== len) throw new XdrError(what, `${n} elements given for a fixed array of ${len}`);
+  }
+
+  /** A value that is not one of its enum's members, or a discriminant no arm of its union accepts. */
+  undeclared(what: string, v: unknown): never {
+    throw new XdrError(what, `${String(v)} is not a declared value`);
   }
 
   private rawPadded(v: Uint8Array): void {
@@ -203,50 +240,50 @@ export class XdrReader {
     this.depth--;
   }
 
-  int(): number {
-    if (this.end - this.pos < 4) this.need(4, 'int');
+  int(what = 'int'): number {
+    if (this.end - this.pos < 4) this.need(4, what);
     const v = this.view.getInt32(this.pos);
     this.pos += 4;
     return v;
   }
 
-  uint(): number {
-    if (this.end - this.pos < 4) this.need(4, 'unsigned int');
+  uint(what = 'unsigned int'): number {
+    if (this.end - this.pos < 4) this.need(4, what);
     const v = this.view.getUint32(this.pos);
     this.pos += 4;
     return v;
   }
 
-  hyper(): bigint {
-    this.need(8, 'hyper');
+  hyper(what = 'hyper'): bigint {
+    if (this.end - this.pos < 8) this.need(8, what);
     const v = this.view.getBigInt64(this.pos);
     this.pos += 8;
     return v;
   }
 
-  uhyper(): bigint {
-    this.need(8, 'unsigned hyper');
+  uhyper(what = 'unsigned hyper'): bigint {
+    if (this.end - this.pos < 8) this.need(8, what);
     const v = this.view.getBigUint64(this.pos);
     this.pos += 8;
     return v;
   }
 
-  float(): number {
-    this.need(4, 'float');
+  float(what = 'float'): number {
+    if (this.end - this.pos < 4) this.need(4, what);
     const v = this.view.getFloat32(this.pos);
     this.pos += 4;
     return v;
   }
 
-  double(): number {
-    this.need(8, 'double');
+  double(what = 'double'): number {
+    if (this.end - this.pos < 8) this.need(8, what);
     const v = this.view.getFloat64(this.pos);
     this.pos += 8;
     return v;
   }
 
   bool(what = 'bool'): boolean {
-    const v = this.uint();
+    const v = this.uint(what);
     if (v > 1) {
       this.pos -= 4;
       this.fail(what, `bool must be 0 or 1, got ${v}`);
@@ -301,7 +338,7 @@ export class XdrReader {
    * smallest encoded size of one element, so a forged count cannot make the decoder allocate.
    */
   count(max: number, minElementSize: number, what: string): number {
-    const n = this.uint();
+    const n = this.uint(what);
     if (n > max) {
       this.pos -= 4;
       this.fail(what, `${n} elements exceed the maximum of ${max}`);
@@ -313,8 +350,14 @@ export class XdrReader {
     return n;
   }
 
+  /** A value read just now (4 bytes back) that is not one of its enum's members or union's cases. */
+  undeclared(what: string, v: number | boolean): never {
+    this.pos -= 4;
+    return this.fail(what, `${String(v)} is not a declared value`);
+  }
+
   private length(max: number, what: string): number {
-    const len = this.uint();
+    const len = this.uint(what);
     if (len > max) {
       this.pos -= 4;
       this.fail(what, `length ${len} exceeds the maximum of ${max}`);
