@@ -1,6 +1,8 @@
 // Shared pieces of the RPC runtime tests: a small hand-written program (so these tests need no generated code),
 // helpers to talk raw bytes to a server, and process helpers for the C peers and rpcbind.
+import { execFile, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
 import type { Codec } from '../../src/rpc/xdr/runtime';
 import type { Handler, Procedure, ProgramVersion, Service } from '../../src/rpc/types';
@@ -74,4 +76,42 @@ export async function tcpConnect(port: number, host = '::1'): Promise<{ sock: ne
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Run a command without blocking the event loop (our servers in this process must keep answering). */
+export function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+function canConnect(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Make sure an rpcbind is running: use the machine's if there is one, else start `rpcbind -f -w` (the test's own,
+ * stopped by the function returned). Resolves to null when rpcbind is not installed.
+ */
+export async function ensureRpcbind(): Promise<(() => Promise<void>) | null> {
+  if (await canConnect(111, '::1')) return async () => {};
+  if (!existsSync('/usr/sbin/rpcbind') && !existsSync('/sbin/rpcbind')) return null;
+  const child = spawn('rpcbind', ['-f', '-w'], { stdio: 'ignore' });
+  for (let i = 0; i < 100 && !(await canConnect(111, '::1')); i++) await sleep(50);
+  return async () => {
+    if (child.exitCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    await exited;
+  };
 }
