@@ -45,6 +45,7 @@ export class BindingTable {
   private ends = new Float64Array(0);
   private isStatic = new Uint8Array(0);
   private used = new Uint8Array(0);
+  private views: Uint8Array[] = [];
   private freeSlots: number[] = [];
   // hash indexes: bucket -> slot or EMPTY; sized 2x the slot capacity (load <= 0.5)
   private idx4 = new Int32Array(0);
@@ -77,13 +78,9 @@ export class BindingTable {
     return this.ipv4[slot];
   }
 
-  /** The slot's IPv6 address: 16 bytes at ipv6Offset(slot) in ipv6Bytes. */
-  get ipv6Bytes(): Uint8Array {
-    return this.ipv6;
-  }
-
-  ipv6Offset(slot: number): number {
-    return slot << 4;
+  /** The slot's IPv6 address as a 16-byte view made when the slot was filled (returning it allocates nothing). */
+  ipv6At(slot: number): Uint8Array {
+    return this.views[slot];
   }
 
   // --- control path ------------------------------------------------------------------------------------------
@@ -238,6 +235,7 @@ export class BindingTable {
     this.ends.set(old.ends);
     this.isStatic.set(old.st);
     this.used.set(old.used);
+    this.views = Array.from({ length: cap }, (_, s) => this.ipv6.subarray(s << 4, (s + 1) << 4));
     this.mask = cap * 2 - 1;
     this.idx4 = new Int32Array(cap * 2).fill(EMPTY);
     this.idx6 = new Int32Array(cap * 2).fill(EMPTY);

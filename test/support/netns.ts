@@ -150,11 +150,21 @@ export class Topology {
     }
   }
 
-  /** Starts a long-running process inside a namespace; destroy() kills it if it is still running. */
+  /**
+   * Starts a long-running process inside a namespace; destroy() kills it if it is still running. Its output is
+   * always read (a full pipe would stall it) and the last 64 KiB kept for diagnostics (output(child)).
+   */
   spawn(ns: string, cmd: string[], opts: SpawnOptions = {}): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
+    let kept = '';
+    const keep = (d: Buffer): void => {
+      kept = (kept + d.toString()).slice(-65536);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    outputs.set(child, () => kept);
     return child;
   }
 
@@ -173,6 +183,13 @@ export class Topology {
     await Promise.all([...this.children].map((c) => stopChild(c)));
     for (const n of Object.values(this.ns)) await run('ip', ['netns', 'del', n]).catch(() => undefined);
   }
+}
+
+const outputs = new WeakMap<ChildProcess, () => string>();
+
+/** The last output (stdout and stderr) of a process started by Topology.spawn. */
+export function output(child: ChildProcess): string {
+  return outputs.get(child)?.() ?? '';
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */

@@ -1,0 +1,89 @@
+import { Command, Flags } from '@oclif/core';
+import { readConfig } from '../config/load';
+import { parseWithOverrides, type Override } from '../config/schema';
+import { tepFields, type TepConfig } from '../config/tep-schema';
+import { createLogger } from '../log';
+import { checkTep, describeTep, startTep } from '../tep/daemon';
+
+export default class TepCommand extends Command {
+  static override summary = 'Run a DSTM tunnel end point (border router) between the DSTM domain and IPv4';
+  static override description =
+    'Decapsulates IPv4-in-IPv6 from DSTM nodes and forwards it into IPv4 through a TUN device routed for the pool; ' +
+    'IPv4 for pool addresses is encapsulated back to the node the address is bound to. Bindings come from the DSTM ' +
+    "server's binding feed (--server) and from static Annex A mappings (--static); a tunnelled packet is forwarded " +
+    'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM. ' +
+    'See dstm-tep(8).';
+
+  static override examples = [
+    '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --pool 198.51.100.0/24 --server [2001:db8:2::10]:3786 --prefix 2001:db8::/32',
+    '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --static 198.51.100.200=2001:db8:1::10',
+    '<%= config.bin %> tep stats',
+  ];
+
+  static override flags = {
+    config: Flags.string({ summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
+    server: Flags.string({ summary: 'DSTM server to follow the binding feed of, [IPV6]:PORT.' }),
+    program: Flags.integer({ summary: 'ONC RPC program number of the DSTM server.' }),
+    address: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it.' }),
+    ipv4: Flags.string({ summary: 'IPv4 address of this TEP, the peer of the nodes\' DTIs.' }),
+    pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
+    prefix: Flags.string({ summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).', multiple: true }),
+    static: Flags.string({ summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).', multiple: true }),
+    device: Flags.string({ summary: 'Name of the TUN device (default dstm-tep0).' }),
+    'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes (default 1500).' }),
+    control: Flags.string({ summary: 'Unix socket for `dstm tep stats` (default /run/dstm/tep.sock).' }),
+    metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT.' }),
+    check: Flags.boolean({ summary: 'Validate the configuration, print it as JSON and exit.' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(TepCommand);
+    let config: TepConfig;
+    try {
+      const { raw } = readConfig(flags.config);
+      config = parseWithOverrides(tepFields, raw.tep, 'tep', overrides(flags));
+      checkTep(config);
+    } catch (err) {
+      this.error((err as Error).message, { exit: 2 });
+    }
+    if (flags.check) {
+      this.log(JSON.stringify(describeTep(config), null, 2));
+      return;
+    }
+    const log = createLogger({ level: config.log_level }).child({ component: 'tep' });
+    const running = await startTep(config, log);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await running.stop();
+  }
+}
+
+function overrides(flags: Record<string, unknown>): Override[] {
+  const out: Override[] = [];
+  const put = (key: string, flag: string, value: unknown): void => {
+    if (value !== undefined) out.push({ key, flag: `--${flag}`, value });
+  };
+  put('server', 'server', flags.server);
+  put('program', 'program', flags.program);
+  put('address', 'address', flags.address);
+  put('ipv4', 'ipv4', flags.ipv4);
+  put('pools', 'pool', flags.pool);
+  put('prefixes', 'prefix', flags.prefix);
+  put('device', 'device', flags.device);
+  put('path_mtu', 'path-mtu', flags['path-mtu']);
+  put('control', 'control', flags.control);
+  put('metrics', 'metrics', flags.metrics);
+  const statics = flags.static as string[] | undefined;
+  put(
+    'static',
+    'static',
+    statics?.map((s) => {
+      const [ipv4, ipv6, extra] = s.split('=');
+      if (ipv6 === undefined || extra !== undefined) throw new Error(`--static: "${s}" is not IPV4=IPV6`);
+      return { ipv4, ipv6 };
+    }),
+  );
+  return out;
+}

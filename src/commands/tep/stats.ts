@@ -1,0 +1,38 @@
+import { Command, Flags } from '@oclif/core';
+import { DEFAULT_CONTROL_PATH, queryControl } from '../../tep/control';
+import type { TepStats } from '../../tep/tep';
+
+export default class TepStatsCommand extends Command {
+  static override summary = 'Show a running TEP\'s counters: packets by direction, drops by reason, bindings';
+  static override examples = ['<%= config.bin %> tep stats', '<%= config.bin %> tep stats --json --control /run/dstm/tep.sock'];
+
+  static override flags = {
+    control: Flags.string({ summary: 'The TEP\'s control socket.', default: DEFAULT_CONTROL_PATH }),
+    json: Flags.boolean({ summary: 'Print the counters as JSON.' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(TepStatsCommand);
+    let s: TepStats;
+    try {
+      s = (await queryControl(flags.control)) as TepStats;
+    } catch (err) {
+      this.error((err as Error).message, { exit: 1 });
+    }
+    if (flags.json) {
+      this.log(JSON.stringify(s, null, 2));
+      return;
+    }
+    const f = s.forwarded;
+    this.log(`forwarded to IPv4   ${f.toIpv4} packets, ${f.bytesToIpv4} bytes`);
+    this.log(`forwarded to IPv6   ${f.toIpv6} packets, ${f.bytesToIpv6} bytes`);
+    const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
+    this.log(drops.length ? 'dropped:' : 'dropped: none');
+    for (const [reason, n] of drops) this.log(`  ${reason.padEnd(22)} ${n}`);
+    this.log(`bindings: ${s.bindings.length}`);
+    for (const b of s.bindings) {
+      const ends = b.ends === null ? 'never' : new Date(b.ends).toISOString();
+      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} ${b.source.padEnd(6)} ends ${ends}`);
+    }
+  }
+}

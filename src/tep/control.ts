@@ -1,0 +1,42 @@
+// The TEP's local control endpoint: a unix socket that answers every connection with one JSON document (the
+// statistics) and closes. A filesystem path, not an abstract socket, so `dstm tep stats` reaches a TEP running
+// in another network namespace.
+import { mkdirSync, rmSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
+import { dirname } from 'node:path';
+
+export const DEFAULT_CONTROL_PATH = '/run/dstm/tep.sock';
+
+export async function serveControl(path: string, answer: () => unknown): Promise<Server> {
+  mkdirSync(dirname(path), { recursive: true });
+  rmSync(path, { force: true }); // a socket file left by a TEP that was killed
+  const server = createServer((sock) => sock.end(JSON.stringify(answer()) + '\n'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
+
+export async function queryControl(path: string, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const sock = createConnection(path);
+    sock.setTimeout(timeoutMs, () => sock.destroy(new Error(`no answer from ${path} within ${timeoutMs} ms`)));
+    sock.on('data', (d) => (text += d.toString()));
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? 'no TEP is running there' : err.message;
+      reject(new Error(`cannot read the TEP's statistics from ${path}: ${why}`));
+    });
+    sock.on('end', () => {
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        reject(new Error(`${path}: the answer is not JSON`));
+      }
+    });
+  });
+}

@@ -1,0 +1,87 @@
+// `dstm tep` as a library: from a validated "tep" configuration to a running border router (devices, routes,
+// control socket, metrics, binding feed), and back down.
+import type { Server } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import type { TepConfig } from '../config/tep-schema';
+import type { Logger } from '../log';
+import { Registry, serveMetrics } from '../metrics';
+import { formatPrefix4, formatPrefix6 } from '../server/addr';
+import { formatEndpoint } from '../endpoint';
+import { ipv4ToString, ipv6ToString } from '../dti/packet';
+import { serveControl } from './control';
+import { Tep } from './tep';
+import { setupTepNetwork, teardownTepNetwork } from './netsetup';
+
+export interface RunningTep {
+  tep: Tep;
+  stop(): Promise<void>;
+}
+
+/** A plain description of the configuration (for --check and the start-up log). */
+export function describeTep(c: TepConfig): Record<string, unknown> {
+  return {
+    address: ipv6ToString(c.address),
+    ipv4: ipv4ToString(c.ipv4),
+    server: c.server ? formatEndpoint(c.server) : null,
+    pools: c.pools.map(formatPrefix4),
+    prefixes: c.prefixes.map(formatPrefix6),
+    static: c.static.map((s) => `${ipv4ToString(s.ipv4)}=${ipv6ToString(s.ipv6)}`),
+    device: c.device,
+    path_mtu: c.path_mtu,
+    control: c.control,
+  };
+}
+
+/** Refuses configurations that parse but cannot work. */
+export function checkTep(c: TepConfig): void {
+  if (c.pools.length === 0 && c.static.length === 0) {
+    throw new Error('nothing to forward: give at least one --pool (with --server) or one --static mapping');
+  }
+  if (c.server && c.pools.length === 0) throw new Error('--server needs the pools it serves (--pool CIDR)');
+}
+
+export async function startTep(c: TepConfig, log: Logger, follow?: (tep: Tep) => { stop(): void }): Promise<RunningTep> {
+  checkTep(c);
+  const tep = new Tep({
+    address: c.address,
+    ipv4: c.ipv4,
+    pools: c.pools,
+    prefixes: c.prefixes,
+    statics: c.static,
+    device: c.device,
+    pathMtu: c.path_mtu,
+    batch: c.batch,
+    log,
+  });
+  const tun = tep.open();
+  let control: Server | undefined;
+  let metrics: HttpServer | undefined;
+  let feed: { stop(): void } | undefined;
+  try {
+    await setupTepNetwork(tun.name, tep.tunnel.tunnelMtu, tep.routedPrefixes(), log);
+    control = await serveControl(c.control, () => tep.stats());
+    if (c.metrics) {
+      const registry = new Registry();
+      tep.register(registry);
+      metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port)).server;
+    }
+    feed = follow?.(tep);
+  } catch (err) {
+    tep.close();
+    control?.close();
+    metrics?.close();
+    throw err;
+  }
+  log.info('tep ready', describeTep(c));
+  return {
+    tep,
+    async stop() {
+      feed?.stop();
+      await teardownTepNetwork(tun.name, tep.routedPrefixes());
+      tep.close();
+      control?.close();
+      metrics?.close();
+      log.info('tep stopped', { ...tep.stats().forwarded });
+    },
+  };
+}
