@@ -310,7 +310,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, argv[1], result;
   napi_get_reference_value(env, r->callback, &cb);
-  napi_get_undefined(env, &recv);
+  napi_get_global(env, &recv);  // napi_make_callback needs an object receiver
   napi_create_uint32(env, n, &argv[0]);
   if (napi_make_callback(env, r->async, recv, cb, 1, argv, &result) == napi_pending_exception) {
     napi_value e;
@@ -376,13 +376,14 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
     }
   }
   uv_loop_t *loop;
-  napi_value name;
+  napi_value name, resource;
   CHECK(napi_get_uv_event_loop(env, &loop));
+  CHECK(napi_create_object(env, &resource));
   CHECK(napi_create_reference(env, argv[8], 1, &r->callback));
   CHECK(napi_create_reference(env, argv[2], 1, &r->buffer));
   CHECK(napi_create_reference(env, argv[5], 1, &r->lengths));
   CHECK(napi_create_string_utf8(env, "dstm:device", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &r->async));
+  CHECK(napi_async_init(env, resource, name, &r->async));
   int rc = uv_poll_init(loop, &r->poll, fd);
   if (rc == 0) rc = uv_poll_start(&r->poll, UV_READABLE, on_readable);
   if (rc != 0) {

@@ -25,6 +25,7 @@ export const Drop = {
   buffer_too_small: 18, // output slot cannot hold the result (configuration error, never expected)
   encap_limit_exceeded: 19, // RFC 2473 §4.1.1: encapsulation limit reached
   no_address: 20, // DTI has no IPv4 address yet (on-demand mode) and the packet could not be queued
+  not_ipv4: 21, // a non-IPv4 packet (e.g. IPv6 ND) read from the DTI
 } as const;
 export type DropName = keyof typeof Drop;
 /** A drop reason code: one of Drop's values or a code returned by Counters.define(). */

@@ -123,10 +123,11 @@ export class Ipv4Header {
  * checksum. The packet is buf[off..off+h.totalLen) (trailing bytes, e.g. link padding, are ignored).
  */
 export function parseIpv4(buf: Uint8Array, off: number, len: number, h: Ipv4Header): DropCode {
-  if (len < IPV4_HDR || off + len > buf.length) return Drop.ipv4_malformed;
+  if (len < 1 || off + len > buf.length) return Drop.ipv4_malformed;
   const vihl = buf[off];
+  if (vihl >>> 4 !== 4) return Drop.not_ipv4;
   const hlen = (vihl & 0x0f) << 2;
-  if (vihl >>> 4 !== 4 || hlen < IPV4_HDR || hlen > len) return Drop.ipv4_malformed;
+  if (hlen < IPV4_HDR || hlen > len) return Drop.ipv4_malformed;
   const totalLen = (buf[off + 2] << 8) | buf[off + 3];
   if (totalLen < hlen || totalLen > len) return Drop.ipv4_malformed;
   if (onesSum(buf, off, hlen) !== 0xffff) return Drop.ipv4_bad_checksum;

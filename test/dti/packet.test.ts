@@ -58,7 +58,7 @@ describe('dti/packet: IPv4 validation', () => {
     const check = (bytes: number[], len = bytes.length) => parseIpv4(Uint8Array.from(bytes), 0, len, h);
     expect(check(good)).to.equal(OK);
     expect(check(good.slice(0, 19))).to.equal(Drop.ipv4_malformed); // shorter than a header
-    expect(check([0x65, ...good.slice(1)])).to.equal(Drop.ipv4_malformed); // version 6
+    expect(check([0x65, ...good.slice(1)])).to.equal(Drop.not_ipv4); // version 6 (e.g. ND on the DTI)
     expect(check([0x44, ...good.slice(1)])).to.equal(Drop.ipv4_malformed); // IHL 4
     expect(check([0x4f, ...good.slice(1)])).to.equal(Drop.ipv4_malformed); // IHL 60 > bytes present
     expect(check(good, good.length - 1)).to.equal(Drop.ipv4_malformed); // total length > bytes

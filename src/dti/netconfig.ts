@@ -1,0 +1,97 @@
+// Interface configuration for the DTI through iproute2: a builder of `ip` argument lists (pure, testable, and
+// printable for `dstm static --print`) and a runner. Addresses and routes are the kernel's business; the data
+// plane only reads and writes packets, so nothing here is on a hot path.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+/** One iproute2 invocation: the arguments after `ip`. */
+export interface IpCommand {
+  readonly args: readonly string[];
+  /** A removal whose target may already be gone (e.g. the device vanished with its process): not an error. */
+  readonly tolerant?: boolean;
+}
+
+const family = (addr: string): string => (addr.includes(':') ? '-6' : '-4');
+
+export interface RouteOptions {
+  via?: string;
+  /** Preferred source address for locally originated packets (the leased IPv4 address on a node). */
+  src?: string;
+  metric?: number;
+  mtu?: number;
+}
+
+function routeArgs(prefix: string, dev: string, o: RouteOptions): string[] {
+  const a = [prefix];
+  if (o.via) a.push('via', o.via);
+  a.push('dev', dev);
+  if (o.src) a.push('src', o.src);
+  if (o.metric !== undefined) a.push('metric', String(o.metric));
+  if (o.mtu !== undefined) a.push('mtu', String(o.mtu));
+  return a;
+}
+
+/** Builders for the few commands a DTI needs. `cidr` is "ADDR/LEN"; `peer` makes a point-to-point address. */
+export const ip = {
+  linkUp: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'up'] }),
+  linkDown: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'down'], tolerant: true }),
+  /** No IPv6 link-local address on the DTI: it carries IPv4 only, so no ND/MLD chatter reaches the tunnel. */
+  noLinkLocal: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'addrgenmode', 'none'] }),
+  linkMtu: (dev: string, mtu: number): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'mtu', String(mtu)] }),
+  addrAdd: (dev: string, cidr: string, peer?: string): IpCommand => ({
+    args: [family(cidr), 'addr', 'add', cidr, ...(peer ? ['peer', peer] : []), 'dev', dev],
+  }),
+  addrDel: (dev: string, cidr: string, peer?: string): IpCommand => ({
+    args: [family(cidr), 'addr', 'del', cidr, ...(peer ? ['peer', peer] : []), 'dev', dev],
+    tolerant: true,
+  }),
+  routeAdd: (prefix: string, dev: string, o: RouteOptions = {}): IpCommand => ({
+    args: [family(prefix), 'route', 'add', ...routeArgs(prefix, dev, o)],
+  }),
+  /** Adds or replaces (idempotent, for routes that may exist from an earlier run). */
+  routeReplace: (prefix: string, dev: string, o: RouteOptions = {}): IpCommand => ({
+    args: [family(prefix), 'route', 'replace', ...routeArgs(prefix, dev, o)],
+  }),
+  routeDel: (prefix: string, dev: string, o: RouteOptions = {}): IpCommand => ({
+    args: [family(prefix), 'route', 'del', ...routeArgs(prefix, dev, o)],
+    tolerant: true,
+  }),
+};
+
+const SAFE = /^[\w@%+=:,./-]+$/;
+
+/** The shell line for a command, as `--print` shows it (quoted only where needed). */
+export function formatIp(cmd: IpCommand, netns?: string): string {
+  const argv = [...(netns ? ['-n', netns] : []), ...cmd.args];
+  return ['ip', ...argv.map((a) => (SAFE.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))].join(' ');
+}
+
+export interface RunOptions {
+  /** Run in this network namespace (`ip -n NS …`). */
+  netns?: string;
+  /** Instead of running, hand each command line to this function (the `--print` mode). */
+  print?: (line: string) => void;
+}
+
+/** Messages iproute2 prints when a removal finds nothing to remove. */
+const GONE = /Cannot find device|No such process|Cannot assign requested address|No such device|does not exist/;
+
+/** Runs the commands in order; the first failure (other than a tolerant removal of something gone) throws. */
+export async function runIp(cmds: readonly IpCommand[], opts: RunOptions = {}): Promise<void> {
+  for (const cmd of cmds) {
+    if (opts.print) {
+      opts.print(formatIp(cmd, opts.netns));
+      continue;
+    }
+    const argv = [...(opts.netns ? ['-n', opts.netns] : []), ...cmd.args];
+    try {
+      await execFileP('ip', argv);
+    } catch (err) {
+      const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
+      if (cmd.tolerant && GONE.test(stderr)) continue;
+      throw new Error(`${formatIp(cmd, opts.netns)} failed: ${stderr || (err as Error).message}`);
+    }
+  }
+}

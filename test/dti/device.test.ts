@@ -1,0 +1,207 @@
+// Device tests with real TUN devices and raw sockets in network namespaces the tests make (root only).
+import { expect } from 'chai';
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { CountersSnapshot } from '../../src/dti/counters';
+import { TunDevice } from '../../src/dti/device';
+import { formatIp, ip, runIp } from '../../src/dti/netconfig';
+import { setIpv4Checksum, internetChecksum } from '../../src/dti/packet';
+
+const execFileP = promisify(execFile);
+const ROOT = join(__dirname, '..', '..');
+const ID = `${process.pid}`;
+
+function unavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, TUN)';
+  try {
+    execFileSync('ip', ['netns', 'list']);
+  } catch {
+    return 'iproute2 with netns support is missing';
+  }
+  return undefined;
+}
+
+/** Namespaces made by one test, deleted (with everything in them) by cleanup(). */
+class Namespaces {
+  readonly names: string[] = [];
+  readonly procs: ChildProcess[] = [];
+
+  add(tag: string): string {
+    const name = `dstm-t-${ID}-${tag}`;
+    execFileSync('ip', ['netns', 'add', name]);
+    this.names.push(name);
+    execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    return name;
+  }
+
+  cleanup(): void {
+    for (const p of this.procs) if (p.exitCode === null) p.kill('SIGKILL');
+    for (const n of this.names.splice(0)) {
+      try {
+        execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+/** Spawns a command in a namespace and resolves when `ready` appears on its stdout. */
+function spawnIn(nss: Namespaces, ns: string, argv: string[], ready?: RegExp): Promise<{ proc: ChildProcess; out: () => string }> {
+  const proc = spawn('ip', ['netns', 'exec', ns, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  nss.procs.push(proc);
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    if (!ready) return resolve({ proc, out: () => out });
+    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')}: not ready: ${out}${err}`)), 15000);
+    proc.stdout!.on('data', () => {
+      if (ready.test(out)) {
+        clearTimeout(timer);
+        resolve({ proc, out: () => out });
+      }
+    });
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${argv.join(' ')} exited ${code}: ${out}${err}`));
+    });
+  });
+}
+
+function stop(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  return new Promise((resolve) => {
+    if (proc.exitCode !== null) return resolve();
+    proc.on('exit', () => resolve());
+    proc.kill(signal);
+  });
+}
+
+describe('dti/netconfig', () => {
+  it('builds and prints iproute2 commands', async () => {
+    const lines: string[] = [];
+    await runIp(
+      [
+        ip.addrAdd('dti0', '198.51.100.7/32', '192.0.2.1'),
+        ip.linkMtu('dti0', 1460),
+        ip.linkUp('dti0'),
+        ip.routeReplace('0.0.0.0/0', 'dti0', { src: '198.51.100.7' }),
+        ip.routeDel('2001:db8::/32', 'eth0', { via: 'fe80::1', metric: 5 }),
+      ],
+      { print: (l) => lines.push(l), netns: 'x' },
+    );
+    expect(lines).to.deep.equal([
+      'ip -n x -4 addr add 198.51.100.7/32 peer 192.0.2.1 dev dti0',
+      'ip -n x link set dev dti0 mtu 1460',
+      'ip -n x link set dev dti0 up',
+      'ip -n x -4 route replace 0.0.0.0/0 dev dti0 src 198.51.100.7',
+      'ip -n x -6 route del 2001:db8::/32 via fe80::1 dev eth0 metric 5',
+    ]);
+    expect(formatIp({ args: ['link', 'set', 'dev', "a b'c"] })).to.equal(`ip link set dev 'a b'\\''c'`);
+  });
+});
+
+describe('dti/device (namespaces, root)', function () {
+  const why = unavailable();
+  const nss = new Namespaces();
+  before(function () {
+    if (why) {
+      console.log(`    skipped: ${why}`);
+      this.skip();
+    }
+  });
+  afterEach(() => nss.cleanup());
+
+  it('reads a ping from a TUN device in batches and answers it with one batched write', async () => {
+    const ns = nss.add('tun');
+    const tun = TunDevice.open({ name: `dstmt${ID}`.slice(0, 15), mtu: 1400, batch: 16 });
+    try {
+      // The TUN interface moves into the namespace; our fd keeps working from here.
+      execFileSync('ip', ['link', 'set', 'dev', tun.name, 'netns', ns]);
+      await runIp([ip.addrAdd(tun.name, '10.201.0.1/24'), ip.linkUp(tun.name)], { netns: ns });
+      const batches: number[] = [];
+      let requests = 0;
+      const offsets = new Uint32Array(16);
+      const lengths = new Uint32Array(16);
+      tun.onBatch((n, rx) => {
+        batches.push(n);
+        let m = 0;
+        for (let i = 0; i < n; i++) {
+          const o = rx.offsets[i];
+          const b = rx.buf;
+          if (b[o] >> 4 !== 4 || b[o + 9] !== 1 || b[o + 20] !== 8) continue; // IPv4 ICMP echo request only
+          requests++;
+          // Echo reply in place: swap addresses (header checksum unchanged by a swap), type 0, new ICMP checksum.
+          for (let k = 0; k < 4; k++) [b[o + 12 + k], b[o + 16 + k]] = [b[o + 16 + k], b[o + 12 + k]];
+          setIpv4Checksum(b, o);
+          b[o + 20] = 0;
+          b[o + 22] = b[o + 23] = 0;
+          const c = internetChecksum(b, o + 20, rx.lengths[i] - 20);
+          b[o + 22] = c >> 8;
+          b[o + 23] = c & 0xff;
+          offsets[m] = o;
+          lengths[m++] = rx.lengths[i];
+        }
+        expect(tun.sendBatch(rx.buf, offsets, lengths, m)).to.equal(m);
+      });
+      const { stdout } = await execFileP('ip', ['netns', 'exec', ns, 'ping', '-c', '3', '-i', '0.2', '-W', '2', '10.201.0.2']);
+      expect(stdout).to.match(/3 received/);
+      expect(requests).to.equal(3);
+      expect(batches.length).to.be.at.least(1);
+    } finally {
+      tun.close();
+    }
+  });
+
+  it('tunnels IPv4 in IPv6 between two namespaces over veth (raw IPIP sockets, TUN, the pipeline)', async function () {
+    this.timeout(60000);
+    const a = nss.add('a');
+    const b = nss.add('b');
+    const va = `dva${ID}`.slice(0, 15);
+    const vb = `dvb${ID}`.slice(0, 15);
+    execFileSync('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
+    for (const [ns, dev, addr] of [[a, va, '2001:db8:77::1/64'], [b, vb, '2001:db8:77::2/64']]) {
+      await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
+    }
+    const peer = (ns: string, cfg: object) =>
+      spawnIn(nss, ns, [process.execPath, '--import', 'tsx', 'test/dti/peer.ts', JSON.stringify(cfg)], /ready/);
+    // A's TUN MTU (1500) is above its tunnel MTU (1500 − 48 with the encap-limit option): big DF=1 packets get
+    // our frag-needed, big DF=0 packets are sent as IPv6 fragments.
+    const pa = await peer(a, { tun: 'dti0', addr4: '10.202.0.1', peer4: '10.202.0.2', local6: '2001:db8:77::1',
+      remote6: '2001:db8:77::2', tunMtu: 1500, pathMtu: 1500, encapLimit: 4 });
+    const pb = await peer(b, { tun: 'dti0', addr4: '10.202.0.2', peer4: '10.202.0.1', local6: '2001:db8:77::2',
+      remote6: '2001:db8:77::1', tunMtu: 1400, pathMtu: 1500 });
+    const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode']);
+    await new Promise((r) => setTimeout(r, 1000)); // tcpdump attaches
+
+    const ping = (...args: string[]) => execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.2', '-W', '2', ...args]);
+    expect((await ping('-c', '3', '10.202.0.2')).stdout).to.match(/3 received/);
+    // DF=0, 2000 bytes of data: IPv4-fragmented by A's kernel at 1500, each piece > 1452 is outer-fragmented.
+    expect((await ping('-c', '1', '-M', 'dont', '-s', '2000', '10.202.0.2')).stdout).to.match(/1 received/);
+    // DF=1 and too big for the tunnel: our ICMPv4 frag-needed reaches ping.
+    const big = await ping('-c', '1', '-M', 'do', '-s', '1460', '10.202.0.2').catch((e: { stdout: string }) => e);
+    expect(big.stdout).to.match(/mtu = 1452|Frag needed/i);
+
+    await stop(dump.proc, 'SIGINT');
+    await stop(pa.proc);
+    await stop(pb.proc);
+    const counters = (out: string) => JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]) as CountersSnapshot;
+    const ca = counters(pa.out());
+    const cb = counters(pb.out());
+    expect(ca.events.encapsulated).to.be.at.least(5);
+    expect(ca.events.fragmented).to.be.at.least(1);
+    expect(ca.drops.too_big_df).to.equal(1);
+    expect(ca.dropped).to.equal(1); // nothing else was discarded (no IPv6 on the DTI: addrgenmode none)
+    expect(cb.dropped).to.equal(0);
+    expect(ca.events.icmp4_sent).to.equal(1);
+    expect(cb.events.decapsulated).to.be.at.least(5);
+    expect(ca.events.decapsulated).to.be.at.least(5);
+    // Only IPv6 crossed the link: every captured packet is IPv6 carrying IPv4 (or an IPv6 fragment of one).
+    const lines = dump.out().split('\n').filter((l) => / > /.test(l) && !/ICMP6/.test(l)); // not ND/MLD
+    expect(lines.length).to.be.at.least(10);
+    for (const l of lines) expect(l, l).to.match(/IP6 2001:db8:77::[12] > 2001:db8:77::[12]: (DSTOPT )?(IP |frag)/);
+    expect(lines.some((l) => /frag/.test(l))).to.equal(true);
+  });
+});
