@@ -1,11 +1,14 @@
 // Shared pieces of the RPC runtime tests: a small hand-written program (so these tests need no generated code),
 // helpers to talk raw bytes to a server, and process helpers for the C peers and rpcbind.
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import type { Codec } from '../../src/rpc/xdr/runtime';
 import type { Handler, Procedure, ProgramVersion, Service } from '../../src/rpc/types';
+import type { packet } from '../../src/generated/dstm';
 
 export const uintCodec: Codec<number> = { encode: (w, v) => w.uint(v), decode: (r) => r.uint() };
 export const bytesCodec: Codec<Uint8Array> = { encode: (w, v) => w.varOpaque(v), decode: (r) => r.varOpaque() };
@@ -114,4 +117,96 @@ export async function ensureRpcbind(): Promise<(() => Promise<void>) | null> {
     child.kill('SIGTERM');
     await exited;
   };
+}
+
+const ROOT = join(__dirname, '..', '..');
+
+/** The C peers built from xdr/dstm.x with rpcgen, gcc and libtirpc. */
+export interface CPeers {
+  dir: string;
+  client: string;
+  server: string;
+  /** The load generator of bench/c/rpc_load.c, when asked for. */
+  load?: string;
+}
+
+/**
+ * Generate the C stubs of xdr/dstm.x with rpcgen (-h, -c, -l, -m) into a temporary directory and compile the test
+ * peers of test/rpc/c (and the bench's load generator) against libtirpc. Resolves to the reason when the tools are
+ * missing (.ci/run installs rpcsvc-proto, libtirpc-dev and gcc).
+ */
+export async function buildCPeers(withLoad = false): Promise<CPeers | string> {
+  for (const tool of ['rpcgen', 'gcc']) if ((await run('sh', ['-c', `command -v ${tool}`])).code !== 0) return `${tool} is not installed`;
+  if (!existsSync('/usr/include/tirpc/rpc/rpc.h')) return 'libtirpc-dev is not installed';
+  const dir = mkdtempSync(join(tmpdir(), 'dstm-rpcgen-'));
+  copyFileSync(join(ROOT, 'xdr', 'dstm.x'), join(dir, 'dstm.x'));
+  const steps: [string, string[]][] = [
+    ['rpcgen', ['-h', '-o', 'dstm.h', 'dstm.x']],
+    ['rpcgen', ['-c', '-o', 'dstm_xdr.c', 'dstm.x']],
+    ['rpcgen', ['-l', '-o', 'dstm_clnt.c', 'dstm.x']],
+    ['rpcgen', ['-m', '-o', 'dstm_svc.c', 'dstm.x']],
+  ];
+  const cc = (out: string, ...srcs: string[]): [string, string[]] => [
+    'gcc',
+    ['-O2', '-I/usr/include/tirpc', `-I${dir}`, `-I${join(ROOT, 'test/rpc/c')}`, '-o', join(dir, out), ...srcs, join(dir, 'dstm_xdr.c'), '-ltirpc', '-lpthread'],
+  ];
+  steps.push(cc('dstm_client', join(ROOT, 'test/rpc/c/dstm_client.c'), join(dir, 'dstm_clnt.c')));
+  steps.push(cc('dstm_server', join(ROOT, 'test/rpc/c/dstm_server.c'), join(dir, 'dstm_svc.c')));
+  if (withLoad) steps.push(cc('rpc_load', join(ROOT, 'bench/c/rpc_load.c')));
+  for (const [cmd, args] of steps) {
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(cmd, args, { cwd: dir, timeout: 60_000 }, (err, _o, stderr) => resolve({ code: err ? 1 : 0, stderr: String(stderr) })),
+    );
+    if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.stderr}`);
+  }
+  return { dir, client: join(dir, 'dstm_client'), server: join(dir, 'dstm_server'), load: withLoad ? join(dir, 'rpc_load') : undefined };
+}
+
+/** Start the rpcgen C server (test/rpc/c/dstm_server.c) for `program`; resolves once it prints its ports. */
+export async function startCServer(peers: CPeers, program: number): Promise<{ proc: ChildProcess; udp: number; tcp: number; stop: () => Promise<void> }> {
+  const proc = spawn(peers.server, [String(program)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out);
+    });
+    proc.once('exit', (code) => reject(new Error(`the C server exited (${code}) before it was ready`)));
+  });
+  const [, udp, tcp] = line.trim().split(' ').map(Number);
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    proc.kill('SIGTERM');
+    await exited;
+  };
+  return { proc, udp, tcp, stop };
+}
+
+/** The reply transform every test server applies (the C one in test/rpc/c/dstm_peer.h): see there. */
+export function transformPacket(p: packet): packet {
+  return { ...p, type: p.type + 1, ends: (p.starts + p.extend) >>> 0, keep: (p.keep + 1) >>> 0 };
+}
+
+/** The i-th packet test/rpc/c/dstm_client.c sends. */
+export function cClientPacket(i: number, type: number): packet {
+  const b = (n: number, f: (k: number) => number) => Uint8Array.from({ length: n }, (_, k) => f(k) & 255);
+  return {
+    type,
+    local: b(16, (k) => 0xfe + k + i),
+    mask: b(4, (k) => 0xff - k),
+    i4addr: b(4, (k) => 10 + k + i),
+    tep4: b(4, (k) => 192 + k),
+    tep6: b(16, (k) => 0x20 + k * 3 + i),
+    ends: 7,
+    starts: 1000 + i,
+    extend: 3600,
+    keep: 0xfffffffe,
+  };
+}
+
+/** A packet as test/rpc/c/dstm_peer.h prints it. */
+export function formatPacket(what: string, p: packet): string {
+  const hex = (u: Uint8Array) => Buffer.from(u).toString('hex');
+  return `${what} type=${p.type} local=${hex(p.local)} mask=${hex(p.mask)} i4addr=${hex(p.i4addr)} tep4=${hex(p.tep4)} tep6=${hex(p.tep6)} ends=${p.ends} starts=${p.starts} extend=${p.extend} keep=${p.keep}`;
 }
