@@ -1,0 +1,272 @@
+// The node's Dynamic Tunneling Interface (draft §5): a TUN device the IPv4 routes point at, whose packets are
+// encapsulated to the TEP, and the raw IPIP socket whose packets from that TEP are decapsulated into it.
+//
+// The DTI follows a lease: up(lease) gives the TUN device the leased address (/32, peer = the TEP's IPv4), routes
+// IPv4 into it and tunnels to the lease's TEP; down() removes address and routes and from then on nothing is sent.
+// A fixed lease is Annex A's static configuration (dstm static).
+//
+// On-demand mode (§5.1, §5.2): the device is up and routed but has no address. The first IPv4 packet starts the
+// request (the trigger callback) and packets wait in a bounded queue (counted as queue_full when it is full)
+// until up(), which sends them. Without an address the kernel sends them from 0.0.0.0; queued ICMP and UDP packets
+// get the leased source (checksums adjusted). A TCP connection opened before the address exists is bound to
+// 0.0.0.0 by the kernel and cannot be saved: its SYN is dropped (counted as no_address) and the application's
+// retry after the address is set succeeds.
+import { createSocket } from 'node:dgram';
+import { Counters, Drop, type DropCode } from '../dti/counters';
+import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
+import { ip, runIp, type IpCommand, type RunOptions } from '../dti/netconfig';
+import { EncapConfig, HEADROOM, bytesEqual, copyBytes, ipv4ToString, ipv6FromString, ipv6ToString, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
+import { Tunnel } from '../dti/tunnel';
+import type { Logger } from '../log';
+import { formatPrefix4, parsePrefix4 } from '../server/addr';
+import { writeSysctl } from '../tep/netsetup';
+
+export interface DtiOptions {
+  /** TUN device name. */
+  name: string;
+  /** IPv4 prefixes routed into the DTI ("default" for 0.0.0.0/0). */
+  routes: string[];
+  /** Path MTU towards the TEP; the DTI's MTU is 40 less (RFC 2473 §6.7). */
+  pathMtu: number;
+  /** Packets held while an on-demand request is in flight. */
+  queue?: number;
+  batch?: number;
+  log: Logger;
+}
+
+/** What the DTI needs from a lease (or from Annex A flags). */
+export interface DtiLease {
+  address: number;
+  /** The TEP's IPv4 address: the point-to-point peer of the DTI (Annex A may leave it out). */
+  peer?: number;
+  /** The TEP's IPv6 address: the tunnel destination. */
+  tep: Uint8Array;
+  /** Our IPv6 source (the address of the interface towards the TEP, §5.3); found by a route lookup if absent. */
+  local?: Uint8Array;
+}
+
+const SLOT = 2048;
+const PROTO_TCP = 6;
+const PROTO_UDP = 17;
+
+/** Drop reasons of the node (besides the DTI's built-in ones). */
+const NOT_FROM_TEP = 'not_from_tep'; // tunnelled packet whose outer source is not our TEP
+const NOT_FOR_US = 'not_for_us'; // decapsulated packet not addressed to our leased address
+
+/** The IPv6 source the kernel would use towards `dst` (a connected UDP socket sends nothing). */
+export async function sourceTowards(dst: Uint8Array): Promise<Uint8Array> {
+  const sock = createSocket('udp6');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.connect(9, ipv6ToString(dst), () => resolve());
+    });
+    return ipv6FromString(sock.address().address);
+  } catch (err) {
+    throw new Error(`no IPv6 route to the TEP ${ipv6ToString(dst)}: ${(err as Error).message}`);
+  } finally {
+    sock.close();
+  }
+}
+
+export class Dti {
+  readonly counters = new Counters();
+  readonly tunnel: Tunnel;
+  private readonly tep = new Uint8Array(16);
+  private readonly notFromTep: DropCode;
+  private readonly notForUs: DropCode;
+  private lease: DtiLease | undefined;
+  private onDemand: (() => void) | undefined;
+  private triggered = false;
+  private readonly queued: RxBatch & { count: number };
+  private readonly tun: TunDevice;
+  private readonly raw: RawIpipSocket;
+  private readonly icmp6: Icmp6ErrorSocket;
+
+  constructor(readonly opts: DtiOptions) {
+    this.notFromTep = this.counters.define(NOT_FROM_TEP);
+    this.notForUs = this.counters.define(NOT_FOR_US);
+    this.tunnel = new Tunnel({
+      encap: new EncapConfig(new Uint8Array(16)),
+      pathMtu: opts.pathMtu,
+      icmpSource: 0,
+      batch: opts.batch,
+      counters: this.counters,
+      route: () => (this.lease ? this.tep : Drop.no_address),
+      accept: (buf, srcOff, _src, dst) => {
+        if (!this.lease) return Drop.no_address;
+        if (!bytesEqual(buf, srcOff, this.tep, 0, 16)) return this.notFromTep;
+        return dst === this.lease.address ? 0 : this.notForUs;
+      },
+    });
+    const q = opts.queue ?? 64;
+    const offsets = new Uint32Array(q).map((_, i) => i * SLOT + HEADROOM);
+    this.queued = { buf: new Uint8Array(q * SLOT), offsets, lengths: new Uint32Array(q), count: 0 };
+    this.tun = TunDevice.open({ name: opts.name, mtu: this.tunnel.tunnelMtu, batch: opts.batch });
+    try {
+      this.raw = RawIpipSocket.open({ batch: opts.batch });
+      this.icmp6 = Icmp6ErrorSocket.open({ batch: opts.batch });
+    } catch (err) {
+      this.tun.close();
+      throw err;
+    }
+    this.tunnel.attach(this.tun, this.raw, this.icmp6);
+  }
+
+  get name(): string {
+    return this.tun.name;
+  }
+
+  get current(): DtiLease | undefined {
+    return this.lease;
+  }
+
+  /** The device up at the tunnel MTU, without an address; with `trigger`, routed and waiting (on-demand). */
+  async start(trigger?: () => void, print?: RunOptions['print']): Promise<void> {
+    // IPv6 on the DTI would only send router solicitations and MLD reports into the IPv4 tunnel
+    if (!print) writeSysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
+    const cmds = [ip.linkMtu(this.name, this.tunnel.tunnelMtu), ip.linkUp(this.name)];
+    if (trigger) {
+      this.onDemand = trigger;
+      this.tun.onBatch((n, rx) => this.hold(n, rx));
+      cmds.push(...this.routeCommands(undefined, 'add'));
+    }
+    await runIp(cmds, { print });
+  }
+
+  /** Configures the lease on the device and tunnels to its TEP; sends what waited for it. */
+  async up(lease: DtiLease): Promise<void> {
+    const local = lease.local ?? (await sourceTowards(lease.tep));
+    const prev = this.lease;
+    if (prev && (prev.address !== lease.address || prev.peer !== lease.peer)) await this.down();
+    this.tep.set(lease.tep);
+    this.tunnel.encap.src = local;
+    if (!this.lease) await runIp(dtiUpCommands(this.name, lease, this.opts.routes));
+    this.lease = { ...lease, local };
+    this.tunnel.attach(this.tun, this.raw, this.icmp6);
+    this.opts.log.info('dti up', {
+      device: this.name, address: ipv4ToString(lease.address), peer: lease.peer === undefined ? null : ipv4ToString(lease.peer),
+      tep: ipv6ToString(lease.tep), local: ipv6ToString(local), mtu: this.tunnel.tunnelMtu,
+    });
+    this.sendQueued(lease.address);
+  }
+
+  /** Removes the address (and the routes unless on-demand, which waits for the next packet again). */
+  async down(): Promise<void> {
+    const lease = this.lease;
+    if (!lease) return;
+    this.lease = undefined;
+    this.triggered = false;
+    if (this.onDemand) this.tun.onBatch((n, rx) => this.hold(n, rx));
+    const routes = this.onDemand ? [] : this.routeCommands(lease, 'del');
+    await runIp([...routes, ip.addrDel(this.name, `${ipv4ToString(lease.address)}/32`, peerCidr(lease))]);
+    this.opts.log.info('dti down', { device: this.name, address: ipv4ToString(lease.address) });
+  }
+
+  close(): void {
+    for (const d of [this.icmp6, this.raw, this.tun]) d.close();
+  }
+
+  private routeCommands(lease: DtiLease | undefined, op: 'add' | 'del'): IpCommand[] {
+    const src = lease ? ipv4ToString(lease.address) : undefined;
+    return this.opts.routes.map((r) => (op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name)));
+  }
+
+  /** On-demand, no lease yet: copy packets into the queue (this is the rare path) and start the request once. */
+  private hold(count: number, rx: RxBatch): void {
+    const q = this.queued;
+    for (let i = 0; i < count; i++) {
+      if (q.count === q.offsets.length) {
+        this.counters.drop(Drop.queue_full, rx.buf, rx.offsets[i], rx.lengths[i]);
+        continue;
+      }
+      copyBytes(rx.buf, rx.offsets[i], q.buf, q.offsets[q.count], rx.lengths[i]);
+      q.lengths[q.count++] = rx.lengths[i];
+    }
+    if (!this.triggered && this.onDemand) {
+      this.triggered = true;
+      this.opts.log.info('first IPv4 packet on the DTI: requesting an address', { device: this.name });
+      this.onDemand();
+    }
+  }
+
+  private sendQueued(address: number): void {
+    const q = this.queued;
+    if (q.count === 0) return;
+    let kept = 0;
+    for (let i = 0; i < q.count; i++) {
+      const off = q.offsets[i];
+      if (q.lengths[i] >= 20 && readU32(q.buf, off + 12) === 0) {
+        if (q.buf[off + 9] === PROTO_TCP) {
+          this.counters.drop(Drop.no_address, q.buf, off, q.lengths[i]);
+          continue;
+        }
+        setSource(q.buf, off, q.lengths[i], address);
+      }
+      q.lengths[kept] = q.lengths[i];
+      if (kept !== i) copyBytes(q.buf, off, q.buf, q.offsets[kept], q.lengths[i]);
+      kept++;
+    }
+    this.tunnel.encapBatch(kept, q);
+    this.tunnel.flush(this.tunnel.toRaw, this.raw);
+    this.tunnel.flush(this.tunnel.toRawFragments, this.raw);
+    this.tunnel.flush(this.tunnel.toTunIcmp, this.tun);
+    q.count = 0;
+  }
+}
+
+/**
+ * Sets the source of a queued IPv4 packet sent from 0.0.0.0: header checksum recomputed, UDP checksum adjusted
+ * for the pseudo-header (RFC 1624 incremental update; the old source words were zero).
+ */
+function setSource(buf: Uint8Array, off: number, len: number, address: number): void {
+  writeU32(buf, off + 12, address);
+  setIpv4Checksum(buf, off);
+  const hlen = (buf[off] & 0x0f) << 2;
+  const c = off + hlen + 6;
+  if (buf[off + 9] !== PROTO_UDP || len < hlen + 8) return;
+  const old = (buf[c] << 8) | buf[c + 1];
+  if (old === 0) return; // no checksum
+  let sum = (~old & 0xffff) + (address >>> 16) + (address & 0xffff);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  const now = ~sum & 0xffff || 0xffff;
+  buf[c] = now >>> 8;
+  buf[c + 1] = now & 0xff;
+}
+
+/** The iproute2 commands that give a DTI its lease: address/32 with the TEP as peer, routes through it. */
+export function dtiUpCommands(dev: string, lease: Pick<DtiLease, 'address' | 'peer'>, routes: string[]): IpCommand[] {
+  const src = ipv4ToString(lease.address);
+  return [ip.addrAdd(dev, `${src}/32`, peerCidr(lease)), ...routes.map((r) => ip.routeReplace(r, dev, { src }))];
+}
+
+function peerCidr(lease: Pick<DtiLease, 'peer'>): string | undefined {
+  return lease.peer === undefined ? undefined : `${ipv4ToString(lease.peer)}/32`;
+}
+
+/** --routes values: "default" or IPv4 prefixes, each flag value possibly comma-separated. */
+export function parseRoutes(values: string[]): string[] {
+  return values
+    .flatMap((v) => v.split(','))
+    .map((r) => r.trim())
+    .filter((r) => r !== '')
+    .map((r) => {
+      if (r === 'default' || r === '0.0.0.0/0') return 'default';
+      try {
+        return formatPrefix4(parsePrefix4(r));
+      } catch (err) {
+        throw new Error(`--routes: "${r}" is not "default" or an IPv4 prefix (${(err as Error).message})`);
+      }
+    });
+}
+
+/** Annex A's KAME configuration for the same DTI: gif0 tunnel, point-to-point address, routes via the TEP. */
+export function annexALines(local: string, tep: string, lease: Pick<DtiLease, 'address' | 'peer'>, routes: string[]): string[] {
+  const peer = lease.peer === undefined ? undefined : ipv4ToString(lease.peer);
+  const gw = peer ?? '-interface gif0';
+  return [
+    `gifconfig gif0 inet6 ${local} ${tep}`,
+    `ifconfig gif0 inet ${ipv4ToString(lease.address)}${peer ? ` ${peer}` : ''} netmask 255.255.255.255 up`,
+    ...routes.map((r) => (r === 'default' ? `route change default ${gw}` : `route add -net ${r} ${gw}`)),
+  ];
+}

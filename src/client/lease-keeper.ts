@@ -1,0 +1,201 @@
+// Keeps a node's lease alive (draft section 6 "the client MUST renew", C.3): obtains a lease, renews it after the
+// server's `extend` interval, retries a failed renewal until the lease's valid lifetime (`keep`) runs out, and then
+// drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() releases. Timers count from the
+// local receipt time of each reply, so clock skew between node and server does not matter. Never touches DNS.
+//
+// The data plane plugs in through hooks: up() runs before a lease is announced (configure the DTI), down() runs
+// when it ends (remove the address and routes). A hook that throws is reported as 'error' and, for up(), the lease
+// is released and requested again later.
+import { EventEmitter } from 'node:events';
+import { parseIPv4 } from '../server/addr';
+import type { DstmClient, Lease } from './dstm-client';
+
+export type DownReason = 'expired' | 'released' | 'replaced';
+
+export interface LeaseHooks {
+  up?(lease: Lease): Promise<void> | void;
+  down?(lease: Lease, reason: DownReason): Promise<void> | void;
+}
+
+export interface LeaseKeeperOptions {
+  /** Lease length to ask for, seconds (0: the server's default). */
+  seconds?: number;
+  hooks?: LeaseHooks;
+  /** First retry delay after a failure, ms (1000), doubling up to retryMaxMs (30000). */
+  retryMs?: number;
+  retryMaxMs?: number;
+}
+
+/**
+ * Events: 'lease' (lease) when a lease is obtained (after hooks.up); 'renewed' (lease); 'expired' (lease) when it
+ * ran out unrenewed; 'released' (lease) after stop(); 'error' (err) for every failed attempt (the keeper retries).
+ */
+export class LeaseKeeper extends EventEmitter {
+  private lease: Lease | undefined;
+  private stopped = false;
+  private wake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private readonly retryMs: number;
+  private readonly retryMaxMs: number;
+
+  constructor(
+    private readonly client: DstmClient,
+    private readonly options: LeaseKeeperOptions = {},
+  ) {
+    super();
+    this.retryMs = options.retryMs ?? 1000;
+    this.retryMaxMs = options.retryMaxMs ?? 30_000;
+  }
+
+  get current(): Lease | undefined {
+    return this.lease;
+  }
+
+  /** Start keeping a lease; resolves with the first one (it keeps trying until it gets one or stop() is called). */
+  start(): Promise<Lease> {
+    if (this.loop) throw new Error('LeaseKeeper already started');
+    const first = new Promise<Lease>((resolve, reject) => {
+      this.once('lease', resolve);
+      this.once('stopped', () => reject(new Error('stopped before a lease was obtained')));
+    });
+    first.catch(() => undefined);
+    this.loop = this.run();
+    return first;
+  }
+
+  /** Stop: release the lease (best effort), run hooks.down, emit 'released'. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.loop;
+    const lease = this.lease;
+    this.lease = undefined;
+    if (lease) {
+      try {
+        await this.client.release(parseIPv4(lease.address));
+      } catch (err) {
+        this.report(err);
+      }
+      await this.down(lease, 'released');
+      this.emit('released', lease);
+    }
+    this.emit('stopped');
+  }
+
+  private async run(): Promise<void> {
+    let delay = this.retryMs;
+    while (!this.stopped) {
+      const lease = this.lease;
+      if (!lease) {
+        if (await this.acquire()) delay = this.retryMs;
+        else delay = await this.backoff(delay, Infinity);
+        continue;
+      }
+      const endAt = lease.receivedAt + lease.keep * 1000;
+      await this.sleepUntil(lease.receivedAt + lease.extend * 1000);
+      // Renew until it works or the lease runs out.
+      delay = this.retryMs;
+      while (!this.stopped && this.lease === lease) {
+        if (performance.now() >= endAt) {
+          await this.expire(lease);
+          break;
+        }
+        if (await this.renew(lease)) break;
+        delay = await this.backoff(delay, endAt);
+      }
+    }
+  }
+
+  private async acquire(): Promise<boolean> {
+    let lease: Lease;
+    try {
+      lease = await this.client.request(0, this.options.seconds ?? 0);
+    } catch (err) {
+      this.report(err);
+      return false;
+    }
+    if (this.stopped) {
+      this.lease = lease; // stop() releases it
+      return true;
+    }
+    try {
+      await this.options.hooks?.up?.(lease);
+    } catch (err) {
+      this.report(err);
+      await this.client.release(parseIPv4(lease.address)).catch((e: unknown) => this.report(e));
+      return false;
+    }
+    this.lease = lease;
+    this.emit('lease', lease);
+    return true;
+  }
+
+  private async renew(old: Lease): Promise<boolean> {
+    let lease: Lease;
+    try {
+      lease = await this.client.request(parseIPv4(old.address), this.options.seconds ?? 0);
+    } catch (err) {
+      this.report(err);
+      return false;
+    }
+    if (lease.address === old.address && lease.tep6 === old.tep6 && lease.tep4 === old.tep4) {
+      this.lease = lease;
+      this.emit('renewed', lease);
+      return true;
+    }
+    // The server gave something else (it lost or revoked the old binding): take the old one down first.
+    this.lease = undefined;
+    await this.down(old, 'replaced');
+    this.emit('expired', old);
+    try {
+      await this.options.hooks?.up?.(lease);
+    } catch (err) {
+      this.report(err);
+      await this.client.release(parseIPv4(lease.address)).catch((e: unknown) => this.report(e));
+      return true;
+    }
+    this.lease = lease;
+    this.emit('lease', lease);
+    return true;
+  }
+
+  /** C.3 rule 2: the valid lifetime ended without renewal: drop the address, then tell the server. */
+  private async expire(lease: Lease): Promise<void> {
+    this.lease = undefined;
+    await this.down(lease, 'expired');
+    this.emit('expired', lease);
+    await this.client.release(parseIPv4(lease.address)).catch((e: unknown) => this.report(e));
+  }
+
+  /** 'error' is informational here (the keeper retries), so an unheard one must not throw. */
+  private report(err: unknown): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+
+  private async down(lease: Lease, reason: DownReason): Promise<void> {
+    try {
+      await this.options.hooks?.down?.(lease, reason);
+    } catch (err) {
+      this.report(err);
+    }
+  }
+
+  /** Sleep `delay` ms (but not past `limit`), and return the next delay. */
+  private async backoff(delay: number, limit: number): Promise<number> {
+    await this.sleepUntil(Math.min(performance.now() + delay, limit));
+    return Math.min(delay * 2, this.retryMaxMs);
+  }
+
+  private sleepUntil(t: number): Promise<void> {
+    const ms = t - performance.now();
+    if (this.stopped || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, Math.min(ms, 0x7fffffff));
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}

@@ -1,0 +1,47 @@
+import { Command, Flags } from '@oclif/core';
+import { classify, EXIT, leaseJson } from '../client/cli';
+import { connectFromFlags, exchangeFlags } from '../client/flags';
+import type { DstmClient } from '../client/dstm-client';
+import { parseIPv4 } from '../server/addr';
+
+export default class ReleaseCommand extends Command {
+  static override summary = "Release this node's IPv4 lease on the DSTM server";
+  static override description = `Sends RELEASE from this node's IPv6 address; only the caller's own binding can be released. Without --address
+it releases whatever this node holds. See dstm-request(8).
+Exit codes: 0 released, 2 usage or configuration error, 3 not allowed, 5 no binding to release, 6 server unreachable
+or no reply, 7 server error, 1 anything else.`;
+
+  static override examples = ['<%= config.bin %> release --server [2001:db8::10]:3786', '<%= config.bin %> release --address 192.0.2.7 --json'];
+
+  static override flags = {
+    ...exchangeFlags,
+    address: Flags.string({ summary: 'The leased IPv4 address to release (default: the one this node holds).' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(ReleaseCommand);
+    let address = 0;
+    let client: DstmClient;
+    try {
+      if (flags.address !== undefined) address = parseIPv4(flags.address);
+      ({ client } = await connectFromFlags(flags));
+    } catch (err) {
+      const c = classify(err);
+      this.fail(c.message, c.code === EXIT.failed ? EXIT.usage : c.code);
+    }
+    try {
+      const l = await client.release(address);
+      this.log(flags.json ? JSON.stringify({ released: true, ...leaseJson(l) }) : `released ${l.address} (bound to ${l.local})`);
+    } catch (err) {
+      await client.close();
+      const { code, message } = classify(err);
+      this.fail(message, code);
+    }
+    await client.close();
+  }
+
+  private fail(message: string, code: number): never {
+    process.stderr.write(`dstm release: ${message}\n`);
+    return this.exit(code);
+  }
+}
