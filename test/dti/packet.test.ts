@@ -86,6 +86,19 @@ describe('dti/packet: encapsulation', () => {
     expect(Array.from(buf.subarray(off + 40, off + len))).to.deep.equal(pkt); // inner untouched
   });
 
+  it('writes the same header at unaligned offsets (byte path) and refuses the loop there too', () => {
+    const pkt = ipv4();
+    const cfg = new EncapConfig(self6);
+    const aligned = encap(pkt, cfg);
+    const buf = place(pkt, HEADROOM + 1);
+    const off = encapsulate(buf, HEADROOM + 1, pkt.length, tep6, 0, cfg);
+    expect(off).to.equal(HEADROOM - 39);
+    expect(Array.from(buf.subarray(off, off + 40 + pkt.length))).to.deep.equal(
+      Array.from(aligned.buf.subarray(aligned.off, aligned.off + aligned.len)),
+    );
+    expect(encapsulate(buf, HEADROOM + 1, pkt.length, self6, 0, cfg)).to.equal(-Drop.tunnel_loop);
+  });
+
   it('uses a fixed DSCP but still copies ECN (RFC 6040 normal mode), and derives a stable flow label', () => {
     const pkt = ipv4({ tos: 0x03 });
     const cfg = new EncapConfig(self6, { tclass: 0x20, flowLabel: -1 });
