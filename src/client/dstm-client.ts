@@ -31,6 +31,19 @@ export interface Lease {
   receivedAt: number;
 }
 
+/** One binding as the admin LIST shows it. */
+export interface LeaseRow {
+  ipv6: string;
+  ipv4: string;
+  tep6: string;
+  tep4: string;
+  starts: number;
+  ends: number;
+  state: 'active' | 'held' | 'revoked';
+}
+
+const STATE_NAMES = ['active', 'held', 'revoked'] as const;
+
 export type Refusal = 'no_address' | 'not_allowed' | 'bad_request' | 'no_binding' | 'conflict' | 'unavailable';
 
 const WORDS: Record<Refusal, string> = {
@@ -135,6 +148,41 @@ export class DstmClient {
     const reply = await this.call('release', this.packet(RELEASE_REQ, address, 0));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_binding', this.server);
     return toLease(reply);
+  }
+
+  /** Admin LIST (version 2): every binding, in address order, a page at a time. */
+  async *list(page = 500): AsyncGenerator<LeaseRow> {
+    const c = new RPC_TWO_Client(this.rpc, this.program);
+    let after: Uint8Array = ZERO4;
+    for (;;) {
+      const r = await c.LIST({ after, max: page });
+      const s = statusName(r.status);
+      if (s !== 'ok') throw new DstmRefusal(s, this.server);
+      for (const l of r.leases) {
+        yield { ipv6: formatIPv6(l.ip6), ipv4: formatIPv4(ipv4FromBytes(l.ip4)), tep6: formatIPv6(l.tep6), tep4: formatIPv4(ipv4FromBytes(l.tep4)), starts: l.starts, ends: l.ends, state: STATE_NAMES[l.state] };
+      }
+      if (!r.more || r.leases.length === 0) return;
+      after = r.leases[r.leases.length - 1].ip4;
+    }
+  }
+
+  /** Admin REVOKE (version 2) of `ipv6`'s binding (only if it is `ipv4`, when given). */
+  revoke(ipv6: string, ipv4 = 0): Promise<Lease> {
+    return this.admin('revoke', ipv6, ipv4, 0);
+  }
+
+  /** Admin ALLOCATE (version 2): bind `ipv6` to `ipv4` (0: any free address) without the node asking. */
+  allocate(ipv6: string, ipv4 = 0, seconds = 0): Promise<Lease> {
+    return this.admin('allocate', ipv6, ipv4, seconds);
+  }
+
+  private async admin(op: 'revoke' | 'allocate', ipv6: string, ipv4: number, lease: number): Promise<Lease> {
+    const c = new RPC_TWO_Client(this.rpc, this.program);
+    const args = { ip6: parseIPv6(ipv6), ip4: ipv4 ? ipv4ToBytes(ipv4) : ZERO4, lease };
+    const r = op === 'revoke' ? await c.REVOKE(args) : await c.ALLOCATE(args);
+    const s = statusName(r.status);
+    if (s !== 'ok') throw new DstmRefusal(s, this.server);
+    return toLease(r.lease);
   }
 
   close(): Promise<void> {

@@ -45,6 +45,19 @@ export interface LeaseInfo extends Binding {
   tep?: Tep;
 }
 
+/** Which TEP serves a node: the longest "teps" prefix containing it, else the default TEP. */
+export class TepMap {
+  private readonly table: PrefixTable<Tep>;
+
+  constructor(private readonly policy: Pick<LeasePolicy, 'tep' | 'teps'>) {
+    this.table = new PrefixTable(policy.teps.map((t) => [t.prefix, { ipv6: t.ipv6, ipv4: t.ipv4 }]));
+  }
+
+  lookup(ip6: Uint8Array): Tep | undefined {
+    return this.table.lookup(ip6) ?? this.policy.tep;
+  }
+}
+
 type Undo = (() => void)[];
 
 interface Op<T> {
@@ -73,7 +86,7 @@ export function wallClock(): number {
  */
 export class LeaseService extends EventEmitter {
   private pool!: AddressPool;
-  private teps!: PrefixTable<Tep>;
+  private teps!: TepMap;
   private reservations!: PrefixTable<number>;
   private queue: Op<any>[] = [];
   private scheduled = false;
@@ -102,7 +115,7 @@ export class LeaseService extends EventEmitter {
     pool.load(this.store.boundAddresses());
     this.pool = pool;
     this.policy = policy;
-    this.teps = new PrefixTable(policy.teps.map((t) => [t.prefix, { ipv6: t.ipv6, ipv4: t.ipv4 }]));
+    this.teps = new TepMap(policy);
     this.reservations = new PrefixTable(policy.reservations.map((r) => [r.ipv6, r.ipv4]));
   }
 
@@ -123,7 +136,7 @@ export class LeaseService extends EventEmitter {
   }
 
   tepFor(ip6: Uint8Array): Tep | undefined {
-    return this.teps.lookup(ip6) ?? this.policy.tep;
+    return this.teps.lookup(ip6);
   }
 
   /** Lease length for a node asking for `want` seconds (0: the default). */

@@ -6,7 +6,7 @@
 // later point gives what changed since.
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const STATE = { active: 0, held: 1, revoked: 2 } as const;
@@ -64,6 +64,7 @@ export class Store {
   constructor(readonly dir: string, opts: { readonly?: boolean } = {}) {
     if (!opts.readonly) mkdirSync(dir, { recursive: true, mode: 0o750 });
     const file = join(dir, DB_FILE);
+    if (opts.readonly && !existsSync(file)) throw new Error(`no DSTM store in ${dir} (${file} does not exist)`);
     this.db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
     if (!opts.readonly) {
       this.db.pragma('journal_mode = WAL');

@@ -1,0 +1,121 @@
+import { Args, Command, Flags } from '@oclif/core';
+import { classify, EXIT, leaseJson } from '../client/cli';
+import { clientFlags, connectFromFlags } from '../client/flags';
+import type { DstmClient, LeaseRow } from '../client/dstm-client';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../server/addr';
+import { loadServerConfig, policyOf } from '../server/daemon';
+import { TepMap } from '../server/leases';
+import { STATE_NAMES, Store } from '../server/store';
+
+export default class LeasesCommand extends Command {
+  static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';
+  static override description = `list (the default) shows every binding: IPv6 node, IPv4 address, TEP, start, end and state (active, held: expired but
+kept for its node until the hold time ends, revoked: quarantined). It asks the running server (admin procedure LIST,
+allowed from server.admin_allow, default ::1) or, with --state-dir, reads the store directly (read-only, works with
+the server stopped or running).
+revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node must request
+again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to --address or any free address.
+revoke and allocate always go through the running server, which is the only writer of its store.
+Exit codes: 0 done, 2 usage or configuration error, 3 not allowed, 4 no address free, 5 no such binding,
+6 server unreachable or no reply, 7 server error or conflict, 1 anything else. See dstm-leases(8).`;
+
+  static override examples = [
+    '<%= config.bin %> leases',
+    '<%= config.bin %> leases --state-dir /var/lib/dstm --json',
+    '<%= config.bin %> leases revoke 2001:db8::42',
+    '<%= config.bin %> leases allocate 2001:db8::42 --address 192.0.2.10 --lease 86400',
+  ];
+
+  static override args = {
+    action: Args.string({ description: 'list, revoke or allocate', options: ['list', 'revoke', 'allocate'], default: 'list' }),
+    node: Args.string({ description: 'IPv6 address of the node (revoke, allocate)' }),
+  };
+
+  static override flags = {
+    ...clientFlags,
+    'state-dir': Flags.string({ summary: 'list: read the store in this directory instead of asking the server.' }),
+    address: Flags.string({ summary: 'revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).' }),
+    lease: Flags.integer({ summary: 'allocate: lease length in seconds (default: the server\'s).' }),
+  };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(LeasesCommand);
+    let node = '';
+    let address = 0;
+    try {
+      if (args.action !== 'list') {
+        if (!args.node) throw new Error(`${args.action} needs the IPv6 address of the node`);
+        node = formatIPv6(parseIPv6(args.node));
+      }
+      if (flags.address !== undefined) address = parseIPv4(flags.address);
+      if (flags['state-dir'] !== undefined && args.action !== 'list') throw new Error('--state-dir only lists; revoke and allocate go through the server');
+    } catch (err) {
+      this.fail(args.action, (err as Error).message, EXIT.usage);
+    }
+    if (args.action === 'list' && flags['state-dir'] !== undefined) {
+      let rows: LeaseRow[];
+      try {
+        rows = listStore(flags['state-dir'], flags.config);
+      } catch (err) {
+        this.fail('list', (err as Error).message, EXIT.failed);
+      }
+      this.print(rows, flags.json);
+      return;
+    }
+    let client: DstmClient | undefined;
+    try {
+      ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2 }));
+      if (args.action === 'list') {
+        const rows: LeaseRow[] = [];
+        for await (const r of client.list()) rows.push(r);
+        this.print(rows, flags.json);
+      } else {
+        const l = args.action === 'revoke' ? await client.revoke(node, address) : await client.allocate(node, address, flags.lease ?? 0);
+        this.log(flags.json ? JSON.stringify({ action: args.action, node, ...leaseJson(l) }) : `${args.action === 'revoke' ? 'revoked' : 'allocated'} ${l.address} for ${node}`);
+      }
+    } catch (err) {
+      await client?.close();
+      const { code, message } = classify(err);
+      this.fail(args.action, message, code);
+    }
+    await client.close();
+  }
+
+  private print(rows: LeaseRow[], json: boolean): void {
+    if (json) {
+      this.log(JSON.stringify(rows));
+      return;
+    }
+    const when = (t: number): string => new Date(t * 1000).toISOString().replace('.000Z', 'Z');
+    const table = [['IPV6', 'IPV4', 'TEP6', 'TEP4', 'START', 'END', 'STATE'], ...rows.map((r) => [r.ipv6, r.ipv4, r.tep6, r.tep4, when(r.starts), when(r.ends), r.state])];
+    const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+    for (const row of table) this.log(row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
+  }
+
+  private fail(action: string, message: string, code: number): never {
+    process.stderr.write(`dstm leases ${action}: ${message}\n`);
+    return this.exit(code);
+  }
+}
+
+/** Read the bindings straight from a store (read-only); TEPs come from the server configuration. */
+function listStore(dir: string, config?: string): LeaseRow[] {
+  const teps = new TepMap(policyOf(loadServerConfig({ config, stateDir: dir }).config));
+  const store = new Store(dir, { readonly: true });
+  try {
+    return store.list(-1, Number.MAX_SAFE_INTEGER).map((b) => {
+      const tep = teps.lookup(b.ip6);
+      return {
+        ipv6: formatIPv6(b.ip6),
+        ipv4: formatIPv4(b.ip4),
+        tep6: formatIPv6(tep?.ipv6 ?? new Uint8Array(16)),
+        tep4: formatIPv4(tep?.ipv4 ?? 0),
+        starts: b.starts,
+        ends: b.ends,
+        state: STATE_NAMES[b.state],
+      };
+    });
+  } finally {
+    store.close();
+  }
+}
