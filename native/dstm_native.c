@@ -299,25 +299,34 @@ static unsigned drain(reader *r) {
   return (unsigned)got;
 }
 
-static void on_readable(uv_poll_t *handle, int status, int events) {
-  reader *r = (reader *)handle;
-  (void)events;
-  if (status < 0) return;
-  unsigned n = drain(r);
-  if (n == 0) return;
+/** Calls the JS callback with `arg`: a packet count, or −errno when polling failed (and was stopped). */
+static void call_js(reader *r, int64_t arg) {
   napi_env env = r->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, argv[1], result;
   napi_get_reference_value(env, r->callback, &cb);
   napi_get_global(env, &recv);  // napi_make_callback needs an object receiver
-  napi_create_uint32(env, n, &argv[0]);
+  napi_create_int64(env, arg, &argv[0]);
   if (napi_make_callback(env, r->async, recv, cb, 1, argv, &result) == napi_pending_exception) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     napi_fatal_exception(env, e);
   }
   napi_close_handle_scope(env, scope);
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  reader *r = (reader *)handle;
+  (void)events;
+  if (status < 0) {
+    // A persistent error would otherwise wake us in a loop; stop and let JavaScript decide (close, reopen).
+    uv_poll_stop(handle);
+    call_js(r, status);
+    return;
+  }
+  unsigned n = drain(r);
+  if (n > 0) call_js(r, n);
 }
 
 static void free_reader(uv_handle_t *handle) {

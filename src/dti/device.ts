@@ -49,7 +49,7 @@ abstract class PacketDevice {
   protected constructor(
     readonly fd: number,
     private readonly kind: number,
-    private readonly protocol: number,
+    private readonly proto: number,
     headroom: number,
     opts: DeviceOptions,
   ) {
@@ -63,16 +63,28 @@ abstract class PacketDevice {
     this.sender = native().newSender(this.batch);
   }
 
-  /** Starts reading: `cb(count, rx)` once per readable event. Replaces any previous handler. */
-  onBatch(cb: BatchHandler): void {
+  /**
+   * Starts reading: `cb(count, rx)` once per readable event. Replaces any previous handler. If polling the fd
+   * fails, reading stops and `onError` is called (without one, the error is thrown as an uncaught exception:
+   * a device that silently stops reading would be worse).
+   */
+  onBatch(cb: BatchHandler, onError?: (err: Error) => void): void {
     this.stopReading();
     const rx = this.rx;
     const headroom = this.kind === KIND_TUN ? HEADROOM : 0;
     this.reader = native().startReader(
-      this.fd, this.kind, rx.buf, this.slotSize, headroom, rx.lengths, this.batch, this.protocol,
-      (count) => cb(count, rx),
+      this.fd, this.kind, rx.buf, this.slotSize, headroom, rx.lengths, this.batch, this.proto,
+      (count) => {
+        if (count >= 0) return cb(count, rx);
+        this.stopReading();
+        const err = new Error(`${this.describe()}: polling failed (libuv error ${count})`);
+        if (!onError) throw err;
+        onError(err);
+      },
     );
   }
+
+  protected abstract describe(): string;
 
   /** Stops reading (the fd stays open: an idle device no longer keeps the process alive). */
   stopReading(): void {
@@ -120,6 +132,8 @@ export class TunDevice extends PacketDevice {
 
   static open(opts: TunOptions = {}): TunDevice {
     const want = opts.name ?? '';
+    const room = (opts.slotSize ?? 2048) - HEADROOM;
+    if (opts.mtu !== undefined && opts.mtu > room) throw new RangeError(`MTU ${opts.mtu} exceeds the ${room}-byte receive slots`);
     if (Buffer.byteLength(want) > 15) throw new Error(`interface name "${want}" is longer than 15 bytes`);
     const [fd, name] = native().openTun(want);
     try {
@@ -135,6 +149,10 @@ export class TunDevice extends PacketDevice {
   setMtu(mtu: number): void {
     native().setMtu(this.name, mtu);
   }
+
+  protected describe(): string {
+    return `TUN ${this.name}`;
+  }
 }
 
 export interface RawOptions extends DeviceOptions {
@@ -146,8 +164,16 @@ export interface RawOptions extends DeviceOptions {
 
 /** A raw IPv6 socket for one protocol: see RawIpipSocket and Icmp6ErrorSocket. */
 export class RawSocket6 extends PacketDevice {
-  protected constructor(fd: number, protocol: number, opts: RawOptions) {
+  protected constructor(
+    fd: number,
+    readonly protocol: number,
+    opts: RawOptions,
+  ) {
     super(fd, KIND_RAW, protocol, 0, opts);
+  }
+
+  protected describe(): string {
+    return `raw IPv6 socket (protocol ${this.protocol})`;
   }
 
   protected static openFd(protocol: number, opts: RawOptions): number {
