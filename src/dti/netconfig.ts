@@ -9,9 +9,12 @@ const execFileP = promisify(execFile);
 /** One iproute2 invocation: the arguments after `ip`. */
 export interface IpCommand {
   readonly args: readonly string[];
-  /** A removal whose target may already be gone (e.g. the device vanished with its process): not an error. */
-  readonly tolerant?: boolean;
+  /** iproute2 errors that mean "nothing to do" for this command (e.g. a removal whose target is already gone). */
+  readonly ignore?: RegExp;
 }
+
+/** What iproute2 says when a removal finds nothing to remove (e.g. the device vanished with its process). */
+const GONE = /Cannot find device|No such process|Cannot assign requested address|No such device|does not exist/;
 
 const family = (addr: string): string => (addr.includes(':') ? '-6' : '-4');
 
@@ -36,16 +39,20 @@ function routeArgs(prefix: string, dev: string, o: RouteOptions): string[] {
 /** Builders for the few commands a DTI needs. `cidr` is "ADDR/LEN"; `peer` makes a point-to-point address. */
 export const ip = {
   linkUp: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'up'] }),
-  linkDown: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'down'], tolerant: true }),
+  linkDown: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'down'], ignore: GONE }),
   /** No IPv6 link-local address on the DTI: it carries IPv4 only, so no ND/MLD chatter reaches the tunnel. */
-  noLinkLocal: (dev: string): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'addrgenmode', 'none'] }),
+  // A device whose MTU is below 1280 has IPv6 off already, and the kernel then refuses the setting.
+  noLinkLocal: (dev: string): IpCommand => ({
+    args: ['link', 'set', 'dev', dev, 'addrgenmode', 'none'],
+    ignore: /Address family not supported/,
+  }),
   linkMtu: (dev: string, mtu: number): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'mtu', String(mtu)] }),
   addrAdd: (dev: string, cidr: string, peer?: string): IpCommand => ({
     args: [family(cidr), 'addr', 'add', cidr, ...(peer ? ['peer', peer] : []), 'dev', dev],
   }),
   addrDel: (dev: string, cidr: string, peer?: string): IpCommand => ({
     args: [family(cidr), 'addr', 'del', cidr, ...(peer ? ['peer', peer] : []), 'dev', dev],
-    tolerant: true,
+    ignore: GONE,
   }),
   routeAdd: (prefix: string, dev: string, o: RouteOptions = {}): IpCommand => ({
     args: [family(prefix), 'route', 'add', ...routeArgs(prefix, dev, o)],
@@ -56,7 +63,7 @@ export const ip = {
   }),
   routeDel: (prefix: string, dev: string, o: RouteOptions = {}): IpCommand => ({
     args: [family(prefix), 'route', 'del', ...routeArgs(prefix, dev, o)],
-    tolerant: true,
+    ignore: GONE,
   }),
 };
 
@@ -75,10 +82,7 @@ export interface RunOptions {
   print?: (line: string) => void;
 }
 
-/** Messages iproute2 prints when a removal finds nothing to remove. */
-const GONE = /Cannot find device|No such process|Cannot assign requested address|No such device|does not exist/;
-
-/** Runs the commands in order; the first failure (other than a tolerant removal of something gone) throws. */
+/** Runs the commands in order; the first failure (other than one the command ignores) throws. */
 export async function runIp(cmds: readonly IpCommand[], opts: RunOptions = {}): Promise<void> {
   for (const cmd of cmds) {
     if (opts.print) {
@@ -90,7 +94,7 @@ export async function runIp(cmds: readonly IpCommand[], opts: RunOptions = {}): 
       await execFileP('ip', argv);
     } catch (err) {
       const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
-      if (cmd.tolerant && GONE.test(stderr)) continue;
+      if (cmd.ignore?.test(stderr)) continue;
       throw new Error(`${formatIp(cmd, opts.netns)} failed: ${stderr || (err as Error).message}`);
     }
   }

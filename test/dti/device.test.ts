@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { CountersSnapshot } from '../../src/dti/counters';
 import { TunDevice } from '../../src/dti/device';
-import { formatIp, ip, runIp } from '../../src/dti/netconfig';
+import { formatIp, ip, runIp, type IpCommand } from '../../src/dti/netconfig';
 import { setIpv4Checksum, internetChecksum } from '../../src/dti/packet';
 
 const execFileP = promisify(execFile);
@@ -70,6 +70,12 @@ function spawnIn(nss: Namespaces, ns: string, argv: string[], ready?: RegExp): P
     });
   });
 }
+
+/** Starts test/dti/peer.ts (a DTI wired by the Tunnel pipeline) in a namespace. */
+const peer = (nss: Namespaces, ns: string, cfg: object) =>
+  spawnIn(nss, ns, [process.execPath, '--import', 'tsx', 'test/dti/peer.ts', JSON.stringify(cfg)], /ready/);
+
+const counters = (out: string) => JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]) as CountersSnapshot;
 
 function stop(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   return new Promise((resolve) => {
@@ -165,13 +171,11 @@ describe('dti/device (namespaces, root)', function () {
     for (const [ns, dev, addr] of [[a, va, '2001:db8:77::1/64'], [b, vb, '2001:db8:77::2/64']]) {
       await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
     }
-    const peer = (ns: string, cfg: object) =>
-      spawnIn(nss, ns, [process.execPath, '--import', 'tsx', 'test/dti/peer.ts', JSON.stringify(cfg)], /ready/);
     // A's TUN MTU (1500) is above its tunnel MTU (1500 − 48 with the encap-limit option): big DF=1 packets get
     // our frag-needed, big DF=0 packets are sent as IPv6 fragments.
-    const pa = await peer(a, { tun: 'dti0', addr4: '10.202.0.1', peer4: '10.202.0.2', local6: '2001:db8:77::1',
+    const pa = await peer(nss, a, { tun: 'dti0', addr4: '10.202.0.1', peer4: '10.202.0.2', local6: '2001:db8:77::1',
       remote6: '2001:db8:77::2', tunMtu: 1500, pathMtu: 1500, encapLimit: 4 });
-    const pb = await peer(b, { tun: 'dti0', addr4: '10.202.0.2', peer4: '10.202.0.1', local6: '2001:db8:77::2',
+    const pb = await peer(nss, b, { tun: 'dti0', addr4: '10.202.0.2', peer4: '10.202.0.1', local6: '2001:db8:77::2',
       remote6: '2001:db8:77::1', tunMtu: 1400, pathMtu: 1500 });
     const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode']);
     await new Promise((r) => setTimeout(r, 1000)); // tcpdump attaches
@@ -187,7 +191,6 @@ describe('dti/device (namespaces, root)', function () {
     await stop(dump.proc, 'SIGINT');
     await stop(pa.proc);
     await stop(pb.proc);
-    const counters = (out: string) => JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]) as CountersSnapshot;
     const ca = counters(pa.out());
     const cb = counters(pb.out());
     expect(ca.events.encapsulated).to.be.at.least(5);
@@ -203,5 +206,41 @@ describe('dti/device (namespaces, root)', function () {
     expect(lines.length).to.be.at.least(10);
     for (const l of lines) expect(l, l).to.match(/IP6 2001:db8:77::[12] > 2001:db8:77::[12]: (DSTOPT )?(IP |frag)/);
     expect(lines.some((l) => /frag/.test(l))).to.equal(true);
+  });
+
+  it('learns a smaller path MTU from a router\'s ICMPv6 packet-too-big and tells the IPv4 sender (RFC 2473 §7, §8)', async function () {
+    this.timeout(60000);
+    // A ── R ── B, with a 1280-byte link between R and B: R answers A's big tunnel packets with packet-too-big.
+    const a = nss.add('pa');
+    const r = nss.add('pr');
+    const b = nss.add('pb');
+    const dev = (tag: string) => `d${tag}${ID}`.slice(0, 15);
+    execFileSync('ip', ['link', 'add', dev('a'), 'netns', a, 'type', 'veth', 'peer', 'name', dev('ra'), 'netns', r]);
+    execFileSync('ip', ['link', 'add', dev('b'), 'netns', b, 'mtu', '1280', 'type', 'veth', 'peer', 'name', dev('rb'), 'netns', r, 'mtu', '1280']);
+    const addr = (d: string, cidr: string): IpCommand => ({ args: ['-6', 'addr', 'add', cidr, 'dev', d, 'nodad'] });
+    await runIp([addr(dev('a'), '2001:db8:71::1/64'), ip.linkUp(dev('a')), ip.routeAdd('2001:db8:72::/64', dev('a'), { via: '2001:db8:71::2' })], { netns: a });
+    await runIp([addr(dev('b'), '2001:db8:72::1/64'), ip.linkUp(dev('b')), ip.routeAdd('2001:db8:71::/64', dev('b'), { via: '2001:db8:72::2' })], { netns: b });
+    await runIp([addr(dev('ra'), '2001:db8:71::2/64'), addr(dev('rb'), '2001:db8:72::2/64'), ip.linkUp(dev('ra')), ip.linkUp(dev('rb'))], { netns: r });
+    execFileSync('ip', ['netns', 'exec', r, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
+    const pa = await peer(nss, a, { tun: 'dti0', addr4: '10.203.0.1', peer4: '10.203.0.2', local6: '2001:db8:71::1',
+      remote6: '2001:db8:72::1', tunMtu: 1500, pathMtu: 1500 });
+    const pb = await peer(nss, b, { tun: 'dti0', addr4: '10.203.0.2', peer4: '10.203.0.1', local6: '2001:db8:72::1',
+      remote6: '2001:db8:71::1', tunMtu: 1240, pathMtu: 1280 });
+    const ping = (...args: string[]) =>
+      execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.3', '-W', '2', ...args, '10.203.0.2']).catch((e: { stdout: string }) => e);
+    // 1428-byte IPv4 packets with DF: they fit A's first tunnel MTU (1460) but not the path behind R.
+    const first = await ping('-c', '3', '-M', 'do', '-s', '1400');
+    expect(first.stdout).to.match(/mtu ?= ?1240/i);
+    // Forget the IPv4 path MTU A's kernel learned from our frag-needed, so it sends 1428 bytes again: with DF=0
+    // the packet now leaves A as IPv6 fragments that fit the path, and gets its reply.
+    execFileSync('ip', ['-n', a, '-4', 'route', 'flush', 'cache']);
+    expect((await ping('-c', '1', '-M', 'dont', '-s', '1400')).stdout).to.match(/1 received/);
+    await stop(pa.proc);
+    await stop(pb.proc);
+    const ca = counters(pa.out());
+    expect(ca.events.pmtu_updated).to.equal(1);
+    expect(ca.events.icmp_relayed).to.be.at.least(1);
+    expect(ca.events.fragmented).to.be.at.least(1);
+    expect(counters(pb.out()).events.decapsulated).to.be.at.least(1);
   });
 });
