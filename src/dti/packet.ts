@@ -267,8 +267,6 @@ export function parseIpv6(buf: Uint8Array, off: number, len: number, h: Ipv6Head
 
 /** Tunnel parameters for encapsulation; build once per tunnel. */
 export class EncapConfig {
-  /** Outer IPv6 source: the address of the interface the packet leaves by (draft §5.3). 16 bytes. */
-  src: Uint8Array;
   hopLimit = 64;
   /**
    * Outer traffic class. -1: copy the inner TOS byte (DSCP and ECN). Otherwise the DSCP bits are taken from this
@@ -281,14 +279,23 @@ export class EncapConfig {
   encapLimit = -1;
 
   /** `src` as four little-endian 32-bit words, for the word-at-a-time header write. */
-  readonly srcWords: Int32Array;
+  readonly srcWords = new Int32Array(4);
+  private source: Uint8Array = new Uint8Array(16);
 
   constructor(src: Uint8Array, init: Partial<Omit<EncapConfig, 'src' | 'srcWords' | 'overhead'>> = {}) {
-    if (src.length !== 16) throw new Error('EncapConfig: src must be 16 bytes');
     this.src = src;
-    this.srcWords = new Int32Array(4);
-    for (let k = 0; k < 4; k++) this.srcWords[k] = le32(src, k * 4);
     Object.assign(this, init);
+  }
+
+  /** Outer IPv6 source: the address of the interface the packet leaves by (draft §5.3). 16 bytes; settable. */
+  get src(): Uint8Array {
+    return this.source;
+  }
+
+  set src(src: Uint8Array) {
+    if (src.length !== 16) throw new Error('EncapConfig: src must be 16 bytes');
+    this.source = src;
+    for (let k = 0; k < 4; k++) this.srcWords[k] = le32(src, k * 4);
   }
 
   /** Bytes of outer headers this tunnel adds (IPv6 header, plus the encap-limit option if any). */

@@ -117,7 +117,8 @@ export class Tunnel {
   private fragId = (Math.random() * 0x100000000) >>> 0;
   private readonly route: EncapRoute;
   private readonly accept: DecapPolicy | undefined;
-  private readonly icmpSource: number;
+  /** IPv4 source of the ICMPv4 errors we send; settable (a node learns its TEP's IPv4 address with the lease). */
+  icmpSource: number;
   private readonly bucket: TokenBucket;
   private readonly now: () => number;
   private readonly onPathMtu: TunnelOptions['onPathMtu'];

@@ -99,6 +99,14 @@ describe('dti/packet: encapsulation', () => {
     expect(encapsulate(buf, HEADROOM + 1, pkt.length, self6, 0, cfg)).to.equal(-Drop.tunnel_loop);
   });
 
+  it('follows a source address changed after construction (a node learns it with the lease)', () => {
+    const cfg = new EncapConfig(new Uint8Array(16));
+    cfg.src = self6;
+    const { buf, off } = encap(ipv4(), cfg);
+    expect(Array.from(buf.subarray(off + 8, off + 24))).to.deep.equal(v6(SELF));
+    expect(() => (cfg.src = new Uint8Array(4))).to.throw(/16 bytes/);
+  });
+
   it('uses a fixed DSCP but still copies ECN (RFC 6040 normal mode), and derives a stable flow label', () => {
     const pkt = ipv4({ tos: 0x03 });
     const cfg = new EncapConfig(self6, { tclass: 0x20, flowLabel: -1 });
