@@ -158,7 +158,8 @@ export class DstmRpc {
     const from = epoch !== 0n && epoch !== this.leases.epoch ? 0 : Number(since);
     const limit = Math.max(1, Math.min(max || FEED_MAX[ctx.transport], FEED_MAX[ctx.transport]));
     let r = this.leases.changes(from, limit);
-    if (r.changes.length === 0 && waitMs > 0) {
+    // a caller without the current epoch gets the (possibly empty) full state at once, not after a wait
+    if (r.changes.length === 0 && waitMs > 0 && epoch === this.leases.epoch) {
       await this.leases.waitForChange(from, Math.min(waitMs, this.access.feedMaxWait));
       r = this.leases.changes(from, limit);
     }
