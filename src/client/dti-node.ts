@@ -18,7 +18,9 @@ import { ip, runIp, type IpCommand, type RunOptions } from '../dti/netconfig';
 import { EncapConfig, HEADROOM, bytesEqual, copyBytes, ipv4ToString, ipv6FromString, ipv6ToString, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../log';
-import { formatPrefix4, parsePrefix4 } from '../server/addr';
+import { formatPrefix4, parseIPv4, parseIPv6, parsePrefix4 } from '../server/addr';
+import type { Lease } from './dstm-client';
+import type { LeaseHooks } from './lease-keeper';
 import { writeSysctl } from '../tep/netsetup';
 
 export interface DtiOptions {
@@ -269,4 +271,14 @@ export function annexALines(local: string, tep: string, lease: Pick<DtiLease, 'a
     `ifconfig gif0 inet ${ipv4ToString(lease.address)}${peer ? ` ${peer}` : ''} netmask 255.255.255.255 up`,
     ...routes.map((r) => (r === 'default' ? `route change default ${gw}` : `route add -net ${r} ${gw}`)),
   ];
+}
+
+/** A lease from the DSTM server as the DTI needs it: our address, the TEP (both families), our IPv6 source. */
+export function dtiLease(l: Lease): DtiLease {
+  return { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep: parseIPv6(l.tep6), local: parseIPv6(l.local) };
+}
+
+/** LeaseKeeper hooks that put each lease on the DTI and take it off when it ends (released, expired, replaced). */
+export function dtiHooks(dti: Dti): LeaseHooks {
+  return { up: (l) => dti.up(dtiLease(l)), down: () => dti.down() };
 }

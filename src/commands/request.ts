@@ -3,6 +3,8 @@ import { classify, leaseJson, leaseText } from '../client/cli';
 import { connectFromFlags, exchangeFlags } from '../client/flags';
 import type { DstmClient, Lease } from '../client/dstm-client';
 import { LeaseKeeper } from '../client/lease-keeper';
+import { dtiHooks } from '../client/dti-node';
+import { dtiFlags, dtiFromFlags } from '../node/flags';
 
 export default class RequestCommand extends Command {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';
@@ -19,6 +21,7 @@ reply, 7 server error, 1 anything else.`;
     ...exchangeFlags,
     lease: Flags.integer({ summary: 'Lease length to ask for, in seconds (default 0: the server decides).' }),
     hold: Flags.boolean({ summary: 'Keep the lease: renew it until SIGINT or SIGTERM, then release it.' }),
+    ...dtiFlags,
   };
 
   async run(): Promise<void> {
@@ -46,18 +49,28 @@ reply, 7 server error, 1 anything else.`;
       await client.close();
       return;
     }
-    const keeper = new LeaseKeeper(client, { seconds });
+    let dti;
+    try {
+      dti = dtiFromFlags(flags);
+    } catch (err) {
+      await client.close();
+      this.fail(classify(err).message, classify(err).code);
+    }
+    const keeper = new LeaseKeeper(client, { seconds, hooks: dti && dtiHooks(dti) });
     keeper.on('lease', (l: Lease) => show('lease', l));
     keeper.on('renewed', (l: Lease) => show('renewed', l));
     keeper.on('expired', (l: Lease) => show('expired', l));
     keeper.on('released', (l: Lease) => show('released', l));
     keeper.on('error', (err: unknown) => process.stderr.write(`dstm request: ${classify(err).message} (retrying)\n`));
-    void keeper.start();
+    // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1)
+    await dti?.start(flags['on-demand'] ? () => void keeper.start() : undefined);
+    if (!flags['on-demand']) void keeper.start();
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
     await keeper.stop();
+    dti?.close();
     await client.close();
   }
 

@@ -118,11 +118,6 @@ export class BindingTable {
     return true;
   }
 
-  /** Removes every server-learned binding (before a full resync); static mappings stay. */
-  clearLearned(): void {
-    for (let s = 0; s < this.cap; s++) if (this.used[s] && !this.isStatic[s]) this.remove(s);
-  }
-
   /** Removes bindings that ended at or before `now`; returns them (for logging and counting). */
   sweep(now: number): Binding[] {
     const ended: Binding[] = [];

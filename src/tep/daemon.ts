@@ -8,6 +8,8 @@ import { Registry, serveMetrics } from '../metrics';
 import { formatPrefix4, formatPrefix6 } from '../server/addr';
 import { formatEndpoint } from '../endpoint';
 import { ipv4ToString, ipv6ToString } from '../dti/packet';
+import { BindingFeed, type FeedBinding } from '../client/binding-feed';
+import { parseIPv4, parseIPv6 } from '../server/addr';
 import { serveControl } from './control';
 import { Tep } from './tep';
 import { setupTepNetwork, teardownTepNetwork } from './netsetup';
@@ -40,7 +42,7 @@ export function checkTep(c: TepConfig): void {
   if (c.server && c.pools.length === 0) throw new Error('--server needs the pools it serves (--pool CIDR)');
 }
 
-export async function startTep(c: TepConfig, log: Logger, follow?: (tep: Tep) => { stop(): void }): Promise<RunningTep> {
+export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
   checkTep(c);
   const tep = new Tep({
     address: c.address,
@@ -56,7 +58,7 @@ export async function startTep(c: TepConfig, log: Logger, follow?: (tep: Tep) =>
   const tun = tep.open();
   let control: Server | undefined;
   let metrics: HttpServer | undefined;
-  let feed: { stop(): void } | undefined;
+  let feed: BindingFeed | undefined;
   try {
     await setupTepNetwork(tun.name, tep.tunnel.tunnelMtu, tep.routedPrefixes(), log);
     control = await serveControl(c.control, () => tep.stats());
@@ -65,7 +67,7 @@ export async function startTep(c: TepConfig, log: Logger, follow?: (tep: Tep) =>
       tep.register(registry);
       metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port)).server;
     }
-    feed = follow?.(tep);
+    if (c.server) feed = followFeed(tep, c, log);
   } catch (err) {
     tep.close();
     control?.close();
@@ -76,7 +78,7 @@ export async function startTep(c: TepConfig, log: Logger, follow?: (tep: Tep) =>
   return {
     tep,
     async stop() {
-      feed?.stop();
+      await feed?.stop();
       await teardownTepNetwork(tun.name, tep.routedPrefixes());
       tep.close();
       control?.close();
@@ -84,4 +86,19 @@ export async function startTep(c: TepConfig, log: Logger, follow?: (tep: Tep) =>
       log.info('tep stopped', { ...tep.stats().forwarded });
     },
   };
+}
+
+/**
+ * Follows the server's binding feed (a long poll, so a new binding reaches the TEP as soon as it is committed;
+ * the feed retries through server restarts and reloads the full state when the server's store was rebuilt).
+ */
+function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
+  const server = c.server as NonNullable<TepConfig['server']>;
+  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: ipv6ToString(c.address) });
+  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
+  feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
+  feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: formatEndpoint(server), bindings: info.size }));
+  feed.on('error', (err: Error) => log.warn('binding feed call failed, retrying', { server: formatEndpoint(server), error: err.message }));
+  void feed.start();
+  return feed;
 }

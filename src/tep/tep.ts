@@ -8,7 +8,7 @@
 // Which node holds which address comes from the DSTM server's binding feed (or static Annex A mappings), never
 // from traffic: a tunnelled packet is forwarded only if its inner IPv4 source is the address bound to its outer
 // IPv6 source, and IPv4 for a pool address goes only to the node that address is bound to, until the binding ends.
-import { Counters, Drop, type DropCode } from '../dti/counters';
+import { Counters, Drop, dropLoggerTo, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
 import { EncapConfig, ipv4ToString, ipv6ToString } from '../dti/packet';
 import { Tunnel } from '../dti/tunnel';
@@ -66,6 +66,8 @@ export class Tep {
   private icmp6: Icmp6ErrorSocket | undefined;
 
   constructor(readonly opts: TepOptions) {
+    // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
+    if (opts.log.enabled('debug')) this.counters.logger = dropLoggerTo(opts.log);
     this.domain = new Ipv6PrefixList(opts.prefixes);
     this.unboundSource = this.counters.define(UNBOUND_SOURCE);
     this.tunnel = new Tunnel({
@@ -132,12 +134,6 @@ export class Tep {
     if (!b || b.source === 'static') return;
     this.bindings.delete(ipv4);
     this.opts.log.info('binding removed', { ipv4: b.ipv4, ipv6: b.ipv6 });
-  }
-
-  /** The server's state was rebuilt: forget every learned binding before the full state is fed again. */
-  resync(): void {
-    this.bindings.clearLearned();
-    this.opts.log.info('bindings resynchronised from the server');
   }
 
   private tick(): void {

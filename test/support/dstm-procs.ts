@@ -30,7 +30,7 @@ export async function startTep(t: Topology, extra: string[]): Promise<ChildProce
     t.ns.y,
     dstmArgv('tep', '--address', ADDR.y6, '--ipv4', ADDR.y4, '--pool', ADDR.pool4, '--control', tepControlPath(t),
       ...ADDR.domain6.flatMap((p) => ['--prefix', p]), ...extra),
-    { env: { ...process.env, DSTM_LOG_LEVEL: 'info' } },
+    { env: { ...process.env, DSTM_LOG_LEVEL: process.env.DSTM_LOG_LEVEL ?? 'info' } },
   );
   await waitForOutput(tep, /tep ready/);
   return tep;
