@@ -60,7 +60,7 @@ export interface Version {
 }
 
 export type Definition =
-  | { kind: 'const'; name: string; value: Value; pos: Pos }
+  | { kind: 'const'; name: string; value: Value | { kind: 'str'; text: string; pos: Pos }; pos: Pos }
   | { kind: 'typedef'; decl: Decl; pos: Pos }
   | { kind: 'enum'; name: string; body: EnumBody; pos: Pos }
   | { kind: 'struct'; name: string; body: StructBody; pos: Pos }
@@ -70,4 +70,6 @@ export type Definition =
 export interface Specification {
   file: string;
   definitions: Definition[];
+  /** Constants that `%#define` lines give the C compiler, as written (used only for names not defined in XDR). */
+  cDefines: Map<string, string>;
 }

@@ -17,7 +17,9 @@ export type Shape =
   | { k: 'farray'; el: Shape; n: number }
   | { k: 'varray'; el: Shape; max: number }
   | { k: 'opt'; el: Shape }
-  | { k: 'void' };
+  | { k: 'void' }
+  /** A type defined in another generated module (rpcgen-ts --extern), as rpcgen leaves xdr_T to the linker. */
+  | { k: 'extern'; name: string };
 
 export interface Field {
   name: string;
@@ -90,11 +92,19 @@ export interface ProgramInfo {
 
 export interface Model {
   file: string;
-  consts: { name: string; value: bigint }[];
+  /** Constants: numbers, or text (rpcgen passes `const X = "..."` through to C). */
+  consts: { name: string; value: bigint | string }[];
   types: NamedType[];
   /** Members of inline anonymous enums, which (as in C) are constants in the file's scope. */
   anonEnumMembers: { name: string; value: number }[];
   programs: ProgramInfo[];
+  /** Names of the types taken from the --extern module, in order of first use. */
+  externs: string[];
+}
+
+export interface CheckOptions {
+  /** Resolve types this file does not define to another module's, instead of failing. */
+  externTypes?: boolean;
 }
 
 type Symbol =
@@ -103,6 +113,30 @@ type Symbol =
   | { kind: 'type'; def: Extract<Definition, { kind: 'typedef' | 'enum' | 'struct' | 'union' }>; named?: NamedType }
   | { kind: 'rpc'; value: Value; what: string };
 
+/**
+ * Types and constants that .x files take from the C library rather than define: libtirpc's xdr_int32_t,
+ * xdr_u_int64_t, xdr_netobj (opaque<MAX_NETOBJ_SZ>)... and <rpc/types.h>'s rpcprog_t family. Each applies only
+ * where the file does not define the name itself.
+ */
+const LIBRARY_TYPES: Record<string, Shape> = {
+  int8_t: { k: 'prim', p: 'int' }, int16_t: { k: 'prim', p: 'int' }, int32_t: { k: 'prim', p: 'int' },
+  uint8_t: { k: 'prim', p: 'uint' }, u_int8_t: { k: 'prim', p: 'uint' }, uint16_t: { k: 'prim', p: 'uint' },
+  u_int16_t: { k: 'prim', p: 'uint' }, uint32_t: { k: 'prim', p: 'uint' }, u_int32_t: { k: 'prim', p: 'uint' },
+  int64_t: { k: 'prim', p: 'hyper' }, quad_t: { k: 'prim', p: 'hyper' }, longlong_t: { k: 'prim', p: 'hyper' },
+  uint64_t: { k: 'prim', p: 'uhyper' }, u_int64_t: { k: 'prim', p: 'uhyper' }, u_quad_t: { k: 'prim', p: 'uhyper' },
+  u_longlong_t: { k: 'prim', p: 'uhyper' }, bool_t: { k: 'prim', p: 'bool' },
+  rpcprog_t: { k: 'prim', p: 'uint' }, rpcvers_t: { k: 'prim', p: 'uint' }, rpcproc_t: { k: 'prim', p: 'uint' },
+  rpcprot_t: { k: 'prim', p: 'uint' }, rpcport_t: { k: 'prim', p: 'uint' },
+  netobj: { k: 'vopaque', max: 1024 },
+  des_block: { k: 'fopaque', n: 8 },
+  // xdr_netbuf: maxlen, then the bytes (libtirpc bounds them by maxlen; the length word carries len).
+  netbuf: {
+    k: 'struct',
+    s: { fields: [{ name: 'maxlen', shape: { k: 'prim', p: 'uint' } }, { name: 'buf', shape: { k: 'vopaque', max: UNBOUNDED } }], recursive: false, listField: -1 },
+  },
+};
+const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETNAMELEN: 255n, MAX_NETOBJ_SZ: 1024n };
+
 const INT_MIN = -0x80000000n;
 const INT_MAX = 0x7fffffffn;
 
@@ -110,16 +144,19 @@ function fail(pos: Pos, msg: string): never {
   throw new XdrSyntaxError(pos, msg);
 }
 
-export function check(spec: Specification): Model {
-  return new Checker(spec).run();
+export function check(spec: Specification, options: CheckOptions = {}): Model {
+  return new Checker(spec, options).run();
 }
 
 class Checker {
   private readonly symbols = new Map<string, Symbol>();
   private readonly model: Model;
 
-  constructor(private readonly spec: Specification) {
-    this.model = { file: spec.file, consts: [], types: [], anonEnumMembers: [], programs: [] };
+  constructor(
+    private readonly spec: Specification,
+    private readonly options: CheckOptions,
+  ) {
+    this.model = { file: spec.file, consts: [], types: [], anonEnumMembers: [], programs: [], externs: [] };
   }
 
   run(): Model {
@@ -127,13 +164,13 @@ class Checker {
     for (const d of this.spec.definitions) {
       switch (d.kind) {
         case 'const':
-          this.model.consts.push({ name: d.name, value: this.constValue(d.name, d.pos) });
+          this.model.consts.push({ name: d.name, value: d.value.kind === 'str' ? d.value.text : this.constValue(d.name, d.pos) });
           break;
         case 'program':
           this.model.programs.push(this.program(d));
           break;
         case 'typedef':
-          this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
+          if (!isSelfTypedef(d)) this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
           break;
         default:
           this.model.types.push(this.namedType(d.name));
@@ -160,6 +197,7 @@ class Checker {
         this.define(d.name, { kind: 'const', def: d }, d.pos);
         break;
       case 'typedef':
+        if (isSelfTypedef(d)) break;
         if (d.decl.kind !== 'void') this.define(d.decl.name, { kind: 'type', def: d }, d.pos);
         this.declareInline(d.decl);
         break;
@@ -230,16 +268,63 @@ class Checker {
     if (sym.kind !== 'const') return fail(pos, `${name} is a type, not a constant`);
     if (sym.value !== undefined) return sym.value;
     if (sym.busy) return fail(pos, `constant ${name} is defined in terms of itself`);
+    const def = sym.def.value;
+    if (def.kind === 'str') return fail(pos, `${name} is a string constant, not a number`);
     sym.busy = true;
-    sym.value = this.value(sym.def.value);
+    sym.value = this.value(def);
     sym.busy = false;
     return sym.value;
   }
 
   private value(v: Value): bigint {
     if (v.kind === 'num') return v.value;
-    if (!this.symbols.has(v.name) && (v.name === 'TRUE' || v.name === 'FALSE')) return v.name === 'TRUE' ? 1n : 0n;
+    if (!this.symbols.has(v.name)) {
+      if (Object.hasOwn(LIBRARY_CONSTANTS, v.name)) return LIBRARY_CONSTANTS[v.name];
+      const c = this.cDefine(v.name, new Set());
+      if (c !== undefined) return c;
+    }
     return this.constValue(v.name, v.pos);
+  }
+
+  /** A `%#define` constant: integers, other such names, + - * / << >> | & and parentheses, as C would see them. */
+  private cDefine(name: string, seen: Set<string>): bigint | undefined {
+    const text = this.spec.cDefines.get(name);
+    if (text === undefined || seen.has(name)) return undefined;
+    seen.add(name);
+    const toks = text.match(/0[xX][0-9a-fA-F]+|\d+|[A-Za-z_]\w*|<<|>>|[-+*/|&()]|\S/g) ?? [];
+    let k = 0;
+    const atom = (): bigint | undefined => {
+      const t = toks[k++];
+      if (t === undefined) return undefined;
+      if (t === '(') {
+        const v = expr(0);
+        return toks[k++] === ')' ? v : undefined;
+      }
+      if (t === '-') {
+        const v = atom();
+        return v === undefined ? undefined : -v;
+      }
+      if (/^\d/.test(t)) return BigInt(/^0\d/.test(t) ? `0o${t.slice(1)}` : t);
+      if (/^[A-Za-z_]/.test(t)) {
+        const sym = this.symbols.get(t);
+        if (sym && sym.kind === 'const' && sym.def.value.kind !== 'str') return this.constValue(t, sym.def.pos);
+        return Object.hasOwn(LIBRARY_CONSTANTS, t) ? LIBRARY_CONSTANTS[t] : this.cDefine(t, seen);
+      }
+      return undefined;
+    };
+    const prec: Record<string, number> = { '|': 1, '&': 2, '<<': 3, '>>': 3, '+': 4, '-': 4, '*': 5, '/': 5 };
+    const expr = (min: number): bigint | undefined => {
+      let v = atom();
+      while (v !== undefined && k < toks.length && (prec[toks[k]] ?? 0) > min) {
+        const op = toks[k++];
+        const r = expr(prec[op]);
+        if (r === undefined || (op === '/' && r === 0n)) return undefined;
+        v = op === '+' ? v + r : op === '-' ? v - r : op === '*' ? v * r : op === '/' ? v / r : op === '<<' ? v << r : op === '>>' ? v >> r : op === '|' ? v | r : v & r;
+      }
+      return v;
+    };
+    const v = expr(0);
+    return k === toks.length ? v : undefined;
   }
 
   /** A size or maximum: 0..2^32-1. */
@@ -379,6 +464,11 @@ class Checker {
       }
       case 'ref': {
         const sym = this.symbols.get(t.name);
+        if (!sym && Object.hasOwn(LIBRARY_TYPES, t.name)) return LIBRARY_TYPES[t.name];
+        if (!sym && this.options.externTypes) {
+          if (!this.model.externs.includes(t.name)) this.model.externs.push(t.name);
+          return { k: 'extern', name: t.name };
+        }
         if (!sym) return fail(t.pos, `undefined type ${t.name}`);
         if (sym.kind !== 'type') return fail(t.pos, `${t.name} is not a type`);
         const named = this.namedType(t.name);
@@ -515,6 +605,11 @@ class Checker {
   }
 }
 
+/** `typedef struct X X;`: the C idiom naming a struct without `struct`, which XDR does anyway. */
+function isSelfTypedef(d: Extract<Definition, { kind: 'typedef' }>): boolean {
+  return d.decl.kind === 'plain' && d.decl.type.kind === 'ref' && d.decl.type.name === d.decl.name;
+}
+
 /** The struct a field links to when it is `S *next` (through any typedefs), else undefined. */
 function listTarget(shape: Shape): StructInfo | undefined {
   const s = unalias(shape);
@@ -565,6 +660,7 @@ export function minSize(shape: Shape, where = ''): number {
     case 'opt':
       return 4;
     case 'void':
+    case 'extern':
       return 0;
     case 'fopaque':
       return shape.n + ((4 - (shape.n & 3)) & 3);

@@ -1,11 +1,11 @@
-// rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [-I DIR]: one DIR/NAME.ts per NAME.x, like rpcgen.
+// rpcgen-ts FILE.x [FILE.x ...] --out DIR: one DIR/NAME.ts per NAME.x, like rpcgen. See man/rpcgen-ts.1.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import { compileFile } from './index';
 
-const USAGE = 'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [-I DIR ...]';
+const USAGE = 'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
 
-/** The runtime as seen from `outDir`: this compiler's sibling directory (src/rpc, or dist/src/rpc). */
+/** The runtime as seen from `outDir`: this compiler's parent directory (src/rpc, or dist/src/rpc). */
 function defaultRuntime(outDir: string): string {
   const rel = relative(resolve(outDir), resolve(__dirname, '..')).split(sep).join('/');
   return rel.startsWith('.') ? rel : `./${rel}`;
@@ -14,36 +14,41 @@ function defaultRuntime(outDir: string): string {
 export function main(argv: string[]): number {
   const files: string[] = [];
   const includeDirs: string[] = [];
+  const defines = new Set(['RPC_HDR']);
   let out: string | undefined;
   let runtime: string | undefined;
+  let externModule: string | undefined;
+  const usage = (msg: string): number => {
+    process.stderr.write(`rpcgen-ts: ${msg}\n${USAGE}\n`);
+    return 2;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const value = (): string | undefined => (i + 1 < argv.length ? argv[++i] : undefined);
-    if (a === '--out' || a === '-o') out = value();
-    else if (a === '--runtime') runtime = value();
-    else if (a === '-I') {
-      const d = value();
-      if (d !== undefined) includeDirs.push(d);
-    } else if (a.startsWith('-I') && a.length > 2) includeDirs.push(a.slice(2));
-    else if (a === '-h' || a === '--help') {
+    const m = /^(-[IDU])(.+)$/.exec(a);
+    const [opt, attached] = m ? [m[1], m[2]] : [a, undefined];
+    const takesValue = ['--out', '-o', '--runtime', '--extern', '-I', '-D', '-U'].includes(opt);
+    if (takesValue && attached === undefined && i + 1 >= argv.length) return usage(`${opt} needs a value`);
+    const value = takesValue ? (attached ?? argv[++i]) : '';
+    if (opt === '--out' || opt === '-o') out = value;
+    else if (opt === '--runtime') runtime = value;
+    else if (opt === '--extern') externModule = value;
+    else if (opt === '-I') includeDirs.push(value);
+    else if (opt === '-D') defines.add(value.split('=')[0]);
+    else if (opt === '-U') defines.delete(value);
+    else if (opt === '-h' || opt === '--help') {
       process.stdout.write(`${USAGE}\n`);
       return 0;
-    } else if (a.startsWith('-')) {
-      process.stderr.write(`rpcgen-ts: unknown option ${a}\n${USAGE}\n`);
-      return 2;
-    } else files.push(a);
+    } else if (opt.startsWith('-')) return usage(`unknown option ${opt}`);
+    else files.push(a);
   }
-  if (files.length === 0 || out === undefined || (runtime === undefined && argv.includes('--runtime'))) {
-    process.stderr.write(`${USAGE}\n`);
-    return 2;
-  }
-  const outDir = out;
+  if (files.length === 0) return usage('no .x file given');
+  if (out === undefined) return usage('--out DIR is required');
   let status = 0;
   for (const file of files) {
     try {
-      const code = compileFile(file, { runtime: runtime ?? defaultRuntime(outDir), includeDirs });
-      mkdirSync(outDir, { recursive: true });
-      writeFileSync(join(outDir, `${basename(file, extname(file))}.ts`), code);
+      const code = compileFile(file, { runtime: runtime ?? defaultRuntime(out), includeDirs, defines: [...defines], externModule });
+      mkdirSync(out, { recursive: true });
+      writeFileSync(join(out, `${basename(file, extname(file))}.ts`), code);
     } catch (err) {
       process.stderr.write(`rpcgen-ts: ${err instanceof Error ? err.message : String(err)}\n`);
       status = 1;

@@ -12,12 +12,16 @@ export interface CompileOptions {
   runtime: string;
   /** Directories searched by `#include`. */
   includeDirs?: string[];
+  /** Names defined for #if/#ifdef (default RPC_HDR). */
+  defines?: string[];
+  /** Module specifier (from the output directory) of the generated module that undefined types come from. */
+  externModule?: string;
 }
 
 /** Compile .x source text; `file` names it in errors and in the generated header. */
 export function compileSource(file: string, text: string, options: CompileOptions): string {
-  const model = check(parse(file, text, { includeDirs: options.includeDirs }));
-  return emit(model, { runtime: options.runtime, source: basename(file) });
+  const model = check(parse(file, text, { includeDirs: options.includeDirs, defines: options.defines }), { externTypes: options.externModule !== undefined });
+  return emit(model, { runtime: options.runtime, source: basename(file), externModule: options.externModule });
 }
 
 export function compileFile(file: string, options: CompileOptions): string {

@@ -16,7 +16,8 @@ const C_INTEGERS: Record<string, Primitive> = {
 };
 
 export function parse(file: string, text: string, options: LexOptions = {}): Specification {
-  return new Parser(tokenize(file, text, options)).specification(file);
+  const { tokens, cDefines } = tokenize(file, text, options);
+  return { ...new Parser(tokens).specification(file), cDefines };
 }
 
 class Parser {
@@ -24,7 +25,7 @@ class Parser {
 
   constructor(private readonly toks: Token[]) {}
 
-  specification(file: string): Specification {
+  specification(file: string): Omit<Specification, 'cDefines'> {
     const definitions: Definition[] = [];
     while (this.peek().kind !== 'eof') definitions.push(this.definition());
     return { file, definitions };
@@ -92,7 +93,8 @@ class Parser {
         this.next();
         const name = this.ident('a constant name').text;
         this.expect('=');
-        const value = this.value();
+        const s = this.peek();
+        const value = s.kind === 'string' ? (this.next(), { kind: 'str' as const, text: s.str!, pos: s }) : this.value();
         this.expect(';');
         return { kind: 'const', name, value, pos: t };
       }
