@@ -306,19 +306,33 @@ export class EncapConfig {
 
 const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
 const NO_WORDS: Uint32Array = new Uint32Array(0);
-let wordsOf: Uint8Array | undefined;
-let words: Uint32Array = NO_WORDS;
+// Two cached word views: a pipeline alternates between its TUN and raw-socket receive buffers, batch by batch.
+let wordsOfA: Uint8Array | undefined;
+let wordsA: Uint32Array = NO_WORDS;
+let wordsOfB: Uint8Array | undefined;
+let wordsB: Uint32Array = NO_WORDS;
 
 /**
- * A 32-bit view of `buf` (cached for the last buffer: the pipeline writes into the same receive buffer batch
- * after batch), or an empty view when word writes cannot be used (unaligned buffer, big-endian host).
+ * A 32-bit view of `buf` for word-at-a-time address access, or an empty view when that cannot be used
+ * (unaligned buffer, big-endian host). Views are cached, so a new one is made only when the buffer changes.
  */
 function wordView(buf: Uint8Array): Uint32Array {
-  if (buf !== wordsOf) {
-    wordsOf = buf;
-    words = LITTLE_ENDIAN && (buf.byteOffset & 3) === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) : NO_WORDS;
-  }
-  return words;
+  if (buf === wordsOfA) return wordsA;
+  if (buf === wordsOfB) return wordsB;
+  wordsOfB = wordsOfA;
+  wordsB = wordsA;
+  wordsOfA = buf;
+  wordsA = LITTLE_ENDIAN && (buf.byteOffset & 3) === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) : NO_WORDS;
+  return wordsA;
+}
+
+/** Whether the 16 bytes at buf[off] are `cfg.src` (words when aligned, else bytes). */
+function isOwnAddress(buf: Uint8Array, off: number, cfg: EncapConfig): boolean {
+  const w = (off & 3) === 0 ? wordView(buf) : NO_WORDS;
+  const i = off >>> 2;
+  if (i + 4 > w.length) return bytesEqual(buf, off, cfg.src, 0, 16);
+  const s = cfg.srcWords;
+  return ((w[i] ^ s[0]) | (w[i + 1] ^ s[1]) | (w[i + 2] ^ s[2]) | (w[i + 3] ^ s[3])) === 0;
 }
 
 /** Four bytes as the little-endian 32-bit word that stores them in order. */
@@ -449,15 +463,15 @@ export function ecnDecap(innerEcn: number, outerEcn: number): number {
 /**
  * Decapsulates the IPv6 packet at buf[off..off+len): validates the IPv6 header and its extension headers
  * (accepting a Tunnel Encapsulation Limit option), requires next header 4 and a valid IPv4 packet that fits the
- * IPv6 payload, applies RFC 6040 to the inner ECN field, and refuses packets from `self` (our own tunnel
- * address, RFC 2473 §4.1.2) when given. Result in `r`; returns OK or a Drop code.
+ * IPv6 payload, applies RFC 6040 to the inner ECN field, and refuses packets from our own tunnel address
+ * (`self.src`, RFC 2473 §4.1.2) when `self` is given. Result in `r`; returns OK or a Drop code.
  */
-export function decapsulate(buf: Uint8Array, off: number, len: number, r: DecapResult, self?: Uint8Array): DropCode {
+export function decapsulate(buf: Uint8Array, off: number, len: number, r: DecapResult, self?: EncapConfig): DropCode {
   const h6 = r.ip6;
   let code = parseIpv6(buf, off, len, h6);
   if (code !== OK) return code;
   if (h6.upperProto !== PROTO_IPIP) return Drop.not_ipip;
-  if (self !== undefined && bytesEqual(buf, off + 8, self, 0, 16)) return Drop.tunnel_loop;
+  if (self !== undefined && isOwnAddress(buf, off + 8, self)) return Drop.tunnel_loop;
   const ip = h6.upperOff;
   code = parseIpv4(buf, ip, h6.upperLen, r.ip4);
   if (code !== OK) return code;

@@ -263,7 +263,7 @@ export class Tunnel {
     const c = this.counters;
     const r = this.dr;
     const out = this.toTun;
-    const self = this.encap.src;
+    const self = this.encap;
     const accept = this.accept;
     out.buf = buf;
     out.count = 0;

@@ -97,6 +97,9 @@ describe('dti/packet: encapsulation', () => {
       Array.from(aligned.buf.subarray(aligned.off, aligned.off + aligned.len)),
     );
     expect(encapsulate(buf, HEADROOM + 1, pkt.length, self6, 0, cfg)).to.equal(-Drop.tunnel_loop);
+    const looped = place(ipv6(SELF, TEP, 4, pkt), 1);
+    expect(decapsulate(looped, 1, 40 + pkt.length, new DecapResult(), cfg)).to.equal(Drop.tunnel_loop);
+    expect(decapsulate(looped, 1, 40 + pkt.length, new DecapResult(), new EncapConfig(tep6))).to.equal(OK);
   });
 
   it('follows a source address changed after construction (a node learns it with the lease)', () => {
@@ -188,7 +191,7 @@ describe('dti/packet: decapsulation', () => {
     ];
     for (const [bytes, want] of cases) {
       const b = Uint8Array.from(bytes);
-      const code = decapsulate(b, 0, b.length, r, self6);
+      const code = decapsulate(b, 0, b.length, r, new EncapConfig(self6));
       expect(code, JSON.stringify(bytes.slice(0, 8))).to.equal(want);
       c.drop(code);
     }
