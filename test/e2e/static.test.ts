@@ -1,0 +1,69 @@
+// Annex A end to end, no DSTM server: `dstm static` on X and `dstm tep --static` on Y, real processes in real
+// namespaces; an unmodified IPv4 client and ping on X reach Z through the IPv6-only X–Y link.
+import { expect } from 'chai';
+import type { ChildProcess } from 'node:child_process';
+import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
+import { ADDR, Topology, netnsUnavailable, stopChild } from '../support/netns';
+import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
+
+describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', function () {
+  this.timeout(60_000);
+  let t: Topology;
+  let node: ChildProcess;
+
+  before(async function () {
+    const why = netnsUnavailable() ?? cliUnavailable();
+    if (why) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    t = await Topology.create();
+    await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`]);
+    node = await startStaticNode(t);
+    await startEchoServer(t);
+  });
+
+  after(async () => {
+    await t?.destroy();
+  });
+
+  it('an IPv4 TCP client on X reaches Z, which sees the static address as the source', async () => {
+    expect(await tcpHello(t, t.ns.x)).to.equal(`hello from Z, you are ${ADDR.static4}`);
+  });
+
+  it('ping from X to Z gets its replies', async () => {
+    expect(await ping(t, t.ns.x, ADDR.z4, 3)).to.equal(3);
+  });
+
+  it('only IPv6 crosses the X–Y link', async () => {
+    const cap = await capture(t, t.ns.x, 'eth-y');
+    await ping(t, t.ns.x, ADDR.z4, 2);
+    await tcpHello(t, t.ns.x);
+    const lines = await cap.stop();
+    expect(lines.filter((l) => !l.startsWith('IP6 ')), lines.join('\n')).to.deep.equal([]);
+    expect(lines.filter((l) => l.includes(`IP ${ADDR.static4} > ${ADDR.z4}`))).to.not.be.empty;
+    expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${ADDR.static4}`))).to.not.be.empty;
+  });
+
+  it('Y drops and counts spoofed, unbound and foreign tunnelled packets, and IPv4 for unbound pool addresses', async () => {
+    const before = (await tepStats(t)).drops;
+    await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.7', dst4: ADDR.z4 }); // X claims another address
+    await inject(t, t.ns.s, { src6: ADDR.s6, dst6: ADDR.y6, src4: ADDR.static4, dst4: ADDR.z4 }); // S holds no binding
+    await inject(t, t.ns.x, { src6: '2001:db8:99::10', dst6: ADDR.y6, src4: ADDR.static4, dst4: ADDR.z4 }); // outside the domain
+    await ping(t, t.ns.z, '198.51.100.5', 2); // a pool address bound to nobody
+    const after = (await tepStats(t)).drops;
+    expect(after.spoofed_source - before.spoofed_source).to.equal(5);
+    expect(after.unbound_source - before.unbound_source).to.equal(5);
+    expect(after.outside_prefix - before.outside_prefix).to.equal(5);
+    expect(after.no_binding - before.no_binding).to.equal(2);
+  });
+
+  it('once the node stops, X sends no more IPv4 and the device is gone', async () => {
+    const before = (await tepStats(t)).forwarded.toIpv4;
+    expect(await stopChild(node)).to.equal(0);
+    expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
+    expect((await tepStats(t)).forwarded.toIpv4).to.equal(before);
+    const { stdout } = await t.ip(t.ns.x, 'link', 'show');
+    expect(stdout).to.not.include('dti0');
+  });
+});

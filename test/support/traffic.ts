@@ -1,0 +1,62 @@
+// Ordinary IPv4 applications and observers for the end-to-end tests and the demo: a TCP server on Z that tells each
+// client the source address it sees, a plain IPv4 TCP client (bash's /dev/tcp), ping, a packet capture, and a
+// sender of hand-made IPv4-in-IPv6 packets for the anti-spoofing checks.
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { ADDR, Topology, output, stopChild, waitForOutput } from './netns';
+import { ROOT } from './dstm-procs';
+
+export const ECHO_PORT = 7000;
+
+const ECHO_SERVER = `
+require('node:net').createServer((s) => s.end('hello from Z, you are ' + s.remoteAddress + '\\n'))
+  .listen(${ECHO_PORT}, '0.0.0.0', () => console.log('listening'));`;
+
+/** A TCP server on Z answering "hello from Z, you are ADDRESS". */
+export async function startEchoServer(t: Topology): Promise<ChildProcess> {
+  const server = t.spawn(t.ns.z, [process.execPath, '-e', ECHO_SERVER]);
+  await waitForOutput(server, /listening/);
+  return server;
+}
+
+/** Connects from `ns` to Z's echo server with bash's /dev/tcp (an unmodified IPv4 client); returns its answer. */
+export async function tcpHello(t: Topology, ns: string, timeoutSec = 5): Promise<string> {
+  const script = `exec 3<>/dev/tcp/${ADDR.z4}/${ECHO_PORT} && read -r line <&3 && echo "$line"`;
+  const { stdout } = await t.exec(ns, ['timeout', String(timeoutSec), 'bash', '-c', script]);
+  return stdout.trim();
+}
+
+/** Pings from `ns`; resolves with the number of replies (0 when none came back or the network is unreachable). */
+export async function ping(t: Topology, ns: string, dst: string, count = 3): Promise<number> {
+  try {
+    const { stdout } = await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst]);
+    return Number(/(\d+) received/.exec(stdout)?.[1] ?? 0);
+  } catch (err) {
+    const m = /(\d+) received/.exec((err as Error).message);
+    return m ? Number(m[1]) : 0;
+  }
+}
+
+/** A running tcpdump on one interface; stop() returns the packets it saw, one summary line each. */
+export interface Capture {
+  stop(): Promise<string[]>;
+}
+
+export async function capture(t: Topology, ns: string, dev: string): Promise<Capture> {
+  const dump = t.spawn(ns, ['tcpdump', '-n', '-l', '-t', '-i', dev]);
+  await waitForOutput(dump, /listening on/);
+  return {
+    async stop() {
+      await new Promise((r) => setTimeout(r, 200)); // let the last packets be printed
+      await stopChild(dump);
+      return output(dump)
+        .split('\n')
+        .filter((l) => /^(IP6?|ARP) /.test(l));
+    },
+  };
+}
+
+/** Sends `count` IPv4-in-IPv6 UDP packets from `ns` with the given outer and inner addresses (spoofing allowed). */
+export async function inject(t: Topology, ns: string, p: { src6: string; dst6: string; src4: string; dst4: string; count?: number }): Promise<void> {
+  await t.exec(ns, [process.execPath, '--import', 'tsx', join(ROOT, 'test', 'support', 'inject.ts'), p.src6, p.dst6, p.src4, p.dst4, String(p.count ?? 5)]);
+}
