@@ -1,13 +1,23 @@
 // The server's duplicate request cache. A UDP client that hears no reply sends the same call again with the same
 // XID; the cache makes the server answer it with the reply it already sent (or drop it while the first is still
-// running) instead of running the procedure twice. Keyed on XID, peer address and port, and a checksum of the call
-// so an XID reused for a different call is not mistaken for a retransmission. Bounded in entries and reply bytes;
-// the oldest entries go first.
+// running) instead of running the procedure twice. A call is identified by its XID, the peer's port, a 32-bit hash
+// of the peer's address and a checksum of the call, so an XID reused for a different call is not mistaken for a
+// retransmission.
+//
+// Bounded in entries and in reply bytes, oldest first, and free of allocation on the hot path (a cache that held an
+// object and a Buffer per call would keep the garbage collector busy): entries live in typed arrays used as a ring,
+// found through a direct-mapped index, and replies are copied into one byte ring. An entry whose slot or reply bytes
+// have been reused is simply gone; a reply larger than a quarter of the byte ring is not kept.
 
-/** A cached call: `reply` is null while the first copy of the call is still being served. */
-export interface DrcEntry {
-  reply: Buffer | null;
-}
+/** lookup() results. */
+export const DRC_NEW = 0;
+export const DRC_REPLAY = 1;
+export const DRC_IN_PROGRESS = 2;
+
+const EMPTY = 0;
+const RUNNING = 1;
+const CACHED = 2;
+const UNCACHED = 3;
 
 /** FNV-1a over the call after its XID (at most 256 bytes of it), mixed with the length. */
 function checksum(call: Uint8Array): number {
@@ -17,51 +27,123 @@ function checksum(call: Uint8Array): number {
   return h >>> 0;
 }
 
+function stringHash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
 export class DuplicateCache {
-  private readonly map = new Map<string, DrcEntry>();
-  private bytes = 0;
+  private readonly size: number;
+  private readonly state: Uint8Array;
+  private readonly gen: Uint32Array;
+  private readonly xid: Uint32Array;
+  private readonly sum: Uint32Array;
+  private readonly port: Uint32Array;
+  private readonly addr: Uint32Array;
+  private readonly replyOff: Uint32Array;
+  private readonly replyLen: Uint32Array;
+  /** Logical position (bytes ever written to the ring, counting skipped tails) where each reply starts. */
+  private readonly replyAt: Float64Array;
+  private readonly index: Int32Array;
+  private readonly mask: number;
+  private readonly bytes: Buffer;
+  private next = 0;
+  private head = 0;
+  private written = 0;
+  private used = 0;
+  /** The call last looked up, for begin(). */
+  private lastSum = 0;
+  private lastAddr = 0;
+  private lastHash = 0;
+  /** After lookup() returned DRC_REPLAY: a copy of the cached reply. */
+  replay: Buffer | null = null;
 
-  constructor(
-    readonly maxEntries: number,
-    readonly maxBytes: number,
-  ) {}
-
-  get size(): number {
-    return this.map.size;
+  constructor(maxEntries: number, maxBytes: number) {
+    this.size = maxEntries;
+    this.state = new Uint8Array(maxEntries);
+    this.gen = new Uint32Array(maxEntries);
+    this.xid = new Uint32Array(maxEntries);
+    this.sum = new Uint32Array(maxEntries);
+    this.port = new Uint32Array(maxEntries);
+    this.addr = new Uint32Array(maxEntries);
+    this.replyOff = new Uint32Array(maxEntries);
+    this.replyLen = new Uint32Array(maxEntries);
+    this.replyAt = new Float64Array(maxEntries);
+    let n = 1;
+    while (n < maxEntries * 4) n *= 2;
+    this.index = new Int32Array(n).fill(-1);
+    this.mask = n - 1;
+    this.bytes = Buffer.alloc(maxBytes);
   }
 
-  static key(address: string, port: number, xid: number, call: Uint8Array): string {
-    return `${xid}/${checksum(call)}/${port}/${address}`;
+  /** Entries currently held. */
+  get entries(): number {
+    return this.used;
   }
 
-  get(key: string): DrcEntry | undefined {
-    return this.map.get(key);
+  /** Is this call (by XID, peer and content) one already seen? DRC_NEW must be followed by begin(), before any other lookup. */
+  lookup(address: string, port: number, xid: number, call: Uint8Array): number {
+    const sum = checksum(call);
+    const addr = stringHash(address);
+    const hash = (Math.imul(xid ^ sum, 0x9e3779b1) ^ Math.imul(addr, 0x85ebca6b) ^ port) >>> 0;
+    this.lastSum = sum;
+    this.lastAddr = addr;
+    this.lastHash = hash;
+    const slot = this.index[hash & this.mask];
+    if (slot < 0 || this.state[slot] === EMPTY || this.xid[slot] !== xid || this.sum[slot] !== sum || this.port[slot] !== port || this.addr[slot] !== addr) return DRC_NEW;
+    const st = this.state[slot];
+    if (st === RUNNING) return DRC_IN_PROGRESS;
+    if (st === CACHED && this.written - this.replyAt[slot] <= this.bytes.length) {
+      const off = this.replyOff[slot];
+      this.replay = Buffer.from(this.bytes.subarray(off, off + this.replyLen[slot]));
+      return DRC_REPLAY;
+    }
+    return DRC_NEW; // served, but its reply was not kept or has been overwritten: serve it again
   }
 
-  /** Record that a call is being served; returns the entry to complete with the reply. */
-  begin(key: string): DrcEntry {
-    const e: DrcEntry = { reply: null };
-    this.map.set(key, e);
-    if (this.map.size > this.maxEntries) this.evictOldest();
-    return e;
+  /** Record that the call last looked up is being served; returns a token for complete(). */
+  begin(port: number, xid: number): number {
+    const slot = this.next;
+    this.next = slot + 1 === this.size ? 0 : slot + 1;
+    if (this.state[slot] === EMPTY) this.used++;
+    this.state[slot] = RUNNING;
+    const gen = (this.gen[slot] = (this.gen[slot] + 1) >>> 0);
+    this.xid[slot] = xid;
+    this.sum[slot] = this.lastSum;
+    this.port[slot] = port;
+    this.addr[slot] = this.lastAddr;
+    // Direct-mapped: a call with the same index position replaces the older one, which is only forgotten early.
+    this.index[this.lastHash & this.mask] = slot;
+    return gen * this.size + slot;
   }
 
-  /** Store the reply sent for a call (only if its entry is still cached). */
-  complete(key: string, e: DrcEntry, reply: Buffer): void {
-    if (this.map.get(key) !== e) return;
-    e.reply = reply;
-    this.bytes += reply.length;
-    while (this.bytes > this.maxBytes && this.map.size > 0) this.evictOldest();
+  /** Keep the reply of a call begun with `token` (unless its entry has been reused since). */
+  complete(token: number, reply: Uint8Array): void {
+    const slot = token % this.size;
+    if (this.gen[slot] !== Math.floor(token / this.size) || this.state[slot] !== RUNNING) return;
+    const ring = this.bytes;
+    const n = reply.length;
+    if (n > ring.length >>> 2) {
+      this.state[slot] = UNCACHED;
+      return;
+    }
+    if (this.head + n > ring.length) {
+      this.written += ring.length - this.head;
+      this.head = 0;
+    }
+    ring.set(reply, this.head);
+    this.replyOff[slot] = this.head;
+    this.replyLen[slot] = n;
+    this.replyAt[slot] = this.written;
+    this.head += n;
+    this.written += n;
+    this.state[slot] = CACHED;
   }
 
   clear(): void {
-    this.map.clear();
-    this.bytes = 0;
-  }
-
-  private evictOldest(): void {
-    const first = this.map.entries().next().value as [string, DrcEntry];
-    this.map.delete(first[0]);
-    if (first[1].reply) this.bytes -= first[1].reply.length;
+    this.state.fill(EMPTY);
+    this.index.fill(-1);
+    this.used = 0;
   }
 }

@@ -12,7 +12,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { authNone, authSysServer, type ServerAuth } from './auth';
-import { DuplicateCache, type DrcEntry } from './drc';
+import { DRC_IN_PROGRESS, DRC_REPLAY, DuplicateCache } from './drc';
 import { RpcAuthError, RpcError } from './errors';
 import {
   AcceptStat,
@@ -33,7 +33,7 @@ export interface RpcServerOptions {
   maxInFlight?: number;
   /** Entries in the UDP duplicate request cache (default 4096; 0 turns it off). */
   duplicateCacheSize?: number;
-  /** Reply bytes the duplicate request cache may hold (default 8 MiB). */
+  /** Reply bytes the duplicate request cache may hold (default 2 MiB, allocated up front). */
   duplicateCacheBytes?: number;
   /** Largest TCP record accepted, checked from each fragment header before buffering (default 1 MiB). */
   maxRecordSize?: number;
@@ -133,11 +133,16 @@ class UdpPeer implements Peer {
     readonly family: 'IPv4' | 'IPv6',
   ) {}
   send(reply: Buffer): void {
-    this.socket.send(reply, this.port, this.address, noop);
+    // No completion callback: Node then sends synchronously without a request object; errors go to 'error'.
+    this.socket.send(reply, this.port, this.address);
   }
 }
 
 function noop(): void {}
+
+function literalLookup(address: string, family: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
+  cb(null, address, typeof family === 'number' ? family : net.isIPv4(address) ? 4 : 6);
+}
 
 class TcpConn implements Peer {
   readonly transport = 'tcp';
@@ -215,7 +220,7 @@ export class RpcServer {
     this.maxConnections = options.maxConnections ?? 1024;
     this.onHandlerError = options.onHandlerError;
     const drcSize = options.duplicateCacheSize ?? 4096;
-    this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 8 << 20) : null;
+    this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
     for (const a of options.auth ?? [authNone, authSysServer]) this.auth.set(a.flavor, a);
   }
 
@@ -326,7 +331,7 @@ export class RpcServer {
       overloadDrops: this.overloadDrops,
       inFlight: this.inFlight,
       connections: this.conns.size,
-      duplicateCacheEntries: this.drc?.size ?? 0,
+      duplicateCacheEntries: this.drc?.entries ?? 0,
     };
   }
 
@@ -358,7 +363,9 @@ export class RpcServer {
   private listenUdp(host: string, port: number): Promise<BoundAddress> {
     const type = net.isIPv4(host) ? 'udp4' : 'udp6';
     // ipv6Only: IPv4 is served only where an IPv4 address is configured.
-    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6', recvBufferSize: 4 << 20 });
+    // Replies go to the literal address a datagram came from: resolve it in place rather than through dns.lookup,
+    // which would defer every send to another tick.
+    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6', recvBufferSize: 4 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {
       s.once('error', reject);
       s.bind({ address: host, port, exclusive: true }, () => {
@@ -491,16 +498,17 @@ export class RpcServer {
       return this.replyStatus(peer, h.xid, verf, AcceptStat.PROC_UNAVAIL);
     }
 
-    let drcKey: string | null = null;
-    let drcEntry: DrcEntry | null = null;
-    if (t === T_UDP && this.drc) {
-      drcKey = DuplicateCache.key(peer.address, peer.port, h.xid, rec);
-      const seen = this.drc.get(drcKey);
-      if (seen) {
-        if (seen.reply) {
-          pe.counts[t * NR + R_DUP_REPLAYED]++;
-          peer.send(seen.reply);
-        } else pe.counts[t * NR + R_DUP_DROPPED]++;
+    // The duplicate request cache (UDP only: over TCP the transport does not make the client retransmit).
+    let drcToken = -1;
+    const drc = t === T_UDP ? this.drc : null;
+    if (drc) {
+      const seen = drc.lookup(peer.address, peer.port, h.xid, rec);
+      if (seen === DRC_REPLAY) {
+        pe.counts[t * NR + R_DUP_REPLAYED]++;
+        return peer.send(drc.replay!);
+      }
+      if (seen === DRC_IN_PROGRESS) {
+        pe.counts[t * NR + R_DUP_DROPPED]++;
         return;
       }
     }
@@ -509,7 +517,7 @@ export class RpcServer {
       this.overloadDrops++;
       return;
     }
-    if (drcKey !== null) drcEntry = this.drc!.begin(drcKey);
+    if (drc) drcToken = drc.begin(peer.port, h.xid);
 
     let args: unknown;
     try {
@@ -517,7 +525,7 @@ export class RpcServer {
       if (r.pos !== r.end) throw new Error('trailing bytes');
     } catch {
       pe.counts[t * NR + R_GARBAGE]++;
-      return this.replyStatus(peer, h.xid, verf, AcceptStat.GARBAGE_ARGS, drcKey, drcEntry);
+      return this.replyStatus(peer, h.xid, verf, AcceptStat.GARBAGE_ARGS, drcToken);
     }
     const ctx: CallContext = {
       xid: h.xid,
@@ -533,23 +541,23 @@ export class RpcServer {
     try {
       res = pe.handler!(args, ctx);
     } catch (e) {
-      this.replyError(peer, ctx, verf, pe, e, drcKey, drcEntry);
+      this.replyError(peer, ctx, verf, pe, e, drcToken);
       return this.callDone();
     }
     if (res instanceof Promise) {
       res.then(
         (value) => {
-          this.replyResult(peer, ctx, verf, pe, value, drcKey, drcEntry);
+          this.replyResult(peer, ctx, verf, pe, value, drcToken);
           this.callDone();
         },
         (e) => {
-          this.replyError(peer, ctx, verf, pe, e, drcKey, drcEntry);
+          this.replyError(peer, ctx, verf, pe, e, drcToken);
           this.callDone();
         },
       );
       return;
     }
-    this.replyResult(peer, ctx, verf, pe, res, drcKey, drcEntry);
+    this.replyResult(peer, ctx, verf, pe, res, drcToken);
     this.callDone();
   }
 
@@ -566,41 +574,41 @@ export class RpcServer {
     return out;
   }
 
-  private send(peer: Peer, reply: Buffer, drcKey: string | null, drcEntry: DrcEntry | null): void {
-    if (drcEntry) this.drc!.complete(drcKey!, drcEntry, reply);
+  private send(peer: Peer, reply: Buffer, drcToken: number): void {
+    if (drcToken >= 0) this.drc!.complete(drcToken, reply);
     peer.send(reply);
   }
 
-  private replyStatus(peer: Peer, xid: number, verf: OpaqueAuth, stat: number, drcKey: string | null = null, drcEntry: DrcEntry | null = null): void {
+  private replyStatus(peer: Peer, xid: number, verf: OpaqueAuth, stat: number, drcToken = -1): void {
     this.begin(peer.t);
     writeAcceptedReply(this.w, xid, verf, stat);
-    this.send(peer, this.finish(peer.t), drcKey, drcEntry);
+    this.send(peer, this.finish(peer.t), drcToken);
   }
 
-  private replyResult(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, value: unknown, drcKey: string | null, drcEntry: DrcEntry | null): void {
+  private replyResult(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, value: unknown, drcToken: number): void {
     const t = peer.t;
     this.begin(t);
     writeAcceptedReply(this.w, ctx.xid, verf, AcceptStat.SUCCESS);
     try {
       pe.proc!.result.encode(this.w, value);
     } catch (e) {
-      return this.replyError(peer, ctx, verf, pe, e, drcKey, drcEntry);
+      return this.replyError(peer, ctx, verf, pe, e, drcToken);
     }
     pe.counts[t * NR + R_SUCCESS]++;
-    this.send(peer, this.finish(t), drcKey, drcEntry);
+    this.send(peer, this.finish(t), drcToken);
   }
 
-  private replyError(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, e: unknown, drcKey: string | null, drcEntry: DrcEntry | null): void {
+  private replyError(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, e: unknown, drcToken: number): void {
     const t = peer.t;
     if (e instanceof RpcAuthError) {
       pe.counts[t * NR + R_AUTH]++;
       this.begin(t);
       writeAuthErrorReply(this.w, ctx.xid, e.stat);
-      return this.send(peer, this.finish(t), drcKey, drcEntry);
+      return this.send(peer, this.finish(t), drcToken);
     }
     const stat = e instanceof RpcError ? ACCEPT_KINDS[e.kind] : undefined;
     if (stat === undefined) this.onHandlerError?.(e, ctx);
     pe.counts[t * NR + (stat === AcceptStat.GARBAGE_ARGS ? R_GARBAGE : stat === AcceptStat.PROC_UNAVAIL ? 4 : R_SYSERR)]++;
-    this.replyStatus(peer, ctx.xid, verf, stat ?? AcceptStat.SYSTEM_ERR, drcKey, drcEntry);
+    this.replyStatus(peer, ctx.xid, verf, stat ?? AcceptStat.SYSTEM_ERR, drcToken);
   }
 }

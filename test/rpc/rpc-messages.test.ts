@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import { AuthSys, authSysServer, decodeAuthSys, encodeAuthSys, fromUniversalAddress, toUniversalAddress, AuthStat, NULL_AUTH } from '../../src/rpc';
 import { readCallHeader, readReplyHeader, writeCallHeader, writeReplyHeader, type ReplyHeader } from '../../src/rpc/message';
+import { DRC_IN_PROGRESS, DRC_NEW, DRC_REPLAY, DuplicateCache } from '../../src/rpc/drc';
 import { frameRecord, RecordReader } from '../../src/rpc/record';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 
@@ -142,5 +143,47 @@ describe('universal addresses (RFC 5665)', () => {
     expect(fromUniversalAddress('fe80::1.255.255')).to.deep.equal({ address: 'fe80::1', port: 65535 });
     expect(fromUniversalAddress('0.0.0.0.0.111')).to.deep.equal({ address: '0.0.0.0', port: 111 });
     for (const bad of ['', '::1', '::1.256.1', 'host.1.2', '1.2.3.4.5']) expect(() => fromUniversalAddress(bad), bad).to.throw(RangeError);
+  });
+});
+
+describe('duplicate request cache', () => {
+  const call = (xid: number, arg: number) => {
+    const b = Buffer.alloc(44);
+    b.writeUInt32BE(xid, 0);
+    b.writeUInt32BE(arg, 40);
+    return b;
+  };
+
+  it('finds a retransmission by XID, peer and content, and replays its reply', () => {
+    const c = new DuplicateCache(8, 1024);
+    expect(c.lookup('::1', 700, 1, call(1, 5))).to.equal(DRC_NEW);
+    const tok = c.begin(700, 1);
+    expect(c.lookup('::1', 700, 1, call(1, 5))).to.equal(DRC_IN_PROGRESS);
+    c.complete(tok, Buffer.from('reply-1'));
+    expect(c.lookup('::1', 700, 1, call(1, 5))).to.equal(DRC_REPLAY);
+    expect(c.replay!.toString()).to.equal('reply-1');
+    // another peer, port, or content is another call
+    expect(c.lookup('::2', 700, 1, call(1, 5))).to.equal(DRC_NEW);
+    expect(c.lookup('::1', 701, 1, call(1, 5))).to.equal(DRC_NEW);
+    expect(c.lookup('::1', 700, 1, call(1, 6))).to.equal(DRC_NEW);
+  });
+
+  it('forgets the oldest entries past its entry and byte bounds, and keeps no reply over a quarter of its bytes', () => {
+    const c = new DuplicateCache(4, 64);
+    const serve = (xid: number, reply: Buffer) => {
+      expect(c.lookup('::1', 9, xid, call(xid, 0))).to.equal(DRC_NEW);
+      c.complete(c.begin(9, xid), reply);
+    };
+    for (let x = 1; x <= 5; x++) serve(x, Buffer.alloc(8, x));
+    expect(c.entries).to.equal(4);
+    expect(c.lookup('::1', 9, 1, call(1, 0))).to.equal(DRC_NEW); // slot reused by call 5
+    expect(c.lookup('::1', 9, 5, call(5, 0))).to.equal(DRC_REPLAY);
+    // 64 bytes for replies: after four more 16-byte replies the first of them has been written over
+    for (let x = 10; x < 14; x++) serve(x, Buffer.alloc(16, x));
+    expect(c.lookup('::1', 9, 10, call(10, 0))).to.equal(DRC_NEW);
+    expect(c.lookup('::1', 9, 13, call(13, 0))).to.equal(DRC_REPLAY);
+    expect(c.replay!.equals(Buffer.alloc(16, 13))).to.equal(true);
+    serve(20, Buffer.alloc(17));
+    expect(c.lookup('::1', 9, 20, call(20, 0))).to.equal(DRC_NEW);
   });
 });
