@@ -21,7 +21,7 @@ export function cliUnavailable(): string | undefined {
 
 /** Where a TEP in this topology serves its counters (a unix socket, reachable from every namespace). */
 export function tepControlPath(t: Topology): string {
-  return `/tmp/${t.ns.y}.sock`;
+  return `${t.dir}/tep.sock`;
 }
 
 /** Starts `dstm tep` in Y with the topology's addresses plus `extra` flags; resolves once it is forwarding. */
@@ -41,6 +41,23 @@ export async function startStaticNode(t: Topology, extra: string[] = []): Promis
   const node = t.spawn(t.ns.x, dstmArgv('static', '--tep', ADDR.y6, '--address', ADDR.static4, '--peer', ADDR.y4, ...extra));
   await waitForOutput(node, /dti up/);
   return node;
+}
+
+export const SERVER = `[${ADDR.s6}]:3786`;
+
+/** Starts `dstm server` in S leasing the topology's pool with Y as TEP; `extra` flags are added. */
+export async function startServer(t: Topology, extra: string[] = []): Promise<ChildProcess> {
+  const server = t.spawn(
+    t.ns.s,
+    dstmArgv('server', '--listen', SERVER, '--pool', ADDR.pool4, '--tep', `${ADDR.y6},${ADDR.y4}`, '--state-dir', `${t.dir}/server`, ...extra),
+  );
+  await waitForOutput(server, /listening|serving|ready/i);
+  return server;
+}
+
+/** Starts `dstm request --hold --dti dti0 --json` in X (plus `extra`); resolves when it runs (not yet leased). */
+export function startNode(t: Topology, extra: string[] = []): ChildProcess {
+  return t.spawn(t.ns.x, dstmArgv('request', '--server', SERVER, '--hold', '--dti', 'dti0', '--json', ...extra));
 }
 
 /** `dstm tep stats --json` against the topology's TEP. */

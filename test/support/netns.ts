@@ -10,7 +10,7 @@
 // only inside these namespaces.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -47,29 +47,38 @@ export function netnsUnavailable(): string | undefined {
   return undefined;
 }
 
-/** Deletes namespaces left by runs whose process is gone (a killed test never reaches its after()). */
+/** Deletes namespaces and scratch directories left by runs whose process is gone (killed before its after()). */
 async function removeStale(): Promise<void> {
+  const alive = (pid36: string): boolean => {
+    try {
+      process.kill(parseInt(pid36, 36), 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const { stdout } = await run('ip', ['netns', 'list']);
   for (const line of stdout.split('\n')) {
     const name = line.split(' ')[0];
     const m = new RegExp(`^${PREFIX}([0-9a-z]+)-[0-9a-z]+-[xyzs]$`).exec(name);
-    if (!m) continue;
-    const pid = parseInt(m[1], 36);
-    try {
-      process.kill(pid, 0);
-    } catch {
-      await run('ip', ['netns', 'del', name]).catch(() => undefined);
-    }
+    if (m && !alive(m[1])) await run('ip', ['netns', 'del', name]).catch(() => undefined);
+  }
+  for (const name of readdirSync('/tmp')) {
+    const m = new RegExp(`^${PREFIX}([0-9a-z]+)-`).exec(name);
+    if (m && !alive(m[1])) rmSync(`/tmp/${name}`, { recursive: true, force: true });
   }
 }
 
 export class Topology {
   readonly ns: Record<NodeName, string>;
+  /** A scratch directory for this run (state directories, sockets), removed by destroy(). */
+  readonly dir: string;
   private readonly children = new Set<ChildProcess>();
 
   private constructor(readonly id: string) {
     const n = (k: NodeName): string => `${PREFIX}${id}-${k}`;
     this.ns = { x: n('x'), y: n('y'), z: n('z'), s: n('s') };
+    this.dir = mkdtempSync(`/tmp/${PREFIX}${id}-`);
   }
 
   /** Builds the four namespaces, links and addresses; on failure removes whatever it made. */
@@ -182,6 +191,7 @@ export class Topology {
   async destroy(): Promise<void> {
     await Promise.all([...this.children].map((c) => stopChild(c)));
     for (const n of Object.values(this.ns)) await run('ip', ['netns', 'del', n]).catch(() => undefined);
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -1,0 +1,134 @@
+// DSTM end to end (draft §4.1): `dstm server` on S, `dstm tep --server` on Y, `dstm request --hold --dti` on X,
+// all real processes in real namespaces. X leases an address, an unmodified IPv4 client on X reaches Z through
+// the TEP, only IPv6 crosses X–Y, and after release or expiry the TEP stops forwarding for that address.
+import { expect } from 'chai';
+import type { ChildProcess } from 'node:child_process';
+import { SERVER, cliUnavailable, dstmArgv, startNode, startServer, startTep, tepStats } from '../support/dstm-procs';
+import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
+import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
+
+interface LeaseLine {
+  event: string;
+  address: string;
+  local: string;
+  tep6: string;
+  tep4: string;
+  ends: number;
+}
+
+async function nextLease(node: ChildProcess, event = 'lease'): Promise<LeaseLine> {
+  const line = await waitForOutput(node, new RegExp(`"event":"${event}"`), 20_000);
+  return JSON.parse(line) as LeaseLine;
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --dti)', function () {
+  this.timeout(90_000);
+  let t: Topology;
+  let tep: ChildProcess;
+
+  before(async function () {
+    const why = netnsUnavailable() ?? cliUnavailable();
+    if (why) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    t = await Topology.create();
+    await startServer(t, ['--lease', '60']);
+    tep = await startTep(t, ['--server', SERVER]);
+    await waitForOutput(tep, /bindings synchronised/);
+    await startEchoServer(t);
+  });
+
+  after(async () => {
+    await t?.destroy();
+  });
+
+  describe('with a held lease', () => {
+    let node: ChildProcess;
+    let lease: LeaseLine;
+
+    before(async () => {
+      node = startNode(t);
+      lease = await nextLease(node);
+      await waitForOutput(node, /dti up/).catch(() => undefined); // may precede the lease line
+      // the TEP hears of the binding through the feed
+      await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
+    });
+
+    it('the lease names the TEP, and the TEP holds the binding from the server', async () => {
+      expect(lease.tep6).to.equal(ADDR.y6);
+      expect(lease.tep4).to.equal(ADDR.y4);
+      expect(lease.local).to.equal(ADDR.x6);
+      const b = (await tepStats(t)).bindings.find((x) => x.ipv4 === lease.address);
+      expect(b).to.include({ ipv6: ADDR.x6, source: 'server' });
+    });
+
+    it('an IPv4 TCP client on X reaches Z, which sees the leased address as the source', async () => {
+      expect(await tcpHello(t, t.ns.x)).to.equal(`hello from Z, you are ${lease.address}`);
+    });
+
+    it('ping from X to Z gets its replies; only IPv6 crosses the X–Y link', async () => {
+      const cap = await capture(t, t.ns.x, 'eth-y');
+      expect(await ping(t, t.ns.x, ADDR.z4, 3)).to.equal(3);
+      const lines = await cap.stop();
+      expect(lines.filter((l) => !l.startsWith('IP6 ')), lines.join('\n')).to.deep.equal([]);
+      expect(lines.filter((l) => l.includes(`IP ${lease.address} > ${ADDR.z4}: ICMP echo request`))).to.have.length(3);
+      expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${lease.address}: ICMP echo reply`))).to.have.length(3);
+    });
+
+    it('Y drops and counts a node claiming an address that is not its own', async () => {
+      const before = (await tepStats(t)).drops.spoofed_source;
+      await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.9', dst4: ADDR.z4 });
+      expect((await tepStats(t)).drops.spoofed_source - before).to.equal(5);
+    });
+
+    it('after release, X sends no IPv4, the TEP forgets the binding and drops what still comes for or from it', async () => {
+      expect(await stopChild(node)).to.equal(0);
+      expect(output(node)).to.match(/"event":"released"/);
+      await until('the TEP dropped the binding', async () => (await tepStats(t)).bindings.length === 0);
+      const before = await tepStats(t);
+      expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
+      await ping(t, t.ns.z, lease.address, 2);
+      await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.address, dst4: ADDR.z4 });
+      const after = await tepStats(t);
+      expect(after.forwarded.toIpv4).to.equal(before.forwarded.toIpv4);
+      expect(after.drops.no_binding - before.drops.no_binding).to.equal(2);
+      expect(after.drops.unbound_source - before.drops.unbound_source).to.equal(5);
+    });
+  });
+
+  it('a binding that ends on the server stops forwarding at the TEP without a restart', async () => {
+    // a one-shot lease of 3 s, never renewed: the TEP must stop at its end
+    const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '3', '--json'));
+    const lease = JSON.parse(stdout) as LeaseLine;
+    await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
+    await until('the binding ended at the TEP', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address), 8000);
+    expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
+    const before = (await tepStats(t)).drops.unbound_source;
+    await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.address, dst4: ADDR.z4 });
+    expect((await tepStats(t)).drops.unbound_source - before).to.equal(5);
+  });
+
+  it('on demand: the DTI comes up without an address, the first IPv4 packet requests the lease, traffic flows', async () => {
+    const node = startNode(t, ['--on-demand']);
+    try {
+      await until('the DTI is up', async () => (await t.ip(t.ns.x, 'link', 'show')).stdout.includes('dti0'));
+      expect(output(node)).to.not.match(/"event":"lease"/);
+      // the first echo request waits in the queue while the lease is requested, then goes out
+      const replies = await ping(t, t.ns.x, ADDR.z4, 5);
+      expect(output(node)).to.match(/"event":"lease"/);
+      expect(replies).to.be.at.least(4);
+      expect(await tcpHello(t, t.ns.x)).to.match(/^hello from Z, you are 198\.51\.100\./);
+    } finally {
+      await stopChild(node);
+    }
+  });
+});
