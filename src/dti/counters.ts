@@ -3,7 +3,7 @@
 // Counters.drop() with a reason. Counters are numeric indexes into a Float64Array: incrementing one in the hot
 // path is a single store, with no string hashing or allocation.
 
-/** Built-in discard reasons (codes are stable; 0 means "not dropped"). */
+/** Built-in discard reasons (refer to them by name; code 0 means "not dropped"). */
 export const Drop = {
   ipv4_malformed: 1, // version/IHL/total length inconsistent with the bytes received
   ipv4_bad_checksum: 2,
@@ -19,13 +19,11 @@ export const Drop = {
   no_binding: 12, // no IPv6 destination/binding for this IPv4 address
   spoofed_source: 13, // inner IPv4 source not bound to the outer IPv6 source
   outside_prefix: 14, // outer IPv6 source outside the configured prefixes
-  ttl_exceeded: 15,
-  icmp_unrelated: 16, // ICMPv6 error that is not about one of our tunnel packets
-  send_failed: 17, // the kernel refused the packet (errno counted here, details logged)
-  buffer_too_small: 18, // output slot cannot hold the result (configuration error, never expected)
-  encap_limit_exceeded: 19, // RFC 2473 §4.1.1: encapsulation limit reached
-  no_address: 20, // DTI has no IPv4 address yet (on-demand mode) and the packet could not be queued
-  not_ipv4: 21, // a non-IPv4 packet (e.g. IPv6 ND) read from the DTI
+  icmp_unrelated: 15, // ICMPv6 error that is not about one of our tunnel packets
+  send_failed: 16, // the kernel refused the packet (e.g. EMSGSIZE, ENETUNREACH)
+  buffer_too_small: 17, // output slot cannot hold the result (configuration error, never expected)
+  no_address: 18, // DTI has no IPv4 address yet (on-demand mode) and the packet could not be queued
+  not_ipv4: 19, // a non-IPv4 packet (e.g. IPv6 ND) read from the DTI
 } as const;
 export type DropName = keyof typeof Drop;
 /** A drop reason code: one of Drop's values or a code returned by Counters.define(). */
@@ -100,10 +98,6 @@ export class Counters {
 
   event(name: EventName): number {
     return this.events[Event[name]];
-  }
-
-  reasonName(code: DropCode): string {
-    return this.names[code] ?? `reason_${code}`;
   }
 
   /** A plain JSON-able object: every reason and event (zeros included, so dashboards see the full set). */

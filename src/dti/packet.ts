@@ -27,7 +27,6 @@ export const NH_HOPOPTS = 0;
 export const NH_ROUTING = 43;
 export const NH_FRAGMENT = 44;
 export const NH_ICMPV6 = 58;
-export const NH_NONE = 59;
 export const NH_DSTOPTS = 60;
 const OPT_PAD1 = 0;
 const OPT_PADN = 1;
@@ -162,11 +161,8 @@ export function parseIpv4(buf: Uint8Array, off: number, len: number, h: Ipv4Head
 
 /** Fields of a validated IPv6 packet and the walk of its extension headers (filled by parseIpv6). */
 export class Ipv6Header {
-  payloadLen = 0;
   /** Traffic class (DSCP << 2 | ECN). */
   tclass = 0;
-  flowLabel = 0;
-  hopLimit = 0;
   /** Next header of the upper-layer payload after the extension headers walked. */
   upperProto = 0;
   /** Offset of the upper-layer payload (absolute, in buf). */
@@ -177,9 +173,6 @@ export class Ipv6Header {
   encapLimit = -1;
   /** Offset of the encap-limit option's value byte (for ICMPv6 parameter-problem pointers), or -1. */
   encapLimitOff = -1;
-  /** Fragment header seen: offset in bytes and M flag (the upper payload is then only one fragment). */
-  fragmented = false;
-  fragOffset = 0;
 }
 
 /**
@@ -198,14 +191,9 @@ export function parseIpv6(buf: Uint8Array, off: number, len: number, h: Ipv6Head
     if (!quoted || payloadLen === 0) return Drop.ipv6_malformed;
   }
   const end = off + Math.min(len, IPV6_HDR + payloadLen);
-  h.payloadLen = payloadLen;
   h.tclass = ((buf[off] & 0x0f) << 4) | (buf[off + 1] >>> 4);
-  h.flowLabel = ((buf[off + 1] & 0x0f) << 16) | (buf[off + 2] << 8) | buf[off + 3];
-  h.hopLimit = buf[off + 7];
   h.encapLimit = -1;
   h.encapLimitOff = -1;
-  h.fragmented = false;
-  h.fragOffset = 0;
   let nh = buf[off + 6];
   let p = off + IPV6_HDR;
   for (let hops = 0; ; hops++) {
@@ -244,11 +232,8 @@ export function parseIpv6(buf: Uint8Array, off: number, len: number, h: Ipv6Head
       p += extLen;
     } else if (nh === NH_FRAGMENT) {
       if (p + FRAG_HDR > end) return Drop.ipv6_malformed;
-      const fo = ((buf[p + 2] << 8) | buf[p + 3]) & 0xfff8;
-      const more = (buf[p + 3] & 1) !== 0;
-      if (!quoted || fo !== 0) return Drop.ipv6_fragment;
-      h.fragmented = more;
-      h.fragOffset = fo;
+      // Only a first fragment, quoted in an ICMPv6 error, still shows the headers that follow.
+      if (!quoted || (((buf[p + 2] << 8) | buf[p + 3]) & 0xfff8) !== 0) return Drop.ipv6_fragment;
       nh = buf[p];
       p += FRAG_HDR;
     } else {
@@ -542,8 +527,6 @@ export function fragmentIpv6(
 // ICMPv4 errors we generate (RFC 792, RFC 1191, RFC 1812 §4.3.2)
 
 export const ICMP4_DEST_UNREACH = 3;
-export const ICMP4_TIME_EXCEEDED = 11;
-export const ICMP4_PARAM_PROBLEM = 12;
 export const ICMP4_CODE_HOST_UNREACH = 1;
 export const ICMP4_CODE_FRAG_NEEDED = 4;
 /** RFC 1812 §4.3.2.3: quote as much of the original as fits a 576-byte datagram. */
@@ -613,7 +596,6 @@ export function buildIcmpv4Error(
 
 export const ICMP6_DEST_UNREACH = 1;
 export const ICMP6_PACKET_TOO_BIG = 2;
-export const ICMP6_TIME_EXCEEDED = 3;
 export const ICMP6_PARAM_PROBLEM = 4;
 
 /** What an ICMPv6 error told us (filled by parseIcmpv6Error). */
