@@ -167,6 +167,13 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_errno(env, "socket(AF_INET6, SOCK_RAW)", errno);
   int one = 1;
   const char *what = NULL;
+  // Bursts of a whole batch must not overflow the default (~200 KiB) socket buffers. The FORCE variants need
+  // CAP_NET_ADMIN; without it the defaults stay, which only costs drops under load (counted as queue_full).
+  int bufsize = 4 << 20;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
   if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) < 0) what = "IPV6_RECVPKTINFO";
   else if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof one) < 0) what = "IPV6_RECVTCLASS";
   else if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof one) < 0) what = "IPV6_RECVHOPLIMIT";
