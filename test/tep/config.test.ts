@@ -1,0 +1,61 @@
+import { expect } from 'chai';
+import { annexALines, dtiUpCommands, parseRoutes } from '../../src/client/dti-node';
+import { parseWithOverrides } from '../../src/config/schema';
+import { tepFields } from '../../src/config/tep-schema';
+import { formatIp } from '../../src/dti/netconfig';
+import { ipv4FromString } from '../../src/dti/packet';
+import { checkTep, describeTep } from '../../src/tep/daemon';
+
+describe('tep configuration', () => {
+  const base = { address: '2001:db8:1::1', ipv4: '192.0.2.1' };
+
+  it('takes the file, with flags on top, and describes the result', () => {
+    const c = parseWithOverrides(tepFields, { ...base, pools: ['198.51.100.0/24'] }, 'tep', [
+      { key: 'static', flag: '--static', value: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }] },
+      { key: 'prefixes', flag: '--prefix', value: ['2001:db8::/32'] },
+    ]);
+    checkTep(c);
+    expect(describeTep(c)).to.deep.include({
+      pools: ['198.51.100.0/24'],
+      prefixes: ['2001:db8::/32'],
+      static: ['203.0.113.9=2001:db8:1::9'],
+      device: 'dstm-tep0',
+      path_mtu: 1500,
+    });
+  });
+
+  it('refuses bad values naming the flag or key, and configurations that cannot forward', () => {
+    expect(() => parseWithOverrides(tepFields, base, 'tep', [{ key: 'pools', flag: '--pool', value: ['198.51.100.1/24'] }])).to.throw(/--pool\[0\].*host bits/);
+    expect(() => parseWithOverrides(tepFields, { ipv4: '192.0.2.1' }, 'tep')).to.throw(/tep.address: missing/);
+    expect(() => parseWithOverrides(tepFields, { ...base, path_mtu: 1000 }, 'tep')).to.throw(/tep.path_mtu/);
+    expect(() => checkTep(parseWithOverrides(tepFields, base, 'tep'))).to.throw(/nothing to forward/);
+    const noPool = parseWithOverrides(tepFields, { ...base, server: '[2001:db8:2::10]:3786', static: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }] }, 'tep');
+    expect(() => checkTep(noPool)).to.throw(/--server needs the pools/);
+  });
+});
+
+describe('dstm static --print', () => {
+  it('renders Annex A\'s own example as iproute2 and KAME lines', () => {
+    const lease = { address: ipv4FromString('193.109.121.195'), peer: ipv4FromString('193.109.121.199') };
+    const routes = parseRoutes(['default']);
+    expect(dtiUpCommands('dti0', lease, routes).map((c) => formatIp(c))).to.deep.equal([
+      'ip -4 addr add 193.109.121.195/32 peer 193.109.121.199/32 dev dti0',
+      'ip -4 route replace default dev dti0 src 193.109.121.195',
+    ]);
+    expect(annexALines('3ffe:ffe:1002:1::1', '3ffe:3ffe:1002:1:260:caff:fe85:abcd', lease, routes)).to.deep.equal([
+      'gifconfig gif0 inet6 3ffe:ffe:1002:1::1 3ffe:3ffe:1002:1:260:caff:fe85:abcd',
+      'ifconfig gif0 inet 193.109.121.195 193.109.121.199 netmask 255.255.255.255 up',
+      'route change default 193.109.121.199',
+    ]);
+  });
+
+  it('parses --routes lists and refuses what is not a prefix', () => {
+    expect(parseRoutes(['203.0.113.0/24,default', '0.0.0.0/0'])).to.deep.equal(['203.0.113.0/24', 'default', 'default']);
+    expect(annexALines('::1', '::2', { address: 1 }, ['203.0.113.0/24'])).to.deep.equal([
+      'gifconfig gif0 inet6 ::1 ::2',
+      'ifconfig gif0 inet 0.0.0.1 netmask 255.255.255.255 up',
+      'route add -net 203.0.113.0/24 -interface gif0',
+    ]);
+    expect(() => parseRoutes(['203.0.113.1/24'])).to.throw(/--routes: "203.0.113.1\/24"/);
+  });
+});
