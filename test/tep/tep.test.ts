@@ -1,0 +1,68 @@
+// The TEP's per-packet decisions on real packets, without devices: Tep's tunnel pipeline fed receive batches.
+import { expect } from 'chai';
+import { ipv6FromString, ipv4FromString, ipv6ToString } from '../../src/dti/packet';
+import { createLogger } from '../../src/log';
+import { parsePrefix4, parsePrefix6 } from '../../src/server/addr';
+import { Tep } from '../../src/tep/tep';
+import { batchOf, ipv4, ipv6 } from '../dti/build';
+
+const TEP6 = '2001:db8:1::1';
+const NODE6 = '2001:db8:1::10';
+const log = createLogger({ level: 'error' });
+
+function makeTep(): Tep {
+  return new Tep({
+    address: ipv6FromString(TEP6),
+    ipv4: ipv4FromString('192.0.2.1'),
+    pools: [parsePrefix4('198.51.100.0/28')],
+    prefixes: [parsePrefix6('2001:db8:1::/64')],
+    statics: [{ ipv4: ipv4FromString('198.51.100.200'), ipv6: ipv6FromString('2001:db8:1::20') }],
+    device: 'unused',
+    pathMtu: 1500,
+    log,
+  });
+}
+
+const tunnelled = (src6: string, src4: string): number[] => ipv6(src6, TEP6, 4, ipv4({ src: src4, dst: '192.0.2.2' }));
+
+describe('tep forwarding decisions', () => {
+  it('decapsulates only packets whose inner source is bound to their outer source', () => {
+    const tep = makeTep();
+    tep.bind(ipv4FromString('198.51.100.5'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
+    const rx = batchOf([
+      tunnelled(NODE6, '198.51.100.5'), // ok
+      tunnelled(NODE6, '198.51.100.6'), // spoofed
+      tunnelled('2001:db8:1::99', '198.51.100.5'), // no binding for this node
+      tunnelled('2001:db8:7::10', '198.51.100.5'), // outside the domain
+      tunnelled('2001:db8:1::20', '198.51.100.200'), // static mapping
+    ], 0);
+    tep.tunnel.decapBatch(5, rx);
+    expect(tep.tunnel.toTun.count).to.equal(2);
+    expect(tep.stats().drops).to.include({ spoofed_source: 1, unbound_source: 1, outside_prefix: 1 });
+  });
+
+  it('encapsulates IPv4 for a bound address to its node, drops it for unbound ones and after the binding ends', () => {
+    const tep = makeTep();
+    tep.bind(ipv4FromString('198.51.100.5'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
+    const rx = batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' }), ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]);
+    tep.tunnel.encapBatch(2, rx);
+    const out = tep.tunnel.toRaw;
+    expect(out.count).to.equal(1);
+    expect(ipv6ToString(out.buf, out.offsets[0] + 24)).to.equal(NODE6);
+    expect(ipv6ToString(out.buf, out.offsets[0] + 8)).to.equal(TEP6);
+    expect(tep.stats().drops.no_binding).to.equal(1);
+
+    tep.bind(ipv4FromString('198.51.100.5'), ipv6FromString(NODE6), Date.now() / 1000 - 1); // ended
+    tep.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' })]));
+    expect(tep.tunnel.toRaw.count).to.equal(0);
+    expect(tep.stats().drops.no_binding).to.equal(2);
+  });
+
+  it('keeps static mappings over server bindings and routes static addresses outside the pools', () => {
+    const tep = makeTep();
+    tep.bind(ipv4FromString('198.51.100.200'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
+    tep.unbind(ipv4FromString('198.51.100.200'));
+    expect(tep.stats().bindings).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static' }]);
+    expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
+  });
+});
