@@ -47,6 +47,19 @@ class Namespaces {
   }
 }
 
+/** Deletes namespaces left by earlier runs whose process is gone (a killed run never reaches its cleanup). */
+function removeStale(): void {
+  for (const line of execFileSync('ip', ['netns', 'list']).toString().split('\n')) {
+    const m = /^(dstm-t-(\d+)-\S+)/.exec(line);
+    if (!m || Number(m[2]) === process.pid) continue;
+    try {
+      process.kill(Number(m[2]), 0);
+    } catch {
+      execFileSync('ip', ['netns', 'del', m[1]], { stdio: 'ignore' });
+    }
+  }
+}
+
 /** Spawns a command in a namespace and resolves when `ready` appears on its stdout. */
 function spawnIn(nss: Namespaces, ns: string, argv: string[], ready?: RegExp): Promise<{ proc: ChildProcess; out: () => string }> {
   const proc = spawn('ip', ['netns', 'exec', ns, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -117,6 +130,7 @@ describe('dti/device (namespaces, root)', function () {
       console.log(`    skipped: ${why}`);
       this.skip();
     }
+    removeStale();
   });
   afterEach(() => nss.cleanup());
 

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { Counters, Drop } from '../../src/dti/counters';
+import { Counters, Drop, dropLoggerTo } from '../../src/dti/counters';
 import { EncapConfig, OK, ipv4FromString, ipv4ToString, readU32 } from '../../src/dti/packet';
 import { Tunnel } from '../../src/dti/tunnel';
 import { batchOf, cksum, icmpv6, ipv4, ipv6, v6 } from './build';
@@ -103,6 +103,13 @@ describe('dti/tunnel: raw → TUN (decapBatch)', () => {
     expect(counters.snapshot().drops).to.include({ spoofed_source: 1, no_binding: 1, ipv6_malformed: 1 });
     expect(counters.event('decapsulated')).to.equal(1);
     expect(logged).to.deep.equal(['spoofed_source', 'no_binding', 'ipv6_malformed']);
+  });
+
+  it('logs discarded packets with their first bytes in hex', () => {
+    const records: Record<string, unknown>[] = [];
+    const c = new Counters(dropLoggerTo({ debug: (_msg, fields) => records.push(fields ?? {}) }, 4));
+    c.drop(Drop.not_ipip, Uint8Array.of(9, 0x60, 1, 2, 3, 4), 1, 5);
+    expect(records).to.deep.equal([{ reason: 'not_ipip', len: 5, packet: '60010203' }]);
   });
 
   it('lets the TEP add its own drop reasons', () => {
