@@ -56,7 +56,8 @@ abstract class PacketDevice {
     this.batch = opts.batch ?? 64;
     this.slotSize = opts.slotSize ?? 2048;
     if (!(this.batch >= 1 && this.batch <= 1024)) throw new RangeError('batch must be 1–1024');
-    if (this.slotSize < HEADROOM + 576) throw new RangeError(`slotSize must be at least ${HEADROOM + 576}`);
+    // At most 64 KiB: a raw slot's length goes into the 16-bit payload length of the rebuilt IPv6 header.
+    if (!(this.slotSize >= HEADROOM + 576 && this.slotSize <= 65536)) throw new RangeError(`slotSize must be ${HEADROOM + 576}–65536`);
     const offsets = new Uint32Array(this.batch);
     for (let i = 0; i < this.batch; i++) offsets[i] = i * this.slotSize + headroom;
     this.rx = { buf: new Uint8Array(this.batch * this.slotSize), offsets, lengths: new Uint32Array(this.batch) };
