@@ -15,6 +15,7 @@ import {
   DecapResult,
   EncapConfig,
   ICMP4_CODE_FRAG_NEEDED,
+  ICMP4_CODE_HOST_UNREACH,
   ICMP4_DEST_UNREACH,
   Icmp6Relay,
   IPV6_MIN_MTU,
@@ -57,6 +58,8 @@ export interface TunnelOptions {
   /** ICMPv4 errors per second and burst (RFC 1812 §4.3.2.8); default 100/s, burst 50. */
   icmpRate?: number;
   icmpBurst?: number;
+  /** Answer packets the route hook refuses with ICMPv4 host unreachable (rate-limited); default off. */
+  unreachable?: boolean;
   /** Largest batch handled (the devices' batch size); default 64. */
   batch?: number;
   counters?: Counters;
@@ -116,6 +119,7 @@ export class Tunnel {
   private mtu: number;
   private fragId = (Math.random() * 0x100000000) >>> 0;
   private readonly route: EncapRoute;
+  private readonly unreachable: boolean;
   private readonly accept: DecapPolicy | undefined;
   /** IPv4 source of the ICMPv4 errors we send; settable (a node learns its TEP's IPv4 address with the lease). */
   icmpSource: number;
@@ -132,6 +136,7 @@ export class Tunnel {
     this.counters = opts.counters ?? new Counters();
     this.encap = opts.encap;
     this.route = opts.route;
+    this.unreachable = opts.unreachable ?? false;
     this.accept = opts.accept;
     this.icmpSource = opts.icmpSource;
     this.bucket = new TokenBucket(opts.icmpRate ?? 100, opts.icmpBurst ?? 50);
@@ -159,7 +164,7 @@ export class Tunnel {
   }
 
   /**
-   * IPv4 packets read from TUN → toRaw / toRawFragments (IPv6) and toTunIcmp (frag-needed). Validates each
+   * IPv4 packets read from TUN → toRaw / toRawFragments (IPv6) and toTunIcmp (frag-needed, unreachable). Validates each
    * packet, asks the route hook for the exit point, applies the RFC 2473 §7.2 MTU rules and encapsulates.
    */
   encapBatch(count: number, rx: RxBatch): void {
@@ -183,6 +188,7 @@ export class Tunnel {
       const dst = this.route(h.src, h.dst);
       if (typeof dst === 'number') {
         c.drop(dst, buf, off, len);
+        if (this.unreachable) this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_HOST_UNREACH, 0, buf, off, h.totalLen, h);
         continue;
       }
       if (h.totalLen > this.mtu) {

@@ -64,6 +64,18 @@ describe('dti/tunnel: TUN → raw (encapBatch)', () => {
     expect(logged).to.deep.equal(['ipv4_bad_checksum', 'ipv4_malformed', 'no_binding', 'too_big_df']);
   });
 
+  it('answers refused destinations with ICMPv4 host unreachable when asked to', () => {
+    const { t, counters } = nodeTunnel({ unreachable: true });
+    const pkt = ipv4({ src: '198.51.100.7', dst: '10.9.9.9', proto: 17, payload: Array(12).fill(7) });
+    t.encapBatch(1, batchOf([pkt]));
+    expect(counters.dropped('no_binding')).to.equal(1);
+    expect(t.toTunIcmp.count).to.equal(1);
+    const m = t.toTunIcmp.buf.subarray(0, t.toTunIcmp.lengths[0]);
+    expect([m[20], m[21]]).to.deep.equal([3, 1]);
+    expect(Array.from(m.subarray(16, 20))).to.deep.equal([198, 51, 100, 7]);
+    expect(Array.from(m.subarray(28))).to.deep.equal(pkt); // the whole (short) original is quoted
+  });
+
   it('rate-limits the ICMPv4 errors it generates and never answers an ICMP error', () => {
     let now = 0;
     const { t, counters } = nodeTunnel({ icmpRate: 1, icmpBurst: 1, now: () => now });
