@@ -581,8 +581,12 @@ class Emitter {
     dec.push(`  const $h: ${type} = ${node('  ')};`);
     if (post.length > 0) dec.push(`  const $s: ${type}[] = [$h];`);
     dec.push(`  let $t = $h;`);
+    // Errors name the node as link[k]: the k-th node after this one.
+    dec.push('  let $k = 0;');
     dec.push(`  while (r.bool(${str(link.name)})) {`);
-    dec.push(`    const $n: ${type} = ${node('    ')};`);
+    dec.push('    $k++;', `    let $n: ${type};`, '    try {');
+    dec.push(`      $n = ${node('      ')};`);
+    dec.push('    } catch (e) {', `      throw $rt.within($rt.within(e, \`[\${$k}]\`), ${str(link.name)});`, '    }');
     dec.push(`    ${prop('$t', link.name)} = $n;`);
     dec.push(`    $t = $n;`);
     if (post.length > 0) dec.push(`    $s.push($n);`);
@@ -677,7 +681,8 @@ class Emitter {
       result: this.tsType(p.result),
       argCodec: this.procCodec(p.arg, `${p.name} argument`),
       resultCodec: this.procCodec(p.result, `${p.name} result`),
-      method: p.name === 'constructor' ? 'constructor$' : p.name,
+      // A class method named constructor would be the constructor; __proto__ is mangled alike, to be safe.
+      method: p.name === 'constructor' || p.name === '__proto__' ? `${p.name}$` : p.name,
     }));
     for (const x of procs) {
       o.push(`const ${x.local}: $t.Procedure<${x.args}, ${x.result}> = { name: ${str(x.p.name)}, number: ${x.p.number}, args: ${x.argCodec}, result: ${x.resultCodec} };`);
@@ -719,7 +724,7 @@ class Emitter {
     const served = procs.filter((x) => x.p.number !== 0);
     o.push(`/** Server-side handlers of ${programName} version ${v.name}; procedure 0 (NULL) is answered by the server. */`);
     o.push(`export interface ${handlersName} {`);
-    for (const x of served) o.push(`  ${typeKey(x.p.name)}(args: ${x.args}, ctx: $t.CallContext): ${x.result} | Promise<${x.result}>;`);
+    for (const x of served) o.push(`  ${x.method}(args: ${x.args}, ctx: $t.CallContext): ${x.result} | Promise<${x.result}>;`);
     o.push('}');
     o.push('');
     o.push(`/** A Service serving ${programName} version ${v.name} with \`handlers\`, under another program number if given. */`);
@@ -728,7 +733,7 @@ class Emitter {
     o.push('  return {');
     o.push(`    definition: program === undefined ? ${defName} : { ...${defName}, program },`);
     o.push(`    handlers: new Map<number, $t.Handler<any, any>>([`);
-    for (const x of served) o.push(`      [${x.p.number}, (args: ${x.args}, ctx: $t.CallContext) => ${prop('handlers', x.p.name)}(args, ctx)],`);
+    for (const x of served) o.push(`      [${x.p.number}, (args: ${x.args}, ctx: $t.CallContext) => handlers.${x.method}(args, ctx)],`);
     o.push('    ]),');
     o.push('  };');
     o.push('}');
