@@ -120,7 +120,10 @@ export class Counters {
 }
 
 /** A DropLogger that writes one record per discard, with the first bytes of the packet in hex. */
-export function dropLoggerTo(log: { debug(msg: string, fields?: Record<string, unknown>): void }, maxBytes = 64): DropLogger {
+export function dropLoggerTo(
+  log: { debug(msg: string, fields?: Record<string, unknown>): void },
+  maxBytes = 64,
+): DropLogger {
   return (reason, pkt, off, len) => {
     const hex = pkt ? Buffer.from(pkt.buffer, pkt.byteOffset + off, Math.min(len, maxBytes)).toString('hex') : '';
     log.debug('packet discarded', { reason, len, packet: hex });

@@ -57,7 +57,9 @@ abstract class PacketDevice {
     this.slotSize = opts.slotSize ?? 2048;
     if (!(this.batch >= 1 && this.batch <= 1024)) throw new RangeError('batch must be 1–1024');
     // At most 64 KiB: a raw slot's length goes into the 16-bit payload length of the rebuilt IPv6 header.
-    if (!(this.slotSize >= HEADROOM + 576 && this.slotSize <= 65536)) throw new RangeError(`slotSize must be ${HEADROOM + 576}–65536`);
+    if (!(this.slotSize >= HEADROOM + 576 && this.slotSize <= 65536)) {
+      throw new RangeError(`slotSize must be ${HEADROOM + 576}–65536`);
+    }
     const offsets = new Uint32Array(this.batch);
     for (let i = 0; i < this.batch; i++) offsets[i] = i * this.slotSize + headroom;
     this.rx = { buf: new Uint8Array(this.batch * this.slotSize), offsets, lengths: new Uint32Array(this.batch) };
@@ -134,7 +136,9 @@ export class TunDevice extends PacketDevice {
   static open(opts: TunOptions = {}): TunDevice {
     const want = opts.name ?? '';
     const room = (opts.slotSize ?? 2048) - HEADROOM;
-    if (opts.mtu !== undefined && opts.mtu > room) throw new RangeError(`MTU ${opts.mtu} exceeds the ${room}-byte receive slots`);
+    if (opts.mtu !== undefined && opts.mtu > room) {
+      throw new RangeError(`MTU ${opts.mtu} exceeds the ${room}-byte receive slots`);
+    }
     if (Buffer.byteLength(want) > 15) throw new Error(`interface name "${want}" is longer than 15 bytes`);
     const [fd, name] = native().openTun(want);
     try {

@@ -307,7 +307,8 @@ function wordView(buf: Uint8Array): Uint32Array {
   wordsOfB = wordsOfA;
   wordsB = wordsA;
   wordsOfA = buf;
-  wordsA = LITTLE_ENDIAN && (buf.byteOffset & 3) === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) : NO_WORDS;
+  const usable = LITTLE_ENDIAN && (buf.byteOffset & 3) === 0;
+  wordsA = usable ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) : NO_WORDS;
   return wordsA;
 }
 

@@ -164,8 +164,9 @@ export class Tunnel {
   }
 
   /**
-   * IPv4 packets read from TUN → toRaw / toRawFragments (IPv6) and toTunIcmp (frag-needed, unreachable). Validates each
-   * packet, asks the route hook for the exit point, applies the RFC 2473 §7.2 MTU rules and encapsulates.
+   * IPv4 packets read from TUN → toRaw / toRawFragments (IPv6) and toTunIcmp (frag-needed, unreachable).
+   * Validates each packet, asks the route hook for the exit point, applies the RFC 2473 §7.2 MTU rules and
+   * encapsulates.
    */
   encapBatch(count: number, rx: RxBatch): void {
     const { buf, offsets, lengths } = rx;
@@ -238,7 +239,15 @@ export class Tunnel {
   }
 
   /** Queues an ICMPv4 error about the packet at buf[off..+len) if allowed and not rate limited. */
-  private icmpError(type: number, code: number, mtu: number, buf: Uint8Array, off: number, len: number, h: Ipv4Header): boolean {
+  private icmpError(
+    type: number,
+    code: number,
+    mtu: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    h: Ipv4Header,
+  ): boolean {
     const list = this.toTunIcmp;
     if (!icmpv4ErrorAllowed(buf, off, h, len)) return false;
     if (list.count === list.capacity) {
