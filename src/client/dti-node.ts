@@ -143,6 +143,7 @@ export class Dti {
     if (prev && (prev.address !== lease.address || prev.peer !== lease.peer)) await this.down();
     this.tep.set(lease.tep);
     this.tunnel.encap.src = local;
+    this.tunnel.icmpSource = lease.address; // source of the ICMPv4 errors the DTI sends its own applications
     if (!this.lease) await runIp(dtiUpCommands(this.name, lease, this.opts.routes));
     this.lease = { ...lease, local };
     this.tunnel.attach(this.tun, this.raw, this.icmp6);

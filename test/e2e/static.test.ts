@@ -27,6 +27,14 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     await t?.destroy();
   });
 
+  it('X has the DTI: the address /32 with the TEP as peer, MTU 1500 - 40, IPv4 routed into it, no IPv6 on it', async () => {
+    const { stdout: addr } = await t.ip(t.ns.x, 'addr', 'show', 'dev', 'dti0');
+    expect(addr).to.include(`inet ${ADDR.static4} peer ${ADDR.y4}/32`);
+    expect(addr).to.include('mtu 1460');
+    expect(addr).to.not.include('inet6');
+    expect((await t.ip(t.ns.x, 'route', 'show', 'default')).stdout).to.include(`default dev dti0 scope link src ${ADDR.static4}`);
+  });
+
   it('an IPv4 TCP client on X reaches Z, which sees the static address as the source', async () => {
     expect(await tcpHello(t, t.ns.x)).to.equal(`hello from Z, you are ${ADDR.static4}`);
   });
