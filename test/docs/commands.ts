@@ -1,0 +1,21 @@
+// The oclif command metadata, loaded from src/commands (oclif transpiles them with tsx), so the docs tests check
+// the source being edited and need no build. The same metadata drives `--help` and `dstm completion`.
+import { Config, settings, type Command } from '@oclif/core';
+import { join } from 'node:path';
+
+export const ROOT = join(__dirname, '..', '..');
+
+/** Every visible command, sorted by id ("tep:stats" for `dstm tep stats`). */
+export async function loadCommands(): Promise<Command.Loadable[]> {
+  settings.enableAutoTranspile = true;
+  const config = await Config.load(ROOT);
+  return config.commands.filter((c) => !c.hidden).sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/** The argv that runs `dstm ARGS` from the TypeScript sources (no build needed). */
+export function devArgv(...args: string[]): string[] {
+  return [process.execPath, '--import', 'tsx', join(ROOT, 'bin', 'run.js'), ...args];
+}
+
+/** The environment that makes bin/run.js load src/commands instead of dist (see devArgv). */
+export const DEV_ENV = { ...process.env, NODE_ENV: 'development' };

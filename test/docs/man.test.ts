@@ -1,0 +1,208 @@
+// Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
+// configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
+// documents nothing the command lacks; every page renders without warnings; package.json lists every page.
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from '@oclif/core';
+import { clientKeys } from '../../src/config/client-schema';
+import type { KeyDoc } from '../../src/config/schema';
+import { serverKeys } from '../../src/config/server-schema';
+import { tepKeys } from '../../src/config/tep-schema';
+import { SECTIONS } from '../../src/config/load';
+import { loadCommands, ROOT } from './commands';
+import { hasWord, parsePage, type Item, type Page } from './roff';
+
+const MAN = join(ROOT, 'man');
+
+const words = (id: string): string => id.replace(/:/g, ' ');
+
+/**
+ * Where a command is documented: its own page (`dstm tep stats` in man/dstm-tep-stats.8), or, for a subcommand
+ * without one, the subsection ".SS dstm tep stats" of its parent's page (man/dstm-tep.8).
+ */
+export function pageOf(id: string): { rel: string; sub?: string } {
+  const own = join('man', `dstm-${id.replace(/:/g, '-')}.8`);
+  const parent = id.includes(':') ? join('man', `dstm-${id.slice(0, id.lastIndexOf(':')).replace(/:/g, '-')}.8`) : undefined;
+  if (existsSync(join(ROOT, own)) || !parent || !existsSync(join(ROOT, parent))) return { rel: own };
+  return { rel: parent, sub: `dstm ${words(id)}` };
+}
+
+function readPage(rel: string): Page {
+  return parsePage(readFileSync(join(ROOT, rel), 'utf8'));
+}
+
+/**
+ * The items of the option sections (OPTIONS, or FLAGS as oclif calls them) that document `sub` (a subcommand's
+ * subsection), or, without `sub`, those outside every subcommand's subsection.
+ */
+function optionItems(page: Page, sub?: string): Item[] {
+  const items = page.sections.filter((s) => s.name === 'OPTIONS' || s.name === 'FLAGS').flatMap((s) => s.items);
+  return items.filter((i) => (sub ? i.sub === sub : !/^dstm [a-z]/.test(i.sub)));
+}
+
+/** A default as the page must show it: scalars as they are, lists comma-separated. */
+function defaultText(v: unknown): string | undefined {
+  if (v === undefined || v === null || v === false || (Array.isArray(v) && v.length === 0)) return undefined;
+  return Array.isArray(v) ? v.join(',') : String(v);
+}
+
+const squash = (s: string): string => s.replace(/\s+/g, '');
+
+function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[] {
+  const problems: string[] = [];
+  const items = optionItems(page, sub);
+  const where = sub ? `.SS ${sub} in OPTIONS` : 'OPTIONS';
+  if (items.length === 0 && Object.keys(cmd.flags).length > 0) return [`no .TP items in ${where}`];
+  for (const flag of Object.values(cmd.flags)) {
+    if (flag.hidden) continue;
+    const long = `--${flag.name}`;
+    const item = items.find((i) => hasWord(i.tag, long));
+    if (!item) {
+      problems.push(`${long}: not documented (no .TP item in ${where} whose tag has ${long})`);
+      continue;
+    }
+    const all = `${item.tag} ${item.body}`;
+    if (flag.char && !hasWord(item.tag, `-${flag.char}`)) problems.push(`${long}: short alias -${flag.char} missing from the tag "${item.tag}"`);
+    const def = flag.type === 'option' ? defaultText(flag.default) : undefined;
+    if (def !== undefined && !(/default/i.test(all) && squash(all).includes(squash(def)))) {
+      problems.push(`${long}: default "${def}" not stated in its item ("${all}")`);
+    }
+    for (const o of (flag.type === 'option' && flag.options) || []) {
+      if (!hasWord(all, o)) problems.push(`${long}: choice "${o}" not listed in its item`);
+    }
+  }
+  for (const item of items) {
+    for (const m of item.tag.matchAll(/(?:^|[^\w-])--([a-z][\w-]*)/g)) {
+      if (!Object.hasOwn(cmd.flags, m[1])) problems.push(`--${m[1]}: documented in ${where} but \`dstm ${words(cmd.id)}\` has no such flag`);
+    }
+  }
+  return problems;
+}
+
+function argProblems(cmd: Command.Loadable, page: Page): string[] {
+  if (Object.keys(cmd.args).length === 0) return [];
+  const problems: string[] = [];
+  const synopsis = page.sections.find((s) => s.name === 'SYNOPSIS')?.text ?? '';
+  for (const arg of Object.values(cmd.args)) {
+    if (arg.hidden) continue;
+    if (!hasWord(synopsis.toLowerCase(), arg.name.toLowerCase())) problems.push(`argument ${arg.name.toUpperCase()}: not in the SYNOPSIS`);
+    for (const o of arg.options ?? []) {
+      if (!hasWord(page.text, o)) problems.push(`argument ${arg.name.toUpperCase()}: choice "${o}" not documented`);
+    }
+    const def = defaultText(arg.default);
+    if (def !== undefined && !/default/i.test(page.text)) problems.push(`argument ${arg.name.toUpperCase()}: default "${def}" not stated`);
+  }
+  return problems;
+}
+
+/** The full dotted key as the conf page's items must name it ("server.teps[].prefix"). */
+function keyProblems(keys: KeyDoc[], page: Page): string[] {
+  const problems: string[] = [];
+  const items = page.sections.flatMap((s) => s.items);
+  for (const k of keys) {
+    const item = items.find((i) => hasWord(i.tag, k.key));
+    if (!item) {
+      problems.push(`${k.key}: not documented (no .TP item whose tag is ${k.key})`);
+      continue;
+    }
+    const all = `${item.tag} ${item.body}`;
+    if (!all.includes(k.type)) problems.push(`${k.key}: type "${k.type}" not stated in its item`);
+    if (k.default !== undefined && !squash(all).includes(squash(JSON.stringify(k.default)))) {
+      problems.push(`${k.key}: default ${JSON.stringify(k.default)} (JSON, as written in the file) not stated in its item`);
+    }
+  }
+  const known = new Set(keys.map((k) => k.key));
+  const sectionKey = new RegExp(`(?:^|[^\\w-])((?:${SECTIONS.join('|')})\\.[\\w.[\\]]+)`, 'g');
+  for (const item of items) {
+    for (const m of item.tag.matchAll(sectionKey)) {
+      if (!known.has(m[1])) problems.push(`${m[1]}: documented but no schema has this key`);
+    }
+  }
+  return problems;
+}
+
+function report(problems: Map<string, string[]>): void {
+  const lines = [...problems].flatMap(([page, ps]) => ps.map((p) => `${page}: ${p}`));
+  expect(lines, `\n  ${lines.join('\n  ')}\n`).to.deep.equal([]);
+}
+
+function manPages(): string[] {
+  return existsSync(MAN) ? readdirSync(MAN).filter((f) => /\.[1-8]$/.test(f)).sort() : [];
+}
+
+describe('man pages', function () {
+  this.timeout(60_000);
+  let commands: Command.Loadable[];
+
+  before(async () => {
+    commands = await loadCommands();
+  });
+
+  it('every command has its page, documenting every flag (with alias, default, choices) and no other', () => {
+    const problems = new Map<string, string[]>();
+    for (const cmd of commands) {
+      const { rel, sub } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) {
+        problems.set(rel, [`missing (the page of \`dstm ${words(cmd.id)}\`)`]);
+        continue;
+      }
+      const ps = flagProblems(cmd, readPage(rel), sub);
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
+    }
+    report(problems);
+  });
+
+  it('every command argument is in its page (SYNOPSIS, choices, default)', () => {
+    const problems = new Map<string, string[]>();
+    for (const cmd of commands) {
+      const { rel } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const ps = argProblems(cmd, readPage(rel));
+      if (ps.length) problems.set(rel, ps);
+    }
+    report(problems);
+  });
+
+  it('dstm.1 names every command', () => {
+    const page = readPage('man/dstm.1');
+    const missing = commands.map((c) => words(c.id)).filter((id) => !page.text.includes(`dstm ${id}`));
+    expect(missing, 'commands missing from man/dstm.1').to.deep.equal([]);
+  });
+
+  it('dstm.conf.5 documents every configuration key with its type and default, and no other key', () => {
+    const rel = 'man/dstm.conf.5';
+    expect(existsSync(join(ROOT, rel)), `${rel} is missing`).to.equal(true);
+    const ps = keyProblems([...serverKeys(), ...clientKeys(), ...tepKeys()], readPage(rel));
+    report(new Map(ps.length ? [[rel, ps]] : []));
+  });
+
+  it('every page renders without warnings (groff -ww, mandoc -Tlint)', function () {
+    const pages = manPages();
+    expect(pages, 'no pages in man/').to.not.be.empty;
+    const problems = new Map<string, string[]>();
+    const mandoc = spawnSync('mandoc', ['-V']).error === undefined;
+    for (const p of pages) {
+      const file = join(MAN, p);
+      const ps: string[] = [];
+      const g = spawnSync('groff', ['-man', '-ww', '-z', file], { encoding: 'utf8' });
+      if (g.error) this.skip(); // groff is installed by .ci/run
+      if (g.status !== 0 || g.stderr.trim()) ps.push(`groff: ${g.stderr.trim() || `exit ${g.status}`}`);
+      if (mandoc) {
+        // warnings and worse; style hints (-W style) are not failures
+        const m = spawnSync('mandoc', ['-Tlint', '-W', 'warning', file], { encoding: 'utf8' });
+        const out = (m.stdout + m.stderr).trim().replaceAll(`mandoc: ${file}:`, 'line ');
+        if (out) ps.push(`mandoc: ${out}`);
+      }
+      if (ps.length) problems.set(`man/${p}`, ps);
+    }
+    report(problems);
+  });
+
+  it("package.json's man field lists every page in man/ and only existing ones", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { man?: string[] };
+    const listed = (pkg.man ?? []).map((p) => p.replace(/^\.\//, '')).sort();
+    expect(listed, 'package.json "man"').to.deep.equal(manPages().map((p) => `man/${p}`));
+  });
+});
