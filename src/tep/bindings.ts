@@ -51,6 +51,8 @@ export class BindingTable {
   private idx4 = new Int32Array(0);
   private idx6 = new Int32Array(0);
   private mask = 0;
+  /** No binding ends before this (may be stale-early after renewals: the next sweep recomputes it). */
+  private earliest = Infinity;
 
   constructor(initialCapacity = MIN_CAPACITY) {
     this.grow(Math.max(MIN_CAPACITY, initialCapacity));
@@ -91,6 +93,7 @@ export class BindingTable {
     const v6 = typeof ipv6 === 'string' ? ipv6FromString(ipv6) : ipv6;
     const old4 = this.slot4(a);
     const old6 = this.slot6(v6, 0);
+    if (ends < this.earliest) this.earliest = ends;
     if (old4 >= 0 && old4 === old6) {
       this.ends[old4] = ends;
       this.isStatic[old4] = source === 'static' ? 1 : 0;
@@ -121,20 +124,23 @@ export class BindingTable {
   /** Removes bindings that ended at or before `now`; returns them (for logging and counting). */
   sweep(now: number): Binding[] {
     const ended: Binding[] = [];
+    let earliest = Infinity;
     for (let s = 0; s < this.cap; s++) {
-      if (this.used[s] && this.ends[s] <= now) {
+      if (!this.used[s]) continue;
+      if (this.ends[s] <= now) {
         ended.push(this.describe(s));
         this.remove(s);
+      } else if (this.ends[s] < earliest) {
+        earliest = this.ends[s];
       }
     }
+    this.earliest = earliest;
     return ended;
   }
 
-  /** Earliest end time of any binding (Infinity if none): when the next sweep is due. */
+  /** No binding ends before this time (Infinity if none): a sweep before it would find nothing. */
   nextEnd(): number {
-    let next = Infinity;
-    for (let s = 0; s < this.cap; s++) if (this.used[s] && this.ends[s] < next) next = this.ends[s];
-    return next;
+    return this.earliest;
   }
 
   get(ipv4: number | string): Binding | undefined {
