@@ -21,15 +21,16 @@ export async function serveControl(path: string, answer: () => unknown): Promise
   return server;
 }
 
-export async function queryControl(path: string, timeoutMs = 5000): Promise<unknown> {
+/** `daemon` names who should be answering, for the error message (`dstm status` reads a node's socket). */
+export async function queryControl(path: string, timeoutMs = 5000, daemon = 'TEP'): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let text = '';
     const sock = createConnection(path);
     sock.setTimeout(timeoutMs, () => sock.destroy(new Error(`no answer from ${path} within ${timeoutMs} ms`)));
     sock.on('data', (d) => (text += d.toString()));
     sock.on('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? 'no TEP is running there' : err.message;
-      reject(new Error(`cannot read the TEP's statistics from ${path}: ${why}`));
+      const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `no ${daemon} is running there` : err.message;
+      reject(new Error(`cannot read the ${daemon}'s statistics from ${path}: ${why}`));
     });
     sock.on('end', () => {
       try {

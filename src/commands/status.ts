@@ -1,0 +1,30 @@
+import { Command, Flags } from '@oclif/core';
+import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node-status';
+import { queryControl } from '../tep/control';
+
+export default class StatusCommand extends Command {
+  static override summary = "Show a node's DTI state: lease, address, TEP, time remaining, packet counters";
+  static override description = `Asks a running \`dstm request --hold\` on its control socket and prints the lease it holds (IPv4 address,
+mask, TEP, seconds until it runs out and until the next renewal, counted on this node's clock) and its DTI
+(device, MTU, address, tunnel source and TEP, packets and bytes each way, drops by reason). See dstm-status(8).
+Exit codes: 0 shown, 1 no node answers on the socket.`;
+
+  static override examples = ['<%= config.bin %> status', '<%= config.bin %> status --json --control /run/dstm/node.sock'];
+
+  static override flags = {
+    control: Flags.string({ summary: "The node's control socket.", default: DEFAULT_NODE_CONTROL_PATH }),
+    json: Flags.boolean({ summary: 'Print the state as one JSON object.' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(StatusCommand);
+    let s: NodeStatus;
+    try {
+      s = (await queryControl(flags.control, 5000, 'node')) as NodeStatus;
+    } catch (err) {
+      this.error((err as Error).message, { exit: 1 });
+    }
+    if (flags.json) this.log(JSON.stringify(s, null, 2));
+    else for (const line of formatNodeStatus(s)) this.log(line);
+  }
+}

@@ -1,0 +1,119 @@
+// A node's state for `dstm status`: the lease its LeaseKeeper holds and its DTI (device, addresses, counters),
+// served by `dstm request --hold` on a unix control socket the same way the TEP serves `dstm tep stats`
+// (src/tep/control.ts: one JSON document per connection). Times are counted on the node's own clock, from
+// when the lease's reply arrived, as the LeaseKeeper counts them, so clock skew with the server does not show.
+import type { Dti } from './client/dti-node';
+import type { Lease } from './client/dstm-client';
+import type { CountersSnapshot } from './dti/counters';
+import { ipv4ToString, ipv6ToString } from './dti/packet';
+
+/** Where `dstm request --hold` answers and `dstm status` asks, unless --control says otherwise. */
+export const DEFAULT_NODE_CONTROL_PATH = '/run/dstm/node.sock';
+
+export interface NodeStatus {
+  /** The DSTM server called (as [IPV6]:PORT). */
+  server: string;
+  /** "leased" while a lease is held; "no_lease" while requesting, retrying, or waiting for the first packet. */
+  state: 'leased' | 'no_lease';
+  lease: {
+    address: string;
+    mask: string;
+    /** This node's IPv6 address, the one bound to `address`. */
+    local: string;
+    tep6: string;
+    tep4: string;
+    /** Server times, seconds since 1970. */
+    starts: number;
+    ends: number;
+    /** Seconds until the lease runs out unless renewed (its valid lifetime left), and until the next renewal. */
+    remaining: number;
+    renew_in: number;
+  } | null;
+  /** Without --dti, null: the lease is only held, no interface carries it. */
+  dti: {
+    device: string;
+    mtu: number;
+    /** The address, TEP and tunnel source on the device now; null while it has no address. */
+    address: string | null;
+    peer: string | null;
+    tep: string | null;
+    source: string | null;
+    packets: { encapsulated: number; decapsulated: number; bytes_encapsulated: number; bytes_decapsulated: number; dropped: number };
+    drops: Record<string, number>;
+    events: Record<string, number>;
+  } | null;
+}
+
+/** What nodeStatus needs of a LeaseKeeper and a Dti (their public getters). */
+export interface NodeParts {
+  server: string;
+  keeper: { readonly current: Lease | undefined };
+  dti?: Pick<Dti, 'name' | 'current' | 'counters'> & { tunnel: { tunnelMtu: number } };
+}
+
+/** The node's status now; `now` is performance.now() (the clock Lease.receivedAt is on). */
+export function nodeStatus(parts: NodeParts, now = performance.now()): NodeStatus {
+  const l = parts.keeper.current;
+  const left = (s: number): number => (l ? Math.max(0, Math.round(s - (now - l.receivedAt) / 1000)) : 0);
+  const d = parts.dti;
+  const on = d?.current;
+  const c: CountersSnapshot | undefined = d?.counters.snapshot();
+  return {
+    server: parts.server,
+    state: l ? 'leased' : 'no_lease',
+    lease: l ? { address: l.address, mask: l.mask, local: l.local, tep6: l.tep6, tep4: l.tep4, starts: l.starts, ends: l.ends, remaining: left(l.keep), renew_in: left(l.extend) } : null,
+    dti:
+      d && c
+        ? {
+            device: d.name,
+            mtu: d.tunnel.tunnelMtu,
+            address: on ? ipv4ToString(on.address) : null,
+            peer: on?.peer === undefined ? null : ipv4ToString(on.peer),
+            tep: on ? ipv6ToString(on.tep) : null,
+            source: on?.local ? ipv6ToString(on.local) : null,
+            packets: {
+              encapsulated: c.events.encapsulated,
+              decapsulated: c.events.decapsulated,
+              bytes_encapsulated: c.events.bytes_encapsulated,
+              bytes_decapsulated: c.events.bytes_decapsulated,
+              dropped: c.dropped,
+            },
+            drops: c.drops,
+            events: c.events,
+          }
+        : null,
+  };
+}
+
+function duration(s: number): string {
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+/** The human form of `dstm status`, one line per fact. */
+export function formatNodeStatus(s: NodeStatus): string[] {
+  const out = [`server      ${s.server}`];
+  const l = s.lease;
+  if (l) {
+    out.push(`lease       ${l.address} (mask ${l.mask}) for ${l.local}`);
+    out.push(`TEP         ${l.tep6} / ${l.tep4}`);
+    out.push(`remaining   ${duration(l.remaining)} (renewal in ${duration(l.renew_in)}; ends ${new Date(l.ends * 1000).toISOString()} server time)`);
+  } else {
+    out.push('lease       none (requesting, retrying, or waiting for the first IPv4 packet)');
+  }
+  const d = s.dti;
+  if (!d) {
+    out.push('interface   none (no --dti)');
+    return out;
+  }
+  out.push(`interface   ${d.device} mtu ${d.mtu}${d.address ? ` inet ${d.address}${d.peer ? ` peer ${d.peer}` : ''}` : ' (no address)'}`);
+  if (d.tep) out.push(`tunnel      ${d.source ?? '?'} -> ${d.tep}`);
+  const p = d.packets;
+  out.push(`sent        ${p.encapsulated} packets, ${p.bytes_encapsulated} bytes (encapsulated to the TEP)`);
+  out.push(`received    ${p.decapsulated} packets, ${p.bytes_decapsulated} bytes (decapsulated from the TEP)`);
+  const drops = Object.entries(d.drops).filter(([, n]) => n > 0);
+  out.push(drops.length ? `dropped     ${p.dropped} packets:` : 'dropped     none');
+  for (const [reason, n] of drops) out.push(`  ${reason.padEnd(22)} ${n}`);
+  return out;
+}
