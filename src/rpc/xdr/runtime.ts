@@ -51,6 +51,28 @@ function pad(n: number): number {
   return (4 - (n & 3)) & 3;
 }
 
+/**
+ * A copy of `n` bytes of `src` from `start`. Up to 64 bytes V8 allocates typed arrays on its heap (slice is
+ * fastest); up to 4 KiB a view of Node's Buffer pool avoids allocating an ArrayBuffer per copy, which is what makes
+ * slice slow there. (The view's .buffer is the shared pool slab, as for any small Buffer: use byteOffset.)
+ */
+function copyBytes(src: Uint8Array, start: number, n: number): Uint8Array {
+  if (n <= 16) {
+    // Addresses and keys: a byte loop beats the call into slice.
+    const v = new Uint8Array(n);
+    for (let i = 0; i < n; i++) v[i] = src[start + i];
+    return v;
+  }
+  if (n <= 64 || n >= 4096) return src.slice(start, start + n);
+  const pooled = Buffer.allocUnsafe(n);
+  const v = new Uint8Array(pooled.buffer, pooled.byteOffset, n);
+  v.set(src.subarray(start, start + n));
+  return v;
+}
+
+/** Strings up to this many characters are coded byte by byte while ASCII: faster than a TextEncoder/Decoder call. */
+const SHORT_STRING = 32;
+
 export class XdrWriter {
   buf: Uint8Array;
   private view: DataView;
@@ -74,7 +96,7 @@ export class XdrWriter {
 
   /** A copy of the bytes written so far. */
   toBytes(): Uint8Array {
-    return this.buf.slice(0, this.pos);
+    return copyBytes(this.buf, 0, this.pos);
   }
 
   ensure(n: number): void {
@@ -94,28 +116,36 @@ export class XdrWriter {
   }
 
   int(v: number, what = 'int'): void {
-    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new XdrError(what, `${v} is not a 32-bit signed integer`);
-    this.ensure(4);
-    this.view.setInt32(this.pos, v);
-    this.pos += 4;
+    // (v | 0) === v holds exactly for numbers that are 32-bit signed integers (and -0).
+    if ((v | 0) !== v) throw new XdrError(what, `${v} is not a 32-bit signed integer`);
+    this.put32(v);
   }
 
   uint(v: number, what = 'unsigned int'): void {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new XdrError(what, `${v} is not a 32-bit unsigned integer`);
-    this.ensure(4);
-    this.view.setUint32(this.pos, v);
-    this.pos += 4;
+    if (v >>> 0 !== v) throw new XdrError(what, `${v} is not a 32-bit unsigned integer`);
+    this.put32(v);
+  }
+
+  private put32(v: number): void {
+    const p = this.pos;
+    if (p + 4 > this.buf.length) this.ensure(4);
+    const b = this.buf;
+    b[p] = v >>> 24;
+    b[p + 1] = v >>> 16;
+    b[p + 2] = v >>> 8;
+    b[p + 3] = v;
+    this.pos = p + 4;
   }
 
   hyper(v: bigint, what = 'hyper'): void {
-    if (typeof v !== 'bigint' || v < -0x8000000000000000n || v > 0x7fffffffffffffffn) throw new XdrError(what, `${v} is not a 64-bit signed integer`);
+    if (typeof v !== 'bigint' || BigInt.asIntN(64, v) !== v) throw new XdrError(what, `${v} is not a 64-bit signed integer`);
     this.ensure(8);
     this.view.setBigInt64(this.pos, v);
     this.pos += 8;
   }
 
   uhyper(v: bigint, what = 'unsigned hyper'): void {
-    if (typeof v !== 'bigint' || v < 0n || v > 0xffffffffffffffffn) throw new XdrError(what, `${v} is not a 64-bit unsigned integer`);
+    if (typeof v !== 'bigint' || BigInt.asUintN(64, v) !== v) throw new XdrError(what, `${v} is not a 64-bit unsigned integer`);
     this.ensure(8);
     this.view.setBigUint64(this.pos, v);
     this.pos += 8;
@@ -137,9 +167,7 @@ export class XdrWriter {
 
   bool(v: boolean, what = 'bool'): void {
     if (typeof v !== 'boolean') throw new XdrError(what, `${v} is not a boolean`);
-    this.ensure(4);
-    this.view.setUint32(this.pos, v ? 1 : 0);
-    this.pos += 4;
+    this.put32(v ? 1 : 0);
   }
 
   /** opaque x[len]: exactly `len` bytes plus zero padding. */
@@ -162,11 +190,23 @@ export class XdrWriter {
     // Reserve the worst case (3 bytes per UTF-16 unit), then write the length word once the size is known.
     this.ensure(4 + s.length * 3 + 3);
     const start = this.pos + 4;
-    const { written } = utf8Encoder.encodeInto(s, this.buf.subarray(start));
+    let written = s.length <= SHORT_STRING ? this.ascii(s, start) : -1;
+    if (written < 0) written = utf8Encoder.encodeInto(s, this.buf.subarray(start)).written;
     if (written > max) throw new XdrError(what, `${written} bytes exceed string<${max}>`);
     this.view.setUint32(this.pos, written);
     this.pos = start + written;
     this.zeroPad(written);
+  }
+
+  /** Writes `s` at `at` if it is all ASCII and returns its length; -1 otherwise. */
+  private ascii(s: string, at: number): number {
+    const b = this.buf;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return -1;
+      b[at + i] = c;
+    }
+    return s.length;
   }
 
   /** Array count or union discriminant helpers for generated code. */
@@ -187,8 +227,12 @@ export class XdrWriter {
 
   private rawPadded(v: Uint8Array): void {
     const n = v.length;
-    this.ensure(n + 3);
-    this.buf.set(v, this.pos);
+    if (this.pos + n + 3 > this.buf.length) this.ensure(n + 3);
+    if (n <= 16) {
+      const b = this.buf;
+      const p = this.pos;
+      for (let i = 0; i < n; i++) b[p + i] = v[i];
+    } else this.buf.set(v, this.pos);
     this.pos += n;
     this.zeroPad(n);
   }
@@ -200,7 +244,11 @@ export class XdrWriter {
 }
 
 export class XdrReader {
-  private view: DataView;
+  /**
+   * Made on first use (hyper, float, double): a DataView needs the ArrayBuffer, and asking a small on-heap typed
+   * array for it moves the array off the heap, which would cost more than decoding a whole small message.
+   */
+  private dv: DataView | undefined;
   pos: number;
   /** Current nesting depth of aggregate types; bounded by maxDepth. */
   depth = 0;
@@ -211,8 +259,11 @@ export class XdrReader {
     readonly end = buf.length,
     readonly maxDepth = DEFAULT_MAX_DEPTH,
   ) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.pos = offset;
+  }
+
+  private get view(): DataView {
+    return (this.dv ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength));
   }
 
   get remaining(): number {
@@ -241,17 +292,19 @@ export class XdrReader {
   }
 
   int(what = 'int'): number {
-    if (this.end - this.pos < 4) this.need(4, what);
-    const v = this.view.getInt32(this.pos);
-    this.pos += 4;
-    return v;
+    const p = this.pos;
+    if (this.end - p < 4) this.need(4, what);
+    const b = this.buf;
+    this.pos = p + 4;
+    return (b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3];
   }
 
   uint(what = 'unsigned int'): number {
-    if (this.end - this.pos < 4) this.need(4, what);
-    const v = this.view.getUint32(this.pos);
-    this.pos += 4;
-    return v;
+    const p = this.pos;
+    if (this.end - p < 4) this.need(4, what);
+    const b = this.buf;
+    this.pos = p + 4;
+    return ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
   }
 
   hyper(what = 'hyper'): bigint {
@@ -295,9 +348,9 @@ export class XdrReader {
   fixedOpaque(len: number, what = 'opaque'): Uint8Array {
     const padded = len + pad(len);
     if (this.end - this.pos < padded) this.need(padded, what);
-    const v = this.buf.slice(this.pos, this.pos + len);
+    const v = copyBytes(this.buf, this.pos, len);
     this.pos += len;
-    this.checkPad(len, what);
+    if (padded !== len) this.checkPad(len, what);
     return v;
   }
 
@@ -311,17 +364,28 @@ export class XdrReader {
   string(max = UNBOUNDED, what = 'string'): string {
     const len = this.length(max, what);
     const start = this.pos;
-    let s: string;
+    const b = this.buf;
+    let s = '';
     let ascii = true;
-    for (let i = start, e = start + len; i < e; i++) {
-      if (this.buf[i] >= 0x80) {
-        ascii = false;
-        break;
+    if (len <= SHORT_STRING) {
+      for (let i = start, e = start + len; i < e; i++) {
+        const c = b[i];
+        if (c >= 0x80) {
+          ascii = false;
+          break;
+        }
+        s += String.fromCharCode(c);
       }
-    }
-    if (ascii) {
-      s = len <= 64 ? String.fromCharCode.apply(null, this.buf.subarray(start, start + len) as unknown as number[]) : Buffer.from(this.buf.buffer, this.buf.byteOffset + start, len).toString('latin1');
     } else {
+      for (let i = start, e = start + len; i < e; i++) {
+        if (b[i] >= 0x80) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) s = Buffer.from(b.buffer, b.byteOffset + start, len).toString('latin1');
+    }
+    if (!ascii) {
       try {
         s = utf8Strict.decode(this.buf.subarray(start, start + len));
       } catch {
