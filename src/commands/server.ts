@@ -49,32 +49,47 @@ configuration without losing a lease; SIGTERM or SIGINT stops. See dstm-server(8
     try {
       loaded = loadServerConfig(sf);
     } catch (err) {
-      this.error((err as Error).message, { exit: SERVER_EXIT.config });
+      this.fail((err as Error).message, SERVER_EXIT.config);
     }
     if (flags.check) {
       this.log(JSON.stringify({ file: loaded.file ?? null, server: loaded.config }, jsonForm, 2));
       return;
     }
     const log = createLogger({ level: loaded.config.log_level }).child({ component: 'server' });
-    let server: DstmServer;
-    try {
-      server = await DstmServer.start(loaded.config, log);
-    } catch (err) {
-      this.error(`cannot start: ${(err as Error).message}`, { exit: SERVER_EXIT.start });
-    }
-    process.on('SIGHUP', () => {
+    // Signals are taken before the server starts: one arriving during start-up must neither kill it nor be lost.
+    const stopping = new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    let server: DstmServer | undefined;
+    let reloadPending = false;
+    const reload = (): void => {
+      if (!server) {
+        reloadPending = true; // applied once start-up is done
+        return;
+      }
       try {
         server.reload(loadServerConfig(sf).config);
       } catch (err) {
         log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
       }
-    });
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    };
+    process.on('SIGHUP', reload);
+    try {
+      server = await DstmServer.start(loaded.config, log);
+    } catch (err) {
+      this.fail(`cannot start: ${(err as Error).message}`, SERVER_EXIT.start);
+    }
+    if (reloadPending) reload();
+    await stopping;
     log.info('stopping');
     await server.stop();
+  }
+
+  /** One line on stderr, then the documented exit code. */
+  private fail(message: string, code: number): never {
+    process.stderr.write(`dstm server: ${message}\n`);
+    return this.exit(code);
   }
 }
 

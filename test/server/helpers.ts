@@ -1,0 +1,121 @@
+// Test helpers: real `dstm` processes and real IPv6 source addresses on the loopback interface.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const ROOT = resolve(__dirname, '../..');
+export const RUN = join(ROOT, 'bin/run.js');
+
+/** A port unlikely to be taken, different per call. */
+export function freePort(): number {
+  return 20000 + Math.floor(Math.random() * 30000);
+}
+
+export function tempDir(tag: string): string {
+  return mkdtempSync(join(tmpdir(), `dstm-${tag}-`));
+}
+
+/** `n` addresses in a random /96 of fd53:544d::/32, added to lo; remove() takes them away again. */
+export function loopbackAddresses(n: number): { addresses: string[]; remove(): void } {
+  const r = () => Math.floor(Math.random() * 0xffff).toString(16);
+  const prefix = `fd53:544d:${r()}:${r()}:${r()}:${r()}`;
+  const addresses = Array.from({ length: n }, (_, i) => `${prefix}:0:${(i + 1).toString(16)}`);
+  const batch = (verb: string): string => addresses.map((a) => `addr ${verb} ${a}/128 dev lo${verb === 'add' ? ' nodad' : ''}`).join('\n') + '\n';
+  execFileSync('ip', ['-6', '-batch', '-'], { input: batch('add') });
+  return {
+    addresses,
+    remove: () => {
+      try {
+        execFileSync('ip', ['-6', '-force', '-batch', '-'], { input: batch('del'), stdio: ['pipe', 'ignore', 'ignore'] });
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+export interface ServerProcess {
+  proc: ChildProcess;
+  port: number;
+  /** Every log record the server wrote (JSON lines on stderr). */
+  logs: Record<string, unknown>[];
+  /** Wait for a log record whose msg is `msg`. */
+  waitFor(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * Start `dstm server` and resolve once it listens. `args` are extra flags. It listens on [::1] (a bound address, so
+ * UDP replies leave from the address the clients called, whatever their source address on lo).
+ */
+export async function startServer(args: string[], opts: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
+  const port = opts.port ?? freePort();
+  const hasListen = args.includes('--listen');
+  const proc = spawn(process.execPath, [RUN, 'server', ...(hasListen ? [] : ['--listen', `[::1]:${port}`]), ...args], {
+    env: cleanEnv({ DSTM_LOG_LEVEL: 'debug', ...opts.env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  const waiters: { msg: string; resolve: (r: Record<string, unknown>) => void }[] = [];
+  createInterface({ input: proc.stderr! }).on('line', (line) => {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      rec = { msg: line };
+    }
+    logs.push(rec);
+    for (const w of waiters.splice(0)) {
+      if (w.msg === rec.msg) w.resolve(rec);
+      else waiters.push(w);
+    }
+  });
+  const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
+  const waitFor = (msg: string, timeoutMs = 15000): Promise<Record<string, unknown>> => {
+    const seen = logs.find((r) => r.msg === msg);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`server did not log "${msg}" within ${timeoutMs} ms; logs: ${JSON.stringify(logs).slice(0, 2000)}`)), timeoutMs);
+      waiters.push({ msg, resolve: (r) => (clearTimeout(t), res(r)) });
+      void exited.then((code) => rej(new Error(`server exited (${code}) before logging "${msg}": ${JSON.stringify(logs).slice(0, 2000)}`)));
+    });
+  };
+  await waitFor('listening');
+  return {
+    proc,
+    port,
+    logs,
+    waitFor,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Run `dstm ARGS` to completion. */
+export function runDstm(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    const p = spawn(process.execPath, [RUN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code) => res({ code, stdout, stderr }));
+  });
+}
+
+/** The test's environment without the variables that would point dstm at someone else's server or config. */
+function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  for (const k of ['DSTM_CONFIG', 'DSTM_SERVER']) if (!(k in extra)) delete env[k];
+  return env;
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

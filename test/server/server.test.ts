@@ -1,0 +1,218 @@
+// dstm server as a real process, called from real IPv6 source addresses on lo.
+import { expect } from 'chai';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DstmClient, DstmRefusal } from '../../src/client/dstm-client';
+import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema';
+import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/generated/dstm';
+import { RpcClient, RpcError } from '../../src/rpc';
+import { Store } from '../../src/server/store';
+import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/server/addr';
+import { loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
+
+type Clients = DstmClient[];
+
+/** Every client a test opened, closed after each test whatever happened. */
+const open: { close(): Promise<void> }[] = [];
+
+async function clientsFor(addresses: string[], port: number, o: { transport?: 'udp' | 'tcp'; version?: 1 | 2; timeoutMs?: number } = {}): Promise<Clients> {
+  const cs = await Promise.all(addresses.map((local) => DstmClient.connect({ host: '::1', port, program: DSTM_PROGRAM, local, ...o })));
+  open.push(...cs);
+  return cs;
+}
+
+async function refusal(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof DstmRefusal) return err.status;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('dstm server (process)', function () {
+  this.timeout(60000);
+  let lo: ReturnType<typeof loopbackAddresses>;
+  let dir: string;
+  let server: ServerProcess | undefined;
+  before(() => {
+    lo = loopbackAddresses(64);
+  });
+  after(() => lo.remove());
+  beforeEach(() => {
+    dir = tempDir('server');
+  });
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((c) => c.close()));
+    await server?.stop('SIGKILL');
+    server = undefined;
+    removeDir(dir);
+  });
+
+  it('gives concurrent clients distinct addresses, idempotently, over UDP and TCP', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.77.0.0/24', '--tep', '2001:db8::1,10.77.0.254']);
+    const udp = await clientsFor(lo.addresses.slice(0, 32), server.port);
+    const tcp = await clientsFor(lo.addresses.slice(32), server.port, { transport: 'tcp' });
+    const all = [...udp, ...tcp];
+    const first = await Promise.all(all.map((c) => c.request()));
+    const addrs = first.map((l) => l.address);
+    expect(new Set(addrs).size).to.equal(64);
+    first.forEach((l, i) => {
+      expect(l.local).to.equal(formatIPv6(all[i].local));
+      expect(l).to.include({ mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.77.0.254', keep: 3600, extend: 1800 });
+      expect(l.ends - l.starts).to.equal(3600);
+    });
+    // Repeats (from the other transport too) return the same binding.
+    const again = await Promise.all(all.map((c) => c.request()));
+    expect(again.map((l) => l.address)).to.deep.equal(addrs);
+    const store = new Store(dir, { readonly: true });
+    const rows = store.list(-1, 1000);
+    store.close();
+    expect(rows).to.have.length(64);
+    expect(new Set(rows.map((r) => formatIPv6(r.ip6)))).to.deep.equal(new Set(lo.addresses));
+  });
+
+  it('keeps every replied binding across kill -9 mid-burst, with no duplicate, and resumes', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.78.0.0/16']);
+    const port = server.port;
+    const clients = await clientsFor(lo.addresses, port, { timeoutMs: 20000 });
+    const replied = new Map<string, string>();
+    let killed = false;
+    const burst = clients.map(async (c) => {
+      const l = await c.request().catch(() => undefined);
+      if (l && !killed) replied.set(l.local, l.address);
+      if (!killed && replied.size >= 16) {
+        killed = true;
+        server!.proc.kill('SIGKILL');
+      }
+      return l;
+    });
+    await sleep(300);
+    expect(killed, 'the server was killed during the burst').to.equal(true);
+    await server.stop();
+    server = await startServer(['--state-dir', dir, '--pool', '10.78.0.0/16'], { port });
+    // Clients still waiting retransmit to the restarted server; everyone ends up with an address.
+    const final = await Promise.all(burst);
+    const store = new Store(dir, { readonly: true });
+    const rows = new Map(store.list(-1, 1000).map((r) => [formatIPv6(r.ip6), formatIPv4(r.ip4)]));
+    store.close();
+    for (const [node, addr] of replied) expect(rows.get(node), node).to.equal(addr);
+    expect(new Set(rows.values()).size).to.equal(rows.size);
+    const after = await Promise.all(clients.map((c) => c.request()));
+    after.forEach((l) => {
+      const before = replied.get(l.local);
+      if (before) expect(l.address).to.equal(before);
+    });
+    expect(new Set(after.map((l) => l.address)).size).to.equal(clients.length);
+    expect(final.filter(Boolean).length).to.be.greaterThan(0);
+  });
+
+  it('expires, holds, reclaims; renews; releases only the caller binding; exhausts a tiny pool', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.79.0.0/30', '--lease', '2', '--config', writeConfig(dir, { hold: 2 })]);
+    const [a, b, c] = await clientsFor(lo.addresses.slice(0, 3), server.port);
+    const la = await a.request();
+    const lb = await b.request();
+    expect(await refusal(c.request())).to.equal('no_address');
+    // Releasing someone else's address: refused, and their binding stays.
+    expect(await refusal(c.release(ipNum(la.address)))).to.equal('no_binding');
+    expect(await refusal(a.release(ipNum(lb.address)))).to.equal('no_binding');
+    expect((await b.request()).address).to.equal(lb.address);
+    // b renews, a does not: a's lease expires, its address is held (not reused) until the hold time is over.
+    await sleep(1200);
+    const renewed = await b.request(ipNum(lb.address));
+    expect(renewed.address).to.equal(lb.address);
+    expect(renewed.ends).to.be.greaterThan(lb.ends);
+    await sleep(1800);
+    expect(await refusal(c.request())).to.equal('no_address');
+    await b.request(ipNum(lb.address));
+    await sleep(2500);
+    await b.request(ipNum(lb.address));
+    expect((await c.request()).address).to.equal(la.address);
+    expect((await b.release(ipNum(lb.address))).address).to.equal(lb.address);
+    expect(await refusal(b.release())).to.equal('no_binding');
+    expect((await a.request()).address).to.equal(lb.address);
+  });
+
+  it('refuses a spoofed local, over version 2 (status) and version 1 (AUTH_ERROR), and a node outside the allow list', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.80.0.0/24', '--allow', `${lo.addresses[0]}/128`]);
+    const [a] = await clientsFor([lo.addresses[0]], server.port);
+    const la = await a.request();
+    // b sends from its own address a packet whose local is a's address.
+    const rpc = await RpcClient.connect({ host: '::1', port: server.port, transport: 'udp', program: DSTM_PROGRAM, version: 2, localAddress: lo.addresses[1] });
+    open.push(rpc);
+    const spoof = (type: number): packet => ({ type, local: parseIPv6(lo.addresses[0]), mask: new Uint8Array(4), i4addr: ipv4ToBytes(ipNum(la.address)), tep4: new Uint8Array(4), tep6: new Uint8Array(16), starts: 0, ends: 0, extend: 0, keep: 0 });
+    const v2 = new RPC_TWO_Client(rpc, DSTM_PROGRAM);
+    expect((await v2.REQUEST(spoof(REQUEST_REQ))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
+    expect((await v2.RELEASE(spoof(RELEASE_REQ))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
+    expect((await v2.REQUEST(spoof(RELEASE_REQ))).status).to.equal(dstm_status.DSTM_BAD_REQUEST);
+    const v1 = new RPC_ONE_Client(rpc, DSTM_PROGRAM);
+    for (const call of [() => v1.REQUEST(spoof(REQUEST_REQ)), () => v1.RELEASE(spoof(RELEASE_REQ))]) {
+      const err = await call().then(() => null, (e: unknown) => e);
+      expect(err).to.be.instanceOf(RpcError);
+      expect((err as RpcError).kind).to.equal('AUTH_ERROR');
+    }
+    expect((await a.request()).address).to.equal(la.address);
+    // b as itself is outside --allow.
+    const [b] = await clientsFor([lo.addresses[1]], server.port);
+    expect(await refusal(b.request())).to.equal('not_allowed');
+    const res = await runDstm(['request', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2], '--protocol', '1']);
+    expect(res.code).to.equal(3);
+    expect(res.stderr.trim().split('\n')).to.have.length(1);
+    expect(res.stderr).to.contain('not allowed');
+  });
+
+  it('serves IPv6 only and refuses a malformed configuration with the key, value and expectation', async () => {
+    const cfg = join(dir, 'bad.json');
+    writeFileSync(cfg, JSON.stringify({ server: { pools: ['10.0.0.0/8'], teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.256' }] } }));
+    let r = await runDstm(['server', '--config', cfg, '--state-dir', dir]);
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.contain('server.teps[0].ipv4').and.contain('"10.0.0.256"').and.contain('IPv4 address');
+    writeFileSync(cfg, '{ "server": { "lease": 5, } }');
+    r = await runDstm(['server', '--config', cfg]);
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.match(/not valid JSON at line 1, column \d+/);
+    r = await runDstm(['server', '--listen', '127.0.0.1:3786', '--state-dir', dir]);
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.contain('--listen[0]').and.contain('IPv6');
+    r = await runDstm(['server', '--config', join(dir, 'missing.json')]);
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.contain('cannot read the configuration file');
+    r = await runDstm(['request', '--server', '127.0.0.1:3786']);
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.contain('IPv4 is not allowed');
+    // The server's sockets are IPv6-only: an IPv4 caller reaches nothing.
+    server = await startServer(['--state-dir', dir]);
+    const v4 = await runDstm(['request', '--server', `[::ffff:127.0.0.1]:${server.port}`, '--timeout', '500']);
+    expect(v4.code).to.equal(6);
+  });
+
+  it('reloads its configuration on SIGHUP without losing a lease', async () => {
+    const cfg = writeConfig(dir, { pools: ['10.81.0.0/30'], lease: 100 });
+    server = await startServer(['--state-dir', dir, '--config', cfg]);
+    const [a, b] = await clientsFor(lo.addresses.slice(0, 2), server.port);
+    const la = await a.request();
+    writeConfig(dir, { pools: ['10.81.0.0/30', '10.82.0.0/30'], lease: 200, tep: { ipv6: '2001:db8::9', ipv4: '10.82.0.3' } });
+    server.proc.kill('SIGHUP');
+    await server.waitFor('configuration reloaded');
+    const again = await a.request(ipNum(la.address));
+    expect(again).to.include({ address: la.address, keep: 200, tep6: '2001:db8::9' });
+    expect((await b.request()).address).to.match(/^10\.8[12]\.0\.[12]$/);
+    writeFileSync(join(dir, 'dstm.json'), '{"server": {"pools": []}}');
+    server.proc.kill('SIGHUP');
+    await server.waitFor('configuration not reloaded; the running one stays');
+    expect((await a.request()).address).to.equal(la.address);
+    expect(await server.stop('SIGTERM')).to.equal(0);
+    server = undefined;
+  });
+});
+
+function ipNum(a: string): number {
+  return a.split('.').reduce((x, o) => x * 256 + Number(o), 0);
+}
+
+function writeConfig(dir: string, server: Record<string, unknown>): string {
+  const f = join(dir, 'dstm.json');
+  writeFileSync(f, JSON.stringify({ server }));
+  return f;
+}
