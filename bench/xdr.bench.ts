@@ -1,7 +1,6 @@
 // encode+decode ops/s of rpcgen-ts codecs vs @stellar/js-xdr doing the same work (same types, same values, bytes
 // checked identical first): struct packet (Annex B), NFSv3 fattr3, and READDIR3resok with 16 entries.
 // Each side produces a fresh byte array per encode (js-xdr's toXDR does) and decodes it back to a value.
-import * as jsxdr from '@stellar/js-xdr';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { xdr_packet } from '../src/generated/dstm';
@@ -14,14 +13,18 @@ const ROUNDS = 3;
 const SLICE_MS = 500;
 const WARMUP_MS = 200;
 
-// js-xdr's own types are loose (any); these are the few members used here.
-interface JsType {
-  toXDR(v: unknown): Buffer;
-  fromXDR(b: Buffer): { toXDR(): Buffer };
+// js-xdr ships no type declarations; these are the few members used here.
+interface JsInstance {
+  toXDR(): Buffer;
 }
-type JsTypes = Record<string, JsType & Record<string, (...a: unknown[]) => unknown>>;
+interface JsType {
+  new (...args: unknown[]): JsInstance;
+  toXDR(v: unknown): Buffer;
+  fromXDR(b: Buffer): JsInstance;
+}
+const jsxdr = require('@stellar/js-xdr') as { config(f: (x: any) => void): Record<string, JsType> };
 
-const js = (jsxdr as unknown as { config(f: (x: any) => void): JsTypes }).config((x) => {
+const js = jsxdr.config((x) => {
   x.struct('packet', [
     ['type', x.int()], ['local', x.opaque(16)], ['mask', x.opaque(4)], ['i4addr', x.opaque(4)], ['tep4', x.opaque(4)],
     ['tep6', x.opaque(16)], ['ends', x.uint()], ['starts', x.uint()], ['extend', x.uint()], ['keep', x.uint()],
@@ -100,26 +103,26 @@ export async function run(): Promise<void> {
 
   const bytes = (n: number, f: number): Uint8Array => new Uint8Array(n).fill(f);
   const packet = { type: 1, local: bytes(16, 0xfe), mask: bytes(4, 0xff), i4addr: Uint8Array.of(10, 0, 0, 7), tep4: Uint8Array.of(192, 0, 2, 1), tep6: bytes(16, 0x20), ends: 1700003600, starts: 1700000000, extend: 3600, keep: 600 };
-  const jsPacket = new js.packet({ ...packet, local: Buffer.from(packet.local), mask: Buffer.from(packet.mask), i4addr: Buffer.from(packet.i4addr), tep4: Buffer.from(packet.tep4), tep6: Buffer.from(packet.tep6) } as never);
+  const jsPacket = new js.packet({ ...packet, local: Buffer.from(packet.local), mask: Buffer.from(packet.mask), i4addr: Buffer.from(packet.i4addr), tep4: Buffer.from(packet.tep4), tep6: Buffer.from(packet.tep6) });
 
   const time = { seconds: 1700000000, nseconds: 123456789 };
   const fattr = { type: 2, mode: 0o755, nlink: 2, uid: 1000, gid: 1000, size: 4096n, used: 8192n, rdev: { specdata1: 0, specdata2: 0 }, fsid: 0x1122334455667788n, fileid: 123456789012n, atime: time, mtime: time, ctime: time };
-  const jsTime = (): unknown => new js.nfstime3(time as never);
+  const jsTime = (): unknown => new js.nfstime3(time);
   const jsFattr = new js.fattr3({
-    ...fattr, type: (js.ftype3 as unknown as Record<string, () => unknown>).nf3dir(), rdev: new js.specdata3({ specdata1: 0, specdata2: 0 } as never),
+    ...fattr, type: (js.ftype3 as unknown as Record<string, () => unknown>).nf3dir(), rdev: new js.specdata3({ specdata1: 0, specdata2: 0 }),
     atime: jsTime(), mtime: jsTime(), ctime: jsTime(),
-  } as never);
+  });
 
   let entries: unknown = null;
   let jsEntries: unknown = null;
   for (let i = 15; i >= 0; i--) {
     entries = { fileid: BigInt(1000 + i), name: `file-${i}.txt`, cookie: BigInt(i + 1), nextentry: entries };
-    jsEntries = new js.entry3({ fileid: BigInt(1000 + i), name: `file-${i}.txt`, cookie: BigInt(i + 1), nextentry: jsEntries } as never);
+    jsEntries = new js.entry3({ fileid: BigInt(1000 + i), name: `file-${i}.txt`, cookie: BigInt(i + 1), nextentry: jsEntries });
   }
   const verf = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8);
   const readdir = { dir_attributes: { attributes_follow: true, attributes: fattr }, cookieverf: verf, reply: { entries, eof: true } };
-  const jsAttr = new js.post_op_attr(true as never, jsFattr as never);
-  const jsReaddir = new js.READDIR3resok({ dir_attributes: jsAttr, cookieverf: Buffer.from(verf), reply: new js.dirlist3({ entries: jsEntries, eof: true } as never) } as never);
+  const jsAttr = new js.post_op_attr(true, jsFattr);
+  const jsReaddir = new js.READDIR3resok({ dir_attributes: jsAttr, cookieverf: Buffer.from(verf), reply: new js.dirlist3({ entries: jsEntries, eof: true }) });
 
   compare('struct packet', xdr_packet as Codec<unknown>, packet, js.packet, jsPacket);
   compare('fattr3', nfs.xdr_fattr3, fattr, js.fattr3, jsFattr);
