@@ -169,6 +169,7 @@ export class Tunnel {
    * encapsulates.
    */
   encapBatch(count: number, rx: RxBatch): void {
+    this.checkBatch(count);
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
     const h = this.h4;
@@ -274,6 +275,7 @@ export class Tunnel {
    * decapsulates (encap-limit option accepted, RFC 6040 ECN, loop check) and applies the accept policy.
    */
   decapBatch(count: number, rx: RxBatch): void {
+    this.checkBatch(count);
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
     const r = this.dr;
@@ -307,6 +309,7 @@ export class Tunnel {
    * to the original IPv4 source (RFC 2473 §8.2); packet-too-big also lowers the path MTU (RFC 2473 §7.1).
    */
   icmp6Batch(count: number, rx: RxBatch): void {
+    this.checkBatch(count);
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
     const r = this.relay;
@@ -323,6 +326,13 @@ export class Tunnel {
       if (!r.relay) continue;
       const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtu : 0;
       if (this.icmpError(r.icmpType, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4)) c.count(Event.icmp_relayed);
+    }
+  }
+
+  /** The output lists hold one batch: a larger one is a configuration error (devices and pipeline disagree). */
+  private checkBatch(count: number): void {
+    if (count > this.toRaw.capacity) {
+      throw new RangeError(`batch of ${count} packets exceeds the pipeline's batch size ${this.toRaw.capacity}`);
     }
   }
 
