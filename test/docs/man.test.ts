@@ -204,6 +204,23 @@ describe('man pages', function () {
     report(problems);
   });
 
+  it('the checks catch drift: a missing alias, default or choice, an extra flag, an undocumented key', () => {
+    const flag = (name: string, more: object) => ({ name, type: 'option', ...more });
+    const cmd = { id: 'x', args: {}, flags: { mode: flag('mode', { char: 'm', default: 'fast', options: ['fast', 'slow'] }), port: flag('port', { default: 3786 }) } } as unknown as Command.Loadable;
+    const page = parsePage('.SH OPTIONS\n.TP\n.BI \\-\\-mode " MODE"\nfast or slow.\n.TP\n.B \\-\\-port\nThe port (default 3786).\n.TP\n.B \\-\\-gone\nOld.\n');
+    expect(flagProblems(cmd, page)).to.deep.equal([
+      '--mode: short alias -m missing from the tag "--mode MODE"',
+      '--mode: default "fast" not stated in its item ("--mode MODE fast or slow.")',
+      '--gone: documented in OPTIONS but `dstm x` has no such flag',
+    ]);
+    const conf = parsePage('.SH SERVER\n.TP\n.B server.lease\ninteger, default 3600.\n.TP\n.B server.leese\ninteger.\n');
+    const keys = [{ key: 'server.lease', type: 'integer', default: 3600, doc: '' }, { key: 'server.hold', type: 'integer', default: 600, doc: '' }];
+    expect(keyProblems(keys, conf)).to.deep.equal([
+      'server.hold: not documented (no .TP item whose tag is server.hold)',
+      'server.leese: documented but no schema has this key',
+    ]);
+  });
+
   it("package.json's man field lists every page in man/ and only existing ones", () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { man?: string[] };
     const listed = (pkg.man ?? []).map((p) => p.replace(/^\.\//, '')).sort();
