@@ -4,7 +4,7 @@ import { connectFromFlags, exchangeFlags } from '../client/flags';
 import type { DstmClient, Lease } from '../client/dstm-client';
 import { LeaseKeeper } from '../client/lease-keeper';
 import { dtiHooks } from '../client/dti-node';
-import { dtiFlags, dtiFromFlags } from '../node/flags';
+import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../node/flags';
 
 export default class RequestCommand extends Command {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';
@@ -62,6 +62,7 @@ reply, 7 server error, 1 anything else.`;
     keeper.on('expired', (l: Lease) => show('expired', l));
     keeper.on('released', (l: Lease) => show('released', l));
     keeper.on('error', (err: unknown) => process.stderr.write(`dstm request: ${classify(err).message} (retrying)\n`));
+    const status = await serveNodeStatus(flags.control, { server: client.server, keeper, dti });
     // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1)
     await dti?.start(flags['on-demand'] ? () => void keeper.start() : undefined);
     if (!flags['on-demand']) void keeper.start();
@@ -70,6 +71,7 @@ reply, 7 server error, 1 anything else.`;
       process.once('SIGTERM', resolve);
     });
     await keeper.stop();
+    status?.close();
     dti?.close();
     await client.close();
   }

@@ -1,12 +1,16 @@
 // The DTI flags of `dstm request` (the node side of issue 4), kept here so request.ts only spreads them in.
 import { Flags } from '@oclif/core';
+import type { Server } from 'node:net';
 import { Dti, parseRoutes } from '../client/dti-node';
 import { createLogger } from '../log';
+import { DEFAULT_NODE_CONTROL_PATH, nodeStatus, type NodeParts } from '../node-status';
+import { serveControl } from '../tep/control';
 
 export const dtiFlags = {
   dti: Flags.string({ summary: 'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP).', dependsOn: ['hold'] }),
   routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true, dependsOn: ['dti'] }),
   'on-demand': Flags.boolean({ summary: 'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).', dependsOn: ['dti'] }),
+  control: Flags.string({ summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.', default: DEFAULT_NODE_CONTROL_PATH }),
   'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).', min: 1280, dependsOn: ['dti'] }),
 };
 
@@ -15,6 +19,7 @@ export interface DtiFlags {
   routes?: string[];
   'on-demand'?: boolean;
   'path-mtu'?: number;
+  control: string;
 }
 
 /** The DTI the flags ask for (not started yet), or undefined without --dti. */
@@ -26,4 +31,14 @@ export function dtiFromFlags(flags: DtiFlags): Dti | undefined {
     pathMtu: flags['path-mtu'] ?? 1500,
     log: createLogger().child({ component: 'dti' }),
   });
+}
+
+/** Serves `dstm status` for a holding node; a socket that cannot be made is reported, not fatal to the lease. */
+export async function serveNodeStatus(path: string, parts: NodeParts): Promise<Server | undefined> {
+  try {
+    return await serveControl(path, () => nodeStatus(parts));
+  } catch (err) {
+    process.stderr.write(`dstm request: no status socket at ${path}: ${(err as Error).message}\n`);
+    return undefined;
+  }
 }

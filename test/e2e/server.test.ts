@@ -3,7 +3,7 @@
 // the TEP, only IPv6 crosses X–Y, and after release or expiry the TEP stops forwarding for that address.
 import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
-import { SERVER, cliUnavailable, dstmArgv, startNode, startServer, startTep, tepStats } from '../support/dstm-procs';
+import { SERVER, cliUnavailable, dstmArgv, nodeControlPath, startNode, startServer, startTep, tepStats } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 
@@ -69,6 +69,13 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       expect(lease.local).to.equal(ADDR.x6);
       const b = (await tepStats(t)).bindings.find((x) => x.ipv4 === lease.address);
       expect(b).to.include({ ipv6: ADDR.x6, source: 'server' });
+    });
+
+    it('dstm status on X shows the lease on the DTI', async () => {
+      const { stdout } = await t.exec(t.ns.x, dstmArgv('status', '--json', '--control', nodeControlPath(t)));
+      const st = JSON.parse(stdout);
+      expect(st.state).to.equal('leased');
+      expect(st.dti).to.include({ device: 'dti0', mtu: 1460, address: lease.address, peer: ADDR.y4, tep: ADDR.y6, source: ADDR.x6 });
     });
 
     it('an IPv4 TCP client on X reaches Z, which sees the leased address as the source', async () => {

@@ -45,6 +45,11 @@ export async function startStaticNode(t: Topology, extra: string[] = []): Promis
 
 export const SERVER = `[${ADDR.s6}]:3786`;
 
+/** Where the node in X (`dstm request --hold`) serves `dstm status`. */
+export function nodeControlPath(t: Topology): string {
+  return `${t.dir}/node.sock`;
+}
+
 /** Starts `dstm server` in S leasing the topology's pool with Y as TEP; `extra` flags are added. */
 export async function startServer(t: Topology, extra: string[] = []): Promise<ChildProcess> {
   const server = t.spawn(
@@ -57,7 +62,7 @@ export async function startServer(t: Topology, extra: string[] = []): Promise<Ch
 
 /** Starts `dstm request --hold --dti dti0 --json` in X (plus `extra`); resolves when it runs (not yet leased). */
 export function startNode(t: Topology, extra: string[] = []): ChildProcess {
-  return t.spawn(t.ns.x, dstmArgv('request', '--server', SERVER, '--hold', '--dti', 'dti0', '--json', ...extra));
+  return t.spawn(t.ns.x, dstmArgv('request', '--server', SERVER, '--hold', '--dti', 'dti0', '--json', '--control', nodeControlPath(t), ...extra));
 }
 
 /** `dstm tep stats --json` against the topology's TEP. */
