@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { XdrError, XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
+import { XdrError, XdrReader, XdrWriter, within, xdrVoid } from '../../src/rpc/xdr/runtime';
 
 describe('XDR runtime', () => {
   it('pads opaque and strings with zeros and reads them back', () => {
@@ -34,5 +34,73 @@ describe('XDR runtime', () => {
   it('checks array counts against the bytes left', () => {
     const r = new XdrReader(Uint8Array.of(0, 0, 0x10, 0, 0, 0, 0, 0));
     expect(() => r.count(0xffffffff, 4, 'list')).to.throw(/cannot fit/);
+  });
+
+  it('reads 64-bit and floating values at any byte offset, from buffers in turn', () => {
+    const w = new XdrWriter();
+    w.uhyper(0x0102030405060708n);
+    w.double(-1.25);
+    w.hyper(-5n);
+    w.float(0.5);
+    const bytes = w.toBytes();
+    const a = new Uint8Array(bytes.length + 12);
+    a.set(bytes, 12);
+    const b = Uint8Array.from(bytes);
+    for (const src of [a.subarray(12), b, a.subarray(12)]) {
+      const r = new XdrReader(src);
+      expect([r.uhyper(), r.double(), r.hyper(), r.float()]).to.deep.equal([0x0102030405060708n, -1.25, -5n, 0.5]);
+      r.done();
+    }
+  });
+
+  it('decoded opaque data is a plain Uint8Array copy, whatever its size', () => {
+    for (const n of [3, 16, 40, 100, 5000]) {
+      const w = new XdrWriter(8);
+      w.varOpaque(Uint8Array.from({ length: n }, (_, i) => i & 0xff));
+      const bytes = w.toBytes();
+      expect(Object.getPrototypeOf(bytes)).to.equal(Uint8Array.prototype);
+      const r = new XdrReader(bytes);
+      const v = r.varOpaque();
+      expect(Object.getPrototypeOf(v)).to.equal(Uint8Array.prototype);
+      bytes[4] = 0xee;
+      expect(v[0]).to.equal(0);
+      expect(v.length).to.equal(n);
+      expect(v[n - 1]).to.equal((n - 1) & 0xff);
+    }
+  });
+
+  it('codes strings as UTF-8, short and long, and refuses invalid UTF-8', () => {
+    for (const s of ['', 'ascii', 'é', 'x'.repeat(31) + 'é', 'y'.repeat(100), 'z'.repeat(100) + '€']) {
+      const w = new XdrWriter();
+      w.string(s);
+      expect(new XdrReader(w.toBytes()).string()).to.equal(s);
+    }
+    expect(() => new XdrReader(Uint8Array.of(0, 0, 0, 2, 0xc3, 0x28, 0, 0)).string(8, 'name')).to.throw(XdrError, /XDR name: not valid UTF-8/);
+  });
+
+  it('refuses integers out of range when encoding, naming the field', () => {
+    const w = new XdrWriter();
+    expect(() => w.int(2 ** 31, 'f')).to.throw(XdrError, /XDR f: 2147483648 is not a 32-bit signed integer/);
+    expect(() => w.int(1.5)).to.throw(XdrError);
+    expect(() => w.uint(-1)).to.throw(XdrError);
+    expect(() => w.uint(2 ** 32)).to.throw(XdrError);
+    expect(() => w.hyper(2n ** 63n)).to.throw(XdrError);
+    expect(() => w.uhyper(-1n)).to.throw(XdrError);
+    expect(() => w.uhyper(5 as unknown as bigint)).to.throw(XdrError);
+    w.int(-(2 ** 31));
+    w.uint(2 ** 32 - 1);
+    w.uhyper(2n ** 64n - 1n);
+    expect(w.pos).to.equal(16);
+  });
+
+  it('builds field paths as errors unwind, and the void codec is empty', () => {
+    const e = new XdrError('seconds', 'needs 4 bytes, 0 left', 8);
+    within(within(within(e, 'mtime'), '[2]'), 'entries');
+    expect(e.message).to.equal('XDR entries[2].mtime.seconds: needs 4 bytes, 0 left (at byte 8)');
+    const other = new RangeError('x');
+    expect(within(other, 'f')).to.equal(other);
+    const w = new XdrWriter();
+    xdrVoid.encode(w, undefined);
+    expect(w.pos).to.equal(0);
   });
 });

@@ -70,6 +70,21 @@ function copyBytes(src: Uint8Array, start: number, n: number): Uint8Array {
   return v;
 }
 
+let lastBuffer: ArrayBufferLike | undefined;
+let lastView: DataView | undefined;
+
+/**
+ * A DataView of `buffer`, reused while messages come from the same buffer (Node's Buffer pool slab, a socket's
+ * receive buffer). Holds on to the last buffer seen until another one comes.
+ */
+function viewOf(buffer: ArrayBufferLike): DataView {
+  if (buffer !== lastBuffer || lastView === undefined) {
+    lastView = new DataView(buffer);
+    lastBuffer = buffer;
+  }
+  return lastView;
+}
+
 /** Strings up to this many characters are coded byte by byte while ASCII: faster than a TextEncoder/Decoder call. */
 const SHORT_STRING = 32;
 
@@ -245,8 +260,9 @@ export class XdrWriter {
 
 export class XdrReader {
   /**
-   * Made on first use (hyper, float, double): a DataView needs the ArrayBuffer, and asking a small on-heap typed
-   * array for it moves the array off the heap, which would cost more than decoding a whole small message.
+   * Over the whole ArrayBuffer, made on first use (hyper, float, double) and shared by readers of the same buffer
+   * (see viewOf): making a DataView costs more than decoding a small message, and asking a small on-heap typed
+   * array for its ArrayBuffer moves it off the heap.
    */
   private dv: DataView | undefined;
   pos: number;
@@ -263,7 +279,7 @@ export class XdrReader {
   }
 
   private get view(): DataView {
-    return (this.dv ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength));
+    return (this.dv ??= viewOf(this.buf.buffer));
   }
 
   get remaining(): number {
@@ -309,28 +325,28 @@ export class XdrReader {
 
   hyper(what = 'hyper'): bigint {
     if (this.end - this.pos < 8) this.need(8, what);
-    const v = this.view.getBigInt64(this.pos);
+    const v = this.view.getBigInt64(this.buf.byteOffset + this.pos);
     this.pos += 8;
     return v;
   }
 
   uhyper(what = 'unsigned hyper'): bigint {
     if (this.end - this.pos < 8) this.need(8, what);
-    const v = this.view.getBigUint64(this.pos);
+    const v = this.view.getBigUint64(this.buf.byteOffset + this.pos);
     this.pos += 8;
     return v;
   }
 
   float(what = 'float'): number {
     if (this.end - this.pos < 4) this.need(4, what);
-    const v = this.view.getFloat32(this.pos);
+    const v = this.view.getFloat32(this.buf.byteOffset + this.pos);
     this.pos += 4;
     return v;
   }
 
   double(what = 'double'): number {
     if (this.end - this.pos < 8) this.need(8, what);
-    const v = this.view.getFloat64(this.pos);
+    const v = this.view.getFloat64(this.buf.byteOffset + this.pos);
     this.pos += 8;
     return v;
   }
