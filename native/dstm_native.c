@@ -553,6 +553,9 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// native/sd_notify.c: sd_notify(3) for the daemons (src/sd-notify.ts), in the same addon so there is one build.
+napi_value dstm_sd_notify(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_default, NULL},
@@ -563,6 +566,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"stopReader", NULL, stop_reader, NULL, NULL, NULL, napi_default, NULL},
       {"newSender", NULL, new_sender, NULL, NULL, NULL, napi_default, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default, NULL},
+      {"sdNotify", NULL, dstm_sd_notify, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

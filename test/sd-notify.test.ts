@@ -1,0 +1,81 @@
+// sdNotify against a real AF_UNIX datagram socket (python3 plays systemd's side), by path and by abstract name.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sdNotify } from '../src/sd-notify';
+
+/** A python3 datagram receiver bound to `address` (a path, or "\0name" for abstract); prints each datagram as JSON. */
+function receiver(address: string): Promise<{ proc: ChildProcess; next: () => Promise<string> }> {
+  const script = `
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(json.loads(sys.argv[1]))
+print("bound", flush=True)
+while True:
+    print(json.dumps(s.recv(4096).decode()), flush=True)
+`;
+  const proc = spawn('python3', ['-c', script, JSON.stringify(address)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  const waiting: ((l: string) => void)[] = [];
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else lines.push(line);
+    }
+  });
+  const next = (): Promise<string> => new Promise((resolve) => (lines.length ? resolve(lines.shift()!) : waiting.push(resolve)));
+  return new Promise((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('exit', (code) => reject(new Error(`python3 receiver exited (${code})`)));
+    void next().then((l) => (l === 'bound' ? resolve({ proc, next: async () => JSON.parse(await next()) as string }) : reject(new Error(l))));
+  });
+}
+
+describe('sdNotify', () => {
+  let dir: string;
+  let proc: ChildProcess | undefined;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'dstm-notify-'));
+  });
+  afterEach(() => {
+    proc?.kill();
+    proc = undefined;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('does nothing and needs no socket when NOTIFY_SOCKET is unset or empty', () => {
+    expect(sdNotify('READY=1', {})).to.equal(false);
+    expect(sdNotify('READY=1', { NOTIFY_SOCKET: '' })).to.equal(false);
+  });
+
+  it('sends the state as one datagram to a socket path', async () => {
+    const path = join(dir, 'notify');
+    const r = await receiver(path);
+    proc = r.proc;
+    expect(sdNotify('READY=1\nSTATUS=listening on [::]:3786', { NOTIFY_SOCKET: path })).to.equal(true);
+    expect(await r.next()).to.equal('READY=1\nSTATUS=listening on [::]:3786');
+    sdNotify('STOPPING=1', { NOTIFY_SOCKET: path });
+    expect(await r.next()).to.equal('STOPPING=1');
+  });
+
+  it('sends to an abstract socket named @name', async () => {
+    const name = `dstm-notify-test-${process.pid}-${Date.now()}`;
+    const r = await receiver(`\0${name}`);
+    proc = r.proc;
+    sdNotify('READY=1', { NOTIFY_SOCKET: `@${name}` });
+    expect(await r.next()).to.equal('READY=1');
+  });
+
+  it('throws when the socket is not there or the name is not a path', () => {
+    expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: join(dir, 'absent') })).to.throw(/sendto: No such file or directory/);
+    expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: 'relative/notify' })).to.throw(/not an absolute path/);
+  });
+});
