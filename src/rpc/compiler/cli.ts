@@ -1,13 +1,18 @@
 // rpcgen-ts FILE.x [FILE.x ...] --out DIR: one DIR/NAME.ts per NAME.x, like rpcgen. See man/rpcgen-ts.1.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import { compileFile } from './index';
 
 const USAGE = 'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
 
-/** The runtime as seen from `outDir`: this compiler's parent directory (src/rpc, or dist/src/rpc). */
+/**
+ * The runtime as seen from `outDir`: this compiler's parent directory (src/rpc), or, when running compiled from
+ * dist/src/rpc/compiler in a checkout, the TypeScript sources in src/rpc, which carry the types.
+ */
 function defaultRuntime(outDir: string): string {
-  const rel = relative(resolve(outDir), resolve(__dirname, '..')).split(sep).join('/');
+  const sources = resolve(__dirname, '../../../../src/rpc');
+  const dir = !existsSync(resolve(__dirname, '../types.ts')) && existsSync(resolve(sources, 'types.ts')) ? sources : resolve(__dirname, '..');
+  const rel = relative(resolve(outDir), dir).split(sep).join('/');
   return rel.startsWith('.') ? rel : `./${rel}`;
 }
 
