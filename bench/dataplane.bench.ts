@@ -4,11 +4,26 @@
 //   C:      bench/c/forwarder.c, an unbatched TUN + raw-socket forwarder, on X and on Y;
 //   dstm:   `dstm static` on X and `dstm tep --static` on Y (the batched userspace data plane).
 // Needs root, iperf3 and a C compiler; skips with a message otherwise.
+// First, without I/O: the TEP's per-packet work (binding lookup, anti-spoofing, encap/decap) with 100k bindings.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, cliUnavailable, startStaticNode, startTep } from '../test/support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
+import { batchOf, ipv4, ipv6 } from '../test/dti/build';
+import { existsSync } from 'node:fs';
+import { ipv4ToString, ipv6FromString, ipv4FromString } from '../src/dti/packet';
+import { createLogger } from '../src/log';
+import { parsePrefix4, parsePrefix6 } from '../src/server/addr';
+
+type TepModule = typeof import('../src/tep/tep');
+
+/** The compiled TEP (what `dstm tep` runs; `npm run bench` builds it), else the sources through tsx (slower). */
+function loadTep(): { Tep: TepModule['Tep']; from: string } {
+  const dist = join(ROOT, 'dist', 'src', 'tep', 'tep.js');
+  if (existsSync(dist)) return { Tep: (require(dist) as TepModule).Tep, from: 'compiled' };
+  return { Tep: (require('../src/tep/tep') as TepModule).Tep, from: 'sources via tsx' };
+}
 
 const SECONDS = Number(process.env.DSTM_BENCH_SECONDS ?? 5);
 
@@ -89,7 +104,45 @@ async function dstm(): Promise<Figures> {
   }
 }
 
+/** CPU ns per packet of `batches` calls of `body` on a 64-packet batch, best of 5 (the machine is shared). */
+function nsPerPacket(batches: number, body: () => void): number {
+  let best = Infinity;
+  for (let k = 0; k < 5; k++) {
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < batches; i++) body();
+    const c = process.cpuUsage(c0);
+    best = Math.min(best, ((c.user + c.system) * 1000) / (batches * 64));
+  }
+  return best;
+}
+
+function tepDecisions(): void {
+  const N = 100_000;
+  const { Tep, from } = loadTep();
+  const tep = new Tep({
+    address: ipv6FromString('2001:db8:1::1'),
+    ipv4: ipv4FromString('192.0.2.1'),
+    pools: [parsePrefix4('10.0.0.0/8')],
+    prefixes: [parsePrefix6('2001:db8::/32')],
+    statics: [],
+    device: 'unused',
+    pathMtu: 1500,
+    log: createLogger({ level: 'error' }),
+  });
+  const node = (i: number): string => `2001:db8:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+  const addr = (i: number): string => ipv4ToString(0x0a000000 + i);
+  for (let i = 0; i < N; i++) tep.bind(ipv4FromString(addr(i)), ipv6FromString(node(i)), Date.now() / 1000 + 3600);
+  const picks = Array.from({ length: 64 }, (_, k) => (k * 7919) % N);
+  const up = batchOf(picks.map((i) => ipv6(node(i), '2001:db8:1::1', 4, ipv4({ src: addr(i), dst: '192.0.2.2' }))), 0);
+  const down = batchOf(picks.map((i) => ipv4({ src: '192.0.2.2', dst: addr(i) })));
+  const decap = nsPerPacket(20_000, () => tep.tunnel.decapBatch(64, up));
+  const encap = nsPerPacket(20_000, () => tep.tunnel.encapBatch(64, down));
+  if (tep.tunnel.toTun.count !== 64 || tep.tunnel.toRaw.count !== 64) throw new Error('tep bench: packets were dropped');
+  console.log(`TEP, ${N} bindings, in JS without I/O (${from}): node->IPv4 (check + decap) ${decap.toFixed(0)} ns/packet, IPv4->node (lookup + encap) ${encap.toFixed(0)} ns/packet`);
+}
+
 export async function run(): Promise<void> {
+  tepDecisions();
   const why = netnsUnavailable() ?? cliUnavailable() ?? (have('iperf3') ? undefined : 'iperf3 is not installed');
   if (why) {
     console.log(`skipped: ${why}`);
