@@ -168,7 +168,8 @@ describe('rpcgen-ts compiler', function () {
       ['/* open', /^t\.x:1:1: unterminated comment/],
       ['#if 1\nconst A = 1;', /^t\.x:2:13: missing #endif|^t\.x:\d+:\d+: missing #endif/],
       ['struct s { int a[N]; };', /^t\.x:1:18: undefined constant N/],
-      ['struct s { s inner; };', /contains itself/],
+      ['struct s { s inner; };', /^t\.x:1:1: s contains itself and has no finite encoding/],
+      ['union u switch (int d) { case 1: u again; default: void; };\nstruct t { u x; t y[2]; };', /^t\.x:2:1: t contains itself/],
       ['program P { version V { int F(int, int) = 1; } = 1; } = 1;', /^t\.x:1:34: procedures with several arguments/],
       ['program P { version V { void F(void) = 1; void G(void) = 1; } = 1; } = 1;', /^t\.x:1:48: procedure number 1 appears twice/],
     ];

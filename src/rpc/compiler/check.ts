@@ -161,7 +161,9 @@ class Checker {
 
   run(): Model {
     for (const d of this.spec.definitions) this.declare(d);
+    const positions: Pos[] = [];
     for (const d of this.spec.definitions) {
+      if (d.kind !== 'const' && d.kind !== 'program') positions.push(d.pos);
       switch (d.kind) {
         case 'const':
           this.model.consts.push({ name: d.name, value: d.value.kind === 'str' ? d.value.text : this.constValue(d.name, d.pos) });
@@ -170,14 +172,17 @@ class Checker {
           this.model.programs.push(this.program(d));
           break;
         case 'typedef':
-          if (!isSelfTypedef(d)) this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
+          if (isSelfTypedef(d)) positions.pop();
+          else this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
           break;
         default:
           this.model.types.push(this.namedType(d.name));
       }
     }
     this.analyseRecursion();
-    for (const t of this.model.types) minSize(typeShape(t), t.name);
+    this.model.types.forEach((t, i) => {
+      if (minSize(typeShape(t)) < 0) fail(positions[i], `${t.name} contains itself and has no finite encoding`);
+    });
     return this.model;
   }
 
@@ -646,10 +651,10 @@ const sizing = new WeakSet<object>();
 
 /**
  * The smallest encoded size of a value of this shape, which bounds how many elements a count can claim for the
- * bytes left. A type that contains itself other than through optional data or a variable array has no finite
- * encoding and is rejected.
+ * bytes left; -1 for a type that contains itself other than through optional data or a variable array, which has
+ * no finite encoding.
  */
-export function minSize(shape: Shape, where = ''): number {
+export function minSize(shape: Shape): number {
   switch (shape.k) {
     case 'prim':
       return shape.p === 'hyper' || shape.p === 'uhyper' || shape.p === 'double' ? 8 : shape.p === 'quadruple' ? 16 : 4;
@@ -664,22 +669,28 @@ export function minSize(shape: Shape, where = ''): number {
       return 0;
     case 'fopaque':
       return shape.n + ((4 - (shape.n & 3)) & 3);
-    case 'farray':
-      return shape.n * minSize(shape.el, where);
+    case 'farray': {
+      const el = minSize(shape.el);
+      return el < 0 ? -1 : shape.n * el;
+    }
     default: {
       const key = shape.k === 'struct' ? shape.s : shape.k === 'union' ? shape.u : shape.t;
       const known = minSizes.get(key);
       if (known !== undefined) return known;
-      if (sizing.has(key)) throw new Error(`type ${where} contains itself and has no finite encoding`);
+      if (sizing.has(key)) return -1;
       sizing.add(key);
       let n: number;
-      if (shape.k === 'struct') n = shape.s.fields.reduce((sum, f) => sum + minSize(f.shape, where), 0);
-      else if (shape.k === 'union') {
+      if (shape.k === 'struct') {
+        const sizes = shape.s.fields.map((f) => minSize(f.shape));
+        n = sizes.includes(-1) ? -1 : sizes.reduce((a, b) => a + b, 0);
+      } else if (shape.k === 'union') {
+        // A union is finite if one arm is: the smallest finite arm bounds it.
         const arms = [...shape.u.arms.map((a) => a.field), ...(shape.u.default ? [shape.u.default.field] : [])];
-        n = 4 + Math.min(...arms.map((f) => (f ? minSize(f.shape, where) : 0)));
-      } else n = minSize(shape.t.shape, where);
+        const sizes = arms.map((f) => (f ? minSize(f.shape) : 0)).filter((x) => x >= 0);
+        n = sizes.length === 0 ? -1 : 4 + Math.min(...sizes);
+      } else n = minSize(shape.t.shape);
       sizing.delete(key);
-      minSizes.set(key, n);
+      if (n >= 0) minSizes.set(key, n);
       return n;
     }
   }
