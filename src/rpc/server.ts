@@ -43,6 +43,11 @@ export interface RpcServerOptions {
   auth?: ServerAuth[];
   /** TCP connections at once (default 1024); more are refused. */
   maxConnections?: number;
+  /**
+   * Close a TCP connection silent for this long (default 120 s) with no call of its own in progress, or holding a
+   * part of a record: an idle or stalled peer does not keep its buffers forever. 0 turns this off.
+   */
+  idleTimeoutMs?: number;
   /** Called when a handler throws something other than an RpcError, or a result fails to encode (SYSTEM_ERR). */
   onHandlerError?: (err: unknown, ctx: CallContext) => void;
 }
@@ -154,6 +159,8 @@ class TcpConn implements Peer {
   /** Records waiting for a free call slot (maxInFlight reached). */
   readonly backlog: Buffer[] = [];
   writeBlocked = false;
+  /** Calls of this connection whose handler has not finished. */
+  active = 0;
 
   constructor(
     readonly socket: net.Socket,
@@ -196,6 +203,7 @@ export class RpcServer {
   private readonly maxRecordSize: number;
   private readonly fragmentSize: number;
   private readonly maxConnections: number;
+  private readonly idleTimeoutMs: number;
   private readonly onHandlerError?: (err: unknown, ctx: CallContext) => void;
   private readonly udpSockets: dgram.Socket[] = [];
   private readonly tcpServers: net.Server[] = [];
@@ -218,6 +226,7 @@ export class RpcServer {
     this.maxRecordSize = options.maxRecordSize ?? 1 << 20;
     this.fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
     this.maxConnections = options.maxConnections ?? 1024;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
     this.onHandlerError = options.onHandlerError;
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
@@ -408,6 +417,11 @@ export class RpcServer {
       }
     });
     sock.on('error', noop);
+    if (this.idleTimeoutMs > 0) {
+      sock.setTimeout(this.idleTimeoutMs, () => {
+        if (c.active === 0 || c.reader.buffered > 0) sock.destroy();
+      });
+    }
     sock.on('close', () => {
       c.reader.stop();
       c.backlog.length = 0;
@@ -434,8 +448,9 @@ export class RpcServer {
   }
 
   /** A call finished: wake connections waiting for a slot, or a graceful close. */
-  private callDone(): void {
+  private callDone(peer: Peer): void {
     this.inFlight--;
+    if (peer.t === T_TCP) (peer as TcpConn).active--;
     // Not re-entered: a synchronous handler dispatched from here calls back in, and the loop below goes on instead.
     if (this.waiting.size > 0 && !this.draining) {
       this.draining = true;
@@ -537,28 +552,29 @@ export class RpcServer {
       principal: verdict.principal,
     };
     this.inFlight++;
+    if (t === T_TCP) (peer as TcpConn).active++;
     let res: unknown;
     try {
       res = pe.handler!(args, ctx);
     } catch (e) {
       this.replyError(peer, ctx, verf, pe, e, drcToken);
-      return this.callDone();
+      return this.callDone(peer);
     }
     if (res instanceof Promise) {
       res.then(
         (value) => {
           this.replyResult(peer, ctx, verf, pe, value, drcToken);
-          this.callDone();
+          this.callDone(peer);
         },
         (e) => {
           this.replyError(peer, ctx, verf, pe, e, drcToken);
-          this.callDone();
+          this.callDone(peer);
         },
       );
       return;
     }
     this.replyResult(peer, ctx, verf, pe, res, drcToken);
-    this.callDone();
+    this.callDone(peer);
   }
 
   private begin(t: number): void {

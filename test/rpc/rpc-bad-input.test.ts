@@ -187,6 +187,35 @@ describe('rpc server under bad input', function () {
       await c.close();
     });
 
+    it('closes a connection stalled in the middle of a record', async () => {
+      const s2 = new RpcServer({ idleTimeoutMs: 200 }).register(testService());
+      const [{ port: p2 }] = await s2.listen({ host: '::1', port: 0, transport: 'tcp' });
+      const { sock, closed } = await tcpConnect(p2);
+      sock.write(frameRecord(call(1, ADD1.number, (w) => w.uint(1)), 1000).subarray(0, 20));
+      const t0 = Date.now();
+      await closed;
+      expect(Date.now() - t0).to.be.within(150, 2000);
+      await s2.close(0);
+    });
+
+    it('stops reading a peer that does not read its replies (backpressure), and loses nothing', async () => {
+      const n = 8000;
+      const { sock, received } = await tcpConnect(port);
+      sock.pause(); // read nothing: the replies pile up in the kernel, then the server must stop taking calls
+      const payload = new Uint8Array(2048);
+      const calls = Buffer.concat(Array.from({ length: n }, (_, i) => frameRecord(call(i, ECHO.number, (w) => w.varOpaque(payload)), 1 << 20)));
+      sock.write(calls);
+      await sleep(700);
+      const served = server.stats().calls['TESTPROG.TESTVERS1.ECHO']?.tcp?.SUCCESS ?? 0;
+      expect(served).to.be.below(n);
+      sock.resume();
+      for (let t = 0; t < 200 && records(received()).length < n; t++) await sleep(25);
+      const replies = records(received());
+      expect(replies).to.have.length(n);
+      expect(replies.map((r) => r.readUInt32BE(0))).to.deep.equal(Array.from({ length: n }, (_, i) => i));
+      sock.destroy();
+    });
+
     it('survives thousands of mutated records and garbage streams, memory flat', async () => {
       const rnd = prng(0x7c9);
       const good = call(9, ECHO.number, (w) => w.varOpaque(new Uint8Array(40)));
