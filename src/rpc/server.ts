@@ -3,8 +3,11 @@
 // A call is judged in the order of RFC 5531 section 9 and libtirpc: RPC version (RPC_MISMATCH), authentication
 // (AUTH_ERROR), program (PROG_UNAVAIL), version (PROG_MISMATCH with the registered low/high), procedure
 // (PROC_UNAVAIL; NULL is always answered), arguments (GARBAGE_ARGS if they fail to decode or leave bytes over), then
-// the handler (SYSTEM_ERR if it throws, AUTH_ERROR if it throws RpcAuthError). A record whose call header cannot be
-// read is dropped and counted, as the RFC gives no way to answer it.
+// the handler: SYSTEM_ERR if it throws (onHandlerError hears of it), AUTH_ERROR with its auth_stat if it throws
+// RpcAuthError, and PROC_UNAVAIL, GARBAGE_ARGS or SYSTEM_ERR if it throws an RpcError of that kind (e.g. arguments
+// that decode but make no sense). A handler returns its result or a Promise of it. A record whose call header cannot
+// be read (or is not a CALL) is dropped and counted, as the RFC gives no way to answer it; so is an opaque_auth over
+// 400 bytes, as libtirpc does.
 //
 // The hot path reuses one XdrWriter for every reply and copies the finished reply out once; a synchronous handler
 // is answered without a Promise. UDP calls pass through a duplicate request cache; a cap on calls in progress drops
@@ -13,7 +16,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { authNone, authSysServer, type ServerAuth } from './auth';
 import { DRC_IN_PROGRESS, DRC_REPLAY, DuplicateCache } from './drc';
-import { RpcAuthError, RpcError } from './errors';
+import { AuthStat, RpcAuthError, RpcError } from './errors';
 import {
   AcceptStat,
   readCallHeader,
@@ -72,6 +75,7 @@ const R_SUCCESS = 0;
 const R_GARBAGE = 1;
 const R_SYSERR = 2;
 const R_AUTH = 3;
+const R_PROC_UNAVAIL = 4;
 const R_DUP_REPLAYED = 5;
 const R_DUP_DROPPED = 6;
 const NR = RESULTS.length;
@@ -187,11 +191,11 @@ class TcpConn implements Peer {
   }
 }
 
-const ACCEPT_KINDS: Partial<Record<string, number>> = {
-  PROG_UNAVAIL: AcceptStat.PROG_UNAVAIL,
-  PROC_UNAVAIL: AcceptStat.PROC_UNAVAIL,
-  GARBAGE_ARGS: AcceptStat.GARBAGE_ARGS,
-  SYSTEM_ERR: AcceptStat.SYSTEM_ERR,
+/** The reply statuses a handler may choose by throwing `new RpcError(kind, ...)`, with the result each is counted as. */
+const HANDLER_STATUSES: Partial<Record<string, [stat: number, result: number]>> = {
+  PROC_UNAVAIL: [AcceptStat.PROC_UNAVAIL, R_PROC_UNAVAIL],
+  GARBAGE_ARGS: [AcceptStat.GARBAGE_ARGS, R_GARBAGE],
+  SYSTEM_ERR: [AcceptStat.SYSTEM_ERR, R_SYSERR],
 };
 
 export class RpcServer {
@@ -483,7 +487,7 @@ export class RpcServer {
       return peer.send(this.finish(t));
     }
     const flavor = this.auth.get(h.credential.flavor);
-    const verdict = flavor ? flavor.validate(h.credential, h.verifier) : 2; // AUTH_REJECTEDCRED, as libtirpc
+    const verdict = flavor ? flavor.validate(h.credential, h.verifier) : AuthStat.AUTH_REJECTEDCRED; // as libtirpc
     if (typeof verdict === 'number') {
       this.rejected[t][1]++;
       this.begin(t);
@@ -622,9 +626,10 @@ export class RpcServer {
       writeAuthErrorReply(this.w, ctx.xid, e.stat);
       return this.send(peer, this.finish(t), drcToken);
     }
-    const stat = e instanceof RpcError ? ACCEPT_KINDS[e.kind] : undefined;
-    if (stat === undefined) this.onHandlerError?.(e, ctx);
-    pe.counts[t * NR + (stat === AcceptStat.GARBAGE_ARGS ? R_GARBAGE : stat === AcceptStat.PROC_UNAVAIL ? 4 : R_SYSERR)]++;
-    this.replyStatus(peer, ctx.xid, verf, stat ?? AcceptStat.SYSTEM_ERR, drcToken);
+    const chosen = e instanceof RpcError ? HANDLER_STATUSES[e.kind] : undefined;
+    if (!chosen) this.onHandlerError?.(e, ctx);
+    const [stat, result] = chosen ?? [AcceptStat.SYSTEM_ERR, R_SYSERR];
+    pe.counts[t * NR + result]++;
+    this.replyStatus(peer, ctx.xid, verf, stat, drcToken);
   }
 }
