@@ -134,11 +134,12 @@ describe('rpcgen-ts compiler', function () {
         PICK: (k: number) => (k === 1 ? { k, a: 42 } : k === 2 ? { k, b: 'two' } : { k }),
         ECHO: (s: string) => s.toUpperCase(),
         SINK: () => undefined,
+        then$: () => undefined,
       };
       const service = (edge.V1_service as (h: unknown, p?: number) => Service)(handlers, 0x30000001);
       expect(service.definition.program).to.equal(0x30000001);
       expect((edge.V1_definition as Service['definition']).program).to.equal(0x20000099);
-      expect([...service.handlers.keys()]).to.deep.equal([1, 2, 3, 4]);
+      expect([...service.handlers.keys()]).to.deep.equal([1, 2, 3, 4, 5]);
       const caller = loopback(service);
       const Client = edge.V1_Client as new (c: RpcCaller, program?: number) => Record<string, (...a: unknown[]) => Promise<unknown>>;
       const client = new Client(caller, 0x30000001);
@@ -146,7 +147,9 @@ describe('rpcgen-ts compiler', function () {
       expect(await client.PICK(2)).to.deep.equal({ k: 2, b: 'two' });
       expect(await client.ECHO('abc')).to.equal('ABC');
       expect(await client.NULLPROC()).to.equal(undefined);
-      expect(caller.calls).to.deep.equal([1, 2, 3, 0]);
+      expect(await client.then$()).to.equal(undefined);
+      expect('then' in client).to.equal(false); // awaiting a client must not call a procedure
+      expect(caller.calls).to.deep.equal([1, 2, 3, 0, 5]);
     });
   });
 

@@ -35,6 +35,9 @@ const RESERVED = new Set([
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** Procedure names that cannot be method names of a client class or handler object as they are. */
+const MANGLED_METHODS = new Set(['constructor', '__proto__', 'then']);
+
 class Namespace {
   private readonly used = new Set<string>();
 
@@ -676,13 +679,13 @@ class Emitter {
     const o = this.out;
     const procs = v.procedures.map((p) => ({
       p,
-      local: `$p_${v.name}_${p.name}`,
+      local: `$p_${v.name}$${p.name}`, // `$` cannot occur in .x names: no two versions and procedures give the same name
       args: this.tsType(p.arg),
       result: this.tsType(p.result),
       argCodec: this.procCodec(p.arg, `${p.name} argument`),
       resultCodec: this.procCodec(p.result, `${p.name} result`),
-      // A class method named constructor would be the constructor; __proto__ is mangled alike, to be safe.
-      method: p.name === 'constructor' || p.name === '__proto__' ? `${p.name}$` : p.name,
+      // A method named constructor would be the constructor, one named then would make clients thenables.
+      method: MANGLED_METHODS.has(p.name) ? `${p.name}$` : p.name,
     }));
     for (const x of procs) {
       o.push(`const ${x.local}: $t.Procedure<${x.args}, ${x.result}> = { name: ${str(x.p.name)}, number: ${x.p.number}, args: ${x.argCodec}, result: ${x.resultCodec} };`);
