@@ -1,0 +1,101 @@
+// BindingFeed (what a TEP runs) against a real dstm server process.
+import { expect } from 'chai';
+import { BindingFeed, type FeedBinding } from '../../src/client/binding-feed';
+import { DstmClient, DstmRefusal } from '../../src/client/dstm-client';
+import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
+import { loopbackAddresses, removeDir, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
+
+function next<T>(e: BindingFeed, event: string): Promise<T> {
+  return new Promise((resolve) => e.once(event, resolve));
+}
+
+describe('binding feed', function () {
+  this.timeout(60000);
+  let lo: ReturnType<typeof loopbackAddresses>;
+  let dir: string;
+  let server: ServerProcess | undefined;
+  const open: { close?(): Promise<void>; stop?(): Promise<void> }[] = [];
+  before(() => {
+    lo = loopbackAddresses(3);
+  });
+  after(() => lo.remove());
+  beforeEach(() => {
+    dir = tempDir('feed');
+  });
+  afterEach(async () => {
+    for (const o of open.splice(0)) await (o.stop ?? o.close)!.call(o);
+    await server?.stop('SIGKILL');
+    server = undefined;
+    removeDir(dir);
+  });
+
+  const node = async (i: number, port: number): Promise<DstmClient> => {
+    const c = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[i] });
+    open.push(c);
+    return c;
+  };
+
+  it('starts from the whole state, and a long poll wakes at once on a change', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.93.0.0/24']);
+    const a = await node(0, server.port);
+    const la = await a.request();
+    const feed = new BindingFeed({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, waitMs: 20000 });
+    open.push(feed);
+    const binds: FeedBinding[] = [];
+    feed.on('bind', (b: FeedBinding) => binds.push(b));
+    await feed.start();
+    expect(binds.map((b) => [b.ip6, b.ip4])).to.deep.equal([[lo.addresses[0], la.address]]);
+    expect(feed.byIPv4.get(la.address)!.ends).to.equal(la.ends);
+    // The feed is now parked in a 20 s long poll; a new binding must arrive well before that.
+    await sleep(300);
+    const b = await node(1, server.port);
+    const t0 = performance.now();
+    const bound = next<FeedBinding>(feed, 'bind');
+    const lb = await b.request();
+    expect(await bound).to.include({ ip6: lo.addresses[1], ip4: lb.address });
+    expect(performance.now() - t0).to.be.lessThan(1000);
+    const unbound = next<FeedBinding>(feed, 'unbind');
+    await a.release();
+    expect(await unbound).to.include({ ip6: lo.addresses[0], ip4: la.address });
+    expect(feed.byIPv6.has(lo.addresses[0])).to.equal(false);
+    expect([...feed.byIPv4.keys()]).to.deep.equal([lb.address]);
+  });
+
+  it('resyncs when the server comes back with a rebuilt store (new epoch)', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24']);
+    const port = server.port;
+    const a = await node(0, port);
+    const la = await a.request();
+    const feed = new BindingFeed({ host: '::1', port, program: DEFAULT_PROGRAM, waitMs: 2000, retryMs: 100, retryMaxMs: 300 });
+    open.push(feed);
+    feed.on('error', () => undefined);
+    await feed.start();
+    const epoch = feed.position.epoch;
+    const unbinds: FeedBinding[] = [];
+    feed.on('unbind', (b: FeedBinding) => unbinds.push(b));
+    const resynced = next<{ epoch: bigint; size: number }>(feed, 'resync');
+    await server.stop('SIGKILL');
+    removeDir(dir);
+    server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24'], { port });
+    const info = await resynced;
+    expect(info.epoch).to.not.equal(epoch);
+    expect(unbinds.map((b) => [b.ip6, b.ip4])).to.deep.equal([[lo.addresses[0], la.address]]);
+    expect(feed.byIPv4.size).to.equal(0);
+    // And it follows the new store from there.
+    const c = await node(2, port);
+    const bound = next<FeedBinding>(feed, 'bind');
+    const lc = await c.request();
+    expect(await bound).to.include({ ip6: lo.addresses[2], ip4: lc.address });
+  });
+
+  it('is refused to a caller outside tep_allow', async () => {
+    server = await startServer(['--state-dir', dir]);
+    const feed = new BindingFeed({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, local: lo.addresses[0], retryMs: 5000 });
+    open.push(feed);
+    const err = next<unknown>(feed, 'error');
+    void feed.start();
+    const e = await err;
+    expect(e).to.be.instanceOf(DstmRefusal);
+    expect((e as DstmRefusal).status).to.equal('not_allowed');
+  });
+});

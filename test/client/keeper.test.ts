@@ -1,0 +1,121 @@
+// LeaseKeeper and `dstm request --hold` against a real dstm server process.
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { once, type EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+import { DstmClient, type Lease } from '../../src/client/dstm-client';
+import { LeaseKeeper, type DownReason } from '../../src/client/lease-keeper';
+import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
+import { Store } from '../../src/server/store';
+import { loopbackAddresses, removeDir, RUN, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
+
+/** The next `event` (events.once would reject on the keeper's informational 'error' events). */
+function next<T>(e: EventEmitter, event: string): Promise<T> {
+  return new Promise((resolve) => e.once(event, resolve));
+}
+
+function bindings(dir: string): number {
+  const s = new Store(dir, { readonly: true });
+  try {
+    return s.counts().active;
+  } finally {
+    s.close();
+  }
+}
+
+describe('lease keeper', function () {
+  this.timeout(60000);
+  let lo: ReturnType<typeof loopbackAddresses>;
+  let dir: string;
+  let server: ServerProcess | undefined;
+  let client: DstmClient | undefined;
+  let keeper: LeaseKeeper | undefined;
+  before(() => {
+    lo = loopbackAddresses(4);
+  });
+  after(() => lo.remove());
+  beforeEach(() => {
+    dir = tempDir('keeper');
+  });
+  afterEach(async () => {
+    await keeper?.stop();
+    keeper = undefined;
+    await client?.close();
+    client = undefined;
+    await server?.stop('SIGKILL');
+    server = undefined;
+    removeDir(dir);
+  });
+
+  it('renews before expiry, rides out a server restart, releases on stop', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3']);
+    const port = server.port;
+    client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[0], timeoutMs: 1000 });
+    const events: string[] = [];
+    const hooks: [string, string, DownReason?][] = [];
+    keeper = new LeaseKeeper(client, { retryMs: 200, hooks: { up: (l) => void hooks.push(['up', l.address]), down: (l, why) => void hooks.push(['down', l.address, why]) } });
+    for (const e of ['lease', 'renewed', 'expired', 'released']) keeper.on(e, (l: Lease) => events.push(`${e} ${l.address}`));
+    keeper.on('error', () => undefined);
+    const first = await keeper.start();
+    expect(hooks).to.deep.equal([['up', first.address]]);
+    await next(keeper, 'renewed');
+    // The server dies and comes back on the same state: the keeper's retries land on the new one.
+    await server.stop('SIGKILL');
+    await sleep(800);
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3'], { port });
+    await next(keeper, 'renewed');
+    expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal([`lease ${first.address}`]);
+    expect(keeper.current!.address).to.equal(first.address);
+    await keeper.stop();
+    expect(events[events.length - 1]).to.equal(`released ${first.address}`);
+    expect(hooks[hooks.length - 1]).to.deep.equal(['down', first.address, 'released']);
+    expect(bindings(dir)).to.equal(0);
+  });
+
+  it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2']);
+    const port = server.port;
+    client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[1], timeoutMs: 300 });
+    const downs: DownReason[] = [];
+    keeper = new LeaseKeeper(client, { retryMs: 100, retryMaxMs: 300, hooks: { down: (_l, why) => void downs.push(why) } });
+    keeper.on('error', () => undefined);
+    const first = await keeper.start();
+    const t0 = performance.now();
+    await server.stop('SIGKILL');
+    const expired = await next<Lease>(keeper, 'expired');
+    expect(expired.address).to.equal(first.address);
+    expect(performance.now() - t0).to.be.within(1000, 2600);
+    expect(downs).to.deep.equal(['expired']);
+    expect(keeper.current).to.equal(undefined);
+    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2'], { port });
+    const again = await next<Lease>(keeper, 'lease');
+    expect(again.address).to.match(/^10\.91\.0\./);
+    await keeper.stop();
+  });
+
+  it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.92.0.0/24', '--lease', '2', '--tep', '2001:db8::1,10.92.0.254']);
+    const p = spawn(process.execPath, [RUN, 'request', '--hold', '--json', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2]], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: Record<string, unknown>[] = [];
+    const rl = createInterface({ input: p.stdout! });
+    const seen = (event: string): Promise<void> =>
+      new Promise((resolve) => {
+        const check = (): void => {
+          if (lines.some((l) => l.event === event)) resolve();
+          else rl.once('line', check);
+        };
+        check();
+      });
+    rl.on('line', (l) => lines.push(JSON.parse(l) as Record<string, unknown>));
+    await seen('renewed');
+    const lease = lines[0];
+    expect(lease).to.include({ event: 'lease', mask: '255.255.255.255', local: lo.addresses[2], tep6: '2001:db8::1', tep4: '10.92.0.254', keep: 2, extend: 1 });
+    expect(lease).to.have.keys('event', 'address', 'mask', 'local', 'tep6', 'tep4', 'starts', 'ends', 'extend', 'keep');
+    expect(bindings(dir)).to.equal(1);
+    p.kill('SIGTERM');
+    const [code] = (await once(p, 'exit')) as [number];
+    expect(code).to.equal(0);
+    expect(lines[lines.length - 1]).to.include({ event: 'released', address: lease.address });
+    expect(bindings(dir)).to.equal(0);
+  });
+});
