@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Codec, decode, encode } from '../../src/rpc/xdr/runtime';
 import { C_SAMPLES, TS_SAMPLES } from './support/samples';
-import { type CDriver, FIXTURES, buildCDriver, generate, hex, tempDir } from './support/toolchain';
+import { type CDriver, FIXTURES, buildCDriver, buildSystemDriver, generate, hex, tempDir } from './support/toolchain';
 
 /** What each fixture type exercises. */
 const CONSTRUCTS: Record<string, string> = {
@@ -101,3 +101,80 @@ describe('rpcgen-ts conformance with rpcgen + libtirpc', function () {
     expect(() => decode(codecs.result, bad)).to.throw(/XDR result\.c: 5 is not a declared value/);
   });
 });
+
+/** Values of types from the system's own .x files, for C's decode and re-encode. */
+const time = (s: number): unknown => ({ seconds: s, useconds: 999999 });
+const fattr = { type: 2, mode: 0o40755, nlink: 3, uid: 0, gid: 0, size: 4096, blocksize: 4096, rdev: 0, blocks: 8, fsid: 0x801, fileid: 2, atime: time(1), mtime: time(2), ctime: time(3) };
+function list<T>(items: T[], make: (item: T, next: unknown) => unknown): unknown {
+  return items.reduceRight<unknown>((next, item) => make(item, next), null);
+}
+const SYSTEM: { x: string; name: string; header: string; values: Record<string, unknown[]> }[] = [
+  {
+    x: '/usr/include/rpcsvc/nfs_prot.x',
+    name: 'nfs_prot',
+    header: '"nfs_prot.h"',
+    values: {
+      fattr: [fattr],
+      attrstat: [{ status: 0, attributes: fattr }, { status: 70 }],
+      diropres: [{ status: 0, diropres: { file: { data: Uint8Array.from({ length: 32 }, (_, i) => i) }, attributes: fattr } }, { status: 2 }],
+      readdirres: [
+        { status: 0, reply: { entries: list(['.', '..', 'a file', 'x'.repeat(255)], (n, next) => ({ fileid: n.length, name: n, cookie: Uint8Array.of(0, 0, 0, n.length), nextentry: next })), eof: true } },
+        { status: 0, reply: { entries: null, eof: false } },
+        { status: 13 },
+      ],
+    },
+  },
+  {
+    x: '/usr/include/rpcsvc/mount.x',
+    name: 'mount',
+    header: '"mount.h"',
+    values: {
+      exports: [
+        list(['/srv', '/home'], (dir, next) => ({ ex_dir: dir, ex_groups: list(['lan', 'wan', '*'], (g, n) => ({ gr_name: g, gr_next: n })), ex_next: next })),
+        null,
+      ],
+      fhstatus: [{ fhs_status: 0, fhs_fhandle: new Uint8Array(32).fill(9) }, { fhs_status: 13 }],
+      mountlist: [list(['a', 'b', 'c'], (h, next) => ({ ml_hostname: `host-${h}`, ml_directory: `/export/${h}`, ml_next: next }))],
+    },
+  },
+  {
+    // rpcgen's C for rpcb_prot.x clashes with libtirpc's headers: libtirpc's own xdr_rpcb* (built from it) decode.
+    x: '/usr/include/tirpc/rpc/rpcb_prot.x',
+    name: 'rpcb_prot',
+    header: '<rpc/rpc.h>',
+    values: {
+      rpcb: [{ r_prog: 100000, r_vers: 4, r_netid: 'udp6', r_addr: '::1.0.111', r_owner: 'superuser' }],
+      rpcblist_ptr: [list(['tcp6', 'udp6', 'tcp', 'udp'], (netid, next) => ({ rpcb_map: { r_prog: 0x2d53544d, r_vers: 1, r_netid: netid, r_addr: '::.3.232', r_owner: '0' }, rpcb_next: next }))],
+      rpcb_entry_list_ptr: [list([1, 2], (i, next) => ({ rpcb_entry_map: { r_maddr: `::1.3.${i}`, r_nc_netid: 'tcp6', r_nc_semantics: 3, r_nc_protofmly: 'inet6', r_nc_proto: 'tcp' }, rpcb_entry_next: next }))],
+    },
+  },
+];
+
+describe('rpcgen-ts conformance with the system .x files and their C routines', function () {
+  this.timeout(60000);
+  const dir = tempDir('rpcgen-ts-sys-');
+  after(() => dir.remove());
+
+  for (const sys of SYSTEM) {
+    describe(sys.x, () => {
+      let c: Pick<CDriver, 'reencode'>;
+      let mod: Record<string, Codec<unknown>>;
+      before(async () => {
+        c = buildSystemDriver(dir.path, sys.name, sys.header, Object.keys(sys.values), sys.header.startsWith('"') ? sys.x : undefined);
+        mod = (await import(generate(sys.x, dir.path))) as Record<string, Codec<unknown>>;
+      });
+      for (const [type, values] of Object.entries(sys.values)) {
+        values.forEach((value, n) => {
+          it(`${type} value ${n}: TypeScript bytes decode in C, re-encode identically, and decode back to the value`, () => {
+            const codec = mod[`xdr_${type}`];
+            const fromTs = encode(codec, value);
+            const fromC = c.reencode(type, fromTs);
+            expect(hex(fromC)).to.equal(hex(fromTs));
+            expect(decode(codec, fromC)).to.deep.equal(value);
+          });
+        });
+      }
+    });
+  }
+});
+
