@@ -14,14 +14,13 @@
 import { createSocket } from 'node:dgram';
 import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
-import { ip, runIp, type IpCommand, type RunOptions } from '../dti/netconfig';
+import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import { EncapConfig, HEADROOM, bytesEqual, copyBytes, ipv4ToString, ipv6FromString, ipv6ToString, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../log';
 import { formatPrefix4, parseIPv4, parseIPv6, parsePrefix4 } from '../server/addr';
 import type { Lease } from './dstm-client';
 import type { LeaseHooks } from './lease-keeper';
-import { writeSysctl } from '../tep/netsetup';
 
 export interface DtiOptions {
   /** TUN device name. */
@@ -124,16 +123,16 @@ export class Dti {
   }
 
   /** The device up at the tunnel MTU, without an address; with `trigger`, routed and waiting (on-demand). */
-  async start(trigger?: () => void, print?: RunOptions['print']): Promise<void> {
+  async start(trigger?: () => void): Promise<void> {
     // IPv6 on the DTI would only send router solicitations and MLD reports into the IPv4 tunnel
-    if (!print) writeSysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
+    writeSysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
     const cmds = [ip.linkMtu(this.name, this.tunnel.tunnelMtu), ip.linkUp(this.name)];
     if (trigger) {
       this.onDemand = trigger;
       this.tun.onBatch((n, rx) => this.hold(n, rx));
       cmds.push(...this.routeCommands(undefined, 'add'));
     }
-    await runIp(cmds, { print });
+    await runIp(cmds);
   }
 
   /** Configures the lease on the device and tunnels to its TEP; sends what waited for it. */

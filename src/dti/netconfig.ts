@@ -2,6 +2,7 @@
 // printable for `dstm static --print`) and a runner. Addresses and routes are the kernel's business; the data
 // plane only reads and writes packets, so nothing here is on a hot path.
 import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -98,4 +99,13 @@ export async function runIp(cmds: readonly IpCommand[], opts: RunOptions = {}): 
       throw new Error(`${formatIp(cmd, opts.netns)} failed: ${stderr || (err as Error).message}`);
     }
   }
+}
+
+/** Writes a sysctl of the current network namespace (/proc/sys/net is per namespace), e.g. "net.ipv4.ip_forward". */
+export function writeSysctl(key: string, value: string): void {
+  writeFileSync(`/proc/sys/${key.replace(/\./g, '/')}`, value);
+}
+
+export function readSysctl(key: string): string {
+  return readFileSync(`/proc/sys/${key.replace(/\./g, '/')}`, 'utf8').trim();
 }
