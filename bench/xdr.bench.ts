@@ -1,16 +1,17 @@
 // encode+decode ops/s of rpcgen-ts codecs vs @stellar/js-xdr doing the same work (same types, same values, bytes
 // checked identical first): struct packet (Annex B), NFSv3 fattr3, and READDIR3resok with 16 entries.
-// Each side produces a fresh byte array per encode (js-xdr's toXDR does) and decodes it back to a value.
+// "fresh bytes": like js-xdr's toXDR, every encode returns a new byte array, which is then decoded.
+// "writer reused": encode into one reused XdrWriter and decode from its buffer, as the RPC runtime's send path can.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { xdr_packet } from '../src/generated/dstm';
 import { compileFile } from '../src/rpc/compiler';
-import { type Codec, XdrWriter, decode, encode } from '../src/rpc/xdr/runtime';
+import { type Codec, XdrReader, XdrWriter, decode, encode } from '../src/rpc/xdr/runtime';
 
 // The machine is shared: the two sides are measured alternately, in ROUNDS slices each, and the best slice of
 // each side is reported, so that a burst of someone else's load does not decide the ratio.
-const ROUNDS = 3;
-const SLICE_MS = 500;
+const ROUNDS = 5;
+const SLICE_MS = 300;
 const WARMUP_MS = 200;
 
 // js-xdr ships no type declarations; these are the few members used here.
@@ -59,17 +60,12 @@ function rate(f: () => void, ms: number): number {
   return (n * 1000) / (now - start);
 }
 
-/** Best rates of `a` and `b`, measured alternately. */
-function race(a: () => void, b: () => void): [number, number] {
-  rate(a, WARMUP_MS);
-  rate(b, WARMUP_MS);
-  let bestA = 0;
-  let bestB = 0;
-  for (let i = 0; i < ROUNDS; i++) {
-    bestA = Math.max(bestA, rate(a, SLICE_MS));
-    bestB = Math.max(bestB, rate(b, SLICE_MS));
-  }
-  return [bestA, bestB];
+/** Best rate of each function, measured in turn. */
+function race(fs: (() => void)[]): number[] {
+  for (const f of fs) rate(f, WARMUP_MS);
+  const best = fs.map(() => 0);
+  for (let i = 0; i < ROUNDS; i++) fs.forEach((f, k) => (best[k] = Math.max(best[k], rate(f, SLICE_MS))));
+  return best;
 }
 
 function compare(name: string, ours: Codec<unknown>, value: unknown, jsType: JsType, jsValue: unknown): void {
@@ -79,19 +75,30 @@ function compare(name: string, ours: Codec<unknown>, value: unknown, jsType: JsT
   if (Buffer.compare(Buffer.from(mine), theirs) !== 0) throw new Error(`${name}: js-xdr and rpcgen-ts encode differently`);
   if (Buffer.compare(jsType.fromXDR(theirs).toXDR(), theirs) !== 0) throw new Error(`${name}: js-xdr does not round-trip`);
   let sink = 0;
-  const [a, b] = race(
+  const [js, fresh, reused] = race([
+    () => {
+      const v = jsType.fromXDR(jsType.toXDR(jsValue));
+      sink += v === null ? 0 : 1;
+    },
     () => {
       const v = decode(ours, encode(ours, value, w));
       sink += v === null ? 0 : 1;
     },
     () => {
-      const v = jsType.fromXDR(jsType.toXDR(jsValue));
+      w.reset();
+      ours.encode(w, value);
+      const r = new XdrReader(w.buf, 0, w.pos);
+      const v = ours.decode(r);
+      r.done();
       sink += v === null ? 0 : 1;
     },
-  );
+  ]);
   if (sink === 0) throw new Error('unreachable');
-  const fmt = (n: number): string => Math.round(n).toLocaleString('en-US').padStart(12);
-  console.log(`${name.padEnd(26)} rpcgen-ts ${fmt(a)} ops/s   js-xdr ${fmt(b)} ops/s   ratio ${(a / b).toFixed(1)}x   (${mine.length} bytes)`);
+  const fmt = (n: number): string => Math.round(n).toLocaleString('en-US').padStart(10);
+  console.log(
+    `${`${name} (${mine.length} B)`.padEnd(34)} js-xdr ${fmt(js)} ops/s | rpcgen-ts fresh bytes ${fmt(fresh)} ops/s ${(fresh / js).toFixed(1).padStart(5)}x` +
+      ` | writer reused ${fmt(reused)} ops/s ${(reused / js).toFixed(1).padStart(5)}x`,
+  );
 }
 
 export async function run(): Promise<void> {
