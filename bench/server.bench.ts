@@ -1,0 +1,203 @@
+// DSTM server benchmark.
+// 1. REQUEST+RELEASE calls/s from 1, 8 and 64 nodes (each its own IPv6 source address on lo, one libtirpc client
+//    each: bench/c/server_load.c), `dstm server` with its durable store vs the rpcgen-generated C server with a
+//    hand-written in-memory allocator (bench/c/server_mem.c), same load, same run. Every reply of ours follows an
+//    fsync, so a node can make at most one call per commit: the table shows that ceiling too.
+// 2. Allocation latency and memory per binding with 1k, 100k and 1M active bindings in a /12 pool.
+// 3. Start-up time with 1M bindings (store open + pool index rebuilt; and the whole process until it listens).
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { parseIPv6, parsePrefix4 } from '../src/server/addr';
+import { LeaseService, type LeasePolicy } from '../src/server/leases';
+import { Store } from '../src/server/store';
+import { loopbackAddresses, startServer, tempDir } from '../test/server/helpers';
+
+const PROGRAM = 0x2d53544d;
+const SECONDS = Number(process.env.SERVER_BENCH_SECONDS ?? 2);
+const NODES = [1, 8, 64];
+const OUT = join(__dirname, 'out/server-c');
+
+function buildC(): { mem: string; load: string } {
+  rmSync(OUT, { recursive: true, force: true });
+  mkdirSync(OUT, { recursive: true });
+  execFileSync('cp', [join(__dirname, '../xdr/dstm.x'), OUT]);
+  for (const [flag, file] of [['-h', 'dstm.h'], ['-c', 'dstm_xdr.c'], ['-m', 'dstm_svc.c']]) execFileSync('rpcgen', [flag, 'dstm.x', '-o', file], { cwd: OUT });
+  const cc = (out: string, srcs: string[], libs: string[]): string => {
+    execFileSync('gcc', ['-O2', '-I.', '-I/usr/include/tirpc', '-o', out, ...srcs, '-ltirpc', ...libs], { cwd: OUT, stdio: ['ignore', 'ignore', 'pipe'] });
+    return join(OUT, out);
+  };
+  return {
+    mem: cc('server_mem', [join(__dirname, 'c/server_mem.c'), 'dstm_svc.c', 'dstm_xdr.c'], []),
+    load: cc('server_load', [join(__dirname, 'c/server_load.c'), 'dstm_xdr.c'], ['-lpthread']),
+  };
+}
+
+function load(bin: string, netid: string, port: number, nodes: number, prefix: string): Promise<{ rate: number; errors: number }> {
+  return new Promise((resolve, reject) => {
+    execFile(bin, [netid, String(port), String(PROGRAM), String(nodes), String(SECONDS), prefix], { timeout: (SECONDS + 30) * 1000 }, (err, stdout) => {
+      if (err) return reject(err);
+      const m = /calls (\d+) errors (\d+) seconds ([\d.]+)/.exec(stdout);
+      if (!m) return reject(new Error(`unexpected load generator output: ${stdout}`));
+      resolve({ rate: Number(m[1]) / Number(m[3]), errors: Number(m[2]) });
+    });
+  });
+}
+
+function startC(bin: string): Promise<{ udp: number; tcp: number; stop(): void }> {
+  return new Promise((resolve, reject) => {
+    const p = execFile(bin, [String(PROGRAM), '10.0.0.0', '16']);
+    p.stdout!.once('data', (d: Buffer) => {
+      const m = /ready (\d+) (\d+)/.exec(d.toString());
+      if (!m) return reject(new Error(`C server: ${d.toString()}`));
+      resolve({ udp: Number(m[1]), tcp: Number(m[2]), stop: () => p.kill('SIGKILL') });
+    });
+    p.once('error', reject);
+  });
+}
+
+/** Milliseconds per durable commit of one small row, on the disk the stores use. */
+function commitLatency(dir: string): number {
+  const db = new Database(join(dir, 'probe.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec('CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB)');
+  const ins = db.prepare('INSERT OR REPLACE INTO t VALUES (?, ?)');
+  for (let i = 0; i < 50; i++) ins.run(i, Buffer.alloc(16));
+  const t0 = performance.now();
+  for (let i = 0; i < 200; i++) ins.run(i % 50, Buffer.alloc(16));
+  const ms = (performance.now() - t0) / 200;
+  db.close();
+  return ms;
+}
+
+async function throughput(c: { mem: string; load: string }): Promise<void> {
+  const lo = loopbackAddresses(64);
+  const prefix = lo.addresses[0].slice(0, -1); // the helper numbers addresses 1..n in hex after this prefix
+  const dir = tempDir('bench-server');
+  try {
+    const commitMs = commitLatency(dir);
+    const cServer = await startC(c.mem);
+    const ours = await startServer(['--state-dir', join(dir, 'state'), '--pool', '10.0.0.0/16']);
+    try {
+      console.log(`\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs; durable commit here: ${commitMs.toFixed(2)} ms`);
+      console.log('| transport | nodes | dstm server, durable (calls/s) | rpcgen C, in memory (calls/s) | ours/C | fsync ceiling (nodes/commit) |');
+      console.log('|---|---:|---:|---:|---:|---:|');
+      for (const netid of ['udp6', 'tcp6']) {
+        for (const n of NODES) {
+          const a = { rate: 0, errors: 0 };
+          const b = { rate: 0, errors: 0 };
+          for (let round = 0; round < 2; round++) {
+            for (const [best, port] of [[a, ours.port], [b, netid === 'udp6' ? cServer.udp : cServer.tcp]] as const) {
+              const r = await load(c.load, netid, port, n, prefix);
+              best.rate = Math.max(best.rate, r.rate);
+              best.errors += r.errors;
+            }
+          }
+          const errs = a.errors + b.errors > 0 ? ` errors: ours ${a.errors}, C ${b.errors}` : '';
+          console.log(`| ${netid} | ${n} | ${Math.round(a.rate)} | ${Math.round(b.rate)} | ${(a.rate / b.rate).toFixed(2)}x | ${Math.round((n * 1000) / commitMs)} |${errs}`);
+        }
+      }
+    } finally {
+      cServer.stop();
+      await ours.stop();
+    }
+  } finally {
+    lo.remove();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const POOL = parsePrefix4('10.0.0.0/12');
+
+function policy(): LeasePolicy {
+  return { lease: 86400, maxLease: 86400, hold: 600, pools: [POOL], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] };
+}
+
+/** Bindings for nodes 2001:db8::[from+1 .. to], written straight into the store (the fixture, not the measurement). */
+function fill(dir: string, from: number, to: number): void {
+  const s = new Store(dir);
+  const now = Math.floor(Date.now() / 1000);
+  const ins = s.db.prepare('INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, 0, ?, ?)');
+  const feed = s.db.prepare('INSERT INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, 1)');
+  const ip6 = Buffer.from(parseIPv6('2001:db8::'));
+  s.transaction(() => {
+    for (let i = from + 1; i <= to; i++) {
+      ip6.writeUInt32BE(i, 12);
+      ins.run(POOL.base + i, ip6, now, now + 86400);
+      feed.run(POOL.base + i, ip6, now, now + 86400);
+    }
+  });
+  s.close();
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
+}
+
+async function scaling(): Promise<void> {
+  const dir = tempDir('bench-scale');
+  try {
+    console.log('\nAllocation with N active bindings in a /12 pool (durable store; one allocation at a time, then 1000 at once)');
+    console.log('| active bindings | start-up (ms) | alloc p50 (ms) | alloc p99 (ms) | 1000 at once (µs/alloc) | process RSS (MB) | store (B/binding) |');
+    console.log('|---:|---:|---:|---:|---:|---:|---:|');
+    const rss: [number, number][] = [];
+    let have = 0;
+    let node = 10_000_000; // nodes allocated by the measurement, outside the fixture's numbering
+    for (const n of [1_000, 100_000, 1_000_000]) {
+      fill(dir, have, n);
+      have = n;
+      const t0 = performance.now();
+      const store = new Store(dir);
+      const svc = new LeaseService(store, policy());
+      const startMs = performance.now() - t0;
+      const ip6 = (): Buffer => {
+        const b = Buffer.from(parseIPv6('2001:db8:1::'));
+        b.writeUInt32BE(++node, 12);
+        return b;
+      };
+      const lat: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        const t = performance.now();
+        const g = await svc.request(ip6(), 0, 0);
+        lat.push(performance.now() - t);
+        if (g.status !== 'ok') throw new Error(`allocation failed: ${g.status}`);
+      }
+      const tb = performance.now();
+      await Promise.all(Array.from({ length: 1000 }, () => svc.request(ip6(), 0, 0)));
+      const batchUs = ((performance.now() - tb) * 1000) / 1000;
+      const mem = process.memoryUsage().rss;
+      rss.push([n, mem]);
+      const bytes = statSync(join(dir, 'dstm.sqlite')).size;
+      store.close();
+      have += 1200; // the measurement's nodes took the next addresses; the fixture continues after them
+      console.log(
+        `| ${n.toLocaleString('en')} | ${startMs.toFixed(0)} | ${percentile(lat, 0.5).toFixed(2)} | ${percentile(lat, 0.99).toFixed(2)} | ${batchUs.toFixed(1)} | ${(mem / 1e6).toFixed(0)} | ${Math.round(bytes / n)} |`,
+      );
+    }
+    const [[n0, m0], , [n1, m1]] = rss;
+    console.log(`process memory per binding, 1k -> 1M: ${((m1 - m0) / (n1 - n0)).toFixed(1)} B (the pool index is fixed: 4 B + 2 bits per pool address)`);
+    const t0 = performance.now();
+    const s = await startServer(['--state-dir', dir, '--pool', '10.0.0.0/12', '--lease', '86400']);
+    const processMs = performance.now() - t0;
+    const loaded = s.logs.find((r) => r.msg === 'store loaded') as { ms: number; active: number };
+    await s.stop();
+    console.log(`\nstart-up with ${loaded.active.toLocaleString('en')} bindings: store + pool index ${loaded.ms} ms; whole process until it listens ${processMs.toFixed(0)} ms (target < 2000 ms)`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run(): Promise<void> {
+  let c: { mem: string; load: string };
+  try {
+    c = buildC();
+  } catch (err) {
+    console.log(`skipped: cannot build the C baseline (rpcgen, gcc, libtirpc-dev): ${(err as Error).message}`);
+    return;
+  }
+  await throughput(c);
+  await scaling();
+}
