@@ -13,7 +13,7 @@ const tepIPv4 = required(ipv4, 'IPv4 address of the TEP, given to nodes as the p
 const tepType = record({ ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep');
 
 export const serverFields = {
-  listen: field(list(endpoint(DEFAULT_PORT, 6), { min: 1 }), [`[::]:${DEFAULT_PORT}`], 'IPv6 addresses and ports to serve on, over both UDP and TCP (--listen).'),
+  listen: field(list(endpoint(DEFAULT_PORT, 6), { min: 1 }), [`[::]:${DEFAULT_PORT}`], 'IPv6 addresses and ports to serve on, over each of server.transports (--listen).'),
   transports: field(list(oneOf(['udp', 'tcp'] as const), { min: 1 }), ['udp', 'tcp'], 'RPC transports to serve on each listen address.'),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number (--program); 760435789 is 0x2D53544D.'),
   rpcbind: field(oneOf(['auto', 'on', 'off'] as const), 'auto', 'Register with rpcbind: "auto" when it runs, "on" fails the start when it does not, "off" never.'),
