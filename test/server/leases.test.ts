@@ -130,6 +130,18 @@ describe('lease service', () => {
     expect(svc.available).to.equal(6 - 2);
   });
 
+  it('commits requests that arrive together in one transaction (group commit), each settled after it', async () => {
+    const batches: number[] = [];
+    svc.on('batch', (n: number) => batches.push(n));
+    const grants = await Promise.all([1, 2, 3, 4, 5].map((n) => svc.request(node(n), 0, 0)));
+    expect(batches).to.deep.equal([5]);
+    // Every promise settled after the commit: a second connection already sees all five rows.
+    const reader = new Store(dir, { readonly: true });
+    expect(reader.counts().active).to.equal(5);
+    reader.close();
+    expect(grants.every((g) => g.status === 'ok')).to.equal(true);
+  });
+
   it('wakes a feed waiter on a change', async () => {
     const since = svc.lastSeq;
     const t0 = Date.now();

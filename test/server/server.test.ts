@@ -187,6 +187,42 @@ describe('dstm server (process)', function () {
     expect(v4.code).to.equal(6);
   });
 
+  it('dstm leases lists (through the server and from the store), revokes and pre-allocates', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.83.0.0/29', '--tep', '2001:db8::1,10.83.0.254']);
+    const srv = ['--server', `[::1]:${server.port}`];
+    const [a] = await clientsFor([lo.addresses[0]], server.port);
+    const la = await a.request();
+    let r = await runDstm(['leases', 'allocate', lo.addresses[1], '--address', '10.83.0.5', '--json', ...srv]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(JSON.parse(r.stdout)).to.include({ action: 'allocate', node: lo.addresses[1], address: '10.83.0.5' });
+    // The pre-allocated node gets that binding when it asks.
+    const [b] = await clientsFor([lo.addresses[1]], server.port);
+    expect((await b.request()).address).to.equal('10.83.0.5');
+    r = await runDstm(['leases', 'allocate', lo.addresses[2], '--address', '10.83.0.5', ...srv]);
+    expect(r.code).to.equal(7);
+    r = await runDstm(['leases', '--json', ...srv]);
+    const listed = JSON.parse(r.stdout) as { ipv6: string; ipv4: string; state: string; tep6: string }[];
+    expect(listed.map((l) => [l.ipv6, l.ipv4, l.state, l.tep6])).to.deep.equal([
+      [lo.addresses[0], la.address, 'active', '2001:db8::1'],
+      [lo.addresses[1], '10.83.0.5', 'active', '2001:db8::1'],
+    ]);
+    r = await runDstm(['leases', 'revoke', lo.addresses[0], ...srv]);
+    expect(r.code, r.stderr).to.equal(0);
+    r = await runDstm(['leases', 'revoke', lo.addresses[0], ...srv]);
+    expect(r.code).to.equal(5);
+    r = await runDstm(['leases', '--state-dir', dir, '--json']);
+    const stored = JSON.parse(r.stdout) as { ipv6: string; state: string }[];
+    expect(stored.find((l) => l.ipv6 === lo.addresses[0])!.state).to.equal('revoked');
+    expect((await a.request()).address).to.not.equal(la.address);
+    r = await runDstm(['leases', ...srv]);
+    expect(r.stdout.split('\n')[0]).to.match(/^IPV6\s+IPV4\s+TEP6\s+TEP4\s+START\s+END\s+STATE$/);
+    // Only admin_allow (default ::1) may administer: a node may not revoke another.
+    const [c] = await clientsFor([lo.addresses[2]], server.port);
+    expect(await refusal(c.revoke(lo.addresses[1]))).to.equal('not_allowed');
+    expect(await refusal(c.allocate(lo.addresses[2], 0, 0))).to.equal('not_allowed');
+    expect((await b.request()).address).to.equal('10.83.0.5');
+  });
+
   it('reloads its configuration on SIGHUP without losing a lease', async () => {
     const cfg = writeConfig(dir, { pools: ['10.81.0.0/30'], lease: 100 });
     server = await startServer(['--state-dir', dir, '--config', cfg]);
