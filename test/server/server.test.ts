@@ -1,5 +1,6 @@
 // dstm server as a real process, called from real IPv6 source addresses on lo.
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DstmClient, DstmRefusal } from '../../src/client/dstm-client';
@@ -8,6 +9,7 @@ import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, 
 import { RpcClient, RpcError } from '../../src/rpc';
 import { Store } from '../../src/server/store';
 import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/server/addr';
+import { ensureRpcbind } from '../rpc/util';
 import { loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
 
 type Clients = DstmClient[];
@@ -221,6 +223,32 @@ describe('dstm server (process)', function () {
     expect(await refusal(c.revoke(lo.addresses[1]))).to.equal('not_allowed');
     expect(await refusal(c.allocate(lo.addresses[2], 0, 0))).to.equal('not_allowed');
     expect((await b.request()).address).to.equal('10.83.0.5');
+  });
+
+  it('registers both versions with a running rpcbind and unregisters at stop', async function () {
+    const stopRpcbind = await ensureRpcbind();
+    if (!stopRpcbind) this.skip();
+    try {
+      server = await startServer(['--state-dir', dir]);
+      await server.waitFor('registered with rpcbind');
+      // Others may register the same program; ours are the entries on our port.
+      const ours = (): string[] =>
+        execFileSync('rpcinfo', { encoding: 'utf8' })
+          .split('\n')
+          .map((l) => l.trim().split(/\s+/)) // program version netid uaddr service owner
+          .filter((f) => f[0] === '760435789' && f[3]?.endsWith(`.${port >> 8}.${port & 255}`))
+          .map((f) => `${f[1]}/${f[2]}`)
+          .sort();
+      const port = server.port;
+      expect(ours()).to.deep.equal(['1/tcp6', '1/udp6', '2/tcp6', '2/udp6']);
+      execFileSync('rpcinfo', ['-T', 'udp6', '::1', '760435789', '2']);
+      execFileSync('rpcinfo', ['-T', 'tcp6', '::1', '760435789', '1']);
+      expect(await server.stop('SIGTERM')).to.equal(0);
+      server = undefined;
+      expect(ours()).to.deep.equal([]);
+    } finally {
+      await stopRpcbind();
+    }
   });
 
   it('reloads its configuration on SIGHUP without losing a lease', async () => {
