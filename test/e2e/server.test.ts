@@ -34,6 +34,8 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
   let t: Topology;
   let tep: ChildProcess;
 
+  let server: ChildProcess;
+
   before(async function () {
     const why = netnsUnavailable() ?? cliUnavailable();
     if (why) {
@@ -41,7 +43,7 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       this.skip();
     }
     t = await Topology.create();
-    await startServer(t, ['--lease', '60']);
+    server = await startServer(t, ['--lease', '60']);
     tep = await startTep(t, ['--server', SERVER]);
     await waitForOutput(tep, /bindings synchronised/);
     await startEchoServer(t);
@@ -109,6 +111,26 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       expect(after.forwarded.toIpv4).to.equal(before.forwarded.toIpv4);
       expect(after.drops.no_binding - before.drops.no_binding).to.equal(2);
       expect(after.drops.unbound_source - before.drops.unbound_source).to.equal(5);
+    });
+  });
+
+  describe('when the server is gone', () => {
+    it('the node drops the address when its lease runs out unrenewed (C.3 rule 2), the TEP forgets it on its own', async () => {
+      const node = startNode(t, ['--lease', '4']);
+      try {
+        const lease = await nextLease(node);
+        expect(await ping(t, t.ns.x, ADDR.z4, 1)).to.equal(1);
+        server.kill('SIGKILL'); // no renewal can succeed now
+        await nextLease(node, 'expired');
+        const { stdout } = await t.ip(t.ns.x, 'addr', 'show', 'dev', 'dti0');
+        expect(stdout).to.not.include(lease.address);
+        expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
+        // the TEP cannot hear from the server either: the binding ends there on its own, at its end time
+        await until('the TEP expired the binding', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
+        expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
+      } finally {
+        await stopChild(node);
+      }
     });
   });
 
