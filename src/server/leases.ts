@@ -1,8 +1,8 @@
 // Lease logic of the DSTM server (draft section 6), independent of RPC: who gets which IPv4 address, for how long,
 // through which TEP. Every operation runs inside a store transaction; the operations that arrive within one turn of
 // the event loop share one transaction (group commit), and each one's promise settles only after that commit, so
-// no reply can leave for a binding that is not durable. Pool bookkeeping done by an operation is undone if its
-// part of the transaction fails.
+// no reply can leave for a binding that is not durable. Pool bookkeeping done in a transaction that fails is undone.
+import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
 import { PrefixTable, type Prefix4, type Prefix6 } from './addr';
 import { AddressPool } from './pool';
@@ -270,10 +270,21 @@ export class LeaseService extends EventEmitter {
   private pick(ip6: Buffer, want4: number, undo: Undo): number | undefined {
     const reserved = this.reservations.lookup(ip6);
     if (reserved !== undefined && this.reservedFree(reserved)) return reserved;
-    if (want4 !== 0 && this.takeAddress(want4, undo)) return want4;
-    const a = this.pool.take();
-    if (a !== undefined) undo.push(() => this.pool.give(a));
-    return a;
+    if (want4 !== 0 && this.takeAddress(want4, undo) && !this.storeHas(want4)) return want4;
+    for (let a = this.pool.take(); a !== undefined; a = this.pool.take()) {
+      if (this.storeHas(a)) continue;
+      undo.push(() => this.pool.give(a));
+      return a;
+    }
+    return undefined;
+  }
+
+  /**
+   * The store is the authority on which addresses are bound: an address the index thought free but the store
+   * has (written behind this process's back) stays out of the free list instead of failing an allocation.
+   */
+  private storeHas(ip4: number): boolean {
+    return this.store.byIp4(ip4) !== undefined;
   }
 
   private takeAddress(ip4: number, undo: Undo): boolean {
@@ -339,35 +350,32 @@ export class LeaseService extends EventEmitter {
     const batch = this.queue;
     this.queue = [];
     const now = this.clock();
-    const results: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
-    const undoAll: Undo = [];
     const seqBefore = this.seq;
-    try {
-      this.store.transaction(() => {
-        for (const op of batch) {
-          const undo: Undo = [];
-          try {
-            // A savepoint per operation: one failing operation does not take the others down with it.
-            results.push({ ok: true, value: this.store.transaction(() => op.run(undo, now)) });
-            undoAll.push(...undo);
-          } catch (error) {
-            for (const u of undo.reverse()) u();
-            results.push({ ok: false, error });
-          }
-        }
-      });
-    } catch (error) {
-      for (const u of undoAll.reverse()) u();
-      for (const op of batch) op.reject(new StoreUnavailable(error));
-      return;
+    const all = this.commit(batch, now);
+    if (all.ok) {
+      batch.forEach((op, i) => op.resolve(all.values[i]));
+    } else {
+      // Something in the batch failed: run each operation alone, so one bad operation (or a store that cannot
+      // commit) fails only what it must.
+      for (const op of batch) {
+        const one = this.commit([op], now);
+        if (one.ok) op.resolve(one.values[0]);
+        else op.reject(one.error instanceof Database.SqliteError ? new StoreUnavailable(one.error) : one.error);
+      }
     }
     this.seq = this.store.lastSeq();
-    batch.forEach((op, i) => {
-      const r = results[i];
-      if (r.ok) op.resolve(r.value);
-      else op.reject(r.error);
-    });
     this.emit('batch', batch.length);
     if (this.seq > seqBefore) this.emit('change', this.seq);
+  }
+
+  /** Run `ops` in one transaction; on failure nothing of it remains, in the store or in the pool. */
+  private commit(ops: Op<any>[], now: number): { ok: true; values: unknown[] } | { ok: false; error: unknown } {
+    const undo: Undo = [];
+    try {
+      return { ok: true, values: this.store.transaction(() => ops.map((op) => op.run(undo, now))) };
+    } catch (error) {
+      for (const u of undo.reverse()) u();
+      return { ok: false, error };
+    }
   }
 }

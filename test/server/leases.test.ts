@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/server/addr';
-import { LeaseService, type LeasePolicy } from '../../src/server/leases';
+import { LeaseService, StoreUnavailable, type LeasePolicy } from '../../src/server/leases';
 import { AddressPool } from '../../src/server/pool';
 import { Store } from '../../src/server/store';
 
@@ -140,6 +140,30 @@ describe('lease service', () => {
     expect(reader.counts().active).to.equal(5);
     reader.close();
     expect(grants.every((g) => g.status === 'ok')).to.equal(true);
+  });
+
+  it('keeps uniqueness in the store: an address bound behind its back is skipped, never given twice', async () => {
+    const other = new Store(dir);
+    other.insert({ ip4: parseIPv4('192.0.2.1'), ip6: node(99), state: 0, starts: now, ends: now + 60 });
+    expect(() => other.insert({ ip4: parseIPv4('192.0.2.1'), ip6: node(98), state: 0, starts: now, ends: now + 60 })).to.throw(/UNIQUE/);
+    expect(() => other.insert({ ip4: parseIPv4('192.0.2.2'), ip6: node(99), state: 0, starts: now, ends: now + 60 })).to.throw(/UNIQUE/);
+    other.close();
+    const g = await svc.request(node(1), 0, 0);
+    expect(g).to.include({ status: 'ok', ip4: parseIPv4('192.0.2.2') });
+  });
+
+  it('fails only what it must when the store cannot commit, and undoes the pool', async () => {
+    const free = svc.available;
+    store.db.pragma('query_only = ON');
+    const failed = await Promise.allSettled([1, 2, 3].map((n) => svc.request(node(n), 0, 0)));
+    expect(failed.map((r) => r.status)).to.deep.equal(['rejected', 'rejected', 'rejected']);
+    expect((failed[0] as PromiseRejectedResult).reason).to.be.instanceOf(StoreUnavailable);
+    expect(svc.available).to.equal(free);
+    store.db.pragma('query_only = OFF');
+    const ok = await Promise.all([1, 2, 3].map((n) => svc.request(node(n), 0, 0)));
+    expect(ok.map((g) => g.status)).to.deep.equal(['ok', 'ok', 'ok']);
+    expect(new Set(ok.map((g) => g.ip4)).size).to.equal(3);
+    expect(svc.available).to.equal(free - 3);
   });
 
   it('wakes a feed waiter on a change', async () => {
