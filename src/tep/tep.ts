@@ -10,7 +10,7 @@
 // IPv6 source, and IPv4 for a pool address goes only to the node that address is bound to, until the binding ends.
 import { Counters, Drop, dropLoggerTo, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
-import { EncapConfig, ipv4ToString, ipv6ToString } from '../dti/packet';
+import { EncapConfig, bytesEqual, ipv4ToString, ipv6ToString } from '../dti/packet';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../log';
 import type { Registry } from '../metrics';
@@ -120,9 +120,8 @@ export class Tep {
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number): void {
     this.now = Date.now();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
-    const b = this.bindings.get(ipv4);
-    if (b?.source === 'static') {
-      this.opts.log.warn('server binding ignored: the address has a static mapping', { ipv4: ipv4ToString(ipv4), ipv6: ipv6ToString(ipv6) });
+    if (this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16))) {
+      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: ipv4ToString(ipv4), ipv6: ipv6ToString(ipv6) });
       return;
     }
     this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server');

@@ -62,6 +62,7 @@ describe('tep forwarding decisions', () => {
     const tep = makeTep();
     tep.bind(ipv4FromString('198.51.100.200'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
     tep.unbind(ipv4FromString('198.51.100.200'));
+    tep.bind(ipv4FromString('198.51.100.7'), ipv6FromString('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
     expect(tep.stats().bindings).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static' }]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
   });
