@@ -221,7 +221,7 @@ export class Dti {
  * Sets the source of a queued IPv4 packet sent from 0.0.0.0: header checksum recomputed, UDP checksum adjusted
  * for the pseudo-header (RFC 1624 incremental update; the old source words were zero).
  */
-function setSource(buf: Uint8Array, off: number, len: number, address: number): void {
+export function setSource(buf: Uint8Array, off: number, len: number, address: number): void {
   writeU32(buf, off + 12, address);
   setIpv4Checksum(buf, off);
   const hlen = (buf[off] & 0x0f) << 2;
