@@ -81,16 +81,19 @@ describe('dstm server (process)', function () {
     const clients = await clientsFor(lo.addresses, port, { timeoutMs: 20000 });
     const replied = new Map<string, string>();
     let killed = false;
+    let onKill: () => void = () => undefined;
+    const kill = new Promise<void>((resolve) => (onKill = resolve));
     const burst = clients.map(async (c) => {
       const l = await c.request().catch(() => undefined);
       if (l && !killed) replied.set(l.local, l.address);
       if (!killed && replied.size >= 16) {
         killed = true;
         server!.proc.kill('SIGKILL');
+        onKill();
       }
       return l;
     });
-    await sleep(300);
+    await Promise.race([kill, sleep(15000)]);
     expect(killed, 'the server was killed during the burst').to.equal(true);
     await server.stop();
     server = await startServer(['--state-dir', dir, '--pool', '10.78.0.0/16'], { port });
