@@ -10,7 +10,7 @@ import { RpcClient, RpcError } from '../../src/rpc';
 import { Store } from '../../src/server/store';
 import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/server/addr';
 import { ensureRpcbind } from '../rpc/util';
-import { loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
+import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
 
 type Clients = DstmClient[];
 
@@ -254,17 +254,22 @@ describe('dstm server (process)', function () {
     }
   });
 
-  it('reloads its configuration on SIGHUP without losing a lease', async () => {
-    const cfg = writeConfig(dir, { pools: ['10.81.0.0/30'], lease: 100 });
+  it('reloads its configuration on SIGHUP without losing a lease, and serves metrics', async () => {
+    const metricsPort = freePort();
+    const cfg = writeConfig(dir, { pools: ['10.81.0.0/30'], lease: 100, metrics: `[::1]:${metricsPort}` });
     server = await startServer(['--state-dir', dir, '--config', cfg]);
     const [a, b] = await clientsFor(lo.addresses.slice(0, 2), server.port);
     const la = await a.request();
-    writeConfig(dir, { pools: ['10.81.0.0/30', '10.82.0.0/30'], lease: 200, tep: { ipv6: '2001:db8::9', ipv4: '10.82.0.3' } });
+    writeConfig(dir, { pools: ['10.81.0.0/30', '10.82.0.0/30'], lease: 200, tep: { ipv6: '2001:db8::9', ipv4: '10.82.0.3' }, metrics: `[::1]:${metricsPort}` });
     server.proc.kill('SIGHUP');
     await server.waitFor('configuration reloaded');
     const again = await a.request(ipNum(la.address));
     expect(again).to.include({ address: la.address, keep: 200, tep6: '2001:db8::9' });
     expect((await b.request()).address).to.match(/^10\.8[12]\.0\.[12]$/);
+    const metrics = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+    expect(metrics).to.match(/^dstm_server_operations_total\{op="request",status="ok"\} [1-9]/m);
+    expect(metrics).to.match(/^dstm_server_bindings\{state="active"\} 2$/m);
+    expect(metrics).to.match(/^dstm_server_pool_size 8$/m);
     writeFileSync(join(dir, 'dstm.json'), '{"server": {"pools": []}}');
     server.proc.kill('SIGHUP');
     await server.waitFor('configuration not reloaded; the running one stays');
