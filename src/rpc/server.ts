@@ -263,18 +263,34 @@ export class RpcServer {
     return this;
   }
 
-  /** Listen on each address (UDP and TCP when no transport is given). Resolves with what was bound. */
+  /**
+   * Listen on each address (UDP and TCP when no transport is given; with port 0 both get the same port). Resolves
+   * with what was bound. If it throws, what was bound before the failure stays bound until close().
+   */
   async listen(addresses: ListenAddress | ListenAddress[]): Promise<BoundAddress[]> {
-    const list = Array.isArray(addresses) ? addresses : [addresses];
-    const chosen = new Map<string, number>(); // host -> port picked for port 0, so UDP and TCP share it
     const out: BoundAddress[] = [];
-    for (const a of list) {
-      for (const transport of a.transport ? [a.transport] : (['udp', 'tcp'] as const)) {
-        const port = a.port === 0 ? (chosen.get(a.host) ?? 0) : a.port;
-        const b = transport === 'udp' ? await this.listenUdp(a.host, port) : await this.listenTcp(a.host, port);
-        if (a.port === 0) chosen.set(a.host, b.port);
-        out.push(b);
-        this.bound.push(b);
+    for (const a of Array.isArray(addresses) ? addresses : [addresses]) {
+      const transports = a.transport ? [a.transport] : (['udp', 'tcp'] as const);
+      for (let attempt = 1; ; attempt++) {
+        const got: { bound: BoundAddress; socket: dgram.Socket | net.Server }[] = [];
+        try {
+          for (const transport of transports) {
+            const port = got.length > 0 ? got[0].bound.port : a.port;
+            got.push(transport === 'udp' ? await this.listenUdp(a.host, port) : await this.listenTcp(a.host, port));
+          }
+        } catch (e) {
+          for (const g of got) g.socket.close();
+          // The port picked for UDP may be taken for TCP (e.g. by a connection's local port): pick another.
+          if (a.port === 0 && got.length > 0 && (e as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) continue;
+          throw e;
+        }
+        for (const g of got) {
+          if (g.socket instanceof net.Server) this.tcpServers.push(g.socket);
+          else this.udpSockets.push(g.socket);
+          out.push(g.bound);
+          this.bound.push(g.bound);
+        }
+        break;
       }
     }
     return out;
@@ -373,35 +389,36 @@ export class RpcServer {
     await this.unregisterFromRpcbind();
   }
 
-  private listenUdp(host: string, port: number): Promise<BoundAddress> {
+  private listenUdp(host: string, port: number): Promise<{ bound: BoundAddress; socket: dgram.Socket }> {
     const type = net.isIPv4(host) ? 'udp4' : 'udp6';
     // ipv6Only: IPv4 is served only where an IPv4 address is configured.
     // Replies go to the literal address a datagram came from: resolve it in place rather than through dns.lookup,
     // which would defer every send to another tick.
     const s = dgram.createSocket({ type, ipv6Only: type === 'udp6', recvBufferSize: 4 << 20, lookup: literalLookup });
     return new Promise((resolve, reject) => {
-      s.once('error', reject);
+      s.once('error', (e) => {
+        s.close();
+        reject(e);
+      });
       s.bind({ address: host, port, exclusive: true }, () => {
-        s.off('error', reject);
+        s.removeAllListeners('error');
         s.on('error', noop); // send errors (e.g. unreachable peer) concern one reply only
         s.on('message', (msg, rinfo) => this.onUdp(s, msg, rinfo));
-        this.udpSockets.push(s);
         const a = s.address();
-        resolve({ transport: 'udp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port });
+        resolve({ bound: { transport: 'udp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port }, socket: s });
       });
     });
   }
 
-  private listenTcp(host: string, port: number): Promise<BoundAddress> {
+  private listenTcp(host: string, port: number): Promise<{ bound: BoundAddress; socket: net.Server }> {
     const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
     srv.maxConnections = this.maxConnections;
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
       srv.listen({ host, port, ipv6Only: net.isIPv6(host), backlog: 511 }, () => {
         srv.off('error', reject);
-        this.tcpServers.push(srv);
         const a = srv.address() as net.AddressInfo;
-        resolve({ transport: 'tcp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port });
+        resolve({ bound: { transport: 'tcp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port }, socket: srv });
       });
     });
   }

@@ -26,9 +26,9 @@ describe('rpc client and server over ::1', function () {
 
   async function serve(services: Service[] = [testService()], options: RpcServerOptions = {}, port = 0, transport?: Transport): Promise<{ server: RpcServer; port: number }> {
     const server = new RpcServer(options);
+    servers.push(server);
     for (const s of services) server.register(s);
     const bound = await server.listen({ host: '::1', port, transport });
-    servers.push(server);
     return { server, port: bound[0].port };
   }
 
