@@ -1,6 +1,6 @@
 // The "client" section (dstm request, dstm release, dstm leases): where the DSTM server is and how to call it.
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
-import { describe, field, integer, record, type Infer, type KeyDoc } from './schema';
+import { describe, field, integer, type Infer, type KeyDoc } from './schema';
 import { endpoint } from './types';
 
 export const clientFields = {
@@ -11,7 +11,6 @@ export const clientFields = {
 };
 
 export type ClientConfig = Infer<typeof clientFields>;
-export const clientSchema = record(clientFields, 'client');
 
 export function clientKeys(): KeyDoc[] {
   return describe(clientFields, 'client');

@@ -180,5 +180,3 @@ export class PrefixTable<T> {
 export function inAny6(prefixes: readonly Prefix6[], addr: Uint8Array): boolean {
   return prefixes.some((p) => prefixContains6(p, addr));
 }
-
-export const IPV4_HOST_MASK = 0xffffffff;

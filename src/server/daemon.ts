@@ -93,7 +93,7 @@ export class DstmServer {
   private metricsServer: HttpServer | null = null;
 
   private constructor(
-    readonly config: ServerConfig,
+    private config: ServerConfig,
     readonly store: Store,
     readonly leases: LeaseService,
     private readonly rpcs: DstmRpc,
@@ -192,6 +192,8 @@ export class DstmServer {
     );
     this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
+    // The keys that need a restart keep their running values, so the next reload still reports them.
+    this.config = { ...next, ...Object.fromEntries(fixed.map((k) => [k, this.config[k]])) };
     this.log.info('configuration reloaded', { free: this.leases.available, pool: this.leases.poolSize, ...(fixed.length ? { needs_restart: fixed } : {}) });
     return fixed;
   }

@@ -134,9 +134,10 @@ export class DstmRpc {
     }
   }
 
+  /** A refusal as a version 2 reply; anything else (a bug) goes up to the RPC server as SYSTEM_ERR. */
   private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
-    const status: Status = err instanceof Refused ? err.status : err instanceof StoreUnavailable ? 'unavailable' : 'bad_request';
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
+    const status: Status = err instanceof Refused ? err.status : 'unavailable';
     this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
     const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
     return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
