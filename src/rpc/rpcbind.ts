@@ -106,6 +106,20 @@ interface RpcbindTarget {
   timeoutMs?: number;
 }
 
+/** Run `f` with a client of the local rpcbind, saying in plain words when rpcbind is not there. */
+async function withLocalRpcbind<T>(t: RpcbindTarget, f: (c: RpcClient) => Promise<T>): Promise<T> {
+  const c = await localRpcbind(t);
+  try {
+    return await f(c);
+  } catch (e) {
+    if (e instanceof RpcError && (e.kind === 'TIMEOUT' || e.kind === 'UNREACHABLE'))
+      throw new RpcError(e.kind, `rpcbind does not answer at ${c.where} (is it running?): ${e.message}`);
+    throw e;
+  } finally {
+    await c.close();
+  }
+}
+
 /** How to reach the local rpcbind for SET/UNSET: its local socket if present, else UDP on the loopback address. */
 async function localRpcbind(t: RpcbindTarget): Promise<RpcClient> {
   const timeoutMs = t.timeoutMs ?? 3000;
@@ -133,8 +147,7 @@ export async function registerService(
 ): Promise<RpcbindRegistration> {
   const netid = netidFor(s.transport, s.address);
   const uaddr = toUniversalAddress(s.address, s.port);
-  const c = await localRpcbind(s);
-  try {
+  return withLocalRpcbind(s, async (c) => {
     const rpcb: Rpcb = { program: s.program, version: s.version, netid, uaddr, owner: String(process.getuid?.() ?? '') };
     for (const v of [4, 3]) {
       try {
@@ -149,23 +162,18 @@ export async function registerService(
     await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_UNSET, m);
     if (!(await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_SET, m))) throw new Error(`portmap (${c.where}) refused to register program ${s.program} version ${s.version} ${s.transport} port ${s.port}`);
     return { program: s.program, version: s.version, netid, uaddr, port: s.port, rpcbindVersion: 2, via: c.where };
-  } finally {
-    await c.close();
-  }
+  });
 }
 
 /** Undo a registration. Resolves to whether rpcbind had it. */
 export async function unregisterService(reg: RpcbindRegistration, t: RpcbindTarget = {}): Promise<boolean> {
-  const c = await localRpcbind(t);
-  try {
+  return withLocalRpcbind(t, (c) => {
     if (reg.rpcbindVersion === 2) {
       const protocol = reg.netid.startsWith('tcp') ? IPPROTO_TCP : IPPROTO_UDP;
-      return await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_UNSET, { program: reg.program, version: reg.version, protocol, port: reg.port });
+      return c.call(RPCBIND_PROGRAM, 2, PMAPPROC_UNSET, { program: reg.program, version: reg.version, protocol, port: reg.port });
     }
-    return await c.call(RPCBIND_PROGRAM, reg.rpcbindVersion, RPCBPROC_UNSET, { program: reg.program, version: reg.version, netid: reg.netid, uaddr: reg.uaddr, owner: '' });
-  } finally {
-    await c.close();
-  }
+    return c.call(RPCBIND_PROGRAM, reg.rpcbindVersion, RPCBPROC_UNSET, { program: reg.program, version: reg.version, netid: reg.netid, uaddr: reg.uaddr, owner: '' });
+  });
 }
 
 /**
@@ -189,6 +197,9 @@ export async function lookupPort(q: { host: string; program: number; version: nu
     const port = await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_GETPORT, { program: q.program, version: q.version, protocol: q.transport === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, port: 0 });
     if (port === 0) throw missing();
     return port;
+  } catch (e) {
+    if (e instanceof RpcError && e.kind === 'TIMEOUT') throw new RpcError('TIMEOUT', `rpcbind on ${q.host} does not answer, so the port of program ${q.program} is unknown: ${e.message}`);
+    throw e;
   } finally {
     await c.close();
   }
