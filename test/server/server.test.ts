@@ -183,6 +183,12 @@ describe('dstm server (process)', function () {
     r = await runDstm(['server', '--config', join(dir, 'missing.json')]);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('cannot read the configuration file');
+    r = await runDstm(['server', '--check', '--pool', '10.84.0.0/24', '--tep', '2001:db8::1,10.84.0.254', '--state-dir', dir]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(JSON.parse(r.stdout).server).to.deep.include({ pools: ['10.84.0.0/24'], tep: { ipv6: '2001:db8::1', ipv4: '10.84.0.254' }, listen: ['[::]:3786'], lease: 3600 });
+    r = await runDstm(['server', '--check', '--tep', '2001:db8::1']);
+    expect(r.code).to.equal(2);
+    expect(r.stderr.trim()).to.equal('dstm server: --tep: "2001:db8::1" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)');
     r = await runDstm(['request', '--server', '127.0.0.1:3786']);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('IPv4 is not allowed');
