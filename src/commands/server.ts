@@ -13,7 +13,8 @@ export default class ServerCommand extends Command {
   static override description = `Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every
 binding in a SQLite store in the state directory (committed before the reply leaves), expires and reclaims leases,
 and tells each node its TEP. Flags override the "server" section of the configuration file. SIGHUP reloads the
-configuration without losing a lease; SIGTERM or SIGINT stops. See dstm-server(8) and dstm.conf(5).`;
+configuration without losing a lease; SIGTERM or SIGINT stops. See dstm-server(8) and dstm.conf(5).
+Exit codes: 0 stopped (or --check passed), 2 bad configuration or flag, 3 cannot start, 1 anything else.`;
 
   static override examples = [
     '<%= config.bin %> server',
