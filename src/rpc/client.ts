@@ -288,7 +288,7 @@ export class RpcClient implements RpcCaller {
   }
 
   private onReply(buf: Buffer): void {
-    const r = new XdrReader(buf);
+    const r = new XdrReader(new Uint8Array(buf.buffer, buf.byteOffset, buf.length)); // results decoded as copies
     let h;
     try {
       h = readReplyHeader(r);

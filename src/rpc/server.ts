@@ -488,7 +488,9 @@ export class RpcServer {
 
   private dispatch(rec: Buffer, peer: Peer): void {
     const t = peer.t;
-    const r = new XdrReader(rec);
+    // A plain Uint8Array view: opaque fields are then decoded as copies (Buffer.slice would alias the chunk and keep
+    // all of it alive for as long as the application keeps a 16-byte field).
+    const r = new XdrReader(new Uint8Array(rec.buffer, rec.byteOffset, rec.length));
     let h: CallHeader | { xid: number; rpcVersion: number };
     try {
       h = readCallHeader(r);
