@@ -83,6 +83,15 @@ describe('rpc client and server over ::1', function () {
         expect(stats.rejected[transport]).to.deep.include({ PROG_UNAVAIL: 1, PROG_MISMATCH: 1 });
       });
 
+      it('hands handlers opaque arguments as copies, not views of the receive buffer', async () => {
+        let own = false;
+        const { port } = await serve([testService({ ECHO: (b: Uint8Array) => ((own = b.buffer.byteLength === b.byteLength), b) })]);
+        const c = await connect(port, transport);
+        const back = await c.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(10).fill(7));
+        expect(own).to.equal(true);
+        expect(back.buffer.byteLength).to.equal(10);
+      });
+
       it('reports a result that does not decode as BAD_REPLY', async () => {
         const { port } = await serve();
         const c = await connect(port, transport);
