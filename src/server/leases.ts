@@ -75,6 +75,7 @@ export class StoreUnavailable extends Error {
 }
 
 const SWEEP_BATCH = 1000;
+const GATHER_MORE = 32;
 
 export function wallClock(): number {
   return Math.floor(Date.now() / 1000);
@@ -90,6 +91,7 @@ export class LeaseService extends EventEmitter {
   private reservations!: PrefixTable<number>;
   private queue: Op<any>[] = [];
   private scheduled = false;
+  private gathered = false;
   private seq: number;
   /** Operations by "name:status", for metrics. */
   readonly counts = new Map<string, number>();
@@ -346,6 +348,14 @@ export class LeaseService extends EventEmitter {
   }
 
   private flush(): void {
+    // A full read (libuv takes at most 32 datagrams per socket per turn) means more calls are likely waiting:
+    // collect them too, once, so the commit is shared by more of them.
+    if (this.queue.length >= GATHER_MORE && !this.gathered) {
+      this.gathered = true;
+      setImmediate(() => this.flush());
+      return;
+    }
+    this.gathered = false;
     this.scheduled = false;
     const batch = this.queue;
     this.queue = [];
