@@ -23,12 +23,14 @@ export interface ServerAuth {
   replyVerifier(): OpaqueAuth;
 }
 
+const ANONYMOUS = Object.freeze({ principal: null });
+
 export const authNone: ClientAuth & ServerAuth = {
   flavor: AUTH_NONE,
   credential: () => NULL_AUTH,
   verifier: () => NULL_AUTH,
   // AUTH_NONE carries nothing; a non-empty body is a malformed credential.
-  validate: (cred) => (cred.body.length === 0 ? { principal: null } : AuthStat.AUTH_BADCRED),
+  validate: (cred) => (cred.body.length === 0 ? ANONYMOUS : AuthStat.AUTH_BADCRED),
   replyVerifier: () => NULL_AUTH,
 };
 
