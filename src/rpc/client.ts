@@ -2,8 +2,10 @@
 // has a timeout and may carry an AbortSignal; calls are matched to replies by XID, so any number may be in flight on
 // one connection. Over UDP a call is retransmitted with the same XID, the delay doubling up to a ceiling (the
 // server's duplicate request cache keeps it from running twice). Over TCP a lost connection is re-established and
-// every call still waiting is sent again. Every failure is an RpcError whose `kind` names it (RpcAuthError for
-// AUTH_ERROR), with a message in plain words.
+// every call still waiting is sent again (TCP has no duplicate cache, so a call the old connection had delivered
+// may run twice). Every failure is an RpcError whose `kind` names it (RpcAuthError, with its auth_stat in `stat`,
+// for AUTH_ERROR), with a message in plain words. Writes are not throttled here: what is buffered is the calls in
+// flight, which the caller bounds.
 import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
