@@ -117,7 +117,7 @@ describe('rpc client and server over ::1', function () {
         const c = await connect(port, transport);
         const t0 = Date.now();
         const e = await expectRpcError(c.call(TEST_PROGRAM, 1, SLOW, 1000, { timeoutMs: 100 }), 'TIMEOUT');
-        expect(Date.now() - t0).to.be.within(90, 600);
+        expect(Date.now() - t0).to.be.within(90, 1500);
         expect(e.message).to.match(/no reply from \[::1\]:\d+\/(udp|tcp) to SLOW within 100 ms/);
         const ac = new AbortController();
         setTimeout(() => ac.abort(), 50);
@@ -162,7 +162,7 @@ describe('rpc client and server over ::1', function () {
           // NULL is answered even at the cap (over TCP it waits its turn on the connection)
           const busy = [c.call(TEST_PROGRAM, 1, SLOW, 200), c.call(TEST_PROGRAM, 1, SLOW, 200)];
           await sleep(20);
-          await c.ping({ timeoutMs: 100 });
+          await c.ping({ timeoutMs: 150 }); // well before the SLOW calls end
           await Promise.all(busy);
         }
       });
