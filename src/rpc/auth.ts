@@ -7,11 +7,13 @@ import { AUTH_NONE, AUTH_SYS, NULL_AUTH } from './message';
 import type { OpaqueAuth } from './types';
 import { XdrError, XdrReader, XdrWriter } from './xdr/runtime';
 
-/** Client half: what goes in each call's cred and verf fields. */
+/** Client half: what goes in each call's cred and verf fields, and (optionally) a check of each reply's verifier. */
 export interface ClientAuth {
   readonly flavor: number;
   credential(): OpaqueAuth;
   verifier(): OpaqueAuth;
+  /** False rejects the call with AUTH_INVALIDRESP (a bogus reply verifier). Built-in flavors do not check. */
+  checkReplyVerifier?(verifier: OpaqueAuth, xid: number): boolean;
 }
 
 /** Server half: validates one flavor's credential and verifier. */
@@ -19,8 +21,11 @@ export interface ServerAuth {
   readonly flavor: number;
   /** Return the principal, or a number (an auth_stat other than AUTH_OK) to reply AUTH_ERROR with. */
   validate(credential: OpaqueAuth, verifier: OpaqueAuth): { principal: unknown } | number;
-  /** The verifier to put in accepted replies (AUTH_NONE for both built-in flavors). */
-  replyVerifier(): OpaqueAuth;
+  /**
+   * The verifier to put in an accepted reply to the call of this principal and XID (AUTH_NONE for both built-in
+   * flavors; a flavor such as RPCSEC_GSS computes one per call).
+   */
+  replyVerifier(principal: unknown, xid: number): OpaqueAuth;
 }
 
 const ANONYMOUS = Object.freeze({ principal: null });

@@ -11,7 +11,7 @@ import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import { authNone, type ClientAuth } from './auth';
-import { RpcAuthError, RpcError } from './errors';
+import { AuthStat, RpcAuthError, RpcError } from './errors';
 import { readReplyHeader, writeCallHeader } from './message';
 import { beginRecord, endRecord, MAX_FRAGMENT, RecordReader } from './record';
 import { lookupPort } from './rpcbind';
@@ -300,6 +300,9 @@ export class RpcClient implements RpcCaller {
     const p = this.pending.get(h.xid);
     if (!p) return; // a late or duplicate reply
     const name = p.proc.name;
+    if ('verifier' in h && this.auth.checkReplyVerifier && !this.auth.checkReplyVerifier(h.verifier, h.xid)) {
+      return this.settle(p, new RpcAuthError(AuthStat.AUTH_INVALIDRESP, `the reply of ${this.where} to ${name} has a bogus verifier (AUTH_INVALIDRESP)`));
+    }
     switch (h.status) {
       case 'SUCCESS': {
         let v: unknown;

@@ -513,7 +513,7 @@ export class RpcServer {
       writeAuthErrorReply(w, h.xid, verdict);
       return peer.send(this.finish(t));
     }
-    const verf = flavor!.replyVerifier();
+    const verf = flavor!.replyVerifier(verdict.principal, h.xid);
     const p = this.programs.get(h.program);
     if (!p) {
       this.rejected[t][2]++;

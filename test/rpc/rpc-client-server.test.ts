@@ -3,7 +3,7 @@
 // reconnecting, the cap on calls in progress, and multi-fragment records.
 import { expect } from 'chai';
 import dgram from 'node:dgram';
-import { AuthStat, AuthSys, RpcAuthError, RpcClient, RpcError, RpcServer, type ClientAuth, type RpcServerOptions } from '../../src/rpc';
+import { AuthStat, AuthSys, authNone, NULL_AUTH, RpcAuthError, RpcClient, RpcError, RpcServer, type ClientAuth, type RpcServerOptions, type ServerAuth } from '../../src/rpc';
 import { writeCallHeader, writeRpcMismatchReply } from '../../src/rpc/message';
 import type { Procedure, Service, Transport } from '../../src/rpc/types';
 import { XdrWriter } from '../../src/rpc/xdr/runtime';
@@ -168,6 +168,34 @@ describe('rpc client and server over ::1', function () {
       });
     });
   }
+
+  it('takes a new authentication flavor plugged into both halves', async () => {
+    // A toy flavor: the credential body is a token; the server knows one, and signs its replies with the XID.
+    const FLAVOR = 0x4000_0001;
+    const token = (t: string, signer = 'alice'): ClientAuth => ({
+      flavor: FLAVOR,
+      credential: () => ({ flavor: FLAVOR, body: Buffer.from(t.padEnd(8)) }),
+      verifier: () => NULL_AUTH,
+      checkReplyVerifier: (v) => v.flavor === FLAVOR && Buffer.from(v.body).toString().trim() === signer,
+    });
+    const seenVerifiers: number[] = [];
+    const server: ServerAuth = {
+      flavor: FLAVOR,
+      validate: (cred) => (Buffer.from(cred.body).toString().trim() === 'sesame' ? { principal: 'alice' } : AuthStat.AUTH_BADCRED),
+      replyVerifier: (principal, xid) => (seenVerifiers.push(xid), { flavor: FLAVOR, body: Buffer.from(`${principal}`.padEnd(8)) }),
+    };
+    const { port } = await serve([testService({ ECHO: (_b: Uint8Array, ctx) => Buffer.from(String(ctx.principal)) })], { auth: [authNone, server] });
+    const good = await connect(port, 'tcp', { auth: token('sesame') });
+    expect(Buffer.from(await good.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0))).toString()).to.equal('alice');
+    expect(seenVerifiers).to.have.length(1);
+    const suspicious = await connect(port, 'tcp', { auth: token('sesame', 'bob') });
+    expect(((await expectRpcError(suspicious.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0)), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_INVALIDRESP);
+    const bad = await connect(port, 'tcp', { auth: token('guess') });
+    expect(((await expectRpcError(bad.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0)), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_BADCRED);
+    // AUTH_SYS is not among this server's flavors
+    const sys = await connect(port, 'tcp', { auth: new AuthSys() });
+    expect(((await expectRpcError(sys.ping(), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_REJECTEDCRED);
+  });
 
   describe('UDP retransmission and the duplicate request cache', () => {
     it('runs a retransmitted call once: duplicates in progress are dropped, later ones get the cached reply', async () => {
