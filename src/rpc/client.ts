@@ -223,7 +223,9 @@ export class RpcClient implements RpcCaller {
         this.connected = true;
         this.reconnectDelay = 50;
         // Calls made while disconnected, or in flight when the last connection was lost, go out now.
+        s.cork();
         for (const p of this.pending.values()) s.write(p.bytes);
+        s.uncork();
         resolve();
       });
       s.on('data', (chunk: Buffer) => {
@@ -275,8 +277,15 @@ export class RpcClient implements RpcCaller {
       p.retransmit = setTimeout(() => this.retransmitUdp(p), p.delay);
       return;
     }
-    if (this.connected) this.tcp!.write(p.bytes);
-    else if (!this.tcp) {
+    if (this.connected) {
+      // Calls made in the same tick (e.g. a Promise.all) leave in one write.
+      const s = this.tcp!;
+      if (s.writableCorked === 0) {
+        s.cork();
+        process.nextTick(uncork, s);
+      }
+      s.write(p.bytes);
+    } else if (!this.tcp) {
       if (!this.reconnect) return this.settle(p, new RpcError('CLOSED', `the connection to ${this.where} is lost`));
       this.openTcp().catch(() => this.scheduleReconnect());
     }
@@ -348,4 +357,8 @@ export class RpcClient implements RpcCaller {
 /** A program number as people read them: decimal and hex. */
 function prog(n: number): string {
   return `${n} (0x${n.toString(16)})`;
+}
+
+function uncork(s: net.Socket): void {
+  s.uncork();
 }

@@ -431,7 +431,10 @@ export class RpcServer {
     const c = new TcpConn(sock, this, this.maxRecordSize);
     this.conns.add(c);
     sock.on('data', (chunk: Buffer) => {
+      // Replies to the records of one chunk (a pipelining client) leave in one write.
+      sock.cork();
       const cut = c.reader.push(chunk);
+      sock.uncork();
       if (cut !== null) {
         this.oversized++;
         sock.destroy();
