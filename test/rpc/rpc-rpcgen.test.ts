@@ -3,9 +3,10 @@
 // client calls an rpcgen server over both; every Annex B field must survive both ways.
 import { expect } from 'chai';
 import { rmSync } from 'node:fs';
-import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEASE_REQ } from '../../src/generated/dstm';
+import { hostname } from 'node:os';
+import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEASE_REQ, type packet } from '../../src/generated/dstm';
 import { RpcClient, RpcError, RpcServer } from '../../src/rpc';
-import type { Procedure } from '../../src/rpc/types';
+import type { CallContext, Procedure } from '../../src/rpc/types';
 import { buildCPeers, cClientPacket, formatPacket, run, startCServer, transformPacket, type CPeers } from './util';
 
 describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
@@ -26,7 +27,11 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
   describe('an rpcgen C client calling our server', () => {
     let server: RpcServer;
     let port: number;
-    const handler = { REQUEST: transformPacket, RELEASE: transformPacket };
+    let principal: unknown;
+    const handler = {
+      REQUEST: (p: packet, ctx: CallContext) => ((principal = ctx.principal), transformPacket(p)),
+      RELEASE: transformPacket,
+    };
 
     before(async () => {
       server = new RpcServer().register(RPC_ONE_service(handler));
@@ -49,6 +54,12 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
         expect(server.stats().calls['RPC.RPC_ONE.REQUEST'][t]).to.deep.equal({ SUCCESS: 3 });
       });
     }
+
+    it("decodes libtirpc's AUTH_SYS credential (authsys_create_default)", async () => {
+      const r = await run(peers.client, ['tcp6', '::1', String(port), String(program), '1', 'sys']);
+      expect(r.code, r.stderr + r.stdout).to.equal(0);
+      expect(principal).to.deep.include({ machinename: hostname(), uid: process.getuid!(), gid: process.getgid!() });
+    });
   });
 
   describe('our client calling an rpcgen C server', () => {

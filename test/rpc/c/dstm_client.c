@@ -1,13 +1,14 @@
-/* An rpcgen client of xdr/dstm.x version 1: `dstm_client NETID HOST PORT PROG COUNT` calls REQUEST and RELEASE
- * COUNT times each with the packets the test expects, prints every reply, then asks for version 9 and procedure 99
- * to show how libtirpc reports PROG_MISMATCH and PROC_UNAVAIL. Exit status 0 when every call succeeded. */
+/* An rpcgen client of xdr/dstm.x version 1: `dstm_client NETID HOST PORT PROG COUNT [sys]` calls REQUEST and
+ * RELEASE COUNT times each with the packets the test expects (with libtirpc's default AUTH_SYS credential if "sys"
+ * is given), prints every reply, then asks for version 9 and procedure 99 to show how libtirpc reports PROG_MISMATCH
+ * and PROC_UNAVAIL. Exit status 0 when every call succeeded. */
 #include <stdlib.h>
 #include "dstm_peer.h"
 
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s NETID HOST PORT PROG COUNT\n", argv[0]);
+	if (argc != 6 && argc != 7) {
+		fprintf(stderr, "usage: %s NETID HOST PORT PROG COUNT [sys]\n", argv[0]);
 		return 2;
 	}
 	const char *netid = argv[1], *host = argv[2];
@@ -18,6 +19,10 @@ int main(int argc, char **argv)
 		return 1;
 	struct timeval tv = { 5, 0 };
 	clnt_control(cl, CLSET_TIMEOUT, (char *)&tv);
+	if (argc == 7 && strcmp(argv[6], "sys") == 0) {
+		auth_destroy(cl->cl_auth);
+		cl->cl_auth = authsys_create_default();
+	}
 	int failed = 0;
 	for (int i = 0; i < count; i++) {
 		struct packet a;
