@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEASE_REQ, type packet } from '../../src/generated/dstm';
-import { RpcClient, RpcError, RpcServer } from '../../src/rpc';
+import { AuthSys, RpcClient, RpcError, RpcServer } from '../../src/rpc';
 import type { CallContext, Procedure } from '../../src/rpc/types';
 import { buildCPeers, cClientPacket, formatPacket, run, startCServer, transformPacket, type CPeers } from './util';
 
@@ -68,6 +68,17 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
       c = await startCServer(peers, program);
     });
     after(() => c?.stop());
+
+    it('accepts our AUTH_SYS credential, at its limits (libtirpc decodes it, or answers AUTH_BADCRED)', async () => {
+      const auth = new AuthSys({ machinename: 'm'.repeat(255), uid: 1000, gid: 100, gids: Array.from({ length: 16 }, (_, i) => i) });
+      const client = await RpcClient.connect({ host: '::1', port: c.tcp, transport: 'tcp', program, version: 1, timeoutMs: 5000, auth });
+      try {
+        const req = cClientPacket(0, REQUEST_REQ);
+        expect(await new RPC_ONE_Client(client).REQUEST(req)).to.deep.equal(transformPacket(req));
+      } finally {
+        await client.close();
+      }
+    });
 
     for (const transport of ['udp', 'tcp'] as const) {
       it(`over ${transport}6`, async () => {
