@@ -234,6 +234,29 @@ describe('dstm server (process)', function () {
     expect((await b.request()).address).to.equal('10.83.0.5');
   });
 
+  it('dstm request and release: the server from DSTM_SERVER or the config file, JSON out, distinct exit codes', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.85.0.0/30', '--tep', '2001:db8::1,10.85.0.254']);
+    const local = ['--local', lo.addresses[0]];
+    let r = await runDstm(['request', '--json', ...local], { DSTM_SERVER: `[::1]:${server.port}` });
+    expect(r.code, r.stderr).to.equal(0);
+    const lease = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(lease).to.include({ local: lo.addresses[0], mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.85.0.254', keep: 3600 });
+    expect(lease).to.include.keys('address', 'starts', 'ends');
+    const cfg = join(dir, 'client.json');
+    writeFileSync(cfg, JSON.stringify({ client: { server: `[::1]:${server.port}` } }));
+    r = await runDstm(['release', '--json', '--config', cfg, ...local]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(JSON.parse(r.stdout)).to.include({ released: true, address: lease.address });
+    r = await runDstm(['release', '--config', cfg, ...local]);
+    expect(r.code).to.equal(5);
+    expect(r.stderr).to.equal('dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n');
+    // A /30 has two leasable addresses: the third node is refused with its own exit code.
+    for (const a of lo.addresses.slice(1, 3)) expect((await runDstm(['request', '--config', cfg, '--local', a])).code).to.equal(0);
+    r = await runDstm(['request', '--config', cfg, '--local', lo.addresses[3]]);
+    expect(r.code).to.equal(4);
+    expect(r.stderr).to.contain('pool is exhausted');
+  });
+
   it('registers both versions with a running rpcbind and unregisters at stop', async function () {
     const stopRpcbind = await ensureRpcbind();
     if (!stopRpcbind) this.skip();
