@@ -88,6 +88,30 @@ describe('binding feed', function () {
     expect(await bound).to.include({ ip6: lo.addresses[2], ip4: lc.address });
   });
 
+  it('rides out a restart of the server on the same store without starting over', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.95.0.0/24']);
+    const port = server.port;
+    const a = await node(0, port);
+    await a.request();
+    const feed = new BindingFeed({ host: '::1', port, program: DEFAULT_PROGRAM, waitMs: 2000, retryMs: 100, retryMaxMs: 300 });
+    open.push(feed);
+    feed.on('error', () => undefined);
+    await feed.start();
+    const { epoch, since } = feed.position;
+    let resyncs = 0;
+    feed.on('resync', () => resyncs++);
+    await server.stop('SIGKILL');
+    server = await startServer(['--state-dir', dir, '--pool', '10.95.0.0/24'], { port });
+    const b = await node(1, port);
+    const bound = next<FeedBinding>(feed, 'bind');
+    const lb = await b.request();
+    expect(await bound).to.include({ ip6: lo.addresses[1], ip4: lb.address });
+    expect(resyncs).to.equal(0);
+    expect(feed.position.epoch).to.equal(epoch);
+    expect(feed.position.since > since).to.equal(true);
+    expect(feed.byIPv4.size).to.equal(2);
+  });
+
   it('is refused to a caller outside tep_allow', async () => {
     server = await startServer(['--state-dir', dir]);
     const feed = new BindingFeed({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, local: lo.addresses[0], retryMs: 5000 });
