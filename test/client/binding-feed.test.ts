@@ -112,6 +112,16 @@ describe('binding feed', function () {
     expect(feed.byIPv4.size).to.equal(2);
   });
 
+  it('loads an empty state at once (a first call is not held)', async () => {
+    server = await startServer(['--state-dir', dir]);
+    const feed = new BindingFeed({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, waitMs: 20000 });
+    open.push(feed);
+    const t0 = performance.now();
+    await feed.start();
+    expect(performance.now() - t0).to.be.lessThan(2000);
+    expect(feed.byIPv4.size).to.equal(0);
+  });
+
   it('is refused to a caller outside tep_allow', async () => {
     server = await startServer(['--state-dir', dir]);
     const feed = new BindingFeed({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, local: lo.addresses[0], retryMs: 5000 });
