@@ -69,6 +69,29 @@ describe('XDR runtime', () => {
     }
   });
 
+  it('decoded opaque data and strings stay intact when a Buffer they came from is reused', () => {
+    for (const n of [3, 16, 40, 64, 65, 100, 4095, 4096, 5000]) {
+      const w = new XdrWriter(8);
+      w.fixedOpaque(Uint8Array.from({ length: n }, (_, i) => (i * 7) & 0xff), n);
+      w.varOpaque(Uint8Array.from({ length: n }, (_, i) => (i * 3) & 0xff));
+      w.string('s'.repeat(n));
+      // A receive buffer with the message at an offset, as a socket's Buffer can be.
+      const received = Buffer.alloc(w.pos + 12);
+      received.set(w.toBytes(), 12);
+      const r = new XdrReader(received.subarray(12));
+      const fixed = r.fixedOpaque(n);
+      const variable = r.varOpaque();
+      const s = r.string();
+      r.done();
+      received.fill(0xee);
+      for (const [v, k] of [[fixed, 7], [variable, 3]] as const) {
+        expect(Buffer.compare(v, Uint8Array.from({ length: n }, (_, i) => (i * k) & 0xff)), `${n} bytes`).to.equal(0);
+        expect(Object.getPrototypeOf(v) === Uint8Array.prototype, `${n} bytes: a plain Uint8Array`).to.equal(true);
+      }
+      expect(s).to.equal('s'.repeat(n));
+    }
+  });
+
   it('codes strings as UTF-8, short and long, and refuses invalid UTF-8', () => {
     for (const s of ['', 'ascii', 'é', 'x'.repeat(31) + 'é', 'y'.repeat(100), 'z'.repeat(100) + '€']) {
       const w = new XdrWriter();

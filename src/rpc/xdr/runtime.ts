@@ -265,16 +265,19 @@ export class XdrReader {
    * array for its ArrayBuffer moves it off the heap.
    */
   private dv: DataView | undefined;
+  /** The bytes as a plain Uint8Array, whose slice is a copy (a Buffer's slice would be a view). */
+  readonly buf: Uint8Array;
   pos: number;
   /** Current nesting depth of aggregate types; bounded by maxDepth. */
   depth = 0;
 
   constructor(
-    readonly buf: Uint8Array,
+    buf: Uint8Array,
     offset = 0,
     readonly end = buf.length,
     readonly maxDepth = DEFAULT_MAX_DEPTH,
   ) {
+    this.buf = buf.constructor === Uint8Array ? buf : new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
     this.pos = offset;
   }
 
