@@ -1,10 +1,14 @@
-// sdNotify against a real AF_UNIX datagram socket (python3 plays systemd's side), by path and by abstract name.
+// sdNotify against a real AF_UNIX datagram socket (python3 plays systemd's side), by path and by abstract name,
+// and `dstm server` under it: READY once it answers, RELOADING/READY around SIGHUP, STOPPING on SIGTERM.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DstmClient } from '../src/client/dstm-client';
+import { DEFAULT_PROGRAM } from '../src/config/server-schema';
 import { sdNotify } from '../src/sd-notify';
+import { DEV_ENV, devArgv } from './docs/commands';
 
 /** A python3 datagram receiver bound to `address` (a path, or "\0name" for abstract); prints each datagram as JSON. */
 function receiver(address: string): Promise<{ proc: ChildProcess; next: () => Promise<string> }> {
@@ -77,5 +81,38 @@ describe('sdNotify', () => {
   it('throws when the socket is not there or the name is not a path', () => {
     expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: join(dir, 'absent') })).to.throw(/sendto: No such file or directory/);
     expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: 'relative/notify' })).to.throw(/not an absolute path/);
+  });
+
+  it('dstm server sends READY=1 once it answers, RELOADING=1/READY=1 around SIGHUP and STOPPING=1 on SIGTERM', async function () {
+    this.timeout(60_000);
+    const path = join(dir, 'notify');
+    const r = await receiver(path);
+    proc = r.proc;
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    const [node, ...args] = devArgv('server', '--listen', `[::1]:${port}`, '--state-dir', join(dir, 'state'), '--pool', '10.86.0.0/29');
+    const env: NodeJS.ProcessEnv = { ...DEV_ENV, NOTIFY_SOCKET: path };
+    delete env.DSTM_CONFIG;
+    const server = spawn(node, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    server.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => server.once('exit', resolve));
+    try {
+      expect(await Promise.race([r.next(), exited.then((code) => `exited ${code}: ${stderr}`)])).to.equal('READY=1');
+      // READY means it serves: a request gets a lease at once
+      const client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: '::1', timeoutMs: 2000 });
+      try {
+        expect((await client.request()).address).to.match(/^10\.86\.0\.[1-6]$/);
+      } finally {
+        await client.close();
+      }
+      server.kill('SIGHUP');
+      expect(await r.next()).to.equal('RELOADING=1');
+      expect(await r.next()).to.equal('READY=1');
+      server.kill('SIGTERM');
+      expect(await r.next()).to.equal('STOPPING=1');
+      expect(await exited, stderr).to.equal(0);
+    } finally {
+      server.kill('SIGKILL');
+    }
   });
 });

@@ -106,9 +106,9 @@ describe('dstm status', function () {
     expect(human.stdout).to.match(/spoofed_source +1/);
   });
 
-  it('exits 1 naming the socket when no node answers', async () => {
+  it('exits 7 (no reply) naming the socket when no node answers', async () => {
     const r = await dstm('status', '--control', join(dir, 'absent.sock'));
-    expect(r.code).to.equal(1);
+    expect(r.code).to.equal(7);
     // oclif wraps the message at the terminal width, continuing lines with " ›"
     expect(r.stderr.replace(/\s*\n\s*›\s*/g, ' ')).to.include(`cannot read the node's statistics from ${join(dir, 'absent.sock')}: no node is running there`);
   });

@@ -4,21 +4,10 @@ import { readConfig } from '../config/load';
 import { ConfigError, parseWithOverrides, type Override } from '../config/schema';
 import { clientFields, type ClientConfig } from '../config/client-schema';
 import { RpcError } from '../rpc';
+import { EXIT, type ExitCode } from '../exit-codes';
 import { DstmRefusal, type Lease, type Refusal } from './dstm-client';
 
-/** Exit codes of dstm request, release and leases (dstm-request(8), dstm-leases(8)). */
-export const EXIT = {
-  ok: 0,
-  failed: 1,
-  usage: 2,
-  notAllowed: 3,
-  noAddress: 4,
-  noBinding: 5,
-  unreachable: 6,
-  serverError: 7,
-} as const;
-
-const REFUSAL_EXIT: Record<Refusal, number> = {
+const REFUSAL_EXIT: Record<Refusal, ExitCode> = {
   not_allowed: EXIT.notAllowed,
   no_address: EXIT.noAddress,
   no_binding: EXIT.noBinding,
@@ -28,7 +17,7 @@ const REFUSAL_EXIT: Record<Refusal, number> = {
 };
 
 /** The exit code and one-line message for an error from a client operation. */
-export function classify(err: unknown): { code: number; message: string } {
+export function classify(err: unknown): { code: ExitCode; message: string } {
   if (err instanceof DstmRefusal) return { code: REFUSAL_EXIT[err.status], message: err.message };
   if (err instanceof ConfigError) return { code: EXIT.usage, message: err.message };
   if (err instanceof RpcError) {
@@ -37,7 +26,7 @@ export function classify(err: unknown): { code: number; message: string } {
   }
   const e = err as NodeJS.ErrnoException;
   if (e && ['ENETUNREACH', 'EHOSTUNREACH', 'EADDRNOTAVAIL', 'ECONNREFUSED'].includes(e.code ?? '')) return { code: EXIT.unreachable, message: `server unreachable: ${e.message}` };
-  return { code: EXIT.failed, message: (err as Error)?.message ?? String(err) };
+  return { code: EXIT.internal, message: (err as Error)?.message ?? String(err) };
 }
 
 export interface ClientFlags {

@@ -1,5 +1,7 @@
 // Flags shared by dstm request, release and leases, so every client command spells and documents them alike.
 import { Flags } from '@oclif/core';
+import { isIPv6 } from 'node:net';
+import { ConfigError } from '../config/schema';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { loadClientConfig } from './cli';
 import { DstmClient } from './dstm-client';
@@ -33,6 +35,7 @@ export type ExchangeFlags = {
 /** Connect a DstmClient as the flags, environment and configuration file say. */
 export async function connectFromFlags(flags: ExchangeFlags): Promise<{ client: DstmClient; lease: number }> {
   const c = loadClientConfig(flags);
+  if (flags.local !== undefined && !isIPv6(flags.local)) throw new ConfigError('--local', flags.local, 'an IPv6 address');
   const client = await DstmClient.connect({
     host: c.server.host,
     port: c.server.port,

@@ -1,12 +1,17 @@
 import { Args, Command } from '@oclif/core';
+import { EXIT, exitHelp } from '../exit-codes';
 import { bashCompletion, SHELLS, zshCompletion, type CompletionCommand } from '../completion';
+
+const EXITS = [EXIT.ok, EXIT.usage];
 
 export default class CompletionCommandCmd extends Command {
   static override summary = 'Print the shell completion script for bash or zsh';
   static override description = `Prints a script that completes dstm's commands, flags and flag choices, generated from the same command
 metadata as --help. bash: source <(dstm completion bash), or save it as /etc/bash_completion.d/dstm. zsh: save it
 as _dstm in a directory of $fpath, e.g. dstm completion zsh > "\${fpath[1]}/_dstm", and start a new shell.
-Exit codes: 0 printed, 2 usage error. See dstm(1).`;
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
 
   static override examples = ['source <(<%= config.bin %> completion bash)', '<%= config.bin %> completion zsh > "${fpath[1]}/_dstm"'];
 

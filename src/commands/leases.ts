@@ -1,11 +1,14 @@
 import { Args, Command, Flags } from '@oclif/core';
-import { classify, EXIT, leaseJson } from '../client/cli';
+import { classify, leaseJson } from '../client/cli';
 import { clientFlags, connectFromFlags } from '../client/flags';
 import type { DstmClient, LeaseRow } from '../client/dstm-client';
+import { EXIT, exitHelp } from '../exit-codes';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../server/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
 import { STATE_NAMES, Store } from '../server/store';
+
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
 
 export default class LeasesCommand extends Command {
   static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';
@@ -16,8 +19,11 @@ the server stopped or running).
 revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node must request
 again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to --address or any free address.
 revoke and allocate always go through the running server, which is the only writer of its store.
-Exit codes: 0 done, 2 usage or configuration error, 3 not allowed, 4 no address free, 5 no such binding,
-6 server unreachable or no reply, 7 server error or conflict, 1 anything else. See dstm-leases(8).`;
+--json prints list as an array of {ipv6, ipv4, tep6, tep4, starts, ends, state}, revoke and allocate as
+{action, node, address, mask, local, tep6, tep4, starts, ends, extend, keep}. See dstm-leases(8).
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
 
   static override examples = [
     '<%= config.bin %> leases',
@@ -57,7 +63,7 @@ Exit codes: 0 done, 2 usage or configuration error, 3 not allowed, 4 no address 
       try {
         rows = listStore(flags['state-dir'], flags.config);
       } catch (err) {
-        this.fail('list', (err as Error).message, EXIT.failed);
+        this.fail('list', (err as Error).message, EXIT.usage);
       }
       this.print(rows, flags.json);
       return;

@@ -1,15 +1,20 @@
 import { Command, Flags } from '@oclif/core';
-import { classify, EXIT, leaseJson } from '../client/cli';
+import { classify, leaseJson } from '../client/cli';
 import { connectFromFlags, exchangeFlags } from '../client/flags';
 import type { DstmClient } from '../client/dstm-client';
+import { EXIT, exitHelp } from '../exit-codes';
 import { parseIPv4 } from '../server/addr';
+
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
 
 export default class ReleaseCommand extends Command {
   static override summary = "Release this node's IPv4 lease on the DSTM server";
   static override description = `Sends RELEASE from this node's IPv6 address; only the caller's own binding can be released. Without --address
-it releases whatever this node holds. See dstm-request(8).
-Exit codes: 0 released, 2 usage or configuration error, 3 not allowed, 5 no binding to release, 6 server unreachable
-or no reply, 7 server error, 1 anything else.`;
+it releases whatever this node holds. With --json it prints {released, address, mask, local, tep6, tep4, starts,
+ends, extend, keep}. See dstm-release(8).
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
 
   static override examples = ['<%= config.bin %> release --server [2001:db8::10]:3786', '<%= config.bin %> release --address 192.0.2.7 --json'];
 
@@ -24,10 +29,14 @@ or no reply, 7 server error, 1 anything else.`;
     let client: DstmClient;
     try {
       if (flags.address !== undefined) address = parseIPv4(flags.address);
+    } catch (err) {
+      this.fail(`--address: ${(err as Error).message}`, EXIT.usage);
+    }
+    try {
       ({ client } = await connectFromFlags(flags));
     } catch (err) {
-      const c = classify(err);
-      this.fail(c.message, c.code === EXIT.failed ? EXIT.usage : c.code);
+      const { code, message } = classify(err);
+      this.fail(message, code);
     }
     try {
       const l = await client.release(address);

@@ -4,16 +4,25 @@ import { connectFromFlags, exchangeFlags } from '../client/flags';
 import type { DstmClient, Lease } from '../client/dstm-client';
 import { LeaseKeeper } from '../client/lease-keeper';
 import { dtiHooks } from '../client/dti-node';
+import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
+import { EXIT, exitHelp } from '../exit-codes';
+import { createLogger } from '../log';
 import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../node/flags';
+
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError];
 
 export default class RequestCommand extends Command {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';
   static override description = `Sends REQUEST from this node's IPv6 address and prints the lease: the IPv4 address, its mask, the TEP to
 tunnel to and the lease times. Asking again returns the same binding (renewing it). With --hold it keeps running:
 it renews before the lease ends, rides out server restarts, drops the address if the lease runs out (and sends a
-RELEASE, draft C.3), and releases on SIGINT or SIGTERM. It never touches DNS. See dstm-request(8).
-Exit codes: 0 leased, 2 usage or configuration error, 3 not allowed, 4 no address free, 6 server unreachable or no
-reply, 7 server error, 1 anything else.`;
+RELEASE, draft C.3), and releases on SIGINT or SIGTERM; SIGHUP is logged and ignored (the lease is kept). Under
+systemd it reports READY once it holds a lease (with --on-demand, once the DTI is up). It never touches DNS.
+--json prints {address, mask, local, tep6, tep4, starts, ends, extend, keep}; with --hold one such object per
+line with "event" (lease, renewed, expired, released) added. See dstm-request(8).
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
 
   static override examples = ['<%= config.bin %> request --server [2001:db8::10]:3786 --json', '<%= config.bin %> request --hold'];
 
@@ -22,6 +31,7 @@ reply, 7 server error, 1 anything else.`;
     lease: Flags.integer({ summary: 'Lease length to ask for, in seconds (default 0: the server decides).' }),
     hold: Flags.boolean({ summary: 'Keep the lease: renew it until SIGINT or SIGTERM, then release it.' }),
     ...dtiFlags,
+    'log-level': logLevelFlag,
   };
 
   async run(): Promise<void> {
@@ -49,31 +59,49 @@ reply, 7 server error, 1 anything else.`;
       await client.close();
       return;
     }
+    const log = createLogger({ level: asLevel(flags['log-level']) }).child({ component: 'node' });
     let dti;
     try {
-      dti = dtiFromFlags(flags);
+      dti = dtiFromFlags(flags, log);
     } catch (err) {
       await client.close();
-      this.fail(classify(err).message, classify(err).code);
+      this.fail((err as Error).message, EXIT.usage);
     }
+    const stopping = stopSignal();
+    // a node has no configuration to reload while it holds a lease; SIGHUP must not kill it (Node's default)
+    const hup = (): void => {
+      notify(log, 'RELOADING=1');
+      log.info('SIGHUP: nothing to reload, the lease is kept');
+      notify(log, 'READY=1');
+    };
+    process.on('SIGHUP', hup);
     const keeper = new LeaseKeeper(client, { seconds, hooks: dti && dtiHooks(dti) });
     keeper.on('lease', (l: Lease) => show('lease', l));
     keeper.on('renewed', (l: Lease) => show('renewed', l));
     keeper.on('expired', (l: Lease) => show('expired', l));
     keeper.on('released', (l: Lease) => show('released', l));
-    keeper.on('error', (err: unknown) => process.stderr.write(`dstm request: ${classify(err).message} (retrying)\n`));
-    const status = await serveNodeStatus(flags.control, { server: client.server, keeper, dti });
+    keeper.on('error', (err: unknown) => log.warn('lease call failed, retrying', { error: classify(err).message }));
+    const status = await serveNodeStatus(flags.control, { server: client.server, keeper, dti }, log);
     // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1)
-    await dti?.start(flags['on-demand'] ? () => void keeper.start() : undefined);
-    if (!flags['on-demand']) void keeper.start();
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    try {
+      await dti?.start(flags['on-demand'] ? () => void keeper.start() : undefined);
+    } catch (err) {
+      status?.close();
+      await client.close();
+      this.fail(`cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
+    }
+    if (flags['on-demand']) notify(log, 'READY=1');
+    else {
+      keeper.once('lease', () => notify(log, 'READY=1'));
+      void keeper.start();
+    }
+    await stopping;
+    notify(log, 'STOPPING=1');
     await keeper.stop();
     status?.close();
     dti?.close();
     await client.close();
+    process.off('SIGHUP', hup);
   }
 
   private fail(message: string, code: number): never {

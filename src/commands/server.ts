@@ -1,20 +1,24 @@
 import { Command, Flags } from '@oclif/core';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { formatEndpoint } from '../endpoint';
+import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
+import { EXIT, exitHelp } from '../exit-codes';
 import { createLogger } from '../log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../server/addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
 
-/** Exit codes of `dstm server` (dstm-server(8)). */
-export const SERVER_EXIT = { ok: 0, failed: 1, config: 2, start: 3 } as const;
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
 export default class ServerCommand extends Command {
   static override summary = 'Run the DSTM server: lease temporary IPv4 addresses to IPv6 nodes over ONC RPC';
   static override description = `Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every
 binding in a SQLite store in the state directory (committed before the reply leaves), expires and reclaims leases,
 and tells each node its TEP. Flags override the "server" section of the configuration file. SIGHUP reloads the
-configuration without losing a lease; SIGTERM or SIGINT stops. See dstm-server(8) and dstm.conf(5).
-Exit codes: 0 stopped (or --check passed), 2 bad configuration or flag, 3 cannot start, 1 anything else.`;
+configuration without losing a lease; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once
+it listens. See dstm-server(8) and dstm.conf(5).
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
 
   static override examples = [
     '<%= config.bin %> server',
@@ -31,6 +35,8 @@ Exit codes: 0 stopped (or --check passed), 2 bad configuration or flag, 3 cannot
     'state-dir': Flags.string({ summary: 'Directory of the SQLite store (default /var/lib/dstm).' }),
     allow: Flags.string({ summary: 'IPv6 prefix of nodes allowed to request (repeatable; default ::/0).', multiple: true }),
     program: Flags.integer({ summary: 'ONC RPC program number (default 760435789 = 0x2D53544D).' }),
+    metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
+    'log-level': logLevelFlag,
     check: Flags.boolean({ summary: 'Validate the configuration and flags, print the result as JSON and exit.' }),
   };
 
@@ -45,12 +51,14 @@ Exit codes: 0 stopped (or --check passed), 2 bad configuration or flag, 3 cannot
       stateDir: flags['state-dir'],
       allow: flags.allow,
       program: flags.program,
+      metrics: flags.metrics,
+      logLevel: flags['log-level'],
     };
     let loaded: ReturnType<typeof loadServerConfig>;
     try {
       loaded = loadServerConfig(sf);
     } catch (err) {
-      this.fail((err as Error).message, SERVER_EXIT.config);
+      this.fail((err as Error).message, EXIT.usage);
     }
     if (flags.check) {
       this.log(JSON.stringify({ file: loaded.file ?? null, server: loaded.config }, jsonForm, 2));
@@ -58,10 +66,7 @@ Exit codes: 0 stopped (or --check passed), 2 bad configuration or flag, 3 cannot
     }
     const log = createLogger({ level: loaded.config.log_level }).child({ component: 'server' });
     // Signals are taken before the server starts: one arriving during start-up must neither kill it nor be lost.
-    const stopping = new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    const stopping = stopSignal();
     let server: DstmServer | undefined;
     let reloadPending = false;
     const reload = (): void => {
@@ -69,21 +74,25 @@ Exit codes: 0 stopped (or --check passed), 2 bad configuration or flag, 3 cannot
         reloadPending = true; // applied once start-up is done
         return;
       }
+      notify(log, 'RELOADING=1');
       try {
         server.reload(loadServerConfig(sf).config);
       } catch (err) {
         log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
       }
+      notify(log, 'READY=1');
     };
     process.on('SIGHUP', reload);
     try {
       server = await DstmServer.start(loaded.config, log);
     } catch (err) {
-      this.fail(`cannot start: ${(err as Error).message}`, SERVER_EXIT.start);
+      this.fail(`cannot start: ${(err as Error).message}`, EXIT.cannotStart);
     }
+    notify(log, 'READY=1');
     if (reloadPending) reload();
     await stopping;
     log.info('stopping');
+    notify(log, 'STOPPING=1');
     await server.stop();
   }
 

@@ -2,7 +2,11 @@ import { Command, Flags } from '@oclif/core';
 import { Dti, annexALines, dtiUpCommands, parseRoutes, sourceTowards, type DtiLease } from '../client/dti-node';
 import { ip, formatIp } from '../dti/netconfig';
 import { ipv4FromString, ipv6FromString, ipv6ToString } from '../dti/packet';
+import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
+import { EXIT, exitHelp } from '../exit-codes';
 import { createLogger } from '../log';
+
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
 export default class StaticCommand extends Command {
   static override summary = 'Bring up a static DTI (Annex A): a fixed IPv4 address tunnelled to a fixed TEP, no server';
@@ -11,7 +15,11 @@ export default class StaticCommand extends Command {
     'point-to-point peer), routes --routes through it and tunnels its IPv4 packets in IPv6 to --tep until SIGINT or ' +
     'SIGTERM, then removes the address and routes. The TEP needs the matching static mapping ' +
     '(dstm tep --static ADDRESS=LOCAL). --print shows the equivalent iproute2 commands (for a kernel with ' +
-    'ip6_tunnel) and the KAME gifconfig/ifconfig lines of Annex A, and changes nothing. See dstm-static(8).';
+    'ip6_tunnel) and the KAME gifconfig/ifconfig lines of Annex A, and changes nothing. SIGHUP is logged and ' +
+    'ignored; under systemd it reports READY once the DTI is up. See dstm-static(8).\n' +
+    exitHelp(EXITS);
+
+  static exitCodes = EXITS;
 
   static override examples = [
     '<%= config.bin %> static --tep 2001:db8:1::1 --address 198.51.100.200 --peer 192.0.2.1',
@@ -27,6 +35,7 @@ export default class StaticCommand extends Command {
     device: Flags.string({ summary: 'Name of the DTI (TUN device).', default: 'dti0' }),
     'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less.', default: 1500 }),
     print: Flags.boolean({ summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.' }),
+    'log-level': logLevelFlag,
   };
 
   async run(): Promise<void> {
@@ -40,7 +49,7 @@ export default class StaticCommand extends Command {
       routes = parseRoutes(flags.routes ?? ['default']);
       if (flags['path-mtu'] < 1280) throw new Error('--path-mtu: must be at least 1280 (the IPv6 minimum MTU)');
     } catch (err) {
-      this.error((err as Error).message, { exit: 2 });
+      this.fail((err as Error).message, EXIT.usage);
     }
     if (flags.print) {
       const local = lease.local ?? (await sourceTowards(lease.tep).catch(() => undefined));
@@ -52,18 +61,30 @@ export default class StaticCommand extends Command {
       for (const l of annexALines(p.local, flags.tep, lease, routes)) this.log(l);
       return;
     }
-    const log = createLogger().child({ component: 'static' });
+    const log = createLogger({ level: asLevel(flags['log-level']) }).child({ component: 'static' });
+    const stopping = stopSignal();
+    const hup = (): void => log.info('SIGHUP: nothing to reload, the DTI stays up');
+    process.on('SIGHUP', hup);
     const dti = new Dti({ name: flags.device, routes, pathMtu: flags['path-mtu'], log });
     try {
-      await dti.start();
-      await dti.up(lease);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      try {
+        await dti.start();
+        await dti.up(lease);
+      } catch (err) {
+        this.fail(`cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
+      }
+      notify(log, 'READY=1');
+      await stopping;
+      notify(log, 'STOPPING=1');
       await dti.down();
     } finally {
       dti.close();
+      process.off('SIGHUP', hup);
     }
+  }
+
+  private fail(message: string, code: number): never {
+    process.stderr.write(`dstm static: ${message}\n`);
+    return this.exit(code);
   }
 }

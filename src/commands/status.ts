@@ -1,13 +1,19 @@
 import { Command, Flags } from '@oclif/core';
+import { EXIT, exitHelp } from '../exit-codes';
 import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node-status';
 import { queryControl } from '../tep/control';
+
+const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 
 export default class StatusCommand extends Command {
   static override summary = "Show a node's DTI state: lease, address, TEP, time remaining, packet counters";
   static override description = `Asks a running \`dstm request --hold\` on its control socket and prints the lease it holds (IPv4 address,
 mask, TEP, seconds until it runs out and until the next renewal, counted on this node's clock) and its DTI
-(device, MTU, address, tunnel source and TEP, packets and bytes each way, drops by reason). See dstm-status(8).
-Exit codes: 0 shown, 1 no node answers on the socket.`;
+(device, MTU, address, tunnel source and TEP, packets and bytes each way, drops by reason). See dstm-status(8)
+for the keys of --json.
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
 
   static override examples = ['<%= config.bin %> status', '<%= config.bin %> status --json --control /run/dstm/node.sock'];
 
@@ -22,7 +28,8 @@ Exit codes: 0 shown, 1 no node answers on the socket.`;
     try {
       s = (await queryControl(flags.control, 5000, 'node')) as NodeStatus;
     } catch (err) {
-      this.error((err as Error).message, { exit: 1 });
+      process.stderr.write(`dstm status: ${(err as Error).message}\n`);
+      this.exit(EXIT.unreachable);
     }
     if (flags.json) this.log(JSON.stringify(s, null, 2));
     else for (const line of formatNodeStatus(s)) this.log(line);

@@ -2,8 +2,12 @@ import { Command, Flags } from '@oclif/core';
 import { readConfig } from '../config/load';
 import { parseWithOverrides, type Override } from '../config/schema';
 import { tepFields, type TepConfig } from '../config/tep-schema';
-import { createLogger } from '../log';
+import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
+import { EXIT, exitHelp } from '../exit-codes';
+import { createLogger, type Logger } from '../log';
 import { checkTep, describeTep, startTep } from '../tep/daemon';
+
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
 export default class TepCommand extends Command {
   static override summary = 'Run a DSTM tunnel end point (border router) between the DSTM domain and IPv4';
@@ -11,8 +15,13 @@ export default class TepCommand extends Command {
     'Decapsulates IPv4-in-IPv6 from DSTM nodes and forwards it into IPv4 through a TUN device routed for the pool; ' +
     'IPv4 for pool addresses is encapsulated back to the node the address is bound to. Bindings come from the DSTM ' +
     "server's binding feed (--server) and from static Annex A mappings (--static); a tunnelled packet is forwarded " +
-    'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM. ' +
-    'See dstm-tep(8).';
+    'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM; ' +
+    'SIGHUP re-reads and checks the configuration and names the keys that changed (they apply at restart). Under ' +
+    'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
+    'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, control}. See dstm-tep(8).\n' +
+    exitHelp(EXITS);
+
+  static exitCodes = EXITS;
 
   static override examples = [
     '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --pool 198.51.100.0/24 --server [2001:db8:2::10]:3786 --prefix 2001:db8::/32',
@@ -32,7 +41,8 @@ export default class TepCommand extends Command {
     device: Flags.string({ summary: 'Name of the TUN device (default dstm-tep0).' }),
     'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes (default 1500).' }),
     control: Flags.string({ summary: 'Unix socket for `dstm tep stats` (default /run/dstm/tep.sock).' }),
-    metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT.' }),
+    metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
+    'log-level': logLevelFlag,
     check: Flags.boolean({ summary: 'Validate the configuration, print it as JSON and exit.' }),
   };
 
@@ -40,24 +50,59 @@ export default class TepCommand extends Command {
     const { flags } = await this.parse(TepCommand);
     let config: TepConfig;
     try {
-      const { raw } = readConfig(flags.config);
-      config = parseWithOverrides(tepFields, raw.tep, 'tep', overrides(flags));
-      checkTep(config);
+      config = loadTep(flags);
     } catch (err) {
-      this.error((err as Error).message, { exit: 2 });
+      this.fail((err as Error).message, EXIT.usage);
     }
     if (flags.check) {
       this.log(JSON.stringify(describeTep(config), null, 2));
       return;
     }
     const log = createLogger({ level: config.log_level }).child({ component: 'tep' });
-    const running = await startTep(config, log);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    const stopping = stopSignal();
+    const hup = (): void => reload(flags, config, log);
+    process.on('SIGHUP', hup);
+    let running;
+    try {
+      running = await startTep(config, log);
+    } catch (err) {
+      this.fail(`cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+    }
+    notify(log, 'READY=1');
+    await stopping;
+    notify(log, 'STOPPING=1');
     await running.stop();
+    process.off('SIGHUP', hup);
   }
+
+  private fail(message: string, code: number): never {
+    process.stderr.write(`dstm tep: ${message}\n`);
+    return this.exit(code);
+  }
+}
+
+function loadTep(flags: Record<string, unknown>): TepConfig {
+  const { raw, file } = readConfig(flags.config as string | undefined);
+  const config = parseWithOverrides(tepFields, raw.tep, file ? `${file}: tep` : 'tep', overrides(flags));
+  checkTep(config);
+  return config;
+}
+
+/**
+ * SIGHUP: re-read and check the configuration. The running TEP keeps its devices, routes and bindings (a new
+ * binding table or route set under live traffic is a restart's job); the log names what a restart would change.
+ */
+function reload(flags: Record<string, unknown>, running: TepConfig, log: Logger): void {
+  notify(log, 'RELOADING=1');
+  try {
+    const next = describeTep(loadTep(flags));
+    const now = describeTep(running);
+    const changed = Object.keys(next).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(now[k]));
+    log.info('configuration checked', changed.length ? { needs_restart: changed } : { unchanged: true });
+  } catch (err) {
+    log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
+  }
+  notify(log, 'READY=1');
 }
 
 function overrides(flags: Record<string, unknown>): Override[] {
@@ -75,6 +120,7 @@ function overrides(flags: Record<string, unknown>): Override[] {
   put('path_mtu', 'path-mtu', flags['path-mtu']);
   put('control', 'control', flags.control);
   put('metrics', 'metrics', flags.metrics);
+  put('log_level', 'log-level', flags['log-level']);
   const statics = flags.static as string[] | undefined;
   put(
     'static',

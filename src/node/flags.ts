@@ -2,7 +2,7 @@
 import { Flags } from '@oclif/core';
 import type { Server } from 'node:net';
 import { Dti, parseRoutes } from '../client/dti-node';
-import { createLogger } from '../log';
+import type { Logger } from '../log';
 import { DEFAULT_NODE_CONTROL_PATH, nodeStatus, type NodeParts } from '../node-status';
 import { serveControl } from '../tep/control';
 
@@ -23,22 +23,22 @@ export interface DtiFlags {
 }
 
 /** The DTI the flags ask for (not started yet), or undefined without --dti. */
-export function dtiFromFlags(flags: DtiFlags): Dti | undefined {
+export function dtiFromFlags(flags: DtiFlags, log: Logger): Dti | undefined {
   if (flags.dti === undefined) return undefined;
   return new Dti({
     name: flags.dti,
     routes: parseRoutes(flags.routes ?? ['default']),
     pathMtu: flags['path-mtu'] ?? 1500,
-    log: createLogger().child({ component: 'dti' }),
+    log: log.child({ component: 'dti' }),
   });
 }
 
 /** Serves `dstm status` for a holding node; a socket that cannot be made is reported, not fatal to the lease. */
-export async function serveNodeStatus(path: string, parts: NodeParts): Promise<Server | undefined> {
+export async function serveNodeStatus(path: string, parts: NodeParts, log: Logger): Promise<Server | undefined> {
   try {
     return await serveControl(path, () => nodeStatus(parts));
   } catch (err) {
-    process.stderr.write(`dstm request: no status socket at ${path}: ${(err as Error).message}\n`);
+    log.warn('no status socket for dstm status', { path, error: (err as Error).message });
     return undefined;
   }
 }

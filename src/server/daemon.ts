@@ -7,13 +7,13 @@ import { ConfigError, parseWithOverrides, type Override } from '../config/schema
 import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../endpoint';
 import type { Logger } from '../log';
-import { Registry, serveMetrics } from '../metrics';
+import { Registry, serveMetrics, type Labels, type Sample } from '../metrics';
 import { RpcServer, type BoundAddress } from '../rpc';
 import { formatIPv6, formatPrefix4, prefixSize4, type Prefix6 } from './addr';
-import { MAX_POOL_ADDRESSES } from './pool';
+import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
-import { Store } from './store';
+import { STATE, Store } from './store';
 
 /** Command-line values that stand in for configuration keys (flags win over the file). */
 export interface ServerFlags {
@@ -25,6 +25,8 @@ export interface ServerFlags {
   stateDir?: string;
   allow?: string[];
   program?: number;
+  metrics?: string;
+  logLevel?: string;
 }
 
 /** "IPV6,IPV4" as given to --tep, in the configuration file's shape ({ipv6, ipv4}). */
@@ -48,6 +50,8 @@ export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; fi
   add('state_dir', '--state-dir', flags.stateDir);
   add('allow', '--allow', flags.allow);
   add('program', '--program', flags.program);
+  add('metrics', '--metrics', flags.metrics);
+  add('log_level', '--log-level', flags.logLevel);
   const where = file ? `${file}: server` : 'server';
   const config = parseWithOverrides(serverFields, raw.server, where, o);
   checkServerConfig(config, where);
@@ -91,6 +95,8 @@ export class DstmServer {
   private sweeping = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private metricsServer: HttpServer | null = null;
+  private pools: { name: string; pool: AddressPool; dynamic: number }[] = [];
+  private poolsFor: ServerConfig | null = null;
 
   private constructor(
     private config: ServerConfig,
@@ -148,21 +154,57 @@ export class DstmServer {
 
   private async serveMetrics(host: string, port: number): Promise<void> {
     const reg = new Registry();
-    reg.collector('dstm_server_operations_total', 'Lease operations by kind and result.', 'counter', () =>
-      [...this.leases.counts].map(([k, value]) => {
+    const results = (refused: boolean): Sample[] =>
+      [...this.leases.counts].flatMap(([k, value]) => {
         const [op, status] = k.split(':');
-        return { labels: { op, status }, value };
-      }),
-    );
+        if (refused && status === 'ok') return [];
+        const labels: Labels = refused ? { op, reason: status } : { op, status };
+        return [{ labels, value }];
+      });
+    reg.collector('dstm_server_operations_total', 'Lease operations (request, release, revoke, allocate) by result.', 'counter', () => results(false));
+    reg.collector('dstm_server_refusals_total', 'Lease operations refused, by operation and reason.', 'counter', () => [...results(true), ...this.rpcs.refusalSamples()]);
     reg.collector('dstm_server_bindings', 'Bindings in the store by state.', 'gauge', () =>
       Object.entries(this.store.counts()).map(([state, value]) => ({ labels: { state }, value })),
     );
-    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation.', 'gauge', () => [{ value: this.leases.available }]);
+    reg.collector('dstm_server_pool_active', 'Active bindings per pool.', 'gauge', () => this.poolSamples('active'));
+    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', () => this.poolSamples('free'));
     reg.collector('dstm_server_pool_size', 'Addresses in the pools.', 'gauge', () => [{ value: this.leases.poolSize }]);
     reg.collector('dstm_server_feed_seq', 'Sequence number of the last binding change.', 'gauge', () => [{ value: this.leases.lastSeq }]);
+    reg.collector('dstm_server_rpc_calls_total', 'ONC RPC calls by procedure, transport and result.', 'counter', () =>
+      Object.entries(this.rpc.stats().calls).flatMap(([procedure, byTransport]) =>
+        Object.entries(byTransport).flatMap(([transport, byResult]) => Object.entries(byResult ?? {}).map(([result, value]) => ({ labels: { procedure, transport, result }, value }))),
+      ),
+    );
+    reg.collector('dstm_server_rpc_rejected_total', 'ONC RPC calls refused before a procedure ran, by transport and reason.', 'counter', () =>
+      Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) => Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value }))),
+    );
     const m = await serveMetrics(reg, host, port);
     this.metricsServer = m.server;
     this.log.info('metrics', { address: formatEndpoint({ host, port: m.port }) });
+  }
+
+  /**
+   * Per pool: active bindings, or dynamic addresses not held by any binding. Read from the store at scrape time
+   * (one pass over the bound addresses); each pool's dynamic size is counted once per configuration.
+   */
+  private poolSamples(what: 'active' | 'free'): Sample[] {
+    if (this.poolsFor !== this.config) {
+      this.poolsFor = this.config;
+      const c = this.config;
+      this.pools = c.pools.map((p) => {
+        const pool = new AddressPool({ pools: [p], exclude: c.exclude, skipNetworkBroadcast: c.skip_network_broadcast, reserved: c.reservations.map((r) => r.ipv4) });
+        let dynamic = 0;
+        for (let a = p.base, end = p.base + prefixSize4(p.len); a < end; a++) if (pool.isDynamic(a)) dynamic++;
+        return { name: formatPrefix4(p), pool, dynamic };
+      });
+    }
+    const counts = this.pools.map(() => 0);
+    const addresses = what === 'active' ? this.store.list(-1, Number.MAX_SAFE_INTEGER).filter((b) => b.state === STATE.active).map((b) => b.ip4) : this.store.boundAddresses();
+    for (const a of addresses) {
+      const i = this.pools.findIndex((p) => (what === 'active' ? p.pool.index(a) >= 0 : p.pool.isDynamic(a)));
+      if (i >= 0) counts[i]++;
+    }
+    return this.pools.map((p, i) => ({ labels: { pool: p.name }, value: what === 'active' ? counts[i] : p.dynamic - counts[i] }));
   }
 
   /** Expire and reclaim due leases; runs once a second, and never twice at once. */

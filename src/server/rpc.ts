@@ -68,6 +68,9 @@ export function peerIPv6(ctx: CallContext): Buffer {
 }
 
 export class DstmRpc {
+  /** Refusals decided here, before the lease logic ("op:reason" -> count), for metrics. */
+  private readonly refusals = new Map<string, number>();
+
   constructor(
     private readonly leases: LeaseService,
     private access: Access,
@@ -76,6 +79,19 @@ export class DstmRpc {
 
   configure(access: Access): void {
     this.access = access;
+  }
+
+  /** The refusals counted here as metric samples {op, reason}. */
+  refusalSamples(): { labels: { op: string; reason: string }; value: number }[] {
+    return [...this.refusals].map(([k, value]) => {
+      const [op, reason] = k.split(':');
+      return { labels: { op, reason }, value };
+    });
+  }
+
+  private refused(op: string, reason: Status): void {
+    const k = `${op}:${reason}`;
+    this.refusals.set(k, (this.refusals.get(k) ?? 0) + 1);
   }
 
   services(program: number): Service[] {
@@ -116,6 +132,7 @@ export class DstmRpc {
       return replyPacket(await this.exchange(p, ctx, op), op, p.local);
     } catch (err) {
       if (err instanceof Refused) {
+        this.refused(op, err.status);
         this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
         if (err.status === 'bad_request') throw new RpcError('GARBAGE_ARGS', err.message);
         throw new RpcAuthError(AuthStat.AUTH_TOOWEAK, err.message);
@@ -138,6 +155,7 @@ export class DstmRpc {
   private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
     const status: Status = err instanceof Refused ? err.status : 'unavailable';
+    if (err instanceof Refused) this.refused(op, status);
     this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
     const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
     return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
@@ -149,9 +167,11 @@ export class DstmRpc {
     try {
       peer = peerIPv6(ctx);
     } catch (err) {
+      this.refused('bindings', (err as Refused).status);
       return empty((err as Refused).status);
     }
     if (!inAny6(this.access.tepAllow, peer)) {
+      this.refused('bindings', 'not_allowed');
       this.log.info('BINDINGS refused', { peer: ctx.peerAddress, why: 'not in tep_allow' });
       return empty('not_allowed');
     }
@@ -179,6 +199,7 @@ export class DstmRpc {
     } catch {
       // IPv4 peers are refused like any peer outside admin_allow
     }
+    this.refused(what.toLowerCase(), 'not_allowed');
     this.log.info(`${what} refused`, { peer: ctx.peerAddress, why: 'not in admin_allow' });
     return false;
   }

@@ -65,6 +65,10 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     if (c.metrics) {
       const registry = new Registry();
       tep.register(registry);
+      registry.collector('dstm_tep_icmp_sent_total', 'ICMP errors the TEP generated, by kind.', 'counter', () => [
+        { labels: { kind: 'icmp4_error' }, value: tep.counters.event('icmp4_sent') },
+        { labels: { kind: 'icmp6_relayed_as_icmp4' }, value: tep.counters.event('icmp_relayed') },
+      ]);
       metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port)).server;
     }
     if (c.server) feed = followFeed(tep, c, log);

@@ -1,6 +1,7 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
 // configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
-// documents nothing the command lacks; every page renders without warnings; package.json lists every page.
+// documents nothing the command lacks; every page's EXIT STATUS is the exit-code table (src/exit-codes.ts) for the
+// codes its commands return; every page renders without warnings; package.json lists every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import type { KeyDoc } from '../../src/config/schema';
 import { serverKeys } from '../../src/config/server-schema';
 import { tepKeys } from '../../src/config/tep-schema';
 import { SECTIONS } from '../../src/config/load';
+import { EXIT_MEANING, type ExitCode } from '../../src/exit-codes';
 import { loadCommands, ROOT } from './commands';
 import { hasWord, parsePage, type Item, type Page } from './roff';
 
@@ -127,6 +129,29 @@ function keyProblems(keys: KeyDoc[], page: Page): string[] {
   return problems;
 }
 
+/**
+ * EXIT STATUS as one .TP item per code: exactly `codes`, each item stating the table's meaning (it may say more).
+ */
+function exitProblems(codes: readonly ExitCode[], page: Page): string[] {
+  const section = page.sections.find((s) => s.name === 'EXIT STATUS');
+  if (!section) return ['no EXIT STATUS section'];
+  const problems: string[] = [];
+  const items = section.items.filter((i) => /^\d+$/.test(i.tag.trim()));
+  const listed = items.map((i) => Number(i.tag.trim()));
+  for (const c of codes) if (!listed.includes(c)) problems.push(`EXIT STATUS: code ${c} (${EXIT_MEANING[c]}) is not listed`);
+  for (const i of items) {
+    const c = Number(i.tag.trim()) as ExitCode;
+    if (!codes.includes(c)) problems.push(`EXIT STATUS: code ${c} is listed but ${EXIT_MEANING[c] === undefined ? 'is not in the table' : 'no command of this page returns it'}`);
+    else if (!i.body.replace(/\s+/g, ' ').toLowerCase().includes(EXIT_MEANING[c].toLowerCase())) problems.push(`EXIT STATUS: code ${c} does not say "${EXIT_MEANING[c]}"`);
+  }
+  return problems;
+}
+
+/** The exit codes a command declares (static exitCodes on its class). */
+async function exitCodesOf(cmd: Command.Loadable): Promise<readonly ExitCode[]> {
+  return ((await cmd.load()) as unknown as { exitCodes?: readonly ExitCode[] }).exitCodes ?? [];
+}
+
 function report(problems: Map<string, string[]>): void {
   const lines = [...problems].flatMap(([page, ps]) => ps.map((p) => `${page}: ${p}`));
   expect(lines, `\n  ${lines.join('\n  ')}\n`).to.deep.equal([]);
@@ -165,6 +190,26 @@ describe('man pages', function () {
       if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
       const ps = argProblems(cmd, readPage(rel));
       if (ps.length) problems.set(rel, ps);
+    }
+    report(problems);
+  });
+
+  it("every command declares its exit codes, and every page's EXIT STATUS is the table's for them", async () => {
+    const problems = new Map<string, string[]>();
+    const byPage = new Map<string, Set<ExitCode>>();
+    for (const cmd of commands) {
+      const codes = await exitCodesOf(cmd);
+      const { rel } = pageOf(cmd.id);
+      if (codes.length === 0) problems.set(rel, [...(problems.get(rel) ?? []), `\`dstm ${words(cmd.id)}\` declares no exitCodes`]);
+      const set = byPage.get(rel) ?? new Set<ExitCode>();
+      for (const c of codes) set.add(c);
+      byPage.set(rel, set);
+    }
+    byPage.set('man/dstm.1', new Set(Object.keys(EXIT_MEANING).map(Number) as ExitCode[]));
+    for (const [rel, codes] of byPage) {
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const ps = exitProblems([...codes].sort(), readPage(rel));
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
     }
     report(problems);
   });
@@ -212,6 +257,12 @@ describe('man pages', function () {
       '--mode: short alias -m missing from the tag "--mode MODE"',
       '--mode: default "fast" not stated in its item ("--mode MODE fast or slow.")',
       '--gone: documented in OPTIONS but `dstm x` has no such flag',
+    ]);
+    const exits = parsePage('.SH "EXIT STATUS"\n.TP\n.B 0\nSuccess.\n.TP\n.B 4\nRefused.\n.TP\n.B 9\nOther.\n');
+    expect(exitProblems([0, 2, 4], exits)).to.deep.equal([
+      'EXIT STATUS: code 2 (usage or configuration error) is not listed',
+      'EXIT STATUS: code 4 does not say "not allowed"',
+      'EXIT STATUS: code 9 is listed but is not in the table',
     ]);
     const conf = parsePage('.SH SERVER\n.TP\n.B server.lease\ninteger, default 3600.\n.TP\n.B server.leese\ninteger.\n');
     const keys = [{ key: 'server.lease', type: 'integer', default: 3600, doc: '' }, { key: 'server.hold', type: 'integer', default: 600, doc: '' }];

@@ -162,7 +162,7 @@ describe('dstm server (process)', function () {
     const [b] = await clientsFor([lo.addresses[1]], server.port);
     expect(await refusal(b.request())).to.equal('not_allowed');
     const res = await runDstm(['request', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2], '--protocol', '1']);
-    expect(res.code).to.equal(3);
+    expect(res.code).to.equal(4);
     expect(res.stderr.trim().split('\n')).to.have.length(1);
     expect(res.stderr).to.contain('not allowed');
   });
@@ -195,7 +195,7 @@ describe('dstm server (process)', function () {
     // The server's sockets are IPv6-only: an IPv4 caller reaches nothing.
     server = await startServer(['--state-dir', dir]);
     const v4 = await runDstm(['request', '--server', `[::ffff:127.0.0.1]:${server.port}`, '--timeout', '500']);
-    expect(v4.code).to.equal(6);
+    expect(v4.code).to.equal(7);
   });
 
   it('dstm leases lists (through the server and from the store), revokes and pre-allocates', async () => {
@@ -210,7 +210,7 @@ describe('dstm server (process)', function () {
     const [b] = await clientsFor([lo.addresses[1]], server.port);
     expect((await b.request()).address).to.equal('10.83.0.5');
     r = await runDstm(['leases', 'allocate', lo.addresses[2], '--address', '10.83.0.5', ...srv]);
-    expect(r.code).to.equal(7);
+    expect(r.code).to.equal(8);
     r = await runDstm(['leases', '--json', ...srv]);
     const listed = JSON.parse(r.stdout) as { ipv6: string; ipv4: string; state: string; tep6: string }[];
     expect(listed.map((l) => [l.ipv6, l.ipv4, l.state, l.tep6])).to.deep.equal([
@@ -220,7 +220,7 @@ describe('dstm server (process)', function () {
     r = await runDstm(['leases', 'revoke', lo.addresses[0], ...srv]);
     expect(r.code, r.stderr).to.equal(0);
     r = await runDstm(['leases', 'revoke', lo.addresses[0], ...srv]);
-    expect(r.code).to.equal(5);
+    expect(r.code).to.equal(6);
     r = await runDstm(['leases', '--state-dir', dir, '--json']);
     const stored = JSON.parse(r.stdout) as { ipv6: string; state: string }[];
     expect(stored.find((l) => l.ipv6 === lo.addresses[0])!.state).to.equal('revoked');
@@ -248,12 +248,12 @@ describe('dstm server (process)', function () {
     expect(r.code, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.include({ released: true, address: lease.address });
     r = await runDstm(['release', '--config', cfg, ...local]);
-    expect(r.code).to.equal(5);
+    expect(r.code).to.equal(6);
     expect(r.stderr).to.equal('dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n');
     // A /30 has two leasable addresses: the third node is refused with its own exit code.
     for (const a of lo.addresses.slice(1, 3)) expect((await runDstm(['request', '--config', cfg, '--local', a])).code).to.equal(0);
     r = await runDstm(['request', '--config', cfg, '--local', lo.addresses[3]]);
-    expect(r.code).to.equal(4);
+    expect(r.code).to.equal(5);
     expect(r.stderr).to.contain('pool is exhausted');
   });
 

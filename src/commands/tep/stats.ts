@@ -1,9 +1,18 @@
 import { Command, Flags } from '@oclif/core';
+import { EXIT, exitHelp } from '../../exit-codes';
 import { DEFAULT_CONTROL_PATH, queryControl } from '../../tep/control';
 import type { TepStats } from '../../tep/tep';
 
+const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
+
 export default class TepStatsCommand extends Command {
   static override summary = 'Show a running TEP\'s counters: packets by direction, drops by reason, bindings';
+  static override description = `Reads the statistics of the TEP answering on the control socket. --json prints {forwarded: {toIpv4, toIpv6,
+bytesToIpv4, bytesToIpv6}, drops: {REASON: n}, events: {NAME: n}, bindings: [{ipv4, ipv6, source, ends}]}.
+${exitHelp(EXITS)}`;
+
+  static exitCodes = EXITS;
+
   static override examples = ['<%= config.bin %> tep stats', '<%= config.bin %> tep stats --json --control /run/dstm/tep.sock'];
 
   static override flags = {
@@ -17,7 +26,8 @@ export default class TepStatsCommand extends Command {
     try {
       s = (await queryControl(flags.control)) as TepStats;
     } catch (err) {
-      this.error((err as Error).message, { exit: 1 });
+      process.stderr.write(`dstm tep stats: ${(err as Error).message}\n`);
+      this.exit(EXIT.unreachable);
     }
     if (flags.json) {
       this.log(JSON.stringify(s, null, 2));
