@@ -6,6 +6,16 @@ import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/
 import { ADDR, Topology, netnsUnavailable, stopChild } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 
+const METRICS = `[${ADDR.y6}]:9787`;
+
+/** The TEP's /metrics, fetched from inside Y. */
+async function scrape(t: Topology): Promise<string> {
+  const get = `fetch('http://${METRICS}/metrics').then((r) => r.text()).then((b) => process.stdout.write(b))`;
+  return (await t.exec(t.ns.y, [process.execPath, '-e', get])).stdout;
+}
+
+const sample = (text: string, series: string): number => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1] ?? NaN);
+
 describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', function () {
   this.timeout(60_000);
   let t: Topology;
@@ -18,7 +28,7 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
       this.skip();
     }
     t = await Topology.create();
-    await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`]);
+    await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`, '--metrics', METRICS]);
     node = await startStaticNode(t);
     await startEchoServer(t);
   });
@@ -41,6 +51,22 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
 
   it('ping from X to Z gets its replies', async () => {
     expect(await ping(t, t.ns.x, ADDR.z4, 3)).to.equal(3);
+  });
+
+  it('Y serves Prometheus metrics whose packet, byte and drop counters move with the traffic', async () => {
+    const before = await scrape(t);
+    for (const family of ['dstm_tep_packets_total', 'dstm_tep_bytes_total', 'dstm_tep_dropped_total', 'dstm_tep_icmp_sent_total', 'dstm_tep_bindings']) {
+      expect(before).to.match(new RegExp(`^# TYPE ${family} (counter|gauge)$`, 'm'));
+    }
+    expect(sample(before, 'dstm_tep_bindings')).to.equal(1);
+    expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(2);
+    await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.7', dst4: ADDR.z4 }); // spoofed: counted as a drop
+    const after = await scrape(t);
+    for (const dir of ['to_ipv4', 'to_ipv6']) {
+      expect(sample(after, `dstm_tep_packets_total{direction="${dir}"}`) - sample(before, `dstm_tep_packets_total{direction="${dir}"}`)).to.be.at.least(2);
+      expect(sample(after, `dstm_tep_bytes_total{direction="${dir}"}`)).to.be.above(sample(before, `dstm_tep_bytes_total{direction="${dir}"}`));
+    }
+    expect(sample(after, 'dstm_tep_dropped_total{reason="spoofed_source"}')).to.be.above(sample(before, 'dstm_tep_dropped_total{reason="spoofed_source"}'));
   });
 
   it('only IPv6 crosses the X–Y link', async () => {

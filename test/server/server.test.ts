@@ -257,6 +257,32 @@ describe('dstm server (process)', function () {
     expect(r.stderr).to.contain('pool is exhausted');
   });
 
+  it('--metrics serves every family, read at scrape time: results, refusals, pools, RPC calls', async () => {
+    const metricsPort = freePort();
+    server = await startServer(['--state-dir', dir, '--pool', '10.87.0.0/29', '--pool', '10.87.1.0/30', '--allow', `${lo.addresses[0]}/128`, '--metrics', `[::1]:${metricsPort}`]);
+    await server.waitFor('metrics');
+    const scrape = async (): Promise<string> => (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+    const value = (text: string, series: RegExp): number => Number(new RegExp(`^${series.source} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    const before = await scrape();
+    for (const family of ['operations_total', 'refusals_total', 'bindings', 'pool_active', 'pool_free', 'pool_size', 'feed_seq', 'rpc_calls_total', 'rpc_rejected_total']) {
+      expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge)$`, 'm'));
+    }
+    // a /29 without network and broadcast leaves 6, a /30 leaves 2
+    expect(value(before, /dstm_server_pool_free\{pool="10\.87\.0\.0\/29"\}/)).to.equal(6);
+    expect(value(before, /dstm_server_pool_free\{pool="10\.87\.1\.0\/30"\}/)).to.equal(2);
+    const [a, b] = await clientsFor(lo.addresses.slice(0, 2), server.port);
+    const la = await a.request();
+    expect(await refusal(b.request())).to.equal('not_allowed');
+    const after = await scrape();
+    const pool = la.address.startsWith('10.87.0.') ? '10\\.87\\.0\\.0\\/29' : '10\\.87\\.1\\.0\\/30';
+    expect(value(after, new RegExp(`dstm_server_pool_active\\{pool="${pool}"\\}`))).to.equal(1);
+    expect(value(after, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`))).to.equal(value(before, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`)) - 1);
+    expect(value(after, /dstm_server_operations_total\{op="request",status="ok"\}/)).to.equal(1);
+    expect(value(after, /dstm_server_refusals_total\{op="request",reason="not_allowed"\}/)).to.equal(1);
+    const calls = (text: string): number => [...text.matchAll(/^dstm_server_rpc_calls_total\{procedure="[^"]*REQUEST[^"]*",transport="udp",result="[^"]+"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(calls(after) - calls(before)).to.equal(2);
+  });
+
   it('registers both versions with a running rpcbind and unregisters at stop', async function () {
     const stopRpcbind = await ensureRpcbind();
     if (!stopRpcbind) this.skip();
