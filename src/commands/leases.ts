@@ -2,7 +2,7 @@ import { Args, Command, Flags } from '@oclif/core';
 import { classify, leaseJson } from '../client/cli';
 import { clientFlags, connectFromFlags } from '../client/flags';
 import type { DstmClient, LeaseRow } from '../client/dstm-client';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../server/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
@@ -56,14 +56,14 @@ ${exitHelp(EXITS)}`;
       if (flags.address !== undefined) address = parseIPv4(flags.address);
       if (flags['state-dir'] !== undefined && args.action !== 'list') throw new Error('--state-dir only lists; revoke and allocate go through the server');
     } catch (err) {
-      this.fail(args.action, (err as Error).message, EXIT.usage);
+      fail(this, (err as Error).message, EXIT.usage, `leases ${args.action}`);
     }
     if (args.action === 'list' && flags['state-dir'] !== undefined) {
       let rows: LeaseRow[];
       try {
         rows = listStore(flags['state-dir'], flags.config);
       } catch (err) {
-        this.fail('list', (err as Error).message, EXIT.usage);
+        fail(this, (err as Error).message, EXIT.usage, 'leases list');
       }
       this.print(rows, flags.json);
       return;
@@ -82,7 +82,7 @@ ${exitHelp(EXITS)}`;
     } catch (err) {
       await client?.close();
       const { code, message } = classify(err);
-      this.fail(args.action, message, code);
+      fail(this, message, code, `leases ${args.action}`);
     }
     await client.close();
   }
@@ -98,10 +98,6 @@ ${exitHelp(EXITS)}`;
     for (const row of table) this.log(row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
   }
 
-  private fail(action: string, message: string, code: number): never {
-    process.stderr.write(`dstm leases ${action}: ${message}\n`);
-    return this.exit(code);
-  }
 }
 
 /** Read the bindings straight from a store (read-only); TEPs come from the server configuration. */

@@ -2,7 +2,7 @@ import { Command, Flags } from '@oclif/core';
 import { classify, leaseJson } from '../client/cli';
 import { connectFromFlags, exchangeFlags } from '../client/flags';
 import type { DstmClient } from '../client/dstm-client';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { parseIPv4 } from '../server/addr';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
@@ -30,13 +30,13 @@ ${exitHelp(EXITS)}`;
     try {
       if (flags.address !== undefined) address = parseIPv4(flags.address);
     } catch (err) {
-      this.fail(`--address: ${(err as Error).message}`, EXIT.usage);
+      fail(this, `--address: ${(err as Error).message}`, EXIT.usage);
     }
     try {
       ({ client } = await connectFromFlags(flags));
     } catch (err) {
       const { code, message } = classify(err);
-      this.fail(message, code);
+      fail(this, message, code);
     }
     try {
       const l = await client.release(address);
@@ -44,13 +44,9 @@ ${exitHelp(EXITS)}`;
     } catch (err) {
       await client.close();
       const { code, message } = classify(err);
-      this.fail(message, code);
+      fail(this, message, code);
     }
     await client.close();
   }
 
-  private fail(message: string, code: number): never {
-    process.stderr.write(`dstm release: ${message}\n`);
-    return this.exit(code);
-  }
 }

@@ -5,7 +5,7 @@ import type { DstmClient, Lease } from '../client/dstm-client';
 import { LeaseKeeper } from '../client/lease-keeper';
 import { dtiHooks } from '../client/dti-node';
 import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
 import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../node/flags';
 
@@ -42,7 +42,7 @@ ${exitHelp(EXITS)}`;
       ({ client, lease: seconds } = await connectFromFlags(flags));
     } catch (err) {
       const { code, message } = classify(err);
-      this.fail(message, code);
+      fail(this, message, code);
     }
     const show = (event: string, l: Lease): void => {
       if (flags.json) this.log(JSON.stringify(flags.hold ? { event, ...leaseJson(l) } : leaseJson(l)));
@@ -54,7 +54,7 @@ ${exitHelp(EXITS)}`;
       } catch (err) {
         await client.close();
         const { code, message } = classify(err);
-        this.fail(message, code);
+        fail(this, message, code);
       }
       await client.close();
       return;
@@ -65,7 +65,7 @@ ${exitHelp(EXITS)}`;
       dti = dtiFromFlags(flags, log);
     } catch (err) {
       await client.close();
-      this.fail((err as Error).message, EXIT.usage);
+      fail(this, (err as Error).message, EXIT.usage);
     }
     const stopping = stopSignal();
     // a node has no configuration to reload while it holds a lease; SIGHUP must not kill it (Node's default)
@@ -88,7 +88,7 @@ ${exitHelp(EXITS)}`;
     } catch (err) {
       status?.close();
       await client.close();
-      this.fail(`cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
+      fail(this, `cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
     }
     if (flags['on-demand']) notify(log, 'READY=1');
     else {
@@ -104,8 +104,4 @@ ${exitHelp(EXITS)}`;
     process.off('SIGHUP', hup);
   }
 
-  private fail(message: string, code: number): never {
-    process.stderr.write(`dstm request: ${message}\n`);
-    return this.exit(code);
-  }
 }

@@ -2,7 +2,7 @@ import { Command, Flags } from '@oclif/core';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { formatEndpoint } from '../endpoint';
 import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../server/addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
@@ -58,7 +58,7 @@ ${exitHelp(EXITS)}`;
     try {
       loaded = loadServerConfig(sf);
     } catch (err) {
-      this.fail((err as Error).message, EXIT.usage);
+      fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.check) {
       this.log(JSON.stringify({ file: loaded.file ?? null, server: loaded.config }, jsonForm, 2));
@@ -86,7 +86,7 @@ ${exitHelp(EXITS)}`;
     try {
       server = await DstmServer.start(loaded.config, log);
     } catch (err) {
-      this.fail(`cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+      fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
     }
     notify(log, 'READY=1');
     if (reloadPending) reload();
@@ -96,11 +96,6 @@ ${exitHelp(EXITS)}`;
     await server.stop();
   }
 
-  /** One line on stderr, then the documented exit code. */
-  private fail(message: string, code: number): never {
-    process.stderr.write(`dstm server: ${message}\n`);
-    return this.exit(code);
-  }
 }
 
 /** --check output: addresses and prefixes in their text forms. */

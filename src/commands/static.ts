@@ -3,7 +3,7 @@ import { Dti, annexALines, dtiUpCommands, parseRoutes, sourceTowards, type DtiLe
 import { ip, formatIp } from '../dti/netconfig';
 import { ipv4FromString, ipv6FromString, ipv6ToString } from '../dti/packet';
 import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
@@ -49,7 +49,7 @@ export default class StaticCommand extends Command {
       routes = parseRoutes(flags.routes ?? ['default']);
       if (flags['path-mtu'] < 1280) throw new Error('--path-mtu: must be at least 1280 (the IPv6 minimum MTU)');
     } catch (err) {
-      this.fail((err as Error).message, EXIT.usage);
+      fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.print) {
       const local = lease.local ?? (await sourceTowards(lease.tep).catch(() => undefined));
@@ -71,7 +71,7 @@ export default class StaticCommand extends Command {
         await dti.start();
         await dti.up(lease);
       } catch (err) {
-        this.fail(`cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
+        fail(this, `cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
       }
       notify(log, 'READY=1');
       await stopping;
@@ -83,8 +83,4 @@ export default class StaticCommand extends Command {
     }
   }
 
-  private fail(message: string, code: number): never {
-    process.stderr.write(`dstm static: ${message}\n`);
-    return this.exit(code);
-  }
 }

@@ -1,5 +1,5 @@
 import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node-status';
 import { queryControl } from '../tep/control';
 
@@ -28,8 +28,7 @@ ${exitHelp(EXITS)}`;
     try {
       s = (await queryControl(flags.control, 5000, 'node')) as NodeStatus;
     } catch (err) {
-      process.stderr.write(`dstm status: ${(err as Error).message}\n`);
-      this.exit(EXIT.unreachable);
+      fail(this, (err as Error).message, EXIT.unreachable);
     }
     if (flags.json) this.log(JSON.stringify(s, null, 2));
     else for (const line of formatNodeStatus(s)) this.log(line);

@@ -3,7 +3,7 @@ import { readConfig } from '../config/load';
 import { parseWithOverrides, type Override } from '../config/schema';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp } from '../exit-codes';
+import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger, type Logger } from '../log';
 import { checkTep, describeTep, startTep } from '../tep/daemon';
 
@@ -52,7 +52,7 @@ export default class TepCommand extends Command {
     try {
       config = loadTep(flags);
     } catch (err) {
-      this.fail((err as Error).message, EXIT.usage);
+      fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.check) {
       this.log(JSON.stringify(describeTep(config), null, 2));
@@ -66,7 +66,7 @@ export default class TepCommand extends Command {
     try {
       running = await startTep(config, log);
     } catch (err) {
-      this.fail(`cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+      fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
     }
     notify(log, 'READY=1');
     await stopping;
@@ -75,10 +75,6 @@ export default class TepCommand extends Command {
     process.off('SIGHUP', hup);
   }
 
-  private fail(message: string, code: number): never {
-    process.stderr.write(`dstm tep: ${message}\n`);
-    return this.exit(code);
-  }
 }
 
 function loadTep(flags: Record<string, unknown>): TepConfig {

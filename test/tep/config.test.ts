@@ -1,10 +1,24 @@
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { annexALines, dtiUpCommands, parseRoutes } from '../../src/client/dti-node';
 import { parseWithOverrides } from '../../src/config/schema';
 import { tepFields } from '../../src/config/tep-schema';
 import { formatIp } from '../../src/dti/netconfig';
 import { ipv4FromString } from '../../src/dti/packet';
 import { checkTep, describeTep } from '../../src/tep/daemon';
+import { DEV_ENV, devArgv } from '../docs/commands';
+
+/** `dstm ARGS` from the sources, to completion, without the caller's DSTM_CONFIG. */
+function dstm(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const [node, ...argv] = devArgv(...args);
+  const env: NodeJS.ProcessEnv = { ...DEV_ENV };
+  delete env.DSTM_CONFIG;
+  const r = spawnSync(node, argv, { env, encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 
 describe('tep configuration', () => {
   const base = { address: '2001:db8:1::1', ipv4: '192.0.2.1' };
@@ -31,6 +45,33 @@ describe('tep configuration', () => {
     expect(() => checkTep(parseWithOverrides(tepFields, base, 'tep'))).to.throw(/nothing to forward/);
     const noPool = parseWithOverrides(tepFields, { ...base, server: '[2001:db8:2::10]:3786', static: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }] }, 'tep');
     expect(() => checkTep(noPool)).to.throw(/--server needs the pools/);
+  });
+});
+
+describe('dstm tep --check', function () {
+  this.timeout(120_000);
+
+  it('prints the configuration from the file and flags as JSON and exits 0, touching nothing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstm-tep-check-'));
+    try {
+      const file = join(dir, 'dstm.json');
+      writeFileSync(file, JSON.stringify({ tep: { address: '2001:db8:1::1', ipv4: '192.0.2.1', pools: ['198.51.100.0/24'], device: 'never-made0' } }));
+      const r = dstm('tep', '--check', '--config', file, '--static', '203.0.113.9=2001:db8:1::9', '--log-level', 'debug');
+      expect(r.code, r.stderr).to.equal(0);
+      expect(JSON.parse(r.stdout)).to.deep.include({ address: '2001:db8:1::1', pools: ['198.51.100.0/24'], static: ['203.0.113.9=2001:db8:1::9'], device: 'never-made0' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('exits 2 (usage or configuration error) with one line naming the key or flag', () => {
+    let r = dstm('tep', '--check', '--address', '2001:db8:1::1', '--ipv4', '192.0.2.1', '--pool', '198.51.100.1/24');
+    expect(r.code).to.equal(2);
+    expect(r.stderr.trim().split('\n')).to.have.length(1);
+    expect(r.stderr).to.match(/^dstm tep: --pool\[0\].*host bits/);
+    r = dstm('tep', '--check', '--address', '2001:db8:1::1', '--ipv4', '192.0.2.1');
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.contain('nothing to forward');
   });
 });
 

@@ -1,5 +1,5 @@
 import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp } from '../../exit-codes';
+import { EXIT, exitHelp, fail } from '../../exit-codes';
 import { DEFAULT_CONTROL_PATH, queryControl } from '../../tep/control';
 import type { TepStats } from '../../tep/tep';
 
@@ -26,8 +26,7 @@ ${exitHelp(EXITS)}`;
     try {
       s = (await queryControl(flags.control)) as TepStats;
     } catch (err) {
-      process.stderr.write(`dstm tep stats: ${(err as Error).message}\n`);
-      this.exit(EXIT.unreachable);
+      fail(this, (err as Error).message, EXIT.unreachable);
     }
     if (flags.json) {
       this.log(JSON.stringify(s, null, 2));
