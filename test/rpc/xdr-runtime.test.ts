@@ -53,6 +53,28 @@ describe('XDR runtime', () => {
     }
   });
 
+  it('reads 64-bit values at their limits and around 2^32, as DataView does', () => {
+    const edges = [0n, 1n, 0xffffffffn, 0x100000000n, 0x100000001n, 0x7fffffffffffffffn];
+    const signed = [...edges, ...edges.map((x) => -x), -0x8000000000000000n, -0xffffffffn - 1n];
+    const unsigned = [...edges, 0x8000000000000000n, 0xffffffff00000000n, 0xffffffffffffffffn];
+    const w = new XdrWriter();
+    for (const v of signed) w.hyper(v);
+    for (const v of unsigned) w.uhyper(v);
+    const bytes = w.toBytes();
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    const r = new XdrReader(bytes);
+    signed.forEach((v, i) => {
+      expect(dv.getBigInt64(i * 8)).to.equal(v);
+      expect(r.hyper()).to.equal(v);
+    });
+    unsigned.forEach((v, i) => {
+      expect(dv.getBigUint64((signed.length + i) * 8)).to.equal(v);
+      expect(r.uhyper()).to.equal(v);
+    });
+    r.done();
+    expect(() => new XdrReader(bytes.subarray(0, 7)).uhyper('cookie')).to.throw(XdrError, /XDR cookie: needs 8 bytes, 7 left/);
+  });
+
   it('decoded opaque data is a plain Uint8Array copy, whatever its size', () => {
     for (const n of [3, 16, 40, 100, 5000]) {
       const w = new XdrWriter(8);
@@ -93,7 +115,8 @@ describe('XDR runtime', () => {
   });
 
   it('codes strings as UTF-8, short and long, and refuses invalid UTF-8', () => {
-    for (const s of ['', 'ascii', 'é', 'x'.repeat(31) + 'é', 'y'.repeat(100), 'z'.repeat(100) + '€']) {
+    const short = ['a', 'ab', 'abc', 'abcd', 'abcde', 'file-12.txt', 'abcé', 'abcdé', 'é-abcdefg', 'x'.repeat(29) + 'é', 'w'.repeat(32)];
+    for (const s of ['', 'ascii', 'é', 'x'.repeat(31) + 'é', 'y'.repeat(100), 'z'.repeat(100) + '€', ...short]) {
       const w = new XdrWriter();
       w.string(s);
       expect(new XdrReader(w.toBytes()).string()).to.equal(s);
