@@ -4,8 +4,8 @@ import { parseWithOverrides, type Override } from '../config/schema';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
 import { EXIT, exitHelp, fail } from '../exit-codes';
-import { createLogger, type Logger } from '../log';
-import { checkTep, describeTep, startTep } from '../tep/daemon';
+import { createLogger } from '../log';
+import { checkTep, describeTep, startTep, type RunningTep } from '../tep/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
@@ -16,7 +16,8 @@ export default class TepCommand extends Command {
     'IPv4 for pool addresses is encapsulated back to the node the address is bound to. Bindings come from the DSTM ' +
     "server's binding feed (--server) and from static Annex A mappings (--static); a tunnelled packet is forwarded " +
     'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM; ' +
-    'SIGHUP re-reads and checks the configuration and names the keys that changed (they apply at restart). Under ' +
+    'SIGHUP re-reads the configuration: static mappings change at once, other changed keys are logged as needing a ' +
+    'restart. Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
     'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, control}. See dstm-tep(8).\n' +
     exitHelp(EXITS);
@@ -60,21 +61,34 @@ export default class TepCommand extends Command {
     }
     const log = createLogger({ level: config.log_level }).child({ component: 'tep' });
     const stopping = stopSignal();
-    const hup = (): void => reload(flags, config, log);
+    let running: RunningTep | undefined;
+    let started!: () => void;
+    let reloading = new Promise<void>((resolve) => (started = resolve));
+    const reload = async (): Promise<void> => {
+      notify(log, 'RELOADING=1');
+      try {
+        await running!.reload(loadTep(flags));
+      } catch (err) {
+        log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
+      }
+      notify(log, 'READY=1');
+    };
+    // one reload at a time, none before the TEP runs (a signal during start-up is applied after it)
+    const hup = (): void => void (reloading = reloading.then(reload));
     process.on('SIGHUP', hup);
-    let running;
     try {
       running = await startTep(config, log);
     } catch (err) {
       fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
     }
     notify(log, 'READY=1');
+    started();
     await stopping;
     notify(log, 'STOPPING=1');
+    await reloading;
     await running.stop();
     process.off('SIGHUP', hup);
   }
-
 }
 
 function loadTep(flags: Record<string, unknown>): TepConfig {
@@ -82,23 +96,6 @@ function loadTep(flags: Record<string, unknown>): TepConfig {
   const config = parseWithOverrides(tepFields, raw.tep, file ? `${file}: tep` : 'tep', overrides(flags));
   checkTep(config);
   return config;
-}
-
-/**
- * SIGHUP: re-read and check the configuration. The running TEP keeps its devices, routes and bindings (a new
- * binding table or route set under live traffic is a restart's job); the log names what a restart would change.
- */
-function reload(flags: Record<string, unknown>, running: TepConfig, log: Logger): void {
-  notify(log, 'RELOADING=1');
-  try {
-    const next = describeTep(loadTep(flags));
-    const now = describeTep(running);
-    const changed = Object.keys(next).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(now[k]));
-    log.info('configuration checked', changed.length ? { needs_restart: changed } : { unchanged: true });
-  } catch (err) {
-    log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
-  }
-  notify(log, 'READY=1');
 }
 
 function overrides(flags: Record<string, unknown>): Override[] {

@@ -12,10 +12,16 @@ import { BindingFeed, type FeedBinding } from '../client/binding-feed';
 import { parseIPv4, parseIPv6 } from '../server/addr';
 import { serveControl } from './control';
 import { Tep } from './tep';
+import { ip, runIp } from '../dti/netconfig';
 import { setupTepNetwork, teardownTepNetwork } from './netsetup';
 
 export interface RunningTep {
   tep: Tep;
+  /**
+   * Apply a reloaded configuration (SIGHUP): static mappings change at once (bindings and routes); the keys
+   * that need a restart (devices, addresses, pools, prefixes, the server) are returned, not applied.
+   */
+  reload(next: TepConfig): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -79,8 +85,28 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     throw err;
   }
   log.info('tep ready', describeTep(c));
+  let running = c;
   return {
     tep,
+    async reload(next) {
+      checkTep(next);
+      const was = describeTep(running);
+      const now = describeTep(next);
+      const fixed = Object.keys(now).filter((k) => k !== 'static' && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
+      const routed = tep.routedPrefixes();
+      for (const s of tep.opts.statics) tep.bindings.delete(s.ipv4);
+      tep.opts.statics.splice(0, Infinity, ...next.static);
+      for (const s of next.static) tep.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+      const routes = tep.routedPrefixes();
+      await runIp([
+        ...routes.filter((r) => !routed.includes(r)).map((r) => ip.routeReplace(r, tun.name)),
+        ...routed.filter((r) => !routes.includes(r)).map((r) => ip.routeDel(r, tun.name)),
+      ]);
+      // keys that need a restart keep their running values, so the next reload still names them
+      running = { ...running, static: next.static };
+      log.info('configuration reloaded', { static: now.static, ...(fixed.length ? { needs_restart: fixed } : {}) });
+      return fixed;
+    },
     async stop() {
       await feed?.stop();
       await teardownTepNetwork(tun.name, tep.routedPrefixes());

@@ -2,8 +2,9 @@
 // namespaces; an unmodified IPv4 client and ping on X reach Z through the IPv6-only X–Y link.
 import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, stopChild } from '../support/netns';
+import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 
 const METRICS = `[${ADDR.y6}]:9787`;
@@ -20,6 +21,13 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
   this.timeout(60_000);
   let t: Topology;
   let node: ChildProcess;
+  let tep: ChildProcess;
+  /** The TEP's configuration file: its static mappings (and device), so that SIGHUP can change them. */
+  const config = (statics: [string, string][], device = 'dstm-tep0'): string => {
+    const file = `${t.dir}/dstm.json`;
+    writeFileSync(file, JSON.stringify({ tep: { device, static: statics.map(([ipv4, ipv6]) => ({ ipv4, ipv6 })) } }));
+    return file;
+  };
 
   before(async function () {
     const why = netnsUnavailable() ?? cliUnavailable();
@@ -28,7 +36,7 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
       this.skip();
     }
     t = await Topology.create();
-    await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`, '--metrics', METRICS]);
+    tep = await startTep(t, ['--config', config([[ADDR.static4, ADDR.x6]]), '--metrics', METRICS]);
     node = await startStaticNode(t);
     await startEchoServer(t);
   });
@@ -99,5 +107,22 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     expect((await tepStats(t)).forwarded.toIpv4).to.equal(before);
     const { stdout } = await t.ip(t.ns.x, 'link', 'show');
     expect(stdout).to.not.include('dti0');
+  });
+
+  it('SIGHUP applies changed static mappings at once (binding and route) and names the keys that need a restart', async () => {
+    const reload = async (): Promise<Record<string, unknown>> => {
+      const line = waitForOutput(tep, /configuration reloaded/);
+      tep.kill('SIGHUP');
+      return JSON.parse(await line) as Record<string, unknown>;
+    };
+    const route = async (): Promise<string> => (await t.ip(t.ns.y, 'route', 'show', '203.0.113.77')).stdout;
+    config([[ADDR.static4, ADDR.x6], ['203.0.113.77', ADDR.s6]], 'dstm-tep9');
+    expect((await reload()).needs_restart).to.deep.equal(['device']);
+    expect((await tepStats(t)).bindings.map((b) => [b.ipv4, b.ipv6, b.source])).to.deep.include(['203.0.113.77', ADDR.s6, 'static']);
+    expect(await route()).to.include('dev dstm-tep0');
+    config([[ADDR.static4, ADDR.x6]]);
+    expect(await reload()).to.not.have.property('needs_restart');
+    expect((await tepStats(t)).bindings.map((b) => b.ipv4)).to.deep.equal([ADDR.static4]);
+    expect(await route()).to.equal('');
   });
 });
