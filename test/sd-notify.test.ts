@@ -1,5 +1,5 @@
 // sdNotify against a real AF_UNIX datagram socket (python3 plays systemd's side), by path and by abstract name,
-// and `dstm server` under it: READY once it answers, RELOADING/READY around SIGHUP, STOPPING on SIGTERM.
+// and `dstm server` and `dstm request --hold` under it: READY once they serve, RELOADING/READY around SIGHUP, STOPPING on SIGTERM.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -83,21 +83,26 @@ describe('sdNotify', () => {
     expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: 'relative/notify' })).to.throw(/not an absolute path/);
   });
 
-  it('dstm server sends READY=1 once it answers, RELOADING=1/READY=1 around SIGHUP and STOPPING=1 on SIGTERM', async function () {
-    this.timeout(60_000);
-    const path = join(dir, 'notify');
-    const r = await receiver(path);
+  /** `dstm ARGS` from the sources under systemd's eye: NOTIFY_SOCKET is `notify`, stderr kept for messages. */
+  function daemon(notify: string, ...argv: string[]): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
+    const [node, ...args] = devArgv(...argv);
+    const env: NodeJS.ProcessEnv = { ...DEV_ENV, NOTIFY_SOCKET: notify };
+    delete env.DSTM_CONFIG;
+    const child = spawn(node, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    return { child, exited: new Promise((resolve) => child.once('exit', resolve)), stderr: () => stderr };
+  }
+
+  it('dstm server sends READY=1 once it answers, RELOADING=1/READY=1 around SIGHUP and STOPPING=1 on SIGTERM; so does dstm request --hold, READY once leased', async function () {
+    this.timeout(90_000);
+    const r = await receiver(join(dir, 'notify'));
     proc = r.proc;
     const port = 20000 + Math.floor(Math.random() * 30000);
-    const [node, ...args] = devArgv('server', '--listen', `[::1]:${port}`, '--state-dir', join(dir, 'state'), '--pool', '10.86.0.0/29');
-    const env: NodeJS.ProcessEnv = { ...DEV_ENV, NOTIFY_SOCKET: path };
-    delete env.DSTM_CONFIG;
-    const server = spawn(node, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    server.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => server.once('exit', resolve));
+    const server = daemon(join(dir, 'notify'), 'server', '--listen', `[::1]:${port}`, '--state-dir', join(dir, 'state'), '--pool', '10.86.0.0/29');
+    let node: ReturnType<typeof daemon> | undefined;
     try {
-      expect(await Promise.race([r.next(), exited.then((code) => `exited ${code}: ${stderr}`)])).to.equal('READY=1');
+      expect(await Promise.race([r.next(), server.exited.then((code) => `exited ${code}: ${server.stderr()}`)])).to.equal('READY=1');
       // READY means it serves: a request gets a lease at once
       const client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: '::1', timeoutMs: 2000 });
       try {
@@ -105,14 +110,30 @@ describe('sdNotify', () => {
       } finally {
         await client.close();
       }
-      server.kill('SIGHUP');
+      server.child.kill('SIGHUP');
       expect(await r.next()).to.equal('RELOADING=1');
       expect(await r.next()).to.equal('READY=1');
-      server.kill('SIGTERM');
+
+      // the node: READY after its first lease is printed; SIGHUP does not end it; SIGTERM releases and stops
+      node = daemon(join(dir, 'notify'), 'request', '--hold', '--json', '--server', `[::1]:${port}`, '--local', '::1', '--control', join(dir, 'node.sock'));
+      let stdout = '';
+      node.child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+      expect(await Promise.race([r.next(), node.exited.then((code) => `exited ${code}: ${node!.stderr()}`)])).to.equal('READY=1');
+      expect(JSON.parse(stdout.split('\n')[0])).to.include({ event: 'lease', local: '::1' });
+      node.child.kill('SIGHUP');
+      expect(await r.next()).to.equal('RELOADING=1');
+      expect(await r.next()).to.equal('READY=1');
+      node.child.kill('SIGTERM');
       expect(await r.next()).to.equal('STOPPING=1');
-      expect(await exited, stderr).to.equal(0);
+      expect(await node.exited, node.stderr()).to.equal(0);
+      expect(stdout).to.contain('"event":"released"');
+
+      server.child.kill('SIGTERM');
+      expect(await r.next()).to.equal('STOPPING=1');
+      expect(await server.exited, server.stderr()).to.equal(0);
     } finally {
-      server.kill('SIGKILL');
+      server.child.kill('SIGKILL');
+      node?.child.kill('SIGKILL');
     }
   });
 });
