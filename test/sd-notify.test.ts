@@ -1,5 +1,6 @@
 // sdNotify against a real AF_UNIX datagram socket (python3 plays systemd's side), by path and by abstract name,
-// and `dstm server` and `dstm request --hold` under it: READY once they serve, RELOADING/READY around SIGHUP, STOPPING on SIGTERM.
+// and `dstm server` and `dstm request --hold` under it: READY once they serve, RELOADING/READY around SIGHUP,
+// STOPPING on SIGTERM.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
