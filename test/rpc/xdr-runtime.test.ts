@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { XdrError, XdrReader, XdrWriter, within, xdrVoid } from '../../src/rpc/xdr/runtime';
+import { type Codec, XdrError, XdrReader, XdrWriter, decode, encode, within, xdrVoid } from '../../src/rpc/xdr/runtime';
 
 describe('XDR runtime', () => {
   it('pads opaque and strings with zeros and reads them back', () => {
@@ -137,6 +137,26 @@ describe('XDR runtime', () => {
     w.uint(2 ** 32 - 1);
     w.uhyper(2n ** 64n - 1n);
     expect(w.pos).to.equal(16);
+  });
+
+  it('encode() without a writer returns fresh bytes, also when a codec calls encode() itself or throws', () => {
+    const u32: Codec<number> = { encode: (w, v) => w.uint(v), decode: (r) => r.uint() };
+    // Carries a u32 as opaque<>, encoding it with encode() from inside encode().
+    const wrapped: Codec<number> = {
+      encode: (w, v) => w.varOpaque(encode(u32, v)),
+      decode: (r) => decode(u32, r.varOpaque()),
+    };
+    const a = encode(wrapped, 7);
+    const b = encode(wrapped, 0x01020304);
+    expect(Array.from(a)).to.deep.equal([0, 0, 0, 4, 0, 0, 0, 7]);
+    expect(Array.from(b)).to.deep.equal([0, 0, 0, 4, 1, 2, 3, 4]);
+    expect(decode(wrapped, a)).to.equal(7);
+    expect(() => encode(u32, -1)).to.throw(XdrError);
+    expect(Array.from(encode(u32, 9))).to.deep.equal([0, 0, 0, 9]);
+    const big = new Uint8Array(200000).fill(5);
+    const bytes = encode({ encode: (w, v: Uint8Array) => w.varOpaque(v), decode: (r) => r.varOpaque() }, big);
+    expect(bytes.length).to.equal(200004);
+    expect(Array.from(encode(u32, 10))).to.deep.equal([0, 0, 0, 10]);
   });
 
   it('builds field paths as errors unwind, and the void codec is empty', () => {

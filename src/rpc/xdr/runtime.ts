@@ -485,9 +485,27 @@ export class XdrReader {
   }
 }
 
-/** Encode one value with a codec into a fresh byte array. */
-export function encode<T>(codec: Codec<T>, v: T, w = new XdrWriter()): Uint8Array {
-  w.reset();
+/** The writer encode() uses when given none; a codec calling encode() while it is busy gets a new one. */
+let scratch = new XdrWriter();
+let scratchBusy = false;
+/** A scratch writer grown past this is dropped after use, so that one huge message is not held on to. */
+const SCRATCH_KEEP = 65536;
+
+/**
+ * Encode one value with a codec into a fresh byte array. Without `w`, the value is written into a writer kept
+ * for the purpose and copied out once, right-sized.
+ */
+export function encode<T>(codec: Codec<T>, v: T, w?: XdrWriter): Uint8Array {
+  if (w === undefined && !scratchBusy) {
+    scratchBusy = true;
+    try {
+      return encode(codec, v, scratch);
+    } finally {
+      if (scratch.buf.length > SCRATCH_KEEP) scratch = new XdrWriter();
+      scratchBusy = false;
+    }
+  }
+  w = (w ?? new XdrWriter()).reset();
   codec.encode(w, v);
   return w.toBytes();
 }
