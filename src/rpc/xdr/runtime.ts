@@ -275,7 +275,7 @@ export class XdrWriter {
 
 export class XdrReader {
   /**
-   * Over the whole ArrayBuffer, made on first use (hyper, float, double) and shared by readers of the same buffer
+   * Over the whole ArrayBuffer, made on first use (float, double) and shared by readers of the same buffer
    * (see viewOf): making a DataView costs more than decoding a small message, and asking a small on-heap typed
    * array for its ArrayBuffer moves it off the heap.
    */
