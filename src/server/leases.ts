@@ -1,7 +1,11 @@
 // Lease logic of the DSTM server (draft section 6), independent of RPC: who gets which IPv4 address, for how long,
 // through which TEP. Every operation runs inside a store transaction; the operations that arrive within one turn of
-// the event loop share one transaction (group commit), and each one's promise settles only after that commit, so
-// no reply can leave for a binding that is not durable. Pool bookkeeping done in a transaction that fails is undone.
+// the event loop share one transaction (group commit). Commits are pipelined with the disk: WAL syncs run off the
+// event loop, while the calls arriving meanwhile are decoded, run and committed, to share the next sync.
+// An operation's promise settles only after a sync that started after its commit, so no reply leaves for a binding
+// that is not durable. The one exception is RELEASE, answered right after its commit: losing a release in a crash
+// leaves the address bound to the same node until its lease ends, never to two nodes (documented in dstm-rpc(7)).
+// The binding feed shows only durable changes. Pool bookkeeping done in a transaction that fails is undone.
 import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
 import { PrefixTable, type Prefix4, type Prefix6 } from './addr';
@@ -62,6 +66,8 @@ type Undo = (() => void)[];
 
 interface Op<T> {
   run(undo: Undo, now: number): T;
+  /** Settles as soon as it is committed, before it is durable. */
+  early: boolean;
   resolve(v: T): void;
   reject(e: unknown): void;
 }
@@ -76,13 +82,20 @@ export class StoreUnavailable extends Error {
 
 const SWEEP_BATCH = 1000;
 const GATHER_MORE = 32;
+/**
+ * WAL syncs in flight at once (on libuv's thread pool, 4 threads by default: one is left for other work). A call
+ * committed while syncs run starts its own instead of waiting for theirs to end and then for a whole other one.
+ */
+const MAX_SYNCS = 3;
+/** Longest wait before a commit nobody waits for is synced (and its feed changes are shown). */
+const LAZY_SYNC_MS = 20;
 
 export function wallClock(): number {
   return Math.floor(Date.now() / 1000);
 }
 
 /**
- * Events: 'change' (seq: number) after a commit that appended to the feed; 'batch' (size: number) after every
+ * Events: 'change' (seq: number) once feed changes are durable; 'batch' (size: number) after every
  * group commit.
  */
 export class LeaseService extends EventEmitter {
@@ -92,6 +105,20 @@ export class LeaseService extends EventEmitter {
   private queue: Op<any>[] = [];
   private scheduled = false;
   private gathered = false;
+  /** Committed operations waiting for the next sync, and their results. */
+  private unsynced: Op<any>[] = [];
+  private unsyncedValues: unknown[] = [];
+  /** Something was committed since the last sync started. */
+  private dirty = false;
+  private syncing = 0;
+  private lazySync: NodeJS.Timeout | undefined;
+  private readonly syncLater = (): void => {
+    this.lazySync = undefined;
+    this.startSync(true);
+  };
+  /** Set when a sync failed: what was committed since may be lost, so no further call is answered. */
+  private failed: StoreUnavailable | undefined;
+  /** Last durable feed sequence number. */
   private seq: number;
   /** Operations by "name:status", for metrics. */
   readonly counts = new Map<string, number>();
@@ -151,7 +178,7 @@ export class LeaseService extends EventEmitter {
    * asks for if that is free, else the free address released longest ago.
    */
   request(ip6: Buffer, want4: number, wantSeconds: number): Promise<Grant> {
-    return this.submit('request', (undo, now) => {
+    return this.submit('request', false, (undo, now) => {
       const duration = this.duration(wantSeconds);
       const cur = this.store.byIp6(ip6);
       if (cur) return this.renew(cur, now, duration);
@@ -163,7 +190,7 @@ export class LeaseService extends EventEmitter {
 
   /** RELEASE: frees the caller's binding (only if `ip4`, when non-zero, is its address). */
   release(ip6: Buffer, ip4: number): Promise<Grant> {
-    return this.submit('release', (undo, now) => {
+    return this.submit('release', true, (undo, now) => {
       const cur = this.store.byIp6(ip6);
       if (!cur || (ip4 !== 0 && cur.ip4 !== ip4)) return this.refuse('no_binding', ip6, now, ip4);
       this.store.remove(cur.ip4);
@@ -176,7 +203,7 @@ export class LeaseService extends EventEmitter {
 
   /** Admin REVOKE: the binding ends now; its address is quarantined for the hold time, and the node must start over. */
   revoke(ip6: Buffer, ip4: number): Promise<Grant> {
-    return this.submit('revoke', (_undo, now) => {
+    return this.submit('revoke', false, (_undo, now) => {
       const cur = this.store.byIp6(ip6);
       if (!cur || (ip4 !== 0 && cur.ip4 !== ip4)) return this.refuse('no_binding', ip6, now, ip4);
       this.store.setState(cur.ip4, STATE.revoked, now);
@@ -188,7 +215,7 @@ export class LeaseService extends EventEmitter {
 
   /** Admin ALLOCATE (draft section 6 MAY): bind a node that has not asked, to `ip4` or any free address. */
   allocate(ip6: Buffer, ip4: number, seconds: number): Promise<Grant> {
-    return this.submit('allocate', (undo, now) => {
+    return this.submit('allocate', false, (undo, now) => {
       const duration = this.duration(seconds);
       const cur = this.store.byIp6(ip6);
       if (cur) return ip4 !== 0 && cur.ip4 !== ip4 ? this.refuse('conflict', ip6, now, ip4) : this.renew(cur, now, duration);
@@ -207,7 +234,7 @@ export class LeaseService extends EventEmitter {
    * revoked addresses whose hold time is over. Returns how many rows changed.
    */
   sweep(): Promise<number> {
-    return this.submit('sweep', (undo, now) => {
+    return this.submit('sweep', false, (undo, now) => {
       let n = 0;
       for (const b of this.store.due(STATE.active, now, SWEEP_BATCH)) {
         this.store.setState(b.ip4, STATE.held, b.ends);
@@ -239,7 +266,7 @@ export class LeaseService extends EventEmitter {
 
   /** The feed after `since` (0: the whole current state). */
   changes(since: number, max: number): { changes: Change[]; more: boolean; next: number } {
-    const { changes, more } = this.store.feedSince(since, max);
+    const { changes, more } = this.store.feedSince(since, this.seq, max);
     return { changes, more, next: changes.length ? changes[changes.length - 1].seq : since };
   }
 
@@ -328,10 +355,11 @@ export class LeaseService extends EventEmitter {
 
   // --- group commit ---
 
-  private submit<T extends Grant | number>(name: string, run: (undo: Undo, now: number) => T): Promise<T> {
+  private submit<T extends Grant | number>(name: string, early: boolean, run: (undo: Undo, now: number) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.queue.push({
         run,
+        early,
         resolve: (v: T) => {
           const status = typeof v === 'number' ? 'ok' : v.status;
           const key = `${name}:${status}`;
@@ -359,23 +387,77 @@ export class LeaseService extends EventEmitter {
     this.scheduled = false;
     const batch = this.queue;
     this.queue = [];
+    if (this.failed) {
+      for (const op of batch) op.reject(this.failed);
+      return;
+    }
     const now = this.clock();
-    const seqBefore = this.seq;
     const all = this.commit(batch, now);
     if (all.ok) {
-      batch.forEach((op, i) => op.resolve(all.values[i]));
+      for (let i = 0; i < batch.length; i++) this.committed(batch[i], all.values[i]);
     } else {
       // Something in the batch failed: run each operation alone, so one bad operation (or a store that cannot
       // commit) fails only what it must.
       for (const op of batch) {
         const one = this.commit([op], now);
-        if (one.ok) op.resolve(one.values[0]);
+        if (one.ok) this.committed(op, one.values[0]);
         else op.reject(one.error instanceof Database.SqliteError ? new StoreUnavailable(one.error) : one.error);
       }
     }
-    this.seq = this.store.lastSeq();
     this.emit('batch', batch.length);
-    if (this.seq > seqBefore) this.emit('change', this.seq);
+    this.startSync();
+  }
+
+  private committed(op: Op<any>, value: unknown): void {
+    this.dirty = true;
+    if (op.early) {
+      op.resolve(value);
+    } else {
+      this.unsynced.push(op);
+      this.unsyncedValues.push(value);
+    }
+  }
+
+  /**
+   * Sync what is committed (what commits while the syncs in flight run waits for the next one). Commits that nobody
+   * waits for (releases, already answered) are synced later, so that their sync takes no disk time from the calls
+   * that arrive just after them and must wait for one.
+   */
+  private startSync(evenIfNobodyWaits = false): void {
+    if (this.syncing >= MAX_SYNCS || !this.dirty) return;
+    if (this.unsynced.length === 0 && !evenIfNobodyWaits) {
+      this.lazySync ??= setTimeout(this.syncLater, LAZY_SYNC_MS).unref();
+      return;
+    }
+    if (this.lazySync) {
+      clearTimeout(this.lazySync);
+      this.lazySync = undefined;
+    }
+    this.syncing++;
+    this.dirty = false;
+    const ops = this.unsynced;
+    const values = this.unsyncedValues;
+    this.unsynced = [];
+    this.unsyncedValues = [];
+    const seq = this.store.lastSeq();
+    this.store.sync((err) => {
+      this.syncing--;
+      // After a failed sync a later one may succeed without the pages the failed one lost: trust none of them.
+      if (err || this.failed) {
+        this.failed ??= new StoreUnavailable(err);
+        for (const op of ops) op.reject(this.failed);
+        for (const op of this.unsynced) op.reject(this.failed);
+        this.unsynced = [];
+        this.unsyncedValues = [];
+        return;
+      }
+      for (let i = 0; i < ops.length; i++) ops[i].resolve(values[i]);
+      if (seq > this.seq) {
+        this.seq = seq;
+        this.emit('change', seq);
+      }
+      this.startSync();
+    });
   }
 
   /** Run `ops` in one transaction; on failure nothing of it remains, in the store or in the pool. */

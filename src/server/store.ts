@@ -1,12 +1,15 @@
-// The durable binding store: SQLite (better-sqlite3) in the state directory, WAL with synchronous=FULL, so a
-// committed binding survives a crash or power loss. Uniqueness is the database's job: an address has one row
+// The durable binding store: SQLite (better-sqlite3) in the state directory, in WAL mode. A commit writes the WAL
+// without waiting for the disk (synchronous=NORMAL, which still syncs around checkpoints, so the file stays
+// consistent); sync() then fdatasyncs the WAL on libuv's thread pool, so the event loop keeps serving calls while the
+// disk works. A transaction is durable (survives a crash or power loss) once a sync started after its commit has
+// completed: the same guarantee as synchronous=FULL, which would block the thread for that fdatasync at every commit. Uniqueness is the database's job: an address has one row
 // (ip4 is the primary key) and a node has at most one live binding (a unique index on ip6 over active and held rows).
 // The change feed the TEPs follow is a compacted log: one row per address holding its latest change, under a
 // strictly increasing sequence number, so reading it from 0 gives the whole current state and reading it from a
 // later point gives what changed since.
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const STATE = { active: 0, held: 1, revoked: 2 } as const;
@@ -60,6 +63,10 @@ export class Store {
   /** Identifies this store's history: a new store (or a rebuilt one) has a new epoch, so TEPs start over. */
   readonly epoch: bigint;
   private readonly q;
+  /** The WAL file, for sync(); -1 when read-only. SQLite keeps the file (same inode) while this connection is open. */
+  private walFd = -1;
+  private syncing = 0;
+  private closed = false;
 
   constructor(readonly dir: string, opts: { readonly?: boolean } = {}) {
     if (!opts.readonly) mkdirSync(dir, { recursive: true, mode: 0o750 });
@@ -68,7 +75,7 @@ export class Store {
     this.db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
     if (!opts.readonly) {
       this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
+      this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
     }
     this.db.pragma('busy_timeout = 5000');
@@ -80,7 +87,7 @@ export class Store {
       update: db.prepare<[number, number, number]>('UPDATE bindings SET state = ?, ends = ? WHERE ip4 = ?'),
       remove: db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
       feedPut: db.prepare<[number, Buffer, number, number, number]>('INSERT OR REPLACE INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, ?)'),
-      feedSince: db.prepare<[number, number]>('SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? ORDER BY seq LIMIT ?'),
+      feedSince: db.prepare<[number, number, number]>('SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
       lastSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'feed'").pluck(),
       bound: db.prepare('SELECT ip4 FROM bindings').pluck(),
       due: db.prepare<[number, number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?'),
@@ -89,6 +96,26 @@ export class Store {
       count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
     };
     this.epoch = opts.readonly ? this.readEpoch() : this.ensureEpoch();
+    if (!opts.readonly) {
+      this.walFd = openSync(`${file}-wal`, 'r+');
+      // What a previous process committed may not have reached the disk yet: nothing is served from it until it has.
+      fdatasyncSync(this.walFd);
+    }
+  }
+
+  /**
+   * Make every transaction committed so far durable (fdatasync of the WAL, off the event loop); `done` gets the
+   * error if the disk failed, and then those transactions must be taken as lost.
+   */
+  sync(done: (err: Error | null) => void): void {
+    if (this.walFd < 0) throw new Error('sync() on a read-only store');
+    // close() synced everything.
+    if (this.closed) return queueMicrotask(() => done(null));
+    this.syncing++;
+    fdatasync(this.walFd, (err) => {
+      if (--this.syncing === 0 && this.closed) closeSync(this.walFd);
+      done(err);
+    });
   }
 
   private readEpoch(): bigint {
@@ -135,9 +162,9 @@ export class Store {
     return Number(this.q.feedPut.run(ip4, ip6, starts, ends, active ? 1 : 0).lastInsertRowid);
   }
 
-  /** Changes after `since`, oldest first, at most `max`; `more` when further changes are ready. */
-  feedSince(since: number, max: number): { changes: Change[]; more: boolean } {
-    const rows = this.q.feedSince.all(since, max + 1) as (Omit<Change, 'active'> & { active: number })[];
+  /** Changes after `since` up to `upTo`, oldest first, at most `max`; `more` when further changes are ready. */
+  feedSince(since: number, upTo: number, max: number): { changes: Change[]; more: boolean } {
+    const rows = this.q.feedSince.all(since, upTo, max + 1) as (Omit<Change, 'active'> & { active: number })[];
     const more = rows.length > max;
     return { changes: rows.slice(0, max).map((r) => ({ ...r, active: r.active === 1 })), more };
   }
@@ -171,7 +198,12 @@ export class Store {
     return out;
   }
 
+  /** Close, after making every commit durable. A sync still running closes the WAL descriptor when it is done. */
   close(): void {
+    if (this.closed) return;
+    if (this.walFd >= 0) fdatasyncSync(this.walFd);
     this.db.close();
+    this.closed = true;
+    if (this.walFd >= 0 && this.syncing === 0) closeSync(this.walFd);
   }
 }

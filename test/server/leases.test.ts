@@ -1,11 +1,23 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/server/addr';
 import { LeaseService, StoreUnavailable, type LeasePolicy } from '../../src/server/leases';
 import { AddressPool } from '../../src/server/pool';
 import { Store } from '../../src/server/store';
+
+/** The real store, counting the WAL syncs that have completed. */
+class CountingStore extends Store {
+  synced = 0;
+
+  override sync(done: (err: Error | null) => void): void {
+    super.sync((err) => {
+      this.synced++;
+      done(err);
+    });
+  }
+}
 
 const node = (n: number): Buffer => Buffer.from(parseIPv6(`2001:db8::${n.toString(16)}`));
 
@@ -174,5 +186,59 @@ describe('lease service', () => {
     await waiting;
     expect(Date.now() - t0).to.be.lessThan(2000);
     expect(svc.changes(since, 10).changes).to.have.length(1);
+  });
+
+  it('answers an allocation only after a WAL sync that followed its commit, a release at its commit; the feed shows only synced changes', async () => {
+    store.close();
+    const counting = new CountingStore(dir);
+    store = counting;
+    svc = new LeaseService(store, policy(), () => now);
+    const since = svc.lastSeq;
+    const g = await svc.request(node(1), 0, 0);
+    expect(counting.synced).to.equal(1);
+    expect(svc.changes(since, 10).changes.map((c) => [c.ip4, c.active])).to.deep.equal([[g.ip4, true]]);
+    const afterRequest = svc.lastSeq;
+    expect((await svc.release(node(1), g.ip4)).status).to.equal('ok');
+    expect(counting.synced, 'the release was answered before any sync').to.equal(1);
+    expect(svc.changes(afterRequest, 10).changes, 'a change not yet durable is not in the feed').to.have.length(0);
+    await svc.waitForChange(afterRequest, 2000);
+    expect(counting.synced).to.equal(2);
+    expect(svc.changes(afterRequest, 10).changes.map((c) => [c.ip4, c.active])).to.deep.equal([[g.ip4, false]]);
+    // Renewals and admin operations wait for a sync too.
+    await svc.request(node(2), 0, 0);
+    expect(counting.synced).to.equal(3);
+    await svc.request(node(2), 0, 0);
+    expect(counting.synced).to.equal(4);
+    await svc.revoke(node(2), 0);
+    expect(counting.synced).to.equal(5);
+  });
+
+  it('a release lost in a crash before its sync leaves the address with its node until the lease and hold end, never with another', async () => {
+    svc = new LeaseService(store, policy({ pools: [parsePrefix4('192.0.2.0/30')] }), () => now);
+    const a = await svc.request(node(1), 0, 0);
+    expect((await svc.request(node(2), 0, 0)).status).to.equal('ok');
+    // What the disk holds for sure once the release has been answered: everything synced before it, not the release.
+    const disk = mkdtempSync(join(tmpdir(), 'dstm-leases-disk-'));
+    try {
+      for (const f of ['dstm.sqlite', 'dstm.sqlite-wal']) copyFileSync(join(dir, f), join(disk, f));
+      expect((await svc.release(node(1), a.ip4)).status).to.equal('ok');
+      // Power loss; the server restarts on what the disk held.
+      const restarted = new Store(disk);
+      try {
+        const after = new LeaseService(restarted, policy({ pools: [parsePrefix4('192.0.2.0/30')] }), () => now);
+        expect(restarted.byIp6(node(1))).to.include({ ip4: a.ip4, state: 0, ends: a.ends });
+        expect((await after.request(node(3), 0, 0)).status, 'the address is not handed to another node').to.equal('no_address');
+        now = a.ends;
+        await after.sweep();
+        expect((await after.request(node(3), 0, 0)).status, 'nor during the hold time').to.equal('no_address');
+        now += 30;
+        await after.sweep();
+        expect((await after.request(node(3), 0, 0)).ip4).to.equal(a.ip4);
+      } finally {
+        restarted.close();
+      }
+    } finally {
+      rmSync(disk, { recursive: true, force: true });
+    }
   });
 });
