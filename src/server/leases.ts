@@ -65,6 +65,7 @@ export class TepMap {
 type Undo = (() => void)[];
 
 interface Op<T> {
+  name: string;
   run(undo: Undo, now: number): T;
   /** Settles as soon as it is committed, before it is durable. */
   early: boolean;
@@ -107,7 +108,7 @@ export class LeaseService extends EventEmitter {
   private gathered = false;
   /** Committed operations waiting for the next sync, and their results. */
   private unsynced: Op<any>[] = [];
-  private unsyncedValues: unknown[] = [];
+  private unsyncedValues: (Grant | number)[] = [];
   /** Something was committed since the last sync started. */
   private dirty = false;
   private syncing = 0;
@@ -122,6 +123,7 @@ export class LeaseService extends EventEmitter {
   private seq: number;
   /** Operations by "name:status", for metrics. */
   readonly counts = new Map<string, number>();
+  private readonly countKeys: Record<string, Record<string, string>> = {};
 
   constructor(
     readonly store: Store,
@@ -357,17 +359,7 @@ export class LeaseService extends EventEmitter {
 
   private submit<T extends Grant | number>(name: string, early: boolean, run: (undo: Undo, now: number) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({
-        run,
-        early,
-        resolve: (v: T) => {
-          const status = typeof v === 'number' ? 'ok' : v.status;
-          const key = `${name}:${status}`;
-          this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
-          resolve(v);
-        },
-        reject,
-      });
+      this.queue.push({ name, run, early, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -408,10 +400,18 @@ export class LeaseService extends EventEmitter {
     this.startSync();
   }
 
-  private committed(op: Op<any>, value: unknown): void {
+  private settle(op: Op<any>, value: Grant | number): void {
+    const status = typeof value === 'number' ? 'ok' : value.status;
+    // Keys made once per name and status, not per call.
+    const key = ((this.countKeys[op.name] ??= {})[status] ??= `${op.name}:${status}`);
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    op.resolve(value);
+  }
+
+  private committed(op: Op<any>, value: Grant | number): void {
     this.dirty = true;
     if (op.early) {
-      op.resolve(value);
+      this.settle(op, value);
     } else {
       this.unsynced.push(op);
       this.unsyncedValues.push(value);
@@ -425,6 +425,14 @@ export class LeaseService extends EventEmitter {
    */
   private startSync(evenIfNobodyWaits = false): void {
     if (this.syncing >= MAX_SYNCS || !this.dirty) return;
+    if (!this.store.db.open) {
+      // Closing the store made every commit durable.
+      for (let i = 0; i < this.unsynced.length; i++) this.settle(this.unsynced[i], this.unsyncedValues[i]);
+      this.unsynced = [];
+      this.unsyncedValues = [];
+      this.dirty = false;
+      return;
+    }
     if (this.unsynced.length === 0 && !evenIfNobodyWaits) {
       this.lazySync ??= setTimeout(this.syncLater, LAZY_SYNC_MS).unref();
       return;
@@ -451,7 +459,7 @@ export class LeaseService extends EventEmitter {
         this.unsyncedValues = [];
         return;
       }
-      for (let i = 0; i < ops.length; i++) ops[i].resolve(values[i]);
+      for (let i = 0; i < ops.length; i++) this.settle(ops[i], values[i]);
       if (seq > this.seq) {
         this.seq = seq;
         this.emit('change', seq);
@@ -461,7 +469,7 @@ export class LeaseService extends EventEmitter {
   }
 
   /** Run `ops` in one transaction; on failure nothing of it remains, in the store or in the pool. */
-  private commit(ops: Op<any>[], now: number): { ok: true; values: unknown[] } | { ok: false; error: unknown } {
+  private commit(ops: Op<any>[], now: number): { ok: true; values: (Grant | number)[] } | { ok: false; error: unknown } {
     const undo: Undo = [];
     try {
       return { ok: true, values: this.store.transaction(() => ops.map((op) => op.run(undo, now))) };
