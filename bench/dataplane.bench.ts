@@ -12,9 +12,8 @@ import { ROOT, cliUnavailable, startStaticNode, startTep } from '../test/support
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
 import { batchOf, ipv4, ipv6 } from '../test/dti/build';
 import { existsSync } from 'node:fs';
-import { ipv4ToString, ipv6FromString, ipv4FromString } from '../src/dti/packet';
+import { formatIPv4, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../src/addr';
 import { createLogger } from '../src/log';
-import { parsePrefix4, parsePrefix6 } from '../src/server/addr';
 
 type TepModule = typeof import('../src/tep/tep');
 
@@ -120,8 +119,8 @@ function tepDecisions(): void {
   const N = 100_000;
   const { Tep, from } = loadTep();
   const tep = new Tep({
-    address: ipv6FromString('2001:db8:1::1'),
-    ipv4: ipv4FromString('192.0.2.1'),
+    address: parseIPv6('2001:db8:1::1'),
+    ipv4: parseIPv4('192.0.2.1'),
     pools: [parsePrefix4('10.0.0.0/8')],
     prefixes: [parsePrefix6('2001:db8::/32')],
     statics: [],
@@ -130,8 +129,8 @@ function tepDecisions(): void {
     log: createLogger({ level: 'error' }),
   });
   const node = (i: number): string => `2001:db8:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
-  const addr = (i: number): string => ipv4ToString(0x0a000000 + i);
-  for (let i = 0; i < N; i++) tep.bind(ipv4FromString(addr(i)), ipv6FromString(node(i)), Date.now() / 1000 + 3600);
+  const addr = (i: number): string => formatIPv4(0x0a000000 + i);
+  for (let i = 0; i < N; i++) tep.bind(parseIPv4(addr(i)), parseIPv6(node(i)), Date.now() / 1000 + 3600);
   const picks = Array.from({ length: 64 }, (_, k) => (k * 7919) % N);
   const up = batchOf(picks.map((i) => ipv6(node(i), '2001:db8:1::1', 4, ipv4({ src: addr(i), dst: '192.0.2.2' }))), 0);
   const down = batchOf(picks.map((i) => ipv4({ src: '192.0.2.2', dst: addr(i) })));

@@ -9,6 +9,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { parseIPv6 } from '../src/addr';
 
 type Packet = typeof import('../src/dti/packet');
 type Tunnels = typeof import('../src/dti/tunnel');
@@ -68,8 +69,8 @@ async function countGcs(body: () => void): Promise<number> {
 
 export async function run(): Promise<void> {
   const { packet: P, tunnel: T, counters: C, from } = loadDti();
-  const SELF = P.ipv6FromString('2001:db8:1::10');
-  const TEP = P.ipv6FromString('2001:db8:1::1');
+  const SELF = parseIPv6('2001:db8:1::10');
+  const TEP = parseIPv6('2001:db8:1::1');
   const HEADROOM = P.HEADROOM;
 
   /** An IPv4/UDP packet of `size` bytes (valid header checksum) at `off` in `buf`. */

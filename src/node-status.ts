@@ -5,7 +5,7 @@
 import type { Dti } from './client/dti-node';
 import type { Lease } from './client/dstm-client';
 import type { CountersSnapshot } from './dti/counters';
-import { ipv4ToString, ipv6ToString } from './dti/packet';
+import { formatIPv4, formatIPv6 } from './addr';
 
 /** Where `dstm request --hold` answers and `dstm status` asks, unless --control says otherwise. */
 export const DEFAULT_NODE_CONTROL_PATH = '/run/dstm/node.sock';
@@ -67,10 +67,10 @@ export function nodeStatus(parts: NodeParts, now = performance.now()): NodeStatu
         ? {
             device: d.name,
             mtu: d.tunnel.tunnelMtu,
-            address: on ? ipv4ToString(on.address) : null,
-            peer: on?.peer === undefined ? null : ipv4ToString(on.peer),
-            tep: on ? ipv6ToString(on.tep) : null,
-            source: on?.local ? ipv6ToString(on.local) : null,
+            address: on ? formatIPv4(on.address) : null,
+            peer: on?.peer === undefined ? null : formatIPv4(on.peer),
+            tep: on ? formatIPv6(on.tep) : null,
+            source: on?.local ? formatIPv6(on.local) : null,
             packets: {
               encapsulated: c.events.encapsulated,
               decapsulated: c.events.decapsulated,

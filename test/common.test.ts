@@ -1,9 +1,31 @@
 import { expect } from 'chai';
 import { get } from 'node:http';
 import { PassThrough } from 'node:stream';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../src/addr';
 import { formatEndpoint, parseEndpoint } from '../src/endpoint';
 import { createLogger } from '../src/log';
 import { Registry, serveMetrics } from '../src/metrics';
+
+describe('addresses', () => {
+  it('parses every RFC 4291 text form to 16 bytes and formats per RFC 5952', () => {
+    expect(Array.from(parseIPv6('::ffff:192.0.2.1').subarray(10))).to.deep.equal([0xff, 0xff, 192, 0, 2, 1]);
+    expect(formatIPv6(parseIPv6('2001:DB8:0:0:1:0:0:1'))).to.equal('2001:db8::1:0:0:1');
+    expect(formatIPv6(parseIPv6('2001:db8:0:1:1:1:1:1'))).to.equal('2001:db8:0:1:1:1:1:1');
+    expect(formatIPv6(parseIPv6('fe80::1%eth0'))).to.equal('fe80::1');
+    const buf = new Uint8Array(20);
+    buf.set(parseIPv6('::1'), 4);
+    expect(formatIPv6(buf, 4)).to.equal('::1');
+    expect(parseIPv4('192.0.2.255')).to.equal(0xc00002ff);
+  });
+
+  it('refuses malformed addresses and prefixes with host bits set', () => {
+    for (const bad of ['1::2::3', '12345::', '::g', '2001:db8::/32', '1:2:3:4:5:6:7', '']) expect(() => parseIPv6(bad)).to.throw(`"${bad}" is not an IPv6 address`);
+    for (const bad of ['01.2.3.4', '256.0.0.1', '1.2.3', '1.2.3.4/8']) expect(() => parseIPv4(bad)).to.throw(`"${bad}" is not an IPv4 address`);
+    expect(() => parsePrefix4('192.0.2.1/24')).to.throw(/host bits are set past \/24/);
+    expect(() => parsePrefix6('2001:db8::1/32')).to.throw(/host bits are set past \/32/);
+    expect(parsePrefix6('2001:db8::/32').len).to.equal(32);
+  });
+});
 
 describe('endpoint parsing', () => {
   it('accepts every documented spelling', () => {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { DstmClient } from '../src/client/dstm-client';
 import { LeaseKeeper } from '../src/client/lease-keeper';
 import { Counters, Drop, Event } from '../src/dti/counters';
-import { ipv4FromString, ipv6FromString } from '../src/dti/packet';
+import { parseIPv4, parseIPv6 } from '../src/addr';
 import { createLogger } from '../src/log';
 import { formatNodeStatus, nodeStatus, type NodeParts, type NodeStatus } from '../src/node-status';
 import { DstmServer, loadServerConfig } from '../src/server/daemon';
@@ -56,7 +56,7 @@ describe('dstm status', function () {
   /** The DTI side: its real counters and the lease as it is on the device (a DTI's public state). */
   function dtiState(counters: Counters, on: boolean): NonNullable<NodeParts['dti']> {
     const l = keeper.current!;
-    const current = on ? { address: ipv4FromString(l.address), peer: ipv4FromString(l.tep4), tep: ipv6FromString(l.tep6), local: ipv6FromString(l.local) } : undefined;
+    const current = on ? { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep: parseIPv6(l.tep6), local: parseIPv6(l.local) } : undefined;
     return { name: 'dti0', current, counters, tunnel: { tunnelMtu: 1460 } };
   }
 

@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from '../generated/dstm';
 import { RpcClient } from '../rpc';
-import { formatIPv4, formatIPv6, ipv4FromBytes } from '../server/addr';
+import { formatIPv4, formatIPv6, ipv4FromBytes } from '../addr';
 import { statusName, DstmRefusal } from './dstm-client';
 
 export interface FeedBinding {

@@ -12,7 +12,7 @@ import {
 } from '../generated/dstm';
 import { RpcClient, RpcError } from '../rpc';
 import type { Transport } from '../rpc/types';
-import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../server/addr';
+import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../addr';
 
 /** A lease as the node holds it. Times: starts/ends absolute (server clock); extend/keep relative to receivedAt. */
 export interface Lease {

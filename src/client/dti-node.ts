@@ -15,10 +15,10 @@ import { createSocket } from 'node:dgram';
 import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
 import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
-import { EncapConfig, HEADROOM, bytesEqual, copyBytes, ipv4ToString, ipv6FromString, ipv6ToString, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
+import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
+import { formatIPv4, formatIPv6, formatPrefix4, parseIPv4, parseIPv6, parsePrefix4 } from '../addr';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../log';
-import { formatPrefix4, parseIPv4, parseIPv6, parsePrefix4 } from '../server/addr';
 import type { Lease } from './dstm-client';
 import type { LeaseHooks } from './lease-keeper';
 
@@ -60,11 +60,11 @@ export async function sourceTowards(dst: Uint8Array): Promise<Uint8Array> {
   try {
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
-      sock.connect(9, ipv6ToString(dst), () => resolve());
+      sock.connect(9, formatIPv6(dst), () => resolve());
     });
-    return ipv6FromString(sock.address().address);
+    return parseIPv6(sock.address().address);
   } catch (err) {
-    throw new Error(`no IPv6 route to the TEP ${ipv6ToString(dst)}: ${(err as Error).message}`);
+    throw new Error(`no IPv6 route to the TEP ${formatIPv6(dst)}: ${(err as Error).message}`);
   } finally {
     sock.close();
   }
@@ -147,8 +147,8 @@ export class Dti {
     this.lease = { ...lease, local };
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
     this.opts.log.info('dti up', {
-      device: this.name, address: ipv4ToString(lease.address), peer: lease.peer === undefined ? null : ipv4ToString(lease.peer),
-      tep: ipv6ToString(lease.tep), local: ipv6ToString(local), mtu: this.tunnel.tunnelMtu,
+      device: this.name, address: formatIPv4(lease.address), peer: lease.peer === undefined ? null : formatIPv4(lease.peer),
+      tep: formatIPv6(lease.tep), local: formatIPv6(local), mtu: this.tunnel.tunnelMtu,
     });
     this.sendQueued(lease.address);
   }
@@ -161,8 +161,8 @@ export class Dti {
     this.triggered = false;
     if (this.onDemand) this.tun.onBatch((n, rx) => this.hold(n, rx));
     const routes = this.onDemand ? [] : this.routeCommands(lease, 'del');
-    await runIp([...routes, ip.addrDel(this.name, `${ipv4ToString(lease.address)}/32`, peerCidr(lease))]);
-    this.opts.log.info('dti down', { device: this.name, address: ipv4ToString(lease.address) });
+    await runIp([...routes, ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease))]);
+    this.opts.log.info('dti down', { device: this.name, address: formatIPv4(lease.address) });
   }
 
   close(): void {
@@ -170,7 +170,7 @@ export class Dti {
   }
 
   private routeCommands(lease: DtiLease | undefined, op: 'add' | 'del'): IpCommand[] {
-    const src = lease ? ipv4ToString(lease.address) : undefined;
+    const src = lease ? formatIPv4(lease.address) : undefined;
     return this.opts.routes.map((r) => (op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name)));
   }
 
@@ -238,12 +238,12 @@ export function setSource(buf: Uint8Array, off: number, len: number, address: nu
 
 /** The iproute2 commands that give a DTI its lease: address/32 with the TEP as peer, routes through it. */
 export function dtiUpCommands(dev: string, lease: Pick<DtiLease, 'address' | 'peer'>, routes: string[]): IpCommand[] {
-  const src = ipv4ToString(lease.address);
+  const src = formatIPv4(lease.address);
   return [ip.addrAdd(dev, `${src}/32`, peerCidr(lease)), ...routes.map((r) => ip.routeReplace(r, dev, { src }))];
 }
 
 function peerCidr(lease: Pick<DtiLease, 'peer'>): string | undefined {
-  return lease.peer === undefined ? undefined : `${ipv4ToString(lease.peer)}/32`;
+  return lease.peer === undefined ? undefined : `${formatIPv4(lease.peer)}/32`;
 }
 
 /** --routes values: "default" or IPv4 prefixes, each flag value possibly comma-separated. */
@@ -264,11 +264,11 @@ export function parseRoutes(values: string[]): string[] {
 
 /** Annex A's KAME configuration for the same DTI: gif0 tunnel, point-to-point address, routes via the TEP. */
 export function annexALines(local: string, tep: string, lease: Pick<DtiLease, 'address' | 'peer'>, routes: string[]): string[] {
-  const peer = lease.peer === undefined ? undefined : ipv4ToString(lease.peer);
+  const peer = lease.peer === undefined ? undefined : formatIPv4(lease.peer);
   const gw = peer ?? '-interface gif0';
   return [
     `gifconfig gif0 inet6 ${local} ${tep}`,
-    `ifconfig gif0 inet ${ipv4ToString(lease.address)}${peer ? ` ${peer}` : ''} netmask 255.255.255.255 up`,
+    `ifconfig gif0 inet ${formatIPv4(lease.address)}${peer ? ` ${peer}` : ''} netmask 255.255.255.255 up`,
     ...routes.map((r) => (r === 'default' ? `route change default ${gw}` : `route add -net ${r} ${gw}`)),
   ];
 }

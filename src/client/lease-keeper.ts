@@ -7,7 +7,7 @@
 // when it ends (remove the address and routes). A hook that throws is reported as 'error' and, for up(), the lease
 // is released and requested again later.
 import { EventEmitter } from 'node:events';
-import { parseIPv4 } from '../server/addr';
+import { parseIPv4 } from '../addr';
 import type { DstmClient, Lease } from './dstm-client';
 
 export type DownReason = 'expired' | 'released' | 'replaced';

@@ -3,7 +3,7 @@ import { classify, leaseJson } from '../client/cli';
 import { clientFlags, connectFromFlags } from '../client/flags';
 import type { DstmClient, LeaseRow } from '../client/dstm-client';
 import { EXIT, exitHelp, fail } from '../exit-codes';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../server/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
 import { STATE_NAMES, Store } from '../server/store';

@@ -3,7 +3,7 @@ import { classify, leaseJson } from '../client/cli';
 import { connectFromFlags, exchangeFlags } from '../client/flags';
 import type { DstmClient } from '../client/dstm-client';
 import { EXIT, exitHelp, fail } from '../exit-codes';
-import { parseIPv4 } from '../server/addr';
+import { parseIPv4 } from '../addr';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
 

@@ -4,7 +4,7 @@ import { formatEndpoint } from '../endpoint';
 import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
 import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
-import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../server/addr';
+import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];

@@ -1,7 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { Dti, annexALines, dtiUpCommands, parseRoutes, sourceTowards, type DtiLease } from '../client/dti-node';
 import { ip, formatIp } from '../dti/netconfig';
-import { ipv4FromString, ipv6FromString, ipv6ToString } from '../dti/packet';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../addr';
 import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
 import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
@@ -43,9 +43,9 @@ export default class StaticCommand extends Command {
     let lease: DtiLease;
     let routes: string[];
     try {
-      const address = ipv4FromString(flags.address);
-      const tep = ipv6FromString(flags.tep);
-      lease = { address, peer: flags.peer ? ipv4FromString(flags.peer) : undefined, tep, local: flags.local ? ipv6FromString(flags.local) : undefined };
+      const address = parseIPv4(flags.address);
+      const tep = parseIPv6(flags.tep);
+      lease = { address, peer: flags.peer ? parseIPv4(flags.peer) : undefined, tep, local: flags.local ? parseIPv6(flags.local) : undefined };
       routes = parseRoutes(flags.routes ?? ['default']);
       if (flags['path-mtu'] < 1280) throw new Error('--path-mtu: must be at least 1280 (the IPv6 minimum MTU)');
     } catch (err) {
@@ -53,7 +53,7 @@ export default class StaticCommand extends Command {
     }
     if (flags.print) {
       const local = lease.local ?? (await sourceTowards(lease.tep).catch(() => undefined));
-      const p = { device: flags.device, lease, local: local ? ipv6ToString(local) : 'LOCAL6', routes, mtu: flags['path-mtu'] - 40 };
+      const p = { device: flags.device, lease, local: local ? formatIPv6(local) : 'LOCAL6', routes, mtu: flags['path-mtu'] - 40 };
       this.log('# Linux iproute2, with the kernel\'s ip6_tunnel module doing what the dstm DTI does in userspace:');
       this.log(formatIp({ args: ['-6', 'tunnel', 'add', p.device, 'mode', 'ipip6', 'local', p.local, 'remote', flags.tep, 'encaplimit', 'none'] }));
       for (const c of [ip.linkMtu(p.device, p.mtu), ip.linkUp(p.device), ...dtiUpCommands(p.device, lease, routes)]) this.log(formatIp(c));

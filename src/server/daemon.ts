@@ -9,7 +9,7 @@ import { formatEndpoint } from '../endpoint';
 import type { Logger } from '../log';
 import { Registry, serveMetrics, type Labels, type Sample } from '../metrics';
 import { RpcServer, type BoundAddress } from '../rpc';
-import { formatIPv6, formatPrefix4, prefixSize4, type Prefix6 } from './addr';
+import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../addr';
 import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';

@@ -17,7 +17,7 @@ import {
 import type { Logger } from '../log';
 import { AuthStat, RpcAuthError, RpcError } from '../rpc';
 import type { CallContext, Service } from '../rpc/types';
-import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, type Prefix6 } from './addr';
+import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, type Prefix6 } from '../addr';
 import { StoreUnavailable, type Grant, type LeaseService, type Status } from './leases';
 
 export interface Access {

@@ -12,7 +12,8 @@
 // replaces the old binding on either side. Entries carry their end time; lookups treat an ended entry as absent,
 // and sweep() removes ended entries, so forwarding stops at `ends` whether or not the server says so.
 
-import { ipv4FromString, ipv4ToString, ipv6FromString, ipv6ToString, readU32 } from '../dti/packet';
+import { readU32 } from '../dti/packet';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../addr';
 
 export type BindingSource = 'server' | 'static';
 
@@ -89,8 +90,8 @@ export class BindingTable {
 
   /** Adds or replaces the binding ipv4 <-> ipv6 (any other binding of either address is removed first). */
   set(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource): void {
-    const a = typeof ipv4 === 'string' ? ipv4FromString(ipv4) : ipv4;
-    const v6 = typeof ipv6 === 'string' ? ipv6FromString(ipv6) : ipv6;
+    const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
+    const v6 = typeof ipv6 === 'string' ? parseIPv6(ipv6) : ipv6;
     const old4 = this.slot4(a);
     const old6 = this.slot6(v6, 0);
     if (ends < this.earliest) this.earliest = ends;
@@ -115,7 +116,7 @@ export class BindingTable {
 
   /** Removes the binding of an IPv4 address; returns whether there was one. */
   delete(ipv4: number | string): boolean {
-    const slot = this.slot4(typeof ipv4 === 'string' ? ipv4FromString(ipv4) : ipv4);
+    const slot = this.slot4(typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4);
     if (slot < 0) return false;
     this.remove(slot);
     return true;
@@ -144,20 +145,20 @@ export class BindingTable {
   }
 
   get(ipv4: number | string): Binding | undefined {
-    const slot = this.slot4(typeof ipv4 === 'string' ? ipv4FromString(ipv4) : ipv4);
+    const slot = this.slot4(typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4);
     return slot >= 0 ? this.describe(slot) : undefined;
   }
 
   list(): Binding[] {
     const out: Binding[] = [];
     for (let s = 0; s < this.cap; s++) if (this.used[s]) out.push(this.describe(s));
-    return out.sort((p, q) => ipv4FromString(p.ipv4) - ipv4FromString(q.ipv4));
+    return out.sort((p, q) => parseIPv4(p.ipv4) - parseIPv4(q.ipv4));
   }
 
   private describe(slot: number): Binding {
     return {
-      ipv4: ipv4ToString(this.ipv4[slot]),
-      ipv6: ipv6ToString(this.ipv6, slot << 4),
+      ipv4: formatIPv4(this.ipv4[slot]),
+      ipv6: formatIPv6(this.ipv6, slot << 4),
       ends: this.ends[slot],
       source: this.isStatic[slot] ? 'static' : 'server',
     };

@@ -5,11 +5,9 @@ import type { Server as HttpServer } from 'node:http';
 import type { TepConfig } from '../config/tep-schema';
 import type { Logger } from '../log';
 import { Registry, serveMetrics } from '../metrics';
-import { formatPrefix4, formatPrefix6 } from '../server/addr';
+import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../addr';
 import { formatEndpoint } from '../endpoint';
-import { ipv4ToString, ipv6ToString } from '../dti/packet';
 import { BindingFeed, type FeedBinding } from '../client/binding-feed';
-import { parseIPv4, parseIPv6 } from '../server/addr';
 import { serveControl } from './control';
 import { Tep } from './tep';
 import { ip, runIp } from '../dti/netconfig';
@@ -28,12 +26,12 @@ export interface RunningTep {
 /** A plain description of the configuration (for --check and the start-up log). */
 export function describeTep(c: TepConfig): Record<string, unknown> {
   return {
-    address: ipv6ToString(c.address),
-    ipv4: ipv4ToString(c.ipv4),
+    address: formatIPv6(c.address),
+    ipv4: formatIPv4(c.ipv4),
     server: c.server ? formatEndpoint(c.server) : null,
     pools: c.pools.map(formatPrefix4),
     prefixes: c.prefixes.map(formatPrefix6),
-    static: c.static.map((s) => `${ipv4ToString(s.ipv4)}=${ipv6ToString(s.ipv6)}`),
+    static: c.static.map((s) => `${formatIPv4(s.ipv4)}=${formatIPv6(s.ipv6)}`),
     device: c.device,
     path_mtu: c.path_mtu,
     control: c.control,
@@ -124,7 +122,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
   const server = c.server as NonNullable<TepConfig['server']>;
-  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: ipv6ToString(c.address) });
+  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: formatEndpoint(server), bindings: info.size }));

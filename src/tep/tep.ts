@@ -10,11 +10,11 @@
 // IPv6 source, and IPv4 for a pool address goes only to the node that address is bound to, until the binding ends.
 import { Counters, Drop, dropLoggerTo, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
-import { EncapConfig, bytesEqual, ipv4ToString, ipv6ToString } from '../dti/packet';
+import { EncapConfig, bytesEqual } from '../dti/packet';
+import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4 } from '../addr';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../log';
 import type { Registry } from '../metrics';
-import { formatPrefix4, prefixContains4, type Prefix4, type Prefix6 } from '../server/addr';
 import { BindingTable, type Binding } from './bindings';
 import { Ipv6PrefixList } from './prefixes';
 
@@ -93,7 +93,7 @@ export class Tep {
   /** The IPv4 prefixes the TUN device is routed for: the pools plus static addresses outside them. */
   routedPrefixes(): string[] {
     const statics = this.opts.statics.filter((s) => !this.opts.pools.some((p) => prefixContains4(p, s.ipv4)));
-    return [...this.opts.pools.map(formatPrefix4), ...statics.map((s) => `${ipv4ToString(s.ipv4)}/32`)];
+    return [...this.opts.pools.map(formatPrefix4), ...statics.map((s) => `${formatIPv4(s.ipv4)}/32`)];
   }
 
   /** Opens the devices and starts forwarding (the TUN device still has to be brought up and routed). */
@@ -121,11 +121,11 @@ export class Tep {
     this.now = Date.now();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
     if (this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16))) {
-      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: ipv4ToString(ipv4), ipv6: ipv6ToString(ipv6) });
+      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
       return;
     }
     this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server');
-    this.opts.log.info('binding', { ipv4: ipv4ToString(ipv4), ipv6: ipv6ToString(ipv6), ends: new Date(endsSec * 1000).toISOString() });
+    this.opts.log.info('binding', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6), ends: new Date(endsSec * 1000).toISOString() });
   }
 
   unbind(ipv4: number): void {

@@ -1,27 +1,7 @@
 import { expect } from 'chai';
 import { Counters, Drop } from '../../src/dti/counters';
-import {
-  DecapResult,
-  EncapConfig,
-  HEADROOM,
-  Icmp6Relay,
-  Ipv4Header,
-  OK,
-  TokenBucket,
-  buildIcmpv4Error,
-  decapsulate,
-  ecnDecap,
-  encapsulate,
-  fragmentIpv6,
-  internetChecksum,
-  ipv4FromString,
-  ipv4ToString,
-  ipv6FromString,
-  ipv6ToString,
-  parseIcmpv6Error,
-  parseIpv4,
-  tunnelMtu,
-} from '../../src/dti/packet';
+import { DecapResult, EncapConfig, HEADROOM, Icmp6Relay, Ipv4Header, OK, TokenBucket, buildIcmpv4Error, decapsulate, ecnDecap, encapsulate, fragmentIpv6, internetChecksum, parseIcmpv6Error, parseIpv4, tunnelMtu } from '../../src/dti/packet';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../src/addr';
 import { cksum, icmpv6, ipv4, ipv6, place, sum16, v6 } from './build';
 
 const SELF = '2001:db8:1::10';
@@ -45,8 +25,8 @@ describe('dti/packet: IPv4 validation', () => {
     const h = new Ipv4Header();
     expect(parseIpv4(Uint8Array.from(pkt), 0, pkt.length, h)).to.equal(OK);
     expect(h).to.include({ hlen: 20, totalLen: 0x73, protocol: 17, ttl: 64, df: true, mf: false, fragOffset: 0 });
-    expect(ipv4ToString(h.src)).to.equal('192.168.0.1');
-    expect(ipv4ToString(h.dst)).to.equal('192.168.0.199');
+    expect(formatIPv4(h.src)).to.equal('192.168.0.1');
+    expect(formatIPv4(h.dst)).to.equal('192.168.0.199');
     const zeroed = Uint8Array.from(known);
     zeroed[10] = zeroed[11] = 0;
     expect(internetChecksum(zeroed, 0, 20)).to.equal(0xb861);
@@ -153,7 +133,7 @@ describe('dti/packet: decapsulation', () => {
     expect(decapsulate(buf, off, len, r)).to.equal(OK);
     expect(r.innerOff).to.equal(HEADROOM);
     expect(r.innerLen).to.equal(pkt.length);
-    expect(ipv6ToString(buf, r.outerSrcOff)).to.equal(SELF);
+    expect(formatIPv6(buf, r.outerSrcOff)).to.equal(SELF);
     expect(r.encapLimit).to.equal(-1);
     expect(r.ecnChanged).to.equal(false);
   });
@@ -261,7 +241,7 @@ describe('dti/packet: MTU, fragmentation and ICMP', () => {
   it('builds ICMPv4 fragmentation-needed with the next-hop MTU, quoting the original', () => {
     const pkt = ipv4({ df: true, src: '198.51.100.7', dst: '192.0.2.2', proto: 6, payload: Array(1400).fill(1) });
     const out = new Uint8Array(600);
-    const n = buildIcmpv4Error(3, 4, 1240, ipv4FromString('192.0.2.1'), Uint8Array.from(pkt), 0, pkt.length, out, 0, 576);
+    const n = buildIcmpv4Error(3, 4, 1240, parseIPv4('192.0.2.1'), Uint8Array.from(pkt), 0, pkt.length, out, 0, 576);
     expect(n).to.equal(576);
     expect(cksum(out, 0, 20)).to.equal(0); // IPv4 header checksum
     expect(out[9]).to.equal(1);
@@ -280,7 +260,7 @@ describe('dti/packet: MTU, fragmentation and ICMP', () => {
 
     expect(parse(icmpv6(router, SELF, 2, 0, 1300, quoted))).to.equal(OK);
     expect(r).to.include({ pathMtu: 1300, relay: true, icmpType: 3, icmpCode: 4, innerOff: 88 });
-    expect(ipv4ToString(r.ip4.src)).to.equal('198.51.100.7');
+    expect(formatIPv4(r.ip4.src)).to.equal('198.51.100.7');
 
     expect(parse(icmpv6(router, SELF, 2, 0, 1000, quoted))).to.equal(OK);
     expect(r.pathMtu).to.equal(1280); // clamped to the IPv6 minimum
@@ -324,14 +304,14 @@ describe('dti/packet: MTU, fragmentation and ICMP', () => {
 
 describe('dti/packet: addresses and checksums', () => {
   it('converts IPv4 and IPv6 text', () => {
-    expect(ipv4ToString(ipv4FromString('198.51.100.255'))).to.equal('198.51.100.255');
-    expect(() => ipv4FromString('1.2.3.256')).to.throw(/not an IPv4/);
+    expect(formatIPv4(parseIPv4('198.51.100.255'))).to.equal('198.51.100.255');
+    expect(() => parseIPv4('1.2.3.256')).to.throw(/not an IPv4/);
     for (const t of ['2001:db8::1', '::', '::1', 'fe80::1:2:3:4', '2001:db8:1:2:3:4:5:6', '::ffff:192.0.2.1']) {
       const want = t === '::ffff:192.0.2.1' ? '::ffff:c000:201' : t;
-      expect(ipv6ToString(ipv6FromString(t))).to.equal(want);
+      expect(formatIPv6(parseIPv6(t))).to.equal(want);
     }
-    expect(Array.from(ipv6FromString('2001:db8:1::10'))).to.deep.equal(v6('2001:db8:1::10'));
-    for (const bad of ['1::2::3', '12345::', '1:2:3:4:5:6:7:8:9', 'x::']) expect(() => ipv6FromString(bad)).to.throw();
+    expect(Array.from(parseIPv6('2001:db8:1::10'))).to.deep.equal(v6('2001:db8:1::10'));
+    for (const bad of ['1::2::3', '12345::', '1:2:3:4:5:6:7:8:9', 'x::']) expect(() => parseIPv6(bad)).to.throw();
   });
 
   it('matches an independent checksum on odd lengths', () => {

@@ -4,7 +4,8 @@
 import { Drop } from '../../src/dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../../src/dti/device';
 import { ip, runIp } from '../../src/dti/netconfig';
-import { EncapConfig, OK, bytesEqual, ipv4FromString, ipv6FromString } from '../../src/dti/packet';
+import { EncapConfig, OK, bytesEqual } from '../../src/dti/packet';
+import { parseIPv4, parseIPv6 } from '../../src/addr';
 import { Tunnel } from '../../src/dti/tunnel';
 
 interface PeerConfig {
@@ -20,8 +21,8 @@ interface PeerConfig {
 
 async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2]) as PeerConfig;
-  const local6 = ipv6FromString(cfg.local6);
-  const remote6 = ipv6FromString(cfg.remote6);
+  const local6 = parseIPv6(cfg.local6);
+  const remote6 = parseIPv6(cfg.remote6);
   const tun = TunDevice.open({ name: cfg.tun, mtu: cfg.tunMtu });
   await runIp([ip.noLinkLocal(tun.name), ip.addrAdd(tun.name, `${cfg.addr4}/32`, cfg.peer4), ip.linkUp(tun.name)]);
   const raw = RawIpipSocket.open({ bind: local6 });
@@ -30,7 +31,7 @@ async function main(): Promise<void> {
     encap: new EncapConfig(local6, { encapLimit: cfg.encapLimit ?? -1 }),
     route: () => remote6,
     accept: (buf, srcOff) => (bytesEqual(buf, srcOff, remote6, 0, 16) ? OK : Drop.outside_prefix),
-    icmpSource: ipv4FromString(cfg.peer4),
+    icmpSource: parseIPv4(cfg.peer4),
     pathMtu: cfg.pathMtu,
   });
   tunnel.attach(tun, raw, icmp);

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { Counters, Drop, dropLoggerTo } from '../../src/dti/counters';
-import { EncapConfig, OK, ipv4FromString, ipv4ToString, readU32 } from '../../src/dti/packet';
+import { EncapConfig, OK, readU32 } from '../../src/dti/packet';
+import { formatIPv4, parseIPv4 } from '../../src/addr';
 import { Tunnel } from '../../src/dti/tunnel';
 import { batchOf, cksum, icmpv6, ipv4, ipv6, v6 } from './build';
 
@@ -8,7 +9,7 @@ const SELF = '2001:db8:1::10';
 const TEP = '2001:db8:1::1';
 const self6 = Uint8Array.from(v6(SELF));
 const tep6 = Uint8Array.from(v6(TEP));
-const LEASE = ipv4FromString('198.51.100.7');
+const LEASE = parseIPv4('198.51.100.7');
 
 function nodeTunnel(extra: Partial<ConstructorParameters<typeof Tunnel>[0]> = {}) {
   const logged: string[] = [];
@@ -16,8 +17,8 @@ function nodeTunnel(extra: Partial<ConstructorParameters<typeof Tunnel>[0]> = {}
   const t = new Tunnel({
     encap: new EncapConfig(self6),
     // A node: everything goes to its TEP, except a destination we pretend has no route.
-    route: (_src, dst) => (dst === ipv4FromString('10.9.9.9') ? Drop.no_binding : tep6),
-    icmpSource: ipv4FromString('192.0.2.1'),
+    route: (_src, dst) => (dst === parseIPv4('10.9.9.9') ? Drop.no_binding : tep6),
+    icmpSource: parseIPv4('192.0.2.1'),
     pathMtu: 1280,
     counters,
     ...extra,
@@ -111,7 +112,7 @@ describe('dti/tunnel: raw → TUN (decapBatch)', () => {
     expect(t.toTun.count).to.equal(1);
     expect(t.toTun.buf).to.equal(rx.buf);
     expect(t.toTun.offsets[0]).to.equal(40);
-    expect(ipv4ToString(readU32(t.toTun.buf, t.toTun.offsets[0] + 12))).to.equal('198.51.100.7');
+    expect(formatIPv4(readU32(t.toTun.buf, t.toTun.offsets[0] + 12))).to.equal('198.51.100.7');
     expect(counters.snapshot().drops).to.include({ spoofed_source: 1, no_binding: 1, ipv6_malformed: 1 });
     expect(counters.event('decapsulated')).to.equal(1);
     expect(logged).to.deep.equal(['spoofed_source', 'no_binding', 'ipv6_malformed']);

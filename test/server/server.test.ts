@@ -8,7 +8,7 @@ import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema'
 import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/generated/dstm';
 import { RpcClient, RpcError } from '../../src/rpc';
 import { Store } from '../../src/server/store';
-import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/server/addr';
+import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/addr';
 import { ensureRpcbind } from '../rpc/util';
 import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
 

@@ -1,12 +1,13 @@
 // inject.ts SRC6 DST6 SRC4 DST4 COUNT: sends COUNT IPv4-in-IPv6 UDP packets with exactly these addresses through
 // a raw socket (the outer source may be any address: the point is to show what the TEP drops).
 import { RawIpipSocket } from '../../src/dti/device';
-import { EncapConfig, HEADROOM, encapsulate, ipv4FromString, ipv6FromString, setIpv4Checksum, writeU16, writeU32 } from '../../src/dti/packet';
+import { EncapConfig, HEADROOM, encapsulate, setIpv4Checksum, writeU16, writeU32 } from '../../src/dti/packet';
+import { parseIPv4, parseIPv6 } from '../../src/addr';
 
 const [src6, dst6, src4, dst4, countText] = process.argv.slice(2);
 const count = Number(countText);
-const cfg = new EncapConfig(ipv6FromString(src6));
-const dst = ipv6FromString(dst6);
+const cfg = new EncapConfig(parseIPv6(src6));
+const dst = parseIPv6(dst6);
 const sock = RawIpipSocket.open();
 const buf = new Uint8Array(HEADROOM + 64);
 for (let i = 0; i < count; i++) {
@@ -17,8 +18,8 @@ for (let i = 0; i < count; i++) {
   writeU16(buf, p + 4, i);
   buf[p + 8] = 64;
   buf[p + 9] = 17;
-  writeU32(buf, p + 12, ipv4FromString(src4));
-  writeU32(buf, p + 16, ipv4FromString(dst4));
+  writeU32(buf, p + 12, parseIPv4(src4));
+  writeU32(buf, p + 16, parseIPv4(dst4));
   setIpv4Checksum(buf, p);
   writeU16(buf, p + 20, 40000);
   writeU16(buf, p + 22, 9);

@@ -1,20 +1,19 @@
 import { expect } from 'chai';
-import { ipv4ToString, ipv6FromString } from '../../src/dti/packet';
+import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/addr';
 import { BindingTable } from '../../src/tep/bindings';
-import { parsePrefix6 } from '../../src/server/addr';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
 
-const v6 = (n: number): Uint8Array => ipv6FromString(`2001:db8:1::${n.toString(16)}`);
+const v6 = (n: number): Uint8Array => parseIPv6(`2001:db8:1::${n.toString(16)}`);
 
 describe('tep binding table', () => {
   it('looks up both directions, in place in a packet buffer', () => {
     const t = new BindingTable();
     t.set('198.51.100.5', '2001:db8:1::10', 10_000, 'server');
     const pkt = new Uint8Array(40);
-    pkt.set(ipv6FromString('2001:db8:1::10'), 8);
+    pkt.set(parseIPv6('2001:db8:1::10'), 8);
     const slot = t.findByIpv6(pkt, 8, 0);
     expect(slot).to.be.at.least(0);
-    expect(ipv4ToString(t.ipv4At(slot))).to.equal('198.51.100.5');
+    expect(formatIPv4(t.ipv4At(slot))).to.equal('198.51.100.5');
     const s4 = t.findByIpv4(0xc6336405, 0);
     expect(s4).to.equal(slot);
     expect(Buffer.from(t.ipv6At(s4))).to.deep.equal(Buffer.from(pkt.subarray(8, 24)));
@@ -76,10 +75,10 @@ describe('tep prefixes', () => {
   it('matches IPv6 prefixes in place', () => {
     const l = new Ipv6PrefixList(['2001:db8:1::/64', '2001:db8:ff00::/41'].map(parsePrefix6));
     const buf = new Uint8Array(24);
-    buf.set(ipv6FromString('2001:db8:1::10'), 8);
+    buf.set(parseIPv6('2001:db8:1::10'), 8);
     expect(l.contains(buf, 8)).to.equal(true);
-    expect(l.contains(ipv6FromString('2001:db8:ff7f::1'), 0)).to.equal(true);
-    expect(l.contains(ipv6FromString('2001:db8:ff80::1'), 0)).to.equal(false);
-    expect(new Ipv6PrefixList([]).contains(ipv6FromString('::1'), 0)).to.equal(true);
+    expect(l.contains(parseIPv6('2001:db8:ff7f::1'), 0)).to.equal(true);
+    expect(l.contains(parseIPv6('2001:db8:ff80::1'), 0)).to.equal(false);
+    expect(new Ipv6PrefixList([]).contains(parseIPv6('::1'), 0)).to.equal(true);
   });
 });

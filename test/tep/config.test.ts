@@ -7,7 +7,7 @@ import { annexALines, dtiUpCommands, parseRoutes } from '../../src/client/dti-no
 import { parseWithOverrides } from '../../src/config/schema';
 import { tepFields } from '../../src/config/tep-schema';
 import { formatIp } from '../../src/dti/netconfig';
-import { ipv4FromString } from '../../src/dti/packet';
+import { parseIPv4 } from '../../src/addr';
 import { checkTep, describeTep } from '../../src/tep/daemon';
 import { DEV_ENV, devArgv } from '../docs/commands';
 
@@ -77,7 +77,7 @@ describe('dstm tep --check', function () {
 
 describe('dstm static --print', () => {
   it('renders Annex A\'s own example as iproute2 and KAME lines', () => {
-    const lease = { address: ipv4FromString('193.109.121.195'), peer: ipv4FromString('193.109.121.199') };
+    const lease = { address: parseIPv4('193.109.121.195'), peer: parseIPv4('193.109.121.199') };
     const routes = parseRoutes(['default']);
     expect(dtiUpCommands('dti0', lease, routes).map((c) => formatIp(c))).to.deep.equal([
       'ip -4 addr add 193.109.121.195/32 peer 193.109.121.199/32 dev dti0',

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { setSource } from '../../src/client/dti-node';
-import { internetChecksum, ipv4FromString } from '../../src/dti/packet';
+import { internetChecksum } from '../../src/dti/packet';
+import { parseIPv4 } from '../../src/addr';
 import { ipv4, v4 } from '../dti/build';
 
 /** UDP checksum of the packet at 0 as a receiver verifies it: 0 (or 0xffff) when correct. */
@@ -21,7 +22,7 @@ describe('on-demand DTI: queued packets sent from 0.0.0.0 get the leased source'
     raw[27] = c & 0xff;
     const p = new Uint8Array(raw);
     expect(udpCheck(p)).to.equal(0);
-    setSource(p, 0, p.length, ipv4FromString('198.51.100.1'));
+    setSource(p, 0, p.length, parseIPv4('198.51.100.1'));
     expect([...p.subarray(12, 16)]).to.deep.equal([198, 51, 100, 1]);
     expect(internetChecksum(p, 0, 20)).to.equal(0);
     expect(udpCheck(p)).to.equal(0);

@@ -1,8 +1,7 @@
 // The TEP's per-packet decisions on real packets, without devices: Tep's tunnel pipeline fed receive batches.
 import { expect } from 'chai';
-import { ipv6FromString, ipv4FromString, ipv6ToString } from '../../src/dti/packet';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/addr';
 import { createLogger } from '../../src/log';
-import { parsePrefix4, parsePrefix6 } from '../../src/server/addr';
 import { Tep } from '../../src/tep/tep';
 import { batchOf, ipv4, ipv6 } from '../dti/build';
 
@@ -12,11 +11,11 @@ const log = createLogger({ level: 'error' });
 
 function makeTep(): Tep {
   return new Tep({
-    address: ipv6FromString(TEP6),
-    ipv4: ipv4FromString('192.0.2.1'),
+    address: parseIPv6(TEP6),
+    ipv4: parseIPv4('192.0.2.1'),
     pools: [parsePrefix4('198.51.100.0/28')],
     prefixes: [parsePrefix6('2001:db8:1::/64')],
-    statics: [{ ipv4: ipv4FromString('198.51.100.200'), ipv6: ipv6FromString('2001:db8:1::20') }],
+    statics: [{ ipv4: parseIPv4('198.51.100.200'), ipv6: parseIPv6('2001:db8:1::20') }],
     device: 'unused',
     pathMtu: 1500,
     log,
@@ -28,7 +27,7 @@ const tunnelled = (src6: string, src4: string): number[] => ipv6(src6, TEP6, 4, 
 describe('tep forwarding decisions', () => {
   it('decapsulates only packets whose inner source is bound to their outer source', () => {
     const tep = makeTep();
-    tep.bind(ipv4FromString('198.51.100.5'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
+    tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 + 60);
     const rx = batchOf([
       tunnelled(NODE6, '198.51.100.5'), // ok
       tunnelled(NODE6, '198.51.100.6'), // spoofed
@@ -43,16 +42,16 @@ describe('tep forwarding decisions', () => {
 
   it('encapsulates IPv4 for a bound address to its node, drops it for unbound ones and after the binding ends', () => {
     const tep = makeTep();
-    tep.bind(ipv4FromString('198.51.100.5'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
+    tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 + 60);
     const rx = batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' }), ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]);
     tep.tunnel.encapBatch(2, rx);
     const out = tep.tunnel.toRaw;
     expect(out.count).to.equal(1);
-    expect(ipv6ToString(out.buf, out.offsets[0] + 24)).to.equal(NODE6);
-    expect(ipv6ToString(out.buf, out.offsets[0] + 8)).to.equal(TEP6);
+    expect(formatIPv6(out.buf, out.offsets[0] + 24)).to.equal(NODE6);
+    expect(formatIPv6(out.buf, out.offsets[0] + 8)).to.equal(TEP6);
     expect(tep.stats().drops.no_binding).to.equal(1);
 
-    tep.bind(ipv4FromString('198.51.100.5'), ipv6FromString(NODE6), Date.now() / 1000 - 1); // ended
+    tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 - 1); // ended
     tep.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' })]));
     expect(tep.tunnel.toRaw.count).to.equal(0);
     expect(tep.stats().drops.no_binding).to.equal(2);
@@ -60,9 +59,9 @@ describe('tep forwarding decisions', () => {
 
   it('keeps static mappings over server bindings and routes static addresses outside the pools', () => {
     const tep = makeTep();
-    tep.bind(ipv4FromString('198.51.100.200'), ipv6FromString(NODE6), Date.now() / 1000 + 60);
-    tep.unbind(ipv4FromString('198.51.100.200'));
-    tep.bind(ipv4FromString('198.51.100.7'), ipv6FromString('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
+    tep.bind(parseIPv4('198.51.100.200'), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.unbind(parseIPv4('198.51.100.200'));
+    tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
     expect(tep.stats().bindings).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static' }]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
   });

@@ -1,11 +1,12 @@
-// IPv4 and IPv6 addresses and prefixes as the control plane stores them: IPv4 as an unsigned 32-bit number (so a
-// pool is an integer range), IPv6 as 16 bytes (the Annex B wire form). Pure functions; every parser throws an Error
-// whose message says what is wrong.
-import { isIPv4, isIPv6 } from 'node:net';
+// IPv4 and IPv6 addresses and prefixes, the one place every part of dstm parses and formats them: IPv4 as an
+// unsigned 32-bit number (so a pool is an integer range and a packet field is one read), IPv6 as 16 bytes (the
+// Annex B and packet wire form). Text is parsed by ip-address, which knows every RFC 4291 form; formatting is ours
+// (RFC 5952) so that it can read straight from a packet buffer. Configuration-time code: these allocate.
+import { Address4, Address6 } from 'ip-address';
 
 export function parseIPv4(s: string): number {
-  if (!isIPv4(s)) throw new Error(`"${s}" is not an IPv4 address`);
-  return s.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+  if (!Address4.isValid(s) || s.includes('/')) throw new Error(`"${s}" is not an IPv4 address`);
+  return Number(new Address4(s).bigInt());
 }
 
 export function formatIPv4(n: number): string {
@@ -23,37 +24,14 @@ export function ipv4FromBytes(b: Uint8Array): number {
 /** 16 bytes from any RFC 4291 text form (including an embedded IPv4 tail); a zone ("%eth0") is ignored. */
 export function parseIPv6(text: string): Uint8Array {
   const s = text.replace(/%.*$/, '');
-  if (!isIPv6(s)) throw new Error(`"${text}" is not an IPv6 address`);
-  const out = new Uint8Array(16);
-  let groups: string[];
-  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
-  let body = s;
-  if (tail) {
-    const v4 = parseIPv4(tail[1]);
-    out.set(ipv4ToBytes(v4), 12);
-    body = s.slice(0, -tail[1].length) + '0:0';
-  }
-  const halves = body.split('::');
-  if (halves.length === 2) {
-    const head = halves[0] ? halves[0].split(':') : [];
-    const rest = halves[1] ? halves[1].split(':') : [];
-    groups = [...head, ...Array<string>(8 - head.length - rest.length).fill('0'), ...rest];
-  } else {
-    groups = body.split(':');
-  }
-  const limit = tail ? 6 : 8;
-  for (let i = 0; i < limit; i++) {
-    const g = parseInt(groups[i], 16);
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 255;
-  }
-  return out;
+  if (s.includes('/') || !Address6.isValid(s)) throw new Error(`"${text}" is not an IPv6 address`);
+  return Uint8Array.from(new Address6(s).toUnsignedByteArray());
 }
 
-/** RFC 5952 canonical text: lower case, longest run (>= 2) of zero groups compressed, first one on a tie. */
-export function formatIPv6(b: Uint8Array): string {
+/** RFC 5952 canonical text of the 16 bytes at `off`: lower case, longest run (>= 2) of zero groups compressed. */
+export function formatIPv6(b: Uint8Array, off = 0): string {
   const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
+  for (let i = off; i < off + 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
   let bestStart = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
@@ -102,7 +80,7 @@ export function parsePrefix6(text: string): Prefix6 {
   const bytes = parseIPv6(addr);
   const len = lenText === undefined ? 128 : Number(lenText);
   if (!/^\d{1,3}$/.test(lenText ?? '128') || len > 128) throw new Error(`prefix length "${lenText}" is not 0-128`);
-  if (!prefixContains6({ bytes: masked6(bytes, len), len }, bytes)) throw new Error(`host bits are set past /${len}`);
+  if (!equalBytes(masked6(bytes, len), bytes)) throw new Error(`host bits are set past /${len}`);
   return { bytes, len };
 }
 
