@@ -19,6 +19,8 @@ const PROGRAM = 0x2d53544d;
 const SECONDS = Number(process.env.SERVER_BENCH_SECONDS ?? 2);
 const NODES = [1, 8, 64];
 const OUT = join(__dirname, 'out/server-c');
+/** The server half shared with the rpcgen peers of the RPC tests (test/rpc/c/dstm_serve.c). */
+const PEERS = join(__dirname, '../test/rpc/c');
 
 function buildC(): { mem: string; load: string } {
   rmSync(OUT, { recursive: true, force: true });
@@ -26,11 +28,11 @@ function buildC(): { mem: string; load: string } {
   execFileSync('cp', [join(__dirname, '../xdr/dstm.x'), OUT]);
   for (const [flag, file] of [['-h', 'dstm.h'], ['-c', 'dstm_xdr.c'], ['-m', 'dstm_svc.c']]) execFileSync('rpcgen', [flag, 'dstm.x', '-o', file], { cwd: OUT });
   const cc = (out: string, srcs: string[], libs: string[]): string => {
-    execFileSync('gcc', ['-O2', '-I.', '-I/usr/include/tirpc', '-o', out, ...srcs, '-ltirpc', ...libs], { cwd: OUT, stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('gcc', ['-O2', '-I.', '-I/usr/include/tirpc', `-I${PEERS}`, '-o', out, ...srcs, '-ltirpc', ...libs], { cwd: OUT, stdio: ['ignore', 'ignore', 'pipe'] });
     return join(OUT, out);
   };
   return {
-    mem: cc('server_mem', [join(__dirname, 'c/server_mem.c'), 'dstm_svc.c', 'dstm_xdr.c'], []),
+    mem: cc('server_mem', [join(__dirname, 'c/server_mem.c'), join(PEERS, 'dstm_serve.c'), 'dstm_svc.c', 'dstm_xdr.c'], []),
     load: cc('server_load', [join(__dirname, 'c/server_load.c'), 'dstm_xdr.c'], ['-lpthread']),
   };
 }

@@ -10,8 +10,8 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include "dstm.h"
+#include "dstm_serve.h"
 
-void rpc_1(struct svc_req *, SVCXPRT *);
 
 #define LEASE 3600
 
@@ -123,38 +123,6 @@ struct packet *release_1_svc(struct packet *a, struct svc_req *rq)
 	return &r;
 }
 
-/* rpcgen -m emits the version 2 dispatcher too; the baseline serves version 1 only (it is never registered). */
-dstm_reply *request_2_svc(struct packet *a, struct svc_req *r) { (void)a; (void)r; return NULL; }
-dstm_reply *release_2_svc(struct packet *a, struct svc_req *r) { (void)a; (void)r; return NULL; }
-dstm_bindings_reply *bindings_2_svc(dstm_bindings_args *a, struct svc_req *r) { (void)a; (void)r; return NULL; }
-dstm_list_reply *list_2_svc(dstm_list_args *a, struct svc_req *r) { (void)a; (void)r; return NULL; }
-dstm_reply *revoke_2_svc(dstm_admin_args *a, struct svc_req *r) { (void)a; (void)r; return NULL; }
-dstm_reply *allocate_2_svc(dstm_admin_args *a, struct svc_req *r) { (void)a; (void)r; return NULL; }
-
-static int serve(const char *netid, int type, u_long prog)
-{
-	struct sockaddr_in6 sa;
-	socklen_t len = sizeof sa;
-	int one = 1, fd = socket(AF_INET6, type, 0);
-	memset(&sa, 0, sizeof sa);
-	sa.sin6_family = AF_INET6;
-	sa.sin6_addr = in6addr_loopback;
-	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || (type == SOCK_STREAM && listen(fd, 128) < 0)) {
-		perror("bind/listen");
-		exit(1);
-	}
-	getsockname(fd, (struct sockaddr *)&sa, &len);
-	struct netconfig *nc = getnetconfigent(netid);
-	SVCXPRT *x = svc_tli_create(fd, nc, NULL, 0, 0);
-	if (x == NULL || !svc_reg(x, prog, RPC_ONE, rpc_1, NULL)) {
-		fprintf(stderr, "cannot serve %s\n", netid);
-		exit(1);
-	}
-	freenetconfigent(nc);
-	return ntohs(sa.sin6_port);
-}
-
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
@@ -171,7 +139,7 @@ int main(int argc, char **argv)
 		ring[ring_count++] = ntohl(base.s_addr) + (uint32_t)i;
 	table_size = ring_size * 2;
 	table = calloc(table_size, sizeof *table);
-	int udp = serve("udp6", SOCK_DGRAM, prog), tcp = serve("tcp6", SOCK_STREAM, prog);
+	int udp = dstm_serve("udp6", SOCK_DGRAM, prog), tcp = dstm_serve("tcp6", SOCK_STREAM, prog);
 	printf("ready %d %d\n", udp, tcp);
 	fflush(stdout);
 	svc_run();

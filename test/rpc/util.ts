@@ -151,7 +151,7 @@ export async function buildCPeers(withLoad = false): Promise<CPeers | string> {
     ['-O2', '-I/usr/include/tirpc', `-I${dir}`, `-I${join(ROOT, 'test/rpc/c')}`, '-o', join(dir, out), ...srcs, join(dir, 'dstm_xdr.c'), '-ltirpc', '-lpthread'],
   ];
   steps.push(cc('dstm_client', join(ROOT, 'test/rpc/c/dstm_client.c'), join(dir, 'dstm_clnt.c')));
-  steps.push(cc('dstm_server', join(ROOT, 'test/rpc/c/dstm_server.c'), join(dir, 'dstm_svc.c')));
+  steps.push(cc('dstm_server', join(ROOT, 'test/rpc/c/dstm_server.c'), join(ROOT, 'test/rpc/c/dstm_serve.c'), join(dir, 'dstm_svc.c')));
   if (withLoad) steps.push(cc('rpc_load', join(ROOT, 'bench/c/rpc_load.c')));
   for (const [cmd, args] of steps) {
     const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
