@@ -2,20 +2,14 @@
  * `rpc_load NETID HOST PORT PROG PROC THREADS SECONDS`: THREADS callers, each with its own libtirpc client handle,
  * call PROC (0 = NULL, 1 = REQUEST with an Annex B packet) back to back for SECONDS, then it prints
  * "calls N errors E seconds S". */
-#include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 #include "dstm_peer.h"
+#include "load.h"
 
 static const char *netid, *host;
 static int port, proc;
 static u_long prog;
-static volatile int stop;
-
-struct worker {
-	pthread_t t;
-	long calls, errors;
-};
 
 static void *work(void *arg)
 {
@@ -32,7 +26,7 @@ static void *work(void *arg)
 	a.type = REQUEST_REQ;
 	a.starts = 1000;
 	a.extend = 3600;
-	while (!stop) {
+	while (!load_stop) {
 		enum clnt_stat s;
 		if (proc == 0)
 			s = clnt_call(cl, NULLPROC, (xdrproc_t)xdr_void, NULL, (xdrproc_t)xdr_void, NULL, total);
@@ -60,21 +54,5 @@ int main(int argc, char **argv)
 	proc = atoi(argv[5]);
 	int n = atoi(argv[6]);
 	double seconds = atof(argv[7]);
-	struct worker *ws = calloc(n, sizeof *ws);
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int i = 0; i < n; i++)
-		pthread_create(&ws[i].t, NULL, work, &ws[i]);
-	struct timespec d = { (time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9) };
-	nanosleep(&d, NULL);
-	stop = 1;
-	long calls = 0, errors = 0;
-	for (int i = 0; i < n; i++) {
-		pthread_join(ws[i].t, NULL);
-		calls += ws[i].calls;
-		errors += ws[i].errors;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	printf("calls %ld errors %ld seconds %.3f\n", calls, errors, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-	return 0;
+	return run_load(n, seconds, work);
 }

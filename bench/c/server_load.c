@@ -3,7 +3,6 @@
  * on the host) with its own libtirpc client handle, REQUEST then RELEASE of the leased address, back to back, for
  * SECONDS. Prints "calls N errors E seconds S" (a REQUEST and a RELEASE are two calls).
  * `server_load NETID PORT PROG THREADS SECONDS SRC_PREFIX` (the server is on [::1]). */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,17 +11,11 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include "dstm.h"
+#include "load.h"
 
 static const char *netid, *prefix;
 static int port;
 static u_long prog;
-static volatile int stop;
-
-struct worker {
-	pthread_t t;
-	int index;
-	long calls, errors;
-};
 
 static CLIENT *connect_from(const char *src)
 {
@@ -68,7 +61,7 @@ static void *work(void *arg)
 	struct packet a, r;
 	memset(&a, 0, sizeof a);
 	inet_pton(AF_INET6, src, a.local);
-	while (!stop) {
+	while (!load_stop) {
 		a.type = REQUEST_REQ;
 		memset(a.i4addr, 0, 4);
 		memset(&r, 0, sizeof r);
@@ -102,23 +95,5 @@ int main(int argc, char **argv)
 	int n = atoi(argv[4]);
 	double seconds = atof(argv[5]);
 	prefix = argv[6];
-	struct worker *ws = calloc(n, sizeof *ws);
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int i = 0; i < n; i++) {
-		ws[i].index = i;
-		pthread_create(&ws[i].t, NULL, work, &ws[i]);
-	}
-	struct timespec d = { (time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9) };
-	nanosleep(&d, NULL);
-	stop = 1;
-	long calls = 0, errors = 0;
-	for (int i = 0; i < n; i++) {
-		pthread_join(ws[i].t, NULL);
-		calls += ws[i].calls;
-		errors += ws[i].errors;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	printf("calls %ld errors %ld seconds %.3f\n", calls, errors, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-	return 0;
+	return run_load(n, seconds, work);
 }
