@@ -1,7 +1,7 @@
 // What the client commands share: where the server is (flag, environment, configuration file), how errors become
 // one line and a documented exit code, and the JSON form of a lease.
-import { readConfig } from '../config/load';
-import { ConfigError, parseWithOverrides, type Override } from '../config/schema';
+import { loadSection } from '../config/load';
+import { ConfigError, overrides } from '../config/schema';
 import { clientFields, type ClientConfig } from '../config/client-schema';
 import { RpcError } from '../rpc';
 import { EXIT, type ExitCode } from '../exit-codes';
@@ -39,14 +39,12 @@ export interface ClientFlags {
 
 /** The "client" section with flags on top; DSTM_SERVER stands in for --server. */
 export function loadClientConfig(flags: ClientFlags): ClientConfig {
-  const { raw, file } = readConfig(flags.config);
-  const o: Override[] = [];
-  const server = flags.server ?? process.env.DSTM_SERVER;
-  if (server !== undefined) o.push({ key: 'server', flag: flags.server !== undefined ? '--server' : 'DSTM_SERVER', value: server });
-  if (flags.program !== undefined) o.push({ key: 'program', flag: '--program', value: flags.program });
-  if (flags.timeout !== undefined) o.push({ key: 'timeout', flag: '--timeout', value: flags.timeout });
-  if (flags.lease !== undefined) o.push({ key: 'lease', flag: '--lease', value: flags.lease });
-  return parseWithOverrides(clientFields, raw.client, file ? `${file}: client` : 'client', o);
+  return loadSection(clientFields, 'client', flags.config, overrides([
+    ['server', flags.server !== undefined ? '--server' : 'DSTM_SERVER', flags.server ?? process.env.DSTM_SERVER],
+    ['program', '--program', flags.program],
+    ['timeout', '--timeout', flags.timeout],
+    ['lease', '--lease', flags.lease],
+  ])).config;
 }
 
 /** The lease as `--json` prints it (also the human form's source). */

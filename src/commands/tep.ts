@@ -1,11 +1,9 @@
 import { Command, Flags } from '@oclif/core';
-import { readConfig } from '../config/load';
-import { parseWithOverrides, type Override } from '../config/schema';
-import { tepFields, type TepConfig } from '../config/tep-schema';
+import { type TepConfig } from '../config/tep-schema';
 import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
 import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
-import { checkTep, describeTep, startTep, type RunningTep } from '../tep/daemon';
+import { describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
@@ -51,7 +49,7 @@ export default class TepCommand extends Command {
     const { flags } = await this.parse(TepCommand);
     let config: TepConfig;
     try {
-      config = loadTep(flags);
+      config = loadTepConfig(flags);
     } catch (err) {
       fail(this, (err as Error).message, EXIT.usage);
     }
@@ -67,7 +65,7 @@ export default class TepCommand extends Command {
     const reload = async (): Promise<void> => {
       notify(log, 'RELOADING=1');
       try {
-        await running!.reload(loadTep(flags));
+        await running!.reload(loadTepConfig(flags));
       } catch (err) {
         log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
       }
@@ -89,40 +87,4 @@ export default class TepCommand extends Command {
     await running.stop();
     process.off('SIGHUP', hup);
   }
-}
-
-function loadTep(flags: Record<string, unknown>): TepConfig {
-  const { raw, file } = readConfig(flags.config as string | undefined);
-  const config = parseWithOverrides(tepFields, raw.tep, file ? `${file}: tep` : 'tep', overrides(flags));
-  checkTep(config);
-  return config;
-}
-
-function overrides(flags: Record<string, unknown>): Override[] {
-  const out: Override[] = [];
-  const put = (key: string, flag: string, value: unknown): void => {
-    if (value !== undefined) out.push({ key, flag: `--${flag}`, value });
-  };
-  put('server', 'server', flags.server);
-  put('program', 'program', flags.program);
-  put('address', 'address', flags.address);
-  put('ipv4', 'ipv4', flags.ipv4);
-  put('pools', 'pool', flags.pool);
-  put('prefixes', 'prefix', flags.prefix);
-  put('device', 'device', flags.device);
-  put('path_mtu', 'path-mtu', flags['path-mtu']);
-  put('control', 'control', flags.control);
-  put('metrics', 'metrics', flags.metrics);
-  put('log_level', 'log-level', flags['log-level']);
-  const statics = flags.static as string[] | undefined;
-  put(
-    'static',
-    'static',
-    statics?.map((s) => {
-      const [ipv4, ipv6, extra] = s.split('=');
-      if (ipv6 === undefined || extra !== undefined) throw new Error(`--static: "${s}" is not IPV4=IPV6`);
-      return { ipv4, ipv6 };
-    }),
-  );
-  return out;
 }

@@ -1,7 +1,7 @@
 // Reading the one configuration file: JSON, one top-level object per component ("server", "client", "tep", ...).
 // A syntax error names the line and column; a section is validated by its schema (see schema.ts).
 import { readFileSync } from 'node:fs';
-import { ConfigError } from './schema';
+import { ConfigError, parseWithOverrides, type Fields, type Infer, type Override } from './schema';
 
 /** Top-level sections a dstm configuration file may hold; anything else is a typo and refused. */
 export const SECTIONS = ['server', 'client', 'tep', 'static'] as const;
@@ -55,4 +55,14 @@ export function readConfig(explicit?: string): { raw: RawConfig; file?: string }
     throw new Error(`${file}: cannot read the configuration file: ${code ?? (err as Error).message}`);
   }
   return { raw: parseConfigText(text, file), file };
+}
+
+/**
+ * One section of the configuration (`explicit` or the default file) with command-line overrides on top, validated by
+ * its schema; `where` is the path errors name (the file and the section), for checks that span keys.
+ */
+export function loadSection<F extends Fields>(fields: F, section: (typeof SECTIONS)[number], explicit: string | undefined, overrides: readonly Override[]): { config: Infer<F>; file?: string; where: string } {
+  const { raw, file } = readConfig(explicit);
+  const where = file ? `${file}: ${section}` : section;
+  return { config: parseWithOverrides(fields, raw[section], where, overrides), file, where };
 }

@@ -197,6 +197,11 @@ export interface Override {
   value: unknown;
 }
 
+/** Overrides from [key, flag, value] triples, skipping flags that were not given. */
+export function overrides(entries: readonly [key: string, flag: string, value: unknown][]): Override[] {
+  return entries.filter(([, , value]) => value !== undefined).map(([key, flag, value]) => ({ key, flag, value }));
+}
+
 /**
  * Parse a section from the file's raw object with command-line overrides on top (flags win). Each override is
  * validated under its flag's name, then the merged object is validated under `path`.

@@ -2,8 +2,8 @@
 // both program versions on every listen address, registers with rpcbind, expires and reclaims leases, reloads its
 // configuration on demand and stops cleanly.
 import type { Server as HttpServer } from 'node:http';
-import { readConfig } from '../config/load';
-import { ConfigError, parseWithOverrides, type Override } from '../config/schema';
+import { loadSection } from '../config/load';
+import { ConfigError, overrides } from '../config/schema';
 import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../endpoint';
 import type { Logger } from '../log';
@@ -38,22 +38,17 @@ export function tepFlag(text: string): { ipv6: string; ipv4: string } {
 
 /** Read the file (if any) and apply the flags; throws ConfigError naming the key or flag at fault. */
 export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; file?: string } {
-  const { raw, file } = readConfig(flags.config);
-  const o: Override[] = [];
-  const add = (key: string, flag: string, value: unknown): void => {
-    if (value !== undefined) o.push({ key, flag, value });
-  };
-  add('listen', '--listen', flags.listen);
-  add('pools', '--pool', flags.pool);
-  add('tep', '--tep', flags.tep === undefined ? undefined : tepFlag(flags.tep));
-  add('lease', '--lease', flags.lease);
-  add('state_dir', '--state-dir', flags.stateDir);
-  add('allow', '--allow', flags.allow);
-  add('program', '--program', flags.program);
-  add('metrics', '--metrics', flags.metrics);
-  add('log_level', '--log-level', flags.logLevel);
-  const where = file ? `${file}: server` : 'server';
-  const config = parseWithOverrides(serverFields, raw.server, where, o);
+  const { config, file, where } = loadSection(serverFields, 'server', flags.config, overrides([
+    ['listen', '--listen', flags.listen],
+    ['pools', '--pool', flags.pool],
+    ['tep', '--tep', flags.tep === undefined ? undefined : tepFlag(flags.tep)],
+    ['lease', '--lease', flags.lease],
+    ['state_dir', '--state-dir', flags.stateDir],
+    ['allow', '--allow', flags.allow],
+    ['program', '--program', flags.program],
+    ['metrics', '--metrics', flags.metrics],
+    ['log_level', '--log-level', flags.logLevel],
+  ]));
   checkServerConfig(config, where);
   return { config, file };
 }

@@ -2,7 +2,9 @@
 // control socket, metrics, binding feed), and back down.
 import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
-import type { TepConfig } from '../config/tep-schema';
+import { loadSection } from '../config/load';
+import { overrides } from '../config/schema';
+import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../log';
 import { Registry, serveMetrics } from '../metrics';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../addr';
@@ -36,6 +38,49 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
     path_mtu: c.path_mtu,
     control: c.control,
   };
+}
+
+export interface TepFlags {
+  config?: string;
+  server?: string;
+  program?: number;
+  address?: string;
+  ipv4?: string;
+  pool?: string[];
+  prefix?: string[];
+  static?: string[];
+  device?: string;
+  'path-mtu'?: number;
+  control?: string;
+  metrics?: string;
+  'log-level'?: string;
+}
+
+/** The "tep" section with the command's flags on top, checked as a whole. */
+export function loadTepConfig(flags: TepFlags): TepConfig {
+  const { config } = loadSection(tepFields, 'tep', flags.config, overrides([
+    ['server', '--server', flags.server],
+    ['program', '--program', flags.program],
+    ['address', '--address', flags.address],
+    ['ipv4', '--ipv4', flags.ipv4],
+    ['pools', '--pool', flags.pool],
+    ['prefixes', '--prefix', flags.prefix],
+    ['static', '--static', flags.static?.map(staticFlag)],
+    ['device', '--device', flags.device],
+    ['path_mtu', '--path-mtu', flags['path-mtu']],
+    ['control', '--control', flags.control],
+    ['metrics', '--metrics', flags.metrics],
+    ['log_level', '--log-level', flags['log-level']],
+  ]));
+  checkTep(config);
+  return config;
+}
+
+/** "IPV4=IPV6" as given to --static, in the configuration file's shape. */
+function staticFlag(text: string): { ipv4: string; ipv6: string } {
+  const [ipv4, ipv6, extra] = text.split('=');
+  if (ipv6 === undefined || extra !== undefined) throw new Error(`--static: "${text}" is not IPV4=IPV6`);
+  return { ipv4, ipv6 };
 }
 
 /** Refuses configurations that parse but cannot work. */
