@@ -4,8 +4,11 @@
 // same for every server, so what differs is the server. Target: ours >= 0.8x the C server.
 //
 // A third server, "node floor", answers each call with canned reply bytes and no RPC work at all (no decoding,
-// checks, cache or handler): the most any Node server can do on these sockets, so ours/floor is the cost of our RPC
-// layer and floor/C the cost of Node's own I/O.
+// checks, cache or handler) through Node's dgram and net: the most a Node server can do on those sockets.
+//
+// Over UDP our server reads and answers calls in batches through the addon's batched socket (src/rpc/udp-batch.ts:
+// one recvmmsg and one sendmmsg per batch, one JavaScript call per batch); the last column is the same server with
+// udpBatch: 0, i.e. Node's dgram one datagram at a time, as it was before and as it falls back to without the addon.
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { rmSync } from 'node:fs';
@@ -70,15 +73,18 @@ export async function run(): Promise<void> {
   }
   const ours = new RpcServer().register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
   const [{ port: ourPort }] = await ours.listen({ host: '::1', port: 0 });
+  const dgramOurs = new RpcServer({ udpBatch: 0 }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const [{ port: dgramPort }] = await dgramOurs.listen({ host: '::1', port: 0, transport: 'udp' });
   const floor = await nodeFloor();
   const c = await startCServer(peers, PROGRAM);
   try {
     console.log(`best of ${ROUNDS} rounds of ${SECONDS} s, servers taking turns; load: N threads of rpc_load, one libtirpc client each`);
-    console.log('| call | transport | callers | ours (calls/s) | rpcgen C (calls/s) | ours/C | node floor (calls/s) | ours/floor |');
-    console.log('|---|---|---:|---:|---:|---:|---:|---:|');
+    console.log('| call | transport | callers | ours (calls/s) | rpcgen C (calls/s) | ours/C | node floor (calls/s) | ours/floor | ours, dgram (calls/s) | dgram/C |');
+    console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const [name, proc] of [['NULL', 0], ['REQUEST', 1]] as const) {
       for (const netid of ['udp6', 'tcp6']) {
         const servers = [ourPort, netid === 'udp6' ? c.udp : c.tcp, floor.port];
+        if (netid === 'udp6') servers.push(dgramPort);
         for (const n of CALLERS) {
           // Take turns and keep each server's best round: the machine is shared, and a burst of someone else's
           // work should not decide the ratio.
@@ -90,9 +96,11 @@ export async function run(): Promise<void> {
               best[i].errors += r.errors;
             }
           }
-          const [a, b, f] = best;
-          const errs = a.errors + b.errors + f.errors > 0 ? ` errors: ours ${a.errors}, C ${b.errors}, floor ${f.errors}` : '';
-          console.log(`| ${name} | ${netid} | ${n} | ${Math.round(a.rate)} | ${Math.round(b.rate)} | ${(a.rate / b.rate).toFixed(2)}x | ${Math.round(f.rate)} | ${(a.rate / f.rate).toFixed(2)}x |${errs}`);
+          const [a, b, f, d] = best;
+          const errors = best.reduce((sum, x) => sum + x.errors, 0);
+          const errs = errors > 0 ? ` errors: ours ${a.errors}, C ${b.errors}, floor ${f.errors}${d ? `, dgram ${d.errors}` : ''}` : '';
+          const dg = d ? `${Math.round(d.rate)} | ${(d.rate / b.rate).toFixed(2)}x` : '— | —';
+          console.log(`| ${name} | ${netid} | ${n} | ${Math.round(a.rate)} | ${Math.round(b.rate)} | ${(a.rate / b.rate).toFixed(2)}x | ${Math.round(f.rate)} | ${(a.rate / f.rate).toFixed(2)}x | ${dg} |${errs}`);
         }
       }
     }
@@ -100,6 +108,7 @@ export async function run(): Promise<void> {
     await c.stop();
     await floor.close();
     await ours.close(100);
+    await dgramOurs.close(100);
     rmSync(peers.dir, { recursive: true, force: true });
   }
 }

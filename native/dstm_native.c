@@ -555,6 +555,8 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
 
 // native/sd_notify.c: sd_notify(3) for the daemons (src/sd-notify.ts), in the same addon so there is one build.
 napi_value dstm_sd_notify(napi_env env, napi_callback_info info);
+// native/udp.c: batched UDP sockets for the RPC server (src/rpc/udp-batch.ts).
+napi_value dstm_udp_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -569,7 +571,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sdNotify", NULL, dstm_sd_notify, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
-  return exports;
+  return dstm_udp_init(env, exports);
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,6 +1,6 @@
-// Loader and types for the device I/O addon (native/dstm_native.c, built by node-gyp from binding.gyp at
-// `npm ci`). Only src/dti/device.ts calls it directly.
-import { join, sep } from 'node:path';
+// Types of the device I/O part of the addon (native/dstm_native.c, loaded by src/addon.ts). Only src/dti/device.ts
+// calls it directly.
+import { loadAddon } from '../addon';
 
 /** Opaque handles owned by the addon. */
 export type ReaderHandle = { readonly __reader: unique symbol };
@@ -41,21 +41,7 @@ export interface NativeAddon {
   ): number;
 }
 
-let cached: NativeAddon | undefined;
-
 /** The addon; throws an explanatory error if it was not built. */
 export function native(): NativeAddon {
-  if (cached) return cached;
-  // src/dti when run from source (tsx), dist/src/dti when compiled: the package root is two or three levels up.
-  const root = join(__dirname, __dirname.split(sep).includes('dist') ? '../../..' : '../..');
-  const path = join(root, 'build', 'Release', 'dstm_native.node');
-  try {
-    cached = require(path) as NativeAddon;
-  } catch (err) {
-    throw new Error(
-      `dstm: the device I/O addon is missing or cannot load (${path}): ${(err as Error).message}. ` +
-        'Build it with `npm ci` or `npm rebuild` (needs python3, make and a C compiler).',
-    );
-  }
-  return cached;
+  return loadAddon() as NativeAddon;
 }

@@ -12,6 +12,12 @@
 // The hot path reuses one XdrWriter for every reply and copies the finished reply out once; a synchronous handler
 // is answered without a Promise. UDP calls pass through a duplicate request cache; a cap on calls in progress drops
 // UDP calls (the client retransmits) and stops reading TCP connections until calls finish.
+//
+// UDP goes through a batched socket (./udp-batch, native/udp.c) where the addon is built: one recvmmsg drains up to
+// `udpBatch` calls, every call of the batch is decoded and dispatched, the replies of synchronous handlers are copied
+// straight from the writer into one send buffer and leave with one sendmmsg when the batch is done; a later answer
+// (async handler) is sent on the next tick, with the others that came in the same tick. Each reply leaves from the
+// address its call came to. Without the addon (or with udpBatch 0), Node's dgram serves UDP a datagram at a time.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { authNone, authSysServer, type ServerAuth } from './auth';
@@ -26,8 +32,9 @@ import {
   writeRpcMismatchReply,
   type CallHeader,
 } from './message';
-import { beginRecord, endRecord, MAX_FRAGMENT, RecordReader } from './record';
+import { beginRecord, endRecord, frameRecord, LAST_FRAGMENT, MAX_FRAGMENT, RecordReader } from './record';
 import { registerService, unregisterService, type RpcbindRegistration } from './rpcbind';
+import { BatchUdpSocket, batchedUdpAvailable } from './udp-batch';
 import type { CallContext, Handler, OpaqueAuth, Procedure, ProgramVersion, Service, Transport } from './types';
 import { XdrReader, XdrWriter } from './xdr/runtime';
 
@@ -53,6 +60,16 @@ export interface RpcServerOptions {
   idleTimeoutMs?: number;
   /** Called when a handler throws something other than an RpcError, or a result fails to encode (SYSTEM_ERR). */
   onHandlerError?: (err: unknown, ctx: CallContext) => void;
+  /**
+   * UDP calls read per system call, and replies sent per system call, by the native batched socket (1–1024, default
+   * 64). 0 serves UDP through Node's dgram one datagram at a time, as happens anyway where the addon is not built.
+   */
+  udpBatch?: number;
+  /**
+   * Longest UDP call received whole by the batched socket (default 65536: any datagram). A longer one arrives cut
+   * short: it is counted in garbageRecords.udp and dropped.
+   */
+  udpRecvSize?: number;
 }
 
 /** Where to listen. Without a transport, both UDP and TCP; port 0 picks one port shared by both. */
@@ -111,7 +128,7 @@ export interface RpcServerStats {
   calls: Record<string, Partial<Record<Transport, Record<string, number>>>>;
   /** Calls refused before a procedure was chosen, by transport and status. */
   rejected: Record<Transport, { RPC_MISMATCH: number; AUTH_ERROR: number; PROG_UNAVAIL: number; PROG_MISMATCH: number }>;
-  /** Records dropped because their call header could not be read (or they were not calls). */
+  /** Records dropped because their call header could not be read (or they were not calls, or over udpRecvSize). */
   garbageRecords: Record<Transport, number>;
   /** TCP connections cut off for announcing a record over maxRecordSize. */
   oversizedRecords: number;
@@ -129,21 +146,71 @@ interface Peer {
   readonly address: string;
   readonly port: number;
   readonly family: 'IPv4' | 'IPv6';
-  send(reply: Buffer): void;
+  /** send() copies the reply before it returns: it may be a view of the reused writer. */
+  readonly copies: boolean;
+  send(reply: Uint8Array): void;
+  /** This peer as it must be kept for an answer that comes later (a Promise handler). */
+  detach(): Peer;
 }
 
 class UdpPeer implements Peer {
   readonly transport = 'udp';
   readonly t = T_UDP;
+  readonly copies = false;
   constructor(
     private readonly socket: dgram.Socket,
     readonly address: string,
     readonly port: number,
     readonly family: 'IPv4' | 'IPv6',
   ) {}
-  send(reply: Buffer): void {
+  send(reply: Uint8Array): void {
     // No completion callback: Node then sends synchronously without a request object; errors go to 'error'.
     this.socket.send(reply, this.port, this.address);
+  }
+  detach(): Peer {
+    return this;
+  }
+}
+
+/**
+ * The peer of the call being dispatched from a batch: one object per socket, pointed at each datagram in turn. Its
+ * replies join the batch's send queue; detach() saves the addresses for an answer that comes after the batch.
+ */
+class BatchUdpPeer implements Peer {
+  readonly transport = 'udp';
+  readonly t = T_UDP;
+  readonly copies = true;
+  readonly family: 'IPv4' | 'IPv6';
+  address = '';
+  port = 0;
+  slot = 0;
+  constructor(private readonly socket: BatchUdpSocket) {
+    this.family = socket.family;
+  }
+  send(reply: Uint8Array): void {
+    this.socket.reply(this.slot, reply);
+  }
+  detach(): Peer {
+    return new SavedUdpPeer(this.socket, this.address, this.port, this.family, this.socket.saveMeta(this.slot));
+  }
+}
+
+class SavedUdpPeer implements Peer {
+  readonly transport = 'udp';
+  readonly t = T_UDP;
+  readonly copies = true;
+  constructor(
+    private readonly socket: BatchUdpSocket,
+    readonly address: string,
+    readonly port: number,
+    readonly family: 'IPv4' | 'IPv6',
+    private readonly meta: Uint32Array,
+  ) {}
+  send(reply: Uint8Array): void {
+    this.socket.send(reply, this.meta);
+  }
+  detach(): Peer {
+    return this;
   }
 }
 
@@ -156,6 +223,8 @@ function literalLookup(address: string, family: unknown, cb: (err: Error | null,
 class TcpConn implements Peer {
   readonly transport = 'tcp';
   readonly t = T_TCP;
+  /** True while the records of a received chunk are served: replies are then gathered by the server (stageTcp). */
+  copies = false;
   readonly address: string;
   readonly port: number;
   readonly family: 'IPv4' | 'IPv6';
@@ -168,7 +237,7 @@ class TcpConn implements Peer {
 
   constructor(
     readonly socket: net.Socket,
-    server: RpcServer,
+    private readonly server: RpcServer,
     maxRecordSize: number,
   ) {
     this.address = socket.remoteAddress ?? '';
@@ -177,8 +246,17 @@ class TcpConn implements Peer {
     this.reader = new RecordReader(maxRecordSize, (rec) => server.onTcpRecord(rec, this));
   }
 
-  send(reply: Buffer): void {
+  detach(): Peer {
+    return this;
+  }
+
+  send(reply: Uint8Array): void {
     if (this.socket.destroyed) return;
+    if (this.copies) this.server.stageTcp(reply);
+    else this.write(reply);
+  }
+
+  write(reply: Uint8Array): void {
     // Backpressure: a peer that does not read its replies stops being read until the socket drains.
     if (!this.socket.write(reply) && !this.writeBlocked) {
       this.writeBlocked = true;
@@ -209,12 +287,18 @@ export class RpcServer {
   private readonly maxConnections: number;
   private readonly idleTimeoutMs: number;
   private readonly onHandlerError?: (err: unknown, ctx: CallContext) => void;
-  private readonly udpSockets: dgram.Socket[] = [];
+  private readonly udpSockets: (dgram.Socket | BatchUdpSocket)[] = [];
+  private readonly udpBatch: number;
+  private readonly udpRecvSize: number;
   private readonly tcpServers: net.Server[] = [];
   private readonly conns = new Set<TcpConn>();
   /** TCP connections with records waiting for a call slot. */
   private readonly waiting = new Set<TcpConn>();
   private readonly bound: BoundAddress[] = [];
+  /** Replies to the records of the TCP chunk being served, sent as one write when the chunk is done. */
+  private tcpOut = new Uint8Array(16384);
+  private tcpOutLen = 0;
+  private gathering = false;
   private registrations: RpcbindRegistration[] = [];
   private inFlight = 0;
   private closing = false;
@@ -232,6 +316,10 @@ export class RpcServer {
     this.maxConnections = options.maxConnections ?? 1024;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
     this.onHandlerError = options.onHandlerError;
+    this.udpBatch = options.udpBatch ?? 64;
+    this.udpRecvSize = options.udpRecvSize ?? 65536;
+    if (!(Number.isInteger(this.udpBatch) && this.udpBatch >= 0 && this.udpBatch <= 1024)) throw new RangeError('udpBatch must be 0–1024');
+    if (!(Number.isInteger(this.udpRecvSize) && this.udpRecvSize >= 1 && this.udpRecvSize <= 65536)) throw new RangeError('udpRecvSize must be 1–65536');
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
     for (const a of options.auth ?? [authNone, authSysServer]) this.auth.set(a.flavor, a);
@@ -272,7 +360,7 @@ export class RpcServer {
     for (const a of Array.isArray(addresses) ? addresses : [addresses]) {
       const transports = a.transport ? [a.transport] : (['udp', 'tcp'] as const);
       for (let attempt = 1; ; attempt++) {
-        const got: { bound: BoundAddress; socket: dgram.Socket | net.Server }[] = [];
+        const got: { bound: BoundAddress; socket: dgram.Socket | BatchUdpSocket | net.Server }[] = [];
         try {
           for (const transport of transports) {
             const port = got.length > 0 ? got[0].bound.port : a.port;
@@ -383,13 +471,25 @@ export class RpcServer {
     }
     for (const c of this.conns) c.socket.destroy();
     this.conns.clear();
-    await Promise.all(this.udpSockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const s of this.udpSockets) if (s instanceof BatchUdpSocket) s.close();
+    await Promise.all(this.udpSockets.map((s) => (s instanceof BatchUdpSocket ? undefined : new Promise<void>((resolve) => s.close(() => resolve())))));
     await Promise.all(this.tcpServers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))));
     this.drc?.clear();
     await this.unregisterFromRpcbind();
   }
 
-  private listenUdp(host: string, port: number): Promise<{ bound: BoundAddress; socket: dgram.Socket }> {
+  private async listenUdp(host: string, port: number): Promise<{ bound: BoundAddress; socket: dgram.Socket | BatchUdpSocket }> {
+    if (this.udpBatch > 0 && batchedUdpAvailable()) {
+      const s = await BatchUdpSocket.bind(host, port, { batch: this.udpBatch, slotSize: this.udpRecvSize });
+      const peer = new BatchUdpPeer(s);
+      s.onBatch(
+        (count) => this.onUdpBatch(s, peer, count),
+        (err) => {
+          throw err; // a socket that silently stopped reading would be worse
+        },
+      );
+      return { bound: { transport: 'udp', address: s.address, family: s.family, port: s.port }, socket: s };
+    }
     const type = net.isIPv4(host) ? 'udp4' : 'udp6';
     // ipv6Only: IPv4 is served only where an IPv4 address is configured.
     // Replies go to the literal address a datagram came from: resolve it in place rather than through dns.lookup,
@@ -431,10 +531,19 @@ export class RpcServer {
     const c = new TcpConn(sock, this, this.maxRecordSize);
     this.conns.add(c);
     sock.on('data', (chunk: Buffer) => {
-      // Replies to the records of one chunk (a pipelining client) leave in one write.
-      sock.cork();
-      const cut = c.reader.push(chunk);
-      sock.uncork();
+      // Replies to the records of one chunk (a pipelining client) are gathered and leave in one write.
+      // (Chunks are not served inside one another; if one ever were, its replies would simply be written directly.)
+      let cut: string | null;
+      if (this.gathering) cut = c.reader.push(chunk);
+      else {
+        this.gathering = c.copies = true;
+        try {
+          cut = c.reader.push(chunk);
+        } finally {
+          this.gathering = c.copies = false;
+          this.flushTcp(c);
+        }
+      }
       if (cut !== null) {
         this.oversized++;
         sock.destroy();
@@ -456,7 +565,60 @@ export class RpcServer {
 
   private onUdp(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closing) return;
-    this.dispatch(msg, new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'));
+    this.dispatch(msg, 0, msg.length, new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'));
+  }
+
+  /**
+   * A batch of datagrams from a batched socket: each is dispatched in turn; the socket sends the replies after. What
+   * escapes a dispatch (onHandlerError throwing) is rethrown once the rest of the batch is served, as it would have
+   * escaped that datagram's own 'message' event.
+   */
+  private onUdpBatch(s: BatchUdpSocket, peer: BatchUdpPeer, count: number): void {
+    if (this.closing) return;
+    const rx = s.rx;
+    const size = s.slotSize;
+    const lengths = s.rxLengths;
+    let escaped: { e: unknown } | null = null;
+    for (let i = 0; i < count; i++) {
+      if (s.truncated(i)) {
+        this.garbage[T_UDP]++;
+        continue;
+      }
+      peer.slot = i;
+      peer.address = s.peerAddress(i);
+      peer.port = s.peerPort(i);
+      try {
+        this.dispatch(rx, i * size, lengths[i], peer);
+      } catch (e) {
+        escaped ??= { e };
+      }
+    }
+    if (escaped) throw escaped.e;
+  }
+
+  /** Gather a reply of the chunk being served (a view of the writer: copied now). */
+  stageTcp(reply: Uint8Array): void {
+    const n = this.tcpOutLen + reply.length;
+    if (n > this.tcpOut.length) {
+      const bigger = new Uint8Array(Math.max(n, this.tcpOut.length * 2));
+      bigger.set(this.tcpOut.subarray(0, this.tcpOutLen));
+      this.tcpOut = bigger;
+    }
+    this.tcpOut.set(reply, this.tcpOutLen);
+    this.tcpOutLen = n;
+  }
+
+  private flushTcp(c: TcpConn): void {
+    const n = this.tcpOutLen;
+    if (n === 0) return;
+    this.tcpOutLen = 0;
+    // Let a burst's buffer go rather than keep it for good.
+    const big = this.tcpOut;
+    if (big.length > 1 << 20) this.tcpOut = new Uint8Array(16384);
+    if (c.socket.destroyed) return;
+    const out = Buffer.allocUnsafe(n);
+    out.set(big.subarray(0, n));
+    c.write(out);
   }
 
   /** Called by a TCP connection's record reader for each complete record. */
@@ -468,7 +630,7 @@ export class RpcServer {
       this.waiting.add(c);
       return;
     }
-    this.dispatch(rec, c);
+    this.dispatch(rec, 0, rec.length, c);
   }
 
   /** A call finished: wake connections waiting for a slot, or a graceful close. */
@@ -479,7 +641,10 @@ export class RpcServer {
     if (this.waiting.size > 0 && !this.draining) {
       this.draining = true;
       for (const c of this.waiting) {
-        while (c.backlog.length > 0 && this.inFlight < this.maxInFlight) this.dispatch(c.backlog.shift()!, c);
+        while (c.backlog.length > 0 && this.inFlight < this.maxInFlight) {
+          const rec = c.backlog.shift()!;
+          this.dispatch(rec, 0, rec.length, c);
+        }
         if (c.backlog.length > 0) break;
         this.waiting.delete(c);
         if (!c.writeBlocked) c.socket.resume();
@@ -489,11 +654,13 @@ export class RpcServer {
     if (this.inFlight === 0 && this.idle) this.idle();
   }
 
-  private dispatch(rec: Buffer, peer: Peer): void {
+  /** Judge and serve the call in buf[off, off + len). */
+  private dispatch(buf: Uint8Array, off: number, len: number, peer: Peer): void {
     const t = peer.t;
-    // A plain Uint8Array view: opaque fields are then decoded as copies (Buffer.slice would alias the chunk and keep
-    // all of it alive for as long as the application keeps a 16-byte field).
-    const r = new XdrReader(new Uint8Array(rec.buffer, rec.byteOffset, rec.length));
+    // XdrReader reads a Buffer through a plain Uint8Array view: opaque fields are then decoded as copies (Buffer.slice
+    // would alias the chunk, or the reused receive slots, and keep all of it alive for as long as the application
+    // keeps a 16-byte field).
+    const r = new XdrReader(buf, off, off + len);
     let h: CallHeader | { xid: number; rpcVersion: number };
     try {
       h = readCallHeader(r);
@@ -506,7 +673,7 @@ export class RpcServer {
       this.rejected[t][0]++;
       this.begin(t);
       writeRpcMismatchReply(w, h.xid);
-      return peer.send(this.finish(t));
+      return peer.send(this.finish(peer));
     }
     const flavor = this.auth.get(h.credential.flavor);
     const verdict = flavor ? flavor.validate(h.credential, h.verifier) : AuthStat.AUTH_REJECTEDCRED; // as libtirpc
@@ -514,7 +681,7 @@ export class RpcServer {
       this.rejected[t][1]++;
       this.begin(t);
       writeAuthErrorReply(w, h.xid, verdict);
-      return peer.send(this.finish(t));
+      return peer.send(this.finish(peer));
     }
     const verf = flavor!.replyVerifier(verdict.principal, h.xid);
     const p = this.programs.get(h.program);
@@ -527,7 +694,7 @@ export class RpcServer {
       this.rejected[t][3]++;
       this.begin(t);
       writeProgMismatchReply(w, h.xid, verf, p.low, p.high);
-      return peer.send(this.finish(t));
+      return peer.send(this.finish(peer));
     }
     if (h.procedure === 0) {
       v.nullProc.counts[t * NR + R_SUCCESS]++;
@@ -543,7 +710,7 @@ export class RpcServer {
     let drcToken = -1;
     const drc = t === T_UDP ? this.drc : null;
     if (drc) {
-      const seen = drc.lookup(peer.address, peer.port, h.xid, rec);
+      const seen = drc.lookup(peer.address, peer.port, h.xid, off === 0 && len === r.buf.length ? r.buf : r.buf.subarray(off, off + len));
       if (seen === DRC_REPLAY) {
         pe.counts[t * NR + R_DUP_REPLAYED]++;
         return peer.send(drc.replay!);
@@ -587,14 +754,15 @@ export class RpcServer {
       return this.callDone(peer);
     }
     if (res instanceof Promise) {
+      const later = peer.detach();
       res.then(
         (value) => {
-          this.replyResult(peer, ctx, verf, pe, value, drcToken);
-          this.callDone(peer);
+          this.replyResult(later, ctx, verf, pe, value, drcToken);
+          this.callDone(later);
         },
         (e) => {
-          this.replyError(peer, ctx, verf, pe, e, drcToken);
-          this.callDone(peer);
+          this.replyError(later, ctx, verf, pe, e, drcToken);
+          this.callDone(later);
         },
       );
       return;
@@ -608,15 +776,23 @@ export class RpcServer {
     else this.w.reset();
   }
 
-  private finish(t: number): Buffer {
+  /** The reply in the writer, ready for peer.send: a copy, or a view of the writer where send copies it at once. */
+  private finish(peer: Peer): Uint8Array {
     const w = this.w;
-    if (t === T_TCP) return endRecord(w, this.fragmentSize);
+    if (peer.t === T_TCP) {
+      if (!peer.copies) return endRecord(w, this.fragmentSize);
+      const len = w.pos - 4;
+      if (len > this.fragmentSize) return frameRecord(w.buf.subarray(4, w.pos), this.fragmentSize);
+      w.patchUint(0, (LAST_FRAGMENT | len) >>> 0);
+      return w.buf.subarray(0, w.pos);
+    }
+    if (peer.copies) return w.buf.subarray(0, w.pos);
     const out = Buffer.allocUnsafe(w.pos);
     out.set(w.buf.subarray(0, w.pos));
     return out;
   }
 
-  private send(peer: Peer, reply: Buffer, drcToken: number): void {
+  private send(peer: Peer, reply: Uint8Array, drcToken: number): void {
     if (drcToken >= 0) this.drc!.complete(drcToken, reply);
     peer.send(reply);
   }
@@ -624,7 +800,7 @@ export class RpcServer {
   private replyStatus(peer: Peer, xid: number, verf: OpaqueAuth, stat: number, drcToken = -1): void {
     this.begin(peer.t);
     writeAcceptedReply(this.w, xid, verf, stat);
-    this.send(peer, this.finish(peer.t), drcToken);
+    this.send(peer, this.finish(peer), drcToken);
   }
 
   private replyResult(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, value: unknown, drcToken: number): void {
@@ -637,7 +813,7 @@ export class RpcServer {
       return this.replyError(peer, ctx, verf, pe, e, drcToken);
     }
     pe.counts[t * NR + R_SUCCESS]++;
-    this.send(peer, this.finish(t), drcToken);
+    this.send(peer, this.finish(peer), drcToken);
   }
 
   private replyError(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, e: unknown, drcToken: number): void {
@@ -646,7 +822,7 @@ export class RpcServer {
       pe.counts[t * NR + R_AUTH]++;
       this.begin(t);
       writeAuthErrorReply(this.w, ctx.xid, e.stat);
-      return this.send(peer, this.finish(t), drcToken);
+      return this.send(peer, this.finish(peer), drcToken);
     }
     const chosen = e instanceof RpcError ? HANDLER_STATUSES[e.kind] : undefined;
     if (!chosen) this.onHandlerError?.(e, ctx);
