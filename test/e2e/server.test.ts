@@ -149,7 +149,8 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
   it('on demand: the DTI comes up without an address, the first IPv4 packet requests the lease, traffic flows', async () => {
     const node = startNode(t, ['--on-demand']);
     try {
-      await until('the DTI is up', async () => (await t.ip(t.ns.x, 'link', 'show')).stdout.includes('dti0'));
+      // routed, not merely created: the TUN device exists a moment before its routes do
+      await until('the DTI is routed', async () => (await t.ip(t.ns.x, '-4', 'route', 'show')).stdout.includes('dev dti0'));
       expect(output(node)).to.not.match(/"event":"lease"/);
       // the first echo request waits in the queue while the lease is requested, then goes out
       const replies = await ping(t, t.ns.x, ADDR.z4, 10);
