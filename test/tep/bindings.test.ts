@@ -44,17 +44,21 @@ describe('tep binding table', () => {
   it('agrees with a Map model through random inserts, replacements, deletes and growth', () => {
     const t = new BindingTable(16);
     const model = new Map<number, number>(); // ipv4 -> node number
+    const byNode = new Map<number, number>(); // node number -> ipv4: one binding per node, as in the table
     let seed = 7;
     const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
     for (let i = 0; i < 20000; i++) {
       const a = 0xc6330000 + rnd(3000);
       if (rnd(3) === 0) {
         expect(t.delete(a)).to.equal(model.has(a));
+        if (model.has(a)) byNode.delete(model.get(a) as number);
         model.delete(a);
       } else {
         const node = rnd(3000);
-        for (const [k, v] of model) if (v === node) model.delete(k);
+        if (byNode.has(node)) model.delete(byNode.get(node) as number);
+        if (model.has(a)) byNode.delete(model.get(a) as number);
         model.set(a, node);
+        byNode.set(node, a);
         t.set(a, v6(node), 1e15, 'server');
       }
     }
