@@ -13,6 +13,7 @@
 // Nothing is allocated per packet: the mmsghdr/iovec/sockaddr/cmsg arrays are allocated once per watcher/fd.
 #define _GNU_SOURCE
 #include <node_api.h>
+#include "napi_util.h"
 #include <uv.h>
 
 #include <errno.h>
@@ -33,13 +34,6 @@
 #define IPV6_HDR 40
 #define MAX_BATCH 1024
 
-#define CHECK(call)                                                                                              \
-  do {                                                                                                           \
-    if ((call) != napi_ok) {                                                                                     \
-      napi_throw_error(env, NULL, "dstm_native: N-API call failed: " #call);                                    \
-      return NULL;                                                                                               \
-    }                                                                                                            \
-  } while (0)
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[256];
@@ -57,39 +51,6 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, NULL, "dstm_native: missing arguments");
-    return 0;
-  }
-  return 1;
-}
-
-static int get_i32(napi_env env, napi_value v, int32_t *out) {
-  if (napi_get_value_int32(env, v, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "dstm_native: expected a number");
-    return 0;
-  }
-  return 1;
-}
-
-/** Data pointer and byte length of a TypedArray argument. */
-static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  napi_typedarray_type type;
-  size_t n, off;
-  napi_value ab;
-  void *p;
-  if (napi_get_typedarray_info(env, v, &type, &n, &p, &ab, &off) != napi_ok) {
-    napi_throw_type_error(env, NULL, "dstm_native: expected a TypedArray");
-    return 0;
-  }
-  size_t el = (type == napi_uint32_array || type == napi_int32_array || type == napi_float32_array) ? 4 : 1;
-  *data = p;
-  *len = n * el;
-  return 1;
-}
-
 static int get_name(napi_env env, napi_value v, char *buf, size_t size) {
   size_t n;
   if (napi_get_value_string_utf8(env, v, buf, size, &n) != napi_ok) {
@@ -102,7 +63,7 @@ static int get_name(napi_env env, napi_value v, char *buf, size_t size) {
 // openTun(name: string) → [fd, actualName]. An empty name lets the kernel pick tunN.
 static napi_value open_tun(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
+  if (!napi_util_args(env, info, 1, argv)) return NULL;
   char name[IFNAMSIZ];
   if (!get_name(env, argv[0], name, sizeof name)) return NULL;
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -117,22 +78,22 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
     return throw_errno(env, "TUNSETIFF", err);
   }
   napi_value result, fdv, namev;
-  CHECK(napi_create_array_with_length(env, 2, &result));
-  CHECK(napi_create_int32(env, fd, &fdv));
-  CHECK(napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &namev));
-  CHECK(napi_set_element(env, result, 0, fdv));
-  CHECK(napi_set_element(env, result, 1, namev));
+  NAPI_CHECK(napi_create_array_with_length(env, 2, &result));
+  NAPI_CHECK(napi_create_int32(env, fd, &fdv));
+  NAPI_CHECK(napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &namev));
+  NAPI_CHECK(napi_set_element(env, result, 0, fdv));
+  NAPI_CHECK(napi_set_element(env, result, 1, namev));
   return result;
 }
 
 // setMtu(ifname: string, mtu: number)
 static napi_value set_mtu(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
+  if (!napi_util_args(env, info, 2, argv)) return NULL;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   int32_t mtu;
-  if (!get_name(env, argv[0], ifr.ifr_name, IFNAMSIZ) || !get_i32(env, argv[1], &mtu)) return NULL;
+  if (!get_name(env, argv[0], ifr.ifr_name, IFNAMSIZ) || !napi_util_i32(env, argv[1], &mtu)) return NULL;
   ifr.ifr_mtu = mtu;
   int s = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) return throw_errno(env, "socket", errno);
@@ -147,17 +108,17 @@ static napi_value set_mtu(napi_env env, napi_callback_info info) {
 // Protocol 4 sockets send with IPV6_HDRINCL; protocol 58 sockets only pass ICMPv6 error messages.
 static napi_value open_raw6(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
+  if (!napi_util_args(env, info, 3, argv)) return NULL;
   int32_t proto;
-  if (!get_i32(env, argv[0], &proto)) return NULL;
+  if (!napi_util_i32(env, argv[0], &proto)) return NULL;
   char dev[IFNAMSIZ];
   if (!get_name(env, argv[2], dev, sizeof dev)) return NULL;
   napi_valuetype t;
-  CHECK(napi_typeof(env, argv[1], &t));
+  NAPI_CHECK(napi_typeof(env, argv[1], &t));
   uint8_t *addr = NULL;
   size_t alen = 0;
   if (t != napi_null && t != napi_undefined) {
-    if (!get_bytes(env, argv[1], &addr, &alen)) return NULL;
+    if (!napi_util_bytes(env, argv[1], (void **)&addr, &alen)) return NULL;
     if (alen != 16) {
       napi_throw_type_error(env, NULL, "openRaw6: bind address must be 16 bytes");
       return NULL;
@@ -202,16 +163,16 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
     return throw_errno(env, what, err);
   }
   napi_value r;
-  CHECK(napi_create_int32(env, fd, &r));
+  NAPI_CHECK(napi_create_int32(env, fd, &r));
   return r;
 }
 
 // closeFd(fd)
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
+  if (!napi_util_args(env, info, 1, argv)) return NULL;
   int32_t fd;
-  if (!get_i32(env, argv[0], &fd)) return NULL;
+  if (!napi_util_i32(env, argv[0], &fd)) return NULL;
   if (close(fd) < 0) return throw_errno(env, "close", errno);
   return NULL;
 }
@@ -308,19 +269,7 @@ static unsigned drain(reader *r) {
 
 /** Calls the JS callback with `arg`: a packet count, or −errno when polling failed (and was stopped). */
 static void call_js(reader *r, int64_t arg) {
-  napi_env env = r->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, argv[1], result;
-  napi_get_reference_value(env, r->callback, &cb);
-  napi_get_global(env, &recv);  // napi_make_callback needs an object receiver
-  napi_create_int64(env, arg, &argv[0]);
-  if (napi_make_callback(env, r->async, recv, cb, 1, argv, &result) == napi_pending_exception) {
-    napi_value e;
-    napi_get_and_clear_last_exception(env, &e);
-    napi_fatal_exception(env, e);
-  }
-  napi_close_handle_scope(env, scope);
+  napi_util_call(r->env, r->callback, r->async, arg);
 }
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
@@ -349,14 +298,14 @@ static void free_reader(uv_handle_t *handle) {
 //   or a synthetic IPv6 header + payload at i*slotSize (raw). The slots are reused by the next event.
 static napi_value start_reader(napi_env env, napi_callback_info info) {
   napi_value argv[9];
-  if (!get_args(env, info, 9, argv)) return NULL;
+  if (!napi_util_args(env, info, 9, argv)) return NULL;
   int32_t fd, kind, slot_size, headroom, max_batch, proto;
   uint8_t *slots, *lens;
   size_t slots_len, lens_len;
-  if (!get_i32(env, argv[0], &fd) || !get_i32(env, argv[1], &kind) || !get_bytes(env, argv[2], &slots, &slots_len) ||
-      !get_i32(env, argv[3], &slot_size) || !get_i32(env, argv[4], &headroom) ||
-      !get_bytes(env, argv[5], &lens, &lens_len) || !get_i32(env, argv[6], &max_batch) ||
-      !get_i32(env, argv[7], &proto))
+  if (!napi_util_i32(env, argv[0], &fd) || !napi_util_i32(env, argv[1], &kind) || !napi_util_bytes(env, argv[2], (void **)&slots, &slots_len) ||
+      !napi_util_i32(env, argv[3], &slot_size) || !napi_util_i32(env, argv[4], &headroom) ||
+      !napi_util_bytes(env, argv[5], (void **)&lens, &lens_len) || !napi_util_i32(env, argv[6], &max_batch) ||
+      !napi_util_i32(env, argv[7], &proto))
     return NULL;
   if (max_batch < 1 || max_batch > MAX_BATCH || slot_size <= headroom + IPV6_HDR || headroom < 0 ||
       (size_t)max_batch * slot_size > slots_len || (size_t)max_batch * 4 > lens_len) {
@@ -393,13 +342,13 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
   }
   uv_loop_t *loop;
   napi_value name, resource;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  CHECK(napi_create_object(env, &resource));
-  CHECK(napi_create_reference(env, argv[8], 1, &r->callback));
-  CHECK(napi_create_reference(env, argv[2], 1, &r->buffer));
-  CHECK(napi_create_reference(env, argv[5], 1, &r->lengths));
-  CHECK(napi_create_string_utf8(env, "dstm:device", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, resource, name, &r->async));
+  NAPI_CHECK(napi_get_uv_event_loop(env, &loop));
+  NAPI_CHECK(napi_create_object(env, &resource));
+  NAPI_CHECK(napi_create_reference(env, argv[8], 1, &r->callback));
+  NAPI_CHECK(napi_create_reference(env, argv[2], 1, &r->buffer));
+  NAPI_CHECK(napi_create_reference(env, argv[5], 1, &r->lengths));
+  NAPI_CHECK(napi_create_string_utf8(env, "dstm:device", NAPI_AUTO_LENGTH, &name));
+  NAPI_CHECK(napi_async_init(env, resource, name, &r->async));
   int rc = uv_poll_init(loop, &r->poll, fd);
   if (rc == 0) rc = uv_poll_start(&r->poll, UV_READABLE, on_readable);
   if (rc != 0) {
@@ -407,16 +356,16 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value ext;
-  CHECK(napi_create_external(env, r, NULL, NULL, &ext));
+  NAPI_CHECK(napi_create_external(env, r, NULL, NULL, &ext));
   return ext;
 }
 
 // stopReader(handle): stops watching; the fd stays open (closeFd closes it).
 static napi_value stop_reader(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
+  if (!napi_util_args(env, info, 1, argv)) return NULL;
   reader *r;
-  CHECK(napi_get_value_external(env, argv[0], (void **)&r));
+  NAPI_CHECK(napi_get_value_external(env, argv[0], (void **)&r));
   uv_poll_stop(&r->poll);
   napi_delete_reference(env, r->callback);
   napi_delete_reference(env, r->buffer);
@@ -450,9 +399,9 @@ static void free_sender(napi_env env, void *data, void *hint) {
 // newSender(maxBatch) → handle holding the preallocated sendmmsg arrays (freed with the handle).
 static napi_value new_sender(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
+  if (!napi_util_args(env, info, 1, argv)) return NULL;
   int32_t cap;
-  if (!get_i32(env, argv[0], &cap)) return NULL;
+  if (!napi_util_i32(env, argv[0], &cap)) return NULL;
   if (cap < 1 || cap > MAX_BATCH) {
     napi_throw_range_error(env, NULL, "newSender: batch size out of range");
     return NULL;
@@ -469,7 +418,7 @@ static napi_value new_sender(napi_env env, napi_callback_info info) {
     return throw_errno(env, "calloc", ENOMEM);
   }
   napi_value ext;
-  CHECK(napi_create_external(env, s, free_sender, NULL, &ext));
+  NAPI_CHECK(napi_create_external(env, s, free_sender, NULL, &ext));
   return ext;
 }
 
@@ -479,15 +428,15 @@ static napi_value new_sender(napi_env env, napi_callback_info info) {
 // counted as failed; on EAGAIN/ENOBUFS the rest of the batch is left unsent (count − sent − failed).
 static napi_value send_batch(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return NULL;
+  if (!napi_util_args(env, info, 8, argv)) return NULL;
   sender *s;
   int32_t fd, kind, count;
   uint8_t *buf, *offs8, *lens8, *status8;
   size_t buf_len, offs_len, lens_len, status_len;
-  CHECK(napi_get_value_external(env, argv[0], (void **)&s));
-  if (!get_i32(env, argv[1], &fd) || !get_i32(env, argv[2], &kind) || !get_bytes(env, argv[3], &buf, &buf_len) ||
-      !get_bytes(env, argv[4], &offs8, &offs_len) || !get_bytes(env, argv[5], &lens8, &lens_len) ||
-      !get_i32(env, argv[6], &count) || !get_bytes(env, argv[7], &status8, &status_len))
+  NAPI_CHECK(napi_get_value_external(env, argv[0], (void **)&s));
+  if (!napi_util_i32(env, argv[1], &fd) || !napi_util_i32(env, argv[2], &kind) || !napi_util_bytes(env, argv[3], (void **)&buf, &buf_len) ||
+      !napi_util_bytes(env, argv[4], (void **)&offs8, &offs_len) || !napi_util_bytes(env, argv[5], (void **)&lens8, &lens_len) ||
+      !napi_util_i32(env, argv[6], &count) || !napi_util_bytes(env, argv[7], (void **)&status8, &status_len))
     return NULL;
   uint32_t *offs = (uint32_t *)offs8, *lens = (uint32_t *)lens8;
   int32_t *status = (int32_t *)status8;
@@ -549,7 +498,7 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   status[1] = failed;
   status[2] = last;
   napi_value r;
-  CHECK(napi_create_int32(env, sent, &r));
+  NAPI_CHECK(napi_create_int32(env, sent, &r));
   return r;
 }
 

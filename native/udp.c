@@ -21,6 +21,7 @@
 //   12   interface index it came in on
 #define _GNU_SOURCE
 #include <node_api.h>
+#include "napi_util.h"
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -39,13 +40,6 @@
 #define UDP_HAS_LOCAL 2
 #define UDP_MAX_BATCH 1024
 
-#define CHECK(call)                                                                                              \
-  do {                                                                                                           \
-    if ((call) != napi_ok) {                                                                                     \
-      napi_throw_error(env, NULL, "dstm_native udp: N-API call failed: " #call);                                \
-      return NULL;                                                                                               \
-    }                                                                                                            \
-  } while (0)
 
 /** Throws an Error like Node's socket errors: code 'EADDRINUSE' etc., errno, syscall, and "syscall CODE detail". */
 static napi_value throw_sys(napi_env env, const char *syscall, int err, const char *detail) {
@@ -64,41 +58,9 @@ static napi_value throw_sys(napi_env env, const char *syscall, int err, const ch
   return NULL;
 }
 
-static int args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, NULL, "dstm_native udp: missing arguments");
-    return 0;
-  }
-  return 1;
-}
-
-static int i32(napi_env env, napi_value v, int32_t *out) {
-  if (napi_get_value_int32(env, v, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "dstm_native udp: expected a number");
-    return 0;
-  }
-  return 1;
-}
-
-/** Data and byte length of a TypedArray. */
-static int bytes(napi_env env, napi_value v, void **data, size_t *len) {
-  napi_typedarray_type type;
-  size_t n, off;
-  napi_value ab;
-  if (napi_get_typedarray_info(env, v, &type, &n, data, &ab, &off) != napi_ok) {
-    napi_throw_type_error(env, NULL, "dstm_native udp: expected a TypedArray");
-    return 0;
-  }
-  *len = n * ((type == napi_uint32_array || type == napi_int32_array || type == napi_float32_array) ? 4 : 1);
-  return 1;
-}
-
-// udpOpen(host: string, port, ipv6: boolean, recvBufferSize) → [fd, address, port]
-// host is an IP literal (IPv6 may carry %interface or %index). IPv6 sockets are IPV6_V6ONLY.
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!args(env, info, 4, argv)) return NULL;
+  if (!napi_util_args(env, info, 4, argv)) return NULL;
   char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
   size_t hlen = 0;
   int32_t port, rcvbuf;
@@ -108,7 +70,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "udpOpen: expected (host: string, port, ipv6: boolean, recvBufferSize)");
     return NULL;
   }
-  if (!i32(env, argv[1], &port) || !i32(env, argv[3], &rcvbuf)) return NULL;
+  if (!napi_util_i32(env, argv[1], &port) || !napi_util_i32(env, argv[3], &rcvbuf)) return NULL;
   if (hlen >= sizeof host - 1) return throw_sys(env, "bind", EINVAL, "(address too long)");
   struct sockaddr_storage ss;
   socklen_t sslen;
@@ -169,13 +131,13 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     bound_port = ntohs(a->sin_port);
   }
   napi_value result, fdv, addrv, portv;
-  CHECK(napi_create_array_with_length(env, 3, &result));
-  CHECK(napi_create_int32(env, fd, &fdv));
-  CHECK(napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &addrv));
-  CHECK(napi_create_int32(env, bound_port, &portv));
-  CHECK(napi_set_element(env, result, 0, fdv));
-  CHECK(napi_set_element(env, result, 1, addrv));
-  CHECK(napi_set_element(env, result, 2, portv));
+  NAPI_CHECK(napi_create_array_with_length(env, 3, &result));
+  NAPI_CHECK(napi_create_int32(env, fd, &fdv));
+  NAPI_CHECK(napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &addrv));
+  NAPI_CHECK(napi_create_int32(env, bound_port, &portv));
+  NAPI_CHECK(napi_set_element(env, result, 0, fdv));
+  NAPI_CHECK(napi_set_element(env, result, 1, addrv));
+  NAPI_CHECK(napi_set_element(env, result, 2, portv));
   return result;
 }
 
@@ -279,19 +241,7 @@ static void read_meta(udp_sock *s, unsigned i, uint32_t *m) {
 
 /** Calls JavaScript with `arg`: a datagram count, 0 when the socket became writable, or −errno on a poll error. */
 static void call_js(udp_sock *s, int64_t arg) {
-  napi_env env = s->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, argv[1], result;
-  napi_get_reference_value(env, s->callback, &cb);
-  napi_get_global(env, &recv);
-  napi_create_int64(env, arg, &argv[0]);
-  if (napi_make_callback(env, s->async, recv, cb, 1, argv, &result) == napi_pending_exception) {
-    napi_value e;
-    napi_get_and_clear_last_exception(env, &e);
-    napi_fatal_exception(env, e);
-  }
-  napi_close_handle_scope(env, scope);
+  napi_util_call(s->env, s->callback, s->async, arg);
 }
 
 static void on_events(uv_poll_t *handle, int status, int events) {
@@ -330,16 +280,16 @@ static void on_events(uv_poll_t *handle, int status, int events) {
 // cb(0): the socket is writable again after udpSend left datagrams unsent. cb(-errno): polling failed and stopped.
 static napi_value udp_start(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  if (!args(env, info, 8, argv)) return NULL;
+  if (!napi_util_args(env, info, 8, argv)) return NULL;
   int32_t fd, slot_size, max_batch;
   void *rx, *meta, *lens;
   size_t rx_len, meta_len, lens_len;
   bool v6;
-  if (!i32(env, argv[0], &fd) || !bytes(env, argv[1], &rx, &rx_len) || !i32(env, argv[2], &slot_size) ||
-      !bytes(env, argv[3], &meta, &meta_len) || !bytes(env, argv[4], &lens, &lens_len) ||
-      !i32(env, argv[5], &max_batch))
+  if (!napi_util_i32(env, argv[0], &fd) || !napi_util_bytes(env, argv[1], &rx, &rx_len) || !napi_util_i32(env, argv[2], &slot_size) ||
+      !napi_util_bytes(env, argv[3], &meta, &meta_len) || !napi_util_bytes(env, argv[4], &lens, &lens_len) ||
+      !napi_util_i32(env, argv[5], &max_batch))
     return NULL;
-  CHECK(napi_get_value_bool(env, argv[6], &v6));
+  NAPI_CHECK(napi_get_value_bool(env, argv[6], &v6));
   if (max_batch < 1 || max_batch > UDP_MAX_BATCH || slot_size < 1 || (size_t)max_batch * slot_size > rx_len ||
       (size_t)max_batch * META_WORDS * 4 > meta_len || (size_t)max_batch * 4 > lens_len) {
     napi_throw_range_error(env, NULL, "udpStart: buffer geometry does not fit");
@@ -378,14 +328,14 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   }
   uv_loop_t *loop;
   napi_value name, resource;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  CHECK(napi_create_object(env, &resource));
-  CHECK(napi_create_reference(env, argv[7], 1, &s->callback));
-  CHECK(napi_create_reference(env, argv[1], 1, &s->rx_ref));
-  CHECK(napi_create_reference(env, argv[3], 1, &s->meta_ref));
-  CHECK(napi_create_reference(env, argv[4], 1, &s->lens_ref));
-  CHECK(napi_create_string_utf8(env, "dstm:udp", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, resource, name, &s->async));
+  NAPI_CHECK(napi_get_uv_event_loop(env, &loop));
+  NAPI_CHECK(napi_create_object(env, &resource));
+  NAPI_CHECK(napi_create_reference(env, argv[7], 1, &s->callback));
+  NAPI_CHECK(napi_create_reference(env, argv[1], 1, &s->rx_ref));
+  NAPI_CHECK(napi_create_reference(env, argv[3], 1, &s->meta_ref));
+  NAPI_CHECK(napi_create_reference(env, argv[4], 1, &s->lens_ref));
+  NAPI_CHECK(napi_create_string_utf8(env, "dstm:udp", NAPI_AUTO_LENGTH, &name));
+  NAPI_CHECK(napi_async_init(env, resource, name, &s->async));
   s->events = UV_READABLE;
   int rc = uv_poll_init(loop, &s->poll, fd);
   if (rc == 0) rc = uv_poll_start(&s->poll, s->events, on_events);
@@ -401,7 +351,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   }
   s->refs = 2;
   napi_value ext;
-  CHECK(napi_create_external(env, s, finalize, NULL, &ext));
+  NAPI_CHECK(napi_create_external(env, s, finalize, NULL, &ext));
   return ext;
 }
 
@@ -476,15 +426,15 @@ static void fill_send(udp_sock *s, unsigned k, uint8_t *data, uint32_t len, cons
 // handle calls back with count 0 once the socket is writable.
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   napi_value argv[7];
-  if (!args(env, info, 7, argv)) return NULL;
+  if (!napi_util_args(env, info, 7, argv)) return NULL;
   udp_sock *s = get_sock(env, argv[0]);
   if (!s) return NULL;
   void *buf8, *offs8, *lens8, *meta8, *status8;
   size_t buf_len, offs_len, lens_len, meta_len, status_len;
   int32_t count;
-  if (!bytes(env, argv[1], &buf8, &buf_len) || !bytes(env, argv[2], &offs8, &offs_len) ||
-      !bytes(env, argv[3], &lens8, &lens_len) || !bytes(env, argv[4], &meta8, &meta_len) ||
-      !i32(env, argv[5], &count) || !bytes(env, argv[6], &status8, &status_len))
+  if (!napi_util_bytes(env, argv[1], &buf8, &buf_len) || !napi_util_bytes(env, argv[2], &offs8, &offs_len) ||
+      !napi_util_bytes(env, argv[3], &lens8, &lens_len) || !napi_util_bytes(env, argv[4], &meta8, &meta_len) ||
+      !napi_util_i32(env, argv[5], &count) || !napi_util_bytes(env, argv[6], &status8, &status_len))
     return NULL;
   uint8_t *buf = buf8;
   uint32_t *offs = offs8, *lens = lens8, *meta = meta8;
@@ -526,14 +476,14 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   status[1] = failed;
   status[2] = last;
   napi_value r;
-  CHECK(napi_create_int32(env, sent + failed, &r));
+  NAPI_CHECK(napi_create_int32(env, sent + failed, &r));
   return r;
 }
 
 // udpClose(handle): stops watching and closes the socket at once (its port is free when this returns).
 static napi_value udp_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return NULL;
+  if (!napi_util_args(env, info, 1, argv)) return NULL;
   udp_sock *s = get_sock(env, argv[0]);
   if (!s) return NULL;
   s->closed = 1;
@@ -551,13 +501,13 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
 // udpIfName(index) → the interface's name ('' if there is none), for the %scope of a link-local peer as Node gives it.
 static napi_value if_name(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return NULL;
+  if (!napi_util_args(env, info, 1, argv)) return NULL;
   int32_t idx;
-  if (!i32(env, argv[0], &idx)) return NULL;
+  if (!napi_util_i32(env, argv[0], &idx)) return NULL;
   char name[IF_NAMESIZE + 1];
   if (!if_indextoname((unsigned)idx, name)) name[0] = 0;
   napi_value r;
-  CHECK(napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &r));
+  NAPI_CHECK(napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &r));
   return r;
 }
 
