@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { get } from 'node:http';
 import { PassThrough } from 'node:stream';
+import { Address6 } from 'ip-address';
 import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../src/addr';
 import { formatEndpoint, parseEndpoint } from '../src/endpoint';
 import { createLogger } from '../src/log';
@@ -24,6 +25,32 @@ describe('addresses', () => {
     expect(() => parsePrefix4('192.0.2.1/24')).to.throw(/host bits are set past \/24/);
     expect(() => parsePrefix6('2001:db8::1/32')).to.throw(/host bits are set past \/32/);
     expect(parsePrefix6('2001:db8::/32').len).to.equal(32);
+  });
+
+  it('parses socket-style text by hand exactly as ip-address does, on valid and malformed texts alike', () => {
+    const reference = (s: string): string => (Address6.isValid(s) ? Buffer.from(new Address6(s).toUnsignedByteArray()).toString('hex') : 'refused');
+    const ours = (s: string): string => {
+      try {
+        return Buffer.from(parseIPv6(s)).toString('hex');
+      } catch {
+        return 'refused';
+      }
+    };
+    const pick = (chars: string): string => chars[Math.floor(Math.random() * chars.length)];
+    const texts: string[] = ['::', '::1', '1::', '1:2:3:4:5:6:7:8', '1::2:3:4:5:6:7:8', '1:2:3:4:5:6:7::', ':1::', '1:', '::1:'];
+    for (let i = 0; i < 3000; i++) {
+      // Random addresses, canonical and with the zero run spelt out or upper-cased, and random strings of the same alphabet.
+      const bytes = Uint8Array.from({ length: 16 }, () => (Math.random() < 0.4 ? 0 : Math.floor(Math.random() * 256)));
+      const text = formatIPv6(bytes);
+      texts.push(text, text.toUpperCase(), text.replace('::', ':0:0:'), Array.from({ length: Math.floor(Math.random() * 42) }, () => pick('0123456789abcdefF::')).join(''));
+    }
+    let plain = 0;
+    for (const t of texts) {
+      expect(ours(t), t).to.equal(reference(t));
+      if (ours(t) !== 'refused') plain++;
+    }
+    // Every canonical and upper-cased address at least, so the comparison is not all refusals.
+    expect(plain).to.be.at.least(6000);
   });
 });
 

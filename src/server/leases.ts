@@ -90,6 +90,12 @@ const GATHER_MORE = 32;
 const MAX_SYNCS = 3;
 /** Longest wait before a commit nobody waits for is synced (and its feed changes are shown). */
 const LAZY_SYNC_MS = 20;
+/**
+ * Longest wait, as a fraction of a sync's duration, for the calls expected to join a sync before it starts. The
+ * nodes a sync answered tend to call again together; a sync started on the first of them would leave the others
+ * to the next one, and a node would wait for two syncs instead of one.
+ */
+const GATHER_FRACTION = 0.4;
 
 export function wallClock(): number {
   return Math.floor(Date.now() / 1000);
@@ -113,6 +119,17 @@ export class LeaseService extends EventEmitter {
   private dirty = false;
   private syncing = 0;
   private lazySync: NodeJS.Timeout | undefined;
+  /** Calls the last sync answered plus those already waiting when it ended: about as many will wait for the next one. */
+  private expected = 0;
+  /** Moving average of a sync's duration, milliseconds. */
+  private syncMs = 0.5;
+  /** When the first call waiting for the next sync committed (performance.now()), or 0. */
+  private gatherSince = 0;
+  private gatherCheck = false;
+  private readonly gather = (): void => {
+    this.gatherCheck = false;
+    this.startSync();
+  };
   private readonly syncLater = (): void => {
     this.lazySync = undefined;
     this.startSync(true);
@@ -121,6 +138,9 @@ export class LeaseService extends EventEmitter {
   private failed: StoreUnavailable | undefined;
   /** Last durable feed sequence number. */
   private seq: number;
+  /** Last feed sequence number committed, and the last one written by the transaction running now. */
+  private committedSeq: number;
+  private writtenSeq: number;
   /** Operations by "name:status", for metrics. */
   readonly counts = new Map<string, number>();
   private readonly countKeys: Record<string, Record<string, string>> = {};
@@ -131,7 +151,7 @@ export class LeaseService extends EventEmitter {
     private readonly clock: () => number = wallClock,
   ) {
     super();
-    this.seq = store.lastSeq();
+    this.seq = this.committedSeq = this.writtenSeq = store.lastSeq();
     this.configure(policy);
   }
 
@@ -344,7 +364,7 @@ export class LeaseService extends EventEmitter {
   }
 
   private feed(b: Binding, active: boolean): void {
-    this.store.feedPut(b.ip4, b.ip6, b.starts, b.ends, active);
+    this.writtenSeq = this.store.feedPut(b.ip4, b.ip6, b.starts, b.ends, active);
   }
 
   private grant(status: Status, b: Binding, now: number): Grant {
@@ -437,6 +457,19 @@ export class LeaseService extends EventEmitter {
       this.lazySync ??= setTimeout(this.syncLater, LAZY_SYNC_MS).unref();
       return;
     }
+    if (this.unsynced.length > 0 && this.unsynced.length < this.expected) {
+      const now = performance.now();
+      if (this.gatherSince === 0) this.gatherSince = now;
+      if (now - this.gatherSince < this.syncMs * GATHER_FRACTION) {
+        // Look again once the sockets have been read: setImmediate, as timers cannot wait under a millisecond.
+        if (!this.gatherCheck) {
+          this.gatherCheck = true;
+          setImmediate(this.gather);
+        }
+        return;
+      }
+    }
+    this.gatherSince = 0;
     if (this.lazySync) {
       clearTimeout(this.lazySync);
       this.lazySync = undefined;
@@ -447,9 +480,12 @@ export class LeaseService extends EventEmitter {
     const values = this.unsyncedValues;
     this.unsynced = [];
     this.unsyncedValues = [];
-    const seq = this.store.lastSeq();
+    const seq = this.committedSeq;
+    const started = performance.now();
     this.store.sync((err) => {
       this.syncing--;
+      this.syncMs += (performance.now() - started - this.syncMs) / 8;
+      this.expected = ops.length + this.unsynced.length;
       // After a failed sync a later one may succeed without the pages the failed one lost: trust none of them.
       if (err || this.failed) {
         this.failed ??= new StoreUnavailable(err);
@@ -472,8 +508,11 @@ export class LeaseService extends EventEmitter {
   private commit(ops: Op<any>[], now: number): { ok: true; values: (Grant | number)[] } | { ok: false; error: unknown } {
     const undo: Undo = [];
     try {
-      return { ok: true, values: this.store.transaction(() => ops.map((op) => op.run(undo, now))) };
+      const values = this.store.transaction(() => ops.map((op) => op.run(undo, now)));
+      this.committedSeq = this.writtenSeq;
+      return { ok: true, values };
     } catch (error) {
+      this.writtenSeq = this.committedSeq;
       for (const u of undo.reverse()) u();
       return { ok: false, error };
     }

@@ -188,6 +188,29 @@ describe('lease service', () => {
     expect(svc.changes(since, 10).changes).to.have.length(1);
   });
 
+  it('holds a sync back briefly for as many callers as the last one answered, so that they share it', async () => {
+    store.close();
+    // A disk whose flush takes 20 ms: the wait for more callers (a fraction of a flush) is long enough not to race.
+    const slow = new (class extends CountingStore {
+      override sync(done: (err: Error | null) => void): void {
+        setTimeout(() => super.sync(done), 20);
+      }
+    })(dir);
+    store = slow;
+    svc = new LeaseService(store, policy(), () => now);
+    const round = (nodes: number[]): Promise<unknown> => Promise.all(nodes.map((n) => svc.request(node(n), 0, 0)));
+    for (let i = 0; i < 3; i++) await round([1, 2, 3, 4]);
+    expect(slow.synced).to.equal(3);
+    // Two of the four call back, then two more a couple of event-loop turns later: one sync for all four.
+    const early = round([1, 2]);
+    for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+    await Promise.all([early, round([3, 4])]);
+    expect(slow.synced).to.equal(4);
+    // Fewer callers than expected: the sync starts anyway once the wait is over.
+    await round([1]);
+    expect(slow.synced).to.equal(5);
+  });
+
   it('answers an allocation only after a WAL sync that followed its commit, a release at its commit; the feed shows only synced changes', async () => {
     store.close();
     const counting = new CountingStore(dir);
