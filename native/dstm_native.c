@@ -189,12 +189,7 @@ typedef struct {
 } raw_slot;
 
 typedef struct {
-  uv_poll_t poll;  // first: the uv handle's address is the reader's
-  napi_env env;
-  napi_ref callback;
-  napi_ref buffer;  // keeps the shared slots alive
-  napi_ref lengths;
-  napi_async_context async;
+  js_poller jp;  // first: the uv handle's address is the reader's; keeps the slots and lengths alive
   int fd;
   int kind;
   int proto;
@@ -267,22 +262,18 @@ static unsigned drain(reader *r) {
   return (unsigned)got;
 }
 
-/** Calls the JS callback with `arg`: a packet count, or −errno when polling failed (and was stopped). */
-static void call_js(reader *r, int64_t arg) {
-  napi_util_call(r->env, r->callback, r->async, arg);
-}
-
+/** Calls JavaScript with a packet count, or with −errno when polling failed (and was stopped). */
 static void on_readable(uv_poll_t *handle, int status, int events) {
   reader *r = (reader *)handle;
   (void)events;
   if (status < 0) {
     // A persistent error would otherwise wake us in a loop; stop and let JavaScript decide (close, reopen).
     uv_poll_stop(handle);
-    call_js(r, status);
+    js_poller_call(&r->jp, status);
     return;
   }
   unsigned n = drain(r);
-  if (n > 0) call_js(r, n);
+  if (n > 0) js_poller_call(&r->jp, n);
 }
 
 static void free_reader(uv_handle_t *handle) {
@@ -314,7 +305,6 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
   }
   reader *r = calloc(1, sizeof *r);
   if (!r) return throw_errno(env, "calloc", ENOMEM);
-  r->env = env;
   r->fd = fd;
   r->kind = kind;
   r->proto = proto;
@@ -340,21 +330,8 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
       r->msgs[i].msg_hdr.msg_control = r->raw[i].control.buf;
     }
   }
-  uv_loop_t *loop;
-  napi_value name, resource;
-  NAPI_CHECK(napi_get_uv_event_loop(env, &loop));
-  NAPI_CHECK(napi_create_object(env, &resource));
-  NAPI_CHECK(napi_create_reference(env, argv[8], 1, &r->callback));
-  NAPI_CHECK(napi_create_reference(env, argv[2], 1, &r->buffer));
-  NAPI_CHECK(napi_create_reference(env, argv[5], 1, &r->lengths));
-  NAPI_CHECK(napi_create_string_utf8(env, "dstm:device", NAPI_AUTO_LENGTH, &name));
-  NAPI_CHECK(napi_async_init(env, resource, name, &r->async));
-  int rc = uv_poll_init(loop, &r->poll, fd);
-  if (rc == 0) rc = uv_poll_start(&r->poll, UV_READABLE, on_readable);
-  if (rc != 0) {
-    napi_throw_error(env, NULL, uv_strerror(rc));
-    return NULL;
-  }
+  napi_value arrays[] = {argv[2], argv[5]};
+  if (!js_poller_start(env, &r->jp, fd, UV_READABLE, on_readable, free_reader, "dstm:device", argv[8], arrays, 2)) return NULL;
   napi_value ext;
   NAPI_CHECK(napi_create_external(env, r, NULL, NULL, &ext));
   return ext;
@@ -366,12 +343,7 @@ static napi_value stop_reader(napi_env env, napi_callback_info info) {
   if (!napi_util_args(env, info, 1, argv)) return NULL;
   reader *r;
   NAPI_CHECK(napi_get_value_external(env, argv[0], (void **)&r));
-  uv_poll_stop(&r->poll);
-  napi_delete_reference(env, r->callback);
-  napi_delete_reference(env, r->buffer);
-  napi_delete_reference(env, r->lengths);
-  napi_async_destroy(env, r->async);
-  uv_close((uv_handle_t *)&r->poll, free_reader);
+  js_poller_stop(&r->jp, free_reader);
   return NULL;
 }
 

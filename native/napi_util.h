@@ -1,9 +1,10 @@
 /* N-API plumbing shared by the addon's C files (dstm_native.c: TUN and raw sockets; udp.c: the RPC server's UDP):
- * argument checks that throw a TypeError, and the one way a libuv poll callback calls back into JavaScript. */
+ * argument checks that throw a TypeError, and the one kind of fd watcher whose events call back into JavaScript. */
 #ifndef DSTM_NAPI_UTIL_H
 #define DSTM_NAPI_UTIL_H
 #include <node_api.h>
 #include <stdint.h>
+#include <uv.h>
 
 #define NAPI_CHECK(call)                                                                                         \
   do {                                                                                                           \
@@ -43,15 +44,75 @@ static inline int napi_util_bytes(napi_env env, napi_value v, void **data, size_
   return 1;
 }
 
-/** Calls `callback(arg)` from a libuv callback, in `async`'s context; an exception it throws is fatal, as Node's own are. */
-static inline void napi_util_call(napi_env env, napi_ref callback, napi_async_context async, int64_t arg) {
+#define JS_POLLER_MAX_ARRAYS 3
+
+/**
+ * An fd watched by libuv whose events call back into JavaScript. It keeps the JavaScript callback alive, and the
+ * TypedArrays that C reads and writes into while it watches. It is the first member of its owner, so the uv
+ * handle's address is the owner's, and the owner is freed by the close callback given to js_poller_start.
+ */
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_ref arrays[JS_POLLER_MAX_ARRAYS];
+  int n_arrays;
+  napi_async_context async;
+} js_poller;
+
+static inline void js_poller_unref(js_poller *p) {
+  napi_delete_reference(p->env, p->callback);
+  for (int i = 0; i < p->n_arrays; i++) napi_delete_reference(p->env, p->arrays[i]);
+  napi_async_destroy(p->env, p->async);
+}
+
+/**
+ * Watches `fd` for `events`, calling `on_event`; `name` is the async resource's (as async_hooks see it). On failure
+ * it throws, frees the owner through `on_close` and returns 0.
+ */
+static inline int js_poller_start(napi_env env, js_poller *p, int fd, int events, uv_poll_cb on_event, uv_close_cb on_close, const char *name,
+                                  napi_value callback, const napi_value *arrays, int n_arrays) {
+  uv_loop_t *loop;
+  napi_value resource, resource_name;
+  p->env = env;
+  if (n_arrays > JS_POLLER_MAX_ARRAYS || napi_get_uv_event_loop(env, &loop) != napi_ok || napi_create_object(env, &resource) != napi_ok ||
+      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_async_init(env, resource, resource_name, &p->async) != napi_ok) {
+    napi_throw_error(env, NULL, "dstm_native: cannot set up the callback");
+    on_close((uv_handle_t *)&p->poll);
+    return 0;
+  }
+  napi_create_reference(env, callback, 1, &p->callback);
+  for (p->n_arrays = 0; p->n_arrays < n_arrays; p->n_arrays++) napi_create_reference(env, arrays[p->n_arrays], 1, &p->arrays[p->n_arrays]);
+  int rc = uv_poll_init(loop, &p->poll, fd);
+  if (rc != 0) {
+    js_poller_unref(p);
+    on_close((uv_handle_t *)&p->poll);  // not in the loop: nothing to close
+  } else if ((rc = uv_poll_start(&p->poll, events, on_event)) != 0) {
+    js_poller_unref(p);
+    uv_close((uv_handle_t *)&p->poll, on_close);
+  }
+  if (rc != 0) napi_throw_error(env, uv_err_name(rc), uv_strerror(rc));
+  return rc == 0;
+}
+
+/** Stops watching and lets go of the callback and the arrays; the owner is freed once libuv has closed the handle. */
+static inline void js_poller_stop(js_poller *p, uv_close_cb on_close) {
+  uv_poll_stop(&p->poll);
+  js_poller_unref(p);
+  uv_close((uv_handle_t *)&p->poll, on_close);
+}
+
+/** Calls the callback with `arg` from a libuv callback; an exception it throws is fatal, as Node's own are. */
+static inline void js_poller_call(js_poller *p, int64_t arg) {
+  napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, argv[1], result;
-  napi_get_reference_value(env, callback, &cb);
+  napi_get_reference_value(env, p->callback, &cb);
   napi_get_global(env, &recv);  // napi_make_callback needs an object receiver
   napi_create_int64(env, arg, &argv[0]);
-  if (napi_make_callback(env, async, recv, cb, 1, argv, &result) == napi_pending_exception) {
+  if (napi_make_callback(env, p->async, recv, cb, 1, argv, &result) == napi_pending_exception) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     napi_fatal_exception(env, e);

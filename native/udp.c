@@ -147,13 +147,7 @@ typedef union {
 } pktinfo_cmsg;
 
 typedef struct {
-  uv_poll_t poll;  // first: the handle's address is the socket's
-  napi_env env;
-  napi_ref callback;
-  napi_ref rx_ref;  // keep the shared arrays alive while C holds pointers into them
-  napi_ref meta_ref;
-  napi_ref lens_ref;
-  napi_async_context async;
+  js_poller jp;  // first: the handle's address is the socket's; keeps rx, meta and lens alive
   int fd;
   int v6;
   int events;  // UV_READABLE, plus UV_WRITABLE while a send waits for room
@@ -239,22 +233,18 @@ static void read_meta(udp_sock *s, unsigned i, uint32_t *m) {
   m[6] = flags;
 }
 
-/** Calls JavaScript with `arg`: a datagram count, 0 when the socket became writable, or −errno on a poll error. */
-static void call_js(udp_sock *s, int64_t arg) {
-  napi_util_call(s->env, s->callback, s->async, arg);
-}
-
+/** Calls JavaScript with a datagram count, 0 when the socket became writable, or −errno on a poll error. */
 static void on_events(uv_poll_t *handle, int status, int events) {
   udp_sock *s = (udp_sock *)handle;
   if (status < 0) {
     uv_poll_stop(handle);
-    call_js(s, status);
+    js_poller_call(&s->jp, status);
     return;
   }
   if (events & UV_WRITABLE) {
     s->events = UV_READABLE;
-    uv_poll_start(&s->poll, s->events, on_events);
-    call_js(s, 0);
+    uv_poll_start(&s->jp.poll, s->events, on_events);
+    js_poller_call(&s->jp, 0);
     if (s->closed) return;
   }
   if (!(events & UV_READABLE)) return;
@@ -272,7 +262,7 @@ static void on_events(uv_poll_t *handle, int status, int events) {
     read_meta(s, i, s->meta + (size_t)i * META_WORDS);
     s->lens[i] = s->rmsgs[i].msg_len;
   }
-  call_js(s, got);
+  js_poller_call(&s->jp, got);
 }
 
 // udpStart(fd, rx: Uint8Array, slotSize, meta: Uint32Array, lengths: Uint32Array, maxBatch, ipv6, cb) → handle
@@ -297,7 +287,6 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   }
   udp_sock *s = calloc(1, sizeof *s);
   if (!s) return throw_sys(env, "calloc", ENOMEM, NULL);
-  s->env = env;
   s->fd = fd;
   s->v6 = v6;
   s->max_batch = max_batch;
@@ -326,30 +315,11 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
     h->msg_name = &s->rnames[i];
     h->msg_control = s->rctl[i].buf;
   }
-  uv_loop_t *loop;
-  napi_value name, resource;
-  NAPI_CHECK(napi_get_uv_event_loop(env, &loop));
-  NAPI_CHECK(napi_create_object(env, &resource));
-  NAPI_CHECK(napi_create_reference(env, argv[7], 1, &s->callback));
-  NAPI_CHECK(napi_create_reference(env, argv[1], 1, &s->rx_ref));
-  NAPI_CHECK(napi_create_reference(env, argv[3], 1, &s->meta_ref));
-  NAPI_CHECK(napi_create_reference(env, argv[4], 1, &s->lens_ref));
-  NAPI_CHECK(napi_create_string_utf8(env, "dstm:udp", NAPI_AUTO_LENGTH, &name));
-  NAPI_CHECK(napi_async_init(env, resource, name, &s->async));
   s->events = UV_READABLE;
-  int rc = uv_poll_init(loop, &s->poll, fd);
-  if (rc == 0) rc = uv_poll_start(&s->poll, s->events, on_events);
-  if (rc != 0) {
-    napi_delete_reference(env, s->callback);
-    napi_delete_reference(env, s->rx_ref);
-    napi_delete_reference(env, s->meta_ref);
-    napi_delete_reference(env, s->lens_ref);
-    napi_async_destroy(env, s->async);
-    free_sock(s);
-    napi_throw_error(env, uv_err_name(rc), uv_strerror(rc));
-    return NULL;
-  }
-  s->refs = 2;
+  s->refs = 1;  // the uv handle: if watching fails, closing it frees the socket
+  napi_value arrays[] = {argv[1], argv[3], argv[4]};
+  if (!js_poller_start(env, &s->jp, fd, s->events, on_events, on_closed, "dstm:udp", argv[7], arrays, 3)) return NULL;
+  s->refs = 2;  // and the JavaScript handle
   napi_value ext;
   NAPI_CHECK(napi_create_external(env, s, finalize, NULL, &ext));
   return ext;
@@ -465,7 +435,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     if (last == EAGAIN || last == ENOBUFS) {
       if (!(s->events & UV_WRITABLE)) {
         s->events = UV_READABLE | UV_WRITABLE;
-        uv_poll_start(&s->poll, s->events, on_events);
+        uv_poll_start(&s->jp.poll, s->events, on_events);
       }
       break;
     }
@@ -487,13 +457,8 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   udp_sock *s = get_sock(env, argv[0]);
   if (!s) return NULL;
   s->closed = 1;
-  napi_delete_reference(env, s->callback);
-  napi_delete_reference(env, s->rx_ref);
-  napi_delete_reference(env, s->meta_ref);
-  napi_delete_reference(env, s->lens_ref);
-  napi_async_destroy(env, s->async);
   // uv_close takes the fd out of epoll before it returns, so the fd can be closed now; the handle is freed later.
-  uv_close((uv_handle_t *)&s->poll, on_closed);
+  js_poller_stop(&s->jp, on_closed);
   close(s->fd);
   return NULL;
 }

@@ -5,8 +5,9 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadAddon } from '../../src/addon';
 import { RpcClient, RpcServer } from '../../src/rpc';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { BatchUdpSocket, batchedUdpAvailable } from '../../src/rpc/udp-batch';
@@ -83,6 +84,24 @@ describe('rpc server over batched UDP', function () {
   });
 
   describe('the batched socket', () => {
+    it('is refused, with its errno, an fd that cannot be watched (as is the device reader), and the event loop carries on', async () => {
+      const addon = loadAddon() as {
+        udpStart(fd: number, rx: Uint8Array, slot: number, meta: Uint32Array, lens: Uint32Array, batch: number, v6: boolean, cb: () => void): unknown;
+        startReader(fd: number, kind: number, slots: Uint8Array, slot: number, headroom: number, lens: Uint32Array, batch: number, proto: number, cb: () => void): unknown;
+      };
+      const closed = openSync('/dev/null', 'r');
+      closeSync(closed);
+      expect(() => addon.udpStart(closed, new Uint8Array(8192), 2048, new Uint32Array(64), new Uint32Array(4), 4, true, () => {})).to.throw().with.property('code', 'EBADF');
+      const file = openSync(__filename, 'r');
+      try {
+        // epoll cannot watch a regular file.
+        expect(() => addon.startReader(file, 0, new Uint8Array(8192), 2048, 0, new Uint32Array(4), 4, 4, () => {})).to.throw().with.property('code', 'EPERM');
+      } finally {
+        closeSync(file);
+      }
+      await sleep(20);
+    });
+
     it('drains up to a batch of datagrams per callback, and sends the replies queued by it', async () => {
       const s = await BatchUdpSocket.bind('::1', 0, { batch: 16, slotSize: 2048 });
       const batches: number[] = [];
