@@ -35,22 +35,6 @@
 #define MAX_BATCH 1024
 
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_value code, text, error;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  char errname[16];
-  snprintf(errname, sizeof errname, "%d", err);
-  napi_create_string_utf8(env, errname, NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, text, &error);
-  napi_value errnoval;
-  napi_create_int32(env, err, &errnoval);
-  napi_set_named_property(env, error, "errno", errnoval);
-  napi_throw(env, error);
-  return NULL;
-}
-
 static int get_name(napi_env env, napi_value v, char *buf, size_t size) {
   size_t n;
   if (napi_get_value_string_utf8(env, v, buf, size, &n) != napi_ok) {
@@ -67,7 +51,7 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   char name[IFNAMSIZ];
   if (!get_name(env, argv[0], name, sizeof name)) return NULL;
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return throw_errno(env, "open /dev/net/tun", errno);
+  if (fd < 0) return napi_util_throw_sys(env, "open /dev/net/tun", errno, strerror(errno));
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
@@ -75,7 +59,7 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
     close(fd);
-    return throw_errno(env, "TUNSETIFF", err);
+    return napi_util_throw_sys(env, "TUNSETIFF", err, strerror(err));
   }
   napi_value result, fdv, namev;
   NAPI_CHECK(napi_create_array_with_length(env, 2, &result));
@@ -96,11 +80,11 @@ static napi_value set_mtu(napi_env env, napi_callback_info info) {
   if (!get_name(env, argv[0], ifr.ifr_name, IFNAMSIZ) || !napi_util_i32(env, argv[1], &mtu)) return NULL;
   ifr.ifr_mtu = mtu;
   int s = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return throw_errno(env, "socket", errno);
+  if (s < 0) return napi_util_throw_sys(env, "socket", errno, strerror(errno));
   int rc = ioctl(s, SIOCSIFMTU, &ifr);
   int err = errno;
   close(s);
-  if (rc < 0) return throw_errno(env, "SIOCSIFMTU", err);
+  if (rc < 0) return napi_util_throw_sys(env, "SIOCSIFMTU", err, strerror(err));
   return NULL;
 }
 
@@ -125,7 +109,7 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
     }
   }
   int fd = socket(AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
-  if (fd < 0) return throw_errno(env, "socket(AF_INET6, SOCK_RAW)", errno);
+  if (fd < 0) return napi_util_throw_sys(env, "socket(AF_INET6, SOCK_RAW)", errno, strerror(errno));
   int one = 1;
   const char *what = NULL;
   // Bursts of a whole batch must not overflow the default (~200 KiB) socket buffers. The FORCE variants need
@@ -160,7 +144,7 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
   if (what) {
     int err = errno;
     close(fd);
-    return throw_errno(env, what, err);
+    return napi_util_throw_sys(env, what, err, strerror(err));
   }
   napi_value r;
   NAPI_CHECK(napi_create_int32(env, fd, &r));
@@ -173,7 +157,7 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   if (!napi_util_args(env, info, 1, argv)) return NULL;
   int32_t fd;
   if (!napi_util_i32(env, argv[0], &fd)) return NULL;
-  if (close(fd) < 0) return throw_errno(env, "close", errno);
+  if (close(fd) < 0) return napi_util_throw_sys(env, "close", errno, strerror(errno));
   return NULL;
 }
 
@@ -304,7 +288,7 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
     return NULL;
   }
   reader *r = calloc(1, sizeof *r);
-  if (!r) return throw_errno(env, "calloc", ENOMEM);
+  if (!r) return napi_util_throw_sys(env, "calloc", ENOMEM, strerror(ENOMEM));
   r->fd = fd;
   r->kind = kind;
   r->proto = proto;
@@ -319,7 +303,7 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
     r->raw = calloc(max_batch, sizeof *r->raw);
     if (!r->msgs || !r->iovs || !r->raw) {
       free_reader((uv_handle_t *)r);
-      return throw_errno(env, "calloc", ENOMEM);
+      return napi_util_throw_sys(env, "calloc", ENOMEM, strerror(ENOMEM));
     }
     for (int i = 0; i < max_batch; i++) {
       r->iovs[i].iov_base = slots + (size_t)i * slot_size + IPV6_HDR;
@@ -387,7 +371,7 @@ static napi_value new_sender(napi_env env, napi_callback_info info) {
   }
   if (!s || !s->msgs || !s->iovs || !s->dsts) {
     if (s) free_sender(env, s, NULL);
-    return throw_errno(env, "calloc", ENOMEM);
+    return napi_util_throw_sys(env, "calloc", ENOMEM, strerror(ENOMEM));
   }
   napi_value ext;
   NAPI_CHECK(napi_create_external(env, s, free_sender, NULL, &ext));
@@ -481,15 +465,15 @@ napi_value dstm_udp_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_default, NULL},
-      {"setMtu", NULL, set_mtu, NULL, NULL, NULL, napi_default, NULL},
-      {"openRaw6", NULL, open_raw6, NULL, NULL, NULL, napi_default, NULL},
-      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
-      {"startReader", NULL, start_reader, NULL, NULL, NULL, napi_default, NULL},
-      {"stopReader", NULL, stop_reader, NULL, NULL, NULL, napi_default, NULL},
-      {"newSender", NULL, new_sender, NULL, NULL, NULL, napi_default, NULL},
-      {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default, NULL},
-      {"sdNotify", NULL, dstm_sd_notify, NULL, NULL, NULL, napi_default, NULL},
+      NAPI_METHOD("openTun", open_tun),
+      NAPI_METHOD("setMtu", set_mtu),
+      NAPI_METHOD("openRaw6", open_raw6),
+      NAPI_METHOD("closeFd", close_fd),
+      NAPI_METHOD("startReader", start_reader),
+      NAPI_METHOD("stopReader", stop_reader),
+      NAPI_METHOD("newSender", new_sender),
+      NAPI_METHOD("sendBatch", send_batch),
+      NAPI_METHOD("sdNotify", dstm_sd_notify),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return dstm_udp_init(env, exports);

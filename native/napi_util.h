@@ -4,6 +4,7 @@
 #define DSTM_NAPI_UTIL_H
 #include <node_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #define NAPI_CHECK(call)                                                                                         \
@@ -13,6 +14,9 @@
       return NULL;                                                                                               \
     }                                                                                                            \
   } while (0)
+
+/** An entry of the property table a module's init defines: JavaScript name, C function. */
+#define NAPI_METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
 
 static inline int napi_util_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -42,6 +46,26 @@ static inline int napi_util_bytes(napi_env env, napi_value v, void **data, size_
   }
   *len = n * ((type == napi_uint32_array || type == napi_int32_array || type == napi_float32_array) ? 4 : 1);
   return 1;
+}
+
+/**
+ * Throws an Error like Node's system errors: code 'EADDRINUSE' etc., errno (negative, as Node's), syscall, and the
+ * message "syscall CODE detail" (dgram's form for bind errors, which the batched UDP socket must match).
+ */
+static inline napi_value napi_util_throw_sys(napi_env env, const char *syscall, int err, const char *detail) {
+  const char *code = uv_err_name(uv_translate_sys_error(err));
+  char msg[320];
+  snprintf(msg, sizeof msg, "%s %s%s%s", syscall, code, detail ? " " : "", detail ? detail : "");
+  napi_value codev, text, error, errnov, sysv;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &codev);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, codev, text, &error);
+  napi_create_int32(env, -err, &errnov);  // negative, as Node's uv errors are
+  napi_set_named_property(env, error, "errno", errnov);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sysv);
+  napi_set_named_property(env, error, "syscall", sysv);
+  napi_throw(env, error);
+  return NULL;
 }
 
 #define JS_POLLER_MAX_ARRAYS 3

@@ -41,23 +41,6 @@
 #define UDP_MAX_BATCH 1024
 
 
-/** Throws an Error like Node's socket errors: code 'EADDRINUSE' etc., errno, syscall, and "syscall CODE detail". */
-static napi_value throw_sys(napi_env env, const char *syscall, int err, const char *detail) {
-  const char *code = uv_err_name(uv_translate_sys_error(err));
-  char msg[320];
-  snprintf(msg, sizeof msg, "%s %s%s%s", syscall, code, detail ? " " : "", detail ? detail : "");
-  napi_value codev, text, error, errnov, sysv;
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &codev);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, codev, text, &error);
-  napi_create_int32(env, -err, &errnov);  // negative, as Node's uv errors are
-  napi_set_named_property(env, error, "errno", errnov);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sysv);
-  napi_set_named_property(env, error, "syscall", sysv);
-  napi_throw(env, error);
-  return NULL;
-}
-
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!napi_util_args(env, info, 4, argv)) return NULL;
@@ -71,7 +54,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!napi_util_i32(env, argv[1], &port) || !napi_util_i32(env, argv[3], &rcvbuf)) return NULL;
-  if (hlen >= sizeof host - 1) return throw_sys(env, "bind", EINVAL, "(address too long)");
+  if (hlen >= sizeof host - 1) return napi_util_throw_sys(env, "bind", EINVAL, "(address too long)");
   struct sockaddr_storage ss;
   socklen_t sslen;
   memset(&ss, 0, sizeof ss);
@@ -85,19 +68,19 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
       char *end;
       unsigned long idx = strtoul(pct, &end, 10);
       a->sin6_scope_id = (*pct && !*end) ? (uint32_t)idx : if_nametoindex(pct);
-      if (!a->sin6_scope_id) return throw_sys(env, "bind", ENXIO, pct);
+      if (!a->sin6_scope_id) return napi_util_throw_sys(env, "bind", ENXIO, pct);
     }
-    if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return throw_sys(env, "bind", EINVAL, host);
+    if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return napi_util_throw_sys(env, "bind", EINVAL, host);
     sslen = sizeof *a;
   } else {
     struct sockaddr_in *a = (struct sockaddr_in *)&ss;
     a->sin_family = AF_INET;
     a->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return throw_sys(env, "bind", EINVAL, host);
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return napi_util_throw_sys(env, "bind", EINVAL, host);
     sslen = sizeof *a;
   }
   int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_sys(env, "socket", errno, NULL);
+  if (fd < 0) return napi_util_throw_sys(env, "socket", errno, NULL);
   int one = 1;
   const char *what = NULL;
   if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);  // capped by rmem_max, as for dgram
@@ -117,7 +100,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (what) {
     int err = errno;
     close(fd);
-    return throw_sys(env, what, err, strcmp(what, "bind") == 0 ? detail : NULL);
+    return napi_util_throw_sys(env, what, err, strcmp(what, "bind") == 0 ? detail : NULL);
   }
   char text[INET6_ADDRSTRLEN];
   int bound_port;
@@ -286,7 +269,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   udp_sock *s = calloc(1, sizeof *s);
-  if (!s) return throw_sys(env, "calloc", ENOMEM, NULL);
+  if (!s) return napi_util_throw_sys(env, "calloc", ENOMEM, NULL);
   s->fd = fd;
   s->v6 = v6;
   s->max_batch = max_batch;
@@ -304,7 +287,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   s->sctl = calloc(max_batch, sizeof *s->sctl);
   if (!s->rmsgs || !s->riovs || !s->rnames || !s->rctl || !s->smsgs || !s->siovs || !s->snames || !s->sctl) {
     free_sock(s);
-    return throw_sys(env, "calloc", ENOMEM, NULL);
+    return napi_util_throw_sys(env, "calloc", ENOMEM, NULL);
   }
   for (int i = 0; i < max_batch; i++) {
     s->riovs[i].iov_base = s->rx + (size_t)i * slot_size;
@@ -478,11 +461,11 @@ static napi_value if_name(napi_env env, napi_callback_info info) {
 
 napi_value dstm_udp_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_default, NULL},
-      {"udpStart", NULL, udp_start, NULL, NULL, NULL, napi_default, NULL},
-      {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_default, NULL},
-      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default, NULL},
-      {"udpIfName", NULL, if_name, NULL, NULL, NULL, napi_default, NULL},
+      NAPI_METHOD("udpOpen", udp_open),
+      NAPI_METHOD("udpStart", udp_start),
+      NAPI_METHOD("udpSend", udp_send),
+      NAPI_METHOD("udpClose", udp_close),
+      NAPI_METHOD("udpIfName", if_name),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;
