@@ -126,6 +126,9 @@ export class Dti {
   async start(trigger?: () => void): Promise<void> {
     // IPv6 on the DTI would only send router solicitations and MLD reports into the IPv4 tunnel
     writeSysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
+    // The ICMPv4 errors the DTI writes for local applications come from the node's own address (icmpSource):
+    // without accept_local the kernel drops them as martians.
+    writeSysctl(`net.ipv4.conf.${this.name}.accept_local`, '1');
     const cmds = [ip.linkMtu(this.name, this.tunnel.tunnelMtu), ip.linkUp(this.name)];
     if (trigger) {
       this.onDemand = trigger;

@@ -14,10 +14,12 @@ export default class TepCommand extends Command {
     'IPv4 for pool addresses is encapsulated back to the node the address is bound to. Bindings come from the DSTM ' +
     "server's binding feed (--server) and from static Annex A mappings (--static); a tunnelled packet is forwarded " +
     'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM; ' +
-    'SIGHUP re-reads the configuration: static mappings change at once, other changed keys are logged as needing a ' +
-    'restart. Under ' +
+    'IPv4 for a pool address no node holds is answered with ICMPv4 host unreachable (--no-unreachable: dropped ' +
+    'silently). SIGHUP re-reads the configuration: static mappings and unreachable change at once, other changed ' +
+    'keys are logged as needing a restart. Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
-    'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, control}. See dstm-tep(8).\n' +
+    'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +
+    'See dstm-tep(8).\n' +
     exitHelp(EXITS);
 
   static exitCodes = EXITS;
@@ -39,6 +41,10 @@ export default class TepCommand extends Command {
     static: Flags.string({ summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).', multiple: true }),
     device: Flags.string({ summary: 'Name of the TUN device (default dstm-tep0).' }),
     'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes (default 1500).' }),
+    unreachable: Flags.boolean({
+      allowNo: true,
+      summary: 'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',
+    }),
     control: Flags.string({ summary: 'Unix socket for `dstm tep stats` (default /run/dstm/tep.sock).' }),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
     'log-level': logLevelFlag,

@@ -1,6 +1,6 @@
 // The "tep" section of the configuration file (dstm tep). Every key is documented in dstm.conf(5) and dstm-tep(8).
 import { DEFAULT_CONTROL_PATH } from '../tep/control';
-import { describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
+import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
 import { endpoint, ipv4, ipv6, path, prefix4, prefix6 } from './types';
 
@@ -19,6 +19,11 @@ export const tepFields = {
   static: field(list(staticMapping), [], 'Annex A mappings, IPv4 address to node IPv6 address, forwarded without a server (--static IPV4=IPV6).'),
   device: field(string, 'dstm-tep0', 'Name of the TUN device the pools are routed to (--device).'),
   path_mtu: field(integer(1280, 65535), 1500, 'Path MTU towards the nodes; the TUN device\'s MTU is 40 less (--path-mtu).'),
+  unreachable: field(
+    boolean,
+    true,
+    'Answer IPv4 packets for pool addresses no node holds with ICMPv4 host unreachable from the TEP\'s IPv4 address, at most 100 a second, as a router does; false drops them silently (counted as no_binding either way; --no-unreachable).',
+  ),
   batch: field(integer(1, 1024), 64, 'Packets read or written per system call.'),
   feed_wait: field(integer(0, 300000), 30000, 'Milliseconds the server may hold each binding feed call when nothing changes.'),
   control: field(path, DEFAULT_CONTROL_PATH, 'Unix socket that `dstm tep stats` reads the counters from (--control).'),

@@ -119,7 +119,8 @@ export class Tunnel {
   private mtu: number;
   private fragId = (Math.random() * 0x100000000) >>> 0;
   private readonly route: EncapRoute;
-  private readonly unreachable: boolean;
+  /** Answer what the route hook refuses with ICMPv4 host unreachable; settable (a TEP reloads it). */
+  unreachable: boolean;
   private readonly accept: DecapPolicy | undefined;
   /** IPv4 source of the ICMPv4 errors we send; settable (a node learns its TEP's IPv4 address with the lease). */
   icmpSource: number;

@@ -18,8 +18,8 @@ import { setupTepNetwork, teardownTepNetwork } from './netsetup';
 export interface RunningTep {
   tep: Tep;
   /**
-   * Apply a reloaded configuration (SIGHUP): static mappings change at once (bindings and routes); the keys
-   * that need a restart (devices, addresses, pools, prefixes, the server) are returned, not applied.
+   * Apply a reloaded configuration (SIGHUP): static mappings (bindings and routes) and unreachable change at once;
+   * the keys that need a restart (devices, addresses, pools, prefixes, the server) are returned, not applied.
    */
   reload(next: TepConfig): Promise<string[]>;
   stop(): Promise<void>;
@@ -36,6 +36,7 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
     static: c.static.map((s) => `${formatIPv4(s.ipv4)}=${formatIPv6(s.ipv6)}`),
     device: c.device,
     path_mtu: c.path_mtu,
+    unreachable: c.unreachable,
     control: c.control,
   };
 }
@@ -51,6 +52,7 @@ export interface TepFlags {
   static?: string[];
   device?: string;
   'path-mtu'?: number;
+  unreachable?: boolean;
   control?: string;
   metrics?: string;
   'log-level'?: string;
@@ -68,6 +70,7 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
     ['static', '--static', flags.static?.map(staticFlag)],
     ['device', '--device', flags.device],
     ['path_mtu', '--path-mtu', flags['path-mtu']],
+    ['unreachable', '--unreachable', flags.unreachable],
     ['control', '--control', flags.control],
     ['metrics', '--metrics', flags.metrics],
     ['log_level', '--log-level', flags['log-level']],
@@ -101,6 +104,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     statics: c.static,
     device: c.device,
     pathMtu: c.path_mtu,
+    unreachable: c.unreachable,
     batch: c.batch,
     log,
   });
@@ -135,7 +139,9 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       checkTep(next);
       const was = describeTep(running);
       const now = describeTep(next);
-      const fixed = Object.keys(now).filter((k) => k !== 'static' && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
+      const applied = ['static', 'unreachable'];
+      const fixed = Object.keys(now).filter((k) => !applied.includes(k) && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
+      tep.tunnel.unreachable = next.unreachable;
       const routed = tep.routedPrefixes();
       for (const s of tep.opts.statics) tep.bindings.delete(s.ipv4);
       tep.opts.statics.splice(0, Infinity, ...next.static);
@@ -146,8 +152,8 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
         ...routed.filter((r) => !routes.includes(r)).map((r) => ip.routeDel(r, tun.name)),
       ]);
       // keys that need a restart keep their running values, so the next reload still names them
-      running = { ...running, static: next.static };
-      log.info('configuration reloaded', { static: now.static, ...(fixed.length ? { needs_restart: fixed } : {}) });
+      running = { ...running, static: next.static, unreachable: next.unreachable };
+      log.info('configuration reloaded', { static: now.static, unreachable: now.unreachable, ...(fixed.length ? { needs_restart: fixed } : {}) });
       return fixed;
     },
     async stop() {

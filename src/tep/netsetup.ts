@@ -5,6 +5,9 @@ import type { Logger } from '../log';
 export async function setupTepNetwork(dev: string, mtu: number, prefixes: string[], log: Logger): Promise<void> {
   // IPv6 on the TUN device would only send router solicitations and MLD reports into the IPv4 data path
   writeSysctl(`net.ipv6.conf.${dev}.disable_ipv6`, '1');
+  // The ICMPv4 errors the TEP writes to its TUN device come from its own IPv4 address: without accept_local the
+  // kernel drops them as martians instead of routing them to the IPv4 host.
+  writeSysctl(`net.ipv4.conf.${dev}.accept_local`, '1');
   await runIp([ip.linkMtu(dev, mtu), ip.linkUp(dev), ...prefixes.map((p) => ip.routeReplace(p, dev))]);
   if (readSysctl('net.ipv4.ip_forward') !== '1') {
     writeSysctl('net.ipv4.ip_forward', '1');

@@ -37,6 +37,8 @@ export interface TepOptions {
   device: string;
   /** Path MTU towards the nodes; the TUN MTU is 40 less (RFC 2473 §6.7). */
   pathMtu: number;
+  /** Answer IPv4 for addresses no node holds with ICMPv4 host unreachable (rate-limited), as a router does; default on. */
+  unreachable?: boolean;
   batch?: number;
   log: Logger;
 }
@@ -74,6 +76,7 @@ export class Tep {
       encap: new EncapConfig(opts.address),
       pathMtu: opts.pathMtu,
       icmpSource: opts.ipv4,
+      unreachable: opts.unreachable ?? true,
       batch: opts.batch,
       counters: this.counters,
       route: (_src, dst) => {

@@ -67,6 +67,7 @@ function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[]
     }
     const all = `${item.tag} ${item.body}`;
     if (flag.char && !hasWord(item.tag, `-${flag.char}`)) problems.push(`${long}: short alias -${flag.char} missing from the tag "${item.tag}"`);
+    if (flag.type === 'boolean' && flag.allowNo && !hasWord(item.tag, `--no-${flag.name}`)) problems.push(`${long}: its negation --no-${flag.name} missing from the tag "${item.tag}"`);
     const def = flag.type === 'option' ? defaultText(flag.default) : undefined;
     if (def !== undefined && !(/default/i.test(all) && squash(all).includes(squash(def)))) {
       problems.push(`${long}: default "${def}" not stated in its item ("${all}")`);
@@ -77,7 +78,8 @@ function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[]
   }
   for (const item of items) {
     for (const m of item.tag.matchAll(/(?:^|[^\w-])--([a-z][\w-]*)/g)) {
-      if (!Object.hasOwn(cmd.flags, m[1])) problems.push(`--${m[1]}: documented in ${where} but \`dstm ${words(cmd.id)}\` has no such flag`);
+      const negated = m[1].startsWith('no-') ? cmd.flags[m[1].slice(3)] : undefined;
+      if (!Object.hasOwn(cmd.flags, m[1]) && !(negated?.type === 'boolean' && negated.allowNo)) problems.push(`--${m[1]}: documented in ${where} but \`dstm ${words(cmd.id)}\` has no such flag`);
     }
   }
   return problems;
@@ -251,12 +253,23 @@ describe('man pages', function () {
 
   it('the checks catch drift: a missing alias, default or choice, an extra flag, an undocumented key', () => {
     const flag = (name: string, more: object) => ({ name, type: 'option', ...more });
-    const cmd = { id: 'x', args: {}, flags: { mode: flag('mode', { char: 'm', default: 'fast', options: ['fast', 'slow'] }), port: flag('port', { default: 3786 }) } } as unknown as Command.Loadable;
-    const page = parsePage('.SH OPTIONS\n.TP\n.BI \\-\\-mode " MODE"\nfast or slow.\n.TP\n.B \\-\\-port\nThe port (default 3786).\n.TP\n.B \\-\\-gone\nOld.\n');
+    const flags = {
+      mode: flag('mode', { char: 'm', default: 'fast', options: ['fast', 'slow'] }),
+      port: flag('port', { default: 3786 }),
+      fast: { name: 'fast', type: 'boolean', allowNo: true },
+      loud: { name: 'loud', type: 'boolean', allowNo: true },
+    };
+    const cmd = { id: 'x', args: {}, flags } as unknown as Command.Loadable;
+    const page = parsePage(
+      '.SH OPTIONS\n.TP\n.BI \\-\\-mode " MODE"\nfast or slow.\n.TP\n.B \\-\\-port\nThe port (default 3786).\n.TP\n.B \\-\\-gone\nOld.\n' +
+        '.TP\n.BR \\-\\-fast ", " \\-\\-no\\-fast\nFast.\n.TP\n.B \\-\\-loud\nLoud.\n.TP\n.B \\-\\-no\\-port\nNo.\n',
+    );
     expect(flagProblems(cmd, page)).to.deep.equal([
       '--mode: short alias -m missing from the tag "--mode MODE"',
       '--mode: default "fast" not stated in its item ("--mode MODE fast or slow.")',
+      '--loud: its negation --no-loud missing from the tag "--loud"',
       '--gone: documented in OPTIONS but `dstm x` has no such flag',
+      '--no-port: documented in OPTIONS but `dstm x` has no such flag',
     ]);
     const exits = parsePage('.SH "EXIT STATUS"\n.TP\n.B 0\nSuccess.\n.TP\n.B 4\nRefused.\n.TP\n.B 9\nOther.\n');
     expect(exitProblems([0, 2, 4], exits)).to.deep.equal([

@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../support/netns';
-import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
+import { capture, inject, ping, pingErrors, startEchoServer, tcpHello } from '../support/traffic';
 
 const METRICS = `[${ADDR.y6}]:9787`;
 
@@ -45,12 +45,14 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     await t?.destroy();
   });
 
-  it('X has the DTI: the address /32 with the TEP as peer, MTU 1500 - 40, IPv4 routed into it, no IPv6 on it', async () => {
+  it('X has the DTI: the address /32 with the TEP as peer, MTU 1500 - 40, IPv4 routed into it, no IPv6 on it, its own ICMPv4 errors accepted', async () => {
     const { stdout: addr } = await t.ip(t.ns.x, 'addr', 'show', 'dev', 'dti0');
     expect(addr).to.include(`inet ${ADDR.static4} peer ${ADDR.y4}/32`);
     expect(addr).to.include('mtu 1460');
     expect(addr).to.not.include('inet6');
     expect((await t.ip(t.ns.x, 'route', 'show', 'default')).stdout).to.include(`default dev dti0 scope link src ${ADDR.static4}`);
+    // The DTI's ICMPv4 errors for local applications come from the node's own address (see Y's unreachable below).
+    expect((await t.exec(t.ns.x, ['sysctl', '-n', 'net.ipv4.conf.dti0.accept_local'])).stdout.trim()).to.equal('1');
   });
 
   it('an IPv4 TCP client on X reaches Z, which sees the static address as the source', async () => {
@@ -92,7 +94,8 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.7', dst4: ADDR.z4 }); // X claims another address
     await inject(t, t.ns.s, { src6: ADDR.s6, dst6: ADDR.y6, src4: ADDR.static4, dst4: ADDR.z4 }); // S holds no binding
     await inject(t, t.ns.x, { src6: '2001:db8:99::10', dst6: ADDR.y6, src4: ADDR.static4, dst4: ADDR.z4 }); // outside the domain
-    await ping(t, t.ns.z, '198.51.100.5', 2); // a pool address bound to nobody
+    // A pool address bound to nobody: Y answers as a router does, from its IPv4 address.
+    expect(await pingErrors(t, t.ns.z, '198.51.100.5', 2)).to.deep.equal(Array(2).fill(`${ADDR.y4} Destination Host Unreachable`));
     const after = (await tepStats(t)).drops;
     expect(after.spoofed_source - before.spoofed_source).to.equal(5);
     expect(after.unbound_source - before.unbound_source).to.equal(5);

@@ -37,6 +37,17 @@ export async function ping(t: Topology, ns: string, dst: string, count = 3): Pro
   }
 }
 
+/** Pings from `ns`; resolves with the ICMP errors ping reported, "FROM TEXT" each (e.g. "192.0.2.1 Destination Host Unreachable"). */
+export async function pingErrors(t: Topology, ns: string, dst: string, count = 3): Promise<string[]> {
+  let out: string;
+  try {
+    out = (await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst])).stdout;
+  } catch (err) {
+    out = ((err as Error).cause as { stdout?: string } | undefined)?.stdout ?? ''; // ping exits 1 when no reply came
+  }
+  return [...out.matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+}
+
 /** A running tcpdump on one interface; stop() returns the packets it saw, one summary line each. */
 export interface Capture {
   stop(): Promise<string[]>;

@@ -9,7 +9,7 @@ const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-function makeTep(): Tep {
+function makeTep(over: { unreachable?: boolean } = {}): Tep {
   return new Tep({
     address: parseIPv6(TEP6),
     ipv4: parseIPv4('192.0.2.1'),
@@ -19,6 +19,7 @@ function makeTep(): Tep {
     device: 'unused',
     pathMtu: 1500,
     log,
+    ...over,
   });
 }
 
@@ -55,6 +56,27 @@ describe('tep forwarding decisions', () => {
     tep.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' })]));
     expect(tep.tunnel.toRaw.count).to.equal(0);
     expect(tep.stats().drops.no_binding).to.equal(2);
+  });
+
+  it('answers IPv4 for an address no node holds with ICMPv4 host unreachable from its IPv4 address, unless told not to', () => {
+    const tep = makeTep();
+    tep.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]));
+    const icmp = tep.tunnel.toTunIcmp;
+    expect(icmp.count).to.equal(1);
+    const at = icmp.offsets[0];
+    expect([...icmp.buf.subarray(at + 12, at + 20)]).to.deep.equal([192, 0, 2, 1, 192, 0, 2, 2]); // TEP -> sender
+    expect([icmp.buf[at + 9], icmp.buf[at + 20], icmp.buf[at + 21]]).to.deep.equal([1, 3, 1]); // ICMP, unreachable, host
+    expect([...icmp.buf.subarray(at + 28 + 16, at + 28 + 20)]).to.deep.equal([198, 51, 100, 6]); // quotes the packet
+    expect(tep.stats().drops.no_binding).to.equal(1);
+    expect(tep.stats().events.icmp4_sent).to.equal(1);
+
+    tep.tunnel.unreachable = false; // what a reload with --no-unreachable does
+    tep.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]));
+    expect(tep.tunnel.toTunIcmp.count).to.equal(0);
+    expect(tep.stats().drops.no_binding).to.equal(2);
+    const silent = makeTep({ unreachable: false });
+    silent.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]));
+    expect(silent.tunnel.toTunIcmp.count).to.equal(0);
   });
 
   it('keeps static mappings over server bindings and routes static addresses outside the pools', () => {
