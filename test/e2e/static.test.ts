@@ -23,9 +23,9 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
   let node: ChildProcess;
   let tep: ChildProcess;
   /** The TEP's configuration file: its static mappings (and device), so that SIGHUP can change them. */
-  const config = (statics: [string, string][], device = 'dstm-tep0'): string => {
+  const config = (statics: [string, string][], device = 'dstm-tep0', unreachable = true): string => {
     const file = `${t.dir}/dstm.json`;
-    writeFileSync(file, JSON.stringify({ tep: { device, static: statics.map(([ipv4, ipv6]) => ({ ipv4, ipv6 })) } }));
+    writeFileSync(file, JSON.stringify({ tep: { device, unreachable, static: statics.map(([ipv4, ipv6]) => ({ ipv4, ipv6 })) } }));
     return file;
   };
 
@@ -112,7 +112,7 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     expect(stdout).to.not.include('dti0');
   });
 
-  it('SIGHUP applies changed static mappings at once (binding and route) and names the keys that need a restart', async () => {
+  it('SIGHUP applies changed static mappings and unreachable at once (binding and route) and names the keys that need a restart', async () => {
     const reload = async (): Promise<Record<string, unknown>> => {
       const line = waitForOutput(tep, /configuration reloaded/);
       tep.kill('SIGHUP');
@@ -123,9 +123,14 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     expect((await reload()).needs_restart).to.deep.equal(['device']);
     expect((await tepStats(t)).bindings.map((b) => [b.ipv4, b.ipv6, b.source])).to.deep.include(['203.0.113.77', ADDR.s6, 'static']);
     expect(await route()).to.include('dev dstm-tep0');
-    config([[ADDR.static4, ADDR.x6]]);
-    expect(await reload()).to.not.have.property('needs_restart');
+    config([[ADDR.static4, ADDR.x6]], 'dstm-tep0', false);
+    const reloaded = await reload();
+    expect(reloaded).to.not.have.property('needs_restart');
+    expect(reloaded.unreachable).to.equal(false);
     expect((await tepStats(t)).bindings.map((b) => b.ipv4)).to.deep.equal([ADDR.static4]);
     expect(await route()).to.equal('');
+    const before = (await tepStats(t)).drops.no_binding;
+    expect(await pingErrors(t, t.ns.z, '198.51.100.5', 2), 'no ICMPv4 error once unreachable is off').to.deep.equal([]);
+    expect((await tepStats(t)).drops.no_binding - before).to.equal(2);
   });
 });
