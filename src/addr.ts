@@ -213,3 +213,9 @@ export class PrefixTable<T> {
 export function inAny6(prefixes: readonly Prefix6[], addr: Uint8Array): boolean {
   return prefixes.some((p) => prefixContains6(p, addr));
 }
+
+/** A route destination: "default" (or "0.0.0.0/0") or an IPv4 prefix, as canonical text ("default", "192.0.2.0/24"). */
+export function parseRoute4(text: string): string {
+  const r = text.trim();
+  return r === 'default' || r === '0.0.0.0/0' ? 'default' : formatPrefix4(parsePrefix4(r));
+}

@@ -16,7 +16,7 @@ import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
 import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
-import { formatIPv4, formatIPv6, formatPrefix4, parseIPv4, parseIPv6, parsePrefix4 } from '../addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../addr';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../log';
 import type { Lease } from './dstm-client';
@@ -256,9 +256,8 @@ export function parseRoutes(values: string[]): string[] {
     .map((r) => r.trim())
     .filter((r) => r !== '')
     .map((r) => {
-      if (r === 'default' || r === '0.0.0.0/0') return 'default';
       try {
-        return formatPrefix4(parsePrefix4(r));
+        return parseRoute4(r);
       } catch (err) {
         throw new Error(`--routes: "${r}" is not "default" or an IPv4 prefix (${(err as Error).message})`);
       }

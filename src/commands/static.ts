@@ -1,10 +1,10 @@
 import { Command, Flags } from '@oclif/core';
-import { Dti, annexALines, dtiUpCommands, parseRoutes, sourceTowards, type DtiLease } from '../client/dti-node';
-import { ip, formatIp } from '../dti/netconfig';
-import { formatIPv6, parseIPv4, parseIPv6 } from '../addr';
-import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
+import { Dti, sourceTowards } from '../client/dti-node';
+import type { StaticConfig } from '../config/static-schema';
+import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
 import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
+import { loadStaticConfig, staticLease, staticPrintLines } from '../node/static';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
@@ -13,7 +13,8 @@ export default class StaticCommand extends Command {
   static override description =
     'Creates the DTI (a TUN device), gives it --address (/32, with --peer, the TEP\'s IPv4 address, as the ' +
     'point-to-point peer), routes --routes through it and tunnels its IPv4 packets in IPv6 to --tep until SIGINT or ' +
-    'SIGTERM, then removes the address and routes. The TEP needs the matching static mapping ' +
+    'SIGTERM, then removes the address and routes. Every flag can come from the "static" section of the ' +
+    'configuration file instead (flags win). The TEP needs the matching static mapping ' +
     '(dstm tep --static ADDRESS=LOCAL). --print shows the equivalent iproute2 commands (for a kernel with ' +
     'ip6_tunnel) and the KAME gifconfig/ifconfig lines of Annex A, and changes nothing. SIGHUP is logged and ' +
     'ignored; under systemd it reports READY once the DTI is up. See dstm-static(8).\n' +
@@ -24,52 +25,44 @@ export default class StaticCommand extends Command {
   static override examples = [
     '<%= config.bin %> static --tep 2001:db8:1::1 --address 198.51.100.200 --peer 192.0.2.1',
     '<%= config.bin %> static --tep 2001:db8:1::1 --address 198.51.100.200 --peer 192.0.2.1 --routes 203.0.113.0/24 --print',
+    '<%= config.bin %> static --config /etc/dstm/dstm.json',
   ];
 
   static override flags = {
-    tep: Flags.string({ summary: 'IPv6 address of the TEP to tunnel to.', required: true }),
-    address: Flags.string({ summary: 'The fixed IPv4 address of this node.', required: true }),
+    config: Flags.string({ summary: 'Configuration file (its "static" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
+    tep: Flags.string({ summary: 'IPv6 address of the TEP to tunnel to (required here or as static.tep).' }),
+    address: Flags.string({ summary: 'The fixed IPv4 address of this node (required here or as static.address).' }),
     peer: Flags.string({ summary: 'IPv4 address of the TEP, the point-to-point peer of the DTI.' }),
     local: Flags.string({ summary: 'IPv6 source of the tunnel (default: the address the kernel uses towards --tep).' }),
     routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true }),
-    device: Flags.string({ summary: 'Name of the DTI (TUN device).', default: 'dti0' }),
-    'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less.', default: 1500 }),
+    device: Flags.string({ summary: 'Name of the DTI (TUN device; default dti0).' }),
+    'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).' }),
     print: Flags.boolean({ summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.' }),
     'log-level': logLevelFlag,
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(StaticCommand);
-    let lease: DtiLease;
-    let routes: string[];
+    let config: StaticConfig;
     try {
-      const address = parseIPv4(flags.address);
-      const tep = parseIPv6(flags.tep);
-      lease = { address, peer: flags.peer ? parseIPv4(flags.peer) : undefined, tep, local: flags.local ? parseIPv6(flags.local) : undefined };
-      routes = parseRoutes(flags.routes ?? ['default']);
-      if (flags['path-mtu'] < 1280) throw new Error('--path-mtu: must be at least 1280 (the IPv6 minimum MTU)');
+      config = loadStaticConfig(flags);
     } catch (err) {
       fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.print) {
-      const local = lease.local ?? (await sourceTowards(lease.tep).catch(() => undefined));
-      const p = { device: flags.device, lease, local: local ? formatIPv6(local) : 'LOCAL6', routes, mtu: flags['path-mtu'] - 40 };
-      this.log('# Linux iproute2, with the kernel\'s ip6_tunnel module doing what the dstm DTI does in userspace:');
-      this.log(formatIp({ args: ['-6', 'tunnel', 'add', p.device, 'mode', 'ipip6', 'local', p.local, 'remote', flags.tep, 'encaplimit', 'none'] }));
-      for (const c of [ip.linkMtu(p.device, p.mtu), ip.linkUp(p.device), ...dtiUpCommands(p.device, lease, routes)]) this.log(formatIp(c));
-      this.log('# KAME (draft Annex A):');
-      for (const l of annexALines(p.local, flags.tep, lease, routes)) this.log(l);
+      const local = config.local ?? (await sourceTowards(config.tep).catch(() => undefined));
+      for (const line of staticPrintLines(config, local)) this.log(line);
       return;
     }
-    const log = createLogger({ level: asLevel(flags['log-level']) }).child({ component: 'static' });
+    const log = createLogger({ level: config.log_level }).child({ component: 'static' });
     const stopping = stopSignal();
     const hup = (): void => log.info('SIGHUP: nothing to reload, the DTI stays up');
     process.on('SIGHUP', hup);
-    const dti = new Dti({ name: flags.device, routes, pathMtu: flags['path-mtu'], log });
+    const dti = new Dti({ name: config.device, routes: config.routes, pathMtu: config.path_mtu, log });
     try {
       try {
         await dti.start();
-        await dti.up(lease);
+        await dti.up(staticLease(config));
       } catch (err) {
         fail(this, `cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
       }
@@ -82,5 +75,4 @@ export default class StaticCommand extends Command {
       process.off('SIGHUP', hup);
     }
   }
-
 }

@@ -1,12 +1,13 @@
 // Configuration types for network values, shared by every section's schema.
 import { parseEndpoint, type Endpoint } from '../endpoint';
-import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, type Prefix4, type Prefix6 } from '../addr';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, parseRoute4, type Prefix4, type Prefix6 } from '../addr';
 import { integer, textual, type Type } from './schema';
 
 export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);
 export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6);
 export const prefix4: Type<Prefix4> = textual('ipv4-prefix', 'an IPv4 prefix like "192.0.2.0/24" (or one address)', parsePrefix4);
 export const prefix6: Type<Prefix6> = textual('ipv6-prefix', 'an IPv6 prefix like "2001:db8::/32" (or one address)', parsePrefix6);
+export const route4: Type<string> = textual('ipv4-route', '"default" or an IPv4 prefix like "203.0.113.0/24"', parseRoute4);
 export const port: Type<number> = { ...integer(0, 65535), name: 'port' };
 
 /** "[IPV6]:PORT"; `family` 6 refuses IPv4 (the DSTM server and clients speak only IPv6, draft section 6). */

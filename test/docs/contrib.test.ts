@@ -9,10 +9,11 @@ import { clientFields } from '../../src/config/client-schema';
 import { parseConfigText } from '../../src/config/load';
 import { describe as keyTable, parseWithOverrides, type Fields } from '../../src/config/schema';
 import { serverFields } from '../../src/config/server-schema';
+import { staticFields } from '../../src/config/static-schema';
 import { tepFields } from '../../src/config/tep-schema';
 import { ROOT } from './commands';
 
-const SCHEMAS: Record<string, Fields> = { server: serverFields, client: clientFields, tep: tepFields };
+const SCHEMAS: Record<string, Fields> = { server: serverFields, client: clientFields, tep: tepFields, static: staticFields };
 
 describe('contrib', () => {
   it('dstm.conf.example.json is valid and sets every key of every section', () => {
@@ -30,7 +31,7 @@ describe('contrib', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstm-units-'));
     try {
       const units = readdirSync(join(ROOT, 'contrib', 'systemd')).filter((f) => f.endsWith('.service'));
-      expect(units).to.have.members(['dstm-server.service', 'dstm-tep.service', 'dstm-node.service']);
+      expect(units).to.have.members(['dstm-server.service', 'dstm-tep.service', 'dstm-node.service', 'dstm-static.service']);
       for (const u of units) {
         // the units name the installed binary; verify checks that ExecStart exists, so point it at this checkout
         const text = readFileSync(join(ROOT, 'contrib', 'systemd', u), 'utf8').replaceAll('/usr/local/bin/dstm', join(ROOT, 'bin', 'run.js'));

@@ -11,6 +11,7 @@ import { clientKeys } from '../../src/config/client-schema';
 import type { KeyDoc } from '../../src/config/schema';
 import { serverKeys } from '../../src/config/server-schema';
 import { tepKeys } from '../../src/config/tep-schema';
+import { staticKeys } from '../../src/config/static-schema';
 import { SECTIONS } from '../../src/config/load';
 import { EXIT_MEANING, type ExitCode } from '../../src/exit-codes';
 import { loadCommands, ROOT } from './commands';
@@ -225,7 +226,7 @@ describe('man pages', function () {
   it('dstm.conf.5 documents every configuration key with its type and default, and no other key', () => {
     const rel = 'man/dstm.conf.5';
     expect(existsSync(join(ROOT, rel)), `${rel} is missing`).to.equal(true);
-    const ps = keyProblems([...serverKeys(), ...clientKeys(), ...tepKeys()], readPage(rel));
+    const ps = keyProblems([...serverKeys(), ...clientKeys(), ...tepKeys(), ...staticKeys()], readPage(rel));
     report(new Map(ps.length ? [[rel, ps]] : []));
   });
 

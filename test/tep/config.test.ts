@@ -90,6 +90,34 @@ describe('dstm static --print', () => {
     ]);
   });
 
+  it('reads the "static" section, flags on top, and refuses a missing TEP or a bad route naming the key or flag', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstm-static-conf-'));
+    try {
+      const file = join(dir, 'dstm.json');
+      writeFileSync(file, JSON.stringify({ static: { tep: '2001:db8:1::1', address: '198.51.100.200', peer: '192.0.2.1', local: '2001:db8:30::10', routes: ['203.0.113.0/24'], device: 'gif9', path_mtu: 1400 } }));
+      let r = dstm('static', '--config', file, '--print');
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout).to.contain('ip -6 tunnel add gif9 mode ipip6 local 2001:db8:30::10 remote 2001:db8:1::1 encaplimit none');
+      expect(r.stdout).to.contain('ip link set dev gif9 mtu 1360');
+      expect(r.stdout).to.contain('ip -4 route replace 203.0.113.0/24 dev gif9 src 198.51.100.200');
+      // Flags win: the address, and the routes list as a whole.
+      r = dstm('static', '--config', file, '--address', '198.51.100.201', '--routes', 'default', '--print');
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout).to.contain('ip -4 addr add 198.51.100.201/32 peer 192.0.2.1/32 dev gif9');
+      expect(r.stdout).to.contain('ip -4 route replace default dev gif9 src 198.51.100.201');
+      expect(r.stdout).to.not.contain('203.0.113.0/24');
+      r = dstm('static', '--config', file, '--routes', '203.0.113.1/24', '--print');
+      expect(r.code).to.equal(2);
+      expect(r.stderr).to.match(/^dstm static: --routes\[0\]: "203.0.113.1\/24" is not valid.*host bits/);
+      writeFileSync(file, JSON.stringify({ static: { address: '198.51.100.200' } }));
+      r = dstm('static', '--config', file, '--print');
+      expect(r.code).to.equal(2);
+      expect(r.stderr).to.match(/^dstm static: .*static\.tep: missing: expected an IPv6 address/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('parses --routes lists and refuses what is not a prefix', () => {
     expect(parseRoutes(['203.0.113.0/24,default', '0.0.0.0/0'])).to.deep.equal(['203.0.113.0/24', 'default', 'default']);
     expect(annexALines('::1', '::2', { address: 1 }, ['203.0.113.0/24'])).to.deep.equal([

@@ -1,0 +1,57 @@
+// `dstm static` (draft Annex A) as a library: its configuration (the "static" section with the command's flags on
+// top), the fixed lease it puts on the DTI, and the equivalent iproute2 and KAME configuration --print shows.
+import { formatIPv6 } from '../addr';
+import { annexALines, dtiUpCommands, type DtiLease } from '../client/dti-node';
+import { loadSection } from '../config/load';
+import { overrides } from '../config/schema';
+import { staticFields, type StaticConfig } from '../config/static-schema';
+import { formatIp, ip } from '../dti/netconfig';
+
+export interface StaticFlags {
+  config?: string;
+  tep?: string;
+  address?: string;
+  peer?: string;
+  local?: string;
+  routes?: string[];
+  device?: string;
+  'path-mtu'?: number;
+  'log-level'?: string;
+}
+
+/** The "static" section with the flags on top, checked as a whole (a missing --tep or --address names its key). */
+export function loadStaticConfig(flags: StaticFlags): StaticConfig {
+  return loadSection(staticFields, 'static', flags.config, overrides([
+    ['tep', '--tep', flags.tep],
+    ['address', '--address', flags.address],
+    ['peer', '--peer', flags.peer],
+    ['local', '--local', flags.local],
+    // each --routes value may be comma-separated
+    ['routes', '--routes', flags.routes?.flatMap((v) => v.split(',')).map((r) => r.trim()).filter((r) => r !== '')],
+    ['device', '--device', flags.device],
+    ['path_mtu', '--path-mtu', flags['path-mtu']],
+    ['log_level', '--log-level', flags['log-level']],
+  ])).config;
+}
+
+/** The DTI's lease: the fixed address, the TEP (both families) and, if configured, the tunnel's IPv6 source. */
+export function staticLease(c: StaticConfig): DtiLease {
+  return { address: c.address, peer: c.peer, tep: c.tep, local: c.local };
+}
+
+/**
+ * What --print shows: the same DTI as Linux iproute2 commands for a kernel with ip6_tunnel (an ipip6 device
+ * standing in for the user-space DTI), then as Annex A's KAME lines. `local` is the tunnel's IPv6 source, if known.
+ */
+export function staticPrintLines(c: StaticConfig, local: Uint8Array | undefined): string[] {
+  const lease = staticLease(c);
+  const src = local ? formatIPv6(local) : 'LOCAL6';
+  const tep = formatIPv6(c.tep);
+  return [
+    "# Linux iproute2, with the kernel's ip6_tunnel module doing what the dstm DTI does in userspace:",
+    formatIp({ args: ['-6', 'tunnel', 'add', c.device, 'mode', 'ipip6', 'local', src, 'remote', tep, 'encaplimit', 'none'] }),
+    ...[ip.linkMtu(c.device, c.path_mtu - 40), ip.linkUp(c.device), ...dtiUpCommands(c.device, lease, c.routes)].map((cmd) => formatIp(cmd)),
+    '# KAME (draft Annex A):',
+    ...annexALines(src, tep, lease, c.routes),
+  ];
+}
