@@ -15,7 +15,8 @@ export default class TepCommand extends Command {
     "server's binding feed (--server) and from static Annex A mappings (--static); a tunnelled packet is forwarded " +
     'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM; ' +
     'IPv4 for a pool address no node holds is answered with ICMPv4 host unreachable (--no-unreachable: dropped ' +
-    'silently). SIGHUP re-reads the configuration: static mappings and unreachable change at once, other changed ' +
+    'silently). SIGHUP re-reads the configuration: static mappings, pools, prefixes and unreachable change at ' +
+    'once, other changed ' +
     'keys are logged as needing a restart. Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
     'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +

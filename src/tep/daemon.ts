@@ -18,8 +18,8 @@ import { setupTepNetwork, teardownTepNetwork } from './netsetup';
 export interface RunningTep {
   tep: Tep;
   /**
-   * Apply a reloaded configuration (SIGHUP): static mappings (bindings and routes) and unreachable change at once;
-   * the keys that need a restart (devices, addresses, pools, prefixes, the server) are returned, not applied.
+   * Apply a reloaded configuration (SIGHUP): static mappings, pools (bindings and routes), prefixes and unreachable
+   * change at once; the keys that need a restart (device, addresses, the server, ...) are returned, not applied.
    */
   reload(next: TepConfig): Promise<string[]>;
   stop(): Promise<void>;
@@ -139,21 +139,21 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       checkTep(next);
       const was = describeTep(running);
       const now = describeTep(next);
-      const applied = ['static', 'unreachable'];
-      const fixed = Object.keys(now).filter((k) => !applied.includes(k) && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
-      tep.tunnel.unreachable = next.unreachable;
+      const live = { static: next.static, pools: next.pools, prefixes: next.prefixes, unreachable: next.unreachable };
+      const fixed = Object.keys(now).filter((k) => !(k in live) && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
       const routed = tep.routedPrefixes();
-      for (const s of tep.opts.statics) tep.bindings.delete(s.ipv4);
-      tep.opts.statics.splice(0, Infinity, ...next.static);
-      for (const s of next.static) tep.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+      tep.reconfigure({ ...live, statics: next.static });
       const routes = tep.routedPrefixes();
       await runIp([
         ...routes.filter((r) => !routed.includes(r)).map((r) => ip.routeReplace(r, tun.name)),
         ...routed.filter((r) => !routes.includes(r)).map((r) => ip.routeDel(r, tun.name)),
       ]);
       // keys that need a restart keep their running values, so the next reload still names them
-      running = { ...running, static: next.static, unreachable: next.unreachable };
-      log.info('configuration reloaded', { static: now.static, unreachable: now.unreachable, ...(fixed.length ? { needs_restart: fixed } : {}) });
+      running = { ...running, ...live };
+      log.info('configuration reloaded', {
+        static: now.static, pools: now.pools, prefixes: now.prefixes, unreachable: now.unreachable,
+        ...(fixed.length ? { needs_restart: fixed } : {}),
+      });
       return fixed;
     },
     async stop() {

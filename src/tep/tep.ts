@@ -58,7 +58,7 @@ export class Tep {
   readonly bindings = new BindingTable();
   readonly counters = new Counters();
   readonly tunnel: Tunnel;
-  private readonly domain: Ipv6PrefixList;
+  private domain: Ipv6PrefixList;
   private readonly unboundSource: DropCode;
   /** Coarse wall clock (ms) for binding end checks, refreshed by the sweep timer rather than read per packet. */
   private now = Date.now();
@@ -91,6 +91,20 @@ export class Tep {
       },
     });
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+  }
+
+  /**
+   * Applies what can change while forwarding (a reload): the domain's prefixes, the pools (the caller reroutes
+   * the TUN device for routedPrefixes()), the static mappings and unreachable.
+   */
+  reconfigure(c: Pick<TepOptions, 'prefixes' | 'pools' | 'statics' | 'unreachable'>): void {
+    this.domain = new Ipv6PrefixList(c.prefixes);
+    for (const s of this.opts.statics) this.bindings.delete(s.ipv4);
+    for (const s of c.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+    this.opts.prefixes = c.prefixes;
+    this.opts.pools = c.pools;
+    this.opts.statics = c.statics;
+    this.tunnel.unreachable = c.unreachable ?? true;
   }
 
   /** The IPv4 prefixes the TUN device is routed for: the pools plus static addresses outside them. */

@@ -79,6 +79,27 @@ describe('tep forwarding decisions', () => {
     expect(silent.tunnel.toTunIcmp.count).to.equal(0);
   });
 
+  it('reconfigures while forwarding: the domain checks the next packet, pools and statics change the routed prefixes', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.reconfigure({
+      prefixes: [parsePrefix6('2001:db8:9::/64')],
+      pools: [parsePrefix4('198.51.100.0/28'), parsePrefix4('203.0.113.0/24')],
+      statics: [{ ipv4: parseIPv4('198.51.100.201'), ipv6: parseIPv6('2001:db8:9::21') }],
+      unreachable: false,
+    });
+    tep.tunnel.decapBatch(1, batchOf([tunnelled(NODE6, '198.51.100.5')], 0));
+    expect(tep.tunnel.toTun.count).to.equal(0);
+    expect(tep.stats().drops.outside_prefix).to.equal(1);
+    expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '203.0.113.0/24', '198.51.100.201/32']);
+    expect(tep.stats().bindings.map((b) => [b.ipv4, b.source])).to.have.deep.members([
+      ['198.51.100.5', 'server'],
+      ['198.51.100.201', 'static'],
+    ]);
+    tep.tunnel.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]));
+    expect(tep.tunnel.toTunIcmp.count).to.equal(0);
+  });
+
   it('keeps static mappings over server bindings and routes static addresses outside the pools', () => {
     const tep = makeTep();
     tep.bind(parseIPv4('198.51.100.200'), parseIPv6(NODE6), Date.now() / 1000 + 60);
