@@ -5,7 +5,8 @@ import { ConfigError, overrides } from '../config/schema';
 import { clientFields, type ClientConfig } from '../config/client-schema';
 import { RpcError } from '../rpc';
 import { EXIT, type ExitCode } from '../exit-codes';
-import { DstmRefusal, type Lease, type Refusal } from './dstm-client';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, prefixContains4, prefixContains6 } from '../addr';
+import { DstmRefusal, type Lease, type LeaseRow, type Refusal } from './dstm-client';
 
 const REFUSAL_EXIT: Record<Refusal, ExitCode> = {
   not_allowed: EXIT.notAllowed,
@@ -55,4 +56,32 @@ export function leaseJson(l: Lease): Record<string, string | number> {
 export function leaseText(l: Lease): string {
   const when = (t: number): string => new Date(t * 1000).toISOString();
   return `${l.address} (mask ${l.mask}) for ${l.local}, TEP ${l.tep6} / ${l.tep4}, from ${when(l.starts)} until ${when(l.ends)} (renew in ${l.extend} s)`;
+}
+
+/** What `dstm leases list` shows: bindings of nodes in `node`, of addresses in `address`, in one of `states`. */
+export interface LeaseFilter {
+  /** An IPv6 prefix or address. */
+  node?: string;
+  /** An IPv4 prefix or address. */
+  address?: string;
+  states?: readonly LeaseRow['state'][];
+}
+
+/** A predicate for the rows a filter keeps; the filter's texts are checked here (a bad one throws, naming it). */
+export function leaseFilter(f: LeaseFilter): (row: LeaseRow) => boolean {
+  const node = f.node === undefined ? undefined : labelled(`NODE ${f.node}`, () => parsePrefix6(f.node!));
+  const address = f.address === undefined ? undefined : labelled(`--address ${f.address}`, () => parsePrefix4(f.address!));
+  const states = f.states?.length ? new Set(f.states) : undefined;
+  return (row) =>
+    (!node || prefixContains6(node, parseIPv6(row.ipv6))) &&
+    (!address || prefixContains4(address, parseIPv4(row.ipv4))) &&
+    (!states || states.has(row.state));
+}
+
+function labelled<T>(what: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new Error(`${what}: ${(err as Error).message}`);
+  }
 }

@@ -1,5 +1,5 @@
 import { Args, Command, Flags } from '@oclif/core';
-import { classify, leaseJson } from '../client/cli';
+import { classify, leaseFilter, leaseJson } from '../client/cli';
 import { clientFlags, connectFromFlags } from '../client/flags';
 import type { DstmClient, LeaseRow } from '../client/dstm-client';
 import { EXIT, exitHelp, fail } from '../exit-codes';
@@ -13,7 +13,8 @@ const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddre
 export default class LeasesCommand extends Command {
   static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';
   static override description = `list (the default) shows every binding: IPv6 node, IPv4 address, TEP, start, end and state (active, held: expired but
-kept for its node until the hold time ends, revoked: quarantined). It asks the running server (admin procedure LIST,
+kept for its node until the hold time ends, revoked: quarantined); with NODE (an IPv6 address or prefix), --address
+(an IPv4 address or prefix) or --state, only the bindings that match all of them. It asks the running server (admin procedure LIST,
 allowed from server.admin_allow, default ::1) or, with --state-dir, reads the store directly (read-only, works with
 the server stopped or running).
 revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node must request
@@ -28,19 +29,24 @@ ${exitHelp(EXITS)}`;
   static override examples = [
     '<%= config.bin %> leases',
     '<%= config.bin %> leases --state-dir /var/lib/dstm --json',
+    '<%= config.bin %> leases list 2001:db8:42::/48 --state active',
+    '<%= config.bin %> leases --address 198.51.100.0/28',
     '<%= config.bin %> leases revoke 2001:db8::42',
     '<%= config.bin %> leases allocate 2001:db8::42 --address 192.0.2.10 --lease 86400',
   ];
 
   static override args = {
     action: Args.string({ description: 'list, revoke or allocate', options: ['list', 'revoke', 'allocate'], default: 'list' }),
-    node: Args.string({ description: 'IPv6 address of the node (revoke, allocate)' }),
+    node: Args.string({ description: 'IPv6 address of the node (revoke, allocate); list: only nodes in this IPv6 prefix or address' }),
   };
 
   static override flags = {
     ...clientFlags,
     'state-dir': Flags.string({ summary: 'list: read the store in this directory instead of asking the server.' }),
-    address: Flags.string({ summary: 'revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).' }),
+    address: Flags.string({
+      summary: 'list: only addresses in this IPv4 prefix or address; revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).',
+    }),
+    state: Flags.string({ summary: 'list: only bindings in this state (repeatable).', options: ['active', 'held', 'revoked'], multiple: true }),
     lease: Flags.integer({ summary: 'allocate: lease length in seconds (default: the server\'s).' }),
   };
 
@@ -48,12 +54,16 @@ ${exitHelp(EXITS)}`;
     const { args, flags } = await this.parse(LeasesCommand);
     let node = '';
     let address = 0;
+    let keep: (row: LeaseRow) => boolean = () => true;
     try {
-      if (args.action !== 'list') {
+      if (args.action === 'list') {
+        keep = leaseFilter({ node: args.node, address: flags.address, states: flags.state as LeaseRow['state'][] | undefined });
+      } else {
         if (!args.node) throw new Error(`${args.action} needs the IPv6 address of the node`);
+        if (flags.state !== undefined) throw new Error('--state only filters a list');
         node = formatIPv6(parseIPv6(args.node));
+        if (flags.address !== undefined) address = parseIPv4(flags.address);
       }
-      if (flags.address !== undefined) address = parseIPv4(flags.address);
       if (flags['state-dir'] !== undefined && args.action !== 'list') throw new Error('--state-dir only lists; revoke and allocate go through the server');
     } catch (err) {
       fail(this, (err as Error).message, EXIT.usage, `leases ${args.action}`);
@@ -61,7 +71,7 @@ ${exitHelp(EXITS)}`;
     if (args.action === 'list' && flags['state-dir'] !== undefined) {
       let rows: LeaseRow[];
       try {
-        rows = listStore(flags['state-dir'], flags.config);
+        rows = listStore(flags['state-dir'], flags.config).filter(keep);
       } catch (err) {
         fail(this, (err as Error).message, EXIT.usage, 'leases list');
       }
@@ -73,7 +83,7 @@ ${exitHelp(EXITS)}`;
       ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2 }));
       if (args.action === 'list') {
         const rows: LeaseRow[] = [];
-        for await (const r of client.list()) rows.push(r);
+        for await (const r of client.list()) if (keep(r)) rows.push(r);
         this.print(rows, flags.json);
       } else {
         const l = args.action === 'revoke' ? await client.revoke(node, address) : await client.allocate(node, address, flags.lease ?? 0);

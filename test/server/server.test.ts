@@ -236,6 +236,22 @@ describe('dstm server (process)', function () {
     r = await runDstm(['leases', '--state-dir', dir, '--json']);
     const stored = JSON.parse(r.stdout) as { ipv6: string; state: string }[];
     expect(stored.find((l) => l.ipv6 === lo.addresses[0])!.state).to.equal('revoked');
+    // Filters, through the server and from the store alike: node prefix or address, IPv4 prefix or address, states.
+    const pick = async (...args: string[]): Promise<string[]> => {
+      const out = await runDstm(['leases', ...args, '--json']);
+      expect(out.code, out.stderr).to.equal(0);
+      return (JSON.parse(out.stdout) as { ipv6: string }[]).map((l) => l.ipv6);
+    };
+    for (const from of [srv, ['--state-dir', dir]]) {
+      expect(await pick('list', lo.addresses[1], ...from)).to.deep.equal([lo.addresses[1]]);
+      expect(await pick('list', `${lo.addresses[0].replace(/:[0-9a-f]+$/, ':0')}/112`, ...from)).to.have.members([lo.addresses[0], lo.addresses[1]]);
+      expect(await pick('--state', 'revoked', ...from)).to.deep.equal([lo.addresses[0]]);
+      expect(await pick('--state', 'active', '--state', 'held', ...from)).to.deep.equal([lo.addresses[1]]);
+      expect(await pick('--address', '10.83.0.5', ...from)).to.deep.equal([lo.addresses[1]]);
+      expect(await pick('--address', '10.83.0.0/29', '--state', 'held', ...from)).to.deep.equal([]);
+    }
+    r = await runDstm(['leases', 'list', '2001:db8::1/32', ...srv]);
+    expect([r.code, r.stderr.trim()]).to.deep.equal([2, 'dstm leases list: NODE 2001:db8::1/32: host bits are set past /32']);
     expect((await a.request()).address).to.not.equal(la.address);
     r = await runDstm(['leases', ...srv]);
     expect(r.stdout.split('\n')[0]).to.match(/^IPV6\s+IPV4\s+TEP6\s+TEP4\s+START\s+END\s+STATE$/);
