@@ -13,11 +13,10 @@ export default class TepCommand extends Command {
     'Decapsulates IPv4-in-IPv6 from DSTM nodes and forwards it into IPv4 through a TUN device routed for the pool; ' +
     'IPv4 for pool addresses is encapsulated back to the node the address is bound to. Bindings come from the DSTM ' +
     "server's binding feed (--server) and from static Annex A mappings (--static); a tunnelled packet is forwarded " +
-    'only if its inner IPv4 source is the address bound to its outer IPv6 source. Runs until SIGINT or SIGTERM; ' +
-    'IPv4 for a pool address no node holds is answered with ICMPv4 host unreachable (--no-unreachable: dropped ' +
-    'silently). SIGHUP re-reads the configuration: static mappings, pools, prefixes and unreachable change at ' +
-    'once, other changed ' +
-    'keys are logged as needing a restart. Under ' +
+    'only if its inner IPv4 source is the address bound to its outer IPv6 source; IPv4 for a pool address no node ' +
+    'holds is answered with ICMPv4 host unreachable (--no-unreachable: dropped silently). Runs until SIGINT or ' +
+    'SIGTERM; SIGHUP re-reads the configuration: static mappings, pools, prefixes and unreachable change at once, ' +
+    'other changed keys are logged as needing a restart. Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
     'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +
     'See dstm-tep(8).\n' +
