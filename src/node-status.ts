@@ -15,20 +15,14 @@ export interface NodeStatus {
   server: string;
   /** "leased" while a lease is held; "no_lease" while requesting, retrying, or waiting for the first packet. */
   state: 'leased' | 'no_lease';
-  lease: {
-    address: string;
-    mask: string;
-    /** This node's IPv6 address, the one bound to `address`. */
-    local: string;
-    tep6: string;
-    tep4: string;
-    /** Server times, seconds since 1970. */
-    starts: number;
-    ends: number;
-    /** Seconds until the lease runs out unless renewed (its valid lifetime left), and until the next renewal. */
-    remaining: number;
-    renew_in: number;
-  } | null;
+  /** The held lease's fields (starts and ends are server times, seconds since 1970), with its times left. */
+  lease:
+    | (Pick<Lease, 'address' | 'mask' | 'local' | 'tep6' | 'tep4' | 'starts' | 'ends'> & {
+        /** Seconds until the lease runs out unless renewed (its valid lifetime left), and until the next renewal. */
+        remaining: number;
+        renew_in: number;
+      })
+    | null;
   /** Without --dti, null: the lease is only held, no interface carries it. */
   dti: {
     device: string;

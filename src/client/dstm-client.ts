@@ -18,6 +18,7 @@ import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 }
 export interface Lease {
   address: string;
   mask: string;
+  /** This node's IPv6 address, the one bound to `address`. */
   local: string;
   tep6: string;
   tep4: string;

@@ -7,6 +7,7 @@ import type { CountersSnapshot } from '../../src/dti/counters';
 import { TunDevice } from '../../src/dti/device';
 import { formatIp, ip, runIp, type IpCommand } from '../../src/dti/netconfig';
 import { setIpv4Checksum, internetChecksum } from '../../src/dti/packet';
+import { skipIf } from '../support/skip';
 
 const execFileP = promisify(execFile);
 const ROOT = join(__dirname, '..', '..');
@@ -126,10 +127,7 @@ describe('dti/device (namespaces, root)', function () {
   const why = unavailable();
   const nss = new Namespaces();
   before(function () {
-    if (why) {
-      console.log(`    skipped: ${why}`);
-      this.skip();
-    }
+    skipIf(this, why);
     removeStale();
   });
   afterEach(() => nss.cleanup());

@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { SERVER, cliUnavailable, dstmArgv, nodeControlPath, startNode, startServer, startTep, tepStats } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
+import { skipIf } from '../support/skip';
 
 interface LeaseLine {
   event: string;
@@ -37,11 +38,7 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
   let server: ChildProcess;
 
   before(async function () {
-    const why = netnsUnavailable() ?? cliUnavailable();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    skipIf(this, netnsUnavailable() ?? cliUnavailable());
     t = await Topology.create();
     server = await startServer(t, ['--lease', '60']);
     tep = await startTep(t, ['--server', SERVER]);

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../support/netns';
 import { capture, inject, ping, pingErrors, startEchoServer, tcpHello } from '../support/traffic';
+import { skipIf } from '../support/skip';
 
 const METRICS = `[${ADDR.y6}]:9787`;
 
@@ -30,11 +31,7 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
   };
 
   before(async function () {
-    const why = netnsUnavailable() ?? cliUnavailable();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    skipIf(this, netnsUnavailable() ?? cliUnavailable());
     t = await Topology.create();
     tep = await startTep(t, ['--config', config([[ADDR.static4, ADDR.x6]]), '--metrics', METRICS]);
     node = await startStaticNode(t);

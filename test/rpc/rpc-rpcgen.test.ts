@@ -8,6 +8,7 @@ import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEA
 import { AuthSys, RpcClient, RpcError, RpcServer } from '../../src/rpc';
 import type { CallContext, Procedure } from '../../src/rpc/types';
 import { buildCPeers, cClientPacket, formatPacket, run, startCServer, transformPacket, type CPeers } from './util';
+import { skipIf } from '../support/skip';
 
 describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
   this.timeout(120_000);
@@ -16,10 +17,7 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
 
   before(async function () {
     const built = await buildCPeers();
-    if (typeof built === 'string') {
-      console.log(`      skipped: ${built}`);
-      this.skip();
-    }
+    skipIf(this, typeof built === 'string' ? built : undefined);
     peers = built as CPeers;
   });
   after(() => peers && rmSync(peers.dir, { recursive: true, force: true }));

@@ -26,26 +26,23 @@ export async function tcpHello(t: Topology, ns: string, timeoutSec = 5): Promise
   return stdout.trim();
 }
 
+/** What ping from `ns` printed, whether or not a reply came (ping exits 1 when none did; so does an unreachable network). */
+async function pingOutput(t: Topology, ns: string, dst: string, count: number): Promise<string> {
+  try {
+    return (await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst])).stdout;
+  } catch (err) {
+    return ((err as Error).cause as { stdout?: string } | undefined)?.stdout ?? '';
+  }
+}
+
 /** Pings from `ns`; resolves with the number of replies (0 when none came back or the network is unreachable). */
 export async function ping(t: Topology, ns: string, dst: string, count = 3): Promise<number> {
-  try {
-    const { stdout } = await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst]);
-    return Number(/(\d+) received/.exec(stdout)?.[1] ?? 0);
-  } catch (err) {
-    const m = /(\d+) received/.exec((err as Error).message);
-    return m ? Number(m[1]) : 0;
-  }
+  return Number(/(\d+) received/.exec(await pingOutput(t, ns, dst, count))?.[1] ?? 0);
 }
 
 /** Pings from `ns`; resolves with the ICMP errors ping reported, "FROM TEXT" each (e.g. "192.0.2.1 Destination Host Unreachable"). */
 export async function pingErrors(t: Topology, ns: string, dst: string, count = 3): Promise<string[]> {
-  let out: string;
-  try {
-    out = (await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst])).stdout;
-  } catch (err) {
-    out = ((err as Error).cause as { stdout?: string } | undefined)?.stdout ?? ''; // ping exits 1 when no reply came
-  }
-  return [...out.matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  return [...(await pingOutput(t, ns, dst, count)).matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
 }
 
 /** A running tcpdump on one interface; stop() returns the packets it saw, one summary line each. */
