@@ -12,8 +12,8 @@ import { ROOT, cliUnavailable, startStaticNode, startTep } from '../test/support
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
 import { batchOf, ipv4, ipv6 } from '../test/dti/build';
 import { existsSync } from 'node:fs';
-import { formatIPv4, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../src/addr';
-import { createLogger } from '../src/log';
+import { formatIPv4, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../src/lib/addr';
+import { createLogger } from '../src/lib/log';
 
 type TepModule = typeof import('../src/tep/tep');
 

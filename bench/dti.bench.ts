@@ -9,7 +9,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { parseIPv6 } from '../src/addr';
+import { parseIPv6 } from '../src/lib/addr';
 
 type Packet = typeof import('../src/dti/packet');
 type Tunnels = typeof import('../src/dti/tunnel');

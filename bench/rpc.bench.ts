@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { rmSync } from 'node:fs';
 import net from 'node:net';
-import { RPC_ONE_service } from '../src/generated/dstm';
+import { RPC_ONE_service } from '../src/protocol/generated/dstm';
 import { RpcServer } from '../src/rpc';
 import { buildCPeers, startCServer, transformPacket } from '../test/rpc/util';
 

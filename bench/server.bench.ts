@@ -13,7 +13,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { parseIPv6, parsePrefix4 } from '../src/addr';
+import { parseIPv6, parsePrefix4 } from '../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../src/server/leases';
 import { Store } from '../src/server/store';
 import { loopbackAddresses, startServer, tempDir } from '../test/server/helpers';

@@ -5,8 +5,8 @@
 // "writer reused": encode into one reused XdrWriter and decode from its buffer, as the RPC runtime's send path can.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { xdr_packet } from '../src/generated/dstm';
-import { compileFile } from '../src/rpc/compiler';
+import { xdr_packet } from '../src/protocol/generated/dstm';
+import { compileFile } from '../src/rpcgen';
 import { type Codec, XdrReader, XdrWriter, decode, encode } from '../src/rpc/xdr/runtime';
 
 // The machine is shared: the two sides are measured alternately, in ROUNDS slices each, and the best slice of

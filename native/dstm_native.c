@@ -458,7 +458,7 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// native/sd_notify.c: sd_notify(3) for the daemons (src/sd-notify.ts), in the same addon so there is one build.
+// native/sd_notify.c: sd_notify(3) for the daemons (src/lib/sd-notify.ts), in the same addon so there is one build.
 napi_value dstm_sd_notify(napi_env env, napi_callback_info info);
 // native/udp.c: batched UDP sockets for the RPC server (src/rpc/udp-batch.ts).
 napi_value dstm_udp_init(napi_env env, napi_value exports);

@@ -1,6 +1,6 @@
 // sd_notify(3) for the dstm daemons: one datagram to the AF_UNIX socket systemd names in NOTIFY_SOCKET (Node has
 // no AF_UNIX datagram sockets). A leading '@' names an abstract socket. JS decides whether to call it at all
-// (src/sd-notify.ts: no NOTIFY_SOCKET, nothing to do).
+// (src/lib/sd-notify.ts: no NOTIFY_SOCKET, nothing to do).
 #define _GNU_SOURCE
 #include <node_api.h>
 

@@ -2,18 +2,18 @@
 // from can be embedded without the CLI. The commands in src/commands are thin wrappers over exactly these.
 export * as rpc from './rpc';
 export * as xdr from './rpc/xdr/runtime';
-export * as addr from './addr';
+export * as addr from './lib/addr';
 export * as packet from './dti/packet';
 export { Counters, Drop, Event } from './dti/counters';
 export { Tunnel } from './dti/tunnel';
 export { TunDevice, RawIpipSocket, Icmp6ErrorSocket } from './dti/device';
 export { DstmServer } from './server/daemon';
-export { DstmClient, DstmRefusal, type Lease } from './client/dstm-client';
-export { LeaseKeeper } from './client/lease-keeper';
-export { BindingFeed } from './client/binding-feed';
-export { Dti } from './client/dti-node';
+export { DstmClient, DstmRefusal, type Lease } from './protocol/client';
+export { LeaseKeeper } from './node/lease-keeper';
+export { BindingFeed } from './protocol/binding-feed';
+export { Dti } from './node/dti-node';
 export { Tep } from './tep/tep';
 export { startTep } from './tep/daemon';
-export { createLogger, type Logger } from './log';
-export { Registry, serveMetrics } from './metrics';
-export { parseEndpoint, formatEndpoint } from './endpoint';
+export { createLogger, type Logger } from './lib/log';
+export { Registry, serveMetrics } from './lib/metrics';
+export { parseEndpoint, formatEndpoint } from './lib/endpoint';

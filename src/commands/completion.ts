@@ -1,6 +1,6 @@
 import { Args, Command } from '@oclif/core';
-import { EXIT, exitHelp } from '../exit-codes';
-import { bashCompletion, SHELLS, zshCompletion, type CompletionCommand } from '../completion';
+import { EXIT, exitHelp } from '../cli/exit-codes';
+import { bashCompletion, SHELLS, zshCompletion, type CompletionCommand } from '../cli/completion';
 
 const EXITS = [EXIT.ok, EXIT.usage];
 

@@ -1,9 +1,9 @@
 import { Args, Command, Flags } from '@oclif/core';
-import { classify, leaseFilter, leaseJson } from '../client/cli';
-import { clientFlags, connectFromFlags } from '../client/flags';
-import type { DstmClient, LeaseRow } from '../client/dstm-client';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../addr';
+import { classify, leaseFilter, leaseJson } from '../cli/client';
+import { clientFlags, connectFromFlags } from '../cli/client-flags';
+import type { DstmClient, LeaseRow } from '../protocol/client';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
 import { STATE_NAMES, Store } from '../server/store';

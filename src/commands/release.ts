@@ -1,9 +1,9 @@
 import { Command, Flags } from '@oclif/core';
-import { classify, leaseJson } from '../client/cli';
-import { connectFromFlags, exchangeFlags } from '../client/flags';
-import type { DstmClient } from '../client/dstm-client';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { parseIPv4 } from '../addr';
+import { classify, leaseJson } from '../cli/client';
+import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
+import type { DstmClient } from '../protocol/client';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { parseIPv4 } from '../lib/addr';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
 

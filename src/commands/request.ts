@@ -1,13 +1,13 @@
 import { Command, Flags } from '@oclif/core';
-import { classify, leaseJson, leaseText } from '../client/cli';
-import { connectFromFlags, exchangeFlags } from '../client/flags';
-import type { DstmClient, Lease } from '../client/dstm-client';
-import { LeaseKeeper } from '../client/lease-keeper';
-import { dtiHooks } from '../client/dti-node';
-import { asLevel, logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { createLogger } from '../log';
-import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../node/flags';
+import { classify, leaseJson, leaseText } from '../cli/client';
+import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
+import type { DstmClient, Lease } from '../protocol/client';
+import { LeaseKeeper } from '../node/lease-keeper';
+import { dtiHooks } from '../node/dti-node';
+import { asLevel, logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { createLogger } from '../lib/log';
+import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../cli/node-flags';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError];
 

@@ -1,10 +1,10 @@
 import { Command, Flags } from '@oclif/core';
 import { DEFAULT_PORT } from '../config/server-schema';
-import { formatEndpoint } from '../endpoint';
-import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { createLogger } from '../log';
-import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../addr';
+import { formatEndpoint } from '../lib/endpoint';
+import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { createLogger } from '../lib/log';
+import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];

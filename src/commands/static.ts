@@ -1,9 +1,9 @@
 import { Command, Flags } from '@oclif/core';
-import { Dti, sourceTowards } from '../client/dti-node';
+import { Dti, sourceTowards } from '../node/dti-node';
 import type { StaticConfig } from '../config/static-schema';
-import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { createLogger } from '../log';
+import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { createLogger } from '../lib/log';
 import { loadStaticConfig, staticLease, staticPrintLines } from '../node/static';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];

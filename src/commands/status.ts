@@ -1,7 +1,7 @@
 import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node-status';
-import { queryControl } from '../tep/control';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node/status';
+import { queryControl } from '../lib/control';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 

@@ -1,8 +1,8 @@
 import { Command, Flags } from '@oclif/core';
 import { type TepConfig } from '../config/tep-schema';
-import { logLevelFlag, notify, stopSignal } from '../daemon-cli';
-import { EXIT, exitHelp, fail } from '../exit-codes';
-import { createLogger } from '../log';
+import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { createLogger } from '../lib/log';
 import { describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];

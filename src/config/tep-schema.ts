@@ -1,5 +1,5 @@
 // The "tep" section of the configuration file (dstm tep). Every key is documented in dstm.conf(5) and dstm-tep(8).
-import { DEFAULT_CONTROL_PATH } from '../tep/control';
+import { DEFAULT_CONTROL_PATH } from '../lib/control';
 import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
 import { endpoint, ipv4, ipv6, path, prefix4, prefix6 } from './types';

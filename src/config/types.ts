@@ -1,6 +1,6 @@
 // Configuration types for network values, shared by every section's schema.
-import { parseEndpoint, type Endpoint } from '../endpoint';
-import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, parseRoute4, type Prefix4, type Prefix6 } from '../addr';
+import { parseEndpoint, type Endpoint } from '../lib/endpoint';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, parseRoute4, type Prefix4, type Prefix6 } from '../lib/addr';
 import { integer, textual, type Type } from './schema';
 
 export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);

@@ -1,6 +1,6 @@
-// Types of the device I/O part of the addon (native/dstm_native.c, loaded by src/addon.ts). Only src/dti/device.ts
+// Types of the device I/O part of the addon (native/dstm_native.c, loaded by src/lib/addon.ts). Only src/dti/device.ts
 // calls it directly.
-import { loadAddon } from '../addon';
+import { loadAddon } from '../lib/addon';
 
 /** Opaque handles owned by the addon. */
 export type ReaderHandle = { readonly __reader: unique symbol };

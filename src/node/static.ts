@@ -1,7 +1,7 @@
 // `dstm static` (draft Annex A) as a library: its configuration (the "static" section with the command's flags on
 // top), the fixed lease it puts on the DTI, and the equivalent iproute2 and KAME configuration --print shows.
-import { formatIPv6 } from '../addr';
-import { annexALines, dtiUpCommands, type DtiLease } from '../client/dti-node';
+import { formatIPv6 } from '../lib/addr';
+import { annexALines, dtiUpCommands, type DtiLease } from './dti-node';
 import { loadSection } from '../config/load';
 import { overrides } from '../config/schema';
 import { staticFields, type StaticConfig } from '../config/static-schema';

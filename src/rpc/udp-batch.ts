@@ -14,7 +14,7 @@
 //
 // Linux only (recvmmsg/sendmmsg); batchedUdpAvailable() tells whether the addon is there.
 import net from 'node:net';
-import { loadAddon } from '../addon';
+import { loadAddon } from '../lib/addon';
 
 /** Opaque handle of a native socket. */
 type UdpHandle = { readonly __udp: unique symbol };
@@ -88,7 +88,7 @@ export interface BatchUdpCounters {
 /**
  * Formats 16 address bytes as libuv's uv_inet_ntop does, so as dgram reports peers (ctx.peerAddress and the duplicate
  * request cache key stay what they were): RFC 5952, plus the "::a.b.c.d" and "::ffff:a.b.c.d" tails that
- * src/addr.ts's formatIPv6 does not write (and the RPC runtime keeps to its own modules).
+ * src/lib/addr.ts's formatIPv6 does not write (and the RPC runtime keeps to its own modules).
  */
 function ntop6(b: Uint8Array, at: number): string {
   const w = [0, 0, 0, 0, 0, 0, 0, 0];

@@ -8,7 +8,7 @@
 // The binding feed shows only durable changes. Pool bookkeeping done in a transaction that fails is undone.
 import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
-import { type Prefix4, type Prefix6, PrefixTable } from '../addr';
+import { type Prefix4, type Prefix6, PrefixTable } from '../lib/addr';
 import { AddressPool } from './pool';
 import { STATE, type Binding, type Change, type Store } from './store';
 

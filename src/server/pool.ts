@@ -3,7 +3,7 @@
 // longest ago is reused first) and a bitmap says which ring entries are still free, so taking one specific address
 // out (a reservation, an admin allocation) is O(1) too and leaves a stale ring entry that take() skips.
 // The index lives in memory and is rebuilt from the store's bound addresses at start-up: one pass over the pool.
-import { formatIPv4, formatPrefix4, type Prefix4, prefixSize4 } from '../addr';
+import { formatIPv4, formatPrefix4, type Prefix4, prefixSize4 } from '../lib/addr';
 
 /** Largest total pool the index accepts: 2^24 addresses (a /8), 2 MiB of bitmap and 64 MiB of ring at most. */
 export const MAX_POOL_ADDRESSES = 2 ** 24;

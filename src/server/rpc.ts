@@ -13,11 +13,11 @@ import {
   type dstm_bindings_reply,
   type dstm_reply,
   type packet,
-} from '../generated/dstm';
-import type { Logger } from '../log';
+} from '../protocol/generated/dstm';
+import type { Logger } from '../lib/log';
 import { AuthStat, RpcAuthError, RpcError } from '../rpc';
 import type { CallContext, Service } from '../rpc/types';
-import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, type Prefix6 } from '../addr';
+import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, type Prefix6 } from '../lib/addr';
 import { StoreUnavailable, type Grant, type LeaseService, type Status } from './leases';
 
 export interface Access {

@@ -13,7 +13,7 @@
 // and sweep() removes ended entries, so forwarding stops at `ends` whether or not the server says so.
 
 import { readU32 } from '../dti/packet';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 
 export type BindingSource = 'server' | 'static';
 

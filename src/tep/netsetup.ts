@@ -1,6 +1,6 @@
 // The TEP's side of the kernel: its TUN device up at the tunnel MTU, the pools routed into it, IPv4 forwarding on.
 import { ip, readSysctl, runIp, writeSysctl } from '../dti/netconfig';
-import type { Logger } from '../log';
+import type { Logger } from '../lib/log';
 
 export async function setupTepNetwork(dev: string, mtu: number, prefixes: string[], log: Logger): Promise<void> {
   // IPv6 on the TUN device would only send router solicitations and MLD reports into the IPv4 data path

@@ -1,6 +1,6 @@
 // The IPv6 prefixes of the DSTM domain the TEP accepts tunnelled packets from. contains() runs per packet on the
 // source address in place in the packet buffer, without allocating.
-import { formatPrefix6, type Prefix6 } from '../addr';
+import { formatPrefix6, type Prefix6 } from '../lib/addr';
 
 /** A list of IPv6 prefixes; an empty list contains every address. */
 export class Ipv6PrefixList {

@@ -11,10 +11,10 @@
 import { Counters, Drop, dropLoggerTo, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
 import { EncapConfig, bytesEqual } from '../dti/packet';
-import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4 } from '../addr';
+import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4 } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
-import type { Logger } from '../log';
-import type { Registry } from '../metrics';
+import type { Logger } from '../lib/log';
+import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding } from './bindings';
 import { Ipv6PrefixList } from './prefixes';
 

@@ -1,6 +1,6 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
 // configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
-// documents nothing the command lacks; every page's EXIT STATUS is the exit-code table (src/exit-codes.ts) for the
+// documents nothing the command lacks; every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the
 // codes its commands return; every page renders without warnings; package.json lists every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
@@ -13,7 +13,7 @@ import { serverKeys } from '../../src/config/server-schema';
 import { tepKeys } from '../../src/config/tep-schema';
 import { staticKeys } from '../../src/config/static-schema';
 import { SECTIONS } from '../../src/config/load';
-import { EXIT_MEANING, type ExitCode } from '../../src/exit-codes';
+import { EXIT_MEANING, type ExitCode } from '../../src/cli/exit-codes';
 import { loadCommands, ROOT } from './commands';
 import { hasWord, parsePage, type Item, type Page } from './roff';
 

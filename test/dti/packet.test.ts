@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Counters, Drop } from '../../src/dti/counters';
 import { DecapResult, EncapConfig, HEADROOM, Icmp6Relay, Ipv4Header, OK, TokenBucket, buildIcmpv4Error, decapsulate, ecnDecap, encapsulate, fragmentIpv6, internetChecksum, parseIcmpv6Error, parseIpv4, tunnelMtu } from '../../src/dti/packet';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../src/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { cksum, icmpv6, ipv4, ipv6, place, sum16, v6 } from './build';
 
 const SELF = '2001:db8:1::10';

@@ -5,7 +5,7 @@ import { Drop } from '../../src/dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../../src/dti/device';
 import { ip, runIp } from '../../src/dti/netconfig';
 import { EncapConfig, OK, bytesEqual } from '../../src/dti/packet';
-import { parseIPv4, parseIPv6 } from '../../src/addr';
+import { parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { Tunnel } from '../../src/dti/tunnel';
 
 interface PeerConfig {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Counters, Drop, dropLoggerTo } from '../../src/dti/counters';
 import { EncapConfig, OK, readU32 } from '../../src/dti/packet';
-import { formatIPv4, parseIPv4 } from '../../src/addr';
+import { formatIPv4, parseIPv4 } from '../../src/lib/addr';
 import { Tunnel } from '../../src/dti/tunnel';
 import { batchOf, cksum, icmpv6, ipv4, ipv6, v6 } from './build';
 

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEASE_REQ, type packet } from '../../src/generated/dstm';
+import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEASE_REQ, type packet } from '../../src/protocol/generated/dstm';
 import { AuthSys, RpcClient, RpcError, RpcServer } from '../../src/rpc';
 import type { CallContext, Procedure } from '../../src/rpc/types';
 import { buildCPeers, cClientPacket, formatPacket, run, startCServer, transformPacket, type CPeers } from './util';

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadAddon } from '../../src/addon';
+import { loadAddon } from '../../src/lib/addon';
 import { RpcClient, RpcServer } from '../../src/rpc';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { BatchUdpSocket, batchedUdpAvailable } from '../../src/rpc/udp-batch';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import type { Codec } from '../../src/rpc/xdr/runtime';
 import type { Handler, Procedure, ProgramVersion, Service } from '../../src/rpc/types';
-import type { packet } from '../../src/generated/dstm';
+import type { packet } from '../../src/protocol/generated/dstm';
 
 export const uintCodec: Codec<number> = { encode: (w, v) => w.uint(v), decode: (r) => r.uint() };
 export const bytesCodec: Codec<Uint8Array> = { encode: (w, v) => w.varOpaque(v), decode: (r) => r.varOpaque() };

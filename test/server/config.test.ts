@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { parseConfigText } from '../../src/config/load';
 import { ConfigError, describe as keyTable, field, integer, list, parseWithOverrides, record } from '../../src/config/schema';
 import { serverFields, serverKeys, serverSchema } from '../../src/config/server-schema';
-import { formatIPv4 } from '../../src/addr';
+import { formatIPv4 } from '../../src/lib/addr';
 
 function refusal(f: () => unknown): ConfigError {
   try {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/addr';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { LeaseService, StoreUnavailable, type LeasePolicy } from '../../src/server/leases';
 import { AddressPool } from '../../src/server/pool';
 import { Store } from '../../src/server/store';

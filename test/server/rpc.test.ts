@@ -1,10 +1,10 @@
 // The DSTM program's access rules at the RPC layer, with a real RpcServer and client on the loopback.
 import { expect } from 'chai';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
-import { REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/generated/dstm';
-import { createLogger } from '../../src/log';
+import { REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/protocol/generated/dstm';
+import { createLogger } from '../../src/lib/log';
 import { AuthStat, RpcAuthError, RpcClient, RpcServer } from '../../src/rpc';
-import { parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/addr';
+import { parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { LeaseService } from '../../src/server/leases';
 import { DstmRpc } from '../../src/server/rpc';
 import { Store } from '../../src/server/store';

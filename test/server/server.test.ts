@@ -3,12 +3,12 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DstmClient, DstmRefusal } from '../../src/client/dstm-client';
+import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema';
-import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/generated/dstm';
+import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/protocol/generated/dstm';
 import { RpcClient, RpcError } from '../../src/rpc';
 import { Store } from '../../src/server/store';
-import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/addr';
+import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
 import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
 

@@ -2,7 +2,7 @@
 // a raw socket (the outer source may be any address: the point is to show what the TEP drops).
 import { RawIpipSocket } from '../../src/dti/device';
 import { EncapConfig, HEADROOM, encapsulate, setIpv4Checksum, writeU16, writeU32 } from '../../src/dti/packet';
-import { parseIPv4, parseIPv6 } from '../../src/addr';
+import { parseIPv4, parseIPv6 } from '../../src/lib/addr';
 
 const [src6, dst6, src4, dst4, countText] = process.argv.slice(2);
 const count = Number(countText);

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/addr';
+import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/lib/addr';
 import { BindingTable } from '../../src/tep/bindings';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
 

@@ -3,11 +3,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { annexALines, dtiUpCommands, parseRoutes } from '../../src/client/dti-node';
+import { annexALines, dtiUpCommands, parseRoutes } from '../../src/node/dti-node';
 import { parseWithOverrides } from '../../src/config/schema';
 import { tepFields } from '../../src/config/tep-schema';
 import { formatIp } from '../../src/dti/netconfig';
-import { parseIPv4 } from '../../src/addr';
+import { parseIPv4 } from '../../src/lib/addr';
 import { checkTep, describeTep } from '../../src/tep/daemon';
 import { DEV_ENV, devArgv } from '../docs/commands';
 

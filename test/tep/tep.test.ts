@@ -1,7 +1,7 @@
 // The TEP's per-packet decisions on real packets, without devices: Tep's tunnel pipeline fed receive batches.
 import { expect } from 'chai';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/addr';
-import { createLogger } from '../../src/log';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
+import { createLogger } from '../../src/lib/log';
 import { Tep } from '../../src/tep/tep';
 import { batchOf, ipv4, ipv6 } from '../dti/build';
 

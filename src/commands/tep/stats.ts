@@ -1,6 +1,6 @@
 import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp, fail } from '../../exit-codes';
-import { DEFAULT_CONTROL_PATH, queryControl } from '../../tep/control';
+import { EXIT, exitHelp, fail } from '../../cli/exit-codes';
+import { DEFAULT_CONTROL_PATH, queryControl } from '../../lib/control';
 import type { TepStats } from '../../tep/tep';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];

@@ -5,7 +5,7 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, extname, join, relative, resolve } from 'node:path';
 import ts from 'typescript';
-import { compileFile, type CompileOptions } from '../../../src/rpc/compiler';
+import { compileFile, type CompileOptions } from '../../../src/rpcgen';
 
 export const ROOT = resolve(__dirname, '../../..');
 export const FIXTURES = resolve(__dirname, '../fixtures');
@@ -25,7 +25,7 @@ export function generate(xFile: string, outDir: string, options: Partial<Compile
   return out;
 }
 
-/** The project's strict settings, so generated code must satisfy what `npm run build` asks of src/generated. */
+/** The project's strict settings, so generated code must satisfy what `npm run build` asks of src/protocol/generated. */
 const COMPILER_OPTIONS: ts.CompilerOptions = {
   target: ts.ScriptTarget.ES2022,
   module: ts.ModuleKind.CommonJS,

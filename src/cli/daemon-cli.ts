@@ -1,8 +1,8 @@
 // What the long-running commands (dstm server, tep, request --hold, static) share: the --log-level flag,
 // systemd notifications that never stop a daemon, and the wait for SIGINT or SIGTERM.
 import { Flags } from '@oclif/core';
-import { LEVELS, type Level, type Logger } from './log';
-import { sdNotify } from './sd-notify';
+import { LEVELS, type Level, type Logger } from '../lib/log';
+import { sdNotify } from '../lib/sd-notify';
 
 /** One way to set the level everywhere: --log-level, or DSTM_LOG_LEVEL standing in for it. */
 export const logLevelFlag = Flags.string({

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { setSource } from '../../src/client/dti-node';
+import { setSource } from '../../src/node/dti-node';
 import { internetChecksum } from '../../src/dti/packet';
-import { parseIPv4 } from '../../src/addr';
+import { parseIPv4 } from '../../src/lib/addr';
 import { ipv4, v4 } from '../dti/build';
 
 /** UDP checksum of the packet at 0 as a receiver verifies it: 0 (or 0xffff) when correct. */

@@ -1,5 +1,5 @@
 // Loader of the project's N-API addon (native/*.c, built by node-gyp from binding.gyp at `npm ci`), shared by its
-// users: the DTI's device I/O (src/dti/native.ts), sd_notify and the RPC server's batched UDP (src/rpc/udp-batch.ts).
+// users: the DTI's device I/O (src/dti/native.ts), sd_notify (src/lib/sd-notify.ts) and the RPC server's batched UDP (src/rpc/udp-batch.ts).
 // Each user declares the part of the addon it calls.
 import { join, sep } from 'node:path';
 
@@ -8,8 +8,8 @@ let cached: object | undefined;
 /** The addon module; throws an explanatory error if it was not built. */
 export function loadAddon(): object {
   if (cached) return cached;
-  // src when run from source (tsx), dist/src when compiled: the package root is one or two levels up.
-  const root = join(__dirname, __dirname.split(sep).includes('dist') ? '../..' : '..');
+  // src/lib when run from source (tsx), dist/src/lib when compiled: the package root is two or three levels up.
+  const root = join(__dirname, __dirname.split(sep).includes('dist') ? '../../..' : '../..');
   const path = join(root, 'build', 'Release', 'dstm_native.node');
   try {
     cached = require(path) as object;

@@ -3,12 +3,12 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { XdrSyntaxError, compileSource } from '../../src/rpc/compiler';
-import { main } from '../../src/rpc/compiler/cli';
+import { XdrSyntaxError, compileSource } from '../../src/rpcgen';
+import { main } from '../../src/rpcgen/cli';
 import type { CallContext, Procedure, RpcCaller, Service } from '../../src/rpc/types';
 import { type Codec, XdrError, XdrReader, XdrWriter, decode, encode } from '../../src/rpc/xdr/runtime';
-import { C_SAMPLES, chain } from './support/samples';
-import { FIXTURES, ROOT, generate, hex, tempDir, typeCheck } from './support/toolchain';
+import { C_SAMPLES, chain } from '../rpc/support/samples';
+import { FIXTURES, ROOT, generate, hex, tempDir, typeCheck } from '../rpc/support/toolchain';
 
 const SYSTEM_X = [
   ...readdirSync('/usr/include/rpcsvc').filter((f) => f.endsWith('.x')).map((f) => join('/usr/include/rpcsvc', f)),
@@ -80,11 +80,11 @@ describe('rpcgen-ts compiler', function () {
     expect(readFileSync(join(out, 'dstm.ts'), 'utf8')).to.contain('export class RPC_ONE_Client').and.contain('export const xdr_packet:');
   });
 
-  it('src/generated/dstm.ts, when built, is what the generator makes from xdr/dstm.x now', function () {
-    const built = join(ROOT, 'src/generated/dstm.ts');
+  it('src/protocol/generated/dstm.ts, when built, is what the generator makes from xdr/dstm.x now', function () {
+    const built = join(ROOT, 'src/protocol/generated/dstm.ts');
     if (!existsSync(built)) this.skip();
     const now = compileSource(join(ROOT, 'xdr/dstm.x'), readFileSync(join(ROOT, 'xdr/dstm.x'), 'utf8'), { runtime: '../rpc' });
-    expect(readFileSync(built, 'utf8')).to.equal(now, 'src/generated/dstm.ts is stale: npm run gen');
+    expect(readFileSync(built, 'utf8')).to.equal(now, 'src/protocol/generated/dstm.ts is stale: npm run gen');
   });
 
   describe('generated names', () => {

@@ -1,7 +1,7 @@
 // systemd readiness and status notifications (sd_notify(3)) for `Type=notify` units (contrib/systemd): the
 // daemons call sdNotify('READY=1') once they listen, 'RELOADING=1' / 'READY=1' around a SIGHUP reload and
 // 'STOPPING=1' on the way out. Outside systemd (no NOTIFY_SOCKET) it does nothing and needs no addon.
-import { native, type NativeAddon } from './dti/native';
+import { loadAddon } from './addon';
 
 interface SdNotifyAddon {
   /** native/sd_notify.c: one datagram `state` to the AF_UNIX socket `path` ('@name' is abstract). */
@@ -15,6 +15,6 @@ interface SdNotifyAddon {
 export function sdNotify(state: string, env: NodeJS.ProcessEnv = process.env): boolean {
   const socket = env.NOTIFY_SOCKET;
   if (!socket) return false;
-  (native() as NativeAddon & SdNotifyAddon).sdNotify(socket, state);
+  (loadAddon() as SdNotifyAddon).sdNotify(socket, state);
   return true;
 }

@@ -6,15 +6,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DstmClient } from '../src/client/dstm-client';
-import { LeaseKeeper } from '../src/client/lease-keeper';
-import { Counters, Drop, Event } from '../src/dti/counters';
-import { parseIPv4, parseIPv6 } from '../src/addr';
-import { createLogger } from '../src/log';
-import { formatNodeStatus, nodeStatus, type NodeParts, type NodeStatus } from '../src/node-status';
-import { DstmServer, loadServerConfig } from '../src/server/daemon';
-import { serveControl } from '../src/tep/control';
-import { DEV_ENV, devArgv } from './docs/commands';
+import { DstmClient } from '../../src/protocol/client';
+import { LeaseKeeper } from '../../src/node/lease-keeper';
+import { Counters, Drop, Event } from '../../src/dti/counters';
+import { parseIPv4, parseIPv6 } from '../../src/lib/addr';
+import { createLogger } from '../../src/lib/log';
+import { formatNodeStatus, nodeStatus, type NodeParts, type NodeStatus } from '../../src/node/status';
+import { DstmServer, loadServerConfig } from '../../src/server/daemon';
+import { serveControl } from '../../src/lib/control';
+import { DEV_ENV, devArgv } from '../docs/commands';
 
 function dstm(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const [cmd, ...rest] = devArgv(...args);

@@ -1,7 +1,7 @@
 // BindingFeed (what a TEP runs) against a real dstm server process.
 import { expect } from 'chai';
-import { BindingFeed, type FeedBinding } from '../../src/client/binding-feed';
-import { DstmClient, DstmRefusal } from '../../src/client/dstm-client';
+import { BindingFeed, type FeedBinding } from '../../src/protocol/binding-feed';
+import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { loopbackAddresses, removeDir, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
 

@@ -3,8 +3,8 @@ import { Flags } from '@oclif/core';
 import { isIPv6 } from 'node:net';
 import { ConfigError } from '../config/schema';
 import { DEFAULT_PORT } from '../config/server-schema';
-import { loadClientConfig } from './cli';
-import { DstmClient } from './dstm-client';
+import { loadClientConfig } from './client';
+import { DstmClient } from '../protocol/client';
 
 export const clientFlags = {
   server: Flags.string({ summary: `DSTM server, [IPV6]:PORT (default: DSTM_SERVER, the config file's client.server, else [::1]:${DEFAULT_PORT}).` }),

@@ -16,10 +16,10 @@ import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
 import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
-import type { Logger } from '../log';
-import type { Lease } from './dstm-client';
+import type { Logger } from '../lib/log';
+import type { Lease } from '../protocol/client';
 import type { LeaseHooks } from './lease-keeper';
 
 export interface DtiOptions {

@@ -1,11 +1,11 @@
 // A node's state for `dstm status`: the lease its LeaseKeeper holds and its DTI (device, addresses, counters),
 // served by `dstm request --hold` on a unix control socket the same way the TEP serves `dstm tep stats`
-// (src/tep/control.ts: one JSON document per connection). Times are counted on the node's own clock, from
+// (src/lib/control.ts: one JSON document per connection). Times are counted on the node's own clock, from
 // when the lease's reply arrived, as the LeaseKeeper counts them, so clock skew with the server does not show.
-import type { Dti } from './client/dti-node';
-import type { Lease } from './client/dstm-client';
-import type { CountersSnapshot } from './dti/counters';
-import { formatIPv4, formatIPv6 } from './addr';
+import type { Dti } from './dti-node';
+import type { Lease } from '../protocol/client';
+import type { CountersSnapshot } from '../dti/counters';
+import { formatIPv4, formatIPv6 } from '../lib/addr';
 
 /** Where `dstm request --hold` answers and `dstm status` asks, unless --control says otherwise. */
 export const DEFAULT_NODE_CONTROL_PATH = '/run/dstm/node.sock';

@@ -6,12 +6,13 @@ import { compileFile } from './index';
 const USAGE = 'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
 
 /**
- * The runtime as seen from `outDir`: this compiler's parent directory (src/rpc), or, when running compiled from
- * dist/src/rpc/compiler in a checkout, the TypeScript sources in src/rpc, which carry the types.
+ * The runtime as seen from `outDir`: the sibling directory src/rpc, or, when running compiled from dist/src/rpcgen
+ * in a checkout, the TypeScript sources in src/rpc, which carry the types.
  */
 function defaultRuntime(outDir: string): string {
-  const sources = resolve(__dirname, '../../../../src/rpc');
-  const dir = !existsSync(resolve(__dirname, '../types.ts')) && existsSync(resolve(sources, 'types.ts')) ? sources : resolve(__dirname, '..');
+  const sources = resolve(__dirname, '../../../src/rpc');
+  const sibling = resolve(__dirname, '../rpc');
+  const dir = !existsSync(resolve(sibling, 'types.ts')) && existsSync(resolve(sources, 'types.ts')) ? sources : sibling;
   const rel = relative(resolve(outDir), dir).split(sep).join('/');
   return rel.startsWith('.') ? rel : `./${rel}`;
 }

@@ -9,10 +9,10 @@ import {
   RPC_TWO_Client,
   dstm_status,
   type packet,
-} from '../generated/dstm';
+} from './generated/dstm';
 import { RpcClient, RpcError } from '../rpc';
 import type { Transport } from '../rpc/types';
-import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../addr';
+import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../lib/addr';
 
 /** A lease as the node holds it. Times: starts/ends absolute (server clock); extend/keep relative to receivedAt. */
 export interface Lease {

@@ -4,9 +4,9 @@ import { loadSection } from '../config/load';
 import { ConfigError, overrides } from '../config/schema';
 import { clientFields, type ClientConfig } from '../config/client-schema';
 import { RpcError } from '../rpc';
-import { EXIT, type ExitCode } from '../exit-codes';
-import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, prefixContains4, prefixContains6 } from '../addr';
-import { DstmRefusal, type Lease, type LeaseRow, type Refusal } from './dstm-client';
+import { EXIT, type ExitCode } from './exit-codes';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, prefixContains4, prefixContains6 } from '../lib/addr';
+import { DstmRefusal, type Lease, type LeaseRow, type Refusal } from '../protocol/client';
 
 const REFUSAL_EXIT: Record<Refusal, ExitCode> = {
   not_allowed: EXIT.notAllowed,

@@ -7,10 +7,10 @@
 //                                   bindings that disappeared were unbound and new ones bound before this event
 //   'error'  (err)              a call failed; the feed retries with backoff (it survives server restarts)
 import { EventEmitter } from 'node:events';
-import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from '../generated/dstm';
+import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from './generated/dstm';
 import { RpcClient } from '../rpc';
-import { formatIPv4, formatIPv6, ipv4FromBytes } from '../addr';
-import { statusName, DstmRefusal } from './dstm-client';
+import { formatIPv4, formatIPv6, ipv4FromBytes } from '../lib/addr';
+import { statusName, DstmRefusal } from './client';
 
 export interface FeedBinding {
   ip6: string;

@@ -1,10 +1,10 @@
 // The DTI flags of `dstm request` (the node side of issue 4), kept here so request.ts only spreads them in.
 import { Flags } from '@oclif/core';
 import type { Server } from 'node:net';
-import { Dti, parseRoutes } from '../client/dti-node';
-import type { Logger } from '../log';
-import { DEFAULT_NODE_CONTROL_PATH, nodeStatus, type NodeParts } from '../node-status';
-import { serveControl } from '../tep/control';
+import { Dti, parseRoutes } from '../node/dti-node';
+import type { Logger } from '../lib/log';
+import { DEFAULT_NODE_CONTROL_PATH, nodeStatus, type NodeParts } from '../node/status';
+import { serveControl } from '../lib/control';
 
 export const dtiFlags = {
   dti: Flags.string({ summary: 'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP).', dependsOn: ['hold'] }),

@@ -6,10 +6,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DstmClient } from '../src/client/dstm-client';
-import { DEFAULT_PROGRAM } from '../src/config/server-schema';
-import { sdNotify } from '../src/sd-notify';
-import { DEV_ENV, devArgv } from './docs/commands';
+import { DstmClient } from '../../src/protocol/client';
+import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
+import { sdNotify } from '../../src/lib/sd-notify';
+import { DEV_ENV, devArgv } from '../docs/commands';
 
 /** A python3 datagram receiver bound to `address` (a path, or "\0name" for abstract); prints each datagram as JSON. */
 function receiver(address: string): Promise<{ proc: ChildProcess; next: () => Promise<string> }> {

@@ -2,10 +2,10 @@ import { expect } from 'chai';
 import { get } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { Address6 } from 'ip-address';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../src/addr';
-import { formatEndpoint, parseEndpoint } from '../src/endpoint';
-import { createLogger } from '../src/log';
-import { Registry, serveMetrics } from '../src/metrics';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
+import { formatEndpoint, parseEndpoint } from '../../src/lib/endpoint';
+import { createLogger } from '../../src/lib/log';
+import { Registry, serveMetrics } from '../../src/lib/metrics';
 
 describe('addresses', () => {
   it('parses every RFC 4291 text form to 16 bytes and formats per RFC 5952', () => {

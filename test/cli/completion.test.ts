@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEV_ENV, devArgv, loadCommands } from './docs/commands';
+import { DEV_ENV, devArgv, loadCommands } from '../docs/commands';
 
 function dstm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const [cmd, ...rest] = devArgv(...args);

@@ -7,8 +7,8 @@
 // when it ends (remove the address and routes). A hook that throws is reported as 'error' and, for up(), the lease
 // is released and requested again later.
 import { EventEmitter } from 'node:events';
-import { parseIPv4 } from '../addr';
-import type { DstmClient, Lease } from './dstm-client';
+import { parseIPv4 } from '../lib/addr';
+import type { DstmClient, Lease } from '../protocol/client';
 
 export type DownReason = 'expired' | 'released' | 'replaced';
 
