@@ -83,7 +83,7 @@ describe('rpcgen-ts compiler', function () {
   it('src/protocol/generated/dstm.ts, when built, is what the generator makes from xdr/dstm.x now', function () {
     const built = join(ROOT, 'src/protocol/generated/dstm.ts');
     if (!existsSync(built)) this.skip();
-    const now = compileSource(join(ROOT, 'xdr/dstm.x'), readFileSync(join(ROOT, 'xdr/dstm.x'), 'utf8'), { runtime: '../rpc' });
+    const now = compileSource(join(ROOT, 'xdr/dstm.x'), readFileSync(join(ROOT, 'xdr/dstm.x'), 'utf8'), { runtime: '../../rpc' });
     expect(readFileSync(built, 'utf8')).to.equal(now, 'src/protocol/generated/dstm.ts is stale: npm run gen');
   });
 
