@@ -5,15 +5,18 @@ import { compileFile } from './index';
 
 const USAGE = 'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
 
+/** The package this compiler belongs to: two levels up from src/rpcgen, three from dist/src/rpcgen. */
+const PACKAGE_ROOT = resolve(__dirname, __dirname.split(sep).includes('dist') ? '../../..' : '../..');
+
 /**
- * The runtime as seen from `outDir`: the sibling directory src/rpc, or, when running compiled from dist/src/rpcgen
- * in a checkout, the TypeScript sources in src/rpc, which carry the types.
+ * The runtime module for code generated into `outDir`. Outside this package (someone else's project, with dstm
+ * installed) it is the package's own export, `dstm/rpc`. Inside a checkout of dstm (`npm run gen`) it is the
+ * TypeScript sources in src/rpc by relative path, which carry the types.
  */
 function defaultRuntime(outDir: string): string {
-  const sources = resolve(__dirname, '../../../src/rpc');
-  const sibling = resolve(__dirname, '../rpc');
-  const dir = !existsSync(resolve(sibling, 'types.ts')) && existsSync(resolve(sources, 'types.ts')) ? sources : sibling;
-  const rel = relative(resolve(outDir), dir).split(sep).join('/');
+  const out = resolve(outDir);
+  if (!out.startsWith(PACKAGE_ROOT + sep) || !existsSync(join(PACKAGE_ROOT, 'src/rpc/types.ts'))) return 'dstm/rpc';
+  const rel = relative(out, join(PACKAGE_ROOT, 'src/rpc')).split(sep).join('/');
   return rel.startsWith('.') ? rel : `./${rel}`;
 }
 

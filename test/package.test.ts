@@ -1,0 +1,73 @@
+// rpcgen-ts for other people's .x files: the packed dstm, installed into a project of its own, generates NFS codecs
+// that import the runtime by the package's name (dstm/rpc), type-check strictly under both of TypeScript's Node
+// resolutions, and round-trip a value. Also checks what the tarball ships: no tests, benches or source maps.
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { tempDir } from './rpc/support/toolchain';
+
+const ROOT = resolve(__dirname, '..');
+const NFS_X = '/usr/include/rpcsvc/nfs_prot.x';
+const TSC = join(ROOT, 'node_modules/typescript/bin/tsc');
+
+function run(cmd: string, args: string[], cwd: string): string {
+  return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+describe('the npm package', function () {
+  this.timeout(180_000);
+  const dir = tempDir('dstm-pack-');
+  let tarball = '';
+  let files: string[] = [];
+
+  before(function () {
+    if (!existsSync(join(ROOT, 'dist/src/rpc/index.js'))) throw new Error('dist/ is not built: npm run build');
+    const packed = JSON.parse(run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir.path, ROOT], ROOT));
+    tarball = join(dir.path, packed[0].filename);
+    files = (packed[0].files as { path: string }[]).map((f) => f.path);
+  });
+
+  after(() => dir.remove());
+
+  it('ships the compiled sources, contrib/, the man pages and a LICENSE; no tests, benches or source maps', () => {
+    expect(files).to.include.members(['LICENSE', 'dist/src/rpc/index.js', 'dist/src/rpc/index.d.ts', 'contrib/systemd/dstm-server.service', 'man/dstm.1']);
+    expect(files.filter((f) => /^dist\/(test|bench|scripts)\/|\.map$/.test(f))).to.deep.equal([]);
+  });
+
+  it('installed elsewhere, generates NFS codecs that import dstm/rpc, type-check and round-trip', function () {
+    if (!existsSync(NFS_X)) throw new Error(`${NFS_X} is missing (Debian: libc6-dev / libtirpc-dev)`);
+    const app = join(dir.path, 'app');
+    run('mkdir', ['-p', app], dir.path);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'nfs-demo', version: '1.0.0', private: true }));
+    run('npm', ['install', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund', tarball], app);
+    run(join(app, 'node_modules/.bin/rpcgen-ts'), [NFS_X, '--out', 'gen'], app);
+    const generated = readFileSync(join(app, 'gen/nfs_prot.ts'), 'utf8');
+    expect(generated).to.contain('from "dstm/rpc/xdr/runtime"').and.contain('from "dstm/rpc/types"');
+
+    writeFileSync(
+      join(app, 'main.ts'),
+      [
+        "import { decode, encode } from 'dstm/xdr';",
+        "import { xdr_diropargs, type diropargs } from './gen/nfs_prot';",
+        "const v: diropargs = { dir: { data: Uint8Array.from({ length: 32 }, (_, i) => i * 7) }, name: 'readme.txt' };",
+        'const bytes = encode(xdr_diropargs, v);',
+        'const back = decode(xdr_diropargs, bytes);',
+        "console.log(JSON.stringify({ hex: Buffer.from(bytes).toString('hex'), name: back.name, dir: Array.from(back.dir.data) }));",
+      ].join('\n'),
+    );
+    const strict = ['--strict', '--target', 'ES2022', '--skipLibCheck', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules/@types')];
+    run('node', [TSC, ...strict, '--noEmit', '--module', 'node16', '--moduleResolution', 'node16', 'main.ts'], app);
+    run('node', [TSC, ...strict, '--module', 'commonjs', '--moduleResolution', 'node10', '--outDir', 'out', 'main.ts'], app);
+    expect(readdirSync(join(app, 'out'))).to.include('main.js');
+
+    const got = JSON.parse(run('node', [join(app, 'out/main.js')], app));
+    // XDR of diropargs: 32 opaque bytes of the file handle, then the name as a counted, padded string.
+    const handle = Buffer.from(Array.from({ length: 32 }, (_, i) => i * 7)).toString('hex');
+    const name = Buffer.from('readme.txt');
+    const padded = Buffer.concat([name, Buffer.alloc((4 - (name.length % 4)) % 4)]).toString('hex');
+    expect(got.hex).to.equal(`${handle}0000000a${padded}`);
+    expect(got.name).to.equal('readme.txt');
+    expect(got.dir).to.deep.equal(Array.from({ length: 32 }, (_, i) => i * 7));
+  });
+});
