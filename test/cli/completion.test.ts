@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEV_ENV, devArgv, loadCommands } from '../docs/commands';
+import { skipIf } from '../support/skip';
 
 function dstm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const [cmd, ...rest] = devArgv(...args);
@@ -71,7 +72,7 @@ describe('dstm completion', function () {
     const r = dstm('completion', 'zsh');
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout.split('\n')[0]).to.equal('#compdef dstm');
-    if (spawnSync('zsh', ['--version']).error) this.skip(); // zsh is installed by .ci/run
+    skipIf(this, spawnSync('zsh', ['--version']).error ? 'zsh is not installed' : undefined);
     const file = join(dir, '_dstm');
     writeFileSync(file, r.stdout);
     const syntax = spawnSync('zsh', ['-n', file], { encoding: 'utf8' });

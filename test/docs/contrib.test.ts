@@ -12,6 +12,7 @@ import { serverFields } from '../../src/config/server-schema';
 import { staticFields } from '../../src/config/static-schema';
 import { tepFields } from '../../src/config/tep-schema';
 import { ROOT } from './commands';
+import { skipIf } from '../support/skip';
 
 const SCHEMAS: Record<string, Fields> = { server: serverFields, client: clientFields, tep: tepFields, static: staticFields };
 
@@ -27,7 +28,7 @@ describe('contrib', () => {
   });
 
   it('the systemd units pass systemd-analyze verify', function () {
-    if (spawnSync('systemd-analyze', ['--version']).error) this.skip();
+    skipIf(this, spawnSync('systemd-analyze', ['--version']).error ? 'systemd-analyze (Debian: systemd) is not installed' : undefined);
     const dir = mkdtempSync(join(tmpdir(), 'dstm-units-'));
     try {
       const units = readdirSync(join(ROOT, 'contrib', 'systemd')).filter((f) => f.endsWith('.service'));

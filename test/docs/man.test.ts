@@ -16,6 +16,7 @@ import { SECTIONS } from '../../src/config/load';
 import { EXIT_MEANING, type ExitCode } from '../../src/cli/exit-codes';
 import { loadCommands, ROOT } from './commands';
 import { hasWord, parsePage, type Item, type Page } from './roff';
+import { skipIf } from '../support/skip';
 
 const MAN = join(ROOT, 'man');
 
@@ -239,7 +240,7 @@ describe('man pages', function () {
       const file = join(MAN, p);
       const ps: string[] = [];
       const g = spawnSync('groff', ['-man', '-ww', '-z', file], { encoding: 'utf8' });
-      if (g.error) this.skip(); // groff is installed by .ci/run
+      skipIf(this, g.error ? 'groff is not installed' : undefined);
       if (g.status !== 0 || g.stderr.trim()) ps.push(`groff: ${g.stderr.trim() || `exit ${g.status}`}`);
       if (mandoc) {
         // warnings and worse; style hints (-W style) are not failures

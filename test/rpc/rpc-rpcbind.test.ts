@@ -5,6 +5,7 @@ import { lookupPort, RPCBIND_PROGRAM, RpcClient, RpcError, RpcServer, type Bound
 import type { Service } from '../../src/rpc/types';
 import type { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 import { ADD1, ensureRpcbind, run, TEST_PROGRAM, testService } from './util';
+import { skipIf } from '../support/skip';
 
 describe('rpc with a real rpcbind', function () {
   this.timeout(30_000);
@@ -16,7 +17,7 @@ describe('rpc with a real rpcbind', function () {
 
   before(async function () {
     stopRpcbind = await ensureRpcbind();
-    if (!stopRpcbind) this.skip(); // rpcbind is not installed (.ci/run installs it)
+    skipIf(this, stopRpcbind ? undefined : 'rpcbind is not installed');
     server = new RpcServer().register(testService(), program).register(testService({}, 2), program);
     bound = await server.listen([{ host: '::', port: 0 }, { host: '0.0.0.0', port: 0 }]);
   });

@@ -13,6 +13,7 @@ import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/messa
 import { BatchUdpSocket, batchedUdpAvailable } from '../../src/rpc/udp-batch';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 import { ADD1, ECHO, sleep, SLOW, TEST_PROGRAM, testService } from './util';
+import { skipIf } from '../support/skip';
 
 function call(xid: number, proc: number, args: (w: XdrWriter) => void = () => {}): Buffer {
   const w = new XdrWriter();
@@ -69,7 +70,7 @@ describe('rpc server over batched UDP', function () {
   const servers: RpcServer[] = [];
 
   before(function () {
-    if (!batchedUdpAvailable()) this.skip();
+    skipIf(this, batchedUdpAvailable() ? undefined : 'the addon has no batched UDP (npm ci builds it)');
   });
 
   async function serve(options: ConstructorParameters<typeof RpcServer>[0] = {}, host = '::1', service = testService()): Promise<{ server: RpcServer; port: number }> {
@@ -168,7 +169,7 @@ describe('rpc server over batched UDP', function () {
     });
 
     it('keeps what the kernel has no room for, and sends it once the socket drains (two namespaces, a slow link)', async function () {
-      if (process.getuid?.() !== 0 || !existsSync('/usr/sbin/tc')) this.skip();
+      skipIf(this, process.getuid?.() !== 0 ? 'needs root' : existsSync('/usr/sbin/tc') ? undefined : 'tc (iproute2) is missing');
       // A: the sender, whose link to B is shaped to 8 Mbit/s, so its send buffer fills; B only has to exist.
       const tag = `rpcub${process.pid.toString(36)}`;
       const [a, b] = [`${tag}a`, `${tag}b`];
@@ -402,7 +403,7 @@ describe('rpc server over batched UDP', function () {
     let results: Record<string, { from: string; to: string; got: { replyFrom: string; peerAddress: string } | null }[]>;
 
     before(async function () {
-      if (process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare')) this.skip();
+      skipIf(this, process.getuid?.() !== 0 ? 'needs root' : existsSync('/usr/bin/unshare') ? undefined : 'unshare (util-linux) is missing');
       const script = `${setup} && for i in 1 2 3 4 5 6 7 8 9 10; do ip -6 addr show dev va | grep -q fe80 && ip -6 addr show dev vb | grep -q fe80 && break; sleep 0.1; done && exec "$0" --import tsx -e "$1"`;
       const out = await new Promise<string>((resolve, reject) =>
         execFile('unshare', ['--net', 'sh', '-c', script, process.execPath, child], { cwd: root, timeout: 20_000 }, (err, stdout, stderr) =>

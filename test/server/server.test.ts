@@ -11,6 +11,7 @@ import { Store } from '../../src/server/store';
 import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
 import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
+import { skipIf } from '../support/skip';
 
 type Clients = DstmClient[];
 
@@ -313,7 +314,7 @@ describe('dstm server (process)', function () {
 
   it('registers both versions with a running rpcbind and unregisters at stop', async function () {
     const stopRpcbind = await ensureRpcbind();
-    if (!stopRpcbind) this.skip();
+    skipIf(this, stopRpcbind ? undefined : 'rpcbind is not installed');
     try {
       server = await startServer(['--state-dir', dir]);
       await server.waitFor('registered with rpcbind');
@@ -333,7 +334,7 @@ describe('dstm server (process)', function () {
       server = undefined;
       expect(ours()).to.deep.equal([]);
     } finally {
-      await stopRpcbind();
+      await stopRpcbind?.();
     }
   });
 
