@@ -1,0 +1,137 @@
+// Torture (issue 9): 64 nodes with distinct IPv6 sources request, renew and release against the servers for a fixed
+// time while the test kill -9s and restarts them; every reply is recorded, and the checker (./checker.ts) then proves
+// that no address was held by two nodes at once, no node held two addresses, and every acknowledged grant survived.
+// Everything runs inside a namespace the test makes (the node addresses live on its loopback).
+import { expect } from 'chai';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Topology, output, waitForOutput } from '../support/netns';
+import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
+import { netnsUnavailable } from '../support/netns';
+import { skipIf } from '../support/skip';
+import { type Call, type Listed, check } from './checker';
+import type { Options } from './driver';
+
+const PREFIX = '2001:db8:77::';
+const ADMIN = `${PREFIX}ad`;
+const NODES = Array.from({ length: 64 }, (_, i) => `${PREFIX}${(0x1000 + i).toString(16)}`);
+const PROGRAM = 0x2d53544d;
+const SECONDS = 24;
+/** Faults stop this long before the end, so every server is up for the last calls and the final listing. */
+const QUIET = 6;
+
+/** mulberry32, seeded: the fault schedule is the same every run. */
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Cluster {
+  t: Topology;
+  ns: string;
+  servers: { host: string; port: number; args: string[]; child?: ChildProcess }[];
+}
+
+async function startServer(c: Cluster, i: number): Promise<void> {
+  const s = c.servers[i];
+  s.child = c.t.spawn(c.ns, dstmArgv('server', ...s.args));
+  await waitForOutput(s.child, /listening|serving|ready/i, 20_000);
+}
+
+async function killServer(c: Cluster, i: number): Promise<void> {
+  const child = c.servers[i].child;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await gone;
+}
+
+/** Makes the namespace's node and server addresses; `count` servers share `config` (a "server" section). */
+async function cluster(t: Topology, count: number, config: (i: number) => object): Promise<Cluster> {
+  const ns = t.ns.s;
+  const hosts = Array.from({ length: count }, (_, i) => `${PREFIX}a${i + 1}`);
+  const batch = [...NODES, ...hosts, ADMIN].map((a) => `address add ${a}/128 dev lo nodad`).join('\n');
+  writeFileSync(join(t.dir, 'addrs.batch'), `${batch}\n`);
+  await t.exec(ns, ['ip', '-6', '-batch', join(t.dir, 'addrs.batch')]);
+  const servers = hosts.map((host, i) => {
+    const file = join(t.dir, `server${i}.json`);
+    writeFileSync(file, JSON.stringify({ server: { listen: [`[${host}]:3786`], ...config(i) } }));
+    return { host, port: 3786, args: ['--config', file] };
+  });
+  return { t, ns, servers };
+}
+
+/** Runs the driver for SECONDS while `fault` is called at random moments until QUIET seconds before the end. */
+async function torture(c: Cluster, seed: number, fault: (rnd: () => number) => Promise<string>): Promise<{ calls: Call[]; listed: { at: number; rows: Listed[] }; faults: string[] }> {
+  const out = join(c.t.dir, `calls-${seed}.json`);
+  const options: Options = { servers: c.servers.map(({ host, port }) => ({ host, port })), nodes: NODES, program: PROGRAM, seconds: SECONDS, seed, out, admin: ADMIN };
+  const driver = c.t.spawn(c.ns, [process.execPath, '--import', 'tsx', join(__dirname, 'driver.ts'), JSON.stringify(options)]);
+  const done = new Promise<number | null>((r) => driver.once('exit', r));
+  const rnd = random(seed);
+  const faults: string[] = [];
+  const quietAt = Date.now() + (SECONDS - QUIET) * 1000;
+  while (Date.now() < quietAt && driver.exitCode === null) {
+    await sleep(800 + rnd() * 1500);
+    if (Date.now() < quietAt) faults.push(await fault(rnd));
+  }
+  // Recovery: every server runs again before the quiet period's calls and the final listing.
+  for (let i = 0; i < c.servers.length; i++) {
+    const child = c.servers[i].child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) await startServer(c, i);
+  }
+  const code = await done;
+  expect(code, output(driver)).to.equal(0);
+  const result = JSON.parse(readFileSync(out, 'utf8')) as { calls: Call[]; listed: { at: number; rows: Listed[] } };
+  return { ...result, faults };
+}
+
+function report(name: string, r: ReturnType<typeof check>, faults: string[]): void {
+  console.log(
+    `      ${name}: ${r.calls} calls (${r.grants} grants, ${r.refusals} refusals, ${r.failures} failed), ` +
+      `${faults.length} faults (${[...new Set(faults)].map((f) => `${faults.filter((x) => x === f).length} ${f}`).join(', ')}), ` +
+      `${r.violations.length} violations`,
+  );
+}
+
+describe('torture (namespaces, root)', function () {
+  this.timeout(180_000);
+  let t: Topology | undefined;
+
+  before(async function () {
+    skipIf(this, netnsUnavailable() ?? cliUnavailable());
+    t = await Topology.create();
+  });
+
+  after(async () => {
+    await t?.destroy();
+  });
+
+  it('one server on SQLite, kill -9 and restarted under 64 nodes: no violation', async () => {
+    const c = await cluster(t!, 1, () => ({
+      pools: ['198.51.100.0/27'],
+      tep: { ipv6: '2001:db8:1::1', ipv4: '192.0.2.1' },
+      lease: 60,
+      hold: 2,
+      state_dir: join(t!.dir, 'sqlite'),
+      admin_allow: [`${ADMIN}/128`],
+    }));
+    await startServer(c, 0);
+    const r = await torture(c, 1, async () => {
+      await killServer(c, 0);
+      await startServer(c, 0);
+      return 'server kill -9';
+    });
+    const result = check(r.calls, r.listed);
+    report('sqlite', result, r.faults);
+    expect(r.faults.length).to.be.greaterThan(3);
+    expect(result.grants).to.be.greaterThan(200);
+    expect(result.violations).to.deep.equal([]);
+  });
+});
