@@ -60,7 +60,7 @@ async function removeStale(): Promise<void> {
   const { stdout } = await run('ip', ['netns', 'list']);
   for (const line of stdout.split('\n')) {
     const name = line.split(' ')[0];
-    const m = new RegExp(`^${PREFIX}([0-9a-z]+)-[0-9a-z]+-[xyzs]$`).exec(name);
+    const m = new RegExp(`^${PREFIX}([0-9a-z]+)-[0-9a-z]+-[0-9a-z]+$`).exec(name);
     if (m && !alive(m[1])) await run('ip', ['netns', 'del', name]).catch(() => undefined);
   }
   for (const name of readdirSync('/tmp')) {
@@ -69,74 +69,61 @@ async function removeStale(): Promise<void> {
   }
 }
 
-export class Topology {
-  readonly ns: Record<NodeName, string>;
+/**
+ * Throwaway network namespaces named `dstmt-ID-SUFFIX` (ID carries the creating pid), a scratch directory, and the
+ * processes started in them; destroy() removes all of it. Subclasses lay out their hosts and links in build().
+ */
+export class Namespaces {
   /** A scratch directory for this run (state directories, sockets), removed by destroy(). */
   readonly dir: string;
+  private readonly made: string[] = [];
   private readonly children = new Set<ChildProcess>();
 
-  private constructor(readonly id: string) {
-    const n = (k: NodeName): string => `${PREFIX}${id}-${k}`;
-    this.ns = { x: n('x'), y: n('y'), z: n('z'), s: n('s') };
+  protected constructor(readonly id: string) {
     this.dir = mkdtempSync(`/tmp/${PREFIX}${id}-`);
   }
 
-  /** Builds the four namespaces, links and addresses; on failure removes whatever it made. */
-  static async create(): Promise<Topology> {
-    const why = netnsUnavailable();
-    if (why) throw new Error(why);
-    await removeStale();
-    const t = new Topology(`${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 7)}`);
+  /** A fresh id for a run: the pid (so a later run can tell a dead run's leftovers) and a random part. */
+  protected static newId(): string {
+    return `${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+  }
+
+  /** Creates namespaces in `self` via `build`, after removing dead runs' leftovers; on failure removes them again. */
+  protected static async make<T extends Namespaces>(self: T, build: () => Promise<void>): Promise<T> {
     try {
-      await t.build();
+      await build();
     } catch (err) {
-      await t.destroy();
+      await self.destroy();
       throw err;
     }
-    return t;
+    return self;
   }
 
-  private async build(): Promise<void> {
-    const { x, y, z, s } = this.ns;
-    for (const n of [x, y, z, s]) {
-      await run('ip', ['netns', 'add', n]);
-      await this.ip(n, 'link', 'set', 'lo', 'up');
-      // no duplicate address detection: addresses are usable at once, and links made later inherit "default"
-      await this.sysctl(n, 'net.ipv6.conf.all.accept_dad', '0');
-      await this.sysctl(n, 'net.ipv6.conf.default.accept_dad', '0');
-    }
-    // veth pairs are created directly inside their namespaces, so short fixed names never clash between runs
-    await run('ip', ['link', 'add', 'eth-y', 'netns', x, 'type', 'veth', 'peer', 'name', 'eth-x', 'netns', y]);
-    await run('ip', ['link', 'add', 'eth-y', 'netns', s, 'type', 'veth', 'peer', 'name', 'eth-s', 'netns', y]);
-    await run('ip', ['link', 'add', 'eth-y', 'netns', z, 'type', 'veth', 'peer', 'name', 'eth-z', 'netns', y]);
-
-    await this.sysctl(x, 'net.ipv4.conf.all.forwarding', '0');
-    await this.sysctl(z, 'net.ipv6.conf.all.disable_ipv6', '1');
-    await this.sysctl(z, 'net.ipv6.conf.default.disable_ipv6', '1');
-    await this.sysctl(y, 'net.ipv6.conf.all.forwarding', '1');
-    await this.sysctl(y, 'net.ipv4.ip_forward', '1');
-
-    await this.addr(x, 'eth-y', `${ADDR.x6}/64`);
-    await this.addr(y, 'eth-x', `${ADDR.y6}/64`);
-    await this.addr(s, 'eth-y', `${ADDR.s6}/64`);
-    await this.addr(y, 'eth-s', `${ADDR.ys6}/64`);
-    await this.ip(y, 'addr', 'add', `${ADDR.y4}/24`, 'dev', 'eth-z');
-    await this.ip(z, 'addr', 'add', `${ADDR.z4}/24`, 'dev', 'eth-y');
-    for (const [n, dev] of [[x, 'eth-y'], [s, 'eth-y'], [z, 'eth-y'], [y, 'eth-x'], [y, 'eth-s'], [y, 'eth-z']]) {
-      await this.ip(n, 'link', 'set', dev, 'up');
-    }
-    await this.ip(x, '-6', 'route', 'add', 'default', 'via', ADDR.y6);
-    await this.ip(s, '-6', 'route', 'add', 'default', 'via', ADDR.ys6);
-    await this.ip(z, 'route', 'add', 'default', 'via', ADDR.y4);
-    // resolve the neighbours now (the first solicitation on a fresh veth is often lost, costing a 1 s retry later)
-    await Promise.all([
-      this.exec(x, ['ping', '-c', '1', '-W', '3', ADDR.y6]),
-      this.exec(s, ['ping', '-c', '1', '-W', '3', ADDR.ys6]),
-      this.exec(z, ['ping', '-c', '1', '-W', '3', ADDR.y4]),
-    ]);
+  /** The name of host `suffix` (one lowercase letter or digit) in this run. */
+  name(suffix: string): string {
+    return `${PREFIX}${this.id}-${suffix}`;
   }
 
-  private async addr(ns: string, dev: string, cidr: string): Promise<void> {
+  /** Adds the namespace of host `suffix` with loopback up and no duplicate address detection; returns its name. */
+  async add(suffix: string): Promise<string> {
+    const n = this.name(suffix);
+    await run('ip', ['netns', 'add', n]);
+    this.made.push(n);
+    await this.ip(n, 'link', 'set', 'lo', 'up');
+    // no duplicate address detection: addresses are usable at once, and links made later inherit "default"
+    await this.sysctl(n, 'net.ipv6.conf.all.accept_dad', '0');
+    await this.sysctl(n, 'net.ipv6.conf.default.accept_dad', '0');
+    return n;
+  }
+
+  /** A veth pair between two namespaces, created directly inside them (short fixed names never clash between runs). */
+  async link(a: string, aDev: string, b: string, bDev: string): Promise<void> {
+    await run('ip', ['link', 'add', aDev, 'netns', a, 'type', 'veth', 'peer', 'name', bDev, 'netns', b]);
+    await this.ip(a, 'link', 'set', aDev, 'up');
+    await this.ip(b, 'link', 'set', bDev, 'up');
+  }
+
+  async addr(ns: string, dev: string, cidr: string): Promise<void> {
     await this.ip(ns, '-6', 'addr', 'add', cidr, 'dev', dev, 'nodad');
   }
 
@@ -177,6 +164,66 @@ export class Topology {
     return child;
   }
 
+  async destroy(): Promise<void> {
+    await Promise.all([...this.children].map((c) => stopChild(c)));
+    for (const n of this.made) await run('ip', ['netns', 'del', n]).catch(() => undefined);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Throws why the namespace tests cannot run here, if they cannot; removes what dead runs left behind. */
+export async function prepareNamespaces(): Promise<void> {
+  const why = netnsUnavailable();
+  if (why) throw new Error(why);
+  await removeStale();
+}
+
+/** The draft's X, Y, Z and S (see the top of this file). */
+export class Topology extends Namespaces {
+  readonly ns: Record<NodeName, string>;
+
+  private constructor(id: string) {
+    super(id);
+    this.ns = { x: this.name('x'), y: this.name('y'), z: this.name('z'), s: this.name('s') };
+  }
+
+  /** Builds the four namespaces, links and addresses; on failure removes whatever it made. */
+  static async create(): Promise<Topology> {
+    await prepareNamespaces();
+    const t = new Topology(Namespaces.newId());
+    return Namespaces.make(t, () => t.build());
+  }
+
+  private async build(): Promise<void> {
+    const { x, y, z, s } = this.ns;
+    for (const k of ['x', 'y', 'z', 's']) await this.add(k);
+    await this.link(x, 'eth-y', y, 'eth-x');
+    await this.link(s, 'eth-y', y, 'eth-s');
+    await this.link(z, 'eth-y', y, 'eth-z');
+
+    await this.sysctl(x, 'net.ipv4.conf.all.forwarding', '0');
+    await this.sysctl(z, 'net.ipv6.conf.all.disable_ipv6', '1');
+    await this.sysctl(z, 'net.ipv6.conf.default.disable_ipv6', '1');
+    await this.sysctl(y, 'net.ipv6.conf.all.forwarding', '1');
+    await this.sysctl(y, 'net.ipv4.ip_forward', '1');
+
+    await this.addr(x, 'eth-y', `${ADDR.x6}/64`);
+    await this.addr(y, 'eth-x', `${ADDR.y6}/64`);
+    await this.addr(s, 'eth-y', `${ADDR.s6}/64`);
+    await this.addr(y, 'eth-s', `${ADDR.ys6}/64`);
+    await this.ip(y, 'addr', 'add', `${ADDR.y4}/24`, 'dev', 'eth-z');
+    await this.ip(z, 'addr', 'add', `${ADDR.z4}/24`, 'dev', 'eth-y');
+    await this.ip(x, '-6', 'route', 'add', 'default', 'via', ADDR.y6);
+    await this.ip(s, '-6', 'route', 'add', 'default', 'via', ADDR.ys6);
+    await this.ip(z, 'route', 'add', 'default', 'via', ADDR.y4);
+    // resolve the neighbours now (the first solicitation on a fresh veth is often lost, costing a 1 s retry later)
+    await Promise.all([
+      this.exec(x, ['ping', '-c', '1', '-W', '3', ADDR.y6]),
+      this.exec(s, ['ping', '-c', '1', '-W', '3', ADDR.ys6]),
+      this.exec(z, ['ping', '-c', '1', '-W', '3', ADDR.y4]),
+    ]);
+  }
+
   /** Adds plain IPv6 between Y and Z (the benchmark's kernel baseline); Z stays IPv4-only otherwise. */
   async enableIpv6ToZ(): Promise<void> {
     const { y, z } = this.ns;
@@ -186,12 +233,6 @@ export class Topology {
     await this.addr(z, 'eth-y', `${ADDR.z6}/64`);
     await this.addr(y, 'eth-z', `${ADDR.yz6}/64`);
     await this.ip(z, '-6', 'route', 'add', 'default', 'via', ADDR.yz6);
-  }
-
-  async destroy(): Promise<void> {
-    await Promise.all([...this.children].map((c) => stopChild(c)));
-    for (const n of Object.values(this.ns)) await run('ip', ['netns', 'del', n]).catch(() => undefined);
-    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
