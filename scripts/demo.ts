@@ -23,7 +23,7 @@ async function withServer(t: Topology): Promise<void> {
   say('Y: the TEP follows the server\'s binding feed; it forwards only for addresses the server has bound');
   const tep = await startTep(t, ['--server', SERVER]);
   await waitForOutput(tep, /bindings synchronised/);
-  await startEchoServer(t);
+  await startEchoServer(t, t.ns.z);
   detail(`Z (${ADDR.z4}, IPv4 only) runs a TCP server that tells each client the address it sees`);
 
   say(`X: IPv6 only (${ADDR.x6}); \`dstm request --hold --dti dti0\` asks S for a temporary IPv4 address`);
@@ -56,7 +56,7 @@ async function withoutServer(t: Topology): Promise<void> {
   say(`Annex A, no server: \`dstm tep --static ${ADDR.static4}=${ADDR.x6}\` on Y, \`dstm static\` on X`);
   await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`]);
   await startStaticNode(t);
-  await startEchoServer(t);
+  await startEchoServer(t, t.ns.z);
   await ipv6Only(t, async () => detail(`Z answers: "${await tcpHello(t, t.ns.x)}"`));
   detail(`ping X -> Z: ${await ping(t, t.ns.x, ADDR.z4, 3)} of 3 replies`);
 }

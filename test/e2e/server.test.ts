@@ -43,7 +43,7 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
     server = await startServer(t, ['--lease', '60']);
     tep = await startTep(t, ['--server', SERVER]);
     await waitForOutput(tep, /bindings synchronised/);
-    await startEchoServer(t);
+    await startEchoServer(t, t.ns.z);
   });
 
   after(async () => {

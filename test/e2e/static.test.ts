@@ -35,7 +35,7 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     t = await Topology.create();
     tep = await startTep(t, ['--config', config([[ADDR.static4, ADDR.x6]]), '--metrics', METRICS]);
     node = await startStaticNode(t);
-    await startEchoServer(t);
+    await startEchoServer(t, t.ns.z);
   });
 
   after(async () => {

@@ -3,7 +3,7 @@
 // sender of hand-made IPv4-in-IPv6 packets for the anti-spoofing checks.
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { ADDR, Topology, output, stopChild, waitForOutput } from './netns';
+import { ADDR, type Namespaces, output, stopChild, waitForOutput } from './netns';
 import { ROOT } from './dstm-procs';
 
 export const ECHO_PORT = 7000;
@@ -12,22 +12,22 @@ const ECHO_SERVER = `
 require('node:net').createServer((s) => s.end('hello from Z, you are ' + s.remoteAddress + '\\n'))
   .listen(${ECHO_PORT}, '0.0.0.0', () => console.log('listening'));`;
 
-/** A TCP server on Z answering "hello from Z, you are ADDRESS". */
-export async function startEchoServer(t: Topology): Promise<ChildProcess> {
-  const server = t.spawn(t.ns.z, [process.execPath, '-e', ECHO_SERVER]);
+/** A TCP server on Z (namespace `z`) answering "hello from Z, you are ADDRESS". */
+export async function startEchoServer(t: Namespaces, z: string): Promise<ChildProcess> {
+  const server = t.spawn(z, [process.execPath, '-e', ECHO_SERVER]);
   await waitForOutput(server, /listening/);
   return server;
 }
 
 /** Connects from `ns` to Z's echo server with bash's /dev/tcp (an unmodified IPv4 client); returns its answer. */
-export async function tcpHello(t: Topology, ns: string, timeoutSec = 5): Promise<string> {
+export async function tcpHello(t: Namespaces, ns: string, timeoutSec = 5): Promise<string> {
   const script = `exec 3<>/dev/tcp/${ADDR.z4}/${ECHO_PORT} && read -r line <&3 && echo "$line"`;
   const { stdout } = await t.exec(ns, ['timeout', String(timeoutSec), 'bash', '-c', script]);
   return stdout.trim();
 }
 
 /** What ping from `ns` printed, whether or not a reply came (ping exits 1 when none did; so does an unreachable network). */
-async function pingOutput(t: Topology, ns: string, dst: string, count: number): Promise<string> {
+async function pingOutput(t: Namespaces, ns: string, dst: string, count: number): Promise<string> {
   try {
     return (await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst])).stdout;
   } catch (err) {
@@ -36,12 +36,12 @@ async function pingOutput(t: Topology, ns: string, dst: string, count: number): 
 }
 
 /** Pings from `ns`; resolves with the number of replies (0 when none came back or the network is unreachable). */
-export async function ping(t: Topology, ns: string, dst: string, count = 3): Promise<number> {
+export async function ping(t: Namespaces, ns: string, dst: string, count = 3): Promise<number> {
   return Number(/(\d+) received/.exec(await pingOutput(t, ns, dst, count))?.[1] ?? 0);
 }
 
 /** Pings from `ns`; resolves with the ICMP errors ping reported, "FROM TEXT" each (e.g. "192.0.2.1 Destination Host Unreachable"). */
-export async function pingErrors(t: Topology, ns: string, dst: string, count = 3): Promise<string[]> {
+export async function pingErrors(t: Namespaces, ns: string, dst: string, count = 3): Promise<string[]> {
   return [...(await pingOutput(t, ns, dst, count)).matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
 }
 
@@ -50,7 +50,7 @@ export interface Capture {
   stop(): Promise<string[]>;
 }
 
-export async function capture(t: Topology, ns: string, dev: string): Promise<Capture> {
+export async function capture(t: Namespaces, ns: string, dev: string): Promise<Capture> {
   const dump = t.spawn(ns, ['tcpdump', '-n', '-l', '-t', '-i', dev]);
   await waitForOutput(dump, /listening on/);
   return {
@@ -65,6 +65,6 @@ export async function capture(t: Topology, ns: string, dev: string): Promise<Cap
 }
 
 /** Sends `count` IPv4-in-IPv6 UDP packets from `ns` with the given outer and inner addresses (spoofing allowed). */
-export async function inject(t: Topology, ns: string, p: { src6: string; dst6: string; src4: string; dst4: string; count?: number }): Promise<void> {
+export async function inject(t: Namespaces, ns: string, p: { src6: string; dst6: string; src4: string; dst4: string; count?: number }): Promise<void> {
   await t.exec(ns, [process.execPath, '--import', 'tsx', join(ROOT, 'test', 'support', 'inject.ts'), p.src6, p.dst6, p.src4, p.dst4, String(p.count ?? 5)]);
 }
