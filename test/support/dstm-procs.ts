@@ -3,7 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADDR, Topology, waitForOutput } from './netns';
+import { ADDR, type Namespaces, Topology, waitForOutput } from './netns';
 
 export const ROOT = join(__dirname, __dirname.split('/').includes('dist') ? '../../..' : '../..');
 
@@ -66,8 +66,13 @@ export function startNode(t: Topology, extra: string[] = []): ChildProcess {
 }
 
 /** `dstm tep stats --json` against the topology's TEP. */
-export async function tepStats(t: Topology): Promise<TepStatsJson> {
-  const { stdout } = await t.exec(t.ns.y, dstmArgv('tep', 'stats', '--json', '--control', tepControlPath(t)));
+export function tepStats(t: Topology): Promise<TepStatsJson> {
+  return tepStatsAt(t, t.ns.y, tepControlPath(t));
+}
+
+/** `dstm tep stats --json` in namespace `ns` against the TEP serving `control`. */
+export async function tepStatsAt(t: Namespaces, ns: string, control: string): Promise<TepStatsJson> {
+  const { stdout } = await t.exec(ns, dstmArgv('tep', 'stats', '--json', '--control', control));
   return JSON.parse(stdout) as TepStatsJson;
 }
 
