@@ -32,6 +32,7 @@ interface JsType {
   toXDR(v: unknown): Buffer;
   fromXDR(b: Buffer): JsInstance;
 }
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- js-xdr ships no types
 const jsxdr = require('@stellar/js-xdr') as { config(f: (x: any) => void): Record<string, JsType> };
 
 const js = jsxdr.config((x) => {

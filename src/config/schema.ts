@@ -45,6 +45,7 @@ export interface Field<T, K extends FieldKind = FieldKind> {
 }
 
 export type FieldKind = 'default' | 'optional' | 'required';
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a record of fields of different types
 export type Fields = Record<string, Field<any>>;
 
 type FieldValue<F> = F extends Field<infer T, infer K> ? (K extends 'optional' ? T | undefined : T) : never;

@@ -17,6 +17,7 @@ export interface ProgramVersion {
   readonly program: number;
   readonly version: number;
   // Procedure<any, any>: a table of heterogeneous procedures; each entry is typed where it is generated.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
   readonly procedures: ReadonlyMap<number, Procedure<any, any>>;
 }
 
@@ -58,5 +59,6 @@ export type Handler<A, R> = (args: A, ctx: CallContext) => R | Promise<R>;
 export interface Service {
   readonly definition: ProgramVersion;
   /** Handlers by procedure number (procedure 0, NULL, is answered by the server itself). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- heterogeneous handlers, each typed where it is registered
   readonly handlers: ReadonlyMap<number, Handler<any, any>>;
 }

@@ -82,8 +82,8 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     await tcpHello(t, t.ns.x);
     const lines = await cap.stop();
     expect(lines.filter((l) => !l.startsWith('IP6 ')), lines.join('\n')).to.deep.equal([]);
-    expect(lines.filter((l) => l.includes(`IP ${ADDR.static4} > ${ADDR.z4}`))).to.not.be.empty;
-    expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${ADDR.static4}`))).to.not.be.empty;
+    expect(lines.filter((l) => l.includes(`IP ${ADDR.static4} > ${ADDR.z4}`))).to.have.length.greaterThan(0);
+    expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${ADDR.static4}`))).to.have.length.greaterThan(0);
   });
 
   it('Y drops and counts spoofed, unbound and foreign tunnelled packets, and IPv4 for unbound pool addresses', async () => {

@@ -29,12 +29,16 @@ export function testDefinition(version = 1): ProgramVersion {
     versionName: `TESTVERS${version}`,
     program: TEST_PROGRAM,
     version,
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- heterogeneous procedures
     procedures: new Map<number, Procedure<any, any>>([ECHO, ADD1, SLOW, FAIL].map((p) => [p.number, p])),
   };
 }
 
-export function testService(overrides: Partial<Record<'ECHO' | 'ADD1' | 'SLOW' | 'FAIL', Handler<any, any>>> = {}, version = 1): Service {
-  const h: Record<string, Handler<any, any>> = {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the four test procedures' handlers, each of its own type
+type AnyHandler = Handler<any, any>;
+
+export function testService(overrides: Partial<Record<'ECHO' | 'ADD1' | 'SLOW' | 'FAIL', AnyHandler>> = {}, version = 1): Service {
+  const h: Record<string, AnyHandler> = {
     ECHO: (b: Uint8Array) => b,
     ADD1: (n: number) => (n + 1) >>> 0,
     SLOW: (ms: number) => new Promise((res) => setTimeout(() => res(ms), ms)),

@@ -242,8 +242,14 @@ describe('rpcgen-ts compiler', function () {
     it('nesting is bounded: a depth bomb fails cleanly, while a 200000-node list decodes without recursion', () => {
       // tree.right recurses (left is decoded as a list): 200 nested right subtrees exceed the bound of 128.
       const w = new XdrWriter();
-      for (let i = 0; i < 200; i++) w.int(i), w.uint(0), w.uint(1);
-      w.int(200), w.uint(0), w.uint(0);
+      for (let i = 0; i < 200; i++) {
+        w.int(i);
+        w.uint(0);
+        w.uint(1);
+      }
+      w.int(200);
+      w.uint(0);
+      w.uint(0);
       expect(() => decode(codec('tree'), w.toBytes())).to.throw(XdrError, /nesting deeper than 128/);
       expect(new XdrReader(w.toBytes(), 0, w.pos, 1000).maxDepth).to.equal(1000);
       expect(() => codec('tree').decode(new XdrReader(w.toBytes(), 0, w.pos, 1000))).to.not.throw();

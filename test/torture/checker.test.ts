@@ -24,7 +24,11 @@ function history(seed: number, nodes = 16, pool = 8, lease = 30, hold = 5, steps
   const freeAt = new Map<string, number>(Array.from({ length: pool }, (_, i) => [`198.51.100.${i + 1}`, 0]));
   let now = 1_000_000;
   const expire = (): void => {
-    for (const [node, b] of held) if (b.ends <= now) (held.delete(node), freeAt.set(b.ipv4, b.ends + hold));
+    for (const [node, b] of held) {
+      if (b.ends > now) continue;
+      held.delete(node);
+      freeAt.set(b.ipv4, b.ends + hold);
+    }
   };
   for (let s = 0; s < steps; s++) {
     now += rnd() * 0.5;
