@@ -2,23 +2,14 @@
 // fault planted: each fault must be named, and honest uncertainty (a lost release reply) must not be.
 import { expect } from 'chai';
 import { type Call, type Listed, check, holdings } from './checker';
-
-/** mulberry32: a small seeded generator, so every run sees the same histories. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from '../support/random';
 
 /**
  * A correct server: `nodes` nodes share `pool` addresses, leases of `lease` s, a released or expired address waits
  * `hold` s. Returns every call and the bindings live at the end.
  */
 function history(seed: number, nodes = 16, pool = 8, lease = 30, hold = 5, steps = 2000): { calls: Call[]; listed: { at: number; rows: Listed[] } } {
-  const rnd = random(seed);
+  const rnd = seeded(seed);
   const calls: Call[] = [];
   const held = new Map<string, { ipv4: string; ends: number }>();
   const freeAt = new Map<string, number>(Array.from({ length: pool }, (_, i) => [`198.51.100.${i + 1}`, 0]));

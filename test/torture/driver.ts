@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { parseIPv4 } from '../../src/lib/addr';
 import type { Call, Listed } from './checker';
+import { seeded } from '../support/random';
 
 export interface Options {
   servers: { host: string; port: number }[];
@@ -16,16 +17,6 @@ export interface Options {
   out: string;
   /** The address the final admin LIST is called from (the servers' admin_allow). */
   admin: string;
-}
-
-/** mulberry32: seeded, so a run's choices can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const now = (): number => Date.now() / 1000;
@@ -94,7 +85,7 @@ async function list(o: Options): Promise<{ at: number; rows: Listed[] }> {
 
 async function main(): Promise<void> {
   const o = JSON.parse(process.argv[2]) as Options;
-  const rnd = random(o.seed);
+  const rnd = seeded(o.seed);
   const calls: Call[] = [];
   const deadline = now() + o.seconds;
   await Promise.all(o.nodes.map((n) => node(o, n, rnd, calls, deadline)));

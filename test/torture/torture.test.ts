@@ -12,6 +12,7 @@ import { netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
 import { type Call, type Listed, check } from './checker';
 import type { Options } from './driver';
+import { seeded } from '../support/random';
 
 const PREFIX = '2001:db8:77::';
 const ADMIN = `${PREFIX}ad`;
@@ -20,16 +21,6 @@ const PROGRAM = 0x2d53544d;
 const SECONDS = 24;
 /** Faults stop this long before the end, so every server is up for the last calls and the final listing. */
 const QUIET = 6;
-
-/** mulberry32, seeded: the fault schedule is the same every run. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -74,7 +65,7 @@ async function torture(c: Cluster, seed: number, fault: (rnd: () => number) => P
   const options: Options = { servers: c.servers.map(({ host, port }) => ({ host, port })), nodes: NODES, program: PROGRAM, seconds: SECONDS, seed, out, admin: ADMIN };
   const driver = c.t.spawn(c.ns, [process.execPath, '--import', 'tsx', join(__dirname, 'driver.ts'), JSON.stringify(options)]);
   const done = new Promise<number | null>((r) => driver.once('exit', r));
-  const rnd = random(seed);
+  const rnd = seeded(seed);
   const faults: string[] = [];
   const quietAt = Date.now() + (SECONDS - QUIET) * 1000;
   while (Date.now() < quietAt && driver.exitCode === null) {
