@@ -76,132 +76,173 @@ interface Cond {
 }
 
 function lexInto(out: Token[], file: string, text: string, cpp: Cpp, stack: string[]): void {
-  const conds: Cond[] = [];
-  const active = (): boolean => conds.length === 0 || conds[conds.length - 1].active;
-  let i = 0;
-  let line = 1;
-  let lineStart = 0;
-  const n = text.length;
-  const pos = (at: number): Pos => ({ file, line, col: at - lineStart + 1 });
-  const fail = (at: number, msg: string): never => {
-    throw new XdrSyntaxError(pos(at), msg);
-  };
+  new Scanner(out, file, text, cpp, stack).run();
+}
 
-  while (i < n) {
-    const c = text[i];
-    if (c === '\n') {
-      i++;
-      line++;
-      lineStart = i;
-      continue;
+/** One file's scan: a cursor over `text` with its line bookkeeping, one method per kind of token or skipped text. */
+class Scanner {
+  private i = 0;
+  private line = 1;
+  private lineStart = 0;
+  private readonly conds: Cond[] = [];
+
+  constructor(
+    private readonly out: Token[],
+    private readonly file: string,
+    private readonly text: string,
+    private readonly cpp: Cpp,
+    private readonly stack: string[],
+  ) {}
+
+  run(): void {
+    const { text } = this;
+    while (this.i < text.length) {
+      const c = text[this.i];
+      if (c === '\n') this.newline(this.i + 1);
+      else if (c === ' ' || c === '\t' || c === '\r' || c === '\f' || c === '\v') this.i++;
+      else if (this.startsWholeLine(c)) this.wholeLine(c);
+      else if (c === '/' && text[this.i + 1] === '*') this.blockComment();
+      else if (c === '/' && text[this.i + 1] === '/') this.lineComment();
+      else if (isIdentStart(c)) this.identifier();
+      else if (isDigit(c) || (c === '-' && isDigit(text[this.i + 1] ?? ''))) this.number(c === '-');
+      else if (c === '"') this.string();
+      else if (PUNCT.has(c)) this.out.push({ kind: 'punct', text: c, ...this.pos(this.i++) });
+      else this.fail(this.i, `unexpected character '${c}'`);
     }
-    if (c === ' ' || c === '\t' || c === '\r' || c === '\f' || c === '\v') {
-      i++;
-      continue;
-    }
-    const atLineStart = text.slice(lineStart, i).trim() === '';
-    if ((c === '%' && i === lineStart) || (c === '#' && atLineStart) || !active()) {
-      // A whole line, continued by a trailing backslash.
-      const start = i;
-      let end = i;
-      while (end < n && !(text[end] === '\n' && text[end - 1] !== '\\')) end++;
-      if (c === '#') directive(text.slice(start, end).replace(/\\\n/g, ' '), pos(start));
-      else if (c === '%' && active()) {
-        // `%#define NAME 1024` reaches the C compiler, which is how some .x files (nlm_prot.x) define bounds.
-        const m = /^\s*#\s*define\s+([A-Za-z_]\w*)\s+([^/]*?)\s*(?:\/\*.*)?$/.exec(text.slice(start + 1, end));
-        if (m && !cpp.cDefines.has(m[1])) cpp.cDefines.set(m[1], m[2]);
-      }
-      for (let k = start; k < end; k++) {
-        if (text[k] === '\n') {
-          line++;
-          lineStart = k + 1;
-        }
-      }
-      i = end;
-      continue;
-    }
-    if (c === '/' && text[i + 1] === '*') {
-      const start = i;
-      i += 2;
-      while (i < n && !(text[i] === '*' && text[i + 1] === '/')) {
-        if (text[i] === '\n') {
-          line++;
-          lineStart = i + 1;
-        }
-        i++;
-      }
-      if (i >= n) {
-        // Report where the comment began, not end of file.
-        throw new XdrSyntaxError(posAt(text, file, start), 'unterminated comment');
-      }
-      i += 2;
-      continue;
-    }
-    if (c === '/' && text[i + 1] === '/') {
-      while (i < n && text[i] !== '\n') i++;
-      continue;
-    }
-    if (isIdentStart(c)) {
-      const start = i;
-      while (i < n && isIdentPart(text[i])) i++;
-      out.push({ kind: 'ident', text: text.slice(start, i), ...pos(start) });
-      continue;
-    }
-    if (isDigit(c) || (c === '-' && isDigit(text[i + 1] ?? ''))) {
-      const start = i;
-      if (c === '-') i++;
-      let value: bigint;
-      if (text[i] === '0' && (text[i + 1] === 'x' || text[i + 1] === 'X')) {
-        i += 2;
-        const ds = i;
-        while (i < n && /[0-9a-fA-F]/.test(text[i])) i++;
-        if (i === ds) fail(start, 'hexadecimal constant without digits');
-        value = BigInt('0x' + text.slice(ds, i));
-      } else if (text[i] === '0') {
-        const ds = i;
-        while (i < n && isDigit(text[i])) i++;
-        const digits = text.slice(ds, i);
-        if (/[89]/.test(digits)) fail(start, `bad octal constant ${digits}`);
-        value = digits.length > 1 ? BigInt('0o' + digits.slice(1)) : 0n;
-      } else {
-        const ds = i;
-        while (i < n && isDigit(text[i])) i++;
-        value = BigInt(text.slice(ds, i));
-      }
-      if (i < n && isIdentPart(text[i])) fail(i, `unexpected '${text[i]}' in a number`);
-      out.push({ kind: 'number', text: text.slice(start, i), value: c === '-' ? -value : value, ...pos(start) });
-      continue;
-    }
-    if (c === '"') {
-      const start = i;
-      i++;
-      while (i < n && text[i] !== '"' && text[i] !== '\n') i += text[i] === '\\' ? 2 : 1;
-      if (text[i] !== '"') fail(start, 'unterminated string');
-      i++;
-      out.push({ kind: 'string', text: text.slice(start, i), str: text.slice(start + 1, i - 1), ...pos(start) });
-      continue;
-    }
-    if (PUNCT.has(c)) {
-      out.push({ kind: 'punct', text: c, ...pos(i) });
-      i++;
-      continue;
-    }
-    fail(i, `unexpected character '${c}'`);
+    if (this.conds.length > 0) throw new XdrSyntaxError({ file: this.file, line: this.line, col: 1 }, 'missing #endif');
   }
-  if (conds.length > 0) throw new XdrSyntaxError({ file, line, col: 1 }, 'missing #endif');
 
-  function directive(d: string, at: Pos): void {
-    const m = /^#\s*(\w*)\s*(.*?)\s*(?:\/\*.*|\/\/.*)?$/.exec(d)!;
-    const [, name, arg] = m;
+  private pos(at: number): Pos {
+    return { file: this.file, line: this.line, col: at - this.lineStart + 1 };
+  }
+
+  private fail(at: number, msg: string): never {
+    throw new XdrSyntaxError(this.pos(at), msg);
+  }
+
+  private newline(next: number): void {
+    this.i = next;
+    this.line++;
+    this.lineStart = next;
+  }
+
+  private active(): boolean {
+    return this.conds.length === 0 || this.conds[this.conds.length - 1].active;
+  }
+
+  /** A `%` line, a cpp directive, or any line inside a branch not taken, is consumed whole. */
+  private startsWholeLine(c: string): boolean {
+    const atLineStart = this.text.slice(this.lineStart, this.i).trim() === '';
+    return (c === '%' && this.i === this.lineStart) || (c === '#' && atLineStart) || !this.active();
+  }
+
+  /** A whole line, continued by a trailing backslash. */
+  private wholeLine(c: string): void {
+    const { text } = this;
+    const start = this.i;
+    let end = start;
+    while (end < text.length && !(text[end] === '\n' && text[end - 1] !== '\\')) end++;
+    if (c === '#') this.directive(text.slice(start, end).replace(/\\\n/g, ' '), this.pos(start));
+    else if (c === '%' && this.active()) {
+      // `%#define NAME 1024` reaches the C compiler, which is how some .x files (nlm_prot.x) define bounds.
+      const m = /^\s*#\s*define\s+([A-Za-z_]\w*)\s+([^/]*?)\s*(?:\/\*.*)?$/.exec(text.slice(start + 1, end));
+      if (m && !this.cpp.cDefines.has(m[1])) this.cpp.cDefines.set(m[1], m[2]);
+    }
+    this.skipTo(start, end);
+  }
+
+  /** Moves to `end`, counting the newlines between `from` and it. */
+  private skipTo(from: number, end: number): void {
+    for (let k = from; k < end; k++) {
+      if (this.text[k] === '\n') {
+        this.line++;
+        this.lineStart = k + 1;
+      }
+    }
+    this.i = end;
+  }
+
+  private blockComment(): void {
+    const { text } = this;
+    const start = this.i;
+    const close = text.indexOf('*/', start + 2);
+    // Report where the comment began, not end of file.
+    if (close < 0) throw new XdrSyntaxError(posAt(text, this.file, start), 'unterminated comment');
+    this.skipTo(start, close + 2);
+  }
+
+  private lineComment(): void {
+    while (this.i < this.text.length && this.text[this.i] !== '\n') this.i++;
+  }
+
+  private identifier(): void {
+    const start = this.i;
+    while (this.i < this.text.length && isIdentPart(this.text[this.i])) this.i++;
+    this.out.push({ kind: 'ident', text: this.text.slice(start, this.i), ...this.pos(start) });
+  }
+
+  /** A decimal, hexadecimal (0x) or octal (leading 0) constant, possibly negative. */
+  private number(negative: boolean): void {
+    const { text } = this;
+    const start = this.i;
+    if (negative) this.i++;
+    const digits = (ok: (ch: string) => boolean): string => {
+      const ds = this.i;
+      while (this.i < text.length && ok(text[this.i])) this.i++;
+      return text.slice(ds, this.i);
+    };
+    let value: bigint;
+    if (text[this.i] === '0' && (text[this.i + 1] === 'x' || text[this.i + 1] === 'X')) {
+      this.i += 2;
+      const hex = digits((ch) => /[0-9a-fA-F]/.test(ch));
+      if (hex === '') this.fail(start, 'hexadecimal constant without digits');
+      value = BigInt('0x' + hex);
+    } else if (text[this.i] === '0') {
+      const oct = digits(isDigit);
+      if (/[89]/.test(oct)) this.fail(start, `bad octal constant ${oct}`);
+      value = oct.length > 1 ? BigInt('0o' + oct.slice(1)) : 0n;
+    } else {
+      value = BigInt(digits(isDigit));
+    }
+    if (this.i < text.length && isIdentPart(text[this.i])) this.fail(this.i, `unexpected '${text[this.i]}' in a number`);
+    this.out.push({ kind: 'number', text: text.slice(start, this.i), value: negative ? -value : value, ...this.pos(start) });
+  }
+
+  private string(): void {
+    const { text } = this;
+    const start = this.i++;
+    while (this.i < text.length && text[this.i] !== '"' && text[this.i] !== '\n') this.i += text[this.i] === '\\' ? 2 : 1;
+    if (text[this.i] !== '"') this.fail(start, 'unterminated string');
+    this.i++;
+    this.out.push({ kind: 'string', text: text.slice(start, this.i), str: text.slice(start + 1, this.i - 1), ...this.pos(start) });
+  }
+
+  private directive(d: string, at: Pos): void {
+    const [, name, arg] = /^#\s*(\w*)\s*(.*?)\s*(?:\/\*.*|\/\/.*)?$/.exec(d)!;
+    if (this.conditional(name, arg, at) || !this.active()) return;
+    const { cpp } = this;
+    if (name === 'define') cpp.defined.add(arg.split(/[\s(]/)[0]);
+    else if (name === 'undef') cpp.defined.delete(arg.split(/\s/)[0]);
+    else if (name === 'include') {
+      const inc = /^(?:"([^"]+)"|<([^>]+)>)/.exec(arg);
+      if (!inc) throw new XdrSyntaxError(at, 'expected #include "file" or <file>');
+      includeFile(this.out, this.file, at, inc[1] ?? inc[2], inc[1] !== undefined, cpp, this.stack);
+    }
+    // Other directives (#pragma, #ident, #line) mean nothing to the XDR language.
+  }
+
+  /** #if, #ifdef, #ifndef, #elif, #else, #endif: updates the stack of open conditionals; false for any other. */
+  private conditional(name: string, arg: string, at: Pos): boolean {
+    const { conds, cpp } = this;
     const top = conds[conds.length - 1];
     switch (name) {
       case 'if':
       case 'ifdef':
       case 'ifndef': {
-        const parentActive = active();
+        const parentActive = this.active();
         const yes = name === 'if' ? evalCondition(arg, cpp.defined, at) : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef');
         conds.push({ active: parentActive && yes, taken: yes, parentActive });
-        return;
+        return true;
       }
       case 'elif':
       case 'else':
@@ -212,21 +253,13 @@ function lexInto(out: Token[], file: string, text: string, cpp: Cpp, stack: stri
           top.active = top.parentActive && yes;
           top.taken = yes;
         }
-        return;
+        return true;
       case 'endif':
         if (!top) throw new XdrSyntaxError(at, '#endif without #if');
         conds.pop();
-        return;
+        return true;
     }
-    if (!active()) return;
-    if (name === 'define') cpp.defined.add(arg.split(/[\s(]/)[0]);
-    else if (name === 'undef') cpp.defined.delete(arg.split(/\s/)[0]);
-    else if (name === 'include') {
-      const inc = /^(?:"([^"]+)"|<([^>]+)>)/.exec(arg);
-      if (!inc) throw new XdrSyntaxError(at, 'expected #include "file" or <file>');
-      includeFile(out, file, at, inc[1] ?? inc[2], inc[1] !== undefined, cpp, stack);
-    }
-    // Other directives (#pragma, #ident, #line) mean nothing to the XDR language.
+    return false;
   }
 }
 
