@@ -76,10 +76,42 @@ export class LeaseService {
   readonly counts = new Map<string, number>();
   private readonly countKeys: Record<string, Record<string, string>> = {};
 
+  /** With a shared store: the feed position up to which other servers' bindings were taken out of the pool. */
+  private hintSeq: number;
+  private learning: Promise<void> | undefined;
+  private learnAgain = false;
+
   private constructor(readonly store: Store) {
+    this.hintSeq = store.lastSeq;
     store.on('change', (seq) => {
       for (const w of [...this.waiters]) w(seq);
+      if (store.shared) this.learn();
     });
+  }
+
+  /**
+   * Take the addresses other servers bound out of the pool, as the feed shows them, so that this server seldom
+   * offers the store a candidate that is taken. Reads are coalesced: one at a time, once more if changes came meanwhile.
+   */
+  private learn(): void {
+    if (this.learning) {
+      this.learnAgain = true;
+      return;
+    }
+    this.learning = (async () => {
+      do {
+        this.learnAgain = false;
+        for (let more = true; more; ) {
+          const page = await this.store.feedSince(this.hintSeq, 1000);
+          for (const c of page.changes) if (c.active) this.pool.takeSpecific(c.ip4);
+          if (page.changes.length) this.hintSeq = page.changes[page.changes.length - 1].seq;
+          more = page.more;
+        }
+      } while (this.learnAgain);
+    })()
+      // A store that is down: the next change after it is back reads on from the same position.
+      .catch(() => undefined)
+      .finally(() => (this.learning = undefined));
   }
 
   /** A service on `store` with `policy`, its pool loaded from the store's bound addresses. */

@@ -37,8 +37,8 @@ export const PG_SCHEMA_VERSION = 1;
 export const DEFAULT_PG_POOL = 4;
 
 const FEED_CHANNEL = 'dstm_feed';
-/** Candidates sent with one grant; a grant that finds them all bound draws as many more, in a new transaction. */
-const CANDIDATES_PER_TRY = 8;
+/** Most candidates sent with one try of a grant. */
+const MAX_CANDIDATES = 16;
 const SWEEP_BATCH = 1000;
 /** Reconnection backoff while the database is unreachable, milliseconds. */
 const BACKOFF_MIN_MS = 100;
@@ -371,10 +371,15 @@ export class PostgresStore extends EventEmitter implements Store {
 
   // --- lease transactions ---
 
+  /**
+   * A first try without candidates renews the node's binding (the common case, which takes nothing from the
+   * policy's pool); a node without one is tried again with one candidate, then with more while those it draws turn
+   * out bound by another server. Drawing few at a time leaves the others to the grants of the same batch.
+   */
   async grant(grant: GrantOp): Promise<GrantOutcome> {
-    for (;;) {
+    for (let want = 0; ; want = Math.min(Math.max(1, want * 2), MAX_CANDIDATES)) {
       const cands: number[] = [];
-      for (let a; cands.length < CANDIDATES_PER_TRY && (a = grant.candidates.next()) !== undefined; ) cands.push(a);
+      for (let a; cands.length < want && (a = grant.candidates.next()) !== undefined; ) cands.push(a);
       let row: Record<string, unknown>;
       try {
         row = await this.submit({ kind: 'grant', grant, cands });
@@ -389,8 +394,8 @@ export class PostgresStore extends EventEmitter implements Store {
         return { kind: 'bound', binding: toBinding(row), now };
       }
       if (row.kind === 'exhausted') {
-        // All bound elsewhere: draw more while the policy has some.
-        if (cands.length === CANDIDATES_PER_TRY) continue;
+        // All bound elsewhere, or none asked for yet: draw (more) while the policy has some.
+        if (cands.length === want) continue;
         return { kind: 'exhausted', now };
       }
       for (const a of cands) grant.candidates.unused(a);
