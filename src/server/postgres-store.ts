@@ -212,9 +212,11 @@ export class PostgresStore extends EventEmitter implements Store {
   private closed = false;
   private up = true;
   private downReason = '';
+  /** While down: calls fail at once until retryAt, then one finds out; the wait doubles up to BACKOFF_MAX_MS. */
   private backoff = BACKOFF_MIN_MS;
   private retryAt = 0;
   private listenTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly url: string,
@@ -231,8 +233,8 @@ export class PostgresStore extends EventEmitter implements Store {
       connectionTimeoutMillis: 5000,
       keepAlive: true,
     });
-    // An idle connection that breaks is replaced by the pool; the next query finds out.
-    this.pool.on('error', (err) => this.down(err));
+    // An idle connection that breaks is dropped by the pool; the next query finds out whether the database is there.
+    this.pool.on('error', () => undefined);
   }
 
   /** Connect, create or check the schema, read the epoch; throws an Error naming the problem. */
@@ -297,31 +299,30 @@ export class PostgresStore extends EventEmitter implements Store {
     const c = new pg.Client({ connectionString: this.url, application_name: 'dstm-server-listen', connectionTimeoutMillis: 5000, keepAlive: true });
     c.on('notification', (n) => this.advance(Number(n.payload)));
     c.on('error', () => undefined);
+    // Losing it only delays the wake-up of long-polls for other servers' changes: calls go on through the pool.
     c.on('end', () => {
       if (this.listener !== c || this.closed) return;
       this.listener = null;
-      this.down(new Error('the LISTEN connection ended'));
-      this.relisten();
+      this.relisten(BACKOFF_MIN_MS);
     });
-    await c.connect();
-    await c.query(`LISTEN ${FEED_CHANNEL}`);
+    try {
+      await c.connect();
+      await c.query(`LISTEN ${FEED_CHANNEL}`);
+      // Whatever was notified while nobody listened: re-read the last sequence number.
+      this.advance(Number((await c.query('SELECT seq FROM dstm_clock WHERE id = 1')).rows[0].seq));
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
     this.listener = c;
-    // Whatever was notified while nobody listened: re-read the last sequence number.
-    this.advance(Number((await c.query('SELECT seq FROM dstm_clock WHERE id = 1')).rows[0].seq));
   }
 
-  private relisten(): void {
+  private relisten(delay: number): void {
     if (this.closed || this.listenTimer) return;
     this.listenTimer = setTimeout(() => {
       this.listenTimer = undefined;
-      this.listen().then(
-        () => this.recovered(),
-        (err) => {
-          this.down(err);
-          this.relisten();
-        },
-      );
-    }, this.backoff).unref();
+      this.listen().catch(() => this.relisten(Math.min(delay * 2, BACKOFF_MAX_MS)));
+    }, delay).unref();
   }
 
   private advance(seq: number): void {
@@ -336,16 +337,35 @@ export class PostgresStore extends EventEmitter implements Store {
   private down(err: unknown): void {
     if (this.closed) return;
     this.downReason = describe(err);
-    this.retryAt = Date.now() + this.backoff;
-    this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
-    if (!this.up) return;
-    this.up = false;
-    this.emit('health', this.health());
+    const now = Date.now();
+    if (this.up) {
+      this.up = false;
+      this.backoff = BACKOFF_MIN_MS;
+      this.emit('health', this.health());
+    } else if (now < this.retryAt) {
+      // Another call that was already under way when the outage began: the same retry period.
+      return;
+    } else {
+      this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+    }
+    this.retryAt = now + this.backoff;
+    this.probe();
+  }
+
+  /** While down, one query per retry period finds out when the database is back, even when no call comes. */
+  private probe(): void {
+    if (this.probeTimer || this.closed) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      if (this.up || this.closed) return;
+      this.pool.query('SELECT 1').then(
+        () => this.recovered(),
+        (err) => this.down(err),
+      );
+    }, Math.max(0, this.retryAt - Date.now())).unref();
   }
 
   private recovered(): void {
-    this.backoff = BACKOFF_MIN_MS;
-    this.retryAt = 0;
     if (this.up || this.closed) return;
     this.up = true;
     this.emit('health', this.health());
@@ -361,7 +381,7 @@ export class PostgresStore extends EventEmitter implements Store {
     this.gate();
     try {
       const r = await this.pool.query<R>(text, values);
-      if (!this.up && this.listener) this.recovered();
+      if (!this.up) this.recovered();
       return r.rows;
     } catch (err) {
       if (isOutage(err)) this.down(err);
@@ -460,6 +480,7 @@ export class PostgresStore extends EventEmitter implements Store {
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
     clearTimeout(this.listenTimer);
+    clearTimeout(this.probeTimer);
     const l = this.listener;
     this.listener = null;
     await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
@@ -506,7 +527,7 @@ export class PostgresStore extends EventEmitter implements Store {
       for (const p of batch) p.reject(new StoreUnavailable(err));
       return;
     }
-    if (!this.up && this.listener) this.recovered();
+    if (!this.up) this.recovered();
     batch.forEach((p, i) => p.resolve(results[i]));
   }
 
