@@ -263,6 +263,22 @@ describe('dstm server (process)', function () {
     expect((await b.request()).address).to.equal('10.83.0.5');
   });
 
+  it('finding 14: SIGTERM answers a held BINDINGS long-poll at once, runs no handler after the store is closed, and exits within 2 s', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.86.0.0/29']);
+    const rpc = await RpcClient.connect({ host: '::1', port: server.port, transport: 'tcp', program: DSTM_PROGRAM, version: 2, family: 6 });
+    open.push(rpc);
+    const feed = new RPC_TWO_Client(rpc);
+    const first = await feed.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    const held = feed.BINDINGS({ since: first.next, max: 10, wait_ms: 30_000, epoch: first.epoch }, { timeoutMs: 40_000 });
+    await sleep(300);
+    const t0 = Date.now();
+    const code = await server.stop('SIGTERM');
+    expect(Date.now() - t0).to.be.below(2000);
+    expect(code).to.equal(0);
+    expect((await held).status, 'the long-poll was answered').to.equal(dstm_status.DSTM_OK);
+    expect(server.logs.filter((r) => r.msg === 'handler failed')).to.deep.equal([]);
+  });
+
   it('dstm request and release: the server from DSTM_SERVER or the config file, JSON out, distinct exit codes', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.85.0.0/30', '--tep', '2001:db8::1,10.85.0.254']);
     const local = ['--local', lo.addresses[0]];
