@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { parseIPv6, parsePrefix4 } from '../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../src/server/leases';
-import { Store } from '../src/server/store';
+import { SqliteStore } from '../src/server/sqlite-store';
 import { loopbackAddresses, startServer, tempDir } from '../test/server/helpers';
 
 const PROGRAM = 0x2d53544d;
@@ -148,19 +148,19 @@ function policy(): LeasePolicy {
 
 /** Bindings for nodes 2001:db8::[from+1 .. to], written straight into the store (the fixture, not the measurement). */
 function fill(dir: string, from: number, to: number): void {
-  const s = new Store(dir);
+  const s = new SqliteStore(dir);
   const now = Math.floor(Date.now() / 1000);
   const ins = s.db.prepare('INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, 0, ?, ?)');
   const feed = s.db.prepare('INSERT INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, 1)');
   const ip6 = Buffer.from(parseIPv6('2001:db8::'));
-  s.transaction(() => {
+  s.db.transaction(() => {
     for (let i = from + 1; i <= to; i++) {
       ip6.writeUInt32BE(i, 12);
       ins.run(POOL.base + i, ip6, now, now + 86400);
       feed.run(POOL.base + i, ip6, now, now + 86400);
     }
-  });
-  s.close();
+  })();
+  void s.close();
 }
 
 function percentile(xs: number[], p: number): number {
@@ -181,8 +181,8 @@ async function scaling(): Promise<void> {
       fill(dir, have, n);
       have = n;
       const t0 = performance.now();
-      const store = new Store(dir);
-      const svc = new LeaseService(store, policy());
+      const store = new SqliteStore(dir);
+      const svc = await LeaseService.open(store, policy());
       const startMs = performance.now() - t0;
       const ip6 = (): Buffer => {
         const b = Buffer.from(parseIPv6('2001:db8:1::'));
@@ -202,7 +202,7 @@ async function scaling(): Promise<void> {
       const mem = process.memoryUsage().rss;
       rss.push([n, mem]);
       const bytes = statSync(join(dir, 'dstm.sqlite')).size;
-      store.close();
+      await store.close();
       have += 1200; // the measurement's nodes took the next addresses; the fixture continues after them
       console.log(
         `| ${n.toLocaleString('en')} | ${startMs.toFixed(0)} | ${percentile(lat, 0.5).toFixed(2)} | ${percentile(lat, 0.99).toFixed(2)} | ${batchUs.toFixed(1)} | ${(mem / 1e6).toFixed(0)} | ${Math.round(bytes / n)} |`,

@@ -6,7 +6,8 @@ import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
-import { STATE_NAMES, Store } from '../server/store';
+import { SqliteStore } from '../server/sqlite-store';
+import { STATE_NAMES } from '../server/store';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
 
@@ -71,7 +72,7 @@ ${exitHelp(EXITS)}`;
     if (args.action === 'list' && flags['state-dir'] !== undefined) {
       let rows: LeaseRow[];
       try {
-        rows = listStore(flags['state-dir'], flags.config).filter(keep);
+        rows = (await listStore(flags['state-dir'], flags.config)).filter(keep);
       } catch (err) {
         fail(this, (err as Error).message, EXIT.usage, 'leases list');
       }
@@ -111,11 +112,11 @@ ${exitHelp(EXITS)}`;
 }
 
 /** Read the bindings straight from a store (read-only); TEPs come from the server configuration. */
-function listStore(dir: string, config?: string): LeaseRow[] {
+async function listStore(dir: string, config?: string): Promise<LeaseRow[]> {
   const teps = new TepMap(policyOf(loadServerConfig({ config, stateDir: dir }).config));
-  const store = new Store(dir, { readonly: true });
+  const store = new SqliteStore(dir, { readonly: true });
   try {
-    return store.list(-1, Number.MAX_SAFE_INTEGER).map((b) => {
+    return (await store.list(-1, Number.MAX_SAFE_INTEGER)).map((b) => {
       const tep = teps.lookup(b.ip6);
       return {
         ipv6: formatIPv6(b.ip6),
@@ -128,6 +129,6 @@ function listStore(dir: string, config?: string): LeaseRow[] {
       };
     });
   } finally {
-    store.close();
+    await store.close();
   }
 }

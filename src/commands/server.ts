@@ -6,13 +6,15 @@ import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
+import { redactUrl } from '../config/types';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
 export default class ServerCommand extends Command {
   static override summary = 'Run the DSTM server: lease temporary IPv4 addresses to IPv6 nodes over ONC RPC';
   static override description = `Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every
-binding in a SQLite store in the state directory (committed before the reply leaves), expires and reclaims leases,
+binding in a store (committed before the reply leaves): SQLite in the state directory, or with --store
+postgresql://... a PostgreSQL database that several servers share, each answering any node. It expires and reclaims leases,
 and tells each node its TEP. Flags override the "server" section of the configuration file. SIGHUP reloads the
 configuration without losing a lease; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once
 it listens. See dstm-server(8) and dstm.conf(5).
@@ -33,6 +35,7 @@ ${exitHelp(EXITS)}`;
     tep: Flags.string({ summary: 'Default TEP as IPV6,IPV4.' }),
     lease: Flags.integer({ summary: 'Lease duration in seconds (default 3600).' }),
     'state-dir': Flags.string({ summary: 'Directory of the SQLite store (default /var/lib/dstm).' }),
+    store: Flags.string({ summary: 'Binding store: postgresql://USER@HOST:PORT/DATABASE (shared by several servers) or sqlite:[DIR] (default: SQLite in the state directory).' }),
     allow: Flags.string({ summary: 'IPv6 prefix of nodes allowed to request (repeatable; default ::/0).', multiple: true }),
     program: Flags.integer({ summary: 'ONC RPC program number (default 760435789 = 0x2D53544D).' }),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
@@ -49,6 +52,7 @@ ${exitHelp(EXITS)}`;
       tep: flags.tep,
       lease: flags.lease,
       stateDir: flags['state-dir'],
+      store: flags.store,
       allow: flags.allow,
       program: flags.program,
       metrics: flags.metrics,
@@ -76,30 +80,38 @@ ${exitHelp(EXITS)}`;
       }
       notify(log, 'RELOADING=1');
       try {
-        server.reload(loadServerConfig(sf).config);
+        void server.reload(loadServerConfig(sf).config).then(
+          () => notify(log, 'READY=1'),
+          (err: Error) => {
+            log.error('configuration not reloaded; the running one stays', { why: err.message });
+            notify(log, 'READY=1');
+          },
+        );
       } catch (err) {
         log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
+        notify(log, 'READY=1');
       }
-      notify(log, 'READY=1');
     };
     process.on('SIGHUP', reload);
     try {
-      server = await DstmServer.start(loaded.config, log);
+      server = await DstmServer.start(loaded.config, log, { status: (text) => notify(log, `STATUS=${text}`) });
     } catch (err) {
       fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
     }
     notify(log, 'READY=1');
     if (reloadPending) reload();
-    await stopping;
+    const fatal = await Promise.race([stopping.then(() => undefined), server.fatal]);
     log.info('stopping');
     notify(log, 'STOPPING=1');
     await server.stop();
+    if (fatal) fail(this, `stopped: ${fatal.message}`, EXIT.internal);
   }
 
 }
 
 /** --check output: addresses and prefixes in their text forms. */
 function jsonForm(key: string, v: unknown): unknown {
+  if (key === 'store' && typeof v === 'string') return redactUrl(v);
   if (v instanceof Uint8Array) return formatIPv6(v);
   if (v && typeof v === 'object' && 'base' in v && 'len' in v) return formatPrefix4(v as { base: number; len: number });
   if (v && typeof v === 'object' && 'bytes' in v && 'len' in v) return formatPrefix6(v as { bytes: Uint8Array; len: number });

@@ -1,7 +1,7 @@
 // The "server" section of the configuration file (dstm server). Every key is documented in dstm.conf(5); the man
 // page test compares that page with serverKeys().
 import { boolean, describe, field, integer, list, oneOf, optional, record, required, type Infer, type KeyDoc } from './schema';
-import { endpoint, ipv4, ipv6, path, prefix4, prefix6 } from './types';
+import { endpoint, ipv4, ipv6, path, prefix4, prefix6, storeUrl } from './types';
 
 /** Port the DSTM server listens on and clients call when none is given ("DSTM" on a phone keypad). */
 export const DEFAULT_PORT = 3786;
@@ -35,6 +35,11 @@ export const serverFields = {
   max_lease: field(integer(1, 0x7fffffff), 86400, 'Longest lease in seconds a node may ask for.'),
   hold: field(integer(0, 0x7fffffff), 600, 'Seconds an expired or revoked address stays unassigned before it is reused (the old node may still use it).'),
   state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store (--state-dir).'),
+  store: optional(
+    storeUrl,
+    'Binding store (--store): "postgresql://USER@HOST:PORT/DATABASE" shares one PostgreSQL database between several servers; "sqlite:DIR" or nothing keeps the embedded SQLite store (in state_dir when DIR is empty). The password may be in the URL, PGPASSFILE or PGPASSWORD; it is never logged.',
+  ),
+  store_pool: field(integer(1, 100), 4, 'Connections each server keeps to a PostgreSQL store (one more listens for feed changes).'),
   allow: field(list(prefix6), ['::/0'], 'IPv6 prefixes of nodes allowed to request addresses (--allow).'),
   tep_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to read the binding feed (BINDINGS), besides the configured TEP addresses.'),
   admin_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to call the admin procedures (dstm leases).'),

@@ -1,7 +1,7 @@
 // Configuration types for network values, shared by every section's schema.
 import { parseEndpoint, type Endpoint } from '../lib/endpoint';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, parseRoute4, type Prefix4, type Prefix6 } from '../lib/addr';
-import { integer, textual, type Type } from './schema';
+import { ConfigError, integer, textual, type Type } from './schema';
 
 export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);
 export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6);
@@ -24,3 +24,35 @@ export const path: Type<string> = textual('path', 'a non-empty file or directory
   if (s.length === 0) throw new Error('empty');
   return s;
 });
+
+/** A store URL as logs, errors and --check may show it: the password replaced. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    for (const k of ['password', 'sslpassword']) if (u.searchParams.has(k)) u.searchParams.set(k, '***');
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ':***@');
+  }
+}
+
+/** server.store: "postgresql://..." (or "postgres://...") or "sqlite:[DIR]"; errors never show a password. */
+export const storeUrl: Type<string> = {
+  name: 'store-url',
+  expected: 'postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE or sqlite:[DIR]',
+  parse(value, path) {
+    const bad = (why: string): never => {
+      throw new ConfigError(path, typeof value === 'string' ? redactUrl(value) : value, `${this.expected} (${why})`);
+    };
+    if (typeof value !== 'string') return bad('not a string');
+    if (value.startsWith('sqlite:')) return value;
+    if (!/^postgres(ql)?:\/\//.test(value)) return bad('unknown scheme');
+    try {
+      new URL(value);
+    } catch {
+      return bad('not a valid URL');
+    }
+    return value;
+  },
+};

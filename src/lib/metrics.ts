@@ -84,14 +84,17 @@ export class Registry {
   }
 }
 
-/** Serve GET /metrics on host:port (port 0 picks one); resolves once listening. */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<{ server: Server; port: number }> {
+/** Serve GET /metrics on host:port (port 0 picks one), after `prepare` if given; resolves once listening. */
+export async function serveMetrics(registry: Registry, host: string, port: number, prepare?: () => Promise<void>): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
       return;
     }
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(registry.render());
+    // `prepare` reads what the collectors show from somewhere asynchronous (a database); a failure still renders.
+    void (prepare?.() ?? Promise.resolve()).catch(() => undefined).then(() => {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(registry.render());
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

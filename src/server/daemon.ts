@@ -1,6 +1,6 @@
-// The running DSTM server: configuration in, RPC service out. Loads the store, rebuilds the pool index, serves
-// both program versions on every listen address, registers with rpcbind, expires and reclaims leases, reloads its
-// configuration on demand and stops cleanly.
+// The running DSTM server: configuration in, RPC service out. Opens the store (SQLite or PostgreSQL), rebuilds the
+// pool index, serves both program versions on every listen address, registers with rpcbind, expires and reclaims
+// leases, reports the store's health, reloads its configuration on demand and stops cleanly.
 import type { Server as HttpServer } from 'node:http';
 import { loadSection } from '../config/load';
 import { ConfigError, overrides } from '../config/schema';
@@ -13,7 +13,8 @@ import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../lib/add
 import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
-import { STATE, Store } from './store';
+import { openStore } from './open-store';
+import { STATE, type Binding, type StateCounts, type Store, type StoreHealth } from './store';
 
 /** Command-line values that stand in for configuration keys (flags win over the file). */
 export interface ServerFlags {
@@ -23,6 +24,7 @@ export interface ServerFlags {
   tep?: string;
   lease?: number;
   stateDir?: string;
+  store?: string;
   allow?: string[];
   program?: number;
   metrics?: string;
@@ -44,6 +46,7 @@ export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; fi
     ['tep', '--tep', flags.tep === undefined ? undefined : tepFlag(flags.tep)],
     ['lease', '--lease', flags.lease],
     ['state_dir', '--state-dir', flags.stateDir],
+    ['store', '--store', flags.store],
     ['allow', '--allow', flags.allow],
     ['program', '--program', flags.program],
     ['metrics', '--metrics', flags.metrics],
@@ -86,12 +89,26 @@ export function accessOf(c: ServerConfig): Access {
   return { allow: c.allow, tepAllow: [...c.tep_allow, ...teps], adminAllow: c.admin_allow, feedMaxWait: c.feed_max_wait };
 }
 
+/** What the server tells its supervisor (systemd STATUS=). */
+export interface ServerHooks {
+  status?(text: string): void;
+}
+
 export class DstmServer {
   private sweeping = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private metricsServer: HttpServer | null = null;
   private pools: { name: string; pool: AddressPool; dynamic: number }[] = [];
   private poolsFor: ServerConfig | null = null;
+  /** What the metrics show of the store, read before each scrape. */
+  private seen: { counts: StateCounts; bindings: Binding[] } = { counts: { active: 0, held: 0, revoked: 0 }, bindings: [] };
+  private onFatal!: (err: Error) => void;
+  /**
+   * Settles when the server cannot go on: the embedded store failed to make commits durable (a failed fdatasync
+   * leaves what was committed since in doubt). The command stops and exits non-zero so that the unit restarts it
+   * on what the disk holds. A PostgreSQL outage is not fatal: calls are answered UNAVAILABLE until it is back.
+   */
+  readonly fatal = new Promise<Error>((resolve) => (this.onFatal = resolve));
 
   private constructor(
     private config: ServerConfig,
@@ -102,23 +119,25 @@ export class DstmServer {
     private readonly log: Logger,
   ) {}
 
-  static async start(config: ServerConfig, log: Logger): Promise<DstmServer> {
+  static async start(config: ServerConfig, log: Logger, hooks: ServerHooks = {}): Promise<DstmServer> {
     const t0 = performance.now();
-    const store = new Store(config.state_dir);
+    const store = await openStore(config.store, { stateDir: config.state_dir, poolSize: config.store_pool });
     let leases: LeaseService;
+    let counts: StateCounts;
     try {
-      leases = new LeaseService(store, policyOf(config));
+      leases = await LeaseService.open(store, policyOf(config));
+      counts = await store.counts();
     } catch (err) {
-      store.close();
+      await store.close();
       throw err;
     }
-    const counts = store.counts();
-    log.info('store loaded', { state_dir: config.state_dir, ...counts, free: leases.available, pool: leases.poolSize, ms: Math.round(performance.now() - t0) });
+    log.info('store loaded', { store: store.where, ...(store.engine === 'sqlite' ? { state_dir: config.state_dir } : {}), ...counts, free: leases.available, pool: leases.poolSize, ms: Math.round(performance.now() - t0) });
     if (!config.tep && config.teps.length === 0) log.warn('no TEP configured: replies carry a zero TEP (set server.tep or --tep)');
     const rpcs = new DstmRpc(leases, accessOf(config), log);
     const rpc = new RpcServer({ onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
     const server = new DstmServer(config, store, leases, rpcs, rpc, log);
+    store.on('health', (h) => server.health(h, hooks));
     try {
       const bound = await rpc.listen(config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))));
       log.info('listening', { addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`), program: config.program });
@@ -130,6 +149,14 @@ export class DstmServer {
     }
     server.sweepTimer = setInterval(() => void server.sweep(), 1000);
     return server;
+  }
+
+  /** One log line per change of the store's health (not per refused call), and the supervisor's status. */
+  private health(h: StoreHealth, hooks: ServerHooks): void {
+    if (h.ok) this.log.info('store available again', { store: this.store.where });
+    else this.log.error('store unavailable: calls are answered UNAVAILABLE', { store: this.store.where, why: h.reason });
+    hooks.status?.(h.ok ? 'serving' : `store unavailable: ${h.reason}`);
+    if (!h.ok && this.store.engine === 'sqlite') this.onFatal(new Error(`the store failed: ${h.reason}`));
   }
 
   addresses(): BoundAddress[] {
@@ -159,8 +186,11 @@ export class DstmServer {
     reg.collector('dstm_server_operations_total', 'Lease operations (request, release, revoke, allocate) by result.', 'counter', () => results(false));
     reg.collector('dstm_server_refusals_total', 'Lease operations refused, by operation and reason.', 'counter', () => [...results(true), ...this.rpcs.refusalSamples()]);
     reg.collector('dstm_server_bindings', 'Bindings in the store by state.', 'gauge', () =>
-      Object.entries(this.store.counts()).map(([state, value]) => ({ labels: { state }, value })),
+      Object.entries(this.seen.counts).map(([state, value]) => ({ labels: { state }, value })),
     );
+    reg.collector('dstm_server_store_up', 'Whether the binding store executes and makes changes durable (1) or not (0: calls are answered UNAVAILABLE).', 'gauge', () => [
+      { labels: { engine: this.store.engine }, value: this.store.health().ok ? 1 : 0 },
+    ]);
     reg.collector('dstm_server_pool_active', 'Active bindings per pool.', 'gauge', () => this.poolSamples('active'));
     reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', () => this.poolSamples('free'));
     reg.collector('dstm_server_pool_size', 'Addresses in the pools.', 'gauge', () => [{ value: this.leases.poolSize }]);
@@ -173,7 +203,11 @@ export class DstmServer {
     reg.collector('dstm_server_rpc_rejected_total', 'ONC RPC calls refused before a procedure ran, by transport and reason.', 'counter', () =>
       Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) => Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value }))),
     );
-    const m = await serveMetrics(reg, host, port);
+    const m = await serveMetrics(reg, host, port, async () => {
+      if (!this.store.health().ok) return;
+      const [counts, bindings] = await Promise.all([this.store.counts(), this.store.list(-1, Number.MAX_SAFE_INTEGER)]);
+      this.seen = { counts, bindings };
+    });
     this.metricsServer = m.server;
     this.log.info('metrics', { address: formatEndpoint({ host, port: m.port }) });
   }
@@ -194,7 +228,8 @@ export class DstmServer {
       });
     }
     const counts = this.pools.map(() => 0);
-    const addresses = what === 'active' ? this.store.list(-1, Number.MAX_SAFE_INTEGER).filter((b) => b.state === STATE.active).map((b) => b.ip4) : this.store.boundAddresses();
+    const bindings = this.seen.bindings;
+    const addresses = (what === 'active' ? bindings.filter((b) => b.state === STATE.active) : bindings).map((b) => b.ip4);
     for (const a of addresses) {
       const i = this.pools.findIndex((p) => (what === 'active' ? p.pool.index(a) >= 0 : p.pool.isDynamic(a)));
       if (i >= 0) counts[i]++;
@@ -204,10 +239,11 @@ export class DstmServer {
 
   /** Expire and reclaim due leases; runs once a second, and never twice at once. */
   async sweep(): Promise<void> {
-    if (this.sweeping) return;
+    // While the store is down every sweep would fail: the health change was logged once, that is enough.
+    if (this.sweeping || !this.store.health().ok) return;
     this.sweeping = true;
     try {
-      while (this.leases.sweepDue()) {
+      while (await this.leases.sweepDue()) {
         const n = await this.leases.sweep();
         this.log.debug('sweep', { changed: n });
         if (n === 0) break;
@@ -221,13 +257,13 @@ export class DstmServer {
 
   /**
    * Apply a reloaded configuration (SIGHUP). Pools, leases, TEPs, reservations and ACLs change at once and no
-   * binding is lost; listen addresses, transports, program, state_dir and metrics need a restart.
+   * binding is lost; listen addresses, transports, program, state_dir, store and metrics need a restart.
    */
-  reload(next: ServerConfig): string[] {
-    const fixed = (['listen', 'transports', 'program', 'state_dir', 'metrics', 'rpcbind'] as const).filter(
+  async reload(next: ServerConfig): Promise<string[]> {
+    const fixed = (['listen', 'transports', 'program', 'state_dir', 'store', 'store_pool', 'metrics', 'rpcbind'] as const).filter(
       (k) => JSON.stringify(next[k], replacer) !== JSON.stringify(this.config[k], replacer),
     );
-    this.leases.configure(policyOf(next));
+    await this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
     // The keys that need a restart keep their running values, so the next reload still reports them.
     this.config = { ...next, ...Object.fromEntries(fixed.map((k) => [k, this.config[k]])) };
@@ -235,12 +271,18 @@ export class DstmServer {
     return fixed;
   }
 
+  /**
+   * Answer the held BINDINGS long-polls at once, let the calls in progress finish (2 s at most), then close the
+   * store: no handler runs after it is closed (a late one is answered UNAVAILABLE).
+   */
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
+    this.leases.shutdown();
     await this.rpc.close(2000);
     await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
-    this.store.close();
+    while (this.sweeping) await new Promise((r) => setTimeout(r, 5));
+    await this.store.close();
   }
 }
 

@@ -178,12 +178,20 @@ export class DstmRpc {
     // A caller from another epoch (a rebuilt store) starts over from the whole state.
     const from = epoch !== 0n && epoch !== this.leases.epoch ? 0 : Number(since);
     const limit = Math.max(1, Math.min(max || FEED_MAX[ctx.transport], FEED_MAX[ctx.transport]));
-    let r = this.leases.changes(from, limit);
-    // a caller without the current epoch gets the (possibly empty) full state at once, not after a wait
-    if (r.changes.length === 0 && waitMs > 0 && epoch === this.leases.epoch) {
-      await this.leases.waitForChange(from, Math.min(waitMs, this.access.feedMaxWait));
-      r = this.leases.changes(from, limit);
+    let r: Awaited<ReturnType<LeaseService['changes']>>;
+    try {
+      r = await this.leases.changes(from, limit);
+      // a caller without the current epoch gets the (possibly empty) full state at once, not after a wait
+      if (r.changes.length === 0 && !r.reset && waitMs > 0 && epoch === this.leases.epoch) {
+        await this.leases.waitForChange(from, Math.min(waitMs, this.access.feedMaxWait));
+        r = await this.leases.changes(from, limit);
+      }
+    } catch (err) {
+      if (!(err instanceof StoreUnavailable)) throw err;
+      return empty('unavailable');
     }
+    // Beyond the last sequence number (a restored store): epoch 0 with more set, so the caller starts over from 0.
+    if (r.reset) return { status: dstm_status.DSTM_OK, epoch: 0n, next: 0n, changes: [], more: true };
     return {
       status: dstm_status.DSTM_OK,
       epoch: this.leases.epoch,
@@ -204,9 +212,16 @@ export class DstmRpc {
     return false;
   }
 
-  private list(after: Uint8Array, max: number, ctx: CallContext) {
+  private async list(after: Uint8Array, max: number, ctx: CallContext) {
     if (!this.adminAllowed(ctx, 'LIST')) return { status: dstm_status.DSTM_NOT_ALLOWED, leases: [], more: false };
-    const { leases, more } = this.leases.list(ipv4FromBytes(after), Math.max(1, Math.min(max || LIST_MAX, LIST_MAX)));
+    let page: Awaited<ReturnType<LeaseService['list']>>;
+    try {
+      page = await this.leases.list(ipv4FromBytes(after), Math.max(1, Math.min(max || LIST_MAX, LIST_MAX)));
+    } catch (err) {
+      if (!(err instanceof StoreUnavailable)) throw err;
+      return { status: dstm_status.DSTM_UNAVAILABLE, leases: [], more: false };
+    }
+    const { leases, more } = page;
     return {
       status: dstm_status.DSTM_OK,
       more,

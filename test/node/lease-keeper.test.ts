@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { DstmClient, type Lease } from '../../src/protocol/client';
 import { LeaseKeeper, type DownReason } from '../../src/node/lease-keeper';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
-import { Store } from '../../src/server/store';
+import { SqliteStore } from '../../src/server/sqlite-store';
 import { loopbackAddresses, removeDir, RUN, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
 
 /** The next `event` (events.once would reject on the keeper's informational 'error' events). */
@@ -14,12 +14,12 @@ function next<T>(e: EventEmitter, event: string): Promise<T> {
   return new Promise((resolve) => e.once(event, resolve));
 }
 
-function bindings(dir: string): number {
-  const s = new Store(dir, { readonly: true });
+async function bindings(dir: string): Promise<number> {
+  const s = new SqliteStore(dir, { readonly: true });
   try {
-    return s.counts().active;
+    return (await s.counts()).active;
   } finally {
-    s.close();
+    await s.close();
   }
 }
 
@@ -69,7 +69,7 @@ describe('lease keeper', function () {
     await keeper.stop();
     expect(events[events.length - 1]).to.equal(`released ${first.address}`);
     expect(hooks[hooks.length - 1]).to.deep.equal(['down', first.address, 'released']);
-    expect(bindings(dir)).to.equal(0);
+    expect(await bindings(dir)).to.equal(0);
   });
 
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
@@ -111,11 +111,11 @@ describe('lease keeper', function () {
     const lease = lines[0];
     expect(lease).to.include({ event: 'lease', mask: '255.255.255.255', local: lo.addresses[2], tep6: '2001:db8::1', tep4: '10.92.0.254', keep: 2, extend: 1 });
     expect(lease).to.have.keys('event', 'address', 'mask', 'local', 'tep6', 'tep4', 'starts', 'ends', 'extend', 'keep');
-    expect(bindings(dir)).to.equal(1);
+    expect(await bindings(dir)).to.equal(1);
     p.kill('SIGTERM');
     const [code] = (await once(p, 'exit')) as [number];
     expect(code).to.equal(0);
     expect(lines[lines.length - 1]).to.include({ event: 'released', address: lease.address });
-    expect(bindings(dir)).to.equal(0);
+    expect(await bindings(dir)).to.equal(0);
   });
 });

@@ -7,7 +7,7 @@ import { AuthStat, RpcAuthError, RpcClient, RpcServer } from '../../src/rpc';
 import { parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { LeaseService } from '../../src/server/leases';
 import { DstmRpc } from '../../src/server/rpc';
-import { Store } from '../../src/server/store';
+import { SqliteStore } from '../../src/server/sqlite-store';
 import { removeDir, tempDir } from './helpers';
 
 const quiet = createLogger({ level: 'error' });
@@ -18,13 +18,13 @@ function request(local: Uint8Array): packet {
 
 describe('DSTM program access rules', () => {
   let dir: string;
-  let store: Store;
+  let store: SqliteStore;
   let server: RpcServer;
   let client: RpcClient | undefined;
-  beforeEach(() => {
+  beforeEach(async () => {
     dir = tempDir('rpc');
-    store = new Store(dir);
-    const leases = new LeaseService(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.66.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
+    store = new SqliteStore(dir);
+    const leases = await LeaseService.open(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.66.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
     const all = [parsePrefix6('::/0')];
     const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 100 }, quiet);
     server = new RpcServer();
@@ -33,7 +33,7 @@ describe('DSTM program access rules', () => {
   afterEach(async () => {
     await client?.close();
     await server.close();
-    store.close();
+    await store.close();
     removeDir(dir);
   });
 
@@ -47,7 +47,7 @@ describe('DSTM program access rules', () => {
     expect((await v2.REQUEST(request(parseIPv6('::ffff:127.0.0.1')))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
     const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
     expect(feed.status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
-    expect(store.counts().active).to.equal(0);
+    expect((await store.counts()).active).to.equal(0);
   });
 
   it('answers over IPv6 on the same service', async () => {

@@ -7,7 +7,7 @@ import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema';
 import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/protocol/generated/dstm';
 import { RpcClient, RpcError } from '../../src/rpc';
-import { Store } from '../../src/server/store';
+import { SqliteStore } from '../../src/server/sqlite-store';
 import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
 import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
@@ -69,9 +69,9 @@ describe('dstm server (process)', function () {
     // Repeats (from the other transport too) return the same binding.
     const again = await Promise.all(all.map((c) => c.request()));
     expect(again.map((l) => l.address)).to.deep.equal(addrs);
-    const store = new Store(dir, { readonly: true });
-    const rows = store.list(-1, 1000);
-    store.close();
+    const store = new SqliteStore(dir, { readonly: true });
+    const rows = await store.list(-1, 1000);
+    await store.close();
     expect(rows).to.have.length(64);
     expect(new Set(rows.map((r) => formatIPv6(r.ip6)))).to.deep.equal(new Set(lo.addresses));
   });
@@ -100,9 +100,9 @@ describe('dstm server (process)', function () {
     server = await startServer(['--state-dir', dir, '--pool', '10.78.0.0/16'], { port });
     // Clients still waiting retransmit to the restarted server; everyone ends up with an address.
     const final = await Promise.all(burst);
-    const store = new Store(dir, { readonly: true });
-    const rows = new Map(store.list(-1, 1000).map((r) => [formatIPv6(r.ip6), formatIPv4(r.ip4)]));
-    store.close();
+    const store = new SqliteStore(dir, { readonly: true });
+    const rows = new Map((await store.list(-1, 1000)).map((r) => [formatIPv6(r.ip6), formatIPv4(r.ip4)]));
+    await store.close();
     for (const [node, addr] of replied) expect(rows.get(node), node).to.equal(addr);
     expect(new Set(rows.values()).size).to.equal(rows.size);
     const after = await Promise.all(clients.map((c) => c.request()));
@@ -149,7 +149,8 @@ describe('dstm server (process)', function () {
     expect(freed).to.equal(la.address);
     expect((await b.release(ipNum(lb.address))).address).to.equal(lb.address);
     expect(await refusal(b.release())).to.equal('no_binding');
-    expect((await a.request()).address).to.equal(lb.address);
+    // A released address is held like an expired one: no other node gets it before the hold time is over.
+    expect(await refusal(a.request())).to.equal('no_address');
   });
 
   it('refuses a spoofed local, over version 2 (status) and version 1 (AUTH_ERROR), and a node outside the allow list', async () => {
@@ -263,6 +264,22 @@ describe('dstm server (process)', function () {
     expect((await b.request()).address).to.equal('10.83.0.5');
   });
 
+  it('finding 14: SIGTERM answers a held BINDINGS long-poll at once, runs no handler after the store is closed, and exits within 2 s', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.86.0.0/29']);
+    const rpc = await RpcClient.connect({ host: '::1', port: server.port, transport: 'tcp', program: DSTM_PROGRAM, version: 2, family: 6 });
+    open.push(rpc);
+    const feed = new RPC_TWO_Client(rpc);
+    const first = await feed.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    const held = feed.BINDINGS({ since: first.next, max: 10, wait_ms: 30_000, epoch: first.epoch }, { timeoutMs: 40_000 });
+    await sleep(300);
+    const t0 = Date.now();
+    const code = await server.stop('SIGTERM');
+    expect(Date.now() - t0).to.be.below(2000);
+    expect(code).to.equal(0);
+    expect((await held).status, 'the long-poll was answered').to.equal(dstm_status.DSTM_OK);
+    expect(server.logs.filter((r) => r.msg === 'handler failed')).to.deep.equal([]);
+  });
+
   it('dstm request and release: the server from DSTM_SERVER or the config file, JSON out, distinct exit codes', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.85.0.0/30', '--tep', '2001:db8::1,10.85.0.254']);
     const local = ['--local', lo.addresses[0]];
@@ -279,9 +296,9 @@ describe('dstm server (process)', function () {
     r = await runDstm(['release', '--config', cfg, ...local]);
     expect(r.code).to.equal(6);
     expect(r.stderr).to.equal('dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n');
-    // A /30 has two leasable addresses: the third node is refused with its own exit code.
-    for (const a of lo.addresses.slice(1, 3)) expect((await runDstm(['request', '--config', cfg, '--local', a])).code).to.equal(0);
-    r = await runDstm(['request', '--config', cfg, '--local', lo.addresses[3]]);
+    // A /30 has two leasable addresses, and the released one is held: the next node is refused with its own exit code.
+    expect((await runDstm(['request', '--config', cfg, '--local', lo.addresses[1]])).code).to.equal(0);
+    r = await runDstm(['request', '--config', cfg, '--local', lo.addresses[2]]);
     expect(r.code).to.equal(5);
     expect(r.stderr).to.contain('pool is exhausted');
   });

@@ -1,0 +1,583 @@
+// The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
+// Each lease operation is a PL/pgSQL function; the operations that arrive within one turn of the event loop go to
+// the database as one multi-statement query, which PostgreSQL runs as one implicit transaction (all or nothing) and
+// answers once it has committed, with synchronous_commit=on: a reply leaves only for a durable change, whichever
+// way the connection or the database fails afterwards. One round trip per batch, one WAL flush per batch.
+// Concurrency: every writing transaction first locks the one row of dstm_clock, which numbers the feed. Writers are
+// thus serialised across servers, so feed sequence numbers follow commit order and a reader never sees a later
+// number before an earlier one (the feed is one order for every server); a transaction is visible before its lock
+// is released, so the next writer's numbers are always higher than what any reader has seen. Uniqueness stays the
+// database's job (ip4 primary key, a partial unique index for one live binding per node): a candidate another
+// server bound is skipped by INSERT ... ON CONFLICT DO NOTHING and the next one tried; renewals and releases update
+// the row they read FOR UPDATE; the sweep expires and reclaims only the rows it locked, so running it on every
+// server reclaims nothing twice. Lease times come from the database's clock. LISTEN/NOTIFY only wakes the BINDINGS
+// long-polls: the feed is re-read from the last sequence number after every reconnect, so nothing is missed.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import { redactUrl } from '../config/types';
+import {
+  STATE_NAMES,
+  StoreUnavailable,
+  type Binding,
+  type Change,
+  type EndOutcome,
+  type GrantOp,
+  type GrantOutcome,
+  type State,
+  type StateCounts,
+  type Store,
+  type StoreHealth,
+  type SweepOutcome,
+} from './store';
+
+/** Version of the schema below (dstm_meta.schema_version). */
+export const PG_SCHEMA_VERSION = 1;
+/** Connections per server when server.store_pool is not set. */
+export const DEFAULT_PG_POOL = 4;
+
+const FEED_CHANNEL = 'dstm_feed';
+/** Most candidates sent with one try of a grant. */
+const MAX_CANDIDATES = 16;
+const SWEEP_BATCH = 1000;
+/** Reconnection backoff while the database is unreachable, milliseconds. */
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+/** Key of the advisory lock that serialises schema creation between servers starting together. */
+const MIGRATE_LOCK = 0x2d53544d;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS dstm_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS dstm_clock (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL);
+INSERT INTO dstm_clock VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS dstm_bindings (
+  ip4 bigint PRIMARY KEY CHECK (ip4 BETWEEN 0 AND 4294967295),
+  ip6 bytea NOT NULL CHECK (length(ip6) = 16),
+  state smallint NOT NULL CHECK (state IN (0, 1, 2)),
+  starts bigint NOT NULL,
+  ends bigint NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS dstm_bindings_ip6 ON dstm_bindings (ip6) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS dstm_bindings_ends ON dstm_bindings (state, ends);
+CREATE TABLE IF NOT EXISTS dstm_feed (
+  ip4 bigint PRIMARY KEY,
+  seq bigint NOT NULL UNIQUE,
+  ip6 bytea NOT NULL,
+  starts bigint NOT NULL,
+  ends bigint NOT NULL,
+  active boolean NOT NULL
+);
+
+-- First statement of every writing transaction: the writers' lock, the transaction's clock (fixed: tests only).
+CREATE OR REPLACE FUNCTION dstm_begin(fixed bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE s bigint;
+BEGIN
+  SELECT seq INTO s FROM dstm_clock WHERE id = 1 FOR UPDATE;
+  PERFORM set_config('dstm.now', coalesce(fixed, floor(extract(epoch FROM clock_timestamp())))::bigint::text, true);
+  PERFORM set_config('dstm.seq0', s::text, true);
+  RETURN s;
+END $$;
+
+-- Last statement: wake the other servers' long-polls once the transaction commits; the last sequence number.
+CREATE OR REPLACE FUNCTION dstm_commit() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE s bigint;
+BEGIN
+  SELECT seq INTO s FROM dstm_clock WHERE id = 1;
+  IF s > current_setting('dstm.seq0')::bigint THEN PERFORM pg_notify('${FEED_CHANNEL}', s::text); END IF;
+  RETURN s;
+END $$;
+
+CREATE OR REPLACE FUNCTION dstm_feed_put(b dstm_bindings, act boolean) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE s bigint;
+BEGIN
+  UPDATE dstm_clock SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO s;
+  INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active) VALUES (b.ip4, s, b.ip6, b.starts, b.ends, act)
+    ON CONFLICT (ip4) DO UPDATE SET seq = s, ip6 = b.ip6, starts = b.starts, ends = b.ends, active = act;
+END $$;
+
+-- kind: renewed, bound, mismatch or exhausted; tried: candidates used (those before the bound one were taken).
+CREATE OR REPLACE FUNCTION dstm_grant(p_ip6 bytea, p_duration bigint, p_only bigint, p_cands bigint[])
+RETURNS TABLE (kind text, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint, tried int)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  t bigint := current_setting('dstm.now')::bigint;
+  cur dstm_bindings;
+  i int;
+BEGIN
+  SELECT * INTO cur FROM dstm_bindings b WHERE b.ip6 = p_ip6 AND b.state < 2 FOR UPDATE;
+  IF FOUND THEN
+    IF p_only IS NOT NULL AND cur.ip4 <> p_only THEN
+      RETURN QUERY SELECT 'mismatch', 0::bigint, p_ip6, 0::smallint, t, t, t, 0;
+      RETURN;
+    END IF;
+    UPDATE dstm_bindings b SET state = 0, ends = t + p_duration WHERE b.ip4 = cur.ip4 RETURNING b.* INTO cur;
+    PERFORM dstm_feed_put(cur, true);
+    RETURN QUERY SELECT 'renewed', cur.ip4, cur.ip6, cur.state, cur.starts, cur.ends, t, 0;
+    RETURN;
+  END IF;
+  FOR i IN 1 .. coalesce(array_length(p_cands, 1), 0) LOOP
+    INSERT INTO dstm_bindings AS b VALUES (p_cands[i], p_ip6, 0, t, t + p_duration) ON CONFLICT (ip4) DO NOTHING RETURNING b.* INTO cur;
+    IF FOUND THEN
+      PERFORM dstm_feed_put(cur, true);
+      RETURN QUERY SELECT 'bound', cur.ip4, cur.ip6, cur.state, cur.starts, cur.ends, t, i;
+      RETURN;
+    END IF;
+  END LOOP;
+  RETURN QUERY SELECT 'exhausted', 0::bigint, p_ip6, 0::smallint, t, t, t, coalesce(array_length(p_cands, 1), 0);
+END $$;
+
+-- RELEASE (held, like an expiry) and REVOKE (revoked from now): the binding after the change, or none.
+CREATE OR REPLACE FUNCTION dstm_end(p_revoke boolean, p_ip6 bytea, p_ip4 bigint)
+RETURNS TABLE (found boolean, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  t bigint := current_setting('dstm.now')::bigint;
+  cur dstm_bindings;
+  was smallint;
+BEGIN
+  SELECT * INTO cur FROM dstm_bindings b WHERE b.ip6 = p_ip6 AND b.state < 2 FOR UPDATE;
+  IF NOT FOUND OR (p_ip4 <> 0 AND cur.ip4 <> p_ip4) OR (NOT p_revoke AND cur.state = 1) THEN
+    RETURN QUERY SELECT false, 0::bigint, p_ip6, 0::smallint, t, t, t;
+    RETURN;
+  END IF;
+  was := cur.state;
+  IF p_revoke THEN
+    UPDATE dstm_bindings b SET state = 2, ends = t WHERE b.ip4 = cur.ip4 RETURNING b.* INTO cur;
+  ELSE
+    UPDATE dstm_bindings b SET state = 1, ends = least(b.ends, t) WHERE b.ip4 = cur.ip4 RETURNING b.* INTO cur;
+  END IF;
+  IF was = 0 THEN PERFORM dstm_feed_put(cur, false); END IF;
+  RETURN QUERY SELECT true, cur.ip4, cur.ip6, cur.state, cur.starts, cur.ends, t;
+END $$;
+
+CREATE OR REPLACE FUNCTION dstm_sweep(p_hold bigint, p_limit int)
+RETURNS TABLE (expired int, reclaimed bigint[]) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  t bigint := current_setting('dstm.now')::bigint;
+  r dstm_bindings;
+  n int := 0;
+  gone bigint[];
+BEGIN
+  FOR r IN SELECT * FROM dstm_bindings b WHERE b.state = 0 AND b.ends <= t ORDER BY b.ends LIMIT p_limit FOR UPDATE SKIP LOCKED LOOP
+    UPDATE dstm_bindings b SET state = 1 WHERE b.ip4 = r.ip4;
+    PERFORM dstm_feed_put(r, false);
+    n := n + 1;
+  END LOOP;
+  WITH d AS (
+    DELETE FROM dstm_bindings b WHERE b.ip4 IN (
+      SELECT x.ip4 FROM dstm_bindings x WHERE x.state > 0 AND x.ends <= t - p_hold LIMIT p_limit FOR UPDATE SKIP LOCKED)
+    RETURNING b.ip4)
+  SELECT coalesce(array_agg(d.ip4), '{}') INTO gone FROM d;
+  RETURN QUERY SELECT n, gone;
+END $$;
+`;
+
+type Op =
+  | { kind: 'grant'; grant: GrantOp; cands: number[] }
+  | { kind: 'release' | 'revoke'; ip6: Buffer; ip4: number }
+  | { kind: 'sweep'; hold: number };
+
+interface Pending {
+  op: Op;
+  resolve(row: Record<string, unknown>): void;
+  reject(err: unknown): void;
+}
+
+export interface PostgresOptions {
+  /** Connections to the database (besides the one that LISTENs). */
+  poolSize?: number;
+  /** A fixed clock, absolute seconds, instead of the database's (tests only). */
+  clock?: () => number;
+}
+
+/** SQLSTATE classes after which the connection or the database cannot be trusted to be there: retry later. */
+function isOutage(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return !/^[0-9A-Z]{5}$/.test(code) || /^(08|53|57|58|XX)/.test(code);
+}
+
+export class PostgresStore extends EventEmitter implements Store {
+  readonly engine = 'postgresql';
+  readonly shared = true;
+  readonly where: string;
+  epoch = 0n;
+  private seq = 0;
+  private readonly pool: pg.Pool;
+  private listener: pg.Client | null = null;
+  private queue: Pending[] = [];
+  private running = false;
+  private closed = false;
+  private up = true;
+  private downReason = '';
+  /** While down: calls fail at once until retryAt, then one finds out; the wait doubles up to BACKOFF_MAX_MS. */
+  private backoff = BACKOFF_MIN_MS;
+  private retryAt = 0;
+  private listenTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly url: string,
+    private readonly opts: PostgresOptions,
+  ) {
+    super();
+    this.where = redactUrl(url);
+    this.pool = new pg.Pool({
+      connectionString: url,
+      max: opts.poolSize ?? DEFAULT_PG_POOL,
+      // Durability does not depend on the database's default: a reply leaves only after the commit is flushed.
+      options: '-c synchronous_commit=on -c timezone=UTC',
+      application_name: 'dstm-server',
+      connectionTimeoutMillis: 5000,
+      keepAlive: true,
+    });
+    // An idle connection that breaks is dropped by the pool; the next query finds out whether the database is there.
+    this.pool.on('error', () => undefined);
+  }
+
+  /** Connect, create or check the schema, read the epoch; throws an Error naming the problem. */
+  static async open(url: string, opts: PostgresOptions = {}): Promise<PostgresStore> {
+    const s = new PostgresStore(url, opts);
+    try {
+      await s.migrate();
+      s.seq = Number((await s.pool.query('SELECT seq FROM dstm_clock WHERE id = 1')).rows[0].seq);
+      await s.listen();
+    } catch (err) {
+      await s.pool.end().catch(() => undefined);
+      s.listener?.end().catch(() => undefined);
+      throw new Error(`PostgreSQL store ${s.where}: ${describe(err)}`);
+    }
+    return s;
+  }
+
+  private async migrate(): Promise<void> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATE_LOCK]);
+      const have = await c.query("SELECT to_regclass('dstm_meta') IS NOT NULL AS present");
+      const version = have.rows[0].present ? Number((await c.query("SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0]?.value ?? 0) : 0;
+      if (version > PG_SCHEMA_VERSION) {
+        throw new Error(`the database has dstm schema version ${version}, newer than this dstm's ${PG_SCHEMA_VERSION}: upgrade dstm on this server`);
+      }
+      if (have.rows[0].present && version === 0) throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
+      await c.query(SCHEMA);
+      await c.query("INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1", [String(PG_SCHEMA_VERSION)]);
+      // The epoch belongs to this database: one restored into another database (pg_restore) starts a new history.
+      const db = String((await c.query('SELECT oid FROM pg_database WHERE datname = current_database()')).rows[0].oid);
+      const meta = new Map((await c.query("SELECT key, value FROM dstm_meta WHERE key IN ('epoch', 'database')")).rows.map((r) => [r.key as string, r.value as string]));
+      if (meta.has('epoch') && meta.get('database') === db) {
+        this.epoch = BigInt(meta.get('epoch')!);
+      } else {
+        // Non-zero, so that 0 can mean "no epoch yet" on the wire.
+        this.epoch = randomBytes(8).readBigUInt64BE() | 1n;
+        await c.query("INSERT INTO dstm_meta VALUES ('epoch', $1), ('database', $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", [this.epoch.toString(), db]);
+      }
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  health(): StoreHealth {
+    if (this.closed) return { ok: false, reason: 'closed' };
+    return this.up ? { ok: true } : { ok: false, reason: this.downReason };
+  }
+
+  // --- the binding feed's wake-up ---
+
+  private async listen(): Promise<void> {
+    const c = new pg.Client({ connectionString: this.url, application_name: 'dstm-server-listen', connectionTimeoutMillis: 5000, keepAlive: true });
+    c.on('notification', (n) => this.advance(Number(n.payload)));
+    c.on('error', () => undefined);
+    // Losing it only delays the wake-up of long-polls for other servers' changes: calls go on through the pool.
+    c.on('end', () => {
+      if (this.listener !== c || this.closed) return;
+      this.listener = null;
+      this.relisten(BACKOFF_MIN_MS);
+    });
+    try {
+      await c.connect();
+      await c.query(`LISTEN ${FEED_CHANNEL}`);
+      // Whatever was notified while nobody listened: re-read the last sequence number.
+      this.advance(Number((await c.query('SELECT seq FROM dstm_clock WHERE id = 1')).rows[0].seq));
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
+    this.listener = c;
+  }
+
+  private relisten(delay: number): void {
+    if (this.closed || this.listenTimer) return;
+    this.listenTimer = setTimeout(() => {
+      this.listenTimer = undefined;
+      this.listen().catch(() => this.relisten(Math.min(delay * 2, BACKOFF_MAX_MS)));
+    }, delay).unref();
+  }
+
+  private advance(seq: number): void {
+    if (Number.isFinite(seq) && seq > this.seq) {
+      this.seq = seq;
+      this.emit('change', seq);
+    }
+  }
+
+  // --- availability ---
+
+  private down(err: unknown): void {
+    if (this.closed) return;
+    this.downReason = describe(err);
+    const now = Date.now();
+    if (this.up) {
+      this.up = false;
+      this.backoff = BACKOFF_MIN_MS;
+      this.emit('health', this.health());
+    } else if (now < this.retryAt) {
+      // Another call that was already under way when the outage began: the same retry period.
+      return;
+    } else {
+      this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+    }
+    this.retryAt = now + this.backoff;
+    this.probe();
+  }
+
+  /** While down, one query per retry period finds out when the database is back, even when no call comes. */
+  private probe(): void {
+    if (this.probeTimer || this.closed) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      if (this.up || this.closed) return;
+      this.pool.query('SELECT 1').then(
+        () => this.recovered(),
+        (err) => this.down(err),
+      );
+    }, Math.max(0, this.retryAt - Date.now())).unref();
+  }
+
+  private recovered(): void {
+    if (this.up || this.closed) return;
+    this.up = true;
+    this.emit('health', this.health());
+  }
+
+  /** While the database is down, calls fail at once until the next retry is due (backoff), instead of each waiting for a connect. */
+  private gate(): void {
+    if (this.closed) throw new StoreUnavailable(new Error('the store is closed'));
+    if (!this.up && Date.now() < this.retryAt) throw new StoreUnavailable(new Error(this.downReason));
+  }
+
+  private async read<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
+    this.gate();
+    try {
+      const r = await this.pool.query<R>(text, values);
+      if (!this.up) this.recovered();
+      return r.rows;
+    } catch (err) {
+      if (isOutage(err)) this.down(err);
+      throw new StoreUnavailable(err);
+    }
+  }
+
+  // --- lease transactions ---
+
+  /**
+   * A first try without candidates renews the node's binding (the common case, which takes nothing from the
+   * policy's pool); a node without one is tried again with one candidate, then with more while those it draws turn
+   * out bound by another server. Drawing few at a time leaves the others to the grants of the same batch.
+   */
+  async grant(grant: GrantOp): Promise<GrantOutcome> {
+    for (let want = 0; ; want = Math.min(Math.max(1, want * 2), MAX_CANDIDATES)) {
+      const cands: number[] = [];
+      for (let a; cands.length < want && (a = grant.candidates.next()) !== undefined; ) cands.push(a);
+      let row: Record<string, unknown>;
+      try {
+        row = await this.submit({ kind: 'grant', grant, cands });
+      } catch (err) {
+        for (const a of cands) grant.candidates.unused(a);
+        throw err;
+      }
+      const now = Number(row.now);
+      if (row.kind === 'bound') {
+        // Those before the one bound are bound elsewhere (dropped); those after it were not tried.
+        for (const a of cands.slice(Number(row.tried))) grant.candidates.unused(a);
+        return { kind: 'bound', binding: toBinding(row), now };
+      }
+      if (row.kind === 'exhausted') {
+        // All bound elsewhere, or none asked for yet: draw (more) while the policy has some.
+        if (cands.length === want) continue;
+        return { kind: 'exhausted', now };
+      }
+      for (const a of cands) grant.candidates.unused(a);
+      return row.kind === 'renewed' ? { kind: 'renewed', binding: toBinding(row), now } : { kind: 'mismatch', now };
+    }
+  }
+
+  async release(ip6: Buffer, ip4: number): Promise<EndOutcome> {
+    return endOutcome(await this.submit({ kind: 'release', ip6, ip4 }));
+  }
+
+  async revoke(ip6: Buffer, ip4: number): Promise<EndOutcome> {
+    return endOutcome(await this.submit({ kind: 'revoke', ip6, ip4 }));
+  }
+
+  async sweep(hold: number): Promise<SweepOutcome> {
+    const row = await this.submit({ kind: 'sweep', hold });
+    return { expired: Number(row.expired), reclaimed: (row.reclaimed as string[]).map(Number) };
+  }
+
+  async sweepDue(hold: number): Promise<boolean> {
+    const rows = await this.read<{ due: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM dstm_bindings WHERE state = 0 AND ends <= t) OR EXISTS (SELECT 1 FROM dstm_bindings WHERE state > 0 AND ends <= t - $2) AS due
+       FROM (SELECT coalesce($1::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint) AS t) AS c`,
+      [this.opts.clock?.() ?? null, hold],
+    );
+    return rows[0].due;
+  }
+
+  async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
+    // One snapshot for the rows and the last number: writers are serialised, so what it shows is a prefix of the feed.
+    const rows = await this.read<{ seq: string | null; ip4: string; ip6: Buffer; starts: string; ends: string; active: boolean; last: string }>(
+      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active, c.seq AS last FROM dstm_clock c
+       LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true WHERE c.id = 1`,
+      [since, max + 1],
+    );
+    const last = Number(rows[0].last);
+    this.advance(last);
+    const changes = rows.filter((r) => r.seq !== null).map((r) => ({ seq: Number(r.seq), ip4: Number(r.ip4), ip6: r.ip6, starts: Number(r.starts), ends: Number(r.ends), active: r.active }));
+    return { changes: changes.slice(0, max), more: changes.length > max, last };
+  }
+
+  async list(after: number, max: number): Promise<Binding[]> {
+    const rows = await this.read('SELECT ip4, ip6, state, starts, ends FROM dstm_bindings WHERE ip4 > $1 ORDER BY ip4 LIMIT $2', [after, max]);
+    return rows.map(toBinding);
+  }
+
+  async boundAddresses(): Promise<number[]> {
+    return (await this.read<{ ip4: string }>('SELECT ip4 FROM dstm_bindings', [])).map((r) => Number(r.ip4));
+  }
+
+  async counts(): Promise<StateCounts> {
+    const out = { active: 0, held: 0, revoked: 0 };
+    for (const r of await this.read<{ state: number; n: string }>('SELECT state, count(*) AS n FROM dstm_bindings GROUP BY state', [])) out[STATE_NAMES[r.state]] = Number(r.n);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    // Batches already sent finish (their callers get their answers); nothing new is sent.
+    while (this.running) await new Promise((r) => setTimeout(r, 5));
+    this.closed = true;
+    for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
+    clearTimeout(this.listenTimer);
+    clearTimeout(this.probeTimer);
+    const l = this.listener;
+    this.listener = null;
+    await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
+  }
+
+  // --- batching: one transaction, one round trip, for what arrived meanwhile ---
+
+  private submit(op: Op): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.gate();
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      this.queue.push({ op, resolve, reject });
+      if (!this.running) {
+        this.running = true;
+        setImmediate(() => void this.drain());
+      }
+    });
+  }
+
+  /** Send batches one after another: while one commits, the calls arriving meanwhile gather for the next. */
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0 && !this.closed) {
+      const batch = this.queue.splice(0);
+      await this.execute(batch);
+    }
+    this.running = false;
+  }
+
+  private async execute(batch: Pending[]): Promise<void> {
+    let results: Record<string, unknown>[];
+    try {
+      results = await this.transaction(batch.map((p) => p.op));
+    } catch (err) {
+      if (batch.length > 1 && !isOutage(err)) {
+        // One operation failed the batch (it is all rolled back): run each alone, so it fails only itself.
+        for (const p of batch) await this.execute([p]);
+        return;
+      }
+      if (isOutage(err)) this.down(err);
+      for (const p of batch) p.reject(new StoreUnavailable(err));
+      return;
+    }
+    if (!this.up) this.recovered();
+    batch.forEach((p, i) => p.resolve(results[i]));
+  }
+
+  private async transaction(ops: Op[]): Promise<Record<string, unknown>[]> {
+    const fixed = this.opts.clock ? String(this.opts.clock()) : 'NULL';
+    const sql = [`SELECT dstm_begin(${fixed})`, ...ops.map(statement), 'SELECT dstm_commit() AS seq'].join(';\n');
+    // Simple query protocol: the statements run as one implicit transaction, committed before the answer comes.
+    const r = (await this.pool.query(sql)) as unknown as pg.QueryResult[];
+    this.advance(Number(r[r.length - 1].rows[0].seq));
+    return ops.map((_, i) => r[i + 1].rows[0]);
+  }
+}
+
+/** One operation as SQL text: every value is a number or hex bytes made here, so nothing needs quoting. */
+function statement(op: Op): string {
+  switch (op.kind) {
+    case 'grant': {
+      const only = op.grant.only === undefined ? 'NULL' : int(op.grant.only);
+      return `SELECT * FROM dstm_grant(${hex(op.grant.ip6)}, ${int(op.grant.duration)}, ${only}, ARRAY[${op.cands.map(int).join(',')}]::bigint[])`;
+    }
+    case 'release':
+    case 'revoke':
+      return `SELECT * FROM dstm_end(${op.kind === 'revoke'}, ${hex(op.ip6)}, ${int(op.ip4)})`;
+    case 'sweep':
+      return `SELECT * FROM dstm_sweep(${int(op.hold)}, ${SWEEP_BATCH})`;
+  }
+}
+
+function int(n: number): string {
+  if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`);
+  return String(n);
+}
+
+function hex(b: Buffer): string {
+  return `decode('${b.toString('hex')}', 'hex')`;
+}
+
+function toBinding(r: Record<string, unknown>): Binding {
+  return { ip4: Number(r.ip4), ip6: r.ip6 as Buffer, state: Number(r.state) as State, starts: Number(r.starts), ends: Number(r.ends) };
+}
+
+function endOutcome(r: Record<string, unknown>): EndOutcome {
+  return r.found ? { binding: toBinding(r), now: Number(r.now) } : { now: Number(r.now) };
+}
+
+function describe(err: unknown): string {
+  const e = err as { message?: string; code?: string };
+  const msg = e?.message || String(err);
+  if (e?.code === '28P01' || e?.code === '28000') return `${msg} (check the user and password: the URL, PGPASSFILE or PGPASSWORD)`;
+  if (e?.code === '42501') return `${msg} (the user needs CREATE on the schema, and rights on the dstm_* tables)`;
+  if (e?.code === '3D000') return `${msg} (create the database first)`;
+  return msg;
+}

@@ -1,0 +1,55 @@
+// The server daemon in-process, where a fault can be injected into its real store.
+import { expect } from 'chai';
+import { Writable } from 'node:stream';
+import { DstmClient } from '../../src/protocol/client';
+import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
+import { createLogger } from '../../src/lib/log';
+import { DstmServer, loadServerConfig } from '../../src/server/daemon';
+import type { SqliteStore } from '../../src/server/sqlite-store';
+import { freePort, removeDir, tempDir } from './helpers';
+
+describe('server daemon', function () {
+  this.timeout(20000);
+
+  it('finding 13: after an fsync failure: one error-level log line, STATUS= to systemd, health in metrics, and the server stops', async () => {
+    const dir = tempDir('daemon');
+    const records: Record<string, unknown>[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) records.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const log = createLogger({ level: 'info', stream, json: true });
+    const metricsPort = freePort();
+    const { config } = loadServerConfig({ stateDir: dir, listen: [`[::1]:${freePort()}`], pool: ['10.88.0.0/29'], metrics: `[::1]:${metricsPort}` });
+    const status: string[] = [];
+    const server = await DstmServer.start({ ...config, rpcbind: 'off' }, log, { status: (t) => status.push(t) });
+    let client: DstmClient | undefined;
+    try {
+      const port = server.addresses()[0].port;
+      client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: '::1', transport: 'tcp', timeoutMs: 3000 });
+      await client.request();
+      const up = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+      expect(up).to.match(/^dstm_server_store_up\{engine="sqlite"\} 1$/m);
+      // The disk fails the next fdatasync.
+      (server.store as SqliteStore).syncWal = (done) => queueMicrotask(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
+      await client.release().catch(() => undefined);
+      const refused = await client.request().then(() => 'ok', (e: Error) => e.message);
+      expect(refused).to.match(/refused: the server/);
+      await client.request().catch(() => undefined);
+      const fatal = await Promise.race([server.fatal, new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000))]);
+      expect(fatal?.message).to.match(/EIO/);
+      const errors = records.filter((r) => r.level === 'error');
+      expect(errors.map((r) => r.msg)).to.deep.equal(['store unavailable: calls are answered UNAVAILABLE']);
+      expect(status).to.have.length(1);
+      expect(status[0]).to.match(/^store unavailable: .*EIO/);
+      const down = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+      expect(down).to.match(/^dstm_server_store_up\{engine="sqlite"\} 0$/m);
+    } finally {
+      await client?.close();
+      await server.stop();
+      removeDir(dir);
+    }
+  });
+});

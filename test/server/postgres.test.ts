@@ -1,0 +1,186 @@
+// The PostgreSQL store beyond the conformance suite: its schema, the database's clock, the feed's wake-up across
+// servers, outages at start and while running, and `dstm server --store` as real processes sharing one database.
+import { expect } from 'chai';
+import { DstmClient, DstmRefusal } from '../../src/protocol/client';
+import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
+import { RPC_TWO_Client, dstm_status } from '../../src/protocol/generated/dstm';
+import { RpcClient } from '../../src/rpc';
+import { LeaseService } from '../../src/server/leases';
+import { PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-store';
+import type { StoreHealth } from '../../src/server/store';
+import { needPostgres, PostgresCluster } from '../support/postgres';
+import { freePort, loopbackAddresses, runDstm, sleep, startServer, type ServerProcess } from './helpers';
+import { node, policy } from './store-conformance';
+
+describe('PostgreSQL store', function () {
+  this.timeout(60000);
+  let cluster: PostgresCluster;
+  const stores: PostgresStore[] = [];
+  const open = async (url: string): Promise<PostgresStore> => {
+    const s = await PostgresStore.open(url, { poolSize: 2 });
+    stores.push(s);
+    return s;
+  };
+  before(async function () {
+    needPostgres(this);
+    cluster = await PostgresCluster.start();
+  });
+  after(async () => cluster?.stop());
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close();
+  });
+
+  it('creates its schema with a version, and refuses a newer one naming both versions', async () => {
+    const url = await cluster.createDatabase();
+    // Three servers starting together on an empty database: the schema is created once, all three open it.
+    const [a, b, c] = await Promise.all([open(url), open(url), open(url)]);
+    expect(a.epoch).to.equal(b.epoch).and.equal(c.epoch);
+    expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(String(PG_SCHEMA_VERSION));
+    await cluster.sql(url, "UPDATE dstm_meta SET value = '9' WHERE key = 'schema_version'");
+    const err = await PostgresStore.open(url).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/schema version 9, newer than this dstm's 1/);
+  });
+
+  it('names the problem when the database does not exist or the password is wrong, and never shows the password', async () => {
+    const missing = await PostgresStore.open(`postgresql://postgres:s3cret@[::1]:${cluster.port}/no_such_db`).catch((e: Error) => e);
+    expect((missing as Error).message).to.match(/does not exist/).and.not.match(/s3cret/);
+    expect((missing as Error).message).to.contain('postgres:***@');
+  });
+
+  it('takes lease times from the database clock', async () => {
+    const url = await cluster.createDatabase();
+    const svc = await LeaseService.open(await open(url), policy());
+    const g = await svc.request(node(1), 0, 0);
+    const db = Number((await cluster.sql(url, 'SELECT floor(extract(epoch FROM clock_timestamp())) AS t')).rows[0].t);
+    expect(Math.abs(g.starts - db)).to.be.at.most(1);
+    expect(g.ends - g.starts).to.equal(60);
+  });
+
+  it('wakes a long-poll on another server (LISTEN/NOTIFY), and re-reads the feed after its LISTEN connection is lost', async () => {
+    const url = await cluster.createDatabase();
+    const a = await LeaseService.open(await open(url), policy());
+    const b = await LeaseService.open(await open(url), policy());
+    const since = b.lastSeq;
+    const t0 = Date.now();
+    const woke = b.waitForChange(since, 10_000);
+    await a.request(node(1), 0, 0);
+    await woke;
+    expect(Date.now() - t0).to.be.below(2000);
+    expect((await b.changes(since, 10)).changes.map((c) => c.ip6)).to.deep.equal([node(1)]);
+    // Cut every LISTEN connection; a change made meanwhile still reaches b once it listens again.
+    await cluster.sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dstm-server-listen'");
+    const seq = b.lastSeq;
+    await a.request(node(2), 0, 0);
+    await b.waitForChange(seq, 10_000);
+    expect(b.lastSeq).to.be.above(seq);
+    expect((await b.changes(seq, 10)).changes.map((c) => c.ip6)).to.deep.equal([node(2)]);
+  });
+
+  it('PostgreSQL lost while running: calls answered UNAVAILABLE at once, reconnect with backoff, nothing acknowledged lost', async () => {
+    const url = await cluster.createDatabase();
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const health: StoreHealth[] = [];
+    store.on('health', (h) => health.push(h));
+    const acked = await Promise.all([1, 2, 3].map((n) => svc.request(node(n), 0, 0)));
+    await cluster.stopServer('immediate');
+    try {
+      const t0 = Date.now();
+      const down = await Promise.allSettled([4, 5].map((n) => svc.request(node(n), 0, 0)));
+      expect(down.map((r) => r.status)).to.deep.equal(['rejected', 'rejected']);
+      expect((down[0] as PromiseRejectedResult).reason.name).to.equal('StoreUnavailable');
+      expect(Date.now() - t0).to.be.below(6000);
+      // While down, calls fail at once (no connect per call), and the outage was reported once.
+      const t1 = Date.now();
+      expect(await svc.request(node(6), 0, 0).catch((e: Error) => e.name)).to.equal('StoreUnavailable');
+      expect(Date.now() - t1).to.be.below(500);
+      expect(health.filter((h) => !h.ok)).to.have.length(1);
+      expect(store.health().ok).to.equal(false);
+    } finally {
+      await cluster.startServer();
+    }
+    // Back: within the backoff, calls succeed again and every acknowledged grant is there.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const r = await svc.request(node(1), 0, 0).catch((e: Error) => e);
+      if (!(r instanceof Error)) {
+        expect(r.ip4).to.equal(acked[0].ip4);
+        break;
+      }
+      expect(Date.now(), 'the store never came back').to.be.below(deadline);
+      await sleep(200);
+    }
+    const rows = await store.list(-1, 100);
+    for (const g of acked) expect(rows.find((b) => b.ip4 === g.ip4)!.ip6.equals(g.ip6)).to.equal(true);
+    await sleep(1000);
+    expect(health[health.length - 1].ok).to.equal(true);
+  });
+
+  describe('dstm server --store postgresql://', () => {
+    let lo: ReturnType<typeof loopbackAddresses>;
+    const servers: ServerProcess[] = [];
+    const clients: DstmClient[] = [];
+    before(() => {
+      lo = loopbackAddresses(4);
+    });
+    after(() => lo?.remove());
+    afterEach(async () => {
+      await Promise.all(clients.splice(0).map((c) => c.close()));
+      await Promise.all(servers.splice(0).map((s) => s.stop('SIGKILL')));
+    });
+
+    it('PostgreSQL unreachable at start: a clear error naming the store without its password, exit 3; --check shows no password', async () => {
+      const url = `postgresql://dstm:s3cret@[::1]:${freePort()}/dstm`;
+      const r = await runDstm(['server', '--listen', `[::1]:${freePort()}`, '--store', url]);
+      expect(r.code).to.equal(3);
+      expect(r.stderr).to.match(/cannot start: PostgreSQL store postgresql:\/\/dstm:\*\*\*@\[::1\]:\d+\/dstm: .*ECONNREFUSED/);
+      expect(r.stderr).to.not.contain('s3cret');
+      const check = await runDstm(['server', '--store', url, '--check']);
+      expect(check.code).to.equal(0);
+      expect(JSON.parse(check.stdout).server.store).to.equal(url.replace('s3cret', '***'));
+      const bad = await runDstm(['server', '--store', 'mysql://u:s3cret@h/db', '--check']);
+      expect(bad.code).to.equal(2);
+      expect(bad.stderr).to.contain('--store').and.not.contain('s3cret');
+    });
+
+    it('two servers on one database: a node is served by either, admin LIST and the feed of either show every binding', async () => {
+      const url = await cluster.createDatabase();
+      const args = ['--store', url, '--pool', '10.91.0.0/29', '--tep', '2001:db8::1,10.91.0.254'];
+      const [a, b] = await Promise.all([startServer(args), startServer(args)]);
+      servers.push(a, b);
+      const client = async (port: number, local: string): Promise<DstmClient> => {
+        const c = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local, transport: 'tcp' });
+        clients.push(c);
+        return c;
+      };
+      const [n0a, n0b, n1b] = [await client(a.port, lo.addresses[0]), await client(b.port, lo.addresses[0]), await client(b.port, lo.addresses[1])];
+      const l0 = await n0a.request();
+      // The same node through the other server: its binding, renewed.
+      const again = await n0b.request();
+      expect(again.address).to.equal(l0.address);
+      const l1 = await n1b.request();
+      expect(l1.address).to.not.equal(l0.address);
+      // The feed of server a has b's binding too, in one order.
+      const rpc = await RpcClient.connect({ host: '::1', port: a.port, transport: 'tcp', program: DEFAULT_PROGRAM, version: 2, family: 6 });
+      try {
+        const feed = await new RPC_TWO_Client(rpc).BINDINGS({ since: 0n, max: 100, wait_ms: 0, epoch: 0n });
+        expect(feed.status).to.equal(dstm_status.DSTM_OK);
+        const seqs = feed.changes.map((c) => Number(c.seq));
+        expect(seqs).to.deep.equal([...seqs].sort((x, y) => x - y));
+        expect(feed.changes.filter((c) => c.active).map((c) => [...c.ip4].join('.')).sort()).to.deep.equal([l0.address, l1.address].sort());
+      } finally {
+        await rpc.close();
+      }
+      // Admin LIST through b shows both.
+      const admin = await client(b.port, '::1');
+      const rows: string[] = [];
+      for await (const r of admin.list()) rows.push(r.ipv4);
+      expect(rows.sort()).to.deep.equal([l0.address, l1.address].sort());
+      // Released through b, it is held: nobody else gets it through a.
+      expect((await n1b.release()).address).to.equal(l1.address);
+      const others = await Promise.all(lo.addresses.slice(2).map((l) => client(a.port, l)));
+      const got = await Promise.all(others.map((c) => c.request().then((l) => l.address, (e: unknown) => (e instanceof DstmRefusal ? e.status : e))));
+      expect(got).to.not.include(l1.address);
+    });
+  });
+});
