@@ -167,12 +167,15 @@ function toBinding(c: dstm_change): FeedBinding {
   return { ip6: formatIPv6(c.ip6), ip4: formatIPv4(ipv4FromBytes(c.ip4)), starts: c.starts, ends: c.ends };
 }
 
+/** Sleeps `ms` or until `signal` aborts; the abort listener goes with the sleep (the feed retries for ever). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
+    const done = (): void => {
       clearTimeout(t);
+      signal.removeEventListener('abort', done);
       resolve();
-    });
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 }

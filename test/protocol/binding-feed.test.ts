@@ -1,9 +1,10 @@
 // BindingFeed (what a TEP runs) against a real dstm server process.
 import { expect } from 'chai';
+import { getEventListeners } from 'node:events';
 import { BindingFeed, type FeedBinding } from '../../src/protocol/binding-feed';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
-import { loopbackAddresses, removeDir, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
+import { freePort, loopbackAddresses, removeDir, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
 
 function next<T>(e: BindingFeed, event: string): Promise<T> {
   return new Promise((resolve) => e.once(event, resolve));
@@ -120,6 +121,17 @@ describe('binding feed', function () {
     await feed.start();
     expect(performance.now() - t0).to.be.lessThan(2000);
     expect(feed.byIPv4.size).to.equal(0);
+  });
+
+  it('keeps no abort listener per retry (no leak while the server is away)', async () => {
+    const feed = new BindingFeed({ host: '::1', port: freePort(), program: DEFAULT_PROGRAM, retryMs: 1, retryMaxMs: 1 });
+    open.push(feed);
+    let errors = 0;
+    feed.on('error', () => errors++);
+    void feed.start();
+    while (errors < 50) await sleep(5);
+    // at most the sleep in progress holds one; the old code kept one per retry
+    expect(getEventListeners(feed['abort'].signal, 'abort').length).to.be.at.most(1);
   });
 
   it('is refused to a caller outside tep_allow', async () => {
