@@ -1,7 +1,7 @@
 // Configuration types for network values, shared by every section's schema.
 import { parseEndpoint, type Endpoint } from '../lib/endpoint';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, parseRoute4, type Prefix4, type Prefix6 } from '../lib/addr';
-import { integer, textual, type Type } from './schema';
+import { ConfigError, integer, textual, type Type } from './schema';
 
 export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);
 export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6);
@@ -18,6 +18,21 @@ export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
     if (family === 6 && e.family !== 6) throw new Error('IPv4 is not allowed here: DSTM runs over IPv6 only');
     return e;
   });
+}
+
+/** One endpoint or a list of them, in the order to try (failover); read as a list either way. */
+export function endpoints(defaultPort: number, family?: 6): Type<Endpoint[]> {
+  const one = endpoint(defaultPort, family);
+  const expected = `${one.expected}, or a list of them`;
+  return {
+    name: 'endpoint or list of endpoint',
+    expected,
+    parse(v, path) {
+      if (!Array.isArray(v)) return [one.parse(v, path)];
+      if (v.length === 0) throw new ConfigError(path, v, expected + ' (at least one)');
+      return v.map((e, i) => one.parse(e, `${path}[${i}]`));
+    },
+  };
 }
 
 export const path: Type<string> = textual('path', 'a non-empty file or directory path', (s) => {
