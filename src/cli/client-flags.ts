@@ -4,10 +4,13 @@ import { isIPv6 } from 'node:net';
 import { ConfigError } from '../config/schema';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { loadClientConfig } from './client';
-import { DstmClient } from '../protocol/client';
+import { FailoverClient } from '../protocol/failover';
 
 export const clientFlags = {
-  server: Flags.string({ summary: `DSTM server, [IPV6]:PORT (default: DSTM_SERVER, the config file's client.server, else [::1]:${DEFAULT_PORT}).` }),
+  server: Flags.string({
+    summary: `DSTM server, '[IPV6]:PORT'; repeatable: servers sharing one store, tried in turn (default: DSTM_SERVER, the config file's client.server, else [::1]:${DEFAULT_PORT}).`,
+    multiple: true,
+  }),
   config: Flags.string({ summary: 'Configuration file (its "client" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
   program: Flags.integer({ summary: 'ONC RPC program number of the server (default 760435789 = 0x2D53544D).' }),
   timeout: Flags.integer({ summary: 'Milliseconds to wait for a reply (default 5000).' }),
@@ -22,7 +25,7 @@ export const exchangeFlags = {
 };
 
 export type ExchangeFlags = {
-  server?: string;
+  server?: string[];
   config?: string;
   program?: number;
   timeout?: number;
@@ -32,13 +35,12 @@ export type ExchangeFlags = {
   lease?: number;
 };
 
-/** Connect a DstmClient as the flags, environment and configuration file say. */
-export async function connectFromFlags(flags: ExchangeFlags): Promise<{ client: DstmClient; lease: number }> {
+/** A client of the servers the flags, environment and configuration file name (each connected at its first call). */
+export async function connectFromFlags(flags: ExchangeFlags): Promise<{ client: FailoverClient; lease: number }> {
   const c = loadClientConfig(flags);
   if (flags.local !== undefined && !isIPv6(flags.local)) throw new ConfigError('--local', flags.local, 'an IPv6 address');
-  const client = await DstmClient.connect({
-    host: c.server.host,
-    port: c.server.port,
+  const client = new FailoverClient({
+    servers: c.server,
     program: c.program,
     timeoutMs: c.timeout,
     transport: flags.transport as 'udp' | 'tcp',

@@ -7,6 +7,7 @@ import { RpcError } from '../rpc';
 import { EXIT, type ExitCode } from './exit-codes';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, prefixContains4, prefixContains6 } from '../lib/addr';
 import { DstmRefusal, type Lease, type LeaseRow, type Refusal } from '../protocol/client';
+import { isUnreachable, NoServerAnswered } from '../protocol/failover';
 
 const REFUSAL_EXIT: Record<Refusal, ExitCode> = {
   not_allowed: EXIT.notAllowed,
@@ -20,28 +21,33 @@ const REFUSAL_EXIT: Record<Refusal, ExitCode> = {
 /** The exit code and one-line message for an error from a client operation. */
 export function classify(err: unknown): { code: ExitCode; message: string } {
   if (err instanceof DstmRefusal) return { code: REFUSAL_EXIT[err.status], message: err.message };
+  if (err instanceof NoServerAnswered) {
+    // all unreachable: 7; else what the first server that did answer (e.g. "unavailable") makes of it
+    const answered = err.failures.find((f) => !isUnreachable(f.error));
+    return { code: answered ? classify(answered.error).code : EXIT.unreachable, message: err.message };
+  }
   if (err instanceof ConfigError) return { code: EXIT.usage, message: err.message };
   if (err instanceof RpcError) {
     const unreachable = ['TIMEOUT', 'UNREACHABLE', 'CLOSED', 'NOT_REGISTERED'].includes(err.kind);
     return { code: unreachable ? EXIT.unreachable : EXIT.serverError, message: unreachable ? `server unreachable: ${err.message}` : `server error: ${err.message}` };
   }
-  const e = err as NodeJS.ErrnoException;
-  if (e && ['ENETUNREACH', 'EHOSTUNREACH', 'EADDRNOTAVAIL', 'ECONNREFUSED'].includes(e.code ?? '')) return { code: EXIT.unreachable, message: `server unreachable: ${e.message}` };
+  if (isUnreachable(err)) return { code: EXIT.unreachable, message: `server unreachable: ${(err as Error).message}` };
   return { code: EXIT.internal, message: (err as Error)?.message ?? String(err) };
 }
 
 export interface ClientFlags {
   config?: string;
-  server?: string;
+  server?: string[];
   program?: number;
   timeout?: number;
   lease?: number;
 }
 
-/** The "client" section with flags on top; DSTM_SERVER stands in for --server. */
+/** The "client" section with flags on top; DSTM_SERVER (comma-separated) stands in for --server. */
 export function loadClientConfig(flags: ClientFlags): ClientConfig {
+  const env = process.env.DSTM_SERVER?.split(',').map((s) => s.trim());
   return loadSection(clientFields, 'client', flags.config, overrides([
-    ['server', flags.server !== undefined ? '--server' : 'DSTM_SERVER', flags.server ?? process.env.DSTM_SERVER],
+    ['server', flags.server !== undefined ? '--server' : 'DSTM_SERVER', flags.server ?? env],
     ['program', '--program', flags.program],
     ['timeout', '--timeout', flags.timeout],
     ['lease', '--lease', flags.lease],

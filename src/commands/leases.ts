@@ -1,7 +1,8 @@
 import { Args, Command, Flags } from '@oclif/core';
 import { classify, leaseFilter, leaseJson } from '../cli/client';
 import { clientFlags, connectFromFlags } from '../cli/client-flags';
-import type { DstmClient, LeaseRow } from '../protocol/client';
+import type { LeaseRow } from '../protocol/client';
+import type { FailoverClient } from '../protocol/failover';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
@@ -79,7 +80,7 @@ ${exitHelp(EXITS)}`;
       this.print(rows, flags.json);
       return;
     }
-    let client: DstmClient | undefined;
+    let client: FailoverClient | undefined;
     try {
       ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2 }));
       if (args.action === 'list') {

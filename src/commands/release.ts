@@ -1,7 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { classify, leaseJson } from '../cli/client';
 import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
-import type { DstmClient } from '../protocol/client';
+import type { FailoverClient } from '../protocol/failover';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { parseIPv4 } from '../lib/addr';
 
@@ -26,7 +26,7 @@ ${exitHelp(EXITS)}`;
   async run(): Promise<void> {
     const { flags } = await this.parse(ReleaseCommand);
     let address = 0;
-    let client: DstmClient;
+    let client: FailoverClient;
     try {
       if (flags.address !== undefined) address = parseIPv4(flags.address);
     } catch (err) {

@@ -1,7 +1,8 @@
 import { Command, Flags } from '@oclif/core';
 import { classify, leaseJson, leaseText } from '../cli/client';
 import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
-import type { DstmClient, Lease } from '../protocol/client';
+import type { Lease } from '../protocol/client';
+import type { FailoverClient } from '../protocol/failover';
 import { LeaseKeeper } from '../node/lease-keeper';
 import { dtiHooks } from '../node/dti-node';
 import { asLevel, logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
@@ -36,7 +37,7 @@ ${exitHelp(EXITS)}`;
 
   async run(): Promise<void> {
     const { flags } = await this.parse(RequestCommand);
-    let client: DstmClient;
+    let client: FailoverClient;
     let seconds: number;
     try {
       ({ client, lease: seconds } = await connectFromFlags(flags));
@@ -81,7 +82,7 @@ ${exitHelp(EXITS)}`;
     keeper.on('expired', (l: Lease) => show('expired', l));
     keeper.on('released', (l: Lease) => show('released', l));
     keeper.on('error', (err: unknown) => log.warn('lease call failed, retrying', { error: classify(err).message }));
-    const status = await serveNodeStatus(flags.control, { server: client.server, keeper, dti }, log);
+    const status = await serveNodeStatus(flags.control, { get server() { return client.server; }, keeper, dti }, log);
     // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1)
     try {
       await dti?.start(flags['on-demand'] ? () => void keeper.start() : undefined);

@@ -32,7 +32,7 @@ export default class TepCommand extends Command {
 
   static override flags = {
     config: Flags.string({ summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
-    server: Flags.string({ summary: 'DSTM server to follow the binding feed of, [IPV6]:PORT.' }),
+    server: Flags.string({ summary: "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.", multiple: true }),
     program: Flags.integer({ summary: 'ONC RPC program number of the DSTM server.' }),
     address: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it.' }),
     ipv4: Flags.string({ summary: 'IPv4 address of this TEP, the peer of the nodes\' DTIs.' }),

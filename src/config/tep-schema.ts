@@ -2,7 +2,7 @@
 import { DEFAULT_CONTROL_PATH } from '../lib/control';
 import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
-import { endpoint, ipv4, ipv6, path, prefix4, prefix6 } from './types';
+import { endpoint, endpoints, ipv4, ipv6, path, prefix4, prefix6 } from './types';
 
 export const staticMapping = record(
   { ipv4: required(ipv4, 'The node\'s fixed IPv4 address.'), ipv6: required(ipv6, 'The node\'s IPv6 address (its tunnel source).') },
@@ -10,7 +10,10 @@ export const staticMapping = record(
 );
 
 export const tepFields = {
-  server: optional(endpoint(DEFAULT_PORT, 6), 'DSTM server whose binding feed tells which node holds which pool address (--server); without it only static mappings are forwarded.'),
+  server: optional(
+    endpoints(DEFAULT_PORT, 6),
+    'DSTM server whose binding feed tells which node holds which pool address, or a list of servers sharing one store: the feed follows one and moves to the next when a call fails, keeping its bindings (--server, repeatable); without it only static mappings are forwarded.',
+  ),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server (--program).'),
   address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--address).'),
   ipv4: required(ipv4, 'The TEP\'s IPv4 address, the peer of the nodes\' DTIs and the source of its ICMPv4 errors (--ipv4).'),

@@ -20,6 +20,21 @@ export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
   });
 }
 
+/** One endpoint or a list of them, in the order to try (failover); read as a list either way. */
+export function endpoints(defaultPort: number, family?: 6): Type<Endpoint[]> {
+  const one = endpoint(defaultPort, family);
+  const expected = `${one.expected}, or a list of them`;
+  return {
+    name: 'endpoint or list of endpoint',
+    expected,
+    parse(v, path) {
+      if (!Array.isArray(v)) return [one.parse(v, path)];
+      if (v.length === 0) throw new ConfigError(path, v, expected + ' (at least one)');
+      return v.map((e, i) => one.parse(e, `${path}[${i}]`));
+    },
+  };
+}
+
 export const path: Type<string> = textual('path', 'a non-empty file or directory path', (s) => {
   if (s.length === 0) throw new Error('empty');
   return s;

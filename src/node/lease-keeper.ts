@@ -3,12 +3,13 @@
 // drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() releases. Timers count from the
 // local receipt time of each reply, so clock skew between node and server does not matter. Never touches DNS.
 //
-// The data plane plugs in through hooks: up() runs before a lease is announced (configure the DTI), down() runs
-// when it ends (remove the address and routes). A hook that throws is reported as 'error' and, for up(), the lease
-// is released and requested again later.
+// The data plane plugs in through hooks: up() runs before a lease is announced (configure the DTI) and again when a
+// renewal names another TEP for the same address, down() runs when it ends (remove the address and routes). A hook
+// that throws is reported as 'error' and, for up() of a new lease, the lease is released and requested again later.
 import { EventEmitter } from 'node:events';
 import { parseIPv4 } from '../lib/addr';
-import type { DstmClient, Lease } from '../protocol/client';
+import type { Lease } from '../protocol/client';
+import type { LeaseCaller } from '../protocol/failover';
 
 export type DownReason = 'expired' | 'released' | 'replaced';
 
@@ -39,7 +40,7 @@ export class LeaseKeeper extends EventEmitter {
   private readonly retryMaxMs: number;
 
   constructor(
-    private readonly client: DstmClient,
+    private readonly client: LeaseCaller,
     private readonly options: LeaseKeeperOptions = {},
   ) {
     super();
@@ -138,7 +139,15 @@ export class LeaseKeeper extends EventEmitter {
       this.report(err);
       return false;
     }
-    if (lease.address === old.address && lease.tep6 === old.tep6 && lease.tep4 === old.tep4) {
+    if (lease.address === old.address) {
+      // The same binding; a server sharing the store may name another TEP: the DTI moves its tunnel, keeping the address.
+      if (lease.tep6 !== old.tep6 || lease.tep4 !== old.tep4) {
+        try {
+          await this.options.hooks?.up?.(lease);
+        } catch (err) {
+          this.report(err);
+        }
+      }
       this.lease = lease;
       this.emit('renewed', lease);
       return true;

@@ -5,11 +5,17 @@
 //   'unbind' (b: FeedBinding)  that binding ended (released, expired, revoked, or replaced by another node's)
 //   'resync' (info: {epoch, size})  a complete state has been loaded (first start, or the server's store was rebuilt);
 //                                   bindings that disappeared were unbound and new ones bound before this event
-//   'error'  (err)              a call failed; the feed retries with backoff (it survives server restarts)
+//   'error'  (err, server)      a call to `server` failed; the feed moves on to the next server (with one server,
+//                               the same one) and backs off once every server failed in a row
+//   'server' (server)           the feed now follows this server ([IPV6]:PORT), after the one before failed
+// With several servers (sharing one store) the feed follows one; when a call to it fails it moves to the next and
+// carries on from the same epoch and sequence, so the table is kept; a server of another epoch sends a complete
+// state, which replaces the table as one diff (bindings present in both are not unbound).
 import { EventEmitter } from 'node:events';
 import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from './generated/dstm';
 import { RpcClient } from '../rpc';
 import { formatIPv4, formatIPv6, ipv4FromBytes } from '../lib/addr';
+import { formatEndpoint } from '../lib/endpoint';
 import { statusName, DstmRefusal } from './client';
 
 export interface FeedBinding {
@@ -22,8 +28,8 @@ export interface FeedBinding {
 }
 
 export interface BindingFeedOptions {
-  host: string;
-  port: number;
+  /** Servers to follow, in order; one at a time. */
+  servers: readonly { host: string; port: number }[];
   program: number;
   /** How long each call may be held by the server, ms (25000). */
   waitMs?: number;
@@ -71,6 +77,8 @@ export class BindingFeed extends EventEmitter {
   private since = 0n;
   private stopped = false;
   private rpc: RpcClient | null = null;
+  /** Index in o.servers of the server followed. */
+  private at = 0;
   private loop: Promise<void> | null = null;
   private readonly abort = new AbortController();
   private readonly onBind = (b: FeedBinding): boolean => this.emit('bind', b);
@@ -78,6 +86,12 @@ export class BindingFeed extends EventEmitter {
 
   constructor(private readonly o: BindingFeedOptions) {
     super();
+    if (o.servers.length === 0) throw new Error('BindingFeed needs at least one server');
+  }
+
+  /** The server followed now, [IPV6]:PORT. */
+  get server(): string {
+    return formatEndpoint(this.o.servers[this.at]);
   }
 
   /** Current bindings by IPv4 address (dotted quad). */
@@ -115,10 +129,14 @@ export class BindingFeed extends EventEmitter {
     const waitMs = this.o.waitMs ?? 25_000;
     // A complete state being collected (first start or new epoch), applied as one diff when it is complete.
     let snapshot: Table | null = null;
+    // calls failed in a row: once every server has failed, back off before the next round
+    let failed = 0;
     while (!this.stopped) {
       let r: dstm_bindings_reply;
       try {
-        this.rpc ??= await RpcClient.connect({ host: this.o.host, port: this.o.port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local });
+        // A lost connection fails the call at once (no reconnect), so the feed can move on to the next server.
+        const { host, port } = this.o.servers[this.at];
+        this.rpc ??= await RpcClient.connect({ host, port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local, reconnect: false });
         const c = new RPC_TWO_Client(this.rpc, this.o.program);
         r = await c.BINDINGS(
           { since: this.since, max: this.o.max ?? 0, wait_ms: snapshot ? 0 : waitMs, epoch: this.epoch },
@@ -128,11 +146,21 @@ export class BindingFeed extends EventEmitter {
         if (s !== 'ok') throw new DstmRefusal(s, this.rpc.where);
       } catch (err) {
         if (this.stopped) return;
-        if (this.listenerCount('error') > 0) this.emit('error', err);
-        await sleep(delay, this.abort.signal);
-        delay = Math.min(delay * 2, this.o.retryMaxMs ?? 10_000);
+        if (this.listenerCount('error') > 0) this.emit('error', err, this.server);
+        const rpc = this.rpc;
+        this.rpc = null;
+        await rpc?.close();
+        if (++failed % this.o.servers.length === 0) {
+          await sleep(delay, this.abort.signal);
+          delay = Math.min(delay * 2, this.o.retryMaxMs ?? 10_000);
+        }
+        if (this.o.servers.length > 1 && !this.stopped) {
+          this.at = (this.at + 1) % this.o.servers.length;
+          this.emit('server', this.server);
+        }
         continue;
       }
+      failed = 0;
       delay = retryMs;
       if (r.epoch !== this.epoch) {
         // First call, or the server's store was rebuilt: this reply starts a complete state from 0.
@@ -167,12 +195,15 @@ function toBinding(c: dstm_change): FeedBinding {
   return { ip6: formatIPv6(c.ip6), ip4: formatIPv4(ipv4FromBytes(c.ip4)), starts: c.starts, ends: c.ends };
 }
 
+/** Sleeps `ms` or until `signal` aborts; the abort listener goes with the sleep (the feed retries for ever). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
+    const done = (): void => {
       clearTimeout(t);
+      signal.removeEventListener('abort', done);
       resolve();
-    });
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -194,7 +194,13 @@ export class RpcClient implements RpcCaller {
     const s = dgram.createSocket(net.isIPv4(this.address) ? 'udp4' : 'udp6');
     this.udp = s;
     s.on('message', (msg) => this.onReply(msg));
-    s.on('error', (e) => (this.lastError = e));
+    s.on('error', (e) => {
+      this.lastError = e;
+      // An ICMP error on the connected socket (port or host unreachable): no reply will come, so the calls in
+      // flight fail now rather than at their timeout, as glibc's clnt_udp does.
+      if (!ICMP_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) return;
+      for (const p of [...this.pending.values()]) this.settle(p, new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
+    });
     return new Promise((resolve, reject) => {
       const fail = (e: Error) => reject(new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
       s.once('error', fail);
@@ -353,6 +359,8 @@ export class RpcClient implements RpcCaller {
     else p.resolve(value);
   }
 }
+
+const ICMP_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /** A program number as people read them: decimal and hex. */
 function prog(n: number): string {

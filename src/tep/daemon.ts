@@ -30,7 +30,7 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
   return {
     address: formatIPv6(c.address),
     ipv4: formatIPv4(c.ipv4),
-    server: c.server ? formatEndpoint(c.server) : null,
+    server: c.server ? c.server.map(formatEndpoint) : null,
     pools: c.pools.map(formatPrefix4),
     prefixes: c.prefixes.map(formatPrefix6),
     static: c.static.map((s) => `${formatIPv4(s.ipv4)}=${formatIPv6(s.ipv6)}`),
@@ -43,7 +43,7 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
 
 export interface TepFlags {
   config?: string;
-  server?: string;
+  server?: string[];
   program?: number;
   address?: string;
   ipv4?: string;
@@ -169,15 +169,16 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
 
 /**
  * Follows the server's binding feed (a long poll, so a new binding reaches the TEP as soon as it is committed;
- * the feed retries through server restarts and reloads the full state when the server's store was rebuilt).
+ * the feed retries through server restarts, moves to the next server when one fails, keeping its bindings, and
+ * reloads the full state when the server's store was rebuilt).
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
-  const server = c.server as NonNullable<TepConfig['server']>;
-  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
+  const feed = new BindingFeed({ servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
-  feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: formatEndpoint(server), bindings: info.size }));
-  feed.on('error', (err: Error) => log.warn('binding feed call failed, retrying', { server: formatEndpoint(server), error: err.message }));
+  feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }));
+  feed.on('error', (err: Error, server: string) => log.warn('binding feed call failed, retrying', { server, error: err.message }));
+  feed.on('server', (server: string) => log.info('binding feed moves to the next server, keeping its bindings', { server }));
   void feed.start();
   return feed;
 }

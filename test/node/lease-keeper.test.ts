@@ -5,6 +5,7 @@ import { once, type EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { DstmClient, type Lease } from '../../src/protocol/client';
 import { LeaseKeeper, type DownReason } from '../../src/node/lease-keeper';
+import { FailoverClient } from '../../src/protocol/failover';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { loopbackAddresses, removeDir, RUN, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
@@ -91,6 +92,34 @@ describe('lease keeper', function () {
     const again = await next<Lease>(keeper, 'lease');
     expect(again.address).to.match(/^10\.91\.0\./);
     await keeper.stop();
+  });
+
+  it('renews through the next server when its server dies; a new TEP for the same address moves the tunnel only', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.89.0.0/24', '--lease', '2', '--tep', '2001:db8::a,10.89.0.254']);
+    const dirB = tempDir('keeper-b');
+    const b = await startServer(['--state-dir', dirB, '--pool', '10.89.0.0/24', '--lease', '2', '--tep', '2001:db8::b,10.89.0.253']);
+    try {
+      const servers = [server, b].map((s) => ({ host: '::1', port: s.port }));
+      const failover = new FailoverClient({ servers, program: DEFAULT_PROGRAM, local: lo.addresses[3], timeoutMs: 500 });
+      const hooks: string[] = [];
+      keeper = new LeaseKeeper(failover, { retryMs: 100, hooks: { up: (l) => void hooks.push(`up ${l.address} ${l.tep6}`), down: (l, why) => void hooks.push(`down ${l.address} ${why}`) } });
+      const events: string[] = [];
+      for (const e of ['lease', 'renewed', 'expired']) keeper.on(e, (l: Lease) => events.push(`${e} ${l.tep6}`));
+      keeper.on('error', () => undefined);
+      const first = await keeper.start();
+      await server.stop('SIGKILL');
+      while (keeper.current?.tep6 !== '2001:db8::b') await next(keeper, 'renewed');
+      expect(keeper.current.address).to.equal(first.address);
+      expect(failover.server).to.equal(`[::1]:${b.port}/udp`);
+      expect(hooks).to.deep.equal([`up ${first.address} 2001:db8::a`, `up ${first.address} 2001:db8::b`]);
+      expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal(['lease 2001:db8::a']);
+      await keeper.stop();
+      keeper = undefined;
+      await failover.close();
+    } finally {
+      await b.stop('SIGKILL');
+      removeDir(dirB);
+    }
   });
 
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
