@@ -35,6 +35,7 @@ export default class TepCommand extends Command {
     server: Flags.string({ summary: "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.", multiple: true }),
     program: Flags.integer({ summary: 'ONC RPC program number of the DSTM server.' }),
     address: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it.' }),
+    'feed-source': Flags.string({ summary: 'IPv6 address to call the servers\' binding feed from (default: --address; a unicast address when --address is anycast).' }),
     ipv4: Flags.string({ summary: 'IPv4 address of this TEP, the peer of the nodes\' DTIs.' }),
     pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
     prefix: Flags.string({ summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).', multiple: true }),

@@ -16,6 +16,7 @@ export const tepFields = {
   ),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server (--program).'),
   address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--address).'),
+  feed_source: optional(ipv6, 'IPv6 address the binding feed is called from (--feed-source); default: address. Give the TEP\'s own unicast address when address is an anycast address several TEPs share, so the servers\' replies come back to this TEP.'),
   ipv4: required(ipv4, 'The TEP\'s IPv4 address, the peer of the nodes\' DTIs and the source of its ICMPv4 errors (--ipv4).'),
   pools: field(list(prefix4), [], 'IPv4 prefixes routed into the TEP\'s TUN device: the DSTM server\'s pools (--pool).'),
   prefixes: field(list(prefix6), [], 'IPv6 prefixes of the DSTM domain; tunnelled packets from other sources are dropped. Empty: any source (--prefix).'),

@@ -46,6 +46,7 @@ export interface TepFlags {
   server?: string[];
   program?: number;
   address?: string;
+  'feed-source'?: string;
   ipv4?: string;
   pool?: string[];
   prefix?: string[];
@@ -64,6 +65,7 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
     ['server', '--server', flags.server],
     ['program', '--program', flags.program],
     ['address', '--address', flags.address],
+    ['feed_source', '--feed-source', flags['feed-source']],
     ['ipv4', '--ipv4', flags.ipv4],
     ['pools', '--pool', flags.pool],
     ['prefixes', '--prefix', flags.prefix],
@@ -173,7 +175,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
  * reloads the full state when the server's store was rebuilt).
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
-  const feed = new BindingFeed({ servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
+  const feed = new BindingFeed({ servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address) });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }));
