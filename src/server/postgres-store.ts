@@ -263,8 +263,11 @@ export class PostgresStore extends EventEmitter implements Store {
         throw new Error(`the database has dstm schema version ${version}, newer than this dstm's ${PG_SCHEMA_VERSION}: upgrade dstm on this server`);
       }
       if (have.rows[0].present && version === 0) throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
-      await c.query(SCHEMA);
-      await c.query("INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1", [String(PG_SCHEMA_VERSION)]);
+      // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in place.
+      if (version < PG_SCHEMA_VERSION) {
+        await c.query(SCHEMA);
+        await c.query("INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1", [String(PG_SCHEMA_VERSION)]);
+      }
       // The epoch belongs to this database: one restored into another database (pg_restore) starts a new history.
       const db = String((await c.query('SELECT oid FROM pg_database WHERE datname = current_database()')).rows[0].oid);
       const meta = new Map((await c.query("SELECT key, value FROM dstm_meta WHERE key IN ('epoch', 'database')")).rows.map((r) => [r.key as string, r.value as string]));

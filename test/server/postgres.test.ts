@@ -47,6 +47,19 @@ describe('PostgreSQL store', function () {
     expect((missing as Error).message).to.contain('postgres:***@');
   });
 
+  it('runs as a user without CREATE on a schema in place; a user who cannot create it is told what it needs', async () => {
+    const url = await cluster.createDatabase();
+    await (await open(url)).close();
+    const role = `dstm_app_${process.pid}`;
+    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const asApp = url.replace('postgresql://postgres@', `postgresql://${role}@`);
+    const svc = await LeaseService.open(await open(asApp), policy());
+    expect((await svc.request(node(1), 0, 0)).status).to.equal('ok');
+    const empty = (await cluster.createDatabase()).replace('postgresql://postgres@', `postgresql://${role}@`);
+    const err = await PostgresStore.open(empty).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/permission denied.*needs CREATE on the schema/);
+  });
+
   it('takes lease times from the database clock', async () => {
     const url = await cluster.createDatabase();
     const svc = await LeaseService.open(await open(url), policy());
