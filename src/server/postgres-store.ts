@@ -43,6 +43,8 @@ const SWEEP_BATCH = 1000;
 /** Reconnection backoff while the database is unreachable, milliseconds. */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
+/** Longest wait at close for a batch under way. */
+const CLOSE_WAIT_MS = 1000;
 /** Key of the advisory lock that serialises schema creation between servers starting together. */
 const MIGRATE_LOCK = 0x2d53544d;
 
@@ -478,8 +480,9 @@ export class PostgresStore extends EventEmitter implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    // Batches already sent finish (their callers get their answers); nothing new is sent.
-    while (this.running) await new Promise((r) => setTimeout(r, 5));
+    // Batches already sent finish (their callers get their answers); nothing new is sent. A batch waiting for a
+    // database that is gone is not waited for long: the stop must not hang.
+    for (const end = Date.now() + CLOSE_WAIT_MS; this.running && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
     clearTimeout(this.listenTimer);
