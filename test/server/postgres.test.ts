@@ -89,6 +89,22 @@ describe('PostgreSQL store', function () {
     expect((await b.changes(seq, 10)).changes.map((c) => c.ip6)).to.deep.equal([node(2)]);
   });
 
+  it('takes the addresses another server binds out of its pool hint, from the feed', async () => {
+    const url = await cluster.createDatabase();
+    const a = await LeaseService.open(await open(url), policy());
+    const b = await LeaseService.open(await open(url), policy());
+    expect(b.available).to.equal(6);
+    const got = await Promise.all([1, 2, 3].map((n) => a.request(node(n), 0, 0)));
+    const deadline = Date.now() + 5000;
+    while (b.available > 3) {
+      expect(Date.now(), 'b never learned of a\'s bindings').to.be.below(deadline);
+      await sleep(50);
+    }
+    expect(b.available).to.equal(3);
+    // So b offers free ones first: its next grant is none of a's.
+    expect(got.map((g) => g.ip4)).to.not.include((await b.request(node(9), 0, 0)).ip4);
+  });
+
   it('PostgreSQL lost while running: calls answered UNAVAILABLE at once, reconnect with backoff, nothing acknowledged lost', async () => {
     const url = await cluster.createDatabase();
     const store = await open(url);
