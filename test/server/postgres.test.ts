@@ -60,6 +60,16 @@ describe('PostgreSQL store', function () {
     expect((err as Error).message).to.match(/permission denied.*needs CREATE on the schema/);
   });
 
+  it('commits with synchronous_commit=on whatever the database default', async () => {
+    const url = await cluster.createDatabase();
+    await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`);
+    const store = await open(url);
+    // The store's own sessions (its pool), not a new one: those are what answer the nodes.
+    const pool = (store as unknown as { pool: { query(q: string): Promise<{ rows: { synchronous_commit: string }[] }> } }).pool;
+    expect((await pool.query('SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('on');
+    expect((await cluster.sql(url, 'SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('off');
+  });
+
   it('takes lease times from the database clock', async () => {
     const url = await cluster.createDatabase();
     const svc = await LeaseService.open(await open(url), policy());
