@@ -7,8 +7,11 @@
 //    0.5x of the in-memory server, since 0.5x leaves a node 2 x (its time per call with C) for a flush. The flush is
 //    the median durable commit of one row on the same disk, measured before each row (idle) and during an extra,
 //    unreported run of the C server under the same load (the contention any durable server would meet).
-// 2. Allocation latency and memory per binding with 1k, 100k and 1M active bindings in a /12 pool.
-// 3. Start-up time with 1M bindings (store open + pool index rebuilt; and the whole process until it listens).
+// 2. The shared store: REQUEST+RELEASE calls/s from 8 and 64 nodes, two servers on one PostgreSQL (half the nodes
+//    each) vs one server on SQLite, same run, same disk; then p50/p99 REQUEST latency on each store.
+// 3. Allocation latency and memory per binding with 1k, 100k and 1M active bindings in a /12 pool.
+// 4. Start-up time with 1M bindings (store open + pool index rebuilt; and the whole process until it listens).
+// SERVER_BENCH_PARTS (e.g. "store") runs only the named parts: throughput, store, scaling.
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +19,9 @@ import Database from 'better-sqlite3';
 import { parseIPv6, parsePrefix4 } from '../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../src/server/leases';
 import { SqliteStore } from '../src/server/sqlite-store';
-import { loopbackAddresses, startServer, tempDir } from '../test/server/helpers';
+import { DstmClient } from '../src/client/dstm-client';
+import { loopbackAddresses, startServer, tempDir, type ServerProcess } from '../test/server/helpers';
+import { PostgresCluster, postgresMissing } from '../test/support/postgres';
 
 const PROGRAM = 0x2d53544d;
 const SECONDS = Number(process.env.SERVER_BENCH_SECONDS ?? 2);
@@ -140,6 +145,83 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
   }
 }
 
+/** REQUEST latency from `nodes` clients (split over `ports`), each calling REQUEST then RELEASE for `ms`. */
+async function requestLatency(ports: number[], addresses: string[], ms: number): Promise<{ p50: number; p99: number; n: number }> {
+  const clients = await Promise.all(addresses.map((local, i) => DstmClient.connect({ host: '::1', port: ports[i % ports.length], program: PROGRAM, local, timeoutMs: 5000 })));
+  const lat: number[] = [];
+  const end = performance.now() + ms;
+  try {
+    await Promise.all(
+      clients.map(async (c) => {
+        while (performance.now() < end) {
+          const t0 = performance.now();
+          await c.request();
+          lat.push(performance.now() - t0);
+          await c.release();
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+  }
+  return { p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n: lat.length };
+}
+
+async function sharedStore(c: { load: string }): Promise<void> {
+  const missing = postgresMissing();
+  if (missing) {
+    console.log(`\nshared store: skipped (${missing})`);
+    return;
+  }
+  const cluster = await PostgresCluster.start();
+  const loA = loopbackAddresses(64);
+  const loB = loopbackAddresses(64);
+  const prefix = (lo: { addresses: string[] }): string => lo.addresses[0].slice(0, -1);
+  const dir = tempDir('bench-store');
+  const servers: ServerProcess[] = [];
+  try {
+    const url = await cluster.createDatabase();
+    const quiet = { env: { DSTM_LOG_LEVEL: 'info' } };
+    const sqlite = await startServer(['--state-dir', join(dir, 'state'), '--pool', '10.0.0.0/16'], quiet);
+    servers.push(sqlite);
+    const pgA = await startServer(['--store', url, '--pool', '10.0.0.0/16'], quiet);
+    servers.push(pgA);
+    const pgB = await startServer(['--store', url, '--pool', '10.0.0.0/16'], quiet);
+    servers.push(pgB);
+    console.log(`\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite, same disk`);
+    console.log('| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite |');
+    console.log('|---|---:|---:|---:|---:|');
+    for (const netid of ['udp6', 'tcp6']) {
+      for (const n of [8, 64]) {
+        let one = 0;
+        let two = 0;
+        let errors = 0;
+        for (let round = 0; round < 2; round++) {
+          const s = await load(c.load, netid, sqlite.port, n, prefix(loA));
+          one = Math.max(one, s.rate);
+          const [a, b] = await Promise.all([load(c.load, netid, pgA.port, n / 2, prefix(loA)), load(c.load, netid, pgB.port, n / 2, prefix(loB))]);
+          two = Math.max(two, a.rate + b.rate);
+          errors += s.errors + a.errors + b.errors;
+        }
+        console.log(`| ${netid} | ${n} | ${Math.round(one)} | ${Math.round(two)} | ${(two / one).toFixed(2)}x |${errors ? ` errors ${errors}` : ''}`);
+      }
+    }
+    console.log('\nREQUEST latency, 8 nodes over UDP each calling REQUEST then RELEASE for 2 s (DstmClient, in this process)');
+    console.log('| store | requests | p50 (ms) | p99 (ms) |');
+    console.log('|---|---:|---:|---:|');
+    for (const [name, ports] of [['SQLite, one server', [sqlite.port]], ['PostgreSQL, two servers', [pgA.port, pgB.port]]] as const) {
+      const r = await requestLatency([...ports], loA.addresses.slice(0, 8), 2000);
+      console.log(`| ${name} | ${r.n} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} |`);
+    }
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+    loA.remove();
+    loB.remove();
+    rmSync(dir, { recursive: true, force: true });
+    await cluster.stop();
+  }
+}
+
 const POOL = parsePrefix4('10.0.0.0/12');
 
 function policy(): LeasePolicy {
@@ -229,6 +311,8 @@ export async function run(): Promise<void> {
     console.log(`skipped: cannot build the C baseline (rpcgen, gcc, libtirpc-dev): ${(err as Error).message}`);
     return;
   }
-  await throughput(c);
-  await scaling();
+  const parts = (process.env.SERVER_BENCH_PARTS ?? 'throughput,store,scaling').split(',');
+  if (parts.includes('throughput')) await throughput(c);
+  if (parts.includes('store')) await sharedStore(c);
+  if (parts.includes('scaling')) await scaling();
 }

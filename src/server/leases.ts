@@ -61,6 +61,8 @@ export class TepMap {
 
 /** Shortest time between two reloads of the pool hint from a shared store, when it seems exhausted. */
 const POOL_REFRESH_MS = 1000;
+/** Shortest time between two reads of the feed for the pool hint: one query per server per batch would double the load. */
+const LEARN_MS = 100;
 
 export class LeaseService {
   private pool!: AddressPool;
@@ -78,8 +80,7 @@ export class LeaseService {
 
   /** With a shared store: the feed position up to which other servers' bindings were taken out of the pool. */
   private hintSeq: number;
-  private learning: Promise<void> | undefined;
-  private learnAgain = false;
+  private learning: NodeJS.Timeout | undefined;
 
   private constructor(readonly store: Store) {
     this.hintSeq = store.lastSeq;
@@ -91,27 +92,22 @@ export class LeaseService {
 
   /**
    * Take the addresses other servers bound out of the pool, as the feed shows them, so that this server seldom
-   * offers the store a candidate that is taken. Reads are coalesced: one at a time, once more if changes came meanwhile.
+   * offers the store a candidate that is taken. At most one read per LEARN_MS, for every change since the last one.
    */
   private learn(): void {
-    if (this.learning) {
-      this.learnAgain = true;
-      return;
-    }
-    this.learning = (async () => {
-      do {
-        this.learnAgain = false;
+    this.learning ??= setTimeout(() => {
+      void (async () => {
         for (let more = true; more; ) {
           const page = await this.store.feedSince(this.hintSeq, 1000);
           for (const c of page.changes) if (c.active) this.pool.takeSpecific(c.ip4);
           if (page.changes.length) this.hintSeq = page.changes[page.changes.length - 1].seq;
           more = page.more;
         }
-      } while (this.learnAgain);
-    })()
-      // A store that is down: the next change after it is back reads on from the same position.
-      .catch(() => undefined)
-      .finally(() => (this.learning = undefined));
+      })()
+        // A store that is down: the next change after it is back reads on from the same position.
+        .catch(() => undefined)
+        .finally(() => (this.learning = undefined));
+    }, LEARN_MS).unref();
   }
 
   /** A service on `store` with `policy`, its pool loaded from the store's bound addresses. */

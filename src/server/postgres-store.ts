@@ -43,6 +43,8 @@ const SWEEP_BATCH = 1000;
 /** Reconnection backoff while the database is unreachable, milliseconds. */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
+/** Longest wait at close for a batch under way. */
+const CLOSE_WAIT_MS = 1000;
 /** Key of the advisory lock that serialises schema creation between servers starting together. */
 const MIGRATE_LOCK = 0x2d53544d;
 
@@ -263,8 +265,11 @@ export class PostgresStore extends EventEmitter implements Store {
         throw new Error(`the database has dstm schema version ${version}, newer than this dstm's ${PG_SCHEMA_VERSION}: upgrade dstm on this server`);
       }
       if (have.rows[0].present && version === 0) throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
-      await c.query(SCHEMA);
-      await c.query("INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1", [String(PG_SCHEMA_VERSION)]);
+      // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in place.
+      if (version < PG_SCHEMA_VERSION) {
+        await c.query(SCHEMA);
+        await c.query("INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1", [String(PG_SCHEMA_VERSION)]);
+      }
       // The epoch belongs to this database: one restored into another database (pg_restore) starts a new history.
       const db = String((await c.query('SELECT oid FROM pg_database WHERE datname = current_database()')).rows[0].oid);
       const meta = new Map((await c.query("SELECT key, value FROM dstm_meta WHERE key IN ('epoch', 'database')")).rows.map((r) => [r.key as string, r.value as string]));
@@ -475,8 +480,9 @@ export class PostgresStore extends EventEmitter implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    // Batches already sent finish (their callers get their answers); nothing new is sent.
-    while (this.running) await new Promise((r) => setTimeout(r, 5));
+    // Batches already sent finish (their callers get their answers); nothing new is sent. A batch waiting for a
+    // database that is gone is not waited for long: the stop must not hang.
+    for (const end = Date.now() + CLOSE_WAIT_MS; this.running && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
     clearTimeout(this.listenTimer);

@@ -41,10 +41,33 @@ describe('PostgreSQL store', function () {
     expect((err as Error).message).to.match(/schema version 9, newer than this dstm's 1/);
   });
 
-  it('names the problem when the database does not exist or the password is wrong, and never shows the password', async () => {
+  it('names the problem when the database does not exist, and never shows the password', async () => {
     const missing = await PostgresStore.open(`postgresql://postgres:s3cret@[::1]:${cluster.port}/no_such_db`).catch((e: Error) => e);
     expect((missing as Error).message).to.match(/does not exist/).and.not.match(/s3cret/);
     expect((missing as Error).message).to.contain('postgres:***@');
+  });
+
+  it('runs as a user without CREATE on a schema in place; a user who cannot create it is told what it needs', async () => {
+    const url = await cluster.createDatabase();
+    await (await open(url)).close();
+    const role = `dstm_app_${process.pid}`;
+    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const asApp = url.replace('postgresql://postgres@', `postgresql://${role}@`);
+    const svc = await LeaseService.open(await open(asApp), policy());
+    expect((await svc.request(node(1), 0, 0)).status).to.equal('ok');
+    const empty = (await cluster.createDatabase()).replace('postgresql://postgres@', `postgresql://${role}@`);
+    const err = await PostgresStore.open(empty).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/permission denied.*needs CREATE on the schema/);
+  });
+
+  it('commits with synchronous_commit=on whatever the database default', async () => {
+    const url = await cluster.createDatabase();
+    await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`);
+    const store = await open(url);
+    // The store's own sessions (its pool), not a new one: those are what answer the nodes.
+    const pool = (store as unknown as { pool: { query(q: string): Promise<{ rows: { synchronous_commit: string }[] }> } }).pool;
+    expect((await pool.query('SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('on');
+    expect((await cluster.sql(url, 'SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('off');
   });
 
   it('takes lease times from the database clock', async () => {
@@ -74,6 +97,22 @@ describe('PostgreSQL store', function () {
     await b.waitForChange(seq, 10_000);
     expect(b.lastSeq).to.be.above(seq);
     expect((await b.changes(seq, 10)).changes.map((c) => c.ip6)).to.deep.equal([node(2)]);
+  });
+
+  it('takes the addresses another server binds out of its pool hint, from the feed', async () => {
+    const url = await cluster.createDatabase();
+    const a = await LeaseService.open(await open(url), policy());
+    const b = await LeaseService.open(await open(url), policy());
+    expect(b.available).to.equal(6);
+    const got = await Promise.all([1, 2, 3].map((n) => a.request(node(n), 0, 0)));
+    const deadline = Date.now() + 5000;
+    while (b.available > 3) {
+      expect(Date.now(), 'b never learned of a\'s bindings').to.be.below(deadline);
+      await sleep(50);
+    }
+    expect(b.available).to.equal(3);
+    // So b offers free ones first: its next grant is none of a's.
+    expect(got.map((g) => g.ip4)).to.not.include((await b.request(node(9), 0, 0)).ip4);
   });
 
   it('PostgreSQL lost while running: calls answered UNAVAILABLE at once, reconnect with backoff, nothing acknowledged lost', async () => {

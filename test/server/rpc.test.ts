@@ -59,3 +59,44 @@ describe('DSTM program access rules', () => {
     expect(r.lease.keep).to.equal(60);
   });
 });
+
+describe('DSTM program: the binding feed', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let server: RpcServer;
+  let client: RpcClient | undefined;
+  beforeEach(async () => {
+    dir = tempDir('rpc-feed');
+    store = new SqliteStore(dir);
+    const leases = await LeaseService.open(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.67.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
+    const all = [parsePrefix6('::/0')];
+    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 5000 }, quiet);
+    server = new RpcServer();
+    for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
+  });
+  afterEach(async () => {
+    await client?.close();
+    await server.close();
+    await store.close();
+    removeDir(dir);
+  });
+
+  it('finding 6: a caller beyond the last sequence number (a restored store) is told at once to start over, then gets the whole state', async () => {
+    const [b] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
+    client = await RpcClient.connect({ host: '::1', port: b.port, transport: 'tcp', program: DEFAULT_PROGRAM, version: 2 });
+    const v2 = new RPC_TWO_Client(client);
+    expect((await v2.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
+    const full = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    expect(full.changes).to.have.length(1);
+    // The caller saw numbers up to 15 of this epoch: the store went back in time.
+    const t0 = Date.now();
+    const ahead = await v2.BINDINGS({ since: 15n, max: 10, wait_ms: 5000, epoch: full.epoch });
+    expect(Date.now() - t0, 'answered at once, not held').to.be.below(1000);
+    expect(ahead).to.include({ status: dstm_status.DSTM_OK, epoch: 0n, next: 0n, more: true });
+    expect(ahead.changes).to.have.length(0);
+    // Starting over (epoch 0, since 0): the whole state under the store's epoch.
+    const again = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    expect(again.epoch).to.equal(full.epoch);
+    expect(again.changes.map((c) => c.seq)).to.deep.equal(full.changes.map((c) => c.seq));
+  });
+});
