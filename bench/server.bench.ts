@@ -19,7 +19,7 @@ import Database from 'better-sqlite3';
 import { parseIPv6, parsePrefix4 } from '../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../src/server/leases';
 import { SqliteStore } from '../src/server/sqlite-store';
-import { DstmClient } from '../src/client/dstm-client';
+import { DstmClient } from '../src/protocol/client';
 import { loopbackAddresses, startServer, tempDir, type ServerProcess } from '../test/server/helpers';
 import { PostgresCluster, postgresMissing } from '../test/support/postgres';
 
