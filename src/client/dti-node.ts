@@ -158,7 +158,7 @@ export class Dti {
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
     this.opts.log.info('dti up', {
       device: this.name, address: formatIPv4(lease.address), peer: lease.peer === undefined ? null : formatIPv4(lease.peer),
-      tep: formatIPv6(lease.tep), local: formatIPv6(local), mtu: this.tunnel.tunnelMtu,
+      tep: formatIPv6(lease.tep), local: formatIPv6(local), mtu: this.tunnel.tunnelMtu, offload: this.tunnel.offload,
     });
     this.sendQueued(lease.address);
   }
