@@ -1,14 +1,20 @@
 // Data plane through the draft §4 topology, X (node) -> Y (TEP) -> Z (IPv4 host), in throwaway namespaces:
-// TCP throughput (iperf3) and 64-byte UDP packets/s delivered, for
+// TCP throughput (iperf3), 64-byte UDP packets/s delivered and CPU per gigabit of TCP, for
 //   kernel: plain routed IPv6 X -> Y -> Z, no tunnel (the kernel's limit on this machine);
 //   C:      bench/c/forwarder.c, an unbatched TUN + raw-socket forwarder, on X and on Y;
-//   dstm:   `dstm static` on X and `dstm tep --static` on Y (the batched userspace data plane).
+//   dstm:   `dstm static` on X and `dstm tep --static` on Y (the batched userspace data plane), with TUN
+//           offloads (the default) and with --no-offload.
+// CPU per gigabit: busy CPU time of the whole machine (/proc/stat: iperf3, kernel and data plane together) during
+// the TCP run, per gigabit carried; for dstm also the two dstm processes' own CPU. The machine may be shared, so
+// the machine-wide figure includes whatever else ran.
 // Needs root, iperf3 and a C compiler; skips with a message otherwise.
 // First, without I/O: the TEP's per-packet work (binding lookup, anti-spoofing, encap/decap) with 100k bindings.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, cliUnavailable, startStaticNode, startTep } from '../test/support/dstm-procs';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { ROOT, cliUnavailable, startStaticNode, startTep, tepStats } from '../test/support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
 import { batchOf, ipv4, ipv6 } from '../test/dti/build';
 import { existsSync } from 'node:fs';
@@ -29,6 +35,31 @@ const SECONDS = Number(process.env.DSTM_BENCH_SECONDS ?? 5);
 interface Figures {
   tcpMbps: number;
   udpPps: number;
+  /** Machine-wide busy CPU seconds per gigabit of TCP carried. */
+  cpuPerGbit: number;
+  /** The dstm processes' own CPU seconds per gigabit (dstm scenarios only). */
+  dstmCpuPerGbit?: number;
+  note?: string;
+}
+
+const TICK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** Busy CPU seconds of the whole machine so far (all CPUs; idle and iowait excluded). */
+function machineBusy(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / TICK;
+}
+
+/** CPU seconds (user + system) used so far by these processes. */
+function processCpu(procs: ChildProcess[]): number {
+  let sum = 0;
+  for (const p of procs) {
+    const stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    sum += (Number(f[11]) + Number(f[12])) / TICK;
+  }
+  return sum;
 }
 
 function have(cmd: string): boolean {
@@ -48,18 +79,28 @@ function buildForwarder(): string {
   return bin;
 }
 
-/** TCP and 64-byte UDP from X to `dst` (an iperf3 server in Z). */
-async function measure(t: Topology, dst: string): Promise<Figures> {
+/** TCP and 64-byte UDP from X to `dst` (an iperf3 server in Z); `procs`: the data plane processes to time. */
+async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Promise<Figures> {
   const server = t.spawn(t.ns.z, ['iperf3', '-s', '--forceflush', '-B', dst.includes(':') ? '::' : '0.0.0.0']);
   await waitForOutput(server, /Server listening/);
   try {
+    const busy0 = machineBusy();
+    const own0 = processCpu(procs);
     const tcp = JSON.parse((await t.exec(t.ns.x, ['iperf3', '-c', dst, '-t', String(SECONDS), '-J'], 60_000)).stdout);
+    const busy = machineBusy() - busy0;
+    const own = processCpu(procs) - own0;
+    const gbits = tcp.end.sum_received.bytes * 8 / 1e9;
     const udp = JSON.parse(
       (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-u', '-l', '64', '-b', '0', '-t', String(SECONDS), '-J'], 60_000)).stdout,
     );
     const sum = udp.end.sum_received ?? udp.end.sum;
     const delivered = (sum.packets ?? udp.end.sum.packets) - (sum.lost_packets ?? udp.end.sum.lost_packets ?? 0);
-    return { tcpMbps: tcp.end.sum_received.bits_per_second / 1e6, udpPps: delivered / (sum.seconds ?? SECONDS) };
+    return {
+      tcpMbps: tcp.end.sum_received.bits_per_second / 1e6,
+      udpPps: delivered / (sum.seconds ?? SECONDS),
+      cpuPerGbit: busy / gbits,
+      dstmCpuPerGbit: procs.length ? own / gbits : undefined,
+    };
   } finally {
     await stopChild(server);
   }
@@ -92,12 +133,17 @@ async function cForwarder(bin: string): Promise<Figures> {
   }
 }
 
-async function dstm(): Promise<Figures> {
+/** dstm static on X and dstm tep on Y; `flags` go to both (e.g. --no-offload). */
+async function dstm(flags: string[]): Promise<Figures> {
   const t = await Topology.create();
   try {
-    await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`]);
-    await startStaticNode(t);
-    return await measure(t, ADDR.z4);
+    const tep = await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`, ...flags]);
+    const node = await startStaticNode(t, flags);
+    const f = await measure(t, ADDR.z4, [tep, node]);
+    const e = ((await tepStats(t)) as unknown as { events: Record<string, number> }).events;
+    f.note = `TEP offload_active ${e.offload_active}, super-packets split ${e.gso_split} into ${e.gso_segments}, ` +
+      `${e.gro_merged} segments coalesced into ${e.gro_super_packets}`;
+    return f;
   } finally {
     await t.destroy();
   }
@@ -152,15 +198,23 @@ export async function run(): Promise<void> {
   const scenarios: [string, () => Promise<Figures>][] = [
     ['kernel IPv6 (routed, no tunnel)', kernel],
     ['C forwarder (unbatched)', () => cForwarder(bin)],
-    ['dstm (batched)', dstm],
+    ['dstm, TUN offloads (default)', () => dstm([])],
+    ['dstm, --no-offload', () => dstm(['--no-offload'])],
   ];
   for (const [name, fn] of scenarios) {
     const f = await fn();
     rows.push([name, f]);
-    console.log(`${name.padEnd(34)} TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s`);
+    const own = f.dstmCpuPerGbit === undefined ? '' : `, dstm processes ${f.dstmCpuPerGbit.toFixed(2)}`;
+    console.log(
+      `${name.padEnd(34)} TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s   ` +
+        `CPU per Gbit of TCP: machine ${f.cpuPerGbit.toFixed(2)} s${own}`,
+    );
+    if (f.note) console.log(`${''.padEnd(34)} (${f.note})`);
   }
-  const [k, c, d] = rows.map((r) => r[1]);
+  const [k, c, on, off] = rows.map((r) => r[1]);
   const ratio = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(2) : 'n/a');
-  console.log(`dstm / C forwarder: TCP ${ratio(d.tcpMbps, c.tcpMbps)}x, UDP-64 ${ratio(d.udpPps, c.udpPps)}x (target >= 1.0x)`);
-  console.log(`dstm / kernel IPv6: TCP ${ratio(d.tcpMbps, k.tcpMbps)}x, UDP-64 ${ratio(d.udpPps, k.udpPps)}x`);
+  console.log(`dstm offloads / kernel IPv6:    TCP ${ratio(on.tcpMbps, k.tcpMbps)}x (target >= 0.25x), UDP-64 ${ratio(on.udpPps, k.udpPps)}x`);
+  console.log(`dstm --no-offload / kernel IPv6: TCP ${ratio(off.tcpMbps, k.tcpMbps)}x, UDP-64 ${ratio(off.udpPps, k.udpPps)}x`);
+  console.log(`dstm offloads / --no-offload:   TCP ${ratio(on.tcpMbps, off.tcpMbps)}x; machine CPU per Gbit ${ratio(on.cpuPerGbit, off.cpuPerGbit)}x`);
+  console.log(`dstm offloads / C forwarder:    TCP ${ratio(on.tcpMbps, c.tcpMbps)}x, UDP-64 ${ratio(on.udpPps, c.udpPps)}x (target >= 1.0x)`);
 }
