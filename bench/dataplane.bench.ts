@@ -37,8 +37,9 @@ interface Figures {
   udpPps: number;
   /** Machine-wide busy CPU seconds per gigabit of TCP carried. */
   cpuPerGbit: number;
-  /** The dstm processes' own CPU seconds per gigabit (dstm scenarios only). */
+  /** The dstm processes' own CPU seconds per gigabit (dstm scenarios only), and the user-space part of it. */
   dstmCpuPerGbit?: number;
+  dstmUserPerGbit?: number;
   note?: string;
 }
 
@@ -51,13 +52,14 @@ function machineBusy(): number {
   return (user + nice + system + irq + softirq + (steal ?? 0)) / TICK;
 }
 
-/** CPU seconds (user + system) used so far by these processes. */
-function processCpu(procs: ChildProcess[]): number {
-  let sum = 0;
+/** CPU seconds used so far by these processes, in user space and in the kernel (their system calls). */
+function processCpu(procs: ChildProcess[]): { user: number; system: number } {
+  const sum = { user: 0, system: 0 };
   for (const p of procs) {
     const stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    sum += (Number(f[11]) + Number(f[12])) / TICK;
+    sum.user += Number(f[11]) / TICK;
+    sum.system += Number(f[12]) / TICK;
   }
   return sum;
 }
@@ -88,7 +90,7 @@ async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Pr
     const own0 = processCpu(procs);
     const tcp = JSON.parse((await t.exec(t.ns.x, ['iperf3', '-c', dst, '-t', String(SECONDS), '-J'], 60_000)).stdout);
     const busy = machineBusy() - busy0;
-    const own = processCpu(procs) - own0;
+    const own1 = processCpu(procs);
     const gbits = tcp.end.sum_received.bytes * 8 / 1e9;
     const udp = JSON.parse(
       (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-u', '-l', '64', '-b', '0', '-t', String(SECONDS), '-J'], 60_000)).stdout,
@@ -99,7 +101,8 @@ async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Pr
       tcpMbps: tcp.end.sum_received.bits_per_second / 1e6,
       udpPps: delivered / (sum.seconds ?? SECONDS),
       cpuPerGbit: busy / gbits,
-      dstmCpuPerGbit: procs.length ? own / gbits : undefined,
+      dstmCpuPerGbit: procs.length ? (own1.user + own1.system - own0.user - own0.system) / gbits : undefined,
+      dstmUserPerGbit: procs.length ? (own1.user - own0.user) / gbits : undefined,
     };
   } finally {
     await stopChild(server);
@@ -204,7 +207,7 @@ export async function run(): Promise<void> {
   for (const [name, fn] of scenarios) {
     const f = await fn();
     rows.push([name, f]);
-    const own = f.dstmCpuPerGbit === undefined ? '' : `, dstm processes ${f.dstmCpuPerGbit.toFixed(2)}`;
+    const own = f.dstmCpuPerGbit === undefined ? '' : `, dstm processes ${f.dstmCpuPerGbit.toFixed(2)} (user ${f.dstmUserPerGbit!.toFixed(2)})`;
     console.log(
       `${name.padEnd(34)} TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s   ` +
         `CPU per Gbit of TCP: machine ${f.cpuPerGbit.toFixed(2)} s${own}`,
