@@ -143,7 +143,7 @@ async function dstm(flags: string[]): Promise<Figures> {
     const tep = await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`, ...flags]);
     const node = await startStaticNode(t, flags);
     const f = await measure(t, ADDR.z4, [tep, node]);
-    const e = ((await tepStats(t)) as unknown as { events: Record<string, number> }).events;
+    const e = (await tepStats(t)).events;
     f.note = `TEP offload_active ${e.offload_active}, super-packets split ${e.gso_split} into ${e.gso_segments}, ` +
       `${e.gro_merged} segments coalesced into ${e.gro_super_packets}`;
     return f;

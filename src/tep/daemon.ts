@@ -37,6 +37,7 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
     device: c.device,
     path_mtu: c.path_mtu,
     unreachable: c.unreachable,
+    offload: c.offload,
     control: c.control,
   };
 }

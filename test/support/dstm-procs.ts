@@ -74,5 +74,6 @@ export async function tepStats(t: Topology): Promise<TepStatsJson> {
 export interface TepStatsJson {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
+  events: Record<string, number>;
   bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
 }
