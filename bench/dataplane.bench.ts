@@ -34,6 +34,8 @@ const SECONDS = Number(process.env.DSTM_BENCH_SECONDS ?? 5);
 
 interface Figures {
   tcpMbps: number;
+  /** TCP from Z to X (iperf3 -R): through the TEP's TUN the other way (its super-packets segmented). */
+  tcpReverseMbps: number;
   udpPps: number;
   /** Machine-wide busy CPU seconds per gigabit of TCP carried. */
   cpuPerGbit: number;
@@ -92,6 +94,7 @@ async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Pr
     const busy = machineBusy() - busy0;
     const own1 = processCpu(procs);
     const gbits = tcp.end.sum_received.bytes * 8 / 1e9;
+    const reverse = JSON.parse((await t.exec(t.ns.x, ['iperf3', '-c', dst, '-R', '-t', String(SECONDS), '-J'], 60_000)).stdout);
     const udp = JSON.parse(
       (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-u', '-l', '64', '-b', '0', '-t', String(SECONDS), '-J'], 60_000)).stdout,
     );
@@ -99,6 +102,7 @@ async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Pr
     const delivered = (sum.packets ?? udp.end.sum.packets) - (sum.lost_packets ?? udp.end.sum.lost_packets ?? 0);
     return {
       tcpMbps: tcp.end.sum_received.bits_per_second / 1e6,
+      tcpReverseMbps: reverse.end.sum_received.bits_per_second / 1e6,
       udpPps: delivered / (sum.seconds ?? SECONDS),
       cpuPerGbit: busy / gbits,
       dstmCpuPerGbit: procs.length ? (own1.user + own1.system - own0.user - own0.system) / gbits : undefined,
@@ -209,15 +213,15 @@ export async function run(): Promise<void> {
     rows.push([name, f]);
     const own = f.dstmCpuPerGbit === undefined ? '' : `, dstm processes ${f.dstmCpuPerGbit.toFixed(2)} (user ${f.dstmUserPerGbit!.toFixed(2)})`;
     console.log(
-      `${name.padEnd(34)} TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s   ` +
+      `${name.padEnd(34)} TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s (Z->X ${f.tcpReverseMbps.toFixed(0).padStart(6)})   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s   ` +
         `CPU per Gbit of TCP: machine ${f.cpuPerGbit.toFixed(2)} s${own}`,
     );
     if (f.note) console.log(`${''.padEnd(34)} (${f.note})`);
   }
   const [k, c, on, off] = rows.map((r) => r[1]);
   const ratio = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(2) : 'n/a');
-  console.log(`dstm offloads / kernel IPv6:    TCP ${ratio(on.tcpMbps, k.tcpMbps)}x (target >= 0.25x), UDP-64 ${ratio(on.udpPps, k.udpPps)}x`);
-  console.log(`dstm --no-offload / kernel IPv6: TCP ${ratio(off.tcpMbps, k.tcpMbps)}x, UDP-64 ${ratio(off.udpPps, k.udpPps)}x`);
-  console.log(`dstm offloads / --no-offload:   TCP ${ratio(on.tcpMbps, off.tcpMbps)}x; machine CPU per Gbit ${ratio(on.cpuPerGbit, off.cpuPerGbit)}x`);
+  console.log(`dstm offloads / kernel IPv6:    TCP ${ratio(on.tcpMbps, k.tcpMbps)}x (target >= 0.25x), Z->X ${ratio(on.tcpReverseMbps, k.tcpReverseMbps)}x, UDP-64 ${ratio(on.udpPps, k.udpPps)}x`);
+  console.log(`dstm --no-offload / kernel IPv6: TCP ${ratio(off.tcpMbps, k.tcpMbps)}x, Z->X ${ratio(off.tcpReverseMbps, k.tcpReverseMbps)}x, UDP-64 ${ratio(off.udpPps, k.udpPps)}x`);
+  console.log(`dstm offloads / --no-offload:   TCP ${ratio(on.tcpMbps, off.tcpMbps)}x, Z->X ${ratio(on.tcpReverseMbps, off.tcpReverseMbps)}x; machine CPU per Gbit ${ratio(on.cpuPerGbit, off.cpuPerGbit)}x`);
   console.log(`dstm offloads / C forwarder:    TCP ${ratio(on.tcpMbps, c.tcpMbps)}x, UDP-64 ${ratio(on.udpPps, c.udpPps)}x (target >= 1.0x)`);
 }
