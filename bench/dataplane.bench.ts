@@ -14,6 +14,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { ROOT, cliUnavailable, startStaticNode, startTep, tepStats } from '../test/support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
 import { batchOf, ipv4, ipv6 } from '../test/dti/build';
@@ -201,6 +202,8 @@ export async function run(): Promise<void> {
     return;
   }
   const bin = buildForwarder();
+  // Every figure competes for the CPUs with whatever else runs: say how busy the machine was.
+  console.log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} CPUs`);
   const rows: [string, Figures][] = [];
   const scenarios: [string, () => Promise<Figures>][] = [
     ['kernel IPv6 (routed, no tunnel)', kernel],

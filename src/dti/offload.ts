@@ -20,7 +20,6 @@ import { IPV4_HDR, Ipv4Header, OK, onesSum, readU32, setIpv4Checksum, writeU16, 
 /** sizeof(struct virtio_net_hdr): what TUNSETVNETHDRSZ is set to. */
 export const VNET_HDR_LEN = 10;
 export const VNET_F_NEEDS_CSUM = 1;
-export const VNET_F_DATA_VALID = 2;
 export const GSO_NONE = 0;
 export const GSO_TCPV4 = 1;
 export const GSO_UDP = 3; // UFO, never offered: refused
