@@ -14,6 +14,7 @@
 //               kernel has already reassembled fragments and consumed extension headers. Length 0 = truncated.
 // After the slots, rx.buf may hold a scratch region rx.buf[rx.scratch ..) that the pipeline builds packets in
 // (segments, coalesced super-packets), so that they are sent from the same buffer, in one list, in order.
+import { endianness } from 'node:os';
 import { HEADROOM } from './packet';
 import { Coalescer, MAX_SUPER, VNET_HDR_LEN } from './offload';
 import { KIND_RAW, KIND_TUN, KIND_TUN_VNET, ReaderHandle, SenderHandle, native } from './native';
@@ -176,7 +177,8 @@ export class TunDevice extends PacketDevice {
       throw new RangeError(`MTU ${opts.mtu} exceeds the ${room}-byte receive slots`);
     }
     if (Buffer.byteLength(want) > 15) throw new Error(`interface name "${want}" is longer than 15 bytes`);
-    const [fd, name, flags] = native().openTun(want, opts.offload ?? false);
+    // offload.ts reads virtio-net headers in the little-endian layout, which TUN uses on little-endian hosts.
+    const [fd, name, flags] = native().openTun(want, (opts.offload ?? false) && endianness() === 'LE');
     try {
       const dev = new TunDevice(fd, name, flags, opts);
       if (opts.mtu !== undefined) dev.setMtu(opts.mtu);
