@@ -1,6 +1,8 @@
 // dstm_native: the DTI's device I/O, kept as small as possible (all packet logic is in src/dti/packet.ts).
 //
-// - TUN devices (IFF_TUN | IFF_NO_PI, non-blocking) and the interface MTU ioctl.
+// - TUN devices (IFF_TUN | IFF_NO_PI, non-blocking) and the interface MTU ioctl; with offloads, IFF_VNET_HDR and
+//   TUNSETOFFLOAD (checksum, TSO, USO where the kernel has it): every read and write then starts with a 10-byte
+//   struct virtio_net_hdr and reads may be 64 KiB super-packets (segmented and coalesced in src/dti/offload.ts).
 // - Raw IPv6 sockets: protocol 4 (IPv4-in-IPv6, sent with IPV6_HDRINCL because the outer header, fragment
 //   headers included, is built in JS) and protocol 58 (to hear ICMPv6 errors about our tunnel packets).
 // - A libuv poll watcher per fd: when readable, up to maxBatch packets are drained into ONE shared buffer made
@@ -31,7 +33,13 @@
 
 #define KIND_TUN 0
 #define KIND_RAW 1
+#define KIND_TUN_VNET 2  // a TUN fd with IFF_VNET_HDR: reads land VNET_HDR bytes before the headroom
 #define IPV6_HDR 40
+#define VNET_HDR 10
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20  // Linux 6.2
+#define TUN_F_USO6 0x40
+#endif
 #define MAX_BATCH 1024
 
 
@@ -44,29 +52,64 @@ static int get_name(napi_env env, napi_value v, char *buf, size_t size) {
   return 1;
 }
 
-// openTun(name: string) → [fd, actualName]. An empty name lets the kernel pick tunN.
-static napi_value open_tun(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!napi_util_args(env, info, 1, argv)) return NULL;
-  char name[IFNAMSIZ];
-  if (!get_name(env, argv[0], name, sizeof name)) return NULL;
+static int tun_attach(const char *name, int flags, struct ifreq *ifr) {
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return napi_util_throw_sys(env, "open /dev/net/tun", errno, strerror(errno));
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
-  memcpy(ifr.ifr_name, name, IFNAMSIZ);  // get_name NUL-terminated it within IFNAMSIZ
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+  if (fd < 0) return -1;
+  memset(ifr, 0, sizeof *ifr);
+  ifr->ifr_flags = flags;
+  memcpy(ifr->ifr_name, name, IFNAMSIZ);  // get_name NUL-terminated it within IFNAMSIZ
+  if (ioctl(fd, TUNSETIFF, ifr) < 0) {
     int err = errno;
     close(fd);
-    return napi_util_throw_sys(env, "TUNSETIFF", err, strerror(err));
+    errno = err;
+    return -1;
   }
-  napi_value result, fdv, namev;
-  NAPI_CHECK(napi_create_array_with_length(env, 2, &result));
+  return fd;
+}
+
+/** Turns offloads on: the header size, then the widest flag set the kernel accepts. Returns the flags, or 0. */
+static unsigned tun_offload(int fd) {
+  int hdr = VNET_HDR;
+  if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) return 0;
+  static const unsigned tries[] = {
+      TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+      TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+  };
+  for (unsigned i = 0; i < sizeof tries / sizeof tries[0]; i++)
+    if (ioctl(fd, TUNSETOFFLOAD, tries[i]) == 0) return tries[i];
+  return 0;
+}
+
+// openTun(name: string, offload: boolean) → [fd, actualName, offloadFlags]. An empty name lets the kernel pick
+// tunN. With offload, the device is made with IFF_VNET_HDR and the TUN_F_* flags the kernel accepts are
+// returned; when it accepts none, the device is made again without IFF_VNET_HDR and the flags are 0.
+static napi_value open_tun(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!napi_util_args(env, info, 2, argv)) return NULL;
+  char name[IFNAMSIZ];
+  if (!get_name(env, argv[0], name, sizeof name)) return NULL;
+  bool offload;
+  NAPI_CHECK(napi_get_value_bool(env, argv[1], &offload));
+  struct ifreq ifr;
+  unsigned flags = 0;
+  int fd = -1;
+  if (offload) {
+    fd = tun_attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, &ifr);
+    if (fd >= 0 && (flags = tun_offload(fd)) == 0) {
+      close(fd);  // the device goes with its only fd: made again below, plain
+      fd = -1;
+    }
+  }
+  if (fd < 0) fd = tun_attach(name, IFF_TUN | IFF_NO_PI, &ifr);
+  if (fd < 0) return napi_util_throw_sys(env, "TUNSETIFF", errno, strerror(errno));
+  napi_value result, fdv, namev, flagsv;
+  NAPI_CHECK(napi_create_array_with_length(env, 3, &result));
   NAPI_CHECK(napi_create_int32(env, fd, &fdv));
   NAPI_CHECK(napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &namev));
+  NAPI_CHECK(napi_create_uint32(env, flags, &flagsv));
   NAPI_CHECK(napi_set_element(env, result, 0, fdv));
   NAPI_CHECK(napi_set_element(env, result, 1, namev));
+  NAPI_CHECK(napi_set_element(env, result, 2, flagsv));
   return result;
 }
 
@@ -212,15 +255,17 @@ static void raw_header(reader *r, unsigned i, uint8_t *slot, size_t len) {
 
 /** Drains up to max_batch packets; returns how many (slot lengths in r->lens; 0 = truncated, left to JS to count). */
 static unsigned drain(reader *r) {
-  if (r->kind == KIND_TUN) {
+  if (r->kind != KIND_RAW) {
+    // With IFF_VNET_HDR the header goes just before the headroom, so the packet itself is where JS expects it.
+    size_t pre = r->kind == KIND_TUN_VNET ? VNET_HDR : 0;
     unsigned n = 0;
     while (n < r->max_batch) {
-      ssize_t got = read(r->fd, r->slots + n * r->slot_size + r->headroom, r->slot_size - r->headroom);
+      ssize_t got = read(r->fd, r->slots + n * r->slot_size + r->headroom - pre, r->slot_size - r->headroom + pre);
       if (got < 0) {
         if (errno == EINTR) continue;
         break;  // EAGAIN: drained (other errors surface on the next write or close)
       }
-      r->lens[n++] = (uint32_t)got;
+      r->lens[n++] = (size_t)got < pre ? 0 : (uint32_t)(got - pre);
     }
     return n;
   }
@@ -283,6 +328,7 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
       !napi_util_i32(env, argv[7], &proto))
     return NULL;
   if (max_batch < 1 || max_batch > MAX_BATCH || slot_size <= headroom + IPV6_HDR || headroom < 0 ||
+      (kind == KIND_TUN_VNET && headroom < VNET_HDR) ||
       (size_t)max_batch * slot_size > slots_len || (size_t)max_batch * 4 > lens_len) {
     napi_throw_range_error(env, NULL, "startReader: buffer geometry does not fit");
     return NULL;
@@ -407,7 +453,7 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
     }
   }
   int sent = 0, failed = 0, last = 0;
-  if (kind == KIND_TUN) {
+  if (kind != KIND_RAW) {
     for (int i = 0; i < count; i++) {
       ssize_t rc = write(fd, buf + offs[i], lens[i]);
       if (rc >= 0) sent++;

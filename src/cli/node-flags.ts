@@ -12,6 +12,11 @@ export const dtiFlags = {
   'on-demand': Flags.boolean({ summary: 'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).', dependsOn: ['dti'] }),
   control: Flags.string({ summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.', default: DEFAULT_NODE_CONTROL_PATH }),
   'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).', min: 1280, dependsOn: ['dti'] }),
+  offload: Flags.boolean({
+    allowNo: true,
+    summary: 'TUN offloads on the DTI: segment and coalesce TCP super-packets (default on where the kernel has them; --no-offload: the plain device).',
+    dependsOn: ['dti'],
+  }),
 };
 
 export interface DtiFlags {
@@ -19,6 +24,7 @@ export interface DtiFlags {
   routes?: string[];
   'on-demand'?: boolean;
   'path-mtu'?: number;
+  offload?: boolean;
   control: string;
 }
 
@@ -29,6 +35,7 @@ export function dtiFromFlags(flags: DtiFlags, log: Logger): Dti | undefined {
     name: flags.dti,
     routes: parseRoutes(flags.routes ?? ['default']),
     pathMtu: flags['path-mtu'] ?? 1500,
+    offload: flags.offload ?? true,
     log: log.child({ component: 'dti' }),
   });
 }

@@ -37,6 +37,10 @@ export default class StaticCommand extends Command {
     routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true }),
     device: Flags.string({ summary: 'Name of the DTI (TUN device; default dti0).' }),
     'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).' }),
+    offload: Flags.boolean({
+      allowNo: true,
+      summary: 'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
+    }),
     print: Flags.boolean({ summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.' }),
     'log-level': logLevelFlag,
   };
@@ -58,7 +62,7 @@ export default class StaticCommand extends Command {
     const stopping = stopSignal();
     const hup = (): void => log.info('SIGHUP: nothing to reload, the DTI stays up');
     process.on('SIGHUP', hup);
-    const dti = new Dti({ name: config.device, routes: config.routes, pathMtu: config.path_mtu, log });
+    const dti = new Dti({ name: config.device, routes: config.routes, pathMtu: config.path_mtu, offload: config.offload, log });
     try {
       try {
         await dti.start();

@@ -46,6 +46,10 @@ export default class TepCommand extends Command {
       allowNo: true,
       summary: 'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',
     }),
+    offload: Flags.boolean({
+      allowNo: true,
+      summary: 'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
+    }),
     control: Flags.string({ summary: 'Unix socket for `dstm tep stats` (default /run/dstm/tep.sock).' }),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
     'log-level': logLevelFlag,

@@ -1,6 +1,6 @@
 // The "static" section of the configuration file (dstm static, Annex A): a fixed IPv4 address tunnelled to a fixed
 // TEP, without a DSTM server. Every key is documented in dstm.conf(5) and dstm-static(8).
-import { describe, field, integer, list, oneOf, optional, required, string, type Infer, type KeyDoc } from './schema';
+import { boolean, describe, field, integer, list, oneOf, optional, required, string, type Infer, type KeyDoc } from './schema';
 import { ipv4, ipv6, route4 } from './types';
 
 export const staticFields = {
@@ -11,6 +11,7 @@ export const staticFields = {
   routes: field(list(route4, { min: 1 }), ['default'], 'IPv4 prefixes routed through the DTI; "default" routes everything (--routes).'),
   device: field(string, 'dti0', 'Name of the DTI, a TUN device (--device).'),
   path_mtu: field(integer(1280, 65535), 1500, 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (--path-mtu).'),
+  offload: field(boolean, true, 'TUN offloads: the kernel hands the data plane TCP super-packets of up to 64 KiB, which it segments before encapsulation, and takes coalesced ones (IFF_VNET_HDR with checksum, TSO and, where the kernel has it, USO); falls back to the plain device when the kernel refuses them, and the offload_active counter says which path runs; false: the plain device (--no-offload).'),
   log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
 };
 

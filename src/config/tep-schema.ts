@@ -28,6 +28,7 @@ export const tepFields = {
     true,
     'Answer IPv4 packets for pool addresses no node holds with ICMPv4 host unreachable from the TEP\'s IPv4 address, at most 100 a second, as a router does; false drops them silently (counted as no_binding either way; --no-unreachable).',
   ),
+  offload: field(boolean, true, 'TUN offloads: the kernel hands the data plane TCP super-packets of up to 64 KiB, which it segments before encapsulation, and takes coalesced ones (IFF_VNET_HDR with checksum, TSO and, where the kernel has it, USO); falls back to the plain device when the kernel refuses them, and the offload_active counter says which path runs; false: the plain device (--no-offload).'),
   batch: field(integer(1, 1024), 64, 'Packets read or written per system call.'),
   feed_wait: field(integer(0, 300000), 30000, 'Milliseconds the server may hold each binding feed call when nothing changes.'),
   control: field(path, DEFAULT_CONTROL_PATH, 'Unix socket that `dstm tep stats` reads the counters from (--control).'),

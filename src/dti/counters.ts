@@ -24,6 +24,8 @@ export const Drop = {
   buffer_too_small: 17, // output slot cannot hold the result (configuration error, never expected)
   no_address: 18, // DTI has no IPv4 address yet (on-demand mode) and the packet could not be queued
   not_ipv4: 19, // a non-IPv4 packet (e.g. IPv6 ND) read from the DTI
+  vnet_malformed: 20, // TUN offloads: a virtio-net header inconsistent with its packet (GSO type, checksum offsets)
+  gso_malformed: 21, // TUN offloads: a super-packet that cannot be segmented (fragment, truncated L4 header)
 } as const;
 export type DropName = keyof typeof Drop;
 /** A drop reason code: one of Drop's values or a code returned by Counters.define(). */
@@ -40,6 +42,13 @@ export const Event = {
   pmtu_updated: 6, // path MTU lowered by an ICMPv6 packet-too-big
   bytes_encapsulated: 7,
   bytes_decapsulated: 8,
+  offload_active: 9, // a gauge, not a count: 1 while the TUN device runs with offloads (IFF_VNET_HDR), else 0
+  gso_split: 10, // super-packets read from TUN and segmented
+  gso_segments: 11, // segments they made
+  csum_completed: 12, // partial checksums completed (VIRTIO_NET_HDR_F_NEEDS_CSUM)
+  gro_super_packets: 13, // super-packets written to TUN (two segments or more coalesced)
+  gro_merged: 14, // segments coalesced into them
+  gro_bad_checksum: 15, // TCP segments not coalesced because their checksum is wrong (written as they are)
 } as const;
 export type EventName = keyof typeof Event;
 
@@ -91,6 +100,11 @@ export class Counters {
     this.events[e] += n;
   }
 
+  /** Sets an event used as a gauge (offload_active). */
+  set(e: number, v: number): void {
+    this.events[e] = v;
+  }
+
   dropped(reason: DropName | DropCode | string): number {
     const code = typeof reason === 'number' ? reason : this.names.indexOf(reason);
     return code > 0 ? this.drops[code] : 0;
@@ -113,9 +127,12 @@ export class Counters {
     return { drops, events, dropped };
   }
 
+  /** Zeroes the counts (the offload_active gauge stays: it describes the device, not traffic). */
   reset(): void {
+    const active = this.events[Event.offload_active];
     this.drops.fill(0);
     this.events.fill(0);
+    this.events[Event.offload_active] = active;
   }
 }
 

@@ -7,17 +7,25 @@
 //
 // Receive layout, per slot i (rx.offsets[i] is where the packet starts, rx.lengths[i] its length):
 //   TunDevice:  the IPv4 packet at i*slotSize + HEADROOM, leaving room to write the outer IPv6 headers in front.
+//               With offloads (IFF_VNET_HDR) its virtio-net header is the 10 bytes just before it, slots hold
+//               64 KiB super-packets, and every packet written must start with a virtio-net header.
 //   RawSocket6: a 40-byte IPv6 header rebuilt from the socket's metadata (source, destination, traffic class,
 //               hop limit, next header = the socket's protocol) followed by the payload at i*slotSize. The
 //               kernel has already reassembled fragments and consumed extension headers. Length 0 = truncated.
+// After the slots, rx.buf may hold a scratch region rx.buf[rx.scratch ..) that the pipeline builds packets in
+// (segments, coalesced super-packets), so that they are sent from the same buffer, in one list, in order.
+import { endianness } from 'node:os';
 import { HEADROOM } from './packet';
-import { KIND_RAW, KIND_TUN, ReaderHandle, SenderHandle, native } from './native';
+import { Coalescer, MAX_SUPER, VNET_HDR_LEN } from './offload';
+import { KIND_RAW, KIND_TUN, KIND_TUN_VNET, ReaderHandle, SenderHandle, native } from './native';
 
 export interface DeviceOptions {
   /** Packets drained per readable event and the largest send batch (1–1024); default 64. */
   batch?: number;
-  /** Bytes per receive slot, headroom included; default 2048. */
+  /** Bytes per receive slot, headroom included; default 2048 (TUN with offloads: 64 KiB + headroom). */
   slotSize?: number;
+  /** Bytes of scratch after the slots (RxBatch.scratch); default 0 (raw IPIP socket: enough to coalesce a batch). */
+  scratch?: number;
 }
 
 /** The receive batch: packet i is buf[offsets[i] .. offsets[i] + lengths[i]) for i < count. */
@@ -25,6 +33,8 @@ export interface RxBatch {
   readonly buf: Uint8Array;
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
+  /** Start of the scratch region buf[scratch ..); absent or buf.length: none. */
+  readonly scratch?: number;
 }
 
 export type BatchHandler = (count: number, rx: RxBatch) => void;
@@ -35,6 +45,11 @@ export interface SendStatus {
   failed: number;
   errno: number;
 }
+
+/** A TUN slot with offloads: the headroom, then the largest IPv4 packet (its virtio-net header is in the headroom). */
+const SUPER_SLOT = HEADROOM + MAX_SUPER + 1;
+/** Scratch of a TUN device with offloads, where super-packets are segmented (flushed mid-batch when full). */
+export const SEGMENT_SCRATCH = 1 << 20;
 
 abstract class PacketDevice {
   readonly rx: RxBatch;
@@ -54,15 +69,20 @@ abstract class PacketDevice {
     opts: DeviceOptions,
   ) {
     this.batch = opts.batch ?? 64;
-    this.slotSize = opts.slotSize ?? 2048;
+    this.slotSize = opts.slotSize ?? (kind === KIND_TUN_VNET ? SUPER_SLOT : 2048);
     if (!(this.batch >= 1 && this.batch <= 1024)) throw new RangeError('batch must be 1–1024');
-    // At most 64 KiB: a raw slot's length goes into the 16-bit payload length of the rebuilt IPv6 header.
-    if (!(this.slotSize >= HEADROOM + 576 && this.slotSize <= 65536)) {
-      throw new RangeError(`slotSize must be ${HEADROOM + 576}–65536`);
+    // At most 64 KiB: a raw slot's length goes into the 16-bit payload length of the rebuilt IPv6 header; a TUN
+    // slot with offloads holds a 64 KiB super-packet after the headroom.
+    const maxSlot = kind === KIND_TUN_VNET ? SUPER_SLOT : 65536;
+    if (!(this.slotSize >= HEADROOM + 576 && this.slotSize <= maxSlot)) {
+      throw new RangeError(`slotSize must be ${HEADROOM + 576}–${maxSlot}`);
     }
+    const scratch = opts.scratch ?? 0;
+    if (!(scratch >= 0 && scratch <= 64 << 20)) throw new RangeError('scratch must be 0–64 MiB');
     const offsets = new Uint32Array(this.batch);
     for (let i = 0; i < this.batch; i++) offsets[i] = i * this.slotSize + headroom;
-    this.rx = { buf: new Uint8Array(this.batch * this.slotSize), offsets, lengths: new Uint32Array(this.batch) };
+    const slots = this.batch * this.slotSize;
+    this.rx = { buf: new Uint8Array(slots + scratch), offsets, lengths: new Uint32Array(this.batch), scratch: slots };
     this.sender = native().newSender(this.batch);
   }
 
@@ -74,7 +94,7 @@ abstract class PacketDevice {
   onBatch(cb: BatchHandler, onError?: (err: Error) => void): void {
     this.stopReading();
     const rx = this.rx;
-    const headroom = this.kind === KIND_TUN ? HEADROOM : 0;
+    const headroom = this.kind === KIND_RAW ? 0 : HEADROOM;
     this.reader = native().startReader(
       this.fd, this.kind, rx.buf, this.slotSize, headroom, rx.lengths, this.batch, this.proto,
       (count) => {
@@ -122,15 +142,32 @@ export interface TunOptions extends DeviceOptions {
   name?: string;
   /** Interface MTU to set at open (the tunnel MTU: path MTU − 40, RFC 2473 §6.7). */
   mtu?: number;
+  /**
+   * Ask for offloads (IFF_VNET_HDR, TUNSETOFFLOAD: checksum, TSO4/6, USO4/6 where the kernel has them); falls back
+   * to the plain device when the kernel refuses. Default off.
+   */
+  offload?: boolean;
 }
 
-/** A TUN interface (IFF_TUN | IFF_NO_PI): reads and writes bare IPv4 packets. Bring it up with netconfig. */
+/** TUN_F_* flags (linux/if_tun.h), as openTun reports them. */
+export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, USO4: 0x20, USO6: 0x40 } as const;
+
+/**
+ * A TUN interface (IFF_TUN | IFF_NO_PI): reads and writes bare IPv4 packets, or with offloads IPv4 packets and
+ * super-packets behind a virtio-net header. Bring it up with netconfig.
+ */
 export class TunDevice extends PacketDevice {
   readonly name: string;
+  /** Whether reads and writes carry a virtio-net header (the kernel took TUNSETOFFLOAD). */
+  readonly offload: boolean;
+  /** The TUN_F_* flags in use (0 on the plain path). */
+  readonly offloadFlags: number;
 
-  private constructor(fd: number, name: string, opts: TunOptions) {
-    super(fd, KIND_TUN, 0, HEADROOM, opts);
+  private constructor(fd: number, name: string, flags: number, opts: TunOptions) {
+    super(fd, flags ? KIND_TUN_VNET : KIND_TUN, 0, HEADROOM, flags ? { scratch: SEGMENT_SCRATCH, ...opts } : opts);
     this.name = name;
+    this.offload = flags !== 0;
+    this.offloadFlags = flags;
   }
 
   static open(opts: TunOptions = {}): TunDevice {
@@ -140,9 +177,10 @@ export class TunDevice extends PacketDevice {
       throw new RangeError(`MTU ${opts.mtu} exceeds the ${room}-byte receive slots`);
     }
     if (Buffer.byteLength(want) > 15) throw new Error(`interface name "${want}" is longer than 15 bytes`);
-    const [fd, name] = native().openTun(want);
+    // offload.ts reads virtio-net headers in the little-endian layout, which TUN uses on little-endian hosts.
+    const [fd, name, flags] = native().openTun(want, (opts.offload ?? false) && endianness() === 'LE');
     try {
-      const dev = new TunDevice(fd, name, opts);
+      const dev = new TunDevice(fd, name, flags, opts);
       if (opts.mtu !== undefined) dev.setMtu(opts.mtu);
       return dev;
     } catch (err) {
@@ -177,6 +215,12 @@ export class RawSocket6 extends PacketDevice {
     super(fd, KIND_RAW, protocol, 0, opts);
   }
 
+  /** Options with the scratch that always lets the pipeline coalesce a whole batch (Coalescer.scratchFor). */
+  protected static withGroScratch(opts: RawOptions): RawOptions {
+    const batch = opts.batch ?? 64;
+    return { scratch: Coalescer.scratchFor(batch, batch * (opts.slotSize ?? 2048)) + VNET_HDR_LEN, ...opts };
+  }
+
   protected describe(): string {
     return `raw IPv6 socket (protocol ${this.protocol})`;
   }
@@ -196,7 +240,7 @@ export class RawIpipSocket extends RawSocket6 {
   static open(opts: RawOptions = {}): RawIpipSocket {
     const fd = RawSocket6.openFd(4, opts);
     try {
-      return new RawIpipSocket(fd, 4, opts);
+      return new RawIpipSocket(fd, 4, RawSocket6.withGroScratch(opts));
     } catch (err) {
       native().closeFd(fd);
       throw err;

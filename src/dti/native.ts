@@ -8,10 +8,15 @@ export type SenderHandle = { readonly __sender: unique symbol };
 
 export const KIND_TUN = 0;
 export const KIND_RAW = 1;
+/** A TUN fd with IFF_VNET_HDR: the virtio-net header is read into the 10 bytes before the packet. */
+export const KIND_TUN_VNET = 2;
 
 export interface NativeAddon {
-  /** Creates/attaches TUN device `name` ('' = kernel picks); non-blocking fd. Returns [fd, actual name]. */
-  openTun(name: string): [number, string];
+  /**
+   * Creates/attaches TUN device `name` ('' = kernel picks); non-blocking fd. With `offload`, IFF_VNET_HDR and
+   * TUNSETOFFLOAD: returns the TUN_F_* flags the kernel took (0: it refused, the device is plain).
+   */
+  openTun(name: string, offload: boolean): [number, string, number];
   setMtu(ifname: string, mtu: number): void;
   /** Raw AF_INET6 socket for `protocol` (4: IPV6_HDRINCL on; 58: ICMPv6 errors only), optionally bound. */
   openRaw6(protocol: number, bindAddr: Uint8Array | null, device: string): number;

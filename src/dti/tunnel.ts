@@ -7,6 +7,10 @@
 // The pipeline itself does no I/O: it fills OutLists (offset/length lists) that the caller sends with one
 // sendBatch per list (attach() wires real devices). Encapsulation and decapsulation are in place in the receive
 // buffer; only fragments and ICMP errors are written to the pipeline's own scratch buffers, all allocated once.
+// With TUN offloads (the TUN device's `offload`), TUN reads carry a virtio-net header: super-packets are
+// segmented (offload.ts) into the TUN buffer's scratch region and each segment encapsulated like any packet, in
+// order in the same toRaw list; partial checksums are completed. Decapsulated TCP segments are coalesced into
+// super-packets (in the raw socket buffer's scratch) and every TUN write gets its virtio-net header.
 // Per-packet decisions that depend on DSTM state (which TEP or node an IPv4 address maps to, anti-spoofing)
 // are hooks, so the same code serves a node (one fixed TEP) and a TEP (bindings from the DSTM server).
 import { Counters, Drop, DropCode, Event } from './counters';
@@ -32,6 +36,20 @@ import {
   parseIpv4,
   tunnelMtu,
 } from './packet';
+import {
+  Coalescer,
+  GSO_NONE,
+  NO_ROOM,
+  SegmentRoom,
+  VNET_F_NEEDS_CSUM,
+  VNET_HDR_LEN,
+  VnetHeader,
+  WordSum,
+  completeChecksum,
+  readVnetHeader,
+  segment,
+  writePlainVnetHeader,
+} from './offload';
 
 /**
  * Chooses the tunnel exit point for an IPv4 packet leaving by the DTI: the 16-byte IPv6 address (kept by the
@@ -93,13 +111,18 @@ export class OutList {
 export interface BatchSink {
   sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   readonly txStatus: Int32Array;
+  /** A TUN device whose reads and writes carry a virtio-net header. */
+  readonly offload?: boolean;
 }
 
 export interface BatchSource {
   onBatch(cb: (count: number, rx: RxBatch) => void): void;
 }
 
-const ICMP_SLOT = 576;
+/** An ICMPv4 error (576 bytes at most) and the virtio-net header in front of it. */
+const ICMP_SLOT = 576 + VNET_HDR_LEN;
+/** Segments one TUN batch may add to toRaw before it is flushed (a spill): 64 KiB of 1-byte-MSS segments. */
+const MAX_SEGMENTS = 4096;
 /** Fragments per packet we can emit: enough for a 9000-byte packet at the IPv6 minimum MTU. */
 const MAX_FRAGS = 8;
 
@@ -131,6 +154,12 @@ export class Tunnel {
   private readonly dr = new DecapResult();
   private readonly relay = new Icmp6Relay();
   private readonly fragSlot: number;
+  /** TUN reads and writes carry virtio-net headers (set by attach() from the TUN device, or by tests). */
+  private vnet = false;
+  private readonly vh = new VnetHeader();
+  private readonly ws = new WordSum();
+  private readonly coalescer: Coalescer;
+  private readonly room: SegmentRoom = { pos: 0, end: 0, headroom: 0, idx: 0, cap: 0 };
 
   constructor(opts: TunnelOptions) {
     const batch = opts.batch ?? 64;
@@ -147,12 +176,23 @@ export class Tunnel {
     if (this.pathMtu < IPV6_MIN_MTU) throw new RangeError(`path MTU ${this.pathMtu} is below the IPv6 minimum 1280`);
     this.mtu = tunnelMtu(this.pathMtu, this.encap);
     const empty = new Uint8Array(0);
-    this.toRaw = new OutList(empty, batch);
+    this.toRaw = new OutList(empty, batch + MAX_SEGMENTS);
+    this.coalescer = new Coalescer(batch);
     this.toTun = new OutList(empty, batch);
     const fragSlot = Math.max(this.pathMtu, 2048);
     this.toRawFragments = new OutList(new Uint8Array(batch * MAX_FRAGS * fragSlot), batch * MAX_FRAGS);
     this.fragSlot = fragSlot;
     this.toTunIcmp = new OutList(new Uint8Array(batch * ICMP_SLOT), batch);
+  }
+
+  /** Whether the TUN side carries virtio-net headers (offloads); the offload_active gauge follows. */
+  get offload(): boolean {
+    return this.vnet;
+  }
+
+  set offload(on: boolean) {
+    this.vnet = on;
+    this.counters.set(Event.offload_active, on ? 1 : 0);
   }
 
   /** The tunnel MTU: largest IPv4 packet sent unfragmented (path MTU − 40, − 8 more with an encap limit). */
@@ -169,20 +209,24 @@ export class Tunnel {
    * Validates each packet, asks the route hook for the exit point, applies the RFC 2473 §7.2 MTU rules and
    * encapsulates.
    */
-  encapBatch(count: number, rx: RxBatch): void {
+  encapBatch(count: number, rx: RxBatch, spill?: () => void): void {
     this.checkBatch(count);
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
     const h = this.h4;
+    const v = this.vh;
     const out = this.toRaw;
     out.buf = buf;
     out.count = 0;
     this.toRawFragments.count = 0;
     this.toTunIcmp.count = 0;
-    let bytes = 0;
+    const room = this.room;
+    room.pos = rx.scratch ?? buf.length;
+    room.end = buf.length;
     for (let i = 0; i < count; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (this.vnet) readVnetHeader(buf, off - VNET_HDR_LEN, v);
       const code = parseIpv4(buf, off, len, h);
       if (code !== OK) {
         c.drop(code, buf, off, len);
@@ -194,25 +238,79 @@ export class Tunnel {
         if (this.unreachable) this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_HOST_UNREACH, 0, buf, off, h.totalLen, h);
         continue;
       }
-      if (h.totalLen > this.mtu) {
-        if (h.df) {
-          c.drop(Drop.too_big_df, buf, off, len);
-          this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_FRAG_NEEDED, this.mtu, buf, off, h.totalLen, h);
-        } else {
-          this.encapFragmented(buf, off, h.totalLen, dst);
+      if (this.vnet && v.gsoType !== GSO_NONE) {
+        this.encapSegments(buf, off, len, dst, rx, spill);
+        continue;
+      }
+      if (this.vnet && (v.flags & VNET_F_NEEDS_CSUM) !== 0) {
+        const bad = completeChecksum(buf, off, h.totalLen, v, this.ws);
+        if (bad !== OK) {
+          c.drop(bad, buf, off, len);
+          continue;
         }
-        continue;
+        c.count(Event.csum_completed);
       }
-      const o = encapsulate(buf, off, h.totalLen, dst, 0, this.encap);
-      if (o < 0) {
-        c.drop(-o, buf, off, len);
-        continue;
-      }
-      out.push(o, h.totalLen + this.encap.overhead);
-      bytes += h.totalLen;
+      this.encapOne(buf, off, len, dst);
     }
-    c.count(Event.encapsulated, out.count);
-    c.count(Event.bytes_encapsulated, bytes);
+  }
+
+  /** The RFC 2473 §7.2 MTU rules and encapsulation of one IPv4 packet (parsed into h4) to `dst`. */
+  private encapOne(buf: Uint8Array, off: number, len: number, dst: Uint8Array): void {
+    const c = this.counters;
+    const h = this.h4;
+    if (h.totalLen > this.mtu) {
+      if (h.df) {
+        c.drop(Drop.too_big_df, buf, off, len);
+        this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_FRAG_NEEDED, this.mtu, buf, off, h.totalLen, h);
+      } else {
+        this.encapFragmented(buf, off, h.totalLen, dst);
+      }
+      return;
+    }
+    const o = encapsulate(buf, off, h.totalLen, dst, 0, this.encap);
+    if (o < 0) {
+      c.drop(-o, buf, off, len);
+      return;
+    }
+    this.toRaw.push(o, h.totalLen + this.encap.overhead);
+    c.count(Event.encapsulated);
+    c.count(Event.bytes_encapsulated, h.totalLen);
+  }
+
+  /**
+   * A super-packet (virtio-net header in this.vh): segmented into the scratch region, then each segment goes the
+   * way of any packet (encapOne). When the scratch or toRaw is full, `spill` sends toRaw and the room is reused.
+   */
+  private encapSegments(buf: Uint8Array, off: number, len: number, dst: Uint8Array, rx: RxBatch, spill?: () => void): void {
+    const c = this.counters;
+    const out = this.toRaw;
+    const room = this.room;
+    room.headroom = this.encap.overhead;
+    room.cap = out.capacity;
+    room.idx = out.count;
+    let n = segment(buf, off, this.h4, this.vh, buf, room, out, this.ws);
+    if (n === NO_ROOM && spill !== undefined && out.count > 0) {
+      spill();
+      out.count = 0;
+      room.pos = rx.scratch ?? buf.length;
+      room.idx = 0;
+      n = segment(buf, off, this.h4, this.vh, buf, room, out, this.ws);
+    }
+    if (n < 0) {
+      c.drop(n === NO_ROOM ? Drop.queue_full : -n, buf, off, len);
+      return;
+    }
+    c.count(Event.gso_split);
+    c.count(Event.gso_segments, n);
+    // segment() listed the segments in toRaw; take them out and put each back encapsulated (or not at all).
+    const first = room.idx - n;
+    out.count = first;
+    const h = this.h4;
+    for (let k = first; k < first + n; k++) {
+      const so = out.offsets[k];
+      h.totalLen = out.lengths[k];
+      this.encapOne(buf, so, h.totalLen, dst);
+    }
   }
 
   private encapFragmented(buf: Uint8Array, off: number, len: number, dst: Uint8Array): void {
@@ -260,20 +358,26 @@ export class Tunnel {
       this.counters.drop(Drop.icmp_rate_limited, buf, off, len);
       return false;
     }
-    const at = list.count * ICMP_SLOT;
-    const n = buildIcmpv4Error(type, code, mtu, this.icmpSource, buf, off, len, list.buf, at, ICMP_SLOT);
+    const at = list.count * ICMP_SLOT + VNET_HDR_LEN;
+    const n = buildIcmpv4Error(type, code, mtu, this.icmpSource, buf, off, len, list.buf, at, ICMP_SLOT - VNET_HDR_LEN);
     if (n < 0) {
       this.counters.drop(-n, buf, off, len);
       return false;
     }
-    list.push(at, n);
+    if (this.vnet) {
+      writePlainVnetHeader(list.buf, at - VNET_HDR_LEN);
+      list.push(at - VNET_HDR_LEN, n + VNET_HDR_LEN);
+    } else {
+      list.push(at, n);
+    }
     this.counters.count(Event.icmp4_sent);
     return true;
   }
 
   /**
    * IPv6 packets from the raw IPIP socket → toTun (the inner IPv4 packets, in place). Validates and
-   * decapsulates (encap-limit option accepted, RFC 6040 ECN, loop check) and applies the accept policy.
+   * decapsulates (encap-limit option accepted, RFC 6040 ECN, loop check) and applies the accept policy. With
+   * offloads, toTun is then coalesced (GRO) and each entry starts with its virtio-net header.
    */
   decapBatch(count: number, rx: RxBatch): void {
     this.checkBatch(count);
@@ -303,6 +407,13 @@ export class Tunnel {
     c.count(Event.decapsulated, out.count);
     c.count(Event.bytes_decapsulated, bytes);
     c.count(Event.ecn_marked, marked);
+    if (this.vnet) {
+      const g = this.coalescer;
+      g.coalesce(out, rx.scratch ?? buf.length, buf.length);
+      c.count(Event.gro_super_packets, g.stats.superPackets);
+      c.count(Event.gro_merged, g.stats.merged);
+      c.count(Event.gro_bad_checksum, g.stats.badChecksum);
+    }
   }
 
   /**
@@ -361,8 +472,10 @@ export class Tunnel {
    * (if an Icmp6ErrorSocket is given) relayed to `tun`.
    */
   attach(tun: BatchSource & BatchSink, raw: BatchSource & BatchSink, icmp6?: BatchSource): void {
+    this.offload = tun.offload === true;
+    const spill = (): void => this.flush(this.toRaw, raw);
     tun.onBatch((n, rx) => {
-      this.encapBatch(n, rx);
+      this.encapBatch(n, rx, spill);
       this.flush(this.toRaw, raw);
       this.flush(this.toRawFragments, raw);
       this.flush(this.toTunIcmp, tun);

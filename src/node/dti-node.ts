@@ -18,6 +18,9 @@ import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
+import {
+  GSO_NONE, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, WordSum, completeChecksum, readVnetHeader, writePlainVnetHeader,
+} from '../dti/offload';
 import type { Logger } from '../lib/log';
 import type { Lease } from '../protocol/client';
 import type { LeaseHooks } from './lease-keeper';
@@ -32,6 +35,8 @@ export interface DtiOptions {
   /** Packets held while an on-demand request is in flight. */
   queue?: number;
   batch?: number;
+  /** TUN offloads (TSO/GRO through virtio-net headers) when the kernel has them; default on. */
+  offload?: boolean;
   log: Logger;
 }
 
@@ -83,6 +88,8 @@ export class Dti {
   private readonly tun: TunDevice;
   private readonly raw: RawIpipSocket;
   private readonly icmp6: Icmp6ErrorSocket;
+  private readonly vh = new VnetHeader();
+  private readonly ws = new WordSum();
 
   constructor(readonly opts: DtiOptions) {
     this.notFromTep = this.counters.define(NOT_FROM_TEP);
@@ -103,7 +110,7 @@ export class Dti {
     const q = opts.queue ?? 64;
     const offsets = new Uint32Array(q).map((_, i) => i * SLOT + HEADROOM);
     this.queued = { buf: new Uint8Array(q * SLOT), offsets, lengths: new Uint32Array(q), count: 0 };
-    this.tun = TunDevice.open({ name: opts.name, mtu: this.tunnel.tunnelMtu, batch: opts.batch });
+    this.tun = TunDevice.open({ name: opts.name, mtu: this.tunnel.tunnelMtu, batch: opts.batch, offload: opts.offload ?? true });
     try {
       this.raw = RawIpipSocket.open({ batch: opts.batch });
       this.icmp6 = Icmp6ErrorSocket.open({ batch: opts.batch });
@@ -151,7 +158,7 @@ export class Dti {
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
     this.opts.log.info('dti up', {
       device: this.name, address: formatIPv4(lease.address), peer: lease.peer === undefined ? null : formatIPv4(lease.peer),
-      tep: formatIPv6(lease.tep), local: formatIPv6(local), mtu: this.tunnel.tunnelMtu,
+      tep: formatIPv6(lease.tep), local: formatIPv6(local), mtu: this.tunnel.tunnelMtu, offload: this.tunnel.offload,
     });
     this.sendQueued(lease.address);
   }
@@ -177,16 +184,30 @@ export class Dti {
     return this.opts.routes.map((r) => (op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name)));
   }
 
-  /** On-demand, no lease yet: copy packets into the queue (this is the rare path) and start the request once. */
+  /**
+   * On-demand, no lease yet: copy packets into the queue (this is the rare path) and start the request once.
+   * With offloads the virtio-net header is queued too, a partial checksum completed first (sendQueued rewrites
+   * the source and adjusts a complete checksum); super-packets do not fit the queue's slots.
+   */
   private hold(count: number, rx: RxBatch): void {
     const q = this.queued;
+    const pre = this.tun.offload ? VNET_HDR_LEN : 0;
     for (let i = 0; i < count; i++) {
-      if (q.count === q.offsets.length) {
-        this.counters.drop(Drop.queue_full, rx.buf, rx.offsets[i], rx.lengths[i]);
+      const off = rx.offsets[i];
+      const len = rx.lengths[i];
+      if (q.count === q.offsets.length || len > SLOT - HEADROOM) {
+        this.counters.drop(Drop.queue_full, rx.buf, off, len);
         continue;
       }
-      copyBytes(rx.buf, rx.offsets[i], q.buf, q.offsets[q.count], rx.lengths[i]);
-      q.lengths[q.count++] = rx.lengths[i];
+      if (pre) {
+        const code = this.finishChecksum(rx.buf, off, len);
+        if (code !== 0) {
+          this.counters.drop(code, rx.buf, off, len);
+          continue;
+        }
+      }
+      copyBytes(rx.buf, off - pre, q.buf, q.offsets[q.count] - pre, len + pre);
+      q.lengths[q.count++] = len;
     }
     if (!this.triggered && this.onDemand) {
       this.triggered = true;
@@ -195,9 +216,22 @@ export class Dti {
     }
   }
 
+  /** Completes a partial checksum in place and marks the virtio-net header plain; refuses super-packets. */
+  private finishChecksum(buf: Uint8Array, off: number, len: number): DropCode {
+    const v = this.vh;
+    readVnetHeader(buf, off - VNET_HDR_LEN, v);
+    if (v.gsoType !== GSO_NONE) return Drop.queue_full;
+    if ((v.flags & VNET_F_NEEDS_CSUM) === 0) return 0;
+    const total = len >= 4 ? (buf[off + 2] << 8) | buf[off + 3] : 0;
+    const code = total <= len ? completeChecksum(buf, off, total, v, this.ws) : Drop.ipv4_malformed;
+    if (code === 0) writePlainVnetHeader(buf, off - VNET_HDR_LEN);
+    return code;
+  }
+
   private sendQueued(address: number): void {
     const q = this.queued;
     if (q.count === 0) return;
+    const pre = this.tun.offload ? VNET_HDR_LEN : 0;
     let kept = 0;
     for (let i = 0; i < q.count; i++) {
       const off = q.offsets[i];
@@ -209,7 +243,7 @@ export class Dti {
         setSource(q.buf, off, q.lengths[i], address);
       }
       q.lengths[kept] = q.lengths[i];
-      if (kept !== i) copyBytes(q.buf, off, q.buf, q.offsets[kept], q.lengths[i]);
+      if (kept !== i) copyBytes(q.buf, off - pre, q.buf, q.offsets[kept] - pre, q.lengths[i] + pre);
       kept++;
     }
     this.tunnel.encapBatch(kept, q);

@@ -16,6 +16,7 @@ export interface StaticFlags {
   routes?: string[];
   device?: string;
   'path-mtu'?: number;
+  offload?: boolean;
   'log-level'?: string;
 }
 
@@ -30,6 +31,7 @@ export function loadStaticConfig(flags: StaticFlags): StaticConfig {
     ['routes', '--routes', flags.routes?.flatMap((v) => v.split(',')).map((r) => r.trim()).filter((r) => r !== '')],
     ['device', '--device', flags.device],
     ['path_mtu', '--path-mtu', flags['path-mtu']],
+    ['offload', '--offload', flags.offload],
     ['log_level', '--log-level', flags['log-level']],
   ])).config;
 }

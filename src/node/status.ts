@@ -103,6 +103,7 @@ export function formatNodeStatus(s: NodeStatus): string[] {
   }
   out.push(`interface   ${d.device} mtu ${d.mtu}${d.address ? ` inet ${d.address}${d.peer ? ` peer ${d.peer}` : ''}` : ' (no address)'}`);
   if (d.tep) out.push(`tunnel      ${d.source ?? '?'} -> ${d.tep}`);
+  out.push(`offload     ${d.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`);
   const p = d.packets;
   out.push(`sent        ${p.encapsulated} packets, ${p.bytes_encapsulated} bytes (encapsulated to the TEP)`);
   out.push(`received    ${p.decapsulated} packets, ${p.bytes_decapsulated} bytes (decapsulated from the TEP)`);

@@ -37,6 +37,7 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
     device: c.device,
     path_mtu: c.path_mtu,
     unreachable: c.unreachable,
+    offload: c.offload,
     control: c.control,
   };
 }
@@ -54,6 +55,7 @@ export interface TepFlags {
   device?: string;
   'path-mtu'?: number;
   unreachable?: boolean;
+  offload?: boolean;
   control?: string;
   metrics?: string;
   'log-level'?: string;
@@ -73,6 +75,7 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
     ['device', '--device', flags.device],
     ['path_mtu', '--path-mtu', flags['path-mtu']],
     ['unreachable', '--unreachable', flags.unreachable],
+    ['offload', '--offload', flags.offload],
     ['control', '--control', flags.control],
     ['metrics', '--metrics', flags.metrics],
     ['log_level', '--log-level', flags['log-level']],
@@ -107,6 +110,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     device: c.device,
     pathMtu: c.path_mtu,
     unreachable: c.unreachable,
+    offload: c.offload,
     batch: c.batch,
     log,
   });

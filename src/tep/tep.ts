@@ -39,6 +39,8 @@ export interface TepOptions {
   pathMtu: number;
   /** Answer IPv4 for addresses no node holds with ICMPv4 host unreachable (rate-limited), as a router does; default on. */
   unreachable?: boolean;
+  /** TUN offloads (TSO/GRO through virtio-net headers) when the kernel has them; default on. */
+  offload?: boolean;
   batch?: number;
   log: Logger;
 }
@@ -116,7 +118,7 @@ export class Tep {
   /** Opens the devices and starts forwarding (the TUN device still has to be brought up and routed). */
   open(): TunDevice {
     const batch = this.opts.batch;
-    this.tun = TunDevice.open({ name: this.opts.device, mtu: this.tunnel.tunnelMtu, batch });
+    this.tun = TunDevice.open({ name: this.opts.device, mtu: this.tunnel.tunnelMtu, batch, offload: this.opts.offload ?? true });
     this.raw = RawIpipSocket.open({ bind: this.opts.address, batch });
     this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch });
     this.tunnel.attach(this.tun, this.raw, this.icmp6);

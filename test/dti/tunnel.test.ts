@@ -71,7 +71,7 @@ describe('dti/tunnel: TUN → raw (encapBatch)', () => {
     t.encapBatch(1, batchOf([pkt]));
     expect(counters.dropped('no_binding')).to.equal(1);
     expect(t.toTunIcmp.count).to.equal(1);
-    const m = t.toTunIcmp.buf.subarray(0, t.toTunIcmp.lengths[0]);
+    const m = t.toTunIcmp.buf.subarray(t.toTunIcmp.offsets[0], t.toTunIcmp.offsets[0] + t.toTunIcmp.lengths[0]);
     expect([m[20], m[21]]).to.deep.equal([3, 1]);
     expect(Array.from(m.subarray(16, 20))).to.deep.equal([198, 51, 100, 7]);
     expect(Array.from(m.subarray(28))).to.deep.equal(pkt); // the whole (short) original is quoted
@@ -146,7 +146,7 @@ describe('dti/tunnel: ICMPv6 errors (icmp6Batch)', () => {
     expect(t.tunnelMtu).to.equal(1360);
     expect(seen).to.deep.equal([[1400, 1360]]);
     expect(t.toTunIcmp.count).to.equal(1);
-    const m = t.toTunIcmp.buf.subarray(0, t.toTunIcmp.lengths[0]);
+    const m = t.toTunIcmp.buf.subarray(t.toTunIcmp.offsets[0], t.toTunIcmp.offsets[0] + t.toTunIcmp.lengths[0]);
     expect(Array.from(m.subarray(16, 20))).to.deep.equal([198, 51, 100, 7]); // to the original IPv4 source
     expect([m[20], m[21], (m[26] << 8) | m[27]]).to.deep.equal([3, 4, 1360]);
     expect(counters.event('icmp_relayed')).to.equal(1);

@@ -18,7 +18,8 @@ async function scrape(t: Topology): Promise<string> {
 
 const sample = (text: string, series: string): number => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1] ?? NaN);
 
-describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', function () {
+// Everything holds with TUN offloads (the default) and with --no-offload on both ends.
+for (const [label, flags] of [['offloads', []], ['--no-offload', ['--no-offload']]] as [string, string[]][]) describe(`e2e: Annex A static tunnel (dstm static + dstm tep --static), ${label}`, function () {
   this.timeout(60_000);
   let t: Topology;
   let node: ChildProcess;
@@ -33,8 +34,8 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
   before(async function () {
     skipIf(this, netnsUnavailable() ?? cliUnavailable());
     t = await Topology.create();
-    tep = await startTep(t, ['--config', config([[ADDR.static4, ADDR.x6]]), '--metrics', METRICS]);
-    node = await startStaticNode(t);
+    tep = await startTep(t, ['--config', config([[ADDR.static4, ADDR.x6]]), '--metrics', METRICS, ...flags]);
+    node = await startStaticNode(t, flags);
     await startEchoServer(t, t.ns.z);
   });
 
@@ -50,6 +51,10 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
     expect((await t.ip(t.ns.x, 'route', 'show', 'default')).stdout).to.include(`default dev dti0 scope link src ${ADDR.static4}`);
     // The DTI's ICMPv4 errors for local applications come from the node's own address (see Y's unreachable below).
     expect((await t.exec(t.ns.x, ['sysctl', '-n', 'net.ipv4.conf.dti0.accept_local'])).stdout.trim()).to.equal('1');
+  });
+
+  it(`the TEP runs the TUN path asked for (${label}) and says so`, async () => {
+    expect((await tepStats(t)).events.offload_active).to.equal(flags.length ? 0 : 1);
   });
 
   it('an IPv4 TCP client on X reaches Z, which sees the static address as the source', async () => {

@@ -79,5 +79,6 @@ export async function tepStatsAt(t: Namespaces, ns: string, control: string): Pr
 export interface TepStatsJson {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
+  events: Record<string, number>;
   bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
 }

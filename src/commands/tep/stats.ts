@@ -33,6 +33,7 @@ ${exitHelp(EXITS)}`;
       return;
     }
     const f = s.forwarded;
+    this.log(`offload             ${s.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`);
     this.log(`forwarded to IPv4   ${f.toIpv4} packets, ${f.bytesToIpv4} bytes`);
     this.log(`forwarded to IPv6   ${f.toIpv6} packets, ${f.bytesToIpv6} bytes`);
     const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
