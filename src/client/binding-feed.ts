@@ -8,7 +8,7 @@
 //   'error'  (err)              a call failed; the feed retries with backoff (it survives server restarts)
 import { EventEmitter } from 'node:events';
 import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from '../generated/dstm';
-import { RpcClient } from '../rpc';
+import { RpcClient, type TlsClientOptions } from '../rpc';
 import { formatIPv4, formatIPv6, ipv4FromBytes } from '../addr';
 import { statusName, DstmRefusal } from './dstm-client';
 
@@ -33,6 +33,8 @@ export interface BindingFeedOptions {
   retryMaxMs?: number;
   /** Local address to call from (must be in the server's tep_allow or be a configured TEP). */
   local?: string;
+  /** RPC-with-TLS towards the server (its mutual policy wants a TEP certificate). */
+  tls?: TlsClientOptions;
 }
 
 /** Bindings by both addresses; a new binding displaces whatever held its IPv4 or its IPv6 address. */
@@ -118,7 +120,7 @@ export class BindingFeed extends EventEmitter {
     while (!this.stopped) {
       let r: dstm_bindings_reply;
       try {
-        this.rpc ??= await RpcClient.connect({ host: this.o.host, port: this.o.port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local });
+        this.rpc ??= await RpcClient.connect({ host: this.o.host, port: this.o.port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local, tls: this.o.tls });
         const c = new RPC_TWO_Client(this.rpc, this.o.program);
         r = await c.BINDINGS(
           { since: this.since, max: this.o.max ?? 0, wait_ms: snapshot ? 0 : waitMs, epoch: this.epoch },

@@ -8,7 +8,7 @@ import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
 import { STATE_NAMES, Store } from '../server/store';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
 export default class LeasesCommand extends Command {
   static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';

@@ -9,7 +9,7 @@ import { EXIT, exitHelp, fail } from '../exit-codes';
 import { createLogger } from '../log';
 import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../node/flags';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError];
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
 export default class RequestCommand extends Command {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';

@@ -7,6 +7,7 @@
 // inside it. A server without TLS refuses the flavor (AUTH_REJECTEDCRED) or answers NULL with an empty verifier,
 // which is why the client checks the verifier body and not only the status.
 import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
 import { AuthStat, RpcError } from './errors';
@@ -53,6 +54,24 @@ export interface TlsMaterial {
   cert?: string | Buffer;
   key?: string | Buffer;
   ca?: string | Buffer;
+}
+
+/** Read PEM files named by a configuration; an error names the file and what it was for. */
+export function loadTlsFiles(files: { cert?: string; key?: string; ca?: string }): TlsMaterial {
+  const read = (what: string, file: string | undefined): Buffer | undefined => {
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (e) {
+      throw new Error(`cannot read the TLS ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  return { cert: read('certificate', files.cert), key: read('key', files.key), ca: read('CA file', files.ca) };
+}
+
+/** A client's TLS options from a configuration's file names; undefined when TLS is not enabled. */
+export function loadClientTls(c: { enabled: boolean; ca?: string; cert?: string; key?: string; server_name?: string }): TlsClientOptions | undefined {
+  return c.enabled ? { ...loadTlsFiles(c), serverName: c.server_name } : undefined;
 }
 
 /** The identity in a verified certificate. */

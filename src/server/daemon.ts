@@ -8,7 +8,8 @@ import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../endpoint';
 import type { Logger } from '../log';
 import { Registry, serveMetrics, type Labels, type Sample } from '../metrics';
-import { RpcServer, type BoundAddress } from '../rpc';
+import { RpcServer, RpcTlsServer, type BoundAddress } from '../rpc';
+import { loadTlsFiles } from '../rpc/tls';
 import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../addr';
 import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
@@ -27,6 +28,10 @@ export interface ServerFlags {
   program?: number;
   metrics?: string;
   logLevel?: string;
+  tls?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 /** "IPV6,IPV4" as given to --tep, in the configuration file's shape ({ipv6, ipv4}). */
@@ -48,6 +53,10 @@ export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; fi
     ['program', '--program', flags.program],
     ['metrics', '--metrics', flags.metrics],
     ['log_level', '--log-level', flags.logLevel],
+    ['tls.policy', '--tls', flags.tls],
+    ['tls.cert', '--tls-cert', flags.tlsCert],
+    ['tls.key', '--tls-key', flags.tlsKey],
+    ['tls.ca', '--tls-ca', flags.tlsCa],
   ]));
   checkServerConfig(config, where);
   return { config, file };
@@ -64,6 +73,18 @@ export function checkServerConfig(c: ServerConfig, where: string): void {
     if (prev && p.base < prev.base + prefixSize4(prev.len)) throw new ConfigError(`${where}.pools`, formatPrefix4(p), `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`);
   });
   if (total > MAX_POOL_ADDRESSES) throw new ConfigError(`${where}.pools`, c.pools.map(formatPrefix4), `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`);
+  const tls = c.tls;
+  if (tls.policy !== 'off') {
+    if (!tls.cert) throw new ConfigError(`${where}.tls.cert`, tls.cert, `the server's certificate (--tls-cert) with the ${tls.policy} policy`);
+    if (!tls.key) throw new ConfigError(`${where}.tls.key`, tls.key, `the key of the server's certificate (--tls-key) with the ${tls.policy} policy`);
+    if (tls.policy === 'mutual' && !tls.ca) throw new ConfigError(`${where}.tls.ca`, tls.ca, 'the CA that signs client certificates (--tls-ca) with the mutual policy');
+  }
+}
+
+/** The server's RPC-with-TLS half from the configuration (certificate files read now), or undefined when off. */
+export function tlsOf(c: ServerConfig): RpcTlsServer | undefined {
+  if (c.tls.policy === 'off') return undefined;
+  return new RpcTlsServer({ policy: c.tls.policy, handshakeTimeoutMs: c.tls.handshake_timeout, ...loadTlsFiles(c.tls) });
 }
 
 export function policyOf(c: ServerConfig): LeasePolicy {
@@ -83,7 +104,8 @@ export function policyOf(c: ServerConfig): LeasePolicy {
 export function accessOf(c: ServerConfig): Access {
   // Every configured TEP may follow the feed without being listed in tep_allow.
   const teps: Prefix6[] = [...(c.tep ? [c.tep] : []), ...c.teps].map((t) => ({ bytes: t.ipv6, len: 128 }));
-  return { allow: c.allow, tepAllow: [...c.tep_allow, ...teps], adminAllow: c.admin_allow, feedMaxWait: c.feed_max_wait };
+  const certs = c.tls.policy !== 'mutual' ? null : { nodes: c.tls.nodes, admin: c.tls.admin, teps: c.tls.teps, tepAddresses: teps.map((t) => t.bytes) };
+  return { allow: c.allow, tepAllow: [...c.tep_allow, ...teps], adminAllow: c.admin_allow, feedMaxWait: c.feed_max_wait, certs };
 }
 
 export class DstmServer {
@@ -100,6 +122,7 @@ export class DstmServer {
     private readonly rpcs: DstmRpc,
     readonly rpc: RpcServer,
     private readonly log: Logger,
+    private readonly tls: RpcTlsServer | undefined,
   ) {}
 
   static async start(config: ServerConfig, log: Logger): Promise<DstmServer> {
@@ -115,13 +138,20 @@ export class DstmServer {
     const counts = store.counts();
     log.info('store loaded', { state_dir: config.state_dir, ...counts, free: leases.available, pool: leases.poolSize, ms: Math.round(performance.now() - t0) });
     if (!config.tep && config.teps.length === 0) log.warn('no TEP configured: replies carry a zero TEP (set server.tep or --tep)');
+    let tls: RpcTlsServer | undefined;
+    try {
+      tls = tlsOf(config);
+    } catch (err) {
+      store.close();
+      throw err;
+    }
     const rpcs = new DstmRpc(leases, accessOf(config), log);
-    const rpc = new RpcServer({ onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
+    const rpc = new RpcServer({ tls, onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
-    const server = new DstmServer(config, store, leases, rpcs, rpc, log);
+    const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls);
     try {
       const bound = await rpc.listen(config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))));
-      log.info('listening', { addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`), program: config.program });
+      log.info('listening', { addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`), program: config.program, tls: config.tls.policy });
       await server.rpcbind();
       if (config.metrics) await server.serveMetrics(config.metrics.host, config.metrics.port);
     } catch (err) {
@@ -224,13 +254,20 @@ export class DstmServer {
    * binding is lost; listen addresses, transports, program, state_dir and metrics need a restart.
    */
   reload(next: ServerConfig): string[] {
-    const fixed = (['listen', 'transports', 'program', 'state_dir', 'metrics', 'rpcbind'] as const).filter(
+    const fixed: string[] = (['listen', 'transports', 'program', 'state_dir', 'metrics', 'rpcbind'] as const).filter(
       (k) => JSON.stringify(next[k], replacer) !== JSON.stringify(this.config[k], replacer),
     );
+    // The TLS policy needs a restart; certificate, key and CA are read again (a renewed certificate at the same
+    // path included) for the connections to come, before anything else changes: files that do not load keep all.
+    if (next.tls.policy !== this.config.tls.policy) {
+      fixed.push('tls.policy');
+      next = { ...next, tls: { ...next.tls, policy: this.config.tls.policy } };
+    }
+    if (this.tls) this.tls.reload(loadTlsFiles(next.tls));
     this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
     // The keys that need a restart keep their running values, so the next reload still reports them.
-    this.config = { ...next, ...Object.fromEntries(fixed.map((k) => [k, this.config[k]])) };
+    this.config = { ...next, ...Object.fromEntries(fixed.filter((k) => k !== 'tls.policy').map((k) => [k, this.config[k as keyof ServerConfig]])) };
     this.log.info('configuration reloaded', { free: this.leases.available, pool: this.leases.poolSize, ...(fixed.length ? { needs_restart: fixed } : {}) });
     return fixed;
   }

@@ -10,6 +10,8 @@ import { Registry, serveMetrics } from '../metrics';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../addr';
 import { formatEndpoint } from '../endpoint';
 import { BindingFeed, type FeedBinding } from '../client/binding-feed';
+import { RpcClient, RpcError } from '../rpc';
+import { loadClientTls } from '../rpc/tls';
 import { serveControl } from './control';
 import { Tep } from './tep';
 import { ip, runIp } from '../dti/netconfig';
@@ -56,6 +58,10 @@ export interface TepFlags {
   control?: string;
   metrics?: string;
   'log-level'?: string;
+  tls?: boolean;
+  'tls-ca'?: string;
+  'tls-cert'?: string;
+  'tls-key'?: string;
 }
 
 /** The "tep" section with the command's flags on top, checked as a whole. */
@@ -74,6 +80,10 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
     ['control', '--control', flags.control],
     ['metrics', '--metrics', flags.metrics],
     ['log_level', '--log-level', flags['log-level']],
+    ['tls.enabled', '--tls', flags.tls || undefined],
+    ['tls.ca', '--tls-ca', flags['tls-ca']],
+    ['tls.cert', '--tls-cert', flags['tls-cert']],
+    ['tls.key', '--tls-key', flags['tls-key']],
   ]));
   checkTep(config);
   return config;
@@ -168,12 +178,32 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
 }
 
 /**
+ * With --tls, one probe, handshake and NULL call to the server before the TEP starts: a server that does not offer
+ * RPC-with-TLS, or a certificate that does not verify, is a configuration error retrying will not mend (throws
+ * RpcError 'TLS'). A server that cannot be reached is left to the feed's retries.
+ */
+export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
+  const tls = loadClientTls(c.tls);
+  if (!tls || !c.server) return;
+  let rpc: RpcClient | undefined;
+  try {
+    rpc = await RpcClient.connect({ host: c.server.host, port: c.server.port, transport: 'tcp', program: c.program, version: 2, family: 6, localAddress: formatIPv6(c.address), tls, reconnect: false, timeoutMs: 5000 });
+    await rpc.ping();
+  } catch (err) {
+    if (err instanceof RpcError && err.kind === 'TLS') throw err;
+    log.warn('server not reached to check RPC-with-TLS; the feed retries', { server: formatEndpoint(c.server), error: (err as Error).message });
+  } finally {
+    await rpc?.close();
+  }
+}
+
+/**
  * Follows the server's binding feed (a long poll, so a new binding reaches the TEP as soon as it is committed;
  * the feed retries through server restarts and reloads the full state when the server's store was rebuilt).
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
   const server = c.server as NonNullable<TepConfig['server']>;
-  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
+  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address), tls: loadClientTls(c.tls) });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: formatEndpoint(server), bindings: info.size }));
