@@ -29,7 +29,7 @@ export const EXIT_MEANING: Record<ExitCode, string> = {
   6: 'no such binding',
   7: 'no reply (server unreachable, or no daemon on the control socket)',
   8: 'server error',
-  9: 'RPC-with-TLS failed (the server does not offer it, or a certificate does not verify or does not name the peer)',
+  9: 'RPC-with-TLS failed',
 };
 
 /** The "Exit codes: ..." line of a command's --help. */
