@@ -203,6 +203,15 @@ export class DstmServer {
     reg.collector('dstm_server_rpc_rejected_total', 'ONC RPC calls refused before a procedure ran, by transport and reason.', 'counter', () =>
       Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) => Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value }))),
     );
+    if (this.tls) {
+      const tls = this.tls;
+      reg.collector('dstm_server_tls_total', 'RPC-with-TLS probes, handshakes, handshake failures by reason, plain calls refused.', 'counter', () => {
+        const s = tls.stats();
+        const ev: [string, number][] = [['probe', s.probes], ['bad_probe', s.badProbes], ['handshake', s.handshakes], ['plain_refused_udp', s.plainRefused.udp], ['plain_refused_tcp', s.plainRefused.tcp]];
+        for (const [why, n] of Object.entries(s.failed)) ev.push([`failed_${why}`, n]);
+        return ev.map(([event, value]) => ({ labels: { event }, value }));
+      });
+    }
     const m = await serveMetrics(reg, host, port);
     this.metricsServer = m.server;
     this.log.info('metrics', { address: formatEndpoint({ host, port: m.port }) });

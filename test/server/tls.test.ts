@@ -10,7 +10,7 @@ import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema'
 import { EXIT } from '../../src/exit-codes';
 import { certDir, type Issued, type TestCa } from '../support/certs';
 import { run } from '../rpc/util';
-import { loopbackAddresses, removeDir, runDstm, startServer, tempDir, type ServerProcess } from './helpers';
+import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
 
 const PEER = join(__dirname, '..', 'rpc', 'support', 'tls_peer.py');
 
@@ -179,7 +179,8 @@ describe('dstm server with RPC-with-TLS (process)', function () {
   });
 
   it('a Python ssl client: probe, STARTTLS, TLS 1.3, then NULL of DSTM version 2 inside TLS; a plain call is refused', async () => {
-    await serve('mutual');
+    const metrics = freePort();
+    await serve('mutual', ['--metrics', `[::1]:${metrics}`]);
     const py = async (args: string[]) => {
       const r = await run('python3', [PEER, 'client', '::1', String(server!.port), String(DSTM_PROGRAM), '2', ...args], 15_000);
       expect(r.code, r.stderr).to.equal(0);
@@ -192,5 +193,9 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     expect(plain.reply).to.include({ denied: true, stat: 5 }); // AUTH_TOOWEAK
     const garbage = await py(['--garbage']);
     expect(garbage).to.include({ stage: 'after-starttls', closed: true });
+    await sleep(100);
+    const text = await (await fetch(`http://[::1]:${metrics}/metrics`)).text();
+    const count = (event: string): number => Number(new RegExp(`^dstm_server_tls_total\\{event="${event}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    expect([count('probe'), count('handshake'), count('failed_error'), count('plain_refused_tcp')]).to.deep.equal([2, 1, 1, 1]);
   });
 });
