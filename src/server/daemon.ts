@@ -268,15 +268,16 @@ export class DstmServer {
     );
     // The TLS policy needs a restart; certificate, key and CA are read again (a renewed certificate at the same
     // path included) for the connections to come, before anything else changes: files that do not load keep all.
-    if (next.tls.policy !== this.config.tls.policy) {
-      fixed.push('tls.policy');
-      next = { ...next, tls: { ...next.tls, policy: this.config.tls.policy } };
+    for (const k of ['policy', 'handshake_timeout'] as const) {
+      if (next.tls[k] === this.config.tls[k]) continue;
+      fixed.push(`tls.${k}`);
+      next = { ...next, tls: { ...next.tls, [k]: this.config.tls[k] } };
     }
     if (this.tls) this.tls.reload(loadTlsFiles(next.tls));
     this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
     // The keys that need a restart keep their running values, so the next reload still reports them.
-    this.config = { ...next, ...Object.fromEntries(fixed.filter((k) => k !== 'tls.policy').map((k) => [k, this.config[k as keyof ServerConfig]])) };
+    this.config = { ...next, ...Object.fromEntries(fixed.filter((k) => !k.startsWith('tls.')).map((k) => [k, this.config[k as keyof ServerConfig]])) };
     this.log.info('configuration reloaded', { free: this.leases.available, pool: this.leases.poolSize, ...(fixed.length ? { needs_restart: fixed } : {}) });
     return fixed;
   }

@@ -1,0 +1,66 @@
+// RPC-with-TLS (RFC 9289) against plain TCP, on the same server in the same run: REQUEST (the Annex B packet, the
+// test transform) calls/s with N callers on long-lived connections (one connection each), TLS 1.3 vs plain TCP
+// (target >= 0.7x); then new connections/s made one after another with the probe and the handshake, and the time
+// to a ready connection (p50, p99), against plain TCP connections. The server is ours under the opportunistic
+// policy (TLS and plain served alike); the load is our RpcClient in a child process (bench/tls-load.ts), since the
+// C load generator has no TLS. Certificates: EC P-256, made with openssl (test/support/certs.ts).
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { RPC_ONE_service } from '../src/generated/dstm';
+import { RpcServer, RpcTlsServer } from '../src/rpc';
+import { certDir } from '../test/support/certs';
+import { transformPacket } from '../test/rpc/util';
+
+const SECONDS = Number(process.env.RPC_BENCH_SECONDS ?? 1.2);
+const ROUNDS = Number(process.env.RPC_BENCH_ROUNDS ?? 2);
+const CALLERS = (process.env.RPC_BENCH_CALLERS ?? '1,16,64').split(',').map(Number);
+
+function load(args: string[]): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...process.execArgv, join(__dirname, 'tls-load.ts'), ...args], { timeout: (SECONDS + 60) * 1000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`${err.message}\n${stderr}`));
+      resolve(JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, number>);
+    });
+  });
+}
+
+export async function run(): Promise<void> {
+  const certs = certDir();
+  const ca = certs.ca('bench CA');
+  const cert = ca.issue({ cn: 'bench', san: ['IP:::1'] });
+  const tls = new RpcTlsServer({ policy: 'opportunistic', cert: cert.cert, key: cert.key });
+  const server = new RpcServer({ tls }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
+  const p = String(port);
+  try {
+    console.log(`best of ${ROUNDS} rounds of ${SECONDS} s, plain and TLS taking turns; load: our RpcClient in a child process, one TCP connection per caller`);
+    console.log('| call | callers | plain TCP (calls/s) | TLS 1.3 (calls/s) | TLS/plain |');
+    console.log('|---|---:|---:|---:|---:|');
+    for (const n of CALLERS) {
+      const best = [0, 0];
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const [i, extra] of [[0, []], [1, [ca.certFile]]] as const) {
+          const r = await load(['calls', p, String(n), String(SECONDS), ...extra]);
+          best[i] = Math.max(best[i], r.calls / r.seconds);
+        }
+      }
+      console.log(`| REQUEST | ${n} | ${Math.round(best[0])} | ${Math.round(best[1])} | ${(best[1] / best[0]).toFixed(2)}x |`);
+    }
+    console.log('\n| new connections, one at a time | connections/s | ready p50 (ms) | ready p99 (ms) |');
+    console.log('|---|---:|---:|---:|');
+    for (const [name, extra] of [['plain TCP (connect)', []], ['RPC-with-TLS (connect + probe + TLS 1.3 handshake)', [ca.certFile]]] as const) {
+      let best = { rate: 0, p50: Infinity, p99: Infinity };
+      for (let round = 0; round < ROUNDS; round++) {
+        const r = await load(['connect', p, String(SECONDS), ...extra]);
+        const rate = r.connections / r.seconds;
+        if (rate > best.rate) best = { rate, p50: r.p50, p99: r.p99 };
+      }
+      console.log(`| ${name} | ${Math.round(best.rate)} | ${best.p50.toFixed(2)} | ${best.p99.toFixed(2)} |`);
+    }
+    const s = server.stats().tls!;
+    console.log(`\nserver: ${s.handshakes} handshakes, failed ${JSON.stringify(s.failed)}`);
+  } finally {
+    await server.close(100);
+    certs.remove();
+  }
+}
