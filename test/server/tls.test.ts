@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { BindingFeed } from '../../src/client/binding-feed';
 import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema';
 import { EXIT } from '../../src/exit-codes';
+import { createLogger } from '../../src/log';
+import { RpcError } from '../../src/rpc';
+import { checkFeedTls, loadTepConfig } from '../../src/tep/daemon';
 import { certDir, type Issued, type TestCa } from '../support/certs';
 import { run } from '../rpc/util';
 import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
@@ -176,6 +179,19 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     await server!.waitFor('configuration reloaded');
     expect((await request(A, tlsArgs())).code).to.equal(EXIT.tls);
     expect((await request(A, tlsArgs(undefined, other.certFile))).code).to.equal(EXIT.ok);
+  });
+
+  it('dstm tep --tls checks the server once before starting: a TLS failure is an error, an unreachable server is not', async () => {
+    await serve('mutual');
+    const log = createLogger({ level: 'error' });
+    const tep = (who: Issued | undefined, port = server!.port) =>
+      loadTepConfig({ address: '::1', ipv4: '192.0.2.1', pool: ['10.93.0.0/24'], server: `[::1]:${port}`, tls: true, 'tls-ca': ca.certFile, 'tls-cert': who?.certFile, 'tls-key': who?.keyFile });
+    await checkFeedTls(tep(id.tep), log);
+    const err = await checkFeedTls(tep(undefined), log).then(() => null, (e: unknown) => e);
+    expect(err).to.be.instanceOf(RpcError);
+    expect((err as RpcError).kind).to.equal('TLS');
+    await server!.stop('SIGKILL');
+    await checkFeedTls(tep(id.tep), log); // nothing listens: left to the feed's retries
   });
 
   it('a Python ssl client: probe, STARTTLS, TLS 1.3, then NULL of DSTM version 2 inside TLS; a plain call is refused', async () => {
