@@ -713,7 +713,9 @@ export class RpcServer {
     }
     if (this.tls !== null) {
       const c = t === T_TCP ? (peer as TcpConn) : null;
-      const v = this.tls.judge(h.credential, h.verifier, h.procedure, c === null, c !== null && c.tls === null && !c.startTls, c !== null && c.tls !== null);
+      // A probe is taken only on a plain connection with no call in progress, whose reply could cross into TLS.
+      const upgradable = c !== null && c.tls === null && !c.startTls && c.active === 0 && c.backlog.length === 0;
+      const v = this.tls.judge(h.credential, h.verifier, h.procedure, c === null, upgradable, c !== null && c.tls !== null);
       if (v !== TLS_PASS) return this.tlsVerdict(peer, h.xid, v);
     }
     const flavor = this.auth.get(h.credential.flavor);

@@ -188,12 +188,12 @@ export class RpcTlsServer {
 
   /**
    * TLS_PASS to go on, TLS_PROBE to answer STARTTLS and upgrade, or the auth_stat to refuse the call with.
-   * `upgradable` is true on a TCP connection still in plain text; `secure` once it runs TLS.
+   * `upgradable`: a TCP connection still in plain text with no call in progress; `secure`: one that runs TLS.
    */
   judge(credential: OpaqueAuth, verifier: OpaqueAuth, procedure: number, udp: boolean, upgradable: boolean, secure: boolean): number {
     if (credential.flavor === AUTH_TLS) {
       let stat: number = TLS_PROBE;
-      if (!upgradable) stat = AuthStat.AUTH_REJECTEDCRED; // UDP, or a connection already in TLS
+      if (!upgradable) stat = AuthStat.AUTH_REJECTEDCRED; // UDP, a connection already in TLS, or calls in progress
       else if (procedure !== 0 || credential.body.length !== 0) stat = AuthStat.AUTH_BADCRED;
       else if (verifier.flavor !== AUTH_NONE || verifier.body.length !== 0) stat = AuthStat.AUTH_BADVERF;
       if (stat === TLS_PROBE) this.counts.probes++;
