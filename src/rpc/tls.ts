@@ -6,7 +6,7 @@
 // the 8 bytes "STARTTLS"; both then run TLS 1.3 (ALPN "sunrpc") on the same connection and record marking goes on
 // inside it. A server without TLS refuses the flavor (AUTH_REJECTEDCRED) or answers NULL with an empty verifier,
 // which is why the client checks the verifier body and not only the status.
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, randomInt, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
@@ -49,7 +49,8 @@ export interface TlsSession {
   readonly peer: TlsIdentity | null;
 }
 
-/** Key material as PEM text (or buffers); `ca` is required for the mutual policy (server) and for clients. */
+/** Key material as PEM text (or buffers). A server needs cert and key, and ca under the mutual policy; a client
+ * verifies the server against ca (the system's CAs without it) and shows cert and key when it has them. */
 export interface TlsMaterial {
   cert?: string | Buffer;
   key?: string | Buffer;
@@ -257,7 +258,7 @@ export interface TlsClientOptions extends TlsMaterial {
  */
 export function startTls(raw: net.Socket, host: string, program: number, version: number, o: TlsClientOptions, timeoutMs: number): Promise<tls.TLSSocket> {
   const where = `${host.includes(':') ? `[${host}]` : host}:${raw.remotePort}`;
-  const xid = (Math.random() * 0x100000000) >>> 0;
+  const xid = randomInt(0x7fffffff);
   return new Promise((resolve, reject) => {
     let settled = false;
     const finish = (err: Error | null, s?: tls.TLSSocket): void => {
