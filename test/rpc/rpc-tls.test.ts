@@ -1,7 +1,8 @@
 // RPC-with-TLS (RFC 9289) in the RPC runtime, for a program that knows nothing of it: our client against our server
-// under each policy, the probe's refusals on the wire, an independent peer (test/rpc/support/tls_peer.py, Python's
-// ssl module over OpenSSL) as client against our server and as server against our client, a client that sends
-// garbage or nothing after STARTTLS, and a certificate reload that keeps established connections.
+// under each policy, the probe's refusals on the wire, independent peers (test/rpc/support/tls_peer.py, Python's
+// ssl module over OpenSSL, as client against our server and as server against our client; gnutls-cli --starttls,
+// GnuTLS, as client), a client that sends garbage or nothing after STARTTLS, and a certificate reload that keeps
+// established connections.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
@@ -251,6 +252,66 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       expect(r).to.include({ stage: 'after-starttls', closed: true });
       expect(r.seconds).to.be.within(0.3, 2);
       expect(server.stats().tls!.failed.timeout).to.equal(1);
+    });
+  });
+
+  describe('gnutls-cli --starttls (GnuTLS: another TLS stack than Node\'s OpenSSL) as client against our server', () => {
+    /** A record-marked call of ADD1 (n) or of the probe, as 32-bit words. */
+    const record = (words: number[]): Buffer => {
+      const b = Buffer.alloc(4 + words.length * 4);
+      b.writeUInt32BE((0x80000000 | (words.length * 4)) >>> 0, 0);
+      words.forEach((w, i) => b.writeUInt32BE(w >>> 0, 4 + 4 * i));
+      return b;
+    };
+
+    /**
+     * Send the probe in plain text through gnutls-cli's stdin, start TLS with SIGALRM once the reply is out, then
+     * send ADD1(41) inside TLS. gnutls-cli writes what it receives to stdout among its own messages: replies are
+     * found by their XID and REPLY words.
+     */
+    async function gnutls(port: number, extra: string[]): Promise<{ probe: Buffer | null; call: Buffer | null; text: string }> {
+      const g = spawn('gnutls-cli', ['--starttls', '--alpn=sunrpc', '--x509cafile', ca.certFile, ...extra, '-p', String(port), '::1'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = Buffer.alloc(0);
+      g.stdout.on('data', (b: Buffer) => (out = Buffer.concat([out, b])));
+      g.stderr.on('data', (b: Buffer) => (out = Buffer.concat([out, b])));
+      const reply = (xid: number): Buffer | null => {
+        const at = out.indexOf(Buffer.from([0, 0, 0, xid, 0, 0, 0, 1]));
+        return at < 4 ? null : out.subarray(at, at + (out.readUInt32BE(at - 4) & 0x7fffffff));
+      };
+      const until = async (what: () => unknown, ms = 5000): Promise<void> => {
+        for (const end = Date.now() + ms; !what() && Date.now() < end && g.exitCode === null; ) await sleep(20);
+      };
+      try {
+        await until(() => /Simple Client Mode/.test(String(out)));
+        g.stdin.write(record([1, 0, 2, TEST_PROGRAM, 1, 0, AUTH_TLS, 0, AUTH_NONE, 0]));
+        await until(() => reply(1));
+        g.kill('SIGALRM');
+        await until(() => /Application protocol|Handshake has failed|Error/i.test(String(out)));
+        if (g.exitCode === null) g.stdin.write(record([2, 0, 2, TEST_PROGRAM, 1, 2, AUTH_NONE, 0, AUTH_NONE, 0, 41]));
+        await until(() => reply(2), 2000);
+        return { probe: reply(1), call: reply(2), text: String(out) };
+      } finally {
+        g.kill();
+      }
+    }
+
+    it('required: STARTTLS, TLS 1.3 with ALPN sunrpc, then ADD1 inside TLS', async () => {
+      const { port } = await serve('required');
+      const r = await gnutls(port, []);
+      expect(replyOf(r.probe!, false)).to.deep.include({ status: 'SUCCESS' });
+      expect(Buffer.from((replyOf(r.probe!, false) as { verifier: { body: Uint8Array } }).verifier.body).toString()).to.equal('STARTTLS');
+      expect(r.text).to.match(/TLS1\.3/).and.match(/Application protocol: sunrpc/).and.match(/The certificate is trusted/);
+      expect(r.call!.readUInt32BE(r.call!.length - 4)).to.equal(42);
+    });
+
+    it('mutual: with a client certificate ADD1 is served; without one the server ends the session', async () => {
+      const { port } = await serve('mutual');
+      const ok = await gnutls(port, ['--x509certfile', client.certFile, '--x509keyfile', client.keyFile]);
+      expect(ok.call!.readUInt32BE(ok.call!.length - 4)).to.equal(42);
+      expect(seen[0].tls?.peer?.commonName).to.equal('node1');
+      const refused = await gnutls(port, []);
+      expect(refused.call).to.equal(null);
+      expect(seen).to.have.length(1);
     });
   });
 
