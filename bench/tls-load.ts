@@ -1,6 +1,7 @@
 // The load of bench/rpc-tls.bench.ts, run in its own process so that the server's event loop is not the client's:
 //   calls PORT CALLERS SECONDS [CA_FILE]: CALLERS connections (one RpcClient each, over RPC-with-TLS when CA_FILE is
-//     given), each making REQUEST calls one after another for SECONDS; prints {"calls": N, "seconds": S}.
+//     given) are opened and warmed up, "ready" is printed; after a line on stdin each makes REQUEST calls one after
+//     another for SECONDS; prints {"calls": N, "seconds": S}. (The parent measures its server between the two.)
 //   connect PORT SECONDS [CA_FILE]: new connections one after another for SECONDS, each made ready (TCP, and with
 //     CA_FILE the probe and TLS handshake) then answered one NULL call and closed; prints
 //     {"connections": N, "seconds": S, "p50": MS, "p99": MS} (milliseconds to ready, not counting the NULL call).
@@ -20,6 +21,9 @@ async function calls(port: number, callers: number, seconds: number, tls: TlsCli
   const p = cClientPacket(1, 1);
   // warm up each connection, then measure
   await Promise.all(clients.map((c) => new RPC_ONE_Client(c, PROGRAM).REQUEST(p)));
+  console.log('ready');
+  await new Promise((resolve) => process.stdin.once('data', resolve));
+  process.stdin.pause();
   let n = 0;
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
