@@ -6,6 +6,7 @@
 // policy (TLS and plain served alike); the load is our RpcClient in a child process (bench/tls-load.ts), since the
 // C load generator has no TLS. Certificates: EC P-256, made with openssl (test/support/certs.ts).
 import { execFile, spawn } from 'node:child_process';
+import tls from 'node:tls';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { RPC_ONE_service } from '../src/generated/dstm';
@@ -49,10 +50,14 @@ export async function run(): Promise<void> {
   const certs = certDir();
   const ca = certs.ca('bench CA');
   const cert = ca.issue({ cn: 'bench', san: ['IP:::1'] });
-  const tls = new RpcTlsServer({ policy: 'opportunistic', cert: cert.cert, key: cert.key });
-  const server = new RpcServer({ tls }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const policy = new RpcTlsServer({ policy: 'opportunistic', cert: cert.cert, key: cert.key });
+  const server = new RpcServer({ tls: policy }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
   const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
   const p = String(port);
+  // The handshake's baseline: Node's own TLS server and client, same certificate, no probe and no RPC.
+  const bare = tls.createServer({ cert: cert.cert, key: cert.key, minVersion: 'TLSv1.3' }, (s) => s.on('error', () => undefined).end());
+  await new Promise<void>((resolve) => bare.listen(0, '::1', () => resolve()));
+  const bareP = String((bare.address() as { port: number }).port);
   try {
     console.log(`best of ${ROUNDS} rounds of ${SECONDS} s, plain and TLS taking turns; load: our RpcClient in a child process, one TCP connection per caller`);
     console.log('| call | callers | plain TCP (calls/s) | TLS 1.3 (calls/s) | TLS/plain | server CPU/call plain (µs) | TLS (µs) | plain/TLS |');
@@ -71,10 +76,14 @@ export async function run(): Promise<void> {
     }
     console.log('\n| new connections, one at a time | connections/s | ready p50 (ms) | ready p99 (ms) |');
     console.log('|---|---:|---:|---:|');
-    for (const [name, extra] of [['plain TCP (connect)', []], ['RPC-with-TLS (connect + probe + TLS 1.3 handshake)', [ca.certFile]]] as const) {
+    for (const [name, args] of [
+      ['plain TCP (connect)', ['connect', p, String(SECONDS)]],
+      ['RPC-with-TLS (connect + probe + TLS 1.3 handshake)', ['connect', p, String(SECONDS), ca.certFile]],
+      ['baseline: Node tls.connect to a bare tls.Server (no probe, no RPC)', ['tls-connect', bareP, String(SECONDS), ca.certFile]],
+    ] as const) {
       let best = { rate: 0, p50: Infinity, p99: Infinity };
       for (let round = 0; round < ROUNDS; round++) {
-        const r = await load(['connect', p, String(SECONDS), ...extra]);
+        const r = await load([...args]);
         const rate = r.connections / r.seconds;
         if (rate > best.rate) best = { rate, p50: r.p50, p99: r.p99 };
       }
@@ -84,6 +93,7 @@ export async function run(): Promise<void> {
     console.log(`\nserver: ${s.handshakes} handshakes, failed ${JSON.stringify(s.failed)}`);
   } finally {
     await server.close(100);
+    bare.close();
     certs.remove();
   }
 }

@@ -5,7 +5,10 @@
 //   connect PORT SECONDS [CA_FILE]: new connections one after another for SECONDS, each made ready (TCP, and with
 //     CA_FILE the probe and TLS handshake) then answered one NULL call and closed; prints
 //     {"connections": N, "seconds": S, "p50": MS, "p99": MS} (milliseconds to ready, not counting the NULL call).
+//   tls-connect PORT SECONDS CA_FILE: the baseline of that, Node's own tls.connect (TCP and TLS 1.3 handshake, no
+//     probe, no RPC) to a bare tls.Server, one after another; prints the same.
 import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
 import { RPC_ONE_Client } from '../src/generated/dstm';
 import { RpcClient, type TlsClientOptions } from '../src/rpc';
 import { cClientPacket } from '../test/rpc/util';
@@ -41,16 +44,16 @@ async function calls(port: number, callers: number, seconds: number, tls: TlsCli
   console.log(JSON.stringify({ calls: n, seconds: took }));
 }
 
-async function connections(port: number, seconds: number, tls: TlsClientOptions | undefined): Promise<void> {
+/** Make connections one after another for `seconds`: `open` resolves once one is ready, with how to finish it. */
+async function connections(seconds: number, open: () => Promise<() => Promise<void>>): Promise<void> {
   const times: number[] = [];
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   while (performance.now() < end) {
     const s = performance.now();
-    const c = await connect(port, tls);
+    const finish = await open();
     times.push(performance.now() - s);
-    await c.ping();
-    await c.close();
+    await finish();
   }
   const took = (performance.now() - t0) / 1000;
   times.sort((a, b) => a - b);
@@ -63,9 +66,25 @@ async function main(): Promise<void> {
   if (mode === 'calls') {
     const [callers, seconds, ca] = rest;
     await calls(Number(port), Number(callers), Number(seconds), ca ? { ca: readFileSync(ca) } : undefined);
+  } else if (mode === 'connect') {
+    const [seconds, ca] = rest;
+    const o = ca ? { ca: readFileSync(ca) } : undefined;
+    await connections(Number(seconds), async () => {
+      const c = await connect(Number(port), o);
+      return async () => {
+        await c.ping();
+        await c.close();
+      };
+    });
   } else {
     const [seconds, ca] = rest;
-    await connections(Number(port), Number(seconds), ca ? { ca: readFileSync(ca) } : undefined);
+    const pem = readFileSync(ca);
+    await connections(Number(seconds), () =>
+      new Promise((resolve, reject) => {
+        const s = tls.connect({ host: '::1', port: Number(port), ca: pem, minVersion: 'TLSv1.3' }, () => resolve(async () => void s.destroy()));
+        s.once('error', reject);
+      }),
+    );
   }
 }
 
