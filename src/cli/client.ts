@@ -3,7 +3,8 @@
 import { loadSection } from '../config/load';
 import { ConfigError, overrides } from '../config/schema';
 import { clientFields, type ClientConfig } from '../config/client-schema';
-import { RpcError } from '../rpc';
+import { AuthStat, RpcAuthError, RpcError, type TlsClientOptions } from '../rpc';
+import { loadClientTls } from '../rpc/tls';
 import { EXIT, type ExitCode } from './exit-codes';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, prefixContains4, prefixContains6 } from '../lib/addr';
 import { DstmRefusal, type Lease, type LeaseRow, type Refusal } from '../protocol/client';
@@ -27,6 +28,11 @@ export function classify(err: unknown): { code: ExitCode; message: string } {
     return { code: answered ? classify(answered.error).code : EXIT.unreachable, message: err.message };
   }
   if (err instanceof ConfigError) return { code: EXIT.usage, message: err.message };
+  if (err instanceof RpcError && err.kind === 'TLS') return { code: EXIT.tls, message: `RPC-with-TLS: ${err.message}` };
+  // Version 2 refuses with statuses, not AUTH_ERROR: AUTH_TOOWEAK is the TLS policy refusing a plain call.
+  if (err instanceof RpcAuthError && err.stat === AuthStat.AUTH_TOOWEAK) {
+    return { code: EXIT.tls, message: `${err.message}: the server requires RPC-with-TLS (--tls)` };
+  }
   if (err instanceof RpcError) {
     const unreachable = ['TIMEOUT', 'UNREACHABLE', 'CLOSED', 'NOT_REGISTERED'].includes(err.kind);
     return { code: unreachable ? EXIT.unreachable : EXIT.serverError, message: unreachable ? `server unreachable: ${err.message}` : `server error: ${err.message}` };
@@ -41,6 +47,10 @@ export interface ClientFlags {
   program?: number;
   timeout?: number;
   lease?: number;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** The "client" section with flags on top; DSTM_SERVER (comma-separated) stands in for --server. */
@@ -51,7 +61,18 @@ export function loadClientConfig(flags: ClientFlags): ClientConfig {
     ['program', '--program', flags.program],
     ['timeout', '--timeout', flags.timeout],
     ['lease', '--lease', flags.lease],
+    ['tls.enabled', '--tls', flags.tls],
+    ['tls.ca', '--tls-ca', flags.tlsCa],
+    ['tls.cert', '--tls-cert', flags.tlsCert],
+    ['tls.key', '--tls-key', flags.tlsKey],
   ])).config;
+}
+
+/** The RPC client's TLS options from a "tls" section (client or tep), files read now; undefined when disabled. */
+export function tlsClientOf(t: ClientConfig['tls']): TlsClientOptions | undefined {
+  if (!t.enabled) return undefined;
+  if ((t.cert === undefined) !== (t.key === undefined)) throw new ConfigError('tls.cert', t.cert, 'a certificate and its key together (--tls-cert with --tls-key)');
+  return loadClientTls(t);
 }
 
 /** The lease as `--json` prints it (also the human form's source). */

@@ -12,6 +12,7 @@ export const EXIT = {
   noBinding: 6,
   unreachable: 7,
   serverError: 8,
+  tls: 9,
 } as const;
 
 export type ExitName = keyof typeof EXIT;
@@ -28,6 +29,7 @@ export const EXIT_MEANING: Record<ExitCode, string> = {
   6: 'no such binding',
   7: 'no reply (server unreachable, or no daemon on the control socket)',
   8: 'server error',
+  9: 'RPC-with-TLS failed',
 };
 
 /** The "Exit codes: ..." line of a command's --help. */

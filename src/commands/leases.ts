@@ -10,7 +10,7 @@ import { TepMap } from '../server/leases';
 import { SqliteStore } from '../server/sqlite-store';
 import { STATE_NAMES } from '../server/store';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
 export default class LeasesCommand extends Command {
   static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';

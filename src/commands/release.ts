@@ -5,7 +5,7 @@ import type { FailoverClient } from '../protocol/failover';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { parseIPv4 } from '../lib/addr';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
 export default class ReleaseCommand extends Command {
   static override summary = "Release this node's IPv4 lease on the DSTM server";

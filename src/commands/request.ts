@@ -10,7 +10,7 @@ import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../cli/node-flags';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError];
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
 export default class RequestCommand extends Command {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';

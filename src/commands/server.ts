@@ -15,8 +15,10 @@ export default class ServerCommand extends Command {
   static override description = `Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every
 binding in a store (committed before the reply leaves): SQLite in the state directory, or with --store
 postgresql://... a PostgreSQL database that several servers share, each answering any node. It expires and reclaims leases,
-and tells each node its TEP. Flags override the "server" section of the configuration file. SIGHUP reloads the
-configuration without losing a lease; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once
+and tells each node its TEP. With --tls it offers RPC-with-TLS (RFC 9289) on TCP, or requires it, or requires client
+certificates that then identify nodes, TEPs and administrators. Flags override the "server" section of the
+configuration file. SIGHUP reloads the configuration (and the TLS certificate, key and CA) without losing a lease or
+a connection; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once
 it listens. See dstm-server(8) and dstm.conf(5).
 ${exitHelp(EXITS)}`;
 
@@ -40,6 +42,10 @@ ${exitHelp(EXITS)}`;
     program: Flags.integer({ summary: 'ONC RPC program number (default 760435789 = 0x2D53544D).' }),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
     'log-level': logLevelFlag,
+    tls: Flags.string({ summary: 'RPC-with-TLS policy (default off; see dstm-rpc(7)).', options: ['off', 'opportunistic', 'required', 'mutual'] }),
+    'tls-cert': Flags.string({ summary: 'PEM file of the server\'s certificate.' }),
+    'tls-key': Flags.string({ summary: 'PEM file of its private key.' }),
+    'tls-ca': Flags.string({ summary: 'PEM file of the CA that signs client certificates (mutual policy).' }),
     check: Flags.boolean({ summary: 'Validate the configuration and flags, print the result as JSON and exit.' }),
   };
 
@@ -57,6 +63,10 @@ ${exitHelp(EXITS)}`;
       program: flags.program,
       metrics: flags.metrics,
       logLevel: flags['log-level'],
+      tls: flags.tls,
+      tlsCert: flags['tls-cert'],
+      tlsKey: flags['tls-key'],
+      tlsCa: flags['tls-ca'],
     };
     let loaded: ReturnType<typeof loadServerConfig>;
     try {

@@ -3,9 +3,11 @@ import { type TepConfig } from '../config/tep-schema';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
-import { describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
+import { checkFeedTls, describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
+import { tlsFlags } from '../cli/client-flags';
+import { RpcError } from '../rpc';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
+const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.tls];
 
 export default class TepCommand extends Command {
   static override summary = 'Run a DSTM tunnel end point (border router) between the DSTM domain and IPv4';
@@ -16,7 +18,8 @@ export default class TepCommand extends Command {
     'only if its inner IPv4 source is the address bound to its outer IPv6 source; IPv4 for a pool address no node ' +
     'holds is answered with ICMPv4 host unreachable (--no-unreachable: dropped silently). Runs until SIGINT or ' +
     'SIGTERM; SIGHUP re-reads the configuration: static mappings, pools, prefixes and unreachable change at once, ' +
-    'other changed keys are logged as needing a restart. Under ' +
+    'other changed keys are logged as needing a restart. With --tls the feed runs over RPC-with-TLS (RFC 9289); ' +
+    'a server that does not offer it, or a certificate that does not verify, stops the start (exit 9). Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
     'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +
     'See dstm-tep(8).\n' +
@@ -54,6 +57,7 @@ export default class TepCommand extends Command {
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
     'log-level': logLevelFlag,
     check: Flags.boolean({ summary: 'Validate the configuration, print it as JSON and exit.' }),
+    ...tlsFlags,
   };
 
   async run(): Promise<void> {
@@ -86,8 +90,10 @@ export default class TepCommand extends Command {
     const hup = (): void => void (reloading = reloading.then(reload));
     process.on('SIGHUP', hup);
     try {
+      await checkFeedTls(config, log);
       running = await startTep(config, log);
     } catch (err) {
+      if (err instanceof RpcError && err.kind === 'TLS') fail(this, `RPC-with-TLS: ${err.message}`, EXIT.tls);
       fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
     }
     notify(log, 'READY=1');

@@ -210,10 +210,13 @@ export function overrides(entries: readonly [key: string, flag: string, value: u
 export function parseWithOverrides<F extends Fields>(fields: F, raw: unknown, path: string, overrides: readonly Override[] = []): Infer<F> {
   const merged: Record<string, unknown> = { ...((raw ?? {}) as Record<string, unknown>) };
   for (const o of overrides) {
-    const f = fields[o.key];
+    // "tls.cert": a key of a nested record; the record's other keys stay as the file gives them.
+    const [head, sub] = o.key.split('.', 2);
+    const f = sub === undefined ? fields[head] : fields[head]?.type.fields?.[sub];
     if (!f) throw new Error(`internal: flag ${o.flag} overrides unknown key ${o.key}`);
     f.type.parse(o.value, o.flag);
-    merged[o.key] = o.value;
+    if (sub === undefined) merged[head] = o.value;
+    else merged[head] = { ...((merged[head] ?? {}) as Record<string, unknown>), [sub]: o.value };
   }
   return record(fields).parse(merged, path);
 }

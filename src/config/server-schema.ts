@@ -1,7 +1,32 @@
 // The "server" section of the configuration file (dstm server). Every key is documented in dstm.conf(5); the man
 // page test compares that page with serverKeys().
-import { boolean, describe, field, integer, list, oneOf, optional, record, required, type Infer, type KeyDoc } from './schema';
+import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
 import { endpoint, ipv4, ipv6, path, prefix4, prefix6, storeUrl } from './types';
+
+/** RPC-with-TLS policies (RFC 9289), as src/rpc/tls names them (config imports only lib: the list is repeated). */
+export const TLS_POLICY_NAMES = ['off', 'opportunistic', 'required', 'mutual'] as const;
+
+const certName = 'a certificate name: its subject common name, one of its DNS subjectAltNames, or "sha256:" and the hex SHA-256 of its public key (SubjectPublicKeyInfo)';
+
+const serverTlsFields = {
+  policy: field(
+    oneOf(TLS_POLICY_NAMES),
+    'off',
+    'RPC-with-TLS (RFC 9289): "off"; "opportunistic" (TLS offered, plain calls served); "required" (every call over TLS; UDP and plain TCP calls refused with AUTH_TOOWEAK); "mutual" (required, and clients present a certificate the CA signed, which then identifies them) (--tls).',
+  ),
+  cert: optional(path, 'PEM file of the server\'s certificate (chain), needed unless the policy is off (--tls-cert).'),
+  key: optional(path, 'PEM file of its private key (--tls-key).'),
+  ca: optional(path, 'PEM file of the CA(s) that sign client certificates, needed by the mutual policy (--tls-ca).'),
+  handshake_timeout: field(integer(100, 300000), 10000, 'Milliseconds a connection may take from the STARTTLS reply to the end of its handshake before it is closed.'),
+  nodes: field(
+    list(record({ name: required(string, `The certificate, by ${certName}.`), prefix: required(prefix6, 'IPv6 address or prefix of the nodes it may act for.') }, 'tls-node')),
+    [],
+    'Mutual policy: certificates that may REQUEST and RELEASE for nodes other than the IPv6 addresses in their subjectAltName.',
+  ),
+  admin: field(list(string), [], `Mutual policy: certificates allowed to call the admin procedures (LIST, REVOKE, ALLOCATE; dstm leases), each by ${certName}; the caller must also be in admin_allow.`),
+  teps: field(list(string), [], `Mutual policy: TEP certificates allowed to read the binding feed, each by ${certName}, besides those whose subjectAltName names a configured TEP's IPv6 address; the caller must also be in tep_allow or be a configured TEP.`),
+};
+
 
 /** Port the DSTM server listens on and clients call when none is given ("DSTM" on a phone keypad). */
 export const DEFAULT_PORT = 3786;
@@ -46,6 +71,7 @@ export const serverFields = {
   feed_max_wait: field(integer(0, 300000), 30000, 'Longest time in milliseconds a BINDINGS call is held waiting for a change.'),
   metrics: optional(endpoint(9786), 'Serve Prometheus metrics on this address (GET /metrics); off when not given.'),
   log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
+  tls: field(record(serverTlsFields, 'tls'), {}, 'RPC-with-TLS: policy, certificate and the identities certificates give (see dstm-rpc(7)).'),
 };
 
 export type ServerConfig = Infer<typeof serverFields>;

@@ -2,6 +2,7 @@
 import { DEFAULT_CONTROL_PATH } from '../lib/control';
 import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
+import { clientTls } from './client-schema';
 import { endpoint, endpoints, ipv4, ipv6, path, prefix4, prefix6 } from './types';
 
 export const staticMapping = record(
@@ -34,6 +35,7 @@ export const tepFields = {
   control: field(path, DEFAULT_CONTROL_PATH, 'Unix socket that `dstm tep stats` reads the counters from (--control).'),
   metrics: optional(endpoint(9787), 'Serve Prometheus metrics on this address (GET /metrics); off when not given (--metrics).'),
   log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
+  tls: field(clientTls, {}, 'RPC-with-TLS towards the server, for the binding feed.'),
 };
 
 export type TepConfig = Infer<typeof tepFields>;

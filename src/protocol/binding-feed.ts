@@ -13,7 +13,7 @@
 // state, which replaces the table as one diff (bindings present in both are not unbound).
 import { EventEmitter } from 'node:events';
 import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from './generated/dstm';
-import { RpcClient } from '../rpc';
+import { RpcClient, type TlsClientOptions } from '../rpc';
 import { formatIPv4, formatIPv6, ipv4FromBytes } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { statusName, DstmRefusal } from './client';
@@ -39,6 +39,8 @@ export interface BindingFeedOptions {
   retryMaxMs?: number;
   /** Local address to call from (must be in the server's tep_allow or be a configured TEP). */
   local?: string;
+  /** RPC-with-TLS towards the server (its mutual policy wants a TEP certificate). */
+  tls?: TlsClientOptions;
 }
 
 /** Bindings by both addresses; a new binding displaces whatever held its IPv4 or its IPv6 address. */
@@ -136,7 +138,7 @@ export class BindingFeed extends EventEmitter {
       try {
         // A lost connection fails the call at once (no reconnect), so the feed can move on to the next server.
         const { host, port } = this.o.servers[this.at];
-        this.rpc ??= await RpcClient.connect({ host, port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local, reconnect: false });
+        this.rpc ??= await RpcClient.connect({ host, port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local, reconnect: false, tls: this.o.tls });
         const c = new RPC_TWO_Client(this.rpc, this.o.program);
         r = await c.BINDINGS(
           { since: this.since, max: this.o.max ?? 0, wait_ms: snapshot ? 0 : waitMs, epoch: this.epoch },

@@ -10,7 +10,7 @@ import {
   dstm_status,
   type packet,
 } from './generated/dstm';
-import { RpcClient, RpcError } from '../rpc';
+import { RpcClient, RpcError, type TlsClientOptions } from '../rpc';
 import type { Transport } from '../rpc/types';
 import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../lib/addr';
 
@@ -91,6 +91,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** IPv6 source address to call from; default: the one the kernel routes to the server with. */
   local?: string;
+  /** RPC-with-TLS (transport must be tcp). */
+  tls?: TlsClientOptions;
 }
 
 /** The IPv6 address this host sends from towards `host` (no packet is sent: a connected UDP socket is enough). */
@@ -133,6 +135,7 @@ export class DstmClient {
       timeoutMs: o.timeoutMs ?? 5000,
       family: 6,
       localAddress: local,
+      tls: o.tls,
     });
     return new DstmClient(rpc, parseIPv6(local), o.version ?? 2, o.program);
   }

@@ -15,6 +15,7 @@ import { AuthStat, RpcAuthError, RpcError } from './errors';
 import { readReplyHeader, writeCallHeader } from './message';
 import { beginRecord, endRecord, MAX_FRAGMENT, RecordReader } from './record';
 import { lookupPort } from './rpcbind';
+import { startTls, type TlsClientOptions } from './tls';
 import type { CallOptions, Procedure, RpcCaller, Transport } from './types';
 import { XdrReader, XdrWriter, type Codec } from './xdr/runtime';
 
@@ -53,6 +54,12 @@ export interface RpcClientOptions {
   path?: string;
   /** rpcbind's port for the lookup (111). */
   rpcbindPort?: number;
+  /**
+   * TCP: RPC-with-TLS (RFC 9289). Every connection starts with the AUTH_TLS probe and a TLS 1.3 handshake verifying
+   * the server against `ca` and its address (or serverName); a server that does not offer TLS fails the connect
+   * with RpcError 'TLS'.
+   */
+  tls?: TlsClientOptions;
 }
 
 interface Pending {
@@ -220,11 +227,11 @@ export class RpcClient implements RpcCaller {
     const opts: net.NetConnectOpts = this.options.path
       ? { path: this.options.path }
       : { host: this.address, port: this.port, localAddress: this.options.localAddress, noDelay: true };
-    const s = net.connect(opts);
-    this.tcp = s;
+    const raw = net.connect(opts);
+    this.tcp = raw;
     const reader = new RecordReader(this.maxRecordSize, (rec) => this.onReply(rec));
     this.connecting = new Promise<void>((resolve, reject) => {
-      s.once('connect', () => {
+      const ready = (s: net.Socket): void => {
         this.connecting = null;
         this.connected = true;
         this.reconnectDelay = 50;
@@ -233,24 +240,76 @@ export class RpcClient implements RpcCaller {
         for (const p of this.pending.values()) s.write(p.bytes);
         s.uncork();
         resolve();
+      };
+      const tlsOptions = this.options.tls;
+      if (!tlsOptions) {
+        raw.once('connect', () => ready(raw));
+        return this.serve(raw, reader, reject);
+      }
+      raw.once('connect', () => {
+        startTls(raw, this.address, this.options.program, this.options.version, tlsOptions, this.timeoutMs).then(
+          (s) => {
+            if (this.tcp !== raw) return s.destroy(); // closed meanwhile
+            this.tcp = s;
+            this.serve(s, reader, reject);
+            ready(s);
+          },
+          (e: Error) => {
+            // Not retried: a server that refuses TLS or a certificate that does not verify will not change.
+            this.connecting = null;
+            this.lastError = e;
+            raw.destroy();
+            for (const p of [...this.pending.values()]) this.settle(p, e);
+            reject(e);
+          },
+        );
       });
-      s.on('data', (chunk: Buffer) => {
-        const cut = reader.push(chunk);
-        if (cut !== null) {
-          this.lastError = new Error(`reply too large: ${cut}`);
-          s.destroy();
-        }
-      });
-      s.on('error', (e) => {
+      raw.on('error', (e) => {
         this.lastError = e;
-        if (this.connecting) {
+        if (this.connecting && this.tcp === raw) {
           this.connecting = null;
           reject(new RpcError('UNREACHABLE', `cannot connect to ${this.where}: ${e.message}`));
         }
       });
-      s.on('close', () => this.onTcpClose(s));
+      raw.on('close', () => this.tcp === raw && this.onTcpClose(raw));
     });
     return this.connecting;
+  }
+
+  /** Read replies from the connection's socket (the TCP one, or the TLS one over it). */
+  private serve(s: net.Socket, reader: RecordReader, reject: (e: Error) => void): void {
+    let answered = false;
+    s.on('data', (chunk: Buffer) => {
+      answered = true;
+      const cut = reader.push(chunk);
+      if (cut !== null) {
+        this.lastError = new Error(`reply too large: ${cut}`);
+        s.destroy();
+      }
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      this.lastError = e;
+      // Under TLS 1.3 a server judges our certificate after our side of the handshake is done: its refusal comes
+      // as an alert on the first read. Retrying cannot help, so the calls fail now, saying why.
+      if (this.options.tls && e.code?.startsWith('ERR_SSL_')) {
+        this.failTls(new RpcError('TLS', `${this.where} ended the TLS session: ${e.message.replace(/^.*:(ssl3?|tls13|tlsv1)?_?alert /i, 'alert ')}`));
+      }
+      if (this.connecting) {
+        this.connecting = null;
+        reject(new RpcError('UNREACHABLE', `cannot connect to ${this.where}: ${e.message}`));
+      }
+    });
+    s.on('close', () => {
+      // A server that refuses our certificate after the handshake may just close (Node does, without an alert).
+      if (this.options.tls && !answered) {
+        this.failTls(new RpcError('TLS', `${this.where} closed the TLS session before answering: it did not accept this client's certificate (none, expired, or not from its CA)`));
+      }
+      this.onTcpClose(s);
+    });
+  }
+
+  private failTls(err: RpcError): void {
+    for (const p of [...this.pending.values()]) this.settle(p, err);
   }
 
   private onTcpClose(s: net.Socket): void {

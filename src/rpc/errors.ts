@@ -21,7 +21,9 @@ export type RpcErrorKind =
   /** The reply could not be decoded (bad header or results that do not match the procedure's result type). */
   | 'BAD_REPLY'
   /** rpcbind knows no address for the program, version and netid asked for. */
-  | 'NOT_REGISTERED';
+  | 'NOT_REGISTERED'
+  /** RPC-with-TLS failed: the server does not offer it, or its certificate does not verify or name the server. */
+  | 'TLS';
 
 export class RpcError extends Error {
   constructor(

@@ -20,6 +20,8 @@ export class RecordReader {
   private readonly head = Buffer.alloc(4);
   private headHave = 0;
   private stopped = false;
+  /** What followed the record during which stop() was called (e.g. a TLS ClientHello after an RPC-with-TLS probe). */
+  private rest: Buffer | null = null;
 
   constructor(
     private readonly maxRecordSize: number,
@@ -30,6 +32,13 @@ export class RecordReader {
   stop(): void {
     this.stopped = true;
     this.parts.length = 0;
+  }
+
+  /** The bytes of the chunk being pushed that came after the record during which stop() was called (once). */
+  takeRest(): Buffer | null {
+    const r = this.rest;
+    this.rest = null;
+    return r;
   }
 
   /** Bytes buffered for the record being assembled. */
@@ -78,6 +87,7 @@ export class RecordReader {
           this.parts.length = 0;
           this.size = 0;
           this.onRecord(rec);
+          if (this.stopped && off < n) this.rest = chunk.subarray(off);
         }
       }
     }

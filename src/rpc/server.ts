@@ -34,6 +34,7 @@ import {
 } from './message';
 import { beginRecord, endRecord, frameRecord, LAST_FRAGMENT, MAX_FRAGMENT, RecordReader } from './record';
 import { registerService, unregisterService, type RpcbindRegistration } from './rpcbind';
+import { RpcTlsServer, STARTTLS_VERIFIER, TLS_PASS, TLS_PROBE, type TlsServerStats, type TlsSession } from './tls';
 import { BatchUdpSocket, batchedUdpAvailable } from './udp-batch';
 import type { CallContext, Handler, OpaqueAuth, Procedure, ProgramVersion, Service, Transport } from './types';
 import { XdrReader, XdrWriter } from './xdr/runtime';
@@ -70,6 +71,8 @@ export interface RpcServerOptions {
    * short: it is counted in garbageRecords.udp and dropped.
    */
   udpRecvSize?: number;
+  /** RPC-with-TLS (RFC 9289, ./tls): the policy and certificates; without it the AUTH_TLS probe is refused. */
+  tls?: RpcTlsServer;
 }
 
 /** Where to listen. Without a transport, both UDP and TCP; port 0 picks one port shared by both. */
@@ -137,6 +140,8 @@ export interface RpcServerStats {
   inFlight: number;
   connections: number;
   duplicateCacheEntries: number;
+  /** RPC-with-TLS probes, handshakes and refusals (when the server has a TLS policy). */
+  tls?: TlsServerStats;
 }
 
 /** Where a reply goes: a UDP sender, or a TCP connection. */
@@ -228,7 +233,11 @@ class TcpConn implements Peer {
   readonly address: string;
   readonly port: number;
   readonly family: 'IPv4' | 'IPv6';
-  readonly reader: RecordReader;
+  reader: RecordReader;
+  /** The TLS session once the connection is upgraded (RPC-with-TLS), else null. */
+  tls: TlsSession | null = null;
+  /** A probe was answered in the chunk being served: upgrade once its reply is written. */
+  startTls = false;
   /** Records waiting for a free call slot (maxInFlight reached). */
   readonly backlog: Buffer[] = [];
   writeBlocked = false;
@@ -236,14 +245,18 @@ class TcpConn implements Peer {
   active = 0;
 
   constructor(
-    readonly socket: net.Socket,
+    public socket: net.Socket,
     private readonly server: RpcServer,
-    maxRecordSize: number,
+    private readonly maxRecordSize: number,
   ) {
     this.address = socket.remoteAddress ?? '';
     this.port = socket.remotePort ?? 0;
     this.family = socket.remoteFamily === 'IPv4' ? 'IPv4' : 'IPv6';
-    this.reader = new RecordReader(maxRecordSize, (rec) => server.onTcpRecord(rec, this));
+    this.reader = this.newReader();
+  }
+
+  newReader(): RecordReader {
+    return new RecordReader(this.maxRecordSize, (rec) => this.server.onTcpRecord(rec, this));
   }
 
   detach(): Peer {
@@ -290,6 +303,7 @@ export class RpcServer {
   private readonly udpSockets: (dgram.Socket | BatchUdpSocket)[] = [];
   private readonly udpBatch: number;
   private readonly udpRecvSize: number;
+  private readonly tls: RpcTlsServer | null;
   private readonly tcpServers: net.Server[] = [];
   private readonly conns = new Set<TcpConn>();
   /** TCP connections with records waiting for a call slot. */
@@ -318,6 +332,7 @@ export class RpcServer {
     this.onHandlerError = options.onHandlerError;
     this.udpBatch = options.udpBatch ?? 64;
     this.udpRecvSize = options.udpRecvSize ?? 65536;
+    this.tls = options.tls ?? null;
     if (!(Number.isInteger(this.udpBatch) && this.udpBatch >= 0 && this.udpBatch <= 1024)) throw new RangeError('udpBatch must be 0–1024');
     if (!(Number.isInteger(this.udpRecvSize) && this.udpRecvSize >= 1 && this.udpRecvSize <= 65536)) throw new RangeError('udpRecvSize must be 1–65536');
     const drcSize = options.duplicateCacheSize ?? 4096;
@@ -449,6 +464,7 @@ export class RpcServer {
       inFlight: this.inFlight,
       connections: this.conns.size,
       duplicateCacheEntries: this.drc?.entries ?? 0,
+      ...(this.tls ? { tls: this.tls.stats() } : {}),
     };
   }
 
@@ -530,6 +546,11 @@ export class RpcServer {
     }
     const c = new TcpConn(sock, this, this.maxRecordSize);
     this.conns.add(c);
+    this.wire(c, sock);
+  }
+
+  /** Serve a connection's socket: the accepted one, then the TLS socket that replaces it after a probe. */
+  private wire(c: TcpConn, sock: net.Socket): void {
     sock.on('data', (chunk: Buffer) => {
       // Replies to the records of one chunk (a pipelining client) are gathered and leave in one write.
       // (Chunks are not served inside one another; if one ever were, its replies would simply be written directly.)
@@ -547,7 +568,7 @@ export class RpcServer {
       if (cut !== null) {
         this.oversized++;
         sock.destroy();
-      }
+      } else if (c.startTls) this.upgradeTls(c);
     });
     sock.on('error', noop);
     if (this.idleTimeoutMs > 0) {
@@ -556,10 +577,25 @@ export class RpcServer {
       });
     }
     sock.on('close', () => {
+      if (c.socket !== sock) return; // the plain socket under a TLS one
       c.reader.stop();
       c.backlog.length = 0;
       this.conns.delete(c);
       this.waiting.delete(c);
+    });
+  }
+
+  /** After the reply to a probe: hand the socket, and what came after the probe, to TLS; serve the TLS socket. */
+  private upgradeTls(c: TcpConn): void {
+    c.startTls = false;
+    const raw = c.socket;
+    raw.removeAllListeners('data');
+    this.tls!.upgrade(raw, c.reader.takeRest(), (s, session) => {
+      if (this.closing || raw.destroyed) return s.destroy();
+      c.socket = s;
+      c.tls = session;
+      c.reader = c.newReader();
+      this.wire(c, s);
     });
   }
 
@@ -675,6 +711,13 @@ export class RpcServer {
       writeRpcMismatchReply(w, h.xid);
       return peer.send(this.finish(peer));
     }
+    if (this.tls !== null) {
+      const c = t === T_TCP ? (peer as TcpConn) : null;
+      // A probe is taken only on a plain connection with no call in progress, whose reply could cross into TLS.
+      const upgradable = c !== null && c.tls === null && !c.startTls && c.active === 0 && c.backlog.length === 0;
+      const v = this.tls.judge(h.credential, h.verifier, h.procedure, c === null, upgradable, c !== null && c.tls !== null);
+      if (v !== TLS_PASS) return this.tlsVerdict(peer, h.xid, v);
+    }
     const flavor = this.auth.get(h.credential.flavor);
     const verdict = flavor ? flavor.validate(h.credential, h.verifier) : AuthStat.AUTH_REJECTEDCRED; // as libtirpc
     if (typeof verdict === 'number') {
@@ -743,6 +786,7 @@ export class RpcServer {
       family: peer.family,
       credential: h.credential,
       principal: verdict.principal,
+      tls: t === T_TCP ? (peer as TcpConn).tls : null,
     };
     this.inFlight++;
     if (t === T_TCP) (peer as TcpConn).active++;
@@ -769,6 +813,22 @@ export class RpcServer {
     }
     this.replyResult(peer, ctx, verf, pe, res, drcToken);
     this.callDone(peer);
+  }
+
+  /** Refuse a call by the TLS policy, or answer a probe with STARTTLS and upgrade the connection after the reply. */
+  private tlsVerdict(peer: Peer, xid: number, v: number): void {
+    if (v !== TLS_PROBE) {
+      this.rejected[peer.t][1]++;
+      this.begin(peer.t);
+      writeAuthErrorReply(this.w, xid, v);
+      return peer.send(this.finish(peer));
+    }
+    const c = peer as TcpConn;
+    c.reader.stop();
+    this.replyStatus(c, xid, STARTTLS_VERIFIER, AcceptStat.SUCCESS);
+    // Inside a chunk the reply is gathered and written when the chunk is done; the upgrade follows it there.
+    if (c.copies) c.startTls = true;
+    else this.upgradeTls(c);
   }
 
   private begin(t: number): void {

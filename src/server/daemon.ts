@@ -8,7 +8,8 @@ import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics';
-import { RpcServer, type BoundAddress } from '../rpc';
+import { RpcServer, RpcTlsServer, type BoundAddress } from '../rpc';
+import { loadTlsFiles } from '../rpc/tls';
 import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../lib/addr';
 import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
@@ -29,6 +30,10 @@ export interface ServerFlags {
   program?: number;
   metrics?: string;
   logLevel?: string;
+  tls?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 /** "IPV6,IPV4" as given to --tep, in the configuration file's shape ({ipv6, ipv4}). */
@@ -51,6 +56,10 @@ export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; fi
     ['program', '--program', flags.program],
     ['metrics', '--metrics', flags.metrics],
     ['log_level', '--log-level', flags.logLevel],
+    ['tls.policy', '--tls', flags.tls],
+    ['tls.cert', '--tls-cert', flags.tlsCert],
+    ['tls.key', '--tls-key', flags.tlsKey],
+    ['tls.ca', '--tls-ca', flags.tlsCa],
   ]));
   checkServerConfig(config, where);
   return { config, file };
@@ -67,6 +76,18 @@ export function checkServerConfig(c: ServerConfig, where: string): void {
     if (prev && p.base < prev.base + prefixSize4(prev.len)) throw new ConfigError(`${where}.pools`, formatPrefix4(p), `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`);
   });
   if (total > MAX_POOL_ADDRESSES) throw new ConfigError(`${where}.pools`, c.pools.map(formatPrefix4), `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`);
+  const tls = c.tls;
+  if (tls.policy !== 'off') {
+    if (!tls.cert) throw new ConfigError(`${where}.tls.cert`, tls.cert, `the server's certificate (--tls-cert) with the ${tls.policy} policy`);
+    if (!tls.key) throw new ConfigError(`${where}.tls.key`, tls.key, `the key of the server's certificate (--tls-key) with the ${tls.policy} policy`);
+    if (tls.policy === 'mutual' && !tls.ca) throw new ConfigError(`${where}.tls.ca`, tls.ca, 'the CA that signs client certificates (--tls-ca) with the mutual policy');
+  }
+}
+
+/** The server's RPC-with-TLS half from the configuration (certificate files read now), or undefined when off. */
+export function tlsOf(c: ServerConfig): RpcTlsServer | undefined {
+  if (c.tls.policy === 'off') return undefined;
+  return new RpcTlsServer({ policy: c.tls.policy, handshakeTimeoutMs: c.tls.handshake_timeout, ...loadTlsFiles(c.tls) });
 }
 
 export function policyOf(c: ServerConfig): LeasePolicy {
@@ -86,7 +107,8 @@ export function policyOf(c: ServerConfig): LeasePolicy {
 export function accessOf(c: ServerConfig): Access {
   // Every configured TEP may follow the feed without being listed in tep_allow.
   const teps: Prefix6[] = [...(c.tep ? [c.tep] : []), ...c.teps].map((t) => ({ bytes: t.ipv6, len: 128 }));
-  return { allow: c.allow, tepAllow: [...c.tep_allow, ...teps], adminAllow: c.admin_allow, feedMaxWait: c.feed_max_wait };
+  const certs = c.tls.policy !== 'mutual' ? null : { nodes: c.tls.nodes, admin: c.tls.admin, teps: c.tls.teps, tepAddresses: teps.map((t) => t.bytes) };
+  return { allow: c.allow, tepAllow: [...c.tep_allow, ...teps], adminAllow: c.admin_allow, feedMaxWait: c.feed_max_wait, certs };
 }
 
 /** What the server tells its supervisor (systemd STATUS=). */
@@ -117,6 +139,7 @@ export class DstmServer {
     private readonly rpcs: DstmRpc,
     readonly rpc: RpcServer,
     private readonly log: Logger,
+    private readonly tls: RpcTlsServer | undefined,
   ) {}
 
   static async start(config: ServerConfig, log: Logger, hooks: ServerHooks = {}): Promise<DstmServer> {
@@ -133,14 +156,21 @@ export class DstmServer {
     }
     log.info('store loaded', { store: store.where, ...(store.engine === 'sqlite' ? { state_dir: config.state_dir } : {}), ...counts, free: leases.available, pool: leases.poolSize, ms: Math.round(performance.now() - t0) });
     if (!config.tep && config.teps.length === 0) log.warn('no TEP configured: replies carry a zero TEP (set server.tep or --tep)');
+    let tls: RpcTlsServer | undefined;
+    try {
+      tls = tlsOf(config);
+    } catch (err) {
+      store.close();
+      throw err;
+    }
     const rpcs = new DstmRpc(leases, accessOf(config), log);
-    const rpc = new RpcServer({ onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
+    const rpc = new RpcServer({ tls, onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
-    const server = new DstmServer(config, store, leases, rpcs, rpc, log);
+    const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls);
     store.on('health', (h) => server.health(h, hooks));
     try {
       const bound = await rpc.listen(config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))));
-      log.info('listening', { addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`), program: config.program });
+      log.info('listening', { addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`), program: config.program, tls: config.tls.policy });
       await server.rpcbind();
       if (config.metrics) await server.serveMetrics(config.metrics.host, config.metrics.port);
     } catch (err) {
@@ -203,6 +233,15 @@ export class DstmServer {
     reg.collector('dstm_server_rpc_rejected_total', 'ONC RPC calls refused before a procedure ran, by transport and reason.', 'counter', () =>
       Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) => Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value }))),
     );
+    if (this.tls) {
+      const tls = this.tls;
+      reg.collector('dstm_server_tls_total', 'RPC-with-TLS probes, handshakes, handshake failures by reason, plain calls refused.', 'counter', () => {
+        const s = tls.stats();
+        const ev: [string, number][] = [['probe', s.probes], ['bad_probe', s.badProbes], ['handshake', s.handshakes], ['plain_refused_udp', s.plainRefused.udp], ['plain_refused_tcp', s.plainRefused.tcp]];
+        for (const [why, n] of Object.entries(s.failed)) ev.push([`failed_${why}`, n]);
+        return ev.map(([event, value]) => ({ labels: { event }, value }));
+      });
+    }
     const m = await serveMetrics(reg, host, port, async () => {
       if (!this.store.health().ok) return;
       const [counts, bindings] = await Promise.all([this.store.counts(), this.store.list(-1, Number.MAX_SAFE_INTEGER)]);
@@ -260,13 +299,21 @@ export class DstmServer {
    * binding is lost; listen addresses, transports, program, state_dir, store and metrics need a restart.
    */
   async reload(next: ServerConfig): Promise<string[]> {
-    const fixed = (['listen', 'transports', 'program', 'state_dir', 'store', 'store_pool', 'metrics', 'rpcbind'] as const).filter(
+    const fixed: string[] = (['listen', 'transports', 'program', 'state_dir', 'store', 'store_pool', 'metrics', 'rpcbind'] as const).filter(
       (k) => JSON.stringify(next[k], replacer) !== JSON.stringify(this.config[k], replacer),
     );
+    // The TLS policy needs a restart; certificate, key and CA are read again (a renewed certificate at the same
+    // path included) for the connections to come, before anything else changes: files that do not load keep all.
+    for (const k of ['policy', 'handshake_timeout'] as const) {
+      if (next.tls[k] === this.config.tls[k]) continue;
+      fixed.push(`tls.${k}`);
+      next = { ...next, tls: { ...next.tls, [k]: this.config.tls[k] } };
+    }
+    if (this.tls) this.tls.reload(loadTlsFiles(next.tls));
     await this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
     // The keys that need a restart keep their running values, so the next reload still reports them.
-    this.config = { ...next, ...Object.fromEntries(fixed.map((k) => [k, this.config[k]])) };
+    this.config = { ...next, ...Object.fromEntries(fixed.filter((k) => !k.startsWith('tls.')).map((k) => [k, this.config[k as keyof ServerConfig]])) };
     this.log.info('configuration reloaded', { free: this.leases.available, pool: this.leases.poolSize, ...(fixed.length ? { needs_restart: fixed } : {}) });
     return fixed;
   }

@@ -1,6 +1,8 @@
 // The DSTM program over ONC RPC: version 1 (Annex B, byte-exact) and version 2 (status codes, binding feed, admin).
-// Identity is the RPC peer's IPv6 address and nothing else: `local` must equal it, AUTH_SYS credentials are
-// accepted but never trusted. How each refusal travels in each version is documented in dstm-rpc(7).
+// Identity is the RPC peer's IPv6 address: `local` must equal it, AUTH_SYS credentials are accepted but never
+// trusted. Under the mutual TLS policy the verified client certificate must also vouch for the caller: it names the
+// node's address (or a configured mapping covers it), it is a TEP's for the feed, an admin's for the admin
+// procedures. How each refusal travels in each version is documented in dstm-rpc(7).
 import {
   RELEASE_REP,
   RELEASE_REQ,
@@ -16,8 +18,9 @@ import {
 } from '../protocol/generated/dstm';
 import type { Logger } from '../lib/log';
 import { AuthStat, RpcAuthError, RpcError } from '../rpc';
+import type { TlsIdentity } from '../rpc/tls';
 import type { CallContext, Service } from '../rpc/types';
-import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, type Prefix6 } from '../lib/addr';
+import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, prefixContains6, type Prefix6 } from '../lib/addr';
 import { StoreUnavailable, type Grant, type LeaseService, type Status } from './leases';
 
 export interface Access {
@@ -29,6 +32,31 @@ export interface Access {
   adminAllow: readonly Prefix6[];
   /** Longest wait of a BINDINGS call, milliseconds. */
   feedMaxWait: number;
+  /** Certificate rules of the mutual TLS policy; null under any other policy (the address alone identifies). */
+  certs?: CertRules | null;
+}
+
+/** Who a verified client certificate may be (server.tls.nodes, admin, teps; names as certMatches reads them). */
+export interface CertRules {
+  nodes: readonly { name: string; prefix: Prefix6 }[];
+  admin: readonly string[];
+  teps: readonly string[];
+  /** The configured TEPs' IPv6 addresses: a certificate naming one of them is that TEP's. */
+  tepAddresses: readonly Uint8Array[];
+}
+
+/** A name from the configuration against a certificate: its CN, a DNS subjectAltName, or "sha256:" + key pin. */
+export function certMatches(id: TlsIdentity, name: string): boolean {
+  if (name.startsWith('sha256:')) return name.slice(7).toLowerCase() === id.keyFingerprint;
+  return id.commonName === name || id.dnsNames.includes(name.toLowerCase());
+}
+
+function certNamesAddress(id: TlsIdentity, ip6: Uint8Array): boolean {
+  return id.ipAddresses.some((a) => a.includes(':') && equalBytes(parseIPv6(a), ip6));
+}
+
+function certLabel(id: TlsIdentity | null | undefined): string {
+  return id ? `certificate "${id.subject.replace(/\n/g, ', ')}"` : 'no client certificate';
 }
 
 /** Changes per BINDINGS reply: UDP replies stay within one 8 KiB datagram, TCP ones within ~40 KiB. */
@@ -117,6 +145,14 @@ export class DstmRpc {
     const want = op === 'request' ? REQUEST_REQ : RELEASE_REQ;
     if (p.type !== want) throw new Refused('bad_request', `${op.toUpperCase()} with type ${p.type}, expected ${want}`);
     if (!equalBytes(p.local, peer)) throw new Refused('not_allowed', `local ${formatIPv6(p.local)} is not the caller ${formatIPv6(peer)}`);
+    const certs = this.access.certs;
+    if (certs) {
+      // RFC 9289 identity: the certificate names the node, or a configured mapping lets it act for the node.
+      const id = ctx.tls?.peer;
+      if (!id || !(certNamesAddress(id, peer) || certs.nodes.some((n) => prefixContains6(n.prefix, peer) && certMatches(id, n.name)))) {
+        throw new Refused('not_allowed', `${certLabel(id)} does not name node ${formatIPv6(peer)} (no subjectAltName IP and no server.tls.nodes entry)`);
+      }
+    }
     if (op === 'request' && !inAny6(this.access.allow, peer)) throw new Refused('not_allowed', `${formatIPv6(peer)} is not in the allow list`);
     const ip4 = ipv4FromBytes(p.i4addr);
     const g = op === 'request' ? await this.leases.request(peer, ip4, p.keep) : await this.leases.release(peer, ip4);
@@ -175,6 +211,13 @@ export class DstmRpc {
       this.log.info('BINDINGS refused', { peer: ctx.peerAddress, why: 'not in tep_allow' });
       return empty('not_allowed');
     }
+    const certs = this.access.certs;
+    const id = ctx.tls?.peer;
+    if (certs && !(id && (certs.tepAddresses.some((a) => certNamesAddress(id, a)) || certs.teps.some((n) => certMatches(id, n))))) {
+      this.refused('bindings', 'not_allowed');
+      this.log.info('BINDINGS refused', { peer: ctx.peerAddress, why: `${certLabel(id)} is not a TEP's (server.tls.teps, or a TEP address in its subjectAltName)` });
+      return empty('not_allowed');
+    }
     // A caller from another epoch (a rebuilt store) starts over from the whole state.
     const from = epoch !== 0n && epoch !== this.leases.epoch ? 0 : Number(since);
     const limit = Math.max(1, Math.min(max || FEED_MAX[ctx.transport], FEED_MAX[ctx.transport]));
@@ -202,13 +245,19 @@ export class DstmRpc {
   }
 
   private adminAllowed(ctx: CallContext, what: string): boolean {
+    let why = 'not in admin_allow';
     try {
-      if (inAny6(this.access.adminAllow, peerIPv6(ctx))) return true;
+      if (inAny6(this.access.adminAllow, peerIPv6(ctx))) {
+        const certs = this.access.certs;
+        const id = ctx.tls?.peer;
+        if (!certs || (id && certs.admin.some((n) => certMatches(id, n)))) return true;
+        why = `${certLabel(id)} is not in server.tls.admin`;
+      }
     } catch {
       // IPv4 peers are refused like any peer outside admin_allow
     }
     this.refused(what.toLowerCase(), 'not_allowed');
-    this.log.info(`${what} refused`, { peer: ctx.peerAddress, why: 'not in admin_allow' });
+    this.log.info(`${what} refused`, { peer: ctx.peerAddress, why });
     return false;
   }
 

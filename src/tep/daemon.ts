@@ -10,6 +10,8 @@ import { Registry, serveMetrics } from '../lib/metrics';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
+import { RpcClient, RpcError } from '../rpc';
+import { loadClientTls } from '../rpc/tls';
 import { serveControl } from '../lib/control';
 import { Tep } from './tep';
 import { ip, runIp } from '../dti/netconfig';
@@ -59,6 +61,10 @@ export interface TepFlags {
   control?: string;
   metrics?: string;
   'log-level'?: string;
+  tls?: boolean;
+  'tls-ca'?: string;
+  'tls-cert'?: string;
+  'tls-key'?: string;
 }
 
 /** The "tep" section with the command's flags on top, checked as a whole. */
@@ -79,6 +85,10 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
     ['control', '--control', flags.control],
     ['metrics', '--metrics', flags.metrics],
     ['log_level', '--log-level', flags['log-level']],
+    ['tls.enabled', '--tls', flags.tls || undefined],
+    ['tls.ca', '--tls-ca', flags['tls-ca']],
+    ['tls.cert', '--tls-cert', flags['tls-cert']],
+    ['tls.key', '--tls-key', flags['tls-key']],
   ]));
   checkTep(config);
   return config;
@@ -174,12 +184,35 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
 }
 
 /**
+ * With --tls, one probe, handshake and NULL call to the first server that answers before the TEP starts: one that does not offer
+ * RPC-with-TLS, or a certificate that does not verify, is a configuration error retrying will not mend (throws
+ * RpcError 'TLS'). A server that cannot be reached is left to the feed's retries.
+ */
+export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
+  const tls = loadClientTls(c.tls);
+  if (!tls || !c.server) return;
+  for (const server of c.server) {
+    let rpc: RpcClient | undefined;
+    try {
+      rpc = await RpcClient.connect({ host: server.host, port: server.port, transport: 'tcp', program: c.program, version: 2, family: 6, localAddress: formatIPv6(c.feed_source ?? c.address), tls, reconnect: false, timeoutMs: 5000 });
+      await rpc.ping();
+      return;
+    } catch (err) {
+      if (err instanceof RpcError && err.kind === 'TLS') throw err;
+      log.warn('server not reached to check RPC-with-TLS; the feed retries', { server: formatEndpoint(server), error: (err as Error).message });
+    } finally {
+      await rpc?.close();
+    }
+  }
+}
+
+/**
  * Follows the server's binding feed (a long poll, so a new binding reaches the TEP as soon as it is committed;
  * the feed retries through server restarts, moves to the next server when one fails, keeping its bindings, and
  * reloads the full state when the server's store was rebuilt).
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
-  const feed = new BindingFeed({ servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address) });
+  const feed = new BindingFeed({ servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address), tls: loadClientTls(c.tls) });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }));

@@ -1,0 +1,99 @@
+// RPC-with-TLS (RFC 9289) against plain TCP, on the same server in the same run: REQUEST (the Annex B packet, the
+// test transform) calls/s with N callers on long-lived connections (one connection each), TLS 1.3 vs plain TCP
+// (target >= 0.7x), and the server's CPU time per call over the same window (connections made and warmed up
+// before it: a figure that a busy machine disturbs less than calls/s); then new connections/s made one after
+// another with the probe and the handshake, and the time to a ready connection (p50, p99), against plain TCP. The server is ours under the opportunistic
+// policy (TLS and plain served alike); the load is our RpcClient in a child process (bench/tls-load.ts), since the
+// C load generator has no TLS. Certificates: EC P-256, made with openssl (test/support/certs.ts).
+import { execFile, spawn } from 'node:child_process';
+import tls from 'node:tls';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { RPC_ONE_service } from '../src/protocol/generated/dstm';
+import { RpcServer, RpcTlsServer } from '../src/rpc';
+import { certDir } from '../test/support/certs';
+import { transformPacket } from '../test/rpc/util';
+
+const SECONDS = Number(process.env.RPC_BENCH_SECONDS ?? 1.2);
+const ROUNDS = Number(process.env.RPC_BENCH_ROUNDS ?? 2);
+const CALLERS = (process.env.RPC_BENCH_CALLERS ?? '1,16,64').split(',').map(Number);
+
+function load(args: string[]): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...process.execArgv, join(__dirname, 'tls-load.ts'), ...args], { timeout: (SECONDS + 60) * 1000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`${err.message}\n${stderr}`));
+      resolve(JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, number>);
+    });
+  });
+}
+
+/** One `calls` run of the load: calls/s, and this process's CPU microseconds per call while the calls ran. */
+function callLoad(args: string[]): Promise<{ rate: number; cpuPerCall: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, join(__dirname, 'tls-load.ts'), 'calls', ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let u0: NodeJS.CpuUsage | null = null;
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line === 'ready') {
+        u0 = process.cpuUsage();
+        child.stdin.write('go\n');
+        return;
+      }
+      const u = process.cpuUsage(u0 ?? undefined);
+      const r = JSON.parse(line) as { calls: number; seconds: number };
+      resolve({ rate: r.calls / r.seconds, cpuPerCall: (u.user + u.system) / r.calls });
+    });
+    child.once('exit', (code) => code !== 0 && reject(new Error(`load exited with ${code}`)));
+  });
+}
+
+export async function run(): Promise<void> {
+  const certs = certDir();
+  const ca = certs.ca('bench CA');
+  const cert = ca.issue({ cn: 'bench', san: ['IP:::1'] });
+  const policy = new RpcTlsServer({ policy: 'opportunistic', cert: cert.cert, key: cert.key });
+  const server = new RpcServer({ tls: policy }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
+  const p = String(port);
+  // The handshake's baseline: Node's own TLS server and client, same certificate, no probe and no RPC.
+  const bare = tls.createServer({ cert: cert.cert, key: cert.key, minVersion: 'TLSv1.3' }, (s) => s.on('error', () => undefined).end());
+  await new Promise<void>((resolve) => bare.listen(0, '::1', () => resolve()));
+  const bareP = String((bare.address() as { port: number }).port);
+  try {
+    console.log(`best of ${ROUNDS} rounds of ${SECONDS} s, plain and TLS taking turns; load: our RpcClient in a child process, one TCP connection per caller`);
+    console.log('| call | callers | plain TCP (calls/s) | TLS 1.3 (calls/s) | TLS/plain | server CPU/call plain (µs) | TLS (µs) | plain/TLS |');
+    console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const n of CALLERS) {
+      const rate = [0, 0];
+      const cpu = [Infinity, Infinity];
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const [i, extra] of [[0, []], [1, [ca.certFile]]] as const) {
+          const r = await callLoad([p, String(n), String(SECONDS), ...extra]);
+          rate[i] = Math.max(rate[i], r.rate);
+          cpu[i] = Math.min(cpu[i], r.cpuPerCall);
+        }
+      }
+      console.log(`| REQUEST | ${n} | ${Math.round(rate[0])} | ${Math.round(rate[1])} | ${(rate[1] / rate[0]).toFixed(2)}x | ${cpu[0].toFixed(1)} | ${cpu[1].toFixed(1)} | ${(cpu[0] / cpu[1]).toFixed(2)}x |`);
+    }
+    console.log('\n| new connections, one at a time | connections/s | ready p50 (ms) | ready p99 (ms) |');
+    console.log('|---|---:|---:|---:|');
+    for (const [name, args] of [
+      ['plain TCP (connect)', ['connect', p, String(SECONDS)]],
+      ['RPC-with-TLS (connect + probe + TLS 1.3 handshake)', ['connect', p, String(SECONDS), ca.certFile]],
+      ['baseline: Node tls.connect to a bare tls.Server (no probe, no RPC)', ['tls-connect', bareP, String(SECONDS), ca.certFile]],
+    ] as const) {
+      let best = { rate: 0, p50: Infinity, p99: Infinity };
+      for (let round = 0; round < ROUNDS; round++) {
+        const r = await load([...args]);
+        const rate = r.connections / r.seconds;
+        if (rate > best.rate) best = { rate, p50: r.p50, p99: r.p99 };
+      }
+      console.log(`| ${name} | ${Math.round(best.rate)} | ${best.p50.toFixed(2)} | ${best.p99.toFixed(2)} |`);
+    }
+    const s = server.stats().tls!;
+    console.log(`\nserver: ${s.handshakes} handshakes, failed ${JSON.stringify(s.failed)}`);
+  } finally {
+    await server.close(100);
+    bare.close();
+    certs.remove();
+  }
+}
