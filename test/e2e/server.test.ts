@@ -40,7 +40,7 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
   before(async function () {
     skipIf(this, netnsUnavailable() ?? cliUnavailable());
     t = await Topology.create();
-    server = await startServer(t, ['--lease', '60']);
+    server = await startServer(t, ['--lease', '60', '--min-lease', '1']);
     tep = await startTep(t, ['--server', SERVER]);
     await waitForOutput(tep, /bindings synchronised/);
     await startEchoServer(t);
