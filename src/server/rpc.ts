@@ -357,6 +357,7 @@ export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Arr
     starts: g.starts,
     ends: g.ends,
     keep: live ? g.duration : 0,
-    extend: live ? Math.floor(g.duration / 2) : 0,
+    // never 0: a node renewing "after 0 seconds" would renew in a loop
+    extend: live ? Math.max(1, Math.floor(g.duration / 2)) : 0,
   };
 }

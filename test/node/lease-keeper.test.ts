@@ -118,4 +118,21 @@ describe('lease keeper', function () {
     expect(lines[lines.length - 1]).to.include({ event: 'released', address: lease.address });
     expect(bindings(dir)).to.equal(0);
   });
+
+  it('finding 9: a 1-second lease (extend 0 by the old rounding) renews about once a second, not in a tight loop', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24', '--lease', '1', '--min-lease', '1']);
+    client = await DstmClient.connect({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, local: lo.addresses[3], timeoutMs: 1000 });
+    keeper = new LeaseKeeper(client, { retryMs: 200 });
+    keeper.on('error', () => undefined);
+    // every REQUEST the keeper makes ends in a renewal, or, for a lease no longer than its extend, a new lease
+    let requests = 0;
+    keeper.on('renewed', () => requests++);
+    keeper.on('lease', () => requests++);
+    const first = await keeper.start();
+    expect(first.extend).to.be.at.least(1);
+    const before = requests;
+    await sleep(3000);
+    // the old keeper, told extend 0, renewed thousands of times in this time
+    expect(requests - before).to.be.within(1, 4);
+  });
 });
