@@ -1,5 +1,6 @@
 // The DTI flags of `dstm request` (the node side of issue 4), kept here so request.ts only spreads them in.
 import { Flags } from '@oclif/core';
+import { MAX_PATH_MTU } from '../config/types';
 import type { Server } from 'node:net';
 import { Dti, parseRoutes } from '../node/dti-node';
 import type { Logger } from '../lib/log';
@@ -11,7 +12,7 @@ export const dtiFlags = {
   routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true, dependsOn: ['dti'] }),
   'on-demand': Flags.boolean({ summary: 'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).', dependsOn: ['dti'] }),
   control: Flags.string({ summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.', default: DEFAULT_NODE_CONTROL_PATH }),
-  'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).', min: 1280, dependsOn: ['dti'] }),
+  'path-mtu': Flags.integer({ summary: `Path MTU towards the TEP, 1280 to ${MAX_PATH_MTU}; the DTI's MTU is 40 less (default 1500).`, min: 1280, max: MAX_PATH_MTU, dependsOn: ['dti'] }),
   offload: Flags.boolean({
     allowNo: true,
     summary: 'TUN offloads on the DTI: segment and coalesce TCP super-packets (default on where the kernel has them; --no-offload: the plain device).',

@@ -1,11 +1,11 @@
 import { Command, Flags } from '@oclif/core';
-import { DEFAULT_PORT } from '../config/server-schema';
+import { DEFAULT_PORT, TCP_ONLY } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
-import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
+import { DstmServer, loadServerConfig, tepAddressesInPools, type ServerFlags } from '../server/daemon';
 import { redactUrl } from '../config/types';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
@@ -26,7 +26,8 @@ ${exitHelp(EXITS)}`;
 
   static override examples = [
     '<%= config.bin %> server',
-    `<%= config.bin %> server --listen [2001:db8::10]:${DEFAULT_PORT} --pool 198.51.100.0/24 --tep 2001:db8::1,198.51.100.1 --state-dir /var/lib/dstm`,
+    `<%= config.bin %> server --listen '[2001:db8::10]:${DEFAULT_PORT}' --pool 198.51.100.0/24 --tep 2001:db8::1,192.0.2.1 --state-dir /var/lib/dstm`,
+    '<%= config.bin %> server --tcp-only changes --per-prefix 64:16 --rate-limit 64:10',
     '<%= config.bin %> server --config /etc/dstm/dstm.json --check',
   ];
 
@@ -36,6 +37,10 @@ ${exitHelp(EXITS)}`;
     pool: Flags.string({ summary: 'IPv4 prefix to lease addresses from (repeatable; default 192.0.2.0/24).', multiple: true }),
     tep: Flags.string({ summary: 'Default TEP as IPV6,IPV4.' }),
     lease: Flags.integer({ summary: 'Lease duration in seconds (default 3600).' }),
+    'min-lease': Flags.integer({ summary: 'Shortest lease in seconds: a node asking for less gets this much (default 60).' }),
+    'per-prefix': Flags.string({ summary: 'At most MAX nodes with an active binding in each IPv6 /LEN, as LEN:MAX, e.g. 64:16 (default off).' }),
+    'rate-limit': Flags.string({ summary: 'REQUEST and RELEASE calls per second from each IPv6 /LEN, as LEN:RATE[:BURST], e.g. 64:10 (default off).' }),
+    'tcp-only': Flags.string({ summary: 'Procedures served over TCP only: admin (LIST, REVOKE, ALLOCATE), changes (those, REQUEST and RELEASE) or none (default admin).', options: [...TCP_ONLY] }),
     'state-dir': Flags.string({ summary: 'Directory of the SQLite store (default /var/lib/dstm).' }),
     store: Flags.string({ summary: 'Binding store: postgresql://USER@HOST:PORT/DATABASE (shared by several servers) or sqlite:[DIR] (default: SQLite in the state directory).' }),
     allow: Flags.string({ summary: 'IPv6 prefix of nodes allowed to request (repeatable; default ::/0).', multiple: true }),
@@ -67,6 +72,10 @@ ${exitHelp(EXITS)}`;
       tlsCert: flags['tls-cert'],
       tlsKey: flags['tls-key'],
       tlsCa: flags['tls-ca'],
+      minLease: flags['min-lease'],
+      perPrefix: flags['per-prefix'],
+      rateLimit: flags['rate-limit'],
+      tcpOnly: flags['tcp-only'],
     };
     let loaded: ReturnType<typeof loadServerConfig>;
     try {
@@ -75,7 +84,8 @@ ${exitHelp(EXITS)}`;
       fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.check) {
-      this.log(JSON.stringify({ file: loaded.file ?? null, server: loaded.config }, jsonForm, 2));
+      const warnings = tepAddressesInPools(loaded.config).map((t) => `${t.key} ${t.ipv4} is inside pool ${t.pool}: it is never leased`);
+      this.log(JSON.stringify({ file: loaded.file ?? null, server: loaded.config, warnings }, jsonForm, 2));
       return;
     }
     const log = createLogger({ level: loaded.config.log_level }).child({ component: 'server' });
@@ -123,6 +133,8 @@ ${exitHelp(EXITS)}`;
 function jsonForm(key: string, v: unknown): unknown {
   if (key === 'store' && typeof v === 'string') return redactUrl(v);
   if (v instanceof Uint8Array) return formatIPv6(v);
+  if (key === 'per_prefix' && v) return `${(v as { len: number }).len}:${(v as { max: number }).max}`;
+  if (key === 'rate_limit' && v) return `${(v as { len: number }).len}:${(v as { rate: number }).rate}:${(v as { burst: number }).burst}`;
   if (v && typeof v === 'object' && 'base' in v && 'len' in v) return formatPrefix4(v as { base: number; len: number });
   if (v && typeof v === 'object' && 'bytes' in v && 'len' in v) return formatPrefix6(v as { bytes: Uint8Array; len: number });
   if (v && typeof v === 'object' && 'host' in v && 'port' in v) return formatEndpoint(v as { host: string; port: number });

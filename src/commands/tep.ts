@@ -43,8 +43,8 @@ export default class TepCommand extends Command {
     pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
     prefix: Flags.string({ summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).', multiple: true }),
     static: Flags.string({ summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).', multiple: true }),
-    device: Flags.string({ summary: 'Name of the TUN device (default dstm-tep0).' }),
-    'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes (default 1500).' }),
+    device: Flags.string({ summary: 'Name of the TUN device, at most 15 bytes (default dstm-tep0).' }),
+    'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes, 1280 to 2040 (default 1500).' }),
     unreachable: Flags.boolean({
       allowNo: true,
       summary: 'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',

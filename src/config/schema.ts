@@ -208,6 +208,8 @@ export function overrides(entries: readonly [key: string, flag: string, value: u
  * validated under its flag's name, then the merged object is validated under `path`.
  */
 export function parseWithOverrides<F extends Fields>(fields: F, raw: unknown, path: string, overrides: readonly Override[] = []): Infer<F> {
+  // An absent section takes every default; one that is there must be an object (`"server": null` is a mistake).
+  if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw))) fail(path, raw, 'an object (the section\'s keys)');
   const merged: Record<string, unknown> = { ...((raw ?? {}) as Record<string, unknown>) };
   for (const o of overrides) {
     // "tls.cert": a key of a nested record; the record's other keys stay as the file gives them.

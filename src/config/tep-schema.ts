@@ -1,9 +1,9 @@
 // The "tep" section of the configuration file (dstm tep). Every key is documented in dstm.conf(5) and dstm-tep(8).
 import { DEFAULT_CONTROL_PATH } from '../lib/control';
-import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, type Infer, type KeyDoc } from './schema';
+import { boolean, describe, field, integer, list, oneOf, optional, record, required, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
 import { clientTls } from './client-schema';
-import { endpoint, endpoints, ipv4, ipv6, path, prefix4, prefix6 } from './types';
+import { endpoint, endpoints, ifname, ipv4, ipv6, MAX_PATH_MTU, path, pool4, prefix6 } from './types';
 
 export const staticMapping = record(
   { ipv4: required(ipv4, 'The node\'s fixed IPv4 address.'), ipv6: required(ipv6, 'The node\'s IPv6 address (its tunnel source).') },
@@ -19,11 +19,11 @@ export const tepFields = {
   address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--address).'),
   feed_source: optional(ipv6, 'IPv6 address the binding feed is called from (--feed-source); default: address. Give the TEP\'s own unicast address when address is an anycast address several TEPs share, so the servers\' replies come back to this TEP.'),
   ipv4: required(ipv4, 'The TEP\'s IPv4 address, the peer of the nodes\' DTIs and the source of its ICMPv4 errors (--ipv4).'),
-  pools: field(list(prefix4), [], 'IPv4 prefixes routed into the TEP\'s TUN device: the DSTM server\'s pools (--pool).'),
+  pools: field(list(pool4), [], 'IPv4 prefixes routed into the TEP\'s TUN device: the DSTM server\'s pools (--pool).'),
   prefixes: field(list(prefix6), [], 'IPv6 prefixes of the DSTM domain; tunnelled packets from other sources are dropped. Empty: any source (--prefix).'),
   static: field(list(staticMapping), [], 'Annex A mappings, IPv4 address to node IPv6 address, forwarded without a server (--static IPV4=IPV6).'),
-  device: field(string, 'dstm-tep0', 'Name of the TUN device the pools are routed to (--device).'),
-  path_mtu: field(integer(1280, 65535), 1500, 'Path MTU towards the nodes; the TUN device\'s MTU is 40 less (--path-mtu).'),
+  device: field(ifname, 'dstm-tep0', 'Name of the TUN device the pools are routed to, at most 15 bytes (--device).'),
+  path_mtu: field(integer(1280, MAX_PATH_MTU), 1500, `Path MTU towards the nodes, at most ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the TUN device's MTU is 40 less (--path-mtu).`),
   unreachable: field(
     boolean,
     true,

@@ -93,7 +93,8 @@ export class LeaseKeeper extends EventEmitter {
         continue;
       }
       const endAt = lease.receivedAt + lease.keep * 1000;
-      await this.sleepUntil(lease.receivedAt + lease.extend * 1000);
+      // At least a second between renewals whatever the server says: a zero `extend` must not renew in a loop.
+      await this.sleepUntil(lease.receivedAt + Math.max(1, lease.extend) * 1000);
       // Renew until it works or the lease runs out.
       delay = this.retryMs;
       while (!this.stopped && this.lease === lease) {

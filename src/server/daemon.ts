@@ -10,11 +10,13 @@ import type { Logger } from '../lib/log';
 import { Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics';
 import { RpcServer, RpcTlsServer, type BoundAddress } from '../rpc';
 import { loadTlsFiles } from '../rpc/tls';
-import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../lib/addr';
+import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4, prefixSize4 } from '../lib/addr';
+import { LeaseClock } from './clock';
 import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
 import { openStore } from './open-store';
+import { makeStateDir } from './state-dir';
 import { STATE, type Binding, type StateCounts, type Store, type StoreHealth } from './store';
 
 /** Command-line values that stand in for configuration keys (flags win over the file). */
@@ -34,6 +36,10 @@ export interface ServerFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  minLease?: number;
+  perPrefix?: string;
+  rateLimit?: string;
+  tcpOnly?: string;
 }
 
 /** "IPV6,IPV4" as given to --tep, in the configuration file's shape ({ipv6, ipv4}). */
@@ -45,7 +51,7 @@ export function tepFlag(text: string): { ipv6: string; ipv4: string } {
 
 /** Read the file (if any) and apply the flags; throws ConfigError naming the key or flag at fault. */
 export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; file?: string } {
-  const { config, file, where } = loadSection(serverFields, 'server', flags.config, overrides([
+  const given = overrides([
     ['listen', '--listen', flags.listen],
     ['pools', '--pool', flags.pool],
     ['tep', '--tep', flags.tep === undefined ? undefined : tepFlag(flags.tep)],
@@ -60,28 +66,64 @@ export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; fi
     ['tls.cert', '--tls-cert', flags.tlsCert],
     ['tls.key', '--tls-key', flags.tlsKey],
     ['tls.ca', '--tls-ca', flags.tlsCa],
-  ]));
-  checkServerConfig(config, where);
+    ['min_lease', '--min-lease', flags.minLease],
+    ['per_prefix', '--per-prefix', flags.perPrefix],
+    ['rate_limit', '--rate-limit', flags.rateLimit],
+    ['tcp_only', '--tcp-only', flags.tcpOnly],
+  ]);
+  const { config, file, where } = loadSection(serverFields, 'server', flags.config, given);
+  const flagOf = new Map(given.map((o) => [o.key, o.flag]));
+  checkServerConfig(config, where, (key) => flagOf.get(key) ?? `${where}.${key}`);
   return { config, file };
 }
 
-/** Rules that span keys (each key alone is checked by the schema). */
-export function checkServerConfig(c: ServerConfig, where: string): void {
-  if (c.max_lease < c.lease) throw new ConfigError(`${where}.max_lease`, c.max_lease, `at least server.lease (${c.lease})`);
+/**
+ * Rules that span keys (each key alone is checked by the schema). `name` is how an error names a key: the flag
+ * that set it, else its path in the file.
+ */
+export function checkServerConfig(c: ServerConfig, where: string, name: (key: keyof ServerConfig) => string = (key) => `${where}.${key}`): void {
+  if (c.lease < c.min_lease) throw new ConfigError(name('lease'), c.lease, `at least server.min_lease (${c.min_lease})`);
+  if (c.max_lease < c.lease) throw new ConfigError(name('max_lease'), c.max_lease, `at least server.lease (${c.lease})`);
   const sorted = [...c.pools].sort((a, b) => a.base - b.base);
   let total = 0;
   sorted.forEach((p, i) => {
     total += prefixSize4(p.len);
     const prev = sorted[i - 1];
-    if (prev && p.base < prev.base + prefixSize4(prev.len)) throw new ConfigError(`${where}.pools`, formatPrefix4(p), `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`);
+    if (prev && p.base < prev.base + prefixSize4(prev.len)) throw new ConfigError(name('pools'), formatPrefix4(p), `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`);
   });
-  if (total > MAX_POOL_ADDRESSES) throw new ConfigError(`${where}.pools`, c.pools.map(formatPrefix4), `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`);
+  if (total > MAX_POOL_ADDRESSES) throw new ConfigError(name('pools'), c.pools.map(formatPrefix4), `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`);
   const tls = c.tls;
   if (tls.policy !== 'off') {
     if (!tls.cert) throw new ConfigError(`${where}.tls.cert`, tls.cert, `the server's certificate (--tls-cert) with the ${tls.policy} policy`);
     if (!tls.key) throw new ConfigError(`${where}.tls.key`, tls.key, `the key of the server's certificate (--tls-key) with the ${tls.policy} policy`);
     if (tls.policy === 'mutual' && !tls.ca) throw new ConfigError(`${where}.tls.ca`, tls.ca, 'the CA that signs client certificates (--tls-ca) with the mutual policy');
   }
+  const teps = new Set(tepAddresses(c).map((t) => t.ipv4));
+  c.reservations.forEach((r, i) => {
+    if (teps.has(r.ipv4)) throw new ConfigError(`${where}.reservations[${i}].ipv4`, formatIPv4(r.ipv4), 'an address that is not a TEP\'s IPv4 address (a TEP address is never leased)');
+  });
+}
+
+/** Every configured TEP's IPv4 address, with the key that sets it. */
+function tepAddresses(c: ServerConfig): { key: string; ipv4: number }[] {
+  return [...(c.tep ? [{ key: 'server.tep.ipv4', ipv4: c.tep.ipv4 }] : []), ...c.teps.map((t, i) => ({ key: `server.teps[${i}].ipv4`, ipv4: t.ipv4 }))];
+}
+
+/**
+ * TEP addresses inside a pool: never leased (a node holding one could send as the TEP), so they are excluded from
+ * the pools automatically, with a warning for each (the operator may have meant it: the TEP's address on the pool's
+ * subnet).
+ */
+export function tepAddressesInPools(c: ServerConfig): { key: string; ipv4: string; pool: string }[] {
+  return tepAddresses(c).flatMap((t) => {
+    const pool = c.pools.find((p) => prefixContains4(p, t.ipv4));
+    return pool ? [{ key: t.key, ipv4: formatIPv4(t.ipv4), pool: formatPrefix4(pool) }] : [];
+  });
+}
+
+/** What is never leased: server.exclude plus every TEP address. */
+function excluded(c: ServerConfig): Prefix4[] {
+  return [...c.exclude, ...tepAddresses(c).map((t) => ({ base: t.ipv4, len: 32 }))];
 }
 
 /** The server's RPC-with-TLS half from the configuration (certificate files read now), or undefined when off. */
@@ -96,7 +138,7 @@ export function policyOf(c: ServerConfig): LeasePolicy {
     maxLease: c.max_lease,
     hold: c.hold,
     pools: c.pools,
-    exclude: c.exclude,
+    exclude: excluded(c),
     skipNetworkBroadcast: c.skip_network_broadcast,
     reservations: c.reservations,
     tep: c.tep,
@@ -108,7 +150,17 @@ export function accessOf(c: ServerConfig): Access {
   // Every configured TEP may follow the feed without being listed in tep_allow.
   const teps: Prefix6[] = [...(c.tep ? [c.tep] : []), ...c.teps].map((t) => ({ bytes: t.ipv6, len: 128 }));
   const certs = c.tls.policy !== 'mutual' ? null : { nodes: c.tls.nodes, admin: c.tls.admin, teps: c.tls.teps, tepAddresses: teps.map((t) => t.bytes) };
-  return { allow: c.allow, tepAllow: [...c.tep_allow, ...teps], adminAllow: c.admin_allow, feedMaxWait: c.feed_max_wait, certs };
+  return {
+    allow: c.allow,
+    tepAllow: [...c.tep_allow, ...teps],
+    adminAllow: c.admin_allow,
+    feedMaxWait: c.feed_max_wait,
+    certs,
+    tcpOnly: c.tcp_only,
+    minLease: c.min_lease,
+    perPrefix: c.per_prefix,
+    rateLimit: c.rate_limit,
+  };
 }
 
 /** What the server tells its supervisor (systemd STATUS=). */
@@ -131,6 +183,7 @@ export class DstmServer {
    * on what the disk holds. A PostgreSQL outage is not fatal: calls are answered UNAVAILABLE until it is back.
    */
   readonly fatal = new Promise<Error>((resolve) => (this.onFatal = resolve));
+  private stepLogged = false;
 
   private constructor(
     private config: ServerConfig,
@@ -140,11 +193,16 @@ export class DstmServer {
     readonly rpc: RpcServer,
     private readonly log: Logger,
     private readonly tls: RpcTlsServer | undefined,
+    private readonly clock: LeaseClock,
   ) {}
 
   static async start(config: ServerConfig, log: Logger, hooks: ServerHooks = {}): Promise<DstmServer> {
     const t0 = performance.now();
-    const store = await openStore(config.store, { stateDir: config.state_dir, poolSize: config.store_pool });
+    if (config.store === undefined || config.store.startsWith('sqlite:')) makeStateDir(config.store?.slice('sqlite:'.length) || config.state_dir);
+    // The embedded store takes lease times from a clock that catches up with a forward step gradually (clock.ts);
+    // a PostgreSQL store takes them from the database's clock, one for every server.
+    const clock = new LeaseClock(slewOf(config));
+    const store = await openStore(config.store, { stateDir: config.state_dir, poolSize: config.store_pool, clock: clock.now });
     let leases: LeaseService;
     let counts: StateCounts;
     try {
@@ -156,6 +214,7 @@ export class DstmServer {
     }
     log.info('store loaded', { store: store.where, ...(store.engine === 'sqlite' ? { state_dir: config.state_dir } : {}), ...counts, free: leases.available, pool: leases.poolSize, ms: Math.round(performance.now() - t0) });
     if (!config.tep && config.teps.length === 0) log.warn('no TEP configured: replies carry a zero TEP (set server.tep or --tep)');
+    warnTepsInPools(config, log);
     let tls: RpcTlsServer | undefined;
     try {
       tls = tlsOf(config);
@@ -166,7 +225,7 @@ export class DstmServer {
     const rpcs = new DstmRpc(leases, accessOf(config), log);
     const rpc = new RpcServer({ tls, onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
-    const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls);
+    const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls, clock);
     store.on('health', (h) => server.health(h, hooks));
     try {
       const bound = await rpc.listen(config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))));
@@ -260,7 +319,7 @@ export class DstmServer {
       this.poolsFor = this.config;
       const c = this.config;
       this.pools = c.pools.map((p) => {
-        const pool = new AddressPool({ pools: [p], exclude: c.exclude, skipNetworkBroadcast: c.skip_network_broadcast, reserved: c.reservations.map((r) => r.ipv4) });
+        const pool = new AddressPool({ pools: [p], exclude: excluded(c), skipNetworkBroadcast: c.skip_network_broadcast, reserved: c.reservations.map((r) => r.ipv4) });
         let dynamic = 0;
         for (let a = p.base, end = p.base + prefixSize4(p.len); a < end; a++) if (pool.isDynamic(a)) dynamic++;
         return { name: formatPrefix4(p), pool, dynamic };
@@ -281,6 +340,9 @@ export class DstmServer {
     // While the store is down every sweep would fail: the health change was logged once, that is enough.
     if (this.sweeping || !this.store.health().ok) return;
     this.sweeping = true;
+    const behind = this.clock.behind();
+    if (behind > 1 && !this.stepLogged) this.log.warn('the wall clock stepped forward: lease times catch up with it gradually, so that no address is reclaimed early', { behind_s: behind });
+    this.stepLogged = behind > 1;
     try {
       while (await this.leases.sweepDue()) {
         const n = await this.leases.sweep();
@@ -312,6 +374,8 @@ export class DstmServer {
     if (this.tls) this.tls.reload(loadTlsFiles(next.tls));
     await this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
+    this.clock.slew = slewOf(next);
+    warnTepsInPools(next, this.log);
     // The keys that need a restart keep their running values, so the next reload still reports them.
     this.config = { ...next, ...Object.fromEntries(fixed.filter((k) => !k.startsWith('tls.')).map((k) => [k, this.config[k as keyof ServerConfig]])) };
     this.log.info('configuration reloaded', { free: this.leases.available, pool: this.leases.poolSize, ...(fixed.length ? { needs_restart: fixed } : {}) });
@@ -331,6 +395,15 @@ export class DstmServer {
     while (this.sweeping) await new Promise((r) => setTimeout(r, 5));
     await this.store.close();
   }
+}
+
+/** How fast the lease clock may catch up with a wall clock stepped forward without reclaiming early (see clock.ts). */
+function slewOf(c: ServerConfig): number {
+  return c.hold / c.max_lease;
+}
+
+function warnTepsInPools(c: ServerConfig, log: Logger): void {
+  for (const t of tepAddressesInPools(c)) log.warn('a TEP address is inside a pool: it is never leased', t);
 }
 
 function replacer(_k: string, v: unknown): unknown {

@@ -8,9 +8,11 @@ import type { Store } from './store';
 export interface OpenOptions {
   stateDir: string;
   poolSize: number;
+  /** The embedded store's clock, absolute seconds (the PostgreSQL store uses the database's). */
+  clock?: () => number;
 }
 
 export async function openStore(url: string | undefined, opts: OpenOptions): Promise<Store> {
-  if (url === undefined || url.startsWith('sqlite:')) return new SqliteStore(url?.slice('sqlite:'.length) || opts.stateDir);
+  if (url === undefined || url.startsWith('sqlite:')) return new SqliteStore(url?.slice('sqlite:'.length) || opts.stateDir, { clock: opts.clock });
   return PostgresStore.open(url, { poolSize: opts.poolSize });
 }

@@ -1,8 +1,10 @@
 // The DSTM program over ONC RPC: version 1 (Annex B, byte-exact) and version 2 (status codes, binding feed, admin).
 // Identity is the RPC peer's IPv6 address: `local` must equal it, AUTH_SYS credentials are accepted but never
-// trusted. Under the mutual TLS policy the verified client certificate must also vouch for the caller: it names the
-// node's address (or a configured mapping covers it), it is a TEP's for the feed, an admin's for the admin
-// procedures. How each refusal travels in each version is documented in dstm-rpc(7).
+// trusted, and addresses that cannot be one node's identity are refused. Under the mutual TLS policy the verified
+// client certificate must also vouch for the caller: it names the node's address (or a configured mapping covers
+// it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse limits (TCP-only procedures,
+// per-prefix rate and binding caps) are applied here, before the lease logic. How each refusal travels in each
+// version, and what each setting stops, is documented in dstm-rpc(7).
 import {
   RELEASE_REP,
   RELEASE_REQ,
@@ -16,12 +18,15 @@ import {
   type dstm_reply,
   type packet,
 } from '../protocol/generated/dstm';
+import type { PrefixCap, PrefixRate, TcpOnly } from '../config/server-schema';
 import type { Logger } from '../lib/log';
+import { prefixKey, RateLimiter } from '../lib/rate-limit';
 import { AuthStat, RpcAuthError, RpcError } from '../rpc';
 import type { TlsIdentity } from '../rpc/tls';
 import type { CallContext, Service } from '../rpc/types';
 import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, prefixContains6, type Prefix6 } from '../lib/addr';
 import { StoreUnavailable, type Grant, type LeaseService, type Status } from './leases';
+import { PrefixCaps } from './prefix-cap';
 
 export interface Access {
   /** Nodes allowed to REQUEST. */
@@ -32,6 +37,14 @@ export interface Access {
   adminAllow: readonly Prefix6[];
   /** Longest wait of a BINDINGS call, milliseconds. */
   feedMaxWait: number;
+  /** Procedures refused over UDP: admin ones, or every state-changing one. */
+  tcpOnly: TcpOnly;
+  /** Shortest lease granted, seconds: a node asking for less gets this. */
+  minLease: number;
+  /** Most nodes with an active binding per IPv6 prefix. */
+  perPrefix?: PrefixCap;
+  /** REQUEST and RELEASE calls per second per IPv6 prefix. */
+  rateLimit?: PrefixRate;
   /** Certificate rules of the mutual TLS policy; null under any other policy (the address alone identifies). */
   certs?: CertRules | null;
 }
@@ -59,6 +72,11 @@ function certLabel(id: TlsIdentity | null | undefined): string {
   return id ? `certificate "${id.subject.replace(/\n/g, ', ')}"` : 'no client certificate';
 }
 
+/** Prefixes whose rate buckets are remembered at once (bounded memory: about 100 bytes each). */
+export const RATE_LIMIT_KEYS = 65536;
+/** A refusal for being over a limit is logged once per prefix and reason in this many seconds (and always counted). */
+export const REFUSAL_LOG_INTERVAL = 60;
+
 /** Changes per BINDINGS reply: UDP replies stay within one 8 KiB datagram, TCP ones within ~40 KiB. */
 const FEED_MAX = { udp: 200, tcp: 1000 } as const;
 const LIST_MAX = 1000;
@@ -82,30 +100,70 @@ class Refused extends Error {
   constructor(
     readonly status: Status,
     message: string,
+    /** The metrics label when it differs from the status (a limit), and the prefix its log line is limited by. */
+    readonly reason: string = status,
+    readonly logKey?: string,
   ) {
     super(message);
   }
 }
 
-/** The caller's IPv6 address, or a refusal for IPv4 and IPv4-mapped peers (draft section 6: "MUST be in IPv6"). */
+/**
+ * Why an IPv6 source cannot be a node's identity, or undefined when it can. Unspecified and multicast addresses are
+ * no node's; IPv4-mapped and IPv4-compatible ones are IPv4 peers (draft section 6: "MUST be in IPv6"); a link-local
+ * address names a node only together with its link (zone), which the store does not keep, so link-local peers are
+ * refused rather than letting fe80::1 on one link renew or release fe80::1's binding on another.
+ */
+export function identityProblem(b: Uint8Array): string | undefined {
+  if (b[0] === 0xff) return 'a multicast address';
+  if (b[0] === 0xfe && (b[1] & 0xc0) === 0x80) return 'link-local (use a global or unique local address)';
+  if (isV4Mapped(b)) return 'IPv4-mapped: DSTM is served over IPv6 only';
+  for (let i = 0; i < 12; i++) if (b[i] !== 0) return undefined;
+  const v4 = (b[12] | b[13] | b[14]) !== 0 || b[15] > 1;
+  if (v4) return 'IPv4-compatible: DSTM is served over IPv6 only';
+  return b[15] === 0 ? 'the unspecified address' : undefined;
+}
+
+/** The caller's IPv6 address, or a refusal for IPv4 peers and addresses that cannot be a node's identity. */
 export function peerIPv6(ctx: CallContext): Buffer {
   if (ctx.family !== 'IPv6') throw new Refused('not_allowed', `IPv4 peer ${ctx.peerAddress} refused: DSTM is served over IPv6 only`);
   const b = Buffer.from(parseIPv6(ctx.peerAddress));
-  if (isV4Mapped(b)) throw new Refused('not_allowed', `IPv4-mapped peer ${ctx.peerAddress} refused: DSTM is served over IPv6 only`);
+  const problem = identityProblem(b);
+  if (problem) throw new Refused('not_allowed', `peer ${ctx.peerAddress} refused: ${problem}`, 'bad_peer', 'bad_peer');
   return b;
+}
+
+/** Admin procedures, and the node procedures that change state: served over TCP only under server.tcp_only. */
+function tcpOnly(setting: TcpOnly, kind: 'admin' | 'node'): boolean {
+  return setting === 'changes' || (setting === 'admin' && kind === 'admin');
 }
 
 export class DstmRpc {
   /** Refusals decided here, before the lease logic ("op:reason" -> count), for metrics. */
   private readonly refusals = new Map<string, number>();
+  private rate: RateLimiter | undefined;
+  private rateSetting = '';
+  private caps: PrefixCaps | undefined;
+  /** One token per prefix and reason per REFUSAL_LOG_INTERVAL: refusals over a limit are logged that often. */
+  private readonly logLimit = new RateLimiter({ rate: 1 / REFUSAL_LOG_INTERVAL, burst: 1, maxKeys: 4096 });
 
   constructor(
     private readonly leases: LeaseService,
     private access: Access,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.configure(access);
+  }
 
+  /** Apply (re)loaded access rules; a limiter is rebuilt only when its own setting changed. */
   configure(access: Access): void {
+    const r = access.rateLimit;
+    if (!r) this.rate = undefined;
+    else if (!this.rate || JSON.stringify(r) !== this.rateSetting) this.rate = new RateLimiter({ rate: r.rate, burst: r.burst, maxKeys: RATE_LIMIT_KEYS });
+    this.rateSetting = JSON.stringify(r);
+    const c = access.perPrefix;
+    if (!c) this.caps = undefined;
+    else if (!this.caps || this.caps.cap.len !== c.len || this.caps.cap.max !== c.max) this.caps = new PrefixCaps(c, this.leases);
     this.access = access;
   }
 
@@ -117,7 +175,7 @@ export class DstmRpc {
     });
   }
 
-  private refused(op: string, reason: Status): void {
+  private refused(op: string, reason: string): void {
     const k = `${op}:${reason}`;
     this.refusals.set(k, (this.refusals.get(k) ?? 0) + 1);
   }
@@ -132,7 +190,7 @@ export class DstmRpc {
           BINDINGS: (a, c) => this.bindings(a.since, a.max, a.wait_ms, a.epoch, c),
           LIST: (a, c) => this.list(a.after, a.max, c),
           REVOKE: (a, c) => this.admin(c, 'revoke', () => this.leases.revoke(Buffer.from(a.ip6), ipv4FromBytes(a.ip4))),
-          ALLOCATE: (a, c) => this.admin(c, 'allocate', () => this.leases.allocate(Buffer.from(a.ip6), ipv4FromBytes(a.ip4), a.lease)),
+          ALLOCATE: (a, c) => this.admin(c, 'allocate', () => this.allocate(Buffer.from(a.ip6), ipv4FromBytes(a.ip4), a.lease)),
         },
         program,
       ),
@@ -141,6 +199,7 @@ export class DstmRpc {
 
   /** Validate the caller and its packet, then run the lease operation. */
   private async exchange(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<Grant> {
+    if (ctx.transport === 'udp' && tcpOnly(this.access.tcpOnly, 'node')) throw new Refused('not_allowed', `${op.toUpperCase()} over UDP refused: server.tcp_only is "changes"`, 'tcp_only', 'tcp_only');
     const peer = peerIPv6(ctx);
     const want = op === 'request' ? REQUEST_REQ : RELEASE_REQ;
     if (p.type !== want) throw new Refused('bad_request', `${op.toUpperCase()} with type ${p.type}, expected ${want}`);
@@ -154,12 +213,37 @@ export class DstmRpc {
       }
     }
     if (op === 'request' && !inAny6(this.access.allow, peer)) throw new Refused('not_allowed', `${formatIPv6(peer)} is not in the allow list`);
+    const r = this.access.rateLimit;
+    if (r && this.rate && !this.rate.take(prefixKey(peer, r.len))) {
+      throw new Refused('unavailable', `over server.rate_limit (${r.rate}/s from each /${r.len})`, 'rate_limited', `rate:${prefixKey(peer, r.len)}`);
+    }
     const ip4 = ipv4FromBytes(p.i4addr);
-    const g = op === 'request' ? await this.leases.request(peer, ip4, p.keep) : await this.leases.release(peer, ip4);
+    if (op === 'release') return this.logged(await this.leases.release(peer, ip4), op, peer, ctx);
+    const admission = await this.caps?.admit(peer);
+    if (admission && !admission.ok) {
+      throw new Refused('not_allowed', `over server.per_prefix: ${this.caps!.cap.max} nodes of this /${this.caps!.cap.len} hold a binding`, 'prefix_cap', `cap:${admission.key}`);
+    }
+    // A node asking for less than the shortest lease gets the shortest one (0 still means the server's default).
+    const keep = p.keep === 0 ? 0 : Math.max(p.keep, this.access.minLease);
+    try {
+      return this.logged(await this.leases.request(peer, ip4, keep), op, peer, ctx);
+    } finally {
+      admission?.done();
+    }
+  }
+
+  private logged(g: Grant, op: string, peer: Buffer, ctx: CallContext): Grant {
     // Formatting addresses costs more than the rest of a call: only when the record is written.
     const level = g.status === 'ok' ? 'debug' : 'info';
     if (this.log.enabled(level)) this.log[level](g.status === 'ok' ? op : `${op} refused`, { node: formatIPv6(peer), ipv4: formatIPv4(g.ip4), status: g.status, transport: ctx.transport });
     return g;
+  }
+
+  /** A refusal's log line: every time, or for a limit once per prefix and reason per REFUSAL_LOG_INTERVAL. */
+  private logRefusal(op: string, ctx: CallContext, err: Refused): void {
+    if (err.logKey !== undefined && !this.logLimit.take(err.logKey)) return;
+    const limited = err.logKey !== undefined ? { reason: err.reason, next_log_after_s: REFUSAL_LOG_INTERVAL } : {};
+    this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message, ...limited });
   }
 
   /** Version 1: not-allowed and bad requests are RPC-level errors; no address / no binding is a zero i4addr. */
@@ -168,9 +252,10 @@ export class DstmRpc {
       return replyPacket(await this.exchange(p, ctx, op), op, p.local);
     } catch (err) {
       if (err instanceof Refused) {
-        this.refused(op, err.status);
-        this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
+        this.refused(op, err.reason);
+        this.logRefusal(op, ctx, err);
         if (err.status === 'bad_request') throw new RpcError('GARBAGE_ARGS', err.message);
+        if (err.status === 'unavailable') throw new RpcError('SYSTEM_ERR', err.message);
         throw new RpcAuthError(AuthStat.AUTH_TOOWEAK, err.message);
       }
       if (err instanceof StoreUnavailable) throw new RpcError('SYSTEM_ERR', err.message);
@@ -191,8 +276,12 @@ export class DstmRpc {
   private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
     const status: Status = err instanceof Refused ? err.status : 'unavailable';
-    if (err instanceof Refused) this.refused(op, status);
-    this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
+    if (err instanceof Refused) {
+      this.refused(op, err.reason);
+      this.logRefusal(op, ctx, err);
+    } else {
+      this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
+    }
     const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
     return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
   }
@@ -203,7 +292,7 @@ export class DstmRpc {
     try {
       peer = peerIPv6(ctx);
     } catch (err) {
-      this.refused('bindings', (err as Refused).status);
+      this.refused('bindings', (err as Refused).reason);
       return empty((err as Refused).status);
     }
     if (!inAny6(this.access.tepAllow, peer)) {
@@ -245,6 +334,11 @@ export class DstmRpc {
   }
 
   private adminAllowed(ctx: CallContext, what: string): boolean {
+    if (ctx.transport === 'udp' && tcpOnly(this.access.tcpOnly, 'admin')) {
+      this.refused(what.toLowerCase(), 'tcp_only');
+      this.logRefusal(what, ctx, new Refused('not_allowed', `${what} over UDP refused: server.tcp_only is "${this.access.tcpOnly}"`, 'tcp_only', 'tcp_only'));
+      return false;
+    }
     let why = 'not in admin_allow';
     try {
       if (inAny6(this.access.adminAllow, peerIPv6(ctx))) {
@@ -254,7 +348,7 @@ export class DstmRpc {
         why = `${certLabel(id)} is not in server.tls.admin`;
       }
     } catch {
-      // IPv4 peers are refused like any peer outside admin_allow
+      // IPv4 peers and peers that cannot be an identity are refused like any peer outside admin_allow
     }
     this.refused(what.toLowerCase(), 'not_allowed');
     this.log.info(`${what} refused`, { peer: ctx.peerAddress, why });
@@ -284,6 +378,13 @@ export class DstmRpc {
         state: [dstm_state.DSTM_ACTIVE, dstm_state.DSTM_HELD, dstm_state.DSTM_REVOKED][b.state],
       })),
     };
+  }
+
+  /** An admin allocation: only to an address that can be a node's identity, for at least the shortest lease. */
+  private allocate(ip6: Buffer, ip4: number, seconds: number): Promise<Grant> {
+    const problem = identityProblem(ip6);
+    if (problem) throw new Refused('bad_request', `ALLOCATE for ${formatIPv6(ip6)} refused: ${problem}`);
+    return this.leases.allocate(ip6, ip4, seconds === 0 ? 0 : Math.max(seconds, this.access.minLease));
   }
 
   private async admin(ctx: CallContext, what: 'revoke' | 'allocate', run: () => Promise<Grant>): Promise<dstm_reply> {
@@ -320,6 +421,7 @@ export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Arr
     starts: g.starts,
     ends: g.ends,
     keep: live ? g.duration : 0,
-    extend: live ? Math.floor(g.duration / 2) : 0,
+    // never 0: a node renewing "after 0 seconds" would renew in a loop
+    extend: live ? Math.max(1, Math.floor(g.duration / 2)) : 0,
   };
 }

@@ -16,6 +16,7 @@ import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding } from './bindings';
+import { isOwnAddress } from './own-addresses';
 import { Ipv6PrefixList } from './prefixes';
 
 export interface StaticMapping {
@@ -139,6 +140,11 @@ export class Tep {
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number): void {
     this.now = Date.now();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
+    // A node bound to one of this host's addresses could send as the TEP itself (the TUN accepts local sources).
+    if (isOwnAddress(ipv4, this.opts.ipv4)) {
+      this.opts.log.warn('server binding refused: the address is the TEP\'s own', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
+      return this.unbind(ipv4);
+    }
     if (this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16))) {
       this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
       return;

@@ -40,7 +40,7 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
   before(async function () {
     skipIf(this, netnsUnavailable() ?? cliUnavailable());
     t = await Topology.create();
-    server = await startServer(t, ['--lease', '60']);
+    server = await startServer(t, ['--lease', '60', '--min-lease', '1']);
     tep = await startTep(t, ['--server', SERVER]);
     await waitForOutput(tep, /bindings synchronised/);
     await startEchoServer(t, t.ns.z);
@@ -132,11 +132,12 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
   });
 
   it('a binding that ends on the server stops forwarding at the TEP without a restart', async () => {
-    // a one-shot lease of 3 s, never renewed: the TEP must stop at its end
-    const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '3', '--json'));
+    // a one-shot lease of 10 s, never renewed: the TEP must stop at its end (long enough for a `dstm tep stats`
+    // on a loaded machine to see the binding first)
+    const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '10', '--json'));
     const lease = JSON.parse(stdout) as LeaseLine;
     await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
-    await until('the binding ended at the TEP', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address), 8000);
+    await until('the binding ended at the TEP', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address), 20_000);
     expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
     const before = (await tepStats(t)).drops.unbound_source;
     await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.address, dst4: ADDR.z4 });

@@ -49,7 +49,7 @@ describe('lease keeper', function () {
   });
 
   it('renews before expiry, rides out a server restart, releases on stop', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3']);
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3', '--min-lease', '1']);
     const port = server.port;
     client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[0], timeoutMs: 1000 });
     const events: string[] = [];
@@ -63,7 +63,7 @@ describe('lease keeper', function () {
     // The server dies and comes back on the same state: the keeper's retries land on the new one.
     await server.stop('SIGKILL');
     await sleep(800);
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3'], { port });
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3', '--min-lease', '1'], { port });
     await next(keeper, 'renewed');
     expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal([`lease ${first.address}`]);
     expect(keeper.current!.address).to.equal(first.address);
@@ -74,7 +74,7 @@ describe('lease keeper', function () {
   });
 
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2']);
+    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1']);
     const port = server.port;
     client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[1], timeoutMs: 300 });
     const downs: DownReason[] = [];
@@ -88,7 +88,7 @@ describe('lease keeper', function () {
     expect(performance.now() - t0).to.be.within(1000, 2600);
     expect(downs).to.deep.equal(['expired']);
     expect(keeper.current).to.equal(undefined);
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2'], { port });
+    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1'], { port });
     const again = await next<Lease>(keeper, 'lease');
     expect(again.address).to.match(/^10\.91\.0\./);
     await keeper.stop();
@@ -123,7 +123,7 @@ describe('lease keeper', function () {
   });
 
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.92.0.0/24', '--lease', '2', '--tep', '2001:db8::1,10.92.0.254']);
+    server = await startServer(['--state-dir', dir, '--pool', '10.92.0.0/24', '--lease', '2', '--min-lease', '1', '--tep', '2001:db8::1,10.92.0.254']);
     const p = spawn(process.execPath, [RUN, 'request', '--hold', '--json', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2]], { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: Record<string, unknown>[] = [];
     const rl = createInterface({ input: p.stdout! });
@@ -146,5 +146,22 @@ describe('lease keeper', function () {
     expect(code).to.equal(0);
     expect(lines[lines.length - 1]).to.include({ event: 'released', address: lease.address });
     expect(await bindings(dir)).to.equal(0);
+  });
+
+  it('finding 9: a 1-second lease (extend 0 by the old rounding) renews about once a second, not in a tight loop', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24', '--lease', '1', '--min-lease', '1']);
+    client = await DstmClient.connect({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, local: lo.addresses[3], timeoutMs: 1000 });
+    keeper = new LeaseKeeper(client, { retryMs: 200 });
+    keeper.on('error', () => undefined);
+    // every REQUEST the keeper makes ends in a renewal, or, for a lease no longer than its extend, a new lease
+    let requests = 0;
+    keeper.on('renewed', () => requests++);
+    keeper.on('lease', () => requests++);
+    const first = await keeper.start();
+    expect(first.extend).to.be.at.least(1);
+    const before = requests;
+    await sleep(3000);
+    // the old keeper, told extend 0, renewed thousands of times in this time
+    expect(requests - before).to.be.within(1, 4);
   });
 });

@@ -26,7 +26,7 @@ describe('DSTM program access rules', () => {
     store = new SqliteStore(dir);
     const leases = await LeaseService.open(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.66.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
     const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 100 }, quiet);
+    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 }, quiet);
     server = new RpcServer();
     for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
   });
@@ -70,7 +70,7 @@ describe('DSTM program: the binding feed', () => {
     store = new SqliteStore(dir);
     const leases = await LeaseService.open(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.67.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
     const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 5000 }, quiet);
+    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 5000, tcpOnly: 'none', minLease: 1 }, quiet);
     server = new RpcServer();
     for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
   });

@@ -117,7 +117,7 @@ describe('dstm server (process)', function () {
   it('expires, holds, reclaims; renews; releases only the caller binding; exhausts a tiny pool', async () => {
     // Whole-second lease and hold, swept once a second: the hold is long enough that the check below that a's
     // address is still held cannot race its end on a loaded machine.
-    server = await startServer(['--state-dir', dir, '--pool', '10.79.0.0/30', '--lease', '2', '--config', writeConfig(dir, { hold: 4 })]);
+    server = await startServer(['--state-dir', dir, '--pool', '10.79.0.0/30', '--lease', '2', '--min-lease', '1', '--config', writeConfig(dir, { hold: 4 })]);
     const [a, b, c] = await clientsFor(lo.addresses.slice(0, 3), server.port);
     const la = await a.request();
     const lb = await b.request();
