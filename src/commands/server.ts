@@ -1,7 +1,8 @@
 import { Command, Flags } from '@oclif/core';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
-import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { runDaemon, type Daemon } from '../lib/daemon';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
@@ -65,35 +66,15 @@ ${exitHelp(EXITS)}`;
       return;
     }
     const log = createLogger({ level: loaded.config.log_level }).child({ component: 'server' });
-    // Signals are taken before the server starts: one arriving during start-up must neither kill it nor be lost.
-    const stopping = stopSignal();
-    let server: DstmServer | undefined;
-    let reloadPending = false;
-    const reload = (): void => {
-      if (!server) {
-        reloadPending = true; // applied once start-up is done
-        return;
-      }
-      notify(log, 'RELOADING=1');
-      try {
-        server.reload(loadServerConfig(sf).config);
-      } catch (err) {
-        log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
-      }
-      notify(log, 'READY=1');
+    const start = async (): Promise<Daemon> => {
+      const server = await DstmServer.start(loaded.config, log);
+      return { reload: () => void server.reload(loadServerConfig(sf).config), stop: () => server.stop() };
     };
-    process.on('SIGHUP', reload);
     try {
-      server = await DstmServer.start(loaded.config, log);
+      await runDaemon(log, start);
     } catch (err) {
-      fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+      daemonFailed(this, err, 'cannot start');
     }
-    notify(log, 'READY=1');
-    if (reloadPending) reload();
-    await stopping;
-    log.info('stopping');
-    notify(log, 'STOPPING=1');
-    await server.stop();
   }
 
 }
