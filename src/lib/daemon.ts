@@ -15,7 +15,7 @@ export interface Daemon {
 }
 
 /** Tells systemd (Type=notify) `state`; a failure is logged, never fatal: the daemon serves either way. */
-export function notify(log: Logger, state: string): void {
+function notify(log: Logger, state: string): void {
   try {
     sdNotify(state);
   } catch (err) {

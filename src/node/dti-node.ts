@@ -39,7 +39,7 @@ export interface DtiSystem {
 const kernel: DtiSystem = { ip: (cmds) => runIp(cmds), sysctl: writeSysctl };
 
 /** The real devices: a TUN device, the raw IPIP socket and the socket for ICMPv6 errors about the tunnel. */
-export function openDtiDevices(o: { name: string; mtu: number; batch?: number }): DtiDevices {
+function openDtiDevices(o: { name: string; mtu: number; batch?: number }): DtiDevices {
   const tun = TunDevice.open({ name: o.name, mtu: o.mtu, batch: o.batch });
   try {
     return { tun, raw: RawIpipSocket.open({ batch: o.batch }), icmp6: Icmp6ErrorSocket.open({ batch: o.batch }) };
