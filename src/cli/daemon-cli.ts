@@ -1,8 +1,9 @@
-// What the long-running commands (dstm server, tep, request --hold, static) share: the --log-level flag,
-// systemd notifications that never stop a daemon, and the wait for SIGINT or SIGTERM.
+// What the long-running commands (dstm server, tep, request --hold, static) share on the command line: the
+// --log-level flag. Their lifecycle (signals, systemd notifications) is runDaemon in src/lib/daemon.ts.
 import { Flags } from '@oclif/core';
-import { LEVELS, type Level, type Logger } from '../lib/log';
-import { sdNotify } from '../lib/sd-notify';
+import { LEVELS, type Level } from '../lib/log';
+import { StartError } from '../lib/daemon';
+import { EXIT, fail } from './exit-codes';
 
 /** One way to set the level everywhere: --log-level, or DSTM_LOG_LEVEL standing in for it. */
 export const logLevelFlag = Flags.string({
@@ -13,24 +14,8 @@ export const logLevelFlag = Flags.string({
 
 export const asLevel = (s: string | undefined): Level | undefined => s as Level | undefined;
 
-/** Tells systemd (Type=notify) `state`; a failure is logged, never fatal: the daemon serves either way. */
-export function notify(log: Logger, state: string): void {
-  try {
-    sdNotify(state);
-  } catch (err) {
-    log.warn('cannot notify systemd', { state, error: (err as Error).message });
-  }
-}
-
-/** Resolves on the first SIGINT or SIGTERM; taken before start-up so a signal then is neither fatal nor lost. */
-export function stopSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (s: NodeJS.Signals): void => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolve(s);
-    };
-    process.on('SIGINT', on);
-    process.on('SIGTERM', on);
-  });
+/** How a daemon command reports runDaemon's failure: start-up as exit 3 (after `what`, if given), anything later 1. */
+export function daemonFailed(cmd: { id?: string; exit(code?: number): never }, err: unknown, what?: string): never {
+  if (err instanceof StartError) return fail(cmd, what ? `${what}: ${err.message}` : err.message, EXIT.cannotStart);
+  return fail(cmd, (err as Error)?.message ?? String(err), EXIT.internal);
 }

@@ -1,11 +1,9 @@
 // The DTI flags of `dstm request` (the node side of issue 4), kept here so request.ts only spreads them in.
 import { Flags } from '@oclif/core';
 import { MAX_PATH_MTU } from '../config/types';
-import type { Server } from 'node:net';
-import { Dti, parseRoutes } from '../node/dti-node';
+import { parseRoutes, type DtiOptions } from '../node/dti-node';
 import type { Logger } from '../lib/log';
-import { DEFAULT_NODE_CONTROL_PATH, nodeStatus, type NodeParts } from '../node/status';
-import { serveControl } from '../lib/control';
+import { DEFAULT_NODE_CONTROL_PATH } from '../node/status';
 
 export const dtiFlags = {
   dti: Flags.string({ summary: 'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP).', dependsOn: ['hold'] }),
@@ -29,24 +27,14 @@ export interface DtiFlags {
   control: string;
 }
 
-/** The DTI the flags ask for (not started yet), or undefined without --dti. */
-export function dtiFromFlags(flags: DtiFlags, log: Logger): Dti | undefined {
+/** The DTI the flags ask for (opened when the node starts), or undefined without --dti; bad --routes throw. */
+export function dtiOptionsFromFlags(flags: DtiFlags, log: Logger): DtiOptions | undefined {
   if (flags.dti === undefined) return undefined;
-  return new Dti({
+  return {
     name: flags.dti,
     routes: parseRoutes(flags.routes ?? ['default']),
     pathMtu: flags['path-mtu'] ?? 1500,
     offload: flags.offload ?? true,
     log: log.child({ component: 'dti' }),
-  });
-}
-
-/** Serves `dstm status` for a holding node; a socket that cannot be made is reported, not fatal to the lease. */
-export async function serveNodeStatus(path: string, parts: NodeParts, log: Logger): Promise<Server | undefined> {
-  try {
-    return await serveControl(path, () => nodeStatus(parts));
-  } catch (err) {
-    log.warn('no status socket for dstm status', { path, error: (err as Error).message });
-    return undefined;
-  }
+  };
 }

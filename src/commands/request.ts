@@ -3,12 +3,13 @@ import { classify, leaseJson, leaseText } from '../cli/client';
 import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
 import type { Lease } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
-import { LeaseKeeper } from '../node/lease-keeper';
-import { dtiHooks } from '../node/dti-node';
-import { asLevel, logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { startNode } from '../node/daemon';
+import type { DtiOptions } from '../node/dti-node';
+import { asLevel, daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { runDaemon } from '../lib/daemon';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
-import { dtiFlags, dtiFromFlags, serveNodeStatus } from '../cli/node-flags';
+import { dtiFlags, dtiOptionsFromFlags } from '../cli/node-flags';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
@@ -61,48 +62,17 @@ ${exitHelp(EXITS)}`;
       return;
     }
     const log = createLogger({ level: asLevel(flags['log-level']) }).child({ component: 'node' });
-    let dti;
+    let dti: DtiOptions | undefined;
     try {
-      dti = dtiFromFlags(flags, log);
+      dti = dtiOptionsFromFlags(flags, log);
     } catch (err) {
       await client.close();
       fail(this, (err as Error).message, EXIT.usage);
     }
-    const stopping = stopSignal();
-    // a node has no configuration to reload while it holds a lease; SIGHUP must not kill it (Node's default)
-    const hup = (): void => {
-      notify(log, 'RELOADING=1');
-      log.info('SIGHUP: nothing to reload, the lease is kept');
-      notify(log, 'READY=1');
-    };
-    process.on('SIGHUP', hup);
-    const keeper = new LeaseKeeper(client, { seconds, hooks: dti && dtiHooks(dti) });
-    keeper.on('lease', (l: Lease) => show('lease', l));
-    keeper.on('renewed', (l: Lease) => show('renewed', l));
-    keeper.on('expired', (l: Lease) => show('expired', l));
-    keeper.on('released', (l: Lease) => show('released', l));
-    keeper.on('error', (err: unknown) => log.warn('lease call failed, retrying', { error: classify(err).message }));
-    const status = await serveNodeStatus(flags.control, { get server() { return client.server; }, keeper, dti }, log);
-    // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1)
     try {
-      await dti?.start(flags['on-demand'] ? () => void keeper.start() : undefined);
+      await runDaemon(log, () => startNode({ client, seconds, dti, onDemand: flags['on-demand'], control: flags.control, log, show }));
     } catch (err) {
-      status?.close();
-      await client.close();
-      fail(this, `cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
+      daemonFailed(this, err);
     }
-    if (flags['on-demand']) notify(log, 'READY=1');
-    else {
-      keeper.once('lease', () => notify(log, 'READY=1'));
-      void keeper.start();
-    }
-    await stopping;
-    notify(log, 'STOPPING=1');
-    await keeper.stop();
-    status?.close();
-    dti?.close();
-    await client.close();
-    process.off('SIGHUP', hup);
   }
-
 }

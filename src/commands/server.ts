@@ -1,7 +1,8 @@
 import { Command, Flags } from '@oclif/core';
 import { DEFAULT_PORT, TCP_ONLY } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
-import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { notify, runDaemon, type Daemon } from '../lib/daemon';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
@@ -89,42 +90,15 @@ ${exitHelp(EXITS)}`;
       return;
     }
     const log = createLogger({ level: loaded.config.log_level }).child({ component: 'server' });
-    // Signals are taken before the server starts: one arriving during start-up must neither kill it nor be lost.
-    const stopping = stopSignal();
-    let server: DstmServer | undefined;
-    let reloadPending = false;
-    const reload = (): void => {
-      if (!server) {
-        reloadPending = true; // applied once start-up is done
-        return;
-      }
-      notify(log, 'RELOADING=1');
-      try {
-        void server.reload(loadServerConfig(sf).config).then(
-          () => notify(log, 'READY=1'),
-          (err: Error) => {
-            log.error('configuration not reloaded; the running one stays', { why: err.message });
-            notify(log, 'READY=1');
-          },
-        );
-      } catch (err) {
-        log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
-        notify(log, 'READY=1');
-      }
+    const start = async (): Promise<Daemon> => {
+      const server = await DstmServer.start(loaded.config, log, { status: (text) => notify(log, `STATUS=${text}`) });
+      return { reload: async () => void (await server.reload(loadServerConfig(sf).config)), stop: () => server.stop(), failed: server.fatal };
     };
-    process.on('SIGHUP', reload);
     try {
-      server = await DstmServer.start(loaded.config, log, { status: (text) => notify(log, `STATUS=${text}`) });
+      await runDaemon(log, start);
     } catch (err) {
-      fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+      daemonFailed(this, err, 'cannot start');
     }
-    notify(log, 'READY=1');
-    if (reloadPending) reload();
-    const fatal = await Promise.race([stopping.then(() => undefined), server.fatal]);
-    log.info('stopping');
-    notify(log, 'STOPPING=1');
-    await server.stop();
-    if (fatal) fail(this, `stopped: ${fatal.message}`, EXIT.internal);
   }
 
 }

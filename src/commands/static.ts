@@ -1,10 +1,11 @@
 import { Command, Flags } from '@oclif/core';
-import { Dti, sourceTowards } from '../node/dti-node';
+import { sourceTowards } from '../node/dti-node';
 import type { StaticConfig } from '../config/static-schema';
-import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { runDaemon } from '../lib/daemon';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
-import { loadStaticConfig, staticLease, staticPrintLines } from '../node/static';
+import { loadStaticConfig, startStatic, staticPrintLines } from '../node/static';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
@@ -59,24 +60,10 @@ export default class StaticCommand extends Command {
       return;
     }
     const log = createLogger({ level: config.log_level }).child({ component: 'static' });
-    const stopping = stopSignal();
-    const hup = (): void => log.info('SIGHUP: nothing to reload, the DTI stays up');
-    process.on('SIGHUP', hup);
-    const dti = new Dti({ name: config.device, routes: config.routes, pathMtu: config.path_mtu, offload: config.offload, log });
     try {
-      try {
-        await dti.start();
-        await dti.up(staticLease(config));
-      } catch (err) {
-        fail(this, `cannot bring up the DTI: ${(err as Error).message}`, EXIT.cannotStart);
-      }
-      notify(log, 'READY=1');
-      await stopping;
-      notify(log, 'STOPPING=1');
-      await dti.down();
-    } finally {
-      dti.close();
-      process.off('SIGHUP', hup);
+      await runDaemon(log, () => startStatic(config, log));
+    } catch (err) {
+      daemonFailed(this, err, 'cannot bring up the DTI');
     }
   }
 }

@@ -1,9 +1,10 @@
 import { Command, Flags } from '@oclif/core';
 import { type TepConfig } from '../config/tep-schema';
-import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
+import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { StartError, runDaemon, type Daemon } from '../lib/daemon';
 import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
-import { checkFeedTls, describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
+import { checkFeedTls, describeTep, loadTepConfig, startTep } from '../tep/daemon';
 import { tlsFlags } from '../cli/client-flags';
 import { RpcError } from '../rpc';
 
@@ -73,35 +74,17 @@ export default class TepCommand extends Command {
       return;
     }
     const log = createLogger({ level: config.log_level }).child({ component: 'tep' });
-    const stopping = stopSignal();
-    let running: RunningTep | undefined;
-    let started!: () => void;
-    let reloading = new Promise<void>((resolve) => (started = resolve));
-    const reload = async (): Promise<void> => {
-      notify(log, 'RELOADING=1');
-      try {
-        await running!.reload(loadTepConfig(flags));
-      } catch (err) {
-        log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
-      }
-      notify(log, 'READY=1');
-    };
-    // one reload at a time, none before the TEP runs (a signal during start-up is applied after it)
-    const hup = (): void => void (reloading = reloading.then(reload));
-    process.on('SIGHUP', hup);
-    try {
+    const start = async (): Promise<Daemon> => {
       await checkFeedTls(config, log);
-      running = await startTep(config, log);
+      const running = await startTep(config, log);
+      return { reload: async () => void (await running.reload(loadTepConfig(flags))), stop: () => running.stop() };
+    };
+    try {
+      await runDaemon(log, start);
     } catch (err) {
-      if (err instanceof RpcError && err.kind === 'TLS') fail(this, `RPC-with-TLS: ${err.message}`, EXIT.tls);
-      fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+      const cause = err instanceof StartError ? err.cause : undefined;
+      if (cause instanceof RpcError && cause.kind === 'TLS') fail(this, `RPC-with-TLS: ${cause.message}`, EXIT.tls);
+      daemonFailed(this, err, 'cannot start');
     }
-    notify(log, 'READY=1');
-    started();
-    await stopping;
-    notify(log, 'STOPPING=1');
-    await reloading;
-    await running.stop();
-    process.off('SIGHUP', hup);
   }
 }

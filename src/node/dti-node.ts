@@ -14,6 +14,7 @@
 import { createSocket } from 'node:dgram';
 import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
+import type { BatchSink, BatchSource } from '../dti/tunnel';
 import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
@@ -24,6 +25,40 @@ import {
 import type { Logger } from '../lib/log';
 import type { Lease } from '../protocol/client';
 import type { LeaseHooks } from './lease-keeper';
+
+/** The devices a DTI forwards with: the kernel's (openDtiDevices, root) or in-memory fakes in tests. */
+export interface DtiDevices {
+  tun: BatchSource & BatchSink & { readonly name: string; close(): void };
+  raw: BatchSource & BatchSink & { close(): void };
+  icmp6: BatchSource & { close(): void };
+}
+
+/** How a DTI changes the system around it: iproute2 commands and sysctls (recorded instead in tests). */
+export interface DtiSystem {
+  ip(cmds: readonly IpCommand[]): Promise<void>;
+  sysctl(key: string, value: string): void;
+}
+
+const kernel: DtiSystem = { ip: (cmds) => runIp(cmds), sysctl: writeSysctl };
+
+/** What the DTI asks of its devices; `offload`: the TUN device with IFF_VNET_HDR offloads where the kernel has them. */
+export interface DeviceOptions {
+  name: string;
+  mtu: number;
+  batch?: number;
+  offload: boolean;
+}
+
+/** The real devices: a TUN device, the raw IPIP socket and the socket for ICMPv6 errors about the tunnel. */
+function openDtiDevices(o: DeviceOptions): DtiDevices {
+  const tun = TunDevice.open({ name: o.name, mtu: o.mtu, batch: o.batch, offload: o.offload });
+  try {
+    return { tun, raw: RawIpipSocket.open({ batch: o.batch }), icmp6: Icmp6ErrorSocket.open({ batch: o.batch }) };
+  } catch (err) {
+    tun.close();
+    throw err;
+  }
+}
 
 export interface DtiOptions {
   /** TUN device name. */
@@ -38,6 +73,10 @@ export interface DtiOptions {
   /** TUN offloads (TSO/GRO through virtio-net headers) when the kernel has them; default on. */
   offload?: boolean;
   log: Logger;
+  /** Default: openDtiDevices. */
+  devices?: (o: DeviceOptions) => DtiDevices;
+  /** Default: the kernel's (ip, /proc/sys). */
+  system?: DtiSystem;
 }
 
 /** What the DTI needs from a lease (or from Annex A flags). */
@@ -85,9 +124,10 @@ export class Dti {
   private onDemand: (() => void) | undefined;
   private triggered = false;
   private readonly queued: RxBatch & { count: number };
-  private readonly tun: TunDevice;
-  private readonly raw: RawIpipSocket;
-  private readonly icmp6: Icmp6ErrorSocket;
+  private readonly tun: DtiDevices['tun'];
+  private readonly raw: DtiDevices['raw'];
+  private readonly icmp6: DtiDevices['icmp6'];
+  private readonly system: DtiSystem;
   private readonly vh = new VnetHeader();
   private readonly ws = new WordSum();
 
@@ -110,14 +150,8 @@ export class Dti {
     const q = opts.queue ?? 64;
     const offsets = new Uint32Array(q).map((_, i) => i * SLOT + HEADROOM);
     this.queued = { buf: new Uint8Array(q * SLOT), offsets, lengths: new Uint32Array(q), count: 0 };
-    this.tun = TunDevice.open({ name: opts.name, mtu: this.tunnel.tunnelMtu, batch: opts.batch, offload: opts.offload ?? true });
-    try {
-      this.raw = RawIpipSocket.open({ batch: opts.batch });
-      this.icmp6 = Icmp6ErrorSocket.open({ batch: opts.batch });
-    } catch (err) {
-      this.tun.close();
-      throw err;
-    }
+    this.system = opts.system ?? kernel;
+    ({ tun: this.tun, raw: this.raw, icmp6: this.icmp6 } = (opts.devices ?? openDtiDevices)({ name: opts.name, mtu: this.tunnel.tunnelMtu, batch: opts.batch, offload: opts.offload ?? true }));
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
   }
 
@@ -132,17 +166,17 @@ export class Dti {
   /** The device up at the tunnel MTU, without an address; with `trigger`, routed and waiting (on-demand). */
   async start(trigger?: () => void): Promise<void> {
     // IPv6 on the DTI would only send router solicitations and MLD reports into the IPv4 tunnel
-    writeSysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
+    this.system.sysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
     // The ICMPv4 errors the DTI writes for local applications come from the node's own address (icmpSource):
     // without accept_local the kernel drops them as martians.
-    writeSysctl(`net.ipv4.conf.${this.name}.accept_local`, '1');
+    this.system.sysctl(`net.ipv4.conf.${this.name}.accept_local`, '1');
     const cmds = [ip.linkMtu(this.name, this.tunnel.tunnelMtu), ip.linkUp(this.name)];
     if (trigger) {
       this.onDemand = trigger;
       this.tun.onBatch((n, rx) => this.hold(n, rx));
       cmds.push(...this.routeCommands(undefined, 'add'));
     }
-    await runIp(cmds);
+    await this.system.ip(cmds);
   }
 
   /** Configures the lease on the device and tunnels to its TEP; sends what waited for it. */
@@ -153,7 +187,7 @@ export class Dti {
     this.tep.set(lease.tep);
     this.tunnel.encap.src = local;
     this.tunnel.icmpSource = lease.address; // source of the ICMPv4 errors the DTI sends its own applications
-    if (!this.lease) await runIp(dtiUpCommands(this.name, lease, this.opts.routes));
+    if (!this.lease) await this.system.ip(dtiUpCommands(this.name, lease, this.opts.routes));
     this.lease = { ...lease, local };
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
     this.opts.log.info('dti up', {
@@ -171,7 +205,7 @@ export class Dti {
     this.triggered = false;
     if (this.onDemand) this.tun.onBatch((n, rx) => this.hold(n, rx));
     const routes = this.onDemand ? [] : this.routeCommands(lease, 'del');
-    await runIp([...routes, ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease))]);
+    await this.system.ip([...routes, ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease))]);
     this.opts.log.info('dti down', { device: this.name, address: formatIPv4(lease.address) });
   }
 

@@ -1,7 +1,9 @@
 // `dstm static` (draft Annex A) as a library: its configuration (the "static" section with the command's flags on
 // top), the fixed lease it puts on the DTI, and the equivalent iproute2 and KAME configuration --print shows.
 import { formatIPv6 } from '../lib/addr';
-import { annexALines, dtiUpCommands, type DtiLease } from './dti-node';
+import { annexALines, Dti, dtiUpCommands, type DtiLease, type DtiOptions } from './dti-node';
+import type { Daemon } from '../lib/daemon';
+import type { Logger } from '../lib/log';
 import { loadSection } from '../config/load';
 import { overrides } from '../config/schema';
 import { staticFields, type StaticConfig } from '../config/static-schema';
@@ -39,6 +41,28 @@ export function loadStaticConfig(flags: StaticFlags): StaticConfig {
 /** The DTI's lease: the fixed address, the TEP (both families) and, if configured, the tunnel's IPv6 source. */
 export function staticLease(c: StaticConfig): DtiLease {
   return { address: c.address, peer: c.peer, tep: c.tep, local: c.local };
+}
+
+/** The static DTI up with its fixed lease until stopped; SIGHUP changes nothing. `devices`/`system`: tests. */
+export async function startStatic(c: StaticConfig, log: Logger, inject: Pick<DtiOptions, 'devices' | 'system'> = {}): Promise<Daemon> {
+  const dti = new Dti({ name: c.device, routes: c.routes, pathMtu: c.path_mtu, offload: c.offload, log, ...inject });
+  try {
+    await dti.start();
+    await dti.up(staticLease(c));
+  } catch (err) {
+    dti.close();
+    throw err;
+  }
+  return {
+    reload: () => log.info('SIGHUP: nothing to reload, the DTI stays up'),
+    async stop() {
+      try {
+        await dti.down();
+      } finally {
+        dti.close();
+      }
+    },
+  };
 }
 
 /**

@@ -136,6 +136,8 @@ export class DstmClient {
       family: 6,
       localAddress: local,
       tls: o.tls,
+      // a server that refuses or cannot be reached is given up at once: the caller moves on or retries itself
+      failOnIcmpError: true,
     });
     return new DstmClient(rpc, parseIPv6(local), o.version ?? 2, o.program);
   }

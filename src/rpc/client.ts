@@ -46,6 +46,12 @@ export interface RpcClientOptions {
   maxRecordSize?: number;
   /** TCP: re-establish a lost connection and re-send the calls in flight (default true). */
   reconnect?: boolean;
+  /**
+   * UDP: fail the calls in flight at once when the connected socket reports an ICMP error (port, host or network
+   * unreachable), as glibc's clnt_udp does; default false: retransmit until the timeout, so a server that comes up
+   * on the port meanwhile still answers.
+   */
+  failOnIcmpError?: boolean;
   /** Use only this address family for a host name. */
   family?: 4 | 6;
   /** Local address to bind to. */
@@ -203,9 +209,7 @@ export class RpcClient implements RpcCaller {
     s.on('message', (msg) => this.onReply(msg));
     s.on('error', (e) => {
       this.lastError = e;
-      // An ICMP error on the connected socket (port or host unreachable): no reply will come, so the calls in
-      // flight fail now rather than at their timeout, as glibc's clnt_udp does.
-      if (!ICMP_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) return;
+      if (!this.options.failOnIcmpError || !ICMP_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) return;
       for (const p of [...this.pending.values()]) this.settle(p, new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
     });
     return new Promise((resolve, reject) => {

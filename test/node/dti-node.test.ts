@@ -1,8 +1,10 @@
 import { expect } from 'chai';
-import { setSource } from '../../src/node/dti-node';
+import { Dti, setSource, type DtiLease } from '../../src/node/dti-node';
 import { internetChecksum } from '../../src/dti/packet';
-import { parseIPv4 } from '../../src/lib/addr';
-import { ipv4, v4 } from '../dti/build';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
+import { createLogger } from '../../src/lib/log';
+import { ipv4, ipv6, v4 } from '../dti/build';
+import { fakeDti, type FakeDti } from '../support/fake-devices';
 
 /** UDP checksum of the packet at 0 as a receiver verifies it: 0 (or 0xffff) when correct. */
 function udpCheck(p: Uint8Array): number {
@@ -26,5 +28,115 @@ describe('on-demand DTI: queued packets sent from 0.0.0.0 get the leased source'
     expect([...p.subarray(12, 16)]).to.deep.equal([198, 51, 100, 1]);
     expect(internetChecksum(p, 0, 20)).to.equal(0);
     expect(udpCheck(p)).to.equal(0);
+  });
+});
+
+const TEP_A = '2001:db8:1::1';
+const TEP_B = '2001:db8:1::2';
+const SELF6 = '2001:db8:9::10';
+const LEASED = '198.51.100.7';
+const quiet = createLogger({ level: 'error' });
+
+function makeDti(f: FakeDti, queue?: number): Dti {
+  return new Dti({ name: 'dti9', routes: ['default'], pathMtu: 1500, queue, log: quiet, devices: f.devices, system: f.system });
+}
+
+const lease = (tep: string, peer = '192.0.2.1'): DtiLease => ({ address: parseIPv4(LEASED), peer: parseIPv4(peer), tep: parseIPv6(tep), local: parseIPv6(SELF6) });
+
+/** The outer IPv6 and inner IPv4 addresses of an encapsulated packet. */
+function outer(p: number[]): { src6: string; dst6: string; src4: string; dst4: string } {
+  const ihl = p[6] === 4 ? 40 : 48; // next header IPIP, or a destination option (encapsulation limit) first
+  return {
+    src6: formatIPv6(Uint8Array.from(p.slice(8, 24))),
+    dst6: formatIPv6(Uint8Array.from(p.slice(24, 40))),
+    src4: p.slice(ihl + 12, ihl + 16).join('.'),
+    dst4: p.slice(ihl + 16, ihl + 20).join('.'),
+  };
+}
+
+describe('node DTI forwarding decisions (devices injected, no root)', () => {
+  let f: FakeDti;
+  let dti: Dti;
+  beforeEach(() => {
+    f = fakeDti();
+  });
+  afterEach(() => dti?.close());
+
+  it('drops IPv4 from applications before the lease, and tunnels it to the TEP from the node once leased', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
+    expect(f.raw.take()).to.deep.equal([]);
+    expect(dti.counters.snapshot().drops.no_address).to.equal(1);
+    await dti.up(lease(TEP_A));
+    expect(f.commands).to.include.members([`-4 addr add ${LEASED}/32 peer 192.0.2.1/32 dev dti9`, `-4 route replace default dev dti9 src ${LEASED}`]);
+    f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
+    const [p] = f.raw.take();
+    expect(outer(p)).to.deep.equal({ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' });
+  });
+
+  it('accepts tunnelled packets only from its TEP and only for its address', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    await dti.up(lease(TEP_A));
+    f.raw.receive(
+      ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
+      ipv6('2001:db8:1::66', SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
+      ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: '198.51.100.8' })),
+    );
+    const got = f.tun.take();
+    expect(got.map((p) => p.slice(16, 20).join('.'))).to.deep.equal([LEASED]);
+    expect(dti.counters.snapshot().drops).to.include({ not_from_tep: 1, not_for_us: 1 });
+  });
+
+  it('on demand: the first packet requests once, packets wait, and leave with the leased source; a TCP SYN from 0.0.0.0 cannot be saved', async () => {
+    dti = makeDti(f, 3);
+    let requests = 0;
+    await dti.start(() => requests++);
+    expect(f.commands).to.include('-4 route replace default dev dti9');
+    const udp = [0x9c, 0x40, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4];
+    f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }), ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, payload: udp }));
+    f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.4', proto: 6, payload: Array(20).fill(0) }), ipv4({ src: '0.0.0.0', dst: '192.0.2.5' }));
+    expect(requests).to.equal(1);
+    expect(f.raw.take()).to.deep.equal([]);
+    expect(dti.counters.snapshot().drops.queue_full).to.equal(1); // a queue of 3
+    await dti.up(lease(TEP_A));
+    const sent = f.raw.take().map(outer);
+    expect(sent).to.deep.equal([
+      { src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' },
+      { src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.3' },
+    ]);
+    expect(dti.counters.snapshot().drops.no_address).to.equal(1);
+  });
+
+  it('a renewal naming another TEP moves the tunnel and keeps the address; another peer re-adds it', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    await dti.up(lease(TEP_A));
+    f.commands.length = 0;
+    await dti.up(lease(TEP_B));
+    expect(f.commands).to.deep.equal([]); // the address and routes stay as they are
+    f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
+    expect(outer(f.raw.take()[0]).dst6).to.equal(TEP_B);
+    f.raw.receive(ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })), ipv6(TEP_B, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })));
+    expect(f.tun.take()).to.have.length(1);
+    expect(dti.counters.snapshot().drops.not_from_tep).to.equal(1);
+    await dti.up(lease(TEP_A, '192.0.2.9'));
+    expect(f.commands).to.deep.equal([
+      '-4 route del default dev dti9',
+      `-4 addr del ${LEASED}/32 peer 192.0.2.1/32 dev dti9`,
+      `-4 addr add ${LEASED}/32 peer 192.0.2.9/32 dev dti9`,
+      `-4 route replace default dev dti9 src ${LEASED}`,
+    ]);
+  });
+
+  it('down() removes the address, and nothing is tunnelled after it', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    await dti.up(lease(TEP_A));
+    await dti.down();
+    f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
+    expect(f.raw.take()).to.deep.equal([]);
+    expect(dti.counters.snapshot().drops.no_address).to.equal(1);
   });
 });

@@ -49,7 +49,7 @@ describe('lease keeper', function () {
   });
 
   it('renews before expiry, rides out a server restart, releases on stop', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3', '--min-lease', '1']);
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1']);
     const port = server.port;
     client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[0], timeoutMs: 1000 });
     const events: string[] = [];
@@ -60,10 +60,11 @@ describe('lease keeper', function () {
     const first = await keeper.start();
     expect(hooks).to.deep.equal([['up', first.address]]);
     await next(keeper, 'renewed');
-    // The server dies and comes back on the same state: the keeper's retries land on the new one.
+    // The server dies and comes back on the same state: the keeper's retries land on the new one. (A call to the
+    // dead server fails at once on ICMP port unreachable, so the lease must outlast the restart itself.)
     await server.stop('SIGKILL');
     await sleep(800);
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '3', '--min-lease', '1'], { port });
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1'], { port });
     await next(keeper, 'renewed');
     expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal([`lease ${first.address}`]);
     expect(keeper.current!.address).to.equal(first.address);
@@ -95,9 +96,9 @@ describe('lease keeper', function () {
   });
 
   it('renews through the next server when its server dies; a new TEP for the same address moves the tunnel only', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.89.0.0/24', '--lease', '2', '--tep', '2001:db8::a,10.89.0.254']);
+    server = await startServer(['--state-dir', dir, '--pool', '10.89.0.0/24', '--lease', '2', '--min-lease', '1', '--tep', '2001:db8::a,10.89.0.254']);
     const dirB = tempDir('keeper-b');
-    const b = await startServer(['--state-dir', dirB, '--pool', '10.89.0.0/24', '--lease', '2', '--tep', '2001:db8::b,10.89.0.253']);
+    const b = await startServer(['--state-dir', dirB, '--pool', '10.89.0.0/24', '--lease', '2', '--min-lease', '1', '--tep', '2001:db8::b,10.89.0.253']);
     try {
       const servers = [server, b].map((s) => ({ host: '::1', port: s.port }));
       const failover = new FailoverClient({ servers, program: DEFAULT_PROGRAM, local: lo.addresses[3], timeoutMs: 500 });

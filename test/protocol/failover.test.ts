@@ -7,6 +7,12 @@ import { FailoverClient, NoServerAnswered } from '../../src/protocol/failover';
 import { BindingFeed, type FeedBinding } from '../../src/protocol/binding-feed';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { parseIPv4 } from '../../src/lib/addr';
+import { formatEndpoint } from '../../src/lib/endpoint';
+import { parseWithOverrides } from '../../src/config/schema';
+import { clientFields } from '../../src/config/client-schema';
+import { tepFields } from '../../src/config/tep-schema';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { freePort, loopbackAddresses, removeDir, runDstm, startServer, tempDir, type ServerProcess } from '../server/helpers';
 
 function next<T>(e: BindingFeed, event: string): Promise<T> {
@@ -98,11 +104,24 @@ describe('failover across servers', function () {
     r = await runDstm(['release', '--json', ...local], { DSTM_SERVER: `${dead},${live}` });
     expect(r.code, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.include({ released: true, address: lease.address });
+    const cfg = join(dirs[0], 'dstm.json');
+    writeFileSync(cfg, JSON.stringify({ client: { server: [dead, live] } }));
+    r = await runDstm(['request', '--config', cfg, ...local]);
+    expect(r.code, r.stderr).to.equal(0);
     const t0 = performance.now();
     r = await runDstm(['request', '--server', dead, '--server', `[::1]:${freePort()}`, ...local]);
     expect(r.code).to.equal(7);
-    expect(performance.now() - t0).to.be.lessThan(4000); // process start included; one timeout alone is 5 s
+    expect(performance.now() - t0).to.be.lessThan(8000); // process start included (slow under load); the two timeouts would be 10 s
     expect(r.stderr).to.match(/^dstm request: no server answered: \[::1\]:\d+\/udp: .*ECONNREFUSED.*; \[::1\]:\d+\/udp: .*ECONNREFUSED/);
+  });
+
+  it('client.server and tep.server: one endpoint as before, or a list; an empty list is refused naming the key', () => {
+    const one = parseWithOverrides(clientFields, { server: '[2001:db8::1]:3786' }, 'client').server;
+    expect(one.map(formatEndpoint)).to.deep.equal(['[2001:db8::1]:3786']);
+    const two = parseWithOverrides(clientFields, {}, 'client', [{ key: 'server', flag: '--server', value: ['[2001:db8::1]', '[2001:db8::2]:4000'] }]).server;
+    expect(two.map(formatEndpoint)).to.deep.equal(['[2001:db8::1]:3786', '[2001:db8::2]:4000']);
+    expect(() => parseWithOverrides(tepFields, { server: [], address: '2001:db8::9', ipv4: '192.0.2.9' }, 'tep')).to.throw(/^tep\.server: \[\] is not valid: .*at least one/);
+    expect(() => parseWithOverrides(clientFields, { server: ['[::1]:3786', '192.0.2.1:3786'] }, 'client')).to.throw(/^client\.server\[1\]: .*IPv6 only/);
   });
 
   it('the feed moves to the next server when its server dies, keeping the bindings both hold, and follows it', async () => {

@@ -255,6 +255,18 @@ describe('rpc client and server over ::1', function () {
       expect(await call).to.equal(10);
     });
 
+    it('with failOnIcmpError, gives a call up at once when the port is closed (ICMP port unreachable)', async () => {
+      const probe = dgram.createSocket('udp6');
+      await new Promise<void>((r) => probe.bind(0, '::1', () => r()));
+      const port = probe.address().port;
+      probe.close();
+      const c = await connect(port, 'udp', { failOnIcmpError: true, timeoutMs: 5000 });
+      const t0 = performance.now();
+      const e = await expectRpcError(c.call(TEST_PROGRAM, 1, ADD1, 9), 'UNREACHABLE');
+      expect(performance.now() - t0).to.be.lessThan(1000);
+      expect(e.message).to.match(/ECONNREFUSED/);
+    });
+
     it('decodes an RPC_MISMATCH reply', async () => {
       const fake = dgram.createSocket('udp6');
       await new Promise<void>((r) => fake.bind(0, '::1', () => r()));
