@@ -8,14 +8,15 @@
 // Which node holds which address comes from the DSTM server's binding feed (or static Annex A mappings), never
 // from traffic: a tunnelled packet is forwarded only if its inner IPv4 source is the address bound to its outer
 // IPv6 source, and IPv4 for a pool address goes only to the node that address is bound to, until the binding ends.
-import { Counters, Drop, dropLoggerTo, type DropCode } from '../dti/counters';
+import { Counters, Drop, Event, dropLoggerTo, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
-import { EncapConfig, bytesEqual } from '../dti/packet';
+import { EncapConfig, OK, bytesEqual, type Icmp6Relay } from '../dti/packet';
 import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4 } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding } from './bindings';
+import { PathMtuCache } from './pmtu';
 import { Ipv6PrefixList } from './prefixes';
 
 export interface StaticMapping {
@@ -41,6 +42,8 @@ export interface TepOptions {
   unreachable?: boolean;
   batch?: number;
   log: Logger;
+  /** Wall clock in ms (tests inject one); default Date.now. */
+  clock?: () => number;
 }
 
 /** The counters of `dstm tep stats`. */
@@ -53,6 +56,8 @@ export interface TepStats {
 
 /** Drop reasons the TEP adds to the DTI's (Drop.no_binding, spoofed_source and outside_prefix are built in). */
 const UNBOUND_SOURCE = 'unbound_source'; // tunnelled packet from an IPv6 node that holds no binding
+const ICMP6_OUTSIDE_PREFIX = 'icmp6_outside_prefix'; // ICMPv6 error from a source outside the domain's prefixes
+const ICMP6_UNBOUND = 'icmp6_unbound'; // ICMPv6 error quoting a tunnel packet no binding explains (forged or stale)
 
 export class Tep {
   readonly bindings = new BindingTable();
@@ -60,8 +65,13 @@ export class Tep {
   readonly tunnel: Tunnel;
   private domain: Ipv6PrefixList;
   private readonly unboundSource: DropCode;
+  private readonly icmp6OutsidePrefix: DropCode;
+  private readonly icmp6Unbound: DropCode;
+  /** Path MTU per node, learnt from ICMPv6 packet-too-big that quote a packet of a binding (finding 8). */
+  readonly pmtu = new PathMtuCache();
+  private readonly clock: () => number;
   /** Coarse wall clock (ms) for binding end checks, refreshed by the sweep timer rather than read per packet. */
-  private now = Date.now();
+  private now: number;
   private timer: NodeJS.Timeout | undefined;
   private tun: TunDevice | undefined;
   private raw: RawIpipSocket | undefined;
@@ -72,9 +82,15 @@ export class Tep {
     if (opts.log.enabled('debug')) this.counters.logger = dropLoggerTo(opts.log);
     this.domain = new Ipv6PrefixList(opts.prefixes);
     this.unboundSource = this.counters.define(UNBOUND_SOURCE);
+    this.icmp6OutsidePrefix = this.counters.define(ICMP6_OUTSIDE_PREFIX);
+    this.icmp6Unbound = this.counters.define(ICMP6_UNBOUND);
+    this.clock = opts.clock ?? Date.now;
+    this.now = this.clock();
     this.tunnel = new Tunnel({
       encap: new EncapConfig(opts.address),
       pathMtu: opts.pathMtu,
+      pathMtuOf: (dst) => this.pmtu.get(dst, 0, this.now, this.tunnel.currentPathMtu),
+      icmp6Policy: (buf, off, r) => this.vetIcmp6(buf, off, r),
       icmpSource: opts.ipv4,
       unreachable: opts.unreachable ?? true,
       batch: opts.batch,
@@ -91,6 +107,23 @@ export class Tep {
       },
     });
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+  }
+
+  /**
+   * Finding 8: an ICMPv6 error changes nothing unless it comes from inside the domain's prefixes and quotes a tunnel
+   * packet the TEP could have sent: to a node (outer destination) that holds the quoted inner IPv4 destination.
+   * A packet-too-big then lowers the path MTU towards that node only, for PathMtuCache's age.
+   */
+  private vetIcmp6(buf: Uint8Array, off: number, r: Icmp6Relay): number {
+    this.now = this.clock();
+    if (!this.domain.contains(buf, off + 8)) return this.icmp6OutsidePrefix;
+    const node = r.outer.upperOff + 8 + 24; // the quoted outer header's destination
+    const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
+    if (slot < 0 || !bytesEqual(this.bindings.ipv6At(slot), 0, buf, node, 16)) return this.icmp6Unbound;
+    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, Math.min(r.pathMtu, this.tunnel.currentPathMtu), this.now)) {
+      this.counters.count(Event.pmtu_updated);
+    }
+    return OK;
   }
 
   /**
@@ -135,7 +168,7 @@ export class Tep {
 
   /** `ipv6` holds `ipv4` until `endsSec` (seconds since 1970). */
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number): void {
-    this.now = Date.now();
+    this.now = this.clock();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
     if (this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16))) {
       this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
@@ -152,8 +185,10 @@ export class Tep {
     this.opts.log.info('binding removed', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
 
-  private tick(): void {
-    this.now = Date.now();
+  /** Refreshes the coarse clock, ends bindings and ages path MTUs: every 250 ms while open (tests call it). */
+  tick(): void {
+    this.now = this.clock();
+    this.pmtu.expire(this.now);
     if (this.bindings.nextEnd() > this.now) return;
     for (const b of this.bindings.sweep(this.now)) this.opts.log.info('binding ended', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }

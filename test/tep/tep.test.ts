@@ -3,13 +3,13 @@ import { expect } from 'chai';
 import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { Tep } from '../../src/tep/tep';
-import { batchOf, ipv4, ipv6 } from '../dti/build';
+import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
 
 const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-function makeTep(over: { unreachable?: boolean } = {}): Tep {
+function makeTep(over: { unreachable?: boolean; clock?: () => number } = {}): Tep {
   return new Tep({
     address: parseIPv6(TEP6),
     ipv4: parseIPv4('192.0.2.1'),
@@ -107,5 +107,64 @@ describe('tep forwarding decisions', () => {
     tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
     expect(tep.stats().bindings).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static' }]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
+  });
+});
+
+describe('tep ICMPv6 errors', () => {
+  const NODE_B = '2001:db8:1::11';
+  const A4 = '198.51.100.5';
+  const B4 = '198.51.100.6';
+  const PEER4 = '192.0.2.2';
+  const bigDf = (dst: string): number[] => ipv4({ src: PEER4, dst, df: true, proto: 17, payload: Array(1400).fill(0) });
+  /** An ICMPv6 packet-too-big from `from` quoting a tunnel packet TEP -> node6 carrying IPv4 src4 -> dst4. */
+  const ptb = (from: string, node6: string, src4: string, dst4: string, mtu: number): number[] =>
+    icmpv6(from, TEP6, 2, 0, mtu, ipv6(TEP6, node6, 4, ipv4({ src: src4, dst: dst4, df: true, proto: 17, payload: Array(40).fill(0) })));
+
+  it('finding 8: a forged packet-too-big neither lowers the path MTU for every node nor sends frag-needed where the forger says', () => {
+    let now = 1_000_000;
+    const tep = makeTep({ clock: () => now });
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), now / 1000 + 3600);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), now / 1000 + 3600);
+    const t = tep.tunnel;
+    const victim = '203.0.113.66';
+
+    // quoting a packet to node A for B's address (no binding explains it), or from outside the domain: ignored
+    t.icmp6Batch(2, batchOf([
+      ptb('2001:db8:1::99', NODE6, victim, B4, 1280),
+      ptb('2001:db8:7::1', NODE6, victim, A4, 1280),
+    ], 0));
+    expect(t.toTunIcmp.count).to.equal(0);
+    expect(tep.stats().drops).to.include({ icmp6_unbound: 1, icmp6_outside_prefix: 1 });
+    t.encapBatch(2, batchOf([bigDf(A4), bigDf(B4)]));
+    expect(t.toRaw.count).to.equal(2);
+
+    // a packet-too-big that quotes a packet of A's binding lowers A's path only, and is relayed
+    t.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1280)], 0));
+    expect(t.toTunIcmp.count).to.equal(1);
+    expect(tep.stats().events.pmtu_updated).to.equal(1);
+    t.encapBatch(2, batchOf([bigDf(A4), bigDf(B4)]));
+    expect(t.toRaw.count).to.equal(1);
+    expect(formatIPv6(t.toRaw.buf, t.toRaw.offsets[0] + 24)).to.equal(NODE_B);
+    const icmp = t.toTunIcmp;
+    expect(icmp.count).to.equal(1);
+    const m = icmp.buf.subarray(icmp.offsets[0], icmp.offsets[0] + icmp.lengths[0]);
+    expect([m[20], m[21], (m[26] << 8) | m[27]]).to.deep.equal([3, 4, 1240]);
+
+    // RFC 8201 ageing: ten minutes later A's path is back at the configured MTU
+    now += 600_001;
+    tep.tick();
+    t.encapBatch(1, batchOf([bigDf(A4)]));
+    expect(t.toRaw.count).to.equal(1);
+  });
+
+  it('rate-limits each kind of ICMPv4 error in its own bucket: unreachables cannot starve frag-needed', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.tunnel.setPathMtu(1280);
+    const flood = Array.from({ length: 60 }, () => ipv4({ src: PEER4, dst: '198.51.100.9' }));
+    tep.tunnel.encapBatch(60, batchOf(flood));
+    expect(tep.stats().drops.icmp_rate_limited).to.be.greaterThan(0);
+    tep.tunnel.encapBatch(1, batchOf([bigDf(A4)]));
+    expect(tep.tunnel.toTunIcmp.count).to.equal(1);
   });
 });
