@@ -1,6 +1,8 @@
 // The control socket: one JSON answer per connection; what is at the path before start-up is handled with care.
 import { expect } from 'chai';
 import { lstatSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,8 +37,7 @@ describe('control socket', () => {
 
     // a socket left by a daemon that was killed: nobody listens, so it is replaced
     const stale = join(dir, 'stale.sock');
-    const dead = await listen(stale);
-    (dead as unknown as { _handle: { close(): void } | null })._handle?.close(); // close without unlinking, as a kill -9 does
+    await killedListener(stale);
     expect(lstatSync(stale).isSocket()).to.equal(true);
     const s = await serveControl(stale, () => ({ ok: 1 }));
     expect(await queryControl(stale)).to.deep.equal({ ok: 1 });
@@ -53,4 +54,13 @@ async function expectRefusal(path: string, message: RegExp): Promise<void> {
     (e: Error) => e,
   );
   expect(err?.message).to.match(message);
+}
+
+/** A process that listens on `path` and is then killed with SIGKILL, leaving its socket file behind. */
+async function killedListener(path: string): Promise<void> {
+  const code = `require('net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await once(child.stdout, 'data');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
 }
