@@ -119,7 +119,7 @@ export class Tep {
     if (!this.domain.contains(buf, off + 8)) return this.icmp6OutsidePrefix;
     const node = r.outer.upperOff + 8 + 24; // the quoted outer header's destination
     const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
-    if (slot < 0 || !bytesEqual(this.bindings.ipv6At(slot), 0, buf, node, 16)) return this.icmp6Unbound;
+    if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
     if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, Math.min(r.pathMtu, this.tunnel.currentPathMtu), this.now)) {
       this.counters.count(Event.pmtu_updated);
     }

@@ -105,7 +105,10 @@ describe('tep forwarding decisions', () => {
     tep.bind(parseIPv4('198.51.100.200'), parseIPv6(NODE6), Date.now() / 1000 + 60);
     tep.unbind(parseIPv4('198.51.100.200'));
     tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
-    expect(tep.stats().bindings).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static' }]);
+    expect(tep.stats().bindings).to.deep.equal([{
+      ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static',
+      forwarded: { toIpv4: 0, toIpv6: 0, bytesToIpv4: 0, bytesToIpv6: 0 },
+    }]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
   });
 });
