@@ -283,10 +283,12 @@ export class BindingTable {
     return undefined;
   }
 
-  list(): Binding[] {
-    const out: Binding[] = [];
-    for (let s = 0; s < this.cap; s++) if (this.flags[s] & USED && this.visible(s)) out.push(this.describe(s));
-    return out.sort((p, q) => parseIPv4(p.ipv4) - parseIPv4(q.ipv4));
+  /** The visible bindings by IPv4 address, the first `limit` of them (sorting numbers, not objects). */
+  list(limit = Infinity): Binding[] {
+    const addrs = new Uint32Array(this.live);
+    let n = 0;
+    for (let s = 0; s < this.cap; s++) if (this.flags[s] & USED && this.visible(s)) addrs[n++] = this.ipv4[s];
+    return Array.from(addrs.subarray(0, n).sort().subarray(0, Math.min(n, limit)), (a) => this.get(a) as Binding);
   }
 
   /** The `n` visible bindings that forwarded the most bytes (both directions), most first: one pass, no sort of all. */

@@ -11,7 +11,7 @@ import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseI
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { serveControl } from '../lib/control';
-import { Tep } from './tep';
+import { Tep, type ServerBinding } from './tep';
 import { ip, runIp } from '../dti/netconfig';
 import { setupTepNetwork, teardownTepNetwork } from './netsetup';
 
@@ -173,11 +173,18 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
   const server = c.server as NonNullable<TepConfig['server']>;
-  const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
+  const feed = new BindingFeed({
+    host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address),
+    onSnapshot: (all) => tep.resync(serverBindings(all)),
+  });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: formatEndpoint(server), bindings: info.size }));
   feed.on('error', (err: Error) => log.warn('binding feed call failed, retrying', { server: formatEndpoint(server), error: err.message }));
   void feed.start();
   return feed;
+}
+
+function* serverBindings(all: Iterable<FeedBinding>): Iterable<ServerBinding> {
+  for (const b of all) yield { ipv4: parseIPv4(b.ip4), ipv6: parseIPv6(b.ip6), ends: b.ends };
 }
