@@ -94,6 +94,12 @@ export class BindingTable {
     this.grow(Math.max(MIN_CAPACITY, initialCapacity));
   }
 
+  /** Bytes held by the table's arrays (what the memory figure above counts). */
+  get memoryBytes(): number {
+    const arrays = [this.ipv4, this.ipv6, this.ends, this.flags, this.born, this.seen, this.traffic, this.free, this.idx4, this.idx6];
+    return arrays.reduce((sum, a) => sum + a.byteLength, 0);
+  }
+
   /** Bindings visible now. */
   get size(): number {
     return this.live;
