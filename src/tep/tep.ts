@@ -18,6 +18,7 @@ import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding } from './bindings';
 import { PathMtuCache } from './pmtu';
+import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
 
 export interface StaticMapping {
@@ -61,6 +62,8 @@ export interface TepStats {
   topTalkers: StatsBinding[];
   /** Nodes whose path MTU a packet-too-big lowered (for PMTU_DEFAULTS.ageMs). */
   pathMtuLowered: number;
+  /** The kernel's reassembly of IPv6 fragments (tunnel packets arrive whole); absent where /proc cannot be read. */
+  ipv6Reassembly?: ReassemblyStats;
 }
 
 /** Bindings listed in `stats()` (by IPv4 address), so the answer stays small with 10^6 of them. */
@@ -360,6 +363,7 @@ export class Tep {
       bindings: this.bindings.list(STATS_BINDINGS).map(plain),
       topTalkers: this.bindings.topTalkers(TOP_TALKERS).map(plain),
       pathMtuLowered: this.pmtu.size(this.now),
+      ipv6Reassembly: readReassembly(),
     };
   }
 

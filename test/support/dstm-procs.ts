@@ -75,4 +75,5 @@ export interface TepStatsJson {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
   bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
+  ipv6Reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memoryLimitBytes: number; timeoutSeconds: number };
 }
