@@ -3,12 +3,15 @@
 // traffic, so the table doubles as the anti-spoofing reference).
 //
 // Both directions are per-packet lookups: IPv4 destination -> IPv6 node (IPv4 side to tunnel) and IPv6 source ->
-// bound IPv4 (tunnel to IPv4 side, anti-spoofing). Entries live in parallel typed arrays indexed by slot; two
+// bound IPv4 (tunnel to IPv4 side, anti-spoofing). Each slot is one 32-byte row (IPv6 address, IPv4 address, two
+// generations, end in seconds) in a typed array, its traffic counters a 32-byte row in another; two
 // open-addressing hash indexes (linear probing, load <= 0.5, backward-shift deletion) map a uint32 IPv4 address or
-// the 16 bytes of an IPv6 address, read in place from the packet buffer, to a slot: a lookup costs one hash and a
-// short probe whatever the table's size, and allocates nothing. Only set()/delete()/stage() (control path) may grow
-// the arrays. Memory per slot: 89 bytes (IPv4 4, IPv6 16, end 8, flags 1, generations 8, traffic counters 32, two
-// indexes 16, free list 4); capacity doubles, so 89–178 bytes per binding: 10^6 bindings take 2^20 slots, 93 MB.
+// the 16 bytes of an IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the
+// IPv6 address's 32-bit hash) beside the slot, so a probe reads only the index and a hit one row: with 10^6
+// bindings, far beyond the CPU caches, a lookup costs about two cache misses, and allocates nothing. Only
+// set()/delete()/stage() (control path) may grow the arrays. Memory per slot: 100 bytes (row 32, counters 32, two
+// indexes 2 x 16, free list 4); capacity doubles, so 100–200 bytes per binding: 10^6 bindings take 2^20 slots,
+// 105 MB. End times are kept in whole seconds (the server's unit), rounded up.
 //
 // A binding maps one IPv4 address to one IPv6 address and back: setting a binding for an address already bound
 // replaces the old binding on either side. Entries carry their end time; lookups treat an ended entry as absent,
@@ -44,14 +47,18 @@ export interface Binding {
 
 const EMPTY = -1;
 const MIN_CAPACITY = 16;
-const USED = 1;
-const STATIC = 2;
+const NEVER = 0xffffffff;
+// a row: 8 uint32 words per slot
+const ROW = 3; // log2 of the words per row
+const W_IPV4 = 4; // words 0-3: the IPv6 address's 16 bytes
+const W_BORN = 5;
+const W_SEEN = 6;
+const W_ENDS = 7; // seconds since 1970; NEVER: a static mapping
 // traffic counters per slot, in `traffic` at slot * 4 + …
 const PKT4 = 0;
 const BYTES4 = 1;
 const PKT6 = 2;
 const BYTES6 = 3;
-const NEVER = 0xffffffff;
 
 function hash32(a: number): number {
   return Math.imul(a ^ (a >>> 16), 0x45d9f3b) ^ (Math.imul(a, 0x9e3779b1) >>> 15);
@@ -63,23 +70,26 @@ function hash128(b: Uint8Array, off: number): number {
   return h ^ Math.imul(readU32(b, off) ^ readU32(b, off + 4), 0x27d4eb2d);
 }
 
+/** An end time in ms as stored: whole seconds, rounded up; never NEVER for a binding that ends. */
+function endWord(ms: number, source: BindingSource): number {
+  if (source === 'static') return NEVER;
+  return Math.min(Math.max(Math.ceil(ms / 1000), 0), NEVER - 1);
+}
+
 export class BindingTable {
   private cap = 0;
   private count = 0; // slots in use (visible, staged or dying)
   private live = 0; // visible entries
-  private ipv4 = new Uint32Array(0);
-  private ipv6 = new Uint8Array(0); // 16 bytes per slot
-  private ends = new Float64Array(0);
-  private flags = new Uint8Array(0);
-  private born = new Uint32Array(0);
-  private seen = new Uint32Array(0);
+  private rows = new Uint32Array(0);
+  private rows8 = new Uint8Array(0); // the same rows, bytewise (IPv6 addresses)
   private traffic = new Float64Array(0);
   private free = new Int32Array(0);
   private nfree = 0;
-  // hash indexes: bucket -> slot or EMPTY; sized 2x the slot capacity (load <= 0.5)
+  // hash indexes: two words per bucket, [key, slot or EMPTY]; 2x the slot capacity in buckets (load <= 0.5)
   private idx4 = new Int32Array(0);
   private idx6 = new Int32Array(0);
-  private mask = 0;
+  private mask = 0; // buckets - 1
+  private wmask = 0; // words - 1 (a bucket's first word is even)
   /** The visible generation, and the one being staged (0: none). */
   private gen = 1;
   private staging = 0;
@@ -96,8 +106,7 @@ export class BindingTable {
 
   /** Bytes held by the table's arrays (what the memory figure above counts). */
   get memoryBytes(): number {
-    const arrays = [this.ipv4, this.ipv6, this.ends, this.flags, this.born, this.seen, this.traffic, this.free, this.idx4, this.idx6];
-    return arrays.reduce((sum, a) => sum + a.byteLength, 0);
+    return [this.rows, this.traffic, this.free, this.idx4, this.idx6].reduce((sum, a) => sum + a.byteLength, 0);
   }
 
   /** Bindings visible now. */
@@ -109,42 +118,47 @@ export class BindingTable {
 
   /** Slot of the binding for IPv4 address `a` that has not ended at `now` (ms), or -1. */
   findByIpv4(a: number, now: number): number {
-    const v4 = this.ipv4;
-    for (let b = hash32(a) & this.mask; ; b = (b + 1) & this.mask) {
-      const s = this.idx4[b];
+    const idx = this.idx4;
+    const key = a | 0;
+    for (let b = (hash32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
       if (s === EMPTY) return -1;
-      if (v4[s] === a && this.visible(s)) return this.ends[s] > now ? s : -1;
+      if (idx[b] === key && this.visible(s)) return this.rows[(s << ROW) + W_ENDS] * 1000 > now ? s : -1;
     }
   }
 
   /** Slot of the binding for the IPv6 address at buf[off..off+16) that has not ended at `now`, or -1. */
   findByIpv6(buf: Uint8Array, off: number, now: number): number {
-    for (let b = hash128(buf, off) & this.mask; ; b = (b + 1) & this.mask) {
-      const s = this.idx6[b];
+    const idx = this.idx6;
+    const h = hash128(buf, off);
+    for (let b = (h & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
       if (s === EMPTY) return -1;
-      if (this.ipv6Is(s, buf, off) && this.visible(s)) return this.ends[s] > now ? s : -1;
+      if (idx[b] === h && this.ipv6Is(s, buf, off) && this.visible(s)) {
+        return this.rows[(s << ROW) + W_ENDS] * 1000 > now ? s : -1;
+      }
     }
   }
 
   ipv4At(slot: number): number {
-    return this.ipv4[slot];
+    return this.rows[(slot << ROW) + W_IPV4];
   }
 
   /** The slot's IPv6 address, copied into a buffer that the next call overwrites (so nothing is allocated). */
   ipv6At(slot: number): Uint8Array {
     const o = this.out6;
-    const v6 = this.ipv6;
-    const p = slot << 4;
-    for (let i = 0; i < 16; i++) o[i] = v6[p + i];
+    const r = this.rows8;
+    const p = slot << (ROW + 2);
+    for (let i = 0; i < 16; i++) o[i] = r[p + i];
     return o;
   }
 
   /** Whether the slot's IPv6 address is the one at buf[off..off+16). */
   ipv6Is(slot: number, buf: Uint8Array, off: number): boolean {
-    const v6 = this.ipv6;
-    const p = slot << 4;
+    const r = this.rows8;
+    const p = slot << (ROW + 2);
     let i = 0;
-    while (i < 16 && v6[p + i] === buf[off + i]) i++;
+    while (i < 16 && r[p + i] === buf[off + i]) i++;
     return i === 16;
   }
 
@@ -171,17 +185,16 @@ export class BindingTable {
     if (ends < this.earliest) this.earliest = ends;
     const same = this.pairSlot(a, v6);
     if (same >= 0 && this.visible(same)) {
-      this.ends[same] = ends;
-      this.setSource(same, source);
-      if (this.staging && this.seen[same] !== this.staging) {
-        this.seen[same] = this.staging;
+      this.rows[(same << ROW) + W_ENDS] = endWord(ends, source);
+      if (this.staging && this.seenOf(same) !== this.staging) {
+        this.rows[(same << ROW) + W_SEEN] = this.staging;
         this.staged++;
       }
       this.removeOthers(a, v6, same);
       return;
     }
     this.removeOthers(a, v6, -1);
-    this.insert(a, v6, ends, source, this.gen, this.staging || this.gen);
+    this.insert(a, v6, endWord(ends, source), this.gen, this.staging || this.gen);
     this.live++;
     if (this.staging) this.staged++;
   }
@@ -212,33 +225,31 @@ export class BindingTable {
     const v6 = typeof ipv6 === 'string' ? parseIPv6(ipv6) : ipv6;
     // a later stage() of either address wins over an earlier one
     for (let s = this.any4(a); s >= 0; s = this.next4(a, s)) if (!this.ipv6Is(s, v6, 0) && this.unstage(s)) s = -1;
-    for (let s = this.any6(v6); s >= 0; s = this.next6(v6, s)) if (this.ipv4[s] !== a && this.unstage(s)) s = -1;
+    for (let s = this.any6(v6); s >= 0; s = this.next6(v6, s)) if (this.ipv4At(s) !== a && this.unstage(s)) s = -1;
     let slot = this.pairSlot(a, v6);
-    if (slot >= 0 && !this.visible(slot) && this.born[slot] !== g) {
+    if (slot >= 0 && !this.visible(slot) && this.bornOf(slot) !== g) {
       this.remove(slot); // dying leftovers of an older generation
       slot = -1;
     }
     if (ends < this.earliest) this.earliest = ends;
     if (slot >= 0) {
-      if (this.seen[slot] !== g) this.staged++;
-      this.seen[slot] = g;
-      this.ends[slot] = ends;
-      this.setSource(slot, source);
+      if (this.seenOf(slot) !== g) this.staged++;
+      this.rows[(slot << ROW) + W_SEEN] = g;
+      this.rows[(slot << ROW) + W_ENDS] = endWord(ends, source);
       return;
     }
-    this.insert(a, v6, ends, source, g, g);
+    this.insert(a, v6, endWord(ends, source), g, g);
     this.staged++;
   }
 
   /** Keeps every visible binding of `source` in the state being staged (e.g. the statics, in a feed resync). */
   carry(source: BindingSource): void {
     const g = this.staging;
-    const want = source === 'static' ? STATIC : 0;
+    const r = this.rows;
     for (let s = 0; s < this.cap; s++) {
-      if (this.flags[s] & USED && (this.flags[s] & STATIC) === want && this.visible(s) && this.seen[s] !== g) {
-        this.seen[s] = g;
-        this.staged++;
-      }
+      if (!this.visible(s) || this.isStatic(s) !== (source === 'static') || r[(s << ROW) + W_SEEN] === g) continue;
+      r[(s << ROW) + W_SEEN] = g;
+      this.staged++;
     }
   }
 
@@ -255,7 +266,7 @@ export class BindingTable {
   abort(): void {
     const g = this.staging;
     this.staging = 0;
-    for (let s = 0; s < this.cap; s++) if (this.flags[s] & USED && this.born[s] === g) this.remove(s);
+    for (let s = 0; s < this.cap; s++) if (this.bornOf(s) === g) this.remove(s);
   }
 
   /** Removes bindings that ended at or before `now`, and those a commit left behind; returns the ended ones. */
@@ -263,15 +274,16 @@ export class BindingTable {
     const ended: Binding[] = [];
     let earliest = Infinity;
     for (let s = 0; s < this.cap; s++) {
-      if (!(this.flags[s] & USED)) continue;
-      const dead = this.seen[s] < this.gen && this.seen[s] !== this.staging;
-      if (dead) {
+      if (this.bornOf(s) === NEVER) continue;
+      const seen = this.seenOf(s);
+      const ends = this.endsOf(s);
+      if (seen < this.gen && seen !== this.staging) {
         this.remove(s);
-      } else if (this.ends[s] <= now) {
+      } else if (ends <= now) {
         if (this.visible(s)) ended.push(this.describe(s));
         this.remove(s);
-      } else if (this.ends[s] < earliest) {
-        earliest = this.ends[s];
+      } else if (ends < earliest) {
+        earliest = ends;
       }
     }
     this.earliest = earliest;
@@ -293,7 +305,7 @@ export class BindingTable {
   list(limit = Infinity): Binding[] {
     const addrs = new Uint32Array(this.live);
     let n = 0;
-    for (let s = 0; s < this.cap; s++) if (this.flags[s] & USED && this.visible(s)) addrs[n++] = this.ipv4[s];
+    for (let s = 0; s < this.cap; s++) if (this.visible(s)) addrs[n++] = this.ipv4At(s);
     return Array.from(addrs.subarray(0, n).sort().subarray(0, Math.min(n, limit)), (a) => this.get(a) as Binding);
   }
 
@@ -302,7 +314,7 @@ export class BindingTable {
     const slots: number[] = [];
     const total = (s: number): number => this.traffic[(s << 2) + BYTES4] + this.traffic[(s << 2) + BYTES6];
     for (let s = 0; s < this.cap; s++) {
-      if (!(this.flags[s] & USED) || !this.visible(s)) continue;
+      if (!this.visible(s)) continue;
       const t = total(s);
       if (t === 0 || (slots.length === n && t <= total(slots[n - 1]))) continue;
       let i = slots.length === n ? n - 1 : slots.length;
@@ -316,10 +328,10 @@ export class BindingTable {
   private describe(slot: number): Binding {
     const t = slot << 2;
     return {
-      ipv4: formatIPv4(this.ipv4[slot]),
-      ipv6: formatIPv6(this.ipv6, slot << 4),
-      ends: this.ends[slot],
-      source: this.flags[slot] & STATIC ? 'static' : 'server',
+      ipv4: formatIPv4(this.ipv4At(slot)),
+      ipv6: formatIPv6(this.rows8, slot << (ROW + 2)),
+      ends: this.endsOf(slot),
+      source: this.isStatic(slot) ? 'static' : 'server',
       forwarded: {
         toIpv4: this.traffic[t + PKT4],
         toIpv6: this.traffic[t + PKT6],
@@ -329,14 +341,29 @@ export class BindingTable {
     };
   }
 
-  // --- generations -------------------------------------------------------------------------------------------
+  // --- rows and generations ----------------------------------------------------------------------------------
 
-  private visible(s: number): boolean {
-    return this.born[s] <= this.gen && this.seen[s] >= this.gen;
+  private bornOf(s: number): number {
+    return this.rows[(s << ROW) + W_BORN];
   }
 
-  private setSource(s: number, source: BindingSource): void {
-    this.flags[s] = USED | (source === 'static' ? STATIC : 0);
+  private seenOf(s: number): number {
+    return this.rows[(s << ROW) + W_SEEN];
+  }
+
+  private endsOf(s: number): number {
+    const w = this.rows[(s << ROW) + W_ENDS];
+    return w === NEVER ? Infinity : w * 1000;
+  }
+
+  private isStatic(s: number): boolean {
+    return this.rows[(s << ROW) + W_ENDS] === NEVER;
+  }
+
+  /** Free slots have born NEVER, so they are never visible. */
+  private visible(s: number): boolean {
+    const o = s << ROW;
+    return this.rows[o + W_BORN] <= this.gen && this.rows[o + W_SEEN] >= this.gen;
   }
 
   /**
@@ -345,13 +372,13 @@ export class BindingTable {
    */
   private unstage(s: number): boolean {
     const g = this.staging;
-    if (this.seen[s] !== g) return false;
-    if (this.born[s] === g) {
+    if (this.seenOf(s) !== g) return false;
+    if (this.bornOf(s) === g) {
       this.remove(s);
       return true;
     }
     this.staged--;
-    this.seen[s] = this.gen;
+    this.rows[(s << ROW) + W_SEEN] = this.gen;
     return false;
   }
 
@@ -383,11 +410,13 @@ export class BindingTable {
 
   /** The next entry (any generation) holding IPv4 `a` after slot `after` in its probe sequence (-1: the first). */
   private next4(a: number, after: number): number {
+    const idx = this.idx4;
+    const key = a | 0;
     let past = after < 0;
-    for (let b = hash32(a) & this.mask; ; b = (b + 1) & this.mask) {
-      const s = this.idx4[b];
+    for (let b = (hash32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
       if (s === EMPTY) return -1;
-      if (this.ipv4[s] !== a) continue;
+      if (idx[b] !== key) continue;
       if (past) return s;
       if (s === after) past = true;
     }
@@ -398,25 +427,27 @@ export class BindingTable {
   }
 
   private next6(v6: Uint8Array, after: number): number {
+    const idx = this.idx6;
+    const h = hash128(v6, 0);
     let past = after < 0;
-    for (let b = hash128(v6, 0) & this.mask; ; b = (b + 1) & this.mask) {
-      const s = this.idx6[b];
+    for (let b = (h & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
       if (s === EMPTY) return -1;
-      if (!this.ipv6Is(s, v6, 0)) continue;
+      if (idx[b] !== h || !this.ipv6Is(s, v6, 0)) continue;
       if (past) return s;
       if (s === after) past = true;
     }
   }
 
-  private insert(a: number, v6: Uint8Array, ends: number, source: BindingSource, born: number, seen: number): number {
+  private insert(a: number, v6: Uint8Array, ends: number, born: number, seen: number): number {
     if (this.nfree === 0) this.grow(this.cap * 2);
     const slot = this.free[--this.nfree];
-    this.setSource(slot, source);
-    this.ipv4[slot] = a;
-    this.ipv6.set(v6, slot << 4);
-    this.ends[slot] = ends;
-    this.born[slot] = born;
-    this.seen[slot] = seen;
+    const o = slot << ROW;
+    this.rows8.set(v6, o << 2);
+    this.rows[o + W_IPV4] = a;
+    this.rows[o + W_BORN] = born;
+    this.rows[o + W_SEEN] = seen;
+    this.rows[o + W_ENDS] = ends;
     this.traffic.fill(0, slot << 2, (slot + 1) << 2);
     this.index(slot);
     this.count++;
@@ -424,65 +455,68 @@ export class BindingTable {
   }
 
   private index(slot: number): void {
-    let b = hash32(this.ipv4[slot]) & this.mask;
-    while (this.idx4[b] !== EMPTY) b = (b + 1) & this.mask;
-    this.idx4[b] = slot;
-    b = hash128(this.ipv6, slot << 4) & this.mask;
-    while (this.idx6[b] !== EMPTY) b = (b + 1) & this.mask;
-    this.idx6[b] = slot;
+    const a = this.ipv4At(slot);
+    let b = (hash32(a) & this.mask) << 1;
+    while (this.idx4[b + 1] !== EMPTY) b = (b + 2) & this.wmask;
+    this.idx4[b] = a;
+    this.idx4[b + 1] = slot;
+    const h = hash128(this.rows8, slot << (ROW + 2));
+    b = (h & this.mask) << 1;
+    while (this.idx6[b + 1] !== EMPTY) b = (b + 2) & this.wmask;
+    this.idx6[b] = h;
+    this.idx6[b + 1] = slot;
   }
 
   private remove(slot: number): void {
     if (this.visible(slot)) this.live--;
-    if (this.staging && this.seen[slot] === this.staging) this.staged--;
-    this.unindex(this.idx4, hash32(this.ipv4[slot]) & this.mask, slot, (s) => hash32(this.ipv4[s]));
-    this.unindex(this.idx6, hash128(this.ipv6, slot << 4) & this.mask, slot, (s) => hash128(this.ipv6, s << 4));
-    this.flags[slot] = 0;
-    this.ends[slot] = 0;
-    this.seen[slot] = 0;
-    this.born[slot] = NEVER;
+    if (this.staging && this.seenOf(slot) === this.staging) this.staged--;
+    this.unindex(this.idx4, (hash32(this.ipv4At(slot)) & this.mask) << 1, slot, true);
+    this.unindex(this.idx6, (hash128(this.rows8, slot << (ROW + 2)) & this.mask) << 1, slot, false);
+    const o = slot << ROW;
+    this.rows[o + W_BORN] = NEVER;
+    this.rows[o + W_SEEN] = 0;
+    this.rows[o + W_ENDS] = 0;
     this.free[this.nfree++] = slot;
     this.count--;
   }
 
-  /** Linear-probing deletion with backward shift, so no tombstones slow later lookups. */
-  private unindex(idx: Int32Array, start: number, slot: number, hashOf: (s: number) => number): void {
+  /** Linear-probing deletion with backward shift, so no tombstones slow later lookups; a bucket's key gives its home. */
+  private unindex(idx: Int32Array, start: number, slot: number, v4: boolean): void {
     let b = start;
-    while (idx[b] !== slot) b = (b + 1) & this.mask;
+    while (idx[b + 1] !== slot) b = (b + 2) & this.wmask;
     let hole = b;
-    for (let j = (hole + 1) & this.mask; idx[j] !== EMPTY; j = (j + 1) & this.mask) {
-      const home = hashOf(idx[j]) & this.mask;
-      // move idx[j] into the hole unless its home lies cyclically in (hole, j]
+    for (let j = (hole + 2) & this.wmask; idx[j + 1] !== EMPTY; j = (j + 2) & this.wmask) {
+      const home = ((v4 ? hash32(idx[j]) : idx[j]) & this.mask) << 1;
+      // move bucket j into the hole unless its home lies cyclically in (hole, j]
       const between = hole <= j ? home > hole && home <= j : home > hole || home <= j;
       if (!between) {
         idx[hole] = idx[j];
+        idx[hole + 1] = idx[j + 1];
         hole = j;
       }
     }
-    idx[hole] = EMPTY;
+    idx[hole + 1] = EMPTY;
   }
 
   private grow(cap: number): void {
     const old = this.cap;
-    const more = <T extends Uint8Array | Uint32Array | Float64Array | Int32Array>(a: T, n: number, make: new (n: number) => T): T => {
-      const b = new make(n);
-      b.set(a as never);
-      return b;
-    };
-    this.ipv4 = more(this.ipv4, cap, Uint32Array);
-    this.ipv6 = more(this.ipv6, cap * 16, Uint8Array);
-    this.ends = more(this.ends, cap, Float64Array);
-    this.flags = more(this.flags, cap, Uint8Array);
-    this.born = more(this.born, cap, Uint32Array);
-    this.born.fill(NEVER, old);
-    this.seen = more(this.seen, cap, Uint32Array);
-    this.traffic = more(this.traffic, cap * 4, Float64Array);
-    this.free = more(this.free, cap, Int32Array);
+    const rows = new Uint32Array(cap << ROW).fill(NEVER);
+    rows.set(this.rows);
+    for (let s = old; s < cap; s++) rows[(s << ROW) + W_SEEN] = 0;
+    this.rows = rows;
+    this.rows8 = new Uint8Array(rows.buffer);
+    const traffic = new Float64Array(cap * 4);
+    traffic.set(this.traffic);
+    this.traffic = traffic;
+    const free = new Int32Array(cap);
+    free.set(this.free.subarray(0, this.nfree));
+    this.free = free;
     this.cap = cap;
     this.mask = cap * 2 - 1;
-    this.idx4 = new Int32Array(cap * 2).fill(EMPTY);
-    this.idx6 = new Int32Array(cap * 2).fill(EMPTY);
+    this.wmask = cap * 4 - 1;
+    this.idx4 = new Int32Array(cap * 4).fill(EMPTY);
+    this.idx6 = new Int32Array(cap * 4).fill(EMPTY);
     for (let s = cap - 1; s >= old; s--) this.free[this.nfree++] = s;
-    for (let s = 0; s < old; s++) if (this.flags[s] & USED) this.index(s);
+    for (let s = 0; s < old; s++) if (this.bornOf(s) !== NEVER) this.index(s);
   }
 }

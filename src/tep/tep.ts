@@ -106,6 +106,8 @@ export class Tep {
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
   private resyncs = 0;
+  /** The routed IPv4 ranges as [first, last] pairs: only a packet for one of them can be hairpinned. */
+  private routed: Float64Array;
 
   constructor(readonly opts: TepOptions) {
     // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
@@ -140,6 +142,18 @@ export class Tep {
     if (this.tunnel.encap.overhead !== IPV6_HDR) throw new Error('the TEP sends no encapsulation limit option');
     this.toRawHairpin = new OutList(new Uint8Array(0), opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+    this.routed = this.routedRanges();
+  }
+
+  private routedRanges(): Float64Array {
+    const ranges = [...this.opts.pools.map((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]), ...this.opts.statics.map((s) => [s.ipv4, s.ipv4])];
+    return Float64Array.from(ranges.flat());
+  }
+
+  private isRouted(a: number): boolean {
+    const r = this.routed;
+    for (let i = 0; i < r.length; i += 2) if (a >= r[i] && a <= r[i + 1]) return true;
+    return false;
   }
 
   // --- forwarding: the shared pipeline, then the TEP's own steps on its output ---------------------------------
@@ -183,7 +197,8 @@ export class Tep {
       const len = out.lengths[i];
       const from = this.bindings.findByIpv4(readU32(buf, off + 12), now);
       if (from >= 0) this.bindings.countToIpv4(from, len);
-      const to = this.bindings.findByIpv4(readU32(buf, off + 16), now);
+      const dst = readU32(buf, off + 16);
+      const to = this.isRouted(dst) ? this.bindings.findByIpv4(dst, now) : -1;
       if (to >= 0 && this.hairpinTo(to, buf, off, len)) continue;
       out.offsets[kept] = off;
       out.lengths[kept++] = len;
@@ -245,6 +260,7 @@ export class Tep {
     this.opts.prefixes = c.prefixes;
     this.opts.pools = c.pools;
     this.opts.statics = c.statics;
+    this.routed = this.routedRanges();
     this.tunnel.unreachable = c.unreachable ?? true;
   }
 
