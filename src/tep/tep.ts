@@ -106,6 +106,10 @@ export class Tep {
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
   private resyncs = 0;
+  /** What the warm-up passes read (kept so they are not optimised away), and their scratch. */
+  warmth = 0;
+  private readonly warmKeys: Uint32Array;
+  private readonly warmOffs: Uint32Array;
   /** The routed IPv4 ranges as [first, last] pairs: only a packet for one of them can be hairpinned. */
   private routed: Float64Array;
 
@@ -141,6 +145,8 @@ export class Tep {
     // hairpinning and per-binding counting find the inner packet right after a 40-byte outer header
     if (this.tunnel.encap.overhead !== IPV6_HDR) throw new Error('the TEP sends no encapsulation limit option');
     this.toRawHairpin = new OutList(new Uint8Array(0), opts.batch ?? 64);
+    this.warmKeys = new Uint32Array(opts.batch ?? 64);
+    this.warmOffs = new Uint32Array(opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.routed = this.routedRanges();
   }
@@ -161,6 +167,9 @@ export class Tep {
   /** IPv4 from the TUN device → tunnel packets to nodes (Tunnel.encapBatch), counted per binding. */
   encapBatch(count: number, rx: RxBatch): void {
     const t = this.tunnel;
+    const keys = this.warmKeys;
+    for (let i = 0; i < count; i++) keys[i] = rx.lengths[i] >= 20 ? readU32(rx.buf, rx.offsets[i] + 16) : 0;
+    this.warmth = this.bindings.warm4(keys, count);
     t.encapBatch(count, rx);
     const now = this.now;
     const out = t.toRaw;
@@ -184,6 +193,14 @@ export class Tep {
    */
   decapBatch(count: number, rx: RxBatch): void {
     const t = this.tunnel;
+    const keys = this.warmKeys;
+    let n = 0;
+    for (let i = 0; i < count; i++) {
+      if (rx.lengths[i] < IPV6_HDR + 20) continue;
+      keys[n] = readU32(rx.buf, rx.offsets[i] + IPV6_HDR + 12);
+      this.warmOffs[n++] = rx.offsets[i];
+    }
+    this.warmth = this.bindings.warm6(rx.buf, this.warmOffs, 8, n) + this.bindings.warm4(keys, n);
     t.decapBatch(count, rx);
     const out = t.toTun;
     const buf = out.buf;
