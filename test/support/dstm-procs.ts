@@ -75,5 +75,6 @@ export interface TepStatsJson {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
   bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
+  topTalkers: { ipv4: string; ipv6: string; forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number } }[];
   ipv6Reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memoryLimitBytes: number; timeoutSeconds: number };
 }
