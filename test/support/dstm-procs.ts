@@ -71,10 +71,19 @@ export async function tepStats(t: Topology): Promise<TepStatsJson> {
   return JSON.parse(stdout) as TepStatsJson;
 }
 
+export interface StatsBindingJson {
+  ipv4: string;
+  ipv6: string;
+  ends: number | null;
+  source: string;
+  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+}
+
 export interface TepStatsJson {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
-  bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
-  topTalkers: { ipv4: string; ipv6: string; forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number } }[];
+  events: Record<string, number>;
+  bindings: StatsBindingJson[];
+  topTalkers: StatsBindingJson[];
   ipv6Reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memoryLimitBytes: number; timeoutSeconds: number };
 }
