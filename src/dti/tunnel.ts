@@ -65,15 +65,28 @@ export type EncapRoute = (innerSrc: number, innerDst: number) => Uint8Array | Dr
  */
 export type DecapPolicy = (buf: Uint8Array, outerSrcOff: number, innerSrc: number, innerDst: number) => DropCode;
 
+/**
+ * Vets an ICMPv6 error about one of our tunnel packets (parsed into `r`; the error itself at buf[off..]) before it
+ * changes anything: OK or a Drop code. With this hook the tunnel-wide path MTU is left alone: whoever checks the
+ * quoted packet (a TEP, against its bindings) records the path MTU per destination and serves it by pathMtuOf.
+ */
+export type Icmp6Policy = (buf: Uint8Array, off: number, r: Icmp6Relay) => DropCode;
+
 export interface TunnelOptions {
   encap: EncapConfig;
   route: EncapRoute;
   accept?: DecapPolicy;
   /** Path MTU towards the tunnel exit points (default 1500); lowered by ICMPv6 packet-too-big. */
   pathMtu?: number;
+  /** Path MTU towards one exit point (≤ pathMtu), for a tunnel with many (a TEP); default: pathMtu for all. */
+  pathMtuOf?: (dst: Uint8Array) => number;
+  icmp6Policy?: Icmp6Policy;
   /** IPv4 source of the ICMPv4 errors we send (the DTI's or the TEP's IPv4 address). */
   icmpSource: number;
-  /** ICMPv4 errors per second and burst (RFC 1812 §4.3.2.8); default 100/s, burst 50. */
+  /**
+   * ICMPv4 errors per second and burst (RFC 1812 §4.3.2.8), for each kind separately (host unreachable,
+   * frag-needed, relayed ICMPv6), so a flood of one kind cannot starve path MTU discovery; default 100/s, burst 50.
+   */
   icmpRate?: number;
   icmpBurst?: number;
   /** Answer packets the route hook refuses with ICMPv4 host unreachable (rate-limited); default off. */
@@ -123,6 +136,11 @@ export interface BatchSource {
 const ICMP_SLOT = 576 + VNET_HDR_LEN;
 /** Segments one TUN batch may add to toRaw before it is flushed (a spill): 64 KiB of 1-byte-MSS segments. */
 const MAX_SEGMENTS = 4096;
+/** Kinds of ICMPv4 error, each with its own rate-limit bucket. */
+const UNREACHABLE = 0;
+const FRAG_NEEDED = 1;
+const RELAYED = 2;
+type IcmpKind = typeof UNREACHABLE | typeof FRAG_NEEDED | typeof RELAYED;
 /** Fragments per packet we can emit: enough for a 9000-byte packet at the IPv6 minimum MTU. */
 const MAX_FRAGS = 8;
 
@@ -147,7 +165,10 @@ export class Tunnel {
   private readonly accept: DecapPolicy | undefined;
   /** IPv4 source of the ICMPv4 errors we send; settable (a node learns its TEP's IPv4 address with the lease). */
   icmpSource: number;
-  private readonly bucket: TokenBucket;
+  /** One bucket per kind of ICMPv4 error: unreachable, frag-needed, relayed. */
+  private readonly buckets: [TokenBucket, TokenBucket, TokenBucket];
+  private readonly pathMtuOf: TunnelOptions['pathMtuOf'];
+  private readonly icmp6Policy: Icmp6Policy | undefined;
   private readonly now: () => number;
   private readonly onPathMtu: TunnelOptions['onPathMtu'];
   private readonly h4 = new Ipv4Header();
@@ -169,7 +190,10 @@ export class Tunnel {
     this.unreachable = opts.unreachable ?? false;
     this.accept = opts.accept;
     this.icmpSource = opts.icmpSource;
-    this.bucket = new TokenBucket(opts.icmpRate ?? 100, opts.icmpBurst ?? 50);
+    const bucket = (): TokenBucket => new TokenBucket(opts.icmpRate ?? 100, opts.icmpBurst ?? 50);
+    this.buckets = [bucket(), bucket(), bucket()];
+    this.pathMtuOf = opts.pathMtuOf;
+    this.icmp6Policy = opts.icmp6Policy;
     this.now = opts.now ?? (() => performance.now());
     this.onPathMtu = opts.onPathMtu;
     this.pathMtu = opts.pathMtu ?? 1500;
@@ -235,7 +259,7 @@ export class Tunnel {
       const dst = this.route(h.src, h.dst);
       if (typeof dst === 'number') {
         c.drop(dst, buf, off, len);
-        if (this.unreachable) this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_HOST_UNREACH, 0, buf, off, h.totalLen, h);
+        if (this.unreachable) this.icmpError(UNREACHABLE, ICMP4_CODE_HOST_UNREACH, 0, buf, off, h.totalLen, h);
         continue;
       }
       if (this.vnet && v.gsoType !== GSO_NONE) {
@@ -258,12 +282,14 @@ export class Tunnel {
   private encapOne(buf: Uint8Array, off: number, len: number, dst: Uint8Array): void {
     const c = this.counters;
     const h = this.h4;
-    if (h.totalLen > this.mtu) {
+    const pmtu = this.pathMtuOf === undefined ? this.pathMtu : this.pathMtuOf(dst);
+    const mtu = pmtu === this.pathMtu ? this.mtu : this.mtuFor(pmtu);
+    if (h.totalLen > mtu) {
       if (h.df) {
         c.drop(Drop.too_big_df, buf, off, len);
-        this.icmpError(ICMP4_DEST_UNREACH, ICMP4_CODE_FRAG_NEEDED, this.mtu, buf, off, h.totalLen, h);
+        this.icmpError(FRAG_NEEDED, ICMP4_CODE_FRAG_NEEDED, mtu, buf, off, h.totalLen, h);
       } else {
-        this.encapFragmented(buf, off, h.totalLen, dst);
+        this.encapFragmented(buf, off, h.totalLen, dst, pmtu);
       }
       return;
     }
@@ -313,7 +339,7 @@ export class Tunnel {
     }
   }
 
-  private encapFragmented(buf: Uint8Array, off: number, len: number, dst: Uint8Array): void {
+  private encapFragmented(buf: Uint8Array, off: number, len: number, dst: Uint8Array, pathMtu: number): void {
     const c = this.counters;
     const o = encapsulate(buf, off, len, dst, 0, this.encap);
     if (o < 0) {
@@ -324,7 +350,7 @@ export class Tunnel {
     const room = Math.min(MAX_FRAGS, fr.capacity - fr.count);
     this.fragId = (this.fragId + 1) >>> 0;
     const n = fragmentIpv6(
-      buf, o, len + this.encap.overhead, this.pathMtu, this.fragId,
+      buf, o, len + this.encap.overhead, pathMtu, this.fragId,
       fr.buf, fr.count * this.fragSlot, this.fragSlot, room, fr.lengths, fr.count,
     );
     if (n < 0) {
@@ -338,9 +364,14 @@ export class Tunnel {
     c.count(Event.bytes_encapsulated, len);
   }
 
-  /** Queues an ICMPv4 error about the packet at buf[off..+len) if allowed and not rate limited. */
+  /** The tunnel MTU for a path MTU (never below the IPv4 minimum). */
+  private mtuFor(pathMtu: number): number {
+    return Math.max(tunnelMtu(pathMtu, this.encap), IPV4_MIN_MTU);
+  }
+
+  /** Queues an ICMPv4 error (destination unreachable) about the packet at buf[off..+len) if allowed and not rate limited. */
   private icmpError(
-    type: number,
+    kind: IcmpKind,
     code: number,
     mtu: number,
     buf: Uint8Array,
@@ -354,12 +385,12 @@ export class Tunnel {
       this.counters.drop(Drop.queue_full, buf, off, len);
       return false;
     }
-    if (!this.bucket.take(this.now())) {
+    if (!this.buckets[kind].take(this.now())) {
       this.counters.drop(Drop.icmp_rate_limited, buf, off, len);
       return false;
     }
     const at = list.count * ICMP_SLOT + VNET_HDR_LEN;
-    const n = buildIcmpv4Error(type, code, mtu, this.icmpSource, buf, off, len, list.buf, at, ICMP_SLOT - VNET_HDR_LEN);
+    const n = buildIcmpv4Error(ICMP4_DEST_UNREACH, code, mtu, this.icmpSource, buf, off, len, list.buf, at, ICMP_SLOT - VNET_HDR_LEN);
     if (n < 0) {
       this.counters.drop(-n, buf, off, len);
       return false;
@@ -377,9 +408,10 @@ export class Tunnel {
   /**
    * IPv6 packets from the raw IPIP socket → toTun (the inner IPv4 packets, in place). Validates and
    * decapsulates (encap-limit option accepted, RFC 6040 ECN, loop check) and applies the accept policy. With
-   * offloads, toTun is then coalesced (GRO) and each entry starts with its virtio-net header.
+   * offloads, toTun is then coalesced (GRO) and each entry starts with its virtio-net header; `beforeCoalesce` sees
+   * (and may drop from) toTun while it still holds one IPv4 packet per entry.
    */
-  decapBatch(count: number, rx: RxBatch): void {
+  decapBatch(count: number, rx: RxBatch, beforeCoalesce?: () => void): void {
     this.checkBatch(count);
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
@@ -407,6 +439,7 @@ export class Tunnel {
     c.count(Event.decapsulated, out.count);
     c.count(Event.bytes_decapsulated, bytes);
     c.count(Event.ecn_marked, marked);
+    beforeCoalesce?.();
     if (this.vnet) {
       const g = this.coalescer;
       g.coalesce(out, rx.scratch ?? buf.length, buf.length);
@@ -434,10 +467,18 @@ export class Tunnel {
         c.drop(code, buf, off, len);
         continue;
       }
-      if (r.pathMtu !== 0 && r.pathMtu < this.pathMtu) this.setPathMtu(r.pathMtu);
+      if (this.icmp6Policy !== undefined) {
+        const refused = this.icmp6Policy(buf, off, r);
+        if (refused !== OK) {
+          c.drop(refused, buf, off, len);
+          continue;
+        }
+      } else if (r.pathMtu !== 0 && r.pathMtu < this.pathMtu) {
+        this.setPathMtu(r.pathMtu);
+      }
       if (!r.relay) continue;
-      const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtu : 0;
-      if (this.icmpError(r.icmpType, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4)) c.count(Event.icmp_relayed);
+      const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtuFor(Math.min(r.pathMtu, this.pathMtu)) : 0;
+      if (this.icmpError(RELAYED, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4)) c.count(Event.icmp_relayed);
     }
   }
 
@@ -451,7 +492,7 @@ export class Tunnel {
   /** Sets the path MTU (e.g. from configuration or a PTB); the tunnel MTU follows. */
   setPathMtu(pathMtu: number): void {
     this.pathMtu = Math.max(pathMtu, IPV6_MIN_MTU);
-    this.mtu = Math.max(tunnelMtu(this.pathMtu, this.encap), IPV4_MIN_MTU);
+    this.mtu = this.mtuFor(this.pathMtu);
     this.counters.count(Event.pmtu_updated);
     this.onPathMtu?.(this.pathMtu, this.mtu);
   }

@@ -1,7 +1,7 @@
 // The TEP's local control endpoint: a unix socket that answers every connection with one JSON document (the
 // statistics) and closes. A filesystem path, not an abstract socket, so `dstm tep stats` reaches a TEP running
 // in another network namespace.
-import { mkdirSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
 
@@ -9,7 +9,7 @@ export const DEFAULT_CONTROL_PATH = '/run/dstm/tep.sock';
 
 export async function serveControl(path: string, answer: () => unknown): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true });
-  rmSync(path, { force: true }); // a socket file left by a TEP that was killed
+  await removeStaleSocket(path);
   const server = createServer((sock) => sock.end(JSON.stringify(answer()) + '\n'));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -19,6 +19,31 @@ export async function serveControl(path: string, answer: () => unknown): Promise
     });
   });
   return server;
+}
+
+/**
+ * Removes what a daemon that was killed left at `path`: a socket nobody listens on. Anything else there (a file, a
+ * directory, a socket with a listener) is an error naming the path, and stays.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!isSocket) throw new Error(`control socket ${path}: something other than a socket is there; remove it or choose another path`);
+  const listening = await new Promise<boolean>((resolve) => {
+    const sock = createConnection(path);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false)); // ECONNREFUSED: stale
+  });
+  if (listening) throw new Error(`control socket ${path}: another process is listening on it (a daemon already running?)`);
+  rmSync(path, { force: true });
 }
 
 /** `daemon` names who should be answering, for the error message (`dstm status` reads a node's socket). */

@@ -41,6 +41,11 @@ export interface BindingFeedOptions {
   local?: string;
   /** RPC-with-TLS towards the server (its mutual policy wants a TEP certificate). */
   tls?: TlsClientOptions;
+  /**
+   * Takes each complete state whole (and is awaited before the feed goes on), instead of 'bind'/'unbind' events for
+   * its difference: a TEP applies it by generation, in chunks, without stopping forwarding.
+   */
+  onSnapshot?: (bindings: Iterable<FeedBinding>) => Promise<void>;
 }
 
 /** Bindings by both addresses; a new binding displaces whatever held its IPv4 or its IPv6 address. */
@@ -74,7 +79,7 @@ class Table {
 const ignore = (): void => undefined;
 
 export class BindingFeed extends EventEmitter {
-  private readonly table = new Table();
+  private table = new Table();
   private epoch = 0n;
   private since = 0n;
   private stopped = false;
@@ -173,14 +178,20 @@ export class BindingFeed extends EventEmitter {
       for (const c of r.changes) into.apply(toBinding(c), c.active, snapshot ? ignore : this.onUnbind, snapshot ? ignore : this.onBind);
       this.since = r.next;
       if (snapshot && !r.more) {
-        this.replace(snapshot);
+        await this.replace(snapshot);
         snapshot = null;
       }
     }
   }
 
   /** Make the table equal to a complete state: unbind what is gone, bind what is new or changed. */
-  private replace(next: Table): void {
+  private async replace(next: Table): Promise<void> {
+    if (this.o.onSnapshot) {
+      this.table = next;
+      await this.o.onSnapshot(next.by4.values());
+      this.emit('resync', { epoch: this.epoch, size: next.by4.size });
+      return;
+    }
     for (const b of [...this.table.by4.values()]) {
       const n = next.by4.get(b.ip4);
       if (!n || n.ip6 !== b.ip6) this.table.remove(b, this.onUnbind);

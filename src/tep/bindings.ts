@@ -3,19 +3,38 @@
 // traffic, so the table doubles as the anti-spoofing reference).
 //
 // Both directions are per-packet lookups: IPv4 destination -> IPv6 node (IPv4 side to tunnel) and IPv6 source ->
-// bound IPv4 (tunnel to IPv4 side, anti-spoofing). Entries live in parallel typed arrays indexed by slot; two
-// open-addressing hash indexes (linear probing, backward-shift deletion) map a uint32 IPv4 address or the 16
-// bytes of an IPv6 address, read in place from the packet buffer, to a slot. Lookups allocate nothing; only
-// set()/delete() (control path) may grow the arrays.
+// bound IPv4 (tunnel to IPv4 side, anti-spoofing). Each slot is one 32-byte row (IPv6 address, IPv4 address, two
+// generations, end in seconds) in a typed array, its traffic counters a 32-byte row in another; two
+// open-addressing hash indexes (linear probing, load <= 0.5, backward-shift deletion) map a uint32 IPv4 address or
+// the 16 bytes of an IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the
+// IPv6 address's 32-bit hash) beside the slot, so a probe reads only the index and a hit one row: with 10^6
+// bindings, far beyond the CPU caches, a lookup costs about two cache misses, and allocates nothing. Only
+// set()/delete()/stage() (control path) may grow the arrays. Memory per slot: 100 bytes (row 32, counters 32, two
+// indexes 2 x 16, free list 4); capacity doubles, so 100–200 bytes per binding: 10^6 bindings take 2^20 slots,
+// 105 MB. End times are kept in whole seconds (the server's unit), rounded up.
 //
 // A binding maps one IPv4 address to one IPv6 address and back: setting a binding for an address already bound
 // replaces the old binding on either side. Entries carry their end time; lookups treat an ended entry as absent,
 // and sweep() removes ended entries, so forwarding stops at `ends` whether or not the server says so.
+//
+// Generations: a complete new state (a feed resync, a reload of the static mappings) is staged beside the current
+// one — begin(), stage() each binding (in as many chunks as the caller likes, forwarding on in between), commit() —
+// and becomes visible at once when committed: an entry is visible while born <= gen <= seen. A binding that stays
+// keeps its slot (and its counters) and is never absent; one that goes is visible until the commit; a new one from
+// the commit on. Incremental set()/delete() apply to the current state and to the one being staged alike.
 
 import { readU32 } from '../dti/packet';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 
 export type BindingSource = 'server' | 'static';
+
+/** Traffic of one binding, counted since it was made (a renewal keeps it, a new binding starts at zero). */
+export interface BindingTraffic {
+  toIpv4: number;
+  toIpv6: number;
+  bytesToIpv4: number;
+  bytesToIpv6: number;
+}
 
 export interface Binding {
   ipv4: string;
@@ -23,10 +42,23 @@ export interface Binding {
   /** Unix time in milliseconds when forwarding stops; Infinity for static mappings. */
   ends: number;
   source: BindingSource;
+  forwarded: BindingTraffic;
 }
 
 const EMPTY = -1;
 const MIN_CAPACITY = 16;
+const NEVER = 0xffffffff;
+// a row: 8 uint32 words per slot
+const ROW = 3; // log2 of the words per row
+const W_IPV4 = 4; // words 0-3: the IPv6 address's 16 bytes
+const W_BORN = 5;
+const W_SEEN = 6;
+const W_ENDS = 7; // seconds since 1970; NEVER: a static mapping
+// traffic counters per slot, in `traffic` at slot * 4 + …
+const PKT4 = 0;
+const BYTES4 = 1;
+const PKT6 = 2;
+const BYTES6 = 3;
 
 function hash32(a: number): number {
   return Math.imul(a ^ (a >>> 16), 0x45d9f3b) ^ (Math.imul(a, 0x9e3779b1) >>> 15);
@@ -38,20 +70,35 @@ function hash128(b: Uint8Array, off: number): number {
   return h ^ Math.imul(readU32(b, off) ^ readU32(b, off + 4), 0x27d4eb2d);
 }
 
+/** An end time in ms as stored: whole seconds, rounded up; never NEVER for a binding that ends. */
+function endWord(ms: number, source: BindingSource): number {
+  if (source === 'static') return NEVER;
+  return Math.min(Math.max(Math.ceil(ms / 1000), 0), NEVER - 1);
+}
+
 export class BindingTable {
   private cap = 0;
-  private count = 0;
-  private ipv4 = new Uint32Array(0);
-  private ipv6 = new Uint8Array(0); // 16 bytes per slot
-  private ends = new Float64Array(0);
-  private isStatic = new Uint8Array(0);
-  private used = new Uint8Array(0);
-  private views: Uint8Array[] = [];
-  private freeSlots: number[] = [];
-  // hash indexes: bucket -> slot or EMPTY; sized 2x the slot capacity (load <= 0.5)
+  private count = 0; // slots in use (visible, staged or dying)
+  private live = 0; // visible entries
+  private rows = new Uint32Array(0);
+  private rows8 = new Uint8Array(0); // the same rows, bytewise (IPv6 addresses)
+  private traffic = new Float64Array(0);
+  private free = new Int32Array(0);
+  private nfree = 0;
+  // hash indexes: two words per bucket, [key, slot or EMPTY]; 2x the slot capacity in buckets (load <= 0.5)
   private idx4 = new Int32Array(0);
   private idx6 = new Int32Array(0);
-  private mask = 0;
+  private mask = 0; // buckets - 1
+  private wmask = 0; // words - 1 (a bucket's first word is even)
+  /** The visible generation, and the one being staged (0: none). */
+  private gen = 1;
+  private staging = 0;
+  private staged = 0; // entries that will be visible once `staging` is committed
+  private nextGen = 2;
+  /** Slots found by the warm-up passes (one batch). */
+  private warmSlots = new Int32Array(256);
+  /** What ipv6At returns: one buffer, overwritten by each call. */
+  private readonly out6 = new Uint8Array(16);
   /** No binding ends before this (may be stale-early after renewals: the next sweep recomputes it). */
   private earliest = Infinity;
 
@@ -59,31 +106,106 @@ export class BindingTable {
     this.grow(Math.max(MIN_CAPACITY, initialCapacity));
   }
 
-  get size(): number {
-    return this.count;
+  /** Bytes held by the table's arrays (what the memory figure above counts). */
+  get memoryBytes(): number {
+    return [this.rows, this.traffic, this.free, this.idx4, this.idx6].reduce((sum, a) => sum + a.byteLength, 0);
   }
 
-  // --- per-packet lookups (no allocation) ---------------------------------------------------------------------
+  /** Bindings visible now. */
+  get size(): number {
+    return this.live;
+  }
+
+  // --- per-packet lookups and counters (no allocation) -------------------------------------------------------
 
   /** Slot of the binding for IPv4 address `a` that has not ended at `now` (ms), or -1. */
   findByIpv4(a: number, now: number): number {
-    const slot = this.slot4(a);
-    return slot >= 0 && this.ends[slot] > now ? slot : -1;
+    const idx = this.idx4;
+    const key = a | 0;
+    for (let b = (hash32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
+      if (s === EMPTY) return -1;
+      if (idx[b] === key && this.visible(s)) return this.rows[(s << ROW) + W_ENDS] * 1000 > now ? s : -1;
+    }
   }
 
   /** Slot of the binding for the IPv6 address at buf[off..off+16) that has not ended at `now`, or -1. */
   findByIpv6(buf: Uint8Array, off: number, now: number): number {
-    const slot = this.slot6(buf, off);
-    return slot >= 0 && this.ends[slot] > now ? slot : -1;
+    const idx = this.idx6;
+    const h = hash128(buf, off);
+    for (let b = (h & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
+      if (s === EMPTY) return -1;
+      if (idx[b] === h && this.ipv6Is(s, buf, off) && this.visible(s)) {
+        return this.rows[(s << ROW) + W_ENDS] * 1000 > now ? s : -1;
+      }
+    }
+  }
+
+  /**
+   * Touches what findByIpv4 and the counters will read for the `n` IPv4 addresses in keys4 (home buckets first, then
+   * the rows and counters they name), so a batch starts its cache misses together before looking up packet by
+   * packet: memory-level parallelism, as bulk lookups do in C. Returns a sum only so the loads stay.
+   */
+  warm4(keys4: Uint32Array, n: number): number {
+    if (n > this.warmSlots.length) this.warmSlots = new Int32Array(n);
+    const slots = this.warmSlots;
+    for (let i = 0; i < n; i++) slots[i] = this.idx4[((hash32(keys4[i]) & this.mask) << 1) + 1];
+    return this.warmRows(n);
+  }
+
+  /** As warm4, for findByIpv6 on the IPv6 addresses at buf[offs[i] + delta..+16). */
+  warm6(buf: Uint8Array, offs: Uint32Array, delta: number, n: number): number {
+    if (n > this.warmSlots.length) this.warmSlots = new Int32Array(n);
+    const slots = this.warmSlots;
+    for (let i = 0; i < n; i++) slots[i] = this.idx6[((hash128(buf, offs[i] + delta) & this.mask) << 1) + 1];
+    return this.warmRows(n);
+  }
+
+  private warmRows(n: number): number {
+    const slots = this.warmSlots;
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      const s = slots[i];
+      if (s !== EMPTY) sum += this.rows[(s << ROW) + W_BORN] + this.traffic[s << 2];
+    }
+    return sum;
   }
 
   ipv4At(slot: number): number {
-    return this.ipv4[slot];
+    return this.rows[(slot << ROW) + W_IPV4];
   }
 
-  /** The slot's IPv6 address as a 16-byte view made when the slot was filled (returning it allocates nothing). */
+  /** The slot's IPv6 address, copied into a buffer that the next call overwrites (so nothing is allocated). */
   ipv6At(slot: number): Uint8Array {
-    return this.views[slot];
+    const o = this.out6;
+    const r = this.rows8;
+    const p = slot << (ROW + 2);
+    for (let i = 0; i < 16; i++) o[i] = r[p + i];
+    return o;
+  }
+
+  /** Whether the slot's IPv6 address is the one at buf[off..off+16). */
+  ipv6Is(slot: number, buf: Uint8Array, off: number): boolean {
+    const r = this.rows8;
+    const p = slot << (ROW + 2);
+    let i = 0;
+    while (i < 16 && r[p + i] === buf[off + i]) i++;
+    return i === 16;
+  }
+
+  /** Counts a packet of `bytes` IPv4 bytes forwarded for the binding in `slot` from its node to the IPv4 side. */
+  countToIpv4(slot: number, bytes: number): void {
+    const t = slot << 2;
+    this.traffic[t + PKT4]++;
+    this.traffic[t + BYTES4] += bytes;
+  }
+
+  /** Counts a packet forwarded to the binding's node (from the IPv4 side, or hairpinned from another node). */
+  countToIpv6(slot: number, bytes: number): void {
+    const t = slot << 2;
+    this.traffic[t + PKT6]++;
+    this.traffic[t + BYTES6] += bytes;
   }
 
   // --- control path ------------------------------------------------------------------------------------------
@@ -92,47 +214,108 @@ export class BindingTable {
   set(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource): void {
     const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
     const v6 = typeof ipv6 === 'string' ? parseIPv6(ipv6) : ipv6;
-    const old4 = this.slot4(a);
-    const old6 = this.slot6(v6, 0);
     if (ends < this.earliest) this.earliest = ends;
-    if (old4 >= 0 && old4 === old6) {
-      this.ends[old4] = ends;
-      this.isStatic[old4] = source === 'static' ? 1 : 0;
+    const same = this.pairSlot(a, v6);
+    if (same >= 0 && this.visible(same)) {
+      this.rows[(same << ROW) + W_ENDS] = endWord(ends, source);
+      if (this.staging && this.seenOf(same) !== this.staging) {
+        this.rows[(same << ROW) + W_SEEN] = this.staging;
+        this.staged++;
+      }
+      this.removeOthers(a, v6, same);
       return;
     }
-    if (old4 >= 0) this.remove(old4);
-    if (old6 >= 0) this.remove(old6);
-    if (this.freeSlots.length === 0) this.grow(this.cap * 2);
-    const slot = this.freeSlots.pop() as number;
-    this.used[slot] = 1;
-    this.ipv4[slot] = a;
-    this.ipv6.set(v6, slot << 4);
-    this.ends[slot] = ends;
-    this.isStatic[slot] = source === 'static' ? 1 : 0;
-    this.insert4(slot);
-    this.insert6(slot);
-    this.count++;
+    this.removeOthers(a, v6, -1);
+    this.insert(a, v6, endWord(ends, source), this.gen, this.staging || this.gen);
+    this.live++;
+    if (this.staging) this.staged++;
   }
 
-  /** Removes the binding of an IPv4 address; returns whether there was one. */
+  /** Removes the binding of an IPv4 address (in the current and the staged state); returns whether one was visible. */
   delete(ipv4: number | string): boolean {
-    const slot = this.slot4(typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4);
-    if (slot < 0) return false;
-    this.remove(slot);
-    return true;
+    const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
+    let was = false;
+    for (let s = this.any4(a); s >= 0; s = this.any4(a)) {
+      was ||= this.visible(s);
+      this.remove(s);
+    }
+    return was;
   }
 
-  /** Removes bindings that ended at or before `now`; returns them (for logging and counting). */
+  /** Opens a generation to stage a complete state in (an open one is abandoned first). */
+  begin(): void {
+    if (this.staging) this.abort();
+    this.staging = this.nextGen++;
+    this.staged = 0;
+  }
+
+  /** Stages one binding of the state being built: it is visible from commit() on (at once if it is already). */
+  stage(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource): void {
+    const g = this.staging;
+    if (!g) throw new Error('BindingTable.stage() outside begin()/commit()');
+    const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
+    const v6 = typeof ipv6 === 'string' ? parseIPv6(ipv6) : ipv6;
+    // a later stage() of either address wins over an earlier one
+    for (let s = this.any4(a); s >= 0; s = this.next4(a, s)) if (!this.ipv6Is(s, v6, 0) && this.unstage(s)) s = -1;
+    for (let s = this.any6(v6); s >= 0; s = this.next6(v6, s)) if (this.ipv4At(s) !== a && this.unstage(s)) s = -1;
+    let slot = this.pairSlot(a, v6);
+    if (slot >= 0 && !this.visible(slot) && this.bornOf(slot) !== g) {
+      this.remove(slot); // dying leftovers of an older generation
+      slot = -1;
+    }
+    if (ends < this.earliest) this.earliest = ends;
+    if (slot >= 0) {
+      if (this.seenOf(slot) !== g) this.staged++;
+      this.rows[(slot << ROW) + W_SEEN] = g;
+      this.rows[(slot << ROW) + W_ENDS] = endWord(ends, source);
+      return;
+    }
+    this.insert(a, v6, endWord(ends, source), g, g);
+    this.staged++;
+  }
+
+  /** Keeps every visible binding of `source` in the state being staged (e.g. the statics, in a feed resync). */
+  carry(source: BindingSource): void {
+    const g = this.staging;
+    const r = this.rows;
+    for (let s = 0; s < this.cap; s++) {
+      if (!this.visible(s) || this.isStatic(s) !== (source === 'static') || r[(s << ROW) + W_SEEN] === g) continue;
+      r[(s << ROW) + W_SEEN] = g;
+      this.staged++;
+    }
+  }
+
+  /** Makes the staged state the visible one, at once; what was not staged is swept later (invisible already). */
+  commit(): void {
+    if (!this.staging) return;
+    this.gen = this.staging;
+    this.staging = 0;
+    this.live = this.staged;
+    this.earliest = -Infinity; // the next sweep removes what the commit left behind
+  }
+
+  /** Abandons the state being staged. */
+  abort(): void {
+    const g = this.staging;
+    this.staging = 0;
+    for (let s = 0; s < this.cap; s++) if (this.bornOf(s) === g) this.remove(s);
+  }
+
+  /** Removes bindings that ended at or before `now`, and those a commit left behind; returns the ended ones. */
   sweep(now: number): Binding[] {
     const ended: Binding[] = [];
     let earliest = Infinity;
     for (let s = 0; s < this.cap; s++) {
-      if (!this.used[s]) continue;
-      if (this.ends[s] <= now) {
-        ended.push(this.describe(s));
+      if (this.bornOf(s) === NEVER) continue;
+      const seen = this.seenOf(s);
+      const ends = this.endsOf(s);
+      if (seen < this.gen && seen !== this.staging) {
         this.remove(s);
-      } else if (this.ends[s] < earliest) {
-        earliest = this.ends[s];
+      } else if (ends <= now) {
+        if (this.visible(s)) ended.push(this.describe(s));
+        this.remove(s);
+      } else if (ends < earliest) {
+        earliest = ends;
       }
     }
     this.earliest = earliest;
@@ -145,110 +328,227 @@ export class BindingTable {
   }
 
   get(ipv4: number | string): Binding | undefined {
-    const slot = this.slot4(typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4);
-    return slot >= 0 ? this.describe(slot) : undefined;
+    const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
+    for (let s = this.any4(a); s >= 0; s = this.next4(a, s)) if (this.visible(s)) return this.describe(s);
+    return undefined;
   }
 
-  list(): Binding[] {
-    const out: Binding[] = [];
-    for (let s = 0; s < this.cap; s++) if (this.used[s]) out.push(this.describe(s));
-    return out.sort((p, q) => parseIPv4(p.ipv4) - parseIPv4(q.ipv4));
+  /** The visible bindings by IPv4 address, the first `limit` of them (sorting numbers, not objects). */
+  list(limit = Infinity): Binding[] {
+    const addrs = new Uint32Array(this.live);
+    let n = 0;
+    for (let s = 0; s < this.cap; s++) if (this.visible(s)) addrs[n++] = this.ipv4At(s);
+    return Array.from(addrs.subarray(0, n).sort().subarray(0, Math.min(n, limit)), (a) => this.get(a) as Binding);
+  }
+
+  /** The `n` visible bindings that forwarded the most bytes (both directions), most first: one pass, no sort of all. */
+  topTalkers(n: number): Binding[] {
+    const slots: number[] = [];
+    const total = (s: number): number => this.traffic[(s << 2) + BYTES4] + this.traffic[(s << 2) + BYTES6];
+    for (let s = 0; s < this.cap; s++) {
+      if (!this.visible(s)) continue;
+      const t = total(s);
+      if (t === 0 || (slots.length === n && t <= total(slots[n - 1]))) continue;
+      let i = slots.length === n ? n - 1 : slots.length;
+      while (i > 0 && total(slots[i - 1]) < t) i--;
+      slots.splice(i, 0, s);
+      if (slots.length > n) slots.pop();
+    }
+    return slots.map((s) => this.describe(s));
   }
 
   private describe(slot: number): Binding {
+    const t = slot << 2;
     return {
-      ipv4: formatIPv4(this.ipv4[slot]),
-      ipv6: formatIPv6(this.ipv6, slot << 4),
-      ends: this.ends[slot],
-      source: this.isStatic[slot] ? 'static' : 'server',
+      ipv4: formatIPv4(this.ipv4At(slot)),
+      ipv6: formatIPv6(this.rows8, slot << (ROW + 2)),
+      ends: this.endsOf(slot),
+      source: this.isStatic(slot) ? 'static' : 'server',
+      forwarded: {
+        toIpv4: this.traffic[t + PKT4],
+        toIpv6: this.traffic[t + PKT6],
+        bytesToIpv4: this.traffic[t + BYTES4],
+        bytesToIpv6: this.traffic[t + BYTES6],
+      },
     };
+  }
+
+  // --- rows and generations ----------------------------------------------------------------------------------
+
+  private bornOf(s: number): number {
+    return this.rows[(s << ROW) + W_BORN];
+  }
+
+  private seenOf(s: number): number {
+    return this.rows[(s << ROW) + W_SEEN];
+  }
+
+  private endsOf(s: number): number {
+    const w = this.rows[(s << ROW) + W_ENDS];
+    return w === NEVER ? Infinity : w * 1000;
+  }
+
+  private isStatic(s: number): boolean {
+    return this.rows[(s << ROW) + W_ENDS] === NEVER;
+  }
+
+  /** Free slots have born NEVER, so they are never visible. */
+  private visible(s: number): boolean {
+    const o = s << ROW;
+    return this.rows[o + W_BORN] <= this.gen && this.rows[o + W_SEEN] >= this.gen;
+  }
+
+  /**
+   * Takes a slot out of the state being staged (staged-only entries go, visible ones die at the commit); returns
+   * whether it was removed (the indexes shifted: a probe walk starts over).
+   */
+  private unstage(s: number): boolean {
+    const g = this.staging;
+    if (this.seenOf(s) !== g) return false;
+    if (this.bornOf(s) === g) {
+      this.remove(s);
+      return true;
+    }
+    this.staged--;
+    this.rows[(s << ROW) + W_SEEN] = this.gen;
+    return false;
+  }
+
+  /** Removes every entry holding `a` or `v6` except `keep` (incremental set(): one binding per address). */
+  private removeOthers(a: number, v6: Uint8Array, keep: number): void {
+    for (let s = this.any4(a); s >= 0; s = this.next4(a, s)) {
+      if (s === keep) continue;
+      this.remove(s);
+      s = -1; // indexes shifted: start over (next4 from -1 restarts)
+    }
+    for (let s = this.any6(v6); s >= 0; s = this.next6(v6, s)) {
+      if (s === keep) continue;
+      this.remove(s);
+      s = -1;
+    }
   }
 
   // --- hash indexes ------------------------------------------------------------------------------------------
 
-  private slot4(a: number): number {
-    for (let b = hash32(a) & this.mask; ; b = (b + 1) & this.mask) {
-      const s = this.idx4[b];
+  /** The entry (any generation) with exactly this pair, or -1. */
+  private pairSlot(a: number, v6: Uint8Array): number {
+    for (let s = this.any4(a); s >= 0; s = this.next4(a, s)) if (this.ipv6Is(s, v6, 0)) return s;
+    return -1;
+  }
+
+  private any4(a: number): number {
+    return this.next4(a, -1);
+  }
+
+  /** The next entry (any generation) holding IPv4 `a` after slot `after` in its probe sequence (-1: the first). */
+  private next4(a: number, after: number): number {
+    const idx = this.idx4;
+    const key = a | 0;
+    let past = after < 0;
+    for (let b = (hash32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
       if (s === EMPTY) return -1;
-      if (this.ipv4[s] === a) return s;
+      if (idx[b] !== key) continue;
+      if (past) return s;
+      if (s === after) past = true;
     }
   }
 
-  private slot6(buf: Uint8Array, off: number): number {
-    const v6 = this.ipv6;
-    for (let b = hash128(buf, off) & this.mask; ; b = (b + 1) & this.mask) {
-      const s = this.idx6[b];
+  private any6(v6: Uint8Array): number {
+    return this.next6(v6, -1);
+  }
+
+  private next6(v6: Uint8Array, after: number): number {
+    const idx = this.idx6;
+    const h = hash128(v6, 0);
+    let past = after < 0;
+    for (let b = (h & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+      const s = idx[b + 1];
       if (s === EMPTY) return -1;
-      const o = s << 4;
-      let i = 0;
-      while (i < 16 && v6[o + i] === buf[off + i]) i++;
-      if (i === 16) return s;
+      if (idx[b] !== h || !this.ipv6Is(s, v6, 0)) continue;
+      if (past) return s;
+      if (s === after) past = true;
     }
   }
 
-  private insert4(slot: number): void {
-    let b = hash32(this.ipv4[slot]) & this.mask;
-    while (this.idx4[b] !== EMPTY) b = (b + 1) & this.mask;
-    this.idx4[b] = slot;
+  private insert(a: number, v6: Uint8Array, ends: number, born: number, seen: number): number {
+    if (this.nfree === 0) this.grow(this.cap * 2);
+    const slot = this.free[--this.nfree];
+    const o = slot << ROW;
+    this.rows8.set(v6, o << 2);
+    this.rows[o + W_IPV4] = a;
+    this.rows[o + W_BORN] = born;
+    this.rows[o + W_SEEN] = seen;
+    this.rows[o + W_ENDS] = ends;
+    this.traffic.fill(0, slot << 2, (slot + 1) << 2);
+    this.index(slot);
+    this.count++;
+    return slot;
   }
 
-  private insert6(slot: number): void {
-    let b = hash128(this.ipv6, slot << 4) & this.mask;
-    while (this.idx6[b] !== EMPTY) b = (b + 1) & this.mask;
-    this.idx6[b] = slot;
+  private index(slot: number): void {
+    const a = this.ipv4At(slot);
+    let b = (hash32(a) & this.mask) << 1;
+    while (this.idx4[b + 1] !== EMPTY) b = (b + 2) & this.wmask;
+    this.idx4[b] = a;
+    this.idx4[b + 1] = slot;
+    const h = hash128(this.rows8, slot << (ROW + 2));
+    b = (h & this.mask) << 1;
+    while (this.idx6[b + 1] !== EMPTY) b = (b + 2) & this.wmask;
+    this.idx6[b] = h;
+    this.idx6[b + 1] = slot;
   }
 
   private remove(slot: number): void {
-    this.unindex(this.idx4, hash32(this.ipv4[slot]) & this.mask, slot, (s) => hash32(this.ipv4[s]));
-    this.unindex(this.idx6, hash128(this.ipv6, slot << 4) & this.mask, slot, (s) => hash128(this.ipv6, s << 4));
-    this.used[slot] = 0;
-    this.ends[slot] = 0;
-    this.freeSlots.push(slot);
+    if (this.visible(slot)) this.live--;
+    if (this.staging && this.seenOf(slot) === this.staging) this.staged--;
+    this.unindex(this.idx4, (hash32(this.ipv4At(slot)) & this.mask) << 1, slot, true);
+    this.unindex(this.idx6, (hash128(this.rows8, slot << (ROW + 2)) & this.mask) << 1, slot, false);
+    const o = slot << ROW;
+    this.rows[o + W_BORN] = NEVER;
+    this.rows[o + W_SEEN] = 0;
+    this.rows[o + W_ENDS] = 0;
+    this.free[this.nfree++] = slot;
     this.count--;
   }
 
-  /** Linear-probing deletion with backward shift, so no tombstones slow later lookups. */
-  private unindex(idx: Int32Array, start: number, slot: number, hashOf: (s: number) => number): void {
+  /** Linear-probing deletion with backward shift, so no tombstones slow later lookups; a bucket's key gives its home. */
+  private unindex(idx: Int32Array, start: number, slot: number, v4: boolean): void {
     let b = start;
-    while (idx[b] !== slot) b = (b + 1) & this.mask;
+    while (idx[b + 1] !== slot) b = (b + 2) & this.wmask;
     let hole = b;
-    for (let j = (hole + 1) & this.mask; idx[j] !== EMPTY; j = (j + 1) & this.mask) {
-      const home = hashOf(idx[j]) & this.mask;
-      // move idx[j] into the hole unless its home lies cyclically in (hole, j]
+    for (let j = (hole + 2) & this.wmask; idx[j + 1] !== EMPTY; j = (j + 2) & this.wmask) {
+      const home = ((v4 ? hash32(idx[j]) : idx[j]) & this.mask) << 1;
+      // move bucket j into the hole unless its home lies cyclically in (hole, j]
       const between = hole <= j ? home > hole && home <= j : home > hole || home <= j;
       if (!between) {
         idx[hole] = idx[j];
+        idx[hole + 1] = idx[j + 1];
         hole = j;
       }
     }
-    idx[hole] = EMPTY;
+    idx[hole + 1] = EMPTY;
   }
 
   private grow(cap: number): void {
-    const old = { cap: this.cap, ipv4: this.ipv4, ipv6: this.ipv6, ends: this.ends, st: this.isStatic, used: this.used };
+    const old = this.cap;
+    const rows = new Uint32Array(cap << ROW).fill(NEVER);
+    rows.set(this.rows);
+    for (let s = old; s < cap; s++) rows[(s << ROW) + W_SEEN] = 0;
+    this.rows = rows;
+    this.rows8 = new Uint8Array(rows.buffer);
+    const traffic = new Float64Array(cap * 4);
+    traffic.set(this.traffic);
+    this.traffic = traffic;
+    const free = new Int32Array(cap);
+    free.set(this.free.subarray(0, this.nfree));
+    this.free = free;
     this.cap = cap;
-    this.ipv4 = new Uint32Array(cap);
-    this.ipv6 = new Uint8Array(cap * 16);
-    this.ends = new Float64Array(cap);
-    this.isStatic = new Uint8Array(cap);
-    this.used = new Uint8Array(cap);
-    this.ipv4.set(old.ipv4);
-    this.ipv6.set(old.ipv6);
-    this.ends.set(old.ends);
-    this.isStatic.set(old.st);
-    this.used.set(old.used);
-    this.views = Array.from({ length: cap }, (_, s) => this.ipv6.subarray(s << 4, (s + 1) << 4));
     this.mask = cap * 2 - 1;
-    this.idx4 = new Int32Array(cap * 2).fill(EMPTY);
-    this.idx6 = new Int32Array(cap * 2).fill(EMPTY);
-    this.freeSlots = [];
-    for (let s = cap - 1; s >= 0; s--) {
-      if (s < old.cap && old.used[s]) {
-        this.insert4(s);
-        this.insert6(s);
-      } else {
-        this.freeSlots.push(s);
-      }
-    }
+    this.wmask = cap * 4 - 1;
+    this.idx4 = new Int32Array(cap * 4).fill(EMPTY);
+    this.idx6 = new Int32Array(cap * 4).fill(EMPTY);
+    for (let s = cap - 1; s >= old; s--) this.free[this.nfree++] = s;
+    for (let s = 0; s < old; s++) if (this.bornOf(s) !== NEVER) this.index(s);
   }
 }

@@ -13,7 +13,7 @@ import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { RpcClient, RpcError } from '../rpc';
 import { loadClientTls } from '../rpc/tls';
 import { serveControl } from '../lib/control';
-import { Tep } from './tep';
+import { Tep, type ServerBinding } from './tep';
 import { ip, runIp } from '../dti/netconfig';
 import { setupTepNetwork, teardownTepNetwork } from './netsetup';
 
@@ -212,7 +212,10 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
  * reloads the full state when the server's store was rebuilt).
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
-  const feed = new BindingFeed({ servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address), tls: loadClientTls(c.tls) });
+  const feed = new BindingFeed({
+    servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address), tls: loadClientTls(c.tls),
+    onSnapshot: (all) => tep.resync(serverBindings(all)),
+  });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }));
@@ -220,4 +223,8 @@ function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
   feed.on('server', (server: string) => log.info('binding feed moves to the next server, keeping its bindings', { server }));
   void feed.start();
   return feed;
+}
+
+function* serverBindings(all: Iterable<FeedBinding>): Iterable<ServerBinding> {
+  for (const b of all) yield { ipv4: parseIPv4(b.ip4), ipv6: parseIPv6(b.ip6), ends: b.ends };
 }

@@ -8,15 +8,18 @@
 // Which node holds which address comes from the DSTM server's binding feed (or static Annex A mappings), never
 // from traffic: a tunnelled packet is forwarded only if its inner IPv4 source is the address bound to its outer
 // IPv6 source, and IPv4 for a pool address goes only to the node that address is bound to, until the binding ends.
-import { Counters, Drop, dropLoggerTo, type DropCode } from '../dti/counters';
+import { Counters, Drop, Event, dropLoggerTo, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
-import { EncapConfig, bytesEqual } from '../dti/packet';
+import { EncapConfig, IPV6_HDR, OK, bytesEqual, encapsulate, readU32, type Icmp6Relay } from '../dti/packet';
 import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4 } from '../lib/addr';
-import { Tunnel } from '../dti/tunnel';
+import { OutList, Tunnel } from '../dti/tunnel';
+import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding } from './bindings';
 import { isOwnAddress } from './own-addresses';
+import { PathMtuCache } from './pmtu';
+import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
 
 export interface StaticMapping {
@@ -44,18 +47,46 @@ export interface TepOptions {
   offload?: boolean;
   batch?: number;
   log: Logger;
+  /** Wall clock in ms (tests inject one); default Date.now. */
+  clock?: () => number;
 }
+
+type StatsBinding = Omit<Binding, 'ends'> & { ends: number | null };
 
 /** The counters of `dstm tep stats`. */
 export interface TepStats {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
   events: Record<string, number>;
-  bindings: (Omit<Binding, 'ends'> & { ends: number | null })[];
+  /** Bindings in force (all of them, even when `bindings` lists only the first STATS_BINDINGS). */
+  bindingCount: number;
+  bindings: StatsBinding[];
+  /** The TOP_TALKERS bindings that forwarded the most bytes. */
+  topTalkers: StatsBinding[];
+  /** Nodes whose path MTU a packet-too-big lowered (for PMTU_DEFAULTS.ageMs). */
+  pathMtuLowered: number;
+  /** The kernel's reassembly of IPv6 fragments (tunnel packets arrive whole); absent where /proc cannot be read. */
+  ipv6Reassembly?: ReassemblyStats;
+}
+
+/** Bindings listed in `stats()` (by IPv4 address), so the answer stays small with 10^6 of them. */
+export const STATS_BINDINGS = 10_000;
+/** Bindings in `topTalkers` and the dstm_tep_binding_bytes_total metric. */
+export const TOP_TALKERS = 10;
+/** Bindings staged per event-loop turn in a resync: forwarding goes on between chunks. */
+const RESYNC_CHUNK = 4096;
+
+/** A binding as the feed gives it: `ends` in seconds since 1970. */
+export interface ServerBinding {
+  ipv4: number;
+  ipv6: Uint8Array;
+  ends: number;
 }
 
 /** Drop reasons the TEP adds to the DTI's (Drop.no_binding, spoofed_source and outside_prefix are built in). */
 const UNBOUND_SOURCE = 'unbound_source'; // tunnelled packet from an IPv6 node that holds no binding
+const ICMP6_OUTSIDE_PREFIX = 'icmp6_outside_prefix'; // ICMPv6 error from a source outside the domain's prefixes
+const ICMP6_UNBOUND = 'icmp6_unbound'; // ICMPv6 error quoting a tunnel packet no binding explains (forged or stale)
 
 export class Tep {
   readonly bindings = new BindingTable();
@@ -63,21 +94,42 @@ export class Tep {
   readonly tunnel: Tunnel;
   private domain: Ipv6PrefixList;
   private readonly unboundSource: DropCode;
+  private readonly icmp6OutsidePrefix: DropCode;
+  private readonly icmp6Unbound: DropCode;
+  /** Path MTU per node, learnt from ICMPv6 packet-too-big that quote a packet of a binding (finding 8). */
+  readonly pmtu = new PathMtuCache();
+  private readonly clock: () => number;
   /** Coarse wall clock (ms) for binding end checks, refreshed by the sweep timer rather than read per packet. */
-  private now = Date.now();
+  private now: number;
   private timer: NodeJS.Timeout | undefined;
   private tun: TunDevice | undefined;
   private raw: RawIpipSocket | undefined;
   private icmp6: Icmp6ErrorSocket | undefined;
+  /** Hairpinned packets (node to node, not leaving to IPv4): in place in the raw socket's receive buffer. */
+  readonly toRawHairpin: OutList;
+  private readonly hairpin = new Float64Array(2); // packets, bytes
+  private resyncs = 0;
+  /** What the warm-up passes read (kept so they are not optimised away), and their scratch. */
+  warmth = 0;
+  private readonly warmKeys: Uint32Array;
+  private readonly warmOffs: Uint32Array;
+  /** The routed IPv4 ranges as [first, last] pairs: only a packet for one of them can be hairpinned. */
+  private routed: Float64Array;
 
   constructor(readonly opts: TepOptions) {
     // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
     if (opts.log.enabled('debug')) this.counters.logger = dropLoggerTo(opts.log);
     this.domain = new Ipv6PrefixList(opts.prefixes);
     this.unboundSource = this.counters.define(UNBOUND_SOURCE);
+    this.icmp6OutsidePrefix = this.counters.define(ICMP6_OUTSIDE_PREFIX);
+    this.icmp6Unbound = this.counters.define(ICMP6_UNBOUND);
+    this.clock = opts.clock ?? Date.now;
+    this.now = this.clock();
     this.tunnel = new Tunnel({
       encap: new EncapConfig(opts.address),
       pathMtu: opts.pathMtu,
+      pathMtuOf: (dst) => this.pmtu.get(dst, 0, this.now, this.tunnel.currentPathMtu),
+      icmp6Policy: (buf, off, r) => this.vetIcmp6(buf, off, r),
       icmpSource: opts.ipv4,
       unreachable: opts.unreachable ?? true,
       batch: opts.batch,
@@ -93,7 +145,144 @@ export class Tep {
         return this.bindings.ipv4At(slot) === innerSrc ? 0 : Drop.spoofed_source;
       },
     });
+    // hairpinning and per-binding counting find the inner packet right after a 40-byte outer header
+    if (this.tunnel.encap.overhead !== IPV6_HDR) throw new Error('the TEP sends no encapsulation limit option');
+    this.toRawHairpin = new OutList(new Uint8Array(0), opts.batch ?? 64);
+    this.warmKeys = new Uint32Array(opts.batch ?? 64);
+    this.warmOffs = new Uint32Array(opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
+    this.routed = this.routedRanges();
+  }
+
+  private routedRanges(): Float64Array {
+    const ranges = [...this.opts.pools.map((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]), ...this.opts.statics.map((s) => [s.ipv4, s.ipv4])];
+    return Float64Array.from(ranges.flat());
+  }
+
+  private isRouted(a: number): boolean {
+    const r = this.routed;
+    for (let i = 0; i < r.length; i += 2) if (a >= r[i] && a <= r[i + 1]) return true;
+    return false;
+  }
+
+  // --- forwarding: the shared pipeline, then the TEP's own steps on its output ---------------------------------
+
+  /**
+   * IPv4 from the TUN device → tunnel packets to nodes (Tunnel.encapBatch), counted per binding. With offloads the
+   * pipeline may send toRaw mid-batch (`spill`): what it holds is counted first.
+   */
+  encapBatch(count: number, rx: RxBatch, spill?: () => void): void {
+    const t = this.tunnel;
+    const keys = this.warmKeys;
+    for (let i = 0; i < count; i++) keys[i] = rx.lengths[i] >= 20 ? readU32(rx.buf, rx.offsets[i] + 16) : 0;
+    this.warmth = this.bindings.warm4(keys, count);
+    const spilling = spill && ((): void => {
+      this.countEncapsulated();
+      spill();
+    });
+    t.encapBatch(count, rx, spilling);
+    this.countEncapsulated();
+    const now = this.now;
+    const fr = t.toRawFragments;
+    for (let i = 0; i < fr.count; i++) {
+      const o = fr.offsets[i];
+      if (((fr.buf[o + 42] << 8) | fr.buf[o + 43]) & 0xfff8) continue; // count each packet once, by its first fragment
+      const inner = o + IPV6_HDR + 8;
+      const slot = this.bindings.findByIpv4(readU32(fr.buf, inner + 16), now);
+      if (slot >= 0) this.bindings.countToIpv6(slot, (fr.buf[inner + 2] << 8) | fr.buf[inner + 3]);
+    }
+  }
+
+  /** Counts the tunnel packets in toRaw on the bindings they go to. */
+  private countEncapsulated(): void {
+    const now = this.now;
+    const out = this.tunnel.toRaw;
+    for (let i = 0; i < out.count; i++) {
+      const slot = this.bindings.findByIpv4(readU32(out.buf, out.offsets[i] + IPV6_HDR + 16), now);
+      if (slot >= 0) this.bindings.countToIpv6(slot, out.lengths[i] - IPV6_HDR);
+    }
+  }
+
+  /**
+   * Tunnel packets from nodes → IPv4 for the TUN device (Tunnel.decapBatch: checks, anti-spoofing), counted per
+   * binding; a packet for another node's address is hairpinned: re-encapsulated to that node (toRawHairpin).
+   */
+  decapBatch(count: number, rx: RxBatch): void {
+    const t = this.tunnel;
+    const keys = this.warmKeys;
+    let n = 0;
+    for (let i = 0; i < count; i++) {
+      if (rx.lengths[i] < IPV6_HDR + 20) continue;
+      keys[n] = readU32(rx.buf, rx.offsets[i] + IPV6_HDR + 12);
+      this.warmOffs[n++] = rx.offsets[i];
+    }
+    this.warmth = this.bindings.warm6(rx.buf, this.warmOffs, 8, n) + this.bindings.warm4(keys, n);
+    // the TEP's steps run on whole IPv4 packets, before the pipeline coalesces them (offloads)
+    t.decapBatch(count, rx, this.afterDecap);
+  }
+
+  /** Per-binding counting and hairpinning of the decapsulated packets in toTun, which keeps the rest. */
+  private readonly afterDecap = (): void => {
+    const out = this.tunnel.toTun;
+    const buf = out.buf;
+    const hp = this.toRawHairpin;
+    hp.buf = buf;
+    hp.count = 0;
+    const now = this.now;
+    let kept = 0;
+    for (let i = 0; i < out.count; i++) {
+      const off = out.offsets[i];
+      const len = out.lengths[i];
+      const from = this.bindings.findByIpv4(readU32(buf, off + 12), now);
+      if (from >= 0) this.bindings.countToIpv4(from, len);
+      const dst = readU32(buf, off + 16);
+      const to = this.isRouted(dst) ? this.bindings.findByIpv4(dst, now) : -1;
+      if (to >= 0 && this.hairpinTo(to, buf, off, len)) continue;
+      out.offsets[kept] = off;
+      out.lengths[kept++] = len;
+    }
+    out.count = kept;
+  };
+
+  /**
+   * Forwards the IPv4 packet at buf[off..+len) tunnel to tunnel, to the node in `slot`, as a router would: TTL
+   * decremented. What needs an ICMPv4 error (TTL 1, too big for that node's path) is left to the kernel's path
+   * back into the TUN device, which sends it; returns whether the packet was hairpinned.
+   */
+  private hairpinTo(slot: number, buf: Uint8Array, off: number, len: number): boolean {
+    const ttl = buf[off + 8];
+    if (ttl <= 1) return false;
+    const dst = this.bindings.ipv6At(slot);
+    if (len + IPV6_HDR > this.pmtu.get(dst, 0, this.now, this.tunnel.currentPathMtu)) return false;
+    const o = encapsulate(buf, off, len, dst, 0, this.tunnel.encap);
+    if (o < 0) return false;
+    buf[off + 8] = ttl - 1;
+    let sum = ((buf[off + 10] << 8) | buf[off + 11]) + 0x0100; // RFC 1624 incremental update, as Linux does it
+    if (sum >= 0xffff) sum = (sum + 1) & 0xffff;
+    buf[off + 10] = sum >>> 8;
+    buf[off + 11] = sum & 0xff;
+    this.toRawHairpin.push(o, len + IPV6_HDR);
+    this.bindings.countToIpv6(slot, len);
+    this.hairpin[0]++;
+    this.hairpin[1] += len;
+    return true;
+  }
+
+  /**
+   * Finding 8: an ICMPv6 error changes nothing unless it comes from inside the domain's prefixes and quotes a tunnel
+   * packet the TEP could have sent: to a node (outer destination) that holds the quoted inner IPv4 destination.
+   * A packet-too-big then lowers the path MTU towards that node only, for PathMtuCache's age.
+   */
+  private vetIcmp6(buf: Uint8Array, off: number, r: Icmp6Relay): number {
+    this.now = this.clock();
+    if (!this.domain.contains(buf, off + 8)) return this.icmp6OutsidePrefix;
+    const node = r.outer.upperOff + 8 + 24; // the quoted outer header's destination
+    const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
+    if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
+    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, Math.min(r.pathMtu, this.tunnel.currentPathMtu), this.now)) {
+      this.counters.count(Event.pmtu_updated);
+    }
+    return OK;
   }
 
   /**
@@ -102,11 +291,14 @@ export class Tep {
    */
   reconfigure(c: Pick<TepOptions, 'prefixes' | 'pools' | 'statics' | 'unreachable'>): void {
     this.domain = new Ipv6PrefixList(c.prefixes);
-    for (const s of this.opts.statics) this.bindings.delete(s.ipv4);
+    // one synchronous step between two batches; a mapping that stays keeps its slot and counters
+    const stays = (s: StaticMapping): boolean => c.statics.some((n) => n.ipv4 === s.ipv4 && bytesEqual(n.ipv6, 0, s.ipv6, 0, 16));
+    for (const s of this.opts.statics) if (!stays(s)) this.bindings.delete(s.ipv4);
     for (const s of c.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.opts.prefixes = c.prefixes;
     this.opts.pools = c.pools;
     this.opts.statics = c.statics;
+    this.routed = this.routedRanges();
     this.tunnel.unreachable = c.unreachable ?? true;
   }
 
@@ -122,7 +314,25 @@ export class Tep {
     this.tun = TunDevice.open({ name: this.opts.device, mtu: this.tunnel.tunnelMtu, batch, offload: this.opts.offload ?? true });
     this.raw = RawIpipSocket.open({ bind: this.opts.address, batch });
     this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch });
-    this.tunnel.attach(this.tun, this.raw, this.icmp6);
+    // Tunnel.attach's wiring, with the TEP's steps (per-binding counters, hairpinning) after the pipeline's
+    const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
+    t.offload = tun.offload === true;
+    const spill = (): void => t.flush(t.toRaw, raw);
+    tun.onBatch((n, rx) => {
+      this.encapBatch(n, rx, spill);
+      t.flush(t.toRaw, raw);
+      t.flush(t.toRawFragments, raw);
+      t.flush(t.toTunIcmp, tun);
+    });
+    raw.onBatch((n, rx) => {
+      this.decapBatch(n, rx);
+      t.flush(t.toTun, tun);
+      t.flush(this.toRawHairpin, raw);
+    });
+    this.icmp6.onBatch((n, rx) => {
+      t.icmp6Batch(n, rx);
+      t.flush(t.toTunIcmp, tun);
+    });
     this.timer = setInterval(() => this.tick(), 250);
     return this.tun;
   }
@@ -138,19 +348,45 @@ export class Tep {
 
   /** `ipv6` holds `ipv4` until `endsSec` (seconds since 1970). */
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number): void {
-    this.now = Date.now();
+    this.now = this.clock();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
     // A node bound to one of this host's addresses could send as the TEP itself (the TUN accepts local sources).
     if (isOwnAddress(ipv4, this.opts.ipv4)) {
       this.opts.log.warn('server binding refused: the address is the TEP\'s own', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
       return this.unbind(ipv4);
     }
-    if (this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16))) {
+    if (this.staticHolds(ipv4, ipv6)) {
       this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
       return;
     }
     this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server');
     this.opts.log.info('binding', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6), ends: new Date(endsSec * 1000).toISOString() });
+  }
+
+  /**
+   * Replaces the server's bindings with a complete state (a feed resync), by generation: staged in chunks while
+   * forwarding goes on, then shown at once, so packets of bindings that stay are never dropped and a binding that
+   * goes or moves changes at one instant. Static mappings are kept. A newer resync abandons this one.
+   */
+  async resync(bindings: Iterable<ServerBinding>, chunk = RESYNC_CHUNK): Promise<void> {
+    const t = this.bindings;
+    const mine = ++this.resyncs;
+    this.now = this.clock();
+    t.begin();
+    t.carry('static');
+    let n = 0;
+    for (const b of bindings) {
+      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server');
+      if (++n % chunk === 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (mine !== this.resyncs) return;
+      }
+    }
+    t.commit();
+  }
+
+  private staticHolds(ipv4: number, ipv6: Uint8Array): boolean {
+    return this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16));
   }
 
   unbind(ipv4: number): void {
@@ -160,8 +396,10 @@ export class Tep {
     this.opts.log.info('binding removed', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
 
-  private tick(): void {
-    this.now = Date.now();
+  /** Refreshes the coarse clock, ends bindings and ages path MTUs: every 250 ms while open (tests call it). */
+  tick(): void {
+    this.now = this.clock();
+    this.pmtu.expire(this.now);
     if (this.bindings.nextEnd() > this.now) return;
     for (const b of this.bindings.sweep(this.now)) this.opts.log.info('binding ended', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
@@ -170,6 +408,9 @@ export class Tep {
 
   stats(): TepStats {
     const snap = this.counters.snapshot();
+    snap.events.hairpinned = this.hairpin[0];
+    snap.events.bytes_hairpinned = this.hairpin[1];
+    const plain = (b: Binding): StatsBinding => ({ ...b, ends: Number.isFinite(b.ends) ? b.ends : null });
     return {
       forwarded: {
         toIpv4: snap.events.decapsulated,
@@ -179,7 +420,11 @@ export class Tep {
       },
       drops: snap.drops,
       events: snap.events,
-      bindings: this.bindings.list().map((b) => ({ ...b, ends: Number.isFinite(b.ends) ? b.ends : null })),
+      bindingCount: this.bindings.size,
+      bindings: this.bindings.list(STATS_BINDINGS).map(plain),
+      topTalkers: this.bindings.topTalkers(TOP_TALKERS).map(plain),
+      pathMtuLowered: this.pmtu.size(this.now),
+      ipv6Reassembly: readReassembly(),
     };
   }
 
@@ -197,5 +442,20 @@ export class Tep {
       Object.entries(this.counters.snapshot().drops).map(([reason, value]) => ({ labels: { reason }, value })),
     );
     registry.collector('dstm_tep_bindings', 'Bindings the TEP forwards for.', 'gauge', () => [{ value: this.bindings.size }]);
+    registry.collector('dstm_tep_hairpinned_total', 'Packets forwarded node to node without leaving to IPv4.', 'counter', () => [
+      { value: this.hairpin[0] },
+    ]);
+    registry.collector(
+      'dstm_tep_binding_bytes_total',
+      `IPv4 bytes forwarded for the ${TOP_TALKERS} bindings that forwarded the most (top talkers), by direction.`,
+      'counter',
+      () => this.bindings.topTalkers(TOP_TALKERS).flatMap((b) => [
+        { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv4' }, value: b.forwarded.bytesToIpv4 },
+        { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv6' }, value: b.forwarded.bytesToIpv6 },
+      ]),
+    );
+    registry.collector('dstm_tep_path_mtu_lowered', 'Nodes whose path MTU a packet-too-big lowered.', 'gauge', () => [
+      { value: this.pmtu.size(this.now) },
+    ]);
   }
 }

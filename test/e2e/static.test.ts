@@ -79,6 +79,15 @@ for (const [label, flags] of [['offloads', []], ['--no-offload', ['--no-offload'
       expect(sample(after, `dstm_tep_bytes_total{direction="${dir}"}`)).to.be.above(sample(before, `dstm_tep_bytes_total{direction="${dir}"}`));
     }
     expect(sample(after, 'dstm_tep_dropped_total{reason="spoofed_source"}')).to.be.above(sample(before, 'dstm_tep_dropped_total{reason="spoofed_source"}'));
+    // the binding's own counters: in the top talkers metric and in dstm tep stats --json
+    const talker = `ipv4="${ADDR.static4}",ipv6="${ADDR.x6}"`;
+    for (const dir of ['to_ipv4', 'to_ipv6']) {
+      expect(sample(after, `dstm_tep_binding_bytes_total{${talker},direction="${dir}"}`)).to.be.above(0);
+    }
+    const st = await tepStats(t);
+    expect(st.topTalkers[0].ipv4).to.equal(ADDR.static4);
+    expect(st.topTalkers[0].forwarded.toIpv4).to.be.at.least(2);
+    expect(st.topTalkers[0].forwarded.toIpv6).to.be.at.least(2);
   });
 
   it('only IPv6 crosses the X–Y link', async () => {

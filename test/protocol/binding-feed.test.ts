@@ -113,6 +113,35 @@ describe('binding feed', function () {
     expect(feed.byIPv4.size).to.equal(2);
   });
 
+  it('hands a complete state whole to onSnapshot, awaited, then follows with events', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.96.0.0/24']);
+    const a = await node(0, server.port);
+    const la = await a.request();
+    const snapshots: string[][] = [];
+    const binds: string[] = [];
+    let applying = false;
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, waitMs: 20000,
+      onSnapshot: async (all) => {
+        applying = true;
+        snapshots.push([...all].map((b) => `${b.ip4}=${b.ip6}`));
+        await sleep(200); // a TEP staging in chunks: the feed waits for it
+        applying = false;
+      },
+    });
+    open.push(feed);
+    feed.on('bind', (b: FeedBinding) => binds.push(`${b.ip4}=${b.ip6}${applying ? ' during the snapshot' : ''}`));
+    await feed.start();
+    expect(applying).to.equal(false);
+    expect(snapshots).to.deep.equal([[`${la.address}=${lo.addresses[0]}`]]);
+    expect(binds).to.deep.equal([]);
+    const bound = next<FeedBinding>(feed, 'bind');
+    const lb = await (await node(1, server.port)).request();
+    await bound;
+    expect(binds).to.deep.equal([`${lb.address}=${lo.addresses[1]}`]);
+    expect(feed.byIPv4.size).to.equal(2);
+  });
+
   it('loads an empty state at once (a first call is not held)', async () => {
     server = await startServer(['--state-dir', dir]);
     const feed = new BindingFeed({ servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, waitMs: 20000 });

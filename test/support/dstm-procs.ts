@@ -76,9 +76,19 @@ export async function tepStatsAt(t: Namespaces, ns: string, control: string): Pr
   return JSON.parse(stdout) as TepStatsJson;
 }
 
+export interface StatsBindingJson {
+  ipv4: string;
+  ipv6: string;
+  ends: number | null;
+  source: string;
+  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+}
+
 export interface TepStatsJson {
   forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
   drops: Record<string, number>;
   events: Record<string, number>;
-  bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
+  bindings: StatsBindingJson[];
+  topTalkers: StatsBindingJson[];
+  ipv6Reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memoryLimitBytes: number; timeoutSeconds: number };
 }

@@ -3,6 +3,7 @@ import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/lib/addr';
 import { BindingTable } from '../../src/tep/bindings';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
 
+const NONE = { toIpv4: 0, toIpv6: 0, bytesToIpv4: 0, bytesToIpv6: 0 };
 const v6 = (n: number): Uint8Array => parseIPv6(`2001:db8:1::${n.toString(16)}`);
 
 describe('tep binding table', () => {
@@ -29,7 +30,7 @@ describe('tep binding table', () => {
     expect(t.nextEnd()).to.equal(1000);
     expect(t.sweep(1000).map((b) => b.ipv4)).to.deep.equal(['198.51.100.5']);
     expect(t.size).to.equal(1);
-    expect(t.list()).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, source: 'static' }]);
+    expect(t.list()).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, source: 'static', forwarded: NONE }]);
   });
 
   it('keeps one binding per address on each side', () => {
@@ -71,6 +72,82 @@ describe('tep binding table', () => {
       }
       const bytes = v6(model.get(a) as number);
       expect(t.findByIpv6(bytes, 0, 0)).to.equal(s);
+    }
+  });
+});
+
+describe('tep binding table generations', () => {
+  it('stages a complete state beside the visible one and shows it at once on commit, keeping the slots that stay', () => {
+    const t = new BindingTable();
+    t.set('198.51.100.1', v6(1), 1e15, 'server'); // stays
+    t.set('198.51.100.2', v6(2), 1e15, 'server'); // goes
+    t.set('198.51.100.3', v6(3), 1e15, 'server'); // moves to node 4
+    t.set('198.51.100.200', v6(0x20), Infinity, 'static');
+    const stay = t.findByIpv4(0xc6336401, 0);
+    t.countToIpv6(stay, 100);
+    t.begin();
+    t.carry('static');
+    t.stage('198.51.100.1', v6(1), 2e15, 'server');
+    t.stage('198.51.100.3', v6(4), 1e15, 'server');
+    t.stage('198.51.100.5', v6(5), 1e15, 'server'); // new
+    // nothing changed yet but the end of the binding that stays
+    const seen = (): string[] => t.list().map((b) => `${b.ipv4}=${b.ipv6}`);
+    expect(seen()).to.deep.equal(['198.51.100.1=2001:db8:1::1', '198.51.100.2=2001:db8:1::2', '198.51.100.3=2001:db8:1::3', '198.51.100.200=2001:db8:1::20']);
+    expect(t.findByIpv6(v6(4), 0, 0)).to.equal(-1);
+    expect(t.size).to.equal(4);
+    t.commit();
+    expect(seen()).to.deep.equal(['198.51.100.1=2001:db8:1::1', '198.51.100.3=2001:db8:1::4', '198.51.100.5=2001:db8:1::5', '198.51.100.200=2001:db8:1::20']);
+    expect(t.size).to.equal(4);
+    expect(t.findByIpv4(0xc6336401, 0)).to.equal(stay);
+    expect(t.get('198.51.100.1')?.forwarded).to.deep.equal({ ...NONE, toIpv6: 1, bytesToIpv6: 100 });
+    expect(t.findByIpv6(v6(3), 0, 0)).to.equal(-1);
+    t.sweep(0);
+    expect(seen()).to.have.length(4);
+  });
+
+  it('agrees with a Map model through random resyncs interleaved with incremental changes and aborts', () => {
+    const t = new BindingTable(16);
+    let model = new Map<number, number>();
+    let seed = 11;
+    const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const put = (m: Map<number, number>, a: number, node: number): void => {
+      for (const [k, v] of m) if (v === node) m.delete(k);
+      m.set(a, node);
+    };
+    const check = (m: Map<number, number>): void => {
+      expect(t.size).to.equal(m.size);
+      for (let a = 0xc6330000; a < 0xc6330000 + 400; a++) {
+        const s = t.findByIpv4(a, 0);
+        if (!m.has(a)) expect(s, `ipv4 ${a}`).to.equal(-1);
+        else expect(t.findByIpv6(v6(m.get(a) as number), 0, 0)).to.equal(s).and.to.be.at.least(0);
+      }
+    };
+    for (let round = 0; round < 60; round++) {
+      t.begin();
+      const next = new Map<number, number>();
+      const n = rnd(300);
+      for (let i = 0; i < n; i++) {
+        const a = 0xc6330000 + rnd(400);
+        const node = rnd(400);
+        if (rnd(10) === 0) {
+          // an incremental change while staging: applies now and to the staged state
+          put(model, a, node);
+          put(next, a, node);
+          t.set(a, v6(node), 1e15, 'server');
+        } else {
+          put(next, a, node);
+          t.stage(a, v6(node), 1e15, 'server');
+        }
+        if (i % 50 === 0) check(model);
+      }
+      if (rnd(8) === 0) {
+        t.abort();
+      } else {
+        t.commit();
+        model = next;
+      }
+      check(model);
+      if (rnd(3) === 0) t.sweep(0);
     }
   });
 });

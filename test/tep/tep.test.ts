@@ -1,15 +1,16 @@
 // The TEP's per-packet decisions on real packets, without devices: Tep's tunnel pipeline fed receive batches.
 import { expect } from 'chai';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
+import { Ipv4Header, OK, parseIpv4 } from '../../src/dti/packet';
 import { Tep } from '../../src/tep/tep';
-import { batchOf, ipv4, ipv6 } from '../dti/build';
+import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
 
 const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-function makeTep(over: { unreachable?: boolean } = {}): Tep {
+function makeTep(over: { unreachable?: boolean; clock?: () => number } = {}): Tep {
   return new Tep({
     address: parseIPv6(TEP6),
     ipv4: parseIPv4('192.0.2.1'),
@@ -105,7 +106,163 @@ describe('tep forwarding decisions', () => {
     tep.bind(parseIPv4('198.51.100.200'), parseIPv6(NODE6), Date.now() / 1000 + 60);
     tep.unbind(parseIPv4('198.51.100.200'));
     tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
-    expect(tep.stats().bindings).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static' }]);
+    expect(tep.stats().bindings).to.deep.equal([{
+      ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static',
+      forwarded: { toIpv4: 0, toIpv6: 0, bytesToIpv4: 0, bytesToIpv6: 0 },
+    }]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
+  });
+});
+
+describe('tep ICMPv6 errors', () => {
+  const NODE_B = '2001:db8:1::11';
+  const A4 = '198.51.100.5';
+  const B4 = '198.51.100.6';
+  const PEER4 = '192.0.2.2';
+  const bigDf = (dst: string): number[] => ipv4({ src: PEER4, dst, df: true, proto: 17, payload: Array(1400).fill(0) });
+  /** An ICMPv6 packet-too-big from `from` quoting a tunnel packet TEP -> node6 carrying IPv4 src4 -> dst4. */
+  const ptb = (from: string, node6: string, src4: string, dst4: string, mtu: number): number[] =>
+    icmpv6(from, TEP6, 2, 0, mtu, ipv6(TEP6, node6, 4, ipv4({ src: src4, dst: dst4, df: true, proto: 17, payload: Array(40).fill(0) })));
+
+  it('finding 8: a forged packet-too-big neither lowers the path MTU for every node nor sends frag-needed where the forger says', () => {
+    let now = 1_000_000;
+    const tep = makeTep({ clock: () => now });
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), now / 1000 + 3600);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), now / 1000 + 3600);
+    const t = tep.tunnel;
+    const victim = '203.0.113.66';
+
+    // quoting a packet to node A for B's address (no binding explains it), or from outside the domain: ignored
+    t.icmp6Batch(2, batchOf([
+      ptb('2001:db8:1::99', NODE6, victim, B4, 1280),
+      ptb('2001:db8:7::1', NODE6, victim, A4, 1280),
+    ], 0));
+    expect(t.toTunIcmp.count).to.equal(0);
+    expect(tep.stats().drops).to.include({ icmp6_unbound: 1, icmp6_outside_prefix: 1 });
+    t.encapBatch(2, batchOf([bigDf(A4), bigDf(B4)]));
+    expect(t.toRaw.count).to.equal(2);
+
+    // a packet-too-big that quotes a packet of A's binding lowers A's path only, and is relayed
+    t.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1280)], 0));
+    expect(t.toTunIcmp.count).to.equal(1);
+    expect(tep.stats().events.pmtu_updated).to.equal(1);
+    t.encapBatch(2, batchOf([bigDf(A4), bigDf(B4)]));
+    expect(t.toRaw.count).to.equal(1);
+    expect(formatIPv6(t.toRaw.buf, t.toRaw.offsets[0] + 24)).to.equal(NODE_B);
+    const icmp = t.toTunIcmp;
+    expect(icmp.count).to.equal(1);
+    const m = icmp.buf.subarray(icmp.offsets[0], icmp.offsets[0] + icmp.lengths[0]);
+    expect([m[20], m[21], (m[26] << 8) | m[27]]).to.deep.equal([3, 4, 1240]);
+
+    // RFC 8201 ageing: ten minutes later A's path is back at the configured MTU
+    now += 600_001;
+    tep.tick();
+    t.encapBatch(1, batchOf([bigDf(A4)]));
+    expect(t.toRaw.count).to.equal(1);
+  });
+
+  it('rate-limits each kind of ICMPv4 error in its own bucket: unreachables cannot starve frag-needed', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.tunnel.setPathMtu(1280);
+    const flood = Array.from({ length: 60 }, () => ipv4({ src: PEER4, dst: '198.51.100.9' }));
+    tep.tunnel.encapBatch(60, batchOf(flood));
+    expect(tep.stats().drops.icmp_rate_limited).to.be.greaterThan(0);
+    tep.tunnel.encapBatch(1, batchOf([bigDf(A4)]));
+    expect(tep.tunnel.toTunIcmp.count).to.equal(1);
+  });
+});
+
+describe('tep hairpinning and per-binding counters', () => {
+  const A4 = '198.51.100.5';
+  const B4 = '198.51.100.6';
+  const NODE_B = '2001:db8:1::11';
+  const from = (src6: string, o: Parameters<typeof ipv4>[0]): number[] => ipv6(src6, TEP6, 4, ipv4(o));
+
+  it('forwards a node\'s packet for another node\'s address tunnel to tunnel, after the anti-spoofing check, and counts it', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 60);
+    const toB = ipv4({ src: A4, dst: B4, ttl: 9 });
+    tep.decapBatch(4, batchOf([
+      ipv6(NODE6, TEP6, 4, toB), // hairpinned
+      from(NODE6, { src: B4, dst: B4 }), // spoofed: B's address from A's node
+      from(NODE6, { src: A4, dst: '192.0.2.2' }), // to the IPv4 side
+      from(NODE6, { src: A4, dst: B4, ttl: 1 }), // left to the kernel, which answers time exceeded
+    ], 0));
+    const hp = tep.toRawHairpin;
+    expect(hp.count).to.equal(1);
+    const o = hp.offsets[0];
+    expect(hp.lengths[0]).to.equal(40 + toB.length);
+    expect(formatIPv6(hp.buf, o + 8)).to.equal(TEP6);
+    expect(formatIPv6(hp.buf, o + 24)).to.equal(NODE_B);
+    expect([hp.buf[o + 6], hp.buf[o + 40 + 8]]).to.deep.equal([4, 8]); // IPIP; the TTL went down by one
+    expect(parseIpv4(hp.buf, o + 40, toB.length, new Ipv4Header())).to.equal(OK); // checksum updated
+    expect(tep.tunnel.toTun.count).to.equal(2);
+    const st = tep.stats();
+    expect(st.drops.spoofed_source).to.equal(1);
+    expect(st.events).to.include({ hairpinned: 1, bytes_hairpinned: toB.length });
+    const a = st.bindings.find((b) => b.ipv4 === A4);
+    const b = st.bindings.find((b) => b.ipv4 === B4);
+    expect(a?.forwarded).to.deep.include({ toIpv4: 3, toIpv6: 0 });
+    expect(b?.forwarded).to.deep.equal({ toIpv4: 0, toIpv6: 1, bytesToIpv4: 0, bytesToIpv6: toB.length });
+  });
+
+  it('counts packets and bytes per binding each way and names the top talkers', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 60);
+    const big = ipv4({ src: '192.0.2.2', dst: B4, proto: 17, payload: Array(1000).fill(1) });
+    tep.encapBatch(3, batchOf([ipv4({ src: '192.0.2.2', dst: A4 }), big, big]));
+    tep.tunnel.setPathMtu(1280);
+    tep.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: A4, proto: 17, payload: Array(1300).fill(2) })])); // fragments
+    expect(tep.tunnel.toRawFragments.count).to.equal(2);
+    const st = tep.stats();
+    expect(st.topTalkers.map((b) => [b.ipv4, b.forwarded.toIpv6, b.forwarded.bytesToIpv6])).to.deep.equal([
+      [B4, 2, 2 * big.length],
+      [A4, 2, 36 + 1320], // an echo request, and a packet sent as two fragments
+    ]);
+    expect(st.bindingCount).to.equal(3);
+  });
+});
+
+describe('tep binding updates by generation', () => {
+  it('never drops packets of bindings that stay while a resync runs, and switches the others at one instant', async () => {
+    const tep = makeTep();
+    const node = (i: number): string => `2001:db8:1::${(0x1000 + i).toString(16)}`;
+    const addr = (i: number): number => parseIPv4('198.51.0.0') + i;
+    const ends = Date.now() / 1000 + 600;
+    for (let i = 0; i < 2000; i++) tep.bind(addr(i), parseIPv6(node(i)), ends);
+    // the new state: 0..1499 stay, 1500..1999 go, 2000..2999 are new, and address 0 moves... no: 1 moves to a new node
+    const next = [...Array(3000).keys()].filter((i) => i < 1500 || i >= 2000).map((i) => ({ ipv4: addr(i), ipv6: parseIPv6(node(i === 1 ? 5000 : i)), ends }));
+    let seed = 3;
+    const pick = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const up = (i: number): number[] => ipv6(node(i), TEP6, 4, ipv4({ src: formatIPv4(addr(i)), dst: '192.0.2.2' }));
+    const down = (i: number): number[] => ipv4({ src: '192.0.2.2', dst: formatIPv4(addr(i)) });
+    let done = false;
+    const resync = tep.resync(next, 100).then(() => (done = true));
+    let turns = 0;
+    let goneForwarded = 0;
+    while (!done) {
+      const stay = Array.from({ length: 32 }, () => 2 + pick(1498));
+      tep.decapBatch(32, batchOf(stay.map(up), 0));
+      expect(tep.tunnel.toTun.count).to.equal(32);
+      tep.encapBatch(32, batchOf(stay.map(down)));
+      expect(tep.tunnel.toRaw.count).to.equal(32);
+      // a binding that goes still forwards until the commit; a new one not before it
+      tep.decapBatch(2, batchOf([up(1500 + pick(500)), up(2000 + pick(1000))], 0));
+      expect(tep.tunnel.toTun.count).to.equal(1);
+      goneForwarded++;
+      turns++;
+      await new Promise((r) => setImmediate(r));
+    }
+    await resync;
+    expect(turns).to.be.greaterThan(10); // the resync really ran beside the traffic
+    expect(goneForwarded).to.equal(turns);
+    tep.decapBatch(3, batchOf([up(1500), up(2500), ipv6(node(5000), TEP6, 4, ipv4({ src: formatIPv4(addr(1)), dst: '192.0.2.2' }))], 0));
+    expect(tep.tunnel.toTun.count).to.equal(2); // the new binding and the moved one
+    expect(tep.stats().drops.spoofed_source + tep.stats().drops.unbound_source).to.equal(turns + 1);
+    expect(tep.bindings.size).to.equal(2501); // 2500 from the server + the static mapping
+    expect(tep.stats().bindings.find((b) => b.ipv4 === '198.51.100.200')?.source).to.equal('static');
   });
 });

@@ -1,0 +1,46 @@
+// The TEP's policy for IPv6 fragments of tunnel packets (dstm-tep(8) FRAGMENTS): the kernel of Y reassembles them
+// before the TEP reads them, within its memory and time bounds; what never completes is dropped and counted, and
+// the TEP reports those counters and bounds. Real fragments from X, a real TEP in Y.
+import { expect } from 'chai';
+import { join } from 'node:path';
+import { ROOT, cliUnavailable, startTep, tepStats } from '../support/dstm-procs';
+import { ADDR, Topology, netnsUnavailable } from '../support/netns';
+import { skipIf } from '../support/skip';
+
+describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
+  this.timeout(60_000);
+  let t: Topology;
+
+  before(async function () {
+    skipIf(this, netnsUnavailable() ?? cliUnavailable());
+    t = await Topology.create();
+    await t.sysctl(t.ns.y, 'net.ipv6.ip6frag_time', '1'); // the default is 60 s; the test cannot wait that long
+    await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`]);
+  });
+
+  after(async () => {
+    await t?.destroy();
+  });
+
+  const send = (which: 'all' | 'first'): Promise<unknown> =>
+    t.exec(t.ns.x, [process.execPath, '--import', 'tsx', join(ROOT, 'test', 'support', 'inject-fragments.ts'), ADDR.x6, ADDR.y6, ADDR.static4, ADDR.z4, which]);
+
+  it('forwards a fragmented tunnel packet once the kernel has reassembled it, and drops and counts one that never completes', async () => {
+    const s0 = await tepStats(t);
+    expect(s0.ipv6Reassembly).to.include({ timeoutSeconds: 1 });
+    expect(s0.ipv6Reassembly?.memoryLimitBytes).to.be.greaterThan(0);
+
+    await send('all');
+    const s1 = await tepStats(t);
+    expect(s1.forwarded.toIpv4 - s0.forwarded.toIpv4).to.equal(1);
+    expect(s1.forwarded.bytesToIpv4 - s0.forwarded.bytesToIpv4).to.equal(2000);
+    expect(s1.ipv6Reassembly!.reassembled - s0.ipv6Reassembly!.reassembled).to.equal(1);
+
+    await send('first');
+    await new Promise((r) => setTimeout(r, 2500)); // past ip6frag_time
+    const s2 = await tepStats(t);
+    expect(s2.forwarded.toIpv4).to.equal(s1.forwarded.toIpv4);
+    expect(s2.ipv6Reassembly!.timeouts - s1.ipv6Reassembly!.timeouts).to.equal(1);
+    expect(s2.ipv6Reassembly!.failed - s1.ipv6Reassembly!.failed).to.be.at.least(1);
+  });
+});

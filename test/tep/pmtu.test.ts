@@ -1,0 +1,27 @@
+// The TEP's path MTU cache: per destination, only lowered, aged out, bounded.
+import { expect } from 'chai';
+import { parseIPv6 } from '../../src/lib/addr';
+import { PathMtuCache } from '../../src/tep/pmtu';
+
+const node = (i: number): Uint8Array => parseIPv6(`2001:db8:1::${(i + 1).toString(16)}`);
+
+describe('tep path MTU cache', () => {
+  it('keeps the lowest MTU per destination until it ages out', () => {
+    const c = new PathMtuCache(16, 1000);
+    expect(c.get(node(1), 0, 0, 1500)).to.equal(1500);
+    expect(c.lower(node(1), 0, 1400, 0)).to.equal(true);
+    expect(c.lower(node(1), 0, 1450, 10)).to.equal(false); // a larger value never raises it
+    expect(c.lower(node(1), 0, 1300, 10)).to.equal(true);
+    expect(c.get(node(1), 0, 500, 1500)).to.equal(1300);
+    expect(c.get(node(2), 0, 500, 1500)).to.equal(1500);
+    expect(c.get(node(1), 0, 1011, 1500)).to.equal(1500);
+    expect(c.size(1011)).to.equal(0);
+  });
+
+  it('holds at most its capacity, evicting what expires first, and still finds the newest entries', () => {
+    const c = new PathMtuCache(64, 60_000);
+    for (let i = 0; i < 1000; i++) c.lower(node(i), 0, 1280 + (i % 100), i);
+    expect(c.size(1000)).to.be.at.most(64);
+    for (let i = 990; i < 1000; i++) expect(c.get(node(i), 0, 1000, 1500)).to.equal(1280 + (i % 100));
+  });
+});
