@@ -50,6 +50,12 @@ export interface CallContext {
   readonly credential: OpaqueAuth;
   /** The credential as decoded by its flavor (e.g. AuthSys fields), when the flavor decodes one. */
   readonly principal: unknown;
+  /**
+   * The longest reply message (bytes) the server sends to this call: over UDP a multiple of the call's length (the
+   * amplification limit; a longer result is replaced by AUTH_ERROR, AUTH_TOOWEAK), Infinity over TCP. A handler
+   * that can shorten its result (a page of a list) can fit it.
+   */
+  readonly maxReplySize: number;
 }
 
 export type Handler<A, R> = (args: A, ctx: CallContext) => R | Promise<R>;
