@@ -80,6 +80,8 @@ export interface RpcServerStats {
   overloadDrops: number;
   inFlight: number;
   connections: number;
+  /** Of which from reserved peers. */
+  reservedConnections: number;
   duplicateCacheEntries: number;
 }
 
@@ -97,7 +99,7 @@ function addCalls(calls: RpcServerStats['calls'], key: string, counts: ByTranspo
 export function snapshot(
   registry: Registry,
   c: ServerCounters,
-  live: { inFlight: number; connections: number; duplicateCacheEntries: number },
+  live: { inFlight: number; connections: number; reservedConnections: number; duplicateCacheEntries: number },
 ): RpcServerStats {
   const calls: RpcServerStats['calls'] = {};
   for (const v of registry.versions()) {

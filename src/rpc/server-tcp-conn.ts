@@ -1,14 +1,18 @@
 // One TCP connection of the server: the peer its calls answer to, its record reader, the records waiting for a call
-// slot, and write backpressure (a peer that does not read its replies stops being read until the socket drains).
+// slot, write backpressure (a peer that does not read its replies stops being read until the socket drains), and the
+// deadline of a record begun (a peer trickling a byte now and then cannot hold a connection forever).
 import type net from 'node:net';
 import { RecordReader } from './record';
 import { T_TCP, type Peer } from './server-peer';
+import type { Admission } from './server-tcp-limits';
 
 /** What a connection needs of its transport. */
 export interface ConnOwner {
   onRecord(rec: Buffer, c: TcpConn): void;
   /** Gather a reply of the chunk being served (a view of the writer: copied now). */
   stage(reply: Uint8Array): void;
+  /** A record was begun more than the record timeout ago and is still not complete. */
+  onRecordTimeout(c: TcpConn): void;
 }
 
 export class TcpConn implements Peer {
@@ -25,17 +29,53 @@ export class TcpConn implements Peer {
   writeBlocked = false;
   /** Calls of this connection whose handler has not finished. */
   active = 0;
+  /** When the record being received was begun (Date.now()), 0 when none is; and how many records came before it. */
+  private recordSince = 0;
+  private recordsBefore = 0;
+  private deadline: NodeJS.Timeout | null = null;
 
   constructor(
     readonly socket: net.Socket,
     private readonly owner: ConnOwner,
     maxRecordSize: number,
+    maxFragments: number,
+    readonly admission: Admission,
+    private readonly recordTimeoutMs: number,
   ) {
     this.address = socket.remoteAddress ?? '';
     this.port = socket.remotePort ?? 0;
     this.family = socket.remoteFamily === 'IPv4' ? 'IPv4' : 'IPv6';
-    this.reader = new RecordReader(maxRecordSize, (rec) => owner.onRecord(rec, this));
+    this.reader = new RecordReader(maxRecordSize, (rec) => owner.onRecord(rec, this), maxFragments);
   }
+
+  /** After each received chunk: start the clock of a record begun, or stop it. A timer only while one is running. */
+  watchRecord(): void {
+    const r = this.reader;
+    if (!r.inRecord) {
+      this.recordSince = 0;
+      return;
+    }
+    if (this.recordSince === 0 || r.records !== this.recordsBefore) {
+      this.recordSince = Date.now();
+      this.recordsBefore = r.records;
+    }
+    this.deadline ??= setTimeout(this.checkDeadline, this.recordTimeoutMs);
+  }
+
+  /** The socket closed. */
+  closed(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    this.reader.stop();
+    this.backlog.length = 0;
+  }
+
+  private readonly checkDeadline = (): void => {
+    this.deadline = null;
+    if (this.recordSince === 0 || this.socket.destroyed) return;
+    const left = this.recordSince + this.recordTimeoutMs - Date.now();
+    if (left > 0) this.deadline = setTimeout(this.checkDeadline, left);
+    else this.owner.onRecordTimeout(this);
+  };
 
   detach(): Peer {
     return this;

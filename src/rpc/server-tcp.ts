@@ -4,16 +4,22 @@
 //
 // Every connection passes through accept() (its admission and set-up) and every received chunk through receive()
 // (chunk -> records -> dispatch): a layer below the records (TLS) belongs at these two places.
+//
+// Limits: admission by ConnectionLimits (total, per peer prefix, a reserved share); a record begun must be complete
+// within recordTimeoutMs; a connection silent for idleTimeoutMs with no call in progress is closed.
 import net from 'node:net';
 import type { Dispatcher } from './server-dispatch';
 import { noop } from './server-peer';
 import type { ServerCounters } from './server-stats';
 import { TcpConn } from './server-tcp-conn';
+import { ConnectionLimits, type ConnectionLimitOptions } from './server-tcp-limits';
 
-export interface TcpOptions {
+export interface TcpOptions extends ConnectionLimitOptions {
   maxRecordSize: number;
-  maxConnections: number;
+  maxFragments: number;
   idleTimeoutMs: number;
+  /** A record begun must be complete within this (0: no limit). */
+  recordTimeoutMs: number;
 }
 
 export class TcpTransport {
@@ -26,12 +32,15 @@ export class TcpTransport {
   private outLen = 0;
   private gathering = false;
   private draining = false;
+  private readonly limits: ConnectionLimits;
 
   constructor(
     private readonly dispatcher: Dispatcher,
     private readonly counters: ServerCounters,
     private readonly o: TcpOptions,
   ) {
+    this.limits = new ConnectionLimits(o);
+    if (!(o.recordTimeoutMs >= 0)) throw new RangeError('recordTimeoutMs must be 0 or more');
     dispatcher.onCallDone = () => {
       if (this.waiting.size > 0) this.feedWaiting();
     };
@@ -41,10 +50,13 @@ export class TcpTransport {
     return this.conns.size;
   }
 
+  get reservedConnections(): number {
+    return this.limits.reservedCount;
+  }
+
   /** Listen; connections are served at once (adopt() the server to have close() close it). */
   listen(host: string, port: number): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: net.Server }> {
     const srv = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
-    srv.maxConnections = this.o.maxConnections;
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
       srv.listen({ host, port, ipv6Only: net.isIPv6(host), backlog: 511 }, () => {
@@ -71,13 +83,17 @@ export class TcpTransport {
     await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))));
   }
 
-  /** A new connection: admitted, or refused. */
+  /** A new connection: admitted, or refused (closed at once, counted). */
   private accept(sock: net.Socket): void {
-    if (this.dispatcher.closing) {
+    const admission = this.dispatcher.closing ? null : this.limits.admit(sock.remoteAddress ?? '');
+    if (admission === null || typeof admission === 'string') {
+      if (admission === 'full') this.counters.tcp.refusedFull++;
+      else if (admission === 'perPeer') this.counters.tcp.refusedPerPeer++;
+      sock.on('error', noop);
       sock.destroy();
       return;
     }
-    const c = new TcpConn(sock, this, this.o.maxRecordSize);
+    const c = new TcpConn(sock, this, this.o.maxRecordSize, this.o.maxFragments, admission, this.o.recordTimeoutMs);
     this.conns.add(c);
     sock.on('data', (chunk: Buffer) => this.receive(c, chunk));
     sock.on('error', noop);
@@ -89,8 +105,8 @@ export class TcpTransport {
       });
     }
     sock.on('close', () => {
-      c.reader.stop();
-      c.backlog.length = 0;
+      c.closed();
+      this.limits.leave(c.admission);
       this.conns.delete(c);
       this.waiting.delete(c);
     });
@@ -111,10 +127,17 @@ export class TcpTransport {
         this.flush(c);
       }
     }
+    if (this.o.recordTimeoutMs > 0) c.watchRecord();
     if (cut !== null) {
-      this.counters.tcp.oversizedRecords++;
+      if (c.reader.cut === 'fragments') this.counters.tcp.tooManyFragments++;
+      else this.counters.tcp.oversizedRecords++;
       c.socket.destroy();
     }
+  }
+
+  onRecordTimeout(c: TcpConn): void {
+    this.counters.tcp.recordTimeouts++;
+    c.socket.destroy();
   }
 
   /** A complete record: dispatched, or kept until a call slot is free. */

@@ -10,7 +10,7 @@ import type dgram from 'node:dgram';
 import net from 'node:net';
 import { authNone, authSysServer, type ServerAuth } from './auth';
 import { DuplicateCache } from './drc';
-import { MAX_FRAGMENT } from './record';
+import { DEFAULT_MAX_FRAGMENTS, MAX_FRAGMENT } from './record';
 import { Dispatcher } from './server-dispatch';
 import { Registry, type RegisterOptions } from './server-registry';
 import { Replier } from './server-reply';
@@ -34,12 +34,36 @@ export interface RpcServerOptions {
   duplicateCacheBytes?: number;
   /** Largest TCP record accepted, checked from each fragment header before buffering (default 1 MiB). */
   maxRecordSize?: number;
+  /**
+   * Fragments one TCP record may have (default 4096); a connection sending more is cut off. Whatever its fragments,
+   * a record being assembled costs its own bytes (one buffer), not a buffer per fragment.
+   */
+  maxFragmentsPerRecord?: number;
   /** Largest fragment sent on TCP; longer replies are split (default: one fragment per record). */
   fragmentSize?: number;
   /** Authentication flavors accepted (default AUTH_NONE and AUTH_SYS). Other flavors get AUTH_REJECTEDCRED. */
   auth?: ServerAuth[];
-  /** TCP connections at once (default 1024); more are refused. */
+  /** TCP connections at once (default 1024), reserved ones included; more are refused (closed at accept). */
   maxConnections?: number;
+  /**
+   * TCP connections at once from one peer (default 32), a peer being an IPv6 /peerPrefix6 (default 64) or an IPv4
+   * /peerPrefix4 (default 32): one host, or one network, cannot take every slot. Reserved peers are exempt.
+   */
+  maxConnectionsPerPeer?: number;
+  peerPrefix6?: number;
+  peerPrefix4?: number;
+  /**
+   * Peers (addresses or prefixes, e.g. the TEPs of a DSTM server) for which `reservedConnections` of the
+   * maxConnections slots are kept: other peers together never hold more than maxConnections − reservedConnections.
+   */
+  reservedPeers?: readonly string[];
+  /** Slots kept for reservedPeers (default 32, or maxConnections if lower, when there are reserved peers; else 0). */
+  reservedConnections?: number;
+  /**
+   * A TCP record begun (a byte of it received) must be complete within this (default 30 s), or the connection is
+   * closed: a peer sending one byte now and then cannot hold a connection forever. 0 turns this off.
+   */
+  recordTimeoutMs?: number;
   /**
    * Close a TCP connection silent for this long (default 120 s) with no call of its own in progress, or holding a
    * part of a record: an idle or stalled peer does not keep its buffers forever. 0 turns this off.
@@ -107,8 +131,15 @@ export class RpcServer {
     this.udp = new UdpTransport(this.dispatcher, this.counters, { batch: udpBatch, recvSize: udpRecvSize });
     this.tcp = new TcpTransport(this.dispatcher, this.counters, {
       maxRecordSize: options.maxRecordSize ?? 1 << 20,
+      maxFragments: options.maxFragmentsPerRecord ?? DEFAULT_MAX_FRAGMENTS,
       maxConnections: options.maxConnections ?? 1024,
+      maxConnectionsPerPeer: options.maxConnectionsPerPeer ?? 32,
+      peerPrefix6: options.peerPrefix6 ?? 64,
+      peerPrefix4: options.peerPrefix4 ?? 32,
+      reservedPeers: options.reservedPeers ?? [],
+      reservedConnections: options.reservedConnections ?? (options.reservedPeers?.length ? Math.min(32, options.maxConnections ?? 1024) : 0),
       idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
+      recordTimeoutMs: options.recordTimeoutMs ?? 30_000,
     });
   }
 
@@ -178,6 +209,7 @@ export class RpcServer {
     return snapshot(this.registry, this.counters, {
       inFlight: this.dispatcher.inFlight,
       connections: this.tcp.connections,
+      reservedConnections: this.tcp.reservedConnections,
       duplicateCacheEntries: this.drc?.entries ?? 0,
     });
   }
