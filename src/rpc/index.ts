@@ -13,7 +13,15 @@
 // Handlers refuse a call by throwing RpcAuthError(AuthStat.X) (AUTH_ERROR) or RpcError('GARBAGE_ARGS' | 'PROC_UNAVAIL'
 // | 'SYSTEM_ERR'); anything else thrown is SYSTEM_ERR.
 export { RpcClient, NULL_PROCEDURE, xdrVoid, type RpcClientOptions } from './client';
-export { RpcServer, type RpcServerOptions, type RpcServerStats, type ListenAddress, type BoundAddress } from './server';
+export {
+  RpcServer,
+  type RpcServerOptions,
+  type RpcServerStats,
+  type ListenAddress,
+  type BoundAddress,
+  type ProcedurePolicy,
+  type RegisterOptions,
+} from './server';
 export { RpcError, RpcAuthError, RpcAuthError as AuthError, AuthStat, authStatName, type RpcErrorKind } from './errors';
 export {
   authNone,

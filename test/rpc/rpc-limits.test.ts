@@ -5,11 +5,11 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { RpcServer, type RpcServerOptions } from '../../src/rpc';
+import { authStatName, RpcAuthError, RpcClient, RpcServer, type CallContext, type RegisterOptions, type RpcServerOptions, type Service } from '../../src/rpc';
 import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
-import { sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
+import { ADD1, ECHO, sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -226,6 +226,88 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       expect(c.sock.destroyed).to.equal(false);
       expect(server.stats().tcpCutoffs.recordTimeouts).to.equal(0);
       c.sock.destroy();
+    });
+  });
+});
+
+describe('rpc server limits (issue 13), UDP', function () {
+  this.timeout(30_000);
+  let server: RpcServer;
+  const clients: RpcClient[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await c.close();
+    await server?.close(0);
+  });
+
+  async function serveBoth(service: Service, options: RpcServerOptions = {}, register?: RegisterOptions): Promise<(t: 'udp' | 'tcp') => Promise<RpcClient>> {
+    server = new RpcServer(options).register(service, TEST_PROGRAM, register);
+    const [{ port }] = await server.listen({ host: '::1', port: 0 });
+    return async (transport) => {
+      const c = await RpcClient.connect({ host: '::1', port, transport, program: TEST_PROGRAM, version: 1, timeoutMs: 2000 });
+      clients.push(c);
+      return c;
+    };
+  }
+
+  async function authStat(p: Promise<unknown>): Promise<string> {
+    const e = await p.then(
+      () => null,
+      (err: unknown) => err,
+    );
+    return e instanceof RpcAuthError ? authStatName(e.stat) : String(e);
+  }
+
+  /** ECHO answers `n` bytes for an n given as the first 4 bytes of its argument: a small call, a large reply. */
+  const amplifier = testService({ ECHO: (b: Uint8Array) => new Uint8Array(Buffer.from(b).readUInt32BE(0)) });
+  const ask = (n: number) => Uint8Array.from(Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]));
+
+  describe('finding 5: UDP amplification', () => {
+    it('answers no UDP call with more than 3 times its bytes (AUTH_TOOWEAK instead), and TCP in full', async () => {
+      const connect = await serveBoth(amplifier);
+      const udp = await connect('udp');
+      // The call is 40 bytes of header and 8 of argument: up to 144 bytes of reply, i.e. 144 - 28 of opaque.
+      expect((await udp.call(TEST_PROGRAM, 1, ECHO, ask(116))).length).to.equal(116);
+      expect(await authStat(udp.call(TEST_PROGRAM, 1, ECHO, ask(120)))).to.equal('AUTH_TOOWEAK');
+      expect(await authStat(udp.call(TEST_PROGRAM, 1, ECHO, ask(52_000)))).to.equal('AUTH_TOOWEAK');
+      const tcp = await connect('tcp');
+      expect((await tcp.call(TEST_PROGRAM, 1, ECHO, ask(52_000))).length).to.equal(52_000);
+      const s = server.stats().calls['TESTPROG.TESTVERS1.ECHO'];
+      expect(s.udp).to.deep.equal({ SUCCESS: 1, REPLY_TOO_LARGE: 2 });
+      expect(s.tcp).to.deep.equal({ SUCCESS: 1 });
+    });
+
+    it('lets a handler fit its reply to ctx.maxReplySize, and a procedure or server choose its ratio', async () => {
+      const seen: number[] = [];
+      const fitting = testService({
+        ECHO: (b: Uint8Array, ctx: CallContext) => {
+          seen.push(ctx.maxReplySize);
+          return new Uint8Array(Math.min(Buffer.from(b).readUInt32BE(0), ctx.maxReplySize - 28));
+        },
+      });
+      let connect = await serveBoth(fitting);
+      expect((await (await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(144 - 28);
+      expect((await (await connect('tcp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(8000);
+      expect(seen).to.deep.equal([144, Infinity]);
+      await server.close(0);
+      connect = await serveBoth(amplifier, { udpReplyRatio: 1 }, { procedures: { ECHO: { udpReplyRatio: 200 } } });
+      expect((await (await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(8000);
+      expect(await (await connect('udp')).call(TEST_PROGRAM, 1, ADD1, 5), 'ADD1 at the server ratio 1: 44 bytes in, 28 out').to.equal(6);
+      expect(await authStat((await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(60_000))), 'over the ratio of 200').to.equal('AUTH_TOOWEAK');
+    });
+
+    it('refuses a TCP-only procedure over UDP with AUTH_TOOWEAK, without running it', async () => {
+      let runs = 0;
+      const connect = await serveBoth(
+        testService({ ADD1: (n: number) => (runs++, n + 1) }),
+        {},
+        { procedures: { ADD1: { tcpOnly: true } } },
+      );
+      expect(await authStat((await connect('udp')).call(TEST_PROGRAM, 1, ADD1, 1))).to.equal('AUTH_TOOWEAK');
+      expect(runs).to.equal(0);
+      expect(await (await connect('tcp')).call(TEST_PROGRAM, 1, ADD1, 1)).to.equal(2);
+      expect(runs).to.equal(1);
+      expect(server.stats().calls['TESTPROG.TESTVERS1.ADD1']).to.deep.equal({ udp: { TCP_ONLY: 1 }, tcp: { SUCCESS: 1 } });
+      expect(() => new RpcServer().register(testService(), TEST_PROGRAM, { procedures: { NOPE: { tcpOnly: true } } })).to.throw(/no procedure NOPE/);
     });
   });
 });
