@@ -6,6 +6,7 @@ import net from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { authStatName, RpcAuthError, RpcClient, RpcServer, type CallContext, type RegisterOptions, type RpcServerOptions, type Service } from '../../src/rpc';
+import { DRC_NEW, DRC_REPLAY, DuplicateCache } from '../../src/rpc/drc';
 import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
@@ -309,5 +310,40 @@ describe('rpc server limits (issue 13), UDP', function () {
       expect(server.stats().calls['TESTPROG.TESTVERS1.ADD1']).to.deep.equal({ udp: { TCP_ONLY: 1 }, tcp: { SUCCESS: 1 } });
       expect(() => new RpcServer().register(testService(), TEST_PROGRAM, { procedures: { NOPE: { tcpOnly: true } } })).to.throw(/no procedure NOPE/);
     });
+  });
+});
+
+describe('the duplicate request cache keyed by a 32-bit hash of the peer address (issue 13)', () => {
+  /** FNV-1a of a string's UTF-16 code units: the 32-bit hash the cache used as the peer's identity. */
+  function fnv(s: string): number {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+    return h >>> 0;
+  }
+
+  /** Two distinct IPv6 addresses with the same hash (a birthday search, deterministic). */
+  function collision(): [string, string] {
+    const seen = new Map<number, string>();
+    for (let i = 0; ; i++) {
+      const a = `2001:db8::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+      const other = seen.get(fnv(a));
+      if (other !== undefined) return [other, a];
+      seen.set(fnv(a), a);
+    }
+  }
+
+  it('neither replays one peer’s reply to a colliding address nor lets it poison the entry', () => {
+    const [victim, forger] = collision();
+    expect(victim).to.not.equal(forger);
+    const cache = new DuplicateCache(64, 1 << 16);
+    const call = nullCall(42);
+    expect(cache.lookup(victim, 700, 42, call)).to.equal(DRC_NEW);
+    cache.complete(cache.begin(700, 42), Buffer.from('the victim’s reply'));
+    expect(cache.lookup(forger, 700, 42, call), 'the forger does not read the victim’s reply').to.equal(DRC_NEW);
+    cache.complete(cache.begin(700, 42), Buffer.from('poison'));
+    const seen = cache.lookup(victim, 700, 42, call);
+    expect(seen === DRC_REPLAY ? cache.replay!.toString() : seen, 'the victim is not answered the forger’s reply').to.equal(DRC_NEW);
+    expect(cache.lookup(forger, 700, 42, call)).to.equal(DRC_REPLAY);
+    expect(cache.replay!.toString()).to.equal('poison');
   });
 });
