@@ -2,6 +2,7 @@
 // Generated code (rpcgen-ts) builds on ./types and ./xdr/runtime; applications use what is exported here.
 //
 //   const server = new RpcServer({ maxInFlight: 256 }).register(RPC_ONE_service(handlers), programOverride);
+//   server.register(RPC_TWO_service(h2), program, { procedures: { REVOKE: { tcpOnly: true } } });  // per procedure
 //   await server.listen([{ host: '::', port: 0 }]);          // UDP and TCP on one port; IPv4 only if listed
 //   await server.registerWithRpcbind();                      // close() unregisters
 //   server.stats();                                          // plain-object counters for metrics
