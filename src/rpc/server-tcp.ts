@@ -85,7 +85,9 @@ export class TcpTransport {
 
   /** A new connection: admitted, or refused (closed at once, counted). */
   private accept(sock: net.Socket): void {
-    const admission = this.dispatcher.closing ? null : this.limits.admit(sock.remoteAddress ?? '');
+    // remoteAddress is undefined for a socket already reset by its peer.
+    const address = sock.remoteAddress;
+    const admission = this.dispatcher.closing || !address ? null : this.limits.admit(address);
     if (admission === null || typeof admission === 'string') {
       if (admission === 'full') this.counters.tcp.refusedFull++;
       else if (admission === 'perPeer') this.counters.tcp.refusedPerPeer++;
