@@ -71,7 +71,8 @@ export async function run(): Promise<void> {
     console.log(`skipped: ${peers}`);
     return;
   }
-  const ours = new RpcServer().register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  // Every caller is on ::1: one peer, with up to 64 connections (over the default maxConnectionsPerPeer of 32).
+  const ours = new RpcServer({ maxConnectionsPerPeer: 64 }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
   const [{ port: ourPort }] = await ours.listen({ host: '::1', port: 0 });
   const dgramOurs = new RpcServer({ udpBatch: 0 }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
   const [{ port: dgramPort }] = await dgramOurs.listen({ host: '::1', port: 0, transport: 'udp' });

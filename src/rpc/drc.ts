@@ -1,8 +1,9 @@
 // The server's duplicate request cache. A UDP client that hears no reply sends the same call again with the same
 // XID; the cache makes the server answer it with the reply it already sent (or drop it while the first is still
-// running) instead of running the procedure twice. A call is identified by its XID, the peer's port, a 32-bit hash
-// of the peer's address and a checksum of the call, so an XID reused for a different call is not mistaken for a
-// retransmission.
+// running) instead of running the procedure twice. A call is identified by its XID, the peer's full address and
+// port, and a checksum of the call, so an XID reused for a different call is not mistaken for a retransmission. The
+// address is compared whole (a 32-bit hash of it only picks the index position): a sender whose address merely
+// hashes like another's could otherwise read or poison that peer's cached reply.
 //
 // Bounded in entries and in reply bytes, oldest first, and free of allocation on the hot path (a cache that held an
 // object and a Buffer per call would keep the garbage collector busy): entries live in typed arrays used as a ring,
@@ -40,7 +41,8 @@ export class DuplicateCache {
   private readonly xid: Uint32Array;
   private readonly sum: Uint32Array;
   private readonly port: Uint32Array;
-  private readonly addr: Uint32Array;
+  /** The peer address of each entry, as the socket reported it (zone included). */
+  private readonly addr: string[];
   private readonly replyOff: Uint32Array;
   private readonly replyLen: Uint32Array;
   /** Logical position (bytes ever written to the ring, counting skipped tails) where each reply starts. */
@@ -54,7 +56,7 @@ export class DuplicateCache {
   private used = 0;
   /** The call last looked up, for begin(). */
   private lastSum = 0;
-  private lastAddr = 0;
+  private lastAddr = '';
   private lastHash = 0;
   /** After lookup() returned DRC_REPLAY: a copy of the cached reply. */
   replay: Buffer | null = null;
@@ -66,7 +68,7 @@ export class DuplicateCache {
     this.xid = new Uint32Array(maxEntries);
     this.sum = new Uint32Array(maxEntries);
     this.port = new Uint32Array(maxEntries);
-    this.addr = new Uint32Array(maxEntries);
+    this.addr = new Array<string>(maxEntries).fill('');
     this.replyOff = new Uint32Array(maxEntries);
     this.replyLen = new Uint32Array(maxEntries);
     this.replyAt = new Float64Array(maxEntries);
@@ -85,13 +87,12 @@ export class DuplicateCache {
   /** Is this call (by XID, peer and content) one already seen? DRC_NEW must be followed by begin(), before any other lookup. */
   lookup(address: string, port: number, xid: number, call: Uint8Array): number {
     const sum = checksum(call);
-    const addr = stringHash(address);
-    const hash = (Math.imul(xid ^ sum, 0x9e3779b1) ^ Math.imul(addr, 0x85ebca6b) ^ port) >>> 0;
+    const hash = (Math.imul(xid ^ sum, 0x9e3779b1) ^ Math.imul(stringHash(address), 0x85ebca6b) ^ port) >>> 0;
     this.lastSum = sum;
-    this.lastAddr = addr;
+    this.lastAddr = address;
     this.lastHash = hash;
     const slot = this.index[hash & this.mask];
-    if (slot < 0 || this.state[slot] === EMPTY || this.xid[slot] !== xid || this.sum[slot] !== sum || this.port[slot] !== port || this.addr[slot] !== addr) return DRC_NEW;
+    if (slot < 0 || this.state[slot] === EMPTY || this.xid[slot] !== xid || this.sum[slot] !== sum || this.port[slot] !== port || this.addr[slot] !== address) return DRC_NEW;
     const st = this.state[slot];
     if (st === RUNNING) return DRC_IN_PROGRESS;
     if (st === CACHED && this.written - this.replyAt[slot] <= this.bytes.length) {
@@ -143,6 +144,7 @@ export class DuplicateCache {
 
   clear(): void {
     this.state.fill(EMPTY);
+    this.addr.fill('');
     this.index.fill(-1);
     this.used = 0;
   }

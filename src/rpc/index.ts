@@ -2,6 +2,7 @@
 // Generated code (rpcgen-ts) builds on ./types and ./xdr/runtime; applications use what is exported here.
 //
 //   const server = new RpcServer({ maxInFlight: 256 }).register(RPC_ONE_service(handlers), programOverride);
+//   server.register(RPC_TWO_service(h2), program, { procedures: { REVOKE: { tcpOnly: true } } });  // per procedure
 //   await server.listen([{ host: '::', port: 0 }]);          // UDP and TCP on one port; IPv4 only if listed
 //   await server.registerWithRpcbind();                      // close() unregisters
 //   server.stats();                                          // plain-object counters for metrics
@@ -14,7 +15,15 @@
 // | 'SYSTEM_ERR'); anything else thrown is SYSTEM_ERR.
 export { RpcClient, NULL_PROCEDURE, xdrVoid, type RpcClientOptions } from './client';
 export { RpcTlsServer, identityOf, startTls, AUTH_TLS, ALPN, STARTTLS, TLS_POLICIES, type TlsPolicy, type TlsIdentity, type TlsSession, type TlsMaterial, type TlsClientOptions, type TlsServerOptions, type TlsServerStats } from './tls';
-export { RpcServer, type RpcServerOptions, type RpcServerStats, type ListenAddress, type BoundAddress } from './server';
+export {
+  RpcServer,
+  type RpcServerOptions,
+  type RpcServerStats,
+  type ListenAddress,
+  type BoundAddress,
+  type ProcedurePolicy,
+  type RegisterOptions,
+} from './server';
 export { RpcError, RpcAuthError, RpcAuthError as AuthError, AuthStat, authStatName, type RpcErrorKind } from './errors';
 export {
   authNone,

@@ -6,14 +6,25 @@ export const LAST_FRAGMENT = 0x80000000;
 /** The largest fragment a header can announce. */
 export const MAX_FRAGMENT = 0x7fffffff;
 
+/** Fragments one record may have, by default. */
+export const DEFAULT_MAX_FRAGMENTS = 4096;
+
+/** Why a stream was cut off: a record over the maximum size, or of too many fragments. */
+export type RecordCut = 'oversized' | 'fragments';
+
 /**
  * Reassembles records from stream chunks. The maximum record size is enforced from each fragment header, before
  * any of the fragment is buffered, so a peer announcing a 2 GiB fragment costs nothing but the 4 header bytes.
- * Records are handed over as views of the received chunks when they arrive in one piece (no copy).
+ * A record that arrives in one piece is handed over as a view of its chunk (no copy); one that spans fragments or
+ * chunks is copied into one buffer grown by doubling (never past the maximum record size), so a record costs its
+ * bytes whatever its fragments: a flood of one-byte fragments cannot cost more than the bytes it carries. The
+ * fragments of one record are capped too (`maxFragments`).
  */
 export class RecordReader {
-  private readonly parts: Buffer[] = [];
+  /** The record being assembled, when it is not handed over as a view of its chunk. */
+  private buf: Buffer | null = null;
   private size = 0;
+  private fragments = 0;
   /** Bytes of the current fragment still to come; -1 while a header is being read. */
   private fragLeft = -1;
   private last = false;
@@ -22,16 +33,21 @@ export class RecordReader {
   private stopped = false;
   /** What followed the record during which stop() was called (e.g. a TLS ClientHello after an RPC-with-TLS probe). */
   private rest: Buffer | null = null;
+  /** Records delivered so far. */
+  records = 0;
+  /** Why push() last cut the stream off. */
+  cut: RecordCut | null = null;
 
   constructor(
     private readonly maxRecordSize: number,
     private readonly onRecord: (record: Buffer) => void,
+    private readonly maxFragments = DEFAULT_MAX_FRAGMENTS,
   ) {}
 
   /** Stop delivering records (e.g. the connection is being closed from inside onRecord). */
   stop(): void {
     this.stopped = true;
-    this.parts.length = 0;
+    this.buf = null;
   }
 
   /** The bytes of the chunk being pushed that came after the record during which stop() was called (once). */
@@ -46,8 +62,14 @@ export class RecordReader {
     return this.size;
   }
 
-  /** Feed received bytes. Returns null, or why the stream must be cut off (a record over the maximum size). */
+  /** Whether a record has begun (a byte of it, or of a fragment header, received) and is not complete. */
+  get inRecord(): boolean {
+    return this.fragments > 0 || this.headHave > 0;
+  }
+
+  /** Feed received bytes. Returns null, or why the stream must be cut off (see `cut` for the kind). */
   push(chunk: Buffer): string | null {
+    if (this.stopped) return null;
     let off = 0;
     const n = chunk.length;
     while (off < n && !this.stopped) {
@@ -68,30 +90,58 @@ export class RecordReader {
         this.last = h >= LAST_FRAGMENT;
         const len = h & MAX_FRAGMENT;
         if (this.size + len > this.maxRecordSize) {
-          this.stop();
-          return `a fragment of ${len} bytes would make a record of ${this.size + len} bytes, over the maximum of ${this.maxRecordSize}`;
+          return this.cutOff('oversized', `a fragment of ${len} bytes would make a record of ${this.size + len} bytes, over the maximum of ${this.maxRecordSize}`);
+        }
+        if (++this.fragments > this.maxFragments) {
+          return this.cutOff('fragments', `a record of more than ${this.maxFragments} fragments`);
         }
         this.fragLeft = len;
+        if (this.last && this.size === 0 && n - off >= len) {
+          // The whole record is in this chunk: hand it over as a view.
+          off += len;
+          this.deliver(chunk.subarray(off - len, off));
+          continue;
+        }
       }
       const take = Math.min(this.fragLeft, n - off);
       if (take > 0) {
-        this.parts.push(take === n && off === 0 ? chunk : chunk.subarray(off, off + take));
-        this.size += take;
+        this.append(chunk, off, take);
         off += take;
         this.fragLeft -= take;
       }
-      if (this.fragLeft === 0) {
-        this.fragLeft = -1;
-        if (this.last) {
-          const rec = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size);
-          this.parts.length = 0;
-          this.size = 0;
-          this.onRecord(rec);
-          if (this.stopped && off < n) this.rest = chunk.subarray(off);
-        }
-      }
+      if (this.fragLeft === 0 && this.last) {
+        const rec = this.buf ? this.buf.subarray(0, this.size) : Buffer.alloc(0);
+        this.buf = null;
+        this.deliver(rec);
+      } else if (this.fragLeft === 0) this.fragLeft = -1;
     }
+    if (this.stopped && off < n) this.rest = chunk.subarray(off); // stopped by a record's onRecord
     return null;
+  }
+
+  private append(chunk: Buffer, off: number, take: number): void {
+    const need = this.size + take;
+    if (!this.buf || this.buf.length < need) {
+      const grown = Buffer.allocUnsafe(Math.min(this.maxRecordSize, Math.max(need, 2 * (this.buf?.length ?? 0), 256)));
+      if (this.buf) this.buf.copy(grown, 0, 0, this.size);
+      this.buf = grown;
+    }
+    chunk.copy(this.buf, this.size, off, off + take);
+    this.size = need;
+  }
+
+  private deliver(rec: Buffer): void {
+    this.fragLeft = -1;
+    this.size = 0;
+    this.fragments = 0;
+    this.records++;
+    this.onRecord(rec);
+  }
+
+  private cutOff(kind: RecordCut, why: string): string {
+    this.cut = kind;
+    this.stop();
+    return why;
   }
 }
 

@@ -1,43 +1,32 @@
 // ONC RPC server (RFC 5531) over UDP and TCP, IPv6 first (IPv4 where an IPv4 address is configured).
 //
-// A call is judged in the order of RFC 5531 section 9 and libtirpc: RPC version (RPC_MISMATCH), authentication
-// (AUTH_ERROR), program (PROG_UNAVAIL), version (PROG_MISMATCH with the registered low/high), procedure
-// (PROC_UNAVAIL; NULL is always answered), arguments (GARBAGE_ARGS if they fail to decode or leave bytes over), then
-// the handler: SYSTEM_ERR if it throws (onHandlerError hears of it), AUTH_ERROR with its auth_stat if it throws
-// RpcAuthError, and PROC_UNAVAIL, GARBAGE_ARGS or SYSTEM_ERR if it throws an RpcError of that kind (e.g. arguments
-// that decode but make no sense). A handler returns its result or a Promise of it. A record whose call header cannot
-// be read (or is not a CALL) is dropped and counted, as the RFC gives no way to answer it; so is an opaque_auth over
-// 400 bytes, as libtirpc does.
-//
-// The hot path reuses one XdrWriter for every reply and copies the finished reply out once; a synchronous handler
-// is answered without a Promise. UDP calls pass through a duplicate request cache; a cap on calls in progress drops
-// UDP calls (the client retransmits) and stops reading TCP connections until calls finish.
-//
-// UDP goes through a batched socket (./udp-batch, native/udp.c) where the addon is built: one recvmmsg drains up to
-// `udpBatch` calls, every call of the batch is decoded and dispatched, the replies of synchronous handlers are copied
-// straight from the writer into one send buffer and leave with one sendmmsg when the batch is done; a later answer
-// (async handler) is sent on the next tick, with the others that came in the same tick. Each reply leaves from the
-// address its call came to. Without the addon (or with udpBatch 0), Node's dgram serves UDP a datagram at a time.
-import dgram from 'node:dgram';
+// The stages: a Registry of programs, versions and procedures (./server-registry); a Dispatcher that judges each
+// call and runs its handler (./server-dispatch), answering through a Replier that reuses one XdrWriter
+// (./server-reply); the UDP transport (./server-udp: batched socket or dgram) and the TCP transport (./server-tcp:
+// accept, record marking, backpressure); named counters (./server-stats); rpcbind registration (./server-rpcbind);
+// RPC-with-TLS (./tls): the policy judged in dispatch (./server-tls), the upgrade in the TCP transport.
+// UDP calls pass through a duplicate request cache (./drc); a cap on calls in progress drops UDP calls (the client
+// retransmits) and stops reading TCP connections until calls finish.
+import type dgram from 'node:dgram';
 import net from 'node:net';
 import { authNone, authSysServer, type ServerAuth } from './auth';
-import { DRC_IN_PROGRESS, DRC_REPLAY, DuplicateCache } from './drc';
-import { AuthStat, RpcAuthError, RpcError } from './errors';
-import {
-  AcceptStat,
-  readCallHeader,
-  writeAcceptedReply,
-  writeAuthErrorReply,
-  writeProgMismatchReply,
-  writeRpcMismatchReply,
-  type CallHeader,
-} from './message';
-import { beginRecord, endRecord, frameRecord, LAST_FRAGMENT, MAX_FRAGMENT, RecordReader } from './record';
-import { registerService, unregisterService, type RpcbindRegistration } from './rpcbind';
-import { RpcTlsServer, STARTTLS_VERIFIER, TLS_PASS, TLS_PROBE, type TlsServerStats, type TlsSession } from './tls';
-import { BatchUdpSocket, batchedUdpAvailable } from './udp-batch';
-import type { CallContext, Handler, OpaqueAuth, Procedure, ProgramVersion, Service, Transport } from './types';
-import { XdrReader, XdrWriter } from './xdr/runtime';
+import { DuplicateCache } from './drc';
+import { DEFAULT_MAX_FRAGMENTS, MAX_FRAGMENT } from './record';
+import { Dispatcher } from './server-dispatch';
+import { Registry, type RegisterOptions } from './server-registry';
+import { Replier } from './server-reply';
+import { RpcbindRegistrations } from './server-rpcbind';
+import { ServerCounters, snapshot, type RpcServerStats } from './server-stats';
+import { TcpTransport } from './server-tcp';
+import { TlsGate } from './server-tls';
+import { UdpTransport } from './server-udp';
+import type { RpcTlsServer } from './tls';
+import type { RpcbindRegistration } from './rpcbind';
+import type { BatchUdpSocket } from './udp-batch';
+import type { CallContext, Service, Transport } from './types';
+
+export type { RpcServerStats } from './server-stats';
+export type { ProcedurePolicy, RegisterOptions } from './server-registry';
 
 export interface RpcServerOptions {
   /** Calls whose handler has not yet finished, across all transports (default 1024). */
@@ -48,12 +37,36 @@ export interface RpcServerOptions {
   duplicateCacheBytes?: number;
   /** Largest TCP record accepted, checked from each fragment header before buffering (default 1 MiB). */
   maxRecordSize?: number;
+  /**
+   * Fragments one TCP record may have (default 4096); a connection sending more is cut off. Whatever its fragments,
+   * a record being assembled costs its own bytes (one buffer), not a buffer per fragment.
+   */
+  maxFragmentsPerRecord?: number;
   /** Largest fragment sent on TCP; longer replies are split (default: one fragment per record). */
   fragmentSize?: number;
   /** Authentication flavors accepted (default AUTH_NONE and AUTH_SYS). Other flavors get AUTH_REJECTEDCRED. */
   auth?: ServerAuth[];
-  /** TCP connections at once (default 1024); more are refused. */
+  /** TCP connections at once (default 1024), reserved ones included; more are refused (closed at accept). */
   maxConnections?: number;
+  /**
+   * TCP connections at once from one peer (default 32), a peer being an IPv6 /peerPrefix6 (default 64) or an IPv4
+   * /peerPrefix4 (default 32): one host, or one network, cannot take every slot. Reserved peers are exempt.
+   */
+  maxConnectionsPerPeer?: number;
+  peerPrefix6?: number;
+  peerPrefix4?: number;
+  /**
+   * Peers (addresses or prefixes, e.g. the TEPs of a DSTM server) for which `reservedConnections` of the
+   * maxConnections slots are kept: other peers together never hold more than maxConnections − reservedConnections.
+   */
+  reservedPeers?: readonly string[];
+  /** Slots kept for reservedPeers (default 32, or maxConnections if lower, when there are reserved peers; else 0). */
+  reservedConnections?: number;
+  /**
+   * A TCP record begun (a byte of it received) must be complete within this (default 30 s), or the connection is
+   * closed: a peer sending one byte now and then cannot hold a connection forever. 0 turns this off.
+   */
+  recordTimeoutMs?: number;
   /**
    * Close a TCP connection silent for this long (default 120 s) with no call of its own in progress, or holding a
    * part of a record: an idle or stalled peer does not keep its buffers forever. 0 turns this off.
@@ -71,6 +84,12 @@ export interface RpcServerOptions {
    * short: it is counted in garbageRecords.udp and dropped.
    */
   udpRecvSize?: number;
+  /**
+   * Over UDP, no reply is longer than this multiple of its call (default 3, as QUIC's anti-amplification limit,
+   * RFC 9000 section 8.1); a longer result is answered AUTH_ERROR, AUTH_TOOWEAK (use TCP). Per procedure too:
+   * register(..., { procedures: { NAME: { udpReplyRatio } } }).
+   */
+  udpReplyRatio?: number;
   /** RPC-with-TLS (RFC 9289, ./tls): the policy and certificates; without it the AUTH_TLS probe is refused. */
   tls?: RpcTlsServer;
 }
@@ -89,280 +108,57 @@ export interface BoundAddress {
   port: number;
 }
 
-/** Results counted per procedure; the names are the reply status or what became of the call. */
-const RESULTS = ['SUCCESS', 'GARBAGE_ARGS', 'SYSTEM_ERR', 'AUTH_ERROR', 'PROC_UNAVAIL', 'DUPLICATE_REPLAYED', 'DUPLICATE_DROPPED'] as const;
-const R_SUCCESS = 0;
-const R_GARBAGE = 1;
-const R_SYSERR = 2;
-const R_AUTH = 3;
-const R_PROC_UNAVAIL = 4;
-const R_DUP_REPLAYED = 5;
-const R_DUP_DROPPED = 6;
-const NR = RESULTS.length;
-const T_UDP = 0;
-const T_TCP = 1;
-
-interface ProcEntry {
-  readonly name: string;
-  readonly proc: Procedure<any, any> | null;
-  readonly handler: Handler<any, any> | null;
-  /** Counts by transport * NR + result. */
-  readonly counts: Float64Array;
-}
-
-interface VersionEntry {
-  readonly definition: ProgramVersion;
-  readonly program: number;
-  readonly procs: Map<number, ProcEntry>;
-  readonly nullProc: ProcEntry;
-  /** Procedure numbers not in the program, by transport. */
-  readonly procUnavail: Float64Array;
-}
-
-interface ProgramEntry {
-  low: number;
-  high: number;
-  readonly versions: Map<number, VersionEntry>;
-}
-
-/** A plain-object snapshot of the server's counters, for logs and metrics. */
-export interface RpcServerStats {
-  /** calls["PROGRAM.VERSION.PROCEDURE"][transport][result] = count (only non-zero counts appear). */
-  calls: Record<string, Partial<Record<Transport, Record<string, number>>>>;
-  /** Calls refused before a procedure was chosen, by transport and status. */
-  rejected: Record<Transport, { RPC_MISMATCH: number; AUTH_ERROR: number; PROG_UNAVAIL: number; PROG_MISMATCH: number }>;
-  /** Records dropped because their call header could not be read (or they were not calls, or over udpRecvSize). */
-  garbageRecords: Record<Transport, number>;
-  /** TCP connections cut off for announcing a record over maxRecordSize. */
-  oversizedRecords: number;
-  /** UDP calls dropped because maxInFlight calls were in progress. */
-  overloadDrops: number;
-  inFlight: number;
-  connections: number;
-  duplicateCacheEntries: number;
-  /** RPC-with-TLS probes, handshakes and refusals (when the server has a TLS policy). */
-  tls?: TlsServerStats;
-}
-
-/** Where a reply goes: a UDP sender, or a TCP connection. */
-interface Peer {
-  readonly transport: Transport;
-  readonly t: number;
-  readonly address: string;
-  readonly port: number;
-  readonly family: 'IPv4' | 'IPv6';
-  /** send() copies the reply before it returns: it may be a view of the reused writer. */
-  readonly copies: boolean;
-  send(reply: Uint8Array): void;
-  /** This peer as it must be kept for an answer that comes later (a Promise handler). */
-  detach(): Peer;
-}
-
-class UdpPeer implements Peer {
-  readonly transport = 'udp';
-  readonly t = T_UDP;
-  readonly copies = false;
-  constructor(
-    private readonly socket: dgram.Socket,
-    readonly address: string,
-    readonly port: number,
-    readonly family: 'IPv4' | 'IPv6',
-  ) {}
-  send(reply: Uint8Array): void {
-    // No completion callback: Node then sends synchronously without a request object; errors go to 'error'.
-    this.socket.send(reply, this.port, this.address);
-  }
-  detach(): Peer {
-    return this;
-  }
-}
-
-/**
- * The peer of the call being dispatched from a batch: one object per socket, pointed at each datagram in turn. Its
- * replies join the batch's send queue; detach() saves the addresses for an answer that comes after the batch.
- */
-class BatchUdpPeer implements Peer {
-  readonly transport = 'udp';
-  readonly t = T_UDP;
-  readonly copies = true;
-  readonly family: 'IPv4' | 'IPv6';
-  address = '';
-  port = 0;
-  slot = 0;
-  constructor(private readonly socket: BatchUdpSocket) {
-    this.family = socket.family;
-  }
-  send(reply: Uint8Array): void {
-    this.socket.reply(this.slot, reply);
-  }
-  detach(): Peer {
-    return new SavedUdpPeer(this.socket, this.address, this.port, this.family, this.socket.saveMeta(this.slot));
-  }
-}
-
-class SavedUdpPeer implements Peer {
-  readonly transport = 'udp';
-  readonly t = T_UDP;
-  readonly copies = true;
-  constructor(
-    private readonly socket: BatchUdpSocket,
-    readonly address: string,
-    readonly port: number,
-    readonly family: 'IPv4' | 'IPv6',
-    private readonly meta: Uint32Array,
-  ) {}
-  send(reply: Uint8Array): void {
-    this.socket.send(reply, this.meta);
-  }
-  detach(): Peer {
-    return this;
-  }
-}
-
-function noop(): void {}
-
-function literalLookup(address: string, family: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
-  cb(null, address, typeof family === 'number' ? family : net.isIPv4(address) ? 4 : 6);
-}
-
-class TcpConn implements Peer {
-  readonly transport = 'tcp';
-  readonly t = T_TCP;
-  /** True while the records of a received chunk are served: replies are then gathered by the server (stageTcp). */
-  copies = false;
-  readonly address: string;
-  readonly port: number;
-  readonly family: 'IPv4' | 'IPv6';
-  reader: RecordReader;
-  /** The TLS session once the connection is upgraded (RPC-with-TLS), else null. */
-  tls: TlsSession | null = null;
-  /** A probe was answered in the chunk being served: upgrade once its reply is written. */
-  startTls = false;
-  /** Records waiting for a free call slot (maxInFlight reached). */
-  readonly backlog: Buffer[] = [];
-  writeBlocked = false;
-  /** Calls of this connection whose handler has not finished. */
-  active = 0;
-
-  constructor(
-    public socket: net.Socket,
-    private readonly server: RpcServer,
-    private readonly maxRecordSize: number,
-  ) {
-    this.address = socket.remoteAddress ?? '';
-    this.port = socket.remotePort ?? 0;
-    this.family = socket.remoteFamily === 'IPv4' ? 'IPv4' : 'IPv6';
-    this.reader = this.newReader();
-  }
-
-  newReader(): RecordReader {
-    return new RecordReader(this.maxRecordSize, (rec) => this.server.onTcpRecord(rec, this));
-  }
-
-  detach(): Peer {
-    return this;
-  }
-
-  send(reply: Uint8Array): void {
-    if (this.socket.destroyed) return;
-    if (this.copies) this.server.stageTcp(reply);
-    else this.write(reply);
-  }
-
-  write(reply: Uint8Array): void {
-    // Backpressure: a peer that does not read its replies stops being read until the socket drains.
-    if (!this.socket.write(reply) && !this.writeBlocked) {
-      this.writeBlocked = true;
-      this.socket.pause();
-      this.socket.once('drain', () => {
-        this.writeBlocked = false;
-        if (this.backlog.length === 0) this.socket.resume();
-      });
-    }
-  }
-}
-
-/** The reply statuses a handler may choose by throwing `new RpcError(kind, ...)`, with the result each is counted as. */
-const HANDLER_STATUSES: Partial<Record<string, [stat: number, result: number]>> = {
-  PROC_UNAVAIL: [AcceptStat.PROC_UNAVAIL, R_PROC_UNAVAIL],
-  GARBAGE_ARGS: [AcceptStat.GARBAGE_ARGS, R_GARBAGE],
-  SYSTEM_ERR: [AcceptStat.SYSTEM_ERR, R_SYSERR],
-};
+type Listener = dgram.Socket | BatchUdpSocket | net.Server;
 
 export class RpcServer {
-  private readonly programs = new Map<number, ProgramEntry>();
-  private readonly auth = new Map<number, ServerAuth>();
-  private readonly w = new XdrWriter(1024);
+  private readonly registry: Registry;
+  private readonly counters = new ServerCounters();
   private readonly drc: DuplicateCache | null;
-  private readonly maxInFlight: number;
-  private readonly maxRecordSize: number;
-  private readonly fragmentSize: number;
-  private readonly maxConnections: number;
-  private readonly idleTimeoutMs: number;
-  private readonly onHandlerError?: (err: unknown, ctx: CallContext) => void;
-  private readonly udpSockets: (dgram.Socket | BatchUdpSocket)[] = [];
-  private readonly udpBatch: number;
-  private readonly udpRecvSize: number;
-  private readonly tls: RpcTlsServer | null;
-  private readonly tcpServers: net.Server[] = [];
-  private readonly conns = new Set<TcpConn>();
-  /** TCP connections with records waiting for a call slot. */
-  private readonly waiting = new Set<TcpConn>();
+  private readonly dispatcher: Dispatcher;
+  private readonly udp: UdpTransport;
+  private readonly tcp: TcpTransport;
+  private readonly rpcbind = new RpcbindRegistrations();
   private readonly bound: BoundAddress[] = [];
-  /** Replies to the records of the TCP chunk being served, sent as one write when the chunk is done. */
-  private tcpOut = new Uint8Array(16384);
-  private tcpOutLen = 0;
-  private gathering = false;
-  private registrations: RpcbindRegistration[] = [];
-  private inFlight = 0;
+  private readonly tls: RpcTlsServer | null;
   private closing = false;
-  private draining = false;
-  private idle: (() => void) | null = null;
-  private readonly rejected = [new Float64Array(4), new Float64Array(4)];
-  private readonly garbage = new Float64Array(2);
-  private oversized = 0;
-  private overloadDrops = 0;
 
   constructor(options: RpcServerOptions = {}) {
-    this.maxInFlight = options.maxInFlight ?? 1024;
-    this.maxRecordSize = options.maxRecordSize ?? 1 << 20;
-    this.fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
-    this.maxConnections = options.maxConnections ?? 1024;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
-    this.onHandlerError = options.onHandlerError;
-    this.udpBatch = options.udpBatch ?? 64;
-    this.udpRecvSize = options.udpRecvSize ?? 65536;
-    this.tls = options.tls ?? null;
-    if (!(Number.isInteger(this.udpBatch) && this.udpBatch >= 0 && this.udpBatch <= 1024)) throw new RangeError('udpBatch must be 0–1024');
-    if (!(Number.isInteger(this.udpRecvSize) && this.udpRecvSize >= 1 && this.udpRecvSize <= 65536)) throw new RangeError('udpRecvSize must be 1–65536');
+    const udpBatch = options.udpBatch ?? 64;
+    const udpRecvSize = options.udpRecvSize ?? 65536;
+    if (!(Number.isInteger(udpBatch) && udpBatch >= 0 && udpBatch <= 1024)) throw new RangeError('udpBatch must be 0–1024');
+    if (!(Number.isInteger(udpRecvSize) && udpRecvSize >= 1 && udpRecvSize <= 65536)) throw new RangeError('udpRecvSize must be 1–65536');
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
-    for (const a of options.auth ?? [authNone, authSysServer]) this.auth.set(a.flavor, a);
+    const auth = new Map<number, ServerAuth>();
+    for (const a of options.auth ?? [authNone, authSysServer]) auth.set(a.flavor, a);
+    this.registry = new Registry(options.udpReplyRatio ?? 3);
+    const replier = new Replier(options.fragmentSize ?? MAX_FRAGMENT, this.drc, options.onHandlerError);
+    this.tls = options.tls ?? null;
+    const tlsGate = this.tls ? new TlsGate(this.tls, replier, this.counters) : null;
+    this.dispatcher = new Dispatcher(this.registry, auth, replier, this.counters, this.drc, options.maxInFlight ?? 1024, tlsGate);
+    this.udp = new UdpTransport(this.dispatcher, this.counters, { batch: udpBatch, recvSize: udpRecvSize });
+    this.tcp = new TcpTransport(this.dispatcher, this.counters, {
+      maxRecordSize: options.maxRecordSize ?? 1 << 20,
+      maxFragments: options.maxFragmentsPerRecord ?? DEFAULT_MAX_FRAGMENTS,
+      maxConnections: options.maxConnections ?? 1024,
+      maxConnectionsPerPeer: options.maxConnectionsPerPeer ?? 32,
+      peerPrefix6: options.peerPrefix6 ?? 64,
+      peerPrefix4: options.peerPrefix4 ?? 32,
+      reservedPeers: options.reservedPeers ?? [],
+      reservedConnections: options.reservedConnections ?? (options.reservedPeers?.length ? Math.min(32, options.maxConnections ?? 1024) : 0),
+      idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
+      recordTimeoutMs: options.recordTimeoutMs ?? 30_000,
+      tls: this.tls,
+    });
   }
 
   /**
    * Serve a program version. `program` overrides the number in the definition (e.g. a --program option).
-   * Several versions of one program may be registered; PROG_MISMATCH reports the lowest and highest.
+   * Several versions of one program may be registered; PROG_MISMATCH reports the lowest and highest. `options`
+   * sets per-procedure policies (TCP only, UDP reply ratio) by procedure name.
    */
-  register(service: Service, program = service.definition.program): this {
-    const def = service.definition;
-    let p = this.programs.get(program);
-    if (!p) {
-      p = { low: def.version, high: def.version, versions: new Map() };
-      this.programs.set(program, p);
-    }
-    if (p.versions.has(def.version)) throw new Error(`program ${program} version ${def.version} is already registered`);
-    const procs = new Map<number, ProcEntry>();
-    for (const [num, proc] of def.procedures) {
-      if (num === 0) continue;
-      const handler = service.handlers.get(num);
-      if (!handler) throw new Error(`no handler for procedure ${proc.name} (${num}) of ${def.programName}.${def.versionName}`);
-      procs.set(num, { name: proc.name, proc, handler, counts: new Float64Array(2 * NR) });
-    }
-    const nullProc: ProcEntry = { name: 'NULL', proc: null, handler: null, counts: new Float64Array(2 * NR) };
-    p.versions.set(def.version, { definition: def, program, procs, nullProc, procUnavail: new Float64Array(2) });
-    p.low = Math.min(p.low, def.version);
-    p.high = Math.max(p.high, def.version);
+  register(service: Service, program = service.definition.program, options?: RegisterOptions): this {
+    this.registry.add(service, program, options);
     return this;
   }
 
@@ -375,11 +171,12 @@ export class RpcServer {
     for (const a of Array.isArray(addresses) ? addresses : [addresses]) {
       const transports = a.transport ? [a.transport] : (['udp', 'tcp'] as const);
       for (let attempt = 1; ; attempt++) {
-        const got: { bound: BoundAddress; socket: dgram.Socket | BatchUdpSocket | net.Server }[] = [];
+        const got: { bound: BoundAddress; socket: Listener }[] = [];
         try {
           for (const transport of transports) {
             const port = got.length > 0 ? got[0].bound.port : a.port;
-            got.push(transport === 'udp' ? await this.listenUdp(a.host, port) : await this.listenTcp(a.host, port));
+            const { socket, ...where } = transport === 'udp' ? await this.udp.bind(a.host, port) : await this.tcp.listen(a.host, port);
+            got.push({ bound: { transport, ...where }, socket });
           }
         } catch (e) {
           for (const g of got) g.socket.close();
@@ -388,8 +185,8 @@ export class RpcServer {
           throw e;
         }
         for (const g of got) {
-          if (g.socket instanceof net.Server) this.tcpServers.push(g.socket);
-          else this.udpSockets.push(g.socket);
+          if (g.socket instanceof net.Server) this.tcp.adopt(g.socket);
+          else this.udp.adopt(g.socket);
           out.push(g.bound);
           this.bound.push(g.bound);
         }
@@ -408,64 +205,23 @@ export class RpcServer {
    * Register every program version with the local rpcbind for every bound address (RFC 1833 v4, then v3, then
    * portmap v2); close() unregisters them. Returns the registrations made.
    */
-  async registerWithRpcbind(options: { rpcbindHost?: string; timeoutMs?: number } = {}): Promise<RpcbindRegistration[]> {
-    const made: RpcbindRegistration[] = [];
-    for (const [program, p] of this.programs) {
-      for (const version of p.versions.keys()) {
-        for (const b of this.bound) {
-          made.push(await registerService({ program, version, transport: b.transport, address: b.address, port: b.port, ...options }));
-        }
-      }
-    }
-    this.registrations.push(...made);
-    return made;
+  registerWithRpcbind(options: { rpcbindHost?: string; timeoutMs?: number } = {}): Promise<RpcbindRegistration[]> {
+    return this.rpcbind.register(this.registry, this.bound, options);
   }
 
   /** Undo registerWithRpcbind (close() does this too). */
-  async unregisterFromRpcbind(): Promise<void> {
-    const regs = this.registrations;
-    this.registrations = [];
-    for (const r of regs) await unregisterService(r).catch(noop);
+  unregisterFromRpcbind(): Promise<void> {
+    return this.rpcbind.unregister();
   }
 
   stats(): RpcServerStats {
-    const calls: RpcServerStats['calls'] = {};
-    const add = (key: string, counts: Float64Array): void => {
-      for (let t = 0; t < 2; t++) {
-        for (let i = 0; i < NR; i++) {
-          const n = counts[t * NR + i];
-          if (n === 0) continue;
-          const byT = (calls[key] ??= {});
-          (byT[t === T_UDP ? 'udp' : 'tcp'] ??= {})[RESULTS[i]] = n;
-        }
-      }
-    };
-    for (const p of this.programs.values()) {
-      for (const v of p.versions.values()) {
-        const prefix = `${v.definition.programName}.${v.definition.versionName}.`;
-        add(prefix + 'NULL', v.nullProc.counts);
-        for (const pe of v.procs.values()) add(prefix + pe.name, pe.counts);
-        const pu = new Float64Array(2 * NR);
-        pu[T_UDP * NR + 4] = v.procUnavail[T_UDP];
-        pu[T_TCP * NR + 4] = v.procUnavail[T_TCP];
-        add(prefix + '(unknown procedure)', pu);
-      }
-    }
-    const rej = (t: number) => {
-      const r = this.rejected[t];
-      return { RPC_MISMATCH: r[0], AUTH_ERROR: r[1], PROG_UNAVAIL: r[2], PROG_MISMATCH: r[3] };
-    };
-    return {
-      calls,
-      rejected: { udp: rej(T_UDP), tcp: rej(T_TCP) },
-      garbageRecords: { udp: this.garbage[T_UDP], tcp: this.garbage[T_TCP] },
-      oversizedRecords: this.oversized,
-      overloadDrops: this.overloadDrops,
-      inFlight: this.inFlight,
-      connections: this.conns.size,
+    return snapshot(this.registry, this.counters, {
+      inFlight: this.dispatcher.inFlight,
+      connections: this.tcp.connections,
+      reservedConnections: this.tcp.reservedConnections,
       duplicateCacheEntries: this.drc?.entries ?? 0,
       ...(this.tls ? { tls: this.tls.stats() } : {}),
-    };
+    });
   }
 
   /**
@@ -474,420 +230,19 @@ export class RpcServer {
    */
   async close(graceMs = 5000): Promise<void> {
     if (this.closing) return;
-    this.closing = true;
-    for (const s of this.tcpServers) s.close();
-    if (this.inFlight > 0) {
+    this.closing = this.dispatcher.closing = true;
+    this.tcp.stopListening();
+    if (this.dispatcher.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, graceMs);
-        this.idle = () => {
+        this.dispatcher.onIdle = () => {
           clearTimeout(t);
           resolve();
         };
       });
     }
-    for (const c of this.conns) c.socket.destroy();
-    this.conns.clear();
-    for (const s of this.udpSockets) if (s instanceof BatchUdpSocket) s.close();
-    await Promise.all(this.udpSockets.map((s) => (s instanceof BatchUdpSocket ? undefined : new Promise<void>((resolve) => s.close(() => resolve())))));
-    await Promise.all(this.tcpServers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))));
+    await Promise.all([this.tcp.close(), this.udp.close()]);
     this.drc?.clear();
     await this.unregisterFromRpcbind();
-  }
-
-  private async listenUdp(host: string, port: number): Promise<{ bound: BoundAddress; socket: dgram.Socket | BatchUdpSocket }> {
-    if (this.udpBatch > 0 && batchedUdpAvailable()) {
-      const s = await BatchUdpSocket.bind(host, port, { batch: this.udpBatch, slotSize: this.udpRecvSize });
-      const peer = new BatchUdpPeer(s);
-      s.onBatch(
-        (count) => this.onUdpBatch(s, peer, count),
-        (err) => {
-          throw err; // a socket that silently stopped reading would be worse
-        },
-      );
-      return { bound: { transport: 'udp', address: s.address, family: s.family, port: s.port }, socket: s };
-    }
-    const type = net.isIPv4(host) ? 'udp4' : 'udp6';
-    // ipv6Only: IPv4 is served only where an IPv4 address is configured.
-    // Replies go to the literal address a datagram came from: resolve it in place rather than through dns.lookup,
-    // which would defer every send to another tick.
-    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6', recvBufferSize: 4 << 20, lookup: literalLookup });
-    return new Promise((resolve, reject) => {
-      s.once('error', (e) => {
-        s.close();
-        reject(e);
-      });
-      s.bind({ address: host, port, exclusive: true }, () => {
-        s.removeAllListeners('error');
-        s.on('error', noop); // send errors (e.g. unreachable peer) concern one reply only
-        s.on('message', (msg, rinfo) => this.onUdp(s, msg, rinfo));
-        const a = s.address();
-        resolve({ bound: { transport: 'udp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port }, socket: s });
-      });
-    });
-  }
-
-  private listenTcp(host: string, port: number): Promise<{ bound: BoundAddress; socket: net.Server }> {
-    const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
-    srv.maxConnections = this.maxConnections;
-    return new Promise((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ host, port, ipv6Only: net.isIPv6(host), backlog: 511 }, () => {
-        srv.off('error', reject);
-        const a = srv.address() as net.AddressInfo;
-        resolve({ bound: { transport: 'tcp', address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port }, socket: srv });
-      });
-    });
-  }
-
-  private onConnection(sock: net.Socket): void {
-    if (this.closing) {
-      sock.destroy();
-      return;
-    }
-    const c = new TcpConn(sock, this, this.maxRecordSize);
-    this.conns.add(c);
-    this.wire(c, sock);
-  }
-
-  /** Serve a connection's socket: the accepted one, then the TLS socket that replaces it after a probe. */
-  private wire(c: TcpConn, sock: net.Socket): void {
-    sock.on('data', (chunk: Buffer) => {
-      // Replies to the records of one chunk (a pipelining client) are gathered and leave in one write.
-      // (Chunks are not served inside one another; if one ever were, its replies would simply be written directly.)
-      let cut: string | null;
-      if (this.gathering) cut = c.reader.push(chunk);
-      else {
-        this.gathering = c.copies = true;
-        try {
-          cut = c.reader.push(chunk);
-        } finally {
-          this.gathering = c.copies = false;
-          this.flushTcp(c);
-        }
-      }
-      if (cut !== null) {
-        this.oversized++;
-        sock.destroy();
-      } else if (c.startTls) this.upgradeTls(c);
-    });
-    sock.on('error', noop);
-    if (this.idleTimeoutMs > 0) {
-      sock.setTimeout(this.idleTimeoutMs, () => {
-        if (c.active === 0 || c.reader.buffered > 0) sock.destroy();
-      });
-    }
-    sock.on('close', () => {
-      if (c.socket !== sock) return; // the plain socket under a TLS one
-      c.reader.stop();
-      c.backlog.length = 0;
-      this.conns.delete(c);
-      this.waiting.delete(c);
-    });
-  }
-
-  /** After the reply to a probe: hand the socket, and what came after the probe, to TLS; serve the TLS socket. */
-  private upgradeTls(c: TcpConn): void {
-    c.startTls = false;
-    const raw = c.socket;
-    raw.removeAllListeners('data');
-    this.tls!.upgrade(raw, c.reader.takeRest(), (s, session) => {
-      if (this.closing || raw.destroyed) return s.destroy();
-      c.socket = s;
-      c.tls = session;
-      c.reader = c.newReader();
-      this.wire(c, s);
-    });
-  }
-
-  private onUdp(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (this.closing) return;
-    this.dispatch(msg, 0, msg.length, new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'));
-  }
-
-  /**
-   * A batch of datagrams from a batched socket: each is dispatched in turn; the socket sends the replies after. What
-   * escapes a dispatch (onHandlerError throwing) is rethrown once the rest of the batch is served, as it would have
-   * escaped that datagram's own 'message' event.
-   */
-  private onUdpBatch(s: BatchUdpSocket, peer: BatchUdpPeer, count: number): void {
-    if (this.closing) return;
-    const rx = s.rx;
-    const size = s.slotSize;
-    const lengths = s.rxLengths;
-    let escaped: { e: unknown } | null = null;
-    for (let i = 0; i < count; i++) {
-      if (s.truncated(i)) {
-        this.garbage[T_UDP]++;
-        continue;
-      }
-      peer.slot = i;
-      peer.address = s.peerAddress(i);
-      peer.port = s.peerPort(i);
-      try {
-        this.dispatch(rx, i * size, lengths[i], peer);
-      } catch (e) {
-        escaped ??= { e };
-      }
-    }
-    if (escaped) throw escaped.e;
-  }
-
-  /** Gather a reply of the chunk being served (a view of the writer: copied now). */
-  stageTcp(reply: Uint8Array): void {
-    const n = this.tcpOutLen + reply.length;
-    if (n > this.tcpOut.length) {
-      const bigger = new Uint8Array(Math.max(n, this.tcpOut.length * 2));
-      bigger.set(this.tcpOut.subarray(0, this.tcpOutLen));
-      this.tcpOut = bigger;
-    }
-    this.tcpOut.set(reply, this.tcpOutLen);
-    this.tcpOutLen = n;
-  }
-
-  private flushTcp(c: TcpConn): void {
-    const n = this.tcpOutLen;
-    if (n === 0) return;
-    this.tcpOutLen = 0;
-    // Let a burst's buffer go rather than keep it for good.
-    const big = this.tcpOut;
-    if (big.length > 1 << 20) this.tcpOut = new Uint8Array(16384);
-    if (c.socket.destroyed) return;
-    const out = Buffer.allocUnsafe(n);
-    out.set(big.subarray(0, n));
-    c.write(out);
-  }
-
-  /** Called by a TCP connection's record reader for each complete record. */
-  onTcpRecord(rec: Buffer, c: TcpConn): void {
-    if (this.closing) return;
-    if (c.backlog.length > 0 || this.inFlight >= this.maxInFlight) {
-      c.backlog.push(rec);
-      c.socket.pause();
-      this.waiting.add(c);
-      return;
-    }
-    this.dispatch(rec, 0, rec.length, c);
-  }
-
-  /** A call finished: wake connections waiting for a slot, or a graceful close. */
-  private callDone(peer: Peer): void {
-    this.inFlight--;
-    if (peer.t === T_TCP) (peer as TcpConn).active--;
-    // Not re-entered: a synchronous handler dispatched from here calls back in, and the loop below goes on instead.
-    if (this.waiting.size > 0 && !this.draining) {
-      this.draining = true;
-      for (const c of this.waiting) {
-        while (c.backlog.length > 0 && this.inFlight < this.maxInFlight) {
-          const rec = c.backlog.shift()!;
-          this.dispatch(rec, 0, rec.length, c);
-        }
-        if (c.backlog.length > 0) break;
-        this.waiting.delete(c);
-        if (!c.writeBlocked) c.socket.resume();
-      }
-      this.draining = false;
-    }
-    if (this.inFlight === 0 && this.idle) this.idle();
-  }
-
-  /** Judge and serve the call in buf[off, off + len). */
-  private dispatch(buf: Uint8Array, off: number, len: number, peer: Peer): void {
-    const t = peer.t;
-    // XdrReader reads a Buffer through a plain Uint8Array view: opaque fields are then decoded as copies (Buffer.slice
-    // would alias the chunk, or the reused receive slots, and keep all of it alive for as long as the application
-    // keeps a 16-byte field).
-    const r = new XdrReader(buf, off, off + len);
-    let h: CallHeader | { xid: number; rpcVersion: number };
-    try {
-      h = readCallHeader(r);
-    } catch {
-      this.garbage[t]++;
-      return;
-    }
-    const w = this.w;
-    if (!('program' in h)) {
-      this.rejected[t][0]++;
-      this.begin(t);
-      writeRpcMismatchReply(w, h.xid);
-      return peer.send(this.finish(peer));
-    }
-    if (this.tls !== null) {
-      const c = t === T_TCP ? (peer as TcpConn) : null;
-      // A probe is taken only on a plain connection with no call in progress, whose reply could cross into TLS.
-      const upgradable = c !== null && c.tls === null && !c.startTls && c.active === 0 && c.backlog.length === 0;
-      const v = this.tls.judge(h.credential, h.verifier, h.procedure, c === null, upgradable, c !== null && c.tls !== null);
-      if (v !== TLS_PASS) return this.tlsVerdict(peer, h.xid, v);
-    }
-    const flavor = this.auth.get(h.credential.flavor);
-    const verdict = flavor ? flavor.validate(h.credential, h.verifier) : AuthStat.AUTH_REJECTEDCRED; // as libtirpc
-    if (typeof verdict === 'number') {
-      this.rejected[t][1]++;
-      this.begin(t);
-      writeAuthErrorReply(w, h.xid, verdict);
-      return peer.send(this.finish(peer));
-    }
-    const verf = flavor!.replyVerifier(verdict.principal, h.xid);
-    const p = this.programs.get(h.program);
-    if (!p) {
-      this.rejected[t][2]++;
-      return this.replyStatus(peer, h.xid, verf, AcceptStat.PROG_UNAVAIL);
-    }
-    const v = p.versions.get(h.version);
-    if (!v) {
-      this.rejected[t][3]++;
-      this.begin(t);
-      writeProgMismatchReply(w, h.xid, verf, p.low, p.high);
-      return peer.send(this.finish(peer));
-    }
-    if (h.procedure === 0) {
-      v.nullProc.counts[t * NR + R_SUCCESS]++;
-      return this.replyStatus(peer, h.xid, verf, AcceptStat.SUCCESS);
-    }
-    const pe = v.procs.get(h.procedure);
-    if (!pe) {
-      v.procUnavail[t]++;
-      return this.replyStatus(peer, h.xid, verf, AcceptStat.PROC_UNAVAIL);
-    }
-
-    // The duplicate request cache (UDP only: over TCP the transport does not make the client retransmit).
-    let drcToken = -1;
-    const drc = t === T_UDP ? this.drc : null;
-    if (drc) {
-      const seen = drc.lookup(peer.address, peer.port, h.xid, off === 0 && len === r.buf.length ? r.buf : r.buf.subarray(off, off + len));
-      if (seen === DRC_REPLAY) {
-        pe.counts[t * NR + R_DUP_REPLAYED]++;
-        return peer.send(drc.replay!);
-      }
-      if (seen === DRC_IN_PROGRESS) {
-        pe.counts[t * NR + R_DUP_DROPPED]++;
-        return;
-      }
-    }
-    if (this.inFlight >= this.maxInFlight) {
-      // Only UDP gets here over the cap (TCP records wait in their connection's backlog): drop, the client retransmits.
-      this.overloadDrops++;
-      return;
-    }
-    if (drc) drcToken = drc.begin(peer.port, h.xid);
-
-    let args: unknown;
-    try {
-      args = pe.proc!.args.decode(r);
-      if (r.pos !== r.end) throw new Error('trailing bytes');
-    } catch {
-      pe.counts[t * NR + R_GARBAGE]++;
-      return this.replyStatus(peer, h.xid, verf, AcceptStat.GARBAGE_ARGS, drcToken);
-    }
-    const ctx: CallContext = {
-      xid: h.xid,
-      transport: peer.transport,
-      peerAddress: peer.address,
-      peerPort: peer.port,
-      family: peer.family,
-      credential: h.credential,
-      principal: verdict.principal,
-      tls: t === T_TCP ? (peer as TcpConn).tls : null,
-    };
-    this.inFlight++;
-    if (t === T_TCP) (peer as TcpConn).active++;
-    let res: unknown;
-    try {
-      res = pe.handler!(args, ctx);
-    } catch (e) {
-      this.replyError(peer, ctx, verf, pe, e, drcToken);
-      return this.callDone(peer);
-    }
-    if (res instanceof Promise) {
-      const later = peer.detach();
-      res.then(
-        (value) => {
-          this.replyResult(later, ctx, verf, pe, value, drcToken);
-          this.callDone(later);
-        },
-        (e) => {
-          this.replyError(later, ctx, verf, pe, e, drcToken);
-          this.callDone(later);
-        },
-      );
-      return;
-    }
-    this.replyResult(peer, ctx, verf, pe, res, drcToken);
-    this.callDone(peer);
-  }
-
-  /** Refuse a call by the TLS policy, or answer a probe with STARTTLS and upgrade the connection after the reply. */
-  private tlsVerdict(peer: Peer, xid: number, v: number): void {
-    if (v !== TLS_PROBE) {
-      this.rejected[peer.t][1]++;
-      this.begin(peer.t);
-      writeAuthErrorReply(this.w, xid, v);
-      return peer.send(this.finish(peer));
-    }
-    const c = peer as TcpConn;
-    c.reader.stop();
-    this.replyStatus(c, xid, STARTTLS_VERIFIER, AcceptStat.SUCCESS);
-    // Inside a chunk the reply is gathered and written when the chunk is done; the upgrade follows it there.
-    if (c.copies) c.startTls = true;
-    else this.upgradeTls(c);
-  }
-
-  private begin(t: number): void {
-    if (t === T_TCP) beginRecord(this.w);
-    else this.w.reset();
-  }
-
-  /** The reply in the writer, ready for peer.send: a copy, or a view of the writer where send copies it at once. */
-  private finish(peer: Peer): Uint8Array {
-    const w = this.w;
-    if (peer.t === T_TCP) {
-      if (!peer.copies) return endRecord(w, this.fragmentSize);
-      const len = w.pos - 4;
-      if (len > this.fragmentSize) return frameRecord(w.buf.subarray(4, w.pos), this.fragmentSize);
-      w.patchUint(0, (LAST_FRAGMENT | len) >>> 0);
-      return w.buf.subarray(0, w.pos);
-    }
-    if (peer.copies) return w.buf.subarray(0, w.pos);
-    const out = Buffer.allocUnsafe(w.pos);
-    out.set(w.buf.subarray(0, w.pos));
-    return out;
-  }
-
-  private send(peer: Peer, reply: Uint8Array, drcToken: number): void {
-    if (drcToken >= 0) this.drc!.complete(drcToken, reply);
-    peer.send(reply);
-  }
-
-  private replyStatus(peer: Peer, xid: number, verf: OpaqueAuth, stat: number, drcToken = -1): void {
-    this.begin(peer.t);
-    writeAcceptedReply(this.w, xid, verf, stat);
-    this.send(peer, this.finish(peer), drcToken);
-  }
-
-  private replyResult(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, value: unknown, drcToken: number): void {
-    const t = peer.t;
-    this.begin(t);
-    writeAcceptedReply(this.w, ctx.xid, verf, AcceptStat.SUCCESS);
-    try {
-      pe.proc!.result.encode(this.w, value);
-    } catch (e) {
-      return this.replyError(peer, ctx, verf, pe, e, drcToken);
-    }
-    pe.counts[t * NR + R_SUCCESS]++;
-    this.send(peer, this.finish(peer), drcToken);
-  }
-
-  private replyError(peer: Peer, ctx: CallContext, verf: OpaqueAuth, pe: ProcEntry, e: unknown, drcToken: number): void {
-    const t = peer.t;
-    if (e instanceof RpcAuthError) {
-      pe.counts[t * NR + R_AUTH]++;
-      this.begin(t);
-      writeAuthErrorReply(this.w, ctx.xid, e.stat);
-      return this.send(peer, this.finish(peer), drcToken);
-    }
-    const chosen = e instanceof RpcError ? HANDLER_STATUSES[e.kind] : undefined;
-    if (!chosen) this.onHandlerError?.(e, ctx);
-    const [stat, result] = chosen ?? [AcceptStat.SYSTEM_ERR, R_SYSERR];
-    pe.counts[t * NR + result]++;
-    this.replyStatus(peer, ctx.xid, verf, stat, drcToken);
   }
 }

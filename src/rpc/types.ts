@@ -52,6 +52,12 @@ export interface CallContext {
   readonly credential: OpaqueAuth;
   /** The credential as decoded by its flavor (e.g. AuthSys fields), when the flavor decodes one. */
   readonly principal: unknown;
+  /**
+   * The longest reply message (bytes) the server sends to this call: over UDP a multiple of the call's length (the
+   * amplification limit; a longer result is replaced by AUTH_ERROR, AUTH_TOOWEAK), Infinity over TCP. A handler
+   * that can shorten its result (a page of a list) can fit it.
+   */
+  readonly maxReplySize: number;
   /** The connection's TLS session (RPC-with-TLS), with the verified client certificate under the mutual policy. */
   readonly tls?: TlsSession | null;
 }

@@ -134,6 +134,27 @@ describe('record marking (RFC 5531 section 11)', () => {
     head.writeUInt32BE((0x80000000 | 41) >>> 0);
     expect(reader.push(head)).to.match(/record of 101 bytes/);
   });
+
+  it('keeps what follows the record during which it was stopped (a ClientHello after a TLS probe), once', () => {
+    const after = Buffer.from('\x16\x03\x01 not records');
+    // One-fragment record (handed over as a view) and a record of fragments (copied), each followed by other bytes.
+    for (const framed of [frameRecord(Buffer.from('probe'), 100), frameRecord(Buffer.from('probe'), 2)]) {
+      const records: string[] = [];
+      const reader: RecordReader = new RecordReader(100, (r) => {
+        records.push(r.toString());
+        reader.stop();
+      });
+      expect(reader.push(Buffer.concat([framed, after, frameRecord(Buffer.from('next'), 100)]))).to.equal(null);
+      expect(records).to.deep.equal(['probe']);
+      expect(reader.takeRest()?.equals(Buffer.concat([after, frameRecord(Buffer.from('next'), 100)]))).to.equal(true);
+      expect(reader.takeRest()).to.equal(null);
+      reader.push(after); // stopped already: neither delivered nor kept
+      expect(reader.takeRest()).to.equal(null);
+    }
+    const reader: RecordReader = new RecordReader(100, () => reader.stop());
+    reader.push(frameRecord(Buffer.from('probe'), 100)); // nothing after it
+    expect(reader.takeRest()).to.equal(null);
+  });
 });
 
 describe('universal addresses (RFC 5665)', () => {

@@ -1,0 +1,220 @@
+// The server's TCP transport: listening, accepting connections, feeding each connection's byte stream to its record
+// reader, holding records while every call slot is taken, and gathering the replies to the records of one received
+// chunk (a pipelining client) into one write.
+//
+// Every connection passes through accept() (its admission and set-up) and every received chunk through receive()
+// (chunk -> records -> dispatch): a layer below the records (TLS) belongs at these two places. RPC-with-TLS: once
+// the reply to a probe is written, upgradeTls() hands the socket (and what came after the probe) to TLS, and the
+// TLS socket is served like the accepted one (wire()).
+//
+// Limits: admission by ConnectionLimits (total, per peer prefix, a reserved share); a record begun must be complete
+// within recordTimeoutMs; a connection silent for idleTimeoutMs with no call in progress is closed.
+import net from 'node:net';
+import type { Dispatcher } from './server-dispatch';
+import { noop } from './server-peer';
+import type { ServerCounters } from './server-stats';
+import { TcpConn } from './server-tcp-conn';
+import { ConnectionLimits, type ConnectionLimitOptions } from './server-tcp-limits';
+import type { RpcTlsServer } from './tls';
+
+export interface TcpOptions extends ConnectionLimitOptions {
+  maxRecordSize: number;
+  maxFragments: number;
+  idleTimeoutMs: number;
+  /** A record begun must be complete within this (0: no limit). */
+  recordTimeoutMs: number;
+  /** RPC-with-TLS: what upgrades a connection after its probe (answered by the dispatcher's TlsGate); null: none. */
+  tls: RpcTlsServer | null;
+}
+
+export class TcpTransport {
+  private readonly servers: net.Server[] = [];
+  private readonly conns = new Set<TcpConn>();
+  /** Connections with records waiting for a call slot. */
+  private readonly waiting = new Set<TcpConn>();
+  /** Replies to the records of the chunk being served, sent as one write when the chunk is done. */
+  private out = new Uint8Array(16384);
+  private outLen = 0;
+  private gathering = false;
+  private draining = false;
+  private readonly limits: ConnectionLimits;
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    private readonly counters: ServerCounters,
+    private readonly o: TcpOptions,
+  ) {
+    this.limits = new ConnectionLimits(o);
+    if (!(o.recordTimeoutMs >= 0)) throw new RangeError('recordTimeoutMs must be 0 or more');
+    dispatcher.onCallDone = () => {
+      if (this.waiting.size > 0) this.feedWaiting();
+    };
+  }
+
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  get reservedConnections(): number {
+    return this.limits.reservedCount;
+  }
+
+  /** Listen; connections are served at once (adopt() the server to have close() close it). */
+  listen(host: string, port: number): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: net.Server }> {
+    const srv = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host, port, ipv6Only: net.isIPv6(host), backlog: 511 }, () => {
+        srv.off('error', reject);
+        const a = srv.address() as net.AddressInfo;
+        resolve({ address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port, socket: srv });
+      });
+    });
+  }
+
+  adopt(srv: net.Server): void {
+    this.servers.push(srv);
+  }
+
+  /** Stop accepting connections. */
+  stopListening(): void {
+    for (const s of this.servers) s.close();
+  }
+
+  /** Close every connection; resolves when the listeners are closed. */
+  async close(): Promise<void> {
+    for (const c of this.conns) c.socket.destroy();
+    this.conns.clear();
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))));
+  }
+
+  /** A new connection: admitted, or refused (closed at once, counted). */
+  private accept(sock: net.Socket): void {
+    // remoteAddress is undefined for a socket already reset by its peer.
+    const address = sock.remoteAddress;
+    const admission = this.dispatcher.closing || !address ? null : this.limits.admit(address);
+    if (admission === null || typeof admission === 'string') {
+      if (admission === 'full') this.counters.tcp.refusedFull++;
+      else if (admission === 'perPeer') this.counters.tcp.refusedPerPeer++;
+      sock.on('error', noop);
+      sock.destroy();
+      return;
+    }
+    const c = new TcpConn(sock, this, this.o.maxRecordSize, this.o.maxFragments, admission, this.o.recordTimeoutMs);
+    this.conns.add(c);
+    this.wire(c, sock);
+  }
+
+  /** Serve a connection's socket: the accepted one, then the TLS socket that replaces it after a probe. */
+  private wire(c: TcpConn, sock: net.Socket): void {
+    sock.on('data', (chunk: Buffer) => this.receive(c, chunk));
+    sock.on('error', noop);
+    if (this.o.idleTimeoutMs > 0) {
+      sock.setTimeout(this.o.idleTimeoutMs, () => {
+        if (c.active > 0 && c.reader.buffered === 0) return;
+        this.counters.tcp.idleTimeouts++;
+        sock.destroy();
+      });
+    }
+    sock.on('close', () => {
+      if (c.socket !== sock) return; // the plain socket under a TLS one
+      c.closed();
+      this.limits.leave(c.admission);
+      this.conns.delete(c);
+      this.waiting.delete(c);
+    });
+  }
+
+  /** Bytes received on a connection: to its record reader, which hands each complete record to onRecord. */
+  private receive(c: TcpConn, chunk: Buffer): void {
+    // Replies to the records of one chunk are gathered and leave in one write.
+    // (Chunks are not served inside one another; if one ever were, its replies would simply be written directly.)
+    let cut: string | null;
+    if (this.gathering) cut = c.reader.push(chunk);
+    else {
+      this.gathering = c.copies = true;
+      try {
+        cut = c.reader.push(chunk);
+      } finally {
+        this.gathering = c.copies = false;
+        this.flush(c);
+      }
+    }
+    if (this.o.recordTimeoutMs > 0) c.watchRecord();
+    if (cut !== null) {
+      if (c.reader.cut === 'fragments') this.counters.tcp.tooManyFragments++;
+      else this.counters.tcp.oversizedRecords++;
+      c.socket.destroy();
+    } else if (c.startTls) this.upgradeTls(c);
+  }
+
+  /** After the reply to a probe: hand the socket, and what came after the probe, to TLS; serve the TLS socket. */
+  upgradeTls(c: TcpConn): void {
+    c.startTls = false;
+    const raw = c.socket;
+    raw.removeAllListeners('data');
+    this.o.tls!.upgrade(raw, c.reader.takeRest(), (s, session) => {
+      if (this.dispatcher.closing || raw.destroyed) return s.destroy();
+      c.secured(s, session);
+      this.wire(c, s);
+    });
+  }
+
+  onRecordTimeout(c: TcpConn): void {
+    this.counters.tcp.recordTimeouts++;
+    c.socket.destroy();
+  }
+
+  /** A complete record: dispatched, or kept until a call slot is free. */
+  onRecord(rec: Buffer, c: TcpConn): void {
+    if (this.dispatcher.closing) return;
+    if (c.backlog.length > 0 || this.dispatcher.full) {
+      c.backlog.push(rec);
+      c.socket.pause();
+      this.waiting.add(c);
+      return;
+    }
+    this.dispatcher.dispatch(rec, 0, rec.length, c);
+  }
+
+  stage(reply: Uint8Array): void {
+    const n = this.outLen + reply.length;
+    if (n > this.out.length) {
+      const bigger = new Uint8Array(Math.max(n, this.out.length * 2));
+      bigger.set(this.out.subarray(0, this.outLen));
+      this.out = bigger;
+    }
+    this.out.set(reply, this.outLen);
+    this.outLen = n;
+  }
+
+  private flush(c: TcpConn): void {
+    const n = this.outLen;
+    if (n === 0) return;
+    this.outLen = 0;
+    // Let a burst's buffer go rather than keep it for good.
+    const big = this.out;
+    if (big.length > 1 << 20) this.out = new Uint8Array(16384);
+    if (c.socket.destroyed) return;
+    const out = Buffer.allocUnsafe(n);
+    out.set(big.subarray(0, n));
+    c.write(out);
+  }
+
+  /** A call slot came free: serve waiting records, oldest connection first. */
+  private feedWaiting(): void {
+    // Not re-entered: a synchronous handler dispatched from here calls back in, and the loop below goes on instead.
+    if (this.draining) return;
+    this.draining = true;
+    for (const c of this.waiting) {
+      while (c.backlog.length > 0 && !this.dispatcher.full) {
+        const rec = c.backlog.shift()!;
+        this.dispatcher.dispatch(rec, 0, rec.length, c);
+      }
+      if (c.backlog.length > 0) break;
+      this.waiting.delete(c);
+      if (!c.writeBlocked) c.socket.resume();
+    }
+    this.draining = false;
+  }
+}

@@ -1,0 +1,349 @@
+// The server's abuse limits, one block per finding of the security review (issue 13): tiny TCP fragments
+// (finding 3), one host taking every TCP slot (finding 4), UDP amplification (finding 5), and the duplicate request
+// cache keyed by a 32-bit hash of the peer address. Real sockets on loopback throughout.
+import { expect } from 'chai';
+import net from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { authStatName, RpcAuthError, RpcClient, RpcServer, type CallContext, type RegisterOptions, type RpcServerOptions, type Service } from '../../src/rpc';
+import { DRC_NEW, DRC_REPLAY, DuplicateCache } from '../../src/rpc/drc';
+import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
+import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
+import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
+import { ADD1, ECHO, sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+function nullCall(xid: number): Buffer {
+  const w = new XdrWriter();
+  writeCallHeader(w, { xid, program: TEST_PROGRAM, version: 1, procedure: 0, credential: NULL_AUTH, verifier: NULL_AUTH });
+  return Buffer.from(w.toBytes());
+}
+
+/** `body` as a record of one-byte fragments, the last one left open unless `close`. */
+function oneByteFragments(body: Uint8Array, close: boolean): Buffer {
+  const out = Buffer.alloc(body.length * 5 + (close ? 4 : 0));
+  for (let i = 0; i < body.length; i++) {
+    out.writeUInt32BE(1, i * 5);
+    out[i * 5 + 4] = body[i];
+  }
+  if (close) out.writeUInt32BE(0x80000000, body.length * 5); // an empty last fragment
+  return out;
+}
+
+function memory(): number {
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+async function serve(options: RpcServerOptions): Promise<{ server: RpcServer; port: number }> {
+  const server = new RpcServer(options).register(testService());
+  const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
+  return { server, port };
+}
+
+describe('rpc server limits (issue 13)', function () {
+  this.timeout(60_000);
+  const servers: RpcServer[] = [];
+  afterEach(async () => {
+    for (const s of servers.splice(0)) await s.close(0);
+  });
+
+  describe('finding 3: tiny TCP fragments', () => {
+    it('keeps memory flat under 400,000 one-byte fragments of an open record, then serves the record', async () => {
+      const { server, port } = await serve({ maxFragmentsPerRecord: 1_000_000 });
+      servers.push(server);
+      const body = Buffer.alloc(400_000);
+      nullCall(7).copy(body); // a NULL call and zeros after it (NULL ignores its arguments)
+      const c = await tcpConnect(port);
+      const before = memory();
+      await new Promise<void>((r) => c.sock.write(oneByteFragments(body, false), () => r()));
+      // The server reads the 2 MB at loopback speed; take the highest figure while it does.
+      let peak = 0;
+      for (let i = 0; i < 10; i++) {
+        await sleep(50);
+        peak = Math.max(peak, memory() - before);
+      }
+      expect(peak, 'heap and buffers held for the open record').to.be.below(4 << 20);
+      c.sock.write(Buffer.from([0x80, 0, 0, 0]));
+      for (let i = 0; i < 100 && c.received().length < 28; i++) await sleep(20);
+      const reply = c.received();
+      expect(reply.readUInt32BE(0)).to.equal((0x80000000 | 24) >>> 0);
+      expect(readReplyHeader(new XdrReader(reply.subarray(4))).status).to.equal('SUCCESS');
+      c.sock.destroy();
+    });
+
+    it('cuts off a record of more fragments than maxFragmentsPerRecord (default 4096), and counts it', async () => {
+      const { server, port } = await serve({});
+      servers.push(server);
+      const ok = await tcpConnect(port);
+      ok.sock.write(oneByteFragments(Buffer.concat([nullCall(1), Buffer.alloc(4095 - 40)]), true)); // 4096 with the last
+      const flood = await tcpConnect(port);
+      flood.sock.write(oneByteFragments(Buffer.alloc(4097), false));
+      await flood.closed;
+      for (let i = 0; i < 100 && ok.received().length < 28; i++) await sleep(20);
+      expect(ok.received().length, 'a record of 4096 fragments is served').to.equal(28);
+      expect(server.stats().tcpCutoffs.tooManyFragments).to.equal(1);
+      ok.sock.destroy();
+    });
+  });
+});
+
+/** Open `n` connections from `local` and wait until each is either kept or closed by the server. */
+async function connectMany(port: number, local: string, n: number, host = '127.0.0.1'): Promise<{ kept: net.Socket[]; refused: number }> {
+  const socks = await Promise.all(
+    Array.from({ length: n }, () => {
+      const s = net.connect({ host, port, localAddress: local });
+      s.on('error', () => {});
+      return new Promise<net.Socket>((r) => s.once('connect', () => r(s)));
+    }),
+  );
+  await sleep(200); // a refused connection is closed by the server at accept
+  const kept = socks.filter((s) => !s.destroyed && s.readyState === 'open');
+  for (const s of socks) if (!kept.includes(s)) s.destroy();
+  return { kept, refused: n - kept.length };
+}
+
+/** A NULL call over a fresh connection from `local`; resolves with whether it was answered. */
+async function nullCallFrom(port: number, local: string, host = '127.0.0.1'): Promise<boolean> {
+  const s = net.connect({ host, port, localAddress: local });
+  s.on('error', () => {});
+  const got: Buffer[] = [];
+  s.on('data', (d) => got.push(d));
+  const call = nullCall(9);
+  const rec = Buffer.alloc(4 + call.length);
+  rec.writeUInt32BE((0x80000000 | call.length) >>> 0);
+  call.copy(rec, 4);
+  s.write(rec);
+  for (let i = 0; i < 50 && Buffer.concat(got).length < 28; i++) await sleep(20);
+  s.destroy();
+  return Buffer.concat(got).length === 28;
+}
+
+describe('rpc server limits (issue 13), TCP slots', function () {
+  this.timeout(60_000);
+  let server: RpcServer;
+  const open: net.Socket[] = [];
+  afterEach(async () => {
+    for (const s of open.splice(0)) s.destroy();
+    await server?.close(0);
+  });
+
+  async function serve4(options: RpcServerOptions): Promise<number> {
+    server = new RpcServer(options).register(testService());
+    const [{ port }] = await server.listen({ host: '127.0.0.1', port: 0, transport: 'tcp' });
+    return port;
+  }
+
+  describe('finding 4: one host takes every TCP slot', () => {
+    it('limits the connections of one peer (default 32), so a host with more than maxConnections idle ones locks no one out', async () => {
+      const port = await serve4({ maxConnections: 64 });
+      const flood = await connectMany(port, '127.0.0.2', 70);
+      open.push(...flood.kept);
+      expect(flood.kept).to.have.length(32);
+      expect(server.stats().tcpCutoffs.refusedPerPeer).to.equal(38);
+      expect(await nullCallFrom(port, '127.0.0.3'), 'another host is served').to.equal(true);
+      // Slots come back when the peer's connections close.
+      flood.kept.pop()!.destroy();
+      await sleep(100);
+      const again = await connectMany(port, '127.0.0.2', 1);
+      open.push(...again.kept);
+      expect(again.kept).to.have.length(1);
+    });
+
+    it('counts a peer by prefix (peerPrefix4 / peerPrefix6)', async () => {
+      const port = await serve4({ maxConnectionsPerPeer: 3, peerPrefix4: 24 });
+      const a = await connectMany(port, '127.0.0.2', 2);
+      const b = await connectMany(port, '127.0.0.3', 2);
+      open.push(...a.kept, ...b.kept);
+      expect([a.kept.length, b.kept.length]).to.deep.equal([2, 1]);
+      expect(await nullCallFrom(port, '127.0.1.2'), 'another /24 is another peer').to.equal(true);
+    });
+
+    it('counts an IPv6 peer by its /64 (with its zone: fe80::/64 on two links is two peers)', () => {
+      const limits = new ConnectionLimits({ maxConnections: 100, maxConnectionsPerPeer: 2, peerPrefix6: 64, peerPrefix4: 32, reservedPeers: ['2001:db8:ff::/48'], reservedConnections: 10 });
+      const admit = (a: string) => (typeof limits.admit(a) === 'string' ? 'refused' : 'admitted');
+      expect(['2001:db8::1', '2001:db8::ffff:1', '2001:db8::2'].map(admit)).to.deep.equal(['admitted', 'admitted', 'refused']);
+      expect(admit('2001:db8:0:1::1')).to.equal('admitted');
+      expect(['fe80::1%eth0', 'fe80::2%eth0', 'fe80::3%eth0', 'fe80::1%eth1'].map(admit)).to.deep.equal(['admitted', 'admitted', 'refused', 'admitted']);
+      expect(['2001:db8:ff::1', '2001:db8:ff::1', '2001:db8:ff::1'].map(admit), 'reserved peers are not limited per peer').to.deep.equal(['admitted', 'admitted', 'admitted']);
+      expect(() => new ConnectionLimits({ maxConnections: 4, maxConnectionsPerPeer: 2, peerPrefix6: 129, peerPrefix4: 32, reservedPeers: [], reservedConnections: 0 })).to.throw(/peerPrefix6/);
+    });
+
+    it('keeps reservedConnections slots for reserved peers (the TEP feed) however many other peers connect', async () => {
+      const port = await serve4({ maxConnections: 12, maxConnectionsPerPeer: 4, reservedPeers: ['127.0.0.9', '127.0.1.0/24'], reservedConnections: 3 });
+      const floods = await Promise.all(['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((a) => connectMany(port, a, 4)));
+      for (const f of floods) open.push(...f.kept);
+      expect(floods.map((f) => f.kept.length).reduce((x, y) => x + y)).to.equal(9);
+      expect(await nullCallFrom(port, '127.0.0.5'), 'the unreserved slots are full').to.equal(false);
+      expect(server.stats().tcpCutoffs.refusedFull).to.be.greaterThan(0);
+      const tep = await connectMany(port, '127.0.0.9', 2);
+      const tep2 = await connectMany(port, '127.0.1.7', 1);
+      open.push(...tep.kept, ...tep2.kept);
+      expect(tep.kept.length + tep2.kept.length, 'reserved peers get the reserved slots').to.equal(3);
+      expect(server.stats().reservedConnections).to.equal(3);
+      // Reserved peers are not limited per peer, only by maxConnections: all 12 slots are now taken.
+      expect(await nullCallFrom(port, '127.0.0.9')).to.equal(false);
+      tep.kept.pop()!.destroy();
+      await sleep(100);
+      expect(await nullCallFrom(port, '127.0.0.9'), 'a slot freed by a reserved peer').to.equal(true);
+    });
+
+    it('closes a connection whose record is not complete within recordTimeoutMs, however it trickles', async () => {
+      const port = await serve4({ recordTimeoutMs: 400 });
+      const c = await tcpConnect(port, '127.0.0.1');
+      const call = nullCall(3);
+      const rec = Buffer.alloc(4 + call.length);
+      rec.writeUInt32BE((0x80000000 | call.length) >>> 0);
+      call.copy(rec, 4);
+      const t0 = Date.now();
+      let i = 0;
+      const trickle = setInterval(() => {
+        if (i < rec.length - 1) c.sock.write(rec.subarray(i, ++i));
+      }, 50);
+      await c.closed;
+      clearInterval(trickle);
+      expect(Date.now() - t0).to.be.within(350, 2000);
+      expect(server.stats().tcpCutoffs.recordTimeouts).to.equal(1);
+    });
+
+    it('does not cut a connection whose records each complete in time, split across chunks', async () => {
+      const port = await serve4({ recordTimeoutMs: 300 });
+      const c = await tcpConnect(port, '127.0.0.1');
+      for (let k = 0; k < 6; k++) {
+        const call = nullCall(100 + k);
+        const rec = Buffer.alloc(4 + call.length);
+        rec.writeUInt32BE((0x80000000 | call.length) >>> 0);
+        call.copy(rec, 4);
+        // This record's tail and the next one's head in one write: a record is always in progress.
+        c.sock.write(rec.subarray(0, 10));
+        await sleep(100);
+        c.sock.write(rec.subarray(10));
+      }
+      await sleep(100);
+      expect(c.received().length).to.equal(6 * 28);
+      expect(c.sock.destroyed).to.equal(false);
+      expect(server.stats().tcpCutoffs.recordTimeouts).to.equal(0);
+      c.sock.destroy();
+    });
+  });
+});
+
+describe('rpc server limits (issue 13), UDP', function () {
+  this.timeout(30_000);
+  let server: RpcServer;
+  const clients: RpcClient[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await c.close();
+    await server?.close(0);
+  });
+
+  async function serveBoth(service: Service, options: RpcServerOptions = {}, register?: RegisterOptions): Promise<(t: 'udp' | 'tcp') => Promise<RpcClient>> {
+    server = new RpcServer(options).register(service, TEST_PROGRAM, register);
+    const [{ port }] = await server.listen({ host: '::1', port: 0 });
+    return async (transport) => {
+      const c = await RpcClient.connect({ host: '::1', port, transport, program: TEST_PROGRAM, version: 1, timeoutMs: 2000 });
+      clients.push(c);
+      return c;
+    };
+  }
+
+  async function authStat(p: Promise<unknown>): Promise<string> {
+    const e = await p.then(
+      () => null,
+      (err: unknown) => err,
+    );
+    return e instanceof RpcAuthError ? authStatName(e.stat) : String(e);
+  }
+
+  /** ECHO answers `n` bytes for an n given as the first 4 bytes of its argument: a small call, a large reply. */
+  const amplifier = testService({ ECHO: (b: Uint8Array) => new Uint8Array(Buffer.from(b).readUInt32BE(0)) });
+  const ask = (n: number) => Uint8Array.from(Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]));
+
+  describe('finding 5: UDP amplification', () => {
+    it('answers no UDP call with more than 3 times its bytes (AUTH_TOOWEAK instead), and TCP in full', async () => {
+      const connect = await serveBoth(amplifier);
+      const udp = await connect('udp');
+      // The call is 40 bytes of header and 8 of argument: up to 144 bytes of reply, i.e. 144 - 28 of opaque.
+      expect((await udp.call(TEST_PROGRAM, 1, ECHO, ask(116))).length).to.equal(116);
+      expect(await authStat(udp.call(TEST_PROGRAM, 1, ECHO, ask(120)))).to.equal('AUTH_TOOWEAK');
+      expect(await authStat(udp.call(TEST_PROGRAM, 1, ECHO, ask(52_000)))).to.equal('AUTH_TOOWEAK');
+      const tcp = await connect('tcp');
+      expect((await tcp.call(TEST_PROGRAM, 1, ECHO, ask(52_000))).length).to.equal(52_000);
+      const s = server.stats().calls['TESTPROG.TESTVERS1.ECHO'];
+      expect(s.udp).to.deep.equal({ SUCCESS: 1, REPLY_TOO_LARGE: 2 });
+      expect(s.tcp).to.deep.equal({ SUCCESS: 1 });
+    });
+
+    it('lets a handler fit its reply to ctx.maxReplySize, and a procedure or server choose its ratio', async () => {
+      const seen: number[] = [];
+      const fitting = testService({
+        ECHO: (b: Uint8Array, ctx: CallContext) => {
+          seen.push(ctx.maxReplySize);
+          return new Uint8Array(Math.min(Buffer.from(b).readUInt32BE(0), ctx.maxReplySize - 28));
+        },
+      });
+      let connect = await serveBoth(fitting);
+      expect((await (await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(144 - 28);
+      expect((await (await connect('tcp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(8000);
+      expect(seen).to.deep.equal([144, Infinity]);
+      await server.close(0);
+      connect = await serveBoth(amplifier, { udpReplyRatio: 1 }, { procedures: { ECHO: { udpReplyRatio: 200 } } });
+      expect((await (await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(8000);
+      expect(await (await connect('udp')).call(TEST_PROGRAM, 1, ADD1, 5), 'ADD1 at the server ratio 1: 44 bytes in, 28 out').to.equal(6);
+      expect(await authStat((await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(60_000))), 'over the ratio of 200').to.equal('AUTH_TOOWEAK');
+    });
+
+    it('refuses a TCP-only procedure over UDP with AUTH_TOOWEAK, without running it', async () => {
+      let runs = 0;
+      const connect = await serveBoth(
+        testService({ ADD1: (n: number) => (runs++, n + 1) }),
+        {},
+        { procedures: { ADD1: { tcpOnly: true } } },
+      );
+      expect(await authStat((await connect('udp')).call(TEST_PROGRAM, 1, ADD1, 1))).to.equal('AUTH_TOOWEAK');
+      expect(runs).to.equal(0);
+      expect(await (await connect('tcp')).call(TEST_PROGRAM, 1, ADD1, 1)).to.equal(2);
+      expect(runs).to.equal(1);
+      expect(server.stats().calls['TESTPROG.TESTVERS1.ADD1']).to.deep.equal({ udp: { TCP_ONLY: 1 }, tcp: { SUCCESS: 1 } });
+      expect(() => new RpcServer().register(testService(), TEST_PROGRAM, { procedures: { NOPE: { tcpOnly: true } } })).to.throw(/no procedure NOPE/);
+    });
+  });
+});
+
+describe('the duplicate request cache keyed by a 32-bit hash of the peer address (issue 13)', () => {
+  /** FNV-1a of a string's UTF-16 code units: the 32-bit hash the cache used as the peer's identity. */
+  function fnv(s: string): number {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+    return h >>> 0;
+  }
+
+  /** Two distinct IPv6 addresses with the same hash (a birthday search, deterministic). */
+  function collision(): [string, string] {
+    const seen = new Map<number, string>();
+    for (let i = 0; ; i++) {
+      const a = `2001:db8::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+      const other = seen.get(fnv(a));
+      if (other !== undefined) return [other, a];
+      seen.set(fnv(a), a);
+    }
+  }
+
+  it('neither replays one peer’s reply to a colliding address nor lets it poison the entry', () => {
+    const [victim, forger] = collision();
+    expect(victim).to.not.equal(forger);
+    const cache = new DuplicateCache(64, 1 << 16);
+    const call = nullCall(42);
+    expect(cache.lookup(victim, 700, 42, call)).to.equal(DRC_NEW);
+    cache.complete(cache.begin(700, 42), Buffer.from('the victim’s reply'));
+    expect(cache.lookup(forger, 700, 42, call), 'the forger does not read the victim’s reply').to.equal(DRC_NEW);
+    cache.complete(cache.begin(700, 42), Buffer.from('poison'));
+    const seen = cache.lookup(victim, 700, 42, call);
+    expect(seen === DRC_REPLAY ? cache.replay!.toString() : seen, 'the victim is not answered the forger’s reply').to.equal(DRC_NEW);
+    expect(cache.lookup(forger, 700, 42, call)).to.equal(DRC_REPLAY);
+    expect(cache.replay!.toString()).to.equal('poison');
+  });
+});
