@@ -146,9 +146,14 @@ export function policyOf(c: ServerConfig): LeasePolicy {
   };
 }
 
+/** Every configured TEP's IPv6 address, as a /128. */
+function tepIPv6s(c: ServerConfig): Prefix6[] {
+  return [...(c.tep ? [c.tep] : []), ...c.teps].map((t) => ({ bytes: t.ipv6, len: 128 }));
+}
+
 export function accessOf(c: ServerConfig): Access {
   // Every configured TEP may follow the feed without being listed in tep_allow.
-  const teps: Prefix6[] = [...(c.tep ? [c.tep] : []), ...c.teps].map((t) => ({ bytes: t.ipv6, len: 128 }));
+  const teps = tepIPv6s(c);
   const certs = c.tls.policy !== 'mutual' ? null : { nodes: c.tls.nodes, admin: c.tls.admin, teps: c.tls.teps, tepAddresses: teps.map((t) => t.bytes) };
   return {
     allow: c.allow,
@@ -223,7 +228,9 @@ export class DstmServer {
       throw err;
     }
     const rpcs = new DstmRpc(leases, accessOf(config), log);
-    const rpc = new RpcServer({ tls, onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
+    // The TEPs' feed and the administrators keep TCP slots of their own, whatever nodes (or a flood) hold.
+    const reservedPeers = [...config.tep_allow, ...config.admin_allow, ...tepIPv6s(config)].map((p) => `${formatIPv6(p.bytes)}/${p.len}`);
+    const rpc = new RpcServer({ tls, reservedPeers, onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
     const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls, clock);
     store.on('health', (h) => server.health(h, hooks));

@@ -79,6 +79,9 @@ export const REFUSAL_LOG_INTERVAL = 60;
 
 /** Changes per BINDINGS reply: UDP replies stay within one 8 KiB datagram, TCP ones within ~40 KiB. */
 const FEED_MAX = { udp: 200, tcp: 1000 } as const;
+/** XDR sizes of a BINDINGS reply: the RPC reply header and fixed fields, and each change. */
+const FEED_REPLY_FIXED = 52;
+const FEED_CHANGE_SIZE = 40;
 const LIST_MAX = 1000;
 
 const STATUS: Record<Status, dstm_status> = {
@@ -309,7 +312,9 @@ export class DstmRpc {
     }
     // A caller from another epoch (a rebuilt store) starts over from the whole state.
     const from = epoch !== 0n && epoch !== this.leases.epoch ? 0 : Number(since);
-    const limit = Math.max(1, Math.min(max || FEED_MAX[ctx.transport], FEED_MAX[ctx.transport]));
+    // Over UDP a reply may be only a few times its call (no amplification, dstm-rpc(7) RPC LIMITS): fewer changes.
+    const fits = Math.floor((ctx.maxReplySize - FEED_REPLY_FIXED) / FEED_CHANGE_SIZE);
+    const limit = Math.max(1, Math.min(max || FEED_MAX[ctx.transport], FEED_MAX[ctx.transport], fits));
     let r: Awaited<ReturnType<LeaseService['changes']>>;
     try {
       r = await this.leases.changes(from, limit);
