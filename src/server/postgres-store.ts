@@ -44,9 +44,13 @@ const FEED_CHANNEL = 'dstm_feed';
 /** Most candidates sent with one try of a grant. */
 const MAX_CANDIDATES = 16;
 const SWEEP_BATCH = 1000;
-/** Reconnection backoff while the database is unreachable, milliseconds. */
+/**
+ * Reconnection backoff while the database is unreachable, milliseconds. A failed try costs one refused connect, so
+ * the cap is short: a database back from a restart serves again within a second, not after thousands of calls
+ * answered UNAVAILABLE.
+ */
 const BACKOFF_MIN_MS = 100;
-const BACKOFF_MAX_MS = 5000;
+const BACKOFF_MAX_MS = 1000;
 /** Tries of a batch that a deadlock or a serialisation failure rolled back. */
 const MAX_TRIES = 3;
 /** Longest wait at close for a batch under way. */
@@ -384,6 +388,8 @@ export class PostgresStore extends EventEmitter implements Store {
       await c.query(`LISTEN ${FEED_CHANNEL}`);
       // Whatever was notified while nobody listened: re-read the last sequence number.
       this.advance(Number((await c.query('SELECT dstm_last() AS seq')).rows[0].seq));
+      // The database answers again: no need to wait out the calls' backoff.
+      if (!this.up) this.recovered();
     } catch (err) {
       await c.end().catch(() => undefined);
       throw err;
