@@ -111,10 +111,12 @@ BEGIN
     ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = b.ip6, starts = b.starts, ends = b.ends, active = act;
 END $$;
 
--- The last number handed out, as this snapshot shows it.
-CREATE OR REPLACE FUNCTION dstm_last() RETURNS bigint LANGUAGE sql STABLE AS $$
-  SELECT coalesce((SELECT seq FROM dstm_counter WHERE id = 1), (SELECT max(seq) FROM dstm_feed), 0)
-$$;
+-- The last number handed out, as this snapshot shows it. PL/pgSQL, not SQL: its plans are kept per session.
+DROP FUNCTION IF EXISTS dstm_last();
+CREATE FUNCTION dstm_last() RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN coalesce((SELECT seq FROM dstm_counter WHERE id = 1), (SELECT max(seq) FROM dstm_feed), 0);
+END $$;
 
 -- A numbering pass, in a transaction of its own: number up to p_limit committed NULL rows, in address order; the
 -- last number. Serialised by an advisory lock held to its commit, so passes commit in the order of their numbers.
@@ -128,7 +130,7 @@ DECLARE
   top bigint;
   n bigint;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) THEN RETURN dstm_last(); END IF;
+  IF NOT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM pg_advisory_xact_lock(${NUMBER_LOCK});
   SELECT k.seq INTO r FROM dstm_clock k WHERE k.id = 1;
@@ -278,7 +280,10 @@ export class PostgresStore extends EventEmitter implements Store {
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
   private queue: Pending[] = [];
-  private running = false;
+  private scheduled = false;
+  /** Batches under way, at most maxInFlight. */
+  private inFlight = 0;
+  private readonly maxInFlight: number;
   private closed = false;
   private up = true;
   private downReason = '';
@@ -297,6 +302,8 @@ export class PostgresStore extends EventEmitter implements Store {
   ) {
     super();
     this.where = redactUrl(url);
+    // One connection is left for the feed's readers and the other reads.
+    this.maxInFlight = Math.max(1, (opts.poolSize ?? DEFAULT_PG_POOL) - 1);
     this.pool = new pg.Pool({
       connectionString: url,
       max: opts.poolSize ?? DEFAULT_PG_POOL,
@@ -559,7 +566,7 @@ export class PostgresStore extends EventEmitter implements Store {
     if (this.closed) return;
     // Batches already sent finish (their callers get their answers); nothing new is sent. A batch waiting for a
     // database that is gone is not waited for long: the stop must not hang.
-    for (const end = Date.now() + CLOSE_WAIT_MS; this.running && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+    for (const end = Date.now() + CLOSE_WAIT_MS; this.inFlight > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
     clearTimeout(this.listenTimer);
@@ -570,7 +577,7 @@ export class PostgresStore extends EventEmitter implements Store {
     await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
   }
 
-  // --- batching: one transaction, one round trip, for what arrived meanwhile ---
+  // --- batching: one transaction, one round trip, for what arrived meanwhile; several under way at once ---
 
   private submit(op: Op): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
@@ -581,21 +588,31 @@ export class PostgresStore extends EventEmitter implements Store {
         return;
       }
       this.queue.push({ op, resolve, reject });
-      if (!this.running) {
-        this.running = true;
-        setImmediate(() => void this.drain());
-      }
+      this.schedule();
     });
   }
 
-  /** Send batches one after another: while one commits, the calls arriving meanwhile gather for the next. */
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.closed) {
-      const batch = this.queue.splice(0);
-      await this.execute(batch);
-    }
-    this.running = false;
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || this.closed) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
   }
+
+  /**
+   * Send what arrived as one batch, with up to maxInFlight batches under way at once on as many connections: their
+   * commits share WAL flushes, and a call does not wait for a batch it missed to commit before its own is sent.
+   * With all of them under way, the calls arriving meanwhile gather for the next.
+   */
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.inFlight >= this.maxInFlight || this.queue.length === 0 || this.closed) return;
+    const batch = this.queue.splice(0);
+    this.inFlight++;
+    void this.execute(batch).finally(() => {
+      this.inFlight--;
+      this.schedule();
+    });
+  };
 
   private async execute(batch: Pending[], tries = 1): Promise<void> {
     let results: Record<string, unknown>[];
