@@ -315,6 +315,8 @@ export class PostgresStore extends EventEmitter implements Store {
     });
     // An idle connection that breaks is dropped by the pool; the next query finds out whether the database is there.
     this.pool.on('error', () => undefined);
+    // Nor may one that breaks while checked out (a batch's): its query fails, which is how the batch finds out.
+    this.pool.on('connect', (client) => client.on('error', () => undefined));
   }
 
   /** Connect, create or check the schema, read the epoch; throws an Error naming the problem. */

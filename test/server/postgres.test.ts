@@ -255,6 +255,38 @@ describe('PostgreSQL store', function () {
       expect(bad.stderr).to.contain('--store').and.not.contain('s3cret');
     });
 
+    it('survives a PostgreSQL crash under load (batches under way), answers UNAVAILABLE meanwhile, then serves again', async () => {
+      const url = await cluster.createDatabase();
+      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24']);
+      servers.push(s);
+      const nodes = await Promise.all(lo.addresses.map(async (local) => {
+        const c = await DstmClient.connect({ host: '::1', port: s.port, program: DEFAULT_PROGRAM, local, timeoutMs: 700 });
+        clients.push(c);
+        return c;
+      }));
+      let stop = false;
+      const outcomes: string[] = [];
+      const loops = nodes.map(async (c) => {
+        while (!stop) {
+          const r = await c.request().then(() => c.release()).then(() => 'ok', (e: unknown) => (e instanceof DstmRefusal ? e.status : String(e)));
+          outcomes.push(r);
+          if (r !== 'ok') await sleep(5);
+        }
+      });
+      await sleep(500);
+      await cluster.restart('immediate');
+      const deadline = Date.now() + 10_000;
+      while (outcomes.length < 10 || outcomes.slice(-10).some((o) => o !== 'ok')) {
+        expect(Date.now(), 'never served again').to.be.below(deadline);
+        await sleep(100);
+      }
+      stop = true;
+      await Promise.all(loops);
+      expect(s.proc.exitCode, 'the server exited').to.equal(null);
+      expect(new Set(outcomes)).to.include('ok');
+      expect([...new Set(outcomes)].filter((o) => o !== 'ok' && o !== 'unavailable')).to.deep.equal([]);
+    });
+
     it('two servers on one database: a node is served by either, admin LIST and the feed of either show every binding', async () => {
       const url = await cluster.createDatabase();
       const args = ['--store', url, '--pool', '10.91.0.0/29', '--tep', '2001:db8::1,10.91.0.254'];
