@@ -273,7 +273,7 @@ describe('PostgreSQL store', function () {
           if (r !== 'ok') await sleep(5);
         }
       });
-      await sleep(500);
+      await sleep(1000);
       await cluster.restart('immediate');
       const deadline = Date.now() + 10_000;
       while (outcomes.length < 10 || outcomes.slice(-10).some((o) => o !== 'ok')) {
