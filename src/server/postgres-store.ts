@@ -1,17 +1,21 @@
 // The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
 // Each lease operation is a PL/pgSQL function; the operations that arrive within one turn of the event loop go to
-// the database as one multi-statement query, which PostgreSQL runs as one implicit transaction (all or nothing) and
-// answers once it has committed, with synchronous_commit=on: a reply leaves only for a durable change, whichever
-// way the connection or the database fails afterwards. One round trip per batch, one WAL flush per batch.
-// Concurrency: every writing transaction first locks the one row of dstm_clock, which numbers the feed. Writers are
-// thus serialised across servers, so feed sequence numbers follow commit order and a reader never sees a later
-// number before an earlier one (the feed is one order for every server); a transaction is visible before its lock
-// is released, so the next writer's numbers are always higher than what any reader has seen. Uniqueness stays the
-// database's job (ip4 primary key, a partial unique index for one live binding per node): a candidate another
-// server bound is skipped by INSERT ... ON CONFLICT DO NOTHING and the next one tried; renewals and releases update
-// the row they read FOR UPDATE; the sweep expires and reclaims only the rows it locked, so running it on every
-// server reclaims nothing twice. Lease times come from the database's clock. LISTEN/NOTIFY only wakes the BINDINGS
-// long-polls: the feed is re-read from the last sequence number after every reconnect, so nothing is missed.
+// the database as one multi-statement query: their transaction, committed with synchronous_commit=on (a reply
+// leaves only for a durable change, whichever way the connection or the database fails afterwards), then the
+// feed's numbering pass, in the same round trip.
+// Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
+// unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
+// CONFLICT DO NOTHING and the next one tried; renewals and releases update the row they read FOR UPDATE; the sweep
+// expires and reclaims only the rows it locked, so running it on every server reclaims nothing twice. Commits of
+// different servers thus share WAL flushes. Lease times come from the database's clock.
+// The feed: a lease transaction writes its feed row with seq NULL; numbering passes (dstm_number, below) give the
+// committed NULL rows the next numbers. Passes are serialised by an advisory lock held to their commit, and each
+// numbers only rows already committed, so numbers become visible in increasing order: a reader's snapshot always
+// shows a prefix of the numbering, and a reader re-reading from its last number misses nothing. A pass follows
+// every batch (so a reply's change is numbered by the time the reply leaves), at start-up and, as a safety net for
+// a server or database that died between a commit and its pass, every NUMBER_IDLE_MS when no batch ran; any
+// server's pass numbers every server's rows. LISTEN/NOTIFY only wakes the BINDINGS long-polls: the feed is re-read
+// from the last sequence number after every reconnect, so nothing is missed.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
@@ -32,7 +36,7 @@ import {
 } from './store';
 
 /** Version of the schema below (dstm_meta.schema_version). */
-export const PG_SCHEMA_VERSION = 1;
+export const PG_SCHEMA_VERSION = 2;
 /** Connections per server when server.store_pool is not set. */
 export const DEFAULT_PG_POOL = 4;
 
@@ -40,18 +44,38 @@ const FEED_CHANNEL = 'dstm_feed';
 /** Most candidates sent with one try of a grant. */
 const MAX_CANDIDATES = 16;
 const SWEEP_BATCH = 1000;
-/** Reconnection backoff while the database is unreachable, milliseconds. */
+/**
+ * Reconnection backoff while the database is unreachable, milliseconds. A failed try costs one refused connect, so
+ * the cap is short: a database back from a restart serves again within a second, not after thousands of calls
+ * answered UNAVAILABLE.
+ */
 const BACKOFF_MIN_MS = 100;
-const BACKOFF_MAX_MS = 5000;
+const BACKOFF_MAX_MS = 1000;
+/** Tries of a batch that a deadlock or a serialisation failure rolled back. */
+const MAX_TRIES = 3;
 /** Longest wait at close for a batch under way. */
 const CLOSE_WAIT_MS = 1000;
 /** Key of the advisory lock that serialises schema creation between servers starting together. */
 const MIGRATE_LOCK = 0x2d53544d;
+/** Key of the advisory lock that serialises numbering passes. */
+const NUMBER_LOCK = 0x2d53544e;
+/** Most feed rows one numbering pass numbers (a pass follows every batch, so it seldom finds more). */
+const NUMBER_BATCH = 10000;
+/** How far the durable reservation of feed numbers runs ahead: one synchronous numbering pass per this many numbers. */
+const NUMBER_RESERVE = 100000;
+/** A numbering pass at least this often, milliseconds, while no batch runs one (rows a crash left unnumbered). */
+const NUMBER_IDLE_MS = 1000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS dstm_meta (key text PRIMARY KEY, value text NOT NULL);
+-- seq: the reservation. No feed number above it was ever handed out; raised, durably, before one would be.
 CREATE TABLE IF NOT EXISTS dstm_clock (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL);
 INSERT INTO dstm_clock VALUES (1, 0) ON CONFLICT DO NOTHING;
+-- The last feed number handed out. Unlogged: numbering passes commit without waiting for a WAL flush, and a crash
+-- (or a restore, or a promoted standby) empties this table, which makes the next pass go on above the reservation.
+CREATE UNLOGGED TABLE IF NOT EXISTS dstm_counter (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL);
+-- Numbers handed out and then lost with a crash: (lo, hi]. A reader whose position is in one is told to start over.
+CREATE TABLE IF NOT EXISTS dstm_feed_gaps (lo bigint NOT NULL, hi bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS dstm_bindings (
   ip4 bigint PRIMARY KEY CHECK (ip4 BETWEEN 0 AND 4294967295),
   ip6 bytea NOT NULL CHECK (length(ip6) = 16),
@@ -61,40 +85,86 @@ CREATE TABLE IF NOT EXISTS dstm_bindings (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS dstm_bindings_ip6 ON dstm_bindings (ip6) WHERE state < 2;
 CREATE INDEX IF NOT EXISTS dstm_bindings_ends ON dstm_bindings (state, ends);
+-- seq NULL: committed, not numbered yet (invisible to readers until a numbering pass).
 CREATE TABLE IF NOT EXISTS dstm_feed (
   ip4 bigint PRIMARY KEY,
-  seq bigint NOT NULL UNIQUE,
+  seq bigint UNIQUE,
   ip6 bytea NOT NULL,
   starts bigint NOT NULL,
   ends bigint NOT NULL,
   active boolean NOT NULL
 );
+ALTER TABLE dstm_feed ALTER COLUMN seq DROP NOT NULL;
+CREATE INDEX IF NOT EXISTS dstm_feed_unnumbered ON dstm_feed (ip4) WHERE seq IS NULL;
+DROP FUNCTION IF EXISTS dstm_commit();
 
--- First statement of every writing transaction: the writers' lock, the transaction's clock (fixed: tests only).
-CREATE OR REPLACE FUNCTION dstm_begin(fixed bigint) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE s bigint;
+DROP FUNCTION IF EXISTS dstm_begin(bigint);
+-- First statement of every lease transaction: the transaction's clock (fixed: tests only).
+CREATE FUNCTION dstm_begin(fixed bigint) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-  SELECT seq INTO s FROM dstm_clock WHERE id = 1 FOR UPDATE;
   PERFORM set_config('dstm.now', coalesce(fixed, floor(extract(epoch FROM clock_timestamp())))::bigint::text, true);
-  PERFORM set_config('dstm.seq0', s::text, true);
-  RETURN s;
-END $$;
-
--- Last statement: wake the other servers' long-polls once the transaction commits; the last sequence number.
-CREATE OR REPLACE FUNCTION dstm_commit() RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE s bigint;
-BEGIN
-  SELECT seq INTO s FROM dstm_clock WHERE id = 1;
-  IF s > current_setting('dstm.seq0')::bigint THEN PERFORM pg_notify('${FEED_CHANNEL}', s::text); END IF;
-  RETURN s;
 END $$;
 
 CREATE OR REPLACE FUNCTION dstm_feed_put(b dstm_bindings, act boolean) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE s bigint;
 BEGIN
-  UPDATE dstm_clock SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO s;
-  INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active) VALUES (b.ip4, s, b.ip6, b.starts, b.ends, act)
-    ON CONFLICT (ip4) DO UPDATE SET seq = s, ip6 = b.ip6, starts = b.starts, ends = b.ends, active = act;
+  INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active) VALUES (b.ip4, NULL, b.ip6, b.starts, b.ends, act)
+    ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = b.ip6, starts = b.starts, ends = b.ends, active = act;
+END $$;
+
+-- The last number handed out, as this snapshot shows it. PL/pgSQL, not SQL: its plans are kept per session.
+DROP FUNCTION IF EXISTS dstm_last();
+CREATE FUNCTION dstm_last() RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN coalesce((SELECT seq FROM dstm_counter WHERE id = 1), (SELECT max(seq) FROM dstm_feed), 0);
+END $$;
+
+-- A numbering pass, in a transaction of its own: number up to p_limit committed NULL rows, in address order; the
+-- last number. Serialised by an advisory lock held to its commit, so passes commit in the order of their numbers.
+-- It commits without waiting for the flush: a crash may lose its numbers (the rows go back to NULL) after readers
+-- saw them. The next pass then goes on above the reservation, so a renumbered row is above every number a reader
+-- may hold, and the lost ones are recorded as a gap (a reader in one starts over, which a restored database needs).
+CREATE OR REPLACE FUNCTION dstm_number(p_limit int) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  s bigint;
+  r bigint;
+  top bigint;
+  n bigint;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
+  PERFORM set_config('synchronous_commit', 'off', true);
+  PERFORM pg_advisory_xact_lock(${NUMBER_LOCK});
+  SELECT k.seq INTO r FROM dstm_clock k WHERE k.id = 1;
+  SELECT c.seq INTO s FROM dstm_counter c WHERE c.id = 1;
+  IF NOT FOUND THEN
+    top := coalesce((SELECT max(f.seq) FROM dstm_feed f), 0);
+    IF r > top THEN INSERT INTO dstm_feed_gaps VALUES (top, r); END IF;
+    INSERT INTO dstm_counter VALUES (1, r);
+    s := r;
+    PERFORM set_config('synchronous_commit', 'on', true);
+  END IF;
+  WITH todo AS (SELECT f.ip4 FROM dstm_feed f WHERE f.seq IS NULL ORDER BY f.ip4 LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    num AS (SELECT t.ip4, s + row_number() OVER (ORDER BY t.ip4) AS n FROM todo t)
+  UPDATE dstm_feed f SET seq = num.n FROM num WHERE f.ip4 = num.ip4;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  IF n = 0 THEN RETURN s; END IF;
+  s := s + n;
+  UPDATE dstm_counter SET seq = s WHERE id = 1;
+  IF s > r THEN
+    -- Durable before any of these numbers is visible (a synchronous commit flushes before it shows).
+    UPDATE dstm_clock SET seq = s + ${NUMBER_RESERVE} WHERE id = 1;
+    PERFORM set_config('synchronous_commit', 'on', true);
+  END IF;
+  PERFORM pg_notify('${FEED_CHANNEL}', s::text);
+  RETURN s;
+END $$;
+
+-- The pass that follows a batch, after its COMMIT in the same query: its failure must not hide that the batch
+-- committed (the rows stay NULL for the next pass). NULL when it failed.
+CREATE OR REPLACE FUNCTION dstm_number_after(p_limit int) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN dstm_number(p_limit);
+EXCEPTION WHEN OTHERS THEN
+  RETURN NULL;
 END $$;
 
 -- kind: renewed, bound, mismatch or exhausted; tried: candidates used (those before the bound one were taken).
@@ -210,7 +280,10 @@ export class PostgresStore extends EventEmitter implements Store {
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
   private queue: Pending[] = [];
-  private running = false;
+  private scheduled = false;
+  /** Batches under way, at most maxInFlight. */
+  private inFlight = 0;
+  private readonly maxInFlight: number;
   private closed = false;
   private up = true;
   private downReason = '';
@@ -219,6 +292,9 @@ export class PostgresStore extends EventEmitter implements Store {
   private retryAt = 0;
   private listenTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
+  private numberTimer: NodeJS.Timeout | undefined;
+  /** A batch (and so a numbering pass) ran since the last tick of numberTimer. */
+  private numbered = false;
 
   private constructor(
     private readonly url: string,
@@ -226,6 +302,8 @@ export class PostgresStore extends EventEmitter implements Store {
   ) {
     super();
     this.where = redactUrl(url);
+    // One connection is left for the feed's readers and the other reads.
+    this.maxInFlight = Math.max(1, (opts.poolSize ?? DEFAULT_PG_POOL) - 1);
     this.pool = new pg.Pool({
       connectionString: url,
       max: opts.poolSize ?? DEFAULT_PG_POOL,
@@ -237,6 +315,8 @@ export class PostgresStore extends EventEmitter implements Store {
     });
     // An idle connection that breaks is dropped by the pool; the next query finds out whether the database is there.
     this.pool.on('error', () => undefined);
+    // Nor may one that breaks while checked out (a batch's): its query fails, which is how the batch finds out.
+    this.pool.on('connect', (client) => client.on('error', () => undefined));
   }
 
   /** Connect, create or check the schema, read the epoch; throws an Error naming the problem. */
@@ -244,8 +324,10 @@ export class PostgresStore extends EventEmitter implements Store {
     const s = new PostgresStore(url, opts);
     try {
       await s.migrate();
-      s.seq = Number((await s.pool.query('SELECT seq FROM dstm_clock WHERE id = 1')).rows[0].seq);
+      // Rows a crash left unnumbered, whoever wrote them.
+      s.seq = Number((await s.pool.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH])).rows[0].seq);
       await s.listen();
+      s.numberTimer = setInterval(() => s.numberIfIdle(), NUMBER_IDLE_MS).unref();
     } catch (err) {
       await s.pool.end().catch(() => undefined);
       s.listener?.end().catch(() => undefined);
@@ -314,7 +396,9 @@ export class PostgresStore extends EventEmitter implements Store {
       await c.connect();
       await c.query(`LISTEN ${FEED_CHANNEL}`);
       // Whatever was notified while nobody listened: re-read the last sequence number.
-      this.advance(Number((await c.query('SELECT seq FROM dstm_clock WHERE id = 1')).rows[0].seq));
+      this.advance(Number((await c.query('SELECT dstm_last() AS seq')).rows[0].seq));
+      // The database answers again: no need to wait out the calls' backoff.
+      if (!this.up) this.recovered();
     } catch (err) {
       await c.end().catch(() => undefined);
       throw err;
@@ -451,10 +535,12 @@ export class PostgresStore extends EventEmitter implements Store {
   }
 
   async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
-    // One snapshot for the rows and the last number: writers are serialised, so what it shows is a prefix of the feed.
+    // One snapshot for the rows and the last number: numbering passes commit in order, so it shows a prefix of
+    // the feed. A position among numbers a crash lost reads as beyond the last (start over).
     const rows = await this.read<{ seq: string | null; ip4: string; ip6: Buffer; starts: string; ends: string; active: boolean; last: string }>(
-      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active, c.seq AS last FROM dstm_clock c
-       LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true WHERE c.id = 1`,
+      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active,
+         coalesce((SELECT g.lo FROM dstm_feed_gaps g WHERE $1 > g.lo AND $1 <= g.hi LIMIT 1), dstm_last()) AS last
+       FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true`,
       [since, max + 1],
     );
     const last = Number(rows[0].last);
@@ -482,17 +568,18 @@ export class PostgresStore extends EventEmitter implements Store {
     if (this.closed) return;
     // Batches already sent finish (their callers get their answers); nothing new is sent. A batch waiting for a
     // database that is gone is not waited for long: the stop must not hang.
-    for (const end = Date.now() + CLOSE_WAIT_MS; this.running && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+    for (const end = Date.now() + CLOSE_WAIT_MS; this.inFlight > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
     clearTimeout(this.listenTimer);
     clearTimeout(this.probeTimer);
+    clearInterval(this.numberTimer);
     const l = this.listener;
     this.listener = null;
     await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
   }
 
-  // --- batching: one transaction, one round trip, for what arrived meanwhile ---
+  // --- batching: one transaction, one round trip, for what arrived meanwhile; several under way at once ---
 
   private submit(op: Op): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
@@ -503,27 +590,39 @@ export class PostgresStore extends EventEmitter implements Store {
         return;
       }
       this.queue.push({ op, resolve, reject });
-      if (!this.running) {
-        this.running = true;
-        setImmediate(() => void this.drain());
-      }
+      this.schedule();
     });
   }
 
-  /** Send batches one after another: while one commits, the calls arriving meanwhile gather for the next. */
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.closed) {
-      const batch = this.queue.splice(0);
-      await this.execute(batch);
-    }
-    this.running = false;
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || this.closed) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
   }
 
-  private async execute(batch: Pending[]): Promise<void> {
+  /**
+   * Send what arrived as one batch, with up to maxInFlight batches under way at once on as many connections: their
+   * commits share WAL flushes, and a call does not wait for a batch it missed to commit before its own is sent.
+   * With all of them under way, the calls arriving meanwhile gather for the next.
+   */
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.inFlight >= this.maxInFlight || this.queue.length === 0 || this.closed) return;
+    const batch = this.queue.splice(0);
+    this.inFlight++;
+    void this.execute(batch).finally(() => {
+      this.inFlight--;
+      this.schedule();
+    });
+  };
+
+  private async execute(batch: Pending[], tries = 1): Promise<void> {
     let results: Record<string, unknown>[];
     try {
       results = await this.transaction(batch.map((p) => p.op));
     } catch (err) {
+      // A deadlock or serialisation failure with another server's transaction: it was rolled back; try it again.
+      if (/^40/.test((err as { code?: string }).code ?? '') && tries < MAX_TRIES) return this.execute(batch, tries + 1);
       if (batch.length > 1 && !isOutage(err)) {
         // One operation failed the batch (it is all rolled back): run each alone, so it fails only itself.
         for (const p of batch) await this.execute([p]);
@@ -539,11 +638,41 @@ export class PostgresStore extends EventEmitter implements Store {
 
   private async transaction(ops: Op[]): Promise<Record<string, unknown>[]> {
     const fixed = this.opts.clock ? String(this.opts.clock()) : 'NULL';
-    const sql = [`SELECT dstm_begin(${fixed})`, ...ops.map(statement), 'SELECT dstm_commit() AS seq'].join(';\n');
-    // Simple query protocol: the statements run as one implicit transaction, committed before the answer comes.
-    const r = (await this.pool.query(sql)) as unknown as pg.QueryResult[];
-    this.advance(Number(r[r.length - 1].rows[0].seq));
-    return ops.map((_, i) => r[i + 1].rows[0]);
+    // Simple query protocol, one round trip: the lease transaction, committed (flushed) before the answer comes,
+    // then a numbering pass in a transaction of its own, so the feed shows the batch's changes by the time the
+    // replies leave. The pass holds no lock across a flush, so the batches of all servers share flushes.
+    const sql = ['BEGIN', `SELECT dstm_begin(${fixed})`, ...ops.map(statement), 'COMMIT', `SELECT dstm_number_after(${NUMBER_BATCH}) AS seq`].join(';\n');
+    const c = await this.pool.connect();
+    let r: pg.QueryResult[];
+    try {
+      r = (await c.query(sql)) as unknown as pg.QueryResult[];
+    } catch (err) {
+      // An error skips the rest of the query and leaves the session in the failed transaction: end it, or drop a
+      // connection that cannot.
+      const broken = await c.query('ROLLBACK').then(() => undefined, (e: Error) => e);
+      c.release(broken);
+      throw err;
+    }
+    c.release();
+    this.numbered = true;
+    const seq = r[r.length - 1].rows[0].seq;
+    // A pass that failed (NULL): the rows stay unnumbered until the next pass; the idle timer makes sure of one.
+    if (seq === null) this.numbered = false;
+    else this.advance(Number(seq));
+    return ops.map((_, i) => r[i + 2].rows[0]);
+  }
+
+  /** The safety net: a numbering pass when no batch ran one since the last tick. */
+  private numberIfIdle(): void {
+    if (this.numbered || !this.up || this.closed) {
+      this.numbered = false;
+      return;
+    }
+    this.pool.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH]).then(
+      (r) => this.advance(Number(r.rows[0].seq)),
+      // Tried again at the next tick; calls find out whether the database is there.
+      () => undefined,
+    );
   }
 }
 
