@@ -72,9 +72,11 @@ interface Pending {
   readonly xid: number;
   readonly program: number;
   readonly version: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- calls of every procedure wait in one table
   readonly proc: Procedure<any, any>;
   /** The whole call as sent (record-marked for TCP), kept for retransmission and re-sending after a reconnect. */
   readonly bytes: Buffer;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- resolves the call of whichever procedure it is
   readonly resolve: (v: any) => void;
   readonly reject: (e: Error) => void;
   timer: NodeJS.Timeout | null;

@@ -43,6 +43,7 @@ async function expectKind(p: Promise<unknown>, kind: string, match?: RegExp): Pr
   throw new Error(`expected RpcError ${kind}, got success`);
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the Python peer's JSON report, read field by field
 async function python(args: string[], timeoutMs = 15_000): Promise<any> {
   const r = await run('python3', [PEER, ...args], timeoutMs);
   expect(r.code, r.stderr).to.equal(0);
