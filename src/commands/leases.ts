@@ -6,7 +6,8 @@ import { EXIT, exitHelp, fail } from '../cli/exit-codes';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
-import { STATE_NAMES, Store } from '../server/store';
+import { STATE_NAMES, stateName } from '../protocol/status';
+import { Store } from '../server/store';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError];
 
@@ -46,7 +47,7 @@ ${exitHelp(EXITS)}`;
     address: Flags.string({
       summary: 'list: only addresses in this IPv4 prefix or address; revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).',
     }),
-    state: Flags.string({ summary: 'list: only bindings in this state (repeatable).', options: ['active', 'held', 'revoked'], multiple: true }),
+    state: Flags.string({ summary: 'list: only bindings in this state (repeatable).', options: [...STATE_NAMES], multiple: true }),
     lease: Flags.integer({ summary: 'allocate: lease length in seconds (default: the server\'s).' }),
   };
 
@@ -124,7 +125,7 @@ function listStore(dir: string, config?: string): LeaseRow[] {
         tep4: formatIPv4(tep?.ipv4 ?? 0),
         starts: b.starts,
         ends: b.ends,
-        state: STATE_NAMES[b.state],
+        state: stateName(b.state),
       };
     });
   } finally {

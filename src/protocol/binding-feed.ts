@@ -10,7 +10,8 @@ import { EventEmitter } from 'node:events';
 import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from './generated/dstm';
 import { RpcClient } from '../rpc';
 import { formatIPv4, formatIPv6, ipv4FromBytes } from '../lib/addr';
-import { statusName, DstmRefusal } from './client';
+import { DstmRefusal } from './client';
+import { statusName } from './status';
 
 export interface FeedBinding {
   ip6: string;

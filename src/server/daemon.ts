@@ -13,7 +13,8 @@ import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../lib/add
 import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
-import { STATE, Store } from './store';
+import { STATE } from '../protocol/status';
+import { Store } from './store';
 
 /** Command-line values that stand in for configuration keys (flags win over the file). */
 export interface ServerFlags {

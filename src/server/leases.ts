@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
 import { type Prefix4, type Prefix6, PrefixTable } from '../lib/addr';
 import { AddressPool } from './pool';
-import { STATE, type Binding, type Change, type Store } from './store';
+import { STATE, type StatusName } from '../protocol/status';
+import type { Binding, Change, Store } from './store';
 
 export interface Tep {
   ipv6: Uint8Array;
@@ -32,10 +33,8 @@ export interface LeasePolicy {
   teps: readonly { prefix: Prefix6; ipv6: Uint8Array; ipv4: number }[];
 }
 
-export type Status = 'ok' | 'no_address' | 'not_allowed' | 'bad_request' | 'no_binding' | 'conflict' | 'unavailable';
-
 export interface Grant {
-  status: Status;
+  status: StatusName;
   ip6: Buffer;
   ip4: number;
   starts: number;
@@ -367,11 +366,11 @@ export class LeaseService extends EventEmitter {
     this.writtenSeq = this.store.feedPut(b.ip4, b.ip6, b.starts, b.ends, active);
   }
 
-  private grant(status: Status, b: Binding, now: number): Grant {
+  private grant(status: StatusName, b: Binding, now: number): Grant {
     return { status, ip6: b.ip6, ip4: b.ip4, starts: b.starts, ends: b.ends, duration: Math.max(0, b.ends - now), tep: this.tepFor(b.ip6) };
   }
 
-  private refuse(status: Status, ip6: Buffer, now: number, ip4 = 0): Grant {
+  private refuse(status: StatusName, ip6: Buffer, now: number, ip4 = 0): Grant {
     return { status, ip6, ip4, starts: now, ends: now, duration: 0, tep: this.tepFor(ip6) };
   }
 

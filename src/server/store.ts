@@ -12,9 +12,11 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const STATE = { active: 0, held: 1, revoked: 2 } as const;
-export type State = (typeof STATE)[keyof typeof STATE];
-export const STATE_NAMES = ['active', 'held', 'revoked'] as const;
+import type { dstm_state } from '../protocol/generated/dstm';
+import { STATE_NAMES, stateName, type StateName } from '../protocol/status';
+
+/** A binding's state, stored as its dstm_state value. */
+export type State = dstm_state;
 
 export interface Binding {
   ip4: number;
@@ -192,9 +194,9 @@ export class Store {
     return this.q.list.all(after, max) as Binding[];
   }
 
-  counts(): Record<(typeof STATE_NAMES)[number], number> {
-    const out = { active: 0, held: 0, revoked: 0 };
-    for (const r of this.q.count.all() as { state: State; n: number }[]) out[STATE_NAMES[r.state]] = r.n;
+  counts(): Record<StateName, number> {
+    const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as Record<StateName, number>;
+    for (const r of this.q.count.all() as { state: State; n: number }[]) out[stateName(r.state)] = r.n;
     return out;
   }
 
