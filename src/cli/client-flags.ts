@@ -11,7 +11,7 @@ export const clientFlags = {
   config: Flags.string({ summary: 'Configuration file (its "client" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
   program: Flags.integer({ summary: 'ONC RPC program number of the server (default 760435789 = 0x2D53544D).' }),
   timeout: Flags.integer({ summary: 'Milliseconds to wait for a reply (default 5000).' }),
-  json: Flags.boolean({ summary: 'Print JSON (one object; with --hold one object per line).' }),
+  json: Flags.boolean({ summary: 'Print the result as JSON (dstm(1), JSON OUTPUT).' }),
 };
 
 export const exchangeFlags = {

@@ -1,22 +1,27 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
-export default class ServerCommand extends Command {
+export default class ServerCommand extends DstmCommand {
   static override summary = 'Run the DSTM server: lease temporary IPv4 addresses to IPv6 nodes over ONC RPC';
-  static override description = `Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every
-binding in a SQLite store in the state directory (committed before the reply leaves), expires and reclaims leases,
-and tells each node its TEP. Flags override the "server" section of the configuration file. SIGHUP reloads the
-configuration without losing a lease; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once
-it listens. See dstm-server(8) and dstm.conf(5).
-${exitHelp(EXITS)}`;
+  static override description =
+    'Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every ' +
+    'binding in a SQLite store in the state directory (committed before the reply leaves), expires and ' +
+    'reclaims leases, and tells each node its TEP.' +
+    '\n\n' +
+    'Flags override the "server" section of the configuration file. SIGHUP reloads the configuration ' +
+    'without losing a lease; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once ' +
+    'it listens. See dstm-server(8) and dstm.conf(5).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 

@@ -1,14 +1,15 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { Dti, sourceTowards } from '../node/dti-node';
 import type { StaticConfig } from '../config/static-schema';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { loadStaticConfig, staticLease, staticPrintLines } from '../node/static';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
-export default class StaticCommand extends Command {
+export default class StaticCommand extends DstmCommand {
   static override summary = 'Bring up a static DTI (Annex A): a fixed IPv4 address tunnelled to a fixed TEP, no server';
   static override description =
     'Creates the DTI (a TUN device), gives it --address (/32, with --peer, the TEP\'s IPv4 address, as the ' +

@@ -1,13 +1,14 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { type TepConfig } from '../config/tep-schema';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
-export default class TepCommand extends Command {
+export default class TepCommand extends DstmCommand {
   static override summary = 'Run a DSTM tunnel end point (border router) between the DSTM domain and IPv4';
   static override description =
     'Decapsulates IPv4-in-IPv6 from DSTM nodes and forwards it into IPv4 through a TUN device routed for the pool; ' +

@@ -22,6 +22,8 @@ export interface Binding {
   ipv6: string;
   /** Unix time in milliseconds when forwarding stops; Infinity for static mappings. */
   ends: number;
+  /** Unix time in milliseconds when the node got the address (the server's starts); 0 for static mappings. */
+  starts: number;
   source: BindingSource;
 }
 
@@ -44,6 +46,7 @@ export class BindingTable {
   private ipv4 = new Uint32Array(0);
   private ipv6 = new Uint8Array(0); // 16 bytes per slot
   private ends = new Float64Array(0);
+  private starts = new Float64Array(0);
   private isStatic = new Uint8Array(0);
   private used = new Uint8Array(0);
   private views: Uint8Array[] = [];
@@ -89,7 +92,7 @@ export class BindingTable {
   // --- control path ------------------------------------------------------------------------------------------
 
   /** Adds or replaces the binding ipv4 <-> ipv6 (any other binding of either address is removed first). */
-  set(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource): void {
+  set(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource, starts = 0): void {
     const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
     const v6 = typeof ipv6 === 'string' ? parseIPv6(ipv6) : ipv6;
     const old4 = this.slot4(a);
@@ -97,6 +100,7 @@ export class BindingTable {
     if (ends < this.earliest) this.earliest = ends;
     if (old4 >= 0 && old4 === old6) {
       this.ends[old4] = ends;
+      this.starts[old4] = starts;
       this.isStatic[old4] = source === 'static' ? 1 : 0;
       return;
     }
@@ -108,6 +112,7 @@ export class BindingTable {
     this.ipv4[slot] = a;
     this.ipv6.set(v6, slot << 4);
     this.ends[slot] = ends;
+    this.starts[slot] = starts;
     this.isStatic[slot] = source === 'static' ? 1 : 0;
     this.insert4(slot);
     this.insert6(slot);
@@ -160,6 +165,7 @@ export class BindingTable {
       ipv4: formatIPv4(this.ipv4[slot]),
       ipv6: formatIPv6(this.ipv6, slot << 4),
       ends: this.ends[slot],
+      starts: this.starts[slot],
       source: this.isStatic[slot] ? 'static' : 'server',
     };
   }
@@ -225,16 +231,18 @@ export class BindingTable {
   }
 
   private grow(cap: number): void {
-    const old = { cap: this.cap, ipv4: this.ipv4, ipv6: this.ipv6, ends: this.ends, st: this.isStatic, used: this.used };
+    const old = { cap: this.cap, ipv4: this.ipv4, ipv6: this.ipv6, ends: this.ends, starts: this.starts, st: this.isStatic, used: this.used };
     this.cap = cap;
     this.ipv4 = new Uint32Array(cap);
     this.ipv6 = new Uint8Array(cap * 16);
     this.ends = new Float64Array(cap);
+    this.starts = new Float64Array(cap);
     this.isStatic = new Uint8Array(cap);
     this.used = new Uint8Array(cap);
     this.ipv4.set(old.ipv4);
     this.ipv6.set(old.ipv6);
     this.ends.set(old.ends);
+    this.starts.set(old.starts);
     this.isStatic.set(old.st);
     this.used.set(old.used);
     this.views = Array.from({ length: cap }, (_, s) => this.ipv6.subarray(s << 4, (s + 1) << 4));

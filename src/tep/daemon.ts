@@ -174,7 +174,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
   const server = c.server as NonNullable<TepConfig['server']>;
   const feed = new BindingFeed({ host: server.host, port: server.port, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.address) });
-  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
+  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: formatEndpoint(server), bindings: info.size }));
   feed.on('error', (err: Error) => log.warn('binding feed call failed, retrying', { server: formatEndpoint(server), error: err.message }));

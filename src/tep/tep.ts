@@ -17,6 +17,7 @@ import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding } from './bindings';
 import { Ipv6PrefixList } from './prefixes';
+import { jsonSeconds, type BindingJson } from '../protocol/binding-json';
 
 export interface StaticMapping {
   ipv4: number;
@@ -43,12 +44,12 @@ export interface TepOptions {
   log: Logger;
 }
 
-/** The counters of `dstm tep stats`. */
+/** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
-  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
   drops: Record<string, number>;
   events: Record<string, number>;
-  bindings: (Omit<Binding, 'ends'> & { ends: number | null })[];
+  bindings: (BindingJson & { source: Binding['source'] })[];
 }
 
 /** Drop reasons the TEP adds to the DTI's (Drop.no_binding, spoofed_source and outside_prefix are built in). */
@@ -133,15 +134,15 @@ export class Tep {
 
   // --- bindings from the DSTM server's feed -------------------------------------------------------------------
 
-  /** `ipv6` holds `ipv4` until `endsSec` (seconds since 1970). */
-  bind(ipv4: number, ipv6: Uint8Array, endsSec: number): void {
+  /** `ipv6` holds `ipv4` from `startsSec` until `endsSec` (seconds since 1970). */
+  bind(ipv4: number, ipv6: Uint8Array, endsSec: number, startsSec = this.now / 1000): void {
     this.now = Date.now();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
     if (this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16))) {
       this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
       return;
     }
-    this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server');
+    this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server', startsSec * 1000);
     this.opts.log.info('binding', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6), ends: new Date(endsSec * 1000).toISOString() });
   }
 
@@ -162,16 +163,26 @@ export class Tep {
 
   stats(): TepStats {
     const snap = this.counters.snapshot();
+    const tep4 = formatIPv4(this.opts.ipv4);
+    const tep6 = formatIPv6(this.opts.address);
     return {
       forwarded: {
-        toIpv4: snap.events.decapsulated,
-        toIpv6: snap.events.encapsulated,
-        bytesToIpv4: snap.events.bytes_decapsulated,
-        bytesToIpv6: snap.events.bytes_encapsulated,
+        to_ipv4: snap.events.decapsulated,
+        to_ipv6: snap.events.encapsulated,
+        bytes_to_ipv4: snap.events.bytes_decapsulated,
+        bytes_to_ipv6: snap.events.bytes_encapsulated,
       },
       drops: snap.drops,
       events: snap.events,
-      bindings: this.bindings.list().map((b) => ({ ...b, ends: Number.isFinite(b.ends) ? b.ends : null })),
+      bindings: this.bindings.list().map((b) => ({
+        ipv4: b.ipv4,
+        ipv6: b.ipv6,
+        tep4,
+        tep6,
+        starts: b.source === 'static' ? null : jsonSeconds(b.starts),
+        ends: jsonSeconds(b.ends),
+        source: b.source,
+      })),
     };
   }
 

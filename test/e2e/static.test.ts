@@ -101,10 +101,10 @@ describe('e2e: Annex A static tunnel (dstm static + dstm tep --static)', functio
   });
 
   it('once the node stops, X sends no more IPv4 and the device is gone', async () => {
-    const before = (await tepStats(t)).forwarded.toIpv4;
+    const before = (await tepStats(t)).forwarded.to_ipv4;
     expect(await stopChild(node)).to.equal(0);
     expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
-    expect((await tepStats(t)).forwarded.toIpv4).to.equal(before);
+    expect((await tepStats(t)).forwarded.to_ipv4).to.equal(before);
     const { stdout } = await t.ip(t.ns.x, 'link', 'show');
     expect(stdout).to.not.include('dti0');
   });

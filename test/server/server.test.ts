@@ -217,7 +217,7 @@ describe('dstm server (process)', function () {
     const la = await a.request();
     let r = await runDstm(['leases', 'allocate', lo.addresses[1], '--address', '10.83.0.5', '--json', ...srv]);
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout)).to.include({ action: 'allocate', node: lo.addresses[1], address: '10.83.0.5' });
+    expect(JSON.parse(r.stdout)).to.include({ action: 'allocate', ipv6: lo.addresses[1], ipv4: '10.83.0.5' });
     // The pre-allocated node gets that binding when it asks.
     const [b] = await clientsFor([lo.addresses[1]], server.port);
     expect((await b.request()).address).to.equal('10.83.0.5');
@@ -268,13 +268,13 @@ describe('dstm server (process)', function () {
     let r = await runDstm(['request', '--json', ...local], { DSTM_SERVER: `[::1]:${server.port}` });
     expect(r.code, r.stderr).to.equal(0);
     const lease = JSON.parse(r.stdout) as Record<string, unknown>;
-    expect(lease).to.include({ local: lo.addresses[0], mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.85.0.254', keep: 3600 });
-    expect(lease).to.include.keys('address', 'starts', 'ends');
+    expect(lease).to.include({ ipv6: lo.addresses[0], mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.85.0.254', keep: 3600 });
+    expect(lease).to.include.keys('ipv4', 'starts', 'ends');
     const cfg = join(dir, 'client.json');
     writeFileSync(cfg, JSON.stringify({ client: { server: `[::1]:${server.port}` } }));
     r = await runDstm(['release', '--json', '--config', cfg, ...local]);
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout)).to.include({ released: true, address: lease.address });
+    expect(JSON.parse(r.stdout)).to.include({ released: true, ipv4: lease.ipv4 });
     r = await runDstm(['release', '--config', cfg, ...local]);
     expect(r.code).to.equal(6);
     expect(r.stderr).to.equal('dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n');

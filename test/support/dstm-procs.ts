@@ -72,7 +72,7 @@ export async function tepStats(t: Topology): Promise<TepStatsJson> {
 }
 
 export interface TepStatsJson {
-  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
   drops: Record<string, number>;
-  bindings: { ipv4: string; ipv6: string; ends: number | null; source: string }[];
+  bindings: { ipv4: string; ipv6: string; tep4: string; tep6: string; starts: number | null; ends: number | null; source: string }[];
 }

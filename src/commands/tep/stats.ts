@@ -1,15 +1,21 @@
-import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp, fail } from '../../cli/exit-codes';
+import { Flags } from '@oclif/core';
+import { DstmCommand, fail } from '../../cli/command';
+import { EXIT, exitHelp } from '../../cli/exit-codes';
 import { DEFAULT_CONTROL_PATH, queryControl } from '../../lib/control';
 import type { TepStats } from '../../tep/tep';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 
-export default class TepStatsCommand extends Command {
+export default class TepStatsCommand extends DstmCommand {
   static override summary = 'Show a running TEP\'s counters: packets by direction, drops by reason, bindings';
-  static override description = `Reads the statistics of the TEP answering on the control socket. --json prints {forwarded: {toIpv4, toIpv6,
-bytesToIpv4, bytesToIpv6}, drops: {REASON: n}, events: {NAME: n}, bindings: [{ipv4, ipv6, source, ends}]}.
-${exitHelp(EXITS)}`;
+  static override description =
+    'Reads the statistics of the TEP answering on the control socket.' +
+    '\n\n' +
+    '--json prints {forwarded: {to_ipv4, to_ipv6, bytes_to_ipv4, bytes_to_ipv6}, drops: {REASON: n}, ' +
+    'events: {NAME: n}, bindings: [{ipv4, ipv6, tep4, tep6, starts, ends, source}]}; times in seconds ' +
+    'since 1970 UTC, null for static mappings (dstm(1), JSON OUTPUT).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
@@ -33,14 +39,14 @@ ${exitHelp(EXITS)}`;
       return;
     }
     const f = s.forwarded;
-    this.log(`forwarded to IPv4   ${f.toIpv4} packets, ${f.bytesToIpv4} bytes`);
-    this.log(`forwarded to IPv6   ${f.toIpv6} packets, ${f.bytesToIpv6} bytes`);
+    this.log(`forwarded to IPv4   ${f.to_ipv4} packets, ${f.bytes_to_ipv4} bytes`);
+    this.log(`forwarded to IPv6   ${f.to_ipv6} packets, ${f.bytes_to_ipv6} bytes`);
     const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
     this.log(drops.length ? 'dropped:' : 'dropped: none');
     for (const [reason, n] of drops) this.log(`  ${reason.padEnd(22)} ${n}`);
     this.log(`bindings: ${s.bindings.length}`);
     for (const b of s.bindings) {
-      const ends = b.ends === null ? 'never' : new Date(b.ends).toISOString();
+      const ends = b.ends === null ? 'never' : new Date(b.ends * 1000).toISOString();
       this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} ${b.source.padEnd(6)} ends ${ends}`);
     }
   }
