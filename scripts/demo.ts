@@ -26,7 +26,7 @@ async function withServer(t: Topology): Promise<void> {
   await startEchoServer(t);
   detail(`Z (${ADDR.z4}, IPv4 only) runs a TCP server that tells each client the address it sees`);
 
-  say(`X: IPv6 only (${ADDR.x6}); \`dstm request --hold --dti dti0\` asks S for a temporary IPv4 address`);
+  say(`X: IPv6 only (${ADDR.x6}); \`dstm request --hold --device dti0\` asks S for a temporary IPv4 address`);
   const node = startNode(t);
   const lease = JSON.parse(await waitForOutput(node, /"event":"lease"/)) as { address: string; tep6: string; ends: number };
   detail(`lease: ${lease.address} until ${new Date(lease.ends * 1000).toISOString()}, tunnel to ${lease.tep6}`);

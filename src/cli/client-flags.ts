@@ -4,12 +4,13 @@ import { isIPv6 } from 'node:net';
 import { ConfigError } from '../config/schema';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { loadClientConfig } from './client';
+import { programFlag } from './flags';
 import { DstmClient } from '../protocol/client';
 
 export const clientFlags = {
   server: Flags.string({ summary: `DSTM server, [IPV6]:PORT (default: DSTM_SERVER, the config file's client.server, else [::1]:${DEFAULT_PORT}).` }),
   config: Flags.string({ summary: 'Configuration file (its "client" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
-  program: Flags.integer({ summary: 'ONC RPC program number of the server (default 760435789 = 0x2D53544D).' }),
+  program: programFlag('ONC RPC program number of the server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
   timeout: Flags.integer({ summary: 'Milliseconds to wait for a reply (default 5000).' }),
   json: Flags.boolean({ summary: 'Print the result as JSON (dstm(1), JSON OUTPUT).' }),
 };

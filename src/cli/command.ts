@@ -39,8 +39,10 @@ export abstract class DstmCommand extends Command {
   /** oclif's own errors (flag parsing above all) reported as every other failure; this.exit() passes through. */
   protected override async catch(err: Error & { oclif?: { exit?: number } }): Promise<never> {
     if (err instanceof Errors.ExitError) throw err;
-    const parse = err instanceof Errors.CLIError && 'parse' in err;
+    // an error before parsing is done is the command line's: a usage error
+    const usage = !this.parsed;
     const lines = (err.message ?? String(err)).split('\n').filter((l) => l.trim() && !/^See more help with --help$/.test(l));
-    return fail(this, lines.join(' ').replace(/\s+/g, ' ').trim(), parse ? EXIT.usage : EXIT.internal, undefined, parse);
+    const message = lines.join(' ').replace(/\s+/g, ' ').replace(/^Parsing (--\S+) /, '$1: ').trim();
+    return fail(this, message, usage ? EXIT.usage : EXIT.internal, undefined, usage);
   }
 }

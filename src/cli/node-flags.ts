@@ -7,26 +7,31 @@ import { DEFAULT_NODE_CONTROL_PATH, nodeStatus, type NodeParts } from '../node/s
 import { serveControl } from '../lib/control';
 
 export const dtiFlags = {
-  dti: Flags.string({ summary: 'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP).', dependsOn: ['hold'] }),
-  routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true, dependsOn: ['dti'] }),
-  'on-demand': Flags.boolean({ summary: 'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).', dependsOn: ['dti'] }),
+  device: Flags.string({
+    summary: 'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP; --dti until 0.2).',
+    dependsOn: ['hold'],
+    aliases: ['dti'],
+    deprecateAliases: true,
+  }),
+  routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true, dependsOn: ['device'] }),
+  'on-demand': Flags.boolean({ summary: 'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).', dependsOn: ['device'] }),
   control: Flags.string({ summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.', default: DEFAULT_NODE_CONTROL_PATH }),
-  'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).', min: 1280, dependsOn: ['dti'] }),
+  'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).', min: 1280, dependsOn: ['device'] }),
 };
 
 export interface DtiFlags {
-  dti?: string;
+  device?: string;
   routes?: string[];
   'on-demand'?: boolean;
   'path-mtu'?: number;
   control: string;
 }
 
-/** The DTI the flags ask for (not started yet), or undefined without --dti. */
+/** The DTI the flags ask for (not started yet), or undefined without --device. */
 export function dtiFromFlags(flags: DtiFlags, log: Logger): Dti | undefined {
-  if (flags.dti === undefined) return undefined;
+  if (flags.device === undefined) return undefined;
   return new Dti({
-    name: flags.dti,
+    name: flags.device,
     routes: parseRoutes(flags.routes ?? ['default']),
     pathMtu: flags['path-mtu'] ?? 1500,
     log: log.child({ component: 'dti' }),

@@ -22,7 +22,7 @@ export default class ReleaseCommand extends DstmCommand {
 
   static exitCodes = EXITS;
 
-  static override examples = ['<%= config.bin %> release --server [2001:db8::10]:3786', '<%= config.bin %> release --address 192.0.2.7 --json'];
+  static override examples = ["<%= config.bin %> release --server '[2001:db8::10]:3786'", '<%= config.bin %> release --address 192.0.2.7 --json'];
 
   static override flags = {
     ...exchangeFlags,

@@ -32,7 +32,7 @@ export default class RequestCommand extends DstmCommand {
 
   static exitCodes = EXITS;
 
-  static override examples = ['<%= config.bin %> request --server [2001:db8::10]:3786 --json', '<%= config.bin %> request --hold'];
+  static override examples = ["<%= config.bin %> request --server '[2001:db8::10]:3786' --json", '<%= config.bin %> request --hold'];
 
   static override flags = {
     ...exchangeFlags,

@@ -1,9 +1,12 @@
 import { Flags } from '@oclif/core';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { DEFAULT_PORT } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
+import { programFlag } from '../cli/flags';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
 import { DstmServer, loadServerConfig, type ServerFlags } from '../server/daemon';
@@ -27,7 +30,7 @@ export default class ServerCommand extends DstmCommand {
 
   static override examples = [
     '<%= config.bin %> server',
-    `<%= config.bin %> server --listen [2001:db8::10]:${DEFAULT_PORT} --pool 198.51.100.0/24 --tep 2001:db8::1,198.51.100.1 --state-dir /var/lib/dstm`,
+    `<%= config.bin %> server --listen '[2001:db8::10]:${DEFAULT_PORT}' --pool 198.51.100.0/24 --tep 2001:db8::1,198.51.100.1 --state-dir /var/lib/dstm`,
     '<%= config.bin %> server --config /etc/dstm/dstm.json --check',
   ];
 
@@ -39,7 +42,7 @@ export default class ServerCommand extends DstmCommand {
     lease: Flags.integer({ summary: 'Lease duration in seconds (default 3600).' }),
     'state-dir': Flags.string({ summary: 'Directory of the SQLite store (default /var/lib/dstm).' }),
     allow: Flags.string({ summary: 'IPv6 prefix of nodes allowed to request (repeatable; default ::/0).', multiple: true }),
-    program: Flags.integer({ summary: 'ONC RPC program number (default 760435789 = 0x2D53544D).' }),
+    program: programFlag('ONC RPC program number, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
     'log-level': logLevelFlag,
     check: Flags.boolean({ summary: 'Validate the configuration and flags, print the result as JSON and exit.' }),
@@ -91,7 +94,7 @@ export default class ServerCommand extends DstmCommand {
     try {
       server = await DstmServer.start(loaded.config, log);
     } catch (err) {
-      fail(this, `cannot start: ${(err as Error).message}`, EXIT.cannotStart);
+      fail(this, `cannot start: ${(err as Error).message}${stateDirHint(loaded.config.state_dir)}`, EXIT.cannotStart);
     }
     notify(log, 'READY=1');
     if (reloadPending) reload();
@@ -101,6 +104,16 @@ export default class ServerCommand extends DstmCommand {
     await server.stop();
   }
 
+}
+
+/** What to do when the state directory cannot be written (a first start without root, where /var/lib is root's). */
+function stateDirHint(dir: string): string {
+  try {
+    accessSync(existsSync(dir) ? dir : dirname(dir), constants.W_OK);
+    return '';
+  } catch {
+    return `; ${dir} is not writable by this user: give a directory it can write with --state-dir (or server.state_dir), or run as root`;
+  }
 }
 
 /** --check output: addresses and prefixes in their text forms. */

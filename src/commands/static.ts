@@ -18,7 +18,7 @@ export default class StaticCommand extends DstmCommand {
     'configuration file instead (flags win). The TEP needs the matching static mapping ' +
     '(dstm tep --static ADDRESS=LOCAL). --print shows the equivalent iproute2 commands (for a kernel with ' +
     'ip6_tunnel) and the KAME gifconfig/ifconfig lines of Annex A, and changes nothing. SIGHUP is logged and ' +
-    'ignored; under systemd it reports READY once the DTI is up. See dstm-static(8).\n' +
+    'ignored; under systemd it reports READY once the DTI is up. See dstm-static(8).\n\n' +
     exitHelp(EXITS);
 
   static exitCodes = EXITS;

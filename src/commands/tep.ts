@@ -3,6 +3,7 @@ import { type TepConfig } from '../config/tep-schema';
 import { logLevelFlag, notify, stopSignal } from '../cli/daemon-cli';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
+import { programFlag } from '../cli/flags';
 import { createLogger } from '../lib/log';
 import { describeTep, loadTepConfig, startTep, type RunningTep } from '../tep/daemon';
 
@@ -20,22 +21,22 @@ export default class TepCommand extends DstmCommand {
     'other changed keys are logged as needing a restart. Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
     'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +
-    'See dstm-tep(8).\n' +
+    'See dstm-tep(8).\n\n' +
     exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
   static override examples = [
-    '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --pool 198.51.100.0/24 --server [2001:db8:2::10]:3786 --prefix 2001:db8::/32',
-    '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --static 198.51.100.200=2001:db8:1::10',
+    "<%= config.bin %> tep --ipv6 2001:db8:1::1 --ipv4 192.0.2.1 --pool 198.51.100.0/24 --server '[2001:db8:2::10]:3786' --prefix 2001:db8::/32",
+    '<%= config.bin %> tep --ipv6 2001:db8:1::1 --ipv4 192.0.2.1 --static 198.51.100.200=2001:db8:1::10',
     '<%= config.bin %> tep stats',
   ];
 
   static override flags = {
     config: Flags.string({ summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
     server: Flags.string({ summary: 'DSTM server to follow the binding feed of, [IPV6]:PORT.' }),
-    program: Flags.integer({ summary: 'ONC RPC program number of the DSTM server.' }),
-    address: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it.' }),
+    program: programFlag('ONC RPC program number of the DSTM server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
+    ipv6: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it (--address until 0.2).', aliases: ['address'], deprecateAliases: true }),
     ipv4: Flags.string({ summary: 'IPv4 address of this TEP, the peer of the nodes\' DTIs.' }),
     pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
     prefix: Flags.string({ summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).', multiple: true }),

@@ -12,7 +12,7 @@ export const staticMapping = record(
 export const tepFields = {
   server: optional(endpoint(DEFAULT_PORT, 6), 'DSTM server whose binding feed tells which node holds which pool address (--server); without it only static mappings are forwarded.'),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server (--program).'),
-  address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--address).'),
+  address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--ipv6).'),
   ipv4: required(ipv4, 'The TEP\'s IPv4 address, the peer of the nodes\' DTIs and the source of its ICMPv4 errors (--ipv4).'),
   pools: field(list(prefix4), [], 'IPv4 prefixes routed into the TEP\'s TUN device: the DSTM server\'s pools (--pool).'),
   prefixes: field(list(prefix6), [], 'IPv6 prefixes of the DSTM domain; tunnelled packets from other sources are dropped. Empty: any source (--prefix).'),

@@ -24,7 +24,7 @@ export interface NodeStatus {
         renew_in: number;
       })
     | null;
-  /** Without --dti, null: the lease is only held, no interface carries it. */
+  /** Without --device, null: the lease is only held, no interface carries it. */
   dti: {
     device: string;
     mtu: number;
@@ -99,7 +99,7 @@ export function formatNodeStatus(s: NodeStatus): string[] {
   }
   const d = s.dti;
   if (!d) {
-    out.push('interface   none (no --dti)');
+    out.push('interface   none (no --device)');
     return out;
   }
   out.push(`interface   ${d.device} mtu ${d.mtu}${d.address ? ` inet ${d.address}${d.peer ? ` peer ${d.peer}` : ''}` : ' (no address)'}`);

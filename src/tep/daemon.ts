@@ -45,7 +45,7 @@ export interface TepFlags {
   config?: string;
   server?: string;
   program?: number;
-  address?: string;
+  ipv6?: string;
   ipv4?: string;
   pool?: string[];
   prefix?: string[];
@@ -63,7 +63,7 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
   const { config } = loadSection(tepFields, 'tep', flags.config, overrides([
     ['server', '--server', flags.server],
     ['program', '--program', flags.program],
-    ['address', '--address', flags.address],
+    ['address', '--ipv6', flags.ipv6],
     ['ipv4', '--ipv4', flags.ipv4],
     ['pools', '--pool', flags.pool],
     ['prefixes', '--prefix', flags.prefix],

@@ -1,4 +1,4 @@
-// DSTM end to end (draft §4.1): `dstm server` on S, `dstm tep --server` on Y, `dstm request --hold --dti` on X,
+// DSTM end to end (draft §4.1): `dstm server` on S, `dstm tep --server` on Y, `dstm request --hold --device` on X,
 // all real processes in real namespaces. X leases an address, an unmodified IPv4 client on X reaches Z through
 // the TEP, only IPv6 crosses X–Y, and after release or expiry the TEP stops forwarding for that address.
 import { expect } from 'chai';
@@ -31,7 +31,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10
   }
 }
 
-describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --dti)', function () {
+describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --device)', function () {
   this.timeout(90_000);
   let t: Topology;
   let tep: ChildProcess;
