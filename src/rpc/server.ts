@@ -37,6 +37,7 @@ import { registerService, unregisterService, type RpcbindRegistration } from './
 import { BatchUdpSocket, batchedUdpAvailable } from './udp-batch';
 import type { CallContext, Handler, OpaqueAuth, Procedure, ProgramVersion, Service, Transport } from './types';
 import { XdrReader, XdrWriter } from './xdr/runtime';
+import { Histogram } from '../lib/metrics';
 
 export interface RpcServerOptions {
   /** Calls whose handler has not yet finished, across all transports (default 1024). */
@@ -105,6 +106,8 @@ interface ProcEntry {
   readonly handler: Handler<any, any> | null;
   /** Counts by transport * NR + result. */
   readonly counts: Float64Array;
+  /** Seconds from decoded arguments to the reply sent, of the calls that reached the handler. */
+  readonly latency: Histogram;
 }
 
 interface VersionEntry {
@@ -126,6 +129,8 @@ interface ProgramEntry {
 export interface RpcServerStats {
   /** calls["PROGRAM.VERSION.PROCEDURE"][transport][result] = count (only non-zero counts appear). */
   calls: Record<string, Partial<Record<Transport, Record<string, number>>>>;
+  /** latency["PROGRAM.VERSION.PROCEDURE"]: handler call to reply, seconds (the live histogram, not a copy). */
+  latency: Record<string, Histogram>;
   /** Calls refused before a procedure was chosen, by transport and status. */
   rejected: Record<Transport, { RPC_MISMATCH: number; AUTH_ERROR: number; PROG_UNAVAIL: number; PROG_MISMATCH: number }>;
   /** Records dropped because their call header could not be read (or they were not calls, or over udpRecvSize). */
@@ -342,9 +347,9 @@ export class RpcServer {
       if (num === 0) continue;
       const handler = service.handlers.get(num);
       if (!handler) throw new Error(`no handler for procedure ${proc.name} (${num}) of ${def.programName}.${def.versionName}`);
-      procs.set(num, { name: proc.name, proc, handler, counts: new Float64Array(2 * NR) });
+      procs.set(num, { name: proc.name, proc, handler, counts: new Float64Array(2 * NR), latency: new Histogram() });
     }
-    const nullProc: ProcEntry = { name: 'NULL', proc: null, handler: null, counts: new Float64Array(2 * NR) };
+    const nullProc: ProcEntry = { name: 'NULL', proc: null, handler: null, counts: new Float64Array(2 * NR), latency: new Histogram() };
     p.versions.set(def.version, { definition: def, program, procs, nullProc, procUnavail: new Float64Array(2) });
     p.low = Math.min(p.low, def.version);
     p.high = Math.max(p.high, def.version);
@@ -415,6 +420,7 @@ export class RpcServer {
 
   stats(): RpcServerStats {
     const calls: RpcServerStats['calls'] = {};
+    const latency: RpcServerStats['latency'] = {};
     const add = (key: string, counts: Float64Array): void => {
       for (let t = 0; t < 2; t++) {
         for (let i = 0; i < NR; i++) {
@@ -429,7 +435,10 @@ export class RpcServer {
       for (const v of p.versions.values()) {
         const prefix = `${v.definition.programName}.${v.definition.versionName}.`;
         add(prefix + 'NULL', v.nullProc.counts);
-        for (const pe of v.procs.values()) add(prefix + pe.name, pe.counts);
+        for (const pe of v.procs.values()) {
+          add(prefix + pe.name, pe.counts);
+          latency[prefix + pe.name] = pe.latency;
+        }
         const pu = new Float64Array(2 * NR);
         pu[T_UDP * NR + 4] = v.procUnavail[T_UDP];
         pu[T_TCP * NR + 4] = v.procUnavail[T_TCP];
@@ -442,6 +451,7 @@ export class RpcServer {
     };
     return {
       calls,
+      latency,
       rejected: { udp: rej(T_UDP), tcp: rej(T_TCP) },
       garbageRecords: { udp: this.garbage[T_UDP], tcp: this.garbage[T_TCP] },
       oversizedRecords: this.oversized,
@@ -746,11 +756,13 @@ export class RpcServer {
     };
     this.inFlight++;
     if (t === T_TCP) (peer as TcpConn).active++;
+    const t0 = performance.now();
     let res: unknown;
     try {
       res = pe.handler!(args, ctx);
     } catch (e) {
       this.replyError(peer, ctx, verf, pe, e, drcToken);
+      pe.latency.observe((performance.now() - t0) / 1000);
       return this.callDone(peer);
     }
     if (res instanceof Promise) {
@@ -758,16 +770,19 @@ export class RpcServer {
       res.then(
         (value) => {
           this.replyResult(later, ctx, verf, pe, value, drcToken);
+          pe.latency.observe((performance.now() - t0) / 1000);
           this.callDone(later);
         },
         (e) => {
           this.replyError(later, ctx, verf, pe, e, drcToken);
+          pe.latency.observe((performance.now() - t0) / 1000);
           this.callDone(later);
         },
       );
       return;
     }
     this.replyResult(peer, ctx, verf, pe, res, drcToken);
+    pe.latency.observe((performance.now() - t0) / 1000);
     this.callDone(peer);
   }
 

@@ -8,12 +8,12 @@ import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics';
+import { registerProcessMetrics } from '../lib/process-metrics';
 import { RpcServer, type BoundAddress } from '../rpc';
 import { formatIPv6, formatPrefix4, type Prefix6, prefixSize4 } from '../lib/addr';
-import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
+import { MAX_POOL_ADDRESSES, type PoolStats } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
-import { STATE } from '../protocol/status';
 import { Store } from './store';
 
 /** Command-line values that stand in for configuration keys (flags win over the file). */
@@ -91,8 +91,6 @@ export class DstmServer {
   private sweeping = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private metricsServer: HttpServer | null = null;
-  private pools: { name: string; pool: AddressPool; dynamic: number }[] = [];
-  private poolsFor: ServerConfig | null = null;
 
   private constructor(
     private config: ServerConfig,
@@ -154,7 +152,7 @@ export class DstmServer {
       [...this.leases.counts].flatMap(([k, value]) => {
         const [op, status] = k.split(':');
         if (refused && status === 'ok') return [];
-        const labels: Labels = refused ? { op, reason: status } : { op, status };
+        const labels: Labels = refused ? { op, reason: status } : { op, result: status };
         return [{ labels, value }];
       });
     reg.collector('dstm_server_operations_total', 'Lease operations (request, release, revoke, allocate) by result.', 'counter', () => results(false));
@@ -162,9 +160,11 @@ export class DstmServer {
     reg.collector('dstm_server_bindings', 'Bindings in the store by state.', 'gauge', () =>
       Object.entries(this.store.counts()).map(([state, value]) => ({ labels: { state }, value })),
     );
-    reg.collector('dstm_server_pool_active', 'Active bindings per pool.', 'gauge', () => this.poolSamples('active'));
-    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', () => this.poolSamples('free'));
-    reg.collector('dstm_server_pool_size', 'Addresses in the pools.', 'gauge', () => [{ value: this.leases.poolSize }]);
+    // per pool, from the allocator's counters: a scrape reads no binding
+    const pools = (value: (p: PoolStats) => number) => () => this.leases.poolStats().map((p) => ({ labels: { pool: formatPrefix4(p.pool) }, value: value(p) }));
+    reg.collector('dstm_server_pool_size', 'Addresses in each pool.', 'gauge', pools((p) => p.size));
+    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', pools((p) => p.free));
+    reg.collector('dstm_server_pool_in_use', 'Dynamic addresses bound to a node (active, held or revoked), per pool.', 'gauge', pools((p) => p.dynamic - p.free));
     reg.collector('dstm_server_feed_seq', 'Sequence number of the last binding change.', 'gauge', () => [{ value: this.leases.lastSeq }]);
     reg.collector('dstm_server_rpc_calls_total', 'ONC RPC calls by procedure, transport and result.', 'counter', () =>
       Object.entries(this.rpc.stats().calls).flatMap(([procedure, byTransport]) =>
@@ -174,33 +174,13 @@ export class DstmServer {
     reg.collector('dstm_server_rpc_rejected_total', 'ONC RPC calls refused before a procedure ran, by transport and reason.', 'counter', () =>
       Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) => Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value }))),
     );
+    reg.histogram('dstm_server_rpc_duration_seconds', 'Time from a call\'s decoded arguments to its reply, by procedure.', () =>
+      Object.entries(this.rpc.stats().latency).map(([procedure, histogram]) => ({ labels: { procedure }, histogram })),
+    );
+    registerProcessMetrics(reg, 'server');
     const m = await serveMetrics(reg, host, port);
     this.metricsServer = m.server;
     this.log.info('metrics', { address: formatEndpoint({ host, port: m.port }) });
-  }
-
-  /**
-   * Per pool: active bindings, or dynamic addresses not held by any binding. Read from the store at scrape time
-   * (one pass over the bound addresses); each pool's dynamic size is counted once per configuration.
-   */
-  private poolSamples(what: 'active' | 'free'): Sample[] {
-    if (this.poolsFor !== this.config) {
-      this.poolsFor = this.config;
-      const c = this.config;
-      this.pools = c.pools.map((p) => {
-        const pool = new AddressPool({ pools: [p], exclude: c.exclude, skipNetworkBroadcast: c.skip_network_broadcast, reserved: c.reservations.map((r) => r.ipv4) });
-        let dynamic = 0;
-        for (let a = p.base, end = p.base + prefixSize4(p.len); a < end; a++) if (pool.isDynamic(a)) dynamic++;
-        return { name: formatPrefix4(p), pool, dynamic };
-      });
-    }
-    const counts = this.pools.map(() => 0);
-    const addresses = what === 'active' ? this.store.list(-1, Number.MAX_SAFE_INTEGER).filter((b) => b.state === STATE.active).map((b) => b.ip4) : this.store.boundAddresses();
-    for (const a of addresses) {
-      const i = this.pools.findIndex((p) => (what === 'active' ? p.pool.index(a) >= 0 : p.pool.isDynamic(a)));
-      if (i >= 0) counts[i]++;
-    }
-    return this.pools.map((p, i) => ({ labels: { pool: p.name }, value: what === 'active' ? counts[i] : p.dynamic - counts[i] }));
   }
 
   /** Expire and reclaim due leases; runs once a second, and never twice at once. */

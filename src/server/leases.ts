@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
 import { type Prefix4, type Prefix6, PrefixTable } from '../lib/addr';
-import { AddressPool } from './pool';
+import { AddressPool, type PoolStats } from './pool';
 import { STATE, type StatusName } from '../protocol/status';
 import type { Binding, Change, Store } from './store';
 
@@ -183,6 +183,11 @@ export class LeaseService extends EventEmitter {
 
   get poolSize(): number {
     return this.pool.size;
+  }
+
+  /** Size, dynamic and free addresses of each configured pool (kept up to date by allocation: no store access). */
+  poolStats(): PoolStats[] {
+    return this.pool.stats();
   }
 
   tepFor(ip6: Uint8Array): Tep | undefined {

@@ -7,6 +7,7 @@ import { overrides } from '../config/schema';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics } from '../lib/metrics';
+import { registerProcessMetrics } from '../lib/process-metrics';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
@@ -122,6 +123,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
         { labels: { kind: 'icmp4_error' }, value: tep.counters.event('icmp4_sent') },
         { labels: { kind: 'icmp6_relayed_as_icmp4' }, value: tep.counters.event('icmp_relayed') },
       ]);
+      registerProcessMetrics(registry, 'tep');
       metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port)).server;
     }
     if (c.server) feed = followFeed(tep, c, log);
