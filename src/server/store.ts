@@ -13,7 +13,7 @@ import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync } 
 import { join } from 'node:path';
 
 import type { dstm_state } from '../protocol/generated/dstm';
-import { STATE_NAMES, stateName, type StateName } from '../protocol/status';
+import { STATE, STATE_NAMES, stateName, type StateName } from '../protocol/status';
 
 /** A binding's state, stored as its dstm_state value. */
 export type State = dstm_state;
@@ -56,6 +56,25 @@ CREATE TABLE IF NOT EXISTS feed (
   ends INTEGER NOT NULL,
   active INTEGER NOT NULL
 );
+-- bindings per state, kept by triggers in the same transactions, so the metrics read three rows, not the table
+CREATE TABLE IF NOT EXISTS state_counts (state INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS bindings_count_insert AFTER INSERT ON bindings BEGIN
+  UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER IF NOT EXISTS bindings_count_delete AFTER DELETE ON bindings BEGIN
+  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER IF NOT EXISTS bindings_count_state AFTER UPDATE OF state ON bindings WHEN OLD.state <> NEW.state BEGIN
+  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+  UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+`;
+
+/** Recounts state_counts from the bindings (at open: a store written before the triggers existed gets them right). */
+const RECOUNT = `
+DELETE FROM state_counts;
+INSERT INTO state_counts (state, n) SELECT value, 0 FROM json_each('${JSON.stringify(Object.values(STATE))}');
+UPDATE state_counts SET n = (SELECT count(*) FROM bindings b WHERE b.state = state_counts.state);
 `;
 
 export const DB_FILE = 'dstm.sqlite';
@@ -79,6 +98,7 @@ export class Store {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
+      this.db.transaction(() => this.db.exec(RECOUNT))();
     }
     this.db.pragma('busy_timeout = 5000');
     const db = this.db;
@@ -95,7 +115,8 @@ export class Store {
       due: db.prepare<[number, number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?'),
       nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
       list: db.prepare<[number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?'),
-      count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
+      // a read-only store may predate state_counts; nothing counts there but an occasional reader
+      count: db.prepare(opts.readonly ? 'SELECT state, count(*) AS n FROM bindings GROUP BY state' : 'SELECT state, n FROM state_counts'),
     };
     this.epoch = opts.readonly ? this.readEpoch() : this.ensureEpoch();
     if (!opts.readonly) {

@@ -364,7 +364,7 @@ describe('dstm server (process)', function () {
     expect(again).to.include({ address: la.address, keep: 200, tep6: '2001:db8::9' });
     expect((await b.request()).address).to.match(/^10\.8[12]\.0\.[12]$/);
     const metrics = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
-    expect(metrics).to.match(/^dstm_server_operations_total\{op="request",status="ok"\} [1-9]/m);
+    expect(metrics).to.match(/^dstm_server_operations_total\{op="request",result="ok"\} [1-9]/m);
     expect(metrics).to.match(/^dstm_server_bindings\{state="active"\} 2$/m);
     expect(metrics).to.match(/^dstm_server_pool_size 8$/m);
     writeFileSync(join(dir, 'dstm.json'), '{"server": {"pools": []}}');
