@@ -366,7 +366,8 @@ describe('dstm server (process)', function () {
     const metrics = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
     expect(metrics).to.match(/^dstm_server_operations_total\{op="request",result="ok"\} [1-9]/m);
     expect(metrics).to.match(/^dstm_server_bindings\{state="active"\} 2$/m);
-    expect(metrics).to.match(/^dstm_server_pool_size 8$/m);
+    expect(metrics).to.match(/^dstm_server_pool_size\{pool="10\.81\.0\.0\/30"\} 4$/m);
+    expect(metrics).to.match(/^dstm_server_pool_size\{pool="10\.82\.0\.0\/30"\} 4$/m);
     writeFileSync(join(dir, 'dstm.json'), '{"server": {"pools": []}}');
     server.proc.kill('SIGHUP');
     await server.waitFor('configuration not reloaded; the running one stays');
