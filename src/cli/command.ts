@@ -23,15 +23,9 @@ const wantsJson = (argv: readonly string[]): boolean => {
  * flushes). `help` adds the pointer to --help (a usage error found by the parser).
  */
 export function fail(cmd: Reporter, message: string, code: ExitCode, name = cmd.id?.replace(/:/g, ' ') ?? '', help = false): never {
-  const bin = cmd.config.bin;
-  if (wantsJson(cmd.argv)) {
-    process.stderr.write(`${JSON.stringify({ error: { message, exit: code, command: name } })}\n`);
-  } else {
-    process.stderr.write(`${bin}${name ? ` ${name}` : ''}: ${message}\n`);
-    if (help) {
-      process.stderr.write(`Try '${bin}${name ? ` ${name}` : ''} --help' for more information.\n`);
-    }
-  }
+  const who = name ? `${cmd.config.bin} ${name}` : cmd.config.bin;
+  if (wantsJson(cmd.argv)) process.stderr.write(`${JSON.stringify({ error: { message, exit: code, command: name } })}\n`);
+  else process.stderr.write(`${who}: ${message}\n${help ? `Try '${who} --help' for more information.\n` : ''}`);
   return cmd.exit(code);
 }
 
