@@ -26,10 +26,10 @@ async function withServer(t: Topology): Promise<void> {
   await startEchoServer(t, t.ns.z);
   detail(`Z (${ADDR.z4}, IPv4 only) runs a TCP server that tells each client the address it sees`);
 
-  say(`X: IPv6 only (${ADDR.x6}); \`dstm request --hold --dti dti0\` asks S for a temporary IPv4 address`);
+  say(`X: IPv6 only (${ADDR.x6}); \`dstm request --hold --device dti0\` asks S for a temporary IPv4 address`);
   const node = startNode(t);
-  const lease = JSON.parse(await waitForOutput(node, /"event":"lease"/)) as { address: string; tep6: string; ends: number };
-  detail(`lease: ${lease.address} until ${new Date(lease.ends * 1000).toISOString()}, tunnel to ${lease.tep6}`);
+  const lease = JSON.parse(await waitForOutput(node, /"event":"lease"/)) as { ipv4: string; tep6: string; ends: number };
+  detail(`lease: ${lease.ipv4} until ${new Date(lease.ends * 1000).toISOString()}, tunnel to ${lease.tep6}`);
   detail('the DTI dti0 now has that address, and IPv4 routes point into it');
   await new Promise((r) => setTimeout(r, 300));
 
@@ -41,15 +41,15 @@ async function withServer(t: Topology): Promise<void> {
   say('Anti-spoofing: X sends tunnelled packets claiming another IPv4 address');
   await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.9', dst4: ADDR.z4 });
   const s = await tepStats(t);
-  detail(`Y dropped them: spoofed_source = ${s.drops.spoofed_source}; forwarded so far ${s.forwarded.toIpv4} packets to IPv4, ${s.forwarded.toIpv6} back`);
+  detail(`Y dropped them: spoofed_source = ${s.drops.spoofed_source}; forwarded so far ${s.forwarded.to_ipv4} packets to IPv4, ${s.forwarded.to_ipv6} back`);
 
   say('X stops: the lease is released, the address and routes leave the DTI');
   await stopChild(node);
   await new Promise((r) => setTimeout(r, 500));
   detail(`ping X -> Z now: ${await ping(t, t.ns.x, ADDR.z4, 2)} replies (X has no IPv4 any more)`);
-  await ping(t, t.ns.z, lease.address, 2);
+  await ping(t, t.ns.z, lease.ipv4, 2);
   const after = await tepStats(t);
-  detail(`Z -> ${lease.address}: dropped at Y as no_binding (${after.drops.no_binding}); Y holds ${after.bindings.length} bindings`);
+  detail(`Z -> ${lease.ipv4}: dropped at Y as no_binding (${after.drops.no_binding}); Y holds ${after.bindings.length} bindings`);
 }
 
 async function withoutServer(t: Topology): Promise<void> {

@@ -18,6 +18,7 @@ export const tlsFlags = {
 export function tlsFlagValues(f: { tls?: boolean; 'tls-ca'?: string; 'tls-cert'?: string; 'tls-key'?: string }): { tls?: boolean; tlsCa?: string; tlsCert?: string; tlsKey?: string } {
   return { tls: f.tls || undefined, tlsCa: f['tls-ca'], tlsCert: f['tls-cert'], tlsKey: f['tls-key'] };
 }
+import { programFlag } from './flags';
 
 export const clientFlags = {
   server: Flags.string({
@@ -25,9 +26,9 @@ export const clientFlags = {
     multiple: true,
   }),
   config: Flags.string({ summary: 'Configuration file (its "client" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
-  program: Flags.integer({ summary: 'ONC RPC program number of the server (default 760435789 = 0x2D53544D).' }),
+  program: programFlag('ONC RPC program number of the server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
   timeout: Flags.integer({ summary: 'Milliseconds to wait for a reply (default 5000).' }),
-  json: Flags.boolean({ summary: 'Print JSON (one object; with --hold one object per line).' }),
+  json: Flags.boolean({ summary: 'Print the result as JSON (dstm(1), JSON OUTPUT).' }),
   ...tlsFlags,
 };
 

@@ -75,11 +75,6 @@ export function tlsClientOf(t: ClientConfig['tls']): TlsClientOptions | undefine
   return loadClientTls(t);
 }
 
-/** The lease as `--json` prints it (also the human form's source). */
-export function leaseJson(l: Lease): Record<string, string | number> {
-  return { address: l.address, mask: l.mask, local: l.local, tep6: l.tep6, tep4: l.tep4, starts: l.starts, ends: l.ends, extend: l.extend, keep: l.keep };
-}
-
 export function leaseText(l: Lease): string {
   const when = (t: number): string => new Date(t * 1000).toISOString();
   return `${l.address} (mask ${l.mask}) for ${l.local}, TEP ${l.tep6} / ${l.tep4}, from ${when(l.starts)} until ${when(l.ends)} (renew in ${l.extend} s)`;

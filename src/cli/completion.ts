@@ -40,6 +40,9 @@ function tree(commands: CompletionCommand[]): Node[] {
     const parent = nodes.get(parts.slice(0, -1).join(' '))!;
     parent.subs.find((s) => s.word === parts[parts.length - 1])!.summary = oneLine(cmd);
   }
+  // `dstm help COMMAND`: the words after help are the top-level commands
+  const help = nodes.get('help');
+  if (help && help.subs.length === 0) help.subs = nodes.get('')!.subs.filter((s) => s.word !== 'help');
   return [...nodes.values()];
 }
 

@@ -3,7 +3,8 @@
 import { Flags } from '@oclif/core';
 import { LEVELS, type Level } from '../lib/log';
 import { StartError } from '../lib/daemon';
-import { EXIT, fail } from './exit-codes';
+import { EXIT } from './exit-codes';
+import { fail, type Reporter } from './command';
 
 /** One way to set the level everywhere: --log-level, or DSTM_LOG_LEVEL standing in for it. */
 export const logLevelFlag = Flags.string({
@@ -15,7 +16,7 @@ export const logLevelFlag = Flags.string({
 export const asLevel = (s: string | undefined): Level | undefined => s as Level | undefined;
 
 /** How a daemon command reports runDaemon's failure: start-up as exit 3 (after `what`, if given), anything later 1. */
-export function daemonFailed(cmd: { id?: string; exit(code?: number): never }, err: unknown, what?: string): never {
+export function daemonFailed(cmd: Reporter, err: unknown, what?: string): never {
   if (err instanceof StartError) return fail(cmd, what ? `${what}: ${err.message}` : err.message, EXIT.cannotStart);
   return fail(cmd, (err as Error)?.message ?? String(err), EXIT.internal);
 }

@@ -36,9 +36,3 @@ export const EXIT_MEANING: Record<ExitCode, string> = {
 export function exitHelp(codes: readonly ExitCode[]): string {
   return `Exit codes: ${codes.map((c) => `${c} ${EXIT_MEANING[c]}`).join(', ')}. See dstm(1).`;
 }
-
-/** A command's failure: one line "dstm NAME: message" on stderr, then `code` (through oclif, which flushes). */
-export function fail(cmd: { id?: string; exit(code?: number): never }, message: string, code: ExitCode, name = cmd.id?.replace(/:/g, ' ')): never {
-  process.stderr.write(`dstm ${name}: ${message}\n`);
-  return cmd.exit(code);
-}

@@ -1,30 +1,39 @@
-import { Args, Command, Flags } from '@oclif/core';
-import { classify, leaseFilter, leaseJson } from '../cli/client';
+import { Args, Flags } from '@oclif/core';
+import { classify, leaseFilter } from '../cli/client';
+import { leaseJson } from '../protocol/binding-json';
 import { clientFlags, connectFromFlags } from '../cli/client-flags';
 import type { LeaseRow } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
 import { SqliteStore } from '../server/sqlite-store';
-import { STATE_NAMES } from '../server/store';
+import { STATE_NAMES, stateName } from '../protocol/status';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
-export default class LeasesCommand extends Command {
+export default class LeasesCommand extends DstmCommand {
   static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';
-  static override description = `list (the default) shows every binding: IPv6 node, IPv4 address, TEP, start, end and state (active, held: expired but
-kept for its node until the hold time ends, revoked: quarantined); with NODE (an IPv6 address or prefix), --address
-(an IPv4 address or prefix) or --state, only the bindings that match all of them. It asks the running server (admin procedure LIST,
-allowed from server.admin_allow, default ::1) or, with --state-dir, reads the store directly (read-only, works with
-the server stopped or running).
-revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node must request
-again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to --address or any free address.
-revoke and allocate always go through the running server, which is the only writer of its store.
---json prints list as an array of {ipv6, ipv4, tep6, tep4, starts, ends, state}, revoke and allocate as
-{action, node, address, mask, local, tep6, tep4, starts, ends, extend, keep}. See dstm-leases(8).
-${exitHelp(EXITS)}`;
+  static override description =
+    'list (the default) shows every binding: IPv6 node, IPv4 address, TEP, start, end and state (active, ' +
+    'held: expired but kept for its node until the hold time ends, revoked: quarantined); with NODE (an ' +
+    'IPv6 address or prefix), --address (an IPv4 address or prefix) or --state, only the bindings that ' +
+    'match all of them. It asks the running server (admin procedure LIST, allowed from ' +
+    'server.admin_allow, default ::1) or, with --state-dir, reads the store directly (read-only, works ' +
+    'with the server stopped or running).' +
+    '\n\n' +
+    'revoke IPV6 ends that node\'s binding now; its address is quarantined for the hold time and the node ' +
+    'must request again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to ' +
+    '--address or any free address. revoke and allocate always go through the running server, which is ' +
+    'the only writer of its store.' +
+    '\n\n' +
+    '--json prints list as an array of bindings {ipv4, ipv6, tep4, tep6, starts, ends, state}, revoke and ' +
+    'allocate as one object {action, ipv4, ipv6, tep4, tep6, starts, ends, mask, extend, keep}; times in ' +
+    'seconds since 1970 UTC (dstm(1), JSON OUTPUT). See dstm-leases(8).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
@@ -48,7 +57,7 @@ ${exitHelp(EXITS)}`;
     address: Flags.string({
       summary: 'list: only addresses in this IPv4 prefix or address; revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).',
     }),
-    state: Flags.string({ summary: 'list: only bindings in this state (repeatable).', options: ['active', 'held', 'revoked'], multiple: true }),
+    state: Flags.string({ summary: 'list: only bindings in this state (repeatable).', options: [...STATE_NAMES], multiple: true }),
     lease: Flags.integer({ summary: 'allocate: lease length in seconds (default: the server\'s).' }),
   };
 
@@ -89,7 +98,7 @@ ${exitHelp(EXITS)}`;
         this.print(rows, flags.json);
       } else {
         const l = args.action === 'revoke' ? await client.revoke(node, address) : await client.allocate(node, address, flags.lease ?? 0);
-        this.log(flags.json ? JSON.stringify({ action: args.action, node, ...leaseJson(l) }) : `${args.action === 'revoke' ? 'revoked' : 'allocated'} ${l.address} for ${node}`);
+        this.log(flags.json ? JSON.stringify({ action: args.action, ...leaseJson(l) }) : `${args.action === 'revoke' ? 'revoked' : 'allocated'} ${l.address} for ${node}`);
       }
     } catch (err) {
       await client?.close();
@@ -126,7 +135,7 @@ async function listStore(dir: string, config?: string): Promise<LeaseRow[]> {
         tep4: formatIPv4(tep?.ipv4 ?? 0),
         starts: b.starts,
         ends: b.ends,
-        state: STATE_NAMES[b.state],
+        state: stateName(b.state),
       };
     });
   } finally {

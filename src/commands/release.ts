@@ -1,22 +1,28 @@
-import { Command, Flags } from '@oclif/core';
-import { classify, leaseJson } from '../cli/client';
+import { Flags } from '@oclif/core';
+import { classify } from '../cli/client';
+import { leaseJson } from '../protocol/binding-json';
 import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
 import type { FailoverClient } from '../protocol/failover';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { parseIPv4 } from '../lib/addr';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
-export default class ReleaseCommand extends Command {
+export default class ReleaseCommand extends DstmCommand {
   static override summary = "Release this node's IPv4 lease on the DSTM server";
-  static override description = `Sends RELEASE from this node's IPv6 address; only the caller's own binding can be released. Without --address
-it releases whatever this node holds. With --json it prints {released, address, mask, local, tep6, tep4, starts,
-ends, extend, keep}. See dstm-release(8).
-${exitHelp(EXITS)}`;
+  static override description =
+    'Sends RELEASE from this node\'s IPv6 address; only the caller\'s own binding can be released. Without ' +
+    '--address it releases whatever this node holds.' +
+    '\n\n' +
+    '--json prints one object: released (true) and the binding {ipv4, ipv6, tep4, tep6, starts, ends, ' +
+    'mask, extend, keep}; times in seconds since 1970 UTC (dstm(1), JSON OUTPUT). See dstm-release(8).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
-  static override examples = ['<%= config.bin %> release --server [2001:db8::10]:3786', '<%= config.bin %> release --address 192.0.2.7 --json'];
+  static override examples = ["<%= config.bin %> release --server '[2001:db8::10]:3786'", '<%= config.bin %> release --address 192.0.2.7 --json'];
 
   static override flags = {
     ...exchangeFlags,

@@ -1,5 +1,6 @@
-import { Command, Flags } from '@oclif/core';
-import { classify, leaseJson, leaseText } from '../cli/client';
+import { Flags } from '@oclif/core';
+import { classify, leaseText } from '../cli/client';
+import { leaseJson } from '../protocol/binding-json';
 import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
 import type { Lease } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
@@ -7,31 +8,39 @@ import { startNode } from '../node/daemon';
 import type { DtiOptions } from '../node/dti-node';
 import { asLevel, daemonFailed, logLevelFlag } from '../cli/daemon-cli';
 import { runDaemon } from '../lib/daemon';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { dtiFlags, dtiOptionsFromFlags } from '../cli/node-flags';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError, EXIT.tls];
 
-export default class RequestCommand extends Command {
+export default class RequestCommand extends DstmCommand {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';
-  static override description = `Sends REQUEST from this node's IPv6 address and prints the lease: the IPv4 address, its mask, the TEP to
-tunnel to and the lease times. Asking again returns the same binding (renewing it). With --hold it keeps running:
-it renews before the lease ends, rides out server restarts, drops the address if the lease runs out (and sends a
-RELEASE, draft C.3), and releases on SIGINT or SIGTERM; SIGHUP is logged and ignored (the lease is kept). Under
-systemd it reports READY once it holds a lease (with --on-demand, once the DTI is up). It never touches DNS.
---json prints {address, mask, local, tep6, tep4, starts, ends, extend, keep}; with --hold one such object per
-line with "event" (lease, renewed, expired, released) added. See dstm-request(8).
-${exitHelp(EXITS)}`;
+  static override description =
+    'Sends REQUEST from this node\'s IPv6 address and prints the lease: the IPv4 address, its mask, the ' +
+    'TEP to tunnel to and the lease times. Asking again returns the same binding (renewing it).' +
+    '\n\n' +
+    'With --hold it keeps running: it renews before the lease ends, rides out server restarts, drops the ' +
+    'address if the lease runs out (and sends a RELEASE, draft C.3), and releases on SIGINT or SIGTERM; ' +
+    'SIGHUP is logged and ignored (the lease is kept). Under systemd it reports READY once it holds a ' +
+    'lease (with --on-demand, once the DTI is up). It never touches DNS.' +
+    '\n\n' +
+    '--json prints the lease as one binding {ipv4, ipv6, tep4, tep6, starts, ends, mask, extend, keep}, ' +
+    'times in seconds since 1970 UTC (dstm(1), JSON OUTPUT); with --hold one such object per line with ' +
+    '"event" (lease, renewed, expired, released) added. See dstm-request(8).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
-  static override examples = ['<%= config.bin %> request --server [2001:db8::10]:3786 --json', '<%= config.bin %> request --hold'];
+  static override examples = ["<%= config.bin %> request --server '[2001:db8::10]:3786' --json", '<%= config.bin %> request --hold'];
 
   static override flags = {
     ...exchangeFlags,
     lease: Flags.integer({ summary: 'Lease length to ask for, in seconds (default 0: the server decides).' }),
     hold: Flags.boolean({ summary: 'Keep the lease: renew it until SIGINT or SIGTERM, then release it.' }),
+    json: Flags.boolean({ summary: 'Print the lease as JSON (dstm(1), JSON OUTPUT); with --hold one object per line.' }),
     ...dtiFlags,
     'log-level': logLevelFlag,
   };

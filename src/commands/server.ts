@@ -1,9 +1,13 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { DEFAULT_PORT, TCP_ONLY } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
-import { notify, runDaemon, type Daemon } from '../lib/daemon';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { StartError, notify, runDaemon, type Daemon } from '../lib/daemon';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
+import { programFlag } from '../cli/flags';
 import { createLogger } from '../lib/log';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6 } from '../lib/addr';
 import { DstmServer, loadServerConfig, tepAddressesInPools, type ServerFlags } from '../server/daemon';
@@ -11,17 +15,20 @@ import { redactUrl } from '../config/types';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
-export default class ServerCommand extends Command {
+export default class ServerCommand extends DstmCommand {
   static override summary = 'Run the DSTM server: lease temporary IPv4 addresses to IPv6 nodes over ONC RPC';
-  static override description = `Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every
-binding in a store (committed before the reply leaves): SQLite in the state directory, or with --store
-postgresql://... a PostgreSQL database that several servers share, each answering any node. It expires and reclaims leases,
-and tells each node its TEP. With --tls it offers RPC-with-TLS (RFC 9289) on TCP, or requires it, or requires client
-certificates that then identify nodes, TEPs and administrators. Flags override the "server" section of the
-configuration file. SIGHUP reloads the configuration (and the TLS certificate, key and CA) without losing a lease or
-a connection; SIGTERM or SIGINT stops. Under systemd (NOTIFY_SOCKET) it reports READY once
-it listens. See dstm-server(8) and dstm.conf(5).
-${exitHelp(EXITS)}`;
+  static override description =
+    'Serves the DSTM program (Annex B version 1 and version 2) over UDP and TCP on IPv6 only, keeps every ' +
+    'binding in a store (committed before the reply leaves): SQLite in the state directory, or with --store ' +
+    'postgresql://... a PostgreSQL database that several servers share, each answering any node. It expires ' +
+    'and reclaims leases, and tells each node its TEP. With --tls it offers RPC-with-TLS (RFC 9289) on TCP, or ' +
+    'requires it, or requires client certificates that then identify nodes, TEPs and administrators.' +
+    '\n\n' +
+    'Flags override the "server" section of the configuration file. SIGHUP reloads the configuration (and the ' +
+    'TLS certificate, key and CA) without losing a lease or a connection; SIGTERM or SIGINT stops. Under ' +
+    'systemd (NOTIFY_SOCKET) it reports READY once it listens. See dstm-server(8) and dstm.conf(5).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
@@ -45,7 +52,7 @@ ${exitHelp(EXITS)}`;
     'state-dir': Flags.string({ summary: 'Directory of the SQLite store (default /var/lib/dstm).' }),
     store: Flags.string({ summary: 'Binding store: postgresql://USER@HOST:PORT/DATABASE (shared by several servers) or sqlite:[DIR] (default: SQLite in the state directory).' }),
     allow: Flags.string({ summary: 'IPv6 prefix of nodes allowed to request (repeatable; default ::/0).', multiple: true }),
-    program: Flags.integer({ summary: 'ONC RPC program number (default 760435789 = 0x2D53544D).' }),
+    program: programFlag('ONC RPC program number, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
     'log-level': logLevelFlag,
     tls: Flags.string({ summary: 'RPC-with-TLS policy (default off; see dstm-rpc(7)).', options: ['off', 'opportunistic', 'required', 'mutual'] }),
@@ -97,10 +104,23 @@ ${exitHelp(EXITS)}`;
     try {
       await runDaemon(log, start);
     } catch (err) {
+      const store = loaded.config.store;
+      const sqliteDir = store === undefined || store.startsWith('sqlite:') ? store?.slice('sqlite:'.length) || loaded.config.state_dir : undefined;
+      if (err instanceof StartError && sqliteDir !== undefined) fail(this, `cannot start: ${err.message}${stateDirHint(sqliteDir)}`, EXIT.cannotStart);
       daemonFailed(this, err, 'cannot start');
     }
   }
 
+}
+
+/** What to do when the state directory cannot be written (a first start without root, where /var/lib is root's). */
+function stateDirHint(dir: string): string {
+  try {
+    accessSync(existsSync(dir) ? dir : dirname(dir), constants.W_OK);
+    return '';
+  } catch {
+    return `; ${dir} is not writable by this user: give a directory it can write with --state-dir (or server.state_dir), or run as root`;
+  }
 }
 
 /** --check output: addresses and prefixes in their text forms. */

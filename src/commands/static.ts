@@ -1,15 +1,16 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { sourceTowards } from '../node/dti-node';
 import type { StaticConfig } from '../config/static-schema';
 import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
 import { runDaemon } from '../lib/daemon';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { loadStaticConfig, startStatic, staticPrintLines } from '../node/static';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
-export default class StaticCommand extends Command {
+export default class StaticCommand extends DstmCommand {
   static override summary = 'Bring up a static DTI (Annex A): a fixed IPv4 address tunnelled to a fixed TEP, no server';
   static override description =
     'Creates the DTI (a TUN device), gives it --address (/32, with --peer, the TEP\'s IPv4 address, as the ' +
@@ -18,7 +19,7 @@ export default class StaticCommand extends Command {
     'configuration file instead (flags win). The TEP needs the matching static mapping ' +
     '(dstm tep --static ADDRESS=LOCAL). --print shows the equivalent iproute2 commands (for a kernel with ' +
     'ip6_tunnel) and the KAME gifconfig/ifconfig lines of Annex A, and changes nothing. SIGHUP is logged and ' +
-    'ignored; under systemd it reports READY once the DTI is up. See dstm-static(8).\n' +
+    'ignored; under systemd it reports READY once the DTI is up. See dstm-static(8).\n\n' +
     exitHelp(EXITS);
 
   static exitCodes = EXITS;

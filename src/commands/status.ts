@@ -1,17 +1,23 @@
-import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { Flags } from '@oclif/core';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
 import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node/status';
 import { queryControl } from '../lib/control';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 
-export default class StatusCommand extends Command {
+export default class StatusCommand extends DstmCommand {
   static override summary = "Show a node's DTI state: lease, address, TEP, time remaining, packet counters";
-  static override description = `Asks a running \`dstm request --hold\` on its control socket and prints the lease it holds (IPv4 address,
-mask, TEP, seconds until it runs out and until the next renewal, counted on this node's clock) and its DTI
-(device, MTU, address, tunnel source and TEP, packets and bytes each way, drops by reason). See dstm-status(8)
-for the keys of --json.
-${exitHelp(EXITS)}`;
+  static override description =
+    'Asks a running `dstm request --hold` on its control socket and prints the lease it holds (IPv4 ' +
+    'address, mask, TEP, seconds until it runs out and until the next renewal, counted on this node\'s ' +
+    'clock) and its DTI (device, MTU, address, tunnel source and TEP, packets and bytes each way, drops ' +
+    'by reason).' +
+    '\n\n' +
+    '--json prints one object {server, state, lease, dti}; lease is the binding of dstm(1), JSON OUTPUT, ' +
+    'with remaining and renew_in. See dstm-status(8) for every key.' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 

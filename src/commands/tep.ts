@@ -1,8 +1,10 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { type TepConfig } from '../config/tep-schema';
 import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
 import { StartError, runDaemon, type Daemon } from '../lib/daemon';
-import { EXIT, exitHelp, fail } from '../cli/exit-codes';
+import { DstmCommand, fail } from '../cli/command';
+import { EXIT, exitHelp } from '../cli/exit-codes';
+import { programFlag } from '../cli/flags';
 import { createLogger } from '../lib/log';
 import { checkFeedTls, describeTep, loadTepConfig, startTep } from '../tep/daemon';
 import { tlsFlags } from '../cli/client-flags';
@@ -10,7 +12,7 @@ import { RpcError } from '../rpc';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.tls];
 
-export default class TepCommand extends Command {
+export default class TepCommand extends DstmCommand {
   static override summary = 'Run a DSTM tunnel end point (border router) between the DSTM domain and IPv4';
   static override description =
     'Decapsulates IPv4-in-IPv6 from DSTM nodes and forwards it into IPv4 through a TUN device routed for the pool; ' +
@@ -23,23 +25,23 @@ export default class TepCommand extends Command {
     'a server that does not offer it, or a certificate that does not verify, stops the start (exit 9). Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
     'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +
-    'See dstm-tep(8).\n' +
+    'See dstm-tep(8).\n\n' +
     exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
   static override examples = [
-    '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --pool 198.51.100.0/24 --server [2001:db8:2::10]:3786 --prefix 2001:db8::/32',
-    '<%= config.bin %> tep --address 2001:db8:1::1 --ipv4 192.0.2.1 --static 198.51.100.200=2001:db8:1::10',
+    "<%= config.bin %> tep --ipv6 2001:db8:1::1 --ipv4 192.0.2.1 --pool 198.51.100.0/24 --server '[2001:db8:2::10]:3786' --prefix 2001:db8::/32",
+    '<%= config.bin %> tep --ipv6 2001:db8:1::1 --ipv4 192.0.2.1 --static 198.51.100.200=2001:db8:1::10',
     '<%= config.bin %> tep stats',
   ];
 
   static override flags = {
     config: Flags.string({ summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
     server: Flags.string({ summary: "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.", multiple: true }),
-    program: Flags.integer({ summary: 'ONC RPC program number of the DSTM server.' }),
-    address: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it.' }),
-    'feed-source': Flags.string({ summary: 'IPv6 address to call the servers\' binding feed from (default: --address; a unicast address when --address is anycast).' }),
+    program: programFlag('ONC RPC program number of the DSTM server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
+    ipv6: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it (--address until 0.2).', aliases: ['address'], deprecateAliases: true }),
+    'feed-source': Flags.string({ summary: 'IPv6 address to call the servers\' binding feed from (default: --ipv6; a unicast address when --ipv6 is anycast).' }),
     ipv4: Flags.string({ summary: 'IPv4 address of this TEP, the peer of the nodes\' DTIs.' }),
     pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
     prefix: Flags.string({ summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).', multiple: true }),

@@ -16,7 +16,7 @@ export const tepFields = {
     'DSTM server whose binding feed tells which node holds which pool address, or a list of servers sharing one store: the feed follows one and moves to the next when a call fails, keeping its bindings (--server, repeatable); without it only static mappings are forwarded.',
   ),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server (--program).'),
-  address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--address).'),
+  address: required(ipv6, 'The TEP\'s IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--ipv6).'),
   feed_source: optional(ipv6, 'IPv6 address the binding feed is called from (--feed-source); default: address. Give the TEP\'s own unicast address when address is an anycast address several TEPs share, so the servers\' replies come back to this TEP.'),
   ipv4: required(ipv4, 'The TEP\'s IPv4 address, the peer of the nodes\' DTIs and the source of its ICMPv4 errors (--ipv4).'),
   pools: field(list(pool4), [], 'IPv4 prefixes routed into the TEP\'s TUN device: the DSTM server\'s pools (--pool).'),

@@ -1,5 +1,8 @@
 // Structured logging for every dstm daemon: one line per event, JSON when stderr is not a terminal (so journald,
-// files and log shippers get machine-readable records) and `LEVEL message key=value` on a terminal.
+// files and log shippers get machine-readable records) and `LEVEL message key=value` on a terminal. When stderr is
+// the journal (systemd sets JOURNAL_STREAM to its device:inode), each line starts with its syslog priority, `<3>`
+// for error to `<7>` for debug, which journald takes as the record's PRIORITY: `journalctl -p err` then works.
+import { fstatSync } from 'node:fs';
 
 export const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type Level = (typeof LEVELS)[number];
@@ -21,6 +24,23 @@ export interface LoggerOptions {
   /** JSON lines; default: true unless the stream is a terminal. */
   json?: boolean;
   stream?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** Prefix each line with its syslog priority (sd-daemon(3)); default: stderr is the journal's stream. */
+  journal?: boolean;
+}
+
+/** syslog(3) priorities: what journald stores as PRIORITY. */
+export const PRIORITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+
+/** Whether file descriptor `fd` is the journal stream systemd announced in `announced` (JOURNAL_STREAM, "dev:ino"). */
+export function isJournalStream(announced: string | undefined, fd = 2): boolean {
+  const m = /^(\d+):(\d+)$/.exec(announced ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return st.dev === BigInt(m[1]) && st.ino === BigInt(m[2]);
+  } catch {
+    return false;
+  }
 }
 
 export function parseLevel(s: string): Level {
@@ -44,17 +64,19 @@ function jsonSafe(_key: string, v: unknown): unknown {
 export function createLogger(options: LoggerOptions = {}): Logger {
   const stream = options.stream ?? process.stderr;
   const json = options.json ?? !stream.isTTY;
+  const journal = options.journal ?? (stream === process.stderr && isJournalStream(process.env.JOURNAL_STREAM));
   const min = LEVELS.indexOf(options.level ?? parseLevel(process.env.DSTM_LOG_LEVEL ?? 'info'));
 
   const make = (bound: Fields): Logger => {
     const write = (level: Level, msg: string, fields?: Fields): void => {
       if (LEVELS.indexOf(level) < min) return;
       const all = fields ? { ...bound, ...fields } : bound;
+      const prefix = journal ? `<${PRIORITY[level]}>` : '';
       if (json) {
-        stream.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }, jsonSafe) + '\n');
+        stream.write(prefix + JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }, jsonSafe) + '\n');
       } else {
         const kv = Object.entries(all).map(([k, v]) => ` ${k}=${plainValue(v)}`).join('');
-        stream.write(`${level.toUpperCase().padEnd(5)} ${msg}${kv}\n`);
+        stream.write(`${prefix}${level.toUpperCase().padEnd(5)} ${msg}${kv}\n`);
       }
     };
     return {

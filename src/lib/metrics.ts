@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type Labels = Record<string, string>;
-export type MetricType = 'counter' | 'gauge';
+export type MetricType = 'counter' | 'gauge' | 'histogram';
 
 export interface Sample {
   labels?: Labels;
@@ -16,6 +16,36 @@ interface Family {
   help: string;
   type: MetricType;
   collect: () => Iterable<Sample>;
+  histograms?: () => Iterable<{ labels?: Labels; histogram: Histogram }>;
+}
+
+/** Upper bounds, in seconds, of the latency buckets: 50 µs to 10 s, enough for an in-memory call and an fsync. */
+export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10] as const;
+
+/** Observations counted into fixed buckets; observe() allocates nothing (it sits on the RPC call path). */
+export class Histogram {
+  /** counts[i]: observations <= bounds[i] and > bounds[i-1]; the last slot is +Inf. */
+  private readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(readonly bounds: readonly number[] = LATENCY_BUCKETS) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(v: number): void {
+    let i = 0;
+    while (i < this.bounds.length && v > this.bounds[i]) i++;
+    this.counts[i]++;
+    this.sum += v;
+    this.count++;
+  }
+
+  /** Cumulative counts per bound, +Inf last (Prometheus's `le` buckets). */
+  cumulative(): number[] {
+    let n = 0;
+    return Array.from(this.counts, (c) => (n += c));
+  }
 }
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
@@ -60,6 +90,12 @@ export class Registry {
     this.families.set(name, { name, help, type, collect });
   }
 
+  /** A histogram family: one Histogram per label set, read at scrape time. */
+  histogram(name: string, help: string, collect: () => Iterable<{ labels?: Labels; histogram: Histogram }>): void {
+    this.collector(name, help, 'histogram', () => []);
+    this.families.get(name)!.histograms = collect;
+  }
+
   counter(name: string, help: string): Metric {
     return this.metric(name, help, 'counter');
   }
@@ -72,7 +108,15 @@ export class Registry {
     let out = '';
     for (const f of this.families.values()) {
       out += `# HELP ${f.name} ${f.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${f.name} ${f.type}\n`;
-      for (const s of f.collect()) out += `${f.name}${formatLabels(s.labels)} ${s.value}\n`;
+      for (const s of f.collect()) out += `${f.name}${formatLabels(s.labels)} ${s.value === Infinity ? '+Inf' : s.value}\n`;
+      for (const { labels, histogram: h } of f.histograms?.() ?? []) {
+        const cum = h.cumulative();
+        cum.forEach((n, i) => {
+          const le = i < h.bounds.length ? String(h.bounds[i]) : '+Inf';
+          out += `${f.name}_bucket${formatLabels({ ...labels, le })} ${n}\n`;
+        });
+        out += `${f.name}_sum${formatLabels(labels)} ${h.sum}\n${f.name}_count${formatLabels(labels)} ${h.count}\n`;
+      }
     }
     return out;
   }
@@ -84,16 +128,26 @@ export class Registry {
   }
 }
 
-/** Serve GET /metrics on host:port (port 0 picks one), after `prepare` if given; resolves once listening. */
+/** Serve GET and HEAD /metrics on host:port (port 0 picks one), GET after `prepare` if given; resolves once listening. */
 export async function serveMetrics(registry: Registry, host: string, port: number, prepare?: () => Promise<void>): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
+    if ((req.url ?? '/').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('GET or HEAD\n');
+      return;
+    }
+    // HEAD (a liveness probe) answers the same headers without collecting or preparing anything
+    const headers = { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' };
+    if (req.method === 'HEAD') {
+      res.writeHead(200, headers).end();
       return;
     }
     // `prepare` reads what the collectors show from somewhere asynchronous (a database); a failure still renders.
     void (prepare?.() ?? Promise.resolve()).catch(() => undefined).then(() => {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(registry.render());
+      res.writeHead(200, headers).end(registry.render());
     });
   });
   await new Promise<void>((resolve, reject) => {

@@ -4,6 +4,7 @@
 // when the lease's reply arrived, as the LeaseKeeper counts them, so clock skew with the server does not show.
 import type { Dti } from './dti-node';
 import type { Lease } from '../protocol/client';
+import { leaseJson, type LeaseJson } from '../protocol/binding-json';
 import type { CountersSnapshot } from '../dti/counters';
 import { formatIPv4, formatIPv6 } from '../lib/addr';
 
@@ -15,15 +16,15 @@ export interface NodeStatus {
   server: string;
   /** "leased" while a lease is held; "no_lease" while requesting, retrying, or waiting for the first packet. */
   state: 'leased' | 'no_lease';
-  /** The held lease's fields (starts and ends are server times, seconds since 1970), with its times left. */
+  /** The held lease as every --json binding (starts and ends are server times, seconds since 1970), with its times left. */
   lease:
-    | (Pick<Lease, 'address' | 'mask' | 'local' | 'tep6' | 'tep4' | 'starts' | 'ends'> & {
+    | (LeaseJson & {
         /** Seconds until the lease runs out unless renewed (its valid lifetime left), and until the next renewal. */
         remaining: number;
         renew_in: number;
       })
     | null;
-  /** Without --dti, null: the lease is only held, no interface carries it. */
+  /** Without --device, null: the lease is only held, no interface carries it. */
   dti: {
     device: string;
     mtu: number;
@@ -55,7 +56,7 @@ export function nodeStatus(parts: NodeParts, now = performance.now()): NodeStatu
   return {
     server: parts.server,
     state: l ? 'leased' : 'no_lease',
-    lease: l ? { address: l.address, mask: l.mask, local: l.local, tep6: l.tep6, tep4: l.tep4, starts: l.starts, ends: l.ends, remaining: left(l.keep), renew_in: left(l.extend) } : null,
+    lease: l ? { ...leaseJson(l), remaining: left(l.keep), renew_in: left(l.extend) } : null,
     dti:
       d && c
         ? {
@@ -90,7 +91,7 @@ export function formatNodeStatus(s: NodeStatus): string[] {
   const out = [`server      ${s.server}`];
   const l = s.lease;
   if (l) {
-    out.push(`lease       ${l.address} (mask ${l.mask}) for ${l.local}`);
+    out.push(`lease       ${l.ipv4} (mask ${l.mask}) for ${l.ipv6}`);
     out.push(`TEP         ${l.tep6} / ${l.tep4}`);
     out.push(`remaining   ${duration(l.remaining)} (renewal in ${duration(l.renew_in)}; ends ${new Date(l.ends * 1000).toISOString()} server time)`);
   } else {
@@ -98,7 +99,7 @@ export function formatNodeStatus(s: NodeStatus): string[] {
   }
   const d = s.dti;
   if (!d) {
-    out.push('interface   none (no --dti)');
+    out.push('interface   none (no --device)');
     return out;
   }
   out.push(`interface   ${d.device} mtu ${d.mtu}${d.address ? ` inet ${d.address}${d.peer ? ` peer ${d.peer}` : ''}` : ' (no address)'}`);

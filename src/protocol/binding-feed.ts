@@ -16,7 +16,8 @@ import { RPC_TWO_Client, type dstm_bindings_reply, type dstm_change } from './ge
 import { RpcClient, type TlsClientOptions } from '../rpc';
 import { formatIPv4, formatIPv6, ipv4FromBytes } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
-import { statusName, DstmRefusal } from './client';
+import { DstmRefusal } from './client';
+import { statusName } from './status';
 
 export interface FeedBinding {
   ip6: string;

@@ -7,9 +7,9 @@ import {
   REQUEST_REQ,
   RPC_ONE_Client,
   RPC_TWO_Client,
-  dstm_status,
   type packet,
 } from './generated/dstm';
+import { stateName, statusName, type Refusal, type StateName } from './status';
 import { RpcClient, RpcError, type TlsClientOptions } from '../rpc';
 import type { Transport } from '../rpc/types';
 import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../lib/addr';
@@ -40,12 +40,10 @@ export interface LeaseRow {
   tep4: string;
   starts: number;
   ends: number;
-  state: 'active' | 'held' | 'revoked';
+  state: StateName;
 }
 
-const STATE_NAMES = ['active', 'held', 'revoked'] as const;
-
-export type Refusal = 'no_address' | 'not_allowed' | 'bad_request' | 'no_binding' | 'conflict' | 'unavailable';
+export type { Refusal };
 
 const WORDS: Record<Refusal, string> = {
   no_address: 'no IPv4 address is free (the pool is exhausted)',
@@ -65,20 +63,6 @@ export class DstmRefusal extends Error {
     super(`${server} refused: ${WORDS[status]}`);
     this.name = 'DstmRefusal';
   }
-}
-
-const STATUS_NAMES = new Map<number, Refusal | 'ok'>([
-  [dstm_status.DSTM_OK, 'ok'],
-  [dstm_status.DSTM_NO_ADDRESS, 'no_address'],
-  [dstm_status.DSTM_NOT_ALLOWED, 'not_allowed'],
-  [dstm_status.DSTM_BAD_REQUEST, 'bad_request'],
-  [dstm_status.DSTM_NO_BINDING, 'no_binding'],
-  [dstm_status.DSTM_CONFLICT, 'conflict'],
-  [dstm_status.DSTM_UNAVAILABLE, 'unavailable'],
-]);
-
-export function statusName(s: number): Refusal | 'ok' {
-  return STATUS_NAMES.get(s) ?? 'bad_request';
 }
 
 export interface ClientOptions {
@@ -165,7 +149,7 @@ export class DstmClient {
       const s = statusName(r.status);
       if (s !== 'ok') throw new DstmRefusal(s, this.server);
       for (const l of r.leases) {
-        yield { ipv6: formatIPv6(l.ip6), ipv4: formatIPv4(ipv4FromBytes(l.ip4)), tep6: formatIPv6(l.tep6), tep4: formatIPv4(ipv4FromBytes(l.tep4)), starts: l.starts, ends: l.ends, state: STATE_NAMES[l.state] };
+        yield { ipv6: formatIPv6(l.ip6), ipv4: formatIPv4(ipv4FromBytes(l.ip4)), tep6: formatIPv6(l.tep6), tep4: formatIPv4(ipv4FromBytes(l.tep4)), starts: l.starts, ends: l.ends, state: stateName(l.state) };
       }
       if (!r.more || r.leases.length === 0) return;
       after = r.leases[r.leases.length - 1].ip4;

@@ -175,32 +175,35 @@ export class Dispatcher {
     };
     this.inFlight++;
     peer.callStarted();
+    const t0 = performance.now();
     let res: unknown;
     try {
       res = pe.handler!(args, ctx);
     } catch (e) {
       this.replier.error(peer, ctx, verf, pe, e, drcToken);
-      return this.callDone(peer);
+      return this.callDone(peer, pe, t0);
     }
     if (res instanceof Promise) {
       const later = peer.detach();
       res.then(
         (value) => {
           this.replier.result(later, ctx, verf, pe, value, drcToken);
-          this.callDone(later);
+          this.callDone(later, pe, t0);
         },
         (e) => {
           this.replier.error(later, ctx, verf, pe, e, drcToken);
-          this.callDone(later);
+          this.callDone(later, pe, t0);
         },
       );
       return;
     }
     this.replier.result(peer, ctx, verf, pe, res, drcToken);
-    this.callDone(peer);
+    this.callDone(peer, pe, t0);
   }
 
-  private callDone(peer: Peer): void {
+  /** A call answered (its reply sent or dropped): its time from decoded arguments to here goes to the procedure's histogram. */
+  private callDone(peer: Peer, pe: ProcEntry, t0: number): void {
+    pe.latency.observe((performance.now() - t0) / 1000);
     this.inFlight--;
     peer.callFinished();
     this.onCallDone();

@@ -1,4 +1,5 @@
 // The programs, versions and procedures a server serves, with each procedure's transport policy and counters.
+import { Histogram } from '../lib/metrics';
 import { resultCounts, type ByTransport, type ResultCounts } from './server-stats';
 import type { Handler, Procedure, ProgramVersion, Service } from './types';
 
@@ -28,6 +29,8 @@ export interface ProcEntry {
   readonly tcpOnly: boolean;
   readonly udpReplyRatio: number;
   readonly counts: ByTransport<ResultCounts>;
+  /** Seconds from decoded arguments to the reply, of the calls that reached the handler. */
+  readonly latency: Histogram;
 }
 
 export interface VersionEntry {
@@ -83,6 +86,6 @@ export class Registry {
   private entry(name: string, proc: Procedure<any, any> | null, handler: Handler<any, any> | null, policy: ProcedurePolicy = {}): ProcEntry {
     const ratio = policy.udpReplyRatio ?? this.udpReplyRatio;
     if (!(ratio > 0)) throw new RangeError(`udpReplyRatio of ${name} must be positive`);
-    return { name, proc, handler, tcpOnly: policy.tcpOnly ?? false, udpReplyRatio: ratio, counts: [resultCounts(), resultCounts()] };
+    return { name, proc, handler, tcpOnly: policy.tcpOnly ?? false, udpReplyRatio: ratio, counts: [resultCounts(), resultCounts()], latency: new Histogram() };
   }
 }

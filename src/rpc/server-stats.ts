@@ -1,5 +1,6 @@
 // The server's counters, by name. Per-procedure results are plain objects with one field per result (a fixed
 // shape, incremented in place on the hot path); stats() turns them into the snapshot below.
+import type { Histogram } from '../lib/metrics';
 import type { Registry } from './server-registry';
 import { T_TCP, T_UDP } from './server-peer';
 import type { TlsServerStats } from './tls';
@@ -69,6 +70,8 @@ function rejections(): Rejections {
 export interface RpcServerStats {
   /** calls["PROGRAM.VERSION.PROCEDURE"][transport][result] = count (only non-zero counts appear). */
   calls: Record<string, Partial<Record<Transport, Partial<Record<ResultName, number>>>>>;
+  /** latency["PROGRAM.VERSION.PROCEDURE"]: handler call to reply, seconds (the live histogram, not a copy). */
+  latency: Record<string, Histogram>;
   /** Calls refused before a procedure was chosen, by transport and status. */
   rejected: Record<Transport, Rejections>;
   /** Records dropped because their call header could not be read (or they were not calls, or over udpRecvSize). */
@@ -105,14 +108,19 @@ export function snapshot(
   live: { inFlight: number; connections: number; reservedConnections: number; duplicateCacheEntries: number; tls?: TlsServerStats },
 ): RpcServerStats {
   const calls: RpcServerStats['calls'] = {};
+  const latency: RpcServerStats['latency'] = {};
   for (const v of registry.versions()) {
     const prefix = `${v.definition.programName}.${v.definition.versionName}.`;
     addCalls(calls, prefix + 'NULL', v.nullProc.counts);
-    for (const pe of v.procs.values()) addCalls(calls, prefix + pe.name, pe.counts);
+    for (const pe of v.procs.values()) {
+      addCalls(calls, prefix + pe.name, pe.counts);
+      latency[prefix + pe.name] = pe.latency;
+    }
     addCalls(calls, prefix + '(unknown procedure)', v.unknownProc.counts);
   }
   return {
     calls,
+    latency,
     rejected: { udp: { ...c.rejected[T_UDP] }, tcp: { ...c.rejected[T_TCP] } },
     garbageRecords: { udp: c.garbageRecords[T_UDP], tcp: c.garbageRecords[T_TCP] },
     oversizedRecords: c.tcp.oversizedRecords,

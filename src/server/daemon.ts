@@ -8,16 +8,17 @@ import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics';
+import { registerProcessMetrics } from '../lib/process-metrics';
 import { RpcServer, RpcTlsServer, type BoundAddress } from '../rpc';
 import { loadTlsFiles } from '../rpc/tls';
 import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4, prefixSize4 } from '../lib/addr';
 import { LeaseClock } from './clock';
-import { AddressPool, MAX_POOL_ADDRESSES } from './pool';
+import { MAX_POOL_ADDRESSES, type PoolStats } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
 import { openStore } from './open-store';
 import { makeStateDir } from './state-dir';
-import { STATE, type Binding, type StateCounts, type Store, type StoreHealth } from './store';
+import { STATE_NAMES, type StateCounts, type Store, type StoreHealth } from './store';
 
 /** Command-line values that stand in for configuration keys (flags win over the file). */
 export interface ServerFlags {
@@ -177,10 +178,8 @@ export class DstmServer {
   private sweeping = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private metricsServer: HttpServer | null = null;
-  private pools: { name: string; pool: AddressPool; dynamic: number }[] = [];
-  private poolsFor: ServerConfig | null = null;
-  /** What the metrics show of the store, read before each scrape. */
-  private seen: { counts: StateCounts; bindings: Binding[] } = { counts: { active: 0, held: 0, revoked: 0 }, bindings: [] };
+  /** What the metrics show of the store's counts, read before each scrape. */
+  private seen: StateCounts = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
   private onFatal!: (err: Error) => void;
   /**
    * Settles when the server cannot go on: the embedded store failed to make commits durable (a failed fdatasync
@@ -276,20 +275,22 @@ export class DstmServer {
       [...this.leases.counts].flatMap(([k, value]) => {
         const [op, status] = k.split(':');
         if (refused && status === 'ok') return [];
-        const labels: Labels = refused ? { op, reason: status } : { op, status };
+        const labels: Labels = refused ? { op, reason: status } : { op, result: status };
         return [{ labels, value }];
       });
     reg.collector('dstm_server_operations_total', 'Lease operations (request, release, revoke, allocate) by result.', 'counter', () => results(false));
     reg.collector('dstm_server_refusals_total', 'Lease operations refused, by operation and reason.', 'counter', () => [...results(true), ...this.rpcs.refusalSamples()]);
     reg.collector('dstm_server_bindings', 'Bindings in the store by state.', 'gauge', () =>
-      Object.entries(this.seen.counts).map(([state, value]) => ({ labels: { state }, value })),
+      Object.entries(this.seen).map(([state, value]) => ({ labels: { state }, value })),
     );
     reg.collector('dstm_server_store_up', 'Whether the binding store executes and makes changes durable (1) or not (0: calls are answered UNAVAILABLE).', 'gauge', () => [
       { labels: { engine: this.store.engine }, value: this.store.health().ok ? 1 : 0 },
     ]);
-    reg.collector('dstm_server_pool_active', 'Active bindings per pool.', 'gauge', () => this.poolSamples('active'));
-    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', () => this.poolSamples('free'));
-    reg.collector('dstm_server_pool_size', 'Addresses in the pools.', 'gauge', () => [{ value: this.leases.poolSize }]);
+    // per pool, from the allocator's counters: a scrape reads no binding
+    const pools = (value: (p: PoolStats) => number) => () => this.leases.poolStats().map((p) => ({ labels: { pool: formatPrefix4(p.pool) }, value: value(p) }));
+    reg.collector('dstm_server_pool_size', 'Addresses in each pool.', 'gauge', pools((p) => p.size));
+    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', pools((p) => p.free));
+    reg.collector('dstm_server_pool_in_use', 'Dynamic addresses bound to a node (active, held or revoked), per pool.', 'gauge', pools((p) => p.dynamic - p.free));
     reg.collector('dstm_server_feed_seq', 'Sequence number of the last binding change.', 'gauge', () => [{ value: this.leases.lastSeq }]);
     reg.collector('dstm_server_rpc_calls_total', 'ONC RPC calls by procedure, transport and result.', 'counter', () =>
       Object.entries(this.rpc.stats().calls).flatMap(([procedure, byTransport]) =>
@@ -308,38 +309,16 @@ export class DstmServer {
         return ev.map(([event, value]) => ({ labels: { event }, value }));
       });
     }
+    reg.histogram('dstm_server_rpc_duration_seconds', 'Time from a call\'s decoded arguments to its reply, by procedure.', () =>
+      Object.entries(this.rpc.stats().latency).map(([procedure, histogram]) => ({ labels: { procedure }, histogram })),
+    );
+    registerProcessMetrics(reg, 'server');
+    // the counts by state: three rows in SQLite (kept by triggers), an index scan in PostgreSQL
     const m = await serveMetrics(reg, host, port, async () => {
-      if (!this.store.health().ok) return;
-      const [counts, bindings] = await Promise.all([this.store.counts(), this.store.list(-1, Number.MAX_SAFE_INTEGER)]);
-      this.seen = { counts, bindings };
+      if (this.store.health().ok) this.seen = await this.store.counts();
     });
     this.metricsServer = m.server;
     this.log.info('metrics', { address: formatEndpoint({ host, port: m.port }) });
-  }
-
-  /**
-   * Per pool: active bindings, or dynamic addresses not held by any binding. Read from the store at scrape time
-   * (one pass over the bound addresses); each pool's dynamic size is counted once per configuration.
-   */
-  private poolSamples(what: 'active' | 'free'): Sample[] {
-    if (this.poolsFor !== this.config) {
-      this.poolsFor = this.config;
-      const c = this.config;
-      this.pools = c.pools.map((p) => {
-        const pool = new AddressPool({ pools: [p], exclude: excluded(c), skipNetworkBroadcast: c.skip_network_broadcast, reserved: c.reservations.map((r) => r.ipv4) });
-        let dynamic = 0;
-        for (let a = p.base, end = p.base + prefixSize4(p.len); a < end; a++) if (pool.isDynamic(a)) dynamic++;
-        return { name: formatPrefix4(p), pool, dynamic };
-      });
-    }
-    const counts = this.pools.map(() => 0);
-    const bindings = this.seen.bindings;
-    const addresses = (what === 'active' ? bindings.filter((b) => b.state === STATE.active) : bindings).map((b) => b.ip4);
-    for (const a of addresses) {
-      const i = this.pools.findIndex((p) => (what === 'active' ? p.pool.index(a) >= 0 : p.pool.isDynamic(a)));
-      if (i >= 0) counts[i]++;
-    }
-    return this.pools.map((p, i) => ({ labels: { pool: p.name }, value: what === 'active' ? counts[i] : p.dynamic - counts[i] }));
   }
 
   /** Expire and reclaim due leases; runs once a second, and never twice at once. */

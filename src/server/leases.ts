@@ -4,7 +4,8 @@
 // preference (reservation, the address asked for, the free address released longest ago) and, when several servers
 // share the store, only a hint: an address another server bound is skipped by the store and dropped from the pool.
 import { type Prefix4, type Prefix6, PrefixTable } from '../lib/addr';
-import { AddressPool } from './pool';
+import { AddressPool, type PoolStats } from './pool';
+import type { StatusName } from '../protocol/status';
 import { StoreUnavailable, type Binding, type Candidates, type Change, type GrantOutcome, type Store } from './store';
 
 export { StoreUnavailable };
@@ -29,10 +30,8 @@ export interface LeasePolicy {
   teps: readonly { prefix: Prefix6; ipv6: Uint8Array; ipv4: number }[];
 }
 
-export type Status = 'ok' | 'no_address' | 'not_allowed' | 'bad_request' | 'no_binding' | 'conflict' | 'unavailable';
-
 export interface Grant {
-  status: Status;
+  status: StatusName;
   ip6: Buffer;
   ip4: number;
   starts: number;
@@ -148,6 +147,11 @@ export class LeaseService {
 
   get poolSize(): number {
     return this.pool.size;
+  }
+
+  /** Size, dynamic and free addresses of each configured pool (kept up to date by allocation: no store access). */
+  poolStats(): PoolStats[] {
+    return this.pool.stats();
   }
 
   tepFor(ip6: Uint8Array): Tep | undefined {
@@ -310,16 +314,16 @@ export class LeaseService {
     return true;
   }
 
-  private outcome(o: GrantOutcome, ip6: Buffer, none: Status, ip4 = 0): Grant {
+  private outcome(o: GrantOutcome, ip6: Buffer, none: StatusName, ip4 = 0): Grant {
     if (o.kind === 'renewed' || o.kind === 'bound') return this.grant('ok', o.binding, o.now);
     return this.refuse(o.kind === 'mismatch' ? 'conflict' : none, ip6, o.now, ip4);
   }
 
-  private grant(status: Status, b: Binding, now: number): Grant {
+  private grant(status: StatusName, b: Binding, now: number): Grant {
     return { status, ip6: b.ip6, ip4: b.ip4, starts: b.starts, ends: b.ends, duration: Math.max(0, b.ends - now), tep: this.tepFor(b.ip6) };
   }
 
-  private refuse(status: Status, ip6: Buffer, now: number, ip4 = 0): Grant {
+  private refuse(status: StatusName, ip6: Buffer, now: number, ip4 = 0): Grant {
     return { status, ip6, ip4, starts: now, ends: now, duration: 0, tep: this.tepFor(ip6) };
   }
 

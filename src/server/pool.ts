@@ -9,11 +9,26 @@ import { formatIPv4, formatPrefix4, type Prefix4, prefixSize4 } from '../lib/add
 export const MAX_POOL_ADDRESSES = 2 ** 24;
 
 interface Range {
+  prefix: Prefix4;
   first: number;
   /** One past the last address. */
   end: number;
   /** Index of `first` in the bitmap. */
   offset: number;
+  /** Addresses of the range that may be handed out dynamically, and those of them free now (kept by take and give). */
+  dynamic: number;
+  free: number;
+}
+
+/** One configured pool as the metrics show it. */
+export interface PoolStats {
+  pool: Prefix4;
+  /** Every address of the prefix. */
+  size: number;
+  /** Addresses that may be leased dynamically (less network, broadcast, exclusions, reservations). */
+  dynamic: number;
+  /** Dynamic addresses bound to no node (not active, held nor revoked). */
+  free: number;
 }
 
 export interface PoolOptions {
@@ -45,7 +60,7 @@ export class AddressPool {
       const end = p.base + prefixSize4(p.len);
       const prev = this.ranges[this.ranges.length - 1];
       if (prev && first < prev.end) throw new Error(`pool ${formatPrefix4(p)} overlaps another pool`);
-      this.ranges.push({ first, end, offset: total });
+      this.ranges.push({ prefix: p, first, end, offset: total, dynamic: 0, free: 0 });
       total += end - first;
       if (total > MAX_POOL_ADDRESSES) throw new Error(`the pools hold more than ${MAX_POOL_ADDRESSES} addresses (a /8)`);
     }
@@ -69,6 +84,7 @@ export class AddressPool {
       const i = this.index(a);
       if (i >= 0) clearBit(this.dynamic, i);
     }
+    for (const r of this.ranges) for (let i = r.offset; i < r.offset + (r.end - r.first); i++) if (getBit(this.dynamic, i)) r.dynamic++;
     this.ring = new Uint32Array(Math.max(16, total));
   }
 
@@ -82,11 +98,13 @@ export class AddressPool {
     this.head = this.count = this.freeCount = 0;
     this.free.fill(0);
     for (const r of this.ranges) {
+      r.free = 0;
       for (let a = r.first, i = r.offset; a < r.end; a++, i++) {
         if (getBit(this.dynamic, i) && !getBit(used, i)) {
           setBit(this.free, i);
           this.push(a);
           this.freeCount++;
+          r.free++;
         }
       }
     }
@@ -113,6 +131,17 @@ export class AddressPool {
     return this.freeCount;
   }
 
+  /** Per configured pool: size, dynamic and free addresses, from counters (no pass over the pool). */
+  stats(): PoolStats[] {
+    return this.ranges.map((r) => ({ pool: r.prefix, size: r.end - r.first, dynamic: r.dynamic, free: r.free }));
+  }
+
+  /** The range holding an address known to be in the pools. */
+  private rangeOf(addr: number): Range {
+    for (const r of this.ranges) if (addr >= r.first && addr < r.end) return r;
+    throw new RangeError(`${formatIPv4(addr)} is in no pool`);
+  }
+
   /** The free address released longest ago (or never used), or undefined when the pool is exhausted. */
   take(): number | undefined {
     while (this.count > 0) {
@@ -123,6 +152,7 @@ export class AddressPool {
       if (getBit(this.free, i)) {
         clearBit(this.free, i);
         this.freeCount--;
+        this.rangeOf(a).free--;
         return a;
       }
     }
@@ -135,6 +165,7 @@ export class AddressPool {
     if (i < 0 || !getBit(this.free, i)) return false;
     clearBit(this.free, i);
     this.freeCount--;
+    this.rangeOf(addr).free--;
     return true;
   }
 
@@ -144,6 +175,7 @@ export class AddressPool {
     if (i < 0 || !getBit(this.dynamic, i) || getBit(this.free, i)) return;
     setBit(this.free, i);
     this.freeCount++;
+    this.rangeOf(addr).free++;
     this.push(addr);
   }
 

@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { redactUrl } from '../config/types';
+import { stateName } from '../protocol/status';
 import {
   STATE_NAMES,
   StoreUnavailable,
@@ -559,8 +560,8 @@ export class PostgresStore extends EventEmitter implements Store {
   }
 
   async counts(): Promise<StateCounts> {
-    const out = { active: 0, held: 0, revoked: 0 };
-    for (const r of await this.read<{ state: number; n: string }>('SELECT state, count(*) AS n FROM dstm_bindings GROUP BY state', [])) out[STATE_NAMES[r.state]] = Number(r.n);
+    const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
+    for (const r of await this.read<{ state: number; n: string }>('SELECT state, count(*) AS n FROM dstm_bindings GROUP BY state', [])) out[stateName(r.state)] = Number(r.n);
     return out;
   }
 

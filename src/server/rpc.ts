@@ -12,8 +12,6 @@ import {
   REQUEST_REQ,
   RPC_ONE_service,
   RPC_TWO_service,
-  dstm_state,
-  dstm_status,
   type dstm_bindings_reply,
   type dstm_reply,
   type packet,
@@ -25,7 +23,8 @@ import { AuthStat, RpcAuthError, RpcError } from '../rpc';
 import type { TlsIdentity } from '../rpc/tls';
 import type { CallContext, Service } from '../rpc/types';
 import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, prefixContains6, type Prefix6 } from '../lib/addr';
-import { StoreUnavailable, type Grant, type LeaseService, type Status } from './leases';
+import { STATUS, type StatusName } from '../protocol/status';
+import { StoreUnavailable, type Grant, type LeaseService } from './leases';
 import { PrefixCaps } from './prefix-cap';
 
 export interface Access {
@@ -84,16 +83,6 @@ const FEED_REPLY_FIXED = 52;
 const FEED_CHANGE_SIZE = 40;
 const LIST_MAX = 1000;
 
-const STATUS: Record<Status, dstm_status> = {
-  ok: dstm_status.DSTM_OK,
-  no_address: dstm_status.DSTM_NO_ADDRESS,
-  not_allowed: dstm_status.DSTM_NOT_ALLOWED,
-  bad_request: dstm_status.DSTM_BAD_REQUEST,
-  no_binding: dstm_status.DSTM_NO_BINDING,
-  conflict: dstm_status.DSTM_CONFLICT,
-  unavailable: dstm_status.DSTM_UNAVAILABLE,
-};
-
 const ZERO4 = new Uint8Array(4);
 const ZERO16 = new Uint8Array(16);
 const HOST_MASK = new Uint8Array([255, 255, 255, 255]);
@@ -101,7 +90,7 @@ const HOST_MASK = new Uint8Array([255, 255, 255, 255]);
 /** A refusal decided before the lease logic runs (who is calling, what they sent). */
 class Refused extends Error {
   constructor(
-    readonly status: Status,
+    readonly status: StatusName,
     message: string,
     /** The metrics label when it differs from the status (a limit), and the prefix its log line is limited by. */
     readonly reason: string = status,
@@ -278,7 +267,7 @@ export class DstmRpc {
   /** A refusal as a version 2 reply; anything else (a bug) goes up to the RPC server as SYSTEM_ERR. */
   private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
-    const status: Status = err instanceof Refused ? err.status : 'unavailable';
+    const status: StatusName = err instanceof Refused ? err.status : 'unavailable';
     if (err instanceof Refused) {
       this.refused(op, err.reason);
       this.logRefusal(op, ctx, err);
@@ -290,7 +279,7 @@ export class DstmRpc {
   }
 
   private async bindings(since: bigint, max: number, waitMs: number, epoch: bigint, ctx: CallContext): Promise<dstm_bindings_reply> {
-    const empty = (status: Status): dstm_bindings_reply => ({ status: STATUS[status], epoch: this.leases.epoch, next: 0n, changes: [], more: false });
+    const empty = (status: StatusName): dstm_bindings_reply => ({ status: STATUS[status], epoch: this.leases.epoch, next: 0n, changes: [], more: false });
     let peer: Buffer;
     try {
       peer = peerIPv6(ctx);
@@ -328,9 +317,9 @@ export class DstmRpc {
       return empty('unavailable');
     }
     // Beyond the last sequence number (a restored store): epoch 0 with more set, so the caller starts over from 0.
-    if (r.reset) return { status: dstm_status.DSTM_OK, epoch: 0n, next: 0n, changes: [], more: true };
+    if (r.reset) return { status: STATUS.ok, epoch: 0n, next: 0n, changes: [], more: true };
     return {
-      status: dstm_status.DSTM_OK,
+      status: STATUS.ok,
       epoch: this.leases.epoch,
       next: BigInt(r.next),
       more: r.more,
@@ -361,17 +350,17 @@ export class DstmRpc {
   }
 
   private async list(after: Uint8Array, max: number, ctx: CallContext) {
-    if (!this.adminAllowed(ctx, 'LIST')) return { status: dstm_status.DSTM_NOT_ALLOWED, leases: [], more: false };
+    if (!this.adminAllowed(ctx, 'LIST')) return { status: STATUS.not_allowed, leases: [], more: false };
     let page: Awaited<ReturnType<LeaseService['list']>>;
     try {
       page = await this.leases.list(ipv4FromBytes(after), Math.max(1, Math.min(max || LIST_MAX, LIST_MAX)));
     } catch (err) {
       if (!(err instanceof StoreUnavailable)) throw err;
-      return { status: dstm_status.DSTM_UNAVAILABLE, leases: [], more: false };
+      return { status: STATUS.unavailable, leases: [], more: false };
     }
     const { leases, more } = page;
     return {
-      status: dstm_status.DSTM_OK,
+      status: STATUS.ok,
       more,
       leases: leases.map((b) => ({
         ip6: b.ip6,
@@ -380,7 +369,7 @@ export class DstmRpc {
         tep4: b.tep ? ipv4ToBytes(b.tep.ipv4) : ZERO4,
         starts: b.starts,
         ends: b.ends,
-        state: [dstm_state.DSTM_ACTIVE, dstm_state.DSTM_HELD, dstm_state.DSTM_REVOKED][b.state],
+        state: b.state,
       })),
     };
   }
@@ -393,7 +382,7 @@ export class DstmRpc {
   }
 
   private async admin(ctx: CallContext, what: 'revoke' | 'allocate', run: () => Promise<Grant>): Promise<dstm_reply> {
-    if (!this.adminAllowed(ctx, what.toUpperCase())) return { status: dstm_status.DSTM_NOT_ALLOWED, lease: emptyPacket(REQUEST_REP, ZERO16) };
+    if (!this.adminAllowed(ctx, what.toUpperCase())) return { status: STATUS.not_allowed, lease: emptyPacket(REQUEST_REP, ZERO16) };
     try {
       const g = await run();
       this.log.info(what, { node: formatIPv6(g.ip6), ipv4: formatIPv4(g.ip4), status: g.status, by: ctx.peerAddress });

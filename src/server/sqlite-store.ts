@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { GroupCommit, type Transactor } from './group-commit';
+import { stateName } from '../protocol/status';
 import {
   STATE,
   STATE_NAMES,
@@ -51,6 +52,25 @@ CREATE TABLE IF NOT EXISTS feed (
   ends INTEGER NOT NULL,
   active INTEGER NOT NULL
 );
+-- bindings per state, kept by triggers in the same transactions, so counts() (metrics) reads three rows, not the table
+CREATE TABLE IF NOT EXISTS state_counts (state INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS bindings_count_insert AFTER INSERT ON bindings BEGIN
+  UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER IF NOT EXISTS bindings_count_delete AFTER DELETE ON bindings BEGIN
+  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER IF NOT EXISTS bindings_count_state AFTER UPDATE OF state ON bindings WHEN OLD.state <> NEW.state BEGIN
+  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+  UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+`;
+
+/** Recounts state_counts from the bindings (at open: a store written before the triggers existed gets them right). */
+const RECOUNT = `
+DELETE FROM state_counts;
+INSERT INTO state_counts (state, n) SELECT value, 0 FROM json_each('${JSON.stringify(Object.values(STATE))}');
+UPDATE state_counts SET n = (SELECT count(*) FROM bindings b WHERE b.state = state_counts.state);
 `;
 
 export const DB_FILE = 'dstm.sqlite';
@@ -122,7 +142,8 @@ export class SqliteStore extends EventEmitter implements Store {
       due: db.prepare<[number, number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?'),
       nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
       list: db.prepare<[number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?'),
-      count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
+      // a read-only store may predate state_counts; nothing counts there but an occasional reader
+      count: db.prepare(opts.readonly ? 'SELECT state, count(*) AS n FROM bindings GROUP BY state' : 'SELECT state, n FROM state_counts'),
     };
     this.epoch = opts.readonly ? this.readMeta('epoch') : this.ensureEpoch(file);
     this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
@@ -142,6 +163,7 @@ export class SqliteStore extends EventEmitter implements Store {
       throw new Error(`${file} has store schema version ${version}, newer than this dstm's ${SQLITE_SCHEMA_VERSION}: run a newer dstm, or restore a store of version ${SQLITE_SCHEMA_VERSION} or older`);
     }
     this.db.exec(SCHEMA);
+    this.db.transaction(() => this.db.exec(RECOUNT))();
     if (version < SQLITE_SCHEMA_VERSION) this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
   }
 
@@ -233,8 +255,8 @@ export class SqliteStore extends EventEmitter implements Store {
   }
 
   async counts(): Promise<StateCounts> {
-    const out = { active: 0, held: 0, revoked: 0 };
-    for (const r of this.read(() => this.q.count.all()) as { state: State; n: number }[]) out[STATE_NAMES[r.state]] = r.n;
+    const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
+    for (const r of this.read(() => this.q.count.all()) as { state: State; n: number }[]) out[stateName(r.state)] = r.n;
     return out;
   }
 

@@ -8,10 +8,12 @@
 // strictly increasing sequence number, so reading it from 0 gives the whole current state and reading it from a
 // later point gives what changed since. It shows only durable changes, in one order for every reader.
 
-export const STATE = { active: 0, held: 1, revoked: 2 } as const;
-export type State = (typeof STATE)[keyof typeof STATE];
-export const STATE_NAMES = ['active', 'held', 'revoked'] as const;
-export type StateName = (typeof STATE_NAMES)[number];
+import type { dstm_state } from '../protocol/generated/dstm';
+import { STATE, STATE_NAMES, type StateName } from '../protocol/status';
+
+export { STATE, STATE_NAMES, type StateName };
+/** A binding's state, stored as its dstm_state value. */
+export type State = dstm_state;
 
 export interface Binding {
   ip4: number;

@@ -9,9 +9,9 @@
 // the 16 bytes of an IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the
 // IPv6 address's 32-bit hash) beside the slot, so a probe reads only the index and a hit one row: with 10^6
 // bindings, far beyond the CPU caches, a lookup costs about two cache misses, and allocates nothing. Only
-// set()/delete()/stage() (control path) may grow the arrays. Memory per slot: 100 bytes (row 32, counters 32, two
-// indexes 2 x 16, free list 4); capacity doubles, so 100–200 bytes per binding: 10^6 bindings take 2^20 slots,
-// 105 MB. End times are kept in whole seconds (the server's unit), rounded up.
+// set()/delete()/stage() (control path) may grow the arrays. Memory per slot: 104 bytes (row 32, counters 32, two
+// indexes 2 x 16, free list 4, start time 4, off the packet path); capacity doubles, so 104–208 bytes per binding:
+// 10^6 bindings take 2^20 slots, 109 MB. End times are kept in whole seconds (the server's unit), rounded up.
 //
 // A binding maps one IPv4 address to one IPv6 address and back: setting a binding for an address already bound
 // replaces the old binding on either side. Entries carry their end time; lookups treat an ended entry as absent,
@@ -41,6 +41,8 @@ export interface Binding {
   ipv6: string;
   /** Unix time in milliseconds when forwarding stops; Infinity for static mappings. */
   ends: number;
+  /** Unix time in milliseconds when the node got the address (the server's starts); 0 if unknown or static. */
+  starts: number;
   source: BindingSource;
   forwarded: BindingTraffic;
 }
@@ -76,6 +78,11 @@ function endWord(ms: number, source: BindingSource): number {
   return Math.min(Math.max(Math.ceil(ms / 1000), 0), NEVER - 1);
 }
 
+/** A start time in ms as stored: whole seconds (0: unknown). */
+function startWord(ms: number): number {
+  return Math.min(Math.max(Math.floor(ms / 1000), 0), NEVER);
+}
+
 export class BindingTable {
   private cap = 0;
   private count = 0; // slots in use (visible, staged or dying)
@@ -83,6 +90,7 @@ export class BindingTable {
   private rows = new Uint32Array(0);
   private rows8 = new Uint8Array(0); // the same rows, bytewise (IPv6 addresses)
   private traffic = new Float64Array(0);
+  private starts = new Uint32Array(0); // seconds since 1970 (0: unknown); read only by describe()
   private free = new Int32Array(0);
   private nfree = 0;
   // hash indexes: two words per bucket, [key, slot or EMPTY]; 2x the slot capacity in buckets (load <= 0.5)
@@ -108,7 +116,7 @@ export class BindingTable {
 
   /** Bytes held by the table's arrays (what the memory figure above counts). */
   get memoryBytes(): number {
-    return [this.rows, this.traffic, this.free, this.idx4, this.idx6].reduce((sum, a) => sum + a.byteLength, 0);
+    return [this.rows, this.traffic, this.starts, this.free, this.idx4, this.idx6].reduce((sum, a) => sum + a.byteLength, 0);
   }
 
   /** Bindings visible now. */
@@ -211,13 +219,14 @@ export class BindingTable {
   // --- control path ------------------------------------------------------------------------------------------
 
   /** Adds or replaces the binding ipv4 <-> ipv6 (any other binding of either address is removed first). */
-  set(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource): void {
+  set(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource, starts = 0): void {
     const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
     const v6 = typeof ipv6 === 'string' ? parseIPv6(ipv6) : ipv6;
     if (ends < this.earliest) this.earliest = ends;
     const same = this.pairSlot(a, v6);
     if (same >= 0 && this.visible(same)) {
       this.rows[(same << ROW) + W_ENDS] = endWord(ends, source);
+      this.starts[same] = startWord(starts);
       if (this.staging && this.seenOf(same) !== this.staging) {
         this.rows[(same << ROW) + W_SEEN] = this.staging;
         this.staged++;
@@ -226,7 +235,8 @@ export class BindingTable {
       return;
     }
     this.removeOthers(a, v6, -1);
-    this.insert(a, v6, endWord(ends, source), this.gen, this.staging || this.gen);
+    const slot = this.insert(a, v6, endWord(ends, source), this.gen, this.staging || this.gen);
+    this.starts[slot] = startWord(starts); // after insert(): it may grow the arrays
     this.live++;
     if (this.staging) this.staged++;
   }
@@ -250,7 +260,7 @@ export class BindingTable {
   }
 
   /** Stages one binding of the state being built: it is visible from commit() on (at once if it is already). */
-  stage(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource): void {
+  stage(ipv4: number | string, ipv6: Uint8Array | string, ends: number, source: BindingSource, starts = 0): void {
     const g = this.staging;
     if (!g) throw new Error('BindingTable.stage() outside begin()/commit()');
     const a = typeof ipv4 === 'string' ? parseIPv4(ipv4) : ipv4;
@@ -268,9 +278,11 @@ export class BindingTable {
       if (this.seenOf(slot) !== g) this.staged++;
       this.rows[(slot << ROW) + W_SEEN] = g;
       this.rows[(slot << ROW) + W_ENDS] = endWord(ends, source);
+      this.starts[slot] = startWord(starts);
       return;
     }
-    this.insert(a, v6, endWord(ends, source), g, g);
+    slot = this.insert(a, v6, endWord(ends, source), g, g);
+    this.starts[slot] = startWord(starts); // after insert(): it may grow the arrays
     this.staged++;
   }
 
@@ -363,6 +375,7 @@ export class BindingTable {
       ipv4: formatIPv4(this.ipv4At(slot)),
       ipv6: formatIPv6(this.rows8, slot << (ROW + 2)),
       ends: this.endsOf(slot),
+      starts: this.starts[slot] * 1000,
       source: this.isStatic(slot) ? 'static' : 'server',
       forwarded: {
         toIpv4: this.traffic[t + PKT4],
@@ -480,6 +493,7 @@ export class BindingTable {
     this.rows[o + W_BORN] = born;
     this.rows[o + W_SEEN] = seen;
     this.rows[o + W_ENDS] = ends;
+    this.starts[slot] = 0;
     this.traffic.fill(0, slot << 2, (slot + 1) << 2);
     this.index(slot);
     this.count++;
@@ -540,6 +554,9 @@ export class BindingTable {
     const traffic = new Float64Array(cap * 4);
     traffic.set(this.traffic);
     this.traffic = traffic;
+    const starts = new Uint32Array(cap);
+    starts.set(this.starts);
+    this.starts = starts;
     const free = new Int32Array(cap);
     free.set(this.free.subarray(0, this.nfree));
     this.free = free;

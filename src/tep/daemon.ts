@@ -7,6 +7,7 @@ import { overrides } from '../config/schema';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics } from '../lib/metrics';
+import { registerProcessMetrics } from '../lib/process-metrics';
 import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
@@ -48,7 +49,7 @@ export interface TepFlags {
   config?: string;
   server?: string[];
   program?: number;
-  address?: string;
+  ipv6?: string;
   'feed-source'?: string;
   ipv4?: string;
   pool?: string[];
@@ -72,7 +73,7 @@ export function loadTepConfig(flags: TepFlags): TepConfig {
   const { config } = loadSection(tepFields, 'tep', flags.config, overrides([
     ['server', '--server', flags.server],
     ['program', '--program', flags.program],
-    ['address', '--address', flags.address],
+    ['address', '--ipv6', flags.ipv6],
     ['feed_source', '--feed-source', flags['feed-source']],
     ['ipv4', '--ipv4', flags.ipv4],
     ['pools', '--pool', flags.pool],
@@ -138,6 +139,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
         { labels: { kind: 'icmp4_error' }, value: tep.counters.event('icmp4_sent') },
         { labels: { kind: 'icmp6_relayed_as_icmp4' }, value: tep.counters.event('icmp_relayed') },
       ]);
+      registerProcessMetrics(registry, 'tep');
       metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port)).server;
     }
     if (c.server) feed = followFeed(tep, c, log);
@@ -216,7 +218,7 @@ function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
     servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address), tls: loadClientTls(c.tls),
     onSnapshot: (all) => tep.resync(serverBindings(all)),
   });
-  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends));
+  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }));
   feed.on('error', (err: Error, server: string) => log.warn('binding feed call failed, retrying', { server, error: err.message }));
@@ -226,5 +228,5 @@ function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
 }
 
 function* serverBindings(all: Iterable<FeedBinding>): Iterable<ServerBinding> {
-  for (const b of all) yield { ipv4: parseIPv4(b.ip4), ipv6: parseIPv6(b.ip6), ends: b.ends };
+  for (const b of all) yield { ipv4: parseIPv4(b.ip4), ipv6: parseIPv6(b.ip6), starts: b.starts, ends: b.ends };
 }

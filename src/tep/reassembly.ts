@@ -12,8 +12,8 @@ export interface ReassemblyStats {
   reassembled: number;
   failed: number;
   timeouts: number;
-  memoryLimitBytes: number;
-  timeoutSeconds: number;
+  memory_limit_bytes: number;
+  timeout_seconds: number;
 }
 
 /** The kernel's IPv6 reassembly counters and limits in this network namespace (every IPv6 fragment, not only tunnel packets), or undefined. */
@@ -26,8 +26,8 @@ export function readReassembly(): ReassemblyStats | undefined {
       reassembled: n('Ip6ReasmOKs'),
       failed: n('Ip6ReasmFails'),
       timeouts: n('Ip6ReasmTimeout'),
-      memoryLimitBytes: Number(readSysctl('net.ipv6.ip6frag_high_thresh')),
-      timeoutSeconds: Number(readSysctl('net.ipv6.ip6frag_time')),
+      memory_limit_bytes: Number(readSysctl('net.ipv6.ip6frag_high_thresh')),
+      timeout_seconds: Number(readSysctl('net.ipv6.ip6frag_time')),
     };
   } catch {
     return undefined;

@@ -16,11 +16,12 @@ import { OutList, Tunnel } from '../dti/tunnel';
 import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
-import { BindingTable, type Binding } from './bindings';
+import { BindingTable, type Binding, type BindingSource } from './bindings';
 import { isOwnAddress } from './own-addresses';
 import { PathMtuCache } from './pmtu';
 import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
+import { jsonSeconds, type BindingJson } from '../protocol/binding-json';
 
 export interface StaticMapping {
   ipv4: number;
@@ -51,35 +52,45 @@ export interface TepOptions {
   clock?: () => number;
 }
 
-type StatsBinding = Omit<Binding, 'ends'> & { ends: number | null };
+/** A binding as `dstm tep stats` shows it: the binding of dstm(1), its source and its traffic (snake_case). */
+export type StatsBinding = BindingJson & { source: BindingSource; forwarded: TrafficJson };
 
-/** The counters of `dstm tep stats`. */
+/** Packets and IPv4 bytes forwarded from the nodes (to_ipv4) and to them (to_ipv6). */
+export interface TrafficJson {
+  to_ipv4: number;
+  to_ipv6: number;
+  bytes_to_ipv4: number;
+  bytes_to_ipv6: number;
+}
+
+/** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
-  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
   drops: Record<string, number>;
   events: Record<string, number>;
   /** Bindings in force (all of them, even when `bindings` lists only the first STATS_BINDINGS). */
-  bindingCount: number;
+  binding_count: number;
   bindings: StatsBinding[];
   /** The TOP_TALKERS bindings that forwarded the most bytes. */
-  topTalkers: StatsBinding[];
+  top_talkers: StatsBinding[];
   /** Nodes whose path MTU a packet-too-big lowered (for PMTU_DEFAULTS.ageMs). */
-  pathMtuLowered: number;
+  path_mtu_lowered: number;
   /** The kernel's reassembly of IPv6 fragments (tunnel packets arrive whole); absent where /proc cannot be read. */
-  ipv6Reassembly?: ReassemblyStats;
+  ipv6_reassembly?: ReassemblyStats;
 }
 
 /** Bindings listed in `stats()` (by IPv4 address), so the answer stays small with 10^6 of them. */
 export const STATS_BINDINGS = 10_000;
-/** Bindings in `topTalkers` and the dstm_tep_binding_bytes_total metric. */
+/** Bindings in `top_talkers` and the dstm_tep_binding_bytes_total metric. */
 export const TOP_TALKERS = 10;
 /** Bindings staged per event-loop turn in a resync: forwarding goes on between chunks. */
 const RESYNC_CHUNK = 4096;
 
-/** A binding as the feed gives it: `ends` in seconds since 1970. */
+/** A binding as the feed gives it: `starts` and `ends` in seconds since 1970. */
 export interface ServerBinding {
   ipv4: number;
   ipv6: Uint8Array;
+  starts: number;
   ends: number;
 }
 
@@ -346,8 +357,8 @@ export class Tep {
 
   // --- bindings from the DSTM server's feed -------------------------------------------------------------------
 
-  /** `ipv6` holds `ipv4` until `endsSec` (seconds since 1970). */
-  bind(ipv4: number, ipv6: Uint8Array, endsSec: number): void {
+  /** `ipv6` holds `ipv4` from `startsSec` (0: unknown) until `endsSec` (seconds since 1970). */
+  bind(ipv4: number, ipv6: Uint8Array, endsSec: number, startsSec = 0): void {
     this.now = this.clock();
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
     // A node bound to one of this host's addresses could send as the TEP itself (the TUN accepts local sources).
@@ -359,7 +370,7 @@ export class Tep {
       this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
       return;
     }
-    this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server');
+    this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server', startsSec * 1000);
     this.opts.log.info('binding', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6), ends: new Date(endsSec * 1000).toISOString() });
   }
 
@@ -376,7 +387,7 @@ export class Tep {
     t.carry('static');
     let n = 0;
     for (const b of bindings) {
-      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server');
+      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
       if (++n % chunk === 0) {
         await new Promise((resolve) => setImmediate(resolve));
         if (mine !== this.resyncs) return;
@@ -410,21 +421,32 @@ export class Tep {
     const snap = this.counters.snapshot();
     snap.events.hairpinned = this.hairpin[0];
     snap.events.bytes_hairpinned = this.hairpin[1];
-    const plain = (b: Binding): StatsBinding => ({ ...b, ends: Number.isFinite(b.ends) ? b.ends : null });
+    const tep4 = formatIPv4(this.opts.ipv4);
+    const tep6 = formatIPv6(this.opts.address);
+    const json = (b: Binding): StatsBinding => ({
+      ipv4: b.ipv4,
+      ipv6: b.ipv6,
+      tep4,
+      tep6,
+      starts: b.source === 'static' || b.starts === 0 ? null : jsonSeconds(b.starts),
+      ends: jsonSeconds(b.ends),
+      source: b.source,
+      forwarded: { to_ipv4: b.forwarded.toIpv4, to_ipv6: b.forwarded.toIpv6, bytes_to_ipv4: b.forwarded.bytesToIpv4, bytes_to_ipv6: b.forwarded.bytesToIpv6 },
+    });
     return {
       forwarded: {
-        toIpv4: snap.events.decapsulated,
-        toIpv6: snap.events.encapsulated,
-        bytesToIpv4: snap.events.bytes_decapsulated,
-        bytesToIpv6: snap.events.bytes_encapsulated,
+        to_ipv4: snap.events.decapsulated,
+        to_ipv6: snap.events.encapsulated,
+        bytes_to_ipv4: snap.events.bytes_decapsulated,
+        bytes_to_ipv6: snap.events.bytes_encapsulated,
       },
       drops: snap.drops,
       events: snap.events,
-      bindingCount: this.bindings.size,
-      bindings: this.bindings.list(STATS_BINDINGS).map(plain),
-      topTalkers: this.bindings.topTalkers(TOP_TALKERS).map(plain),
-      pathMtuLowered: this.pmtu.size(this.now),
-      ipv6Reassembly: readReassembly(),
+      binding_count: this.bindings.size,
+      bindings: this.bindings.list(STATS_BINDINGS).map(json),
+      top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
+      path_mtu_lowered: this.pmtu.size(this.now),
+      ipv6_reassembly: readReassembly(),
     };
   }
 

@@ -38,7 +38,8 @@ describe('dstm completion', function () {
   }
 
   it('completes every top-level command from the metadata', async () => {
-    const top = [...new Set((await loadCommands()).map((c) => c.id.split(':')[0]))].sort();
+    const top = [...new Set((await loadCommands(true)).map((c) => c.id.split(':')[0]))].sort();
+    expect(top).to.include.members(['help', 'version']);
     expect(complete('dstm ')).to.deep.equal(top);
     expect(top).to.include.members(['completion', 'release', 'request', 'server', 'tep']);
     expect(complete('dstm re')).to.deep.equal(['release', 'request']);
@@ -48,6 +49,14 @@ describe('dstm completion', function () {
     expect(complete('dstm tep st')).to.deep.equal(['stats']);
     expect(complete('dstm completion ')).to.deep.equal(['bash', 'zsh']);
     expect(complete('dstm leases r')).to.deep.equal(['revoke']);
+    expect(complete('dstm help re')).to.deep.equal(['release', 'request']);
+  });
+
+  it('completes the new flag names, not the old aliases', () => {
+    expect(complete('dstm tep --ip')).to.deep.equal(['--ipv4', '--ipv6']);
+    expect(complete('dstm tep --addr')).to.deep.equal([]);
+    expect(complete('dstm request --dev')).to.deep.equal(['--device']);
+    expect(complete('dstm request --dt')).to.deep.equal([]);
   });
 
   it("completes a command's flags, not another command's", () => {

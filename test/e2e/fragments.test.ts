@@ -27,20 +27,20 @@ describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
 
   it('forwards a fragmented tunnel packet once the kernel has reassembled it, and drops and counts one that never completes', async () => {
     const s0 = await tepStats(t);
-    expect(s0.ipv6Reassembly).to.include({ timeoutSeconds: 1 });
-    expect(s0.ipv6Reassembly?.memoryLimitBytes).to.be.greaterThan(0);
+    expect(s0.ipv6_reassembly).to.include({ timeout_seconds: 1 });
+    expect(s0.ipv6_reassembly?.memory_limit_bytes).to.be.greaterThan(0);
 
     await send('all');
     const s1 = await tepStats(t);
-    expect(s1.forwarded.toIpv4 - s0.forwarded.toIpv4).to.equal(1);
-    expect(s1.forwarded.bytesToIpv4 - s0.forwarded.bytesToIpv4).to.equal(2000);
-    expect(s1.ipv6Reassembly!.reassembled - s0.ipv6Reassembly!.reassembled).to.equal(1);
+    expect(s1.forwarded.to_ipv4 - s0.forwarded.to_ipv4).to.equal(1);
+    expect(s1.forwarded.bytes_to_ipv4 - s0.forwarded.bytes_to_ipv4).to.equal(2000);
+    expect(s1.ipv6_reassembly!.reassembled - s0.ipv6_reassembly!.reassembled).to.equal(1);
 
     await send('first');
     await new Promise((r) => setTimeout(r, 2500)); // past ip6frag_time
     const s2 = await tepStats(t);
-    expect(s2.forwarded.toIpv4).to.equal(s1.forwarded.toIpv4);
-    expect(s2.ipv6Reassembly!.timeouts - s1.ipv6Reassembly!.timeouts).to.equal(1);
-    expect(s2.ipv6Reassembly!.failed - s1.ipv6Reassembly!.failed).to.be.at.least(1);
+    expect(s2.forwarded.to_ipv4).to.equal(s1.forwarded.to_ipv4);
+    expect(s2.ipv6_reassembly!.timeouts - s1.ipv6_reassembly!.timeouts).to.equal(1);
+    expect(s2.ipv6_reassembly!.failed - s1.ipv6_reassembly!.failed).to.be.at.least(1);
   });
 });

@@ -38,6 +38,6 @@ describe('e2e: hairpinning at the TEP', function () {
     const st = await tepStats(t);
     expect(st.drops.spoofed_source).to.equal(2);
     expect(st.events.hairpinned).to.equal(3);
-    expect(st.bindings.find((x) => x.ipv4 === B4)?.forwarded.toIpv6).to.equal(3);
+    expect(st.bindings.find((x) => x.ipv4 === B4)?.forwarded.to_ipv6).to.equal(3);
   });
 });

@@ -95,7 +95,7 @@ async function until(what: string, test: () => Promise<boolean>, timeoutMs = 20_
 }
 
 /** The first `{"event":"lease",…}` (or `"renewed"`) line the node prints from now on. */
-function nextLease(node: ChildProcess, event: 'lease' | 'renewed', timeoutMs = 60_000): Promise<{ address: string; tep6: string; ends: number }> {
+function nextLease(node: ChildProcess, event: 'lease' | 'renewed', timeoutMs = 60_000): Promise<{ ipv4: string; tep6: string; ends: number }> {
   return waitForOutput(node, new RegExp(`"event":\\s*"${event}"`), timeoutMs).then((l) => JSON.parse(l.slice(l.indexOf('{'))));
 }
 
@@ -106,7 +106,7 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
   const servers: ChildProcess[] = [];
   let y1: ChildProcess;
   let node: ChildProcess;
-  let lease: { address: string; tep6: string; ends: number };
+  let lease: { ipv4: string; tep6: string; ends: number };
 
   before(async function () {
     skipIf(this, netnsUnavailable() ?? cliUnavailable());
@@ -134,16 +134,16 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
     }
     // Each TEP calls the feed from its own unicast address: the shared anycast one would route replies to either.
     const tep = (ns: string, name: string, unicast: string, ipv4: string, follow: string[]): ChildProcess =>
-      t.spawn(ns, dstmArgv('tep', '--address', A.tepa, '--feed-source', unicast, '--ipv4', ipv4, '--pool', A.pool, '--prefix', '2001:db8:1::/64', '--control', t.control(name), ...follow.flatMap((s) => ['--server', `[${s}]:3786`])));
+      t.spawn(ns, dstmArgv('tep', '--ipv6', A.tepa, '--feed-source', unicast, '--ipv4', ipv4, '--pool', A.pool, '--prefix', '2001:db8:1::/64', '--control', t.control(name), ...follow.flatMap((s) => ['--server', `[${s}]:3786`])));
     y1 = tep(t.y1, 'y1', A.y1, A.y1v4, [A.s1, A.s2]);
     const y2 = tep(t.y2, 'y2', A.y2, A.y2v4, [A.s2, A.s1]);
     await Promise.all([waitForOutput(y1, /bindings synchronised/, 30_000), waitForOutput(y2, /bindings synchronised/, 30_000)]);
     await startEchoServer(t, t.z);
-    node = t.spawn(t.x, dstmArgv('request', '--server', `[${A.s1}]:3786`, '--server', `[${A.s2}]:3786`, '--hold', '--dti', 'dti0', '--json', '--control', t.control('node')));
+    node = t.spawn(t.x, dstmArgv('request', '--server', `[${A.s1}]:3786`, '--server', `[${A.s2}]:3786`, '--hold', '--device', 'dti0', '--json', '--control', t.control('node')));
     lease = await nextLease(node, 'lease');
     await waitForOutput(node, /dti up/).catch(() => undefined);
     for (const [ns, name] of [[t.y1, 'y1'], [t.y2, 'y2']]) {
-      await until(`${name} has the binding`, async () => (await tepStats(t, ns, name)).bindings.some((b) => b.ipv4 === lease.address && b.ipv6 === A.x6));
+      await until(`${name} has the binding`, async () => (await tepStats(t, ns, name)).bindings.some((b) => b.ipv4 === lease.ipv4 && b.ipv6 === A.x6));
     }
   });
 
@@ -160,19 +160,19 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
     const before1 = await tepStats(t, t.y1, 'y1');
     const before2 = await tepStats(t, t.y2, 'y2');
     expect(await ping(t, t.x, A.z4, 5)).to.equal(5);
-    expect(await tcpHello(t, t.x)).to.equal(`hello from Z, you are ${lease.address}`);
+    expect(await tcpHello(t, t.x)).to.equal(`hello from Z, you are ${lease.ipv4}`);
     const after1 = await tepStats(t, t.y1, 'y1');
     const after2 = await tepStats(t, t.y2, 'y2');
     // Y1 decapsulates X's packets towards IPv4; Y2 tunnels Z's answers to X and carries nothing the other way.
-    expect(after1.forwarded.toIpv4 - before1.forwarded.toIpv4, 'Y1 to IPv4').to.be.at.least(5);
-    expect(after2.forwarded.toIpv6 - before2.forwarded.toIpv6, 'Y2 to IPv6').to.be.at.least(5);
-    expect(after2.forwarded.toIpv4 - before2.forwarded.toIpv4, 'Y2 to IPv4').to.equal(0);
+    expect(after1.forwarded.to_ipv4 - before1.forwarded.to_ipv4, 'Y1 to IPv4').to.be.at.least(5);
+    expect(after2.forwarded.to_ipv6 - before2.forwarded.to_ipv6, 'Y2 to IPv6').to.be.at.least(5);
+    expect(after2.forwarded.to_ipv4 - before2.forwarded.to_ipv4, 'Y2 to IPv4').to.equal(0);
   });
 
   it('with S1 killed, the node renews its lease through S2 and keeps its address', async () => {
     servers[0].kill('SIGKILL');
     const renewed = await nextLease(node, 'renewed');
-    expect(renewed.address).to.equal(lease.address);
+    expect(renewed.ipv4).to.equal(lease.ipv4);
     expect(renewed.ends).to.be.greaterThan(lease.ends);
     expect(await ping(t, t.x, A.z4, 3)).to.equal(3);
   });

@@ -1,4 +1,4 @@
-// DSTM end to end (draft §4.1): `dstm server` on S, `dstm tep --server` on Y, `dstm request --hold --dti` on X,
+// DSTM end to end (draft §4.1): `dstm server` on S, `dstm tep --server` on Y, `dstm request --hold --device` on X,
 // all real processes in real namespaces. X leases an address, an unmodified IPv4 client on X reaches Z through
 // the TEP, only IPv6 crosses X–Y, and after release or expiry the TEP stops forwarding for that address.
 import { expect } from 'chai';
@@ -10,10 +10,11 @@ import { skipIf } from '../support/skip';
 
 interface LeaseLine {
   event: string;
-  address: string;
-  local: string;
+  ipv4: string;
+  ipv6: string;
   tep6: string;
   tep4: string;
+  starts: number;
   ends: number;
 }
 
@@ -30,7 +31,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10
   }
 }
 
-describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --dti)', function () {
+describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --device)', function () {
   this.timeout(90_000);
   let t: Topology;
   let tep: ChildProcess;
@@ -59,26 +60,26 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       lease = await nextLease(node);
       await waitForOutput(node, /dti up/).catch(() => undefined); // may precede the lease line
       // the TEP hears of the binding through the feed
-      await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
+      await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4));
     });
 
     it('the lease names the TEP, and the TEP holds the binding from the server', async () => {
       expect(lease.tep6).to.equal(ADDR.y6);
       expect(lease.tep4).to.equal(ADDR.y4);
-      expect(lease.local).to.equal(ADDR.x6);
-      const b = (await tepStats(t)).bindings.find((x) => x.ipv4 === lease.address);
-      expect(b).to.include({ ipv6: ADDR.x6, source: 'server' });
+      expect(lease.ipv6).to.equal(ADDR.x6);
+      const b = (await tepStats(t)).bindings.find((x) => x.ipv4 === lease.ipv4);
+      expect(b).to.include({ ipv6: ADDR.x6, tep6: ADDR.y6, tep4: ADDR.y4, starts: lease.starts, ends: lease.ends, source: 'server' });
     });
 
     it('dstm status on X shows the lease on the DTI', async () => {
       const { stdout } = await t.exec(t.ns.x, dstmArgv('status', '--json', '--control', nodeControlPath(t)));
       const st = JSON.parse(stdout);
       expect(st.state).to.equal('leased');
-      expect(st.dti).to.include({ device: 'dti0', mtu: 1460, address: lease.address, peer: ADDR.y4, tep: ADDR.y6, source: ADDR.x6 });
+      expect(st.dti).to.include({ device: 'dti0', mtu: 1460, address: lease.ipv4, peer: ADDR.y4, tep: ADDR.y6, source: ADDR.x6 });
     });
 
     it('an IPv4 TCP client on X reaches Z, which sees the leased address as the source', async () => {
-      expect(await tcpHello(t, t.ns.x)).to.equal(`hello from Z, you are ${lease.address}`);
+      expect(await tcpHello(t, t.ns.x)).to.equal(`hello from Z, you are ${lease.ipv4}`);
     });
 
     it('ping from X to Z gets its replies; only IPv6 crosses the X–Y link', async () => {
@@ -86,8 +87,8 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       expect(await ping(t, t.ns.x, ADDR.z4, 3)).to.equal(3);
       const lines = await cap.stop();
       expect(lines.filter((l) => !l.startsWith('IP6 ')), lines.join('\n')).to.deep.equal([]);
-      expect(lines.filter((l) => l.includes(`IP ${lease.address} > ${ADDR.z4}: ICMP echo request`))).to.have.length(3);
-      expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${lease.address}: ICMP echo reply`))).to.have.length(3);
+      expect(lines.filter((l) => l.includes(`IP ${lease.ipv4} > ${ADDR.z4}: ICMP echo request`))).to.have.length(3);
+      expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${lease.ipv4}: ICMP echo reply`))).to.have.length(3);
     });
 
     it('Y drops and counts a node claiming an address that is not its own', async () => {
@@ -102,10 +103,10 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       await until('the TEP dropped the binding', async () => (await tepStats(t)).bindings.length === 0);
       const before = await tepStats(t);
       expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
-      await ping(t, t.ns.z, lease.address, 2);
-      await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.address, dst4: ADDR.z4 });
+      await ping(t, t.ns.z, lease.ipv4, 2);
+      await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.ipv4, dst4: ADDR.z4 });
       const after = await tepStats(t);
-      expect(after.forwarded.toIpv4).to.equal(before.forwarded.toIpv4);
+      expect(after.forwarded.to_ipv4).to.equal(before.forwarded.to_ipv4);
       expect(after.drops.no_binding - before.drops.no_binding).to.equal(2);
       expect(after.drops.unbound_source - before.drops.unbound_source).to.equal(5);
     });
@@ -120,10 +121,10 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
         server.kill('SIGKILL'); // no renewal can succeed now
         await nextLease(node, 'expired');
         const { stdout } = await t.ip(t.ns.x, 'addr', 'show', 'dev', 'dti0');
-        expect(stdout).to.not.include(lease.address);
+        expect(stdout).to.not.include(lease.ipv4);
         expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
         // the TEP cannot hear from the server either: the binding ends there on its own, at its end time
-        await until('the TEP expired the binding', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
+        await until('the TEP expired the binding', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4));
         expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
       } finally {
         await stopChild(node);
@@ -136,11 +137,11 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
     // on a loaded machine to see the binding first)
     const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '10', '--json'));
     const lease = JSON.parse(stdout) as LeaseLine;
-    await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address));
-    await until('the binding ended at the TEP', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.address), 20_000);
+    await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4));
+    await until('the binding ended at the TEP', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4), 20_000);
     expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
     const before = (await tepStats(t)).drops.unbound_source;
-    await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.address, dst4: ADDR.z4 });
+    await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.ipv4, dst4: ADDR.z4 });
     expect((await tepStats(t)).drops.unbound_source - before).to.equal(5);
   });
 

@@ -85,9 +85,9 @@ for (const [label, flags] of [['offloads', []], ['--no-offload', ['--no-offload'
       expect(sample(after, `dstm_tep_binding_bytes_total{${talker},direction="${dir}"}`)).to.be.above(0);
     }
     const st = await tepStats(t);
-    expect(st.topTalkers[0].ipv4).to.equal(ADDR.static4);
-    expect(st.topTalkers[0].forwarded.toIpv4).to.be.at.least(2);
-    expect(st.topTalkers[0].forwarded.toIpv6).to.be.at.least(2);
+    expect(st.top_talkers[0].ipv4).to.equal(ADDR.static4);
+    expect(st.top_talkers[0].forwarded.to_ipv4).to.be.at.least(2);
+    expect(st.top_talkers[0].forwarded.to_ipv6).to.be.at.least(2);
   });
 
   it('only IPv6 crosses the X–Y link', async () => {
@@ -115,10 +115,10 @@ for (const [label, flags] of [['offloads', []], ['--no-offload', ['--no-offload'
   });
 
   it('once the node stops, X sends no more IPv4 and the device is gone', async () => {
-    const before = (await tepStats(t)).forwarded.toIpv4;
+    const before = (await tepStats(t)).forwarded.to_ipv4;
     expect(await stopChild(node)).to.equal(0);
     expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
-    expect((await tepStats(t)).forwarded.toIpv4).to.equal(before);
+    expect((await tepStats(t)).forwarded.to_ipv4).to.equal(before);
     const { stdout } = await t.ip(t.ns.x, 'link', 'show');
     expect(stdout).to.not.include('dti0');
   });

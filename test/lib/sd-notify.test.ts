@@ -120,7 +120,7 @@ describe('sdNotify', () => {
       let stdout = '';
       node.child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
       expect(await Promise.race([r.next(), node.exited.then((code) => `exited ${code}: ${node!.stderr()}`)])).to.equal('READY=1');
-      expect(JSON.parse(stdout.split('\n')[0])).to.include({ event: 'lease', local: '::1' });
+      expect(JSON.parse(stdout.split('\n')[0])).to.include({ event: 'lease', ipv6: '::1' });
       node.child.kill('SIGHUP');
       expect(await r.next()).to.equal('RELOADING=1');
       expect(await r.next()).to.equal('READY=1');

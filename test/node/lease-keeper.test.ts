@@ -139,13 +139,13 @@ describe('lease keeper', function () {
     rl.on('line', (l) => lines.push(JSON.parse(l) as Record<string, unknown>));
     await seen('renewed');
     const lease = lines[0];
-    expect(lease).to.include({ event: 'lease', mask: '255.255.255.255', local: lo.addresses[2], tep6: '2001:db8::1', tep4: '10.92.0.254', keep: 2, extend: 1 });
-    expect(lease).to.have.keys('event', 'address', 'mask', 'local', 'tep6', 'tep4', 'starts', 'ends', 'extend', 'keep');
+    expect(lease).to.include({ event: 'lease', mask: '255.255.255.255', ipv6: lo.addresses[2], tep6: '2001:db8::1', tep4: '10.92.0.254', keep: 2, extend: 1 });
+    expect(lease).to.have.keys('event', 'ipv4', 'mask', 'ipv6', 'tep6', 'tep4', 'starts', 'ends', 'extend', 'keep');
     expect(await bindings(dir)).to.equal(1);
     p.kill('SIGTERM');
     const [code] = (await once(p, 'exit')) as [number];
     expect(code).to.equal(0);
-    expect(lines[lines.length - 1]).to.include({ event: 'released', address: lease.address });
+    expect(lines[lines.length - 1]).to.include({ event: 'released', ipv4: lease.ipv4 });
     expect(await bindings(dir)).to.equal(0);
   });
 

@@ -91,8 +91,8 @@ describe('dstm status', function () {
     expect(json.code, json.stderr).to.equal(0);
     const s = JSON.parse(json.stdout) as NodeStatus;
     expect(s.state).to.equal('leased');
-    expect(s.lease).to.include({ address: lease.address, tep6: '2001:db8:1::1', tep4: '192.0.2.1', local: lease.local });
-    expect(s.lease!.address).to.match(/^198\.51\.100\.[1-6]$/);
+    expect(s.lease).to.include({ ipv4: lease.address, tep6: '2001:db8:1::1', tep4: '192.0.2.1', ipv6: lease.local });
+    expect(s.lease!.ipv4).to.match(/^198\.51\.100\.[1-6]$/);
     expect(s.lease!.remaining).to.be.within(590, 600);
     expect(s.dti).to.deep.include({ device: 'dti0', mtu: 1460, address: lease.address, peer: '192.0.2.1', tep: '2001:db8:1::1', source: lease.local });
     expect(s.dti!.packets).to.deep.equal({ encapsulated: 3, decapsulated: 2, bytes_encapsulated: 252, bytes_decapsulated: 168, dropped: 1 });

@@ -96,14 +96,14 @@ describe('failover across servers', function () {
     const local = ['--local', lo.addresses[3], '--timeout', '5000'];
     let r = await runDstm(['request', '--json', '--server', dead, '--server', live, ...local]);
     expect(r.code, r.stderr).to.equal(0);
-    const lease = JSON.parse(r.stdout) as { address: string };
+    const lease = JSON.parse(r.stdout) as { ipv4: string };
     r = await runDstm(['leases', '--json', '--server', dead, '--server', live]);
     expect(r.code, r.stderr).to.equal(0);
-    expect((JSON.parse(r.stdout) as { ipv4: string }[]).map((x) => x.ipv4)).to.deep.equal([lease.address]);
+    expect((JSON.parse(r.stdout) as { ipv4: string }[]).map((x) => x.ipv4)).to.deep.equal([lease.ipv4]);
     // the list in the environment and in the configuration file's existing key
     r = await runDstm(['release', '--json', ...local], { DSTM_SERVER: `${dead},${live}` });
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout)).to.include({ released: true, address: lease.address });
+    expect(JSON.parse(r.stdout)).to.include({ released: true, ipv4: lease.ipv4 });
     const cfg = join(dirs[0], 'dstm.json');
     writeFileSync(cfg, JSON.stringify({ client: { server: [dead, live] } }));
     r = await runDstm(['request', '--config', cfg, ...local]);

@@ -53,7 +53,7 @@ describe('configuration checks and start-up errors (issue 13)', function () {
     expect(s.code).to.equal(2);
     expect(s.stderr).to.match(/: server: null is not valid: expected an object/);
     expect(dstm('tep', '--check', '--config', file).stderr).to.match(/: tep: null is not valid: expected an object/);
-    const tep = ['tep', '--check', '--address', 'fd00::1', '--ipv4', '192.0.2.1', '--static', '198.51.100.9=fd00::9'];
+    const tep = ['tep', '--check', '--ipv6', 'fd00::1', '--ipv4', '192.0.2.1', '--static', '198.51.100.9=fd00::9'];
     const mtu = dstm(...tep, '--path-mtu', '9000');
     expect(mtu.code).to.equal(2);
     expect(mtu.stderr).to.match(new RegExp(`^dstm tep: --path-mtu: 9000 is not valid: expected an integer from 1280 to ${MAX_PATH_MTU}`));

@@ -219,7 +219,7 @@ describe('dstm server (process)', function () {
     const la = await a.request();
     let r = await runDstm(['leases', 'allocate', lo.addresses[1], '--address', '10.83.0.5', '--json', ...srv]);
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout)).to.include({ action: 'allocate', node: lo.addresses[1], address: '10.83.0.5' });
+    expect(JSON.parse(r.stdout)).to.include({ action: 'allocate', ipv6: lo.addresses[1], ipv4: '10.83.0.5' });
     // The pre-allocated node gets that binding when it asks.
     const [b] = await clientsFor([lo.addresses[1]], server.port);
     expect((await b.request()).address).to.equal('10.83.0.5');
@@ -286,13 +286,13 @@ describe('dstm server (process)', function () {
     let r = await runDstm(['request', '--json', ...local], { DSTM_SERVER: `[::1]:${server.port}` });
     expect(r.code, r.stderr).to.equal(0);
     const lease = JSON.parse(r.stdout) as Record<string, unknown>;
-    expect(lease).to.include({ local: lo.addresses[0], mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.85.0.254', keep: 3600 });
-    expect(lease).to.include.keys('address', 'starts', 'ends');
+    expect(lease).to.include({ ipv6: lo.addresses[0], mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.85.0.254', keep: 3600 });
+    expect(lease).to.include.keys('ipv4', 'starts', 'ends');
     const cfg = join(dir, 'client.json');
     writeFileSync(cfg, JSON.stringify({ client: { server: `[::1]:${server.port}` } }));
     r = await runDstm(['release', '--json', '--config', cfg, ...local]);
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout)).to.include({ released: true, address: lease.address });
+    expect(JSON.parse(r.stdout)).to.include({ released: true, ipv4: lease.ipv4 });
     r = await runDstm(['release', '--config', cfg, ...local]);
     expect(r.code).to.equal(6);
     expect(r.stderr).to.equal('dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n');
@@ -310,9 +310,18 @@ describe('dstm server (process)', function () {
     const scrape = async (): Promise<string> => (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
     const value = (text: string, series: RegExp): number => Number(new RegExp(`^${series.source} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
     const before = await scrape();
-    for (const family of ['operations_total', 'refusals_total', 'bindings', 'pool_active', 'pool_free', 'pool_size', 'feed_seq', 'rpc_calls_total', 'rpc_rejected_total']) {
-      expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge)$`, 'm'));
+    for (const family of ['operations_total', 'refusals_total', 'bindings', 'pool_in_use', 'pool_free', 'pool_size', 'feed_seq', 'rpc_calls_total', 'rpc_rejected_total', 'rpc_duration_seconds']) {
+      expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge|histogram)$`, 'm'));
     }
+    expect(before).to.match(/^dstm_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*",component="server"\} 1$/m);
+    expect(value(before, /process_resident_memory_bytes/)).to.be.greaterThan(1e6);
+    expect(value(before, /process_open_fds/)).to.be.within(5, value(before, /process_max_fds/));
+    expect(before).to.match(/^process_cpu_seconds_total [\d.]+$/m);
+    const head = await fetch(`http://[::1]:${metricsPort}/metrics`, { method: 'HEAD' });
+    expect(head.status).to.equal(200);
+    expect(head.headers.get('content-type')).to.match(/^text\/plain; version=0\.0\.4/);
+    expect(await head.text()).to.equal('');
+    expect(value(before, /dstm_server_pool_size\{pool="10\.87\.0\.0\/29"\}/)).to.equal(8);
     // a /29 without network and broadcast leaves 6, a /30 leaves 2
     expect(value(before, /dstm_server_pool_free\{pool="10\.87\.0\.0\/29"\}/)).to.equal(6);
     expect(value(before, /dstm_server_pool_free\{pool="10\.87\.1\.0\/30"\}/)).to.equal(2);
@@ -321,9 +330,14 @@ describe('dstm server (process)', function () {
     expect(await refusal(b.request())).to.equal('not_allowed');
     const after = await scrape();
     const pool = la.address.startsWith('10.87.0.') ? '10\\.87\\.0\\.0\\/29' : '10\\.87\\.1\\.0\\/30';
-    expect(value(after, new RegExp(`dstm_server_pool_active\\{pool="${pool}"\\}`))).to.equal(1);
+    expect(value(after, new RegExp(`dstm_server_pool_in_use\\{pool="${pool}"\\}`))).to.equal(1);
     expect(value(after, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`))).to.equal(value(before, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`)) - 1);
-    expect(value(after, /dstm_server_operations_total\{op="request",status="ok"\}/)).to.equal(1);
+    expect(value(after, /dstm_server_operations_total\{op="request",result="ok"\}/)).to.equal(1);
+    expect(after).to.not.match(/status="/);
+    // the two REQUESTs reached their handler: both timed
+    const timed = (text: string): number => [...text.matchAll(/^dstm_server_rpc_duration_seconds_count\{procedure="[^"]*REQUEST"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(timed(after) - timed(before)).to.equal(2);
+    expect(after).to.match(/^dstm_server_rpc_duration_seconds_bucket\{procedure="RPC\.RPC_TWO\.REQUEST",le="\+Inf"\} \d+$/m);
     expect(value(after, /dstm_server_refusals_total\{op="request",reason="not_allowed"\}/)).to.equal(1);
     const calls = (text: string): number => [...text.matchAll(/^dstm_server_rpc_calls_total\{procedure="[^"]*REQUEST[^"]*",transport="udp",result="[^"]+"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
     expect(calls(after) - calls(before)).to.equal(2);
@@ -368,9 +382,10 @@ describe('dstm server (process)', function () {
     expect(again).to.include({ address: la.address, keep: 200, tep6: '2001:db8::9' });
     expect((await b.request()).address).to.match(/^10\.8[12]\.0\.[12]$/);
     const metrics = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
-    expect(metrics).to.match(/^dstm_server_operations_total\{op="request",status="ok"\} [1-9]/m);
+    expect(metrics).to.match(/^dstm_server_operations_total\{op="request",result="ok"\} [1-9]/m);
     expect(metrics).to.match(/^dstm_server_bindings\{state="active"\} 2$/m);
-    expect(metrics).to.match(/^dstm_server_pool_size 8$/m);
+    expect(metrics).to.match(/^dstm_server_pool_size\{pool="10\.81\.0\.0\/30"\} 4$/m);
+    expect(metrics).to.match(/^dstm_server_pool_size\{pool="10\.82\.0\.0\/30"\} 4$/m);
     writeFileSync(join(dir, 'dstm.json'), '{"server": {"pools": []}}');
     server.proc.kill('SIGHUP');
     await server.waitFor('configuration not reloaded; the running one stays');

@@ -74,7 +74,7 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     await serve('mutual');
     const ok = await request(A, tlsArgs(id.nodeA));
     expect(ok.code, ok.stderr).to.equal(EXIT.ok);
-    expect(JSON.parse(ok.stdout)).to.include({ local: A });
+    expect(JSON.parse(ok.stdout)).to.include({ ipv6: A });
     const wrong = await request(A, tlsArgs(id.nodeB));
     expect(wrong.code, wrong.stderr).to.equal(EXIT.notAllowed);
     const refusal = server!.logs.find((l) => l.msg === 'request refused');
@@ -185,7 +185,7 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     await serve('mutual');
     const log = createLogger({ level: 'error' });
     const tep = (who: Issued | undefined, port = server!.port) =>
-      loadTepConfig({ address: '::1', ipv4: '192.0.2.1', pool: ['10.93.0.0/24'], server: [`[::1]:${port}`], tls: true, 'tls-ca': ca.certFile, 'tls-cert': who?.certFile, 'tls-key': who?.keyFile });
+      loadTepConfig({ ipv6: '::1', ipv4: '192.0.2.1', pool: ['10.93.0.0/24'], server: [`[::1]:${port}`], tls: true, 'tls-ca': ca.certFile, 'tls-cert': who?.certFile, 'tls-key': who?.keyFile });
     await checkFeedTls(tep(id.tep), log);
     const err = await checkFeedTls(tep(undefined), log).then(() => null, (e: unknown) => e);
     expect(err).to.be.instanceOf(RpcError);

@@ -28,7 +28,7 @@ export function tepControlPath(t: Topology): string {
 export async function startTep(t: Topology, extra: string[]): Promise<ChildProcess> {
   const tep = t.spawn(
     t.ns.y,
-    dstmArgv('tep', '--address', ADDR.y6, '--ipv4', ADDR.y4, '--pool', ADDR.pool4, '--control', tepControlPath(t),
+    dstmArgv('tep', '--ipv6', ADDR.y6, '--ipv4', ADDR.y4, '--pool', ADDR.pool4, '--control', tepControlPath(t),
       ...ADDR.domain6.flatMap((p) => ['--prefix', p]), ...extra),
     { env: { ...process.env, DSTM_LOG_LEVEL: process.env.DSTM_LOG_LEVEL ?? 'info' } },
   );
@@ -60,9 +60,9 @@ export async function startServer(t: Topology, extra: string[] = []): Promise<Ch
   return server;
 }
 
-/** Starts `dstm request --hold --dti dti0 --json` in X (plus `extra`); resolves when it runs (not yet leased). */
+/** Starts `dstm request --hold --device dti0 --json` in X (plus `extra`); resolves when it runs (not yet leased). */
 export function startNode(t: Topology, extra: string[] = []): ChildProcess {
-  return t.spawn(t.ns.x, dstmArgv('request', '--server', SERVER, '--hold', '--dti', 'dti0', '--json', '--control', nodeControlPath(t), ...extra));
+  return t.spawn(t.ns.x, dstmArgv('request', '--server', SERVER, '--hold', '--device', 'dti0', '--json', '--control', nodeControlPath(t), ...extra));
 }
 
 /** `dstm tep stats --json` against the topology's TEP. */
@@ -79,16 +79,21 @@ export async function tepStatsAt(t: Namespaces, ns: string, control: string): Pr
 export interface StatsBindingJson {
   ipv4: string;
   ipv6: string;
+  tep4: string;
+  tep6: string;
+  starts: number | null;
   ends: number | null;
   source: string;
-  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
 }
 
 export interface TepStatsJson {
-  forwarded: { toIpv4: number; toIpv6: number; bytesToIpv4: number; bytesToIpv6: number };
+  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
   drops: Record<string, number>;
   events: Record<string, number>;
+  binding_count: number;
   bindings: StatsBindingJson[];
-  topTalkers: StatsBindingJson[];
-  ipv6Reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memoryLimitBytes: number; timeoutSeconds: number };
+  top_talkers: StatsBindingJson[];
+  path_mtu_lowered: number;
+  ipv6_reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memory_limit_bytes: number; timeout_seconds: number };
 }

@@ -30,7 +30,7 @@ describe('tep binding table', () => {
     expect(t.nextEnd()).to.equal(1000);
     expect(t.sweep(1000).map((b) => b.ipv4)).to.deep.equal(['198.51.100.5']);
     expect(t.size).to.equal(1);
-    expect(t.list()).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, source: 'static', forwarded: NONE }]);
+    expect(t.list()).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, starts: 0, source: 'static', forwarded: NONE }]);
   });
 
   it('keeps one binding per address on each side', () => {

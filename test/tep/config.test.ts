@@ -65,11 +65,11 @@ describe('dstm tep --check', function () {
   });
 
   it('exits 2 (usage or configuration error) with one line naming the key or flag', () => {
-    let r = dstm('tep', '--check', '--address', '2001:db8:1::1', '--ipv4', '192.0.2.1', '--pool', '198.51.100.1/24');
+    let r = dstm('tep', '--check', '--ipv6', '2001:db8:1::1', '--ipv4', '192.0.2.1', '--pool', '198.51.100.1/24');
     expect(r.code).to.equal(2);
     expect(r.stderr.trim().split('\n')).to.have.length(1);
     expect(r.stderr).to.match(/^dstm tep: --pool\[0\].*host bits/);
-    r = dstm('tep', '--check', '--address', '2001:db8:1::1', '--ipv4', '192.0.2.1');
+    r = dstm('tep', '--check', '--ipv6', '2001:db8:1::1', '--ipv4', '192.0.2.1');
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('nothing to forward');
   });

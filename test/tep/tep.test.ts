@@ -107,10 +107,22 @@ describe('tep forwarding decisions', () => {
     tep.unbind(parseIPv4('198.51.100.200'));
     tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
     expect(tep.stats().bindings).to.deep.equal([{
-      ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: null, source: 'static',
-      forwarded: { toIpv4: 0, toIpv6: 0, bytesToIpv4: 0, bytesToIpv6: 0 },
+      ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', tep4: '192.0.2.1', tep6: TEP6, starts: null, ends: null, source: 'static',
+      forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 },
     }]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
+  });
+
+  it('shows a server binding in the JSON contract: the feed\'s start and end in seconds, the TEP\'s addresses', async () => {
+    const tep = makeTep();
+    const ends = Math.floor(Date.now() / 1000) + 60;
+    tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), ends, ends - 100);
+    await tep.resync([{ ipv4: parseIPv4('198.51.100.6'), ipv6: parseIPv6('2001:db8:1::21'), starts: ends - 200, ends }]);
+    tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::22'), ends); // a start the feed did not give
+    expect(tep.stats().bindings.filter((b) => b.source === 'server').map((b) => [b.ipv4, b.tep4, b.tep6, b.starts, b.ends])).to.deep.equal([
+      ['198.51.100.6', '192.0.2.1', TEP6, ends - 200, ends],
+      ['198.51.100.7', '192.0.2.1', TEP6, null, ends],
+    ]);
   });
 });
 
@@ -204,8 +216,8 @@ describe('tep hairpinning and per-binding counters', () => {
     expect(st.events).to.include({ hairpinned: 1, bytes_hairpinned: toB.length });
     const a = st.bindings.find((b) => b.ipv4 === A4);
     const b = st.bindings.find((b) => b.ipv4 === B4);
-    expect(a?.forwarded).to.deep.include({ toIpv4: 3, toIpv6: 0 });
-    expect(b?.forwarded).to.deep.equal({ toIpv4: 0, toIpv6: 1, bytesToIpv4: 0, bytesToIpv6: toB.length });
+    expect(a?.forwarded).to.deep.include({ to_ipv4: 3, to_ipv6: 0 });
+    expect(b?.forwarded).to.deep.equal({ to_ipv4: 0, to_ipv6: 1, bytes_to_ipv4: 0, bytes_to_ipv6: toB.length });
   });
 
   it('counts packets and bytes per binding each way and names the top talkers', () => {
@@ -218,11 +230,11 @@ describe('tep hairpinning and per-binding counters', () => {
     tep.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: A4, proto: 17, payload: Array(1300).fill(2) })])); // fragments
     expect(tep.tunnel.toRawFragments.count).to.equal(2);
     const st = tep.stats();
-    expect(st.topTalkers.map((b) => [b.ipv4, b.forwarded.toIpv6, b.forwarded.bytesToIpv6])).to.deep.equal([
+    expect(st.top_talkers.map((b) => [b.ipv4, b.forwarded.to_ipv6, b.forwarded.bytes_to_ipv6])).to.deep.equal([
       [B4, 2, 2 * big.length],
       [A4, 2, 36 + 1320], // an echo request, and a packet sent as two fragments
     ]);
-    expect(st.bindingCount).to.equal(3);
+    expect(st.binding_count).to.equal(3);
   });
 });
 
@@ -234,7 +246,7 @@ describe('tep binding updates by generation', () => {
     const ends = Date.now() / 1000 + 600;
     for (let i = 0; i < 2000; i++) tep.bind(addr(i), parseIPv6(node(i)), ends);
     // the new state: 0..1499 stay, 1500..1999 go, 2000..2999 are new, and address 0 moves... no: 1 moves to a new node
-    const next = [...Array(3000).keys()].filter((i) => i < 1500 || i >= 2000).map((i) => ({ ipv4: addr(i), ipv6: parseIPv6(node(i === 1 ? 5000 : i)), ends }));
+    const next = [...Array(3000).keys()].filter((i) => i < 1500 || i >= 2000).map((i) => ({ ipv4: addr(i), ipv6: parseIPv6(node(i === 1 ? 5000 : i)), starts: 0, ends }));
     let seed = 3;
     const pick = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
     const up = (i: number): number[] => ipv6(node(i), TEP6, 4, ipv4({ src: formatIPv4(addr(i)), dst: '192.0.2.2' }));

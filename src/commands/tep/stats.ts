@@ -1,16 +1,22 @@
-import { Command, Flags } from '@oclif/core';
-import { EXIT, exitHelp, fail } from '../../cli/exit-codes';
+import { Flags } from '@oclif/core';
+import { DstmCommand, fail } from '../../cli/command';
+import { EXIT, exitHelp } from '../../cli/exit-codes';
 import { DEFAULT_CONTROL_PATH, queryControl } from '../../lib/control';
 import type { TepStats } from '../../tep/tep';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 
-export default class TepStatsCommand extends Command {
+export default class TepStatsCommand extends DstmCommand {
   static override summary = 'Show a running TEP\'s counters: packets by direction, drops by reason, bindings';
-  static override description = `Reads the statistics of the TEP answering on the control socket. --json prints {forwarded: {toIpv4, toIpv6,
-bytesToIpv4, bytesToIpv6}, drops: {REASON: n}, events: {NAME: n}, bindingCount, bindings: [{ipv4, ipv6, source, ends,
-forwarded}] (the first 10000), topTalkers: [the same, 10], pathMtuLowered, ipv6Reassembly}.
-${exitHelp(EXITS)}`;
+  static override description =
+    'Reads the statistics of the TEP answering on the control socket.' +
+    '\n\n' +
+    '--json prints {forwarded: {to_ipv4, to_ipv6, bytes_to_ipv4, bytes_to_ipv6}, drops: {REASON: n}, ' +
+    'events: {NAME: n}, binding_count, bindings: [{ipv4, ipv6, tep4, tep6, starts, ends, source, forwarded}] ' +
+    '(the first 10000), top_talkers: [the same, 10], path_mtu_lowered, ipv6_reassembly}; times in seconds ' +
+    'since 1970 UTC, null for static mappings (dstm(1), JSON OUTPUT).' +
+    '\n\n' +
+    exitHelp(EXITS);
 
   static exitCodes = EXITS;
 
@@ -35,22 +41,22 @@ ${exitHelp(EXITS)}`;
     }
     const f = s.forwarded;
     this.log(`offload             ${s.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`);
-    this.log(`forwarded to IPv4   ${f.toIpv4} packets, ${f.bytesToIpv4} bytes`);
-    this.log(`forwarded to IPv6   ${f.toIpv6} packets, ${f.bytesToIpv6} bytes`);
+    this.log(`forwarded to IPv4   ${f.to_ipv4} packets, ${f.bytes_to_ipv4} bytes`);
+    this.log(`forwarded to IPv6   ${f.to_ipv6} packets, ${f.bytes_to_ipv6} bytes`);
     const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
     this.log(drops.length ? 'dropped:' : 'dropped: none');
     for (const [reason, n] of drops) this.log(`  ${reason.padEnd(22)} ${n}`);
     this.log(`hairpinned          ${s.events.hairpinned ?? 0} packets`);
-    this.log(`top talkers: ${s.topTalkers.length ? '' : 'none'}`);
-    for (const b of s.topTalkers) {
+    this.log(`top talkers: ${s.top_talkers.length ? '' : 'none'}`);
+    for (const b of s.top_talkers) {
       const f = b.forwarded;
-      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} from node ${f.toIpv4}/${f.bytesToIpv4} B, to node ${f.toIpv6}/${f.bytesToIpv6} B`);
+      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} from node ${f.to_ipv4}/${f.bytes_to_ipv4} B, to node ${f.to_ipv6}/${f.bytes_to_ipv6} B`);
     }
-    this.log(`bindings: ${s.bindingCount}${s.bindingCount > s.bindings.length ? ` (first ${s.bindings.length} shown)` : ''}`);
+    this.log(`bindings: ${s.binding_count}${s.binding_count > s.bindings.length ? ` (first ${s.bindings.length} shown)` : ''}`);
     for (const b of s.bindings) {
-      const ends = b.ends === null ? 'never' : new Date(b.ends).toISOString();
+      const ends = b.ends === null ? 'never' : new Date(b.ends * 1000).toISOString();
       const f = b.forwarded;
-      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} ${b.source.padEnd(6)} ends ${ends}  packets ${f.toIpv4} from, ${f.toIpv6} to the node`);
+      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} ${b.source.padEnd(6)} ends ${ends}  packets ${f.to_ipv4} from, ${f.to_ipv6} to the node`);
     }
   }
 }

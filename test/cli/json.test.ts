@@ -1,0 +1,205 @@
+// The JSON contract of dstm(1) (JSON OUTPUT), checked on the real output of every command that has --json, run
+// against a real server on loopback, a real `dstm request --hold` (for dstm status) and a real Tep's statistics on a
+// real control socket (for dstm tep stats; no device is opened, so no root is needed), with the compiled CLI: snake_case keys, times in
+// whole seconds since 1970, a binding with the same keys everywhere, an error as one JSON object on stderr.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { serveControl } from '../../src/lib/control';
+import { parseIPv4, parseIPv6, parsePrefix4 } from '../../src/lib/addr';
+import { createLogger } from '../../src/lib/log';
+import { STATE_NAMES } from '../../src/protocol/status';
+import { Tep } from '../../src/tep/tep';
+import { loadCommands } from '../docs/commands';
+import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
+import { skipIf } from '../support/skip';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment without what would point dstm at another server or configuration file. */
+function env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  delete e.DSTM_CONFIG;
+  delete e.DSTM_SERVER;
+  return e;
+}
+
+function dstm(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    const [cmd, ...argv] = dstmArgv(...args);
+    const p = spawn(cmd, argv, { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Spawns a long-running dstm and resolves with it once a line of `stream` matches `re`. */
+function daemon(args: string[], stream: 'stdout' | 'stderr', re: RegExp): Promise<{ proc: ChildProcess; line: string }> {
+  const [cmd, ...argv] = dstmArgv(...args);
+  const proc = spawn(cmd, argv, { env: env({ DSTM_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    const seen: string[] = [];
+    createInterface({ input: proc[stream]! }).on('line', (line) => {
+      seen.push(line);
+      if (re.test(line)) resolve({ proc, line });
+    });
+    proc.once('exit', (code) => reject(new Error(`dstm ${args[0]} exited (${code}): ${seen.join('\n')}`)));
+  });
+}
+
+const SNAKE = /^[a-z][a-z0-9]*(_[a-z0-9]+)*$/;
+const BINDING_KEYS = ['ipv4', 'ipv6', 'tep4', 'tep6', 'starts', 'ends'];
+const NOW = Math.floor(Date.now() / 1000);
+
+/** Every contract violation in a parsed document, as "path: problem" lines. */
+function violations(doc: unknown, path = '$'): string[] {
+  if (Array.isArray(doc)) return doc.flatMap((v, i) => violations(v, `${path}[${i}]`));
+  if (doc === null || typeof doc !== 'object') return [];
+  const o = doc as Record<string, unknown>;
+  const bad: string[] = [];
+  for (const [k, v] of Object.entries(o)) {
+    if (!SNAKE.test(k)) bad.push(`${path}.${k}: key is not snake_case`);
+    if ((k === 'starts' || k === 'ends') && v !== null && !(Number.isInteger(v) && (v as number) > NOW - 86_400 && (v as number) < NOW + 10 * 86_400)) {
+      bad.push(`${path}.${k}: ${String(v)} is not whole seconds since 1970 near now`);
+    }
+    bad.push(...violations(v, `${path}.${k}`));
+  }
+  if ('ipv4' in o && 'ipv6' in o) {
+    for (const k of BINDING_KEYS) if (!(k in o)) bad.push(`${path}: a binding without ${k}`);
+    if ('state' in o && !STATE_NAMES.includes(o.state as never)) bad.push(`${path}.state: ${String(o.state)} is not a state`);
+    for (const k of ['extend', 'keep']) if (k in o && !Number.isInteger(o[k])) bad.push(`${path}.${k}: not whole seconds`);
+    for (const k of ['address', 'local', 'node']) if (k in o) bad.push(`${path}.${k}: a binding names this ipv4 or ipv6`);
+  }
+  return bad;
+}
+
+/** Parses a command's --json stdout (JSON lines for request --hold) and checks the contract; returns the documents. */
+function checked(r: Run, what: string): Record<string, unknown>[] {
+  expect(r.code, `${what}: ${r.stderr}`).to.equal(0);
+  const docs = r.stdout.trim().startsWith('[') || r.stdout.trim().startsWith('{\n') ? [JSON.parse(r.stdout)] : r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  expect(violations(docs), what).to.deep.equal([]);
+  return docs;
+}
+
+function checkedError(r: Run, code: number, command: string): void {
+  expect(r.code, r.stderr).to.equal(code);
+  expect(r.stdout, 'nothing on stdout').to.equal('');
+  const lines = r.stderr.trim().split('\n');
+  expect(lines, r.stderr).to.have.length(1);
+  const e = JSON.parse(lines[0]) as { error: { message: unknown; exit: unknown; command: unknown } };
+  expect(e.error.message).to.be.a('string').and.not.empty;
+  expect(e.error).to.include({ exit: code, command });
+}
+
+describe('the JSON contract of dstm(1)', function () {
+  this.timeout(120_000);
+  const dir = mkdtempSync(join(tmpdir(), 'dstm-json-'));
+  const port = 20000 + Math.floor(Math.random() * 30000);
+  const server = ['--server', `[::1]:${port}`];
+  const tested = new Set<string>();
+  const errored = new Set<string>();
+  let srv: ChildProcess | undefined;
+  let node: ChildProcess | undefined;
+  let control: Server | undefined;
+
+  before(async function () {
+    skipIf(this, cliUnavailable());
+    ({ proc: srv } = await daemon(
+      ['server', '--listen', `[::1]:${port}`, '--pool', '198.51.100.0/29', '--tep', '2001:db8::1,192.0.2.1', '--state-dir', join(dir, 'state')],
+      'stderr',
+      /"msg":"listening"/,
+    ));
+  });
+
+  after(() => {
+    for (const p of [node, srv]) p?.kill('SIGTERM');
+    control?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('dstm request, release and leases: bindings with the same keys, times in seconds', async () => {
+    const [lease] = checked(await dstm('request', '--json', ...server), 'request');
+    expect(lease).to.include({ ipv6: '::1', tep6: '2001:db8::1', tep4: '192.0.2.1' });
+    const [listed] = checked(await dstm('leases', '--json', ...server), 'leases');
+    expect(listed).to.deep.include({ ipv4: lease.ipv4, ipv6: '::1', tep4: '192.0.2.1', tep6: '2001:db8::1', starts: lease.starts, ends: lease.ends, state: 'active' });
+    const [released] = checked(await dstm('release', '--json', ...server), 'release');
+    expect(released).to.include({ released: true, ipv4: lease.ipv4, ipv6: '::1' });
+    const [allocated] = checked(await dstm('leases', 'allocate', '2001:db8::42', '--address', '198.51.100.3', '--json', ...server), 'leases allocate');
+    expect(allocated).to.include({ action: 'allocate', ipv4: '198.51.100.3', ipv6: '2001:db8::42' });
+    const [revoked] = checked(await dstm('leases', 'revoke', '2001:db8::42', '--json', ...server), 'leases revoke');
+    expect(revoked).to.include({ action: 'revoke', ipv4: '198.51.100.3' });
+    const [stored] = checked(await dstm('leases', '--state-dir', join(dir, 'state'), '--json'), 'leases --state-dir');
+    expect((stored as unknown as { state: string }[]).map((b) => b.state)).to.include('revoked');
+    ['request', 'release', 'leases'].forEach((c) => tested.add(c));
+  });
+
+  it('dstm request --hold: one binding per line with its event; dstm status: the held lease as a binding', async () => {
+    const sock = join(dir, 'node.sock');
+    let line: string;
+    ({ proc: node, line } = await daemon(['request', '--hold', '--json', '--control', sock, ...server], 'stdout', /"event":"lease"/));
+    const [held] = checked({ code: 0, stdout: line, stderr: '' }, 'request --hold');
+    const [status] = checked(await dstm('status', '--json', '--control', sock), 'status');
+    expect(status.lease).to.include({ ipv4: held.ipv4, ipv6: held.ipv6, starts: held.starts, ends: held.ends });
+    tested.add('status');
+  });
+
+  it('dstm tep stats: counters in snake_case, bindings with starts and ends in seconds (not milliseconds)', async () => {
+    const tep = new Tep({
+      address: parseIPv6('2001:db8::1'),
+      ipv4: parseIPv4('192.0.2.1'),
+      pools: [parsePrefix4('198.51.100.0/29')],
+      prefixes: [],
+      statics: [{ ipv4: parseIPv4('198.51.100.6'), ipv6: parseIPv6('2001:db8::6') }],
+      device: 'unused',
+      pathMtu: 1500,
+      log: createLogger({ level: 'error' }),
+    });
+    tep.bind(parseIPv4('198.51.100.2'), parseIPv6('2001:db8::2'), NOW + 600, NOW - 5);
+    const sock = join(dir, 'tep.sock');
+    control = await serveControl(sock, () => tep.stats());
+    const [s] = checked(await dstm('tep', 'stats', '--json', '--control', sock), 'tep stats');
+    expect(s.forwarded).to.have.keys('to_ipv4', 'to_ipv6', 'bytes_to_ipv4', 'bytes_to_ipv6');
+    expect(s.bindings).to.deep.equal([
+      { ipv4: '198.51.100.2', ipv6: '2001:db8::2', tep4: '192.0.2.1', tep6: '2001:db8::1', starts: NOW - 5, ends: NOW + 600, source: 'server', forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 } },
+      { ipv4: '198.51.100.6', ipv6: '2001:db8::6', tep4: '192.0.2.1', tep6: '2001:db8::1', starts: null, ends: null, source: 'static', forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 } },
+    ]);
+    tested.add('tep:stats');
+  });
+
+  it('an error under --json is one JSON object on stderr with the exit code, nothing on stdout', async () => {
+    const closed = ['--server', `[::1]:${port + 1}`, '--timeout', '300'];
+    const runs = await Promise.all([
+      dstm('request', '--json', ...closed),
+      dstm('release', '--json', '--address', '198.51.100.256', ...server),
+      dstm('leases', 'revoke', '--json', ...server),
+      dstm('status', '--json', '--control', join(dir, 'none.sock')),
+      dstm('tep', 'stats', '--json', '--control', join(dir, 'none.sock')),
+      dstm('release', '--json', '--no-such-flag'),
+    ]);
+    checkedError(runs[0], 7, 'request');
+    checkedError(runs[1], 2, 'release');
+    checkedError(runs[2], 2, 'leases revoke');
+    checkedError(runs[3], 7, 'status');
+    checkedError(runs[4], 7, 'tep stats');
+    checkedError(runs[5], 2, 'release');
+    ['request', 'release', 'leases', 'status', 'tep:stats'].forEach((c) => errored.add(c));
+    expect(JSON.parse(runs[5].stderr).error.message).to.match(/--no-such-flag/);
+  });
+
+  it('covers every command that has --json', async () => {
+    const withJson = (await loadCommands()).filter((c) => 'json' in c.flags).map((c) => c.id);
+    expect([...tested].sort(), 'output checked').to.deep.equal(withJson.sort());
+    expect([...errored].sort(), 'error checked').to.deep.equal(withJson.sort());
+  });
+});

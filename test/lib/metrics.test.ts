@@ -1,0 +1,67 @@
+// Histograms, HEAD /metrics and the process families, on a real HTTP server on loopback.
+import { expect } from 'chai';
+import { request } from 'node:http';
+import { Histogram, Registry, serveMetrics } from '../../src/lib/metrics';
+import { registerProcessMetrics } from '../../src/lib/process-metrics';
+
+function call(port: number, method: string, path = '/metrics'): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '::1', port, method, path }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('metrics: histograms, HEAD, process families', () => {
+  it('a histogram counts each observation in the first bucket it fits and renders cumulative le buckets', () => {
+    const h = new Histogram([0.001, 0.01, 0.1]);
+    for (const v of [0.0005, 0.001, 0.002, 0.05, 3]) h.observe(v);
+    expect(h.cumulative()).to.deep.equal([2, 3, 4, 5]);
+    const reg = new Registry();
+    reg.histogram('x_seconds', 'Test.', () => [{ labels: { procedure: 'P' }, histogram: h }]);
+    expect(reg.render()).to.equal(
+      '# HELP x_seconds Test.\n# TYPE x_seconds histogram\n' +
+        'x_seconds_bucket{procedure="P",le="0.001"} 2\nx_seconds_bucket{procedure="P",le="0.01"} 3\n' +
+        'x_seconds_bucket{procedure="P",le="0.1"} 4\nx_seconds_bucket{procedure="P",le="+Inf"} 5\n' +
+        `x_seconds_sum{procedure="P"} ${0.0005 + 0.001 + 0.002 + 0.05 + 3}\nx_seconds_count{procedure="P"} 5\n`,
+    );
+  });
+
+  it('HEAD /metrics answers 200 with the headers and no body, and collects nothing; other methods get 405', async () => {
+    const reg = new Registry();
+    let scrapes = 0;
+    reg.collector('y', 'Y.', 'gauge', () => (scrapes++, [{ value: 1 }]));
+    const { server, port } = await serveMetrics(reg, '::1', 0);
+    try {
+      const head = await call(port, 'HEAD');
+      expect(head.status).to.equal(200);
+      expect(head.body).to.equal('');
+      expect(scrapes).to.equal(0);
+      expect((await call(port, 'GET')).body).to.include('y 1');
+      expect(scrapes).to.equal(1);
+      const post = await call(port, 'POST');
+      expect(post.status).to.equal(405);
+      expect(post.headers.allow).to.equal('GET, HEAD');
+      expect((await call(port, 'GET', '/other')).status).to.equal(404);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('dstm_build_info and the process families read this process', () => {
+    const reg = new Registry();
+    registerProcessMetrics(reg, 'test');
+    const text = reg.render();
+    const version = (require('../../package.json') as { version: string }).version;
+    expect(text).to.include(`dstm_build_info{version="${version}",node="${process.version}",component="test"} 1\n`);
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1].replace('+Inf', 'Infinity'));
+    expect(value('process_resident_memory_bytes')).to.be.closeTo(process.memoryUsage.rss(), 64 * 1024 * 1024);
+    expect(value('process_cpu_seconds_total')).to.be.greaterThan(0);
+    expect(value('process_open_fds')).to.be.greaterThan(2).and.at.most(value('process_max_fds'));
+    expect(value('process_start_time_seconds')).to.be.closeTo(Date.now() / 1000 - process.uptime(), 2);
+  });
+});
