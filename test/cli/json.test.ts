@@ -98,7 +98,7 @@ function checkedError(r: Run, code: number, command: string): void {
   const lines = r.stderr.trim().split('\n');
   expect(lines, r.stderr).to.have.length(1);
   const e = JSON.parse(lines[0]) as { error: { message: unknown; exit: unknown; command: unknown } };
-  expect(e.error.message).to.be.a('string').and.not.empty;
+  expect(e.error.message).to.be.a('string').with.length.greaterThan(0);
   expect(e.error).to.include({ exit: code, command });
 }
 
