@@ -23,7 +23,9 @@ import { formatIPv4, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '..
 import { createLogger } from '../src/lib/log';
 
 type TepModule = typeof import('../src/tep/tep');
-type DtiModules = typeof import('../src/dti/tunnel') & typeof import('../src/dti/packet') & typeof import('../src/dti/offload');
+type DtiModules = typeof import('../src/dti/tunnel') &
+  typeof import('../src/dti/packet') &
+  typeof import('../src/dti/offload');
 
 /** The compiled TEP (what `dstm tep` runs; `npm run bench` builds it), else the sources through tsx (slower). */
 function loadTep(): { Tep: TepModule['Tep']; from: string } {
@@ -95,10 +97,13 @@ async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Pr
     const tcp = JSON.parse((await t.exec(t.ns.x, ['iperf3', '-c', dst, '-t', String(SECONDS), '-J'], 60_000)).stdout);
     const busy = machineBusy() - busy0;
     const own1 = processCpu(procs);
-    const gbits = tcp.end.sum_received.bytes * 8 / 1e9;
-    const reverse = JSON.parse((await t.exec(t.ns.x, ['iperf3', '-c', dst, '-R', '-t', String(SECONDS), '-J'], 60_000)).stdout);
+    const gbits = (tcp.end.sum_received.bytes * 8) / 1e9;
+    const reverse = JSON.parse(
+      (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-R', '-t', String(SECONDS), '-J'], 60_000)).stdout,
+    );
     const udp = JSON.parse(
-      (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-u', '-l', '64', '-b', '0', '-t', String(SECONDS), '-J'], 60_000)).stdout,
+      (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-u', '-l', '64', '-b', '0', '-t', String(SECONDS), '-J'], 60_000))
+        .stdout,
     );
     const sum = udp.end.sum_received ?? udp.end.sum;
     const delivered = (sum.packets ?? udp.end.sum.packets) - (sum.lost_packets ?? udp.end.sum.lost_packets ?? 0);
@@ -150,7 +155,8 @@ async function dstm(flags: string[]): Promise<Figures> {
     const node = await startStaticNode(t, flags);
     const f = await measure(t, ADDR.z4, [tep, node]);
     const e = (await tepStats(t)).events;
-    f.note = `TEP offload_active ${e.offload_active}, super-packets split ${e.gso_split} into ${e.gso_segments}, ` +
+    f.note =
+      `TEP offload_active ${e.offload_active}, super-packets split ${e.gso_split} into ${e.gso_segments}, ` +
       `${e.gro_merged} segments coalesced into ${e.gro_super_packets}`;
     return f;
   } finally {
@@ -187,25 +193,75 @@ function tepDecisions(): void {
   const addr = (i: number): string => formatIPv4(0x0a000000 + i);
   for (let i = 0; i < N; i++) tep.bind(parseIPv4(addr(i)), parseIPv6(node(i)), Date.now() / 1000 + 3600);
   const picks = Array.from({ length: 64 }, (_, k) => (k * 7919) % N);
-  const up = batchOf(picks.map((i) => ipv6(node(i), '2001:db8:1::1', 4, ipv4({ src: addr(i), dst: '192.0.2.2' }))), 0);
+  const up = batchOf(
+    picks.map((i) => ipv6(node(i), '2001:db8:1::1', 4, ipv4({ src: addr(i), dst: '192.0.2.2' }))),
+    0,
+  );
   const down = batchOf(picks.map((i) => ipv4({ src: '192.0.2.2', dst: addr(i) })));
   const decap = nsPerPacket(20_000, () => tep.tunnel.decapBatch(64, up));
   const encap = nsPerPacket(20_000, () => tep.tunnel.encapBatch(64, down));
-  if (tep.tunnel.toTun.count !== 64 || tep.tunnel.toRaw.count !== 64) throw new Error('tep bench: packets were dropped');
-  console.log(`TEP, ${N} bindings, in JS without I/O (${from}): node->IPv4 (check + decap) ${decap.toFixed(0)} ns/packet, IPv4->node (lookup + encap) ${encap.toFixed(0)} ns/packet`);
+  if (tep.tunnel.toTun.count !== 64 || tep.tunnel.toRaw.count !== 64)
+    throw new Error('tep bench: packets were dropped');
+  console.log(
+    `TEP, ${N} bindings, in JS without I/O (${from}): node->IPv4 (check + decap) ${decap.toFixed(0)} ns/packet, IPv4->node (lookup + encap) ${encap.toFixed(0)} ns/packet`,
+  );
 }
 
 /** The DTI modules as `dstm` runs them (compiled when built, as loadTep). */
 function loadDti(): DtiModules {
-  const dir = existsSync(join(ROOT, 'dist', 'src', 'dti', 'offload.js')) ? join(ROOT, 'dist', 'src', 'dti') : join(__dirname, '..', 'src', 'dti');
-  return { ...require(join(dir, 'tunnel')), ...require(join(dir, 'packet')), ...require(join(dir, 'offload')) } as DtiModules;
+  const dir = existsSync(join(ROOT, 'dist', 'src', 'dti', 'offload.js'))
+    ? join(ROOT, 'dist', 'src', 'dti')
+    : join(__dirname, '..', 'src', 'dti');
+  return {
+    ...require(join(dir, 'tunnel')),
+    ...require(join(dir, 'packet')),
+    ...require(join(dir, 'offload')),
+  } as DtiModules;
 }
 
 /** An IPv4 TCP segment 198.51.100.7 -> 192.0.2.2 with timestamps and `n` bytes of data, checksums valid. */
 function tcpSegment(seq: number, id: number, n: number): number[] {
-  const t = [0x9c, 0x40, 0x14, 0x51, seq >>> 24, (seq >>> 16) & 255, (seq >>> 8) & 255, seq & 255, 0, 0, 0, 1, 0x80, 0x10, 1, 0,
-    0, 0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, ...Array.from({ length: n }, (_, i) => (i * 13) & 255)];
-  const c = cksum(t, 0, t.length, sum16([...v4('198.51.100.7'), ...v4('192.0.2.2'), 0, 6, t.length >> 8, t.length & 255]));
+  const t = [
+    0x9c,
+    0x40,
+    0x14,
+    0x51,
+    seq >>> 24,
+    (seq >>> 16) & 255,
+    (seq >>> 8) & 255,
+    seq & 255,
+    0,
+    0,
+    0,
+    1,
+    0x80,
+    0x10,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    1,
+    1,
+    8,
+    10,
+    0,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    2,
+    ...Array.from({ length: n }, (_, i) => (i * 13) & 255),
+  ];
+  const c = cksum(
+    t,
+    0,
+    t.length,
+    sum16([...v4('198.51.100.7'), ...v4('192.0.2.2'), 0, 6, t.length >> 8, t.length & 255]),
+  );
   t[16] = c >> 8;
   t[17] = c & 255;
   return ipv4({ src: '198.51.100.7', dst: '192.0.2.2', proto: 6, id, df: true, payload: t });
@@ -236,14 +292,23 @@ function offloadCosts(): void {
   // raw -> TUN: 64 segments of one flow, decapsulated, then coalesced (into two super-packets) or not.
   const segs = Array.from({ length: 64 }, (_, i) => tcpSegment(1000 + i * 1408, i, 1408));
   const outer = segs.map((p) => Uint8Array.from(ipv6('2001:db8::1', '2001:db8::2', 4, p)));
-  const rx = batchOf(outer.map((p) => Array.from(p)), 0);
+  const rx = batchOf(
+    outer.map((p) => Array.from(p)),
+    0,
+  );
   const buf = new Uint8Array(rx.buf.length + m.Coalescer.scratchFor(64, rx.buf.length));
   const down = { buf, offsets: rx.offsets, lengths: rx.lengths, scratch: rx.buf.length };
   const refill = () => outer.forEach((p, i) => buf.set(p, i * 2048));
   const plainDown = tunnel(false);
   const groDown = tunnel(true);
-  const decap = nsPer(64, 5000, () => { refill(); plainDown.decapBatch(64, down); });
-  const gro = nsPer(64, 5000, () => { refill(); groDown.decapBatch(64, down); });
+  const decap = nsPer(64, 5000, () => {
+    refill();
+    plainDown.decapBatch(64, down);
+  });
+  const gro = nsPer(64, 5000, () => {
+    refill();
+    groDown.decapBatch(64, down);
+  });
   if (groDown.toTun.count !== 2) throw new Error('offload bench: the segments were not coalesced');
   // TUN -> raw: 46 segments read one by one, or one super-packet of them (virtio-net header: GSO TCPv4, MSS 1408).
   const slot = 48 + 65536;
@@ -258,8 +323,10 @@ function offloadCosts(): void {
   const encap = nsPer(46, 5000, () => plainUp.encapBatch(46, each));
   const gso = nsPer(46, 5000, () => gsoUp.encapBatch(1, sup));
   if (gsoUp.toRaw.count !== 46) throw new Error('offload bench: the super-packet was not segmented');
-  console.log(`offload work in JS without I/O (per 1408-byte TCP segment): decap ${decap.toFixed(0)} ns, decap + GRO ${gro.toFixed(0)} ns ` +
-    `(${(gro / decap).toFixed(1)}x); encap ${encap.toFixed(0)} ns, GSO + encap ${gso.toFixed(0)} ns (${(gso / encap).toFixed(1)}x)`);
+  console.log(
+    `offload work in JS without I/O (per 1408-byte TCP segment): decap ${decap.toFixed(0)} ns, decap + GRO ${gro.toFixed(0)} ns ` +
+      `(${(gro / decap).toFixed(1)}x); encap ${encap.toFixed(0)} ns, GSO + encap ${gso.toFixed(0)} ns (${(gso / encap).toFixed(1)}x)`,
+  );
 }
 
 /**
@@ -297,13 +364,19 @@ function tepBindingScale(): void {
     const down: ReturnType<typeof batchOf>[] = [];
     for (let b = 0; b < batches; b++) {
       const picks = Array.from({ length: 64 }, pick);
-      up.push(batchOf(picks.map((i) => ipv6(node(i), '2001:db8:1::1', 4, udp64(0x0a000000 + i, 0xc0000202))), 0));
+      up.push(
+        batchOf(
+          picks.map((i) => ipv6(node(i), '2001:db8:1::1', 4, udp64(0x0a000000 + i, 0xc0000202))),
+          0,
+        ),
+      );
       down.push(batchOf(picks.map((i) => udp64(0xc0000202, 0x0a000000 + i))));
     }
     let k = 0;
     const decap = nsPerPacket(8_000, () => tep.decapBatch(64, up[k++ & (batches - 1)]));
     const encap = nsPerPacket(8_000, () => tep.encapBatch(64, down[k++ & (batches - 1)]));
-    if (tep.tunnel.toTun.count !== 64 || tep.tunnel.toRaw.count !== 64) throw new Error('tep bench: packets were dropped');
+    if (tep.tunnel.toTun.count !== 64 || tep.tunnel.toRaw.count !== 64)
+      throw new Error('tep bench: packets were dropped');
     rows.push({ n, decap, encap, bytes });
   }
   const mpps = (ns: number): string => (1000 / ns).toFixed(2);
@@ -331,7 +404,11 @@ export async function run(): Promise<void> {
   }
   const bin = buildForwarder();
   // Every figure competes for the CPUs with whatever else runs: say how busy the machine was.
-  console.log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} CPUs`);
+  console.log(
+    `load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} on ${cpus().length} CPUs`,
+  );
   const rows: [string, Figures][] = [];
   const scenarios: [string, () => Promise<Figures>][] = [
     ['kernel IPv6 (routed, no tunnel)', kernel],
@@ -342,7 +419,10 @@ export async function run(): Promise<void> {
   for (const [name, fn] of scenarios) {
     const f = await fn();
     rows.push([name, f]);
-    const own = f.dstmCpuPerGbit === undefined ? '' : `, dstm processes ${f.dstmCpuPerGbit.toFixed(2)} (user ${f.dstmUserPerGbit!.toFixed(2)})`;
+    const own =
+      f.dstmCpuPerGbit === undefined
+        ? ''
+        : `, dstm processes ${f.dstmCpuPerGbit.toFixed(2)} (user ${f.dstmUserPerGbit!.toFixed(2)})`;
     console.log(
       `${name.padEnd(34)} TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s (Z->X ${f.tcpReverseMbps.toFixed(0).padStart(6)})   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s   ` +
         `CPU per Gbit of TCP: machine ${f.cpuPerGbit.toFixed(2)} s${own}`,
@@ -351,8 +431,16 @@ export async function run(): Promise<void> {
   }
   const [k, c, on, off] = rows.map((r) => r[1]);
   const ratio = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(2) : 'n/a');
-  console.log(`dstm offloads / kernel IPv6:    TCP ${ratio(on.tcpMbps, k.tcpMbps)}x (target >= 0.25x), Z->X ${ratio(on.tcpReverseMbps, k.tcpReverseMbps)}x, UDP-64 ${ratio(on.udpPps, k.udpPps)}x`);
-  console.log(`dstm --no-offload / kernel IPv6: TCP ${ratio(off.tcpMbps, k.tcpMbps)}x, Z->X ${ratio(off.tcpReverseMbps, k.tcpReverseMbps)}x, UDP-64 ${ratio(off.udpPps, k.udpPps)}x`);
-  console.log(`dstm offloads / --no-offload:   TCP ${ratio(on.tcpMbps, off.tcpMbps)}x, Z->X ${ratio(on.tcpReverseMbps, off.tcpReverseMbps)}x; machine CPU per Gbit ${ratio(on.cpuPerGbit, off.cpuPerGbit)}x`);
-  console.log(`dstm offloads / C forwarder:    TCP ${ratio(on.tcpMbps, c.tcpMbps)}x, UDP-64 ${ratio(on.udpPps, c.udpPps)}x (target >= 1.0x)`);
+  console.log(
+    `dstm offloads / kernel IPv6:    TCP ${ratio(on.tcpMbps, k.tcpMbps)}x (target >= 0.25x), Z->X ${ratio(on.tcpReverseMbps, k.tcpReverseMbps)}x, UDP-64 ${ratio(on.udpPps, k.udpPps)}x`,
+  );
+  console.log(
+    `dstm --no-offload / kernel IPv6: TCP ${ratio(off.tcpMbps, k.tcpMbps)}x, Z->X ${ratio(off.tcpReverseMbps, k.tcpReverseMbps)}x, UDP-64 ${ratio(off.udpPps, k.udpPps)}x`,
+  );
+  console.log(
+    `dstm offloads / --no-offload:   TCP ${ratio(on.tcpMbps, off.tcpMbps)}x, Z->X ${ratio(on.tcpReverseMbps, off.tcpReverseMbps)}x; machine CPU per Gbit ${ratio(on.cpuPerGbit, off.cpuPerGbit)}x`,
+  );
+  console.log(
+    `dstm offloads / C forwarder:    TCP ${ratio(on.tcpMbps, c.tcpMbps)}x, UDP-64 ${ratio(on.udpPps, c.udpPps)}x (target >= 1.0x)`,
+  );
 }

@@ -101,7 +101,13 @@ export async function run(): Promise<void> {
   const pipeline = (size: number, batch: number, rounds: number): { encap: Timing; decap: Timing } => {
     const slot = 2048;
     const counters = new C.Counters();
-    const tunnel = new T.Tunnel({ encap: new P.EncapConfig(SELF), route: () => TEP, icmpSource: 0xc0000201, batch, counters });
+    const tunnel = new T.Tunnel({
+      encap: new P.EncapConfig(SELF),
+      route: () => TEP,
+      icmpSource: 0xc0000201,
+      batch,
+      counters,
+    });
     const offsets = new Uint32Array(batch);
     const lengths = new Uint32Array(batch).fill(size);
     const tunRx = { buf: new Uint8Array(batch * slot), offsets, lengths };
@@ -110,7 +116,11 @@ export async function run(): Promise<void> {
       writeUdp(tunRx.buf, offsets[i], size);
     }
     // The raw socket's layout: IPv6 header + payload at the slot start.
-    const rawRx = { buf: new Uint8Array(batch * slot), offsets: new Uint32Array(batch), lengths: new Uint32Array(batch).fill(size + 40) };
+    const rawRx = {
+      buf: new Uint8Array(batch * slot),
+      offsets: new Uint32Array(batch),
+      lengths: new Uint32Array(batch).fill(size + 40),
+    };
     const back = new P.EncapConfig(TEP);
     for (let i = 0; i < batch; i++) {
       rawRx.offsets[i] = i * slot;
@@ -131,18 +141,24 @@ export async function run(): Promise<void> {
 
   const rows = [
     `modules: ${from}`,
-    `load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} on ${cpus().length} CPUs (figures are CPU time)`,
+    `load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')} on ${cpus().length} CPUs (figures are CPU time)`,
   ];
   for (const size of [64, 1400]) {
     const t = encapDecap(size, 1_000_000);
-    rows.push(`encapsulate+decapsulate ${String(size).padStart(4)} B: ${fmt(t)}; target ≤ 100 ns: ${t.best <= 100 ? 'met' : 'MISSED'}`);
+    rows.push(
+      `encapsulate+decapsulate ${String(size).padStart(4)} B: ${fmt(t)}; target ≤ 100 ns: ${t.best <= 100 ? 'met' : 'MISSED'}`,
+    );
   }
   for (const size of [64, 1400]) {
     let p: ReturnType<typeof pipeline> | undefined;
     const gcs = await countGcs(() => (p = pipeline(size, 64, 8_000)));
     const packets = 2 * (2000 + 7 * 8_000) * 64;
-    rows.push(`pipeline, batches of 64, ${String(size).padStart(4)} B: encapBatch ${fmt(p!.encap)}, decapBatch ${fmt(p!.decap)}; ` +
-      `${gcs} GCs in ${(packets / 1e6).toFixed(1)} M packets and setup`);
+    rows.push(
+      `pipeline, batches of 64, ${String(size).padStart(4)} B: encapBatch ${fmt(p!.encap)}, decapBatch ${fmt(p!.decap)}; ` +
+        `${gcs} GCs in ${(packets / 1e6).toFixed(1)} M packets and setup`,
+    );
   }
   for (const r of rows) console.log(r);
 }

@@ -20,17 +20,24 @@ const CALLERS = (process.env.RPC_BENCH_CALLERS ?? '1,16,64').split(',').map(Numb
 
 function load(args: string[]): Promise<Record<string, number>> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [...process.execArgv, join(__dirname, 'tls-load.ts'), ...args], { timeout: (SECONDS + 60) * 1000 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`${err.message}\n${stderr}`));
-      resolve(JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, number>);
-    });
+    execFile(
+      process.execPath,
+      [...process.execArgv, join(__dirname, 'tls-load.ts'), ...args],
+      { timeout: (SECONDS + 60) * 1000 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`${err.message}\n${stderr}`));
+        resolve(JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, number>);
+      },
+    );
   });
 }
 
 /** One `calls` run of the load: calls/s, and this process's CPU microseconds per call while the calls ran. */
 function callLoad(args: string[]): Promise<{ rate: number; cpuPerCall: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...process.execArgv, join(__dirname, 'tls-load.ts'), 'calls', ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...process.execArgv, join(__dirname, 'tls-load.ts'), 'calls', ...args], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     let u0: NodeJS.CpuUsage | null = null;
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (line === 'ready') {
@@ -51,35 +58,51 @@ export async function run(): Promise<void> {
   const ca = certs.ca('bench CA');
   const cert = ca.issue({ cn: 'bench', san: ['IP:::1'] });
   const policy = new RpcTlsServer({ policy: 'opportunistic', cert: cert.cert, key: cert.key });
-  const server = new RpcServer({ tls: policy }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const server = new RpcServer({ tls: policy }).register(
+    RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }),
+  );
   const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
   const p = String(port);
   // The handshake's baseline: Node's own TLS server and client, same certificate, no probe and no RPC.
-  const bare = tls.createServer({ cert: cert.cert, key: cert.key, minVersion: 'TLSv1.3' }, (s) => s.on('error', () => undefined).end());
+  const bare = tls.createServer({ cert: cert.cert, key: cert.key, minVersion: 'TLSv1.3' }, (s) =>
+    s.on('error', () => undefined).end(),
+  );
   await new Promise<void>((resolve) => bare.listen(0, '::1', () => resolve()));
   const bareP = String((bare.address() as { port: number }).port);
   try {
-    console.log(`best of ${ROUNDS} rounds of ${SECONDS} s, plain and TLS taking turns; load: our RpcClient in a child process, one TCP connection per caller`);
-    console.log('| call | callers | plain TCP (calls/s) | TLS 1.3 (calls/s) | TLS/plain | server CPU/call plain (µs) | TLS (µs) | plain/TLS |');
+    console.log(
+      `best of ${ROUNDS} rounds of ${SECONDS} s, plain and TLS taking turns; load: our RpcClient in a child process, one TCP connection per caller`,
+    );
+    console.log(
+      '| call | callers | plain TCP (calls/s) | TLS 1.3 (calls/s) | TLS/plain | server CPU/call plain (µs) | TLS (µs) | plain/TLS |',
+    );
     console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
     for (const n of CALLERS) {
       const rate = [0, 0];
       const cpu = [Infinity, Infinity];
       for (let round = 0; round < ROUNDS; round++) {
-        for (const [i, extra] of [[0, []], [1, [ca.certFile]]] as const) {
+        for (const [i, extra] of [
+          [0, []],
+          [1, [ca.certFile]],
+        ] as const) {
           const r = await callLoad([p, String(n), String(SECONDS), ...extra]);
           rate[i] = Math.max(rate[i], r.rate);
           cpu[i] = Math.min(cpu[i], r.cpuPerCall);
         }
       }
-      console.log(`| REQUEST | ${n} | ${Math.round(rate[0])} | ${Math.round(rate[1])} | ${(rate[1] / rate[0]).toFixed(2)}x | ${cpu[0].toFixed(1)} | ${cpu[1].toFixed(1)} | ${(cpu[0] / cpu[1]).toFixed(2)}x |`);
+      console.log(
+        `| REQUEST | ${n} | ${Math.round(rate[0])} | ${Math.round(rate[1])} | ${(rate[1] / rate[0]).toFixed(2)}x | ${cpu[0].toFixed(1)} | ${cpu[1].toFixed(1)} | ${(cpu[0] / cpu[1]).toFixed(2)}x |`,
+      );
     }
     console.log('\n| new connections, one at a time | connections/s | ready p50 (ms) | ready p99 (ms) |');
     console.log('|---|---:|---:|---:|');
     for (const [name, args] of [
       ['plain TCP (connect)', ['connect', p, String(SECONDS)]],
       ['RPC-with-TLS (connect + probe + TLS 1.3 handshake)', ['connect', p, String(SECONDS), ca.certFile]],
-      ['baseline: Node tls.connect to a bare tls.Server (no probe, no RPC)', ['tls-connect', bareP, String(SECONDS), ca.certFile]],
+      [
+        'baseline: Node tls.connect to a bare tls.Server (no probe, no RPC)',
+        ['tls-connect', bareP, String(SECONDS), ca.certFile],
+      ],
     ] as const) {
       let best = { rate: 0, p50: Infinity, p99: Infinity };
       for (let round = 0; round < ROUNDS; round++) {

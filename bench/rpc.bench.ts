@@ -22,14 +22,25 @@ const SECONDS = Number(process.env.RPC_BENCH_SECONDS ?? 1.2);
 const ROUNDS = Number(process.env.RPC_BENCH_ROUNDS ?? 2);
 const CALLERS = (process.env.RPC_BENCH_CALLERS ?? '1,16,64').split(',').map(Number);
 
-function load(bin: string, netid: string, port: number, proc: number, callers: number): Promise<{ rate: number; errors: number }> {
+function load(
+  bin: string,
+  netid: string,
+  port: number,
+  proc: number,
+  callers: number,
+): Promise<{ rate: number; errors: number }> {
   return new Promise((resolve, reject) => {
-    execFile(bin, [netid, '::1', String(port), String(PROGRAM), String(proc), String(callers), String(SECONDS)], { timeout: (SECONDS + 30) * 1000 }, (err, stdout) => {
-      if (err) return reject(err);
-      const m = /calls (\d+) errors (\d+) seconds ([\d.]+)/.exec(stdout);
-      if (!m) return reject(new Error(`unexpected load generator output: ${stdout}`));
-      resolve({ rate: Number(m[1]) / Number(m[3]), errors: Number(m[2]) });
-    });
+    execFile(
+      bin,
+      [netid, '::1', String(port), String(PROGRAM), String(proc), String(callers), String(SECONDS)],
+      { timeout: (SECONDS + 30) * 1000 },
+      (err, stdout) => {
+        if (err) return reject(err);
+        const m = /calls (\d+) errors (\d+) seconds ([\d.]+)/.exec(stdout);
+        if (!m) return reject(new Error(`unexpected load generator output: ${stdout}`));
+        resolve({ rate: Number(m[1]) / Number(m[3]), errors: Number(m[2]) });
+      },
+    );
   });
 }
 
@@ -72,17 +83,28 @@ export async function run(): Promise<void> {
     return;
   }
   // Every caller is on ::1: one peer, with up to 64 connections (over the default maxConnectionsPerPeer of 32).
-  const ours = new RpcServer({ maxConnectionsPerPeer: 64 }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const ours = new RpcServer({ maxConnectionsPerPeer: 64 }).register(
+    RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }),
+  );
   const [{ port: ourPort }] = await ours.listen({ host: '::1', port: 0 });
-  const dgramOurs = new RpcServer({ udpBatch: 0 }).register(RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }));
+  const dgramOurs = new RpcServer({ udpBatch: 0 }).register(
+    RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }),
+  );
   const [{ port: dgramPort }] = await dgramOurs.listen({ host: '::1', port: 0, transport: 'udp' });
   const floor = await nodeFloor();
   const c = await startCServer(peers, PROGRAM);
   try {
-    console.log(`best of ${ROUNDS} rounds of ${SECONDS} s, servers taking turns; load: N threads of rpc_load, one libtirpc client each`);
-    console.log('| call | transport | callers | ours (calls/s) | rpcgen C (calls/s) | ours/C | node floor (calls/s) | ours/floor | ours, dgram (calls/s) | dgram/C |');
+    console.log(
+      `best of ${ROUNDS} rounds of ${SECONDS} s, servers taking turns; load: N threads of rpc_load, one libtirpc client each`,
+    );
+    console.log(
+      '| call | transport | callers | ours (calls/s) | rpcgen C (calls/s) | ours/C | node floor (calls/s) | ours/floor | ours, dgram (calls/s) | dgram/C |',
+    );
     console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const [name, proc] of [['NULL', 0], ['REQUEST', 1]] as const) {
+    for (const [name, proc] of [
+      ['NULL', 0],
+      ['REQUEST', 1],
+    ] as const) {
       for (const netid of ['udp6', 'tcp6']) {
         const servers = [ourPort, netid === 'udp6' ? c.udp : c.tcp, floor.port];
         if (netid === 'udp6') servers.push(dgramPort);
@@ -99,9 +121,14 @@ export async function run(): Promise<void> {
           }
           const [a, b, f, d] = best;
           const errors = best.reduce((sum, x) => sum + x.errors, 0);
-          const errs = errors > 0 ? ` errors: ours ${a.errors}, C ${b.errors}, floor ${f.errors}${d ? `, dgram ${d.errors}` : ''}` : '';
+          const errs =
+            errors > 0
+              ? ` errors: ours ${a.errors}, C ${b.errors}, floor ${f.errors}${d ? `, dgram ${d.errors}` : ''}`
+              : '';
           const dg = d ? `${Math.round(d.rate)} | ${(d.rate / b.rate).toFixed(2)}x` : '— | —';
-          console.log(`| ${name} | ${netid} | ${n} | ${Math.round(a.rate)} | ${Math.round(b.rate)} | ${(a.rate / b.rate).toFixed(2)}x | ${Math.round(f.rate)} | ${(a.rate / f.rate).toFixed(2)}x | ${dg} |${errs}`);
+          console.log(
+            `| ${name} | ${netid} | ${n} | ${Math.round(a.rate)} | ${Math.round(b.rate)} | ${(a.rate / b.rate).toFixed(2)}x | ${Math.round(f.rate)} | ${(a.rate / f.rate).toFixed(2)}x | ${dg} |${errs}`,
+          );
         }
       }
     }

@@ -34,25 +34,48 @@ function buildC(): { mem: string; load: string } {
   rmSync(OUT, { recursive: true, force: true });
   mkdirSync(OUT, { recursive: true });
   execFileSync('cp', [join(__dirname, '../xdr/dstm.x'), OUT]);
-  for (const [flag, file] of [['-h', 'dstm.h'], ['-c', 'dstm_xdr.c'], ['-m', 'dstm_svc.c']]) execFileSync('rpcgen', [flag, 'dstm.x', '-o', file], { cwd: OUT });
+  for (const [flag, file] of [
+    ['-h', 'dstm.h'],
+    ['-c', 'dstm_xdr.c'],
+    ['-m', 'dstm_svc.c'],
+  ])
+    execFileSync('rpcgen', [flag, 'dstm.x', '-o', file], { cwd: OUT });
   const cc = (out: string, srcs: string[], libs: string[]): string => {
-    execFileSync('gcc', ['-O2', '-I.', '-I/usr/include/tirpc', `-I${PEERS}`, '-o', out, ...srcs, '-ltirpc', ...libs], { cwd: OUT, stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('gcc', ['-O2', '-I.', '-I/usr/include/tirpc', `-I${PEERS}`, '-o', out, ...srcs, '-ltirpc', ...libs], {
+      cwd: OUT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     return join(OUT, out);
   };
   return {
-    mem: cc('server_mem', [join(__dirname, 'c/server_mem.c'), join(PEERS, 'dstm_serve.c'), 'dstm_svc.c', 'dstm_xdr.c'], []),
+    mem: cc(
+      'server_mem',
+      [join(__dirname, 'c/server_mem.c'), join(PEERS, 'dstm_serve.c'), 'dstm_svc.c', 'dstm_xdr.c'],
+      [],
+    ),
     load: cc('server_load', [join(__dirname, 'c/server_load.c'), 'dstm_xdr.c'], ['-lpthread']),
   };
 }
 
-function load(bin: string, netid: string, port: number, nodes: number, prefix: string): Promise<{ rate: number; errors: number }> {
+function load(
+  bin: string,
+  netid: string,
+  port: number,
+  nodes: number,
+  prefix: string,
+): Promise<{ rate: number; errors: number }> {
   return new Promise((resolve, reject) => {
-    execFile(bin, [netid, String(port), String(PROGRAM), String(nodes), String(SECONDS), prefix], { timeout: (SECONDS + 30) * 1000 }, (err, stdout) => {
-      if (err) return reject(err);
-      const m = /calls (\d+) errors (\d+) seconds ([\d.]+)/.exec(stdout);
-      if (!m) return reject(new Error(`unexpected load generator output: ${stdout}`));
-      resolve({ rate: Number(m[1]) / Number(m[3]), errors: Number(m[2]) });
-    });
+    execFile(
+      bin,
+      [netid, String(port), String(PROGRAM), String(nodes), String(SECONDS), prefix],
+      { timeout: (SECONDS + 30) * 1000 },
+      (err, stdout) => {
+        if (err) return reject(err);
+        const m = /calls (\d+) errors (\d+) seconds ([\d.]+)/.exec(stdout);
+        if (!m) return reject(new Error(`unexpected load generator output: ${stdout}`));
+        resolve({ rate: Number(m[1]) / Number(m[3]), errors: Number(m[2]) });
+      },
+    );
   });
 }
 
@@ -97,13 +120,17 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
   const dir = tempDir('bench-server');
   try {
     const cServer = await startC(c.mem);
-    const ours = await startServer(['--state-dir', join(dir, 'state'), '--pool', '10.0.0.0/16'], { env: { DSTM_LOG_LEVEL: 'info' } });
+    const ours = await startServer(['--state-dir', join(dir, 'state'), '--pool', '10.0.0.0/16'], {
+      env: { DSTM_LOG_LEVEL: 'info' },
+    });
     try {
       console.log(
         `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs; flush: median durable commit of one row on the same disk, ` +
           'measured while the C server is under the same load (the contention any durable server would meet), and idle',
       );
-      console.log('| transport | nodes | dstm server, durable (calls/s) | rpcgen C, in memory (calls/s) | ours/C | flush under load (ms) | idle (ms) | durable ceiling (calls/s) | ceiling/C | ours/ceiling |');
+      console.log(
+        '| transport | nodes | dstm server, durable (calls/s) | rpcgen C, in memory (calls/s) | ours/C | flush under load (ms) | idle (ms) | durable ceiling (calls/s) | ceiling/C | ours/ceiling |',
+      );
       console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
       const bounded: string[] = [];
       for (const netid of ['udp6', 'tcp6']) {
@@ -117,7 +144,10 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
           const a = { rate: 0, errors: 0 };
           const b = { rate: 0, errors: 0 };
           for (let round = 0; round < 2; round++) {
-            for (const [best, port] of [[a, ours.port], [b, cPort]] as const) {
+            for (const [best, port] of [
+              [a, ours.port],
+              [b, cPort],
+            ] as const) {
               const r = await load(c.load, netid, port, n, prefix);
               best.rate = Math.max(best.rate, r.rate);
               best.errors += r.errors;
@@ -130,7 +160,10 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
             `| ${netid} | ${n} | ${Math.round(a.rate)} | ${Math.round(b.rate)} | ${(a.rate / b.rate).toFixed(2)}x | ${commitMs.toFixed(2)} | ${idleMs.toFixed(2)} | ${Math.round(ceiling)} | ${(ceiling / b.rate).toFixed(2)}x | ${(a.rate / ceiling).toFixed(2)} |${errs}`,
           );
           // 0.5x of C leaves each pair 4n / C seconds: 2n / C for the calls, 2n / C for the flush.
-          if (ceiling < b.rate / 2) bounded.push(`${netid} ${n} needs a flush under ${((2000 * n) / b.rate).toFixed(3)} ms, the disk's was ${commitMs.toFixed(2)} ms under load`);
+          if (ceiling < b.rate / 2)
+            bounded.push(
+              `${netid} ${n} needs a flush under ${((2000 * n) / b.rate).toFixed(3)} ms, the disk's was ${commitMs.toFixed(2)} ms under load`,
+            );
         }
       }
       if (bounded.length)
@@ -146,8 +179,16 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
 }
 
 /** REQUEST latency from `nodes` clients (split over `ports`), each calling REQUEST then RELEASE for `ms`. */
-async function requestLatency(ports: number[], addresses: string[], ms: number): Promise<{ p50: number; p99: number; n: number }> {
-  const clients = await Promise.all(addresses.map((local, i) => DstmClient.connect({ host: '::1', port: ports[i % ports.length], program: PROGRAM, local, timeoutMs: 5000 })));
+async function requestLatency(
+  ports: number[],
+  addresses: string[],
+  ms: number,
+): Promise<{ p50: number; p99: number; n: number }> {
+  const clients = await Promise.all(
+    addresses.map((local, i) =>
+      DstmClient.connect({ host: '::1', port: ports[i % ports.length], program: PROGRAM, local, timeoutMs: 5000 }),
+    ),
+  );
   const lat: number[] = [];
   const end = performance.now() + ms;
   try {
@@ -188,8 +229,12 @@ async function sharedStore(c: { load: string }): Promise<void> {
     servers.push(pgA);
     const pgB = await startServer(['--store', url, '--pool', '10.0.0.0/16'], quiet);
     servers.push(pgB);
-    console.log(`\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite, same disk`);
-    console.log('| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite |');
+    console.log(
+      `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite, same disk`,
+    );
+    console.log(
+      '| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite |',
+    );
     console.log('|---|---:|---:|---:|---:|');
     for (const netid of ['udp6', 'tcp6']) {
       for (const n of [8, 64]) {
@@ -199,17 +244,27 @@ async function sharedStore(c: { load: string }): Promise<void> {
         for (let round = 0; round < 2; round++) {
           const s = await load(c.load, netid, sqlite.port, n, prefix(loA));
           one = Math.max(one, s.rate);
-          const [a, b] = await Promise.all([load(c.load, netid, pgA.port, n / 2, prefix(loA)), load(c.load, netid, pgB.port, n / 2, prefix(loB))]);
+          const [a, b] = await Promise.all([
+            load(c.load, netid, pgA.port, n / 2, prefix(loA)),
+            load(c.load, netid, pgB.port, n / 2, prefix(loB)),
+          ]);
           two = Math.max(two, a.rate + b.rate);
           errors += s.errors + a.errors + b.errors;
         }
-        console.log(`| ${netid} | ${n} | ${Math.round(one)} | ${Math.round(two)} | ${(two / one).toFixed(2)}x |${errors ? ` errors ${errors}` : ''}`);
+        console.log(
+          `| ${netid} | ${n} | ${Math.round(one)} | ${Math.round(two)} | ${(two / one).toFixed(2)}x |${errors ? ` errors ${errors}` : ''}`,
+        );
       }
     }
-    console.log('\nREQUEST latency, 8 nodes over UDP each calling REQUEST then RELEASE for 2 s (DstmClient, in this process)');
+    console.log(
+      '\nREQUEST latency, 8 nodes over UDP each calling REQUEST then RELEASE for 2 s (DstmClient, in this process)',
+    );
     console.log('| store | requests | p50 (ms) | p99 (ms) |');
     console.log('|---|---:|---:|---:|');
-    for (const [name, ports] of [['SQLite, one server', [sqlite.port]], ['PostgreSQL, two servers', [pgA.port, pgB.port]]] as const) {
+    for (const [name, ports] of [
+      ['SQLite, one server', [sqlite.port]],
+      ['PostgreSQL, two servers', [pgA.port, pgB.port]],
+    ] as const) {
       const r = await requestLatency([...ports], loA.addresses.slice(0, 8), 2000);
       console.log(`| ${name} | ${r.n} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} |`);
     }
@@ -225,7 +280,16 @@ async function sharedStore(c: { load: string }): Promise<void> {
 const POOL = parsePrefix4('10.0.0.0/12');
 
 function policy(): LeasePolicy {
-  return { lease: 86400, maxLease: 86400, hold: 600, pools: [POOL], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] };
+  return {
+    lease: 86400,
+    maxLease: 86400,
+    hold: 600,
+    pools: [POOL],
+    exclude: [],
+    skipNetworkBroadcast: true,
+    reservations: [],
+    teps: [],
+  };
 }
 
 /** Bindings for nodes 2001:db8::[from+1 .. to], written straight into the store (the fixture, not the measurement). */
@@ -253,8 +317,12 @@ function percentile(xs: number[], p: number): number {
 async function scaling(): Promise<void> {
   const dir = tempDir('bench-scale');
   try {
-    console.log('\nAllocation with N active bindings in a /12 pool (durable store; one allocation at a time, then 1000 at once)');
-    console.log('| active bindings | start-up (ms) | alloc p50 (ms) | alloc p99 (ms) | 1000 at once (µs/alloc) | process RSS (MB) | store (B/binding) |');
+    console.log(
+      '\nAllocation with N active bindings in a /12 pool (durable store; one allocation at a time, then 1000 at once)',
+    );
+    console.log(
+      '| active bindings | start-up (ms) | alloc p50 (ms) | alloc p99 (ms) | 1000 at once (µs/alloc) | process RSS (MB) | store (B/binding) |',
+    );
     console.log('|---:|---:|---:|---:|---:|---:|---:|');
     const rss: [number, number][] = [];
     let have = 0;
@@ -291,13 +359,17 @@ async function scaling(): Promise<void> {
       );
     }
     const [[n0, m0], , [n1, m1]] = rss;
-    console.log(`process memory per binding, 1k -> 1M: ${((m1 - m0) / (n1 - n0)).toFixed(1)} B (the pool index is fixed: 4 B + 2 bits per pool address)`);
+    console.log(
+      `process memory per binding, 1k -> 1M: ${((m1 - m0) / (n1 - n0)).toFixed(1)} B (the pool index is fixed: 4 B + 2 bits per pool address)`,
+    );
     const t0 = performance.now();
     const s = await startServer(['--state-dir', dir, '--pool', '10.0.0.0/12', '--lease', '86400']);
     const processMs = performance.now() - t0;
     const loaded = s.logs.find((r) => r.msg === 'store loaded') as { ms: number; active: number };
     await s.stop();
-    console.log(`\nstart-up with ${loaded.active.toLocaleString('en')} bindings: store + pool index ${loaded.ms} ms; whole process until it listens ${processMs.toFixed(0)} ms (target < 2000 ms)`);
+    console.log(
+      `\nstart-up with ${loaded.active.toLocaleString('en')} bindings: store + pool index ${loaded.ms} ms; whole process until it listens ${processMs.toFixed(0)} ms (target < 2000 ms)`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -16,7 +16,15 @@ import { cClientPacket } from '../test/rpc/util';
 const PROGRAM = 0x2d53544d;
 
 async function connect(port: number, tls: TlsClientOptions | undefined): Promise<RpcClient> {
-  return RpcClient.connect({ host: '::1', port, transport: 'tcp', program: PROGRAM, version: 1, timeoutMs: 10_000, tls });
+  return RpcClient.connect({
+    host: '::1',
+    port,
+    transport: 'tcp',
+    program: PROGRAM,
+    version: 1,
+    timeoutMs: 10_000,
+    tls,
+  });
 }
 
 async function calls(port: number, callers: number, seconds: number, tls: TlsClientOptions | undefined): Promise<void> {
@@ -79,11 +87,15 @@ async function main(): Promise<void> {
   } else {
     const [seconds, ca] = rest;
     const pem = readFileSync(ca);
-    await connections(Number(seconds), () =>
-      new Promise((resolve, reject) => {
-        const s = tls.connect({ host: '::1', port: Number(port), ca: pem, minVersion: 'TLSv1.3' }, () => resolve(async () => void s.destroy()));
-        s.once('error', reject);
-      }),
+    await connections(
+      Number(seconds),
+      () =>
+        new Promise((resolve, reject) => {
+          const s = tls.connect({ host: '::1', port: Number(port), ca: pem, minVersion: 'TLSv1.3' }, () =>
+            resolve(async () => void s.destroy()),
+          );
+          s.once('error', reject);
+        }),
     );
   }
 }

@@ -1,7 +1,15 @@
 // npm run demo: DSTM working, end to end, in throwaway network namespaces (needs root). Builds the draft §4
 // topology, runs the real dstm server, TEP and node, sends ordinary IPv4 traffic from the IPv6-only node and says
 // in plain words what happens at each step; then the same with Annex A static tunnels; then tears it all down.
-import { cliUnavailable, SERVER, startNode, startServer, startStaticNode, startTep, tepStats } from '../test/support/dstm-procs';
+import {
+  cliUnavailable,
+  SERVER,
+  startNode,
+  startServer,
+  startStaticNode,
+  startTep,
+  tepStats,
+} from '../test/support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../test/support/traffic';
 
@@ -13,14 +21,16 @@ async function ipv6Only(t: Topology, run: () => Promise<unknown>): Promise<void>
   await run();
   const lines = await cap.stop();
   const v4 = lines.filter((l) => !l.startsWith('IP6 ')).length;
-  detail(`on the X–Y link: ${lines.length} packets captured, ${lines.length - v4} IPv6, ${v4} plain IPv4. For example:`);
+  detail(
+    `on the X–Y link: ${lines.length} packets captured, ${lines.length - v4} IPv6, ${v4} plain IPv4. For example:`,
+  );
   for (const l of lines.slice(0, 2)) detail(`  ${l}`);
 }
 
 async function withServer(t: Topology): Promise<void> {
   say(`S: the DSTM server leases addresses from ${ADDR.pool4} and names Y (${ADDR.y6}, ${ADDR.y4}) as the TEP`);
   await startServer(t, ['--lease', '60']);
-  say('Y: the TEP follows the server\'s binding feed; it forwards only for addresses the server has bound');
+  say("Y: the TEP follows the server's binding feed; it forwards only for addresses the server has bound");
   const tep = await startTep(t, ['--server', SERVER]);
   await waitForOutput(tep, /bindings synchronised/);
   await startEchoServer(t, t.ns.z);
@@ -28,7 +38,11 @@ async function withServer(t: Topology): Promise<void> {
 
   say(`X: IPv6 only (${ADDR.x6}); \`dstm request --hold --device dti0\` asks S for a temporary IPv4 address`);
   const node = startNode(t);
-  const lease = JSON.parse(await waitForOutput(node, /"event":"lease"/)) as { ipv4: string; tep6: string; ends: number };
+  const lease = JSON.parse(await waitForOutput(node, /"event":"lease"/)) as {
+    ipv4: string;
+    tep6: string;
+    ends: number;
+  };
   detail(`lease: ${lease.ipv4} until ${new Date(lease.ends * 1000).toISOString()}, tunnel to ${lease.tep6}`);
   detail('the DTI dti0 now has that address, and IPv4 routes point into it');
   await new Promise((r) => setTimeout(r, 300));
@@ -41,7 +55,9 @@ async function withServer(t: Topology): Promise<void> {
   say('Anti-spoofing: X sends tunnelled packets claiming another IPv4 address');
   await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.9', dst4: ADDR.z4 });
   const s = await tepStats(t);
-  detail(`Y dropped them: spoofed_source = ${s.drops.spoofed_source}; forwarded so far ${s.forwarded.to_ipv4} packets to IPv4, ${s.forwarded.to_ipv6} back`);
+  detail(
+    `Y dropped them: spoofed_source = ${s.drops.spoofed_source}; forwarded so far ${s.forwarded.to_ipv4} packets to IPv4, ${s.forwarded.to_ipv6} back`,
+  );
 
   say('X stops: the lease is released, the address and routes leave the DTI');
   await stopChild(node);
@@ -49,7 +65,9 @@ async function withServer(t: Topology): Promise<void> {
   detail(`ping X -> Z now: ${await ping(t, t.ns.x, ADDR.z4, 2)} replies (X has no IPv4 any more)`);
   await ping(t, t.ns.z, lease.ipv4, 2);
   const after = await tepStats(t);
-  detail(`Z -> ${lease.ipv4}: dropped at Y as no_binding (${after.drops.no_binding}); Y holds ${after.bindings.length} bindings`);
+  detail(
+    `Z -> ${lease.ipv4}: dropped at Y as no_binding (${after.drops.no_binding}); Y holds ${after.bindings.length} bindings`,
+  );
 }
 
 async function withoutServer(t: Topology): Promise<void> {

@@ -60,9 +60,12 @@ export function violations(files: ReadonlyArray<{ file: string; text: string }>)
     const allowed = ALLOWED[from];
     for (const spec of importsOf(text)) {
       const target = resolve(dirname(file), spec);
-      const to = target.startsWith(SRC + sep) ? layer(isDirectory(target) ? join(target, 'index.ts') : `${target}.ts`) : '(outside src)';
+      const to = target.startsWith(SRC + sep)
+        ? layer(isDirectory(target) ? join(target, 'index.ts') : `${target}.ts`)
+        : '(outside src)';
       if (to === from) continue;
-      if (allowed === undefined || !allowed.includes(to)) bad.push(`${relative(SRC, file)} -> ${spec} (${from} -> ${to || 'src/'})`);
+      if (allowed === undefined || !allowed.includes(to))
+        bad.push(`${relative(SRC, file)} -> ${spec} (${from} -> ${to || 'src/'})`);
     }
   }
   return bad;
@@ -82,11 +85,17 @@ describe('layering', () => {
 
   it('the checker catches a wrong-way import', () => {
     // A file in lib/ importing the server, and one in config/ importing the TEP: both must be reported.
-    expect(importsOf("import { x } from '../server/daemon';\nconst y = require('./z');")).to.deep.equal(['../server/daemon', './z']);
-    const probe = (folder: string, text: string): string[] => violations([{ file: join(SRC, folder, '__probe__.ts'), text }]);
+    expect(importsOf("import { x } from '../server/daemon';\nconst y = require('./z');")).to.deep.equal([
+      '../server/daemon',
+      './z',
+    ]);
+    const probe = (folder: string, text: string): string[] =>
+      violations([{ file: join(SRC, folder, '__probe__.ts'), text }]);
     expect(probe('lib', "import { S } from '../server/daemon';")).to.have.length(1);
     expect(probe('config', "import { T } from '../tep/tep';")).to.have.length(1);
     expect(probe('dti', "import { N } from '../node/dti-node';")).to.have.length(1);
-    expect(probe('tep', "import { P } from '../protocol/client';\nimport { D } from '../dti/packet';")).to.deep.equal([]);
+    expect(probe('tep', "import { P } from '../protocol/client';\nimport { D } from '../dti/packet';")).to.deep.equal(
+      [],
+    );
   });
 });

@@ -23,7 +23,9 @@ describe('the npm package', function () {
 
   before(function () {
     if (!existsSync(join(ROOT, 'dist/src/rpc/index.js'))) throw new Error('dist/ is not built: npm run build');
-    const packed = JSON.parse(run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir.path, ROOT], ROOT));
+    const packed = JSON.parse(
+      run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir.path, ROOT], ROOT),
+    );
     tarball = join(dir.path, packed[0].filename);
     files = (packed[0].files as { path: string }[]).map((f) => f.path);
   });
@@ -31,7 +33,13 @@ describe('the npm package', function () {
   after(() => dir.remove());
 
   it('ships the compiled sources, contrib/, the man pages and a LICENSE; no tests, benches or source maps', () => {
-    expect(files).to.include.members(['LICENSE', 'dist/src/rpc/index.js', 'dist/src/rpc/index.d.ts', 'contrib/systemd/dstm-server.service', 'man/dstm.1']);
+    expect(files).to.include.members([
+      'LICENSE',
+      'dist/src/rpc/index.js',
+      'dist/src/rpc/index.d.ts',
+      'contrib/systemd/dstm-server.service',
+      'man/dstm.1',
+    ]);
     expect(files.filter((f) => /^dist\/(test|bench|scripts)\/|\.map$/.test(f))).to.deep.equal([]);
   });
 
@@ -56,9 +64,22 @@ describe('the npm package', function () {
         "console.log(JSON.stringify({ hex: Buffer.from(bytes).toString('hex'), name: back.name, dir: Array.from(back.dir.data) }));",
       ].join('\n'),
     );
-    const strict = ['--strict', '--target', 'ES2022', '--skipLibCheck', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules/@types')];
+    const strict = [
+      '--strict',
+      '--target',
+      'ES2022',
+      '--skipLibCheck',
+      '--types',
+      'node',
+      '--typeRoots',
+      join(ROOT, 'node_modules/@types'),
+    ];
     run('node', [TSC, ...strict, '--noEmit', '--module', 'node16', '--moduleResolution', 'node16', 'main.ts'], app);
-    run('node', [TSC, ...strict, '--module', 'commonjs', '--moduleResolution', 'node10', '--outDir', 'out', 'main.ts'], app);
+    run(
+      'node',
+      [TSC, ...strict, '--module', 'commonjs', '--moduleResolution', 'node10', '--outDir', 'out', 'main.ts'],
+      app,
+    );
     expect(readdirSync(join(app, 'out'))).to.include('main.js');
 
     const got = JSON.parse(run('node', [join(app, 'out/main.js')], app));

@@ -35,7 +35,10 @@ export function classify(err: unknown): { code: ExitCode; message: string } {
   }
   if (err instanceof RpcError) {
     const unreachable = ['TIMEOUT', 'UNREACHABLE', 'CLOSED', 'NOT_REGISTERED'].includes(err.kind);
-    return { code: unreachable ? EXIT.unreachable : EXIT.serverError, message: unreachable ? `server unreachable: ${err.message}` : `server error: ${err.message}` };
+    return {
+      code: unreachable ? EXIT.unreachable : EXIT.serverError,
+      message: unreachable ? `server unreachable: ${err.message}` : `server error: ${err.message}`,
+    };
   }
   if (isUnreachable(err)) return { code: EXIT.unreachable, message: `server unreachable: ${(err as Error).message}` };
   return { code: EXIT.internal, message: (err as Error)?.message ?? String(err) };
@@ -56,22 +59,28 @@ export interface ClientFlags {
 /** The "client" section with flags on top; DSTM_SERVER (comma-separated) stands in for --server. */
 export function loadClientConfig(flags: ClientFlags): ClientConfig {
   const env = process.env.DSTM_SERVER?.split(',').map((s) => s.trim());
-  return loadSection(clientFields, 'client', flags.config, overrides([
-    ['server', flags.server !== undefined ? '--server' : 'DSTM_SERVER', flags.server ?? env],
-    ['program', '--program', flags.program],
-    ['timeout', '--timeout', flags.timeout],
-    ['lease', '--lease', flags.lease],
-    ['tls.enabled', '--tls', flags.tls],
-    ['tls.ca', '--tls-ca', flags.tlsCa],
-    ['tls.cert', '--tls-cert', flags.tlsCert],
-    ['tls.key', '--tls-key', flags.tlsKey],
-  ])).config;
+  return loadSection(
+    clientFields,
+    'client',
+    flags.config,
+    overrides([
+      ['server', flags.server !== undefined ? '--server' : 'DSTM_SERVER', flags.server ?? env],
+      ['program', '--program', flags.program],
+      ['timeout', '--timeout', flags.timeout],
+      ['lease', '--lease', flags.lease],
+      ['tls.enabled', '--tls', flags.tls],
+      ['tls.ca', '--tls-ca', flags.tlsCa],
+      ['tls.cert', '--tls-cert', flags.tlsCert],
+      ['tls.key', '--tls-key', flags.tlsKey],
+    ]),
+  ).config;
 }
 
 /** The RPC client's TLS options from a "tls" section (client or tep), files read now; undefined when disabled. */
 export function tlsClientOf(t: ClientConfig['tls']): TlsClientOptions | undefined {
   if (!t.enabled) return undefined;
-  if ((t.cert === undefined) !== (t.key === undefined)) throw new ConfigError('tls.cert', t.cert, 'a certificate and its key together (--tls-cert with --tls-key)');
+  if ((t.cert === undefined) !== (t.key === undefined))
+    throw new ConfigError('tls.cert', t.cert, 'a certificate and its key together (--tls-cert with --tls-key)');
   return loadClientTls(t);
 }
 
@@ -92,7 +101,8 @@ export interface LeaseFilter {
 /** A predicate for the rows a filter keeps; the filter's texts are checked here (a bad one throws, naming it). */
 export function leaseFilter(f: LeaseFilter): (row: LeaseRow) => boolean {
   const node = f.node === undefined ? undefined : labelled(`NODE ${f.node}`, () => parsePrefix6(f.node!));
-  const address = f.address === undefined ? undefined : labelled(`--address ${f.address}`, () => parsePrefix4(f.address!));
+  const address =
+    f.address === undefined ? undefined : labelled(`--address ${f.address}`, () => parsePrefix4(f.address!));
   const states = f.states?.length ? new Set(f.states) : undefined;
   return (row) =>
     (!node || prefixContains6(node, parseIPv6(row.ipv6))) &&

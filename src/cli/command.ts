@@ -22,9 +22,16 @@ const wantsJson = (argv: readonly string[]): boolean => {
  * A command's failure: written on stderr in the form the command line asked for, then `code` (through oclif, which
  * flushes). `help` adds the pointer to --help (a usage error found by the parser).
  */
-export function fail(cmd: Reporter, message: string, code: ExitCode, name = cmd.id?.replace(/:/g, ' ') ?? '', help = false): never {
+export function fail(
+  cmd: Reporter,
+  message: string,
+  code: ExitCode,
+  name = cmd.id?.replace(/:/g, ' ') ?? '',
+  help = false,
+): never {
   const who = name ? `${cmd.config.bin} ${name}` : cmd.config.bin;
-  if (wantsJson(cmd.argv)) process.stderr.write(`${JSON.stringify({ error: { message, exit: code, command: name } })}\n`);
+  if (wantsJson(cmd.argv))
+    process.stderr.write(`${JSON.stringify({ error: { message, exit: code, command: name } })}\n`);
   else process.stderr.write(`${who}: ${message}\n${help ? `Try '${who} --help' for more information.\n` : ''}`);
   return cmd.exit(code);
 }
@@ -35,8 +42,14 @@ export abstract class DstmCommand extends Command {
     if (err instanceof Errors.ExitError) throw err;
     // an error before parsing is done is the command line's: a usage error
     const usage = !this.parsed;
-    const lines = (err.message ?? String(err)).split('\n').filter((l) => l.trim() && !/^See more help with --help$/.test(l));
-    const message = lines.join(' ').replace(/\s+/g, ' ').replace(/^Parsing (--\S+) /, '$1: ').trim();
+    const lines = (err.message ?? String(err))
+      .split('\n')
+      .filter((l) => l.trim() && !/^See more help with --help$/.test(l));
+    const message = lines
+      .join(' ')
+      .replace(/\s+/g, ' ')
+      .replace(/^Parsing (--\S+) /, '$1: ')
+      .trim();
     return fail(this, message, usage ? EXIT.usage : EXIT.internal, undefined, usage);
   }
 }

@@ -8,7 +8,7 @@ import { fail, type Reporter } from './command';
 
 /** One way to set the level everywhere: --log-level, or DSTM_LOG_LEVEL standing in for it. */
 export const logLevelFlag = Flags.string({
-  summary: 'Least severe log level written (default: DSTM_LOG_LEVEL, else the configuration\'s log_level, else info).',
+  summary: "Least severe log level written (default: DSTM_LOG_LEVEL, else the configuration's log_level, else info).",
   options: [...LEVELS],
   env: 'DSTM_LOG_LEVEL',
 });

@@ -5,9 +5,11 @@ import { Flags } from '@oclif/core';
 export function parseUint32(text: string): number {
   const t = text.trim();
   const n = /^0x[0-9a-f]{1,8}$/i.test(t) ? Number.parseInt(t.slice(2), 16) : /^[0-9]{1,10}$/.test(t) ? Number(t) : NaN;
-  if (!(n >= 0 && n <= 0xffffffff)) throw new Error(`${text} is not a number from 0 to 4294967295 (decimal, or hexadecimal with 0x)`);
+  if (!(n >= 0 && n <= 0xffffffff))
+    throw new Error(`${text} is not a number from 0 to 4294967295 (decimal, or hexadecimal with 0x)`);
   return n;
 }
 
 /** --program N: the ONC RPC program number, decimal or 0x hexadecimal. */
-export const programFlag = (summary: string) => Flags.custom<number>({ summary, parse: async (s) => parseUint32(s), helpValue: 'N' })();
+export const programFlag = (summary: string) =>
+  Flags.custom<number>({ summary, parse: async (s) => parseUint32(s), helpValue: 'N' })();

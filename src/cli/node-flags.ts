@@ -7,18 +7,36 @@ import { DEFAULT_NODE_CONTROL_PATH } from '../node/status';
 
 export const dtiFlags = {
   device: Flags.string({
-    summary: 'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP; --dti until 0.2).',
+    summary:
+      'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP; --dti until 0.2).',
     dependsOn: ['hold'],
     aliases: ['dti'],
     deprecateAliases: true,
   }),
-  routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true, dependsOn: ['device'] }),
-  'on-demand': Flags.boolean({ summary: 'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).', dependsOn: ['device'] }),
-  control: Flags.string({ summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.', default: DEFAULT_NODE_CONTROL_PATH }),
-  'path-mtu': Flags.integer({ summary: `Path MTU towards the TEP, 1280 to ${MAX_PATH_MTU}; the DTI's MTU is 40 less (default 1500).`, min: 1280, max: MAX_PATH_MTU, dependsOn: ['device'] }),
+  routes: Flags.string({
+    summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).',
+    multiple: true,
+    dependsOn: ['device'],
+  }),
+  'on-demand': Flags.boolean({
+    summary:
+      'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).',
+    dependsOn: ['device'],
+  }),
+  control: Flags.string({
+    summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.',
+    default: DEFAULT_NODE_CONTROL_PATH,
+  }),
+  'path-mtu': Flags.integer({
+    summary: `Path MTU towards the TEP, 1280 to ${MAX_PATH_MTU}; the DTI's MTU is 40 less (default 1500).`,
+    min: 1280,
+    max: MAX_PATH_MTU,
+    dependsOn: ['device'],
+  }),
   offload: Flags.boolean({
     allowNo: true,
-    summary: 'TUN offloads on the DTI: segment and coalesce TCP super-packets (default on where the kernel has them; --no-offload: the plain device).',
+    summary:
+      'TUN offloads on the DTI: segment and coalesce TCP super-packets (default on where the kernel has them; --no-offload: the plain device).',
     dependsOn: ['device'],
   }),
 };

@@ -12,7 +12,17 @@ import { TepMap } from '../server/leases';
 import { SqliteStore } from '../server/sqlite-store';
 import { STATE_NAMES, stateName } from '../protocol/status';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noAddress, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
+const EXITS = [
+  EXIT.ok,
+  EXIT.internal,
+  EXIT.usage,
+  EXIT.notAllowed,
+  EXIT.noAddress,
+  EXIT.noBinding,
+  EXIT.unreachable,
+  EXIT.serverError,
+  EXIT.tls,
+];
 
 export default class LeasesCommand extends DstmCommand {
   static override summary = 'List, revoke or pre-allocate DSTM bindings (administration)';
@@ -24,7 +34,7 @@ export default class LeasesCommand extends DstmCommand {
     'server.admin_allow, default ::1) or, with --state-dir, reads the store directly (read-only, works ' +
     'with the server stopped or running).' +
     '\n\n' +
-    'revoke IPV6 ends that node\'s binding now; its address is quarantined for the hold time and the node ' +
+    "revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node " +
     'must request again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to ' +
     '--address or any free address. revoke and allocate always go through the running server, which is ' +
     'the only writer of its store.' +
@@ -47,18 +57,29 @@ export default class LeasesCommand extends DstmCommand {
   ];
 
   static override args = {
-    action: Args.string({ description: 'list, revoke or allocate', options: ['list', 'revoke', 'allocate'], default: 'list' }),
-    node: Args.string({ description: 'IPv6 address of the node (revoke, allocate); list: only nodes in this IPv6 prefix or address' }),
+    action: Args.string({
+      description: 'list, revoke or allocate',
+      options: ['list', 'revoke', 'allocate'],
+      default: 'list',
+    }),
+    node: Args.string({
+      description: 'IPv6 address of the node (revoke, allocate); list: only nodes in this IPv6 prefix or address',
+    }),
   };
 
   static override flags = {
     ...clientFlags,
     'state-dir': Flags.string({ summary: 'list: read the store in this directory instead of asking the server.' }),
     address: Flags.string({
-      summary: 'list: only addresses in this IPv4 prefix or address; revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).',
+      summary:
+        'list: only addresses in this IPv4 prefix or address; revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).',
     }),
-    state: Flags.string({ summary: 'list: only bindings in this state (repeatable).', options: [...STATE_NAMES], multiple: true }),
-    lease: Flags.integer({ summary: 'allocate: lease length in seconds (default: the server\'s).' }),
+    state: Flags.string({
+      summary: 'list: only bindings in this state (repeatable).',
+      options: [...STATE_NAMES],
+      multiple: true,
+    }),
+    lease: Flags.integer({ summary: "allocate: lease length in seconds (default: the server's)." }),
   };
 
   async run(): Promise<void> {
@@ -68,14 +89,19 @@ export default class LeasesCommand extends DstmCommand {
     let keep: (row: LeaseRow) => boolean = () => true;
     try {
       if (args.action === 'list') {
-        keep = leaseFilter({ node: args.node, address: flags.address, states: flags.state as LeaseRow['state'][] | undefined });
+        keep = leaseFilter({
+          node: args.node,
+          address: flags.address,
+          states: flags.state as LeaseRow['state'][] | undefined,
+        });
       } else {
         if (!args.node) throw new Error(`${args.action} needs the IPv6 address of the node`);
         if (flags.state !== undefined) throw new Error('--state only filters a list');
         node = formatIPv6(parseIPv6(args.node));
         if (flags.address !== undefined) address = parseIPv4(flags.address);
       }
-      if (flags['state-dir'] !== undefined && args.action !== 'list') throw new Error('--state-dir only lists; revoke and allocate go through the server');
+      if (flags['state-dir'] !== undefined && args.action !== 'list')
+        throw new Error('--state-dir only lists; revoke and allocate go through the server');
     } catch (err) {
       fail(this, (err as Error).message, EXIT.usage, `leases ${args.action}`);
     }
@@ -97,8 +123,15 @@ export default class LeasesCommand extends DstmCommand {
         for await (const r of client.list()) if (keep(r)) rows.push(r);
         this.print(rows, flags.json);
       } else {
-        const l = args.action === 'revoke' ? await client.revoke(node, address) : await client.allocate(node, address, flags.lease ?? 0);
-        this.log(flags.json ? JSON.stringify({ action: args.action, ...leaseJson(l) }) : `${args.action === 'revoke' ? 'revoked' : 'allocated'} ${l.address} for ${node}`);
+        const l =
+          args.action === 'revoke'
+            ? await client.revoke(node, address)
+            : await client.allocate(node, address, flags.lease ?? 0);
+        this.log(
+          flags.json
+            ? JSON.stringify({ action: args.action, ...leaseJson(l) })
+            : `${args.action === 'revoke' ? 'revoked' : 'allocated'} ${l.address} for ${node}`,
+        );
       }
     } catch (err) {
       await client?.close();
@@ -114,11 +147,19 @@ export default class LeasesCommand extends DstmCommand {
       return;
     }
     const when = (t: number): string => new Date(t * 1000).toISOString().replace('.000Z', 'Z');
-    const table = [['IPV6', 'IPV4', 'TEP6', 'TEP4', 'START', 'END', 'STATE'], ...rows.map((r) => [r.ipv6, r.ipv4, r.tep6, r.tep4, when(r.starts), when(r.ends), r.state])];
+    const table = [
+      ['IPV6', 'IPV4', 'TEP6', 'TEP4', 'START', 'END', 'STATE'],
+      ...rows.map((r) => [r.ipv6, r.ipv4, r.tep6, r.tep4, when(r.starts), when(r.ends), r.state]),
+    ];
     const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
-    for (const row of table) this.log(row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
+    for (const row of table)
+      this.log(
+        row
+          .map((c, i) => c.padEnd(widths[i]))
+          .join('  ')
+          .trimEnd(),
+      );
   }
-
 }
 
 /** Read the bindings straight from a store (read-only); TEPs come from the server configuration. */

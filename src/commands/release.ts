@@ -7,12 +7,21 @@ import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
 import { parseIPv4 } from '../lib/addr';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.notAllowed, EXIT.noBinding, EXIT.unreachable, EXIT.serverError, EXIT.tls];
+const EXITS = [
+  EXIT.ok,
+  EXIT.internal,
+  EXIT.usage,
+  EXIT.notAllowed,
+  EXIT.noBinding,
+  EXIT.unreachable,
+  EXIT.serverError,
+  EXIT.tls,
+];
 
 export default class ReleaseCommand extends DstmCommand {
   static override summary = "Release this node's IPv4 lease on the DSTM server";
   static override description =
-    'Sends RELEASE from this node\'s IPv6 address; only the caller\'s own binding can be released. Without ' +
+    "Sends RELEASE from this node's IPv6 address; only the caller's own binding can be released. Without " +
     '--address it releases whatever this node holds.' +
     '\n\n' +
     '--json prints one object: released (true) and the binding {ipv4, ipv6, tep4, tep6, starts, ends, ' +
@@ -22,7 +31,10 @@ export default class ReleaseCommand extends DstmCommand {
 
   static exitCodes = EXITS;
 
-  static override examples = ["<%= config.bin %> release --server '[2001:db8::10]:3786'", '<%= config.bin %> release --address 192.0.2.7 --json'];
+  static override examples = [
+    "<%= config.bin %> release --server '[2001:db8::10]:3786'",
+    '<%= config.bin %> release --address 192.0.2.7 --json',
+  ];
 
   static override flags = {
     ...exchangeFlags,
@@ -46,7 +58,11 @@ export default class ReleaseCommand extends DstmCommand {
     }
     try {
       const l = await client.release(address);
-      this.log(flags.json ? JSON.stringify({ released: true, ...leaseJson(l) }) : `released ${l.address} (bound to ${l.local})`);
+      this.log(
+        flags.json
+          ? JSON.stringify({ released: true, ...leaseJson(l) })
+          : `released ${l.address} (bound to ${l.local})`,
+      );
     } catch (err) {
       await client.close();
       const { code, message } = classify(err);
@@ -54,5 +70,4 @@ export default class ReleaseCommand extends DstmCommand {
     }
     await client.close();
   }
-
 }

@@ -13,12 +13,22 @@ import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { dtiFlags, dtiOptionsFromFlags } from '../cli/node-flags';
 
-const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.notAllowed, EXIT.noAddress, EXIT.unreachable, EXIT.serverError, EXIT.tls];
+const EXITS = [
+  EXIT.ok,
+  EXIT.internal,
+  EXIT.usage,
+  EXIT.cannotStart,
+  EXIT.notAllowed,
+  EXIT.noAddress,
+  EXIT.unreachable,
+  EXIT.serverError,
+  EXIT.tls,
+];
 
 export default class RequestCommand extends DstmCommand {
   static override summary = 'Obtain a temporary IPv4 address (a lease) from the DSTM server';
   static override description =
-    'Sends REQUEST from this node\'s IPv6 address and prints the lease: the IPv4 address, its mask, the ' +
+    "Sends REQUEST from this node's IPv6 address and prints the lease: the IPv4 address, its mask, the " +
     'TEP to tunnel to and the lease times. Asking again returns the same binding (renewing it).' +
     '\n\n' +
     'With --hold it keeps running: it renews before the lease ends, rides out server restarts, drops the ' +
@@ -34,13 +44,18 @@ export default class RequestCommand extends DstmCommand {
 
   static exitCodes = EXITS;
 
-  static override examples = ["<%= config.bin %> request --server '[2001:db8::10]:3786' --json", '<%= config.bin %> request --hold'];
+  static override examples = [
+    "<%= config.bin %> request --server '[2001:db8::10]:3786' --json",
+    '<%= config.bin %> request --hold',
+  ];
 
   static override flags = {
     ...exchangeFlags,
     lease: Flags.integer({ summary: 'Lease length to ask for, in seconds (default 0: the server decides).' }),
     hold: Flags.boolean({ summary: 'Keep the lease: renew it until SIGINT or SIGTERM, then release it.' }),
-    json: Flags.boolean({ summary: 'Print the lease as JSON (dstm(1), JSON OUTPUT); with --hold one object per line.' }),
+    json: Flags.boolean({
+      summary: 'Print the lease as JSON (dstm(1), JSON OUTPUT); with --hold one object per line.',
+    }),
     ...dtiFlags,
     'log-level': logLevelFlag,
   };
@@ -79,7 +94,9 @@ export default class RequestCommand extends DstmCommand {
       fail(this, (err as Error).message, EXIT.usage);
     }
     try {
-      await runDaemon(log, () => startNode({ client, seconds, dti, onDemand: flags['on-demand'], control: flags.control, log, show }));
+      await runDaemon(log, () =>
+        startNode({ client, seconds, dti, onDemand: flags['on-demand'], control: flags.control, log, show }),
+      );
     } catch (err) {
       daemonFailed(this, err);
     }

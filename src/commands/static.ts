@@ -13,7 +13,7 @@ const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 export default class StaticCommand extends DstmCommand {
   static override summary = 'Bring up a static DTI (Annex A): a fixed IPv4 address tunnelled to a fixed TEP, no server';
   static override description =
-    'Creates the DTI (a TUN device), gives it --address (/32, with --peer, the TEP\'s IPv4 address, as the ' +
+    "Creates the DTI (a TUN device), gives it --address (/32, with --peer, the TEP's IPv4 address, as the " +
     'point-to-point peer), routes --routes through it and tunnels its IPv4 packets in IPv6 to --tep until SIGINT or ' +
     'SIGTERM, then removes the address and routes. Every flag can come from the "static" section of the ' +
     'configuration file instead (flags win). The TEP needs the matching static mapping ' +
@@ -31,19 +31,27 @@ export default class StaticCommand extends DstmCommand {
   ];
 
   static override flags = {
-    config: Flags.string({ summary: 'Configuration file (its "static" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
+    config: Flags.string({
+      summary: 'Configuration file (its "static" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
+    }),
     tep: Flags.string({ summary: 'IPv6 address of the TEP to tunnel to (required here or as static.tep).' }),
     address: Flags.string({ summary: 'The fixed IPv4 address of this node (required here or as static.address).' }),
     peer: Flags.string({ summary: 'IPv4 address of the TEP, the point-to-point peer of the DTI.' }),
     local: Flags.string({ summary: 'IPv6 source of the tunnel (default: the address the kernel uses towards --tep).' }),
-    routes: Flags.string({ summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).', multiple: true }),
+    routes: Flags.string({
+      summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).',
+      multiple: true,
+    }),
     device: Flags.string({ summary: 'Name of the DTI (TUN device; default dti0).' }),
-    'path-mtu': Flags.integer({ summary: 'Path MTU towards the TEP; the DTI\'s MTU is 40 less (default 1500).' }),
+    'path-mtu': Flags.integer({ summary: "Path MTU towards the TEP; the DTI's MTU is 40 less (default 1500)." }),
     offload: Flags.boolean({
       allowNo: true,
-      summary: 'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
+      summary:
+        'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
     }),
-    print: Flags.boolean({ summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.' }),
+    print: Flags.boolean({
+      summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.',
+    }),
     'log-level': logLevelFlag,
   };
 

@@ -10,7 +10,7 @@ export default class StatusCommand extends DstmCommand {
   static override summary = "Show a node's DTI state: lease, address, TEP, time remaining, packet counters";
   static override description =
     'Asks a running `dstm request --hold` on its control socket and prints the lease it holds (IPv4 ' +
-    'address, mask, TEP, seconds until it runs out and until the next renewal, counted on this node\'s ' +
+    "address, mask, TEP, seconds until it runs out and until the next renewal, counted on this node's " +
     'clock) and its DTI (device, MTU, address, tunnel source and TEP, packets and bytes each way, drops ' +
     'by reason).' +
     '\n\n' +
@@ -21,7 +21,10 @@ export default class StatusCommand extends DstmCommand {
 
   static exitCodes = EXITS;
 
-  static override examples = ['<%= config.bin %> status', '<%= config.bin %> status --json --control /run/dstm/node.sock'];
+  static override examples = [
+    '<%= config.bin %> status',
+    '<%= config.bin %> status --json --control /run/dstm/node.sock',
+  ];
 
   static override flags = {
     control: Flags.string({ summary: "The node's control socket.", default: DEFAULT_NODE_CONTROL_PATH }),

@@ -37,24 +37,44 @@ export default class TepCommand extends DstmCommand {
   ];
 
   static override flags = {
-    config: Flags.string({ summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.' }),
-    server: Flags.string({ summary: "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.", multiple: true }),
-    program: programFlag('ONC RPC program number of the DSTM server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).'),
-    ipv6: Flags.string({ summary: 'IPv6 address of this TEP: nodes tunnel to it (--address until 0.2).', aliases: ['address'], deprecateAliases: true }),
-    'feed-source': Flags.string({ summary: 'IPv6 address to call the servers\' binding feed from (default: --ipv6; a unicast address when --ipv6 is anycast).' }),
-    ipv4: Flags.string({ summary: 'IPv4 address of this TEP, the peer of the nodes\' DTIs.' }),
+    config: Flags.string({
+      summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
+    }),
+    server: Flags.string({
+      summary:
+        "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.",
+      multiple: true,
+    }),
+    program: programFlag(
+      'ONC RPC program number of the DSTM server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).',
+    ),
+    ipv6: Flags.string({
+      summary: 'IPv6 address of this TEP: nodes tunnel to it (--address until 0.2).',
+      aliases: ['address'],
+      deprecateAliases: true,
+    }),
+    'feed-source': Flags.string({
+      summary:
+        "IPv6 address to call the servers' binding feed from (default: --ipv6; a unicast address when --ipv6 is anycast).",
+    }),
+    ipv4: Flags.string({ summary: "IPv4 address of this TEP, the peer of the nodes' DTIs." }),
     pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
-    prefix: Flags.string({ summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).', multiple: true }),
+    prefix: Flags.string({
+      summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).',
+      multiple: true,
+    }),
     static: Flags.string({ summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).', multiple: true }),
     device: Flags.string({ summary: 'Name of the TUN device, at most 15 bytes (default dstm-tep0).' }),
     'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes, 1280 to 2040 (default 1500).' }),
     unreachable: Flags.boolean({
       allowNo: true,
-      summary: 'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',
+      summary:
+        'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',
     }),
     offload: Flags.boolean({
       allowNo: true,
-      summary: 'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
+      summary:
+        'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
     }),
     control: Flags.string({ summary: 'Unix socket for `dstm tep stats` (default /run/dstm/tep.sock).' }),
     metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),

@@ -34,7 +34,12 @@ export function parseConfigText(text: string, name: string): RawConfig {
   for (const k of Object.keys(raw)) {
     if (!(SECTIONS as readonly string[]).includes(k)) {
       const known = SECTIONS.join(', ');
-      throw new ConfigError(`${name}: ${k}`, (raw as Record<string, unknown>)[k], `one of the sections ${known}`, `${name}: ${k}: unknown section (known sections: ${known})`);
+      throw new ConfigError(
+        `${name}: ${k}`,
+        (raw as Record<string, unknown>)[k],
+        `one of the sections ${known}`,
+        `${name}: ${k}: unknown section (known sections: ${known})`,
+      );
     }
   }
   return raw as RawConfig;
@@ -61,7 +66,12 @@ export function readConfig(explicit?: string): { raw: RawConfig; file?: string }
  * One section of the configuration (`explicit` or the default file) with command-line overrides on top, validated by
  * its schema; `where` is the path errors name (the file and the section), for checks that span keys.
  */
-export function loadSection<F extends Fields>(fields: F, section: (typeof SECTIONS)[number], explicit: string | undefined, overrides: readonly Override[]): { config: Infer<F>; file?: string; where: string } {
+export function loadSection<F extends Fields>(
+  fields: F,
+  section: (typeof SECTIONS)[number],
+  explicit: string | undefined,
+  overrides: readonly Override[],
+): { config: Infer<F>; file?: string; where: string } {
   const { raw, file } = readConfig(explicit);
   const where = file ? `${file}: ${section}` : section;
   return { config: parseWithOverrides(fields, raw[section], where, overrides), file, where };

@@ -105,7 +105,8 @@ export function integer(min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INT
   return {
     name: 'integer',
     expected,
-    parse: (v, path) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : fail(path, v, expected)),
+    parse: (v, path) =>
+      typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : fail(path, v, expected),
   };
 }
 
@@ -148,7 +149,12 @@ export function record<F extends Fields>(fields: F, name = 'object'): Type<Infer
       for (const k of Object.keys(obj)) {
         if (!Object.hasOwn(fields, k)) {
           const known = Object.keys(fields).join(', ');
-          throw new ConfigError(join(path, k), obj[k], `one of the keys ${known}`, `${join(path, k)}: unknown key (known keys: ${known})`);
+          throw new ConfigError(
+            join(path, k),
+            obj[k],
+            `one of the keys ${known}`,
+            `${join(path, k)}: unknown key (known keys: ${known})`,
+          );
         }
       }
       const out: Record<string, unknown> = Object.create(null);
@@ -156,7 +162,12 @@ export function record<F extends Fields>(fields: F, name = 'object'): Type<Infer
         const given = Object.hasOwn(obj, k) ? obj[k] : undefined;
         if (given === undefined) {
           if (f.kind === 'required') {
-            throw new ConfigError(join(path, k), undefined, f.type.expected, `${join(path, k)}: missing: expected ${f.type.expected}`);
+            throw new ConfigError(
+              join(path, k),
+              undefined,
+              f.type.expected,
+              `${join(path, k)}: missing: expected ${f.type.expected}`,
+            );
           }
           out[k] = f.kind === 'default' ? f.type.parse(f.default, `${join(path, k)} (default)`) : undefined;
         } else {
@@ -207,9 +218,15 @@ export function overrides(entries: readonly [key: string, flag: string, value: u
  * Parse a section from the file's raw object with command-line overrides on top (flags win). Each override is
  * validated under its flag's name, then the merged object is validated under `path`.
  */
-export function parseWithOverrides<F extends Fields>(fields: F, raw: unknown, path: string, overrides: readonly Override[] = []): Infer<F> {
+export function parseWithOverrides<F extends Fields>(
+  fields: F,
+  raw: unknown,
+  path: string,
+  overrides: readonly Override[] = [],
+): Infer<F> {
   // An absent section takes every default; one that is there must be an object (`"server": null` is a mistake).
-  if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw))) fail(path, raw, 'an object (the section\'s keys)');
+  if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw)))
+    fail(path, raw, "an object (the section's keys)");
   const merged: Record<string, unknown> = { ...((raw ?? {}) as Record<string, unknown>) };
   for (const o of overrides) {
     // "tls.cert": a key of a nested record; the record's other keys stay as the file gives them.

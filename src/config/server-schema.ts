@@ -1,12 +1,27 @@
 // The "server" section of the configuration file (dstm server). Every key is documented in dstm.conf(5); the man
 // page test compares that page with serverKeys().
-import { boolean, describe, field, integer, list, oneOf, optional, record, required, string, textual, type Infer, type KeyDoc } from './schema';
+import {
+  boolean,
+  describe,
+  field,
+  integer,
+  list,
+  oneOf,
+  optional,
+  record,
+  required,
+  string,
+  textual,
+  type Infer,
+  type KeyDoc,
+} from './schema';
 import { endpoint, ipv4, ipv6, path, pool4, prefix4, prefix6, storeUrl } from './types';
 
 /** RPC-with-TLS policies (RFC 9289), as src/rpc/tls names them (config imports only lib: the list is repeated). */
 export const TLS_POLICY_NAMES = ['off', 'opportunistic', 'required', 'mutual'] as const;
 
-const certName = 'a certificate name: its subject common name, one of its DNS subjectAltNames, or "sha256:" and the hex SHA-256 of its public key (SubjectPublicKeyInfo)';
+const certName =
+  'a certificate name: its subject common name, one of its DNS subjectAltNames, or "sha256:" and the hex SHA-256 of its public key (SubjectPublicKeyInfo)';
 
 const serverTlsFields = {
   policy: field(
@@ -14,19 +29,38 @@ const serverTlsFields = {
     'off',
     'RPC-with-TLS (RFC 9289): "off"; "opportunistic" (TLS offered, plain calls served); "required" (every call over TLS; UDP and plain TCP calls refused with AUTH_TOOWEAK); "mutual" (required, and clients present a certificate the CA signed, which then identifies them) (--tls).',
   ),
-  cert: optional(path, 'PEM file of the server\'s certificate (chain), needed unless the policy is off (--tls-cert).'),
+  cert: optional(path, "PEM file of the server's certificate (chain), needed unless the policy is off (--tls-cert)."),
   key: optional(path, 'PEM file of its private key (--tls-key).'),
   ca: optional(path, 'PEM file of the CA(s) that sign client certificates, needed by the mutual policy (--tls-ca).'),
-  handshake_timeout: field(integer(100, 300000), 10000, 'Milliseconds a connection may take from the STARTTLS reply to the end of its handshake before it is closed.'),
+  handshake_timeout: field(
+    integer(100, 300000),
+    10000,
+    'Milliseconds a connection may take from the STARTTLS reply to the end of its handshake before it is closed.',
+  ),
   nodes: field(
-    list(record({ name: required(string, `The certificate, by ${certName}.`), prefix: required(prefix6, 'IPv6 address or prefix of the nodes it may act for.') }, 'tls-node')),
+    list(
+      record(
+        {
+          name: required(string, `The certificate, by ${certName}.`),
+          prefix: required(prefix6, 'IPv6 address or prefix of the nodes it may act for.'),
+        },
+        'tls-node',
+      ),
+    ),
     [],
     'Mutual policy: certificates that may REQUEST and RELEASE for nodes other than the IPv6 addresses in their subjectAltName.',
   ),
-  admin: field(list(string), [], `Mutual policy: certificates allowed to call the admin procedures (LIST, REVOKE, ALLOCATE; dstm leases), each by ${certName}; the caller must also be in admin_allow.`),
-  teps: field(list(string), [], `Mutual policy: TEP certificates allowed to read the binding feed, each by ${certName}, besides those whose subjectAltName names a configured TEP's IPv6 address; the caller must also be in tep_allow or be a configured TEP.`),
+  admin: field(
+    list(string),
+    [],
+    `Mutual policy: certificates allowed to call the admin procedures (LIST, REVOKE, ALLOCATE; dstm leases), each by ${certName}; the caller must also be in admin_allow.`,
+  ),
+  teps: field(
+    list(string),
+    [],
+    `Mutual policy: TEP certificates allowed to read the binding feed, each by ${certName}, besides those whose subjectAltName names a configured TEP's IPv6 address; the caller must also be in tep_allow or be a configured TEP.`,
+  ),
 };
-
 
 /** Port the DSTM server listens on and clients call when none is given ("DSTM" on a phone keypad). */
 export const DEFAULT_PORT = 3786;
@@ -52,23 +86,33 @@ function prefixLength(text: string): number {
   return len;
 }
 
-const prefixCap = textual<PrefixCap>('prefix-cap', '"LEN:MAX", e.g. "64:16" (an IPv6 prefix length 1-128 and a count 1-1000000)', (s) => {
-  const [len, max, extra] = s.split(':');
-  if (max === undefined || extra !== undefined || !/^\d{1,7}$/.test(max) || Number(max) < 1 || Number(max) > 1e6) throw new Error('not LEN:MAX');
-  return { len: prefixLength(len), max: Number(max) };
-});
+const prefixCap = textual<PrefixCap>(
+  'prefix-cap',
+  '"LEN:MAX", e.g. "64:16" (an IPv6 prefix length 1-128 and a count 1-1000000)',
+  (s) => {
+    const [len, max, extra] = s.split(':');
+    if (max === undefined || extra !== undefined || !/^\d{1,7}$/.test(max) || Number(max) < 1 || Number(max) > 1e6)
+      throw new Error('not LEN:MAX');
+    return { len: prefixLength(len), max: Number(max) };
+  },
+);
 
-const prefixRate = textual<PrefixRate>('prefix-rate', '"LEN:RATE" or "LEN:RATE:BURST", e.g. "64:10:50" (calls per second, 0.001-1000000; burst 1-1000000, default twice the rate)', (s) => {
-  const [len, rate, burst, extra] = s.split(':');
-  const num = (t: string | undefined, min: number): number => {
-    const n = Number(t);
-    if (t === undefined || !/^\d+(\.\d+)?$/.test(t) || !(n >= min && n <= 1e6)) throw new Error(`"${t}" is not a number from ${min} to 1000000`);
-    return n;
-  };
-  if (rate === undefined || extra !== undefined) throw new Error('not LEN:RATE[:BURST]');
-  const r = num(rate, 0.001);
-  return { len: prefixLength(len), rate: r, burst: burst === undefined ? Math.max(1, 2 * r) : num(burst, 1) };
-});
+const prefixRate = textual<PrefixRate>(
+  'prefix-rate',
+  '"LEN:RATE" or "LEN:RATE:BURST", e.g. "64:10:50" (calls per second, 0.001-1000000; burst 1-1000000, default twice the rate)',
+  (s) => {
+    const [len, rate, burst, extra] = s.split(':');
+    const num = (t: string | undefined, min: number): number => {
+      const n = Number(t);
+      if (t === undefined || !/^\d+(\.\d+)?$/.test(t) || !(n >= min && n <= 1e6))
+        throw new Error(`"${t}" is not a number from ${min} to 1000000`);
+      return n;
+    };
+    if (rate === undefined || extra !== undefined) throw new Error('not LEN:RATE[:BURST]');
+    const r = num(rate, 0.001);
+    return { len: prefixLength(len), rate: r, burst: burst === undefined ? Math.max(1, 2 * r) : num(burst, 1) };
+  },
+);
 
 /** Which procedures are served over TCP only (server.tcp_only). */
 export const TCP_ONLY = ['none', 'admin', 'changes'] as const;
@@ -79,15 +123,47 @@ const tepIPv4 = required(ipv4, 'IPv4 address of the TEP, given to nodes as the p
 const tepType = record({ ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep');
 
 export const serverFields = {
-  listen: field(list(endpoint(DEFAULT_PORT, 6), { min: 1 }), [`[::]:${DEFAULT_PORT}`], 'IPv6 addresses and ports to serve on, over each of server.transports (--listen).'),
-  transports: field(list(oneOf(['udp', 'tcp'] as const), { min: 1 }), ['udp', 'tcp'], 'RPC transports to serve on each listen address.'),
-  program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number (--program); 760435789 is 0x2D53544D.'),
-  rpcbind: field(oneOf(['auto', 'on', 'off'] as const), 'auto', 'Register with rpcbind: "auto" when it runs, "on" fails the start when it does not, "off" never.'),
-  pools: field(list(pool4, { min: 1 }), ['192.0.2.0/24'], 'IPv4 prefixes whose addresses are leased (--pool); they must be routed to the TEPs. Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused; TEP addresses inside a pool are never leased.'),
+  listen: field(
+    list(endpoint(DEFAULT_PORT, 6), { min: 1 }),
+    [`[::]:${DEFAULT_PORT}`],
+    'IPv6 addresses and ports to serve on, over each of server.transports (--listen).',
+  ),
+  transports: field(
+    list(oneOf(['udp', 'tcp'] as const), { min: 1 }),
+    ['udp', 'tcp'],
+    'RPC transports to serve on each listen address.',
+  ),
+  program: field(
+    integer(1, 0xffffffff),
+    DEFAULT_PROGRAM,
+    'ONC RPC program number (--program); 760435789 is 0x2D53544D.',
+  ),
+  rpcbind: field(
+    oneOf(['auto', 'on', 'off'] as const),
+    'auto',
+    'Register with rpcbind: "auto" when it runs, "on" fails the start when it does not, "off" never.',
+  ),
+  pools: field(
+    list(pool4, { min: 1 }),
+    ['192.0.2.0/24'],
+    'IPv4 prefixes whose addresses are leased (--pool); they must be routed to the TEPs. Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused; TEP addresses inside a pool are never leased.',
+  ),
   exclude: field(list(prefix4), [], 'IPv4 addresses or prefixes inside the pools that are never leased.'),
-  skip_network_broadcast: field(boolean, true, 'Never lease the first and last address of each pool prefix shorter than /31.'),
+  skip_network_broadcast: field(
+    boolean,
+    true,
+    'Never lease the first and last address of each pool prefix shorter than /31.',
+  ),
   reservations: field(
-    list(record({ ipv6: required(prefix6, 'IPv6 address or prefix of the node(s).'), ipv4: required(ipv4, 'The fixed IPv4 address they get.') }, 'reservation')),
+    list(
+      record(
+        {
+          ipv6: required(prefix6, 'IPv6 address or prefix of the node(s).'),
+          ipv4: required(ipv4, 'The fixed IPv4 address they get.'),
+        },
+        'reservation',
+      ),
+    ),
     [],
     'Fixed bindings: a node whose IPv6 address is in "ipv6" always gets "ipv4" (one node at a time); the address leaves the dynamic pool.',
   ),
@@ -97,30 +173,64 @@ export const serverFields = {
     [],
     'Per-prefix TEPs: a node gets the TEP of the longest prefix containing its IPv6 address.',
   ),
-  lease: field(integer(1, 0x7fffffff), 3600, 'Lease duration in seconds (--lease), when the node asks for none; at least server.min_lease.'),
-  min_lease: field(integer(1, 0x7fffffff), 60, 'Shortest lease in seconds (--min-lease): a node asking for less gets this much, and server.lease may not be less.'),
+  lease: field(
+    integer(1, 0x7fffffff),
+    3600,
+    'Lease duration in seconds (--lease), when the node asks for none; at least server.min_lease.',
+  ),
+  min_lease: field(
+    integer(1, 0x7fffffff),
+    60,
+    'Shortest lease in seconds (--min-lease): a node asking for less gets this much, and server.lease may not be less.',
+  ),
   max_lease: field(integer(1, 0x7fffffff), 86400, 'Longest lease in seconds a node may ask for.'),
-  hold: field(integer(0, 0x7fffffff), 600, 'Seconds an expired or revoked address stays unassigned before it is reused (the old node may still use it).'),
+  hold: field(
+    integer(0, 0x7fffffff),
+    600,
+    'Seconds an expired or revoked address stays unassigned before it is reused (the old node may still use it).',
+  ),
   state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store (--state-dir).'),
   store: optional(
     storeUrl,
     'Binding store (--store): "postgresql://USER@HOST:PORT/DATABASE" shares one PostgreSQL database between several servers; "sqlite:DIR" or nothing keeps the embedded SQLite store (in state_dir when DIR is empty). The password may be in the URL, PGPASSFILE or PGPASSWORD; it is never logged.',
   ),
-  store_pool: field(integer(1, 100), 4, 'Connections each server keeps to a PostgreSQL store (one more listens for feed changes).'),
+  store_pool: field(
+    integer(1, 100),
+    4,
+    'Connections each server keeps to a PostgreSQL store (one more listens for feed changes).',
+  ),
   allow: field(list(prefix6), ['::/0'], 'IPv6 prefixes of nodes allowed to request addresses (--allow).'),
-  tep_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to read the binding feed (BINDINGS), besides the configured TEP addresses.'),
+  tep_allow: field(
+    list(prefix6),
+    ['::1/128'],
+    'IPv6 prefixes allowed to read the binding feed (BINDINGS), besides the configured TEP addresses.',
+  ),
   admin_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to call the admin procedures (dstm leases).'),
   tcp_only: field(
     oneOf(TCP_ONLY),
     'admin',
     'Procedures served over TCP only (--tcp-only), where the handshake proves the caller receives at its address: "admin" LIST, REVOKE and ALLOCATE; "changes" those and REQUEST and RELEASE (version 1 included); "none" nothing. Over UDP they are refused.',
   ),
-  per_prefix: optional(prefixCap, 'At most MAX nodes with an active binding in each IPv6 /LEN, as "LEN:MAX" (--per-prefix); a renewal is never refused. Off when not given.'),
-  rate_limit: optional(prefixRate, 'REQUEST and RELEASE calls per second from each IPv6 /LEN, as "LEN:RATE[:BURST]" (--rate-limit); calls over it are refused with DSTM_UNAVAILABLE. Off when not given.'),
-  feed_max_wait: field(integer(0, 300000), 30000, 'Longest time in milliseconds a BINDINGS call is held waiting for a change.'),
+  per_prefix: optional(
+    prefixCap,
+    'At most MAX nodes with an active binding in each IPv6 /LEN, as "LEN:MAX" (--per-prefix); a renewal is never refused. Off when not given.',
+  ),
+  rate_limit: optional(
+    prefixRate,
+    'REQUEST and RELEASE calls per second from each IPv6 /LEN, as "LEN:RATE[:BURST]" (--rate-limit); calls over it are refused with DSTM_UNAVAILABLE. Off when not given.',
+  ),
+  feed_max_wait: field(
+    integer(0, 300000),
+    30000,
+    'Longest time in milliseconds a BINDINGS call is held waiting for a change.',
+  ),
   metrics: optional(endpoint(9786), 'Serve Prometheus metrics on this address (GET /metrics); off when not given.'),
   log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
-  tls: field(record(serverTlsFields, 'tls'), {}, 'RPC-with-TLS: policy, certificate and the identities certificates give (see dstm-rpc(7)).'),
+  tls: field(
+    record(serverTlsFields, 'tls'),
+    {},
+    'RPC-with-TLS: policy, certificate and the identities certificates give (see dstm-rpc(7)).',
+  ),
 };
 
 export type ServerConfig = Infer<typeof serverFields>;

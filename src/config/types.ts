@@ -1,11 +1,24 @@
 // Configuration types for network values, shared by every section's schema.
 import { parseEndpoint, type Endpoint } from '../lib/endpoint';
-import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, parseRoute4, prefixSize4, type Prefix4, type Prefix6 } from '../lib/addr';
+import {
+  parseIPv4,
+  parseIPv6,
+  parsePrefix4,
+  parsePrefix6,
+  parseRoute4,
+  prefixSize4,
+  type Prefix4,
+  type Prefix6,
+} from '../lib/addr';
 import { ConfigError, integer, textual, type Type } from './schema';
 
 export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);
 export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6);
-export const prefix4: Type<Prefix4> = textual('ipv4-prefix', 'an IPv4 prefix like "192.0.2.0/24" (or one address)', parsePrefix4);
+export const prefix4: Type<Prefix4> = textual(
+  'ipv4-prefix',
+  'an IPv4 prefix like "192.0.2.0/24" (or one address)',
+  parsePrefix4,
+);
 
 /** Address ranges no pool may touch: they cannot be a host's unicast source on the IPv4 side. */
 const NOT_LEASABLE: readonly [string, string][] = [
@@ -18,14 +31,19 @@ const NOT_LEASABLE: readonly [string, string][] = [
 const notLeasable = NOT_LEASABLE.map(([p, why]) => ({ prefix: parsePrefix4(p), text: p, why }));
 
 /** A pool prefix: an IPv4 prefix that overlaps none of the ranges a unicast host address cannot come from. */
-export const pool4: Type<Prefix4> = textual('ipv4-prefix', 'an IPv4 unicast prefix like "192.0.2.0/24", outside 0/8, 127/8, 169.254/16, 224/4 and 240/4', (s) => {
-  const p = parsePrefix4(s);
-  const end = p.base + prefixSize4(p.len);
-  for (const r of notLeasable) {
-    if (p.base < r.prefix.base + prefixSize4(r.prefix.len) && r.prefix.base < end) throw new Error(`it overlaps ${r.text}, ${r.why}`);
-  }
-  return p;
-});
+export const pool4: Type<Prefix4> = textual(
+  'ipv4-prefix',
+  'an IPv4 unicast prefix like "192.0.2.0/24", outside 0/8, 127/8, 169.254/16, 224/4 and 240/4',
+  (s) => {
+    const p = parsePrefix4(s);
+    const end = p.base + prefixSize4(p.len);
+    for (const r of notLeasable) {
+      if (p.base < r.prefix.base + prefixSize4(r.prefix.len) && r.prefix.base < end)
+        throw new Error(`it overlaps ${r.text}, ${r.why}`);
+    }
+    return p;
+  },
+);
 
 /**
  * Largest path MTU: the DTI's receive slots are 2048 bytes with 48 of headroom (src/dti/device.ts), so a tunnel
@@ -37,18 +55,31 @@ export const MAX_PATH_MTU = 2040;
 export const IFNAME_MAX = 15;
 
 /** A network interface name as the kernel takes it: 1 to 15 bytes, no "/", ":" or white space, not "." or "..". */
-export const ifname: Type<string> = textual('string', `an interface name of 1 to ${IFNAME_MAX} bytes without "/", ":" or white space`, (s) => {
-  if (s.length === 0 || Buffer.byteLength(s) > IFNAME_MAX) throw new Error(`${Buffer.byteLength(s)} bytes`);
-  if (/[\s/:]/.test(s) || s === '.' || s === '..') throw new Error('not a valid name');
-  return s;
-});
-export const prefix6: Type<Prefix6> = textual('ipv6-prefix', 'an IPv6 prefix like "2001:db8::/32" (or one address)', parsePrefix6);
-export const route4: Type<string> = textual('ipv4-route', '"default" or an IPv4 prefix like "203.0.113.0/24"', parseRoute4);
+export const ifname: Type<string> = textual(
+  'string',
+  `an interface name of 1 to ${IFNAME_MAX} bytes without "/", ":" or white space`,
+  (s) => {
+    if (s.length === 0 || Buffer.byteLength(s) > IFNAME_MAX) throw new Error(`${Buffer.byteLength(s)} bytes`);
+    if (/[\s/:]/.test(s) || s === '.' || s === '..') throw new Error('not a valid name');
+    return s;
+  },
+);
+export const prefix6: Type<Prefix6> = textual(
+  'ipv6-prefix',
+  'an IPv6 prefix like "2001:db8::/32" (or one address)',
+  parsePrefix6,
+);
+export const route4: Type<string> = textual(
+  'ipv4-route',
+  '"default" or an IPv4 prefix like "203.0.113.0/24"',
+  parseRoute4,
+);
 export const port: Type<number> = { ...integer(0, 65535), name: 'port' };
 
 /** "[IPV6]:PORT"; `family` 6 refuses IPv4 (the DSTM server and clients speak only IPv6, draft section 6). */
 export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
-  const expected = family === 6 ? `an IPv6 endpoint like "[::]:${defaultPort}"` : `an endpoint like "[::1]:${defaultPort}"`;
+  const expected =
+    family === 6 ? `an IPv6 endpoint like "[::]:${defaultPort}"` : `an endpoint like "[::1]:${defaultPort}"`;
   return textual('endpoint', expected, (s) => {
     const e = parseEndpoint(s, defaultPort);
     if (family === 6 && e.family !== 6) throw new Error('IPv4 is not allowed here: DSTM runs over IPv6 only');

@@ -96,7 +96,14 @@ abstract class PacketDevice {
     const rx = this.rx;
     const headroom = this.kind === KIND_RAW ? 0 : HEADROOM;
     this.reader = native().startReader(
-      this.fd, this.kind, rx.buf, this.slotSize, headroom, rx.lengths, this.batch, this.proto,
+      this.fd,
+      this.kind,
+      rx.buf,
+      this.slotSize,
+      headroom,
+      rx.lengths,
+      this.batch,
+      this.proto,
       (count) => {
         if (count >= 0) return cb(count, rx);
         this.stopReading();

@@ -151,8 +151,12 @@ export class WordSum {
 /** One's complement sum of the IPv4 pseudo-header (RFC 793 §3.1, RFC 768) of the packet at off. */
 export function pseudoSum4(buf: Uint8Array, off: number, proto: number, l4len: number): number {
   let s =
-    ((buf[off + 12] << 8) | buf[off + 13]) + ((buf[off + 14] << 8) | buf[off + 15]) +
-    ((buf[off + 16] << 8) | buf[off + 17]) + ((buf[off + 18] << 8) | buf[off + 19]) + proto + l4len;
+    ((buf[off + 12] << 8) | buf[off + 13]) +
+    ((buf[off + 14] << 8) | buf[off + 15]) +
+    ((buf[off + 16] << 8) | buf[off + 17]) +
+    ((buf[off + 18] << 8) | buf[off + 19]) +
+    proto +
+    l4len;
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
   return s;
 }
@@ -456,11 +460,13 @@ export class Coalescer {
     const ht = head + IPV4_HDR;
     const payload = len - hdrs;
     // Same TOS (ECN included), DF, TTL; same TCP header length, ACK number, window and options.
-    if (buf[off + 1] !== buf[head + 1] || buf[off + 6] !== buf[head + 6] || buf[off + 8] !== buf[head + 8]) return NOT_MERGED;
+    if (buf[off + 1] !== buf[head + 1] || buf[off + 6] !== buf[head + 6] || buf[off + 8] !== buf[head + 8])
+      return NOT_MERGED;
     if (IPV4_HDR + ((buf[t + 12] >>> 4) << 2) !== hdrs) return NOT_MERGED;
     if (readU32(buf, t + 4) !== this.gNext[g]) return NOT_MERGED;
     // IPv4 IDs must follow on: segmenting the super-packet gives head ID + i (virtio cannot say "fixed ID").
-    if ((((buf[head + 4] << 8) | buf[head + 5]) + this.gCount[g]) % 0x10000 !== ((buf[off + 4] << 8) | buf[off + 5])) return NOT_MERGED;
+    if ((((buf[head + 4] << 8) | buf[head + 5]) + this.gCount[g]) % 0x10000 !== ((buf[off + 4] << 8) | buf[off + 5]))
+      return NOT_MERGED;
     for (let k = 8; k < hdrs - IPV4_HDR; k++) {
       if (k === 12 || k === 13 || (k >= 16 && k < 20)) continue; // data offset, flags, checksum, urgent pointer
       if (buf[t + k] !== buf[ht + k]) return NOT_MERGED;

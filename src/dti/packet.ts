@@ -51,9 +51,15 @@ export function onesSum(buf: Uint8Array, off: number, len: number, initial = 0):
 /** onesSum of a 20-byte IPv4 header, unrolled: it is on every packet's path. */
 function sum20(b: Uint8Array, o: number): number {
   let s =
-    ((b[o] << 8) | b[o + 1]) + ((b[o + 2] << 8) | b[o + 3]) + ((b[o + 4] << 8) | b[o + 5]) +
-    ((b[o + 6] << 8) | b[o + 7]) + ((b[o + 8] << 8) | b[o + 9]) + ((b[o + 10] << 8) | b[o + 11]) +
-    ((b[o + 12] << 8) | b[o + 13]) + ((b[o + 14] << 8) | b[o + 15]) + ((b[o + 16] << 8) | b[o + 17]) +
+    ((b[o] << 8) | b[o + 1]) +
+    ((b[o + 2] << 8) | b[o + 3]) +
+    ((b[o + 4] << 8) | b[o + 5]) +
+    ((b[o + 6] << 8) | b[o + 7]) +
+    ((b[o + 8] << 8) | b[o + 9]) +
+    ((b[o + 10] << 8) | b[o + 11]) +
+    ((b[o + 12] << 8) | b[o + 13]) +
+    ((b[o + 14] << 8) | b[o + 15]) +
+    ((b[o + 16] << 8) | b[o + 17]) +
     ((b[o + 18] << 8) | b[o + 19]);
   s = (s & 0xffff) + (s >>> 16);
   return (s & 0xffff) + (s >>> 16);
@@ -624,13 +630,7 @@ export class Icmp6Relay {
  * exceeded, or a parameter problem at our encap-limit option → host unreachable). Returns OK or a Drop code
  * (icmp_unrelated for anything else).
  */
-export function parseIcmpv6Error(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  self: Uint8Array,
-  r: Icmp6Relay,
-): DropCode {
+export function parseIcmpv6Error(buf: Uint8Array, off: number, len: number, self: Uint8Array, r: Icmp6Relay): DropCode {
   let code = parseIpv6(buf, off, len, r.outer);
   if (code !== OK) return code;
   if (r.outer.upperProto !== NH_ICMPV6) return Drop.icmp_unrelated;

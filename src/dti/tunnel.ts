@@ -307,7 +307,14 @@ export class Tunnel {
    * A super-packet (virtio-net header in this.vh): segmented into the scratch region, then each segment goes the
    * way of any packet (encapOne). When the scratch or toRaw is full, `spill` sends toRaw and the room is reused.
    */
-  private encapSegments(buf: Uint8Array, off: number, len: number, dst: Uint8Array, rx: RxBatch, spill?: () => void): void {
+  private encapSegments(
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    dst: Uint8Array,
+    rx: RxBatch,
+    spill?: () => void,
+  ): void {
     const c = this.counters;
     const out = this.toRaw;
     const room = this.room;
@@ -350,8 +357,17 @@ export class Tunnel {
     const room = Math.min(MAX_FRAGS, fr.capacity - fr.count);
     this.fragId = (this.fragId + 1) >>> 0;
     const n = fragmentIpv6(
-      buf, o, len + this.encap.overhead, pathMtu, this.fragId,
-      fr.buf, fr.count * this.fragSlot, this.fragSlot, room, fr.lengths, fr.count,
+      buf,
+      o,
+      len + this.encap.overhead,
+      pathMtu,
+      this.fragId,
+      fr.buf,
+      fr.count * this.fragSlot,
+      this.fragSlot,
+      room,
+      fr.lengths,
+      fr.count,
     );
     if (n < 0) {
       c.drop(room < MAX_FRAGS ? Drop.queue_full : -n, buf, off, len);
@@ -390,7 +406,18 @@ export class Tunnel {
       return false;
     }
     const at = list.count * ICMP_SLOT + VNET_HDR_LEN;
-    const n = buildIcmpv4Error(ICMP4_DEST_UNREACH, code, mtu, this.icmpSource, buf, off, len, list.buf, at, ICMP_SLOT - VNET_HDR_LEN);
+    const n = buildIcmpv4Error(
+      ICMP4_DEST_UNREACH,
+      code,
+      mtu,
+      this.icmpSource,
+      buf,
+      off,
+      len,
+      list.buf,
+      at,
+      ICMP_SLOT - VNET_HDR_LEN,
+    );
     if (n < 0) {
       this.counters.drop(-n, buf, off, len);
       return false;

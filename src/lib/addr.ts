@@ -89,7 +89,7 @@ export function formatIPv6(b: Uint8Array, off = 0): string {
   for (let i = off; i < off + 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (g[i] !== 0) {
       i++;
       continue;

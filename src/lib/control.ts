@@ -33,7 +33,8 @@ async function removeStaleSocket(path: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (!isSocket) throw new Error(`control socket ${path}: something other than a socket is there; remove it or choose another path`);
+  if (!isSocket)
+    throw new Error(`control socket ${path}: something other than a socket is there; remove it or choose another path`);
   const listening = await new Promise<boolean>((resolve) => {
     const sock = createConnection(path);
     sock.once('connect', () => {
@@ -42,7 +43,8 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     sock.once('error', () => resolve(false)); // ECONNREFUSED: stale
   });
-  if (listening) throw new Error(`control socket ${path}: another process is listening on it (a daemon already running?)`);
+  if (listening)
+    throw new Error(`control socket ${path}: another process is listening on it (a daemon already running?)`);
   rmSync(path, { force: true });
 }
 

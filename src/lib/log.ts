@@ -75,7 +75,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       if (json) {
         stream.write(prefix + JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }, jsonSafe) + '\n');
       } else {
-        const kv = Object.entries(all).map(([k, v]) => ` ${k}=${plainValue(v)}`).join('');
+        const kv = Object.entries(all)
+          .map(([k, v]) => ` ${k}=${plainValue(v)}`)
+          .join('');
         stream.write(`${prefix}${level.toUpperCase().padEnd(5)} ${msg}${kv}\n`);
       }
     };

@@ -20,7 +20,9 @@ interface Family {
 }
 
 /** Upper bounds, in seconds, of the latency buckets: 50 µs to 10 s, enough for an in-memory call and an fsync. */
-export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10] as const;
+export const LATENCY_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
+] as const;
 
 /** Observations counted into fixed buckets; observe() allocates nothing (it sits on the RPC call path). */
 export class Histogram {
@@ -108,7 +110,8 @@ export class Registry {
     let out = '';
     for (const f of this.families.values()) {
       out += `# HELP ${f.name} ${f.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${f.name} ${f.type}\n`;
-      for (const s of f.collect()) out += `${f.name}${formatLabels(s.labels)} ${s.value === Infinity ? '+Inf' : s.value}\n`;
+      for (const s of f.collect())
+        out += `${f.name}${formatLabels(s.labels)} ${s.value === Infinity ? '+Inf' : s.value}\n`;
       for (const { labels, histogram: h } of f.histograms?.() ?? []) {
         const cum = h.cumulative();
         cum.forEach((n, i) => {
@@ -129,7 +132,12 @@ export class Registry {
 }
 
 /** Serve GET and HEAD /metrics on host:port (port 0 picks one), GET after `prepare` if given; resolves once listening. */
-export async function serveMetrics(registry: Registry, host: string, port: number, prepare?: () => Promise<void>): Promise<{ server: Server; port: number }> {
+export async function serveMetrics(
+  registry: Registry,
+  host: string,
+  port: number,
+  prepare?: () => Promise<void>,
+): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
     if ((req.url ?? '/').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
@@ -146,9 +154,11 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
       return;
     }
     // `prepare` reads what the collectors show from somewhere asynchronous (a database); a failure still renders.
-    void (prepare?.() ?? Promise.resolve()).catch(() => undefined).then(() => {
-      res.writeHead(200, headers).end(registry.render());
-    });
+    void (prepare?.() ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => {
+        res.writeHead(200, headers).end(registry.render());
+      });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

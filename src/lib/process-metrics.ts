@@ -46,8 +46,12 @@ export function registerProcessMetrics(reg: Registry, component: string): void {
     const u = process.cpuUsage();
     return [{ value: (u.user + u.system) / 1e6 }];
   });
-  reg.collector('process_resident_memory_bytes', 'Resident memory size in bytes.', 'gauge', () => one(process.memoryUsage.rss()));
+  reg.collector('process_resident_memory_bytes', 'Resident memory size in bytes.', 'gauge', () =>
+    one(process.memoryUsage.rss()),
+  );
   reg.collector('process_open_fds', 'Open file descriptors.', 'gauge', () => one(openFds()));
   reg.collector('process_max_fds', 'Most file descriptors the process may open.', 'gauge', () => one(maxFds()));
-  reg.collector('process_start_time_seconds', 'Start time of the process, in seconds since 1970.', 'gauge', () => one(Math.floor(started)));
+  reg.collector('process_start_time_seconds', 'Start time of the process, in seconds since 1970.', 'gauge', () =>
+    one(Math.floor(started)),
+  );
 }

@@ -35,7 +35,8 @@ export class RateLimiter {
   private readonly now: () => number;
 
   constructor(private readonly o: RateLimitOptions) {
-    if (!(o.rate > 0) || !(o.burst >= 1) || !(o.maxKeys >= 1)) throw new RangeError('rate limiter: rate > 0, burst >= 1 and maxKeys >= 1 are required');
+    if (!(o.rate > 0) || !(o.burst >= 1) || !(o.maxKeys >= 1))
+      throw new RangeError('rate limiter: rate > 0, burst >= 1 and maxKeys >= 1 are required');
     this.now = o.now ?? (() => performance.now());
   }
 

@@ -38,8 +38,14 @@ export async function startNode(o: NodeOptions): Promise<Daemon> {
     throw new Error(`cannot bring up the DTI: ${(err as Error).message}`);
   }
   const keeper = new LeaseKeeper(o.client, { seconds: o.seconds, hooks: dti && dtiHooks(dti) });
-  for (const event of ['lease', 'renewed', 'expired', 'released'] as const) keeper.on(event, (l: Lease) => o.show(event, l));
-  keeper.on('error', (err: unknown) => o.log.warn('lease call failed, retrying', { server: o.client.server, error: (err as Error)?.message ?? String(err) }));
+  for (const event of ['lease', 'renewed', 'expired', 'released'] as const)
+    keeper.on(event, (l: Lease) => o.show(event, l));
+  keeper.on('error', (err: unknown) =>
+    o.log.warn('lease call failed, retrying', {
+      server: o.client.server,
+      error: (err as Error)?.message ?? String(err),
+    }),
+  );
   const status = await serveStatus(o, keeper, dti);
   // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1); the keeper then keeps requesting,
   // so a packet after a lease ended must not start it again

@@ -20,7 +20,14 @@ import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum,
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
 import {
-  GSO_NONE, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, WordSum, completeChecksum, readVnetHeader, writePlainVnetHeader,
+  GSO_NONE,
+  VNET_F_NEEDS_CSUM,
+  VNET_HDR_LEN,
+  VnetHeader,
+  WordSum,
+  completeChecksum,
+  readVnetHeader,
+  writePlainVnetHeader,
 } from '../dti/offload';
 import type { Logger } from '../lib/log';
 import type { Lease } from '../protocol/client';
@@ -151,7 +158,16 @@ export class Dti {
     const offsets = new Uint32Array(q).map((_, i) => i * SLOT + HEADROOM);
     this.queued = { buf: new Uint8Array(q * SLOT), offsets, lengths: new Uint32Array(q), count: 0 };
     this.system = opts.system ?? kernel;
-    ({ tun: this.tun, raw: this.raw, icmp6: this.icmp6 } = (opts.devices ?? openDtiDevices)({ name: opts.name, mtu: this.tunnel.tunnelMtu, batch: opts.batch, offload: opts.offload ?? true }));
+    ({
+      tun: this.tun,
+      raw: this.raw,
+      icmp6: this.icmp6,
+    } = (opts.devices ?? openDtiDevices)({
+      name: opts.name,
+      mtu: this.tunnel.tunnelMtu,
+      batch: opts.batch,
+      offload: opts.offload ?? true,
+    }));
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
   }
 
@@ -191,8 +207,13 @@ export class Dti {
     this.lease = { ...lease, local };
     this.tunnel.attach(this.tun, this.raw, this.icmp6);
     this.opts.log.info('dti up', {
-      device: this.name, address: formatIPv4(lease.address), peer: lease.peer === undefined ? null : formatIPv4(lease.peer),
-      tep: formatIPv6(lease.tep), local: formatIPv6(local), mtu: this.tunnel.tunnelMtu, offload: this.tunnel.offload,
+      device: this.name,
+      address: formatIPv4(lease.address),
+      peer: lease.peer === undefined ? null : formatIPv4(lease.peer),
+      tep: formatIPv6(lease.tep),
+      local: formatIPv6(local),
+      mtu: this.tunnel.tunnelMtu,
+      offload: this.tunnel.offload,
     });
     this.sendQueued(lease.address);
   }
@@ -215,7 +236,9 @@ export class Dti {
 
   private routeCommands(lease: DtiLease | undefined, op: 'add' | 'del'): IpCommand[] {
     const src = lease ? formatIPv4(lease.address) : undefined;
-    return this.opts.routes.map((r) => (op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name)));
+    return this.opts.routes.map((r) =>
+      op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name),
+    );
   }
 
   /**
@@ -333,7 +356,12 @@ export function parseRoutes(values: string[]): string[] {
 }
 
 /** Annex A's KAME configuration for the same DTI: gif0 tunnel, point-to-point address, routes via the TEP. */
-export function annexALines(local: string, tep: string, lease: Pick<DtiLease, 'address' | 'peer'>, routes: string[]): string[] {
+export function annexALines(
+  local: string,
+  tep: string,
+  lease: Pick<DtiLease, 'address' | 'peer'>,
+  routes: string[],
+): string[] {
   const peer = lease.peer === undefined ? undefined : formatIPv4(lease.peer);
   const gw = peer ?? '-interface gif0';
   return [

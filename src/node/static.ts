@@ -24,18 +24,30 @@ export interface StaticFlags {
 
 /** The "static" section with the flags on top, checked as a whole (a missing --tep or --address names its key). */
 export function loadStaticConfig(flags: StaticFlags): StaticConfig {
-  return loadSection(staticFields, 'static', flags.config, overrides([
-    ['tep', '--tep', flags.tep],
-    ['address', '--address', flags.address],
-    ['peer', '--peer', flags.peer],
-    ['local', '--local', flags.local],
-    // each --routes value may be comma-separated
-    ['routes', '--routes', flags.routes?.flatMap((v) => v.split(',')).map((r) => r.trim()).filter((r) => r !== '')],
-    ['device', '--device', flags.device],
-    ['path_mtu', '--path-mtu', flags['path-mtu']],
-    ['offload', '--offload', flags.offload],
-    ['log_level', '--log-level', flags['log-level']],
-  ])).config;
+  return loadSection(
+    staticFields,
+    'static',
+    flags.config,
+    overrides([
+      ['tep', '--tep', flags.tep],
+      ['address', '--address', flags.address],
+      ['peer', '--peer', flags.peer],
+      ['local', '--local', flags.local],
+      // each --routes value may be comma-separated
+      [
+        'routes',
+        '--routes',
+        flags.routes
+          ?.flatMap((v) => v.split(','))
+          .map((r) => r.trim())
+          .filter((r) => r !== ''),
+      ],
+      ['device', '--device', flags.device],
+      ['path_mtu', '--path-mtu', flags['path-mtu']],
+      ['offload', '--offload', flags.offload],
+      ['log_level', '--log-level', flags['log-level']],
+    ]),
+  ).config;
 }
 
 /** The DTI's lease: the fixed address, the TEP (both families) and, if configured, the tunnel's IPv6 source. */
@@ -44,7 +56,11 @@ export function staticLease(c: StaticConfig): DtiLease {
 }
 
 /** The static DTI up with its fixed lease until stopped; SIGHUP changes nothing. `devices`/`system`: tests. */
-export async function startStatic(c: StaticConfig, log: Logger, inject: Pick<DtiOptions, 'devices' | 'system'> = {}): Promise<Daemon> {
+export async function startStatic(
+  c: StaticConfig,
+  log: Logger,
+  inject: Pick<DtiOptions, 'devices' | 'system'> = {},
+): Promise<Daemon> {
   const dti = new Dti({ name: c.device, routes: c.routes, pathMtu: c.path_mtu, offload: c.offload, log, ...inject });
   try {
     await dti.start();
@@ -75,8 +91,12 @@ export function staticPrintLines(c: StaticConfig, local: Uint8Array | undefined)
   const tep = formatIPv6(c.tep);
   return [
     "# Linux iproute2, with the kernel's ip6_tunnel module doing what the dstm DTI does in userspace:",
-    formatIp({ args: ['-6', 'tunnel', 'add', c.device, 'mode', 'ipip6', 'local', src, 'remote', tep, 'encaplimit', 'none'] }),
-    ...[ip.linkMtu(c.device, c.path_mtu - 40), ip.linkUp(c.device), ...dtiUpCommands(c.device, lease, c.routes)].map((cmd) => formatIp(cmd)),
+    formatIp({
+      args: ['-6', 'tunnel', 'add', c.device, 'mode', 'ipip6', 'local', src, 'remote', tep, 'encaplimit', 'none'],
+    }),
+    ...[ip.linkMtu(c.device, c.path_mtu - 40), ip.linkUp(c.device), ...dtiUpCommands(c.device, lease, c.routes)].map(
+      (cmd) => formatIp(cmd),
+    ),
     '# KAME (draft Annex A):',
     ...annexALines(src, tep, lease, c.routes),
   ];

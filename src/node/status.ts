@@ -33,7 +33,13 @@ export interface NodeStatus {
     peer: string | null;
     tep: string | null;
     source: string | null;
-    packets: { encapsulated: number; decapsulated: number; bytes_encapsulated: number; bytes_decapsulated: number; dropped: number };
+    packets: {
+      encapsulated: number;
+      decapsulated: number;
+      bytes_encapsulated: number;
+      bytes_decapsulated: number;
+      dropped: number;
+    };
     drops: Record<string, number>;
     events: Record<string, number>;
   } | null;
@@ -93,7 +99,9 @@ export function formatNodeStatus(s: NodeStatus): string[] {
   if (l) {
     out.push(`lease       ${l.ipv4} (mask ${l.mask}) for ${l.ipv6}`);
     out.push(`TEP         ${l.tep6} / ${l.tep4}`);
-    out.push(`remaining   ${duration(l.remaining)} (renewal in ${duration(l.renew_in)}; ends ${new Date(l.ends * 1000).toISOString()} server time)`);
+    out.push(
+      `remaining   ${duration(l.remaining)} (renewal in ${duration(l.renew_in)}; ends ${new Date(l.ends * 1000).toISOString()} server time)`,
+    );
   } else {
     out.push('lease       none (requesting, retrying, or waiting for the first IPv4 packet)');
   }
@@ -102,9 +110,13 @@ export function formatNodeStatus(s: NodeStatus): string[] {
     out.push('interface   none (no --device)');
     return out;
   }
-  out.push(`interface   ${d.device} mtu ${d.mtu}${d.address ? ` inet ${d.address}${d.peer ? ` peer ${d.peer}` : ''}` : ' (no address)'}`);
+  out.push(
+    `interface   ${d.device} mtu ${d.mtu}${d.address ? ` inet ${d.address}${d.peer ? ` peer ${d.peer}` : ''}` : ' (no address)'}`,
+  );
   if (d.tep) out.push(`tunnel      ${d.source ?? '?'} -> ${d.tep}`);
-  out.push(`offload     ${d.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`);
+  out.push(
+    `offload     ${d.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`,
+  );
   const p = d.packets;
   out.push(`sent        ${p.encapsulated} packets, ${p.bytes_encapsulated} bytes (encapsulated to the TEP)`);
   out.push(`received    ${p.decapsulated} packets, ${p.bytes_decapsulated} bytes (decapsulated from the TEP)`);

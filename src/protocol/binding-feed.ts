@@ -144,7 +144,17 @@ export class BindingFeed extends EventEmitter {
       try {
         // A lost connection fails the call at once (no reconnect), so the feed can move on to the next server.
         const { host, port } = this.o.servers[this.at];
-        this.rpc ??= await RpcClient.connect({ host, port, transport: 'tcp', program: this.o.program, version: 2, family: 6, localAddress: this.o.local, reconnect: false, tls: this.o.tls });
+        this.rpc ??= await RpcClient.connect({
+          host,
+          port,
+          transport: 'tcp',
+          program: this.o.program,
+          version: 2,
+          family: 6,
+          localAddress: this.o.local,
+          reconnect: false,
+          tls: this.o.tls,
+        });
         const c = new RPC_TWO_Client(this.rpc, this.o.program);
         r = await c.BINDINGS(
           { since: this.since, max: this.o.max ?? 0, wait_ms: snapshot ? 0 : waitMs, epoch: this.epoch },
@@ -176,7 +186,8 @@ export class BindingFeed extends EventEmitter {
         snapshot = new Table();
       }
       const into = snapshot ?? this.table;
-      for (const c of r.changes) into.apply(toBinding(c), c.active, snapshot ? ignore : this.onUnbind, snapshot ? ignore : this.onBind);
+      for (const c of r.changes)
+        into.apply(toBinding(c), c.active, snapshot ? ignore : this.onUnbind, snapshot ? ignore : this.onBind);
       this.since = r.next;
       if (snapshot && !r.more) {
         await this.replace(snapshot);

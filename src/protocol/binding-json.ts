@@ -23,7 +23,17 @@ export interface BindingJson {
 export type LeaseJson = Required<Omit<BindingJson, 'state' | 'starts' | 'ends'>> & { starts: number; ends: number };
 
 export function leaseJson(l: Lease): LeaseJson {
-  return { ipv4: l.address, ipv6: l.local, tep4: l.tep4, tep6: l.tep6, starts: l.starts, ends: l.ends, mask: l.mask, extend: l.extend, keep: l.keep };
+  return {
+    ipv4: l.address,
+    ipv6: l.local,
+    tep4: l.tep4,
+    tep6: l.tep6,
+    starts: l.starts,
+    ends: l.ends,
+    mask: l.mask,
+    extend: l.extend,
+    keep: l.keep,
+  };
 }
 
 /** Milliseconds since 1970 (Date.now()'s clock) as the whole seconds every JSON time is in; Infinity reads as null. */

@@ -2,13 +2,7 @@
 // version 1 (Annex B as is, refusals read from RPC errors and zero addresses). `local` is the IPv6 source address
 // the server will see, found by asking the kernel for the route to the server.
 import dgram from 'node:dgram';
-import {
-  RELEASE_REQ,
-  REQUEST_REQ,
-  RPC_ONE_Client,
-  RPC_TWO_Client,
-  type packet,
-} from './generated/dstm';
+import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, type packet } from './generated/dstm';
 import { stateName, statusName, type Refusal, type StateName } from './status';
 import { RpcClient, RpcError, type TlsClientOptions } from '../rpc';
 import type { Transport } from '../rpc/types';
@@ -47,7 +41,8 @@ export type { Refusal };
 
 const WORDS: Record<Refusal, string> = {
   no_address: 'no IPv4 address is free (the pool is exhausted)',
-  not_allowed: 'not allowed (this node is not in the server\'s allow list, or its source address is not the one it claims)',
+  not_allowed:
+    "not allowed (this node is not in the server's allow list, or its source address is not the one it claims)",
   bad_request: 'the server found the request malformed',
   no_binding: 'this node has no binding to release',
   conflict: 'the address is bound to another node',
@@ -149,7 +144,15 @@ export class DstmClient {
       const s = statusName(r.status);
       if (s !== 'ok') throw new DstmRefusal(s, this.server);
       for (const l of r.leases) {
-        yield { ipv6: formatIPv6(l.ip6), ipv4: formatIPv4(ipv4FromBytes(l.ip4)), tep6: formatIPv6(l.tep6), tep4: formatIPv4(ipv4FromBytes(l.tep4)), starts: l.starts, ends: l.ends, state: stateName(l.state) };
+        yield {
+          ipv6: formatIPv6(l.ip6),
+          ipv4: formatIPv4(ipv4FromBytes(l.ip4)),
+          tep6: formatIPv6(l.tep6),
+          tep4: formatIPv4(ipv4FromBytes(l.tep4)),
+          starts: l.starts,
+          ends: l.ends,
+          state: stateName(l.state),
+        };
       }
       if (!r.more || r.leases.length === 0) return;
       after = r.leases[r.leases.length - 1].ip4;
@@ -180,7 +183,18 @@ export class DstmClient {
   }
 
   private packet(type: number, ip4: number, keep: number): packet {
-    return { type, local: this.local, mask: ZERO4, i4addr: ip4 ? ipv4ToBytes(ip4) : ZERO4, tep4: ZERO4, tep6: ZERO16, ends: 0, starts: 0, extend: 0, keep };
+    return {
+      type,
+      local: this.local,
+      mask: ZERO4,
+      i4addr: ip4 ? ipv4ToBytes(ip4) : ZERO4,
+      tep4: ZERO4,
+      tep6: ZERO16,
+      ends: 0,
+      starts: 0,
+      extend: 0,
+      keep,
+    };
   }
 
   private async call(op: 'request' | 'release', p: packet): Promise<packet> {

@@ -31,7 +31,9 @@ function tryNext(err: unknown): boolean {
 /** Every server was tried and none answered; `failures` in the order tried. */
 export class NoServerAnswered extends Error {
   constructor(readonly failures: readonly { server: string; error: unknown }[]) {
-    super(`no server answered: ${failures.map((f) => `${f.server}: ${(f.error as Error)?.message ?? String(f.error)}`).join('; ')}`);
+    super(
+      `no server answered: ${failures.map((f) => `${f.server}: ${(f.error as Error)?.message ?? String(f.error)}`).join('; ')}`,
+    );
     this.name = 'NoServerAnswered';
   }
 }

@@ -13,7 +13,9 @@ export type Refusal = Exclude<StatusName, 'ok'>;
 export type StateName = NameOf<keyof typeof dstm_state>;
 
 function byName<E extends Record<string, number>>(e: E): { [K in keyof E as NameOf<K>]: E[K] } {
-  return Object.freeze(Object.fromEntries(Object.entries(e).map(([k, v]) => [k.replace(/^DSTM_/, '').toLowerCase(), v]))) as never;
+  return Object.freeze(
+    Object.fromEntries(Object.entries(e).map(([k, v]) => [k.replace(/^DSTM_/, '').toLowerCase(), v])),
+  ) as never;
 }
 
 /** dstm_status by name: STATUS.no_address === dstm_status.DSTM_NO_ADDRESS. */

@@ -77,8 +77,11 @@ export function decodeAuthSys(body: Uint8Array): AuthSysParams {
 /** Encode an AUTH_SYS credential body; throws a RangeError naming the limit a field exceeds. */
 export function encodeAuthSys(p: AuthSysParams): Uint8Array {
   if (Buffer.byteLength(p.machinename) > AUTH_SYS_MAX_MACHINENAME)
-    throw new RangeError(`AUTH_SYS machine name is ${Buffer.byteLength(p.machinename)} bytes; at most ${AUTH_SYS_MAX_MACHINENAME} are allowed`);
-  if (p.gids.length > AUTH_SYS_MAX_GIDS) throw new RangeError(`AUTH_SYS carries at most ${AUTH_SYS_MAX_GIDS} groups; ${p.gids.length} given`);
+    throw new RangeError(
+      `AUTH_SYS machine name is ${Buffer.byteLength(p.machinename)} bytes; at most ${AUTH_SYS_MAX_MACHINENAME} are allowed`,
+    );
+  if (p.gids.length > AUTH_SYS_MAX_GIDS)
+    throw new RangeError(`AUTH_SYS carries at most ${AUTH_SYS_MAX_GIDS} groups; ${p.gids.length} given`);
   const w = new XdrWriter(64);
   try {
     writeAuthSys(w, p);
@@ -99,8 +102,8 @@ export class AuthSys implements ClientAuth {
     this.params = {
       stamp: p.stamp ?? Math.floor(Date.now() / 1000) >>> 0,
       machinename: p.machinename ?? hostname(),
-      uid: p.uid ?? (process.getuid?.() ?? 0),
-      gid: p.gid ?? (process.getgid?.() ?? 0),
+      uid: p.uid ?? process.getuid?.() ?? 0,
+      gid: p.gid ?? process.getgid?.() ?? 0,
       gids: p.gids ?? [],
     };
     this.cred = { flavor: AUTH_SYS, body: encodeAuthSys(this.params) };

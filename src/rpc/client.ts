@@ -123,7 +123,14 @@ export class RpcClient implements RpcCaller {
     }
     let port = options.port;
     if (port === undefined && !options.path) {
-      port = await lookupPort({ host: address, program: options.program, version: options.version, transport: options.transport, port: options.rpcbindPort, timeoutMs: options.timeoutMs });
+      port = await lookupPort({
+        host: address,
+        program: options.program,
+        version: options.version,
+        transport: options.transport,
+        port: options.rpcbindPort,
+        timeoutMs: options.timeoutMs,
+      });
     }
     const c = new RpcClient(options, address, port ?? 0);
     await c.open();
@@ -136,7 +143,9 @@ export class RpcClient implements RpcCaller {
     private readonly port: number,
   ) {
     this.transport = options.transport;
-    this.where = options.path ? options.path : `${address.includes(':') ? `[${address}]` : address}:${port}/${options.transport}`;
+    this.where = options.path
+      ? options.path
+      : `${address.includes(':') ? `[${address}]` : address}:${port}/${options.transport}`;
     this.auth = options.auth ?? authNone;
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retransmitMs = options.retransmitMs ?? 500;
@@ -159,25 +168,49 @@ export class RpcClient implements RpcCaller {
   call<A, R>(program: number, version: number, proc: Procedure<A, R>, args: A, options?: CallOptions): Promise<R> {
     if (this.closed) return Promise.reject(new RpcError('CLOSED', `the client for ${this.where} is closed`));
     const signal = options?.signal;
-    if (signal?.aborted) return Promise.reject(new RpcError('ABORTED', `call ${proc.name} to ${this.where} aborted before it was sent`));
+    if (signal?.aborted)
+      return Promise.reject(new RpcError('ABORTED', `call ${proc.name} to ${this.where} aborted before it was sent`));
     const xid = (this.xid = (this.xid + 1) >>> 0);
     let bytes: Buffer;
     const w = this.w;
     try {
       if (this.transport === 'tcp') beginRecord(w);
       else w.reset();
-      writeCallHeader(w, { xid, program, version, procedure: proc.number, credential: this.auth.credential(), verifier: this.auth.verifier() });
+      writeCallHeader(w, {
+        xid,
+        program,
+        version,
+        procedure: proc.number,
+        credential: this.auth.credential(),
+        verifier: this.auth.verifier(),
+      });
       proc.args.encode(w, args);
       bytes = this.transport === 'tcp' ? endRecord(w, this.fragmentSize) : Buffer.from(w.view0());
     } catch (e) {
       return Promise.reject(e);
     }
     return new Promise<R>((resolve, reject) => {
-      const p: Pending = { xid, program, version, proc, bytes, resolve, reject, timer: null, retransmit: null, delay: this.retransmitMs, signal, onAbort: null };
+      const p: Pending = {
+        xid,
+        program,
+        version,
+        proc,
+        bytes,
+        resolve,
+        reject,
+        timer: null,
+        retransmit: null,
+        delay: this.retransmitMs,
+        signal,
+        onAbort: null,
+      };
       const timeoutMs = options?.timeoutMs ?? this.timeoutMs;
       p.timer = setTimeout(() => {
         const why = this.lastError ? ` (last transport error: ${this.lastError.message})` : '';
-        this.settle(p, new RpcError('TIMEOUT', `no reply from ${this.where} to ${proc.name} within ${timeoutMs} ms${why}`));
+        this.settle(
+          p,
+          new RpcError('TIMEOUT', `no reply from ${this.where} to ${proc.name} within ${timeoutMs} ms${why}`),
+        );
       }, timeoutMs);
       if (signal) {
         p.onAbort = () => this.settle(p, new RpcError('ABORTED', `call ${proc.name} to ${this.where} aborted`));
@@ -193,7 +226,11 @@ export class RpcClient implements RpcCaller {
     if (this.closed) return;
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    for (const p of [...this.pending.values()]) this.settle(p, new RpcError('CLOSED', `the client for ${this.where} was closed before ${p.proc.name} was answered`));
+    for (const p of [...this.pending.values()])
+      this.settle(
+        p,
+        new RpcError('CLOSED', `the client for ${this.where} was closed before ${p.proc.name} was answered`),
+      );
     if (this.udp) {
       const s = this.udp;
       await new Promise<void>((resolve) => s.close(() => resolve()));
@@ -212,7 +249,8 @@ export class RpcClient implements RpcCaller {
     s.on('error', (e) => {
       this.lastError = e;
       if (!this.options.failOnIcmpError || !ICMP_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) return;
-      for (const p of [...this.pending.values()]) this.settle(p, new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
+      for (const p of [...this.pending.values()])
+        this.settle(p, new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
     });
     return new Promise((resolve, reject) => {
       const fail = (e: Error) => reject(new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
@@ -298,7 +336,12 @@ export class RpcClient implements RpcCaller {
       // Under TLS 1.3 a server judges our certificate after our side of the handshake is done: its refusal comes
       // as an alert on the first read. Retrying cannot help, so the calls fail now, saying why.
       if (this.options.tls && e.code?.startsWith('ERR_SSL_')) {
-        this.failTls(new RpcError('TLS', `${this.where} ended the TLS session: ${e.message.replace(/^.*:(ssl3?|tls13|tlsv1)?_?alert /i, 'alert ')}`));
+        this.failTls(
+          new RpcError(
+            'TLS',
+            `${this.where} ended the TLS session: ${e.message.replace(/^.*:(ssl3?|tls13|tlsv1)?_?alert /i, 'alert ')}`,
+          ),
+        );
       }
       if (this.connecting) {
         this.connecting = null;
@@ -308,7 +351,12 @@ export class RpcClient implements RpcCaller {
     s.on('close', () => {
       // A server that refuses our certificate after the handshake may just close (Node does, without an alert).
       if (this.options.tls && !answered) {
-        this.failTls(new RpcError('TLS', `${this.where} closed the TLS session before answering: it did not accept this client's certificate (none, expired, or not from its CA)`));
+        this.failTls(
+          new RpcError(
+            'TLS',
+            `${this.where} closed the TLS session before answering: it did not accept this client's certificate (none, expired, or not from its CA)`,
+          ),
+        );
       }
       this.onTcpClose(s);
     });
@@ -324,7 +372,11 @@ export class RpcClient implements RpcCaller {
     this.tcp = null;
     if (this.closed) return;
     if (!this.reconnect) {
-      for (const p of [...this.pending.values()]) this.settle(p, new RpcError('CLOSED', `the connection to ${this.where} was lost before ${p.proc.name} was answered`));
+      for (const p of [...this.pending.values()])
+        this.settle(
+          p,
+          new RpcError('CLOSED', `the connection to ${this.where} was lost before ${p.proc.name} was answered`),
+        );
       return;
     }
     if (this.pending.size > 0) this.scheduleReconnect();
@@ -381,7 +433,13 @@ export class RpcClient implements RpcCaller {
     if (!p) return; // a late or duplicate reply
     const name = p.proc.name;
     if ('verifier' in h && this.auth.checkReplyVerifier && !this.auth.checkReplyVerifier(h.verifier, h.xid)) {
-      return this.settle(p, new RpcAuthError(AuthStat.AUTH_INVALIDRESP, `the reply of ${this.where} to ${name} has a bogus verifier (AUTH_INVALIDRESP)`));
+      return this.settle(
+        p,
+        new RpcAuthError(
+          AuthStat.AUTH_INVALIDRESP,
+          `the reply of ${this.where} to ${name} has a bogus verifier (AUTH_INVALIDRESP)`,
+        ),
+      );
     }
     switch (h.status) {
       case 'SUCCESS': {
@@ -390,22 +448,47 @@ export class RpcClient implements RpcCaller {
           v = p.proc.result.decode(r);
           r.done('results');
         } catch (e) {
-          return this.settle(p, new RpcError('BAD_REPLY', `the reply of ${this.where} to ${name} does not decode: ${(e as Error).message}`));
+          return this.settle(
+            p,
+            new RpcError('BAD_REPLY', `the reply of ${this.where} to ${name} does not decode: ${(e as Error).message}`),
+          );
         }
         return this.settle(p, null, v);
       }
       case 'PROG_UNAVAIL':
         return this.settle(p, new RpcError('PROG_UNAVAIL', `${this.where} does not serve program ${prog(p.program)}`));
       case 'PROG_MISMATCH':
-        return this.settle(p, new RpcError('PROG_MISMATCH', `${this.where} does not serve version ${p.version} of program ${prog(p.program)}; it serves versions ${h.low} to ${h.high}`, h.low, h.high));
+        return this.settle(
+          p,
+          new RpcError(
+            'PROG_MISMATCH',
+            `${this.where} does not serve version ${p.version} of program ${prog(p.program)}; it serves versions ${h.low} to ${h.high}`,
+            h.low,
+            h.high,
+          ),
+        );
       case 'PROC_UNAVAIL':
-        return this.settle(p, new RpcError('PROC_UNAVAIL', `${this.where} does not serve procedure ${name} (${p.proc.number}) of program ${prog(p.program)} version ${p.version}`));
+        return this.settle(
+          p,
+          new RpcError(
+            'PROC_UNAVAIL',
+            `${this.where} does not serve procedure ${name} (${p.proc.number}) of program ${prog(p.program)} version ${p.version}`,
+          ),
+        );
       case 'GARBAGE_ARGS':
         return this.settle(p, new RpcError('GARBAGE_ARGS', `${this.where} could not decode the arguments of ${name}`));
       case 'SYSTEM_ERR':
         return this.settle(p, new RpcError('SYSTEM_ERR', `${this.where} failed while serving ${name} (system error)`));
       case 'RPC_MISMATCH':
-        return this.settle(p, new RpcError('RPC_MISMATCH', `${this.where} does not speak ONC RPC version 2 (it speaks ${h.low} to ${h.high})`, h.low, h.high));
+        return this.settle(
+          p,
+          new RpcError(
+            'RPC_MISMATCH',
+            `${this.where} does not speak ONC RPC version 2 (it speaks ${h.low} to ${h.high})`,
+            h.low,
+            h.high,
+          ),
+        );
       case 'AUTH_ERROR': {
         const e = new RpcAuthError(h.stat);
         e.message = `${this.where} refused ${name}: ${e.message}`;

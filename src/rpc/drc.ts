@@ -92,7 +92,15 @@ export class DuplicateCache {
     this.lastAddr = address;
     this.lastHash = hash;
     const slot = this.index[hash & this.mask];
-    if (slot < 0 || this.state[slot] === EMPTY || this.xid[slot] !== xid || this.sum[slot] !== sum || this.port[slot] !== port || this.addr[slot] !== address) return DRC_NEW;
+    if (
+      slot < 0 ||
+      this.state[slot] === EMPTY ||
+      this.xid[slot] !== xid ||
+      this.sum[slot] !== sum ||
+      this.port[slot] !== port ||
+      this.addr[slot] !== address
+    )
+      return DRC_NEW;
     const st = this.state[slot];
     if (st === RUNNING) return DRC_IN_PROGRESS;
     if (st === CACHED && this.written - this.replyAt[slot] <= this.bytes.length) {

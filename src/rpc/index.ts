@@ -14,7 +14,22 @@
 // Handlers refuse a call by throwing RpcAuthError(AuthStat.X) (AUTH_ERROR) or RpcError('GARBAGE_ARGS' | 'PROC_UNAVAIL'
 // | 'SYSTEM_ERR'); anything else thrown is SYSTEM_ERR.
 export { RpcClient, NULL_PROCEDURE, xdrVoid, type RpcClientOptions } from './client';
-export { RpcTlsServer, identityOf, startTls, AUTH_TLS, ALPN, STARTTLS, TLS_POLICIES, type TlsPolicy, type TlsIdentity, type TlsSession, type TlsMaterial, type TlsClientOptions, type TlsServerOptions, type TlsServerStats } from './tls';
+export {
+  RpcTlsServer,
+  identityOf,
+  startTls,
+  AUTH_TLS,
+  ALPN,
+  STARTTLS,
+  TLS_POLICIES,
+  type TlsPolicy,
+  type TlsIdentity,
+  type TlsSession,
+  type TlsMaterial,
+  type TlsClientOptions,
+  type TlsServerOptions,
+  type TlsServerStats,
+} from './tls';
 export {
   RpcServer,
   type RpcServerOptions,

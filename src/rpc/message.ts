@@ -43,7 +43,11 @@ export interface CallHeader {
  * supported low/high versions; AUTH_ERROR carries the auth_stat.
  */
 export type ReplyHeader =
-  | { xid: number; status: 'SUCCESS' | 'PROG_UNAVAIL' | 'PROC_UNAVAIL' | 'GARBAGE_ARGS' | 'SYSTEM_ERR'; verifier: OpaqueAuth }
+  | {
+      xid: number;
+      status: 'SUCCESS' | 'PROG_UNAVAIL' | 'PROC_UNAVAIL' | 'GARBAGE_ARGS' | 'SYSTEM_ERR';
+      verifier: OpaqueAuth;
+    }
   | { xid: number; status: 'PROG_MISMATCH'; verifier: OpaqueAuth; low: number; high: number }
   | { xid: number; status: 'RPC_MISMATCH'; low: number; high: number }
   | { xid: number; status: 'AUTH_ERROR'; stat: number };
@@ -56,7 +60,13 @@ export function writeAuth(w: XdrWriter, a: OpaqueAuth): void {
 export function readAuth(r: XdrReader, what: string): OpaqueAuth {
   const flavor = r.uint();
   // The shared empty body keeps the common AUTH_NONE case free of allocation.
-  if (r.remaining >= 4 && r.buf[r.pos] === 0 && r.buf[r.pos + 1] === 0 && r.buf[r.pos + 2] === 0 && r.buf[r.pos + 3] === 0) {
+  if (
+    r.remaining >= 4 &&
+    r.buf[r.pos] === 0 &&
+    r.buf[r.pos + 1] === 0 &&
+    r.buf[r.pos + 2] === 0 &&
+    r.buf[r.pos + 3] === 0
+  ) {
     r.pos += 4;
     return flavor === AUTH_NONE ? NULL_AUTH : { flavor, body: NULL_AUTH.body };
   }
@@ -102,7 +112,13 @@ export function writeAcceptedReply(w: XdrWriter, xid: number, verifier: OpaqueAu
   w.uint(stat);
 }
 
-export function writeProgMismatchReply(w: XdrWriter, xid: number, verifier: OpaqueAuth, low: number, high: number): void {
+export function writeProgMismatchReply(
+  w: XdrWriter,
+  xid: number,
+  verifier: OpaqueAuth,
+  low: number,
+  high: number,
+): void {
   writeAcceptedReply(w, xid, verifier, AcceptStat.PROG_MISMATCH);
   w.uint(low);
   w.uint(high);

@@ -90,7 +90,10 @@ export class RecordReader {
         this.last = h >= LAST_FRAGMENT;
         const len = h & MAX_FRAGMENT;
         if (this.size + len > this.maxRecordSize) {
-          return this.cutOff('oversized', `a fragment of ${len} bytes would make a record of ${this.size + len} bytes, over the maximum of ${this.maxRecordSize}`);
+          return this.cutOff(
+            'oversized',
+            `a fragment of ${len} bytes would make a record of ${this.size + len} bytes, over the maximum of ${this.maxRecordSize}`,
+          );
         }
         if (++this.fragments > this.maxFragments) {
           return this.cutOff('fragments', `a record of more than ${this.maxFragments} fragments`);
@@ -168,7 +171,8 @@ export function endRecord(w: XdrWriter, fragmentSize: number): Buffer {
 
 /** Frame a whole message as one record of fragments of at most `fragmentSize` bytes each. */
 export function frameRecord(msg: Uint8Array, fragmentSize: number): Buffer {
-  if (!(fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT)) throw new RangeError(`fragment size ${fragmentSize} is not in 1..${MAX_FRAGMENT}`);
+  if (!(fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT))
+    throw new RangeError(`fragment size ${fragmentSize} is not in 1..${MAX_FRAGMENT}`);
   const frags = Math.max(1, Math.ceil(msg.length / fragmentSize));
   const out = Buffer.allocUnsafe(msg.length + 4 * frags);
   let o = 0;

@@ -57,14 +57,42 @@ const mappingCodec: Codec<Mapping> = {
 
 const boolCodec: Codec<boolean> = { encode: (w, v) => w.bool(v), decode: (r) => r.bool() };
 const uintCodec: Codec<number> = { encode: (w, v) => w.uint(v), decode: (r) => r.uint() };
-const stringCodec: Codec<string> = { encode: (w, v) => w.string(v), decode: (r) => r.string(1024, 'universal address') };
+const stringCodec: Codec<string> = {
+  encode: (w, v) => w.string(v),
+  decode: (r) => r.string(1024, 'universal address'),
+};
 
 const RPCBPROC_SET: Procedure<Rpcb, boolean> = { name: 'RPCBPROC_SET', number: 1, args: rpcbCodec, result: boolCodec };
-const RPCBPROC_UNSET: Procedure<Rpcb, boolean> = { name: 'RPCBPROC_UNSET', number: 2, args: rpcbCodec, result: boolCodec };
-const RPCBPROC_GETADDR: Procedure<Rpcb, string> = { name: 'RPCBPROC_GETADDR', number: 3, args: rpcbCodec, result: stringCodec };
-const PMAPPROC_SET: Procedure<Mapping, boolean> = { name: 'PMAPPROC_SET', number: 1, args: mappingCodec, result: boolCodec };
-const PMAPPROC_UNSET: Procedure<Mapping, boolean> = { name: 'PMAPPROC_UNSET', number: 2, args: mappingCodec, result: boolCodec };
-const PMAPPROC_GETPORT: Procedure<Mapping, number> = { name: 'PMAPPROC_GETPORT', number: 3, args: mappingCodec, result: uintCodec };
+const RPCBPROC_UNSET: Procedure<Rpcb, boolean> = {
+  name: 'RPCBPROC_UNSET',
+  number: 2,
+  args: rpcbCodec,
+  result: boolCodec,
+};
+const RPCBPROC_GETADDR: Procedure<Rpcb, string> = {
+  name: 'RPCBPROC_GETADDR',
+  number: 3,
+  args: rpcbCodec,
+  result: stringCodec,
+};
+const PMAPPROC_SET: Procedure<Mapping, boolean> = {
+  name: 'PMAPPROC_SET',
+  number: 1,
+  args: mappingCodec,
+  result: boolCodec,
+};
+const PMAPPROC_UNSET: Procedure<Mapping, boolean> = {
+  name: 'PMAPPROC_UNSET',
+  number: 2,
+  args: mappingCodec,
+  result: boolCodec,
+};
+const PMAPPROC_GETPORT: Procedure<Mapping, number> = {
+  name: 'PMAPPROC_GETPORT',
+  number: 3,
+  args: mappingCodec,
+  result: uintCodec,
+};
 
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
@@ -84,7 +112,8 @@ export function fromUniversalAddress(uaddr: string): { address: string; port: nu
   const m = /^(.*)\.(\d{1,3})\.(\d{1,3})$/.exec(uaddr);
   const hi = m ? Number(m[2]) : 256;
   const lo = m ? Number(m[3]) : 256;
-  if (!m || hi > 255 || lo > 255 || net.isIP(m[1]) === 0) throw new RangeError(`not an IP universal address: ${JSON.stringify(uaddr)}`);
+  if (!m || hi > 255 || lo > 255 || net.isIP(m[1]) === 0)
+    throw new RangeError(`not an IP universal address: ${JSON.stringify(uaddr)}`);
   return { address: m[1], port: hi * 256 + lo };
 }
 
@@ -126,12 +155,28 @@ async function localRpcbind(t: RpcbindTarget): Promise<RpcClient> {
   const path = t.rpcbindHost ? undefined : LOCAL_SOCKETS.find((p) => existsSync(p));
   if (path) {
     try {
-      return await RpcClient.connect({ host: 'localhost', path, transport: 'tcp', program: RPCBIND_PROGRAM, version: 4, timeoutMs, reconnect: false });
+      return await RpcClient.connect({
+        host: 'localhost',
+        path,
+        transport: 'tcp',
+        program: RPCBIND_PROGRAM,
+        version: 4,
+        timeoutMs,
+        reconnect: false,
+      });
     } catch {
       // fall through to the network
     }
   }
-  return RpcClient.connect({ host: t.rpcbindHost ?? '::1', port: RPCBIND_PORT, transport: 'udp', program: RPCBIND_PROGRAM, version: 4, timeoutMs, retransmitMs: 250 });
+  return RpcClient.connect({
+    host: t.rpcbindHost ?? '::1',
+    port: RPCBIND_PORT,
+    transport: 'udp',
+    program: RPCBIND_PROGRAM,
+    version: 4,
+    timeoutMs,
+    retransmitMs: 250,
+  });
 }
 
 function isVersionProblem(e: unknown): boolean {
@@ -148,19 +193,36 @@ export async function registerService(
   const netid = netidFor(s.transport, s.address);
   const uaddr = toUniversalAddress(s.address, s.port);
   return withLocalRpcbind(s, async (c) => {
-    const rpcb: Rpcb = { program: s.program, version: s.version, netid, uaddr, owner: String(process.getuid?.() ?? '') };
+    const rpcb: Rpcb = {
+      program: s.program,
+      version: s.version,
+      netid,
+      uaddr,
+      owner: String(process.getuid?.() ?? ''),
+    };
     for (const v of [4, 3]) {
       try {
         await c.call(RPCBIND_PROGRAM, v, RPCBPROC_UNSET, rpcb);
-        if (!(await c.call(RPCBIND_PROGRAM, v, RPCBPROC_SET, rpcb))) throw new Error(`rpcbind (${c.where}) refused to register program ${s.program} version ${s.version} on ${netid} ${uaddr}`);
+        if (!(await c.call(RPCBIND_PROGRAM, v, RPCBPROC_SET, rpcb)))
+          throw new Error(
+            `rpcbind (${c.where}) refused to register program ${s.program} version ${s.version} on ${netid} ${uaddr}`,
+          );
         return { program: s.program, version: s.version, netid, uaddr, port: s.port, rpcbindVersion: v, via: c.where };
       } catch (e) {
         if (!isVersionProblem(e)) throw e;
       }
     }
-    const m: Mapping = { program: s.program, version: s.version, protocol: s.transport === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, port: s.port };
+    const m: Mapping = {
+      program: s.program,
+      version: s.version,
+      protocol: s.transport === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP,
+      port: s.port,
+    };
     await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_UNSET, m);
-    if (!(await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_SET, m))) throw new Error(`portmap (${c.where}) refused to register program ${s.program} version ${s.version} ${s.transport} port ${s.port}`);
+    if (!(await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_SET, m)))
+      throw new Error(
+        `portmap (${c.where}) refused to register program ${s.program} version ${s.version} ${s.transport} port ${s.port}`,
+      );
     return { program: s.program, version: s.version, netid, uaddr, port: s.port, rpcbindVersion: 2, via: c.where };
   });
 }
@@ -170,9 +232,20 @@ export async function unregisterService(reg: RpcbindRegistration, t: RpcbindTarg
   return withLocalRpcbind(t, (c) => {
     if (reg.rpcbindVersion === 2) {
       const protocol = reg.netid.startsWith('tcp') ? IPPROTO_TCP : IPPROTO_UDP;
-      return c.call(RPCBIND_PROGRAM, 2, PMAPPROC_UNSET, { program: reg.program, version: reg.version, protocol, port: reg.port });
+      return c.call(RPCBIND_PROGRAM, 2, PMAPPROC_UNSET, {
+        program: reg.program,
+        version: reg.version,
+        protocol,
+        port: reg.port,
+      });
     }
-    return c.call(RPCBIND_PROGRAM, reg.rpcbindVersion, RPCBPROC_UNSET, { program: reg.program, version: reg.version, netid: reg.netid, uaddr: reg.uaddr, owner: '' });
+    return c.call(RPCBIND_PROGRAM, reg.rpcbindVersion, RPCBPROC_UNSET, {
+      program: reg.program,
+      version: reg.version,
+      netid: reg.netid,
+      uaddr: reg.uaddr,
+      owner: '',
+    });
   });
 }
 
@@ -180,25 +253,59 @@ export async function unregisterService(reg: RpcbindRegistration, t: RpcbindTarg
  * Ask the rpcbind at host (an IP address) for the port of program/version over transport: v4 GETADDR, then v3
  * GETADDR, then portmap v2 GETPORT. Throws RpcError NOT_REGISTERED when rpcbind knows none.
  */
-export async function lookupPort(q: { host: string; program: number; version: number; transport: Transport; port?: number; timeoutMs?: number }): Promise<number> {
-  const c = await RpcClient.connect({ host: q.host, port: q.port ?? RPCBIND_PORT, transport: 'udp', program: RPCBIND_PROGRAM, version: 4, timeoutMs: q.timeoutMs ?? 3000, retransmitMs: 250 });
+export async function lookupPort(q: {
+  host: string;
+  program: number;
+  version: number;
+  transport: Transport;
+  port?: number;
+  timeoutMs?: number;
+}): Promise<number> {
+  const c = await RpcClient.connect({
+    host: q.host,
+    port: q.port ?? RPCBIND_PORT,
+    transport: 'udp',
+    program: RPCBIND_PROGRAM,
+    version: 4,
+    timeoutMs: q.timeoutMs ?? 3000,
+    retransmitMs: 250,
+  });
   const netid = netidFor(q.transport, q.host);
-  const missing = () => new RpcError('NOT_REGISTERED', `rpcbind on ${q.host} knows no ${netid} address for program ${q.program} version ${q.version}`);
+  const missing = () =>
+    new RpcError(
+      'NOT_REGISTERED',
+      `rpcbind on ${q.host} knows no ${netid} address for program ${q.program} version ${q.version}`,
+    );
   try {
     for (const v of [4, 3]) {
       try {
-        const uaddr = await c.call(RPCBIND_PROGRAM, v, RPCBPROC_GETADDR, { program: q.program, version: q.version, netid, uaddr: '', owner: '' });
+        const uaddr = await c.call(RPCBIND_PROGRAM, v, RPCBPROC_GETADDR, {
+          program: q.program,
+          version: q.version,
+          netid,
+          uaddr: '',
+          owner: '',
+        });
         if (uaddr === '') throw missing();
         return fromUniversalAddress(uaddr).port;
       } catch (e) {
         if (!isVersionProblem(e)) throw e;
       }
     }
-    const port = await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_GETPORT, { program: q.program, version: q.version, protocol: q.transport === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, port: 0 });
+    const port = await c.call(RPCBIND_PROGRAM, 2, PMAPPROC_GETPORT, {
+      program: q.program,
+      version: q.version,
+      protocol: q.transport === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP,
+      port: 0,
+    });
     if (port === 0) throw missing();
     return port;
   } catch (e) {
-    if (e instanceof RpcError && e.kind === 'TIMEOUT') throw new RpcError('TIMEOUT', `rpcbind on ${q.host} does not answer, so the port of program ${q.program} is unknown: ${e.message}`);
+    if (e instanceof RpcError && e.kind === 'TIMEOUT')
+      throw new RpcError(
+        'TIMEOUT',
+        `rpcbind on ${q.host} does not answer, so the port of program ${q.program} is unknown: ${e.message}`,
+      );
     throw e;
   } finally {
     await c.close();

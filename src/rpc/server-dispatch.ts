@@ -67,7 +67,16 @@ export class Dispatcher {
       pe.counts[peer.t].GARBAGE_ARGS++;
       return this.replier.status(peer, h.xid, verf, AcceptStat.GARBAGE_ARGS, drcToken);
     }
-    this.invoke(h, verf, principal, pe, peer, args, peer.t === T_UDP ? Math.floor(pe.udpReplyRatio * len) : Infinity, drcToken);
+    this.invoke(
+      h,
+      verf,
+      principal,
+      pe,
+      peer,
+      args,
+      peer.t === T_UDP ? Math.floor(pe.udpReplyRatio * len) : Infinity,
+      drcToken,
+    );
   }
 
   /** Read the call header and check the RPC version and the credential; null when answered (or dropped). */
@@ -141,7 +150,12 @@ export class Dispatcher {
     }
     const drc = t === T_UDP ? this.drc : null;
     if (drc) {
-      const seen = drc.lookup(peer.address, peer.port, h.xid, off === 0 && len === buf.length ? buf : buf.subarray(off, off + len));
+      const seen = drc.lookup(
+        peer.address,
+        peer.port,
+        h.xid,
+        off === 0 && len === buf.length ? buf : buf.subarray(off, off + len),
+      );
       if (seen === DRC_REPLAY) {
         pe.counts[t].DUPLICATE_REPLAYED++;
         peer.send(drc.replay!);
@@ -161,7 +175,16 @@ export class Dispatcher {
   }
 
   /** Run the handler and answer now (a plain result) or when its Promise settles. */
-  private invoke(h: CallHeader, verf: OpaqueAuth, principal: unknown, pe: ProcEntry, peer: Peer, args: unknown, maxReplySize: number, drcToken: number): void {
+  private invoke(
+    h: CallHeader,
+    verf: OpaqueAuth,
+    principal: unknown,
+    pe: ProcEntry,
+    peer: Peer,
+    args: unknown,
+    maxReplySize: number,
+    drcToken: number,
+  ): void {
     const ctx: CallContext = {
       xid: h.xid,
       transport: peer.transport,

@@ -67,13 +67,21 @@ export class Registry {
     for (const [num, proc] of def.procedures) {
       if (num === 0) continue;
       const handler = service.handlers.get(num);
-      if (!handler) throw new Error(`no handler for procedure ${proc.name} (${num}) of ${def.programName}.${def.versionName}`);
+      if (!handler)
+        throw new Error(`no handler for procedure ${proc.name} (${num}) of ${def.programName}.${def.versionName}`);
       procs.set(num, this.entry(proc.name, proc, handler, policies.get(proc.name)));
       policies.delete(proc.name);
     }
-    if (policies.size > 0) throw new Error(`no procedure ${[...policies.keys()].join(', ')} in ${def.programName}.${def.versionName}`);
+    if (policies.size > 0)
+      throw new Error(`no procedure ${[...policies.keys()].join(', ')} in ${def.programName}.${def.versionName}`);
     const nullProc = this.entry('NULL', null, null);
-    p.versions.set(def.version, { definition: def, program, procs, nullProc, unknownProc: this.entry('(unknown procedure)', null, null) });
+    p.versions.set(def.version, {
+      definition: def,
+      program,
+      procs,
+      nullProc,
+      unknownProc: this.entry('(unknown procedure)', null, null),
+    });
     p.low = Math.min(p.low, def.version);
     p.high = Math.max(p.high, def.version);
   }
@@ -82,10 +90,24 @@ export class Registry {
     for (const p of this.programs.values()) yield* p.versions.values();
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see ProcEntry
-  private entry(name: string, proc: Procedure<any, any> | null, handler: Handler<any, any> | null, policy: ProcedurePolicy = {}): ProcEntry {
+  private entry(
+    name: string,
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see ProcEntry
+    proc: Procedure<any, any> | null,
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see ProcEntry
+    handler: Handler<any, any> | null,
+    policy: ProcedurePolicy = {},
+  ): ProcEntry {
     const ratio = policy.udpReplyRatio ?? this.udpReplyRatio;
     if (!(ratio > 0)) throw new RangeError(`udpReplyRatio of ${name} must be positive`);
-    return { name, proc, handler, tcpOnly: policy.tcpOnly ?? false, udpReplyRatio: ratio, counts: [resultCounts(), resultCounts()], latency: new Histogram() };
+    return {
+      name,
+      proc,
+      handler,
+      tcpOnly: policy.tcpOnly ?? false,
+      udpReplyRatio: ratio,
+      counts: [resultCounts(), resultCounts()],
+      latency: new Histogram(),
+    };
   }
 }

@@ -2,7 +2,13 @@
 // reply kept by the duplicate request cache, and the result counted on its procedure.
 import type { DuplicateCache } from './drc';
 import { AuthStat, RpcAuthError, RpcError } from './errors';
-import { AcceptStat, writeAcceptedReply, writeAuthErrorReply, writeProgMismatchReply, writeRpcMismatchReply } from './message';
+import {
+  AcceptStat,
+  writeAcceptedReply,
+  writeAuthErrorReply,
+  writeProgMismatchReply,
+  writeRpcMismatchReply,
+} from './message';
 import { beginRecord, endRecord, frameRecord, LAST_FRAGMENT } from './record';
 import type { Peer } from './server-peer';
 import { T_TCP, T_UDP } from './server-peer';

@@ -17,7 +17,16 @@ export class RpcbindRegistrations {
     for (const [program, p] of registry.programs) {
       for (const version of p.versions.keys()) {
         for (const b of bound) {
-          made.push(await registerService({ program, version, transport: b.transport, address: b.address, port: b.port, ...options }));
+          made.push(
+            await registerService({
+              program,
+              version,
+              transport: b.transport,
+              address: b.address,
+              port: b.port,
+              ...options,
+            }),
+          );
         }
       }
     }

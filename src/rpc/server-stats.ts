@@ -23,7 +23,17 @@ export interface ResultCounts {
 export type ResultName = keyof ResultCounts;
 
 export function resultCounts(): ResultCounts {
-  return { SUCCESS: 0, GARBAGE_ARGS: 0, SYSTEM_ERR: 0, AUTH_ERROR: 0, PROC_UNAVAIL: 0, DUPLICATE_REPLAYED: 0, DUPLICATE_DROPPED: 0, TCP_ONLY: 0, REPLY_TOO_LARGE: 0 };
+  return {
+    SUCCESS: 0,
+    GARBAGE_ARGS: 0,
+    SYSTEM_ERR: 0,
+    AUTH_ERROR: 0,
+    PROC_UNAVAIL: 0,
+    DUPLICATE_REPLAYED: 0,
+    DUPLICATE_DROPPED: 0,
+    TCP_ONLY: 0,
+    REPLY_TOO_LARGE: 0,
+  };
 }
 
 /** Per transport, indexed by T_UDP / T_TCP. */
@@ -57,7 +67,14 @@ export class ServerCounters {
   readonly rejected: ByTransport<Rejections> = [rejections(), rejections()];
   /** Records dropped because their call header could not be read (or they were not calls, or over udpRecvSize). */
   readonly garbageRecords: ByTransport<number> = [0, 0];
-  readonly tcp: TcpCutoffs = { oversizedRecords: 0, tooManyFragments: 0, recordTimeouts: 0, idleTimeouts: 0, refusedFull: 0, refusedPerPeer: 0 };
+  readonly tcp: TcpCutoffs = {
+    oversizedRecords: 0,
+    tooManyFragments: 0,
+    recordTimeouts: 0,
+    idleTimeouts: 0,
+    refusedFull: 0,
+    refusedPerPeer: 0,
+  };
   /** UDP calls dropped because maxInFlight calls were in progress. */
   overloadDrops = 0;
 }
@@ -105,7 +122,13 @@ function addCalls(calls: RpcServerStats['calls'], key: string, counts: ByTranspo
 export function snapshot(
   registry: Registry,
   c: ServerCounters,
-  live: { inFlight: number; connections: number; reservedConnections: number; duplicateCacheEntries: number; tls?: TlsServerStats },
+  live: {
+    inFlight: number;
+    connections: number;
+    reservedConnections: number;
+    duplicateCacheEntries: number;
+    tls?: TlsServerStats;
+  },
 ): RpcServerStats {
   const calls: RpcServerStats['calls'] = {};
   const latency: RpcServerStats['latency'] = {};

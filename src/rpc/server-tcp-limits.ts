@@ -2,7 +2,16 @@
 // slot), and a share of the slots kept for reserved peers (e.g. the TEPs' binding feed), which no number of other
 // peers can take.
 import net from 'node:net';
-import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6, prefixContains4, prefixContains6, type Prefix4, type Prefix6 } from '../lib/addr';
+import {
+  parseIPv4,
+  parseIPv6,
+  parsePrefix4,
+  parsePrefix6,
+  prefixContains4,
+  prefixContains6,
+  type Prefix4,
+  type Prefix6,
+} from '../lib/addr';
 
 export interface ConnectionLimitOptions {
   /** Connections at once, reserved ones included. */
@@ -44,7 +53,8 @@ export class ConnectionLimits {
       ['peerPrefix4', o.peerPrefix4, 32],
       ['reservedConnections', o.reservedConnections, o.maxConnections],
     ] as const) {
-      if (!(Number.isInteger(v) || v === Infinity) || v < 0 || v > max) throw new RangeError(`${name} must be an integer 0–${max}, not ${v}`);
+      if (!(Number.isInteger(v) || v === Infinity) || v < 0 || v > max)
+        throw new RangeError(`${name} must be an integer 0–${max}, not ${v}`);
     }
     for (const p of o.reservedPeers) {
       if (net.isIPv4(p.split('/')[0])) this.reserved4.push(parsePrefix4(p));
@@ -64,7 +74,9 @@ export class ConnectionLimits {
       return { key: null, reserved: true };
     }
     if (this.total - this.reservedCount >= o.maxConnections - o.reservedConnections) return 'full';
-    const key = v6 ? prefixKey6(v6, o.peerPrefix6, address) : `${Math.floor(v4 / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`;
+    const key = v6
+      ? prefixKey6(v6, o.peerPrefix6, address)
+      : `${Math.floor(v4 / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`;
     const n = this.perPeer.get(key) ?? 0;
     if (n >= o.maxConnectionsPerPeer) return 'perPeer';
     this.perPeer.set(key, n + 1);

@@ -60,7 +60,10 @@ export class TcpTransport {
   }
 
   /** Listen; connections are served at once (adopt() the server to have close() close it). */
-  listen(host: string, port: number): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: net.Server }> {
+  listen(
+    host: string,
+    port: number,
+  ): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: net.Server }> {
     const srv = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
@@ -85,7 +88,9 @@ export class TcpTransport {
   async close(): Promise<void> {
     for (const c of this.conns) c.socket.destroy();
     this.conns.clear();
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))));
+    await Promise.all(
+      this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))),
+    );
   }
 
   /** A new connection: admitted, or refused (closed at once, counted). */

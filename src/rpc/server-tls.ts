@@ -20,7 +20,14 @@ export class TlsGate {
   /** Whether the call was answered here (refused by the policy, or a probe answered STARTTLS); false: go on. */
   answered(h: CallHeader, peer: Peer): boolean {
     const c = peer.t === T_TCP ? (peer as TcpConn) : null;
-    const v = this.tls.judge(h.credential, h.verifier, h.procedure, c === null, c !== null && c.upgradable, peer.tls !== null);
+    const v = this.tls.judge(
+      h.credential,
+      h.verifier,
+      h.procedure,
+      c === null,
+      c !== null && c.upgradable,
+      peer.tls !== null,
+    );
     if (v === TLS_PASS) return false;
     if (v === TLS_PROBE) {
       // judge() answers TLS_PROBE only for an upgradable connection, so c is one.

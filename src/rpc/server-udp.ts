@@ -81,7 +81,11 @@ class SavedUdpPeer extends UdpPeerBase implements Peer {
   }
 }
 
-function literalLookup(address: string, family: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
+function literalLookup(
+  address: string,
+  family: unknown,
+  cb: (err: Error | null, address: string, family: number) => void,
+): void {
   cb(null, address, typeof family === 'number' ? family : net.isIPv4(address) ? 4 : 6);
 }
 
@@ -104,7 +108,10 @@ export class UdpTransport {
   ) {}
 
   /** Bind a socket; it serves calls once adopt()ed. */
-  async bind(host: string, port: number): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: UdpSocket }> {
+  async bind(
+    host: string,
+    port: number,
+  ): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: UdpSocket }> {
     if (this.o.batch > 0 && batchedUdpAvailable()) {
       const s = await BatchUdpSocket.bind(host, port, { batch: this.o.batch, slotSize: this.o.recvSize });
       const peer = new BatchUdpPeer(s);
@@ -142,12 +149,21 @@ export class UdpTransport {
 
   async close(): Promise<void> {
     for (const s of this.sockets) if (s instanceof BatchUdpSocket) s.close();
-    await Promise.all(this.sockets.map((s) => (s instanceof BatchUdpSocket ? undefined : new Promise<void>((resolve) => s.close(() => resolve())))));
+    await Promise.all(
+      this.sockets.map((s) =>
+        s instanceof BatchUdpSocket ? undefined : new Promise<void>((resolve) => s.close(() => resolve())),
+      ),
+    );
   }
 
   private onDatagram(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.dispatcher.closing) return;
-    this.dispatcher.dispatch(msg, 0, msg.length, new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'));
+    this.dispatcher.dispatch(
+      msg,
+      0,
+      msg.length,
+      new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'),
+    );
   }
 
   /**

@@ -125,8 +125,10 @@ export class RpcServer {
   constructor(options: RpcServerOptions = {}) {
     const udpBatch = options.udpBatch ?? 64;
     const udpRecvSize = options.udpRecvSize ?? 65536;
-    if (!(Number.isInteger(udpBatch) && udpBatch >= 0 && udpBatch <= 1024)) throw new RangeError('udpBatch must be 0–1024');
-    if (!(Number.isInteger(udpRecvSize) && udpRecvSize >= 1 && udpRecvSize <= 65536)) throw new RangeError('udpRecvSize must be 1–65536');
+    if (!(Number.isInteger(udpBatch) && udpBatch >= 0 && udpBatch <= 1024))
+      throw new RangeError('udpBatch must be 0–1024');
+    if (!(Number.isInteger(udpRecvSize) && udpRecvSize >= 1 && udpRecvSize <= 65536))
+      throw new RangeError('udpRecvSize must be 1–65536');
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
     const auth = new Map<number, ServerAuth>();
@@ -135,7 +137,15 @@ export class RpcServer {
     const replier = new Replier(options.fragmentSize ?? MAX_FRAGMENT, this.drc, options.onHandlerError);
     this.tls = options.tls ?? null;
     const tlsGate = this.tls ? new TlsGate(this.tls, replier, this.counters) : null;
-    this.dispatcher = new Dispatcher(this.registry, auth, replier, this.counters, this.drc, options.maxInFlight ?? 1024, tlsGate);
+    this.dispatcher = new Dispatcher(
+      this.registry,
+      auth,
+      replier,
+      this.counters,
+      this.drc,
+      options.maxInFlight ?? 1024,
+      tlsGate,
+    );
     this.udp = new UdpTransport(this.dispatcher, this.counters, { batch: udpBatch, recvSize: udpRecvSize });
     this.tcp = new TcpTransport(this.dispatcher, this.counters, {
       maxRecordSize: options.maxRecordSize ?? 1 << 20,
@@ -145,7 +155,9 @@ export class RpcServer {
       peerPrefix6: options.peerPrefix6 ?? 64,
       peerPrefix4: options.peerPrefix4 ?? 32,
       reservedPeers: options.reservedPeers ?? [],
-      reservedConnections: options.reservedConnections ?? (options.reservedPeers?.length ? Math.min(32, options.maxConnections ?? 1024) : 0),
+      reservedConnections:
+        options.reservedConnections ??
+        (options.reservedPeers?.length ? Math.min(32, options.maxConnections ?? 1024) : 0),
       idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
       recordTimeoutMs: options.recordTimeoutMs ?? 30_000,
       tls: this.tls,
@@ -175,13 +187,15 @@ export class RpcServer {
         try {
           for (const transport of transports) {
             const port = got.length > 0 ? got[0].bound.port : a.port;
-            const { socket, ...where } = transport === 'udp' ? await this.udp.bind(a.host, port) : await this.tcp.listen(a.host, port);
+            const { socket, ...where } =
+              transport === 'udp' ? await this.udp.bind(a.host, port) : await this.tcp.listen(a.host, port);
             got.push({ bound: { transport, ...where }, socket });
           }
         } catch (e) {
           for (const g of got) g.socket.close();
           // The port picked for UDP may be taken for TCP (e.g. by a connection's local port): pick another.
-          if (a.port === 0 && got.length > 0 && (e as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) continue;
+          if (a.port === 0 && got.length > 0 && (e as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20)
+            continue;
           throw e;
         }
         for (const g of got) {

@@ -64,14 +64,22 @@ export function loadTlsFiles(files: { cert?: string; key?: string; ca?: string }
     try {
       return readFileSync(file);
     } catch (e) {
-      throw new Error(`cannot read the TLS ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new Error(
+        `cannot read the TLS ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
     }
   };
   return { cert: read('certificate', files.cert), key: read('key', files.key), ca: read('CA file', files.ca) };
 }
 
 /** A client's TLS options from a configuration's file names; undefined when TLS is not enabled. */
-export function loadClientTls(c: { enabled: boolean; ca?: string; cert?: string; key?: string; server_name?: string }): TlsClientOptions | undefined {
+export function loadClientTls(c: {
+  enabled: boolean;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  server_name?: string;
+}): TlsClientOptions | undefined {
   return c.enabled ? { ...loadTlsFiles(c), serverName: c.server_name } : undefined;
 }
 
@@ -85,14 +93,21 @@ export function identityOf(cert: X509Certificate): TlsIdentity {
   }
   const cn = /^CN=(.*)$/m.exec(cert.subject);
   const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
-  return { subject: cert.subject, commonName: cn ? cn[1] : null, dnsNames, ipAddresses, keyFingerprint: createHash('sha256').update(spki).digest('hex') };
+  return {
+    subject: cert.subject,
+    commonName: cn ? cn[1] : null,
+    dnsNames,
+    ipAddresses,
+    keyFingerprint: createHash('sha256').update(spki).digest('hex'),
+  };
 }
 
 /** Node's subjectAltName text: "DNS:a, IP Address:1:2:0:0:0:0:0:3"; values with special characters are JSON-quoted. */
 function parseSubjectAltName(text: string): [string, string][] {
   const out: [string, string][] = [];
   const re = /([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)(?:, |$)/gy;
-  for (let m = re.exec(text); m && m[0] !== ''; m = re.exec(text)) out.push([m[1], m[2].startsWith('"') ? JSON.parse(m[2]) : m[2]]);
+  for (let m = re.exec(text); m && m[0] !== ''; m = re.exec(text))
+    out.push([m[1], m[2].startsWith('"') ? JSON.parse(m[2]) : m[2]]);
   return out;
 }
 
@@ -141,10 +156,21 @@ export class RpcTlsServer {
   private readonly server: tls.Server;
   /** Connections in their handshake, by TCP 4-tuple (what identifies the TLS socket the server makes of each). */
   private readonly handshaking = new Map<string, (s: tls.TLSSocket, session: TlsSession) => void>();
-  private readonly counts = { probes: 0, handshakes: 0, timeout: 0, error: 0, closed: 0, certificate: 0, plainUdp: 0, plainTcp: 0, badProbes: 0 };
+  private readonly counts = {
+    probes: 0,
+    handshakes: 0,
+    timeout: 0,
+    error: 0,
+    closed: 0,
+    certificate: 0,
+    plainUdp: 0,
+    plainTcp: 0,
+    badProbes: 0,
+  };
 
   constructor(o: TlsServerOptions) {
-    if (o.policy === 'off') throw new Error('an RpcTlsServer with policy "off" makes no sense: pass no TLS to the server');
+    if (o.policy === 'off')
+      throw new Error('an RpcTlsServer with policy "off" makes no sense: pass no TLS to the server');
     this.policy = o.policy;
     const mutual = o.policy === 'mutual';
     checkMaterial(o, mutual);
@@ -168,7 +194,14 @@ export class RpcTlsServer {
     // Emitted once per failed handshake; the socket may be destroyed already (its 4-tuple gone): its entry in
     // `handshaking` goes when the plain socket closes.
     this.server.on('tlsClientError', (err: NodeJS.ErrnoException, s: tls.TLSSocket) => {
-      const why = err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'timeout' : s.authorizationError ? 'certificate' : err.code === 'ECONNRESET' ? 'closed' : 'error';
+      const why =
+        err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
+          ? 'timeout'
+          : s.authorizationError
+            ? 'certificate'
+            : err.code === 'ECONNRESET'
+              ? 'closed'
+              : 'error';
       this.counts[why]++;
       s.destroy();
     });
@@ -191,10 +224,18 @@ export class RpcTlsServer {
    * TLS_PASS to go on, TLS_PROBE to answer STARTTLS and upgrade, or the auth_stat to refuse the call with.
    * `upgradable`: a TCP connection still in plain text with no call in progress; `secure`: one that runs TLS.
    */
-  judge(credential: OpaqueAuth, verifier: OpaqueAuth, procedure: number, udp: boolean, upgradable: boolean, secure: boolean): number {
+  judge(
+    credential: OpaqueAuth,
+    verifier: OpaqueAuth,
+    procedure: number,
+    udp: boolean,
+    upgradable: boolean,
+    secure: boolean,
+  ): number {
     if (credential.flavor === AUTH_TLS) {
       let stat: number = TLS_PROBE;
-      if (!upgradable) stat = AuthStat.AUTH_REJECTEDCRED; // UDP, a connection already in TLS, or calls in progress
+      if (!upgradable)
+        stat = AuthStat.AUTH_REJECTEDCRED; // UDP, a connection already in TLS, or calls in progress
       else if (procedure !== 0 || credential.body.length !== 0) stat = AuthStat.AUTH_BADCRED;
       else if (verifier.flavor !== AUTH_NONE || verifier.body.length !== 0) stat = AuthStat.AUTH_BADVERF;
       if (stat === TLS_PROBE) this.counts.probes++;
@@ -256,7 +297,14 @@ export interface TlsClientOptions extends TlsMaterial {
  * then handshake (TLS 1.3, ALPN sunrpc) verifying the server against the CA and `host` (or serverName). Resolves
  * with the TLS socket; rejects with RpcError 'TLS' saying which step failed. The caller owns `raw` either way.
  */
-export function startTls(raw: net.Socket, host: string, program: number, version: number, o: TlsClientOptions, timeoutMs: number): Promise<tls.TLSSocket> {
+export function startTls(
+  raw: net.Socket,
+  host: string,
+  program: number,
+  version: number,
+  o: TlsClientOptions,
+  timeoutMs: number,
+): Promise<tls.TLSSocket> {
   const where = `${host.includes(':') ? `[${host}]` : host}:${raw.remotePort}`;
   const xid = randomInt(0x7fffffff);
   return new Promise((resolve, reject) => {
@@ -271,8 +319,15 @@ export function startTls(raw: net.Socket, host: string, program: number, version
       if (err) reject(err);
       else resolve(s!);
     };
-    const timer = setTimeout(() => finish(new RpcError('TLS', `${where} did not finish the RPC-with-TLS probe and handshake within ${timeoutMs} ms`)), timeoutMs);
-    const onClose = (): void => finish(new RpcError('TLS', `${where} closed the connection during the RPC-with-TLS probe`));
+    const timer = setTimeout(
+      () =>
+        finish(
+          new RpcError('TLS', `${where} did not finish the RPC-with-TLS probe and handshake within ${timeoutMs} ms`),
+        ),
+      timeoutMs,
+    );
+    const onClose = (): void =>
+      finish(new RpcError('TLS', `${where} closed the connection during the RPC-with-TLS probe`));
     const onError = (e: Error): void => finish(new RpcError('TLS', `${where}: ${e.message}`));
     const reader = new RecordReader(1024, (rec) => {
       reader.stop();
@@ -281,11 +336,13 @@ export function startTls(raw: net.Socket, host: string, program: number, version
       raw.off('data', onData);
       raw.pause();
       const rest = reader.takeRest();
-      if (rest && rest.length > 0) return finish(new RpcError('TLS', `${where} sent bytes after its STARTTLS reply before the handshake`));
+      if (rest && rest.length > 0)
+        return finish(new RpcError('TLS', `${where} sent bytes after its STARTTLS reply before the handshake`));
       handshake();
     });
     const onData = (chunk: Buffer): void => {
-      if (reader.push(chunk) !== null) finish(new RpcError('TLS', `${where} does not offer RPC-with-TLS: its reply to the probe is too large`));
+      if (reader.push(chunk) !== null)
+        finish(new RpcError('TLS', `${where} does not offer RPC-with-TLS: its reply to the probe is too large`));
     };
     const handshake = (): void => {
       const name = o.serverName ?? host;
@@ -319,7 +376,14 @@ export function startTls(raw: net.Socket, host: string, program: number, version
     raw.once('error', onError);
     const w = new XdrWriter(64);
     beginRecord(w);
-    writeCallHeader(w, { xid, program, version, procedure: 0, credential: { flavor: AUTH_TLS, body: new Uint8Array(0) }, verifier: { flavor: AUTH_NONE, body: new Uint8Array(0) } });
+    writeCallHeader(w, {
+      xid,
+      program,
+      version,
+      procedure: 0,
+      credential: { flavor: AUTH_TLS, body: new Uint8Array(0) },
+      verifier: { flavor: AUTH_NONE, body: new Uint8Array(0) },
+    });
     raw.write(endRecord(w, 0x7fffffff));
   });
 }
@@ -335,7 +399,8 @@ export function probeReplyProblem(rec: Uint8Array, xid: number): string | null {
   if (h.xid !== xid) return `its reply has XID ${h.xid}, not ${xid}`;
   if (h.status === 'AUTH_ERROR') return `it refused the AUTH_TLS probe (auth_stat ${h.stat})`;
   if (h.status !== 'SUCCESS') return `it answered the probe with ${h.status}`;
-  if (h.verifier.flavor !== AUTH_NONE || Buffer.compare(Buffer.from(h.verifier.body), STARTTLS) !== 0) return 'its reply to the probe has no STARTTLS verifier';
+  if (h.verifier.flavor !== AUTH_NONE || Buffer.compare(Buffer.from(h.verifier.body), STARTTLS) !== 0)
+    return 'its reply to the probe has no STARTTLS verifier';
   return null;
 }
 
@@ -345,7 +410,7 @@ function tlsWords(e: NodeJS.ErrnoException, name: string): string {
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
       return `the server's certificate does not name ${name} (${e.message})`;
     case 'CERT_HAS_EXPIRED':
-      return 'the server\'s certificate has expired';
+      return "the server's certificate has expired";
     case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':

@@ -20,9 +20,31 @@ import { loadAddon } from '../lib/addon';
 type UdpHandle = { readonly __udp: unique symbol };
 
 interface UdpAddon {
-  udpOpen(host: string, port: number, ipv6: boolean, recvBufferSize: number): [fd: number, address: string, port: number];
-  udpStart(fd: number, rx: Uint8Array, slotSize: number, meta: Uint32Array, lengths: Uint32Array, batch: number, ipv6: boolean, cb: (count: number) => void): UdpHandle;
-  udpSend(h: UdpHandle, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, meta: Uint32Array, count: number, status: Int32Array): number;
+  udpOpen(
+    host: string,
+    port: number,
+    ipv6: boolean,
+    recvBufferSize: number,
+  ): [fd: number, address: string, port: number];
+  udpStart(
+    fd: number,
+    rx: Uint8Array,
+    slotSize: number,
+    meta: Uint32Array,
+    lengths: Uint32Array,
+    batch: number,
+    ipv6: boolean,
+    cb: (count: number) => void,
+  ): UdpHandle;
+  udpSend(
+    h: UdpHandle,
+    buf: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    meta: Uint32Array,
+    count: number,
+    status: Int32Array,
+  ): number;
   udpClose(h: UdpHandle): void;
   udpIfName(index: number): string;
   closeFd(fd: number): void;
@@ -95,7 +117,7 @@ function ntop6(b: Uint8Array, at: number): string {
   for (let i = 0; i < 8; i++) w[i] = (b[at + 2 * i] << 8) | b[at + 2 * i + 1];
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (w[i] !== 0) {
       i++;
       continue;
@@ -174,15 +196,18 @@ export class BatchUdpSocket {
     this.family = ipv6 ? 'IPv6' : 'IPv4';
     this.batch = opts.batch ?? 64;
     this.slotSize = opts.slotSize ?? 65536;
-    if (!(Number.isInteger(this.batch) && this.batch >= 1 && this.batch <= 1024)) throw new RangeError('batch must be 1–1024');
-    if (!(Number.isInteger(this.slotSize) && this.slotSize >= 1 && this.slotSize <= 65536)) throw new RangeError('slotSize must be 1–65536');
+    if (!(Number.isInteger(this.batch) && this.batch >= 1 && this.batch <= 1024))
+      throw new RangeError('batch must be 1–1024');
+    if (!(Number.isInteger(this.slotSize) && this.slotSize >= 1 && this.slotSize <= 65536))
+      throw new RangeError('slotSize must be 1–65536');
     // Zero-filled allocations are mapped lazily: slots only cost memory where datagrams were that long.
     this.rx = new Uint8Array(this.batch * this.slotSize);
     this.rxLengths = new Uint32Array(this.batch);
     this.rxMeta = new Uint32Array(this.batch * META_WORDS);
     this.rxMetaBytes = new Uint8Array(this.rxMeta.buffer);
     this.txCap = opts.sendQueue ?? 4 * this.batch;
-    if (!(Number.isInteger(this.txCap) && this.txCap >= 1)) throw new RangeError('sendQueue must be a positive integer');
+    if (!(Number.isInteger(this.txCap) && this.txCap >= 1))
+      throw new RangeError('sendQueue must be a positive integer');
     this.tx = new Uint8Array(Math.max(opts.sendBufferBytes ?? 1 << 20, MAX_DATAGRAM));
     this.txOffsets = new Uint32Array(this.txCap);
     this.txLengths = new Uint32Array(this.txCap);
@@ -213,20 +238,29 @@ export class BatchUdpSocket {
   onBatch(cb: (count: number) => void, onError: (err: Error) => void): void {
     if (this.closed) throw new Error('the UDP socket is closed');
     if (this.handle) throw new Error('the UDP socket is already reading');
-    this.handle = this.a.udpStart(this.fd, this.rx, this.slotSize, this.rxMeta, this.rxLengths, this.batch, this.v6, (count) => {
-      if (count > 0) {
-        try {
-          cb(count);
-        } finally {
+    this.handle = this.a.udpStart(
+      this.fd,
+      this.rx,
+      this.slotSize,
+      this.rxMeta,
+      this.rxLengths,
+      this.batch,
+      this.v6,
+      (count) => {
+        if (count > 0) {
+          try {
+            cb(count);
+          } finally {
+            this.flush();
+          }
+        } else if (count === 0) {
+          this.blocked = false;
           this.flush();
+        } else {
+          onError(new Error(`UDP socket ${this.address} port ${this.port}: polling failed (libuv error ${count})`));
         }
-      } else if (count === 0) {
-        this.blocked = false;
-        this.flush();
-      } else {
-        onError(new Error(`UDP socket ${this.address} port ${this.port}: polling failed (libuv error ${count})`));
-      }
-    });
+      },
+    );
   }
 
   /** Received datagram i of the current batch, as a view of the receive buffer. */
@@ -252,10 +286,24 @@ export class BatchUdpSocket {
     const w2 = m[o + 2];
     const w3 = m[o + 3];
     const sc = m[o + M_SCOPE];
-    const k = (Math.imul(w0 ^ Math.imul(w1, 0x9e3779b1) ^ Math.imul(w2, 0x85ebca6b) ^ Math.imul(w3 ^ sc, 0xc2b2ae35), 0x27d4eb2f) >>> 26) * 5;
+    const k =
+      (Math.imul(
+        w0 ^ Math.imul(w1, 0x9e3779b1) ^ Math.imul(w2, 0x85ebca6b) ^ Math.imul(w3 ^ sc, 0xc2b2ae35),
+        0x27d4eb2f,
+      ) >>>
+        26) *
+      5;
     const keys = this.cacheKeys;
     const hit = this.cacheText[k / 5];
-    if (hit !== undefined && keys[k] === w0 && keys[k + 1] === w1 && keys[k + 2] === w2 && keys[k + 3] === w3 && keys[k + 4] === sc) return hit;
+    if (
+      hit !== undefined &&
+      keys[k] === w0 &&
+      keys[k + 1] === w1 &&
+      keys[k + 2] === w2 &&
+      keys[k + 3] === w3 &&
+      keys[k + 4] === sc
+    )
+      return hit;
     const b = this.rxMetaBytes;
     const at = o * 4;
     let text: string;
@@ -324,7 +372,15 @@ export class BatchUdpSocket {
    */
   flush(): void {
     if (this.txCount === 0 || this.blocked || this.closed) return;
-    const done = this.a.udpSend(this.handle!, this.tx, this.txOffsets, this.txLengths, this.txMeta, this.txCount, this.txStatus);
+    const done = this.a.udpSend(
+      this.handle!,
+      this.tx,
+      this.txOffsets,
+      this.txLengths,
+      this.txMeta,
+      this.txCount,
+      this.txStatus,
+    );
     this.counters.sent += this.txStatus[0];
     this.counters.failed += this.txStatus[1];
     if (done === this.txCount) {

@@ -1,6 +1,16 @@
 // Semantic checks: resolves names (forward references allowed), evaluates constants, and turns the syntax tree
 // into a model of shapes the emitter can generate straight-line code from. Every error names file:line:column.
-import type { Decl, Definition, EnumBody, Primitive, Specification, StructBody, TypeSpec, UnionBody, Value } from './ast';
+import type {
+  Decl,
+  Definition,
+  EnumBody,
+  Primitive,
+  Specification,
+  StructBody,
+  TypeSpec,
+  UnionBody,
+  Value,
+} from './ast';
 import { type Pos, XdrSyntaxError } from './lexer';
 
 export const UNBOUNDED = 0xffffffff;
@@ -119,20 +129,41 @@ type Symbol =
  * where the file does not define the name itself.
  */
 const LIBRARY_TYPES: Record<string, Shape> = {
-  int8_t: { k: 'prim', p: 'int' }, int16_t: { k: 'prim', p: 'int' }, int32_t: { k: 'prim', p: 'int' },
-  uint8_t: { k: 'prim', p: 'uint' }, u_int8_t: { k: 'prim', p: 'uint' }, uint16_t: { k: 'prim', p: 'uint' },
-  u_int16_t: { k: 'prim', p: 'uint' }, uint32_t: { k: 'prim', p: 'uint' }, u_int32_t: { k: 'prim', p: 'uint' },
-  int64_t: { k: 'prim', p: 'hyper' }, quad_t: { k: 'prim', p: 'hyper' }, longlong_t: { k: 'prim', p: 'hyper' },
-  uint64_t: { k: 'prim', p: 'uhyper' }, u_int64_t: { k: 'prim', p: 'uhyper' }, u_quad_t: { k: 'prim', p: 'uhyper' },
-  u_longlong_t: { k: 'prim', p: 'uhyper' }, bool_t: { k: 'prim', p: 'bool' },
-  rpcprog_t: { k: 'prim', p: 'uint' }, rpcvers_t: { k: 'prim', p: 'uint' }, rpcproc_t: { k: 'prim', p: 'uint' },
-  rpcprot_t: { k: 'prim', p: 'uint' }, rpcport_t: { k: 'prim', p: 'uint' },
+  int8_t: { k: 'prim', p: 'int' },
+  int16_t: { k: 'prim', p: 'int' },
+  int32_t: { k: 'prim', p: 'int' },
+  uint8_t: { k: 'prim', p: 'uint' },
+  u_int8_t: { k: 'prim', p: 'uint' },
+  uint16_t: { k: 'prim', p: 'uint' },
+  u_int16_t: { k: 'prim', p: 'uint' },
+  uint32_t: { k: 'prim', p: 'uint' },
+  u_int32_t: { k: 'prim', p: 'uint' },
+  int64_t: { k: 'prim', p: 'hyper' },
+  quad_t: { k: 'prim', p: 'hyper' },
+  longlong_t: { k: 'prim', p: 'hyper' },
+  uint64_t: { k: 'prim', p: 'uhyper' },
+  u_int64_t: { k: 'prim', p: 'uhyper' },
+  u_quad_t: { k: 'prim', p: 'uhyper' },
+  u_longlong_t: { k: 'prim', p: 'uhyper' },
+  bool_t: { k: 'prim', p: 'bool' },
+  rpcprog_t: { k: 'prim', p: 'uint' },
+  rpcvers_t: { k: 'prim', p: 'uint' },
+  rpcproc_t: { k: 'prim', p: 'uint' },
+  rpcprot_t: { k: 'prim', p: 'uint' },
+  rpcport_t: { k: 'prim', p: 'uint' },
   netobj: { k: 'vopaque', max: 1024 },
   des_block: { k: 'fopaque', n: 8 },
   // xdr_netbuf: maxlen, then the bytes (libtirpc bounds them by maxlen; the length word carries len).
   netbuf: {
     k: 'struct',
-    s: { fields: [{ name: 'maxlen', shape: { k: 'prim', p: 'uint' } }, { name: 'buf', shape: { k: 'vopaque', max: UNBOUNDED } }], recursive: false, listField: -1 },
+    s: {
+      fields: [
+        { name: 'maxlen', shape: { k: 'prim', p: 'uint' } },
+        { name: 'buf', shape: { k: 'vopaque', max: UNBOUNDED } },
+      ],
+      recursive: false,
+      listField: -1,
+    },
   },
 };
 const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETNAMELEN: 255n, MAX_NETOBJ_SZ: 1024n };
@@ -166,7 +197,10 @@ class Checker {
       if (d.kind !== 'const' && d.kind !== 'program') positions.push(d.pos);
       switch (d.kind) {
         case 'const':
-          this.model.consts.push({ name: d.name, value: d.value.kind === 'str' ? d.value.text : this.constValue(d.name, d.pos) });
+          this.model.consts.push({
+            name: d.name,
+            value: d.value.kind === 'str' ? d.value.text : this.constValue(d.name, d.pos),
+          });
           break;
         case 'program':
           this.model.programs.push(this.program(d));
@@ -255,7 +289,8 @@ class Checker {
         resolve: () => {
           if (sym.value === undefined) {
             sym.value = m.value ? this.value(m.value) : before ? before.resolve() + 1n : 0n;
-            if (sym.value < INT_MIN || sym.value > INT_MAX) fail(m.pos, `enum value ${sym.value} of ${m.name} is not a 32-bit signed integer`);
+            if (sym.value < INT_MIN || sym.value > INT_MAX)
+              fail(m.pos, `enum value ${sym.value} of ${m.name} is not a 32-bit signed integer`);
           }
           return sym.value;
         },
@@ -324,7 +359,22 @@ class Checker {
         const op = toks[k++];
         const r = expr(prec[op]);
         if (r === undefined || (op === '/' && r === 0n)) return undefined;
-        v = op === '+' ? v + r : op === '-' ? v - r : op === '*' ? v * r : op === '/' ? v / r : op === '<<' ? v << r : op === '>>' ? v >> r : op === '|' ? v | r : v & r;
+        v =
+          op === '+'
+            ? v + r
+            : op === '-'
+              ? v - r
+              : op === '*'
+                ? v * r
+                : op === '/'
+                  ? v / r
+                  : op === '<<'
+                    ? v << r
+                    : op === '>>'
+                      ? v >> r
+                      : op === '|'
+                        ? v | r
+                        : v & r;
       }
       return v;
     };
@@ -375,12 +425,16 @@ class Checker {
       case 'typedef': {
         const decl = d.decl as Exclude<Decl, { kind: 'void' }>;
         // typedef struct { ... } name; is the anonymous struct given a name.
-        if (decl.kind === 'plain' && (decl.type.kind === 'struct' || decl.type.kind === 'union' || decl.type.kind === 'enum')) {
-          sym.def = decl.type.kind === 'enum'
-            ? { kind: 'enum', name, body: decl.type.body, pos: d.pos }
-            : decl.type.kind === 'struct'
-              ? { kind: 'struct', name, body: decl.type.body, pos: d.pos }
-              : { kind: 'union', name, body: decl.type.body, pos: d.pos };
+        if (
+          decl.kind === 'plain' &&
+          (decl.type.kind === 'struct' || decl.type.kind === 'union' || decl.type.kind === 'enum')
+        ) {
+          sym.def =
+            decl.type.kind === 'enum'
+              ? { kind: 'enum', name, body: decl.type.body, pos: d.pos }
+              : decl.type.kind === 'struct'
+                ? { kind: 'struct', name, body: decl.type.body, pos: d.pos }
+                : { kind: 'union', name, body: decl.type.body, pos: d.pos };
           return this.namedType(name);
         }
         const named: NamedType = { kind: 'typedef', name, t: { name, shape: { k: 'void' }, recursive: false } };
@@ -574,9 +628,13 @@ class Checker {
       else if (t.kind === 'union') walk(t.u);
       else if (t.kind === 'typedef') walk(t.t);
     }
-    for (const p of this.model.programs) for (const v of p.versions) for (const pr of v.procedures) {
-      for (const s of [pr.arg, pr.result]) if (s.k === 'struct') walk(s.s); else if (s.k === 'union') walk(s.u);
-    }
+    for (const p of this.model.programs)
+      for (const v of p.versions)
+        for (const pr of v.procedures) {
+          for (const s of [pr.arg, pr.result])
+            if (s.k === 'struct') walk(s.s);
+            else if (s.k === 'union') walk(s.u);
+        }
     // Tarjan's strongly connected components.
     let index = 0;
     const idx = new Map<Node, number>();

@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import { compileFile } from './index';
 
-const USAGE = 'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
+const USAGE =
+  'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
 
 /** The package this compiler belongs to: two levels up from src/rpcgen, three from dist/src/rpcgen. */
 const PACKAGE_ROOT = resolve(__dirname, __dirname.split(sep).includes('dist') ? '../../..' : '../..');
@@ -55,7 +56,12 @@ export function main(argv: string[]): number {
   let status = 0;
   for (const file of files) {
     try {
-      const code = compileFile(file, { runtime: runtime ?? defaultRuntime(out), includeDirs, defines: [...defines], externModule });
+      const code = compileFile(file, {
+        runtime: runtime ?? defaultRuntime(out),
+        includeDirs,
+        defines: [...defines],
+        externModule,
+      });
       mkdirSync(out, { recursive: true });
       writeFileSync(join(out, `${basename(file, extname(file))}.ts`), code);
     } catch (err) {

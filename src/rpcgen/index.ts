@@ -20,7 +20,9 @@ export interface CompileOptions {
 
 /** Compile .x source text; `file` names it in errors and in the generated header. */
 export function compileSource(file: string, text: string, options: CompileOptions): string {
-  const model = check(parse(file, text, { includeDirs: options.includeDirs, defines: options.defines }), { externTypes: options.externModule !== undefined });
+  const model = check(parse(file, text, { includeDirs: options.includeDirs, defines: options.defines }), {
+    externTypes: options.externModule !== undefined,
+  });
   return emit(model, { runtime: options.runtime, source: basename(file), externModule: options.externModule });
 }
 

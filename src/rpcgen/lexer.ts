@@ -55,7 +55,11 @@ export interface Lexed {
 /** Tokenize `text` (the contents of `file`), expanding `#include`s. */
 export function tokenize(file: string, text: string, options: LexOptions = {}): Lexed {
   const out: Token[] = [];
-  const cpp: Cpp = { dirs: options.includeDirs ?? [], defined: new Set(options.defines ?? ['RPC_HDR']), cDefines: new Map() };
+  const cpp: Cpp = {
+    dirs: options.includeDirs ?? [],
+    defined: new Set(options.defines ?? ['RPC_HDR']),
+    cDefines: new Map(),
+  };
   lexInto(out, file, text, cpp, [file]);
   const last = out.length > 0 ? out[out.length - 1] : { file, line: 1, col: 1 };
   out.push({ kind: 'eof', text: '', file: last.file, line: last.line, col: last.col });
@@ -204,17 +208,29 @@ class Scanner {
     } else {
       value = BigInt(digits(isDigit));
     }
-    if (this.i < text.length && isIdentPart(text[this.i])) this.fail(this.i, `unexpected '${text[this.i]}' in a number`);
-    this.out.push({ kind: 'number', text: text.slice(start, this.i), value: negative ? -value : value, ...this.pos(start) });
+    if (this.i < text.length && isIdentPart(text[this.i]))
+      this.fail(this.i, `unexpected '${text[this.i]}' in a number`);
+    this.out.push({
+      kind: 'number',
+      text: text.slice(start, this.i),
+      value: negative ? -value : value,
+      ...this.pos(start),
+    });
   }
 
   private string(): void {
     const { text } = this;
     const start = this.i++;
-    while (this.i < text.length && text[this.i] !== '"' && text[this.i] !== '\n') this.i += text[this.i] === '\\' ? 2 : 1;
+    while (this.i < text.length && text[this.i] !== '"' && text[this.i] !== '\n')
+      this.i += text[this.i] === '\\' ? 2 : 1;
     if (text[this.i] !== '"') this.fail(start, 'unterminated string');
     this.i++;
-    this.out.push({ kind: 'string', text: text.slice(start, this.i), str: text.slice(start + 1, this.i - 1), ...this.pos(start) });
+    this.out.push({
+      kind: 'string',
+      text: text.slice(start, this.i),
+      str: text.slice(start + 1, this.i - 1),
+      ...this.pos(start),
+    });
   }
 
   private directive(d: string, at: Pos): void {
@@ -240,7 +256,10 @@ class Scanner {
       case 'ifdef':
       case 'ifndef': {
         const parentActive = this.active();
-        const yes = name === 'if' ? evalCondition(arg, cpp.defined, at) : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef');
+        const yes =
+          name === 'if'
+            ? evalCondition(arg, cpp.defined, at)
+            : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef');
         conds.push({ active: parentActive && yes, taken: yes, parentActive });
         return true;
       }
@@ -266,7 +285,9 @@ class Scanner {
 /** cpp's #if on names: defined(X), defined X, X (0 when undefined, 1 when defined), numbers, !, &&, ||, (). */
 function evalCondition(expr: string, defined: Set<string>, at: Pos): boolean {
   const js = expr
-    .replace(/defined\s*\(\s*(\w+)\s*\)|defined\s+(\w+)/g, (_m, a: string | undefined, b: string | undefined) => (defined.has(a ?? b ?? '') ? '1' : '0'))
+    .replace(/defined\s*\(\s*(\w+)\s*\)|defined\s+(\w+)/g, (_m, a: string | undefined, b: string | undefined) =>
+      defined.has(a ?? b ?? '') ? '1' : '0',
+    )
     .replace(/[A-Za-z_]\w*/g, (id) => (defined.has(id) ? '1' : '0'));
   if (!/^[\d\s!&|()]*$/.test(js) || js.trim() === '') throw new XdrSyntaxError(at, `cannot evaluate #if ${expr}`);
   // Tiny recursive-descent evaluation: no eval of file contents.
@@ -306,7 +327,15 @@ function evalCondition(expr: string, defined: Set<string>, at: Pos): boolean {
   return v !== 0;
 }
 
-function includeFile(out: Token[], from: string, at: Pos, name: string, quoted: boolean, cpp: Cpp, stack: string[]): void {
+function includeFile(
+  out: Token[],
+  from: string,
+  at: Pos,
+  name: string,
+  quoted: boolean,
+  cpp: Cpp,
+  stack: string[],
+): void {
   const candidates = [...(quoted ? [resolve(dirname(from), name)] : []), ...cpp.dirs.map((d) => resolve(d, name))];
   for (const path of candidates) {
     let text: string;
@@ -315,7 +344,8 @@ function includeFile(out: Token[], from: string, at: Pos, name: string, quoted: 
     } catch {
       continue;
     }
-    if (stack.includes(path) || stack.length > MAX_INCLUDE_DEPTH) throw new XdrSyntaxError(at, `recursive #include of ${name}`);
+    if (stack.includes(path) || stack.length > MAX_INCLUDE_DEPTH)
+      throw new XdrSyntaxError(at, `recursive #include of ${name}`);
     lexInto(out, path, text, cpp, [...stack, path]);
     return;
   }

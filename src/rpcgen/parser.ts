@@ -1,18 +1,54 @@
 // Recursive-descent parser for RFC 4506 section 6.3 and RFC 5531 section 12.2, plus the rpcgen dialect:
 // `struct name` as a type reference, `unsigned` alone, C integer names (long, short, char, u_int, u_long...) that
 // rpcgen maps to 32-bit XDR integers, enum members without values, and `string` as a procedure argument or result.
-import type { Decl, Definition, EnumBody, Primitive, Procedure, Specification, StructBody, TypeSpec, UnionArm, UnionBody, Value, Version } from './ast';
+import type {
+  Decl,
+  Definition,
+  EnumBody,
+  Primitive,
+  Procedure,
+  Specification,
+  StructBody,
+  TypeSpec,
+  UnionArm,
+  UnionBody,
+  Value,
+  Version,
+} from './ast';
 import { type LexOptions, type Pos, type Token, XdrSyntaxError, tokenize } from './lexer';
 
 const KEYWORDS = new Set([
-  'bool', 'case', 'const', 'default', 'double', 'quadruple', 'enum', 'float', 'hyper', 'int', 'opaque', 'string',
-  'struct', 'switch', 'typedef', 'union', 'unsigned', 'void', 'program', 'version',
+  'bool',
+  'case',
+  'const',
+  'default',
+  'double',
+  'quadruple',
+  'enum',
+  'float',
+  'hyper',
+  'int',
+  'opaque',
+  'string',
+  'struct',
+  'switch',
+  'typedef',
+  'union',
+  'unsigned',
+  'void',
+  'program',
+  'version',
 ]);
 
 /** rpcgen's C integer type names; XDR encodes each of them in 32 bits. */
 const C_INTEGERS: Record<string, Primitive> = {
-  long: 'int', short: 'int', char: 'int',
-  u_int: 'uint', u_long: 'uint', u_short: 'uint', u_char: 'uint',
+  long: 'int',
+  short: 'int',
+  char: 'int',
+  u_int: 'uint',
+  u_long: 'uint',
+  u_short: 'uint',
+  u_char: 'uint',
 };
 
 export function parse(file: string, text: string, options: LexOptions = {}): Specification {
@@ -94,7 +130,8 @@ class Parser {
         const name = this.ident('a constant name').text;
         this.expect('=');
         const s = this.peek();
-        const value = s.kind === 'string' ? (this.next(), { kind: 'str' as const, text: s.str!, pos: s }) : this.value();
+        const value =
+          s.kind === 'string' ? (this.next(), { kind: 'str' as const, text: s.str!, pos: s }) : this.value();
         this.expect(';');
         return { kind: 'const', name, value, pos: t };
       }
@@ -110,7 +147,8 @@ class Parser {
       case 'union': {
         // `struct name {` defines; anything else (`struct name field;`) is not a definition at top level.
         const bodyNext = t.text === 'union' ? this.is('switch', 2) : this.is('{', 2);
-        if (this.peek(1).kind !== 'ident' || !bodyNext) this.fail(t, `expected '${t.text} NAME ${t.text === 'union' ? 'switch' : '{'} ...'`);
+        if (this.peek(1).kind !== 'ident' || !bodyNext)
+          this.fail(t, `expected '${t.text} NAME ${t.text === 'union' ? 'switch' : '{'} ...'`);
         this.next();
         const name = this.ident(`a ${t.text} name`).text;
         let def: Definition;
@@ -191,7 +229,8 @@ class Parser {
     switch (t.text) {
       case 'unsigned': {
         this.next();
-        if (this.accept('int') || this.accept('long') || this.accept('short') || this.accept('char')) return prim('uint');
+        if (this.accept('int') || this.accept('long') || this.accept('short') || this.accept('char'))
+          return prim('uint');
         if (this.accept('hyper')) return prim('uhyper');
         return prim('uint'); // `unsigned` alone, as rpcgen and C allow
       }
@@ -212,7 +251,8 @@ class Parser {
         if (this.peek().kind === 'ident' && !KEYWORDS.has(this.peek().text)) {
           // `struct name` refers to a type defined elsewhere; a body here would be a nested named definition.
           const name = this.next();
-          if (this.is('{') || this.is('switch')) this.fail(name, `nested named ${t.text} definitions are not allowed; define ${name.text} at top level`);
+          if (this.is('{') || this.is('switch'))
+            this.fail(name, `nested named ${t.text} definitions are not allowed; define ${name.text} at top level`);
           return { kind: 'ref', name: name.text, pos: name };
         }
         if (t.text === 'enum') return { kind: 'enum', body: this.enumBody(), pos: t };
@@ -307,7 +347,8 @@ class Parser {
     const nameTok = this.ident('a procedure name');
     this.expect('(');
     const arg = this.procedureType();
-    if (this.is(',')) this.fail(this.peek(), 'procedures with several arguments (rpcgen -N) are not supported; pass one struct');
+    if (this.is(','))
+      this.fail(this.peek(), 'procedures with several arguments (rpcgen -N) are not supported; pass one struct');
     this.expect(')');
     this.expect('=');
     const number = this.value();

@@ -36,7 +36,8 @@ export class LeaseClock {
     const mono = this.src.monotonic();
     const target = this.src.wall() - mono;
     if (target < this.offset) this.offset = target;
-    else if (target > this.offset) this.offset = Math.min(target, this.offset + Math.max(0, mono - this.lastMono) * this.slew);
+    else if (target > this.offset)
+      this.offset = Math.min(target, this.offset + Math.max(0, mono - this.lastMono) * this.slew);
     this.lastMono = mono;
     return Math.floor((this.offset + mono) / 1000);
   };

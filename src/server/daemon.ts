@@ -11,7 +11,15 @@ import { Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics
 import { registerProcessMetrics } from '../lib/process-metrics';
 import { RpcServer, RpcTlsServer, type BoundAddress } from '../rpc';
 import { loadTlsFiles } from '../rpc/tls';
-import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4, prefixSize4 } from '../lib/addr';
+import {
+  formatIPv4,
+  formatIPv6,
+  formatPrefix4,
+  type Prefix4,
+  type Prefix6,
+  prefixContains4,
+  prefixSize4,
+} from '../lib/addr';
 import { LeaseClock } from './clock';
 import { MAX_POOL_ADDRESSES, type PoolStats } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
@@ -46,7 +54,8 @@ export interface ServerFlags {
 /** "IPV6,IPV4" as given to --tep, in the configuration file's shape ({ipv6, ipv4}). */
 export function tepFlag(text: string): { ipv6: string; ipv4: string } {
   const parts = text.split(',');
-  if (parts.length !== 2) throw new Error(`--tep: "${text}" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)`);
+  if (parts.length !== 2)
+    throw new Error(`--tep: "${text}" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)`);
   return { ipv6: parts[0].trim(), ipv4: parts[1].trim() };
 }
 
@@ -82,32 +91,71 @@ export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; fi
  * Rules that span keys (each key alone is checked by the schema). `name` is how an error names a key: the flag
  * that set it, else its path in the file.
  */
-export function checkServerConfig(c: ServerConfig, where: string, name: (key: keyof ServerConfig) => string = (key) => `${where}.${key}`): void {
-  if (c.lease < c.min_lease) throw new ConfigError(name('lease'), c.lease, `at least server.min_lease (${c.min_lease})`);
-  if (c.max_lease < c.lease) throw new ConfigError(name('max_lease'), c.max_lease, `at least server.lease (${c.lease})`);
+export function checkServerConfig(
+  c: ServerConfig,
+  where: string,
+  name: (key: keyof ServerConfig) => string = (key) => `${where}.${key}`,
+): void {
+  if (c.lease < c.min_lease)
+    throw new ConfigError(name('lease'), c.lease, `at least server.min_lease (${c.min_lease})`);
+  if (c.max_lease < c.lease)
+    throw new ConfigError(name('max_lease'), c.max_lease, `at least server.lease (${c.lease})`);
   const sorted = [...c.pools].sort((a, b) => a.base - b.base);
   let total = 0;
   sorted.forEach((p, i) => {
     total += prefixSize4(p.len);
     const prev = sorted[i - 1];
-    if (prev && p.base < prev.base + prefixSize4(prev.len)) throw new ConfigError(name('pools'), formatPrefix4(p), `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`);
+    if (prev && p.base < prev.base + prefixSize4(prev.len))
+      throw new ConfigError(
+        name('pools'),
+        formatPrefix4(p),
+        `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`,
+      );
   });
-  if (total > MAX_POOL_ADDRESSES) throw new ConfigError(name('pools'), c.pools.map(formatPrefix4), `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`);
+  if (total > MAX_POOL_ADDRESSES)
+    throw new ConfigError(
+      name('pools'),
+      c.pools.map(formatPrefix4),
+      `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`,
+    );
   const tls = c.tls;
   if (tls.policy !== 'off') {
-    if (!tls.cert) throw new ConfigError(`${where}.tls.cert`, tls.cert, `the server's certificate (--tls-cert) with the ${tls.policy} policy`);
-    if (!tls.key) throw new ConfigError(`${where}.tls.key`, tls.key, `the key of the server's certificate (--tls-key) with the ${tls.policy} policy`);
-    if (tls.policy === 'mutual' && !tls.ca) throw new ConfigError(`${where}.tls.ca`, tls.ca, 'the CA that signs client certificates (--tls-ca) with the mutual policy');
+    if (!tls.cert)
+      throw new ConfigError(
+        `${where}.tls.cert`,
+        tls.cert,
+        `the server's certificate (--tls-cert) with the ${tls.policy} policy`,
+      );
+    if (!tls.key)
+      throw new ConfigError(
+        `${where}.tls.key`,
+        tls.key,
+        `the key of the server's certificate (--tls-key) with the ${tls.policy} policy`,
+      );
+    if (tls.policy === 'mutual' && !tls.ca)
+      throw new ConfigError(
+        `${where}.tls.ca`,
+        tls.ca,
+        'the CA that signs client certificates (--tls-ca) with the mutual policy',
+      );
   }
   const teps = new Set(tepAddresses(c).map((t) => t.ipv4));
   c.reservations.forEach((r, i) => {
-    if (teps.has(r.ipv4)) throw new ConfigError(`${where}.reservations[${i}].ipv4`, formatIPv4(r.ipv4), 'an address that is not a TEP\'s IPv4 address (a TEP address is never leased)');
+    if (teps.has(r.ipv4))
+      throw new ConfigError(
+        `${where}.reservations[${i}].ipv4`,
+        formatIPv4(r.ipv4),
+        "an address that is not a TEP's IPv4 address (a TEP address is never leased)",
+      );
   });
 }
 
 /** Every configured TEP's IPv4 address, with the key that sets it. */
 function tepAddresses(c: ServerConfig): { key: string; ipv4: number }[] {
-  return [...(c.tep ? [{ key: 'server.tep.ipv4', ipv4: c.tep.ipv4 }] : []), ...c.teps.map((t, i) => ({ key: `server.teps[${i}].ipv4`, ipv4: t.ipv4 }))];
+  return [
+    ...(c.tep ? [{ key: 'server.tep.ipv4', ipv4: c.tep.ipv4 }] : []),
+    ...c.teps.map((t, i) => ({ key: `server.teps[${i}].ipv4`, ipv4: t.ipv4 })),
+  ];
 }
 
 /**
@@ -130,7 +178,11 @@ function excluded(c: ServerConfig): Prefix4[] {
 /** The server's RPC-with-TLS half from the configuration (certificate files read now), or undefined when off. */
 export function tlsOf(c: ServerConfig): RpcTlsServer | undefined {
   if (c.tls.policy === 'off') return undefined;
-  return new RpcTlsServer({ policy: c.tls.policy, handshakeTimeoutMs: c.tls.handshake_timeout, ...loadTlsFiles(c.tls) });
+  return new RpcTlsServer({
+    policy: c.tls.policy,
+    handshakeTimeoutMs: c.tls.handshake_timeout,
+    ...loadTlsFiles(c.tls),
+  });
 }
 
 export function policyOf(c: ServerConfig): LeasePolicy {
@@ -155,7 +207,10 @@ function tepIPv6s(c: ServerConfig): Prefix6[] {
 export function accessOf(c: ServerConfig): Access {
   // Every configured TEP may follow the feed without being listed in tep_allow.
   const teps = tepIPv6s(c);
-  const certs = c.tls.policy !== 'mutual' ? null : { nodes: c.tls.nodes, admin: c.tls.admin, teps: c.tls.teps, tepAddresses: teps.map((t) => t.bytes) };
+  const certs =
+    c.tls.policy !== 'mutual'
+      ? null
+      : { nodes: c.tls.nodes, admin: c.tls.admin, teps: c.tls.teps, tepAddresses: teps.map((t) => t.bytes) };
   return {
     allow: c.allow,
     tepAllow: [...c.tep_allow, ...teps],
@@ -202,11 +257,16 @@ export class DstmServer {
 
   static async start(config: ServerConfig, log: Logger, hooks: ServerHooks = {}): Promise<DstmServer> {
     const t0 = performance.now();
-    if (config.store === undefined || config.store.startsWith('sqlite:')) makeStateDir(config.store?.slice('sqlite:'.length) || config.state_dir);
+    if (config.store === undefined || config.store.startsWith('sqlite:'))
+      makeStateDir(config.store?.slice('sqlite:'.length) || config.state_dir);
     // The embedded store takes lease times from a clock that catches up with a forward step gradually (clock.ts);
     // a PostgreSQL store takes them from the database's clock, one for every server.
     const clock = new LeaseClock(slewOf(config));
-    const store = await openStore(config.store, { stateDir: config.state_dir, poolSize: config.store_pool, clock: clock.now });
+    const store = await openStore(config.store, {
+      stateDir: config.state_dir,
+      poolSize: config.store_pool,
+      clock: clock.now,
+    });
     let leases: LeaseService;
     let counts: StateCounts;
     try {
@@ -216,8 +276,16 @@ export class DstmServer {
       await store.close();
       throw err;
     }
-    log.info('store loaded', { store: store.where, ...(store.engine === 'sqlite' ? { state_dir: config.state_dir } : {}), ...counts, free: leases.available, pool: leases.poolSize, ms: Math.round(performance.now() - t0) });
-    if (!config.tep && config.teps.length === 0) log.warn('no TEP configured: replies carry a zero TEP (set server.tep or --tep)');
+    log.info('store loaded', {
+      store: store.where,
+      ...(store.engine === 'sqlite' ? { state_dir: config.state_dir } : {}),
+      ...counts,
+      free: leases.available,
+      pool: leases.poolSize,
+      ms: Math.round(performance.now() - t0),
+    });
+    if (!config.tep && config.teps.length === 0)
+      log.warn('no TEP configured: replies carry a zero TEP (set server.tep or --tep)');
     warnTepsInPools(config, log);
     let tls: RpcTlsServer | undefined;
     try {
@@ -228,14 +296,26 @@ export class DstmServer {
     }
     const rpcs = new DstmRpc(leases, accessOf(config), log);
     // The TEPs' feed and the administrators keep TCP slots of their own, whatever nodes (or a flood) hold.
-    const reservedPeers = [...config.tep_allow, ...config.admin_allow, ...tepIPv6s(config)].map((p) => `${formatIPv6(p.bytes)}/${p.len}`);
-    const rpc = new RpcServer({ tls, reservedPeers, onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }) });
+    const reservedPeers = [...config.tep_allow, ...config.admin_allow, ...tepIPv6s(config)].map(
+      (p) => `${formatIPv6(p.bytes)}/${p.len}`,
+    );
+    const rpc = new RpcServer({
+      tls,
+      reservedPeers,
+      onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }),
+    });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
     const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls, clock);
     store.on('health', (h) => server.health(h, hooks));
     try {
-      const bound = await rpc.listen(config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))));
-      log.info('listening', { addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`), program: config.program, tls: config.tls.policy });
+      const bound = await rpc.listen(
+        config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))),
+      );
+      log.info('listening', {
+        addresses: bound.map((b) => `${formatEndpoint({ host: b.address, port: b.port })}/${b.transport}`),
+        program: config.program,
+        tls: config.tls.policy,
+      });
       await server.rpcbind();
       if (config.metrics) await server.serveMetrics(config.metrics.host, config.metrics.port);
     } catch (err) {
@@ -249,7 +329,8 @@ export class DstmServer {
   /** One log line per change of the store's health (not per refused call), and the supervisor's status. */
   private health(h: StoreHealth, hooks: ServerHooks): void {
     if (h.ok) this.log.info('store available again', { store: this.store.where });
-    else this.log.error('store unavailable: calls are answered UNAVAILABLE', { store: this.store.where, why: h.reason });
+    else
+      this.log.error('store unavailable: calls are answered UNAVAILABLE', { store: this.store.where, why: h.reason });
     hooks.status?.(h.ok ? 'serving' : `store unavailable: ${h.reason}`);
     if (!h.ok && this.store.engine === 'sqlite') this.onFatal(new Error(`the store failed: ${h.reason}`));
   }
@@ -278,39 +359,96 @@ export class DstmServer {
         const labels: Labels = refused ? { op, reason: status } : { op, result: status };
         return [{ labels, value }];
       });
-    reg.collector('dstm_server_operations_total', 'Lease operations (request, release, revoke, allocate) by result.', 'counter', () => results(false));
-    reg.collector('dstm_server_refusals_total', 'Lease operations refused, by operation and reason.', 'counter', () => [...results(true), ...this.rpcs.refusalSamples()]);
+    reg.collector(
+      'dstm_server_operations_total',
+      'Lease operations (request, release, revoke, allocate) by result.',
+      'counter',
+      () => results(false),
+    );
+    reg.collector('dstm_server_refusals_total', 'Lease operations refused, by operation and reason.', 'counter', () => [
+      ...results(true),
+      ...this.rpcs.refusalSamples(),
+    ]);
     reg.collector('dstm_server_bindings', 'Bindings in the store by state.', 'gauge', () =>
       Object.entries(this.seen).map(([state, value]) => ({ labels: { state }, value })),
     );
-    reg.collector('dstm_server_store_up', 'Whether the binding store executes and makes changes durable (1) or not (0: calls are answered UNAVAILABLE).', 'gauge', () => [
-      { labels: { engine: this.store.engine }, value: this.store.health().ok ? 1 : 0 },
-    ]);
+    reg.collector(
+      'dstm_server_store_up',
+      'Whether the binding store executes and makes changes durable (1) or not (0: calls are answered UNAVAILABLE).',
+      'gauge',
+      () => [{ labels: { engine: this.store.engine }, value: this.store.health().ok ? 1 : 0 }],
+    );
     // per pool, from the allocator's counters: a scrape reads no binding
-    const pools = (value: (p: PoolStats) => number) => () => this.leases.poolStats().map((p) => ({ labels: { pool: formatPrefix4(p.pool) }, value: value(p) }));
-    reg.collector('dstm_server_pool_size', 'Addresses in each pool.', 'gauge', pools((p) => p.size));
-    reg.collector('dstm_server_pool_free', 'Addresses free for dynamic allocation, per pool.', 'gauge', pools((p) => p.free));
-    reg.collector('dstm_server_pool_in_use', 'Dynamic addresses bound to a node (active, held or revoked), per pool.', 'gauge', pools((p) => p.dynamic - p.free));
-    reg.collector('dstm_server_feed_seq', 'Sequence number of the last binding change.', 'gauge', () => [{ value: this.leases.lastSeq }]);
+    const pools = (value: (p: PoolStats) => number) => () =>
+      this.leases.poolStats().map((p) => ({ labels: { pool: formatPrefix4(p.pool) }, value: value(p) }));
+    reg.collector(
+      'dstm_server_pool_size',
+      'Addresses in each pool.',
+      'gauge',
+      pools((p) => p.size),
+    );
+    reg.collector(
+      'dstm_server_pool_free',
+      'Addresses free for dynamic allocation, per pool.',
+      'gauge',
+      pools((p) => p.free),
+    );
+    reg.collector(
+      'dstm_server_pool_in_use',
+      'Dynamic addresses bound to a node (active, held or revoked), per pool.',
+      'gauge',
+      pools((p) => p.dynamic - p.free),
+    );
+    reg.collector('dstm_server_feed_seq', 'Sequence number of the last binding change.', 'gauge', () => [
+      { value: this.leases.lastSeq },
+    ]);
     reg.collector('dstm_server_rpc_calls_total', 'ONC RPC calls by procedure, transport and result.', 'counter', () =>
       Object.entries(this.rpc.stats().calls).flatMap(([procedure, byTransport]) =>
-        Object.entries(byTransport).flatMap(([transport, byResult]) => Object.entries(byResult ?? {}).map(([result, value]) => ({ labels: { procedure, transport, result }, value }))),
+        Object.entries(byTransport).flatMap(([transport, byResult]) =>
+          Object.entries(byResult ?? {}).map(([result, value]) => ({
+            labels: { procedure, transport, result },
+            value,
+          })),
+        ),
       ),
     );
-    reg.collector('dstm_server_rpc_rejected_total', 'ONC RPC calls refused before a procedure ran, by transport and reason.', 'counter', () =>
-      Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) => Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value }))),
+    reg.collector(
+      'dstm_server_rpc_rejected_total',
+      'ONC RPC calls refused before a procedure ran, by transport and reason.',
+      'counter',
+      () =>
+        Object.entries(this.rpc.stats().rejected).flatMap(([transport, byReason]) =>
+          Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value })),
+        ),
     );
     if (this.tls) {
       const tls = this.tls;
-      reg.collector('dstm_server_tls_total', 'RPC-with-TLS probes, handshakes, handshake failures by reason, plain calls refused.', 'counter', () => {
-        const s = tls.stats();
-        const ev: [string, number][] = [['probe', s.probes], ['bad_probe', s.badProbes], ['handshake', s.handshakes], ['plain_refused_udp', s.plainRefused.udp], ['plain_refused_tcp', s.plainRefused.tcp]];
-        for (const [why, n] of Object.entries(s.failed)) ev.push([`failed_${why}`, n]);
-        return ev.map(([event, value]) => ({ labels: { event }, value }));
-      });
+      reg.collector(
+        'dstm_server_tls_total',
+        'RPC-with-TLS probes, handshakes, handshake failures by reason, plain calls refused.',
+        'counter',
+        () => {
+          const s = tls.stats();
+          const ev: [string, number][] = [
+            ['probe', s.probes],
+            ['bad_probe', s.badProbes],
+            ['handshake', s.handshakes],
+            ['plain_refused_udp', s.plainRefused.udp],
+            ['plain_refused_tcp', s.plainRefused.tcp],
+          ];
+          for (const [why, n] of Object.entries(s.failed)) ev.push([`failed_${why}`, n]);
+          return ev.map(([event, value]) => ({ labels: { event }, value }));
+        },
+      );
     }
-    reg.histogram('dstm_server_rpc_duration_seconds', 'Time from a call\'s decoded arguments to its reply, by procedure.', () =>
-      Object.entries(this.rpc.stats().latency).map(([procedure, histogram]) => ({ labels: { procedure }, histogram })),
+    reg.histogram(
+      'dstm_server_rpc_duration_seconds',
+      "Time from a call's decoded arguments to its reply, by procedure.",
+      () =>
+        Object.entries(this.rpc.stats().latency).map(([procedure, histogram]) => ({
+          labels: { procedure },
+          histogram,
+        })),
     );
     registerProcessMetrics(reg, 'server');
     // the counts by state: three rows in SQLite (kept by triggers), an index scan in PostgreSQL
@@ -327,7 +465,11 @@ export class DstmServer {
     if (this.sweeping || !this.store.health().ok) return;
     this.sweeping = true;
     const behind = this.clock.behind();
-    if (behind > 1 && !this.stepLogged) this.log.warn('the wall clock stepped forward: lease times catch up with it gradually, so that no address is reclaimed early', { behind_s: behind });
+    if (behind > 1 && !this.stepLogged)
+      this.log.warn(
+        'the wall clock stepped forward: lease times catch up with it gradually, so that no address is reclaimed early',
+        { behind_s: behind },
+      );
     this.stepLogged = behind > 1;
     try {
       while (await this.leases.sweepDue()) {
@@ -347,9 +489,9 @@ export class DstmServer {
    * binding is lost; listen addresses, transports, program, state_dir, store and metrics need a restart.
    */
   async reload(next: ServerConfig): Promise<string[]> {
-    const fixed: string[] = (['listen', 'transports', 'program', 'state_dir', 'store', 'store_pool', 'metrics', 'rpcbind'] as const).filter(
-      (k) => JSON.stringify(next[k], replacer) !== JSON.stringify(this.config[k], replacer),
-    );
+    const fixed: string[] = (
+      ['listen', 'transports', 'program', 'state_dir', 'store', 'store_pool', 'metrics', 'rpcbind'] as const
+    ).filter((k) => JSON.stringify(next[k], replacer) !== JSON.stringify(this.config[k], replacer));
     // The TLS policy needs a restart; certificate, key and CA are read again (a renewed certificate at the same
     // path included) for the connections to come, before anything else changes: files that do not load keep all.
     for (const k of ['policy', 'handshake_timeout'] as const) {
@@ -363,8 +505,17 @@ export class DstmServer {
     this.clock.slew = slewOf(next);
     warnTepsInPools(next, this.log);
     // The keys that need a restart keep their running values, so the next reload still reports them.
-    this.config = { ...next, ...Object.fromEntries(fixed.filter((k) => !k.startsWith('tls.')).map((k) => [k, this.config[k as keyof ServerConfig]])) };
-    this.log.info('configuration reloaded', { free: this.leases.available, pool: this.leases.poolSize, ...(fixed.length ? { needs_restart: fixed } : {}) });
+    this.config = {
+      ...next,
+      ...Object.fromEntries(
+        fixed.filter((k) => !k.startsWith('tls.')).map((k) => [k, this.config[k as keyof ServerConfig]]),
+      ),
+    };
+    this.log.info('configuration reloaded', {
+      free: this.leases.available,
+      pool: this.leases.poolSize,
+      ...(fixed.length ? { needs_restart: fixed } : {}),
+    });
     return fixed;
   }
 

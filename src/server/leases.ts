@@ -96,7 +96,7 @@ export class LeaseService {
   private learn(): void {
     this.learning ??= setTimeout(() => {
       void (async () => {
-        for (let more = true; more; ) {
+        for (let more = true; more;) {
           const page = await this.store.feedSince(this.hintSeq, 1000);
           for (const c of page.changes) if (c.active) this.pool.takeSpecific(c.ip4);
           if (page.changes.length) this.hintSeq = page.changes[page.changes.length - 1].seq;
@@ -171,7 +171,8 @@ export class LeaseService {
     return this.counted('request', async () => {
       const duration = this.duration(wantSeconds);
       let o = await this.store.grant({ ip6, duration, candidates: this.candidates(ip6, want4) });
-      if (o.kind === 'exhausted' && (await this.refreshPool())) o = await this.store.grant({ ip6, duration, candidates: this.candidates(ip6, want4) });
+      if (o.kind === 'exhausted' && (await this.refreshPool()))
+        o = await this.store.grant({ ip6, duration, candidates: this.candidates(ip6, want4) });
       return this.outcome(o, ip6, 'no_address');
     });
   }
@@ -198,7 +199,8 @@ export class LeaseService {
       const duration = this.duration(seconds);
       if (ip4 === 0) {
         let o = await this.store.grant({ ip6, duration, candidates: this.candidates(ip6, 0) });
-        if (o.kind === 'exhausted' && (await this.refreshPool())) o = await this.store.grant({ ip6, duration, candidates: this.candidates(ip6, 0) });
+        if (o.kind === 'exhausted' && (await this.refreshPool()))
+          o = await this.store.grant({ ip6, duration, candidates: this.candidates(ip6, 0) });
         return this.outcome(o, ip6, 'no_address');
       }
       // Only addresses of the pools that are leased at all: excluded, network and broadcast addresses are not.
@@ -230,7 +232,10 @@ export class LeaseService {
    * The feed after `since` (0: the whole current state). `reset` when `since` is beyond the store's last sequence
    * number: the caller followed another history (a store restored from a backup) and must start over.
    */
-  async changes(since: number, max: number): Promise<{ changes: Change[]; more: boolean; next: number; reset: boolean }> {
+  async changes(
+    since: number,
+    max: number,
+  ): Promise<{ changes: Change[]; more: boolean; next: number; reset: boolean }> {
     const { changes, more, last } = await this.store.feedSince(since, max);
     return { changes, more, next: changes.length ? changes[changes.length - 1].seq : since, reset: since > last };
   }
@@ -320,7 +325,15 @@ export class LeaseService {
   }
 
   private grant(status: StatusName, b: Binding, now: number): Grant {
-    return { status, ip6: b.ip6, ip4: b.ip4, starts: b.starts, ends: b.ends, duration: Math.max(0, b.ends - now), tep: this.tepFor(b.ip6) };
+    return {
+      status,
+      ip6: b.ip6,
+      ip4: b.ip4,
+      starts: b.starts,
+      ends: b.ends,
+      duration: Math.max(0, b.ends - now),
+      tep: this.tepFor(b.ip6),
+    };
   }
 
   private refuse(status: StatusName, ip6: Buffer, now: number, ip4 = 0): Grant {

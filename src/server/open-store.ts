@@ -13,6 +13,7 @@ export interface OpenOptions {
 }
 
 export async function openStore(url: string | undefined, opts: OpenOptions): Promise<Store> {
-  if (url === undefined || url.startsWith('sqlite:')) return new SqliteStore(url?.slice('sqlite:'.length) || opts.stateDir, { clock: opts.clock });
+  if (url === undefined || url.startsWith('sqlite:'))
+    return new SqliteStore(url?.slice('sqlite:'.length) || opts.stateDir, { clock: opts.clock });
   return PostgresStore.open(url, { poolSize: opts.poolSize });
 }

@@ -62,7 +62,8 @@ export class AddressPool {
       if (prev && first < prev.end) throw new Error(`pool ${formatPrefix4(p)} overlaps another pool`);
       this.ranges.push({ prefix: p, first, end, offset: total, dynamic: 0, free: 0 });
       total += end - first;
-      if (total > MAX_POOL_ADDRESSES) throw new Error(`the pools hold more than ${MAX_POOL_ADDRESSES} addresses (a /8)`);
+      if (total > MAX_POOL_ADDRESSES)
+        throw new Error(`the pools hold more than ${MAX_POOL_ADDRESSES} addresses (a /8)`);
     }
     this.size = total;
     this.dynamic = new Uint8Array((total + 7) >> 3);
@@ -84,7 +85,8 @@ export class AddressPool {
       const i = this.index(a);
       if (i >= 0) clearBit(this.dynamic, i);
     }
-    for (const r of this.ranges) for (let i = r.offset; i < r.offset + (r.end - r.first); i++) if (getBit(this.dynamic, i)) r.dynamic++;
+    for (const r of this.ranges)
+      for (let i = r.offset; i < r.offset + (r.end - r.first); i++) if (getBit(this.dynamic, i)) r.dynamic++;
     this.ring = new Uint32Array(Math.max(16, total));
   }
 

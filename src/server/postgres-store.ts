@@ -343,25 +343,41 @@ export class PostgresStore extends EventEmitter implements Store {
       await c.query('BEGIN');
       await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATE_LOCK]);
       const have = await c.query("SELECT to_regclass('dstm_meta') IS NOT NULL AS present");
-      const version = have.rows[0].present ? Number((await c.query("SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0]?.value ?? 0) : 0;
+      const version = have.rows[0].present
+        ? Number((await c.query("SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0]?.value ?? 0)
+        : 0;
       if (version > PG_SCHEMA_VERSION) {
-        throw new Error(`the database has dstm schema version ${version}, newer than this dstm's ${PG_SCHEMA_VERSION}: upgrade dstm on this server`);
+        throw new Error(
+          `the database has dstm schema version ${version}, newer than this dstm's ${PG_SCHEMA_VERSION}: upgrade dstm on this server`,
+        );
       }
-      if (have.rows[0].present && version === 0) throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
+      if (have.rows[0].present && version === 0)
+        throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
       // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in place.
       if (version < PG_SCHEMA_VERSION) {
         await c.query(SCHEMA);
-        await c.query("INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1", [String(PG_SCHEMA_VERSION)]);
+        await c.query(
+          "INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+          [String(PG_SCHEMA_VERSION)],
+        );
       }
       // The epoch belongs to this database: one restored into another database (pg_restore) starts a new history.
       const db = String((await c.query('SELECT oid FROM pg_database WHERE datname = current_database()')).rows[0].oid);
-      const meta = new Map((await c.query("SELECT key, value FROM dstm_meta WHERE key IN ('epoch', 'database')")).rows.map((r) => [r.key as string, r.value as string]));
+      const meta = new Map(
+        (await c.query("SELECT key, value FROM dstm_meta WHERE key IN ('epoch', 'database')")).rows.map((r) => [
+          r.key as string,
+          r.value as string,
+        ]),
+      );
       if (meta.has('epoch') && meta.get('database') === db) {
         this.epoch = BigInt(meta.get('epoch')!);
       } else {
         // Non-zero, so that 0 can mean "no epoch yet" on the wire.
         this.epoch = randomBytes(8).readBigUInt64BE() | 1n;
-        await c.query("INSERT INTO dstm_meta VALUES ('epoch', $1), ('database', $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", [this.epoch.toString(), db]);
+        await c.query(
+          "INSERT INTO dstm_meta VALUES ('epoch', $1), ('database', $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+          [this.epoch.toString(), db],
+        );
       }
       await c.query('COMMIT');
     } catch (err) {
@@ -384,7 +400,12 @@ export class PostgresStore extends EventEmitter implements Store {
   // --- the binding feed's wake-up ---
 
   private async listen(): Promise<void> {
-    const c = new pg.Client({ connectionString: this.url, application_name: 'dstm-server-listen', connectionTimeoutMillis: 5000, keepAlive: true });
+    const c = new pg.Client({
+      connectionString: this.url,
+      application_name: 'dstm-server-listen',
+      connectionTimeoutMillis: 5000,
+      keepAlive: true,
+    });
     c.on('notification', (n) => this.advance(Number(n.payload)));
     c.on('error', () => undefined);
     // Losing it only delays the wake-up of long-polls for other servers' changes: calls go on through the pool.
@@ -445,14 +466,17 @@ export class PostgresStore extends EventEmitter implements Store {
   /** While down, one query per retry period finds out when the database is back, even when no call comes. */
   private probe(): void {
     if (this.probeTimer || this.closed) return;
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = undefined;
-      if (this.up || this.closed) return;
-      this.pool.query('SELECT 1').then(
-        () => this.recovered(),
-        (err) => this.down(err),
-      );
-    }, Math.max(0, this.retryAt - Date.now())).unref();
+    this.probeTimer = setTimeout(
+      () => {
+        this.probeTimer = undefined;
+        if (this.up || this.closed) return;
+        this.pool.query('SELECT 1').then(
+          () => this.recovered(),
+          (err) => this.down(err),
+        );
+      },
+      Math.max(0, this.retryAt - Date.now()),
+    ).unref();
   }
 
   private recovered(): void {
@@ -489,7 +513,7 @@ export class PostgresStore extends EventEmitter implements Store {
   async grant(grant: GrantOp): Promise<GrantOutcome> {
     for (let want = 0; ; want = Math.min(Math.max(1, want * 2), MAX_CANDIDATES)) {
       const cands: number[] = [];
-      for (let a; cands.length < want && (a = grant.candidates.next()) !== undefined; ) cands.push(a);
+      for (let a; cands.length < want && (a = grant.candidates.next()) !== undefined;) cands.push(a);
       let row: Record<string, unknown>;
       try {
         row = await this.submit({ kind: 'grant', grant, cands });
@@ -538,7 +562,15 @@ export class PostgresStore extends EventEmitter implements Store {
   async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
     // One snapshot for the rows and the last number: numbering passes commit in order, so it shows a prefix of
     // the feed. A position among numbers a crash lost reads as beyond the last (start over).
-    const rows = await this.read<{ seq: string | null; ip4: string; ip6: Buffer; starts: string; ends: string; active: boolean; last: string }>(
+    const rows = await this.read<{
+      seq: string | null;
+      ip4: string;
+      ip6: Buffer;
+      starts: string;
+      ends: string;
+      active: boolean;
+      last: string;
+    }>(
       `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active,
          coalesce((SELECT g.lo FROM dstm_feed_gaps g WHERE $1 > g.lo AND $1 <= g.hi LIMIT 1), dstm_last()) AS last
        FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true`,
@@ -546,12 +578,24 @@ export class PostgresStore extends EventEmitter implements Store {
     );
     const last = Number(rows[0].last);
     this.advance(last);
-    const changes = rows.filter((r) => r.seq !== null).map((r) => ({ seq: Number(r.seq), ip4: Number(r.ip4), ip6: r.ip6, starts: Number(r.starts), ends: Number(r.ends), active: r.active }));
+    const changes = rows
+      .filter((r) => r.seq !== null)
+      .map((r) => ({
+        seq: Number(r.seq),
+        ip4: Number(r.ip4),
+        ip6: r.ip6,
+        starts: Number(r.starts),
+        ends: Number(r.ends),
+        active: r.active,
+      }));
     return { changes: changes.slice(0, max), more: changes.length > max, last };
   }
 
   async list(after: number, max: number): Promise<Binding[]> {
-    const rows = await this.read('SELECT ip4, ip6, state, starts, ends FROM dstm_bindings WHERE ip4 > $1 ORDER BY ip4 LIMIT $2', [after, max]);
+    const rows = await this.read(
+      'SELECT ip4, ip6, state, starts, ends FROM dstm_bindings WHERE ip4 > $1 ORDER BY ip4 LIMIT $2',
+      [after, max],
+    );
     return rows.map(toBinding);
   }
 
@@ -561,7 +605,11 @@ export class PostgresStore extends EventEmitter implements Store {
 
   async counts(): Promise<StateCounts> {
     const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
-    for (const r of await this.read<{ state: number; n: string }>('SELECT state, count(*) AS n FROM dstm_bindings GROUP BY state', [])) out[stateName(r.state)] = Number(r.n);
+    for (const r of await this.read<{ state: number; n: string }>(
+      'SELECT state, count(*) AS n FROM dstm_bindings GROUP BY state',
+      [],
+    ))
+      out[stateName(r.state)] = Number(r.n);
     return out;
   }
 
@@ -569,7 +617,8 @@ export class PostgresStore extends EventEmitter implements Store {
     if (this.closed) return;
     // Batches already sent finish (their callers get their answers); nothing new is sent. A batch waiting for a
     // database that is gone is not waited for long: the stop must not hang.
-    for (const end = Date.now() + CLOSE_WAIT_MS; this.inFlight > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+    for (const end = Date.now() + CLOSE_WAIT_MS; this.inFlight > 0 && Date.now() < end;)
+      await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
     clearTimeout(this.listenTimer);
@@ -642,7 +691,13 @@ export class PostgresStore extends EventEmitter implements Store {
     // Simple query protocol, one round trip: the lease transaction, committed (flushed) before the answer comes,
     // then a numbering pass in a transaction of its own, so the feed shows the batch's changes by the time the
     // replies leave. The pass holds no lock across a flush, so the batches of all servers share flushes.
-    const sql = ['BEGIN', `SELECT dstm_begin(${fixed})`, ...ops.map(statement), 'COMMIT', `SELECT dstm_number_after(${NUMBER_BATCH}) AS seq`].join(';\n');
+    const sql = [
+      'BEGIN',
+      `SELECT dstm_begin(${fixed})`,
+      ...ops.map(statement),
+      'COMMIT',
+      `SELECT dstm_number_after(${NUMBER_BATCH}) AS seq`,
+    ].join(';\n');
     const c = await this.pool.connect();
     let r: pg.QueryResult[];
     try {
@@ -650,7 +705,10 @@ export class PostgresStore extends EventEmitter implements Store {
     } catch (err) {
       // An error skips the rest of the query and leaves the session in the failed transaction: end it, or drop a
       // connection that cannot.
-      const broken = await c.query('ROLLBACK').then(() => undefined, (e: Error) => e);
+      const broken = await c.query('ROLLBACK').then(
+        () => undefined,
+        (e: Error) => e,
+      );
       c.release(broken);
       throw err;
     }
@@ -702,7 +760,13 @@ function hex(b: Buffer): string {
 }
 
 function toBinding(r: Record<string, unknown>): Binding {
-  return { ip4: Number(r.ip4), ip6: r.ip6 as Buffer, state: Number(r.state) as State, starts: Number(r.starts), ends: Number(r.ends) };
+  return {
+    ip4: Number(r.ip4),
+    ip6: r.ip6 as Buffer,
+    state: Number(r.state) as State,
+    starts: Number(r.starts),
+    ends: Number(r.ends),
+  };
 }
 
 function endOutcome(r: Record<string, unknown>): EndOutcome {
@@ -712,7 +776,8 @@ function endOutcome(r: Record<string, unknown>): EndOutcome {
 function describe(err: unknown): string {
   const e = err as { message?: string; code?: string };
   const msg = e?.message || String(err);
-  if (e?.code === '28P01' || e?.code === '28000') return `${msg} (check the user and password: the URL, PGPASSFILE or PGPASSWORD)`;
+  if (e?.code === '28P01' || e?.code === '28000')
+    return `${msg} (check the user and password: the URL, PGPASSFILE or PGPASSWORD)`;
   if (e?.code === '42501') return `${msg} (the user needs CREATE on the schema, and rights on the dstm_* tables)`;
   if (e?.code === '3D000') return `${msg} (create the database first)`;
   return msg;

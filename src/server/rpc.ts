@@ -22,7 +22,18 @@ import { prefixKey, RateLimiter } from '../lib/rate-limit';
 import { AuthStat, RpcAuthError, RpcError } from '../rpc';
 import type { TlsIdentity } from '../rpc/tls';
 import type { CallContext, Service } from '../rpc/types';
-import { equalBytes, formatIPv4, formatIPv6, inAny6, ipv4FromBytes, ipv4ToBytes, isV4Mapped, parseIPv6, prefixContains6, type Prefix6 } from '../lib/addr';
+import {
+  equalBytes,
+  formatIPv4,
+  formatIPv6,
+  inAny6,
+  ipv4FromBytes,
+  ipv4ToBytes,
+  isV4Mapped,
+  parseIPv6,
+  prefixContains6,
+  type Prefix6,
+} from '../lib/addr';
 import { STATUS, type StatusName } from '../protocol/status';
 import { StoreUnavailable, type Grant, type LeaseService } from './leases';
 import { PrefixCaps } from './prefix-cap';
@@ -118,7 +129,8 @@ export function identityProblem(b: Uint8Array): string | undefined {
 
 /** The caller's IPv6 address, or a refusal for IPv4 peers and addresses that cannot be a node's identity. */
 export function peerIPv6(ctx: CallContext): Buffer {
-  if (ctx.family !== 'IPv6') throw new Refused('not_allowed', `IPv4 peer ${ctx.peerAddress} refused: DSTM is served over IPv6 only`);
+  if (ctx.family !== 'IPv6')
+    throw new Refused('not_allowed', `IPv4 peer ${ctx.peerAddress} refused: DSTM is served over IPv6 only`);
   const b = Buffer.from(parseIPv6(ctx.peerAddress));
   const problem = identityProblem(b);
   if (problem) throw new Refused('not_allowed', `peer ${ctx.peerAddress} refused: ${problem}`, 'bad_peer', 'bad_peer');
@@ -151,11 +163,13 @@ export class DstmRpc {
   configure(access: Access): void {
     const r = access.rateLimit;
     if (!r) this.rate = undefined;
-    else if (!this.rate || JSON.stringify(r) !== this.rateSetting) this.rate = new RateLimiter({ rate: r.rate, burst: r.burst, maxKeys: RATE_LIMIT_KEYS });
+    else if (!this.rate || JSON.stringify(r) !== this.rateSetting)
+      this.rate = new RateLimiter({ rate: r.rate, burst: r.burst, maxKeys: RATE_LIMIT_KEYS });
     this.rateSetting = JSON.stringify(r);
     const c = access.perPrefix;
     if (!c) this.caps = undefined;
-    else if (!this.caps || this.caps.cap.len !== c.len || this.caps.cap.max !== c.max) this.caps = new PrefixCaps(c, this.leases);
+    else if (!this.caps || this.caps.cap.len !== c.len || this.caps.cap.max !== c.max)
+      this.caps = new PrefixCaps(c, this.leases);
     this.access = access;
   }
 
@@ -174,7 +188,10 @@ export class DstmRpc {
 
   services(program: number): Service[] {
     return [
-      RPC_ONE_service({ REQUEST: (a, c) => this.v1(a, c, 'request'), RELEASE: (a, c) => this.v1(a, c, 'release') }, program),
+      RPC_ONE_service(
+        { REQUEST: (a, c) => this.v1(a, c, 'request'), RELEASE: (a, c) => this.v1(a, c, 'release') },
+        program,
+      ),
       RPC_TWO_service(
         {
           REQUEST: (a, c) => this.v2(a, c, 'request'),
@@ -182,7 +199,8 @@ export class DstmRpc {
           BINDINGS: (a, c) => this.bindings(a.since, a.max, a.wait_ms, a.epoch, c),
           LIST: (a, c) => this.list(a.after, a.max, c),
           REVOKE: (a, c) => this.admin(c, 'revoke', () => this.leases.revoke(Buffer.from(a.ip6), ipv4FromBytes(a.ip4))),
-          ALLOCATE: (a, c) => this.admin(c, 'allocate', () => this.allocate(Buffer.from(a.ip6), ipv4FromBytes(a.ip4), a.lease)),
+          ALLOCATE: (a, c) =>
+            this.admin(c, 'allocate', () => this.allocate(Buffer.from(a.ip6), ipv4FromBytes(a.ip4), a.lease)),
         },
         program,
       ),
@@ -191,29 +209,56 @@ export class DstmRpc {
 
   /** Validate the caller and its packet, then run the lease operation. */
   private async exchange(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<Grant> {
-    if (ctx.transport === 'udp' && tcpOnly(this.access.tcpOnly, 'node')) throw new Refused('not_allowed', `${op.toUpperCase()} over UDP refused: server.tcp_only is "changes"`, 'tcp_only', 'tcp_only');
+    if (ctx.transport === 'udp' && tcpOnly(this.access.tcpOnly, 'node'))
+      throw new Refused(
+        'not_allowed',
+        `${op.toUpperCase()} over UDP refused: server.tcp_only is "changes"`,
+        'tcp_only',
+        'tcp_only',
+      );
     const peer = peerIPv6(ctx);
     const want = op === 'request' ? REQUEST_REQ : RELEASE_REQ;
     if (p.type !== want) throw new Refused('bad_request', `${op.toUpperCase()} with type ${p.type}, expected ${want}`);
-    if (!equalBytes(p.local, peer)) throw new Refused('not_allowed', `local ${formatIPv6(p.local)} is not the caller ${formatIPv6(peer)}`);
+    if (!equalBytes(p.local, peer))
+      throw new Refused('not_allowed', `local ${formatIPv6(p.local)} is not the caller ${formatIPv6(peer)}`);
     const certs = this.access.certs;
     if (certs) {
       // RFC 9289 identity: the certificate names the node, or a configured mapping lets it act for the node.
       const id = ctx.tls?.peer;
-      if (!id || !(certNamesAddress(id, peer) || certs.nodes.some((n) => prefixContains6(n.prefix, peer) && certMatches(id, n.name)))) {
-        throw new Refused('not_allowed', `${certLabel(id)} does not name node ${formatIPv6(peer)} (no subjectAltName IP and no server.tls.nodes entry)`);
+      if (
+        !id ||
+        !(
+          certNamesAddress(id, peer) ||
+          certs.nodes.some((n) => prefixContains6(n.prefix, peer) && certMatches(id, n.name))
+        )
+      ) {
+        throw new Refused(
+          'not_allowed',
+          `${certLabel(id)} does not name node ${formatIPv6(peer)} (no subjectAltName IP and no server.tls.nodes entry)`,
+        );
       }
     }
-    if (op === 'request' && !inAny6(this.access.allow, peer)) throw new Refused('not_allowed', `${formatIPv6(peer)} is not in the allow list`);
+    if (op === 'request' && !inAny6(this.access.allow, peer))
+      throw new Refused('not_allowed', `${formatIPv6(peer)} is not in the allow list`);
     const r = this.access.rateLimit;
     if (r && this.rate && !this.rate.take(prefixKey(peer, r.len))) {
-      throw new Refused('unavailable', `over server.rate_limit (${r.rate}/s from each /${r.len})`, 'rate_limited', `rate:${prefixKey(peer, r.len)}`);
+      throw new Refused(
+        'unavailable',
+        `over server.rate_limit (${r.rate}/s from each /${r.len})`,
+        'rate_limited',
+        `rate:${prefixKey(peer, r.len)}`,
+      );
     }
     const ip4 = ipv4FromBytes(p.i4addr);
     if (op === 'release') return this.logged(await this.leases.release(peer, ip4), op, peer, ctx);
     const admission = await this.caps?.admit(peer);
     if (admission && !admission.ok) {
-      throw new Refused('not_allowed', `over server.per_prefix: ${this.caps!.cap.max} nodes of this /${this.caps!.cap.len} hold a binding`, 'prefix_cap', `cap:${admission.key}`);
+      throw new Refused(
+        'not_allowed',
+        `over server.per_prefix: ${this.caps!.cap.max} nodes of this /${this.caps!.cap.len} hold a binding`,
+        'prefix_cap',
+        `cap:${admission.key}`,
+      );
     }
     // A node asking for less than the shortest lease gets the shortest one (0 still means the server's default).
     const keep = p.keep === 0 ? 0 : Math.max(p.keep, this.access.minLease);
@@ -227,7 +272,13 @@ export class DstmRpc {
   private logged(g: Grant, op: string, peer: Buffer, ctx: CallContext): Grant {
     // Formatting addresses costs more than the rest of a call: only when the record is written.
     const level = g.status === 'ok' ? 'debug' : 'info';
-    if (this.log.enabled(level)) this.log[level](g.status === 'ok' ? op : `${op} refused`, { node: formatIPv6(peer), ipv4: formatIPv4(g.ip4), status: g.status, transport: ctx.transport });
+    if (this.log.enabled(level))
+      this.log[level](g.status === 'ok' ? op : `${op} refused`, {
+        node: formatIPv6(peer),
+        ipv4: formatIPv4(g.ip4),
+        status: g.status,
+        transport: ctx.transport,
+      });
     return g;
   }
 
@@ -278,8 +329,20 @@ export class DstmRpc {
     return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
   }
 
-  private async bindings(since: bigint, max: number, waitMs: number, epoch: bigint, ctx: CallContext): Promise<dstm_bindings_reply> {
-    const empty = (status: StatusName): dstm_bindings_reply => ({ status: STATUS[status], epoch: this.leases.epoch, next: 0n, changes: [], more: false });
+  private async bindings(
+    since: bigint,
+    max: number,
+    waitMs: number,
+    epoch: bigint,
+    ctx: CallContext,
+  ): Promise<dstm_bindings_reply> {
+    const empty = (status: StatusName): dstm_bindings_reply => ({
+      status: STATUS[status],
+      epoch: this.leases.epoch,
+      next: 0n,
+      changes: [],
+      more: false,
+    });
     let peer: Buffer;
     try {
       peer = peerIPv6(ctx);
@@ -294,9 +357,15 @@ export class DstmRpc {
     }
     const certs = this.access.certs;
     const id = ctx.tls?.peer;
-    if (certs && !(id && (certs.tepAddresses.some((a) => certNamesAddress(id, a)) || certs.teps.some((n) => certMatches(id, n))))) {
+    if (
+      certs &&
+      !(id && (certs.tepAddresses.some((a) => certNamesAddress(id, a)) || certs.teps.some((n) => certMatches(id, n))))
+    ) {
       this.refused('bindings', 'not_allowed');
-      this.log.info('BINDINGS refused', { peer: ctx.peerAddress, why: `${certLabel(id)} is not a TEP's (server.tls.teps, or a TEP address in its subjectAltName)` });
+      this.log.info('BINDINGS refused', {
+        peer: ctx.peerAddress,
+        why: `${certLabel(id)} is not a TEP's (server.tls.teps, or a TEP address in its subjectAltName)`,
+      });
       return empty('not_allowed');
     }
     // A caller from another epoch (a rebuilt store) starts over from the whole state.
@@ -323,14 +392,30 @@ export class DstmRpc {
       epoch: this.leases.epoch,
       next: BigInt(r.next),
       more: r.more,
-      changes: r.changes.map((c) => ({ seq: BigInt(c.seq), ip6: c.ip6, ip4: ipv4ToBytes(c.ip4), starts: c.starts, ends: c.ends, active: c.active })),
+      changes: r.changes.map((c) => ({
+        seq: BigInt(c.seq),
+        ip6: c.ip6,
+        ip4: ipv4ToBytes(c.ip4),
+        starts: c.starts,
+        ends: c.ends,
+        active: c.active,
+      })),
     };
   }
 
   private adminAllowed(ctx: CallContext, what: string): boolean {
     if (ctx.transport === 'udp' && tcpOnly(this.access.tcpOnly, 'admin')) {
       this.refused(what.toLowerCase(), 'tcp_only');
-      this.logRefusal(what, ctx, new Refused('not_allowed', `${what} over UDP refused: server.tcp_only is "${this.access.tcpOnly}"`, 'tcp_only', 'tcp_only'));
+      this.logRefusal(
+        what,
+        ctx,
+        new Refused(
+          'not_allowed',
+          `${what} over UDP refused: server.tcp_only is "${this.access.tcpOnly}"`,
+          'tcp_only',
+          'tcp_only',
+        ),
+      );
       return false;
     }
     let why = 'not in admin_allow';
@@ -382,7 +467,8 @@ export class DstmRpc {
   }
 
   private async admin(ctx: CallContext, what: 'revoke' | 'allocate', run: () => Promise<Grant>): Promise<dstm_reply> {
-    if (!this.adminAllowed(ctx, what.toUpperCase())) return { status: STATUS.not_allowed, lease: emptyPacket(REQUEST_REP, ZERO16) };
+    if (!this.adminAllowed(ctx, what.toUpperCase()))
+      return { status: STATUS.not_allowed, lease: emptyPacket(REQUEST_REP, ZERO16) };
     try {
       const g = await run();
       this.log.info(what, { node: formatIPv6(g.ip6), ipv4: formatIPv4(g.ip4), status: g.status, by: ctx.peerAddress });

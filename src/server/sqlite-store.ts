@@ -132,18 +132,32 @@ export class SqliteStore extends EventEmitter implements Store {
     this.q = {
       byIp6: db.prepare<[Buffer]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip6 = ? AND state < 2'),
       byIp4: db.prepare<[number]>('SELECT ip4 FROM bindings WHERE ip4 = ?').pluck(),
-      insert: db.prepare<[number, Buffer, number, number, number]>('INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, ?, ?)'),
+      insert: db.prepare<[number, Buffer, number, number, number]>(
+        'INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, ?, ?)',
+      ),
       update: db.prepare<[number, number, number]>('UPDATE bindings SET state = ?, ends = ? WHERE ip4 = ?'),
       remove: db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
-      feedPut: db.prepare<[number, Buffer, number, number, number]>('INSERT OR REPLACE INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, ?)'),
-      feedSince: db.prepare<[number, number, number]>('SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
+      feedPut: db.prepare<[number, Buffer, number, number, number]>(
+        'INSERT OR REPLACE INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, ?)',
+      ),
+      feedSince: db.prepare<[number, number, number]>(
+        'SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+      ),
       lastSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'feed'").pluck(),
       bound: db.prepare('SELECT ip4 FROM bindings').pluck(),
-      due: db.prepare<[number, number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?'),
+      due: db.prepare<[number, number, number]>(
+        'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?',
+      ),
       nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
-      list: db.prepare<[number, number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?'),
+      list: db.prepare<[number, number]>(
+        'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?',
+      ),
       // a read-only store may predate state_counts; nothing counts there but an occasional reader
-      count: db.prepare(opts.readonly ? 'SELECT state, count(*) AS n FROM bindings GROUP BY state' : 'SELECT state, n FROM state_counts'),
+      count: db.prepare(
+        opts.readonly
+          ? 'SELECT state, count(*) AS n FROM bindings GROUP BY state'
+          : 'SELECT state, n FROM state_counts',
+      ),
     };
     this.epoch = opts.readonly ? this.readMeta('epoch') : this.ensureEpoch(file);
     this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
@@ -160,7 +174,9 @@ export class SqliteStore extends EventEmitter implements Store {
   private migrate(file: string): void {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > SQLITE_SCHEMA_VERSION) {
-      throw new Error(`${file} has store schema version ${version}, newer than this dstm's ${SQLITE_SCHEMA_VERSION}: run a newer dstm, or restore a store of version ${SQLITE_SCHEMA_VERSION} or older`);
+      throw new Error(
+        `${file} has store schema version ${version}, newer than this dstm's ${SQLITE_SCHEMA_VERSION}: run a newer dstm, or restore a store of version ${SQLITE_SCHEMA_VERSION} or older`,
+      );
     }
     this.db.exec(SCHEMA);
     this.db.transaction(() => this.db.exec(RECOUNT))();
@@ -180,7 +196,8 @@ export class SqliteStore extends EventEmitter implements Store {
     const where = this.readMeta('file');
     // A store from before the file identity was written keeps its epoch once, and is bound to its file from now on.
     if (have !== 0n && (where === identity || where === 0n)) {
-      if (where === 0n) this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('file', ?)").run(identity.toString());
+      if (where === 0n)
+        this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('file', ?)").run(identity.toString());
       return have;
     }
     // Non-zero, so that 0 can mean "no epoch yet" on the wire.
@@ -241,7 +258,9 @@ export class SqliteStore extends EventEmitter implements Store {
 
   async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
     const last = this.durableSeq;
-    const rows = this.read(() => this.q.feedSince.all(since, last, max + 1)) as (Omit<Change, 'active'> & { active: number })[];
+    const rows = this.read(() => this.q.feedSince.all(since, last, max + 1)) as (Omit<Change, 'active'> & {
+      active: number;
+    })[];
     const more = rows.length > max;
     return { changes: rows.slice(0, max).map((r) => ({ ...r, active: r.active === 1 })), more, last };
   }
@@ -360,7 +379,10 @@ export class SqliteStore extends EventEmitter implements Store {
     const cur = this.q.byIp6.get(ip6) as Binding | undefined;
     // A held binding has no lease left to release: it stays held until its hold time ends.
     if (!cur || (ip4 !== 0 && cur.ip4 !== ip4) || (kind === 'release' && cur.state === STATE.held)) return { now };
-    const b: Binding = kind === 'release' ? { ...cur, state: STATE.held, ends: Math.min(cur.ends, now) } : { ...cur, state: STATE.revoked, ends: now };
+    const b: Binding =
+      kind === 'release'
+        ? { ...cur, state: STATE.held, ends: Math.min(cur.ends, now) }
+        : { ...cur, state: STATE.revoked, ends: now };
     this.q.update.run(b.state, b.ends, b.ip4);
     if (cur.state === STATE.active) this.feed(b, false);
     return { binding: b, now };

@@ -64,8 +64,7 @@ export interface GrantOp {
 
 /** `now`: the store's clock (absolute seconds) when the transaction ran. */
 export type GrantOutcome =
-  | { kind: 'renewed' | 'bound'; binding: Binding; now: number }
-  | { kind: 'exhausted' | 'mismatch'; now: number };
+  { kind: 'renewed' | 'bound'; binding: Binding; now: number } | { kind: 'exhausted' | 'mismatch'; now: number };
 
 /** RELEASE and REVOKE: the binding as the change left it, or none when the node had no live binding at `ip4`. */
 export interface EndOutcome {

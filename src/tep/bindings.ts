@@ -116,7 +116,10 @@ export class BindingTable {
 
   /** Bytes held by the table's arrays (what the memory figure above counts). */
   get memoryBytes(): number {
-    return [this.rows, this.traffic, this.starts, this.free, this.idx4, this.idx6].reduce((sum, a) => sum + a.byteLength, 0);
+    return [this.rows, this.traffic, this.starts, this.free, this.idx4, this.idx6].reduce(
+      (sum, a) => sum + a.byteLength,
+      0,
+    );
   }
 
   /** Bindings visible now. */

@@ -70,27 +70,32 @@ export interface TepFlags {
 
 /** The "tep" section with the command's flags on top, checked as a whole. */
 export function loadTepConfig(flags: TepFlags): TepConfig {
-  const { config } = loadSection(tepFields, 'tep', flags.config, overrides([
-    ['server', '--server', flags.server],
-    ['program', '--program', flags.program],
-    ['address', '--ipv6', flags.ipv6],
-    ['feed_source', '--feed-source', flags['feed-source']],
-    ['ipv4', '--ipv4', flags.ipv4],
-    ['pools', '--pool', flags.pool],
-    ['prefixes', '--prefix', flags.prefix],
-    ['static', '--static', flags.static?.map(staticFlag)],
-    ['device', '--device', flags.device],
-    ['path_mtu', '--path-mtu', flags['path-mtu']],
-    ['unreachable', '--unreachable', flags.unreachable],
-    ['offload', '--offload', flags.offload],
-    ['control', '--control', flags.control],
-    ['metrics', '--metrics', flags.metrics],
-    ['log_level', '--log-level', flags['log-level']],
-    ['tls.enabled', '--tls', flags.tls || undefined],
-    ['tls.ca', '--tls-ca', flags['tls-ca']],
-    ['tls.cert', '--tls-cert', flags['tls-cert']],
-    ['tls.key', '--tls-key', flags['tls-key']],
-  ]));
+  const { config } = loadSection(
+    tepFields,
+    'tep',
+    flags.config,
+    overrides([
+      ['server', '--server', flags.server],
+      ['program', '--program', flags.program],
+      ['address', '--ipv6', flags.ipv6],
+      ['feed_source', '--feed-source', flags['feed-source']],
+      ['ipv4', '--ipv4', flags.ipv4],
+      ['pools', '--pool', flags.pool],
+      ['prefixes', '--prefix', flags.prefix],
+      ['static', '--static', flags.static?.map(staticFlag)],
+      ['device', '--device', flags.device],
+      ['path_mtu', '--path-mtu', flags['path-mtu']],
+      ['unreachable', '--unreachable', flags.unreachable],
+      ['offload', '--offload', flags.offload],
+      ['control', '--control', flags.control],
+      ['metrics', '--metrics', flags.metrics],
+      ['log_level', '--log-level', flags['log-level']],
+      ['tls.enabled', '--tls', flags.tls || undefined],
+      ['tls.ca', '--tls-ca', flags['tls-ca']],
+      ['tls.cert', '--tls-cert', flags['tls-cert']],
+      ['tls.key', '--tls-key', flags['tls-key']],
+    ]),
+  );
   checkTep(config);
   return config;
 }
@@ -169,7 +174,10 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       // keys that need a restart keep their running values, so the next reload still names them
       running = { ...running, ...live };
       log.info('configuration reloaded', {
-        static: now.static, pools: now.pools, prefixes: now.prefixes, unreachable: now.unreachable,
+        static: now.static,
+        pools: now.pools,
+        prefixes: now.prefixes,
+        unreachable: now.unreachable,
         ...(fixed.length ? { needs_restart: fixed } : {}),
       });
       return fixed;
@@ -196,12 +204,26 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
   for (const server of c.server) {
     let rpc: RpcClient | undefined;
     try {
-      rpc = await RpcClient.connect({ host: server.host, port: server.port, transport: 'tcp', program: c.program, version: 2, family: 6, localAddress: formatIPv6(c.feed_source ?? c.address), tls, reconnect: false, timeoutMs: 5000 });
+      rpc = await RpcClient.connect({
+        host: server.host,
+        port: server.port,
+        transport: 'tcp',
+        program: c.program,
+        version: 2,
+        family: 6,
+        localAddress: formatIPv6(c.feed_source ?? c.address),
+        tls,
+        reconnect: false,
+        timeoutMs: 5000,
+      });
       await rpc.ping();
       return;
     } catch (err) {
       if (err instanceof RpcError && err.kind === 'TLS') throw err;
-      log.warn('server not reached to check RPC-with-TLS; the feed retries', { server: formatEndpoint(server), error: (err as Error).message });
+      log.warn('server not reached to check RPC-with-TLS; the feed retries', {
+        server: formatEndpoint(server),
+        error: (err as Error).message,
+      });
     } finally {
       await rpc?.close();
     }
@@ -215,14 +237,24 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
  */
 function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
   const feed = new BindingFeed({
-    servers: c.server!, program: c.program, waitMs: c.feed_wait, local: formatIPv6(c.feed_source ?? c.address), tls: loadClientTls(c.tls),
+    servers: c.server!,
+    program: c.program,
+    waitMs: c.feed_wait,
+    local: formatIPv6(c.feed_source ?? c.address),
+    tls: loadClientTls(c.tls),
     onSnapshot: (all) => tep.resync(serverBindings(all)),
   });
   feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
   feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
-  feed.on('resync', (info: { size: number }) => log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }));
-  feed.on('error', (err: Error, server: string) => log.warn('binding feed call failed, retrying', { server, error: err.message }));
-  feed.on('server', (server: string) => log.info('binding feed moves to the next server, keeping its bindings', { server }));
+  feed.on('resync', (info: { size: number }) =>
+    log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }),
+  );
+  feed.on('error', (err: Error, server: string) =>
+    log.warn('binding feed call failed, retrying', { server, error: err.message }),
+  );
+  feed.on('server', (server: string) =>
+    log.info('binding feed moves to the next server, keeping its bindings', { server }),
+  );
   void feed.start();
   return feed;
 }

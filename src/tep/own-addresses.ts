@@ -13,7 +13,11 @@ export function isOwnAddress(ipv4: number, tepIPv4: number): boolean {
   const now = performance.now();
   if (now - readAt >= REFRESH_MS) {
     readAt = now;
-    cached = new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).filter((a) => a.family === 'IPv4').map((a) => parseIPv4(a.address))));
+    cached = new Set(
+      Object.values(networkInterfaces()).flatMap((list) =>
+        (list ?? []).filter((a) => a.family === 'IPv4').map((a) => parseIPv4(a.address)),
+      ),
+    );
   }
   return cached.has(ipv4);
 }

@@ -19,7 +19,11 @@ export interface ReassemblyStats {
 /** The kernel's IPv6 reassembly counters and limits in this network namespace (every IPv6 fragment, not only tunnel packets), or undefined. */
 export function readReassembly(): ReassemblyStats | undefined {
   try {
-    const snmp = new Map(readFileSync('/proc/net/snmp6', 'utf8').split('\n').map((l) => l.split(/\s+/) as [string, string]));
+    const snmp = new Map(
+      readFileSync('/proc/net/snmp6', 'utf8')
+        .split('\n')
+        .map((l) => l.split(/\s+/) as [string, string]),
+    );
     const n = (key: string): number => Number(snmp.get(key) ?? NaN);
     return {
       fragments: n('Ip6ReasmReqds'),

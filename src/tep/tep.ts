@@ -166,7 +166,10 @@ export class Tep {
   }
 
   private routedRanges(): Float64Array {
-    const ranges = [...this.opts.pools.map((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]), ...this.opts.statics.map((s) => [s.ipv4, s.ipv4])];
+    const ranges = [
+      ...this.opts.pools.map((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]),
+      ...this.opts.statics.map((s) => [s.ipv4, s.ipv4]),
+    ];
     return Float64Array.from(ranges.flat());
   }
 
@@ -187,10 +190,12 @@ export class Tep {
     const keys = this.warmKeys;
     for (let i = 0; i < count; i++) keys[i] = rx.lengths[i] >= 20 ? readU32(rx.buf, rx.offsets[i] + 16) : 0;
     this.warmth = this.bindings.warm4(keys, count);
-    const spilling = spill && ((): void => {
-      this.countEncapsulated();
-      spill();
-    });
+    const spilling =
+      spill &&
+      ((): void => {
+        this.countEncapsulated();
+        spill();
+      });
     t.encapBatch(count, rx, spilling);
     this.countEncapsulated();
     const now = this.now;
@@ -303,7 +308,8 @@ export class Tep {
   reconfigure(c: Pick<TepOptions, 'prefixes' | 'pools' | 'statics' | 'unreachable'>): void {
     this.domain = new Ipv6PrefixList(c.prefixes);
     // one synchronous step between two batches; a mapping that stays keeps its slot and counters
-    const stays = (s: StaticMapping): boolean => c.statics.some((n) => n.ipv4 === s.ipv4 && bytesEqual(n.ipv6, 0, s.ipv6, 0, 16));
+    const stays = (s: StaticMapping): boolean =>
+      c.statics.some((n) => n.ipv4 === s.ipv4 && bytesEqual(n.ipv6, 0, s.ipv6, 0, 16));
     for (const s of this.opts.statics) if (!stays(s)) this.bindings.delete(s.ipv4);
     for (const s of c.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.opts.prefixes = c.prefixes;
@@ -322,7 +328,12 @@ export class Tep {
   /** Opens the devices and starts forwarding (the TUN device still has to be brought up and routed). */
   open(): TunDevice {
     const batch = this.opts.batch;
-    this.tun = TunDevice.open({ name: this.opts.device, mtu: this.tunnel.tunnelMtu, batch, offload: this.opts.offload ?? true });
+    this.tun = TunDevice.open({
+      name: this.opts.device,
+      mtu: this.tunnel.tunnelMtu,
+      batch,
+      offload: this.opts.offload ?? true,
+    });
     this.raw = RawIpipSocket.open({ bind: this.opts.address, batch });
     this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch });
     // Tunnel.attach's wiring, with the TEP's steps (per-binding counters, hairpinning) after the pipeline's
@@ -363,15 +374,25 @@ export class Tep {
     if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
     // A node bound to one of this host's addresses could send as the TEP itself (the TUN accepts local sources).
     if (isOwnAddress(ipv4, this.opts.ipv4)) {
-      this.opts.log.warn('server binding refused: the address is the TEP\'s own', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
+      this.opts.log.warn("server binding refused: the address is the TEP's own", {
+        ipv4: formatIPv4(ipv4),
+        ipv6: formatIPv6(ipv6),
+      });
       return this.unbind(ipv4);
     }
     if (this.staticHolds(ipv4, ipv6)) {
-      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
+      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', {
+        ipv4: formatIPv4(ipv4),
+        ipv6: formatIPv6(ipv6),
+      });
       return;
     }
     this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server', startsSec * 1000);
-    this.opts.log.info('binding', { ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6), ends: new Date(endsSec * 1000).toISOString() });
+    this.opts.log.info('binding', {
+      ipv4: formatIPv4(ipv4),
+      ipv6: formatIPv6(ipv6),
+      ends: new Date(endsSec * 1000).toISOString(),
+    });
   }
 
   /**
@@ -387,7 +408,8 @@ export class Tep {
     t.carry('static');
     let n = 0;
     for (const b of bindings) {
-      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
+      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6))
+        t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
       if (++n % chunk === 0) {
         await new Promise((resolve) => setImmediate(resolve));
         if (mine !== this.resyncs) return;
@@ -431,7 +453,12 @@ export class Tep {
       starts: b.source === 'static' || b.starts === 0 ? null : jsonSeconds(b.starts),
       ends: jsonSeconds(b.ends),
       source: b.source,
-      forwarded: { to_ipv4: b.forwarded.toIpv4, to_ipv6: b.forwarded.toIpv6, bytes_to_ipv4: b.forwarded.bytesToIpv4, bytes_to_ipv6: b.forwarded.bytesToIpv6 },
+      forwarded: {
+        to_ipv4: b.forwarded.toIpv4,
+        to_ipv6: b.forwarded.toIpv6,
+        bytes_to_ipv4: b.forwarded.bytesToIpv4,
+        bytes_to_ipv6: b.forwarded.bytesToIpv6,
+      },
     });
     return {
       forwarded: {
@@ -463,18 +490,24 @@ export class Tep {
     registry.collector('dstm_tep_dropped_total', 'Packets discarded by the TEP, by reason.', 'counter', () =>
       Object.entries(this.counters.snapshot().drops).map(([reason, value]) => ({ labels: { reason }, value })),
     );
-    registry.collector('dstm_tep_bindings', 'Bindings the TEP forwards for.', 'gauge', () => [{ value: this.bindings.size }]);
-    registry.collector('dstm_tep_hairpinned_total', 'Packets forwarded node to node without leaving to IPv4.', 'counter', () => [
-      { value: this.hairpin[0] },
+    registry.collector('dstm_tep_bindings', 'Bindings the TEP forwards for.', 'gauge', () => [
+      { value: this.bindings.size },
     ]);
+    registry.collector(
+      'dstm_tep_hairpinned_total',
+      'Packets forwarded node to node without leaving to IPv4.',
+      'counter',
+      () => [{ value: this.hairpin[0] }],
+    );
     registry.collector(
       'dstm_tep_binding_bytes_total',
       `IPv4 bytes forwarded for the ${TOP_TALKERS} bindings that forwarded the most (top talkers), by direction.`,
       'counter',
-      () => this.bindings.topTalkers(TOP_TALKERS).flatMap((b) => [
-        { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv4' }, value: b.forwarded.bytesToIpv4 },
-        { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv6' }, value: b.forwarded.bytesToIpv6 },
-      ]),
+      () =>
+        this.bindings.topTalkers(TOP_TALKERS).flatMap((b) => [
+          { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv4' }, value: b.forwarded.bytesToIpv4 },
+          { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv6' }, value: b.forwarded.bytesToIpv6 },
+        ]),
     );
     registry.collector('dstm_tep_path_mtu_lowered', 'Nodes whose path MTU a packet-too-big lowered.', 'gauge', () => [
       { value: this.pmtu.size(this.now) },

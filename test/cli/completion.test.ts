@@ -34,7 +34,10 @@ describe('dstm completion', function () {
     const r = spawnSync('bash', ['-c', script, 'bash', bashScript], { encoding: 'utf8', cwd: dir });
     expect(r.stderr).to.equal('');
     expect(r.status).to.equal(0);
-    return r.stdout.split('\n').filter((l) => l !== '').sort();
+    return r.stdout
+      .split('\n')
+      .filter((l) => l !== '')
+      .sort();
   }
 
   it('completes every top-level command from the metadata', async () => {
@@ -88,7 +91,11 @@ describe('dstm completion', function () {
     expect(syntax.stderr).to.equal('');
     expect(syntax.status).to.equal(0);
     // loaded by compinit from $fpath, as an installed completion is
-    const load = spawnSync('zsh', ['-f', '-c', `fpath=(${dir} $fpath); autoload -Uz compinit; compinit -u -D; print -r -- $_comps[dstm]`], { encoding: 'utf8' });
+    const load = spawnSync(
+      'zsh',
+      ['-f', '-c', `fpath=(${dir} $fpath); autoload -Uz compinit; compinit -u -D; print -r -- $_comps[dstm]`],
+      { encoding: 'utf8' },
+    );
     expect(load.stdout.trim()).to.equal('_dstm');
   });
 

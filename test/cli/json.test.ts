@@ -45,7 +45,11 @@ function dstm(...args: string[]): Promise<Run> {
 }
 
 /** Spawns a long-running dstm and resolves with it once a line of `stream` matches `re`. */
-function daemon(args: string[], stream: 'stdout' | 'stderr', re: RegExp): Promise<{ proc: ChildProcess; line: string }> {
+function daemon(
+  args: string[],
+  stream: 'stdout' | 'stderr',
+  re: RegExp,
+): Promise<{ proc: ChildProcess; line: string }> {
   const [cmd, ...argv] = dstmArgv(...args);
   const proc = spawn(cmd, argv, { env: env({ DSTM_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
@@ -70,16 +74,23 @@ function violations(doc: unknown, path = '$'): string[] {
   const bad: string[] = [];
   for (const [k, v] of Object.entries(o)) {
     if (!SNAKE.test(k)) bad.push(`${path}.${k}: key is not snake_case`);
-    if ((k === 'starts' || k === 'ends') && v !== null && !(Number.isInteger(v) && (v as number) > NOW - 86_400 && (v as number) < NOW + 10 * 86_400)) {
+    if (
+      (k === 'starts' || k === 'ends') &&
+      v !== null &&
+      !(Number.isInteger(v) && (v as number) > NOW - 86_400 && (v as number) < NOW + 10 * 86_400)
+    ) {
       bad.push(`${path}.${k}: ${String(v)} is not whole seconds since 1970 near now`);
     }
     bad.push(...violations(v, `${path}.${k}`));
   }
   if ('ipv4' in o && 'ipv6' in o) {
     for (const k of BINDING_KEYS) if (!(k in o)) bad.push(`${path}: a binding without ${k}`);
-    if ('state' in o && !STATE_NAMES.includes(o.state as never)) bad.push(`${path}.state: ${String(o.state)} is not a state`);
-    for (const k of ['extend', 'keep']) if (k in o && !Number.isInteger(o[k])) bad.push(`${path}.${k}: not whole seconds`);
-    for (const k of ['address', 'local', 'node']) if (k in o) bad.push(`${path}.${k}: a binding names this ipv4 or ipv6`);
+    if ('state' in o && !STATE_NAMES.includes(o.state as never))
+      bad.push(`${path}.state: ${String(o.state)} is not a state`);
+    for (const k of ['extend', 'keep'])
+      if (k in o && !Number.isInteger(o[k])) bad.push(`${path}.${k}: not whole seconds`);
+    for (const k of ['address', 'local', 'node'])
+      if (k in o) bad.push(`${path}.${k}: a binding names this ipv4 or ipv6`);
   }
   return bad;
 }
@@ -87,7 +98,13 @@ function violations(doc: unknown, path = '$'): string[] {
 /** Parses a command's --json stdout (JSON lines for request --hold) and checks the contract; returns the documents. */
 function checked(r: Run, what: string): Record<string, unknown>[] {
   expect(r.code, `${what}: ${r.stderr}`).to.equal(0);
-  const docs = r.stdout.trim().startsWith('[') || r.stdout.trim().startsWith('{\n') ? [JSON.parse(r.stdout)] : r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const docs =
+    r.stdout.trim().startsWith('[') || r.stdout.trim().startsWith('{\n')
+      ? [JSON.parse(r.stdout)]
+      : r.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l));
   expect(violations(docs), what).to.deep.equal([]);
   return docs;
 }
@@ -116,7 +133,17 @@ describe('the JSON contract of dstm(1)', function () {
   before(async function () {
     skipIf(this, cliUnavailable());
     ({ proc: srv } = await daemon(
-      ['server', '--listen', `[::1]:${port}`, '--pool', '198.51.100.0/29', '--tep', '2001:db8::1,192.0.2.1', '--state-dir', join(dir, 'state')],
+      [
+        'server',
+        '--listen',
+        `[::1]:${port}`,
+        '--pool',
+        '198.51.100.0/29',
+        '--tep',
+        '2001:db8::1,192.0.2.1',
+        '--state-dir',
+        join(dir, 'state'),
+      ],
       'stderr',
       /"msg":"listening"/,
     ));
@@ -132,10 +159,21 @@ describe('the JSON contract of dstm(1)', function () {
     const [lease] = checked(await dstm('request', '--json', ...server), 'request');
     expect(lease).to.include({ ipv6: '::1', tep6: '2001:db8::1', tep4: '192.0.2.1' });
     const [listed] = checked(await dstm('leases', '--json', ...server), 'leases');
-    expect(listed).to.deep.include({ ipv4: lease.ipv4, ipv6: '::1', tep4: '192.0.2.1', tep6: '2001:db8::1', starts: lease.starts, ends: lease.ends, state: 'active' });
+    expect(listed).to.deep.include({
+      ipv4: lease.ipv4,
+      ipv6: '::1',
+      tep4: '192.0.2.1',
+      tep6: '2001:db8::1',
+      starts: lease.starts,
+      ends: lease.ends,
+      state: 'active',
+    });
     const [released] = checked(await dstm('release', '--json', ...server), 'release');
     expect(released).to.include({ released: true, ipv4: lease.ipv4, ipv6: '::1' });
-    const [allocated] = checked(await dstm('leases', 'allocate', '2001:db8::42', '--address', '198.51.100.3', '--json', ...server), 'leases allocate');
+    const [allocated] = checked(
+      await dstm('leases', 'allocate', '2001:db8::42', '--address', '198.51.100.3', '--json', ...server),
+      'leases allocate',
+    );
     expect(allocated).to.include({ action: 'allocate', ipv4: '198.51.100.3', ipv6: '2001:db8::42' });
     const [revoked] = checked(await dstm('leases', 'revoke', '2001:db8::42', '--json', ...server), 'leases revoke');
     expect(revoked).to.include({ action: 'revoke', ipv4: '198.51.100.3' });
@@ -147,7 +185,11 @@ describe('the JSON contract of dstm(1)', function () {
   it('dstm request --hold: one binding per line with its event; dstm status: the held lease as a binding', async () => {
     const sock = join(dir, 'node.sock');
     let line: string;
-    ({ proc: node, line } = await daemon(['request', '--hold', '--json', '--control', sock, ...server], 'stdout', /"event":"lease"/));
+    ({ proc: node, line } = await daemon(
+      ['request', '--hold', '--json', '--control', sock, ...server],
+      'stdout',
+      /"event":"lease"/,
+    ));
     const [held] = checked({ code: 0, stdout: line, stderr: '' }, 'request --hold');
     const [status] = checked(await dstm('status', '--json', '--control', sock), 'status');
     expect(status.lease).to.include({ ipv4: held.ipv4, ipv6: held.ipv6, starts: held.starts, ends: held.ends });
@@ -171,8 +213,26 @@ describe('the JSON contract of dstm(1)', function () {
     const [s] = checked(await dstm('tep', 'stats', '--json', '--control', sock), 'tep stats');
     expect(s.forwarded).to.have.keys('to_ipv4', 'to_ipv6', 'bytes_to_ipv4', 'bytes_to_ipv6');
     expect(s.bindings).to.deep.equal([
-      { ipv4: '198.51.100.2', ipv6: '2001:db8::2', tep4: '192.0.2.1', tep6: '2001:db8::1', starts: NOW - 5, ends: NOW + 600, source: 'server', forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 } },
-      { ipv4: '198.51.100.6', ipv6: '2001:db8::6', tep4: '192.0.2.1', tep6: '2001:db8::1', starts: null, ends: null, source: 'static', forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 } },
+      {
+        ipv4: '198.51.100.2',
+        ipv6: '2001:db8::2',
+        tep4: '192.0.2.1',
+        tep6: '2001:db8::1',
+        starts: NOW - 5,
+        ends: NOW + 600,
+        source: 'server',
+        forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 },
+      },
+      {
+        ipv4: '198.51.100.6',
+        ipv6: '2001:db8::6',
+        tep4: '192.0.2.1',
+        tep6: '2001:db8::1',
+        starts: null,
+        ends: null,
+        source: 'static',
+        forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 },
+      },
     ]);
     tested.add('tep:stats');
   });

@@ -50,12 +50,20 @@ describe('operator basics', function () {
   it('a mistyped command: exit 2, one line with the nearest commands; nothing near: no guess', () => {
     let r = dstm(['relase']);
     expect(r.code).to.equal(2);
-    expect(r.stderr.trim().split('\n')).to.deep.equal(["dstm: 'relase' is not a dstm command. Did you mean 'dstm release'? 'dstm help' lists them."]);
+    expect(r.stderr.trim().split('\n')).to.deep.equal([
+      "dstm: 'relase' is not a dstm command. Did you mean 'dstm release'? 'dstm help' lists them.",
+    ]);
     r = dstm(['frobnicate']);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.not.include('Did you mean');
     r = dstm(['statu', '--json']);
-    expect(JSON.parse(r.stderr)).to.deep.equal({ error: { message: "'statu' is not a dstm command. Did you mean 'dstm status'? 'dstm help' lists them.", exit: 2, command: '' } });
+    expect(JSON.parse(r.stderr)).to.deep.equal({
+      error: {
+        message: "'statu' is not a dstm command. Did you mean 'dstm status'? 'dstm help' lists them.",
+        exit: 2,
+        command: '',
+      },
+    });
   });
 
   it('suggestions: within a third of the word, nearest first, prefixes and swapped letters count', () => {
@@ -70,7 +78,9 @@ describe('operator basics', function () {
   it('an unknown flag or a bad value: exit 2, one line naming it and one pointing at --help, not the help', () => {
     let r = dstm(['release', '--bogus']);
     expect(r.code).to.equal(2);
-    expect(r.stderr).to.equal("dstm release: Nonexistent flag: --bogus\nTry 'dstm release --help' for more information.\n");
+    expect(r.stderr).to.equal(
+      "dstm release: Nonexistent flag: --bogus\nTry 'dstm release --help' for more information.\n",
+    );
     r = dstm(['request', '--transport', 'sctp']);
     expect(r.code).to.equal(2);
     expect(r.stderr.trim().split('\n')).to.have.length(2);
@@ -104,7 +114,9 @@ describe('operator basics', function () {
     expect(dstm(['request', '--hold', '--routes', 'default']).stderr).to.match(/--device/);
     const commands = await loadCommands();
     const nouns = new Map<string, Set<string>>();
-    for (const c of commands) for (const f of Object.values(c.flags)) if (!f.hidden) nouns.set(f.name, (nouns.get(f.name) ?? new Set()).add(c.id));
+    for (const c of commands)
+      for (const f of Object.values(c.flags))
+        if (!f.hidden) nouns.set(f.name, (nouns.get(f.name) ?? new Set()).add(c.id));
     expect(nouns.get('dti'), '--dti is an alias only').to.equal(undefined);
     expect([...(nouns.get('address') ?? [])].sort()).to.deep.equal(['leases', 'release', 'static']);
   });
@@ -112,30 +124,48 @@ describe('operator basics', function () {
   it('help texts: --json of leases and release says nothing of --hold; descriptions have no hard line breaks', async () => {
     for (const c of await loadCommands()) {
       const json = c.flags.json;
-      if (json && c.id !== 'request') expect(`${json.summary ?? ''}${json.description ?? ''}`, c.id).to.not.include('--hold');
+      if (json && c.id !== 'request')
+        expect(`${json.summary ?? ''}${json.description ?? ''}`, c.id).to.not.include('--hold');
       for (const para of (c.description ?? '').split('\n\n')) {
-        expect(para.trim().split('\n'), `${c.id}: a line break inside a paragraph of its description`).to.have.length(1);
+        expect(para.trim().split('\n'), `${c.id}: a line break inside a paragraph of its description`).to.have.length(
+          1,
+        );
       }
     }
   });
 
   it('every [IPV6]:PORT in a command line of --help, the man pages and the README is quoted', async () => {
     const lines: { where: string; line: string }[] = [];
-    for (const c of await loadCommands()) for (const e of c.examples ?? []) lines.push({ where: `dstm ${c.id} example`, line: typeof e === 'string' ? e : e.command });
+    for (const c of await loadCommands())
+      for (const e of c.examples ?? [])
+        lines.push({ where: `dstm ${c.id} example`, line: typeof e === 'string' ? e : e.command });
     for (const f of readdirSync(join(ROOT, 'man'))) {
-      readFileSync(join(ROOT, 'man', f), 'utf8').split('\n').forEach((line) => lines.push({ where: `man/${f}`, line: line.replace(/\\-/g, '-') }));
+      readFileSync(join(ROOT, 'man', f), 'utf8')
+        .split('\n')
+        .forEach((line) => lines.push({ where: `man/${f}`, line: line.replace(/\\-/g, '-') }));
     }
-    readFileSync(join(ROOT, 'README.md'), 'utf8').split('\n').forEach((line) => lines.push({ where: 'README.md', line }));
+    readFileSync(join(ROOT, 'README.md'), 'utf8')
+      .split('\n')
+      .forEach((line) => lines.push({ where: 'README.md', line }));
     const bare = /(^|\s)\[[0-9a-fA-F:.]*\]:(\d+|\$\{[A-Z_]+\})/;
     const commandLines = lines.filter(({ line }) => /(^|\s|\$ )(dstm|<%= config\.bin %>) .*--[a-z]/.test(line));
     expect(commandLines.length).to.be.greaterThan(20);
-    expect(commandLines.filter(({ line }) => bare.test(line)).map(({ where, line }) => `${where}: ${line}`)).to.deep.equal([]);
+    expect(
+      commandLines.filter(({ line }) => bare.test(line)).map(({ where, line }) => `${where}: ${line}`),
+    ).to.deep.equal([]);
   });
 
   it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
-    const r = dstm(['server', '--listen', `[::1]:${20000 + Math.floor(Math.random() * 30000)}`], { uid: 65534, gid: 65534, cwd: '/tmp', env: { HOME: '/tmp' } });
+    const r = dstm(['server', '--listen', `[::1]:${20000 + Math.floor(Math.random() * 30000)}`], {
+      uid: 65534,
+      gid: 65534,
+      cwd: '/tmp',
+      env: { HOME: '/tmp' },
+    });
     expect(r.code, r.stderr).to.equal(3);
-    expect(r.stderr).to.match(/^dstm server: cannot start: .*\/var\/lib\/dstm is not writable by this user: give a directory it can write with --state-dir \(or server\.state_dir\), or run as root\n$/);
+    expect(r.stderr).to.match(
+      /^dstm server: cannot start: .*\/var\/lib\/dstm is not writable by this user: give a directory it can write with --state-dir \(or server\.state_dir\), or run as root\n$/,
+    );
   });
 });

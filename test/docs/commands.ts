@@ -12,7 +12,9 @@ export const ROOT = join(__dirname, '..', '..');
 export async function loadCommands(plugins = false): Promise<Command.Loadable[]> {
   settings.enableAutoTranspile = true;
   const config = await Config.load(ROOT);
-  return config.commands.filter((c) => !c.hidden && (plugins || c.pluginName === config.name)).sort((a, b) => a.id.localeCompare(b.id));
+  return config.commands
+    .filter((c) => !c.hidden && (plugins || c.pluginName === config.name))
+    .sort((a, b) => a.id.localeCompare(b.id));
 }
 
 /** The argv that runs `dstm ARGS` from the TypeScript sources (no build needed). */

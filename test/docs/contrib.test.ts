@@ -14,7 +14,12 @@ import { tepFields } from '../../src/config/tep-schema';
 import { ROOT } from './commands';
 import { skipIf } from '../support/skip';
 
-const SCHEMAS: Record<string, Fields> = { server: serverFields, client: clientFields, tep: tepFields, static: staticFields };
+const SCHEMAS: Record<string, Fields> = {
+  server: serverFields,
+  client: clientFields,
+  tep: tepFields,
+  static: staticFields,
+};
 
 describe('contrib', () => {
   it('dstm.conf.example.json is valid and sets every key of every section', () => {
@@ -23,22 +28,40 @@ describe('contrib', () => {
     for (const [section, fields] of Object.entries(SCHEMAS)) {
       parseWithOverrides(fields, raw[section], `${file}: ${section}`);
       const unset = keyTable(fields).filter((k) => !k.key.includes('.') && !(k.key in (raw[section] ?? {})));
-      expect(unset.map((k) => `${section}.${k.key}`), 'keys the example does not show').to.deep.equal([]);
+      expect(
+        unset.map((k) => `${section}.${k.key}`),
+        'keys the example does not show',
+      ).to.deep.equal([]);
     }
   });
 
   it('the systemd units pass systemd-analyze verify', function () {
-    skipIf(this, spawnSync('systemd-analyze', ['--version']).error ? 'systemd-analyze (Debian: systemd) is not installed' : undefined);
+    skipIf(
+      this,
+      spawnSync('systemd-analyze', ['--version']).error
+        ? 'systemd-analyze (Debian: systemd) is not installed'
+        : undefined,
+    );
     const dir = mkdtempSync(join(tmpdir(), 'dstm-units-'));
     try {
       const units = readdirSync(join(ROOT, 'contrib', 'systemd')).filter((f) => f.endsWith('.service'));
-      expect(units).to.have.members(['dstm-server.service', 'dstm-tep.service', 'dstm-node.service', 'dstm-static.service']);
+      expect(units).to.have.members([
+        'dstm-server.service',
+        'dstm-tep.service',
+        'dstm-node.service',
+        'dstm-static.service',
+      ]);
       for (const u of units) {
         // the units name the installed binary; verify checks that ExecStart exists, so point it at this checkout
-        const text = readFileSync(join(ROOT, 'contrib', 'systemd', u), 'utf8').replaceAll('/usr/local/bin/dstm', join(ROOT, 'bin', 'run.js'));
+        const text = readFileSync(join(ROOT, 'contrib', 'systemd', u), 'utf8').replaceAll(
+          '/usr/local/bin/dstm',
+          join(ROOT, 'bin', 'run.js'),
+        );
         writeFileSync(join(dir, u), text);
       }
-      const r = spawnSync('systemd-analyze', ['verify', '--man=no', ...units.map((u) => join(dir, u))], { encoding: 'utf8' });
+      const r = spawnSync('systemd-analyze', ['verify', '--man=no', ...units.map((u) => join(dir, u))], {
+        encoding: 'utf8',
+      });
       expect(r.stderr.trim()).to.equal('');
       expect(r.status).to.equal(0);
     } finally {

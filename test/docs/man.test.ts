@@ -28,7 +28,9 @@ const words = (id: string): string => id.replace(/:/g, ' ');
  */
 export function pageOf(id: string): { rel: string; sub?: string } {
   const own = join('man', `dstm-${id.replace(/:/g, '-')}.8`);
-  const parent = id.includes(':') ? join('man', `dstm-${id.slice(0, id.lastIndexOf(':')).replace(/:/g, '-')}.8`) : undefined;
+  const parent = id.includes(':')
+    ? join('man', `dstm-${id.slice(0, id.lastIndexOf(':')).replace(/:/g, '-')}.8`)
+    : undefined;
   if (existsSync(join(ROOT, own)) || !parent || !existsSync(join(ROOT, parent))) return { rel: own };
   return { rel: parent, sub: `dstm ${words(id)}` };
 }
@@ -68,9 +70,12 @@ function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[]
       continue;
     }
     const all = `${item.tag} ${item.body}`;
-    if (flag.char && !hasWord(item.tag, `-${flag.char}`)) problems.push(`${long}: short alias -${flag.char} missing from the tag "${item.tag}"`);
-    if (flag.type === 'boolean' && flag.allowNo && !hasWord(item.tag, `--no-${flag.name}`)) problems.push(`${long}: its negation --no-${flag.name} missing from the tag "${item.tag}"`);
-    for (const a of flag.aliases ?? []) if (!hasWord(all, `--${a}`)) problems.push(`${long}: its old name --${a} (an alias) not mentioned in its item`);
+    if (flag.char && !hasWord(item.tag, `-${flag.char}`))
+      problems.push(`${long}: short alias -${flag.char} missing from the tag "${item.tag}"`);
+    if (flag.type === 'boolean' && flag.allowNo && !hasWord(item.tag, `--no-${flag.name}`))
+      problems.push(`${long}: its negation --no-${flag.name} missing from the tag "${item.tag}"`);
+    for (const a of flag.aliases ?? [])
+      if (!hasWord(all, `--${a}`)) problems.push(`${long}: its old name --${a} (an alias) not mentioned in its item`);
     const def = flag.type === 'option' ? defaultText(flag.default) : undefined;
     if (def !== undefined && !(/default/i.test(all) && squash(all).includes(squash(def)))) {
       problems.push(`${long}: default "${def}" not stated in its item ("${all}")`);
@@ -82,7 +87,8 @@ function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[]
   for (const item of items) {
     for (const m of item.tag.matchAll(/(?:^|[^\w-])--([a-z][\w-]*)/g)) {
       const negated = m[1].startsWith('no-') ? cmd.flags[m[1].slice(3)] : undefined;
-      if (!Object.hasOwn(cmd.flags, m[1]) && !(negated?.type === 'boolean' && negated.allowNo)) problems.push(`--${m[1]}: documented in ${where} but \`dstm ${words(cmd.id)}\` has no such flag`);
+      if (!Object.hasOwn(cmd.flags, m[1]) && !(negated?.type === 'boolean' && negated.allowNo))
+        problems.push(`--${m[1]}: documented in ${where} but \`dstm ${words(cmd.id)}\` has no such flag`);
     }
   }
   return problems;
@@ -97,13 +103,16 @@ function argProblems(cmd: Command.Loadable, page: Page): string[] {
     // the SYNOPSIS shows it by name (ACTION) or by its choices (list | revoke | allocate)
     const named = hasWord(synopsis.toLowerCase(), arg.name.toLowerCase());
     if (!named && !(arg.options?.length && arg.options.every((o) => hasWord(synopsis, o)))) {
-      problems.push(`argument ${arg.name.toUpperCase()}: not in the SYNOPSIS (by name${arg.options?.length ? ' or by all its choices' : ''})`);
+      problems.push(
+        `argument ${arg.name.toUpperCase()}: not in the SYNOPSIS (by name${arg.options?.length ? ' or by all its choices' : ''})`,
+      );
     }
     for (const o of arg.options ?? []) {
       if (!hasWord(page.text, o)) problems.push(`argument ${arg.name.toUpperCase()}: choice "${o}" not documented`);
     }
     const def = defaultText(arg.default);
-    if (def !== undefined && !/default/i.test(page.text)) problems.push(`argument ${arg.name.toUpperCase()}: default "${def}" not stated`);
+    if (def !== undefined && !/default/i.test(page.text))
+      problems.push(`argument ${arg.name.toUpperCase()}: default "${def}" not stated`);
   }
   return problems;
 }
@@ -121,7 +130,9 @@ function keyProblems(keys: KeyDoc[], page: Page): string[] {
     const all = `${item.tag} ${item.body}`;
     if (!all.includes(k.type)) problems.push(`${k.key}: type "${k.type}" not stated in its item`);
     if (k.default !== undefined && !squash(all).includes(squash(JSON.stringify(k.default)))) {
-      problems.push(`${k.key}: default ${JSON.stringify(k.default)} (JSON, as written in the file) not stated in its item`);
+      problems.push(
+        `${k.key}: default ${JSON.stringify(k.default)} (JSON, as written in the file) not stated in its item`,
+      );
     }
   }
   const known = new Set(keys.map((k) => k.key));
@@ -143,11 +154,16 @@ function exitProblems(codes: readonly ExitCode[], page: Page): string[] {
   const problems: string[] = [];
   const items = section.items.filter((i) => /^\d+$/.test(i.tag.trim()));
   const listed = items.map((i) => Number(i.tag.trim()));
-  for (const c of codes) if (!listed.includes(c)) problems.push(`EXIT STATUS: code ${c} (${EXIT_MEANING[c]}) is not listed`);
+  for (const c of codes)
+    if (!listed.includes(c)) problems.push(`EXIT STATUS: code ${c} (${EXIT_MEANING[c]}) is not listed`);
   for (const i of items) {
     const c = Number(i.tag.trim()) as ExitCode;
-    if (!codes.includes(c)) problems.push(`EXIT STATUS: code ${c} is listed but ${EXIT_MEANING[c] === undefined ? 'is not in the table' : 'no command of this page returns it'}`);
-    else if (!i.body.replace(/\s+/g, ' ').toLowerCase().includes(EXIT_MEANING[c].toLowerCase())) problems.push(`EXIT STATUS: code ${c} does not say "${EXIT_MEANING[c]}"`);
+    if (!codes.includes(c))
+      problems.push(
+        `EXIT STATUS: code ${c} is listed but ${EXIT_MEANING[c] === undefined ? 'is not in the table' : 'no command of this page returns it'}`,
+      );
+    else if (!i.body.replace(/\s+/g, ' ').toLowerCase().includes(EXIT_MEANING[c].toLowerCase()))
+      problems.push(`EXIT STATUS: code ${c} does not say "${EXIT_MEANING[c]}"`);
   }
   return problems;
 }
@@ -163,7 +179,11 @@ function report(problems: Map<string, string[]>): void {
 }
 
 function manPages(): string[] {
-  return existsSync(MAN) ? readdirSync(MAN).filter((f) => /\.[1-8]$/.test(f)).sort() : [];
+  return existsSync(MAN)
+    ? readdirSync(MAN)
+        .filter((f) => /\.[1-8]$/.test(f))
+        .sort()
+    : [];
 }
 
 describe('man pages', function () {
@@ -205,7 +225,8 @@ describe('man pages', function () {
     for (const cmd of commands) {
       const codes = await exitCodesOf(cmd);
       const { rel } = pageOf(cmd.id);
-      if (codes.length === 0) problems.set(rel, [...(problems.get(rel) ?? []), `\`dstm ${words(cmd.id)}\` declares no exitCodes`]);
+      if (codes.length === 0)
+        problems.set(rel, [...(problems.get(rel) ?? []), `\`dstm ${words(cmd.id)}\` declares no exitCodes`]);
       const set = byPage.get(rel) ?? new Set<ExitCode>();
       for (const c of codes) set.add(c);
       byPage.set(rel, set);
@@ -219,9 +240,11 @@ describe('man pages', function () {
     report(problems);
   });
 
-  it('dstm.1 names every command, the plugins\' help and version too', async () => {
+  it("dstm.1 names every command, the plugins' help and version too", async () => {
     const page = readPage('man/dstm.1');
-    const missing = (await loadCommands(true)).map((c) => words(c.id)).filter((id) => !page.text.includes(`dstm ${id}`));
+    const missing = (await loadCommands(true))
+      .map((c) => words(c.id))
+      .filter((id) => !page.text.includes(`dstm ${id}`));
     expect(missing, 'commands missing from man/dstm.1').to.deep.equal([]);
   });
 
@@ -280,8 +303,13 @@ describe('man pages', function () {
       'EXIT STATUS: code 4 does not say "not allowed"',
       'EXIT STATUS: code 42 is listed but is not in the table',
     ]);
-    const conf = parsePage('.SH SERVER\n.TP\n.B server.lease\ninteger, default 3600.\n.TP\n.B server.leese\ninteger.\n');
-    const keys = [{ key: 'server.lease', type: 'integer', default: 3600, doc: '' }, { key: 'server.hold', type: 'integer', default: 600, doc: '' }];
+    const conf = parsePage(
+      '.SH SERVER\n.TP\n.B server.lease\ninteger, default 3600.\n.TP\n.B server.leese\ninteger.\n',
+    );
+    const keys = [
+      { key: 'server.lease', type: 'integer', default: 3600, doc: '' },
+      { key: 'server.hold', type: 'integer', default: 600, doc: '' },
+    ];
     expect(keyProblems(keys, conf)).to.deep.equal([
       'server.hold: not documented (no .TP item whose tag is server.hold)',
       'server.leese: documented but no schema has this key',

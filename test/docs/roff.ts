@@ -24,7 +24,29 @@ export interface Page {
   text: string;
 }
 
-const NAMED: Record<string, string> = { dq: '"', aq: "'", lq: '"', rq: '"', oq: "'", cq: "'", em: '--', en: '-', hy: '-', ti: '~', ha: '^', rs: '\\', bu: '*', or: '|', lB: '[', rB: ']', lC: '{', rC: '}', mi: '-', pl: '+', eq: '=' };
+const NAMED: Record<string, string> = {
+  dq: '"',
+  aq: "'",
+  lq: '"',
+  rq: '"',
+  oq: "'",
+  cq: "'",
+  em: '--',
+  en: '-',
+  hy: '-',
+  ti: '~',
+  ha: '^',
+  rs: '\\',
+  bu: '*',
+  or: '|',
+  lB: '[',
+  rB: ']',
+  lC: '{',
+  rC: '}',
+  mi: '-',
+  pl: '+',
+  eq: '=',
+};
 
 /** Plain text of one roff text line (escapes resolved, font changes dropped). */
 export function plain(line: string): string {
@@ -59,7 +81,7 @@ export function parsePage(src: string): Page {
   /** Tag lines still expected after .TP/.TQ (the next text line is the tag). */
   let tagNext = false;
   for (const raw of src.split('\n')) {
-    if (raw.startsWith('.\\"') || raw.startsWith("'\\\"") || raw === '.') continue;
+    if (raw.startsWith('.\\"') || raw.startsWith('\'\\"') || raw === '.') continue;
     let text: string | undefined;
     if (raw.startsWith('.') || raw.startsWith("'")) {
       const m = /^[.']\s*(\S+)\s*(.*)$/.exec(raw);

@@ -39,10 +39,20 @@ export function ipv4(o: V4Opts = {}): number[] {
   const payload = o.payload ?? icmpEcho(0x1234, 1, 8);
   const total = 20 + payload.length;
   const h = [
-    0x45, o.tos ?? 0, total >> 8, total & 0xff,
-    (o.id ?? 0x1c46) >> 8, (o.id ?? 0x1c46) & 0xff, o.df ? 0x40 : 0, 0,
-    o.ttl ?? 64, o.proto ?? 1, 0, 0,
-    ...v4(o.src ?? '10.0.0.1'), ...v4(o.dst ?? '10.0.0.2'),
+    0x45,
+    o.tos ?? 0,
+    total >> 8,
+    total & 0xff,
+    (o.id ?? 0x1c46) >> 8,
+    (o.id ?? 0x1c46) & 0xff,
+    o.df ? 0x40 : 0,
+    0,
+    o.ttl ?? 64,
+    o.proto ?? 1,
+    0,
+    0,
+    ...v4(o.src ?? '10.0.0.1'),
+    ...v4(o.dst ?? '10.0.0.2'),
   ];
   const c = cksum(h);
   h[10] = c >> 8;
@@ -51,7 +61,17 @@ export function ipv4(o: V4Opts = {}): number[] {
 }
 
 export function icmpEcho(id: number, seq: number, dataLen: number): number[] {
-  const m = [8, 0, 0, 0, id >> 8, id & 0xff, seq >> 8, seq & 0xff, ...Array.from({ length: dataLen }, (_, i) => i & 0xff)];
+  const m = [
+    8,
+    0,
+    0,
+    0,
+    id >> 8,
+    id & 0xff,
+    seq >> 8,
+    seq & 0xff,
+    ...Array.from({ length: dataLen }, (_, i) => i & 0xff),
+  ];
   const c = cksum(m);
   m[2] = c >> 8;
   m[3] = c & 0xff;
@@ -62,8 +82,17 @@ export function icmpEcho(id: number, seq: number, dataLen: number): number[] {
 export function ipv6(src: string, dst: string, nh: number, body: number[], tclass = 0, hops = 64): number[] {
   const len = body.length;
   return [
-    0x60 | (tclass >> 4), (tclass & 0x0f) << 4, 0, 0, len >> 8, len & 0xff, nh, hops,
-    ...v6(src), ...v6(dst), ...body,
+    0x60 | (tclass >> 4),
+    (tclass & 0x0f) << 4,
+    0,
+    0,
+    len >> 8,
+    len & 0xff,
+    nh,
+    hops,
+    ...v6(src),
+    ...v6(dst),
+    ...body,
   ];
 }
 

@@ -62,7 +62,12 @@ function removeStale(): void {
 }
 
 /** Spawns a command in a namespace and resolves when `ready` appears on its stdout. */
-function spawnIn(nss: Namespaces, ns: string, argv: string[], ready?: RegExp): Promise<{ proc: ChildProcess; out: () => string }> {
+function spawnIn(
+  nss: Namespaces,
+  ns: string,
+  argv: string[],
+  ready?: RegExp,
+): Promise<{ proc: ChildProcess; out: () => string }> {
   const proc = spawn('ip', ['netns', 'exec', ns, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   nss.procs.push(proc);
   let out = '';
@@ -164,7 +169,19 @@ describe('dti/device (namespaces, root)', function () {
         }
         expect(tun.sendBatch(rx.buf, offsets, lengths, m)).to.equal(m);
       });
-      const { stdout } = await execFileP('ip', ['netns', 'exec', ns, 'ping', '-c', '3', '-i', '0.2', '-W', '2', '10.201.0.2']);
+      const { stdout } = await execFileP('ip', [
+        'netns',
+        'exec',
+        ns,
+        'ping',
+        '-c',
+        '3',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        '10.201.0.2',
+      ]);
       expect(stdout).to.match(/3 received/);
       expect(requests).to.equal(3);
       expect(batches.length).to.be.at.least(1);
@@ -180,15 +197,33 @@ describe('dti/device (namespaces, root)', function () {
     const va = `dva${ID}`.slice(0, 15);
     const vb = `dvb${ID}`.slice(0, 15);
     execFileSync('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
-    for (const [ns, dev, addr] of [[a, va, '2001:db8:77::1/64'], [b, vb, '2001:db8:77::2/64']]) {
+    for (const [ns, dev, addr] of [
+      [a, va, '2001:db8:77::1/64'],
+      [b, vb, '2001:db8:77::2/64'],
+    ]) {
       await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
     }
     // A's TUN MTU (1500) is above its tunnel MTU (1500 − 48 with the encap-limit option): big DF=1 packets get
     // our frag-needed, big DF=0 packets are sent as IPv6 fragments.
-    const pa = await peer(nss, a, { tun: 'dti0', addr4: '10.202.0.1', peer4: '10.202.0.2', local6: '2001:db8:77::1',
-      remote6: '2001:db8:77::2', tunMtu: 1500, pathMtu: 1500, encapLimit: 4 });
-    const pb = await peer(nss, b, { tun: 'dti0', addr4: '10.202.0.2', peer4: '10.202.0.1', local6: '2001:db8:77::2',
-      remote6: '2001:db8:77::1', tunMtu: 1400, pathMtu: 1500 });
+    const pa = await peer(nss, a, {
+      tun: 'dti0',
+      addr4: '10.202.0.1',
+      peer4: '10.202.0.2',
+      local6: '2001:db8:77::1',
+      remote6: '2001:db8:77::2',
+      tunMtu: 1500,
+      pathMtu: 1500,
+      encapLimit: 4,
+    });
+    const pb = await peer(nss, b, {
+      tun: 'dti0',
+      addr4: '10.202.0.2',
+      peer4: '10.202.0.1',
+      local6: '2001:db8:77::2',
+      remote6: '2001:db8:77::1',
+      tunMtu: 1400,
+      pathMtu: 1500,
+    });
     const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode']);
     await new Promise((r) => setTimeout(r, 1000)); // tcpdump attaches
 
@@ -214,13 +249,16 @@ describe('dti/device (namespaces, root)', function () {
     expect(cb.events.decapsulated).to.be.at.least(5);
     expect(ca.events.decapsulated).to.be.at.least(5);
     // Only IPv6 crossed the link: every captured packet is IPv6 carrying IPv4 (or an IPv6 fragment of one).
-    const lines = dump.out().split('\n').filter((l) => / > /.test(l) && !/ICMP6/.test(l)); // not ND/MLD
+    const lines = dump
+      .out()
+      .split('\n')
+      .filter((l) => / > /.test(l) && !/ICMP6/.test(l)); // not ND/MLD
     expect(lines.length).to.be.at.least(10);
     for (const l of lines) expect(l, l).to.match(/IP6 2001:db8:77::[12] > 2001:db8:77::[12]: (DSTOPT )?(IP |frag)/);
     expect(lines.some((l) => /frag/.test(l))).to.equal(true);
   });
 
-  it('learns a smaller path MTU from a router\'s ICMPv6 packet-too-big and tells the IPv4 sender (RFC 2473 §7, §8)', async function () {
+  it("learns a smaller path MTU from a router's ICMPv6 packet-too-big and tells the IPv4 sender (RFC 2473 §7, §8)", async function () {
     this.timeout(60000);
     // A ── R ── B, with a 1280-byte link between R and B: R answers A's big tunnel packets with packet-too-big.
     const a = nss.add('pa');
@@ -228,18 +266,73 @@ describe('dti/device (namespaces, root)', function () {
     const b = nss.add('pb');
     const dev = (tag: string) => `d${tag}${ID}`.slice(0, 15);
     execFileSync('ip', ['link', 'add', dev('a'), 'netns', a, 'type', 'veth', 'peer', 'name', dev('ra'), 'netns', r]);
-    execFileSync('ip', ['link', 'add', dev('b'), 'netns', b, 'mtu', '1280', 'type', 'veth', 'peer', 'name', dev('rb'), 'netns', r, 'mtu', '1280']);
+    execFileSync('ip', [
+      'link',
+      'add',
+      dev('b'),
+      'netns',
+      b,
+      'mtu',
+      '1280',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      dev('rb'),
+      'netns',
+      r,
+      'mtu',
+      '1280',
+    ]);
     const addr = (d: string, cidr: string): IpCommand => ({ args: ['-6', 'addr', 'add', cidr, 'dev', d, 'nodad'] });
-    await runIp([addr(dev('a'), '2001:db8:71::1/64'), ip.linkUp(dev('a')), ip.routeAdd('2001:db8:72::/64', dev('a'), { via: '2001:db8:71::2' })], { netns: a });
-    await runIp([addr(dev('b'), '2001:db8:72::1/64'), ip.linkUp(dev('b')), ip.routeAdd('2001:db8:71::/64', dev('b'), { via: '2001:db8:72::2' })], { netns: b });
-    await runIp([addr(dev('ra'), '2001:db8:71::2/64'), addr(dev('rb'), '2001:db8:72::2/64'), ip.linkUp(dev('ra')), ip.linkUp(dev('rb'))], { netns: r });
+    await runIp(
+      [
+        addr(dev('a'), '2001:db8:71::1/64'),
+        ip.linkUp(dev('a')),
+        ip.routeAdd('2001:db8:72::/64', dev('a'), { via: '2001:db8:71::2' }),
+      ],
+      { netns: a },
+    );
+    await runIp(
+      [
+        addr(dev('b'), '2001:db8:72::1/64'),
+        ip.linkUp(dev('b')),
+        ip.routeAdd('2001:db8:71::/64', dev('b'), { via: '2001:db8:72::2' }),
+      ],
+      { netns: b },
+    );
+    await runIp(
+      [
+        addr(dev('ra'), '2001:db8:71::2/64'),
+        addr(dev('rb'), '2001:db8:72::2/64'),
+        ip.linkUp(dev('ra')),
+        ip.linkUp(dev('rb')),
+      ],
+      { netns: r },
+    );
     execFileSync('ip', ['netns', 'exec', r, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
-    const pa = await peer(nss, a, { tun: 'dti0', addr4: '10.203.0.1', peer4: '10.203.0.2', local6: '2001:db8:71::1',
-      remote6: '2001:db8:72::1', tunMtu: 1500, pathMtu: 1500 });
-    const pb = await peer(nss, b, { tun: 'dti0', addr4: '10.203.0.2', peer4: '10.203.0.1', local6: '2001:db8:72::1',
-      remote6: '2001:db8:71::1', tunMtu: 1240, pathMtu: 1280 });
+    const pa = await peer(nss, a, {
+      tun: 'dti0',
+      addr4: '10.203.0.1',
+      peer4: '10.203.0.2',
+      local6: '2001:db8:71::1',
+      remote6: '2001:db8:72::1',
+      tunMtu: 1500,
+      pathMtu: 1500,
+    });
+    const pb = await peer(nss, b, {
+      tun: 'dti0',
+      addr4: '10.203.0.2',
+      peer4: '10.203.0.1',
+      local6: '2001:db8:72::1',
+      remote6: '2001:db8:71::1',
+      tunMtu: 1240,
+      pathMtu: 1280,
+    });
     const ping = (...args: string[]) =>
-      execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.3', '-W', '2', ...args, '10.203.0.2']).catch((e: { stdout: string }) => e);
+      execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.3', '-W', '2', ...args, '10.203.0.2']).catch(
+        (e: { stdout: string }) => e,
+      );
     // 1428-byte IPv4 packets with DF: they fit A's first tunnel MTU (1460) but not the path behind R.
     const first = await ping('-c', '3', '-M', 'do', '-s', '1400');
     expect(first.stdout).to.match(/mtu ?= ?1240/i);

@@ -65,8 +65,21 @@ function ipHeader(o: L4Opts, proto: number, l4len: number): number[] {
   const id = o.id ?? 0x4321;
   const frag = (o.df ? 0x4000 : 0) | (o.mf ? 0x2000 : 0) | ((o.fragOffset ?? 0) >> 3);
   const h = [
-    0x40 | (5 + opts.length / 4), o.tos ?? 0, total >> 8, total & 0xff, (id >> 8) & 0xff, id & 0xff, frag >> 8, frag & 0xff,
-    o.ttl ?? 64, proto, 0, 0, ...v4(o.src ?? '198.51.100.7'), ...v4(o.dst ?? '192.0.2.2'), ...opts,
+    0x40 | (5 + opts.length / 4),
+    o.tos ?? 0,
+    total >> 8,
+    total & 0xff,
+    (id >> 8) & 0xff,
+    id & 0xff,
+    frag >> 8,
+    frag & 0xff,
+    o.ttl ?? 64,
+    proto,
+    0,
+    0,
+    ...v4(o.src ?? '198.51.100.7'),
+    ...v4(o.dst ?? '192.0.2.2'),
+    ...opts,
   ];
   const c = cksum(h);
   h[10] = c >> 8;
@@ -85,10 +98,28 @@ function tcp4(o: L4Opts = {}): number[] {
   const ack = o.ack ?? 77;
   const win = o.window ?? 501;
   const t = [
-    (o.sport ?? 40000) >> 8, (o.sport ?? 40000) & 0xff, (o.dport ?? 5201) >> 8, (o.dport ?? 5201) & 0xff,
-    seq >>> 24, (seq >>> 16) & 0xff, (seq >>> 8) & 0xff, seq & 0xff, ack >>> 24, (ack >>> 16) & 0xff, (ack >>> 8) & 0xff, ack & 0xff,
-    ((20 + opts.length) / 4) << 4, o.flags ?? ACK, win >> 8, win & 0xff, 0, 0, (o.urg ?? 0) >> 8, (o.urg ?? 0) & 0xff,
-    ...opts, ...payload,
+    (o.sport ?? 40000) >> 8,
+    (o.sport ?? 40000) & 0xff,
+    (o.dport ?? 5201) >> 8,
+    (o.dport ?? 5201) & 0xff,
+    seq >>> 24,
+    (seq >>> 16) & 0xff,
+    (seq >>> 8) & 0xff,
+    seq & 0xff,
+    ack >>> 24,
+    (ack >>> 16) & 0xff,
+    (ack >>> 8) & 0xff,
+    ack & 0xff,
+    ((20 + opts.length) / 4) << 4,
+    o.flags ?? ACK,
+    win >> 8,
+    win & 0xff,
+    0,
+    0,
+    (o.urg ?? 0) >> 8,
+    (o.urg ?? 0) & 0xff,
+    ...opts,
+    ...payload,
   ];
   const ps = pseudo(o, 6, t.length);
   const c = o.partial ? ps : cksum(t, 0, t.length, ps);
@@ -100,7 +131,17 @@ function tcp4(o: L4Opts = {}): number[] {
 function udp4(o: L4Opts = {}): number[] {
   const payload = o.payload ?? [];
   const len = 8 + payload.length;
-  const u = [(o.sport ?? 40000) >> 8, (o.sport ?? 40000) & 0xff, (o.dport ?? 53) >> 8, (o.dport ?? 53) & 0xff, len >> 8, len & 0xff, 0, 0, ...payload];
+  const u = [
+    (o.sport ?? 40000) >> 8,
+    (o.sport ?? 40000) & 0xff,
+    (o.dport ?? 53) >> 8,
+    (o.dport ?? 53) & 0xff,
+    len >> 8,
+    len & 0xff,
+    0,
+    0,
+    ...payload,
+  ];
   const ps = pseudo(o, 17, len);
   let c = o.partial ? ps : cksum(u, 0, len, ps);
   if (!o.partial && c === 0) c = 0xffff;
@@ -119,7 +160,11 @@ function kernelTcpSegments(o: L4Opts, mss: number): number[][] {
     if (i > 0) f &= ~CWR;
     if (i < n - 1) f &= ~(FIN | PSH);
     return tcp4({
-      ...o, partial: false, id: ((o.id ?? 0x4321) + i) & 0xffff, seq: ((o.seq ?? 1000) + i * mss) >>> 0, flags: f,
+      ...o,
+      partial: false,
+      id: ((o.id ?? 0x4321) + i) & 0xffff,
+      seq: ((o.seq ?? 1000) + i * mss) >>> 0,
+      flags: f,
       payload: payload.slice(i * mss, (i + 1) * mss),
     });
   });
@@ -143,7 +188,14 @@ function checksumsValid(p: ArrayLike<number>): boolean {
   return sum16(Array.from(p).slice(hl, total), 0, l4, ps) === 0xffff;
 }
 
-function vnet(flags: number, gsoType: number, hdrLen: number, gsoSize: number, csumStart: number, csumOffset: number): number[] {
+function vnet(
+  flags: number,
+  gsoType: number,
+  hdrLen: number,
+  gsoSize: number,
+  csumStart: number,
+  csumOffset: number,
+): number[] {
   const le = (v: number) => [v & 0xff, v >> 8];
   return [flags, gsoType, ...le(hdrLen), ...le(gsoSize), ...le(csumStart), ...le(csumOffset)];
 }
@@ -175,7 +227,9 @@ function split(pkt: number[], hdr: number[]): number[][] | number {
   const room = { pos: (pkt.length + 64 + 3) & ~3, end: buf.length, headroom: 48, idx: 0, cap: list.offsets.length };
   const n = segment(buf, off, h, v, buf, room, list, new WordSum());
   if (n < 0) return n;
-  return Array.from({ length: n }, (_, i) => Array.from(buf.subarray(list.offsets[i], list.offsets[i] + list.lengths[i])));
+  return Array.from({ length: n }, (_, i) =>
+    Array.from(buf.subarray(list.offsets[i], list.offsets[i] + list.lengths[i])),
+  );
 }
 
 const tcpHdr = (o: L4Opts, mss: number, type = GSO_TCPV4) => {
@@ -252,13 +306,29 @@ describe('dti/offload: checksums', () => {
 
 describe('dti/offload: segmentation (GSO)', () => {
   const cases: [string, L4Opts, number][] = [
-    ['MSS 1448, timestamps, PSH on the super-packet', { payload: range(5000), flags: ACK | PSH, tcpOptions: TS_OPTS, partial: true, df: true }, 1448],
+    [
+      'MSS 1448, timestamps, PSH on the super-packet',
+      { payload: range(5000), flags: ACK | PSH, tcpOptions: TS_OPTS, partial: true, df: true },
+      1448,
+    ],
     ['odd MSS 537 with FIN|PSH', { payload: range(4000), flags: ACK | PSH | FIN, partial: true }, 537],
     ['MSS 1 (every byte a segment)', { payload: range(9), flags: ACK | PSH }, 1],
     ['payload an exact multiple of the MSS', { payload: range(3000), flags: ACK | PSH }, 1000],
-    ['payload shorter than the MSS: one segment, flags kept', { payload: range(100), flags: ACK | PSH | FIN | CWR }, 1448],
-    ['CWR|ECE and ECT(0): CWR on the first only, ECN kept', { payload: range(3500), flags: ACK | CWR | ECE, tos: 0x02 }, 1200],
-    ['IPv4 options copied into every segment', { payload: range(2900), ipOptions: [0x94, 4, 0, 0, 1, 0, 0, 0], flags: ACK | PSH }, 1000],
+    [
+      'payload shorter than the MSS: one segment, flags kept',
+      { payload: range(100), flags: ACK | PSH | FIN | CWR },
+      1448,
+    ],
+    [
+      'CWR|ECE and ECT(0): CWR on the first only, ECN kept',
+      { payload: range(3500), flags: ACK | CWR | ECE, tos: 0x02 },
+      1200,
+    ],
+    [
+      'IPv4 options copied into every segment',
+      { payload: range(2900), ipOptions: [0x94, 4, 0, 0, 1, 0, 0, 0], flags: ACK | PSH },
+      1000,
+    ],
     ['ID and sequence number wrap', { payload: range(4000), id: 0xffff, seq: 0xfffff000, flags: ACK }, 1460],
     ['URG and urgent pointer copied as they are', { payload: range(2100), flags: ACK | URG, urg: 5 }, 1000],
   ];
@@ -407,8 +477,19 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
     const a: L4Opts = { payload: range(4000), flags: ACK | PSH, partial: true, df: true };
     const b: L4Opts = { payload: range(50), sport: 1, partial: true };
     const c = udp4({ payload: range(20), partial: true });
-    t.encapBatch(3, vnetBatch([[tcpHdr(a, 1400), tcp4(a)], [vnet(1, GSO_NONE, 0, 0, 20, 16), tcp4(b)], [vnet(1, GSO_NONE, 0, 0, 20, 6), c]]));
-    expect(inner(t)).to.deep.equal([...kernelTcpSegments(a, 1400), tcp4({ ...b, partial: false }), udp4({ payload: range(20) })]);
+    t.encapBatch(
+      3,
+      vnetBatch([
+        [tcpHdr(a, 1400), tcp4(a)],
+        [vnet(1, GSO_NONE, 0, 0, 20, 16), tcp4(b)],
+        [vnet(1, GSO_NONE, 0, 0, 20, 6), c],
+      ]),
+    );
+    expect(inner(t)).to.deep.equal([
+      ...kernelTcpSegments(a, 1400),
+      tcp4({ ...b, partial: false }),
+      udp4({ payload: range(20) }),
+    ]);
     expect(counters.event('gso_split')).to.equal(1);
     expect(counters.event('gso_segments')).to.equal(3);
     expect(counters.event('csum_completed')).to.equal(2);
@@ -420,7 +501,13 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
     const { t, counters } = offloadTunnel();
     const a: L4Opts = { payload: range(30000) };
     const sent: number[][] = [];
-    const rx = vnetBatch([[tcpHdr(a, 1000), tcp4(a)], [tcpHdr(a, 1000), tcp4({ ...a, seq: 31000 })]], 40 * 1200);
+    const rx = vnetBatch(
+      [
+        [tcpHdr(a, 1000), tcp4(a)],
+        [tcpHdr(a, 1000), tcp4({ ...a, seq: 31000 })],
+      ],
+      40 * 1200,
+    );
     t.encapBatch(2, rx, () => {
       sent.push(...inner(t));
       t.toRaw.count = 0;
@@ -429,7 +516,16 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
     expect(sent).to.deep.equal([...kernelTcpSegments(a, 1000), ...kernelTcpSegments({ ...a, seq: 31000 }, 1000)]);
     // Without a spill hook, the second super-packet does not fit and is counted.
     const { t: t2, counters: c2 } = offloadTunnel();
-    t2.encapBatch(2, vnetBatch([[tcpHdr(a, 1000), tcp4(a)], [tcpHdr(a, 1000), tcp4(a)]], 40 * 1200));
+    t2.encapBatch(
+      2,
+      vnetBatch(
+        [
+          [tcpHdr(a, 1000), tcp4(a)],
+          [tcpHdr(a, 1000), tcp4(a)],
+        ],
+        40 * 1200,
+      ),
+    );
     expect(t2.toRaw.count).to.equal(30);
     expect(c2.dropped('queue_full')).to.equal(1);
     expect(counters.dropped('queue_full')).to.equal(0);
@@ -458,13 +554,16 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
   it('malformed virtio-net headers and super-packets are dropped and counted by reason', () => {
     const { t, counters } = offloadTunnel();
     const o: L4Opts = { payload: range(3000) };
-    t.encapBatch(5, vnetBatch([
-      [vnet(1, GSO_TCPV6, 60, 1000, 20, 16), tcp4(o)],
-      [vnet(1, GSO_TCPV4, 60, 0, 20, 16), tcp4(o)],
-      [vnet(1, GSO_TCPV4, 60, 1000, 20, 16), tcp4({ ...o, mf: true })],
-      [vnet(1, GSO_NONE, 0, 0, 20, 4000), tcp4(o)],
-      [tcpHdr(o, 1000), tcp4(o).slice(0, 100)],
-    ]));
+    t.encapBatch(
+      5,
+      vnetBatch([
+        [vnet(1, GSO_TCPV6, 60, 1000, 20, 16), tcp4(o)],
+        [vnet(1, GSO_TCPV4, 60, 0, 20, 16), tcp4(o)],
+        [vnet(1, GSO_TCPV4, 60, 1000, 20, 16), tcp4({ ...o, mf: true })],
+        [vnet(1, GSO_NONE, 0, 0, 20, 4000), tcp4(o)],
+        [tcpHdr(o, 1000), tcp4(o).slice(0, 100)],
+      ]),
+    );
     expect(t.toRaw.count).to.equal(0);
     expect(counters.dropped('vnet_malformed')).to.equal(3);
     expect(counters.dropped('gso_malformed')).to.equal(1);
@@ -480,7 +579,17 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
       const mutate = Math.floor(r() * 4);
       for (let m = 0; m < mutate; m++) p[Math.floor(r() * Math.min(p.length, 64))] = Math.floor(r() * 256);
       if (r() < 0.2) p = p.slice(0, Math.floor(r() * p.length));
-      const hdr = r() < 0.5 ? bytes(10, r) : vnet(r() < 0.5 ? 1 : 0, [0, 1, 3, 4, 5, 0x81][Math.floor(r() * 6)], 0, Math.floor(r() * 3000), 20, [16, 6][Math.floor(r() * 2)]);
+      const hdr =
+        r() < 0.5
+          ? bytes(10, r)
+          : vnet(
+              r() < 0.5 ? 1 : 0,
+              [0, 1, 3, 4, 5, 0x81][Math.floor(r() * 6)],
+              0,
+              Math.floor(r() * 3000),
+              20,
+              [16, 6][Math.floor(r() * 2)],
+            );
       t.encapBatch(1, vnetBatch([[hdr, p]], 256 * 1024));
       const out = counters.event('encapsulated');
       const segs = counters.event('gso_segments');
@@ -513,7 +622,9 @@ function coalesced(pkts: number[][]): { out: number[][]; g: Coalescer } {
   const g = new Coalescer(64);
   const { list, scratch } = decapList(pkts);
   g.coalesce(list, scratch, list.buf.length);
-  const out = Array.from({ length: list.count }, (_, i) => Array.from(list.buf.subarray(list.offsets[i], list.offsets[i] + list.lengths[i])));
+  const out = Array.from({ length: list.count }, (_, i) =>
+    Array.from(list.buf.subarray(list.offsets[i], list.offsets[i] + list.lengths[i])),
+  );
   return { out, g };
 }
 
@@ -528,7 +639,13 @@ function superPacket(o: L4Opts, payloads: number[][], psh: boolean): number[] {
 function flowSegments(o: L4Opts, sizes: number[], lastFlags = ACK): number[][] {
   let seq = o.seq ?? 1000;
   return sizes.map((n, i) => {
-    const s = tcp4({ ...o, id: (o.id ?? 1) + i, seq, payload: range(n, seq), flags: i === sizes.length - 1 ? lastFlags : ACK });
+    const s = tcp4({
+      ...o,
+      id: (o.id ?? 1) + i,
+      seq,
+      payload: range(n, seq),
+      flags: i === sizes.length - 1 ? lastFlags : ACK,
+    });
     seq += n;
     return s;
   });
@@ -540,7 +657,19 @@ describe('dti/tunnel with offloads: raw → TUN', () => {
     const o: L4Opts = { src: '192.0.2.2', dst: '198.51.100.7', tcpOptions: TS_OPTS, seq: 7 };
     const segs = flowSegments(o, [1400, 1400, 1400, 200], ACK | PSH);
     const fin = tcp4({ src: '192.0.2.2', dst: '198.51.100.7', flags: ACK | FIN, seq: 1 });
-    const outer = [...segs, fin].map((p) => [0x60, 0, 0, 0, p.length >> 8, p.length & 0xff, 4, 64, ...v6(TEP), ...v6(SELF), ...p]);
+    const outer = [...segs, fin].map((p) => [
+      0x60,
+      0,
+      0,
+      0,
+      p.length >> 8,
+      p.length & 0xff,
+      4,
+      64,
+      ...v6(TEP),
+      ...v6(SELF),
+      ...p,
+    ]);
     const slot = 2048;
     const buf = new Uint8Array(outer.length * slot + Coalescer.scratchFor(outer.length, outer.length * slot));
     const offsets = new Uint32Array(outer.length);
@@ -552,8 +681,15 @@ describe('dti/tunnel with offloads: raw → TUN', () => {
     });
     t.decapBatch(outer.length, { buf, offsets, lengths, scratch: outer.length * slot });
     const l = t.toTun;
-    const out = Array.from({ length: l.count }, (_, i) => Array.from(l.buf.subarray(l.offsets[i], l.offsets[i] + l.lengths[i])));
-    const payloads = [[1400, 7], [1400, 1407], [1400, 2807], [200, 4207]].map(([n, from]) => range(n, from));
+    const out = Array.from({ length: l.count }, (_, i) =>
+      Array.from(l.buf.subarray(l.offsets[i], l.offsets[i] + l.lengths[i])),
+    );
+    const payloads = [
+      [1400, 7],
+      [1400, 1407],
+      [1400, 2807],
+      [200, 4207],
+    ].map(([n, from]) => range(n, from));
     expect(out).to.deep.equal([superPacket({ ...o, id: 1 }, payloads, true), [...PLAIN, ...fin]]);
     expect(counters.event('decapsulated')).to.equal(5);
     expect(counters.event('gro_super_packets')).to.equal(1);
@@ -566,7 +702,10 @@ describe('dti/offload: coalescing (GRO)', () => {
     const o: L4Opts = { tcpOptions: TS_OPTS, seq: 5000, id: 1 };
     const segs = flowSegments(o, [1448, 1448, 1448, 700], ACK | PSH);
     const { out, g } = coalesced(segs);
-    const payloads = [1448, 1448, 1448, 700].reduce<[number[][], number]>(([a, s], n) => [[...a, range(n, s)], s + n], [[], 5000])[0];
+    const payloads = [1448, 1448, 1448, 700].reduce<[number[][], number]>(
+      ([a, s], n) => [[...a, range(n, s)], s + n],
+      [[], 5000],
+    )[0];
     expect(out).to.deep.equal([superPacket(o, payloads, true)]);
     expect(g.stats).to.include({ superPackets: 1, merged: 4, badChecksum: 0 });
   });
@@ -577,7 +716,13 @@ describe('dti/offload: coalescing (GRO)', () => {
       const mss = 100 + Math.floor(r() * 1400);
       const n = 1 + Math.floor(r() * 30);
       const sizes = Array.from({ length: n }, (_, i) => (i === n - 1 ? 1 + Math.floor(r() * mss) : mss));
-      const o: L4Opts = { seq: Math.floor(r() * 2 ** 32), id: Math.floor(r() * 0x10000), tos: r() < 0.5 ? 2 : 0, df: true, tcpOptions: r() < 0.5 ? TS_OPTS : [] };
+      const o: L4Opts = {
+        seq: Math.floor(r() * 2 ** 32),
+        id: Math.floor(r() * 0x10000),
+        tos: r() < 0.5 ? 2 : 0,
+        df: true,
+        tcpOptions: r() < 0.5 ? TS_OPTS : [],
+      };
       const segs = flowSegments(o, sizes, r() < 0.5 ? ACK | PSH : ACK);
       const { out } = coalesced(segs);
       const total = segs.reduce((a, s) => a + s.length, 0) - (n - 1) * (40 + (o.tcpOptions?.length ?? 0));
@@ -596,7 +741,10 @@ describe('dti/offload: coalescing (GRO)', () => {
   });
 
   const base: L4Opts = { seq: 1000, id: 1 };
-  const two = (b: L4Opts, sizes = [1000, 1000]) => [tcp4({ ...base, payload: range(sizes[0]) }), tcp4({ ...base, id: 2, seq: 1000 + sizes[0], payload: range(sizes[1]), ...b })];
+  const two = (b: L4Opts, sizes = [1000, 1000]) => [
+    tcp4({ ...base, payload: range(sizes[0]) }),
+    tcp4({ ...base, id: 2, seq: 1000 + sizes[0], payload: range(sizes[1]), ...b }),
+  ];
   const mustNot: [string, number[][]][] = [
     ['different source port', two({ sport: 1 })],
     ['different destination', two({ dst: '192.0.2.3' })],
@@ -609,14 +757,32 @@ describe('dti/offload: coalescing (GRO)', () => {
     ['CWR', two({ flags: ACK | CWR })],
     ['ECE', two({ flags: ACK | ECE })],
     ['no ACK', two({ flags: PSH })],
-    ['IPv4 options', [tcp4({ ...base, payload: range(1000), ipOptions: [1, 1, 1, 0] }), tcp4({ ...base, seq: 2000, payload: range(1000), ipOptions: [1, 1, 1, 0] })]],
-    ['different TCP options', [tcp4({ ...base, payload: range(1000), tcpOptions: TS_OPTS }), tcp4({ ...base, seq: 2000, payload: range(1000), tcpOptions: [...TS_OPTS.slice(0, 11), 9] })]],
+    [
+      'IPv4 options',
+      [
+        tcp4({ ...base, payload: range(1000), ipOptions: [1, 1, 1, 0] }),
+        tcp4({ ...base, seq: 2000, payload: range(1000), ipOptions: [1, 1, 1, 0] }),
+      ],
+    ],
+    [
+      'different TCP options',
+      [
+        tcp4({ ...base, payload: range(1000), tcpOptions: TS_OPTS }),
+        tcp4({ ...base, seq: 2000, payload: range(1000), tcpOptions: [...TS_OPTS.slice(0, 11), 9] }),
+      ],
+    ],
     ['TCP options on one only', two({ tcpOptions: TS_OPTS })],
     ['a fragment (MF)', two({ mf: true })],
-    ['a fragment (offset)', [tcp4({ ...base, payload: range(1000) }), tcp4({ ...base, seq: 2000, payload: range(1000), fragOffset: 8 })]],
+    [
+      'a fragment (offset)',
+      [tcp4({ ...base, payload: range(1000) }), tcp4({ ...base, seq: 2000, payload: range(1000), fragOffset: 8 })],
+    ],
     ['different TTL', two({ ttl: 63 })],
     ['different TOS', two({ tos: 0x20 })],
-    ['ECN CE on one only', [tcp4({ ...base, tos: 2, payload: range(1000) }), tcp4({ ...base, tos: 3, seq: 2000, payload: range(1000) })]],
+    [
+      'ECN CE on one only',
+      [tcp4({ ...base, tos: 2, payload: range(1000) }), tcp4({ ...base, tos: 3, seq: 2000, payload: range(1000) })],
+    ],
     ['different DF', two({ df: true })],
     ['different ACK number', two({ ack: 78 })],
     ['different window', two({ window: 500 })],
@@ -637,7 +803,10 @@ describe('dti/offload: coalescing (GRO)', () => {
     const { out, g } = coalesced(segs);
     expect(out).to.deep.equal(segs.map((p) => [...PLAIN, ...p]));
     expect(g.stats.badChecksum).to.equal(1);
-    const psh = [tcp4({ ...base, payload: range(1000), flags: ACK | PSH }), tcp4({ ...base, id: 2, seq: 2000, payload: range(1000) })];
+    const psh = [
+      tcp4({ ...base, payload: range(1000), flags: ACK | PSH }),
+      tcp4({ ...base, id: 2, seq: 2000, payload: range(1000) }),
+    ];
     expect(coalesced(psh).out).to.deep.equal(psh.map((p) => [...PLAIN, ...p]));
     const afterShort = flowSegments(base, [1000, 500, 500]);
     const r = coalesced(afterShort);
@@ -650,7 +819,7 @@ describe('dti/offload: coalescing (GRO)', () => {
     expect(coalesced(segs).out).to.deep.equal(segs.map((p) => [...PLAIN, ...p]));
   });
 
-  it('keeps per-flow order: a packet that cannot join closes its flow\'s group; other flows interleave freely', () => {
+  it("keeps per-flow order: a packet that cannot join closes its flow's group; other flows interleave freely", () => {
     const a = flowSegments({ seq: 1000 }, [1000, 1000, 1000, 1000]);
     const b = flowSegments({ seq: 9000, sport: 2 }, [800, 800]);
     const fin = tcp4({ seq: 3000, payload: [], flags: ACK | FIN }); // no payload: never coalesced
@@ -658,7 +827,9 @@ describe('dti/offload: coalescing (GRO)', () => {
     expect(g.stats.superPackets).to.equal(3);
     // a0+a1 | b0+b1 | fin | a2+a3
     expect(out.length).to.equal(4);
-    expect(out[0].slice(10)).to.deep.equal(superPacket({ seq: 1000, id: 1 }, [range(1000, 1000), range(1000, 2000)], false).slice(10));
+    expect(out[0].slice(10)).to.deep.equal(
+      superPacket({ seq: 1000, id: 1 }, [range(1000, 1000), range(1000, 2000)], false).slice(10),
+    );
     expect(out[1][1]).to.equal(GSO_TCPV4);
     expect(out[2]).to.deep.equal([...PLAIN, ...fin]);
     expect(split(out[3].slice(10), out[3].slice(0, 10))).to.deep.equal([a[2], a[3]]);
@@ -825,8 +996,16 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
   });
 
   for (const [name, o, mss] of [
-    ['timestamps, PSH, DF, odd MSS', { ...from, payload: range(7000), flags: ACK | PSH, tcpOptions: TS_OPTS, df: true, partial: true }, 1111],
-    ['CWR and ECT(0), FIN', { ...from, payload: range(4500), flags: ACK | CWR | FIN | PSH, tos: 0x02, partial: true }, 1448],
+    [
+      'timestamps, PSH, DF, odd MSS',
+      { ...from, payload: range(7000), flags: ACK | PSH, tcpOptions: TS_OPTS, df: true, partial: true },
+      1111,
+    ],
+    [
+      'CWR and ECT(0), FIN',
+      { ...from, payload: range(4500), flags: ACK | CWR | FIN | PSH, tos: 0x02, partial: true },
+      1448,
+    ],
     ['IPv4 options', { ...from, payload: range(3000), ipOptions: [0x94, 4, 0, 0], flags: ACK, partial: true }, 700],
   ] as [string, L4Opts, number][]) {
     it(`segment() equals the kernel's GSO byte for byte: ${name}`, async () => {
@@ -839,7 +1018,7 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
     });
   }
 
-  it('UDP_L4: segment() equals the kernel\'s USO', async function () {
+  it("UDP_L4: segment() equals the kernel's USO", async function () {
     if (!(a.offloadFlags & TUN_F.USO4)) this.skip(); // Linux 6.2
     const o: L4Opts = { ...from, payload: range(3500), partial: true };
     const hdr = vnet(VNET_F_NEEDS_CSUM, GSO_UDP_L4, 28, 1000, 20, 6);
@@ -849,8 +1028,11 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
     expect(await got).to.deep.equal(mine);
   });
 
-  it('completeChecksum() equals the kernel\'s checksum completion', async () => {
-    const pkts = [tcp4({ ...from, payload: range(999), partial: true }), udp4({ ...from, payload: range(77), partial: true })];
+  it("completeChecksum() equals the kernel's checksum completion", async () => {
+    const pkts = [
+      tcp4({ ...from, payload: range(999), partial: true }),
+      udp4({ ...from, payload: range(77), partial: true }),
+    ];
     const hdrs = [vnet(VNET_F_NEEDS_CSUM, GSO_NONE, 0, 0, 20, 16), vnet(VNET_F_NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6)];
     const mine = pkts.map((p, i) => {
       const buf = Uint8Array.from(hop(p));
@@ -860,7 +1042,10 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
       return Array.from(buf);
     });
     const got = collect(b, 2);
-    writeVnet(a, pkts.map((p, i) => [...hdrs[i], ...p]));
+    writeVnet(
+      a,
+      pkts.map((p, i) => [...hdrs[i], ...p]),
+    );
     expect(await got).to.deep.equal(mine);
   });
 
@@ -886,7 +1071,12 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
       const h = new Ipv4Header();
       const ws = new WordSum();
       const co = new Coalescer(4096);
-      const out = { buf: new Uint8Array(8 << 20), count: 0, offsets: new Uint32Array(4096), lengths: new Uint32Array(4096) };
+      const out = {
+        buf: new Uint8Array(8 << 20),
+        count: 0,
+        offsets: new Uint32Array(4096),
+        lengths: new Uint32Array(4096),
+      };
       const scratch = 4 << 20;
       from.onBatch((count, rx) => {
         const room = { pos: 0, end: scratch, headroom: 16, idx: 0, cap: 4096 };
@@ -918,17 +1108,28 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
     bridge(t1, t2);
     bridge(t2, t1);
     const size = 8 << 20;
-    const server = spawn('ip', ['netns', 'exec', n2, 'python3', '-c', [
-      'import socket, hashlib',
-      's = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.205.0.2", 5999)); s.listen(1)',
-      'print("ready", flush=True)',
-      'c, _ = s.accept(); h = hashlib.sha256(); n = 0',
-      'while True:',
-      '    d = c.recv(1 << 20)',
-      '    if not d: break',
-      '    h.update(d); n += len(d)',
-      'print(n, h.hexdigest(), flush=True)',
-    ].join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const server = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        n2,
+        'python3',
+        '-c',
+        [
+          'import socket, hashlib',
+          's = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.205.0.2", 5999)); s.listen(1)',
+          'print("ready", flush=True)',
+          'c, _ = s.accept(); h = hashlib.sha256(); n = 0',
+          'while True:',
+          '    d = c.recv(1 << 20)',
+          '    if not d: break',
+          '    h.update(d); n += len(d)',
+          'print(n, h.hexdigest(), flush=True)',
+        ].join('\n'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let text = '';
     server.stdout.on('data', (d: Buffer) => (text += d.toString()));
     await new Promise<void>((resolve) => server.stdout.on('data', () => text.includes('ready') && resolve()));
@@ -941,7 +1142,9 @@ describe('dti/offload against the kernel (namespaces, root)', function () {
     ].join('\n');
     // The client runs while this process bridges: it must not block the event loop.
     const sent = await new Promise<string>((resolve, reject) =>
-      execFile('ip', ['netns', 'exec', n1, 'python3', '-c', client], { timeout: 40000 }, (err, out) => (err ? reject(err) : resolve(out.trim()))),
+      execFile('ip', ['netns', 'exec', n1, 'python3', '-c', client], { timeout: 40000 }, (err, out) =>
+        err ? reject(err) : resolve(out.trim()),
+      ),
     );
     await done;
     expect(text.trim().split('\n').pop()).to.equal(`${size} ${sent}`);

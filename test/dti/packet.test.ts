@@ -1,6 +1,23 @@
 import { expect } from 'chai';
 import { Counters, Drop } from '../../src/dti/counters';
-import { DecapResult, EncapConfig, HEADROOM, Icmp6Relay, Ipv4Header, OK, TokenBucket, buildIcmpv4Error, decapsulate, ecnDecap, encapsulate, fragmentIpv6, internetChecksum, parseIcmpv6Error, parseIpv4, tunnelMtu } from '../../src/dti/packet';
+import {
+  DecapResult,
+  EncapConfig,
+  HEADROOM,
+  Icmp6Relay,
+  Ipv4Header,
+  OK,
+  TokenBucket,
+  buildIcmpv4Error,
+  decapsulate,
+  ecnDecap,
+  encapsulate,
+  fragmentIpv6,
+  internetChecksum,
+  parseIcmpv6Error,
+  parseIpv4,
+  tunnelMtu,
+} from '../../src/dti/packet';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { cksum, icmpv6, ipv4, ipv6, place, sum16, v6 } from './build';
 
@@ -61,7 +78,16 @@ describe('dti/packet: encapsulation', () => {
     expect(off).to.equal(HEADROOM - 40);
     const plen = pkt.length;
     expect(Array.from(buf.subarray(off, off + 40))).to.deep.equal([
-      0x6b, 0x9a, 0xbc, 0xde, plen >> 8, plen & 0xff, 4, 17, ...v6(SELF), ...v6(TEP),
+      0x6b,
+      0x9a,
+      0xbc,
+      0xde,
+      plen >> 8,
+      plen & 0xff,
+      4,
+      17,
+      ...v6(SELF),
+      ...v6(TEP),
     ]);
     expect(Array.from(buf.subarray(off + 40, off + len))).to.deep.equal(pkt); // inner untouched
   });
@@ -127,7 +153,7 @@ describe('dti/packet: encapsulation', () => {
 
 describe('dti/packet: decapsulation', () => {
   it('round-trips: returns the inner packet and the outer source', () => {
-    const pkt = ipv4({ payload: Array.from({ length: 100 }, (_, i) => i) , proto: 17 });
+    const pkt = ipv4({ payload: Array.from({ length: 100 }, (_, i) => i), proto: 17 });
     const { buf, off, len } = encap(pkt);
     const r = new DecapResult();
     expect(decapsulate(buf, off, len, r)).to.equal(OK);
@@ -183,7 +209,10 @@ describe('dti/packet: decapsulation', () => {
 
   it('applies the RFC 6040 §4.2 ECN table', () => {
     // Rows: inner Not-ECT, ECT(0), ECT(1), CE; columns: outer Not-ECT, ECT(0), ECT(1), CE. -1 = drop.
-    const NOT = 0, E1 = 1, E0 = 2, CE = 3;
+    const NOT = 0,
+      E1 = 1,
+      E0 = 2,
+      CE = 3;
     const table: [number, number[]][] = [
       [NOT, [NOT, NOT, NOT, -1]],
       [E0, [E0, E0, E1, CE]],

@@ -81,7 +81,12 @@ describe('dti/tunnel: TUN → raw (encapBatch)', () => {
     let now = 0;
     const { t, counters } = nodeTunnel({ icmpRate: 1, icmpBurst: 1, now: () => now });
     const big = ipv4({ src: '198.51.100.7', df: true, proto: 17, payload: Array(1300).fill(0) });
-    const bigIcmpError = ipv4({ src: '198.51.100.7', df: true, proto: 1, payload: [3, 1, 0, 0, ...Array(1296).fill(0)] });
+    const bigIcmpError = ipv4({
+      src: '198.51.100.7',
+      df: true,
+      proto: 1,
+      payload: [3, 1, 0, 0, ...Array(1296).fill(0)],
+    });
     t.encapBatch(3, batchOf([big, big, bigIcmpError]));
     expect(t.toTunIcmp.count).to.equal(1);
     expect(counters.dropped('icmp_rate_limited')).to.equal(1);

@@ -32,7 +32,9 @@ describe('e2e: hairpinning at the TEP', function () {
     await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: '198.51.100.7', dst4: B4, count: 2 }); // spoofed
     const ipv4Side = await toIpv4.stop();
     const lines = await toX.stop();
-    const hairpinned = lines.filter((l) => l.startsWith(`IP6 ${ADDR.y6} > ${X6B}:`) && l.includes(`${ADDR.static4}.40000 > ${B4}.9`));
+    const hairpinned = lines.filter(
+      (l) => l.startsWith(`IP6 ${ADDR.y6} > ${X6B}:`) && l.includes(`${ADDR.static4}.40000 > ${B4}.9`),
+    );
     expect(hairpinned, lines.join('\n')).to.have.length(3);
     expect(ipv4Side.filter((l) => l.includes(B4))).to.deep.equal([]);
     const st = await tepStats(t);

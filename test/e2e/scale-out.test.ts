@@ -52,7 +52,12 @@ class ScaleOut extends Namespaces {
     for (const k of ['x', '1', '2', 'z', 's', 'b']) await this.add(k);
     await this.ip(this.b, 'link', 'add', 'br0', 'type', 'bridge');
     await this.ip(this.b, 'link', 'set', 'br0', 'up');
-    const segment: [string, string, string][] = [[this.x, 'x', A.x6], [this.y1, 'y1', A.y1], [this.y2, 'y2', A.y2], [this.s, 's', A.s1]];
+    const segment: [string, string, string][] = [
+      [this.x, 'x', A.x6],
+      [this.y1, 'y1', A.y1],
+      [this.y2, 'y2', A.y2],
+      [this.s, 's', A.s1],
+    ];
     for (const [ns, port, addr] of segment) {
       await this.link(ns, 'eth-b', this.b, `p-${port}`);
       await this.ip(this.b, 'link', 'set', `p-${port}`, 'master', 'br0');
@@ -72,8 +77,12 @@ class ScaleOut extends Namespaces {
     await this.ip(this.z, 'addr', 'add', `${A.z4b}/24`, 'dev', 'eth-2');
     await this.ip(this.z, 'route', 'add', 'default', 'via', A.y2v4);
     // Z gets X's packets on one link and answers on the other: no reverse-path filter there.
-    for (const key of ['all', 'default', 'eth-1', 'eth-2']) await this.sysctl(this.z, `net.ipv4.conf.${key}.rp_filter`, '0');
-    await Promise.all([this.exec(this.x, ['ping', '-c', '1', '-W', '3', A.y1]), this.exec(this.s, ['ping', '-c', '1', '-W', '3', A.y2])]);
+    for (const key of ['all', 'default', 'eth-1', 'eth-2'])
+      await this.sysctl(this.z, `net.ipv4.conf.${key}.rp_filter`, '0');
+    await Promise.all([
+      this.exec(this.x, ['ping', '-c', '1', '-W', '3', A.y1]),
+      this.exec(this.s, ['ping', '-c', '1', '-W', '3', A.y2]),
+    ]);
   }
 
   control(name: string): string {
@@ -95,8 +104,14 @@ async function until(what: string, test: () => Promise<boolean>, timeoutMs = 20_
 }
 
 /** The first `{"event":"lease",…}` (or `"renewed"`) line the node prints from now on. */
-function nextLease(node: ChildProcess, event: 'lease' | 'renewed', timeoutMs = 60_000): Promise<{ ipv4: string; tep6: string; ends: number }> {
-  return waitForOutput(node, new RegExp(`"event":\\s*"${event}"`), timeoutMs).then((l) => JSON.parse(l.slice(l.indexOf('{'))));
+function nextLease(
+  node: ChildProcess,
+  event: 'lease' | 'renewed',
+  timeoutMs = 60_000,
+): Promise<{ ipv4: string; tep6: string; ends: number }> {
+  return waitForOutput(node, new RegExp(`"event":\\s*"${event}"`), timeoutMs).then((l) =>
+    JSON.parse(l.slice(l.indexOf('{'))),
+  );
 }
 
 describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one and back through the other', function () {
@@ -115,7 +130,9 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
     const url = await db.createDatabase();
     t = await ScaleOut.create();
     // The servers reach the database through its socket directory (a path: it crosses network namespaces).
-    const store = url.replace('@[::1]:', '@').replace(/\/([^/]+)$/, `/$1?host=${encodeURIComponent(db.dir)}&port=${db.port}`);
+    const store = url
+      .replace('@[::1]:', '@')
+      .replace(/\/([^/]+)$/, `/$1?host=${encodeURIComponent(db.dir)}&port=${db.port}`);
     for (const [i, host] of [A.s1, A.s2].entries()) {
       const file = join(t.dir, `server${i + 1}.json`);
       const server = {
@@ -134,16 +151,57 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
     }
     // Each TEP calls the feed from its own unicast address: the shared anycast one would route replies to either.
     const tep = (ns: string, name: string, unicast: string, ipv4: string, follow: string[]): ChildProcess =>
-      t.spawn(ns, dstmArgv('tep', '--ipv6', A.tepa, '--feed-source', unicast, '--ipv4', ipv4, '--pool', A.pool, '--prefix', '2001:db8:1::/64', '--control', t.control(name), ...follow.flatMap((s) => ['--server', `[${s}]:3786`])));
+      t.spawn(
+        ns,
+        dstmArgv(
+          'tep',
+          '--ipv6',
+          A.tepa,
+          '--feed-source',
+          unicast,
+          '--ipv4',
+          ipv4,
+          '--pool',
+          A.pool,
+          '--prefix',
+          '2001:db8:1::/64',
+          '--control',
+          t.control(name),
+          ...follow.flatMap((s) => ['--server', `[${s}]:3786`]),
+        ),
+      );
     y1 = tep(t.y1, 'y1', A.y1, A.y1v4, [A.s1, A.s2]);
     const y2 = tep(t.y2, 'y2', A.y2, A.y2v4, [A.s2, A.s1]);
-    await Promise.all([waitForOutput(y1, /bindings synchronised/, 30_000), waitForOutput(y2, /bindings synchronised/, 30_000)]);
+    await Promise.all([
+      waitForOutput(y1, /bindings synchronised/, 30_000),
+      waitForOutput(y2, /bindings synchronised/, 30_000),
+    ]);
     await startEchoServer(t, t.z);
-    node = t.spawn(t.x, dstmArgv('request', '--server', `[${A.s1}]:3786`, '--server', `[${A.s2}]:3786`, '--hold', '--device', 'dti0', '--json', '--control', t.control('node')));
+    node = t.spawn(
+      t.x,
+      dstmArgv(
+        'request',
+        '--server',
+        `[${A.s1}]:3786`,
+        '--server',
+        `[${A.s2}]:3786`,
+        '--hold',
+        '--device',
+        'dti0',
+        '--json',
+        '--control',
+        t.control('node'),
+      ),
+    );
     lease = await nextLease(node, 'lease');
     await waitForOutput(node, /dti up/).catch(() => undefined);
-    for (const [ns, name] of [[t.y1, 'y1'], [t.y2, 'y2']]) {
-      await until(`${name} has the binding`, async () => (await tepStats(t, ns, name)).bindings.some((b) => b.ipv4 === lease.ipv4 && b.ipv6 === A.x6));
+    for (const [ns, name] of [
+      [t.y1, 'y1'],
+      [t.y2, 'y2'],
+    ]) {
+      await until(`${name} has the binding`, async () =>
+        (await tepStats(t, ns, name)).bindings.some((b) => b.ipv4 === lease.ipv4 && b.ipv6 === A.x6),
+      );
     }
   });
 
@@ -177,7 +235,7 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
     expect(await ping(t, t.x, A.z4, 3)).to.equal(3);
   });
 
-  it('with Y1 killed, moving the anycast route to Y2 moves the node\'s TEP, same lease', async () => {
+  it("with Y1 killed, moving the anycast route to Y2 moves the node's TEP, same lease", async () => {
     y1.kill('SIGKILL');
     await t.ip(t.x, '-6', 'route', 'replace', `${A.tepa}/128`, 'via', A.y2);
     await until('traffic flows through Y2', async () => (await ping(t, t.x, A.z4b, 1)) === 1);

@@ -3,7 +3,16 @@
 // the TEP, only IPv6 crosses X–Y, and after release or expiry the TEP stops forwarding for that address.
 import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
-import { SERVER, cliUnavailable, dstmArgv, nodeControlPath, startNode, startServer, startTep, tepStats } from '../support/dstm-procs';
+import {
+  SERVER,
+  cliUnavailable,
+  dstmArgv,
+  nodeControlPath,
+  startNode,
+  startServer,
+  startTep,
+  tepStats,
+} from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 import { skipIf } from '../support/skip';
@@ -60,7 +69,9 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       lease = await nextLease(node);
       await waitForOutput(node, /dti up/).catch(() => undefined); // may precede the lease line
       // the TEP hears of the binding through the feed
-      await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4));
+      await until('the TEP has the binding', async () =>
+        (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
+      );
     });
 
     it('the lease names the TEP, and the TEP holds the binding from the server', async () => {
@@ -68,14 +79,28 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       expect(lease.tep4).to.equal(ADDR.y4);
       expect(lease.ipv6).to.equal(ADDR.x6);
       const b = (await tepStats(t)).bindings.find((x) => x.ipv4 === lease.ipv4);
-      expect(b).to.include({ ipv6: ADDR.x6, tep6: ADDR.y6, tep4: ADDR.y4, starts: lease.starts, ends: lease.ends, source: 'server' });
+      expect(b).to.include({
+        ipv6: ADDR.x6,
+        tep6: ADDR.y6,
+        tep4: ADDR.y4,
+        starts: lease.starts,
+        ends: lease.ends,
+        source: 'server',
+      });
     });
 
     it('dstm status on X shows the lease on the DTI', async () => {
       const { stdout } = await t.exec(t.ns.x, dstmArgv('status', '--json', '--control', nodeControlPath(t)));
       const st = JSON.parse(stdout);
       expect(st.state).to.equal('leased');
-      expect(st.dti).to.include({ device: 'dti0', mtu: 1460, address: lease.ipv4, peer: ADDR.y4, tep: ADDR.y6, source: ADDR.x6 });
+      expect(st.dti).to.include({
+        device: 'dti0',
+        mtu: 1460,
+        address: lease.ipv4,
+        peer: ADDR.y4,
+        tep: ADDR.y6,
+        source: ADDR.x6,
+      });
     });
 
     it('an IPv4 TCP client on X reaches Z, which sees the leased address as the source', async () => {
@@ -86,7 +111,10 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
       const cap = await capture(t, t.ns.x, 'eth-y');
       expect(await ping(t, t.ns.x, ADDR.z4, 3)).to.equal(3);
       const lines = await cap.stop();
-      expect(lines.filter((l) => !l.startsWith('IP6 ')), lines.join('\n')).to.deep.equal([]);
+      expect(
+        lines.filter((l) => !l.startsWith('IP6 ')),
+        lines.join('\n'),
+      ).to.deep.equal([]);
       expect(lines.filter((l) => l.includes(`IP ${lease.ipv4} > ${ADDR.z4}: ICMP echo request`))).to.have.length(3);
       expect(lines.filter((l) => l.includes(`IP ${ADDR.z4} > ${lease.ipv4}: ICMP echo reply`))).to.have.length(3);
     });
@@ -124,7 +152,10 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
         expect(stdout).to.not.include(lease.ipv4);
         expect(await ping(t, t.ns.x, ADDR.z4, 2)).to.equal(0);
         // the TEP cannot hear from the server either: the binding ends there on its own, at its end time
-        await until('the TEP expired the binding', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4));
+        await until(
+          'the TEP expired the binding',
+          async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
+        );
         expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
       } finally {
         await stopChild(node);
@@ -138,7 +169,11 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
     const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '10', '--json'));
     const lease = JSON.parse(stdout) as LeaseLine;
     await until('the TEP has the binding', async () => (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4));
-    await until('the binding ended at the TEP', async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4), 20_000);
+    await until(
+      'the binding ended at the TEP',
+      async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
+      20_000,
+    );
     expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
     const before = (await tepStats(t)).drops.unbound_source;
     await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.ipv4, dst4: ADDR.z4 });
@@ -149,7 +184,9 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
     const node = startNode(t, ['--on-demand']);
     try {
       // routed, not merely created: the TUN device exists a moment before its routes do
-      await until('the DTI is routed', async () => (await t.ip(t.ns.x, '-4', 'route', 'show')).stdout.includes('dev dti0'));
+      await until('the DTI is routed', async () =>
+        (await t.ip(t.ns.x, '-4', 'route', 'show')).stdout.includes('dev dti0'),
+      );
       expect(output(node)).to.not.match(/"event":"lease"/);
       // the first echo request waits in the queue while the lease is requested, then goes out
       const replies = await ping(t, t.ns.x, ADDR.z4, 10);

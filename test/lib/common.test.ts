@@ -21,15 +21,18 @@ describe('addresses', () => {
   });
 
   it('refuses malformed addresses and prefixes with host bits set', () => {
-    for (const bad of ['1::2::3', '12345::', '::g', '2001:db8::/32', '1:2:3:4:5:6:7', '']) expect(() => parseIPv6(bad)).to.throw(`"${bad}" is not an IPv6 address`);
-    for (const bad of ['01.2.3.4', '256.0.0.1', '1.2.3', '1.2.3.4/8']) expect(() => parseIPv4(bad)).to.throw(`"${bad}" is not an IPv4 address`);
+    for (const bad of ['1::2::3', '12345::', '::g', '2001:db8::/32', '1:2:3:4:5:6:7', ''])
+      expect(() => parseIPv6(bad)).to.throw(`"${bad}" is not an IPv6 address`);
+    for (const bad of ['01.2.3.4', '256.0.0.1', '1.2.3', '1.2.3.4/8'])
+      expect(() => parseIPv4(bad)).to.throw(`"${bad}" is not an IPv4 address`);
     expect(() => parsePrefix4('192.0.2.1/24')).to.throw(/host bits are set past \/24/);
     expect(() => parsePrefix6('2001:db8::1/32')).to.throw(/host bits are set past \/32/);
     expect(parsePrefix6('2001:db8::/32').len).to.equal(32);
   });
 
   it('parses socket-style text by hand exactly as ip-address does, on valid and malformed texts alike', () => {
-    const reference = (s: string): string => (Address6.isValid(s) ? Buffer.from(new Address6(s).toUnsignedByteArray()).toString('hex') : 'refused');
+    const reference = (s: string): string =>
+      Address6.isValid(s) ? Buffer.from(new Address6(s).toUnsignedByteArray()).toString('hex') : 'refused';
     const ours = (s: string): string => {
       try {
         return Buffer.from(parseIPv6(s)).toString('hex');
@@ -39,12 +42,27 @@ describe('addresses', () => {
     };
     const random = seeded(5952);
     const pick = (chars: string): string => chars[Math.floor(random() * chars.length)];
-    const texts: string[] = ['::', '::1', '1::', '1:2:3:4:5:6:7:8', '1::2:3:4:5:6:7:8', '1:2:3:4:5:6:7::', ':1::', '1:', '::1:'];
+    const texts: string[] = [
+      '::',
+      '::1',
+      '1::',
+      '1:2:3:4:5:6:7:8',
+      '1::2:3:4:5:6:7:8',
+      '1:2:3:4:5:6:7::',
+      ':1::',
+      '1:',
+      '::1:',
+    ];
     for (let i = 0; i < 3000; i++) {
       // Random addresses, canonical and with the zero run spelt out or upper-cased, and random strings of the same alphabet.
       const bytes = Uint8Array.from({ length: 16 }, () => (random() < 0.4 ? 0 : Math.floor(random() * 256)));
       const text = formatIPv6(bytes);
-      texts.push(text, text.toUpperCase(), text.replace('::', ':0:0:'), Array.from({ length: Math.floor(random() * 42) }, () => pick('0123456789abcdefF::')).join(''));
+      texts.push(
+        text,
+        text.toUpperCase(),
+        text.replace('::', ':0:0:'),
+        Array.from({ length: Math.floor(random() * 42) }, () => pick('0123456789abcdefF::')).join(''),
+      );
     }
     let plain = 0;
     for (const t of texts) {
@@ -95,7 +113,9 @@ describe('metrics', () => {
     const reg = new Registry();
     reg.counter('dstm_requests_total', 'Requests by result.').inc({ result: 'ok' }, 3);
     let drops = 0;
-    reg.collector('dstm_drops_total', 'Drops by reason.', 'counter', () => [{ labels: { reason: 'a"b' }, value: drops }]);
+    reg.collector('dstm_drops_total', 'Drops by reason.', 'counter', () => [
+      { labels: { reason: 'a"b' }, value: drops },
+    ]);
     drops = 5;
     expect(() => reg.gauge('dstm_requests_total', 'again')).to.throw(/registered twice/);
     const { server, port } = await serveMetrics(reg, '::1', 0);

@@ -63,7 +63,12 @@ describe('logger: journald priorities', function () {
     const fd = openSync(f, 'r');
     try {
       expect(isJournalStream(devIno(f), fd)).to.equal(true);
-      expect(isJournalStream(devIno(f).replace(/:(\d+)$/, (_, i: string) => `:${BigInt(i) + 1n}`), fd)).to.equal(false);
+      expect(
+        isJournalStream(
+          devIno(f).replace(/:(\d+)$/, (_, i: string) => `:${BigInt(i) + 1n}`),
+          fd,
+        ),
+      ).to.equal(false);
       expect(isJournalStream(undefined, fd)).to.equal(false);
     } finally {
       closeSync(fd);

@@ -4,7 +4,11 @@ import { request } from 'node:http';
 import { Histogram, Registry, serveMetrics } from '../../src/lib/metrics';
 import { registerProcessMetrics } from '../../src/lib/process-metrics';
 
-function call(port: number, method: string, path = '/metrics'): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+function call(
+  port: number,
+  method: string,
+  path = '/metrics',
+): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '::1', port, method, path }, (res) => {
       let body = '';
@@ -58,7 +62,8 @@ describe('metrics: histograms, HEAD, process families', () => {
     const text = reg.render();
     const version = (require('../../package.json') as { version: string }).version;
     expect(text).to.include(`dstm_build_info{version="${version}",node="${process.version}",component="test"} 1\n`);
-    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1].replace('+Inf', 'Infinity'));
+    const value = (name: string): number =>
+      Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1].replace('+Inf', 'Infinity'));
     expect(value('process_resident_memory_bytes')).to.be.closeTo(process.memoryUsage.rss(), 64 * 1024 * 1024);
     expect(value('process_cpu_seconds_total')).to.be.greaterThan(0);
     expect(value('process_open_fds')).to.be.greaterThan(2).and.at.most(value('process_max_fds'));

@@ -35,11 +35,14 @@ while True:
       else lines.push(line);
     }
   });
-  const next = (): Promise<string> => new Promise((resolve) => (lines.length ? resolve(lines.shift()!) : waiting.push(resolve)));
+  const next = (): Promise<string> =>
+    new Promise((resolve) => (lines.length ? resolve(lines.shift()!) : waiting.push(resolve)));
   return new Promise((resolve, reject) => {
     proc.once('error', reject);
     proc.once('exit', (code) => reject(new Error(`python3 receiver exited (${code})`)));
-    void next().then((l) => (l === 'bound' ? resolve({ proc, next: async () => JSON.parse(await next()) as string }) : reject(new Error(l))));
+    void next().then((l) =>
+      l === 'bound' ? resolve({ proc, next: async () => JSON.parse(await next()) as string }) : reject(new Error(l)),
+    );
   });
 }
 
@@ -80,12 +83,17 @@ describe('sdNotify', () => {
   });
 
   it('throws when the socket is not there or the name is not a path', () => {
-    expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: join(dir, 'absent') })).to.throw(/sendto: No such file or directory/);
+    expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: join(dir, 'absent') })).to.throw(
+      /sendto: No such file or directory/,
+    );
     expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: 'relative/notify' })).to.throw(/not an absolute path/);
   });
 
   /** `dstm ARGS` from the sources under systemd's eye: NOTIFY_SOCKET is `notify`, stderr kept for messages. */
-  function daemon(notify: string, ...argv: string[]): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
+  function daemon(
+    notify: string,
+    ...argv: string[]
+  ): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
     const [node, ...args] = devArgv(...argv);
     const env: NodeJS.ProcessEnv = { ...DEV_ENV, NOTIFY_SOCKET: notify };
     delete env.DSTM_CONFIG;
@@ -100,12 +108,29 @@ describe('sdNotify', () => {
     const r = await receiver(join(dir, 'notify'));
     proc = r.proc;
     const port = 20000 + Math.floor(Math.random() * 30000);
-    const server = daemon(join(dir, 'notify'), 'server', '--listen', `[::1]:${port}`, '--state-dir', join(dir, 'state'), '--pool', '10.86.0.0/29');
+    const server = daemon(
+      join(dir, 'notify'),
+      'server',
+      '--listen',
+      `[::1]:${port}`,
+      '--state-dir',
+      join(dir, 'state'),
+      '--pool',
+      '10.86.0.0/29',
+    );
     let node: ReturnType<typeof daemon> | undefined;
     try {
-      expect(await Promise.race([r.next(), server.exited.then((code) => `exited ${code}: ${server.stderr()}`)])).to.equal('READY=1');
+      expect(
+        await Promise.race([r.next(), server.exited.then((code) => `exited ${code}: ${server.stderr()}`)]),
+      ).to.equal('READY=1');
       // READY means it serves: a request gets a lease at once
-      const client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: '::1', timeoutMs: 2000 });
+      const client = await DstmClient.connect({
+        host: '::1',
+        port,
+        program: DEFAULT_PROGRAM,
+        local: '::1',
+        timeoutMs: 2000,
+      });
       try {
         expect((await client.request()).address).to.match(/^10\.86\.0\.[1-6]$/);
       } finally {
@@ -116,10 +141,23 @@ describe('sdNotify', () => {
       expect(await r.next()).to.equal('READY=1');
 
       // the node: READY after its first lease is printed; SIGHUP does not end it; SIGTERM releases and stops
-      node = daemon(join(dir, 'notify'), 'request', '--hold', '--json', '--server', `[::1]:${port}`, '--local', '::1', '--control', join(dir, 'node.sock'));
+      node = daemon(
+        join(dir, 'notify'),
+        'request',
+        '--hold',
+        '--json',
+        '--server',
+        `[::1]:${port}`,
+        '--local',
+        '::1',
+        '--control',
+        join(dir, 'node.sock'),
+      );
       let stdout = '';
       node.child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-      expect(await Promise.race([r.next(), node.exited.then((code) => `exited ${code}: ${node!.stderr()}`)])).to.equal('READY=1');
+      expect(await Promise.race([r.next(), node.exited.then((code) => `exited ${code}: ${node!.stderr()}`)])).to.equal(
+        'READY=1',
+      );
       expect(JSON.parse(stdout.split('\n')[0])).to.include({ event: 'lease', ipv6: '::1' });
       node.child.kill('SIGHUP');
       expect(await r.next()).to.equal('RELOADING=1');

@@ -46,7 +46,11 @@ describe('node daemon (DTI devices injected)', function () {
   it('on demand: requests on the first IPv4 packet, sends it with the lease, serves dstm status, releases on stop', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.88.0.0/24', '--tep', '2001:db8::a,10.88.0.254']);
     const f = fakeDti();
-    const client = new FailoverClient({ servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, local: lo.addresses[0] });
+    const client = new FailoverClient({
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[0],
+    });
     const events: [NodeEvent, string][] = [];
     const control = join(dir, 'node.sock');
     const node = await startNode({

@@ -38,10 +38,23 @@ const LEASED = '198.51.100.7';
 const quiet = createLogger({ level: 'error' });
 
 function makeDti(f: FakeDti, queue?: number): Dti {
-  return new Dti({ name: 'dti9', routes: ['default'], pathMtu: 1500, queue, log: quiet, devices: f.devices, system: f.system });
+  return new Dti({
+    name: 'dti9',
+    routes: ['default'],
+    pathMtu: 1500,
+    queue,
+    log: quiet,
+    devices: f.devices,
+    system: f.system,
+  });
 }
 
-const lease = (tep: string, peer = '192.0.2.1'): DtiLease => ({ address: parseIPv4(LEASED), peer: parseIPv4(peer), tep: parseIPv6(tep), local: parseIPv6(SELF6) });
+const lease = (tep: string, peer = '192.0.2.1'): DtiLease => ({
+  address: parseIPv4(LEASED),
+  peer: parseIPv4(peer),
+  tep: parseIPv6(tep),
+  local: parseIPv6(SELF6),
+});
 
 /** The outer IPv6 and inner IPv4 addresses of an encapsulated packet. */
 function outer(p: number[]): { src6: string; dst6: string; src4: string; dst4: string } {
@@ -69,7 +82,10 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(f.raw.take()).to.deep.equal([]);
     expect(dti.counters.snapshot().drops.no_address).to.equal(1);
     await dti.up(lease(TEP_A));
-    expect(f.commands).to.include.members([`-4 addr add ${LEASED}/32 peer 192.0.2.1/32 dev dti9`, `-4 route replace default dev dti9 src ${LEASED}`]);
+    expect(f.commands).to.include.members([
+      `-4 addr add ${LEASED}/32 peer 192.0.2.1/32 dev dti9`,
+      `-4 route replace default dev dti9 src ${LEASED}`,
+    ]);
     f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
     const [p] = f.raw.take();
     expect(outer(p)).to.deep.equal({ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' });
@@ -95,8 +111,14 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     await dti.start(() => requests++);
     expect(f.commands).to.include('-4 route replace default dev dti9');
     const udp = [0x9c, 0x40, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4];
-    f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }), ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, payload: udp }));
-    f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.4', proto: 6, payload: Array(20).fill(0) }), ipv4({ src: '0.0.0.0', dst: '192.0.2.5' }));
+    f.tun.receive(
+      ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }),
+      ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, payload: udp }),
+    );
+    f.tun.receive(
+      ipv4({ src: '0.0.0.0', dst: '192.0.2.4', proto: 6, payload: Array(20).fill(0) }),
+      ipv4({ src: '0.0.0.0', dst: '192.0.2.5' }),
+    );
     expect(requests).to.equal(1);
     expect(f.raw.take()).to.deep.equal([]);
     expect(dti.counters.snapshot().drops.queue_full).to.equal(1); // a queue of 3
@@ -118,7 +140,10 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(f.commands).to.deep.equal([]); // the address and routes stay as they are
     f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
     expect(outer(f.raw.take()[0]).dst6).to.equal(TEP_B);
-    f.raw.receive(ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })), ipv6(TEP_B, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })));
+    f.raw.receive(
+      ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
+      ipv6(TEP_B, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
+    );
     expect(f.tun.take()).to.have.length(1);
     expect(dti.counters.snapshot().drops.not_from_tep).to.equal(1);
     await dti.up(lease(TEP_A, '192.0.2.9'));

@@ -51,11 +51,24 @@ describe('lease keeper', function () {
   it('renews before expiry, rides out a server restart, releases on stop', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1']);
     const port = server.port;
-    client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[0], timeoutMs: 1000 });
+    client = await DstmClient.connect({
+      host: '::1',
+      port,
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[0],
+      timeoutMs: 1000,
+    });
     const events: string[] = [];
     const hooks: [string, string, DownReason?][] = [];
-    keeper = new LeaseKeeper(client, { retryMs: 200, hooks: { up: (l) => void hooks.push(['up', l.address]), down: (l, why) => void hooks.push(['down', l.address, why]) } });
-    for (const e of ['lease', 'renewed', 'expired', 'released']) keeper.on(e, (l: Lease) => events.push(`${e} ${l.address}`));
+    keeper = new LeaseKeeper(client, {
+      retryMs: 200,
+      hooks: {
+        up: (l) => void hooks.push(['up', l.address]),
+        down: (l, why) => void hooks.push(['down', l.address, why]),
+      },
+    });
+    for (const e of ['lease', 'renewed', 'expired', 'released'])
+      keeper.on(e, (l: Lease) => events.push(`${e} ${l.address}`));
     keeper.on('error', () => undefined);
     const first = await keeper.start();
     expect(hooks).to.deep.equal([['up', first.address]]);
@@ -64,7 +77,9 @@ describe('lease keeper', function () {
     // dead server fails at once on ICMP port unreachable, so the lease must outlast the restart itself.)
     await server.stop('SIGKILL');
     await sleep(800);
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1'], { port });
+    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1'], {
+      port,
+    });
     await next(keeper, 'renewed');
     expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal([`lease ${first.address}`]);
     expect(keeper.current!.address).to.equal(first.address);
@@ -77,9 +92,19 @@ describe('lease keeper', function () {
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1']);
     const port = server.port;
-    client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[1], timeoutMs: 300 });
+    client = await DstmClient.connect({
+      host: '::1',
+      port,
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[1],
+      timeoutMs: 300,
+    });
     const downs: DownReason[] = [];
-    keeper = new LeaseKeeper(client, { retryMs: 100, retryMaxMs: 300, hooks: { down: (_l, why) => void downs.push(why) } });
+    keeper = new LeaseKeeper(client, {
+      retryMs: 100,
+      retryMaxMs: 300,
+      hooks: { down: (_l, why) => void downs.push(why) },
+    });
     keeper.on('error', () => undefined);
     const first = await keeper.start();
     const t0 = performance.now();
@@ -89,21 +114,56 @@ describe('lease keeper', function () {
     expect(performance.now() - t0).to.be.within(1000, 2600);
     expect(downs).to.deep.equal(['expired']);
     expect(keeper.current).to.equal(undefined);
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1'], { port });
+    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1'], {
+      port,
+    });
     const again = await next<Lease>(keeper, 'lease');
     expect(again.address).to.match(/^10\.91\.0\./);
     await keeper.stop();
   });
 
   it('renews through the next server when its server dies; a new TEP for the same address moves the tunnel only', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.89.0.0/24', '--lease', '2', '--min-lease', '1', '--tep', '2001:db8::a,10.89.0.254']);
+    server = await startServer([
+      '--state-dir',
+      dir,
+      '--pool',
+      '10.89.0.0/24',
+      '--lease',
+      '2',
+      '--min-lease',
+      '1',
+      '--tep',
+      '2001:db8::a,10.89.0.254',
+    ]);
     const dirB = tempDir('keeper-b');
-    const b = await startServer(['--state-dir', dirB, '--pool', '10.89.0.0/24', '--lease', '2', '--min-lease', '1', '--tep', '2001:db8::b,10.89.0.253']);
+    const b = await startServer([
+      '--state-dir',
+      dirB,
+      '--pool',
+      '10.89.0.0/24',
+      '--lease',
+      '2',
+      '--min-lease',
+      '1',
+      '--tep',
+      '2001:db8::b,10.89.0.253',
+    ]);
     try {
       const servers = [server, b].map((s) => ({ host: '::1', port: s.port }));
-      const failover = new FailoverClient({ servers, program: DEFAULT_PROGRAM, local: lo.addresses[3], timeoutMs: 500 });
+      const failover = new FailoverClient({
+        servers,
+        program: DEFAULT_PROGRAM,
+        local: lo.addresses[3],
+        timeoutMs: 500,
+      });
       const hooks: string[] = [];
-      keeper = new LeaseKeeper(failover, { retryMs: 100, hooks: { up: (l) => void hooks.push(`up ${l.address} ${l.tep6}`), down: (l, why) => void hooks.push(`down ${l.address} ${why}`) } });
+      keeper = new LeaseKeeper(failover, {
+        retryMs: 100,
+        hooks: {
+          up: (l) => void hooks.push(`up ${l.address} ${l.tep6}`),
+          down: (l, why) => void hooks.push(`down ${l.address} ${why}`),
+        },
+      });
       const events: string[] = [];
       for (const e of ['lease', 'renewed', 'expired']) keeper.on(e, (l: Lease) => events.push(`${e} ${l.tep6}`));
       keeper.on('error', () => undefined);
@@ -124,8 +184,23 @@ describe('lease keeper', function () {
   });
 
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.92.0.0/24', '--lease', '2', '--min-lease', '1', '--tep', '2001:db8::1,10.92.0.254']);
-    const p = spawn(process.execPath, [RUN, 'request', '--hold', '--json', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2]], { stdio: ['ignore', 'pipe', 'pipe'] });
+    server = await startServer([
+      '--state-dir',
+      dir,
+      '--pool',
+      '10.92.0.0/24',
+      '--lease',
+      '2',
+      '--min-lease',
+      '1',
+      '--tep',
+      '2001:db8::1,10.92.0.254',
+    ]);
+    const p = spawn(
+      process.execPath,
+      [RUN, 'request', '--hold', '--json', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2]],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const lines: Record<string, unknown>[] = [];
     const rl = createInterface({ input: p.stdout! });
     const seen = (event: string): Promise<void> =>
@@ -139,7 +214,15 @@ describe('lease keeper', function () {
     rl.on('line', (l) => lines.push(JSON.parse(l) as Record<string, unknown>));
     await seen('renewed');
     const lease = lines[0];
-    expect(lease).to.include({ event: 'lease', mask: '255.255.255.255', ipv6: lo.addresses[2], tep6: '2001:db8::1', tep4: '10.92.0.254', keep: 2, extend: 1 });
+    expect(lease).to.include({
+      event: 'lease',
+      mask: '255.255.255.255',
+      ipv6: lo.addresses[2],
+      tep6: '2001:db8::1',
+      tep4: '10.92.0.254',
+      keep: 2,
+      extend: 1,
+    });
     expect(lease).to.have.keys('event', 'ipv4', 'mask', 'ipv6', 'tep6', 'tep4', 'starts', 'ends', 'extend', 'keep');
     expect(await bindings(dir)).to.equal(1);
     p.kill('SIGTERM');
@@ -151,7 +234,13 @@ describe('lease keeper', function () {
 
   it('finding 9: a 1-second lease (extend 0 by the old rounding) renews about once a second, not in a tight loop', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24', '--lease', '1', '--min-lease', '1']);
-    client = await DstmClient.connect({ host: '::1', port: server.port, program: DEFAULT_PROGRAM, local: lo.addresses[3], timeoutMs: 1000 });
+    client = await DstmClient.connect({
+      host: '::1',
+      port: server.port,
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[3],
+      timeoutMs: 1000,
+    });
     keeper = new LeaseKeeper(client, { retryMs: 200 });
     keeper.on('error', () => undefined);
     // every REQUEST the keeper makes ends in a renewal, or, for a lease no longer than its extend, a new lease

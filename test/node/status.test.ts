@@ -39,7 +39,13 @@ describe('dstm status', function () {
     dir = mkdtempSync(join(tmpdir(), 'dstm-status-'));
     const file = join(dir, 'dstm.json');
     writeFileSync(file, JSON.stringify({ server: { rpcbind: 'off', lease: 600 } }));
-    const { config } = loadServerConfig({ config: file, listen: [`[::1]:${port}`], pool: ['198.51.100.0/29'], tep: '2001:db8:1::1,192.0.2.1', stateDir: join(dir, 'state') });
+    const { config } = loadServerConfig({
+      config: file,
+      listen: [`[::1]:${port}`],
+      pool: ['198.51.100.0/29'],
+      tep: '2001:db8:1::1,192.0.2.1',
+      stateDir: join(dir, 'state'),
+    });
     server = await DstmServer.start(config, createLogger({ level: 'error' }));
     client = await DstmClient.connect({ host: '::1', port, program: config.program });
     keeper = new LeaseKeeper(client);
@@ -56,14 +62,18 @@ describe('dstm status', function () {
   /** The DTI side: its real counters and the lease as it is on the device (a DTI's public state). */
   function dtiState(counters: Counters, on: boolean): NonNullable<NodeParts['dti']> {
     const l = keeper.current!;
-    const current = on ? { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep: parseIPv6(l.tep6), local: parseIPv6(l.local) } : undefined;
+    const current = on
+      ? { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep: parseIPv6(l.tep6), local: parseIPv6(l.local) }
+      : undefined;
     return { name: 'dti0', current, counters, tunnel: { tunnelMtu: 1460 } };
   }
 
   it('reports no lease before the keeper has one', () => {
     const s = nodeStatus({ server: `[::1]:${port}`, keeper });
     expect(s).to.deep.equal({ server: `[::1]:${port}`, state: 'no_lease', lease: null, dti: null });
-    expect(formatNodeStatus(s).join('\n')).to.match(/lease +none/).and.match(/interface +none/);
+    expect(formatNodeStatus(s).join('\n'))
+      .to.match(/lease +none/)
+      .and.match(/interface +none/);
   });
 
   it('counts the time remaining on the node clock, from the reply', async () => {
@@ -84,7 +94,9 @@ describe('dstm status', function () {
     counters.count(Event.bytes_decapsulated, 168);
     counters.drop(Drop.spoofed_source);
     const path = join(dir, 'node.sock');
-    control = await serveControl(path, () => nodeStatus({ server: `[::1]:${port}`, keeper, dti: dtiState(counters, true) }));
+    control = await serveControl(path, () =>
+      nodeStatus({ server: `[::1]:${port}`, keeper, dti: dtiState(counters, true) }),
+    );
     const lease = keeper.current!;
 
     const json = await dstm('status', '--control', path, '--json');
@@ -94,8 +106,21 @@ describe('dstm status', function () {
     expect(s.lease).to.include({ ipv4: lease.address, tep6: '2001:db8:1::1', tep4: '192.0.2.1', ipv6: lease.local });
     expect(s.lease!.ipv4).to.match(/^198\.51\.100\.[1-6]$/);
     expect(s.lease!.remaining).to.be.within(590, 600);
-    expect(s.dti).to.deep.include({ device: 'dti0', mtu: 1460, address: lease.address, peer: '192.0.2.1', tep: '2001:db8:1::1', source: lease.local });
-    expect(s.dti!.packets).to.deep.equal({ encapsulated: 3, decapsulated: 2, bytes_encapsulated: 252, bytes_decapsulated: 168, dropped: 1 });
+    expect(s.dti).to.deep.include({
+      device: 'dti0',
+      mtu: 1460,
+      address: lease.address,
+      peer: '192.0.2.1',
+      tep: '2001:db8:1::1',
+      source: lease.local,
+    });
+    expect(s.dti!.packets).to.deep.equal({
+      encapsulated: 3,
+      decapsulated: 2,
+      bytes_encapsulated: 252,
+      bytes_decapsulated: 168,
+      dropped: 1,
+    });
     expect(s.dti!.drops.spoofed_source).to.equal(1);
 
     const human = await dstm('status', '--control', path);
@@ -110,6 +135,8 @@ describe('dstm status', function () {
     const r = await dstm('status', '--control', join(dir, 'absent.sock'));
     expect(r.code).to.equal(7);
     // oclif wraps the message at the terminal width, continuing lines with " ›"
-    expect(r.stderr.replace(/\s*\n\s*›\s*/g, ' ')).to.include(`cannot read the node's statistics from ${join(dir, 'absent.sock')}: no node is running there`);
+    expect(r.stderr.replace(/\s*\n\s*›\s*/g, ' ')).to.include(
+      `cannot read the node's statistics from ${join(dir, 'absent.sock')}: no node is running there`,
+    );
   });
 });

@@ -4,7 +4,15 @@ import { getEventListeners } from 'node:events';
 import { BindingFeed, type FeedBinding } from '../../src/protocol/binding-feed';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
-import { freePort, loopbackAddresses, removeDir, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
+import {
+  freePort,
+  loopbackAddresses,
+  removeDir,
+  sleep,
+  startServer,
+  tempDir,
+  type ServerProcess,
+} from '../server/helpers';
 
 function next<T>(e: BindingFeed, event: string): Promise<T> {
   return new Promise((resolve) => e.once(event, resolve));
@@ -40,7 +48,11 @@ describe('binding feed', function () {
     server = await startServer(['--state-dir', dir, '--pool', '10.93.0.0/24']);
     const a = await node(0, server.port);
     const la = await a.request();
-    const feed = new BindingFeed({ servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, waitMs: 20000 });
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      waitMs: 20000,
+    });
     open.push(feed);
     const binds: FeedBinding[] = [];
     feed.on('bind', (b: FeedBinding) => binds.push(b));
@@ -67,7 +79,13 @@ describe('binding feed', function () {
     const port = server.port;
     const a = await node(0, port);
     const la = await a.request();
-    const feed = new BindingFeed({ servers: [{ host: '::1', port }], program: DEFAULT_PROGRAM, waitMs: 2000, retryMs: 100, retryMaxMs: 300 });
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port }],
+      program: DEFAULT_PROGRAM,
+      waitMs: 2000,
+      retryMs: 100,
+      retryMaxMs: 300,
+    });
     open.push(feed);
     feed.on('error', () => undefined);
     await feed.start();
@@ -94,7 +112,13 @@ describe('binding feed', function () {
     const port = server.port;
     const a = await node(0, port);
     await a.request();
-    const feed = new BindingFeed({ servers: [{ host: '::1', port }], program: DEFAULT_PROGRAM, waitMs: 2000, retryMs: 100, retryMaxMs: 300 });
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port }],
+      program: DEFAULT_PROGRAM,
+      waitMs: 2000,
+      retryMs: 100,
+      retryMaxMs: 300,
+    });
     open.push(feed);
     feed.on('error', () => undefined);
     await feed.start();
@@ -121,7 +145,9 @@ describe('binding feed', function () {
     const binds: string[] = [];
     let applying = false;
     const feed = new BindingFeed({
-      servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, waitMs: 20000,
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      waitMs: 20000,
       onSnapshot: async (all) => {
         applying = true;
         snapshots.push([...all].map((b) => `${b.ip4}=${b.ip6}`));
@@ -144,7 +170,11 @@ describe('binding feed', function () {
 
   it('loads an empty state at once (a first call is not held)', async () => {
     server = await startServer(['--state-dir', dir]);
-    const feed = new BindingFeed({ servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, waitMs: 20000 });
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      waitMs: 20000,
+    });
     open.push(feed);
     const t0 = performance.now();
     await feed.start();
@@ -153,7 +183,12 @@ describe('binding feed', function () {
   });
 
   it('keeps no abort listener per retry (no leak while the server is away)', async () => {
-    const feed = new BindingFeed({ servers: [{ host: '::1', port: freePort() }], program: DEFAULT_PROGRAM, retryMs: 1, retryMaxMs: 1 });
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port: freePort() }],
+      program: DEFAULT_PROGRAM,
+      retryMs: 1,
+      retryMaxMs: 1,
+    });
     open.push(feed);
     let errors = 0;
     feed.on('error', () => errors++);
@@ -165,7 +200,12 @@ describe('binding feed', function () {
 
   it('is refused to a caller outside tep_allow', async () => {
     server = await startServer(['--state-dir', dir]);
-    const feed = new BindingFeed({ servers: [{ host: '::1', port: server.port }], program: DEFAULT_PROGRAM, local: lo.addresses[0], retryMs: 5000 });
+    const feed = new BindingFeed({
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[0],
+      retryMs: 5000,
+    });
     open.push(feed);
     const err = next<unknown>(feed, 'error');
     void feed.start();

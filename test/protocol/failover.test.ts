@@ -13,7 +13,15 @@ import { clientFields } from '../../src/config/client-schema';
 import { tepFields } from '../../src/config/tep-schema';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, loopbackAddresses, removeDir, runDstm, startServer, tempDir, type ServerProcess } from '../server/helpers';
+import {
+  freePort,
+  loopbackAddresses,
+  removeDir,
+  runDstm,
+  startServer,
+  tempDir,
+  type ServerProcess,
+} from '../server/helpers';
 
 function next<T>(e: BindingFeed, event: string): Promise<T> {
   return new Promise((resolve) => e.once(event, resolve));
@@ -48,7 +56,12 @@ describe('failover across servers', function () {
   it('goes on to the next server at once when one refuses the connection, and stays with the one that answered', async () => {
     const b = await serve('10.96.0.0/24', '2001:db8::b,10.96.0.254');
     const dead = freePort();
-    const client = new FailoverClient({ servers: [at(dead), at(b.port)], program: DEFAULT_PROGRAM, local: lo.addresses[0], timeoutMs: 5000 });
+    const client = new FailoverClient({
+      servers: [at(dead), at(b.port)],
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[0],
+      timeoutMs: 5000,
+    });
     open.push(client);
     const t0 = performance.now();
     const l = await client.request();
@@ -64,7 +77,12 @@ describe('failover across servers', function () {
   it('renews with whichever server answers: the same address from the next one, with its TEP', async () => {
     const a = await serve('10.97.0.0/24', '2001:db8::a,10.97.0.254');
     const b = await serve('10.97.0.0/24', '2001:db8::b,10.97.0.254');
-    const client = new FailoverClient({ servers: [at(a.port), at(b.port)], program: DEFAULT_PROGRAM, local: lo.addresses[1], timeoutMs: 2000 });
+    const client = new FailoverClient({
+      servers: [at(a.port), at(b.port)],
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[1],
+      timeoutMs: 2000,
+    });
     open.push(client);
     const first = await client.request();
     expect(first.tep6).to.equal('2001:db8::a');
@@ -76,7 +94,12 @@ describe('failover across servers', function () {
 
   it('throws NoServerAnswered naming every server when none answers, without waiting for the timeouts', async () => {
     const ports = [freePort(), freePort()];
-    const client = new FailoverClient({ servers: ports.map(at), program: DEFAULT_PROGRAM, local: lo.addresses[2], timeoutMs: 5000 });
+    const client = new FailoverClient({
+      servers: ports.map(at),
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[2],
+      timeoutMs: 5000,
+    });
     open.push(client);
     const t0 = performance.now();
     const err = await client.request().then(
@@ -112,29 +135,53 @@ describe('failover across servers', function () {
     r = await runDstm(['request', '--server', dead, '--server', `[::1]:${freePort()}`, ...local]);
     expect(r.code).to.equal(7);
     expect(performance.now() - t0).to.be.lessThan(8000); // process start included (slow under load); the two timeouts would be 10 s
-    expect(r.stderr).to.match(/^dstm request: no server answered: \[::1\]:\d+\/udp: .*ECONNREFUSED.*; \[::1\]:\d+\/udp: .*ECONNREFUSED/);
+    expect(r.stderr).to.match(
+      /^dstm request: no server answered: \[::1\]:\d+\/udp: .*ECONNREFUSED.*; \[::1\]:\d+\/udp: .*ECONNREFUSED/,
+    );
   });
 
   it('client.server and tep.server: one endpoint as before, or a list; an empty list is refused naming the key', () => {
     const one = parseWithOverrides(clientFields, { server: '[2001:db8::1]:3786' }, 'client').server;
     expect(one.map(formatEndpoint)).to.deep.equal(['[2001:db8::1]:3786']);
-    const two = parseWithOverrides(clientFields, {}, 'client', [{ key: 'server', flag: '--server', value: ['[2001:db8::1]', '[2001:db8::2]:4000'] }]).server;
+    const two = parseWithOverrides(clientFields, {}, 'client', [
+      { key: 'server', flag: '--server', value: ['[2001:db8::1]', '[2001:db8::2]:4000'] },
+    ]).server;
     expect(two.map(formatEndpoint)).to.deep.equal(['[2001:db8::1]:3786', '[2001:db8::2]:4000']);
-    expect(() => parseWithOverrides(tepFields, { server: [], address: '2001:db8::9', ipv4: '192.0.2.9' }, 'tep')).to.throw(/^tep\.server: \[\] is not valid: .*at least one/);
-    expect(() => parseWithOverrides(clientFields, { server: ['[::1]:3786', '192.0.2.1:3786'] }, 'client')).to.throw(/^client\.server\[1\]: .*IPv6 only/);
+    expect(() =>
+      parseWithOverrides(tepFields, { server: [], address: '2001:db8::9', ipv4: '192.0.2.9' }, 'tep'),
+    ).to.throw(/^tep\.server: \[\] is not valid: .*at least one/);
+    expect(() => parseWithOverrides(clientFields, { server: ['[::1]:3786', '192.0.2.1:3786'] }, 'client')).to.throw(
+      /^client\.server\[1\]: .*IPv6 only/,
+    );
   });
 
   it('the feed moves to the next server when its server dies, keeping the bindings both hold, and follows it', async () => {
     const a = await serve('10.99.0.0/24', '2001:db8::a,10.99.0.254');
     const b = await serve('10.99.0.0/24', '2001:db8::b,10.99.0.254');
     // the same binding on both stores, as a shared store would have it
-    const n0 = await DstmClient.connect({ host: '::1', port: a.port, program: DEFAULT_PROGRAM, local: lo.addresses[0] });
+    const n0 = await DstmClient.connect({
+      host: '::1',
+      port: a.port,
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[0],
+    });
     open.push(n0);
     const held = await n0.request();
-    const n0b = await DstmClient.connect({ host: '::1', port: b.port, program: DEFAULT_PROGRAM, local: lo.addresses[0] });
+    const n0b = await DstmClient.connect({
+      host: '::1',
+      port: b.port,
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[0],
+    });
     open.push(n0b);
     expect((await n0b.request(parseIPv4(held.address))).address).to.equal(held.address);
-    const feed = new BindingFeed({ servers: [at(a.port), at(b.port)], program: DEFAULT_PROGRAM, waitMs: 20000, retryMs: 100, retryMaxMs: 300 });
+    const feed = new BindingFeed({
+      servers: [at(a.port), at(b.port)],
+      program: DEFAULT_PROGRAM,
+      waitMs: 20000,
+      retryMs: 100,
+      retryMaxMs: 300,
+    });
     open.push(feed);
     const errors: string[] = [];
     feed.on('error', (_e: unknown, server: string) => errors.push(server));
@@ -153,7 +200,12 @@ describe('failover across servers', function () {
     expect(unbinds).to.deep.equal([]);
     expect(feed.byIPv4.get(held.address)?.ip6).to.equal(lo.addresses[0]);
     expect(errors).to.deep.equal([`[::1]:${a.port}`]);
-    const n1 = await DstmClient.connect({ host: '::1', port: b.port, program: DEFAULT_PROGRAM, local: lo.addresses[1] });
+    const n1 = await DstmClient.connect({
+      host: '::1',
+      port: b.port,
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[1],
+    });
     open.push(n1);
     const bound = next<FeedBinding>(feed, 'bind');
     const l1 = await n1.request();
@@ -162,7 +214,12 @@ describe('failover across servers', function () {
 
   it('the feed starts from the next server when the first is down', async () => {
     const b = await serve('10.100.0.0/24', '2001:db8::b,10.100.0.254');
-    const feed = new BindingFeed({ servers: [at(freePort()), at(b.port)], program: DEFAULT_PROGRAM, waitMs: 20000, retryMs: 5000 });
+    const feed = new BindingFeed({
+      servers: [at(freePort()), at(b.port)],
+      program: DEFAULT_PROGRAM,
+      waitMs: 20000,
+      retryMs: 5000,
+    });
     open.push(feed);
     feed.on('error', () => undefined);
     const t0 = performance.now();

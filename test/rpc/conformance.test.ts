@@ -87,9 +87,15 @@ describe('rpcgen-ts conformance with rpcgen + libtirpc', function () {
     execFileSync('rpcgen', ['-c', '-o', 'quad_xdr.c', 'quad.x'], { cwd: dir.path });
     expect(readFileSync(join(dir.path, 'quad_xdr.c'), 'utf8')).to.contain('xdr_quadruple');
     try {
-      execFileSync('gcc', ['-shared', '-fPIC', '-Wl,--no-undefined', '-I/usr/include/tirpc', '-o', 'quad.so', 'quad_xdr.c', '-ltirpc'], { cwd: dir.path, stdio: 'pipe' });
+      execFileSync(
+        'gcc',
+        ['-shared', '-fPIC', '-Wl,--no-undefined', '-I/usr/include/tirpc', '-o', 'quad.so', 'quad_xdr.c', '-ltirpc'],
+        { cwd: dir.path, stdio: 'pipe' },
+      );
     } catch (e) {
-      expect(String((e as { stderr?: Buffer }).stderr)).to.match(/unknown type name .quadruple|undefined reference to .xdr_quadruple/);
+      expect(String((e as { stderr?: Buffer }).stderr)).to.match(
+        /unknown type name .quadruple|undefined reference to .xdr_quadruple/,
+      );
       this.skip();
     }
     expect.fail('rpcgen and libtirpc now support quadruple: add a quadruple field to fixtures/conformance.x');
@@ -104,7 +110,22 @@ describe('rpcgen-ts conformance with rpcgen + libtirpc', function () {
 
 /** Values of types from the system's own .x files, for C's decode and re-encode. */
 const time = (s: number): unknown => ({ seconds: s, useconds: 999999 });
-const fattr = { type: 2, mode: 0o40755, nlink: 3, uid: 0, gid: 0, size: 4096, blocksize: 4096, rdev: 0, blocks: 8, fsid: 0x801, fileid: 2, atime: time(1), mtime: time(2), ctime: time(3) };
+const fattr = {
+  type: 2,
+  mode: 0o40755,
+  nlink: 3,
+  uid: 0,
+  gid: 0,
+  size: 4096,
+  blocksize: 4096,
+  rdev: 0,
+  blocks: 8,
+  fsid: 0x801,
+  fileid: 2,
+  atime: time(1),
+  mtime: time(2),
+  ctime: time(3),
+};
 function list<T>(items: T[], make: (item: T, next: unknown) => unknown): unknown {
   return items.reduceRight<unknown>((next, item) => make(item, next), null);
 }
@@ -116,9 +137,23 @@ const SYSTEM: { x: string; name: string; header: string; values: Record<string, 
     values: {
       fattr: [fattr],
       attrstat: [{ status: 0, attributes: fattr }, { status: 70 }],
-      diropres: [{ status: 0, diropres: { file: { data: Uint8Array.from({ length: 32 }, (_, i) => i) }, attributes: fattr } }, { status: 2 }],
+      diropres: [
+        { status: 0, diropres: { file: { data: Uint8Array.from({ length: 32 }, (_, i) => i) }, attributes: fattr } },
+        { status: 2 },
+      ],
       readdirres: [
-        { status: 0, reply: { entries: list(['.', '..', 'a file', 'x'.repeat(255)], (n, next) => ({ fileid: n.length, name: n, cookie: Uint8Array.of(0, 0, 0, n.length), nextentry: next })), eof: true } },
+        {
+          status: 0,
+          reply: {
+            entries: list(['.', '..', 'a file', 'x'.repeat(255)], (n, next) => ({
+              fileid: n.length,
+              name: n,
+              cookie: Uint8Array.of(0, 0, 0, n.length),
+              nextentry: next,
+            })),
+            eof: true,
+          },
+        },
         { status: 0, reply: { entries: null, eof: false } },
         { status: 13 },
       ],
@@ -130,11 +165,17 @@ const SYSTEM: { x: string; name: string; header: string; values: Record<string, 
     header: '"mount.h"',
     values: {
       exports: [
-        list(['/srv', '/home'], (dir, next) => ({ ex_dir: dir, ex_groups: list(['lan', 'wan', '*'], (g, n) => ({ gr_name: g, gr_next: n })), ex_next: next })),
+        list(['/srv', '/home'], (dir, next) => ({
+          ex_dir: dir,
+          ex_groups: list(['lan', 'wan', '*'], (g, n) => ({ gr_name: g, gr_next: n })),
+          ex_next: next,
+        })),
         null,
       ],
       fhstatus: [{ fhs_status: 0, fhs_fhandle: new Uint8Array(32).fill(9) }, { fhs_status: 13 }],
-      mountlist: [list(['a', 'b', 'c'], (h, next) => ({ ml_hostname: `host-${h}`, ml_directory: `/export/${h}`, ml_next: next }))],
+      mountlist: [
+        list(['a', 'b', 'c'], (h, next) => ({ ml_hostname: `host-${h}`, ml_directory: `/export/${h}`, ml_next: next })),
+      ],
     },
   },
   {
@@ -144,8 +185,24 @@ const SYSTEM: { x: string; name: string; header: string; values: Record<string, 
     header: '<rpc/rpc.h>',
     values: {
       rpcb: [{ r_prog: 100000, r_vers: 4, r_netid: 'udp6', r_addr: '::1.0.111', r_owner: 'superuser' }],
-      rpcblist_ptr: [list(['tcp6', 'udp6', 'tcp', 'udp'], (netid, next) => ({ rpcb_map: { r_prog: 0x2d53544d, r_vers: 1, r_netid: netid, r_addr: '::.3.232', r_owner: '0' }, rpcb_next: next }))],
-      rpcb_entry_list_ptr: [list([1, 2], (i, next) => ({ rpcb_entry_map: { r_maddr: `::1.3.${i}`, r_nc_netid: 'tcp6', r_nc_semantics: 3, r_nc_protofmly: 'inet6', r_nc_proto: 'tcp' }, rpcb_entry_next: next }))],
+      rpcblist_ptr: [
+        list(['tcp6', 'udp6', 'tcp', 'udp'], (netid, next) => ({
+          rpcb_map: { r_prog: 0x2d53544d, r_vers: 1, r_netid: netid, r_addr: '::.3.232', r_owner: '0' },
+          rpcb_next: next,
+        })),
+      ],
+      rpcb_entry_list_ptr: [
+        list([1, 2], (i, next) => ({
+          rpcb_entry_map: {
+            r_maddr: `::1.3.${i}`,
+            r_nc_netid: 'tcp6',
+            r_nc_semantics: 3,
+            r_nc_protofmly: 'inet6',
+            r_nc_proto: 'tcp',
+          },
+          rpcb_entry_next: next,
+        })),
+      ],
     },
   },
 ];
@@ -160,7 +217,13 @@ describe('rpcgen-ts conformance with the system .x files and their C routines', 
       let c: Pick<CDriver, 'reencode'>;
       let mod: Record<string, Codec<unknown>>;
       before(async () => {
-        c = buildSystemDriver(dir.path, sys.name, sys.header, Object.keys(sys.values), sys.header.startsWith('"') ? sys.x : undefined);
+        c = buildSystemDriver(
+          dir.path,
+          sys.name,
+          sys.header,
+          Object.keys(sys.values),
+          sys.header.startsWith('"') ? sys.x : undefined,
+        );
         mod = (await import(generate(sys.x, dir.path))) as Record<string, Codec<unknown>>;
       });
       for (const [type, values] of Object.entries(sys.values)) {
@@ -177,4 +240,3 @@ describe('rpcgen-ts conformance with the system .x files and their C routines', 
     });
   }
 });
-

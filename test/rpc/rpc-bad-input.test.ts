@@ -52,7 +52,7 @@ function status(reply: Buffer | null): string | null {
 /** Split a TCP byte stream into the reply records it carries (each assumed to be one fragment). */
 function records(stream: Buffer): Buffer[] {
   const out: Buffer[] = [];
-  for (let o = 0; o + 4 <= stream.length; ) {
+  for (let o = 0; o + 4 <= stream.length;) {
     const len = stream.readUInt32BE(o) & 0x7fffffff;
     out.push(stream.subarray(o + 4, o + 4 + len));
     o += 4 + len;
@@ -75,18 +75,42 @@ describe('rpc server under bad input', function () {
     it('drops every truncated call header and counts it', async () => {
       const good = call(1, ADD1.number, (w) => w.uint(1));
       const headerLen = good.length - 4;
-      for (let n = 0; n < headerLen; n++) expect(await udpExchange(port, good.subarray(0, n), 30), `${n} bytes`).to.equal(null);
+      for (let n = 0; n < headerLen; n++)
+        expect(await udpExchange(port, good.subarray(0, n), 30), `${n} bytes`).to.equal(null);
       expect(server.stats().garbageRecords.udp).to.equal(headerLen); // a zero-byte datagram counts too
       expect(status(await udpExchange(port, good))).to.equal('SUCCESS');
     });
 
     it('answers truncated, oversized and trailing arguments with GARBAGE_ARGS', async () => {
-      expect(status(await udpExchange(port, call(2, ADD1.number, (w) => w.uint(1)).subarray(0, -2)))).to.equal('GARBAGE_ARGS');
-      expect(status(await udpExchange(port, call(3, ADD1.number, (w) => (w.uint(1), w.uint(2)))))).to.equal('GARBAGE_ARGS');
+      expect(status(await udpExchange(port, call(2, ADD1.number, (w) => w.uint(1)).subarray(0, -2)))).to.equal(
+        'GARBAGE_ARGS',
+      );
+      expect(
+        status(
+          await udpExchange(
+            port,
+            call(3, ADD1.number, (w) => (w.uint(1), w.uint(2))),
+          ),
+        ),
+      ).to.equal('GARBAGE_ARGS');
       // an opaque<> whose length runs past the datagram
-      expect(status(await udpExchange(port, call(4, ECHO.number, (w) => w.uint(60_000))))).to.equal('GARBAGE_ARGS');
+      expect(
+        status(
+          await udpExchange(
+            port,
+            call(4, ECHO.number, (w) => w.uint(60_000)),
+          ),
+        ),
+      ).to.equal('GARBAGE_ARGS');
       // non-zero padding
-      expect(status(await udpExchange(port, call(5, ECHO.number, (w) => (w.uint(1), w.uint(0x01010101)))))).to.equal('GARBAGE_ARGS');
+      expect(
+        status(
+          await udpExchange(
+            port,
+            call(5, ECHO.number, (w) => (w.uint(1), w.uint(0x01010101))),
+          ),
+        ),
+      ).to.equal('GARBAGE_ARGS');
       // a datagram near the UDP maximum
       const big = call(6, ADD1.number, (w) => w.varOpaque(new Uint8Array(65_000)));
       expect(status(await udpExchange(port, big))).to.equal('GARBAGE_ARGS');
@@ -130,10 +154,12 @@ describe('rpc server under bad input', function () {
       const batch = async (n: number) => {
         for (let i = 0; i < n; i++) {
           let m: Buffer;
-          if (i % 3 === 0) m = Buffer.from(Array.from({ length: Math.floor(rnd() * 200) }, () => Math.floor(rnd() * 256)));
+          if (i % 3 === 0)
+            m = Buffer.from(Array.from({ length: Math.floor(rnd() * 200) }, () => Math.floor(rnd() * 256)));
           else {
             m = Buffer.from(good);
-            for (let k = 1 + Math.floor(rnd() * 4); k > 0; k--) m[Math.floor(rnd() * m.length)] = Math.floor(rnd() * 256);
+            for (let k = 1 + Math.floor(rnd() * 4); k > 0; k--)
+              m[Math.floor(rnd() * m.length)] = Math.floor(rnd() * 256);
             if (i % 3 === 2) m = m.subarray(0, Math.floor(rnd() * m.length));
           }
           sock.send(m, port, '::1');
@@ -163,12 +189,26 @@ describe('rpc server under bad input', function () {
       w.reset();
       for (const v of [2, 0, 3]) w.uint(v);
       sock.write(frameRecord(w.toBytes(), 1000));
-      sock.write(frameRecord(call(3, ADD1.number, () => {}), 1000));
-      sock.write(frameRecord(call(4, ADD1.number, (w2) => w2.uint(41)), 7)); // in 7-byte fragments
+      sock.write(
+        frameRecord(
+          call(3, ADD1.number, () => {}),
+          1000,
+        ),
+      );
+      sock.write(
+        frameRecord(
+          call(4, ADD1.number, (w2) => w2.uint(41)),
+          7,
+        ),
+      ); // in 7-byte fragments
       sock.write(frameRecord(Buffer.alloc(0), 10)); // an empty record: dropped
       await sleep(200);
       const replies = records(received()).map((r) => readReplyHeader(new XdrReader(r)));
-      expect(replies.map((r) => [r.xid, r.status])).to.deep.equal([[2, 'RPC_MISMATCH'], [3, 'GARBAGE_ARGS'], [4, 'SUCCESS']]);
+      expect(replies.map((r) => [r.xid, r.status])).to.deep.equal([
+        [2, 'RPC_MISMATCH'],
+        [3, 'GARBAGE_ARGS'],
+        [4, 'SUCCESS'],
+      ]);
       expect(server.stats().garbageRecords.tcp).to.equal(2);
       sock.destroy();
     });
@@ -199,7 +239,12 @@ describe('rpc server under bad input', function () {
       const s2 = new RpcServer({ idleTimeoutMs: 200 }).register(testService());
       const [{ port: p2 }] = await s2.listen({ host: '::1', port: 0, transport: 'tcp' });
       const { sock, closed } = await tcpConnect(p2);
-      sock.write(frameRecord(call(1, ADD1.number, (w) => w.uint(1)), 1000).subarray(0, 20));
+      sock.write(
+        frameRecord(
+          call(1, ADD1.number, (w) => w.uint(1)),
+          1000,
+        ).subarray(0, 20),
+      );
       const t0 = Date.now();
       await closed;
       expect(Date.now() - t0).to.be.within(150, 2000);
@@ -211,7 +256,14 @@ describe('rpc server under bad input', function () {
       const { sock, received } = await tcpConnect(port);
       sock.pause(); // read nothing: the replies pile up in the kernel, then the server must stop taking calls
       const payload = new Uint8Array(2048);
-      const calls = Buffer.concat(Array.from({ length: n }, (_, i) => frameRecord(call(i, ECHO.number, (w) => w.varOpaque(payload)), 1 << 20)));
+      const calls = Buffer.concat(
+        Array.from({ length: n }, (_, i) =>
+          frameRecord(
+            call(i, ECHO.number, (w) => w.varOpaque(payload)),
+            1 << 20,
+          ),
+        ),
+      );
       sock.write(calls);
       await sleep(700);
       const served = server.stats().calls['TESTPROG.TESTVERS1.ECHO']?.tcp?.SUCCESS ?? 0;
@@ -236,7 +288,12 @@ describe('rpc server under bad input', function () {
           if (i % 2) m = m.subarray(0, Math.floor(rnd() * m.length));
           sock.write(frameRecord(m, 1 + Math.floor(rnd() * 64)));
         }
-        sock.write(frameRecord(call(0xabc, ADD1.number, (w) => w.uint(1)), 100));
+        sock.write(
+          frameRecord(
+            call(0xabc, ADD1.number, (w) => w.uint(1)),
+            100,
+          ),
+        );
         for (let t = 0; t < 100 && !records(received()).some((r) => r.readUInt32BE(0) === 0xabc); t++) await sleep(20);
         const replies = records(received());
         for (const r of replies) readReplyHeader(new XdrReader(r));

@@ -3,7 +3,19 @@
 // reconnecting, the cap on calls in progress, and multi-fragment records.
 import { expect } from 'chai';
 import dgram from 'node:dgram';
-import { AuthStat, AuthSys, authNone, NULL_AUTH, RpcAuthError, RpcClient, RpcError, RpcServer, type ClientAuth, type RpcServerOptions, type ServerAuth } from '../../src/rpc';
+import {
+  AuthStat,
+  AuthSys,
+  authNone,
+  NULL_AUTH,
+  RpcAuthError,
+  RpcClient,
+  RpcError,
+  RpcServer,
+  type ClientAuth,
+  type RpcServerOptions,
+  type ServerAuth,
+} from '../../src/rpc';
 import { writeCallHeader, writeRpcMismatchReply } from '../../src/rpc/message';
 import type { Procedure, Service, Transport } from '../../src/rpc/types';
 import { XdrWriter } from '../../src/rpc/xdr/runtime';
@@ -24,7 +36,12 @@ describe('rpc client and server over ::1', function () {
   const servers: RpcServer[] = [];
   const clients: RpcClient[] = [];
 
-  async function serve(services: Service[] = [testService()], options: RpcServerOptions = {}, port = 0, transport?: Transport): Promise<{ server: RpcServer; port: number }> {
+  async function serve(
+    services: Service[] = [testService()],
+    options: RpcServerOptions = {},
+    port = 0,
+    transport?: Transport,
+  ): Promise<{ server: RpcServer; port: number }> {
     const server = new RpcServer(options);
     servers.push(server);
     for (const s of services) server.register(s);
@@ -32,8 +49,20 @@ describe('rpc client and server over ::1', function () {
     return { server, port: bound[0].port };
   }
 
-  async function connect(port: number, transport: Transport, extra: Partial<Parameters<typeof RpcClient.connect>[0]> = {}): Promise<RpcClient> {
-    const c = await RpcClient.connect({ host: '::1', port, transport, program: TEST_PROGRAM, version: 1, timeoutMs: 3000, ...extra });
+  async function connect(
+    port: number,
+    transport: Transport,
+    extra: Partial<Parameters<typeof RpcClient.connect>[0]> = {},
+  ): Promise<RpcClient> {
+    const c = await RpcClient.connect({
+      host: '::1',
+      port,
+      transport,
+      program: TEST_PROGRAM,
+      version: 1,
+      timeoutMs: 3000,
+      ...extra,
+    });
     clients.push(c);
     return c;
   }
@@ -85,7 +114,9 @@ describe('rpc client and server over ::1', function () {
 
       it('hands handlers opaque arguments as copies, not views of the receive buffer', async () => {
         let own = false;
-        const { port } = await serve([testService({ ECHO: (b: Uint8Array) => ((own = b.buffer.byteLength === b.byteLength), b) })]);
+        const { port } = await serve([
+          testService({ ECHO: (b: Uint8Array) => ((own = b.buffer.byteLength === b.byteLength), b) }),
+        ]);
         const c = await connect(port, transport);
         const back = await c.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(10).fill(7));
         expect(own).to.equal(true);
@@ -100,16 +131,30 @@ describe('rpc client and server over ::1', function () {
       });
 
       it('passes the AUTH_SYS principal to handlers and refuses unknown flavors', async () => {
-        const { port } = await serve([testService({ ADD1: (_n: number, ctx) => (ctx.principal as { uid: number }).uid })]);
-        const c = await connect(port, transport, { auth: new AuthSys({ uid: 4242, gid: 7, machinename: 'tester', gids: [1, 2] }) });
+        const { port } = await serve([
+          testService({ ADD1: (_n: number, ctx) => (ctx.principal as { uid: number }).uid }),
+        ]);
+        const c = await connect(port, transport, {
+          auth: new AuthSys({ uid: 4242, gid: 7, machinename: 'tester', gids: [1, 2] }),
+        });
         expect(await c.call(TEST_PROGRAM, 1, ADD1, 0)).to.equal(4242);
-        const weird: ClientAuth = { flavor: 390003, credential: () => ({ flavor: 390003, body: new Uint8Array(4) }), verifier: () => ({ flavor: 0, body: new Uint8Array(0) }) };
+        const weird: ClientAuth = {
+          flavor: 390003,
+          credential: () => ({ flavor: 390003, body: new Uint8Array(4) }),
+          verifier: () => ({ flavor: 0, body: new Uint8Array(0) }),
+        };
         const c2 = await connect(port, transport, { auth: weird });
         const e = (await expectRpcError(c2.call(TEST_PROGRAM, 1, ADD1, 0), 'AUTH_ERROR')) as RpcAuthError;
         expect(e.stat).to.equal(AuthStat.AUTH_REJECTEDCRED);
-        const badNone: ClientAuth = { flavor: 0, credential: () => ({ flavor: 0, body: new Uint8Array(4) }), verifier: () => ({ flavor: 0, body: new Uint8Array(0) }) };
+        const badNone: ClientAuth = {
+          flavor: 0,
+          credential: () => ({ flavor: 0, body: new Uint8Array(4) }),
+          verifier: () => ({ flavor: 0, body: new Uint8Array(0) }),
+        };
         const c3 = await connect(port, transport, { auth: badNone });
-        expect(((await expectRpcError(c3.call(TEST_PROGRAM, 1, ADD1, 0), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_BADCRED);
+        expect(((await expectRpcError(c3.call(TEST_PROGRAM, 1, ADD1, 0), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(
+          AuthStat.AUTH_BADCRED,
+        );
       });
 
       it('times out per call, and aborts on an AbortSignal', async () => {
@@ -181,20 +226,33 @@ describe('rpc client and server over ::1', function () {
     const seenVerifiers: number[] = [];
     const server: ServerAuth = {
       flavor: FLAVOR,
-      validate: (cred) => (Buffer.from(cred.body).toString().trim() === 'sesame' ? { principal: 'alice' } : AuthStat.AUTH_BADCRED),
-      replyVerifier: (principal, xid) => (seenVerifiers.push(xid), { flavor: FLAVOR, body: Buffer.from(`${principal}`.padEnd(8)) }),
+      validate: (cred) =>
+        Buffer.from(cred.body).toString().trim() === 'sesame' ? { principal: 'alice' } : AuthStat.AUTH_BADCRED,
+      replyVerifier: (principal, xid) => (
+        seenVerifiers.push(xid),
+        { flavor: FLAVOR, body: Buffer.from(`${principal}`.padEnd(8)) }
+      ),
     };
-    const { port } = await serve([testService({ ECHO: (_b: Uint8Array, ctx) => Buffer.from(String(ctx.principal)) })], { auth: [authNone, server] });
+    const { port } = await serve([testService({ ECHO: (_b: Uint8Array, ctx) => Buffer.from(String(ctx.principal)) })], {
+      auth: [authNone, server],
+    });
     const good = await connect(port, 'tcp', { auth: token('sesame') });
     expect(Buffer.from(await good.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0))).toString()).to.equal('alice');
     expect(seenVerifiers).to.have.length(1);
     const suspicious = await connect(port, 'tcp', { auth: token('sesame', 'bob') });
-    expect(((await expectRpcError(suspicious.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0)), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_INVALIDRESP);
+    expect(
+      ((await expectRpcError(suspicious.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0)), 'AUTH_ERROR')) as RpcAuthError)
+        .stat,
+    ).to.equal(AuthStat.AUTH_INVALIDRESP);
     const bad = await connect(port, 'tcp', { auth: token('guess') });
-    expect(((await expectRpcError(bad.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0)), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_BADCRED);
+    expect(
+      ((await expectRpcError(bad.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(0)), 'AUTH_ERROR')) as RpcAuthError).stat,
+    ).to.equal(AuthStat.AUTH_BADCRED);
     // AUTH_SYS is not among this server's flavors
     const sys = await connect(port, 'tcp', { auth: new AuthSys() });
-    expect(((await expectRpcError(sys.ping(), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(AuthStat.AUTH_REJECTEDCRED);
+    expect(((await expectRpcError(sys.ping(), 'AUTH_ERROR')) as RpcAuthError).stat).to.equal(
+      AuthStat.AUTH_REJECTEDCRED,
+    );
   });
 
   describe('UDP retransmission and the duplicate request cache', () => {
@@ -218,7 +276,14 @@ describe('rpc client and server over ::1', function () {
 
       // A reply lost on the way: the same datagram again gets the cached reply without running the handler.
       const w = new XdrWriter();
-      writeCallHeader(w, { xid: 777, program: TEST_PROGRAM, version: 1, procedure: SLOW.number, credential: { flavor: 0, body: new Uint8Array(0) }, verifier: { flavor: 0, body: new Uint8Array(0) } });
+      writeCallHeader(w, {
+        xid: 777,
+        program: TEST_PROGRAM,
+        version: 1,
+        procedure: SLOW.number,
+        credential: { flavor: 0, body: new Uint8Array(0) },
+        verifier: { flavor: 0, body: new Uint8Array(0) },
+      });
       w.uint(30);
       const sock = dgram.createSocket('udp6');
       await new Promise<void>((r) => sock.bind(0, '::1', () => r()));
@@ -288,7 +353,11 @@ describe('rpc client and server over ::1', function () {
       const first = await serve(undefined, {}, 0, 'tcp');
       const c = await connect(first.port, 'tcp', { timeoutMs: 5000 });
       expect(await c.call(TEST_PROGRAM, 1, ADD1, 1)).to.equal(2);
-      const inFlight = [c.call(TEST_PROGRAM, 1, SLOW, 300), c.call(TEST_PROGRAM, 1, SLOW, 301), c.call(TEST_PROGRAM, 1, ADD1, 5)];
+      const inFlight = [
+        c.call(TEST_PROGRAM, 1, SLOW, 300),
+        c.call(TEST_PROGRAM, 1, SLOW, 301),
+        c.call(TEST_PROGRAM, 1, ADD1, 5),
+      ];
       await sleep(50);
       await first.server.close(0); // drops the connection with the SLOW calls unanswered
       await sleep(100);
@@ -323,7 +392,10 @@ describe('rpc client and server over ::1', function () {
     it('refuses to connect where nothing listens, in plain words', async () => {
       const { server, port } = await serve(undefined, {}, 0, 'tcp');
       await server.close(0);
-      const e = await expectRpcError(RpcClient.connect({ host: '::1', port, transport: 'tcp', program: TEST_PROGRAM, version: 1 }), 'UNREACHABLE');
+      const e = await expectRpcError(
+        RpcClient.connect({ host: '::1', port, transport: 'tcp', program: TEST_PROGRAM, version: 1 }),
+        'UNREACHABLE',
+      );
       expect(e.message).to.match(/cannot connect to \[::1\]:\d+\/tcp: .*ECONNREFUSED/);
     });
   });
@@ -333,7 +405,10 @@ describe('rpc client and server over ::1', function () {
     servers.push(server);
     const [udp, tcp] = await server.listen({ host: '127.0.0.1', port: 0 });
     expect(udp.family).to.equal('IPv4');
-    for (const [transport, port] of [['udp', udp.port], ['tcp', tcp.port]] as const) {
+    for (const [transport, port] of [
+      ['udp', udp.port],
+      ['tcp', tcp.port],
+    ] as const) {
       const c = await RpcClient.connect({ host: '127.0.0.1', port, transport, program: TEST_PROGRAM, version: 1 });
       clients.push(c);
       expect(await c.call(TEST_PROGRAM, 1, ADD1, 1)).to.equal(2);

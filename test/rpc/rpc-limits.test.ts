@@ -5,7 +5,16 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { authStatName, RpcAuthError, RpcClient, RpcServer, type CallContext, type RegisterOptions, type RpcServerOptions, type Service } from '../../src/rpc';
+import {
+  authStatName,
+  RpcAuthError,
+  RpcClient,
+  RpcServer,
+  type CallContext,
+  type RegisterOptions,
+  type RpcServerOptions,
+  type Service,
+} from '../../src/rpc';
 import { DRC_NEW, DRC_REPLAY, DuplicateCache } from '../../src/rpc/drc';
 import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
@@ -17,7 +26,14 @@ const gc = runInNewContext('gc') as () => void;
 
 function nullCall(xid: number): Buffer {
   const w = new XdrWriter();
-  writeCallHeader(w, { xid, program: TEST_PROGRAM, version: 1, procedure: 0, credential: NULL_AUTH, verifier: NULL_AUTH });
+  writeCallHeader(w, {
+    xid,
+    program: TEST_PROGRAM,
+    version: 1,
+    procedure: 0,
+    credential: NULL_AUTH,
+    verifier: NULL_AUTH,
+  });
   return Buffer.from(w.toBytes());
 }
 
@@ -92,7 +108,12 @@ describe('rpc server limits (issue 13)', function () {
 });
 
 /** Open `n` connections from `local` and wait until each is either kept or closed by the server. */
-async function connectMany(port: number, local: string, n: number, host = '127.0.0.1'): Promise<{ kept: net.Socket[]; refused: number }> {
+async function connectMany(
+  port: number,
+  local: string,
+  n: number,
+  host = '127.0.0.1',
+): Promise<{ kept: net.Socket[]; refused: number }> {
   const socks = await Promise.all(
     Array.from({ length: n }, () => {
       const s = net.connect({ host, port, localAddress: local });
@@ -163,17 +184,51 @@ describe('rpc server limits (issue 13), TCP slots', function () {
     });
 
     it('counts an IPv6 peer by its /64 (with its zone: fe80::/64 on two links is two peers)', () => {
-      const limits = new ConnectionLimits({ maxConnections: 100, maxConnectionsPerPeer: 2, peerPrefix6: 64, peerPrefix4: 32, reservedPeers: ['2001:db8:ff::/48'], reservedConnections: 10 });
+      const limits = new ConnectionLimits({
+        maxConnections: 100,
+        maxConnectionsPerPeer: 2,
+        peerPrefix6: 64,
+        peerPrefix4: 32,
+        reservedPeers: ['2001:db8:ff::/48'],
+        reservedConnections: 10,
+      });
       const admit = (a: string) => (typeof limits.admit(a) === 'string' ? 'refused' : 'admitted');
-      expect(['2001:db8::1', '2001:db8::ffff:1', '2001:db8::2'].map(admit)).to.deep.equal(['admitted', 'admitted', 'refused']);
+      expect(['2001:db8::1', '2001:db8::ffff:1', '2001:db8::2'].map(admit)).to.deep.equal([
+        'admitted',
+        'admitted',
+        'refused',
+      ]);
       expect(admit('2001:db8:0:1::1')).to.equal('admitted');
-      expect(['fe80::1%eth0', 'fe80::2%eth0', 'fe80::3%eth0', 'fe80::1%eth1'].map(admit)).to.deep.equal(['admitted', 'admitted', 'refused', 'admitted']);
-      expect(['2001:db8:ff::1', '2001:db8:ff::1', '2001:db8:ff::1'].map(admit), 'reserved peers are not limited per peer').to.deep.equal(['admitted', 'admitted', 'admitted']);
-      expect(() => new ConnectionLimits({ maxConnections: 4, maxConnectionsPerPeer: 2, peerPrefix6: 129, peerPrefix4: 32, reservedPeers: [], reservedConnections: 0 })).to.throw(/peerPrefix6/);
+      expect(['fe80::1%eth0', 'fe80::2%eth0', 'fe80::3%eth0', 'fe80::1%eth1'].map(admit)).to.deep.equal([
+        'admitted',
+        'admitted',
+        'refused',
+        'admitted',
+      ]);
+      expect(
+        ['2001:db8:ff::1', '2001:db8:ff::1', '2001:db8:ff::1'].map(admit),
+        'reserved peers are not limited per peer',
+      ).to.deep.equal(['admitted', 'admitted', 'admitted']);
+      expect(
+        () =>
+          new ConnectionLimits({
+            maxConnections: 4,
+            maxConnectionsPerPeer: 2,
+            peerPrefix6: 129,
+            peerPrefix4: 32,
+            reservedPeers: [],
+            reservedConnections: 0,
+          }),
+      ).to.throw(/peerPrefix6/);
     });
 
     it('keeps reservedConnections slots for reserved peers (the TEP feed) however many other peers connect', async () => {
-      const port = await serve4({ maxConnections: 12, maxConnectionsPerPeer: 4, reservedPeers: ['127.0.0.9', '127.0.1.0/24'], reservedConnections: 3 });
+      const port = await serve4({
+        maxConnections: 12,
+        maxConnectionsPerPeer: 4,
+        reservedPeers: ['127.0.0.9', '127.0.1.0/24'],
+        reservedConnections: 3,
+      });
       const floods = await Promise.all(['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((a) => connectMany(port, a, 4)));
       for (const f of floods) open.push(...f.kept);
       expect(floods.map((f) => f.kept.length).reduce((x, y) => x + y)).to.equal(9);
@@ -240,11 +295,22 @@ describe('rpc server limits (issue 13), UDP', function () {
     await server?.close(0);
   });
 
-  async function serveBoth(service: Service, options: RpcServerOptions = {}, register?: RegisterOptions): Promise<(t: 'udp' | 'tcp') => Promise<RpcClient>> {
+  async function serveBoth(
+    service: Service,
+    options: RpcServerOptions = {},
+    register?: RegisterOptions,
+  ): Promise<(t: 'udp' | 'tcp') => Promise<RpcClient>> {
     server = new RpcServer(options).register(service, TEST_PROGRAM, register);
     const [{ port }] = await server.listen({ host: '::1', port: 0 });
     return async (transport) => {
-      const c = await RpcClient.connect({ host: '::1', port, transport, program: TEST_PROGRAM, version: 1, timeoutMs: 2000 });
+      const c = await RpcClient.connect({
+        host: '::1',
+        port,
+        transport,
+        program: TEST_PROGRAM,
+        version: 1,
+        timeoutMs: 2000,
+      });
       clients.push(c);
       return c;
     };
@@ -292,8 +358,14 @@ describe('rpc server limits (issue 13), UDP', function () {
       await server.close(0);
       connect = await serveBoth(amplifier, { udpReplyRatio: 1 }, { procedures: { ECHO: { udpReplyRatio: 200 } } });
       expect((await (await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(8000))).length).to.equal(8000);
-      expect(await (await connect('udp')).call(TEST_PROGRAM, 1, ADD1, 5), 'ADD1 at the server ratio 1: 44 bytes in, 28 out').to.equal(6);
-      expect(await authStat((await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(60_000))), 'over the ratio of 200').to.equal('AUTH_TOOWEAK');
+      expect(
+        await (await connect('udp')).call(TEST_PROGRAM, 1, ADD1, 5),
+        'ADD1 at the server ratio 1: 44 bytes in, 28 out',
+      ).to.equal(6);
+      expect(
+        await authStat((await connect('udp')).call(TEST_PROGRAM, 1, ECHO, ask(60_000))),
+        'over the ratio of 200',
+      ).to.equal('AUTH_TOOWEAK');
     });
 
     it('refuses a TCP-only procedure over UDP with AUTH_TOOWEAK, without running it', async () => {
@@ -307,8 +379,13 @@ describe('rpc server limits (issue 13), UDP', function () {
       expect(runs).to.equal(0);
       expect(await (await connect('tcp')).call(TEST_PROGRAM, 1, ADD1, 1)).to.equal(2);
       expect(runs).to.equal(1);
-      expect(server.stats().calls['TESTPROG.TESTVERS1.ADD1']).to.deep.equal({ udp: { TCP_ONLY: 1 }, tcp: { SUCCESS: 1 } });
-      expect(() => new RpcServer().register(testService(), TEST_PROGRAM, { procedures: { NOPE: { tcpOnly: true } } })).to.throw(/no procedure NOPE/);
+      expect(server.stats().calls['TESTPROG.TESTVERS1.ADD1']).to.deep.equal({
+        udp: { TCP_ONLY: 1 },
+        tcp: { SUCCESS: 1 },
+      });
+      expect(() =>
+        new RpcServer().register(testService(), TEST_PROGRAM, { procedures: { NOPE: { tcpOnly: true } } }),
+      ).to.throw(/no procedure NOPE/);
     });
   });
 });
@@ -342,7 +419,10 @@ describe('the duplicate request cache keyed by a 32-bit hash of the peer address
     expect(cache.lookup(forger, 700, 42, call), 'the forger does not read the victim’s reply').to.equal(DRC_NEW);
     cache.complete(cache.begin(700, 42), Buffer.from('poison'));
     const seen = cache.lookup(victim, 700, 42, call);
-    expect(seen === DRC_REPLAY ? cache.replay!.toString() : seen, 'the victim is not answered the forger’s reply').to.equal(DRC_NEW);
+    expect(
+      seen === DRC_REPLAY ? cache.replay!.toString() : seen,
+      'the victim is not answered the forger’s reply',
+    ).to.equal(DRC_NEW);
     expect(cache.lookup(forger, 700, 42, call)).to.equal(DRC_REPLAY);
     expect(cache.replay!.toString()).to.equal('poison');
   });

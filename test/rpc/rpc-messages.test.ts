@@ -1,7 +1,22 @@
 // RPC message, authentication, record-marking and universal-address codecs, byte for byte against RFC 5531/5665.
 import { expect } from 'chai';
-import { AuthSys, authSysServer, decodeAuthSys, encodeAuthSys, fromUniversalAddress, toUniversalAddress, AuthStat, NULL_AUTH } from '../../src/rpc';
-import { readCallHeader, readReplyHeader, writeCallHeader, writeReplyHeader, type ReplyHeader } from '../../src/rpc/message';
+import {
+  AuthSys,
+  authSysServer,
+  decodeAuthSys,
+  encodeAuthSys,
+  fromUniversalAddress,
+  toUniversalAddress,
+  AuthStat,
+  NULL_AUTH,
+} from '../../src/rpc';
+import {
+  readCallHeader,
+  readReplyHeader,
+  writeCallHeader,
+  writeReplyHeader,
+  type ReplyHeader,
+} from '../../src/rpc/message';
 import { DRC_IN_PROGRESS, DRC_NEW, DRC_REPLAY, DuplicateCache } from '../../src/rpc/drc';
 import { frameRecord, RecordReader } from '../../src/rpc/record';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
@@ -15,7 +30,14 @@ describe('rpc messages (RFC 5531 section 9)', () => {
   it('encodes a call header word for word and reads it back', () => {
     const w = new XdrWriter();
     const cred = { flavor: 1, body: new Uint8Array([1, 2, 3, 4, 5]) };
-    writeCallHeader(w, { xid: 0xdeadbeef, program: 100003, version: 3, procedure: 1, credential: cred, verifier: NULL_AUTH });
+    writeCallHeader(w, {
+      xid: 0xdeadbeef,
+      program: 100003,
+      version: 3,
+      procedure: 1,
+      credential: cred,
+      verifier: NULL_AUTH,
+    });
     expect(words(w.toBytes())).to.deep.equal([0xdeadbeef, 0, 2, 100003, 3, 1, 1, 5, 0x01020304, 0x05000000, 0, 0]);
     const h = readCallHeader(new XdrReader(w.toBytes()));
     expect(h).to.deep.include({ xid: 0xdeadbeef, program: 100003, version: 3, procedure: 1 });
@@ -23,9 +45,16 @@ describe('rpc messages (RFC 5531 section 9)', () => {
   });
 
   it('reports a wrong RPC version without reading the rest, and rejects non-calls and cut headers', () => {
-    expect(readCallHeader(new XdrReader(new Uint8Array([0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3])))).to.deep.equal({ xid: 7, rpcVersion: 3 });
-    expect(() => readCallHeader(new XdrReader(new Uint8Array([0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2])))).to.throw(/expected CALL/);
-    expect(() => readCallHeader(new XdrReader(new Uint8Array([0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0])))).to.throw(/needs 4 bytes/);
+    expect(readCallHeader(new XdrReader(new Uint8Array([0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3])))).to.deep.equal({
+      xid: 7,
+      rpcVersion: 3,
+    });
+    expect(() => readCallHeader(new XdrReader(new Uint8Array([0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2])))).to.throw(
+      /expected CALL/,
+    );
+    expect(() => readCallHeader(new XdrReader(new Uint8Array([0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0])))).to.throw(
+      /needs 4 bytes/,
+    );
     // an opaque_auth body over 400 bytes
     const w = new XdrWriter();
     for (const v of [1, 0, 2, 9, 1, 0, 0, 401]) w.uint(v);
@@ -78,14 +107,26 @@ describe('AUTH_SYS (RFC 5531 Appendix A)', () => {
     expect(words(body)).to.deep.equal([42, 4, 0x686f7374, 1000, 100, 2, 4, 24]);
     expect(decodeAuthSys(body)).to.deep.equal(params);
     expect(authSysServer.validate({ flavor: 1, body }, NULL_AUTH)).to.deep.equal({ principal: params });
-    expect(authSysServer.validate({ flavor: 1, body: body.subarray(0, 12) }, NULL_AUTH)).to.equal(AuthStat.AUTH_BADCRED);
-    expect(authSysServer.validate({ flavor: 1, body: new Uint8Array([...body, 0, 0, 0, 0]) }, NULL_AUTH)).to.equal(AuthStat.AUTH_BADCRED);
+    expect(authSysServer.validate({ flavor: 1, body: body.subarray(0, 12) }, NULL_AUTH)).to.equal(
+      AuthStat.AUTH_BADCRED,
+    );
+    expect(authSysServer.validate({ flavor: 1, body: new Uint8Array([...body, 0, 0, 0, 0]) }, NULL_AUTH)).to.equal(
+      AuthStat.AUTH_BADCRED,
+    );
   });
 
   it('refuses more than 16 groups and machine names over 255 bytes, in plain words', () => {
-    expect(() => encodeAuthSys({ ...params, gids: new Array(17).fill(1) })).to.throw(RangeError, /at most 16 groups; 17 given/);
-    expect(() => new AuthSys({ ...params, machinename: 'x'.repeat(256) })).to.throw(RangeError, /256 bytes; at most 255/);
-    expect(new AuthSys({ ...params, gids: new Array(16).fill(1), machinename: 'x'.repeat(255) }).credential().body.length).to.equal(4 + 4 + 256 + 4 + 4 + 4 + 64);
+    expect(() => encodeAuthSys({ ...params, gids: new Array(17).fill(1) })).to.throw(
+      RangeError,
+      /at most 16 groups; 17 given/,
+    );
+    expect(() => new AuthSys({ ...params, machinename: 'x'.repeat(256) })).to.throw(
+      RangeError,
+      /256 bytes; at most 255/,
+    );
+    expect(
+      new AuthSys({ ...params, gids: new Array(16).fill(1), machinename: 'x'.repeat(255) }).credential().body.length,
+    ).to.equal(4 + 4 + 256 + 4 + 4 + 4 + 64);
     // a received credential with 17 groups is a bad credential
     const w = new XdrWriter();
     for (const v of [1, 0, 0, 0, 17]) w.uint(v);
@@ -114,7 +155,13 @@ describe('record marking (RFC 5531 section 11)', () => {
 
   it('delivers several records from one chunk, including an empty one', () => {
     const { records, reader } = collect(100);
-    reader.push(Buffer.concat([frameRecord(Buffer.from('abcd'), 2), frameRecord(Buffer.alloc(0), 8), frameRecord(Buffer.from('efgh'), 100)]));
+    reader.push(
+      Buffer.concat([
+        frameRecord(Buffer.from('abcd'), 2),
+        frameRecord(Buffer.alloc(0), 8),
+        frameRecord(Buffer.from('efgh'), 100),
+      ]),
+    );
     expect(records.map((r) => r.toString())).to.deep.equal(['abcd', '', 'efgh']);
   });
 
@@ -163,7 +210,8 @@ describe('universal addresses (RFC 5665)', () => {
     expect(toUniversalAddress('192.0.2.1', 111)).to.equal('192.0.2.1.0.111');
     expect(fromUniversalAddress('fe80::1.255.255')).to.deep.equal({ address: 'fe80::1', port: 65535 });
     expect(fromUniversalAddress('0.0.0.0.0.111')).to.deep.equal({ address: '0.0.0.0', port: 111 });
-    for (const bad of ['', '::1', '::1.256.1', 'host.1.2', '1.2.3.4.5']) expect(() => fromUniversalAddress(bad), bad).to.throw(RangeError);
+    for (const bad of ['', '::1', '::1.256.1', 'host.1.2', '1.2.3.4.5'])
+      expect(() => fromUniversalAddress(bad), bad).to.throw(RangeError);
   });
 });
 

@@ -19,7 +19,10 @@ describe('rpc with a real rpcbind', function () {
     stopRpcbind = await ensureRpcbind();
     skipIf(this, stopRpcbind ? undefined : 'rpcbind is not installed');
     server = new RpcServer().register(testService(), program).register(testService({}, 2), program);
-    bound = await server.listen([{ host: '::', port: 0 }, { host: '0.0.0.0', port: 0 }]);
+    bound = await server.listen([
+      { host: '::', port: 0 },
+      { host: '0.0.0.0', port: 0 },
+    ]);
   });
 
   after(async () => {
@@ -35,14 +38,22 @@ describe('rpc with a real rpcbind', function () {
     const dump = (await run('rpcinfo', [])).stdout;
     const v6 = bound.find((b) => b.family === 'IPv6')!.port;
     const v4 = bound.find((b) => b.family === 'IPv4')!.port;
-    for (const netid of ['udp6', 'tcp6']) expect(dump).to.match(new RegExp(`${program}\\s+1\\s+${netid}\\s+::\\.${v6 >> 8}\\.${v6 & 255}\\s`));
-    for (const netid of ['udp', 'tcp']) expect(dump).to.match(new RegExp(`${program}\\s+2\\s+${netid}\\s+0\\.0\\.0\\.0\\.${v4 >> 8}\\.${v4 & 255}\\s`));
+    for (const netid of ['udp6', 'tcp6'])
+      expect(dump).to.match(new RegExp(`${program}\\s+1\\s+${netid}\\s+::\\.${v6 >> 8}\\.${v6 & 255}\\s`));
+    for (const netid of ['udp', 'tcp'])
+      expect(dump).to.match(new RegExp(`${program}\\s+2\\s+${netid}\\s+0\\.0\\.0\\.0\\.${v4 >> 8}\\.${v4 & 255}\\s`));
   });
 
   it('is listed by rpcinfo -p (portmap v2 view of the IPv4 registrations)', async () => {
     const { stdout } = await run('rpcinfo', ['-p']);
     const v4 = bound.find((b) => b.family === 'IPv4')!.port;
-    for (const [vers, proto] of [[1, 'udp'], [1, 'tcp'], [2, 'udp'], [2, 'tcp']]) expect(stdout).to.match(new RegExp(`${program}\\s+${vers}\\s+${proto}\\s+${v4}\\b`));
+    for (const [vers, proto] of [
+      [1, 'udp'],
+      [1, 'tcp'],
+      [2, 'udp'],
+      [2, 'tcp'],
+    ])
+      expect(stdout).to.match(new RegExp(`${program}\\s+${vers}\\s+${proto}\\s+${v4}\\b`));
   });
 
   for (const netid of ['udp6', 'tcp6']) {
@@ -57,7 +68,9 @@ describe('rpc with a real rpcbind', function () {
   it('lets our client find the port through rpcbind (v4 GETADDR)', async () => {
     for (const transport of ['udp', 'tcp'] as const) {
       expect(await lookupPort({ host: '::1', program, version: 1, transport })).to.equal(bound[0].port);
-      expect(await lookupPort({ host: '127.0.0.1', program, version: 2, transport })).to.equal(bound.find((b) => b.family === 'IPv4')!.port);
+      expect(await lookupPort({ host: '127.0.0.1', program, version: 2, transport })).to.equal(
+        bound.find((b) => b.family === 'IPv4')!.port,
+      );
       const c = await RpcClient.connect({ host: '::1', transport, program, version: 1 });
       expect(await c.call(program, 1, ADD1, 1)).to.equal(2);
       await c.close();
@@ -83,18 +96,45 @@ describe('rpc with a real rpcbind', function () {
     // Older rpcbinds, played by our own server: one serving only version 3, one only portmap version 2.
     const u32 = { encode: (w: XdrWriter, v: number) => w.uint(v), decode: (r: XdrReader) => r.uint() };
     const str = { encode: (w: XdrWriter, v: string) => w.string(v), decode: (r: XdrReader) => r.string() };
-    const rpcb = { encode() {}, decode: (r: XdrReader) => ({ prog: r.uint(), vers: r.uint(), netid: r.string(), addr: r.string(), owner: r.string() }) };
-    const mapping = { encode() {}, decode: (r: XdrReader) => ({ prog: r.uint(), vers: r.uint(), prot: r.uint(), port: r.uint() }) };
+    const rpcb = {
+      encode() {},
+      decode: (r: XdrReader) => ({
+        prog: r.uint(),
+        vers: r.uint(),
+        netid: r.string(),
+        addr: r.string(),
+        owner: r.string(),
+      }),
+    };
+    const mapping = {
+      encode() {},
+      decode: (r: XdrReader) => ({ prog: r.uint(), vers: r.uint(), prot: r.uint(), port: r.uint() }),
+    };
     const seen: string[] = [];
     const v3: Service = {
-      definition: { programName: 'RPCBPROG', versionName: 'RPCBVERS', program: RPCBIND_PROGRAM, version: 3, procedures: new Map([[3, { name: 'GETADDR', number: 3, args: rpcb, result: str }]]) },
+      definition: {
+        programName: 'RPCBPROG',
+        versionName: 'RPCBVERS',
+        program: RPCBIND_PROGRAM,
+        version: 3,
+        procedures: new Map([[3, { name: 'GETADDR', number: 3, args: rpcb, result: str }]]),
+      },
       handlers: new Map([[3, (a: { netid: string }) => (seen.push(`v3 ${a.netid}`), '::1.4.1')]]),
     };
     const v2: Service = {
-      definition: { programName: 'PMAPPROG', versionName: 'PMAPVERS', program: RPCBIND_PROGRAM, version: 2, procedures: new Map([[3, { name: 'GETPORT', number: 3, args: mapping, result: u32 }]]) },
+      definition: {
+        programName: 'PMAPPROG',
+        versionName: 'PMAPVERS',
+        program: RPCBIND_PROGRAM,
+        version: 2,
+        procedures: new Map([[3, { name: 'GETPORT', number: 3, args: mapping, result: u32 }]]),
+      },
       handlers: new Map([[3, (m: { prot: number }) => (seen.push(`v2 ${m.prot}`), 2049)]]),
     };
-    for (const [svc, expected] of [[v3, 1025], [v2, 2049]] as const) {
+    for (const [svc, expected] of [
+      [v3, 1025],
+      [v2, 2049],
+    ] as const) {
       const old = new RpcServer().register(svc);
       const [{ port }] = await old.listen({ host: '::1', port: 0, transport: 'udp' });
       expect(await lookupPort({ host: '::1', port, program, version: 1, transport: 'tcp' })).to.equal(expected);

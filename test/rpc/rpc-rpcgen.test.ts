@@ -4,7 +4,14 @@
 import { expect } from 'chai';
 import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { RPC_ONE_Client, RPC_ONE_procedures, RPC_ONE_service, REQUEST_REQ, RELEASE_REQ, type packet } from '../../src/protocol/generated/dstm';
+import {
+  RPC_ONE_Client,
+  RPC_ONE_procedures,
+  RPC_ONE_service,
+  REQUEST_REQ,
+  RELEASE_REQ,
+  type packet,
+} from '../../src/protocol/generated/dstm';
 import { AuthSys, RpcClient, RpcError, RpcServer } from '../../src/rpc';
 import type { CallContext, Procedure } from '../../src/rpc/types';
 import { buildCPeers, cClientPacket, formatPacket, run, startCServer, transformPacket, type CPeers } from './util';
@@ -68,8 +75,21 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
     after(() => c?.stop());
 
     it('accepts our AUTH_SYS credential, at its limits (libtirpc decodes it, or answers AUTH_BADCRED)', async () => {
-      const auth = new AuthSys({ machinename: 'm'.repeat(255), uid: 1000, gid: 100, gids: Array.from({ length: 16 }, (_, i) => i) });
-      const client = await RpcClient.connect({ host: '::1', port: c.tcp, transport: 'tcp', program, version: 1, timeoutMs: 5000, auth });
+      const auth = new AuthSys({
+        machinename: 'm'.repeat(255),
+        uid: 1000,
+        gid: 100,
+        gids: Array.from({ length: 16 }, (_, i) => i),
+      });
+      const client = await RpcClient.connect({
+        host: '::1',
+        port: c.tcp,
+        transport: 'tcp',
+        program,
+        version: 1,
+        timeoutMs: 5000,
+        auth,
+      });
       try {
         const req = cClientPacket(0, REQUEST_REQ);
         expect(await new RPC_ONE_Client(client).REQUEST(req)).to.deep.equal(transformPacket(req));
@@ -80,7 +100,14 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
 
     for (const transport of ['udp', 'tcp'] as const) {
       it(`over ${transport}6`, async () => {
-        const client = await RpcClient.connect({ host: '::1', port: transport === 'udp' ? c.udp : c.tcp, transport, program, version: 1, timeoutMs: 5000 });
+        const client = await RpcClient.connect({
+          host: '::1',
+          port: transport === 'udp' ? c.udp : c.tcp,
+          transport,
+          program,
+          version: 1,
+          timeoutMs: 5000,
+        });
         try {
           const stub = new RPC_ONE_Client(client);
           await client.ping();
@@ -91,19 +118,48 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
             expect(await stub.RELEASE(rel)).to.deep.equal(transformPacket(rel));
           }
           // pipelined
-          const many = await Promise.all(Array.from({ length: 50 }, (_, i) => stub.REQUEST(cClientPacket(i, REQUEST_REQ))));
+          const many = await Promise.all(
+            Array.from({ length: 50 }, (_, i) => stub.REQUEST(cClientPacket(i, REQUEST_REQ))),
+          );
           expect(many.map((p) => p.ends)).to.deep.equal(Array.from({ length: 50 }, (_, i) => 1000 + i + 3600));
           // libtirpc's error replies, as our client reports them
-          const mm = await client.ping({}, program, 9).then(() => null, (e: RpcError) => e);
+          const mm = await client.ping({}, program, 9).then(
+            () => null,
+            (e: RpcError) => e,
+          );
           expect([mm?.kind, mm?.low, mm?.high]).to.deep.equal(['PROG_MISMATCH', 1, 1]);
-          const missing: Procedure<void, void> = { ...RPC_ONE_procedures.REQUEST, number: 99, name: 'P99', args: { encode() {}, decode() {} }, result: { encode() {}, decode() {} } };
-          expect(await client.call(program, 1, missing, undefined).then(() => null, (e: RpcError) => e.kind)).to.equal('PROC_UNAVAIL');
+          const missing: Procedure<void, void> = {
+            ...RPC_ONE_procedures.REQUEST,
+            number: 99,
+            name: 'P99',
+            args: { encode() {}, decode() {} },
+            result: { encode() {}, decode() {} },
+          };
+          expect(
+            await client.call(program, 1, missing, undefined).then(
+              () => null,
+              (e: RpcError) => e.kind,
+            ),
+          ).to.equal('PROC_UNAVAIL');
           if (transport === 'tcp') {
             // (Over UDP libtirpc decodes arguments from its whole receive buffer, past the datagram, so it cannot tell.)
-            const short: Procedure<void, unknown> = { ...RPC_ONE_procedures.REQUEST, args: { encode() {}, decode() {} } };
-            expect(await client.call(program, 1, short, undefined).then(() => null, (e: RpcError) => e.kind)).to.equal('GARBAGE_ARGS');
+            const short: Procedure<void, unknown> = {
+              ...RPC_ONE_procedures.REQUEST,
+              args: { encode() {}, decode() {} },
+            };
+            expect(
+              await client.call(program, 1, short, undefined).then(
+                () => null,
+                (e: RpcError) => e.kind,
+              ),
+            ).to.equal('GARBAGE_ARGS');
           }
-          expect(await client.ping({}, program + 1, 1).then(() => null, (e: RpcError) => e.kind)).to.equal('PROG_UNAVAIL');
+          expect(
+            await client.ping({}, program + 1, 1).then(
+              () => null,
+              (e: RpcError) => e.kind,
+            ),
+          ).to.equal('PROG_UNAVAIL');
         } finally {
           await client.close();
         }

@@ -7,7 +7,16 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
-import { AuthStat, RpcAuthError, RpcClient, RpcError, RpcServer, RpcTlsServer, type TlsClientOptions, type TlsPolicy } from '../../src/rpc';
+import {
+  AuthStat,
+  RpcAuthError,
+  RpcClient,
+  RpcError,
+  RpcServer,
+  RpcTlsServer,
+  type TlsClientOptions,
+  type TlsPolicy,
+} from '../../src/rpc';
 import { AUTH_NONE, AUTH_SYS, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { beginRecord, endRecord } from '../../src/rpc/record';
 import { AUTH_TLS } from '../../src/rpc/tls';
@@ -21,7 +30,14 @@ const PEER = join(__dirname, 'support', 'tls_peer.py');
 function probe(procedure = 0, credBody = new Uint8Array(0), verifierFlavor = AUTH_NONE, xid = 77): Buffer {
   const w = new XdrWriter(128);
   beginRecord(w);
-  writeCallHeader(w, { xid, program: TEST_PROGRAM, version: 1, procedure, credential: { flavor: AUTH_TLS, body: credBody }, verifier: { flavor: verifierFlavor, body: new Uint8Array(0) } });
+  writeCallHeader(w, {
+    xid,
+    program: TEST_PROGRAM,
+    version: 1,
+    procedure,
+    credential: { flavor: AUTH_TLS, body: credBody },
+    verifier: { flavor: verifierFlavor, body: new Uint8Array(0) },
+  });
   if (procedure === 2) w.uint(1);
   return endRecord(w, 1 << 20);
 }
@@ -78,8 +94,14 @@ describe('RPC-with-TLS (RFC 9289)', function () {
     seen = [];
   });
 
-  async function serve(policy: TlsPolicy | null, extra: { handshakeTimeoutMs?: number } = {}): Promise<{ server: RpcServer; tls: RpcTlsServer | null; port: number }> {
-    const tls = policy === null ? null : new RpcTlsServer({ policy, cert: serverCert.cert, key: serverCert.key, ca: ca.cert, ...extra });
+  async function serve(
+    policy: TlsPolicy | null,
+    extra: { handshakeTimeoutMs?: number } = {},
+  ): Promise<{ server: RpcServer; tls: RpcTlsServer | null; port: number }> {
+    const tls =
+      policy === null
+        ? null
+        : new RpcTlsServer({ policy, cert: serverCert.cert, key: serverCert.key, ca: ca.cert, ...extra });
     const server = new RpcServer({ tls: tls ?? undefined }).register(
       testService({
         ADD1: (n: number, ctx: CallContext) => {
@@ -94,7 +116,15 @@ describe('RPC-with-TLS (RFC 9289)', function () {
   }
 
   async function connect(port: number, tls?: TlsClientOptions, transport: 'tcp' | 'udp' = 'tcp'): Promise<RpcClient> {
-    const c = await RpcClient.connect({ host: '::1', port, transport, program: TEST_PROGRAM, version: 1, timeoutMs: 3000, tls });
+    const c = await RpcClient.connect({
+      host: '::1',
+      port,
+      transport,
+      program: TEST_PROGRAM,
+      version: 1,
+      timeoutMs: 3000,
+      tls,
+    });
     clients.push(c);
     return c;
   }
@@ -111,7 +141,10 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       expect(seen[1].tls ?? null).to.equal(null);
       // pipelined calls inside TLS, records split across TLS records
       const big = new Uint8Array(200_000).map((_, i) => i * 7);
-      const results = await Promise.all([secure.call(TEST_PROGRAM, 1, ECHO, big), ...Array.from({ length: 50 }, (_, i) => secure.call(TEST_PROGRAM, 1, ADD1, i))]);
+      const results = await Promise.all([
+        secure.call(TEST_PROGRAM, 1, ECHO, big),
+        ...Array.from({ length: 50 }, (_, i) => secure.call(TEST_PROGRAM, 1, ADD1, i)),
+      ]);
       expect(Buffer.from(results[0] as Uint8Array).equals(Buffer.from(big))).to.equal(true);
       expect(results.slice(1)).to.deep.equal(Array.from({ length: 50 }, (_, i) => i + 1));
       expect(server.stats().tls).to.include({ probes: 1, handshakes: 1 });
@@ -172,7 +205,11 @@ describe('RPC-with-TLS (RFC 9289)', function () {
 
     it('a server without TLS: the probe is refused and the client says so', async () => {
       const { port } = await serve(null);
-      await expectKind(connect(port, { ca: ca.cert }), 'TLS', /does not offer RPC-with-TLS: it refused the AUTH_TLS probe \(auth_stat 2\)/);
+      await expectKind(
+        connect(port, { ca: ca.cert }),
+        'TLS',
+        /does not offer RPC-with-TLS: it refused the AUTH_TLS probe \(auth_stat 2\)/,
+      );
     });
 
     it('the probe is refused unless on NULL with empty bodies (AUTH_BADCRED / AUTH_BADVERF), and over UDP', async () => {
@@ -214,7 +251,17 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       it(`${policy}: probe, STARTTLS, TLS 1.3 with ALPN sunrpc, then a call inside TLS`, async () => {
         const { port } = await serve(policy);
         const withCert = policy === 'mutual' ? ['--cert', client.certFile, '--key', client.keyFile] : [];
-        const r = await python(['client', '::1', String(port), String(TEST_PROGRAM), '1', ...add1, '--ca', ca.certFile, ...withCert]);
+        const r = await python([
+          'client',
+          '::1',
+          String(port),
+          String(TEST_PROGRAM),
+          '1',
+          ...add1,
+          '--ca',
+          ca.certFile,
+          ...withCert,
+        ]);
         expect(r).to.deep.include({ stage: 'call', version: 'TLSv1.3', alpn: 'sunrpc' });
         expect(r.reply).to.include({ denied: false, accept: 0, results: '0000002a' });
         if (policy === 'mutual') expect(seen[0].tls?.peer?.commonName).to.equal('node1');
@@ -256,7 +303,7 @@ describe('RPC-with-TLS (RFC 9289)', function () {
     });
   });
 
-  describe('gnutls-cli --starttls (GnuTLS: another TLS stack than Node\'s OpenSSL) as client against our server', () => {
+  describe("gnutls-cli --starttls (GnuTLS: another TLS stack than Node's OpenSSL) as client against our server", () => {
     /** A record-marked call of ADD1 (n) or of the probe, as 32-bit words. */
     const record = (words: number[]): Buffer => {
       const b = Buffer.alloc(4 + words.length * 4);
@@ -270,8 +317,15 @@ describe('RPC-with-TLS (RFC 9289)', function () {
      * send ADD1(41) inside TLS. gnutls-cli writes what it receives to stdout among its own messages: replies are
      * found by their XID and REPLY words.
      */
-    async function gnutls(port: number, extra: string[]): Promise<{ probe: Buffer | null; call: Buffer | null; text: string }> {
-      const g = spawn('gnutls-cli', ['--starttls', '--alpn=sunrpc', '--x509cafile', ca.certFile, ...extra, '-p', String(port), '::1'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    async function gnutls(
+      port: number,
+      extra: string[],
+    ): Promise<{ probe: Buffer | null; call: Buffer | null; text: string }> {
+      const g = spawn(
+        'gnutls-cli',
+        ['--starttls', '--alpn=sunrpc', '--x509cafile', ca.certFile, ...extra, '-p', String(port), '::1'],
+        { stdio: ['pipe', 'pipe', 'pipe'] },
+      );
       let out = Buffer.alloc(0);
       g.stdout.on('data', (b: Buffer) => (out = Buffer.concat([out, b])));
       g.stderr.on('data', (b: Buffer) => (out = Buffer.concat([out, b])));
@@ -280,7 +334,7 @@ describe('RPC-with-TLS (RFC 9289)', function () {
         return at < 4 ? null : out.subarray(at, at + (out.readUInt32BE(at - 4) & 0x7fffffff));
       };
       const until = async (what: () => unknown, ms = 5000): Promise<void> => {
-        for (const end = Date.now() + ms; !what() && Date.now() < end && g.exitCode === null; ) await sleep(20);
+        for (const end = Date.now() + ms; !what() && Date.now() < end && g.exitCode === null;) await sleep(20);
       };
       try {
         await until(() => /Simple Client Mode/.test(String(out)));
@@ -300,8 +354,13 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       const { port } = await serve('required');
       const r = await gnutls(port, []);
       expect(replyOf(r.probe!, false)).to.deep.include({ status: 'SUCCESS' });
-      expect(Buffer.from((replyOf(r.probe!, false) as { verifier: { body: Uint8Array } }).verifier.body).toString()).to.equal('STARTTLS');
-      expect(r.text).to.match(/TLS1\.3/).and.match(/Application protocol: sunrpc/).and.match(/The certificate is trusted/);
+      expect(
+        Buffer.from((replyOf(r.probe!, false) as { verifier: { body: Uint8Array } }).verifier.body).toString(),
+      ).to.equal('STARTTLS');
+      expect(r.text)
+        .to.match(/TLS1\.3/)
+        .and.match(/Application protocol: sunrpc/)
+        .and.match(/The certificate is trusted/);
       expect(r.call!.readUInt32BE(r.call!.length - 4)).to.equal(42);
     });
 

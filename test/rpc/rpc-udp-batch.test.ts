@@ -17,7 +17,14 @@ import { skipIf } from '../support/skip';
 
 function call(xid: number, proc: number, args: (w: XdrWriter) => void = () => {}): Buffer {
   const w = new XdrWriter();
-  writeCallHeader(w, { xid, program: TEST_PROGRAM, version: 1, procedure: proc, credential: NULL_AUTH, verifier: NULL_AUTH });
+  writeCallHeader(w, {
+    xid,
+    program: TEST_PROGRAM,
+    version: 1,
+    procedure: proc,
+    credential: NULL_AUTH,
+    verifier: NULL_AUTH,
+  });
   args(w);
   return Buffer.from(w.toBytes());
 }
@@ -33,14 +40,24 @@ interface Reply {
 function parse(m: Buffer, from: string): Reply {
   const r = new XdrReader(m);
   const h = readReplyHeader(r);
-  return { xid: h.xid, status: h.status, value: h.status === 'SUCCESS' && r.remaining === 4 ? r.uint() : undefined, from };
+  return {
+    xid: h.xid,
+    status: h.status,
+    value: h.status === 'SUCCESS' && r.remaining === 4 ? r.uint() : undefined,
+    from,
+  };
 }
 
 /**
  * Sends every datagram from one socket in the same tick (so they wait in the server's receive queue together and
  * are drained as one batch), then collects replies until `want` have come or `ms` have passed.
  */
-async function burst(port: number, msgs: Uint8Array[], want: number, opts: { to?: string; from?: string; ms?: number } = {}): Promise<Reply[]> {
+async function burst(
+  port: number,
+  msgs: Uint8Array[],
+  want: number,
+  opts: { to?: string; from?: string; ms?: number } = {},
+): Promise<Reply[]> {
   const to = opts.to ?? '::1';
   const from = opts.from ?? (to.includes(':') ? '::1' : '127.0.0.1');
   const s = dgram.createSocket(to.includes(':') ? 'udp6' : 'udp4');
@@ -73,7 +90,11 @@ describe('rpc server over batched UDP', function () {
     skipIf(this, batchedUdpAvailable() ? undefined : 'the addon has no batched UDP (npm ci builds it)');
   });
 
-  async function serve(options: ConstructorParameters<typeof RpcServer>[0] = {}, host = '::1', service = testService()): Promise<{ server: RpcServer; port: number }> {
+  async function serve(
+    options: ConstructorParameters<typeof RpcServer>[0] = {},
+    host = '::1',
+    service = testService(),
+  ): Promise<{ server: RpcServer; port: number }> {
     const server = new RpcServer(options).register(service);
     servers.push(server);
     const [{ port }] = await server.listen({ host, port: 0, transport: 'udp' });
@@ -87,16 +108,41 @@ describe('rpc server over batched UDP', function () {
   describe('the batched socket', () => {
     it('is refused, with its errno, an fd that cannot be watched (as is the device reader), and the event loop carries on', async () => {
       const addon = loadAddon() as {
-        udpStart(fd: number, rx: Uint8Array, slot: number, meta: Uint32Array, lens: Uint32Array, batch: number, v6: boolean, cb: () => void): unknown;
-        startReader(fd: number, kind: number, slots: Uint8Array, slot: number, headroom: number, lens: Uint32Array, batch: number, proto: number, cb: () => void): unknown;
+        udpStart(
+          fd: number,
+          rx: Uint8Array,
+          slot: number,
+          meta: Uint32Array,
+          lens: Uint32Array,
+          batch: number,
+          v6: boolean,
+          cb: () => void,
+        ): unknown;
+        startReader(
+          fd: number,
+          kind: number,
+          slots: Uint8Array,
+          slot: number,
+          headroom: number,
+          lens: Uint32Array,
+          batch: number,
+          proto: number,
+          cb: () => void,
+        ): unknown;
       };
       const closed = openSync('/dev/null', 'r');
       closeSync(closed);
-      expect(() => addon.udpStart(closed, new Uint8Array(8192), 2048, new Uint32Array(64), new Uint32Array(4), 4, true, () => {})).to.throw().with.property('code', 'EBADF');
+      expect(() =>
+        addon.udpStart(closed, new Uint8Array(8192), 2048, new Uint32Array(64), new Uint32Array(4), 4, true, () => {}),
+      )
+        .to.throw()
+        .with.property('code', 'EBADF');
       const file = openSync(__filename, 'r');
       try {
         // epoll cannot watch a regular file.
-        expect(() => addon.startReader(file, 0, new Uint8Array(8192), 2048, 0, new Uint32Array(4), 4, 4, () => {})).to.throw().with.property('code', 'EPERM');
+        expect(() => addon.startReader(file, 0, new Uint8Array(8192), 2048, 0, new Uint32Array(4), 4, 4, () => {}))
+          .to.throw()
+          .with.property('code', 'EPERM');
       } finally {
         closeSync(file);
       }
@@ -148,7 +194,8 @@ describe('rpc server over batched UDP', function () {
       const done = new Promise<void>((resolve) =>
         s.onBatch(
           (count) => {
-            for (let i = 0; i < count; i++) seen.push([s.rxLengths[i], s.truncated(i), Buffer.from(s.datagram(i).subarray(0, 5)).toString()]);
+            for (let i = 0; i < count; i++)
+              seen.push([s.rxLengths[i], s.truncated(i), Buffer.from(s.datagram(i).subarray(0, 5)).toString()]);
             if (seen.length === 3) resolve();
           },
           (e) => {
@@ -169,13 +216,18 @@ describe('rpc server over batched UDP', function () {
     });
 
     it('keeps what the kernel has no room for, and sends it once the socket drains (two namespaces, a slow link)', async function () {
-      skipIf(this, process.getuid?.() !== 0 ? 'needs root' : existsSync('/usr/sbin/tc') ? undefined : 'tc (iproute2) is missing');
+      skipIf(
+        this,
+        process.getuid?.() !== 0 ? 'needs root' : existsSync('/usr/sbin/tc') ? undefined : 'tc (iproute2) is missing',
+      );
       // A: the sender, whose link to B is shaped to 8 Mbit/s, so its send buffer fills; B only has to exist.
       const tag = `rpcub${process.pid.toString(36)}`;
       const [a, b] = [`${tag}a`, `${tag}b`];
       const sh = (cmd: string) =>
         new Promise<string>((resolve, reject) =>
-          execFile('sh', ['-c', cmd], { timeout: 20_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${stderr || err.message}`)) : resolve(stdout))),
+          execFile('sh', ['-c', cmd], { timeout: 20_000 }, (err, stdout, stderr) =>
+            err ? reject(new Error(`${cmd}: ${stderr || err.message}`)) : resolve(stdout),
+          ),
         );
       const sender = `
         const { BatchUdpSocket } = require(${JSON.stringify(join(__dirname, '../../src/rpc/udp-batch'))});
@@ -208,8 +260,11 @@ describe('rpc server over batched UDP', function () {
           ].join(' && '),
         );
         const out = await new Promise<string>((resolve, reject) =>
-          execFile('ip', ['netns', 'exec', a, process.execPath, '--import', 'tsx', '-e', sender], { cwd: join(__dirname, '../..'), timeout: 20_000 }, (err, stdout, stderr) =>
-            err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+          execFile(
+            'ip',
+            ['netns', 'exec', a, process.execPath, '--import', 'tsx', '-e', sender],
+            { cwd: join(__dirname, '../..'), timeout: 20_000 },
+            (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
           ),
         );
         const counters = JSON.parse(out.trim().split('\n').pop()!);
@@ -239,8 +294,10 @@ describe('rpc server over batched UDP', function () {
     const { server, port } = await serve();
     const msgs: Buffer[] = [];
     for (let i = 1; i <= 300; i++) {
-      if (i % 50 === 0) msgs.push(call(i, 0)); // NULL
-      else if (i % 50 === 1) msgs.push(call(i, 77)); // no such procedure
+      if (i % 50 === 0)
+        msgs.push(call(i, 0)); // NULL
+      else if (i % 50 === 1)
+        msgs.push(call(i, 77)); // no such procedure
       else msgs.push(call(i, ADD1.number, (w) => w.uint(i)));
     }
     const replies = await burst(port, msgs, 300);
@@ -263,7 +320,8 @@ describe('rpc server over batched UDP', function () {
   it('answers the Promise handlers of a batch after it, and the synchronous ones with it', async () => {
     const { server, port } = await serve();
     const msgs: Buffer[] = [];
-    for (let i = 1; i <= 120; i++) msgs.push(i % 2 ? call(i, SLOW.number, (w) => w.uint(i % 7)) : call(i, ADD1.number, (w) => w.uint(i)));
+    for (let i = 1; i <= 120; i++)
+      msgs.push(i % 2 ? call(i, SLOW.number, (w) => w.uint(i % 7)) : call(i, ADD1.number, (w) => w.uint(i)));
     const replies = await burst(port, msgs, 120);
     expect(replies).to.have.length(120);
     for (const r of replies) expect([r.status, r.value]).to.deep.equal(['SUCCESS', r.xid % 2 ? r.xid % 7 : r.xid + 1]);
@@ -293,7 +351,11 @@ describe('rpc server over batched UDP', function () {
 
   it('keeps the duplicate request cache within a batch: a copy of a call in progress is dropped, of a finished one replayed', async () => {
     let runs = 0;
-    const { server, port } = await serve({}, '::1', testService({ SLOW: (ms: number) => (runs++, sleep(ms).then(() => ms)), ADD1: (n: number) => (runs++, n + 1) }));
+    const { server, port } = await serve(
+      {},
+      '::1',
+      testService({ SLOW: (ms: number) => (runs++, sleep(ms).then(() => ms)), ADD1: (n: number) => (runs++, n + 1) }),
+    );
     const slow = call(10, SLOW.number, (w) => w.uint(50));
     const add = call(11, ADD1.number, (w) => w.uint(41));
     const replies = await burst(port, [slow, add, slow, add], 3);
@@ -326,13 +388,23 @@ describe('rpc server over batched UDP', function () {
 
   it('replies from the address the call came to on an IPv4 wildcard socket (127.0.0.2 on a server at 0.0.0.0)', async () => {
     const { port } = await serve({}, '0.0.0.0');
-    const replies = await burst(port, [call(1, ADD1.number, (w) => w.uint(1)), call(2, 0)], 2, { to: '127.0.0.2', from: '127.0.0.1' });
+    const replies = await burst(port, [call(1, ADD1.number, (w) => w.uint(1)), call(2, 0)], 2, {
+      to: '127.0.0.2',
+      from: '127.0.0.1',
+    });
     expect(replies.map((r) => [r.xid, r.from]).sort()).to.deep.equal([
       [1, '127.0.0.2'],
       [2, '127.0.0.2'],
     ]);
     // a connected client (ours) hears only replies from the address it called
-    const c = await RpcClient.connect({ host: '127.0.0.2', port, transport: 'udp', program: TEST_PROGRAM, version: 1, timeoutMs: 2000 });
+    const c = await RpcClient.connect({
+      host: '127.0.0.2',
+      port,
+      transport: 'udp',
+      program: TEST_PROGRAM,
+      version: 1,
+      timeoutMs: 2000,
+    });
     try {
       expect(await c.call(TEST_PROGRAM, 1, ADD1, 9)).to.equal(10);
     } finally {
@@ -342,7 +414,11 @@ describe('rpc server over batched UDP', function () {
 
   it('serves UDP through dgram with udpBatch 0', async () => {
     const { server, port } = await serve({ udpBatch: 0 });
-    const replies = await burst(port, [call(1, ADD1.number, (w) => w.uint(1)), call(2, ADD1.number, (w) => w.uint(2))], 2);
+    const replies = await burst(
+      port,
+      [call(1, ADD1.number, (w) => w.uint(1)), call(2, ADD1.number, (w) => w.uint(2))],
+      2,
+    );
     expect(replies.map((r) => r.value).sort()).to.deep.equal([2, 3]);
     expect(server.stats().calls['TESTPROG.TESTVERS1.ADD1'].udp).to.deep.equal({ SUCCESS: 2 });
   });
@@ -403,11 +479,21 @@ describe('rpc server over batched UDP', function () {
     let results: Record<string, { from: string; to: string; got: { replyFrom: string; peerAddress: string } | null }[]>;
 
     before(async function () {
-      skipIf(this, process.getuid?.() !== 0 ? 'needs root' : existsSync('/usr/bin/unshare') ? undefined : 'unshare (util-linux) is missing');
+      skipIf(
+        this,
+        process.getuid?.() !== 0
+          ? 'needs root'
+          : existsSync('/usr/bin/unshare')
+            ? undefined
+            : 'unshare (util-linux) is missing',
+      );
       const script = `${setup} && for i in 1 2 3 4 5 6 7 8 9 10; do ip -6 addr show dev va | grep -q fe80 && ip -6 addr show dev vb | grep -q fe80 && break; sleep 0.1; done && exec "$0" --import tsx -e "$1"`;
       const out = await new Promise<string>((resolve, reject) =>
-        execFile('unshare', ['--net', 'sh', '-c', script, process.execPath, child], { cwd: root, timeout: 20_000 }, (err, stdout, stderr) =>
-          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+        execFile(
+          'unshare',
+          ['--net', 'sh', '-c', script, process.execPath, child],
+          { cwd: root, timeout: 20_000 },
+          (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
         ),
       );
       results = JSON.parse(out.trim().split('\n').pop()!);
@@ -415,14 +501,17 @@ describe('rpc server over batched UDP', function () {
 
     it('replies from the address each call came to on a server at [::], link-local included', () => {
       // (the client's socket names the scope of a link-local source after its own interface: compare addresses)
-      for (const r of results['64']) expect(r.got?.replyFrom.replace(/%.*/, ''), `${r.from} -> ${r.to}`).to.equal(r.to.replace(/%.*/, ''));
+      for (const r of results['64'])
+        expect(r.got?.replyFrom.replace(/%.*/, ''), `${r.from} -> ${r.to}`).to.equal(r.to.replace(/%.*/, ''));
     });
 
     it('gives handlers the peer address exactly as dgram reports it (link-local with its %interface)', () => {
       expect(results['64'].map((r) => r.got?.peerAddress)).to.deep.equal(results['0'].map((r) => r.got?.peerAddress));
       const ll = results['64'][4].got!.peerAddress;
       expect(ll).to.match(/^fe80::[0-9a-f:]+%v[ab]$/);
-      expect(results['64'].map((r) => r.got?.peerAddress.replace(/%.*/, ''))).to.deep.equal(results['64'].map((r) => r.from.replace(/%.*/, '')));
+      expect(results['64'].map((r) => r.got?.peerAddress.replace(/%.*/, ''))).to.deep.equal(
+        results['64'].map((r) => r.from.replace(/%.*/, '')),
+      );
     });
   });
 });

@@ -16,7 +16,12 @@ const voidCodec: Codec<void> = { encode() {}, decode() {} };
 
 /** A test program: ECHO (opaque<> -> opaque<>), ADD1 (uint -> uint), SLOW (uint ms -> uint), FAIL (void -> void). */
 export const TEST_PROGRAM = 0x3ffffff0;
-export const ECHO: Procedure<Uint8Array, Uint8Array> = { name: 'ECHO', number: 1, args: bytesCodec, result: bytesCodec };
+export const ECHO: Procedure<Uint8Array, Uint8Array> = {
+  name: 'ECHO',
+  number: 1,
+  args: bytesCodec,
+  result: bytesCodec,
+};
 export const ADD1: Procedure<number, number> = { name: 'ADD1', number: 2, args: uintCodec, result: uintCodec };
 export const SLOW: Procedure<number, number> = { name: 'SLOW', number: 3, args: uintCodec, result: uintCodec };
 export const FAIL: Procedure<void, void> = { name: 'FAIL', number: 4, args: voidCodec, result: voidCodec };
@@ -37,7 +42,10 @@ export function testDefinition(version = 1): ProgramVersion {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the four test procedures' handlers, each of its own type
 type AnyHandler = Handler<any, any>;
 
-export function testService(overrides: Partial<Record<'ECHO' | 'ADD1' | 'SLOW' | 'FAIL', AnyHandler>> = {}, version = 1): Service {
+export function testService(
+  overrides: Partial<Record<'ECHO' | 'ADD1' | 'SLOW' | 'FAIL', AnyHandler>> = {},
+  version = 1,
+): Service {
   const h: Record<string, AnyHandler> = {
     ECHO: (b: Uint8Array) => b,
     ADD1: (n: number) => (n + 1) >>> 0,
@@ -47,7 +55,15 @@ export function testService(overrides: Partial<Record<'ECHO' | 'ADD1' | 'SLOW' |
     },
     ...overrides,
   };
-  return { definition: testDefinition(version), handlers: new Map([[1, h.ECHO], [2, h.ADD1], [3, h.SLOW], [4, h.FAIL]]) };
+  return {
+    definition: testDefinition(version),
+    handlers: new Map([
+      [1, h.ECHO],
+      [2, h.ADD1],
+      [3, h.SLOW],
+      [4, h.FAIL],
+    ]),
+  };
 }
 
 /** Send one datagram and wait for one reply (or null after `ms`). */
@@ -68,7 +84,10 @@ export async function udpExchange(port: number, msg: Uint8Array, ms = 300, host 
 }
 
 /** A raw TCP connection collecting everything received. */
-export async function tcpConnect(port: number, host = '::1'): Promise<{ sock: net.Socket; received: () => Buffer; closed: Promise<void> }> {
+export async function tcpConnect(
+  port: number,
+  host = '::1',
+): Promise<{ sock: net.Socket; received: () => Buffer; closed: Promise<void> }> {
   const sock = net.connect({ host, port });
   const chunks: Buffer[] = [];
   sock.on('data', (c) => chunks.push(c));
@@ -86,10 +105,18 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Run a command without blocking the event loop (our servers in this process must keep answering). */
-export function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: number; stdout: string; stderr: string }> {
+export function run(
+  cmd: string,
+  args: string[],
+  timeoutMs = 10_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : 1
+        : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
   });
@@ -140,7 +167,8 @@ export interface CPeers {
  * missing (.ci/run installs rpcsvc-proto, libtirpc-dev and gcc).
  */
 export async function buildCPeers(withLoad = false): Promise<CPeers | string> {
-  for (const tool of ['rpcgen', 'gcc']) if ((await run('sh', ['-c', `command -v ${tool}`])).code !== 0) return `${tool} is not installed`;
+  for (const tool of ['rpcgen', 'gcc'])
+    if ((await run('sh', ['-c', `command -v ${tool}`])).code !== 0) return `${tool} is not installed`;
   if (!existsSync('/usr/include/tirpc/rpc/rpc.h')) return 'libtirpc-dev is not installed';
   const dir = mkdtempSync(join(tmpdir(), 'dstm-rpcgen-'));
   copyFileSync(join(ROOT, 'xdr', 'dstm.x'), join(dir, 'dstm.x'));
@@ -152,22 +180,50 @@ export async function buildCPeers(withLoad = false): Promise<CPeers | string> {
   ];
   const cc = (out: string, ...srcs: string[]): [string, string[]] => [
     'gcc',
-    ['-O2', '-I/usr/include/tirpc', `-I${dir}`, `-I${join(ROOT, 'test/rpc/c')}`, '-o', join(dir, out), ...srcs, join(dir, 'dstm_xdr.c'), '-ltirpc', '-lpthread'],
+    [
+      '-O2',
+      '-I/usr/include/tirpc',
+      `-I${dir}`,
+      `-I${join(ROOT, 'test/rpc/c')}`,
+      '-o',
+      join(dir, out),
+      ...srcs,
+      join(dir, 'dstm_xdr.c'),
+      '-ltirpc',
+      '-lpthread',
+    ],
   ];
   steps.push(cc('dstm_client', join(ROOT, 'test/rpc/c/dstm_client.c'), join(dir, 'dstm_clnt.c')));
-  steps.push(cc('dstm_server', join(ROOT, 'test/rpc/c/dstm_server.c'), join(ROOT, 'test/rpc/c/dstm_serve.c'), join(dir, 'dstm_svc.c')));
+  steps.push(
+    cc(
+      'dstm_server',
+      join(ROOT, 'test/rpc/c/dstm_server.c'),
+      join(ROOT, 'test/rpc/c/dstm_serve.c'),
+      join(dir, 'dstm_svc.c'),
+    ),
+  );
   if (withLoad) steps.push(cc('rpc_load', join(ROOT, 'bench/c/rpc_load.c')));
   for (const [cmd, args] of steps) {
     const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
-      execFile(cmd, args, { cwd: dir, timeout: 60_000 }, (err, _o, stderr) => resolve({ code: err ? 1 : 0, stderr: String(stderr) })),
+      execFile(cmd, args, { cwd: dir, timeout: 60_000 }, (err, _o, stderr) =>
+        resolve({ code: err ? 1 : 0, stderr: String(stderr) }),
+      ),
     );
     if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.stderr}`);
   }
-  return { dir, client: join(dir, 'dstm_client'), server: join(dir, 'dstm_server'), load: withLoad ? join(dir, 'rpc_load') : undefined };
+  return {
+    dir,
+    client: join(dir, 'dstm_client'),
+    server: join(dir, 'dstm_server'),
+    load: withLoad ? join(dir, 'rpc_load') : undefined,
+  };
 }
 
 /** Start the rpcgen C server (test/rpc/c/dstm_server.c) for `program`; resolves once it prints its ports. */
-export async function startCServer(peers: CPeers, program: number): Promise<{ proc: ChildProcess; udp: number; tcp: number; stop: () => Promise<void> }> {
+export async function startCServer(
+  peers: CPeers,
+  program: number,
+): Promise<{ proc: ChildProcess; udp: number; tcp: number; stop: () => Promise<void> }> {
   const proc = spawn(peers.server, [String(program)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';

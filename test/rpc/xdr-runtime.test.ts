@@ -72,7 +72,10 @@ describe('XDR runtime', () => {
       expect(r.uhyper()).to.equal(v);
     });
     r.done();
-    expect(() => new XdrReader(bytes.subarray(0, 7)).uhyper('cookie')).to.throw(XdrError, /XDR cookie: needs 8 bytes, 7 left/);
+    expect(() => new XdrReader(bytes.subarray(0, 7)).uhyper('cookie')).to.throw(
+      XdrError,
+      /XDR cookie: needs 8 bytes, 7 left/,
+    );
   });
 
   it('decoded opaque data is a plain Uint8Array copy, whatever its size', () => {
@@ -94,7 +97,10 @@ describe('XDR runtime', () => {
   it('decoded opaque data and strings stay intact when a Buffer they came from is reused', () => {
     for (const n of [3, 16, 40, 64, 65, 100, 4095, 4096, 5000]) {
       const w = new XdrWriter(8);
-      w.fixedOpaque(Uint8Array.from({ length: n }, (_, i) => (i * 7) & 0xff), n);
+      w.fixedOpaque(
+        Uint8Array.from({ length: n }, (_, i) => (i * 7) & 0xff),
+        n,
+      );
       w.varOpaque(Uint8Array.from({ length: n }, (_, i) => (i * 3) & 0xff));
       w.string('s'.repeat(n));
       // A receive buffer with the message at an offset, as a socket's Buffer can be.
@@ -106,8 +112,17 @@ describe('XDR runtime', () => {
       const s = r.string();
       r.done();
       received.fill(0xee);
-      for (const [v, k] of [[fixed, 7], [variable, 3]] as const) {
-        expect(Buffer.compare(v, Uint8Array.from({ length: n }, (_, i) => (i * k) & 0xff)), `${n} bytes`).to.equal(0);
+      for (const [v, k] of [
+        [fixed, 7],
+        [variable, 3],
+      ] as const) {
+        expect(
+          Buffer.compare(
+            v,
+            Uint8Array.from({ length: n }, (_, i) => (i * k) & 0xff),
+          ),
+          `${n} bytes`,
+        ).to.equal(0);
         expect(Object.getPrototypeOf(v) === Uint8Array.prototype, `${n} bytes: a plain Uint8Array`).to.equal(true);
       }
       expect(s).to.equal('s'.repeat(n));
@@ -115,13 +130,28 @@ describe('XDR runtime', () => {
   });
 
   it('codes strings as UTF-8, short and long, and refuses invalid UTF-8', () => {
-    const short = ['a', 'ab', 'abc', 'abcd', 'abcde', 'file-12.txt', 'abcé', 'abcdé', 'é-abcdefg', 'x'.repeat(29) + 'é', 'w'.repeat(32)];
+    const short = [
+      'a',
+      'ab',
+      'abc',
+      'abcd',
+      'abcde',
+      'file-12.txt',
+      'abcé',
+      'abcdé',
+      'é-abcdefg',
+      'x'.repeat(29) + 'é',
+      'w'.repeat(32),
+    ];
     for (const s of ['', 'ascii', 'é', 'x'.repeat(31) + 'é', 'y'.repeat(100), 'z'.repeat(100) + '€', ...short]) {
       const w = new XdrWriter();
       w.string(s);
       expect(new XdrReader(w.toBytes()).string()).to.equal(s);
     }
-    expect(() => new XdrReader(Uint8Array.of(0, 0, 0, 2, 0xc3, 0x28, 0, 0)).string(8, 'name')).to.throw(XdrError, /XDR name: not valid UTF-8/);
+    expect(() => new XdrReader(Uint8Array.of(0, 0, 0, 2, 0xc3, 0x28, 0, 0)).string(8, 'name')).to.throw(
+      XdrError,
+      /XDR name: not valid UTF-8/,
+    );
   });
 
   it('refuses integers out of range when encoding, naming the field', () => {

@@ -11,7 +11,9 @@ import { C_SAMPLES, chain } from '../rpc/support/samples';
 import { FIXTURES, ROOT, generate, hex, tempDir, typeCheck } from '../rpc/support/toolchain';
 
 const SYSTEM_X = [
-  ...readdirSync('/usr/include/rpcsvc').filter((f) => f.endsWith('.x')).map((f) => join('/usr/include/rpcsvc', f)),
+  ...readdirSync('/usr/include/rpcsvc')
+    .filter((f) => f.endsWith('.x'))
+    .map((f) => join('/usr/include/rpcsvc', f)),
   '/usr/include/tirpc/rpc/rpcb_prot.x',
   '/usr/include/tirpc/rpcsvc/crypt.x',
 ];
@@ -69,7 +71,10 @@ describe('rpcgen-ts compiler', function () {
     expect(SYSTEM_X).to.have.length(19);
     const out = join(dir.path, 'sys');
     const runtime = relative(out, join(ROOT, 'src/rpc'));
-    expect(runCli([join(ROOT, 'xdr/dstm.x'), '--out', out, '--runtime', runtime])).to.deep.equal({ status: 0, stderr: '' });
+    expect(runCli([join(ROOT, 'xdr/dstm.x'), '--out', out, '--runtime', runtime])).to.deep.equal({
+      status: 0,
+      stderr: '',
+    });
     const files = [join(out, 'dstm.ts')];
     for (const x of SYSTEM_X) {
       // nis_callback.x uses nis.x's types without defining them, as rpcgen leaves xdr_nis_object to the linker.
@@ -78,13 +83,17 @@ describe('rpcgen-ts compiler', function () {
     }
     files.push(join(dir.path, 'conformance.ts'), join(dir.path, 'edge.ts'));
     expect(typeCheck(files)).to.deep.equal([]);
-    expect(readFileSync(join(out, 'dstm.ts'), 'utf8')).to.contain('export class RPC_ONE_Client').and.contain('export const xdr_packet:');
+    expect(readFileSync(join(out, 'dstm.ts'), 'utf8'))
+      .to.contain('export class RPC_ONE_Client')
+      .and.contain('export const xdr_packet:');
   });
 
   it('src/protocol/generated/dstm.ts, when built, is what the generator makes from xdr/dstm.x now', function () {
     const built = join(ROOT, 'src/protocol/generated/dstm.ts');
     if (!existsSync(built)) this.skip();
-    const now = compileSource(join(ROOT, 'xdr/dstm.x'), readFileSync(join(ROOT, 'xdr/dstm.x'), 'utf8'), { runtime: '../../rpc' });
+    const now = compileSource(join(ROOT, 'xdr/dstm.x'), readFileSync(join(ROOT, 'xdr/dstm.x'), 'utf8'), {
+      runtime: '../../rpc',
+    });
     expect(readFileSync(built, 'utf8')).to.equal(now, 'src/protocol/generated/dstm.ts is stale: npm run gen');
   });
 
@@ -97,7 +106,13 @@ describe('rpcgen-ts compiler', function () {
 
     it('reserved words and globals are mangled with $, property names kept, __proto__ an own property', () => {
       const codec = edge.xdr_delete as Codec<Record<string, unknown>>;
-      const v = { new: 1, function: 2, ['__proto__']: { type: 3 }, constructor: 'c', l: { v: 4, again: { v: 5, again: null } } };
+      const v = {
+        new: 1,
+        function: 2,
+        ['__proto__']: { type: 3 },
+        constructor: 'c',
+        l: { v: 4, again: { v: 5, again: null } },
+      };
       const back = decode(codec, encode(codec, v));
       expect(Object.hasOwn(back, '__proto__')).to.equal(true);
       expect(Object.getPrototypeOf(back)).to.equal(Object.prototype);
@@ -107,14 +122,30 @@ describe('rpcgen-ts compiler', function () {
       expect(Object.hasOwn(kinds, '__proto__')).to.equal(true);
       expect([kinds.__proto__, kinds.hasOwnProperty, Object.isFrozen(kinds)]).to.deep.equal([2, 511, true]);
       expect(edge.xdr_Map).to.have.property('decode');
-      expect([edge.class$, edge.constructor$, edge.NEG, edge.OCT, edge.BIG, edge.TEXT]).to.deep.equal([0x20000099, 1, -16, 511, 0xffffffff, 'passed through to C']);
+      expect([edge.class$, edge.constructor$, edge.NEG, edge.OCT, edge.BIG, edge.TEXT]).to.deep.equal([
+        0x20000099,
+        1,
+        -16,
+        511,
+        0xffffffff,
+        'passed through to C',
+      ]);
     });
 
     it('cpp conditionals, %-lines, inline anonymous types, typedef struct {...} and quadruple', () => {
       expect(edge.FEATURE_ON).to.equal(1);
       expect(edge).to.not.have.property('xdr_never_seen');
       const codec = edge.xdr_anon as Codec<unknown>;
-      const v = { inner: { a: 1, b: -2n }, choice: { k: 1, one: 5 }, e: 2, q: Uint8Array.from({ length: 16 }, (_, i) => i), us: 65535, ul: 0xffffffff, c: -1, li: -5 };
+      const v = {
+        inner: { a: 1, b: -2n },
+        choice: { k: 1, one: 5 },
+        e: 2,
+        q: Uint8Array.from({ length: 16 }, (_, i) => i),
+        us: 65535,
+        ul: 0xffffffff,
+        c: -1,
+        li: -5,
+      };
       const bytes = encode(codec, v);
       expect(bytes.length).to.equal(4 + 8 + 8 + 4 + 16 + 4 * 4);
       expect(decode(codec, bytes)).to.deep.equal(v);
@@ -141,7 +172,10 @@ describe('rpcgen-ts compiler', function () {
       expect((edge.V1_definition as Service['definition']).program).to.equal(0x20000099);
       expect([...service.handlers.keys()]).to.deep.equal([1, 2, 3, 4, 5]);
       const caller = loopback(service);
-      const Client = edge.V1_Client as new (c: RpcCaller, program?: number) => Record<string, (...a: unknown[]) => Promise<unknown>>;
+      const Client = edge.V1_Client as new (
+        c: RpcCaller,
+        program?: number,
+      ) => Record<string, (...a: unknown[]) => Promise<unknown>>;
       const client = new Client(caller, 0x30000001);
       expect(await client.constructor$({ type: 41 })).to.deep.equal({ type: 42 });
       expect(await client.PICK(2)).to.deep.equal({ k: 2, b: 'two' });
@@ -156,14 +190,20 @@ describe('rpcgen-ts compiler', function () {
   describe('syntax and semantic errors name file:line:column', () => {
     const cases: [string, RegExp][] = [
       ['struct s {\n  int a\n};', /^t\.x:3:1: expected ';', found '}'/],
-      ['const A = 1;\nstruct s { int a; } ;\nunion u switch (int d) {\n};', /^t\.x:4:1: a union needs at least one case/],
+      [
+        'const A = 1;\nstruct s { int a; } ;\nunion u switch (int d) {\n};',
+        /^t\.x:4:1: a union needs at least one case/,
+      ],
       ['typedef opaque x;', /^t\.x:1:17: opaque needs \[size\] or <max>/],
       ['struct s { foo a; };', /^t\.x:1:12: undefined type foo/],
       ['const A = B;', /^t\.x:1:11: undefined constant B/],
       ['struct s { int a; int a; };', /^t\.x:1:19: field a appears twice/],
       ['enum e { X = 1 };\nunion u switch (e d) { case 2: int a; };', /^t\.x:2:29: case 2 is not a value/],
       ['union u switch (int d) { case 1: int a; case 1: int b; };', /^t\.x:1:46: case 1 appears twice/],
-      ['union u switch (string d<>) { case 1: int a; };', /^t\.x:1:17: a union discriminant is a plain declaration|discriminant/],
+      [
+        'union u switch (string d<>) { case 1: int a; };',
+        /^t\.x:1:17: a union discriminant is a plain declaration|discriminant/,
+      ],
       ['struct s { int a; };\nstruct s { int b; };', /^t\.x:2:1: s is already defined/],
       ['const A = 0x;', /^t\.x:1:11: hexadecimal constant without digits/],
       ['const A = 09;', /^t\.x:1:11: bad octal constant/],
@@ -172,9 +212,15 @@ describe('rpcgen-ts compiler', function () {
       ['#if 1\nconst A = 1;', /^t\.x:2:13: missing #endif|^t\.x:\d+:\d+: missing #endif/],
       ['struct s { int a[N]; };', /^t\.x:1:18: undefined constant N/],
       ['struct s { s inner; };', /^t\.x:1:1: s contains itself and has no finite encoding/],
-      ['union u switch (int d) { case 1: u again; default: void; };\nstruct t { u x; t y[2]; };', /^t\.x:2:1: t contains itself/],
+      [
+        'union u switch (int d) { case 1: u again; default: void; };\nstruct t { u x; t y[2]; };',
+        /^t\.x:2:1: t contains itself/,
+      ],
       ['program P { version V { int F(int, int) = 1; } = 1; } = 1;', /^t\.x:1:34: procedures with several arguments/],
-      ['program P { version V { void F(void) = 1; void G(void) = 1; } = 1; } = 1;', /^t\.x:1:48: procedure number 1 appears twice/],
+      [
+        'program P { version V { void F(void) = 1; void G(void) = 1; } = 1; } = 1;',
+        /^t\.x:1:48: procedure number 1 appears twice/,
+      ],
     ];
     for (const [src, re] of cases) {
       it(re.source.replace(/^\^t\\\.x:/, '').slice(0, 60), () => {
@@ -203,37 +249,74 @@ describe('rpcgen-ts compiler', function () {
       for (const cut of [3, 50, 120, full.length - 1]) {
         expect(() => decode(codec('READDIR3resok'), full.subarray(0, cut))).to.throw(XdrError, /^XDR READDIR3resok\./);
       }
-      expect(() => decode(codec('READDIR3resok'), full.subarray(0, 20))).to.throw(XdrError, /^XDR READDIR3resok\.dir_attributes\.attributes\.gid: needs 4 bytes, 0 left \(at byte 20\)/);
-      expect(() => decode(codec('READDIR3resok'), full.subarray(0, 200))).to.throw(XdrError, /^XDR READDIR3resok\.reply\.entries\.nextentry\[3\]\.fileid: needs 8 bytes, 4 left \(at byte 196\)/);
+      expect(() => decode(codec('READDIR3resok'), full.subarray(0, 20))).to.throw(
+        XdrError,
+        /^XDR READDIR3resok\.dir_attributes\.attributes\.gid: needs 4 bytes, 0 left \(at byte 20\)/,
+      );
+      expect(() => decode(codec('READDIR3resok'), full.subarray(0, 200))).to.throw(
+        XdrError,
+        /^XDR READDIR3resok\.reply\.entries\.nextentry\[3\]\.fileid: needs 8 bytes, 4 left \(at byte 196\)/,
+      );
       // A count is checked against the bytes left before any element is decoded.
-      expect(() => decode(codec('arrays'), encode(codec('arrays'), C_SAMPLES.arrays[0]).subarray(0, 50))).to.throw(XdrError, /^XDR arrays\.points: 2 elements cannot fit in the 10 bytes left/);
-      expect(() => decode(codec('choice'), bytes('00000001 00000007'))).to.throw(XdrError, /^XDR choice\.p\.y: needs 4 bytes, 0 left/);
+      expect(() => decode(codec('arrays'), encode(codec('arrays'), C_SAMPLES.arrays[0]).subarray(0, 50))).to.throw(
+        XdrError,
+        /^XDR arrays\.points: 2 elements cannot fit in the 10 bytes left/,
+      );
+      expect(() => decode(codec('choice'), bytes('00000001 00000007'))).to.throw(
+        XdrError,
+        /^XDR choice\.p\.y: needs 4 bytes, 0 left/,
+      );
     });
 
     it('lengths and counts over their maximum or the bytes left fail before allocating', () => {
       // blobs.var16 is opaque<16>: a length of 17 is refused whatever follows.
-      expect(() => decode(codec('blobs'), bytes('0102030405000000 00000011' + '00'.repeat(40)))).to.throw(XdrError, /blobs\.var16: length 17 exceeds the maximum of 16/);
+      expect(() => decode(codec('blobs'), bytes('0102030405000000 00000011' + '00'.repeat(40)))).to.throw(
+        XdrError,
+        /blobs\.var16: length 17 exceeds the maximum of 16/,
+      );
       // arrays.var_ints is unsigned<16>; hypers<> claims 2^32-1 elements of 8 bytes in a few bytes.
       const head = '00000001fffffffe00000003';
-      expect(() => decode(codec('arrays'), bytes(head + '00000011'))).to.throw(XdrError, /arrays\.var_ints: 17 elements exceed the maximum of 16/);
-      expect(() => decode(codec('arrays'), bytes(head + '00000000 ffffffff 0000'))).to.throw(XdrError, /arrays\.hypers: 4294967295 elements cannot fit/);
-      expect(() => decode(codec('blobs'), bytes('0102030405000000 00000000 7fffffff'))).to.throw(XdrError, /blobs\.unbounded: length 2147483647 exceeds the \d+ bytes left/);
+      expect(() => decode(codec('arrays'), bytes(head + '00000011'))).to.throw(
+        XdrError,
+        /arrays\.var_ints: 17 elements exceed the maximum of 16/,
+      );
+      expect(() => decode(codec('arrays'), bytes(head + '00000000 ffffffff 0000'))).to.throw(
+        XdrError,
+        /arrays\.hypers: 4294967295 elements cannot fit/,
+      );
+      expect(() => decode(codec('blobs'), bytes('0102030405000000 00000000 7fffffff'))).to.throw(
+        XdrError,
+        /blobs\.unbounded: length 2147483647 exceeds the \d+ bytes left/,
+      );
       // A string over its bound in a typedef used as an array element.
       const names = encode(codec('arrays'), { ...(C_SAMPLES.arrays[0] as object), names: ['a'] });
       const at = hex(names).indexOf('0000000100000001' + '61000000');
-      const tooLong = hex(names).slice(0, at) + '00000001' + '00000021' + '61'.repeat(33) + '000000' + hex(names).slice(at + 24);
-      expect(() => decode(codec('arrays'), bytes(tooLong))).to.throw(XdrError, /arrays\.names: length 33 exceeds the maximum of 32/);
+      const tooLong =
+        hex(names).slice(0, at) + '00000001' + '00000021' + '61'.repeat(33) + '000000' + hex(names).slice(at + 24);
+      expect(() => decode(codec('arrays'), bytes(tooLong))).to.throw(
+        XdrError,
+        /arrays\.names: length 33 exceeds the maximum of 32/,
+      );
     });
 
     it('non-zero padding, a bool other than 0/1, an undeclared enum value or discriminant fail', () => {
-      expect(() => decode(codec('blobs'), bytes('0102030405000100 00000000 00000000 00000000 00000000 0001020304050607'))).to.throw(XdrError, /blobs\.fixed5: non-zero padding/);
-      expect(() => decode(codec('onoff'), bytes('00000002'))).to.throw(XdrError, /onoff\.on: bool must be 0 or 1, got 2/);
+      expect(() =>
+        decode(codec('blobs'), bytes('0102030405000100 00000000 00000000 00000000 00000000 0001020304050607')),
+      ).to.throw(XdrError, /blobs\.fixed5: non-zero padding/);
+      expect(() => decode(codec('onoff'), bytes('00000002'))).to.throw(
+        XdrError,
+        /onoff\.on: bool must be 0 or 1, got 2/,
+      );
       expect(() => decode(codec('post_op_attr'), bytes('ffffffff'))).to.throw(XdrError, /bool must be 0 or 1/);
-      expect(() => decode(codec('fattr3'), bytes('00000008' + '00'.repeat(80)))).to.throw(XdrError, /fattr3\.type: 8 is not a declared value \(at byte 0\)/);
+      expect(() => decode(codec('fattr3'), bytes('00000008' + '00'.repeat(80)))).to.throw(
+        XdrError,
+        /fattr3\.type: 8 is not a declared value \(at byte 0\)/,
+      );
       expect(decode(codec('wide'), bytes('00000005'))).to.deep.equal({ k: 5 });
       expect(() => decode(codec('choice'), bytes('00000003'))).to.throw(XdrError); // default arm: raw<> length missing
       expect(decode(codec('choice'), bytes('00000003 00000000'))).to.deep.equal({ kind: 3, raw: new Uint8Array(0) });
-      const sparse = (v: string): unknown => decode(codec('prims'), bytes('00'.repeat(36) + '00000001' + '00000000' + v + '00'.repeat(16)));
+      const sparse = (v: string): unknown =>
+        decode(codec('prims'), bytes('00'.repeat(36) + '00000001' + '00000000' + v + '00'.repeat(16)));
       expect(() => sparse('00000008')).to.throw(XdrError, /prims\.s: 8 is not a declared value/);
       expect(sparse('00000100')).to.have.property('s', 0x100);
       expect(() => decode(codec('node'), bytes('00000001 00000000 ff'))).to.throw(XdrError, /1 trailing bytes/);
@@ -263,11 +346,26 @@ describe('rpcgen-ts compiler', function () {
     });
 
     it('encoding refuses values outside their type', () => {
-      expect(() => encode(codec('prims'), { ...(C_SAMPLES.prims[0] as object), u: -1 })).to.throw(XdrError, /prims\.u: -1 is not a 32-bit unsigned integer/);
-      expect(() => encode(codec('prims'), { ...(C_SAMPLES.prims[0] as object), h: 1 << 30 })).to.throw(XdrError, /prims\.h/);
-      expect(() => encode(codec('blobs'), { ...(C_SAMPLES.blobs[0] as object), name: 'x'.repeat(33) })).to.throw(XdrError, /blobs\.name: 33 bytes exceed string<32>/);
-      expect(() => encode(codec('arrays'), { ...(C_SAMPLES.arrays[0] as object), fixed_ints: [1, 2] })).to.throw(XdrError, /arrays\.fixed_ints: 2 elements given for a fixed array of 3/);
-      expect(() => encode(codec('result'), { c: 7, code: 1 })).to.throw(XdrError, /result\.c: 7 is not a declared value/);
+      expect(() => encode(codec('prims'), { ...(C_SAMPLES.prims[0] as object), u: -1 })).to.throw(
+        XdrError,
+        /prims\.u: -1 is not a 32-bit unsigned integer/,
+      );
+      expect(() => encode(codec('prims'), { ...(C_SAMPLES.prims[0] as object), h: 1 << 30 })).to.throw(
+        XdrError,
+        /prims\.h/,
+      );
+      expect(() => encode(codec('blobs'), { ...(C_SAMPLES.blobs[0] as object), name: 'x'.repeat(33) })).to.throw(
+        XdrError,
+        /blobs\.name: 33 bytes exceed string<32>/,
+      );
+      expect(() => encode(codec('arrays'), { ...(C_SAMPLES.arrays[0] as object), fixed_ints: [1, 2] })).to.throw(
+        XdrError,
+        /arrays\.fixed_ints: 2 elements given for a fixed array of 3/,
+      );
+      expect(() => encode(codec('result'), { c: 7, code: 1 })).to.throw(
+        XdrError,
+        /result\.c: 7 is not a declared value/,
+      );
       expect(() => encode(codec('choice'), { kind: 1, p: { x: 1, y: 'no' } })).to.throw(XdrError, /choice\.p\.y/);
     });
   });

@@ -32,18 +32,35 @@ describe('configuration checks and start-up errors (issue 13)', function () {
     for (const pool of ['0.0.0.0/8', '224.0.0.0/4', '255.255.255.255']) {
       const r = dstm('server', '--check', '--pool', pool);
       expect(r.code, pool).to.equal(2);
-      expect(r.stderr, pool).to.match(new RegExp(`^dstm server: --pool\\[0\\]: "${pool.replace(/\./g, '\\.')}" is not valid: expected an IPv4 unicast prefix`));
+      expect(r.stderr, pool).to.match(
+        new RegExp(
+          `^dstm server: --pool\\[0\\]: "${pool.replace(/\./g, '\\.')}" is not valid: expected an IPv4 unicast prefix`,
+        ),
+      );
     }
     for (const pool of ['0.0.0.0/0', '127.0.0.0/24', '169.254.1.0/24', '239.1.0.0/16', '240.0.0.0/24', '126.0.0.0/7']) {
-      expect(() => parseWithOverrides(serverFields, {}, 'server', [{ key: 'pools', flag: '--pool', value: [pool] }]), pool).to.throw(/^--pool\[0\]: .* expected an IPv4 unicast prefix/);
+      expect(
+        () => parseWithOverrides(serverFields, {}, 'server', [{ key: 'pools', flag: '--pool', value: [pool] }]),
+        pool,
+      ).to.throw(/^--pool\[0\]: .* expected an IPv4 unicast prefix/);
     }
     for (const pool of ['1.0.0.0/8', '126.0.0.0/8', '128.0.0.0/3', '223.255.255.0/24']) {
       expect(parseWithOverrides(serverFields, { pools: [pool] }, 'server').pools, pool).to.have.length(1);
     }
     const file = join(dir, 'pools.json');
-    writeFileSync(file, JSON.stringify({ server: { pools: ['10.0.0.0/8', '224.0.0.0/24'] }, tep: { address: 'fd00::1', ipv4: '192.0.2.1', pools: ['127.0.0.0/8'] } }));
-    expect(dstm('server', '--check', '--config', file).stderr).to.match(/server\.pools\[1\]: "224\.0\.0\.0\/24" is not valid.*multicast/);
-    expect(dstm('tep', '--check', '--config', file).stderr).to.match(/tep\.pools\[0\]: "127\.0\.0\.0\/8" is not valid.*loopback/);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        server: { pools: ['10.0.0.0/8', '224.0.0.0/24'] },
+        tep: { address: 'fd00::1', ipv4: '192.0.2.1', pools: ['127.0.0.0/8'] },
+      }),
+    );
+    expect(dstm('server', '--check', '--config', file).stderr).to.match(
+      /server\.pools\[1\]: "224\.0\.0\.0\/24" is not valid.*multicast/,
+    );
+    expect(dstm('tep', '--check', '--config', file).stderr).to.match(
+      /tep\.pools\[0\]: "127\.0\.0\.0\/8" is not valid.*loopback/,
+    );
   });
 
   it('finding 10: --check refuses a null section, too large a path MTU, too long a device name; overlapping --pool flags are named --pool', () => {
@@ -56,24 +73,40 @@ describe('configuration checks and start-up errors (issue 13)', function () {
     const tep = ['tep', '--check', '--ipv6', 'fd00::1', '--ipv4', '192.0.2.1', '--static', '198.51.100.9=fd00::9'];
     const mtu = dstm(...tep, '--path-mtu', '9000');
     expect(mtu.code).to.equal(2);
-    expect(mtu.stderr).to.match(new RegExp(`^dstm tep: --path-mtu: 9000 is not valid: expected an integer from 1280 to ${MAX_PATH_MTU}`));
+    expect(mtu.stderr).to.match(
+      new RegExp(`^dstm tep: --path-mtu: 9000 is not valid: expected an integer from 1280 to ${MAX_PATH_MTU}`),
+    );
     const dev = dstm(...tep, '--device', 'a-27-character-device-name0');
     expect(dev.code).to.equal(2);
-    expect(dev.stderr).to.match(/^dstm tep: --device: "a-27-character-device-name0" is not valid: expected an interface name of 1 to 15 bytes/);
+    expect(dev.stderr).to.match(
+      /^dstm tep: --device: "a-27-character-device-name0" is not valid: expected an interface name of 1 to 15 bytes/,
+    );
     expect(dstm(...tep, '--device', 'dstm-tep-15char').code).to.equal(0);
-    expect(() => parseWithOverrides(staticFields, { tep: 'fd00::1', address: '198.51.100.9', device: 'x'.repeat(16) }, 'static')).to.throw(/^static\.device: "x{16}" is not valid/);
+    expect(() =>
+      parseWithOverrides(staticFields, { tep: 'fd00::1', address: '198.51.100.9', device: 'x'.repeat(16) }, 'static'),
+    ).to.throw(/^static\.device: "x{16}" is not valid/);
     const overlap = dstm('server', '--check', '--pool', '10.1.0.0/16', '--pool', '10.1.2.0/24');
     expect(overlap.code).to.equal(2);
-    expect(overlap.stderr).to.match(/^dstm server: --pool: "10\.1\.2\.0\/24" is not valid: expected prefixes that do not overlap/);
+    expect(overlap.stderr).to.match(
+      /^dstm server: --pool: "10\.1\.2\.0\/24" is not valid: expected prefixes that do not overlap/,
+    );
   });
 
-  it('finding 10: the largest path MTU fits the data plane\'s receive slots', () => {
+  it("finding 10: the largest path MTU fits the data plane's receive slots", () => {
     // a 2048-byte slot less its headroom holds the tunnel MTU, which is the path MTU less 40
     expect(MAX_PATH_MTU - 40).to.equal(2048 - HEADROOM);
   });
 
   it('finding 11: --state-dir /proc/self/xx is a clear error with exit 3 within seconds, not a hang', async () => {
-    const [node, ...argv] = devArgv('server', '--listen', '[::1]:0', '--state-dir', '/proc/self/xx', '--pool', '10.93.0.0/24');
+    const [node, ...argv] = devArgv(
+      'server',
+      '--listen',
+      '[::1]:0',
+      '--state-dir',
+      '/proc/self/xx',
+      '--pool',
+      '10.93.0.0/24',
+    );
     const p = spawn(node, argv, { env: DEV_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -1,6 +1,14 @@
 import { expect } from 'chai';
 import { parseConfigText } from '../../src/config/load';
-import { ConfigError, describe as keyTable, field, integer, list, parseWithOverrides, record } from '../../src/config/schema';
+import {
+  ConfigError,
+  describe as keyTable,
+  field,
+  integer,
+  list,
+  parseWithOverrides,
+  record,
+} from '../../src/config/schema';
 import { serverFields, serverKeys, serverSchema } from '../../src/config/server-schema';
 import { formatIPv4 } from '../../src/lib/addr';
 
@@ -24,14 +32,20 @@ describe('config schema', () => {
   });
 
   it('names the key path, the bad value and what was expected', () => {
-    const e = refusal(() => serverSchema.parse({ teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.300' }] }, 'server'));
+    const e = refusal(() =>
+      serverSchema.parse({ teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.300' }] }, 'server'),
+    );
     expect(e.path).to.equal('server.teps[0].ipv4');
     expect(e.message).to.contain('"10.0.0.300"').and.contain('IPv4 address');
   });
 
   it('refuses unknown keys, missing required keys and IPv4 listen addresses', () => {
-    expect(refusal(() => serverSchema.parse({ leese: 5 }, 'server')).message).to.match(/server\.leese: unknown key .*lease/);
-    expect(refusal(() => serverSchema.parse({ tep: { ipv6: '::1' } }, 'server')).message).to.equal('server.tep.ipv4: missing: expected an IPv4 address like "192.0.2.1"');
+    expect(refusal(() => serverSchema.parse({ leese: 5 }, 'server')).message).to.match(
+      /server\.leese: unknown key .*lease/,
+    );
+    expect(refusal(() => serverSchema.parse({ tep: { ipv6: '::1' } }, 'server')).message).to.equal(
+      'server.tep.ipv4: missing: expected an IPv4 address like "192.0.2.1"',
+    );
     expect(refusal(() => serverSchema.parse({ listen: ['192.0.2.1:3786'] }, 'server')).message).to.contain('IPv6');
     expect(refusal(() => serverSchema.parse({ pools: ['192.0.2.1/24'] }, 'server')).message).to.contain('host bits');
   });
@@ -39,17 +53,27 @@ describe('config schema', () => {
   it('lets a flag override a key and names the flag when the flag is bad', () => {
     const c = parseWithOverrides(serverFields, { lease: 100 }, 'server', [{ key: 'lease', flag: '--lease', value: 7 }]);
     expect(c.lease).to.equal(7);
-    expect(refusal(() => parseWithOverrides(serverFields, {}, 'server', [{ key: 'lease', flag: '--lease', value: -1 }])).path).to.equal('--lease');
+    expect(
+      refusal(() => parseWithOverrides(serverFields, {}, 'server', [{ key: 'lease', flag: '--lease', value: -1 }]))
+        .path,
+    ).to.equal('--lease');
   });
 
   it('reports JSON syntax errors with line and column, and unknown sections', () => {
-    expect(() => parseConfigText('{\n  "server": {\n    "lease": 5,\n  }\n}', 'f.json')).to.throw(/f\.json: not valid JSON at line 4, column 3/);
+    expect(() => parseConfigText('{\n  "server": {\n    "lease": 5,\n  }\n}', 'f.json')).to.throw(
+      /f\.json: not valid JSON at line 4, column 3/,
+    );
     expect(() => parseConfigText('{"sevrer": {}}', 'f.json')).to.throw(/unknown section/);
   });
 
   it('exports a key table with nested keys for the man page check', () => {
     const keys = serverKeys().map((k) => k.key);
-    expect(keys).to.include.members(['server.lease', 'server.teps[].prefix', 'server.tep.ipv4', 'server.reservations[].ipv4']);
+    expect(keys).to.include.members([
+      'server.lease',
+      'server.teps[].prefix',
+      'server.tep.ipv4',
+      'server.reservations[].ipv4',
+    ]);
     for (const k of serverKeys()) expect(k.doc, k.key).to.not.equal('');
     const t = keyTable({ a: field(list(record({ b: field(integer(0, 9), 1, 'B') })), [], 'A') }, 'x');
     expect(t).to.deep.equal([

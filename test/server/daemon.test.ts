@@ -16,29 +16,49 @@ describe('server daemon', function () {
     const records: Record<string, unknown>[] = [];
     const stream = new Writable({
       write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) records.push(JSON.parse(line) as Record<string, unknown>);
+        for (const line of chunk.toString().split('\n').filter(Boolean))
+          records.push(JSON.parse(line) as Record<string, unknown>);
         done();
       },
     });
     const log = createLogger({ level: 'info', stream, json: true });
     const metricsPort = freePort();
-    const { config } = loadServerConfig({ stateDir: dir, listen: [`[::1]:${freePort()}`], pool: ['10.88.0.0/29'], metrics: `[::1]:${metricsPort}` });
+    const { config } = loadServerConfig({
+      stateDir: dir,
+      listen: [`[::1]:${freePort()}`],
+      pool: ['10.88.0.0/29'],
+      metrics: `[::1]:${metricsPort}`,
+    });
     const status: string[] = [];
     const server = await DstmServer.start({ ...config, rpcbind: 'off' }, log, { status: (t) => status.push(t) });
     let client: DstmClient | undefined;
     try {
       const port = server.addresses()[0].port;
-      client = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: '::1', transport: 'tcp', timeoutMs: 3000 });
+      client = await DstmClient.connect({
+        host: '::1',
+        port,
+        program: DEFAULT_PROGRAM,
+        local: '::1',
+        transport: 'tcp',
+        timeoutMs: 3000,
+      });
       await client.request();
       const up = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
       expect(up).to.match(/^dstm_server_store_up\{engine="sqlite"\} 1$/m);
       // The disk fails the next fdatasync.
-      (server.store as SqliteStore).syncWal = (done) => queueMicrotask(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
+      (server.store as SqliteStore).syncWal = (done) =>
+        queueMicrotask(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
       await client.release().catch(() => undefined);
-      const refused = await client.request().then(() => 'ok', (e: Error) => e.message);
+      const refused = await client.request().then(
+        () => 'ok',
+        (e: Error) => e.message,
+      );
       expect(refused).to.match(/refused: the server/);
       await client.request().catch(() => undefined);
-      const fatal = await Promise.race([server.fatal, new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000))]);
+      const fatal = await Promise.race([
+        server.fatal,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000)),
+      ]);
       expect(fatal?.message).to.match(/EIO/);
       const errors = records.filter((r) => r.level === 'error');
       expect(errors.map((r) => r.msg)).to.deep.equal(['store unavailable: calls are answered UNAVAILABLE']);

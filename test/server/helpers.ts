@@ -22,13 +22,17 @@ export function loopbackAddresses(n: number): { addresses: string[]; remove(): v
   const r = () => Math.floor(Math.random() * 0xffff).toString(16);
   const prefix = `fd53:544d:${r()}:${r()}:${r()}:${r()}`;
   const addresses = Array.from({ length: n }, (_, i) => `${prefix}:0:${(i + 1).toString(16)}`);
-  const batch = (verb: string): string => addresses.map((a) => `addr ${verb} ${a}/128 dev lo${verb === 'add' ? ' nodad' : ''}`).join('\n') + '\n';
+  const batch = (verb: string): string =>
+    addresses.map((a) => `addr ${verb} ${a}/128 dev lo${verb === 'add' ? ' nodad' : ''}`).join('\n') + '\n';
   execFileSync('ip', ['-6', '-batch', '-'], { input: batch('add') });
   return {
     addresses,
     remove: () => {
       try {
-        execFileSync('ip', ['-6', '-force', '-batch', '-'], { input: batch('del'), stdio: ['pipe', 'ignore', 'ignore'] });
+        execFileSync('ip', ['-6', '-force', '-batch', '-'], {
+          input: batch('del'),
+          stdio: ['pipe', 'ignore', 'ignore'],
+        });
       } catch {
         // already gone
       }
@@ -50,7 +54,10 @@ export interface ServerProcess {
  * Start `dstm server` and resolve once it listens. `args` are extra flags. It listens on [::1] (a bound address, so
  * UDP replies leave from the address the clients called, whatever their source address on lo).
  */
-export async function startServer(args: string[], opts: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
+export async function startServer(
+  args: string[],
+  opts: { port?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<ServerProcess> {
   const port = opts.port ?? freePort();
   const hasListen = args.includes('--listen');
   const proc = spawn(process.execPath, [RUN, 'server', ...(hasListen ? [] : ['--listen', `[::1]:${port}`]), ...args], {
@@ -77,9 +84,19 @@ export async function startServer(args: string[], opts: { port?: number; env?: N
     const seen = logs.find((r) => r.msg === msg);
     if (seen) return Promise.resolve(seen);
     return new Promise((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`server did not log "${msg}" within ${timeoutMs} ms; logs: ${JSON.stringify(logs).slice(0, 2000)}`)), timeoutMs);
+      const t = setTimeout(
+        () =>
+          rej(
+            new Error(
+              `server did not log "${msg}" within ${timeoutMs} ms; logs: ${JSON.stringify(logs).slice(0, 2000)}`,
+            ),
+          ),
+        timeoutMs,
+      );
       waiters.push({ msg, resolve: (r) => (clearTimeout(t), res(r)) });
-      void exited.then((code) => rej(new Error(`server exited (${code}) before logging "${msg}": ${JSON.stringify(logs).slice(0, 2000)}`)));
+      void exited.then((code) =>
+        rej(new Error(`server exited (${code}) before logging "${msg}": ${JSON.stringify(logs).slice(0, 2000)}`)),
+      );
     });
   };
   await waitFor('listening');
@@ -96,7 +113,10 @@ export async function startServer(args: string[], opts: { port?: number; env?: N
 }
 
 /** Run `dstm ARGS` to completion. */
-export function runDstm(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runDstm(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res) => {
     const p = spawn(process.execPath, [RUN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -23,7 +23,11 @@ class CountingStore extends SqliteStore {
 
 describe('address pool', () => {
   it('hands out every dynamic address once, skips network, broadcast, exclusions and reservations', () => {
-    const pool = new AddressPool({ pools: [parsePrefix4('10.0.0.0/28')], exclude: [parsePrefix4('10.0.0.4/31')], reserved: [parseIPv4('10.0.0.9')] });
+    const pool = new AddressPool({
+      pools: [parsePrefix4('10.0.0.0/28')],
+      exclude: [parsePrefix4('10.0.0.4/31')],
+      reserved: [parseIPv4('10.0.0.9')],
+    });
     pool.load([parseIPv4('10.0.0.1')]);
     const got: number[] = [];
     for (let a = pool.take(); a !== undefined; a = pool.take()) got.push(a & 255);
@@ -132,7 +136,9 @@ describe('lease service on the SQLite store: group commit and durability', () =>
     const afterRequest = svc.lastSeq;
     expect((await svc.release(node(1), g.ip4)).status).to.equal('ok');
     expect(counting.synced, 'the release was answered before any sync').to.equal(1);
-    expect((await svc.changes(afterRequest, 10)).changes, 'a change not yet durable is not in the feed').to.have.length(0);
+    expect((await svc.changes(afterRequest, 10)).changes, 'a change not yet durable is not in the feed').to.have.length(
+      0,
+    );
     await svc.waitForChange(afterRequest, 2000);
     expect(counting.synced).to.equal(2);
     expect((await svc.changes(afterRequest, 10)).changes.map((c) => [c.ip4, c.active])).to.deep.equal([[g.ip4, false]]);
@@ -158,8 +164,14 @@ describe('lease service on the SQLite store: group commit and durability', () =>
       const restarted = new SqliteStore(disk, { clock });
       try {
         const after = await LeaseService.open(restarted, policy({ pools: [parsePrefix4('192.0.2.0/30')] }));
-        expect((await restarted.list(-1, 10)).find((b) => b.ip6.equals(node(1)))).to.include({ ip4: a.ip4, state: 0, ends: a.ends });
-        expect((await after.request(node(3), 0, 0)).status, 'the address is not handed to another node').to.equal('no_address');
+        expect((await restarted.list(-1, 10)).find((b) => b.ip6.equals(node(1)))).to.include({
+          ip4: a.ip4,
+          state: 0,
+          ends: a.ends,
+        });
+        expect((await after.request(node(3), 0, 0)).status, 'the address is not handed to another node').to.equal(
+          'no_address',
+        );
         now = a.ends;
         await after.sweep();
         expect((await after.request(node(3), 0, 0)).status, 'nor during the hold time').to.equal('no_address');
@@ -206,7 +218,8 @@ describe('lease service on the SQLite store: group commit and durability', () =>
     let failNext = false;
     store = new (class extends SqliteStore {
       override syncWal(done: (err: Error | null) => void): void {
-        if (failNext) queueMicrotask(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
+        if (failNext)
+          queueMicrotask(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
         else super.syncWal(done);
       }
     })(dir, { clock });

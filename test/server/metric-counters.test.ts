@@ -11,13 +11,17 @@ import { SqliteStore } from '../../src/server/sqlite-store';
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
 describe('address pool: per-pool counters', () => {
   it('size, dynamic and free per pool match a count over the addresses after every step', () => {
     const pools = ['198.51.100.0/28', '192.0.2.0/30', '203.0.113.64/27'].map(parsePrefix4);
-    const pool = new AddressPool({ pools, exclude: [parsePrefix4('203.0.113.80/30')], reserved: [parsePrefix4('198.51.100.5/32').base] });
+    const pool = new AddressPool({
+      pools,
+      exclude: [parsePrefix4('203.0.113.80/30')],
+      reserved: [parsePrefix4('198.51.100.5/32').base],
+    });
     const all = pools.flatMap((p) => Array.from({ length: prefixSize4(p.len) }, (_, i) => p.base + i));
     pool.load([all[3], all[20]]);
     const rnd = lcg(13);
@@ -26,7 +30,12 @@ describe('address pool: per-pool counters', () => {
       const expected = pools
         .map((p) => {
           const addrs = all.filter((a) => a >= p.base && a < p.base + prefixSize4(p.len));
-          return { pool: formatPrefix4(p), size: addrs.length, dynamic: addrs.filter((a) => pool.isDynamic(a)).length, free: addrs.filter((a) => pool.isFree(a)).length };
+          return {
+            pool: formatPrefix4(p),
+            size: addrs.length,
+            dynamic: addrs.filter((a) => pool.isDynamic(a)).length,
+            free: addrs.filter((a) => pool.isFree(a)).length,
+          };
         })
         .sort((x, y) => parsePrefix4(x.pool).base - parsePrefix4(y.pool).base);
       expect(pool.stats().map((s) => ({ ...s, pool: formatPrefix4(s.pool) }))).to.deep.equal(expected);
@@ -58,13 +67,16 @@ describe('SQLite store: bindings per state without a table scan', () => {
       let store = new SqliteStore(dir);
       // the rows are written straight, as every engine transaction does: the triggers must follow any writer
       const sql = (s: SqliteStore) => ({
-        insert: s.db.prepare<[number, Buffer, number]>('INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, 1, 2)'),
+        insert: s.db.prepare<[number, Buffer, number]>(
+          'INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, 1, 2)',
+        ),
         update: s.db.prepare<[number, number]>('UPDATE bindings SET state = ?, ends = 3 WHERE ip4 = ?'),
         remove: s.db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
         state: s.db.prepare<[number]>('SELECT state FROM bindings WHERE ip4 = ?').pluck(),
       });
       const q = sql(store);
-      const ip6 = (n: number): Buffer => Buffer.from(`20010db8000000000000000000000${n.toString(16).padStart(3, '0')}`, 'hex');
+      const ip6 = (n: number): Buffer =>
+        Buffer.from(`20010db8000000000000000000000${n.toString(16).padStart(3, '0')}`, 'hex');
       const rnd = lcg(7);
       const model = new Map<number, number>();
       const wanted = (): Record<string, number> => {

@@ -8,7 +8,14 @@ import { parseWithOverrides } from '../../src/config/schema';
 import { createLogger, type Logger } from '../../src/lib/log';
 import { RateLimiter, prefixKey } from '../../src/lib/rate-limit';
 import { formatIPv4, ipv4ToBytes, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
-import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/protocol/generated/dstm';
+import {
+  RELEASE_REQ,
+  REQUEST_REQ,
+  RPC_ONE_Client,
+  RPC_TWO_Client,
+  dstm_status,
+  type packet,
+} from '../../src/protocol/generated/dstm';
 import { RpcClient, RpcError, RpcServer, type Transport } from '../../src/rpc';
 import { LeaseClock } from '../../src/server/clock';
 import { checkServerConfig, policyOf } from '../../src/server/daemon';
@@ -19,7 +26,18 @@ import { loopbackAddresses, removeDir, runDstm, sleep, tempDir } from './helpers
 
 function request(local: Uint8Array, keep = 0, want = '0.0.0.0'): packet {
   const z4 = new Uint8Array(4);
-  return { type: REQUEST_REQ, local, mask: z4, i4addr: ipv4ToBytes(parseIPv4(want)), tep4: z4, tep6: new Uint8Array(16), starts: 0, ends: 0, extend: 0, keep };
+  return {
+    type: REQUEST_REQ,
+    local,
+    mask: z4,
+    i4addr: ipv4ToBytes(parseIPv4(want)),
+    tep4: z4,
+    tep6: new Uint8Array(16),
+    starts: 0,
+    ends: 0,
+    extend: 0,
+    keep,
+  };
 }
 
 /** A logger whose JSON lines the test reads back. */
@@ -40,16 +58,38 @@ const ALL = [parsePrefix6('::/0')];
 async function serve(access: Partial<Access>, pool = '10.66.0.0/24') {
   const dir = tempDir('policy');
   const store = new SqliteStore(dir);
-  const leases = await LeaseService.open(store, { lease: 600, maxLease: 3600, hold: 0, pools: [parsePrefix4(pool)], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
+  const leases = await LeaseService.open(store, {
+    lease: 600,
+    maxLease: 3600,
+    hold: 0,
+    pools: [parsePrefix4(pool)],
+    exclude: [],
+    skipNetworkBroadcast: true,
+    reservations: [],
+    teps: [],
+  });
   const { log, lines } = capture();
-  const dstm = new DstmRpc(leases, { allow: ALL, tepAllow: ALL, adminAllow: ALL, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60, ...access }, log);
+  const dstm = new DstmRpc(
+    leases,
+    { allow: ALL, tepAllow: ALL, adminAllow: ALL, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60, ...access },
+    log,
+  );
   const server = new RpcServer();
   for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
   const [u] = await server.listen({ host: '::1', port: 0, transport: 'udp' });
   const [t] = await server.listen({ host: '::1', port: u.port, transport: 'tcp' });
   const clients: RpcClient[] = [];
   const client = async (transport: Transport, local: string, version: 1 | 2 = 2): Promise<RpcClient> => {
-    const c = await RpcClient.connect({ host: '::1', port: transport === 'udp' ? u.port : t.port, transport, program: DEFAULT_PROGRAM, version, family: 6, localAddress: local, timeoutMs: 3000 });
+    const c = await RpcClient.connect({
+      host: '::1',
+      port: transport === 'udp' ? u.port : t.port,
+      transport,
+      program: DEFAULT_PROGRAM,
+      version,
+      family: 6,
+      localAddress: local,
+      timeoutMs: 3000,
+    });
     clients.push(c);
     return c;
   };
@@ -77,7 +117,11 @@ describe('server policy (issue 13)', function () {
 
   it('finding 1: the TEP address is never leased, with a warning; a reservation of it is refused naming the key', async () => {
     const dir = tempDir('finding1');
-    const raw = { pools: ['10.77.0.0/29'], tep: { ipv6: 'fd00::1', ipv4: '10.77.0.6' }, teps: [{ prefix: 'fd01::/16', ipv6: 'fd01::1', ipv4: '10.77.0.5' }] };
+    const raw = {
+      pools: ['10.77.0.0/29'],
+      tep: { ipv6: 'fd00::1', ipv4: '10.77.0.6' },
+      teps: [{ prefix: 'fd01::/16', ipv6: 'fd01::1', ipv4: '10.77.0.5' }],
+    };
     const config = parseWithOverrides(serverFields, raw, 'server');
     const store = new SqliteStore(dir);
     try {
@@ -93,22 +137,34 @@ describe('server policy (issue 13)', function () {
         if (r.status === 'ok') got.push(r.ip4);
       }
       expect(got.map(formatIPv4).sort()).to.deep.equal(['10.77.0.1', '10.77.0.2', '10.77.0.3', '10.77.0.4']);
-      expect((await leases.allocate(Buffer.from(parseIPv6('fd53::99')), parseIPv4('10.77.0.5'), 0)).status).to.equal('conflict');
+      expect((await leases.allocate(Buffer.from(parseIPv6('fd53::99')), parseIPv4('10.77.0.5'), 0)).status).to.equal(
+        'conflict',
+      );
     } finally {
       store.close();
       removeDir(dir);
     }
-    const bad = parseWithOverrides(serverFields, { ...raw, reservations: [{ ipv6: 'fd53::7', ipv4: '10.77.0.6' }] }, 'server');
-    expect(() => checkServerConfig(bad, 'server')).to.throw(/^server\.reservations\[0\]\.ipv4: "10\.77\.0\.6" is not valid/);
+    const bad = parseWithOverrides(
+      serverFields,
+      { ...raw, reservations: [{ ipv6: 'fd53::7', ipv4: '10.77.0.6' }] },
+      'server',
+    );
+    expect(() => checkServerConfig(bad, 'server')).to.throw(
+      /^server\.reservations\[0\]\.ipv4: "10\.77\.0\.6" is not valid/,
+    );
     // the documented example: accepted, with the warning in --check
     const r = await runDstm(['server', '--check', '--pool', '198.18.0.0/16', '--tep', 'fd00::1,198.18.255.254']);
     expect(r.code).to.equal(0);
-    expect(JSON.parse(r.stdout).warnings).to.deep.equal(['server.tep.ipv4 198.18.255.254 is inside pool 198.18.0.0/16: it is never leased']);
+    expect(JSON.parse(r.stdout).warnings).to.deep.equal([
+      'server.tep.ipv4 198.18.255.254 is inside pool 198.18.0.0/16: it is never leased',
+    ]);
   });
 
-  it('finding 2: peers that cannot be a node\'s identity are refused (unspecified, multicast, IPv4-mapped and -compatible), loopback and global ones are not', async () => {
-    for (const a of ['::', 'ff02::1', 'ff0e::42', '::ffff:192.0.2.1', '::192.0.2.1', 'fe80::1', 'febf::1']) expect(identityProblem(parseIPv6(a)), a).to.be.a('string');
-    for (const a of ['::1', '2001:db8::1', 'fd53:544d::1', 'fec0::1']) expect(identityProblem(parseIPv6(a)), a).to.equal(undefined);
+  it("finding 2: peers that cannot be a node's identity are refused (unspecified, multicast, IPv4-mapped and -compatible), loopback and global ones are not", async () => {
+    for (const a of ['::', 'ff02::1', 'ff0e::42', '::ffff:192.0.2.1', '::192.0.2.1', 'fe80::1', 'febf::1'])
+      expect(identityProblem(parseIPv6(a)), a).to.be.a('string');
+    for (const a of ['::1', '2001:db8::1', 'fd53:544d::1', 'fec0::1'])
+      expect(identityProblem(parseIPv6(a)), a).to.equal(undefined);
     // ALLOCATE (an admin naming the node) is held to the same rule
     const s = await serve({});
     try {
@@ -124,10 +180,13 @@ describe('server policy (issue 13)', function () {
   it('finding 2: per-prefix binding caps (--per-prefix LEN:MAX): a renewal passes, a new node over the cap is refused, counted, logged once per interval', async () => {
     const s = await serve({ perPrefix: { len: 96, max: 2 } });
     try {
-      const call = async (i: number) => new RPC_TWO_Client(await s.client('udp', lo.addresses[i])).REQUEST(request(parseIPv6(lo.addresses[i])));
+      const call = async (i: number) =>
+        new RPC_TWO_Client(await s.client('udp', lo.addresses[i])).REQUEST(request(parseIPv6(lo.addresses[i])));
       // calls in one commit count against the cap too
       const first = await Promise.all([call(0), call(1), call(2)]);
-      expect(first.map((r) => r.status).sort()).to.deep.equal([dstm_status.DSTM_OK, dstm_status.DSTM_OK, dstm_status.DSTM_NOT_ALLOWED].sort());
+      expect(first.map((r) => r.status).sort()).to.deep.equal(
+        [dstm_status.DSTM_OK, dstm_status.DSTM_OK, dstm_status.DSTM_NOT_ALLOWED].sort(),
+      );
       const holders = first.flatMap((r, i) => (r.status === dstm_status.DSTM_OK ? [i] : []));
       expect((await call(holders[0])).status).to.equal(dstm_status.DSTM_OK); // renewal
       expect((await call(3)).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
@@ -141,7 +200,8 @@ describe('server policy (issue 13)', function () {
       expect((await c.RELEASE(rel)).status).to.equal(dstm_status.DSTM_OK);
       // once the release is durable (answered at its commit, synced soon after) and the cap has read it
       let status = -1;
-      for (const end = Date.now() + 5000; status !== dstm_status.DSTM_OK && Date.now() < end; await sleep(50)) status = (await call(4)).status;
+      for (const end = Date.now() + 5000; status !== dstm_status.DSTM_OK && Date.now() < end; await sleep(50))
+        status = (await call(4)).status;
       expect(status).to.equal(dstm_status.DSTM_OK);
     } finally {
       await s.close();
@@ -154,13 +214,23 @@ describe('server policy (issue 13)', function () {
       const v2 = new RPC_TWO_Client(await s.client('udp', lo.addresses[0]));
       const statuses: number[] = [];
       for (let i = 0; i < 5; i++) statuses.push((await v2.REQUEST(request(parseIPv6(lo.addresses[0])))).status);
-      expect(statuses).to.deep.equal([0, 0, 0, 1, 1].map((k) => (k ? dstm_status.DSTM_UNAVAILABLE : dstm_status.DSTM_OK)));
+      expect(statuses).to.deep.equal(
+        [0, 0, 0, 1, 1].map((k) => (k ? dstm_status.DSTM_UNAVAILABLE : dstm_status.DSTM_OK)),
+      );
       // another node of the same /64 shares the bucket
       const v1 = new RPC_ONE_Client(await s.client('udp', lo.addresses[1], 1));
-      const err = await v1.REQUEST(request(parseIPv6(lo.addresses[1]))).then(() => null, (e: unknown) => e);
+      const err = await v1.REQUEST(request(parseIPv6(lo.addresses[1]))).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(RpcError);
       expect((err as RpcError).kind).to.equal('SYSTEM_ERR');
-      expect(s.dstm.refusalSamples().filter((x) => x.labels.reason === 'rate_limited').reduce((n, x) => n + x.value, 0)).to.equal(3);
+      expect(
+        s.dstm
+          .refusalSamples()
+          .filter((x) => x.labels.reason === 'rate_limited')
+          .reduce((n, x) => n + x.value, 0),
+      ).to.equal(3);
       expect(s.lines.filter((l) => l.reason === 'rate_limited')).to.have.length(1);
     } finally {
       await s.close();
@@ -184,12 +254,18 @@ describe('server policy (issue 13)', function () {
     let s = await serve({});
     try {
       const udp = new RPC_TWO_Client(await s.client('udp', '::1'));
-      expect((await udp.REVOKE({ ip6: parseIPv6(lo.addresses[0]), ip4: new Uint8Array(4), lease: 0 })).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
-      expect((await udp.ALLOCATE({ ip6: parseIPv6(lo.addresses[0]), ip4: new Uint8Array(4), lease: 0 })).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
+      expect((await udp.REVOKE({ ip6: parseIPv6(lo.addresses[0]), ip4: new Uint8Array(4), lease: 0 })).status).to.equal(
+        dstm_status.DSTM_NOT_ALLOWED,
+      );
+      expect(
+        (await udp.ALLOCATE({ ip6: parseIPv6(lo.addresses[0]), ip4: new Uint8Array(4), lease: 0 })).status,
+      ).to.equal(dstm_status.DSTM_NOT_ALLOWED);
       expect((await udp.LIST({ after: new Uint8Array(4), max: 10 })).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
       expect((await s.store.counts()).active).to.equal(0);
       const tcp = new RPC_TWO_Client(await s.client('tcp', '::1'));
-      expect((await tcp.ALLOCATE({ ip6: parseIPv6(lo.addresses[0]), ip4: new Uint8Array(4), lease: 0 })).status).to.equal(dstm_status.DSTM_OK);
+      expect(
+        (await tcp.ALLOCATE({ ip6: parseIPv6(lo.addresses[0]), ip4: new Uint8Array(4), lease: 0 })).status,
+      ).to.equal(dstm_status.DSTM_OK);
       expect((await udp.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
     } finally {
       await s.close();
@@ -199,7 +275,12 @@ describe('server policy (issue 13)', function () {
       const udp = new RPC_TWO_Client(await s.client('udp', lo.addresses[0]));
       expect((await udp.REQUEST(request(parseIPv6(lo.addresses[0])))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
       const v1 = new RPC_ONE_Client(await s.client('udp', lo.addresses[0], 1));
-      expect(await v1.REQUEST(request(parseIPv6(lo.addresses[0]))).then(() => 'granted', () => 'refused')).to.equal('refused');
+      expect(
+        await v1.REQUEST(request(parseIPv6(lo.addresses[0]))).then(
+          () => 'granted',
+          () => 'refused',
+        ),
+      ).to.equal('refused');
       expect((await s.store.counts()).active).to.equal(0);
       const tcp = new RPC_TWO_Client(await s.client('tcp', lo.addresses[0]));
       expect((await tcp.REQUEST(request(parseIPv6(lo.addresses[0])))).status).to.equal(dstm_status.DSTM_OK);
@@ -228,7 +309,9 @@ describe('server policy (issue 13)', function () {
   it('finding 9: a node asking for a tiny lease gets the minimum (60 s by default); a server lease under it is refused naming the flag', async () => {
     const s = await serve({});
     try {
-      const r = await new RPC_TWO_Client(await s.client('udp', lo.addresses[0])).REQUEST(request(parseIPv6(lo.addresses[0]), 1));
+      const r = await new RPC_TWO_Client(await s.client('udp', lo.addresses[0])).REQUEST(
+        request(parseIPv6(lo.addresses[0]), 1),
+      );
       expect(r.status).to.equal(dstm_status.DSTM_OK);
       expect(r.lease.keep).to.equal(60);
       expect(r.lease.extend).to.equal(30);
@@ -240,14 +323,23 @@ describe('server policy (issue 13)', function () {
     expect(bad.stderr).to.match(/--lease: 1 is not valid: expected at least server\.min_lease \(60\)/);
   });
 
-  it('clock: a wall clock stepped forward past hold reclaims no address before its node\'s lease has ended', async () => {
+  it("clock: a wall clock stepped forward past hold reclaims no address before its node's lease has ended", async () => {
     const dir = tempDir('clock');
     let wall = 1_800_000_000_000;
     let mono = 1000;
     const clock = new LeaseClock(600 / 3600, { wall: () => wall, monotonic: () => mono });
     const store = new SqliteStore(dir, { clock: clock.now });
     try {
-      const leases = await LeaseService.open(store, { lease: 3600, maxLease: 3600, hold: 600, pools: [parsePrefix4('10.78.0.0/30')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
+      const leases = await LeaseService.open(store, {
+        lease: 3600,
+        maxLease: 3600,
+        hold: 600,
+        pools: [parsePrefix4('10.78.0.0/30')],
+        exclude: [],
+        skipNetworkBroadcast: true,
+        reservations: [],
+        teps: [],
+      });
       const g = await leases.request(Buffer.from(parseIPv6('fd53::1')), 0, 0);
       // 10 s later the wall clock steps a day ahead
       mono += 10_000;
@@ -268,7 +360,7 @@ describe('server policy (issue 13)', function () {
       expect(clock.behind()).to.be.below(86_400);
       // and follows a step backward at once
       wall -= 2 * 86_400_000;
-      expect(clock.now()).to.equal(Math.floor((wall) / 1000));
+      expect(clock.now()).to.equal(Math.floor(wall / 1000));
     } finally {
       store.close();
       removeDir(dir);

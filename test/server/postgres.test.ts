@@ -36,15 +36,23 @@ describe('PostgreSQL store', function () {
     // Three servers starting together on an empty database: the schema is created once, all three open it.
     const [a, b, c] = await Promise.all([open(url), open(url), open(url)]);
     expect(a.epoch).to.equal(b.epoch).and.equal(c.epoch);
-    expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(String(PG_SCHEMA_VERSION));
+    expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(
+      String(PG_SCHEMA_VERSION),
+    );
     await cluster.sql(url, "UPDATE dstm_meta SET value = '9' WHERE key = 'schema_version'");
     const err = await PostgresStore.open(url).catch((e: Error) => e);
-    expect((err as Error).message).to.match(new RegExp(`schema version 9, newer than this dstm's ${PG_SCHEMA_VERSION}`));
+    expect((err as Error).message).to.match(
+      new RegExp(`schema version 9, newer than this dstm's ${PG_SCHEMA_VERSION}`),
+    );
   });
 
   it('names the problem when the database does not exist, and never shows the password', async () => {
-    const missing = await PostgresStore.open(`postgresql://postgres:s3cret@[::1]:${cluster.port}/no_such_db`).catch((e: Error) => e);
-    expect((missing as Error).message).to.match(/does not exist/).and.not.match(/s3cret/);
+    const missing = await PostgresStore.open(`postgresql://postgres:s3cret@[::1]:${cluster.port}/no_such_db`).catch(
+      (e: Error) => e,
+    );
+    expect((missing as Error).message)
+      .to.match(/does not exist/)
+      .and.not.match(/s3cret/);
     expect((missing as Error).message).to.contain('postgres:***@');
   });
 
@@ -52,7 +60,10 @@ describe('PostgreSQL store', function () {
     const url = await cluster.createDatabase();
     await (await open(url)).close();
     const role = `dstm_app_${process.pid}`;
-    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    await cluster.sql(
+      url,
+      `CREATE ROLE ${role} LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`,
+    );
     const asApp = url.replace('postgresql://postgres@', `postgresql://${role}@`);
     const svc = await LeaseService.open(await open(asApp), policy());
     expect((await svc.request(node(1), 0, 0)).status).to.equal('ok');
@@ -66,7 +77,9 @@ describe('PostgreSQL store', function () {
     await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`);
     const store = await open(url);
     // The store's own sessions (its pool), not a new one: those are what answer the nodes.
-    const pool = (store as unknown as { pool: { query(q: string): Promise<{ rows: { synchronous_commit: string }[] }> } }).pool;
+    const pool = (
+      store as unknown as { pool: { query(q: string): Promise<{ rows: { synchronous_commit: string }[] }> } }
+    ).pool;
     expect((await pool.query('SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('on');
     expect((await cluster.sql(url, 'SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('off');
   });
@@ -92,7 +105,10 @@ describe('PostgreSQL store', function () {
     expect(Date.now() - t0).to.be.below(2000);
     expect((await b.changes(since, 10)).changes.map((c) => c.ip6)).to.deep.equal([node(1)]);
     // Cut every LISTEN connection; a change made meanwhile still reaches b once it listens again.
-    await cluster.sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dstm-server-listen'");
+    await cluster.sql(
+      url,
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dstm-server-listen'",
+    );
     const seq = b.lastSeq;
     await a.request(node(2), 0, 0);
     await b.waitForChange(seq, 10_000);
@@ -108,7 +124,7 @@ describe('PostgreSQL store', function () {
     const got = await Promise.all([1, 2, 3].map((n) => a.request(node(n), 0, 0)));
     const deadline = Date.now() + 5000;
     while (b.available > 3) {
-      expect(Date.now(), 'b never learned of a\'s bindings').to.be.below(deadline);
+      expect(Date.now(), "b never learned of a's bindings").to.be.below(deadline);
       await sleep(50);
     }
     expect(b.available).to.equal(3);
@@ -167,7 +183,7 @@ describe('PostgreSQL store', function () {
     let since = 0;
     let reads = 0;
     const poll = async (): Promise<void> => {
-      for (let more = true; more; ) {
+      for (let more = true; more;) {
         const page = await reader.feedSince(since, 50);
         expect(since, 'a reader told to start over').to.be.at.most(page.last);
         for (const c of page.changes) {
@@ -245,7 +261,9 @@ describe('PostgreSQL store', function () {
       const url = `postgresql://dstm:s3cret@[::1]:${freePort()}/dstm`;
       const r = await runDstm(['server', '--listen', `[::1]:${freePort()}`, '--store', url]);
       expect(r.code).to.equal(3);
-      expect(r.stderr).to.match(/cannot start: PostgreSQL store postgresql:\/\/dstm:\*\*\*@\[::1\]:\d+\/dstm: .*ECONNREFUSED/);
+      expect(r.stderr).to.match(
+        /cannot start: PostgreSQL store postgresql:\/\/dstm:\*\*\*@\[::1\]:\d+\/dstm: .*ECONNREFUSED/,
+      );
       expect(r.stderr).to.not.contain('s3cret');
       const check = await runDstm(['server', '--store', url, '--check']);
       expect(check.code).to.equal(0);
@@ -259,16 +277,30 @@ describe('PostgreSQL store', function () {
       const url = await cluster.createDatabase();
       const s = await startServer(['--store', url, '--pool', '10.93.0.0/24']);
       servers.push(s);
-      const nodes = await Promise.all(lo.addresses.map(async (local) => {
-        const c = await DstmClient.connect({ host: '::1', port: s.port, program: DEFAULT_PROGRAM, local, timeoutMs: 700 });
-        clients.push(c);
-        return c;
-      }));
+      const nodes = await Promise.all(
+        lo.addresses.map(async (local) => {
+          const c = await DstmClient.connect({
+            host: '::1',
+            port: s.port,
+            program: DEFAULT_PROGRAM,
+            local,
+            timeoutMs: 700,
+          });
+          clients.push(c);
+          return c;
+        }),
+      );
       let stop = false;
       const outcomes: string[] = [];
       const loops = nodes.map(async (c) => {
         while (!stop) {
-          const r = await c.request().then(() => c.release()).then(() => 'ok', (e: unknown) => (e instanceof DstmRefusal ? e.status : String(e)));
+          const r = await c
+            .request()
+            .then(() => c.release())
+            .then(
+              () => 'ok',
+              (e: unknown) => (e instanceof DstmRefusal ? e.status : String(e)),
+            );
           outcomes.push(r);
           if (r !== 'ok') await sleep(5);
         }
@@ -297,7 +329,11 @@ describe('PostgreSQL store', function () {
         clients.push(c);
         return c;
       };
-      const [n0a, n0b, n1b] = [await client(a.port, lo.addresses[0]), await client(b.port, lo.addresses[0]), await client(b.port, lo.addresses[1])];
+      const [n0a, n0b, n1b] = [
+        await client(a.port, lo.addresses[0]),
+        await client(b.port, lo.addresses[0]),
+        await client(b.port, lo.addresses[1]),
+      ];
       const l0 = await n0a.request();
       // The same node through the other server: its binding, renewed.
       const again = await n0b.request();
@@ -305,13 +341,25 @@ describe('PostgreSQL store', function () {
       const l1 = await n1b.request();
       expect(l1.address).to.not.equal(l0.address);
       // The feed of server a has b's binding too, in one order.
-      const rpc = await RpcClient.connect({ host: '::1', port: a.port, transport: 'tcp', program: DEFAULT_PROGRAM, version: 2, family: 6 });
+      const rpc = await RpcClient.connect({
+        host: '::1',
+        port: a.port,
+        transport: 'tcp',
+        program: DEFAULT_PROGRAM,
+        version: 2,
+        family: 6,
+      });
       try {
         const feed = await new RPC_TWO_Client(rpc).BINDINGS({ since: 0n, max: 100, wait_ms: 0, epoch: 0n });
         expect(feed.status).to.equal(dstm_status.DSTM_OK);
         const seqs = feed.changes.map((c) => Number(c.seq));
         expect(seqs).to.deep.equal([...seqs].sort((x, y) => x - y));
-        expect(feed.changes.filter((c) => c.active).map((c) => [...c.ip4].join('.')).sort()).to.deep.equal([l0.address, l1.address].sort());
+        expect(
+          feed.changes
+            .filter((c) => c.active)
+            .map((c) => [...c.ip4].join('.'))
+            .sort(),
+        ).to.deep.equal([l0.address, l1.address].sort());
       } finally {
         await rpc.close();
       }
@@ -323,7 +371,14 @@ describe('PostgreSQL store', function () {
       // Released through b, it is held: nobody else gets it through a.
       expect((await n1b.release()).address).to.equal(l1.address);
       const others = await Promise.all(lo.addresses.slice(2).map((l) => client(a.port, l)));
-      const got = await Promise.all(others.map((c) => c.request().then((l) => l.address, (e: unknown) => (e instanceof DstmRefusal ? e.status : e))));
+      const got = await Promise.all(
+        others.map((c) =>
+          c.request().then(
+            (l) => l.address,
+            (e: unknown) => (e instanceof DstmRefusal ? e.status : e),
+          ),
+        ),
+      );
       expect(got).to.not.include(l1.address);
     });
   });

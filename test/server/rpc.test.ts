@@ -1,7 +1,13 @@
 // The DSTM program's access rules at the RPC layer, with a real RpcServer and client on the loopback.
 import { expect } from 'chai';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
-import { REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/protocol/generated/dstm';
+import {
+  REQUEST_REQ,
+  RPC_ONE_Client,
+  RPC_TWO_Client,
+  dstm_status,
+  type packet,
+} from '../../src/protocol/generated/dstm';
 import { createLogger } from '../../src/lib/log';
 import { AuthStat, RpcAuthError, RpcClient, RpcServer } from '../../src/rpc';
 import { parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
@@ -13,7 +19,18 @@ import { removeDir, tempDir } from './helpers';
 const quiet = createLogger({ level: 'error' });
 
 function request(local: Uint8Array): packet {
-  return { type: REQUEST_REQ, local, mask: new Uint8Array(4), i4addr: new Uint8Array(4), tep4: new Uint8Array(4), tep6: new Uint8Array(16), starts: 0, ends: 0, extend: 0, keep: 0 };
+  return {
+    type: REQUEST_REQ,
+    local,
+    mask: new Uint8Array(4),
+    i4addr: new Uint8Array(4),
+    tep4: new Uint8Array(4),
+    tep6: new Uint8Array(16),
+    starts: 0,
+    ends: 0,
+    extend: 0,
+    keep: 0,
+  };
 }
 
 describe('DSTM program access rules', () => {
@@ -24,9 +41,22 @@ describe('DSTM program access rules', () => {
   beforeEach(async () => {
     dir = tempDir('rpc');
     store = new SqliteStore(dir);
-    const leases = await LeaseService.open(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.66.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
+    const leases = await LeaseService.open(store, {
+      lease: 60,
+      maxLease: 60,
+      hold: 0,
+      pools: [parsePrefix4('10.66.0.0/24')],
+      exclude: [],
+      skipNetworkBroadcast: true,
+      reservations: [],
+      teps: [],
+    });
     const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 }, quiet);
+    const dstm = new DstmRpc(
+      leases,
+      { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 },
+      quiet,
+    );
     server = new RpcServer();
     for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
   });
@@ -39,8 +69,17 @@ describe('DSTM program access rules', () => {
 
   it('refuses an IPv4 peer even where the server is made to listen on IPv4: AUTH_ERROR in version 1, a status in version 2', async () => {
     const [b] = await server.listen({ host: '127.0.0.1', port: 0, transport: 'udp' });
-    client = await RpcClient.connect({ host: '127.0.0.1', port: b.port, transport: 'udp', program: DEFAULT_PROGRAM, version: 1 });
-    const err = await new RPC_ONE_Client(client).REQUEST(request(parseIPv6('::ffff:127.0.0.1'))).then(() => null, (e: unknown) => e);
+    client = await RpcClient.connect({
+      host: '127.0.0.1',
+      port: b.port,
+      transport: 'udp',
+      program: DEFAULT_PROGRAM,
+      version: 1,
+    });
+    const err = await new RPC_ONE_Client(client).REQUEST(request(parseIPv6('::ffff:127.0.0.1'))).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(RpcAuthError);
     expect((err as RpcAuthError).stat).to.equal(AuthStat.AUTH_TOOWEAK);
     const v2 = new RPC_TWO_Client(client);
@@ -52,7 +91,13 @@ describe('DSTM program access rules', () => {
 
   it('answers over IPv6 on the same service', async () => {
     const [b] = await server.listen({ host: '::1', port: 0, transport: 'udp' });
-    client = await RpcClient.connect({ host: '::1', port: b.port, transport: 'udp', program: DEFAULT_PROGRAM, version: 2 });
+    client = await RpcClient.connect({
+      host: '::1',
+      port: b.port,
+      transport: 'udp',
+      program: DEFAULT_PROGRAM,
+      version: 2,
+    });
     const r = await new RPC_TWO_Client(client).REQUEST(request(parseIPv6('::1')));
     expect(r.status).to.equal(dstm_status.DSTM_OK);
     expect([...r.lease.i4addr]).to.deep.equal([10, 66, 0, 1]);
@@ -68,9 +113,22 @@ describe('DSTM program: the binding feed', () => {
   beforeEach(async () => {
     dir = tempDir('rpc-feed');
     store = new SqliteStore(dir);
-    const leases = await LeaseService.open(store, { lease: 60, maxLease: 60, hold: 0, pools: [parsePrefix4('10.67.0.0/24')], exclude: [], skipNetworkBroadcast: true, reservations: [], teps: [] });
+    const leases = await LeaseService.open(store, {
+      lease: 60,
+      maxLease: 60,
+      hold: 0,
+      pools: [parsePrefix4('10.67.0.0/24')],
+      exclude: [],
+      skipNetworkBroadcast: true,
+      reservations: [],
+      teps: [],
+    });
     const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 5000, tcpOnly: 'none', minLease: 1 }, quiet);
+    const dstm = new DstmRpc(
+      leases,
+      { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 5000, tcpOnly: 'none', minLease: 1 },
+      quiet,
+    );
     server = new RpcServer();
     for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
   });
@@ -83,7 +141,13 @@ describe('DSTM program: the binding feed', () => {
 
   it('finding 6: a caller beyond the last sequence number (a restored store) is told at once to start over, then gets the whole state', async () => {
     const [b] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
-    client = await RpcClient.connect({ host: '::1', port: b.port, transport: 'tcp', program: DEFAULT_PROGRAM, version: 2 });
+    client = await RpcClient.connect({
+      host: '::1',
+      port: b.port,
+      transport: 'tcp',
+      program: DEFAULT_PROGRAM,
+      version: 2,
+    });
     const v2 = new RPC_TWO_Client(client);
     expect((await v2.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
     const full = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });

@@ -5,12 +5,28 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema';
-import { RELEASE_REQ, REQUEST_REQ, RPC_ONE_Client, RPC_TWO_Client, dstm_status, type packet } from '../../src/protocol/generated/dstm';
+import {
+  RELEASE_REQ,
+  REQUEST_REQ,
+  RPC_ONE_Client,
+  RPC_TWO_Client,
+  dstm_status,
+  type packet,
+} from '../../src/protocol/generated/dstm';
 import { RpcClient, RpcError } from '../../src/rpc';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
-import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
+import {
+  freePort,
+  loopbackAddresses,
+  removeDir,
+  runDstm,
+  sleep,
+  startServer,
+  tempDir,
+  type ServerProcess,
+} from './helpers';
 import { skipIf } from '../support/skip';
 
 type Clients = DstmClient[];
@@ -18,8 +34,14 @@ type Clients = DstmClient[];
 /** Every client a test opened, closed after each test whatever happened. */
 const open: { close(): Promise<void> }[] = [];
 
-async function clientsFor(addresses: string[], port: number, o: { transport?: 'udp' | 'tcp'; version?: 1 | 2; timeoutMs?: number } = {}): Promise<Clients> {
-  const cs = await Promise.all(addresses.map((local) => DstmClient.connect({ host: '::1', port, program: DSTM_PROGRAM, local, ...o })));
+async function clientsFor(
+  addresses: string[],
+  port: number,
+  o: { transport?: 'udp' | 'tcp'; version?: 1 | 2; timeoutMs?: number } = {},
+): Promise<Clients> {
+  const cs = await Promise.all(
+    addresses.map((local) => DstmClient.connect({ host: '::1', port, program: DSTM_PROGRAM, local, ...o })),
+  );
   open.push(...cs);
   return cs;
 }
@@ -63,7 +85,13 @@ describe('dstm server (process)', function () {
     expect(new Set(addrs).size).to.equal(64);
     first.forEach((l, i) => {
       expect(l.local).to.equal(formatIPv6(all[i].local));
-      expect(l).to.include({ mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.77.0.254', keep: 3600, extend: 1800 });
+      expect(l).to.include({
+        mask: '255.255.255.255',
+        tep6: '2001:db8::1',
+        tep4: '10.77.0.254',
+        keep: 3600,
+        extend: 1800,
+      });
       expect(l.ends - l.starts).to.equal(3600);
     });
     // Repeats (from the other transport too) return the same binding.
@@ -117,7 +145,18 @@ describe('dstm server (process)', function () {
   it('expires, holds, reclaims; renews; releases only the caller binding; exhausts a tiny pool', async () => {
     // Whole-second lease and hold, swept once a second: the hold is long enough that the check below that a's
     // address is still held cannot race its end on a loaded machine.
-    server = await startServer(['--state-dir', dir, '--pool', '10.79.0.0/30', '--lease', '2', '--min-lease', '1', '--config', writeConfig(dir, { hold: 4 })]);
+    server = await startServer([
+      '--state-dir',
+      dir,
+      '--pool',
+      '10.79.0.0/30',
+      '--lease',
+      '2',
+      '--min-lease',
+      '1',
+      '--config',
+      writeConfig(dir, { hold: 4 }),
+    ]);
     const [a, b, c] = await clientsFor(lo.addresses.slice(0, 3), server.port);
     const la = await a.request();
     const lb = await b.request();
@@ -158,16 +197,37 @@ describe('dstm server (process)', function () {
     const [a] = await clientsFor([lo.addresses[0]], server.port);
     const la = await a.request();
     // b sends from its own address a packet whose local is a's address.
-    const rpc = await RpcClient.connect({ host: '::1', port: server.port, transport: 'udp', program: DSTM_PROGRAM, version: 2, localAddress: lo.addresses[1] });
+    const rpc = await RpcClient.connect({
+      host: '::1',
+      port: server.port,
+      transport: 'udp',
+      program: DSTM_PROGRAM,
+      version: 2,
+      localAddress: lo.addresses[1],
+    });
     open.push(rpc);
-    const spoof = (type: number): packet => ({ type, local: parseIPv6(lo.addresses[0]), mask: new Uint8Array(4), i4addr: ipv4ToBytes(ipNum(la.address)), tep4: new Uint8Array(4), tep6: new Uint8Array(16), starts: 0, ends: 0, extend: 0, keep: 0 });
+    const spoof = (type: number): packet => ({
+      type,
+      local: parseIPv6(lo.addresses[0]),
+      mask: new Uint8Array(4),
+      i4addr: ipv4ToBytes(ipNum(la.address)),
+      tep4: new Uint8Array(4),
+      tep6: new Uint8Array(16),
+      starts: 0,
+      ends: 0,
+      extend: 0,
+      keep: 0,
+    });
     const v2 = new RPC_TWO_Client(rpc, DSTM_PROGRAM);
     expect((await v2.REQUEST(spoof(REQUEST_REQ))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
     expect((await v2.RELEASE(spoof(RELEASE_REQ))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
     expect((await v2.REQUEST(spoof(RELEASE_REQ))).status).to.equal(dstm_status.DSTM_BAD_REQUEST);
     const v1 = new RPC_ONE_Client(rpc, DSTM_PROGRAM);
     for (const call of [() => v1.REQUEST(spoof(REQUEST_REQ)), () => v1.RELEASE(spoof(RELEASE_REQ))]) {
-      const err = await call().then(() => null, (e: unknown) => e);
+      const err = await call().then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(RpcError);
       expect((err as RpcError).kind).to.equal('AUTH_ERROR');
     }
@@ -175,7 +235,15 @@ describe('dstm server (process)', function () {
     // b as itself is outside --allow.
     const [b] = await clientsFor([lo.addresses[1]], server.port);
     expect(await refusal(b.request())).to.equal('not_allowed');
-    const res = await runDstm(['request', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2], '--protocol', '1']);
+    const res = await runDstm([
+      'request',
+      '--server',
+      `[::1]:${server.port}`,
+      '--local',
+      lo.addresses[2],
+      '--protocol',
+      '1',
+    ]);
     expect(res.code).to.equal(4);
     expect(res.stderr.trim().split('\n')).to.have.length(1);
     expect(res.stderr).to.contain('not allowed');
@@ -183,7 +251,12 @@ describe('dstm server (process)', function () {
 
   it('serves IPv6 only and refuses a malformed configuration with the key, value and expectation', async () => {
     const cfg = join(dir, 'bad.json');
-    writeFileSync(cfg, JSON.stringify({ server: { pools: ['10.0.0.0/8'], teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.256' }] } }));
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        server: { pools: ['10.0.0.0/8'], teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.256' }] },
+      }),
+    );
     let r = await runDstm(['server', '--config', cfg, '--state-dir', dir]);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('server.teps[0].ipv4').and.contain('"10.0.0.256"').and.contain('IPv4 address');
@@ -197,12 +270,28 @@ describe('dstm server (process)', function () {
     r = await runDstm(['server', '--config', join(dir, 'missing.json')]);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('cannot read the configuration file');
-    r = await runDstm(['server', '--check', '--pool', '10.84.0.0/24', '--tep', '2001:db8::1,10.84.0.254', '--state-dir', dir]);
+    r = await runDstm([
+      'server',
+      '--check',
+      '--pool',
+      '10.84.0.0/24',
+      '--tep',
+      '2001:db8::1,10.84.0.254',
+      '--state-dir',
+      dir,
+    ]);
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout).server).to.deep.include({ pools: ['10.84.0.0/24'], tep: { ipv6: '2001:db8::1', ipv4: '10.84.0.254' }, listen: ['[::]:3786'], lease: 3600 });
+    expect(JSON.parse(r.stdout).server).to.deep.include({
+      pools: ['10.84.0.0/24'],
+      tep: { ipv6: '2001:db8::1', ipv4: '10.84.0.254' },
+      listen: ['[::]:3786'],
+      lease: 3600,
+    });
     r = await runDstm(['server', '--check', '--tep', '2001:db8::1']);
     expect(r.code).to.equal(2);
-    expect(r.stderr.trim()).to.equal('dstm server: --tep: "2001:db8::1" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)');
+    expect(r.stderr.trim()).to.equal(
+      'dstm server: --tep: "2001:db8::1" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)',
+    );
     r = await runDstm(['request', '--server', '127.0.0.1:3786']);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('IPv4 is not allowed');
@@ -246,14 +335,20 @@ describe('dstm server (process)', function () {
     };
     for (const from of [srv, ['--state-dir', dir]]) {
       expect(await pick('list', lo.addresses[1], ...from)).to.deep.equal([lo.addresses[1]]);
-      expect(await pick('list', `${lo.addresses[0].replace(/:[0-9a-f]+$/, ':0')}/112`, ...from)).to.have.members([lo.addresses[0], lo.addresses[1]]);
+      expect(await pick('list', `${lo.addresses[0].replace(/:[0-9a-f]+$/, ':0')}/112`, ...from)).to.have.members([
+        lo.addresses[0],
+        lo.addresses[1],
+      ]);
       expect(await pick('--state', 'revoked', ...from)).to.deep.equal([lo.addresses[0]]);
       expect(await pick('--state', 'active', '--state', 'held', ...from)).to.deep.equal([lo.addresses[1]]);
       expect(await pick('--address', '10.83.0.5', ...from)).to.deep.equal([lo.addresses[1]]);
       expect(await pick('--address', '10.83.0.0/29', '--state', 'held', ...from)).to.deep.equal([]);
     }
     r = await runDstm(['leases', 'list', '2001:db8::1/32', ...srv]);
-    expect([r.code, r.stderr.trim()]).to.deep.equal([2, 'dstm leases list: NODE 2001:db8::1/32: host bits are set past /32']);
+    expect([r.code, r.stderr.trim()]).to.deep.equal([
+      2,
+      'dstm leases list: NODE 2001:db8::1/32: host bits are set past /32',
+    ]);
     expect((await a.request()).address).to.not.equal(la.address);
     r = await runDstm(['leases', ...srv]);
     expect(r.stdout.split('\n')[0]).to.match(/^IPV6\s+IPV4\s+TEP6\s+TEP4\s+START\s+END\s+STATE$/);
@@ -266,11 +361,21 @@ describe('dstm server (process)', function () {
 
   it('finding 14: SIGTERM answers a held BINDINGS long-poll at once, runs no handler after the store is closed, and exits within 2 s', async () => {
     server = await startServer(['--state-dir', dir, '--pool', '10.86.0.0/29']);
-    const rpc = await RpcClient.connect({ host: '::1', port: server.port, transport: 'tcp', program: DSTM_PROGRAM, version: 2, family: 6 });
+    const rpc = await RpcClient.connect({
+      host: '::1',
+      port: server.port,
+      transport: 'tcp',
+      program: DSTM_PROGRAM,
+      version: 2,
+      family: 6,
+    });
     open.push(rpc);
     const feed = new RPC_TWO_Client(rpc);
     const first = await feed.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
-    const held = feed.BINDINGS({ since: first.next, max: 10, wait_ms: 30_000, epoch: first.epoch }, { timeoutMs: 40_000 });
+    const held = feed.BINDINGS(
+      { since: first.next, max: 10, wait_ms: 30_000, epoch: first.epoch },
+      { timeoutMs: 40_000 },
+    );
     await sleep(300);
     const t0 = Date.now();
     const code = await server.stop('SIGTERM');
@@ -286,7 +391,13 @@ describe('dstm server (process)', function () {
     let r = await runDstm(['request', '--json', ...local], { DSTM_SERVER: `[::1]:${server.port}` });
     expect(r.code, r.stderr).to.equal(0);
     const lease = JSON.parse(r.stdout) as Record<string, unknown>;
-    expect(lease).to.include({ ipv6: lo.addresses[0], mask: '255.255.255.255', tep6: '2001:db8::1', tep4: '10.85.0.254', keep: 3600 });
+    expect(lease).to.include({
+      ipv6: lo.addresses[0],
+      mask: '255.255.255.255',
+      tep6: '2001:db8::1',
+      tep4: '10.85.0.254',
+      keep: 3600,
+    });
     expect(lease).to.include.keys('ipv4', 'starts', 'ends');
     const cfg = join(dir, 'client.json');
     writeFileSync(cfg, JSON.stringify({ client: { server: `[::1]:${server.port}` } }));
@@ -295,7 +406,9 @@ describe('dstm server (process)', function () {
     expect(JSON.parse(r.stdout)).to.include({ released: true, ipv4: lease.ipv4 });
     r = await runDstm(['release', '--config', cfg, ...local]);
     expect(r.code).to.equal(6);
-    expect(r.stderr).to.equal('dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n');
+    expect(r.stderr).to.equal(
+      'dstm release: [::1]:' + server.port + '/udp refused: this node has no binding to release\n',
+    );
     // A /30 has two leasable addresses, and the released one is held: the next node is refused with its own exit code.
     expect((await runDstm(['request', '--config', cfg, '--local', lo.addresses[1]])).code).to.equal(0);
     r = await runDstm(['request', '--config', cfg, '--local', lo.addresses[2]]);
@@ -305,12 +418,35 @@ describe('dstm server (process)', function () {
 
   it('--metrics serves every family, read at scrape time: results, refusals, pools, RPC calls', async () => {
     const metricsPort = freePort();
-    server = await startServer(['--state-dir', dir, '--pool', '10.87.0.0/29', '--pool', '10.87.1.0/30', '--allow', `${lo.addresses[0]}/128`, '--metrics', `[::1]:${metricsPort}`]);
+    server = await startServer([
+      '--state-dir',
+      dir,
+      '--pool',
+      '10.87.0.0/29',
+      '--pool',
+      '10.87.1.0/30',
+      '--allow',
+      `${lo.addresses[0]}/128`,
+      '--metrics',
+      `[::1]:${metricsPort}`,
+    ]);
     await server.waitFor('metrics');
     const scrape = async (): Promise<string> => (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
-    const value = (text: string, series: RegExp): number => Number(new RegExp(`^${series.source} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    const value = (text: string, series: RegExp): number =>
+      Number(new RegExp(`^${series.source} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
     const before = await scrape();
-    for (const family of ['operations_total', 'refusals_total', 'bindings', 'pool_in_use', 'pool_free', 'pool_size', 'feed_seq', 'rpc_calls_total', 'rpc_rejected_total', 'rpc_duration_seconds']) {
+    for (const family of [
+      'operations_total',
+      'refusals_total',
+      'bindings',
+      'pool_in_use',
+      'pool_free',
+      'pool_size',
+      'feed_seq',
+      'rpc_calls_total',
+      'rpc_rejected_total',
+      'rpc_duration_seconds',
+    ]) {
       expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge|histogram)$`, 'm'));
     }
     expect(before).to.match(/^dstm_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*",component="server"\} 1$/m);
@@ -331,15 +467,28 @@ describe('dstm server (process)', function () {
     const after = await scrape();
     const pool = la.address.startsWith('10.87.0.') ? '10\\.87\\.0\\.0\\/29' : '10\\.87\\.1\\.0\\/30';
     expect(value(after, new RegExp(`dstm_server_pool_in_use\\{pool="${pool}"\\}`))).to.equal(1);
-    expect(value(after, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`))).to.equal(value(before, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`)) - 1);
+    expect(value(after, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`))).to.equal(
+      value(before, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`)) - 1,
+    );
     expect(value(after, /dstm_server_operations_total\{op="request",result="ok"\}/)).to.equal(1);
     expect(after).to.not.match(/status="/);
     // the two REQUESTs reached their handler: both timed
-    const timed = (text: string): number => [...text.matchAll(/^dstm_server_rpc_duration_seconds_count\{procedure="[^"]*REQUEST"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    const timed = (text: string): number =>
+      [...text.matchAll(/^dstm_server_rpc_duration_seconds_count\{procedure="[^"]*REQUEST"\} (\d+)$/gm)].reduce(
+        (n, m) => n + Number(m[1]),
+        0,
+      );
     expect(timed(after) - timed(before)).to.equal(2);
-    expect(after).to.match(/^dstm_server_rpc_duration_seconds_bucket\{procedure="RPC\.RPC_TWO\.REQUEST",le="\+Inf"\} \d+$/m);
+    expect(after).to.match(
+      /^dstm_server_rpc_duration_seconds_bucket\{procedure="RPC\.RPC_TWO\.REQUEST",le="\+Inf"\} \d+$/m,
+    );
     expect(value(after, /dstm_server_refusals_total\{op="request",reason="not_allowed"\}/)).to.equal(1);
-    const calls = (text: string): number => [...text.matchAll(/^dstm_server_rpc_calls_total\{procedure="[^"]*REQUEST[^"]*",transport="udp",result="[^"]+"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    const calls = (text: string): number =>
+      [
+        ...text.matchAll(
+          /^dstm_server_rpc_calls_total\{procedure="[^"]*REQUEST[^"]*",transport="udp",result="[^"]+"\} (\d+)$/gm,
+        ),
+      ].reduce((n, m) => n + Number(m[1]), 0);
     expect(calls(after) - calls(before)).to.equal(2);
   });
 
@@ -375,7 +524,12 @@ describe('dstm server (process)', function () {
     server = await startServer(['--state-dir', dir, '--config', cfg]);
     const [a, b] = await clientsFor(lo.addresses.slice(0, 2), server.port);
     const la = await a.request();
-    writeConfig(dir, { pools: ['10.81.0.0/30', '10.82.0.0/30'], lease: 200, tep: { ipv6: '2001:db8::9', ipv4: '10.82.0.3' }, metrics: `[::1]:${metricsPort}` });
+    writeConfig(dir, {
+      pools: ['10.81.0.0/30', '10.82.0.0/30'],
+      lease: 200,
+      tep: { ipv6: '2001:db8::9', ipv4: '10.82.0.3' },
+      metrics: `[::1]:${metricsPort}`,
+    });
     server.proc.kill('SIGHUP');
     await server.waitFor('configuration reloaded');
     const again = await a.request(ipNum(la.address));

@@ -27,7 +27,9 @@ export function policy(over: Partial<LeasePolicy> = {}): LeasePolicy {
     exclude: [],
     skipNetworkBroadcast: true,
     reservations: [],
-    teps: [{ prefix: parsePrefix6('2001:db8::/120'), ipv6: parseIPv6('2001:db8::fe'), ipv4: parseIPv4('198.51.100.1') }],
+    teps: [
+      { prefix: parsePrefix6('2001:db8::/120'), ipv6: parseIPv6('2001:db8::fe'), ipv4: parseIPv4('198.51.100.1') },
+    ],
     tep: { ipv6: parseIPv6('2001:db8:1::1'), ipv4: parseIPv4('198.51.100.2') },
     ...over,
   };
@@ -110,7 +112,9 @@ export function storeConformance(engine: EngineUnderTest): void {
       expect(released).to.include({ state: 1, ends: now });
       // The TEPs drop it at once.
       await svc.waitForChange(since, 2000);
-      expect((await svc.changes(since, 10)).changes.map((c) => [c.ip4, c.active])).to.deep.equal([[grants[0].ip4, false]]);
+      expect((await svc.changes(since, 10)).changes.map((c) => [c.ip4, c.active])).to.deep.equal([
+        [grants[0].ip4, false],
+      ]);
       now += 29;
       await svc.sweep();
       expect((await svc.request(node(7), 0, 0)).status).to.equal('no_address');
@@ -151,7 +155,9 @@ export function storeConformance(engine: EngineUnderTest): void {
       expect((await svc.allocate(node(2), parseIPv4('192.0.2.5'), 0)).status).to.equal('conflict');
       expect((await svc.allocate(node(1), parseIPv4('192.0.2.6'), 0)).status, 'bound elsewhere').to.equal('conflict');
       expect((await svc.allocate(node(2), parseIPv4('10.9.9.9'), 0)).status).to.equal('bad_request');
-      expect((await svc.allocate(node(2), parseIPv4('192.0.2.0'), 0)).status, 'the network address').to.equal('conflict');
+      expect((await svc.allocate(node(2), parseIPv4('192.0.2.0'), 0)).status, 'the network address').to.equal(
+        'conflict',
+      );
       expect((await svc.request(node(1), 0, 0)).ip4).to.equal(g.ip4);
       expect((await svc.revoke(node(1), 0)).status).to.equal('ok');
       expect((await svc.revoke(node(1), 0)).status).to.equal('no_binding');
@@ -161,7 +167,9 @@ export function storeConformance(engine: EngineUnderTest): void {
     });
 
     it('honours reservations and keeps every binding and its epoch across a restart', async () => {
-      svc = await server(policy({ reservations: [{ ipv6: parsePrefix6('2001:db8::7/128'), ipv4: parseIPv4('192.0.2.3') }] }));
+      svc = await server(
+        policy({ reservations: [{ ipv6: parsePrefix6('2001:db8::7/128'), ipv4: parseIPv4('192.0.2.3') }] }),
+      );
       const r = await svc.request(node(7), 0, 0);
       expect(r.ip4).to.equal(parseIPv4('192.0.2.3'));
       const a = await svc.request(node(1), 0, 0);
@@ -206,7 +214,9 @@ export function storeConformance(engine: EngineUnderTest): void {
       const first = await svc.list(-1, 2);
       expect(first.more).to.equal(true);
       const rest = await svc.list(first.leases[1].ip4, 2);
-      expect([...first.leases, ...rest.leases].map((l) => l.ip4)).to.deep.equal([1, 2, 3].map((n) => parseIPv4(`192.0.2.${n}`)));
+      expect([...first.leases, ...rest.leases].map((l) => l.ip4)).to.deep.equal(
+        [1, 2, 3].map((n) => parseIPv4(`192.0.2.${n}`)),
+      );
       expect(rest.more).to.equal(false);
     });
 
@@ -236,7 +246,8 @@ export function storeConformance(engine: EngineUnderTest): void {
       // Every grant either server acknowledged is what the store holds.
       const grants = await Promise.all(nodes.slice(0, 3).map((n, i) => servers[i % 2].request(n, 0, 0)));
       const rows = await store.list(-1, 1000);
-      for (const g of grants.filter((x) => x.status === 'ok')) expect(rows.find((x) => x.ip4 === g.ip4)!.ip6.equals(g.ip6)).to.equal(true);
+      for (const g of grants.filter((x) => x.status === 'ok'))
+        expect(rows.find((x) => x.ip4 === g.ip4)!.ip6.equals(g.ip6)).to.equal(true);
     });
 
     it('sweeps safely on every server at once: each expiry and reclaim happens once', async () => {

@@ -13,7 +13,16 @@ import { RpcError } from '../../src/rpc';
 import { checkFeedTls, loadTepConfig } from '../../src/tep/daemon';
 import { certDir, type Issued, type TestCa } from '../support/certs';
 import { run } from '../rpc/util';
-import { freePort, loopbackAddresses, removeDir, runDstm, sleep, startServer, tempDir, type ServerProcess } from './helpers';
+import {
+  freePort,
+  loopbackAddresses,
+  removeDir,
+  runDstm,
+  sleep,
+  startServer,
+  tempDir,
+  type ServerProcess,
+} from './helpers';
 
 const PEER = join(__dirname, '..', 'rpc', 'support', 'tls_peer.py');
 
@@ -58,19 +67,41 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     removeDir(dir);
   });
 
-  async function serve(policy: string, extra: string[] = [], tls: Record<string, unknown> = {}): Promise<ServerProcess> {
+  async function serve(
+    policy: string,
+    extra: string[] = [],
+    tls: Record<string, unknown> = {},
+  ): Promise<ServerProcess> {
     const cfg = join(dir, 'dstm.json');
     writeFileSync(cfg, JSON.stringify({ server: { tls } }));
-    const flags = policy === 'off' ? [] : ['--tls', policy, '--tls-cert', srv.certFile, '--tls-key', srv.keyFile, '--tls-ca', ca.certFile];
-    server = await startServer(['--state-dir', join(dir, 'state'), '--pool', '10.93.0.0/24', '--config', cfg, ...flags, ...extra]);
+    const flags =
+      policy === 'off'
+        ? []
+        : ['--tls', policy, '--tls-cert', srv.certFile, '--tls-key', srv.keyFile, '--tls-ca', ca.certFile];
+    server = await startServer([
+      '--state-dir',
+      join(dir, 'state'),
+      '--pool',
+      '10.93.0.0/24',
+      '--config',
+      cfg,
+      ...flags,
+      ...extra,
+    ]);
     return server;
   }
 
   const where = (): string => `[::1]:${server!.port}`;
-  const tlsArgs = (who?: Issued, caFile = ca.certFile): string[] => ['--tls', '--tls-ca', caFile, ...(who ? ['--tls-cert', who.certFile, '--tls-key', who.keyFile] : [])];
-  const request = (local: string, args: string[]) => runDstm(['request', '--server', where(), '--local', local, '--json', ...args]);
+  const tlsArgs = (who?: Issued, caFile = ca.certFile): string[] => [
+    '--tls',
+    '--tls-ca',
+    caFile,
+    ...(who ? ['--tls-cert', who.certFile, '--tls-key', who.keyFile] : []),
+  ];
+  const request = (local: string, args: string[]) =>
+    runDstm(['request', '--server', where(), '--local', local, '--json', ...args]);
 
-  it('mutual: a node whose certificate names its address gets a lease and releases it; another node\'s certificate is refused', async () => {
+  it("mutual: a node whose certificate names its address gets a lease and releases it; another node's certificate is refused", async () => {
     await serve('mutual');
     const ok = await request(A, tlsArgs(id.nodeA));
     expect(ok.code, ok.stderr).to.equal(EXIT.ok);
@@ -84,7 +115,11 @@ describe('dstm server with RPC-with-TLS (process)', function () {
   });
 
   it('mutual: server.tls.nodes lets a certificate act for a prefix; admin and TEP certificates by name', async () => {
-    await serve('mutual', [], { nodes: [{ name: 'lab-nodes', prefix: `${B}/128` }], admin: ['ops.example'], teps: ['tep1'] });
+    await serve('mutual', [], {
+      nodes: [{ name: 'lab-nodes', prefix: `${B}/128` }],
+      admin: ['ops.example'],
+      teps: ['tep1'],
+    });
     expect((await request(B, tlsArgs(id.group))).code).to.equal(EXIT.ok);
     expect((await request(A, tlsArgs(id.group))).code).to.equal(EXIT.notAllowed);
     const list = await runDstm(['leases', 'list', '--server', where(), '--json', ...tlsArgs(id.admin)]);
@@ -94,7 +129,14 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     expect(notAdmin.code, notAdmin.stderr).to.equal(EXIT.notAllowed);
     // the binding feed: a TEP certificate follows it, a node's is refused
     const follow = async (who: Issued): Promise<string> => {
-      const feed = new BindingFeed({ servers: [{ host: '::1', port: server!.port }], program: DSTM_PROGRAM, local: '::1', waitMs: 100, retryMs: 50, tls: { ca: ca.cert, cert: who.cert, key: who.key } });
+      const feed = new BindingFeed({
+        servers: [{ host: '::1', port: server!.port }],
+        program: DSTM_PROGRAM,
+        local: '::1',
+        waitMs: 100,
+        retryMs: 50,
+        tls: { ca: ca.cert, cert: who.cert, key: who.key },
+      });
       try {
         return await new Promise<string>((resolve) => {
           feed.once('resync', (info: { size: number }) => resolve(`synced ${info.size}`));
@@ -185,9 +227,21 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     await serve('mutual');
     const log = createLogger({ level: 'error' });
     const tep = (who: Issued | undefined, port = server!.port) =>
-      loadTepConfig({ ipv6: '::1', ipv4: '192.0.2.1', pool: ['10.93.0.0/24'], server: [`[::1]:${port}`], tls: true, 'tls-ca': ca.certFile, 'tls-cert': who?.certFile, 'tls-key': who?.keyFile });
+      loadTepConfig({
+        ipv6: '::1',
+        ipv4: '192.0.2.1',
+        pool: ['10.93.0.0/24'],
+        server: [`[::1]:${port}`],
+        tls: true,
+        'tls-ca': ca.certFile,
+        'tls-cert': who?.certFile,
+        'tls-key': who?.keyFile,
+      });
     await checkFeedTls(tep(id.tep), log);
-    const err = await checkFeedTls(tep(undefined), log).then(() => null, (e: unknown) => e);
+    const err = await checkFeedTls(tep(undefined), log).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(RpcError);
     expect((err as RpcError).kind).to.equal('TLS');
     await server!.stop('SIGKILL');
@@ -198,7 +252,11 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     const metrics = freePort();
     await serve('mutual', ['--metrics', `[::1]:${metrics}`]);
     const py = async (args: string[]) => {
-      const r = await run('python3', [PEER, 'client', '::1', String(server!.port), String(DSTM_PROGRAM), '2', ...args], 15_000);
+      const r = await run(
+        'python3',
+        [PEER, 'client', '::1', String(server!.port), String(DSTM_PROGRAM), '2', ...args],
+        15_000,
+      );
       expect(r.code, r.stderr).to.equal(0);
       return JSON.parse(r.stdout);
     };
@@ -211,7 +269,10 @@ describe('dstm server with RPC-with-TLS (process)', function () {
     expect(garbage).to.include({ stage: 'after-starttls', closed: true });
     await sleep(100);
     const text = await (await fetch(`http://[::1]:${metrics}/metrics`)).text();
-    const count = (event: string): number => Number(new RegExp(`^dstm_server_tls_total\\{event="${event}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
-    expect([count('probe'), count('handshake'), count('failed_error'), count('plain_refused_tcp')]).to.deep.equal([2, 1, 1, 1]);
+    const count = (event: string): number =>
+      Number(new RegExp(`^dstm_server_tls_total\\{event="${event}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    expect([count('probe'), count('handshake'), count('failed_error'), count('plain_refused_tcp')]).to.deep.equal([
+      2, 1, 1, 1,
+    ]);
   });
 });

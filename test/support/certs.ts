@@ -56,18 +56,62 @@ export class TestCa {
     writeFileSync(join(dir, 'ca.cnf'), CA_CONFIG);
     writeFileSync(join(dir, 'index.txt'), '');
     writeFileSync(join(dir, 'serial'), '1000\n');
-    openssl(dir, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', `/CN=${name}`]);
+    openssl(dir, [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+    ]);
     this.certFile = join(dir, 'ca.pem');
     this.cert = readFileSync(this.certFile, 'utf8');
   }
 
   issue(o: LeafOptions): Issued {
     const base = `leaf${++this.n}`;
-    const req = ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${o.cn}${o.subjectExtra ?? ''}`];
+    const req = [
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${base}.key`,
+      '-out',
+      `${base}.csr`,
+      '-subj',
+      `/CN=${o.cn}${o.subjectExtra ?? ''}`,
+    ];
     if (o.san?.length) req.push('-addext', `subjectAltName=${o.san.join(',')}`);
     openssl(this.dir, req);
     const dates = o.expired ? ['-startdate', '20200101000000Z', '-enddate', '20200102000000Z'] : ['-days', '2'];
-    openssl(this.dir, ['ca', '-batch', '-notext', '-config', 'ca.cnf', '-cert', 'ca.pem', '-keyfile', 'ca.key', '-in', `${base}.csr`, '-out', `${base}.pem`, ...dates]);
+    openssl(this.dir, [
+      'ca',
+      '-batch',
+      '-notext',
+      '-config',
+      'ca.cnf',
+      '-cert',
+      'ca.pem',
+      '-keyfile',
+      'ca.key',
+      '-in',
+      `${base}.csr`,
+      '-out',
+      `${base}.pem`,
+      ...dates,
+    ]);
     const certFile = join(this.dir, `${base}.pem`);
     const keyFile = join(this.dir, `${base}.key`);
     return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), certFile, keyFile };
@@ -77,5 +121,9 @@ export class TestCa {
 /** A temporary directory for CAs; remove() deletes it. */
 export function certDir(): { dir: string; ca(name: string): TestCa; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'dstm-certs-'));
-  return { dir, ca: (name) => new TestCa(join(dir, name.replace(/\W+/g, '_')), name), remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    ca: (name) => new TestCa(join(dir, name.replace(/\W+/g, '_')), name),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }

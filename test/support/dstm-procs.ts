@@ -15,7 +15,8 @@ export function dstmArgv(...args: string[]): string[] {
 /** Why the compiled CLI cannot run, or undefined. */
 export function cliUnavailable(): string | undefined {
   if (!existsSync(join(ROOT, 'dist', 'src', 'commands'))) return 'the CLI is not compiled: run `npm run build` first';
-  if (!existsSync(join(ROOT, 'build', 'Release', 'dstm_native.node'))) return 'the device addon is not built: run `npm ci` or `npm rebuild`';
+  if (!existsSync(join(ROOT, 'build', 'Release', 'dstm_native.node')))
+    return 'the device addon is not built: run `npm ci` or `npm rebuild`';
   return undefined;
 }
 
@@ -28,8 +29,19 @@ export function tepControlPath(t: Topology): string {
 export async function startTep(t: Topology, extra: string[]): Promise<ChildProcess> {
   const tep = t.spawn(
     t.ns.y,
-    dstmArgv('tep', '--ipv6', ADDR.y6, '--ipv4', ADDR.y4, '--pool', ADDR.pool4, '--control', tepControlPath(t),
-      ...ADDR.domain6.flatMap((p) => ['--prefix', p]), ...extra),
+    dstmArgv(
+      'tep',
+      '--ipv6',
+      ADDR.y6,
+      '--ipv4',
+      ADDR.y4,
+      '--pool',
+      ADDR.pool4,
+      '--control',
+      tepControlPath(t),
+      ...ADDR.domain6.flatMap((p) => ['--prefix', p]),
+      ...extra,
+    ),
     { env: { ...process.env, DSTM_LOG_LEVEL: process.env.DSTM_LOG_LEVEL ?? 'info' } },
   );
   await waitForOutput(tep, /tep ready/);
@@ -38,7 +50,10 @@ export async function startTep(t: Topology, extra: string[]): Promise<ChildProce
 
 /** Starts `dstm static` in X with the Annex A address and Y as TEP; resolves once the DTI is up. */
 export async function startStaticNode(t: Topology, extra: string[] = []): Promise<ChildProcess> {
-  const node = t.spawn(t.ns.x, dstmArgv('static', '--tep', ADDR.y6, '--address', ADDR.static4, '--peer', ADDR.y4, ...extra));
+  const node = t.spawn(
+    t.ns.x,
+    dstmArgv('static', '--tep', ADDR.y6, '--address', ADDR.static4, '--peer', ADDR.y4, ...extra),
+  );
   await waitForOutput(node, /dti up/);
   return node;
 }
@@ -54,7 +69,18 @@ export function nodeControlPath(t: Topology): string {
 export async function startServer(t: Topology, extra: string[] = []): Promise<ChildProcess> {
   const server = t.spawn(
     t.ns.s,
-    dstmArgv('server', '--listen', SERVER, '--pool', ADDR.pool4, '--tep', `${ADDR.y6},${ADDR.y4}`, '--state-dir', `${t.dir}/server`, ...extra),
+    dstmArgv(
+      'server',
+      '--listen',
+      SERVER,
+      '--pool',
+      ADDR.pool4,
+      '--tep',
+      `${ADDR.y6},${ADDR.y4}`,
+      '--state-dir',
+      `${t.dir}/server`,
+      ...extra,
+    ),
   );
   await waitForOutput(server, /listening|serving|ready/i);
   return server;
@@ -62,7 +88,21 @@ export async function startServer(t: Topology, extra: string[] = []): Promise<Ch
 
 /** Starts `dstm request --hold --device dti0 --json` in X (plus `extra`); resolves when it runs (not yet leased). */
 export function startNode(t: Topology, extra: string[] = []): ChildProcess {
-  return t.spawn(t.ns.x, dstmArgv('request', '--server', SERVER, '--hold', '--device', 'dti0', '--json', '--control', nodeControlPath(t), ...extra));
+  return t.spawn(
+    t.ns.x,
+    dstmArgv(
+      'request',
+      '--server',
+      SERVER,
+      '--hold',
+      '--device',
+      'dti0',
+      '--json',
+      '--control',
+      nodeControlPath(t),
+      ...extra,
+    ),
+  );
 }
 
 /** `dstm tep stats --json` against the topology's TEP. */
@@ -95,5 +135,12 @@ export interface TepStatsJson {
   bindings: StatsBindingJson[];
   top_talkers: StatsBindingJson[];
   path_mtu_lowered: number;
-  ipv6_reassembly?: { fragments: number; reassembled: number; failed: number; timeouts: number; memory_limit_bytes: number; timeout_seconds: number };
+  ipv6_reassembly?: {
+    fragments: number;
+    reassembled: number;
+    failed: number;
+    timeouts: number;
+    memory_limit_bytes: number;
+    timeout_seconds: number;
+  };
 }

@@ -2,7 +2,15 @@
 // fragments at 1280 bytes (RFC 2473 §7.2, as a DTI does for DF=0), all of them or only the first (a reassembly
 // that never completes).
 import { RawIpipSocket } from '../../src/dti/device';
-import { EncapConfig, HEADROOM, encapsulate, fragmentIpv6, setIpv4Checksum, writeU16, writeU32 } from '../../src/dti/packet';
+import {
+  EncapConfig,
+  HEADROOM,
+  encapsulate,
+  fragmentIpv6,
+  setIpv4Checksum,
+  writeU16,
+  writeU32,
+} from '../../src/dti/packet';
 import { parseIPv4, parseIPv6 } from '../../src/lib/addr';
 
 const [src6, dst6, src4, dst4, which] = process.argv.slice(2);
@@ -30,6 +38,11 @@ const n = fragmentIpv6(buf, off, LEN + cfg.overhead, 1280, process.pid, out, 0, 
 if (n < 2) throw new Error(`fragmentIpv6: ${n}`);
 const count = which === 'first' ? 1 : n;
 const sock = RawIpipSocket.open();
-const sent = sock.sendBatch(out, Uint32Array.from({ length: count }, (_, i) => i * slot), lengths, count);
+const sent = sock.sendBatch(
+  out,
+  Uint32Array.from({ length: count }, (_, i) => i * slot),
+  lengths,
+  count,
+);
 if (sent !== count) throw new Error(`send failed: errno ${sock.lastSend().errno}`);
 sock.close();

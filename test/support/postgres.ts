@@ -17,7 +17,8 @@ export const PG_BIN = process.env.DSTM_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
 /** Why PostgreSQL cannot run here, or undefined when it can. */
 export function postgresMissing(): string | undefined {
-  if (!existsSync(join(PG_BIN, 'initdb')) || !existsSync(join(PG_BIN, 'pg_ctl'))) return `no PostgreSQL server binaries in ${PG_BIN} (apt-get install postgresql)`;
+  if (!existsSync(join(PG_BIN, 'initdb')) || !existsSync(join(PG_BIN, 'pg_ctl')))
+    return `no PostgreSQL server binaries in ${PG_BIN} (apt-get install postgresql)`;
   if (process.getuid?.() === 0) {
     try {
       execFileSync('id', ['-u', 'postgres'], { stdio: 'ignore' });

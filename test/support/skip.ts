@@ -5,7 +5,8 @@ import type { Context } from 'mocha';
 /** Skips what `ctx` runs (a suite's hook or a test) when `why` is set, after printing it. */
 export function skipIf(ctx: Context, why: string | undefined): void {
   if (!why) return;
-  if (process.env.CI === 'true') throw new Error(`${why}: under CI=true nothing may be skipped (.ci/run must provide it)`);
+  if (process.env.CI === 'true')
+    throw new Error(`${why}: under CI=true nothing may be skipped (.ci/run must provide it)`);
   console.log(`      skipped: ${why}`);
   ctx.skip();
 }

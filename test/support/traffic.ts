@@ -42,7 +42,9 @@ export async function ping(t: Namespaces, ns: string, dst: string, count = 3): P
 
 /** Pings from `ns`; resolves with the ICMP errors ping reported, "FROM TEXT" each (e.g. "192.0.2.1 Destination Host Unreachable"). */
 export async function pingErrors(t: Namespaces, ns: string, dst: string, count = 3): Promise<string[]> {
-  return [...(await pingOutput(t, ns, dst, count)).matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  return [...(await pingOutput(t, ns, dst, count)).matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map(
+    (m) => `${m[1]} ${m[2]}`,
+  );
 }
 
 /** A running tcpdump on one interface; stop() returns the packets it saw, one summary line each. */
@@ -65,6 +67,20 @@ export async function capture(t: Namespaces, ns: string, dev: string): Promise<C
 }
 
 /** Sends `count` IPv4-in-IPv6 UDP packets from `ns` with the given outer and inner addresses (spoofing allowed). */
-export async function inject(t: Namespaces, ns: string, p: { src6: string; dst6: string; src4: string; dst4: string; count?: number }): Promise<void> {
-  await t.exec(ns, [process.execPath, '--import', 'tsx', join(ROOT, 'test', 'support', 'inject.ts'), p.src6, p.dst6, p.src4, p.dst4, String(p.count ?? 5)]);
+export async function inject(
+  t: Namespaces,
+  ns: string,
+  p: { src6: string; dst6: string; src4: string; dst4: string; count?: number },
+): Promise<void> {
+  await t.exec(ns, [
+    process.execPath,
+    '--import',
+    'tsx',
+    join(ROOT, 'test', 'support', 'inject.ts'),
+    p.src6,
+    p.dst6,
+    p.src4,
+    p.dst4,
+    String(p.count ?? 5),
+  ]);
 }

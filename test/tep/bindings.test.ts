@@ -30,7 +30,9 @@ describe('tep binding table', () => {
     expect(t.nextEnd()).to.equal(1000);
     expect(t.sweep(1000).map((b) => b.ipv4)).to.deep.equal(['198.51.100.5']);
     expect(t.size).to.equal(1);
-    expect(t.list()).to.deep.equal([{ ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, starts: 0, source: 'static', forwarded: NONE }]);
+    expect(t.list()).to.deep.equal([
+      { ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', ends: Infinity, starts: 0, source: 'static', forwarded: NONE },
+    ]);
   });
 
   it('keeps one binding per address on each side', () => {
@@ -92,11 +94,21 @@ describe('tep binding table generations', () => {
     t.stage('198.51.100.5', v6(5), 1e15, 'server'); // new
     // nothing changed yet but the end of the binding that stays
     const seen = (): string[] => t.list().map((b) => `${b.ipv4}=${b.ipv6}`);
-    expect(seen()).to.deep.equal(['198.51.100.1=2001:db8:1::1', '198.51.100.2=2001:db8:1::2', '198.51.100.3=2001:db8:1::3', '198.51.100.200=2001:db8:1::20']);
+    expect(seen()).to.deep.equal([
+      '198.51.100.1=2001:db8:1::1',
+      '198.51.100.2=2001:db8:1::2',
+      '198.51.100.3=2001:db8:1::3',
+      '198.51.100.200=2001:db8:1::20',
+    ]);
     expect(t.findByIpv6(v6(4), 0, 0)).to.equal(-1);
     expect(t.size).to.equal(4);
     t.commit();
-    expect(seen()).to.deep.equal(['198.51.100.1=2001:db8:1::1', '198.51.100.3=2001:db8:1::4', '198.51.100.5=2001:db8:1::5', '198.51.100.200=2001:db8:1::20']);
+    expect(seen()).to.deep.equal([
+      '198.51.100.1=2001:db8:1::1',
+      '198.51.100.3=2001:db8:1::4',
+      '198.51.100.5=2001:db8:1::5',
+      '198.51.100.200=2001:db8:1::20',
+    ]);
     expect(t.size).to.equal(4);
     expect(t.findByIpv4(0xc6336401, 0)).to.equal(stay);
     expect(t.get('198.51.100.1')?.forwarded).to.deep.equal({ ...NONE, toIpv6: 1, bytesToIpv6: 100 });
@@ -119,7 +131,10 @@ describe('tep binding table generations', () => {
       for (let a = 0xc6330000; a < 0xc6330000 + 400; a++) {
         const s = t.findByIpv4(a, 0);
         if (!m.has(a)) expect(s, `ipv4 ${a}`).to.equal(-1);
-        else expect(t.findByIpv6(v6(m.get(a) as number), 0, 0)).to.equal(s).and.to.be.at.least(0);
+        else
+          expect(t.findByIpv6(v6(m.get(a) as number), 0, 0))
+            .to.equal(s)
+            .and.to.be.at.least(0);
       }
     };
     for (let round = 0; round < 60; round++) {

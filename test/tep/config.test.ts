@@ -39,11 +39,17 @@ describe('tep configuration', () => {
   });
 
   it('refuses bad values naming the flag or key, and configurations that cannot forward', () => {
-    expect(() => parseWithOverrides(tepFields, base, 'tep', [{ key: 'pools', flag: '--pool', value: ['198.51.100.1/24'] }])).to.throw(/--pool\[0\].*host bits/);
+    expect(() =>
+      parseWithOverrides(tepFields, base, 'tep', [{ key: 'pools', flag: '--pool', value: ['198.51.100.1/24'] }]),
+    ).to.throw(/--pool\[0\].*host bits/);
     expect(() => parseWithOverrides(tepFields, { ipv4: '192.0.2.1' }, 'tep')).to.throw(/tep.address: missing/);
     expect(() => parseWithOverrides(tepFields, { ...base, path_mtu: 1000 }, 'tep')).to.throw(/tep.path_mtu/);
     expect(() => checkTep(parseWithOverrides(tepFields, base, 'tep'))).to.throw(/nothing to forward/);
-    const noPool = parseWithOverrides(tepFields, { ...base, server: '[2001:db8:2::10]:3786', static: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }] }, 'tep');
+    const noPool = parseWithOverrides(
+      tepFields,
+      { ...base, server: '[2001:db8:2::10]:3786', static: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }] },
+      'tep',
+    );
     expect(() => checkTep(noPool)).to.throw(/--server needs the pools/);
   });
 });
@@ -55,10 +61,29 @@ describe('dstm tep --check', function () {
     const dir = mkdtempSync(join(tmpdir(), 'dstm-tep-check-'));
     try {
       const file = join(dir, 'dstm.json');
-      writeFileSync(file, JSON.stringify({ tep: { address: '2001:db8:1::1', ipv4: '192.0.2.1', pools: ['198.51.100.0/24'], device: 'never-made0' } }));
-      const r = dstm('tep', '--check', '--config', file, '--static', '203.0.113.9=2001:db8:1::9', '--log-level', 'debug');
+      writeFileSync(
+        file,
+        JSON.stringify({
+          tep: { address: '2001:db8:1::1', ipv4: '192.0.2.1', pools: ['198.51.100.0/24'], device: 'never-made0' },
+        }),
+      );
+      const r = dstm(
+        'tep',
+        '--check',
+        '--config',
+        file,
+        '--static',
+        '203.0.113.9=2001:db8:1::9',
+        '--log-level',
+        'debug',
+      );
       expect(r.code, r.stderr).to.equal(0);
-      expect(JSON.parse(r.stdout)).to.deep.include({ address: '2001:db8:1::1', pools: ['198.51.100.0/24'], static: ['203.0.113.9=2001:db8:1::9'], device: 'never-made0' });
+      expect(JSON.parse(r.stdout)).to.deep.include({
+        address: '2001:db8:1::1',
+        pools: ['198.51.100.0/24'],
+        static: ['203.0.113.9=2001:db8:1::9'],
+        device: 'never-made0',
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -76,7 +101,7 @@ describe('dstm tep --check', function () {
 });
 
 describe('dstm static --print', () => {
-  it('renders Annex A\'s own example as iproute2 and KAME lines', () => {
+  it("renders Annex A's own example as iproute2 and KAME lines", () => {
     const lease = { address: parseIPv4('193.109.121.195'), peer: parseIPv4('193.109.121.199') };
     const routes = parseRoutes(['default']);
     expect(dtiUpCommands('dti0', lease, routes).map((c) => formatIp(c))).to.deep.equal([
@@ -94,10 +119,25 @@ describe('dstm static --print', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstm-static-conf-'));
     try {
       const file = join(dir, 'dstm.json');
-      writeFileSync(file, JSON.stringify({ static: { tep: '2001:db8:1::1', address: '198.51.100.200', peer: '192.0.2.1', local: '2001:db8:30::10', routes: ['203.0.113.0/24'], device: 'gif9', path_mtu: 1400 } }));
+      writeFileSync(
+        file,
+        JSON.stringify({
+          static: {
+            tep: '2001:db8:1::1',
+            address: '198.51.100.200',
+            peer: '192.0.2.1',
+            local: '2001:db8:30::10',
+            routes: ['203.0.113.0/24'],
+            device: 'gif9',
+            path_mtu: 1400,
+          },
+        }),
+      );
       let r = dstm('static', '--config', file, '--print');
       expect(r.code, r.stderr).to.equal(0);
-      expect(r.stdout).to.contain('ip -6 tunnel add gif9 mode ipip6 local 2001:db8:30::10 remote 2001:db8:1::1 encaplimit none');
+      expect(r.stdout).to.contain(
+        'ip -6 tunnel add gif9 mode ipip6 local 2001:db8:30::10 remote 2001:db8:1::1 encaplimit none',
+      );
       expect(r.stdout).to.contain('ip link set dev gif9 mtu 1360');
       expect(r.stdout).to.contain('ip -4 route replace 203.0.113.0/24 dev gif9 src 198.51.100.200');
       // Flags win: the address, and the routes list as a whole.
@@ -119,7 +159,11 @@ describe('dstm static --print', () => {
   });
 
   it('parses --routes lists and refuses what is not a prefix', () => {
-    expect(parseRoutes(['203.0.113.0/24,default', '0.0.0.0/0'])).to.deep.equal(['203.0.113.0/24', 'default', 'default']);
+    expect(parseRoutes(['203.0.113.0/24,default', '0.0.0.0/0'])).to.deep.equal([
+      '203.0.113.0/24',
+      'default',
+      'default',
+    ]);
     expect(annexALines('::1', '::2', { address: 1 }, ['203.0.113.0/24'])).to.deep.equal([
       'gifconfig gif0 inet6 ::1 ::2',
       'ifconfig gif0 inet 0.0.0.1 netmask 255.255.255.255 up',

@@ -25,9 +25,11 @@ describe('TEP bindings for its own addresses', () => {
     tep.bind(parseIPv4('198.18.0.1'), parseIPv6('fd00::10'), ends);
     tep.bind(parseIPv4('198.18.255.254'), parseIPv6('fd00::11'), ends);
     // an address of this host's interfaces (lo's 127.0.0.1 at least)
-    const local = Object.values(networkInterfaces()).flatMap((l) => l ?? []).find((a) => a.family === 'IPv4')!.address;
+    const local = Object.values(networkInterfaces())
+      .flatMap((l) => l ?? [])
+      .find((a) => a.family === 'IPv4')!.address;
     tep.bind(parseIPv4(local), parseIPv6('fd00::12'), ends);
     expect(tep.bindings.list().map((b) => b.ipv4)).to.deep.equal(['198.18.0.1']);
-    expect(lines.filter((l) => l.includes('the address is the TEP\'s own'))).to.have.length(2);
+    expect(lines.filter((l) => l.includes("the address is the TEP's own"))).to.have.length(2);
   });
 });

@@ -30,13 +30,16 @@ describe('tep forwarding decisions', () => {
   it('decapsulates only packets whose inner source is bound to their outer source', () => {
     const tep = makeTep();
     tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 + 60);
-    const rx = batchOf([
-      tunnelled(NODE6, '198.51.100.5'), // ok
-      tunnelled(NODE6, '198.51.100.6'), // spoofed
-      tunnelled('2001:db8:1::99', '198.51.100.5'), // no binding for this node
-      tunnelled('2001:db8:7::10', '198.51.100.5'), // outside the domain
-      tunnelled('2001:db8:1::20', '198.51.100.200'), // static mapping
-    ], 0);
+    const rx = batchOf(
+      [
+        tunnelled(NODE6, '198.51.100.5'), // ok
+        tunnelled(NODE6, '198.51.100.6'), // spoofed
+        tunnelled('2001:db8:1::99', '198.51.100.5'), // no binding for this node
+        tunnelled('2001:db8:7::10', '198.51.100.5'), // outside the domain
+        tunnelled('2001:db8:1::20', '198.51.100.200'), // static mapping
+      ],
+      0,
+    );
     tep.tunnel.decapBatch(5, rx);
     expect(tep.tunnel.toTun.count).to.equal(2);
     expect(tep.stats().drops).to.include({ spoofed_source: 1, unbound_source: 1, outside_prefix: 1 });
@@ -45,7 +48,10 @@ describe('tep forwarding decisions', () => {
   it('encapsulates IPv4 for a bound address to its node, drops it for unbound ones and after the binding ends', () => {
     const tep = makeTep();
     tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 + 60);
-    const rx = batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' }), ipv4({ src: '192.0.2.2', dst: '198.51.100.6' })]);
+    const rx = batchOf([
+      ipv4({ src: '192.0.2.2', dst: '198.51.100.5' }),
+      ipv4({ src: '192.0.2.2', dst: '198.51.100.6' }),
+    ]);
     tep.tunnel.encapBatch(2, rx);
     const out = tep.tunnel.toRaw;
     expect(out.count).to.equal(1);
@@ -106,20 +112,35 @@ describe('tep forwarding decisions', () => {
     tep.bind(parseIPv4('198.51.100.200'), parseIPv6(NODE6), Date.now() / 1000 + 60);
     tep.unbind(parseIPv4('198.51.100.200'));
     tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::20'), Date.now() / 1000 + 60); // the static node
-    expect(tep.stats().bindings).to.deep.equal([{
-      ipv4: '198.51.100.200', ipv6: '2001:db8:1::20', tep4: '192.0.2.1', tep6: TEP6, starts: null, ends: null, source: 'static',
-      forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 },
-    }]);
+    expect(tep.stats().bindings).to.deep.equal([
+      {
+        ipv4: '198.51.100.200',
+        ipv6: '2001:db8:1::20',
+        tep4: '192.0.2.1',
+        tep6: TEP6,
+        starts: null,
+        ends: null,
+        source: 'static',
+        forwarded: { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 },
+      },
+    ]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
   });
 
-  it('shows a server binding in the JSON contract: the feed\'s start and end in seconds, the TEP\'s addresses', async () => {
+  it("shows a server binding in the JSON contract: the feed's start and end in seconds, the TEP's addresses", async () => {
     const tep = makeTep();
     const ends = Math.floor(Date.now() / 1000) + 60;
     tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), ends, ends - 100);
-    await tep.resync([{ ipv4: parseIPv4('198.51.100.6'), ipv6: parseIPv6('2001:db8:1::21'), starts: ends - 200, ends }]);
+    await tep.resync([
+      { ipv4: parseIPv4('198.51.100.6'), ipv6: parseIPv6('2001:db8:1::21'), starts: ends - 200, ends },
+    ]);
     tep.bind(parseIPv4('198.51.100.7'), parseIPv6('2001:db8:1::22'), ends); // a start the feed did not give
-    expect(tep.stats().bindings.filter((b) => b.source === 'server').map((b) => [b.ipv4, b.tep4, b.tep6, b.starts, b.ends])).to.deep.equal([
+    expect(
+      tep
+        .stats()
+        .bindings.filter((b) => b.source === 'server')
+        .map((b) => [b.ipv4, b.tep4, b.tep6, b.starts, b.ends]),
+    ).to.deep.equal([
       ['198.51.100.6', '192.0.2.1', TEP6, ends - 200, ends],
       ['198.51.100.7', '192.0.2.1', TEP6, null, ends],
     ]);
@@ -134,7 +155,14 @@ describe('tep ICMPv6 errors', () => {
   const bigDf = (dst: string): number[] => ipv4({ src: PEER4, dst, df: true, proto: 17, payload: Array(1400).fill(0) });
   /** An ICMPv6 packet-too-big from `from` quoting a tunnel packet TEP -> node6 carrying IPv4 src4 -> dst4. */
   const ptb = (from: string, node6: string, src4: string, dst4: string, mtu: number): number[] =>
-    icmpv6(from, TEP6, 2, 0, mtu, ipv6(TEP6, node6, 4, ipv4({ src: src4, dst: dst4, df: true, proto: 17, payload: Array(40).fill(0) })));
+    icmpv6(
+      from,
+      TEP6,
+      2,
+      0,
+      mtu,
+      ipv6(TEP6, node6, 4, ipv4({ src: src4, dst: dst4, df: true, proto: 17, payload: Array(40).fill(0) })),
+    );
 
   it('finding 8: a forged packet-too-big neither lowers the path MTU for every node nor sends frag-needed where the forger says', () => {
     let now = 1_000_000;
@@ -145,10 +173,10 @@ describe('tep ICMPv6 errors', () => {
     const victim = '203.0.113.66';
 
     // quoting a packet to node A for B's address (no binding explains it), or from outside the domain: ignored
-    t.icmp6Batch(2, batchOf([
-      ptb('2001:db8:1::99', NODE6, victim, B4, 1280),
-      ptb('2001:db8:7::1', NODE6, victim, A4, 1280),
-    ], 0));
+    t.icmp6Batch(
+      2,
+      batchOf([ptb('2001:db8:1::99', NODE6, victim, B4, 1280), ptb('2001:db8:7::1', NODE6, victim, A4, 1280)], 0),
+    );
     expect(t.toTunIcmp.count).to.equal(0);
     expect(tep.stats().drops).to.include({ icmp6_unbound: 1, icmp6_outside_prefix: 1 });
     t.encapBatch(2, batchOf([bigDf(A4), bigDf(B4)]));
@@ -191,17 +219,23 @@ describe('tep hairpinning and per-binding counters', () => {
   const NODE_B = '2001:db8:1::11';
   const from = (src6: string, o: Parameters<typeof ipv4>[0]): number[] => ipv6(src6, TEP6, 4, ipv4(o));
 
-  it('forwards a node\'s packet for another node\'s address tunnel to tunnel, after the anti-spoofing check, and counts it', () => {
+  it("forwards a node's packet for another node's address tunnel to tunnel, after the anti-spoofing check, and counts it", () => {
     const tep = makeTep();
     tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
     tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 60);
     const toB = ipv4({ src: A4, dst: B4, ttl: 9 });
-    tep.decapBatch(4, batchOf([
-      ipv6(NODE6, TEP6, 4, toB), // hairpinned
-      from(NODE6, { src: B4, dst: B4 }), // spoofed: B's address from A's node
-      from(NODE6, { src: A4, dst: '192.0.2.2' }), // to the IPv4 side
-      from(NODE6, { src: A4, dst: B4, ttl: 1 }), // left to the kernel, which answers time exceeded
-    ], 0));
+    tep.decapBatch(
+      4,
+      batchOf(
+        [
+          ipv6(NODE6, TEP6, 4, toB), // hairpinned
+          from(NODE6, { src: B4, dst: B4 }), // spoofed: B's address from A's node
+          from(NODE6, { src: A4, dst: '192.0.2.2' }), // to the IPv4 side
+          from(NODE6, { src: A4, dst: B4, ttl: 1 }), // left to the kernel, which answers time exceeded
+        ],
+        0,
+      ),
+    );
     const hp = tep.toRawHairpin;
     expect(hp.count).to.equal(1);
     const o = hp.offsets[0];
@@ -246,7 +280,9 @@ describe('tep binding updates by generation', () => {
     const ends = Date.now() / 1000 + 600;
     for (let i = 0; i < 2000; i++) tep.bind(addr(i), parseIPv6(node(i)), ends);
     // the new state: 0..1499 stay, 1500..1999 go, 2000..2999 are new, and address 0 moves... no: 1 moves to a new node
-    const next = [...Array(3000).keys()].filter((i) => i < 1500 || i >= 2000).map((i) => ({ ipv4: addr(i), ipv6: parseIPv6(node(i === 1 ? 5000 : i)), starts: 0, ends }));
+    const next = [...Array(3000).keys()]
+      .filter((i) => i < 1500 || i >= 2000)
+      .map((i) => ({ ipv4: addr(i), ipv6: parseIPv6(node(i === 1 ? 5000 : i)), starts: 0, ends }));
     let seed = 3;
     const pick = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
     const up = (i: number): number[] => ipv6(node(i), TEP6, 4, ipv4({ src: formatIPv4(addr(i)), dst: '192.0.2.2' }));
@@ -271,7 +307,10 @@ describe('tep binding updates by generation', () => {
     await resync;
     expect(turns).to.be.greaterThan(10); // the resync really ran beside the traffic
     expect(goneForwarded).to.equal(turns);
-    tep.decapBatch(3, batchOf([up(1500), up(2500), ipv6(node(5000), TEP6, 4, ipv4({ src: formatIPv4(addr(1)), dst: '192.0.2.2' }))], 0));
+    tep.decapBatch(
+      3,
+      batchOf([up(1500), up(2500), ipv6(node(5000), TEP6, 4, ipv4({ src: formatIPv4(addr(1)), dst: '192.0.2.2' }))], 0),
+    );
     expect(tep.tunnel.toTun.count).to.equal(2); // the new binding and the moved one
     expect(tep.stats().drops.spoofed_source + tep.stats().drops.unbound_source).to.equal(turns + 1);
     expect(tep.bindings.size).to.equal(2501); // 2500 from the server + the static mapping

@@ -8,7 +8,14 @@ import { seeded } from '../support/random';
  * A correct server: `nodes` nodes share `pool` addresses, leases of `lease` s, a released or expired address waits
  * `hold` s. Returns every call and the bindings live at the end.
  */
-function history(seed: number, nodes = 16, pool = 8, lease = 30, hold = 5, steps = 2000): { calls: Call[]; listed: { at: number; rows: Listed[] } } {
+function history(
+  seed: number,
+  nodes = 16,
+  pool = 8,
+  lease = 30,
+  hold = 5,
+  steps = 2000,
+): { calls: Call[]; listed: { at: number; rows: Listed[] } } {
   const rnd = seeded(seed);
   const calls: Call[] = [];
   const held = new Map<string, { ipv4: string; ends: number }>();
@@ -69,7 +76,15 @@ describe('torture checker', () => {
   it('names an address granted to a second node while the first still holds it', () => {
     const h = history(7);
     const g = h.calls.find((c) => c.op === 'request' && c.ipv4 !== undefined && c.t1 > h.calls[200].t1)!;
-    h.calls.push({ node: '2001:db8::99', server: 's2', op: 'request', t0: g.t1 + 2, t1: g.t1 + 2.01, ipv4: g.ipv4, ends: g.ends! });
+    h.calls.push({
+      node: '2001:db8::99',
+      server: 's2',
+      op: 'request',
+      t0: g.t1 + 2,
+      t1: g.t1 + 2.01,
+      ipv4: g.ipv4,
+      ends: g.ends!,
+    });
     const v = check(h.calls).violations;
     expect(v.some((m) => m.startsWith(`${g.ipv4} held by`) && m.includes('2001:db8::99'))).to.equal(true, v.join('\n'));
   });
@@ -77,7 +92,15 @@ describe('torture checker', () => {
   it('names a node that holds two addresses at once', () => {
     const h = history(8);
     const g = h.calls.find((c) => c.op === 'request' && c.ipv4 !== undefined)!;
-    h.calls.push({ node: g.node, server: 's2', op: 'request', t0: g.t1 + 1, t1: g.t1 + 1.01, ipv4: '203.0.113.7', ends: g.ends! });
+    h.calls.push({
+      node: g.node,
+      server: 's2',
+      op: 'request',
+      t0: g.t1 + 1,
+      t1: g.t1 + 1.01,
+      ipv4: '203.0.113.7',
+      ends: g.ends!,
+    });
     const v = check(h.calls).violations;
     expect(v.some((m) => m.startsWith(`${g.node} held`) && m.includes('203.0.113.7'))).to.equal(true, v.join('\n'));
   });
@@ -85,10 +108,16 @@ describe('torture checker', () => {
   it('names an acknowledged grant that is missing, or different, after recovery', () => {
     const h = history(9);
     const [gone, changed] = h.listed.rows;
-    const rows = h.listed.rows.filter((r) => r !== gone).map((r) => (r === changed ? { ...r, ipv4: '203.0.113.9' } : r));
+    const rows = h.listed.rows
+      .filter((r) => r !== gone)
+      .map((r) => (r === changed ? { ...r, ipv4: '203.0.113.9' } : r));
     const v = check(h.calls, { at: h.listed.at, rows }).violations;
-    expect(v.filter((m) => m.includes(`${gone.ipv6}'s grant`) && m.endsWith('missing after recovery'))).to.have.length(1);
-    expect(v.filter((m) => m.includes(`${changed.ipv6}'s grant`) && m.endsWith('shows 203.0.113.9 after recovery'))).to.have.length(1);
+    expect(v.filter((m) => m.includes(`${gone.ipv6}'s grant`) && m.endsWith('missing after recovery'))).to.have.length(
+      1,
+    );
+    expect(
+      v.filter((m) => m.includes(`${changed.ipv6}'s grant`) && m.endsWith('shows 203.0.113.9 after recovery')),
+    ).to.have.length(1);
   });
 
   it('a release whose reply was lost ends what the grant proves when it was sent', () => {

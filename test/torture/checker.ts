@@ -75,7 +75,11 @@ function overlap(a: Holding, b: Holding): number {
 }
 
 /** Pairs of holdings that share `key` but differ in `other` and overlap by more than SLACK. */
-function conflicts(hs: readonly Holding[], key: 'ipv4' | 'node', describe: (a: Holding, b: Holding) => string): string[] {
+function conflicts(
+  hs: readonly Holding[],
+  key: 'ipv4' | 'node',
+  describe: (a: Holding, b: Holding) => string,
+): string[] {
   const other = key === 'ipv4' ? 'node' : 'ipv4';
   const groups = new Map<string, Holding[]>();
   for (const h of hs) (groups.get(h[key]) ?? groups.set(h[key], []).get(h[key])!).push(h);
@@ -84,7 +88,8 @@ function conflicts(hs: readonly Holding[], key: 'ipv4' | 'node', describe: (a: H
     group.sort((a, b) => a.from - b.from);
     for (let i = 0; i < group.length; i++) {
       for (let j = i + 1; j < group.length && group[j].from < group[i].to; j++) {
-        if (group[i][other] !== group[j][other] && overlap(group[i], group[j]) > SLACK) found.push(describe(group[i], group[j]));
+        if (group[i][other] !== group[j][other] && overlap(group[i], group[j]) > SLACK)
+          found.push(describe(group[i], group[j]));
       }
     }
   }
@@ -108,7 +113,8 @@ export function check(calls: readonly Call[], listed?: { at: number; rows: reado
     for (const h of last.values()) {
       const row = live.get(h.node);
       if (!row) violations.push(`${h.node}'s grant of ${h.ipv4} ${span(h)} is missing after recovery`);
-      else if (row.ipv4 !== h.ipv4) violations.push(`${h.node}'s grant of ${h.ipv4} ${span(h)} shows ${row.ipv4} after recovery`);
+      else if (row.ipv4 !== h.ipv4)
+        violations.push(`${h.node}'s grant of ${h.ipv4} ${span(h)} shows ${row.ipv4} after recovery`);
     }
   }
   const grants = calls.filter((c) => c.op === 'request' && c.ipv4 !== undefined).length;

@@ -66,7 +66,13 @@ async function list(o: Options): Promise<{ at: number; rows: Listed[] }> {
     for (const s of o.servers) {
       const at = now();
       try {
-        const c = await DstmClient.connect({ ...s, program: o.program, transport: 'tcp', timeoutMs: 3000, local: o.admin });
+        const c = await DstmClient.connect({
+          ...s,
+          program: o.program,
+          transport: 'tcp',
+          timeoutMs: 3000,
+          local: o.admin,
+        });
         try {
           const rows: Listed[] = [];
           for await (const r of c.list()) rows.push({ ipv6: r.ipv6, ipv4: r.ipv4, state: r.state, ends: r.ends });

@@ -65,10 +65,28 @@ async function cluster(t: Topology, count: number, config: (i: number) => object
 }
 
 /** Runs the driver for SECONDS while `fault` is called at random moments until QUIET seconds before the end. */
-async function torture(c: Cluster, seed: number, fault: (rnd: () => number, n: number) => Promise<string>): Promise<{ calls: Call[]; listed: { at: number; rows: Listed[] }; faults: string[] }> {
+async function torture(
+  c: Cluster,
+  seed: number,
+  fault: (rnd: () => number, n: number) => Promise<string>,
+): Promise<{ calls: Call[]; listed: { at: number; rows: Listed[] }; faults: string[] }> {
   const out = join(c.t.dir, `calls-${seed}.json`);
-  const options: Options = { servers: c.servers.map(({ host, port }) => ({ host, port })), nodes: NODES, program: PROGRAM, seconds: SECONDS, seed, out, admin: ADMIN };
-  const driver = c.t.spawn(c.ns, [process.execPath, '--import', 'tsx', join(__dirname, 'driver.ts'), JSON.stringify(options)]);
+  const options: Options = {
+    servers: c.servers.map(({ host, port }) => ({ host, port })),
+    nodes: NODES,
+    program: PROGRAM,
+    seconds: SECONDS,
+    seed,
+    out,
+    admin: ADMIN,
+  };
+  const driver = c.t.spawn(c.ns, [
+    process.execPath,
+    '--import',
+    'tsx',
+    join(__dirname, 'driver.ts'),
+    JSON.stringify(options),
+  ]);
   const done = new Promise<number | null>((r) => driver.once('exit', r));
   const rnd = seeded(seed);
   const faults: string[] = [];

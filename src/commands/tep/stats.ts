@@ -7,7 +7,7 @@ import type { TepStats } from '../../tep/tep';
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 
 export default class TepStatsCommand extends DstmCommand {
-  static override summary = 'Show a running TEP\'s counters: packets by direction, drops by reason, bindings';
+  static override summary = "Show a running TEP's counters: packets by direction, drops by reason, bindings";
   static override description =
     'Reads the statistics of the TEP answering on the control socket.' +
     '\n\n' +
@@ -20,10 +20,13 @@ export default class TepStatsCommand extends DstmCommand {
 
   static exitCodes = EXITS;
 
-  static override examples = ['<%= config.bin %> tep stats', '<%= config.bin %> tep stats --json --control /run/dstm/tep.sock'];
+  static override examples = [
+    '<%= config.bin %> tep stats',
+    '<%= config.bin %> tep stats --json --control /run/dstm/tep.sock',
+  ];
 
   static override flags = {
-    control: Flags.string({ summary: 'The TEP\'s control socket.', default: DEFAULT_CONTROL_PATH }),
+    control: Flags.string({ summary: "The TEP's control socket.", default: DEFAULT_CONTROL_PATH }),
     json: Flags.boolean({ summary: 'Print the counters as JSON.' }),
   };
 
@@ -40,7 +43,9 @@ export default class TepStatsCommand extends DstmCommand {
       return;
     }
     const f = s.forwarded;
-    this.log(`offload             ${s.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`);
+    this.log(
+      `offload             ${s.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`,
+    );
     this.log(`forwarded to IPv4   ${f.to_ipv4} packets, ${f.bytes_to_ipv4} bytes`);
     this.log(`forwarded to IPv6   ${f.to_ipv6} packets, ${f.bytes_to_ipv6} bytes`);
     const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
@@ -50,13 +55,19 @@ export default class TepStatsCommand extends DstmCommand {
     this.log(`top talkers: ${s.top_talkers.length ? '' : 'none'}`);
     for (const b of s.top_talkers) {
       const f = b.forwarded;
-      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} from node ${f.to_ipv4}/${f.bytes_to_ipv4} B, to node ${f.to_ipv6}/${f.bytes_to_ipv6} B`);
+      this.log(
+        `  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} from node ${f.to_ipv4}/${f.bytes_to_ipv4} B, to node ${f.to_ipv6}/${f.bytes_to_ipv6} B`,
+      );
     }
-    this.log(`bindings: ${s.binding_count}${s.binding_count > s.bindings.length ? ` (first ${s.bindings.length} shown)` : ''}`);
+    this.log(
+      `bindings: ${s.binding_count}${s.binding_count > s.bindings.length ? ` (first ${s.bindings.length} shown)` : ''}`,
+    );
     for (const b of s.bindings) {
       const ends = b.ends === null ? 'never' : new Date(b.ends * 1000).toISOString();
       const f = b.forwarded;
-      this.log(`  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} ${b.source.padEnd(6)} ends ${ends}  packets ${f.to_ipv4} from, ${f.to_ipv6} to the node`);
+      this.log(
+        `  ${b.ipv4.padEnd(15)} ${b.ipv6.padEnd(39)} ${b.source.padEnd(6)} ends ${ends}  packets ${f.to_ipv4} from, ${f.to_ipv6} to the node`,
+      );
     }
   }
 }

@@ -168,14 +168,16 @@ export class XdrWriter {
   }
 
   hyper(v: bigint, what = 'hyper'): void {
-    if (typeof v !== 'bigint' || BigInt.asIntN(64, v) !== v) throw new XdrError(what, `${v} is not a 64-bit signed integer`);
+    if (typeof v !== 'bigint' || BigInt.asIntN(64, v) !== v)
+      throw new XdrError(what, `${v} is not a 64-bit signed integer`);
     this.ensure(8);
     this.view.setBigInt64(this.pos, v);
     this.pos += 8;
   }
 
   uhyper(v: bigint, what = 'unsigned hyper'): void {
-    if (typeof v !== 'bigint' || BigInt.asUintN(64, v) !== v) throw new XdrError(what, `${v} is not a 64-bit unsigned integer`);
+    if (typeof v !== 'bigint' || BigInt.asUintN(64, v) !== v)
+      throw new XdrError(what, `${v} is not a 64-bit unsigned integer`);
     this.ensure(8);
     this.view.setBigUint64(this.pos, v);
     this.pos += 8;
@@ -202,7 +204,8 @@ export class XdrWriter {
 
   /** opaque x[len]: exactly `len` bytes plus zero padding. */
   fixedOpaque(v: Uint8Array, len: number, what = 'opaque'): void {
-    if (!(v instanceof Uint8Array) || v.length !== len) throw new XdrError(what, `fixed opaque[${len}] given ${v instanceof Uint8Array ? v.length : 'no'} bytes`);
+    if (!(v instanceof Uint8Array) || v.length !== len)
+      throw new XdrError(what, `fixed opaque[${len}] given ${v instanceof Uint8Array ? v.length : 'no'} bytes`);
     this.rawPadded(v);
   }
 

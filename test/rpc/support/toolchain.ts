@@ -71,10 +71,14 @@ export function buildCDriver(xFile: string, driverC: string, dir: string): CDriv
   execFileSync('rpcgen', ['-h', '-o', `${name}.h`, `${name}.x`], { cwd: dir });
   execFileSync('rpcgen', ['-c', '-o', `${name}_xdr.c`, `${name}.x`], { cwd: dir });
   const exe = join(dir, `${name}_driver`);
-  execFileSync('gcc', ['-O1', '-I/usr/include/tirpc', `-I${dir}`, '-o', exe, driverC, join(dir, `${name}_xdr.c`), '-ltirpc'], {
-    cwd: dir,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  execFileSync(
+    'gcc',
+    ['-O1', '-I/usr/include/tirpc', `-I${dir}`, '-o', exe, driverC, join(dir, `${name}_xdr.c`), '-ltirpc'],
+    {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   const run = (args: string[], input?: string): Uint8Array => {
     let out: string;
     try {
@@ -94,7 +98,13 @@ export function buildCDriver(xFile: string, driverC: string, dir: string): CDriv
  * A driver that decodes and re-encodes types of a system .x file with C xdr routines: those rpcgen generates from
  * `xFile` (when given) or libtirpc's own (rpcb_prot.x's), declared by `header`.
  */
-export function buildSystemDriver(dir: string, name: string, header: string, types: string[], xFile?: string): Pick<CDriver, 'reencode'> {
+export function buildSystemDriver(
+  dir: string,
+  name: string,
+  header: string,
+  types: string[],
+  xFile?: string,
+): Pick<CDriver, 'reencode'> {
   const sources = [join(FIXTURES, 'system_driver.c')];
   if (xFile) {
     copyFileSync(xFile, join(dir, `${name}.x`));
@@ -104,11 +114,18 @@ export function buildSystemDriver(dir: string, name: string, header: string, typ
   }
   const exe = join(dir, `${name}_system_driver`);
   const defs = [`-DXDR_HEADER=${header}`, `-DXDR_TYPES=${types.map((t) => `T(${t})`).join(' ')}`];
-  execFileSync('gcc', ['-O1', '-I/usr/include/tirpc', `-I${dir}`, ...defs, '-o', exe, ...sources, '-ltirpc'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync('gcc', ['-O1', '-I/usr/include/tirpc', `-I${dir}`, ...defs, '-o', exe, ...sources, '-ltirpc'], {
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   return {
     reencode(type, bytes) {
       try {
-        const out = execFileSync(exe, ['reencode', type], { input: Buffer.from(bytes).toString('hex'), encoding: 'utf8', maxBuffer: 64 << 20 });
+        const out = execFileSync(exe, ['reencode', type], {
+          input: Buffer.from(bytes).toString('hex'),
+          encoding: 'utf8',
+          maxBuffer: 64 << 20,
+        });
         return Uint8Array.from(Buffer.from(out.trim(), 'hex'));
       } catch (e) {
         throw new Error(`C driver reencode ${type}: exit status ${(e as { status?: number }).status}`);
