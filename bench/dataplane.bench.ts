@@ -176,8 +176,8 @@ function nsPerPacket(batches: number, body: () => void): number {
   return best;
 }
 
-function tepDecisions(): void {
-  const N = 100_000;
+/** A TEP without devices for the in-process rows: pools 10/8, the domain 2001:db8::/32. */
+function benchTep(): { tep: InstanceType<TepModule['Tep']>; from: string } {
   const { Tep, from } = loadTep();
   const tep = new Tep({
     address: parseIPv6('2001:db8:1::1'),
@@ -189,7 +189,16 @@ function tepDecisions(): void {
     pathMtu: 1500,
     log: createLogger({ level: 'error' }),
   });
-  const node = (i: number): string => `2001:db8:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+  return { tep, from };
+}
+
+/** The IPv6 address of bench node `i` (up to 2^32 distinct ones). */
+const benchNode = (i: number): string => `2001:db8:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+
+function tepDecisions(): void {
+  const N = 100_000;
+  const { tep, from } = benchTep();
+  const node = benchNode;
   const addr = (i: number): string => formatIPv4(0x0a000000 + i);
   for (let i = 0; i < N; i++) tep.bind(parseIPv4(addr(i)), parseIPv6(node(i)), Date.now() / 1000 + 3600);
   const picks = Array.from({ length: 64 }, (_, k) => (k * 7919) % N);
@@ -338,20 +347,11 @@ function offloadCosts(): void {
  * the namespace figures below. Also the table's memory per binding (its typed arrays).
  */
 function tepBindingScale(): void {
-  const { Tep, from } = loadTep();
+  const { from } = loadTep();
   const rows: { n: number; decap: number; encap: number; bytes: number }[] = [];
   for (const n of [1_000, 1_000_000]) {
-    const tep = new Tep({
-      address: parseIPv6('2001:db8:1::1'),
-      ipv4: parseIPv4('192.0.2.1'),
-      pools: [parsePrefix4('10.0.0.0/8')],
-      prefixes: [parsePrefix6('2001:db8::/32')],
-      statics: [],
-      device: 'unused',
-      pathMtu: 1500,
-      log: createLogger({ level: 'error' }),
-    });
-    const node = (i: number): string => `2001:db8:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+    const { tep } = benchTep();
+    const node = benchNode;
     const ends = Date.now() + 3_600_000;
     for (let i = 0; i < n; i++) tep.bindings.set(0x0a000000 + i, parseIPv6(node(i)), ends, 'server');
     const bytes = tep.bindings.memoryBytes / n;

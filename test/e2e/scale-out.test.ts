@@ -14,7 +14,7 @@ import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Namespaces, netnsUnavailable, output, prepareNamespaces, waitForOutput } from '../support/netns';
+import { Namespaces, netnsUnavailable, output, prepareNamespaces, until, waitForOutput } from '../support/netns';
 import { type TepStatsJson, cliUnavailable, dstmArgv, tepStatsAt } from '../support/dstm-procs';
 import { PostgresCluster, needPostgres } from '../support/postgres';
 import { ping, startEchoServer, tcpHello } from '../support/traffic';
@@ -92,15 +92,6 @@ class ScaleOut extends Namespaces {
 
 function tepStats(t: ScaleOut, ns: string, name: string): Promise<TepStatsJson> {
   return tepStatsAt(t, ns, t.control(name));
-}
-
-async function until(what: string, test: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await test().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting until ${what}`);
 }
 
 /** The first `{"event":"lease",…}` (or `"renewed"`) line the node prints from now on. */
@@ -199,9 +190,9 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
       [t.y1, 'y1'],
       [t.y2, 'y2'],
     ]) {
-      await until(`${name} has the binding`, async () =>
-        (await tepStats(t, ns, name)).bindings.some((b) => b.ipv4 === lease.ipv4 && b.ipv6 === A.x6),
-      );
+      // the TEP's control socket may not answer yet: not yet, rather than a failure
+      const has = (s: TepStatsJson): boolean => s.bindings.some((b) => b.ipv4 === lease.ipv4 && b.ipv6 === A.x6);
+      await until(`${name} has the binding`, () => tepStats(t, ns, name).then(has, () => false), 20_000);
     }
   });
 
@@ -238,7 +229,7 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
   it("with Y1 killed, moving the anycast route to Y2 moves the node's TEP, same lease", async () => {
     y1.kill('SIGKILL');
     await t.ip(t.x, '-6', 'route', 'replace', `${A.tepa}/128`, 'via', A.y2);
-    await until('traffic flows through Y2', async () => (await ping(t, t.x, A.z4b, 1)) === 1);
+    await until('traffic flows through Y2', async () => (await ping(t, t.x, A.z4b, 1)) === 1, 20_000);
     expect(await ping(t, t.x, A.z4b, 5)).to.equal(5);
     expect(output(node)).to.not.match(/"event":\s*"(lost|expired)"/);
   });

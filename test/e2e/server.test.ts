@@ -13,7 +13,7 @@ import {
   startTep,
   tepStats,
 } from '../support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
+import { ADDR, Topology, netnsUnavailable, output, stopChild, until, waitForOutput } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 import { skipIf } from '../support/skip';
 
@@ -30,14 +30,6 @@ interface LeaseLine {
 async function nextLease(node: ChildProcess, event = 'lease'): Promise<LeaseLine> {
   const line = await waitForOutput(node, new RegExp(`"event":"${event}"`), 20_000);
   return JSON.parse(line) as LeaseLine;
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --device)', function () {
