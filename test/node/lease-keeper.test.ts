@@ -24,6 +24,16 @@ async function bindings(dir: string): Promise<number> {
   }
 }
 
+/** `dstm server` on `dir` leasing `pool` for `lease` seconds (`--min-lease 1`: short tests). */
+function serve(dir: string, pool: string, lease: number, more: string[] = [], port?: number): Promise<ServerProcess> {
+  const args = ['--state-dir', dir, '--pool', pool, '--lease', String(lease), '--min-lease', '1', ...more];
+  return startServer(args, { port });
+}
+
+function connect(port: number, local: string, timeoutMs: number): Promise<DstmClient> {
+  return DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local, timeoutMs });
+}
+
 describe('lease keeper', function () {
   this.timeout(60000);
   let lo: ReturnType<typeof loopbackAddresses>;
@@ -49,15 +59,9 @@ describe('lease keeper', function () {
   });
 
   it('renews before expiry, rides out a server restart, releases on stop', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1']);
+    server = await serve(dir, '10.90.0.0/24', 6);
     const port = server.port;
-    client = await DstmClient.connect({
-      host: '::1',
-      port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[0],
-      timeoutMs: 1000,
-    });
+    client = await connect(port, lo.addresses[0], 1000);
     const events: string[] = [];
     const hooks: [string, string, DownReason?][] = [];
     keeper = new LeaseKeeper(client, {
@@ -77,9 +81,7 @@ describe('lease keeper', function () {
     // dead server fails at once on ICMP port unreachable, so the lease must outlast the restart itself.)
     await server.stop('SIGKILL');
     await sleep(800);
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1'], {
-      port,
-    });
+    server = await serve(dir, '10.90.0.0/24', 6, [], port);
     await next(keeper, 'renewed');
     expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal([`lease ${first.address}`]);
     expect(keeper.current!.address).to.equal(first.address);
@@ -90,15 +92,9 @@ describe('lease keeper', function () {
   });
 
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1']);
+    server = await serve(dir, '10.91.0.0/24', 2);
     const port = server.port;
-    client = await DstmClient.connect({
-      host: '::1',
-      port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[1],
-      timeoutMs: 300,
-    });
+    client = await connect(port, lo.addresses[1], 300);
     const downs: DownReason[] = [];
     keeper = new LeaseKeeper(client, {
       retryMs: 100,
@@ -114,40 +110,16 @@ describe('lease keeper', function () {
     expect(performance.now() - t0).to.be.within(1000, 2600);
     expect(downs).to.deep.equal(['expired']);
     expect(keeper.current).to.equal(undefined);
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1'], {
-      port,
-    });
+    server = await serve(dir, '10.91.0.0/24', 2, [], port);
     const again = await next<Lease>(keeper, 'lease');
     expect(again.address).to.match(/^10\.91\.0\./);
     await keeper.stop();
   });
 
   it('renews through the next server when its server dies; a new TEP for the same address moves the tunnel only', async () => {
-    server = await startServer([
-      '--state-dir',
-      dir,
-      '--pool',
-      '10.89.0.0/24',
-      '--lease',
-      '2',
-      '--min-lease',
-      '1',
-      '--tep',
-      '2001:db8::a,10.89.0.254',
-    ]);
+    server = await serve(dir, '10.89.0.0/24', 2, ['--tep', '2001:db8::a,10.89.0.254']);
     const dirB = tempDir('keeper-b');
-    const b = await startServer([
-      '--state-dir',
-      dirB,
-      '--pool',
-      '10.89.0.0/24',
-      '--lease',
-      '2',
-      '--min-lease',
-      '1',
-      '--tep',
-      '2001:db8::b,10.89.0.253',
-    ]);
+    const b = await serve(dirB, '10.89.0.0/24', 2, ['--tep', '2001:db8::b,10.89.0.253']);
     try {
       const servers = [server, b].map((s) => ({ host: '::1', port: s.port }));
       const failover = new FailoverClient({
@@ -184,18 +156,7 @@ describe('lease keeper', function () {
   });
 
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
-    server = await startServer([
-      '--state-dir',
-      dir,
-      '--pool',
-      '10.92.0.0/24',
-      '--lease',
-      '2',
-      '--min-lease',
-      '1',
-      '--tep',
-      '2001:db8::1,10.92.0.254',
-    ]);
+    server = await serve(dir, '10.92.0.0/24', 2, ['--tep', '2001:db8::1,10.92.0.254']);
     const p = spawn(
       process.execPath,
       [RUN, 'request', '--hold', '--json', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2]],
@@ -233,14 +194,8 @@ describe('lease keeper', function () {
   });
 
   it('finding 9: a 1-second lease (extend 0 by the old rounding) renews about once a second, not in a tight loop', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24', '--lease', '1', '--min-lease', '1']);
-    client = await DstmClient.connect({
-      host: '::1',
-      port: server.port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[3],
-      timeoutMs: 1000,
-    });
+    server = await serve(dir, '10.94.0.0/24', 1);
+    client = await connect(server.port, lo.addresses[3], 1000);
     keeper = new LeaseKeeper(client, { retryMs: 200 });
     keeper.on('error', () => undefined);
     // every REQUEST the keeper makes ends in a renewal, or, for a lease no longer than its extend, a new lease
