@@ -31,27 +31,25 @@ export interface StoreFlagValues {
 }
 
 /**
- * The server configuration's lease policy and its store, opened for export (read) or restore (write, refused while
- * a server uses it); a failure is reported for `cmd`: exit 2 for the configuration (naming the key or flag), 3 for
- * a store that cannot be opened.
+ * The server configuration's lease policy, and the opening of its store for export (read) or restore (write,
+ * refused while a server uses it); a failure is reported for `cmd`: exit 2 for the configuration (naming the key
+ * or flag), 3 for a store that cannot be opened.
  */
-export async function openFromFlags(
+export function storeFromFlags(
   cmd: Reporter,
   f: StoreFlagValues,
-  tool: 'export' | 'restore',
-): Promise<{ policy: LeasePolicy; store: Store }> {
+): { policy: LeasePolicy; open: (tool: 'export' | 'restore') => Promise<Store> } {
   let config: ServerConfig;
   try {
     config = loadServerConfig({ config: f.config, store: f.store, stateDir: f['state-dir'] }).config;
   } catch (err) {
     fail(cmd, (err as Error).message, EXIT.usage);
   }
-  try {
-    return {
-      policy: policyOf(config),
-      store: await openStore(config.store, { stateDir: config.state_dir, poolSize: 1, tool }),
-    };
-  } catch (err) {
-    fail(cmd, (err as Error).message, EXIT.cannotStart);
-  }
+  return {
+    policy: policyOf(config),
+    open: (tool) =>
+      openStore(config.store, { stateDir: config.state_dir, poolSize: 1, tool }).catch((err: Error) =>
+        fail(cmd, err.message, EXIT.cannotStart),
+      ),
+  };
 }

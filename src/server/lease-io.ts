@@ -151,14 +151,15 @@ function parseLine(text: string, n: number, rules: ImportRules): Binding {
   return { ip4, ip6, state: STATE[state as StateName] as State, starts: time('starts'), ends: time('ends') };
 }
 
-/** Check every line, then write them all in one transaction (or nothing); the store's new epoch. */
-export async function importLeases(
+/**
+ * Write the bindings readLeaseLines() checked in one transaction (or nothing), naming the line that collides with
+ * the store; the store's new epoch.
+ */
+export async function restoreLeases(
   store: Store,
-  input: Readable,
-  rules: ImportRules,
+  { rows, lines }: { rows: Binding[]; lines: number[] },
   replace: boolean,
 ): Promise<{ imported: number; epoch: bigint }> {
-  const { rows, lines } = await readLeaseLines(input, rules);
   try {
     return { imported: rows.length, epoch: await store.restore(rows, replace) };
   } catch (err) {
@@ -170,6 +171,16 @@ export async function importLeases(
         : `${formatIPv6(e.ip6)} has a live binding in the store already (${formatIPv4(e.ip4)}, ${stateName(e.state)})`;
     throw new LeaseLineError(lines[err.index], `${what}: nothing imported (--replace empties the store first)`);
   }
+}
+
+/** Check every line, then write them all in one transaction (or nothing); the store's new epoch. */
+export async function importLeases(
+  store: Store,
+  input: Readable,
+  rules: ImportRules,
+  replace: boolean,
+): Promise<{ imported: number; epoch: bigint }> {
+  return restoreLeases(store, await readLeaseLines(input, rules), replace);
 }
 
 /** Every binding of the store as JSON lines, in address order, from one snapshot. */

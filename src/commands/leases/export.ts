@@ -1,7 +1,7 @@
 import { DstmCommand, fail } from '../../cli/command';
 import { EXIT, exitHelp } from '../../cli/exit-codes';
 import { Flags } from '@oclif/core';
-import { openFromFlags, storeFlags } from '../../cli/store-flags';
+import { storeFlags, storeFromFlags } from '../../cli/store-flags';
 import { exportLeases } from '../../server/lease-io';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
@@ -32,7 +32,8 @@ export default class LeasesExportCommand extends DstmCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(LeasesExportCommand);
-    const { policy, store } = await openFromFlags(this, flags, 'export');
+    const { policy, open } = storeFromFlags(this, flags);
+    const store = await open('export');
     try {
       for await (const line of exportLeases(store, policy)) {
         // Waits for a slow reader (a pipe) instead of buffering the whole store.

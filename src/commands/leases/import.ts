@@ -3,8 +3,8 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { DstmCommand, fail } from '../../cli/command';
 import { EXIT, exitHelp } from '../../cli/exit-codes';
-import { openFromFlags, storeFlags } from '../../cli/store-flags';
-import { ImportRules, importLeases, LeaseLineError } from '../../server/lease-io';
+import { storeFlags, storeFromFlags } from '../../cli/store-flags';
+import { ImportRules, LeaseLineError, readLeaseLines, restoreLeases } from '../../server/lease-io';
 import { StoreInUse } from '../../server/store';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
@@ -39,26 +39,32 @@ export default class LeasesImportCommand extends DstmCommand {
 
   static override flags = {
     ...storeFlags,
-    replace: Flags.boolean({ summary: "Empty the store first: it then holds exactly the file's bindings." }),
+    replace: Flags.boolean({
+      default: false,
+      summary: "Empty the store first: it then holds exactly the file's bindings.",
+    }),
     json: Flags.boolean({ summary: 'Print the result as JSON (dstm(1), JSON OUTPUT).' }),
   };
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(LeasesImportCommand);
-    let input: Readable;
+    const name = args.file === '-' ? 'standard input' : args.file;
+    const { policy, open } = storeFromFlags(this, flags);
+    // Every line is checked before the store is opened: a bad file touches nothing.
+    let parsed: Awaited<ReturnType<typeof readLeaseLines>>;
     try {
-      input = args.file === '-' ? process.stdin : await openInput(args.file);
+      const input = args.file === '-' ? process.stdin : await openInput(args.file);
+      parsed = await readLeaseLines(input, new ImportRules(policy));
     } catch (err) {
-      fail(this, (err as Error).message, EXIT.usage);
+      fail(this, err instanceof LeaseLineError ? `${name}, ${err.message}` : (err as Error).message, EXIT.usage);
     }
-    const { policy, store } = await openFromFlags(this, flags, 'restore');
+    const store = await open('restore');
     let result: { imported: number; epoch: bigint };
     try {
-      result = await importLeases(store, input, new ImportRules(policy), flags.replace);
+      result = await restoreLeases(store, parsed, flags.replace);
     } catch (err) {
       await store.close();
-      if (err instanceof LeaseLineError)
-        fail(this, `${args.file === '-' ? 'standard input' : args.file}, ${err.message}`, EXIT.usage);
+      if (err instanceof LeaseLineError) fail(this, `${name}, ${err.message}`, EXIT.usage);
       fail(this, (err as Error).message, err instanceof StoreInUse ? EXIT.cannotStart : EXIT.internal);
     }
     await store.close();
