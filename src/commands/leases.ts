@@ -38,7 +38,8 @@ export default class LeasesCommand extends DstmCommand {
     "revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node " +
     'must request again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to ' +
     '--address or any free address. revoke and allocate always go through the running server, which is ' +
-    'the only writer of its store.' +
+    'the only writer of its store. dstm leases export and dstm leases import (backup, migration between ' +
+    'stores) work on the store directly: see their --help.' +
     '\n\n' +
     '--json prints list as an array of bindings {ipv4, ipv6, tep4, tep6, starts, ends, state}, revoke and ' +
     'allocate as one object {action, ipv4, ipv6, tep4, tep6, starts, ends, mask, extend, keep}; times in ' +
