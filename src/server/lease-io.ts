@@ -3,7 +3,7 @@
 // moving between stores (SQLite to PostgreSQL). An import checks every line before it writes anything, against
 // what the server itself would accept, then writes them all in one transaction (Store.restore).
 import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import type { LeaseRow } from '../protocol/client';
 import { STATE, STATE_NAMES, stateName, type StateName } from '../protocol/status';
@@ -78,10 +78,11 @@ export async function readLeaseLines(
   const byIp4 = new Map<number, number>();
   const liveByIp6 = new Map<string, number>();
   let n = 0;
-  for await (const text of createInterface({ input, crlfDelay: Infinity })) {
+  const limited = input.pipe(new LineLimit());
+  input.once('error', (err) => limited.destroy(err));
+  for await (const text of createInterface({ input: limited, crlfDelay: Infinity })) {
     n++;
     if (text.trim() === '') continue;
-    if (text.length > MAX_LINE) throw new LeaseLineError(n, `longer than ${MAX_LINE} characters: not a binding`);
     const b = parseLine(text, n, rules);
     const dup = byIp4.get(b.ip4);
     if (dup !== undefined) throw new LeaseLineError(n, `${formatIPv4(b.ip4)} is bound on line ${dup} already`);
@@ -100,6 +101,27 @@ export async function readLeaseLines(
     lines.push(n);
   }
   return { rows, lines };
+}
+
+/** Passes the input on, failing at the first line longer than MAX_LINE bytes before readline buffers it whole. */
+class LineLimit extends Transform {
+  private line = 1;
+  private length = 0;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    for (let from = 0; from < chunk.length;) {
+      const nl = chunk.indexOf(10, from);
+      const end = nl < 0 ? chunk.length : nl;
+      this.length += end - from;
+      if (this.length > MAX_LINE)
+        return done(new LeaseLineError(this.line, `longer than ${MAX_LINE} bytes: not a binding`));
+      if (nl < 0) break;
+      this.line++;
+      this.length = 0;
+      from = nl + 1;
+    }
+    done(null, chunk);
+  }
 }
 
 function parseLine(text: string, n: number, rules: ImportRules): Binding {

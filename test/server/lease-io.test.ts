@@ -129,7 +129,12 @@ describe('dstm leases export and import', function () {
         /"starts" is not a time/,
       ],
       ['a bad tep6', [good('192.0.2.1', '2001:db8::1').replace('2001:db8::fe', 'x')], /"tep6"/],
-      ['a line too long', [`{"ipv4": "${' '.repeat(5000)}"}`], /longer than 4096/],
+      ['a line too long', [`{"ipv4": "${' '.repeat(5000)}"}`], /longer than 4096 bytes/],
+      [
+        'a huge line with no end, after a good one (refused before it is buffered)',
+        [good('192.0.2.1', '2001:db8::1'), 'x'.repeat(1 << 20)],
+        /^line 2: longer than 4096 bytes/,
+      ],
       [
         'one address twice',
         [
