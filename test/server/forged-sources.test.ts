@@ -158,6 +158,13 @@ describe('finding 2: forged IPv6 sources sent from outside the server (TUN in a 
       globals.add(formatIPv6(a));
     }
     const bogus = ['::', 'fe80::1', 'fe80::2:3', 'ff02::1', 'ff0e::42'];
+    // The metrics endpoint starts after the RPC listeners.
+    await until('the server serves its metrics', () =>
+      refusals().then(
+        () => true,
+        () => false,
+      ),
+    );
     const hdrErrorsBefore = await inHdrErrors();
     let xid = 1;
     for (const src of [...bogus, ...globals]) {
