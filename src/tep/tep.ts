@@ -68,8 +68,8 @@ export interface TrafficJson {
   bytes_to_ipv6: number;
 }
 
-/** One forwarding queue's share: what it forwarded, and how many packets it dropped (all reasons). */
-export type QueueJson = TrafficJson & { dropped: number };
+/** One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered. */
+export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number };
 
 /** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
@@ -498,7 +498,7 @@ export class Tep {
       top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
       path_mtu_lowered: this.pmtu.size(this.now),
       ipv6_reassembly: readReassembly(),
-      queues: [{ ...forwarded, dropped: snap.dropped }],
+      queues: [{ ...forwarded, dropped: snap.dropped, path_mtu_lowered: this.pmtu.size(this.now) }],
     };
   }
 }

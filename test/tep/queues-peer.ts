@@ -2,15 +2,16 @@
 // sockets. Prints one JSON line with what it saw. Modes:
 //   filter: two raw IPIP sockets filtered as queues 0 and 1 of 2, and a third without a filter, receive packets of
 //           many flows, fragments, non-TCP/UDP and runts: how many each got.
-//   tep:    a TepQueues on 2 queues driven through bind, unbind, resync and reconfigure, with tunnel packets of
-//           many flows sent in and IPv4 of many flows routed out between the steps: the summed stats after each.
+//   tep:    a TepQueues on 2 queues driven through bind, unbind, resync, a packet-too-big and reconfigure, with
+//           tunnel packets of many flows sent in and IPv4 of many flows routed out between the steps: the summed
+//           stats after each.
 import { createSocket } from 'node:dgram';
 import { execFileSync } from 'node:child_process';
 import { RawIpipSocket } from '../../src/dti/device';
 import { createLogger } from '../../src/lib/log';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { TepQueues } from '../../src/tep/queues';
-import { ipv4, ipv6 } from '../dti/build';
+import { icmpv6, ipv4, ipv6 } from '../dti/build';
 
 export const TEP6 = '2001:db8:1::1';
 export const NODE1 = '2001:db8:2::1';
@@ -105,6 +106,11 @@ async function tep(): Promise<void> {
   await q.resync([{ ipv4: parseIPv4('10.0.0.2'), ipv6: parseIPv6(NODE2), starts: 0, ends }]);
   await step('resynced', NODE2, '10.0.0.2', '10.0.0.2');
   await step('resynced_old', NODE1, '10.0.0.1');
+  // a packet-too-big from the node about a tunnel packet to it: queue 0 reads it, every queue lowers the path MTU
+  const quoted = ipv6(TEP6, NODE2, 4, ipv4({ src: '192.0.2.1', dst: '10.0.0.2', df: true, proto: 17, payload: [] }));
+  sendAll(sender, [icmpv6(NODE2, TEP6, 2, 0, 1300, quoted)]);
+  await sleep(400);
+  steps.ptb = await q.stats();
   q.reconfigure({ prefixes: [parsePrefix6('2001:db8:3::/48')], pools: [parsePrefix4('10.0.0.0/8')], statics: [] });
   await step('reconfigured', NODE2, '10.0.0.2');
   sender.close();

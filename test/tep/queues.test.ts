@@ -45,7 +45,7 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     expect(r.queue1).to.be.above(0);
   });
 
-  it('bind, unbind, resync and reconfigure reach both queues, which forward and drop each their share, summed', async () => {
+  it('bind, unbind, resync, path MTUs and reconfigure reach both queues, which forward and drop each their share, summed', async () => {
     const s = await peer<Record<string, TepStats>>('tep');
     const FLOWS = 32;
     const both = (st: TepStats, key: 'to_ipv4' | 'to_ipv6' | 'dropped'): void => {
@@ -73,6 +73,8 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     expect(s.resynced.forwarded.to_ipv6 - s.unbound.forwarded.to_ipv6).to.equal(FLOWS);
     expect(s.resynced.binding_count).to.equal(1);
     expect(s.resynced_old.drops.unbound_source - s.resynced.drops.unbound_source).to.equal(FLOWS);
+    // a path MTU learnt by queue 0 (the only one reading ICMPv6 errors) reaches queue 1
+    expect(s.ptb.queues.map((q) => q.path_mtu_lowered)).to.deep.equal([1, 1]);
     // reconfigure: the domain's new prefixes apply on both queues
     expect(s.reconfigured.drops.outside_prefix).to.equal(FLOWS);
     expect(s.reconfigured.forwarded.to_ipv4).to.equal(s.resynced_old.forwarded.to_ipv4);
