@@ -249,17 +249,17 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
  * the feed retries through server restarts, moves to the next server when one fails, keeping its bindings, and
  * reloads the full state when the server's store was rebuilt).
  */
-function followFeed(tep: TepQueues, c: TepConfig, log: Logger): BindingFeed {
+function followFeed(queues: TepQueues, c: TepConfig, log: Logger): BindingFeed {
   const feed = new BindingFeed({
     servers: c.server!,
     program: c.program,
     waitMs: c.feed_wait,
     local: formatIPv6(c.feed_source ?? c.address),
     tls: loadClientTls(c.tls),
-    onSnapshot: (all) => tep.resync(serverBindings(all)),
+    onSnapshot: (all) => queues.resync(serverBindings(all)),
   });
-  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
-  feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
+  feed.on('bind', (b: FeedBinding) => queues.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
+  feed.on('unbind', (b: FeedBinding) => queues.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) =>
     log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }),
   );
