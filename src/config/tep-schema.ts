@@ -74,7 +74,7 @@ export const tepFields = {
   queues: field(
     integer(1, 64),
     1,
-    'Forwarding queues, one thread each (--queues): the TUN device gets one queue per thread (IFF_MULTI_QUEUE) and each thread its own raw socket, which keeps the tunnel packets whose inner flow hashes to it; every thread runs the same pipeline with its own copy of the binding table (104–208 bytes per binding per queue). Default 1: on the 2-core machine measured, 2 queues did not beat 1.',
+    'Forwarding queues, one thread each (--queues): the TUN device gets one queue per thread (IFF_MULTI_QUEUE) and each thread its own raw socket, which keeps the tunnel packets whose inner flow hashes to it; every thread runs the same pipeline with its own copy of the binding table (104–208 bytes per binding per queue). Default 1: on the 2-core machine measured, 2 queues were not reliably faster than 1 (the gain stayed within the noise).',
   ),
   feed_wait: field(
     integer(0, 300000),
