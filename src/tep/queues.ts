@@ -100,11 +100,6 @@ export class TepQueues {
     return new TepQueues(tep, tun, workers, opts.log);
   }
 
-  /** Queues in use. */
-  get count(): number {
-    return this.workers.length + 1;
-  }
-
   // --- the control plane: applied here and posted to every worker, in order ----------------------------------
 
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number, startsSec = 0): void {
