@@ -71,6 +71,11 @@ export const tepFields = {
     'TUN offloads: the kernel hands the data plane TCP super-packets of up to 64 KiB, which it segments before encapsulation, and takes coalesced ones (IFF_VNET_HDR with checksum, TSO and, where the kernel has it, USO); falls back to the plain device when the kernel refuses them, and the offload_active counter says which path runs; false: the plain device (--no-offload).',
   ),
   batch: field(integer(1, 1024), 64, 'Packets read or written per system call.'),
+  queues: field(
+    integer(1, 64),
+    1,
+    'Forwarding queues, one thread each (--queues): the TUN device gets one queue per thread (IFF_MULTI_QUEUE) and each thread its own raw socket, which keeps the tunnel packets whose inner flow hashes to it; every thread runs the same pipeline with its own copy of the binding table (104–208 bytes per binding per queue). Default 1: on the 2-core machine measured, 2 queues were not reliably faster than 1 (the gain stayed within the noise).',
+  ),
   feed_wait: field(
     integer(0, 300000),
     30000,
