@@ -93,7 +93,7 @@ describe('finding 2: forged IPv6 sources sent from outside the server (TUN in a 
     ns = await ForgeNs.create();
     f = ns.name('f');
     // Made here, moved into the namespace: the test writes into it as the wire would deliver.
-    const [fd, dev] = native().openTun('', false);
+    const [fd, dev] = native().openTun('', false, false);
     tunFd = fd;
     execFileSync('ip', ['link', 'set', 'dev', dev, 'netns', f]);
     await ns.ip(f, 'link', 'set', 'dev', dev, 'up');
