@@ -244,6 +244,28 @@ describe('PostgreSQL store', function () {
     expect(before.changes).to.have.length(2);
   });
 
+  it('counts failed numbering passes, reports them once until a pass succeeds, and a later pass numbers their changes', async () => {
+    const url = await cluster.createDatabase();
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const events: StoreHealth[] = [];
+    store.on('numbering', (h: StoreHealth) => events.push(h));
+    await svc.request(node(1), 0, 0);
+    expect(store.numberingFailures).to.equal(0);
+    // The lease transactions commit; their passes fail (the counter they read is gone).
+    await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
+    await svc.request(node(2), 0, 0);
+    await svc.request(node(3), 0, 0);
+    expect(store.numberingFailures).to.be.at.least(2);
+    expect(events).to.have.length(1);
+    expect(events[0].ok).to.equal(false);
+    expect(events[0].reason).to.match(/dstm_counter/);
+    await cluster.sql(url, 'ALTER TABLE dstm_counter_away RENAME TO dstm_counter');
+    await svc.request(node(4), 0, 0);
+    expect(events.map((e) => e.ok)).to.deep.equal([false, true]);
+    expect((await svc.changes(0, 10)).changes.map((c) => c.seq)).to.deep.equal([1, 2, 3, 4]);
+  });
+
   describe('dstm server --store postgresql://', () => {
     let lo: ReturnType<typeof loopbackAddresses>;
     const servers: ServerProcess[] = [];
