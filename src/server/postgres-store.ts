@@ -169,14 +169,15 @@ END $$;
 -- Schema 2's pass, for servers not yet upgraded.
 CREATE OR REPLACE FUNCTION dstm_number(p_limit int) RETURNS bigint LANGUAGE sql AS $$ SELECT dstm_number(p_limit, true) $$;
 
--- The pass that follows a batch, after its COMMIT in the same query: its failure must not hide that the batch
--- committed (the rows stay NULL for the next pass). seq NULL and the error when it failed.
+-- Schema 2's pass after a batch, for servers not yet upgraded.
 CREATE OR REPLACE FUNCTION dstm_number_after(p_limit int) RETURNS bigint LANGUAGE plpgsql AS $$
 BEGIN
   RETURN dstm_number(p_limit, true);
 EXCEPTION WHEN OTHERS THEN
   RETURN NULL;
 END $$;
+-- The pass that follows a batch, after its COMMIT in the same query: its failure must not hide that the batch
+-- committed (the rows stay NULL for the next pass). seq NULL and the error when it failed.
 DROP FUNCTION IF EXISTS dstm_number_after(int, boolean);
 CREATE FUNCTION dstm_number_after(p_limit int, p_notify boolean, OUT seq bigint, OUT error text) LANGUAGE plpgsql AS $$
 BEGIN

@@ -341,6 +341,42 @@ describe('PostgreSQL store', function () {
       expect([...new Set(outcomes)].filter((o) => o !== 'ok' && o !== 'unavailable')).to.deep.equal([]);
     });
 
+    it('a failing numbering pass: one error-level log line until one succeeds again, each failure counted in metrics', async () => {
+      const url = await cluster.createDatabase();
+      const metricsPort = freePort();
+      const server = await startServer(['--store', url, '--pool', '10.92.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
+      servers.push(server);
+      await server.waitFor('metrics');
+      const c = await DstmClient.connect({
+        host: '::1',
+        port: server.port,
+        program: DEFAULT_PROGRAM,
+        local: lo.addresses[0],
+        transport: 'tcp',
+      });
+      clients.push(c);
+      const failures = async (): Promise<number> => {
+        const text = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+        return Number(/^dstm_server_feed_numbering_failures_total (\d+)$/m.exec(text)?.[1]);
+      };
+      await c.request();
+      expect(await failures()).to.equal(0);
+      await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
+      // Renewals commit (the node keeps its address); their passes fail.
+      await c.request();
+      await c.request();
+      expect(await failures()).to.be.at.least(2);
+      await cluster.sql(url, 'ALTER TABLE dstm_counter_away RENAME TO dstm_counter');
+      await c.request();
+      await server.waitFor('feed numbering passes succeed again');
+      const failed = server.logs.filter(
+        (r) => r.msg === 'a feed numbering pass failed: changes wait for the next pass',
+      );
+      expect(failed).to.have.length(1);
+      expect(failed[0].level).to.equal('error');
+      expect(String(failed[0].why)).to.match(/dstm_counter/);
+    });
+
     it('two servers on one database: a node is served by either, admin LIST and the feed of either show every binding', async () => {
       const url = await cluster.createDatabase();
       const args = ['--store', url, '--pool', '10.91.0.0/29', '--tep', '2001:db8::1,10.91.0.254'];
