@@ -307,6 +307,7 @@ export class DstmServer {
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);
     const server = new DstmServer(config, store, leases, rpcs, rpc, log, tls, clock);
     store.on('health', (h) => server.health(h, hooks));
+    store.on('numbering', (h) => server.numbering(h));
     try {
       const bound = await rpc.listen(
         config.listen.flatMap((e) => config.transports.map((transport) => ({ host: e.host, port: e.port, transport }))),
@@ -333,6 +334,16 @@ export class DstmServer {
       this.log.error('store unavailable: calls are answered UNAVAILABLE', { store: this.store.where, why: h.reason });
     hooks.status?.(h.ok ? 'serving' : `store unavailable: ${h.reason}`);
     if (!h.ok && this.store.engine === 'sqlite') this.onFatal(new Error(`the store failed: ${h.reason}`));
+  }
+
+  /** One log line when feed numbering passes begin to fail (each failure is counted) and one when they succeed again. */
+  private numbering(h: StoreHealth): void {
+    if (h.ok) this.log.info('feed numbering passes succeed again', { store: this.store.where });
+    else
+      this.log.error('a feed numbering pass failed: changes wait for the next pass', {
+        store: this.store.where,
+        why: h.reason,
+      });
   }
 
   addresses(): BoundAddress[] {
@@ -372,6 +383,13 @@ export class DstmServer {
     reg.collector('dstm_server_bindings', 'Bindings in the store by state.', 'gauge', () =>
       Object.entries(this.seen).map(([state, value]) => ({ labels: { state }, value })),
     );
+    if (this.store.numberingFailures !== undefined)
+      reg.collector(
+        'dstm_server_feed_numbering_failures_total',
+        'Feed numbering passes that failed (PostgreSQL store): their changes waited for a later pass.',
+        'counter',
+        () => [{ value: this.store.numberingFailures ?? 0 }],
+      );
     reg.collector(
       'dstm_server_store_up',
       'Whether the binding store executes and makes changes durable (1) or not (0: calls are answered UNAVAILABLE).',

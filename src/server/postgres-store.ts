@@ -42,7 +42,7 @@ import {
 } from './store';
 
 /** Version of the schema below (dstm_meta.schema_version). */
-export const PG_SCHEMA_VERSION = 2;
+export const PG_SCHEMA_VERSION = 3;
 /** Connections per server when server.store_pool is not set. */
 export const DEFAULT_PG_POOL = 4;
 
@@ -75,6 +75,12 @@ const NUMBER_IDLE_MS = 1000;
 const SERVER_APP = 'dstm-server';
 /** Rows per statement of a restore (arrays of this many bound as parameters). */
 const RESTORE_CHUNK = 10000;
+/**
+ * Shortest time between two NOTIFYs of one server, milliseconds: other servers' BINDINGS long-polls learn of its
+ * changes at most this late. Each NOTIFY wakes every server's LISTEN connection (two process wake-ups and two
+ * messages each); one per batch cost more than the batch itself.
+ */
+const NOTIFY_MS = 10;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS dstm_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -133,7 +139,8 @@ END $$;
 -- It commits without waiting for the flush: a crash may lose its numbers (the rows go back to NULL) after readers
 -- saw them. The next pass then goes on above the reservation, so a renumbered row is above every number a reader
 -- may hold, and the lost ones are recorded as a gap (a reader in one starts over, which a restored database needs).
-CREATE OR REPLACE FUNCTION dstm_number(p_limit int) RETURNS bigint LANGUAGE plpgsql AS $$
+-- p_notify: wake the LISTENers when it numbered something (the server throttles wake-ups; see notifyLater()).
+CREATE OR REPLACE FUNCTION dstm_number(p_limit int, p_notify boolean) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   s bigint;
   r bigint;
@@ -164,17 +171,28 @@ BEGIN
     UPDATE dstm_clock SET seq = s + ${NUMBER_RESERVE} WHERE id = 1;
     PERFORM set_config('synchronous_commit', 'on', true);
   END IF;
-  PERFORM pg_notify('${FEED_CHANNEL}', s::text);
+  IF p_notify THEN PERFORM pg_notify('${FEED_CHANNEL}', s::text); END IF;
   RETURN s;
 END $$;
 
--- The pass that follows a batch, after its COMMIT in the same query: its failure must not hide that the batch
--- committed (the rows stay NULL for the next pass). NULL when it failed.
+-- Schema 2's pass, for servers not yet upgraded.
+CREATE OR REPLACE FUNCTION dstm_number(p_limit int) RETURNS bigint LANGUAGE sql AS $$ SELECT dstm_number(p_limit, true) $$;
+
+-- Schema 2's pass after a batch, for servers not yet upgraded.
 CREATE OR REPLACE FUNCTION dstm_number_after(p_limit int) RETURNS bigint LANGUAGE plpgsql AS $$
 BEGIN
-  RETURN dstm_number(p_limit);
+  RETURN dstm_number(p_limit, true);
 EXCEPTION WHEN OTHERS THEN
   RETURN NULL;
+END $$;
+-- The pass that follows a batch, after its COMMIT in the same query: its failure must not hide that the batch
+-- committed (the rows stay NULL for the next pass). seq NULL and the error when it failed.
+DROP FUNCTION IF EXISTS dstm_number_after(int, boolean);
+CREATE FUNCTION dstm_number_after(p_limit int, p_notify boolean, OUT seq bigint, OUT error text) LANGUAGE plpgsql AS $$
+BEGIN
+  seq := dstm_number(p_limit, p_notify);
+EXCEPTION WHEN OTHERS THEN
+  error := SQLSTATE || ' ' || SQLERRM;
 END $$;
 
 -- kind: renewed, bound, mismatch or exhausted; tried: candidates used (those before the bound one were taken).
@@ -255,6 +273,41 @@ BEGIN
   SELECT coalesce(array_agg(d.ip4), '{}') INTO gone FROM d;
   RETURN QUERY SELECT n, gone;
 END $$;
+
+-- A whole batch in one statement (parsed and planned once, one result): its clock, then each operation in order,
+-- one row each. p_kind: 0 grant (p_n: duration, p_ip4: only, candidates: the next p_ncands of p_cands),
+-- 1 release, 2 revoke (p_ip4: the address or 0), 3 sweep (p_n: hold).
+DROP FUNCTION IF EXISTS dstm_batch(bigint, smallint[], bytea[], bigint[], bigint[], bigint[], int[]);
+CREATE FUNCTION dstm_batch(p_fixed bigint, p_kind smallint[], p_ip6 bytea[], p_n bigint[], p_ip4 bigint[],
+  p_cands bigint[], p_ncands int[])
+RETURNS TABLE (kind text, found boolean, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint,
+  tried int, expired int, reclaimed bigint[])
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  i int;
+  off int := 0;
+  g record;
+  e record;
+  w record;
+BEGIN
+  PERFORM dstm_begin(p_fixed);
+  FOR i IN 1 .. coalesce(array_length(p_kind, 1), 0) LOOP
+    CASE p_kind[i]
+    WHEN 0 THEN
+      SELECT * INTO g FROM dstm_grant(p_ip6[i], p_n[i], p_ip4[i], coalesce(p_cands[off + 1 : off + p_ncands[i]], '{}'));
+      off := off + p_ncands[i];
+      RETURN QUERY SELECT g.kind, NULL::boolean, g.ip4, g.ip6, g.state, g.starts, g.ends, g.now, g.tried, NULL::int, NULL::bigint[];
+    WHEN 1, 2 THEN
+      SELECT * INTO e FROM dstm_end(p_kind[i] = 2, p_ip6[i], p_ip4[i]);
+      RETURN QUERY SELECT NULL::text, e.found, e.ip4, e.ip6, e.state, e.starts, e.ends, e.now, NULL::int, NULL::int, NULL::bigint[];
+    ELSE
+      SELECT * INTO w FROM dstm_sweep(p_n[i], ${SWEEP_BATCH});
+      RETURN QUERY SELECT NULL::text, NULL::boolean, NULL::bigint, NULL::bytea, NULL::smallint, NULL::bigint, NULL::bigint,
+        NULL::bigint, NULL::int, w.expired, w.reclaimed;
+    END CASE;
+  END LOOP;
+END $$;
 `;
 
 type Op =
@@ -307,6 +360,12 @@ export class PostgresStore extends EventEmitter implements Store {
   private numberTimer: NodeJS.Timeout | undefined;
   /** A batch (and so a numbering pass) ran since the last tick of numberTimer. */
   private numbered = false;
+  /** Numbering passes that failed (their rows wait for the next pass); `numberingOk` false until one succeeds. */
+  numberingFailures = 0;
+  private numberingOk = true;
+  /** When this server last sent a NOTIFY (performance.now()), and the timer of the one it owes. */
+  private lastNotify = -Infinity;
+  private notifyTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly url: string,
@@ -337,7 +396,7 @@ export class PostgresStore extends EventEmitter implements Store {
     try {
       await s.migrate();
       // Rows a crash left unnumbered, whoever wrote them.
-      s.seq = Number((await s.pool.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH])).rows[0].seq);
+      s.seq = Number((await s.pool.query('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH])).rows[0].seq);
       await s.listen();
       s.numberTimer = setInterval(() => s.numberIfIdle(), NUMBER_IDLE_MS).unref();
     } catch (err) {
@@ -721,6 +780,12 @@ export class PostgresStore extends EventEmitter implements Store {
     clearTimeout(this.listenTimer);
     clearTimeout(this.probeTimer);
     clearInterval(this.numberTimer);
+    // The wake-up this server owes the others, if any, before its connections go.
+    if (this.notifyTimer) {
+      clearTimeout(this.notifyTimer);
+      this.notifyTimer = undefined;
+      await this.notify().catch(() => undefined);
+    }
     const l = this.listener;
     this.listener = null;
     await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
@@ -785,15 +850,17 @@ export class PostgresStore extends EventEmitter implements Store {
 
   private async transaction(ops: Op[]): Promise<Record<string, unknown>[]> {
     const fixed = this.opts.clock ? String(this.opts.clock()) : 'NULL';
-    // Simple query protocol, one round trip: the lease transaction, committed (flushed) before the answer comes,
-    // then a numbering pass in a transaction of its own, so the feed shows the batch's changes by the time the
-    // replies leave. The pass holds no lock across a flush, so the batches of all servers share flushes.
+    const notify = this.mayNotify();
+    const before = this.seq;
+    // Simple query protocol, one round trip: the lease transaction (the whole batch in one statement), committed
+    // (flushed) before the answer comes, then a numbering pass in a transaction of its own, so the feed shows the
+    // batch's changes by the time the replies leave. The pass holds no lock across a flush, so the batches of all
+    // servers share flushes.
     const sql = [
       'BEGIN',
-      `SELECT dstm_begin(${fixed})`,
-      ...ops.map(statement),
+      `SELECT * FROM ${batchCall(fixed, ops)}`,
       'COMMIT',
-      `SELECT dstm_number_after(${NUMBER_BATCH}) AS seq`,
+      `SELECT * FROM dstm_number_after(${NUMBER_BATCH}, ${notify})`,
     ].join(';\n');
     const c = await this.pool.connect();
     let r: pg.QueryResult[];
@@ -810,12 +877,55 @@ export class PostgresStore extends EventEmitter implements Store {
       throw err;
     }
     c.release();
-    this.numbered = true;
-    const seq = r[r.length - 1].rows[0].seq;
-    // A pass that failed (NULL): the rows stay unnumbered until the next pass; the idle timer makes sure of one.
-    if (seq === null) this.numbered = false;
-    else this.advance(Number(seq));
-    return ops.map((_, i) => r[i + 2].rows[0]);
+    const pass = r[3].rows[0] as { seq: string | null; error: string | null };
+    // A pass that failed: the rows stay unnumbered until the next pass; the idle timer makes sure of one.
+    this.numbered = pass.error === null;
+    this.passed(pass.seq, pass.error);
+    if (!notify && this.seq > before) this.notifyLater();
+    return r[1].rows;
+  }
+
+  /** Account for a numbering pass: its last number, or why it failed (logged once, by the daemon, until one succeeds). */
+  private passed(seq: string | null, error: string | null): void {
+    if (error === null) {
+      this.advance(Number(seq));
+      if (!this.numberingOk) {
+        this.numberingOk = true;
+        this.emit('numbering', { ok: true });
+      }
+      return;
+    }
+    this.numberingFailures++;
+    if (this.numberingOk) {
+      this.numberingOk = false;
+      this.emit('numbering', { ok: false, reason: error });
+    }
+  }
+
+  /** Whether this batch's pass may NOTIFY (at most one per NOTIFY_MS; a pass that may not leaves it to notifyLater()). */
+  private mayNotify(): boolean {
+    const now = performance.now();
+    if (this.notifyTimer || now - this.lastNotify < NOTIFY_MS) return false;
+    this.lastNotify = now;
+    return true;
+  }
+
+  /** The NOTIFY a pass left out, once NOTIFY_MS after the last one. */
+  private notifyLater(): void {
+    if (this.notifyTimer || this.closed) return;
+    this.notifyTimer = setTimeout(
+      () => {
+        this.notifyTimer = undefined;
+        // Lost with the database: the other servers' listeners re-read the last number when they reconnect.
+        this.notify().catch(() => (this.up ? this.notifyLater() : undefined));
+      },
+      Math.max(0, this.lastNotify + NOTIFY_MS - performance.now()),
+    ).unref();
+  }
+
+  private async notify(): Promise<void> {
+    this.lastNotify = performance.now();
+    await this.pool.query('SELECT pg_notify($1, $2)', [FEED_CHANNEL, String(this.seq)]);
   }
 
   /** The safety net: a numbering pass when no batch ran one since the last tick. */
@@ -824,27 +934,54 @@ export class PostgresStore extends EventEmitter implements Store {
       this.numbered = false;
       return;
     }
-    this.pool.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH]).then(
-      (r) => this.advance(Number(r.rows[0].seq)),
-      // Tried again at the next tick; calls find out whether the database is there.
-      () => undefined,
+    this.pool.query('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH]).then(
+      (r) => this.passed(r.rows[0].seq, null),
+      // Tried again at the next tick; an outage is the calls' to find out and report.
+      (err) => (isOutage(err) ? undefined : this.passed(null, describe(err))),
     );
   }
 }
 
-/** One operation as SQL text: every value is a number or hex bytes made here, so nothing needs quoting. */
-function statement(op: Op): string {
-  switch (op.kind) {
-    case 'grant': {
-      const only = op.grant.only === undefined ? 'NULL' : int(op.grant.only);
-      return `SELECT * FROM dstm_grant(${hex(op.grant.ip6)}, ${int(op.grant.duration)}, ${only}, ARRAY[${op.cands.map(int).join(',')}]::bigint[])`;
+/**
+ * A batch as one call of dstm_batch(), its arguments as SQL text: every value is a number or hex bytes made here,
+ * so nothing needs quoting.
+ */
+function batchCall(fixed: string, ops: Op[]): string {
+  const kind: number[] = [];
+  const ip6: string[] = [];
+  const n: string[] = [];
+  const ip4: string[] = [];
+  const cands: string[] = [];
+  const ncands: number[] = [];
+  for (const op of ops) {
+    switch (op.kind) {
+      case 'grant':
+        kind.push(0);
+        ip6.push(hex(op.grant.ip6));
+        n.push(int(op.grant.duration));
+        ip4.push(op.grant.only === undefined ? 'NULL' : int(op.grant.only));
+        cands.push(...op.cands.map(int));
+        ncands.push(op.cands.length);
+        break;
+      case 'release':
+      case 'revoke':
+        kind.push(op.kind === 'release' ? 1 : 2);
+        ip6.push(hex(op.ip6));
+        n.push('NULL');
+        ip4.push(int(op.ip4));
+        ncands.push(0);
+        break;
+      case 'sweep':
+        kind.push(3);
+        ip6.push('NULL');
+        n.push(int(op.hold));
+        ip4.push('NULL');
+        ncands.push(0);
+        break;
     }
-    case 'release':
-    case 'revoke':
-      return `SELECT * FROM dstm_end(${op.kind === 'revoke'}, ${hex(op.ip6)}, ${int(op.ip4)})`;
-    case 'sweep':
-      return `SELECT * FROM dstm_sweep(${int(op.hold)}, ${SWEEP_BATCH})`;
   }
+  const arr = (xs: (string | number)[], type: string): string => `ARRAY[${xs.join(',')}]::${type}[]`;
+  return `dstm_batch(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
 }
 
 function int(n: number): string {

@@ -115,7 +115,8 @@ export type StateCounts = Record<StateName, number>;
 
 /**
  * Events: 'change' (seq: number) when the last durable feed sequence number grew (whichever server wrote it);
- * 'health' (StoreHealth) when the store becomes unavailable or available again.
+ * 'health' (StoreHealth) when the store becomes unavailable or available again; 'numbering' (StoreHealth) when
+ * feed numbering passes begin to fail (their changes wait for a later pass) or succeed again.
  */
 export interface Store {
   readonly engine: 'sqlite' | 'postgresql';
@@ -127,6 +128,8 @@ export interface Store {
   readonly lastSeq: number;
   /** What the logs may show of where the store is (never a password). */
   readonly where: string;
+  /** Feed numbering passes that failed, for an engine that numbers the feed apart from the lease transactions. */
+  readonly numberingFailures?: number;
 
   /** REQUEST and ALLOCATE: renew the node's live binding, or bind the first free candidate. */
   grant(op: GrantOp): Promise<GrantOutcome>;
@@ -167,6 +170,7 @@ export interface Store {
 
   on(event: 'change', listener: (seq: number) => void): this;
   on(event: 'health', listener: (health: StoreHealth) => void): this;
+  on(event: 'numbering', listener: (health: StoreHealth) => void): this;
   off(event: 'change', listener: (seq: number) => void): this;
   off(event: 'health', listener: (health: StoreHealth) => void): this;
 }

@@ -244,6 +244,28 @@ describe('PostgreSQL store', function () {
     expect(before.changes).to.have.length(2);
   });
 
+  it('counts failed numbering passes, reports them once until a pass succeeds, and a later pass numbers their changes', async () => {
+    const url = await cluster.createDatabase();
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const events: StoreHealth[] = [];
+    store.on('numbering', (h: StoreHealth) => events.push(h));
+    await svc.request(node(1), 0, 0);
+    expect(store.numberingFailures).to.equal(0);
+    // The lease transactions commit; their passes fail (the counter they read is gone).
+    await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
+    await svc.request(node(2), 0, 0);
+    await svc.request(node(3), 0, 0);
+    expect(store.numberingFailures).to.be.at.least(2);
+    expect(events).to.have.length(1);
+    expect(events[0].ok).to.equal(false);
+    expect(events[0].reason).to.match(/dstm_counter/);
+    await cluster.sql(url, 'ALTER TABLE dstm_counter_away RENAME TO dstm_counter');
+    await svc.request(node(4), 0, 0);
+    expect(events.map((e) => e.ok)).to.deep.equal([false, true]);
+    expect((await svc.changes(0, 10)).changes.map((c) => c.seq)).to.deep.equal([1, 2, 3, 4]);
+  });
+
   describe('dstm server --store postgresql://', () => {
     let lo: ReturnType<typeof loopbackAddresses>;
     const servers: ServerProcess[] = [];
@@ -317,6 +339,42 @@ describe('PostgreSQL store', function () {
       expect(s.proc.exitCode, 'the server exited').to.equal(null);
       expect(new Set(outcomes)).to.include('ok');
       expect([...new Set(outcomes)].filter((o) => o !== 'ok' && o !== 'unavailable')).to.deep.equal([]);
+    });
+
+    it('a failing numbering pass: one error-level log line until one succeeds again, each failure counted in metrics', async () => {
+      const url = await cluster.createDatabase();
+      const metricsPort = freePort();
+      const server = await startServer(['--store', url, '--pool', '10.92.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
+      servers.push(server);
+      await server.waitFor('metrics');
+      const c = await DstmClient.connect({
+        host: '::1',
+        port: server.port,
+        program: DEFAULT_PROGRAM,
+        local: lo.addresses[0],
+        transport: 'tcp',
+      });
+      clients.push(c);
+      const failures = async (): Promise<number> => {
+        const text = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+        return Number(/^dstm_server_feed_numbering_failures_total (\d+)$/m.exec(text)?.[1]);
+      };
+      await c.request();
+      expect(await failures()).to.equal(0);
+      await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
+      // Renewals commit (the node keeps its address); their passes fail.
+      await c.request();
+      await c.request();
+      expect(await failures()).to.be.at.least(2);
+      await cluster.sql(url, 'ALTER TABLE dstm_counter_away RENAME TO dstm_counter');
+      await c.request();
+      await server.waitFor('feed numbering passes succeed again');
+      const failed = server.logs.filter(
+        (r) => r.msg === 'a feed numbering pass failed: changes wait for the next pass',
+      );
+      expect(failed).to.have.length(1);
+      expect(failed[0].level).to.equal('error');
+      expect(String(failed[0].why)).to.match(/dstm_counter/);
     });
 
     it('two servers on one database: a node is served by either, admin LIST and the feed of either show every binding', async () => {
