@@ -17,6 +17,7 @@ import { Tep } from '../../src/tep/tep';
 import { loadCommands } from '../docs/commands';
 import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
+import { freePort } from '../server/helpers';
 
 interface Run {
   code: number | null;
@@ -122,7 +123,7 @@ function checkedError(r: Run, code: number, command: string): void {
 describe('the JSON contract of dstm(1)', function () {
   this.timeout(120_000);
   const dir = mkdtempSync(join(tmpdir(), 'dstm-json-'));
-  const port = 20000 + Math.floor(Math.random() * 30000);
+  const port = freePort();
   const server = ['--server', `[::1]:${port}`];
   const tested = new Set<string>();
   const errored = new Set<string>();

@@ -11,6 +11,7 @@ import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 import { parseUint32 } from '../../src/cli/flags';
 import { editDistance, suggestions } from '../../src/cli/not-found';
+import { freePort } from '../server/helpers';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -157,7 +158,7 @@ describe('operator basics', function () {
 
   it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
-    const r = dstm(['server', '--listen', `[::1]:${20000 + Math.floor(Math.random() * 30000)}`], {
+    const r = dstm(['server', '--listen', `[::1]:${freePort()}`], {
       uid: 65534,
       gid: 65534,
       cwd: '/tmp',

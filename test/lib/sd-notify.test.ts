@@ -10,6 +10,7 @@ import { DstmClient } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { sdNotify } from '../../src/lib/sd-notify';
 import { DEV_ENV, devArgv } from '../docs/commands';
+import { freePort } from '../server/helpers';
 
 /** A python3 datagram receiver bound to `address` (a path, or "\0name" for abstract); prints each datagram as JSON. */
 function receiver(address: string): Promise<{ proc: ChildProcess; next: () => Promise<string> }> {
@@ -107,7 +108,7 @@ describe('sdNotify', () => {
     this.timeout(90_000);
     const r = await receiver(join(dir, 'notify'));
     proc = r.proc;
-    const port = 20000 + Math.floor(Math.random() * 30000);
+    const port = freePort();
     const server = daemon(
       join(dir, 'notify'),
       'server',

@@ -15,6 +15,7 @@ import { formatNodeStatus, nodeStatus, type NodeParts, type NodeStatus } from '.
 import { DstmServer, loadServerConfig } from '../../src/server/daemon';
 import { serveControl } from '../../src/lib/control';
 import { DEV_ENV, devArgv } from '../docs/commands';
+import { freePort } from '../server/helpers';
 
 function dstm(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const [cmd, ...rest] = devArgv(...args);
@@ -33,7 +34,7 @@ describe('dstm status', function () {
   let client: DstmClient;
   let keeper: LeaseKeeper;
   let control: Server | undefined;
-  const port = 20000 + Math.floor(Math.random() * 30000);
+  const port = freePort();
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'dstm-status-'));

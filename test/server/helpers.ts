@@ -8,9 +8,12 @@ import { createInterface } from 'node:readline';
 export const ROOT = resolve(__dirname, '../..');
 export const RUN = join(ROOT, 'bin/run.js');
 
-/** A port unlikely to be taken, different per call. */
+/**
+ * A port unlikely to be taken, different per call: below Linux's ephemeral range (32768 up), where the kernel picks
+ * the local ports of outgoing connections, so a test's own connections (to PostgreSQL, say) cannot hold it.
+ */
 export function freePort(): number {
-  return 20000 + Math.floor(Math.random() * 30000);
+  return 10000 + Math.floor(Math.random() * 22000);
 }
 
 export function tempDir(tag: string): string {
