@@ -58,7 +58,8 @@ export async function run(): Promise<void> {
   const ca = certs.ca('bench CA');
   const cert = ca.issue({ cn: 'bench', san: ['IP:::1'] });
   const policy = new RpcTlsServer({ policy: 'opportunistic', cert: cert.cert, key: cert.key });
-  const server = new RpcServer({ tls: policy }).register(
+  // Every caller connects from ::1: the per-peer connection cap (32 by default) would refuse most of 64.
+  const server = new RpcServer({ tls: policy, maxConnectionsPerPeer: 256 }).register(
     RPC_ONE_service({ REQUEST: transformPacket, RELEASE: transformPacket }),
   );
   const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
