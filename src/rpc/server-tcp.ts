@@ -86,7 +86,10 @@ export class TcpTransport {
 
   /** Close every connection; resolves when the listeners are closed. */
   async close(): Promise<void> {
-    for (const c of this.conns) c.socket.destroy();
+    for (const c of this.conns) {
+      c.socket.uncork(); // replies gathered for this tick (TcpConn) leave before the connection closes
+      c.socket.destroy();
+    }
     this.conns.clear();
     await Promise.all(
       this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))),
