@@ -1,7 +1,8 @@
 // The load of bench/rpc-tls.bench.ts, run in its own process so that the server's event loop is not the client's:
 //   calls PORT CALLERS SECONDS [CA_FILE]: CALLERS connections (one RpcClient each, over RPC-with-TLS when CA_FILE is
 //     given) are opened and warmed up, "ready" is printed; after a line on stdin each makes REQUEST calls one after
-//     another for SECONDS; prints {"calls": N, "seconds": S}. (The parent measures its server between the two.)
+//     another for SECONDS; prints {"calls": N, "seconds": S, "cpu": µs of this process's CPU time while calling}. (The
+//     parent measures its server between the two.)
 //   connect PORT SECONDS [CA_FILE]: new connections one after another for SECONDS, each made ready (TCP, and with
 //     CA_FILE the probe and TLS handshake) then answered one NULL call and closed; prints
 //     {"connections": N, "seconds": S, "p50": MS, "p99": MS} (milliseconds to ready, not counting the NULL call).
@@ -36,6 +37,7 @@ async function calls(port: number, callers: number, seconds: number, tls: TlsCli
   await new Promise((resolve) => process.stdin.once('data', resolve));
   process.stdin.pause();
   let n = 0;
+  const u0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   await Promise.all(
@@ -48,8 +50,9 @@ async function calls(port: number, callers: number, seconds: number, tls: TlsCli
     }),
   );
   const took = (performance.now() - t0) / 1000;
+  const u = process.cpuUsage(u0);
   await Promise.all(clients.map((c) => c.close()));
-  console.log(JSON.stringify({ calls: n, seconds: took }));
+  console.log(JSON.stringify({ calls: n, seconds: took, cpu: u.user + u.system }));
 }
 
 /** Make connections one after another for `seconds`: `open` resolves once one is ready, with how to finish it. */
