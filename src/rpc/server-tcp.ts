@@ -1,6 +1,6 @@
 // The server's TCP transport: listening, accepting connections, feeding each connection's byte stream to its record
 // reader, holding records while every call slot is taken, and gathering the replies to the records of one received
-// chunk (a pipelining client) into one write.
+// chunk (a pipelining client) into one write (replies of handlers that finish later are gathered per tick, TcpConn).
 //
 // Every connection passes through accept() (its admission and set-up) and every received chunk through receive()
 // (chunk -> records -> dispatch): a layer below the records (TLS) belongs at these two places. RPC-with-TLS: once
