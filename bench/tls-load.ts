@@ -1,7 +1,8 @@
 // The load of bench/rpc-tls.bench.ts, run in its own process so that the server's event loop is not the client's:
-//   calls PORT CALLERS SECONDS [CA_FILE]: CALLERS connections (one RpcClient each, over RPC-with-TLS when CA_FILE is
-//     given) are opened and warmed up, "ready" is printed; after a line on stdin each makes REQUEST calls one after
-//     another for SECONDS; prints {"calls": N, "seconds": S}. (The parent measures its server between the two.)
+//   calls PORT CALLERS DEPTH PROC SECONDS [CA_FILE]: CALLERS connections (one RpcClient each, over RPC-with-TLS when
+//     CA_FILE is given) are opened and warmed up, "ready" is printed; after a line on stdin each keeps DEPTH calls of
+//     PROC (REQUEST or RELEASE) in flight, each made when one is answered, for SECONDS; prints {"calls": N, "seconds": S, "cpu": µs of this process's CPU time while calling}. (The
+//     parent measures its server between the two.)
 //   connect PORT SECONDS [CA_FILE]: new connections one after another for SECONDS, each made ready (TCP, and with
 //     CA_FILE the probe and TLS handshake) then answered one NULL call and closed; prints
 //     {"connections": N, "seconds": S, "p50": MS, "p99": MS} (milliseconds to ready, not counting the NULL call).
@@ -27,7 +28,14 @@ async function connect(port: number, tls: TlsClientOptions | undefined): Promise
   });
 }
 
-async function calls(port: number, callers: number, seconds: number, tls: TlsClientOptions | undefined): Promise<void> {
+async function calls(
+  port: number,
+  callers: number,
+  depth: number,
+  proc: 'REQUEST' | 'RELEASE',
+  seconds: number,
+  tls: TlsClientOptions | undefined,
+): Promise<void> {
   const clients = await Promise.all(Array.from({ length: callers }, () => connect(port, tls)));
   const p = cClientPacket(1, 1);
   // warm up each connection, then measure
@@ -36,20 +44,24 @@ async function calls(port: number, callers: number, seconds: number, tls: TlsCli
   await new Promise((resolve) => process.stdin.once('data', resolve));
   process.stdin.pause();
   let n = 0;
+  const u0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   await Promise.all(
-    clients.map(async (c) => {
-      const stub = new RPC_ONE_Client(c, PROGRAM);
-      while (performance.now() < end) {
-        await stub.REQUEST(p);
-        n++;
-      }
-    }),
+    clients.flatMap((c) =>
+      Array.from({ length: depth }, async () => {
+        const stub = new RPC_ONE_Client(c, PROGRAM);
+        while (performance.now() < end) {
+          await stub[proc](p);
+          n++;
+        }
+      }),
+    ),
   );
   const took = (performance.now() - t0) / 1000;
+  const u = process.cpuUsage(u0);
   await Promise.all(clients.map((c) => c.close()));
-  console.log(JSON.stringify({ calls: n, seconds: took }));
+  console.log(JSON.stringify({ calls: n, seconds: took, cpu: u.user + u.system }));
 }
 
 /** Make connections one after another for `seconds`: `open` resolves once one is ready, with how to finish it. */
@@ -72,8 +84,10 @@ async function connections(seconds: number, open: () => Promise<() => Promise<vo
 async function main(): Promise<void> {
   const [mode, port, ...rest] = process.argv.slice(2);
   if (mode === 'calls') {
-    const [callers, seconds, ca] = rest;
-    await calls(Number(port), Number(callers), Number(seconds), ca ? { ca: readFileSync(ca) } : undefined);
+    const [callers, depth, proc, seconds, ca] = rest;
+    if (proc !== 'REQUEST' && proc !== 'RELEASE') throw new Error(`PROC is REQUEST or RELEASE, not ${proc}`);
+    const o = ca ? { ca: readFileSync(ca) } : undefined;
+    await calls(Number(port), Number(callers), Number(depth), proc, Number(seconds), o);
   } else if (mode === 'connect') {
     const [seconds, ca] = rest;
     const o = ca ? { ca: readFileSync(ca) } : undefined;

@@ -1,6 +1,6 @@
 // The server's TCP transport: listening, accepting connections, feeding each connection's byte stream to its record
 // reader, holding records while every call slot is taken, and gathering the replies to the records of one received
-// chunk (a pipelining client) into one write.
+// chunk (a pipelining client) into one write (replies of handlers that finish later are gathered per tick, TcpConn).
 //
 // Every connection passes through accept() (its admission and set-up) and every received chunk through receive()
 // (chunk -> records -> dispatch): a layer below the records (TLS) belongs at these two places. RPC-with-TLS: once
@@ -86,7 +86,10 @@ export class TcpTransport {
 
   /** Close every connection; resolves when the listeners are closed. */
   async close(): Promise<void> {
-    for (const c of this.conns) c.socket.destroy();
+    for (const c of this.conns) {
+      c.socket.uncork(); // replies gathered for this tick (TcpConn) leave before the connection closes
+      c.socket.destroy();
+    }
     this.conns.clear();
     await Promise.all(
       this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))),

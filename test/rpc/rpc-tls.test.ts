@@ -6,6 +6,7 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
+import net from 'node:net';
 import { join } from 'node:path';
 import {
   AuthStat,
@@ -23,7 +24,7 @@ import { AUTH_TLS } from '../../src/rpc/tls';
 import type { CallContext } from '../../src/rpc/types';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 import { certDir, type Issued, type TestCa } from '../support/certs';
-import { ADD1, ECHO, run, sleep, TEST_PROGRAM, tcpConnect, testService, udpExchange } from './util';
+import { ADD1, ECHO, run, sleep, SLOW, TEST_PROGRAM, tcpConnect, testService, udpExchange } from './util';
 
 const PEER = join(__dirname, 'support', 'tls_peer.py');
 
@@ -148,6 +149,59 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       expect(Buffer.from(results[0] as Uint8Array).equals(Buffer.from(big))).to.equal(true);
       expect(results.slice(1)).to.deep.equal(Array.from({ length: 50 }, (_, i) => i + 1));
       expect(server.stats().tls).to.include({ probes: 1, handshakes: 1 });
+    });
+
+    it('replies of handlers that finish in the same tick leave in one TLS record', async () => {
+      // A relay between client and server counts the TLS records the server sends (5-byte record headers).
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      let waiting = 0;
+      const server = new RpcServer({
+        tls: new RpcTlsServer({ policy: 'required', cert: serverCert.cert, key: serverCert.key }),
+      }).register(testService({ SLOW: async (n: number) => (waiting++, await gate, n) }));
+      servers.push(server);
+      const [{ port }] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
+      let records = 0;
+      const relay = net.createServer((down) => {
+        const up = net.connect(port, '::1');
+        let pending = Buffer.alloc(0);
+        let plain = true; // first the probe's reply, one record-marked RPC record in plain text
+        up.on('data', (d: Buffer) => {
+          pending = Buffer.concat([pending, d]);
+          if (plain && pending.length >= 4 && pending.length >= 4 + (pending.readUInt32BE(0) & 0x7fffffff)) {
+            pending = pending.subarray(4 + (pending.readUInt32BE(0) & 0x7fffffff));
+            plain = false;
+          }
+          while (!plain && pending.length >= 5 && pending.length >= 5 + pending.readUInt16BE(3)) {
+            if (pending[0] === 23) records++; // application data: every record after the ServerHello in TLS 1.3
+            pending = pending.subarray(5 + pending.readUInt16BE(3));
+          }
+          down.write(d);
+        });
+        down.on('data', (d) => up.write(d));
+        for (const [a, b] of [
+          [up, down],
+          [down, up],
+        ]) {
+          a.on('error', () => b.destroy());
+          a.on('close', () => b.destroy());
+        }
+      });
+      await new Promise<void>((resolve) => relay.listen(0, '::1', resolve));
+      try {
+        const c = await connect((relay.address() as net.AddressInfo).port, { ca: ca.cert });
+        // the NULL call lets the handshake's session tickets pass before counting
+        await c.ping();
+        await sleep(50);
+        records = 0;
+        const calls = Array.from({ length: 20 }, (_, i) => c.call(TEST_PROGRAM, 1, SLOW, i));
+        while (waiting < 20) await sleep(5);
+        open();
+        expect(await Promise.all(calls)).to.deep.equal(Array.from({ length: 20 }, (_, i) => i));
+        expect(records).to.equal(1);
+      } finally {
+        relay.close();
+      }
     });
 
     it('required: plain calls over TCP and UDP are refused with AUTH_TOOWEAK, TLS calls served', async () => {

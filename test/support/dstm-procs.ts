@@ -27,7 +27,14 @@ export function tepControlPath(t: Topology): string {
 
 /** Starts `dstm tep` in Y with the topology's addresses plus `extra` flags; resolves once it is forwarding. */
 export async function startTep(t: Topology, extra: string[]): Promise<ChildProcess> {
-  const tep = t.spawn(
+  const tep = spawnTep(t, extra);
+  await waitForOutput(tep, /tep ready/);
+  return tep;
+}
+
+/** Spawns `dstm tep` in Y as startTep does, without waiting for it (for a TEP that is expected not to start). */
+export function spawnTep(t: Topology, extra: string[]): ChildProcess {
+  return t.spawn(
     t.ns.y,
     dstmArgv(
       'tep',
@@ -44,8 +51,6 @@ export async function startTep(t: Topology, extra: string[]): Promise<ChildProce
     ),
     { env: { ...process.env, DSTM_LOG_LEVEL: process.env.DSTM_LOG_LEVEL ?? 'info' } },
   );
-  await waitForOutput(tep, /tep ready/);
-  return tep;
 }
 
 /** Starts `dstm static` in X with the Annex A address and Y as TEP; resolves once the DTI is up. */
