@@ -79,6 +79,31 @@ function load(
   });
 }
 
+/**
+ * `load` with the nodes spread evenly over `prefixes` (one generator each, calling `ports` in turn): a server takes at
+ * most 32 TCP connections from one /64, and each prefix is a /64 of its own.
+ */
+async function spread(
+  bin: string,
+  netid: string,
+  ports: number[],
+  nodes: number,
+  prefixes: string[],
+): Promise<{ rate: number; errors: number }> {
+  const share = (i: number): number => Math.floor(nodes / prefixes.length) + (i < nodes % prefixes.length ? 1 : 0);
+  const runs = prefixes
+    .map((prefix, i) => ({ prefix, port: ports[i % ports.length], n: share(i) }))
+    .filter((r) => r.n > 0)
+    .map((r) => load(bin, netid, r.port, r.n, r.prefix));
+  const results = await Promise.all(runs);
+  return results.reduce((t, r) => ({ rate: t.rate + r.rate, errors: t.errors + r.errors }), { rate: 0, errors: 0 });
+}
+
+/** The part of `loopbackAddresses`' addresses before the node number (it numbers them 1..n in hex). */
+function prefixOf(lo: { addresses: string[] }): string {
+  return lo.addresses[0].slice(0, -1);
+}
+
 function startC(bin: string): Promise<{ udp: number; tcp: number; stop(): void }> {
   return new Promise((resolve, reject) => {
     const p = execFile(bin, [String(PROGRAM), '10.0.0.0', '16']);
@@ -115,8 +140,8 @@ function commitLatency(dir: string, forMs: number): number {
 }
 
 async function throughput(c: { mem: string; load: string }): Promise<void> {
-  const lo = loopbackAddresses(64);
-  const prefix = lo.addresses[0].slice(0, -1); // the helper numbers addresses 1..n in hex after this prefix
+  const los = [loopbackAddresses(32), loopbackAddresses(32)];
+  const prefixes = los.map(prefixOf);
   const dir = tempDir('bench-server');
   try {
     const cServer = await startC(c.mem);
@@ -138,7 +163,7 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
           const cPort = netid === 'udp6' ? cServer.udp : cServer.tcp;
           const idleMs = commitLatency(dir, 100);
           // The flush under load comes from a run of its own, so that the probe takes nothing from the measured ones.
-          const probed = load(c.load, netid, cPort, n, prefix);
+          const probed = spread(c.load, netid, [cPort], n, prefixes);
           const commitMs = commitLatency(dir, SECONDS * 500);
           await probed;
           const a = { rate: 0, errors: 0 };
@@ -148,7 +173,7 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
               [a, ours.port],
               [b, cPort],
             ] as const) {
-              const r = await load(c.load, netid, port, n, prefix);
+              const r = await spread(c.load, netid, [port], n, prefixes);
               best.rate = Math.max(best.rate, r.rate);
               best.errors += r.errors;
             }
@@ -173,7 +198,7 @@ async function throughput(c: { mem: string; load: string }): Promise<void> {
       await ours.stop();
     }
   } finally {
-    lo.remove();
+    for (const lo of los) lo.remove();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -217,7 +242,6 @@ async function sharedStore(c: { load: string }): Promise<void> {
   const cluster = await PostgresCluster.start();
   const loA = loopbackAddresses(64);
   const loB = loopbackAddresses(64);
-  const prefix = (lo: { addresses: string[] }): string => lo.addresses[0].slice(0, -1);
   const dir = tempDir('bench-store');
   const servers: ServerProcess[] = [];
   try {
@@ -242,19 +266,13 @@ async function sharedStore(c: { load: string }): Promise<void> {
         let two = 0;
         let errors = 0;
         for (let round = 0; round < 2; round++) {
-          // The same two load generators either way, each with half the nodes in a /64 of its own (a server takes
-          // at most 32 TCP connections from one /64).
-          const [s1, s2] = await Promise.all([
-            load(c.load, netid, sqlite.port, n / 2, prefix(loA)),
-            load(c.load, netid, sqlite.port, n / 2, prefix(loB)),
-          ]);
-          one = Math.max(one, s1.rate + s2.rate);
-          const [a, b] = await Promise.all([
-            load(c.load, netid, pgA.port, n / 2, prefix(loA)),
-            load(c.load, netid, pgB.port, n / 2, prefix(loB)),
-          ]);
-          two = Math.max(two, a.rate + b.rate);
-          errors += s1.errors + s2.errors + a.errors + b.errors;
+          // The same two load generators either way, each with half the nodes.
+          const prefixes = [prefixOf(loA), prefixOf(loB)];
+          const s1 = await spread(c.load, netid, [sqlite.port], n, prefixes);
+          one = Math.max(one, s1.rate);
+          const s2 = await spread(c.load, netid, [pgA.port, pgB.port], n, prefixes);
+          two = Math.max(two, s2.rate);
+          errors += s1.errors + s2.errors;
         }
         console.log(
           `| ${netid} | ${n} | ${Math.round(one)} | ${Math.round(two)} | ${(two / one).toFixed(2)}x |${errors ? ` errors ${errors}` : ''}`,
