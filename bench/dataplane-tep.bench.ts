@@ -1,6 +1,7 @@
 // `dstm tep` alone, as a process, RFC 8219 style (issue 11): the highest rate of 64-byte packets it forwards with
 // at most 0.1 % loss (RFC 2544 §26.1 throughput, RFC 8219 §7.1), decapsulation and encapsulation measured
-// separately, with 10^3 and 10^6 bindings.
+// separately, with 10^3 and 10^6 bindings. Part of `npm run bench dataplane` (the name matches); alone:
+// `npm run bench dataplane-tep`.
 //
 //   X (node side) --eth-- Y (`dstm tep`) --eth-- Z (IPv4 side); S runs `dstm server`, whose binding feed loads Y.
 //
