@@ -22,7 +22,8 @@
 // Where the lost packets went, from the kernel's counters and `dstm tep stats --json`, for the max-rate trial.
 //
 // Env: TEP_BENCH_SECONDS trial length (default 2), TEP_BENCH_STEPS paced trials per search (default 10),
-// TEP_BENCH_START first paced rate (default 25000), TEP_BENCH_BINDINGS (default "1000,1000000").
+// TEP_BENCH_START first paced rate (default 25000), TEP_BENCH_BINDINGS (default "1000,1000000"),
+// TEP_BENCH_TXQUEUELEN (a diagnostic: the TEP's TUN queue length, in packets, instead of the kernel's 500).
 // Needs root and a C compiler; skips with a message otherwise.
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -36,6 +37,7 @@ import { ADDR, Topology, netnsUnavailable, until, waitForOutput } from '../test/
 const SECONDS = Number(process.env.TEP_BENCH_SECONDS ?? 2);
 const STEPS = Number(process.env.TEP_BENCH_STEPS ?? 10);
 const START_RATE = Number(process.env.TEP_BENCH_START ?? 25_000);
+const TXQUEUELEN = process.env.TEP_BENCH_TXQUEUELEN;
 const COUNTS = (process.env.TEP_BENCH_BINDINGS ?? '1000,1000000').split(',').map(Number);
 const LOSS = 0.001; // RFC 8219 §7.1's threshold (RFC 2544 asks for zero)
 const DRAIN_MS = 500;
@@ -135,6 +137,7 @@ class Bench {
       const loadSeconds = (performance.now() - t0) / 1000;
       const { x, y, z } = t.ns;
       await t.ip(y, '-6', 'route', 'add', NODES, 'via', ADDR.x6, 'dev', 'eth-x');
+      if (TXQUEUELEN) await t.ip(y, 'link', 'set', 'dstm-tep0', 'txqueuelen', TXQUEUELEN);
       const macOf = async (dev: string): Promise<string> =>
         (JSON.parse((await t.ip(y, '-j', 'link', 'show', dev)).stdout) as { address: string }[])[0].address;
       const rx = { decap: t.spawn(z, [bin, 'recv', 'udp', '9']), encap: t.spawn(x, [bin, 'recv', 'ipip', 'eth-y']) };
@@ -292,13 +295,17 @@ export async function run(): Promise<void> {
   }
   const bin = buildLoad();
   console.log(
-    `dstm tep alone, 64-byte IPv4 UDP, <= ${LOSS * 100} % loss, ${SECONDS} s trials (TEP_BENCH_SECONDS); ${load()}`,
+    `dstm tep alone, 64-byte IPv4 UDP, <= ${LOSS * 100} % loss, ${SECONDS} s trials (TEP_BENCH_SECONDS)` +
+      `${TXQUEUELEN ? `, TUN txqueuelen ${TXQUEUELEN}` : ''}; ${load()}`,
   );
   const rows: ({ bindings: number; dir: Direction } & Search)[] = [];
   for (const n of COUNTS) {
     const b = await Bench.start(bin, n);
     try {
-      console.log(`${n} bindings loaded through the server's feed in ${b.loadSeconds.toFixed(1)} s`);
+      const rss = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${b.tep.pid}/status`, 'utf8'))?.[1];
+      console.log(
+        `${n} bindings loaded through the server's feed in ${b.loadSeconds.toFixed(1)} s; TEP resident ${(Number(rss) / 1024).toFixed(0)} MiB`,
+      );
       for (const dir of ['decap', 'encap'] as const) {
         const r = await b.search(dir);
         rows.push({ bindings: n, dir, ...r });
