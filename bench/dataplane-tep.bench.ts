@@ -238,7 +238,7 @@ class Bench {
         lo = rate;
         found = tr;
       } else hi = rate;
-      if (hi - lo <= 0.02 * hi) break;
+      if (hi !== Infinity && hi - lo <= 0.02 * hi) break;
       rate = hi === Infinity ? rate * 2 : Math.round((lo + hi) / 2);
     }
     return { found, max, trials: trials + 1, generatorBound };
