@@ -216,8 +216,9 @@ class Bench {
   /**
    * RFC 2544 §26.1: the highest offered rate with loss <= LOSS, up by doubling from START_RATE until a trial
    * fails, then by bisection to 2 % (STEPS trials at most). The unpaced max-rate trial is no upper bound: sending
-   * flat out, the generator takes CPU the TEP needs (2 cores), so it shows overload, not the ceiling. A rate the
-   * generator could not offer ends the search (generatorBound: the TEP may do more).
+   * flat out, the generator takes CPU the TEP needs (2 cores), so it shows overload, not the ceiling. A trial
+   * within the loss threshold at a rate the generator could not offer ends the search (generatorBound: the TEP may
+   * do more).
    */
   async search(dir: Direction): Promise<Search> {
     const max = await this.trial(dir, 0);
@@ -230,14 +231,14 @@ class Bench {
     while (trials < STEPS) {
       const tr = await this.trial(dir, rate);
       trials++;
-      if (tr.achieved < 0.98 * rate) {
+      if (tr.loss > LOSS) hi = rate;
+      else if (tr.achieved < 0.98 * rate) {
         generatorBound = true;
         break;
-      }
-      if (tr.loss <= LOSS) {
+      } else {
         lo = rate;
         found = tr;
-      } else hi = rate;
+      }
       if (hi !== Infinity && hi - lo <= 0.02 * hi) break;
       rate = hi === Infinity ? rate * 2 : Math.round((lo + hi) / 2);
     }
