@@ -23,7 +23,8 @@
 //
 // Env: TEP_BENCH_SECONDS trial length (default 2), TEP_BENCH_STEPS paced trials per search (default 10),
 // TEP_BENCH_START first paced rate (default 25000), TEP_BENCH_BINDINGS (default "1000,1000000"),
-// TEP_BENCH_TXQUEUELEN (a diagnostic: the TEP's TUN queue length, in packets, instead of the kernel's 500).
+// TEP_BENCH_TXQUEUELEN (a diagnostic: the TEP's TUN queue length, in packets, instead of the kernel's 500),
+// TEP_BENCH_TEP_FLAGS (more `dstm tep` flags, e.g. "--no-offload").
 // Needs root and a C compiler; skips with a message otherwise.
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -38,6 +39,7 @@ const SECONDS = Number(process.env.TEP_BENCH_SECONDS ?? 2);
 const STEPS = Number(process.env.TEP_BENCH_STEPS ?? 10);
 const START_RATE = Number(process.env.TEP_BENCH_START ?? 25_000);
 const TXQUEUELEN = process.env.TEP_BENCH_TXQUEUELEN;
+const TEP_FLAGS = (process.env.TEP_BENCH_TEP_FLAGS ?? '').split(/\s+/).filter(Boolean);
 const COUNTS = (process.env.TEP_BENCH_BINDINGS ?? '1000,1000000').split(',').map(Number);
 const LOSS = 0.001; // RFC 8219 §7.1's threshold (RFC 2544 asks for zero)
 const DRAIN_MS = 500;
@@ -127,7 +129,7 @@ class Bench {
       const t0 = performance.now();
       await fillStore(`${t.dir}/server`, bindings);
       await startServer(t, ['--pool', POOL, '--lease', '86400']);
-      const tep = await startTep(t, ['--server', SERVER, '--pool', POOL, '--prefix', NODES]);
+      const tep = await startTep(t, ['--server', SERVER, '--pool', POOL, '--prefix', NODES, ...TEP_FLAGS]);
       // polled once a second: each poll is a `dstm tep stats` process, CPU the TEP and the server need
       const held = async (): Promise<boolean> => {
         await sleep(1000);
@@ -297,7 +299,7 @@ export async function run(): Promise<void> {
   const bin = buildLoad();
   console.log(
     `dstm tep alone, 64-byte IPv4 UDP, <= ${LOSS * 100} % loss, ${SECONDS} s trials (TEP_BENCH_SECONDS)` +
-      `${TXQUEUELEN ? `, TUN txqueuelen ${TXQUEUELEN}` : ''}; ${load()}`,
+      `${TXQUEUELEN ? `, TUN txqueuelen ${TXQUEUELEN}` : ''}${TEP_FLAGS.length ? `, dstm tep ${TEP_FLAGS.join(' ')}` : ''}; ${load()}`,
   );
   const rows: ({ bindings: number; dir: Direction } & Search)[] = [];
   for (const n of COUNTS) {
