@@ -164,7 +164,7 @@ export default class LeasesCommand extends DstmCommand {
 
 /** Read the bindings straight from a store (read-only); TEPs come from the server configuration. */
 async function listStore(dir: string, config?: string): Promise<LeaseRow[]> {
-  const teps = new TepMap(policyOf(loadServerConfig({ config, stateDir: dir }).config));
+  const teps = new TepMap(policyOf(loadServerConfig({ config, 'state-dir': dir }).config));
   const store = new SqliteStore(dir, { readonly: true });
   try {
     return (await store.list(-1, Number.MAX_SAFE_INTEGER)).map((b) => {
