@@ -51,6 +51,7 @@ export const clientFields = {
     `[::1]:${DEFAULT_PORT}`,
     'DSTM server to call, or a list of servers sharing one store: each call goes to the one that answered last, and on to the next at once when one refuses the connection or is unreachable, or after the timeout.',
     {
+      man: 'For example ["[2001:db8:2::10]:3786", "[2001:db8:3::10]:3786"].',
       flag: flag.strings('server', {
         env: 'DSTM_SERVER',
         helpValue: '[IPV6]:PORT',

@@ -55,7 +55,7 @@ export interface Field<
   readonly doc: string;
   /** The command-line flag that sets this key (settings.ts generates the oclif flag and the override from it). */
   readonly flag?: S;
-  /** What dstm.conf(5) says beyond `doc`, in roff (e.g. a rule the schema cannot show). */
+  /** What dstm.conf(5) says beyond `doc` (details --help can do without). */
   readonly man?: string;
 }
 

@@ -76,6 +76,7 @@ export const tepFields = {
     flag: flag.string('ipv4', { helpValue: 'IPV4', summary: "IPv4 address of this TEP, the peer of the nodes' DTIs." }),
   }),
   pools: field(list(pool4), [], "IPv4 prefixes routed into the TEP's TUN device: the DSTM server's pools.", {
+    man: 'Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused. The TEP refuses a binding from the server for its own IPv4 address or any address of its host.',
     flag: flag.strings('pool', { helpValue: 'CIDR', summary: 'IPv4 pool prefix routed to this TEP (repeatable).' }),
   }),
   prefixes: field(
@@ -149,8 +150,8 @@ export const tepFields = {
       summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).',
     }),
   }),
-  log_level: logLevel(),
-  tls: field(clientTls, {}, 'RPC-with-TLS towards the server, for the binding feed.'),
+  log_level: logLevel('At debug every discarded packet is logged with its first bytes.'),
+  tls: field(clientTls, {}, 'RPC-with-TLS (RFC 9289) towards the server, for the binding feed; see dstm-rpc(7).'),
 };
 
 export type TepConfig = Infer<typeof tepFields>;
