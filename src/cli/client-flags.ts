@@ -1,5 +1,5 @@
 // Flags shared by dstm request, release and leases, so every client command spells and documents them alike.
-import { Flags } from '@oclif/core';
+import { Flags, type Interfaces } from '@oclif/core';
 import { isIPv6 } from 'node:net';
 import { ConfigError } from '../config/schema';
 import { clientFields } from '../config/client-schema';
@@ -19,8 +19,8 @@ export const clientFlags = {
   json: Flags.boolean({ summary: 'Print the result as JSON (dstm(1), JSON OUTPUT).' }),
 };
 
-export const exchangeFlags = {
-  ...clientFlags,
+/** How request and release call the server (not configuration keys: each call chooses). */
+const callFlags = {
   transport: Flags.string({
     summary: 'RPC transport (tcp whenever --tls is on).',
     options: ['udp', 'tcp'],
@@ -36,7 +36,9 @@ export const exchangeFlags = {
   }),
 };
 
-export type ExchangeFlags = ClientFlags & { transport: string; protocol: number; local?: string };
+export const exchangeFlags = { ...clientFlags, ...callFlags };
+
+export type ExchangeFlags = ClientFlags & Interfaces.InferredFlags<typeof callFlags>;
 
 /** A client of the servers the flags, environment and configuration file name (each connected at its first call). */
 export async function connectFromFlags(flags: ExchangeFlags): Promise<{ client: FailoverClient; lease: number }> {

@@ -22,7 +22,8 @@ function oclifFlag(s: Setting): unknown {
   const common = {
     summary: summaryOf(s),
     ...(flag.aliases?.length ? { aliases: [...flag.aliases], deprecateAliases: true } : {}),
-    ...(flag.helpValue ? { helpValue: flag.helpValue } : {}),
+    // a placeholder would hide the list of choices oclif shows
+    ...(flag.helpValue && !s.field.type.choices ? { helpValue: flag.helpValue } : {}),
   };
   switch (flag.kind) {
     case 'boolean':

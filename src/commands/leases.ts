@@ -117,7 +117,7 @@ export default class LeasesCommand extends DstmCommand {
     }
     let client: FailoverClient | undefined;
     try {
-      ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2 }));
+      ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2, local: undefined }));
       if (args.action === 'list') {
         const rows: LeaseRow[] = [];
         for await (const r of client.list()) if (keep(r)) rows.push(r);

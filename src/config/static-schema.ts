@@ -43,7 +43,7 @@ export const staticFields = {
     'IPv4 prefixes routed through the DTI; "default" routes everything.',
     {
       flag: flag.strings('routes', {
-        helpValue: 'PREFIX,...',
+        helpValue: 'PREFIX',
         summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).',
         // each --routes value may be comma-separated
         toValue: (v) =>
