@@ -87,24 +87,33 @@ function buildForwarder(): string {
   return bin;
 }
 
-/** TCP and 64-byte UDP from X to `dst` (an iperf3 server in Z); `procs`: the data plane processes to time. */
-async function measure(t: Topology, dst: string, procs: ChildProcess[] = []): Promise<Figures> {
+/**
+ * TCP and 64-byte UDP from X to `dst` (an iperf3 server in Z), each with `flows` parallel streams; `procs`: the
+ * data plane processes to time.
+ */
+async function measure(t: Topology, dst: string, procs: ChildProcess[] = [], flows = 1): Promise<Figures> {
+  const iperf = (...args: string[]): string[] => [
+    'iperf3',
+    '-c',
+    dst,
+    '-t',
+    String(SECONDS),
+    '-J',
+    '-P',
+    `${flows}`,
+    ...args,
+  ];
   const server = t.spawn(t.ns.z, ['iperf3', '-s', '--forceflush', '-B', dst.includes(':') ? '::' : '0.0.0.0']);
   await waitForOutput(server, /Server listening/);
   try {
     const busy0 = machineBusy();
     const own0 = processCpu(procs);
-    const tcp = JSON.parse((await t.exec(t.ns.x, ['iperf3', '-c', dst, '-t', String(SECONDS), '-J'], 60_000)).stdout);
+    const tcp = JSON.parse((await t.exec(t.ns.x, iperf(), 60_000)).stdout);
     const busy = machineBusy() - busy0;
     const own1 = processCpu(procs);
     const gbits = (tcp.end.sum_received.bytes * 8) / 1e9;
-    const reverse = JSON.parse(
-      (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-R', '-t', String(SECONDS), '-J'], 60_000)).stdout,
-    );
-    const udp = JSON.parse(
-      (await t.exec(t.ns.x, ['iperf3', '-c', dst, '-u', '-l', '64', '-b', '0', '-t', String(SECONDS), '-J'], 60_000))
-        .stdout,
-    );
+    const reverse = JSON.parse((await t.exec(t.ns.x, iperf('-R'), 60_000)).stdout);
+    const udp = JSON.parse((await t.exec(t.ns.x, iperf('-u', '-l', '64', '-b', '0'), 60_000)).stdout);
     const sum = udp.end.sum_received ?? udp.end.sum;
     const delivered = (sum.packets ?? udp.end.sum.packets) - (sum.lost_packets ?? udp.end.sum.lost_packets ?? 0);
     return {
@@ -147,13 +156,13 @@ async function cForwarder(bin: string): Promise<Figures> {
   }
 }
 
-/** dstm static on X and dstm tep on Y; `flags` go to both (e.g. --no-offload). */
-async function dstm(flags: string[]): Promise<Figures> {
+/** dstm static on X and dstm tep on Y; `flags` go to both (e.g. --no-offload), `tepFlags` to the TEP only. */
+async function dstm(flags: string[], tepFlags: string[] = [], flows = 1): Promise<Figures> {
   const t = await Topology.create();
   try {
-    const tep = await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`, ...flags]);
+    const tep = await startTep(t, ['--static', `${ADDR.static4}=${ADDR.x6}`, ...flags, ...tepFlags]);
     const node = await startStaticNode(t, flags);
-    const f = await measure(t, ADDR.z4, [tep, node]);
+    const f = await measure(t, ADDR.z4, [tep, node], flows);
     const e = (await tepStats(t)).events;
     f.note =
       `TEP offload_active ${e.offload_active}, super-packets split ${e.gso_split} into ${e.gso_segments}, ` +
@@ -393,15 +402,51 @@ function tepBindingScale(): void {
   );
 }
 
+/**
+ * The TEP on 1 and 2 queues, alternated ROUNDS times (the machine is shared: back to back, so drift hits both),
+ * 4 flows each way; the node (one thread) and iperf3 share the same CPUs. Prints each run and the ratios of the means.
+ */
+async function queueRows(): Promise<void> {
+  const ROUNDS = Number(process.env.DSTM_BENCH_QUEUE_ROUNDS ?? 2);
+  const FLOWS = 4;
+  const runs = new Map<number, Figures[]>([
+    [1, []],
+    [2, []],
+  ]);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const q of [1, 2]) {
+      const f = await dstm([], ['--queues', String(q)], FLOWS);
+      runs.get(q)!.push(f);
+      console.log(
+        `dstm, TEP --queues ${q}, ${FLOWS} flows`.padEnd(34) +
+          ` TCP ${f.tcpMbps.toFixed(0).padStart(6)} Mbit/s (Z->X ${f.tcpReverseMbps.toFixed(0).padStart(6)})   UDP-64 ${f.udpPps.toFixed(0).padStart(8)} packets/s   ` +
+          `CPU per Gbit of TCP: machine ${f.cpuPerGbit.toFixed(2)} s, dstm processes ${f.dstmCpuPerGbit!.toFixed(2)}`,
+      );
+    }
+  }
+  const mean = (q: number, k: 'tcpMbps' | 'tcpReverseMbps' | 'udpPps' | 'cpuPerGbit'): number =>
+    runs.get(q)!.reduce((a, f) => a + f[k], 0) / ROUNDS;
+  const ratio = (k: 'tcpMbps' | 'tcpReverseMbps' | 'udpPps' | 'cpuPerGbit'): string =>
+    (mean(2, k) / mean(1, k)).toFixed(2);
+  console.log(
+    `TEP 2 queues / 1 queue (means of ${ROUNDS}, ${FLOWS} flows): TCP ${ratio('tcpMbps')}x, Z->X ${ratio('tcpReverseMbps')}x, ` +
+      `UDP-64 ${ratio('udpPps')}x; machine CPU per Gbit ${ratio('cpuPerGbit')}x`,
+  );
+}
+
 export async function run(): Promise<void> {
-  tepDecisions();
-  offloadCosts();
-  tepBindingScale();
+  const queuesOnly = process.env.DSTM_BENCH_ONLY === 'queues';
+  if (!queuesOnly) {
+    tepDecisions();
+    offloadCosts();
+    tepBindingScale();
+  }
   const why = netnsUnavailable() ?? cliUnavailable() ?? (have('iperf3') ? undefined : 'iperf3 is not installed');
   if (why) {
     console.log(`skipped: ${why}`);
     return;
   }
+  if (queuesOnly) return queueRows();
   const bin = buildForwarder();
   // Every figure competes for the CPUs with whatever else runs: say how busy the machine was.
   console.log(
@@ -443,4 +488,5 @@ export async function run(): Promise<void> {
   console.log(
     `dstm offloads / C forwarder:    TCP ${ratio(on.tcpMbps, c.tcpMbps)}x, UDP-64 ${ratio(on.udpPps, c.udpPps)}x (target >= 1.0x)`,
   );
+  await queueRows();
 }

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/filter.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -80,27 +81,31 @@ static unsigned tun_offload(int fd) {
   return 0;
 }
 
-// openTun(name: string, offload: boolean) → [fd, actualName, offloadFlags]. An empty name lets the kernel pick
-// tunN. With offload, the device is made with IFF_VNET_HDR and the TUN_F_* flags the kernel accepts are
-// returned; when it accepts none, the device is made again without IFF_VNET_HDR and the flags are 0.
+// openTun(name: string, offload: boolean, multiQueue: boolean) → [fd, actualName, offloadFlags]. An empty name
+// lets the kernel pick tunN. With offload, the device is made with IFF_VNET_HDR and the TUN_F_* flags the kernel
+// accepts are returned; when it accepts none, the device is made again without IFF_VNET_HDR and the flags are 0.
+// With multiQueue (IFF_MULTI_QUEUE), opening an existing device's name attaches one more queue (one more fd) to it;
+// the kernel spreads the packets it routes into the device over the queues by flow.
 static napi_value open_tun(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!napi_util_args(env, info, 2, argv)) return NULL;
+  napi_value argv[3];
+  if (!napi_util_args(env, info, 3, argv)) return NULL;
   char name[IFNAMSIZ];
   if (!get_name(env, argv[0], name, sizeof name)) return NULL;
-  bool offload;
+  bool offload, multi;
   NAPI_CHECK(napi_get_value_bool(env, argv[1], &offload));
+  NAPI_CHECK(napi_get_value_bool(env, argv[2], &multi));
+  int base = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0);
   struct ifreq ifr;
   unsigned flags = 0;
   int fd = -1;
   if (offload) {
-    fd = tun_attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, &ifr);
+    fd = tun_attach(name, base | IFF_VNET_HDR, &ifr);
     if (fd >= 0 && (flags = tun_offload(fd)) == 0) {
       close(fd);  // the device goes with its only fd: made again below, plain
       fd = -1;
     }
   }
-  if (fd < 0) fd = tun_attach(name, IFF_TUN | IFF_NO_PI, &ifr);
+  if (fd < 0) fd = tun_attach(name, base, &ifr);
   if (fd < 0) return napi_util_throw_sys(env, "TUNSETIFF", errno, strerror(errno));
   napi_value result, fdv, namev, flagsv;
   NAPI_CHECK(napi_create_array_with_length(env, 3, &result));
@@ -192,6 +197,65 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
   napi_value r;
   NAPI_CHECK(napi_create_int32(env, fd, &r));
   return r;
+}
+
+// attachQueueFilter(fd, queue, count): a raw IPIP socket keeps only the tunnel packets of its queue. Every raw
+// socket of a protocol gets its own copy of every packet, so with one socket per queue each runs this classic BPF
+// program (on the payload: the inner IPv4 packet) and keeps a packet only if a hash of its inner addresses, and
+// ports when it is an unfragmented TCP or UDP packet, is its queue number modulo count. Exactly one socket keeps
+// each packet: one too short to hash goes to queue 0, whose pipeline counts it as malformed.
+static napi_value attach_queue_filter(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!napi_util_args(env, info, 3, argv)) return NULL;
+  int32_t fd, queue, count;
+  if (!napi_util_i32(env, argv[0], &fd) || !napi_util_i32(env, argv[1], &queue) || !napi_util_i32(env, argv[2], &count))
+    return NULL;
+  if (count < 2 || queue < 0 || queue >= count) {
+    napi_throw_range_error(env, NULL, "attachQueueFilter: queue out of range");
+    return NULL;
+  }
+  const uint32_t keep = 0xffffffff;
+  struct sock_filter code[] = {
+      /*  0 */ BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+      /*  1 */ BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 20, 1, 0),
+      /*  2 */ BPF_STMT(BPF_RET | BPF_K, queue == 0 ? keep : 0),
+      /*  3 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 12),  // inner source
+      /*  4 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /*  5 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 16),  // inner destination
+      /*  6 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /*  7 */ BPF_STMT(BPF_ST, 0),
+      /*  8 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),  // protocol
+      /*  9 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 1, 0),
+      /* 10 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, 0, 13),  // → 24
+      /* 11 */ BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 6),
+      /* 12 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 11, 0),  // a fragment: no ports → 24
+      /* 13 */ BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),  // X = header length
+      /* 14 */ BPF_STMT(BPF_MISC | BPF_TXA, 0),
+      /* 15 */ BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, 4),
+      /* 16 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 17 */ BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+      /* 18 */ BPF_JUMP(BPF_JMP | BPF_JGE | BPF_X, 0, 0, 5),  // ports beyond the packet → 24
+      /* 19 */ BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),
+      /* 20 */ BPF_STMT(BPF_LD | BPF_W | BPF_IND, 0),  // both ports
+      /* 21 */ BPF_STMT(BPF_LDX | BPF_MEM, 0),
+      /* 22 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /* 23 */ BPF_STMT(BPF_ST, 0),
+      /* 24 */ BPF_STMT(BPF_LD | BPF_MEM, 0),  // fold the hash
+      /* 25 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 26 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+      /* 27 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /* 28 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 29 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 8),
+      /* 30 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /* 31 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),
+      /* 32 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)queue, 0, 1),
+      /* 33 */ BPF_STMT(BPF_RET | BPF_K, keep),
+      /* 34 */ BPF_STMT(BPF_RET | BPF_K, 0),
+  };
+  struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+    return napi_util_throw_sys(env, "SO_ATTACH_FILTER", errno, strerror(errno));
+  return NULL;
 }
 
 // closeFd(fd)
@@ -515,6 +579,7 @@ static napi_value init(napi_env env, napi_value exports) {
       NAPI_METHOD("setMtu", set_mtu),
       NAPI_METHOD("openRaw6", open_raw6),
       NAPI_METHOD("closeFd", close_fd),
+      NAPI_METHOD("attachQueueFilter", attach_queue_filter),
       NAPI_METHOD("startReader", start_reader),
       NAPI_METHOD("stopReader", stop_reader),
       NAPI_METHOD("newSender", new_sender),

@@ -6,11 +6,12 @@ import type { LeaseRow } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { loadServerConfig, policyOf } from '../server/daemon';
 import { TepMap } from '../server/leases';
 import { SqliteStore } from '../server/sqlite-store';
-import { STATE_NAMES, stateName } from '../protocol/status';
+import { STATE_NAMES } from '../protocol/status';
+import { bindingRow } from '../server/lease-io';
 
 const EXITS = [
   EXIT.ok,
@@ -37,7 +38,8 @@ export default class LeasesCommand extends DstmCommand {
     "revoke IPV6 ends that node's binding now; its address is quarantined for the hold time and the node " +
     'must request again. allocate IPV6 binds a node that has not asked (draft section 6 MAY), to ' +
     '--address or any free address. revoke and allocate always go through the running server, which is ' +
-    'the only writer of its store.' +
+    'the only writer of its store. dstm leases export and dstm leases import (backup, migration between ' +
+    'stores) work on the store directly: see their --help.' +
     '\n\n' +
     '--json prints list as an array of bindings {ipv4, ipv6, tep4, tep6, starts, ends, state}, revoke and ' +
     'allocate as one object {action, ipv4, ipv6, tep4, tep6, starts, ends, mask, extend, keep}; times in ' +
@@ -167,18 +169,9 @@ async function listStore(dir: string, config?: string): Promise<LeaseRow[]> {
   const teps = new TepMap(policyOf(loadServerConfig({ config, 'state-dir': dir }).config));
   const store = new SqliteStore(dir, { readonly: true });
   try {
-    return (await store.list(-1, Number.MAX_SAFE_INTEGER)).map((b) => {
-      const tep = teps.lookup(b.ip6);
-      return {
-        ipv6: formatIPv6(b.ip6),
-        ipv4: formatIPv4(b.ip4),
-        tep6: formatIPv6(tep?.ipv6 ?? new Uint8Array(16)),
-        tep4: formatIPv4(tep?.ipv4 ?? 0),
-        starts: b.starts,
-        ends: b.ends,
-        state: stateName(b.state),
-      };
-    });
+    const rows: LeaseRow[] = [];
+    for await (const b of store.dump()) rows.push(bindingRow(b, teps));
+    return rows;
   } finally {
     await store.close();
   }

@@ -133,6 +133,17 @@ export const tepFields = {
   ),
   offload: offloadField(),
   batch: field(integer(1, 1024), 64, 'Packets read or written per system call.'),
+  queues: field(
+    integer(1, 64),
+    1,
+    'Forwarding queues, 1 to 64, one thread each: the TUN device gets one queue per thread (IFF_MULTI_QUEUE) and each thread its own raw socket, which keeps the tunnel packets whose inner flow hashes to it; every thread runs the same pipeline with its own copy of the binding table (104 to 208 bytes per binding per queue). Default 1: on the 2-core machine measured, 2 queues were not reliably faster than 1 (the gain stayed within the noise; see dstm-tep(8)).',
+    {
+      flag: flag.integer('queues', {
+        helpValue: 'N',
+        summary: 'Forwarding queues, one thread each, 1 to 64 (default 1; one TUN queue and raw socket per thread).',
+      }),
+    },
+  ),
   feed_wait: field(
     integer(0, 300000),
     30000,

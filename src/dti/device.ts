@@ -154,6 +154,12 @@ export interface TunOptions extends DeviceOptions {
    * to the plain device when the kernel refuses. Default off.
    */
   offload?: boolean;
+  /**
+   * Open the device with IFF_MULTI_QUEUE: the fd is one queue, and opening the same name again (from another
+   * thread) attaches another; the kernel spreads the packets it routes into the device over the queues by flow.
+   * Every queue must ask for the same offload as the first got. Default off (a single-queue device).
+   */
+  multiQueue?: boolean;
 }
 
 /** TUN_F_* flags (linux/if_tun.h), as openTun reports them. */
@@ -185,7 +191,8 @@ export class TunDevice extends PacketDevice {
     }
     if (Buffer.byteLength(want) > 15) throw new Error(`interface name "${want}" is longer than 15 bytes`);
     // offload.ts reads virtio-net headers in the little-endian layout, which TUN uses on little-endian hosts.
-    const [fd, name, flags] = native().openTun(want, (opts.offload ?? false) && endianness() === 'LE');
+    const offload = (opts.offload ?? false) && endianness() === 'LE';
+    const [fd, name, flags] = native().openTun(want, offload, opts.multiQueue ?? false);
     try {
       const dev = new TunDevice(fd, name, flags, opts);
       if (opts.mtu !== undefined) dev.setMtu(opts.mtu);
@@ -210,6 +217,11 @@ export interface RawOptions extends DeviceOptions {
   bind?: Uint8Array;
   /** Restrict to one interface (SO_BINDTODEVICE). */
   device?: string;
+  /**
+   * One of several sockets sharing the protocol's packets (one per queue): keep only those of queue `index` of
+   * `count` (native attachQueueFilter: a hash of the inner flow). Default: every packet.
+   */
+  queue?: { index: number; count: number };
 }
 
 /** A raw IPv6 socket for one protocol: see RawIpipSocket and Icmp6ErrorSocket. */
@@ -247,6 +259,7 @@ export class RawIpipSocket extends RawSocket6 {
   static open(opts: RawOptions = {}): RawIpipSocket {
     const fd = RawSocket6.openFd(4, opts);
     try {
+      if (opts.queue && opts.queue.count > 1) native().attachQueueFilter(fd, opts.queue.index, opts.queue.count);
       return new RawIpipSocket(fd, 4, RawSocket6.withGroScratch(opts));
     } catch (err) {
       native().closeFd(fd);

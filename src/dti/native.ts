@@ -14,13 +14,16 @@ export const KIND_TUN_VNET = 2;
 export interface NativeAddon {
   /**
    * Creates/attaches TUN device `name` ('' = kernel picks); non-blocking fd. With `offload`, IFF_VNET_HDR and
-   * TUNSETOFFLOAD: returns the TUN_F_* flags the kernel took (0: it refused, the device is plain).
+   * TUNSETOFFLOAD: returns the TUN_F_* flags the kernel took (0: it refused, the device is plain). With
+   * `multiQueue` (IFF_MULTI_QUEUE), opening an existing device attaches one more queue to it.
    */
-  openTun(name: string, offload: boolean): [number, string, number];
+  openTun(name: string, offload: boolean, multiQueue: boolean): [number, string, number];
   setMtu(ifname: string, mtu: number): void;
   /** Raw AF_INET6 socket for `protocol` (4: IPV6_HDRINCL on; 58: ICMPv6 errors only), optionally bound. */
   openRaw6(protocol: number, bindAddr: Uint8Array | null, device: string): number;
   closeFd(fd: number): void;
+  /** A raw IPIP socket keeps only the packets whose inner flow hashes to `queue` of `count` (classic BPF). */
+  attachQueueFilter(fd: number, queue: number, count: number): void;
   startReader(
     fd: number,
     kind: number,

@@ -10,7 +10,11 @@ export const DEFAULT_CONTROL_PATH = '/run/dstm/tep.sock';
 export async function serveControl(path: string, answer: () => unknown): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true });
   await removeStaleSocket(path);
-  const server = createServer((sock) => sock.end(JSON.stringify(answer()) + '\n'));
+  const server = createServer((sock) => {
+    // an answer may come later (gathered from other threads); a connection gone by then is no error
+    sock.on('error', () => undefined);
+    void Promise.resolve(answer()).then((a) => sock.end(JSON.stringify(a) + '\n'));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(path, () => {

@@ -91,6 +91,22 @@ export async function sourceAddressFor(host: string, port: number): Promise<stri
 const ZERO4 = new Uint8Array(4);
 const ZERO16 = new Uint8Array(16);
 
+/** A REQUEST or RELEASE packet as a node sends it: its IPv6 address, the IPv4 address it asks for (0: any). */
+export function dstmPacket(type: number, local: Uint8Array, ip4: number, keep: number): packet {
+  return {
+    type,
+    local,
+    mask: ZERO4,
+    i4addr: ip4 ? ipv4ToBytes(ip4) : ZERO4,
+    tep4: ZERO4,
+    tep6: ZERO16,
+    ends: 0,
+    starts: 0,
+    extend: 0,
+    keep,
+  };
+}
+
 export class DstmClient {
   private constructor(
     readonly rpc: RpcClient,
@@ -123,14 +139,14 @@ export class DstmClient {
 
   /** REQUEST: a new lease, or the renewal of `current` (an IPv4 address as a number, 0 for none). */
   async request(current = 0, seconds = 0): Promise<Lease> {
-    const reply = await this.call('request', this.packet(REQUEST_REQ, current, seconds));
+    const reply = await this.call('request', dstmPacket(REQUEST_REQ, this.local, current, seconds));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_address', this.server);
     return toLease(reply);
   }
 
   /** RELEASE of `address` (0: whatever this node holds). */
   async release(address = 0): Promise<Lease> {
-    const reply = await this.call('release', this.packet(RELEASE_REQ, address, 0));
+    const reply = await this.call('release', dstmPacket(RELEASE_REQ, this.local, address, 0));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_binding', this.server);
     return toLease(reply);
   }
@@ -180,21 +196,6 @@ export class DstmClient {
 
   close(): Promise<void> {
     return this.rpc.close();
-  }
-
-  private packet(type: number, ip4: number, keep: number): packet {
-    return {
-      type,
-      local: this.local,
-      mask: ZERO4,
-      i4addr: ip4 ? ipv4ToBytes(ip4) : ZERO4,
-      tep4: ZERO4,
-      tep6: ZERO16,
-      ends: 0,
-      starts: 0,
-      extend: 0,
-      keep,
-    };
   }
 
   private async call(op: 'request' | 'release', p: packet): Promise<packet> {

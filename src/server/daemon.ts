@@ -25,7 +25,7 @@ import { LeaseClock } from './clock';
 import { MAX_POOL_ADDRESSES, type PoolStats } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
 import { DstmRpc, type Access } from './rpc';
-import { openStore } from './open-store';
+import { openStore, sqliteDir } from './open-store';
 import { makeStateDir } from './state-dir';
 import { STATE_NAMES, type StateCounts, type Store, type StoreHealth } from './store';
 
@@ -211,8 +211,8 @@ export class DstmServer {
 
   static async start(config: ServerConfig, log: Logger, hooks: ServerHooks = {}): Promise<DstmServer> {
     const t0 = performance.now();
-    if (config.store === undefined || config.store.startsWith('sqlite:'))
-      makeStateDir(config.store?.slice('sqlite:'.length) || config.state_dir);
+    const dir = sqliteDir(config.store, config.state_dir);
+    if (dir !== undefined) makeStateDir(dir);
     // The embedded store takes lease times from a clock that catches up with a forward step gradually (clock.ts);
     // a PostgreSQL store takes them from the database's clock, one for every server.
     const clock = new LeaseClock(slewOf(config));

@@ -3,6 +3,7 @@
 // the configuration schema.
 import { PostgresStore } from './postgres-store';
 import { SqliteStore } from './sqlite-store';
+import { makeStateDir } from './state-dir';
 import type { Store } from './store';
 
 export interface OpenOptions {
@@ -10,10 +11,31 @@ export interface OpenOptions {
   poolSize: number;
   /** The embedded store's clock, absolute seconds (the PostgreSQL store uses the database's). */
   clock?: () => number;
+  /**
+   * For dstm leases: "export" reads (an embedded store read-only, which must exist), "restore" writes with
+   * restore() and is refused (StoreInUse) while a server uses the store.
+   */
+  tool?: 'export' | 'restore';
+}
+
+/** The embedded store's directory, or undefined for PostgreSQL. */
+export function sqliteDir(url: string | undefined, stateDir: string): string | undefined {
+  if (url !== undefined && !url.startsWith('sqlite:')) return undefined;
+  return url?.slice('sqlite:'.length) || stateDir;
 }
 
 export async function openStore(url: string | undefined, opts: OpenOptions): Promise<Store> {
-  if (url === undefined || url.startsWith('sqlite:'))
-    return new SqliteStore(url?.slice('sqlite:'.length) || opts.stateDir, { clock: opts.clock });
-  return PostgresStore.open(url, { poolSize: opts.poolSize });
+  const dir = sqliteDir(url, opts.stateDir);
+  if (dir !== undefined) {
+    if (opts.tool === 'restore') makeStateDir(dir);
+    return new SqliteStore(dir, {
+      clock: opts.clock,
+      readonly: opts.tool === 'export',
+      restore: opts.tool === 'restore',
+    });
+  }
+  return PostgresStore.open(url!, {
+    poolSize: opts.poolSize,
+    ...(opts.tool ? { applicationName: 'dstm-leases', poolSize: 1 } : {}),
+  });
 }

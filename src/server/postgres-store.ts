@@ -16,14 +16,19 @@
 // a server or database that died between a commit and its pass, every NUMBER_IDLE_MS when no batch ran; any
 // server's pass numbers every server's rows. LISTEN/NOTIFY only wakes the BINDINGS long-polls: the feed is re-read
 // from the last sequence number after every reconnect, so nothing is missed.
-import { randomBytes } from 'node:crypto';
+// dstm leases import (restore) runs on a database no server is connected to (told by the servers' application
+// names), holding the schema lock that a starting server waits for.
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { redactUrl } from '../config/types';
 import { stateName } from '../protocol/status';
 import {
+  STATE,
   STATE_NAMES,
+  RestoreConflict,
+  StoreInUse,
   StoreUnavailable,
+  newEpoch,
   type Binding,
   type Change,
   type EndOutcome,
@@ -66,6 +71,10 @@ const NUMBER_BATCH = 10000;
 const NUMBER_RESERVE = 100000;
 /** A numbering pass at least this often, milliseconds, while no batch runs one (rows a crash left unnumbered). */
 const NUMBER_IDLE_MS = 1000;
+/** A server's connections, by application_name: the pool's, and the one that LISTENs is this and "-listen". */
+const SERVER_APP = 'dstm-server';
+/** Rows per statement of a restore (arrays of this many bound as parameters). */
+const RESTORE_CHUNK = 10000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS dstm_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -264,6 +273,8 @@ export interface PostgresOptions {
   poolSize?: number;
   /** A fixed clock, absolute seconds, instead of the database's (tests only). */
   clock?: () => number;
+  /** Its connections' application_name (default dstm-server; dstm leases uses another, so a restore sees only servers). */
+  applicationName?: string;
 }
 
 /** SQLSTATE classes after which the connection or the database cannot be trusted to be there: retry later. */
@@ -310,7 +321,7 @@ export class PostgresStore extends EventEmitter implements Store {
       max: opts.poolSize ?? DEFAULT_PG_POOL,
       // Durability does not depend on the database's default: a reply leaves only after the commit is flushed.
       options: '-c synchronous_commit=on -c timezone=UTC',
-      application_name: 'dstm-server',
+      application_name: opts.applicationName ?? SERVER_APP,
       connectionTimeoutMillis: 5000,
       keepAlive: true,
     });
@@ -372,8 +383,7 @@ export class PostgresStore extends EventEmitter implements Store {
       if (meta.has('epoch') && meta.get('database') === db) {
         this.epoch = BigInt(meta.get('epoch')!);
       } else {
-        // Non-zero, so that 0 can mean "no epoch yet" on the wire.
-        this.epoch = randomBytes(8).readBigUInt64BE() | 1n;
+        this.epoch = newEpoch();
         await c.query(
           "INSERT INTO dstm_meta VALUES ('epoch', $1), ('database', $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
           [this.epoch.toString(), db],
@@ -402,7 +412,7 @@ export class PostgresStore extends EventEmitter implements Store {
   private async listen(): Promise<void> {
     const c = new pg.Client({
       connectionString: this.url,
-      application_name: 'dstm-server-listen',
+      application_name: `${this.opts.applicationName ?? SERVER_APP}-listen`,
       connectionTimeoutMillis: 5000,
       keepAlive: true,
     });
@@ -613,6 +623,93 @@ export class PostgresStore extends EventEmitter implements Store {
     return out;
   }
 
+  async *dump(): AsyncGenerator<Binding> {
+    this.gate();
+    const c = await this.pool.connect();
+    try {
+      // One snapshot for every page.
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      for (let after = -1; ;) {
+        const rows = (
+          await c.query(
+            'SELECT ip4, ip6, state, starts, ends FROM dstm_bindings WHERE ip4 > $1 ORDER BY ip4 LIMIT $2',
+            [after, RESTORE_CHUNK],
+          )
+        ).rows.map(toBinding);
+        yield* rows;
+        if (rows.length < RESTORE_CHUNK) break;
+        after = rows[rows.length - 1].ip4;
+      }
+      await c.query('COMMIT');
+    } catch (err) {
+      throw outage(err) ? new StoreUnavailable(err) : err;
+    } finally {
+      c.release(true);
+    }
+  }
+
+  async restore(rows: readonly Binding[], replace: boolean): Promise<bigint> {
+    this.gate();
+    const epoch = newEpoch();
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      // A server starting meanwhile waits for the commit (its schema check takes this lock).
+      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATE_LOCK]);
+      const busy = (
+        await c.query<{ n: string; hosts: string }>(
+          `SELECT count(*) AS n, string_agg(DISTINCT coalesce(host(client_addr), 'local socket'), ', ') AS hosts
+           FROM pg_stat_activity WHERE datname = current_database() AND application_name IN ($1, $2)`,
+          [SERVER_APP, `${SERVER_APP}-listen`],
+        )
+      ).rows[0];
+      if (Number(busy.n) > 0)
+        throw new StoreInUse(
+          `${this.where} is in use by dstm servers (connected from ${busy.hosts}): stop every server on it first`,
+        );
+      await c.query('LOCK TABLE dstm_bindings, dstm_feed IN EXCLUSIVE MODE');
+      if (replace) await c.query('DELETE FROM dstm_bindings; DELETE FROM dstm_feed');
+      for (let from = 0; from < rows.length; from += RESTORE_CHUNK) {
+        const chunk = rows.slice(from, from + RESTORE_CHUNK);
+        const cols = [chunk.map((b) => b.ip4), chunk.map((b) => b.ip6), chunk.map((b) => b.state)];
+        const rowsOf = 'unnest($1::bigint[], $2::bytea[], $3::smallint[]) WITH ORDINALITY AS r(ip4, ip6, state, i)';
+        const hit = (
+          await c.query(
+            `(SELECT r.i, 'address' AS why, b.* FROM ${rowsOf} JOIN dstm_bindings b ON b.ip4 = r.ip4)
+             UNION ALL
+             (SELECT r.i, 'node' AS why, b.* FROM ${rowsOf} JOIN dstm_bindings b ON b.ip6 = r.ip6 AND b.state < 2
+              WHERE r.state < ${STATE.revoked})
+             ORDER BY i LIMIT 1`,
+            cols,
+          )
+        ).rows[0];
+        if (hit) throw new RestoreConflict(from + Number(hit.i) - 1, toBinding(hit), hit.why);
+        await c.query(
+          `WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::smallint[], $4::bigint[], $5::bigint[])
+                        AS r(ip4, ip6, state, starts, ends)),
+             b AS (INSERT INTO dstm_bindings SELECT * FROM r)
+           INSERT INTO dstm_feed (ip4, seq, ip6, starts, ends, active)
+             SELECT ip4, NULL, ip6, starts, ends, state = ${STATE.active} FROM r
+           ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts,
+             ends = EXCLUDED.ends, active = EXCLUDED.active`,
+          [...cols, chunk.map((b) => b.starts), chunk.map((b) => b.ends)],
+        );
+      }
+      await c.query("UPDATE dstm_meta SET value = $1 WHERE key = 'epoch'", [epoch.toString()]);
+      await c.query('COMMIT');
+      // Number the new feed entries now, not at the next server's start.
+      while ((await c.query('SELECT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) AS more')).rows[0].more)
+        this.advance(Number((await c.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH])).rows[0].seq));
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw outage(err) ? new StoreUnavailable(err) : err;
+    } finally {
+      c.release();
+    }
+    this.epoch = epoch;
+    return epoch;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     // Batches already sent finish (their callers get their answers); nothing new is sent. A batch waiting for a
@@ -771,6 +868,11 @@ function toBinding(r: Record<string, unknown>): Binding {
 
 function endOutcome(r: Record<string, unknown>): EndOutcome {
   return r.found ? { binding: toBinding(r), now: Number(r.now) } : { now: Number(r.now) };
+}
+
+/** An error of the connection or the database (not a RestoreConflict, StoreInUse or a refused statement). */
+function outage(err: unknown): boolean {
+  return (err as { code?: string }).code !== undefined && isOutage(err);
 }
 
 function describe(err: unknown): string {

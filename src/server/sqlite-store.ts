@@ -7,8 +7,9 @@
 // the primary key) and a node has at most one live binding (a unique index on ip6 over active and held rows).
 // The epoch is bound to the database file's identity (device and inode): a copy or a restored backup is another
 // file, so it opens with a new epoch and every TEP starts over from the whole state.
+// A store opened for restore (dstm leases import) holds SQLite's exclusive lock from open to close: a server that
+// has the file open makes the open fail, and no server can open it meanwhile.
 import Database from 'better-sqlite3';
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,7 +18,10 @@ import { stateName } from '../protocol/status';
 import {
   STATE,
   STATE_NAMES,
+  RestoreConflict,
+  StoreInUse,
   StoreUnavailable,
+  newEpoch,
   type Binding,
   type Change,
   type EndOutcome,
@@ -89,6 +93,8 @@ type Value = GrantOutcome | EndOutcome | SweepOutcome;
 export interface SqliteOptions {
   /** Open an existing store read-only (dstm leases --state-dir): list, counts and feed reads only. */
   readonly?: boolean;
+  /** Open for restore(): exclusively, refused (StoreInUse) while another connection (a server) has the file open. */
+  restore?: boolean;
   /** The store's clock, absolute seconds (tests move it). */
   clock?: () => number;
 }
@@ -97,7 +103,7 @@ export class SqliteStore extends EventEmitter implements Store {
   readonly engine = 'sqlite';
   readonly shared = false;
   readonly db: Database.Database;
-  readonly epoch: bigint;
+  epoch: bigint;
   readonly where: string;
   private readonly q;
   private readonly clock: () => number;
@@ -123,6 +129,7 @@ export class SqliteStore extends EventEmitter implements Store {
     if (opts.readonly && !existsSync(file)) throw new Error(`no DSTM store in ${dir} (${file} does not exist)`);
     this.db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
     this.db.pragma('busy_timeout = 5000');
+    if (opts.restore) this.lockExclusively(file);
     if (!opts.readonly) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
@@ -149,6 +156,8 @@ export class SqliteStore extends EventEmitter implements Store {
         'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?',
       ),
       nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
+      at: db.prepare<[number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 = ?'),
+      all: db.prepare('SELECT ip4, ip6, state, starts, ends FROM bindings ORDER BY ip4'),
       list: db.prepare<[number, number]>(
         'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?',
       ),
@@ -169,6 +178,23 @@ export class SqliteStore extends EventEmitter implements Store {
     this.commits = new GroupCommit<Op, Value>(this.transactor());
     this.commits.on('batch', (n: number) => this.emit('batch', n));
     this.commits.on('failed', (err: StoreUnavailable) => this.emit('health', { ok: false, reason: err.message }));
+  }
+
+  /**
+   * Every other connection holds a shared lock on the file while it is open (WAL mode), so taking the exclusive
+   * lock at once, and keeping it (locking_mode EXCLUSIVE), fails while a server has the store open.
+   */
+  private lockExclusively(file: string): void {
+    this.db.pragma('busy_timeout = 0');
+    this.db.pragma('locking_mode = EXCLUSIVE');
+    try {
+      this.db.exec('BEGIN EXCLUSIVE; COMMIT');
+    } catch (err) {
+      this.db.close();
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      throw new StoreInUse(`${file} is in use (a dstm server or another reader has it open): stop the server first`);
+    }
+    this.db.pragma('busy_timeout = 5000');
   }
 
   private migrate(file: string): void {
@@ -200,8 +226,7 @@ export class SqliteStore extends EventEmitter implements Store {
         this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('file', ?)").run(identity.toString());
       return have;
     }
-    // Non-zero, so that 0 can mean "no epoch yet" on the wire.
-    const epoch = randomBytes(8).readBigUInt64BE() | 1n;
+    const epoch = newEpoch();
     const put = this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
     this.db.transaction(() => {
       put.run('epoch', epoch.toString());
@@ -277,6 +302,33 @@ export class SqliteStore extends EventEmitter implements Store {
     const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
     for (const r of this.read(() => this.q.count.all()) as { state: State; n: number }[]) out[stateName(r.state)] = r.n;
     return out;
+  }
+
+  async *dump(): AsyncGenerator<Binding> {
+    // One statement: one read transaction, so one snapshot however long the caller takes.
+    yield* this.read(() => this.q.all.iterate()) as IterableIterator<Binding>;
+  }
+
+  async restore(rows: readonly Binding[], replace: boolean): Promise<bigint> {
+    if (this.walFd < 0) throw new Error('restore on a read-only store');
+    const epoch = newEpoch();
+    this.db.transaction(() => {
+      if (replace) this.db.exec('DELETE FROM bindings; DELETE FROM feed');
+      rows.forEach((b, i) => {
+        // The rows are distinct among themselves (checked by the caller): a collision is with a stored binding.
+        const held = this.q.at.get(b.ip4) as Binding | undefined;
+        if (held) throw new RestoreConflict(i, held, 'address');
+        const live = b.state !== STATE.revoked && (this.q.byIp6.get(b.ip6) as Binding | undefined);
+        if (live) throw new RestoreConflict(i, live, 'node');
+        this.q.insert.run(b.ip4, b.ip6, b.state, b.starts, b.ends);
+        this.q.feedPut.run(b.ip4, b.ip6, b.starts, b.ends, b.state === STATE.active ? 1 : 0);
+      });
+      this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)").run(epoch.toString());
+    })();
+    fdatasyncSync(this.walFd);
+    this.epoch = epoch;
+    this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
+    return epoch;
   }
 
   private read<T>(fn: () => T): T {

@@ -8,6 +8,7 @@
 // strictly increasing sequence number, so reading it from 0 gives the whole current state and reading it from a
 // later point gives what changed since. It shows only durable changes, in one order for every reader.
 
+import { randomBytes } from 'node:crypto';
 import type { dstm_state } from '../protocol/generated/dstm';
 import { STATE, STATE_NAMES, type StateName } from '../protocol/status';
 
@@ -32,6 +33,11 @@ export interface Change {
   starts: number;
   ends: number;
   active: boolean;
+}
+
+/** A new epoch: random, non-zero (0 means "no epoch yet" on the wire). */
+export function newEpoch(): bigint {
+  return randomBytes(8).readBigUInt64BE() | 1n;
 }
 
 /** The store cannot execute or make durable: the caller gets DSTM_UNAVAILABLE (or no reply), never a binding that may be lost. */
@@ -77,6 +83,26 @@ export interface SweepOutcome {
   expired: number;
   /** Held and revoked addresses whose hold time was over, now free. */
   reclaimed: number[];
+}
+
+/** restore(): row `index` of the import collides with a binding the store holds (`existing`). */
+export class RestoreConflict extends Error {
+  constructor(
+    readonly index: number,
+    readonly existing: Binding,
+    readonly why: 'address' | 'node',
+  ) {
+    super(why === 'address' ? 'the address is bound in the store' : 'the node has a live binding in the store');
+    this.name = 'RestoreConflict';
+  }
+}
+
+/** Opening a store for restore(): a server (or another reader) has it open. */
+export class StoreInUse extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreInUse';
+  }
 }
 
 export interface StoreHealth {
@@ -126,6 +152,15 @@ export interface Store {
   /** Every address with a row (active, held or revoked): none of them is free. */
   boundAddresses(): Promise<number[]>;
   counts(): Promise<StateCounts>;
+  /** Every binding, ascending by address, from one consistent snapshot (dstm leases export). */
+  dump(): AsyncIterable<Binding>;
+  /**
+   * dstm leases import: write `rows` (valid, distinct addresses, at most one live binding per node), each with its
+   * feed entry, in one transaction, after emptying the store when `replace`; without it a row that collides with
+   * a stored binding rolls everything back (RestoreConflict). A restore is a new history: the store gets a new
+   * epoch, returned. Only on a store opened for it, which no server uses (openStore's `restore`).
+   */
+  restore(rows: readonly Binding[], replace: boolean): Promise<bigint>;
   health(): StoreHealth;
   /** Finish what is committed (made durable), then release the engine; later calls reject with StoreUnavailable. */
   close(): Promise<void>;

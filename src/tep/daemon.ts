@@ -15,12 +15,16 @@ import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { RpcClient, RpcError } from '../rpc';
 import { loadClientTls } from '../rpc/tls';
 import { serveControl } from '../lib/control';
-import { Tep, type ServerBinding } from './tep';
+import { registerTepMetrics, type ServerBinding, type Tep, type TepStats } from './tep';
+import { TepQueues } from './queues';
 import { ip, runIp } from '../dti/netconfig';
 import { setupTepNetwork, teardownTepNetwork } from './netsetup';
 
 export interface RunningTep {
+  /** Queue 0's pipeline (in this thread). */
   tep: Tep;
+  /** Every queue: the control plane goes through it, statistics are summed by it. */
+  queues: TepQueues;
   /**
    * Apply a reloaded configuration (SIGHUP): static mappings, pools (bindings and routes), prefixes and unreachable
    * change at once; the keys that need a restart (device, addresses, the server, ...) are returned, not applied.
@@ -54,39 +58,44 @@ export function checkTep(c: TepConfig): void {
 
 export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
   checkTep(c);
-  const tep = new Tep({
-    address: c.address,
-    ipv4: c.ipv4,
-    pools: c.pools,
-    prefixes: c.prefixes,
-    statics: c.static,
-    device: c.device,
-    pathMtu: c.path_mtu,
-    unreachable: c.unreachable,
-    offload: c.offload,
-    batch: c.batch,
-    log,
-  });
-  const tun = tep.open();
+  const queues = await TepQueues.open(
+    {
+      address: c.address,
+      ipv4: c.ipv4,
+      pools: c.pools,
+      prefixes: c.prefixes,
+      statics: c.static,
+      device: c.device,
+      pathMtu: c.path_mtu,
+      unreachable: c.unreachable,
+      offload: c.offload,
+      batch: c.batch,
+      log,
+    },
+    c.queues,
+  );
+  const { tep, tun } = queues;
   let control: Server | undefined;
   let metrics: HttpServer | undefined;
   let feed: BindingFeed | undefined;
   try {
     await setupTepNetwork(tun.name, tep.tunnel.tunnelMtu, tep.routedPrefixes(), log);
-    control = await serveControl(c.control, () => tep.stats());
+    control = await serveControl(c.control, () => queues.stats());
     if (c.metrics) {
       const registry = new Registry();
-      tep.register(registry);
+      let scraped: TepStats = tep.stats(); // every queue's, read before each scrape renders
+      registerTepMetrics(registry, () => scraped);
       registry.collector('dstm_tep_icmp_sent_total', 'ICMP errors the TEP generated, by kind.', 'counter', () => [
-        { labels: { kind: 'icmp4_error' }, value: tep.counters.event('icmp4_sent') },
-        { labels: { kind: 'icmp6_relayed_as_icmp4' }, value: tep.counters.event('icmp_relayed') },
+        { labels: { kind: 'icmp4_error' }, value: scraped.events.icmp4_sent },
+        { labels: { kind: 'icmp6_relayed_as_icmp4' }, value: scraped.events.icmp_relayed },
       ]);
       registerProcessMetrics(registry, 'tep');
-      metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port)).server;
+      const prepare = async (): Promise<void> => void (scraped = await queues.stats());
+      metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port, prepare)).server;
     }
-    if (c.server) feed = followFeed(tep, c, log);
+    if (c.server) feed = followFeed(queues, c, log);
   } catch (err) {
-    tep.close();
+    await queues.close();
     control?.close();
     metrics?.close();
     throw err;
@@ -95,15 +104,16 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
   let running = c;
   return {
     tep,
+    queues,
     async reload(next) {
       checkTep(next);
       const was = describeTep(running);
       const now = describeTep(next);
       const live = { static: next.static, pools: next.pools, prefixes: next.prefixes, unreachable: next.unreachable };
       const fixed = Object.keys(now).filter((k) => !(k in live) && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
-      const routed = tep.routedPrefixes();
-      tep.reconfigure({ ...live, statics: next.static });
-      const routes = tep.routedPrefixes();
+      const routed = queues.routedPrefixes();
+      queues.reconfigure({ ...live, statics: next.static });
+      const routes = queues.routedPrefixes();
       await runIp([
         ...routes.filter((r) => !routed.includes(r)).map((r) => ip.routeReplace(r, tun.name)),
         ...routed.filter((r) => !routes.includes(r)).map((r) => ip.routeDel(r, tun.name)),
@@ -121,11 +131,12 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     },
     async stop() {
       await feed?.stop();
-      await teardownTepNetwork(tun.name, tep.routedPrefixes());
-      tep.close();
+      await teardownTepNetwork(tun.name, queues.routedPrefixes());
+      const last = await queues.stats();
+      await queues.close();
       control?.close();
       metrics?.close();
-      log.info('tep stopped', { ...tep.stats().forwarded });
+      log.info('tep stopped', { ...last.forwarded });
     },
   };
 }
@@ -172,17 +183,17 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
  * the feed retries through server restarts, moves to the next server when one fails, keeping its bindings, and
  * reloads the full state when the server's store was rebuilt).
  */
-function followFeed(tep: Tep, c: TepConfig, log: Logger): BindingFeed {
+function followFeed(queues: TepQueues, c: TepConfig, log: Logger): BindingFeed {
   const feed = new BindingFeed({
     servers: c.server!,
     program: c.program,
     waitMs: c.feed_wait,
     local: formatIPv6(c.feed_source ?? c.address),
     tls: loadClientTls(c.tls),
-    onSnapshot: (all) => tep.resync(serverBindings(all)),
+    onSnapshot: (all) => queues.resync(serverBindings(all)),
   });
-  feed.on('bind', (b: FeedBinding) => tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
-  feed.on('unbind', (b: FeedBinding) => tep.unbind(parseIPv4(b.ip4)));
+  feed.on('bind', (b: FeedBinding) => queues.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts));
+  feed.on('unbind', (b: FeedBinding) => queues.unbind(parseIPv4(b.ip4)));
   feed.on('resync', (info: { size: number }) =>
     log.info('bindings synchronised with the server', { server: feed.server, bindings: info.size }),
   );

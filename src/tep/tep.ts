@@ -47,6 +47,11 @@ export interface TepOptions {
   /** TUN offloads (TSO/GRO through virtio-net headers) when the kernel has them; default on. */
   offload?: boolean;
   batch?: number;
+  /**
+   * This pipeline's share of the traffic when several run (src/tep/queues.ts): queue `index` of `count` of the
+   * multi-queue TUN device and of the tunnel packets (its raw socket's filter). Default: one queue, everything.
+   */
+  queue?: { index: number; count: number };
   log: Logger;
   /** Wall clock in ms (tests inject one); default Date.now. */
   clock?: () => number;
@@ -63,6 +68,9 @@ export interface TrafficJson {
   bytes_to_ipv6: number;
 }
 
+/** One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered. */
+export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number };
+
 /** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
   forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
@@ -77,6 +85,8 @@ export interface TepStats {
   path_mtu_lowered: number;
   /** The kernel's reassembly of IPv6 fragments (tunnel packets arrive whole); absent where /proc cannot be read. */
   ipv6_reassembly?: ReassemblyStats;
+  /** What each forwarding queue forwarded and dropped (one entry per queue; `forwarded` and `drops` sum them). */
+  queues: QueueJson[];
 }
 
 /** Bindings listed in `stats()` (by IPv4 address), so the answer stays small with 10^6 of them. */
@@ -119,6 +129,8 @@ export class Tep {
   /** Hairpinned packets (node to node, not leaving to IPv4): in place in the raw socket's receive buffer. */
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
+  /** Told when a packet-too-big lowers a node's path MTU here, so that the other queues learn it (lowerPathMtu). */
+  onPathMtuLowered: ((node: Uint8Array, mtu: number) => void) | undefined;
   private resyncs = 0;
   /** What the warm-up passes read (kept so they are not optimised away), and their scratch. */
   warmth = 0;
@@ -295,10 +307,18 @@ export class Tep {
     const node = r.outer.upperOff + 8 + 24; // the quoted outer header's destination
     const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
     if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
-    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, Math.min(r.pathMtu, this.tunnel.currentPathMtu), this.now)) {
+    const mtu = Math.min(r.pathMtu, this.tunnel.currentPathMtu);
+    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, mtu, this.now)) {
       this.counters.count(Event.pmtu_updated);
+      this.onPathMtuLowered?.(buf.slice(node, node + 16), mtu);
     }
     return OK;
+  }
+
+  /** A path MTU another queue learnt from a packet-too-big (only queue 0 reads ICMPv6 errors). */
+  lowerPathMtu(node: Uint8Array, mtu: number): void {
+    this.now = this.clock();
+    this.pmtu.lower(node, 0, mtu, this.now);
   }
 
   /**
@@ -328,14 +348,17 @@ export class Tep {
   /** Opens the devices and starts forwarding (the TUN device still has to be brought up and routed). */
   open(): TunDevice {
     const batch = this.opts.batch;
+    const queue = this.opts.queue ?? { index: 0, count: 1 };
     this.tun = TunDevice.open({
       name: this.opts.device,
-      mtu: this.tunnel.tunnelMtu,
+      mtu: queue.index === 0 ? this.tunnel.tunnelMtu : undefined,
       batch,
       offload: this.opts.offload ?? true,
+      multiQueue: queue.count > 1,
     });
-    this.raw = RawIpipSocket.open({ bind: this.opts.address, batch });
-    this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch });
+    this.raw = RawIpipSocket.open({ bind: this.opts.address, batch, queue });
+    // ICMPv6 errors are rare: queue 0 alone relays them and tells the others what path MTU it learnt
+    if (queue.index === 0) this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch });
     // Tunnel.attach's wiring, with the TEP's steps (per-binding counters, hairpinning) after the pipeline's
     const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
     t.offload = tun.offload === true;
@@ -351,7 +374,7 @@ export class Tep {
       t.flush(t.toTun, tun);
       t.flush(this.toRawHairpin, raw);
     });
-    this.icmp6.onBatch((n, rx) => {
+    this.icmp6?.onBatch((n, rx) => {
       t.icmp6Batch(n, rx);
       t.flush(t.toTunIcmp, tun);
     });
@@ -460,13 +483,14 @@ export class Tep {
         bytes_to_ipv6: b.forwarded.bytesToIpv6,
       },
     });
+    const forwarded = {
+      to_ipv4: snap.events.decapsulated,
+      to_ipv6: snap.events.encapsulated,
+      bytes_to_ipv4: snap.events.bytes_decapsulated,
+      bytes_to_ipv6: snap.events.bytes_encapsulated,
+    };
     return {
-      forwarded: {
-        to_ipv4: snap.events.decapsulated,
-        to_ipv6: snap.events.encapsulated,
-        bytes_to_ipv4: snap.events.bytes_decapsulated,
-        bytes_to_ipv6: snap.events.bytes_encapsulated,
-      },
+      forwarded,
       drops: snap.drops,
       events: snap.events,
       binding_count: this.bindings.size,
@@ -474,43 +498,52 @@ export class Tep {
       top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
       path_mtu_lowered: this.pmtu.size(this.now),
       ipv6_reassembly: readReassembly(),
+      queues: [{ ...forwarded, dropped: snap.dropped, path_mtu_lowered: this.pmtu.size(this.now) }],
     };
   }
+}
 
-  /** Exposes the counters on a Prometheus registry, read at scrape time. */
-  register(registry: Registry): void {
-    registry.collector('dstm_tep_packets_total', 'Packets forwarded by the TEP, by direction.', 'counter', () => [
-      { labels: { direction: 'to_ipv4' }, value: this.counters.event('decapsulated') },
-      { labels: { direction: 'to_ipv6' }, value: this.counters.event('encapsulated') },
-    ]);
-    registry.collector('dstm_tep_bytes_total', 'IPv4 bytes forwarded by the TEP, by direction.', 'counter', () => [
-      { labels: { direction: 'to_ipv4' }, value: this.counters.event('bytes_decapsulated') },
-      { labels: { direction: 'to_ipv6' }, value: this.counters.event('bytes_encapsulated') },
-    ]);
-    registry.collector('dstm_tep_dropped_total', 'Packets discarded by the TEP, by reason.', 'counter', () =>
-      Object.entries(this.counters.snapshot().drops).map(([reason, value]) => ({ labels: { reason }, value })),
-    );
-    registry.collector('dstm_tep_bindings', 'Bindings the TEP forwards for.', 'gauge', () => [
-      { value: this.bindings.size },
-    ]);
-    registry.collector(
-      'dstm_tep_hairpinned_total',
-      'Packets forwarded node to node without leaving to IPv4.',
-      'counter',
-      () => [{ value: this.hairpin[0] }],
-    );
-    registry.collector(
-      'dstm_tep_binding_bytes_total',
-      `IPv4 bytes forwarded for the ${TOP_TALKERS} bindings that forwarded the most (top talkers), by direction.`,
-      'counter',
-      () =>
-        this.bindings.topTalkers(TOP_TALKERS).flatMap((b) => [
-          { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv4' }, value: b.forwarded.bytesToIpv4 },
-          { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv6' }, value: b.forwarded.bytesToIpv6 },
-        ]),
-    );
-    registry.collector('dstm_tep_path_mtu_lowered', 'Nodes whose path MTU a packet-too-big lowered.', 'gauge', () => [
-      { value: this.pmtu.size(this.now) },
-    ]);
-  }
+/**
+ * Exposes a TEP's counters on a Prometheus registry: `read` gives the statistics of the scrape (one Tep's, or those
+ * of every queue summed, read before rendering).
+ */
+export function registerTepMetrics(registry: Registry, read: () => TepStats): void {
+  const traffic = (kind: 'packets' | 'bytes'): { labels: { direction: string }; value: number }[] => {
+    const f = read().forwarded;
+    return [
+      { labels: { direction: 'to_ipv4' }, value: kind === 'packets' ? f.to_ipv4 : f.bytes_to_ipv4 },
+      { labels: { direction: 'to_ipv6' }, value: kind === 'packets' ? f.to_ipv6 : f.bytes_to_ipv6 },
+    ];
+  };
+  registry.collector('dstm_tep_packets_total', 'Packets forwarded by the TEP, by direction.', 'counter', () =>
+    traffic('packets'),
+  );
+  registry.collector('dstm_tep_bytes_total', 'IPv4 bytes forwarded by the TEP, by direction.', 'counter', () =>
+    traffic('bytes'),
+  );
+  registry.collector('dstm_tep_dropped_total', 'Packets discarded by the TEP, by reason.', 'counter', () =>
+    Object.entries(read().drops).map(([reason, value]) => ({ labels: { reason }, value })),
+  );
+  registry.collector('dstm_tep_bindings', 'Bindings the TEP forwards for.', 'gauge', () => [
+    { value: read().binding_count },
+  ]);
+  registry.collector(
+    'dstm_tep_hairpinned_total',
+    'Packets forwarded node to node without leaving to IPv4.',
+    'counter',
+    () => [{ value: read().events.hairpinned }],
+  );
+  registry.collector(
+    'dstm_tep_binding_bytes_total',
+    `IPv4 bytes forwarded for the ${TOP_TALKERS} bindings that forwarded the most (top talkers), by direction.`,
+    'counter',
+    () =>
+      read().top_talkers.flatMap((b) => [
+        { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv4' }, value: b.forwarded.bytes_to_ipv4 },
+        { labels: { ipv4: b.ipv4, ipv6: b.ipv6, direction: 'to_ipv6' }, value: b.forwarded.bytes_to_ipv6 },
+      ]),
+  );
+  registry.collector('dstm_tep_path_mtu_lowered', 'Nodes whose path MTU a packet-too-big lowered.', 'gauge', () => [
+    { value: read().path_mtu_lowered },
+  ]);
 }

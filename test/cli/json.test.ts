@@ -4,7 +4,7 @@
 // whole seconds since 1970, a binding with the same keys everywhere, an error as one JSON object on stderr.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,6 +180,36 @@ describe('the JSON contract of dstm(1)', function () {
     const [stored] = checked(await dstm('leases', '--state-dir', join(dir, 'state'), '--json'), 'leases --state-dir');
     expect((stored as unknown as { state: string }[]).map((b) => b.state)).to.include('revoked');
     ['request', 'release', 'leases'].forEach((c) => tested.add(c));
+  });
+
+  it('dstm leases export: one binding per line; dstm leases import: one object; errors as JSON', async () => {
+    const config = join(dir, 'dstm.json');
+    writeFileSync(
+      config,
+      JSON.stringify({ server: { pools: ['198.51.100.0/29'], tep: { ipv6: '2001:db8::1', ipv4: '192.0.2.1' } } }),
+    );
+    await dstm('request', ...server);
+    // Read-only from the running server's store.
+    const exported = await dstm('leases', 'export', '--state-dir', join(dir, 'state'), '--config', config, '--json');
+    const lines = checked(exported, 'leases export');
+    expect(lines.length).to.be.greaterThan(0);
+    for (const l of lines) expect(l).to.have.keys('ipv4', 'ipv6', 'tep4', 'tep6', 'starts', 'ends', 'state');
+    const file = join(dir, 'leases.jsonl');
+    writeFileSync(file, exported.stdout);
+    const restore = ['--state-dir', join(dir, 'restored'), '--config', config, '--json'];
+    const [imported] = checked(await dstm('leases', 'import', file, ...restore), 'leases import');
+    expect(imported).to.include({ action: 'import', imported: lines.length, replace: false });
+    tested.add('leases:export').add('leases:import');
+    const runs = await Promise.all([
+      dstm('leases', 'export', '--state-dir', join(dir, 'none'), '--json'),
+      dstm('leases', 'import', file, ...restore),
+      dstm('leases', 'import', join(dir, 'none.jsonl'), ...restore),
+    ]);
+    checkedError(runs[0], 3, 'leases export');
+    checkedError(runs[1], 2, 'leases import');
+    expect(JSON.parse(runs[1].stderr).error.message).to.match(/line 1: .* is bound in the store already/);
+    checkedError(runs[2], 2, 'leases import');
+    errored.add('leases:export').add('leases:import');
   });
 
   it('dstm request --hold: one binding per line with its event; dstm status: the held lease as a binding', async () => {

@@ -1,7 +1,7 @@
 // LeaseKeeper and `dstm request --hold` against a real dstm server process.
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { once, type EventEmitter } from 'node:events';
+import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { DstmClient, type Lease } from '../../src/protocol/client';
 import { LeaseKeeper, type DownReason } from '../../src/node/lease-keeper';
@@ -9,11 +9,7 @@ import { FailoverClient } from '../../src/protocol/failover';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { loopbackAddresses, removeDir, RUN, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
-
-/** The next `event` (events.once would reject on the keeper's informational 'error' events). */
-function next<T>(e: EventEmitter, event: string): Promise<T> {
-  return new Promise((resolve) => e.once(event, resolve));
-}
+import { nextEvent, nodeOn } from '../support/loopback-clients';
 
 async function bindings(dir: string): Promise<number> {
   const s = new SqliteStore(dir, { readonly: true });
@@ -22,6 +18,12 @@ async function bindings(dir: string): Promise<number> {
   } finally {
     await s.close();
   }
+}
+
+/** `dstm server` on `dir` leasing `pool` for `lease` seconds (`--min-lease 1`: short tests). */
+function serve(dir: string, pool: string, lease: number, more: string[] = [], port?: number): Promise<ServerProcess> {
+  const args = ['--state-dir', dir, '--pool', pool, '--lease', String(lease), '--min-lease', '1', ...more];
+  return startServer(args, { port });
 }
 
 describe('lease keeper', function () {
@@ -49,15 +51,9 @@ describe('lease keeper', function () {
   });
 
   it('renews before expiry, rides out a server restart, releases on stop', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1']);
+    server = await serve(dir, '10.90.0.0/24', 6);
     const port = server.port;
-    client = await DstmClient.connect({
-      host: '::1',
-      port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[0],
-      timeoutMs: 1000,
-    });
+    client = await nodeOn(port, lo.addresses[0], { timeoutMs: 1000 });
     const events: string[] = [];
     const hooks: [string, string, DownReason?][] = [];
     keeper = new LeaseKeeper(client, {
@@ -72,15 +68,13 @@ describe('lease keeper', function () {
     keeper.on('error', () => undefined);
     const first = await keeper.start();
     expect(hooks).to.deep.equal([['up', first.address]]);
-    await next(keeper, 'renewed');
+    await nextEvent(keeper, 'renewed');
     // The server dies and comes back on the same state: the keeper's retries land on the new one. (A call to the
     // dead server fails at once on ICMP port unreachable, so the lease must outlast the restart itself.)
     await server.stop('SIGKILL');
     await sleep(800);
-    server = await startServer(['--state-dir', dir, '--pool', '10.90.0.0/24', '--lease', '6', '--min-lease', '1'], {
-      port,
-    });
-    await next(keeper, 'renewed');
+    server = await serve(dir, '10.90.0.0/24', 6, [], port);
+    await nextEvent(keeper, 'renewed');
     expect(events.filter((e) => !e.startsWith('renewed'))).to.deep.equal([`lease ${first.address}`]);
     expect(keeper.current!.address).to.equal(first.address);
     await keeper.stop();
@@ -90,15 +84,9 @@ describe('lease keeper', function () {
   });
 
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1']);
+    server = await serve(dir, '10.91.0.0/24', 2);
     const port = server.port;
-    client = await DstmClient.connect({
-      host: '::1',
-      port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[1],
-      timeoutMs: 300,
-    });
+    client = await nodeOn(port, lo.addresses[1], { timeoutMs: 300 });
     const downs: DownReason[] = [];
     keeper = new LeaseKeeper(client, {
       retryMs: 100,
@@ -109,45 +97,21 @@ describe('lease keeper', function () {
     const first = await keeper.start();
     const t0 = performance.now();
     await server.stop('SIGKILL');
-    const expired = await next<Lease>(keeper, 'expired');
+    const expired = await nextEvent<Lease>(keeper, 'expired');
     expect(expired.address).to.equal(first.address);
     expect(performance.now() - t0).to.be.within(1000, 2600);
     expect(downs).to.deep.equal(['expired']);
     expect(keeper.current).to.equal(undefined);
-    server = await startServer(['--state-dir', dir, '--pool', '10.91.0.0/24', '--lease', '2', '--min-lease', '1'], {
-      port,
-    });
-    const again = await next<Lease>(keeper, 'lease');
+    server = await serve(dir, '10.91.0.0/24', 2, [], port);
+    const again = await nextEvent<Lease>(keeper, 'lease');
     expect(again.address).to.match(/^10\.91\.0\./);
     await keeper.stop();
   });
 
   it('renews through the next server when its server dies; a new TEP for the same address moves the tunnel only', async () => {
-    server = await startServer([
-      '--state-dir',
-      dir,
-      '--pool',
-      '10.89.0.0/24',
-      '--lease',
-      '2',
-      '--min-lease',
-      '1',
-      '--tep',
-      '2001:db8::a,10.89.0.254',
-    ]);
+    server = await serve(dir, '10.89.0.0/24', 2, ['--tep', '2001:db8::a,10.89.0.254']);
     const dirB = tempDir('keeper-b');
-    const b = await startServer([
-      '--state-dir',
-      dirB,
-      '--pool',
-      '10.89.0.0/24',
-      '--lease',
-      '2',
-      '--min-lease',
-      '1',
-      '--tep',
-      '2001:db8::b,10.89.0.253',
-    ]);
+    const b = await serve(dirB, '10.89.0.0/24', 2, ['--tep', '2001:db8::b,10.89.0.253']);
     try {
       const servers = [server, b].map((s) => ({ host: '::1', port: s.port }));
       const failover = new FailoverClient({
@@ -169,7 +133,7 @@ describe('lease keeper', function () {
       keeper.on('error', () => undefined);
       const first = await keeper.start();
       await server.stop('SIGKILL');
-      while (keeper.current?.tep6 !== '2001:db8::b') await next(keeper, 'renewed');
+      while (keeper.current?.tep6 !== '2001:db8::b') await nextEvent(keeper, 'renewed');
       expect(keeper.current.address).to.equal(first.address);
       expect(failover.server).to.equal(`[::1]:${b.port}/udp`);
       expect(hooks).to.deep.equal([`up ${first.address} 2001:db8::a`, `up ${first.address} 2001:db8::b`]);
@@ -184,18 +148,7 @@ describe('lease keeper', function () {
   });
 
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
-    server = await startServer([
-      '--state-dir',
-      dir,
-      '--pool',
-      '10.92.0.0/24',
-      '--lease',
-      '2',
-      '--min-lease',
-      '1',
-      '--tep',
-      '2001:db8::1,10.92.0.254',
-    ]);
+    server = await serve(dir, '10.92.0.0/24', 2, ['--tep', '2001:db8::1,10.92.0.254']);
     const p = spawn(
       process.execPath,
       [RUN, 'request', '--hold', '--json', '--server', `[::1]:${server.port}`, '--local', lo.addresses[2]],
@@ -233,14 +186,8 @@ describe('lease keeper', function () {
   });
 
   it('finding 9: a 1-second lease (extend 0 by the old rounding) renews about once a second, not in a tight loop', async () => {
-    server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24', '--lease', '1', '--min-lease', '1']);
-    client = await DstmClient.connect({
-      host: '::1',
-      port: server.port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[3],
-      timeoutMs: 1000,
-    });
+    server = await serve(dir, '10.94.0.0/24', 1);
+    client = await nodeOn(server.port, lo.addresses[3], { timeoutMs: 1000 });
     keeper = new LeaseKeeper(client, { retryMs: 200 });
     keeper.on('error', () => undefined);
     // every REQUEST the keeper makes ends in a renewal, or, for a lease no longer than its extend, a new lease

@@ -1,9 +1,8 @@
 // BindingFeed (what a TEP runs) against a real dstm server process.
 import { expect } from 'chai';
 import { getEventListeners } from 'node:events';
-import { BindingFeed, type FeedBinding } from '../../src/protocol/binding-feed';
+import { type FeedBinding } from '../../src/protocol/binding-feed';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
-import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import {
   freePort,
   loopbackAddresses,
@@ -13,10 +12,7 @@ import {
   tempDir,
   type ServerProcess,
 } from '../server/helpers';
-
-function next<T>(e: BindingFeed, event: string): Promise<T> {
-  return new Promise((resolve) => e.once(event, resolve));
-}
+import { feedOn, nextEvent, nodeOn } from '../support/loopback-clients';
 
 describe('binding feed', function () {
   this.timeout(60000);
@@ -39,7 +35,7 @@ describe('binding feed', function () {
   });
 
   const node = async (i: number, port: number): Promise<DstmClient> => {
-    const c = await DstmClient.connect({ host: '::1', port, program: DEFAULT_PROGRAM, local: lo.addresses[i] });
+    const c = await nodeOn(port, lo.addresses[i]);
     open.push(c);
     return c;
   };
@@ -48,11 +44,7 @@ describe('binding feed', function () {
     server = await startServer(['--state-dir', dir, '--pool', '10.93.0.0/24']);
     const a = await node(0, server.port);
     const la = await a.request();
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port: server.port }],
-      program: DEFAULT_PROGRAM,
-      waitMs: 20000,
-    });
+    const feed = feedOn([server.port], { waitMs: 20000 });
     open.push(feed);
     const binds: FeedBinding[] = [];
     feed.on('bind', (b: FeedBinding) => binds.push(b));
@@ -63,11 +55,11 @@ describe('binding feed', function () {
     await sleep(300);
     const b = await node(1, server.port);
     const t0 = performance.now();
-    const bound = next<FeedBinding>(feed, 'bind');
+    const bound = nextEvent<FeedBinding>(feed, 'bind');
     const lb = await b.request();
     expect(await bound).to.include({ ip6: lo.addresses[1], ip4: lb.address });
     expect(performance.now() - t0).to.be.lessThan(1000);
-    const unbound = next<FeedBinding>(feed, 'unbind');
+    const unbound = nextEvent<FeedBinding>(feed, 'unbind');
     await a.release();
     expect(await unbound).to.include({ ip6: lo.addresses[0], ip4: la.address });
     expect(feed.byIPv6.has(lo.addresses[0])).to.equal(false);
@@ -79,20 +71,14 @@ describe('binding feed', function () {
     const port = server.port;
     const a = await node(0, port);
     const la = await a.request();
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port }],
-      program: DEFAULT_PROGRAM,
-      waitMs: 2000,
-      retryMs: 100,
-      retryMaxMs: 300,
-    });
+    const feed = feedOn([port], { waitMs: 2000, retryMs: 100, retryMaxMs: 300 });
     open.push(feed);
     feed.on('error', () => undefined);
     await feed.start();
     const epoch = feed.position.epoch;
     const unbinds: FeedBinding[] = [];
     feed.on('unbind', (b: FeedBinding) => unbinds.push(b));
-    const resynced = next<{ epoch: bigint; size: number }>(feed, 'resync');
+    const resynced = nextEvent<{ epoch: bigint; size: number }>(feed, 'resync');
     await server.stop('SIGKILL');
     removeDir(dir);
     server = await startServer(['--state-dir', dir, '--pool', '10.94.0.0/24'], { port });
@@ -102,7 +88,7 @@ describe('binding feed', function () {
     expect(feed.byIPv4.size).to.equal(0);
     // And it follows the new store from there.
     const c = await node(2, port);
-    const bound = next<FeedBinding>(feed, 'bind');
+    const bound = nextEvent<FeedBinding>(feed, 'bind');
     const lc = await c.request();
     expect(await bound).to.include({ ip6: lo.addresses[2], ip4: lc.address });
   });
@@ -112,13 +98,7 @@ describe('binding feed', function () {
     const port = server.port;
     const a = await node(0, port);
     await a.request();
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port }],
-      program: DEFAULT_PROGRAM,
-      waitMs: 2000,
-      retryMs: 100,
-      retryMaxMs: 300,
-    });
+    const feed = feedOn([port], { waitMs: 2000, retryMs: 100, retryMaxMs: 300 });
     open.push(feed);
     feed.on('error', () => undefined);
     await feed.start();
@@ -128,7 +108,7 @@ describe('binding feed', function () {
     await server.stop('SIGKILL');
     server = await startServer(['--state-dir', dir, '--pool', '10.95.0.0/24'], { port });
     const b = await node(1, port);
-    const bound = next<FeedBinding>(feed, 'bind');
+    const bound = nextEvent<FeedBinding>(feed, 'bind');
     const lb = await b.request();
     expect(await bound).to.include({ ip6: lo.addresses[1], ip4: lb.address });
     expect(resyncs).to.equal(0);
@@ -144,9 +124,7 @@ describe('binding feed', function () {
     const snapshots: string[][] = [];
     const binds: string[] = [];
     let applying = false;
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port: server.port }],
-      program: DEFAULT_PROGRAM,
+    const feed = feedOn([server.port], {
       waitMs: 20000,
       onSnapshot: async (all) => {
         applying = true;
@@ -161,7 +139,7 @@ describe('binding feed', function () {
     expect(applying).to.equal(false);
     expect(snapshots).to.deep.equal([[`${la.address}=${lo.addresses[0]}`]]);
     expect(binds).to.deep.equal([]);
-    const bound = next<FeedBinding>(feed, 'bind');
+    const bound = nextEvent<FeedBinding>(feed, 'bind');
     const lb = await (await node(1, server.port)).request();
     await bound;
     expect(binds).to.deep.equal([`${lb.address}=${lo.addresses[1]}`]);
@@ -170,11 +148,7 @@ describe('binding feed', function () {
 
   it('loads an empty state at once (a first call is not held)', async () => {
     server = await startServer(['--state-dir', dir]);
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port: server.port }],
-      program: DEFAULT_PROGRAM,
-      waitMs: 20000,
-    });
+    const feed = feedOn([server.port], { waitMs: 20000 });
     open.push(feed);
     const t0 = performance.now();
     await feed.start();
@@ -183,12 +157,7 @@ describe('binding feed', function () {
   });
 
   it('keeps no abort listener per retry (no leak while the server is away)', async () => {
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port: freePort() }],
-      program: DEFAULT_PROGRAM,
-      retryMs: 1,
-      retryMaxMs: 1,
-    });
+    const feed = feedOn([freePort()], { retryMs: 1, retryMaxMs: 1 });
     open.push(feed);
     let errors = 0;
     feed.on('error', () => errors++);
@@ -200,14 +169,9 @@ describe('binding feed', function () {
 
   it('is refused to a caller outside tep_allow', async () => {
     server = await startServer(['--state-dir', dir]);
-    const feed = new BindingFeed({
-      servers: [{ host: '::1', port: server.port }],
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[0],
-      retryMs: 5000,
-    });
+    const feed = feedOn([server.port], { local: lo.addresses[0], retryMs: 5000 });
     open.push(feed);
-    const err = next<unknown>(feed, 'error');
+    const err = nextEvent<unknown>(feed, 'error');
     void feed.start();
     const e = await err;
     expect(e).to.be.instanceOf(DstmRefusal);

@@ -2,9 +2,9 @@
 // binding feed moving to the next server. Real `dstm server` processes on loopback, each with a state directory of
 // its own (the shared store is PostgreSQL's job, issue 9): a binding made on both stands in for a shared one.
 import { expect } from 'chai';
-import { DstmClient } from '../../src/protocol/client';
+
 import { FailoverClient, NoServerAnswered } from '../../src/protocol/failover';
-import { BindingFeed, type FeedBinding } from '../../src/protocol/binding-feed';
+import { type FeedBinding } from '../../src/protocol/binding-feed';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { parseIPv4 } from '../../src/lib/addr';
 import { formatEndpoint } from '../../src/lib/endpoint';
@@ -22,10 +22,7 @@ import {
   tempDir,
   type ServerProcess,
 } from '../server/helpers';
-
-function next<T>(e: BindingFeed, event: string): Promise<T> {
-  return new Promise((resolve) => e.once(event, resolve));
-}
+import { feedOn, nextEvent, nodeOn } from '../support/loopback-clients';
 
 describe('failover across servers', function () {
   this.timeout(60000);
@@ -159,29 +156,13 @@ describe('failover across servers', function () {
     const a = await serve('10.99.0.0/24', '2001:db8::a,10.99.0.254');
     const b = await serve('10.99.0.0/24', '2001:db8::b,10.99.0.254');
     // the same binding on both stores, as a shared store would have it
-    const n0 = await DstmClient.connect({
-      host: '::1',
-      port: a.port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[0],
-    });
+    const n0 = await nodeOn(a.port, lo.addresses[0]);
     open.push(n0);
     const held = await n0.request();
-    const n0b = await DstmClient.connect({
-      host: '::1',
-      port: b.port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[0],
-    });
+    const n0b = await nodeOn(b.port, lo.addresses[0]);
     open.push(n0b);
     expect((await n0b.request(parseIPv4(held.address))).address).to.equal(held.address);
-    const feed = new BindingFeed({
-      servers: [at(a.port), at(b.port)],
-      program: DEFAULT_PROGRAM,
-      waitMs: 20000,
-      retryMs: 100,
-      retryMaxMs: 300,
-    });
+    const feed = feedOn([a.port, b.port], { waitMs: 20000, retryMs: 100, retryMaxMs: 300 });
     open.push(feed);
     const errors: string[] = [];
     feed.on('error', (_e: unknown, server: string) => errors.push(server));
@@ -189,8 +170,8 @@ describe('failover across servers', function () {
     expect(feed.server).to.equal(`[::1]:${a.port}`);
     const unbinds: FeedBinding[] = [];
     feed.on('unbind', (b: FeedBinding) => unbinds.push(b));
-    const moved = next<string>(feed, 'server');
-    const resynced = next<{ size: number }>(feed, 'resync');
+    const moved = nextEvent<string>(feed, 'server');
+    const resynced = nextEvent<{ size: number }>(feed, 'resync');
     const t0 = performance.now();
     await a.stop('SIGKILL');
     expect(await moved).to.equal(`[::1]:${b.port}`);
@@ -200,26 +181,16 @@ describe('failover across servers', function () {
     expect(unbinds).to.deep.equal([]);
     expect(feed.byIPv4.get(held.address)?.ip6).to.equal(lo.addresses[0]);
     expect(errors).to.deep.equal([`[::1]:${a.port}`]);
-    const n1 = await DstmClient.connect({
-      host: '::1',
-      port: b.port,
-      program: DEFAULT_PROGRAM,
-      local: lo.addresses[1],
-    });
+    const n1 = await nodeOn(b.port, lo.addresses[1]);
     open.push(n1);
-    const bound = next<FeedBinding>(feed, 'bind');
+    const bound = nextEvent<FeedBinding>(feed, 'bind');
     const l1 = await n1.request();
     expect(await bound).to.include({ ip6: lo.addresses[1], ip4: l1.address });
   });
 
   it('the feed starts from the next server when the first is down', async () => {
     const b = await serve('10.100.0.0/24', '2001:db8::b,10.100.0.254');
-    const feed = new BindingFeed({
-      servers: [at(freePort()), at(b.port)],
-      program: DEFAULT_PROGRAM,
-      waitMs: 20000,
-      retryMs: 5000,
-    });
+    const feed = feedOn([freePort(), b.port], { waitMs: 20000, retryMs: 5000 });
     open.push(feed);
     feed.on('error', () => undefined);
     const t0 = performance.now();

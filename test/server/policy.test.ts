@@ -7,7 +7,7 @@ import { DEFAULT_PROGRAM, serverFields } from '../../src/config/server-schema';
 import { parseWithOverrides } from '../../src/config/schema';
 import { createLogger, type Logger } from '../../src/lib/log';
 import { RateLimiter, prefixKey } from '../../src/lib/rate-limit';
-import { formatIPv4, ipv4ToBytes, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
+import { formatIPv4, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import {
   RELEASE_REQ,
   REQUEST_REQ,
@@ -20,25 +20,12 @@ import { RpcClient, RpcError, RpcServer, type Transport } from '../../src/rpc';
 import { LeaseClock } from '../../src/server/clock';
 import { checkServerConfig, policyOf } from '../../src/server/daemon';
 import { LeaseService } from '../../src/server/leases';
+import { dstmPacket } from '../../src/protocol/client';
 import { DstmRpc, identityProblem, type Access } from '../../src/server/rpc';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { loopbackAddresses, removeDir, runDstm, sleep, tempDir } from './helpers';
 
-function request(local: Uint8Array, keep = 0, want = '0.0.0.0'): packet {
-  const z4 = new Uint8Array(4);
-  return {
-    type: REQUEST_REQ,
-    local,
-    mask: z4,
-    i4addr: ipv4ToBytes(parseIPv4(want)),
-    tep4: z4,
-    tep6: new Uint8Array(16),
-    starts: 0,
-    ends: 0,
-    extend: 0,
-    keep,
-  };
-}
+const request = (local: Uint8Array, keep = 0): packet => dstmPacket(REQUEST_REQ, local, 0, keep);
 
 /** A logger whose JSON lines the test reads back. */
 function capture(): { log: Logger; lines: Record<string, unknown>[] } {
@@ -196,7 +183,7 @@ describe('server policy (issue 13)', function () {
       expect(s.lines.filter((l) => l.reason === 'prefix_cap')).to.have.length(1);
       // a release makes room
       const c = new RPC_TWO_Client(await s.client('udp', lo.addresses[holders[0]]));
-      const rel = { ...request(parseIPv6(lo.addresses[holders[0]])), type: RELEASE_REQ };
+      const rel = dstmPacket(RELEASE_REQ, parseIPv6(lo.addresses[holders[0]]), 0, 0);
       expect((await c.RELEASE(rel)).status).to.equal(dstm_status.DSTM_OK);
       // once the release is durable (answered at its commit, synced soon after) and the cap has read it
       let status = -1;

@@ -12,93 +12,86 @@ import { createLogger } from '../../src/lib/log';
 import { AuthStat, RpcAuthError, RpcClient, RpcServer } from '../../src/rpc';
 import { parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { LeaseService } from '../../src/server/leases';
-import { DstmRpc } from '../../src/server/rpc';
+import { DstmRpc, type Access } from '../../src/server/rpc';
+import { dstmPacket } from '../../src/protocol/client';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { removeDir, tempDir } from './helpers';
 
 const quiet = createLogger({ level: 'error' });
 
-function request(local: Uint8Array): packet {
-  return {
-    type: REQUEST_REQ,
-    local,
-    mask: new Uint8Array(4),
-    i4addr: new Uint8Array(4),
-    tep4: new Uint8Array(4),
-    tep6: new Uint8Array(16),
-    starts: 0,
-    ends: 0,
-    extend: 0,
-    keep: 0,
-  };
-}
+const request = (local: Uint8Array): packet => dstmPacket(REQUEST_REQ, local, 0, 0);
 
-describe('DSTM program access rules', () => {
-  let dir: string;
-  let store: SqliteStore;
-  let server: RpcServer;
-  let client: RpcClient | undefined;
+type Limits = Omit<Access, 'allow' | 'tepAllow' | 'adminAllow'>;
+
+/**
+ * Hooks of a describe block: before each test the DSTM program on a fresh SQLite store with one pool, open to every
+ * peer, registered on an RpcServer the test makes listen; after it, all of that closed and removed.
+ */
+function useProgram(tag: string, pool: string, limits: Limits) {
+  const t = {} as { dir: string; store: SqliteStore; server: RpcServer; client?: RpcClient };
   beforeEach(async () => {
-    dir = tempDir('rpc');
-    store = new SqliteStore(dir);
-    const leases = await LeaseService.open(store, {
+    t.dir = tempDir(tag);
+    t.store = new SqliteStore(t.dir);
+    const leases = await LeaseService.open(t.store, {
       lease: 60,
       maxLease: 60,
       hold: 0,
-      pools: [parsePrefix4('10.66.0.0/24')],
+      pools: [parsePrefix4(pool)],
       exclude: [],
       skipNetworkBroadcast: true,
       reservations: [],
       teps: [],
     });
     const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(
-      leases,
-      { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 },
-      quiet,
-    );
-    server = new RpcServer();
-    for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
+    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, ...limits }, quiet);
+    t.server = new RpcServer();
+    for (const s of dstm.services(DEFAULT_PROGRAM)) t.server.register(s);
+    t.client = undefined;
   });
   afterEach(async () => {
-    await client?.close();
-    await server.close();
-    await store.close();
-    removeDir(dir);
+    await t.client?.close();
+    await t.server.close();
+    await t.store.close();
+    removeDir(t.dir);
   });
+  return t;
+}
+
+describe('DSTM program access rules', () => {
+  const t = useProgram('rpc', '10.66.0.0/24', { feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 });
 
   it('refuses an IPv4 peer even where the server is made to listen on IPv4: AUTH_ERROR in version 1, a status in version 2', async () => {
-    const [b] = await server.listen({ host: '127.0.0.1', port: 0, transport: 'udp' });
-    client = await RpcClient.connect({
+    const [b] = await t.server.listen({ host: '127.0.0.1', port: 0, transport: 'udp' });
+    t.client = await RpcClient.connect({
       host: '127.0.0.1',
       port: b.port,
       transport: 'udp',
       program: DEFAULT_PROGRAM,
       version: 1,
     });
-    const err = await new RPC_ONE_Client(client).REQUEST(request(parseIPv6('::ffff:127.0.0.1'))).then(
+    const err = await new RPC_ONE_Client(t.client).REQUEST(request(parseIPv6('::ffff:127.0.0.1'))).then(
       () => null,
       (e: unknown) => e,
     );
     expect(err).to.be.instanceOf(RpcAuthError);
     expect((err as RpcAuthError).stat).to.equal(AuthStat.AUTH_TOOWEAK);
-    const v2 = new RPC_TWO_Client(client);
+    const v2 = new RPC_TWO_Client(t.client);
     expect((await v2.REQUEST(request(parseIPv6('::ffff:127.0.0.1')))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
     const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
     expect(feed.status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
-    expect((await store.counts()).active).to.equal(0);
+    expect((await t.store.counts()).active).to.equal(0);
   });
 
   it('answers over IPv6 on the same service', async () => {
-    const [b] = await server.listen({ host: '::1', port: 0, transport: 'udp' });
-    client = await RpcClient.connect({
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    t.client = await RpcClient.connect({
       host: '::1',
       port: b.port,
       transport: 'udp',
       program: DEFAULT_PROGRAM,
       version: 2,
     });
-    const r = await new RPC_TWO_Client(client).REQUEST(request(parseIPv6('::1')));
+    const r = await new RPC_TWO_Client(t.client).REQUEST(request(parseIPv6('::1')));
     expect(r.status).to.equal(dstm_status.DSTM_OK);
     expect([...r.lease.i4addr]).to.deep.equal([10, 66, 0, 1]);
     expect(r.lease.keep).to.equal(60);
@@ -106,53 +99,22 @@ describe('DSTM program access rules', () => {
 });
 
 describe('DSTM program: the binding feed', () => {
-  let dir: string;
-  let store: SqliteStore;
-  let server: RpcServer;
-  let client: RpcClient | undefined;
-  beforeEach(async () => {
-    dir = tempDir('rpc-feed');
-    store = new SqliteStore(dir);
-    const leases = await LeaseService.open(store, {
-      lease: 60,
-      maxLease: 60,
-      hold: 0,
-      pools: [parsePrefix4('10.67.0.0/24')],
-      exclude: [],
-      skipNetworkBroadcast: true,
-      reservations: [],
-      teps: [],
-    });
-    const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(
-      leases,
-      { allow: all, tepAllow: all, adminAllow: all, feedMaxWait: 5000, tcpOnly: 'none', minLease: 1 },
-      quiet,
-    );
-    server = new RpcServer();
-    for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
-  });
-  afterEach(async () => {
-    await client?.close();
-    await server.close();
-    await store.close();
-    removeDir(dir);
-  });
+  const t = useProgram('rpc-feed', '10.67.0.0/24', { feedMaxWait: 5000, tcpOnly: 'none', minLease: 1 });
 
   it('finding 6: a caller beyond the last sequence number (a restored store) is told at once to start over, then gets the whole state', async () => {
-    const [b] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
-    client = await RpcClient.connect({
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'tcp' });
+    t.client = await RpcClient.connect({
       host: '::1',
       port: b.port,
       transport: 'tcp',
       program: DEFAULT_PROGRAM,
       version: 2,
     });
-    const v2 = new RPC_TWO_Client(client);
+    const v2 = new RPC_TWO_Client(t.client);
     expect((await v2.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
     const full = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
     expect(full.changes).to.have.length(1);
-    // The caller saw numbers up to 15 of this epoch: the store went back in time.
+    // The caller saw numbers up to 15 of this epoch: the t.store went back in time.
     const t0 = Date.now();
     const ahead = await v2.BINDINGS({ since: 15n, max: 10, wait_ms: 5000, epoch: full.epoch });
     expect(Date.now() - t0, 'answered at once, not held').to.be.below(1000);

@@ -135,6 +135,14 @@ export interface TepStatsJson {
   bindings: StatsBindingJson[];
   top_talkers: StatsBindingJson[];
   path_mtu_lowered: number;
+  queues: {
+    to_ipv4: number;
+    to_ipv6: number;
+    bytes_to_ipv4: number;
+    bytes_to_ipv6: number;
+    dropped: number;
+    path_mtu_lowered: number;
+  }[];
   ipv6_reassembly?: {
     fragments: number;
     reassembled: number;

@@ -48,6 +48,13 @@ export default class TepStatsCommand extends DstmCommand {
     );
     this.log(`forwarded to IPv4   ${f.to_ipv4} packets, ${f.bytes_to_ipv4} bytes`);
     this.log(`forwarded to IPv6   ${f.to_ipv6} packets, ${f.bytes_to_ipv6} bytes`);
+    // a TEP from before --queues answers without the field
+    if ((s.queues?.length ?? 1) > 1) {
+      this.log(`queues              ${s.queues.length}, packets to IPv4 / to IPv6 on each:`);
+      s.queues.forEach((q, i) =>
+        this.log(`  ${String(i).padEnd(18)} ${q.to_ipv4} / ${q.to_ipv6}, ${q.dropped} dropped`),
+      );
+    }
     const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
     this.log(drops.length ? 'dropped:' : 'dropped: none');
     for (const [reason, n] of drops) this.log(`  ${reason.padEnd(22)} ${n}`);

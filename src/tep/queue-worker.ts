@@ -1,0 +1,42 @@
+// One forwarding queue of a TEP on several (queues.ts): a Tep over queue `index` of the devices, its binding table
+// kept identical to the main thread's by applying the control plane's messages in order.
+import { parentPort, workerData } from 'node:worker_threads';
+import { createLogger } from '../lib/log';
+import { Tep, type ServerBinding } from './tep';
+import type { FromWorker, QueueWorkerData, ToWorker } from './queues';
+
+const data = workerData as QueueWorkerData;
+const port = parentPort!;
+const log = createLogger({ level: data.logLevel }).child({ queue: data.queue.index });
+const tep = new Tep({ ...data.opts, queue: data.queue, log });
+tep.open();
+
+function* unpack(m: Extract<ToWorker, { op: 'resync' }>): Iterable<ServerBinding> {
+  for (let i = 0; i < m.ipv4.length; i++) {
+    yield { ipv4: m.ipv4[i], ipv6: m.ipv6.subarray(i * 16, i * 16 + 16), starts: m.starts[i], ends: m.ends[i] };
+  }
+}
+
+const reply = (m: FromWorker): void => port.postMessage(m);
+
+port.on('message', (m: ToWorker) => {
+  switch (m.op) {
+    case 'bind':
+      return tep.bind(m.ipv4, m.ipv6, m.ends, m.starts);
+    case 'unbind':
+      return tep.unbind(m.ipv4);
+    case 'resync':
+      return void tep.resync(unpack(m));
+    case 'reconfigure':
+      return tep.reconfigure(m.config);
+    case 'pmtu':
+      return tep.lowerPathMtu(m.node, m.mtu);
+    case 'stats':
+      return reply({ op: 'stats', stats: tep.stats() });
+    case 'stop':
+      tep.close();
+      reply({ op: 'stopped' });
+      return port.close();
+  }
+});
+reply({ op: 'ready' });

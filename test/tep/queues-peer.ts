@@ -1,0 +1,126 @@
+// Run by queues.test.ts inside a namespace it made (lo up, the addresses below on lo): real TUN queues and raw
+// sockets. Prints one JSON line with what it saw. Modes:
+//   filter: two raw IPIP sockets filtered as queues 0 and 1 of 2, and a third without a filter, receive packets of
+//           many flows, fragments, non-TCP/UDP and runts: how many each got.
+//   tep:    a TepQueues on 2 queues driven through bind, unbind, resync, a packet-too-big and reconfigure, with
+//           tunnel packets of many flows sent in and IPv4 of many flows routed out between the steps: the summed
+//           stats after each.
+import { createSocket } from 'node:dgram';
+import { execFileSync } from 'node:child_process';
+import { RawIpipSocket } from '../../src/dti/device';
+import { createLogger } from '../../src/lib/log';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
+import { TepQueues } from '../../src/tep/queues';
+import { icmpv6, ipv4, ipv6 } from '../dti/build';
+
+export const TEP6 = '2001:db8:1::1';
+export const NODE1 = '2001:db8:2::1';
+export const NODE2 = '2001:db8:2::2';
+const FLOWS = 32;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A UDP packet of flow `i` from `src4` to 192.0.2.x, tunnelled from `node` to the TEP. */
+function tunnelled(node: string, src4: string, i: number, opts: { proto?: number; frag?: boolean } = {}): number[] {
+  const sport = 20000 + i * 7;
+  const udp = [sport >> 8, sport & 255, 0x1f, 0x90, 0, 12, 0, 0, 1, 2, 3, 4];
+  const inner = ipv4({ src: src4, dst: `192.0.2.${1 + (i % 5)}`, proto: opts.proto ?? 17, payload: udp });
+  if (opts.frag) inner[6] |= 0x20; // MF: the first fragment
+  return ipv6(node, TEP6, 4, inner);
+}
+
+function sendAll(sock: RawIpipSocket, pkts: number[][]): void {
+  for (const p of pkts) {
+    const buf = Uint8Array.from(p);
+    if (sock.sendBatch(buf, Uint32Array.of(0), Uint32Array.of(buf.length), 1) !== 1) {
+      throw new Error(`send failed: errno ${sock.lastSend().errno}`);
+    }
+  }
+}
+
+async function filter(): Promise<void> {
+  const got = [0, 0, 0];
+  const socks = [
+    RawIpipSocket.open({ bind: parseIPv6(TEP6), queue: { index: 0, count: 2 } }),
+    RawIpipSocket.open({ bind: parseIPv6(TEP6), queue: { index: 1, count: 2 } }),
+    RawIpipSocket.open({ bind: parseIPv6(TEP6) }),
+  ];
+  socks.forEach((s, k) => s.onBatch((n) => (got[k] += n)));
+  const pkts: number[][] = [];
+  for (let i = 0; i < FLOWS; i++) pkts.push(tunnelled(NODE1, '10.0.0.1', i));
+  for (let i = 0; i < 8; i++) pkts.push(tunnelled(NODE1, '10.0.0.1', i, { frag: true }));
+  for (let i = 0; i < 8; i++) pkts.push(tunnelled(NODE1, '10.0.0.1', i, { proto: 47 }));
+  for (let n = 0; n < 20; n++) pkts.push(ipv6(NODE1, TEP6, 4, Array(n).fill(0x45))); // runts, 0-19 bytes
+  const sender = RawIpipSocket.open();
+  sendAll(sender, pkts);
+  await sleep(500);
+  for (const s of [...socks, sender]) s.close();
+  process.stdout.write(
+    JSON.stringify({ sent: pkts.length, queue0: got[0], queue1: got[1], unfiltered: got[2] }) + '\n',
+  );
+}
+
+async function tep(): Promise<void> {
+  const log = createLogger({ level: 'error' });
+  const q = await TepQueues.open(
+    {
+      address: parseIPv6(TEP6),
+      ipv4: parseIPv4('192.0.2.254'),
+      pools: [parsePrefix4('10.0.0.0/8')],
+      prefixes: [parsePrefix6('2001:db8::/32')],
+      statics: [],
+      device: 'qtest0',
+      pathMtu: 1500,
+      unreachable: false,
+      log,
+    },
+    2,
+  );
+  execFileSync('ip', ['link', 'set', 'qtest0', 'up']);
+  execFileSync('ip', ['addr', 'add', '192.0.2.254/32', 'dev', 'qtest0']);
+  execFileSync('ip', ['route', 'add', '10.0.0.0/8', 'dev', 'qtest0']);
+  const sender = RawIpipSocket.open();
+  const steps: Record<string, unknown> = {};
+  const step = async (name: string, node: string, src4: string, to4?: string): Promise<void> => {
+    sendAll(
+      sender,
+      Array.from({ length: FLOWS }, (_, i) => tunnelled(node, src4, i)),
+    );
+    // IPv4 to a pool address, one flow per source socket: the kernel spreads them over the TUN queues
+    if (to4) {
+      for (let i = 0; i < FLOWS; i++) {
+        const s = createSocket('udp4');
+        await new Promise<void>((r) => s.bind(0, r));
+        await new Promise<void>((r) => s.send(Buffer.from('x'), 9000 + i, to4, () => r()));
+        s.close();
+      }
+    }
+    await sleep(400);
+    steps[name] = await q.stats();
+  };
+  const ends = Math.floor(Date.now() / 1000) + 3600;
+  q.bind(parseIPv4('10.0.0.1'), parseIPv6(NODE1), ends);
+  await step('bound', NODE1, '10.0.0.1', '10.0.0.1');
+  q.unbind(parseIPv4('10.0.0.1'));
+  await step('unbound', NODE1, '10.0.0.1', '10.0.0.1');
+  await q.resync([{ ipv4: parseIPv4('10.0.0.2'), ipv6: parseIPv6(NODE2), starts: 0, ends }]);
+  await step('resynced', NODE2, '10.0.0.2', '10.0.0.2');
+  await step('resynced_old', NODE1, '10.0.0.1');
+  // a packet-too-big from the node about a tunnel packet to it: queue 0 reads it, every queue lowers the path MTU
+  const quoted = ipv6(TEP6, NODE2, 4, ipv4({ src: '192.0.2.1', dst: '10.0.0.2', df: true, proto: 17, payload: [] }));
+  sendAll(sender, [icmpv6(NODE2, TEP6, 2, 0, 1300, quoted)]);
+  await sleep(400);
+  steps.ptb = await q.stats();
+  q.reconfigure({ prefixes: [parsePrefix6('2001:db8:3::/48')], pools: [parsePrefix4('10.0.0.0/8')], statics: [] });
+  await step('reconfigured', NODE2, '10.0.0.2');
+  sender.close();
+  await q.close();
+  process.stdout.write(JSON.stringify(steps) + '\n');
+}
+
+if (require.main === module) {
+  void (process.argv[2] === 'filter' ? filter() : tep()).catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,87 @@
+// More than one forwarding queue, with real TUN queues and raw sockets in a namespace the test makes (root only):
+// the raw sockets' queue filters split the tunnel packets so each is read exactly once, and a TEP on 2 queues
+// applies every control-plane change on both queues and sums their counters.
+import { expect } from 'chai';
+import { execFile, execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { TepStats } from '../../src/tep/tep';
+import { netnsUnavailable } from '../support/netns';
+import { skipIf } from '../support/skip';
+import { NODE1, NODE2, TEP6 } from './queues-peer';
+
+const execFileP = promisify(execFile);
+const NS = `dstm-q-${process.pid}`;
+
+/** Runs queues-peer.ts MODE in the namespace; its JSON line. */
+async function peer<T>(mode: string): Promise<T> {
+  const script = join(__dirname, 'queues-peer.ts');
+  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', script, mode], {
+    timeout: 60_000,
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as T;
+}
+
+describe('tep on several queues (real TUN queues and raw sockets)', function () {
+  this.timeout(90_000);
+
+  before(function () {
+    skipIf(this, netnsUnavailable());
+    execFileSync('ip', ['netns', 'add', NS]);
+    execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    for (const a of [TEP6, NODE1, NODE2])
+      execFileSync('ip', ['-n', NS, 'addr', 'add', `${a}/128`, 'dev', 'lo', 'nodad']);
+  });
+
+  after(() => {
+    if (!netnsUnavailable()) execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+  });
+
+  it('the raw sockets of queues 0 and 1 of 2 read every tunnel packet exactly once between them (flows, fragments, other protocols, runts)', async () => {
+    const r = await peer<{ sent: number; queue0: number; queue1: number; unfiltered: number }>('filter');
+    expect(r.unfiltered).to.equal(r.sent);
+    expect(r.queue0 + r.queue1).to.equal(r.sent);
+    expect(r.queue0).to.be.above(0);
+    expect(r.queue1).to.be.above(0);
+  });
+
+  it('bind, unbind, resync, path MTUs and reconfigure reach both queues, which forward and drop each their share, summed', async () => {
+    const s = await peer<Record<string, TepStats>>('tep');
+    const FLOWS = 32;
+    const both = (st: TepStats, key: 'to_ipv4' | 'to_ipv6' | 'dropped'): void => {
+      expect(
+        st.queues.map((q) => q[key]).every((n) => n > 0),
+        `${key} per queue: ${JSON.stringify(st.queues)}`,
+      ).to.equal(true);
+      expect(st.queues.reduce((a, q) => a + q[key], 0)).to.equal(
+        key === 'dropped' ? Object.values(st.drops).reduce((a, b) => a + b) : st.forwarded[key],
+      );
+    };
+    // bound: every tunnelled packet decapsulated, every routed one encapsulated, on both queues
+    expect(s.bound.forwarded.to_ipv4).to.equal(FLOWS);
+    expect(s.bound.forwarded.to_ipv6).to.equal(FLOWS);
+    both(s.bound, 'to_ipv4');
+    both(s.bound, 'to_ipv6');
+    expect(s.bound.bindings[0].forwarded.to_ipv4).to.equal(FLOWS);
+    // unbound: both queues refuse the node's packets and have no binding for its address
+    expect(s.unbound.forwarded.to_ipv4).to.equal(FLOWS);
+    expect(s.unbound.drops.unbound_source).to.equal(FLOWS);
+    expect(s.unbound.drops.no_binding).to.equal(FLOWS);
+    both(s.unbound, 'dropped');
+    // resync: the new binding forwards on both queues, the old node stays refused
+    expect(s.resynced.forwarded.to_ipv4 - s.unbound.forwarded.to_ipv4).to.equal(FLOWS);
+    expect(s.resynced.forwarded.to_ipv6 - s.unbound.forwarded.to_ipv6).to.equal(FLOWS);
+    expect(s.resynced.binding_count).to.equal(1);
+    expect(s.resynced_old.drops.unbound_source - s.resynced.drops.unbound_source).to.equal(FLOWS);
+    // a path MTU learnt by queue 0 (the only one reading ICMPv6 errors) reaches queue 1
+    expect(s.ptb.queues.map((q) => q.path_mtu_lowered)).to.deep.equal([1, 1]);
+    // reconfigure: the domain's new prefixes apply on both queues
+    expect(s.reconfigured.drops.outside_prefix).to.equal(FLOWS);
+    expect(s.reconfigured.forwarded.to_ipv4).to.equal(s.resynced_old.forwarded.to_ipv4);
+    const grew = s.reconfigured.queues.map((q, i) => q.dropped - s.resynced_old.queues[i].dropped);
+    expect(
+      grew.every((n) => n > 0),
+      `outside_prefix per queue: ${grew.join(', ')}`,
+    ).to.equal(true);
+  });
+});
