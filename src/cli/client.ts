@@ -1,7 +1,8 @@
 // What the client commands share: where the server is (flag, environment, configuration file), how errors become
 // one line and a documented exit code, and the JSON form of a lease.
 import { loadSection } from '../config/load';
-import { ConfigError, overrides } from '../config/schema';
+import { ConfigError } from '../config/schema';
+import { flagOverrides, type FlagsOf } from '../config/settings';
 import { clientFields, type ClientConfig } from '../config/client-schema';
 import { AuthStat, RpcAuthError, RpcError, type TlsClientOptions } from '../rpc';
 import { loadClientTls } from '../rpc/tls';
@@ -44,36 +45,12 @@ export function classify(err: unknown): { code: ExitCode; message: string } {
   return { code: EXIT.internal, message: (err as Error)?.message ?? String(err) };
 }
 
-export interface ClientFlags {
-  config?: string;
-  server?: string[];
-  program?: number;
-  timeout?: number;
-  lease?: number;
-  tls?: boolean;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-}
+/** The client commands' flags for the "client" section: one per key that declares one (client-schema.ts). */
+export type ClientFlags = FlagsOf<typeof clientFields> & { config?: string };
 
 /** The "client" section with flags on top; DSTM_SERVER (comma-separated) stands in for --server. */
 export function loadClientConfig(flags: ClientFlags): ClientConfig {
-  const env = process.env.DSTM_SERVER?.split(',').map((s) => s.trim());
-  return loadSection(
-    clientFields,
-    'client',
-    flags.config,
-    overrides([
-      ['server', flags.server !== undefined ? '--server' : 'DSTM_SERVER', flags.server ?? env],
-      ['program', '--program', flags.program],
-      ['timeout', '--timeout', flags.timeout],
-      ['lease', '--lease', flags.lease],
-      ['tls.enabled', '--tls', flags.tls],
-      ['tls.ca', '--tls-ca', flags.tlsCa],
-      ['tls.cert', '--tls-cert', flags.tlsCert],
-      ['tls.key', '--tls-key', flags.tlsKey],
-    ]),
-  ).config;
+  return loadSection(clientFields, 'client', flags.config, flagOverrides(clientFields, flags)).config;
 }
 
 /** The RPC client's TLS options from a "tls" section (client or tep), files read now; undefined when disabled. */

@@ -1,5 +1,4 @@
-// Flag kinds more than one command uses, so each parses and reads alike everywhere.
-import { Flags } from '@oclif/core';
+// Flag value parsers more than one command uses, so each reads alike everywhere.
 
 /** An unsigned 32-bit integer in decimal or, with 0x, hexadecimal (how RPC program numbers are usually written). */
 export function parseUint32(text: string): number {
@@ -9,7 +8,3 @@ export function parseUint32(text: string): number {
     throw new Error(`${text} is not a number from 0 to 4294967295 (decimal, or hexadecimal with 0x)`);
   return n;
 }
-
-/** --program N: the ONC RPC program number, decimal or 0x hexadecimal. */
-export const programFlag = (summary: string) =>
-  Flags.custom<number>({ summary, parse: async (s) => parseUint32(s), helpValue: 'N' })();

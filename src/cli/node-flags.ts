@@ -1,5 +1,5 @@
 // The DTI flags of `dstm request` (the node side of issue 4), kept here so request.ts only spreads them in.
-import { Flags } from '@oclif/core';
+import { Flags, type Interfaces } from '@oclif/core';
 import { MAX_PATH_MTU } from '../config/types';
 import { parseRoutes, type DtiOptions } from '../node/dti-node';
 import type { Logger } from '../lib/log';
@@ -41,14 +41,7 @@ export const dtiFlags = {
   }),
 };
 
-export interface DtiFlags {
-  device?: string;
-  routes?: string[];
-  'on-demand'?: boolean;
-  'path-mtu'?: number;
-  offload?: boolean;
-  control: string;
-}
+export type DtiFlags = Interfaces.InferredFlags<typeof dtiFlags>;
 
 /** The DTI the flags ask for (opened when the node starts), or undefined without --device; bad --routes throw. */
 export function dtiOptionsFromFlags(flags: DtiFlags, log: Logger): DtiOptions | undefined {

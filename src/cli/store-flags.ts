@@ -41,7 +41,7 @@ export function storeFromFlags(
 ): { policy: LeasePolicy; open: (tool: 'export' | 'restore') => Promise<Store> } {
   let config: ServerConfig;
   try {
-    config = loadServerConfig({ config: f.config, store: f.store, stateDir: f['state-dir'] }).config;
+    config = loadServerConfig({ config: f.config, store: f.store, 'state-dir': f['state-dir'] }).config;
   } catch (err) {
     fail(cmd, (err as Error).message, EXIT.usage);
   }

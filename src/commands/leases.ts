@@ -119,7 +119,7 @@ export default class LeasesCommand extends DstmCommand {
     }
     let client: FailoverClient | undefined;
     try {
-      ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2 }));
+      ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2, local: undefined }));
       if (args.action === 'list') {
         const rows: LeaseRow[] = [];
         for await (const r of client.list()) if (keep(r)) rows.push(r);
@@ -166,7 +166,7 @@ export default class LeasesCommand extends DstmCommand {
 
 /** Read the bindings straight from a store (read-only); TEPs come from the server configuration. */
 async function listStore(dir: string, config?: string): Promise<LeaseRow[]> {
-  const teps = new TepMap(policyOf(loadServerConfig({ config, stateDir: dir }).config));
+  const teps = new TepMap(policyOf(loadServerConfig({ config, 'state-dir': dir }).config));
   const store = new SqliteStore(dir, { readonly: true });
   try {
     const rows: LeaseRow[] = [];

@@ -2,6 +2,8 @@ import { Flags } from '@oclif/core';
 import { classify, leaseText } from '../cli/client';
 import { leaseJson } from '../protocol/binding-json';
 import { connectFromFlags, exchangeFlags } from '../cli/client-flags';
+import { settingFlags } from '../cli/setting-flags';
+import { clientFields } from '../config/client-schema';
 import type { Lease } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
 import { startNode } from '../node/daemon';
@@ -51,7 +53,7 @@ export default class RequestCommand extends DstmCommand {
 
   static override flags = {
     ...exchangeFlags,
-    lease: Flags.integer({ summary: 'Lease length to ask for, in seconds (default 0: the server decides).' }),
+    lease: settingFlags(clientFields).lease,
     hold: Flags.boolean({ summary: 'Keep the lease: renew it until SIGINT or SIGTERM, then release it.' }),
     json: Flags.boolean({
       summary: 'Print the lease as JSON (dstm(1), JSON OUTPUT); with --hold one object per line.',

@@ -1,7 +1,8 @@
 import { Flags } from '@oclif/core';
 import { sourceTowards } from '../node/dti-node';
-import type { StaticConfig } from '../config/static-schema';
-import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { staticFields, type StaticConfig } from '../config/static-schema';
+import { daemonFailed } from '../cli/daemon-cli';
+import { settingFlags } from '../cli/setting-flags';
 import { runDaemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
@@ -34,25 +35,10 @@ export default class StaticCommand extends DstmCommand {
     config: Flags.string({
       summary: 'Configuration file (its "static" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
     }),
-    tep: Flags.string({ summary: 'IPv6 address of the TEP to tunnel to (required here or as static.tep).' }),
-    address: Flags.string({ summary: 'The fixed IPv4 address of this node (required here or as static.address).' }),
-    peer: Flags.string({ summary: 'IPv4 address of the TEP, the point-to-point peer of the DTI.' }),
-    local: Flags.string({ summary: 'IPv6 source of the tunnel (default: the address the kernel uses towards --tep).' }),
-    routes: Flags.string({
-      summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).',
-      multiple: true,
-    }),
-    device: Flags.string({ summary: 'Name of the DTI (TUN device; default dti0).' }),
-    'path-mtu': Flags.integer({ summary: "Path MTU towards the TEP; the DTI's MTU is 40 less (default 1500)." }),
-    offload: Flags.boolean({
-      allowNo: true,
-      summary:
-        'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
-    }),
+    ...settingFlags(staticFields),
     print: Flags.boolean({
       summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.',
     }),
-    'log-level': logLevelFlag,
   };
 
   async run(): Promise<void> {

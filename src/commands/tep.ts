@@ -1,13 +1,12 @@
 import { Flags } from '@oclif/core';
-import { type TepConfig } from '../config/tep-schema';
-import { daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { tepFields, type TepConfig } from '../config/tep-schema';
+import { daemonFailed } from '../cli/daemon-cli';
+import { settingFlags } from '../cli/setting-flags';
 import { StartError, runDaemon, type Daemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
-import { programFlag } from '../cli/flags';
 import { createLogger } from '../lib/log';
 import { checkFeedTls, describeTep, loadTepConfig, startTep } from '../tep/daemon';
-import { tlsFlags } from '../cli/client-flags';
 import { RpcError } from '../rpc';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.tls];
@@ -24,7 +23,7 @@ export default class TepCommand extends DstmCommand {
     'other changed keys are logged as needing a restart. With --tls the feed runs over RPC-with-TLS (RFC 9289); ' +
     'a server that does not offer it, or a certificate that does not verify, stops the start (exit 9). Under ' +
     'systemd it reports READY once the device is routed and the control socket listens. --check prints the ' +
-    'configuration as JSON {address, ipv4, server, pools, prefixes, static, device, path_mtu, unreachable, control}. ' +
+    'configuration as JSON: every key of the "tep" section, defaults filled in, in the file\'s syntax. ' +
     'See dstm-tep(8).\n\n' +
     exitHelp(EXITS);
 
@@ -40,50 +39,8 @@ export default class TepCommand extends DstmCommand {
     config: Flags.string({
       summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
     }),
-    server: Flags.string({
-      summary:
-        "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.",
-      multiple: true,
-    }),
-    program: programFlag(
-      'ONC RPC program number of the DSTM server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).',
-    ),
-    ipv6: Flags.string({
-      summary: 'IPv6 address of this TEP: nodes tunnel to it (--address until 0.2).',
-      aliases: ['address'],
-      deprecateAliases: true,
-    }),
-    'feed-source': Flags.string({
-      summary:
-        "IPv6 address to call the servers' binding feed from (default: --ipv6; a unicast address when --ipv6 is anycast).",
-    }),
-    ipv4: Flags.string({ summary: "IPv4 address of this TEP, the peer of the nodes' DTIs." }),
-    pool: Flags.string({ summary: 'IPv4 pool prefix routed to this TEP (repeatable).', multiple: true }),
-    prefix: Flags.string({
-      summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).',
-      multiple: true,
-    }),
-    static: Flags.string({ summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).', multiple: true }),
-    device: Flags.string({ summary: 'Name of the TUN device, at most 15 bytes (default dstm-tep0).' }),
-    'path-mtu': Flags.integer({ summary: 'Path MTU towards the nodes, 1280 to 2040 (default 1500).' }),
-    unreachable: Flags.boolean({
-      allowNo: true,
-      summary:
-        'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',
-    }),
-    offload: Flags.boolean({
-      allowNo: true,
-      summary:
-        'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
-    }),
-    queues: Flags.integer({
-      summary: 'Forwarding queues, one thread each, 1 to 64 (default 1; one TUN queue and raw socket per thread).',
-    }),
-    control: Flags.string({ summary: 'Unix socket for `dstm tep stats` (default /run/dstm/tep.sock).' }),
-    metrics: Flags.string({ summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).' }),
-    'log-level': logLevelFlag,
+    ...settingFlags(tepFields),
     check: Flags.boolean({ summary: 'Validate the configuration, print it as JSON and exit.' }),
-    ...tlsFlags,
   };
 
   async run(): Promise<void> {

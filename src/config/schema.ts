@@ -1,7 +1,8 @@
-// A small schema DSL for dstm's JSON configuration. Each key declares its type, default, doc string and validator
-// once; the same declaration validates the file, validates command-line overrides, and is exported as a table
-// ({key, type, default, doc}) that the man pages are checked against. Errors name the key path, the bad value
-// and what was expected.
+// A small schema DSL for dstm's JSON configuration. Each key declares its type, default, doc string, validator and
+// (settings.ts) its command-line flag once; the same declaration validates the file, validates command-line
+// overrides, prints --check and is exported as a table ({key, type, default, doc}) that the man pages are generated
+// from. Errors name the key path, the bad value and what was expected.
+import type { FlagSpec } from './settings';
 
 /** A refused configuration value: `path` is where (e.g. "server.pools[1]" or "--pool"). */
 export class ConfigError extends Error {
@@ -29,19 +30,39 @@ export interface Type<T> {
   /** What a valid value looks like, in words, for error messages. */
   readonly expected: string;
   parse(value: unknown, path: string): T;
+  /** A parsed value back in the file's syntax (--check); without it the value is shown as it is. */
+  show?(value: T): unknown;
+  /** The only values allowed (oneOf), which a flag setting this key offers as its options. */
+  readonly choices?: readonly string[];
   /** Nested keys, for the key table (records only). */
   readonly fields?: Fields;
 }
 
 /**
  * One key of a record: its type, its default as it would be written in the file (parsed by the type like any given
- * value, so the key table shows defaults in file syntax), and its documentation.
+ * value, so the key table shows defaults in file syntax), its documentation and, if a command sets it, its flag.
  */
-export interface Field<T, K extends FieldKind = FieldKind> {
-  readonly type: Type<T>;
+export interface Field<
+  T,
+  K extends FieldKind = FieldKind,
+  S extends FlagSpec | undefined = FlagSpec | undefined,
+  Y extends Type<T> = Type<T>,
+> {
+  /** Its type as declared (a record's keeps its fields, so their flags are typed too). */
+  readonly type: Y;
   readonly kind: K;
   readonly default: unknown;
   readonly doc: string;
+  /** The command-line flag that sets this key (settings.ts generates the oclif flag and the override from it). */
+  readonly flag?: S;
+  /** What dstm.conf(5) says beyond `doc` (details --help can do without). */
+  readonly man?: string;
+}
+
+/** The optional parts of a key's declaration. */
+export interface FieldMore<S extends FlagSpec | undefined> {
+  flag?: S;
+  man?: string;
 }
 
 export type FieldKind = 'default' | 'optional' | 'required';
@@ -51,16 +72,34 @@ export type Fields = Record<string, Field<any>>;
 type FieldValue<F> = F extends Field<infer T, infer K> ? (K extends 'optional' ? T | undefined : T) : never;
 export type Infer<F extends Fields> = { -readonly [K in keyof F]: FieldValue<F[K]> };
 
-export function field<T>(type: Type<T>, defaultValue: unknown, doc: string): Field<T, 'default'> {
-  return { type, kind: 'default', default: defaultValue, doc };
+/** The value a type parses to. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- any type
+type ValueOf<Y extends Type<any>> = Y extends Type<infer T> ? T : never;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- any type
+export function field<Y extends Type<any>, S extends FlagSpec | undefined = undefined>(
+  type: Y,
+  defaultValue: unknown,
+  doc: string,
+  more: FieldMore<S> = {},
+): Field<ValueOf<Y>, 'default', S, Y> {
+  return { type, kind: 'default', default: defaultValue, doc, ...more };
 }
 
-export function optional<T>(type: Type<T>, doc: string): Field<T, 'optional'> {
-  return { type, kind: 'optional', default: undefined, doc };
+export function optional<T, S extends FlagSpec | undefined = undefined>(
+  type: Type<T>,
+  doc: string,
+  more: FieldMore<S> = {},
+): Field<T, 'optional', S> {
+  return { type, kind: 'optional', default: undefined, doc, ...more };
 }
 
-export function required<T>(type: Type<T>, doc: string): Field<T, 'required'> {
-  return { type, kind: 'required', default: undefined, doc };
+export function required<T, S extends FlagSpec | undefined = undefined>(
+  type: Type<T>,
+  doc: string,
+  more: FieldMore<S> = {},
+): Field<T, 'required', S> {
+  return { type, kind: 'required', default: undefined, doc, ...more };
 }
 
 function fail(path: string, value: unknown, expected: string): never {
@@ -84,12 +123,21 @@ export function custom<T>(name: string, expected: string, check: (v: unknown) =>
   };
 }
 
-/** A string type whose text is parsed by `parseText` (which throws on bad input); e.g. addresses and prefixes. */
-export function textual<T>(name: string, expected: string, parseText: (s: string) => T): Type<T> {
-  return custom(name, expected, (v) => {
+/**
+ * A string type whose text is parsed by `parseText` (which throws on bad input) and, for --check, written back by
+ * `format`; e.g. addresses and prefixes.
+ */
+export function textual<T>(
+  name: string,
+  expected: string,
+  parseText: (s: string) => T,
+  format?: (v: T) => string,
+): Type<T> {
+  const type = custom(name, expected, (v) => {
     if (typeof v !== 'string') throw new Error('not a string');
     return parseText(v);
   });
+  return format ? { ...type, show: format } : type;
 }
 
 export const string: Type<string> = textual('string', 'a string', (s) => s);
@@ -115,6 +163,7 @@ export function oneOf<const T extends string>(values: readonly T[]): Type<T> {
   return {
     name: values.join('|'),
     expected,
+    choices: values,
     parse: (v, path) => ((values as readonly unknown[]).includes(v) ? (v as T) : fail(path, v, expected)),
   };
 }
@@ -127,6 +176,7 @@ export function list<T>(elem: Type<T>, opts: { min?: number; max?: number } = {}
     name: `list of ${elem.name}`,
     expected,
     fields: elem.fields,
+    show: (v) => v.map((e) => showValueOf(elem, e)),
     parse(v, path) {
       if (!Array.isArray(v)) return fail(path, v, expected);
       if (v.length < min) return fail(path, v, `${expected}`);
@@ -136,13 +186,32 @@ export function list<T>(elem: Type<T>, opts: { min?: number; max?: number } = {}
   };
 }
 
+/** A parsed value in the file's syntax, as its type shows it. */
+export function showValueOf<T>(type: Type<T>, v: T): unknown {
+  return v === undefined ? undefined : type.show ? type.show(v) : v;
+}
+
+/**
+ * A parsed record in the file's syntax, every declared key present (an optional key not given is null), e.g. what
+ * --check prints for a section.
+ */
+export function showRecord<F extends Fields>(fields: F, v: Infer<F>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(fields)) out[k] = showValueOf(f.type, v[k]) ?? null;
+  return out;
+}
+
+/** A record type, which keeps its fields' declarations (for the flags and the key table). */
+export type RecordType<F extends Fields> = Omit<Type<Infer<F>>, 'fields'> & { readonly fields: F };
+
 /** A JSON object with exactly the declared keys: unknown keys are refused (they are usually typos). */
-export function record<F extends Fields>(fields: F, name = 'object'): Type<Infer<F>> {
+export function record<F extends Fields>(fields: F, name = 'object'): RecordType<F> {
   const expected = `an object with keys ${Object.keys(fields).join(', ')}`;
   return {
     name,
     expected,
     fields,
+    show: (v) => showRecord(fields, v),
     parse(v, path) {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(path, v, expected);
       const obj = v as Record<string, unknown>;
@@ -207,11 +276,6 @@ export interface Override {
   key: string;
   flag: string;
   value: unknown;
-}
-
-/** Overrides from [key, flag, value] triples, skipping flags that were not given. */
-export function overrides(entries: readonly [key: string, flag: string, value: unknown][]): Override[] {
-  return entries.filter(([, , value]) => value !== undefined).map(([key, flag, value]) => ({ key, flag, value }));
 }
 
 /**

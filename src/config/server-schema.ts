@@ -15,7 +15,8 @@ import {
   type Infer,
   type KeyDoc,
 } from './schema';
-import { endpoint, ipv4, ipv6, path, pool4, prefix4, prefix6, storeUrl } from './types';
+import { flag } from './settings';
+import { endpoint, ipv4, ipv6, logLevel, path, pool4, prefix4, prefix6, storeUrl } from './types';
 
 /** RPC-with-TLS policies (RFC 9289), as src/rpc/tls names them (config imports only lib: the list is repeated). */
 export const TLS_POLICY_NAMES = ['off', 'opportunistic', 'required', 'mutual'] as const;
@@ -27,22 +28,41 @@ const serverTlsFields = {
   policy: field(
     oneOf(TLS_POLICY_NAMES),
     'off',
-    'RPC-with-TLS (RFC 9289): "off"; "opportunistic" (TLS offered, plain calls served); "required" (every call over TLS; UDP and plain TCP calls refused with AUTH_TOOWEAK); "mutual" (required, and clients present a certificate the CA signed, which then identifies them) (--tls).',
+    'RPC-with-TLS (RFC 9289): "off"; "opportunistic" (TLS offered, plain calls served); "required" (every call over TLS; UDP and plain TCP calls refused with AUTH_TOOWEAK); "mutual" (required, and clients present a certificate the CA signed, which then identifies them).',
+    {
+      man: 'Under "off" the AUTH_TLS probe is refused as an unknown flavor; under "required" and "mutual" UDP and plain TCP calls are refused with AUTH_ERROR, AUTH_TOOWEAK. A change needs a restart.',
+      flag: flag.string('tls', { summary: 'RPC-with-TLS policy (default off; see dstm-rpc(7)).' }),
+    },
   ),
-  cert: optional(path, "PEM file of the server's certificate (chain), needed unless the policy is off (--tls-cert)."),
-  key: optional(path, 'PEM file of its private key (--tls-key).'),
-  ca: optional(path, 'PEM file of the CA(s) that sign client certificates, needed by the mutual policy (--tls-ca).'),
+  cert: optional(path, "PEM file of the server's certificate (and chain), needed unless the policy is off.", {
+    man: "Nodes check it against the server's IPv6 address: give it that address as a subjectAltName IP. Read again on SIGHUP.",
+    flag: flag.string('tls-cert', { helpValue: 'FILE', summary: "PEM file of the server's certificate." }),
+  }),
+  key: optional(path, 'PEM file of its private key.', {
+    man: 'Read again on SIGHUP.',
+    flag: flag.string('tls-key', { helpValue: 'FILE', summary: 'PEM file of its private key.' }),
+  }),
+  ca: optional(path, 'PEM file of the CA(s) that sign client certificates, needed by the mutual policy.', {
+    man: 'Read again on SIGHUP.',
+    flag: flag.string('tls-ca', {
+      helpValue: 'FILE',
+      summary: 'PEM file of the CA that signs client certificates (mutual policy).',
+    }),
+  }),
   handshake_timeout: field(
     integer(100, 300000),
     10000,
     'Milliseconds a connection may take from the STARTTLS reply to the end of its handshake before it is closed.',
+    { man: 'From 100 to 300000. A change needs a restart.' },
   ),
   nodes: field(
     list(
       record(
         {
-          name: required(string, `The certificate, by ${certName}.`),
-          prefix: required(prefix6, 'IPv6 address or prefix of the nodes it may act for.'),
+          name: required(string, `The certificate, by ${certName}.`, {
+            man: 'The SHA-256 form survives the renewal of a certificate with the same key.',
+          }),
+          prefix: required(prefix6, 'IPv6 address or prefix of the nodes that certificate may act for.'),
         },
         'tls-node',
       ),
@@ -54,6 +74,7 @@ const serverTlsFields = {
     list(string),
     [],
     `Mutual policy: certificates allowed to call the admin procedures (LIST, REVOKE, ALLOCATE; dstm leases), each by ${certName}; the caller must also be in admin_allow.`,
+    { man: 'Empty: no administration under the mutual policy.' },
   ),
   teps: field(
     list(string),
@@ -95,6 +116,7 @@ const prefixCap = textual<PrefixCap>(
       throw new Error('not LEN:MAX');
     return { len: prefixLength(len), max: Number(max) };
   },
+  (c) => `${c.len}:${c.max}`,
 );
 
 const prefixRate = textual<PrefixRate>(
@@ -112,6 +134,7 @@ const prefixRate = textual<PrefixRate>(
     const r = num(rate, 0.001);
     return { len: prefixLength(len), rate: r, burst: burst === undefined ? Math.max(1, 2 * r) : num(burst, 1) };
   },
+  (r) => `${r.len}:${r.rate}:${r.burst}`,
 );
 
 /** Which procedures are served over TCP only (server.tcp_only). */
@@ -122,22 +145,37 @@ const tepIPv6 = required(ipv6, 'IPv6 address of the TEP, where nodes send their 
 const tepIPv4 = required(ipv4, 'IPv4 address of the TEP, given to nodes as the point-to-point peer of their DTI.');
 const tepType = record({ ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep');
 
+/** --tep IPV6,IPV4 in the file's shape. */
+function tepFlag(text: string): { ipv6: string; ipv4: string } {
+  const parts = text.split(',');
+  if (parts.length !== 2)
+    throw new Error(`--tep: "${text}" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)`);
+  return { ipv6: parts[0].trim(), ipv4: parts[1].trim() };
+}
+
 export const serverFields = {
   listen: field(
     list(endpoint(DEFAULT_PORT, 6), { min: 1 }),
     [`[::]:${DEFAULT_PORT}`],
-    'IPv6 addresses and ports to serve on, over each of server.transports (--listen).',
+    'IPv6 addresses and ports to serve on, over each of server.transports.',
+    {
+      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given.',
+      flag: flag.strings('listen', {
+        helpValue: '[IPV6]:PORT',
+        summary: `IPv6 address and port to serve on, [IPV6]:PORT (repeatable; default [::]:${DEFAULT_PORT}).`,
+      }),
+    },
   ),
   transports: field(
     list(oneOf(['udp', 'tcp'] as const), { min: 1 }),
     ['udp', 'tcp'],
     'RPC transports to serve on each listen address.',
   ),
-  program: field(
-    integer(1, 0xffffffff),
-    DEFAULT_PROGRAM,
-    'ONC RPC program number (--program); 760435789 is 0x2D53544D.',
-  ),
+  program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number; 760435789 is 0x2D53544D.', {
+    flag: flag.uint32('program', {
+      summary: 'ONC RPC program number, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).',
+    }),
+  }),
   rpcbind: field(
     oneOf(['auto', 'on', 'off'] as const),
     'auto',
@@ -146,7 +184,14 @@ export const serverFields = {
   pools: field(
     list(pool4, { min: 1 }),
     ['192.0.2.0/24'],
-    'IPv4 prefixes whose addresses are leased (--pool); they must be routed to the TEPs. Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused; TEP addresses inside a pool are never leased.',
+    'IPv4 prefixes whose addresses are leased; they must be routed to the TEPs. Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused; TEP addresses inside a pool are never leased.',
+    {
+      man: "Prefixes must not overlap; at most 2^24 addresses in all. A TEP's IPv4 address (server.tep.ipv4, server.teps[].ipv4) inside a pool is taken out of it, with a warning (a node holding it could send as the TEP); a reservation of one is refused.",
+      flag: flag.strings('pool', {
+        helpValue: 'CIDR',
+        summary: 'IPv4 prefix to lease addresses from (repeatable; default 192.0.2.0/24).',
+      }),
+    },
   ),
   exclude: field(list(prefix4), [], 'IPv4 addresses or prefixes inside the pools that are never leased.'),
   skip_network_broadcast: field(
@@ -166,70 +211,141 @@ export const serverFields = {
     ),
     [],
     'Fixed bindings: a node whose IPv6 address is in "ipv6" always gets "ipv4" (one node at a time); the address leaves the dynamic pool.',
+    {
+      man: 'A node asks as usual and gets its reserved address; if another node of the same prefix holds it, it gets a dynamic one.',
+    },
   ),
-  tep: optional(tepType, 'Default TEP for nodes no "teps" entry matches (--tep IPV6,IPV4).'),
+  tep: optional(tepType, 'Default TEP for nodes no "teps" entry matches.', {
+    man: 'Both addresses are required. Without any TEP, replies carry zero TEP addresses (a warning is logged at start).',
+    flag: flag.string('tep', { helpValue: 'IPV6,IPV4', summary: 'Default TEP as IPV6,IPV4.', toValue: tepFlag }),
+  }),
   teps: field(
     list(record({ prefix: required(prefix6, 'Client IPv6 prefix.'), ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep-route')),
     [],
     'Per-prefix TEPs: a node gets the TEP of the longest prefix containing its IPv6 address.',
+    { man: 'Every configured TEP address may also read the binding feed.' },
   ),
   lease: field(
     integer(1, 0x7fffffff),
     3600,
-    'Lease duration in seconds (--lease), when the node asks for none; at least server.min_lease.',
+    'Lease duration in seconds, when the node asks for none; at least server.min_lease.',
+    { flag: flag.integer('lease', { helpValue: 'SECONDS', summary: 'Lease duration in seconds (default 3600).' }) },
   ),
   min_lease: field(
     integer(1, 0x7fffffff),
     60,
-    'Shortest lease in seconds (--min-lease): a node asking for less gets this much, and server.lease may not be less.',
+    'Shortest lease in seconds: a node asking for less gets this much, and server.lease may not be less.',
+    {
+      flag: flag.integer('min-lease', {
+        helpValue: 'SECONDS',
+        summary: 'Shortest lease in seconds: a node asking for less gets this much (default 60).',
+      }),
+    },
   ),
-  max_lease: field(integer(1, 0x7fffffff), 86400, 'Longest lease in seconds a node may ask for.'),
+  max_lease: field(integer(1, 0x7fffffff), 86400, 'Longest lease in seconds a node may ask for.', {
+    man: 'Must be at least server.lease.',
+  }),
   hold: field(
     integer(0, 0x7fffffff),
     600,
     'Seconds an expired or revoked address stays unassigned before it is reused (the old node may still use it).',
   ),
-  state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store (--state-dir).'),
+  state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store.', {
+    man: 'Created if missing; holds dstm.sqlite and its dstm.sqlite-wal and dstm.sqlite-shm files.',
+    flag: flag.string('state-dir', {
+      helpValue: 'DIR',
+      summary: 'Directory of the SQLite store (default /var/lib/dstm).',
+    }),
+  }),
   store: optional(
     storeUrl,
-    'Binding store (--store): "postgresql://USER@HOST:PORT/DATABASE" shares one PostgreSQL database between several servers; "sqlite:DIR" or nothing keeps the embedded SQLite store (in state_dir when DIR is empty). The password may be in the URL, PGPASSFILE or PGPASSWORD; it is never logged.',
+    'Binding store: "postgresql://USER@HOST:PORT/DATABASE" shares one PostgreSQL database between several servers; "sqlite:DIR" or nothing keeps the embedded SQLite store (in state_dir when DIR is empty). The password may be in the URL, PGPASSFILE or PGPASSWORD; it is never logged.',
+    {
+      man: '"postgres://" is accepted too; --check and errors show the URL with its password replaced by ***. See dstm-server(8), PostgreSQL and several servers.',
+      flag: flag.string('store', {
+        helpValue: 'URL',
+        summary:
+          'Binding store: postgresql://USER@HOST:PORT/DATABASE (shared by several servers) or sqlite:[DIR] (default: SQLite in the state directory).',
+      }),
+    },
   ),
   store_pool: field(
     integer(1, 100),
     4,
     'Connections each server keeps to a PostgreSQL store (one more listens for feed changes).',
+    { man: 'From 1 to 100; ignored for SQLite.' },
   ),
-  allow: field(list(prefix6), ['::/0'], 'IPv6 prefixes of nodes allowed to request addresses (--allow).'),
+  allow: field(list(prefix6), ['::/0'], 'IPv6 prefixes of nodes allowed to request addresses.', {
+    man: 'Applies to REQUEST; a node may always release its own binding.',
+    flag: flag.strings('allow', {
+      helpValue: 'PREFIX',
+      summary: 'IPv6 prefix of nodes allowed to request (repeatable; default ::/0).',
+    }),
+  }),
   tep_allow: field(
     list(prefix6),
     ['::1/128'],
     'IPv6 prefixes allowed to read the binding feed (BINDINGS), besides the configured TEP addresses.',
+    { man: 'The binding feed reveals which node holds which address.' },
   ),
-  admin_allow: field(list(prefix6), ['::1/128'], 'IPv6 prefixes allowed to call the admin procedures (dstm leases).'),
+  admin_allow: field(
+    list(prefix6),
+    ['::1/128'],
+    'IPv6 prefixes allowed to call the admin procedures (LIST, REVOKE and ALLOCATE: dstm leases).',
+  ),
   tcp_only: field(
     oneOf(TCP_ONLY),
     'admin',
-    'Procedures served over TCP only (--tcp-only), where the handshake proves the caller receives at its address: "admin" LIST, REVOKE and ALLOCATE; "changes" those and REQUEST and RELEASE (version 1 included); "none" nothing. Over UDP they are refused.',
+    'Procedures served over TCP only, where the handshake proves the caller receives at its address: "admin" LIST, REVOKE and ALLOCATE; "changes" those and REQUEST and RELEASE (version 1 included); "none" nothing.',
+    {
+      man: 'Over UDP they are refused (DSTM_NOT_ALLOWED; version 1: AUTH_ERROR). What each setting stops is in dstm-rpc(7), SECURITY.',
+      flag: flag.string('tcp-only', {
+        helpValue: 'WHAT',
+        summary:
+          'Procedures served over TCP only: admin (LIST, REVOKE, ALLOCATE), changes (those, REQUEST and RELEASE) or none (default admin).',
+      }),
+    },
   ),
   per_prefix: optional(
     prefixCap,
-    'At most MAX nodes with an active binding in each IPv6 /LEN, as "LEN:MAX" (--per-prefix); a renewal is never refused. Off when not given.',
+    'At most MAX nodes with an active binding in each IPv6 /LEN, as "LEN:MAX", e.g. "64:16" (LEN 1-128, MAX 1-1000000); a renewal is never refused, and a node whose lease expired counts as a new one. Off when not given.',
+    {
+      man: 'Refusals: DSTM_NOT_ALLOWED (version 1: AUTH_ERROR), reason prefix_cap.',
+      flag: flag.string('per-prefix', {
+        helpValue: 'LEN:MAX',
+        summary: 'At most MAX nodes with an active binding in each IPv6 /LEN, as LEN:MAX, e.g. 64:16 (default off).',
+      }),
+    },
   ),
   rate_limit: optional(
     prefixRate,
-    'REQUEST and RELEASE calls per second from each IPv6 /LEN, as "LEN:RATE[:BURST]" (--rate-limit); calls over it are refused with DSTM_UNAVAILABLE. Off when not given.',
+    'REQUEST and RELEASE calls per second from each IPv6 /LEN, as "LEN:RATE" or "LEN:RATE:BURST", e.g. "64:10:50" (RATE 0.001-1000000, BURST 1-1000000, default twice RATE and at least 1); calls over it are refused with DSTM_UNAVAILABLE. Off when not given.',
+    {
+      man: 'Version 1 refuses with SYSTEM_ERR; the reason counted is rate_limited. At most 65536 prefixes are remembered at once.',
+      flag: flag.string('rate-limit', {
+        helpValue: 'LEN:RATE[:BURST]',
+        summary:
+          'REQUEST and RELEASE calls per second from each IPv6 /LEN, as LEN:RATE[:BURST], e.g. 64:10 (default off).',
+      }),
+    },
   ),
   feed_max_wait: field(
     integer(0, 300000),
     30000,
     'Longest time in milliseconds a BINDINGS call is held waiting for a change.',
   ),
-  metrics: optional(endpoint(9786), 'Serve Prometheus metrics on this address (GET /metrics); off when not given.'),
-  log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
+  metrics: optional(endpoint(9786), 'Serve Prometheus metrics on this address (GET /metrics); off when not given.', {
+    man: 'An endpoint like "[::1]:9786".',
+    flag: flag.string('metrics', {
+      helpValue: '[IPV6]:PORT',
+      summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).',
+    }),
+  }),
+  log_level: logLevel(),
   tls: field(
     record(serverTlsFields, 'tls'),
     {},
-    'RPC-with-TLS: policy, certificate and the identities certificates give (see dstm-rpc(7)).',
+    'RPC-with-TLS (RFC 9289): the policy, the certificate, and the identities client certificates give; see dstm-rpc(7).',
   ),
 };
 

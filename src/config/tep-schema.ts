@@ -1,21 +1,29 @@
 // The "tep" section of the configuration file (dstm tep). Every key is documented in dstm.conf(5) and dstm-tep(8).
 import { DEFAULT_CONTROL_PATH } from '../lib/control';
-import {
-  boolean,
-  describe,
-  field,
-  integer,
-  list,
-  oneOf,
-  optional,
-  record,
-  required,
-  type Infer,
-  type KeyDoc,
-} from './schema';
+import { boolean, describe, field, integer, list, optional, record, required, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
 import { clientTls } from './client-schema';
-import { endpoint, endpoints, ifname, ipv4, ipv6, MAX_PATH_MTU, path, pool4, prefix6 } from './types';
+import { flag } from './settings';
+import {
+  endpoint,
+  endpoints,
+  ifname,
+  ipv4,
+  ipv6,
+  logLevel,
+  offloadField,
+  MAX_PATH_MTU,
+  path,
+  pool4,
+  prefix6,
+} from './types';
+
+/** "IPV4=IPV6" as given to --static, in the configuration file's shape. */
+function staticFlag(text: string): { ipv4: string; ipv6: string } {
+  const [ipv4, ipv6, extra] = text.split('=');
+  if (ipv6 === undefined || extra !== undefined) throw new Error(`--static: "${text}" is not IPV4=IPV6`);
+  return { ipv4, ipv6 };
+}
 
 export const staticMapping = record(
   {
@@ -28,66 +36,133 @@ export const staticMapping = record(
 export const tepFields = {
   server: optional(
     endpoints(DEFAULT_PORT, 6),
-    'DSTM server whose binding feed tells which node holds which pool address, or a list of servers sharing one store: the feed follows one and moves to the next when a call fails, keeping its bindings (--server, repeatable); without it only static mappings are forwarded.',
+    'DSTM server whose binding feed tells which node holds which pool address, or a list of servers sharing one store: the feed follows one and moves to the next when a call fails, keeping its bindings; without it only static mappings are forwarded.',
+    {
+      flag: flag.strings('server', {
+        helpValue: '[IPV6]:PORT',
+        summary:
+          "DSTM server to follow the binding feed of, '[IPV6]:PORT'; repeatable: servers sharing one store, the next followed when one fails.",
+      }),
+    },
   ),
-  program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server (--program).'),
+  program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number of the DSTM server.', {
+    flag: flag.uint32('program', {
+      summary: 'ONC RPC program number of the DSTM server, decimal or 0x hexadecimal (default 760435789 = 0x2D53544D).',
+    }),
+  }),
   address: required(
     ipv6,
-    "The TEP's IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them (--ipv6).",
+    "The TEP's IPv6 address: nodes tunnel to it, and it is the source of what it tunnels to them.",
+    {
+      flag: flag.string('ipv6', {
+        aliases: ['address'],
+        helpValue: 'IPV6',
+        summary: 'IPv6 address of this TEP: nodes tunnel to it (--address until 0.2).',
+      }),
+    },
   ),
   feed_source: optional(
     ipv6,
-    "IPv6 address the binding feed is called from (--feed-source); default: address. Give the TEP's own unicast address when address is an anycast address several TEPs share, so the servers' replies come back to this TEP.",
+    "IPv6 address the binding feed is called from; default: address. Give the TEP's own unicast address when address is an anycast address several TEPs share, so the servers' replies come back to this TEP.",
+    {
+      flag: flag.string('feed-source', {
+        helpValue: 'IPV6',
+        summary:
+          "IPv6 address to call the servers' binding feed from (default: --ipv6; a unicast address when --ipv6 is anycast).",
+      }),
+    },
   ),
-  ipv4: required(
-    ipv4,
-    "The TEP's IPv4 address, the peer of the nodes' DTIs and the source of its ICMPv4 errors (--ipv4).",
-  ),
-  pools: field(list(pool4), [], "IPv4 prefixes routed into the TEP's TUN device: the DSTM server's pools (--pool)."),
+  ipv4: required(ipv4, "The TEP's IPv4 address, the peer of the nodes' DTIs and the source of its ICMPv4 errors.", {
+    flag: flag.string('ipv4', { helpValue: 'IPV4', summary: "IPv4 address of this TEP, the peer of the nodes' DTIs." }),
+  }),
+  pools: field(list(pool4), [], "IPv4 prefixes routed into the TEP's TUN device: the DSTM server's pools.", {
+    man: 'Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused. The TEP refuses a binding from the server for its own IPv4 address or any address of its host.',
+    flag: flag.strings('pool', { helpValue: 'CIDR', summary: 'IPv4 pool prefix routed to this TEP (repeatable).' }),
+  }),
   prefixes: field(
     list(prefix6),
     [],
-    'IPv6 prefixes of the DSTM domain; tunnelled packets from other sources are dropped. Empty: any source (--prefix).',
+    'IPv6 prefixes of the DSTM domain; tunnelled packets from other sources are dropped. Empty: any source.',
+    {
+      flag: flag.strings('prefix', {
+        helpValue: 'IPV6PREFIX',
+        summary: 'IPv6 prefix of the DSTM domain to accept tunnelled packets from (repeatable).',
+      }),
+    },
   ),
   static: field(
     list(staticMapping),
     [],
-    'Annex A mappings, IPv4 address to node IPv6 address, forwarded without a server (--static IPV4=IPV6).',
+    'Annex A mappings, IPv4 address to node IPv6 address, forwarded without a server.',
+    {
+      flag: flag.strings('static', {
+        helpValue: 'IPV4=IPV6',
+        summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).',
+        toValue: (v) => v.map(staticFlag),
+      }),
+    },
   ),
-  device: field(ifname, 'dstm-tep0', 'Name of the TUN device the pools are routed to, at most 15 bytes (--device).'),
+  device: field(ifname, 'dstm-tep0', 'Name of the TUN device the pools are routed to, at most 15 bytes.', {
+    flag: flag.string('device', {
+      helpValue: 'NAME',
+      summary: 'Name of the TUN device, at most 15 bytes (default dstm-tep0).',
+    }),
+  }),
   path_mtu: field(
     integer(1280, MAX_PATH_MTU),
     1500,
-    `Path MTU towards the nodes, at most ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the TUN device's MTU is 40 less (--path-mtu).`,
+    `Path MTU towards the nodes, at most ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the TUN device's MTU is 40 less.`,
+    {
+      flag: flag.integer('path-mtu', {
+        helpValue: 'BYTES',
+        summary: `Path MTU towards the nodes, 1280 to ${MAX_PATH_MTU} (default 1500).`,
+      }),
+    },
   ),
   unreachable: field(
     boolean,
     true,
-    "Answer IPv4 packets for pool addresses no node holds with ICMPv4 host unreachable from the TEP's IPv4 address, at most 100 a second, as a router does; false drops them silently (counted as no_binding either way; --no-unreachable).",
+    "Answer IPv4 packets for pool addresses no node holds with ICMPv4 host unreachable from the TEP's IPv4 address, at most 100 a second, as a router does; false drops them silently (counted as no_binding either way).",
+    {
+      flag: flag.boolean('unreachable', {
+        allowNo: true,
+        summary:
+          'Answer IPv4 for pool addresses no node holds with ICMPv4 host unreachable (default on; --no-unreachable drops it silently).',
+      }),
+    },
   ),
-  offload: field(
-    boolean,
-    true,
-    'TUN offloads: the kernel hands the data plane TCP super-packets of up to 64 KiB, which it segments before encapsulation, and takes coalesced ones (IFF_VNET_HDR with checksum, TSO and, where the kernel has it, USO); falls back to the plain device when the kernel refuses them, and the offload_active counter says which path runs; false: the plain device (--no-offload).',
-  ),
+  offload: offloadField(),
   batch: field(integer(1, 1024), 64, 'Packets read or written per system call.'),
   queues: field(
     integer(1, 64),
     1,
-    'Forwarding queues, one thread each (--queues): the TUN device gets one queue per thread (IFF_MULTI_QUEUE) and each thread its own raw socket, which keeps the tunnel packets whose inner flow hashes to it; every thread runs the same pipeline with its own copy of the binding table (104–208 bytes per binding per queue). Default 1: on the 2-core machine measured, 2 queues were not reliably faster than 1 (the gain stayed within the noise).',
+    'Forwarding queues, 1 to 64, one thread each: the TUN device gets one queue per thread (IFF_MULTI_QUEUE) and each thread its own raw socket, which keeps the tunnel packets whose inner flow hashes to it; every thread runs the same pipeline with its own copy of the binding table (104 to 208 bytes per binding per queue). Default 1: on the 2-core machine measured, 2 queues were not reliably faster than 1 (the gain stayed within the noise; see dstm-tep(8)).',
+    {
+      flag: flag.integer('queues', {
+        helpValue: 'N',
+        summary: 'Forwarding queues, one thread each, 1 to 64 (default 1; one TUN queue and raw socket per thread).',
+      }),
+    },
   ),
   feed_wait: field(
     integer(0, 300000),
     30000,
     'Milliseconds the server may hold each binding feed call when nothing changes.',
   ),
-  control: field(path, DEFAULT_CONTROL_PATH, 'Unix socket that `dstm tep stats` reads the counters from (--control).'),
-  metrics: optional(
-    endpoint(9787),
-    'Serve Prometheus metrics on this address (GET /metrics); off when not given (--metrics).',
-  ),
-  log_level: field(oneOf(['debug', 'info', 'warn', 'error'] as const), 'info', 'Least severe log level written.'),
-  tls: field(clientTls, {}, 'RPC-with-TLS towards the server, for the binding feed.'),
+  control: field(path, DEFAULT_CONTROL_PATH, 'Unix socket that `dstm tep stats` reads the counters from.', {
+    flag: flag.string('control', {
+      helpValue: 'PATH',
+      summary: `Unix socket for \`dstm tep stats\` (default ${DEFAULT_CONTROL_PATH}).`,
+    }),
+  }),
+  metrics: optional(endpoint(9787), 'Serve Prometheus metrics on this address (GET /metrics); off when not given.', {
+    flag: flag.string('metrics', {
+      helpValue: '[IPV6]:PORT',
+      summary: 'Serve Prometheus metrics on [IPV6]:PORT (GET /metrics; default off).',
+    }),
+  }),
+  log_level: logLevel('At debug every discarded packet is logged with its first bytes.'),
+  tls: field(clientTls, {}, 'RPC-with-TLS (RFC 9289) towards the server, for the binding feed; see dstm-rpc(7).'),
 };
 
 export type TepConfig = Infer<typeof tepFields>;

@@ -1,6 +1,11 @@
 // Configuration types for network values, shared by every section's schema.
-import { parseEndpoint, type Endpoint } from '../lib/endpoint';
+import { formatEndpoint, parseEndpoint, type Endpoint } from '../lib/endpoint';
+import { LEVELS } from '../lib/log';
 import {
+  formatIPv4,
+  formatIPv6,
+  formatPrefix4,
+  formatPrefix6,
   parseIPv4,
   parseIPv6,
   parsePrefix4,
@@ -10,14 +15,16 @@ import {
   type Prefix4,
   type Prefix6,
 } from '../lib/addr';
-import { ConfigError, integer, textual, type Type } from './schema';
+import { boolean, ConfigError, field, integer, oneOf, textual, type Type } from './schema';
+import { flag } from './settings';
 
-export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4);
-export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6);
+export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4, formatIPv4);
+export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6, formatIPv6);
 export const prefix4: Type<Prefix4> = textual(
   'ipv4-prefix',
   'an IPv4 prefix like "192.0.2.0/24" (or one address)',
   parsePrefix4,
+  formatPrefix4,
 );
 
 /** Address ranges no pool may touch: they cannot be a host's unicast source on the IPv4 side. */
@@ -43,6 +50,7 @@ export const pool4: Type<Prefix4> = textual(
     }
     return p;
   },
+  formatPrefix4,
 );
 
 /**
@@ -68,6 +76,7 @@ export const prefix6: Type<Prefix6> = textual(
   'ipv6-prefix',
   'an IPv6 prefix like "2001:db8::/32" (or one address)',
   parsePrefix6,
+  formatPrefix6,
 );
 export const route4: Type<string> = textual(
   'ipv4-route',
@@ -80,11 +89,16 @@ export const port: Type<number> = { ...integer(0, 65535), name: 'port' };
 export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
   const expected =
     family === 6 ? `an IPv6 endpoint like "[::]:${defaultPort}"` : `an endpoint like "[::1]:${defaultPort}"`;
-  return textual('endpoint', expected, (s) => {
-    const e = parseEndpoint(s, defaultPort);
-    if (family === 6 && e.family !== 6) throw new Error('IPv4 is not allowed here: DSTM runs over IPv6 only');
-    return e;
-  });
+  return textual(
+    'endpoint',
+    expected,
+    (s) => {
+      const e = parseEndpoint(s, defaultPort);
+      if (family === 6 && e.family !== 6) throw new Error('IPv4 is not allowed here: DSTM runs over IPv6 only');
+      return e;
+    },
+    formatEndpoint,
+  );
 }
 
 /** One endpoint or a list of them, in the order to try (failover); read as a list either way. */
@@ -94,6 +108,7 @@ export function endpoints(defaultPort: number, family?: 6): Type<Endpoint[]> {
   return {
     name: 'endpoint or list of endpoint',
     expected,
+    show: (v) => v.map(formatEndpoint),
     parse(v, path) {
       if (!Array.isArray(v)) return [one.parse(v, path)];
       if (v.length === 0) throw new ConfigError(path, v, expected + ' (at least one)');
@@ -123,6 +138,7 @@ export function redactUrl(url: string): string {
 export const storeUrl: Type<string> = {
   name: 'store-url',
   expected: 'postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE or sqlite:[DIR]',
+  show: redactUrl,
   parse(value, path) {
     const bad = (why: string): never => {
       throw new ConfigError(path, typeof value === 'string' ? redactUrl(value) : value, `${this.expected} (${why})`);
@@ -138,3 +154,32 @@ export const storeUrl: Type<string> = {
     return value;
   },
 };
+
+/** log_level, as every daemon's section has it; `man` adds what dstm.conf(5) says for that daemon. */
+export function logLevel(man?: string) {
+  return field(oneOf(LEVELS), 'info', 'Least severe log level written; --log-level or DSTM_LOG_LEVEL win over it.', {
+    flag: flag.string('log-level', {
+      env: 'DSTM_LOG_LEVEL',
+      helpValue: 'LEVEL',
+      summary:
+        "Least severe log level written (default: DSTM_LOG_LEVEL, else the configuration's log_level, else info).",
+    }),
+    man,
+  });
+}
+
+/** offload, as the TEP's and the static DTI's sections have it. */
+export function offloadField() {
+  return field(
+    boolean,
+    true,
+    'TUN offloads: the kernel hands the data plane TCP super-packets of up to 64 KiB, which it segments before encapsulation, and takes coalesced ones (IFF_VNET_HDR with checksum, TSO and, where the kernel has it, USO); falls back to the plain device when the kernel refuses them, and the offload_active counter says which path runs; false: the plain device.',
+    {
+      flag: flag.boolean('offload', {
+        allowNo: true,
+        summary:
+          'TUN offloads: segment and coalesce TCP super-packets in the data plane (default on where the kernel has them; --no-offload: the plain device).',
+      }),
+    },
+  );
+}

@@ -5,49 +5,16 @@ import { annexALines, Dti, dtiUpCommands, type DtiLease, type DtiOptions } from 
 import type { Daemon } from '../lib/daemon';
 import type { Logger } from '../lib/log';
 import { loadSection } from '../config/load';
-import { overrides } from '../config/schema';
+import { flagOverrides, type FlagsOf } from '../config/settings';
 import { staticFields, type StaticConfig } from '../config/static-schema';
 import { formatIp, ip } from '../dti/netconfig';
 
-export interface StaticFlags {
-  config?: string;
-  tep?: string;
-  address?: string;
-  peer?: string;
-  local?: string;
-  routes?: string[];
-  device?: string;
-  'path-mtu'?: number;
-  offload?: boolean;
-  'log-level'?: string;
-}
+/** The command's flags: one per key that declares one (static-schema.ts), and --config. */
+export type StaticFlags = FlagsOf<typeof staticFields> & { config?: string };
 
 /** The "static" section with the flags on top, checked as a whole (a missing --tep or --address names its key). */
 export function loadStaticConfig(flags: StaticFlags): StaticConfig {
-  return loadSection(
-    staticFields,
-    'static',
-    flags.config,
-    overrides([
-      ['tep', '--tep', flags.tep],
-      ['address', '--address', flags.address],
-      ['peer', '--peer', flags.peer],
-      ['local', '--local', flags.local],
-      // each --routes value may be comma-separated
-      [
-        'routes',
-        '--routes',
-        flags.routes
-          ?.flatMap((v) => v.split(','))
-          .map((r) => r.trim())
-          .filter((r) => r !== ''),
-      ],
-      ['device', '--device', flags.device],
-      ['path_mtu', '--path-mtu', flags['path-mtu']],
-      ['offload', '--offload', flags.offload],
-      ['log_level', '--log-level', flags['log-level']],
-    ]),
-  ).config;
+  return loadSection(staticFields, 'static', flags.config, flagOverrides(staticFields, flags)).config;
 }
 
 /** The DTI's lease: the fixed address, the TEP (both families) and, if configured, the tunnel's IPv6 source. */

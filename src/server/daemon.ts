@@ -3,7 +3,8 @@
 // leases, reports the store's health, reloads its configuration on demand and stops cleanly.
 import type { Server as HttpServer } from 'node:http';
 import { loadSection } from '../config/load';
-import { ConfigError, overrides } from '../config/schema';
+import { ConfigError } from '../config/schema';
+import { flagOverrides, type FlagsOf } from '../config/settings';
 import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import type { Logger } from '../lib/log';
@@ -28,59 +29,12 @@ import { openStore, sqliteDir } from './open-store';
 import { makeStateDir } from './state-dir';
 import { STATE_NAMES, type StateCounts, type Store, type StoreHealth } from './store';
 
-/** Command-line values that stand in for configuration keys (flags win over the file). */
-export interface ServerFlags {
-  config?: string;
-  listen?: string[];
-  pool?: string[];
-  tep?: string;
-  lease?: number;
-  stateDir?: string;
-  store?: string;
-  allow?: string[];
-  program?: number;
-  metrics?: string;
-  logLevel?: string;
-  tls?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsCa?: string;
-  minLease?: number;
-  perPrefix?: string;
-  rateLimit?: string;
-  tcpOnly?: string;
-}
-
-/** "IPV6,IPV4" as given to --tep, in the configuration file's shape ({ipv6, ipv4}). */
-export function tepFlag(text: string): { ipv6: string; ipv4: string } {
-  const parts = text.split(',');
-  if (parts.length !== 2)
-    throw new Error(`--tep: "${text}" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)`);
-  return { ipv6: parts[0].trim(), ipv4: parts[1].trim() };
-}
+/** The command's flags: one per key that declares one (server-schema.ts), and --config. */
+export type ServerFlags = FlagsOf<typeof serverFields> & { config?: string };
 
 /** Read the file (if any) and apply the flags; throws ConfigError naming the key or flag at fault. */
 export function loadServerConfig(flags: ServerFlags): { config: ServerConfig; file?: string } {
-  const given = overrides([
-    ['listen', '--listen', flags.listen],
-    ['pools', '--pool', flags.pool],
-    ['tep', '--tep', flags.tep === undefined ? undefined : tepFlag(flags.tep)],
-    ['lease', '--lease', flags.lease],
-    ['state_dir', '--state-dir', flags.stateDir],
-    ['store', '--store', flags.store],
-    ['allow', '--allow', flags.allow],
-    ['program', '--program', flags.program],
-    ['metrics', '--metrics', flags.metrics],
-    ['log_level', '--log-level', flags.logLevel],
-    ['tls.policy', '--tls', flags.tls],
-    ['tls.cert', '--tls-cert', flags.tlsCert],
-    ['tls.key', '--tls-key', flags.tlsKey],
-    ['tls.ca', '--tls-ca', flags.tlsCa],
-    ['min_lease', '--min-lease', flags.minLease],
-    ['per_prefix', '--per-prefix', flags.perPrefix],
-    ['rate_limit', '--rate-limit', flags.rateLimit],
-    ['tcp_only', '--tcp-only', flags.tcpOnly],
-  ]);
+  const given = flagOverrides(serverFields, flags);
   const { config, file, where } = loadSection(serverFields, 'server', flags.config, given);
   const flagOf = new Map(given.map((o) => [o.key, o.flag]));
   checkServerConfig(config, where, (key) => flagOf.get(key) ?? `${where}.${key}`);

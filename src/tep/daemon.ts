@@ -3,12 +3,13 @@
 import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { loadSection } from '../config/load';
-import { overrides } from '../config/schema';
+import { showRecord } from '../config/schema';
+import { flagOverrides, type FlagsOf } from '../config/settings';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
-import { formatIPv4, formatIPv6, formatPrefix4, formatPrefix6, parseIPv4, parseIPv6 } from '../lib/addr';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { RpcClient, RpcError } from '../rpc';
@@ -32,86 +33,19 @@ export interface RunningTep {
   stop(): Promise<void>;
 }
 
-/** A plain description of the configuration (for --check and the start-up log). */
+/** The configuration in the file's syntax, every key (--check, the start-up log, what a reload changed). */
 export function describeTep(c: TepConfig): Record<string, unknown> {
-  return {
-    address: formatIPv6(c.address),
-    ipv4: formatIPv4(c.ipv4),
-    server: c.server ? c.server.map(formatEndpoint) : null,
-    pools: c.pools.map(formatPrefix4),
-    prefixes: c.prefixes.map(formatPrefix6),
-    static: c.static.map((s) => `${formatIPv4(s.ipv4)}=${formatIPv6(s.ipv6)}`),
-    device: c.device,
-    path_mtu: c.path_mtu,
-    unreachable: c.unreachable,
-    offload: c.offload,
-    queues: c.queues,
-    control: c.control,
-  };
+  return showRecord(tepFields, c);
 }
 
-export interface TepFlags {
-  config?: string;
-  server?: string[];
-  program?: number;
-  ipv6?: string;
-  'feed-source'?: string;
-  ipv4?: string;
-  pool?: string[];
-  prefix?: string[];
-  static?: string[];
-  device?: string;
-  'path-mtu'?: number;
-  unreachable?: boolean;
-  offload?: boolean;
-  queues?: number;
-  control?: string;
-  metrics?: string;
-  'log-level'?: string;
-  tls?: boolean;
-  'tls-ca'?: string;
-  'tls-cert'?: string;
-  'tls-key'?: string;
-}
+/** The command's flags: one per key that declares one (tep-schema.ts), and --config. */
+export type TepFlags = FlagsOf<typeof tepFields> & { config?: string };
 
 /** The "tep" section with the command's flags on top, checked as a whole. */
 export function loadTepConfig(flags: TepFlags): TepConfig {
-  const { config } = loadSection(
-    tepFields,
-    'tep',
-    flags.config,
-    overrides([
-      ['server', '--server', flags.server],
-      ['program', '--program', flags.program],
-      ['address', '--ipv6', flags.ipv6],
-      ['feed_source', '--feed-source', flags['feed-source']],
-      ['ipv4', '--ipv4', flags.ipv4],
-      ['pools', '--pool', flags.pool],
-      ['prefixes', '--prefix', flags.prefix],
-      ['static', '--static', flags.static?.map(staticFlag)],
-      ['device', '--device', flags.device],
-      ['path_mtu', '--path-mtu', flags['path-mtu']],
-      ['unreachable', '--unreachable', flags.unreachable],
-      ['offload', '--offload', flags.offload],
-      ['queues', '--queues', flags.queues],
-      ['control', '--control', flags.control],
-      ['metrics', '--metrics', flags.metrics],
-      ['log_level', '--log-level', flags['log-level']],
-      ['tls.enabled', '--tls', flags.tls || undefined],
-      ['tls.ca', '--tls-ca', flags['tls-ca']],
-      ['tls.cert', '--tls-cert', flags['tls-cert']],
-      ['tls.key', '--tls-key', flags['tls-key']],
-    ]),
-  );
+  const { config } = loadSection(tepFields, 'tep', flags.config, flagOverrides(tepFields, flags));
   checkTep(config);
   return config;
-}
-
-/** "IPV4=IPV6" as given to --static, in the configuration file's shape. */
-function staticFlag(text: string): { ipv4: string; ipv6: string } {
-  const [ipv4, ipv6, extra] = text.split('=');
-  if (ipv6 === undefined || extra !== undefined) throw new Error(`--static: "${text}" is not IPV4=IPV6`);
-  return { ipv4, ipv6 };
 }
 
 /** Refuses configurations that parse but cannot work. */

@@ -1,7 +1,7 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
 // configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
-// documents nothing the command lacks; every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the
-// codes its commands return; every page renders without warnings; package.json lists every page.
+// documents nothing the command lacks; the text generated from the keys' declarations (npm run man) is current;
+// every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its commands return; every page renders without warnings; package.json lists every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -13,6 +13,9 @@ import { serverKeys } from '../../src/config/server-schema';
 import { tepKeys } from '../../src/config/tep-schema';
 import { staticKeys } from '../../src/config/static-schema';
 import { SECTIONS } from '../../src/config/load';
+import { regenerate } from '../../src/config/man';
+import { CONFIG_SECTIONS } from '../../src/config/sections';
+import { settings } from '../../src/config/settings';
 import { EXIT_MEANING, type ExitCode } from '../../src/cli/exit-codes';
 import { loadCommands, ROOT } from './commands';
 import { hasWord, parsePage, type Item, type Page } from './roff';
@@ -173,6 +176,36 @@ async function exitCodesOf(cmd: Command.Loadable): Promise<readonly ExitCode[]> 
   return ((await cmd.load()) as unknown as { exitCodes?: readonly ExitCode[] }).exitCodes ?? [];
 }
 
+/** The configuration section whose keys a command's flags set. */
+const SECTION_OF: Readonly<Record<string, keyof typeof CONFIG_SECTIONS>> = {
+  server: 'server',
+  tep: 'tep',
+  static: 'static',
+  request: 'client',
+  release: 'client',
+  leases: 'client',
+};
+
+/** Flags of `cmd` that set a key of its section but whose item in `text` is not generated from the key. */
+function ungeneratedFlags(cmd: Command.Loadable, text: string): string[] {
+  const section = SECTION_OF[cmd.id];
+  if (!section) return [];
+  return settings(CONFIG_SECTIONS[section])
+    .filter((s) => Object.hasOwn(cmd.flags, s.flag.name))
+    .filter((s) => !text.includes(`.\\" BEGIN GENERATED FLAG ${section}.${s.key}:`))
+    .map((s) => `--${s.flag.name} sets ${section}.${s.key} but its item is not generated (npm run man)`);
+}
+
+/** Lines of `page` that differ from `generated` (the page as npm run man would write it), with line numbers. */
+function generatedDrift(page: string, generated: string): string[] {
+  const was = page.split('\n');
+  const now = generated.split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(was.length, now.length) && out.length < 5; i++)
+    if (was[i] !== now[i]) out.push(`line ${i + 1}: "${was[i] ?? ''}", generated "${now[i] ?? ''}"`);
+  return out.length ? [`differs from what the key declarations render (run npm run man):`, ...out] : [];
+}
+
 function report(problems: Map<string, string[]>): void {
   const lines = [...problems].flatMap(([page, ps]) => ps.map((p) => `${page}: ${p}`));
   expect(lines, `\n  ${lines.join('\n  ')}\n`).to.deep.equal([]);
@@ -255,6 +288,26 @@ describe('man pages', function () {
     report(new Map(ps.length ? [[rel, ps]] : []));
   });
 
+  it('the generated text is what the key declarations render, and every flag that sets a key has it', () => {
+    const problems = new Map<string, string[]>();
+    for (const p of manPages()) {
+      const text = readFileSync(join(MAN, p), 'utf8');
+      const ps = generatedDrift(text, regenerate(text, CONFIG_SECTIONS));
+      if (ps.length) problems.set(`man/${p}`, ps);
+    }
+    const conf = readFileSync(join(MAN, 'dstm.conf.5'), 'utf8');
+    for (const section of SECTIONS)
+      if (!conf.includes(`.\\" BEGIN GENERATED KEYS ${section}:`))
+        problems.set('man/dstm.conf.5', [...(problems.get('man/dstm.conf.5') ?? []), `no generated ${section} keys`]);
+    for (const cmd of commands) {
+      const { rel } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const ps = ungeneratedFlags(cmd, readFileSync(join(ROOT, rel), 'utf8'));
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
+    }
+    report(problems);
+  });
+
   it('every page renders without warnings (groff -ww, mandoc -Tlint)', function () {
     const pages = manPages();
     expect(pages, 'no pages in man/').to.have.length.greaterThan(0);
@@ -313,6 +366,19 @@ describe('man pages', function () {
     expect(keyProblems(keys, conf)).to.deep.equal([
       'server.hold: not documented (no .TP item whose tag is server.hold)',
       'server.leese: documented but no schema has this key',
+    ]);
+    // a hand edit inside a generated region, and a flag whose item is written by hand
+    const generated = regenerate(
+      '.SH OPTIONS\n.\\" BEGIN GENERATED FLAG tep.device\n.\\" END GENERATED FLAG\n',
+      CONFIG_SECTIONS,
+    );
+    expect(generated).to.contain('.BI \\-\\-device " NAME"').and.contain('\\fBtep.device\\fR');
+    expect(generatedDrift(generated.replace('NAME', 'DEV'), generated)[0]).to.match(/run npm run man/);
+    expect(generatedDrift(generated, generated)).to.deep.equal([]);
+    const tep = { id: 'tep', args: {}, flags: { device: { name: 'device', type: 'option' } } };
+    expect(ungeneratedFlags(tep as unknown as Command.Loadable, generated)).to.deep.equal([]);
+    expect(ungeneratedFlags(tep as unknown as Command.Loadable, '.TP\n.BI \\-\\-device " NAME"\n')).to.deep.equal([
+      '--device sets tep.device but its item is not generated (npm run man)',
     ]);
   });
 

@@ -45,7 +45,7 @@ describe('dstm status', function () {
       listen: [`[::1]:${port}`],
       pool: ['198.51.100.0/29'],
       tep: '2001:db8:1::1,192.0.2.1',
-      stateDir: join(dir, 'state'),
+      'state-dir': join(dir, 'state'),
     });
     server = await DstmServer.start(config, createLogger({ level: 'error' }));
     client = await DstmClient.connect({ host: '::1', port, program: config.program });

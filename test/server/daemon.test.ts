@@ -24,7 +24,7 @@ describe('server daemon', function () {
     const log = createLogger({ level: 'info', stream, json: true });
     const metricsPort = freePort();
     const { config } = loadServerConfig({
-      stateDir: dir,
+      'state-dir': dir,
       listen: [`[::1]:${freePort()}`],
       pool: ['10.88.0.0/29'],
       metrics: `[::1]:${metricsPort}`,

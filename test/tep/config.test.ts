@@ -29,13 +29,23 @@ describe('tep configuration', () => {
       { key: 'prefixes', flag: '--prefix', value: ['2001:db8::/32'] },
     ]);
     checkTep(c);
-    expect(describeTep(c)).to.deep.include({
+    const shown = describeTep(c);
+    expect(Object.keys(shown), 'every key of the section').to.deep.equal(Object.keys(tepFields));
+    expect(shown).to.deep.include({
       pools: ['198.51.100.0/24'],
       prefixes: ['2001:db8::/32'],
-      static: ['203.0.113.9=2001:db8:1::9'],
+      static: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }],
       device: 'dstm-tep0',
       path_mtu: 1500,
+      feed_source: null,
+      batch: 64,
     });
+    // what --check shows is the file's syntax: read back (a key not set, null, left out), it is the same configuration
+    const unset = (v: unknown): unknown =>
+      v && typeof v === 'object' && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).flatMap(([k, x]) => (x === null ? [] : [[k, unset(x)]])))
+        : v;
+    expect(parseWithOverrides(tepFields, unset(shown), 'tep')).to.deep.equal(c);
   });
 
   it('refuses bad values naming the flag or key, and configurations that cannot forward', () => {
@@ -78,11 +88,15 @@ describe('dstm tep --check', function () {
         'debug',
       );
       expect(r.code, r.stderr).to.equal(0);
-      expect(JSON.parse(r.stdout)).to.deep.include({
+      const shown = JSON.parse(r.stdout) as Record<string, unknown>;
+      expect(Object.keys(shown)).to.deep.equal(Object.keys(tepFields));
+      expect(shown).to.deep.include({
         address: '2001:db8:1::1',
         pools: ['198.51.100.0/24'],
-        static: ['203.0.113.9=2001:db8:1::9'],
+        static: [{ ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' }],
         device: 'never-made0',
+        log_level: 'debug',
+        tls: { enabled: false, ca: null, cert: null, key: null, server_name: null },
       });
     } finally {
       rmSync(dir, { recursive: true, force: true });
