@@ -4,7 +4,7 @@ import { isIPv6 } from 'node:net';
 import { ConfigError } from '../config/schema';
 import { clientFields } from '../config/client-schema';
 import { loadClientConfig, tlsClientOf, type ClientFlags } from './client';
-import { settingFlags } from './setting-flags';
+import { settingFlags, configFlag } from './setting-flags';
 import { FailoverClient } from '../protocol/failover';
 
 /**
@@ -13,9 +13,7 @@ import { FailoverClient } from '../protocol/failover';
  */
 export const clientFlags = {
   ...settingFlags(clientFields, ['lease']),
-  config: Flags.string({
-    summary: 'Configuration file (its "client" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
-  }),
+  config: configFlag('client'),
   json: Flags.boolean({ summary: 'Print the result as JSON (dstm(1), JSON OUTPUT).' }),
 };
 

@@ -40,11 +40,30 @@ function oclifFlag(s: Setting): unknown {
   }
 }
 
+function flagsOf(fields: Fields, wanted: (flagName: string) => boolean): Record<string, unknown> {
+  const chosen = settings(fields).filter((s) => wanted(s.flag.name));
+  return Object.fromEntries(chosen.map((s) => [s.flag.name, oclifFlag(s)]));
+}
+
 /** The flags of every key of `fields` that declares one, in declaration order, but those named in `omit`. */
 export function settingFlags<F extends Fields, O extends keyof SettingFlags<F> = never>(
   fields: F,
   omit: readonly O[] = [],
 ): Omit<SettingFlags<F>, O> {
-  const wanted = settings(fields).filter((s) => !(omit as readonly string[]).includes(s.flag.name));
-  return Object.fromEntries(wanted.map((s) => [s.flag.name, oclifFlag(s)])) as Omit<SettingFlags<F>, O>;
+  return flagsOf(fields, (name) => !(omit as readonly string[]).includes(name)) as Omit<SettingFlags<F>, O>;
+}
+
+/** The flags of the keys of `fields` named in `only` (a command that reads a few keys of another's section). */
+export function pickSettingFlags<F extends Fields, P extends keyof SettingFlags<F>>(
+  fields: F,
+  only: readonly P[],
+): Pick<SettingFlags<F>, P> {
+  return flagsOf(fields, (name) => (only as readonly string[]).includes(name)) as Pick<SettingFlags<F>, P>;
+}
+
+/** --config: the file whose `section` section holds the command's keys (`what`: which of them, when not all). */
+export function configFlag(section: string, what = '') {
+  return Flags.string({
+    summary: `Configuration file (JSON, its "${section}" section${what}); default DSTM_CONFIG or /etc/dstm/dstm.json if present.`,
+  });
 }

@@ -1,34 +1,21 @@
 // Flags of the commands that open the server's store themselves instead of calling a server (dstm leases export
 // and import, like kea-admin lease-dump): the store is chosen as dstm server chooses it, from --store, --state-dir
 // and the server section of the configuration file, whose pools and TEPs an import is checked against.
-import { Flags } from '@oclif/core';
-import type { ServerConfig } from '../config/server-schema';
+import { serverFields, type ServerConfig } from '../config/server-schema';
+import { configFlag, pickSettingFlags } from './setting-flags';
 import { fail, type Reporter } from './command';
 import { EXIT } from './exit-codes';
-import { loadServerConfig, policyOf } from '../server/daemon';
+import { loadServerConfig, policyOf, type ServerFlags } from '../server/daemon';
 import type { LeasePolicy } from '../server/leases';
 import { openStore } from '../server/open-store';
 import type { Store } from '../server/store';
 
 export const storeFlags = {
-  store: Flags.string({
-    summary:
-      "The store: postgresql://USER@HOST:PORT/DATABASE, or sqlite:DIR (default: the configuration's server.store, else the SQLite store in --state-dir).",
-  }),
-  'state-dir': Flags.string({
-    summary: "Directory of the SQLite store (default: the configuration's server.state_dir, else /var/lib/dstm).",
-  }),
-  config: Flags.string({
-    summary:
-      'Configuration file (its "server" section: store, pools, TEPs); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
-  }),
+  ...pickSettingFlags(serverFields, ['store', 'state-dir']),
+  config: configFlag('server', ': store, pools, TEPs'),
 };
 
-export interface StoreFlagValues {
-  store?: string;
-  'state-dir'?: string;
-  config?: string;
-}
+export type StoreFlagValues = Pick<ServerFlags, 'store' | 'state-dir' | 'config'>;
 
 /**
  * The server configuration's lease policy, and the opening of its store for export (read) or restore (write,
@@ -41,7 +28,7 @@ export function storeFromFlags(
 ): { policy: LeasePolicy; open: (tool: 'export' | 'restore') => Promise<Store> } {
   let config: ServerConfig;
   try {
-    config = loadServerConfig({ config: f.config, store: f.store, 'state-dir': f['state-dir'] }).config;
+    config = loadServerConfig(f).config;
   } catch (err) {
     fail(cmd, (err as Error).message, EXIT.usage);
   }

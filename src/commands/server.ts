@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import { DEFAULT_PORT, serverFields } from '../config/server-schema';
 import { showRecord } from '../config/schema';
 import { daemonFailed } from '../cli/daemon-cli';
-import { settingFlags } from '../cli/setting-flags';
+import { settingFlags, configFlag } from '../cli/setting-flags';
 import { StartError, notify, runDaemon, type Daemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
@@ -38,10 +38,7 @@ export default class ServerCommand extends DstmCommand {
   ];
 
   static override flags = {
-    config: Flags.string({
-      summary:
-        'Configuration file (JSON, its "server" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
-    }),
+    config: configFlag('server'),
     ...settingFlags(serverFields),
     check: Flags.boolean({ summary: 'Validate the configuration and flags, print the result as JSON and exit.' }),
   };

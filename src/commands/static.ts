@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { sourceTowards } from '../node/dti-node';
 import { staticFields, type StaticConfig } from '../config/static-schema';
 import { daemonFailed } from '../cli/daemon-cli';
-import { settingFlags } from '../cli/setting-flags';
+import { settingFlags, configFlag } from '../cli/setting-flags';
 import { runDaemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
@@ -32,9 +32,7 @@ export default class StaticCommand extends DstmCommand {
   ];
 
   static override flags = {
-    config: Flags.string({
-      summary: 'Configuration file (its "static" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
-    }),
+    config: configFlag('static'),
     ...settingFlags(staticFields),
     print: Flags.boolean({
       summary: 'Print the equivalent iproute2 and KAME (Annex A) configuration; change nothing.',

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import { daemonFailed } from '../cli/daemon-cli';
-import { settingFlags } from '../cli/setting-flags';
+import { settingFlags, configFlag } from '../cli/setting-flags';
 import { StartError, runDaemon, type Daemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
@@ -36,9 +36,7 @@ export default class TepCommand extends DstmCommand {
   ];
 
   static override flags = {
-    config: Flags.string({
-      summary: 'Configuration file (its "tep" section); default DSTM_CONFIG or /etc/dstm/dstm.json if present.',
-    }),
+    config: configFlag('tep'),
     ...settingFlags(tepFields),
     check: Flags.boolean({ summary: 'Validate the configuration, print it as JSON and exit.' }),
   };
