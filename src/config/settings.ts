@@ -1,6 +1,6 @@
 // The command-line side of a configuration key. A key's declaration (schema.ts) may carry the flag that sets it;
 // from that one declaration src/cli/setting-flags.ts makes the oclif flag, flagOverrides() the override, FlagsOf<>
-// the parsed flags' type and src/config/man.ts the man pages' items (npm run man). Plain data here: config imports only lib.
+// the parsed flags' type and src/config/man.ts the man pages' items (npm run man). Plain data: config imports only lib.
 import type { Field, Fields, Override } from './schema';
 
 /** How oclif reads the flag's text: a string, an integer, a 32-bit number in decimal or 0x hex, or a switch. */
