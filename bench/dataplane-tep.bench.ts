@@ -9,8 +9,8 @@
 // real `dstm server` whose SQLite store the bench fills directly (the fixture, like the server bench's), through
 // the binding feed (the time to load them is printed). Not static mappings: the TEP checks a decapsulated packet's
 // destination against every static mapping in turn (Tep.isRouted, for hairpinning), so 10^6 of them would
-// measure that scan, not the table. Not 10^6 REQUEST calls: they would take minutes. Y routes the nodes' prefix to X, so its
-// kernel resolves one neighbour, not 10^6.
+// measure that scan, not the table. Not 10^6 REQUEST calls: they would take minutes. Y routes the nodes' prefix to X,
+// so its kernel resolves one neighbour, not 10^6.
 // Traffic: bench/c/tep_load.c. Decap: IPv4-in-IPv6 frames from every node's address (its pool address inside) to
 // Z, sent on X's packet socket, counted by a UDP socket in Z. Encap: IPv4 frames from Z to every pool address,
 // counted by a packet socket on X's link (X, not forwarding, then discards them). "64-byte" is the IPv4 packet

@@ -4,9 +4,10 @@
 // and warmed up before it: figures that a busy machine disturbs less than calls/s; on a machine with few cores the
 // two processes share them, so their sum is what bounds calls/s); and a row of pipelined calls answered by an
 // asynchronous handler (replies coalesced per tick: one write, one TLS record); then new connections/s made one after
-// another with the probe and the handshake, and the time to a ready connection (p50, p99), against plain TCP. The server is ours under the opportunistic
-// policy (TLS and plain served alike); the load is our RpcClient in a child process (bench/tls-load.ts), since the
-// C load generator has no TLS. Certificates: EC P-256, made with openssl (test/support/certs.ts).
+// another with the probe and the handshake, and the time to a ready connection (p50, p99), against plain TCP. The
+// server is ours under the opportunistic policy (TLS and plain served alike); the load is our RpcClient in a child
+// process (bench/tls-load.ts), since the C load generator has no TLS. Certificates: EC P-256, made with openssl
+// (test/support/certs.ts).
 import { execFile, spawn } from 'node:child_process';
 import tls from 'node:tls';
 import { createInterface } from 'node:readline';

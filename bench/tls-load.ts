@@ -1,8 +1,9 @@
 // The load of bench/rpc-tls.bench.ts, run in its own process so that the server's event loop is not the client's:
 //   calls PORT CALLERS DEPTH PROC SECONDS [CA_FILE]: CALLERS connections (one RpcClient each, over RPC-with-TLS when
 //     CA_FILE is given) are opened and warmed up, "ready" is printed; after a line on stdin each keeps DEPTH calls of
-//     PROC (REQUEST or RELEASE) in flight, each made when one is answered, for SECONDS; prints {"calls": N, "seconds": S, "cpu": µs of this process's CPU time while calling}. (The
-//     parent measures its server between the two.)
+//     PROC (REQUEST or RELEASE) in flight, each made when one is answered, for SECONDS; prints
+//     {"calls": N, "seconds": S, "cpu": µs of this process's CPU time while calling}. (The parent measures its
+//     server between the two.)
 //   connect PORT SECONDS [CA_FILE]: new connections one after another for SECONDS, each made ready (TCP, and with
 //     CA_FILE the probe and TLS handshake) then answered one NULL call and closed; prints
 //     {"connections": N, "seconds": S, "p50": MS, "p99": MS} (milliseconds to ready, not counting the NULL call).

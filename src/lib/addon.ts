@@ -1,6 +1,6 @@
 // Loader of the project's N-API addon (native/*.c, built by node-gyp from binding.gyp at `npm ci`), shared by its
-// users: the DTI's device I/O (src/dti/native.ts), sd_notify (src/lib/sd-notify.ts) and the RPC server's batched UDP (src/rpc/udp-batch.ts).
-// Each user declares the part of the addon it calls.
+// users: the DTI's device I/O (src/dti/native.ts), sd_notify (src/lib/sd-notify.ts) and the RPC server's batched UDP
+// (src/rpc/udp-batch.ts). Each user declares the part of the addon it calls.
 import { join, sep } from 'node:path';
 
 let cached: object | undefined;

@@ -131,7 +131,9 @@ export class Registry {
   }
 }
 
-/** Serve GET and HEAD /metrics on host:port (port 0 picks one), GET after `prepare` if given; resolves once listening. */
+/**
+ * Serve GET and HEAD /metrics on host:port (port 0 picks one), GET after `prepare` if given; resolves once listening.
+ */
 export async function serveMetrics(
   registry: Registry,
   host: string,

@@ -141,7 +141,8 @@ export class LeaseKeeper extends EventEmitter {
       return false;
     }
     if (lease.address === old.address) {
-      // The same binding; a server sharing the store may name another TEP: the DTI moves its tunnel, keeping the address.
+      // The same binding; a server sharing the store may name another TEP: the DTI moves its tunnel, keeping the
+      // address.
       if (lease.tep6 !== old.tep6 || lease.tep4 !== old.tep4) {
         try {
           await this.options.hooks?.up?.(lease);

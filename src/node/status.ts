@@ -16,7 +16,9 @@ export interface NodeStatus {
   server: string;
   /** "leased" while a lease is held; "no_lease" while requesting, retrying, or waiting for the first packet. */
   state: 'leased' | 'no_lease';
-  /** The held lease as every --json binding (starts and ends are server times, seconds since 1970), with its times left. */
+  /**
+   * The held lease as every --json binding (starts and ends are server times, seconds since 1970), with its times left.
+   */
   lease:
     | (LeaseJson & {
         /** Seconds until the lease runs out unless renewed (its valid lifetime left), and until the next renewal. */

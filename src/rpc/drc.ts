@@ -84,7 +84,10 @@ export class DuplicateCache {
     return this.used;
   }
 
-  /** Is this call (by XID, peer and content) one already seen? DRC_NEW must be followed by begin(), before any other lookup. */
+  /**
+   * Is this call (by XID, peer and content) one already seen? DRC_NEW must be followed by begin(), before any other
+   * lookup.
+   */
   lookup(address: string, port: number, xid: number, call: Uint8Array): number {
     const sum = checksum(call);
     const hash = (Math.imul(xid ^ sum, 0x9e3779b1) ^ Math.imul(stringHash(address), 0x85ebca6b) ^ port) >>> 0;

@@ -9,7 +9,7 @@
 //
 //   const rpc = await RpcClient.connect({ host: '::1', transport: 'tcp', program, version: 1, timeoutMs: 2000 });
 //   const stub = new RPC_ONE_Client(rpc, program);           // no port given: found through rpcbind
-//   try { await stub.REQUEST(p, { signal }) } catch (e) { if (e instanceof RpcError) e.kind; /* 'PROG_MISMATCH', ... */ }
+// try { await stub.REQUEST(p, { signal }) } catch (e) { if (e instanceof RpcError) e.kind; /* 'PROG_MISMATCH', ... */ }
 //
 // Handlers refuse a call by throwing RpcAuthError(AuthStat.X) (AUTH_ERROR) or RpcError('GARBAGE_ARGS' | 'PROC_UNAVAIL'
 // | 'SYSTEM_ERR'); anything else thrown is SYSTEM_ERR.

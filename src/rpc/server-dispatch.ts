@@ -224,7 +224,10 @@ export class Dispatcher {
     this.callDone(peer, pe, t0);
   }
 
-  /** A call answered (its reply sent or dropped): its time from decoded arguments to here goes to the procedure's histogram. */
+  /**
+   * A call answered (its reply sent or dropped): its time from decoded arguments to here goes to the procedure's
+   * histogram.
+   */
   private callDone(peer: Peer, pe: ProcEntry, t0: number): void {
     pe.latency.observe((performance.now() - t0) / 1000);
     this.inFlight--;

@@ -17,7 +17,9 @@ import type { ResultName } from './server-stats';
 import type { CallContext, OpaqueAuth } from './types';
 import { XdrWriter } from './xdr/runtime';
 
-/** The reply statuses a handler may choose by throwing `new RpcError(kind, ...)`, with the result each is counted as. */
+/**
+ * The reply statuses a handler may choose by throwing `new RpcError(kind, ...)`, with the result each is counted as.
+ */
 const HANDLER_STATUSES: Partial<Record<string, [stat: number, result: ResultName]>> = {
   PROC_UNAVAIL: [AcceptStat.PROC_UNAVAIL, 'PROC_UNAVAIL'],
   GARBAGE_ARGS: [AcceptStat.GARBAGE_ARGS, 'GARBAGE_ARGS'],

@@ -68,6 +68,6 @@ export type Handler<A, R> = (args: A, ctx: CallContext) => R | Promise<R>;
 export interface Service {
   readonly definition: ProgramVersion;
   /** Handlers by procedure number (procedure 0, NULL, is answered by the server itself). */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- heterogeneous handlers, each typed where it is registered
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- handlers of many types, each typed at register
   readonly handlers: ReadonlyMap<number, Handler<any, any>>;
 }

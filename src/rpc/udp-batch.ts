@@ -9,8 +9,8 @@
 // address the call came to, as a client that checks the source of its replies needs.
 //
 //   const s = await BatchUdpSocket.bind('::', 0);
-//   s.onBatch((count) => { for (let i = 0; i < count; i++) s.reply(i, answer(s.datagram(i))); }, onError);  // sent after
-//   const saved = s.saveMeta(i); ...later... s.send(bytes, saved);                                            // next tick
+// s.onBatch((count) => { for (let i = 0; i < count; i++) s.reply(i, answer(s.datagram(i))); }, onError); // sent after
+// const saved = s.saveMeta(i); ...later... s.send(bytes, saved); // next tick
 //
 // Linux only (recvmmsg/sendmmsg); batchedUdpAvailable() tells whether the addon is there.
 import net from 'node:net';
@@ -50,7 +50,9 @@ interface UdpAddon {
   closeFd(fd: number): void;
 }
 
-/** 32-bit words of metadata per datagram (see native/udp.c): peer address, scope, port, flags, family, local address. */
+/**
+ * 32-bit words of metadata per datagram (see native/udp.c): peer address, scope, port, flags, family, local address.
+ */
 export const META_WORDS = 16;
 const M_SCOPE = 4;
 const M_PORT = 5;

@@ -290,7 +290,9 @@ export class DstmServer {
     if (!h.ok && this.store.engine === 'sqlite') this.onFatal(new Error(`the store failed: ${h.reason}`));
   }
 
-  /** One log line when feed numbering passes begin to fail (each failure is counted) and one when they succeed again. */
+  /**
+   * One log line when feed numbering passes begin to fail (each failure is counted) and one when they succeed again.
+   */
   private numbering(h: StoreHealth): void {
     if (h.ok) this.log.info('feed numbering passes succeed again', { store: this.store.where });
     else

@@ -46,7 +46,9 @@ const LAZY_SYNC_MS = 20;
  */
 const GATHER_FRACTION = 0.4;
 
-/** Events: 'batch' (size: number) after every transaction; 'failed' (StoreUnavailable) once, at the first failed sync. */
+/**
+ * Events: 'batch' (size: number) after every transaction; 'failed' (StoreUnavailable) once, at the first failed sync.
+ */
 export class GroupCommit<O, V> extends EventEmitter {
   private queue: Pending<O, V>[] = [];
   private scheduled = false;
@@ -58,7 +60,9 @@ export class GroupCommit<O, V> extends EventEmitter {
   private dirty = false;
   private syncing = 0;
   private lazySync: NodeJS.Timeout | undefined;
-  /** Calls the last sync answered plus those already waiting when it ended: about as many will wait for the next one. */
+  /**
+   * Calls the last sync answered plus those already waiting when it ended: about as many will wait for the next one.
+   */
   private expected = 0;
   /** Moving average of a sync's duration, milliseconds. */
   private syncMs = 0.5;

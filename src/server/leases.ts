@@ -60,7 +60,9 @@ export class TepMap {
 
 /** Shortest time between two reloads of the pool hint from a shared store, when it seems exhausted. */
 const POOL_REFRESH_MS = 1000;
-/** Shortest time between two reads of the feed for the pool hint: one query per server per batch would double the load. */
+/**
+ * Shortest time between two reads of the feed for the pool hint: one query per server per batch would double the load.
+ */
 const LEARN_MS = 100;
 
 export class LeaseService {
@@ -177,7 +179,9 @@ export class LeaseService {
     });
   }
 
-  /** RELEASE: the caller's binding (only if `ip4`, when non-zero, is its address) ends, its address held like an expiry. */
+  /**
+   * RELEASE: the caller's binding (only if `ip4`, when non-zero, is its address) ends, its address held like an expiry.
+   */
   release(ip6: Buffer, ip4: number): Promise<Grant> {
     return this.counted('release', async () => {
       const o = await this.store.release(ip6, ip4);

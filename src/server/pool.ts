@@ -171,7 +171,10 @@ export class AddressPool {
     return true;
   }
 
-  /** Return an address to the back of the ring. Addresses that are not dynamic (reserved, excluded, out of the pools) are ignored. */
+  /**
+   * Return an address to the back of the ring. Addresses that are not dynamic (reserved, excluded, out of the pools)
+   * are ignored.
+   */
   give(addr: number): void {
     const i = this.index(addr);
     if (i < 0 || !getBit(this.dynamic, i) || getBit(this.free, i)) return;

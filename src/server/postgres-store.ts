@@ -326,7 +326,9 @@ export interface PostgresOptions {
   poolSize?: number;
   /** A fixed clock, absolute seconds, instead of the database's (tests only). */
   clock?: () => number;
-  /** Its connections' application_name (default dstm-server; dstm leases uses another, so a restore sees only servers). */
+  /**
+   * Its connections' application_name (default dstm-server; dstm leases uses another, so a restore sees only servers).
+   */
   applicationName?: string;
 }
 
@@ -423,7 +425,8 @@ export class PostgresStore extends EventEmitter implements Store {
       }
       if (have.rows[0].present && version === 0)
         throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
-      // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in place.
+      // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in
+      // place.
       if (version < PG_SCHEMA_VERSION) {
         await c.query(SCHEMA);
         await c.query(
@@ -554,7 +557,10 @@ export class PostgresStore extends EventEmitter implements Store {
     this.emit('health', this.health());
   }
 
-  /** While the database is down, calls fail at once until the next retry is due (backoff), instead of each waiting for a connect. */
+  /**
+   * While the database is down, calls fail at once until the next retry is due (backoff), instead of each waiting for a
+   * connect.
+   */
   private gate(): void {
     if (this.closed) throw new StoreUnavailable(new Error('the store is closed'));
     if (!this.up && Date.now() < this.retryAt) throw new StoreUnavailable(new Error(this.downReason));
@@ -885,7 +891,9 @@ export class PostgresStore extends EventEmitter implements Store {
     return r[1].rows;
   }
 
-  /** Account for a numbering pass: its last number, or why it failed (logged once, by the daemon, until one succeeds). */
+  /**
+   * Account for a numbering pass: its last number, or why it failed (logged once, by the daemon, until one succeeds).
+   */
   private passed(seq: string | null, error: string | null): void {
     if (error === null) {
       this.advance(Number(seq));
@@ -902,7 +910,9 @@ export class PostgresStore extends EventEmitter implements Store {
     }
   }
 
-  /** Whether this batch's pass may NOTIFY (at most one per NOTIFY_MS; a pass that may not leaves it to notifyLater()). */
+  /**
+   * Whether this batch's pass may NOTIFY (at most one per NOTIFY_MS; a pass that may not leaves it to notifyLater()).
+   */
   private mayNotify(): boolean {
     const now = performance.now();
     if (this.notifyTimer || now - this.lastNotify < NOTIFY_MS) return false;

@@ -34,7 +34,9 @@ import {
   type SweepOutcome,
 } from './store';
 
-/** Version of the schema below (PRAGMA user_version); 0 is a store made before versions were written, the same tables. */
+/**
+ * Version of the schema below (PRAGMA user_version); 0 is a store made before versions were written, the same tables.
+ */
 export const SQLITE_SCHEMA_VERSION = 1;
 
 const SCHEMA = `
@@ -107,7 +109,9 @@ export class SqliteStore extends EventEmitter implements Store {
   readonly where: string;
   private readonly q;
   private readonly clock: () => number;
-  /** The WAL file, for syncWal(); -1 when read-only. SQLite keeps the file (same inode) while this connection is open. */
+  /**
+   * The WAL file, for syncWal(); -1 when read-only. SQLite keeps the file (same inode) while this connection is open.
+   */
   private walFd = -1;
   private syncing = 0;
   private isClosed = false;
@@ -214,7 +218,10 @@ export class SqliteStore extends EventEmitter implements Store {
     return v === undefined ? 0n : BigInt(v);
   }
 
-  /** The stored epoch while the database is the same file it was written in; a new one for a new, copied or restored file. */
+  /**
+   * The stored epoch while the database is the same file it was written in; a new one for a new, copied or restored
+   * file.
+   */
   private ensureEpoch(file: string): bigint {
     const st = statSync(file, { bigint: true });
     const identity = (st.dev << 64n) | st.ino;
@@ -254,7 +261,8 @@ export class SqliteStore extends EventEmitter implements Store {
   }
 
   release(ip6: Buffer, ip4: number): Promise<EndOutcome> {
-    // Answered at its commit: a release lost in a crash leaves the address with the same node (documented in dstm-rpc(7)).
+    // Answered at its commit: a release lost in a crash leaves the address with the same node (documented in
+    // dstm-rpc(7)).
     return this.submit({ kind: 'release', ip6, ip4 }, true) as Promise<EndOutcome>;
   }
 

@@ -40,7 +40,10 @@ export function newEpoch(): bigint {
   return randomBytes(8).readBigUInt64BE() | 1n;
 }
 
-/** The store cannot execute or make durable: the caller gets DSTM_UNAVAILABLE (or no reply), never a binding that may be lost. */
+/**
+ * The store cannot execute or make durable: the caller gets DSTM_UNAVAILABLE (or no reply), never a binding that may be
+ * lost.
+ */
 export class StoreUnavailable extends Error {
   constructor(override readonly cause: unknown) {
     super(`the binding store is unavailable: ${(cause as Error)?.message ?? cause}`);
@@ -135,13 +138,16 @@ export interface Store {
   grant(op: GrantOp): Promise<GrantOutcome>;
   /**
    * RELEASE: the node's active binding (at `ip4` when non-zero) becomes held until the hold time ends, like an
-   * expiry: the address goes to no other node before then (the node itself may have it back). May settle before it is durable (losing a release
-   * leaves the address with the same node until its lease ends).
+   * expiry: the address goes to no other node before then (the node itself may have it back). May settle before it is
+   * durable (losing a release leaves the address with the same node until its lease ends).
    */
   release(ip6: Buffer, ip4: number): Promise<EndOutcome>;
   /** Admin REVOKE: the node's live binding (at `ip4` when non-zero) ends now and is quarantined for the hold time. */
   revoke(ip6: Buffer, ip4: number): Promise<EndOutcome>;
-  /** Expire ended leases and reclaim addresses held for `hold` seconds, a bounded batch at a time; safe on every server at once. */
+  /**
+   * Expire ended leases and reclaim addresses held for `hold` seconds, a bounded batch at a time; safe on every server
+   * at once.
+   */
   sweep(hold: number): Promise<SweepOutcome>;
   /** Is there sweep work (something expired, a hold over)? */
   sweepDue(hold: number): Promise<boolean>;

@@ -1,7 +1,8 @@
 // The JSON contract of dstm(1) (JSON OUTPUT), checked on the real output of every command that has --json, run
 // against a real server on loopback, a real `dstm request --hold` (for dstm status) and a real Tep's statistics on a
-// real control socket (for dstm tep stats; no device is opened, so no root is needed), with the compiled CLI: snake_case keys, times in
-// whole seconds since 1970, a binding with the same keys everywhere, an error as one JSON object on stderr.
+// real control socket (for dstm tep stats; no device is opened, so no root is needed), with the compiled CLI:
+// snake_case keys, times in whole seconds since 1970, a binding with the same keys everywhere, an error as one JSON
+// object on stderr.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,7 +1,8 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
 // configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
 // documents nothing the command lacks; the text generated from the keys' declarations (npm run man) is current;
-// every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its commands return; every page renders without warnings; package.json lists every page.
+// every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its commands return; every page
+// renders without warnings; package.json lists every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';

@@ -54,7 +54,8 @@ describe('addresses', () => {
       '::1:',
     ];
     for (let i = 0; i < 3000; i++) {
-      // Random addresses, canonical and with the zero run spelt out or upper-cased, and random strings of the same alphabet.
+      // Random addresses, canonical and with the zero run spelt out or upper-cased, and random strings of the same
+      // alphabet.
       const bytes = Uint8Array.from({ length: 16 }, () => (random() < 0.4 ? 0 : Math.floor(random() * 256)));
       const text = formatIPv6(bytes);
       texts.push(

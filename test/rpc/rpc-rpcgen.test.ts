@@ -142,7 +142,8 @@ describe('rpc interop with rpcgen-generated C peers (xdr/dstm.x)', function () {
             ),
           ).to.equal('PROC_UNAVAIL');
           if (transport === 'tcp') {
-            // (Over UDP libtirpc decodes arguments from its whole receive buffer, past the datagram, so it cannot tell.)
+            // (Over UDP libtirpc decodes arguments from its whole receive buffer, past the datagram, so it cannot
+            // tell.)
             const short: Procedure<void, unknown> = {
               ...RPC_ONE_procedures.REQUEST,
               args: { encode() {}, decode() {} },

@@ -39,7 +39,7 @@ export function testDefinition(version = 1): ProgramVersion {
   };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the four test procedures' handlers, each of its own type
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the four test procedures' handlers, of four types
 type AnyHandler = Handler<any, any>;
 
 export function testService(

@@ -232,7 +232,8 @@ export function storeConformance(engine: EngineUnderTest): void {
           return rnd() < 0.15 ? s.release(n, 0) : s.request(n, 0, 0);
         });
         const replies = await Promise.all(calls);
-        // Within a round the clock stands still and a released address is held: no two nodes were told the same address.
+        // Within a round the clock stands still and a released address is held: no two nodes were told the same
+        // address.
         const granted = replies.filter((g, i) => g.status === 'ok' && g.duration > 0 && g.ip6.equals(nodes[i]));
         expect(new Set(granted.map((g) => g.ip4)).size, 'an address granted to two nodes').to.equal(granted.length);
         const rows = await store.list(-1, 1000);

@@ -256,7 +256,10 @@ export async function stopChild(child: ChildProcess, graceMs = 3000): Promise<nu
   });
 }
 
-/** Polls `check` every 100 ms until it holds; rejects naming `what` after `timeoutMs` (or with the error `check` throws). */
+/**
+ * Polls `check` every 100 ms until it holds; rejects naming `what` after `timeoutMs` (or with the error `check`
+ * throws).
+ */
 export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await check())) {

@@ -26,7 +26,10 @@ export async function tcpHello(t: Namespaces, ns: string, timeoutSec = 5): Promi
   return stdout.trim();
 }
 
-/** What ping from `ns` printed, whether or not a reply came (ping exits 1 when none did; so does an unreachable network). */
+/**
+ * What ping from `ns` printed, whether or not a reply came (ping exits 1 when none did; so does an unreachable
+ * network).
+ */
 async function pingOutput(t: Namespaces, ns: string, dst: string, count: number): Promise<string> {
   try {
     return (await t.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', dst])).stdout;
@@ -40,7 +43,10 @@ export async function ping(t: Namespaces, ns: string, dst: string, count = 3): P
   return Number(/(\d+) received/.exec(await pingOutput(t, ns, dst, count))?.[1] ?? 0);
 }
 
-/** Pings from `ns`; resolves with the ICMP errors ping reported, "FROM TEXT" each (e.g. "192.0.2.1 Destination Host Unreachable"). */
+/**
+ * Pings from `ns`; resolves with the ICMP errors ping reported, "FROM TEXT" each (e.g. "192.0.2.1 Destination Host
+ * Unreachable").
+ */
 export async function pingErrors(t: Namespaces, ns: string, dst: string, count = 3): Promise<string[]> {
   return [...(await pingOutput(t, ns, dst, count)).matchAll(/^From (\S+) icmp_seq=\d+ (.+)$/gm)].map(
     (m) => `${m[1]} ${m[2]}`,

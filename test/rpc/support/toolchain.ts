@@ -25,7 +25,9 @@ export function generate(xFile: string, outDir: string, options: Partial<Compile
   return out;
 }
 
-/** The project's strict settings, so generated code must satisfy what `npm run build` asks of src/protocol/generated. */
+/**
+ * The project's strict settings, so generated code must satisfy what `npm run build` asks of src/protocol/generated.
+ */
 const COMPILER_OPTIONS: ts.CompilerOptions = {
   target: ts.ScriptTarget.ES2022,
   module: ts.ModuleKind.CommonJS,
