@@ -17,6 +17,7 @@ import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding, type BindingSource } from './bindings';
+import { Ipv4Set } from './ipv4-set';
 import { isOwnAddress } from './own-addresses';
 import { PathMtuCache } from './pmtu';
 import { readReassembly, type ReassemblyStats } from './reassembly';
@@ -136,8 +137,12 @@ export class Tep {
   warmth = 0;
   private readonly warmKeys: Uint32Array;
   private readonly warmOffs: Uint32Array;
-  /** The routed IPv4 ranges as [first, last] pairs: only a packet for one of them can be hairpinned. */
-  private routed: Float64Array;
+  /**
+   * What is routed into the TUN device, the only addresses a packet can be hairpinned to: the pools as [first, last]
+   * pairs (a few prefixes, scanned) and the static addresses (thousands in Annex A deployments, a hash set).
+   */
+  private poolRanges: Float64Array;
+  private staticSet: Ipv4Set;
 
   constructor(readonly opts: TepOptions) {
     // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
@@ -174,21 +179,15 @@ export class Tep {
     this.warmKeys = new Uint32Array(opts.batch ?? 64);
     this.warmOffs = new Uint32Array(opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
-    this.routed = this.routedRanges();
+    this.poolRanges = poolRanges(opts.pools);
+    this.staticSet = new Ipv4Set(opts.statics.map((s) => s.ipv4));
   }
 
-  private routedRanges(): Float64Array {
-    const ranges = [
-      ...this.opts.pools.map((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]),
-      ...this.opts.statics.map((s) => [s.ipv4, s.ipv4]),
-    ];
-    return Float64Array.from(ranges.flat());
-  }
-
+  /** Whether IPv4 address `a` is routed into the TUN device: O(pools), whatever the number of static mappings. */
   private isRouted(a: number): boolean {
-    const r = this.routed;
+    const r = this.poolRanges;
     for (let i = 0; i < r.length; i += 2) if (a >= r[i] && a <= r[i + 1]) return true;
-    return false;
+    return this.staticSet.has(a);
   }
 
   // --- forwarding: the shared pipeline, then the TEP's own steps on its output ---------------------------------
@@ -328,14 +327,18 @@ export class Tep {
   reconfigure(c: Pick<TepOptions, 'prefixes' | 'pools' | 'statics' | 'unreachable'>): void {
     this.domain = new Ipv6PrefixList(c.prefixes);
     // one synchronous step between two batches; a mapping that stays keeps its slot and counters
-    const stays = (s: StaticMapping): boolean =>
-      c.statics.some((n) => n.ipv4 === s.ipv4 && bytesEqual(n.ipv6, 0, s.ipv6, 0, 16));
+    const next = new Map(c.statics.map((n) => [n.ipv4, n.ipv6]));
+    const stays = (s: StaticMapping): boolean => {
+      const v6 = next.get(s.ipv4);
+      return v6 !== undefined && bytesEqual(v6, 0, s.ipv6, 0, 16);
+    };
     for (const s of this.opts.statics) if (!stays(s)) this.bindings.delete(s.ipv4);
     for (const s of c.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.opts.prefixes = c.prefixes;
     this.opts.pools = c.pools;
     this.opts.statics = c.statics;
-    this.routed = this.routedRanges();
+    this.poolRanges = poolRanges(c.pools);
+    this.staticSet = new Ipv4Set(c.statics.map((s) => s.ipv4));
     this.tunnel.unreachable = c.unreachable ?? true;
   }
 
@@ -441,8 +444,11 @@ export class Tep {
     t.commit();
   }
 
+  /** Whether a static mapping holds the address or the node (O(1): a resync asks for every server binding). */
   private staticHolds(ipv4: number, ipv6: Uint8Array): boolean {
-    return this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16));
+    if (this.staticSet.has(ipv4)) return true;
+    const slot = this.bindings.findByIpv6(ipv6, 0, this.now);
+    return slot >= 0 && this.bindings.isStatic(slot);
   }
 
   unbind(ipv4: number): void {
@@ -501,6 +507,10 @@ export class Tep {
       queues: [{ ...forwarded, dropped: snap.dropped, path_mtu_lowered: this.pmtu.size(this.now) }],
     };
   }
+}
+
+function poolRanges(pools: Prefix4[]): Float64Array {
+  return Float64Array.from(pools.flatMap((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]));
 }
 
 /**
