@@ -109,6 +109,9 @@ export interface ServerBinding {
 const UNBOUND_SOURCE = 'unbound_source'; // tunnelled packet from an IPv6 node that holds no binding
 const ICMP6_OUTSIDE_PREFIX = 'icmp6_outside_prefix'; // ICMPv6 error from a source outside the domain's prefixes
 const ICMP6_UNBOUND = 'icmp6_unbound'; // ICMPv6 error quoting a tunnel packet no binding explains (forged or stale)
+/** Drops the kernel counts in front of the TEP (Tep.kernelDrops), shown among the reasons. */
+const KERNEL_RX_OVERFLOW = 'kernel_rx_overflow'; // a raw socket's receive queue was full (tunnel packets, ICMPv6)
+const TUN_TX_DROPPED = 'tun_tx_dropped'; // the TUN device's transmit queue was full (IPv4 for the nodes)
 
 export class Tep {
   readonly bindings = new BindingTable();
@@ -468,8 +471,26 @@ export class Tep {
 
   // --- statistics -------------------------------------------------------------------------------------------
 
+  /**
+   * Packets the kernel dropped in front of this queue's pipeline, read from the kernel when statistics are asked
+   * (nothing per packet): its raw sockets' receive queues overflowing, and (queue 0 only, the count is the whole
+   * device's) the TUN device's transmit queue overflowing. Zero while the devices are not open.
+   */
+  private kernelDrops(): Record<typeof KERNEL_RX_OVERFLOW | typeof TUN_TX_DROPPED, number> {
+    const first = (this.opts.queue?.index ?? 0) === 0;
+    return {
+      [KERNEL_RX_OVERFLOW]: (this.raw?.kernelDrops() ?? 0) + (this.icmp6?.kernelDrops() ?? 0),
+      [TUN_TX_DROPPED]: first ? (this.tun?.txDropped() ?? 0) : 0,
+    };
+  }
+
   stats(): TepStats {
     const snap = this.counters.snapshot();
+    const kernel = this.kernelDrops();
+    for (const [reason, n] of Object.entries(kernel)) {
+      snap.drops[reason] = n;
+      snap.dropped += n;
+    }
     snap.events.hairpinned = this.hairpin[0];
     snap.events.bytes_hairpinned = this.hairpin[1];
     const tep4 = formatIPv4(this.opts.ipv4);
