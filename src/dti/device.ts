@@ -223,10 +223,13 @@ export class TunDevice extends PacketDevice {
    * network namespace. Read on demand (statistics), never per packet; 0 once the device is gone.
    */
   txDropped(): number {
-    const text = readProc('/proc/net/dev');
-    const line = text.split('\n').find((l) => l.trimStart().startsWith(`${this.name}:`));
+    const line = readProc('/proc/net/dev')
+      .split('\n')
+      .find((l) => l.trimStart().startsWith(`${this.name}:`));
+    if (!line) return 0;
     // after "NAME:", 8 receive columns, then transmit bytes, packets, errs, drop
-    return line ? Number(line.slice(line.indexOf(':') + 1).trim().split(/\s+/)[11]) : 0;
+    const columns = line.slice(line.indexOf(':') + 1).trim();
+    return Number(columns.split(/\s+/)[11]);
   }
 
   protected describe(): string {
