@@ -25,6 +25,10 @@ function staticFlag(text: string): { ipv4: string; ipv6: string } {
   return { ipv4, ipv6 };
 }
 
+/** The TUN device's transmit queue: the kernel's 500 lost packets while the TEP was off the CPU (dataplane-tep bench). */
+export const DEFAULT_TX_QUEUE_LEN = 5000;
+export const MAX_TX_QUEUE_LEN = 100_000;
+
 export const staticMapping = record(
   {
     ipv4: required(ipv4, "The node's fixed IPv4 address."),
@@ -141,6 +145,17 @@ export const tepFields = {
       flag: flag.integer('queues', {
         helpValue: 'N',
         summary: 'Forwarding queues, one thread each, 1 to 64 (default 1; one TUN queue and raw socket per thread).',
+      }),
+    },
+  ),
+  tx_queue_len: field(
+    integer(1, MAX_TX_QUEUE_LEN),
+    DEFAULT_TX_QUEUE_LEN,
+    `Packets the TUN device's transmit queue holds for the TEP to read (txqueuelen, 1 to ${MAX_TX_QUEUE_LEN}, per queue); what arrives while it is full is dropped by the kernel and counted as tun_tx_dropped. Default ${DEFAULT_TX_QUEUE_LEN}, not the kernel's 500, which lost packets under scheduling jitter.`,
+    {
+      flag: flag.integer('tx-queue-len', {
+        helpValue: 'PACKETS',
+        summary: `Transmit queue length of the TUN device, 1 to ${MAX_TX_QUEUE_LEN} (default ${DEFAULT_TX_QUEUE_LEN}).`,
       }),
     },
   ),

@@ -14,6 +14,7 @@
 //               kernel has already reassembled fragments and consumed extension headers. Length 0 = truncated.
 // After the slots, rx.buf may hold a scratch region rx.buf[rx.scratch ..) that the pipeline builds packets in
 // (segments, coalesced super-packets), so that they are sent from the same buffer, in one list, in order.
+import { fstatSync, readFileSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { HEADROOM } from './packet';
 import { Coalescer, MAX_SUPER, VNET_HDR_LEN } from './offload';
@@ -44,6 +45,15 @@ export interface SendStatus {
   sent: number;
   failed: number;
   errno: number;
+}
+
+/** A /proc file of this network namespace; '' where it cannot be read (statistics then read 0). */
+function readProc(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 /** A TUN slot with offloads: the headroom, then the largest IPv4 packet (its virtio-net header is in the headroom). */
@@ -207,6 +217,21 @@ export class TunDevice extends PacketDevice {
     native().setMtu(this.name, mtu);
   }
 
+  /**
+   * Packets the kernel routed into the device and dropped because the transmit queue (txqueuelen; for TUN, the ring
+   * of packets not yet read) was full: tx_dropped of the whole device, all queues, from /proc/net/dev of this
+   * network namespace. Read on demand (statistics), never per packet; 0 once the device is gone.
+   */
+  txDropped(): number {
+    const line = readProc('/proc/net/dev')
+      .split('\n')
+      .find((l) => l.trimStart().startsWith(`${this.name}:`));
+    if (!line) return 0;
+    // after "NAME:", 8 receive columns, then transmit bytes, packets, errs, drop
+    const columns = line.slice(line.indexOf(':') + 1).trim();
+    return Number(columns.split(/\s+/)[11]);
+  }
+
   protected describe(): string {
     return `TUN ${this.name}`;
   }
@@ -243,6 +268,22 @@ export class RawSocket6 extends PacketDevice {
   protected describe(): string {
     return `raw IPv6 socket (protocol ${this.protocol})`;
   }
+
+  /**
+   * Packets the kernel dropped in front of this socket, its receive queue being full (sk_drops: the "drops" column
+   * of /proc/net/raw6, found by the socket's inode). Read on demand (statistics), never per packet; 0 once closed.
+   */
+  kernelDrops(): number {
+    const inode = String(this.inode);
+    for (const line of readProc('/proc/net/raw6').split('\n')) {
+      const f = line.trim().split(/\s+/);
+      // sl local remote st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+      if (f[9] === inode) return Number(f[12]);
+    }
+    return 0;
+  }
+
+  private readonly inode = fstatSync(this.fd).ino;
 
   protected static openFd(protocol: number, opts: RawOptions): number {
     if (opts.device && Buffer.byteLength(opts.device) > 15) throw new Error(`interface name "${opts.device}" too long`);

@@ -48,6 +48,9 @@ export const ip = {
     ignore: /Address family not supported/,
   }),
   linkMtu: (dev: string, mtu: number): IpCommand => ({ args: ['link', 'set', 'dev', dev, 'mtu', String(mtu)] }),
+  linkTxQueueLen: (dev: string, packets: number): IpCommand => ({
+    args: ['link', 'set', 'dev', dev, 'txqueuelen', String(packets)],
+  }),
   addrAdd: (dev: string, cidr: string, peer?: string): IpCommand => ({
     args: [family(cidr), 'addr', 'add', cidr, ...(peer ? ['peer', peer] : []), 'dev', dev],
   }),

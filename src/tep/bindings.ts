@@ -62,7 +62,7 @@ const BYTES4 = 1;
 const PKT6 = 2;
 const BYTES6 = 3;
 
-function hash32(a: number): number {
+export function hash32(a: number): number {
   return Math.imul(a ^ (a >>> 16), 0x45d9f3b) ^ (Math.imul(a, 0x9e3779b1) >>> 15);
 }
 
@@ -404,7 +404,8 @@ export class BindingTable {
     return w === NEVER ? Infinity : w * 1000;
   }
 
-  private isStatic(s: number): boolean {
+  /** Whether the binding in slot `s` is a static mapping. */
+  isStatic(s: number): boolean {
     return this.rows[(s << ROW) + W_ENDS] === NEVER;
   }
 

@@ -38,6 +38,12 @@ export function describeTep(c: TepConfig): Record<string, unknown> {
   return showRecord(tepFields, c);
 }
 
+/** The configuration as logged: the static mappings counted, not listed (Annex A deployments have thousands). */
+function logged(shown: Record<string, unknown>, c: TepConfig): Record<string, unknown> {
+  const { static: _list, ...rest } = shown;
+  return { ...rest, static_mappings: c.static.length };
+}
+
 /** The command's flags: one per key that declares one (tep-schema.ts), and --config. */
 export type TepFlags = FlagsOf<typeof tepFields> & { config?: string };
 
@@ -79,7 +85,8 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
   let metrics: HttpServer | undefined;
   let feed: BindingFeed | undefined;
   try {
-    await setupTepNetwork(tun.name, tep.tunnel.tunnelMtu, tep.routedPrefixes(), log);
+    const device = { name: tun.name, mtu: tep.tunnel.tunnelMtu, txQueueLen: c.tx_queue_len };
+    await setupTepNetwork(device, tep.routedPrefixes(), log);
     control = await serveControl(c.control, () => queues.stats());
     if (c.metrics) {
       const registry = new Registry();
@@ -100,7 +107,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     metrics?.close();
     throw err;
   }
-  log.info('tep ready', describeTep(c));
+  log.info('tep ready', logged(describeTep(c), c));
   let running = c;
   return {
     tep,
@@ -121,7 +128,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       // keys that need a restart keep their running values, so the next reload still names them
       running = { ...running, ...live };
       log.info('configuration reloaded', {
-        static: now.static,
+        static_mappings: next.static.length,
         pools: now.pools,
         prefixes: now.prefixes,
         unreachable: now.unreachable,

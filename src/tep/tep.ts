@@ -17,6 +17,7 @@ import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding, type BindingSource } from './bindings';
+import { Ipv4Set } from './ipv4-set';
 import { isOwnAddress } from './own-addresses';
 import { PathMtuCache } from './pmtu';
 import { readReassembly, type ReassemblyStats } from './reassembly';
@@ -108,6 +109,9 @@ export interface ServerBinding {
 const UNBOUND_SOURCE = 'unbound_source'; // tunnelled packet from an IPv6 node that holds no binding
 const ICMP6_OUTSIDE_PREFIX = 'icmp6_outside_prefix'; // ICMPv6 error from a source outside the domain's prefixes
 const ICMP6_UNBOUND = 'icmp6_unbound'; // ICMPv6 error quoting a tunnel packet no binding explains (forged or stale)
+/** Drops the kernel counts in front of the TEP (Tep.kernelDrops), shown among the reasons. */
+const KERNEL_RX_OVERFLOW = 'kernel_rx_overflow'; // a raw socket's receive queue was full (tunnel packets, ICMPv6)
+const TUN_TX_DROPPED = 'tun_tx_dropped'; // the TUN device's transmit queue was full (IPv4 for the nodes)
 
 export class Tep {
   readonly bindings = new BindingTable();
@@ -136,8 +140,12 @@ export class Tep {
   warmth = 0;
   private readonly warmKeys: Uint32Array;
   private readonly warmOffs: Uint32Array;
-  /** The routed IPv4 ranges as [first, last] pairs: only a packet for one of them can be hairpinned. */
-  private routed: Float64Array;
+  /**
+   * What is routed into the TUN device, the only addresses a packet can be hairpinned to: the pools as [first, last]
+   * pairs (a few prefixes, scanned) and the static addresses (thousands in Annex A deployments, a hash set).
+   */
+  private poolRanges: Float64Array;
+  private staticSet: Ipv4Set;
 
   constructor(readonly opts: TepOptions) {
     // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
@@ -174,21 +182,15 @@ export class Tep {
     this.warmKeys = new Uint32Array(opts.batch ?? 64);
     this.warmOffs = new Uint32Array(opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
-    this.routed = this.routedRanges();
+    this.poolRanges = poolRanges(opts.pools);
+    this.staticSet = new Ipv4Set(opts.statics.map((s) => s.ipv4));
   }
 
-  private routedRanges(): Float64Array {
-    const ranges = [
-      ...this.opts.pools.map((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]),
-      ...this.opts.statics.map((s) => [s.ipv4, s.ipv4]),
-    ];
-    return Float64Array.from(ranges.flat());
-  }
-
+  /** Whether IPv4 address `a` is routed into the TUN device: O(pools), whatever the number of static mappings. */
   private isRouted(a: number): boolean {
-    const r = this.routed;
+    const r = this.poolRanges;
     for (let i = 0; i < r.length; i += 2) if (a >= r[i] && a <= r[i + 1]) return true;
-    return false;
+    return this.staticSet.has(a);
   }
 
   // --- forwarding: the shared pipeline, then the TEP's own steps on its output ---------------------------------
@@ -328,14 +330,18 @@ export class Tep {
   reconfigure(c: Pick<TepOptions, 'prefixes' | 'pools' | 'statics' | 'unreachable'>): void {
     this.domain = new Ipv6PrefixList(c.prefixes);
     // one synchronous step between two batches; a mapping that stays keeps its slot and counters
-    const stays = (s: StaticMapping): boolean =>
-      c.statics.some((n) => n.ipv4 === s.ipv4 && bytesEqual(n.ipv6, 0, s.ipv6, 0, 16));
+    const next = new Map(c.statics.map((n) => [n.ipv4, n.ipv6]));
+    const stays = (s: StaticMapping): boolean => {
+      const v6 = next.get(s.ipv4);
+      return v6 !== undefined && bytesEqual(v6, 0, s.ipv6, 0, 16);
+    };
     for (const s of this.opts.statics) if (!stays(s)) this.bindings.delete(s.ipv4);
     for (const s of c.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.opts.prefixes = c.prefixes;
     this.opts.pools = c.pools;
     this.opts.statics = c.statics;
-    this.routed = this.routedRanges();
+    this.poolRanges = poolRanges(c.pools);
+    this.staticSet = new Ipv4Set(c.statics.map((s) => s.ipv4));
     this.tunnel.unreachable = c.unreachable ?? true;
   }
 
@@ -441,8 +447,11 @@ export class Tep {
     t.commit();
   }
 
+  /** Whether a static mapping holds the address or the node (O(1): a resync asks for every server binding). */
   private staticHolds(ipv4: number, ipv6: Uint8Array): boolean {
-    return this.opts.statics.some((s) => s.ipv4 === ipv4 || bytesEqual(s.ipv6, 0, ipv6, 0, 16));
+    if (this.staticSet.has(ipv4)) return true;
+    const slot = this.bindings.findByIpv6(ipv6, 0, this.now);
+    return slot >= 0 && this.bindings.isStatic(slot);
   }
 
   unbind(ipv4: number): void {
@@ -462,8 +471,26 @@ export class Tep {
 
   // --- statistics -------------------------------------------------------------------------------------------
 
+  /**
+   * Packets the kernel dropped in front of this queue's pipeline, read from the kernel when statistics are asked
+   * (nothing per packet): its raw sockets' receive queues overflowing, and (queue 0 only, the count is the whole
+   * device's) the TUN device's transmit queue overflowing. Zero while the devices are not open.
+   */
+  private kernelDrops(): Record<typeof KERNEL_RX_OVERFLOW | typeof TUN_TX_DROPPED, number> {
+    const first = (this.opts.queue?.index ?? 0) === 0;
+    return {
+      [KERNEL_RX_OVERFLOW]: (this.raw?.kernelDrops() ?? 0) + (this.icmp6?.kernelDrops() ?? 0),
+      [TUN_TX_DROPPED]: first ? (this.tun?.txDropped() ?? 0) : 0,
+    };
+  }
+
   stats(): TepStats {
     const snap = this.counters.snapshot();
+    const kernel = this.kernelDrops();
+    for (const [reason, n] of Object.entries(kernel)) {
+      snap.drops[reason] = n;
+      snap.dropped += n;
+    }
     snap.events.hairpinned = this.hairpin[0];
     snap.events.bytes_hairpinned = this.hairpin[1];
     const tep4 = formatIPv4(this.opts.ipv4);
@@ -501,6 +528,10 @@ export class Tep {
       queues: [{ ...forwarded, dropped: snap.dropped, path_mtu_lowered: this.pmtu.size(this.now) }],
     };
   }
+}
+
+function poolRanges(pools: Prefix4[]): Float64Array {
+  return Float64Array.from(pools.flatMap((p) => [p.base, p.base + 2 ** (32 - p.len) - 1]));
 }
 
 /**

@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
-import { Ipv4Header, OK, parseIpv4 } from '../../src/dti/packet';
+import { Ipv4Header, OK, parseIpv4, readU32 } from '../../src/dti/packet';
 import { Tep } from '../../src/tep/tep';
 import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
 
@@ -269,6 +269,83 @@ describe('tep hairpinning and per-binding counters', () => {
       [A4, 2, 36 + 1320], // an echo request, and a packet sent as two fragments
     ]);
     expect(st.binding_count).to.equal(3);
+  });
+});
+
+describe('tep hairpinning with many static mappings (Annex A)', () => {
+  const STATICS = 10_000;
+  const BASE = parseIPv4('100.64.0.0');
+  // spread out, so that the addresses between them are neither statics nor in a pool
+  const static4 = (i: number): number => BASE + i * 7;
+  const static6 = (i: number): Uint8Array => {
+    const a = parseIPv6('2001:db8:1::1:0');
+    a[14] = i >> 8;
+    a[15] = i & 0xff;
+    return a;
+  };
+  const mappings = Array.from({ length: STATICS }, (_, i) => ({ ipv4: static4(i), ipv6: static6(i) }));
+  const A4 = '198.51.100.5';
+
+  function decapTo(tep: Tep, dsts: number[]): { hairpinnedTo: string[]; toIpv4: string[] } {
+    const rx = batchOf(
+      dsts.map((d) => ipv6(NODE6, TEP6, 4, ipv4({ src: A4, dst: formatIPv4(d) }))),
+      0,
+    );
+    tep.decapBatch(dsts.length, rx);
+    const hp = tep.toRawHairpin;
+    const out = tep.tunnel.toTun;
+    return {
+      hairpinnedTo: Array.from({ length: hp.count }, (_, i) => formatIPv6(hp.buf, hp.offsets[i] + 24)),
+      toIpv4: Array.from({ length: out.count }, (_, i) => formatIPv4(readU32(out.buf, out.offsets[i] + 16))),
+    };
+  }
+
+  it('hairpins to the first and the last of 10^4 statics, not to an address between them, also after a reload', () => {
+    const tep = makeTep();
+    tep.reconfigure({
+      prefixes: [parsePrefix6('2001:db8:1::/64')],
+      pools: [parsePrefix4('198.51.100.0/28')],
+      statics: mappings,
+    });
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    const first = static4(0);
+    const last = static4(STATICS - 1);
+    const absent = static4(STATICS / 2) + 1;
+    expect(decapTo(tep, [first, last, absent])).to.deep.equal({
+      hairpinnedTo: [formatIPv6(static6(0)), formatIPv6(static6(STATICS - 1))],
+      toIpv4: [formatIPv4(absent)],
+    });
+    // the last mapping removed: its address is no longer routed to the TEP, so IPv4 forwarding decides
+    tep.reconfigure({
+      prefixes: [parsePrefix6('2001:db8:1::/64')],
+      pools: [parsePrefix4('198.51.100.0/28')],
+      statics: mappings.slice(0, -1),
+    });
+    expect(decapTo(tep, [first, last])).to.deep.equal({
+      hairpinnedTo: [formatIPv6(static6(0))],
+      toIpv4: [formatIPv4(last)],
+    });
+    expect(tep.stats().events.hairpinned).to.equal(3);
+  });
+
+  it('refuses server bindings for a static address or node among 10^4, and keeps the others', () => {
+    const tep = makeTep();
+    tep.reconfigure({
+      prefixes: [parsePrefix6('2001:db8:1::/64')],
+      pools: [parsePrefix4('198.51.100.0/28')],
+      statics: mappings,
+    });
+    const ends = Date.now() / 1000 + 60;
+    tep.bind(static4(STATICS - 1), parseIPv6(NODE6), ends); // a static address
+    tep.bind(parseIPv4('198.51.100.6'), static6(STATICS - 1), ends); // a static node
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), ends);
+    expect(tep.bindings.get(static4(STATICS - 1))).to.deep.include({
+      ipv6: formatIPv6(static6(STATICS - 1)),
+      source: 'static',
+    });
+    expect(tep.bindings.get(parseIPv4('198.51.100.6'))).to.equal(undefined);
+    expect(tep.bindings.get(parseIPv4(A4))).to.deep.include({ ipv6: NODE6, source: 'server' });
+    expect(tep.stats().binding_count).to.equal(STATICS + 1);
   });
 });
 

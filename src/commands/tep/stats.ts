@@ -11,7 +11,8 @@ export default class TepStatsCommand extends DstmCommand {
   static override description =
     'Reads the statistics of the TEP answering on the control socket.' +
     '\n\n' +
-    '--json prints {forwarded: {to_ipv4, to_ipv6, bytes_to_ipv4, bytes_to_ipv6}, drops: {REASON: n}, ' +
+    '--json prints {forwarded: {to_ipv4, to_ipv6, bytes_to_ipv4, bytes_to_ipv6}, drops: {REASON: n} (with ' +
+    'kernel_rx_overflow and tun_tx_dropped, what the kernel dropped in front of the TEP), ' +
     'events: {NAME: n}, binding_count, bindings: [{ipv4, ipv6, tep4, tep6, starts, ends, source, forwarded}] ' +
     '(the first 10000), top_talkers: [the same, 10], path_mtu_lowered, ipv6_reassembly}; times in seconds ' +
     'since 1970 UTC, null for static mappings (dstm(1), JSON OUTPUT).' +
