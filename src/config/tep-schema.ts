@@ -25,7 +25,7 @@ function staticFlag(text: string): { ipv4: string; ipv6: string } {
   return { ipv4, ipv6 };
 }
 
-/** The TUN device's transmit queue: the kernel's 500 lost packets while the TEP was off the CPU (dataplane-tep bench). */
+/** The TUN device's transmit queue: the kernel's 500 lost packets while the TEP was off CPU (dataplane-tep bench). */
 export const DEFAULT_TX_QUEUE_LEN = 5000;
 export const MAX_TX_QUEUE_LEN = 100_000;
 

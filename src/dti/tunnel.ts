@@ -385,7 +385,10 @@ export class Tunnel {
     return Math.max(tunnelMtu(pathMtu, this.encap), IPV4_MIN_MTU);
   }
 
-  /** Queues an ICMPv4 error (destination unreachable) about the packet at buf[off..+len) if allowed and not rate limited. */
+  /**
+   * Queues an ICMPv4 error (destination unreachable) about the packet at buf[off..+len) if allowed and not rate
+   * limited.
+   */
   private icmpError(
     kind: IcmpKind,
     code: number,

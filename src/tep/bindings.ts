@@ -530,7 +530,9 @@ export class BindingTable {
     this.count--;
   }
 
-  /** Linear-probing deletion with backward shift, so no tombstones slow later lookups; a bucket's key gives its home. */
+  /**
+   * Linear-probing deletion with backward shift, so no tombstones slow later lookups; a bucket's key gives its home.
+   */
   private unindex(idx: Int32Array, start: number, slot: number, v4: boolean): void {
     let b = start;
     while (idx[b + 1] !== slot) b = (b + 2) & this.wmask;

@@ -149,9 +149,9 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
 }
 
 /**
- * With --tls, one probe, handshake and NULL call to the first server that answers before the TEP starts: one that does not offer
- * RPC-with-TLS, or a certificate that does not verify, is a configuration error retrying will not mend (throws
- * RpcError 'TLS'). A server that cannot be reached is left to the feed's retries.
+ * With --tls, one probe, handshake and NULL call to the first server that answers before the TEP starts: one that does
+ * not offer RPC-with-TLS, or a certificate that does not verify, is a configuration error retrying will not mend
+ * (throws RpcError 'TLS'). A server that cannot be reached is left to the feed's retries.
  */
 export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
   const tls = loadClientTls(c.tls);

@@ -43,7 +43,9 @@ export class PathMtuCache {
     return w >= 0 && this.expires[w] > now ? this.mtu[w] : fallback;
   }
 
-  /** Records a packet-too-big: the path to the destination takes `mtu` if lower than what holds; returns whether it did. */
+  /**
+   * Records a packet-too-big: the path to the destination takes `mtu` if lower than what holds; returns whether it did.
+   */
   lower(buf: Uint8Array, off: number, mtu: number, now: number): boolean {
     let w = this.find(buf, off);
     if (w >= 0 && this.expires[w] > now && this.mtu[w] <= mtu) return false;

@@ -16,7 +16,10 @@ export interface ReassemblyStats {
   timeout_seconds: number;
 }
 
-/** The kernel's IPv6 reassembly counters and limits in this network namespace (every IPv6 fragment, not only tunnel packets), or undefined. */
+/**
+ * The kernel's IPv6 reassembly counters and limits in this network namespace (every IPv6 fragment, not only tunnel
+ * packets), or undefined.
+ */
 export function readReassembly(): ReassemblyStats | undefined {
   try {
     const snmp = new Map(

@@ -43,7 +43,9 @@ export interface TepOptions {
   device: string;
   /** Path MTU towards the nodes; the TUN MTU is 40 less (RFC 2473 §6.7). */
   pathMtu: number;
-  /** Answer IPv4 for addresses no node holds with ICMPv4 host unreachable (rate-limited), as a router does; default on. */
+  /**
+   * Answer IPv4 for addresses no node holds with ICMPv4 host unreachable (rate-limited), as a router does; default on.
+   */
   unreachable?: boolean;
   /** TUN offloads (TSO/GRO through virtio-net headers) when the kernel has them; default on. */
   offload?: boolean;
@@ -69,7 +71,9 @@ export interface TrafficJson {
   bytes_to_ipv6: number;
 }
 
-/** One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered. */
+/**
+ * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered.
+ */
 export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number };
 
 /** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
