@@ -23,8 +23,7 @@
 //
 // Env: TEP_BENCH_SECONDS trial length (default 2), TEP_BENCH_STEPS paced trials per search (default 10),
 // TEP_BENCH_START first paced rate (default 25000), TEP_BENCH_BINDINGS (default "1000,1000000"),
-// TEP_BENCH_TXQUEUELEN (a diagnostic: the TEP's TUN queue length, in packets, instead of the kernel's 500),
-// TEP_BENCH_TEP_FLAGS (more `dstm tep` flags, e.g. "--no-offload").
+// TEP_BENCH_TEP_FLAGS (more `dstm tep` flags, e.g. "--no-offload", "--queues 2" or "--tx-queue-len 500").
 // Needs root and a C compiler; skips with a message otherwise.
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -38,7 +37,6 @@ import { ADDR, Topology, netnsUnavailable, until, waitForOutput } from '../test/
 const SECONDS = Number(process.env.TEP_BENCH_SECONDS ?? 2);
 const STEPS = Number(process.env.TEP_BENCH_STEPS ?? 10);
 const START_RATE = Number(process.env.TEP_BENCH_START ?? 25_000);
-const TXQUEUELEN = process.env.TEP_BENCH_TXQUEUELEN;
 const TEP_FLAGS = (process.env.TEP_BENCH_TEP_FLAGS ?? '').split(/\s+/).filter(Boolean);
 const COUNTS = (process.env.TEP_BENCH_BINDINGS ?? '1000,1000000').split(',').map(Number);
 const LOSS = 0.001; // RFC 8219 §7.1's threshold (RFC 2544 asks for zero)
@@ -139,7 +137,6 @@ class Bench {
       const loadSeconds = (performance.now() - t0) / 1000;
       const { x, y, z } = t.ns;
       await t.ip(y, '-6', 'route', 'add', NODES, 'via', ADDR.x6, 'dev', 'eth-x');
-      if (TXQUEUELEN) await t.ip(y, 'link', 'set', 'dstm-tep0', 'txqueuelen', TXQUEUELEN);
       const macOf = async (dev: string): Promise<string> =>
         (JSON.parse((await t.ip(y, '-j', 'link', 'show', dev)).stdout) as { address: string }[])[0].address;
       const rx = { decap: t.spawn(z, [bin, 'recv', 'udp', '9']), encap: t.spawn(x, [bin, 'recv', 'ipip', 'eth-y']) };
@@ -271,7 +268,11 @@ function diff(a: Counters, b: Counters): Counters {
 function whereLost(dir: Direction, tr: Trial): string {
   const d = tr.delta;
   const forwarded = dir === 'decap' ? d.tep.toIpv4 : d.tep.toIpv6;
-  const tepDrops = Object.values(d.tep.drops).reduce((a, b) => a + b, 0);
+  // The TEP reports the kernel queue in front of it too (the same packets as `before`): counted once, and compared.
+  const kernelReason = dir === 'decap' ? 'kernel_rx_overflow' : 'tun_tx_dropped';
+  const tepDrops = Object.entries(d.tep.drops)
+    .filter(([reason]) => reason !== 'kernel_rx_overflow' && reason !== 'tun_tx_dropped')
+    .reduce((a, [, n]) => a + n, 0);
   const before = dir === 'decap' ? d.rawDrops : d.tunDrops;
   const after = dir === 'decap' ? d.udpDrops : d.receiverDrops;
   const reasons = Object.entries(d.tep.drops)
@@ -279,8 +280,9 @@ function whereLost(dir: Direction, tr: Trial): string {
     .join(', ');
   const unexplained = tr.lost - before - tepDrops - after - d.backlogDrops;
   return (
-    `sent ${tr.sent}, lost ${tr.lost}: ${dir === 'decap' ? "Y's raw socket queue" : "Y's TUN queue"} ${before}, ` +
-    `TEP drops ${tepDrops}${reasons ? ` (${reasons})` : ''}, TEP forwarded ${forwarded}, ` +
+    `sent ${tr.sent}, lost ${tr.lost}: ${dir === 'decap' ? "Y's raw socket queue" : "Y's TUN queue"} ${before} ` +
+    `(the TEP's ${kernelReason}: ${d.tep.drops[kernelReason] ?? 0}), ` +
+    `TEP drops of its own ${tepDrops}${reasons ? ` (all reasons: ${reasons})` : ''}, TEP forwarded ${forwarded}, ` +
     `${dir === 'decap' ? "Z's UDP buffer" : "X's packet socket"} ${after}, backlog ${d.backlogDrops}, not counted anywhere ${unexplained}`
   );
 }
@@ -299,7 +301,7 @@ export async function run(): Promise<void> {
   const bin = buildLoad();
   console.log(
     `dstm tep alone, 64-byte IPv4 UDP, <= ${LOSS * 100} % loss, ${SECONDS} s trials (TEP_BENCH_SECONDS)` +
-      `${TXQUEUELEN ? `, TUN txqueuelen ${TXQUEUELEN}` : ''}${TEP_FLAGS.length ? `, dstm tep ${TEP_FLAGS.join(' ')}` : ''}; ${load()}`,
+      `${TEP_FLAGS.length ? `, dstm tep ${TEP_FLAGS.join(' ')}` : ''}; ${load()}`,
   );
   const rows: ({ bindings: number; dir: Direction } & Search)[] = [];
   for (const n of COUNTS) {
