@@ -5,12 +5,13 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEV_ENV, devArgv, loadCommands } from '../docs/commands';
+import { loadCommands } from '../docs/commands';
+import { dstmArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 
 function dstm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const [cmd, ...rest] = devArgv(...args);
-  return spawnSync(cmd, rest, { encoding: 'utf8', env: DEV_ENV });
+  const [cmd, ...rest] = dstmArgv(...args);
+  return spawnSync(cmd, rest, { encoding: 'utf8', env: process.env });
 }
 
 describe('dstm completion', function () {

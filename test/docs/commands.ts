@@ -16,11 +16,3 @@ export async function loadCommands(plugins = false): Promise<Command.Loadable[]>
     .filter((c) => !c.hidden && (plugins || c.pluginName === config.name))
     .sort((a, b) => a.id.localeCompare(b.id));
 }
-
-/** The argv that runs `dstm ARGS` from the TypeScript sources (no build needed). */
-export function devArgv(...args: string[]): string[] {
-  return [process.execPath, '--import', 'tsx', join(ROOT, 'bin', 'run.js'), ...args];
-}
-
-/** The environment that makes bin/run.js load src/commands instead of dist (see devArgv). */
-export const DEV_ENV = { ...process.env, NODE_ENV: 'development' };

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { DstmClient } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { sdNotify } from '../../src/lib/sd-notify';
-import { DEV_ENV, devArgv } from '../docs/commands';
+import { dstmArgv } from '../support/dstm-procs';
 import { freePort } from '../server/helpers';
 
 /** A python3 datagram receiver bound to `address` (a path, or "\0name" for abstract); prints each datagram as JSON. */
@@ -95,8 +95,8 @@ describe('sdNotify', () => {
     notify: string,
     ...argv: string[]
   ): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
-    const [node, ...args] = devArgv(...argv);
-    const env: NodeJS.ProcessEnv = { ...DEV_ENV, NOTIFY_SOCKET: notify };
+    const [node, ...args] = dstmArgv(...argv);
+    const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify };
     delete env.DSTM_CONFIG;
     const child = spawn(node, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';

@@ -14,12 +14,12 @@ import { createLogger } from '../../src/lib/log';
 import { formatNodeStatus, nodeStatus, type NodeParts, type NodeStatus } from '../../src/node/status';
 import { DstmServer, loadServerConfig } from '../../src/server/daemon';
 import { serveControl } from '../../src/lib/control';
-import { DEV_ENV, devArgv } from '../docs/commands';
+import { dstmArgv } from '../support/dstm-procs';
 import { freePort } from '../server/helpers';
 
 function dstm(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const [cmd, ...rest] = devArgv(...args);
-  const p = spawn(cmd, rest, { env: DEV_ENV });
+  const [cmd, ...rest] = dstmArgv(...args);
+  const p = spawn(cmd, rest, { env: process.env });
   let stdout = '';
   let stderr = '';
   p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

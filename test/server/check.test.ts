@@ -1,5 +1,5 @@
 // Issue 13, findings 10 and 11: `--check` refuses what a start would refuse, naming the flag or key, and a state
-// directory that cannot be made is a clear error (exit 3), not a hang. `dstm` runs from the sources.
+// directory that cannot be made is a clear error (exit 3), not a hang. `dstm` is the compiled CLI.
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -9,12 +9,12 @@ import { serverFields } from '../../src/config/server-schema';
 import { staticFields } from '../../src/config/static-schema';
 import { MAX_PATH_MTU } from '../../src/config/types';
 import { HEADROOM } from '../../src/dti/packet';
-import { DEV_ENV, devArgv } from '../docs/commands';
+import { dstmArgv } from '../support/dstm-procs';
 import { removeDir, tempDir } from './helpers';
 
 function dstm(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const [node, ...argv] = devArgv(...args);
-  const env: NodeJS.ProcessEnv = { ...DEV_ENV };
+  const [node, ...argv] = dstmArgv(...args);
+  const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.DSTM_CONFIG;
   const r = spawnSync(node, argv, { env, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -98,7 +98,7 @@ describe('configuration checks and start-up errors (issue 13)', function () {
   });
 
   it('finding 11: --state-dir /proc/self/xx is a clear error with exit 3 within seconds, not a hang', async () => {
-    const [node, ...argv] = devArgv(
+    const [node, ...argv] = dstmArgv(
       'server',
       '--listen',
       '[::1]:0',
@@ -107,7 +107,7 @@ describe('configuration checks and start-up errors (issue 13)', function () {
       '--pool',
       '10.93.0.0/24',
     );
-    const p = spawn(node, argv, { env: DEV_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(node, argv, { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const killer = setTimeout(() => p.kill('SIGKILL'), 20_000);

@@ -9,12 +9,12 @@ import { tepFields } from '../../src/config/tep-schema';
 import { formatIp } from '../../src/dti/netconfig';
 import { parseIPv4 } from '../../src/lib/addr';
 import { checkTep, describeTep } from '../../src/tep/daemon';
-import { DEV_ENV, devArgv } from '../docs/commands';
+import { dstmArgv } from '../support/dstm-procs';
 
 /** `dstm ARGS` from the sources, to completion, without the caller's DSTM_CONFIG. */
 function dstm(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const [node, ...argv] = devArgv(...args);
-  const env: NodeJS.ProcessEnv = { ...DEV_ENV };
+  const [node, ...argv] = dstmArgv(...args);
+  const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.DSTM_CONFIG;
   const r = spawnSync(node, argv, { env, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };

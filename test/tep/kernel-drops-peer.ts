@@ -16,7 +16,7 @@ import { createLogger } from '../../src/lib/log';
 import { queryControl } from '../../src/lib/control';
 import { startTep } from '../../src/tep/daemon';
 import type { TepStats } from '../../src/tep/tep';
-import { DEV_ENV, devArgv } from '../docs/commands';
+import { dstmArgv } from '../support/dstm-procs';
 import { ipv4, ipv6 } from '../dti/build';
 
 export const TEP6 = '2001:db8:1::1';
@@ -73,8 +73,8 @@ async function tep(dir: string): Promise<void> {
     );
     await sleep(500); // the TEP reads what the queues held
     const after = (await queryControl(c.control)) as TepStats;
-    const [node, ...argv] = devArgv('tep', 'stats', '--control', c.control);
-    const { stdout: text } = await promisify(execFile)(node, argv, { env: DEV_ENV, timeout: 60_000 });
+    const [node, ...argv] = dstmArgv('tep', 'stats', '--control', c.control);
+    const { stdout: text } = await promisify(execFile)(node, argv, { env: process.env, timeout: 60_000 });
     const scraped = await metrics(9787);
     const queue = txqlen('dstm-kd1');
     process.stdout.write(
