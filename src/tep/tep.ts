@@ -63,13 +63,16 @@ export interface TepOptions {
 /** A binding as `dstm tep stats` shows it: the binding of dstm(1), its source and its traffic (snake_case). */
 export type StatsBinding = BindingJson & { source: BindingSource; forwarded: TrafficJson };
 
-/** Packets and IPv4 bytes forwarded from the nodes (to_ipv4) and to them (to_ipv6). */
-export interface TrafficJson {
+/**
+ * Packets and IPv4 bytes forwarded from the nodes (to_ipv4) and to them (to_ipv6). A type, not an interface: the
+ * queues' counters are summed key by key as a Record<string, number>.
+ */
+export type TrafficJson = {
   to_ipv4: number;
   to_ipv6: number;
   bytes_to_ipv4: number;
   bytes_to_ipv6: number;
-}
+};
 
 /**
  * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered.
@@ -78,7 +81,7 @@ export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: numbe
 
 /** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
-  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
+  forwarded: TrafficJson;
   drops: Record<string, number>;
   events: Record<string, number>;
   /** Bindings in force (all of them, even when `bindings` lists only the first STATS_BINDINGS). */

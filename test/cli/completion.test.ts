@@ -6,13 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCommands } from '../docs/commands';
-import { dstmArgv } from '../support/dstm-procs';
+import { runDstmSync } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
-
-function dstm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const [cmd, ...rest] = dstmArgv(...args);
-  return spawnSync(cmd, rest, { encoding: 'utf8', env: process.env });
-}
 
 describe('dstm completion', function () {
   this.timeout(60_000);
@@ -21,8 +16,8 @@ describe('dstm completion', function () {
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'dstm-completion-'));
-    const r = dstm('completion', 'bash');
-    expect(r.status, r.stderr).to.equal(0);
+    const r = runDstmSync(['completion', 'bash']);
+    expect(r.code, r.stderr).to.equal(0);
     bashScript = join(dir, 'dstm.bash');
     writeFileSync(bashScript, r.stdout);
   });
@@ -82,8 +77,8 @@ describe('dstm completion', function () {
   });
 
   it('zsh: the script is valid zsh and defines the completion function', function () {
-    const r = dstm('completion', 'zsh');
-    expect(r.status, r.stderr).to.equal(0);
+    const r = runDstmSync(['completion', 'zsh']);
+    expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.split('\n')[0]).to.equal('#compdef dstm');
     skipIf(this, spawnSync('zsh', ['--version']).error ? 'zsh is not installed' : undefined);
     const file = join(dir, '_dstm');
@@ -101,8 +96,8 @@ describe('dstm completion', function () {
   });
 
   it('refuses an unknown shell with exit code 2', () => {
-    const r = dstm('completion', 'fish');
-    expect(r.status).to.equal(2);
+    const r = runDstmSync(['completion', 'fish']);
+    expect(r.code).to.equal(2);
     expect(r.stderr).to.match(/fish/);
   });
 });

@@ -3,26 +3,16 @@
 // help), flags with one meaning (old names kept as warned aliases), --program in hex, [IPV6]:PORT examples quoted,
 // and a non-root first start told what to do.
 import { expect } from 'chai';
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCommands, ROOT } from '../docs/commands';
-import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
+import { cliUnavailable, runDstmSync } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 import { parseUint32 } from '../../src/cli/flags';
 import { editDistance, suggestions } from '../../src/cli/not-found';
 import { freePort } from '../server/helpers';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-
-function dstm(args: string[], opts: SpawnSyncOptions = {}): { code: number | null; stdout: string; stderr: string } {
-  const [cmd, ...argv] = dstmArgv(...args);
-  const env = { ...process.env, ...(opts.env ?? {}) };
-  delete env.DSTM_CONFIG;
-  delete env.DSTM_SERVER;
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', timeout: 60_000, ...opts, env });
-  return { code: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
 
 describe('operator basics', function () {
   this.timeout(120_000);
@@ -31,33 +21,33 @@ describe('operator basics', function () {
   });
 
   it('help: dstm help, dstm help COMMAND, --help and -h print the same help', () => {
-    const list = dstm(['help']);
+    const list = runDstmSync(['help']);
     expect(list.code, list.stderr).to.equal(0);
     for (const c of ['server', 'request', 'leases', 'tep', 'help', 'version']) expect(list.stdout).to.include(c);
-    const byHelp = dstm(['help', 'tep', 'stats']);
+    const byHelp = runDstmSync(['help', 'tep', 'stats']);
     expect(byHelp.code).to.equal(0);
     expect(byHelp.stdout).to.match(/USAGE\s+\$ dstm tep stats/);
-    for (const flag of ['--help', '-h']) expect(dstm(['tep', 'stats', flag]).stdout).to.equal(byHelp.stdout);
+    for (const flag of ['--help', '-h']) expect(runDstmSync(['tep', 'stats', flag]).stdout).to.equal(byHelp.stdout);
   });
 
   it('version: dstm version, --version and -v print the package version', () => {
     for (const args of [['version'], ['--version'], ['-v']]) {
-      const r = dstm(args);
+      const r = runDstmSync(args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(0);
       expect(r.stdout.trim()).to.match(new RegExp(`^dstm/${VERSION.replace(/\./g, '\\.')} `));
     }
   });
 
   it('a mistyped command: exit 2, one line with the nearest commands; nothing near: no guess', () => {
-    let r = dstm(['relase']);
+    let r = runDstmSync(['relase']);
     expect(r.code).to.equal(2);
     expect(r.stderr.trim().split('\n')).to.deep.equal([
       "dstm: 'relase' is not a dstm command. Did you mean 'dstm release'? 'dstm help' lists them.",
     ]);
-    r = dstm(['frobnicate']);
+    r = runDstmSync(['frobnicate']);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.not.include('Did you mean');
-    r = dstm(['statu', '--json']);
+    r = runDstmSync(['statu', '--json']);
     expect(JSON.parse(r.stderr)).to.deep.equal({
       error: {
         message: "'statu' is not a dstm command. Did you mean 'dstm status'? 'dstm help' lists them.",
@@ -77,19 +67,19 @@ describe('operator basics', function () {
   });
 
   it('an unknown flag or a bad value: exit 2, one line naming it and one pointing at --help, not the help', () => {
-    let r = dstm(['release', '--bogus']);
+    let r = runDstmSync(['release', '--bogus']);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.equal(
       "dstm release: Nonexistent flag: --bogus\nTry 'dstm release --help' for more information.\n",
     );
-    r = dstm(['request', '--transport', 'sctp']);
+    r = runDstmSync(['request', '--transport', 'sctp']);
     expect(r.code).to.equal(2);
     expect(r.stderr.trim().split('\n')).to.have.length(2);
     expect(r.stderr).to.match(/^dstm request: Expected --transport=sctp to be one of: udp, tcp\n/);
   });
 
   it('--program takes decimal and 0x hexadecimal, and refuses anything else with exit 2', () => {
-    const check = (p: string) => dstm(['server', '--check', '--program', p, '--state-dir', '/tmp']);
+    const check = (p: string) => runDstmSync(['server', '--check', '--program', p, '--state-dir', '/tmp']);
     for (const p of ['0x2D53544E', '760435790']) {
       const r = check(p);
       expect(r.code, r.stderr).to.equal(0);
@@ -104,15 +94,15 @@ describe('operator basics', function () {
 
   it('one meaning per flag noun: dstm tep --ipv6 (--address still works, with a warning); request --device', async () => {
     const tep = ['tep', '--check', '--ipv4', '192.0.2.1', '--pool', '198.51.100.0/24'];
-    const now = dstm([...tep, '--ipv6', '2001:db8:1::1']);
+    const now = runDstmSync([...tep, '--ipv6', '2001:db8:1::1']);
     expect(now.code, now.stderr).to.equal(0);
     expect(now.stderr).to.equal('');
-    const old = dstm([...tep, '--address', '2001:db8:1::1']);
+    const old = runDstmSync([...tep, '--address', '2001:db8:1::1']);
     expect(old.code, old.stderr).to.equal(0);
     expect(old.stderr).to.match(/"--address" flag has been deprecated\. Use "--ipv6"/);
     expect(old.stdout).to.equal(now.stdout);
     // --routes needs --device; the old name --dti satisfies it too
-    expect(dstm(['request', '--hold', '--routes', 'default']).stderr).to.match(/--device/);
+    expect(runDstmSync(['request', '--hold', '--routes', 'default']).stderr).to.match(/--device/);
     const commands = await loadCommands();
     const nouns = new Map<string, Set<string>>();
     for (const c of commands)
@@ -158,7 +148,7 @@ describe('operator basics', function () {
 
   it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
-    const r = dstm(['server', '--listen', `[::1]:${freePort()}`], {
+    const r = runDstmSync(['server', '--listen', `[::1]:${freePort()}`], {
       uid: 65534,
       gid: 65534,
       cwd: '/tmp',

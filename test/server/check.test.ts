@@ -1,7 +1,7 @@
 // Issue 13, findings 10 and 11: `--check` refuses what a start would refuse, naming the flag or key, and a state
 // directory that cannot be made is a clear error (exit 3), not a hang. `dstm` is the compiled CLI.
 import { expect } from 'chai';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseWithOverrides } from '../../src/config/schema';
@@ -9,16 +9,8 @@ import { serverFields } from '../../src/config/server-schema';
 import { staticFields } from '../../src/config/static-schema';
 import { MAX_PATH_MTU } from '../../src/config/types';
 import { HEADROOM } from '../../src/dti/packet';
-import { dstmArgv } from '../support/dstm-procs';
+import { dstmArgv, runDstmSync } from '../support/dstm-procs';
 import { removeDir, tempDir } from './helpers';
-
-function dstm(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const [node, ...argv] = dstmArgv(...args);
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.DSTM_CONFIG;
-  const r = spawnSync(node, argv, { env, encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 describe('configuration checks and start-up errors (issue 13)', function () {
   this.timeout(120_000);
@@ -30,7 +22,7 @@ describe('configuration checks and start-up errors (issue 13)', function () {
 
   it('finding 10: --check refuses pools no host address can come from, naming --pool or the key', () => {
     for (const pool of ['0.0.0.0/8', '224.0.0.0/4', '255.255.255.255']) {
-      const r = dstm('server', '--check', '--pool', pool);
+      const r = runDstmSync(['server', '--check', '--pool', pool]);
       expect(r.code, pool).to.equal(2);
       expect(r.stderr, pool).to.match(
         new RegExp(
@@ -55,10 +47,10 @@ describe('configuration checks and start-up errors (issue 13)', function () {
         tep: { address: 'fd00::1', ipv4: '192.0.2.1', pools: ['127.0.0.0/8'] },
       }),
     );
-    expect(dstm('server', '--check', '--config', file).stderr).to.match(
+    expect(runDstmSync(['server', '--check', '--config', file]).stderr).to.match(
       /server\.pools\[1\]: "224\.0\.0\.0\/24" is not valid.*multicast/,
     );
-    expect(dstm('tep', '--check', '--config', file).stderr).to.match(
+    expect(runDstmSync(['tep', '--check', '--config', file]).stderr).to.match(
       /tep\.pools\[0\]: "127\.0\.0\.0\/8" is not valid.*loopback/,
     );
   });
@@ -66,26 +58,28 @@ describe('configuration checks and start-up errors (issue 13)', function () {
   it('finding 10: --check refuses a null section, too large a path MTU, too long a device name; overlapping --pool flags are named --pool', () => {
     const file = join(dir, 'null.json');
     writeFileSync(file, '{"server": null, "tep": null}');
-    const s = dstm('server', '--check', '--config', file);
+    const s = runDstmSync(['server', '--check', '--config', file]);
     expect(s.code).to.equal(2);
     expect(s.stderr).to.match(/: server: null is not valid: expected an object/);
-    expect(dstm('tep', '--check', '--config', file).stderr).to.match(/: tep: null is not valid: expected an object/);
+    expect(runDstmSync(['tep', '--check', '--config', file]).stderr).to.match(
+      /: tep: null is not valid: expected an object/,
+    );
     const tep = ['tep', '--check', '--ipv6', 'fd00::1', '--ipv4', '192.0.2.1', '--static', '198.51.100.9=fd00::9'];
-    const mtu = dstm(...tep, '--path-mtu', '9000');
+    const mtu = runDstmSync([...tep, '--path-mtu', '9000']);
     expect(mtu.code).to.equal(2);
     expect(mtu.stderr).to.match(
       new RegExp(`^dstm tep: --path-mtu: 9000 is not valid: expected an integer from 1280 to ${MAX_PATH_MTU}`),
     );
-    const dev = dstm(...tep, '--device', 'a-27-character-device-name0');
+    const dev = runDstmSync([...tep, '--device', 'a-27-character-device-name0']);
     expect(dev.code).to.equal(2);
     expect(dev.stderr).to.match(
       /^dstm tep: --device: "a-27-character-device-name0" is not valid: expected an interface name of 1 to 15 bytes/,
     );
-    expect(dstm(...tep, '--device', 'dstm-tep-15char').code).to.equal(0);
+    expect(runDstmSync([...tep, '--device', 'dstm-tep-15char']).code).to.equal(0);
     expect(() =>
       parseWithOverrides(staticFields, { tep: 'fd00::1', address: '198.51.100.9', device: 'x'.repeat(16) }, 'static'),
     ).to.throw(/^static\.device: "x{16}" is not valid/);
-    const overlap = dstm('server', '--check', '--pool', '10.1.0.0/16', '--pool', '10.1.2.0/24');
+    const overlap = runDstmSync(['server', '--check', '--pool', '10.1.0.0/16', '--pool', '10.1.2.0/24']);
     expect(overlap.code).to.equal(2);
     expect(overlap.stderr).to.match(
       /^dstm server: --pool: "10\.1\.2\.0\/24" is not valid: expected prefixes that do not overlap/,

@@ -1,15 +1,32 @@
 // Running the real dstm commands inside the topology's namespaces, for the end-to-end tests, the demo and the
 // benchmark: each is `node bin/run.js ...` (the compiled CLI, built by `npm run build`) in its own namespace.
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADDR, type Namespaces, Topology, waitForOutput } from './netns';
+import type { TepStats } from '../../src/tep/tep';
 
 export const ROOT = join(__dirname, __dirname.split('/').includes('dist') ? '../../..' : '../..');
 
 /** The argv that runs `dstm ARGS` with this checkout's compiled CLI. */
 export function dstmArgv(...args: string[]): string[] {
   return [process.execPath, join(ROOT, 'bin', 'run.js'), ...args];
+}
+
+/**
+ * `dstm ARGS` (the compiled CLI) to completion, without the caller's DSTM_CONFIG and DSTM_SERVER, which would point
+ * it at someone else's configuration or server.
+ */
+export function runDstmSync(
+  args: string[],
+  opts: SpawnSyncOptions = {},
+): { code: number | null; stdout: string; stderr: string } {
+  const [cmd, ...argv] = dstmArgv(...args);
+  const env = { ...process.env, ...(opts.env ?? {}) };
+  delete env.DSTM_CONFIG;
+  delete env.DSTM_SERVER;
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', timeout: 60_000, ...opts, env });
+  return { code: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 /** Why the compiled CLI cannot run, or undefined. */
@@ -121,39 +138,5 @@ export async function tepStatsAt(t: Namespaces, ns: string, control: string): Pr
   return JSON.parse(stdout) as TepStatsJson;
 }
 
-export interface StatsBindingJson {
-  ipv4: string;
-  ipv6: string;
-  tep4: string;
-  tep6: string;
-  starts: number | null;
-  ends: number | null;
-  source: string;
-  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
-}
-
-export interface TepStatsJson {
-  forwarded: { to_ipv4: number; to_ipv6: number; bytes_to_ipv4: number; bytes_to_ipv6: number };
-  drops: Record<string, number>;
-  events: Record<string, number>;
-  binding_count: number;
-  bindings: StatsBindingJson[];
-  top_talkers: StatsBindingJson[];
-  path_mtu_lowered: number;
-  queues: {
-    to_ipv4: number;
-    to_ipv6: number;
-    bytes_to_ipv4: number;
-    bytes_to_ipv6: number;
-    dropped: number;
-    path_mtu_lowered: number;
-  }[];
-  ipv6_reassembly?: {
-    fragments: number;
-    reassembled: number;
-    failed: number;
-    timeouts: number;
-    memory_limit_bytes: number;
-    timeout_seconds: number;
-  };
-}
+/** What `dstm tep stats --json` prints: the TEP's own stats document. */
+export type TepStatsJson = TepStats;

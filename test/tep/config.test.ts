@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,16 +8,7 @@ import { tepFields } from '../../src/config/tep-schema';
 import { formatIp } from '../../src/dti/netconfig';
 import { parseIPv4 } from '../../src/lib/addr';
 import { checkTep, describeTep } from '../../src/tep/daemon';
-import { dstmArgv } from '../support/dstm-procs';
-
-/** `dstm ARGS` from the sources, to completion, without the caller's DSTM_CONFIG. */
-function dstm(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const [node, ...argv] = dstmArgv(...args);
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.DSTM_CONFIG;
-  const r = spawnSync(node, argv, { env, encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { runDstmSync } from '../support/dstm-procs';
 
 describe('tep configuration', () => {
   const base = { address: '2001:db8:1::1', ipv4: '192.0.2.1' };
@@ -77,7 +67,7 @@ describe('dstm tep --check', function () {
           tep: { address: '2001:db8:1::1', ipv4: '192.0.2.1', pools: ['198.51.100.0/24'], device: 'never-made0' },
         }),
       );
-      const r = dstm(
+      const r = runDstmSync([
         'tep',
         '--check',
         '--config',
@@ -86,7 +76,7 @@ describe('dstm tep --check', function () {
         '203.0.113.9=2001:db8:1::9',
         '--log-level',
         'debug',
-      );
+      ]);
       expect(r.code, r.stderr).to.equal(0);
       const shown = JSON.parse(r.stdout) as Record<string, unknown>;
       expect(Object.keys(shown)).to.deep.equal(Object.keys(tepFields));
@@ -104,11 +94,20 @@ describe('dstm tep --check', function () {
   });
 
   it('exits 2 (usage or configuration error) with one line naming the key or flag', () => {
-    let r = dstm('tep', '--check', '--ipv6', '2001:db8:1::1', '--ipv4', '192.0.2.1', '--pool', '198.51.100.1/24');
+    let r = runDstmSync([
+      'tep',
+      '--check',
+      '--ipv6',
+      '2001:db8:1::1',
+      '--ipv4',
+      '192.0.2.1',
+      '--pool',
+      '198.51.100.1/24',
+    ]);
     expect(r.code).to.equal(2);
     expect(r.stderr.trim().split('\n')).to.have.length(1);
     expect(r.stderr).to.match(/^dstm tep: --pool\[0\].*host bits/);
-    r = dstm('tep', '--check', '--ipv6', '2001:db8:1::1', '--ipv4', '192.0.2.1');
+    r = runDstmSync(['tep', '--check', '--ipv6', '2001:db8:1::1', '--ipv4', '192.0.2.1']);
     expect(r.code).to.equal(2);
     expect(r.stderr).to.contain('nothing to forward');
   });
@@ -147,7 +146,7 @@ describe('dstm static --print', () => {
           },
         }),
       );
-      let r = dstm('static', '--config', file, '--print');
+      let r = runDstmSync(['static', '--config', file, '--print']);
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout).to.contain(
         'ip -6 tunnel add gif9 mode ipip6 local 2001:db8:30::10 remote 2001:db8:1::1 encaplimit none',
@@ -155,16 +154,16 @@ describe('dstm static --print', () => {
       expect(r.stdout).to.contain('ip link set dev gif9 mtu 1360');
       expect(r.stdout).to.contain('ip -4 route replace 203.0.113.0/24 dev gif9 src 198.51.100.200');
       // Flags win: the address, and the routes list as a whole.
-      r = dstm('static', '--config', file, '--address', '198.51.100.201', '--routes', 'default', '--print');
+      r = runDstmSync(['static', '--config', file, '--address', '198.51.100.201', '--routes', 'default', '--print']);
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout).to.contain('ip -4 addr add 198.51.100.201/32 peer 192.0.2.1/32 dev gif9');
       expect(r.stdout).to.contain('ip -4 route replace default dev gif9 src 198.51.100.201');
       expect(r.stdout).to.not.contain('203.0.113.0/24');
-      r = dstm('static', '--config', file, '--routes', '203.0.113.1/24', '--print');
+      r = runDstmSync(['static', '--config', file, '--routes', '203.0.113.1/24', '--print']);
       expect(r.code).to.equal(2);
       expect(r.stderr).to.match(/^dstm static: --routes\[0\]: "203.0.113.1\/24" is not valid.*host bits/);
       writeFileSync(file, JSON.stringify({ static: { address: '198.51.100.200' } }));
-      r = dstm('static', '--config', file, '--print');
+      r = runDstmSync(['static', '--config', file, '--print']);
       expect(r.code).to.equal(2);
       expect(r.stderr).to.match(/^dstm static: .*static\.tep: missing: expected an IPv6 address/);
     } finally {
