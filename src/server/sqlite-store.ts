@@ -58,25 +58,17 @@ CREATE TABLE IF NOT EXISTS feed (
   ends INTEGER NOT NULL,
   active INTEGER NOT NULL
 );
--- bindings per state, kept by triggers in the same transactions, so counts() (metrics) reads three rows, not the table
-CREATE TABLE IF NOT EXISTS state_counts (state INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-CREATE TRIGGER IF NOT EXISTS bindings_count_insert AFTER INSERT ON bindings BEGIN
-  UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
-END;
-CREATE TRIGGER IF NOT EXISTS bindings_count_delete AFTER DELETE ON bindings BEGIN
-  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE TRIGGER IF NOT EXISTS bindings_count_state AFTER UPDATE OF state ON bindings WHEN OLD.state <> NEW.state BEGIN
-  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-  UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
-END;
 `;
 
-/** Recounts state_counts from the bindings (at open: a store written before the triggers existed gets them right). */
-const RECOUNT = `
-DELETE FROM state_counts;
-INSERT INTO state_counts (state, n) SELECT value, 0 FROM json_each('${JSON.stringify(Object.values(STATE))}');
-UPDATE state_counts SET n = (SELECT count(*) FROM bindings b WHERE b.state = state_counts.state);
+/**
+ * What older versions kept bindings per state in (triggers on every write): the store now counts in memory, as the
+ * only writer, which costs nothing per write. A store opened by an older dstm gets them back, harmlessly.
+ */
+const DROP_STATE_TRIGGERS = `
+DROP TRIGGER IF EXISTS bindings_count_insert;
+DROP TRIGGER IF EXISTS bindings_count_delete;
+DROP TRIGGER IF EXISTS bindings_count_state;
+DROP TABLE IF EXISTS state_counts;
 `;
 
 export const DB_FILE = 'dstm.sqlite';
@@ -118,6 +110,11 @@ export class SqliteStore extends EventEmitter implements Store {
   private readonly commits: GroupCommit<Op, Value>;
   /** Last feed sequence number durable, committed, and written by the transaction running now. */
   private durableSeq: number;
+  /**
+   * Bindings per state (indexed by state) as committed, kept by this store's transactions (it is the only writer),
+   * so that counts() (metrics) reads no table; empty when read-only. Recounted at open and after a rollback.
+   */
+  private readonly perState: number[] = [];
   private committedSeq: number;
   private writtenSeq: number;
 
@@ -165,13 +162,9 @@ export class SqliteStore extends EventEmitter implements Store {
       list: db.prepare<[number, number]>(
         'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?',
       ),
-      // a read-only store may predate state_counts; nothing counts there but an occasional reader
-      count: db.prepare(
-        opts.readonly
-          ? 'SELECT state, count(*) AS n FROM bindings GROUP BY state'
-          : 'SELECT state, n FROM state_counts',
-      ),
+      count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
     };
+    if (!opts.readonly) this.recount();
     this.epoch = opts.readonly ? this.readMeta('epoch') : this.ensureEpoch(file);
     this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
     if (!opts.readonly) {
@@ -209,7 +202,7 @@ export class SqliteStore extends EventEmitter implements Store {
       );
     }
     this.db.exec(SCHEMA);
-    this.db.transaction(() => this.db.exec(RECOUNT))();
+    this.db.exec(DROP_STATE_TRIGGERS);
     if (version < SQLITE_SCHEMA_VERSION) this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
   }
 
@@ -308,8 +301,25 @@ export class SqliteStore extends EventEmitter implements Store {
 
   async counts(): Promise<StateCounts> {
     const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
-    for (const r of this.read(() => this.q.count.all()) as { state: State; n: number }[]) out[stateName(r.state)] = r.n;
+    if (this.walFd < 0) {
+      for (const r of this.read(() => this.q.count.all()) as { state: State; n: number }[])
+        out[stateName(r.state)] = r.n;
+    } else {
+      this.perState.forEach((n, state) => (out[stateName(state as State)] = n));
+    }
     return out;
+  }
+
+  private recount(): void {
+    this.perState.length = 0;
+    for (const state of Object.values(STATE)) this.perState[state] = 0;
+    for (const r of this.q.count.all() as { state: State; n: number }[]) this.perState[r.state] = r.n;
+  }
+
+  /** A binding changed state (-1: none, for an inserted or removed one). */
+  private moved(from: State | -1, to: State | -1): void {
+    if (from >= 0) this.perState[from]--;
+    if (to >= 0) this.perState[to]++;
   }
 
   async *dump(): AsyncGenerator<Binding> {
@@ -334,6 +344,7 @@ export class SqliteStore extends EventEmitter implements Store {
       this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)").run(epoch.toString());
     })();
     fdatasyncSync(this.walFd);
+    this.recount();
     this.epoch = epoch;
     this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
     return epoch;
@@ -383,6 +394,7 @@ export class SqliteStore extends EventEmitter implements Store {
       },
       rolledBack: (ops) => {
         this.writtenSeq = this.committedSeq;
+        this.recount();
         for (const op of ops) {
           if (op.kind === 'grant' && op.bound !== undefined) op.grant.candidates.unused(op.bound);
           if (op.kind === 'grant') op.bound = undefined;
@@ -420,6 +432,7 @@ export class SqliteStore extends EventEmitter implements Store {
       if (only !== undefined && cur.ip4 !== only) return { kind: 'mismatch', now };
       const b: Binding = { ...cur, state: STATE.active, ends: now + duration };
       this.q.update.run(b.state, b.ends, b.ip4);
+      this.moved(cur.state, b.state);
       this.feed(b, true);
       return { kind: 'renewed', binding: b, now };
     }
@@ -429,6 +442,7 @@ export class SqliteStore extends EventEmitter implements Store {
       op.bound = a;
       const b: Binding = { ip4: a, ip6, state: STATE.active, starts: now, ends: now + duration };
       this.q.insert.run(b.ip4, b.ip6, b.state, b.starts, b.ends);
+      this.moved(-1, b.state);
       this.feed(b, true);
       return { kind: 'bound', binding: b, now };
     }
@@ -444,6 +458,7 @@ export class SqliteStore extends EventEmitter implements Store {
         ? { ...cur, state: STATE.held, ends: Math.min(cur.ends, now) }
         : { ...cur, state: STATE.revoked, ends: now };
     this.q.update.run(b.state, b.ends, b.ip4);
+    this.moved(cur.state, b.state);
     if (cur.state === STATE.active) this.feed(b, false);
     return { binding: b, now };
   }
@@ -452,6 +467,7 @@ export class SqliteStore extends EventEmitter implements Store {
     let expired = 0;
     for (const b of this.q.due.all(STATE.active, now, SWEEP_BATCH) as Binding[]) {
       this.q.update.run(STATE.held, b.ends, b.ip4);
+      this.moved(STATE.active, STATE.held);
       this.feed(b, false);
       expired++;
     }
@@ -459,6 +475,7 @@ export class SqliteStore extends EventEmitter implements Store {
     for (const state of [STATE.held, STATE.revoked]) {
       for (const b of this.q.due.all(state, now - hold, SWEEP_BATCH) as Binding[]) {
         this.q.remove.run(b.ip4);
+        this.moved(state, -1);
         reclaimed.push(b.ip4);
       }
     }

@@ -1,12 +1,13 @@
 // The counters the metrics read instead of passing over the pool or the store per scrape: per-pool counts of the
-// allocator, and the store's bindings per state (kept by triggers), checked against a recount through seeded runs.
+// allocator, and the store's bindings per state (kept in memory by the store), checked against a recount through
+// seeded runs.
+import Database from 'better-sqlite3';
 import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatPrefix4, parsePrefix4, prefixSize4 } from '../../src/lib/addr';
 import { AddressPool } from '../../src/server/pool';
-import { STATE } from '../../src/protocol/status';
 import { SqliteStore } from '../../src/server/sqlite-store';
 
 function lcg(seed: number): () => number {
@@ -61,53 +62,65 @@ describe('address pool: per-pool counters', () => {
 });
 
 describe('SQLite store: bindings per state without a table scan', () => {
-  it('state_counts follows inserts, state changes and removals, rolled-back ones excluded, and is rebuilt at open', async () => {
+  it('counts() follows grants, releases, revokes and sweeps, rolled-back batches excluded, and is rebuilt at open', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstm-counts-'));
+    let now = 1_000_000;
+    const clock = (): number => now;
     try {
-      let store = new SqliteStore(dir);
-      // the rows are written straight, as every engine transaction does: the triggers must follow any writer
-      const sql = (s: SqliteStore) => ({
-        insert: s.db.prepare<[number, Buffer, number]>(
-          'INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, 1, 2)',
-        ),
-        update: s.db.prepare<[number, number]>('UPDATE bindings SET state = ?, ends = 3 WHERE ip4 = ?'),
-        remove: s.db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
-        state: s.db.prepare<[number]>('SELECT state FROM bindings WHERE ip4 = ?').pluck(),
-      });
-      const q = sql(store);
-      const ip6 = (n: number): Buffer =>
-        Buffer.from(`20010db8000000000000000000000${n.toString(16).padStart(3, '0')}`, 'hex');
-      const rnd = lcg(7);
-      const model = new Map<number, number>();
-      const wanted = (): Record<string, number> => {
-        const want = { active: 0, held: 0, revoked: 0 };
-        for (const st of model.values()) want[(['active', 'held', 'revoked'] as const)[st]]++;
-        return want;
+      let store = new SqliteStore(dir, { clock });
+      // the truth: a count over the table, which counts() must match without making one
+      const recount = (s: SqliteStore): Record<string, number> => {
+        const out = { active: 0, held: 0, revoked: 0 };
+        for (const r of s.db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state').all() as {
+          state: number;
+          n: number;
+        }[])
+          out[(['active', 'held', 'revoked'] as const)[r.state]] = r.n;
+        return out;
       };
+      const ip6 = (n: number, len = 16): Buffer =>
+        Buffer.from(`20010db8000000000000000000000${n.toString(16).padStart(3, '0')}`, 'hex').subarray(0, len);
+      const free = Array.from({ length: 64 }, (_, i) => 0xc6336400 + i);
+      const candidates = { next: () => free.shift(), unused: (a: number) => void free.unshift(a) };
+      const grant = (node: number, len = 16): Promise<unknown> =>
+        store.grant({ ip6: ip6(node, len), duration: 30, candidates });
+      const rnd = lcg(7);
+      let rolledBack = 0;
       for (let step = 0; step < 300; step++) {
-        const ip4 = 0xc6336400 + Math.floor(rnd() * 40);
-        const cur = model.get(ip4);
-        const rollback = rnd() < 0.1;
-        try {
-          store.db.transaction(() => {
-            if (cur === undefined) q.insert.run(ip4, ip6(ip4 & 0xff), STATE.active);
-            else if (rnd() < 0.5) q.remove.run(ip4);
-            else q.update.run([STATE.active, STATE.held, STATE.revoked][Math.floor(rnd() * 3)], ip4);
-            if (rollback) throw new Error('rollback');
-          })();
-        } catch (err) {
-          if ((err as Error).message !== 'rollback') throw err;
+        const node = Math.floor(rnd() * 40);
+        const r = rnd();
+        if (r < 0.4) await grant(node);
+        else if (r < 0.6) await store.release(ip6(node), 0);
+        else if (r < 0.7) await store.revoke(ip6(node), 0);
+        else if (r < 0.8) {
+          now += Math.floor(rnd() * 40);
+          free.push(...(await store.sweep(20)).reclaimed);
+        } else {
+          // one batch: a good grant, then one the table's CHECK refuses (a 15-byte address), which rolls the batch
+          // back; each is then run alone
+          const results = await Promise.allSettled([grant(node), grant(node + 100, 15)]);
+          expect(results[1].status).to.equal('rejected');
+          rolledBack++;
         }
-        const after = q.state.get(ip4) as number | undefined;
-        if (after !== undefined) model.set(ip4, after);
-        else model.delete(ip4);
-        expect(await store.counts()).to.deep.equal(wanted());
+        expect(await store.counts()).to.deep.equal(recount(store));
       }
-      // a store whose counts drifted (or predate the triggers) is recounted when opened
-      store.db.exec('UPDATE state_counts SET n = 999');
+      expect(rolledBack).to.be.above(10);
+      expect(Object.values(recount(store)).every((n) => n > 0)).to.equal(true);
+      // a store an older dstm wrote keeps its counts in a table with triggers: they go, and the counts are made at open
       await store.close();
-      store = new SqliteStore(dir);
-      expect(await store.counts()).to.deep.equal(wanted());
+      const old = new Database(join(dir, 'dstm.sqlite'));
+      old.exec(`CREATE TABLE state_counts (state INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+        INSERT INTO state_counts VALUES (0, 999), (1, 999), (2, 999);
+        CREATE TRIGGER bindings_count_insert AFTER INSERT ON bindings BEGIN
+          UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+        END;`);
+      old.close();
+      store = new SqliteStore(dir, { clock });
+      const objects = store.db
+        .prepare("SELECT name FROM sqlite_master WHERE name IN ('state_counts', 'bindings_count_insert')")
+        .all();
+      expect(objects).to.deep.equal([]);
+      expect(await store.counts()).to.deep.equal(recount(store));
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
