@@ -58,8 +58,8 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
 
     before(async () => {
       node = startNode(t);
-      lease = await nextLease(node);
-      await waitForOutput(node, /dti up/).catch(() => undefined); // may precede the lease line
+      // the DTI's log line may come before or after the lease line: both waited for from the start
+      [lease] = await Promise.all([nextLease(node), waitForOutput(node, /dti up/)]);
       // the TEP hears of the binding through the feed
       await until('the TEP has the binding', async () =>
         (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
