@@ -7,6 +7,7 @@ import type { CountersSnapshot } from '../../src/dti/counters';
 import { TunDevice } from '../../src/dti/device';
 import { formatIp, ip, runIp, type IpCommand } from '../../src/dti/netconfig';
 import { setIpv4Checksum, internetChecksum } from '../../src/dti/packet';
+import { tsArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 
 const execFileP = promisify(execFile);
@@ -92,7 +93,7 @@ function spawnIn(
 
 /** Starts test/dti/peer.ts (a DTI wired by the Tunnel pipeline) in a namespace. */
 const peer = (nss: Namespaces, ns: string, cfg: object) =>
-  spawnIn(nss, ns, [process.execPath, '--import', 'tsx', 'test/dti/peer.ts', JSON.stringify(cfg)], /ready/);
+  spawnIn(nss, ns, tsArgv('test/dti/peer.ts', JSON.stringify(cfg)), /ready/);
 
 const counters = (out: string) => JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]) as CountersSnapshot;
 

@@ -3,7 +3,7 @@
 // the TEP reports those counters and bounds. Real fragments from X, a real TEP in Y.
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { ROOT, cliUnavailable, startTep, tepStats } from '../support/dstm-procs';
+import { ROOT, cliUnavailable, startTep, tepStats, tsArgv } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
 
@@ -23,17 +23,10 @@ describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
   });
 
   const send = (which: 'all' | 'first'): Promise<unknown> =>
-    t.exec(t.ns.x, [
-      process.execPath,
-      '--import',
-      'tsx',
-      join(ROOT, 'test', 'support', 'inject-fragments.ts'),
-      ADDR.x6,
-      ADDR.y6,
-      ADDR.static4,
-      ADDR.z4,
-      which,
-    ]);
+    t.exec(
+      t.ns.x,
+      tsArgv(join(ROOT, 'test', 'support', 'inject-fragments.ts'), ADDR.x6, ADDR.y6, ADDR.static4, ADDR.z4, which),
+    );
 
   it('forwards a fragmented tunnel packet once the kernel has reassembled it, and drops and counts one that never completes', async () => {
     const s0 = await tepStats(t);

@@ -11,7 +11,9 @@ import {
   startNode,
   startServer,
   startTep,
+  tepControlPath,
   tepStats,
+  type TepStatsJson,
 } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, output, stopChild, until, waitForOutput } from '../support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
@@ -58,19 +60,20 @@ describe('e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm
 
     before(async () => {
       node = startNode(t);
-      lease = await nextLease(node);
-      await waitForOutput(node, /dti up/).catch(() => undefined); // may precede the lease line
+      // the DTI's log line may come before or after the lease line: both waited for from the start
+      [lease] = await Promise.all([nextLease(node), waitForOutput(node, /dti up/)]);
       // the TEP hears of the binding through the feed
       await until('the TEP has the binding', async () =>
         (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
       );
     });
 
-    it('the lease names the TEP, and the TEP holds the binding from the server', async () => {
+    it('the lease names the TEP, and the TEP holds the binding from the server (dstm tep stats --json in Y)', async () => {
       expect(lease.tep6).to.equal(ADDR.y6);
       expect(lease.tep4).to.equal(ADDR.y4);
       expect(lease.ipv6).to.equal(ADDR.x6);
-      const b = (await tepStats(t)).bindings.find((x) => x.ipv4 === lease.ipv4);
+      const { stdout } = await t.exec(t.ns.y, dstmArgv('tep', 'stats', '--json', '--control', tepControlPath(t)));
+      const b = (JSON.parse(stdout) as TepStatsJson).bindings.find((x) => x.ipv4 === lease.ipv4);
       expect(b).to.include({
         ipv6: ADDR.x6,
         tep6: ADDR.y6,

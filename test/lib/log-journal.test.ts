@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger, isJournalStream, PRIORITY } from '../../src/lib/log';
+import { tsArgv } from '../support/dstm-procs';
 
 describe('logger: journald priorities', function () {
   this.timeout(60_000);
@@ -30,7 +31,8 @@ describe('logger: journald priorities', function () {
     delete env.JOURNAL_STREAM;
     const announced = journalStream(file);
     if (announced !== undefined) env.JOURNAL_STREAM = announced;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', script], { env, stdio: ['ignore', 'ignore', fd] });
+    const [cmd, ...argv] = tsArgv(script);
+    const r = spawnSync(cmd, argv, { env, stdio: ['ignore', 'ignore', fd] });
     closeSync(fd);
     expect(r.status).to.equal(0);
     return readFileSync(file, 'utf8').trim().split('\n');

@@ -13,6 +13,7 @@ import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/messa
 import { BatchUdpSocket, batchedUdpAvailable } from '../../src/rpc/udp-batch';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 import { ADD1, ECHO, sleep, SLOW, TEST_PROGRAM, testService } from './util';
+import { tsArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 
 function call(xid: number, proc: number, args: (w: XdrWriter) => void = () => {}): Buffer {
@@ -262,7 +263,7 @@ describe('rpc server over batched UDP', function () {
         const out = await new Promise<string>((resolve, reject) =>
           execFile(
             'ip',
-            ['netns', 'exec', a, process.execPath, '--import', 'tsx', '-e', sender],
+            ['netns', 'exec', a, ...tsArgv('-e', sender)],
             { cwd: join(__dirname, '../..'), timeout: 20_000 },
             (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
           ),

@@ -250,51 +250,46 @@ describe('dstm server (process)', function () {
   });
 
   it('serves IPv6 only and refuses a malformed configuration with the key, value and expectation', async () => {
-    const cfg = join(dir, 'bad.json');
+    const badValue = join(dir, 'bad.json');
     writeFileSync(
-      cfg,
+      badValue,
       JSON.stringify({
         server: { pools: ['10.0.0.0/8'], teps: [{ prefix: '2001:db8::/32', ipv6: '2001:db8::1', ipv4: '10.0.0.256' }] },
       }),
     );
-    let r = await runDstm(['server', '--config', cfg, '--state-dir', dir]);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.contain('server.teps[0].ipv4').and.contain('"10.0.0.256"').and.contain('IPv4 address');
-    writeFileSync(cfg, '{ "server": { "lease": 5, } }');
-    r = await runDstm(['server', '--config', cfg]);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.match(/not valid JSON at line 1, column \d+/);
-    r = await runDstm(['server', '--listen', '127.0.0.1:3786', '--state-dir', dir]);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.contain('--listen[0]').and.contain('IPv6');
-    r = await runDstm(['server', '--config', join(dir, 'missing.json')]);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.contain('cannot read the configuration file');
-    r = await runDstm([
-      'server',
-      '--check',
-      '--pool',
-      '10.84.0.0/24',
-      '--tep',
-      '2001:db8::1,10.84.0.254',
-      '--state-dir',
-      dir,
+    const badJson = join(dir, 'bad-json.json');
+    writeFileSync(badJson, '{ "server": { "lease": 5, } }');
+    // Each refused before anything starts, so all at once (seven CLI starts one after the other took seconds).
+    const [value, json, listen, missing, check, tep, request] = await Promise.all([
+      runDstm(['server', '--config', badValue, '--state-dir', dir]),
+      runDstm(['server', '--config', badJson]),
+      runDstm(['server', '--listen', '127.0.0.1:3786', '--state-dir', dir]),
+      runDstm(['server', '--config', join(dir, 'missing.json')]),
+      runDstm(['server', '--check', '--pool', '10.84.0.0/24', '--tep', '2001:db8::1,10.84.0.254', '--state-dir', dir]),
+      runDstm(['server', '--check', '--tep', '2001:db8::1']),
+      runDstm(['request', '--server', '127.0.0.1:3786']),
     ]);
-    expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout).server).to.deep.include({
+    expect(value.code).to.equal(2);
+    expect(value.stderr).to.contain('server.teps[0].ipv4').and.contain('"10.0.0.256"').and.contain('IPv4 address');
+    expect(json.code).to.equal(2);
+    expect(json.stderr).to.match(/not valid JSON at line 1, column \d+/);
+    expect(listen.code).to.equal(2);
+    expect(listen.stderr).to.contain('--listen[0]').and.contain('IPv6');
+    expect(missing.code).to.equal(2);
+    expect(missing.stderr).to.contain('cannot read the configuration file');
+    expect(check.code, check.stderr).to.equal(0);
+    expect(JSON.parse(check.stdout).server).to.deep.include({
       pools: ['10.84.0.0/24'],
       tep: { ipv6: '2001:db8::1', ipv4: '10.84.0.254' },
       listen: ['[::]:3786'],
       lease: 3600,
     });
-    r = await runDstm(['server', '--check', '--tep', '2001:db8::1']);
-    expect(r.code).to.equal(2);
-    expect(r.stderr.trim()).to.equal(
+    expect(tep.code).to.equal(2);
+    expect(tep.stderr.trim()).to.equal(
       'dstm server: --tep: "2001:db8::1" is not valid: expected IPV6,IPV4 (e.g. 2001:db8::1,192.0.2.1)',
     );
-    r = await runDstm(['request', '--server', '127.0.0.1:3786']);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.contain('IPv4 is not allowed');
+    expect(request.code).to.equal(2);
+    expect(request.stderr).to.contain('IPv4 is not allowed');
     // The server's sockets are IPv6-only: an IPv4 caller reaches nothing.
     server = await startServer(['--state-dir', dir]);
     const v4 = await runDstm(['request', '--server', `[::ffff:127.0.0.1]:${server.port}`, '--timeout', '500']);
@@ -333,17 +328,25 @@ describe('dstm server (process)', function () {
       expect(out.code, out.stderr).to.equal(0);
       return (JSON.parse(out.stdout) as { ipv6: string }[]).map((l) => l.ipv6);
     };
-    for (const from of [srv, ['--state-dir', dir]]) {
-      expect(await pick('list', lo.addresses[1], ...from)).to.deep.equal([lo.addresses[1]]);
-      expect(await pick('list', `${lo.addresses[0].replace(/:[0-9a-f]+$/, ':0')}/112`, ...from)).to.have.members([
-        lo.addresses[0],
-        lo.addresses[1],
-      ]);
-      expect(await pick('--state', 'revoked', ...from)).to.deep.equal([lo.addresses[0]]);
-      expect(await pick('--state', 'active', '--state', 'held', ...from)).to.deep.equal([lo.addresses[1]]);
-      expect(await pick('--address', '10.83.0.5', ...from)).to.deep.equal([lo.addresses[1]]);
-      expect(await pick('--address', '10.83.0.0/29', '--state', 'held', ...from)).to.deep.equal([]);
-    }
+    // (read-only, so run at once: twelve CLI starts one after the other took seconds)
+    await Promise.all(
+      [srv, ['--state-dir', dir]].map(async (from) => {
+        const [node, prefix, revoked, live, address, none] = await Promise.all([
+          pick('list', lo.addresses[1], ...from),
+          pick('list', `${lo.addresses[0].replace(/:[0-9a-f]+$/, ':0')}/112`, ...from),
+          pick('--state', 'revoked', ...from),
+          pick('--state', 'active', '--state', 'held', ...from),
+          pick('--address', '10.83.0.5', ...from),
+          pick('--address', '10.83.0.0/29', '--state', 'held', ...from),
+        ]);
+        expect(node).to.deep.equal([lo.addresses[1]]);
+        expect(prefix).to.have.members([lo.addresses[0], lo.addresses[1]]);
+        expect(revoked).to.deep.equal([lo.addresses[0]]);
+        expect(live).to.deep.equal([lo.addresses[1]]);
+        expect(address).to.deep.equal([lo.addresses[1]]);
+        expect(none).to.deep.equal([]);
+      }),
+    );
     r = await runDstm(['leases', 'list', '2001:db8::1/32', ...srv]);
     expect([r.code, r.stderr.trim()]).to.deep.equal([
       2,

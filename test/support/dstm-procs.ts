@@ -3,7 +3,8 @@
 import { spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADDR, type Namespaces, Topology, waitForOutput } from './netns';
+import { ADDR, Topology, waitForOutput } from './netns';
+import { queryControl } from '../../src/lib/control';
 import type { TepStats } from '../../src/tep/tep';
 
 export const ROOT = join(__dirname, __dirname.split('/').includes('dist') ? '../../..' : '../..');
@@ -11,6 +12,14 @@ export const ROOT = join(__dirname, __dirname.split('/').includes('dist') ? '../
 /** The argv that runs `dstm ARGS` with this checkout's compiled CLI. */
 export function dstmArgv(...args: string[]): string[] {
   return [process.execPath, join(ROOT, 'bin', 'run.js'), ...args];
+}
+
+/**
+ * The argv that runs the TypeScript file `script` (a test's peer or packet sender) in a child node. tsx's CommonJS
+ * hook alone, not `--import tsx`: that one also starts tsx's ESM loader thread, twice the start-up (0.6 s against 0.3).
+ */
+export function tsArgv(script: string, ...args: string[]): string[] {
+  return [process.execPath, '--require', require.resolve('tsx/cjs'), script, ...args];
 }
 
 /**
@@ -127,15 +136,18 @@ export function startNode(t: Topology, extra: string[] = []): ChildProcess {
   );
 }
 
-/** `dstm tep stats --json` against the topology's TEP. */
+/** What the topology's TEP answers on its control socket (what `dstm tep stats --json` prints). */
 export function tepStats(t: Topology): Promise<TepStatsJson> {
-  return tepStatsAt(t, t.ns.y, tepControlPath(t));
+  return tepStatsAt(tepControlPath(t));
 }
 
-/** `dstm tep stats --json` in namespace `ns` against the TEP serving `control`. */
-export async function tepStatsAt(t: Namespaces, ns: string, control: string): Promise<TepStatsJson> {
-  const { stdout } = await t.exec(ns, dstmArgv('tep', 'stats', '--json', '--control', control));
-  return JSON.parse(stdout) as TepStatsJson;
+/**
+ * The stats document of the TEP serving `control`, read from the socket in this process: the tests poll it in loops,
+ * where a `dstm tep stats --json` process each time would cost 0.3 s of CPU a poll. The command prints this very
+ * document (test/cli/json.test.ts; the e2e server test runs it against a real TEP too).
+ */
+export async function tepStatsAt(control: string): Promise<TepStatsJson> {
+  return (await queryControl(control)) as TepStatsJson;
 }
 
 /** What `dstm tep stats --json` prints: the TEP's own stats document. */

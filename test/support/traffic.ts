@@ -4,7 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { ADDR, type Namespaces, output, stopChild, waitForOutput } from './netns';
-import { ROOT } from './dstm-procs';
+import { ROOT, tsArgv } from './dstm-procs';
 
 export const ECHO_PORT = 7000;
 
@@ -78,15 +78,8 @@ export async function inject(
   ns: string,
   p: { src6: string; dst6: string; src4: string; dst4: string; count?: number },
 ): Promise<void> {
-  await t.exec(ns, [
-    process.execPath,
-    '--import',
-    'tsx',
-    join(ROOT, 'test', 'support', 'inject.ts'),
-    p.src6,
-    p.dst6,
-    p.src4,
-    p.dst4,
-    String(p.count ?? 5),
-  ]);
+  await t.exec(
+    ns,
+    tsArgv(join(ROOT, 'test', 'support', 'inject.ts'), p.src6, p.dst6, p.src4, p.dst4, String(p.count ?? 5)),
+  );
 }

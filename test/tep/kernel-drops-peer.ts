@@ -16,7 +16,7 @@ import { createLogger } from '../../src/lib/log';
 import { queryControl } from '../../src/lib/control';
 import { startTep } from '../../src/tep/daemon';
 import type { TepStats } from '../../src/tep/tep';
-import { dstmArgv } from '../support/dstm-procs';
+import { dstmArgv, tsArgv } from '../support/dstm-procs';
 import { ipv4, ipv6 } from '../dti/build';
 
 export const TEP6 = '2001:db8:1::1';
@@ -68,9 +68,8 @@ async function tep(dir: string): Promise<void> {
     running.queues.bind(parseIPv4(DST4), parseIPv6(NODE6), Date.now() / 1000 + 60);
     const before = (await queryControl(c.control)) as TepStats;
     // the TEP reads nothing while this runs: its event loop waits for the child
-    const sendErrors = Number(
-      execFileSync(process.execPath, ['--import', 'tsx', __filename, 'flood'], { encoding: 'utf8', timeout: 60_000 }),
-    );
+    const [cmd, ...flood] = tsArgv(__filename, 'flood');
+    const sendErrors = Number(execFileSync(cmd, flood, { encoding: 'utf8', timeout: 60_000 }));
     await sleep(500); // the TEP reads what the queues held
     const after = (await queryControl(c.control)) as TepStats;
     const [node, ...argv] = dstmArgv('tep', 'stats', '--control', c.control);

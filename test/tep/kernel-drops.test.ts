@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DEFAULT_TX_QUEUE_LEN } from '../../src/config/tep-schema';
 import type { TepStats } from '../../src/tep/tep';
+import { tsArgv } from '../support/dstm-procs';
 import { netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
 import { HOST4, NODE6, TEP6, TINY_QUEUE, TUNNEL_FLOOD, UDP_FLOOD } from './kernel-drops-peer';
@@ -39,7 +40,7 @@ describe('tep: drops in front of the TEP, counted (real TUN device and raw socke
     execFileSync('ip', ['-n', NS, 'addr', 'add', `${HOST4}/32`, 'dev', 'lo']);
     dir = mkdtempSync(join(tmpdir(), 'dstm-kd-'));
     const script = join(__dirname, 'kernel-drops-peer.ts');
-    const argv = ['netns', 'exec', NS, process.execPath, '--import', 'tsx', script, 'tep', dir];
+    const argv = ['netns', 'exec', NS, ...tsArgv(script, 'tep', dir)];
     const { stdout } = await promisify(execFile)('ip', argv, { timeout: 110_000, maxBuffer: 16 << 20 });
     r = JSON.parse(stdout.trim().split('\n').pop()!) as PeerResult;
   });

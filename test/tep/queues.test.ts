@@ -6,6 +6,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TepStats } from '../../src/tep/tep';
+import { tsArgv } from '../support/dstm-procs';
 import { netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
 import { NODE1, NODE2, TEP6 } from './queues-peer';
@@ -16,9 +17,7 @@ const NS = `dstm-q-${process.pid}`;
 /** Runs queues-peer.ts MODE in the namespace; its JSON line. */
 async function peer<T>(mode: string): Promise<T> {
   const script = join(__dirname, 'queues-peer.ts');
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', script, mode], {
-    timeout: 60_000,
-  });
+  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, ...tsArgv(script, mode)], { timeout: 60_000 });
   return JSON.parse(stdout.trim().split('\n').pop()!) as T;
 }
 
