@@ -27,6 +27,11 @@ export interface DeviceOptions {
   slotSize?: number;
   /** Bytes of scratch after the slots (RxBatch.scratch); default 0 (raw IPIP socket: enough to coalesce a batch). */
   scratch?: number;
+  /**
+   * TUN: read and write batches through io_uring where the kernel has it (one system call a batch, not one a
+   * packet); false: the read()/write() loop. Default true. Raw sockets batch with recvmmsg/sendmmsg anyway.
+   */
+  uring?: boolean;
 }
 
 /** The receive batch: packet i is buf[offsets[i] .. offsets[i] + lengths[i]) for i < count. */
@@ -67,6 +72,8 @@ abstract class PacketDevice {
   readonly slotSize: number;
   /** [sent, failed, errno] of the last sendBatch; the unsent tail is count − sent − failed (EAGAIN/ENOBUFS). */
   readonly txStatus = new Int32Array(3);
+  /** Whether batches go through io_uring (a TUN device whose kernel has it; the tun_uring gauge). */
+  readonly uring: boolean;
   private reader: ReaderHandle | undefined;
   private readonly sender: SenderHandle;
   private closed = false;
@@ -93,7 +100,7 @@ abstract class PacketDevice {
     for (let i = 0; i < this.batch; i++) offsets[i] = i * this.slotSize + headroom;
     const slots = this.batch * this.slotSize;
     this.rx = { buf: new Uint8Array(slots + scratch), offsets, lengths: new Uint32Array(this.batch), scratch: slots };
-    this.sender = native().newSender(this.batch);
+    [this.sender, this.uring] = native().newSender(this.batch, kind !== KIND_RAW && opts.uring !== false);
   }
 
   /**
@@ -114,6 +121,7 @@ abstract class PacketDevice {
       rx.lengths,
       this.batch,
       this.proto,
+      this.uring,
       (count) => {
         if (count >= 0) return cb(count, rx);
         this.stopReading();

@@ -33,10 +33,13 @@ export interface NativeAddon {
     lengths: Uint32Array,
     maxBatch: number,
     protocol: number,
+    /** TUN only: read through io_uring where the kernel has it (else, or on failure, a read() loop). */
+    uring: boolean,
     onBatch: (count: number) => void,
   ): ReaderHandle;
   stopReader(h: ReaderHandle): void;
-  newSender(maxBatch: number): SenderHandle;
+  /** With `uring` (a TUN device), writes go through io_uring where the kernel has it: the flag says if it does. */
+  newSender(maxBatch: number, uring: boolean): [SenderHandle, boolean];
   sendBatch(
     s: SenderHandle,
     fd: number,

@@ -375,6 +375,7 @@ export class Tep {
     // Tunnel.attach's wiring, with the TEP's steps (per-binding counters, hairpinning) after the pipeline's
     const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
     t.offload = tun.offload === true;
+    this.counters.set(Event.tun_uring, tun.uring ? 1 : 0);
     const spill = (): void => t.flush(t.toRaw, raw);
     tun.onBatch((n, rx) => {
       this.encapBatch(n, rx, spill);
