@@ -1,7 +1,6 @@
 // Device tests with real TUN devices and raw sockets in network namespaces the tests make (root only).
 import { expect } from 'chai';
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { CountersSnapshot } from '../../src/dti/counters';
@@ -9,6 +8,7 @@ import { TunDevice } from '../../src/dti/device';
 import { formatIp, ip, runIp, type IpCommand } from '../../src/dti/netconfig';
 import { setIpv4Checksum, internetChecksum } from '../../src/dti/packet';
 import { skipIf } from '../support/skip';
+import { uringAllowed } from '../support/kernel';
 
 const execFileP = promisify(execFile);
 const ROOT = join(__dirname, '..', '..');
@@ -94,15 +94,6 @@ function spawnIn(
 /** Starts test/dti/peer.ts (a DTI wired by the Tunnel pipeline) in a namespace. */
 const peer = (nss: Namespaces, ns: string, cfg: object) =>
   spawnIn(nss, ns, [process.execPath, '--import', 'tsx', 'test/dti/peer.ts', JSON.stringify(cfg)], /ready/);
-
-/** Whether this kernel lets root use io_uring (kernel.io_uring_disabled 2 refuses everyone). */
-function uringAllowed(): boolean {
-  try {
-    return readFileSync('/proc/sys/kernel/io_uring_disabled', 'utf8').trim() !== '2';
-  } catch {
-    return true; // before Linux 6.6 there is no switch
-  }
-}
 
 const counters = (out: string) => JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]) as CountersSnapshot;
 
