@@ -139,13 +139,17 @@ static napi_value set_mtu(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// openRaw6(protocol: number, bindAddr: Uint8Array(16) | null, device: string) → fd
+// openRaw6(protocol: number, bindAddr: Uint8Array(16) | null, device: string, bufferBytes: number) → fd
 // Protocol 4 sockets send with IPV6_HDRINCL; protocol 58 sockets only pass ICMPv6 error messages.
 static napi_value open_raw6(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!napi_util_args(env, info, 3, argv)) return NULL;
-  int32_t proto;
-  if (!napi_util_i32(env, argv[0], &proto)) return NULL;
+  napi_value argv[4];
+  if (!napi_util_args(env, info, 4, argv)) return NULL;
+  int32_t proto, bufsize;
+  if (!napi_util_i32(env, argv[0], &proto) || !napi_util_i32(env, argv[3], &bufsize)) return NULL;
+  if (bufsize < 4096) {
+    napi_throw_range_error(env, NULL, "openRaw6: buffer size below 4096 bytes");
+    return NULL;
+  }
   char dev[IFNAMSIZ];
   if (!get_name(env, argv[2], dev, sizeof dev)) return NULL;
   napi_valuetype t;
@@ -163,9 +167,9 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
   if (fd < 0) return napi_util_throw_sys(env, "socket(AF_INET6, SOCK_RAW)", errno, strerror(errno));
   int one = 1;
   const char *what = NULL;
-  // Bursts of a whole batch must not overflow the default (~200 KiB) socket buffers. The FORCE variants need
-  // CAP_NET_ADMIN; without it the defaults stay, which only costs drops under load (counted as queue_full).
-  int bufsize = 4 << 20;
+  // What arrives while the process is off the CPU waits here: the default (~200 KiB) overflows within a
+  // millisecond at full rate. The FORCE variants need CAP_NET_ADMIN; without it the request is capped by
+  // net.core.rmem_max/wmem_max, which only costs drops under load (counted as kernel_rx_overflow, queue_full).
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize) < 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize) < 0)

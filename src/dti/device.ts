@@ -251,11 +251,21 @@ export interface RawOptions extends DeviceOptions {
   /** Restrict to one interface (SO_BINDTODEVICE). */
   device?: string;
   /**
+   * Receive and send buffer of the socket (SO_RCVBUFFORCE, SO_SNDBUFFORCE), in bytes, SOCKET_BUFFER_MIN to
+   * SOCKET_BUFFER_MAX: what arrives while the process is off the CPU waits there. Default DEFAULT_SOCKET_BUFFER.
+   */
+  bufferBytes?: number;
+  /**
    * One of several sockets sharing the protocol's packets (one per queue): keep only those of queue `index` of
    * `count` (native attachQueueFilter: a hash of the inner flow). Default: every packet.
    */
   queue?: { index: number; count: number };
 }
+
+/** Raw socket buffers (RawOptions.bufferBytes): 4 MiB, a few thousand small packets, by default. */
+export const DEFAULT_SOCKET_BUFFER = 4 << 20;
+export const SOCKET_BUFFER_MIN = 64 << 10;
+export const SOCKET_BUFFER_MAX = 1 << 30;
 
 /** A raw IPv6 socket for one protocol: see RawIpipSocket and Icmp6ErrorSocket. */
 export class RawSocket6 extends PacketDevice {
@@ -295,7 +305,11 @@ export class RawSocket6 extends PacketDevice {
 
   protected static openFd(protocol: number, opts: RawOptions): number {
     if (opts.device && Buffer.byteLength(opts.device) > 15) throw new Error(`interface name "${opts.device}" too long`);
-    return native().openRaw6(protocol, opts.bind ?? null, opts.device ?? '');
+    const size = opts.bufferBytes ?? DEFAULT_SOCKET_BUFFER;
+    if (!(Number.isInteger(size) && size >= SOCKET_BUFFER_MIN && size <= SOCKET_BUFFER_MAX)) {
+      throw new RangeError(`socket buffer must be ${SOCKET_BUFFER_MIN}–${SOCKET_BUFFER_MAX} bytes`);
+    }
+    return native().openRaw6(protocol, opts.bind ?? null, opts.device ?? '', size);
   }
 }
 
