@@ -7,9 +7,9 @@
 //   headers included, is built in JS) and protocol 58 (to hear ICMPv6 errors about our tunnel packets).
 // - A libuv poll watcher per fd: when readable, up to maxBatch packets are drained into ONE shared buffer made
 //   of fixed-size slots (io_uring reads or a read() loop for TUN, recvmmsg for raw sockets) and JavaScript is
-//   called once with the count. For raw sockets the kernel strips the IPv6 header (and any destination options), so a synthetic
-//   40-byte IPv6 header (source, destination from IPV6_PKTINFO, traffic class, hop limit, next header) is
-//   written in front of each payload: JS then decapsulates every packet the same way.
+//   called once with the count. For raw sockets the kernel strips the IPv6 header (and any destination
+//   options), so a synthetic 40-byte IPv6 header (source, destination from IPV6_PKTINFO, traffic class, hop
+//   limit, next header) is written in front of each payload: JS then decapsulates every packet the same way.
 // - Batched writes: sendmmsg for raw sockets, the destination of each packet taken from its own IPv6 header; for
 //   TUN (one packet per read or write is its contract) the batch is one io_uring submission where the kernel has
 //   io_uring (uring.h: the system call around each packet costs more than the kernel's work on a small one), else
