@@ -23,7 +23,8 @@
 //
 // Env: TEP_BENCH_SECONDS trial length (default 2), TEP_BENCH_STEPS paced trials per search (default 10),
 // TEP_BENCH_START first paced rate (default 25000), TEP_BENCH_BINDINGS (default "1000,1000000"),
-// TEP_BENCH_TEP_FLAGS (more `dstm tep` flags, e.g. "--no-offload", "--queues 2" or "--tx-queue-len 500").
+// TEP_BENCH_TEP_FLAGS (more `dstm tep` flags, e.g. "--no-offload", "--queues 2", "--tx-queue-len 500" or
+// "--socket-buffer 33554432").
 // Needs root and a C compiler; skips with a message otherwise.
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -308,8 +309,10 @@ export async function run(): Promise<void> {
     const b = await Bench.start(bin, n);
     try {
       const rss = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${b.tep.pid}/status`, 'utf8'))?.[1];
+      const uring = (await tepStats(b.t)).events.tun_uring === 1;
       console.log(
-        `${n} bindings loaded through the server's feed in ${b.loadSeconds.toFixed(1)} s; TEP resident ${(Number(rss) / 1024).toFixed(0)} MiB`,
+        `${n} bindings loaded through the server's feed in ${b.loadSeconds.toFixed(1)} s; TEP resident ${(Number(rss) / 1024).toFixed(0)} MiB; ` +
+          `TUN batches through ${uring ? 'io_uring' : 'read()/write() per packet'}`,
       );
       for (const dir of ['decap', 'encap'] as const) {
         const r = await b.search(dir);

@@ -6,16 +6,19 @@
 // - Raw IPv6 sockets: protocol 4 (IPv4-in-IPv6, sent with IPV6_HDRINCL because the outer header, fragment
 //   headers included, is built in JS) and protocol 58 (to hear ICMPv6 errors about our tunnel packets).
 // - A libuv poll watcher per fd: when readable, up to maxBatch packets are drained into ONE shared buffer made
-//   of fixed-size slots (read() loop for TUN, recvmmsg for raw sockets) and JavaScript is called once with the
-//   count. For raw sockets the kernel strips the IPv6 header (and any destination options), so a synthetic
-//   40-byte IPv6 header (source, destination from IPV6_PKTINFO, traffic class, hop limit, next header) is
-//   written in front of each payload: JS then decapsulates every packet the same way.
-// - Batched writes: a write() loop for TUN (one packet per write is the TUN contract) and sendmmsg for raw
-//   sockets, the destination of each packet taken from its own IPv6 header. One JS→C crossing per batch.
+//   of fixed-size slots (io_uring reads or a read() loop for TUN, recvmmsg for raw sockets) and JavaScript is
+//   called once with the count. For raw sockets the kernel strips the IPv6 header (and any destination
+//   options), so a synthetic 40-byte IPv6 header (source, destination from IPV6_PKTINFO, traffic class, hop
+//   limit, next header) is written in front of each payload: JS then decapsulates every packet the same way.
+// - Batched writes: sendmmsg for raw sockets, the destination of each packet taken from its own IPv6 header; for
+//   TUN (one packet per read or write is its contract) the batch is one io_uring submission where the kernel has
+//   io_uring (uring.h: the system call around each packet costs more than the kernel's work on a small one), else
+//   a write() loop. One JS→C crossing per batch.
 // Nothing is allocated per packet: the mmsghdr/iovec/sockaddr/cmsg arrays are allocated once per watcher/fd.
 #define _GNU_SOURCE
 #include <node_api.h>
 #include "napi_util.h"
+#include "uring.h"
 #include <uv.h>
 
 #include <errno.h>
@@ -136,13 +139,17 @@ static napi_value set_mtu(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// openRaw6(protocol: number, bindAddr: Uint8Array(16) | null, device: string) → fd
+// openRaw6(protocol: number, bindAddr: Uint8Array(16) | null, device: string, bufferBytes: number) → fd
 // Protocol 4 sockets send with IPV6_HDRINCL; protocol 58 sockets only pass ICMPv6 error messages.
 static napi_value open_raw6(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!napi_util_args(env, info, 3, argv)) return NULL;
-  int32_t proto;
-  if (!napi_util_i32(env, argv[0], &proto)) return NULL;
+  napi_value argv[4];
+  if (!napi_util_args(env, info, 4, argv)) return NULL;
+  int32_t proto, bufsize;
+  if (!napi_util_i32(env, argv[0], &proto) || !napi_util_i32(env, argv[3], &bufsize)) return NULL;
+  if (bufsize < 4096) {
+    napi_throw_range_error(env, NULL, "openRaw6: buffer size below 4096 bytes");
+    return NULL;
+  }
   char dev[IFNAMSIZ];
   if (!get_name(env, argv[2], dev, sizeof dev)) return NULL;
   napi_valuetype t;
@@ -160,9 +167,9 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
   if (fd < 0) return napi_util_throw_sys(env, "socket(AF_INET6, SOCK_RAW)", errno, strerror(errno));
   int one = 1;
   const char *what = NULL;
-  // Bursts of a whole batch must not overflow the default (~200 KiB) socket buffers. The FORCE variants need
-  // CAP_NET_ADMIN; without it the defaults stay, which only costs drops under load (counted as queue_full).
-  int bufsize = 4 << 20;
+  // What arrives while the process is off the CPU waits here: the default (~200 KiB) overflows within a
+  // millisecond at full rate. The FORCE variants need CAP_NET_ADMIN; without it the request is capped by
+  // net.core.rmem_max/wmem_max, which only costs drops under load (counted as kernel_rx_overflow, queue_full).
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize) < 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize) < 0)
@@ -292,6 +299,10 @@ typedef struct {
   struct mmsghdr *msgs;  // raw sockets only
   struct iovec *iovs;
   raw_slot *raw;
+  uring ring;  // TUN with io_uring (fd -1: the read() loop)
+  uint8_t **bufs;
+  uint32_t *room;
+  int32_t *res;
 } reader;
 
 /** Writes the synthetic IPv6 header for a received raw-socket payload of `len` bytes at slot + 40. */
@@ -317,22 +328,64 @@ static void raw_header(reader *r, unsigned i, uint8_t *slot, size_t len) {
   else memset(slot + 24, 0, 16);
 }
 
+/** Where TUN read i goes: with IFF_VNET_HDR the header just before the headroom, so the packet is where JS expects. */
+static uint8_t *tun_slot(reader *r, unsigned i) {
+  return r->slots + (size_t)i * r->slot_size + r->headroom - (r->kind == KIND_TUN_VNET ? VNET_HDR : 0);
+}
+
+/** Reads TUN packets into slots n.. with read() until EAGAIN or max_batch; returns the new count. */
+static unsigned drain_tun_loop(reader *r, unsigned n) {
+  size_t pre = r->kind == KIND_TUN_VNET ? VNET_HDR : 0;
+  while (n < r->max_batch) {
+    ssize_t got = read(r->fd, tun_slot(r, n), r->slot_size - r->headroom + pre);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      break;  // EAGAIN: drained (other errors surface on the next write or close)
+    }
+    r->lens[n++] = (size_t)got < pre ? 0 : (uint32_t)(got - pre);
+  }
+  return n;
+}
+
+/**
+ * The same through io_uring: reads in submissions of 4, 8, 16, … (a device holding one packet costs one submission
+ * of 4 reads, a full batch a handful) until one comes back short (EAGAIN). Packets stay in arrival order; one read
+ * after a failed one (a packet that came in meanwhile) is moved down to close the gap.
+ */
+static unsigned drain_tun_uring(reader *r) {
+  size_t pre = r->kind == KIND_TUN_VNET ? VNET_HDR : 0;
+  unsigned n = 0;
+  for (unsigned chunk = 4; n < r->max_batch; chunk *= 2) {
+    unsigned k = r->max_batch - n < chunk ? r->max_batch - n : chunk;
+    for (unsigned i = 0; i < k; i++) {
+      r->bufs[i] = tun_slot(r, n + i);
+      r->room[i] = r->slot_size - r->headroom + pre;
+    }
+    int rc = uring_batch(&r->ring, r->fd, 0, r->bufs, r->room, k, r->res);
+    if (rc < 0) {
+      uring_free(&r->ring);  // the ring failed before reading anything: the read() loop from now on
+      return drain_tun_loop(r, n);
+    }
+    unsigned got = 0;
+    int full = rc == (int)k;
+    for (unsigned i = 0; i < k; i++) {
+      if (r->res[i] < 0) {
+        full = 0;  // EAGAIN: drained (other errors surface on the next write or close)
+        continue;
+      }
+      if (got != i) memmove(tun_slot(r, n + got), tun_slot(r, n + i), (size_t)r->res[i]);
+      r->lens[n + got++] = (size_t)r->res[i] < pre ? 0 : (uint32_t)(r->res[i] - pre);
+    }
+    n += got;
+    if (rc < (int)k) uring_free(&r->ring);  // failed midway (never seen): what it lost was not read
+    if (!full) break;
+  }
+  return n;
+}
+
 /** Drains up to max_batch packets; returns how many (slot lengths in r->lens; 0 = truncated, left to JS to count). */
 static unsigned drain(reader *r) {
-  if (r->kind != KIND_RAW) {
-    // With IFF_VNET_HDR the header goes just before the headroom, so the packet itself is where JS expects it.
-    size_t pre = r->kind == KIND_TUN_VNET ? VNET_HDR : 0;
-    unsigned n = 0;
-    while (n < r->max_batch) {
-      ssize_t got = read(r->fd, r->slots + n * r->slot_size + r->headroom - pre, r->slot_size - r->headroom + pre);
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        break;  // EAGAIN: drained (other errors surface on the next write or close)
-      }
-      r->lens[n++] = (size_t)got < pre ? 0 : (uint32_t)(got - pre);
-    }
-    return n;
-  }
+  if (r->kind != KIND_RAW) return r->ring.fd >= 0 ? drain_tun_uring(r) : drain_tun_loop(r, 0);
   for (unsigned i = 0; i < r->max_batch; i++) {
     r->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
     r->msgs[i].msg_hdr.msg_controllen = sizeof r->raw[i].control.buf;
@@ -374,15 +427,20 @@ static void free_reader(uv_handle_t *handle) {
   free(r->msgs);
   free(r->iovs);
   free(r->raw);
+  uring_free(&r->ring);
+  free(r->bufs);
+  free(r->room);
+  free(r->res);
   free(r);
 }
 
-// startReader(fd, kind, slots: Uint8Array, slotSize, headroom, lengths: Uint32Array, maxBatch, protocol, cb)
-//   → handle. cb(count) runs once per readable event; slot i holds lens[i] bytes at i*slotSize + headroom (TUN)
-//   or a synthetic IPv6 header + payload at i*slotSize (raw). The slots are reused by the next event.
+// startReader(fd, kind, slots: Uint8Array, slotSize, headroom, lengths: Uint32Array, maxBatch, protocol, uring,
+//   cb) → handle. cb(count) runs once per readable event; slot i holds lens[i] bytes at i*slotSize + headroom (TUN)
+//   or a synthetic IPv6 header + payload at i*slotSize (raw). The slots are reused by the next event. With uring
+//   (TUN only), reads go through io_uring where the kernel has it.
 static napi_value start_reader(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  if (!napi_util_args(env, info, 9, argv)) return NULL;
+  napi_value argv[10];
+  if (!napi_util_args(env, info, 10, argv)) return NULL;
   int32_t fd, kind, slot_size, headroom, max_batch, proto;
   uint8_t *slots, *lens;
   size_t slots_len, lens_len;
@@ -391,6 +449,8 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
       !napi_util_bytes(env, argv[5], (void **)&lens, &lens_len) || !napi_util_i32(env, argv[6], &max_batch) ||
       !napi_util_i32(env, argv[7], &proto))
     return NULL;
+  bool want_uring;
+  NAPI_CHECK(napi_get_value_bool(env, argv[8], &want_uring));
   if (max_batch < 1 || max_batch > MAX_BATCH || slot_size <= headroom + IPV6_HDR || headroom < 0 ||
       (kind == KIND_TUN_VNET && headroom < VNET_HDR) ||
       (size_t)max_batch * slot_size > slots_len || (size_t)max_batch * 4 > lens_len) {
@@ -407,6 +467,17 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
   r->headroom = headroom;
   r->lens = (uint32_t *)lens;
   r->max_batch = max_batch;
+  r->ring.fd = -1;
+  if (kind != KIND_RAW && want_uring) {
+    r->bufs = calloc(max_batch, sizeof *r->bufs);
+    r->room = calloc(max_batch, sizeof *r->room);
+    r->res = calloc(max_batch, sizeof *r->res);
+    if (!r->bufs || !r->room || !r->res) {
+      free_reader((uv_handle_t *)r);
+      return napi_util_throw_sys(env, "calloc", ENOMEM, strerror(ENOMEM));
+    }
+    uring_init(&r->ring, max_batch);  // on failure fd stays -1: the read() loop
+  }
   if (kind == KIND_RAW) {
     r->msgs = calloc(max_batch, sizeof *r->msgs);
     r->iovs = calloc(max_batch, sizeof *r->iovs);
@@ -425,7 +496,7 @@ static napi_value start_reader(napi_env env, napi_callback_info info) {
     }
   }
   napi_value arrays[] = {argv[2], argv[5]};
-  if (!js_poller_start(env, &r->jp, fd, UV_READABLE, on_readable, free_reader, "dstm:device", argv[8], arrays, 2)) return NULL;
+  if (!js_poller_start(env, &r->jp, fd, UV_READABLE, on_readable, free_reader, "dstm:device", argv[9], arrays, 2)) return NULL;
   napi_value ext;
   NAPI_CHECK(napi_create_external(env, r, NULL, NULL, &ext));
   return ext;
@@ -450,6 +521,9 @@ typedef struct {
   struct mmsghdr *msgs;
   struct iovec *iovs;
   struct sockaddr_in6 *dsts;
+  uring ring;  // TUN with io_uring (fd -1: the write() loop)
+  uint8_t **bufs;
+  int32_t *res;
 } sender;
 
 static void free_sender(napi_env env, void *data, void *hint) {
@@ -459,15 +533,21 @@ static void free_sender(napi_env env, void *data, void *hint) {
   free(s->msgs);
   free(s->iovs);
   free(s->dsts);
+  uring_free(&s->ring);
+  free(s->bufs);
+  free(s->res);
   free(s);
 }
 
-// newSender(maxBatch) → handle holding the preallocated sendmmsg arrays (freed with the handle).
+// newSender(maxBatch, uring) → [handle, usesUring]: the handle holds the preallocated sendmmsg arrays, and with
+// uring (for a TUN device) an io_uring where the kernel has it (freed with the handle).
 static napi_value new_sender(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!napi_util_args(env, info, 1, argv)) return NULL;
+  napi_value argv[2];
+  if (!napi_util_args(env, info, 2, argv)) return NULL;
   int32_t cap;
+  bool want_uring;
   if (!napi_util_i32(env, argv[0], &cap)) return NULL;
+  NAPI_CHECK(napi_get_value_bool(env, argv[1], &want_uring));
   if (cap < 1 || cap > MAX_BATCH) {
     napi_throw_range_error(env, NULL, "newSender: batch size out of range");
     return NULL;
@@ -478,14 +558,52 @@ static napi_value new_sender(napi_env env, napi_callback_info info) {
     s->msgs = calloc(cap, sizeof *s->msgs);
     s->iovs = calloc(cap, sizeof *s->iovs);
     s->dsts = calloc(cap, sizeof *s->dsts);
+    s->bufs = calloc(cap, sizeof *s->bufs);
+    s->res = calloc(cap, sizeof *s->res);
+    s->ring.fd = -1;
   }
-  if (!s || !s->msgs || !s->iovs || !s->dsts) {
+  if (!s || !s->msgs || !s->iovs || !s->dsts || !s->bufs || !s->res) {
     if (s) free_sender(env, s, NULL);
     return napi_util_throw_sys(env, "calloc", ENOMEM, strerror(ENOMEM));
   }
-  napi_value ext;
+  if (want_uring) uring_init(&s->ring, cap);  // on failure fd stays -1: the write() loop
+  napi_value result, ext, uses;
   NAPI_CHECK(napi_create_external(env, s, free_sender, NULL, &ext));
-  return ext;
+  NAPI_CHECK(napi_get_boolean(env, s->ring.fd >= 0, &uses));
+  NAPI_CHECK(napi_create_array_with_length(env, 2, &result));
+  NAPI_CHECK(napi_set_element(env, result, 0, ext));
+  NAPI_CHECK(napi_set_element(env, result, 1, uses));
+  return result;
+}
+
+/**
+ * TUN writes of packets [i, count) through io_uring, in submissions of up to the sender's batch; returns where it
+ * stopped: count, or the first packet not handed to the kernel when the ring failed (then dropped: the caller's
+ * write() loop goes on from there). EAGAIN/ENOBUFS leave a packet unsent (the caller's count − sent − failed).
+ */
+static int send_tun_uring(sender *s, int fd, uint8_t *buf, const uint32_t *offs, const uint32_t *lens, int i,
+                          int count, int *sent, int *failed, int *last) {
+  while (i < count) {
+    int n = count - i < (int)s->cap ? count - i : (int)s->cap;
+    for (int k = 0; k < n; k++) s->bufs[k] = buf + offs[i + k];
+    int rc = uring_batch(&s->ring, fd, 1, s->bufs, lens + i, (unsigned)n, s->res);
+    if (rc < 0) {
+      uring_free(&s->ring);
+      return i;
+    }
+    for (int k = 0; k < n; k++) {
+      int res = s->res[k];
+      if (res >= 0) (*sent)++;
+      else if (res == -EAGAIN || res == -ENOBUFS) *last = -res;
+      else {
+        (*failed)++;  // refused, or (-EIO) lost with a ring that failed midway
+        *last = -res;
+      }
+    }
+    i += n;
+    if (rc < n) uring_free(&s->ring);
+  }
+  return i;
 }
 
 // sendBatch(sender, fd, kind, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count,
@@ -518,7 +636,8 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   }
   int sent = 0, failed = 0, last = 0;
   if (kind != KIND_RAW) {
-    for (int i = 0; i < count; i++) {
+    int i = s->ring.fd >= 0 ? send_tun_uring(s, fd, buf, offs, lens, 0, count, &sent, &failed, &last) : 0;
+    for (; i < count; i++) {
       ssize_t rc = write(fd, buf + offs[i], lens[i]);
       if (rc >= 0) sent++;
       else if (errno == EINTR) i--;

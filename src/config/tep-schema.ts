@@ -28,6 +28,10 @@ function staticFlag(text: string): { ipv4: string; ipv6: string } {
 /** The TUN device's transmit queue: the kernel's 500 lost packets while the TEP was off CPU (dataplane-tep bench). */
 export const DEFAULT_TX_QUEUE_LEN = 5000;
 export const MAX_TX_QUEUE_LEN = 100_000;
+/** The raw sockets' buffers (the range src/dti/device.ts accepts). */
+export const DEFAULT_SOCKET_BUFFER = 4 << 20;
+const SOCKET_BUFFER_MIN = 64 << 10;
+const SOCKET_BUFFER_MAX = 1 << 30;
 
 export const staticMapping = record(
   {
@@ -156,6 +160,17 @@ export const tepFields = {
       flag: flag.integer('tx-queue-len', {
         helpValue: 'PACKETS',
         summary: `Transmit queue length of the TUN device, 1 to ${MAX_TX_QUEUE_LEN} (default ${DEFAULT_TX_QUEUE_LEN}).`,
+      }),
+    },
+  ),
+  socket_buffer: field(
+    integer(SOCKET_BUFFER_MIN, SOCKET_BUFFER_MAX),
+    DEFAULT_SOCKET_BUFFER,
+    `Receive and send buffer of each raw IPv6 socket, in bytes (${SOCKET_BUFFER_MIN} to ${SOCKET_BUFFER_MAX}): tunnel packets that arrive while the TEP is off the CPU wait there; what arrives while it is full is dropped by the kernel and counted as kernel_rx_overflow. Default ${DEFAULT_SOCKET_BUFFER} (4 MiB).`,
+    {
+      flag: flag.integer('socket-buffer', {
+        helpValue: 'BYTES',
+        summary: `Receive and send buffer of the raw sockets, ${SOCKET_BUFFER_MIN} to ${SOCKET_BUFFER_MAX} bytes (default ${DEFAULT_SOCKET_BUFFER}).`,
       }),
     },
   ),

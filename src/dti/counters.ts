@@ -49,6 +49,7 @@ export const Event = {
   gro_super_packets: 13, // super-packets written to TUN (two segments or more coalesced)
   gro_merged: 14, // segments coalesced into them
   gro_bad_checksum: 15, // TCP segments not coalesced because their checksum is wrong (written as they are)
+  tun_uring: 16, // a gauge: 1 while TUN batches go through io_uring (one system call a batch), 0: a call a packet
 } as const;
 export type EventName = keyof typeof Event;
 

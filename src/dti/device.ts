@@ -27,6 +27,11 @@ export interface DeviceOptions {
   slotSize?: number;
   /** Bytes of scratch after the slots (RxBatch.scratch); default 0 (raw IPIP socket: enough to coalesce a batch). */
   scratch?: number;
+  /**
+   * TUN: read and write batches through io_uring where the kernel has it (one system call a batch, not one a
+   * packet); false: the read()/write() loop. Default true. Raw sockets batch with recvmmsg/sendmmsg anyway.
+   */
+  uring?: boolean;
 }
 
 /** The receive batch: packet i is buf[offsets[i] .. offsets[i] + lengths[i]) for i < count. */
@@ -67,6 +72,8 @@ abstract class PacketDevice {
   readonly slotSize: number;
   /** [sent, failed, errno] of the last sendBatch; the unsent tail is count − sent − failed (EAGAIN/ENOBUFS). */
   readonly txStatus = new Int32Array(3);
+  /** Whether batches go through io_uring (a TUN device whose kernel has it; the tun_uring gauge). */
+  readonly uring: boolean;
   private reader: ReaderHandle | undefined;
   private readonly sender: SenderHandle;
   private closed = false;
@@ -93,7 +100,7 @@ abstract class PacketDevice {
     for (let i = 0; i < this.batch; i++) offsets[i] = i * this.slotSize + headroom;
     const slots = this.batch * this.slotSize;
     this.rx = { buf: new Uint8Array(slots + scratch), offsets, lengths: new Uint32Array(this.batch), scratch: slots };
-    this.sender = native().newSender(this.batch);
+    [this.sender, this.uring] = native().newSender(this.batch, kind !== KIND_RAW && opts.uring !== false);
   }
 
   /**
@@ -114,6 +121,7 @@ abstract class PacketDevice {
       rx.lengths,
       this.batch,
       this.proto,
+      this.uring,
       (count) => {
         if (count >= 0) return cb(count, rx);
         this.stopReading();
@@ -243,11 +251,21 @@ export interface RawOptions extends DeviceOptions {
   /** Restrict to one interface (SO_BINDTODEVICE). */
   device?: string;
   /**
+   * Receive and send buffer of the socket (SO_RCVBUFFORCE, SO_SNDBUFFORCE), in bytes, SOCKET_BUFFER_MIN to
+   * SOCKET_BUFFER_MAX: what arrives while the process is off the CPU waits there. Default DEFAULT_SOCKET_BUFFER.
+   */
+  bufferBytes?: number;
+  /**
    * One of several sockets sharing the protocol's packets (one per queue): keep only those of queue `index` of
    * `count` (native attachQueueFilter: a hash of the inner flow). Default: every packet.
    */
   queue?: { index: number; count: number };
 }
+
+/** Raw socket buffers (RawOptions.bufferBytes): 4 MiB, a few thousand small packets, by default. */
+export const DEFAULT_SOCKET_BUFFER = 4 << 20;
+export const SOCKET_BUFFER_MIN = 64 << 10;
+export const SOCKET_BUFFER_MAX = 1 << 30;
 
 /** A raw IPv6 socket for one protocol: see RawIpipSocket and Icmp6ErrorSocket. */
 export class RawSocket6 extends PacketDevice {
@@ -287,7 +305,11 @@ export class RawSocket6 extends PacketDevice {
 
   protected static openFd(protocol: number, opts: RawOptions): number {
     if (opts.device && Buffer.byteLength(opts.device) > 15) throw new Error(`interface name "${opts.device}" too long`);
-    return native().openRaw6(protocol, opts.bind ?? null, opts.device ?? '');
+    const size = opts.bufferBytes ?? DEFAULT_SOCKET_BUFFER;
+    if (!(Number.isInteger(size) && size >= SOCKET_BUFFER_MIN && size <= SOCKET_BUFFER_MAX)) {
+      throw new RangeError(`socket buffer must be ${SOCKET_BUFFER_MIN}–${SOCKET_BUFFER_MAX} bytes`);
+    }
+    return native().openRaw6(protocol, opts.bind ?? null, opts.device ?? '', size);
   }
 }
 

@@ -19,8 +19,11 @@ export interface NativeAddon {
    */
   openTun(name: string, offload: boolean, multiQueue: boolean): [number, string, number];
   setMtu(ifname: string, mtu: number): void;
-  /** Raw AF_INET6 socket for `protocol` (4: IPV6_HDRINCL on; 58: ICMPv6 errors only), optionally bound. */
-  openRaw6(protocol: number, bindAddr: Uint8Array | null, device: string): number;
+  /**
+   * Raw AF_INET6 socket for `protocol` (4: IPV6_HDRINCL on; 58: ICMPv6 errors only), optionally bound, with
+   * receive and send buffers of `bufferBytes`.
+   */
+  openRaw6(protocol: number, bindAddr: Uint8Array | null, device: string, bufferBytes: number): number;
   closeFd(fd: number): void;
   /** A raw IPIP socket keeps only the packets whose inner flow hashes to `queue` of `count` (classic BPF). */
   attachQueueFilter(fd: number, queue: number, count: number): void;
@@ -33,10 +36,13 @@ export interface NativeAddon {
     lengths: Uint32Array,
     maxBatch: number,
     protocol: number,
+    /** TUN only: read through io_uring where the kernel has it (else, or on failure, a read() loop). */
+    uring: boolean,
     onBatch: (count: number) => void,
   ): ReaderHandle;
   stopReader(h: ReaderHandle): void;
-  newSender(maxBatch: number): SenderHandle;
+  /** With `uring` (a TUN device), writes go through io_uring where the kernel has it: the flag says if it does. */
+  newSender(maxBatch: number, uring: boolean): [SenderHandle, boolean];
   sendBatch(
     s: SenderHandle,
     fd: number,

@@ -126,6 +126,8 @@ export interface BatchSink {
   readonly txStatus: Int32Array;
   /** A TUN device whose reads and writes carry a virtio-net header. */
   readonly offload?: boolean;
+  /** A TUN device whose batches go through io_uring. */
+  readonly uring?: boolean;
 }
 
 export interface BatchSource {
@@ -544,6 +546,7 @@ export class Tunnel {
    */
   attach(tun: BatchSource & BatchSink, raw: BatchSource & BatchSink, icmp6?: BatchSource): void {
     this.offload = tun.offload === true;
+    this.counters.set(Event.tun_uring, tun.uring === true ? 1 : 0);
     const spill = (): void => this.flush(this.toRaw, raw);
     tun.onBatch((n, rx) => {
       this.encapBatch(n, rx, spill);

@@ -76,6 +76,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       unreachable: c.unreachable,
       offload: c.offload,
       batch: c.batch,
+      socketBuffer: c.socket_buffer,
       log,
     },
     c.queues,

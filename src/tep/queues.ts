@@ -191,7 +191,7 @@ function startWorker(workerData: QueueWorkerData): Worker {
 }
 
 /**
- * Sums the statistics of several queues: counters and per-binding traffic added, gauges (offload_active, path MTUs
+ * Sums the statistics of several queues: counters and per-binding traffic added, gauges (offload_active, tun_uring, path MTUs
  * lowered) and the binding count from queue 0. Top talkers are the best of every queue's, with their traffic summed
  * over the queues that list the binding (exact while the table holds at most STATS_BINDINGS bindings).
  */
@@ -217,6 +217,7 @@ export function mergeStats(all: TepStats[]): TepStats {
     s.bindings.forEach(sumInto);
   }
   events.offload_active = first.events.offload_active;
+  events.tun_uring = first.events.tun_uring;
   const withTraffic = (b: StatsBinding): StatsBinding => ({ ...b, forwarded: traffic.get(b.ipv4) ?? b.forwarded });
   const candidates = new Map<string, StatsBinding>();
   for (const s of all) for (const b of s.top_talkers) candidates.set(b.ipv4, withTraffic(b));

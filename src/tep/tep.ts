@@ -50,6 +50,8 @@ export interface TepOptions {
   /** TUN offloads (TSO/GRO through virtio-net headers) when the kernel has them; default on. */
   offload?: boolean;
   batch?: number;
+  /** Receive and send buffer of the raw sockets, in bytes (RawOptions.bufferBytes); default DEFAULT_SOCKET_BUFFER. */
+  socketBuffer?: number;
   /**
    * This pipeline's share of the traffic when several run (src/tep/queues.ts): queue `index` of `count` of the
    * multi-queue TUN device and of the tunnel packets (its raw socket's filter). Default: one queue, everything.
@@ -369,12 +371,14 @@ export class Tep {
       offload: this.opts.offload ?? true,
       multiQueue: queue.count > 1,
     });
-    this.raw = RawIpipSocket.open({ bind: this.opts.address, batch, queue });
+    const bufferBytes = this.opts.socketBuffer;
+    this.raw = RawIpipSocket.open({ bind: this.opts.address, batch, queue, bufferBytes });
     // ICMPv6 errors are rare: queue 0 alone relays them and tells the others what path MTU it learnt
-    if (queue.index === 0) this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch });
+    if (queue.index === 0) this.icmp6 = Icmp6ErrorSocket.open({ bind: this.opts.address, batch, bufferBytes });
     // Tunnel.attach's wiring, with the TEP's steps (per-binding counters, hairpinning) after the pipeline's
     const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
     t.offload = tun.offload === true;
+    this.counters.set(Event.tun_uring, tun.uring ? 1 : 0);
     const spill = (): void => t.flush(t.toRaw, raw);
     tun.onBatch((n, rx) => {
       this.encapBatch(n, rx, spill);

@@ -9,6 +9,7 @@ import { formatIp, ip, runIp, type IpCommand } from '../../src/dti/netconfig';
 import { setIpv4Checksum, internetChecksum } from '../../src/dti/packet';
 import { tsArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
+import { uringAllowed } from '../support/kernel';
 
 const execFileP = promisify(execFile);
 const ROOT = join(__dirname, '..', '..');
@@ -138,58 +139,92 @@ describe('dti/device (namespaces, root)', function () {
   });
   afterEach(() => nss.cleanup());
 
-  it('reads a ping from a TUN device in batches and answers it with one batched write', async () => {
-    const ns = nss.add('tun');
-    const tun = TunDevice.open({ name: `dstmt${ID}`.slice(0, 15), mtu: 1400, batch: 16 });
-    try {
-      // The TUN interface moves into the namespace; our fd keeps working from here.
-      execFileSync('ip', ['link', 'set', 'dev', tun.name, 'netns', ns]);
-      await runIp([ip.addrAdd(tun.name, '10.201.0.1/24'), ip.linkUp(tun.name)], { netns: ns });
-      const batches: number[] = [];
-      let requests = 0;
-      const offsets = new Uint32Array(16);
-      const lengths = new Uint32Array(16);
-      tun.onBatch((n, rx) => {
-        batches.push(n);
-        let m = 0;
-        for (let i = 0; i < n; i++) {
-          const o = rx.offsets[i];
-          const b = rx.buf;
-          if (b[o] >> 4 !== 4 || b[o + 9] !== 1 || b[o + 20] !== 8) continue; // IPv4 ICMP echo request only
-          requests++;
-          // Echo reply in place: swap addresses (header checksum unchanged by a swap), type 0, new ICMP checksum.
-          for (let k = 0; k < 4; k++) [b[o + 12 + k], b[o + 16 + k]] = [b[o + 16 + k], b[o + 12 + k]];
-          setIpv4Checksum(b, o);
-          b[o + 20] = 0;
-          b[o + 22] = b[o + 23] = 0;
-          const c = internetChecksum(b, o + 20, rx.lengths[i] - 20);
-          b[o + 22] = c >> 8;
-          b[o + 23] = c & 0xff;
-          offsets[m] = o;
-          lengths[m++] = rx.lengths[i];
-        }
-        expect(tun.sendBatch(rx.buf, offsets, lengths, m)).to.equal(m);
-      });
-      const { stdout } = await execFileP('ip', [
-        'netns',
-        'exec',
-        ns,
-        'ping',
-        '-c',
-        '3',
-        '-i',
-        '0.2',
-        '-W',
-        '2',
-        '10.201.0.2',
-      ]);
-      expect(stdout).to.match(/3 received/);
-      expect(requests).to.equal(3);
-      expect(batches.length).to.be.at.least(1);
-    } finally {
-      tun.close();
-    }
-  });
+  for (const uring of [true, false]) {
+    it(`reads a ping from a TUN device in batches and answers it with one batched write (${uring ? 'io_uring' : 'read/write loop'})`, async () => {
+      const ns = nss.add('tun');
+      const tun = TunDevice.open({ name: `dstmt${ID}`.slice(0, 15), mtu: 1400, batch: 16, uring });
+      expect(tun.uring).to.equal(uring && uringAllowed());
+      try {
+        // The TUN interface moves into the namespace; our fd keeps working from here.
+        execFileSync('ip', ['link', 'set', 'dev', tun.name, 'netns', ns]);
+        await runIp([ip.addrAdd(tun.name, '10.201.0.1/24'), ip.linkUp(tun.name)], { netns: ns });
+        const batches: number[] = [];
+        let requests = 0;
+        const offsets = new Uint32Array(16);
+        const lengths = new Uint32Array(16);
+        tun.onBatch((n, rx) => {
+          batches.push(n);
+          let m = 0;
+          for (let i = 0; i < n; i++) {
+            const o = rx.offsets[i];
+            const b = rx.buf;
+            if (b[o] >> 4 !== 4 || b[o + 9] !== 1 || b[o + 20] !== 8) continue; // IPv4 ICMP echo request only
+            requests++;
+            // Echo reply in place: swap addresses (header checksum unchanged by a swap), type 0, new ICMP checksum.
+            for (let k = 0; k < 4; k++) [b[o + 12 + k], b[o + 16 + k]] = [b[o + 16 + k], b[o + 12 + k]];
+            setIpv4Checksum(b, o);
+            b[o + 20] = 0;
+            b[o + 22] = b[o + 23] = 0;
+            const c = internetChecksum(b, o + 20, rx.lengths[i] - 20);
+            b[o + 22] = c >> 8;
+            b[o + 23] = c & 0xff;
+            offsets[m] = o;
+            lengths[m++] = rx.lengths[i];
+          }
+          expect(tun.sendBatch(rx.buf, offsets, lengths, m)).to.equal(m);
+        });
+        const { stdout } = await execFileP('ip', [
+          'netns',
+          'exec',
+          ns,
+          'ping',
+          '-c',
+          '3',
+          '-i',
+          '0.2',
+          '-W',
+          '2',
+          '10.201.0.2',
+        ]);
+        expect(stdout).to.match(/3 received/);
+        expect(requests).to.equal(3);
+        expect(batches.length).to.be.at.least(1);
+      } finally {
+        tun.close();
+      }
+    });
+
+    it(`reads a burst from a TUN device whole and in order, in batches (${uring ? 'io_uring' : 'read/write loop'})`, async () => {
+      const ns = nss.add('burst');
+      const tun = TunDevice.open({ name: `dstmb${ID}`.slice(0, 15), batch: 16, uring });
+      try {
+        execFileSync('ip', ['link', 'set', 'dev', tun.name, 'netns', ns]);
+        await runIp([ip.addrAdd(tun.name, '10.203.0.1/24'), ip.linkUp(tun.name)], { netns: ns });
+        const BURST = 500;
+        const seen: number[] = [];
+        const batches: number[] = [];
+        tun.onBatch((n, rx) => {
+          batches.push(n);
+          for (let i = 0; i < n; i++) {
+            const o = rx.offsets[i];
+            // UDP to port 9 carrying a 4-byte sequence number
+            if (rx.buf[o + 9] === 17 && rx.lengths[i] === 32)
+              seen.push(new DataView(rx.buf.buffer, rx.buf.byteOffset).getUint32(o + 28));
+          }
+        });
+        // one process sends the whole burst into the device faster than one readable event drains it
+        const send = `import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(${BURST}): s.sendto(struct.pack('>I',i),('10.203.0.2',9))`;
+        await execFileP('ip', ['-n', ns, 'link', 'set', tun.name, 'txqueuelen', String(2 * BURST)]); // none dropped
+        await execFileP('ip', ['netns', 'exec', ns, 'python3', '-c', send]);
+        const deadline = Date.now() + 5000;
+        while (seen.length < BURST && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        expect(seen).to.deep.equal(Array.from({ length: BURST }, (_, i) => i));
+        expect(Math.max(...batches)).to.equal(16); // full batches: the device was drained 16 at a time
+      } finally {
+        tun.close();
+      }
+    });
+  }
 
   it('tunnels IPv4 in IPv6 between two namespaces over veth (raw IPIP sockets, TUN, the pipeline)', async function () {
     this.timeout(60000);

@@ -1,8 +1,9 @@
 // Run by kernel-drops.test.ts inside a namespace it made (lo up with the addresses below): a real TEP (startTep,
 // as `dstm tep` runs it) whose event loop is blocked while a child floods it, so that the kernel's queues in front
 // of it overflow. Prints one JSON line. Modes:
-//   tep DIR: the TUN device's txqlen with the default configuration; then, with tx_queue_len 16, the statistics
-//            before and after the flood from the control socket, `dstm tep stats` (text) and the metrics.
+//   tep DIR: the TUN device's txqlen with the default configuration; then, with tx_queue_len 16 and socket_buffer
+//            SMALL_BUFFER, the statistics before and after the flood from the control socket, `dstm tep stats`
+//            (text) and the metrics.
 //   flood:   IPv4 routed into the TUN device (UDP from a local socket) and tunnel packets to the TEP's raw socket.
 import { createSocket } from 'node:dgram';
 import { execFile, execFileSync } from 'node:child_process';
@@ -26,7 +27,10 @@ export const HOST4 = '192.0.2.2';
 const POOL4 = '198.51.100.0/28';
 const DST4 = '198.51.100.5';
 export const TINY_QUEUE = 16;
-/** Each more than the queue in front of the TEP holds (the TUN ring; a raw socket's 8 MiB receive buffer). */
+export const SMALL_BUFFER = 1 << 20;
+/** The IPv4 packet in each tunnel packet of the flood: what the raw socket's buffer is charged at least. */
+export const TUNNEL_PACKET = 1028;
+/** Each more than the queue in front of the TEP holds (the TUN ring; a raw socket's 2 MiB receive buffer). */
 export const UDP_FLOOD = 2000;
 export const TUNNEL_FLOOD = 20_000;
 
@@ -62,7 +66,12 @@ async function tep(dir: string): Promise<void> {
   const defaultQueue = txqlen('dstm-kd0');
   await plain.stop();
 
-  const c = config({ device: 'dstm-kd1', tx_queue_len: TINY_QUEUE, metrics: '[::1]:9787' });
+  const c = config({
+    device: 'dstm-kd1',
+    tx_queue_len: TINY_QUEUE,
+    socket_buffer: SMALL_BUFFER,
+    metrics: '[::1]:9787',
+  });
   const running = await startTep(c, log);
   try {
     running.queues.bind(parseIPv4(DST4), parseIPv6(NODE6), Date.now() / 1000 + 60);
@@ -87,7 +96,7 @@ async function tep(dir: string): Promise<void> {
 async function flood(): Promise<void> {
   const raw = RawIpipSocket.open();
   const pkt = Uint8Array.from(
-    ipv6(NODE6, TEP6, 4, ipv4({ src: DST4, dst: HOST4, proto: 17, payload: Array(1000).fill(7) })),
+    ipv6(NODE6, TEP6, 4, ipv4({ src: DST4, dst: HOST4, proto: 17, payload: Array(TUNNEL_PACKET - 28).fill(7) })),
   );
   const n = TUNNEL_FLOOD;
   raw.sendBatch(pkt, new Uint32Array(n), new Uint32Array(n).fill(pkt.length), n);

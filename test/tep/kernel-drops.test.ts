@@ -1,7 +1,8 @@
 // What the kernel drops in front of the TEP, for real (root only): a TEP in a namespace the test makes, its event
 // loop blocked while a child floods it, so that the TUN device's transmit queue and the raw socket's receive queue
 // overflow; both show among the drop reasons of the control socket, `dstm tep stats` and the metrics, and every
-// packet sent is either forwarded or counted. Also: the TUN device gets tep.tx_queue_len.
+// packet sent is either forwarded or counted. Also: the TUN device gets tep.tx_queue_len, the raw sockets
+// tep.socket_buffer.
 import { expect } from 'chai';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,7 +14,16 @@ import type { TepStats } from '../../src/tep/tep';
 import { tsArgv } from '../support/dstm-procs';
 import { netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
-import { HOST4, NODE6, TEP6, TINY_QUEUE, TUNNEL_FLOOD, UDP_FLOOD } from './kernel-drops-peer';
+import {
+  HOST4,
+  NODE6,
+  SMALL_BUFFER,
+  TEP6,
+  TINY_QUEUE,
+  TUNNEL_FLOOD,
+  TUNNEL_PACKET,
+  UDP_FLOOD,
+} from './kernel-drops-peer';
 
 const NS = `dstm-kd-${process.pid}`;
 
@@ -54,6 +64,14 @@ describe('tep: drops in front of the TEP, counted (real TUN device and raw socke
   it('gives the TUN device the configured transmit queue length, by default DEFAULT_TX_QUEUE_LEN', () => {
     expect(r.defaultQueue).to.equal(DEFAULT_TX_QUEUE_LEN);
     expect(r.queue).to.equal(TINY_QUEUE);
+  });
+
+  it('holds no more tunnel packets than tep.socket_buffer while the TEP is off the CPU', () => {
+    // the kernel grants twice the size asked and charges each packet at least its length (the default, 4 MiB,
+    // would hold four times as many)
+    const held = r.after.forwarded.to_ipv4 - r.before.forwarded.to_ipv4;
+    expect(held).to.be.above(0);
+    expect(held).to.be.at.most(Math.floor((2 * SMALL_BUFFER) / TUNNEL_PACKET) + 1);
   });
 
   it('counts what the full TUN transmit queue dropped as tun_tx_dropped: every IPv4 packet forwarded or counted', () => {

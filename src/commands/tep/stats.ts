@@ -47,6 +47,9 @@ export default class TepStatsCommand extends DstmCommand {
     this.log(
       `offload             ${s.events.offload_active ? 'on (TUN super-packets segmented and coalesced)' : 'off (plain TUN device)'}`,
     );
+    this.log(
+      `TUN batches         ${s.events.tun_uring ? 'io_uring (one system call a batch)' : 'read()/write() (one system call a packet)'}`,
+    );
     this.log(`forwarded to IPv4   ${f.to_ipv4} packets, ${f.bytes_to_ipv4} bytes`);
     this.log(`forwarded to IPv6   ${f.to_ipv6} packets, ${f.bytes_to_ipv6} bytes`);
     // a TEP from before --queues answers without the field
