@@ -368,15 +368,23 @@ static unsigned drain_tun_uring(reader *r) {
     }
     unsigned got = 0;
     int full = rc == (int)k;
+    int refused = 0;
     for (unsigned i = 0; i < k; i++) {
       if (r->res[i] < 0) {
-        full = 0;  // EAGAIN: drained (other errors surface on the next write or close)
+        full = 0;  // EAGAIN: drained
+        // Anything else is the ring's, not the device's: before 6.4 TUN refuses RWF_NOWAIT (EOPNOTSUPP), which
+        // would otherwise leave the device readable and never read.
+        if (r->res[i] != -EAGAIN) refused = 1;
         continue;
       }
       if (got != i) memmove(tun_slot(r, n + got), tun_slot(r, n + i), (size_t)r->res[i]);
       r->lens[n + got++] = (size_t)r->res[i] < pre ? 0 : (uint32_t)(r->res[i] - pre);
     }
     n += got;
+    if (refused) {
+      uring_free(&r->ring);  // a refused read took no packet: the read() loop goes on from here
+      return drain_tun_loop(r, n);
+    }
     if (rc < (int)k) uring_free(&r->ring);  // failed midway (never seen): what it lost was not read
     if (!full) break;
   }

@@ -7,6 +7,7 @@
 #include <linux/fs.h>
 #include <linux/io_uring.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -21,6 +22,17 @@ static void *map_ring(int fd, size_t len, off_t what) {
   return p == MAP_FAILED ? NULL : p;
 }
 
+/** Whether the kernel has IORING_OP_READ and IORING_OP_WRITE (5.6 on; before, every operation would fail). */
+static int has_read_write(int fd) {
+  const unsigned nops = IORING_OP_WRITE + 1;
+  struct io_uring_probe *p = calloc(1, sizeof *p + nops * sizeof(struct io_uring_probe_op));
+  if (!p) return 0;
+  int ok = syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, p, nops) >= 0 && p->ops_len > IORING_OP_WRITE &&
+           (p->ops[IORING_OP_READ].flags & IO_URING_OP_SUPPORTED) && (p->ops[IORING_OP_WRITE].flags & IO_URING_OP_SUPPORTED);
+  free(p);
+  return ok;
+}
+
 int uring_init(uring *u, unsigned entries) {
   memset(u, 0, sizeof *u);
   u->fd = -1;
@@ -28,6 +40,10 @@ int uring_init(uring *u, unsigned entries) {
   memset(&p, 0, sizeof p);
   int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
   if (fd < 0) return -errno;
+  if (!has_read_write(fd)) {
+    close(fd);
+    return -EOPNOTSUPP;
+  }
   u->fd = fd;
   u->entries = p.sq_entries;
   u->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);

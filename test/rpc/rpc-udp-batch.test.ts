@@ -128,6 +128,7 @@ describe('rpc server over batched UDP', function () {
           lens: Uint32Array,
           batch: number,
           proto: number,
+          uring: boolean,
           cb: () => void,
         ): unknown;
       };
@@ -141,7 +142,9 @@ describe('rpc server over batched UDP', function () {
       const file = openSync(__filename, 'r');
       try {
         // epoll cannot watch a regular file.
-        expect(() => addon.startReader(file, 0, new Uint8Array(8192), 2048, 0, new Uint32Array(4), 4, 4, () => {}))
+        expect(() =>
+          addon.startReader(file, 0, new Uint8Array(8192), 2048, 0, new Uint32Array(4), 4, 4, false, () => {}),
+        )
           .to.throw()
           .with.property('code', 'EPERM');
       } finally {
