@@ -42,7 +42,7 @@ import {
 } from './store';
 
 /** Version of the schema below (dstm_meta.schema_version). */
-export const PG_SCHEMA_VERSION = 3;
+export const PG_SCHEMA_VERSION = 4;
 /** Connections per server when server.store_pool is not set. */
 export const DEFAULT_PG_POOL = 4;
 
@@ -306,6 +306,78 @@ BEGIN
       RETURN QUERY SELECT NULL::text, NULL::boolean, NULL::bigint, NULL::bytea, NULL::smallint, NULL::bigint, NULL::bigint,
         NULL::bigint, NULL::int, w.expired, w.reclaimed;
     END CASE;
+  END LOOP;
+END $$;
+
+-- Schema 4: a whole batch in one PL/pgSQL function with each operation's statements inline (no nested calls of
+-- set-returning functions), its clock a variable. A renewal or a release is one conditional UPDATE of the node's
+-- live binding (it re-checks a row another transaction changed meanwhile, so it applies to the row as committed),
+-- then the feed row. Same results as dstm_batch(), one row per operation in order.
+DROP FUNCTION IF EXISTS dstm_run(bigint, smallint[], bytea[], bigint[], bigint[], bigint[], int[]);
+CREATE FUNCTION dstm_run(p_fixed bigint, p_kind smallint[], p_ip6 bytea[], p_n bigint[], p_ip4 bigint[],
+  p_cands bigint[], p_ncands int[])
+RETURNS TABLE (kind text, hit boolean, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint,
+  tried int, expired int, reclaimed bigint[])
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  t bigint := coalesce(p_fixed, floor(extract(epoch FROM clock_timestamp()))::bigint);
+  i int;
+  j int;
+  off int := 0;
+  cur dstm_bindings;
+  was smallint;
+  act boolean;
+BEGIN
+  now := t;
+  FOR i IN 1 .. coalesce(array_length(p_kind, 1), 0) LOOP
+    kind := NULL; hit := NULL; tried := NULL; expired := NULL; reclaimed := NULL; cur := NULL; act := NULL;
+    CASE p_kind[i]
+    WHEN 0 THEN
+      UPDATE dstm_bindings b SET state = 0, ends = t + p_n[i]
+        WHERE b.ip6 = p_ip6[i] AND b.state < 2 AND (p_ip4[i] IS NULL OR b.ip4 = p_ip4[i]) RETURNING b.* INTO cur;
+      IF FOUND THEN
+        kind := 'renewed'; tried := 0; act := true;
+      ELSIF p_ip4[i] IS NOT NULL AND EXISTS (SELECT 1 FROM dstm_bindings b WHERE b.ip6 = p_ip6[i] AND b.state < 2) THEN
+        kind := 'mismatch'; tried := 0;
+      ELSE
+        kind := 'exhausted'; tried := p_ncands[i];
+        FOR j IN 1 .. p_ncands[i] LOOP
+          INSERT INTO dstm_bindings AS b VALUES (p_cands[off + j], p_ip6[i], 0, t, t + p_n[i])
+            ON CONFLICT (ip4) DO NOTHING RETURNING b.* INTO cur;
+          IF FOUND THEN
+            kind := 'bound'; tried := j; act := true;
+            EXIT;
+          END IF;
+        END LOOP;
+      END IF;
+      off := off + p_ncands[i];
+    WHEN 1 THEN
+      UPDATE dstm_bindings b SET state = 1, ends = least(b.ends, t)
+        WHERE b.ip6 = p_ip6[i] AND b.state = 0 AND (p_ip4[i] = 0 OR b.ip4 = p_ip4[i]) RETURNING b.* INTO cur;
+      hit := FOUND;
+      IF hit THEN act := false; END IF;
+    WHEN 2 THEN
+      SELECT * INTO cur FROM dstm_bindings b WHERE b.ip6 = p_ip6[i] AND b.state < 2 FOR UPDATE;
+      hit := FOUND AND (p_ip4[i] = 0 OR cur.ip4 = p_ip4[i]);
+      IF hit THEN
+        was := cur.state;
+        UPDATE dstm_bindings b SET state = 2, ends = t WHERE b.ip4 = cur.ip4 RETURNING b.* INTO cur;
+        IF was = 0 THEN act := false; END IF;
+      ELSE
+        cur := NULL;
+      END IF;
+    ELSE
+      PERFORM set_config('dstm.now', t::text, true);
+      SELECT w.expired, w.reclaimed INTO expired, reclaimed FROM dstm_sweep(p_n[i], ${SWEEP_BATCH}) w;
+    END CASE;
+    IF act IS NOT NULL THEN
+      INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active) VALUES (cur.ip4, NULL, cur.ip6, cur.starts, cur.ends, act)
+        ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
+          active = EXCLUDED.active;
+    END IF;
+    ip4 := cur.ip4; ip6 := coalesce(cur.ip6, p_ip6[i]); state := cur.state; starts := cur.starts; ends := cur.ends;
+    RETURN NEXT;
   END LOOP;
 END $$;
 `;
@@ -953,7 +1025,7 @@ export class PostgresStore extends EventEmitter implements Store {
 }
 
 /**
- * A batch as one call of dstm_batch(), its arguments as SQL text: every value is a number or hex bytes made here,
+ * A batch as one call of dstm_run(), its arguments as SQL text: every value is a number or hex bytes made here,
  * so nothing needs quoting.
  */
 function batchCall(fixed: string, ops: Op[]): string {
@@ -990,8 +1062,9 @@ function batchCall(fixed: string, ops: Op[]): string {
         break;
     }
   }
-  const arr = (xs: (string | number)[], type: string): string => `ARRAY[${xs.join(',')}]::${type}[]`;
-  return `dstm_batch(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
+  // Array literals: one constant each for the parser, whatever the batch's size.
+  const arr = (xs: (string | number)[], type: string): string => `'{${xs.join(',')}}'::${type}[]`;
+  return `dstm_run(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
 }
 
 function int(n: number): string {
@@ -999,8 +1072,9 @@ function int(n: number): string {
   return String(n);
 }
 
+/** A bytea element of an array literal (array_in reads the doubled backslash as one). */
 function hex(b: Buffer): string {
-  return `decode('${b.toString('hex')}', 'hex')`;
+  return `\\\\x${b.toString('hex')}`;
 }
 
 function toBinding(r: Record<string, unknown>): Binding {
@@ -1014,7 +1088,7 @@ function toBinding(r: Record<string, unknown>): Binding {
 }
 
 function endOutcome(r: Record<string, unknown>): EndOutcome {
-  return r.found ? { binding: toBinding(r), now: Number(r.now) } : { now: Number(r.now) };
+  return r.hit ? { binding: toBinding(r), now: Number(r.now) } : { now: Number(r.now) };
 }
 
 /** An error of the connection or the database (not a RestoreConflict, StoreInUse or a refused statement). */
