@@ -147,7 +147,10 @@ DECLARE
   top bigint;
   n bigint;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
+  -- Ordered by ip4 so that the plan is the partial index's: a bare EXISTS may get a sequential scan of the whole feed,
+  -- which the statistics of a moment when many rows were unnumbered make look cheap.
+  PERFORM FROM dstm_feed f WHERE f.seq IS NULL ORDER BY f.ip4 LIMIT 1;
+  IF NOT FOUND THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM pg_advisory_xact_lock(${NUMBER_LOCK});
   SELECT k.seq INTO r FROM dstm_clock k WHERE k.id = 1;
@@ -371,10 +374,17 @@ BEGIN
       PERFORM set_config('dstm.now', t::text, true);
       SELECT w.expired, w.reclaimed INTO expired, reclaimed FROM dstm_sweep(p_n[i], ${SWEEP_BATCH}) w;
     END CASE;
+    -- The feed row: an address seen before has one, which a plain UPDATE changes without the tuple lock (and its WAL
+    -- record) of ON CONFLICT DO UPDATE.
     IF act IS NOT NULL THEN
-      INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active) VALUES (cur.ip4, NULL, cur.ip6, cur.starts, cur.ends, act)
-        ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
-          active = EXCLUDED.active;
+      UPDATE dstm_feed f SET seq = NULL, ip6 = cur.ip6, starts = cur.starts, ends = cur.ends, active = act
+        WHERE f.ip4 = cur.ip4;
+      IF NOT FOUND THEN
+        INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active)
+          VALUES (cur.ip4, NULL, cur.ip6, cur.starts, cur.ends, act)
+          ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
+            active = EXCLUDED.active;
+      END IF;
     END IF;
     ip4 := cur.ip4; ip6 := coalesce(cur.ip6, p_ip6[i]); state := cur.state; starts := cur.starts; ends := cur.ends;
     RETURN NEXT;
