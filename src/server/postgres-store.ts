@@ -198,6 +198,8 @@ EXCEPTION WHEN OTHERS THEN
   error := SQLSTATE || ' ' || SQLERRM;
 END $$;
 
+-- Schema 3's batch (dstm_batch and the dstm_grant, dstm_end and dstm_feed_put it calls), for servers not yet upgraded;
+-- dstm_run() below does the same.
 -- kind: renewed, bound, mismatch or exhausted; tried: candidates used (those before the bound one were taken).
 CREATE OR REPLACE FUNCTION dstm_grant(p_ip6 bytea, p_duration bigint, p_only bigint, p_cands bigint[])
 RETURNS TABLE (kind text, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint, tried int)
