@@ -1074,8 +1074,9 @@ function batchCall(fixed: string, ops: Op[]): string {
         break;
     }
   }
-  // Array literals: one constant each for the parser, whatever the batch's size.
-  const arr = (xs: (string | number)[], type: string): string => `'{${xs.join(',')}}'::${type}[]`;
+  // Array literals: one constant each for the parser, whatever the batch's size. Escape strings (E''), so that their
+  // backslashes mean the same whatever standard_conforming_strings is.
+  const arr = (xs: (string | number)[], type: string): string => `E'{${xs.join(',')}}'::${type}[]`;
   return `dstm_run(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
 }
 
@@ -1084,9 +1085,9 @@ function int(n: number): string {
   return String(n);
 }
 
-/** A bytea element of an array literal (array_in reads the doubled backslash as one). */
+/** A bytea element of an array literal in an escape string: four backslashes there, two for array_in, one for \\x. */
 function hex(b: Buffer): string {
-  return `\\\\x${b.toString('hex')}`;
+  return `\\\\\\\\x${b.toString('hex')}`;
 }
 
 function toBinding(r: Record<string, unknown>): Binding {

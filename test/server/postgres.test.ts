@@ -117,6 +117,18 @@ describe('PostgreSQL store', function () {
     expect((await cluster.sql(url, 'SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('off');
   });
 
+  it('binds the right node on a database with standard_conforming_strings off (the batch literals escape alike)', async () => {
+    const url = await cluster.createDatabase();
+    await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET standard_conforming_strings = off`);
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const g = await svc.request(node(0xab), 0, 0);
+    expect(g.status).to.equal('ok');
+    const row = (await cluster.sql(url, `SELECT encode(ip6, 'hex') AS ip6 FROM dstm_bindings WHERE ip4 = ${g.ip4}`))
+      .rows[0];
+    expect(row.ip6).to.equal(node(0xab).toString('hex'));
+  });
+
   it('takes lease times from the database clock', async () => {
     const url = await cluster.createDatabase();
     const svc = await LeaseService.open(await open(url), policy());
