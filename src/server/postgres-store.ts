@@ -1,13 +1,14 @@
 // The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
-// Each lease operation is a PL/pgSQL function; the operations that arrive within one turn of the event loop go to
-// the database as one multi-statement query: their transaction, committed with synchronous_commit=on (a reply
+// The lease operations that arrive within one turn of the event loop go to the database as one multi-statement
+// query: their transaction (one call of the PL/pgSQL function dstm_run), committed with synchronous_commit=on (a reply
 // leaves only for a durable change, whichever way the connection or the database fails afterwards), then the
 // feed's numbering pass, in the same round trip.
 // Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
 // unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
-// CONFLICT DO NOTHING and the next one tried; renewals and releases update the row they read FOR UPDATE; the sweep
-// expires and reclaims only the rows it locked, so running it on every server reclaims nothing twice. Commits of
-// different servers thus share WAL flushes. Lease times come from the database's clock.
+// CONFLICT DO NOTHING and the next one tried; renewals and releases are one UPDATE conditional on the row (re-checked
+// on the committed row when another transaction changed it meanwhile); revocations update the row they read FOR
+// UPDATE; the sweep expires and reclaims only the rows it locked, so running it on every server reclaims nothing
+// twice. Commits of different servers thus share WAL flushes. Lease times come from the database's clock.
 // The feed: a lease transaction writes its feed row with seq NULL; numbering passes (dstm_number, below) give the
 // committed NULL rows the next numbers. Passes are serialised by an advisory lock held to their commit, and each
 // numbers only rows already committed, so numbers become visible in increasing order: a reader's snapshot always
