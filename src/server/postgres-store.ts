@@ -721,7 +721,8 @@ export class PostgresStore extends EventEmitter implements Store {
 
   async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
     // One snapshot for the rows and the last number: numbering passes commit in order, so it shows a prefix of
-    // the feed. A position among numbers a crash lost reads as beyond the last (start over).
+    // the feed. A position among numbers a crash lost reads as beyond the last (start over). The last number is read
+    // once per query (OFFSET 0 keeps its subquery from being pulled up into every returned row).
     const rows = await this.read<{
       seq: string | null;
       ip4: string;
@@ -731,9 +732,10 @@ export class PostgresStore extends EventEmitter implements Store {
       active: boolean;
       last: string;
     }>(
-      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active,
-         coalesce((SELECT g.lo FROM dstm_feed_gaps g WHERE $1 > g.lo AND $1 <= g.hi LIMIT 1), dstm_last()) AS last
-       FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true`,
+      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active, l.last
+       FROM (SELECT coalesce((SELECT g.lo FROM dstm_feed_gaps g WHERE $1 > g.lo AND $1 <= g.hi LIMIT 1), dstm_last()) AS last
+             OFFSET 0) AS l
+         LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true`,
       [since, max + 1],
     );
     const last = Number(rows[0].last);
