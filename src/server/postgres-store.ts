@@ -1,13 +1,14 @@
 // The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
-// Each lease operation is a PL/pgSQL function; the operations that arrive within one turn of the event loop go to
-// the database as one multi-statement query: their transaction, committed with synchronous_commit=on (a reply
+// The lease operations that arrive within one turn of the event loop go to the database as one multi-statement
+// query: their transaction (one call of the PL/pgSQL function dstm_run), committed with synchronous_commit=on (a reply
 // leaves only for a durable change, whichever way the connection or the database fails afterwards), then the
 // feed's numbering pass, in the same round trip.
 // Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
 // unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
-// CONFLICT DO NOTHING and the next one tried; renewals and releases update the row they read FOR UPDATE; the sweep
-// expires and reclaims only the rows it locked, so running it on every server reclaims nothing twice. Commits of
-// different servers thus share WAL flushes. Lease times come from the database's clock.
+// CONFLICT DO NOTHING and the next one tried; renewals and releases are one UPDATE conditional on the row (re-checked
+// on the committed row when another transaction changed it meanwhile); revocations update the row they read FOR
+// UPDATE; the sweep expires and reclaims only the rows it locked, so running it on every server reclaims nothing
+// twice. Commits of different servers thus share WAL flushes. Lease times come from the database's clock.
 // The feed: a lease transaction writes its feed row with seq NULL; numbering passes (dstm_number, below) give the
 // committed NULL rows the next numbers. Passes are serialised by an advisory lock held to their commit, and each
 // numbers only rows already committed, so numbers become visible in increasing order: a reader's snapshot always
@@ -42,7 +43,7 @@ import {
 } from './store';
 
 /** Version of the schema below (dstm_meta.schema_version). */
-export const PG_SCHEMA_VERSION = 3;
+export const PG_SCHEMA_VERSION = 4;
 /** Connections per server when server.store_pool is not set. */
 export const DEFAULT_PG_POOL = 4;
 
@@ -147,7 +148,10 @@ DECLARE
   top bigint;
   n bigint;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
+  -- Ordered by ip4 so that the plan is the partial index's: a bare EXISTS may get a sequential scan of the whole feed,
+  -- which the statistics of a moment when many rows were unnumbered make look cheap.
+  PERFORM FROM dstm_feed f WHERE f.seq IS NULL ORDER BY f.ip4 LIMIT 1;
+  IF NOT FOUND THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM pg_advisory_xact_lock(${NUMBER_LOCK});
   SELECT k.seq INTO r FROM dstm_clock k WHERE k.id = 1;
@@ -195,6 +199,8 @@ EXCEPTION WHEN OTHERS THEN
   error := SQLSTATE || ' ' || SQLERRM;
 END $$;
 
+-- Schema 3's batch (dstm_batch and the dstm_grant, dstm_end and dstm_feed_put it calls), for servers not yet upgraded;
+-- dstm_run() below does the same.
 -- kind: renewed, bound, mismatch or exhausted; tried: candidates used (those before the bound one were taken).
 CREATE OR REPLACE FUNCTION dstm_grant(p_ip6 bytea, p_duration bigint, p_only bigint, p_cands bigint[])
 RETURNS TABLE (kind text, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint, tried int)
@@ -306,6 +312,85 @@ BEGIN
       RETURN QUERY SELECT NULL::text, NULL::boolean, NULL::bigint, NULL::bytea, NULL::smallint, NULL::bigint, NULL::bigint,
         NULL::bigint, NULL::int, w.expired, w.reclaimed;
     END CASE;
+  END LOOP;
+END $$;
+
+-- Schema 4: a whole batch in one PL/pgSQL function with each operation's statements inline (no nested calls of
+-- set-returning functions), its clock a variable. A renewal or a release is one conditional UPDATE of the node's
+-- live binding (it re-checks a row another transaction changed meanwhile, so it applies to the row as committed),
+-- then the feed row. Same results as dstm_batch(), one row per operation in order.
+DROP FUNCTION IF EXISTS dstm_run(bigint, smallint[], bytea[], bigint[], bigint[], bigint[], int[]);
+CREATE FUNCTION dstm_run(p_fixed bigint, p_kind smallint[], p_ip6 bytea[], p_n bigint[], p_ip4 bigint[],
+  p_cands bigint[], p_ncands int[])
+RETURNS TABLE (kind text, hit boolean, ip4 bigint, ip6 bytea, state smallint, starts bigint, ends bigint, now bigint,
+  tried int, expired int, reclaimed bigint[])
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  t bigint := coalesce(p_fixed, floor(extract(epoch FROM clock_timestamp()))::bigint);
+  i int;
+  j int;
+  off int := 0;
+  cur dstm_bindings;
+  was smallint;
+  act boolean;
+BEGIN
+  now := t;
+  FOR i IN 1 .. coalesce(array_length(p_kind, 1), 0) LOOP
+    kind := NULL; hit := NULL; tried := NULL; expired := NULL; reclaimed := NULL; cur := NULL; act := NULL;
+    CASE p_kind[i]
+    WHEN 0 THEN
+      UPDATE dstm_bindings b SET state = 0, ends = t + p_n[i]
+        WHERE b.ip6 = p_ip6[i] AND b.state < 2 AND (p_ip4[i] IS NULL OR b.ip4 = p_ip4[i]) RETURNING b.* INTO cur;
+      IF FOUND THEN
+        kind := 'renewed'; tried := 0; act := true;
+      ELSIF p_ip4[i] IS NOT NULL AND EXISTS (SELECT 1 FROM dstm_bindings b WHERE b.ip6 = p_ip6[i] AND b.state < 2) THEN
+        kind := 'mismatch'; tried := 0;
+      ELSE
+        kind := 'exhausted'; tried := p_ncands[i];
+        FOR j IN 1 .. p_ncands[i] LOOP
+          INSERT INTO dstm_bindings AS b VALUES (p_cands[off + j], p_ip6[i], 0, t, t + p_n[i])
+            ON CONFLICT (ip4) DO NOTHING RETURNING b.* INTO cur;
+          IF FOUND THEN
+            kind := 'bound'; tried := j; act := true;
+            EXIT;
+          END IF;
+        END LOOP;
+      END IF;
+      off := off + p_ncands[i];
+    WHEN 1 THEN
+      UPDATE dstm_bindings b SET state = 1, ends = least(b.ends, t)
+        WHERE b.ip6 = p_ip6[i] AND b.state = 0 AND (p_ip4[i] = 0 OR b.ip4 = p_ip4[i]) RETURNING b.* INTO cur;
+      hit := FOUND;
+      IF hit THEN act := false; END IF;
+    WHEN 2 THEN
+      SELECT * INTO cur FROM dstm_bindings b WHERE b.ip6 = p_ip6[i] AND b.state < 2 FOR UPDATE;
+      hit := FOUND AND (p_ip4[i] = 0 OR cur.ip4 = p_ip4[i]);
+      IF hit THEN
+        was := cur.state;
+        UPDATE dstm_bindings b SET state = 2, ends = t WHERE b.ip4 = cur.ip4 RETURNING b.* INTO cur;
+        IF was = 0 THEN act := false; END IF;
+      ELSE
+        cur := NULL;
+      END IF;
+    ELSE
+      PERFORM set_config('dstm.now', t::text, true);
+      SELECT w.expired, w.reclaimed INTO expired, reclaimed FROM dstm_sweep(p_n[i], ${SWEEP_BATCH}) w;
+    END CASE;
+    -- The feed row: an address seen before has one, which a plain UPDATE changes without the tuple lock (and its WAL
+    -- record) of ON CONFLICT DO UPDATE.
+    IF act IS NOT NULL THEN
+      UPDATE dstm_feed f SET seq = NULL, ip6 = cur.ip6, starts = cur.starts, ends = cur.ends, active = act
+        WHERE f.ip4 = cur.ip4;
+      IF NOT FOUND THEN
+        INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active)
+          VALUES (cur.ip4, NULL, cur.ip6, cur.starts, cur.ends, act)
+          ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
+            active = EXCLUDED.active;
+      END IF;
+    END IF;
+    ip4 := cur.ip4; ip6 := coalesce(cur.ip6, p_ip6[i]); state := cur.state; starts := cur.starts; ends := cur.ends;
+    RETURN NEXT;
   END LOOP;
 END $$;
 `;
@@ -636,7 +721,8 @@ export class PostgresStore extends EventEmitter implements Store {
 
   async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
     // One snapshot for the rows and the last number: numbering passes commit in order, so it shows a prefix of
-    // the feed. A position among numbers a crash lost reads as beyond the last (start over).
+    // the feed. A position among numbers a crash lost reads as beyond the last (start over). The last number is read
+    // once per query (OFFSET 0 keeps its subquery from being pulled up into every returned row).
     const rows = await this.read<{
       seq: string | null;
       ip4: string;
@@ -646,9 +732,10 @@ export class PostgresStore extends EventEmitter implements Store {
       active: boolean;
       last: string;
     }>(
-      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active,
-         coalesce((SELECT g.lo FROM dstm_feed_gaps g WHERE $1 > g.lo AND $1 <= g.hi LIMIT 1), dstm_last()) AS last
-       FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true`,
+      `SELECT f.seq, f.ip4, f.ip6, f.starts, f.ends, f.active, l.last
+       FROM (SELECT coalesce((SELECT g.lo FROM dstm_feed_gaps g WHERE $1 > g.lo AND $1 <= g.hi LIMIT 1), dstm_last()) AS last
+             OFFSET 0) AS l
+         LEFT JOIN LATERAL (SELECT * FROM dstm_feed WHERE seq > $1 ORDER BY seq LIMIT $2) f ON true`,
       [since, max + 1],
     );
     const last = Number(rows[0].last);
@@ -953,7 +1040,7 @@ export class PostgresStore extends EventEmitter implements Store {
 }
 
 /**
- * A batch as one call of dstm_batch(), its arguments as SQL text: every value is a number or hex bytes made here,
+ * A batch as one call of dstm_run(), its arguments as SQL text: every value is a number or hex bytes made here,
  * so nothing needs quoting.
  */
 function batchCall(fixed: string, ops: Op[]): string {
@@ -990,8 +1077,10 @@ function batchCall(fixed: string, ops: Op[]): string {
         break;
     }
   }
-  const arr = (xs: (string | number)[], type: string): string => `ARRAY[${xs.join(',')}]::${type}[]`;
-  return `dstm_batch(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
+  // Array literals: one constant each for the parser, whatever the batch's size. Escape strings (E''), so that their
+  // backslashes mean the same whatever standard_conforming_strings is.
+  const arr = (xs: (string | number)[], type: string): string => `E'{${xs.join(',')}}'::${type}[]`;
+  return `dstm_run(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
 }
 
 function int(n: number): string {
@@ -999,8 +1088,9 @@ function int(n: number): string {
   return String(n);
 }
 
+/** A bytea element of an array literal in an escape string: four backslashes there, two for array_in, one for \\x. */
 function hex(b: Buffer): string {
-  return `decode('${b.toString('hex')}', 'hex')`;
+  return `\\\\\\\\x${b.toString('hex')}`;
 }
 
 function toBinding(r: Record<string, unknown>): Binding {
@@ -1014,7 +1104,7 @@ function toBinding(r: Record<string, unknown>): Binding {
 }
 
 function endOutcome(r: Record<string, unknown>): EndOutcome {
-  return r.found ? { binding: toBinding(r), now: Number(r.now) } : { now: Number(r.now) };
+  return r.hit ? { binding: toBinding(r), now: Number(r.now) } : { now: Number(r.now) };
 }
 
 /** An error of the connection or the database (not a RestoreConflict, StoreInUse or a refused statement). */

@@ -46,6 +46,39 @@ describe('PostgreSQL store', function () {
     );
   });
 
+  it('migrates a schema 3 database in place, keeping its bindings, feed and epoch; a schema 3 server still runs on it', async () => {
+    const url = await cluster.createDatabase();
+    const first = await open(url);
+    const a = await LeaseService.open(first, policy());
+    const g1 = await a.request(node(1), 0, 0);
+    const g2 = await a.request(node(2), 0, 0);
+    await a.release(node(2), g2.ip4);
+    const before = (await first.feedSince(0, 10)).changes;
+    const epoch = first.epoch;
+    await stores.splice(0).pop()!.close();
+    // What schema 3 had: the same tables and functions, but not dstm_run().
+    await cluster.sql(url, "DROP FUNCTION dstm_run; UPDATE dstm_meta SET value = '3' WHERE key = 'schema_version'");
+    const second = await open(url);
+    expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(
+      String(PG_SCHEMA_VERSION),
+    );
+    expect(second.epoch).to.equal(epoch);
+    expect((await second.feedSince(0, 10)).changes).to.deep.equal(before);
+    const b = await LeaseService.open(second, policy());
+    expect(await b.request(node(1), 0, 0)).to.include({ status: 'ok', ip4: g1.ip4 });
+    // A schema 3 server's batch (dstm_batch) during a rolling upgrade: node 3 bound, its change in the feed.
+    const three = await cluster.sql(
+      url,
+      `BEGIN; SELECT * FROM dstm_batch(NULL, ARRAY[0]::smallint[], ARRAY['\\x20010db8000000000000000000000003'::bytea],
+         ARRAY[60]::bigint[], ARRAY[NULL]::bigint[], ARRAY[3221225990]::bigint[], ARRAY[1]::int[]); COMMIT;
+       SELECT * FROM dstm_number_after(10000, true)`,
+    );
+    expect((three as unknown as { rows: Record<string, unknown>[] }[])[1].rows[0]).to.include({ kind: 'bound' });
+    const feed = (await second.feedSince(0, 10)).changes;
+    expect(feed.map((c) => c.ip6.toString('hex'))).to.include('20010db8000000000000000000000003');
+    expect((await b.request(node(3), 0, 0)).status).to.equal('ok');
+  });
+
   it('names the problem when the database does not exist, and never shows the password', async () => {
     const missing = await PostgresStore.open(`postgresql://postgres:s3cret@[::1]:${cluster.port}/no_such_db`).catch(
       (e: Error) => e,
@@ -82,6 +115,18 @@ describe('PostgreSQL store', function () {
     ).pool;
     expect((await pool.query('SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('on');
     expect((await cluster.sql(url, 'SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('off');
+  });
+
+  it('binds the right node on a database with standard_conforming_strings off (the batch literals escape alike)', async () => {
+    const url = await cluster.createDatabase();
+    await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET standard_conforming_strings = off`);
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const g = await svc.request(node(0xab), 0, 0);
+    expect(g.status).to.equal('ok');
+    const row = (await cluster.sql(url, `SELECT encode(ip6, 'hex') AS ip6 FROM dstm_bindings WHERE ip4 = ${g.ip4}`))
+      .rows[0];
+    expect(row.ip6).to.equal(node(0xab).toString('hex'));
   });
 
   it('takes lease times from the database clock', async () => {
