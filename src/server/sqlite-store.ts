@@ -110,13 +110,15 @@ export class SqliteStore extends EventEmitter implements Store {
   private readonly commits: GroupCommit<Op, Value>;
   /** Last feed sequence number durable, committed, and written by the transaction running now. */
   private durableSeq: number;
-  /**
-   * Bindings per state (indexed by state) as committed, kept by this store's transactions (it is the only writer),
-   * so that counts() (metrics) reads no table; empty when read-only. Recounted at open and after a rollback.
-   */
-  private readonly perState: number[] = [];
   private committedSeq: number;
   private writtenSeq: number;
+  /**
+   * Bindings per state (indexed by state) as committed, kept by this store's transactions (it is the only writer),
+   * so that counts() (metrics) reads no table; empty when read-only. Recounted at open, and at the next counts()
+   * after a rolled-back transaction (stale).
+   */
+  private readonly perState: number[] = [];
+  private perStateStale = false;
 
   constructor(
     readonly dir: string,
@@ -305,12 +307,14 @@ export class SqliteStore extends EventEmitter implements Store {
       for (const r of this.read(() => this.q.count.all()) as { state: State; n: number }[])
         out[stateName(r.state)] = r.n;
     } else {
+      if (this.perStateStale) this.read(() => this.recount());
       this.perState.forEach((n, state) => (out[stateName(state as State)] = n));
     }
     return out;
   }
 
   private recount(): void {
+    this.perStateStale = false;
     this.perState.length = 0;
     for (const state of Object.values(STATE)) this.perState[state] = 0;
     for (const r of this.q.count.all() as { state: State; n: number }[]) this.perState[r.state] = r.n;
@@ -394,7 +398,7 @@ export class SqliteStore extends EventEmitter implements Store {
       },
       rolledBack: (ops) => {
         this.writtenSeq = this.committedSeq;
-        this.recount();
+        this.perStateStale = true;
         for (const op of ops) {
           if (op.kind === 'grant' && op.bound !== undefined) op.grant.candidates.unused(op.bound);
           if (op.kind === 'grant') op.bound = undefined;
