@@ -8,24 +8,31 @@
 //    the median durable commit of one row on the same disk, measured before each row (idle) and during an extra,
 //    unreported run of the C server under the same load (the contention any durable server would meet).
 // 2. The shared store: REQUEST+RELEASE calls/s from 8 and 64 nodes, two servers on one PostgreSQL (half the nodes
-//    each) vs one server on SQLite, same run, same disk; then p50/p99 REQUEST latency on each store.
+//    each) vs one server on SQLite, same run, same disk; then p50/p99 REQUEST latency on each store. Beside them,
+//    a reference for what PostgreSQL itself does on this machine: pgbench with as many clients as nodes, each
+//    committing a one-row UPDATE of its own row durably per call (no lease logic, no RPC, no numbering).
 // 3. Allocation latency and memory per binding with 1k, 100k and 1M active bindings in a /12 pool.
 // 4. Start-up time with 1M bindings (store open + pool index rebuilt; and the whole process until it listens).
 // SERVER_BENCH_PARTS (e.g. "store") runs only the named parts: throughput, store, scaling.
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { parseIPv6, parsePrefix4 } from '../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../src/server/leases';
 import { SqliteStore } from '../src/server/sqlite-store';
 import { DstmClient } from '../src/protocol/client';
 import { loopbackAddresses, startServer, tempDir, type ServerProcess } from '../test/server/helpers';
-import { PostgresCluster, postgresMissing } from '../test/support/postgres';
+import { PG_BIN, PostgresCluster, postgresMissing } from '../test/support/postgres';
 
 const PROGRAM = 0x2d53544d;
 const SECONDS = Number(process.env.SERVER_BENCH_SECONDS ?? 2);
 const NODES = [1, 8, 64];
+/** Nodes of the shared-store comparison. */
+const STORE_NODES = [8, 64];
+const execFileP = promisify(execFile);
 const OUT = join(__dirname, 'out/server-c');
 /** The server half shared with the rpcgen peers of the RPC tests (test/rpc/c/dstm_serve.c). */
 const PEERS = join(__dirname, '../test/rpc/c');
@@ -256,14 +263,16 @@ async function sharedStore(c: { load: string }): Promise<void> {
     console.log(
       `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite (all of them), same disk, same two load generators`,
     );
+    const pgbenchScript = await pgbenchTable(url, Math.max(...STORE_NODES), dir);
     console.log(
-      '| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite |',
+      '| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite | pgbench, one-row durable commit per call (commits/s) | pgbench/SQLite | PostgreSQL/pgbench |',
     );
-    console.log('|---|---:|---:|---:|---:|');
+    console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
     for (const netid of ['udp6', 'tcp6']) {
-      for (const n of [8, 64]) {
+      for (const n of STORE_NODES) {
         let one = 0;
         let two = 0;
+        let reference = 0;
         let errors = 0;
         for (let round = 0; round < 2; round++) {
           // The same two load generators either way, each with half the nodes.
@@ -272,10 +281,11 @@ async function sharedStore(c: { load: string }): Promise<void> {
           one = Math.max(one, s1.rate);
           const s2 = await spread(c.load, netid, [pgA.port, pgB.port], n, prefixes);
           two = Math.max(two, s2.rate);
+          reference = Math.max(reference, await pgbenchCommits(url, n, pgbenchScript));
           errors += s1.errors + s2.errors;
         }
         console.log(
-          `| ${netid} | ${n} | ${Math.round(one)} | ${Math.round(two)} | ${(two / one).toFixed(2)}x |${errors ? ` errors ${errors}` : ''}`,
+          `| ${netid} | ${n} | ${Math.round(one)} | ${Math.round(two)} | ${(two / one).toFixed(2)}x | ${Math.round(reference)} | ${(reference / one).toFixed(2)}x | ${(two / reference).toFixed(2)}x |${errors ? ` errors ${errors}` : ''}`,
         );
       }
     }
@@ -298,6 +308,36 @@ async function sharedStore(c: { load: string }): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
     await cluster.stop();
   }
+}
+
+/**
+ * The pgbench reference's table, one row per pgbench client (so clients never wait on each other's row locks), and the pgbench
+ * script (written into `dir`) that updates the client's row.
+ */
+async function pgbenchTable(url: string, clients: number, dir: string): Promise<string> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('CREATE TABLE bench_commit (id int PRIMARY KEY, v bigint NOT NULL)');
+    await c.query('INSERT INTO bench_commit SELECT g, 0 FROM generate_series(1, $1) g', [clients]);
+  } finally {
+    await c.end();
+  }
+  const script = join(dir, 'commit.sql');
+  writeFileSync(script, '\\set id :client_id + 1\nUPDATE bench_commit SET v = v + 1 WHERE id = :id;\n');
+  return script;
+}
+
+/** Durable one-row commits per second from `clients` pgbench clients, each updating its own row (see the header). */
+async function pgbenchCommits(url: string, clients: number, script: string): Promise<number> {
+  const { stdout } = await execFileP(
+    join(PG_BIN, 'pgbench'),
+    ['-n', '-c', String(clients), '-j', '2', '-T', String(SECONDS), '-f', script, url],
+    { env: { ...process.env, PGOPTIONS: '-c synchronous_commit=on' } },
+  );
+  const tps = /^tps = ([0-9.]+)/m.exec(stdout);
+  if (!tps) throw new Error(`pgbench printed no tps: ${stdout}`);
+  return Number(tps[1]);
 }
 
 const POOL = parsePrefix4('10.0.0.0/12');
