@@ -20,6 +20,9 @@
 // packets/s up by doubling until a trial loses more than 0.1 %, then bisection to 2 %. RFC 2544 asks for 60 s
 // trials; these are short so the bench takes a few minutes (plus loading 10^6 bindings, printed).
 // Where the lost packets went, from the kernel's counters and `dstm tep stats --json`, for the max-rate trial.
+// Reference, same generator, same search: Y's kernel forwarding the decap direction's packets without a tunnel (the
+// same 64-byte IPv4 UDP packets as plain IPv4 frames, X -> Y -> Z, routed by Y, counted by the same UDP socket in Z):
+// what this machine forwards with no userspace hop, the most any TEP here could approach.
 //
 // Env: TEP_BENCH_SECONDS trial length (default 2), TEP_BENCH_STEPS paced trials per search (default 10),
 // TEP_BENCH_START first paced rate (default 25000), TEP_BENCH_BINDINGS (default "1000,1000000"),
@@ -45,6 +48,8 @@ const DRAIN_MS = 500;
 const POOL = '10.0.0.0/12';
 const NODES = '2001:db8:100::/96';
 const NODE0 = '2001:db8:100::';
+/** The kernel reference's source: a host on Z's link that is not Z. */
+const OTHER_HOST4 = '192.0.2.99';
 
 type Direction = 'decap' | 'encap';
 
@@ -60,9 +65,9 @@ interface Counters {
   backlogDrops: number;
 }
 
-interface Search {
-  found?: Trial;
-  max: Trial;
+interface Search<T extends Trial = TepTrial> {
+  found?: T;
+  max: T;
   /** Trials run, the max-rate one included. */
   trials: number;
   generatorBound: boolean;
@@ -74,6 +79,9 @@ interface Trial {
   sent: number;
   lost: number;
   loss: number;
+}
+
+interface TepTrial extends Trial {
   delta: Counters;
 }
 
@@ -150,17 +158,9 @@ class Bench {
     }
   }
 
-  /** What the receiver of `dir` has counted (it prints on SIGUSR1). */
-  private async receiver(dir: Direction): Promise<{ count: number; drops: number }> {
-    const line = waitForOutput(this.rx[dir], /^count \d+ drops \d+/);
-    this.rx[dir].kill('SIGUSR1');
-    const [, count, drops] = /^count (\d+) drops (\d+)/.exec(await line)!;
-    return { count: Number(count), drops: Number(drops) };
-  }
-
   private async counters(dir: Direction): Promise<Counters> {
     const { t } = this;
-    const r = await this.receiver(dir);
+    const r = await receiverCount(this.rx[dir]);
     const s = await tepStats(t);
     const raw6 = (await t.exec(t.ns.y, ['cat', '/proc/net/raw6'])).stdout.trim().split('\n').slice(1);
     const tun = JSON.parse((await t.ip(t.ns.y, '-j', '-s', 'link', 'show', 'dstm-tep0')).stdout) as {
@@ -186,67 +186,121 @@ class Bench {
   }
 
   /** One trial: `rate` packets/s (0: as fast as the generator goes) for SECONDS in direction `dir`. */
-  async trial(dir: Direction, rate: number): Promise<Trial> {
+  async trial(dir: Direction, rate: number): Promise<TepTrial> {
     const { t } = this;
     const before = await this.counters(dir);
     const ns = dir === 'decap' ? t.ns.x : t.ns.z;
     const argv = [this.bin, 'send', dir, 'eth-y', this.mac[dir], ADDR.y6, NODE0, POOL.split('/')[0], ADDR.z4];
-    const out = (
-      await t.exec(ns, [...argv, String(this.bindings), String(rate), String(SECONDS)], SECONDS * 1000 + 30_000)
-    ).stdout;
-    const [, sent, secs] = /sent (\d+) seconds ([\d.]+)/.exec(out)!;
-    await sleep(DRAIN_MS);
-    const after = await this.counters(dir);
-    const delta = diff(after, before);
-    const lost = Number(sent) - delta.received;
-    const tr: Trial = {
-      offered: rate,
-      achieved: Number(sent) / Number(secs),
-      sent: Number(sent),
-      lost,
-      loss: lost / Number(sent),
-      delta,
-    };
-    console.log(
-      `    ${dir} trial: offered ${rate ? rate.toFixed(0) : 'max'}, sent ${tr.achieved.toFixed(0)} packets/s, loss ${(tr.loss * 100).toFixed(3)} %`,
-    );
+    const tr = await generate(t, ns, [...argv, String(this.bindings)], rate, async () => {
+      const after = await this.counters(dir);
+      return { received: after.received - before.received, delta: diff(after, before) };
+    });
+    logTrial(dir, tr);
     return tr;
-  }
-
-  /**
-   * RFC 2544 §26.1: the highest offered rate with loss <= LOSS, up by doubling from START_RATE until a trial
-   * fails, then by bisection to 2 % (STEPS trials at most). The unpaced max-rate trial is no upper bound: sending
-   * flat out, the generator takes CPU the TEP needs (2 cores), so it shows overload, not the ceiling. A trial
-   * within the loss threshold at a rate the generator could not offer ends the search (generatorBound: the TEP may
-   * do more).
-   */
-  async search(dir: Direction): Promise<Search> {
-    const max = await this.trial(dir, 0);
-    let lo = 0;
-    let hi = Infinity;
-    let rate = START_RATE;
-    let found: Trial | undefined;
-    let trials = 0;
-    let generatorBound = false;
-    while (trials < STEPS) {
-      const tr = await this.trial(dir, rate);
-      trials++;
-      if (tr.loss > LOSS) hi = rate;
-      else if (tr.achieved < 0.98 * rate) {
-        generatorBound = true;
-        break;
-      } else {
-        lo = rate;
-        found = tr;
-      }
-      if (hi !== Infinity && hi - lo <= 0.02 * hi) break;
-      rate = hi === Infinity ? rate * 2 : Math.round((lo + hi) / 2);
-    }
-    return { found, max, trials: trials + 1, generatorBound };
   }
 
   async stop(): Promise<void> {
     await this.t.destroy();
+  }
+}
+
+/** What a receiver has counted (it prints on SIGUSR1). */
+async function receiverCount(rx: ChildProcess): Promise<{ count: number; drops: number }> {
+  const line = waitForOutput(rx, /^count \d+ drops \d+/);
+  rx.kill('SIGUSR1');
+  const [, count, drops] = /^count (\d+) drops (\d+)/.exec(await line)!;
+  return { count: Number(count), drops: Number(drops) };
+}
+
+/**
+ * Run the generator (`argv` up to its BINDINGS argument) in `ns` at `rate` for SECONDS, wait DRAIN_MS for packets in
+ * flight, and account with what `received` counted since the trial began (and whatever else it reports).
+ */
+async function generate<X extends object>(
+  t: Topology,
+  ns: string,
+  argv: string[],
+  rate: number,
+  received: () => Promise<{ received: number } & X>,
+): Promise<Trial & X> {
+  const out = (await t.exec(ns, [...argv, String(rate), String(SECONDS)], SECONDS * 1000 + 30_000)).stdout;
+  const [, sent, secs] = /sent (\d+) seconds ([\d.]+)/.exec(out)!;
+  await sleep(DRAIN_MS);
+  const { received: got, ...rest } = await received();
+  const lost = Number(sent) - got;
+  return {
+    offered: rate,
+    achieved: Number(sent) / Number(secs),
+    sent: Number(sent),
+    lost,
+    loss: lost / Number(sent),
+    ...(rest as X),
+  };
+}
+
+function logTrial(what: string, tr: Trial): void {
+  console.log(
+    `    ${what} trial: offered ${tr.offered ? tr.offered.toFixed(0) : 'max'}, sent ${tr.achieved.toFixed(0)} packets/s, loss ${(tr.loss * 100).toFixed(3)} %`,
+  );
+}
+
+/**
+ * RFC 2544 §26.1: the highest offered rate with loss <= LOSS, up by doubling from START_RATE until a trial fails,
+ * then by bisection to 2 % (STEPS trials at most). The unpaced max-rate trial is no upper bound: sending flat out,
+ * the generator takes CPU the forwarder needs (2 cores), so it shows overload, not the ceiling; but when even it is
+ * within the loss threshold, it is the rate found (generatorBound). A paced trial within the threshold at a rate
+ * the generator could not offer ends the search (generatorBound: the forwarder may do more).
+ */
+async function search<T extends Trial>(trial: (rate: number) => Promise<T>): Promise<Search<T>> {
+  const max = await trial(0);
+  if (max.loss <= LOSS) return { found: max, max, trials: 1, generatorBound: true };
+  let lo = 0;
+  let hi = Infinity;
+  let rate = START_RATE;
+  let found: T | undefined;
+  let trials = 0;
+  let generatorBound = false;
+  while (trials < STEPS) {
+    const tr = await trial(rate);
+    trials++;
+    if (tr.loss > LOSS) hi = rate;
+    else if (tr.achieved < 0.98 * rate) {
+      generatorBound = true;
+      break;
+    } else {
+      lo = rate;
+      found = tr;
+    }
+    if (hi !== Infinity && hi - lo <= 0.02 * hi) break;
+    rate = hi === Infinity ? rate * 2 : Math.round((lo + hi) / 2);
+  }
+  return { found, max, trials: trials + 1, generatorBound };
+}
+
+/**
+ * The reference: Y's kernel routes the pool to Z (which takes it as local, AnyIP) and forwards the generator's
+ * plain IPv4 frames from X; no TEP runs. The source is a host on Z's link other than Z (Z drops its own address
+ * as a source), and nothing checks it on the way (a new namespace's rp_filter is off).
+ */
+async function kernelReference(bin: string): Promise<Search<Trial>> {
+  const t = await Topology.create();
+  try {
+    const { x, y, z } = t.ns;
+    await t.ip(y, 'route', 'add', POOL, 'via', ADDR.z4, 'dev', 'eth-z');
+    await t.ip(z, 'route', 'add', 'local', POOL, 'dev', 'lo');
+    const rx = t.spawn(z, [bin, 'recv', 'udp', '9']);
+    await waitForOutput(rx, /ready/);
+    const mac = (JSON.parse((await t.ip(y, '-j', 'link', 'show', 'eth-x')).stdout) as { address: string }[])[0].address;
+    const argv = [bin, 'send', 'encap', 'eth-y', mac, ADDR.y6, NODE0, POOL.split('/')[0], OTHER_HOST4, '1000'];
+    const count = async (): Promise<number> => (await receiverCount(rx)).count;
+    return await search(async (rate) => {
+      const before = await count();
+      const tr = await generate(t, x, argv, rate, async () => ({ received: (await count()) - before }));
+      logTrial('kernel', tr);
+      return tr;
+    });
+  } finally {
+    await t.destroy();
   }
 }
 
@@ -266,7 +320,7 @@ function diff(a: Counters, b: Counters): Counters {
 }
 
 /** Where a trial's lost packets were counted: before the TEP (kernel), by the TEP (by reason), after it. */
-function whereLost(dir: Direction, tr: Trial): string {
+function whereLost(dir: Direction, tr: TepTrial): string {
   const d = tr.delta;
   const forwarded = dir === 'decap' ? d.tep.toIpv4 : d.tep.toIpv6;
   // The TEP reports the kernel queue in front of it too (the same packets as `before`): counted once, and compared.
@@ -288,6 +342,11 @@ function whereLost(dir: Direction, tr: Trial): string {
   );
 }
 
+/** A search's rate: the paced rate found, or what the generator achieved when that was the bound. */
+function rateFound(r: Search<Trial>): number {
+  return r.found ? r.found.offered || r.found.achieved : 0;
+}
+
 const load = (): string =>
   `load average ${loadavg()
     .map((l) => l.toFixed(2))
@@ -304,6 +363,8 @@ export async function run(): Promise<void> {
     `dstm tep alone, 64-byte IPv4 UDP, <= ${LOSS * 100} % loss, ${SECONDS} s trials (TEP_BENCH_SECONDS)` +
       `${TEP_FLAGS.length ? `, dstm tep ${TEP_FLAGS.join(' ')}` : ''}; ${load()}`,
   );
+  console.log('kernel reference (Y routes the same packets as plain IPv4 frames, X -> Z; no TEP):');
+  const reference = await kernelReference(bin);
   const rows: ({ bindings: number; dir: Direction } & Search)[] = [];
   for (const n of COUNTS) {
     const b = await Bench.start(bin, n);
@@ -315,7 +376,7 @@ export async function run(): Promise<void> {
           `TUN batches through ${uring ? 'io_uring' : 'read()/write() per packet'}`,
       );
       for (const dir of ['decap', 'encap'] as const) {
-        const r = await b.search(dir);
+        const r = await search((rate) => b.trial(dir, rate));
         rows.push({ bindings: n, dir, ...r });
         console.log(`  ${dir} at ${n}: max-rate trial: ${whereLost(dir, r.max)}`);
         if (r.found) console.log(`  ${dir} at ${n}: at the rate found: ${whereLost(dir, r.found)}`);
@@ -329,25 +390,29 @@ export async function run(): Promise<void> {
     '| direction | bindings | rate found (packets/s) | trial (s) | loss | trials | generator max (packets/s) |',
   );
   console.log('|---|---:|---:|---:|---:|---:|---:|');
-  for (const r of rows) {
+  const row = (what: string, bindings: string, r: Search<Trial>): void => {
     const f = r.found;
-    const rate = `${r.generatorBound ? '>= ' : ''}${f ? f.offered.toFixed(0) : 0}${r.generatorBound ? ' (generator-bound)' : ''}`;
+    const rate = `${r.generatorBound ? '>= ' : ''}${rateFound(r).toFixed(0)}${r.generatorBound ? ' (generator-bound)' : ''}`;
     console.log(
-      `| ${r.dir === 'decap' ? 'decap (node -> IPv4)' : 'encap (IPv4 -> node)'} | ${r.bindings} | ${rate} | ${SECONDS} | ` +
+      `| ${what} | ${bindings} | ${rate} | ${SECONDS} | ` +
         `${f ? (f.loss * 100).toFixed(3) + ' %' : '-'} | ${r.trials} | ${r.max.achieved.toFixed(0)} |`,
     );
-  }
-  const rateOf = (n: number, dir: Direction): number => {
-    const f = rows.find((r) => r.bindings === n && r.dir === dir)?.found;
-    return f ? f.offered || f.achieved : 0;
   };
+  row('reference: kernel IPv4 forwarding, no TEP', '-', reference);
+  for (const r of rows) row(r.dir === 'decap' ? 'decap (node -> IPv4)' : 'encap (IPv4 -> node)', String(r.bindings), r);
+  const rateOf = (n: number, dir: Direction): number => {
+    const r = rows.find((x) => x.bindings === n && x.dir === dir);
+    return r ? rateFound(r) : 0;
+  };
+  const kernelRate = rateFound(reference);
   const [small, big] = [Math.min(...COUNTS), Math.max(...COUNTS)];
   for (const dir of ['decap', 'encap'] as const) {
     const a = rateOf(small, dir);
     const z = rateOf(big, dir);
     console.log(
       `${dir}: ${big} / ${small} bindings ${a > 0 ? (z / a).toFixed(2) : 'n/a'}x (flat: ~1.0x); ` +
-        `${(z / 1e6).toFixed(3)} Mpps at ${big} (target >= 0.5 Mpps)`,
+        `${(z / 1e6).toFixed(3)} Mpps at ${big} (target >= 0.5 Mpps), ` +
+        `${kernelRate > 0 ? (z / kernelRate).toFixed(2) : 'n/a'}x the kernel reference${reference.generatorBound ? ' (at most: the kernel may do more, its reference being generator-bound)' : ''}`,
     );
   }
 }
