@@ -146,11 +146,14 @@ export const storeUrl: Type<string> = {
     if (typeof value !== 'string') return bad('not a string');
     if (value.startsWith('sqlite:')) return value;
     if (!/^postgres(ql)?:\/\//.test(value)) return bad('unknown scheme');
+    let u: URL;
     try {
-      new URL(value);
+      u = new URL(value);
     } catch {
       return bad('not a valid URL');
     }
+    // dstm leases import tells a server's connections by it (no restore under a running server)
+    if (u.searchParams.has('application_name')) return bad('application_name is set by dstm');
     return value;
   },
 };

@@ -417,6 +417,22 @@ export interface PostgresOptions {
   applicationName?: string;
 }
 
+/**
+ * How to connect to `url`, with the session settings dstm needs after the URL's own `options` (a later -c wins), in
+ * one `options`: node-postgres lets the URL's settings replace the configuration's, so one passed beside the URL
+ * would be lost to an options= in it. Durability does not depend on the database's (or the role's) default either:
+ * a client's settings win over those, and a reply leaves only after its commit is flushed.
+ */
+function sessionOf(url: string): { connectionString: string; options: string } {
+  const u = new URL(url);
+  const own = u.searchParams.get('options');
+  u.searchParams.delete('options');
+  return {
+    connectionString: u.toString(),
+    options: [own, '-c synchronous_commit=on -c timezone=UTC'].filter(Boolean).join(' '),
+  };
+}
+
 /** SQLSTATE classes after which the connection or the database cannot be trusted to be there: retry later. */
 function isOutage(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
@@ -463,10 +479,8 @@ export class PostgresStore extends EventEmitter implements Store {
     // One connection is left for the feed's readers and the other reads.
     this.maxInFlight = Math.max(1, (opts.poolSize ?? DEFAULT_PG_POOL) - 1);
     this.pool = new pg.Pool({
-      connectionString: url,
+      ...sessionOf(url),
       max: opts.poolSize ?? DEFAULT_PG_POOL,
-      // Durability does not depend on the database's default: a reply leaves only after the commit is flushed.
-      options: '-c synchronous_commit=on -c timezone=UTC',
       application_name: opts.applicationName ?? SERVER_APP,
       connectionTimeoutMillis: 5000,
       keepAlive: true,
@@ -558,7 +572,7 @@ export class PostgresStore extends EventEmitter implements Store {
 
   private async listen(): Promise<void> {
     const c = new pg.Client({
-      connectionString: this.url,
+      ...sessionOf(this.url),
       application_name: `${this.opts.applicationName ?? SERVER_APP}-listen`,
       connectionTimeoutMillis: 5000,
       keepAlive: true,

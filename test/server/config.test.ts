@@ -50,6 +50,14 @@ describe('config schema', () => {
     expect(refusal(() => serverSchema.parse({ pools: ['192.0.2.1/24'] }, 'server')).message).to.contain('host bits');
   });
 
+  it('takes a store URL with settings of its own, but not an application_name (dstm names its connections)', () => {
+    const url = 'postgresql://dstm:secret@db.example:5432/dstm?sslmode=require&options=-c%20search_path%3Ddstm';
+    expect(serverSchema.parse({ store: url }, 'server').store).to.equal(url);
+    const e = refusal(() => serverSchema.parse({ store: `${url}&application_name=mine` }, 'server'));
+    expect(e.path).to.equal('server.store');
+    expect(e.message).to.contain('application_name is set by dstm').and.not.contain('secret');
+  });
+
   it('lets a flag override a key and names the flag when the flag is bad', () => {
     const c = parseWithOverrides(serverFields, { lease: 100 }, 'server', [{ key: 'lease', flag: '--lease', value: 7 }]);
     expect(c.lease).to.equal(7);

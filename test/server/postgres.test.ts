@@ -105,15 +105,15 @@ describe('PostgreSQL store', function () {
     expect((err as Error).message).to.match(/permission denied.*needs CREATE on the schema/);
   });
 
-  it('commits with synchronous_commit=on whatever the database default', async () => {
+  it("commits with synchronous_commit=on whatever the database default or the URL's options say; keeps the URL's other options", async () => {
     const url = await cluster.createDatabase();
     await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`);
-    const store = await open(url);
+    const own = encodeURIComponent('-c synchronous_commit=off -c statement_timeout=4321');
+    const store = await open(`${url}?options=${own}`);
     // The store's own sessions (its pool), not a new one: those are what answer the nodes.
-    const pool = (
-      store as unknown as { pool: { query(q: string): Promise<{ rows: { synchronous_commit: string }[] }> } }
-    ).pool;
+    const pool = (store as unknown as { pool: { query(q: string): Promise<{ rows: Record<string, string>[] }> } }).pool;
     expect((await pool.query('SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('on');
+    expect((await pool.query('SHOW statement_timeout')).rows[0].statement_timeout).to.equal('4321ms');
     expect((await cluster.sql(url, 'SHOW synchronous_commit')).rows[0].synchronous_commit).to.equal('off');
   });
 
