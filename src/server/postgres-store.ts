@@ -58,7 +58,7 @@ const SWEEP_BATCH = 1000;
  */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 1000;
-/** Tries of a batch that a deadlock or a serialisation failure rolled back. */
+/** Tries of a batch that a conflict with another server's transaction rolled back (see execute()). */
 const MAX_TRIES = 3;
 /** Longest wait at close for a batch under way. */
 const CLOSE_WAIT_MS = 1000;
@@ -940,8 +940,11 @@ export class PostgresStore extends EventEmitter implements Store {
     try {
       results = await this.transaction(batch.map((p) => p.op));
     } catch (err) {
-      // A deadlock or serialisation failure with another server's transaction: it was rolled back; try it again.
-      if (/^40/.test((err as { code?: string }).code ?? '') && tries < MAX_TRIES) return this.execute(batch, tries + 1);
+      // Rolled back by another server's transaction, so worth trying again: a deadlock or serialisation failure, or
+      // a unique violation (23505), which only the one-live-binding-per-node index can raise (every other insert
+      // has ON CONFLICT): another server bound the same node meanwhile, and the retry renews that binding.
+      if (/^(40|23505)/.test((err as { code?: string }).code ?? '') && tries < MAX_TRIES)
+        return this.execute(batch, tries + 1);
       if (batch.length > 1 && !isOutage(err)) {
         // One operation failed the batch (it is all rolled back): run each alone, so it fails only itself.
         for (const p of batch) await this.execute([p]);

@@ -177,6 +177,21 @@ describe('PostgreSQL store', function () {
     expect(got.map((g) => g.ip4)).to.not.include((await b.request(node(9), 0, 0)).ip4);
   });
 
+  it('one node asking two servers at once (a client failing over) gets one binding from both, never UNAVAILABLE', async () => {
+    const url = await cluster.createDatabase();
+    const wide = policy({ pools: [parsePrefix4('10.9.0.0/24')] });
+    const a = await LeaseService.open(await open(url), wide);
+    const b = await LeaseService.open(await open(url), wide);
+    for (let round = 0; round < 20; round++) {
+      // A node new to both: each server's transaction inserts a binding for it, and the second meets the first at
+      // the one-live-binding-per-node index.
+      const n = node(0x100 + round);
+      const [x, y] = await Promise.all([a.request(n, 0, 0), b.request(n, 0, 0)]);
+      expect([x.status, y.status]).to.deep.equal(['ok', 'ok']);
+      expect(x.ip4).to.equal(y.ip4);
+    }
+  });
+
   it('PostgreSQL lost while running: calls answered UNAVAILABLE at once, reconnect with backoff, nothing acknowledged lost', async () => {
     const url = await cluster.createDatabase();
     const store = await open(url);
