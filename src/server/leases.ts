@@ -345,12 +345,22 @@ export class LeaseService {
   }
 
   private async counted(name: string, run: () => Promise<Grant>): Promise<Grant> {
-    if (this.stopping) throw new StoreUnavailable(new Error('the server is stopping'));
-    const g = await run();
-    // Keys made once per name and status, not per call.
-    const key = ((this.countKeys[name] ??= {})[g.status] ??= `${name}:${g.status}`);
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    let g: Grant;
+    try {
+      if (this.stopping) throw new StoreUnavailable(new Error('the server is stopping'));
+      g = await run();
+    } catch (err) {
+      if (err instanceof StoreUnavailable) this.count(name, 'unavailable');
+      throw err;
+    }
+    this.count(name, g.status);
     return g;
+  }
+
+  private count(name: string, status: StatusName): void {
+    // Keys made once per name and status, not per call.
+    const key = ((this.countKeys[name] ??= {})[status] ??= `${name}:${status}`);
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
   }
 }
 

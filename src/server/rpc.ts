@@ -289,6 +289,15 @@ export class DstmRpc {
     this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message, ...limited });
   }
 
+  /**
+   * A call the store could not serve: counted as refused (unavailable), and logged like a refusal over a limit, once
+   * per REFUSAL_LOG_INTERVAL: an outage refuses every call, and the store logs the outage itself.
+   */
+  private storeRefused(op: string, ctx: CallContext, err: StoreUnavailable): void {
+    this.refused(op, 'unavailable');
+    this.logRefusal(op, ctx, new Refused('unavailable', err.message, 'unavailable', 'store'));
+  }
+
   /** Version 1: not-allowed and bad requests are RPC-level errors; no address / no binding is a zero i4addr. */
   private async v1(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<packet> {
     try {
@@ -301,7 +310,10 @@ export class DstmRpc {
         if (err.status === 'unavailable') throw new RpcError('SYSTEM_ERR', err.message);
         throw new RpcAuthError(AuthStat.AUTH_TOOWEAK, err.message);
       }
-      if (err instanceof StoreUnavailable) throw new RpcError('SYSTEM_ERR', err.message);
+      if (err instanceof StoreUnavailable) {
+        this.storeRefused(op, ctx, err);
+        throw new RpcError('SYSTEM_ERR', err.message);
+      }
       throw err;
     }
   }
@@ -323,7 +335,7 @@ export class DstmRpc {
       this.refused(op, err.reason);
       this.logRefusal(op, ctx, err);
     } else {
-      this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message });
+      this.storeRefused(op, ctx, err);
     }
     const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
     return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };

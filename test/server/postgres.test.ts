@@ -355,10 +355,12 @@ describe('PostgreSQL store', function () {
       expect(bad.stderr).to.contain('--store').and.not.contain('s3cret');
     });
 
-    it('survives a PostgreSQL crash under load (batches under way), answers UNAVAILABLE meanwhile, then serves again', async () => {
+    it('survives a PostgreSQL crash under load (batches under way), answers UNAVAILABLE meanwhile (counted, logged once), then serves again', async () => {
       const url = await cluster.createDatabase();
-      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24']);
+      const metricsPort = freePort();
+      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24', '--metrics', `[::1]:${metricsPort}`]);
       servers.push(s);
+      await s.waitFor('metrics');
       const nodes = await Promise.all(
         lo.addresses.map(async (local) => {
           const c = await DstmClient.connect({
@@ -399,6 +401,20 @@ describe('PostgreSQL store', function () {
       expect(s.proc.exitCode, 'the server exited').to.equal(null);
       expect(new Set(outcomes)).to.include('ok');
       expect([...new Set(outcomes)].filter((o) => o !== 'ok' && o !== 'unavailable')).to.deep.equal([]);
+      // Each call answered UNAVAILABLE is in both counters; the log has one line for them, not one each.
+      const unavailable = outcomes.filter((o) => o === 'unavailable').length;
+      expect(unavailable, 'the crash refused no call').to.be.above(0);
+      const text = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+      const sum = (re: RegExp): number => [...text.matchAll(re)].reduce((a, m) => a + Number(m[1]), 0);
+      expect(
+        sum(/^dstm_server_refusals_total\{op="(?:request|release)",reason="unavailable"\} (\d+)$/gm),
+      ).to.be.at.least(unavailable);
+      expect(
+        sum(/^dstm_server_operations_total\{op="(?:request|release)",result="unavailable"\} (\d+)$/gm),
+      ).to.be.at.least(unavailable);
+      const lines = s.logs.filter((r) => /^(request|release) refused$/.test(String(r.msg)));
+      expect(lines).to.have.length(1);
+      expect(lines[0]).to.include({ reason: 'unavailable' });
     });
 
     it('a failing numbering pass: one error-level log line until one succeeds again, each failure counted in metrics', async () => {
