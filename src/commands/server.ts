@@ -10,6 +10,7 @@ import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { DstmServer, loadServerConfig, tepAddressesInPools } from '../server/daemon';
+import { sqliteDir } from '../server/open-store';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
@@ -76,13 +77,9 @@ export default class ServerCommand extends DstmCommand {
     try {
       await runDaemon(log, start);
     } catch (err) {
-      const store = loaded.config.store;
-      const sqliteDir =
-        store === undefined || store.startsWith('sqlite:')
-          ? store?.slice('sqlite:'.length) || loaded.config.state_dir
-          : undefined;
-      if (err instanceof StartError && sqliteDir !== undefined)
-        fail(this, `cannot start: ${err.message}${stateDirHint(sqliteDir)}`, EXIT.cannotStart);
+      const dir = sqliteDir(loaded.config.store, loaded.config.state_dir);
+      if (err instanceof StartError && dir !== undefined)
+        fail(this, `cannot start: ${err.message}${stateDirHint(dir)}`, EXIT.cannotStart);
       daemonFailed(this, err, 'cannot start');
     }
   }
