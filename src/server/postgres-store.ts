@@ -527,7 +527,12 @@ export class PostgresStore extends EventEmitter implements Store {
       // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in
       // place.
       if (version < PG_SCHEMA_VERSION) {
-        await c.query(SCHEMA);
+        await c.query(SCHEMA).catch((err: { code?: string; message?: string }) => {
+          if (version === 0 || err.code !== '42501') throw err;
+          throw new Error(
+            `the database has dstm schema version ${version} and this dstm needs ${PG_SCHEMA_VERSION}: the upgrade (ALTER TABLE, CREATE and DROP FUNCTION) must run as the owner of the dstm_* tables, with CREATE on the schema; start one server once as that user (${err.message})`,
+          );
+        });
         await c.query(
           "INSERT INTO dstm_meta VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
           [String(PG_SCHEMA_VERSION)],

@@ -89,7 +89,7 @@ describe('PostgreSQL store', function () {
     expect((missing as Error).message).to.contain('postgres:***@');
   });
 
-  it('runs as a user without CREATE on a schema in place; a user who cannot create it is told what it needs', async () => {
+  it('runs as a user without CREATE on a schema in place; a user who cannot create or upgrade it is told what it needs', async () => {
     const url = await cluster.createDatabase();
     await (await open(url)).close();
     const role = `dstm_app_${process.pid}`;
@@ -103,6 +103,18 @@ describe('PostgreSQL store', function () {
     const empty = (await cluster.createDatabase()).replace('postgresql://postgres@', `postgresql://${role}@`);
     const err = await PostgresStore.open(empty).catch((e: Error) => e);
     expect((err as Error).message).to.match(/permission denied.*needs CREATE on the schema/);
+    // An older schema: only the tables' owner may upgrade it, and the error says so.
+    await cluster.sql(url, "UPDATE dstm_meta SET value = '3' WHERE key = 'schema_version'");
+    const old = await PostgresStore.open(asApp).catch((e: Error) => e);
+    expect((old as Error).message).to.match(
+      new RegExp(
+        `schema version 3 and this dstm needs ${PG_SCHEMA_VERSION}: .* owner of the dstm_\\* tables.*\\((permission denied|must be owner)`,
+      ),
+    );
+    await (await open(url)).close();
+    expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(
+      String(PG_SCHEMA_VERSION),
+    );
   });
 
   it("commits with synchronous_commit=on whatever the database default or the URL's options say; keeps the URL's other options", async () => {
