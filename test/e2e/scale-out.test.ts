@@ -216,12 +216,22 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
     expect(after2.forwarded.to_ipv4 - before2.forwarded.to_ipv4, 'Y2 to IPv4').to.equal(0);
   });
 
-  it('with S1 killed, the node renews its lease through S2 and keeps its address', async () => {
+  it('with S1 killed, the node renews its lease through S2 and keeps its address; Y1 follows S2 from where it was', async () => {
+    const synchronised = (): number => (output(y1).match(/bindings synchronised/g) ?? []).length;
+    const before = synchronised();
+    const moved = waitForOutput(y1, /binding feed moves to the next server/, 60_000);
     servers[0].kill('SIGKILL');
     const renewed = await nextLease(node, 'renewed');
     expect(renewed.ipv4).to.equal(lease.ipv4);
     expect(renewed.ends).to.be.greaterThan(lease.ends);
     expect(await ping(t, t.x, A.z4, 3)).to.equal(3);
+    await moved;
+    // One store, one epoch: Y1 goes on from its last sequence number on S2 (the renewal comes that way), and takes
+    // no complete state again.
+    const renewedOnY1 = async (): Promise<boolean> =>
+      (await tepStats(t, 'y1')).bindings.some((b) => b.ipv4 === lease.ipv4 && (b.ends ?? 0) >= renewed.ends);
+    await until('Y1 learns the renewal through S2', renewedOnY1, 30_000);
+    expect(synchronised(), 'Y1 took a complete state again').to.equal(before);
   });
 
   it("with Y1 killed, moving the anycast route to Y2 moves the node's TEP, same lease", async () => {
