@@ -21,6 +21,8 @@
 // names), holding the schema lock that a starting server waits for.
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
+import pgpass from 'pgpass';
 import { redactUrl } from '../config/types';
 import { stateName } from '../protocol/status';
 import {
@@ -418,19 +420,31 @@ export interface PostgresOptions {
 }
 
 /**
- * How to connect to `url`, with the session settings dstm needs after the URL's own `options` (a later -c wins), in
- * one `options`: node-postgres lets the URL's settings replace the configuration's, so one passed beside the URL
- * would be lost to an options= in it. Durability does not depend on the database's (or the role's) default either:
- * a client's settings win over those, and a reply leaves only after its commit is flushed.
+ * How to connect to `url`: the URL's settings as node-postgres reads them, with the session settings dstm needs
+ * after the URL's own `options` (a later -c wins). Not the URL itself beside them: node-postgres lets a URL's
+ * settings (its options=, or its empty password) replace the configuration's. Durability does not depend on the
+ * database's (or the role's) default either: a client's settings win over those, and a reply leaves only after its
+ * commit is flushed.
  */
-function sessionOf(url: string): { connectionString: string; options: string } {
-  const u = new URL(url);
-  const own = u.searchParams.get('options');
-  u.searchParams.delete('options');
+function sessionOf(url: string): pg.ClientConfig {
+  const { options, password, ...fromUrl } = parseIntoClientConfig(url);
   return {
-    connectionString: u.toString(),
-    options: [own, '-c synchronous_commit=on -c timezone=UTC'].filter(Boolean).join(' '),
+    ...fromUrl,
+    options: [options, '-c synchronous_commit=on -c timezone=UTC'].filter(Boolean).join(' '),
+    // node-postgres calls it with the connection's parameters, and takes undefined as no password (not in its types)
+    password: password || (passwordFor as unknown as () => Promise<string>),
   };
+}
+
+/**
+ * The password when the URL has none (a password in the URL wins over this): PGPASSWORD, else the entry for the
+ * connection in PGPASSFILE (or ~/.pgpass), read here: node-postgres's own reading of that file is deprecated (a
+ * warning at every start, and gone in pg 9).
+ */
+function passwordFor(params: pgpass.ConnInfo): Promise<string | undefined> {
+  const env = process.env.PGPASSWORD;
+  if (env !== undefined) return Promise.resolve(env);
+  return new Promise((resolve) => pgpass(params, resolve));
 }
 
 /** SQLSTATE classes after which the connection or the database cannot be trusted to be there: retry later. */

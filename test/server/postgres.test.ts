@@ -1,6 +1,9 @@
 // The PostgreSQL store beyond the conformance suite: its schema, the database's clock, the feed's wake-up across
 // servers, outages at start and while running, and `dstm server --store` as real processes sharing one database.
 import { expect } from 'chai';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parsePrefix4 } from '../../src/lib/addr';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
@@ -87,6 +90,44 @@ describe('PostgreSQL store', function () {
       .to.match(/does not exist/)
       .and.not.match(/s3cret/);
     expect((missing as Error).message).to.contain('postgres:***@');
+  });
+
+  it('takes the password from the URL, PGPASSWORD or PGPASSFILE; a wrong one is named as such and never shown', async () => {
+    const role = `dstm_pw_${process.pid}`;
+    const password = `pw-${process.pid}`;
+    const url = await cluster.passwordDatabase(role, password);
+    const withPassword = url.replace(`${role}@`, `${role}:${password}@`);
+    const env = { PGPASSWORD: process.env.PGPASSWORD, PGPASSFILE: process.env.PGPASSFILE };
+    const warnings: string[] = [];
+    const onWarning = (w: Error): number => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const dir = mkdtempSync(join(tmpdir(), 'dstm-pgpass-'));
+    try {
+      await (await open(withPassword)).close();
+      process.env.PGPASSWORD = password;
+      await (await open(url)).close();
+      delete process.env.PGPASSWORD;
+      const pgpass = join(dir, 'pgpass');
+      writeFileSync(pgpass, `*:*:*:${role}:${password}\n`, { mode: 0o600 });
+      process.env.PGPASSFILE = pgpass;
+      await (await open(url)).close();
+      delete process.env.PGPASSFILE;
+      const wrong = await PostgresStore.open(url.replace(`${role}@`, `${role}:not-${password}@`)).catch(
+        (e: Error) => e,
+      );
+      expect((wrong as Error).message)
+        .to.match(/password authentication failed .*check the user and password: the URL, PGPASSFILE or PGPASSWORD/)
+        .and.not.contain(`not-${password}`);
+      // node-postgres's own PGPASSFILE lookup is deprecated (a warning, and gone in pg 9): dstm reads the file itself
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => /pgpass/.test(w))).to.deep.equal([]);
+    } finally {
+      process.off('warning', onWarning);
+      for (const [k, v] of Object.entries(env))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs as a user without CREATE on a schema in place; a user who cannot create or upgrade it is told what it needs', async () => {

@@ -3,7 +3,7 @@
 // the temporary directory; stop() stops it and removes everything. Outside CI a machine without PostgreSQL skips
 // the tests that need it, saying why; under CI=true a missing PostgreSQL fails them.
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,6 +121,23 @@ export class PostgresCluster {
       await c.end();
     }
     return this.url(name);
+  }
+
+  /**
+   * A login role that must give `password` (SCRAM) over TCP, owning a new database; that database's URL without the
+   * password. The rest of the cluster stays trust-authenticated.
+   */
+  async passwordDatabase(role: string, password: string): Promise<string> {
+    const hba = join(this.data, 'pg_hba.conf');
+    writeFileSync(hba, `host all ${role} ::1/128 scram-sha-256\n${readFileSync(hba, 'utf8')}`);
+    await this.pg('pg_ctl', ['-D', this.data, 'reload']);
+    const url = await this.createDatabase();
+    const db = new URL(url).pathname.slice(1);
+    await this.sql(
+      this.url(),
+      `CREATE ROLE ${role} LOGIN PASSWORD '${password}'; ALTER DATABASE ${db} OWNER TO ${role}`,
+    );
+    return url.replace('postgresql://postgres@', `postgresql://${role}@`);
   }
 
   /** Run SQL as the superuser on `url`. */
