@@ -471,6 +471,46 @@ function inner(t: Tunnel): number[][] {
 
 const PLAIN = vnet(0, GSO_NONE, 0, 0, 0, 0);
 
+/** A BatchSink that takes every packet it is given and keeps a copy, in order. */
+function recordingSink() {
+  const sent: number[][] = [];
+  return {
+    sent,
+    txStatus: new Int32Array(3),
+    sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+      for (let i = 0; i < count; i++) sent.push(Array.from(buf.subarray(offsets[i], offsets[i] + lengths[i])));
+      return count;
+    },
+  };
+}
+
+/** The inner IPv4 packets of sent tunnel packets, outer fragments (RFC 8200 §4.5) put back together. */
+function reassembled(sent: number[][]): number[][] {
+  const whole: number[][] = [];
+  const frags = new Map<number, number[][]>();
+  for (const p of sent) {
+    expect(Array.from(p.slice(24, 40))).to.deep.equal(v6(TEP));
+    if (p[6] === 4) {
+      whole.push(p.slice(40));
+      continue;
+    }
+    expect([p[6], p[40]]).to.deep.equal([44, 4]);
+    const id = ((p[44] << 24) | (p[45] << 16) | (p[46] << 8) | p[47]) >>> 0;
+    frags.set(id, [...(frags.get(id) ?? []), p]);
+  }
+  for (const parts of frags.values()) {
+    parts.sort((a, b) => ((a[42] << 8) | a[43]) - ((b[42] << 8) | b[43]));
+    let at = 0;
+    for (const [i, f] of parts.entries()) {
+      expect(((f[42] << 8) | f[43]) & 0xfff8, 'fragment offset').to.equal(at);
+      expect(f[43] & 1, 'more fragments').to.equal(i < parts.length - 1 ? 1 : 0);
+      at += f.length - 48;
+    }
+    whole.push(parts.flatMap((f) => f.slice(48)));
+  }
+  return whole;
+}
+
 describe('dti/tunnel with offloads: TUN → raw', () => {
   it('segments super-packets, completes partial checksums and keeps the order of everything', () => {
     const { t, counters } = offloadTunnel();
@@ -549,6 +589,20 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
     expect(c2.event('fragmented')).to.equal(2);
     expect(t2.toRawFragments.count).to.equal(4);
     expect(t2.toRaw.count).to.equal(1);
+  });
+
+  it('a batch of super-packets whose segments all need outer fragments: the fragment list is spilled, nothing lost', () => {
+    // 16 super-packets of 40 segments of 1500 bytes (> the 1460-byte tunnel MTU, DF=0): 1280 outer fragments,
+    // ten times what the fragment list holds for a batch of 16.
+    const { t, counters } = offloadTunnel(16);
+    const flows = Array.from({ length: 16 }, (_, k): L4Opts => ({ payload: range(40 * 1460, k), sport: 1000 + k }));
+    const sink = recordingSink();
+    t.encapBatch(16, vnetBatch(flows.map((o) => [tcpHdr(o, 1460), tcp4(o)])), (list) => t.flush(list, sink));
+    t.flush(t.toRaw, sink);
+    t.flush(t.toRawFragments, sink);
+    expect(counters.snapshot().dropped).to.equal(0);
+    expect(counters.event('fragmented')).to.equal(640);
+    expect(reassembled(sink.sent)).to.have.deep.members(flows.flatMap((o) => kernelTcpSegments(o, 1460)));
   });
 
   it('malformed virtio-net headers and super-packets are dropped and counted by reason', () => {
