@@ -302,6 +302,30 @@ describe('dti/offload: checksums', () => {
     v.csumOffset = 6;
     expect(completeChecksum(buf, 0, buf.length, v, new WordSum())).to.equal(Drop.vnet_malformed);
   });
+
+  it('refuses a checksum place other than the TCP or UDP checksum field, writing nothing', () => {
+    const ws = new WordSum();
+    const withOpts: L4Opts = { payload: range(200), ipOptions: [0x94, 4, 0, 0], partial: true };
+    const plain: L4Opts = { payload: range(200), partial: true };
+    const cases: [string, number[], number, number][] = [
+      ['inside the IPv4 options', tcp4(withOpts), 20, 16],
+      ['in the payload', tcp4(plain), 40, 16],
+      ["UDP's field in a TCP packet", tcp4(plain), 20, 6],
+      ["TCP's field in a UDP packet", udp4(plain), 20, 16],
+      ['a fragment', tcp4({ ...plain, mf: true }), 20, 16],
+    ];
+    for (const [name, p, start, at] of cases) {
+      const buf = Uint8Array.from(p);
+      const v = Object.assign(new VnetHeader(), { flags: VNET_F_NEEDS_CSUM, csumStart: start, csumOffset: at });
+      expect(completeChecksum(buf, 0, buf.length, v, ws), name).to.equal(Drop.vnet_malformed);
+      expect(Array.from(buf), name).to.deep.equal(p);
+    }
+    // With options, the TCP header starts after them.
+    const buf = Uint8Array.from(tcp4(withOpts));
+    const v = Object.assign(new VnetHeader(), { flags: VNET_F_NEEDS_CSUM, csumStart: 24, csumOffset: 16 });
+    expect(completeChecksum(buf, 0, buf.length, v, ws)).to.equal(OK);
+    expect(Array.from(buf)).to.deep.equal(tcp4({ ...withOpts, partial: false }));
+  });
 });
 
 describe('dti/offload: segmentation (GSO)', () => {
@@ -626,32 +650,52 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
 
   it('fuzz (seeded): random bytes behind random virtio-net headers never throw; every packet is accounted for', () => {
     const r = rng(99);
-    for (let k = 0; k < 300; k++) {
+    let checkedWithOptions = 0;
+    let refused = 0;
+    for (let k = 0; k < 600; k++) {
       const { t, counters } = offloadTunnel();
-      const o: L4Opts = { payload: bytes(Math.floor(r() * 5000), r), tcpOptions: r() < 0.5 ? TS_OPTS : [] };
-      let p = r() < 0.5 ? tcp4(o) : udp4(o);
-      const mutate = Math.floor(r() * 4);
+      const o: L4Opts = {
+        payload: bytes(Math.floor(r() * 5000), r),
+        tcpOptions: r() < 0.5 ? TS_OPTS : [],
+        ipOptions: r() < 0.5 ? Array<number>(4 * (1 + Math.floor(r() * 3))).fill(1) : [],
+        partial: r() < 0.5,
+      };
+      const hl = 20 + o.ipOptions!.length;
+      const tcp = r() < 0.5;
+      let p = tcp ? tcp4(o) : udp4(o);
+      const mutate = r() < 0.5 ? 0 : 1 + Math.floor(r() * 3);
       for (let m = 0; m < mutate; m++) p[Math.floor(r() * Math.min(p.length, 64))] = Math.floor(r() * 256);
       if (r() < 0.2) p = p.slice(0, Math.floor(r() * p.length));
       const hdr =
-        r() < 0.5
+        r() < 0.3
           ? bytes(10, r)
           : vnet(
-              r() < 0.5 ? 1 : 0,
-              [0, 1, 3, 4, 5, 0x81][Math.floor(r() * 6)],
+              r() < 0.6 ? 1 : 0,
+              [0, 0, 1, 3, 4, 5, 0x81][Math.floor(r() * 7)],
               0,
               Math.floor(r() * 3000),
-              20,
-              [16, 6][Math.floor(r() * 2)],
+              [hl, hl, hl, 20, hl + 8, Math.floor(r() * 80)][Math.floor(r() * 6)],
+              [tcp ? 16 : 6, tcp ? 16 : 6, tcp ? 6 : 16, Math.floor(r() * 40)][Math.floor(r() * 4)],
             );
+      const sink = recordingSink();
       t.encapBatch(1, vnetBatch([[hdr, p]], 256 * 1024));
+      t.flush(t.toRaw, sink);
+      t.flush(t.toRawFragments, sink);
       const out = counters.event('encapsulated');
       const segs = counters.event('gso_segments');
       const split = counters.event('gso_split');
       const dropped = counters.snapshot().dropped;
       // One packet read: dropped once or sent as itself; or split, each segment then sent or dropped once.
       expect(out + dropped, `case ${k}`).to.equal(split ? segs : 1);
+      // Whatever we checksummed (a partial checksum completed, or segments) is sent valid, or not at all.
+      if ((hdr[0] & VNET_F_NEEDS_CSUM) === 0 && hdr[1] === GSO_NONE) continue;
+      const sent = reassembled(sink.sent);
+      for (const s of sent) expect(checksumsValid(s), `case ${k}`).to.equal(true);
+      if (sent.length > 0 && hl > 20) checkedWithOptions++;
+      if (counters.dropped('vnet_malformed') > 0) refused++;
     }
+    expect(checkedWithOptions).to.be.greaterThan(10);
+    expect(refused).to.be.greaterThan(10);
   });
 });
 
