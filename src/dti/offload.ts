@@ -397,15 +397,18 @@ export class Coalescer {
       this.pLen[i] = len;
       this.pNext[i] = -1;
       if (merge && this.candidate(buf, off, len)) {
-        const g = this.find(buf, off);
+        const g = this.find(buf, off, IPV4_HDR);
         const r = g >= 0 ? this.append(g, i, buf, off, len) : NOT_MERGED;
         if (r === MERGED) continue;
         if (g >= 0) this.gOpen[g] = 0;
         if (r === NOT_MERGED) this.open(i, buf, off, len, n);
-      } else if (merge && len >= IPV4_HDR + 4 && buf[off] === 0x45 && buf[off + 9] === PROTO_TCP) {
-        // Not mergeable, but it still ends its flow's group: nothing of that flow may overtake it.
-        const g = this.find(buf, off);
-        if (g >= 0) this.gOpen[g] = 0;
+      } else if (merge) {
+        // Not mergeable, but a TCP packet still ends its flow's group: nothing of that flow may overtake it.
+        const hlen = (buf[off] & 0x0f) << 2;
+        if (len >= hlen + 4 && hlen >= IPV4_HDR && buf[off] >>> 4 === 4 && buf[off + 9] === PROTO_TCP) {
+          const g = this.find(buf, off, hlen);
+          if (g >= 0) this.gOpen[g] = 0;
+        }
       }
       offsets[n] = off;
       lengths[n] = len;
@@ -435,11 +438,11 @@ export class Coalescer {
     return (f === TCP_ACK || f === (TCP_ACK | TCP_PSH)) && (buf[t + 12] & 0x0f) === 0;
   }
 
-  /** The open group of this packet's flow (same addresses and ports), or -1. */
-  private find(buf: Uint8Array, off: number): number {
+  /** The open group of this packet's flow (same addresses and ports; the TCP header at `hlen`), or -1. */
+  private find(buf: Uint8Array, off: number, hlen: number): number {
     const src = readU32(buf, off + 12);
     const dst = readU32(buf, off + 16);
-    const ports = readU32(buf, off + 20);
+    const ports = readU32(buf, off + hlen);
     for (let g = this.groups - 1; g >= 0; g--) {
       if (this.gOpen[g] === 1 && this.gSrc[g] === src && this.gDst[g] === dst && this.gPorts[g] === ports) return g;
     }

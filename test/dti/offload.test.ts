@@ -933,6 +933,19 @@ describe('dti/offload: coalescing (GRO)', () => {
     expect(split(out[3].slice(10), out[3].slice(0, 10))).to.deep.equal([a[2], a[3]]);
   });
 
+  it("keeps per-flow order: a packet with IPv4 options (never coalesced) closes its flow's group too", () => {
+    const a = flowSegments({ seq: 1000 }, [1000, 1000, 1000, 1000]);
+    const opt = tcp4({ seq: 3000, id: 99, ipOptions: [0x94, 4, 0, 0], payload: range(1000, 3000) });
+    const { out, g } = coalesced([a[0], a[1], opt, a[2], a[3]]);
+    // a0+a1 | opt | a2+a3: nothing written ahead of the options packet
+    expect(g.stats.superPackets).to.equal(2);
+    expect(out).to.deep.equal([
+      superPacket({ seq: 1000, id: 1 }, [range(1000, 1000), range(1000, 2000)], false),
+      [...PLAIN, ...opt],
+      superPacket({ seq: 3000, id: 3 }, [range(1000, 3000), range(1000, 4000)], false),
+    ]);
+  });
+
   it('merges nothing when the scratch region is too small, but still writes every packet with a header', () => {
     const segs = flowSegments(base, [1000, 1000]);
     const g = new Coalescer(8);
