@@ -162,15 +162,31 @@ export function pseudoSum4(buf: Uint8Array, off: number, proto: number, l4len: n
 }
 
 /**
+ * Whether a NEEDS_CSUM header points where the kernel does for IPv4 (header length `hlen`, options included):
+ * csum_start at the TCP or UDP header, csum_offset at its checksum field. Anything else would have us write a
+ * checksum into the IP header or the data.
+ */
+function csumPlaceValid(v: VnetHeader, hlen: number, proto: number): boolean {
+  return v.csumStart === hlen && v.csumOffset === (proto === PROTO_TCP ? 16 : proto === PROTO_UDP ? 6 : -1);
+}
+
+/**
  * Completes a checksum the kernel left partial (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field at csum_start +
  * csum_offset holds the pseudo-header sum; the sum from csum_start to the end of the packet, inverted, goes
- * there (0 sent as 0xffff, as the kernel's skb_checksum_help does). `len` is the IPv4 total length.
+ * there (0 sent as 0xffff, as the kernel's skb_checksum_help does). `len` is the IPv4 total length. The
+ * pseudo-header sum is computed here rather than taken from the field: the same result for what the kernel
+ * writes, and a valid checksum whatever a faulty or hostile writer left there.
  */
 export function completeChecksum(buf: Uint8Array, off: number, len: number, v: VnetHeader, ws: WordSum): DropCode {
+  // The kernel completes checksums before it fragments: one on a fragment would land in the data.
+  if (len < IPV4_HDR || (buf[off + 6] & 0x3f) !== 0 || buf[off + 7] !== 0) return Drop.vnet_malformed;
   const start = v.csumStart;
   const field = start + v.csumOffset;
-  if (start < IPV4_HDR || field + 2 > len) return Drop.vnet_malformed;
-  const c = ~ws.sum(buf, off + start, len - start) & 0xffff;
+  const hlen = (buf[off] & 0x0f) << 2;
+  if (hlen < IPV4_HDR || !csumPlaceValid(v, hlen, buf[off + 9]) || field + 2 > len) return Drop.vnet_malformed;
+  const l4 = len - start;
+  buf[off + field] = buf[off + field + 1] = 0;
+  const c = ~ws.sum(buf, off + start, l4, pseudoSum4(buf, off, buf[off + 9], l4)) & 0xffff;
   writeU16(buf, off + field, c === 0 ? 0xffff : c);
   return OK;
 }
@@ -222,9 +238,7 @@ export function segment(
   if (h.protocol !== (tcp ? PROTO_TCP : PROTO_UDP)) return -Drop.vnet_malformed;
   const mss = v.gsoSize;
   if (mss === 0) return -Drop.vnet_malformed;
-  if ((v.flags & VNET_F_NEEDS_CSUM) !== 0 && (v.csumStart !== h.hlen || v.csumOffset !== (tcp ? 16 : 6))) {
-    return -Drop.vnet_malformed;
-  }
+  if ((v.flags & VNET_F_NEEDS_CSUM) !== 0 && !csumPlaceValid(v, h.hlen, h.protocol)) return -Drop.vnet_malformed;
   if (h.mf || h.fragOffset !== 0) return -Drop.gso_malformed;
   const ip = h.hlen;
   const total = h.totalLen;
@@ -383,15 +397,18 @@ export class Coalescer {
       this.pLen[i] = len;
       this.pNext[i] = -1;
       if (merge && this.candidate(buf, off, len)) {
-        const g = this.find(buf, off);
+        const g = this.find(buf, off, IPV4_HDR);
         const r = g >= 0 ? this.append(g, i, buf, off, len) : NOT_MERGED;
         if (r === MERGED) continue;
         if (g >= 0) this.gOpen[g] = 0;
         if (r === NOT_MERGED) this.open(i, buf, off, len, n);
-      } else if (merge && len >= IPV4_HDR + 4 && buf[off] === 0x45 && buf[off + 9] === PROTO_TCP) {
-        // Not mergeable, but it still ends its flow's group: nothing of that flow may overtake it.
-        const g = this.find(buf, off);
-        if (g >= 0) this.gOpen[g] = 0;
+      } else if (merge) {
+        // Not mergeable, but a TCP packet still ends its flow's group: nothing of that flow may overtake it.
+        const hlen = (buf[off] & 0x0f) << 2;
+        if (len >= hlen + 4 && hlen >= IPV4_HDR && buf[off] >>> 4 === 4 && buf[off + 9] === PROTO_TCP) {
+          const g = this.find(buf, off, hlen);
+          if (g >= 0) this.gOpen[g] = 0;
+        }
       }
       offsets[n] = off;
       lengths[n] = len;
@@ -421,11 +438,11 @@ export class Coalescer {
     return (f === TCP_ACK || f === (TCP_ACK | TCP_PSH)) && (buf[t + 12] & 0x0f) === 0;
   }
 
-  /** The open group of this packet's flow (same addresses and ports), or -1. */
-  private find(buf: Uint8Array, off: number): number {
+  /** The open group of this packet's flow (same addresses and ports; the TCP header at `hlen`), or -1. */
+  private find(buf: Uint8Array, off: number, hlen: number): number {
     const src = readU32(buf, off + 12);
     const dst = readU32(buf, off + 16);
-    const ports = readU32(buf, off + 20);
+    const ports = readU32(buf, off + hlen);
     for (let g = this.groups - 1; g >= 0; g--) {
       if (this.gOpen[g] === 1 && this.gSrc[g] === src && this.gDst[g] === dst && this.gPorts[g] === ports) return g;
     }

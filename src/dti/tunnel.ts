@@ -130,6 +130,12 @@ export interface BatchSink {
   readonly uring?: boolean;
 }
 
+/**
+ * Sends an output list mid-batch, when it is too full for what comes next (with offloads one TUN batch can make
+ * more segments, and outer fragments of them, than the lists hold); the pipeline then reuses the list.
+ */
+export type Spill = (list: OutList) => void;
+
 export interface BatchSource {
   onBatch(cb: (count: number, rx: RxBatch) => void): void;
 }
@@ -183,6 +189,8 @@ export class Tunnel {
   private readonly ws = new WordSum();
   private readonly coalescer: Coalescer;
   private readonly room: SegmentRoom = { pos: 0, end: 0, headroom: 0, idx: 0, cap: 0 };
+  /** The spill hook of the encapBatch call under way. */
+  private spill: Spill | undefined;
 
   constructor(opts: TunnelOptions) {
     const batch = opts.batch ?? 64;
@@ -233,10 +241,11 @@ export class Tunnel {
   /**
    * IPv4 packets read from TUN → toRaw / toRawFragments (IPv6) and toTunIcmp (frag-needed, unreachable).
    * Validates each packet, asks the route hook for the exit point, applies the RFC 2473 §7.2 MTU rules and
-   * encapsulates.
+   * encapsulates. Without `spill`, what does not fit the lists is dropped as queue_full.
    */
-  encapBatch(count: number, rx: RxBatch, spill?: () => void): void {
+  encapBatch(count: number, rx: RxBatch, spill?: Spill): void {
     this.checkBatch(count);
+    this.spill = spill;
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
     const h = this.h4;
@@ -265,7 +274,7 @@ export class Tunnel {
         continue;
       }
       if (this.vnet && v.gsoType !== GSO_NONE) {
-        this.encapSegments(buf, off, len, dst, rx, spill);
+        this.encapSegments(buf, off, len, dst, rx);
         continue;
       }
       if (this.vnet && (v.flags & VNET_F_NEEDS_CSUM) !== 0) {
@@ -307,17 +316,11 @@ export class Tunnel {
 
   /**
    * A super-packet (virtio-net header in this.vh): segmented into the scratch region, then each segment goes the
-   * way of any packet (encapOne). When the scratch or toRaw is full, `spill` sends toRaw and the room is reused.
+   * way of any packet (encapOne). When the scratch or toRaw is full, toRaw is spilled and the room reused.
    */
-  private encapSegments(
-    buf: Uint8Array,
-    off: number,
-    len: number,
-    dst: Uint8Array,
-    rx: RxBatch,
-    spill?: () => void,
-  ): void {
+  private encapSegments(buf: Uint8Array, off: number, len: number, dst: Uint8Array, rx: RxBatch): void {
     const c = this.counters;
+    const spill = this.spill;
     const out = this.toRaw;
     const room = this.room;
     room.headroom = this.encap.overhead;
@@ -325,7 +328,7 @@ export class Tunnel {
     room.idx = out.count;
     let n = segment(buf, off, this.h4, this.vh, buf, room, out, this.ws);
     if (n === NO_ROOM && spill !== undefined && out.count > 0) {
-      spill();
+      spill(out);
       out.count = 0;
       room.pos = rx.scratch ?? buf.length;
       room.idx = 0;
@@ -356,6 +359,10 @@ export class Tunnel {
       return;
     }
     const fr = this.toRawFragments;
+    if (fr.capacity - fr.count < MAX_FRAGS && this.spill !== undefined) {
+      this.spill(fr);
+      fr.count = 0;
+    }
     const room = Math.min(MAX_FRAGS, fr.capacity - fr.count);
     this.fragId = (this.fragId + 1) >>> 0;
     const n = fragmentIpv6(
@@ -547,7 +554,7 @@ export class Tunnel {
   attach(tun: BatchSource & BatchSink, raw: BatchSource & BatchSink, icmp6?: BatchSource): void {
     this.offload = tun.offload === true;
     this.counters.set(Event.tun_uring, tun.uring === true ? 1 : 0);
-    const spill = (): void => this.flush(this.toRaw, raw);
+    const spill = (list: OutList): void => this.flush(list, raw);
     tun.onBatch((n, rx) => {
       this.encapBatch(n, rx, spill);
       this.flush(this.toRaw, raw);

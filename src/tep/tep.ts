@@ -12,7 +12,7 @@ import { Counters, Drop, Event, dropLoggerTo, type DropCode } from '../dti/count
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice } from '../dti/device';
 import { EncapConfig, IPV6_HDR, OK, bytesEqual, encapsulate, readU32, type Icmp6Relay } from '../dti/packet';
 import { formatIPv4, formatIPv6, formatPrefix4, type Prefix4, type Prefix6, prefixContains4 } from '../lib/addr';
-import { OutList, Tunnel } from '../dti/tunnel';
+import { OutList, Tunnel, type Spill } from '../dti/tunnel';
 import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
@@ -206,30 +206,23 @@ export class Tep {
 
   /**
    * IPv4 from the TUN device → tunnel packets to nodes (Tunnel.encapBatch), counted per binding. With offloads the
-   * pipeline may send toRaw mid-batch (`spill`): what it holds is counted first.
+   * pipeline may send toRaw or toRawFragments mid-batch (`spill`): what the list holds is counted first.
    */
-  encapBatch(count: number, rx: RxBatch, spill?: () => void): void {
+  encapBatch(count: number, rx: RxBatch, spill?: Spill): void {
     const t = this.tunnel;
     const keys = this.warmKeys;
     for (let i = 0; i < count; i++) keys[i] = rx.lengths[i] >= 20 ? readU32(rx.buf, rx.offsets[i] + 16) : 0;
     this.warmth = this.bindings.warm4(keys, count);
     const spilling =
       spill &&
-      ((): void => {
-        this.countEncapsulated();
-        spill();
+      ((list: OutList): void => {
+        if (list === t.toRaw) this.countEncapsulated();
+        else this.countFragments();
+        spill(list);
       });
     t.encapBatch(count, rx, spilling);
     this.countEncapsulated();
-    const now = this.now;
-    const fr = t.toRawFragments;
-    for (let i = 0; i < fr.count; i++) {
-      const o = fr.offsets[i];
-      if (((fr.buf[o + 42] << 8) | fr.buf[o + 43]) & 0xfff8) continue; // count each packet once, by its first fragment
-      const inner = o + IPV6_HDR + 8;
-      const slot = this.bindings.findByIpv4(readU32(fr.buf, inner + 16), now);
-      if (slot >= 0) this.bindings.countToIpv6(slot, (fr.buf[inner + 2] << 8) | fr.buf[inner + 3]);
-    }
+    this.countFragments();
   }
 
   /** Counts the tunnel packets in toRaw on the bindings they go to. */
@@ -239,6 +232,19 @@ export class Tep {
     for (let i = 0; i < out.count; i++) {
       const slot = this.bindings.findByIpv4(readU32(out.buf, out.offsets[i] + IPV6_HDR + 16), now);
       if (slot >= 0) this.bindings.countToIpv6(slot, out.lengths[i] - IPV6_HDR);
+    }
+  }
+
+  /** Counts the tunnel packets in toRawFragments on the bindings they go to, each once, by its first fragment. */
+  private countFragments(): void {
+    const now = this.now;
+    const fr = this.tunnel.toRawFragments;
+    for (let i = 0; i < fr.count; i++) {
+      const o = fr.offsets[i];
+      if (((fr.buf[o + 42] << 8) | fr.buf[o + 43]) & 0xfff8) continue;
+      const inner = o + IPV6_HDR + 8;
+      const slot = this.bindings.findByIpv4(readU32(fr.buf, inner + 16), now);
+      if (slot >= 0) this.bindings.countToIpv6(slot, (fr.buf[inner + 2] << 8) | fr.buf[inner + 3]);
     }
   }
 
@@ -379,7 +385,7 @@ export class Tep {
     const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
     t.offload = tun.offload === true;
     this.counters.set(Event.tun_uring, tun.uring ? 1 : 0);
-    const spill = (): void => t.flush(t.toRaw, raw);
+    const spill = (list: OutList): void => t.flush(list, raw);
     tun.onBatch((n, rx) => {
       this.encapBatch(n, rx, spill);
       t.flush(t.toRaw, raw);

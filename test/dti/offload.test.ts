@@ -302,6 +302,30 @@ describe('dti/offload: checksums', () => {
     v.csumOffset = 6;
     expect(completeChecksum(buf, 0, buf.length, v, new WordSum())).to.equal(Drop.vnet_malformed);
   });
+
+  it('refuses a checksum place other than the TCP or UDP checksum field, writing nothing', () => {
+    const ws = new WordSum();
+    const withOpts: L4Opts = { payload: range(200), ipOptions: [0x94, 4, 0, 0], partial: true };
+    const plain: L4Opts = { payload: range(200), partial: true };
+    const cases: [string, number[], number, number][] = [
+      ['inside the IPv4 options', tcp4(withOpts), 20, 16],
+      ['in the payload', tcp4(plain), 40, 16],
+      ["UDP's field in a TCP packet", tcp4(plain), 20, 6],
+      ["TCP's field in a UDP packet", udp4(plain), 20, 16],
+      ['a fragment', tcp4({ ...plain, mf: true }), 20, 16],
+    ];
+    for (const [name, p, start, at] of cases) {
+      const buf = Uint8Array.from(p);
+      const v = Object.assign(new VnetHeader(), { flags: VNET_F_NEEDS_CSUM, csumStart: start, csumOffset: at });
+      expect(completeChecksum(buf, 0, buf.length, v, ws), name).to.equal(Drop.vnet_malformed);
+      expect(Array.from(buf), name).to.deep.equal(p);
+    }
+    // With options, the TCP header starts after them.
+    const buf = Uint8Array.from(tcp4(withOpts));
+    const v = Object.assign(new VnetHeader(), { flags: VNET_F_NEEDS_CSUM, csumStart: 24, csumOffset: 16 });
+    expect(completeChecksum(buf, 0, buf.length, v, ws)).to.equal(OK);
+    expect(Array.from(buf)).to.deep.equal(tcp4({ ...withOpts, partial: false }));
+  });
 });
 
 describe('dti/offload: segmentation (GSO)', () => {
@@ -471,6 +495,46 @@ function inner(t: Tunnel): number[][] {
 
 const PLAIN = vnet(0, GSO_NONE, 0, 0, 0, 0);
 
+/** A BatchSink that takes every packet it is given and keeps a copy, in order. */
+function recordingSink() {
+  const sent: number[][] = [];
+  return {
+    sent,
+    txStatus: new Int32Array(3),
+    sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+      for (let i = 0; i < count; i++) sent.push(Array.from(buf.subarray(offsets[i], offsets[i] + lengths[i])));
+      return count;
+    },
+  };
+}
+
+/** The inner IPv4 packets of sent tunnel packets, outer fragments (RFC 8200 §4.5) put back together. */
+function reassembled(sent: number[][]): number[][] {
+  const whole: number[][] = [];
+  const frags = new Map<number, number[][]>();
+  for (const p of sent) {
+    expect(Array.from(p.slice(24, 40))).to.deep.equal(v6(TEP));
+    if (p[6] === 4) {
+      whole.push(p.slice(40));
+      continue;
+    }
+    expect([p[6], p[40]]).to.deep.equal([44, 4]);
+    const id = ((p[44] << 24) | (p[45] << 16) | (p[46] << 8) | p[47]) >>> 0;
+    frags.set(id, [...(frags.get(id) ?? []), p]);
+  }
+  for (const parts of frags.values()) {
+    parts.sort((a, b) => ((a[42] << 8) | a[43]) - ((b[42] << 8) | b[43]));
+    let at = 0;
+    for (const [i, f] of parts.entries()) {
+      expect(((f[42] << 8) | f[43]) & 0xfff8, 'fragment offset').to.equal(at);
+      expect(f[43] & 1, 'more fragments').to.equal(i < parts.length - 1 ? 1 : 0);
+      at += f.length - 48;
+    }
+    whole.push(parts.flatMap((f) => f.slice(48)));
+  }
+  return whole;
+}
+
 describe('dti/tunnel with offloads: TUN → raw', () => {
   it('segments super-packets, completes partial checksums and keeps the order of everything', () => {
     const { t, counters } = offloadTunnel();
@@ -551,6 +615,20 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
     expect(t2.toRaw.count).to.equal(1);
   });
 
+  it('a batch of super-packets whose segments all need outer fragments: the fragment list is spilled, nothing lost', () => {
+    // 16 super-packets of 40 segments of 1500 bytes (> the 1460-byte tunnel MTU, DF=0): 1280 outer fragments,
+    // ten times what the fragment list holds for a batch of 16.
+    const { t, counters } = offloadTunnel(16);
+    const flows = Array.from({ length: 16 }, (_, k): L4Opts => ({ payload: range(40 * 1460, k), sport: 1000 + k }));
+    const sink = recordingSink();
+    t.encapBatch(16, vnetBatch(flows.map((o) => [tcpHdr(o, 1460), tcp4(o)])), (list) => t.flush(list, sink));
+    t.flush(t.toRaw, sink);
+    t.flush(t.toRawFragments, sink);
+    expect(counters.snapshot().dropped).to.equal(0);
+    expect(counters.event('fragmented')).to.equal(640);
+    expect(reassembled(sink.sent)).to.have.deep.members(flows.flatMap((o) => kernelTcpSegments(o, 1460)));
+  });
+
   it('malformed virtio-net headers and super-packets are dropped and counted by reason', () => {
     const { t, counters } = offloadTunnel();
     const o: L4Opts = { payload: range(3000) };
@@ -572,32 +650,52 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
 
   it('fuzz (seeded): random bytes behind random virtio-net headers never throw; every packet is accounted for', () => {
     const r = rng(99);
-    for (let k = 0; k < 300; k++) {
+    let checkedWithOptions = 0;
+    let refused = 0;
+    for (let k = 0; k < 600; k++) {
       const { t, counters } = offloadTunnel();
-      const o: L4Opts = { payload: bytes(Math.floor(r() * 5000), r), tcpOptions: r() < 0.5 ? TS_OPTS : [] };
-      let p = r() < 0.5 ? tcp4(o) : udp4(o);
-      const mutate = Math.floor(r() * 4);
+      const o: L4Opts = {
+        payload: bytes(Math.floor(r() * 5000), r),
+        tcpOptions: r() < 0.5 ? TS_OPTS : [],
+        ipOptions: r() < 0.5 ? Array<number>(4 * (1 + Math.floor(r() * 3))).fill(1) : [],
+        partial: r() < 0.5,
+      };
+      const hl = 20 + o.ipOptions!.length;
+      const tcp = r() < 0.5;
+      let p = tcp ? tcp4(o) : udp4(o);
+      const mutate = r() < 0.5 ? 0 : 1 + Math.floor(r() * 3);
       for (let m = 0; m < mutate; m++) p[Math.floor(r() * Math.min(p.length, 64))] = Math.floor(r() * 256);
       if (r() < 0.2) p = p.slice(0, Math.floor(r() * p.length));
       const hdr =
-        r() < 0.5
+        r() < 0.3
           ? bytes(10, r)
           : vnet(
-              r() < 0.5 ? 1 : 0,
-              [0, 1, 3, 4, 5, 0x81][Math.floor(r() * 6)],
+              r() < 0.6 ? 1 : 0,
+              [0, 0, 1, 3, 4, 5, 0x81][Math.floor(r() * 7)],
               0,
               Math.floor(r() * 3000),
-              20,
-              [16, 6][Math.floor(r() * 2)],
+              [hl, hl, hl, 20, hl + 8, Math.floor(r() * 80)][Math.floor(r() * 6)],
+              [tcp ? 16 : 6, tcp ? 16 : 6, tcp ? 6 : 16, Math.floor(r() * 40)][Math.floor(r() * 4)],
             );
+      const sink = recordingSink();
       t.encapBatch(1, vnetBatch([[hdr, p]], 256 * 1024));
+      t.flush(t.toRaw, sink);
+      t.flush(t.toRawFragments, sink);
       const out = counters.event('encapsulated');
       const segs = counters.event('gso_segments');
       const split = counters.event('gso_split');
       const dropped = counters.snapshot().dropped;
       // One packet read: dropped once or sent as itself; or split, each segment then sent or dropped once.
       expect(out + dropped, `case ${k}`).to.equal(split ? segs : 1);
+      // Whatever we checksummed (a partial checksum completed, or segments) is sent valid, or not at all.
+      if ((hdr[0] & VNET_F_NEEDS_CSUM) === 0 && hdr[1] === GSO_NONE) continue;
+      const sent = reassembled(sink.sent);
+      for (const s of sent) expect(checksumsValid(s), `case ${k}`).to.equal(true);
+      if (sent.length > 0 && hl > 20) checkedWithOptions++;
+      if (counters.dropped('vnet_malformed') > 0) refused++;
     }
+    expect(checkedWithOptions).to.be.greaterThan(10);
+    expect(refused).to.be.greaterThan(10);
   });
 });
 
@@ -833,6 +931,19 @@ describe('dti/offload: coalescing (GRO)', () => {
     expect(out[1][1]).to.equal(GSO_TCPV4);
     expect(out[2]).to.deep.equal([...PLAIN, ...fin]);
     expect(split(out[3].slice(10), out[3].slice(0, 10))).to.deep.equal([a[2], a[3]]);
+  });
+
+  it("keeps per-flow order: a packet with IPv4 options (never coalesced) closes its flow's group too", () => {
+    const a = flowSegments({ seq: 1000 }, [1000, 1000, 1000, 1000]);
+    const opt = tcp4({ seq: 3000, id: 99, ipOptions: [0x94, 4, 0, 0], payload: range(1000, 3000) });
+    const { out, g } = coalesced([a[0], a[1], opt, a[2], a[3]]);
+    // a0+a1 | opt | a2+a3: nothing written ahead of the options packet
+    expect(g.stats.superPackets).to.equal(2);
+    expect(out).to.deep.equal([
+      superPacket({ seq: 1000, id: 1 }, [range(1000, 1000), range(1000, 2000)], false),
+      [...PLAIN, ...opt],
+      superPacket({ seq: 3000, id: 3 }, [range(1000, 3000), range(1000, 4000)], false),
+    ]);
   });
 
   it('merges nothing when the scratch region is too small, but still writes every packet with a header', () => {

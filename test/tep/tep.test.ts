@@ -10,7 +10,7 @@ const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-function makeTep(over: { unreachable?: boolean; clock?: () => number } = {}): Tep {
+function makeTep(over: { unreachable?: boolean; clock?: () => number; batch?: number } = {}): Tep {
   return new Tep({
     address: parseIPv6(TEP6),
     ipv4: parseIPv4('192.0.2.1'),
@@ -269,6 +269,27 @@ describe('tep hairpinning and per-binding counters', () => {
       [A4, 2, 36 + 1320], // an echo request, and a packet sent as two fragments
     ]);
     expect(st.binding_count).to.equal(3);
+  });
+
+  it('counts outer fragments the pipeline sends mid-batch (offloads: more than the fragment list holds)', () => {
+    const tep = makeTep({ batch: 1 });
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.tunnel.offload = true;
+    // A UDP super-packet (GSO_UDP_L4, segments of 1480 bytes, DF=0): 10 segments of 2 outer fragments each at the
+    // 1460-byte tunnel MTU, where a batch of 1 has room for 8 fragments.
+    const udp = [0x9c, 0x40, 0, 53, 0, 0, 0, 0, ...Array(10 * 1452).fill(3)];
+    const b = batchOf([ipv4({ src: '192.0.2.2', dst: A4, proto: 17, payload: udp })], 48, 1 << 20);
+    b.buf.set([0, 5, 0, 0, 1452 & 0xff, 1452 >> 8, 0, 0, 0, 0], 48 - 10); // virtio_net_hdr: UDP_L4, gso_size
+    let sent = 0;
+    tep.encapBatch(1, { ...b, scratch: 1 << 16 }, (list) => {
+      sent += list.count;
+      list.count = 0;
+    });
+    sent += tep.tunnel.toRawFragments.count;
+    expect(sent).to.equal(20);
+    expect(tep.counters.snapshot().dropped).to.equal(0);
+    const a = tep.stats().bindings.find((x) => x.ipv4 === A4);
+    expect(a?.forwarded).to.deep.include({ to_ipv6: 10, bytes_to_ipv6: 10 * 1480 });
   });
 });
 
