@@ -226,162 +226,176 @@ describe('dti/device (namespaces, root)', function () {
     });
   }
 
-  it('tunnels IPv4 in IPv6 between two namespaces over veth (raw IPIP sockets, TUN, the pipeline)', async function () {
-    this.timeout(60000);
-    const a = nss.add('a');
-    const b = nss.add('b');
-    const va = `dva${ID}`.slice(0, 15);
-    const vb = `dvb${ID}`.slice(0, 15);
-    execFileSync('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
-    for (const [ns, dev, addr] of [
-      [a, va, '2001:db8:77::1/64'],
-      [b, vb, '2001:db8:77::2/64'],
-    ]) {
-      await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
-    }
-    // A's TUN MTU (1500) is above its tunnel MTU (1500 − 48 with the encap-limit option): big DF=1 packets get
-    // our frag-needed, big DF=0 packets are sent as IPv6 fragments.
-    const pa = await peer(nss, a, {
-      tun: 'dti0',
-      addr4: '10.202.0.1',
-      peer4: '10.202.0.2',
-      local6: '2001:db8:77::1',
-      remote6: '2001:db8:77::2',
-      tunMtu: 1500,
-      pathMtu: 1500,
-      encapLimit: 4,
-    });
-    const pb = await peer(nss, b, {
-      tun: 'dti0',
-      addr4: '10.202.0.2',
-      peer4: '10.202.0.1',
-      local6: '2001:db8:77::2',
-      remote6: '2001:db8:77::1',
-      tunMtu: 1400,
-      pathMtu: 1500,
-    });
-    const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode']);
-    await new Promise((r) => setTimeout(r, 1000)); // tcpdump attaches
+  // The RFC 2473 behaviours hold with TUN offloads (IFF_VNET_HDR, as the node and the TEP open it by default) and
+  // without: the same traffic, the same assertions.
+  for (const offload of [true, false]) {
+    const mode = offload ? 'offloads' : 'no offloads';
+    it(`tunnels IPv4 in IPv6 between two namespaces over veth (raw IPIP sockets, TUN, the pipeline), ${mode}`, async function () {
+      this.timeout(60000);
+      const a = nss.add('a');
+      const b = nss.add('b');
+      const va = `dva${ID}`.slice(0, 15);
+      const vb = `dvb${ID}`.slice(0, 15);
+      execFileSync('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
+      for (const [ns, dev, addr] of [
+        [a, va, '2001:db8:77::1/64'],
+        [b, vb, '2001:db8:77::2/64'],
+      ]) {
+        await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
+      }
+      // A's TUN MTU (1500) is above its tunnel MTU (1500 − 48 with the encap-limit option): big DF=1 packets get
+      // our frag-needed, big DF=0 packets are sent as IPv6 fragments.
+      const pa = await peer(nss, a, {
+        tun: 'dti0',
+        offload,
+        addr4: '10.202.0.1',
+        peer4: '10.202.0.2',
+        local6: '2001:db8:77::1',
+        remote6: '2001:db8:77::2',
+        tunMtu: 1500,
+        pathMtu: 1500,
+        encapLimit: 4,
+      });
+      const pb = await peer(nss, b, {
+        tun: 'dti0',
+        offload,
+        addr4: '10.202.0.2',
+        peer4: '10.202.0.1',
+        local6: '2001:db8:77::2',
+        remote6: '2001:db8:77::1',
+        tunMtu: 1400,
+        pathMtu: 1500,
+      });
+      const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode']);
+      await new Promise((r) => setTimeout(r, 1000)); // tcpdump attaches
 
-    const ping = (...args: string[]) => execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.2', '-W', '2', ...args]);
-    expect((await ping('-c', '3', '10.202.0.2')).stdout).to.match(/3 received/);
-    // DF=0, 2000 bytes of data: IPv4-fragmented by A's kernel at 1500, each piece > 1452 is outer-fragmented.
-    expect((await ping('-c', '1', '-M', 'dont', '-s', '2000', '10.202.0.2')).stdout).to.match(/1 received/);
-    // DF=1 and too big for the tunnel: our ICMPv4 frag-needed reaches ping.
-    const big = await ping('-c', '1', '-M', 'do', '-s', '1460', '10.202.0.2').catch((e: { stdout: string }) => e);
-    expect(big.stdout).to.match(/mtu = 1452|Frag needed/i);
+      const ping = (...args: string[]) =>
+        execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.2', '-W', '2', ...args]);
+      expect((await ping('-c', '3', '10.202.0.2')).stdout).to.match(/3 received/);
+      // DF=0, 2000 bytes of data: IPv4-fragmented by A's kernel at 1500, each piece > 1452 is outer-fragmented.
+      expect((await ping('-c', '1', '-M', 'dont', '-s', '2000', '10.202.0.2')).stdout).to.match(/1 received/);
+      // DF=1 and too big for the tunnel: our ICMPv4 frag-needed reaches ping.
+      const big = await ping('-c', '1', '-M', 'do', '-s', '1460', '10.202.0.2').catch((e: { stdout: string }) => e);
+      expect(big.stdout).to.match(/mtu = 1452|Frag needed/i);
 
-    await stop(dump.proc, 'SIGINT');
-    await stop(pa.proc);
-    await stop(pb.proc);
-    const ca = counters(pa.out());
-    const cb = counters(pb.out());
-    expect(ca.events.encapsulated).to.be.at.least(5);
-    expect(ca.events.fragmented).to.be.at.least(1);
-    expect(ca.drops.too_big_df).to.equal(1);
-    expect(ca.dropped).to.equal(1); // nothing else was discarded (no IPv6 on the DTI: addrgenmode none)
-    expect(cb.dropped).to.equal(0);
-    expect(ca.events.icmp4_sent).to.equal(1);
-    expect(cb.events.decapsulated).to.be.at.least(5);
-    expect(ca.events.decapsulated).to.be.at.least(5);
-    // Only IPv6 crossed the link: every captured packet is IPv6 carrying IPv4 (or an IPv6 fragment of one).
-    const lines = dump
-      .out()
-      .split('\n')
-      .filter((l) => / > /.test(l) && !/ICMP6/.test(l)); // not ND/MLD
-    expect(lines.length).to.be.at.least(10);
-    for (const l of lines) expect(l, l).to.match(/IP6 2001:db8:77::[12] > 2001:db8:77::[12]: (DSTOPT )?(IP |frag)/);
-    expect(lines.some((l) => /frag/.test(l))).to.equal(true);
-  });
+      await stop(dump.proc, 'SIGINT');
+      await stop(pa.proc);
+      await stop(pb.proc);
+      const ca = counters(pa.out());
+      const cb = counters(pb.out());
+      // each peer ran the TUN path asked for (the kernel here takes the offload flags: test/dti/offload.test.ts)
+      expect([ca.events.offload_active, cb.events.offload_active]).to.deep.equal(offload ? [1, 1] : [0, 0]);
+      expect(ca.events.encapsulated).to.be.at.least(5);
+      expect(ca.events.fragmented).to.be.at.least(1);
+      expect(ca.drops.too_big_df).to.equal(1);
+      expect(ca.dropped).to.equal(1); // nothing else was discarded (no IPv6 on the DTI: addrgenmode none)
+      expect(cb.dropped).to.equal(0);
+      expect(ca.events.icmp4_sent).to.equal(1);
+      expect(cb.events.decapsulated).to.be.at.least(5);
+      expect(ca.events.decapsulated).to.be.at.least(5);
+      // Only IPv6 crossed the link: every captured packet is IPv6 carrying IPv4 (or an IPv6 fragment of one).
+      const lines = dump
+        .out()
+        .split('\n')
+        .filter((l) => / > /.test(l) && !/ICMP6/.test(l)); // not ND/MLD
+      expect(lines.length).to.be.at.least(10);
+      for (const l of lines) expect(l, l).to.match(/IP6 2001:db8:77::[12] > 2001:db8:77::[12]: (DSTOPT )?(IP |frag)/);
+      expect(lines.some((l) => /frag/.test(l))).to.equal(true);
+    });
 
-  it("learns a smaller path MTU from a router's ICMPv6 packet-too-big and tells the IPv4 sender (RFC 2473 §7, §8)", async function () {
-    this.timeout(60000);
-    // A ── R ── B, with a 1280-byte link between R and B: R answers A's big tunnel packets with packet-too-big.
-    const a = nss.add('pa');
-    const r = nss.add('pr');
-    const b = nss.add('pb');
-    const dev = (tag: string) => `d${tag}${ID}`.slice(0, 15);
-    execFileSync('ip', ['link', 'add', dev('a'), 'netns', a, 'type', 'veth', 'peer', 'name', dev('ra'), 'netns', r]);
-    execFileSync('ip', [
-      'link',
-      'add',
-      dev('b'),
-      'netns',
-      b,
-      'mtu',
-      '1280',
-      'type',
-      'veth',
-      'peer',
-      'name',
-      dev('rb'),
-      'netns',
-      r,
-      'mtu',
-      '1280',
-    ]);
-    const addr = (d: string, cidr: string): IpCommand => ({ args: ['-6', 'addr', 'add', cidr, 'dev', d, 'nodad'] });
-    await runIp(
-      [
-        addr(dev('a'), '2001:db8:71::1/64'),
-        ip.linkUp(dev('a')),
-        ip.routeAdd('2001:db8:72::/64', dev('a'), { via: '2001:db8:71::2' }),
-      ],
-      { netns: a },
-    );
-    await runIp(
-      [
-        addr(dev('b'), '2001:db8:72::1/64'),
-        ip.linkUp(dev('b')),
-        ip.routeAdd('2001:db8:71::/64', dev('b'), { via: '2001:db8:72::2' }),
-      ],
-      { netns: b },
-    );
-    await runIp(
-      [
-        addr(dev('ra'), '2001:db8:71::2/64'),
-        addr(dev('rb'), '2001:db8:72::2/64'),
-        ip.linkUp(dev('ra')),
-        ip.linkUp(dev('rb')),
-      ],
-      { netns: r },
-    );
-    execFileSync('ip', ['netns', 'exec', r, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
-    const pa = await peer(nss, a, {
-      tun: 'dti0',
-      addr4: '10.203.0.1',
-      peer4: '10.203.0.2',
-      local6: '2001:db8:71::1',
-      remote6: '2001:db8:72::1',
-      tunMtu: 1500,
-      pathMtu: 1500,
-    });
-    const pb = await peer(nss, b, {
-      tun: 'dti0',
-      addr4: '10.203.0.2',
-      peer4: '10.203.0.1',
-      local6: '2001:db8:72::1',
-      remote6: '2001:db8:71::1',
-      tunMtu: 1240,
-      pathMtu: 1280,
-    });
-    const ping = (...args: string[]) =>
-      execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.3', '-W', '2', ...args, '10.203.0.2']).catch(
-        (e: { stdout: string }) => e,
+    it(`learns a smaller path MTU from a router's ICMPv6 packet-too-big and tells the IPv4 sender (RFC 2473 §7, §8), ${mode}`, async function () {
+      this.timeout(60000);
+      // A ── R ── B, with a 1280-byte link between R and B: R answers A's big tunnel packets with packet-too-big.
+      const a = nss.add('pa');
+      const r = nss.add('pr');
+      const b = nss.add('pb');
+      const dev = (tag: string) => `d${tag}${ID}`.slice(0, 15);
+      execFileSync('ip', ['link', 'add', dev('a'), 'netns', a, 'type', 'veth', 'peer', 'name', dev('ra'), 'netns', r]);
+      execFileSync('ip', [
+        'link',
+        'add',
+        dev('b'),
+        'netns',
+        b,
+        'mtu',
+        '1280',
+        'type',
+        'veth',
+        'peer',
+        'name',
+        dev('rb'),
+        'netns',
+        r,
+        'mtu',
+        '1280',
+      ]);
+      const addr = (d: string, cidr: string): IpCommand => ({ args: ['-6', 'addr', 'add', cidr, 'dev', d, 'nodad'] });
+      await runIp(
+        [
+          addr(dev('a'), '2001:db8:71::1/64'),
+          ip.linkUp(dev('a')),
+          ip.routeAdd('2001:db8:72::/64', dev('a'), { via: '2001:db8:71::2' }),
+        ],
+        { netns: a },
       );
-    // 1428-byte IPv4 packets with DF: they fit A's first tunnel MTU (1460) but not the path behind R.
-    const first = await ping('-c', '3', '-M', 'do', '-s', '1400');
-    expect(first.stdout).to.match(/mtu ?= ?1240/i);
-    // Forget the IPv4 path MTU A's kernel learned from our frag-needed, so it sends 1428 bytes again: with DF=0
-    // the packet now leaves A as IPv6 fragments that fit the path, and gets its reply.
-    execFileSync('ip', ['-n', a, '-4', 'route', 'flush', 'cache']);
-    expect((await ping('-c', '1', '-M', 'dont', '-s', '1400')).stdout).to.match(/1 received/);
-    await stop(pa.proc);
-    await stop(pb.proc);
-    const ca = counters(pa.out());
-    expect(ca.events.pmtu_updated).to.equal(1);
-    expect(ca.events.icmp_relayed).to.be.at.least(1);
-    expect(ca.events.fragmented).to.be.at.least(1);
-    expect(counters(pb.out()).events.decapsulated).to.be.at.least(1);
-  });
+      await runIp(
+        [
+          addr(dev('b'), '2001:db8:72::1/64'),
+          ip.linkUp(dev('b')),
+          ip.routeAdd('2001:db8:71::/64', dev('b'), { via: '2001:db8:72::2' }),
+        ],
+        { netns: b },
+      );
+      await runIp(
+        [
+          addr(dev('ra'), '2001:db8:71::2/64'),
+          addr(dev('rb'), '2001:db8:72::2/64'),
+          ip.linkUp(dev('ra')),
+          ip.linkUp(dev('rb')),
+        ],
+        { netns: r },
+      );
+      execFileSync('ip', ['netns', 'exec', r, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
+      const pa = await peer(nss, a, {
+        tun: 'dti0',
+        offload,
+        addr4: '10.203.0.1',
+        peer4: '10.203.0.2',
+        local6: '2001:db8:71::1',
+        remote6: '2001:db8:72::1',
+        tunMtu: 1500,
+        pathMtu: 1500,
+      });
+      const pb = await peer(nss, b, {
+        tun: 'dti0',
+        offload,
+        addr4: '10.203.0.2',
+        peer4: '10.203.0.1',
+        local6: '2001:db8:72::1',
+        remote6: '2001:db8:71::1',
+        tunMtu: 1240,
+        pathMtu: 1280,
+      });
+      const ping = (...args: string[]) =>
+        execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.3', '-W', '2', ...args, '10.203.0.2']).catch(
+          (e: { stdout: string }) => e,
+        );
+      // 1428-byte IPv4 packets with DF: they fit A's first tunnel MTU (1460) but not the path behind R.
+      const first = await ping('-c', '3', '-M', 'do', '-s', '1400');
+      expect(first.stdout).to.match(/mtu ?= ?1240/i);
+      // Forget the IPv4 path MTU A's kernel learned from our frag-needed, so it sends 1428 bytes again: with DF=0
+      // the packet now leaves A as IPv6 fragments that fit the path, and gets its reply.
+      execFileSync('ip', ['-n', a, '-4', 'route', 'flush', 'cache']);
+      expect((await ping('-c', '1', '-M', 'dont', '-s', '1400')).stdout).to.match(/1 received/);
+      await stop(pa.proc);
+      await stop(pb.proc);
+      const ca = counters(pa.out());
+      const cb = counters(pb.out());
+      expect([ca.events.offload_active, cb.events.offload_active]).to.deep.equal(offload ? [1, 1] : [0, 0]);
+      expect(ca.events.pmtu_updated).to.equal(1);
+      expect(ca.events.icmp_relayed).to.be.at.least(1);
+      expect(ca.events.fragmented).to.be.at.least(1);
+      expect(cb.events.decapsulated).to.be.at.least(1);
+    });
+  }
 });

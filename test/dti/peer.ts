@@ -17,13 +17,15 @@ interface PeerConfig {
   tunMtu: number;
   pathMtu: number;
   encapLimit?: number;
+  /** Open the TUN device with offloads (IFF_VNET_HDR), as the node and the TEP do by default. */
+  offload?: boolean;
 }
 
 async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2]) as PeerConfig;
   const local6 = parseIPv6(cfg.local6);
   const remote6 = parseIPv6(cfg.remote6);
-  const tun = TunDevice.open({ name: cfg.tun, mtu: cfg.tunMtu });
+  const tun = TunDevice.open({ name: cfg.tun, mtu: cfg.tunMtu, offload: cfg.offload ?? false });
   await runIp([ip.noLinkLocal(tun.name), ip.addrAdd(tun.name, `${cfg.addr4}/32`, cfg.peer4), ip.linkUp(tun.name)]);
   const raw = RawIpipSocket.open({ bind: local6 });
   const icmp = Icmp6ErrorSocket.open();
