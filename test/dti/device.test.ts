@@ -98,6 +98,22 @@ const peer = (nss: Namespaces, ns: string, cfg: object) =>
 
 const counters = (out: string) => JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]) as CountersSnapshot;
 
+/** Namespaces `ta` and `tb` joined by a veth pair, addressed NET1/64 and NET2/64 (NET ends in "::"). */
+async function vethPair(nss: Namespaces, ta: string, tb: string, net: string) {
+  const a = nss.add(ta);
+  const b = nss.add(tb);
+  const va = `dv${ta}${ID}`.slice(0, 15);
+  const vb = `dv${tb}${ID}`.slice(0, 15);
+  execFileSync('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
+  for (const [ns, dev, addr] of [
+    [a, va, `${net}1/64`],
+    [b, vb, `${net}2/64`],
+  ]) {
+    await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
+  }
+  return { a, b, va, vb };
+}
+
 function stop(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   return new Promise((resolve) => {
     if (proc.exitCode !== null) return resolve();
@@ -227,22 +243,12 @@ describe('dti/device (namespaces, root)', function () {
   }
 
   // The RFC 2473 behaviours hold with TUN offloads (IFF_VNET_HDR, as the node and the TEP open it by default) and
-  // without: the same traffic, the same assertions.
+  // without: the same traffic, the same behavioural assertions.
   for (const offload of [true, false]) {
     const mode = offload ? 'offloads' : 'no offloads';
     it(`tunnels IPv4 in IPv6 between two namespaces over veth (raw IPIP sockets, TUN, the pipeline), ${mode}`, async function () {
       this.timeout(60000);
-      const a = nss.add('a');
-      const b = nss.add('b');
-      const va = `dva${ID}`.slice(0, 15);
-      const vb = `dvb${ID}`.slice(0, 15);
-      execFileSync('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
-      for (const [ns, dev, addr] of [
-        [a, va, '2001:db8:77::1/64'],
-        [b, vb, '2001:db8:77::2/64'],
-      ]) {
-        await runIp([{ args: ['-6', 'addr', 'add', addr, 'dev', dev, 'nodad'] }, ip.linkUp(dev)], { netns: ns });
-      }
+      const { a, b, vb } = await vethPair(nss, 'a', 'b', '2001:db8:77::');
       // A's TUN MTU (1500) is above its tunnel MTU (1500 − 48 with the encap-limit option): big DF=1 packets get
       // our frag-needed, big DF=0 packets are sent as IPv6 fragments.
       const pa = await peer(nss, a, {
@@ -396,6 +402,89 @@ describe('dti/device (namespaces, root)', function () {
       expect(ca.events.icmp_relayed).to.be.at.least(1);
       expect(ca.events.fragmented).to.be.at.least(1);
       expect(cb.events.decapsulated).to.be.at.least(1);
+    });
+
+    it(`a TCP transfer whose segments exceed the tunnel MTU arrives whole: outer fragments with DF=0, frag-needed and the sender's PMTUD with DF=1, ${mode}`, async function () {
+      this.timeout(60000);
+      // Bulk TCP, where the kernel hands the offloading DTI super-packets (ping never makes one). B's TUN MTU 1500
+      // lets A's segments reach 1500 bytes, above A's tunnel MTU (1500 − 48 with the encap-limit option).
+      const { a, b } = await vethPair(nss, 'ta', 'tb', '2001:db8:76::');
+      const ends = (local: string, remote: string, addr4: string, peer4: string, encapLimit = -1) => ({
+        tun: 'dti0',
+        offload,
+        addr4,
+        peer4,
+        local6: `2001:db8:76::${local}`,
+        remote6: `2001:db8:76::${remote}`,
+        tunMtu: 1500,
+        pathMtu: 1500,
+        encapLimit,
+      });
+      const pa = await peer(nss, a, ends('1', '2', '10.204.0.1', '10.204.0.2', 4));
+      const pb = await peer(nss, b, ends('2', '1', '10.204.0.2', '10.204.0.1'));
+      const SIZE = 1 << 20;
+      const data = `bytes((i * 7 + (i >> 11)) & 255 for i in range(${SIZE}))`;
+      // B takes two connections and prints the length and SHA-256 of what each carried.
+      const server = await spawnIn(
+        nss,
+        b,
+        [
+          'python3',
+          '-c',
+          [
+            'import socket, hashlib',
+            's = socket.socket(); s.bind(("10.204.0.2", 5999)); s.listen(2); print("ready", flush=True)',
+            'for _ in range(2):',
+            '    c, _ = s.accept(); h = hashlib.sha256(); n = 0',
+            '    while True:',
+            '        d = c.recv(1 << 20)',
+            '        if not d: break',
+            '        h.update(d); n += len(d)',
+            '    print(n, h.hexdigest(), flush=True)',
+          ].join('\n'),
+        ],
+        /ready/,
+      );
+      // IP_MTU_DISCOVER (10) = IP_PMTUDISC_DONT (0): DF=0, so no frag-needed lowers the MSS; 2 (DO): DF=1.
+      const send = (pmtudisc: number) =>
+        execFileP(
+          'ip',
+          [
+            'netns',
+            'exec',
+            a,
+            'python3',
+            '-c',
+            [
+              'import socket, hashlib',
+              `data = ${data}`,
+              `c = socket.socket(); c.setsockopt(socket.IPPROTO_IP, 10, ${pmtudisc})`,
+              'c.connect(("10.204.0.2", 5999)); c.sendall(data); c.close()',
+              'print(len(data), hashlib.sha256(data).hexdigest())',
+            ].join('\n'),
+          ],
+          { timeout: 30000 },
+        );
+      // DF=0 first: before A's kernel has learnt the tunnel MTU from a frag-needed, its segments are 1500 bytes.
+      const sent = [(await send(0)).stdout.trim(), (await send(2)).stdout.trim()];
+      await new Promise<void>((resolve) =>
+        server.proc.exitCode !== null ? resolve() : server.proc.on('exit', () => resolve()),
+      );
+      expect(server.out().trim().split('\n').slice(1)).to.deep.equal(sent);
+      await stop(pa.proc);
+      await stop(pb.proc);
+      const ca = counters(pa.out());
+      const cb = counters(pb.out());
+      expect([ca.events.offload_active, cb.events.offload_active]).to.deep.equal(offload ? [1, 1] : [0, 0]);
+      // With offloads A's kernel handed super-packets, segmented before the MTU rules; without, none can come.
+      if (offload) expect(ca.events.gso_split).to.be.above(0);
+      else expect(ca.events.gso_split).to.equal(0);
+      expect(ca.events.fragmented).to.be.above(0);
+      expect(ca.drops.too_big_df).to.be.above(0);
+      expect(ca.events.icmp4_sent).to.be.above(0);
+      // nothing else was discarded: no malformed virtio-net header or super-packet, no full queue
+      expect(ca.dropped).to.equal(ca.drops.too_big_df + ca.drops.icmp_rate_limited);
+      expect(cb.dropped).to.equal(0);
     });
   }
 });
