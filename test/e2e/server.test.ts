@@ -169,24 +169,27 @@ for (const [label, flags] of [
       });
     });
 
-    it('a binding that ends on the server stops forwarding at the TEP without a restart', async () => {
-      // a one-shot lease of 10 s, never renewed: the TEP must stop at its end (long enough for a `dstm tep stats`
-      // on a loaded machine to see the binding first)
-      const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '10', '--json'));
-      const lease = JSON.parse(stdout) as LeaseLine;
-      await until('the TEP has the binding', async () =>
-        (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
-      );
-      await until(
-        'the binding ended at the TEP',
-        async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
-        20_000,
-      );
-      expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
-      const before = (await tepStats(t)).drops.unbound_source;
-      await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.ipv4, dst4: ADDR.z4 });
-      expect((await tepStats(t)).drops.unbound_source - before).to.equal(5);
-    });
+    // Once: its packets are injected on the tunnel side and refused before the TEP's TUN device, the one thing the
+    // mode changes (and it waits out a 10 s lease).
+    if (label === 'offloads')
+      it('a binding that ends on the server stops forwarding at the TEP without a restart', async () => {
+        // a one-shot lease of 10 s, never renewed: the TEP must stop at its end (long enough for a `dstm tep stats`
+        // on a loaded machine to see the binding first)
+        const { stdout } = await t.exec(t.ns.x, dstmArgv('request', '--server', SERVER, '--lease', '10', '--json'));
+        const lease = JSON.parse(stdout) as LeaseLine;
+        await until('the TEP has the binding', async () =>
+          (await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
+        );
+        await until(
+          'the binding ended at the TEP',
+          async () => !(await tepStats(t)).bindings.some((b) => b.ipv4 === lease.ipv4),
+          20_000,
+        );
+        expect(Date.now()).to.be.at.least(lease.ends * 1000 - 300);
+        const before = (await tepStats(t)).drops.unbound_source;
+        await inject(t, t.ns.x, { src6: ADDR.x6, dst6: ADDR.y6, src4: lease.ipv4, dst4: ADDR.z4 });
+        expect((await tepStats(t)).drops.unbound_source - before).to.equal(5);
+      });
 
     it('on demand: the DTI comes up without an address, the first IPv4 packet requests the lease, traffic flows', async () => {
       const node = startNode(t, ['--on-demand', ...flags]);
