@@ -77,9 +77,10 @@ export type TrafficJson = {
 };
 
 /**
- * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered.
+ * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered,
+ * and the bindings of its replica of the table (the same on every queue once the last change has reached them all).
  */
-export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number };
+export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number; binding_count: number };
 
 /** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
@@ -536,7 +537,14 @@ export class Tep {
       top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
       path_mtu_lowered: this.pmtu.size(this.now),
       ipv6_reassembly: readReassembly(),
-      queues: [{ ...forwarded, dropped: snap.dropped, path_mtu_lowered: this.pmtu.size(this.now) }],
+      queues: [
+        {
+          ...forwarded,
+          dropped: snap.dropped,
+          path_mtu_lowered: this.pmtu.size(this.now),
+          binding_count: this.bindings.size,
+        },
+      ],
     };
   }
 }

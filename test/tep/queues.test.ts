@@ -9,7 +9,7 @@ import type { TepStats } from '../../src/tep/tep';
 import { tsArgv } from '../support/dstm-procs';
 import { netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
-import { NODE1, NODE2, TEP6 } from './queues-peer';
+import { NODE1, NODE2, RESYNC_BIG, TEP6 } from './queues-peer';
 
 const execFileP = promisify(execFile);
 const NS = `dstm-q-${process.pid}`;
@@ -72,12 +72,30 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     expect(s.resynced.forwarded.to_ipv6 - s.unbound.forwarded.to_ipv6).to.equal(FLOWS);
     expect(s.resynced.binding_count).to.equal(1);
     expect(s.resynced_old.drops.unbound_source - s.resynced.drops.unbound_source).to.equal(FLOWS);
+    // the newer bind and unbind win over the big resync before them, on every queue: the moved address forwards
+    // both ways on both, the unbound node is refused and its address unrouted on both
+    const delta = (name: string, prev: string, i: number, key: 'to_ipv4' | 'to_ipv6'): number =>
+      s[name].queues[i][key] - s[prev].queues[i][key];
+    for (const i of [0, 1]) {
+      expect(delta('newer_bind', 'resynced_old', i, 'to_ipv4'), `queue ${i} from the moved address`).to.be.above(0);
+      expect(delta('newer_bind', 'resynced_old', i, 'to_ipv6'), `queue ${i} to the moved address`).to.be.above(0);
+      expect(delta('newer_unbind', 'newer_bind', i, 'to_ipv4'), `queue ${i} from the unbound node`).to.equal(0);
+      expect(delta('newer_unbind', 'newer_bind', i, 'to_ipv6'), `queue ${i} to the unbound address`).to.equal(0);
+    }
+    expect(s.newer_bind.forwarded.to_ipv4 - s.resynced_old.forwarded.to_ipv4).to.equal(FLOWS);
+    expect(s.newer_bind.forwarded.to_ipv6 - s.resynced_old.forwarded.to_ipv6).to.equal(FLOWS);
+    for (const reason of ['unbound_source', 'no_binding'])
+      expect(s.newer_bind.drops[reason], reason).to.equal(s.resynced_old.drops[reason]);
+    expect(s.newer_unbind.drops.unbound_source - s.newer_bind.drops.unbound_source).to.equal(FLOWS);
+    expect(s.newer_unbind.drops.no_binding - s.newer_bind.drops.no_binding).to.equal(FLOWS);
+    both(s.newer_unbind, 'dropped');
+    expect(s.newer_unbind.queues.map((q) => q.binding_count)).to.deep.equal([RESYNC_BIG - 1, RESYNC_BIG - 1]);
     // a path MTU learnt by queue 0 (the only one reading ICMPv6 errors) reaches queue 1
     expect(s.ptb.queues.map((q) => q.path_mtu_lowered)).to.deep.equal([1, 1]);
     // reconfigure: the domain's new prefixes apply on both queues
     expect(s.reconfigured.drops.outside_prefix).to.equal(FLOWS);
-    expect(s.reconfigured.forwarded.to_ipv4).to.equal(s.resynced_old.forwarded.to_ipv4);
-    const grew = s.reconfigured.queues.map((q, i) => q.dropped - s.resynced_old.queues[i].dropped);
+    expect(s.reconfigured.forwarded.to_ipv4).to.equal(s.ptb.forwarded.to_ipv4);
+    const grew = s.reconfigured.queues.map((q, i) => q.dropped - s.ptb.queues[i].dropped);
     expect(
       grew.every((n) => n > 0),
       `outside_prefix per queue: ${grew.join(', ')}`,
