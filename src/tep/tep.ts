@@ -372,6 +372,16 @@ export class Tep {
       offload: this.opts.offload ?? true,
       multiQueue: queue.count > 1,
     });
+    // A further queue has the device's offloads, as queue 0 set them (openTun), whatever it asked: it was told
+    // queue 0's (queues.ts), so a difference means the device is not the one queue 0 made.
+    if (queue.index > 0 && this.tun.offload !== (this.opts.offload ?? true)) {
+      const [got, asked] = [this.tun.offload, this.opts.offload ?? true].map((on) => (on ? 'on' : 'off'));
+      this.tun.close();
+      this.tun = undefined;
+      throw new Error(
+        `TUN device ${this.opts.device}: queue ${queue.index} got offloads ${got}, asked for ${asked} (queue 0's)`,
+      );
+    }
     const bufferBytes = this.opts.socketBuffer;
     this.raw = RawIpipSocket.open({ bind: this.opts.address, batch, queue, bufferBytes });
     // ICMPv6 errors are rare: queue 0 alone relays them and tells the others what path MTU it learnt

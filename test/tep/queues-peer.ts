@@ -6,13 +6,16 @@
 //           chunks) followed at once by an unbind and a bind, a packet-too-big and reconfigure, with tunnel packets
 //           of many flows sent in and IPv4 of many flows routed out between the steps: the summed stats after each
 //           (their binding lists cut to a few).
+//   offload: a further queue of a multi-queue TUN device whose offloads differ from the first queue's, through
+//           TunDevice and through a Tep on queue 1 of 2: what it got or the error, and the device's flags after.
 import { createSocket } from 'node:dgram';
 import { execFileSync } from 'node:child_process';
-import { RawIpipSocket } from '../../src/dti/device';
+import { readFileSync } from 'node:fs';
+import { RawIpipSocket, TunDevice } from '../../src/dti/device';
 import { createLogger } from '../../src/lib/log';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { TepQueues } from '../../src/tep/queues';
-import type { ServerBinding } from '../../src/tep/tep';
+import { Tep, type ServerBinding, type TepOptions } from '../../src/tep/tep';
 import { icmpv6, ipv4, ipv6 } from '../dti/build';
 
 export const TEP6 = '2001:db8:1::1';
@@ -64,22 +67,60 @@ async function filter(): Promise<void> {
   );
 }
 
+const tepOptions = (device: string): TepOptions => ({
+  address: parseIPv6(TEP6),
+  ipv4: parseIPv4('192.0.2.254'),
+  pools: [parsePrefix4('10.0.0.0/8')],
+  prefixes: [parsePrefix6('2001:db8::/32')],
+  statics: [],
+  device,
+  pathMtu: 1500,
+  unreachable: false,
+  log: createLogger({ level: 'error' }),
+});
+
+/** What `open()` gave: the TUN device's offloads, or the error's message; closed with `close` after. */
+function attempt(open: () => TunDevice, close: () => void): { offload: boolean; flags: number } | { error: string } {
+  try {
+    const tun = open();
+    close();
+    return { offload: tun.offload, flags: tun.offloadFlags };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
+/** The device's IFF_* flags, as the kernel has them (IFF_VNET_HDR: 0x4000). */
+const tunFlags = (name: string): number => Number(readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8'));
+
+async function offload(): Promise<void> {
+  const out: Record<string, unknown> = {};
+  for (const first of [false, true]) {
+    const name = `qoff${Number(first)}`;
+    const q0 = TunDevice.open({ name, multiQueue: true, offload: first });
+    const other = !q0.offload;
+    let tun: TunDevice | undefined;
+    const tep = new Tep({ ...tepOptions(name), offload: other, queue: { index: 1, count: 2 } });
+    out[name] = {
+      first: q0.offload,
+      flagsBefore: tunFlags(name),
+      tun: attempt(
+        () => (tun = TunDevice.open({ name, multiQueue: true, offload: other })),
+        () => tun?.close(),
+      ),
+      tep: attempt(
+        () => tep.open(),
+        () => tep.close(),
+      ),
+      flagsAfter: tunFlags(name),
+    };
+    q0.close();
+  }
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
 async function tep(): Promise<void> {
-  const log = createLogger({ level: 'error' });
-  const q = await TepQueues.open(
-    {
-      address: parseIPv6(TEP6),
-      ipv4: parseIPv4('192.0.2.254'),
-      pools: [parsePrefix4('10.0.0.0/8')],
-      prefixes: [parsePrefix6('2001:db8::/32')],
-      statics: [],
-      device: 'qtest0',
-      pathMtu: 1500,
-      unreachable: false,
-      log,
-    },
-    2,
-  );
+  const q = await TepQueues.open(tepOptions('qtest0'), 2);
   execFileSync('ip', ['link', 'set', 'qtest0', 'up']);
   execFileSync('ip', ['addr', 'add', '192.0.2.254/32', 'dev', 'qtest0']);
   execFileSync('ip', ['route', 'add', '10.0.0.0/8', 'dev', 'qtest0']);
@@ -147,7 +188,8 @@ async function tep(): Promise<void> {
 }
 
 if (require.main === module) {
-  void (process.argv[2] === 'filter' ? filter() : tep()).catch((err: unknown) => {
+  const modes: Record<string, () => Promise<void>> = { filter, offload, tep };
+  void modes[process.argv[2]]().catch((err: unknown) => {
     console.error(err);
     process.exit(1);
   });

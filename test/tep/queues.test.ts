@@ -44,6 +44,31 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     expect(r.queue1).to.be.above(0);
   });
 
+  it("a further queue never has other offloads than the device's first queue: it gets the first's or fails, and the device keeps its flags", async () => {
+    type Attempt = { offload: boolean; flags: number } | { error: string };
+    type Device = { first: boolean; flagsBefore: number; flagsAfter: number; tun: Attempt; tep: Attempt };
+    const r = await peer<Record<'qoff0' | 'qoff1', Device>>('offload');
+    // a plain first queue: asking for offloads gets none (no TUNSETOFFLOAD on the plain device), and a Tep queue
+    // that asked for them (told the first has them) refuses to start
+    expect(r.qoff0.first).to.equal(false);
+    expect(r.qoff0.tun).to.deep.equal({ offload: false, flags: 0 });
+    expect(r.qoff0.tep).to.deep.equal({
+      error: "TUN device qoff0: queue 1 got offloads off, asked for on (queue 0's)",
+    });
+    // a first queue with offloads (the kernel here has them): a queue without them would read virtio-net headers
+    // as packets, so opening it fails with the reason, through TunDevice and through a Tep alike
+    expect(r.qoff1.first, 'the kernel took TUNSETOFFLOAD on the first queue').to.equal(true);
+    for (const a of [r.qoff1.tun, r.qoff1.tep])
+      expect(a).to.deep.equal({
+        error:
+          "TUN device qoff1 has offloads (virtio-net headers) on, as its first queue set them, but this queue has them off; every queue must have the first one's",
+      });
+    const VNET_HDR = 0x4000;
+    expect(r.qoff0.flagsBefore & VNET_HDR).to.equal(0);
+    expect(r.qoff1.flagsBefore & VNET_HDR).to.equal(VNET_HDR);
+    for (const d of [r.qoff0, r.qoff1]) expect(d.flagsAfter).to.equal(d.flagsBefore);
+  });
+
   it('bind, unbind, resync, path MTUs and reconfigure reach both queues, which forward and drop each their share, summed', async () => {
     const s = await peer<Record<string, TepStats>>('tep');
     const FLOWS = 32;
