@@ -7,7 +7,8 @@
 //           of many flows sent in and IPv4 of many flows routed out between the steps: the summed stats after each
 //           (their binding lists cut to a few).
 //   offload: a further queue of a multi-queue TUN device whose offloads differ from the first queue's, through
-//           TunDevice and through a Tep on queue 1 of 2: what it got or the error, and the device's flags after.
+//           TunDevice and through a Tep on queue 1 of 2: what it got or the error, and the device's flags after;
+//           the first queue's receive buffer (default batch) with and without offloads.
 import { createSocket } from 'node:dgram';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -103,6 +104,7 @@ async function offload(): Promise<void> {
     const tep = new Tep({ ...tepOptions(name), offload: other, queue: { index: 1, count: 2 } });
     out[name] = {
       first: q0.offload,
+      rxBytes: q0.rx.buf.length,
       flagsBefore: tunFlags(name),
       tun: attempt(
         () => (tun = TunDevice.open({ name, multiQueue: true, offload: other })),

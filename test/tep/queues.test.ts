@@ -3,6 +3,7 @@
 // applies every control-plane change on both queues and sums their counters.
 import { expect } from 'chai';
 import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TepStats } from '../../src/tep/tep';
@@ -46,7 +47,14 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
 
   it("a further queue never has other offloads than the device's first queue: it gets the first's or fails, and the device keeps its flags", async () => {
     type Attempt = { offload: boolean; flags: number } | { error: string };
-    type Device = { first: boolean; flagsBefore: number; flagsAfter: number; tun: Attempt; tep: Attempt };
+    type Device = {
+      first: boolean;
+      rxBytes: number;
+      flagsBefore: number;
+      flagsAfter: number;
+      tun: Attempt;
+      tep: Attempt;
+    };
     const r = await peer<Record<'qoff0' | 'qoff1', Device>>('offload');
     // a plain first queue: asking for offloads gets none (no TUNSETOFFLOAD on the plain device), and a Tep queue
     // that asked for them (told the first has them) refuses to start
@@ -67,6 +75,13 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     expect(r.qoff0.flagsBefore & VNET_HDR).to.equal(0);
     expect(r.qoff1.flagsBefore & VNET_HDR).to.equal(VNET_HDR);
     for (const d of [r.qoff0, r.qoff1]) expect(d.flagsAfter).to.equal(d.flagsBefore);
+    // what offloads cost each queue's TUN receive buffer (default batch), as the man pages of its users say
+    for (const page of ['dstm-tep.8', 'dstm-request.8', 'dstm-static.8']) {
+      const text = readFileSync(join(__dirname, '..', '..', 'man', page), 'utf8').replace(/\n/g, ' ');
+      const said = /(\d+) bytes \(([\d.]+) MiB\) more (?:per queue )?than without at the default batch/.exec(text);
+      const more = r.qoff1.rxBytes - r.qoff0.rxBytes;
+      expect(said?.slice(1).map(Number), page).to.deep.equal([more, Number((more / 2 ** 20).toFixed(1))]);
+    }
   });
 
   it('bind, unbind, resync, path MTUs and reconfigure reach both queues, which forward and drop each their share, summed', async () => {
