@@ -140,6 +140,8 @@ export class Tep {
   private tun: TunDevice | undefined;
   private raw: RawIpipSocket | undefined;
   private icmp6: Icmp6ErrorSocket | undefined;
+  /** Sends toRaw to the raw socket now (mid-batch, when segmenting super-packets fills the scratch); set by open(). */
+  private spillRaw: (() => void) | undefined;
   /** Hairpinned packets (node to node, not leaving to IPv4): in place in the raw socket's receive buffer. */
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
@@ -206,21 +208,15 @@ export class Tep {
   // --- forwarding: the shared pipeline, then the TEP's own steps on its output ---------------------------------
 
   /**
-   * IPv4 from the TUN device → tunnel packets to nodes (Tunnel.encapBatch), counted per binding. With offloads the
-   * pipeline may send toRaw mid-batch (`spill`): what it holds is counted first.
+   * IPv4 from the TUN device → tunnel packets to nodes (Tunnel.encapBatch), counted per binding. With offloads and
+   * the devices open, the pipeline may send toRaw mid-batch (spillRaw): what it holds is counted first.
    */
-  encapBatch(count: number, rx: RxBatch, spill?: () => void): void {
+  encapBatch(count: number, rx: RxBatch): void {
     const t = this.tunnel;
     const keys = this.warmKeys;
     for (let i = 0; i < count; i++) keys[i] = rx.lengths[i] >= 20 ? readU32(rx.buf, rx.offsets[i] + 16) : 0;
     this.warmth = this.bindings.warm4(keys, count);
-    const spilling =
-      spill &&
-      ((): void => {
-        this.countEncapsulated();
-        spill();
-      });
-    t.encapBatch(count, rx, spilling);
+    t.encapBatch(count, rx, this.spillRaw && this.spill);
     this.countEncapsulated();
     const now = this.now;
     const fr = t.toRawFragments;
@@ -232,6 +228,12 @@ export class Tep {
       if (slot >= 0) this.bindings.countToIpv6(slot, (fr.buf[inner + 2] << 8) | fr.buf[inner + 3]);
     }
   }
+
+  /** Counts what toRaw holds, then sends it (made once: no allocation per batch). */
+  private readonly spill = (): void => {
+    this.countEncapsulated();
+    this.spillRaw!();
+  };
 
   /** Counts the tunnel packets in toRaw on the bindings they go to. */
   private countEncapsulated(): void {
@@ -390,9 +392,9 @@ export class Tep {
     const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
     t.offload = tun.offload === true;
     this.counters.set(Event.tun_uring, tun.uring ? 1 : 0);
-    const spill = (): void => t.flush(t.toRaw, raw);
+    this.spillRaw = (): void => t.flush(t.toRaw, raw);
     tun.onBatch((n, rx) => {
-      this.encapBatch(n, rx, spill);
+      this.encapBatch(n, rx);
       t.flush(t.toRaw, raw);
       t.flush(t.toRawFragments, raw);
       t.flush(t.toTunIcmp, tun);
@@ -414,7 +416,7 @@ export class Tep {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     for (const d of [this.icmp6, this.raw, this.tun]) d?.close();
-    this.tun = this.raw = this.icmp6 = undefined;
+    this.tun = this.raw = this.icmp6 = this.spillRaw = undefined;
   }
 
   // --- bindings from the DSTM server's feed -------------------------------------------------------------------
