@@ -29,6 +29,7 @@
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -71,8 +72,21 @@ static int tun_attach(const char *name, int flags, struct ifreq *ifr) {
   return fd;
 }
 
-/** Turns offloads on: the header size, then the widest flag set the kernel accepts. Returns the flags, or 0. */
+/** Whether the device behind `fd` carries virtio-net headers (IFF_VNET_HDR), as the kernel has it; -1 on error. */
+static int tun_vnet(int fd) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) return -1;
+  return (ifr.ifr_flags & IFF_VNET_HDR) != 0;
+}
+
+/**
+ * Turns offloads on: the header size, then the widest flag set the kernel accepts. Returns the flags, or 0. Only on
+ * a device that carries virtio-net headers: a further queue of a multi-queue device keeps the device's flags
+ * whatever it asked, and TUNSETOFFLOAD on a plain one would have the kernel hand super-packets to its other queues.
+ */
 static unsigned tun_offload(int fd) {
+  if (tun_vnet(fd) != 1) return 0;
   int hdr = VNET_HDR;
   if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) return 0;
   static const unsigned tries[] = {
@@ -88,7 +102,10 @@ static unsigned tun_offload(int fd) {
 // lets the kernel pick tunN. With offload, the device is made with IFF_VNET_HDR and the TUN_F_* flags the kernel
 // accepts are returned; when it accepts none, the device is made again without IFF_VNET_HDR and the flags are 0.
 // With multiQueue (IFF_MULTI_QUEUE), opening an existing device's name attaches one more queue (one more fd) to it;
-// the kernel spreads the packets it routes into the device over the queues by flow.
+// the kernel spreads the packets it routes into the device over the queues by flow. Such a queue takes the device's
+// IFF_VNET_HDR as the first queue set it (the kernel ignores the flag on later attaches): when it differs from what
+// the fd ends up with (asked otherwise, or offloads refused and the fallback attached plain to a device that is
+// not), the fd is closed and openTun throws rather than read headers it does not expect or miss ones it does.
 static napi_value open_tun(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!napi_util_args(env, info, 3, argv)) return NULL;
@@ -110,6 +127,19 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   }
   if (fd < 0) fd = tun_attach(name, base, &ifr);
   if (fd < 0) return napi_util_throw_sys(env, "TUNSETIFF", errno, strerror(errno));
+  int vnet = tun_vnet(fd);
+  if (vnet != (flags != 0)) {
+    int err = errno;
+    close(fd);
+    if (vnet < 0) return napi_util_throw_sys(env, "TUNGETIFF", err, strerror(err));
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "TUN device %s has offloads (virtio-net headers) %s, as its first queue set them, but this queue "
+             "has them %s; every queue must have the first one's",
+             ifr.ifr_name, vnet ? "on" : "off", flags ? "on" : "off");
+    napi_throw_error(env, "EOFFLOAD", msg);
+    return NULL;
+  }
   napi_value result, fdv, namev, flagsv;
   NAPI_CHECK(napi_create_array_with_length(env, 3, &result));
   NAPI_CHECK(napi_create_int32(env, fd, &fdv));

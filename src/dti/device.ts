@@ -175,7 +175,8 @@ export interface TunOptions extends DeviceOptions {
   /**
    * Open the device with IFF_MULTI_QUEUE: the fd is one queue, and opening the same name again (from another
    * thread) attaches another; the kernel spreads the packets it routes into the device over the queues by flow.
-   * Every queue must ask for the same offload as the first got. Default off (a single-queue device).
+   * A further queue has the offloads the first set (the kernel keeps the device's flags): asking for them on a
+   * device without gets none, and a queue that ends up without them on a device with them throws. Default off.
    */
   multiQueue?: boolean;
 }

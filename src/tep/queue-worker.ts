@@ -19,14 +19,14 @@ function* unpack(m: Extract<ToWorker, { op: 'resync' }>): Iterable<ServerBinding
 
 const reply = (m: FromWorker): void => port.postMessage(m);
 
-port.on('message', (m: ToWorker) => {
+function apply(m: ToWorker): void | Promise<void> {
   switch (m.op) {
     case 'bind':
       return tep.bind(m.ipv4, m.ipv6, m.ends, m.starts);
     case 'unbind':
       return tep.unbind(m.ipv4);
     case 'resync':
-      return void tep.resync(unpack(m));
+      return tep.resync(unpack(m));
     case 'reconfigure':
       return tep.reconfigure(m.config);
     case 'pmtu':
@@ -38,5 +38,19 @@ port.on('message', (m: ToWorker) => {
       reply({ op: 'stopped' });
       return port.close();
   }
+}
+
+// Strictly one after another: a resync stages in chunks and yields between them, and a bind or unbind applied
+// meanwhile would be undone by its commit (a later stage() wins), leaving this queue with an older state than the
+// main thread's. A failure is the worker's, as a throw from the handler was: TepQueues treats it as fatal.
+let applied: Promise<void> = Promise.resolve();
+port.on('message', (m: ToWorker) => {
+  applied = applied
+    .then(() => apply(m))
+    .catch((err: unknown) => {
+      process.nextTick(() => {
+        throw err;
+      });
+    });
 });
 reply({ op: 'ready' });

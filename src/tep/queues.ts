@@ -86,7 +86,8 @@ export class TepQueues {
       const { log: _log, clock: _clock, ...plain } = opts;
       const logLevel = opts.log.enabled('debug') ? 'debug' : 'warn'; // the main thread logs the bindings once
       for (let index = 1; index < count; index++) {
-        // every queue asks for what queue 0 got: a multi-queue device's queues all carry virtio-net headers or none
+        // every queue asks for what queue 0 got: a multi-queue device's queues all carry virtio-net headers or none;
+        // one that cannot fails to start (openTun, Tep.open), and its error is this one's
         const data: QueueWorkerData = { opts: { ...plain, offload: tun.offload }, queue: { index, count }, logLevel };
         const worker = startWorker(data);
         workers.push({ worker, waiting: [] });

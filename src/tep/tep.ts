@@ -77,9 +77,10 @@ export type TrafficJson = {
 };
 
 /**
- * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered.
+ * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered,
+ * and the bindings of its replica of the table (the same on every queue once the last change has reached them all).
  */
-export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number };
+export type QueueJson = TrafficJson & { dropped: number; path_mtu_lowered: number; binding_count: number };
 
 /** The counters of `dstm tep stats`, in the JSON form of dstm(1) (snake_case; times in seconds since 1970). */
 export interface TepStats {
@@ -139,6 +140,10 @@ export class Tep {
   private tun: TunDevice | undefined;
   private raw: RawIpipSocket | undefined;
   private icmp6: Icmp6ErrorSocket | undefined;
+  /** Sends a list to the raw socket now (mid-batch, when offloads fill toRaw or toRawFragments); set by open(). */
+  private sendToRaw: Spill | undefined;
+  /** Where the encapBatch call under way sends what it spills. */
+  private send: Spill | undefined;
   /** Hairpinned packets (node to node, not leaving to IPv4): in place in the raw socket's receive buffer. */
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
@@ -206,24 +211,26 @@ export class Tep {
 
   /**
    * IPv4 from the TUN device → tunnel packets to nodes (Tunnel.encapBatch), counted per binding. With offloads the
-   * pipeline may send toRaw or toRawFragments mid-batch (`spill`): what the list holds is counted first.
+   * pipeline may send toRaw or toRawFragments mid-batch through `send` (the raw socket once open() ran): what the
+   * list holds is counted first.
    */
-  encapBatch(count: number, rx: RxBatch, spill?: Spill): void {
+  encapBatch(count: number, rx: RxBatch, send: Spill | undefined = this.sendToRaw): void {
     const t = this.tunnel;
     const keys = this.warmKeys;
     for (let i = 0; i < count; i++) keys[i] = rx.lengths[i] >= 20 ? readU32(rx.buf, rx.offsets[i] + 16) : 0;
     this.warmth = this.bindings.warm4(keys, count);
-    const spilling =
-      spill &&
-      ((list: OutList): void => {
-        if (list === t.toRaw) this.countEncapsulated();
-        else this.countFragments();
-        spill(list);
-      });
-    t.encapBatch(count, rx, spilling);
+    this.send = send;
+    t.encapBatch(count, rx, send && this.spill);
     this.countEncapsulated();
     this.countFragments();
   }
+
+  /** Counts what a list spilled mid-batch holds, then sends it (made once: no allocation per batch). */
+  private readonly spill = (list: OutList): void => {
+    if (list === this.tunnel.toRaw) this.countEncapsulated();
+    else this.countFragments();
+    this.send!(list);
+  };
 
   /** Counts the tunnel packets in toRaw on the bindings they go to. */
   private countEncapsulated(): void {
@@ -377,6 +384,16 @@ export class Tep {
       offload: this.opts.offload ?? true,
       multiQueue: queue.count > 1,
     });
+    // A further queue has the device's offloads, as queue 0 set them (openTun), whatever it asked: it was told
+    // queue 0's (queues.ts), so a difference means the device is not the one queue 0 made.
+    if (queue.index > 0 && this.tun.offload !== (this.opts.offload ?? true)) {
+      const [got, asked] = [this.tun.offload, this.opts.offload ?? true].map((on) => (on ? 'on' : 'off'));
+      this.tun.close();
+      this.tun = undefined;
+      throw new Error(
+        `TUN device ${this.opts.device}: queue ${queue.index} got offloads ${got}, asked for ${asked} (queue 0's)`,
+      );
+    }
     const bufferBytes = this.opts.socketBuffer;
     this.raw = RawIpipSocket.open({ bind: this.opts.address, batch, queue, bufferBytes });
     // ICMPv6 errors are rare: queue 0 alone relays them and tells the others what path MTU it learnt
@@ -385,9 +402,9 @@ export class Tep {
     const [t, tun, raw] = [this.tunnel, this.tun, this.raw];
     t.offload = tun.offload === true;
     this.counters.set(Event.tun_uring, tun.uring ? 1 : 0);
-    const spill = (list: OutList): void => t.flush(list, raw);
+    this.sendToRaw = (list: OutList): void => t.flush(list, raw);
     tun.onBatch((n, rx) => {
-      this.encapBatch(n, rx, spill);
+      this.encapBatch(n, rx);
       t.flush(t.toRaw, raw);
       t.flush(t.toRawFragments, raw);
       t.flush(t.toTunIcmp, tun);
@@ -409,7 +426,7 @@ export class Tep {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     for (const d of [this.icmp6, this.raw, this.tun]) d?.close();
-    this.tun = this.raw = this.icmp6 = undefined;
+    this.tun = this.raw = this.icmp6 = this.sendToRaw = undefined;
   }
 
   // --- bindings from the DSTM server's feed -------------------------------------------------------------------
@@ -542,7 +559,14 @@ export class Tep {
       top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
       path_mtu_lowered: this.pmtu.size(this.now),
       ipv6_reassembly: readReassembly(),
-      queues: [{ ...forwarded, dropped: snap.dropped, path_mtu_lowered: this.pmtu.size(this.now) }],
+      queues: [
+        {
+          ...forwarded,
+          dropped: snap.dropped,
+          path_mtu_lowered: this.pmtu.size(this.now),
+          binding_count: this.bindings.size,
+        },
+      ],
     };
   }
 }

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/lib/addr';
 import { BindingTable } from '../../src/tep/bindings';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
@@ -75,6 +77,30 @@ describe('tep binding table', () => {
       const bytes = v6(model.get(a) as number);
       expect(t.findByIpv6(bytes, 0, 0)).to.equal(s);
     }
+  });
+});
+
+describe('tep binding table memory', () => {
+  it('is what dstm-tep(8) and dstm.conf(5) say: bytes per slot, per binding, and for 10^6 bindings', () => {
+    const man = (page: string): string =>
+      readFileSync(join(__dirname, '..', '..', 'man', page), 'utf8').replace(/\n/g, ' ');
+    const tep = man('dstm-tep.8');
+    const slots = 1 << 12;
+    const perSlot = new BindingTable(slots).memoryBytes / slots;
+    expect(Number(/Each slot takes (\d+) bytes/.exec(tep)?.[1]), 'bytes per slot').to.equal(perSlot);
+    // the table doubles when full: a binding costs one slot to two
+    const range = (text: string): number[] =>
+      [...text.matchAll(/(\d+)(?: to |\\\(en)(\d+) ?\s?bytes per binding/g)]
+        .map((m) => [Number(m[1]), Number(m[2])])
+        .flat();
+    expect(/binding costs (\d+) to (\d+) bytes/.exec(tep)?.slice(1).map(Number)).to.deep.equal([perSlot, 2 * perSlot]);
+    for (const r of [range(tep), range(man('dstm.conf.5'))]) {
+      expect(r.length, 'ranges found').to.be.above(0);
+      for (let i = 0; i < r.length; i += 2) expect(r.slice(i, i + 2)).to.deep.equal([perSlot, 2 * perSlot]);
+    }
+    const million = /10\^6 bindings take 2\^(\d+) slots, (\d+) MB/.exec(tep);
+    expect(2 ** Number(million?.[1])).to.equal(2 ** Math.ceil(Math.log2(1e6)));
+    expect(Number(million?.[2])).to.equal(Math.round((2 ** Number(million?.[1]) * perSlot) / 1e6));
   });
 });
 

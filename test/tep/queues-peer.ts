@@ -2,21 +2,29 @@
 // sockets. Prints one JSON line with what it saw. Modes:
 //   filter: two raw IPIP sockets filtered as queues 0 and 1 of 2, and a third without a filter, receive packets of
 //           many flows, fragments, non-TCP/UDP and runts: how many each got.
-//   tep:    a TepQueues on 2 queues driven through bind, unbind, resync, a packet-too-big and reconfigure, with
-//           tunnel packets of many flows sent in and IPv4 of many flows routed out between the steps: the summed
-//           stats after each.
+//   tep:    a TepQueues on 2 queues driven through bind, unbind, resync, a resync of RESYNC_BIG bindings (staged in
+//           chunks) followed at once by an unbind and a bind, a packet-too-big and reconfigure, with tunnel packets
+//           of many flows sent in and IPv4 of many flows routed out between the steps: the summed stats after each
+//           (their binding lists cut to a few).
+//   offload: a further queue of a multi-queue TUN device whose offloads differ from the first queue's, through
+//           TunDevice and through a Tep on queue 1 of 2: what it got or the error, and the device's flags after;
+//           the first queue's receive buffer (default batch) with and without offloads.
 import { createSocket } from 'node:dgram';
 import { execFileSync } from 'node:child_process';
-import { RawIpipSocket } from '../../src/dti/device';
+import { readFileSync } from 'node:fs';
+import { RawIpipSocket, TunDevice } from '../../src/dti/device';
 import { createLogger } from '../../src/lib/log';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { TepQueues } from '../../src/tep/queues';
+import { Tep, type ServerBinding, type TepOptions } from '../../src/tep/tep';
 import { icmpv6, ipv4, ipv6 } from '../dti/build';
 
 export const TEP6 = '2001:db8:1::1';
 export const NODE1 = '2001:db8:2::1';
 export const NODE2 = '2001:db8:2::2';
 const FLOWS = 32;
+/** Bindings of the big resync: several of the TEP's chunks (RESYNC_CHUNK, 4096), so it yields between them. */
+export const RESYNC_BIG = 20_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -60,27 +68,70 @@ async function filter(): Promise<void> {
   );
 }
 
+const tepOptions = (device: string): TepOptions => ({
+  address: parseIPv6(TEP6),
+  ipv4: parseIPv4('192.0.2.254'),
+  pools: [parsePrefix4('10.0.0.0/8')],
+  prefixes: [parsePrefix6('2001:db8::/32')],
+  statics: [],
+  device,
+  pathMtu: 1500,
+  unreachable: false,
+  log: createLogger({ level: 'error' }),
+});
+
+/** What `open()` gave: the TUN device's offloads, or the error's message; closed with `close` after. */
+function attempt(open: () => TunDevice, close: () => void): { offload: boolean; flags: number } | { error: string } {
+  try {
+    const tun = open();
+    close();
+    return { offload: tun.offload, flags: tun.offloadFlags };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
+/** The device's IFF_* flags, as the kernel has them (IFF_VNET_HDR: 0x4000). */
+const tunFlags = (name: string): number => Number(readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8'));
+
+async function offload(): Promise<void> {
+  const out: Record<string, unknown> = {};
+  for (const first of [false, true]) {
+    const name = `qoff${Number(first)}`;
+    const q0 = TunDevice.open({ name, multiQueue: true, offload: first });
+    const other = !q0.offload;
+    let tun: TunDevice | undefined;
+    const tep = new Tep({ ...tepOptions(name), offload: other, queue: { index: 1, count: 2 } });
+    out[name] = {
+      first: q0.offload,
+      rxBytes: q0.rx.buf.length,
+      flagsBefore: tunFlags(name),
+      tun: attempt(
+        () => (tun = TunDevice.open({ name, multiQueue: true, offload: other })),
+        () => tun?.close(),
+      ),
+      tep: attempt(
+        () => tep.open(),
+        () => tep.close(),
+      ),
+      flagsAfter: tunFlags(name),
+    };
+    q0.close();
+  }
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
 async function tep(): Promise<void> {
-  const log = createLogger({ level: 'error' });
-  const q = await TepQueues.open(
-    {
-      address: parseIPv6(TEP6),
-      ipv4: parseIPv4('192.0.2.254'),
-      pools: [parsePrefix4('10.0.0.0/8')],
-      prefixes: [parsePrefix6('2001:db8::/32')],
-      statics: [],
-      device: 'qtest0',
-      pathMtu: 1500,
-      unreachable: false,
-      log,
-    },
-    2,
-  );
+  const q = await TepQueues.open(tepOptions('qtest0'), 2);
   execFileSync('ip', ['link', 'set', 'qtest0', 'up']);
   execFileSync('ip', ['addr', 'add', '192.0.2.254/32', 'dev', 'qtest0']);
   execFileSync('ip', ['route', 'add', '10.0.0.0/8', 'dev', 'qtest0']);
   const sender = RawIpipSocket.open();
   const steps: Record<string, unknown> = {};
+  const snap = async (name: string): Promise<void> => {
+    const stats = await q.stats();
+    steps[name] = { ...stats, bindings: stats.bindings.slice(0, 4) };
+  };
   const step = async (name: string, node: string, src4: string, to4?: string): Promise<void> => {
     sendAll(
       sender,
@@ -96,7 +147,7 @@ async function tep(): Promise<void> {
       }
     }
     await sleep(400);
-    steps[name] = await q.stats();
+    await snap(name);
   };
   const ends = Math.floor(Date.now() / 1000) + 3600;
   q.bind(parseIPv4('10.0.0.1'), parseIPv6(NODE1), ends);
@@ -106,11 +157,31 @@ async function tep(): Promise<void> {
   await q.resync([{ ipv4: parseIPv4('10.0.0.2'), ipv6: parseIPv6(NODE2), starts: 0, ends }]);
   await step('resynced', NODE2, '10.0.0.2', '10.0.0.2');
   await step('resynced_old', NODE1, '10.0.0.1');
+  // A big resync, then at once (as the feed does once the main thread's resync is done) an unbind of one of its
+  // bindings and a bind that moves another: every queue must end with the newer state, even one still staging the
+  // resync when they arrive. Both are staged last, so a resync committed after them would undo them.
+  const filler = (i: number): ServerBinding => ({
+    ipv4: parseIPv4('10.1.0.0') + i,
+    ipv6: parseIPv6(`2001:db8:5::${(i + 1).toString(16)}`),
+    starts: 0,
+    ends,
+  });
+  const big = Array.from({ length: RESYNC_BIG - 2 }, (_, i) => filler(i));
+  big.push({ ipv4: parseIPv4('10.0.0.1'), ipv6: parseIPv6(NODE1), starts: 0, ends });
+  big.push({ ipv4: parseIPv4('10.0.0.2'), ipv6: parseIPv6('2001:db8:5::ffff:ffff'), starts: 0, ends });
+  await q.resync(big);
+  q.unbind(parseIPv4('10.0.0.1'));
+  q.bind(parseIPv4('10.0.0.2'), parseIPv6(NODE2), ends);
+  // until every queue has committed the resync (its table no longer the small one), so the traffic below tests
+  // the state the queues end with rather than the one before the resync, still visible while it is staged
+  while ((await q.stats()).queues.some((s) => s.binding_count < RESYNC_BIG - 2)) await sleep(50);
+  await step('newer_bind', NODE2, '10.0.0.2', '10.0.0.2');
+  await step('newer_unbind', NODE1, '10.0.0.1', '10.0.0.1');
   // a packet-too-big from the node about a tunnel packet to it: queue 0 reads it, every queue lowers the path MTU
   const quoted = ipv6(TEP6, NODE2, 4, ipv4({ src: '192.0.2.1', dst: '10.0.0.2', df: true, proto: 17, payload: [] }));
   sendAll(sender, [icmpv6(NODE2, TEP6, 2, 0, 1300, quoted)]);
   await sleep(400);
-  steps.ptb = await q.stats();
+  await snap('ptb');
   q.reconfigure({ prefixes: [parsePrefix6('2001:db8:3::/48')], pools: [parsePrefix4('10.0.0.0/8')], statics: [] });
   await step('reconfigured', NODE2, '10.0.0.2');
   sender.close();
@@ -119,7 +190,8 @@ async function tep(): Promise<void> {
 }
 
 if (require.main === module) {
-  void (process.argv[2] === 'filter' ? filter() : tep()).catch((err: unknown) => {
+  const modes: Record<string, () => Promise<void>> = { filter, offload, tep };
+  void modes[process.argv[2]]().catch((err: unknown) => {
     console.error(err);
     process.exit(1);
   });
