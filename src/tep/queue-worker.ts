@@ -33,6 +33,8 @@ function apply(m: ToWorker): void | Promise<void> {
       return tep.lowerPathMtu(m.node, m.mtu);
     case 'stats':
       return reply({ op: 'stats', stats: tep.stats() });
+    case 'traffic':
+      return reply({ op: 'traffic', traffic: tep.trafficOf(m.ipv4) });
     case 'stop':
       tep.close();
       reply({ op: 'stopped' });

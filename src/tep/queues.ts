@@ -25,6 +25,7 @@ import {
   type StatsBinding,
   type TepOptions,
   type TepStats,
+  type TrafficJson,
 } from './tep';
 
 /** Queues at most (threads; each holds a replica of the binding table). */
@@ -45,9 +46,11 @@ export type ToWorker =
   | { op: 'reconfigure'; config: Reconfig }
   | { op: 'pmtu'; node: Uint8Array; mtu: number }
   | { op: 'stats' }
+  | { op: 'traffic'; ipv4: string[] }
   | { op: 'stop' };
 
-export type FromWorker = { op: 'ready' } | { op: 'stats'; stats: TepStats } | { op: 'stopped' };
+export type FromWorker =
+  { op: 'ready' } | { op: 'stats'; stats: TepStats } | { op: 'traffic'; traffic: TrafficJson[] } | { op: 'stopped' };
 
 type Reconfig = Parameters<Tep['reconfigure']>[0];
 
@@ -136,10 +139,21 @@ export class TepQueues {
     return this.tep.routedPrefixes();
   }
 
-  /** The counters of every queue, summed (bindings from queue 0's table, their traffic summed over queues). */
+  /**
+   * The counters of every queue, summed (bindings from queue 0's table, their traffic summed over queues). Then the
+   * top talkers each queue proposes, with what every queue forwarded for them, asked for by address: a binding
+   * beyond the first STATS_BINDINGS is in no queue's list, and its total (a metric counter) must count every queue.
+   */
   async stats(): Promise<TepStats> {
     const theirs = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'stats' })));
-    return mergeStats([this.tep.stats(), ...theirs.map((m) => (m as { stats: TepStats }).stats)]);
+    const all = [this.tep.stats(), ...theirs.map((m) => (m as { stats: TepStats }).stats)];
+    if (all.length === 1) return all[0];
+    const talkers = [...new Set(all.flatMap((s) => s.top_talkers.map((b) => b.ipv4)))];
+    const shares = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'traffic', ipv4: talkers })));
+    return mergeStats(all, talkers, [
+      this.tep.trafficOf(talkers),
+      ...shares.map((m) => (m as { traffic: TrafficJson[] }).traffic),
+    ]);
   }
 
   async close(): Promise<void> {
@@ -193,10 +207,10 @@ function startWorker(workerData: QueueWorkerData): Worker {
 
 /**
  * Sums the statistics of several queues: counters and per-binding traffic added, gauges (offload_active, tun_uring, path MTUs
- * lowered) and the binding count from queue 0. Top talkers are the best of every queue's, with their traffic summed
- * over the queues that list the binding (exact while the table holds at most STATS_BINDINGS bindings).
+ * lowered) and the binding count from queue 0. Top talkers are the best of `talkers` (every queue's own top
+ * talkers), by their traffic summed from `shares` (each queue's for `talkers`, in that order).
  */
-export function mergeStats(all: TepStats[]): TepStats {
+export function mergeStats(all: TepStats[], talkers: readonly string[], shares: readonly TrafficJson[][]): TepStats {
   const [first] = all;
   if (all.length === 1) return first;
   const add = (into: Record<string, number>, from: Record<string, number>): void => {
@@ -221,7 +235,12 @@ export function mergeStats(all: TepStats[]): TepStats {
   events.tun_uring = first.events.tun_uring;
   const withTraffic = (b: StatsBinding): StatsBinding => ({ ...b, forwarded: traffic.get(b.ipv4) ?? b.forwarded });
   const candidates = new Map<string, StatsBinding>();
-  for (const s of all) for (const b of s.top_talkers) candidates.set(b.ipv4, withTraffic(b));
+  for (const s of all) for (const b of s.top_talkers) candidates.set(b.ipv4, b);
+  const totals = talkers.map((a, i) => {
+    const sum = { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 };
+    for (const queue of shares) add(sum, queue[i]);
+    return { ...candidates.get(a)!, forwarded: sum };
+  });
   const bytes = (b: StatsBinding): number => b.forwarded.bytes_to_ipv4 + b.forwarded.bytes_to_ipv6;
   return {
     ...first,
@@ -229,7 +248,7 @@ export function mergeStats(all: TepStats[]): TepStats {
     drops,
     events,
     bindings: first.bindings.slice(0, STATS_BINDINGS).map(withTraffic),
-    top_talkers: [...candidates.values()].sort((a, b) => bytes(b) - bytes(a)).slice(0, TOP_TALKERS),
+    top_talkers: totals.sort((a, b) => bytes(b) - bytes(a)).slice(0, TOP_TALKERS),
     queues: all.flatMap((s) => s.queues),
   };
 }

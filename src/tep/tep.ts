@@ -505,6 +505,16 @@ export class Tep {
 
   // --- statistics -------------------------------------------------------------------------------------------
 
+  /** What this queue forwarded for each of `ipv4s` (zeros for an address it holds no binding for). */
+  trafficOf(ipv4s: readonly string[]): TrafficJson[] {
+    return ipv4s.map((a) => {
+      const f = this.bindings.get(a)?.forwarded;
+      return f
+        ? { to_ipv4: f.toIpv4, to_ipv6: f.toIpv6, bytes_to_ipv4: f.bytesToIpv4, bytes_to_ipv6: f.bytesToIpv6 }
+        : { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 };
+    });
+  }
+
   /**
    * Packets the kernel dropped in front of this queue's pipeline, read from the kernel when statistics are asked
    * (nothing per packet): its raw sockets' receive queues overflowing, and (queue 0 only, the count is the whole
