@@ -322,7 +322,8 @@ export class DstmServer {
     const results = (refused: boolean): Sample[] =>
       [...this.leases.counts].flatMap(([k, value]) => {
         const [op, status] = k.split(':');
-        if (refused && status === 'ok') return [];
+        // The RPC layer counts the refusals for an unavailable store, those before the lease logic included.
+        if (refused && (status === 'ok' || status === 'unavailable')) return [];
         const labels: Labels = refused ? { op, reason: status } : { op, result: status };
         return [{ labels, value }];
       });

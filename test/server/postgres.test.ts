@@ -458,6 +458,8 @@ describe('PostgreSQL store', function () {
       const unavailable = outcomes.filter((o) => o === 'unavailable').length;
       expect(unavailable, 'the crash refused no call').to.be.above(0);
       const text = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+      const series = text.match(/^dstm_server_(?:refusals|operations)_total\{[^}]*\}/gm) ?? [];
+      expect(series.length, 'a series twice').to.equal(new Set(series).size);
       const sum = (re: RegExp): number => [...text.matchAll(re)].reduce((a, m) => a + Number(m[1]), 0);
       expect(
         sum(/^dstm_server_refusals_total\{op="(?:request|release)",reason="unavailable"\} (\d+)$/gm),
@@ -486,6 +488,8 @@ describe('PostgreSQL store', function () {
       clients.push(c);
       const failures = async (): Promise<number> => {
         const text = await (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
+        const series = text.match(/^dstm_server_(?:refusals|operations)_total\{[^}]*\}/gm) ?? [];
+        expect(series.length, 'a series twice').to.equal(new Set(series).size);
         return Number(/^dstm_server_feed_numbering_failures_total (\d+)$/m.exec(text)?.[1]);
       };
       await c.request();
