@@ -67,9 +67,9 @@ interface Counters {
   backlogDrops: number;
 }
 
-interface Search<T extends Trial = TepTrial> {
-  found?: T;
-  max: T;
+interface Search {
+  found?: Trial;
+  max: Trial;
   /** Trials run, the max-rate one included. */
   trials: number;
   generatorBound: boolean;
@@ -81,9 +81,6 @@ interface Trial {
   sent: number;
   lost: number;
   loss: number;
-}
-
-interface TepTrial extends Trial {
   delta: Counters;
 }
 
@@ -165,9 +162,17 @@ class Bench {
     }
   }
 
+  /** What the receiver of `dir` has counted (it prints on SIGUSR1). */
+  private async receiver(dir: Direction): Promise<{ count: number; drops: number }> {
+    const line = waitForOutput(this.rx[dir], /^count \d+ drops \d+/);
+    this.rx[dir].kill('SIGUSR1');
+    const [, count, drops] = /^count (\d+) drops (\d+)/.exec(await line)!;
+    return { count: Number(count), drops: Number(drops) };
+  }
+
   private async counters(dir: Direction): Promise<Counters> {
     const { t } = this;
-    const r = await receiverCount(this.rx[dir]);
+    const r = await this.receiver(dir);
     const s = await tepStats(t);
     const raw6 = (await t.exec(t.ns.y, ['cat', '/proc/net/raw6'])).stdout.trim().split('\n').slice(1);
     const tun = JSON.parse((await t.ip(t.ns.y, '-j', '-s', 'link', 'show', 'dstm-tep0')).stdout) as {
@@ -193,95 +198,69 @@ class Bench {
   }
 
   /** One trial: `rate` packets/s (0: as fast as the generator goes) for SECONDS in direction `dir`. */
-  async trial(dir: Direction, rate: number): Promise<TepTrial> {
+  async trial(dir: Direction, rate: number): Promise<Trial> {
     const { t } = this;
     const before = await this.counters(dir);
     const ns = dir === 'decap' ? t.ns.x : t.ns.z;
     const argv = [this.bin, 'send', dir, 'eth-y', this.mac[dir], ADDR.y6, NODE0, POOL.split('/')[0], ADDR.z4];
-    const tr = await generate(t, ns, [...argv, String(this.bindings)], rate, async () => {
-      const after = await this.counters(dir);
-      return { received: after.received - before.received, delta: diff(after, before) };
-    });
-    logTrial(dir, tr);
+    const out = (
+      await t.exec(ns, tester([...argv, String(this.bindings), String(rate), String(SECONDS)]), SECONDS * 1000 + 30_000)
+    ).stdout;
+    const [, sent, secs] = /sent (\d+) seconds ([\d.]+)/.exec(out)!;
+    await sleep(DRAIN_MS);
+    const after = await this.counters(dir);
+    const delta = diff(after, before);
+    const lost = Number(sent) - delta.received;
+    const tr: Trial = {
+      offered: rate,
+      achieved: Number(sent) / Number(secs),
+      sent: Number(sent),
+      lost,
+      loss: lost / Number(sent),
+      delta,
+    };
+    console.log(
+      `    ${dir} trial: offered ${rate ? rate.toFixed(0) : 'max'}, sent ${tr.achieved.toFixed(0)} packets/s, loss ${(tr.loss * 100).toFixed(3)} %`,
+    );
     return tr;
+  }
+
+  /**
+   * RFC 2544 §26.1: the highest offered rate with loss <= LOSS, up by doubling from START_RATE until a trial
+   * fails, then by bisection to 2 % (STEPS trials at most). The unpaced max-rate trial is no upper bound: sending
+   * flat out, the generator takes CPU the TEP needs (2 cores), so it shows overload, not the ceiling; but when even
+   * it is within the loss threshold, it is the rate found (generatorBound). A paced trial within the threshold at a
+   * rate the generator could not offer ends the search (generatorBound: the TEP may do more).
+   */
+  async search(dir: Direction): Promise<Search> {
+    const max = await this.trial(dir, 0);
+    if (max.loss <= LOSS) return { found: max, max, trials: 1, generatorBound: true };
+    let lo = 0;
+    let hi = Infinity;
+    let rate = START_RATE;
+    let found: Trial | undefined;
+    let trials = 0;
+    let generatorBound = false;
+    while (trials < STEPS) {
+      const tr = await this.trial(dir, rate);
+      trials++;
+      if (tr.loss > LOSS) hi = rate;
+      else if (tr.achieved < 0.98 * rate) {
+        generatorBound = true;
+        break;
+      } else {
+        lo = rate;
+        found = tr;
+      }
+      if (hi !== Infinity && hi - lo <= 0.02 * hi) break;
+      rate = hi === Infinity ? rate * 2 : Math.round((lo + hi) / 2);
+    }
+    return { found, max, trials: trials + 1, generatorBound };
   }
 
   async stop(): Promise<void> {
     await this.t.destroy();
   }
-}
-
-/** What a receiver has counted (it prints on SIGUSR1). */
-async function receiverCount(rx: ChildProcess): Promise<{ count: number; drops: number }> {
-  const line = waitForOutput(rx, /^count \d+ drops \d+/);
-  rx.kill('SIGUSR1');
-  const [, count, drops] = /^count (\d+) drops (\d+)/.exec(await line)!;
-  return { count: Number(count), drops: Number(drops) };
-}
-
-/**
- * Run the generator (`argv` up to its BINDINGS argument) in `ns` at `rate` for SECONDS, wait DRAIN_MS for packets in
- * flight, and account with what `received` counted since the trial began (and whatever else it reports).
- */
-async function generate<X extends object>(
-  t: Topology,
-  ns: string,
-  argv: string[],
-  rate: number,
-  received: () => Promise<{ received: number } & X>,
-): Promise<Trial & X> {
-  const out = (await t.exec(ns, tester([...argv, String(rate), String(SECONDS)]), SECONDS * 1000 + 30_000)).stdout;
-  const [, sent, secs] = /sent (\d+) seconds ([\d.]+)/.exec(out)!;
-  await sleep(DRAIN_MS);
-  const { received: got, ...rest } = await received();
-  const lost = Number(sent) - got;
-  return {
-    offered: rate,
-    achieved: Number(sent) / Number(secs),
-    sent: Number(sent),
-    lost,
-    loss: lost / Number(sent),
-    ...(rest as X),
-  };
-}
-
-function logTrial(what: string, tr: Trial): void {
-  console.log(
-    `    ${what} trial: offered ${tr.offered ? tr.offered.toFixed(0) : 'max'}, sent ${tr.achieved.toFixed(0)} packets/s, loss ${(tr.loss * 100).toFixed(3)} %`,
-  );
-}
-
-/**
- * RFC 2544 §26.1: the highest offered rate with loss <= LOSS, up by doubling from START_RATE until a trial fails,
- * then by bisection to 2 % (STEPS trials at most). The unpaced max-rate trial is no upper bound: sending flat out,
- * the generator takes CPU the forwarder needs (2 cores), so it shows overload, not the ceiling; but when even it is
- * within the loss threshold, it is the rate found (generatorBound). A paced trial within the threshold at a rate
- * the generator could not offer ends the search (generatorBound: the forwarder may do more).
- */
-async function search<T extends Trial>(trial: (rate: number) => Promise<T>): Promise<Search<T>> {
-  const max = await trial(0);
-  if (max.loss <= LOSS) return { found: max, max, trials: 1, generatorBound: true };
-  let lo = 0;
-  let hi = Infinity;
-  let rate = START_RATE;
-  let found: T | undefined;
-  let trials = 0;
-  let generatorBound = false;
-  while (trials < STEPS) {
-    const tr = await trial(rate);
-    trials++;
-    if (tr.loss > LOSS) hi = rate;
-    else if (tr.achieved < 0.98 * rate) {
-      generatorBound = true;
-      break;
-    } else {
-      lo = rate;
-      found = tr;
-    }
-    if (hi !== Infinity && hi - lo <= 0.02 * hi) break;
-    rate = hi === Infinity ? rate * 2 : Math.round((lo + hi) / 2);
-  }
-  return { found, max, trials: trials + 1, generatorBound };
 }
 
 function diff(a: Counters, b: Counters): Counters {
@@ -300,7 +279,7 @@ function diff(a: Counters, b: Counters): Counters {
 }
 
 /** Where a trial's lost packets were counted: before the TEP (kernel), by the TEP (by reason), after it. */
-function whereLost(dir: Direction, tr: TepTrial): string {
+function whereLost(dir: Direction, tr: Trial): string {
   const d = tr.delta;
   const forwarded = dir === 'decap' ? d.tep.toIpv4 : d.tep.toIpv6;
   // The TEP reports the kernel queue in front of it too (the same packets as `before`): counted once, and compared.
@@ -323,7 +302,7 @@ function whereLost(dir: Direction, tr: TepTrial): string {
 }
 
 /** A search's rate: the paced rate found, or what the generator achieved when that was the bound. */
-function rateFound(r: Search<Trial>): number {
+function rateFound(r: Search): number {
   return r.found ? r.found.offered || r.found.achieved : 0;
 }
 
@@ -355,7 +334,7 @@ export async function run(): Promise<void> {
           `TUN batches through ${uring ? 'io_uring' : 'read()/write() per packet'}`,
       );
       for (const dir of ['decap', 'encap'] as const) {
-        const r = await search((rate) => b.trial(dir, rate));
+        const r = await b.search(dir);
         rows.push({ bindings: n, dir, ...r });
         console.log(`  ${dir} at ${n}: max-rate trial: ${whereLost(dir, r.max)}`);
         if (r.found) console.log(`  ${dir} at ${n}: at the rate found: ${whereLost(dir, r.found)}`);
@@ -369,15 +348,14 @@ export async function run(): Promise<void> {
     '| direction | bindings | rate found (packets/s) | trial (s) | loss | trials | generator max (packets/s) |',
   );
   console.log('|---|---:|---:|---:|---:|---:|---:|');
-  const row = (what: string, bindings: string, r: Search<Trial>): void => {
+  for (const r of rows) {
     const f = r.found;
     const rate = `${r.generatorBound ? '>= ' : ''}${rateFound(r).toFixed(0)}${r.generatorBound ? ' (generator-bound)' : ''}`;
     console.log(
-      `| ${what} | ${bindings} | ${rate} | ${SECONDS} | ` +
+      `| ${r.dir === 'decap' ? 'decap (node -> IPv4)' : 'encap (IPv4 -> node)'} | ${r.bindings} | ${rate} | ${SECONDS} | ` +
         `${f ? (f.loss * 100).toFixed(3) + ' %' : '-'} | ${r.trials} | ${r.max.achieved.toFixed(0)} |`,
     );
-  };
-  for (const r of rows) row(r.dir === 'decap' ? 'decap (node -> IPv4)' : 'encap (IPv4 -> node)', String(r.bindings), r);
+  }
   const rateOf = (n: number, dir: Direction): number => {
     const r = rows.find((x) => x.bindings === n && x.dir === dir);
     return r ? rateFound(r) : 0;
