@@ -21,6 +21,7 @@ import {
   STATS_BINDINGS,
   TOP_TALKERS,
   Tep,
+  trafficJson,
   type ServerBinding,
   type StatsBinding,
   type TepOptions,
@@ -216,7 +217,7 @@ export function mergeStats(all: TepStats[], talkers: readonly string[], shares: 
   const add = (into: Record<string, number>, from: Record<string, number>): void => {
     for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
   };
-  const forwarded = { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 };
+  const forwarded = trafficJson();
   const drops: Record<string, number> = {};
   const events: Record<string, number> = {};
   const traffic = new Map<string, StatsBinding['forwarded']>();
@@ -237,7 +238,7 @@ export function mergeStats(all: TepStats[], talkers: readonly string[], shares: 
   const candidates = new Map<string, StatsBinding>();
   for (const s of all) for (const b of s.top_talkers) candidates.set(b.ipv4, b);
   const totals = talkers.map((a, i) => {
-    const sum = { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 };
+    const sum = trafficJson();
     for (const queue of shares) add(sum, queue[i]);
     return { ...candidates.get(a)!, forwarded: sum };
   });

@@ -16,7 +16,7 @@ import { OutList, Tunnel, type Spill } from '../dti/tunnel';
 import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
-import { BindingTable, type Binding, type BindingSource } from './bindings';
+import { BindingTable, type Binding, type BindingSource, type BindingTraffic } from './bindings';
 import { Ipv4Set } from './ipv4-set';
 import { isOwnAddress } from './own-addresses';
 import { PathMtuCache } from './pmtu';
@@ -75,6 +75,13 @@ export type TrafficJson = {
   bytes_to_ipv4: number;
   bytes_to_ipv6: number;
 };
+
+/** A binding's traffic in its JSON form; none (no binding) is all zeros. */
+export function trafficJson(f?: BindingTraffic): TrafficJson {
+  return f
+    ? { to_ipv4: f.toIpv4, to_ipv6: f.toIpv6, bytes_to_ipv4: f.bytesToIpv4, bytes_to_ipv6: f.bytesToIpv6 }
+    : { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 };
+}
 
 /**
  * One forwarding queue's share: what it forwarded, packets it dropped (all reasons), nodes whose path MTU it lowered,
@@ -507,12 +514,7 @@ export class Tep {
 
   /** What this queue forwarded for each of `ipv4s` (zeros for an address it holds no binding for). */
   trafficOf(ipv4s: readonly string[]): TrafficJson[] {
-    return ipv4s.map((a) => {
-      const f = this.bindings.get(a)?.forwarded;
-      return f
-        ? { to_ipv4: f.toIpv4, to_ipv6: f.toIpv6, bytes_to_ipv4: f.bytesToIpv4, bytes_to_ipv6: f.bytesToIpv6 }
-        : { to_ipv4: 0, to_ipv6: 0, bytes_to_ipv4: 0, bytes_to_ipv6: 0 };
-    });
+    return ipv4s.map((a) => trafficJson(this.bindings.get(a)?.forwarded));
   }
 
   /**
@@ -547,12 +549,7 @@ export class Tep {
       starts: b.source === 'static' || b.starts === 0 ? null : jsonSeconds(b.starts),
       ends: jsonSeconds(b.ends),
       source: b.source,
-      forwarded: {
-        to_ipv4: b.forwarded.toIpv4,
-        to_ipv6: b.forwarded.toIpv6,
-        bytes_to_ipv4: b.forwarded.bytesToIpv4,
-        bytes_to_ipv6: b.forwarded.bytesToIpv6,
-      },
+      forwarded: trafficJson(b.forwarded),
     });
     const forwarded = {
       to_ipv4: snap.events.decapsulated,
