@@ -484,16 +484,20 @@ export class PostgresStore extends EventEmitter implements Store {
   private lastNotify = -Infinity;
   private notifyTimer: NodeJS.Timeout | undefined;
 
+  /** How to connect: the pool's sessions and the one that LISTENs alike. */
+  private readonly session: pg.ClientConfig;
+
   private constructor(
-    private readonly url: string,
+    url: string,
     private readonly opts: PostgresOptions,
   ) {
     super();
     this.where = redactUrl(url);
+    this.session = sessionOf(url);
     // One connection is left for the feed's readers and the other reads.
     this.maxInFlight = Math.max(1, (opts.poolSize ?? DEFAULT_PG_POOL) - 1);
     this.pool = new pg.Pool({
-      ...sessionOf(url),
+      ...this.session,
       max: opts.poolSize ?? DEFAULT_PG_POOL,
       application_name: opts.applicationName ?? SERVER_APP,
       connectionTimeoutMillis: 5000,
@@ -591,7 +595,7 @@ export class PostgresStore extends EventEmitter implements Store {
 
   private async listen(): Promise<void> {
     const c = new pg.Client({
-      ...sessionOf(this.url),
+      ...this.session,
       application_name: `${this.opts.applicationName ?? SERVER_APP}-listen`,
       connectionTimeoutMillis: 5000,
       keepAlive: true,
