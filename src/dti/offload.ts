@@ -161,6 +161,11 @@ export function pseudoSum4(buf: Uint8Array, off: number, proto: number, l4len: n
   return s;
 }
 
+/** Whether the IPv4 packet at `off` is a fragment (MF set or a fragment offset). */
+function isFragment4(buf: Uint8Array, off: number): boolean {
+  return (buf[off + 6] & 0x3f) !== 0 || buf[off + 7] !== 0;
+}
+
 /**
  * Whether a NEEDS_CSUM header points where the kernel does for IPv4 (header length `hlen`, options included):
  * csum_start at the TCP or UDP header, csum_offset at its checksum field. Anything else would have us write a
@@ -179,7 +184,7 @@ function csumPlaceValid(v: VnetHeader, hlen: number, proto: number): boolean {
  */
 export function completeChecksum(buf: Uint8Array, off: number, len: number, v: VnetHeader, ws: WordSum): DropCode {
   // The kernel completes checksums before it fragments: one on a fragment would land in the data.
-  if (len < IPV4_HDR || (buf[off + 6] & 0x3f) !== 0 || buf[off + 7] !== 0) return Drop.vnet_malformed;
+  if (len < IPV4_HDR || isFragment4(buf, off)) return Drop.vnet_malformed;
   const start = v.csumStart;
   const field = start + v.csumOffset;
   const hlen = (buf[off] & 0x0f) << 2;
@@ -430,7 +435,7 @@ export class Coalescer {
   private candidate(buf: Uint8Array, off: number, len: number): boolean {
     if (len < IPV4_HDR + 20 || buf[off] !== 0x45 || buf[off + 9] !== PROTO_TCP) return false;
     if (((buf[off + 2] << 8) | buf[off + 3]) !== len) return false;
-    if ((buf[off + 6] & 0x3f) !== 0 || buf[off + 7] !== 0) return false;
+    if (isFragment4(buf, off)) return false;
     const t = off + IPV4_HDR;
     const thl = (buf[t + 12] >>> 4) << 2;
     if (thl < 20 || IPV4_HDR + thl >= len) return false;
