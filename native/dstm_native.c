@@ -240,7 +240,9 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
 // socket of a protocol gets its own copy of every packet, so with one socket per queue each runs this classic BPF
 // program (on the payload: the inner IPv4 packet) and keeps a packet only if a hash of its inner addresses, and
 // ports when it is an unfragmented TCP or UDP packet, is its queue number modulo count. Exactly one socket keeps
-// each packet: one too short to hash goes to queue 0, whose pipeline counts it as malformed.
+// each packet: one too short to hash goes to queue 0, whose pipeline counts it as malformed. The hash is mixed
+// (a multiplication) so that every bit of the flow counts: Linux gives a client's connections even source ports
+// in steps of two, which a plain XOR fold of a few bits sent all to one queue.
 static napi_value attach_queue_filter(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!napi_util_args(env, info, 3, argv)) return NULL;
@@ -277,17 +279,16 @@ static napi_value attach_queue_filter(napi_env env, napi_callback_info info) {
       /* 21 */ BPF_STMT(BPF_LDX | BPF_MEM, 0),
       /* 22 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
       /* 23 */ BPF_STMT(BPF_ST, 0),
-      /* 24 */ BPF_STMT(BPF_LD | BPF_MEM, 0),  // fold the hash
+      /* 24 */ BPF_STMT(BPF_LD | BPF_MEM, 0),  // mix: fold the halves, multiply, keep the high half
       /* 25 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
       /* 26 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
       /* 27 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
-      /* 28 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
-      /* 29 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 8),
-      /* 30 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
-      /* 31 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),
-      /* 32 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)queue, 0, 1),
-      /* 33 */ BPF_STMT(BPF_RET | BPF_K, keep),
-      /* 34 */ BPF_STMT(BPF_RET | BPF_K, 0),
+      /* 28 */ BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9e3779b1),
+      /* 29 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+      /* 30 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)count),
+      /* 31 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)queue, 0, 1),
+      /* 32 */ BPF_STMT(BPF_RET | BPF_K, keep),
+      /* 33 */ BPF_STMT(BPF_RET | BPF_K, 0),
   };
   struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
   if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)

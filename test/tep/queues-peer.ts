@@ -28,11 +28,20 @@ export const RESYNC_BIG = 20_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A UDP packet of flow `i` from `src4` to 192.0.2.x, tunnelled from `node` to the TEP. */
-function tunnelled(node: string, src4: string, i: number, opts: { proto?: number; frag?: boolean } = {}): number[] {
-  const sport = 20000 + i * 7;
+/**
+ * A UDP packet of flow `i` from `src4` to 192.0.2.x (or to 192.0.2.1 from source port 32768 + 2i, as Linux numbers a
+ * client's connections: `evenPorts`), tunnelled from `node` to the TEP.
+ */
+function tunnelled(
+  node: string,
+  src4: string,
+  i: number,
+  opts: { proto?: number; frag?: boolean; evenPorts?: boolean } = {},
+): number[] {
+  const sport = opts.evenPorts ? 32768 + 2 * i : 20000 + i * 7;
   const udp = [sport >> 8, sport & 255, 0x1f, 0x90, 0, 12, 0, 0, 1, 2, 3, 4];
-  const inner = ipv4({ src: src4, dst: `192.0.2.${1 + (i % 5)}`, proto: opts.proto ?? 17, payload: udp });
+  const dst = `192.0.2.${opts.evenPorts ? 1 : 1 + (i % 5)}`;
+  const inner = ipv4({ src: src4, dst, proto: opts.proto ?? 17, payload: udp });
   if (opts.frag) inner[6] |= 0x20; // MF: the first fragment
   return ipv6(node, TEP6, 4, inner);
 }
@@ -59,12 +68,22 @@ async function filter(): Promise<void> {
   for (let i = 0; i < 8; i++) pkts.push(tunnelled(NODE1, '10.0.0.1', i, { frag: true }));
   for (let i = 0; i < 8; i++) pkts.push(tunnelled(NODE1, '10.0.0.1', i, { proto: 47 }));
   for (let n = 0; n < 20; n++) pkts.push(ipv6(NODE1, TEP6, 4, Array(n).fill(0x45))); // runts, 0-19 bytes
+  const evenPorts = Array.from({ length: 24 }, (_, i) => tunnelled(NODE1, '10.0.0.1', i, { evenPorts: true }));
   const sender = RawIpipSocket.open();
   sendAll(sender, pkts);
   await sleep(500);
+  const before = [...got];
+  sendAll(sender, evenPorts);
+  await sleep(500);
   for (const s of [...socks, sender]) s.close();
   process.stdout.write(
-    JSON.stringify({ sent: pkts.length, queue0: got[0], queue1: got[1], unfiltered: got[2] }) + '\n',
+    JSON.stringify({
+      sent: pkts.length,
+      queue0: before[0],
+      queue1: before[1],
+      unfiltered: before[2],
+      evenPorts: { sent: evenPorts.length, queue0: got[0] - before[0], queue1: got[1] - before[1] },
+    }) + '\n',
   );
 }
 

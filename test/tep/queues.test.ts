@@ -37,12 +37,18 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     if (!netnsUnavailable()) execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
   });
 
-  it('the raw sockets of queues 0 and 1 of 2 read every tunnel packet exactly once between them (flows, fragments, other protocols, runts)', async () => {
-    const r = await peer<{ sent: number; queue0: number; queue1: number; unfiltered: number }>('filter');
+  it('the raw sockets of queues 0 and 1 of 2 read every tunnel packet exactly once between them (flows, fragments, other protocols, runts), and a client’s connections with even source ports spread over both', async () => {
+    type Counts = { sent: number; queue0: number; queue1: number };
+    const r = await peer<Counts & { unfiltered: number; evenPorts: Counts }>('filter');
     expect(r.unfiltered).to.equal(r.sent);
     expect(r.queue0 + r.queue1).to.equal(r.sent);
     expect(r.queue0).to.be.above(0);
     expect(r.queue1).to.be.above(0);
+    // one client's connections to one server, their source ports even and in steps of two (Linux's choice): spread
+    const e = r.evenPorts;
+    expect(e.queue0 + e.queue1).to.equal(e.sent);
+    expect(e.queue0, JSON.stringify(e)).to.be.above(0);
+    expect(e.queue1, JSON.stringify(e)).to.be.above(0);
   });
 
   it("a further queue never has other offloads than the device's first queue: it gets the first's or fails, and the device keeps its flags", async () => {
