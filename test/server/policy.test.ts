@@ -64,7 +64,7 @@ async function serve(access: Partial<Access>, pool = '10.66.0.0/24') {
   const server = new RpcServer();
   for (const s of dstm.services(DEFAULT_PROGRAM)) server.register(s);
   const [u] = await server.listen({ host: '::1', port: 0, transport: 'udp' });
-  const [t] = await server.listen({ host: '::1', port: u.port, transport: 'tcp' });
+  const [t] = await server.listen({ host: '::1', port: 0, transport: 'tcp' });
   const clients: RpcClient[] = [];
   const client = async (transport: Transport, local: string, version: 1 | 2 = 2): Promise<RpcClient> => {
     const c = await RpcClient.connect({
