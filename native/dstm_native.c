@@ -241,8 +241,8 @@ static napi_value open_raw6(napi_env env, napi_callback_info info) {
 // program (on the payload: the inner IPv4 packet) and keeps a packet only if a hash of its inner addresses, and
 // ports when it is an unfragmented TCP or UDP packet, is its queue number modulo count. Exactly one socket keeps
 // each packet: one too short to hash goes to queue 0, whose pipeline counts it as malformed. The hash is mixed
-// (a multiplication) so that every bit of the flow counts: Linux gives a client's connections even source ports
-// in steps of two, which a plain XOR fold of a few bits sent all to one queue.
+// (a multiplication) so that every bit of the flow counts: Linux gives a client's connections even source ports,
+// often in steps of two, which a plain XOR fold of a few bits sent all to one queue.
 static napi_value attach_queue_filter(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!napi_util_args(env, info, 3, argv)) return NULL;
