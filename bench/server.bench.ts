@@ -19,7 +19,6 @@ import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
-import pg from 'pg';
 import { parseIPv6, parsePrefix4 } from '../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../src/server/leases';
 import { SqliteStore } from '../src/server/sqlite-store';
@@ -263,7 +262,7 @@ async function sharedStore(c: { load: string }): Promise<void> {
     console.log(
       `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite (all of them), same disk, same two load generators`,
     );
-    const pgbenchScript = await pgbenchTable(url, Math.max(...STORE_NODES), dir);
+    const pgbenchScript = await pgbenchTable(cluster, url, Math.max(...STORE_NODES), dir);
     console.log(
       '| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite | pgbench, one-row durable commit per call (commits/s) | pgbench/SQLite | PostgreSQL/pgbench |',
     );
@@ -314,15 +313,12 @@ async function sharedStore(c: { load: string }): Promise<void> {
  * The pgbench reference's table, one row per pgbench client (so clients never wait on each other's row locks), and the pgbench
  * script (written into `dir`) that updates the client's row.
  */
-async function pgbenchTable(url: string, clients: number, dir: string): Promise<string> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query('CREATE TABLE bench_commit (id int PRIMARY KEY, v bigint NOT NULL)');
-    await c.query('INSERT INTO bench_commit SELECT g, 0 FROM generate_series(1, $1) g', [clients]);
-  } finally {
-    await c.end();
-  }
+async function pgbenchTable(cluster: PostgresCluster, url: string, clients: number, dir: string): Promise<string> {
+  await cluster.sql(
+    url,
+    `CREATE TABLE bench_commit (id int PRIMARY KEY, v bigint NOT NULL);
+     INSERT INTO bench_commit SELECT g, 0 FROM generate_series(1, ${clients}) g`,
+  );
   const script = join(dir, 'commit.sql');
   writeFileSync(script, '\\set id :client_id + 1\nUPDATE bench_commit SET v = v + 1 WHERE id = :id;\n');
   return script;
