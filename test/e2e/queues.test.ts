@@ -3,17 +3,14 @@
 // many flows crosses both ways, both queues carry some of it, anti-spoofing holds on every queue, and
 // `dstm tep stats` sums the queues.
 import { expect } from 'chai';
-import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
+import { OFFLOAD_MODES, cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable } from '../support/netns';
 import { inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 import { skipIf } from '../support/skip';
 
 const FLOWS = 24;
 
-for (const [label, flags] of [
-  ['offloads', []],
-  ['--no-offload', ['--no-offload']],
-] as [string, string[]][])
+for (const [label, flags] of OFFLOAD_MODES)
   describe(`e2e: TEP with --queues 2 (${label})`, function () {
     this.timeout(90_000);
     let t: Topology;

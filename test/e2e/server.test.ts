@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
 import {
   SERVER,
+  OFFLOAD_MODES,
   cliUnavailable,
   dstmArgv,
   nodeControlPath,
@@ -35,10 +36,7 @@ async function nextLease(node: ChildProcess, event = 'lease'): Promise<LeaseLine
 }
 
 // Everything holds with TUN offloads (the default) and with --no-offload on both the node and the TEP.
-for (const [label, flags] of [
-  ['offloads', []],
-  ['--no-offload', ['--no-offload']],
-] as [string, string[]][])
+for (const [label, flags] of OFFLOAD_MODES)
   describe(`e2e: DSTM server, TEP and node (dstm server + dstm tep --server + dstm request --hold --device), ${label}`, function () {
     this.timeout(90_000);
     let t: Topology;

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
+import { OFFLOAD_MODES, cliUnavailable, startStaticNode, startTep, tepStats } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../support/netns';
 import { capture, inject, ping, pingErrors, startEchoServer, tcpHello } from '../support/traffic';
 import { skipIf } from '../support/skip';
@@ -26,10 +26,7 @@ const sample = (text: string, series: string): number =>
   );
 
 // Everything holds with TUN offloads (the default) and with --no-offload on both ends.
-for (const [label, flags] of [
-  ['offloads', []],
-  ['--no-offload', ['--no-offload']],
-] as [string, string[]][])
+for (const [label, flags] of OFFLOAD_MODES)
   describe(`e2e: Annex A static tunnel (dstm static + dstm tep --static), ${label}`, function () {
     this.timeout(60_000);
     let t: Topology;

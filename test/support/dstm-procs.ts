@@ -89,6 +89,12 @@ export async function startStaticNode(t: Topology, extra: string[] = []): Promis
   return node;
 }
 
+/** The data-plane modes every forwarding e2e suite runs in: TUN offloads (the default) and without. */
+export const OFFLOAD_MODES: [label: string, flags: string[]][] = [
+  ['offloads', []],
+  ['--no-offload', ['--no-offload']],
+];
+
 export const SERVER = `[${ADDR.s6}]:3786`;
 
 /** Where the node in X (`dstm request --hold`) serves `dstm status`. */
