@@ -5,6 +5,7 @@
 // commit), so no reply leaves for a change that is not durable, and the engine learns what became durable through
 // durable(mark). After a failed sync nothing committed since can be trusted: every later operation is refused.
 import { EventEmitter } from 'node:events';
+import { Gathering } from './gathering';
 import { StoreUnavailable } from './store';
 
 /** What the engine does for the scheduler. */
@@ -39,12 +40,6 @@ const GATHER_MORE = 32;
 const MAX_SYNCS = 3;
 /** Longest wait before a commit nobody waits for is synced (and its feed changes are shown). */
 const LAZY_SYNC_MS = 20;
-/**
- * Longest wait, as a fraction of a sync's duration, for the calls expected to join a sync before it starts. The
- * nodes a sync answered tend to call again together; a sync started on the first of them would leave the others
- * to the next one, and a node would wait for two syncs instead of one.
- */
-const GATHER_FRACTION = 0.4;
 
 /**
  * Events: 'batch' (size: number) after every transaction; 'failed' (StoreUnavailable) once, at the first failed sync.
@@ -60,14 +55,8 @@ export class GroupCommit<O, V> extends EventEmitter {
   private dirty = false;
   private syncing = 0;
   private lazySync: NodeJS.Timeout | undefined;
-  /**
-   * Calls the last sync answered plus those already waiting when it ended: about as many will wait for the next one.
-   */
-  private expected = 0;
-  /** Moving average of a sync's duration, milliseconds. */
-  private syncMs = 0.5;
-  /** When the first call waiting for the next sync committed (performance.now()), or 0. */
-  private gatherSince = 0;
+  /** Whether a sync waits for the calls expected to join it. */
+  private readonly gathering = new Gathering(0.5);
   private gatherCheck = false;
   private readonly gather = (): void => {
     this.gatherCheck = false;
@@ -166,19 +155,16 @@ export class GroupCommit<O, V> extends EventEmitter {
       this.lazySync ??= setTimeout(this.syncLater, LAZY_SYNC_MS).unref();
       return;
     }
-    if (this.unsynced.length > 0 && this.unsynced.length < this.expected) {
-      const now = performance.now();
-      if (this.gatherSince === 0) this.gatherSince = now;
-      if (now - this.gatherSince < this.syncMs * GATHER_FRACTION) {
-        // Look again once the sockets have been read: setImmediate, as timers cannot wait under a millisecond.
-        if (!this.gatherCheck) {
-          this.gatherCheck = true;
-          setImmediate(this.gather);
-        }
-        return;
+    if (this.unsynced.length > 0 && this.gathering.left(this.unsynced.length) > 0) {
+      // Look again once the sockets have been read: setImmediate, as timers cannot wait under a millisecond (a sync
+      // takes about one).
+      if (!this.gatherCheck) {
+        this.gatherCheck = true;
+        setImmediate(this.gather);
       }
+      return;
     }
-    this.gatherSince = 0;
+    this.gathering.started();
     if (this.lazySync) {
       clearTimeout(this.lazySync);
       this.lazySync = undefined;
@@ -193,8 +179,7 @@ export class GroupCommit<O, V> extends EventEmitter {
     const started = performance.now();
     this.engine.sync((err) => {
       this.syncing--;
-      this.syncMs += (performance.now() - started - this.syncMs) / 8;
-      this.expected = pending.length + this.unsynced.length;
+      this.gathering.ended(performance.now() - started, pending.length, this.unsynced.length);
       // After a failed sync a later one may succeed without the pages the failed one lost: trust none of them.
       if (err || this.failed) {
         if (!this.failed) {

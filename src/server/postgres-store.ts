@@ -1,8 +1,8 @@
 // The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
-// The lease operations that arrive within one turn of the event loop go to the database as one multi-statement
-// query: their transaction (one call of the PL/pgSQL function dstm_run), committed with synchronous_commit=on (a reply
-// leaves only for a durable change, whichever way the connection or the database fails afterwards), then the
-// feed's numbering pass, in the same round trip.
+// The lease operations that gather while the database is busy, or while the calls the last batch answered come back
+// (see flush()), go to the database as one multi-statement query: their transaction (one call of the PL/pgSQL
+// function dstm_run), committed with synchronous_commit=on (a reply leaves only for a durable change, whichever way
+// the connection or the database fails afterwards), then the feed's numbering pass, in the same round trip.
 // Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
 // unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
 // CONFLICT DO NOTHING and the next one tried; renewals and releases are one UPDATE conditional on the row (re-checked
@@ -24,6 +24,7 @@ import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import pgpass from 'pgpass';
 import { redactUrl } from '../config/types';
+import { Gathering } from './gathering';
 import { stateName } from '../protocol/status';
 import {
   STATE,
@@ -84,6 +85,8 @@ const RESTORE_CHUNK = 10000;
  * messages each); one per batch cost more than the batch itself.
  */
 const NOTIFY_MS = 10;
+/** A batch's duration before the first one is measured, milliseconds (one round trip and a WAL flush). */
+const INITIAL_BATCH_MS = 1;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS dstm_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -463,6 +466,9 @@ export class PostgresStore extends EventEmitter implements Store {
   private listener: pg.Client | null = null;
   private queue: Pending[] = [];
   private scheduled = false;
+  /** Whether a batch waits for the calls expected to join it, and the timer that ends the wait. */
+  private readonly gathering = new Gathering(INITIAL_BATCH_MS);
+  private gatherTimer: NodeJS.Timeout | undefined;
   /** Batches under way, at most maxInFlight. */
   private inFlight = 0;
   private readonly maxInFlight: number;
@@ -907,6 +913,7 @@ export class PostgresStore extends EventEmitter implements Store {
       await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new StoreUnavailable(new Error('the store is closed')));
+    clearTimeout(this.gatherTimer);
     clearTimeout(this.listenTimer);
     clearTimeout(this.probeTimer);
     clearInterval(this.numberTimer);
@@ -943,20 +950,43 @@ export class PostgresStore extends EventEmitter implements Store {
   }
 
   /**
-   * Send what arrived as one batch, with up to maxInFlight batches under way at once on as many connections: their
-   * commits share WAL flushes, and a call does not wait for a batch it missed to commit before its own is sent.
-   * With all of them under way, the calls arriving meanwhile gather for the next.
+   * Send what arrived as one batch, once the calls expected to join it have (see Gathering: the nodes one batch
+   * answered call again together, and a batch costs the database about as much for one call as for several). Up to
+   * maxInFlight batches are under way at once on as many connections: their commits share WAL flushes. With all of
+   * them under way, the calls arriving meanwhile gather for the next.
    */
   private readonly flush = (): void => {
     this.scheduled = false;
     if (this.inFlight >= this.maxInFlight || this.queue.length === 0 || this.closed) return;
+    const wait = this.gathering.left(this.queue.length);
+    if (wait > 0) {
+      // Each call arriving meanwhile looks again (schedule()); the timer ends the wait when not all of them come.
+      this.gatherTimer ??= setTimeout(this.gathered, wait);
+      return;
+    }
+    this.send();
+  };
+
+  private readonly gathered = (): void => {
+    this.gatherTimer = undefined;
+    this.send();
+  };
+
+  private send(): void {
+    clearTimeout(this.gatherTimer);
+    this.gatherTimer = undefined;
+    if (this.inFlight >= this.maxInFlight || this.queue.length === 0 || this.closed) return;
+    this.gathering.started();
     const batch = this.queue.splice(0);
+    const started = performance.now();
     this.inFlight++;
     void this.execute(batch).finally(() => {
       this.inFlight--;
+      this.gathering.ended(performance.now() - started, batch.length, this.queue.length);
+      this.emit('batch', batch.length);
       this.schedule();
     });
-  };
+  }
 
   private async execute(batch: Pending[], tries = 1): Promise<void> {
     let results: Record<string, unknown>[];

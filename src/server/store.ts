@@ -119,7 +119,8 @@ export type StateCounts = Record<StateName, number>;
 /**
  * Events: 'change' (seq: number) when the last durable feed sequence number grew (whichever server wrote it);
  * 'health' (StoreHealth) when the store becomes unavailable or available again; 'numbering' (StoreHealth) when
- * feed numbering passes begin to fail (their changes wait for a later pass) or succeed again.
+ * feed numbering passes begin to fail (their changes wait for a later pass) or succeed again; 'batch' (size: number)
+ * after the operations that arrived together ran as one transaction.
  */
 export interface Store {
   readonly engine: 'sqlite' | 'postgresql';
@@ -177,6 +178,7 @@ export interface Store {
   on(event: 'change', listener: (seq: number) => void): this;
   on(event: 'health', listener: (health: StoreHealth) => void): this;
   on(event: 'numbering', listener: (health: StoreHealth) => void): this;
+  on(event: 'batch', listener: (size: number) => void): this;
   off(event: 'change', listener: (seq: number) => void): this;
   off(event: 'health', listener: (health: StoreHealth) => void): this;
 }

@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { parsePrefix4 } from '../../src/lib/addr';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
@@ -189,6 +190,37 @@ describe('PostgreSQL store', function () {
     const db = Number((await cluster.sql(url, 'SELECT floor(extract(epoch FROM clock_timestamp())) AS t')).rows[0].t);
     expect(Math.abs(g.starts - db)).to.be.at.most(1);
     expect(g.ends - g.starts).to.equal(60);
+  });
+
+  it('waits for the calls a batch answered to come back, and sends them as one batch; sends fewer when not all come', async () => {
+    const url = await cluster.createDatabase();
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const nodes = [1, 2, 3, 4].map(node);
+    await Promise.all(nodes.map((n) => svc.request(n, 0, 0)));
+    const batches: number[] = [];
+    store.on('batch', (n: number) => batches.push(n));
+    // A slow batch (another session holds a row it renews) makes the wait for the next calls long (a fraction of a
+    // batch's usual duration), so that this test does not depend on how fast the machine is.
+    const locker = new pg.Client(url);
+    await locker.connect();
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM dstm_bindings WHERE ip6 = $1 FOR UPDATE', [nodes[0]]);
+    const renewals = Promise.all(nodes.map((n) => svc.request(n, 0, 0)));
+    await sleep(300);
+    await locker.query('COMMIT');
+    await locker.end();
+    await renewals;
+    expect(batches).to.deep.equal([4]);
+    // Three come back, then a turn of the event loop later the fourth: one batch. Sent at once, they would be 3 and 1.
+    const first = nodes.slice(0, 3).map((n) => svc.release(n, 0));
+    await new Promise((r) => setImmediate(r));
+    await Promise.all([...first, svc.release(nodes[3], 0)]);
+    expect(batches).to.deep.equal([4, 4]);
+    // Only three of the four come back: they are sent when the wait is over, not kept.
+    const three = await Promise.all(nodes.slice(0, 3).map((n) => svc.request(n, 0, 0)));
+    expect(three.map((g) => g.status)).to.deep.equal(['ok', 'ok', 'ok']);
+    expect(batches).to.deep.equal([4, 4, 3]);
   });
 
   it('wakes a long-poll on another server (LISTEN/NOTIFY), and re-reads the feed after its LISTEN connection is lost', async () => {
