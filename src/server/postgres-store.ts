@@ -980,15 +980,21 @@ export class PostgresStore extends EventEmitter implements Store {
     const batch = this.queue.splice(0);
     const started = performance.now();
     this.inFlight++;
-    void this.execute(batch).finally(() => {
-      this.inFlight--;
-      this.gathering.ended(performance.now() - started, batch.length, this.queue.length);
-      this.emit('batch', batch.length);
-      this.schedule();
-    });
+    void this.execute(batch)
+      .then((committed) => {
+        // A failed batch's duration (a connect timeout, an outage) says nothing of the next one's, and its callers
+        // do not come back together.
+        if (committed) this.gathering.ended(performance.now() - started, batch.length, this.queue.length);
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.emit('batch', batch.length);
+        this.schedule();
+      });
   }
 
-  private async execute(batch: Pending[], tries = 1): Promise<void> {
+  /** True when the batch committed as one transaction. */
+  private async execute(batch: Pending[], tries = 1): Promise<boolean> {
     let results: Record<string, unknown>[];
     try {
       results = await this.transaction(batch.map((p) => p.op));
@@ -1001,14 +1007,15 @@ export class PostgresStore extends EventEmitter implements Store {
       if (batch.length > 1 && !isOutage(err)) {
         // One operation failed the batch (it is all rolled back): run each alone, so it fails only itself.
         for (const p of batch) await this.execute([p]);
-        return;
+        return false;
       }
       if (isOutage(err)) this.down(err);
       for (const p of batch) p.reject(new StoreUnavailable(err));
-      return;
+      return false;
     }
     if (!this.up) this.recovered();
     batch.forEach((p, i) => p.resolve(results[i]));
+    return true;
   }
 
   private async transaction(ops: Op[]): Promise<Record<string, unknown>[]> {

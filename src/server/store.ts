@@ -120,7 +120,7 @@ export type StateCounts = Record<StateName, number>;
  * Events: 'change' (seq: number) when the last durable feed sequence number grew (whichever server wrote it);
  * 'health' (StoreHealth) when the store becomes unavailable or available again; 'numbering' (StoreHealth) when
  * feed numbering passes begin to fail (their changes wait for a later pass) or succeed again; 'batch' (size: number)
- * after the operations that arrived together ran as one transaction.
+ * after each batch of operations that arrived together (one transaction, or one each when one of them failed it).
  */
 export interface Store {
   readonly engine: 'sqlite' | 'postgresql';
