@@ -24,8 +24,8 @@ import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import pgpass from 'pgpass';
 import { redactUrl } from '../config/types';
-import { Gathering } from './gathering';
 import { stateName } from '../protocol/status';
+import { Gathering } from './gathering';
 import {
   STATE,
   STATE_NAMES,
