@@ -11,6 +11,10 @@
 //    each) vs one server on SQLite, same run, same disk; then p50/p99 REQUEST latency on each store. Beside them,
 //    a reference for what PostgreSQL itself does on this machine: pgbench with as many clients as nodes, each
 //    committing a one-row UPDATE of its own row durably per call (no lease logic, no RPC, no numbering).
+//    Each store's servers first get SERVER_BENCH_WARMUP seconds (default 8; half over UDP, half over TCP, 64 nodes)
+//    of untimed load, as a server that has run for a while has had: freshly started servers and database sessions
+//    serve at about half speed for their first seconds of load (V8 compiling the hot paths, PostgreSQL planning
+//    each session's statements and filling its caches), and the runs, 2 s each, would measure that.
 // 3. Allocation latency and memory per binding with 1k, 100k and 1M active bindings in a /12 pool.
 // 4. Start-up time with 1M bindings (store open + pool index rebuilt; and the whole process until it listens).
 // SERVER_BENCH_PARTS (e.g. "store") runs only the named parts: throughput, store, scaling.
@@ -28,6 +32,8 @@ import { PG_BIN, PostgresCluster, postgresMissing } from '../test/support/postgr
 
 const PROGRAM = 0x2d53544d;
 const SECONDS = Number(process.env.SERVER_BENCH_SECONDS ?? 2);
+/** Untimed load that each server set of the shared-store comparison gets before its runs (see the header), seconds. */
+const WARMUP_SECONDS = Number(process.env.SERVER_BENCH_WARMUP ?? 8);
 const NODES = [1, 8, 64];
 /** Nodes of the shared-store comparison. */
 const STORE_NODES = [8, 64];
@@ -69,12 +75,13 @@ function load(
   port: number,
   nodes: number,
   prefix: string,
+  seconds = SECONDS,
 ): Promise<{ rate: number; errors: number }> {
   return new Promise((resolve, reject) => {
     execFile(
       bin,
-      [netid, String(port), String(PROGRAM), String(nodes), String(SECONDS), prefix],
-      { timeout: (SECONDS + 30) * 1000 },
+      [netid, String(port), String(PROGRAM), String(nodes), String(seconds), prefix],
+      { timeout: (seconds + 30) * 1000 },
       (err, stdout) => {
         if (err) return reject(err);
         const m = /calls (\d+) errors (\d+) seconds ([\d.]+)/.exec(stdout);
@@ -95,12 +102,13 @@ async function spread(
   ports: number[],
   nodes: number,
   prefixes: string[],
+  seconds = SECONDS,
 ): Promise<{ rate: number; errors: number }> {
   const share = (i: number): number => Math.floor(nodes / prefixes.length) + (i < nodes % prefixes.length ? 1 : 0);
   const runs = prefixes
     .map((prefix, i) => ({ prefix, port: ports[i % ports.length], n: share(i) }))
     .filter((r) => r.n > 0)
-    .map((r) => load(bin, netid, r.port, r.n, r.prefix));
+    .map((r) => load(bin, netid, r.port, r.n, r.prefix, seconds));
   const results = await Promise.all(runs);
   return results.reduce((t, r) => ({ rate: t.rate + r.rate, errors: t.errors + r.errors }), { rate: 0, errors: 0 });
 }
@@ -260,9 +268,19 @@ async function sharedStore(c: { load: string }): Promise<void> {
     const pgB = await startServer(['--store', url, '--pool', '10.0.0.0/16'], quiet);
     servers.push(pgB);
     console.log(
-      `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite (all of them), same disk, same two load generators`,
+      `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs after ${WARMUP_SECONDS} s of untimed load on each store: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite (all of them), same disk, same two load generators`,
     );
     const pgbenchScript = await pgbenchTable(cluster, url, Math.max(...STORE_NODES), dir);
+    for (const ports of [[sqlite.port], [pgA.port, pgB.port]])
+      for (const netid of ['udp6', 'tcp6'])
+        await spread(
+          c.load,
+          netid,
+          ports,
+          Math.max(...STORE_NODES),
+          [prefixOf(loA), prefixOf(loB)],
+          WARMUP_SECONDS / 2,
+        );
     console.log(
       '| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite | pgbench, one-row durable commit per call (commits/s) | pgbench/SQLite | PostgreSQL/pgbench |',
     );
