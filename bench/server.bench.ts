@@ -271,16 +271,11 @@ async function sharedStore(c: { load: string }): Promise<void> {
       `\nREQUEST+RELEASE, version 1 packets, ${SECONDS} s per run, best of 2 alternating runs after ${WARMUP_SECONDS} s of untimed load on each store: two servers on one PostgreSQL 15 (half the nodes each, distinct nodes) vs one server on SQLite (all of them), same disk, same two load generators`,
     );
     const pgbenchScript = await pgbenchTable(cluster, url, Math.max(...STORE_NODES), dir);
+    // The same two load generators for every run, each with half the nodes.
+    const prefixes = [prefixOf(loA), prefixOf(loB)];
     for (const ports of [[sqlite.port], [pgA.port, pgB.port]])
       for (const netid of ['udp6', 'tcp6'])
-        await spread(
-          c.load,
-          netid,
-          ports,
-          Math.max(...STORE_NODES),
-          [prefixOf(loA), prefixOf(loB)],
-          WARMUP_SECONDS / 2,
-        );
+        await spread(c.load, netid, ports, Math.max(...STORE_NODES), prefixes, WARMUP_SECONDS / 2);
     console.log(
       '| transport | nodes | SQLite, one server (calls/s) | PostgreSQL, two servers (calls/s) | PostgreSQL/SQLite | pgbench, one-row durable commit per call (commits/s) | pgbench/SQLite | PostgreSQL/pgbench |',
     );
@@ -292,8 +287,6 @@ async function sharedStore(c: { load: string }): Promise<void> {
         let reference = 0;
         let errors = 0;
         for (let round = 0; round < 2; round++) {
-          // The same two load generators either way, each with half the nodes.
-          const prefixes = [prefixOf(loA), prefixOf(loB)];
           const s1 = await spread(c.load, netid, [sqlite.port], n, prefixes);
           one = Math.max(one, s1.rate);
           const s2 = await spread(c.load, netid, [pgA.port, pgB.port], n, prefixes);

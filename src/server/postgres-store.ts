@@ -957,7 +957,7 @@ export class PostgresStore extends EventEmitter implements Store {
    */
   private readonly flush = (): void => {
     this.scheduled = false;
-    if (this.inFlight >= this.maxInFlight || this.queue.length === 0 || this.closed) return;
+    if (!this.canSend()) return;
     const wait = this.gathering.left(this.queue.length);
     if (wait > 0) {
       // Each call arriving meanwhile looks again (schedule()); the timer ends the wait when not all of them come.
@@ -967,6 +967,11 @@ export class PostgresStore extends EventEmitter implements Store {
     this.send();
   };
 
+  /** Calls are waiting, a connection is free for them, and the store is open. */
+  private canSend(): boolean {
+    return this.inFlight < this.maxInFlight && this.queue.length > 0 && !this.closed;
+  }
+
   private readonly gathered = (): void => {
     this.gatherTimer = undefined;
     this.send();
@@ -975,7 +980,7 @@ export class PostgresStore extends EventEmitter implements Store {
   private send(): void {
     clearTimeout(this.gatherTimer);
     this.gatherTimer = undefined;
-    if (this.inFlight >= this.maxInFlight || this.queue.length === 0 || this.closed) return;
+    if (!this.canSend()) return;
     this.gathering.started();
     const batch = this.queue.splice(0);
     const started = performance.now();
