@@ -2,7 +2,7 @@
 // The lease operations that gather while the database is busy, or while the calls the last batch answered come back
 // (see flush()), go to the database as one multi-statement query: their transaction (one call of the PL/pgSQL
 // function dstm_run), committed with synchronous_commit=on (a reply leaves only for a durable change, whichever way
-// the connection or the database fails afterwards), then the feed's numbering pass, in the same round trip.
+// the connection or the database fails afterwards).
 // Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
 // unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
 // CONFLICT DO NOTHING and the next one tried; renewals and releases are one UPDATE conditional on the row (re-checked
@@ -12,11 +12,11 @@
 // The feed: a lease transaction writes its feed row with seq NULL; numbering passes (dstm_number, below) give the
 // committed NULL rows the next numbers. Passes are serialised by an advisory lock held to their commit, and each
 // numbers only rows already committed, so numbers become visible in increasing order: a reader's snapshot always
-// shows a prefix of the numbering, and a reader re-reading from its last number misses nothing. A pass follows
-// every batch (so a reply's change is numbered by the time the reply leaves), at start-up and, as a safety net for
-// a server or database that died between a commit and its pass, every NUMBER_IDLE_MS when no batch ran; any
-// server's pass numbers every server's rows. LISTEN/NOTIFY only wakes the BINDINGS long-polls: the feed is re-read
-// from the last sequence number after every reconnect, so nothing is missed.
+// shows a prefix of the numbering, and a reader re-reading from its last number misses nothing. A server runs a pass
+// after its batches commit, at most one per NUMBER_MS (see numberSoon()), at start-up, at close and, as a safety net
+// for a server or database that died between a commit and its pass, when none ran for NUMBER_IDLE_MS; any server's
+// pass numbers every server's rows. LISTEN/NOTIFY only wakes the BINDINGS long-polls: the feed is re-read from the
+// last sequence number after every reconnect, so nothing is missed.
 // dstm leases import (restore) runs on a database no server is connected to (told by the servers' application
 // names), holding the schema lock that a starting server waits for.
 import { EventEmitter } from 'node:events';
@@ -69,22 +69,23 @@ const CLOSE_WAIT_MS = 1000;
 const MIGRATE_LOCK = 0x2d53544d;
 /** Key of the advisory lock that serialises numbering passes. */
 const NUMBER_LOCK = 0x2d53544e;
-/** Most feed rows one numbering pass numbers (a pass follows every batch, so it seldom finds more). */
+/** Most feed rows one numbering pass numbers (passes follow the batches closely, so one seldom finds more). */
 const NUMBER_BATCH = 10000;
 /** How far the durable reservation of feed numbers runs ahead: one synchronous numbering pass per this many numbers. */
 const NUMBER_RESERVE = 100000;
-/** A numbering pass at least this often, milliseconds, while no batch runs one (rows a crash left unnumbered). */
+/** A numbering pass at least this often, milliseconds, while no batch leads to one (rows a crash left unnumbered). */
 const NUMBER_IDLE_MS = 1000;
 /** A server's connections, by application_name: the pool's, and the one that LISTENs is this and "-listen". */
 const SERVER_APP = 'dstm-server';
 /** Rows per statement of a restore (arrays of this many bound as parameters). */
 const RESTORE_CHUNK = 10000;
 /**
- * Shortest time between two NOTIFYs of one server, milliseconds: other servers' BINDINGS long-polls learn of its
- * changes at most this late. Each NOTIFY wakes every server's LISTEN connection (two process wake-ups and two
- * messages each); one per batch cost more than the batch itself.
+ * Shortest time between two numbering passes of one server, milliseconds. A batch's callers are answered once it
+ * commits; its changes reach the feed with the next pass (this server's long-polls, and every other server's through
+ * the pass's NOTIFY): at once after a quiet spell, at most about this late under load. A pass after every batch cost
+ * the database nearly as much as the batch, and each NOTIFY wakes every server's LISTEN connection.
  */
-const NOTIFY_MS = 10;
+const NUMBER_MS = 10;
 /** A batch's duration before the first one is measured, milliseconds (one round trip and a WAL flush). */
 const INITIAL_BATCH_MS = 1;
 
@@ -145,7 +146,7 @@ END $$;
 -- It commits without waiting for the flush: a crash may lose its numbers (the rows go back to NULL) after readers
 -- saw them. The next pass then goes on above the reservation, so a renumbered row is above every number a reader
 -- may hold, and the lost ones are recorded as a gap (a reader in one starts over, which a restored database needs).
--- p_notify: wake the LISTENers when it numbered something (the server throttles wake-ups; see notifyLater()).
+-- p_notify: wake the LISTENers when it numbered something (a server runs one pass per NUMBER_MS at most).
 CREATE OR REPLACE FUNCTION dstm_number(p_limit int, p_notify boolean) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   s bigint;
@@ -194,8 +195,8 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN NULL;
 END $$;
--- The pass that follows a batch, after its COMMIT in the same query: its failure must not hide that the batch
--- committed (the rows stay NULL for the next pass). seq NULL and the error when it failed.
+-- Schema 4's pass after a batch, for servers not yet upgraded (after the COMMIT in the same query: its failure must
+-- not hide that the batch committed). seq NULL and the error when it failed.
 DROP FUNCTION IF EXISTS dstm_number_after(int, boolean);
 CREATE FUNCTION dstm_number_after(p_limit int, p_notify boolean, OUT seq bigint, OUT error text) LANGUAGE plpgsql AS $$
 BEGIN
@@ -481,14 +482,16 @@ export class PostgresStore extends EventEmitter implements Store {
   private listenTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private numberTimer: NodeJS.Timeout | undefined;
-  /** A batch (and so a numbering pass) ran since the last tick of numberTimer. */
-  private numbered = false;
+  /** Batches committed since the last numbering pass began; when it began and the last that succeeded began. */
+  private owed = false;
+  private lastPass = -Infinity;
+  private lastGoodPass = -Infinity;
+  /** The next pass, and the one under way. */
+  private passTimer: NodeJS.Timeout | undefined;
+  private passing: Promise<void> | undefined;
   /** Numbering passes that failed (their rows wait for the next pass); `numberingOk` false until one succeeds. */
   numberingFailures = 0;
   private numberingOk = true;
-  /** When this server last sent a NOTIFY (performance.now()), and the timer of the one it owes. */
-  private lastNotify = -Infinity;
-  private notifyTimer: NodeJS.Timeout | undefined;
 
   /** How to connect: the pool's sessions and the one that LISTENs alike. */
   private readonly session: pg.ClientConfig;
@@ -522,6 +525,7 @@ export class PostgresStore extends EventEmitter implements Store {
       await s.migrate();
       // Rows a crash left unnumbered, whoever wrote them.
       s.seq = Number((await s.pool.query('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH])).rows[0].seq);
+      s.lastGoodPass = performance.now();
       await s.listen();
       s.numberTimer = setInterval(() => s.numberIfIdle(), NUMBER_IDLE_MS).unref();
     } catch (err) {
@@ -917,12 +921,11 @@ export class PostgresStore extends EventEmitter implements Store {
     clearTimeout(this.listenTimer);
     clearTimeout(this.probeTimer);
     clearInterval(this.numberTimer);
-    // The wake-up this server owes the others, if any, before its connections go.
-    if (this.notifyTimer) {
-      clearTimeout(this.notifyTimer);
-      this.notifyTimer = undefined;
-      await this.notify().catch(() => undefined);
-    }
+    clearTimeout(this.passTimer);
+    this.passTimer = undefined;
+    // The pass this server owes, before its connections go: the feed shows every change it answered for. Not waited
+    // for long when the database is gone (the next pass of any server numbers them).
+    if (this.up) await Promise.race([this.settled(), new Promise((r) => setTimeout(r, CLOSE_WAIT_MS).unref())]);
     const l = this.listener;
     this.listener = null;
     await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
@@ -1025,18 +1028,9 @@ export class PostgresStore extends EventEmitter implements Store {
 
   private async transaction(ops: Op[]): Promise<Record<string, unknown>[]> {
     const fixed = this.opts.clock ? String(this.opts.clock()) : 'NULL';
-    const notify = this.mayNotify();
-    const before = this.seq;
     // Simple query protocol, one round trip: the lease transaction (the whole batch in one statement), committed
-    // (flushed) before the answer comes, then a numbering pass in a transaction of its own, so the feed shows the
-    // batch's changes by the time the replies leave. The pass holds no lock across a flush, so the batches of all
-    // servers share flushes.
-    const sql = [
-      'BEGIN',
-      `SELECT * FROM ${batchCall(fixed, ops)}`,
-      'COMMIT',
-      `SELECT * FROM dstm_number_after(${NUMBER_BATCH}, ${notify})`,
-    ].join(';\n');
+    // (flushed) before the answer comes.
+    const sql = `BEGIN;\nSELECT * FROM ${batchCall(fixed, ops)};\nCOMMIT`;
     const c = await this.pool.connect();
     let r: pg.QueryResult[];
     try {
@@ -1052,11 +1046,7 @@ export class PostgresStore extends EventEmitter implements Store {
       throw err;
     }
     c.release();
-    const pass = r[3].rows[0] as { seq: string | null; error: string | null };
-    // A pass that failed: the rows stay unnumbered until the next pass; the idle timer makes sure of one.
-    this.numbered = pass.error === null;
-    this.passed(pass.seq, pass.error);
-    if (!notify && this.seq > before) this.notifyLater();
+    this.numberSoon();
     return r[1].rows;
   }
 
@@ -1080,44 +1070,53 @@ export class PostgresStore extends EventEmitter implements Store {
   }
 
   /**
-   * Whether this batch's pass may NOTIFY (at most one per NOTIFY_MS; a pass that may not leaves it to notifyLater()).
+   * A numbering pass for what this server committed: at once when the last one began NUMBER_MS ago or more, else
+   * then; with a pass under way, after it.
    */
-  private mayNotify(): boolean {
-    const now = performance.now();
-    if (this.notifyTimer || now - this.lastNotify < NOTIFY_MS) return false;
-    this.lastNotify = now;
-    return true;
+  private numberSoon(): void {
+    this.owed = true;
+    if (this.passTimer || this.passing || this.closed) return;
+    this.passTimer = setTimeout(this.pass, Math.max(0, this.lastPass + NUMBER_MS - performance.now()));
   }
 
-  /** The NOTIFY a pass left out, once NOTIFY_MS after the last one. */
-  private notifyLater(): void {
-    if (this.notifyTimer || this.closed) return;
-    this.notifyTimer = setTimeout(
-      () => {
-        this.notifyTimer = undefined;
-        // Lost with the database: the other servers' listeners re-read the last number when they reconnect.
-        this.notify().catch(() => (this.up ? this.notifyLater() : undefined));
-      },
-      Math.max(0, this.lastNotify + NOTIFY_MS - performance.now()),
-    ).unref();
-  }
+  private readonly pass = (): void => {
+    this.passTimer = undefined;
+    this.owed = false;
+    this.lastPass = performance.now();
+    this.passing = this.number(this.lastPass).finally(() => {
+      this.passing = undefined;
+      if (this.owed) this.numberSoon();
+    });
+  };
 
-  private async notify(): Promise<void> {
-    this.lastNotify = performance.now();
-    await this.pool.query('SELECT pg_notify($1, $2)', [FEED_CHANNEL, String(this.seq)]);
-  }
-
-  /** The safety net: a numbering pass when no batch ran one since the last tick. */
-  private numberIfIdle(): void {
-    if (this.numbered || !this.up || this.closed) {
-      this.numbered = false;
-      return;
+  /** One pass (it numbers every server's committed rows, and its NOTIFY wakes every server's long-polls). */
+  private async number(began: number): Promise<void> {
+    try {
+      const r = await this.pool.query<{ seq: string }>('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH]);
+      this.lastGoodPass = began;
+      this.passed(r.rows[0].seq, null);
+    } catch (err) {
+      // The rows wait for the next pass (a later batch's, or the idle timer's); an outage is the calls' to report.
+      if (!isOutage(err)) this.passed(null, describe(err));
     }
-    this.pool.query('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH]).then(
-      (r) => this.passed(r.rows[0].seq, null),
-      // Tried again at the next tick; an outage is the calls' to find out and report.
-      (err) => (isOutage(err) ? undefined : this.passed(null, describe(err))),
-    );
+  }
+
+  /**
+   * Resolves once a numbering pass that began after every batch this server has committed so far is over: its changes
+   * are in the feed, unless the pass failed.
+   */
+  async settled(): Promise<void> {
+    await this.passing;
+    if (!this.owed) return;
+    clearTimeout(this.passTimer);
+    this.pass();
+    await this.passing;
+  }
+
+  /** The safety net: a pass when none succeeded for NUMBER_IDLE_MS. */
+  private numberIfIdle(): void {
+    if (!this.up || this.closed || this.passing || this.passTimer) return;
+    if (performance.now() - this.lastGoodPass >= NUMBER_IDLE_MS) this.pass();
   }
 }
 

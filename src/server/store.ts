@@ -172,6 +172,12 @@ export interface Store {
    */
   restore(rows: readonly Binding[], replace: boolean): Promise<bigint>;
   health(): StoreHealth;
+  /**
+   * For an engine whose feed shows a committed change after its reply (PostgreSQL: at the next numbering pass):
+   * resolves once the feed shows every change this handle committed so far (or the pass that was to number them
+   * failed).
+   */
+  settled?(): Promise<void>;
   /** Finish what is committed (made durable), then release the engine; later calls reject with StoreUnavailable. */
   close(): Promise<void>;
 

@@ -13,6 +13,7 @@ import { RpcClient } from '../../src/rpc';
 import { LeaseService } from '../../src/server/leases';
 import { PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-store';
 import type { StoreHealth } from '../../src/server/store';
+import { until } from '../support/netns';
 import { needPostgres, PostgresCluster } from '../support/postgres';
 import { freePort, loopbackAddresses, runDstm, sleep, startServer, type ServerProcess } from './helpers';
 import { node, policy, seeded } from './store-conformance';
@@ -57,6 +58,7 @@ describe('PostgreSQL store', function () {
     const g1 = await a.request(node(1), 0, 0);
     const g2 = await a.request(node(2), 0, 0);
     await a.release(node(2), g2.ip4);
+    await first.settled();
     const before = (await first.feedSince(0, 10)).changes;
     const epoch = first.epoch;
     await stores.splice(0).pop()!.close();
@@ -223,6 +225,29 @@ describe('PostgreSQL store', function () {
     expect(batches).to.deep.equal([4, 4, 3]);
   });
 
+  it('numbers a lone change at once, and under load at most one pass per 10 ms for all the batches meanwhile', async () => {
+    const url = await cluster.createDatabase();
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy({ pools: [parsePrefix4('10.93.0.0/24')] }));
+    const since = store.lastSeq;
+    await svc.request(node(1), 0, 0);
+    const t0 = performance.now();
+    await svc.waitForChange(since, 5000);
+    expect(performance.now() - t0, 'not left to the once-a-second pass').to.be.below(500);
+    // Calls one after another, each its own batch: their changes are numbered a pass per 10 ms, not one per batch.
+    let passes = 0;
+    store.on('change', () => passes++);
+    const t1 = performance.now();
+    for (let i = 0; i < 200; i++) await svc.request(node(2 + (i % 50)), 0, 0);
+    const ms = performance.now() - t1;
+    await store.settled();
+    expect(passes)
+      .to.be.at.least(1)
+      .and.at.most(Math.ceil(ms / 10) + 2);
+    const feed = await svc.changes(0, 100);
+    expect(feed.changes.filter((c) => c.active)).to.have.length(51);
+  });
+
   it('wakes a long-poll on another server (LISTEN/NOTIFY), and re-reads the feed after its LISTEN connection is lost', async () => {
     const url = await cluster.createDatabase();
     const a = await LeaseService.open(await open(url), policy());
@@ -356,6 +381,7 @@ describe('PostgreSQL store', function () {
     }
     writing = false;
     await polling;
+    await Promise.all(stores.map((s) => s.settled()));
     await poll();
     expect(reads).to.be.above(30);
     const active = (await reader.list(-1, 1000)).filter((b) => b.state === 0);
@@ -367,6 +393,7 @@ describe('PostgreSQL store', function () {
     const store = await open(url);
     const svc = await LeaseService.open(store, policy());
     await Promise.all([1, 2, 3].map((n) => svc.request(node(n), 0, 0)));
+    await store.settled();
     const last = store.lastSeq;
     expect(last).to.equal(3);
     // A numbering pass lost with the crash (it commits without waiting for the flush): its rows are unnumbered again.
@@ -377,6 +404,7 @@ describe('PostgreSQL store', function () {
       expect(Date.now(), 'the store never came back').to.be.below(deadline);
       await sleep(100);
     }
+    await store.settled();
     const feed = await svc.changes(0, 10);
     const seqs = feed.changes.map((c) => c.seq);
     expect(seqs.slice(0, 2)).to.deep.equal([1, 2]);
@@ -396,17 +424,21 @@ describe('PostgreSQL store', function () {
     const events: StoreHealth[] = [];
     store.on('numbering', (h: StoreHealth) => events.push(h));
     await svc.request(node(1), 0, 0);
+    await store.settled();
     expect(store.numberingFailures).to.equal(0);
     // The lease transactions commit; their passes fail (the counter they read is gone).
     await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
-    await svc.request(node(2), 0, 0);
-    await svc.request(node(3), 0, 0);
+    for (const n of [2, 3]) {
+      await svc.request(node(n), 0, 0);
+      await store.settled();
+    }
     expect(store.numberingFailures).to.be.at.least(2);
     expect(events).to.have.length(1);
     expect(events[0].ok).to.equal(false);
     expect(events[0].reason).to.match(/dstm_counter/);
     await cluster.sql(url, 'ALTER TABLE dstm_counter_away RENAME TO dstm_counter');
     await svc.request(node(4), 0, 0);
+    await store.settled();
     expect(events.map((e) => e.ok)).to.deep.equal([false, true]);
     expect((await svc.changes(0, 10)).changes.map((c) => c.seq)).to.deep.equal([1, 2, 3, 4]);
   });
@@ -527,10 +559,11 @@ describe('PostgreSQL store', function () {
       await c.request();
       expect(await failures()).to.equal(0);
       await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
-      // Renewals commit (the node keeps its address); their passes fail.
+      // Renewals commit (the node keeps its address); their passes fail, the second one pass apart at most.
       await c.request();
+      await until('a failed pass', async () => (await failures()) >= 1, 5000);
       await c.request();
-      expect(await failures()).to.be.at.least(2);
+      await until('two failed passes', async () => (await failures()) >= 2, 5000);
       await cluster.sql(url, 'ALTER TABLE dstm_counter_away RENAME TO dstm_counter');
       await c.request();
       await server.waitFor('feed numbering passes succeed again');
@@ -573,7 +606,10 @@ describe('PostgreSQL store', function () {
         family: 6,
       });
       try {
-        const feed = await new RPC_TWO_Client(rpc).BINDINGS({ since: 0n, max: 100, wait_ms: 0, epoch: 0n });
+        // Both bindings reach the feed with the numbering passes that follow the calls.
+        const read = () => new RPC_TWO_Client(rpc).BINDINGS({ since: 0n, max: 100, wait_ms: 0, epoch: 0n });
+        let feed = await read();
+        await until('both bindings in the feed', async () => (feed = await read()).changes.length >= 2, 5000);
         expect(feed.status).to.equal(dstm_status.DSTM_OK);
         const seqs = feed.changes.map((c) => Number(c.seq));
         expect(seqs).to.deep.equal([...seqs].sort((x, y) => x - y));

@@ -62,6 +62,10 @@ export function storeConformance(engine: EngineUnderTest): void {
       stores.push(s);
       return LeaseService.open(s, p);
     };
+    /** Until the feed shows every change committed so far, on every handle. */
+    const settled = async (): Promise<void> => {
+      await Promise.all(stores.map((s) => s.settled?.()));
+    };
 
     before(async function () {
       await engine.setUp?.(this);
@@ -105,6 +109,7 @@ export function storeConformance(engine: EngineUnderTest): void {
 
     it('finding 2: a RELEASE does not make an address immediately leasable to another node (quarantine like an expiry)', async () => {
       const grants = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => svc.request(node(n), 0, 0)));
+      await settled();
       const since = svc.lastSeq;
       expect((await svc.release(node(1), grants[0].ip4)).status).to.equal('ok');
       expect((await svc.request(node(7), 0, 0)).status, 'not to another node during the hold').to.equal('no_address');
@@ -137,6 +142,7 @@ export function storeConformance(engine: EngineUnderTest): void {
       await svc.sweep();
       expect(await svc.sweepDue()).to.equal(false);
       expect((await store.list(-1, 10))[0]).to.include({ ip4: g.ip4, state: 1 });
+      await settled();
       const feed = await svc.changes(0, 10);
       expect(feed.changes.map((c) => [c.ip4, c.active])).to.deep.equal([[g.ip4, false]]);
       // Held: not given to anyone else, but the same node gets it back.
@@ -175,6 +181,7 @@ export function storeConformance(engine: EngineUnderTest): void {
       const a = await svc.request(node(1), 0, 0);
       expect(a.ip4).to.not.equal(r.ip4);
       const epoch = svc.epoch;
+      await settled();
       const seq = svc.lastSeq;
       for (const s of stores.splice(0)) await s.close();
       svc = await server();
@@ -186,6 +193,7 @@ export function storeConformance(engine: EngineUnderTest): void {
 
     it('finding 6: a feed caller beyond the last sequence number is told to start over', async () => {
       await svc.request(node(1), 0, 0);
+      await settled();
       const last = svc.lastSeq;
       expect((await svc.changes(last, 10)).reset).to.equal(false);
       const ahead = await svc.changes(last + 10, 10);
