@@ -482,8 +482,9 @@ export class PostgresStore extends EventEmitter implements Store {
   private listenTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private numberTimer: NodeJS.Timeout | undefined;
-  /** Batches committed since the last numbering pass began; when it began and the last that succeeded began. */
+  /** A batch committed since the last numbering pass began. */
   private owed = false;
+  /** When the last pass, and the last one that succeeded, began (performance.now()). */
   private lastPass = -Infinity;
   private lastGoodPass = -Infinity;
   /** The next pass, and the one under way. */
