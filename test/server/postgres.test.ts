@@ -559,7 +559,7 @@ describe('PostgreSQL store', function () {
       await c.request();
       expect(await failures()).to.equal(0);
       await cluster.sql(url, 'ALTER TABLE dstm_counter RENAME TO dstm_counter_away');
-      // Renewals commit (the node keeps its address); their passes fail, the second one pass apart at most.
+      // Renewals commit (the node keeps its address); the numbering passes that follow them fail.
       await c.request();
       await until('a failed pass', async () => (await failures()) >= 1, 5000);
       await c.request();
