@@ -14,6 +14,8 @@ export interface CompletionCommand {
       name: string;
       char?: string;
       type: 'boolean' | 'option';
+      /** A boolean that --no-NAME turns off. */
+      allowNo?: boolean;
       options?: readonly string[];
       multiple?: boolean;
       summary?: string;
@@ -63,6 +65,11 @@ function oneLine(x: { summary?: string; description?: string }): string {
 }
 
 const visibleFlags = (n: Node) => Object.values(n.cmd?.flags ?? {}).filter((f) => !f.hidden);
+/** The long names a flag is given by: --NAME, and --no-NAME for a boolean that allows it. */
+const longNames = (f: { name: string; type: string; allowNo?: boolean }): string[] => [
+  `--${f.name}`,
+  ...(f.type === 'boolean' && f.allowNo ? [`--no-${f.name}`] : []),
+];
 const visibleArgs = (n: Node) => Object.values(n.cmd?.args ?? {}).filter((a) => !a.hidden);
 
 /** A bash single-quoted word. */
@@ -105,7 +112,7 @@ ${caseArms(nodes, (n) => [...n.subs.map((s) => s.word), ...visibleArgs(n).flatMa
 
 ${fn}_flags() {
   case "$1" in
-${caseArms(nodes, (n) => visibleFlags(n).flatMap((f) => [`--${f.name}`, ...(f.char ? [`-${f.char}`] : [])]))}
+${caseArms(nodes, (n) => visibleFlags(n).flatMap((f) => [...longNames(f), ...(f.char ? [`-${f.char}`] : [])]))}
   esac
 }
 
@@ -172,7 +179,7 @@ export function zshCompletion(bin: string, commands: CompletionCommand[]): strin
       const value =
         f.type === 'option' ? (f.options?.length ? `:${f.name}:(${f.options.join(' ')})` : `:${f.name}:_files`) : '';
       const rep = f.multiple ? '*' : '';
-      const names = [`--${f.name}`, ...(f.char ? [`-${f.char}`] : [])];
+      const names = [...longNames(f), ...(f.char ? [`-${f.char}`] : [])];
       const excl = f.multiple || names.length === 1 ? '' : `(${names.join(' ')})`;
       return names.map(
         (name) => `'${excl}${rep}${name}${f.type === 'option' && name.startsWith('--') ? '=' : ''}[${desc}]${value}'`,

@@ -6,9 +6,12 @@ import { StartError } from '../lib/daemon';
 import { EXIT } from './exit-codes';
 import { fail, type Reporter } from './command';
 
-/** One way to set the level everywhere: --log-level, or DSTM_LOG_LEVEL standing in for it. */
+/**
+ * --log-level of `dstm request`, whose client section has no log_level (the daemons' is a config key's flag, see
+ * logLevel() in src/config/types.ts): DSTM_LOG_LEVEL stands in for it.
+ */
 export const logLevelFlag = Flags.string({
-  summary: "Least severe log level written (default: DSTM_LOG_LEVEL, else the configuration's log_level, else info).",
+  summary: 'Least severe log level written (default: DSTM_LOG_LEVEL, else info).',
   options: [...LEVELS],
   env: 'DSTM_LOG_LEVEL',
 });

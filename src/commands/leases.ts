@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { classify, leaseFilter } from '../cli/client';
 import { leaseJson } from '../protocol/binding-json';
 import { clientFlags, connectFromFlags } from '../cli/client-flags';
+import { configFlag } from '../cli/setting-flags';
 import type { LeaseRow } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
 import { DstmCommand, fail } from '../cli/command';
@@ -81,7 +82,10 @@ export default class LeasesCommand extends DstmCommand {
       options: [...STATE_NAMES],
       multiple: true,
     }),
-    lease: Flags.integer({ summary: "allocate: lease length in seconds (default: the server's)." }),
+    config: configFlag('client', '; with --state-dir also its "server" section, for the TEPs'),
+    lease: Flags.integer({
+      summary: "allocate: lease length in seconds (default: the configuration's client.lease, else the server's).",
+    }),
   };
 
   async run(): Promise<void> {
@@ -119,16 +123,15 @@ export default class LeasesCommand extends DstmCommand {
     }
     let client: FailoverClient | undefined;
     try {
-      ({ client } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2, local: undefined }));
+      let lease: number;
+      ({ client, lease } = await connectFromFlags({ ...flags, transport: 'tcp', protocol: 2, local: undefined }));
       if (args.action === 'list') {
         const rows: LeaseRow[] = [];
         for await (const r of client.list()) if (keep(r)) rows.push(r);
         this.print(rows, flags.json);
       } else {
         const l =
-          args.action === 'revoke'
-            ? await client.revoke(node, address)
-            : await client.allocate(node, address, flags.lease ?? 0);
+          args.action === 'revoke' ? await client.revoke(node, address) : await client.allocate(node, address, lease);
         this.log(
           flags.json
             ? JSON.stringify({ action: args.action, ...leaseJson(l) })

@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
 import { formatNodeStatus, DEFAULT_NODE_CONTROL_PATH, type NodeStatus } from '../node/status';
-import { queryControl } from '../lib/control';
+import { CONTROL_TIMEOUT_MS, queryControl } from '../lib/control';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
 
@@ -27,7 +27,10 @@ export default class StatusCommand extends DstmCommand {
   ];
 
   static override flags = {
-    control: Flags.string({ summary: "The node's control socket.", default: DEFAULT_NODE_CONTROL_PATH }),
+    control: Flags.string({
+      summary: `The node's control socket (no answer within ${CONTROL_TIMEOUT_MS / 1000} s: exit 7).`,
+      default: DEFAULT_NODE_CONTROL_PATH,
+    }),
     json: Flags.boolean({ summary: 'Print the state as one JSON object.' }),
   };
 
@@ -35,7 +38,7 @@ export default class StatusCommand extends DstmCommand {
     const { flags } = await this.parse(StatusCommand);
     let s: NodeStatus;
     try {
-      s = (await queryControl(flags.control, 5000, 'node')) as NodeStatus;
+      s = (await queryControl(flags.control, CONTROL_TIMEOUT_MS, 'node')) as NodeStatus;
     } catch (err) {
       fail(this, (err as Error).message, EXIT.unreachable);
     }

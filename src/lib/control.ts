@@ -52,8 +52,11 @@ async function removeStaleSocket(path: string): Promise<void> {
   rmSync(path, { force: true });
 }
 
+/** How long `dstm status` and `dstm tep stats` wait for the daemon's answer. */
+export const CONTROL_TIMEOUT_MS = 5000;
+
 /** `daemon` names who should be answering, for the error message (`dstm status` reads a node's socket). */
-export async function queryControl(path: string, timeoutMs = 5000, daemon = 'TEP'): Promise<unknown> {
+export async function queryControl(path: string, timeoutMs = CONTROL_TIMEOUT_MS, daemon = 'TEP'): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let text = '';
     const sock = createConnection(path);

@@ -461,11 +461,22 @@ export class DstmServer {
 
   /**
    * Apply a reloaded configuration (SIGHUP). Pools, leases, TEPs, reservations and ACLs change at once and no
-   * binding is lost; listen addresses, transports, program, state_dir, store and metrics need a restart.
+   * binding is lost; listen addresses, transports, program, state_dir, store, metrics and the log level need a
+   * restart.
    */
   async reload(next: ServerConfig): Promise<string[]> {
     const fixed: string[] = (
-      ['listen', 'transports', 'program', 'state_dir', 'store', 'store_pool', 'metrics', 'rpcbind'] as const
+      [
+        'listen',
+        'transports',
+        'program',
+        'state_dir',
+        'store',
+        'store_pool',
+        'metrics',
+        'rpcbind',
+        'log_level',
+      ] as const
     ).filter((k) => JSON.stringify(next[k], replacer) !== JSON.stringify(this.config[k], replacer));
     // The TLS policy needs a restart; certificate, key and CA are read again (a renewed certificate at the same
     // path included) for the connections to come, before anything else changes: files that do not load keep all.

@@ -149,6 +149,9 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
   };
 }
 
+/** How long the check of each server below waits for it before going on to the next one. */
+const TLS_CHECK_TIMEOUT_MS = 5000;
+
 /**
  * With --tls, one probe, handshake and NULL call to the first server that answers before the TEP starts: one that does
  * not offer RPC-with-TLS, or a certificate that does not verify, is a configuration error retrying will not mend
@@ -170,7 +173,7 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
         localAddress: formatIPv6(c.feed_source ?? c.address),
         tls,
         reconnect: false,
-        timeoutMs: 5000,
+        timeoutMs: TLS_CHECK_TIMEOUT_MS,
       });
       await rpc.ping();
       return;

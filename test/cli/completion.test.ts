@@ -66,6 +66,13 @@ describe('dstm completion', function () {
     expect(complete('dstm request --ho')).to.deep.equal(['--hold']);
   });
 
+  it('completes --no-NAME for the booleans that have it, and only for them', () => {
+    expect(complete('dstm tep --no-')).to.deep.equal(['--no-offload', '--no-unreachable']);
+    expect(complete('dstm tep --of')).to.deep.equal(['--offload']);
+    expect(complete('dstm request --no-')).to.deep.equal(['--no-offload']);
+    expect(complete('dstm server --no-')).to.deep.equal([]);
+  });
+
   it("completes a flag's choices and skips flag values when finding the command", () => {
     expect(complete('dstm request --transport ')).to.deep.equal(['tcp', 'udp']);
     expect(complete('dstm request --server [::1]:3786 --tr')).to.deep.equal(['--transport']);

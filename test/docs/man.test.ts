@@ -21,6 +21,9 @@ import { EXIT_MEANING, type ExitCode } from '../../src/cli/exit-codes';
 import { loadCommands, ROOT } from './commands';
 import { hasWord, parsePage, type Item, type Page } from './roff';
 import { skipIf } from '../support/skip';
+import { Tep } from '../../src/tep/tep';
+import { createLogger } from '../../src/lib/log';
+import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 
 const MAN = join(ROOT, 'man');
 
@@ -381,6 +384,28 @@ describe('man pages', function () {
     expect(ungeneratedFlags(tep as unknown as Command.Loadable, '.TP\n.BI \\-\\-device " NAME"\n')).to.deep.equal([
       '--device sets tep.device but its item is not generated (npm run man)',
     ]);
+  });
+
+  it("dstm-tep.8's DROP REASONS names every drop reason `dstm tep stats --json` reports, and no other", () => {
+    const tep = new Tep({
+      address: parseIPv6('2001:db8:1::1'),
+      ipv4: parseIPv4('192.0.2.1'),
+      pools: [parsePrefix4('198.51.100.0/28')],
+      prefixes: [parsePrefix6('2001:db8:1::/64')],
+      statics: [],
+      device: 'unused',
+      pathMtu: 1500,
+      log: createLogger({ level: 'error' }),
+    });
+    const page = readFileSync(join(MAN, 'dstm-tep.8'), 'utf8');
+    const section = page
+      .slice(page.indexOf('\n.SH DROP REASONS\n'), page.indexOf('\n.SH SIGNALS\n'))
+      .replace(/\\\n/g, ' ');
+    // The item heads: the line after each .TP, its reason names bold (.B name, or .BR a ", " b ...).
+    const documented = [...section.matchAll(/^\.TP\n(\.BR? .*)$/gm)]
+      .flatMap((m) => m[1].match(/[a-z][a-z0-9]*(?:_[a-z0-9]+)+/g) ?? [])
+      .sort();
+    expect(documented).to.deep.equal(Object.keys(tep.stats().drops).sort());
   });
 
   it("package.json's man field lists every page in man/ and only existing ones", () => {

@@ -360,6 +360,16 @@ describe('dstm server (process)', function () {
     expect(await refusal(c.revoke(lo.addresses[1]))).to.equal('not_allowed');
     expect(await refusal(c.allocate(lo.addresses[2], 0, 0))).to.equal('not_allowed');
     expect((await b.request()).address).to.equal('10.83.0.5');
+    // allocate's lease: --lease, else the configuration's client.lease, else the server's.
+    const cfg = join(dir, 'client.json');
+    writeFileSync(cfg, JSON.stringify({ client: { lease: 600 } }));
+    const keep = async (...args: string[]): Promise<number> => {
+      const out = await runDstm(['leases', 'allocate', ...args, '--config', cfg, '--json', ...srv]);
+      expect(out.code, out.stderr).to.equal(0);
+      return (JSON.parse(out.stdout) as { keep: number }).keep;
+    };
+    expect(await keep(lo.addresses[3])).to.equal(600);
+    expect(await keep(lo.addresses[4], '--lease', '900')).to.equal(900);
   });
 
   it('finding 14: SIGTERM answers a held BINDINGS long-poll at once, runs no handler after the store is closed, and exits within 2 s', async () => {
@@ -523,8 +533,14 @@ describe('dstm server (process)', function () {
 
   it('reloads its configuration on SIGHUP without losing a lease, and serves metrics', async () => {
     const metricsPort = freePort();
-    const cfg = writeConfig(dir, { pools: ['10.81.0.0/30'], lease: 100, metrics: `[::1]:${metricsPort}` });
-    server = await startServer(['--state-dir', dir, '--config', cfg]);
+    const cfg = writeConfig(dir, {
+      pools: ['10.81.0.0/30'],
+      lease: 100,
+      metrics: `[::1]:${metricsPort}`,
+      log_level: 'debug',
+    });
+    // The file's log level, not the environment's, so that changing it is a change of the file.
+    server = await startServer(['--state-dir', dir, '--config', cfg], { env: { DSTM_LOG_LEVEL: '' } });
     const [a, b] = await clientsFor(lo.addresses.slice(0, 2), server.port);
     const la = await a.request();
     writeConfig(dir, {
@@ -532,9 +548,11 @@ describe('dstm server (process)', function () {
       lease: 200,
       tep: { ipv6: '2001:db8::9', ipv4: '10.82.0.3' },
       metrics: `[::1]:${metricsPort}`,
+      log_level: 'warn',
     });
     server.proc.kill('SIGHUP');
-    await server.waitFor('configuration reloaded');
+    // The logger keeps its level until a restart (this info line is still written), and the log says so.
+    expect((await server.waitFor('configuration reloaded')).needs_restart).to.deep.equal(['log_level']);
     const again = await a.request(ipNum(la.address));
     expect(again).to.include({ address: la.address, keep: 200, tep6: '2001:db8::9' });
     expect((await b.request()).address).to.match(/^10\.8[12]\.0\.[12]$/);

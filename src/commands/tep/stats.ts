@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { DstmCommand, fail } from '../../cli/command';
 import { EXIT, exitHelp } from '../../cli/exit-codes';
-import { DEFAULT_CONTROL_PATH, queryControl } from '../../lib/control';
+import { CONTROL_TIMEOUT_MS, DEFAULT_CONTROL_PATH, queryControl } from '../../lib/control';
 import type { TepStats } from '../../tep/tep';
 
 const EXITS = [EXIT.ok, EXIT.usage, EXIT.unreachable];
@@ -14,7 +14,9 @@ export default class TepStatsCommand extends DstmCommand {
     '--json prints {forwarded: {to_ipv4, to_ipv6, bytes_to_ipv4, bytes_to_ipv6}, drops: {REASON: n} (with ' +
     'kernel_rx_overflow and tun_tx_dropped, what the kernel dropped in front of the TEP), ' +
     'events: {NAME: n}, binding_count, bindings: [{ipv4, ipv6, tep4, tep6, starts, ends, source, forwarded}] ' +
-    '(the first 10000), top_talkers: [the same, 10], path_mtu_lowered, ipv6_reassembly}; times in seconds ' +
+    '(the first 10000), top_talkers: [the same, 10], path_mtu_lowered, ipv6_reassembly, queues: [{to_ipv4, ' +
+    'to_ipv6, bytes_to_ipv4, bytes_to_ipv6, dropped, path_mtu_lowered, binding_count}, one per forwarding ' +
+    'queue]}; times in seconds ' +
     'since 1970 UTC, null for static mappings (dstm(1), JSON OUTPUT).' +
     '\n\n' +
     exitHelp(EXITS);
@@ -27,7 +29,10 @@ export default class TepStatsCommand extends DstmCommand {
   ];
 
   static override flags = {
-    control: Flags.string({ summary: "The TEP's control socket.", default: DEFAULT_CONTROL_PATH }),
+    control: Flags.string({
+      summary: `The TEP's control socket (no answer within ${CONTROL_TIMEOUT_MS / 1000} s: exit 7).`,
+      default: DEFAULT_CONTROL_PATH,
+    }),
     json: Flags.boolean({ summary: 'Print the counters as JSON.' }),
   };
 
