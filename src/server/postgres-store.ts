@@ -20,6 +20,7 @@
 // dstm leases import (restore) runs on a database no server is connected to (told by the servers' application
 // names), holding the schema lock that a starting server waits for.
 import { EventEmitter } from 'node:events';
+import { Socket } from 'node:net';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import pgpass from 'pgpass';
@@ -65,6 +66,14 @@ const BACKOFF_MAX_MS = 1000;
 const MAX_TRIES = 3;
 /** Longest wait at close for a batch under way. */
 const CLOSE_WAIT_MS = 1000;
+/**
+ * Longest wait for the answer to a lease batch, a read or a numbering pass, milliseconds: then the call is answered
+ * UNAVAILABLE and the connection dropped. A database host that vanished (no reset comes) would otherwise hold a
+ * batch's connection until the kernel gives up on it, hours later, and every call queued behind it.
+ */
+export const PG_QUERY_TIMEOUT_MS = 5000;
+/** Idle time before TCP keepalive probes start on the database connections, so a vanished host is noticed. */
+const KEEPALIVE_DELAY_MS = 10_000;
 /** Key of the advisory lock that serialises schema creation between servers starting together. */
 const MIGRATE_LOCK = 0x2d53544d;
 /** Key of the advisory lock that serialises numbering passes. */
@@ -421,6 +430,8 @@ export interface PostgresOptions {
    * Its connections' application_name (default dstm-server; dstm leases uses another, so a restore sees only servers).
    */
   applicationName?: string;
+  /** Longest wait for a batch, a read or a numbering pass (default PG_QUERY_TIMEOUT_MS; tests use less). */
+  queryTimeoutMs?: number;
 }
 
 /**
@@ -451,10 +462,14 @@ function passwordFor(params: pgpass.ConnInfo): Promise<string | undefined> {
   return new Promise((resolve) => pgpass(params, resolve));
 }
 
+/** An error the database answered (with a SQLSTATE): the session is still in step with the client. */
+function fromDatabase(err: unknown): boolean {
+  return /^[0-9A-Z]{5}$/.test((err as { code?: string }).code ?? '');
+}
+
 /** SQLSTATE classes after which the connection or the database cannot be trusted to be there: retry later. */
 function isOutage(err: unknown): boolean {
-  const code = (err as { code?: string }).code ?? '';
-  return !/^[0-9A-Z]{5}$/.test(code) || /^(08|53|57|58|XX)/.test(code);
+  return !fromDatabase(err) || /^(08|53|57|58|XX)/.test((err as { code: string }).code);
 }
 
 export class PostgresStore extends EventEmitter implements Store {
@@ -465,6 +480,8 @@ export class PostgresStore extends EventEmitter implements Store {
   private seq = 0;
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
+  /** The LISTEN connection being made (at open, or again after it was lost), which close() ends too. */
+  private connecting: pg.Client | null = null;
   private queue: Pending[] = [];
   private scheduled = false;
   /** Whether a batch waits for the calls expected to join it, and the timer that ends the wait. */
@@ -496,6 +513,8 @@ export class PostgresStore extends EventEmitter implements Store {
 
   /** How to connect: the pool's sessions and the one that LISTENs alike. */
   private readonly session: pg.ClientConfig;
+  /** Every connection's socket while it is open: close() ends those that a database that does not answer holds. */
+  private readonly sockets = new Set<Socket>();
 
   private constructor(
     url: string,
@@ -503,7 +522,7 @@ export class PostgresStore extends EventEmitter implements Store {
   ) {
     super();
     this.where = redactUrl(url);
-    this.session = sessionOf(url);
+    this.session = { ...sessionOf(url), stream: () => this.socket() };
     // One connection is left for the feed's readers and the other reads.
     this.maxInFlight = Math.max(1, (opts.poolSize ?? DEFAULT_PG_POOL) - 1);
     this.pool = new pg.Pool({
@@ -512,6 +531,7 @@ export class PostgresStore extends EventEmitter implements Store {
       application_name: opts.applicationName ?? SERVER_APP,
       connectionTimeoutMillis: 5000,
       keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
     });
     // An idle connection that breaks is dropped by the pool; the next query finds out whether the database is there.
     this.pool.on('error', () => undefined);
@@ -610,6 +630,7 @@ export class PostgresStore extends EventEmitter implements Store {
       application_name: `${this.opts.applicationName ?? SERVER_APP}-listen`,
       connectionTimeoutMillis: 5000,
       keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
     });
     c.on('notification', (n) => this.advance(Number(n.payload)));
     c.on('error', () => undefined);
@@ -619,6 +640,7 @@ export class PostgresStore extends EventEmitter implements Store {
       this.listener = null;
       this.relisten(BACKOFF_MIN_MS);
     });
+    this.connecting = c;
     try {
       await c.connect();
       await c.query(`LISTEN ${FEED_CHANNEL}`);
@@ -629,6 +651,13 @@ export class PostgresStore extends EventEmitter implements Store {
     } catch (err) {
       await c.end().catch(() => undefined);
       throw err;
+    } finally {
+      this.connecting = null;
+    }
+    // close() ran meanwhile: it could not end this connection, which was not the listener yet.
+    if (this.closed) {
+      await c.end().catch(() => undefined);
+      return;
     }
     this.listener = c;
   }
@@ -675,7 +704,7 @@ export class PostgresStore extends EventEmitter implements Store {
       () => {
         this.probeTimer = undefined;
         if (this.up || this.closed) return;
-        this.pool.query('SELECT 1').then(
+        this.pool.query(this.timed('SELECT 1')).then(
           () => this.recovered(),
           (err) => this.down(err),
         );
@@ -699,10 +728,23 @@ export class PostgresStore extends EventEmitter implements Store {
     if (!this.up && Date.now() < this.retryAt) throw new StoreUnavailable(new Error(this.downReason));
   }
 
+  /** A query that gives up after the store's timeout (node-postgres takes query_timeout per query; its types lack it). */
+  private timed(text: string, values?: unknown[]): pg.QueryConfig {
+    return { text, values, query_timeout: this.opts.queryTimeoutMs ?? PG_QUERY_TIMEOUT_MS } as pg.QueryConfig;
+  }
+
+  /** A connection's socket, made for node-postgres (its own default), remembered until it closes. */
+  private socket(): Socket {
+    const s = new Socket();
+    this.sockets.add(s);
+    s.once('close', () => this.sockets.delete(s));
+    return s;
+  }
+
   private async read<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
     this.gate();
     try {
-      const r = await this.pool.query<R>(text, values);
+      const r = await this.pool.query<R>(this.timed(text, values));
       if (!this.up) this.recovered();
       return r.rows;
     } catch (err) {
@@ -897,16 +939,23 @@ export class PostgresStore extends EventEmitter implements Store {
       }
       await c.query("UPDATE dstm_meta SET value = $1 WHERE key = 'epoch'", [epoch.toString()]);
       await c.query('COMMIT');
-      // Number the new feed entries now, not at the next server's start.
-      while ((await c.query('SELECT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) AS more')).rows[0].more)
-        this.advance(Number((await c.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH])).rows[0].seq));
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
-      throw outage(err) ? new StoreUnavailable(err) : err;
-    } finally {
       c.release();
+      throw outage(err) ? new StoreUnavailable(err) : err;
     }
     this.epoch = epoch;
+    // Number the new feed entries now, not at the next server's start. The restore is committed whatever happens
+    // here: rows left unnumbered are numbered by the next pass of any server (at its start, at the latest).
+    try {
+      while ((await c.query('SELECT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) AS more')).rows[0].more)
+        this.advance(Number((await c.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH])).rows[0].seq));
+    } catch {
+      // Nothing to undo; the connection is dropped in case it broke.
+      c.release(true);
+      return epoch;
+    }
+    c.release();
     return epoch;
   }
 
@@ -929,7 +978,15 @@ export class PostgresStore extends EventEmitter implements Store {
     if (this.up) await Promise.race([this.settled(), new Promise((r) => setTimeout(r, CLOSE_WAIT_MS).unref())]);
     const l = this.listener;
     this.listener = null;
-    await Promise.all([l?.end().catch(() => undefined), this.pool.end().catch(() => undefined)]);
+    const ended = Promise.all([
+      l?.end().catch(() => undefined),
+      this.connecting?.end().catch(() => undefined),
+      this.pool.end().catch(() => undefined),
+    ]);
+    // Ending a connection waits for the database to close its side: one that does not answer never does.
+    const late = new Promise<'late'>((r) => setTimeout(() => r('late'), CLOSE_WAIT_MS).unref());
+    if ((await Promise.race([ended, late])) === 'late') for (const s of this.sockets) s.destroy();
+    await ended;
   }
 
   // --- batching: one transaction, one round trip, for what arrived meanwhile; several under way at once ---
@@ -1035,14 +1092,17 @@ export class PostgresStore extends EventEmitter implements Store {
     const c = await this.pool.connect();
     let r: pg.QueryResult[];
     try {
-      r = (await c.query(sql)) as unknown as pg.QueryResult[];
+      r = (await c.query(this.timed(sql))) as unknown as pg.QueryResult[];
     } catch (err) {
-      // An error skips the rest of the query and leaves the session in the failed transaction: end it, or drop a
-      // connection that cannot.
-      const broken = await c.query('ROLLBACK').then(
-        () => undefined,
-        (e: Error) => e,
-      );
+      // The database's error skips the rest of the query and leaves the session in the failed transaction: end it,
+      // or drop a connection that cannot. Any other (a timeout, a broken connection) leaves the session out of step:
+      // drop it (the database rolls back what it has not committed).
+      const broken = fromDatabase(err)
+        ? await c.query(this.timed('ROLLBACK')).then(
+            () => undefined,
+            (e: Error) => e,
+          )
+        : (err as Error);
       c.release(broken);
       throw err;
     }
@@ -1093,7 +1153,9 @@ export class PostgresStore extends EventEmitter implements Store {
   /** One pass (it numbers every server's committed rows, and its NOTIFY wakes every server's long-polls). */
   private async number(began: number): Promise<void> {
     try {
-      const r = await this.pool.query<{ seq: string }>('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH]);
+      const r = await this.pool.query<{ seq: string }>(
+        this.timed('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH]),
+      );
       this.lastGoodPass = began;
       this.passed(r.rows[0].seq, null);
     } catch (err) {

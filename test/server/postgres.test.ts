@@ -342,6 +342,50 @@ describe('PostgreSQL store', function () {
     expect(health[health.length - 1].ok).to.equal(true);
   });
 
+  it('a database that stops answering (no reset, as a vanished host): calls answered UNAVAILABLE after the query timeout, served again once it answers, close() does not hang', async () => {
+    const url = await cluster.createDatabase();
+    const store = await PostgresStore.open(url, { poolSize: 2, queryTimeoutMs: 500 });
+    stores.push(store);
+    const svc = await LeaseService.open(store, policy());
+    const acked = await svc.request(node(1), 0, 0);
+    const settle = <T>(p: Promise<T>, ms: number): Promise<T | 'pending'> =>
+      Promise.race([p, sleep(ms).then(() => 'pending' as const)]);
+    cluster.signal('SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const r = await settle(
+        svc.request(node(2), 0, 0).catch((e: Error) => e.name),
+        5000,
+      );
+      expect(r, 'a call waits for a database that does not answer').to.equal('StoreUnavailable');
+      expect(Date.now() - t0).to.be.within(400, 3000);
+      expect(store.health().ok).to.equal(false);
+    } finally {
+      cluster.signal('SIGCONT');
+    }
+    await until(
+      'the store serves again',
+      async () => !((await svc.request(node(1), 0, 0).catch((e: Error) => e)) instanceof Error),
+      15_000,
+    );
+    expect((await svc.request(node(1), 0, 0)).ip4).to.equal(acked.ip4);
+    expect(store.health().ok).to.equal(true);
+    // Stopping while the database does not answer: bounded, and the store's connections are gone.
+    cluster.signal('SIGSTOP');
+    try {
+      const t0 = Date.now();
+      expect(await settle(store.close(), 10_000)).to.not.equal('pending');
+      expect(Date.now() - t0).to.be.below(8000);
+    } finally {
+      cluster.signal('SIGCONT');
+    }
+    const db = new URL(url).pathname.slice(1);
+    await until('the database sees the store disconnected', async () => {
+      const r = await cluster.sql(cluster.url(), `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '${db}'`);
+      return Number(r.rows[0].n) === 0;
+    });
+  });
+
   it('a reader polling while three servers commit at once ends with the whole state: numbers never show out of order', async () => {
     const url = await cluster.createDatabase();
     const p = policy({ pools: [parsePrefix4('10.92.0.0/24')], hold: 0 });

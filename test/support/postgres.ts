@@ -110,6 +110,16 @@ export class PostgresCluster {
     await this.pgStart();
   }
 
+  /**
+   * Stop (SIGSTOP) or continue (SIGCONT) the postmaster and every backend: a database host that stops answering with
+   * no reset, as one that vanished, while its connections stay open.
+   */
+  signal(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    const postmaster = Number(readFileSync(join(this.data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const children = execFileSync('pgrep', ['-P', String(postmaster)], { encoding: 'utf8' }).split('\n');
+    for (const pid of [postmaster, ...children.filter(Boolean).map(Number)]) process.kill(pid, sig);
+  }
+
   /** A new empty database; its URL. */
   async createDatabase(): Promise<string> {
     const name = `dstm_test_${process.pid}_${++this.dbs}`;
