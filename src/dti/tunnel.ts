@@ -114,9 +114,12 @@ export class OutList {
     this.lengths = new Uint32Array(capacity);
   }
 
-  push(off: number, len: number): void {
+  /** Appends a packet; false (nothing written) when the list is full, so count never exceeds the arrays. */
+  push(off: number, len: number): boolean {
+    if (this.count === this.capacity) return false;
     this.offsets[this.count] = off;
     this.lengths[this.count++] = len;
+    return true;
   }
 }
 
@@ -304,12 +307,21 @@ export class Tunnel {
       }
       return;
     }
+    // A super-packet's segments may have filled toRaw (segment() only checks room for its own).
+    const out = this.toRaw;
+    if (out.count === out.capacity && this.spill !== undefined) {
+      this.spill(out);
+      out.count = 0;
+    }
     const o = encapsulate(buf, off, h.totalLen, dst, 0, this.encap);
     if (o < 0) {
       c.drop(-o, buf, off, len);
       return;
     }
-    this.toRaw.push(o, h.totalLen + this.encap.overhead);
+    if (!out.push(o, h.totalLen + this.encap.overhead)) {
+      c.drop(Drop.queue_full, buf, off, len);
+      return;
+    }
     c.count(Event.encapsulated);
     c.count(Event.bytes_encapsulated, h.totalLen);
   }
@@ -471,8 +483,11 @@ export class Tunnel {
         c.drop(code, buf, off, len);
         continue;
       }
+      if (!out.push(r.innerOff, r.innerLen)) {
+        c.drop(Drop.queue_full, buf, off, len);
+        continue;
+      }
       if (r.ecnChanged) marked++;
-      out.push(r.innerOff, r.innerLen);
       bytes += r.innerLen;
     }
     c.count(Event.decapsulated, out.count);
