@@ -313,14 +313,16 @@ export class Dti {
 
 /**
  * Sets the source of a queued IPv4 packet sent from 0.0.0.0: header checksum recomputed, UDP checksum adjusted
- * for the pseudo-header (RFC 1624 incremental update; the old source words were zero).
+ * for the pseudo-header (RFC 1624 incremental update; the old source words were zero). Only a whole datagram or
+ * its first fragment holds the UDP header; later fragments carry data there.
  */
 export function setSource(buf: Uint8Array, off: number, len: number, address: number): void {
   writeU32(buf, off + 12, address);
   setIpv4Checksum(buf, off);
   const hlen = (buf[off] & 0x0f) << 2;
   const c = off + hlen + 6;
-  if (buf[off + 9] !== PROTO_UDP || len < hlen + 8) return;
+  const fragOffset = ((buf[off + 6] << 8) | buf[off + 7]) & 0x1fff;
+  if (buf[off + 9] !== PROTO_UDP || fragOffset !== 0 || len < hlen + 8) return;
   const old = (buf[c] << 8) | buf[c + 1];
   if (old === 0) return; // no checksum
   let sum = (~old & 0xffff) + (address >>> 16) + (address & 0xffff);

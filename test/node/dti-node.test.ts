@@ -3,7 +3,7 @@ import { Dti, setSource, type DtiLease } from '../../src/node/dti-node';
 import { internetChecksum } from '../../src/dti/packet';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
-import { ipv4, ipv6, v4 } from '../dti/build';
+import { cksum, ipv4, ipv6, v4 } from '../dti/build';
 import { fakeDti, type FakeDti } from '../support/fake-devices';
 
 /** UDP checksum of the packet at 0 as a receiver verifies it: 0 (or 0xffff) when correct. */
@@ -129,6 +129,41 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
       { src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.3' },
     ]);
     expect(dti.counters.snapshot().drops.no_address).to.equal(1);
+  });
+
+  it('on demand: a queued non-first UDP fragment keeps its payload; the first fragment gets the adjusted checksum', async () => {
+    // One UDP datagram from 0.0.0.0 (8-byte header + 16 bytes) as two fragments, and a whole one after them.
+    const data = Array.from({ length: 16 }, (_, i) => 0xa0 + i);
+    const udp = [0x9c, 0x40, 0, 53, 0, 24, 0, 0, ...data];
+    const c = cksum([...v4('0.0.0.0'), ...v4('192.0.2.3'), 0, 17, 0, 24, ...udp]);
+    udp[6] = c >> 8;
+    udp[7] = c & 0xff;
+    const fragment = (payload: number[], word: number): number[] => {
+      const p = ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, id: 0x77, payload });
+      p[6] = word >> 8;
+      p[7] = word & 0xff;
+      p[10] = p[11] = 0;
+      const h = cksum(p, 0, 20);
+      p[10] = h >> 8;
+      p[11] = h & 0xff;
+      return p;
+    };
+    const first = fragment(udp.slice(0, 16), 0x2000); // MF, offset 0
+    const rest = fragment(udp.slice(16), 2); // offset 2 (16 bytes): bytes 6-7 of its payload are data, not a checksum
+    const whole = ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, payload: udp });
+    dti = makeDti(f);
+    await dti.start(() => undefined);
+    f.tun.receive(first, rest, whole);
+    await dti.up(lease(TEP_A));
+    const sent = f.raw.take().map((p) => p.slice(40));
+    expect(sent).to.have.length(3);
+    for (const p of sent) {
+      expect(p.slice(12, 16)).to.deep.equal(v4(LEASED));
+      expect(cksum(p, 0, 20)).to.equal(0);
+    }
+    expect(sent[1].slice(20)).to.deep.equal(rest.slice(20));
+    expect(udpCheck(Uint8Array.from([...sent[0], ...sent[1].slice(20)]))).to.equal(0); // reassembled
+    expect(udpCheck(Uint8Array.from(sent[2]))).to.equal(0);
   });
 
   it('a renewal naming another TEP moves the tunnel and keeps the address; another peer re-adds it', async () => {
