@@ -67,17 +67,28 @@ export type DecapPolicy = (buf: Uint8Array, outerSrcOff: number, innerSrc: numbe
 
 /**
  * Vets an ICMPv6 error about one of our tunnel packets (parsed into `r`; the error itself at buf[off..]) before it
- * changes anything: OK or a Drop code. With this hook the tunnel-wide path MTU is left alone: whoever checks the
- * quoted packet (a TEP, against its bindings) records the path MTU per destination and serves it by pathMtuOf.
+ * changes anything: OK or a Drop code. With this hook the path MTU is the hook's business: a TEP records it per
+ * destination and serves it by pathMtuOf, a node (one destination) calls lowerPathMtu.
  */
 export type Icmp6Policy = (buf: Uint8Array, off: number, r: Icmp6Relay) => DropCode;
+
+/**
+ * How long a path MTU lowered by packet-too-big holds before the configured one is tried again: RFC 8201 §4 allows
+ * no sooner than 5 minutes after the last packet-too-big, §5.3 recommends 10 (the TEP's PathMtuCache uses the same).
+ */
+export const PATH_MTU_AGE_MS = 600_000;
 
 export interface TunnelOptions {
   encap: EncapConfig;
   route: EncapRoute;
   accept?: DecapPolicy;
-  /** Path MTU towards the tunnel exit points (default 1500); lowered by ICMPv6 packet-too-big. */
+  /**
+   * Path MTU towards the tunnel exit points (default 1500); lowered by ICMPv6 packet-too-big (lowerPathMtu) for
+   * pathMtuAgeMs after the last one.
+   */
   pathMtu?: number;
+  /** Default PATH_MTU_AGE_MS. */
+  pathMtuAgeMs?: number;
   /** Path MTU towards one exit point (≤ pathMtu), for a tunnel with many (a TEP); default: pathMtu for all. */
   pathMtuOf?: (dst: Uint8Array) => number;
   icmp6Policy?: Icmp6Policy;
@@ -96,7 +107,7 @@ export interface TunnelOptions {
   counters?: Counters;
   /** Monotonic clock in ms (tests inject one); default performance.now. */
   now?: () => number;
-  /** Called when an ICMPv6 packet-too-big lowers the path MTU (e.g. to lower the TUN device's MTU). */
+  /** Called when the path MTU changes: set, lowered by a packet-too-big, or back at the configured one. */
   onPathMtu?: (pathMtu: number, tunnelMtu: number) => void;
 }
 
@@ -114,9 +125,12 @@ export class OutList {
     this.lengths = new Uint32Array(capacity);
   }
 
-  push(off: number, len: number): void {
+  /** Appends a packet; false (nothing written) when the list is full, so count never exceeds the arrays. */
+  push(off: number, len: number): boolean {
+    if (this.count === this.capacity) return false;
     this.offsets[this.count] = off;
     this.lengths[this.count++] = len;
+    return true;
   }
 }
 
@@ -166,6 +180,10 @@ export class Tunnel {
 
   private pathMtu: number;
   private mtu: number;
+  /** The configured path MTU (constructor, setPathMtu), which a lowered one returns to at raiseAt. */
+  private configuredPathMtu: number;
+  private readonly pathMtuAge: number;
+  private raiseAt = 0;
   private fragId = (Math.random() * 0x100000000) >>> 0;
   private readonly route: EncapRoute;
   /** Answer what the route hook refuses with ICMPv4 host unreachable; settable (a TEP reloads it). */
@@ -208,6 +226,8 @@ export class Tunnel {
     this.onPathMtu = opts.onPathMtu;
     this.pathMtu = opts.pathMtu ?? 1500;
     if (this.pathMtu < IPV6_MIN_MTU) throw new RangeError(`path MTU ${this.pathMtu} is below the IPv6 minimum 1280`);
+    this.configuredPathMtu = this.pathMtu;
+    this.pathMtuAge = opts.pathMtuAgeMs ?? PATH_MTU_AGE_MS;
     this.mtu = tunnelMtu(this.pathMtu, this.encap);
     const empty = new Uint8Array(0);
     this.toRaw = new OutList(empty, batch + MAX_SEGMENTS);
@@ -245,6 +265,7 @@ export class Tunnel {
    */
   encapBatch(count: number, rx: RxBatch, spill?: Spill): void {
     this.checkBatch(count);
+    this.agePathMtu();
     this.spill = spill;
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
@@ -304,12 +325,21 @@ export class Tunnel {
       }
       return;
     }
+    // A super-packet's segments may have filled toRaw (segment() only checks room for its own).
+    const out = this.toRaw;
+    if (out.count === out.capacity && this.spill !== undefined) {
+      this.spill(out);
+      out.count = 0;
+    }
     const o = encapsulate(buf, off, h.totalLen, dst, 0, this.encap);
     if (o < 0) {
       c.drop(-o, buf, off, len);
       return;
     }
-    this.toRaw.push(o, h.totalLen + this.encap.overhead);
+    if (!out.push(o, h.totalLen + this.encap.overhead)) {
+      c.drop(Drop.queue_full, buf, off, len);
+      return;
+    }
     c.count(Event.encapsulated);
     c.count(Event.bytes_encapsulated, h.totalLen);
   }
@@ -471,8 +501,11 @@ export class Tunnel {
         c.drop(code, buf, off, len);
         continue;
       }
+      if (!out.push(r.innerOff, r.innerLen)) {
+        c.drop(Drop.queue_full, buf, off, len);
+        continue;
+      }
       if (r.ecnChanged) marked++;
-      out.push(r.innerOff, r.innerLen);
       bytes += r.innerLen;
     }
     c.count(Event.decapsulated, out.count);
@@ -494,6 +527,7 @@ export class Tunnel {
    */
   icmp6Batch(count: number, rx: RxBatch): void {
     this.checkBatch(count);
+    this.agePathMtu();
     const { buf, offsets, lengths } = rx;
     const c = this.counters;
     const r = this.relay;
@@ -512,8 +546,8 @@ export class Tunnel {
           c.drop(refused, buf, off, len);
           continue;
         }
-      } else if (r.pathMtu !== 0 && r.pathMtu < this.pathMtu) {
-        this.setPathMtu(r.pathMtu);
+      } else if (r.pathMtu !== 0) {
+        this.lowerPathMtu(r.pathMtu);
       }
       if (!r.relay) continue;
       const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtuFor(Math.min(r.pathMtu, this.pathMtu)) : 0;
@@ -528,11 +562,36 @@ export class Tunnel {
     }
   }
 
-  /** Sets the path MTU (e.g. from configuration or a PTB); the tunnel MTU follows. */
+  /** Sets the configured path MTU, which then holds until a packet-too-big; the tunnel MTU follows. */
   setPathMtu(pathMtu: number): void {
-    this.pathMtu = Math.max(pathMtu, IPV6_MIN_MTU);
-    this.mtu = this.mtuFor(this.pathMtu);
+    this.configuredPathMtu = Math.max(pathMtu, IPV6_MIN_MTU);
+    this.applyPathMtu(this.configuredPathMtu);
     this.counters.count(Event.pmtu_updated);
+  }
+
+  /**
+   * A packet-too-big (vetted by the caller): lowers the path MTU, never raises it, and keeps it for pathMtuAge after
+   * the last one, so a stale or forged one does not hold for good.
+   */
+  lowerPathMtu(pathMtu: number): void {
+    const p = Math.max(pathMtu, IPV6_MIN_MTU);
+    if (p > this.pathMtu) return;
+    this.raiseAt = this.now() + this.pathMtuAge;
+    if (p === this.pathMtu) return;
+    this.applyPathMtu(p);
+    this.counters.count(Event.pmtu_updated);
+  }
+
+  /** Back to the configured path MTU once a lowered one has aged (RFC 8201 §4); a compare per batch otherwise. */
+  private agePathMtu(): void {
+    if (this.pathMtu !== this.configuredPathMtu && this.now() >= this.raiseAt) {
+      this.applyPathMtu(this.configuredPathMtu);
+    }
+  }
+
+  private applyPathMtu(pathMtu: number): void {
+    this.pathMtu = pathMtu;
+    this.mtu = this.mtuFor(pathMtu);
     this.onPathMtu?.(this.pathMtu, this.mtu);
   }
 

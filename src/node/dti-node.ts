@@ -16,7 +16,16 @@ import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
 import type { BatchSink, BatchSource } from '../dti/tunnel';
 import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
-import { EncapConfig, HEADROOM, bytesEqual, copyBytes, readU32, setIpv4Checksum, writeU32 } from '../dti/packet';
+import {
+  EncapConfig,
+  HEADROOM,
+  type Icmp6Relay,
+  bytesEqual,
+  copyBytes,
+  readU32,
+  setIpv4Checksum,
+  writeU32,
+} from '../dti/packet';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
 import {
@@ -84,6 +93,8 @@ export interface DtiOptions {
   devices?: (o: DeviceOptions) => DtiDevices;
   /** Default: the kernel's (ip, /proc/sys). */
   system?: DtiSystem;
+  /** Monotonic clock in ms, for path MTU ageing (tests inject one); default performance.now. */
+  now?: () => number;
 }
 
 /** What the DTI needs from a lease (or from Annex A flags). */
@@ -153,6 +164,8 @@ export class Dti {
         if (!bytesEqual(buf, srcOff, this.tep, 0, 16)) return this.notFromTep;
         return dst === this.lease.address ? 0 : this.notForUs;
       },
+      icmp6Policy: (buf, _off, r) => this.vetIcmp6(buf, r),
+      now: opts.now,
     });
     const q = opts.queue ?? 64;
     const offsets = new Uint32Array(q).map((_, i) => i * SLOT + HEADROOM);
@@ -234,6 +247,19 @@ export class Dti {
     for (const d of [this.icmp6, this.raw, this.tun]) d.close();
   }
 
+  /**
+   * The ICMPv6 socket sees every ICMPv6 error to this host, and parseIcmpv6Error only checks that the quote is from
+   * our IPv6 address and carries IPv4: an error changes nothing unless the packet it quotes is one we tunnelled,
+   * to our TEP from our leased address. A packet-too-big then lowers the path MTU for PATH_MTU_AGE_MS.
+   */
+  private vetIcmp6(buf: Uint8Array, r: Icmp6Relay): DropCode {
+    const lease = this.lease;
+    if (lease === undefined || r.ip4.src !== lease.address) return Drop.icmp_unrelated;
+    if (!bytesEqual(buf, r.outer.upperOff + 8 + 24, this.tep, 0, 16)) return Drop.icmp_unrelated; // quoted destination
+    if (r.pathMtu !== 0) this.tunnel.lowerPathMtu(r.pathMtu);
+    return 0;
+  }
+
   private routeCommands(lease: DtiLease | undefined, op: 'add' | 'del'): IpCommand[] {
     const src = lease ? formatIPv4(lease.address) : undefined;
     return this.opts.routes.map((r) =>
@@ -313,14 +339,16 @@ export class Dti {
 
 /**
  * Sets the source of a queued IPv4 packet sent from 0.0.0.0: header checksum recomputed, UDP checksum adjusted
- * for the pseudo-header (RFC 1624 incremental update; the old source words were zero).
+ * for the pseudo-header (RFC 1624 incremental update; the old source words were zero). Only a whole datagram or
+ * its first fragment holds the UDP header; later fragments carry data there.
  */
 export function setSource(buf: Uint8Array, off: number, len: number, address: number): void {
   writeU32(buf, off + 12, address);
   setIpv4Checksum(buf, off);
   const hlen = (buf[off] & 0x0f) << 2;
   const c = off + hlen + 6;
-  if (buf[off + 9] !== PROTO_UDP || len < hlen + 8) return;
+  const fragOffset = ((buf[off + 6] << 8) | buf[off + 7]) & 0x1fff;
+  if (buf[off + 9] !== PROTO_UDP || fragOffset !== 0 || len < hlen + 8) return;
   const old = (buf[c] << 8) | buf[c + 1];
   if (old === 0) return; // no checksum
   let sum = (~old & 0xffff) + (address >>> 16) + (address & 0xffff);

@@ -502,6 +502,8 @@ function recordingSink() {
     sent,
     txStatus: new Int32Array(3),
     sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+      // as the native sendBatch does (a throw there is an uncaught exception in the device's read callback)
+      if (count > offsets.length) throw new RangeError('sendBatch: count exceeds the offsets/lengths arrays');
       for (let i = 0; i < count; i++) sent.push(Array.from(buf.subarray(offsets[i], offsets[i] + lengths[i])));
       return count;
     },
@@ -593,6 +595,31 @@ describe('dti/tunnel with offloads: TUN → raw', () => {
     expect(t2.toRaw.count).to.equal(30);
     expect(c2.dropped('queue_full')).to.equal(1);
     expect(counters.dropped('queue_full')).to.equal(0);
+  });
+
+  it('a super-packet that fills toRaw exactly: the plain packets after it are sent (spill) or counted, never overrun', () => {
+    // Batch 4: toRaw holds 4 + 4096 entries; 4100 one-byte segments fill it, and three plain packets follow.
+    const a: L4Opts = { payload: range(4100) };
+    const plain = udp4({ payload: [] });
+    const pkts: [number[], number[]][] = [
+      [tcpHdr(a, 1), tcp4(a)],
+      [PLAIN, plain],
+      [PLAIN, plain],
+      [PLAIN, plain],
+    ];
+    const { t, counters } = offloadTunnel(4);
+    expect(t.toRaw.capacity).to.equal(4100);
+    const sink = recordingSink();
+    t.encapBatch(4, vnetBatch(pkts), (list) => t.flush(list, sink));
+    t.flush(t.toRaw, sink);
+    expect(counters.snapshot().dropped).to.equal(0);
+    expect(reassembled(sink.sent)).to.deep.equal([...kernelTcpSegments(a, 1), plain, plain, plain]);
+    // Without a spill hook the list stays within its arrays and what does not fit is counted.
+    const { t: t2, counters: c2 } = offloadTunnel(4);
+    t2.encapBatch(4, vnetBatch(pkts));
+    expect(t2.toRaw.count).to.equal(4100);
+    expect(c2.dropped('queue_full')).to.equal(3);
+    expect(c2.event('encapsulated')).to.equal(4100);
   });
 
   it('segments larger than the tunnel MTU: frag-needed with DF, outer fragments without', () => {

@@ -123,6 +123,16 @@ describe('dti/tunnel: raw → TUN (decapBatch)', () => {
     expect(logged).to.deep.equal(['spoofed_source', 'no_binding', 'ipv6_malformed']);
   });
 
+  it('never lists more packets than toTun holds: the rest are counted as queue_full', () => {
+    // checkBatch admits up to toRaw's capacity (batch + the segments of a TUN batch), more than toTun's.
+    const { t, counters } = nodeTunnel({ batch: 2 });
+    const p = ipv6(TEP, SELF, 4, ipv4({ src: '192.0.2.2', dst: '198.51.100.7' }));
+    t.decapBatch(3, batchOf([p, p, p], 0));
+    expect(t.toTun.count).to.equal(2);
+    expect(counters.dropped('queue_full')).to.equal(1);
+    expect(counters.event('decapsulated')).to.equal(2);
+  });
+
   it('logs discarded packets with their first bytes in hex', () => {
     const records: Record<string, unknown>[] = [];
     const c = new Counters(dropLoggerTo({ debug: (_msg, fields) => records.push(fields ?? {}) }, 4));

@@ -3,7 +3,7 @@ import { Dti, setSource, type DtiLease } from '../../src/node/dti-node';
 import { internetChecksum } from '../../src/dti/packet';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
-import { ipv4, ipv6, v4 } from '../dti/build';
+import { cksum, icmpv6, ipv4, ipv6, v4 } from '../dti/build';
 import { fakeDti, type FakeDti } from '../support/fake-devices';
 
 /** UDP checksum of the packet at 0 as a receiver verifies it: 0 (or 0xffff) when correct. */
@@ -131,6 +131,41 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(dti.counters.snapshot().drops.no_address).to.equal(1);
   });
 
+  it('on demand: a queued non-first UDP fragment keeps its payload; the first fragment gets the adjusted checksum', async () => {
+    // One UDP datagram from 0.0.0.0 (8-byte header + 16 bytes) as two fragments, and a whole one after them.
+    const data = Array.from({ length: 16 }, (_, i) => 0xa0 + i);
+    const udp = [0x9c, 0x40, 0, 53, 0, 24, 0, 0, ...data];
+    const c = cksum([...v4('0.0.0.0'), ...v4('192.0.2.3'), 0, 17, 0, 24, ...udp]);
+    udp[6] = c >> 8;
+    udp[7] = c & 0xff;
+    const fragment = (payload: number[], word: number): number[] => {
+      const p = ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, id: 0x77, payload });
+      p[6] = word >> 8;
+      p[7] = word & 0xff;
+      p[10] = p[11] = 0;
+      const h = cksum(p, 0, 20);
+      p[10] = h >> 8;
+      p[11] = h & 0xff;
+      return p;
+    };
+    const first = fragment(udp.slice(0, 16), 0x2000); // MF, offset 0
+    const rest = fragment(udp.slice(16), 2); // offset 2 (16 bytes): bytes 6-7 of its payload are data, not a checksum
+    const whole = ipv4({ src: '0.0.0.0', dst: '192.0.2.3', proto: 17, payload: udp });
+    dti = makeDti(f);
+    await dti.start(() => undefined);
+    f.tun.receive(first, rest, whole);
+    await dti.up(lease(TEP_A));
+    const sent = f.raw.take().map((p) => p.slice(40));
+    expect(sent).to.have.length(3);
+    for (const p of sent) {
+      expect(p.slice(12, 16)).to.deep.equal(v4(LEASED));
+      expect(cksum(p, 0, 20)).to.equal(0);
+    }
+    expect(sent[1].slice(20)).to.deep.equal(rest.slice(20));
+    expect(udpCheck(Uint8Array.from([...sent[0], ...sent[1].slice(20)]))).to.equal(0); // reassembled
+    expect(udpCheck(Uint8Array.from(sent[2]))).to.equal(0);
+  });
+
   it('a renewal naming another TEP moves the tunnel and keeps the address; another peer re-adds it', async () => {
     dti = makeDti(f);
     await dti.start();
@@ -163,5 +198,63 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     f.tun.receive(ipv4({ src: LEASED, dst: '192.0.2.2' }));
     expect(f.raw.take()).to.deep.equal([]);
     expect(dti.counters.snapshot().drops.no_address).to.equal(1);
+  });
+});
+
+describe('node DTI: ICMPv6 errors and the path MTU (devices injected, no root)', () => {
+  const ROUTER = '2001:db8:5::1';
+  /** 1320 bytes with DF: over the 1240-byte tunnel MTU of a 1280-byte path, under the 1460 of a 1500-byte one. */
+  const big = (src = LEASED): number[] =>
+    ipv4({ src, dst: '192.0.2.2', df: true, proto: 17, payload: Array<number>(1300).fill(0) });
+  /** An ICMPv6 error to this node quoting (as much as fits 1280 bytes of) a tunnel packet to `to` from `src`. */
+  const error = (type: number, word: number, to: string, src = LEASED): number[] =>
+    icmpv6(ROUTER, SELF6, type, 0, word, ipv6(SELF6, to, 4, big(src)).slice(0, 1232));
+  const ptb = (to: string, src = LEASED): number[] => error(2, 1280, to, src);
+  let f: FakeDti;
+  let dti: Dti;
+  let now: number;
+  beforeEach(async () => {
+    f = fakeDti();
+    now = 1000;
+    dti = new Dti({
+      name: 'dti9',
+      routes: ['default'],
+      pathMtu: 1500,
+      log: quiet,
+      devices: f.devices,
+      system: f.system,
+      now: () => now,
+    });
+    await dti.start();
+    await dti.up(lease(TEP_A));
+  });
+  afterEach(() => dti.close());
+
+  it('an error quoting a packet to another destination or from another IPv4 source changes nothing and is counted', () => {
+    f.icmp6.receive(ptb('2001:db8:7::1'), ptb(TEP_A, '198.51.100.8'), error(1, 0, '2001:db8:7::1'));
+    expect(dti.tunnel.tunnelMtu).to.equal(1460);
+    expect(f.tun.take()).to.deep.equal([]); // nothing relayed to local applications
+    expect(dti.counters.snapshot().drops.icmp_unrelated).to.equal(3);
+    expect(dti.counters.event('pmtu_updated')).to.equal(0);
+    f.tun.receive(big());
+    expect(f.raw.take()).to.have.length(1);
+  });
+
+  it('a genuine packet-too-big lowers the path MTU for 10 minutes after the last one, then the configured one is back', () => {
+    f.icmp6.receive(ptb(TEP_A));
+    expect(dti.tunnel.tunnelMtu).to.equal(1240);
+    const [m] = f.tun.take(); // relayed as frag-needed with the new tunnel MTU
+    expect([m[20], m[21], (m[26] << 8) | m[27]]).to.deep.equal([3, 4, 1240]);
+    now += 300_000;
+    f.icmp6.receive(ptb(TEP_A)); // still too big: the 10 minutes start again
+    f.tun.take();
+    now += 599_999;
+    f.tun.receive(big());
+    expect(f.raw.take()).to.deep.equal([]);
+    expect(dti.counters.snapshot().drops.too_big_df).to.equal(1);
+    now += 1;
+    f.tun.receive(big());
+    expect(f.raw.take()).to.have.length(1);
+    expect(dti.tunnel.tunnelMtu).to.equal(1460);
   });
 });
