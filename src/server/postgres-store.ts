@@ -35,7 +35,6 @@ import {
   StoreUnavailable,
   newEpoch,
   type Binding,
-  type Change,
   type EndOutcome,
   type GrantOp,
   type GrantOutcome,
@@ -45,6 +44,8 @@ import {
   type StoreHealth,
   type SweepOutcome,
 } from './store';
+
+type FeedPage = Awaited<ReturnType<Store['feedSince']>>;
 
 /** Version of the schema below (dstm_meta.schema_version). */
 export const PG_SCHEMA_VERSION = 4;
@@ -513,6 +514,8 @@ export class PostgresStore extends EventEmitter implements Store {
 
   /** How to connect: the pool's sessions and the one that LISTENs alike. */
   private readonly session: pg.ClientConfig;
+  /** Feed reads under way, by position and size, with this server's last sequence number when each began. */
+  private readonly feedReads = new Map<string, { seq: number; page: Promise<FeedPage> }>();
   /** Every connection's socket while it is open: close() ends those that a database that does not answer holds. */
   private readonly sockets = new Set<Socket>();
 
@@ -809,7 +812,25 @@ export class PostgresStore extends EventEmitter implements Store {
     return rows[0].due;
   }
 
-  async feedSince(since: number, max: number): Promise<{ changes: Change[]; more: boolean; last: number }> {
+  /**
+   * The BINDINGS long-polls that one change wakes (every TEP following this server, caught up to the same position)
+   * share one query: a read for the same position and size joins one under way, if that one began when this server
+   * already knew of every change it knows of now (so a caller woken by a change gets it).
+   */
+  feedSince(since: number, max: number): Promise<FeedPage> {
+    const key = `${since}/${max}`;
+    const under = this.feedReads.get(key);
+    if (under && under.seq >= this.seq) return under.page;
+    const read = { seq: this.seq, page: this.readFeed(since, max) };
+    this.feedReads.set(key, read);
+    const forget = (): void => {
+      if (this.feedReads.get(key) === read) this.feedReads.delete(key);
+    };
+    read.page.then(forget, forget);
+    return read.page;
+  }
+
+  private async readFeed(since: number, max: number): Promise<FeedPage> {
     // One snapshot for the rows and the last number: numbering passes commit in order, so it shows a prefix of
     // the feed. A position among numbers a crash lost reads as beyond the last (start over). The last number is read
     // once per query (OFFSET 0 keeps its subquery from being pulled up into every returned row).

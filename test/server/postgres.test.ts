@@ -386,6 +386,48 @@ describe('PostgreSQL store', function () {
     });
   });
 
+  it('feed reads for one position share one query, unless a change was learnt after it began', async () => {
+    const url = await cluster.createDatabase();
+    const writer = await open(url);
+    const bound = await (await LeaseService.open(writer, policy())).request(node(1), 0, 0);
+    await writer.settled();
+    // A store that only reads (a LeaseService reads the feed for its pool hint too), under a name of its own.
+    const store = await PostgresStore.open(url, { poolSize: 4, applicationName: 'dstm-reader' });
+    stores.push(store);
+    // Reads wait behind a lock, so that those under way at once can be counted in the database.
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    const waiting = async (): Promise<number> =>
+      Number(
+        (
+          await cluster.sql(
+            url,
+            // (the feed read's query: a numbering pass may wait for the lock too)
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'dstm-reader' AND wait_event_type = 'Lock' AND query LIKE '%dstm_feed_gaps%'",
+          )
+        ).rows[0].n,
+      );
+    try {
+      await locker.query('BEGIN; LOCK TABLE dstm_feed IN ACCESS EXCLUSIVE MODE');
+      const together = Array.from({ length: 10 }, () => store.feedSince(0, 100));
+      await until('a read waits for the lock', async () => (await waiting()) >= 1);
+      await sleep(300);
+      expect(await waiting(), 'queries for 10 reads of one position').to.equal(1);
+      // A change learnt meanwhile (a NOTIFY): a read after it does not take the answer of one that began before.
+      const seq = store.lastSeq;
+      await cluster.sql(url, `SELECT pg_notify('dstm_feed', '${seq + 1}')`);
+      await until('the NOTIFY arrives', async () => store.lastSeq > seq);
+      const after = store.feedSince(0, 100);
+      await until('the later read waits too', async () => (await waiting()) === 2);
+      await locker.query('COMMIT');
+      const pages = await Promise.all([...together, after]);
+      for (const p of pages) expect(p).to.deep.equal(pages[0]);
+      expect(pages[0].changes.map((c) => c.ip4)).to.deep.equal([bound.ip4]);
+    } finally {
+      await locker.end();
+    }
+  });
+
   it('a reader polling while three servers commit at once ends with the whole state: numbers never show out of order', async () => {
     const url = await cluster.createDatabase();
     const p = policy({ pools: [parsePrefix4('10.92.0.0/24')], hold: 0 });
