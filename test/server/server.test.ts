@@ -458,6 +458,8 @@ describe('dstm server (process)', function () {
       'feed_seq',
       'rpc_calls_total',
       'rpc_rejected_total',
+      'rpc_udp_replies_total',
+      'rpc_udp_send_stalls_total',
       'rpc_duration_seconds',
     ]) {
       expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge|histogram)$`, 'm'));
@@ -503,6 +505,10 @@ describe('dstm server (process)', function () {
         ),
       ].reduce((n, m) => n + Number(m[1]), 0);
     expect(calls(after) - calls(before)).to.equal(2);
+    const replies = (text: string, result: string): number =>
+      value(text, new RegExp(`dstm_server_rpc_udp_replies_total\\{result="${result}"\\}`));
+    expect(replies(after, 'sent') - replies(before, 'sent'), 'the two replies over UDP').to.equal(2);
+    expect([replies(after, 'failed'), replies(after, 'dropped')]).to.deep.equal([0, 0]);
   });
 
   it('registers both versions with a running rpcbind and unregisters at stop', async function () {
