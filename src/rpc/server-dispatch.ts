@@ -203,25 +203,36 @@ export class Dispatcher {
     try {
       res = pe.handler!(args, ctx);
     } catch (e) {
-      this.replier.error(peer, ctx, verf, pe, e, drcToken);
-      return this.callDone(peer, pe, t0);
+      return this.answer(peer, ctx, verf, pe, drcToken, t0, true, e);
     }
     if (res instanceof Promise) {
       const later = peer.detach();
       res.then(
-        (value) => {
-          this.replier.result(later, ctx, verf, pe, value, drcToken);
-          this.callDone(later, pe, t0);
-        },
-        (e) => {
-          this.replier.error(later, ctx, verf, pe, e, drcToken);
-          this.callDone(later, pe, t0);
-        },
+        (value) => this.answer(later, ctx, verf, pe, drcToken, t0, false, value),
+        (e) => this.answer(later, ctx, verf, pe, drcToken, t0, true, e),
       );
       return;
     }
-    this.replier.result(peer, ctx, verf, pe, res, drcToken);
-    this.callDone(peer, pe, t0);
+    this.answer(peer, ctx, verf, pe, drcToken, t0, false, res);
+  }
+
+  /** Reply with a handler's result, or what it threw; the call is done even if replying throws (onHandlerError may). */
+  private answer(
+    peer: Peer,
+    ctx: CallContext,
+    verf: OpaqueAuth,
+    pe: ProcEntry,
+    drcToken: number,
+    t0: number,
+    threw: boolean,
+    outcome: unknown,
+  ): void {
+    try {
+      if (threw) this.replier.error(peer, ctx, verf, pe, outcome, drcToken);
+      else this.replier.result(peer, ctx, verf, pe, outcome, drcToken);
+    } finally {
+      this.callDone(peer, pe, t0);
+    }
   }
 
   /**

@@ -5,6 +5,7 @@ import type { Registry } from './server-registry';
 import { T_TCP, T_UDP } from './server-peer';
 import type { TlsServerStats } from './tls';
 import type { Transport } from './types';
+import type { BatchUdpCounters } from './udp-batch';
 
 /** Results counted per procedure; the names are the reply status or what became of the call. */
 export interface ResultCounts {
@@ -61,6 +62,8 @@ export interface TcpCutoffs {
   refusedFull: number;
   /** Refused at accept: the peer's prefix already had maxConnectionsPerPeer. */
   refusedPerPeer: number;
+  /** Refused at accept: the peer had already reset the connection, leaving no address to judge. */
+  refusedNoAddress: number;
 }
 
 export class ServerCounters {
@@ -74,6 +77,7 @@ export class ServerCounters {
     idleTimeouts: 0,
     refusedFull: 0,
     refusedPerPeer: 0,
+    refusedNoAddress: 0,
   };
   /** UDP calls dropped because maxInFlight calls were in progress. */
   overloadDrops = 0;
@@ -99,6 +103,11 @@ export interface RpcServerStats {
   tcpCutoffs: TcpCutoffs;
   /** UDP calls dropped because maxInFlight calls were in progress. */
   overloadDrops: number;
+  /**
+   * UDP replies sent, refused by the kernel or longer than a datagram (failed), dropped (no room in a batched
+   * socket's send queue, or answered after close()), and times a batched socket's send buffer was full (stalls).
+   */
+  udpReplies: BatchUdpCounters;
   inFlight: number;
   connections: number;
   /** Of which from reserved peers. */
@@ -123,6 +132,7 @@ export function snapshot(
   registry: Registry,
   c: ServerCounters,
   live: {
+    udpReplies: BatchUdpCounters;
     inFlight: number;
     connections: number;
     reservedConnections: number;

@@ -104,6 +104,7 @@ export class TcpTransport {
     if (admission === null || typeof admission === 'string') {
       if (admission === 'full') this.counters.tcp.refusedFull++;
       else if (admission === 'perPeer') this.counters.tcp.refusedPerPeer++;
+      else if (!address) this.counters.tcp.refusedNoAddress++;
       sock.on('error', noop);
       sock.destroy();
       return;

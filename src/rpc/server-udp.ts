@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { Dispatcher } from './server-dispatch';
 import { noop, T_UDP, type Peer } from './server-peer';
 import type { ServerCounters } from './server-stats';
-import { BatchUdpSocket, batchedUdpAvailable } from './udp-batch';
+import { BatchUdpSocket, batchedUdpAvailable, type BatchUdpCounters } from './udp-batch';
 
 /** A UDP peer: no call state of its own. */
 abstract class UdpPeerBase {
@@ -23,6 +23,7 @@ abstract class UdpPeerBase {
 class UdpPeer extends UdpPeerBase implements Peer {
   readonly copies = false;
   constructor(
+    private readonly udp: UdpTransport,
     private readonly socket: dgram.Socket,
     readonly address: string,
     readonly port: number,
@@ -31,8 +32,7 @@ class UdpPeer extends UdpPeerBase implements Peer {
     super();
   }
   send(reply: Uint8Array): void {
-    // No completion callback: Node then sends synchronously without a request object; errors go to 'error'.
-    this.socket.send(reply, this.port, this.address);
+    this.udp.sendDgram(this.socket, reply, this.port, this.address);
   }
   detach(): Peer {
     return this;
@@ -100,6 +100,14 @@ export type UdpSocket = dgram.Socket | BatchUdpSocket;
 
 export class UdpTransport {
   private readonly sockets: UdpSocket[] = [];
+  /** The dgram sockets' replies (a batched socket counts its own); dgram has no bounded queue to stall or overflow. */
+  private readonly dgramReplies: BatchUdpCounters = { sent: 0, failed: 0, dropped: 0, stalls: 0 };
+  // Without a completion callback dgram drops send errors silently (no 'error' event): this one counts them.
+  private readonly dgramSent = (err: Error | null): void => {
+    if (err) this.dgramReplies.failed++;
+    else this.dgramReplies.sent++;
+  };
+  private closed = false;
 
   constructor(
     private readonly dispatcher: Dispatcher,
@@ -135,7 +143,7 @@ export class UdpTransport {
       });
       s.bind({ address: host, port, exclusive: true }, () => {
         s.removeAllListeners('error');
-        s.on('error', noop); // send errors (e.g. unreachable peer) concern one reply only
+        s.on('error', noop); // a receive error concerns one datagram only (send errors go to dgramSent)
         s.on('message', (msg, rinfo) => this.onDatagram(s, msg, rinfo));
         const a = s.address();
         resolve({ address: a.address, family: a.family === 'IPv4' ? 'IPv4' : 'IPv6', port: a.port, socket: s });
@@ -147,7 +155,24 @@ export class UdpTransport {
     this.sockets.push(s);
   }
 
+  /** UDP replies sent, failed, dropped, and send-buffer stalls, over every socket. */
+  replies(): BatchUdpCounters {
+    const sum = { ...this.dgramReplies };
+    for (const s of this.sockets) {
+      if (!(s instanceof BatchUdpSocket)) continue;
+      for (const k of Object.keys(sum) as (keyof BatchUdpCounters)[]) sum[k] += s.counters[k];
+    }
+    return sum;
+  }
+
+  /** A reply through dgram. One that comes after close() (a handler outliving the grace) is dropped: dgram throws. */
+  sendDgram(s: dgram.Socket, reply: Uint8Array, port: number, address: string): void {
+    if (this.closed) this.dgramReplies.dropped++;
+    else s.send(reply, port, address, this.dgramSent);
+  }
+
   async close(): Promise<void> {
+    this.closed = true;
     for (const s of this.sockets) if (s instanceof BatchUdpSocket) s.close();
     await Promise.all(
       this.sockets.map((s) =>
@@ -162,7 +187,7 @@ export class UdpTransport {
       msg,
       0,
       msg.length,
-      new UdpPeer(s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'),
+      new UdpPeer(this, s, rinfo.address, rinfo.port, rinfo.family === 'IPv4' ? 'IPv4' : 'IPv6'),
     );
   }
 

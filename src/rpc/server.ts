@@ -230,6 +230,7 @@ export class RpcServer {
 
   stats(): RpcServerStats {
     return snapshot(this.registry, this.counters, {
+      udpReplies: this.udp.replies(),
       inFlight: this.dispatcher.inFlight,
       connections: this.tcp.connections,
       reservedConnections: this.tcp.reservedConnections,

@@ -100,7 +100,10 @@ export interface BatchUdpOptions {
   sendQueue?: number;
 }
 
-/** Datagrams sent, refused by the kernel, and dropped for want of room in the send queue (the kernel's was full). */
+/**
+ * Datagrams sent, refused by the kernel (or longer than a datagram), and dropped: for want of room in the send queue
+ * (the kernel's was full), or queued after close().
+ */
 export interface BatchUdpCounters {
   sent: number;
   failed: number;
@@ -347,7 +350,10 @@ export class BatchUdpSocket {
   }
 
   private queue(data: Uint8Array, meta: Uint32Array, at: number): void {
-    if (this.closed) return;
+    if (this.closed) {
+      this.counters.dropped++;
+      return;
+    }
     const n = data.length;
     if (n > MAX_DATAGRAM) {
       this.counters.failed++; // as dgram's send: EMSGSIZE, for this datagram only

@@ -396,6 +396,21 @@ export class DstmServer {
           Object.entries(byReason).map(([reason, value]) => ({ labels: { transport, reason }, value })),
         ),
     );
+    reg.collector(
+      'dstm_server_rpc_udp_replies_total',
+      'UDP replies by result: sent, failed (refused by the kernel, or too long), dropped (no room to queue, or after close).',
+      'counter',
+      () => {
+        const r = this.rpc.stats().udpReplies;
+        return (['sent', 'failed', 'dropped'] as const).map((result) => ({ labels: { result }, value: r[result] }));
+      },
+    );
+    reg.collector(
+      'dstm_server_rpc_udp_send_stalls_total',
+      "Times a UDP socket's send buffer was full: its replies waited for it to drain.",
+      'counter',
+      () => [{ value: this.rpc.stats().udpReplies.stalls }],
+    );
     if (this.tls) {
       const tls = this.tls;
       reg.collector(

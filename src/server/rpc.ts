@@ -37,6 +37,7 @@ import {
 import { STATUS, type StatusName } from '../protocol/status';
 import { StoreUnavailable, type Grant, type LeaseService } from './leases';
 import { PrefixCaps } from './prefix-cap';
+import { RefusalLog } from './refusal-log';
 
 export interface Access {
   /** Nodes allowed to REQUEST. */
@@ -84,8 +85,6 @@ function certLabel(id: TlsIdentity | null | undefined): string {
 
 /** Prefixes whose rate buckets are remembered at once (bounded memory: about 100 bytes each). */
 export const RATE_LIMIT_KEYS = 65536;
-/** A refusal for being over a limit is logged once per prefix and reason in this many seconds (and always counted). */
-export const REFUSAL_LOG_INTERVAL = 60;
 
 /** Changes per BINDINGS reply: UDP replies stay within one 8 KiB datagram, TCP ones within ~40 KiB. */
 const FEED_MAX = { udp: 200, tcp: 1000 } as const;
@@ -103,8 +102,9 @@ class Refused extends Error {
   constructor(
     readonly status: StatusName,
     message: string,
-    /** The metrics label when it differs from the status (a limit), and the prefix its log line is limited by. */
+    /** The metrics label when it differs from the status (a limit). */
     readonly reason: string = status,
+    /** What its log line is limited by when not the caller (RefusalLog): a limit's prefix, or the reason alone. */
     readonly logKey?: string,
   ) {
     super(message);
@@ -148,14 +148,14 @@ export class DstmRpc {
   private rate: RateLimiter | undefined;
   private rateSetting = '';
   private caps: PrefixCaps | undefined;
-  /** One token per prefix and reason per REFUSAL_LOG_INTERVAL: refusals over a limit are logged that often. */
-  private readonly logLimit = new RateLimiter({ rate: 1 / REFUSAL_LOG_INTERVAL, burst: 1, maxKeys: 4096 });
+  private readonly refusalLog: RefusalLog;
 
   constructor(
     private readonly leases: LeaseService,
     private access: Access,
     private readonly log: Logger,
   ) {
+    this.refusalLog = new RefusalLog(log);
     this.configure(access);
   }
 
@@ -181,9 +181,12 @@ export class DstmRpc {
     });
   }
 
-  private refused(op: string, reason: string): void {
-    const k = `${op}:${reason}`;
+  /** A refusal decided here: always counted (as `what` in lower case), logged as RefusalLog lets it. */
+  private refuse(what: string, ctx: CallContext, err: Refused): void {
+    const k = `${what.toLowerCase()}:${err.reason}`;
     this.refusals.set(k, (this.refusals.get(k) ?? 0) + 1);
+    if (this.refusalLog.admit(err.reason, err.logKey ?? ctx.peerAddress))
+      this.log.info(`${what} refused`, { peer: ctx.peerAddress, why: err.message, reason: err.reason });
   }
 
   services(program: number): Service[] {
@@ -269,11 +272,13 @@ export class DstmRpc {
     }
   }
 
+  /** A grant's line: at debug, or for a refusal by the lease logic at info, as RefusalLog lets it. */
   private logged(g: Grant, op: string, peer: Buffer, ctx: CallContext): Grant {
+    const ok = g.status === 'ok';
+    const level = ok ? 'debug' : 'info';
     // Formatting addresses costs more than the rest of a call: only when the record is written.
-    const level = g.status === 'ok' ? 'debug' : 'info';
-    if (this.log.enabled(level))
-      this.log[level](g.status === 'ok' ? op : `${op} refused`, {
+    if (this.log.enabled(level) && (ok || this.refusalLog.admit(g.status, ctx.peerAddress)))
+      this.log[level](ok ? op : `${op} refused`, {
         node: formatIPv6(peer),
         ipv4: formatIPv4(g.ip4),
         status: g.status,
@@ -282,20 +287,12 @@ export class DstmRpc {
     return g;
   }
 
-  /** A refusal's log line: every time, or for a limit once per prefix and reason per REFUSAL_LOG_INTERVAL. */
-  private logRefusal(op: string, ctx: CallContext, err: Refused): void {
-    if (err.logKey !== undefined && !this.logLimit.take(err.logKey)) return;
-    const limited = err.logKey !== undefined ? { reason: err.reason, next_log_after_s: REFUSAL_LOG_INTERVAL } : {};
-    this.log.info(`${op} refused`, { peer: ctx.peerAddress, why: err.message, ...limited });
-  }
-
   /**
-   * A call the store could not serve: counted as refused (unavailable), and logged like a refusal over a limit, once
-   * per REFUSAL_LOG_INTERVAL: an outage refuses every call, and the store logs the outage itself.
+   * A call the store could not serve: counted as refused (unavailable), and logged under one key whoever called: an
+   * outage refuses every call, and the store logs the outage itself.
    */
   private storeRefused(op: string, ctx: CallContext, err: StoreUnavailable): void {
-    this.refused(op, 'unavailable');
-    this.logRefusal(op, ctx, new Refused('unavailable', err.message, 'unavailable', 'store'));
+    this.refuse(op, ctx, new Refused('unavailable', err.message, 'unavailable', 'store'));
   }
 
   /** Version 1: not-allowed and bad requests are RPC-level errors; no address / no binding is a zero i4addr. */
@@ -304,8 +301,7 @@ export class DstmRpc {
       return replyPacket(await this.exchange(p, ctx, op), op, p.local);
     } catch (err) {
       if (err instanceof Refused) {
-        this.refused(op, err.reason);
-        this.logRefusal(op, ctx, err);
+        this.refuse(op, ctx, err);
         if (err.status === 'bad_request') throw new RpcError('GARBAGE_ARGS', err.message);
         if (err.status === 'unavailable') throw new RpcError('SYSTEM_ERR', err.message);
         throw new RpcAuthError(AuthStat.AUTH_TOOWEAK, err.message);
@@ -331,12 +327,8 @@ export class DstmRpc {
   private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
     const status: StatusName = err instanceof Refused ? err.status : 'unavailable';
-    if (err instanceof Refused) {
-      this.refused(op, err.reason);
-      this.logRefusal(op, ctx, err);
-    } else {
-      this.storeRefused(op, ctx, err);
-    }
+    if (err instanceof Refused) this.refuse(op, ctx, err);
+    else this.storeRefused(op, ctx, err);
     const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
     return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
   }
@@ -359,12 +351,11 @@ export class DstmRpc {
     try {
       peer = peerIPv6(ctx);
     } catch (err) {
-      this.refused('bindings', (err as Refused).reason);
+      this.refuse('BINDINGS', ctx, err as Refused);
       return empty((err as Refused).status);
     }
     if (!inAny6(this.access.tepAllow, peer)) {
-      this.refused('bindings', 'not_allowed');
-      this.log.info('BINDINGS refused', { peer: ctx.peerAddress, why: 'not in tep_allow' });
+      this.refuse('BINDINGS', ctx, new Refused('not_allowed', 'not in tep_allow'));
       return empty('not_allowed');
     }
     const certs = this.access.certs;
@@ -373,11 +364,14 @@ export class DstmRpc {
       certs &&
       !(id && (certs.tepAddresses.some((a) => certNamesAddress(id, a)) || certs.teps.some((n) => certMatches(id, n))))
     ) {
-      this.refused('bindings', 'not_allowed');
-      this.log.info('BINDINGS refused', {
-        peer: ctx.peerAddress,
-        why: `${certLabel(id)} is not a TEP's (server.tls.teps, or a TEP address in its subjectAltName)`,
-      });
+      this.refuse(
+        'BINDINGS',
+        ctx,
+        new Refused(
+          'not_allowed',
+          `${certLabel(id)} is not a TEP's (server.tls.teps, or a TEP address in its subjectAltName)`,
+        ),
+      );
       return empty('not_allowed');
     }
     // A caller from another epoch (a rebuilt store) starts over from the whole state.
@@ -417,8 +411,7 @@ export class DstmRpc {
 
   private adminAllowed(ctx: CallContext, what: string): boolean {
     if (ctx.transport === 'udp' && tcpOnly(this.access.tcpOnly, 'admin')) {
-      this.refused(what.toLowerCase(), 'tcp_only');
-      this.logRefusal(
+      this.refuse(
         what,
         ctx,
         new Refused(
@@ -441,8 +434,7 @@ export class DstmRpc {
     } catch {
       // IPv4 peers and peers that cannot be an identity are refused like any peer outside admin_allow
     }
-    this.refused(what.toLowerCase(), 'not_allowed');
-    this.log.info(`${what} refused`, { peer: ctx.peerAddress, why });
+    this.refuse(what, ctx, new Refused('not_allowed', why));
     return false;
   }
 

@@ -2,6 +2,7 @@
 // (finding 3), one host taking every TCP slot (finding 4), UDP amplification (finding 5), and the duplicate request
 // cache keyed by a 32-bit hash of the peer address. Real sockets on loopback throughout.
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -244,6 +245,22 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       tep.kept.pop()!.destroy();
       await sleep(100);
       expect(await nullCallFrom(port, '127.0.0.9'), 'a slot freed by a reserved peer').to.equal(true);
+    });
+
+    it('counts a connection its peer reset before it was accepted (no address to judge) as refused', async () => {
+      const port = await serve4({});
+      // Our event loop is blocked while a child connects and resets: the connections wait in the accept queue, and
+      // are accepted with no peer address once it exits.
+      const reset = `const net = require('node:net'); let left = 5;
+        for (let i = 0; i < 5; i++) {
+          const s = net.connect(${port}, '127.0.0.1', () => s.resetAndDestroy());
+          s.on('error', () => {});
+          s.on('close', () => --left || process.exit(0));
+        }`;
+      expect(spawnSync(process.execPath, ['-e', reset], { timeout: 10_000 }).status).to.equal(0);
+      for (let i = 0; i < 50 && server.stats().tcpCutoffs.refusedNoAddress < 5; i++) await sleep(20);
+      expect(server.stats().tcpCutoffs.refusedNoAddress).to.equal(5);
+      expect(server.stats().connections).to.equal(0);
     });
 
     it('closes a connection whose record is not complete within recordTimeoutMs, however it trickles', async () => {

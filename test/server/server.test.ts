@@ -14,6 +14,7 @@ import {
   type packet,
 } from '../../src/protocol/generated/dstm';
 import { RpcClient, RpcError } from '../../src/rpc';
+import { REFUSAL_LOG_BURST } from '../../src/server/refusal-log';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
@@ -45,6 +46,12 @@ async function clientsFor(
   open.push(...cs);
   return cs;
 }
+
+const scrape = async (port: number): Promise<string> => (await fetch(`http://[::1]:${port}/metrics`)).text();
+
+/** The value of the sample `series` (a pattern of its name and labels) in a scrape; 0 when it is not there. */
+const value = (text: string, series: RegExp): number =>
+  Number(new RegExp(`^${series.source} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
 
 async function refusal(p: Promise<unknown>): Promise<string> {
   try {
@@ -444,10 +451,7 @@ describe('dstm server (process)', function () {
       `[::1]:${metricsPort}`,
     ]);
     await server.waitFor('metrics');
-    const scrape = async (): Promise<string> => (await fetch(`http://[::1]:${metricsPort}/metrics`)).text();
-    const value = (text: string, series: RegExp): number =>
-      Number(new RegExp(`^${series.source} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
-    const before = await scrape();
+    const before = await scrape(metricsPort);
     for (const family of [
       'operations_total',
       'refusals_total',
@@ -458,6 +462,8 @@ describe('dstm server (process)', function () {
       'feed_seq',
       'rpc_calls_total',
       'rpc_rejected_total',
+      'rpc_udp_replies_total',
+      'rpc_udp_send_stalls_total',
       'rpc_duration_seconds',
     ]) {
       expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge|histogram)$`, 'm'));
@@ -477,7 +483,7 @@ describe('dstm server (process)', function () {
     const [a, b] = await clientsFor(lo.addresses.slice(0, 2), server.port);
     const la = await a.request();
     expect(await refusal(b.request())).to.equal('not_allowed');
-    const after = await scrape();
+    const after = await scrape(metricsPort);
     const pool = la.address.startsWith('10.87.0.') ? '10\\.87\\.0\\.0\\/29' : '10\\.87\\.1\\.0\\/30';
     expect(value(after, new RegExp(`dstm_server_pool_in_use\\{pool="${pool}"\\}`))).to.equal(1);
     expect(value(after, new RegExp(`dstm_server_pool_free\\{pool="${pool}"\\}`))).to.equal(
@@ -503,6 +509,65 @@ describe('dstm server (process)', function () {
         ),
       ].reduce((n, m) => n + Number(m[1]), 0);
     expect(calls(after) - calls(before)).to.equal(2);
+    const replies = (text: string, result: string): number =>
+      value(text, new RegExp(`dstm_server_rpc_udp_replies_total\\{result="${result}"\\}`));
+    expect(replies(after, 'sent') - replies(before, 'sent'), 'the two replies over UDP').to.equal(2);
+    expect([replies(after, 'failed'), replies(after, 'dropped')]).to.deep.equal([0, 0]);
+  });
+
+  it('review finding: 500 refused UDP calls from 50 sources are all counted, and write a bounded number of log lines', async () => {
+    const metricsPort = freePort();
+    server = await startServer(['--state-dir', dir, '--pool', '10.88.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
+    await server.waitFor('metrics');
+    const sources = lo.addresses.slice(0, 50);
+    const rpcs = await Promise.all(
+      sources.map((localAddress) =>
+        RpcClient.connect({
+          host: '::1',
+          port: server!.port,
+          transport: 'udp',
+          program: DSTM_PROGRAM,
+          version: 2,
+          localAddress,
+        }),
+      ),
+    );
+    open.push(...rpcs);
+    const packet = (type: number, local: string): packet => ({
+      type,
+      local: parseIPv6(local),
+      mask: new Uint8Array(4),
+      i4addr: new Uint8Array(4),
+      tep4: new Uint8Array(4),
+      tep6: new Uint8Array(16),
+      starts: 0,
+      ends: 0,
+      extend: 0,
+      keep: 0,
+    });
+    // From each source, five REQUESTs forging the next source's local (refused before the lease logic) and five
+    // RELEASEs of its own, which has no binding (refused by the lease logic).
+    const statuses = await Promise.all(
+      rpcs.map(async (rpc, i) => {
+        const v2 = new RPC_TWO_Client(rpc, DSTM_PROGRAM);
+        const out: number[] = [];
+        for (let k = 0; k < 5; k++) {
+          out.push((await v2.REQUEST(packet(REQUEST_REQ, sources[(i + 1) % sources.length]))).status);
+          out.push((await v2.RELEASE(packet(RELEASE_REQ, sources[i]))).status);
+        }
+        return out;
+      }),
+    );
+    const counts = (want: number) => statuses.flat().filter((st) => st === want).length;
+    expect([counts(dstm_status.DSTM_NOT_ALLOWED), counts(dstm_status.DSTM_NO_BINDING)]).to.deep.equal([250, 250]);
+    const text = await scrape(metricsPort);
+    expect(value(text, /dstm_server_refusals_total\{op="request",reason="not_allowed"\}/)).to.equal(250);
+    expect(value(text, /dstm_server_refusals_total\{op="release",reason="no_binding"\}/)).to.equal(250);
+    // A reason's lines are bounded whatever the number of sources (a bucket gains one line in 6 s: none here).
+    for (const msg of ['request refused', 'release refused']) {
+      const lines = server.logs.filter((r) => r.msg === msg);
+      expect(lines.length, msg).to.be.within(1, REFUSAL_LOG_BURST);
+    }
   });
 
   it('registers both versions with a running rpcbind and unregisters at stop', async function () {
