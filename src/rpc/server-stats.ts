@@ -56,9 +56,11 @@ export interface TcpCutoffs {
   tooManyFragments: number;
   /** A record begun and not finished within recordTimeoutMs. */
   recordTimeouts: number;
-  /** Silent for idleTimeoutMs. */
+  /** No call served for idleTimeoutMs. */
   idleTimeouts: number;
-  /** Refused at accept: maxConnections (less the reserved share, for other peers) reached. */
+  /** Closed to admit a new connection when full: the one longest without a call (of those evictable, TcpConn). */
+  evictedIdle: number;
+  /** Refused at accept: maxConnections (less the reserved share, for other peers) reached, and none evictable. */
   refusedFull: number;
   /** Refused at accept: the peer's prefix already had maxConnectionsPerPeer. */
   refusedPerPeer: number;
@@ -75,6 +77,7 @@ export class ServerCounters {
     tooManyFragments: 0,
     recordTimeouts: 0,
     idleTimeouts: 0,
+    evictedIdle: 0,
     refusedFull: 0,
     refusedPerPeer: 0,
     refusedNoAddress: 0,

@@ -1,7 +1,8 @@
 // One TCP connection of the server: the peer its calls answer to, its record reader, the records waiting for a call
-// slot, write backpressure (a peer that does not read its replies stops being read until the socket drains), and the
-// deadline of a record begun (a peer trickling a byte now and then cannot hold a connection forever). After an
-// RPC-with-TLS probe its socket, reader and session are replaced by the TLS ones (secured()).
+// slot, write backpressure (a peer that does not read its replies stops being read until the socket drains), the
+// deadline of a record begun (a peer trickling a byte now and then cannot hold a connection forever), its idle clock
+// (only a call served winds it: bytes, garbage and refused calls do not) and a peer's half-close (its calls are still
+// answered). After an RPC-with-TLS probe its socket, reader and session are replaced by the TLS ones (secured()).
 import type net from 'node:net';
 import { RecordReader } from './record';
 import { T_TCP, type Peer } from './server-peer';
@@ -15,8 +16,67 @@ export interface ConnOwner {
   stage(reply: Uint8Array): void;
   /** A record was begun more than the record timeout ago and is still not complete. */
   onRecordTimeout(c: TcpConn): void;
+  /** No call was served for the idle timeout, and none is in progress or waiting. */
+  onIdle(c: TcpConn): void;
   /** A probe was answered STARTTLS and its reply written: hand the socket to TLS. */
   upgradeTls(c: TcpConn): void;
+}
+
+/** A connection's limits (the transport's options). */
+export interface ConnOptions {
+  maxRecordSize: number;
+  maxFragments: number;
+  /** A record begun must be complete within this (0: no limit). */
+  recordTimeoutMs: number;
+  /** Close a connection that served no call for this long, with none in progress or waiting (0: never). */
+  idleTimeoutMs: number;
+}
+
+/**
+ * A deadline `ms` after the last start(). Moving it costs a clock read, not a timer: the one timer, when it fires,
+ * re-arms itself for what is left. With ms 0 (or once disposed) it only keeps the time (`since`) and never expires.
+ */
+export class Deadline {
+  /** When the clock was last started (performance.now()); -1 while stopped. */
+  since = -1;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private ms: number,
+    private readonly expired: () => void,
+  ) {}
+
+  get running(): boolean {
+    return this.since >= 0;
+  }
+
+  start(): void {
+    this.since = performance.now();
+    if (this.ms > 0) this.timer ??= setTimeout(this.check, this.ms);
+  }
+
+  stop(): void {
+    this.since = -1;
+  }
+
+  /** For good: a call that ends after its connection closed must not arm it again. */
+  dispose(): void {
+    this.ms = 0;
+    this.stop();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private readonly check = (): void => {
+    this.timer = null;
+    if (this.since < 0) return;
+    const left = this.since + this.ms - performance.now();
+    if (left > 0) this.timer = setTimeout(this.check, left);
+    else {
+      this.since = -1;
+      this.expired();
+    }
+  };
 }
 
 export class TcpConn implements Peer {
@@ -39,37 +99,52 @@ export class TcpConn implements Peer {
   writeBlocked = false;
   /** Calls of this connection whose handler has not finished. */
   active = 0;
-  /** When the record being received was begun (Date.now()), 0 when none is; and how many records came before it. */
-  private recordSince = 0;
+  /** Since the last call served (or the connection began). */
+  readonly idle: Deadline;
+  /** Since the record being received was begun; and how many records came before it. */
+  private readonly record: Deadline;
   private recordsBefore = 0;
-  private deadline: NodeJS.Timeout | null = null;
+  /** The peer shut down its side: it sends nothing more. */
+  private ended = false;
 
   constructor(
     socket: net.Socket,
     private readonly owner: ConnOwner,
-    private readonly maxRecordSize: number,
-    private readonly maxFragments: number,
     readonly admission: Admission,
-    private readonly recordTimeoutMs: number,
+    private readonly o: ConnOptions,
   ) {
     this.socket = socket;
     this.address = socket.remoteAddress ?? '';
     this.port = socket.remotePort ?? 0;
     this.family = socket.remoteFamily === 'IPv4' ? 'IPv4' : 'IPv6';
     this.reader = this.newReader();
+    this.record = new Deadline(o.recordTimeoutMs, () => owner.onRecordTimeout(this));
+    this.idle = new Deadline(o.idleTimeoutMs, this.idleOut);
+    this.idle.start();
   }
 
   private newReader(): RecordReader {
-    return new RecordReader(this.maxRecordSize, (rec) => this.owner.onRecord(rec, this), this.maxFragments);
+    return new RecordReader(this.o.maxRecordSize, (rec) => this.owner.onRecord(rec, this), this.o.maxFragments);
+  }
+
+  /** Records of this connection wait for a call slot: the server, not the peer, holds it (its clocks wait). */
+  get held(): boolean {
+    return this.backlog.length > 0;
+  }
+
+  /** What the server may close to make room when full: no call in progress or waiting, not a reserved peer's. */
+  get evictable(): boolean {
+    return this.active === 0 && !this.held && !this.admission.reserved;
   }
 
   /** A plain connection with no call in progress, whose replies therefore cannot cross into TLS. */
   get upgradable(): boolean {
-    return this.tls === null && !this.startTls && this.active === 0 && this.backlog.length === 0;
+    return this.tls === null && !this.startTls && this.active === 0 && !this.held;
   }
 
   /** The probe was answered STARTTLS (the reader stopped): upgrade once the reply is written. */
   probeAnswered(): void {
+    this.idle.start(); // a call served (once: a connection is upgraded once), so its handshake has the whole time
     // Inside a chunk the reply is gathered and written when the chunk is done; the upgrade follows it there.
     if (this.copies) this.startTls = true;
     else this.owner.upgradeTls(this);
@@ -80,37 +155,46 @@ export class TcpConn implements Peer {
     this.socket = s;
     this.tls = session;
     this.reader = this.newReader();
-    this.recordSince = 0;
+    this.record.stop();
   }
 
-  /** After each received chunk: start the clock of a record begun, or stop it. A timer only while one is running. */
+  /**
+   * After each received chunk, and when the server reads the connection again: start the clock of a record begun,
+   * or stop it (no record begun, the peer can send no more, or the server holds the connection).
+   */
   watchRecord(): void {
     const r = this.reader;
-    if (!r.inRecord) {
-      this.recordSince = 0;
-      return;
-    }
-    if (this.recordSince === 0 || r.records !== this.recordsBefore) {
-      this.recordSince = Date.now();
+    if (!r.inRecord || this.ended || this.held) this.record.stop();
+    else if (!this.record.running || r.records !== this.recordsBefore) {
+      this.record.start();
       this.recordsBefore = r.records;
     }
-    this.deadline ??= setTimeout(this.checkDeadline, this.recordTimeoutMs);
+  }
+
+  private readonly idleOut = (): void => {
+    if (this.active > 0 || this.held) this.idle.start();
+    else this.owner.onIdle(this);
+  };
+
+  /** The peer shut down its side (half-close): end ours once its calls are answered. */
+  peerEnded(): void {
+    this.ended = true;
+    this.record.stop();
+    this.endIfDone();
+  }
+
+  /** Once the peer has ended and no call of its own is in progress or waiting; end() flushes the replies first. */
+  endIfDone(): void {
+    if (this.ended && this.active === 0 && !this.held) this.socket.end();
   }
 
   /** The socket closed. */
   closed(): void {
-    if (this.deadline) clearTimeout(this.deadline);
+    this.record.dispose();
+    this.idle.dispose();
     this.reader.stop();
     this.backlog.length = 0;
   }
-
-  private readonly checkDeadline = (): void => {
-    this.deadline = null;
-    if (this.recordSince === 0 || this.socket.destroyed) return;
-    const left = this.recordSince + this.recordTimeoutMs - Date.now();
-    if (left > 0) this.deadline = setTimeout(this.checkDeadline, left);
-    else this.owner.onRecordTimeout(this);
-  };
 
   detach(): Peer {
     return this;
@@ -122,6 +206,8 @@ export class TcpConn implements Peer {
 
   callFinished(): void {
     this.active--;
+    this.idle.start();
+    this.endIfDone();
   }
 
   send(reply: Uint8Array): void {
@@ -149,7 +235,7 @@ export class TcpConn implements Peer {
       this.socket.pause();
       this.socket.once('drain', () => {
         this.writeBlocked = false;
-        if (this.backlog.length === 0) this.socket.resume();
+        if (!this.held) this.socket.resume();
       });
     }
   }

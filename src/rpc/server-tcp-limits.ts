@@ -62,23 +62,27 @@ export class ConnectionLimits {
     }
   }
 
-  /** Admit a connection from `address` (as the socket reports it), or say why not. */
+  /**
+   * Admit a connection from `address` (as the socket reports it), or say why not. 'full' means that one slot freed
+   * by a connection of an unreserved peer would admit it (the peer's own limit is judged first).
+   */
   admit(address: string): Admission | Refusal {
     const { o } = this;
-    if (this.total >= o.maxConnections) return 'full';
     const v4 = net.isIPv4(address) ? parseIPv4(address) : -1;
     const v6 = v4 < 0 ? parseIPv6(address) : null;
     if (v6 ? this.reserved6.some((p) => prefixContains6(p, v6)) : this.reserved4.some((p) => prefixContains4(p, v4))) {
+      if (this.total >= o.maxConnections) return 'full';
       this.total++;
       this.reservedCount++;
       return { key: null, reserved: true };
     }
-    if (this.total - this.reservedCount >= o.maxConnections - o.reservedConnections) return 'full';
     const key = v6
       ? prefixKey6(v6, o.peerPrefix6, address)
       : `${Math.floor(v4 / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`;
     const n = this.perPeer.get(key) ?? 0;
     if (n >= o.maxConnectionsPerPeer) return 'perPeer';
+    if (this.total >= o.maxConnections || this.total - this.reservedCount >= o.maxConnections - o.reservedConnections)
+      return 'full';
     this.perPeer.set(key, n + 1);
     this.total++;
     return { key, reserved: false };

@@ -7,22 +7,21 @@
 // the reply to a probe is written, upgradeTls() hands the socket (and what came after the probe) to TLS, and the
 // TLS socket is served like the accepted one (wire()).
 //
-// Limits: admission by ConnectionLimits (total, per peer prefix, a reserved share); a record begun must be complete
-// within recordTimeoutMs; a connection silent for idleTimeoutMs with no call in progress is closed.
+// Limits: admission by ConnectionLimits (total, per peer prefix, a reserved share), where a newcomer to a full server
+// takes the slot of the connection longest without a call (so idle connections cannot lock peers out); a record
+// begun must be complete within recordTimeoutMs; a connection that served no call for idleTimeoutMs is closed. Both
+// clocks wait while the server holds a connection's records (every call slot taken).
+//
+// A peer may shut down its side after its calls (half-close): they are answered, then the connection is ended.
 import net from 'node:net';
 import type { Dispatcher } from './server-dispatch';
 import { noop } from './server-peer';
 import type { ServerCounters } from './server-stats';
-import { TcpConn } from './server-tcp-conn';
-import { ConnectionLimits, type ConnectionLimitOptions } from './server-tcp-limits';
+import { TcpConn, type ConnOptions } from './server-tcp-conn';
+import { ConnectionLimits, type Admission, type ConnectionLimitOptions, type Refusal } from './server-tcp-limits';
 import type { RpcTlsServer } from './tls';
 
-export interface TcpOptions extends ConnectionLimitOptions {
-  maxRecordSize: number;
-  maxFragments: number;
-  idleTimeoutMs: number;
-  /** A record begun must be complete within this (0: no limit). */
-  recordTimeoutMs: number;
+export interface TcpOptions extends ConnectionLimitOptions, ConnOptions {
   /** RPC-with-TLS: what upgrades a connection after its probe (answered by the dispatcher's TlsGate); null: none. */
   tls: RpcTlsServer | null;
 }
@@ -45,7 +44,8 @@ export class TcpTransport {
     private readonly o: TcpOptions,
   ) {
     this.limits = new ConnectionLimits(o);
-    if (!(o.recordTimeoutMs >= 0)) throw new RangeError('recordTimeoutMs must be 0 or more');
+    for (const k of ['recordTimeoutMs', 'idleTimeoutMs'] as const)
+      if (!(o[k] >= 0)) throw new RangeError(`${k} must be 0 or more`);
     dispatcher.onCallDone = () => {
       if (this.waiting.size > 0) this.feedWaiting();
     };
@@ -64,7 +64,8 @@ export class TcpTransport {
     host: string,
     port: number,
   ): Promise<{ address: string; family: 'IPv4' | 'IPv6'; port: number; socket: net.Server }> {
-    const srv = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
+    // allowHalfOpen: a peer that shuts down its side after its calls still gets their replies.
+    const srv = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock));
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
       srv.listen({ host, port, ipv6Only: net.isIPv6(host), backlog: 511 }, () => {
@@ -87,10 +88,10 @@ export class TcpTransport {
   /** Close every connection; resolves when the listeners are closed. */
   async close(): Promise<void> {
     for (const c of this.conns) {
+      this.drop(c);
       c.socket.uncork(); // replies gathered for this tick (TcpConn) leave before the connection closes
       c.socket.destroy();
     }
-    this.conns.clear();
     await Promise.all(
       this.servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.once('close', resolve) : resolve()))),
     );
@@ -100,7 +101,7 @@ export class TcpTransport {
   private accept(sock: net.Socket): void {
     // remoteAddress is undefined for a socket already reset by its peer.
     const address = sock.remoteAddress;
-    const admission = this.dispatcher.closing || !address ? null : this.limits.admit(address);
+    const admission = this.dispatcher.closing || !address ? null : this.admit(address);
     if (admission === null || typeof admission === 'string') {
       if (admission === 'full') this.counters.tcp.refusedFull++;
       else if (admission === 'perPeer') this.counters.tcp.refusedPerPeer++;
@@ -109,28 +110,47 @@ export class TcpTransport {
       sock.destroy();
       return;
     }
-    const c = new TcpConn(sock, this, this.o.maxRecordSize, this.o.maxFragments, admission, this.o.recordTimeoutMs);
+    const c = new TcpConn(sock, this, admission, this.o);
     this.conns.add(c);
     this.wire(c, sock);
+  }
+
+  /** Admission by the limits; when the server is full, by closing the connection longest without a call. */
+  private admit(address: string): Admission | Refusal {
+    const admission = this.limits.admit(address);
+    if (admission !== 'full') return admission;
+    const idlest = this.idlest();
+    if (!idlest) return admission;
+    this.counters.tcp.evictedIdle++;
+    this.drop(idlest);
+    idlest.socket.destroy();
+    return this.limits.admit(address);
+  }
+
+  private idlest(): TcpConn | null {
+    let found: TcpConn | null = null;
+    for (const c of this.conns) if (c.evictable && (found === null || c.idle.since < found.idle.since)) found = c;
+    return found;
+  }
+
+  /** Forget a connection and free its slot (at once: an evicted connection's slot is taken before it closes). */
+  private drop(c: TcpConn): void {
+    if (!this.conns.delete(c)) return;
+    c.closed();
+    this.limits.leave(c.admission);
+    this.waiting.delete(c);
   }
 
   /** Serve a connection's socket: the accepted one, then the TLS socket that replaces it after a probe. */
   private wire(c: TcpConn, sock: net.Socket): void {
     sock.on('data', (chunk: Buffer) => this.receive(c, chunk));
     sock.on('error', noop);
-    if (this.o.idleTimeoutMs > 0) {
-      sock.setTimeout(this.o.idleTimeoutMs, () => {
-        if (c.active > 0 && c.reader.buffered === 0) return;
-        this.counters.tcp.idleTimeouts++;
-        sock.destroy();
-      });
-    }
+    // Not the plain socket under a TLS one.
+    sock.on('end', () => {
+      if (c.socket === sock) c.peerEnded();
+    });
     sock.on('close', () => {
-      if (c.socket !== sock) return; // the plain socket under a TLS one
-      c.closed();
-      this.limits.leave(c.admission);
-      this.conns.delete(c);
-      this.waiting.delete(c);
+      if (c.socket === sock) this.drop(c);
     });
   }
 
@@ -149,7 +169,7 @@ export class TcpTransport {
         this.flush(c);
       }
     }
-    if (this.o.recordTimeoutMs > 0) c.watchRecord();
+    c.watchRecord();
     if (cut !== null) {
       if (c.reader.cut === 'fragments') this.counters.tcp.tooManyFragments++;
       else this.counters.tcp.oversizedRecords++;
@@ -174,10 +194,15 @@ export class TcpTransport {
     c.socket.destroy();
   }
 
+  onIdle(c: TcpConn): void {
+    this.counters.tcp.idleTimeouts++;
+    c.socket.destroy();
+  }
+
   /** A complete record: dispatched, or kept until a call slot is free. */
   onRecord(rec: Buffer, c: TcpConn): void {
     if (this.dispatcher.closing) return;
-    if (c.backlog.length > 0 || this.dispatcher.full) {
+    if (c.held || this.dispatcher.full) {
       c.backlog.push(rec);
       c.socket.pause();
       this.waiting.add(c);
@@ -220,8 +245,10 @@ export class TcpTransport {
         const rec = c.backlog.shift()!;
         this.dispatcher.dispatch(rec, 0, rec.length, c);
       }
-      if (c.backlog.length > 0) break;
+      if (c.held) break;
       this.waiting.delete(c);
+      c.watchRecord();
+      c.endIfDone();
       if (!c.writeBlocked) c.socket.resume();
     }
     this.draining = false;

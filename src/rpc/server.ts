@@ -46,7 +46,11 @@ export interface RpcServerOptions {
   fragmentSize?: number;
   /** Authentication flavors accepted (default AUTH_NONE and AUTH_SYS). Other flavors get AUTH_REJECTEDCRED. */
   auth?: ServerAuth[];
-  /** TCP connections at once (default 1024), reserved ones included; more are refused (closed at accept). */
+  /**
+   * TCP connections at once (default 1024), reserved ones included. A newcomer over it takes the slot of the
+   * connection longest without a call (none in progress or waiting, not a reserved peer's), counted in evictedIdle;
+   * with no such connection it is refused (closed at accept).
+   */
   maxConnections?: number;
   /**
    * TCP connections at once from one peer (default 32), a peer being an IPv6 /peerPrefix6 (default 64) or an IPv4
@@ -64,12 +68,14 @@ export interface RpcServerOptions {
   reservedConnections?: number;
   /**
    * A TCP record begun (a byte of it received) must be complete within this (default 30 s), or the connection is
-   * closed: a peer sending one byte now and then cannot hold a connection forever. 0 turns this off.
+   * closed: a peer sending one byte now and then cannot hold a connection forever. The clock waits while the
+   * server holds the connection's records for a call slot (maxInFlight). 0 turns this off.
    */
   recordTimeoutMs?: number;
   /**
-   * Close a TCP connection silent for this long (default 120 s) with no call of its own in progress, or holding a
-   * part of a record: an idle or stalled peer does not keep its buffers forever. 0 turns this off.
+   * Close a TCP connection that has had no call run by a handler for this long (default 120 s), with none in
+   * progress or waiting: bytes, garbage records, NULL and refused calls do not count, so they cannot hold a
+   * connection. 0 turns this off.
    */
   idleTimeoutMs?: number;
   /** Called when a handler throws something other than an RpcError, or a result fails to encode (SYSTEM_ERR). */

@@ -255,7 +255,6 @@ export class RpcTlsServer {
    */
   upgrade(raw: net.Socket, rest: Buffer | null, ready: (s: tls.TLSSocket, session: TlsSession) => void): void {
     raw.pause();
-    raw.setTimeout(0);
     if (rest && rest.length > 0) raw.unshift(rest); // the TLS socket reads what the socket holds before the wire
     const k = tupleOf(raw);
     this.handshaking.set(k, ready);

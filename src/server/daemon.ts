@@ -24,7 +24,7 @@ import {
 import { LeaseClock } from './clock';
 import { MAX_POOL_ADDRESSES, type PoolStats } from './pool';
 import { LeaseService, type LeasePolicy } from './leases';
-import { DstmRpc, type Access } from './rpc';
+import { DstmRpc, MAX_CALL_RECORD, type Access } from './rpc';
 import { openStore, sqliteDir } from './open-store';
 import { makeStateDir } from './state-dir';
 import { STATE_NAMES, type StateCounts, type Store, type StoreHealth } from './store';
@@ -256,6 +256,7 @@ export class DstmServer {
     const rpc = new RpcServer({
       tls,
       reservedPeers,
+      maxRecordSize: MAX_CALL_RECORD,
       onHandlerError: (err, ctx) => log.error('handler failed', { err, peer: ctx.peerAddress }),
     });
     for (const s of rpcs.services(config.program)) rpc.register(s, config.program);

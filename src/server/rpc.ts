@@ -86,6 +86,14 @@ function certLabel(id: TlsIdentity | null | undefined): string {
 /** Prefixes whose rate buckets are remembered at once (bounded memory: about 100 bytes each). */
 export const RATE_LIMIT_KEYS = 65536;
 
+/**
+ * Largest TCP record the server takes. The largest DSTM call is 904 bytes: a 24-byte call header, a credential and
+ * a verifier of at most 8 + 400 bytes each (longer ones are dropped unread), and a 64-byte packet (the largest
+ * arguments: REQUEST and RELEASE; BINDINGS, LIST, REVOKE and ALLOCATE take 8 to 24). 8 KiB leaves room for arguments
+ * to grow while 1024 connections' part-received records hold at most 8 MiB, not the runtime's 1 GiB.
+ */
+export const MAX_CALL_RECORD = 8192;
+
 /** Changes per BINDINGS reply: UDP replies stay within one 8 KiB datagram, TCP ones within ~40 KiB. */
 const FEED_MAX = { udp: 200, tcp: 1000 } as const;
 /** XDR sizes of a BINDINGS reply: the RPC reply header and fixed fields, and each change. */

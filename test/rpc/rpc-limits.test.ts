@@ -19,22 +19,25 @@ import {
 import { DRC_NEW, DRC_REPLAY, DuplicateCache } from '../../src/rpc/drc';
 import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
+import { frameRecord, MAX_FRAGMENT } from '../../src/rpc/record';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
-import { ADD1, ECHO, sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
+import { ADD1, ECHO, MISSING, SLOW, sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-function nullCall(xid: number): Buffer {
+/** A call of the test program (NULL by default), with a uint argument when given. */
+function call(xid: number, procedure = 0, arg?: number): Buffer {
   const w = new XdrWriter();
   writeCallHeader(w, {
     xid,
     program: TEST_PROGRAM,
     version: 1,
-    procedure: 0,
+    procedure,
     credential: NULL_AUTH,
     verifier: NULL_AUTH,
   });
+  if (arg !== undefined) w.uint(arg);
   return Buffer.from(w.toBytes());
 }
 
@@ -46,6 +49,26 @@ function oneByteFragments(body: Uint8Array, close: boolean): Buffer {
     out[i * 5 + 4] = body[i];
   }
   if (close) out.writeUInt32BE(0x80000000, body.length * 5); // an empty last fragment
+  return out;
+}
+
+/** Whether `p` settles within `ms`. */
+function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return Promise.race([p.then(() => true), sleep(ms).then(() => false)]);
+}
+
+async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
+  for (const t0 = Date.now(); !cond(); await sleep(10)) if (Date.now() - t0 > ms) throw new Error(`no ${what}`);
+}
+
+/** The xid and uint result of each reply record (one fragment each) in a TCP byte stream. */
+function uintReplies(stream: Buffer): [number, number][] {
+  const out: [number, number][] = [];
+  for (let o = 0; o + 4 <= stream.length; o += 4 + (stream.readUInt32BE(o) & 0x7fffffff)) {
+    const r = new XdrReader(stream.subarray(o + 4, o + 4 + (stream.readUInt32BE(o) & 0x7fffffff)));
+    const h = readReplyHeader(r);
+    out.push([h.xid, h.status === 'SUCCESS' ? r.uint() : -1]);
+  }
   return out;
 }
 
@@ -73,7 +96,7 @@ describe('rpc server limits (issue 13)', function () {
       const { server, port } = await serve({ maxFragmentsPerRecord: 1_000_000 });
       servers.push(server);
       const body = Buffer.alloc(400_000);
-      nullCall(7).copy(body); // a NULL call and zeros after it (NULL ignores its arguments)
+      call(7).copy(body); // a NULL call and zeros after it (NULL ignores its arguments)
       const c = await tcpConnect(port);
       const before = memory();
       await new Promise<void>((r) => c.sock.write(oneByteFragments(body, false), () => r()));
@@ -96,7 +119,7 @@ describe('rpc server limits (issue 13)', function () {
       const { server, port } = await serve({});
       servers.push(server);
       const ok = await tcpConnect(port);
-      ok.sock.write(oneByteFragments(Buffer.concat([nullCall(1), Buffer.alloc(4095 - 40)]), true)); // 4096 with the last
+      ok.sock.write(oneByteFragments(Buffer.concat([call(1), Buffer.alloc(4095 - 40)]), true)); // 4096 with the last
       const flood = await tcpConnect(port);
       flood.sock.write(oneByteFragments(Buffer.alloc(4097), false));
       await flood.closed;
@@ -134,11 +157,7 @@ async function nullCallFrom(port: number, local: string, host = '127.0.0.1'): Pr
   s.on('error', () => {});
   const got: Buffer[] = [];
   s.on('data', (d) => got.push(d));
-  const call = nullCall(9);
-  const rec = Buffer.alloc(4 + call.length);
-  rec.writeUInt32BE((0x80000000 | call.length) >>> 0);
-  call.copy(rec, 4);
-  s.write(rec);
+  s.write(frameRecord(call(9), MAX_FRAGMENT));
   for (let i = 0; i < 50 && Buffer.concat(got).length < 28; i++) await sleep(20);
   s.destroy();
   return Buffer.concat(got).length === 28;
@@ -153,8 +172,8 @@ describe('rpc server limits (issue 13), TCP slots', function () {
     await server?.close(0);
   });
 
-  async function serve4(options: RpcServerOptions): Promise<number> {
-    server = new RpcServer(options).register(testService());
+  async function serve4(options: RpcServerOptions, service = testService()): Promise<number> {
+    server = new RpcServer(options).register(service);
     const [{ port }] = await server.listen({ host: '127.0.0.1', port: 0, transport: 'tcp' });
     return port;
   }
@@ -224,15 +243,21 @@ describe('rpc server limits (issue 13), TCP slots', function () {
     });
 
     it('keeps reservedConnections slots for reserved peers (the TEP feed) however many other peers connect', async () => {
-      const port = await serve4({
-        maxConnections: 12,
-        maxConnectionsPerPeer: 4,
-        reservedPeers: ['127.0.0.9', '127.0.1.0/24'],
-        reservedConnections: 3,
-      });
+      const port = await serve4(
+        {
+          maxConnections: 12,
+          maxConnectionsPerPeer: 4,
+          reservedPeers: ['127.0.0.9', '127.0.1.0/24'],
+          reservedConnections: 3,
+        },
+        testService({ SLOW: () => new Promise(() => {}) }),
+      );
       const floods = await Promise.all(['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((a) => connectMany(port, a, 4)));
       for (const f of floods) open.push(...f.kept);
       expect(floods.map((f) => f.kept.length).reduce((x, y) => x + y)).to.equal(9);
+      // Each with a call in progress, so that no newcomer can take its slot (an idle one it could).
+      for (const s of open) s.write(frameRecord(call(1, SLOW.number, 0), MAX_FRAGMENT));
+      await sleep(100);
       expect(await nullCallFrom(port, '127.0.0.5'), 'the unreserved slots are full').to.equal(false);
       expect(server.stats().tcpCutoffs.refusedFull).to.be.greaterThan(0);
       const tep = await connectMany(port, '127.0.0.9', 2);
@@ -266,10 +291,7 @@ describe('rpc server limits (issue 13), TCP slots', function () {
     it('closes a connection whose record is not complete within recordTimeoutMs, however it trickles', async () => {
       const port = await serve4({ recordTimeoutMs: 400 });
       const c = await tcpConnect(port, '127.0.0.1');
-      const call = nullCall(3);
-      const rec = Buffer.alloc(4 + call.length);
-      rec.writeUInt32BE((0x80000000 | call.length) >>> 0);
-      call.copy(rec, 4);
+      const rec = frameRecord(call(3), MAX_FRAGMENT);
       const t0 = Date.now();
       let i = 0;
       const trickle = setInterval(() => {
@@ -285,10 +307,7 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       const port = await serve4({ recordTimeoutMs: 300 });
       const c = await tcpConnect(port, '127.0.0.1');
       for (let k = 0; k < 6; k++) {
-        const call = nullCall(100 + k);
-        const rec = Buffer.alloc(4 + call.length);
-        rec.writeUInt32BE((0x80000000 | call.length) >>> 0);
-        call.copy(rec, 4);
+        const rec = frameRecord(call(100 + k), MAX_FRAGMENT);
         // This record's tail and the next one's head in one write: a record is always in progress.
         c.sock.write(rec.subarray(0, 10));
         await sleep(100);
@@ -299,6 +318,104 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       expect(c.sock.destroyed).to.equal(false);
       expect(server.stats().tcpCutoffs.recordTimeouts).to.equal(0);
       c.sock.destroy();
+    });
+  });
+
+  describe('TCP slots held without calls', () => {
+    const hung = () => testService({ SLOW: () => new Promise(() => {}) });
+
+    it('closes a connection after idleTimeoutMs without a call served, whatever garbage or refused calls it sends', async () => {
+      const port = await serve4({ idleTimeoutMs: 400 });
+      const noise = await tcpConnect(port, '127.0.0.1');
+      const calls = await tcpConnect(port, '127.0.0.1');
+      const t0 = Date.now();
+      let k = 0;
+      const send = setInterval(() => {
+        k++;
+        // An empty record (garbage, dropped) or a call of a procedure the server lacks (refused: PROC_UNAVAIL).
+        noise.sock.write(k % 2 ? Buffer.from([0x80, 0, 0, 0]) : frameRecord(call(k, MISSING.number), MAX_FRAGMENT));
+        calls.sock.write(frameRecord(call(k, ADD1.number, k), MAX_FRAGMENT));
+      }, 100);
+      try {
+        expect(await within(noise.closed, 3000), 'the noisy connection is closed').to.equal(true);
+        expect(Date.now() - t0).to.be.within(350, 3000);
+        await sleep(300);
+        expect(calls.sock.destroyed, 'the connection making calls stays').to.equal(false);
+      } finally {
+        clearInterval(send);
+        calls.sock.destroy();
+      }
+      const s = server.stats();
+      expect(s.tcpCutoffs.idleTimeouts).to.equal(1);
+      expect(s.garbageRecords.tcp).to.be.greaterThan(0);
+      expect(s.calls['TESTPROG.TESTVERS1.(unknown procedure)'].tcp!.PROC_UNAVAIL).to.be.greaterThan(0);
+    });
+
+    it('keeps no clock for a connection closed while its call runs', async () => {
+      const port = await serve4({ idleTimeoutMs: 200 });
+      const c = await tcpConnect(port, '127.0.0.1');
+      c.sock.write(frameRecord(call(1, SLOW.number, 300), MAX_FRAGMENT));
+      await until('call in progress', () => server.stats().inFlight === 1);
+      c.sock.write(Buffer.from([0xff, 0xff, 0xff, 0xff])); // a 2 GiB record: the server closes the connection
+      await c.closed;
+      await sleep(800); // the call ends at 300 ms; an idle clock started then would expire at 500
+      expect(server.stats().tcpCutoffs).to.include({ oversizedRecords: 1, idleTimeouts: 0 });
+    });
+
+    it('when full, admits a newcomer in the slot of the connection longest without a call (none in progress)', async () => {
+      const port = await serve4({ maxConnections: 4, maxConnectionsPerPeer: 4 }, hung());
+      const conns = [];
+      for (let i = 0; i < 4; i++) conns.push(await tcpConnect(port, '127.0.0.1', '127.0.0.2'));
+      open.push(...conns.map((c) => c.sock));
+      const [a, b, c, d] = conns;
+      b.sock.write(frameRecord(call(1, SLOW.number, 0), MAX_FRAGMENT)); // in progress: b keeps its slot
+      await until('call in progress', () => server.stats().inFlight === 1);
+      a.sock.write(frameRecord(call(2, ADD1.number, 1), MAX_FRAGMENT)); // served: a is no longer the idlest
+      await until('reply', () => a.received().length === 32);
+      const over = await connectMany(port, '127.0.0.2', 1);
+      expect(over.kept, 'a peer over its own limit takes no one’s slot').to.have.length(0);
+      expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 1, evictedIdle: 0 });
+      expect(await nullCallFrom(port, '127.0.0.3'), 'the newcomer is served').to.equal(true);
+      expect(await within(c.closed, 1000), 'c, the idlest, is closed').to.equal(true);
+      expect([a, b, d].map((x) => x.sock.destroyed)).to.deep.equal([false, false, false]);
+      expect(server.stats().tcpCutoffs).to.include({ evictedIdle: 1, refusedFull: 0 });
+    });
+
+    it('answers the calls of a peer that shut down its sending side (half-close), then ends the connection', async () => {
+      const port = await serve4({});
+      const c = await tcpConnect(port, '127.0.0.1');
+      c.sock.write(frameRecord(call(5, SLOW.number, 50), MAX_FRAGMENT)); // answered in 50 ms
+      c.sock.end();
+      expect(await within(c.closed, 3000), 'the server ends the connection').to.equal(true);
+      expect(uintReplies(c.received())).to.deep.equal([[5, 50]]);
+      await until('connection closed', () => server.stats().connections === 0);
+    });
+
+    it('stops the record and idle clocks of a connection whose records wait for a call slot (maxInFlight)', async () => {
+      let release = (): void => {};
+      const port = await serve4(
+        { maxInFlight: 1, recordTimeoutMs: 300, idleTimeoutMs: 300 },
+        testService({ SLOW: () => new Promise<number>((r) => (release = () => r(0))) }),
+      );
+      const holder = await tcpConnect(port, '127.0.0.1');
+      holder.sock.write(frameRecord(call(1, SLOW.number, 0), MAX_FRAGMENT));
+      await until('call in progress', () => server.stats().inFlight === 1);
+      const held = await tcpConnect(port, '127.0.0.1');
+      const next = frameRecord(call(3, ADD1.number, 2), MAX_FRAGMENT);
+      // A call, which waits for the slot, and the beginning of another.
+      held.sock.write(Buffer.concat([frameRecord(call(2, ADD1.number, 1), MAX_FRAGMENT), next.subarray(0, 10)]));
+      expect(await within(held.closed, 1000), 'the held connection is closed').to.equal(false);
+      release();
+      await until('reply to the waiting call', () => held.received().length === 32);
+      held.sock.write(next.subarray(10)); // the record clock starts again when the server reads the connection
+      await until('reply to the second call', () => held.received().length === 64);
+      expect(uintReplies(held.received())).to.deep.equal([
+        [2, 2],
+        [3, 3],
+      ]);
+      expect(server.stats().tcpCutoffs).to.include({ recordTimeouts: 0, idleTimeouts: 0 });
+      holder.sock.destroy();
+      held.sock.destroy();
     });
   });
 });
@@ -430,17 +547,17 @@ describe('the duplicate request cache keyed by a 32-bit hash of the peer address
     const [victim, forger] = collision();
     expect(victim).to.not.equal(forger);
     const cache = new DuplicateCache(64, 1 << 16);
-    const call = nullCall(42);
-    expect(cache.lookup(victim, 700, 42, call)).to.equal(DRC_NEW);
+    const c = call(42);
+    expect(cache.lookup(victim, 700, 42, c)).to.equal(DRC_NEW);
     cache.complete(cache.begin(700, 42), Buffer.from('the victim’s reply'));
-    expect(cache.lookup(forger, 700, 42, call), 'the forger does not read the victim’s reply').to.equal(DRC_NEW);
+    expect(cache.lookup(forger, 700, 42, c), 'the forger does not read the victim’s reply').to.equal(DRC_NEW);
     cache.complete(cache.begin(700, 42), Buffer.from('poison'));
-    const seen = cache.lookup(victim, 700, 42, call);
+    const seen = cache.lookup(victim, 700, 42, c);
     expect(
       seen === DRC_REPLAY ? cache.replay!.toString() : seen,
       'the victim is not answered the forger’s reply',
     ).to.equal(DRC_NEW);
-    expect(cache.lookup(forger, 700, 42, call)).to.equal(DRC_REPLAY);
+    expect(cache.lookup(forger, 700, 42, c)).to.equal(DRC_REPLAY);
     expect(cache.replay!.toString()).to.equal('poison');
   });
 });

@@ -83,12 +83,13 @@ export async function udpExchange(port: number, msg: Uint8Array, ms = 300, host 
   }
 }
 
-/** A raw TCP connection collecting everything received. */
+/** A raw TCP connection (from `localAddress`, when given) collecting everything received. */
 export async function tcpConnect(
   port: number,
   host = '::1',
+  localAddress?: string,
 ): Promise<{ sock: net.Socket; received: () => Buffer; closed: Promise<void> }> {
-  const sock = net.connect({ host, port });
+  const sock = net.connect({ host, port, localAddress });
   const chunks: Buffer[] = [];
   sock.on('data', (c) => chunks.push(c));
   sock.on('error', () => {});

@@ -6,6 +6,7 @@ import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { createLogger } from '../../src/lib/log';
 import { DstmServer, loadServerConfig } from '../../src/server/daemon';
 import type { SqliteStore } from '../../src/server/sqlite-store';
+import { sleep, tcpConnect } from '../rpc/util';
 import { freePort, removeDir, tempDir } from './helpers';
 
 describe('server daemon', function () {
@@ -68,6 +69,35 @@ describe('server daemon', function () {
       expect(down).to.match(/^dstm_server_store_up\{engine="sqlite"\} 0$/m);
     } finally {
       await client?.close();
+      await server.stop();
+      removeDir(dir);
+    }
+  });
+
+  it('takes TCP records up to 8 KiB (the largest DSTM call is 904 bytes), and closes a connection announcing more', async () => {
+    const dir = tempDir('daemon');
+    const { config } = loadServerConfig({ 'state-dir': dir, listen: [`[::1]:${freePort()}`], pool: ['10.88.0.0/29'] });
+    const quiet = new Writable({ write: (_chunk, _enc, done) => done() });
+    const server = await DstmServer.start(
+      { ...config, rpcbind: 'off' },
+      createLogger({ level: 'error', stream: quiet }),
+    );
+    try {
+      const port = server.addresses()[0].port;
+      const fits = await tcpConnect(port);
+      const header = (len: number) => Buffer.from([0x80, 0, len >> 8, len & 255]);
+      fits.sock.write(Buffer.concat([header(8192), Buffer.alloc(8192, 0xff)])); // not a call: taken, dropped as garbage
+      const over = await tcpConnect(port);
+      over.sock.write(header(8193));
+      const closed = await Promise.race([over.closed.then(() => true), new Promise((r) => setTimeout(r, 3000, false))]);
+      expect(closed, 'the connection announcing 8193 bytes is closed').to.equal(true);
+      for (let i = 0; i < 100 && server.rpc.stats().garbageRecords.tcp === 0; i++) await sleep(20);
+      const s = server.rpc.stats();
+      expect(s.tcpCutoffs.oversizedRecords).to.equal(1);
+      expect(s.garbageRecords.tcp, 'the 8 KiB record was read').to.equal(1);
+      expect(fits.sock.destroyed).to.equal(false);
+      fits.sock.destroy();
+    } finally {
       await server.stop();
       removeDir(dir);
     }
