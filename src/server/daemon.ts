@@ -407,6 +407,31 @@ export class DstmServer {
       },
     );
     reg.collector(
+      'dstm_server_rpc_dropped_total',
+      'Calls dropped unanswered: garbage (a record whose call header cannot be read), overload (UDP, maxInFlight calls in progress).',
+      'counter',
+      () => {
+        const st = this.rpc.stats();
+        return [
+          ...Object.entries(st.garbageRecords).map(([transport, value]) => ({
+            labels: { transport, reason: 'garbage' },
+            value,
+          })),
+          { labels: { transport: 'udp', reason: 'overload' }, value: st.overloadDrops },
+        ];
+      },
+    );
+    reg.collector(
+      'dstm_server_rpc_tcp_closed_total',
+      "TCP connections closed or refused by the server's limits, by reason.",
+      'counter',
+      () =>
+        Object.entries(this.rpc.stats().tcpCutoffs).map(([reason, value]) => ({
+          labels: { reason: snakeCase(reason) },
+          value,
+        })),
+    );
+    reg.collector(
       'dstm_server_rpc_udp_send_stalls_total',
       "Times a UDP socket's send buffer was full: its replies waited for it to drain.",
       'counter',
@@ -547,4 +572,9 @@ function warnTepsInPools(c: ServerConfig, log: Logger): void {
 
 function replacer(_k: string, v: unknown): unknown {
   return v instanceof Uint8Array ? formatIPv6(v) : v;
+}
+
+/** A stats() counter's name as a metric label (evictedIdle: evicted_idle). */
+function snakeCase(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }

@@ -1,6 +1,8 @@
 // dstm server as a real process, called from real IPv6 source addresses on lo.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { createConnection } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
@@ -29,6 +31,7 @@ import {
   type ServerProcess,
 } from './helpers';
 import { skipIf } from '../support/skip';
+import { until } from '../support/netns';
 
 type Clients = DstmClient[];
 
@@ -464,6 +467,8 @@ describe('dstm server (process)', function () {
       'rpc_rejected_total',
       'rpc_udp_replies_total',
       'rpc_udp_send_stalls_total',
+      'rpc_dropped_total',
+      'rpc_tcp_closed_total',
       'rpc_duration_seconds',
     ]) {
       expect(before).to.match(new RegExp(`^# TYPE dstm_server_${family} (counter|gauge|histogram)$`, 'm'));
@@ -513,6 +518,22 @@ describe('dstm server (process)', function () {
       value(text, new RegExp(`dstm_server_rpc_udp_replies_total\\{result="${result}"\\}`));
     expect(replies(after, 'sent') - replies(before, 'sent'), 'the two replies over UDP').to.equal(2);
     expect([replies(after, 'failed'), replies(after, 'dropped')]).to.deep.equal([0, 0]);
+    // What the RPC runtime cuts off is in the metrics too: a datagram that is not a call, a connection past the limit.
+    const garbage = (text: string): number =>
+      value(text, /dstm_server_rpc_dropped_total\{transport="udp",reason="garbage"\}/);
+    const oversized = (text: string): number =>
+      value(text, /dstm_server_rpc_tcp_closed_total\{reason="oversized_records"\}/);
+    const udp = createSocket('udp6');
+    await new Promise<void>((resolve) => udp.send(Buffer.from('not a call'), server!.port, '::1', () => resolve()));
+    udp.close();
+    const tcp = createConnection({ host: '::1', port: server.port });
+    await new Promise((resolve) => tcp.once('connect', resolve));
+    tcp.write(Buffer.from([0x80, 0xff, 0xff, 0xff]));
+    await new Promise((resolve) => tcp.once('close', resolve));
+    await until('both are counted', async () => {
+      const now = await scrape(metricsPort);
+      return garbage(now) === garbage(after) + 1 && oversized(now) === oversized(after) + 1;
+    });
   });
 
   it('review finding: 500 refused UDP calls from 50 sources are all counted, and write a bounded number of log lines', async () => {
