@@ -9,8 +9,8 @@
 // on the committed row when another transaction changed it meanwhile); revocations update the row they read FOR
 // UPDATE; the sweep expires and reclaims only the rows it locked, so running it on every server reclaims nothing
 // twice. Commits of different servers thus share WAL flushes. Lease times come from the database's clock.
-// The feed: a lease transaction marks its feed row pending (a new row: seq NULL); numbering passes (dstm_number,
-// below) give the committed pending and NULL rows the next numbers (a pending row shows under its old one meanwhile). Passes are serialised by an advisory lock held to their commit, and each
+// The feed: a lease transaction writes its feed row with seq NULL; numbering passes (dstm_number, below) give the
+// committed NULL rows the next numbers. Passes are serialised by an advisory lock held to their commit, and each
 // numbers only rows already committed, so numbers become visible in increasing order: a reader's snapshot always
 // shows a prefix of the numbering, and a reader re-reading from its last number misses nothing. A server runs a pass
 // after its batches commit, at most one per NUMBER_MS (see numberSoon()), at start-up, at close and, as a safety net
@@ -48,7 +48,7 @@ import {
 type FeedPage = Awaited<ReturnType<Store['feedSince']>>;
 
 /** Version of the schema below (dstm_meta.schema_version). */
-export const PG_SCHEMA_VERSION = 5;
+export const PG_SCHEMA_VERSION = 4;
 /** Connections per server when server.store_pool is not set. */
 export const DEFAULT_PG_POOL = 4;
 
@@ -78,7 +78,7 @@ const KEEPALIVE_DELAY_MS = 10_000;
 /** Key of the advisory lock that serialises schema creation between servers starting together. */
 const MIGRATE_LOCK = 0x2d53544d;
 /** Key of the advisory lock that serialises numbering passes. */
-export const NUMBER_LOCK = 0x2d53544e;
+const NUMBER_LOCK = 0x2d53544e;
 /** Most feed rows one numbering pass numbers (passes follow the batches closely, so one seldom finds more). */
 const NUMBER_BATCH = 10000;
 /** How far the durable reservation of feed numbers runs ahead: one synchronous numbering pass per this many numbers. */
@@ -118,22 +118,17 @@ CREATE TABLE IF NOT EXISTS dstm_bindings (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS dstm_bindings_ip6 ON dstm_bindings (ip6) WHERE state < 2;
 CREATE INDEX IF NOT EXISTS dstm_bindings_ends ON dstm_bindings (state, ends);
--- seq NULL: committed, never numbered (invisible to readers until a numbering pass). pending: changed since it was
--- numbered; it keeps its number, under which readers see the new values, until a pass numbers it again (so a reader
--- of the whole state does not miss a binding whose renewal waits for its number).
+-- seq NULL: committed, not numbered yet (invisible to readers until a numbering pass).
 CREATE TABLE IF NOT EXISTS dstm_feed (
   ip4 bigint PRIMARY KEY,
   seq bigint UNIQUE,
   ip6 bytea NOT NULL,
   starts bigint NOT NULL,
   ends bigint NOT NULL,
-  active boolean NOT NULL,
-  pending boolean NOT NULL DEFAULT false
+  active boolean NOT NULL
 );
 ALTER TABLE dstm_feed ALTER COLUMN seq DROP NOT NULL;
-ALTER TABLE dstm_feed ADD COLUMN IF NOT EXISTS pending boolean NOT NULL DEFAULT false;
-DROP INDEX IF EXISTS dstm_feed_unnumbered;
-CREATE INDEX IF NOT EXISTS dstm_feed_todo ON dstm_feed (ip4) WHERE seq IS NULL OR pending;
+CREATE INDEX IF NOT EXISTS dstm_feed_unnumbered ON dstm_feed (ip4) WHERE seq IS NULL;
 DROP FUNCTION IF EXISTS dstm_commit();
 
 DROP FUNCTION IF EXISTS dstm_begin(bigint);
@@ -146,7 +141,7 @@ END $$;
 CREATE OR REPLACE FUNCTION dstm_feed_put(b dstm_bindings, act boolean) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active) VALUES (b.ip4, NULL, b.ip6, b.starts, b.ends, act)
-    ON CONFLICT (ip4) DO UPDATE SET pending = true, ip6 = b.ip6, starts = b.starts, ends = b.ends, active = act;
+    ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = b.ip6, starts = b.starts, ends = b.ends, active = act;
 END $$;
 
 -- The last number handed out, as this snapshot shows it. PL/pgSQL, not SQL: its plans are kept per session.
@@ -171,7 +166,7 @@ DECLARE
 BEGIN
   -- Ordered by ip4 so that the plan is the partial index's: a bare EXISTS may get a sequential scan of the whole feed,
   -- which the statistics of a moment when many rows were unnumbered make look cheap.
-  PERFORM FROM dstm_feed f WHERE f.seq IS NULL OR f.pending ORDER BY f.ip4 LIMIT 1;
+  PERFORM FROM dstm_feed f WHERE f.seq IS NULL ORDER BY f.ip4 LIMIT 1;
   IF NOT FOUND THEN RETURN (SELECT c.seq FROM dstm_counter c WHERE c.id = 1); END IF;
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM pg_advisory_xact_lock(${NUMBER_LOCK});
@@ -184,10 +179,9 @@ BEGIN
     s := r;
     PERFORM set_config('synchronous_commit', 'on', true);
   END IF;
-  WITH todo AS (SELECT f.ip4 FROM dstm_feed f WHERE f.seq IS NULL OR f.pending ORDER BY f.ip4 LIMIT p_limit
-                FOR UPDATE SKIP LOCKED),
+  WITH todo AS (SELECT f.ip4 FROM dstm_feed f WHERE f.seq IS NULL ORDER BY f.ip4 LIMIT p_limit FOR UPDATE SKIP LOCKED),
     num AS (SELECT t.ip4, s + row_number() OVER (ORDER BY t.ip4) AS n FROM todo t)
-  UPDATE dstm_feed f SET seq = num.n, pending = false FROM num WHERE f.ip4 = num.ip4;
+  UPDATE dstm_feed f SET seq = num.n FROM num WHERE f.ip4 = num.ip4;
   GET DIAGNOSTICS n = ROW_COUNT;
   IF n = 0 THEN RETURN s; END IF;
   s := s + n;
@@ -402,13 +396,13 @@ BEGIN
     -- The feed row: an address seen before has one, which a plain UPDATE changes without the tuple lock (and its WAL
     -- record) of ON CONFLICT DO UPDATE.
     IF act IS NOT NULL THEN
-      UPDATE dstm_feed f SET pending = true, ip6 = cur.ip6, starts = cur.starts, ends = cur.ends, active = act
+      UPDATE dstm_feed f SET seq = NULL, ip6 = cur.ip6, starts = cur.starts, ends = cur.ends, active = act
         WHERE f.ip4 = cur.ip4;
       IF NOT FOUND THEN
         INSERT INTO dstm_feed AS f (ip4, seq, ip6, starts, ends, active)
           VALUES (cur.ip4, NULL, cur.ip6, cur.starts, cur.ends, act)
-          ON CONFLICT (ip4) DO UPDATE SET pending = true, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts,
-            ends = EXCLUDED.ends, active = EXCLUDED.active;
+          ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
+            active = EXCLUDED.active;
       END IF;
     END IF;
     ip4 := cur.ip4; ip6 := coalesce(cur.ip6, p_ip6[i]); state := cur.state; starts := cur.starts; ends := cur.ends;
@@ -959,7 +953,7 @@ export class PostgresStore extends EventEmitter implements Store {
              b AS (INSERT INTO dstm_bindings SELECT * FROM r)
            INSERT INTO dstm_feed (ip4, seq, ip6, starts, ends, active)
              SELECT ip4, NULL, ip6, starts, ends, state = ${STATE.active} FROM r
-           ON CONFLICT (ip4) DO UPDATE SET pending = true, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts,
+           ON CONFLICT (ip4) DO UPDATE SET seq = NULL, ip6 = EXCLUDED.ip6, starts = EXCLUDED.starts,
              ends = EXCLUDED.ends, active = EXCLUDED.active`,
           [...cols, chunk.map((b) => b.starts), chunk.map((b) => b.ends)],
         );
@@ -975,9 +969,7 @@ export class PostgresStore extends EventEmitter implements Store {
     // Number the new feed entries now, not at the next server's start. The restore is committed whatever happens
     // here: rows left unnumbered are numbered by the next pass of any server (at its start, at the latest).
     try {
-      while (
-        (await c.query('SELECT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL OR pending) AS more')).rows[0].more
-      )
+      while ((await c.query('SELECT EXISTS (SELECT 1 FROM dstm_feed WHERE seq IS NULL) AS more')).rows[0].more)
         this.advance(Number((await c.query('SELECT dstm_number($1) AS seq', [NUMBER_BATCH])).rows[0].seq));
     } catch {
       // Nothing to undo; the connection is dropped in case it broke.

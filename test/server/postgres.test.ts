@@ -11,7 +11,7 @@ import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { RPC_TWO_Client, dstm_status } from '../../src/protocol/generated/dstm';
 import { RpcClient } from '../../src/rpc';
 import { LeaseService } from '../../src/server/leases';
-import { NUMBER_LOCK, PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-store';
+import { PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-store';
 import type { StoreHealth } from '../../src/server/store';
 import { until } from '../support/netns';
 import { needPostgres, PostgresCluster } from '../support/postgres';
@@ -83,35 +83,6 @@ describe('PostgreSQL store', function () {
     const feed = (await second.feedSince(0, 10)).changes;
     expect(feed.map((c) => c.ip6.toString('hex'))).to.include('20010db8000000000000000000000003');
     expect((await b.request(node(3), 0, 0)).status).to.equal('ok');
-  });
-
-  it('migrates a schema 4 database in place: its feed rows keep their numbers, and a renewal then keeps its row shown', async () => {
-    const url = await cluster.createDatabase();
-    const first = await open(url);
-    const a = await LeaseService.open(first, policy());
-    const g = await a.request(node(1), 0, 0);
-    await first.settled();
-    const before = (await first.feedSince(0, 10)).changes;
-    await stores.splice(0).pop()!.close();
-    // What schema 4 had: no pending column, unnumbered rows found by their own index.
-    await cluster.sql(
-      url,
-      `ALTER TABLE dstm_feed DROP COLUMN pending;
-       CREATE INDEX dstm_feed_unnumbered ON dstm_feed (ip4) WHERE seq IS NULL;
-       UPDATE dstm_meta SET value = '4' WHERE key = 'schema_version'`,
-    );
-    const second = await open(url);
-    expect((await second.feedSince(0, 10)).changes).to.deep.equal(before);
-    const indexes = await cluster.sql(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'dstm_feed'");
-    expect(indexes.rows.map((r) => r.indexname as string))
-      .to.include('dstm_feed_todo')
-      .and.not.include('dstm_feed_unnumbered');
-    const b = await LeaseService.open(second, policy());
-    expect(await b.request(node(1), g.ip4, 0)).to.include({ status: 'ok', ip4: g.ip4 });
-    await second.settled();
-    const after = (await second.feedSince(0, 10)).changes;
-    expect(after.map((c) => c.ip4)).to.deep.equal([g.ip4]);
-    expect(after[0].seq).to.be.above(before[0].seq);
   });
 
   it('names the problem when the database does not exist, and never shows the password', async () => {
@@ -413,37 +384,6 @@ describe('PostgreSQL store', function () {
       const r = await cluster.sql(cluster.url(), `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '${db}'`);
       return Number(r.rows[0].n) === 0;
     });
-  });
-
-  it('the whole state shows a binding whose renewal waits for its feed number, with the renewed times', async () => {
-    const url = await cluster.createDatabase();
-    const store = await open(url);
-    const svc = await LeaseService.open(store, policy());
-    const first = await svc.request(node(1), 0, 60);
-    await store.settled();
-    const numbered = (await store.feedSince(0, 10)).changes;
-    expect(numbered.map((c) => c.ip4)).to.deep.equal([first.ip4]);
-    // Numbering passes wait while the test holds their lock: the renewal commits, its number does not come.
-    const locker = new pg.Client({ connectionString: url });
-    await locker.connect();
-    try {
-      await locker.query('SELECT pg_advisory_lock($1)', [NUMBER_LOCK]);
-      const renewed = await svc.request(node(1), first.ip4, 600);
-      expect(renewed.ends).to.be.above(first.ends);
-      const whole = (await store.feedSince(0, 10)).changes;
-      expect(whole.map((c) => [c.seq, c.ip4, c.ends])).to.deep.equal([[numbered[0].seq, first.ip4, renewed.ends]]);
-      // A reader already past its number sees nothing new until the pass.
-      expect((await store.feedSince(numbered[0].seq, 10)).changes).to.deep.equal([]);
-    } finally {
-      await locker.end();
-    }
-    await until(
-      'the renewal is numbered',
-      async () => (await store.feedSince(numbered[0].seq, 10)).changes.length === 1,
-    );
-    const after = (await store.feedSince(0, 10)).changes;
-    expect(after).to.have.length(1);
-    expect(after[0].seq).to.be.above(numbered[0].seq);
   });
 
   it('feed reads for one position share one query, unless a change was learnt after it began', async () => {
