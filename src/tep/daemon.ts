@@ -9,13 +9,13 @@ import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
 import { Registry, serveMetrics } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
-import { formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { RpcClient, RpcError } from '../rpc';
 import { loadClientTls } from '../rpc/tls';
 import { serveControl } from '../lib/control';
-import { registerTepMetrics, type ServerBinding, type Tep, type TepStats } from './tep';
+import { registerTepMetrics, type ServerBinding, type StaticMapping, type Tep, type TepStats } from './tep';
 import { TepQueues } from './queues';
 import { ip, runIp } from '../dti/netconfig';
 import { setupTepNetwork, teardownTepNetwork } from './netsetup';
@@ -120,7 +120,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       const live = { static: next.static, pools: next.pools, prefixes: next.prefixes, unreachable: next.unreachable };
       const fixed = Object.keys(now).filter((k) => !(k in live) && JSON.stringify(now[k]) !== JSON.stringify(was[k]));
       const routed = queues.routedPrefixes();
-      queues.reconfigure({ ...live, statics: next.static });
+      reconfigureStatics(queues, feed, running.static, { ...live, statics: next.static });
       const routes = queues.routedPrefixes();
       await runIp([
         ...routes.filter((r) => !routed.includes(r)).map((r) => ip.routeReplace(r, tun.name)),
@@ -147,6 +147,42 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       log.info('tep stopped', { ...last.forwarded });
     },
   };
+}
+
+/** What a reload is applied to: every queue (TepQueues), or one Tep. */
+export type ReloadTarget = Pick<Tep, 'reconfigure' | 'bind'>;
+/** The binding feed's current table, by either address (BindingFeed). */
+export type FeedTable = Pick<BindingFeed, 'byIPv4' | 'byIPv6'>;
+
+/**
+ * Applies a reload's live keys (Tep.reconfigure), then gives back to the server what the static mappings that went
+ * held: the feed's current binding for each address and each node they covered, refused while they held it
+ * (Tep.bind) and kept by the feed, is bound at once rather than at the server's next change for it (up to half a
+ * lease). Through `target`, so every queue applies it after the reconfigure, in order, as any bind (a queue in a
+ * resync applies it to the state being staged too). One the new mappings still hold stays refused.
+ */
+export function reconfigureStatics(
+  target: ReloadTarget,
+  feed: FeedTable | undefined,
+  was: readonly StaticMapping[],
+  c: Parameters<Tep['reconfigure']>[0],
+): void {
+  target.reconfigure(c);
+  if (!feed) return;
+  const key = (ipv4: number, ipv6: Uint8Array): string => `${ipv4} ${formatIPv6(ipv6)}`;
+  const stay = new Set(c.statics.map((s) => key(s.ipv4, s.ipv6)));
+  const held4 = new Set(c.statics.map((s) => s.ipv4));
+  const held6 = new Set(c.statics.map((s) => formatIPv6(s.ipv6)));
+  const freed = new Map<string, FeedBinding>();
+  for (const s of was) {
+    if (stay.has(key(s.ipv4, s.ipv6))) continue;
+    for (const b of [feed.byIPv4.get(formatIPv4(s.ipv4)), feed.byIPv6.get(formatIPv6(s.ipv6))])
+      if (b) freed.set(b.ip4, b);
+  }
+  for (const b of freed.values()) {
+    const ipv4 = parseIPv4(b.ip4);
+    if (!held4.has(ipv4) && !held6.has(b.ip6)) target.bind(ipv4, parseIPv6(b.ip6), b.ends, b.starts);
+  }
 }
 
 /** How long the check of each server below waits for it before going on to the next one. */

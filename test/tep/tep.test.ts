@@ -4,6 +4,8 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix
 import { createLogger } from '../../src/lib/log';
 import { Ipv4Header, OK, parseIpv4, readU32 } from '../../src/dti/packet';
 import { Tep } from '../../src/tep/tep';
+import { reconfigureStatics } from '../../src/tep/daemon';
+import type { FeedBinding } from '../../src/protocol/binding-feed';
 import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
 
 const TEP6 = '2001:db8:1::1';
@@ -125,6 +127,40 @@ describe('tep forwarding decisions', () => {
       },
     ]);
     expect(tep.routedPrefixes()).to.deep.equal(['198.51.100.0/28', '198.51.100.200/32']);
+  });
+
+  it('binds the server bindings a reload frees: the address and the node of a static mapping that goes or moves', () => {
+    const tep = makeTep(); // static 198.51.100.200 = 2001:db8:1::20
+    const ends = Math.floor(Date.now() / 1000) + 60;
+    const served: FeedBinding[] = [
+      { ip4: '198.51.100.200', ip6: NODE6, starts: ends - 120, ends }, // the static address, another node
+      { ip4: '198.51.100.7', ip6: '2001:db8:1::20', starts: ends - 120, ends }, // the static node, another address
+    ];
+    const feed = {
+      byIPv4: new Map(served.map((b) => [b.ip4, b])),
+      byIPv6: new Map(served.map((b) => [b.ip6, b])),
+    };
+    for (const b of served) tep.bind(parseIPv4(b.ip4), parseIPv6(b.ip6), b.ends, b.starts); // both refused
+    const sources = (): string[][] => tep.stats().bindings.map((b) => [b.ipv4, b.ipv6, b.source]);
+    expect(sources()).to.deep.equal([['198.51.100.200', '2001:db8:1::20', 'static']]);
+    const config = { prefixes: tep.opts.prefixes, pools: tep.opts.pools, unreachable: true };
+
+    // the mapping moves to another node: its old node is the server's again, its address stays static
+    const moved = [{ ipv4: parseIPv4('198.51.100.200'), ipv6: parseIPv6('2001:db8:1::21') }];
+    reconfigureStatics(tep, feed, tep.opts.statics, { ...config, statics: moved });
+    expect(sources()).to.have.deep.members([
+      ['198.51.100.200', '2001:db8:1::21', 'static'],
+      ['198.51.100.7', '2001:db8:1::20', 'server'],
+    ]);
+
+    // the mapping goes: its address is the server's binding at once, and its node's packets are forwarded
+    reconfigureStatics(tep, feed, tep.opts.statics, { ...config, statics: [] });
+    expect(sources()).to.have.deep.members([
+      ['198.51.100.200', NODE6, 'server'],
+      ['198.51.100.7', '2001:db8:1::20', 'server'],
+    ]);
+    tep.tunnel.decapBatch(1, batchOf([tunnelled(NODE6, '198.51.100.200')], 0));
+    expect(tep.tunnel.toTun.count).to.equal(1);
   });
 
   it("shows a server binding in the JSON contract: the feed's start and end in seconds, the TEP's addresses", async () => {
