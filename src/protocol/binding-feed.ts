@@ -144,17 +144,24 @@ export class BindingFeed extends EventEmitter {
       try {
         // A lost connection fails the call at once (no reconnect), so the feed can move on to the next server.
         const { host, port } = this.o.servers[this.at];
-        this.rpc ??= await RpcClient.connect({
-          host,
-          port,
-          transport: 'tcp',
-          program: this.o.program,
-          version: 2,
-          family: 6,
-          localAddress: this.o.local,
-          reconnect: false,
-          tls: this.o.tls,
-        });
+        // The connect (and TLS setup) gives up after the client's default timeout, 10 s, so a server that drops
+        // packets holds the feed (and stop()) no longer than that before it moves on.
+        if (!this.rpc) {
+          const rpc = await RpcClient.connect({
+            host,
+            port,
+            transport: 'tcp',
+            program: this.o.program,
+            version: 2,
+            family: 6,
+            localAddress: this.o.local,
+            reconnect: false,
+            tls: this.o.tls,
+          });
+          // stop() ran meanwhile and closed nothing: this socket would keep the process alive
+          if (this.stopped) return await rpc.close();
+          this.rpc = rpc;
+        }
         const c = new RPC_TWO_Client(this.rpc, this.o.program);
         r = await c.BINDINGS(
           { since: this.since, max: this.o.max ?? 0, wait_ms: snapshot ? 0 : waitMs, epoch: this.epoch },
@@ -163,7 +170,7 @@ export class BindingFeed extends EventEmitter {
         const s = statusName(r.status);
         if (s !== 'ok') throw new DstmRefusal(s, this.rpc.where);
       } catch (err) {
-        if (this.stopped) return;
+        if (this.stopped) return await this.rpc?.close();
         if (this.listenerCount('error') > 0) this.emit('error', err, this.server);
         const rpc = this.rpc;
         this.rpc = null;

@@ -22,7 +22,11 @@ export interface Lease {
   extend: number;
   /** Seconds after receipt at which the lease ends (its valid lifetime). */
   keep: number;
-  /** performance.now() when the reply arrived: the local clock the relative times count from. */
+  /**
+   * performance.now() when the request was first sent (not when the reply came: after retransmissions that can be
+   * the whole call timeout later, and the server counted the lease from some time in between): the local clock the
+   * relative times count from, so the node never believes it holds the lease longer than the server does.
+   */
   receivedAt: number;
 }
 
@@ -139,16 +143,18 @@ export class DstmClient {
 
   /** REQUEST: a new lease, or the renewal of `current` (an IPv4 address as a number, 0 for none). */
   async request(current = 0, seconds = 0): Promise<Lease> {
+    const sentAt = performance.now(); // the call goes out now (UDP) or as soon as connected (TCP)
     const reply = await this.call('request', dstmPacket(REQUEST_REQ, this.local, current, seconds));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_address', this.server);
-    return toLease(reply);
+    return toLease(reply, sentAt);
   }
 
   /** RELEASE of `address` (0: whatever this node holds). */
   async release(address = 0): Promise<Lease> {
+    const sentAt = performance.now();
     const reply = await this.call('release', dstmPacket(RELEASE_REQ, this.local, address, 0));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_binding', this.server);
-    return toLease(reply);
+    return toLease(reply, sentAt);
   }
 
   /** Admin LIST (version 2): every binding, in address order, a page at a time. */
@@ -219,7 +225,8 @@ export class DstmClient {
   }
 }
 
-export function toLease(p: packet): Lease {
+/** The lease in a reply; `sentAt` is when its call was first sent (default: now). */
+export function toLease(p: packet, sentAt = performance.now()): Lease {
   return {
     address: formatIPv4(ipv4FromBytes(p.i4addr)),
     mask: formatIPv4(ipv4FromBytes(p.mask)),
@@ -230,6 +237,6 @@ export function toLease(p: packet): Lease {
     ends: p.ends,
     extend: p.extend,
     keep: p.keep,
-    receivedAt: performance.now(),
+    receivedAt: sentAt,
   };
 }

@@ -34,7 +34,7 @@ export interface RpcClientOptions {
   /** The program and version this client is for (used for the rpcbind lookup; calls name their own). */
   program: number;
   version: number;
-  /** Default per-call timeout in milliseconds (10 s). */
+  /** Default per-call timeout in milliseconds (10 s); also bounds a TCP connect, and then the TLS setup. */
   timeoutMs?: number;
   /** UDP: first retransmission after this many milliseconds (500), doubling up to retransmitMaxMs (4000). */
   retransmitMs?: number;
@@ -275,6 +275,18 @@ export class RpcClient implements RpcCaller {
     this.tcp = raw;
     const reader = new RecordReader(this.maxRecordSize, (rec) => this.onReply(rec));
     this.connecting = new Promise<void>((resolve, reject) => {
+      // A host that drops our SYNs would hold the connect for the kernel's retries (about 2 minutes); give up after
+      // timeoutMs instead, so callers move on to their next server. (TLS setup then has its own timeoutMs.)
+      const connectTimer = setTimeout(() => {
+        if (!this.connecting || this.tcp !== raw) return;
+        this.connecting = null;
+        const e = new RpcError('TIMEOUT', `cannot connect to ${this.where}: no answer within ${this.timeoutMs} ms`);
+        this.lastError = e;
+        reject(e);
+        raw.destroy();
+      }, this.timeoutMs);
+      raw.once('connect', () => clearTimeout(connectTimer));
+      raw.once('close', () => clearTimeout(connectTimer));
       const ready = (s: net.Socket): void => {
         this.connecting = null;
         this.connected = true;

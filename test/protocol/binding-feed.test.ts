@@ -1,6 +1,7 @@
 // BindingFeed (what a TEP runs) against a real dstm server process.
 import { expect } from 'chai';
-import { getEventListeners } from 'node:events';
+import { getEventListeners, once } from 'node:events';
+import net from 'node:net';
 import { type FeedBinding } from '../../src/protocol/binding-feed';
 import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import {
@@ -176,5 +177,24 @@ describe('binding feed', function () {
     const e = await err;
     expect(e).to.be.instanceOf(DstmRefusal);
     expect((e as DstmRefusal).status).to.equal('not_allowed');
+  });
+
+  it('stop() while its connect is pending closes the connection that completes after it', async () => {
+    // a TCP listener that never answers: the feed's connect completes (after stop()), its call is never answered
+    const conns: net.Socket[] = [];
+    const srv = net.createServer((s) => conns.push(s.on('error', () => undefined)));
+    srv.listen(0, '::1');
+    await once(srv, 'listening');
+    try {
+      const feed = feedOn([(srv.address() as net.AddressInfo).port]);
+      void feed.start();
+      await feed.stop(); // the connect was issued but has not completed yet
+      await sleep(300);
+      expect(conns).to.have.length(1);
+      expect(conns[0].closed || conns[0].readableEnded, 'the feed left its connection open').to.equal(true);
+    } finally {
+      for (const s of conns) s.destroy();
+      srv.close();
+    }
   });
 });
