@@ -170,6 +170,8 @@ const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETN
 
 const INT_MIN = -0x80000000n;
 const INT_MAX = 0x7fffffffn;
+/** The largest magnitude a `%#define` expression may reach on the way: beyond any C integer type. */
+const DEFINE_MAX = 1n << 128n;
 
 function fail(pos: Pos, msg: string): never {
   throw new XdrSyntaxError(pos, msg);
@@ -284,11 +286,15 @@ class Checker {
     let prev: { value?: bigint; resolve: () => bigint } | undefined;
     for (const m of body.members) {
       const before = prev;
+      let busy = false;
       const sym: Symbol & { kind: 'member' } = {
         kind: 'member',
         resolve: () => {
           if (sym.value === undefined) {
+            if (busy) fail(m.pos, `enum value ${m.name} is defined in terms of itself`);
+            busy = true;
             sym.value = m.value ? this.value(m.value) : before ? before.resolve() + 1n : 0n;
+            busy = false;
             if (sym.value < INT_MIN || sym.value > INT_MAX)
               fail(m.pos, `enum value ${sym.value} of ${m.name} is not a 32-bit signed integer`);
           }
@@ -322,6 +328,8 @@ class Checker {
       if (Object.hasOwn(LIBRARY_CONSTANTS, v.name)) return LIBRARY_CONSTANTS[v.name];
       const c = this.cDefine(v.name, new Set());
       if (c !== undefined) return c;
+      if (this.spec.cDefines.has(v.name))
+        fail(v.pos, `%#define ${v.name} is not a constant expression rpcgen-ts can evaluate`);
     }
     return this.constValue(v.name, v.pos);
   }
@@ -359,6 +367,8 @@ class Checker {
         const op = toks[k++];
         const r = expr(prec[op]);
         if (r === undefined || (op === '/' && r === 0n)) return undefined;
+        // Shifts past 64 bits are undefined in C, and would make BigInts too big to hold.
+        if ((op === '<<' || op === '>>') && (r < 0n || r > 64n)) return undefined;
         v =
           op === '+'
             ? v + r
@@ -375,6 +385,7 @@ class Checker {
                       : op === '|'
                         ? v | r
                         : v & r;
+        if (v > DEFINE_MAX || v < -DEFINE_MAX) return undefined;
       }
       return v;
     };
@@ -440,6 +451,11 @@ class Checker {
         const named: NamedType = { kind: 'typedef', name, t: { name, shape: { k: 'void' }, recursive: false } };
         sym.named = named;
         named.t.shape = this.declShape(decl);
+        // A chain of typedefs back to this one names no type; the last typedef of a cycle resolved sees it whole.
+        for (let s = named.t.shape, seen = new Set<TypedefInfo>(); s.k === 'typedef' && !seen.has(s.t); s = s.t.shape) {
+          if (s.t === named.t) fail(d.pos, `typedef ${name} refers to itself`);
+          seen.add(s.t);
+        }
         return named;
       }
     }

@@ -221,6 +221,14 @@ describe('rpcgen-ts compiler', function () {
         'program P { version V { void F(void) = 1; void G(void) = 1; } = 1; } = 1;',
         /^t\.x:1:48: procedure number 1 appears twice/,
       ],
+      ['typedef a b;\ntypedef b a;\nstruct s { a x; };', /^t\.x:1:1: typedef b refers to itself/],
+      ['typedef a b;\ntypedef b a;\nunion u switch (a d) { case 1: int x; };', /^t\.x:1:1: typedef b refers to itself/],
+      ['enum e { A = A };', /^t\.x:1:10: enum value A is defined in terms of itself/],
+      ['enum e { A = B, B = A };', /^t\.x:1:10: enum value A is defined in terms of itself/],
+      [
+        '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
+        /^t\.x:2:18: %#define X is not a constant expression rpcgen-ts can evaluate/,
+      ],
     ];
     for (const [src, re] of cases) {
       it(re.source.replace(/^\^t\\\.x:/, '').slice(0, 60), () => {
