@@ -98,6 +98,29 @@ describe('rpcgen-ts compiler', function () {
   });
 
   describe('generated names', () => {
+    /** Compiles `src` as `name`.x into the temporary directory and type-checks it; the diagnostics. */
+    const checkX = (name: string, src: string): string[] => {
+      const x = join(dir.path, `${name}.x`);
+      writeFileSync(x, src);
+      return typeCheck([generate(x, dir.path)]);
+    };
+
+    it('enums named like the parameters of generated functions and methods do not shadow them', () => {
+      const src = [
+        'enum r { RA = 1, RB = 2 };',
+        'enum v { VA = 1, VB = 2 };',
+        'enum args { AA = 1 };',
+        'union ur switch (r d) { case RA: int x; case RB: void; };',
+        'struct sv { union switch (v d) { case VA: int x; default: void; } u; };',
+        'program P { version V { int F(union switch (args d) { case AA: int x; }) = 1; } = 1; } = 0x20000100;',
+      ];
+      expect(checkX('shadow', src.join('\n'))).to.deep.equal([]);
+    });
+
+    it('a linked list in a file without programs imports nothing unused', () => {
+      expect(checkX('list', 'struct node { int v; node *next; };')).to.deep.equal([]);
+    });
+
     it('a const named like a codec keeps its name; the codec yields', () => {
       expect(edge.xdr_packet).to.equal(7);
       const codec = edge.xdr_packet$ as Codec<{ type: number }>;
