@@ -184,6 +184,8 @@ export function check(spec: Specification, options: CheckOptions = {}): Model {
 class Checker {
   private readonly symbols = new Map<string, Symbol>();
   private readonly model: Model;
+  /** Procedure and version names declared again: they must have the same number. */
+  private readonly repeats: { name: string; a: Value; b: Value; pos: Pos }[] = [];
 
   constructor(
     private readonly spec: Specification,
@@ -194,6 +196,7 @@ class Checker {
 
   run(): Model {
     for (const d of this.spec.definitions) this.declare(d);
+    for (const r of this.repeats) if (this.value(r.a) !== this.value(r.b)) fail(r.pos, `${r.name} is already defined`);
     const positions: Pos[] = [];
     for (const d of this.spec.definitions) {
       if (d.kind !== 'const' && d.kind !== 'program') positions.push(d.pos);
@@ -226,7 +229,11 @@ class Checker {
     const prev = this.symbols.get(name);
     if (prev) {
       // rpcgen emits procedure and version numbers as #defines: repeating one with the same number is harmless.
-      if (prev.kind === 'rpc' && sym.kind === 'rpc' && this.value(prev.value) === this.value(sym.value)) return;
+      // Compared once all is declared, as the numbers may name constants defined further on.
+      if (prev.kind === 'rpc' && sym.kind === 'rpc') {
+        this.repeats.push({ name, a: prev.value, b: sym.value, pos });
+        return;
+      }
       fail(pos, `${name} is already defined`);
     }
     this.symbols.set(name, sym);
@@ -594,7 +601,12 @@ class Checker {
         const n = this.number32(p.number, 'procedure');
         if (pnums.has(n)) fail(p.pos, `procedure number ${n} appears twice in ${v.name}`);
         pnums.add(n);
-        return { name: p.name, number: n, arg: this.declShape(p.arg), result: this.declShape(p.result) };
+        const arg = this.declShape(p.arg);
+        const result = this.declShape(p.result);
+        // Servers answer procedure 0 themselves, with an empty reply, whatever the handlers.
+        if (n === 0 && (arg.k !== 'void' || result.k !== 'void'))
+          fail(p.pos, `procedure 0 (${p.name}) must take and return void: servers answer it with an empty reply`);
+        return { name: p.name, number: n, arg, result };
       });
       versions.push({ name: v.name, number, procedures });
     }

@@ -249,6 +249,14 @@ describe('rpcgen-ts compiler', function () {
       ['enum e { A = A };', /^t\.x:1:10: enum value A is defined in terms of itself/],
       ['enum e { A = B, B = A };', /^t\.x:1:10: enum value A is defined in terms of itself/],
       [
+        'program P { version V { int NULLP(int) = 0; } = 1; } = 1;',
+        /^t\.x:1:29: procedure 0 \(NULLP\) must take and return void/,
+      ],
+      [
+        'program P { version V1 { void F(void) = 1; } = 1; version V2 { void F(void) = 2; } = 2; } = 1;',
+        /^t\.x:1:69: F is already defined/,
+      ],
+      [
         '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
         /^t\.x:2:18: %#define X is not a constant expression rpcgen-ts can evaluate/,
       ],
@@ -258,6 +266,13 @@ describe('rpcgen-ts compiler', function () {
         expect(() => compileSource('t.x', src, { runtime: '../rpc' })).to.throw(re);
       });
     }
+
+    it('a procedure named again in another version may take its number from a constant defined later', () => {
+      const src =
+        'program P { version V1 { void F(void) = FNUM; } = 1; version V2 { void F(void) = FNUM; } = 2; } = 1;\n' +
+        'const FNUM = 1;';
+      expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const FNUM = 1;');
+    });
 
     it('the cli reports them on stderr with exit status 1, and usage errors with 2', () => {
       const bad = join(dir.path, 'bad.x');
