@@ -170,6 +170,8 @@ const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETN
 
 const INT_MIN = -0x80000000n;
 const INT_MAX = 0x7fffffffn;
+/** The largest magnitude a `%#define` expression may reach on the way: beyond any C integer type. */
+const DEFINE_MAX = 1n << 128n;
 
 function fail(pos: Pos, msg: string): never {
   throw new XdrSyntaxError(pos, msg);
@@ -182,6 +184,8 @@ export function check(spec: Specification, options: CheckOptions = {}): Model {
 class Checker {
   private readonly symbols = new Map<string, Symbol>();
   private readonly model: Model;
+  /** Procedure and version names declared again: they must have the same number. */
+  private readonly repeats: { name: string; a: Value; b: Value; pos: Pos }[] = [];
 
   constructor(
     private readonly spec: Specification,
@@ -192,6 +196,7 @@ class Checker {
 
   run(): Model {
     for (const d of this.spec.definitions) this.declare(d);
+    for (const r of this.repeats) if (this.value(r.a) !== this.value(r.b)) fail(r.pos, `${r.name} is already defined`);
     const positions: Pos[] = [];
     for (const d of this.spec.definitions) {
       if (d.kind !== 'const' && d.kind !== 'program') positions.push(d.pos);
@@ -224,7 +229,11 @@ class Checker {
     const prev = this.symbols.get(name);
     if (prev) {
       // rpcgen emits procedure and version numbers as #defines: repeating one with the same number is harmless.
-      if (prev.kind === 'rpc' && sym.kind === 'rpc' && this.value(prev.value) === this.value(sym.value)) return;
+      // Compared once all is declared, as the numbers may name constants defined further on.
+      if (prev.kind === 'rpc' && sym.kind === 'rpc') {
+        this.repeats.push({ name, a: prev.value, b: sym.value, pos });
+        return;
+      }
       fail(pos, `${name} is already defined`);
     }
     this.symbols.set(name, sym);
@@ -284,11 +293,15 @@ class Checker {
     let prev: { value?: bigint; resolve: () => bigint } | undefined;
     for (const m of body.members) {
       const before = prev;
+      let busy = false;
       const sym: Symbol & { kind: 'member' } = {
         kind: 'member',
         resolve: () => {
           if (sym.value === undefined) {
+            if (busy) fail(m.pos, `enum value ${m.name} is defined in terms of itself`);
+            busy = true;
             sym.value = m.value ? this.value(m.value) : before ? before.resolve() + 1n : 0n;
+            busy = false;
             if (sym.value < INT_MIN || sym.value > INT_MAX)
               fail(m.pos, `enum value ${sym.value} of ${m.name} is not a 32-bit signed integer`);
           }
@@ -322,6 +335,8 @@ class Checker {
       if (Object.hasOwn(LIBRARY_CONSTANTS, v.name)) return LIBRARY_CONSTANTS[v.name];
       const c = this.cDefine(v.name, new Set());
       if (c !== undefined) return c;
+      if (this.spec.cDefines.has(v.name))
+        fail(v.pos, `%#define ${v.name} is not a constant expression rpcgen-ts can evaluate`);
     }
     return this.constValue(v.name, v.pos);
   }
@@ -359,6 +374,8 @@ class Checker {
         const op = toks[k++];
         const r = expr(prec[op]);
         if (r === undefined || (op === '/' && r === 0n)) return undefined;
+        // Shifts past 64 bits are undefined in C, and would make BigInts too big to hold.
+        if ((op === '<<' || op === '>>') && (r < 0n || r > 64n)) return undefined;
         v =
           op === '+'
             ? v + r
@@ -375,6 +392,7 @@ class Checker {
                       : op === '|'
                         ? v | r
                         : v & r;
+        if (v > DEFINE_MAX || v < -DEFINE_MAX) return undefined;
       }
       return v;
     };
@@ -440,6 +458,11 @@ class Checker {
         const named: NamedType = { kind: 'typedef', name, t: { name, shape: { k: 'void' }, recursive: false } };
         sym.named = named;
         named.t.shape = this.declShape(decl);
+        // A chain of typedefs back to this one names no type; the last typedef of a cycle resolved sees it whole.
+        for (let s = named.t.shape, seen = new Set<TypedefInfo>(); s.k === 'typedef' && !seen.has(s.t); s = s.t.shape) {
+          if (s.t === named.t) fail(d.pos, `typedef ${name} refers to itself`);
+          seen.add(s.t);
+        }
         return named;
       }
     }
@@ -578,7 +601,12 @@ class Checker {
         const n = this.number32(p.number, 'procedure');
         if (pnums.has(n)) fail(p.pos, `procedure number ${n} appears twice in ${v.name}`);
         pnums.add(n);
-        return { name: p.name, number: n, arg: this.declShape(p.arg), result: this.declShape(p.result) };
+        const arg = this.declShape(p.arg);
+        const result = this.declShape(p.result);
+        // Servers answer procedure 0 themselves, with an empty reply, whatever the handlers.
+        if (n === 0 && (arg.k !== 'void' || result.k !== 'void'))
+          fail(p.pos, `procedure 0 (${p.name}) must take and return void: servers answer it with an empty reply`);
+        return { name: p.name, number: n, arg, result };
       });
       versions.push({ name: v.name, number, procedures });
     }

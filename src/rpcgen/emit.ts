@@ -411,15 +411,15 @@ class Emitter {
     this.tmp = 0;
     if ('members' in a) {
       const type = this.tsType({ k: 'enum', e: a });
-      const check = enumCheck(a, 'v');
-      o.push(`function $d${s}(r: $rt.XdrReader, what: string): ${type} {`);
-      o.push(`  const v = r.int(what);`);
-      o.push(`  if (${check}) return r.undeclared(what, v);`);
-      o.push(`  return v as ${type};`);
+      const check = enumCheck(a, '$v');
+      o.push(`function $d${s}($r: $rt.XdrReader, $what: string): ${type} {`);
+      o.push(`  const $v = $r.int($what);`);
+      o.push(`  if (${check}) return $r.undeclared($what, $v);`);
+      o.push(`  return $v as ${type};`);
       o.push('}');
-      o.push(`function $e${s}(w: $rt.XdrWriter, v: ${type}, what: string): void {`);
-      o.push(`  if (${check}) w.undeclared(what, v);`);
-      o.push(`  w.int(v, what);`);
+      o.push(`function $e${s}($w: $rt.XdrWriter, $v: ${type}, $what: string): void {`);
+      o.push(`  if (${check}) $w.undeclared($what, $v);`);
+      o.push(`  $w.int($v, $what);`);
       o.push('}');
       o.push('');
       return;
@@ -439,21 +439,21 @@ class Emitter {
         dec.push(
           `  ${a.recursive ? 'const $v =' : 'return'} { ${a.fields.map((f, i) => `${key(f.name)}: ${locals[i]}`).join(', ')} };`,
         );
-        for (const f of a.fields) this.enc(f.shape, f.name, prop('v', f.name), enc, '  ');
+        for (const f of a.fields) this.enc(f.shape, f.name, prop('$v', f.name), enc, '  ');
       }
     } else if ('arms' in a) this.union(a, dec, enc);
     else {
       const local = this.decInto(a.shape, '', dec, '  ');
       dec.push(a.recursive ? `  const $v = ${local};` : `  return ${local};`);
-      this.enc(a.shape, '', 'v', enc, '  ');
+      this.enc(a.shape, '', '$v', enc, '  ');
     }
     const recursive = a.recursive;
-    o.push(`function $d${s}(r: $rt.XdrReader): ${type} {`);
-    if (recursive) o.push(`  r.enter(${str(this.typeName.get(a) ?? 'anonymous type')});`);
+    o.push(`function $d${s}($r: $rt.XdrReader): ${type} {`);
+    if (recursive) o.push(`  $r.enter(${str(this.typeName.get(a) ?? 'anonymous type')});`);
     o.push(...dec);
-    if (recursive) o.push('  r.leave();', '  return $v;');
+    if (recursive) o.push('  $r.leave();', '  return $v;');
     o.push('}');
-    o.push(`function $e${s}(w: $rt.XdrWriter, v: ${type}): void {`);
+    o.push(`function $e${s}($w: $rt.XdrWriter, $v: ${type}): void {`);
     o.push(...enc);
     o.push('}');
     o.push('');
@@ -485,31 +485,31 @@ class Emitter {
       case 'prim':
         switch (s.p) {
           case 'int':
-            return `r.int(${w})`;
+            return `$r.int(${w})`;
           case 'uint':
-            return `r.uint(${w})`;
+            return `$r.uint(${w})`;
           case 'hyper':
-            return `r.hyper(${w})`;
+            return `$r.hyper(${w})`;
           case 'uhyper':
-            return `r.uhyper(${w})`;
+            return `$r.uhyper(${w})`;
           case 'float':
-            return `r.float(${w})`;
+            return `$r.float(${w})`;
           case 'double':
-            return `r.double(${w})`;
+            return `$r.double(${w})`;
           case 'bool':
-            return `r.bool(${w})`;
+            return `$r.bool(${w})`;
           case 'quadruple':
-            return `r.fixedOpaque(16, ${w})`;
+            return `$r.fixedOpaque(16, ${w})`;
         }
         break;
       case 'enum':
-        return `$d${this.stemOf(s.e)}(r, ${w})`;
+        return `$d${this.stemOf(s.e)}($r, ${w})`;
       case 'fopaque':
-        return `r.fixedOpaque(${s.n}, ${w})`;
+        return `$r.fixedOpaque(${s.n}, ${w})`;
       case 'vopaque':
-        return `r.varOpaque(${s.max}, ${w})`;
+        return `$r.varOpaque(${s.max}, ${w})`;
       case 'string':
-        return `r.string(${s.max}, ${w})`;
+        return `$r.string(${s.max}, ${w})`;
       case 'void':
         return 'undefined';
       default:
@@ -525,7 +525,7 @@ class Emitter {
       return;
     }
     const w = str(what);
-    const call = this.aggregate(shape, '$d', 'r');
+    const call = this.aggregate(shape, '$d', '$r');
     if (call !== undefined) {
       out.push(
         `${ind}try {`,
@@ -539,7 +539,7 @@ class Emitter {
     const s = unalias(shape);
     if (s.k === 'opt') {
       out.push(`${ind}${target} = null;`);
-      out.push(`${ind}if (r.bool(${w})) {`);
+      out.push(`${ind}if ($r.bool(${w})) {`);
       this.decAssign(s.el, what, target, out, `${ind}  `);
       out.push(`${ind}}`);
     } else if (s.k === 'farray' || s.k === 'varray') out.push(`${ind}${target} = ${this.decArray(s, what, out, ind)};`);
@@ -566,15 +566,15 @@ class Emitter {
     const a = this.t();
     const i = this.t();
     const min = minSize(s.el) || 1;
-    if (s.k === 'varray') out.push(`${ind}const ${n} = r.count(${num(s.max)}, ${min}, ${w});`);
+    if (s.k === 'varray') out.push(`${ind}const ${n} = $r.count(${num(s.max)}, ${min}, ${w});`);
     else {
       out.push(`${ind}const ${n} = ${s.n};`);
-      if (s.n > 0) out.push(`${ind}r.need(${s.n * min}, ${w});`);
+      if (s.n > 0) out.push(`${ind}$r.need(${s.n * min}, ${w});`);
     }
     out.push(`${ind}const ${a} = new Array<${this.tsType(s.el)}>(${n});`);
     out.push(`${ind}for (let ${i} = 0; ${i} < ${n}; ${i}++) {`);
     const elExpr = this.decExpr(s.el, what);
-    const call = this.aggregate(s.el, '$d', 'r');
+    const call = this.aggregate(s.el, '$d', '$r');
     if (elExpr !== undefined) out.push(`${ind}  ${a}[${i}] = ${elExpr};`);
     else if (call !== undefined) {
       out.push(`${ind}  try {`, `${ind}    ${a}[${i}] = ${call};`, `${ind}  } catch (e) {`);
@@ -598,24 +598,24 @@ class Emitter {
           case 'float':
           case 'double':
           case 'bool':
-            out.push(`${ind}w.${s.p}(${v}, ${w});`);
+            out.push(`${ind}$w.${s.p}(${v}, ${w});`);
             return;
           case 'quadruple':
-            out.push(`${ind}w.fixedOpaque(${v}, 16, ${w});`);
+            out.push(`${ind}$w.fixedOpaque(${v}, 16, ${w});`);
             return;
         }
         return;
       case 'enum':
-        out.push(`${ind}$e${this.stemOf(s.e)}(w, ${v}, ${w});`);
+        out.push(`${ind}$e${this.stemOf(s.e)}($w, ${v}, ${w});`);
         return;
       case 'fopaque':
-        out.push(`${ind}w.fixedOpaque(${v}, ${s.n}, ${w});`);
+        out.push(`${ind}$w.fixedOpaque(${v}, ${s.n}, ${w});`);
         return;
       case 'vopaque':
-        out.push(`${ind}w.varOpaque(${v}, ${s.max}, ${w});`);
+        out.push(`${ind}$w.varOpaque(${v}, ${s.max}, ${w});`);
         return;
       case 'string':
-        out.push(`${ind}w.string(${v}, ${s.max}, ${w});`);
+        out.push(`${ind}$w.string(${v}, ${s.max}, ${w});`);
         return;
       case 'void':
         return;
@@ -625,7 +625,7 @@ class Emitter {
       case 'extern':
         out.push(
           `${ind}try {`,
-          `${ind}  ${this.aggregate(s, '$e', `w, ${v}`)};`,
+          `${ind}  ${this.aggregate(s, '$e', `$w, ${v}`)};`,
           `${ind}} catch (e) {`,
           `${ind}  throw $rt.within(e, ${w});`,
           `${ind}}`,
@@ -634,9 +634,9 @@ class Emitter {
       case 'opt': {
         const x = this.t();
         out.push(`${ind}const ${x} = ${v};`);
-        out.push(`${ind}if (${x} == null) w.uint(0);`);
+        out.push(`${ind}if (${x} == null) $w.uint(0);`);
         out.push(`${ind}else {`);
-        out.push(`${ind}  w.uint(1);`);
+        out.push(`${ind}  $w.uint(1);`);
         this.enc(s.el, what, x, out, `${ind}  `);
         out.push(`${ind}}`);
         return;
@@ -646,14 +646,14 @@ class Emitter {
         const a = this.t();
         const i = this.t();
         out.push(`${ind}const ${a} = ${v};`);
-        if (s.k === 'varray') out.push(`${ind}w.count(${a}.length, ${num(s.max)}, ${w});`);
-        else out.push(`${ind}w.fixedCount(${a}.length, ${s.n}, ${w});`);
+        if (s.k === 'varray') out.push(`${ind}$w.count(${a}.length, ${num(s.max)}, ${w});`);
+        else out.push(`${ind}$w.fixedCount(${a}.length, ${s.n}, ${w});`);
         out.push(`${ind}for (let ${i} = 0; ${i} < ${a}.length; ${i}++) {`);
         if (isLeaf(s.el)) this.enc(s.el, what, `${a}[${i}]`, out, `${ind}  `);
         else {
           out.push(
             `${ind}  try {`,
-            `${ind}    ${this.aggregate(s.el, '$e', `w, ${a}[${i}]`)};`,
+            `${ind}    ${this.aggregate(s.el, '$e', `$w, ${a}[${i}]`)};`,
             `${ind}  } catch (e) {`,
           );
           out.push(`${ind}    throw $rt.within($rt.within(e, \`[\${${i}}]\`), ${w});`, `${ind}  }`);
@@ -687,17 +687,17 @@ class Emitter {
         a.field,
       );
     if (u.default) arm(['default:'], this.tsType(u.discriminant.shape), u.default.field);
-    else dec.push(`    default:`, `      return r.undeclared(${str(dn)}, ${d});`);
+    else dec.push(`    default:`, `      return $r.undeclared(${str(dn)}, ${d});`);
     dec.push('  }');
     if (!u.recursive) dec.push('  return $v;');
 
-    this.enc(u.discriminant.shape, dn, prop('v', dn), enc, '  ');
-    enc.push(`  switch (${prop('v', dn)}) {`);
-    // Without a default arm the switch narrows `v` to the arm; with one (a non-literal discriminant) it cannot.
+    this.enc(u.discriminant.shape, dn, prop('$v', dn), enc, '  ');
+    enc.push(`  switch (${prop('$v', dn)}) {`);
+    // Without a default arm the switch narrows `$v` to the arm; with one (a non-literal discriminant) it cannot.
     const armValue = (field: Field): string =>
       hasDefault
-        ? prop(`(v as { ${typeKey(field.name)}: ${this.tsType(field.shape)} })`, field.name)
-        : prop('v', field.name);
+        ? prop(`($v as { ${typeKey(field.name)}: ${this.tsType(field.shape)} })`, field.name)
+        : prop('$v', field.name);
     for (const a of u.arms) {
       enc.push(`    ${a.values.map((x) => `case ${caseLabel(x)}:`).join(' ')}`);
       if (a.field) this.enc(a.field.shape, a.field.name, armValue(a.field), enc, '      ');
@@ -707,7 +707,7 @@ class Emitter {
     if (u.default) {
       if (u.default.field)
         this.enc(u.default.field.shape, u.default.field.name, armValue(u.default.field), enc, '      ');
-    } else enc.push(`      w.undeclared(${str(dn)}, ${prop(`(v as ${type})`, dn)});`); // `v` is `never` here when all cases are covered
+    } else enc.push(`      $w.undeclared(${str(dn)}, ${prop(`($v as ${type})`, dn)});`); // `$v` is `never` here when all cases are covered
     enc.push('  }');
   }
 
@@ -734,15 +734,15 @@ class Emitter {
     };
     dec.push(`  const $h: ${type} = ${node('  ')};`);
     if (post.length > 0) dec.push(`  const $s: ${type}[] = [$h];`);
-    dec.push(`  let $t = $h;`);
+    dec.push(`  let $tail = $h;`);
     // Errors name the node as link[k]: the k-th node after this one.
     dec.push('  let $k = 0;');
-    dec.push(`  while (r.bool(${str(link.name)})) {`);
+    dec.push(`  while ($r.bool(${str(link.name)})) {`);
     dec.push('    $k++;', `    let $n: ${type};`, '    try {');
     dec.push(`      $n = ${node('      ')};`);
     dec.push('    } catch (e) {', `      throw $rt.within($rt.within(e, \`[\${$k}]\`), ${str(link.name)});`, '    }');
-    dec.push(`    ${prop('$t', link.name)} = $n;`);
-    dec.push(`    $t = $n;`);
+    dec.push(`    ${prop('$tail', link.name)} = $n;`);
+    dec.push(`    $tail = $n;`);
     if (post.length > 0) dec.push(`    $s.push($n);`);
     dec.push('  }');
     if (post.length > 0) {
@@ -757,12 +757,12 @@ class Emitter {
     dec.push(s.recursive ? '  const $v = $h;' : '  return $h;');
 
     if (post.length > 0) enc.push(`  const $s: ${type}[] = [];`);
-    enc.push(`  for (let $c: ${type} = v; ; ) {`);
+    enc.push(`  for (let $c: ${type} = $v; ; ) {`);
     for (const f of pre) this.enc(f.shape, f.name, prop('$c', f.name), enc, '    ');
     if (post.length > 0) enc.push('    $s.push($c);');
     enc.push(`    const $n = ${prop('$c', link.name)};`);
-    enc.push(`    if ($n == null) {`, '      w.uint(0);', '      break;', '    }');
-    enc.push('    w.uint(1);', '    $c = $n;', '  }');
+    enc.push(`    if ($n == null) {`, '      $w.uint(0);', '      break;', '    }');
+    enc.push('    $w.uint(1);', '    $c = $n;', '  }');
     if (post.length > 0) {
       enc.push('  for (let $i = $s.length - 1; $i >= 0; $i--) {');
       enc.push('    const $c = $s[$i];');
@@ -783,27 +783,27 @@ class Emitter {
     o.push(`/** Encodes and decodes ${t.kind} ${t.name}. */`);
     o.push(`export const ${name}: $rt.Codec<${type}> = {`);
     if (t.kind === 'enum') {
-      o.push(`  encode(w: $rt.XdrWriter, v: ${type}): void {`, `    $e${s}(w, v, ${w});`, '  },');
-      o.push(`  decode(r: $rt.XdrReader): ${type} {`, `    return $d${s}(r, ${w});`, '  },');
+      o.push(`  encode($w: $rt.XdrWriter, $v: ${type}): void {`, `    $e${s}($w, $v, ${w});`, '  },');
+      o.push(`  decode($r: $rt.XdrReader): ${type} {`, `    return $d${s}($r, ${w});`, '  },');
     } else if (t.kind === 'typedef' && isLeaf(t.t.shape)) {
       const enc: string[] = [];
-      this.enc(t.t.shape, t.name, 'v', enc, '    ');
-      o.push(`  encode(w: $rt.XdrWriter, v: ${type}): void {`, ...enc, '  },');
-      o.push(`  decode(r: $rt.XdrReader): ${type} {`, `    return ${this.decExpr(t.t.shape, t.name)};`, '  },');
+      this.enc(t.t.shape, t.name, '$v', enc, '    ');
+      o.push(`  encode($w: $rt.XdrWriter, $v: ${type}): void {`, ...enc, '  },');
+      o.push(`  decode($r: $rt.XdrReader): ${type} {`, `    return ${this.decExpr(t.t.shape, t.name)};`, '  },');
     } else {
       o.push(
-        `  encode(w: $rt.XdrWriter, v: ${type}): void {`,
+        `  encode($w: $rt.XdrWriter, $v: ${type}): void {`,
         '    try {',
-        `      $e${s}(w, v);`,
+        `      $e${s}($w, $v);`,
         '    } catch (e) {',
         `      throw $rt.within(e, ${w});`,
         '    }',
         '  },',
       );
       o.push(
-        `  decode(r: $rt.XdrReader): ${type} {`,
+        `  decode($r: $rt.XdrReader): ${type} {`,
         '    try {',
-        `      return $d${s}(r);`,
+        `      return $d${s}($r);`,
         '    } catch (e) {',
         `      throw $rt.within(e, ${w});`,
         '    }',
@@ -836,15 +836,15 @@ class Emitter {
       name = `$c${this.helperCodecs.size + 1}`;
       this.tmp = 0;
       const enc: string[] = [];
-      this.enc(shape, what, 'v', enc, '    ');
+      this.enc(shape, what, '$v', enc, '    ');
       const dec: string[] = [];
       const v = this.decInto(shape, what, dec, '    ');
       const code = [
         `const ${name}: $rt.Codec<${type}> = {`,
-        `  encode(w: $rt.XdrWriter, v: ${type}): void {`,
+        `  encode($w: $rt.XdrWriter, $v: ${type}): void {`,
         ...enc,
         '  },',
-        `  decode(r: $rt.XdrReader): ${type} {`,
+        `  decode($r: $rt.XdrReader): ${type} {`,
         ...dec,
         `    return ${v};`,
         '  },',
@@ -908,20 +908,20 @@ class Emitter {
     o.push('  readonly #caller: $t.RpcCaller;', '  readonly #program: number;');
     o.push('');
     o.push(
-      `  constructor(caller: $t.RpcCaller, program: number = ${num(programNumber)}) {`,
-      '    this.#caller = caller;',
-      '    this.#program = program;',
+      `  constructor($caller: $t.RpcCaller, $program: number = ${num(programNumber)}) {`,
+      '    this.#caller = $caller;',
+      '    this.#program = $program;',
       '  }',
     );
     for (const x of procs) {
       o.push('');
       o.push(`  /** ${x.p.name} (procedure ${x.p.number}). */`);
       if (x.p.arg.k === 'void') {
-        o.push(`  ${x.method}(options?: $t.CallOptions): Promise<${x.result}> {`);
-        o.push(`    return this.#caller.call(this.#program, ${v.number}, ${x.local}, undefined, options);`);
+        o.push(`  ${x.method}($options?: $t.CallOptions): Promise<${x.result}> {`);
+        o.push(`    return this.#caller.call(this.#program, ${v.number}, ${x.local}, undefined, $options);`);
       } else {
-        o.push(`  ${x.method}(args: ${x.args}, options?: $t.CallOptions): Promise<${x.result}> {`);
-        o.push(`    return this.#caller.call(this.#program, ${v.number}, ${x.local}, args, options);`);
+        o.push(`  ${x.method}($args: ${x.args}, $options?: $t.CallOptions): Promise<${x.result}> {`);
+        o.push(`    return this.#caller.call(this.#program, ${v.number}, ${x.local}, $args, $options);`);
       }
       o.push('  }');
     }
@@ -933,19 +933,19 @@ class Emitter {
     );
     o.push(`export interface ${handlersName} {`);
     for (const x of served)
-      o.push(`  ${x.method}(args: ${x.args}, ctx: $t.CallContext): ${x.result} | Promise<${x.result}>;`);
+      o.push(`  ${x.method}($args: ${x.args}, $ctx: $t.CallContext): ${x.result} | Promise<${x.result}>;`);
     o.push('}');
     o.push('');
     o.push(
       `/** A Service serving ${programName} version ${v.name} with \`handlers\`, under another program number if given. */`,
     );
-    const h = served.length > 0 ? 'handlers' : '_handlers';
-    o.push(`export function ${serviceName}(${h}: ${handlersName}, program?: number): $t.Service {`);
+    const h = served.length > 0 ? '$handlers' : '_handlers';
+    o.push(`export function ${serviceName}(${h}: ${handlersName}, $program?: number): $t.Service {`);
     o.push('  return {');
-    o.push(`    definition: program === undefined ? ${defName} : { ...${defName}, program },`);
+    o.push(`    definition: $program === undefined ? ${defName} : { ...${defName}, program: $program },`);
     o.push(`    handlers: new Map<number, $t.Handler<any, any>>([`);
     for (const x of served)
-      o.push(`      [${x.p.number}, (args: ${x.args}, ctx: $t.CallContext) => handlers.${x.method}(args, ctx)],`);
+      o.push(`      [${x.p.number}, ($args: ${x.args}, $ctx: $t.CallContext) => $handlers.${x.method}($args, $ctx)],`);
     o.push('    ]),');
     o.push('  };');
     o.push('}');
@@ -957,7 +957,7 @@ function infoOf(t: NamedType): Agg {
   return t.kind === 'enum' ? t.e : t.kind === 'struct' ? t.s : t.kind === 'union' ? t.u : t.t;
 }
 
-/** A condition true when `v` is not a member: a range test when the members are contiguous. */
+/** A condition true when `$v` is not a member: a range test when the members are contiguous. */
 function enumCheck(e: EnumInfo, v: string): string {
   const values = [...new Set(e.members.map((m) => m.value))].sort((a, b) => a - b);
   const lo = values[0];

@@ -98,6 +98,29 @@ describe('rpcgen-ts compiler', function () {
   });
 
   describe('generated names', () => {
+    /** Compiles `src` as `name`.x into the temporary directory and type-checks it; the diagnostics. */
+    const checkX = (name: string, src: string): string[] => {
+      const x = join(dir.path, `${name}.x`);
+      writeFileSync(x, src);
+      return typeCheck([generate(x, dir.path)]);
+    };
+
+    it('enums named like the parameters of generated functions and methods do not shadow them', () => {
+      const src = [
+        'enum r { RA = 1, RB = 2 };',
+        'enum v { VA = 1, VB = 2 };',
+        'enum args { AA = 1 };',
+        'union ur switch (r d) { case RA: int x; case RB: void; };',
+        'struct sv { union switch (v d) { case VA: int x; default: void; } u; };',
+        'program P { version V { int F(union switch (args d) { case AA: int x; }) = 1; } = 1; } = 0x20000100;',
+      ];
+      expect(checkX('shadow', src.join('\n'))).to.deep.equal([]);
+    });
+
+    it('a linked list in a file without programs imports nothing unused', () => {
+      expect(checkX('list', 'struct node { int v; node *next; };')).to.deep.equal([]);
+    });
+
     it('a const named like a codec keeps its name; the codec yields', () => {
       expect(edge.xdr_packet).to.equal(7);
       const codec = edge.xdr_packet$ as Codec<{ type: number }>;
@@ -221,12 +244,35 @@ describe('rpcgen-ts compiler', function () {
         'program P { version V { void F(void) = 1; void G(void) = 1; } = 1; } = 1;',
         /^t\.x:1:48: procedure number 1 appears twice/,
       ],
+      ['typedef a b;\ntypedef b a;\nstruct s { a x; };', /^t\.x:1:1: typedef b refers to itself/],
+      ['typedef a b;\ntypedef b a;\nunion u switch (a d) { case 1: int x; };', /^t\.x:1:1: typedef b refers to itself/],
+      ['enum e { A = A };', /^t\.x:1:10: enum value A is defined in terms of itself/],
+      ['enum e { A = B, B = A };', /^t\.x:1:10: enum value A is defined in terms of itself/],
+      [
+        'program P { version V { int NULLP(int) = 0; } = 1; } = 1;',
+        /^t\.x:1:29: procedure 0 \(NULLP\) must take and return void/,
+      ],
+      [
+        'program P { version V1 { void F(void) = 1; } = 1; version V2 { void F(void) = 2; } = 2; } = 1;',
+        /^t\.x:1:69: F is already defined/,
+      ],
+      [
+        '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
+        /^t\.x:2:18: %#define X is not a constant expression rpcgen-ts can evaluate/,
+      ],
     ];
     for (const [src, re] of cases) {
       it(re.source.replace(/^\^t\\\.x:/, '').slice(0, 60), () => {
         expect(() => compileSource('t.x', src, { runtime: '../rpc' })).to.throw(re);
       });
     }
+
+    it('a procedure named again in another version may take its number from a constant defined later', () => {
+      const src =
+        'program P { version V1 { void F(void) = FNUM; } = 1; version V2 { void F(void) = FNUM; } = 2; } = 1;\n' +
+        'const FNUM = 1;';
+      expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const FNUM = 1;');
+    });
 
     it('the cli reports them on stderr with exit status 1, and usage errors with 2', () => {
       const bad = join(dir.path, 'bad.x');
