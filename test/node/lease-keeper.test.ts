@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { DstmClient, type Lease } from '../../src/protocol/client';
+import { parseIPv4 } from '../../src/lib/addr';
 import { LeaseKeeper, type DownReason } from '../../src/node/lease-keeper';
 import { FailoverClient } from '../../src/protocol/failover';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
@@ -144,6 +145,83 @@ describe('lease keeper', function () {
     } finally {
       await b.stop('SIGKILL');
       removeDir(dirB);
+    }
+  });
+
+  it('renews from the address the lease was made for, on every server and reconnect, though the kernel now prefers another', async () => {
+    const tepA = '2001:db8::a,10.88.0.254';
+    server = await serve(dir, '10.88.0.0/24', 3, ['--tep', tepA]);
+    const portA = server.port;
+    const dirB = tempDir('keeper-b');
+    let b: ServerProcess | undefined = await serve(dirB, '10.88.0.0/24', 3, ['--tep', '2001:db8::b,10.88.0.253']);
+    let failover: FailoverClient | undefined;
+    try {
+      // the source the kernel would choose now: lo[0] at first, later lo[1] (T1 deprecated, T2 preferred)
+      let preferred = lo.addresses[0];
+      failover = new FailoverClient({
+        servers: [portA, b.port].map((port) => ({ host: '::1', port })),
+        program: DEFAULT_PROGRAM,
+        timeoutMs: 500,
+        sourceFor: () => Promise.resolve(preferred),
+      });
+      keeper = new LeaseKeeper(failover, { retryMs: 100 });
+      const events: string[] = [];
+      for (const e of ['lease', 'expired']) keeper.on(e, (l: Lease) => events.push(`${e} ${l.address}`));
+      keeper.on('error', () => undefined);
+      const first = await keeper.start();
+      expect(first.local).to.equal(lo.addresses[0]);
+      // B holds the same binding, as a shared store would
+      const n = await nodeOn(b.port, lo.addresses[0]);
+      expect((await n.request(parseIPv4(first.address))).address).to.equal(first.address);
+      await n.close();
+      preferred = lo.addresses[1];
+      const renewedVia = async (tep6: string): Promise<Lease> => {
+        const t0 = performance.now();
+        while (keeper!.current?.tep6 !== tep6 && performance.now() - t0 < 8000) await sleep(50);
+        return keeper!.current!;
+      };
+      // A dies: the keeper goes on to B, a connection made afresh
+      await server.stop('SIGKILL');
+      expect(await renewedVia('2001:db8::b')).to.include({ address: first.address, local: lo.addresses[0] });
+      // A comes back on its state and B dies: A is connected to again
+      server = await serve(dir, '10.88.0.0/24', 3, ['--tep', tepA], portA);
+      await b.stop('SIGKILL');
+      b = undefined;
+      expect(await renewedVia('2001:db8::a')).to.include({ address: first.address, local: lo.addresses[0] });
+      expect(events).to.deep.equal([`lease ${first.address}`]);
+      await keeper.stop();
+      keeper = undefined;
+      expect(await bindings(dir)).to.equal(0); // the RELEASE came from the lease's address too
+    } finally {
+      await failover?.close();
+      await b?.stop('SIGKILL');
+      removeDir(dirB);
+    }
+  });
+
+  it("calls from the kernel's choice when the address of the lease is gone from the host", async () => {
+    const gone = loopbackAddresses(1);
+    server = await serve(dir, '10.87.0.0/24', 30);
+    let preferred = gone.addresses[0];
+    const failover = new FailoverClient({
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      timeoutMs: 500,
+      sourceFor: () => Promise.resolve(preferred),
+    });
+    try {
+      const first = await failover.request();
+      expect(first.local).to.equal(gone.addresses[0]);
+      gone.remove();
+      const port = server.port;
+      await server.stop('SIGKILL');
+      await failover.request().catch(() => undefined); // refused: the connection is dropped
+      server = await serve(dir, '10.87.0.0/24', 30, [], port);
+      preferred = lo.addresses[2];
+      expect((await failover.request()).local).to.equal(lo.addresses[2]);
+    } finally {
+      gone.remove();
+      await failover.close();
     }
   });
 
