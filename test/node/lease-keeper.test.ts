@@ -225,6 +225,39 @@ describe('lease keeper', function () {
     }
   });
 
+  it('after a suspend (the wall clock ran on, the monotonic one did not) renews or drops the lease at once', async () => {
+    server = await serve(dir, '10.86.0.0/24', 3600);
+    client = await nodeOn(server.port, lo.addresses[0], { timeoutMs: 1000 });
+    // real time plus what a suspend would add: to the wall clock all of it, to the monotonic one nothing
+    let monoSkew = 0;
+    let wallSkew = 0;
+    const clock = { monotonic: () => performance.now() + monoSkew, wall: () => Date.now() + wallSkew };
+    const downs: DownReason[] = [];
+    keeper = new LeaseKeeper(client, { clock, sliceMs: 20, hooks: { down: (_l, why) => void downs.push(why) } });
+    keeper.on('error', () => undefined);
+    const first = await keeper.start();
+    expect(first).to.include({ keep: 3600, extend: 1800 });
+    const within = <T>(p: Promise<T>, ms: number): Promise<T | 'late'> =>
+      Promise.race([p, sleep(ms).then(() => 'late' as const)]);
+    // 40 minutes suspended, 1 s of it seen by the monotonic clock: past extend, before keep
+    let renewed = nextEvent<Lease>(keeper, 'renewed');
+    monoSkew += 1000;
+    wallSkew += 40 * 60_000;
+    expect(await within(renewed, 1000)).to.include({ address: first.address });
+    // 3 hours suspended, 60 s seen by the monotonic clock: the lease has ended
+    const expired = nextEvent<Lease>(keeper, 'expired');
+    renewed = nextEvent<Lease>(keeper, 'renewed');
+    monoSkew += 60_000;
+    wallSkew += 3 * 3600_000;
+    expect(await within(expired, 1000)).to.include({ address: first.address });
+    expect(downs).to.deep.equal(['expired']);
+    // a wall clock set back changes nothing: the monotonic clock still counts
+    await nextEvent(keeper, 'lease');
+    wallSkew -= 24 * 3600_000;
+    monoSkew += 1801_000;
+    expect(await within(renewed, 1000)).to.not.equal('late');
+  });
+
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
     server = await serve(dir, '10.92.0.0/24', 2, ['--tep', '2001:db8::1,10.92.0.254']);
     const p = spawn(
