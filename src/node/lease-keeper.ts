@@ -10,7 +10,9 @@
 //
 // The data plane plugs in through hooks: up() runs before a lease is announced (configure the DTI) and again when a
 // renewal names another TEP for the same address, down() runs when it ends (remove the address and routes). A hook
-// that throws is reported as 'error' and, for up() of a new lease, the lease is released and requested again later.
+// that throws is reported as 'error' and, for up() of a new lease, the lease is released and requested again later;
+// for up() of a renewal (a new TEP: the DTI may have lost the address on the way), the lease is kept and up() is
+// tried again, with backoff, until it works.
 import { EventEmitter } from 'node:events';
 import { parseIPv4 } from '../lib/addr';
 import type { Lease } from '../protocol/client';
@@ -54,6 +56,8 @@ export class LeaseKeeper extends EventEmitter {
   private lease: Lease | undefined;
   /** When the reply that gave (or last renewed) the lease arrived: extend and keep count from here. */
   private got: Stamp = { mono: 0, wall: 0 };
+  /** False while the lease's last up() failed: the data plane may lack it, so up() is retried. */
+  private applied = true;
   private stopped = false;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
@@ -120,7 +124,14 @@ export class LeaseKeeper extends EventEmitter {
       const got = this.got;
       const keepMs = lease.keep * 1000;
       // At least a second between renewals whatever the server says: a zero `extend` must not renew in a loop.
-      await this.waitUntil(got, Math.max(1, lease.extend) * 1000);
+      const renewMs = Math.max(1, lease.extend) * 1000;
+      // A renewal whose up() failed is set up again meanwhile (renew() tries again too).
+      let setup = this.retryMs;
+      while (!this.stopped && this.lease === lease && !this.applied && this.elapsed(got) < renewMs) {
+        if (await this.apply(lease)) break;
+        setup = await this.backoff(setup, got, renewMs);
+      }
+      await this.waitUntil(got, renewMs);
       // Renew until it works or the lease runs out.
       delay = this.retryMs;
       while (!this.stopped && this.lease === lease) {
@@ -156,6 +167,7 @@ export class LeaseKeeper extends EventEmitter {
     }
     this.lease = lease;
     this.got = got;
+    this.applied = true;
     this.emit('lease', lease);
     return true;
   }
@@ -172,13 +184,7 @@ export class LeaseKeeper extends EventEmitter {
     if (lease.address === old.address) {
       // The same binding; a server sharing the store may name another TEP: the DTI moves its tunnel, keeping the
       // address.
-      if (lease.tep6 !== old.tep6 || lease.tep4 !== old.tep4) {
-        try {
-          await this.options.hooks?.up?.(lease);
-        } catch (err) {
-          this.report(err);
-        }
-      }
+      if (!this.applied || lease.tep6 !== old.tep6 || lease.tep4 !== old.tep4) await this.apply(lease);
       this.lease = lease;
       this.got = got;
       this.emit('renewed', lease);
@@ -197,8 +203,21 @@ export class LeaseKeeper extends EventEmitter {
     }
     this.lease = lease;
     this.got = got;
+    this.applied = true;
     this.emit('lease', lease);
     return true;
+  }
+
+  /** hooks.up() for a lease kept whether it works or not; records whether it did. */
+  private async apply(lease: Lease): Promise<boolean> {
+    try {
+      await this.options.hooks?.up?.(lease);
+      this.applied = true;
+    } catch (err) {
+      this.report(err);
+      this.applied = false;
+    }
+    return this.applied;
   }
 
   /** C.3 rule 2: the valid lifetime ended without renewal: drop the address, then tell the server. */

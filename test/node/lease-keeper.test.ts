@@ -5,6 +5,9 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { DstmClient, type Lease } from '../../src/protocol/client';
 import { parseIPv4 } from '../../src/lib/addr';
+import { createLogger } from '../../src/lib/log';
+import { Dti, dtiHooks } from '../../src/node/dti-node';
+import { fakeDti } from '../support/fake-devices';
 import { LeaseKeeper, type DownReason } from '../../src/node/lease-keeper';
 import { FailoverClient } from '../../src/protocol/failover';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
@@ -256,6 +259,65 @@ describe('lease keeper', function () {
     wallSkew -= 24 * 3600_000;
     monoSkew += 1801_000;
     expect(await within(renewed, 1000)).to.not.equal('late');
+  });
+
+  it("sets the DTI up again, with backoff, when moving it to a renewal's new TEP failed", async () => {
+    server = await serve(dir, '10.85.0.0/24', 4, ['--tep', '2001:db8::a,10.85.0.254']);
+    const dirB = tempDir('keeper-b');
+    const b = await serve(dirB, '10.85.0.0/24', 4, ['--tep', '2001:db8::b,10.85.0.253']);
+    const f = fakeDti();
+    let failNext = false;
+    const dti = new Dti({
+      name: 'dti9',
+      routes: ['default'],
+      pathMtu: 1500,
+      log: createLogger({ level: 'error' }),
+      devices: f.devices,
+      system: {
+        // the first `ip` after failNext fails, as `ip` can (a netlink error, the device gone for a moment)
+        ip: (cmds) => {
+          if (!failNext) return f.system.ip(cmds);
+          failNext = false;
+          return Promise.reject(new Error('RTNETLINK answers: injected failure'));
+        },
+        sysctl: f.system.sysctl,
+      },
+    });
+    const failover = new FailoverClient({
+      servers: [server, b].map((s) => ({ host: '::1', port: s.port })),
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[1],
+      timeoutMs: 500,
+    });
+    try {
+      await dti.start();
+      keeper = new LeaseKeeper(failover, { retryMs: 100, hooks: dtiHooks(dti) });
+      const errors: string[] = [];
+      keeper.on('error', (e: Error) => errors.push(e.message));
+      const first = await keeper.start();
+      expect(dti.current?.peer).to.equal(parseIPv4('10.85.0.254'));
+      // B holds the same binding, as a shared store would
+      const n = await nodeOn(b.port, lo.addresses[1]);
+      await n.request(parseIPv4(first.address));
+      await n.close();
+      failNext = true;
+      await server.stop('SIGKILL');
+      while (!errors.some((e) => e.includes('injected'))) await sleep(20);
+      // the move took the address down and failed to put it back: the keeper does it again, well before the next
+      // renewal (2 s)
+      const t0 = performance.now();
+      while (dti.current === undefined && performance.now() - t0 < 1500) await sleep(20);
+      expect(dti.current?.peer).to.equal(parseIPv4('10.85.0.253'));
+      expect(dti.current?.address).to.equal(parseIPv4(first.address));
+      expect(f.commands.filter((c) => c.startsWith('-4 addr add'))).to.have.length(2);
+      await keeper.stop();
+      keeper = undefined;
+    } finally {
+      dti.close();
+      await failover.close();
+      await b.stop('SIGKILL');
+      removeDir(dirB);
+    }
   });
 
   it('dstm request --hold prints each event as JSON and releases on SIGTERM', async () => {
