@@ -1,11 +1,19 @@
 // Keeps a node's lease alive (draft section 6 "the client MUST renew", C.3): obtains a lease, renews it after the
 // server's `extend` interval, retries a failed renewal until the lease's valid lifetime (`keep`) runs out, and then
 // drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() releases. Timers count from the
-// local receipt time of each reply, so clock skew between node and server does not matter. Never touches DNS.
+// local time each request was first sent, so clock skew between node and server does not matter, and a reply
+// delayed by retransmissions does not make the lease look longer than the server's. Never touches DNS.
+//
+// Elapsed time is the larger of the monotonic clock's and the wall clock's: on Linux the monotonic clock (and
+// setTimeout) stops while the system is suspended, the wall clock does not, and the server's lease ran on meanwhile.
+// So the keeper waits in slices of at most sliceMs and looks at both clocks after each: a node resumed after the
+// renewal time renews at once, one resumed after the lease's end drops it at once.
 //
 // The data plane plugs in through hooks: up() runs before a lease is announced (configure the DTI) and again when a
 // renewal names another TEP for the same address, down() runs when it ends (remove the address and routes). A hook
-// that throws is reported as 'error' and, for up() of a new lease, the lease is released and requested again later.
+// that throws is reported as 'error' and, for up() of a new lease, the lease is released and requested again later;
+// for up() of a renewal (a new TEP: the DTI may have lost the address on the way), the lease is kept and up() is
+// tried again, with backoff, until it works.
 import { EventEmitter } from 'node:events';
 import { parseIPv4 } from '../lib/addr';
 import type { Lease } from '../protocol/client';
@@ -25,7 +33,21 @@ export interface LeaseKeeperOptions {
   /** First retry delay after a failure, ms (1000), doubling up to retryMaxMs (30000). */
   retryMs?: number;
   retryMaxMs?: number;
+  /** Longest single wait, ms (30000): how late after a resume from suspend the keeper notices the time passed. */
+  sliceMs?: number;
+  /** Tests inject clocks; default performance.now and Date.now. */
+  clock?: KeeperClock;
 }
+
+/** Milliseconds on a clock that stops during suspend (monotonic) and on one that does not (wall). */
+export interface KeeperClock {
+  monotonic(): number;
+  wall(): number;
+}
+
+type Stamp = { mono: number; wall: number };
+
+const SYSTEM_CLOCK: KeeperClock = { monotonic: () => performance.now(), wall: () => Date.now() };
 
 /**
  * Events: 'lease' (lease) when a lease is obtained (after hooks.up); 'renewed' (lease); 'expired' (lease) when it
@@ -33,11 +55,17 @@ export interface LeaseKeeperOptions {
  */
 export class LeaseKeeper extends EventEmitter {
   private lease: Lease | undefined;
+  /** When the reply that gave (or last renewed) the lease arrived: extend and keep count from here. */
+  private got: Stamp = { mono: 0, wall: 0 };
+  /** False while the lease's last up() failed: the data plane may lack it, so up() is retried. */
+  private applied = true;
   private stopped = false;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
   private readonly retryMs: number;
   private readonly retryMaxMs: number;
+  private readonly sliceMs: number;
+  private readonly clock: KeeperClock;
 
   constructor(
     private readonly client: LeaseCaller,
@@ -46,6 +74,8 @@ export class LeaseKeeper extends EventEmitter {
     super();
     this.retryMs = options.retryMs ?? 1000;
     this.retryMaxMs = options.retryMaxMs ?? 30_000;
+    this.sliceMs = options.sliceMs ?? 30_000;
+    this.clock = options.clock ?? SYSTEM_CLOCK;
   }
 
   get current(): Lease | undefined {
@@ -89,27 +119,38 @@ export class LeaseKeeper extends EventEmitter {
       const lease = this.lease;
       if (!lease) {
         if (await this.acquire()) delay = this.retryMs;
-        else delay = await this.backoff(delay, Infinity);
+        else delay = await this.backoff(delay, this.now(), Infinity);
         continue;
       }
-      const endAt = lease.receivedAt + lease.keep * 1000;
+      const got = this.got;
+      const keepMs = lease.keep * 1000;
       // At least a second between renewals whatever the server says: a zero `extend` must not renew in a loop.
-      await this.sleepUntil(lease.receivedAt + Math.max(1, lease.extend) * 1000);
+      const renewMs = Math.max(1, lease.extend) * 1000;
+      // A renewal whose up() failed is set up again meanwhile (renew() tries again too).
+      let setup = this.retryMs;
+      while (!this.stopped && this.lease === lease && !this.applied && this.elapsed(got) < renewMs) {
+        if (await this.apply(lease)) break;
+        setup = await this.backoff(setup, got, renewMs);
+      }
+      await this.waitUntil(got, renewMs);
       // Renew until it works or the lease runs out.
       delay = this.retryMs;
       while (!this.stopped && this.lease === lease) {
-        if (performance.now() >= endAt) {
+        if (this.elapsed(got) >= keepMs) {
           await this.expire(lease);
           break;
         }
         if (await this.renew(lease)) break;
-        delay = await this.backoff(delay, endAt);
+        delay = await this.backoff(delay, got, keepMs);
       }
     }
   }
 
   private async acquire(): Promise<boolean> {
     let lease: Lease;
+    // Timed from the request's first send, not its reply (which retransmissions may delay by a whole timeout): the
+    // node never counts a lease as longer than the server does.
+    const got = this.now();
     try {
       lease = await this.client.request(0, this.options.seconds ?? 0);
     } catch (err) {
@@ -128,12 +169,15 @@ export class LeaseKeeper extends EventEmitter {
       return false;
     }
     this.lease = lease;
+    this.got = got;
+    this.applied = true;
     this.emit('lease', lease);
     return true;
   }
 
   private async renew(old: Lease): Promise<boolean> {
     let lease: Lease;
+    const got = this.now(); // as in acquire()
     try {
       lease = await this.client.request(parseIPv4(old.address), this.options.seconds ?? 0);
     } catch (err) {
@@ -143,14 +187,9 @@ export class LeaseKeeper extends EventEmitter {
     if (lease.address === old.address) {
       // The same binding; a server sharing the store may name another TEP: the DTI moves its tunnel, keeping the
       // address.
-      if (lease.tep6 !== old.tep6 || lease.tep4 !== old.tep4) {
-        try {
-          await this.options.hooks?.up?.(lease);
-        } catch (err) {
-          this.report(err);
-        }
-      }
+      if (!this.applied || lease.tep6 !== old.tep6 || lease.tep4 !== old.tep4) await this.apply(lease);
       this.lease = lease;
+      this.got = got;
       this.emit('renewed', lease);
       return true;
     }
@@ -166,8 +205,22 @@ export class LeaseKeeper extends EventEmitter {
       return true;
     }
     this.lease = lease;
+    this.got = got;
+    this.applied = true;
     this.emit('lease', lease);
     return true;
+  }
+
+  /** hooks.up() for a lease kept whether it works or not; records whether it did. */
+  private async apply(lease: Lease): Promise<boolean> {
+    try {
+      await this.options.hooks?.up?.(lease);
+      this.applied = true;
+    } catch (err) {
+      this.report(err);
+      this.applied = false;
+    }
+    return this.applied;
   }
 
   /** C.3 rule 2: the valid lifetime ended without renewal: drop the address, then tell the server. */
@@ -191,15 +244,32 @@ export class LeaseKeeper extends EventEmitter {
     }
   }
 
-  /** Sleep `delay` ms (but not past `limit`), and return the next delay. */
-  private async backoff(delay: number, limit: number): Promise<number> {
-    await this.sleepUntil(Math.min(performance.now() + delay, limit));
+  private now(): Stamp {
+    return { mono: this.clock.monotonic(), wall: this.clock.wall() };
+  }
+
+  /** Ms since `from`: the larger of the two clocks' (the monotonic one stops during suspend; see the top). */
+  private elapsed(from: Stamp): number {
+    return Math.max(this.clock.monotonic() - from.mono, this.clock.wall() - from.wall);
+  }
+
+  /** Sleep `delay` ms (but not past `limitMs` after `from`), and return the next delay. */
+  private async backoff(delay: number, from: Stamp, limitMs: number): Promise<number> {
+    await this.waitUntil(from, Math.min(this.elapsed(from) + delay, limitMs));
     return Math.min(delay * 2, this.retryMaxMs);
   }
 
-  private sleepUntil(t: number): Promise<void> {
-    const ms = t - performance.now();
-    if (this.stopped || ms <= 0) return Promise.resolve();
+  /** Until `ms` have elapsed since `from` (or stop()), in slices so that time spent suspended is noticed. */
+  private async waitUntil(from: Stamp, ms: number): Promise<void> {
+    for (;;) {
+      const left = ms - this.elapsed(from);
+      if (this.stopped || left <= 0) return;
+      await this.sleep(Math.min(left, this.sliceMs));
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, Math.min(ms, 0x7fffffff));
       function done(): void {

@@ -2,9 +2,15 @@
 // that one cannot answer (connection refused, host or network unreachable, no reply within the timeout, or
 // "unavailable": it cannot commit to the store), on to the next at once. A server that answers with a refusal has
 // answered: the store is shared, so another server would refuse alike.
+//
+// The server knows a node by the source address of its call. Without --local, the first connection to each server
+// calls from the source the kernel prefers; once a REQUEST has succeeded, every later connection (another server, or
+// the same one after a failure) calls from the address that lease was made for, so a renewal is not taken for a new
+// node when the kernel has come to prefer another address meanwhile (a temporary address deprecated, say).
+import dgram from 'node:dgram';
 import { RpcError } from '../rpc';
 import { formatEndpoint } from '../lib/endpoint';
-import { DstmClient, DstmRefusal, type ClientOptions, type Lease, type LeaseRow } from './client';
+import { DstmClient, DstmRefusal, sourceAddressFor, type ClientOptions, type Lease, type LeaseRow } from './client';
 
 /** What a lease keeper calls: one server (DstmClient) or several (FailoverClient). */
 export interface LeaseCaller {
@@ -40,12 +46,33 @@ export class NoServerAnswered extends Error {
 
 export interface FailoverOptions extends Omit<ClientOptions, 'host' | 'port'> {
   servers: readonly { host: string; port: number }[];
+  /** The source the kernel prefers towards a server, when there is no --local or lease (tests inject one). */
+  sourceFor?: (host: string, port: number) => Promise<string>;
+}
+
+/** Whether this host can still send from `address` (it may have been removed since the lease was made). */
+async function canBindTo(address: string): Promise<boolean> {
+  const s = dgram.createSocket({ type: 'udp6' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.bind({ address, port: 0 }, () => resolve());
+    });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') return false;
+    throw err;
+  } finally {
+    s.close();
+  }
 }
 
 export class FailoverClient implements LeaseCaller {
   private readonly clients: (DstmClient | undefined)[];
   /** The server tried first: the one that answered last. */
   private current = 0;
+  /** The IPv6 address of the last lease obtained: the source of every later connection while it can be bound. */
+  private leased: string | undefined;
 
   constructor(private readonly o: FailoverOptions) {
     if (o.servers.length === 0) throw new Error('FailoverClient needs at least one server');
@@ -56,8 +83,10 @@ export class FailoverClient implements LeaseCaller {
     return this.clients[this.current]?.server ?? formatEndpoint(this.o.servers[this.current]);
   }
 
-  request(current = 0, seconds = 0): Promise<Lease> {
-    return this.call((c) => c.request(current, seconds));
+  async request(current = 0, seconds = 0): Promise<Lease> {
+    const lease = await this.call((c) => c.request(current, seconds));
+    this.leased = lease.local;
+    return lease;
   }
 
   release(address = 0): Promise<Lease> {
@@ -106,7 +135,15 @@ export class FailoverClient implements LeaseCaller {
   }
 
   private async client(i: number): Promise<DstmClient> {
-    return (this.clients[i] ??= await DstmClient.connect({ ...this.o, ...this.o.servers[i] }));
+    const at = this.o.servers[i];
+    return (this.clients[i] ??= await DstmClient.connect({ ...this.o, ...at, local: await this.source(at) }));
+  }
+
+  /** --local, else the address of the lease held (while it exists on this host), else the kernel's choice. */
+  private async source(at: { host: string; port: number }): Promise<string> {
+    if (this.o.local !== undefined) return this.o.local;
+    if (this.leased !== undefined && (await canBindTo(this.leased))) return this.leased;
+    return (this.o.sourceFor ?? sourceAddressFor)(at.host, at.port);
   }
 
   /** Forget a server's connection; the next call to it starts afresh (a TCP client would otherwise keep retrying). */

@@ -4,6 +4,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { DstmClient, type Lease } from '../../src/protocol/client';
+import { parseIPv4 } from '../../src/lib/addr';
+import { createLogger } from '../../src/lib/log';
+import { Dti, dtiHooks } from '../../src/node/dti-node';
+import { fakeDti } from '../support/fake-devices';
 import { LeaseKeeper, type DownReason } from '../../src/node/lease-keeper';
 import { FailoverClient } from '../../src/protocol/failover';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
@@ -142,6 +146,175 @@ describe('lease keeper', function () {
       keeper = undefined;
       await failover.close();
     } finally {
+      await b.stop('SIGKILL');
+      removeDir(dirB);
+    }
+  });
+
+  it('renews from the address the lease was made for, on every server and reconnect, though the kernel now prefers another', async () => {
+    const tepA = '2001:db8::a,10.88.0.254';
+    server = await serve(dir, '10.88.0.0/24', 3, ['--tep', tepA]);
+    const portA = server.port;
+    const dirB = tempDir('keeper-b');
+    let b: ServerProcess | undefined = await serve(dirB, '10.88.0.0/24', 3, ['--tep', '2001:db8::b,10.88.0.253']);
+    let failover: FailoverClient | undefined;
+    try {
+      // the source the kernel would choose now: lo[0] at first, later lo[1] (T1 deprecated, T2 preferred)
+      let preferred = lo.addresses[0];
+      failover = new FailoverClient({
+        servers: [portA, b.port].map((port) => ({ host: '::1', port })),
+        program: DEFAULT_PROGRAM,
+        timeoutMs: 500,
+        sourceFor: () => Promise.resolve(preferred),
+      });
+      keeper = new LeaseKeeper(failover, { retryMs: 100 });
+      const events: string[] = [];
+      for (const e of ['lease', 'expired']) keeper.on(e, (l: Lease) => events.push(`${e} ${l.address}`));
+      keeper.on('error', () => undefined);
+      const first = await keeper.start();
+      expect(first.local).to.equal(lo.addresses[0]);
+      // B holds the same binding, as a shared store would
+      const n = await nodeOn(b.port, lo.addresses[0]);
+      expect((await n.request(parseIPv4(first.address))).address).to.equal(first.address);
+      await n.close();
+      preferred = lo.addresses[1];
+      const renewedVia = async (tep6: string): Promise<Lease> => {
+        const t0 = performance.now();
+        while (keeper!.current?.tep6 !== tep6 && performance.now() - t0 < 8000) await sleep(50);
+        return keeper!.current!;
+      };
+      // A dies: the keeper goes on to B, a connection made afresh
+      await server.stop('SIGKILL');
+      expect(await renewedVia('2001:db8::b')).to.include({ address: first.address, local: lo.addresses[0] });
+      // A comes back on its state and B dies: A is connected to again
+      server = await serve(dir, '10.88.0.0/24', 3, ['--tep', tepA], portA);
+      await b.stop('SIGKILL');
+      b = undefined;
+      expect(await renewedVia('2001:db8::a')).to.include({ address: first.address, local: lo.addresses[0] });
+      expect(events).to.deep.equal([`lease ${first.address}`]);
+      await keeper.stop();
+      keeper = undefined;
+      expect(await bindings(dir)).to.equal(0); // the RELEASE came from the lease's address too
+    } finally {
+      await failover?.close();
+      await b?.stop('SIGKILL');
+      removeDir(dirB);
+    }
+  });
+
+  it("calls from the kernel's choice when the address of the lease is gone from the host", async () => {
+    const gone = loopbackAddresses(1);
+    server = await serve(dir, '10.87.0.0/24', 30);
+    let preferred = gone.addresses[0];
+    const failover = new FailoverClient({
+      servers: [{ host: '::1', port: server.port }],
+      program: DEFAULT_PROGRAM,
+      timeoutMs: 500,
+      sourceFor: () => Promise.resolve(preferred),
+    });
+    try {
+      const first = await failover.request();
+      expect(first.local).to.equal(gone.addresses[0]);
+      gone.remove();
+      const port = server.port;
+      await server.stop('SIGKILL');
+      await failover.request().catch(() => undefined); // refused: the connection is dropped
+      server = await serve(dir, '10.87.0.0/24', 30, [], port);
+      preferred = lo.addresses[2];
+      expect((await failover.request()).local).to.equal(lo.addresses[2]);
+    } finally {
+      gone.remove();
+      await failover.close();
+    }
+  });
+
+  it('after a suspend (the wall clock ran on, the monotonic one did not) renews or drops the lease at once', async () => {
+    server = await serve(dir, '10.86.0.0/24', 3600);
+    client = await nodeOn(server.port, lo.addresses[0], { timeoutMs: 1000 });
+    // real time plus what a suspend would add: to the wall clock all of it, to the monotonic one nothing
+    let monoSkew = 0;
+    let wallSkew = 0;
+    const clock = { monotonic: () => performance.now() + monoSkew, wall: () => Date.now() + wallSkew };
+    const downs: DownReason[] = [];
+    keeper = new LeaseKeeper(client, { clock, sliceMs: 20, hooks: { down: (_l, why) => void downs.push(why) } });
+    keeper.on('error', () => undefined);
+    const first = await keeper.start();
+    expect(first).to.include({ keep: 3600, extend: 1800 });
+    const within = <T>(p: Promise<T>, ms: number): Promise<T | 'late'> =>
+      Promise.race([p, sleep(ms).then(() => 'late' as const)]);
+    // 40 minutes suspended, 1 s of it seen by the monotonic clock: past extend, before keep
+    let renewed = nextEvent<Lease>(keeper, 'renewed');
+    monoSkew += 1000;
+    wallSkew += 40 * 60_000;
+    expect(await within(renewed, 1000)).to.include({ address: first.address });
+    // 3 hours suspended, 60 s seen by the monotonic clock: the lease has ended
+    const expired = nextEvent<Lease>(keeper, 'expired');
+    renewed = nextEvent<Lease>(keeper, 'renewed');
+    monoSkew += 60_000;
+    wallSkew += 3 * 3600_000;
+    expect(await within(expired, 1000)).to.include({ address: first.address });
+    expect(downs).to.deep.equal(['expired']);
+    // a wall clock set back changes nothing: the monotonic clock still counts
+    await nextEvent(keeper, 'lease');
+    wallSkew -= 24 * 3600_000;
+    monoSkew += 1801_000;
+    expect(await within(renewed, 1000)).to.not.equal('late');
+  });
+
+  it("sets the DTI up again, with backoff, when moving it to a renewal's new TEP failed", async () => {
+    server = await serve(dir, '10.85.0.0/24', 4, ['--tep', '2001:db8::a,10.85.0.254']);
+    const dirB = tempDir('keeper-b');
+    const b = await serve(dirB, '10.85.0.0/24', 4, ['--tep', '2001:db8::b,10.85.0.253']);
+    const f = fakeDti();
+    let failNext = false;
+    const dti = new Dti({
+      name: 'dti9',
+      routes: ['default'],
+      pathMtu: 1500,
+      log: createLogger({ level: 'error' }),
+      devices: f.devices,
+      system: {
+        // the first `ip` after failNext fails, as `ip` can (a netlink error, the device gone for a moment)
+        ip: (cmds) => {
+          if (!failNext) return f.system.ip(cmds);
+          failNext = false;
+          return Promise.reject(new Error('RTNETLINK answers: injected failure'));
+        },
+        sysctl: f.system.sysctl,
+      },
+    });
+    const failover = new FailoverClient({
+      servers: [server, b].map((s) => ({ host: '::1', port: s.port })),
+      program: DEFAULT_PROGRAM,
+      local: lo.addresses[1],
+      timeoutMs: 500,
+    });
+    try {
+      await dti.start();
+      keeper = new LeaseKeeper(failover, { retryMs: 100, hooks: dtiHooks(dti) });
+      const errors: string[] = [];
+      keeper.on('error', (e: Error) => errors.push(e.message));
+      const first = await keeper.start();
+      expect(dti.current?.peer).to.equal(parseIPv4('10.85.0.254'));
+      // B holds the same binding, as a shared store would
+      const n = await nodeOn(b.port, lo.addresses[1]);
+      await n.request(parseIPv4(first.address));
+      await n.close();
+      failNext = true;
+      await server.stop('SIGKILL');
+      while (!errors.some((e) => e.includes('injected'))) await sleep(20);
+      // the move took the address down and failed to put it back: the keeper does it again, well before the next
+      // renewal (2 s)
+      const t0 = performance.now();
+      while (dti.current === undefined && performance.now() - t0 < 1500) await sleep(20);
+      expect(dti.current?.peer).to.equal(parseIPv4('10.85.0.253'));
+      expect(dti.current?.address).to.equal(parseIPv4(first.address));
+      expect(f.commands.filter((c) => c.startsWith('-4 addr add'))).to.have.length(2);
+      await keeper.stop();
+      keeper = undefined;
+    } finally {
+      dti.close();
+      await failover.close();
       await b.stop('SIGKILL');
       removeDir(dirB);
     }
