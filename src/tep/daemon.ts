@@ -7,7 +7,7 @@ import { showRecord } from '../config/schema';
 import { flagOverrides, type FlagsOf } from '../config/settings';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
-import { Registry, serveMetrics } from '../lib/metrics';
+import { closeMetrics, Registry, serveMetrics } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
@@ -105,7 +105,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
   } catch (err) {
     await queues.close();
     control?.close();
-    metrics?.close();
+    if (metrics) await closeMetrics(metrics);
     throw err;
   }
   log.info('tep ready', logged(describeTep(c), c));
@@ -143,7 +143,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       const last = await queues.stats();
       await queues.close();
       control?.close();
-      metrics?.close();
+      if (metrics) await closeMetrics(metrics);
       log.info('tep stopped', { ...last.forwarded });
     },
   };
