@@ -15,5 +15,5 @@ export { Dti } from './node/dti-node';
 export { Tep } from './tep/tep';
 export { startTep } from './tep/daemon';
 export { createLogger, type Logger } from './lib/log';
-export { Registry, serveMetrics } from './lib/metrics';
+export { closeMetrics, Registry, serveMetrics } from './lib/metrics';
 export { parseEndpoint, formatEndpoint } from './lib/endpoint';

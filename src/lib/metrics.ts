@@ -131,37 +131,74 @@ export class Registry {
   }
 }
 
+/** How long one `prepare` serves the scrapes after it, so that a burst of scrapes reads the store once. */
+export const METRICS_REUSE_MS = 1000;
+/** Scrapers connected at once; a Prometheus server or two needs a few, more are refused (connection closed). */
+export const METRICS_MAX_CONNECTIONS = 64;
+/** Time a client has to send its whole request: one that trickles bytes cannot hold a connection (or stop()). */
+export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+
 /**
  * Serve GET and HEAD /metrics on host:port (port 0 picks one), GET after `prepare` if given; resolves once listening.
+ * One `prepare` runs at a time, and the scrapes within METRICS_REUSE_MS of its end reuse what it read: scrapes never
+ * queue on the store (a database pool the lease calls share) however many come at once. Close with closeMetrics.
  */
 export async function serveMetrics(
   registry: Registry,
   host: string,
   port: number,
   prepare?: () => Promise<void>,
+  reuseMs = METRICS_REUSE_MS,
 ): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
-    if ((req.url ?? '/').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('GET or HEAD\n');
-      return;
-    }
-    // HEAD (a liveness probe) answers the same headers without collecting or preparing anything
-    const headers = { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' };
-    if (req.method === 'HEAD') {
-      res.writeHead(200, headers).end();
-      return;
-    }
+  let running: Promise<void> | null = null;
+  let preparedAt = -Infinity;
+  const prepared = (): Promise<void> => {
+    if (!prepare || performance.now() - preparedAt < reuseMs) return Promise.resolve();
     // `prepare` reads what the collectors show from somewhere asynchronous (a database); a failure still renders.
-    void (prepare?.() ?? Promise.resolve())
+    running ??= prepare()
       .catch(() => undefined)
-      .then(() => {
-        res.writeHead(200, headers).end(registry.render());
+      .finally(() => {
+        preparedAt = performance.now();
+        running = null;
       });
-  });
+    return running;
+  };
+  const server = createServer(
+    {
+      requestTimeout: METRICS_REQUEST_TIMEOUT_MS,
+      headersTimeout: METRICS_REQUEST_TIMEOUT_MS,
+      // the timeouts above are enforced at this interval (30 s by default)
+      connectionsCheckingInterval: 1000,
+    },
+    (req, res) => {
+      // A scrape has no body: one announced is refused and the connection closed, rather than read (a client could
+      // announce 100 MB and send a byte now and then).
+      if (req.headers['transfer-encoding'] || Number(req.headers['content-length'] ?? 0) > 0) {
+        res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('no request body\n');
+        return;
+      }
+      if ((req.url ?? '/').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+        return;
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res
+          .writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD', connection: 'close' })
+          .end('GET or HEAD\n');
+        return;
+      }
+      // HEAD (a liveness probe) answers the same headers without collecting or preparing anything
+      const headers = { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' };
+      if (req.method === 'HEAD') {
+        res.writeHead(200, headers).end();
+        return;
+      }
+      void prepared().then(() => {
+        if (!res.destroyed) res.writeHead(200, headers).end(registry.render());
+      });
+    },
+  );
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -170,4 +207,11 @@ export async function serveMetrics(
     });
   });
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** Stop listening and drop every connection, a scrape under way or a client still sending: stop() waits for none. */
+export function closeMetrics(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeAllConnections();
+  return closed;
 }

@@ -8,7 +8,7 @@ import { flagOverrides, type FlagsOf } from '../config/settings';
 import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
 import type { Logger } from '../lib/log';
-import { Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics';
+import { closeMetrics, Registry, serveMetrics, type Labels, type Sample } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
 import { RpcServer, RpcTlsServer, type BoundAddress } from '../rpc';
 import { loadTlsFiles } from '../rpc/tls';
@@ -555,7 +555,7 @@ export class DstmServer {
     this.sweepTimer = null;
     this.leases.shutdown();
     await this.rpc.close(2000);
-    await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
+    if (this.metricsServer) await closeMetrics(this.metricsServer);
     while (this.sweeping) await new Promise((r) => setTimeout(r, 5));
     await this.store.close();
   }

@@ -744,14 +744,15 @@ export class PostgresStore extends EventEmitter implements Store {
     return s;
   }
 
-  private async read<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
+  /** `judge` false: a failure says nothing of the store's health (a metrics read that waited too long for the pool). */
+  private async read<R extends pg.QueryResultRow>(text: string, values: unknown[], judge = true): Promise<R[]> {
     this.gate();
     try {
       const r = await this.pool.query<R>(this.timed(text, values));
       if (!this.up) this.recovered();
       return r.rows;
     } catch (err) {
-      if (isOutage(err)) this.down(err);
+      if (judge && isOutage(err)) this.down(err);
       throw new StoreUnavailable(err);
     }
   }
@@ -876,11 +877,13 @@ export class PostgresStore extends EventEmitter implements Store {
     return (await this.read<{ ip4: string }>('SELECT ip4 FROM dstm_bindings', [])).map((r) => Number(r.ip4));
   }
 
+  /** Read for the metrics: its failure never marks the store down, the lease calls judge that (see read). */
   async counts(): Promise<StateCounts> {
     const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
     for (const r of await this.read<{ state: number; n: string }>(
       'SELECT state, count(*) AS n FROM dstm_bindings GROUP BY state',
       [],
+      false,
     ))
       out[stateName(r.state)] = Number(r.n);
     return out;

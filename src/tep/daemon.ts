@@ -7,7 +7,7 @@ import { showRecord } from '../config/schema';
 import { flagOverrides, type FlagsOf } from '../config/settings';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
-import { Registry, serveMetrics } from '../lib/metrics';
+import { closeMetrics, Registry, serveMetrics } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
@@ -91,21 +91,22 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
     control = await serveControl(c.control, () => queues.stats());
     if (c.metrics) {
       const registry = new Registry();
-      let scraped: TepStats = tep.stats(); // every queue's, read before each scrape renders
+      // every queue's, read before a scrape renders; without the binding list, which no metric shows
+      let scraped: TepStats = tep.stats({ bindings: false });
       registerTepMetrics(registry, () => scraped);
       registry.collector('dstm_tep_icmp_sent_total', 'ICMP errors the TEP generated, by kind.', 'counter', () => [
         { labels: { kind: 'icmp4_error' }, value: scraped.events.icmp4_sent },
         { labels: { kind: 'icmp6_relayed_as_icmp4' }, value: scraped.events.icmp_relayed },
       ]);
       registerProcessMetrics(registry, 'tep');
-      const prepare = async (): Promise<void> => void (scraped = await queues.stats());
+      const prepare = async (): Promise<void> => void (scraped = await queues.stats({ bindings: false }));
       metrics = (await serveMetrics(registry, c.metrics.host, c.metrics.port, prepare)).server;
     }
     if (c.server) feed = followFeed(queues, c, log);
   } catch (err) {
     await queues.close();
     control?.close();
-    metrics?.close();
+    if (metrics) await closeMetrics(metrics);
     throw err;
   }
   log.info('tep ready', logged(describeTep(c), c));
@@ -143,7 +144,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       const last = await queues.stats();
       await queues.close();
       control?.close();
-      metrics?.close();
+      if (metrics) await closeMetrics(metrics);
       log.info('tep stopped', { ...last.forwarded });
     },
   };

@@ -46,7 +46,7 @@ export type ToWorker =
   | { op: 'resync'; ipv4: Uint32Array; ipv6: Uint8Array; starts: Float64Array; ends: Float64Array }
   | { op: 'reconfigure'; config: Reconfig }
   | { op: 'pmtu'; node: Uint8Array; mtu: number }
-  | { op: 'stats' }
+  | { op: 'stats'; bindings: boolean }
   | { op: 'traffic'; ipv4: string[] }
   | { op: 'stop' };
 
@@ -145,9 +145,10 @@ export class TepQueues {
    * top talkers each queue proposes, with what every queue forwarded for them, asked for by address: a binding
    * beyond the first STATS_BINDINGS is in no queue's list, and its total (a metric counter) must count every queue.
    */
-  async stats(): Promise<TepStats> {
-    const theirs = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'stats' })));
-    const all = [this.tep.stats(), ...theirs.map((m) => (m as { stats: TepStats }).stats)];
+  async stats(opts: { bindings?: boolean } = {}): Promise<TepStats> {
+    const bindings = opts.bindings !== false;
+    const theirs = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'stats', bindings })));
+    const all = [this.tep.stats({ bindings }), ...theirs.map((m) => (m as { stats: TepStats }).stats)];
     if (all.length === 1) return all[0];
     const talkers = [...new Set(all.flatMap((s) => s.top_talkers.map((b) => b.ipv4)))];
     const shares = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'traffic', ipv4: talkers })));

@@ -1,16 +1,18 @@
 // Histograms, HEAD /metrics and the process families, on a real HTTP server on loopback.
 import { expect } from 'chai';
-import { request } from 'node:http';
-import { Histogram, Registry, serveMetrics } from '../../src/lib/metrics';
+import { Agent, request } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { closeMetrics, Histogram, Registry, serveMetrics } from '../../src/lib/metrics';
 import { registerProcessMetrics } from '../../src/lib/process-metrics';
 
 function call(
   port: number,
   method: string,
   path = '/metrics',
+  agent?: Agent,
 ): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '::1', port, method, path }, (res) => {
+    const req = request({ host: '::1', port, method, path, agent }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
@@ -68,5 +70,74 @@ describe('metrics: histograms, HEAD, process families', () => {
     expect(value('process_cpu_seconds_total')).to.be.greaterThan(0);
     expect(value('process_open_fds')).to.be.greaterThan(2).and.at.most(value('process_max_fds'));
     expect(value('process_start_time_seconds')).to.be.closeTo(Date.now() / 1000 - process.uptime(), 2);
+  });
+
+  it('a burst of concurrent scrapes runs one prepare at a time and reuses it for a second', async () => {
+    const reg = new Registry();
+    let prepares = 0;
+    let running = 0;
+    let most = 0;
+    reg.collector('z', 'Z.', 'gauge', () => [{ value: prepares }]);
+    const prepare = async (): Promise<void> => {
+      prepares++;
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 50)); // a store query
+      running--;
+    };
+    const { server, port } = await serveMetrics(reg, '::1', 0, prepare);
+    const agent = new Agent({ keepAlive: true, maxSockets: 50 });
+    try {
+      const all = await Promise.all(Array.from({ length: 200 }, () => call(port, 'GET', '/metrics', agent)));
+      expect(all.every((r) => r.status === 200)).to.equal(true);
+      expect(most).to.equal(1);
+      expect(prepares).to.be.at.most(2);
+      // past the reuse period the next scrape reads again
+      await new Promise((r) => setTimeout(r, 1100));
+      const before = prepares;
+      await call(port, 'GET', '/metrics', agent);
+      expect(prepares).to.equal(before + 1);
+    } finally {
+      agent.destroy();
+      await closeMetrics(server);
+    }
+  });
+
+  it('a request with a body is refused with 413 and its connection closed; closing does not wait for a slow client', async () => {
+    const { server, port } = await serveMetrics(new Registry(), '::1', 0);
+    const open = (): Promise<Socket> =>
+      new Promise((resolve, reject) => {
+        const s = connect(port, '::1', () => resolve(s)).on('error', reject);
+      });
+    const closedWithin = (s: Socket, ms: number): Promise<boolean> =>
+      new Promise((resolve) => {
+        const t = setTimeout(() => resolve(false), ms);
+        s.once('close', () => (clearTimeout(t), resolve(true)));
+      });
+    const sockets: Socket[] = [];
+    try {
+      // 100 MB announced, one byte sent: answered at once and dropped, not read byte by byte
+      const post = await open();
+      sockets.push(post);
+      let answer = '';
+      post.on('data', (d: Buffer) => (answer += d.toString()));
+      post.write('POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nx');
+      expect(await closedWithin(post, 2000), 'the connection of a request with a body is closed').to.equal(true);
+      expect(answer).to.match(/^HTTP\/1\.1 413 /);
+      // a client still sending its headers holds a connection; closing drops it rather than waiting
+      const slow = await open();
+      sockets.push(slow);
+      slow.write('GET /metrics HTTP/1.1\r\nHost: x\r\n');
+      await new Promise((r) => setTimeout(r, 100));
+      const t0 = Date.now();
+      const closed = closeMetrics(server);
+      expect(
+        await Promise.race([closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 2000))]),
+      ).to.equal(true);
+      expect(Date.now() - t0).to.be.below(1000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });

@@ -386,6 +386,23 @@ describe('PostgreSQL store', function () {
     });
   });
 
+  it('a metrics read (counts) that times out does not mark the store down: the lease calls judge its health', async () => {
+    const url = await cluster.createDatabase();
+    const store = await PostgresStore.open(url, { poolSize: 2, queryTimeoutMs: 300 });
+    stores.push(store);
+    const health: StoreHealth[] = [];
+    store.on('health', (h) => health.push(h));
+    cluster.signal('SIGSTOP');
+    try {
+      expect(await store.counts().catch((e: Error) => e.name)).to.equal('StoreUnavailable');
+      expect(store.health().ok).to.equal(true);
+      expect(health).to.deep.equal([]);
+    } finally {
+      cluster.signal('SIGCONT');
+    }
+    expect((await store.counts()).active).to.equal(0);
+  });
+
   it('feed reads for one position share one query, unless a change was learnt after it began', async () => {
     const url = await cluster.createDatabase();
     const writer = await open(url);

@@ -109,6 +109,23 @@ describe('tep forwarding decisions', () => {
     expect(tep.tunnel.toTunIcmp.count).to.equal(0);
   });
 
+  it('the statistics for the metrics list no binding (no sort of every binding on the forwarding thread), and count them', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4('198.51.100.5'), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.encapBatch(1, batchOf([ipv4({ src: '192.0.2.2', dst: '198.51.100.5' })]));
+    const table = (tep as unknown as { bindings: { list: (n: number) => unknown[] } }).bindings;
+    const list = table.list.bind(table);
+    let listed = 0;
+    table.list = (n) => (listed++, list(n));
+    const lean = tep.stats({ bindings: false });
+    expect(listed).to.equal(0);
+    expect(lean.bindings).to.deep.equal([]);
+    expect(lean.binding_count).to.equal(2);
+    expect(lean.top_talkers.map((b) => b.ipv4)).to.deep.equal(['198.51.100.5']);
+    expect(tep.stats().bindings).to.have.length(2);
+    expect(listed).to.equal(1);
+  });
+
   it('keeps static mappings over server bindings and routes static addresses outside the pools', () => {
     const tep = makeTep();
     tep.bind(parseIPv4('198.51.100.200'), parseIPv6(NODE6), Date.now() / 1000 + 60);
