@@ -15,6 +15,7 @@ import {
   type Infer,
   type KeyDoc,
 } from './schema';
+import { formatPrefix6 } from '../lib/addr';
 import { flag } from './settings';
 import { endpoint, ipv4, ipv6, logLevel, path, pool4, prefix4, prefix6, storeUrl } from './types';
 
@@ -208,11 +209,17 @@ export const serverFields = {
         },
         'reservation',
       ),
+      {
+        unique: [
+          { field: 'ipv6', key: (r) => formatPrefix6(r.ipv6) },
+          { field: 'ipv4', key: (r) => String(r.ipv4) },
+        ],
+      },
     ),
     [],
     'Fixed bindings: a node whose IPv6 address is in "ipv6" always gets "ipv4" (one node at a time); the address leaves the dynamic pool.',
     {
-      man: 'A node asks as usual and gets its reserved address; if another node of the same prefix holds it, it gets a dynamic one.',
+      man: 'A node asks as usual and gets its reserved address; if another node of the same prefix holds it, it gets a dynamic one. The IPv4 address must be inside server.pools, outside server.exclude, and not the first or last address of a pool prefix shorter than /31 when server.skip_network_broadcast is on; two reservations may not give the same IPv6 prefix or the same IPv4 address.',
     },
   ),
   tep: optional(tepType, 'Default TEP for nodes no "teps" entry matches.', {
