@@ -15,7 +15,7 @@ import {
   type Infer,
   type KeyDoc,
 } from './schema';
-import { formatPrefix6 } from '../lib/addr';
+import { formatIPv6, formatPrefix6, parseIPv6 } from '../lib/addr';
 import { flag } from './settings';
 import { endpoint, ipv4, ipv6, logLevel, path, pool4, prefix4, prefix6, storeUrl } from './types';
 
@@ -156,11 +156,14 @@ function tepFlag(text: string): { ipv6: string; ipv4: string } {
 
 export const serverFields = {
   listen: field(
-    list(endpoint(DEFAULT_PORT, 6), { min: 1 }),
+    list(endpoint(DEFAULT_PORT, 6), {
+      min: 1,
+      unique: { key: (e) => `[${formatIPv6(parseIPv6(e.host))}${/%.*/.exec(e.host)?.[0] ?? ''}]:${e.port}` },
+    }),
     [`[::]:${DEFAULT_PORT}`],
     'IPv6 addresses and ports to serve on, over each of server.transports.',
     {
-      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given.',
+      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given. The same address and port twice (however spelt) is refused.',
       flag: flag.strings('listen', {
         helpValue: '[IPV6]:PORT',
         summary: `IPv6 address and port to serve on, [IPV6]:PORT (repeatable; default [::]:${DEFAULT_PORT}).`,
@@ -168,9 +171,10 @@ export const serverFields = {
     },
   ),
   transports: field(
-    list(oneOf(['udp', 'tcp'] as const), { min: 1 }),
+    list(oneOf(['udp', 'tcp'] as const), { min: 1, unique: { key: (t) => t } }),
     ['udp', 'tcp'],
     'RPC transports to serve on each listen address.',
+    { man: 'Each at most once.' },
   ),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number; 760435789 is 0x2D53544D.', {
     flag: flag.uint32('program', {
@@ -227,10 +231,14 @@ export const serverFields = {
     flag: flag.string('tep', { helpValue: 'IPV6,IPV4', summary: 'Default TEP as IPV6,IPV4.', toValue: tepFlag }),
   }),
   teps: field(
-    list(record({ prefix: required(prefix6, 'Client IPv6 prefix.'), ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep-route')),
+    list(record({ prefix: required(prefix6, 'Client IPv6 prefix.'), ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep-route'), {
+      unique: { field: 'prefix', key: (t) => formatPrefix6(t.prefix) },
+    }),
     [],
     'Per-prefix TEPs: a node gets the TEP of the longest prefix containing its IPv6 address.',
-    { man: 'Every configured TEP address may also read the binding feed.' },
+    {
+      man: 'Every configured TEP address may also read the binding feed. Two entries with the same prefix are refused.',
+    },
   ),
   lease: field(
     integer(1, 0x7fffffff),

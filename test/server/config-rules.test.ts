@@ -83,4 +83,31 @@ describe('server configuration rules (review findings 1 and 3)', function () {
       removeDir(dir);
     }
   });
+  it('finding 3: the same listen endpoint (however spelt), transport or TEP prefix twice is refused', () => {
+    expect(check({ listen: ['[::1]:4000', '[0:0::1]:4000'] })).to.equal(
+      'server.listen[1]: "[0:0::1]:4000" is not valid: expected a value not given before (the same as server.listen[0])',
+    );
+    expect(check({ listen: ['[::]:3786', '::'] })).to.match(/^server\.listen\[1\]: "::" .*server\.listen\[0\]/);
+    expect(check({ listen: ['[::1]:4000', '[::1]:4001'] })).to.equal('');
+    expect(check({ transports: ['udp', 'tcp', 'udp'] })).to.match(
+      /^server\.transports\[2\]: "udp" is not valid: expected a value not given before \(the same as server\.transports\[0\]\)/,
+    );
+    const tep = { ipv6: '2001:db8:1::1', ipv4: '192.0.2.1' };
+    expect(
+      check({
+        teps: [
+          { prefix: '2001:db8:20::/48', ...tep },
+          { prefix: '2001:db8:20:0::/48', ipv6: '2001:db8:1::2', ipv4: '192.0.2.2' },
+        ],
+      }),
+    ).to.equal(
+      'server.teps[1].prefix: "2001:db8:20:0::/48" is not valid: expected a value not given before (the same as server.teps[0].prefix)',
+    );
+  });
+
+  it('finding 3: server --check exits 2 naming a repeated --listen flag', () => {
+    const r = runDstmSync(['server', '--check', '--listen', '[::1]:4000', '--listen', '[::1]:4000']);
+    expect(r.code, r.stderr).to.equal(2);
+    expect(r.stderr).to.match(/--listen\[1\]: "\[::1\]:4000" is not valid: expected a value not given before/);
+  });
 });
