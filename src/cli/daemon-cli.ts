@@ -16,7 +16,8 @@ export const logLevelFlag = Flags.string({
   env: 'DSTM_LOG_LEVEL',
 });
 
-export const asLevel = (s: string | undefined): Level | undefined => s as Level | undefined;
+/** The --log-level flag's value, an empty one (DSTM_LOG_LEVEL=) as not given, as server and tep take it. */
+export const asLevel = (s: string | undefined): Level | undefined => (s || undefined) as Level | undefined;
 
 /** How a daemon command reports runDaemon's failure: start-up as exit 3 (after `what`, if given), anything later 1. */
 export function daemonFailed(cmd: Reporter, err: unknown, what?: string): never {

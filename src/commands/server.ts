@@ -67,7 +67,7 @@ export default class ServerCommand extends DstmCommand {
     }
     const log = createLogger({ level: loaded.config.log_level }).child({ component: 'server' });
     const start = async (): Promise<Daemon> => {
-      const server = await DstmServer.start(loaded.config, log, { status: (text) => notify(log, `STATUS=${text}`) });
+      const server = await DstmServer.start(loaded.config, log, { status: (text) => notify(log, { STATUS: text }) });
       return {
         reload: async () => void (await server.reload(loadServerConfig(flags).config)),
         stop: () => server.stop(),

@@ -17,16 +17,49 @@ function lineCol(text: string, offset: number): string {
   return `line ${line}, column ${offset - before.lastIndexOf('\n')}`;
 }
 
-/** Parse configuration text; `name` is used in messages (the file path). */
+/**
+ * Where JSON.parse stopped in `text`, for the messages that do not say ("Unexpected token 'x', "..." is not valid
+ * JSON"): the shortest prefix that fails for a reason other than ending too soon ends just past the bad character.
+ */
+function errorOffset(text: string): number {
+  const bad = (k: number): boolean => {
+    const t = text.slice(0, k);
+    try {
+      JSON.parse(t);
+      return false;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (/Unexpected end of JSON input/.test(msg)) return false;
+      const pos = /at position (\d+)/.exec(msg);
+      return !(pos && Number(pos[1]) >= t.length);
+    }
+  };
+  let lo = 1;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (bad(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo - 1;
+}
+
+/** Parse configuration text; `name` is used in messages (the file path). A leading UTF-8 BOM is skipped. */
 export function parseConfigText(text: string, name: string): RawConfig {
+  if (text.startsWith('\uFEFF')) text = text.slice(1);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
     const msg = (err as Error).message;
-    const pos = /position (\d+)/.exec(msg);
-    const where = pos ? ` at ${lineCol(text, Number(pos[1]))}` : '';
-    throw new Error(`${name}: not valid JSON${where}: ${msg.replace(/ in JSON at position \d+.*$/, '')}`);
+    const pos = /at position (\d+)/.exec(msg);
+    const offset = pos ? Number(pos[1]) : /Unexpected end of JSON input/.test(msg) ? text.length : errorOffset(text);
+    // V8 quotes the text in some messages ("..." is not valid JSON): left out, it may hold a password
+    const why = msg
+      .replace(/ in JSON at position \d+.*$/s, '')
+      .replace(/ at position \d+.*$/s, '')
+      .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '');
+    throw new Error(`${name}: not valid JSON at ${lineCol(text, offset)}: ${why}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(name, raw, `a JSON object with sections ${SECTIONS.join(', ')}`);

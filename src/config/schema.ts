@@ -168,7 +168,19 @@ export function oneOf<const T extends string>(values: readonly T[]): Type<T> {
   };
 }
 
-export function list<T>(elem: Type<T>, opts: { min?: number; max?: number } = {}): Type<T[]> {
+/**
+ * A rule that no two items of a list are the same: `key` gives each item's identity (normalised, so two spellings of
+ * one address match), `field` the record key the error names (e.g. "prefix" for server.teps[1].prefix).
+ */
+export interface Unique<T> {
+  key: (e: T) => string;
+  field?: string;
+}
+
+export function list<T>(
+  elem: Type<T>,
+  opts: { min?: number; max?: number; unique?: Unique<T> | Unique<T>[] } = {},
+): Type<T[]> {
   const min = opts.min ?? 0;
   const max = opts.max ?? Number.MAX_SAFE_INTEGER;
   const expected = `a list of ${elem.expected}` + (min > 0 ? ` (at least ${min})` : '');
@@ -181,7 +193,23 @@ export function list<T>(elem: Type<T>, opts: { min?: number; max?: number } = {}
       if (!Array.isArray(v)) return fail(path, v, expected);
       if (v.length < min) return fail(path, v, `${expected}`);
       if (v.length > max) return fail(path, v, `at most ${max} items`);
-      return v.map((e, i) => elem.parse(e, `${path}[${i}]`));
+      const items = v.map((e, i) => elem.parse(e, `${path}[${i}]`));
+      for (const u of opts.unique === undefined ? [] : [opts.unique].flat()) {
+        const seen = new Map<string, number>();
+        items.forEach((e, i) => {
+          const k = u.key(e);
+          const first = seen.get(k);
+          if (first === undefined) return seen.set(k, i);
+          const at = (j: number): string => `${path}[${j}]${u.field === undefined ? '' : `.${u.field}`}`;
+          const raw: unknown = v[i];
+          const shown =
+            u.field !== undefined && raw !== null && typeof raw === 'object'
+              ? (raw as Record<string, unknown>)[u.field]
+              : raw;
+          return fail(at(i), shown, `a value not given before (the same as ${at(first)})`);
+        });
+      }
+      return items;
     },
   };
 }

@@ -15,6 +15,7 @@ import {
   type Infer,
   type KeyDoc,
 } from './schema';
+import { formatIPv6, formatPrefix6, parseIPv6 } from '../lib/addr';
 import { flag } from './settings';
 import { endpoint, ipv4, ipv6, logLevel, path, pool4, prefix4, prefix6, storeUrl } from './types';
 
@@ -155,11 +156,14 @@ function tepFlag(text: string): { ipv6: string; ipv4: string } {
 
 export const serverFields = {
   listen: field(
-    list(endpoint(DEFAULT_PORT, 6), { min: 1 }),
+    list(endpoint(DEFAULT_PORT, 6), {
+      min: 1,
+      unique: { key: (e) => `[${formatIPv6(parseIPv6(e.host))}${/%.*/.exec(e.host)?.[0] ?? ''}]:${e.port}` },
+    }),
     [`[::]:${DEFAULT_PORT}`],
     'IPv6 addresses and ports to serve on, over each of server.transports.',
     {
-      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given.',
+      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given. The same address and port twice (however spelt) is refused.',
       flag: flag.strings('listen', {
         helpValue: '[IPV6]:PORT',
         summary: `IPv6 address and port to serve on, [IPV6]:PORT (repeatable; default [::]:${DEFAULT_PORT}).`,
@@ -167,9 +171,10 @@ export const serverFields = {
     },
   ),
   transports: field(
-    list(oneOf(['udp', 'tcp'] as const), { min: 1 }),
+    list(oneOf(['udp', 'tcp'] as const), { min: 1, unique: { key: (t) => t } }),
     ['udp', 'tcp'],
     'RPC transports to serve on each listen address.',
+    { man: 'Each at most once.' },
   ),
   program: field(integer(1, 0xffffffff), DEFAULT_PROGRAM, 'ONC RPC program number; 760435789 is 0x2D53544D.', {
     flag: flag.uint32('program', {
@@ -208,11 +213,17 @@ export const serverFields = {
         },
         'reservation',
       ),
+      {
+        unique: [
+          { field: 'ipv6', key: (r) => formatPrefix6(r.ipv6) },
+          { field: 'ipv4', key: (r) => String(r.ipv4) },
+        ],
+      },
     ),
     [],
     'Fixed bindings: a node whose IPv6 address is in "ipv6" always gets "ipv4" (one node at a time); the address leaves the dynamic pool.',
     {
-      man: 'A node asks as usual and gets its reserved address; if another node of the same prefix holds it, it gets a dynamic one.',
+      man: 'A node asks as usual and gets its reserved address; if another node of the same prefix holds it, it gets a dynamic one. The IPv4 address must be inside server.pools, outside server.exclude, and not the first or last address of a pool prefix shorter than /31 when server.skip_network_broadcast is on; two reservations may not give the same IPv6 prefix or the same IPv4 address.',
     },
   ),
   tep: optional(tepType, 'Default TEP for nodes no "teps" entry matches.', {
@@ -220,10 +231,14 @@ export const serverFields = {
     flag: flag.string('tep', { helpValue: 'IPV6,IPV4', summary: 'Default TEP as IPV6,IPV4.', toValue: tepFlag }),
   }),
   teps: field(
-    list(record({ prefix: required(prefix6, 'Client IPv6 prefix.'), ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep-route')),
+    list(record({ prefix: required(prefix6, 'Client IPv6 prefix.'), ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep-route'), {
+      unique: { field: 'prefix', key: (t) => formatPrefix6(t.prefix) },
+    }),
     [],
     'Per-prefix TEPs: a node gets the TEP of the longest prefix containing its IPv6 address.',
-    { man: 'Every configured TEP address may also read the binding feed.' },
+    {
+      man: 'Every configured TEP address may also read the binding feed. Two entries with the same prefix are refused.',
+    },
   ),
   lease: field(
     integer(1, 0x7fffffff),

@@ -84,7 +84,7 @@ export const tepFields = {
     flag: flag.string('ipv4', { helpValue: 'IPV4', summary: "IPv4 address of this TEP, the peer of the nodes' DTIs." }),
   }),
   pools: field(list(pool4), [], "IPv4 prefixes routed into the TEP's TUN device: the DSTM server's pools.", {
-    man: 'Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused. The TEP refuses a binding from the server for its own IPv4 address or any address of its host.',
+    man: 'Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused. The TEP refuses a binding from the server for its own IPv4 address or any address of its host. Prefixes must not overlap.',
     flag: flag.strings('pool', { helpValue: 'CIDR', summary: 'IPv4 pool prefix routed to this TEP (repeatable).' }),
   }),
   prefixes: field(
@@ -103,6 +103,7 @@ export const tepFields = {
     [],
     'Annex A mappings, IPv4 address to node IPv6 address, forwarded without a server.',
     {
+      man: "A mapping of the TEP's own IPv4 address (tep.ipv4) is refused (its node could send as the TEP), and so are two mappings of the same IPv4 address or of the same IPv6 address.",
       flag: flag.strings('static', {
         helpValue: 'IPV4=IPV6',
         summary: 'Static mapping IPV4=IPV6 (Annex A; repeatable).',

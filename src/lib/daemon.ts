@@ -17,7 +17,7 @@ export interface Daemon {
 }
 
 /** Tells systemd (Type=notify) `state`; a failure is logged, never fatal: the daemon serves either way. */
-export function notify(log: Logger, state: string): void {
+export function notify(log: Logger, state: Readonly<Record<string, string | number>>): void {
   try {
     sdNotify(state);
   } catch (err) {
@@ -49,13 +49,13 @@ export async function runDaemon(log: Logger, start: () => Promise<Daemon>): Prom
   const reload = async (): Promise<void> => {
     if (stopped) return;
     // before READY there is no state to leave for RELOADING
-    if (ready) notify(log, 'RELOADING=1');
+    if (ready) notify(log, { RELOADING: 1 });
     try {
       await daemon!.reload();
     } catch (err) {
       log.error('configuration not reloaded; the running one stays', { why: (err as Error).message });
     }
-    if (ready) notify(log, 'READY=1');
+    if (ready) notify(log, { READY: 1 });
   };
   const hup = (): void => void (reloads = reloads.then(reload));
   process.on('SIGHUP', hup);
@@ -72,7 +72,7 @@ export async function runDaemon(log: Logger, start: () => Promise<Daemon>): Prom
       () => {
         if (stopped) return;
         ready = true;
-        notify(log, 'READY=1');
+        notify(log, { READY: 1 });
       },
       () => undefined,
     );
@@ -81,7 +81,7 @@ export async function runDaemon(log: Logger, start: () => Promise<Daemon>): Prom
     stopped = true;
     if (why instanceof Error) log.error('stopping: the daemon cannot go on', { why: why.message });
     else log.info('stopping', { signal: why });
-    notify(log, 'STOPPING=1');
+    notify(log, { STOPPING: 1 });
     await reloads;
     await daemon.stop();
     if (why instanceof Error) throw new Error(`stopped: ${why.message}`, { cause: why });

@@ -19,7 +19,7 @@ export interface Logger {
 }
 
 export interface LoggerOptions {
-  /** Minimum level written; default from DSTM_LOG_LEVEL, else 'info'. */
+  /** Minimum level written; default from DSTM_LOG_LEVEL (unless empty), else 'info'. */
   level?: Level;
   /** JSON lines; default: true unless the stream is a terminal. */
   json?: boolean;
@@ -65,7 +65,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const stream = options.stream ?? process.stderr;
   const json = options.json ?? !stream.isTTY;
   const journal = options.journal ?? (stream === process.stderr && isJournalStream(process.env.JOURNAL_STREAM));
-  const min = LEVELS.indexOf(options.level ?? parseLevel(process.env.DSTM_LOG_LEVEL ?? 'info'));
+  const min = LEVELS.indexOf(options.level ?? parseLevel(process.env.DSTM_LOG_LEVEL || 'info'));
 
   const make = (bound: Fields): Logger => {
     const write = (level: Level, msg: string, fields?: Fields): void => {

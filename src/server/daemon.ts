@@ -101,6 +101,28 @@ export function checkServerConfig(
         formatIPv4(r.ipv4),
         "an address that is not a TEP's IPv4 address (a TEP address is never leased)",
       );
+    const key = `${where}.reservations[${i}].ipv4`;
+    const pool = c.pools.find((p) => prefixContains4(p, r.ipv4));
+    if (!pool)
+      throw new ConfigError(
+        key,
+        formatIPv4(r.ipv4),
+        `an address inside server.pools (${c.pools.map(formatPrefix4).join(', ')})`,
+      );
+    const ex = c.exclude.find((p) => prefixContains4(p, r.ipv4));
+    if (ex)
+      throw new ConfigError(
+        key,
+        formatIPv4(r.ipv4),
+        `an address outside server.exclude (it is in ${formatPrefix4(ex)})`,
+      );
+    const last = pool.base + prefixSize4(pool.len) - 1;
+    if (c.skip_network_broadcast && pool.len < 31 && (r.ipv4 === pool.base || r.ipv4 === last))
+      throw new ConfigError(
+        key,
+        formatIPv4(r.ipv4),
+        `an address that is not the network or broadcast address of pool ${formatPrefix4(pool)} (server.skip_network_broadcast)`,
+      );
   });
 }
 

@@ -3,13 +3,13 @@
 import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { loadSection } from '../config/load';
-import { showRecord } from '../config/schema';
+import { ConfigError, showRecord } from '../config/schema';
 import { flagOverrides, type FlagsOf } from '../config/settings';
 import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
 import { closeMetrics, Registry, serveMetrics } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
+import { formatIPv4, formatIPv6, formatPrefix4, parseIPv4, parseIPv6, prefixSize4 } from '../lib/addr';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { RpcClient, RpcError } from '../rpc';
@@ -49,17 +49,52 @@ export type TepFlags = FlagsOf<typeof tepFields> & { config?: string };
 
 /** The "tep" section with the command's flags on top, checked as a whole. */
 export function loadTepConfig(flags: TepFlags): TepConfig {
-  const { config } = loadSection(tepFields, 'tep', flags.config, flagOverrides(tepFields, flags));
-  checkTep(config);
+  const given = flagOverrides(tepFields, flags);
+  const { config, where } = loadSection(tepFields, 'tep', flags.config, given);
+  const flagOf = new Map(given.map((o) => [o.key, o.flag]));
+  checkTep(config, (key) => flagOf.get(key) ?? `${where}.${key}`);
   return config;
 }
 
-/** Refuses configurations that parse but cannot work. */
-export function checkTep(c: TepConfig): void {
+/**
+ * Refuses configurations that parse but cannot work. `name` is how an error names a key: the flag that set it, else
+ * its path in the file.
+ */
+export function checkTep(c: TepConfig, name: (key: keyof TepConfig) => string = (key) => `tep.${key}`): void {
   if (c.pools.length === 0 && c.static.length === 0) {
     throw new Error('nothing to forward: give at least one --pool (with --server) or one --static mapping');
   }
   if (c.server && c.pools.length === 0) throw new Error('--server needs the pools it serves (--pool CIDR)');
+  const sorted = [...c.pools].sort((a, b) => a.base - b.base);
+  sorted.forEach((p, i) => {
+    const prev = sorted[i - 1];
+    if (prev && p.base < prev.base + prefixSize4(prev.len))
+      throw new ConfigError(
+        name('pools'),
+        formatPrefix4(p),
+        `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`,
+      );
+  });
+  const v4 = new Map<number, number>();
+  const v6 = new Map<string, number>();
+  c.static.forEach((m, i) => {
+    const at = (j: number, k: string): string => `${name('static')}[${j}].${k}`;
+    if (m.ipv4 === c.ipv4)
+      throw new ConfigError(
+        at(i, 'ipv4'),
+        formatIPv4(m.ipv4),
+        `an address other than the TEP's own IPv4 address (${name('ipv4')}): its node could send as the TEP`,
+      );
+    const first4 = v4.get(m.ipv4);
+    if (first4 !== undefined)
+      throw new ConfigError(at(i, 'ipv4'), formatIPv4(m.ipv4), `an address not mapped before (${at(first4, 'ipv4')})`);
+    v4.set(m.ipv4, i);
+    const text6 = formatIPv6(m.ipv6);
+    const first6 = v6.get(text6);
+    if (first6 !== undefined)
+      throw new ConfigError(at(i, 'ipv6'), text6, `an address not mapped before (${at(first6, 'ipv6')})`);
+    v6.set(text6, i);
+  });
 }
 
 export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {

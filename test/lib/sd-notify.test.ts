@@ -61,33 +61,44 @@ describe('sdNotify', () => {
   });
 
   it('does nothing and needs no socket when NOTIFY_SOCKET is unset or empty', () => {
-    expect(sdNotify('READY=1', {})).to.equal(false);
-    expect(sdNotify('READY=1', { NOTIFY_SOCKET: '' })).to.equal(false);
+    expect(sdNotify({ READY: 1 }, {})).to.equal(false);
+    expect(sdNotify({ READY: 1 }, { NOTIFY_SOCKET: '' })).to.equal(false);
   });
 
   it('sends the state as one datagram to a socket path', async () => {
     const path = join(dir, 'notify');
     const r = await receiver(path);
     proc = r.proc;
-    expect(sdNotify('READY=1\nSTATUS=listening on [::]:3786', { NOTIFY_SOCKET: path })).to.equal(true);
+    expect(sdNotify({ READY: 1, STATUS: 'listening on [::]:3786' }, { NOTIFY_SOCKET: path })).to.equal(true);
     expect(await r.next()).to.equal('READY=1\nSTATUS=listening on [::]:3786');
-    sdNotify('STOPPING=1', { NOTIFY_SOCKET: path });
+    sdNotify({ STOPPING: 1 }, { NOTIFY_SOCKET: path });
     expect(await r.next()).to.equal('STOPPING=1');
+  });
+
+  it('makes values safe: a newline in a status (a driver error) cannot add an assignment; long values are cut', async () => {
+    const path = join(dir, 'notify');
+    const r = await receiver(path);
+    proc = r.proc;
+    sdNotify({ STATUS: 'store unavailable: boom\nSTOPPING=1\r\x00\x7f' }, { NOTIFY_SOCKET: path });
+    expect(await r.next()).to.equal('STATUS=store unavailable: boom STOPPING=1   ');
+    sdNotify({ STATUS: 'x'.repeat(5000) }, { NOTIFY_SOCKET: path });
+    expect(await r.next()).to.equal(`STATUS=${'x'.repeat(397)}...`);
+    expect(() => sdNotify({ 'READY=1\nSTOPPING': 1 }, { NOTIFY_SOCKET: path })).to.throw(/not a variable name/);
   });
 
   it('sends to an abstract socket named @name', async () => {
     const name = `dstm-notify-test-${process.pid}-${Date.now()}`;
     const r = await receiver(`\0${name}`);
     proc = r.proc;
-    sdNotify('READY=1', { NOTIFY_SOCKET: `@${name}` });
+    sdNotify({ READY: 1 }, { NOTIFY_SOCKET: `@${name}` });
     expect(await r.next()).to.equal('READY=1');
   });
 
   it('throws when the socket is not there or the name is not a path', () => {
-    expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: join(dir, 'absent') })).to.throw(
+    expect(() => sdNotify({ READY: 1 }, { NOTIFY_SOCKET: join(dir, 'absent') })).to.throw(
       /sendto: No such file or directory/,
     );
-    expect(() => sdNotify('READY=1', { NOTIFY_SOCKET: 'relative/notify' })).to.throw(/not an absolute path/);
+    expect(() => sdNotify({ READY: 1 }, { NOTIFY_SOCKET: 'relative/notify' })).to.throw(/not an absolute path/);
   });
 
   /** `dstm ARGS` from the sources under systemd's eye: NOTIFY_SOCKET is `notify`, stderr kept for messages. */

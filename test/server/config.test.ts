@@ -74,6 +74,31 @@ describe('config schema', () => {
     expect(() => parseConfigText('{"sevrer": {}}', 'f.json')).to.throw(/unknown section/);
   });
 
+  it('gives a line and column for every JSON syntax error, without quoting the file, and skips a UTF-8 BOM', () => {
+    const error = (text: string): string => {
+      try {
+        parseConfigText(text, 'f.json');
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return '';
+    };
+    // V8 says "Unexpected token 'x', "<the text>" is not valid JSON": no position, and the text may hold a password
+    expect(error('{\n  "server": {"store": "postgresql://u:secret@h/d", "lease": x}\n}')).to.equal(
+      `f.json: not valid JSON at line 2, column 61: Unexpected token 'x'`,
+    );
+    expect(error('{"server": {"lease": tru}}')).to.equal(
+      `f.json: not valid JSON at line 1, column 25: Unexpected token '}'`,
+    );
+    expect(error('[1,\n]')).to.equal(`f.json: not valid JSON at line 2, column 1: Unexpected token ']'`);
+    expect(error('{"server": {}} x')).to.equal(
+      'f.json: not valid JSON at line 1, column 16: Unexpected non-whitespace character after JSON',
+    );
+    expect(error('{"server": {}')).to.match(/^f\.json: not valid JSON at line 1, column 14: /);
+    expect(error('')).to.equal('f.json: not valid JSON at line 1, column 1: Unexpected end of JSON input');
+    expect(parseConfigText('\uFEFF{"server": {"lease": 5}}', 'f.json')).to.deep.equal({ server: { lease: 5 } });
+  });
+
   it('exports a key table with nested keys for the man page check', () => {
     const keys = serverKeys().map((k) => k.key);
     expect(keys).to.include.members([

@@ -185,3 +185,69 @@ describe('dstm static --print', () => {
     expect(() => parseRoutes(['203.0.113.1/24'])).to.throw(/--routes: "203.0.113.1\/24"/);
   });
 });
+
+describe('tep configuration rules (review finding 2)', () => {
+  const base = { address: '2001:db8:1::1', ipv4: '192.0.2.1' };
+  const refusal = (section: Record<string, unknown>): string => {
+    try {
+      checkTep(parseWithOverrides(tepFields, { ...base, ...section }, 'tep'));
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+
+  it("refuses a static mapping of the TEP's own IPv4 address", () => {
+    expect(refusal({ static: [{ ipv4: '192.0.2.1', ipv6: '2001:db8:1::9' }] })).to.equal(
+      `tep.static[0].ipv4: "192.0.2.1" is not valid: expected an address other than the TEP's own IPv4 address (tep.ipv4): its node could send as the TEP`,
+    );
+  });
+
+  it('refuses two static mappings of one IPv4 or one IPv6 address', () => {
+    expect(
+      refusal({
+        static: [
+          { ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' },
+          { ipv4: '203.0.113.9', ipv6: '2001:db8:1::a' },
+        ],
+      }),
+    ).to.equal(
+      'tep.static[1].ipv4: "203.0.113.9" is not valid: expected an address not mapped before (tep.static[0].ipv4)',
+    );
+    expect(
+      refusal({
+        static: [
+          { ipv4: '203.0.113.9', ipv6: '2001:db8:1::9' },
+          { ipv4: '203.0.113.10', ipv6: '2001:db8:1:0::9' },
+        ],
+      }),
+    ).to.equal(
+      'tep.static[1].ipv6: "2001:db8:1::9" is not valid: expected an address not mapped before (tep.static[0].ipv6)',
+    );
+  });
+
+  it('refuses overlapping or duplicate pools', () => {
+    expect(refusal({ pools: ['198.51.100.0/24', '198.51.100.128/25'] })).to.match(
+      /^tep\.pools: "198\.51\.100\.128\/25" is not valid: expected prefixes that do not overlap/,
+    );
+    expect(refusal({ pools: ['198.51.100.0/24', '198.51.100.0/24'] })).to.match(/^tep\.pools: .*overlaps/);
+    expect(refusal({ pools: ['198.51.100.0/25', '198.51.100.128/25'] })).to.equal('');
+  });
+
+  it('tep --check exits 2 naming the flag', () => {
+    const r = runDstmSync([
+      'tep',
+      '--check',
+      '--ipv6',
+      '2001:db8:1::1',
+      '--ipv4',
+      '192.0.2.1',
+      '--static',
+      '192.0.2.1=2001:db8:1::9',
+    ]);
+    expect(r.code, r.stderr).to.equal(2);
+    expect(r.stderr).to.match(
+      /--static\[0\]\.ipv4: "192\.0\.2\.1" is not valid: expected an address other than the TEP's own/,
+    );
+  });
+});
