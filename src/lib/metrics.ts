@@ -131,8 +131,6 @@ export class Registry {
   }
 }
 
-/** How long one `prepare` serves the scrapes after it, so that a burst of scrapes reads the store once. */
-export const METRICS_REUSE_MS = 1000;
 /** Scrapers connected at once; a Prometheus server or two needs a few, more are refused (connection closed). */
 export const METRICS_MAX_CONNECTIONS = 64;
 /** Time a client has to send its whole request: one that trickles bytes cannot hold a connection (or stop()). */
@@ -140,27 +138,23 @@ export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
 
 /**
  * Serve GET and HEAD /metrics on host:port (port 0 picks one), GET after `prepare` if given; resolves once listening.
- * One `prepare` runs at a time, and the scrapes within METRICS_REUSE_MS of its end reuse what it read: scrapes never
- * queue on the store (a database pool the lease calls share) however many come at once. Close with closeMetrics.
+ * One `prepare` runs at a time, and the scrapes that come while it runs share it: scrapes never queue on the store (a
+ * database pool the lease calls share) however many come at once, and a scrape after one has ended reads afresh.
+ * Close with closeMetrics.
  */
 export async function serveMetrics(
   registry: Registry,
   host: string,
   port: number,
   prepare?: () => Promise<void>,
-  reuseMs = METRICS_REUSE_MS,
 ): Promise<{ server: Server; port: number }> {
   let running: Promise<void> | null = null;
-  let preparedAt = -Infinity;
   const prepared = (): Promise<void> => {
-    if (!prepare || performance.now() - preparedAt < reuseMs) return Promise.resolve();
+    if (!prepare) return Promise.resolve();
     // `prepare` reads what the collectors show from somewhere asynchronous (a database); a failure still renders.
     running ??= prepare()
       .catch(() => undefined)
-      .finally(() => {
-        preparedAt = performance.now();
-        running = null;
-      });
+      .finally(() => (running = null));
     return running;
   };
   const server = createServer(
