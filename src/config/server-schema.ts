@@ -163,7 +163,7 @@ export const serverFields = {
     [`[::]:${DEFAULT_PORT}`],
     'IPv6 addresses and ports to serve on, over each of server.transports.',
     {
-      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given. The same address and port twice (however spelt) is refused.',
+      man: 'Each must be an IPv6 address (IPv4 is refused); port 3786 when none is given. The same address and port twice (however spelt) is refused, and so is any other entry on the port of [::] (which takes it on every address).',
       flag: flag.strings('listen', {
         helpValue: '[IPV6]:PORT',
         summary: `IPv6 address and port to serve on, [IPV6]:PORT (repeatable; default [::]:${DEFAULT_PORT}).`,

@@ -16,6 +16,7 @@ import {
   formatIPv4,
   formatIPv6,
   formatPrefix4,
+  parseIPv6,
   type Prefix4,
   type Prefix6,
   prefixContains4,
@@ -72,6 +73,16 @@ export function checkServerConfig(
       c.pools.map(formatPrefix4),
       `at most ${MAX_POOL_ADDRESSES} addresses in all (a /8)`,
     );
+  // [::]:P takes port P on every address: another entry with that port could not bind it (EADDRINUSE at start).
+  for (const [i, e] of c.listen.entries()) {
+    const wild = c.listen.find((w) => w !== e && w.port === e.port && parseIPv6(w.host).every((b) => b === 0));
+    if (wild)
+      throw new ConfigError(
+        `${name('listen')}[${i}]`,
+        formatEndpoint(e),
+        `a port that ${formatEndpoint(wild)} (every address) does not take already`,
+      );
+  }
   const tls = c.tls;
   if (tls.policy !== 'off') {
     if (!tls.cert)

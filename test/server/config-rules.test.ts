@@ -89,6 +89,11 @@ describe('server configuration rules (review findings 1 and 3)', function () {
     );
     expect(check({ listen: ['[::]:3786', '::'] })).to.match(/^server\.listen\[1\]: "::" .*server\.listen\[0\]/);
     expect(check({ listen: ['[::1]:4000', '[::1]:4001'] })).to.equal('');
+    // the wildcard address takes its port on every address
+    expect(check({ listen: ['[::]:4000', '[2001:db8::1]:4000'] })).to.equal(
+      'server.listen[1]: "[2001:db8::1]:4000" is not valid: expected a port that [::]:4000 (every address) does not take already',
+    );
+    expect(check({ listen: ['[::]:4000', '[2001:db8::1]:4001'] })).to.equal('');
     expect(check({ transports: ['udp', 'tcp', 'udp'] })).to.match(
       /^server\.transports\[2\]: "udp" is not valid: expected a value not given before \(the same as server\.transports\[0\]\)/,
     );
