@@ -82,6 +82,11 @@ export class LeaseKeeper extends EventEmitter {
     return this.lease;
   }
 
+  /** Ms since the current lease was requested, time suspended included (0 without a lease): what its times count from. */
+  get leaseAge(): number {
+    return this.lease ? this.elapsed(this.got) : 0;
+  }
+
   /** Start keeping a lease; resolves with the first one (it keeps trying until it gets one or stop() is called). */
   start(): Promise<Lease> {
     if (this.loop) throw new Error('LeaseKeeper already started');

@@ -50,14 +50,15 @@ export interface NodeStatus {
 /** What nodeStatus needs of a LeaseKeeper and a Dti (their public getters). */
 export interface NodeParts {
   server: string;
-  keeper: { readonly current: Lease | undefined };
+  keeper: { readonly current: Lease | undefined; readonly leaseAge: number };
   dti?: Pick<Dti, 'name' | 'current' | 'counters'> & { tunnel: { tunnelMtu: number } };
 }
 
-/** The node's status now; `now` is performance.now() (the clock Lease.receivedAt is on). */
-export function nodeStatus(parts: NodeParts, now = performance.now()): NodeStatus {
+/** The node's status now, its times left counted as the keeper counts them (so a suspend shortens them too). */
+export function nodeStatus(parts: NodeParts): NodeStatus {
   const l = parts.keeper.current;
-  const left = (s: number): number => (l ? Math.max(0, Math.round(s - (now - l.receivedAt) / 1000)) : 0);
+  const age = parts.keeper.leaseAge;
+  const left = (s: number): number => (l ? Math.max(0, Math.round(s - age / 1000)) : 0);
   const d = parts.dti;
   const on = d?.current;
   const c: CountersSnapshot | undefined = d?.counters.snapshot();
