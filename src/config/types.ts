@@ -53,6 +53,21 @@ export const pool4: Type<Prefix4> = textual(
   formatPrefix4,
 );
 
+/** Pools that share an address are refused (`key`: how the error names the list); returns them in address order. */
+export function disjointPools(pools: readonly Prefix4[], key: string): Prefix4[] {
+  const sorted = [...pools].sort((a, b) => a.base - b.base);
+  sorted.forEach((p, i) => {
+    const prev = sorted[i - 1];
+    if (prev && p.base < prev.base + prefixSize4(prev.len))
+      throw new ConfigError(
+        key,
+        formatPrefix4(p),
+        `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`,
+      );
+  });
+  return sorted;
+}
+
 /**
  * Largest path MTU: the DTI's receive slots are 2048 bytes with 48 of headroom (src/dti/device.ts), so a tunnel
  * MTU (path MTU less 40) above 2000 fails when the device opens. test/docs checks this against src/dti.

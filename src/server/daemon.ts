@@ -4,6 +4,7 @@
 import type { Server as HttpServer } from 'node:http';
 import { loadSection } from '../config/load';
 import { ConfigError } from '../config/schema';
+import { disjointPools } from '../config/types';
 import { flagOverrides, type FlagsOf } from '../config/settings';
 import { serverFields, type ServerConfig } from '../config/server-schema';
 import { formatEndpoint } from '../lib/endpoint';
@@ -55,18 +56,7 @@ export function checkServerConfig(
     throw new ConfigError(name('lease'), c.lease, `at least server.min_lease (${c.min_lease})`);
   if (c.max_lease < c.lease)
     throw new ConfigError(name('max_lease'), c.max_lease, `at least server.lease (${c.lease})`);
-  const sorted = [...c.pools].sort((a, b) => a.base - b.base);
-  let total = 0;
-  sorted.forEach((p, i) => {
-    total += prefixSize4(p.len);
-    const prev = sorted[i - 1];
-    if (prev && p.base < prev.base + prefixSize4(prev.len))
-      throw new ConfigError(
-        name('pools'),
-        formatPrefix4(p),
-        `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`,
-      );
-  });
+  const total = disjointPools(c.pools, name('pools')).reduce((n, p) => n + prefixSize4(p.len), 0);
   if (total > MAX_POOL_ADDRESSES)
     throw new ConfigError(
       name('pools'),

@@ -9,7 +9,8 @@ import { tepFields, type TepConfig } from '../config/tep-schema';
 import type { Logger } from '../lib/log';
 import { closeMetrics, Registry, serveMetrics } from '../lib/metrics';
 import { registerProcessMetrics } from '../lib/process-metrics';
-import { formatIPv4, formatIPv6, formatPrefix4, parseIPv4, parseIPv6, prefixSize4 } from '../lib/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
+import { disjointPools } from '../config/types';
 import { formatEndpoint } from '../lib/endpoint';
 import { BindingFeed, type FeedBinding } from '../protocol/binding-feed';
 import { RpcClient, RpcError } from '../rpc';
@@ -65,16 +66,7 @@ export function checkTep(c: TepConfig, name: (key: keyof TepConfig) => string = 
     throw new Error('nothing to forward: give at least one --pool (with --server) or one --static mapping');
   }
   if (c.server && c.pools.length === 0) throw new Error('--server needs the pools it serves (--pool CIDR)');
-  const sorted = [...c.pools].sort((a, b) => a.base - b.base);
-  sorted.forEach((p, i) => {
-    const prev = sorted[i - 1];
-    if (prev && p.base < prev.base + prefixSize4(prev.len))
-      throw new ConfigError(
-        name('pools'),
-        formatPrefix4(p),
-        `prefixes that do not overlap (${formatPrefix4(p)} overlaps ${formatPrefix4(prev)})`,
-      );
-  });
+  disjointPools(c.pools, name('pools'));
   const v4 = new Map<number, number>();
   const v6 = new Map<string, number>();
   c.static.forEach((m, i) => {
