@@ -8,21 +8,14 @@ import { DstmServer, loadServerConfig } from '../../src/server/daemon';
 import type { SqliteStore } from '../../src/server/sqlite-store';
 import { sleep, tcpConnect } from '../rpc/util';
 import { freePort, removeDir, tempDir } from './helpers';
+import { captureLog } from '../support/log-capture';
 
 describe('server daemon', function () {
   this.timeout(20000);
 
   it('finding 13: after an fsync failure: one error-level log line, STATUS= to systemd, health in metrics, and the server stops', async () => {
     const dir = tempDir('daemon');
-    const records: Record<string, unknown>[] = [];
-    const stream = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean))
-          records.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    });
-    const log = createLogger({ level: 'info', stream, json: true });
+    const { log, records } = captureLog();
     const metricsPort = freePort();
     const { config } = loadServerConfig({
       'state-dir': dir,

@@ -2,10 +2,8 @@
 // loopback (addresses added to lo by the test), a real RpcServer and SQLite store, real `dstm` processes.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { Writable } from 'node:stream';
 import { DEFAULT_PROGRAM, serverFields } from '../../src/config/server-schema';
 import { parseWithOverrides } from '../../src/config/schema';
-import { createLogger, type Logger } from '../../src/lib/log';
 import { RateLimiter, prefixKey } from '../../src/lib/rate-limit';
 import { formatIPv4, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import {
@@ -24,20 +22,9 @@ import { dstmPacket } from '../../src/protocol/client';
 import { DstmRpc, identityProblem, type Access } from '../../src/server/rpc';
 import { SqliteStore } from '../../src/server/sqlite-store';
 import { loopbackAddresses, removeDir, runDstm, sleep, tempDir } from './helpers';
+import { captureLog } from '../support/log-capture';
 
 const request = (local: Uint8Array, keep = 0): packet => dstmPacket(REQUEST_REQ, local, 0, keep);
-
-/** A logger whose JSON lines the test reads back. */
-function capture(): { log: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: createLogger({ level: 'info', stream, json: true }), lines };
-}
 
 const ALL = [parsePrefix6('::/0')];
 
@@ -55,7 +42,7 @@ async function serve(access: Partial<Access>, pool = '10.66.0.0/24') {
     reservations: [],
     teps: [],
   });
-  const { log, lines } = capture();
+  const { log, records: lines } = captureLog();
   const dstm = new DstmRpc(
     leases,
     { allow: ALL, tepAllow: ALL, adminAllow: ALL, feedMaxWait: 100, tcpOnly: 'admin', minLease: 60, ...access },

@@ -2,26 +2,13 @@
 // reason over any number of keys, and the rest summed in one line an interval after the first of them. The server
 // test (test/server/server.test.ts) floods a real server from real sources; here the interval is shortened.
 import { expect } from 'chai';
-import { Writable } from 'node:stream';
-import { createLogger, type Level } from '../../src/lib/log';
 import { REFUSAL_LOG_BURST, RefusalLog } from '../../src/server/refusal-log';
 import { sleep } from './helpers';
-
-function capture(level: Level = 'info'): { records: Record<string, unknown>[]; log: ReturnType<typeof createLogger> } {
-  const records: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean))
-        records.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { records, log: createLogger({ level, json: true, stream, journal: false }) };
-}
+import { captureLog } from '../support/log-capture';
 
 describe('refusal log lines', () => {
   it('admits a key once per interval and a reason REFUSAL_LOG_BURST times over all keys; sums the rest once', async () => {
-    const { records, log } = capture();
+    const { records, log } = captureLog();
     const r = new RefusalLog(log, 0.3);
     const admitted = (reason: string, keys: string[]): number => keys.filter((k) => r.admit(reason, k)).length;
     const many = Array.from({ length: 500 }, (_, i) => `2001:db8::${i.toString(16)}`);
@@ -40,7 +27,7 @@ describe('refusal log lines', () => {
   });
 
   it('writes and counts nothing when info is not logged', async () => {
-    const { records, log } = capture('warn');
+    const { records, log } = captureLog('warn');
     const r = new RefusalLog(log, 0.1);
     expect(r.admit('not_allowed', '2001:db8::1')).to.equal(false);
     expect(r.admit('not_allowed', '2001:db8::1')).to.equal(false);

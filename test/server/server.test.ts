@@ -5,7 +5,7 @@ import { createSocket } from 'node:dgram';
 import { createConnection } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DstmClient, DstmRefusal } from '../../src/protocol/client';
+import { DstmClient, DstmRefusal, dstmPacket } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM as DSTM_PROGRAM } from '../../src/config/server-schema';
 import {
   RELEASE_REQ,
@@ -18,7 +18,7 @@ import {
 import { RpcClient, RpcError } from '../../src/rpc';
 import { REFUSAL_LOG_BURST } from '../../src/server/refusal-log';
 import { SqliteStore } from '../../src/server/sqlite-store';
-import { formatIPv4, formatIPv6, ipv4ToBytes, parseIPv6 } from '../../src/lib/addr';
+import { formatIPv4, formatIPv6, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
 import {
   freePort,
@@ -216,18 +216,7 @@ describe('dstm server (process)', function () {
       localAddress: lo.addresses[1],
     });
     open.push(rpc);
-    const spoof = (type: number): packet => ({
-      type,
-      local: parseIPv6(lo.addresses[0]),
-      mask: new Uint8Array(4),
-      i4addr: ipv4ToBytes(ipNum(la.address)),
-      tep4: new Uint8Array(4),
-      tep6: new Uint8Array(16),
-      starts: 0,
-      ends: 0,
-      extend: 0,
-      keep: 0,
-    });
+    const spoof = (type: number): packet => dstmPacket(type, parseIPv6(lo.addresses[0]), ipNum(la.address), 0);
     const v2 = new RPC_TWO_Client(rpc, DSTM_PROGRAM);
     expect((await v2.REQUEST(spoof(REQUEST_REQ))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
     expect((await v2.RELEASE(spoof(RELEASE_REQ))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
@@ -554,18 +543,6 @@ describe('dstm server (process)', function () {
       ),
     );
     open.push(...rpcs);
-    const packet = (type: number, local: string): packet => ({
-      type,
-      local: parseIPv6(local),
-      mask: new Uint8Array(4),
-      i4addr: new Uint8Array(4),
-      tep4: new Uint8Array(4),
-      tep6: new Uint8Array(16),
-      starts: 0,
-      ends: 0,
-      extend: 0,
-      keep: 0,
-    });
     // From each source, five REQUESTs forging the next source's local (refused before the lease logic) and five
     // RELEASEs of its own, which has no binding (refused by the lease logic).
     const statuses = await Promise.all(
@@ -573,8 +550,10 @@ describe('dstm server (process)', function () {
         const v2 = new RPC_TWO_Client(rpc, DSTM_PROGRAM);
         const out: number[] = [];
         for (let k = 0; k < 5; k++) {
-          out.push((await v2.REQUEST(packet(REQUEST_REQ, sources[(i + 1) % sources.length]))).status);
-          out.push((await v2.RELEASE(packet(RELEASE_REQ, sources[i]))).status);
+          out.push(
+            (await v2.REQUEST(dstmPacket(REQUEST_REQ, parseIPv6(sources[(i + 1) % sources.length]), 0, 0))).status,
+          );
+          out.push((await v2.RELEASE(dstmPacket(RELEASE_REQ, parseIPv6(sources[i]), 0, 0))).status);
         }
         return out;
       }),
