@@ -8,7 +8,10 @@ import { RpcClient, RpcError, type TlsClientOptions } from '../rpc';
 import type { Transport } from '../rpc/types';
 import { formatIPv4, formatIPv6, ipv4FromBytes, ipv4ToBytes, isZero, parseIPv6 } from '../lib/addr';
 
-/** A lease as the node holds it. Times: starts/ends absolute (server clock); extend/keep relative to receivedAt. */
+/**
+ * A lease as the node holds it. Times: starts/ends absolute (server clock); extend/keep relative to when the request
+ * was first sent (the node's LeaseKeeper counts them from there).
+ */
 export interface Lease {
   address: string;
   mask: string;
@@ -22,12 +25,6 @@ export interface Lease {
   extend: number;
   /** Seconds after receipt at which the lease ends (its valid lifetime). */
   keep: number;
-  /**
-   * performance.now() when the request was first sent (not when the reply came: after retransmissions that can be
-   * the whole call timeout later, and the server counted the lease from some time in between): the local clock the
-   * relative times count from, so the node never believes it holds the lease longer than the server does.
-   */
-  receivedAt: number;
 }
 
 /** One binding as the admin LIST shows it. */
@@ -143,18 +140,16 @@ export class DstmClient {
 
   /** REQUEST: a new lease, or the renewal of `current` (an IPv4 address as a number, 0 for none). */
   async request(current = 0, seconds = 0): Promise<Lease> {
-    const sentAt = performance.now(); // the call goes out now (UDP) or as soon as connected (TCP)
     const reply = await this.call('request', dstmPacket(REQUEST_REQ, this.local, current, seconds));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_address', this.server);
-    return toLease(reply, sentAt);
+    return toLease(reply);
   }
 
   /** RELEASE of `address` (0: whatever this node holds). */
   async release(address = 0): Promise<Lease> {
-    const sentAt = performance.now();
     const reply = await this.call('release', dstmPacket(RELEASE_REQ, this.local, address, 0));
     if (isZero(reply.i4addr)) throw new DstmRefusal('no_binding', this.server);
-    return toLease(reply, sentAt);
+    return toLease(reply);
   }
 
   /** Admin LIST (version 2): every binding, in address order, a page at a time. */
@@ -225,8 +220,8 @@ export class DstmClient {
   }
 }
 
-/** The lease in a reply; `sentAt` is when its call was first sent (default: now). */
-export function toLease(p: packet, sentAt = performance.now()): Lease {
+/** The lease in a reply. */
+export function toLease(p: packet): Lease {
   return {
     address: formatIPv4(ipv4FromBytes(p.i4addr)),
     mask: formatIPv4(ipv4FromBytes(p.mask)),
@@ -237,6 +232,5 @@ export function toLease(p: packet, sentAt = performance.now()): Lease {
     ends: p.ends,
     extend: p.extend,
     keep: p.keep,
-    receivedAt: sentAt,
   };
 }
