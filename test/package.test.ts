@@ -1,6 +1,7 @@
 // rpcgen-ts for other people's .x files: the packed dstm, installed into a project of its own, generates NFS codecs
 // that import the runtime by the package's name (dstm/rpc), type-check strictly under both of TypeScript's Node
-// resolutions, and round-trip a value. Also checks what the tarball ships: no tests, benches or source maps.
+// resolutions, and round-trip a value. Also checks what the tarball ships (no tests, benches or source maps), and that
+// an install that runs the install scripts builds the addon and better-sqlite3 from source and gives a working dstm.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -32,13 +33,21 @@ describe('the npm package', function () {
 
   after(() => dir.remove());
 
-  it('ships the compiled sources, contrib/, the man pages and a LICENSE; no tests, benches or source maps', () => {
+  it('ships what dstm needs at run and install time, contrib/ and a LICENSE; no tests, benches or source maps', () => {
+    const manPages = readdirSync(join(ROOT, 'man')).map((f) => `man/${f}`);
+    const addonSources = readdirSync(join(ROOT, 'native')).map((f) => `native/${f}`);
     expect(files).to.include.members([
       'LICENSE',
+      'bin/run.js',
       'dist/src/rpc/index.js',
       'dist/src/rpc/index.d.ts',
+      'dist/src/commands/server.js',
+      'oclif.manifest.json',
+      'binding.gyp', // the addon is built at install, from these sources
+      ...addonSources,
+      'xdr/dstm.x',
       'contrib/systemd/dstm-server.service',
-      'man/dstm.1',
+      ...manPages,
     ]);
     expect(files.filter((f) => /^dist\/(test|bench|scripts)\/|\.map$/.test(f))).to.deep.equal([]);
   });
@@ -90,5 +99,32 @@ describe('the npm package', function () {
     expect(got.hex).to.equal(`${handle}0000000a${padded}`);
     expect(got.name).to.equal('readme.txt');
     expect(got.dir).to.deep.equal(Array.from({ length: 32 }, (_, i) => i * 7));
+  });
+
+  it('installed with its install scripts, builds its native parts from source and runs', function () {
+    this.timeout(900_000); // better-sqlite3 compiles SQLite
+    const app = join(dir.path, 'installed');
+    run('mkdir', ['-p', join(app, 'state')], dir.path);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'dstm-user', version: '1.0.0', private: true }));
+    // As the README says for installs: prebuild-install must not try to download a binary.
+    execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball], {
+      cwd: app,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, npm_config_build_from_source: 'true' },
+    });
+    expect(existsSync(join(app, 'node_modules/dstm/build/Release/dstm_native.node'))).to.equal(true);
+    const dstm = join(app, 'node_modules/.bin/dstm');
+    const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string;
+    expect(run(dstm, ['--version'], app)).to.contain(`dstm/${version}`);
+    // The embedded store's engine (better-sqlite3, built above) writes and reads back a binding.
+    const binding = { ipv4: '192.0.2.5', ipv6: '2001:db8::c', starts: 1796490000, ends: 1796493600, state: 'active' };
+    execFileSync(dstm, ['leases', 'import', '-', '--state-dir', join(app, 'state')], {
+      cwd: app,
+      input: JSON.stringify(binding) + '\n',
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const listed = JSON.parse(run(dstm, ['leases', '--state-dir', join(app, 'state'), '--json'], app));
+    expect(listed).to.have.length(1);
+    expect(listed[0]).to.include(binding);
   });
 });

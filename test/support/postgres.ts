@@ -3,7 +3,16 @@
 // the temporary directory; stop() stops it and removes everything. Outside CI a machine without PostgreSQL skips
 // the tests that need it, saying why; under CI=true a missing PostgreSQL fails them.
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +22,14 @@ import pg from 'pg';
 import { skipIf } from './skip';
 
 const run = promisify(execFile);
-export const PG_BIN = process.env.DSTM_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+/** The newest PostgreSQL server binaries Debian installed (15 on bookworm), unless DSTM_PG_BIN names others. */
+export const PG_BIN = process.env.DSTM_PG_BIN ?? newestPostgres('/usr/lib/postgresql');
+
+function newestPostgres(root: string): string {
+  const versions = existsSync(root) ? readdirSync(root).filter((v) => /^\d+$/.test(v)) : [];
+  const newest = versions.sort((a, b) => Number(b) - Number(a))[0] ?? '15';
+  return join(root, newest, 'bin');
+}
 
 /** Why PostgreSQL cannot run here, or undefined when it can. */
 export function postgresMissing(): string | undefined {
