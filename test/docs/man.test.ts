@@ -1,8 +1,8 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
-// configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
-// documents nothing the command lacks; the text generated from the keys' declarations (npm run man) is current;
-// every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its commands return; every page
-// renders without warnings; package.json lists every page.
+// configuration key (the schemas' key tables) must be in its page, with short alias, default, choices and range
+// (stated in --help too); a page documents nothing the command lacks; the text generated from the keys' declarations
+// (npm run man) is current; every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its
+// commands return; every page renders without warnings; package.json lists every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -200,6 +200,47 @@ function ungeneratedFlags(cmd: Command.Loadable, text: string): string[] {
     .map((s) => `--${s.flag.name} sets ${section}.${s.key} but its item is not generated (npm run man)`);
 }
 
+/** Ranges up to this bound are limits worth stating; wider ones (lease seconds, program numbers) are the wire's. */
+const WIDE = 0x7fffffff;
+
+/**
+ * The range `--NAME` of `cmd` is limited to: the oclif flag's min and max (`flag`, from the command class), else the
+ * range of the configuration key it sets; undefined when unlimited or only as wide as its field on the wire.
+ */
+function rangeOf(cmd: Command.Loadable, name: string, flag: { min?: number; max?: number }): string | undefined {
+  let range: readonly [number, number] | undefined;
+  if (flag.min !== undefined && flag.max !== undefined) range = [flag.min, flag.max];
+  else {
+    const section = SECTION_OF[cmd.id];
+    const setting = section ? settings(CONFIG_SECTIONS[section]).find((s) => s.flag.name === name) : undefined;
+    range = setting?.field.type.range as readonly [number, number] | undefined;
+  }
+  return range && range[1] < WIDE ? `${range[0]} to ${range[1]}` : undefined;
+}
+
+/** Flags limited to a range whose --help line or page item does not state it ("1280 to 2040"). */
+function rangeProblems(
+  cmd: Command.Loadable,
+  flags: Readonly<Record<string, { min?: number; max?: number }>>,
+  page: Page,
+  sub?: string,
+): string[] {
+  const problems: string[] = [];
+  const items = optionItems(page, sub);
+  for (const flag of Object.values(cmd.flags)) {
+    if (flag.hidden || flag.type !== 'option') continue;
+    const range = rangeOf(cmd, flag.name, flags[flag.name] ?? {});
+    if (range === undefined) continue;
+    const long = `--${flag.name}`;
+    if (!`${flag.summary ?? ''} ${flag.description ?? ''}`.includes(range))
+      problems.push(`${long}: its --help does not state its range "${range}"`);
+    const item = items.find((i) => hasWord(i.tag, long));
+    if (item && !`${item.tag} ${item.body}`.includes(range))
+      problems.push(`${long}: its item does not state its range "${range}"`);
+  }
+  return problems;
+}
+
 /** Lines of `page` that differ from `generated` (the page as npm run man would write it), with line numbers. */
 function generatedDrift(page: string, generated: string): string[] {
   const was = page.split('\n');
@@ -240,6 +281,18 @@ describe('man pages', function () {
         continue;
       }
       const ps = flagProblems(cmd, readPage(rel), sub);
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
+    }
+    report(problems);
+  });
+
+  it('every flag limited to a range states it, in --help and in its page', async () => {
+    const problems = new Map<string, string[]>();
+    for (const cmd of commands) {
+      const { rel, sub } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const { flags } = (await cmd.load()) as unknown as { flags: Record<string, { min?: number; max?: number }> };
+      const ps = rangeProblems(cmd, flags, readPage(rel), sub);
       if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
     }
     report(problems);
@@ -353,6 +406,22 @@ describe('man pages', function () {
       '--loud: its negation --no-loud missing from the tag "--loud"',
       '--gone: documented in OPTIONS but `dstm x` has no such flag',
       '--no-port: documented in OPTIONS but `dstm x` has no such flag',
+    ]);
+    // a range: the oclif flag's min and max, else the range of the key the flag sets (static.path_mtu)
+    const ranged = {
+      id: 'static',
+      args: {},
+      flags: {
+        port: flag('port', { summary: 'The port, 1 to 9.' }),
+        'path-mtu': flag('path-mtu', { summary: 'MTU.' }),
+      },
+    } as unknown as Command.Loadable;
+    const rangedPage = parsePage(
+      '.SH OPTIONS\n.TP\n.BI \\-\\-port " N"\nThe port.\n.TP\n.BI \\-\\-path\\-mtu " BYTES"\nMTU, 1280 to 2040.\n',
+    );
+    expect(rangeProblems(ranged, { port: { min: 1, max: 9 } }, rangedPage)).to.deep.equal([
+      '--port: its item does not state its range "1 to 9"',
+      '--path-mtu: its --help does not state its range "1280 to 2040"',
     ]);
     const exits = parsePage('.SH "EXIT STATUS"\n.TP\n.B 0\nSuccess.\n.TP\n.B 4\nRefused.\n.TP\n.B 42\nOther.\n');
     expect(exitProblems([0, 2, 4], exits)).to.deep.equal([
