@@ -1,8 +1,9 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
-// configuration key (the schemas' key tables) must be in its page, with short alias, default, choices and range
-// (stated in --help too); a page documents nothing the command lacks; the text generated from the keys' declarations
-// (npm run man) is current; every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its
-// commands return; every page renders without warnings; package.json lists every page.
+// configuration key (the schemas' key tables) must be in its page, with short alias, default, choices, range (stated
+// in --help too) and the value's placeholder --help shows; a page documents nothing the command lacks; the text
+// generated from the keys' declarations (npm run man) is current; every page's EXIT STATUS is the exit-code table
+// (src/cli/exit-codes.ts) for the codes its commands return; every page renders without warnings; package.json lists
+// every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -89,6 +90,16 @@ function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[]
     }
     for (const o of (flag.type === 'option' && flag.options) || []) {
       if (!hasWord(all, o)) problems.push(`${long}: choice "${o}" not listed in its item`);
+    }
+    // the value's placeholder: --help's (helpValue) is the tag's; a flag with choices may show them instead
+    if (flag.type === 'option' && !(flag.options?.length && flag.helpValue === undefined)) {
+      const tokens = item.tag.split(/\s+/).map((t) => t.replace(/,$/, ''));
+      const next = tokens[tokens.indexOf(long) + 1];
+      const named = next === undefined || next.startsWith('-') ? undefined : next;
+      const shown = [flag.helpValue ?? []].flat().join(' ') || undefined;
+      if (shown === undefined)
+        problems.push(`${long}: no helpValue, so --help shows <value> where its item names ${named ?? 'no value'}`);
+      else if (shown !== named) problems.push(`${long}: --help shows ${shown}, its item ${named ?? 'no value'}`);
     }
   }
   for (const item of items) {
@@ -272,7 +283,7 @@ describe('man pages', function () {
     commands = await loadCommands();
   });
 
-  it('every command has its page, documenting every flag (with alias, default, choices) and no other', () => {
+  it('every command has its page, documenting every flag (alias, default, choices, placeholder) and no other', () => {
     const problems = new Map<string, string[]>();
     for (const cmd of commands) {
       const { rel, sub } = pageOf(cmd.id);
@@ -392,17 +403,21 @@ describe('man pages', function () {
     const flags = {
       mode: flag('mode', { char: 'm', default: 'fast', options: ['fast', 'slow'] }),
       port: flag('port', { default: 3786 }),
+      size: flag('size', { helpValue: 'BYTES' }),
       fast: { name: 'fast', type: 'boolean', allowNo: true },
       loud: { name: 'loud', type: 'boolean', allowNo: true },
     };
     const cmd = { id: 'x', args: {}, flags } as unknown as Command.Loadable;
     const page = parsePage(
       '.SH OPTIONS\n.TP\n.BI \\-\\-mode " MODE"\nfast or slow.\n.TP\n.B \\-\\-port\nThe port (default 3786).\n.TP\n.B \\-\\-gone\nOld.\n' +
-        '.TP\n.BR \\-\\-fast ", " \\-\\-no\\-fast\nFast.\n.TP\n.B \\-\\-loud\nLoud.\n.TP\n.B \\-\\-no\\-port\nNo.\n',
+        '.TP\n.BR \\-\\-fast ", " \\-\\-no\\-fast\nFast.\n.TP\n.B \\-\\-loud\nLoud.\n.TP\n.B \\-\\-no\\-port\nNo.\n' +
+        '.TP\n.BI \\-\\-size " N"\nSize.\n',
     );
     expect(flagProblems(cmd, page)).to.deep.equal([
       '--mode: short alias -m missing from the tag "--mode MODE"',
       '--mode: default "fast" not stated in its item ("--mode MODE fast or slow.")',
+      '--port: no helpValue, so --help shows <value> where its item names no value',
+      '--size: --help shows BYTES, its item N',
       '--loud: its negation --no-loud missing from the tag "--loud"',
       '--gone: documented in OPTIONS but `dstm x` has no such flag',
       '--no-port: documented in OPTIONS but `dstm x` has no such flag',
