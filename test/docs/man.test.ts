@@ -135,6 +135,29 @@ function argProblems(cmd: Command.Loadable, page: Page): string[] {
   return problems;
 }
 
+/**
+ * The SYNOPSIS forms of `cmd`: the lines from one starting "dstm <command>" to the next, for the command with the
+ * longest id that begins it (`ids`; "dstm leases revoke NODE" is leases', "dstm leases export" leases export's).
+ */
+function synopsisForms(cmd: Command.Loadable, ids: readonly string[], page: Page): string[] {
+  const text = page.sections.find((s) => s.name === 'SYNOPSIS')?.text ?? '';
+  const forms = text.split(/\n(?=dstm )/).filter((f) => f.startsWith('dstm '));
+  const head = (form: string): string => form.split('\n')[0].trim();
+  const owner = (form: string): string | undefined =>
+    ids.filter((id) => `${head(form)} `.startsWith(`dstm ${words(id)} `)).sort((a, b) => b.length - a.length)[0];
+  return forms.filter((f) => owner(f) === cmd.id);
+}
+
+/** Flags of `cmd` that none of its SYNOPSIS forms shows (a switch with a --no- form may show as --[no-]NAME). */
+function synopsisProblems(cmd: Command.Loadable, ids: readonly string[], page: Page): string[] {
+  const forms = synopsisForms(cmd, ids, page).join('\n');
+  if (!forms) return [`no SYNOPSIS line begins "dstm ${words(cmd.id)}"`];
+  return Object.values(cmd.flags)
+    .filter((f) => !f.hidden && !hasWord(forms, `--${f.name}`))
+    .filter((f) => !(f.type === 'boolean' && f.allowNo && forms.includes(`--[no-]${f.name}`)))
+    .map((f) => `--${f.name}: not in the SYNOPSIS of \`dstm ${words(cmd.id)}\``);
+}
+
 /** The full dotted key as the conf page's items must name it ("server.teps[].prefix"). */
 function keyProblems(keys: KeyDoc[], page: Page): string[] {
   const problems: string[] = [];
@@ -297,6 +320,18 @@ describe('man pages', function () {
     report(problems);
   });
 
+  it("every flag is in its command's SYNOPSIS", () => {
+    const problems = new Map<string, string[]>();
+    const ids = commands.map((c) => c.id);
+    for (const cmd of commands) {
+      const { rel } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const ps = synopsisProblems(cmd, ids, readPage(rel));
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
+    }
+    report(problems);
+  });
+
   it('every flag limited to a range states it, in --help and in its page', async () => {
     const problems = new Map<string, string[]>();
     for (const cmd of commands) {
@@ -437,6 +472,16 @@ describe('man pages', function () {
     expect(rangeProblems(ranged, { port: { min: 1, max: 9 } }, rangedPage)).to.deep.equal([
       '--port: its item does not state its range "1 to 9"',
       '--path-mtu: its --help does not state its range "1280 to 2040"',
+    ]);
+    // a flag only in another command's SYNOPSIS form (dstm x y's) is not in dstm x's
+    const synopsis = parsePage(
+      '.SH SYNOPSIS\n.B dstm x\n.RB [ \\-\\-mode\n.IR MODE ]\n.PP\n.B dstm x y\n.RB [ \\-\\-port ]\n',
+    );
+    expect(synopsisProblems(cmd, ['x', 'x:y'], synopsis)).to.deep.equal([
+      '--port: not in the SYNOPSIS of `dstm x`',
+      '--size: not in the SYNOPSIS of `dstm x`',
+      '--fast: not in the SYNOPSIS of `dstm x`',
+      '--loud: not in the SYNOPSIS of `dstm x`',
     ]);
     const exits = parsePage('.SH "EXIT STATUS"\n.TP\n.B 0\nSuccess.\n.TP\n.B 4\nRefused.\n.TP\n.B 42\nOther.\n');
     expect(exitProblems([0, 2, 4], exits)).to.deep.equal([
