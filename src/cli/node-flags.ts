@@ -25,10 +25,11 @@ export const dtiFlags = {
       'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).',
     dependsOn: ['device'],
   }),
+  // no oclif default: dependsOn would count it as given and refuse every call without --hold
   control: Flags.string({
     helpValue: 'PATH',
-    summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.',
-    default: DEFAULT_NODE_CONTROL_PATH,
+    summary: `With --hold: unix socket where \`dstm status\` reads the lease and the DTI (default ${DEFAULT_NODE_CONTROL_PATH}).`,
+    dependsOn: ['hold'],
   }),
   'path-mtu': Flags.integer({
     helpValue: 'BYTES',

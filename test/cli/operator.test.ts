@@ -112,6 +112,30 @@ describe('operator basics', function () {
     expect([...(nouns.get('address') ?? [])].sort()).to.deep.equal(['leases', 'release', 'static']);
   });
 
+  it('request: the flags of --hold (--control, --log-level, --device) are refused without it; DSTM_LOG_LEVEL is not', () => {
+    for (const flag of [
+      ['--control', '/tmp/node.sock'],
+      ['--log-level', 'debug'],
+      ['--device', 'dti9'],
+    ]) {
+      const r = runDstmSync(['request', ...flag]);
+      expect(r.code, r.stderr).to.equal(2);
+      expect(r.stderr).to.equal(
+        `dstm request: All of the following must be provided when using ${flag[0]}: --hold\n` +
+          "Try 'dstm request --help' for more information.\n",
+      );
+    }
+    // the variable is for --hold too, but set in the environment it does not stop a plain request
+    const server = `[::1]:${freePort()}`;
+    const plain = runDstmSync(['request', '--server', server, '--timeout', '200'], {
+      env: { DSTM_LOG_LEVEL: 'debug' },
+    });
+    expect(plain.code, plain.stderr).to.equal(7);
+    const bad = runDstmSync(['request', '--hold', '--server', server], { env: { DSTM_LOG_LEVEL: 'loud' } });
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/^dstm request: DSTM_LOG_LEVEL: "loud" is not valid/);
+  });
+
   it('help texts: --json of leases and release says nothing of --hold; descriptions have no hard line breaks', async () => {
     for (const c of await loadCommands()) {
       const json = c.flags.json;
