@@ -74,7 +74,9 @@ export default class LeasesCommand extends DstmCommand {
     ...clientFlags,
     'state-dir': Flags.string({
       helpValue: 'DIR',
-      summary: 'list: read the store in this directory instead of asking the server.',
+      summary: 'list: read the store in this directory instead of asking the server (not with --server).',
+      // the flags of the call it replaces, which it would ignore
+      exclusive: ['server', 'program', 'timeout', 'tls', 'tls-ca', 'tls-cert', 'tls-key'],
     }),
     address: Flags.string({
       helpValue: 'IPV4',

@@ -136,6 +136,25 @@ describe('operator basics', function () {
     expect(bad.stderr).to.match(/^dstm request: DSTM_LOG_LEVEL: "loud" is not valid/);
   });
 
+  it('leases --state-dir refuses the flags of the server call it replaces (--server, --tls, ...); DSTM_SERVER is ignored', () => {
+    const dir = '/nonexistent/dstm-state';
+    const calls: [string[], string][] = [
+      [['--server', '[::1]:3786'], '--server=[::1]:3786'],
+      [['--tls'], '--tls=true'],
+      [['--timeout', '100'], '--timeout=100'],
+    ];
+    for (const [flag, shown] of calls) {
+      const r = runDstmSync(['leases', '--state-dir', dir, ...flag]);
+      expect(r.code, r.stderr).to.equal(2);
+      expect(r.stderr).to.equal(
+        `dstm leases: ${shown} cannot also be provided when using --state-dir\n` +
+          "Try 'dstm leases --help' for more information.\n",
+      );
+    }
+    const r = runDstmSync(['leases', '--state-dir', dir], { env: { DSTM_SERVER: '[::1]:3786' } });
+    expect(r.stderr).to.match(/^dstm leases list: no DSTM store in \/nonexistent\/dstm-state /);
+  });
+
   it('help texts: --json of leases and release says nothing of --hold; descriptions have no hard line breaks', async () => {
     for (const c of await loadCommands()) {
       const json = c.flags.json;
