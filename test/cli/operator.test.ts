@@ -3,7 +3,8 @@
 // help), flags with one meaning (old names kept as warned aliases), --program in hex, [IPV6]:PORT examples quoted,
 // and a non-root first start told what to do.
 import { expect } from 'chai';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCommands, ROOT } from '../docs/commands';
 import { cliUnavailable, runDstmSync } from '../support/dstm-procs';
@@ -189,17 +190,32 @@ describe('operator basics', function () {
     ).to.deep.equal([]);
   });
 
-  it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
+  it('a first start without root: cannot create /var/lib/dstm, says once to use --state-dir or run as root (exit 3)', function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
-    const r = runDstmSync(['server', '--listen', `[::1]:${freePort()}`], {
-      uid: 65534,
-      gid: 65534,
-      cwd: '/tmp',
-      env: { HOME: '/tmp' },
-    });
+    const asNobody = (...flags: string[]) =>
+      runDstmSync(['server', '--listen', `[::1]:${freePort()}`, ...flags], {
+        uid: 65534,
+        gid: 65534,
+        cwd: '/tmp',
+        env: { HOME: '/tmp' },
+      });
+    const advice = 'give a directory this user can write with --state-dir (or server.state_dir), or run as root';
+    let r = asNobody();
     expect(r.code, r.stderr).to.equal(3);
-    expect(r.stderr).to.match(
-      /^dstm server: cannot start: .*\/var\/lib\/dstm is not writable by this user: give a directory it can write with --state-dir \(or server\.state_dir\), or run as root\n$/,
+    expect(r.stderr).to.equal(
+      `dstm server: cannot start: state directory /var/lib/dstm: cannot create /var/lib/dstm: EACCES; ${advice}\n`,
     );
+    // a directory that exists but is root's: the store cannot be opened, and the advice is given once too
+    const dir = mkdtempSync(join(tmpdir(), 'dstm-root-'));
+    try {
+      chmodSync(dir, 0o755);
+      r = asNobody('--state-dir', dir);
+      expect(r.code, r.stderr).to.equal(3);
+      expect(r.stderr).to.match(/^dstm server: cannot start: /);
+      expect(r.stderr).to.have.string(`; ${dir} is not writable by this user: ${advice}\n`);
+      expect(r.stderr.split('run as root')).to.have.length(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
