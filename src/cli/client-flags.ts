@@ -30,6 +30,7 @@ const callFlags = {
     default: 2,
   }),
   local: Flags.string({
+    helpValue: 'IPV6',
     summary: 'IPv6 address to call from (default: the source address the kernel picks for the server).',
   }),
 };

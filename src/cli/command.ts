@@ -49,6 +49,7 @@ export abstract class DstmCommand extends Command {
       .join(' ')
       .replace(/\s+/g, ' ')
       .replace(/^Parsing (--\S+) /, '$1: ')
+      .replace(/^The following error occurred: /, '')
       .trim();
     return fail(this, message, usage ? EXIT.usage : EXIT.internal, undefined, usage);
   }

@@ -7,6 +7,7 @@ import { DEFAULT_NODE_CONTROL_PATH } from '../node/status';
 
 export const dtiFlags = {
   device: Flags.string({
+    helpValue: 'NAME',
     summary:
       'With --hold: bring up the DTI, a TUN device of this name, for the lease (address, routes, tunnel to the TEP; --dti until 0.2).',
     dependsOn: ['hold'],
@@ -14,6 +15,7 @@ export const dtiFlags = {
     deprecateAliases: true,
   }),
   routes: Flags.string({
+    helpValue: 'PREFIX',
     summary: 'IPv4 prefixes to route through the DTI, comma-separated or repeated (default: default).',
     multiple: true,
     dependsOn: ['device'],
@@ -23,11 +25,14 @@ export const dtiFlags = {
       'Bring the DTI up without an address and request the lease when the first IPv4 packet arrives (draft 5.1).',
     dependsOn: ['device'],
   }),
+  // no oclif default: dependsOn would count it as given and refuse every call without --hold
   control: Flags.string({
-    summary: 'With --hold: unix socket where `dstm status` reads the lease and the DTI.',
-    default: DEFAULT_NODE_CONTROL_PATH,
+    helpValue: 'PATH',
+    summary: `With --hold: unix socket where \`dstm status\` reads the lease and the DTI (default ${DEFAULT_NODE_CONTROL_PATH}).`,
+    dependsOn: ['hold'],
   }),
   'path-mtu': Flags.integer({
+    helpValue: 'BYTES',
     summary: `Path MTU towards the TEP, 1280 to ${MAX_PATH_MTU}; the DTI's MTU is 40 less (default 1500).`,
     min: 1280,
     max: MAX_PATH_MTU,

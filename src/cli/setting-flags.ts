@@ -64,6 +64,7 @@ export function pickSettingFlags<F extends Fields, P extends keyof SettingFlags<
 /** --config: the file whose `section` section holds the command's keys (`what`: which of them, when not all). */
 export function configFlag(section: string, what = '') {
   return Flags.string({
+    helpValue: 'FILE',
     summary: `Configuration file (JSON, its "${section}" section${what}); default DSTM_CONFIG or /etc/dstm/dstm.json if present.`,
   });
 }

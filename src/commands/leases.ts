@@ -72,8 +72,14 @@ export default class LeasesCommand extends DstmCommand {
 
   static override flags = {
     ...clientFlags,
-    'state-dir': Flags.string({ summary: 'list: read the store in this directory instead of asking the server.' }),
+    'state-dir': Flags.string({
+      helpValue: 'DIR',
+      summary: 'list: read the store in this directory instead of asking the server (not with --server).',
+      // the flags of the call it replaces, which it would ignore
+      exclusive: ['server', 'program', 'timeout', 'tls', 'tls-ca', 'tls-cert', 'tls-key'],
+    }),
     address: Flags.string({
+      helpValue: 'IPV4',
       summary:
         'list: only addresses in this IPv4 prefix or address; revoke: only if bound to this IPv4 address; allocate: this IPv4 address (default any free one).',
     }),
@@ -84,6 +90,7 @@ export default class LeasesCommand extends DstmCommand {
     }),
     config: configFlag('client', '; with --state-dir also its "server" section, for the TEPs'),
     lease: Flags.integer({
+      helpValue: 'SECONDS',
       summary: "allocate: lease length in seconds (default: the configuration's client.lease, else the server's).",
     }),
   };

@@ -38,7 +38,10 @@ export default class ReleaseCommand extends DstmCommand {
 
   static override flags = {
     ...exchangeFlags,
-    address: Flags.string({ summary: 'The leased IPv4 address to release (default: the one this node holds).' }),
+    address: Flags.string({
+      helpValue: 'IPV4',
+      summary: 'The leased IPv4 address to release (default: the one this node holds).',
+    }),
   };
 
   async run(): Promise<void> {

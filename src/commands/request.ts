@@ -8,12 +8,13 @@ import type { Lease } from '../protocol/client';
 import type { FailoverClient } from '../protocol/failover';
 import { startNode } from '../node/daemon';
 import type { DtiOptions } from '../node/dti-node';
-import { asLevel, daemonFailed, logLevelFlag } from '../cli/daemon-cli';
+import { daemonFailed, envLevel, logLevelFlag } from '../cli/daemon-cli';
 import { runDaemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
-import { createLogger } from '../lib/log';
+import { createLogger, type Level, type Logger } from '../lib/log';
 import { dtiFlags, dtiOptionsFromFlags } from '../cli/node-flags';
+import { DEFAULT_NODE_CONTROL_PATH } from '../node/status';
 
 const EXITS = [
   EXIT.ok,
@@ -87,9 +88,12 @@ export default class RequestCommand extends DstmCommand {
       await client.close();
       return;
     }
-    const log = createLogger({ level: asLevel(flags['log-level']) }).child({ component: 'node' });
+    let log: Logger;
     let dti: DtiOptions | undefined;
     try {
+      log = createLogger({ level: (flags['log-level'] as Level | undefined) ?? envLevel() }).child({
+        component: 'node',
+      });
       dti = dtiOptionsFromFlags(flags, log);
     } catch (err) {
       await client.close();
@@ -97,7 +101,15 @@ export default class RequestCommand extends DstmCommand {
     }
     try {
       await runDaemon(log, () =>
-        startNode({ client, seconds, dti, onDemand: flags['on-demand'], control: flags.control, log, show }),
+        startNode({
+          client,
+          seconds,
+          dti,
+          onDemand: flags['on-demand'],
+          control: flags.control ?? DEFAULT_NODE_CONTROL_PATH,
+          log,
+          show,
+        }),
       );
     } catch (err) {
       daemonFailed(this, err);

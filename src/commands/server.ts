@@ -11,6 +11,7 @@ import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
 import { DstmServer, loadServerConfig, tepAddressesInPools } from '../server/daemon';
 import { sqliteDir } from '../server/open-store';
+import { STATE_DIR_ADVICE, StateDirError } from '../server/state-dir';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart];
 
@@ -78,19 +79,20 @@ export default class ServerCommand extends DstmCommand {
       await runDaemon(log, start);
     } catch (err) {
       const dir = sqliteDir(loaded.config.store, loaded.config.state_dir);
-      if (err instanceof StartError && dir !== undefined)
+      // a directory that could not be made says why itself (makeStateDir); one that exists may still be unwritable
+      if (err instanceof StartError && dir !== undefined && !(err.cause instanceof StateDirError))
         fail(this, `cannot start: ${err.message}${stateDirHint(dir)}`, EXIT.cannotStart);
       daemonFailed(this, err, 'cannot start');
     }
   }
 }
 
-/** What to do when the state directory cannot be written (a first start without root, where /var/lib is root's). */
+/** What to do when the state directory cannot be written. */
 function stateDirHint(dir: string): string {
   try {
     accessSync(existsSync(dir) ? dir : dirname(dir), constants.W_OK);
     return '';
   } catch {
-    return `; ${dir} is not writable by this user: give a directory it can write with --state-dir (or server.state_dir), or run as root`;
+    return `; ${dir} is not writable by this user: ${STATE_DIR_ADVICE}`;
   }
 }

@@ -28,6 +28,7 @@ export default class StatusCommand extends DstmCommand {
 
   static override flags = {
     control: Flags.string({
+      helpValue: 'PATH',
       summary: `The node's control socket (no answer within ${CONTROL_TIMEOUT_MS / 1000} s: exit 7).`,
       default: DEFAULT_NODE_CONTROL_PATH,
     }),

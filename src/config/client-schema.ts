@@ -65,7 +65,10 @@ export const clientFields = {
     }),
   }),
   timeout: field(integer(1, 3600000), 5000, 'Milliseconds to wait for each reply before giving up.', {
-    flag: flag.integer('timeout', { helpValue: 'MS', summary: 'Milliseconds to wait for a reply (default 5000).' }),
+    flag: flag.integer('timeout', {
+      helpValue: 'MS',
+      summary: 'Milliseconds to wait for a reply, 1 to 3600000 (default 5000).',
+    }),
   }),
   lease: field(integer(0, 0x7fffffff), 0, 'Lease duration in seconds to ask for; 0 takes the server default.', {
     flag: flag.integer('lease', {

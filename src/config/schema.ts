@@ -36,6 +36,8 @@ export interface Type<T> {
   readonly choices?: readonly string[];
   /** Nested keys, for the key table (records only). */
   readonly fields?: Fields;
+  /** The smallest and largest value (integers only). */
+  readonly range?: readonly [min: number, max: number];
 }
 
 /**
@@ -153,6 +155,7 @@ export function integer(min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INT
   return {
     name: 'integer',
     expected,
+    range: [min, max],
     parse: (v, path) =>
       typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : fail(path, v, expected),
   };

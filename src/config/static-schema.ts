@@ -60,11 +60,11 @@ export const staticFields = {
   path_mtu: field(
     integer(1280, MAX_PATH_MTU),
     1500,
-    `Path MTU towards the TEP, at most ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the DTI's MTU is 40 less.`,
+    `Path MTU towards the TEP, 1280 to ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the DTI's MTU is 40 less.`,
     {
       flag: flag.integer('path-mtu', {
         helpValue: 'BYTES',
-        summary: "Path MTU towards the TEP; the DTI's MTU is 40 less (default 1500).",
+        summary: `Path MTU towards the TEP, 1280 to ${MAX_PATH_MTU}; the DTI's MTU is 40 less (default 1500).`,
       }),
     },
   ),

@@ -120,7 +120,7 @@ export const tepFields = {
   path_mtu: field(
     integer(1280, MAX_PATH_MTU),
     1500,
-    `Path MTU towards the nodes, at most ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the TUN device's MTU is 40 less.`,
+    `Path MTU towards the nodes, 1280 to ${MAX_PATH_MTU} (the receive slots hold 2000-byte IPv4 packets); the TUN device's MTU is 40 less.`,
     {
       flag: flag.integer('path-mtu', {
         helpValue: 'BYTES',

@@ -6,6 +6,10 @@ import { dirname, resolve } from 'node:path';
 
 export class StateDirError extends Error {}
 
+/** What to do about a state directory this user cannot write (a first start without root: /var/lib is root's). */
+export const STATE_DIR_ADVICE =
+  'give a directory this user can write with --state-dir (or server.state_dir), or run as root';
+
 /** Make `dir` and its missing parents (mode 0750), or throw a StateDirError saying why it cannot be. */
 export function makeStateDir(dir: string): void {
   const target = resolve(dir);
@@ -33,6 +37,6 @@ export function makeStateDir(dir: string): void {
 
 function failure(dir: string, at: string, err: unknown): StateDirError {
   const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-  const hint = code === 'EACCES' || code === 'EPERM' ? ' (choose another with --state-dir, or run as root)' : '';
+  const hint = code === 'EACCES' || code === 'EPERM' ? `; ${STATE_DIR_ADVICE}` : '';
   return new StateDirError(`state directory ${dir}: cannot create ${at}: ${code}${hint}`);
 }

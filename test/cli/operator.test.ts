@@ -3,7 +3,8 @@
 // help), flags with one meaning (old names kept as warned aliases), --program in hex, [IPV6]:PORT examples quoted,
 // and a non-root first start told what to do.
 import { expect } from 'chai';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCommands, ROOT } from '../docs/commands';
 import { cliUnavailable, runDstmSync } from '../support/dstm-procs';
@@ -112,6 +113,49 @@ describe('operator basics', function () {
     expect([...(nouns.get('address') ?? [])].sort()).to.deep.equal(['leases', 'release', 'static']);
   });
 
+  it('request: the flags of --hold (--control, --log-level, --device) are refused without it; DSTM_LOG_LEVEL is not', () => {
+    for (const flag of [
+      ['--control', '/tmp/node.sock'],
+      ['--log-level', 'debug'],
+      ['--device', 'dti9'],
+    ]) {
+      const r = runDstmSync(['request', ...flag]);
+      expect(r.code, r.stderr).to.equal(2);
+      expect(r.stderr).to.equal(
+        `dstm request: All of the following must be provided when using ${flag[0]}: --hold\n` +
+          "Try 'dstm request --help' for more information.\n",
+      );
+    }
+    // the variable is for --hold too, but set in the environment it does not stop a plain request
+    const server = `[::1]:${freePort()}`;
+    const plain = runDstmSync(['request', '--server', server, '--timeout', '200'], {
+      env: { DSTM_LOG_LEVEL: 'debug' },
+    });
+    expect(plain.code, plain.stderr).to.equal(7);
+    const bad = runDstmSync(['request', '--hold', '--server', server], { env: { DSTM_LOG_LEVEL: 'loud' } });
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/^dstm request: DSTM_LOG_LEVEL: "loud" is not valid/);
+  });
+
+  it('leases --state-dir refuses the flags of the server call it replaces (--server, --tls, ...); DSTM_SERVER is ignored', () => {
+    const dir = '/nonexistent/dstm-state';
+    const calls: [string[], string][] = [
+      [['--server', '[::1]:3786'], '--server=[::1]:3786'],
+      [['--tls'], '--tls=true'],
+      [['--timeout', '100'], '--timeout=100'],
+    ];
+    for (const [flag, shown] of calls) {
+      const r = runDstmSync(['leases', '--state-dir', dir, ...flag]);
+      expect(r.code, r.stderr).to.equal(2);
+      expect(r.stderr).to.equal(
+        `dstm leases: ${shown} cannot also be provided when using --state-dir\n` +
+          "Try 'dstm leases --help' for more information.\n",
+      );
+    }
+    const r = runDstmSync(['leases', '--state-dir', dir], { env: { DSTM_SERVER: '[::1]:3786' } });
+    expect(r.stderr).to.match(/^dstm leases list: no DSTM store in \/nonexistent\/dstm-state /);
+  });
+
   it('help texts: --json of leases and release says nothing of --hold; descriptions have no hard line breaks', async () => {
     for (const c of await loadCommands()) {
       const json = c.flags.json;
@@ -146,17 +190,32 @@ describe('operator basics', function () {
     ).to.deep.equal([]);
   });
 
-  it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
+  it('a first start without root: cannot create /var/lib/dstm, says once to use --state-dir or run as root (exit 3)', function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
-    const r = runDstmSync(['server', '--listen', `[::1]:${freePort()}`], {
-      uid: 65534,
-      gid: 65534,
-      cwd: '/tmp',
-      env: { HOME: '/tmp' },
-    });
+    const asNobody = (...flags: string[]) =>
+      runDstmSync(['server', '--listen', `[::1]:${freePort()}`, ...flags], {
+        uid: 65534,
+        gid: 65534,
+        cwd: '/tmp',
+        env: { HOME: '/tmp' },
+      });
+    const advice = 'give a directory this user can write with --state-dir (or server.state_dir), or run as root';
+    let r = asNobody();
     expect(r.code, r.stderr).to.equal(3);
-    expect(r.stderr).to.match(
-      /^dstm server: cannot start: .*\/var\/lib\/dstm is not writable by this user: give a directory it can write with --state-dir \(or server\.state_dir\), or run as root\n$/,
+    expect(r.stderr).to.equal(
+      `dstm server: cannot start: state directory /var/lib/dstm: cannot create /var/lib/dstm: EACCES; ${advice}\n`,
     );
+    // a directory that exists but is root's: the store cannot be opened, and the advice is given once too
+    const dir = mkdtempSync(join(tmpdir(), 'dstm-root-'));
+    try {
+      chmodSync(dir, 0o755);
+      r = asNobody('--state-dir', dir);
+      expect(r.code, r.stderr).to.equal(3);
+      expect(r.stderr).to.match(/^dstm server: cannot start: /);
+      expect(r.stderr).to.have.string(`; ${dir} is not writable by this user: ${advice}\n`);
+      expect(r.stderr.split('run as root')).to.have.length(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

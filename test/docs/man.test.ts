@@ -1,8 +1,9 @@
 // Man pages never drift: every command's flags and arguments (the oclif metadata `--help` prints) and every
-// configuration key (the schemas' key tables) must be in its page, with short alias, default and choices; a page
-// documents nothing the command lacks; the text generated from the keys' declarations (npm run man) is current;
-// every page's EXIT STATUS is the exit-code table (src/cli/exit-codes.ts) for the codes its commands return; every page
-// renders without warnings; package.json lists every page.
+// configuration key (the schemas' key tables) must be in its page, with short alias, default, choices, range (stated
+// in --help too) and the value's placeholder --help shows; a page documents nothing the command lacks; the text
+// generated from the keys' declarations (npm run man) is current; every page's EXIT STATUS is the exit-code table
+// (src/cli/exit-codes.ts) for the codes its commands return; every page renders without warnings; package.json lists
+// every page.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -90,6 +91,16 @@ function flagProblems(cmd: Command.Loadable, page: Page, sub?: string): string[]
     for (const o of (flag.type === 'option' && flag.options) || []) {
       if (!hasWord(all, o)) problems.push(`${long}: choice "${o}" not listed in its item`);
     }
+    // the value's placeholder: --help's (helpValue) is the tag's; a flag with choices may show them instead
+    if (flag.type === 'option' && !(flag.options?.length && flag.helpValue === undefined)) {
+      const tokens = item.tag.split(/\s+/).map((t) => t.replace(/,$/, ''));
+      const next = tokens[tokens.indexOf(long) + 1];
+      const named = next === undefined || next.startsWith('-') ? undefined : next;
+      const shown = [flag.helpValue ?? []].flat().join(' ') || undefined;
+      if (shown === undefined)
+        problems.push(`${long}: no helpValue, so --help shows <value> where its item names ${named ?? 'no value'}`);
+      else if (shown !== named) problems.push(`${long}: --help shows ${shown}, its item ${named ?? 'no value'}`);
+    }
   }
   for (const item of items) {
     for (const m of item.tag.matchAll(/(?:^|[^\w-])--([a-z][\w-]*)/g)) {
@@ -122,6 +133,29 @@ function argProblems(cmd: Command.Loadable, page: Page): string[] {
       problems.push(`argument ${arg.name.toUpperCase()}: default "${def}" not stated`);
   }
   return problems;
+}
+
+/**
+ * The SYNOPSIS forms of `cmd`: the lines from one starting "dstm <command>" to the next, for the command with the
+ * longest id that begins it (`ids`; "dstm leases revoke NODE" is leases', "dstm leases export" leases export's).
+ */
+function synopsisForms(cmd: Command.Loadable, ids: readonly string[], page: Page): string[] {
+  const text = page.sections.find((s) => s.name === 'SYNOPSIS')?.text ?? '';
+  const forms = text.split(/\n(?=dstm )/).filter((f) => f.startsWith('dstm '));
+  const head = (form: string): string => form.split('\n')[0].trim();
+  const owner = (form: string): string | undefined =>
+    ids.filter((id) => `${head(form)} `.startsWith(`dstm ${words(id)} `)).sort((a, b) => b.length - a.length)[0];
+  return forms.filter((f) => owner(f) === cmd.id);
+}
+
+/** Flags of `cmd` that none of its SYNOPSIS forms shows (a switch with a --no- form may show as --[no-]NAME). */
+function synopsisProblems(cmd: Command.Loadable, ids: readonly string[], page: Page): string[] {
+  const forms = synopsisForms(cmd, ids, page).join('\n');
+  if (!forms) return [`no SYNOPSIS line begins "dstm ${words(cmd.id)}"`];
+  return Object.values(cmd.flags)
+    .filter((f) => !f.hidden && !hasWord(forms, `--${f.name}`))
+    .filter((f) => !(f.type === 'boolean' && f.allowNo && forms.includes(`--[no-]${f.name}`)))
+    .map((f) => `--${f.name}: not in the SYNOPSIS of \`dstm ${words(cmd.id)}\``);
 }
 
 /** The full dotted key as the conf page's items must name it ("server.teps[].prefix"). */
@@ -200,6 +234,47 @@ function ungeneratedFlags(cmd: Command.Loadable, text: string): string[] {
     .map((s) => `--${s.flag.name} sets ${section}.${s.key} but its item is not generated (npm run man)`);
 }
 
+/** Ranges up to this bound are limits worth stating; wider ones (lease seconds, program numbers) are the wire's. */
+const WIDE = 0x7fffffff;
+
+/**
+ * The range `--NAME` of `cmd` is limited to: the oclif flag's min and max (`flag`, from the command class), else the
+ * range of the configuration key it sets; undefined when unlimited or only as wide as its field on the wire.
+ */
+function rangeOf(cmd: Command.Loadable, name: string, flag: { min?: number; max?: number }): string | undefined {
+  let range: readonly [number, number] | undefined;
+  if (flag.min !== undefined && flag.max !== undefined) range = [flag.min, flag.max];
+  else {
+    const section = SECTION_OF[cmd.id];
+    const setting = section ? settings(CONFIG_SECTIONS[section]).find((s) => s.flag.name === name) : undefined;
+    range = setting?.field.type.range as readonly [number, number] | undefined;
+  }
+  return range && range[1] < WIDE ? `${range[0]} to ${range[1]}` : undefined;
+}
+
+/** Flags limited to a range whose --help line or page item does not state it ("1280 to 2040"). */
+function rangeProblems(
+  cmd: Command.Loadable,
+  flags: Readonly<Record<string, { min?: number; max?: number }>>,
+  page: Page,
+  sub?: string,
+): string[] {
+  const problems: string[] = [];
+  const items = optionItems(page, sub);
+  for (const flag of Object.values(cmd.flags)) {
+    if (flag.hidden || flag.type !== 'option') continue;
+    const range = rangeOf(cmd, flag.name, flags[flag.name] ?? {});
+    if (range === undefined) continue;
+    const long = `--${flag.name}`;
+    if (!`${flag.summary ?? ''} ${flag.description ?? ''}`.includes(range))
+      problems.push(`${long}: its --help does not state its range "${range}"`);
+    const item = items.find((i) => hasWord(i.tag, long));
+    if (item && !`${item.tag} ${item.body}`.includes(range))
+      problems.push(`${long}: its item does not state its range "${range}"`);
+  }
+  return problems;
+}
+
 /** Lines of `page` that differ from `generated` (the page as npm run man would write it), with line numbers. */
 function generatedDrift(page: string, generated: string): string[] {
   const was = page.split('\n');
@@ -231,7 +306,7 @@ describe('man pages', function () {
     commands = await loadCommands();
   });
 
-  it('every command has its page, documenting every flag (with alias, default, choices) and no other', () => {
+  it('every command has its page, documenting every flag (alias, default, choices, placeholder) and no other', () => {
     const problems = new Map<string, string[]>();
     for (const cmd of commands) {
       const { rel, sub } = pageOf(cmd.id);
@@ -240,6 +315,30 @@ describe('man pages', function () {
         continue;
       }
       const ps = flagProblems(cmd, readPage(rel), sub);
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
+    }
+    report(problems);
+  });
+
+  it("every flag is in its command's SYNOPSIS", () => {
+    const problems = new Map<string, string[]>();
+    const ids = commands.map((c) => c.id);
+    for (const cmd of commands) {
+      const { rel } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const ps = synopsisProblems(cmd, ids, readPage(rel));
+      if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
+    }
+    report(problems);
+  });
+
+  it('every flag limited to a range states it, in --help and in its page', async () => {
+    const problems = new Map<string, string[]>();
+    for (const cmd of commands) {
+      const { rel, sub } = pageOf(cmd.id);
+      if (!existsSync(join(ROOT, rel))) continue; // reported by the flags test
+      const { flags } = (await cmd.load()) as unknown as { flags: Record<string, { min?: number; max?: number }> };
+      const ps = rangeProblems(cmd, flags, readPage(rel), sub);
       if (ps.length) problems.set(rel, [...(problems.get(rel) ?? []), ...ps]);
     }
     report(problems);
@@ -339,20 +438,50 @@ describe('man pages', function () {
     const flags = {
       mode: flag('mode', { char: 'm', default: 'fast', options: ['fast', 'slow'] }),
       port: flag('port', { default: 3786 }),
+      size: flag('size', { helpValue: 'BYTES' }),
       fast: { name: 'fast', type: 'boolean', allowNo: true },
       loud: { name: 'loud', type: 'boolean', allowNo: true },
     };
     const cmd = { id: 'x', args: {}, flags } as unknown as Command.Loadable;
     const page = parsePage(
       '.SH OPTIONS\n.TP\n.BI \\-\\-mode " MODE"\nfast or slow.\n.TP\n.B \\-\\-port\nThe port (default 3786).\n.TP\n.B \\-\\-gone\nOld.\n' +
-        '.TP\n.BR \\-\\-fast ", " \\-\\-no\\-fast\nFast.\n.TP\n.B \\-\\-loud\nLoud.\n.TP\n.B \\-\\-no\\-port\nNo.\n',
+        '.TP\n.BR \\-\\-fast ", " \\-\\-no\\-fast\nFast.\n.TP\n.B \\-\\-loud\nLoud.\n.TP\n.B \\-\\-no\\-port\nNo.\n' +
+        '.TP\n.BI \\-\\-size " N"\nSize.\n',
     );
     expect(flagProblems(cmd, page)).to.deep.equal([
       '--mode: short alias -m missing from the tag "--mode MODE"',
       '--mode: default "fast" not stated in its item ("--mode MODE fast or slow.")',
+      '--port: no helpValue, so --help shows <value> where its item names no value',
+      '--size: --help shows BYTES, its item N',
       '--loud: its negation --no-loud missing from the tag "--loud"',
       '--gone: documented in OPTIONS but `dstm x` has no such flag',
       '--no-port: documented in OPTIONS but `dstm x` has no such flag',
+    ]);
+    // a range: the oclif flag's min and max, else the range of the key the flag sets (static.path_mtu)
+    const ranged = {
+      id: 'static',
+      args: {},
+      flags: {
+        port: flag('port', { summary: 'The port, 1 to 9.' }),
+        'path-mtu': flag('path-mtu', { summary: 'MTU.' }),
+      },
+    } as unknown as Command.Loadable;
+    const rangedPage = parsePage(
+      '.SH OPTIONS\n.TP\n.BI \\-\\-port " N"\nThe port.\n.TP\n.BI \\-\\-path\\-mtu " BYTES"\nMTU, 1280 to 2040.\n',
+    );
+    expect(rangeProblems(ranged, { port: { min: 1, max: 9 } }, rangedPage)).to.deep.equal([
+      '--port: its item does not state its range "1 to 9"',
+      '--path-mtu: its --help does not state its range "1280 to 2040"',
+    ]);
+    // a flag only in another command's SYNOPSIS form (dstm x y's) is not in dstm x's
+    const synopsis = parsePage(
+      '.SH SYNOPSIS\n.B dstm x\n.RB [ \\-\\-mode\n.IR MODE ]\n.PP\n.B dstm x y\n.RB [ \\-\\-port ]\n',
+    );
+    expect(synopsisProblems(cmd, ['x', 'x:y'], synopsis)).to.deep.equal([
+      '--port: not in the SYNOPSIS of `dstm x`',
+      '--size: not in the SYNOPSIS of `dstm x`',
+      '--fast: not in the SYNOPSIS of `dstm x`',
+      '--loud: not in the SYNOPSIS of `dstm x`',
     ]);
     const exits = parsePage('.SH "EXIT STATUS"\n.TP\n.B 0\nSuccess.\n.TP\n.B 4\nRefused.\n.TP\n.B 42\nOther.\n');
     expect(exitProblems([0, 2, 4], exits)).to.deep.equal([

@@ -2,7 +2,7 @@
 // (an empty variable stands in for nothing), and createLogger and request --hold's --log-level must agree.
 import { expect } from 'chai';
 import { Writable } from 'node:stream';
-import { asLevel } from '../../src/cli/daemon-cli';
+import { envLevel } from '../../src/cli/daemon-cli';
 import { createLogger } from '../../src/lib/log';
 
 describe('DSTM_LOG_LEVEL=""', () => {
@@ -25,8 +25,9 @@ describe('DSTM_LOG_LEVEL=""', () => {
     expect(text).to.contain('"shown"').and.not.contain('hidden');
   });
 
-  it('is no --log-level for request --hold', () => {
-    expect(asLevel('')).to.equal(undefined);
-    expect(asLevel('warn')).to.equal('warn');
+  it('is no --log-level for request --hold; a bad value is refused naming the variable', () => {
+    expect(envLevel()).to.equal(undefined);
+    expect(envLevel({ DSTM_LOG_LEVEL: 'warn' })).to.equal('warn');
+    expect(() => envLevel({ DSTM_LOG_LEVEL: 'loud' })).to.throw(/^DSTM_LOG_LEVEL: "loud" is not valid/);
   });
 });

@@ -30,6 +30,7 @@ export default class TepStatsCommand extends DstmCommand {
 
   static override flags = {
     control: Flags.string({
+      helpValue: 'PATH',
       summary: `The TEP's control socket (no answer within ${CONTROL_TIMEOUT_MS / 1000} s: exit 7).`,
       default: DEFAULT_CONTROL_PATH,
     }),
