@@ -105,6 +105,10 @@ const ZERO4 = new Uint8Array(4);
 const ZERO16 = new Uint8Array(16);
 const HOST_MASK = new Uint8Array([255, 255, 255, 255]);
 
+/** The type of each operation's reply packet, refusals included: REVOKE ends a binding, so it answers as RELEASE. */
+const REPLY_TYPE = { request: REQUEST_REP, release: RELEASE_REP, allocate: REQUEST_REP, revoke: RELEASE_REP } as const;
+type Op = keyof typeof REPLY_TYPE;
+
 /** A refusal decided before the lease logic runs (who is calling, what they sent). */
 class Refused extends Error {
   constructor(
@@ -332,13 +336,12 @@ export class DstmRpc {
   }
 
   /** A refusal as a version 2 reply; anything else (a bug) goes up to the RPC server as SYSTEM_ERR. */
-  private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
+  private v2Refusal(err: unknown, ctx: CallContext, op: Op, local: Uint8Array): dstm_reply {
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
     const status: StatusName = err instanceof Refused ? err.status : 'unavailable';
     if (err instanceof Refused) this.refuse(op, ctx, err);
     else this.storeRefused(op, ctx, err);
-    const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
-    return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
+    return { status: STATUS[status], lease: emptyPacket(REPLY_TYPE[op], local.length === 16 ? local : ZERO16) };
   }
 
   private async bindings(
@@ -480,7 +483,7 @@ export class DstmRpc {
 
   private async admin(ctx: CallContext, what: 'revoke' | 'allocate', run: () => Promise<Grant>): Promise<dstm_reply> {
     if (!this.adminAllowed(ctx, what.toUpperCase()))
-      return { status: STATUS.not_allowed, lease: emptyPacket(REQUEST_REP, ZERO16) };
+      return { status: STATUS.not_allowed, lease: emptyPacket(REPLY_TYPE[what], ZERO16) };
     try {
       const g = await run();
       this.log.info(what, { node: formatIPv6(g.ip6), ipv4: formatIPv4(g.ip4), status: g.status, by: ctx.peerAddress });
@@ -500,7 +503,7 @@ function emptyPacket(type: number, local: Uint8Array): packet {
  * now, extend = seconds from now after which the node should renew (half the lease). A refusal has i4addr 0.0.0.0.
  */
 export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array): packet {
-  const type = op === 'request' ? REQUEST_REP : RELEASE_REP;
+  const type = REPLY_TYPE[op];
   if (g.status !== 'ok') return emptyPacket(type, local);
   const live = op === 'request';
   return {

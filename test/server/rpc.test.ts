@@ -126,3 +126,35 @@ describe('DSTM program: the binding feed', () => {
     expect(again.changes.map((c) => c.seq)).to.deep.equal(full.changes.map((c) => c.seq));
   });
 });
+
+describe('DSTM program: REVOKE replies', () => {
+  const t = useProgram('rpc-revoke', '10.68.0.0/24', { feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 });
+
+  it('every REVOKE reply, refusals included, is RELEASE_REP (4); ALLOCATE refusals stay REQUEST_REP (2)', async () => {
+    const [u] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    const [tc] = await t.server.listen({ host: '::1', port: 0, transport: 'tcp' });
+    const connect = (transport: 'udp' | 'tcp', port: number) =>
+      RpcClient.connect({ host: '::1', port, transport, program: DEFAULT_PROGRAM, version: 2 });
+    const udp = await connect('udp', u.port);
+    t.client = await connect('tcp', tc.port);
+    try {
+      const node = parseIPv6('::1');
+      const args = { ip6: node, ip4: new Uint8Array(4), lease: 0 };
+      const overUdp = await new RPC_TWO_Client(udp).REVOKE(args);
+      expect([overUdp.status, overUdp.lease.type], 'refused over UDP').to.deep.equal([dstm_status.DSTM_NOT_ALLOWED, 4]);
+      const alloc = await new RPC_TWO_Client(udp).ALLOCATE(args);
+      expect([alloc.status, alloc.lease.type], 'ALLOCATE over UDP').to.deep.equal([dstm_status.DSTM_NOT_ALLOWED, 2]);
+      const v2 = new RPC_TWO_Client(t.client);
+      const none = await v2.REVOKE(args);
+      expect([none.status, none.lease.type], 'no binding').to.deep.equal([dstm_status.DSTM_NO_BINDING, 4]);
+      expect((await v2.REQUEST(request(node))).status).to.equal(dstm_status.DSTM_OK);
+      const ok = await v2.REVOKE(args);
+      expect([ok.status, ok.lease.type], 'revoked').to.deep.equal([dstm_status.DSTM_OK, 4]);
+      await t.store.close();
+      const down = await v2.REVOKE(args);
+      expect([down.status, down.lease.type], 'store down').to.deep.equal([dstm_status.DSTM_UNAVAILABLE, 4]);
+    } finally {
+      await udp.close();
+    }
+  });
+});
