@@ -9,6 +9,7 @@ import {
   toUniversalAddress,
   AuthStat,
   NULL_AUTH,
+  type AuthSysParams,
 } from '../../src/rpc';
 import {
   readCallHeader,
@@ -113,6 +114,16 @@ describe('AUTH_SYS (RFC 5531 Appendix A)', () => {
     expect(authSysServer.validate({ flavor: 1, body: new Uint8Array([...body, 0, 0, 0, 0]) }, NULL_AUTH)).to.equal(
       AuthStat.AUTH_BADCRED,
     );
+  });
+
+  it('decodes a machine name byte for byte (Latin-1, not UTF-8), as libtirpc takes it', () => {
+    const w = new XdrWriter();
+    w.uint(42);
+    w.varOpaque(new Uint8Array([0x68, 0xf4, 0x74, 0x65])); // "h\u00f4te" in Latin-1: not valid UTF-8
+    for (const v of [1000, 100, 0]) w.uint(v);
+    const got = authSysServer.validate({ flavor: 1, body: w.toBytes() }, NULL_AUTH) as { principal: AuthSysParams };
+    expect(got.principal).to.deep.equal({ stamp: 42, machinename: 'h\u00f4te', uid: 1000, gid: 100, gids: [] });
+    expect([...Buffer.from(got.principal.machinename, 'latin1')]).to.deep.equal([0x68, 0xf4, 0x74, 0x65]);
   });
 
   it('refuses more than 16 groups and machine names over 255 bytes, in plain words', () => {
