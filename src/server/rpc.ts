@@ -1,8 +1,8 @@
 // The DSTM program over ONC RPC: version 1 (Annex B, byte-exact) and version 2 (status codes, binding feed, admin).
-// Identity is the RPC peer's IPv6 address: `local` must equal it, AUTH_SYS credentials are accepted but never
-// trusted, and addresses that cannot be one node's identity are refused. Under the mutual TLS policy the verified
-// client certificate must also vouch for the caller: it names the node's address (or a configured mapping covers
-// it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse limits (TCP-only procedures,
+// Identity is the RPC peer's IPv6 address: `local` must equal it (or be link-local, as Annex B has it), AUTH_SYS
+// credentials are accepted but never trusted, and addresses that cannot be one node's identity are refused. Under
+// the mutual TLS policy the verified client certificate must also vouch for the caller: it names the node's address
+// (or a configured mapping covers it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse limits (TCP-only procedures,
 // per-prefix rate and binding caps) are applied here, before the lease logic. How each refusal travels in each
 // version, and what each setting stops, is documented in dstm-rpc(7).
 import {
@@ -123,6 +123,11 @@ class Refused extends Error {
   }
 }
 
+/** In fe80::/10. */
+function isLinkLocal(b: Uint8Array): boolean {
+  return b[0] === 0xfe && (b[1] & 0xc0) === 0x80;
+}
+
 /**
  * Why an IPv6 source cannot be a node's identity, or undefined when it can. Unspecified and multicast addresses are
  * no node's; IPv4-mapped and IPv4-compatible ones are IPv4 peers (draft section 6: "MUST be in IPv6"); a link-local
@@ -131,7 +136,7 @@ class Refused extends Error {
  */
 export function identityProblem(b: Uint8Array): string | undefined {
   if (b[0] === 0xff) return 'a multicast address';
-  if (b[0] === 0xfe && (b[1] & 0xc0) === 0x80) return 'link-local (use a global or unique local address)';
+  if (isLinkLocal(b)) return 'link-local (use a global or unique local address)';
   if (isV4Mapped(b)) return 'IPv4-mapped: DSTM is served over IPv6 only';
   for (let i = 0; i < 12; i++) if (b[i] !== 0) return undefined;
   const v4 = (b[12] | b[13] | b[14]) !== 0 || b[15] > 1;
@@ -234,7 +239,9 @@ export class DstmRpc {
     const peer = peerIPv6(ctx);
     const want = op === 'request' ? REQUEST_REQ : RELEASE_REQ;
     if (p.type !== want) throw new Refused('bad_request', `${op.toUpperCase()} with type ${p.type}, expected ${want}`);
-    if (!equalBytes(p.local, peer))
+    // Annex B calls local a "Link-local address": a node that sends its link-local address is still identified by
+    // the call's source (the reply echoes the local it sent); any other local must be that source.
+    if (!isLinkLocal(p.local) && !equalBytes(p.local, peer))
       throw new Refused('not_allowed', `local ${formatIPv6(p.local)} is not the caller ${formatIPv6(peer)}`);
     const certs = this.access.certs;
     if (certs) {

@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import {
+  RELEASE_REQ,
   REQUEST_REQ,
   RPC_ONE_Client,
   RPC_TWO_Client,
@@ -155,6 +156,53 @@ describe('DSTM program: REVOKE replies', () => {
       expect([down.status, down.lease.type], 'store down').to.deep.equal([dstm_status.DSTM_UNAVAILABLE, 4]);
     } finally {
       await udp.close();
+    }
+  });
+});
+
+describe('DSTM program: a link-local local (Annex B: "Link-local address")', () => {
+  const t = useProgram('rpc-linklocal', '10.69.0.0/24', { feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 });
+
+  it('binds the source address, echoes the local sent, in version 1 and 2, for REQUEST and RELEASE', async () => {
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    const connect = (version: 1 | 2) =>
+      RpcClient.connect({ host: '::1', port: b.port, transport: 'udp', program: DEFAULT_PROGRAM, version });
+    const c1 = await connect(1);
+    t.client = await connect(2);
+    try {
+      const v1 = new RPC_ONE_Client(c1);
+      const v2 = new RPC_TWO_Client(t.client);
+      const ll = parseIPv6('fe80::1');
+      const source = [...parseIPv6('::1')];
+      const stored = async () => (await t.store.list(0, 10)).map((r) => ({ ip6: [...r.ip6], state: r.state }));
+      const addr = [10, 69, 0, 1];
+
+      const r2 = await v2.REQUEST(request(ll));
+      expect(r2.status).to.equal(dstm_status.DSTM_OK);
+      expect([...r2.lease.local], 'v2 REQUEST echoes local').to.deep.equal([...ll]);
+      expect([...r2.lease.i4addr]).to.deep.equal(addr);
+      expect(await stored()).to.deep.equal([{ ip6: source, state: 0 }]);
+      const r1 = await v1.REQUEST(request(ll));
+      expect([...r1.local], 'v1 REQUEST echoes local').to.deep.equal([...ll]);
+      expect([...r1.i4addr], 'the same binding, renewed').to.deep.equal(addr);
+
+      const x2 = await v2.RELEASE(dstmPacket(RELEASE_REQ, ll, 0, 0));
+      expect([x2.status, x2.lease.type, [...x2.lease.local], [...x2.lease.i4addr]]).to.deep.equal([
+        dstm_status.DSTM_OK,
+        4,
+        [...ll],
+        addr,
+      ]);
+      expect(await stored()).to.deep.equal([{ ip6: source, state: 1 }]);
+      expect([...(await v1.REQUEST(request(ll))).i4addr], 'the node has its address back').to.deep.equal(addr);
+      const x1 = await v1.RELEASE(dstmPacket(RELEASE_REQ, ll, 0, 0));
+      expect([x1.type, [...x1.local], [...x1.i4addr]], 'v1 RELEASE').to.deep.equal([4, [...ll], addr]);
+      expect(await stored()).to.deep.equal([{ ip6: source, state: 1 }]);
+
+      // Any other local must still be the caller.
+      expect((await v2.REQUEST(request(parseIPv6('fd00::9')))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
+    } finally {
+      await c1.close();
     }
   });
 });
