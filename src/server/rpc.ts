@@ -508,6 +508,8 @@ function emptyPacket(type: number, local: Uint8Array): packet {
 /**
  * The Annex B reply: starts/ends absolute (seconds since 1970, server clock); keep = seconds the lease is valid from
  * now, extend = seconds from now after which the node should renew (half the lease). A refusal has i4addr 0.0.0.0.
+ * A REQUEST's starts is when this lease starts (Annex B: "When the lease starts"), the grant, so that ends - starts
+ * is keep on a renewal too; a RELEASE's is the binding's (when the node first got the address), as LIST has it.
  */
 export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array): packet {
   const type = REPLY_TYPE[op];
@@ -520,7 +522,7 @@ export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Arr
     i4addr: ipv4ToBytes(g.ip4),
     tep4: g.tep ? ipv4ToBytes(g.tep.ipv4) : ZERO4,
     tep6: g.tep?.ipv6 ?? ZERO16,
-    starts: g.starts,
+    starts: live ? g.at : g.starts,
     ends: g.ends,
     keep: live ? g.duration : 0,
     // never 0: a node renewing "after 0 seconds" would renew in a loop

@@ -25,14 +25,14 @@ const request = (local: Uint8Array): packet => dstmPacket(REQUEST_REQ, local, 0,
 type Limits = Omit<Access, 'allow' | 'tepAllow' | 'adminAllow'>;
 
 /**
- * Hooks of a describe block: before each test the DSTM program on a fresh SQLite store with one pool, open to every
- * peer, registered on an RpcServer the test makes listen; after it, all of that closed and removed.
+ * Hooks of a describe block: before each test the DSTM program on a fresh SQLite store with one pool (its clock
+ * `opts.clock` when given), open to every peer, registered on an RpcServer the test makes listen; after it, all of that closed and removed.
  */
-function useProgram(tag: string, pool: string, limits: Limits) {
+function useProgram(tag: string, pool: string, limits: Limits, opts: { clock?: () => number } = {}) {
   const t = {} as { dir: string; store: SqliteStore; server: RpcServer; client?: RpcClient };
   beforeEach(async () => {
     t.dir = tempDir(tag);
-    t.store = new SqliteStore(t.dir);
+    t.store = new SqliteStore(t.dir, { clock: opts.clock });
     const leases = await LeaseService.open(t.store, {
       lease: 60,
       maxLease: 60,
@@ -201,6 +201,46 @@ describe('DSTM program: a link-local local (Annex B: "Link-local address")', () 
 
       // Any other local must still be the caller.
       expect((await v2.REQUEST(request(parseIPv6('fd00::9')))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
+    } finally {
+      await c1.close();
+    }
+  });
+});
+
+describe('DSTM program: lease times of a renewal', () => {
+  let now = 1_800_000_000;
+  const t = useProgram(
+    'rpc-renewal',
+    '10.70.0.0/24',
+    { feedMaxWait: 100, tcpOnly: 'none', minLease: 60 },
+    { clock: () => now },
+  );
+
+  it("a REQUEST reply's starts is the grant (ends - starts = keep); LIST and the feed keep when the node first got it", async () => {
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    const connect = (version: 1 | 2) =>
+      RpcClient.connect({ host: '::1', port: b.port, transport: 'udp', program: DEFAULT_PROGRAM, version });
+    const c1 = await connect(1);
+    t.client = await connect(2);
+    try {
+      const v2 = new RPC_TWO_Client(t.client);
+      const first = now;
+      const r = await v2.REQUEST(request(parseIPv6('::1')));
+      expect([r.lease.starts, r.lease.ends, r.lease.keep]).to.deep.equal([first, first + 60, 60]);
+      now += 25;
+      const renewed = await v2.REQUEST(request(parseIPv6('::1')));
+      expect([renewed.lease.starts, renewed.lease.ends, renewed.lease.keep]).to.deep.equal([
+        first + 25,
+        first + 85,
+        60,
+      ]);
+      now += 10;
+      const v1 = await new RPC_ONE_Client(c1).REQUEST(request(parseIPv6('::1')));
+      expect([v1.starts, v1.ends, v1.keep], 'version 1').to.deep.equal([first + 35, first + 95, 60]);
+      const listed = await v2.LIST({ after: new Uint8Array(4), max: 10 });
+      expect(listed.leases.map((l) => [l.starts, l.ends])).to.deep.equal([[first, first + 95]]);
+      const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+      expect(feed.changes.map((c) => [c.starts, c.ends])).to.deep.equal([[first, first + 95]]);
     } finally {
       await c1.close();
     }
