@@ -35,6 +35,7 @@ import {
   type Prefix6,
 } from '../lib/addr';
 import { STATUS, type StatusName } from '../protocol/status';
+import type { LeaseClock } from './clock';
 import { StoreUnavailable, type Grant, type LeaseService } from './leases';
 import { PrefixCaps } from './prefix-cap';
 import { RefusalLog } from './refusal-log';
@@ -171,6 +172,11 @@ export class DstmRpc {
     private readonly leases: LeaseService,
     private access: Access,
     private readonly log: Logger,
+    /**
+     * The embedded store's lease clock, whose times go on the wire as wall-clock times (clock.ts); none for a store
+     * on the wall clock (PostgreSQL's database clock).
+     */
+    private readonly clock?: Pick<LeaseClock, 'behind'>,
   ) {
     this.refusalLog = new RefusalLog(log);
     this.configure(access);
@@ -196,6 +202,11 @@ export class DstmRpc {
       const [op, reason] = k.split(':');
       return { labels: { op, reason }, value };
     });
+  }
+
+  /** Seconds to add to the store's lease times for the wire (clock.ts): read once per reply. */
+  private behind(): number {
+    return this.clock ? this.clock.behind() : 0;
   }
 
   /** A refusal decided here: always counted (as `what` in lower case), logged as RefusalLog lets it. */
@@ -317,7 +328,7 @@ export class DstmRpc {
   /** Version 1: not-allowed and bad requests are RPC-level errors; no address / no binding is a zero i4addr. */
   private async v1(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<packet> {
     try {
-      return replyPacket(await this.exchange(p, ctx, op), op, p.local);
+      return replyPacket(await this.exchange(p, ctx, op), op, p.local, this.behind());
     } catch (err) {
       if (err instanceof Refused) {
         this.refuse(op, ctx, err);
@@ -336,7 +347,7 @@ export class DstmRpc {
   private async v2(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<dstm_reply> {
     try {
       const g = await this.exchange(p, ctx, op);
-      return { status: STATUS[g.status], lease: replyPacket(g, op, p.local) };
+      return { status: STATUS[g.status], lease: replyPacket(g, op, p.local, this.behind()) };
     } catch (err) {
       return this.v2Refusal(err, ctx, op, p.local);
     }
@@ -411,6 +422,7 @@ export class DstmRpc {
     }
     // Beyond the last sequence number (a restored store): epoch 0 with more set, so the caller starts over from 0.
     if (r.reset) return { status: STATUS.ok, epoch: 0n, next: 0n, changes: [], more: true };
+    const behind = this.behind();
     return {
       status: STATUS.ok,
       epoch: this.leases.epoch,
@@ -420,8 +432,8 @@ export class DstmRpc {
         seq: BigInt(c.seq),
         ip6: c.ip6,
         ip4: ipv4ToBytes(c.ip4),
-        starts: c.starts,
-        ends: c.ends,
+        starts: c.starts + behind,
+        ends: c.ends + behind,
         active: c.active,
       })),
     };
@@ -466,6 +478,7 @@ export class DstmRpc {
       return { status: STATUS.unavailable, leases: [], more: false };
     }
     const { leases, more } = page;
+    const behind = this.behind();
     return {
       status: STATUS.ok,
       more,
@@ -474,8 +487,8 @@ export class DstmRpc {
         ip4: ipv4ToBytes(b.ip4),
         tep6: b.tep?.ipv6 ?? ZERO16,
         tep4: b.tep ? ipv4ToBytes(b.tep.ipv4) : ZERO4,
-        starts: b.starts,
-        ends: b.ends,
+        starts: b.starts + behind,
+        ends: b.ends + behind,
         state: b.state,
       })),
     };
@@ -494,7 +507,8 @@ export class DstmRpc {
     try {
       const g = await run();
       this.log.info(what, { node: formatIPv6(g.ip6), ipv4: formatIPv4(g.ip4), status: g.status, by: ctx.peerAddress });
-      return { status: STATUS[g.status], lease: replyPacket(g, what === 'revoke' ? 'release' : 'request', g.ip6) };
+      const op = what === 'revoke' ? 'release' : 'request';
+      return { status: STATUS[g.status], lease: replyPacket(g, op, g.ip6, this.behind()) };
     } catch (err) {
       return this.v2Refusal(err, ctx, what, ZERO16);
     }
@@ -506,12 +520,12 @@ function emptyPacket(type: number, local: Uint8Array): packet {
 }
 
 /**
- * The Annex B reply: starts/ends absolute (seconds since 1970, server clock); keep = seconds the lease is valid from
+ * The Annex B reply: starts/ends absolute (seconds since 1970 UTC: the store's times plus `behind`); keep = seconds the lease is valid from
  * now, extend = seconds from now after which the node should renew (half the lease). A refusal has i4addr 0.0.0.0.
  * A REQUEST's starts is when this lease starts (Annex B: "When the lease starts"), the grant, so that ends - starts
  * is keep on a renewal too; a RELEASE's is the binding's (when the node first got the address), as LIST has it.
  */
-export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array): packet {
+function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array, behind: number): packet {
   const type = REPLY_TYPE[op];
   if (g.status !== 'ok') return emptyPacket(type, local);
   const live = op === 'request';
@@ -522,8 +536,8 @@ export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Arr
     i4addr: ipv4ToBytes(g.ip4),
     tep4: g.tep ? ipv4ToBytes(g.tep.ipv4) : ZERO4,
     tep6: g.tep?.ipv6 ?? ZERO16,
-    starts: live ? g.at : g.starts,
-    ends: g.ends,
+    starts: (live ? g.at : g.starts) + behind,
+    ends: g.ends + behind,
     keep: live ? g.duration : 0,
     // never 0: a node renewing "after 0 seconds" would renew in a loop
     extend: live ? Math.max(1, Math.floor(g.duration / 2)) : 0,

@@ -12,6 +12,7 @@ import {
 import { createLogger } from '../../src/lib/log';
 import { AuthStat, RpcAuthError, RpcClient, RpcServer } from '../../src/rpc';
 import { parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
+import { LeaseClock } from '../../src/server/clock';
 import { LeaseService } from '../../src/server/leases';
 import { DstmRpc, type Access } from '../../src/server/rpc';
 import { dstmPacket } from '../../src/protocol/client';
@@ -26,13 +27,18 @@ type Limits = Omit<Access, 'allow' | 'tepAllow' | 'adminAllow'>;
 
 /**
  * Hooks of a describe block: before each test the DSTM program on a fresh SQLite store with one pool (its clock
- * `opts.clock` when given), open to every peer, registered on an RpcServer the test makes listen; after it, all of that closed and removed.
+ * `opts.clock`, or the daemon's lease clock `opts.leaseClock`, when given), open to every peer, registered on an RpcServer the test makes listen; after it, all of that closed and removed.
  */
-function useProgram(tag: string, pool: string, limits: Limits, opts: { clock?: () => number } = {}) {
+function useProgram(
+  tag: string,
+  pool: string,
+  limits: Limits,
+  opts: { clock?: () => number; leaseClock?: LeaseClock } = {},
+) {
   const t = {} as { dir: string; store: SqliteStore; server: RpcServer; client?: RpcClient };
   beforeEach(async () => {
     t.dir = tempDir(tag);
-    t.store = new SqliteStore(t.dir, { clock: opts.clock });
+    t.store = new SqliteStore(t.dir, { clock: opts.clock ?? opts.leaseClock?.now });
     const leases = await LeaseService.open(t.store, {
       lease: 60,
       maxLease: 60,
@@ -44,7 +50,8 @@ function useProgram(tag: string, pool: string, limits: Limits, opts: { clock?: (
       teps: [],
     });
     const all = [parsePrefix6('::/0')];
-    const dstm = new DstmRpc(leases, { allow: all, tepAllow: all, adminAllow: all, ...limits }, quiet);
+    const access = { allow: all, tepAllow: all, adminAllow: all, ...limits };
+    const dstm = new DstmRpc(leases, access, quiet, opts.leaseClock);
     t.server = new RpcServer();
     for (const s of dstm.services(DEFAULT_PROGRAM)) t.server.register(s);
     t.client = undefined;
@@ -244,5 +251,58 @@ describe('DSTM program: lease times of a renewal', () => {
     } finally {
       await c1.close();
     }
+  });
+});
+
+describe('DSTM program: lease times on the wire after a wall clock step', () => {
+  let wall = 1_800_000_000_000;
+  let mono = 5000;
+  const clock = new LeaseClock(600 / 86400, { wall: () => wall, monotonic: () => mono });
+  const t = useProgram(
+    'rpc-step',
+    '10.71.0.0/24',
+    { feedMaxWait: 100, tcpOnly: 'none', minLease: 60 },
+    { leaseClock: clock },
+  );
+
+  it('are wall-clock times: after a +7200 s step a grant still has its keep left by the wall clock, in every reply', async () => {
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    t.client = await RpcClient.connect({
+      host: '::1',
+      port: b.port,
+      transport: 'udp',
+      program: DEFAULT_PROGRAM,
+      version: 2,
+    });
+    const v2 = new RPC_TWO_Client(t.client);
+    const wallSec = () => Math.floor(wall / 1000);
+    const node = parseIPv6('::1');
+    const first = await v2.REQUEST(request(node));
+    expect([first.lease.starts - wallSec(), first.lease.ends - wallSec()]).to.deep.equal([0, 60]);
+    // The wall clock steps 2 h ahead; the lease clock follows at 1/144 of the time that passes.
+    wall += 7_200_000;
+    const renewed = await v2.REQUEST(request(node));
+    expect(clock.behind(), 'the lease clock lags').to.equal(7200);
+    expect([renewed.lease.starts - wallSec(), renewed.lease.ends - wallSec(), renewed.lease.keep]).to.deep.equal([
+      0, 60, 60,
+    ]);
+    const other = await v2.ALLOCATE({ ip6: parseIPv6('fd00::2'), ip4: new Uint8Array(4), lease: 0 });
+    expect([other.status, other.lease.ends - wallSec()], 'ALLOCATE').to.deep.equal([dstm_status.DSTM_OK, 60]);
+    const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    expect(feed.changes.map((c) => [c.active, c.ends - wallSec()])).to.deep.equal([
+      [true, 60],
+      [true, 60],
+    ]);
+    const list = await v2.LIST({ after: new Uint8Array(4), max: 10 });
+    expect(list.leases.map((l) => l.ends - wallSec())).to.deep.equal([60, 60]);
+    // 30 s on, caught up by 30/144 s: 30 s left by either clock, give or take the second the catch-up rounds to.
+    wall += 30_000;
+    mono += 30_000;
+    const later = await v2.LIST({ after: new Uint8Array(4), max: 10 });
+    for (const l of later.leases) expect(l.ends - wallSec()).to.be.within(29, 30);
+    const released = await v2.RELEASE(dstmPacket(RELEASE_REQ, node, 0, 0));
+    expect(released.lease.ends - wallSec(), 'a release ends the lease now').to.be.within(-1, 0);
+    // RELEASE: when the node first got the address, 30 s ago by the wall clock as it reads now
+    expect(released.lease.starts - wallSec()).to.be.within(-31, -30);
   });
 });
