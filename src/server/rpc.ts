@@ -37,6 +37,7 @@ import {
 import { STATUS, type StatusName } from '../protocol/status';
 import type { LeaseClock } from './clock';
 import { StoreUnavailable, type Grant, type LeaseService } from './leases';
+import { MAX_LEASE_TIME } from './store';
 import { PrefixCaps } from './prefix-cap';
 import { RefusalLog } from './refusal-log';
 
@@ -432,8 +433,8 @@ export class DstmRpc {
         seq: BigInt(c.seq),
         ip6: c.ip6,
         ip4: ipv4ToBytes(c.ip4),
-        starts: c.starts + behind,
-        ends: c.ends + behind,
+        starts: onWire(c.starts, behind),
+        ends: onWire(c.ends, behind),
         active: c.active,
       })),
     };
@@ -487,8 +488,8 @@ export class DstmRpc {
         ip4: ipv4ToBytes(b.ip4),
         tep6: b.tep?.ipv6 ?? ZERO16,
         tep4: b.tep ? ipv4ToBytes(b.tep.ipv4) : ZERO4,
-        starts: b.starts + behind,
-        ends: b.ends + behind,
+        starts: onWire(b.starts, behind),
+        ends: onWire(b.ends, behind),
         state: b.state,
       })),
     };
@@ -515,6 +516,14 @@ export class DstmRpc {
   }
 }
 
+/**
+ * A stored lease time as replies carry it: on the wall clock (`behind`: clock.ts), and within 32 bits, which the
+ * stores keep to but a lagging clock's translation, or a row stored by an older version, may pass.
+ */
+function onWire(t: number, behind: number): number {
+  return Math.min(t + behind, MAX_LEASE_TIME);
+}
+
 function emptyPacket(type: number, local: Uint8Array): packet {
   return { type, local, mask: ZERO4, i4addr: ZERO4, tep4: ZERO4, tep6: ZERO16, ends: 0, starts: 0, extend: 0, keep: 0 };
 }
@@ -536,8 +545,8 @@ function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array, beh
     i4addr: ipv4ToBytes(g.ip4),
     tep4: g.tep ? ipv4ToBytes(g.tep.ipv4) : ZERO4,
     tep6: g.tep?.ipv6 ?? ZERO16,
-    starts: (live ? g.at : g.starts) + behind,
-    ends: g.ends + behind,
+    starts: onWire(live ? g.at : g.starts, behind),
+    ends: onWire(g.ends, behind),
     keep: live ? g.duration : 0,
     // never 0: a node renewing "after 0 seconds" would renew in a loop
     extend: live ? Math.max(1, Math.floor(g.duration / 2)) : 0,

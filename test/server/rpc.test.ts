@@ -306,3 +306,25 @@ describe('DSTM program: lease times on the wire after a wall clock step', () => 
     expect(released.lease.starts - wallSec()).to.be.within(-31, -30);
   });
 });
+
+describe('DSTM program: lease times past 32 bits', () => {
+  const t = useProgram('rpc-u32', '10.72.0.0/24', { feedMaxWait: 100, tcpOnly: 'none', minLease: 60 });
+
+  it('a stored time past 2^32 - 1 (stored by an older version) goes out as 2^32 - 1, not as SYSTEM_ERR', async () => {
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    t.client = await RpcClient.connect({
+      host: '::1',
+      port: b.port,
+      transport: 'udp',
+      program: DEFAULT_PROGRAM,
+      version: 2,
+    });
+    const v2 = new RPC_TWO_Client(t.client);
+    expect((await v2.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
+    t.store.db.exec('UPDATE bindings SET ends = 4294967296; UPDATE feed SET ends = 4294967296');
+    const list = await v2.LIST({ after: new Uint8Array(4), max: 10 });
+    expect(list.leases.map((l) => l.ends)).to.deep.equal([0xffffffff]);
+    const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    expect(feed.changes.map((c) => c.ends)).to.deep.equal([0xffffffff]);
+  });
+});
