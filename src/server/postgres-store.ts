@@ -1209,10 +1209,10 @@ export class PostgresStore extends EventEmitter implements Store {
 }
 
 /**
- * A batch as one statement calling dstm_run(), its arguments as SQL text: every value is a number or hex bytes made here,
- * so nothing needs quoting. The transaction's clock t is read here and passed as dstm_run's, so that each grant's
- * duration is cut to MAX_LEASE_TIME - t: no lease ends past what the wire carries, without changing the schema's
- * functions.
+ * A batch as one statement calling dstm_run(), its arguments as SQL text: every value is a number or hex bytes made
+ * here, so nothing needs quoting. The transaction's clock t is read here and passed as dstm_run's, so that each
+ * grant's duration is cut to MAX_LEASE_TIME - t: no lease ends past what the wire carries, with schema 4's functions
+ * as they are.
  */
 function batchCall(fixed: string, ops: Op[]): string {
   const kind: number[] = [];

@@ -2,9 +2,9 @@
 // Identity is the RPC peer's IPv6 address: `local` must equal it (or be link-local, as Annex B has it), AUTH_SYS
 // credentials are accepted but never trusted, and addresses that cannot be one node's identity are refused. Under
 // the mutual TLS policy the verified client certificate must also vouch for the caller: it names the node's address
-// (or a configured mapping covers it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse limits (TCP-only procedures,
-// per-prefix rate and binding caps) are applied here, before the lease logic. How each refusal travels in each
-// version, and what each setting stops, is documented in dstm-rpc(7).
+// (or a configured mapping covers it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse
+// limits (TCP-only procedures, per-prefix rate and binding caps) are applied here, before the lease logic. How each
+// refusal travels in each version, and what each setting stops, is documented in dstm-rpc(7).
 import {
   RELEASE_REP,
   RELEASE_REQ,
@@ -529,8 +529,9 @@ function emptyPacket(type: number, local: Uint8Array): packet {
 }
 
 /**
- * The Annex B reply: starts/ends absolute (seconds since 1970 UTC: the store's times plus `behind`); keep = seconds the lease is valid from
- * now, extend = seconds from now after which the node should renew (half the lease). A refusal has i4addr 0.0.0.0.
+ * The Annex B reply: starts/ends absolute (seconds since 1970 UTC: the store's times plus `behind`); keep = seconds
+ * the lease is valid from now, extend = seconds from now after which the node should renew (half the lease). A
+ * refusal has i4addr 0.0.0.0.
  * A REQUEST's starts is when this lease starts (Annex B: "When the lease starts"), the grant, so that ends - starts
  * is keep on a renewal too; a RELEASE's is the binding's (when the node first got the address), as LIST has it.
  */
