@@ -264,6 +264,9 @@ export const serverFields = {
     integer(0, 0x7fffffff),
     600,
     'Seconds an expired or revoked address stays unassigned before it is reused (the old node may still use it).',
+    {
+      man: 'With the SQLite store it also bounds how fast lease times catch up with a wall clock stepped forward (server.hold / server.max_lease, at least 1/1000; dstm-server(8), Leases): below server.max_lease / 1000, 0 included, an address may be reclaimed up to lease / 1000 seconds early while they do.',
+    },
   ),
   state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store.', {
     man: 'Created if missing; holds dstm.sqlite and its dstm.sqlite-wal and dstm.sqlite-shm files.',

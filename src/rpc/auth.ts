@@ -34,14 +34,19 @@ export const authNone: ClientAuth & ServerAuth = {
   flavor: AUTH_NONE,
   credential: () => NULL_AUTH,
   verifier: () => NULL_AUTH,
-  // AUTH_NONE carries nothing; a non-empty body is a malformed credential.
-  validate: (cred) => (cred.body.length === 0 ? ANONYMOUS : AuthStat.AUTH_BADCRED),
+  // RFC 5531 section 10.1: the body is undefined (zero length only recommended), so any body is accepted, as
+  // libtirpc does; the header reader has already bounded it to 400 bytes.
+  validate: () => ANONYMOUS,
   replyVerifier: () => NULL_AUTH,
 };
 
 /** authsys_parms (RFC 5531 Appendix A). */
 export interface AuthSysParams {
   stamp: number;
+  /**
+   * Encoded as UTF-8; decoded byte for byte (latin1), since RFC 5531 names no character set and libtirpc takes any
+   * bytes: a name in Latin-1 or another 8-bit set is accepted, and Buffer.from(machinename, 'latin1') gives its bytes.
+   */
   machinename: string;
   uid: number;
   gid: number;
@@ -64,7 +69,8 @@ function writeAuthSys(w: XdrWriter, p: AuthSysParams): void {
 export function decodeAuthSys(body: Uint8Array): AuthSysParams {
   const r = new XdrReader(body);
   const stamp = r.uint();
-  const machinename = r.string(AUTH_SYS_MAX_MACHINENAME, 'machinename');
+  const name = r.varOpaque(AUTH_SYS_MAX_MACHINENAME, 'machinename');
+  const machinename = Buffer.from(name.buffer, name.byteOffset, name.length).toString('latin1');
   const uid = r.uint();
   const gid = r.uint();
   const n = r.count(AUTH_SYS_MAX_GIDS, 4, 'gids');

@@ -171,7 +171,15 @@ export class Dispatcher {
       this.counters.overloadDrops++;
       return null;
     }
-    return drc ? drc.begin(peer.port, h.xid) : -1;
+    if (!drc) return -1;
+    const token = drc.begin(peer.port, h.xid);
+    if (token < 0) {
+      // Every cache entry is a call still running: dropped like a call over the cap, since run uncached a
+      // retransmission of it would run it again.
+      this.counters.overloadDrops++;
+      return null;
+    }
+    return token;
   }
 
   /** Run the handler and answer now (a plain result) or when its Promise settles. */
@@ -231,6 +239,8 @@ export class Dispatcher {
       if (threw) this.replier.error(peer, ctx, verf, pe, outcome, drcToken);
       else this.replier.result(peer, ctx, verf, pe, outcome, drcToken);
     } finally {
+      // Replying threw (onHandlerError may): its cache entry must not stay running, never to be reused.
+      if (drcToken >= 0) this.drc!.end(drcToken);
       this.callDone(peer, pe, t0);
     }
   }

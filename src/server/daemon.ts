@@ -229,7 +229,8 @@ export class DstmServer {
     readonly rpc: RpcServer,
     private readonly log: Logger,
     private readonly tls: RpcTlsServer | undefined,
-    private readonly clock: LeaseClock,
+    /** The embedded store's lease clock; none with PostgreSQL. */
+    private readonly clock: LeaseClock | undefined,
   ) {}
 
   static async start(config: ServerConfig, log: Logger, hooks: ServerHooks = {}): Promise<DstmServer> {
@@ -238,11 +239,11 @@ export class DstmServer {
     if (dir !== undefined) makeStateDir(dir);
     // The embedded store takes lease times from a clock that catches up with a forward step gradually (clock.ts);
     // a PostgreSQL store takes them from the database's clock, one for every server.
-    const clock = new LeaseClock(slewOf(config));
+    const clock = dir !== undefined ? new LeaseClock(slewOf(config)) : undefined;
     const store = await openStore(config.store, {
       stateDir: config.state_dir,
       poolSize: config.store_pool,
-      clock: clock.now,
+      clock: clock?.now,
     });
     let leases: LeaseService;
     let counts: StateCounts;
@@ -271,7 +272,7 @@ export class DstmServer {
       store.close();
       throw err;
     }
-    const rpcs = new DstmRpc(leases, accessOf(config), log);
+    const rpcs = new DstmRpc(leases, accessOf(config), log, clock);
     // The TEPs' feed and the administrators keep TCP slots of their own, whatever nodes (or a flood) hold.
     const reservedPeers = [...config.tep_allow, ...config.admin_allow, ...tepIPv6s(config)].map(
       (p) => `${formatIPv6(p.bytes)}/${p.len}`,
@@ -503,7 +504,7 @@ export class DstmServer {
     // While the store is down every sweep would fail: the health change was logged once, that is enough.
     if (this.sweeping || !this.store.health().ok) return;
     this.sweeping = true;
-    const behind = this.clock.behind();
+    const behind = this.clock?.behind() ?? 0;
     if (behind > 1 && !this.stepLogged)
       this.log.warn(
         'the wall clock stepped forward: lease times catch up with it gradually, so that no address is reclaimed early',
@@ -552,7 +553,7 @@ export class DstmServer {
     if (this.tls) this.tls.reload(loadTlsFiles(next.tls));
     await this.leases.configure(policyOf(next));
     this.rpcs.configure(accessOf(next));
-    this.clock.slew = slewOf(next);
+    if (this.clock) this.clock.slew = slewOf(next);
     warnTepsInPools(next, this.log);
     // The keys that need a restart keep their running values, so the next reload still reports them.
     this.config = {

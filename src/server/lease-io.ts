@@ -10,7 +10,7 @@ import { STATE, STATE_NAMES, stateName, type StateName } from '../protocol/statu
 import { TepMap, type LeasePolicy } from './leases';
 import { AddressPool } from './pool';
 import { identityProblem } from './rpc';
-import { RestoreConflict, type Binding, type State, type Store } from './store';
+import { MAX_LEASE_TIME, RestoreConflict, type Binding, type State, type Store } from './store';
 
 /** Longest line read: a binding takes under 200 characters. */
 export const MAX_LINE = 4096;
@@ -165,6 +165,9 @@ function parseLine(text: string, n: number, rules: ImportRules): Binding {
     const t = o[key];
     if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0)
       throw new LeaseLineError(n, `"${key}" is not a time (whole seconds since 1970, not negative)`);
+    // Replies carry times in 32 bits: one row beyond would make every LIST and full feed read fail.
+    if (t > MAX_LEASE_TIME)
+      throw new LeaseLineError(n, `"${key}": ${t} is after ${MAX_LEASE_TIME} (2106-02-07), the last time DSTM carries`);
     return t;
   };
   const state = o.state;

@@ -34,9 +34,12 @@ export interface Grant {
   status: StatusName;
   ip6: Buffer;
   ip4: number;
+  /** The binding's: when the node first got the address, and when the lease ends. */
   starts: number;
   ends: number;
-  /** Seconds from now until `ends` (the lease length granted). */
+  /** The store's clock when the operation ran (a REQUEST reply's lease starts then). */
+  at: number;
+  /** Seconds from `at` until `ends` (the lease length granted). */
   duration: number;
   tep?: Tep;
 }
@@ -335,13 +338,14 @@ export class LeaseService {
       ip4: b.ip4,
       starts: b.starts,
       ends: b.ends,
+      at: now,
       duration: Math.max(0, b.ends - now),
       tep: this.tepFor(b.ip6),
     };
   }
 
   private refuse(status: StatusName, ip6: Buffer, now: number, ip4 = 0): Grant {
-    return { status, ip6, ip4, starts: now, ends: now, duration: 0, tep: this.tepFor(ip6) };
+    return { status, ip6, ip4, starts: now, ends: now, at: now, duration: 0, tep: this.tepFor(ip6) };
   }
 
   private async counted(name: string, run: () => Promise<Grant>): Promise<Grant> {

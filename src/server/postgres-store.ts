@@ -30,6 +30,7 @@ import { Gathering } from './gathering';
 import {
   STATE,
   STATE_NAMES,
+  MAX_LEASE_TIME,
   RestoreConflict,
   StoreInUse,
   StoreUnavailable,
@@ -1112,7 +1113,7 @@ export class PostgresStore extends EventEmitter implements Store {
     const fixed = this.opts.clock ? String(this.opts.clock()) : 'NULL';
     // Simple query protocol, one round trip: the lease transaction (the whole batch in one statement), committed
     // (flushed) before the answer comes.
-    const sql = `BEGIN;\nSELECT * FROM ${batchCall(fixed, ops)};\nCOMMIT`;
+    const sql = `BEGIN;\n${batchCall(fixed, ops)};\nCOMMIT`;
     const c = await this.pool.connect();
     let r: pg.QueryResult[];
     try {
@@ -1208,8 +1209,10 @@ export class PostgresStore extends EventEmitter implements Store {
 }
 
 /**
- * A batch as one call of dstm_run(), its arguments as SQL text: every value is a number or hex bytes made here,
- * so nothing needs quoting.
+ * A batch as one statement calling dstm_run(), its arguments as SQL text: every value is a number or hex bytes made
+ * here, so nothing needs quoting. The transaction's clock t is read here and passed as dstm_run's, so that each
+ * grant's duration is cut to MAX_LEASE_TIME - t: no lease ends past what the wire carries, with schema 4's functions
+ * as they are.
  */
 function batchCall(fixed: string, ops: Op[]): string {
   const kind: number[] = [];
@@ -1248,7 +1251,9 @@ function batchCall(fixed: string, ops: Op[]): string {
   // Array literals: one constant each for the parser, whatever the batch's size. Escape strings (E''), so that their
   // backslashes mean the same whatever standard_conforming_strings is.
   const arr = (xs: (string | number)[], type: string): string => `E'{${xs.join(',')}}'::${type}[]`;
-  return `dstm_run(${fixed}, ${arr(kind, 'smallint')}, ${arr(ip6, 'bytea')}, ${arr(n, 'bigint')}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')})`;
+  const kinds = arr(kind, 'smallint');
+  const clamped = `ARRAY(SELECT CASE WHEN u.k = 0 THEN least(u.n, greatest(0, ${MAX_LEASE_TIME} - c.t)) ELSE u.n END FROM unnest(${kinds}, ${arr(n, 'bigint')}) WITH ORDINALITY AS u(k, n, i) ORDER BY u.i)`;
+  return `SELECT r.* FROM (SELECT coalesce(${fixed}::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint) AS t) AS c, dstm_run(c.t, ${kinds}, ${arr(ip6, 'bytea')}, ${clamped}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')}) AS r`;
 }
 
 function int(n: number): string {

@@ -1,10 +1,10 @@
 // The DSTM program over ONC RPC: version 1 (Annex B, byte-exact) and version 2 (status codes, binding feed, admin).
-// Identity is the RPC peer's IPv6 address: `local` must equal it, AUTH_SYS credentials are accepted but never
-// trusted, and addresses that cannot be one node's identity are refused. Under the mutual TLS policy the verified
-// client certificate must also vouch for the caller: it names the node's address (or a configured mapping covers
-// it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse limits (TCP-only procedures,
-// per-prefix rate and binding caps) are applied here, before the lease logic. How each refusal travels in each
-// version, and what each setting stops, is documented in dstm-rpc(7).
+// Identity is the RPC peer's IPv6 address: `local` must equal it (or be link-local, as Annex B has it), AUTH_SYS
+// credentials are accepted but never trusted, and addresses that cannot be one node's identity are refused. Under
+// the mutual TLS policy the verified client certificate must also vouch for the caller: it names the node's address
+// (or a configured mapping covers it), it is a TEP's for the feed, an admin's for the admin procedures. The abuse
+// limits (TCP-only procedures, per-prefix rate and binding caps) are applied here, before the lease logic. How each
+// refusal travels in each version, and what each setting stops, is documented in dstm-rpc(7).
 import {
   RELEASE_REP,
   RELEASE_REQ,
@@ -35,7 +35,9 @@ import {
   type Prefix6,
 } from '../lib/addr';
 import { STATUS, type StatusName } from '../protocol/status';
+import type { LeaseClock } from './clock';
 import { StoreUnavailable, type Grant, type LeaseService } from './leases';
+import { MAX_LEASE_TIME } from './store';
 import { PrefixCaps } from './prefix-cap';
 import { RefusalLog } from './refusal-log';
 
@@ -105,6 +107,10 @@ const ZERO4 = new Uint8Array(4);
 const ZERO16 = new Uint8Array(16);
 const HOST_MASK = new Uint8Array([255, 255, 255, 255]);
 
+/** The type of each operation's reply packet, refusals included: REVOKE ends a binding, so it answers as RELEASE. */
+const REPLY_TYPE = { request: REQUEST_REP, release: RELEASE_REP, allocate: REQUEST_REP, revoke: RELEASE_REP } as const;
+type Op = keyof typeof REPLY_TYPE;
+
 /** A refusal decided before the lease logic runs (who is calling, what they sent). */
 class Refused extends Error {
   constructor(
@@ -119,6 +125,11 @@ class Refused extends Error {
   }
 }
 
+/** In fe80::/10. */
+function isLinkLocal(b: Uint8Array): boolean {
+  return b[0] === 0xfe && (b[1] & 0xc0) === 0x80;
+}
+
 /**
  * Why an IPv6 source cannot be a node's identity, or undefined when it can. Unspecified and multicast addresses are
  * no node's; IPv4-mapped and IPv4-compatible ones are IPv4 peers (draft section 6: "MUST be in IPv6"); a link-local
@@ -127,7 +138,7 @@ class Refused extends Error {
  */
 export function identityProblem(b: Uint8Array): string | undefined {
   if (b[0] === 0xff) return 'a multicast address';
-  if (b[0] === 0xfe && (b[1] & 0xc0) === 0x80) return 'link-local (use a global or unique local address)';
+  if (isLinkLocal(b)) return 'link-local (use a global or unique local address)';
   if (isV4Mapped(b)) return 'IPv4-mapped: DSTM is served over IPv6 only';
   for (let i = 0; i < 12; i++) if (b[i] !== 0) return undefined;
   const v4 = (b[12] | b[13] | b[14]) !== 0 || b[15] > 1;
@@ -162,6 +173,11 @@ export class DstmRpc {
     private readonly leases: LeaseService,
     private access: Access,
     private readonly log: Logger,
+    /**
+     * The embedded store's lease clock, whose times go on the wire as wall-clock times (clock.ts); none for a store
+     * on the wall clock (PostgreSQL's database clock).
+     */
+    private readonly clock?: Pick<LeaseClock, 'behind'>,
   ) {
     this.refusalLog = new RefusalLog(log);
     this.configure(access);
@@ -187,6 +203,11 @@ export class DstmRpc {
       const [op, reason] = k.split(':');
       return { labels: { op, reason }, value };
     });
+  }
+
+  /** Seconds to add to the store's lease times for the wire (clock.ts): read once per reply. */
+  private behind(): number {
+    return this.clock ? this.clock.behind() : 0;
   }
 
   /** A refusal decided here: always counted (as `what` in lower case), logged as RefusalLog lets it. */
@@ -230,7 +251,9 @@ export class DstmRpc {
     const peer = peerIPv6(ctx);
     const want = op === 'request' ? REQUEST_REQ : RELEASE_REQ;
     if (p.type !== want) throw new Refused('bad_request', `${op.toUpperCase()} with type ${p.type}, expected ${want}`);
-    if (!equalBytes(p.local, peer))
+    // Annex B calls local a "Link-local address": a node that sends its link-local address is still identified by
+    // the call's source (the reply echoes the local it sent); any other local must be that source.
+    if (!isLinkLocal(p.local) && !equalBytes(p.local, peer))
       throw new Refused('not_allowed', `local ${formatIPv6(p.local)} is not the caller ${formatIPv6(peer)}`);
     const certs = this.access.certs;
     if (certs) {
@@ -306,7 +329,7 @@ export class DstmRpc {
   /** Version 1: not-allowed and bad requests are RPC-level errors; no address / no binding is a zero i4addr. */
   private async v1(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<packet> {
     try {
-      return replyPacket(await this.exchange(p, ctx, op), op, p.local);
+      return replyPacket(await this.exchange(p, ctx, op), op, p.local, this.behind());
     } catch (err) {
       if (err instanceof Refused) {
         this.refuse(op, ctx, err);
@@ -325,20 +348,19 @@ export class DstmRpc {
   private async v2(p: packet, ctx: CallContext, op: 'request' | 'release'): Promise<dstm_reply> {
     try {
       const g = await this.exchange(p, ctx, op);
-      return { status: STATUS[g.status], lease: replyPacket(g, op, p.local) };
+      return { status: STATUS[g.status], lease: replyPacket(g, op, p.local, this.behind()) };
     } catch (err) {
       return this.v2Refusal(err, ctx, op, p.local);
     }
   }
 
   /** A refusal as a version 2 reply; anything else (a bug) goes up to the RPC server as SYSTEM_ERR. */
-  private v2Refusal(err: unknown, ctx: CallContext, op: string, local: Uint8Array): dstm_reply {
+  private v2Refusal(err: unknown, ctx: CallContext, op: Op, local: Uint8Array): dstm_reply {
     if (!(err instanceof Refused) && !(err instanceof StoreUnavailable)) throw err;
     const status: StatusName = err instanceof Refused ? err.status : 'unavailable';
     if (err instanceof Refused) this.refuse(op, ctx, err);
     else this.storeRefused(op, ctx, err);
-    const type = op === 'release' ? RELEASE_REP : REQUEST_REP;
-    return { status: STATUS[status], lease: emptyPacket(type, local.length === 16 ? local : ZERO16) };
+    return { status: STATUS[status], lease: emptyPacket(REPLY_TYPE[op], local.length === 16 ? local : ZERO16) };
   }
 
   private async bindings(
@@ -401,6 +423,7 @@ export class DstmRpc {
     }
     // Beyond the last sequence number (a restored store): epoch 0 with more set, so the caller starts over from 0.
     if (r.reset) return { status: STATUS.ok, epoch: 0n, next: 0n, changes: [], more: true };
+    const behind = this.behind();
     return {
       status: STATUS.ok,
       epoch: this.leases.epoch,
@@ -410,8 +433,8 @@ export class DstmRpc {
         seq: BigInt(c.seq),
         ip6: c.ip6,
         ip4: ipv4ToBytes(c.ip4),
-        starts: c.starts,
-        ends: c.ends,
+        starts: onWire(c.starts, behind),
+        ends: onWire(c.ends, behind),
         active: c.active,
       })),
     };
@@ -456,6 +479,7 @@ export class DstmRpc {
       return { status: STATUS.unavailable, leases: [], more: false };
     }
     const { leases, more } = page;
+    const behind = this.behind();
     return {
       status: STATUS.ok,
       more,
@@ -464,8 +488,8 @@ export class DstmRpc {
         ip4: ipv4ToBytes(b.ip4),
         tep6: b.tep?.ipv6 ?? ZERO16,
         tep4: b.tep ? ipv4ToBytes(b.tep.ipv4) : ZERO4,
-        starts: b.starts,
-        ends: b.ends,
+        starts: onWire(b.starts, behind),
+        ends: onWire(b.ends, behind),
         state: b.state,
       })),
     };
@@ -480,15 +504,24 @@ export class DstmRpc {
 
   private async admin(ctx: CallContext, what: 'revoke' | 'allocate', run: () => Promise<Grant>): Promise<dstm_reply> {
     if (!this.adminAllowed(ctx, what.toUpperCase()))
-      return { status: STATUS.not_allowed, lease: emptyPacket(REQUEST_REP, ZERO16) };
+      return { status: STATUS.not_allowed, lease: emptyPacket(REPLY_TYPE[what], ZERO16) };
     try {
       const g = await run();
       this.log.info(what, { node: formatIPv6(g.ip6), ipv4: formatIPv4(g.ip4), status: g.status, by: ctx.peerAddress });
-      return { status: STATUS[g.status], lease: replyPacket(g, what === 'revoke' ? 'release' : 'request', g.ip6) };
+      const op = what === 'revoke' ? 'release' : 'request';
+      return { status: STATUS[g.status], lease: replyPacket(g, op, g.ip6, this.behind()) };
     } catch (err) {
       return this.v2Refusal(err, ctx, what, ZERO16);
     }
   }
+}
+
+/**
+ * A stored lease time as replies carry it: on the wall clock (`behind`: clock.ts), and within 32 bits, which the
+ * stores keep to but a lagging clock's translation, or a row stored by an older version, may pass.
+ */
+function onWire(t: number, behind: number): number {
+  return Math.min(t + behind, MAX_LEASE_TIME);
 }
 
 function emptyPacket(type: number, local: Uint8Array): packet {
@@ -496,11 +529,14 @@ function emptyPacket(type: number, local: Uint8Array): packet {
 }
 
 /**
- * The Annex B reply: starts/ends absolute (seconds since 1970, server clock); keep = seconds the lease is valid from
- * now, extend = seconds from now after which the node should renew (half the lease). A refusal has i4addr 0.0.0.0.
+ * The Annex B reply: starts/ends absolute (seconds since 1970 UTC: the store's times plus `behind`); keep = seconds
+ * the lease is valid from now, extend = seconds from now after which the node should renew (half the lease). A
+ * refusal has i4addr 0.0.0.0.
+ * A REQUEST's starts is when this lease starts (Annex B: "When the lease starts"), the grant, so that ends - starts
+ * is keep on a renewal too; a RELEASE's is the binding's (when the node first got the address), as LIST has it.
  */
-export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array): packet {
-  const type = op === 'request' ? REQUEST_REP : RELEASE_REP;
+function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Array, behind: number): packet {
+  const type = REPLY_TYPE[op];
   if (g.status !== 'ok') return emptyPacket(type, local);
   const live = op === 'request';
   return {
@@ -510,8 +546,8 @@ export function replyPacket(g: Grant, op: 'request' | 'release', local: Uint8Arr
     i4addr: ipv4ToBytes(g.ip4),
     tep4: g.tep ? ipv4ToBytes(g.tep.ipv4) : ZERO4,
     tep6: g.tep?.ipv6 ?? ZERO16,
-    starts: g.starts,
-    ends: g.ends,
+    starts: onWire(live ? g.at : g.starts, behind),
+    ends: onWire(g.ends, behind),
     keep: live ? g.duration : 0,
     // never 0: a node renewing "after 0 seconds" would renew in a loop
     extend: live ? Math.max(1, Math.floor(g.duration / 2)) : 0,

@@ -19,6 +19,7 @@ import {
   STATE,
   STATE_NAMES,
   RestoreConflict,
+  leaseEnd,
   StoreInUse,
   StoreUnavailable,
   newEpoch,
@@ -434,7 +435,7 @@ export class SqliteStore extends EventEmitter implements Store {
     const cur = this.q.byIp6.get(ip6) as Binding | undefined;
     if (cur) {
       if (only !== undefined && cur.ip4 !== only) return { kind: 'mismatch', now };
-      const b: Binding = { ...cur, state: STATE.active, ends: now + duration };
+      const b: Binding = { ...cur, state: STATE.active, ends: leaseEnd(now, duration) };
       this.q.update.run(b.state, b.ends, b.ip4);
       this.moved(cur.state, b.state);
       this.feed(b, true);
@@ -444,7 +445,7 @@ export class SqliteStore extends EventEmitter implements Store {
       // The store is the authority: an address the policy thought free but bound here is skipped, never given twice.
       if (this.q.byIp4.get(a) !== undefined) continue;
       op.bound = a;
-      const b: Binding = { ip4: a, ip6, state: STATE.active, starts: now, ends: now + duration };
+      const b: Binding = { ip4: a, ip6, state: STATE.active, starts: now, ends: leaseEnd(now, duration) };
       this.q.insert.run(b.ip4, b.ip6, b.state, b.starts, b.ends);
       this.moved(-1, b.state);
       this.feed(b, true);

@@ -16,6 +16,14 @@ export { STATE, STATE_NAMES, type StateName };
 /** A binding's state, stored as its dstm_state value. */
 export type State = dstm_state;
 
+/** The latest lease time: starts and ends are 32-bit unsigned seconds on the wire (xdr/dstm.x), so until 2106. */
+export const MAX_LEASE_TIME = 0xffffffff;
+
+/** When a lease granted at `now` for `duration` seconds ends: never past what the wire can carry. */
+export function leaseEnd(now: number, duration: number): number {
+  return Math.min(now + duration, MAX_LEASE_TIME);
+}
+
 export interface Binding {
   ip4: number;
   ip6: Buffer;

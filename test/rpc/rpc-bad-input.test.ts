@@ -129,6 +129,18 @@ describe('rpc server under bad input', function () {
         ['credential length past the datagram', [7, 0, 2, TEST_PROGRAM, 1, 0, 1, 300, 0, 0], null],
         ['unknown flavor', [7, 0, 2, TEST_PROGRAM, 1, 0, 77, 0, 0, 0], 'AUTH_ERROR'],
         ['AUTH_SYS credential that does not decode', [7, 0, 2, TEST_PROGRAM, 1, 0, 1, 4, 1, 0, 0], 'AUTH_ERROR'],
+        // RFC 5531 10.1: AUTH_NONE's body is undefined, so any body up to the 400-byte limit is accepted
+        [
+          'AUTH_NONE credential of 400 bytes',
+          [7, 0, 2, TEST_PROGRAM, 1, 0, 0, 400, ...new Array(100).fill(7), 0, 0],
+          'SUCCESS',
+        ],
+        // machinename "\xe9" (Latin-1 e-acute, not UTF-8), uid, gid, no groups
+        [
+          'AUTH_SYS machinename in Latin-1',
+          [7, 0, 2, TEST_PROGRAM, 1, 0, 1, 24, 0, 1, 0xe9000000, 0, 0, 0, 0, 0],
+          'SUCCESS',
+        ],
         ['NULL with arguments (ignored, as libtirpc does)', [7, 0, 2, TEST_PROGRAM, 1, 0, 0, 0, 0, 0, 5, 6], 'SUCCESS'],
       ];
       for (const [what, ws, expected] of cases) {

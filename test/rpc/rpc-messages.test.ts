@@ -9,6 +9,7 @@ import {
   toUniversalAddress,
   AuthStat,
   NULL_AUTH,
+  type AuthSysParams,
 } from '../../src/rpc';
 import {
   readCallHeader,
@@ -113,6 +114,16 @@ describe('AUTH_SYS (RFC 5531 Appendix A)', () => {
     expect(authSysServer.validate({ flavor: 1, body: new Uint8Array([...body, 0, 0, 0, 0]) }, NULL_AUTH)).to.equal(
       AuthStat.AUTH_BADCRED,
     );
+  });
+
+  it('decodes a machine name byte for byte (Latin-1, not UTF-8), as libtirpc takes it', () => {
+    const w = new XdrWriter();
+    w.uint(42);
+    w.varOpaque(new Uint8Array([0x68, 0xf4, 0x74, 0x65])); // "h\u00f4te" in Latin-1: not valid UTF-8
+    for (const v of [1000, 100, 0]) w.uint(v);
+    const got = authSysServer.validate({ flavor: 1, body: w.toBytes() }, NULL_AUTH) as { principal: AuthSysParams };
+    expect(got.principal).to.deep.equal({ stamp: 42, machinename: 'h\u00f4te', uid: 1000, gid: 100, gids: [] });
+    expect([...Buffer.from(got.principal.machinename, 'latin1')]).to.deep.equal([0x68, 0xf4, 0x74, 0x65]);
   });
 
   it('refuses more than 16 groups and machine names over 255 bytes, in plain words', () => {
@@ -254,5 +265,54 @@ describe('duplicate request cache', () => {
     expect(c.replay!.equals(Buffer.alloc(16, 13))).to.equal(true);
     serve(20, Buffer.alloc(17));
     expect(c.lookup('::1', 9, 20, call(20, 0))).to.equal(DRC_NEW);
+  });
+
+  it('tells calls apart by their whole content, past a long credential', () => {
+    const c = new DuplicateCache(8, 1024);
+    const long = (arg: number) => {
+      const b = Buffer.alloc(600);
+      b.writeUInt32BE(3, 0);
+      b.writeUInt32BE(arg, 596);
+      return b;
+    };
+    expect(c.lookup('::1', 9, 3, long(1))).to.equal(DRC_NEW);
+    c.complete(c.begin(9, 3), Buffer.from('reply to 1'));
+    expect(c.lookup('::1', 9, 3, long(1))).to.equal(DRC_REPLAY);
+    expect(c.lookup('::1', 9, 3, long(2))).to.equal(DRC_NEW);
+  });
+
+  it('never forgets a call still running: not for other calls in its index bucket, nor when the ring comes round', () => {
+    // 200 calls running at once in 1024 buckets: some share a bucket (about 20 pairs), none may hide another.
+    const many = new DuplicateCache(256, 1 << 16);
+    for (let x = 1; x <= 200; x++) {
+      expect(many.lookup('::1', 9, x, call(x, x))).to.equal(DRC_NEW);
+      expect(many.begin(9, x)).to.be.at.least(0);
+    }
+    for (let x = 1; x <= 200; x++) expect(many.lookup('::1', 9, x, call(x, x)), `call ${x}`).to.equal(DRC_IN_PROGRESS);
+
+    const c = new DuplicateCache(4, 1024);
+    c.lookup('::1', 9, 1, call(1, 0));
+    const slow = c.begin(9, 1);
+    for (let x = 10; x < 20; x++) {
+      c.lookup('::1', 9, x, call(x, 0));
+      c.complete(c.begin(9, x), Buffer.alloc(8, x));
+      expect(c.lookup('::1', 9, 1, call(1, 0)), `after call ${x}`).to.equal(DRC_IN_PROGRESS);
+    }
+    // Every entry running: a new call gets no entry (the server drops it), until one of them is done.
+    for (const x of [2, 3, 4]) {
+      c.lookup('::1', 9, x, call(x, 0));
+      expect(c.begin(9, x)).to.be.at.least(0);
+    }
+    expect(c.lookup('::1', 9, 5, call(5, 0))).to.equal(DRC_NEW);
+    expect(c.begin(9, 5)).to.equal(-1);
+    c.complete(slow, Buffer.from('slow'));
+    expect(c.lookup('::1', 9, 1, call(1, 0))).to.equal(DRC_REPLAY);
+    expect(c.lookup('::1', 9, 5, call(5, 0))).to.equal(DRC_NEW);
+    const five = c.begin(9, 5);
+    expect(five).to.be.at.least(0);
+    // A call ended without a reply kept (replying threw) stops running: its retransmission runs, its entry is reused.
+    c.end(five);
+    expect(c.lookup('::1', 9, 5, call(5, 0))).to.equal(DRC_NEW);
+    expect(c.begin(9, 5)).to.be.at.least(0);
   });
 });

@@ -124,6 +124,14 @@ describe('dstm leases export and import', function () {
         /"ends" is not a time/,
       ],
       [
+        'a time past 2^32 - 1 (replies carry 32 bits)',
+        [
+          good('192.0.2.1', '2001:db8::1'),
+          good('192.0.2.2', '2001:db8::2').replace('"ends":2000', '"ends":4294967296'),
+        ],
+        /^line 2: "ends": 4294967296 is after 4294967295 \(2106-02-07\)/,
+      ],
+      [
         'a null time (a static mapping)',
         [good('192.0.2.1', '2001:db8::1').replace('"starts":1000', '"starts":null')],
         /"starts" is not a time/,

@@ -340,4 +340,22 @@ describe('server policy (issue 13)', function () {
       removeDir(dir);
     }
   });
+
+  it('clock: with server.hold 0 (no slew allowed) a forward step is still caught up with, at MIN_SLEW', () => {
+    let wall = 1_800_000_000_000;
+    let mono = 1000;
+    const clock = new LeaseClock(0 / 86400, { wall: () => wall, monotonic: () => mono });
+    expect(clock.slew).to.equal(0.001);
+    wall += 7_200_000;
+    expect(clock.now()).to.equal(1_800_000_000);
+    expect(clock.behind()).to.equal(7200);
+    // at 1/1000 of the time that passes: half the step after 3600 * 1000 s, all of it after twice that
+    for (const left of [3600, 0]) {
+      mono += 3_600_000_000;
+      wall += 3_600_000_000;
+      clock.now();
+      expect(clock.behind()).to.be.closeTo(left, 1);
+    }
+    expect(clock.now()).to.equal(Math.floor(wall / 1000));
+  });
 });

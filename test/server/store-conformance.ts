@@ -96,6 +96,23 @@ export function storeConformance(engine: EngineUnderTest): void {
       expect((await svc.request(node(2), parseIPv4('192.0.2.5'), 0)).ip4).to.equal(parseIPv4('192.0.2.5'));
     });
 
+    it('ends no lease past 2^32 - 1 (the wire carries 32 bits): a grant or renewal near it is cut short', async () => {
+      now = 0xffffffff - 100;
+      const g = await svc.request(node(1), 0, 600);
+      expect(g).to.include({ status: 'ok', starts: now, ends: 0xffffffff, duration: 100 });
+      now += 40;
+      expect(await svc.request(node(1), 0, 600)).to.include({ status: 'ok', ends: 0xffffffff, duration: 60 });
+      const a = await svc.allocate(node(2), 0, 0);
+      expect(a).to.include({ status: 'ok', ends: now + 60, duration: 60 });
+      await settled();
+      const feed = await svc.changes(0, 10);
+      expect(feed.changes.map((c) => c.ends)).to.deep.equal([0xffffffff, now + 60]);
+      // The hold still counts in full from the end (the sweep's time is not cut).
+      now = 0xffffffff + 29;
+      await svc.sweep();
+      expect((await store.list(0, 10)).map((b) => b.state)).to.deep.equal([1, 1]);
+    });
+
     it('exhausts a tiny pool with a refusal, and release ends only the caller binding', async () => {
       const grants = await Promise.all([1, 2, 3, 4, 5, 6, 7].map((n) => svc.request(node(n), 0, 0)));
       expect(grants.slice(0, 6).map((g) => g.status)).to.deep.equal(Array(6).fill('ok'));
