@@ -75,7 +75,9 @@ describe('tep binding table', () => {
         continue;
       }
       const bytes = v6(model.get(a) as number);
+      expect(s, `ipv4 ${a}`).to.be.at.least(0);
       expect(t.findByIpv6(bytes, 0, 0)).to.equal(s);
+      expect(Buffer.from(t.ipv6At(s))).to.deep.equal(Buffer.from(bytes));
     }
   });
 });
