@@ -147,7 +147,7 @@ describe('operator basics', function () {
   });
 
   it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
-    if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
+    skipIf(this, process.getuid?.() === 0 ? undefined : 'needs root to run the CLI as nobody');
     const r = runDstmSync(['server', '--listen', `[::1]:${freePort()}`], {
       uid: 65534,
       gid: 65534,
