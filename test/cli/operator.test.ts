@@ -146,9 +146,9 @@ describe('operator basics', function () {
     ).to.deep.equal([]);
   });
 
-  it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', function () {
+  it('a first start without root: cannot create /var/lib/dstm, says to use --state-dir or run as root (exit 3)', async function () {
     skipIf(this, process.getuid?.() === 0 ? undefined : 'needs root to run the CLI as nobody');
-    const r = runDstmSync(['server', '--listen', `[::1]:${freePort()}`], {
+    const r = runDstmSync(['server', '--listen', `[::1]:${await freePort()}`], {
       uid: 65534,
       gid: 65534,
       cwd: '/tmp',

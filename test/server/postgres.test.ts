@@ -15,7 +15,7 @@ import { PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-stor
 import type { StoreHealth } from '../../src/server/store';
 import { until } from '../support/netns';
 import { needPostgres, PostgresCluster } from '../support/postgres';
-import { freePort, loopbackAddresses, runDstm, sleep, startServer, type ServerProcess } from './helpers';
+import { freePort, loopbackAddresses, metricsPortOf, runDstm, sleep, startServer, type ServerProcess } from './helpers';
 import { node, policy, seeded } from './store-conformance';
 
 describe('PostgreSQL store', function () {
@@ -568,8 +568,8 @@ describe('PostgreSQL store', function () {
     });
 
     it('PostgreSQL unreachable at start: a clear error naming the store without its password, exit 3; --check shows no password', async () => {
-      const url = `postgresql://dstm:s3cret@[::1]:${freePort()}/dstm`;
-      const r = await runDstm(['server', '--listen', `[::1]:${freePort()}`, '--store', url]);
+      const url = `postgresql://dstm:s3cret@[::1]:${await freePort()}/dstm`; // nothing listens there
+      const r = await runDstm(['server', '--listen', `[::1]:${await freePort()}`, '--store', url]);
       expect(r.code).to.equal(3);
       expect(r.stderr).to.match(
         /cannot start: PostgreSQL store postgresql:\/\/dstm:\*\*\*@\[::1\]:\d+\/dstm: .*ECONNREFUSED/,
@@ -585,10 +585,9 @@ describe('PostgreSQL store', function () {
 
     it('survives a PostgreSQL crash under load (batches under way), answers UNAVAILABLE meanwhile (counted, logged once), then serves again', async () => {
       const url = await cluster.createDatabase();
-      const metricsPort = freePort();
-      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24', '--metrics', `[::1]:${metricsPort}`]);
+      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24', '--metrics', '[::1]:0']);
       servers.push(s);
-      await s.waitFor('metrics');
+      const metricsPort = await metricsPortOf(s);
       const nodes = await Promise.all(
         lo.addresses.map(async (local) => {
           const c = await DstmClient.connect({
@@ -649,10 +648,9 @@ describe('PostgreSQL store', function () {
 
     it('a failing numbering pass: one error-level log line until one succeeds again, each failure counted in metrics', async () => {
       const url = await cluster.createDatabase();
-      const metricsPort = freePort();
-      const server = await startServer(['--store', url, '--pool', '10.92.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
+      const server = await startServer(['--store', url, '--pool', '10.92.0.0/29', '--metrics', '[::1]:0']);
       servers.push(server);
-      await server.waitFor('metrics');
+      const metricsPort = await metricsPortOf(server);
       const c = await DstmClient.connect({
         host: '::1',
         port: server.port,

@@ -22,6 +22,7 @@ import { formatIPv4, formatIPv6, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
 import {
   freePort,
+  metricsPortOf,
   loopbackAddresses,
   removeDir,
   runDstm,
@@ -429,7 +430,6 @@ describe('dstm server (process)', function () {
   });
 
   it('--metrics serves every family, read at scrape time: results, refusals, pools, RPC calls', async () => {
-    const metricsPort = freePort();
     server = await startServer([
       '--state-dir',
       dir,
@@ -440,9 +440,9 @@ describe('dstm server (process)', function () {
       '--allow',
       `${lo.addresses[0]}/128`,
       '--metrics',
-      `[::1]:${metricsPort}`,
+      '[::1]:0',
     ]);
-    await server.waitFor('metrics');
+    const metricsPort = await metricsPortOf(server);
     const before = await scrape(metricsPort);
     for (const family of [
       'operations_total',
@@ -526,9 +526,8 @@ describe('dstm server (process)', function () {
   });
 
   it('review finding: 500 refused UDP calls from 50 sources are all counted, and write a bounded number of log lines', async () => {
-    const metricsPort = freePort();
-    server = await startServer(['--state-dir', dir, '--pool', '10.88.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
-    await server.waitFor('metrics');
+    server = await startServer(['--state-dir', dir, '--pool', '10.88.0.0/29', '--metrics', '[::1]:0']);
+    const metricsPort = await metricsPortOf(server);
     const sources = lo.addresses.slice(0, 50);
     const rpcs = await Promise.all(
       sources.map((localAddress) =>
@@ -597,7 +596,7 @@ describe('dstm server (process)', function () {
   });
 
   it('reloads its configuration on SIGHUP without losing a lease, and serves metrics', async () => {
-    const metricsPort = freePort();
+    const metricsPort = await freePort(); // in the file: a reload must find the same address
     const cfg = writeConfig(dir, {
       pools: ['10.81.0.0/30'],
       lease: 100,
