@@ -156,6 +156,7 @@ describe('dstm server (process)', function () {
   it('expires, holds, reclaims; renews; releases only the caller binding; exhausts a tiny pool', async () => {
     // Whole-second lease and hold, swept once a second: the hold is long enough that the check below that a's
     // address is still held cannot race its end on a loaded machine.
+    const hold = 4;
     server = await startServer([
       '--state-dir',
       dir,
@@ -166,7 +167,7 @@ describe('dstm server (process)', function () {
       '--min-lease',
       '1',
       '--config',
-      writeConfig(dir, { hold: 4 }),
+      writeConfig(dir, { hold }),
     ]);
     const [a, b, c] = await clientsFor(lo.addresses.slice(0, 3), server.port);
     const la = await a.request();
@@ -197,6 +198,9 @@ describe('dstm server (process)', function () {
       else freed = got.address;
     }
     expect(freed).to.equal(la.address);
+    expect(Date.now(), 'reclaimed before the hold after its end was over').to.be.at.least(
+      (la.ends + hold) * 1000 - 300,
+    );
     expect((await b.release(ipNum(lb.address))).address).to.equal(lb.address);
     expect(await refusal(b.release())).to.equal('no_binding');
     // A released address is held like an expired one: no other node gets it before the hold time is over.
