@@ -4,7 +4,8 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { ROOT, cliUnavailable, startTep, tepStats, tsArgv } from '../support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, until } from '../support/netns';
+import { ADDR, Topology, netnsUnavailable } from '../support/netns';
+import { until } from '../support/wait';
 import { skipIf } from '../support/skip';
 
 describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {

@@ -16,7 +16,8 @@ import {
   tepStats,
   type TepStatsJson,
 } from '../support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, output, stopChild, until, waitForOutput } from '../support/netns';
+import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
+import { until } from '../support/wait';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../support/traffic';
 import { skipIf } from '../support/skip';
 

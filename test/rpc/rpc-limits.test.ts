@@ -21,7 +21,8 @@ import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { frameRecord, MAX_FRAGMENT } from '../../src/rpc/record';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
-import { ADD1, ECHO, MISSING, SLOW, sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
+import { sleep, until } from '../support/wait';
+import { ADD1, ECHO, MISSING, SLOW, TEST_PROGRAM, tcpConnect, testService } from './util';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -55,10 +56,6 @@ function oneByteFragments(body: Uint8Array, close: boolean): Buffer {
 /** Whether `p` settles within `ms`. */
 function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   return Promise.race([p.then(() => true), sleep(ms).then(() => false)]);
-}
-
-async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
-  for (const t0 = Date.now(); !cond(); await sleep(10)) if (Date.now() - t0 > ms) throw new Error(`no ${what}`);
 }
 
 /** The xid and uint result of each reply record (one fragment each) in a TCP byte stream. */

@@ -13,10 +13,11 @@ import { RpcClient } from '../../src/rpc';
 import { LeaseService } from '../../src/server/leases';
 import { PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-store';
 import type { StoreHealth } from '../../src/server/store';
-import { until } from '../support/netns';
+import { until } from '../support/wait';
 import { needPostgres, PostgresCluster } from '../support/postgres';
 import { freePort, loopbackAddresses, metricsPortOf, runDstm, sleep, startServer, type ServerProcess } from './helpers';
-import { node, policy, seeded } from './store-conformance';
+import { seeded } from '../support/random';
+import { node, policy } from './store-conformance';
 
 describe('PostgreSQL store', function () {
   this.timeout(60000);

@@ -32,7 +32,7 @@ import {
   type ServerProcess,
 } from './helpers';
 import { skipIf } from '../support/skip';
-import { until } from '../support/netns';
+import { until } from '../support/wait';
 
 type Clients = DstmClient[];
 

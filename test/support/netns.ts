@@ -260,18 +260,6 @@ export async function stopChild(child: ChildProcess, graceMs = 3000): Promise<nu
   });
 }
 
-/**
- * Polls `check` every 100 ms until it holds; rejects naming `what` after `timeoutMs` (or with the error `check`
- * throws).
- */
-export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** Resolves with the first line of the child's output (stdout or stderr) matching `re`. */
 export function waitForOutput(child: ChildProcess, re: RegExp, timeoutMs = 15_000): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -7,6 +7,7 @@ import { Tep } from '../../src/tep/tep';
 import { reconfigureStatics } from '../../src/tep/daemon';
 import type { FeedBinding } from '../../src/protocol/binding-feed';
 import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
+import { seeded } from '../support/random';
 
 const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
@@ -434,8 +435,8 @@ describe('tep binding updates by generation', () => {
     const next = [...Array(3000).keys()]
       .filter((i) => i < 1500 || i >= 2000)
       .map((i) => ({ ipv4: addr(i), ipv6: parseIPv6(node(i === 1 ? 5000 : i)), starts: 0, ends }));
-    let seed = 3;
-    const pick = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const rand = seeded(3);
+    const pick = (n: number): number => Math.floor(rand() * n);
     const up = (i: number): number[] => ipv6(node(i), TEP6, 4, ipv4({ src: formatIPv4(addr(i)), dst: '192.0.2.2' }));
     const down = (i: number): number[] => ipv4({ src: '192.0.2.2', dst: formatIPv4(addr(i)) });
     let done = false;
