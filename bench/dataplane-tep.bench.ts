@@ -37,7 +37,8 @@ import { join } from 'node:path';
 import { parseIPv4, parseIPv6 } from '../src/lib/addr';
 import { SqliteStore } from '../src/server/sqlite-store';
 import { ROOT, SERVER, cliUnavailable, startServer, startTep, tepStats } from '../test/support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, until, waitForOutput } from '../test/support/netns';
+import { ADDR, Topology, netnsUnavailable, waitForOutput } from '../test/support/netns';
+import { until } from '../test/support/wait';
 
 const SECONDS = Number(process.env.TEP_BENCH_SECONDS ?? 2);
 const STEPS = Number(process.env.TEP_BENCH_STEPS ?? 10);

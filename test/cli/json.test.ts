@@ -124,8 +124,7 @@ function checkedError(r: Run, code: number, command: string): void {
 describe('the JSON contract of dstm(1)', function () {
   this.timeout(120_000);
   const dir = mkdtempSync(join(tmpdir(), 'dstm-json-'));
-  const port = freePort();
-  const server = ['--server', `[::1]:${port}`];
+  const server: string[] = []; // --server and the port the server listens on, once chosen
   const tested = new Set<string>();
   const errored = new Set<string>();
   let srv: ChildProcess | undefined;
@@ -134,6 +133,8 @@ describe('the JSON contract of dstm(1)', function () {
 
   before(async function () {
     skipIf(this, cliUnavailable());
+    const port = await freePort();
+    server.push('--server', `[::1]:${port}`);
     ({ proc: srv } = await daemon(
       [
         'server',
@@ -270,7 +271,7 @@ describe('the JSON contract of dstm(1)', function () {
   });
 
   it('an error under --json is one JSON object on stderr with the exit code, nothing on stdout', async () => {
-    const closed = ['--server', `[::1]:${port + 1}`, '--timeout', '300'];
+    const closed = ['--server', `[::1]:${await freePort()}`, '--timeout', '300'];
     const runs = await Promise.all([
       dstm('request', '--json', ...closed),
       dstm('release', '--json', '--address', '198.51.100.256', ...server),

@@ -113,7 +113,7 @@ describe('operator basics', function () {
     expect([...(nouns.get('address') ?? [])].sort()).to.deep.equal(['leases', 'release', 'static']);
   });
 
-  it('request: the flags of --hold (--control, --log-level, --device) are refused without it; DSTM_LOG_LEVEL is not', () => {
+  it('request: the flags of --hold (--control, --log-level, --device) are refused without it; DSTM_LOG_LEVEL is not', async () => {
     for (const flag of [
       ['--control', '/tmp/node.sock'],
       ['--log-level', 'debug'],
@@ -127,7 +127,7 @@ describe('operator basics', function () {
       );
     }
     // the variable is for --hold too, but set in the environment it does not stop a plain request
-    const server = `[::1]:${freePort()}`;
+    const server = `[::1]:${await freePort()}`;
     const plain = runDstmSync(['request', '--server', server, '--timeout', '200'], {
       env: { DSTM_LOG_LEVEL: 'debug' },
     });
@@ -190,10 +190,11 @@ describe('operator basics', function () {
     ).to.deep.equal([]);
   });
 
-  it('a first start without root: cannot create /var/lib/dstm, says once to use --state-dir or run as root (exit 3)', function () {
-    if (process.getuid?.() !== 0) this.skip(); // needs root to run the CLI as nobody; as non-root the plain run shows it
+  it('a first start without root: cannot create /var/lib/dstm, says once to use --state-dir or run as root (exit 3)', async function () {
+    skipIf(this, process.getuid?.() === 0 ? undefined : 'needs root to run the CLI as nobody');
+    const port = await freePort();
     const asNobody = (...flags: string[]) =>
-      runDstmSync(['server', '--listen', `[::1]:${freePort()}`, ...flags], {
+      runDstmSync(['server', '--listen', `[::1]:${port}`, ...flags], {
         uid: 65534,
         gid: 65534,
         cwd: '/tmp',

@@ -415,19 +415,20 @@ describe('man pages', function () {
     const pages = manPages();
     expect(pages, 'no pages in man/').to.have.length.greaterThan(0);
     const problems = new Map<string, string[]>();
-    const mandoc = spawnSync('mandoc', ['-V']).error === undefined;
+    const missing = [
+      ['groff', '--version'],
+      ['mandoc', '-V'],
+    ].filter(([tool, arg]) => spawnSync(tool, [arg]).error !== undefined);
+    skipIf(this, missing.length ? `${missing.map(([tool]) => tool).join(' and ')} not installed` : undefined);
     for (const p of pages) {
       const file = join(MAN, p);
       const ps: string[] = [];
       const g = spawnSync('groff', ['-man', '-ww', '-z', file], { encoding: 'utf8' });
-      skipIf(this, g.error ? 'groff is not installed' : undefined);
       if (g.status !== 0 || g.stderr.trim()) ps.push(`groff: ${g.stderr.trim() || `exit ${g.status}`}`);
-      if (mandoc) {
-        // warnings and worse; style hints (-W style) are not failures
-        const m = spawnSync('mandoc', ['-Tlint', '-W', 'warning', file], { encoding: 'utf8' });
-        const out = (m.stdout + m.stderr).trim().replaceAll(`mandoc: ${file}:`, 'line ');
-        if (out) ps.push(`mandoc: ${out}`);
-      }
+      // warnings and worse; style hints (-W style) are not failures
+      const m = spawnSync('mandoc', ['-Tlint', '-W', 'warning', file], { encoding: 'utf8' });
+      const out = (m.stdout + m.stderr).trim().replaceAll(`mandoc: ${file}:`, 'line ');
+      if (out) ps.push(`mandoc: ${out}`);
       if (ps.length) problems.set(`man/${p}`, ps);
     }
     report(problems);

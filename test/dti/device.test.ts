@@ -63,7 +63,7 @@ function removeStale(): void {
   }
 }
 
-/** Spawns a command in a namespace and resolves when `ready` appears on its stdout. */
+/** Spawns a command in a namespace and resolves when `ready` appears on its stdout or stderr. */
 function spawnIn(
   nss: Namespaces,
   ns: string,
@@ -79,12 +79,14 @@ function spawnIn(
   return new Promise((resolve, reject) => {
     if (!ready) return resolve({ proc, out: () => out });
     const timer = setTimeout(() => reject(new Error(`${argv.join(' ')}: not ready: ${out}${err}`)), 15000);
-    proc.stdout!.on('data', () => {
-      if (ready.test(out)) {
+    const check = (): void => {
+      if (ready.test(out) || ready.test(err)) {
         clearTimeout(timer);
         resolve({ proc, out: () => out });
       }
-    });
+    };
+    proc.stdout!.on('data', check);
+    proc.stderr!.on('data', check);
     proc.on('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`${argv.join(' ')} exited ${code}: ${out}${err}`));
@@ -272,8 +274,7 @@ describe('dti/device (namespaces, root)', function () {
         tunMtu: 1400,
         pathMtu: 1500,
       });
-      const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode']);
-      await new Promise((r) => setTimeout(r, 1000)); // tcpdump attaches
+      const dump = await spawnIn(nss, b, ['tcpdump', '-i', vb, '-nn', '-l', '-p', '--immediate-mode'], /listening on/);
 
       const ping = (...args: string[]) =>
         execFileP('ip', ['netns', 'exec', a, 'ping', '-i', '0.2', '-W', '2', ...args]);

@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import { join } from 'node:path';
 import { ROOT, cliUnavailable, startTep, tepStats, tsArgv } from '../support/dstm-procs';
 import { ADDR, Topology, netnsUnavailable } from '../support/netns';
+import { until } from '../support/wait';
 import { skipIf } from '../support/skip';
 
 describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
@@ -34,14 +35,23 @@ describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
     expect(s0.ipv6_reassembly?.memory_limit_bytes).to.be.greaterThan(0);
 
     await send('all');
-    const s1 = await tepStats(t);
+    // the TEP reads the reassembled packet on its own time: the counters are read once it did
+    let s1 = s0;
+    await until(
+      'the TEP forwarded the packet',
+      async () => (s1 = await tepStats(t)).forwarded.to_ipv4 > s0.forwarded.to_ipv4,
+    );
     expect(s1.forwarded.to_ipv4 - s0.forwarded.to_ipv4).to.equal(1);
     expect(s1.forwarded.bytes_to_ipv4 - s0.forwarded.bytes_to_ipv4).to.equal(2000);
     expect(s1.ipv6_reassembly!.reassembled - s0.ipv6_reassembly!.reassembled).to.equal(1);
 
     await send('first');
-    await new Promise((r) => setTimeout(r, 2500)); // past ip6frag_time
-    const s2 = await tepStats(t);
+    // the kernel drops the incomplete packet once ip6frag_time (1 s) is past
+    let s2 = s1;
+    await until(
+      'the reassembly timed out',
+      async () => (s2 = await tepStats(t)).ipv6_reassembly!.timeouts > s1.ipv6_reassembly!.timeouts,
+    );
     expect(s2.forwarded.to_ipv4).to.equal(s1.forwarded.to_ipv4);
     expect(s2.ipv6_reassembly!.timeouts - s1.ipv6_reassembly!.timeouts).to.equal(1);
     expect(s2.ipv6_reassembly!.failed - s1.ipv6_reassembly!.failed).to.be.at.least(1);

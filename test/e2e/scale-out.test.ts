@@ -14,7 +14,8 @@ import { expect } from 'chai';
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Namespaces, netnsUnavailable, output, prepareNamespaces, until, waitForOutput } from '../support/netns';
+import { Namespaces, netnsUnavailable, output, prepareNamespaces, waitForOutput } from '../support/netns';
+import { until } from '../support/wait';
 import { type TepStatsJson, cliUnavailable, dstmArgv, tepStatsAt } from '../support/dstm-procs';
 import { PostgresCluster, needPostgres } from '../support/postgres';
 import { ping, startEchoServer, tcpHello } from '../support/traffic';
@@ -111,6 +112,7 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
   let db: PostgresCluster | undefined;
   const servers: ChildProcess[] = [];
   let y1: ChildProcess;
+  let y2: ChildProcess;
   let node: ChildProcess;
   let lease: { ipv4: string; tep6: string; ends: number };
 
@@ -163,7 +165,7 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
         ),
       );
     y1 = tep(t.y1, 'y1', A.y1, A.y1v4, [A.s1, A.s2]);
-    const y2 = tep(t.y2, 'y2', A.y2, A.y2v4, [A.s2, A.s1]);
+    y2 = tep(t.y2, 'y2', A.y2, A.y2v4, [A.s2, A.s1]);
     await Promise.all([
       waitForOutput(y1, /bindings synchronised/, 30_000),
       waitForOutput(y2, /bindings synchronised/, 30_000),
@@ -201,6 +203,15 @@ describe('e2e: two servers on one PostgreSQL, two TEPs, traffic out through one 
 
   it('the node is told the anycast TEP, and each TEP has its binding through a different server', () => {
     expect(lease.tep6).to.equal(A.tepa);
+    // each took its state from the first server it follows and stayed with it (the binding came that way)
+    const syncedFrom = (tep: ChildProcess): unknown[] =>
+      output(tep)
+        .split('\n')
+        .filter((l) => /bindings synchronised/.test(l))
+        .map((l) => (JSON.parse(l.slice(l.indexOf('{'))) as { server: unknown }).server);
+    expect(syncedFrom(y1), 'Y1').to.deep.equal([`[${A.s1}]:3786`]);
+    expect(syncedFrom(y2), 'Y2').to.deep.equal([`[${A.s2}]:3786`]);
+    for (const tep of [y1, y2]) expect(output(tep)).to.not.match(/binding feed moves to the next server/);
   });
 
   it('ping and TCP from X reach Z: out through Y1, back through Y2', async () => {

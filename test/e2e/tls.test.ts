@@ -17,7 +17,8 @@ import {
   startTep,
   tepStats,
 } from '../support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, output, stopChild, until, waitForOutput } from '../support/netns';
+import { ADDR, Topology, netnsUnavailable, output, stopChild, waitForOutput } from '../support/netns';
+import { until } from '../support/wait';
 import { skipIf } from '../support/skip';
 import { ping, startEchoServer, tcpHello } from '../support/traffic';
 

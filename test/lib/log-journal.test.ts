@@ -15,9 +15,11 @@ describe('logger: journald priorities', function () {
   const dir = mkdtempSync(join(tmpdir(), 'dstm-journal-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  let children = 0; // names the files in this run's own directory
+
   /** Runs a logger in a child whose stderr is `file`, with JOURNAL_STREAM as given; returns what it wrote. */
   function childLogs(journalStream: (file: string) => string | undefined, json: boolean): string[] {
-    const file = join(dir, `stderr-${Math.random().toString(36).slice(2)}`);
+    const file = join(dir, `stderr-${++children}`);
     writeFileSync(file, '');
     const script = join(dir, 'log.ts');
     writeFileSync(

@@ -119,7 +119,7 @@ describe('sdNotify', () => {
     this.timeout(90_000);
     const r = await receiver(join(dir, 'notify'));
     proc = r.proc;
-    const port = freePort();
+    const port = await freePort();
     const server = daemon(
       join(dir, 'notify'),
       'server',

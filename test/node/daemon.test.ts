@@ -12,18 +12,11 @@ import { FailoverClient } from '../../src/protocol/failover';
 import type { Lease } from '../../src/protocol/client';
 import { DEFAULT_PROGRAM } from '../../src/config/server-schema';
 import { ipv4 } from '../dti/build';
+import { until } from '../support/wait';
 import { fakeDti } from '../support/fake-devices';
 import { loopbackAddresses, removeDir, sleep, startServer, tempDir, type ServerProcess } from '../server/helpers';
 
 const log = createLogger({ level: 'error' });
-
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error('condition not met in time');
-    await sleep(20);
-  }
-}
 
 describe('node daemon (DTI devices injected)', function () {
   this.timeout(60000);
@@ -67,7 +60,7 @@ describe('node daemon (DTI devices injected)', function () {
       await sleep(300);
       expect(events).to.deep.equal([]); // nothing asked before a packet
       f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }));
-      await until(() => f.raw.sent.length > 0);
+      await until('the DTI sent a packet', () => f.raw.sent.length > 0);
       const [e, address] = events[0];
       expect(e).to.equal('lease');
       const p = f.raw.take()[0];

@@ -35,9 +35,10 @@ describe('dstm status', function () {
   let keeper: LeaseKeeper;
   let suspended = 0;
   let control: Server | undefined;
-  const port = freePort();
+  let port: number;
 
   before(async () => {
+    port = await freePort();
     dir = mkdtempSync(join(tmpdir(), 'dstm-status-'));
     const file = join(dir, 'dstm.json');
     writeFileSync(file, JSON.stringify({ server: { rpcbind: 'off', lease: 600 } }));

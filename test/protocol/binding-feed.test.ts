@@ -158,7 +158,7 @@ describe('binding feed', function () {
   });
 
   it('keeps no abort listener per retry (no leak while the server is away)', async () => {
-    const feed = feedOn([freePort()], { retryMs: 1, retryMaxMs: 1 });
+    const feed = feedOn([await freePort()], { retryMs: 1, retryMaxMs: 1 });
     open.push(feed);
     let errors = 0;
     feed.on('error', () => errors++);

@@ -15,6 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   freePort,
+  freePorts,
   loopbackAddresses,
   removeDir,
   runDstm,
@@ -52,7 +53,7 @@ describe('failover across servers', function () {
 
   it('goes on to the next server at once when one refuses the connection, and stays with the one that answered', async () => {
     const b = await serve('10.96.0.0/24', '2001:db8::b,10.96.0.254');
-    const dead = freePort();
+    const dead = await freePort();
     const client = new FailoverClient({
       servers: [at(dead), at(b.port)],
       program: DEFAULT_PROGRAM,
@@ -90,7 +91,7 @@ describe('failover across servers', function () {
   });
 
   it('throws NoServerAnswered naming every server when none answers, without waiting for the timeouts', async () => {
-    const ports = [freePort(), freePort()];
+    const ports = await freePorts(2);
     const client = new FailoverClient({
       servers: ports.map(at),
       program: DEFAULT_PROGRAM,
@@ -111,7 +112,7 @@ describe('failover across servers', function () {
 
   it('dstm request, release and leases take --server more than once; none answering is exit 7 at once', async () => {
     const b = await serve('10.98.0.0/24', '2001:db8::b,10.98.0.254');
-    const dead = `[::1]:${freePort()}`;
+    const [dead, dead2] = (await freePorts(2)).map((port) => `[::1]:${port}`);
     const live = `[::1]:${b.port}`;
     const local = ['--local', lo.addresses[3], '--timeout', '5000'];
     let r = await runDstm(['request', '--json', '--server', dead, '--server', live, ...local]);
@@ -129,7 +130,7 @@ describe('failover across servers', function () {
     r = await runDstm(['request', '--config', cfg, ...local]);
     expect(r.code, r.stderr).to.equal(0);
     const t0 = performance.now();
-    r = await runDstm(['request', '--server', dead, '--server', `[::1]:${freePort()}`, ...local]);
+    r = await runDstm(['request', '--server', dead, '--server', dead2, ...local]);
     expect(r.code).to.equal(7);
     expect(performance.now() - t0).to.be.lessThan(8000); // process start included (slow under load); the two timeouts would be 10 s
     expect(r.stderr).to.match(
@@ -190,7 +191,7 @@ describe('failover across servers', function () {
 
   it('the feed starts from the next server when the first is down', async () => {
     const b = await serve('10.100.0.0/24', '2001:db8::b,10.100.0.254');
-    const feed = feedOn([freePort(), b.port], { waitMs: 20000, retryMs: 5000 });
+    const feed = feedOn([await freePort(), b.port], { waitMs: 20000, retryMs: 5000 });
     open.push(feed);
     feed.on('error', () => undefined);
     const t0 = performance.now();

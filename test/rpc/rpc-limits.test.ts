@@ -21,7 +21,8 @@ import { ConnectionLimits } from '../../src/rpc/server-tcp-limits';
 import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
 import { frameRecord, MAX_FRAGMENT } from '../../src/rpc/record';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
-import { ADD1, ECHO, MISSING, SLOW, sleep, TEST_PROGRAM, tcpConnect, testService } from './util';
+import { sleep, until } from '../support/wait';
+import { ADD1, ECHO, MISSING, SLOW, TEST_PROGRAM, tcpConnect, testService } from './util';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -55,10 +56,6 @@ function oneByteFragments(body: Uint8Array, close: boolean): Buffer {
 /** Whether `p` settles within `ms`. */
 function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   return Promise.race([p.then(() => true), sleep(ms).then(() => false)]);
-}
-
-async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
-  for (const t0 = Date.now(); !cond(); await sleep(10)) if (Date.now() - t0 > ms) throw new Error(`no ${what}`);
 }
 
 /** The xid and uint result of each reply record (one fragment each) in a TCP byte stream. */
@@ -131,23 +128,42 @@ describe('rpc server limits (issue 13)', function () {
   });
 });
 
-/** Open `n` connections from `local` and wait until each is either kept or closed by the server. */
+/** The peers (address:port) of the connections `server` holds now: read from its private set, nothing says it. */
+function heldPeers(server: RpcServer): Set<string> {
+  const { conns } = (server as unknown as { tcp: { conns: Set<{ socket: net.Socket }> } }).tcp;
+  return new Set([...conns].map((c) => `${c.socket.remoteAddress}:${c.socket.remotePort}`));
+}
+
+/**
+ * Open `n` connections from `local` to `server` and wait until the server holds each or has closed it (refused at
+ * accept, or evicted for a newcomer, by this batch or one made at the same time).
+ */
 async function connectMany(
+  server: RpcServer,
   port: number,
   local: string,
   n: number,
   host = '127.0.0.1',
 ): Promise<{ kept: net.Socket[]; refused: number }> {
+  const closed = new Set<net.Socket>();
   const socks = await Promise.all(
     Array.from({ length: n }, () => {
       const s = net.connect({ host, port, localAddress: local });
       s.on('error', () => {});
-      return new Promise<net.Socket>((r) => s.once('connect', () => r(s)));
+      s.once('close', () => closed.add(s));
+      return new Promise<{ s: net.Socket; peer: string }>((r) =>
+        s.once('connect', () => r({ s, peer: `${s.localAddress}:${s.localPort}` })),
+      );
     }),
   );
-  await sleep(200); // a refused connection is closed by the server at accept
-  const kept = socks.filter((s) => !s.destroyed && s.readyState === 'open');
-  for (const s of socks) if (!kept.includes(s)) s.destroy();
+  const settled = (): boolean => {
+    const held = heldPeers(server);
+    return socks.every(({ s, peer }) => closed.has(s) || held.has(peer));
+  };
+  await until('the server held or closed every connection', settled);
+  const held = heldPeers(server);
+  const kept = socks.filter(({ s, peer }) => !closed.has(s) && held.has(peer)).map(({ s }) => s);
+  for (const { s } of socks) if (!kept.includes(s)) s.destroy();
   return { kept, refused: n - kept.length };
 }
 
@@ -181,23 +197,23 @@ describe('rpc server limits (issue 13), TCP slots', function () {
   describe('finding 4: one host takes every TCP slot', () => {
     it('limits the connections of one peer (default 32), so a host with more than maxConnections idle ones locks no one out', async () => {
       const port = await serve4({ maxConnections: 64 });
-      const flood = await connectMany(port, '127.0.0.2', 70);
+      const flood = await connectMany(server, port, '127.0.0.2', 70);
       open.push(...flood.kept);
       expect(flood.kept).to.have.length(32);
       expect(server.stats().tcpCutoffs.refusedPerPeer).to.equal(38);
       expect(await nullCallFrom(port, '127.0.0.3'), 'another host is served').to.equal(true);
       // Slots come back when the peer's connections close.
       flood.kept.pop()!.destroy();
-      await sleep(100);
-      const again = await connectMany(port, '127.0.0.2', 1);
+      await until('the server saw it close', () => server.stats().connections === 31);
+      const again = await connectMany(server, port, '127.0.0.2', 1);
       open.push(...again.kept);
       expect(again.kept).to.have.length(1);
     });
 
     it('counts a peer by prefix (peerPrefix4 / peerPrefix6)', async () => {
       const port = await serve4({ maxConnectionsPerPeer: 3, peerPrefix4: 24 });
-      const a = await connectMany(port, '127.0.0.2', 2);
-      const b = await connectMany(port, '127.0.0.3', 2);
+      const a = await connectMany(server, port, '127.0.0.2', 2);
+      const b = await connectMany(server, port, '127.0.0.3', 2);
       open.push(...a.kept, ...b.kept);
       expect([a.kept.length, b.kept.length]).to.deep.equal([2, 1]);
       expect(await nullCallFrom(port, '127.0.1.2'), 'another /24 is another peer').to.equal(true);
@@ -252,23 +268,25 @@ describe('rpc server limits (issue 13), TCP slots', function () {
         },
         testService({ SLOW: () => new Promise(() => {}) }),
       );
-      const floods = await Promise.all(['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((a) => connectMany(port, a, 4)));
+      const floods = await Promise.all(
+        ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((a) => connectMany(server, port, a, 4)),
+      );
       for (const f of floods) open.push(...f.kept);
       expect(floods.map((f) => f.kept.length).reduce((x, y) => x + y)).to.equal(9);
       // Each with a call in progress, so that no newcomer can take its slot (an idle one it could).
       for (const s of open) s.write(frameRecord(call(1, SLOW.number, 0), MAX_FRAGMENT));
-      await sleep(100);
+      await until('9 calls in progress', () => server.stats().inFlight === 9);
       expect(await nullCallFrom(port, '127.0.0.5'), 'the unreserved slots are full').to.equal(false);
       expect(server.stats().tcpCutoffs.refusedFull).to.be.greaterThan(0);
-      const tep = await connectMany(port, '127.0.0.9', 2);
-      const tep2 = await connectMany(port, '127.0.1.7', 1);
+      const tep = await connectMany(server, port, '127.0.0.9', 2);
+      const tep2 = await connectMany(server, port, '127.0.1.7', 1);
       open.push(...tep.kept, ...tep2.kept);
       expect(tep.kept.length + tep2.kept.length, 'reserved peers get the reserved slots').to.equal(3);
       expect(server.stats().reservedConnections).to.equal(3);
       // Reserved peers are not limited per peer, only by maxConnections: all 12 slots are now taken.
       expect(await nullCallFrom(port, '127.0.0.9')).to.equal(false);
       tep.kept.pop()!.destroy();
-      await sleep(100);
+      await until('the server saw it close', () => server.stats().connections === 11);
       expect(await nullCallFrom(port, '127.0.0.9'), 'a slot freed by a reserved peer').to.equal(true);
     });
 
@@ -372,7 +390,7 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       await until('call in progress', () => server.stats().inFlight === 1);
       a.sock.write(frameRecord(call(2, ADD1.number, 1), MAX_FRAGMENT)); // served: a is no longer the idlest
       await until('reply', () => a.received().length === 32);
-      const over = await connectMany(port, '127.0.0.2', 1);
+      const over = await connectMany(server, port, '127.0.0.2', 1);
       expect(over.kept, 'a peer over its own limit takes no one’s slot').to.have.length(0);
       expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 1, evictedIdle: 0 });
       expect(await nullCallFrom(port, '127.0.0.3'), 'the newcomer is served').to.equal(true);

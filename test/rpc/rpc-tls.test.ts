@@ -24,6 +24,7 @@ import { AUTH_TLS } from '../../src/rpc/tls';
 import type { CallContext } from '../../src/rpc/types';
 import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 import { certDir, type Issued, type TestCa } from '../support/certs';
+import { until } from '../support/wait';
 import { ADD1, ECHO, run, sleep, SLOW, TEST_PROGRAM, tcpConnect, testService, udpExchange } from './util';
 
 const PEER = join(__dirname, 'support', 'tls_peer.py');
@@ -246,7 +247,7 @@ describe('RPC-with-TLS (RFC 9289)', function () {
         expect((err as RpcError).kind).to.equal('TLS');
         expect((err as Error).message).to.match(alert);
         expect(seen).to.have.length(0);
-        await sleep(50);
+        await until('the failure counted', () => server.stats().tls!.failed[reason] > 0);
         expect(server.stats().tls!.failed[reason]).to.equal(1);
       });
     }
@@ -276,7 +277,9 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       for (const [msg, stat] of cases) {
         const t = await tcpConnect(port);
         t.sock.write(msg);
-        await sleep(100);
+        // the whole reply record, as long as its mark says
+        const whole = (b: Buffer): boolean => b.length >= 4 && b.length >= 4 + (b.readUInt32BE(0) & 0x7fffffff);
+        await until('the whole reply', () => whole(t.received()));
         expect(replyOf(t.received())).to.deep.include({ status: 'AUTH_ERROR', stat });
         t.sock.destroy();
       }
@@ -343,7 +346,7 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       const { port, server } = await serve('required');
       const r = await python(['client', '::1', String(port), String(TEST_PROGRAM), '1', '--garbage']);
       expect(r).to.include({ stage: 'after-starttls', closed: true });
-      await sleep(50);
+      await until('the failure counted', () => server.stats().tls!.failed.error > 0);
       expect(server.stats().tls!.failed.error).to.equal(1);
       expect(server.stats().connections).to.equal(0);
     });
@@ -387,17 +390,18 @@ describe('RPC-with-TLS (RFC 9289)', function () {
         const at = out.indexOf(Buffer.from([0, 0, 0, xid, 0, 0, 0, 1]));
         return at < 4 ? null : out.subarray(at, at + (out.readUInt32BE(at - 4) & 0x7fffffff));
       };
-      const until = async (what: () => unknown, ms = 5000): Promise<void> => {
+      // gives up quietly when gnutls-cli is gone or the time is over: the caller checks what came
+      const settle = async (what: () => unknown, ms = 5000): Promise<void> => {
         for (const end = Date.now() + ms; !what() && Date.now() < end && g.exitCode === null;) await sleep(20);
       };
       try {
-        await until(() => /Simple Client Mode/.test(String(out)));
+        await settle(() => /Simple Client Mode/.test(String(out)));
         g.stdin.write(record([1, 0, 2, TEST_PROGRAM, 1, 0, AUTH_TLS, 0, AUTH_NONE, 0]));
-        await until(() => reply(1));
+        await settle(() => reply(1));
         g.kill('SIGALRM');
-        await until(() => /Application protocol|Handshake has failed|Error/i.test(String(out)));
+        await settle(() => /Application protocol|Handshake has failed|Error/i.test(String(out)));
         if (g.exitCode === null) g.stdin.write(record([2, 0, 2, TEST_PROGRAM, 1, 2, AUTH_NONE, 0, AUTH_NONE, 0, 41]));
-        await until(() => reply(2), 2000);
+        await settle(() => reply(2), 2000);
         return { probe: reply(1), call: reply(2), text: String(out) };
       } finally {
         g.kill();

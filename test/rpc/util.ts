@@ -9,6 +9,7 @@ import net from 'node:net';
 import type { Codec } from '../../src/rpc/xdr/runtime';
 import type { Handler, Procedure, ProgramVersion, Service } from '../../src/rpc/types';
 import type { packet } from '../../src/protocol/generated/dstm';
+import { sleep } from '../support/wait';
 
 export const uintCodec: Codec<number> = { encode: (w, v) => w.uint(v), decode: (r) => r.uint() };
 export const bytesCodec: Codec<Uint8Array> = { encode: (w, v) => w.varOpaque(v), decode: (r) => r.varOpaque() };
@@ -101,9 +102,7 @@ export async function tcpConnect(
   return { sock, received: () => Buffer.concat(chunks), closed };
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+export { sleep };
 
 /** Run a command without blocking the event loop (our servers in this process must keep answering). */
 export function run(

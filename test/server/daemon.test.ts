@@ -16,15 +16,15 @@ describe('server daemon', function () {
   it('finding 13: after an fsync failure: one error-level log line, STATUS= to systemd, health in metrics, and the server stops', async () => {
     const dir = tempDir('daemon');
     const { log, records } = captureLog();
-    const metricsPort = freePort();
     const { config } = loadServerConfig({
       'state-dir': dir,
-      listen: [`[::1]:${freePort()}`],
+      listen: [`[::1]:${await freePort()}`],
       pool: ['10.88.0.0/29'],
-      metrics: `[::1]:${metricsPort}`,
+      metrics: '[::1]:0',
     });
     const status: string[] = [];
     const server = await DstmServer.start({ ...config, rpcbind: 'off' }, log, { status: (t) => status.push(t) });
+    const metricsPort = Number(/:(\d+)$/.exec(String(records.find((r) => r.msg === 'metrics')?.address))?.[1]);
     let client: DstmClient | undefined;
     try {
       const port = server.addresses()[0].port;
@@ -69,7 +69,11 @@ describe('server daemon', function () {
 
   it('takes TCP records up to 8 KiB (the largest DSTM call is 904 bytes), and closes a connection announcing more', async () => {
     const dir = tempDir('daemon');
-    const { config } = loadServerConfig({ 'state-dir': dir, listen: [`[::1]:${freePort()}`], pool: ['10.88.0.0/29'] });
+    const { config } = loadServerConfig({
+      'state-dir': dir,
+      listen: [`[::1]:${await freePort()}`],
+      pool: ['10.88.0.0/29'],
+    });
     const quiet = new Writable({ write: (_chunk, _enc, done) => done() });
     const server = await DstmServer.start(
       { ...config, rpcbind: 'off' },

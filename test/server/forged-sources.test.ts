@@ -15,7 +15,8 @@ import { REQUEST_REQ, xdr_packet } from '../../src/protocol/generated/dstm';
 import { XdrWriter } from '../../src/rpc/xdr/runtime';
 import { writeCallHeader, NULL_AUTH } from '../../src/rpc/message';
 import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
-import { Namespaces, netnsUnavailable, output, prepareNamespaces, until, waitForOutput } from '../support/netns';
+import { Namespaces, netnsUnavailable, output, prepareNamespaces, waitForOutput } from '../support/netns';
+import { until } from '../support/wait';
 import { seeded } from '../support/random';
 import { skipIf } from '../support/skip';
 

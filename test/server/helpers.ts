@@ -1,6 +1,8 @@
 // Test helpers: real `dstm` processes and real IPv6 source addresses on the loopback interface.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -9,21 +11,64 @@ export const ROOT = resolve(__dirname, '../..');
 export const RUN = join(ROOT, 'bin/run.js');
 
 /**
- * A port unlikely to be taken, different per call: below Linux's ephemeral range (32768 up), where the kernel picks
- * the local ports of outgoing connections, so a test's own connections (to PostgreSQL, say) cannot hold it.
+ * `n` different ports nothing uses, TCP or UDP, on any address: the kernel picks each (a socket bound to port 0),
+ * all are held until the last is picked, then closed. As ports that refuse calls they are sure at the time of the
+ * call; for a server that must be told its port up front they are the best available (something else could take
+ * one before the server binds it).
  */
-export function freePort(): number {
-  return 10000 + Math.floor(Math.random() * 22000);
+export async function freePorts(n: number): Promise<number[]> {
+  const held: { close(done: () => void): unknown }[] = [];
+  const ports: number[] = [];
+  try {
+    while (ports.length < n) {
+      const tcp = createServer();
+      await new Promise<void>((res, rej) => tcp.once('error', rej).listen(0, '::', res));
+      held.push(tcp);
+      const { port } = tcp.address() as AddressInfo;
+      const udp = createSocket('udp6');
+      const free = await new Promise<boolean>((res) => {
+        udp.once('error', () => res(false));
+        udp.bind(port, '::', () => res(true));
+      });
+      if (!free) {
+        udp.close(); // the kernel picks another port next time: the TCP socket stays held
+        continue;
+      }
+      held.push(udp);
+      ports.push(port);
+    }
+  } finally {
+    await Promise.all(held.map((s) => new Promise<void>((res) => s.close(() => res()))));
+  }
+  return ports;
+}
+
+/** One port nothing uses (freePorts). */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0];
+}
+
+/** The port of the metrics endpoint a server started with `--metrics [::1]:0` bound, read from its log. */
+export async function metricsPortOf(server: ServerProcess): Promise<number> {
+  const { address } = await server.waitFor('metrics');
+  return Number(/:(\d+)$/.exec(String(address))?.[1]);
 }
 
 export function tempDir(tag: string): string {
   return mkdtempSync(join(tmpdir(), `dstm-${tag}-`));
 }
 
-/** `n` addresses in a random /96 of fd53:544d::/32, added to lo; remove() takes them away again. */
+let loopbackSets = 0;
+
+/**
+ * `n` addresses in a /96 of fd53:544d::/32 of this call's own, added to lo; remove() takes them away again. The /96
+ * carries the pid, this process's start time and a count: other runs at the same time (or a killed one's leftovers,
+ * under a pid used again) have other ones.
+ */
 export function loopbackAddresses(n: number): { addresses: string[]; remove(): void } {
-  const r = () => Math.floor(Math.random() * 0xffff).toString(16);
-  const prefix = `fd53:544d:${r()}:${r()}:${r()}:${r()}`;
+  const hex = (v: number): string => (v & 0xffff).toString(16);
+  const started = Math.floor(performance.timeOrigin / 1000);
+  const prefix = `fd53:544d:${hex(process.pid >>> 16)}:${hex(process.pid)}:${hex(started)}:${hex(++loopbackSets)}`;
   const addresses = Array.from({ length: n }, (_, i) => `${prefix}:0:${(i + 1).toString(16)}`);
   const batch = (verb: string): string =>
     addresses.map((a) => `addr ${verb} ${a}/128 dev lo${verb === 'add' ? ' nodad' : ''}`).join('\n') + '\n';
@@ -61,7 +106,7 @@ export async function startServer(
   args: string[],
   opts: { port?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<ServerProcess> {
-  const port = opts.port ?? freePort();
+  const port = opts.port ?? (await freePort());
   const hasListen = args.includes('--listen');
   const proc = spawn(process.execPath, [RUN, 'server', ...(hasListen ? [] : ['--listen', `[::1]:${port}`]), ...args], {
     env: cleanEnv({ DSTM_LOG_LEVEL: 'debug', ...opts.env }),
@@ -141,4 +186,4 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { sleep } from '../support/wait';

@@ -13,10 +13,11 @@ import { RpcClient } from '../../src/rpc';
 import { LeaseService } from '../../src/server/leases';
 import { PG_SCHEMA_VERSION, PostgresStore } from '../../src/server/postgres-store';
 import type { StoreHealth } from '../../src/server/store';
-import { until } from '../support/netns';
+import { until } from '../support/wait';
 import { needPostgres, PostgresCluster } from '../support/postgres';
-import { freePort, loopbackAddresses, runDstm, sleep, startServer, type ServerProcess } from './helpers';
-import { node, policy, seeded } from './store-conformance';
+import { freePort, loopbackAddresses, metricsPortOf, runDstm, sleep, startServer, type ServerProcess } from './helpers';
+import { seeded } from '../support/random';
+import { node, policy } from './store-conformance';
 
 describe('PostgreSQL store', function () {
   this.timeout(60000);
@@ -185,10 +186,18 @@ describe('PostgreSQL store', function () {
     expect(row.ip6).to.equal(node(0xab).toString('hex'));
   });
 
-  it('takes lease times from the database clock', async () => {
+  it('takes lease times from the database clock, not the process clock', async () => {
     const url = await cluster.createDatabase();
     const svc = await LeaseService.open(await open(url), policy());
-    const g = await svc.request(node(1), 0, 0);
+    // The database runs on this host: only a process clock an hour ahead tells the two clocks apart.
+    const real = Date.now;
+    Date.now = () => real() + 3_600_000;
+    let g: Awaited<ReturnType<LeaseService['request']>>;
+    try {
+      g = await svc.request(node(1), 0, 0);
+    } finally {
+      Date.now = real;
+    }
     const db = Number((await cluster.sql(url, 'SELECT floor(extract(epoch FROM clock_timestamp())) AS t')).rows[0].t);
     expect(Math.abs(g.starts - db)).to.be.at.most(1);
     expect(g.ends - g.starts).to.equal(60);
@@ -560,8 +569,8 @@ describe('PostgreSQL store', function () {
     });
 
     it('PostgreSQL unreachable at start: a clear error naming the store without its password, exit 3; --check shows no password', async () => {
-      const url = `postgresql://dstm:s3cret@[::1]:${freePort()}/dstm`;
-      const r = await runDstm(['server', '--listen', `[::1]:${freePort()}`, '--store', url]);
+      const url = `postgresql://dstm:s3cret@[::1]:${await freePort()}/dstm`; // nothing listens there
+      const r = await runDstm(['server', '--listen', `[::1]:${await freePort()}`, '--store', url]);
       expect(r.code).to.equal(3);
       expect(r.stderr).to.match(
         /cannot start: PostgreSQL store postgresql:\/\/dstm:\*\*\*@\[::1\]:\d+\/dstm: .*ECONNREFUSED/,
@@ -577,10 +586,9 @@ describe('PostgreSQL store', function () {
 
     it('survives a PostgreSQL crash under load (batches under way), answers UNAVAILABLE meanwhile (counted, logged once), then serves again', async () => {
       const url = await cluster.createDatabase();
-      const metricsPort = freePort();
-      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24', '--metrics', `[::1]:${metricsPort}`]);
+      const s = await startServer(['--store', url, '--pool', '10.93.0.0/24', '--metrics', '[::1]:0']);
       servers.push(s);
-      await s.waitFor('metrics');
+      const metricsPort = await metricsPortOf(s);
       const nodes = await Promise.all(
         lo.addresses.map(async (local) => {
           const c = await DstmClient.connect({
@@ -641,10 +649,9 @@ describe('PostgreSQL store', function () {
 
     it('a failing numbering pass: one error-level log line until one succeeds again, each failure counted in metrics', async () => {
       const url = await cluster.createDatabase();
-      const metricsPort = freePort();
-      const server = await startServer(['--store', url, '--pool', '10.92.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
+      const server = await startServer(['--store', url, '--pool', '10.92.0.0/29', '--metrics', '[::1]:0']);
       servers.push(server);
-      await server.waitFor('metrics');
+      const metricsPort = await metricsPortOf(server);
       const c = await DstmClient.connect({
         host: '::1',
         port: server.port,

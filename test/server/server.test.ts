@@ -22,6 +22,7 @@ import { formatIPv4, formatIPv6, parseIPv6 } from '../../src/lib/addr';
 import { ensureRpcbind } from '../rpc/util';
 import {
   freePort,
+  metricsPortOf,
   loopbackAddresses,
   removeDir,
   runDstm,
@@ -31,7 +32,7 @@ import {
   type ServerProcess,
 } from './helpers';
 import { skipIf } from '../support/skip';
-import { until } from '../support/netns';
+import { until } from '../support/wait';
 
 type Clients = DstmClient[];
 
@@ -155,6 +156,7 @@ describe('dstm server (process)', function () {
   it('expires, holds, reclaims; renews; releases only the caller binding; exhausts a tiny pool', async () => {
     // Whole-second lease and hold, swept once a second: the hold is long enough that the check below that a's
     // address is still held cannot race its end on a loaded machine.
+    const hold = 4;
     server = await startServer([
       '--state-dir',
       dir,
@@ -165,7 +167,7 @@ describe('dstm server (process)', function () {
       '--min-lease',
       '1',
       '--config',
-      writeConfig(dir, { hold: 4 }),
+      writeConfig(dir, { hold }),
     ]);
     const [a, b, c] = await clientsFor(lo.addresses.slice(0, 3), server.port);
     const la = await a.request();
@@ -196,6 +198,9 @@ describe('dstm server (process)', function () {
       else freed = got.address;
     }
     expect(freed).to.equal(la.address);
+    expect(Date.now(), 'reclaimed before the hold after its end was over').to.be.at.least(
+      (la.ends + hold) * 1000 - 300,
+    );
     expect((await b.release(ipNum(lb.address))).address).to.equal(lb.address);
     expect(await refusal(b.release())).to.equal('no_binding');
     // A released address is held like an expired one: no other node gets it before the hold time is over.
@@ -429,7 +434,6 @@ describe('dstm server (process)', function () {
   });
 
   it('--metrics serves every family, read at scrape time: results, refusals, pools, RPC calls', async () => {
-    const metricsPort = freePort();
     server = await startServer([
       '--state-dir',
       dir,
@@ -440,9 +444,9 @@ describe('dstm server (process)', function () {
       '--allow',
       `${lo.addresses[0]}/128`,
       '--metrics',
-      `[::1]:${metricsPort}`,
+      '[::1]:0',
     ]);
-    await server.waitFor('metrics');
+    const metricsPort = await metricsPortOf(server);
     const before = await scrape(metricsPort);
     for (const family of [
       'operations_total',
@@ -526,9 +530,8 @@ describe('dstm server (process)', function () {
   });
 
   it('review finding: 500 refused UDP calls from 50 sources are all counted, and write a bounded number of log lines', async () => {
-    const metricsPort = freePort();
-    server = await startServer(['--state-dir', dir, '--pool', '10.88.0.0/29', '--metrics', `[::1]:${metricsPort}`]);
-    await server.waitFor('metrics');
+    server = await startServer(['--state-dir', dir, '--pool', '10.88.0.0/29', '--metrics', '[::1]:0']);
+    const metricsPort = await metricsPortOf(server);
     const sources = lo.addresses.slice(0, 50);
     const rpcs = await Promise.all(
       sources.map((localAddress) =>
@@ -597,7 +600,7 @@ describe('dstm server (process)', function () {
   });
 
   it('reloads its configuration on SIGHUP without losing a lease, and serves metrics', async () => {
-    const metricsPort = freePort();
+    const metricsPort = await freePort(); // in the file: a reload must find the same address
     const cfg = writeConfig(dir, {
       pools: ['10.81.0.0/30'],
       lease: 100,

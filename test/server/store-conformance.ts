@@ -6,6 +6,7 @@ import type { Context } from 'mocha';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../../src/server/leases';
 import type { Store } from '../../src/server/store';
+import { seeded } from '../support/random';
 
 export interface EngineUnderTest {
   name: string;
@@ -32,18 +33,6 @@ export function policy(over: Partial<LeasePolicy> = {}): LeasePolicy {
     ],
     tep: { ipv6: parseIPv6('2001:db8:1::1'), ipv4: parseIPv4('198.51.100.2') },
     ...over,
-  };
-}
-
-/** A seeded generator (mulberry32), so a failing interleaving can be replayed. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

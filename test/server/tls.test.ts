@@ -14,7 +14,7 @@ import { checkFeedTls, loadTepConfig } from '../../src/tep/daemon';
 import { certDir, type Issued, type TestCa } from '../support/certs';
 import { run } from '../rpc/util';
 import {
-  freePort,
+  metricsPortOf,
   loopbackAddresses,
   removeDir,
   runDstm,
@@ -249,8 +249,7 @@ describe('dstm server with RPC-with-TLS (process)', function () {
   });
 
   it('a Python ssl client: probe, STARTTLS, TLS 1.3, then NULL of DSTM version 2 inside TLS; a plain call is refused', async () => {
-    const metrics = freePort();
-    await serve('mutual', ['--metrics', `[::1]:${metrics}`]);
+    const metrics = await metricsPortOf(await serve('mutual', ['--metrics', '[::1]:0']));
     const py = async (args: string[]) => {
       const r = await run(
         'python3',

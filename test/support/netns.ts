@@ -38,6 +38,7 @@ export interface ExecResult {
 }
 
 const PREFIX = 'dstmt-';
+let ids = 0; // Namespaces.newId's count
 
 /** Why the namespace tests cannot run here, or undefined when they can. */
 export function netnsUnavailable(): string | undefined {
@@ -83,9 +84,12 @@ export class Namespaces {
     this.dir = mkdtempSync(`/tmp/${PREFIX}${id}-`);
   }
 
-  /** A fresh id for a run: the pid (so a later run can tell a dead run's leftovers) and a random part. */
+  /**
+   * A fresh id for a run: the pid (so a later run can tell a dead run's leftovers), then this process's start time
+   * and a count, so that no other id of this process, nor a dead one's that had the same pid, is the same.
+   */
   protected static newId(): string {
-    return `${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+    return `${process.pid.toString(36)}-${Math.floor(performance.timeOrigin).toString(36)}${(++ids).toString(36)}`;
   }
 
   /** Creates namespaces in `self` via `build`, after removing dead runs' leftovers; on failure removes them again. */
@@ -254,18 +258,6 @@ export async function stopChild(child: ChildProcess, graceMs = 3000): Promise<nu
     });
     child.kill('SIGTERM');
   });
-}
-
-/**
- * Polls `check` every 100 ms until it holds; rejects naming `what` after `timeoutMs` (or with the error `check`
- * throws).
- */
-export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Resolves with the first line of the child's output (stdout or stderr) matching `re`. */

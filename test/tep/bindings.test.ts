@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/lib/addr';
 import { BindingTable } from '../../src/tep/bindings';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
+import { seeded } from '../support/random';
 
 const NONE = { toIpv4: 0, toIpv6: 0, bytesToIpv4: 0, bytesToIpv6: 0 };
 const v6 = (n: number): Uint8Array => parseIPv6(`2001:db8:1::${n.toString(16)}`);
@@ -50,8 +51,8 @@ describe('tep binding table', () => {
     const t = new BindingTable(16);
     const model = new Map<number, number>(); // ipv4 -> node number
     const byNode = new Map<number, number>(); // node number -> ipv4: one binding per node, as in the table
-    let seed = 7;
-    const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const rand = seeded(7);
+    const rnd = (n: number): number => Math.floor(rand() * n);
     for (let i = 0; i < 20000; i++) {
       const a = 0xc6330000 + rnd(3000);
       if (rnd(3) === 0) {
@@ -75,7 +76,9 @@ describe('tep binding table', () => {
         continue;
       }
       const bytes = v6(model.get(a) as number);
+      expect(s, `ipv4 ${a}`).to.be.at.least(0);
       expect(t.findByIpv6(bytes, 0, 0)).to.equal(s);
+      expect(Buffer.from(t.ipv6At(s))).to.deep.equal(Buffer.from(bytes));
     }
   });
 });
@@ -146,8 +149,8 @@ describe('tep binding table generations', () => {
   it('agrees with a Map model through random resyncs interleaved with incremental changes and aborts', () => {
     const t = new BindingTable(16);
     let model = new Map<number, number>();
-    let seed = 11;
-    const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const rand = seeded(11);
+    const rnd = (n: number): number => Math.floor(rand() * n);
     const put = (m: Map<number, number>, a: number, node: number): void => {
       for (const [k, v] of m) if (v === node) m.delete(k);
       m.set(a, node);

@@ -19,6 +19,7 @@ import { startTep } from '../../src/tep/daemon';
 import type { TepStats } from '../../src/tep/tep';
 import { dstmArgv, tsArgv } from '../support/dstm-procs';
 import { ipv4, ipv6 } from '../dti/build';
+import { sleep } from '../support/wait';
 
 export const TEP6 = '2001:db8:1::1';
 export const NODE6 = '2001:db8:1::10';
@@ -35,7 +36,6 @@ export const UDP_FLOOD = 2000;
 export const TUNNEL_FLOOD = 20_000;
 
 const log = createLogger({ level: 'error' });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function txqlen(dev: string): number {
   return (JSON.parse(execFileSync('ip', ['-j', 'link', 'show', dev], { encoding: 'utf8' })) as { txqlen: number }[])[0]

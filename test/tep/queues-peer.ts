@@ -18,6 +18,7 @@ import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/
 import { TepQueues } from '../../src/tep/queues';
 import { Tep, type ServerBinding, type TepOptions } from '../../src/tep/tep';
 import { icmpv6, ipv4, ipv6 } from '../dti/build';
+import { sleep } from '../support/wait';
 
 export const TEP6 = '2001:db8:1::1';
 export const NODE1 = '2001:db8:2::1';
@@ -25,8 +26,6 @@ export const NODE2 = '2001:db8:2::2';
 const FLOWS = 32;
 /** Bindings of the big resync: several of the TEP's chunks (RESYNC_CHUNK, 4096), so it yields between them. */
 export const RESYNC_BIG = 20_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A UDP packet of flow `i` from `src4` to 192.0.2.x (or to 192.0.2.1 from source port 32768 + 2i, as Linux numbers a

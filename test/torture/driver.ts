@@ -7,6 +7,7 @@ import { DstmClient, DstmRefusal } from '../../src/protocol/client';
 import { parseIPv4 } from '../../src/lib/addr';
 import type { Call, Listed } from './checker';
 import { seeded } from '../support/random';
+import { sleep } from '../support/wait';
 
 export interface Options {
   servers: { host: string; port: number }[];
@@ -20,7 +21,6 @@ export interface Options {
 }
 
 const now = (): number => Date.now() / 1000;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function node(o: Options, local: string, rnd: () => number, calls: Call[], deadline: number): Promise<void> {
   const clients = new Map<number, DstmClient>();

@@ -14,6 +14,7 @@ import { skipIf } from '../support/skip';
 import { type Call, type Listed, check } from './checker';
 import type { Options } from './driver';
 import { seeded } from '../support/random';
+import { sleep } from '../support/wait';
 
 const PREFIX = '2001:db8:77::';
 const ADMIN = `${PREFIX}ad`;
@@ -22,8 +23,6 @@ const PROGRAM = 0x2d53544d;
 const SECONDS = 24;
 /** Faults stop this long before the end, so every server is up for the last calls and the final listing. */
 const QUIET = 6;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Cluster {
   t: Topology;
