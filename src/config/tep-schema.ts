@@ -84,7 +84,7 @@ export const tepFields = {
     flag: flag.string('ipv4', { helpValue: 'IPV4', summary: "IPv4 address of this TEP, the peer of the nodes' DTIs." }),
   }),
   pools: field(list(pool4), [], "IPv4 prefixes routed into the TEP's TUN device: the DSTM server's pools.", {
-    man: 'Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused. The TEP refuses a binding from the server for its own IPv4 address or any address of its host. Prefixes must not overlap.',
+    man: 'Prefixes touching 0/8, 127/8, 169.254/16, 224/4 or 240/4 are refused. The TEP refuses a binding from the server (one by one or in a complete state) for its own IPv4 address, any address of its host, or an address in those ranges. Prefixes must not overlap.',
     flag: flag.strings('pool', { helpValue: 'CIDR', summary: 'IPv4 pool prefix routed to this TEP (repeatable).' }),
   }),
   prefixes: field(

@@ -23,6 +23,7 @@ import { PathMtuCache } from './pmtu';
 import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
 import { jsonSeconds, type BindingJson } from '../protocol/binding-json';
+import { leasable4 } from '../config/types';
 
 export interface StaticMapping {
   ipv4: number;
@@ -441,28 +442,34 @@ export class Tep {
   /** `ipv6` holds `ipv4` from `startsSec` (0: unknown) until `endsSec` (seconds since 1970). */
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number, startsSec = 0): void {
     this.now = this.clock();
-    if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
-    // A node bound to one of this host's addresses could send as the TEP itself (the TUN accepts local sources).
-    if (isOwnAddress(ipv4, this.opts.ipv4)) {
-      this.opts.log.warn("server binding refused: the address is the TEP's own", {
-        ipv4: formatIPv4(ipv4),
-        ipv6: formatIPv6(ipv6),
-      });
-      return this.unbind(ipv4);
-    }
-    if (this.staticHolds(ipv4, ipv6)) {
-      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', {
-        ipv4: formatIPv4(ipv4),
-        ipv6: formatIPv6(ipv6),
-      });
-      return;
-    }
+    // the server moved the address to a holder the TEP refuses: it leaves its old holder all the same
+    if (!this.admits(ipv4, ipv6, endsSec)) return this.unbind(ipv4);
     this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server', startsSec * 1000);
     this.opts.log.info('binding', {
       ipv4: formatIPv4(ipv4),
       ipv6: formatIPv6(ipv6),
       ends: new Date(endsSec * 1000).toISOString(),
     });
+  }
+
+  /**
+   * Whether a binding from the server's feed is forwarded for: one rule for bind() and resync(). Not once ended; and
+   * refused (logged) for an address no host may lease (0/8, 127/8, 169.254/16, 224/4, 240/4: no pool has one), the
+   * TEP host's own (its node could send as the TEP: the TUN device accepts local sources), or an address or node a
+   * static mapping holds.
+   */
+  private admits(ipv4: number, ipv6: Uint8Array, endsSec: number): boolean {
+    if (endsSec * 1000 <= this.now) return false;
+    const why = !leasable4(ipv4)
+      ? 'the address is not a unicast host address'
+      : isOwnAddress(ipv4, this.opts.ipv4)
+        ? "the address is the TEP's own"
+        : this.staticHolds(ipv4, ipv6)
+          ? 'a static mapping holds the address or the node'
+          : undefined;
+    if (why === undefined) return true;
+    this.opts.log.warn('server binding refused', { reason: why, ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
+    return false;
   }
 
   /**
@@ -478,8 +485,7 @@ export class Tep {
     t.carry('static');
     let n = 0;
     for (const b of bindings) {
-      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6))
-        t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
+      if (this.admits(b.ipv4, b.ipv6, b.ends)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
       if (++n % chunk === 0) {
         await new Promise((resolve) => setImmediate(resolve));
         if (mine !== this.resyncs) return;
