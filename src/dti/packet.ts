@@ -647,10 +647,12 @@ export function parseIcmpv6Error(buf: Uint8Array, off: number, len: number, self
   }
   const ip = r.quoted.upperOff;
   const ilen = r.quoted.upperLen;
-  // The quote may be truncated: only the IPv4 header must be complete and well formed.
-  if (ilen < IPV4_HDR || buf[ip] >>> 4 !== 4 || (buf[ip] & 0x0f) << 2 > ilen) return Drop.icmp_unrelated;
+  // The quote may be truncated: only the IPv4 header must be complete and well formed (an IHL below 5 is no
+  // packet we sent, and would put the quoted ICMP type inside the header).
+  const hlen = (buf[ip] & 0x0f) << 2;
+  if (ilen < IPV4_HDR || buf[ip] >>> 4 !== 4 || hlen < IPV4_HDR || hlen > ilen) return Drop.icmp_unrelated;
   const h4 = r.ip4;
-  h4.hlen = (buf[ip] & 0x0f) << 2;
+  h4.hlen = hlen;
   h4.totalLen = (buf[ip + 2] << 8) | buf[ip + 3];
   h4.df = (buf[ip + 6] & 0x40) !== 0;
   h4.fragOffset = (((buf[ip + 6] << 8) | buf[ip + 7]) & 0x1fff) << 3;

@@ -549,7 +549,13 @@ export class Tunnel {
       } else if (r.pathMtu !== 0) {
         this.lowerPathMtu(r.pathMtu);
       }
-      if (!r.relay) continue;
+      // What it taught (a path MTU) is kept; the error itself goes no further: a packet-too-big about a packet
+      // without DF (fragmented instead), a parameter problem not at our option, or a quote no ICMPv4 error may be
+      // sent about (an ICMP error, a fragment other than the first, a source that is not a unicast host).
+      if (!r.relay || !icmpv4ErrorAllowed(buf, r.innerOff, r.ip4, r.innerLen)) {
+        c.drop(Drop.icmp6_not_relayed, buf, off, len);
+        continue;
+      }
       const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtuFor(Math.min(r.pathMtu, this.pathMtu)) : 0;
       if (this.icmpError(RELAYED, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4)) c.count(Event.icmp_relayed);
     }

@@ -167,4 +167,38 @@ describe('dti/tunnel: ICMPv6 errors (icmp6Batch)', () => {
     expect(counters.event('icmp_relayed')).to.equal(1);
     expect(counters.dropped('icmp_unrelated')).to.equal(1);
   });
+
+  it('counts every ICMPv6 error it does not relay, and refuses a quote whose IPv4 header length is below 20', () => {
+    const { t, counters } = nodeTunnel({ pathMtu: 1500 });
+    const router = '2001:db8:9::1';
+    const about = (inner: number[], type = 1, word = 0): number[] =>
+      icmpv6(router, SELF, type, 0, word, ipv6(SELF, TEP, 4, inner));
+    const udp = { src: '198.51.100.7', dst: '192.0.2.2', proto: 17, payload: Array(12).fill(0) };
+    const icmpError = { ...udp, proto: 1, payload: [3, 1, 0, 0, 0, 0, 0, 0] }; // an ICMPv4 host unreachable
+    const laterFragment = ipv4(udp);
+    laterFragment[7] = 0xb9; // fragment offset 185 (1480 bytes)
+    laterFragment[10] = laterFragment[11] = 0;
+    const c4 = cksum(laterFragment, 0, 20);
+    [laterFragment[10], laterFragment[11]] = [c4 >> 8, c4 & 0xff];
+    // IHL 4: a 16-byte header, so the ICMP type would be read from the destination address (192: not an error)
+    const shortHeader = ipv4(icmpError);
+    shortHeader[0] = 0x44;
+    const limit = [4, 0, 4, 1, 0, 1, 1, 0]; // destination options: encapsulation limit 0, PadN
+    const withLimit = ipv6(SELF, TEP, 60, [...limit, ...ipv4(udp)]);
+    const errors = [
+      about(ipv4({ ...udp, df: false }), 2, 1400), // packet too big, DF=0: the path MTU is learnt, nothing relayed
+      about(ipv4(icmpError)),
+      about(laterFragment),
+      about(ipv4({ ...udp, src: '224.0.0.9' })), // a multicast source
+      icmpv6(router, SELF, 4, 0, 6, withLimit), // a parameter problem at the next header field
+      about(shortHeader),
+      icmpv6(router, SELF, 4, 0, 44, withLimit), // a parameter problem at our encapsulation limit: relayed
+    ];
+    t.icmp6Batch(errors.length, batchOf(errors, 0));
+    expect(t.currentPathMtu).to.equal(1400);
+    expect(t.toTunIcmp.count).to.equal(1);
+    expect(counters.event('icmp_relayed')).to.equal(1);
+    expect(counters.snapshot().drops).to.include({ icmp6_not_relayed: 5, icmp_unrelated: 1 });
+    expect(counters.snapshot().dropped + counters.event('icmp_relayed')).to.equal(errors.length);
+  });
 });
