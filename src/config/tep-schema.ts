@@ -131,7 +131,7 @@ export const tepFields = {
   unreachable: field(
     boolean,
     true,
-    "Answer IPv4 packets for pool addresses no node holds with ICMPv4 host unreachable from the TEP's IPv4 address, at most 100 a second, as a router does; false drops them silently (counted as no_binding either way).",
+    "Answer IPv4 packets for pool addresses no node holds with ICMPv4 host unreachable from the TEP's IPv4 address, at most 100 a second to each IPv4 host, as a router does; false drops them silently (counted as no_binding either way).",
     {
       flag: flag.boolean('unreachable', {
         allowNo: true,

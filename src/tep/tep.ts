@@ -61,6 +61,10 @@ export interface TepOptions {
   log: Logger;
   /** Wall clock in ms (tests inject one); default Date.now. */
   clock?: () => number;
+  /** Monotonic clock in ms of the ICMP rate limits (tests inject one); default performance.now. */
+  monotonic?: () => number;
+  /** Key of the ICMP rate tables' hash (HASH_KEY_BYTES); default random. For tests. */
+  hashKey?: Uint8Array;
 }
 
 /** A binding as `dstm tep stats` shows it: the binding of dstm(1), its source and its traffic (snake_case). */
@@ -127,6 +131,7 @@ export interface ServerBinding {
 const UNBOUND_SOURCE = 'unbound_source'; // tunnelled packet from an IPv6 node that holds no binding
 const ICMP6_OUTSIDE_PREFIX = 'icmp6_outside_prefix'; // ICMPv6 error from a source outside the domain's prefixes
 const ICMP6_UNBOUND = 'icmp6_unbound'; // ICMPv6 error quoting a tunnel packet no binding explains (forged or stale)
+const ICMP6_FROM_NODE = 'icmp6_from_node'; // ICMPv6 error from the node the tunnel packet it quotes went to
 /** Drops the kernel counts in front of the TEP (Tep.kernelDrops), shown among the reasons. */
 const KERNEL_RX_OVERFLOW = 'kernel_rx_overflow'; // a raw socket's receive queue was full (tunnel packets, ICMPv6)
 const TUN_TX_DROPPED = 'tun_tx_dropped'; // the TUN device's transmit queue was full (IPv4 for the nodes)
@@ -139,6 +144,7 @@ export class Tep {
   private readonly unboundSource: DropCode;
   private readonly icmp6OutsidePrefix: DropCode;
   private readonly icmp6Unbound: DropCode;
+  private readonly icmp6FromNode: DropCode;
   /** Path MTU per node, learnt from ICMPv6 packet-too-big that quote a packet of a binding (finding 8). */
   readonly pmtu = new PathMtuCache();
   private readonly clock: () => number;
@@ -176,6 +182,7 @@ export class Tep {
     this.unboundSource = this.counters.define(UNBOUND_SOURCE);
     this.icmp6OutsidePrefix = this.counters.define(ICMP6_OUTSIDE_PREFIX);
     this.icmp6Unbound = this.counters.define(ICMP6_UNBOUND);
+    this.icmp6FromNode = this.counters.define(ICMP6_FROM_NODE);
     this.clock = opts.clock ?? Date.now;
     this.now = this.clock();
     this.tunnel = new Tunnel({
@@ -184,6 +191,8 @@ export class Tep {
       pathMtuOf: (dst) => this.pmtu.get(dst, 0, this.now, this.tunnel.currentPathMtu),
       icmp6Policy: (buf, off, r) => this.vetIcmp6(buf, off, r),
       icmpSource: opts.ipv4,
+      hashKey: opts.hashKey,
+      now: opts.monotonic,
       unreachable: opts.unreachable ?? true,
       batch: opts.batch,
       counters: this.counters,
@@ -332,11 +341,16 @@ export class Tep {
    * Finding 8: an ICMPv6 error changes nothing unless it comes from inside the domain's prefixes and quotes a tunnel
    * packet the TEP could have sent: to a node (outer destination) that holds the quoted inner IPv4 destination.
    * A packet-too-big then lowers the path MTU towards that node only, for PathMtuCache's age.
+   * Nor does one from that node itself: the packet reached it, so nothing on the way failed. What a node may say
+   * about a tunnel packet it received (unrecognised next header while its DTI is down, a reassembly timeout) is
+   * nothing for the IPv4 source, and a packet-too-big comes from a router that could not forward, never from the
+   * destination; relaying them would let a node send ICMPv4 errors from the TEP to any IPv4 host it names.
    */
   private vetIcmp6(buf: Uint8Array, off: number, r: Icmp6Relay): number {
     this.now = this.clock();
     if (!this.domain.contains(buf, off + 8)) return this.icmp6OutsidePrefix;
     const node = r.outer.upperOff + 8 + 24; // the quoted outer header's destination
+    if (bytesEqual(buf, off + 8, buf, node, 16)) return this.icmp6FromNode;
     const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
     if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
     const mtu = Math.min(r.pathMtu, this.tunnel.currentPathMtu);

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { Ipv4Header, OK, parseIpv4, readU32 } from '../../src/dti/packet';
-import { Tep } from '../../src/tep/tep';
+import { Tep, type TepOptions } from '../../src/tep/tep';
 import { reconfigureStatics } from '../../src/tep/daemon';
 import type { FeedBinding } from '../../src/protocol/binding-feed';
 import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
@@ -12,7 +12,9 @@ const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-function makeTep(over: { unreachable?: boolean; clock?: () => number; batch?: number } = {}): Tep {
+type Over = Partial<Pick<TepOptions, 'unreachable' | 'clock' | 'monotonic' | 'batch' | 'hashKey'>>;
+
+function makeTep(over: Over = {}): Tep {
   return new Tep({
     address: parseIPv6(TEP6),
     ipv4: parseIPv4('192.0.2.1'),
@@ -252,6 +254,46 @@ describe('tep ICMPv6 errors', () => {
     tep.tick();
     t.encapBatch(1, batchOf([bigDf(A4)]));
     expect(t.toRaw.count).to.equal(1);
+  });
+
+  it('finding 3: a node flooding ICMPv6 errors about its own packets relays nothing from itself and never drains the relays about another node', () => {
+    // a fixed hash key, under which A and B share no bucket, and a clock that stands still: no token comes back
+    const tep = makeTep({ hashKey: new Uint8Array(32).fill(3), monotonic: () => 0 });
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 3600);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 3600);
+    const t = tep.tunnel;
+    // port unreachable about "TEP -> node A, inner 203.0.113.77 -> A's address": a victim of A's choosing
+    const aboutA = (from: string): number[] =>
+      icmpv6(
+        from,
+        TEP6,
+        1,
+        4,
+        0,
+        ipv6(TEP6, NODE6, 4, ipv4({ src: '203.0.113.77', dst: A4, proto: 17, payload: Array(12).fill(0) })),
+      );
+    const flood = (from: string): void =>
+      t.icmp6Batch(
+        60,
+        batchOf(
+          Array.from({ length: 60 }, () => aboutA(from)),
+          0,
+        ),
+      );
+
+    flood(NODE6); // from node A itself: refused
+    expect(t.toTunIcmp.count).to.equal(0);
+    expect(tep.stats().drops.icmp6_from_node).to.equal(60);
+
+    flood('2001:db8:1::10:1'); // from another of A's addresses: relayed up to the burst of A's bucket
+    expect(t.toTunIcmp.count).to.equal(50);
+    expect(tep.stats().drops.icmp_rate_limited).to.equal(10);
+
+    // a router's genuine packet-too-big about node B is still relayed: frag-needed to B's peer
+    t.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE_B, PEER4, B4, 1280)], 0));
+    expect(t.toTunIcmp.count).to.equal(1);
+    const m = t.toTunIcmp.buf.subarray(t.toTunIcmp.offsets[0], t.toTunIcmp.offsets[0] + t.toTunIcmp.lengths[0]);
+    expect([formatIPv4(readU32(m, 16)), m[20], m[21]]).to.deep.equal([PEER4, 3, 4]);
   });
 
   it('rate-limits each kind of ICMPv4 error in its own bucket: unreachables cannot starve frag-needed', () => {
