@@ -552,6 +552,12 @@ export class Tunnel {
         c.drop(code, buf, off, len);
         continue;
       }
+      // A packet-too-big no lower than the configured path MTU teaches nothing (the packet it quotes fitted), and
+      // would otherwise be kept as a lowered path or relayed as a frag-needed naming the MTU already in use.
+      if (r.pathMtu >= this.configuredPathMtu) {
+        c.drop(Drop.icmp6_not_relayed, buf, off, len);
+        continue;
+      }
       if (this.icmp6Policy !== undefined) {
         const refused = this.icmp6Policy(buf, off, r);
         if (refused !== OK) {

@@ -353,10 +353,10 @@ export class Tep {
     if (bytesEqual(buf, off + 8, buf, node, 16)) return this.icmp6FromNode;
     const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
     if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
-    const mtu = Math.min(r.pathMtu, this.tunnel.currentPathMtu);
-    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, mtu, this.now)) {
+    // below the configured path MTU (Tunnel.icmp6Batch drops the others)
+    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, r.pathMtu, this.now)) {
       this.counters.count(Event.pmtu_updated);
-      this.onPathMtuLowered?.(buf.slice(node, node + 16), mtu);
+      this.onPathMtuLowered?.(buf.slice(node, node + 16), r.pathMtu);
     }
     return OK;
   }

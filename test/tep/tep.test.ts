@@ -256,6 +256,23 @@ describe('tep ICMPv6 errors', () => {
     expect(t.toRaw.count).to.equal(1);
   });
 
+  it('finding 5: a packet-too-big reporting no less than the configured path MTU is neither kept nor relayed', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 3600);
+    const t = tep.tunnel;
+    t.icmp6Batch(
+      2,
+      batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1500), ptb('2001:db8:1::99', NODE6, PEER4, A4, 9000)], 0),
+    );
+    expect(t.toTunIcmp.count).to.equal(0);
+    const st = tep.stats();
+    expect(st.path_mtu_lowered).to.equal(0);
+    expect(st.events).to.include({ pmtu_updated: 0, icmp_relayed: 0 });
+    expect(st.drops.icmp6_not_relayed).to.equal(2);
+    t.encapBatch(1, batchOf([ipv4({ src: PEER4, dst: A4, df: true, proto: 17, payload: Array(1460 - 20).fill(0) })]));
+    expect(t.toRaw.count).to.equal(1); // 1460 bytes still fit the 1500-byte path (tunnel MTU 1460)
+  });
+
   it('finding 3: a node flooding ICMPv6 errors about its own packets relays nothing from itself and never drains the relays about another node', () => {
     // a fixed hash key, under which A and B share no bucket, and a clock that stands still: no token comes back
     const tep = makeTep({ hashKey: new Uint8Array(32).fill(3), monotonic: () => 0 });
