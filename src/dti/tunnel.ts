@@ -596,13 +596,14 @@ export class Tunnel {
 
   /**
    * A packet-too-big (vetted by the caller): lowers the path MTU, never raises it, and keeps it for pathMtuAge after
-   * the last one, so a stale or forged one does not hold for good.
+   * the last one below the configured path MTU, however high (as the TEP's PathMtuCache), so a stale or forged one
+   * does not hold for good.
    */
   lowerPathMtu(pathMtu: number): void {
     const p = Math.max(pathMtu, IPV6_MIN_MTU);
-    if (p > this.pathMtu) return;
+    if (p >= this.configuredPathMtu) return;
     this.raiseAt = this.now() + this.pathMtuAge;
-    if (p === this.pathMtu) return;
+    if (p >= this.pathMtu) return;
     this.applyPathMtu(p);
     this.counters.count(Event.pmtu_updated);
   }

@@ -16,6 +16,13 @@ export const PMTU_DEFAULTS = {
 } as const;
 
 const WAYS = 4;
+/** A renewal moves an entry's expiry by at least this much (ms), so the other queues hear of it once a second. */
+const RENEW_STEP = 1000;
+
+/** What lower() did: nothing, renewed the entry's age (same or higher MTU), or lowered (or made) it. */
+export const PMTU_KEPT = 0;
+export const PMTU_RENEWED = 1;
+export const PMTU_LOWERED = 2;
 
 export class PathMtuCache {
   private readonly sets: number;
@@ -44,11 +51,17 @@ export class PathMtuCache {
   }
 
   /**
-   * Records a packet-too-big: the path to the destination takes `mtu` if lower than what holds; returns whether it did.
+   * Records a packet-too-big (below the configured path MTU): the path to the destination takes `mtu` if lower than
+   * what holds, and holds for ageMs from now either way (RFC 8201 §5.3: after the last packet-too-big; a higher MTU
+   * never raises it, §4). Returns PMTU_LOWERED, PMTU_RENEWED, or PMTU_KEPT (renewed less than RENEW_STEP ago).
    */
-  lower(buf: Uint8Array, off: number, mtu: number, now: number): boolean {
+  lower(buf: Uint8Array, off: number, mtu: number, now: number): number {
     let w = this.find(buf, off);
-    if (w >= 0 && this.expires[w] > now && this.mtu[w] <= mtu) return false;
+    if (w >= 0 && this.expires[w] > now && this.mtu[w] <= mtu) {
+      if (now + this.ageMs - this.expires[w] < RENEW_STEP) return PMTU_KEPT;
+      this.expires[w] = now + this.ageMs;
+      return PMTU_RENEWED;
+    }
     if (w < 0) {
       w = this.victim(buf, off, now);
       if (this.expires[w] === 0) this.live++;
@@ -56,7 +69,7 @@ export class PathMtuCache {
     }
     this.mtu[w] = mtu;
     this.expires[w] = now + this.ageMs;
-    return true;
+    return PMTU_LOWERED;
   }
 
   /** Forgets entries that have aged out (so get() takes its fast path again once none is left). */

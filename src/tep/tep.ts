@@ -19,7 +19,7 @@ import type { Registry } from '../lib/metrics';
 import { BindingTable, type Binding, type BindingSource, type BindingTraffic } from './bindings';
 import { Ipv4Set } from './ipv4-set';
 import { isOwnAddress } from './own-addresses';
-import { PathMtuCache } from './pmtu';
+import { PMTU_KEPT, PMTU_LOWERED, PathMtuCache } from './pmtu';
 import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
 import { jsonSeconds, type BindingJson } from '../protocol/binding-json';
@@ -161,7 +161,10 @@ export class Tep {
   /** Hairpinned packets (node to node, not leaving to IPv4): in place in the raw socket's receive buffer. */
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
-  /** Told when a packet-too-big lowers a node's path MTU here, so that the other queues learn it (lowerPathMtu). */
+  /**
+   * Told when a packet-too-big lowers or renews a node's path MTU here, so that the other queues learn it
+   * (lowerPathMtu).
+   */
   onPathMtuLowered: ((node: Uint8Array, mtu: number) => void) | undefined;
   private resyncs = 0;
   /** What the warm-up passes read (kept so they are not optimised away), and their scratch. */
@@ -353,11 +356,10 @@ export class Tep {
     if (bytesEqual(buf, off + 8, buf, node, 16)) return this.icmp6FromNode;
     const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
     if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
-    // below the configured path MTU (Tunnel.icmp6Batch drops the others)
-    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, r.pathMtu, this.now)) {
-      this.counters.count(Event.pmtu_updated);
-      this.onPathMtuLowered?.(buf.slice(node, node + 16), r.pathMtu);
-    }
+    // below the configured path MTU (Tunnel.icmp6Batch drops the others); a renewal reaches the other queues too
+    const did = r.pathMtu === 0 ? PMTU_KEPT : this.pmtu.lower(buf, node, r.pathMtu, this.now);
+    if (did === PMTU_LOWERED) this.counters.count(Event.pmtu_updated);
+    if (did !== PMTU_KEPT) this.onPathMtuLowered?.(buf.slice(node, node + 16), r.pathMtu);
     return OK;
   }
 

@@ -201,4 +201,23 @@ describe('dti/tunnel: ICMPv6 errors (icmp6Batch)', () => {
     expect(counters.snapshot().drops).to.include({ icmp6_not_relayed: 5, icmp_unrelated: 1 });
     expect(counters.snapshot().dropped + counters.event('icmp_relayed')).to.equal(errors.length);
   });
+
+  it('finding 6: keeps a lowered path MTU for its age after the last packet-too-big below the configured one, however high', () => {
+    let now = 0;
+    const { t } = nodeTunnel({ pathMtu: 1500, now: () => now });
+    const inner = ipv4({ df: true, src: '198.51.100.7', dst: '192.0.2.2', proto: 6, payload: Array(40).fill(0) });
+    const ptb = (mtu: number): number[] => icmpv6('2001:db8:9::1', SELF, 2, 0, mtu, ipv6(SELF, TEP, 4, inner));
+    const big = ipv4({ src: '198.51.100.7', dst: '192.0.2.2', df: true, proto: 17, payload: Array(1300 - 20).fill(0) });
+    t.icmp6Batch(1, batchOf([ptb(1280)], 0));
+    now = 400_000;
+    t.icmp6Batch(1, batchOf([ptb(1400)], 0)); // higher than the lowered 1280, lower than the configured 1500
+    now = 600_001; // past the first one's age, not the last one's
+    t.encapBatch(1, batchOf([big]));
+    expect(t.currentPathMtu).to.equal(1280);
+    expect(t.toRaw.count).to.equal(0); // 1300 bytes do not fit 1280 - 40
+    now = 1_000_000; // the last one's age is over
+    t.encapBatch(1, batchOf([big]));
+    expect(t.currentPathMtu).to.equal(1500);
+    expect(t.toRaw.count).to.equal(1);
+  });
 });

@@ -273,6 +273,23 @@ describe('tep ICMPv6 errors', () => {
     expect(t.toRaw.count).to.equal(1); // 1460 bytes still fit the 1500-byte path (tunnel MTU 1460)
   });
 
+  it('finding 6: a packet-too-big renews a lowered path MTU, however high below the configured one, on every queue', () => {
+    let now = 1_000_000;
+    const tep = makeTep({ clock: () => now });
+    const other = makeTep({ clock: () => now }); // another queue, told what queue 0 learns
+    tep.onPathMtuLowered = (node, mtu) => other.lowerPathMtu(node, mtu);
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), now / 1000 + 3600);
+    tep.tunnel.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1300)], 0));
+    now += 400_000;
+    tep.tunnel.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1400)], 0));
+    now += 200_001; // past the first one's ten minutes, not the last one's
+    for (const q of [tep, other]) {
+      q.tick();
+      expect(q.pmtu.get(parseIPv6(NODE6), 0, now, 1500)).to.equal(1300);
+    }
+    expect(tep.stats().events.pmtu_updated).to.equal(1);
+  });
+
   it('finding 3: a node flooding ICMPv6 errors about its own packets relays nothing from itself and never drains the relays about another node', () => {
     // a fixed hash key, under which A and B share no bucket, and a clock that stands still: no token comes back
     const tep = makeTep({ hashKey: new Uint8Array(32).fill(3), monotonic: () => 0 });
