@@ -71,8 +71,9 @@ export interface TepOptions {
 export type StatsBinding = BindingJson & { source: BindingSource; forwarded: TrafficJson };
 
 /**
- * Packets and IPv4 bytes forwarded from the nodes (to_ipv4) and to them (to_ipv6). A type, not an interface: the
- * queues' counters are summed key by key as a Record<string, number>.
+ * Packets and IPv4 bytes forwarded from the nodes to the IPv4 side (to_ipv4) and to the nodes, from the IPv4 side
+ * or hairpinned from another node (to_ipv6). A type, not an interface: the queues' counters are summed key by key as
+ * a Record<string, number>.
  */
 export type TrafficJson = {
   to_ipv4: number;
@@ -293,7 +294,10 @@ export class Tep {
     t.decapBatch(count, rx, this.afterDecap);
   }
 
-  /** Per-binding counting and hairpinning of the decapsulated packets in toTun, which keeps the rest. */
+  /**
+   * Hairpinning and per-binding counting of the decapsulated packets in toTun, which keeps the rest. A hairpinned
+   * packet counts as to_ipv6 on the binding it goes to, never as to_ipv4 (it does not reach IPv4).
+   */
   private readonly afterDecap = (): void => {
     const out = this.tunnel.toTun;
     const buf = out.buf;
@@ -305,11 +309,11 @@ export class Tep {
     for (let i = 0; i < out.count; i++) {
       const off = out.offsets[i];
       const len = out.lengths[i];
-      const from = this.bindings.findByIpv4(readU32(buf, off + 12), now);
-      if (from >= 0) this.bindings.countToIpv4(from, len);
       const dst = readU32(buf, off + 16);
       const to = this.isRouted(dst) ? this.bindings.findByIpv4(dst, now) : -1;
       if (to >= 0 && this.hairpinTo(to, buf, off, len)) continue;
+      const from = this.bindings.findByIpv4(readU32(buf, off + 12), now);
+      if (from >= 0) this.bindings.countToIpv4(from, len);
       out.offsets[kept] = off;
       out.lengths[kept++] = len;
     }
@@ -577,11 +581,14 @@ export class Tep {
       source: b.source,
       forwarded: trafficJson(b.forwarded),
     });
+    // what the pipeline decapsulated less what went back into the tunnel, which went to a node as what it
+    // encapsulated did: so the bindings' traffic sums to these
+    const [hairpinned, bytesHairpinned] = this.hairpin;
     const forwarded = {
-      to_ipv4: snap.events.decapsulated,
-      to_ipv6: snap.events.encapsulated,
-      bytes_to_ipv4: snap.events.bytes_decapsulated,
-      bytes_to_ipv6: snap.events.bytes_encapsulated,
+      to_ipv4: snap.events.decapsulated - hairpinned,
+      to_ipv6: snap.events.encapsulated + hairpinned,
+      bytes_to_ipv4: snap.events.bytes_decapsulated - bytesHairpinned,
+      bytes_to_ipv6: snap.events.bytes_encapsulated + bytesHairpinned,
     };
     return {
       forwarded,

@@ -379,8 +379,26 @@ describe('tep hairpinning and per-binding counters', () => {
     expect(st.events).to.include({ hairpinned: 1, bytes_hairpinned: toB.length });
     const a = st.bindings.find((b) => b.ipv4 === A4);
     const b = st.bindings.find((b) => b.ipv4 === B4);
-    expect(a?.forwarded).to.deep.include({ to_ipv4: 3, to_ipv6: 0 });
+    expect(a?.forwarded).to.deep.include({ to_ipv4: 2, to_ipv6: 0 }); // the two for the IPv4 side (TTL 1 included)
     expect(b?.forwarded).to.deep.equal({ to_ipv4: 0, to_ipv6: 1, bytes_to_ipv4: 0, bytes_to_ipv6: toB.length });
+  });
+
+  it('finding 7: counts a hairpinned packet to_ipv6, not to_ipv4, so the bindings sum to what the TEP forwarded', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 60);
+    const toB = ipv4({ src: A4, dst: B4, proto: 17, payload: Array(100).fill(1) }); // 120 bytes, hairpinned
+    const out = ipv4({ src: A4, dst: '192.0.2.2' }); // 36 bytes, to the IPv4 side
+    const fromPeer = ipv4({ src: '192.0.2.2', dst: B4, proto: 17, payload: Array(30).fill(2) }); // 50 bytes, to B
+    tep.decapBatch(2, batchOf([ipv6(NODE6, TEP6, 4, toB), ipv6(NODE6, TEP6, 4, out)], 0));
+    tep.encapBatch(1, batchOf([fromPeer]));
+    const st = tep.stats();
+    expect(st.forwarded).to.deep.equal({ to_ipv4: 1, to_ipv6: 2, bytes_to_ipv4: 36, bytes_to_ipv6: 120 + 50 });
+    const sum = (k: keyof typeof st.forwarded): number => st.bindings.reduce((n, x) => n + x.forwarded[k], 0);
+    for (const k of ['to_ipv4', 'to_ipv6', 'bytes_to_ipv4', 'bytes_to_ipv6'] as const)
+      expect(sum(k), k).to.equal(st.forwarded[k]);
+    expect(st.events).to.include({ hairpinned: 1, bytes_hairpinned: 120 });
+    expect(st.queues[0]).to.include({ to_ipv4: 1, to_ipv6: 2 });
   });
 
   it('counts packets and bytes per binding each way and names the top talkers', () => {
