@@ -5,8 +5,9 @@
 // Both directions are per-packet lookups: IPv4 destination -> IPv6 node (IPv4 side to tunnel) and IPv6 source ->
 // bound IPv4 (tunnel to IPv4 side, anti-spoofing). Each slot is one 32-byte row (IPv6 address, IPv4 address, two
 // generations, end in seconds) in a typed array, its traffic counters a 32-byte row in another; two
-// open-addressing hash indexes (linear probing, load <= 0.5, backward-shift deletion) map a uint32 IPv4 address or
-// the 16 bytes of an IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the
+// open-addressing hash indexes (linear probing, load <= 0.5, backward-shift deletion; a keyed hash, random per
+// table, so no one can choose addresses that share a probe chain) map a uint32 IPv4 address or the 16 bytes of an
+// IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the
 // IPv6 address's 32-bit hash) beside the slot, so a probe reads only the index and a hit one row: with 10^6
 // bindings, far beyond the CPU caches, a lookup costs about two cache misses, and allocates nothing. Only
 // set()/delete()/stage() (control path) may grow the arrays. Memory per slot: 104 bytes (row 32, counters 32, two
@@ -23,7 +24,7 @@
 // keeps its slot (and its counters) and is never absent; one that goes is visible until the commit; a new one from
 // the commit on. Incremental set()/delete() apply to the current state and to the one being staged alike.
 
-import { readU32 } from '../dti/packet';
+import { HashKey } from '../lib/keyed-hash';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../lib/addr';
 
 export type BindingSource = 'server' | 'static';
@@ -61,16 +62,6 @@ const PKT4 = 0;
 const BYTES4 = 1;
 const PKT6 = 2;
 const BYTES6 = 3;
-
-export function hash32(a: number): number {
-  return Math.imul(a ^ (a >>> 16), 0x45d9f3b) ^ (Math.imul(a, 0x9e3779b1) >>> 15);
-}
-
-function hash128(b: Uint8Array, off: number): number {
-  // the interface identifier (last 8 bytes) varies most between nodes of one domain, so it weighs most
-  const h = Math.imul(hash32(readU32(b, off + 12)), 31) ^ hash32(readU32(b, off + 8));
-  return h ^ Math.imul(readU32(b, off) ^ readU32(b, off + 4), 0x27d4eb2d);
-}
 
 /** An end time in ms as stored: whole seconds, rounded up; never NEVER for a binding that ends. */
 function endWord(ms: number, source: BindingSource): number {
@@ -110,7 +101,14 @@ export class BindingTable {
   /** No binding ends before this (may be stale-early after renewals: the next sweep recomputes it). */
   private earliest = Infinity;
 
-  constructor(initialCapacity = MIN_CAPACITY) {
+  /**
+   * `hash`: the key of the indexes' hashes (default random), so that no one can choose addresses (a node picks its
+   * interface identifiers) that share a probe chain; tests give one to place keys alike.
+   */
+  constructor(
+    initialCapacity = MIN_CAPACITY,
+    private readonly hash = new HashKey(),
+  ) {
     this.grow(Math.max(MIN_CAPACITY, initialCapacity));
   }
 
@@ -120,6 +118,11 @@ export class BindingTable {
       (sum, a) => sum + a.byteLength,
       0,
     );
+  }
+
+  /** The home buckets of an IPv4 and of an IPv6 address in the indexes (where their probes start): for tests. */
+  homes(ipv4: number, ipv6: Uint8Array): [number, number] {
+    return [this.hash.h32(ipv4) & this.mask, this.hash.h128(ipv6, 0) & this.mask];
   }
 
   /** Bindings visible now. */
@@ -133,7 +136,7 @@ export class BindingTable {
   findByIpv4(a: number, now: number): number {
     const idx = this.idx4;
     const key = a | 0;
-    for (let b = (hash32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+    for (let b = (this.hash.h32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
       const s = idx[b + 1];
       if (s === EMPTY) return -1;
       if (idx[b] === key && this.visible(s)) return this.rows[(s << ROW) + W_ENDS] * 1000 > now ? s : -1;
@@ -143,7 +146,7 @@ export class BindingTable {
   /** Slot of the binding for the IPv6 address at buf[off..off+16) that has not ended at `now`, or -1. */
   findByIpv6(buf: Uint8Array, off: number, now: number): number {
     const idx = this.idx6;
-    const h = hash128(buf, off);
+    const h = this.hash.h128(buf, off);
     for (let b = (h & this.mask) << 1; ; b = (b + 2) & this.wmask) {
       const s = idx[b + 1];
       if (s === EMPTY) return -1;
@@ -161,7 +164,7 @@ export class BindingTable {
   warm4(keys4: Uint32Array, n: number): number {
     if (n > this.warmSlots.length) this.warmSlots = new Int32Array(n);
     const slots = this.warmSlots;
-    for (let i = 0; i < n; i++) slots[i] = this.idx4[((hash32(keys4[i]) & this.mask) << 1) + 1];
+    for (let i = 0; i < n; i++) slots[i] = this.idx4[((this.hash.h32(keys4[i]) & this.mask) << 1) + 1];
     return this.warmRows(n);
   }
 
@@ -169,7 +172,7 @@ export class BindingTable {
   warm6(buf: Uint8Array, offs: Uint32Array, delta: number, n: number): number {
     if (n > this.warmSlots.length) this.warmSlots = new Int32Array(n);
     const slots = this.warmSlots;
-    for (let i = 0; i < n; i++) slots[i] = this.idx6[((hash128(buf, offs[i] + delta) & this.mask) << 1) + 1];
+    for (let i = 0; i < n; i++) slots[i] = this.idx6[((this.hash.h128(buf, offs[i] + delta) & this.mask) << 1) + 1];
     return this.warmRows(n);
   }
 
@@ -462,7 +465,7 @@ export class BindingTable {
     const idx = this.idx4;
     const key = a | 0;
     let past = after < 0;
-    for (let b = (hash32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
+    for (let b = (this.hash.h32(a) & this.mask) << 1; ; b = (b + 2) & this.wmask) {
       const s = idx[b + 1];
       if (s === EMPTY) return -1;
       if (idx[b] !== key) continue;
@@ -477,7 +480,7 @@ export class BindingTable {
 
   private next6(v6: Uint8Array, after: number): number {
     const idx = this.idx6;
-    const h = hash128(v6, 0);
+    const h = this.hash.h128(v6, 0);
     let past = after < 0;
     for (let b = (h & this.mask) << 1; ; b = (b + 2) & this.wmask) {
       const s = idx[b + 1];
@@ -506,11 +509,11 @@ export class BindingTable {
 
   private index(slot: number): void {
     const a = this.ipv4At(slot);
-    let b = (hash32(a) & this.mask) << 1;
+    let b = (this.hash.h32(a) & this.mask) << 1;
     while (this.idx4[b + 1] !== EMPTY) b = (b + 2) & this.wmask;
     this.idx4[b] = a;
     this.idx4[b + 1] = slot;
-    const h = hash128(this.rows8, slot << (ROW + 2));
+    const h = this.hash.h128(this.rows8, slot << (ROW + 2));
     b = (h & this.mask) << 1;
     while (this.idx6[b + 1] !== EMPTY) b = (b + 2) & this.wmask;
     this.idx6[b] = h;
@@ -520,8 +523,8 @@ export class BindingTable {
   private remove(slot: number): void {
     if (this.visible(slot)) this.live--;
     if (this.staging && this.seenOf(slot) === this.staging) this.staged--;
-    this.unindex(this.idx4, (hash32(this.ipv4At(slot)) & this.mask) << 1, slot, true);
-    this.unindex(this.idx6, (hash128(this.rows8, slot << (ROW + 2)) & this.mask) << 1, slot, false);
+    this.unindex(this.idx4, (this.hash.h32(this.ipv4At(slot)) & this.mask) << 1, slot, true);
+    this.unindex(this.idx6, (this.hash.h128(this.rows8, slot << (ROW + 2)) & this.mask) << 1, slot, false);
     const o = slot << ROW;
     this.rows[o + W_BORN] = NEVER;
     this.rows[o + W_SEEN] = 0;
@@ -538,7 +541,7 @@ export class BindingTable {
     while (idx[b + 1] !== slot) b = (b + 2) & this.wmask;
     let hole = b;
     for (let j = (hole + 2) & this.wmask; idx[j + 1] !== EMPTY; j = (j + 2) & this.wmask) {
-      const home = ((v4 ? hash32(idx[j]) : idx[j]) & this.mask) << 1;
+      const home = ((v4 ? this.hash.h32(idx[j]) : idx[j]) & this.mask) << 1;
       // move bucket j into the hole unless its home lies cyclically in (hole, j]
       const between = hole <= j ? home > hole && home <= j : home > hole || home <= j;
       if (!between) {

@@ -6,7 +6,7 @@
 // Bounded: a set-associative cache of `capacity` entries (WAYS per set, the set chosen by a hash of the address).
 // A new destination takes an expired or empty way, else the way that expires first; lookups compare at most WAYS
 // addresses and allocate nothing. Memory: 26 bytes per entry (16 address, 2 MTU, 8 expiry).
-import { readU32 } from '../dti/packet';
+import { HashKey } from '../lib/keyed-hash';
 
 export const PMTU_DEFAULTS = {
   /** Entries kept (destinations with a lowered path MTU). */
@@ -34,6 +34,7 @@ export class PathMtuCache {
   constructor(
     readonly capacity: number = PMTU_DEFAULTS.capacity,
     readonly ageMs: number = PMTU_DEFAULTS.ageMs,
+    private readonly hash = new HashKey(),
   ) {
     let sets = 1;
     while (sets * WAYS < capacity) sets <<= 1;
@@ -89,11 +90,9 @@ export class PathMtuCache {
     return this.live;
   }
 
+  /** A keyed hash, so that no one can pick nodes that share a set and evict one another's entries. */
   private setOf(buf: Uint8Array, off: number): number {
-    let h = Math.imul(readU32(buf, off + 12) ^ 0x9e3779b9, 0x85ebca6b);
-    h = Math.imul(h ^ readU32(buf, off + 8) ^ (h >>> 13), 0xc2b2ae35);
-    h = Math.imul(h ^ readU32(buf, off) ^ readU32(buf, off + 4) ^ (h >>> 16), 0x27d4eb2f);
-    return ((h ^ (h >>> 15)) & (this.sets - 1)) * WAYS;
+    return (this.hash.h128(buf, off) & (this.sets - 1)) * WAYS;
   }
 
   private find(buf: Uint8Array, off: number): number {

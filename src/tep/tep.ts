@@ -24,6 +24,7 @@ import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
 import { jsonSeconds, type BindingJson } from '../protocol/binding-json';
 import { leasable4 } from '../config/types';
+import { HashKey } from '../lib/keyed-hash';
 
 export interface StaticMapping {
   ipv4: number;
@@ -63,7 +64,10 @@ export interface TepOptions {
   clock?: () => number;
   /** Monotonic clock in ms of the ICMP rate limits (tests inject one); default performance.now. */
   monotonic?: () => number;
-  /** Key of the ICMP rate tables' hash (HASH_KEY_BYTES); default random. For tests. */
+  /**
+   * Key of the hashes of the tables others' addresses index (bindings, path MTUs, ICMP rate limits; HASH_KEY_BYTES);
+   * default random. For tests.
+   */
   hashKey?: Uint8Array;
 }
 
@@ -138,7 +142,7 @@ const KERNEL_RX_OVERFLOW = 'kernel_rx_overflow'; // a raw socket's receive queue
 const TUN_TX_DROPPED = 'tun_tx_dropped'; // the TUN device's transmit queue was full (IPv4 for the nodes)
 
 export class Tep {
-  readonly bindings = new BindingTable();
+  readonly bindings: BindingTable;
   readonly counters = new Counters();
   readonly tunnel: Tunnel;
   private domain: Ipv6PrefixList;
@@ -147,7 +151,7 @@ export class Tep {
   private readonly icmp6Unbound: DropCode;
   private readonly icmp6FromNode: DropCode;
   /** Path MTU per node, learnt from ICMPv6 packet-too-big that quote a packet of a binding (finding 8). */
-  readonly pmtu = new PathMtuCache();
+  readonly pmtu: PathMtuCache;
   private readonly clock: () => number;
   /** Coarse wall clock (ms) for binding end checks, refreshed by the sweep timer rather than read per packet. */
   private now: number;
@@ -178,6 +182,7 @@ export class Tep {
    */
   private poolRanges: Float64Array;
   private staticSet: Ipv4Set;
+  private readonly hash: HashKey;
 
   constructor(readonly opts: TepOptions) {
     // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
@@ -188,6 +193,9 @@ export class Tep {
     this.icmp6Unbound = this.counters.define(ICMP6_UNBOUND);
     this.icmp6FromNode = this.counters.define(ICMP6_FROM_NODE);
     this.clock = opts.clock ?? Date.now;
+    this.hash = new HashKey(opts.hashKey);
+    this.bindings = new BindingTable(undefined, this.hash);
+    this.pmtu = new PathMtuCache(undefined, undefined, this.hash);
     this.now = this.clock();
     this.tunnel = new Tunnel({
       encap: new EncapConfig(opts.address),
@@ -218,7 +226,10 @@ export class Tep {
     this.warmOffs = new Uint32Array(opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.poolRanges = poolRanges(opts.pools);
-    this.staticSet = new Ipv4Set(opts.statics.map((s) => s.ipv4));
+    this.staticSet = new Ipv4Set(
+      opts.statics.map((s) => s.ipv4),
+      this.hash,
+    );
   }
 
   /** Whether IPv4 address `a` is routed into the TUN device: O(pools), whatever the number of static mappings. */
@@ -391,7 +402,10 @@ export class Tep {
     this.opts.pools = c.pools;
     this.opts.statics = c.statics;
     this.poolRanges = poolRanges(c.pools);
-    this.staticSet = new Ipv4Set(c.statics.map((s) => s.ipv4));
+    this.staticSet = new Ipv4Set(
+      c.statics.map((s) => s.ipv4),
+      this.hash,
+    );
     this.tunnel.unreachable = c.unreachable ?? true;
   }
 

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/lib/addr';
 import { BindingTable } from '../../src/tep/bindings';
+import { HASH_KEY_BYTES, HashKey } from '../../src/lib/keyed-hash';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
 
 const NONE = { toIpv4: 0, toIpv6: 0, bytesToIpv4: 0, bytesToIpv6: 0 };
@@ -190,6 +191,21 @@ describe('tep binding table generations', () => {
       check(model);
       if (rnd(3) === 0) t.sweep(0);
     }
+  });
+});
+
+describe('tep binding table hashing', () => {
+  it('finding 9: places addresses by a keyed hash: the same under one key, elsewhere under another, so no one can pick a probe chain', () => {
+    const key = (fill: number): HashKey => new HashKey(new Uint8Array(HASH_KEY_BYTES).fill(fill));
+    const homes = (t: BindingTable): string[] =>
+      Array.from({ length: 256 }, (_, i) => t.homes(0xc6330000 + i, v6(0x1000 + i)).join(','));
+    const [a, again, b] = [key(1), key(1), key(2)].map((k) => homes(new BindingTable(1 << 12, k)));
+    expect(again).to.deep.equal(a);
+    const moved = a.filter((h, i) => h !== b[i]).length;
+    expect(moved, 'addresses whose home differs under another key').to.be.above(250); // 1 in 4096 stays by chance
+    // two tables made without a key get a random one each
+    const [r1, r2] = [homes(new BindingTable(1 << 12)), homes(new BindingTable(1 << 12))];
+    expect(r1.filter((h, i) => h !== r2[i]).length).to.be.above(250);
   });
 });
 
