@@ -16,7 +16,7 @@ import { OutList, Tunnel, type Spill } from '../dti/tunnel';
 import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
-import { BindingTable, type Binding, type BindingSource, type BindingTraffic } from './bindings';
+import { BindingTable, runChunked, type Binding, type BindingSource, type BindingTraffic } from './bindings';
 import { Ipv4Set } from './ipv4-set';
 import { isOwnAddress } from './own-addresses';
 import { PMTU_KEPT, PMTU_LOWERED, PathMtuCache } from './pmtu';
@@ -62,6 +62,11 @@ export interface TepOptions {
   log: Logger;
   /** Wall clock in ms (tests inject one); default Date.now. */
   clock?: () => number;
+  /**
+   * Slots the binding table starts with (rounded up to a power of two; default 16): the table doubles when full, a
+   * step that stops forwarding for a moment, so a TEP that expects N bindings can size it once, at start.
+   */
+  bindingCapacity?: number;
   /** Monotonic clock in ms of the ICMP rate limits (tests inject one); default performance.now. */
   monotonic?: () => number;
   /**
@@ -194,7 +199,7 @@ export class Tep {
     this.icmp6FromNode = this.counters.define(ICMP6_FROM_NODE);
     this.clock = opts.clock ?? Date.now;
     this.hash = new HashKey(opts.hashKey);
-    this.bindings = new BindingTable(undefined, this.hash);
+    this.bindings = new BindingTable(opts.bindingCapacity, this.hash);
     this.pmtu = new PathMtuCache(undefined, undefined, this.hash);
     this.now = this.clock();
     this.tunnel = new Tunnel({
@@ -516,7 +521,7 @@ export class Tep {
     const mine = ++this.resyncs;
     this.now = this.clock();
     t.begin();
-    t.carry('static');
+    for (const s of this.opts.statics) t.stage(s.ipv4, s.ipv6, Infinity, 'static'); // kept: O(statics)
     let n = 0;
     for (const b of bindings) {
       if (this.admits(b.ipv4, b.ipv6, b.ends)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
@@ -542,11 +547,13 @@ export class Tep {
     this.opts.log.info('binding removed', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
 
-  /** Refreshes the coarse clock, ends bindings and ages path MTUs: every 250 ms while open (tests call it). */
+  /**
+   * Refreshes the coarse clock, ends bindings (a bounded part of the table per tick, BindingTable.sweep) and ages
+   * path MTUs: every 250 ms while open (tests call it).
+   */
   tick(): void {
     this.now = this.clock();
     this.pmtu.expire(this.now);
-    if (this.bindings.nextEnd() > this.now) return;
     for (const b of this.bindings.sweep(this.now)) this.opts.log.info('binding ended', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
 
@@ -571,10 +578,24 @@ export class Tep {
   }
 
   /**
-   * `bindings: false` (the metrics) lists none: the list sorts every live binding, on the thread that forwards, and
-   * no metric shows it.
+   * The statistics, at once: the binding list and the top talkers scan the whole table (O(capacity)) in one step.
+   * `bindings: false` (the metrics) lists none: no metric shows it.
    */
   stats(opts: { bindings?: boolean } = {}): TepStats {
+    const listed = opts.bindings === false ? [] : this.bindings.list(STATS_BINDINGS);
+    return this.statsWith(listed, this.bindings.topTalkers(TOP_TALKERS));
+  }
+
+  /**
+   * stats() for the daemon (`dstm tep stats`, the metrics): the scans of the table go SCAN_SLOTS slots per turn of
+   * the event loop, so the thread forwards between them whatever the number of bindings.
+   */
+  async statsChunked(opts: { bindings?: boolean } = {}): Promise<TepStats> {
+    const listed = opts.bindings === false ? [] : await runChunked(this.bindings.listSteps(STATS_BINDINGS));
+    return this.statsWith(listed, await runChunked(this.bindings.topSteps(TOP_TALKERS)));
+  }
+
+  private statsWith(listed: Binding[], top: Binding[]): TepStats {
     const snap = this.counters.snapshot();
     const kernel = this.kernelDrops();
     for (const [reason, n] of Object.entries(kernel)) {
@@ -609,8 +630,8 @@ export class Tep {
       drops: snap.drops,
       events: snap.events,
       binding_count: this.bindings.size,
-      bindings: opts.bindings === false ? [] : this.bindings.list(STATS_BINDINGS).map(json),
-      top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
+      bindings: listed.map(json),
+      top_talkers: top.map(json),
       path_mtu_lowered: this.pmtu.size(this.now),
       ipv6_reassembly: readReassembly(),
       queues: [

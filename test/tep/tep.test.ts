@@ -4,6 +4,7 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix
 import { createLogger } from '../../src/lib/log';
 import { Ipv4Header, OK, parseIpv4, readU32 } from '../../src/dti/packet';
 import { Tep, type TepOptions } from '../../src/tep/tep';
+import { SCAN_SLOTS, SWEEP_SLOTS } from '../../src/tep/bindings';
 import { reconfigureStatics } from '../../src/tep/daemon';
 import type { FeedBinding } from '../../src/protocol/binding-feed';
 import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
@@ -12,7 +13,7 @@ const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-type Over = Partial<Pick<TepOptions, 'unreachable' | 'clock' | 'monotonic' | 'batch' | 'hashKey'>>;
+type Over = Partial<Pick<TepOptions, 'unreachable' | 'clock' | 'monotonic' | 'batch' | 'hashKey' | 'bindingCapacity'>>;
 
 function makeTep(over: Over = {}): Tep {
   return new Tep({
@@ -560,5 +561,55 @@ describe('tep binding updates by generation', () => {
     expect(tep.stats().drops.spoofed_source + tep.stats().drops.unbound_source).to.equal(turns + 1);
     expect(tep.bindings.size).to.equal(2501); // 2500 from the server + the static mapping
     expect(tep.stats().bindings.find((b) => b.ipv4 === '198.51.100.200')?.source).to.equal('static');
+  });
+});
+
+describe('tep: no O(bindings) step on the forwarding thread (finding 4)', () => {
+  it('ends bindings a bounded part of the table per tick, and gathers the statistics between batches', async () => {
+    let now = 1_700_000_000_000;
+    const tep = makeTep({ clock: () => now, bindingCapacity: 1 << 18 }); // four sweeps or scan steps a pass
+    const N = 60_000;
+    const addr = (i: number): number => parseIPv4('10.0.0.0') + i;
+    const node = (i: number): Uint8Array => {
+      const b = parseIPv6('2001:db8:1::');
+      b.set([0, 1, i >>> 8, i & 255], 12);
+      return b;
+    };
+    await tep.resync(
+      Array.from({ length: N }, (_, i) => ({
+        ipv4: addr(i),
+        ipv6: node(i),
+        starts: 0,
+        ends: now / 1000 + (i % 2 ? 60 : 3600),
+      })),
+    );
+    expect(tep.bindings.size).to.equal(N + 1); // and the static mapping
+    now += 61_000;
+    for (let tick = 0; tick < 4; tick++) {
+      const before = tep.bindings.scanned;
+      tep.tick();
+      expect(tep.bindings.scanned - before).to.be.at.most(SWEEP_SLOTS);
+    }
+    expect(tep.bindings.size).to.equal(N / 2 + 1);
+
+    // a packet of a binding that stays is forwarded on every turn while the statistics are gathered
+    const up = ipv6(formatIPv6(node(0)), TEP6, 4, ipv4({ src: formatIPv4(addr(0)), dst: '192.0.2.2' }));
+    let done = false;
+    const gathered = tep.statsChunked().then((s) => ((done = true), s));
+    let turns = 0;
+    while (!done) {
+      tep.decapBatch(1, batchOf([up], 0));
+      expect(tep.tunnel.toTun.count).to.equal(1);
+      turns++;
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(turns).to.be.at.least(2 * ((1 << 18) / SCAN_SLOTS - 1)); // a turn between steps: the list, the top talkers
+    const st = await gathered;
+    const once = tep.stats();
+    // the same bindings (the traffic of the one forwarded for went on after it was read)
+    expect(st.bindings.map((b) => b.ipv4)).to.deep.equal(once.bindings.map((b) => b.ipv4));
+    expect(st.top_talkers.map((b) => b.ipv4)).to.deep.equal(once.top_talkers.map((b) => b.ipv4));
+    expect(st.bindings.length).to.equal(10_000);
+    expect(st.binding_count).to.equal(N / 2 + 1);
   });
 });
