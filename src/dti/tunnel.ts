@@ -507,6 +507,10 @@ export class Tunnel {
     for (let i = 0; i < count; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (len === 0) {
+        c.drop(Drop.rx_truncated); // cut to the slot by the kernel (device.ts): e.g. a reassembled tunnel packet
+        continue;
+      }
       let code = decapsulate(buf, off, len, r, self);
       if (code === OK && accept !== undefined) code = accept(buf, r.outerSrcOff, r.ip4.src, r.ip4.dst);
       if (code !== OK) {
@@ -547,6 +551,10 @@ export class Tunnel {
     for (let i = 0; i < count; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (len === 0) {
+        c.drop(Drop.rx_truncated);
+        continue;
+      }
       const code = parseIcmpv6Error(buf, off, len, this.encap.src, r);
       if (code !== OK) {
         c.drop(code, buf, off, len);

@@ -123,6 +123,21 @@ describe('dti/tunnel: raw → TUN (decapBatch)', () => {
     expect(logged).to.deep.equal(['spoofed_source', 'no_binding', 'ipv6_malformed']);
   });
 
+  it('counts a packet the kernel cut to the receive slot (length 0) as rx_truncated, not as malformed', () => {
+    const { t, counters } = nodeTunnel();
+    const p = ipv6(TEP, SELF, 4, ipv4({ src: '192.0.2.2', dst: '198.51.100.7' }));
+    const rx = batchOf([p, p], 0);
+    rx.lengths[1] = 0; // what the raw socket's reader reports for MSG_TRUNC
+    t.decapBatch(2, rx);
+    expect(t.toTun.count).to.equal(1);
+    const err = icmpv6('2001:db8:9::1', SELF, 1, 0, 0, ipv6(SELF, TEP, 4, ipv4({ src: '198.51.100.7' })));
+    const rx6 = batchOf([err], 0);
+    rx6.lengths[0] = 0;
+    t.icmp6Batch(1, rx6);
+    expect(counters.snapshot().drops).to.include({ rx_truncated: 2, ipv6_malformed: 0 });
+    expect(counters.snapshot().dropped).to.equal(2);
+  });
+
   it('never lists more packets than toTun holds: the rest are counted as queue_full', () => {
     // checkBatch admits up to toRaw's capacity (batch + the segments of a TUN batch), more than toTun's.
     const { t, counters } = nodeTunnel({ batch: 2 });
