@@ -7,9 +7,9 @@
 // generations, end in seconds) in a typed array, its traffic counters a 32-byte row in another; two
 // open-addressing hash indexes (linear probing, load <= 0.5, backward-shift deletion; a keyed hash, random per
 // table, so no one can choose addresses that share a probe chain) map a uint32 IPv4 address or the 16 bytes of an
-// IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the
-// IPv6 address's 32-bit hash) beside the slot, so a probe reads only the index and a hit one row: with 10^6
-// bindings, far beyond the CPU caches, a lookup costs about two cache misses, and allocates nothing. Only
+// IPv6 address, read in place from the packet buffer, to a slot. A bucket holds the key (the IPv6 address's 32-bit
+// hash) beside the slot, so a probe reads only the index and a hit one row: with 10^6 bindings, far beyond the CPU
+// caches, a lookup costs about two cache misses, and allocates nothing. Only
 // set()/delete()/stage() (control path) may grow the arrays. Memory per slot: 104 bytes (row 32, counters 32, two
 // indexes 2 x 16, free list 4, start time 4, off the packet path); capacity doubles, so 104–208 bytes per binding:
 // 10^6 bindings take 2^20 slots, 109 MB. A staged state's new or moved bindings take slots beside the visible ones
@@ -127,6 +127,11 @@ export class BindingTable {
     let cap = MIN_CAPACITY;
     while (cap < initialCapacity) cap *= 2;
     this.grow(cap);
+  }
+
+  /** Slots in use: visible bindings, staged ones, and those ended or left behind that no sweep removed yet. */
+  get used(): number {
+    return this.count;
   }
 
   /** Slots the table has room for before it grows (a power of two). */
@@ -320,7 +325,8 @@ export class BindingTable {
     this.gen = this.staging;
     this.staging = 0;
     this.live = this.staged;
-    this.earliest = -Infinity; // the next sweep removes what the commit left behind
+    // a (next) sweep pass removes what the commit left behind; one under way may have gone past some of it
+    this.earliest = this.passMin = -Infinity;
   }
 
   /**

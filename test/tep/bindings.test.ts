@@ -237,6 +237,17 @@ describe('tep binding table: bounded work per call (finding 4)', () => {
     expect(t.scanned).to.equal(idle);
   });
 
+  it('a commit during a sweep pass gets what it left behind removed, by that pass or the next', () => {
+    const t = filled(100_000, (i) => (i === 0 ? 1000 : 1e15));
+    t.sweep(2000); // a pass starts (binding 0 ended) and stops a quarter of the way
+    t.begin();
+    for (let i = 0; i < 100_000; i += 2) t.stage(addr(i), node(i), 1e15, 'server'); // the odd ones go
+    t.commit();
+    expect(t.size).to.equal(50_000);
+    for (let calls = 0; calls < 2 * (CAP / SWEEP_SLOTS); calls++) t.sweep(2000);
+    expect(t.used).to.equal(t.size);
+  });
+
   it('lists and finds the top talkers in steps of SCAN_SLOTS slots, with what one pass at once finds', () => {
     const N = 100_000;
     const t = filled(N, () => 1e15);
