@@ -11,6 +11,7 @@ import {
   parsePrefix4,
   parsePrefix6,
   parseRoute4,
+  prefixContains4,
   prefixSize4,
   type Prefix4,
   type Prefix6,
@@ -36,6 +37,11 @@ const NOT_LEASABLE: readonly [string, string][] = [
   ['240.0.0.0/4', 'reserved (class E and the broadcast address)'],
 ];
 const notLeasable = NOT_LEASABLE.map(([p, why]) => ({ prefix: parsePrefix4(p), text: p, why }));
+
+/** Whether `a` may be leased: outside the ranges no pool may touch (what a TEP takes from the server's feed). */
+export function leasable4(a: number): boolean {
+  return !notLeasable.some((r) => prefixContains4(r.prefix, a));
+}
 
 /** A pool prefix: an IPv4 prefix that overlaps none of the ranges a unicast host address cannot come from. */
 export const pool4: Type<Prefix4> = textual(

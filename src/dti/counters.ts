@@ -26,6 +26,8 @@ export const Drop = {
   not_ipv4: 19, // a non-IPv4 packet (e.g. IPv6 ND) read from the DTI
   vnet_malformed: 20, // TUN offloads: a virtio-net header inconsistent with its packet (GSO type, checksum offsets)
   gso_malformed: 21, // TUN offloads: a super-packet that cannot be segmented (fragment, truncated L4 header)
+  icmp6_not_relayed: 22, // ICMPv6 error about our tunnel packet with nothing for the IPv4 source (RFC 2473 §8.2)
+  rx_truncated: 23, // larger than a raw socket's receive slot: cut by the kernel (MSG_TRUNC, length 0)
 } as const;
 export type DropName = keyof typeof Drop;
 /** A drop reason code: one of Drop's values or a code returned by Counters.define(). */

@@ -10,6 +10,7 @@
 // Addresses: IPv4 as unsigned 32-bit numbers (cheap Map keys), IPv6 as 16 bytes at an offset in some buffer.
 
 import { Drop, DropCode } from './counters';
+import { HashKey } from '../lib/keyed-hash';
 
 export const IPV4_HDR = 20;
 export const IPV6_HDR = 40;
@@ -647,10 +648,12 @@ export function parseIcmpv6Error(buf: Uint8Array, off: number, len: number, self
   }
   const ip = r.quoted.upperOff;
   const ilen = r.quoted.upperLen;
-  // The quote may be truncated: only the IPv4 header must be complete and well formed.
-  if (ilen < IPV4_HDR || buf[ip] >>> 4 !== 4 || (buf[ip] & 0x0f) << 2 > ilen) return Drop.icmp_unrelated;
+  // The quote may be truncated: only the IPv4 header must be complete and well formed (an IHL below 5 is no
+  // packet we sent, and would put the quoted ICMP type inside the header).
+  const hlen = (buf[ip] & 0x0f) << 2;
+  if (ilen < IPV4_HDR || buf[ip] >>> 4 !== 4 || hlen < IPV4_HDR || hlen > ilen) return Drop.icmp_unrelated;
   const h4 = r.ip4;
-  h4.hlen = (buf[ip] & 0x0f) << 2;
+  h4.hlen = hlen;
   h4.totalLen = (buf[ip + 2] << 8) | buf[ip + 3];
   h4.df = (buf[ip + 6] & 0x40) !== 0;
   h4.fragOffset = (((buf[ip + 6] << 8) | buf[ip + 7]) & 0x1fff) << 3;
@@ -688,26 +691,41 @@ export function pseudoSum6(buf: Uint8Array, off: number, upperLen: number, nh: n
 // ---------------------------------------------------------------------------------------------------------------
 // Rate limiting of the ICMP errors we generate (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f))
 
-export class TokenBucket {
-  private tokens: number;
-  private last = -Infinity;
+/**
+ * Token buckets, one per key (the host an error goes to, or the node it is about), as Linux limits ICMP per peer:
+ * a flood towards or about one key empties its own bucket, not the others'. The keys are hashed (keyed: no one can
+ * choose keys that share a bucket) into a fixed table of `size` buckets, 16 bytes each, so memory is bounded
+ * whatever the keys; keys that do share a bucket share its tokens, never getting more than one bucket allows.
+ */
+export class RateTable {
+  private readonly tokens: Float64Array;
+  private readonly last: Float64Array;
+  private readonly mask: number;
 
-  /** `rate` tokens per second, at most `burst` saved up. */
+  /** `rate` tokens per second in each bucket, at most `burst` saved up; `size` a power of two. */
   constructor(
     readonly rate: number,
     readonly burst: number,
+    readonly size = 1,
+    private readonly hash = new HashKey(),
   ) {
-    this.tokens = burst;
+    if (size < 1 || (size & (size - 1)) !== 0) throw new RangeError(`rate table size ${size} is not a power of two`);
+    this.mask = size - 1;
+    this.tokens = new Float64Array(size).fill(burst);
+    this.last = new Float64Array(size).fill(-Infinity);
   }
 
-  /** Takes one token at time `nowMs` (monotonic milliseconds); false when the bucket is empty. */
-  take(nowMs: number): boolean {
-    if (this.last !== -Infinity) {
-      this.tokens = Math.min(this.burst, this.tokens + ((nowMs - this.last) * this.rate) / 1000);
+  /** Takes a token from the bucket of the 32-bit `key` at `nowMs` (monotonic milliseconds); false when empty. */
+  take(key: number, nowMs: number): boolean {
+    const i = this.hash.h32(key) & this.mask;
+    let t = this.tokens[i];
+    if (this.last[i] !== -Infinity) t = Math.min(this.burst, t + ((nowMs - this.last[i]) * this.rate) / 1000);
+    this.last[i] = nowMs;
+    if (t < 1) {
+      this.tokens[i] = t;
+      return false;
     }
-    this.last = nowMs;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    this.tokens[i] = t - 1;
     return true;
   }
 }

@@ -26,7 +26,7 @@ import {
   IPV4_MIN_MTU,
   Ipv4Header,
   OK,
-  TokenBucket,
+  RateTable,
   buildIcmpv4Error,
   decapsulate,
   encapsulate,
@@ -50,6 +50,7 @@ import {
   segment,
   writePlainVnetHeader,
 } from './offload';
+import { HashKey } from '../lib/keyed-hash';
 
 /**
  * Chooses the tunnel exit point for an IPv4 packet leaving by the DTI: the 16-byte IPv6 address (kept by the
@@ -95,11 +96,15 @@ export interface TunnelOptions {
   /** IPv4 source of the ICMPv4 errors we send (the DTI's or the TEP's IPv4 address). */
   icmpSource: number;
   /**
-   * ICMPv4 errors per second and burst (RFC 1812 §4.3.2.8), for each kind separately (host unreachable,
-   * frag-needed, relayed ICMPv6), so a flood of one kind cannot starve path MTU discovery; default 100/s, burst 50.
+   * ICMPv4 errors per second and burst (RFC 1812 §4.3.2.8) for each key of each kind (ICMP_RATE_KEYS): host
+   * unreachable and frag-needed per host they go to, relayed ICMPv6 errors per IPv4 destination of the packet they
+   * quote (at a TEP, the node's address), so a flood of one kind, towards one host or about one node cannot starve
+   * the others' errors; default 100/s, burst 50.
    */
   icmpRate?: number;
   icmpBurst?: number;
+  /** Key of the rate tables' hash (HASH_KEY_BYTES); default random. Tests give one to know which keys share. */
+  hashKey?: Uint8Array;
   /** Answer packets the route hook refuses with ICMPv4 host unreachable (rate-limited); default off. */
   unreachable?: boolean;
   /** Largest batch handled (the devices' batch size); default 64. */
@@ -158,11 +163,16 @@ export interface BatchSource {
 const ICMP_SLOT = 576 + VNET_HDR_LEN;
 /** Segments one TUN batch may add to toRaw before it is flushed (a spill): 64 KiB of 1-byte-MSS segments. */
 const MAX_SEGMENTS = 4096;
-/** Kinds of ICMPv4 error, each with its own rate-limit bucket. */
+/** Kinds of ICMPv4 error, each with its own rate-limit table. */
 const UNREACHABLE = 0;
 const FRAG_NEEDED = 1;
 const RELAYED = 2;
 type IcmpKind = typeof UNREACHABLE | typeof FRAG_NEEDED | typeof RELAYED;
+/**
+ * Buckets in each kind's rate table (16 bytes each): keys beyond share them, two keys one bucket with odds 1 in
+ * this many (a keyed hash, so no one chooses which).
+ */
+export const ICMP_RATE_KEYS = 1024;
 /** Fragments per packet we can emit: enough for a 9000-byte packet at the IPv6 minimum MTU. */
 const MAX_FRAGS = 8;
 
@@ -191,8 +201,8 @@ export class Tunnel {
   private readonly accept: DecapPolicy | undefined;
   /** IPv4 source of the ICMPv4 errors we send; settable (a node learns its TEP's IPv4 address with the lease). */
   icmpSource: number;
-  /** One bucket per kind of ICMPv4 error: unreachable, frag-needed, relayed. */
-  private readonly buckets: [TokenBucket, TokenBucket, TokenBucket];
+  /** One rate table per kind of ICMPv4 error: unreachable, frag-needed, relayed. */
+  private readonly limits: [RateTable, RateTable, RateTable];
   private readonly pathMtuOf: TunnelOptions['pathMtuOf'];
   private readonly icmp6Policy: Icmp6Policy | undefined;
   private readonly now: () => number;
@@ -218,8 +228,9 @@ export class Tunnel {
     this.unreachable = opts.unreachable ?? false;
     this.accept = opts.accept;
     this.icmpSource = opts.icmpSource;
-    const bucket = (): TokenBucket => new TokenBucket(opts.icmpRate ?? 100, opts.icmpBurst ?? 50);
-    this.buckets = [bucket(), bucket(), bucket()];
+    const hash = new HashKey(opts.hashKey);
+    const table = (): RateTable => new RateTable(opts.icmpRate ?? 100, opts.icmpBurst ?? 50, ICMP_RATE_KEYS, hash);
+    this.limits = [table(), table(), table()];
     this.pathMtuOf = opts.pathMtuOf;
     this.icmp6Policy = opts.icmp6Policy;
     this.now = opts.now ?? (() => performance.now());
@@ -291,7 +302,7 @@ export class Tunnel {
       const dst = this.route(h.src, h.dst);
       if (typeof dst === 'number') {
         c.drop(dst, buf, off, len);
-        if (this.unreachable) this.icmpError(UNREACHABLE, ICMP4_CODE_HOST_UNREACH, 0, buf, off, h.totalLen, h);
+        if (this.unreachable) this.icmpError(UNREACHABLE, h.src, ICMP4_CODE_HOST_UNREACH, 0, buf, off, h.totalLen, h);
         continue;
       }
       if (this.vnet && v.gsoType !== GSO_NONE) {
@@ -319,7 +330,7 @@ export class Tunnel {
     if (h.totalLen > mtu) {
       if (h.df) {
         c.drop(Drop.too_big_df, buf, off, len);
-        this.icmpError(FRAG_NEEDED, ICMP4_CODE_FRAG_NEEDED, mtu, buf, off, h.totalLen, h);
+        this.icmpError(FRAG_NEEDED, h.src, ICMP4_CODE_FRAG_NEEDED, mtu, buf, off, h.totalLen, h);
       } else {
         this.encapFragmented(buf, off, h.totalLen, dst, pmtu);
       }
@@ -426,10 +437,11 @@ export class Tunnel {
 
   /**
    * Queues an ICMPv4 error (destination unreachable) about the packet at buf[off..+len) if allowed and not rate
-   * limited.
+   * limited in the bucket of `key`.
    */
   private icmpError(
     kind: IcmpKind,
+    key: number,
     code: number,
     mtu: number,
     buf: Uint8Array,
@@ -443,7 +455,7 @@ export class Tunnel {
       this.counters.drop(Drop.queue_full, buf, off, len);
       return false;
     }
-    if (!this.buckets[kind].take(this.now())) {
+    if (!this.limits[kind].take(key, this.now())) {
       this.counters.drop(Drop.icmp_rate_limited, buf, off, len);
       return false;
     }
@@ -495,6 +507,10 @@ export class Tunnel {
     for (let i = 0; i < count; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (len === 0) {
+        c.drop(Drop.rx_truncated); // cut to the slot by the kernel (device.ts): e.g. a reassembled tunnel packet
+        continue;
+      }
       let code = decapsulate(buf, off, len, r, self);
       if (code === OK && accept !== undefined) code = accept(buf, r.outerSrcOff, r.ip4.src, r.ip4.dst);
       if (code !== OK) {
@@ -535,9 +551,19 @@ export class Tunnel {
     for (let i = 0; i < count; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (len === 0) {
+        c.drop(Drop.rx_truncated);
+        continue;
+      }
       const code = parseIcmpv6Error(buf, off, len, this.encap.src, r);
       if (code !== OK) {
         c.drop(code, buf, off, len);
+        continue;
+      }
+      // A packet-too-big no lower than the configured path MTU teaches nothing (the packet it quotes fitted), and
+      // would otherwise be kept as a lowered path or relayed as a frag-needed naming the MTU already in use.
+      if (r.pathMtu >= this.configuredPathMtu) {
+        c.drop(Drop.icmp6_not_relayed, buf, off, len);
         continue;
       }
       if (this.icmp6Policy !== undefined) {
@@ -549,9 +575,16 @@ export class Tunnel {
       } else if (r.pathMtu !== 0) {
         this.lowerPathMtu(r.pathMtu);
       }
-      if (!r.relay) continue;
+      // What it taught (a path MTU) is kept; the error itself goes no further: a packet-too-big about a packet
+      // without DF (fragmented instead), a parameter problem not at our option, or a quote no ICMPv4 error may be
+      // sent about (an ICMP error, a fragment other than the first, a source that is not a unicast host).
+      if (!r.relay || !icmpv4ErrorAllowed(buf, r.innerOff, r.ip4, r.innerLen)) {
+        c.drop(Drop.icmp6_not_relayed, buf, off, len);
+        continue;
+      }
       const mtu = r.icmpCode === ICMP4_CODE_FRAG_NEEDED ? this.mtuFor(Math.min(r.pathMtu, this.pathMtu)) : 0;
-      if (this.icmpError(RELAYED, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4)) c.count(Event.icmp_relayed);
+      const relayed = this.icmpError(RELAYED, r.ip4.dst, r.icmpCode, mtu, buf, r.innerOff, r.innerLen, r.ip4);
+      if (relayed) c.count(Event.icmp_relayed);
     }
   }
 
@@ -571,13 +604,14 @@ export class Tunnel {
 
   /**
    * A packet-too-big (vetted by the caller): lowers the path MTU, never raises it, and keeps it for pathMtuAge after
-   * the last one, so a stale or forged one does not hold for good.
+   * the last one below the configured path MTU, however high (as the TEP's PathMtuCache), so a stale or forged one
+   * does not hold for good.
    */
   lowerPathMtu(pathMtu: number): void {
     const p = Math.max(pathMtu, IPV6_MIN_MTU);
-    if (p > this.pathMtu) return;
+    if (p >= this.configuredPathMtu) return;
     this.raiseAt = this.now() + this.pathMtuAge;
-    if (p === this.pathMtu) return;
+    if (p >= this.pathMtu) return;
     this.applyPathMtu(p);
     this.counters.count(Event.pmtu_updated);
   }

@@ -104,6 +104,7 @@ export async function startTep(c: TepConfig, log: Logger): Promise<RunningTep> {
       offload: c.offload,
       batch: c.batch,
       socketBuffer: c.socket_buffer,
+      bindingCapacity: c.binding_capacity,
       log,
     },
     c.queues,

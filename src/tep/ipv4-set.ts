@@ -1,7 +1,7 @@
 // A fixed set of IPv4 addresses for per-packet membership tests (the static mappings' addresses, which the hairpin
 // check asks about for every decapsulated packet): open addressing with linear probing in one Int32Array, load at
 // most 0.5, so a lookup is O(1) whatever the number of addresses and allocates nothing. Rebuilt, not updated.
-import { hash32 } from './bindings';
+import { HashKey } from '../lib/keyed-hash';
 
 export class Ipv4Set {
   /** Two words per bucket: [address | 0, 1 if used]. */
@@ -9,7 +9,10 @@ export class Ipv4Set {
   private readonly mask: number;
   readonly size: number;
 
-  constructor(addresses: Iterable<number>) {
+  constructor(
+    addresses: Iterable<number>,
+    private readonly hash = new HashKey(),
+  ) {
     const list = [...new Set(addresses)];
     let n = 4;
     while (n < list.length * 2) n *= 2;
@@ -17,7 +20,7 @@ export class Ipv4Set {
     this.mask = n - 1;
     this.size = list.length;
     for (const a of list) {
-      let b = hash32(a) & this.mask;
+      let b = this.hash.h32(a) & this.mask;
       while (this.buckets[b * 2 + 1]) b = (b + 1) & this.mask;
       this.buckets[b * 2] = a | 0;
       this.buckets[b * 2 + 1] = 1;
@@ -26,7 +29,7 @@ export class Ipv4Set {
 
   has(a: number): boolean {
     const key = a | 0;
-    for (let b = hash32(a) & this.mask; this.buckets[b * 2 + 1]; b = (b + 1) & this.mask) {
+    for (let b = this.hash.h32(a) & this.mask; this.buckets[b * 2 + 1]; b = (b + 1) & this.mask) {
       if (this.buckets[b * 2] === key) return true;
     }
     return false;

@@ -6,7 +6,7 @@
 // Bounded: a set-associative cache of `capacity` entries (WAYS per set, the set chosen by a hash of the address).
 // A new destination takes an expired or empty way, else the way that expires first; lookups compare at most WAYS
 // addresses and allocate nothing. Memory: 26 bytes per entry (16 address, 2 MTU, 8 expiry).
-import { readU32 } from '../dti/packet';
+import { HashKey } from '../lib/keyed-hash';
 
 export const PMTU_DEFAULTS = {
   /** Entries kept (destinations with a lowered path MTU). */
@@ -16,6 +16,13 @@ export const PMTU_DEFAULTS = {
 } as const;
 
 const WAYS = 4;
+/** A renewal moves an entry's expiry by at least this much (ms), so the other queues hear of it once a second. */
+const RENEW_STEP = 1000;
+
+/** What lower() did: nothing, renewed the entry's age (same or higher MTU), or lowered (or made) it. */
+export const PMTU_KEPT = 0;
+export const PMTU_RENEWED = 1;
+export const PMTU_LOWERED = 2;
 
 export class PathMtuCache {
   private readonly sets: number;
@@ -27,6 +34,7 @@ export class PathMtuCache {
   constructor(
     readonly capacity: number = PMTU_DEFAULTS.capacity,
     readonly ageMs: number = PMTU_DEFAULTS.ageMs,
+    private readonly hash = new HashKey(),
   ) {
     let sets = 1;
     while (sets * WAYS < capacity) sets <<= 1;
@@ -44,11 +52,17 @@ export class PathMtuCache {
   }
 
   /**
-   * Records a packet-too-big: the path to the destination takes `mtu` if lower than what holds; returns whether it did.
+   * Records a packet-too-big (below the configured path MTU): the path to the destination takes `mtu` if lower than
+   * what holds, and holds for ageMs from now either way (RFC 8201 §5.3: after the last packet-too-big; a higher MTU
+   * never raises it, §4). Returns PMTU_LOWERED, PMTU_RENEWED, or PMTU_KEPT (renewed less than RENEW_STEP ago).
    */
-  lower(buf: Uint8Array, off: number, mtu: number, now: number): boolean {
+  lower(buf: Uint8Array, off: number, mtu: number, now: number): number {
     let w = this.find(buf, off);
-    if (w >= 0 && this.expires[w] > now && this.mtu[w] <= mtu) return false;
+    if (w >= 0 && this.expires[w] > now && this.mtu[w] <= mtu) {
+      if (now + this.ageMs - this.expires[w] < RENEW_STEP) return PMTU_KEPT;
+      this.expires[w] = now + this.ageMs;
+      return PMTU_RENEWED;
+    }
     if (w < 0) {
       w = this.victim(buf, off, now);
       if (this.expires[w] === 0) this.live++;
@@ -56,7 +70,7 @@ export class PathMtuCache {
     }
     this.mtu[w] = mtu;
     this.expires[w] = now + this.ageMs;
-    return true;
+    return PMTU_LOWERED;
   }
 
   /** Forgets entries that have aged out (so get() takes its fast path again once none is left). */
@@ -76,11 +90,9 @@ export class PathMtuCache {
     return this.live;
   }
 
+  /** A keyed hash, so that no one can pick nodes that share a set and evict one another's entries. */
   private setOf(buf: Uint8Array, off: number): number {
-    let h = Math.imul(readU32(buf, off + 12) ^ 0x9e3779b9, 0x85ebca6b);
-    h = Math.imul(h ^ readU32(buf, off + 8) ^ (h >>> 13), 0xc2b2ae35);
-    h = Math.imul(h ^ readU32(buf, off) ^ readU32(buf, off + 4) ^ (h >>> 16), 0x27d4eb2f);
-    return ((h ^ (h >>> 15)) & (this.sets - 1)) * WAYS;
+    return (this.hash.h128(buf, off) & (this.sets - 1)) * WAYS;
   }
 
   private find(buf: Uint8Array, off: number): number {

@@ -32,7 +32,7 @@ function apply(m: ToWorker): void | Promise<void> {
     case 'pmtu':
       return tep.lowerPathMtu(m.node, m.mtu);
     case 'stats':
-      return reply({ op: 'stats', stats: tep.stats({ bindings: m.bindings }) });
+      return tep.statsChunked({ bindings: m.bindings }).then((stats) => reply({ op: 'stats', stats }));
     case 'traffic':
       return reply({ op: 'traffic', traffic: tep.trafficOf(m.ipv4) });
     case 'stop':

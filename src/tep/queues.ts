@@ -147,8 +147,11 @@ export class TepQueues {
    */
   async stats(opts: { bindings?: boolean } = {}): Promise<TepStats> {
     const bindings = opts.bindings !== false;
-    const theirs = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'stats', bindings })));
-    const all = [this.tep.stats({ bindings }), ...theirs.map((m) => (m as { stats: TepStats }).stats)];
+    const [mine, ...theirs] = await Promise.all([
+      this.tep.statsChunked({ bindings }),
+      ...this.workers.map((w) => this.ask(w, { op: 'stats', bindings })),
+    ]);
+    const all = [mine as TepStats, ...theirs.map((m) => (m as { stats: TepStats }).stats)];
     if (all.length === 1) return all[0];
     const talkers = [...new Set(all.flatMap((s) => s.top_talkers.map((b) => b.ipv4)))];
     const shares = await Promise.all(this.workers.map((w) => this.ask(w, { op: 'traffic', ipv4: talkers })));

@@ -16,13 +16,15 @@ import { OutList, Tunnel, type Spill } from '../dti/tunnel';
 import type { RxBatch } from '../dti/device';
 import type { Logger } from '../lib/log';
 import type { Registry } from '../lib/metrics';
-import { BindingTable, type Binding, type BindingSource, type BindingTraffic } from './bindings';
+import { BindingTable, runChunked, type Binding, type BindingSource, type BindingTraffic } from './bindings';
 import { Ipv4Set } from './ipv4-set';
 import { isOwnAddress } from './own-addresses';
-import { PathMtuCache } from './pmtu';
+import { PMTU_KEPT, PMTU_LOWERED, PathMtuCache } from './pmtu';
 import { readReassembly, type ReassemblyStats } from './reassembly';
 import { Ipv6PrefixList } from './prefixes';
 import { jsonSeconds, type BindingJson } from '../protocol/binding-json';
+import { leasable4 } from '../config/types';
+import { HashKey } from '../lib/keyed-hash';
 
 export interface StaticMapping {
   ipv4: number;
@@ -60,14 +62,27 @@ export interface TepOptions {
   log: Logger;
   /** Wall clock in ms (tests inject one); default Date.now. */
   clock?: () => number;
+  /**
+   * Slots the binding table starts with (rounded up to a power of two; default 16): the table doubles when full, a
+   * step that stops forwarding for a moment, so a TEP that expects N bindings can size it once, at start.
+   */
+  bindingCapacity?: number;
+  /** Monotonic clock in ms of the ICMP rate limits (tests inject one); default performance.now. */
+  monotonic?: () => number;
+  /**
+   * Key of the hashes of the tables others' addresses index (bindings, path MTUs, ICMP rate limits; HASH_KEY_BYTES);
+   * default random. For tests.
+   */
+  hashKey?: Uint8Array;
 }
 
 /** A binding as `dstm tep stats` shows it: the binding of dstm(1), its source and its traffic (snake_case). */
 export type StatsBinding = BindingJson & { source: BindingSource; forwarded: TrafficJson };
 
 /**
- * Packets and IPv4 bytes forwarded from the nodes (to_ipv4) and to them (to_ipv6). A type, not an interface: the
- * queues' counters are summed key by key as a Record<string, number>.
+ * Packets and IPv4 bytes forwarded from the nodes to the IPv4 side (to_ipv4) and to the nodes, from the IPv4 side
+ * or hairpinned from another node (to_ipv6). A type, not an interface: the queues' counters are summed key by key as
+ * a Record<string, number>.
  */
 export type TrafficJson = {
   to_ipv4: number;
@@ -126,20 +141,22 @@ export interface ServerBinding {
 const UNBOUND_SOURCE = 'unbound_source'; // tunnelled packet from an IPv6 node that holds no binding
 const ICMP6_OUTSIDE_PREFIX = 'icmp6_outside_prefix'; // ICMPv6 error from a source outside the domain's prefixes
 const ICMP6_UNBOUND = 'icmp6_unbound'; // ICMPv6 error quoting a tunnel packet no binding explains (forged or stale)
+const ICMP6_FROM_NODE = 'icmp6_from_node'; // ICMPv6 error from the node the tunnel packet it quotes went to
 /** Drops the kernel counts in front of the TEP (Tep.kernelDrops), shown among the reasons. */
 const KERNEL_RX_OVERFLOW = 'kernel_rx_overflow'; // a raw socket's receive queue was full (tunnel packets, ICMPv6)
 const TUN_TX_DROPPED = 'tun_tx_dropped'; // the TUN device's transmit queue was full (IPv4 for the nodes)
 
 export class Tep {
-  readonly bindings = new BindingTable();
+  readonly bindings: BindingTable;
   readonly counters = new Counters();
   readonly tunnel: Tunnel;
   private domain: Ipv6PrefixList;
   private readonly unboundSource: DropCode;
   private readonly icmp6OutsidePrefix: DropCode;
   private readonly icmp6Unbound: DropCode;
+  private readonly icmp6FromNode: DropCode;
   /** Path MTU per node, learnt from ICMPv6 packet-too-big that quote a packet of a binding (finding 8). */
-  readonly pmtu = new PathMtuCache();
+  readonly pmtu: PathMtuCache;
   private readonly clock: () => number;
   /** Coarse wall clock (ms) for binding end checks, refreshed by the sweep timer rather than read per packet. */
   private now: number;
@@ -154,7 +171,10 @@ export class Tep {
   /** Hairpinned packets (node to node, not leaving to IPv4): in place in the raw socket's receive buffer. */
   readonly toRawHairpin: OutList;
   private readonly hairpin = new Float64Array(2); // packets, bytes
-  /** Told when a packet-too-big lowers a node's path MTU here, so that the other queues learn it (lowerPathMtu). */
+  /**
+   * Told when a packet-too-big lowers or renews a node's path MTU here, so that the other queues learn it
+   * (lowerPathMtu).
+   */
   onPathMtuLowered: ((node: Uint8Array, mtu: number) => void) | undefined;
   private resyncs = 0;
   /** What the warm-up passes read (kept so they are not optimised away), and their scratch. */
@@ -167,6 +187,7 @@ export class Tep {
    */
   private poolRanges: Float64Array;
   private staticSet: Ipv4Set;
+  private readonly hash: HashKey;
 
   constructor(readonly opts: TepOptions) {
     // draft §2.2: a silently discarded packet can be logged with its contents (at debug level)
@@ -175,7 +196,11 @@ export class Tep {
     this.unboundSource = this.counters.define(UNBOUND_SOURCE);
     this.icmp6OutsidePrefix = this.counters.define(ICMP6_OUTSIDE_PREFIX);
     this.icmp6Unbound = this.counters.define(ICMP6_UNBOUND);
+    this.icmp6FromNode = this.counters.define(ICMP6_FROM_NODE);
     this.clock = opts.clock ?? Date.now;
+    this.hash = new HashKey(opts.hashKey);
+    this.bindings = new BindingTable(opts.bindingCapacity, this.hash);
+    this.pmtu = new PathMtuCache(undefined, undefined, this.hash);
     this.now = this.clock();
     this.tunnel = new Tunnel({
       encap: new EncapConfig(opts.address),
@@ -183,6 +208,8 @@ export class Tep {
       pathMtuOf: (dst) => this.pmtu.get(dst, 0, this.now, this.tunnel.currentPathMtu),
       icmp6Policy: (buf, off, r) => this.vetIcmp6(buf, off, r),
       icmpSource: opts.ipv4,
+      hashKey: opts.hashKey,
+      now: opts.monotonic,
       unreachable: opts.unreachable ?? true,
       batch: opts.batch,
       counters: this.counters,
@@ -204,7 +231,10 @@ export class Tep {
     this.warmOffs = new Uint32Array(opts.batch ?? 64);
     for (const s of opts.statics) this.bindings.set(s.ipv4, s.ipv6, Infinity, 'static');
     this.poolRanges = poolRanges(opts.pools);
-    this.staticSet = new Ipv4Set(opts.statics.map((s) => s.ipv4));
+    this.staticSet = new Ipv4Set(
+      opts.statics.map((s) => s.ipv4),
+      this.hash,
+    );
   }
 
   /** Whether IPv4 address `a` is routed into the TUN device: O(pools), whatever the number of static mappings. */
@@ -280,7 +310,10 @@ export class Tep {
     t.decapBatch(count, rx, this.afterDecap);
   }
 
-  /** Per-binding counting and hairpinning of the decapsulated packets in toTun, which keeps the rest. */
+  /**
+   * Hairpinning and per-binding counting of the decapsulated packets in toTun, which keeps the rest. A hairpinned
+   * packet counts as to_ipv6 on the binding it goes to, never as to_ipv4 (it does not reach IPv4).
+   */
   private readonly afterDecap = (): void => {
     const out = this.tunnel.toTun;
     const buf = out.buf;
@@ -292,11 +325,11 @@ export class Tep {
     for (let i = 0; i < out.count; i++) {
       const off = out.offsets[i];
       const len = out.lengths[i];
-      const from = this.bindings.findByIpv4(readU32(buf, off + 12), now);
-      if (from >= 0) this.bindings.countToIpv4(from, len);
       const dst = readU32(buf, off + 16);
       const to = this.isRouted(dst) ? this.bindings.findByIpv4(dst, now) : -1;
       if (to >= 0 && this.hairpinTo(to, buf, off, len)) continue;
+      const from = this.bindings.findByIpv4(readU32(buf, off + 12), now);
+      if (from >= 0) this.bindings.countToIpv4(from, len);
       out.offsets[kept] = off;
       out.lengths[kept++] = len;
     }
@@ -331,18 +364,22 @@ export class Tep {
    * Finding 8: an ICMPv6 error changes nothing unless it comes from inside the domain's prefixes and quotes a tunnel
    * packet the TEP could have sent: to a node (outer destination) that holds the quoted inner IPv4 destination.
    * A packet-too-big then lowers the path MTU towards that node only, for PathMtuCache's age.
+   * Nor does one from that node itself: the packet reached it, so nothing on the way failed. What a node may say
+   * about a tunnel packet it received (unrecognised next header while its DTI is down, a reassembly timeout) is
+   * nothing for the IPv4 source, and a packet-too-big comes from a router that could not forward, never from the
+   * destination; relaying them would let a node send ICMPv4 errors from the TEP to any IPv4 host it names.
    */
   private vetIcmp6(buf: Uint8Array, off: number, r: Icmp6Relay): number {
     this.now = this.clock();
     if (!this.domain.contains(buf, off + 8)) return this.icmp6OutsidePrefix;
     const node = r.outer.upperOff + 8 + 24; // the quoted outer header's destination
+    if (bytesEqual(buf, off + 8, buf, node, 16)) return this.icmp6FromNode;
     const slot = this.bindings.findByIpv4(r.ip4.dst, this.now);
     if (slot < 0 || !this.bindings.ipv6Is(slot, buf, node)) return this.icmp6Unbound;
-    const mtu = Math.min(r.pathMtu, this.tunnel.currentPathMtu);
-    if (r.pathMtu !== 0 && this.pmtu.lower(buf, node, mtu, this.now)) {
-      this.counters.count(Event.pmtu_updated);
-      this.onPathMtuLowered?.(buf.slice(node, node + 16), mtu);
-    }
+    // below the configured path MTU (Tunnel.icmp6Batch drops the others); a renewal reaches the other queues too
+    const did = r.pathMtu === 0 ? PMTU_KEPT : this.pmtu.lower(buf, node, r.pathMtu, this.now);
+    if (did === PMTU_LOWERED) this.counters.count(Event.pmtu_updated);
+    if (did !== PMTU_KEPT) this.onPathMtuLowered?.(buf.slice(node, node + 16), r.pathMtu);
     return OK;
   }
 
@@ -370,7 +407,10 @@ export class Tep {
     this.opts.pools = c.pools;
     this.opts.statics = c.statics;
     this.poolRanges = poolRanges(c.pools);
-    this.staticSet = new Ipv4Set(c.statics.map((s) => s.ipv4));
+    this.staticSet = new Ipv4Set(
+      c.statics.map((s) => s.ipv4),
+      this.hash,
+    );
     this.tunnel.unreachable = c.unreachable ?? true;
   }
 
@@ -441,28 +481,34 @@ export class Tep {
   /** `ipv6` holds `ipv4` from `startsSec` (0: unknown) until `endsSec` (seconds since 1970). */
   bind(ipv4: number, ipv6: Uint8Array, endsSec: number, startsSec = 0): void {
     this.now = this.clock();
-    if (endsSec * 1000 <= this.now) return this.unbind(ipv4);
-    // A node bound to one of this host's addresses could send as the TEP itself (the TUN accepts local sources).
-    if (isOwnAddress(ipv4, this.opts.ipv4)) {
-      this.opts.log.warn("server binding refused: the address is the TEP's own", {
-        ipv4: formatIPv4(ipv4),
-        ipv6: formatIPv6(ipv6),
-      });
-      return this.unbind(ipv4);
-    }
-    if (this.staticHolds(ipv4, ipv6)) {
-      this.opts.log.warn('server binding ignored: a static mapping holds the address or the node', {
-        ipv4: formatIPv4(ipv4),
-        ipv6: formatIPv6(ipv6),
-      });
-      return;
-    }
+    // the server moved the address to a holder the TEP refuses: it leaves its old holder all the same
+    if (!this.admits(ipv4, ipv6, endsSec)) return this.unbind(ipv4);
     this.bindings.set(ipv4, ipv6, endsSec * 1000, 'server', startsSec * 1000);
     this.opts.log.info('binding', {
       ipv4: formatIPv4(ipv4),
       ipv6: formatIPv6(ipv6),
       ends: new Date(endsSec * 1000).toISOString(),
     });
+  }
+
+  /**
+   * Whether a binding from the server's feed is forwarded for: one rule for bind() and resync(). Not once ended; and
+   * refused (logged) for an address no host may lease (0/8, 127/8, 169.254/16, 224/4, 240/4: no pool has one), the
+   * TEP host's own (its node could send as the TEP: the TUN device accepts local sources), or an address or node a
+   * static mapping holds.
+   */
+  private admits(ipv4: number, ipv6: Uint8Array, endsSec: number): boolean {
+    if (endsSec * 1000 <= this.now) return false;
+    const why = !leasable4(ipv4)
+      ? 'the address is not a unicast host address'
+      : isOwnAddress(ipv4, this.opts.ipv4)
+        ? "the address is the TEP's own"
+        : this.staticHolds(ipv4, ipv6)
+          ? 'a static mapping holds the address or the node'
+          : undefined;
+    if (why === undefined) return true;
+    this.opts.log.warn('server binding refused', { reason: why, ipv4: formatIPv4(ipv4), ipv6: formatIPv6(ipv6) });
+    return false;
   }
 
   /**
@@ -475,11 +521,10 @@ export class Tep {
     const mine = ++this.resyncs;
     this.now = this.clock();
     t.begin();
-    t.carry('static');
+    for (const s of this.opts.statics) t.stage(s.ipv4, s.ipv6, Infinity, 'static'); // kept: O(statics)
     let n = 0;
     for (const b of bindings) {
-      if (b.ends * 1000 > this.now && !this.staticHolds(b.ipv4, b.ipv6))
-        t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
+      if (this.admits(b.ipv4, b.ipv6, b.ends)) t.stage(b.ipv4, b.ipv6, b.ends * 1000, 'server', b.starts * 1000);
       if (++n % chunk === 0) {
         await new Promise((resolve) => setImmediate(resolve));
         if (mine !== this.resyncs) return;
@@ -502,11 +547,13 @@ export class Tep {
     this.opts.log.info('binding removed', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
 
-  /** Refreshes the coarse clock, ends bindings and ages path MTUs: every 250 ms while open (tests call it). */
+  /**
+   * Refreshes the coarse clock, ends bindings (a bounded part of the table per tick, BindingTable.sweep) and ages
+   * path MTUs: every 250 ms while open (tests call it).
+   */
   tick(): void {
     this.now = this.clock();
     this.pmtu.expire(this.now);
-    if (this.bindings.nextEnd() > this.now) return;
     for (const b of this.bindings.sweep(this.now)) this.opts.log.info('binding ended', { ipv4: b.ipv4, ipv6: b.ipv6 });
   }
 
@@ -531,10 +578,24 @@ export class Tep {
   }
 
   /**
-   * `bindings: false` (the metrics) lists none: the list sorts every live binding, on the thread that forwards, and
-   * no metric shows it.
+   * The statistics, at once: the binding list and the top talkers scan the whole table (O(capacity)) in one step.
+   * `bindings: false` (the metrics) lists none: no metric shows it.
    */
   stats(opts: { bindings?: boolean } = {}): TepStats {
+    const listed = opts.bindings === false ? [] : this.bindings.list(STATS_BINDINGS);
+    return this.statsWith(listed, this.bindings.topTalkers(TOP_TALKERS));
+  }
+
+  /**
+   * stats() for the daemon (`dstm tep stats`, the metrics): the scans of the table go SCAN_SLOTS slots per turn of
+   * the event loop, so the thread forwards between them whatever the number of bindings.
+   */
+  async statsChunked(opts: { bindings?: boolean } = {}): Promise<TepStats> {
+    const listed = opts.bindings === false ? [] : await runChunked(this.bindings.listSteps(STATS_BINDINGS));
+    return this.statsWith(listed, await runChunked(this.bindings.topSteps(TOP_TALKERS)));
+  }
+
+  private statsWith(listed: Binding[], top: Binding[]): TepStats {
     const snap = this.counters.snapshot();
     const kernel = this.kernelDrops();
     for (const [reason, n] of Object.entries(kernel)) {
@@ -555,19 +616,22 @@ export class Tep {
       source: b.source,
       forwarded: trafficJson(b.forwarded),
     });
+    // what the pipeline decapsulated less what went back into the tunnel, which went to a node as what it
+    // encapsulated did: so the bindings' traffic sums to these
+    const [hairpinned, bytesHairpinned] = this.hairpin;
     const forwarded = {
-      to_ipv4: snap.events.decapsulated,
-      to_ipv6: snap.events.encapsulated,
-      bytes_to_ipv4: snap.events.bytes_decapsulated,
-      bytes_to_ipv6: snap.events.bytes_encapsulated,
+      to_ipv4: snap.events.decapsulated - hairpinned,
+      to_ipv6: snap.events.encapsulated + hairpinned,
+      bytes_to_ipv4: snap.events.bytes_decapsulated - bytesHairpinned,
+      bytes_to_ipv6: snap.events.bytes_encapsulated + bytesHairpinned,
     };
     return {
       forwarded,
       drops: snap.drops,
       events: snap.events,
       binding_count: this.bindings.size,
-      bindings: opts.bindings === false ? [] : this.bindings.list(STATS_BINDINGS).map(json),
-      top_talkers: this.bindings.topTalkers(TOP_TALKERS).map(json),
+      bindings: listed.map(json),
+      top_talkers: top.map(json),
       path_mtu_lowered: this.pmtu.size(this.now),
       ipv6_reassembly: readReassembly(),
       queues: [

@@ -7,7 +7,7 @@ import {
   Icmp6Relay,
   Ipv4Header,
   OK,
-  TokenBucket,
+  RateTable,
   buildIcmpv4Error,
   decapsulate,
   ecnDecap,
@@ -19,6 +19,7 @@ import {
   tunnelMtu,
 } from '../../src/dti/packet';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
+import { HASH_KEY_BYTES, HashKey } from '../../src/lib/keyed-hash';
 import { cksum, icmpv6, ipv4, ipv6, place, sum16, v6 } from './build';
 
 const SELF = '2001:db8:1::10';
@@ -321,13 +322,22 @@ describe('dti/packet: MTU, fragmentation and ICMP', () => {
     expect(parse(icmpv6(router, SELF, 1, 0, 0, quoted.slice(0, 50)))).to.equal(Drop.icmp_unrelated);
   });
 
-  it('rate-limits with a token bucket', () => {
-    const b = new TokenBucket(10, 2); // 10/s, burst 2
-    expect([b.take(0), b.take(0), b.take(0)]).to.deep.equal([true, true, false]);
-    expect(b.take(50)).to.equal(false); // half a token
-    expect(b.take(100)).to.equal(true);
-    expect(b.take(100)).to.equal(false);
-    expect([b.take(10_000), b.take(10_000), b.take(10_000)]).to.deep.equal([true, true, false]); // burst cap
+  it('rate-limits with a token bucket per key', () => {
+    const b = new RateTable(10, 2); // 10/s, burst 2, one bucket for every key
+    expect([b.take(1, 0), b.take(2, 0), b.take(3, 0)]).to.deep.equal([true, true, false]);
+    expect(b.take(1, 50)).to.equal(false); // half a token
+    expect(b.take(1, 100)).to.equal(true);
+    expect(b.take(1, 100)).to.equal(false);
+    expect([b.take(1, 10_000), b.take(1, 10_000), b.take(1, 10_000)]).to.deep.equal([true, true, false]); // burst cap
+
+    // 1024 buckets: draining one key's leaves the others theirs (a fixed hash key, under which these do not share)
+    const t = new RateTable(10, 2, 1024, new HashKey(new Uint8Array(HASH_KEY_BYTES).fill(7)));
+    const flooder = 0xc6336405;
+    for (let i = 0; i < 100; i++) t.take(flooder, 0);
+    expect(t.take(flooder, 0)).to.equal(false);
+    const others = Array.from({ length: 20 }, (_, i) => 0xc6336406 + i);
+    expect(others.map((k) => t.take(k, 0))).to.deep.equal(others.map(() => true));
+    expect(() => new RateTable(10, 2, 1000)).to.throw(/power of two/);
   });
 });
 

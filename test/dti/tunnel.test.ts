@@ -123,6 +123,21 @@ describe('dti/tunnel: raw → TUN (decapBatch)', () => {
     expect(logged).to.deep.equal(['spoofed_source', 'no_binding', 'ipv6_malformed']);
   });
 
+  it('counts a packet the kernel cut to the receive slot (length 0) as rx_truncated, not as malformed', () => {
+    const { t, counters } = nodeTunnel();
+    const p = ipv6(TEP, SELF, 4, ipv4({ src: '192.0.2.2', dst: '198.51.100.7' }));
+    const rx = batchOf([p, p], 0);
+    rx.lengths[1] = 0; // what the raw socket's reader reports for MSG_TRUNC
+    t.decapBatch(2, rx);
+    expect(t.toTun.count).to.equal(1);
+    const err = icmpv6('2001:db8:9::1', SELF, 1, 0, 0, ipv6(SELF, TEP, 4, ipv4({ src: '198.51.100.7' })));
+    const rx6 = batchOf([err], 0);
+    rx6.lengths[0] = 0;
+    t.icmp6Batch(1, rx6);
+    expect(counters.snapshot().drops).to.include({ rx_truncated: 2, ipv6_malformed: 0 });
+    expect(counters.snapshot().dropped).to.equal(2);
+  });
+
   it('never lists more packets than toTun holds: the rest are counted as queue_full', () => {
     // checkBatch admits up to toRaw's capacity (batch + the segments of a TUN batch), more than toTun's.
     const { t, counters } = nodeTunnel({ batch: 2 });
@@ -166,5 +181,58 @@ describe('dti/tunnel: ICMPv6 errors (icmp6Batch)', () => {
     expect([m[20], m[21], (m[26] << 8) | m[27]]).to.deep.equal([3, 4, 1360]);
     expect(counters.event('icmp_relayed')).to.equal(1);
     expect(counters.dropped('icmp_unrelated')).to.equal(1);
+  });
+
+  it('counts every ICMPv6 error it does not relay, and refuses a quote whose IPv4 header length is below 20', () => {
+    const { t, counters } = nodeTunnel({ pathMtu: 1500 });
+    const router = '2001:db8:9::1';
+    const about = (inner: number[], type = 1, word = 0): number[] =>
+      icmpv6(router, SELF, type, 0, word, ipv6(SELF, TEP, 4, inner));
+    const udp = { src: '198.51.100.7', dst: '192.0.2.2', proto: 17, payload: Array(12).fill(0) };
+    const icmpError = { ...udp, proto: 1, payload: [3, 1, 0, 0, 0, 0, 0, 0] }; // an ICMPv4 host unreachable
+    const laterFragment = ipv4(udp);
+    laterFragment[7] = 0xb9; // fragment offset 185 (1480 bytes)
+    laterFragment[10] = laterFragment[11] = 0;
+    const c4 = cksum(laterFragment, 0, 20);
+    [laterFragment[10], laterFragment[11]] = [c4 >> 8, c4 & 0xff];
+    // IHL 4: a 16-byte header, so the ICMP type would be read from the destination address (192: not an error)
+    const shortHeader = ipv4(icmpError);
+    shortHeader[0] = 0x44;
+    const limit = [4, 0, 4, 1, 0, 1, 1, 0]; // destination options: encapsulation limit 0, PadN
+    const withLimit = ipv6(SELF, TEP, 60, [...limit, ...ipv4(udp)]);
+    const errors = [
+      about(ipv4({ ...udp, df: false }), 2, 1400), // packet too big, DF=0: the path MTU is learnt, nothing relayed
+      about(ipv4(icmpError)),
+      about(laterFragment),
+      about(ipv4({ ...udp, src: '224.0.0.9' })), // a multicast source
+      icmpv6(router, SELF, 4, 0, 6, withLimit), // a parameter problem at the next header field
+      about(shortHeader),
+      icmpv6(router, SELF, 4, 0, 44, withLimit), // a parameter problem at our encapsulation limit: relayed
+    ];
+    t.icmp6Batch(errors.length, batchOf(errors, 0));
+    expect(t.currentPathMtu).to.equal(1400);
+    expect(t.toTunIcmp.count).to.equal(1);
+    expect(counters.event('icmp_relayed')).to.equal(1);
+    expect(counters.snapshot().drops).to.include({ icmp6_not_relayed: 5, icmp_unrelated: 1 });
+    expect(counters.snapshot().dropped + counters.event('icmp_relayed')).to.equal(errors.length);
+  });
+
+  it('finding 6: keeps a lowered path MTU for its age after the last packet-too-big below the configured one, however high', () => {
+    let now = 0;
+    const { t } = nodeTunnel({ pathMtu: 1500, now: () => now });
+    const inner = ipv4({ df: true, src: '198.51.100.7', dst: '192.0.2.2', proto: 6, payload: Array(40).fill(0) });
+    const ptb = (mtu: number): number[] => icmpv6('2001:db8:9::1', SELF, 2, 0, mtu, ipv6(SELF, TEP, 4, inner));
+    const big = ipv4({ src: '198.51.100.7', dst: '192.0.2.2', df: true, proto: 17, payload: Array(1300 - 20).fill(0) });
+    t.icmp6Batch(1, batchOf([ptb(1280)], 0));
+    now = 400_000;
+    t.icmp6Batch(1, batchOf([ptb(1400)], 0)); // higher than the lowered 1280, lower than the configured 1500
+    now = 600_001; // past the first one's age, not the last one's
+    t.encapBatch(1, batchOf([big]));
+    expect(t.currentPathMtu).to.equal(1280);
+    expect(t.toRaw.count).to.equal(0); // 1300 bytes do not fit 1280 - 40
+    now = 1_000_000; // the last one's age is over
+    t.encapBatch(1, batchOf([big]));
+    expect(t.currentPathMtu).to.equal(1500);
+    expect(t.toRaw.count).to.equal(1);
   });
 });

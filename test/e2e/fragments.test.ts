@@ -23,10 +23,13 @@ describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
     await t?.destroy();
   });
 
-  const send = (which: 'all' | 'first'): Promise<unknown> =>
+  const send = (which: 'all' | 'first', bytes = 2000): Promise<unknown> =>
     t.exec(
       t.ns.x,
-      tsArgv(join(ROOT, 'test', 'support', 'inject-fragments.ts'), ADDR.x6, ADDR.y6, ADDR.static4, ADDR.z4, which),
+      tsArgv(
+        join(ROOT, 'test', 'support', 'inject-fragments.ts'),
+        ...[ADDR.x6, ADDR.y6, ADDR.static4, ADDR.z4, which, String(bytes)],
+      ),
     );
 
   it('forwards a fragmented tunnel packet once the kernel has reassembled it, and drops and counts one that never completes', async () => {
@@ -55,5 +58,15 @@ describe('e2e: IPv6 fragments of tunnel packets at the TEP', function () {
     expect(s2.forwarded.to_ipv4).to.equal(s1.forwarded.to_ipv4);
     expect(s2.ipv6_reassembly!.timeouts - s1.ipv6_reassembly!.timeouts).to.equal(1);
     expect(s2.ipv6_reassembly!.failed - s1.ipv6_reassembly!.failed).to.be.at.least(1);
+  });
+
+  it('drops and counts as rx_truncated a reassembled tunnel packet larger than its receive slot (2008 bytes of IPv4)', async () => {
+    const s0 = await tepStats(t);
+    await send('all', 3000);
+    const s1 = await tepStats(t);
+    expect(s1.ipv6_reassembly!.reassembled - s0.ipv6_reassembly!.reassembled).to.equal(1);
+    expect(s1.drops.rx_truncated - s0.drops.rx_truncated).to.equal(1);
+    expect(s1.drops.ipv6_malformed).to.equal(s0.drops.ipv6_malformed);
+    expect(s1.forwarded.to_ipv4).to.equal(s0.forwarded.to_ipv4);
   });
 });

@@ -1,6 +1,6 @@
-// inject-fragments.ts SRC6 DST6 SRC4 DST4 all|first: sends one IPv4-in-IPv6 UDP packet of 2000 bytes as IPv6
-// fragments at 1280 bytes (RFC 2473 §7.2, as a DTI does for DF=0), all of them or only the first (a reassembly
-// that never completes).
+// inject-fragments.ts SRC6 DST6 SRC4 DST4 all|first [BYTES]: sends one IPv4-in-IPv6 UDP packet of BYTES (default
+// 2000, at most 4000) as IPv6 fragments at 1280 bytes (RFC 2473 §7.2, as a DTI does for DF=0), all of them or only
+// the first (a reassembly that never completes).
 import { RawIpipSocket } from '../../src/dti/device';
 import {
   EncapConfig,
@@ -13,8 +13,8 @@ import {
 } from '../../src/dti/packet';
 import { parseIPv4, parseIPv6 } from '../../src/lib/addr';
 
-const [src6, dst6, src4, dst4, which] = process.argv.slice(2);
-const LEN = 2000;
+const [src6, dst6, src4, dst4, which, bytes = '2000'] = process.argv.slice(2);
+const LEN = Number(bytes);
 const cfg = new EncapConfig(parseIPv6(src6));
 const buf = new Uint8Array(HEADROOM + LEN);
 const p = HEADROOM;

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatIPv4, parseIPv6, parsePrefix6 } from '../../src/lib/addr';
-import { BindingTable } from '../../src/tep/bindings';
+import { BindingTable, SCAN_SLOTS, SWEEP_SLOTS } from '../../src/tep/bindings';
+import { HASH_KEY_BYTES, HashKey } from '../../src/lib/keyed-hash';
 import { Ipv6PrefixList } from '../../src/tep/prefixes';
 import { seeded } from '../support/random';
 
@@ -117,7 +118,7 @@ describe('tep binding table generations', () => {
     const stay = t.findByIpv4(0xc6336401, 0);
     t.countToIpv6(stay, 100);
     t.begin();
-    t.carry('static');
+    t.stage('198.51.100.200', v6(0x20), Infinity, 'static'); // the static mapping stays
     t.stage('198.51.100.1', v6(1), 2e15, 'server');
     t.stage('198.51.100.3', v6(4), 1e15, 'server');
     t.stage('198.51.100.5', v6(5), 1e15, 'server'); // new
@@ -193,6 +194,115 @@ describe('tep binding table generations', () => {
       check(model);
       if (rnd(3) === 0) t.sweep(0);
     }
+  });
+});
+
+describe('tep binding table: bounded work per call (finding 4)', () => {
+  // 2^18 slots: four sweep calls or scan steps per pass
+  const CAP = 1 << 18;
+  const addr = (i: number): number => 0x0a000000 + i * 3; // spread, so the table order is not the address order
+  const node = (i: number): Uint8Array => {
+    const b = parseIPv6('2001:db8:1::');
+    b.set([i >>> 24, (i >>> 16) & 255, (i >>> 8) & 255, i & 255], 12);
+    return b;
+  };
+  function filled(n: number, ends: (i: number) => number): BindingTable {
+    const t = new BindingTable(CAP);
+    for (let i = 0; i < n; i++) t.set(addr(i), node(i), ends(i), 'server');
+    expect(t.capacity).to.equal(CAP); // sized at start: no growth
+    return t;
+  }
+
+  it('sweeps SWEEP_SLOTS slots per call, removing every ended binding once over a pass, and scans nothing when none ended', () => {
+    const N = 120_000;
+    const t = filled(N, (i) => (i % 3 === 0 ? 5_000_000 : 1_000_000)); // a third ends later
+    expect(t.sweep(999_999)).to.deep.equal([]);
+    expect(t.scanned).to.equal(0);
+    const ended = new Set<string>();
+    let calls = 0;
+    while (calls === 0 || t.nextEnd() <= 1_000_000) {
+      const before = t.scanned;
+      for (const b of t.sweep(1_000_000)) {
+        expect(ended.has(b.ipv4), b.ipv4).to.equal(false);
+        ended.add(b.ipv4);
+      }
+      expect(t.scanned - before).to.be.at.most(SWEEP_SLOTS);
+      calls++;
+    }
+    expect(calls).to.equal(CAP / SWEEP_SLOTS);
+    const want = Array.from({ length: N }, (_, i) => i).filter((i) => i % 3 !== 0);
+    expect(ended.size).to.equal(want.length);
+    expect(want.every((i) => ended.has(formatIPv4(addr(i))))).to.equal(true);
+    expect(t.size).to.equal(N - want.length);
+    expect(t.nextEnd()).to.equal(5_000_000);
+    const idle = t.scanned;
+    t.sweep(1_000_000);
+    expect(t.scanned).to.equal(idle);
+  });
+
+  it('a commit during a sweep pass gets what it left behind removed, by that pass or the next', () => {
+    const t = filled(100_000, (i) => (i === 0 ? 1000 : 1e15));
+    t.sweep(2000); // a pass starts (binding 0 ended) and stops a quarter of the way
+    t.begin();
+    for (let i = 0; i < 100_000; i += 2) t.stage(addr(i), node(i), 1e15, 'server'); // the odd ones go
+    t.commit();
+    expect(t.size).to.equal(50_000);
+    for (let calls = 0; calls < 2 * (CAP / SWEEP_SLOTS); calls++) t.sweep(2000);
+    expect(t.used).to.equal(t.size);
+  });
+
+  it('lists and finds the top talkers in steps of SCAN_SLOTS slots, with what one pass at once finds', () => {
+    const N = 100_000;
+    const t = filled(N, () => 1e15);
+    const bytes = (i: number): number => ((i * 7919) % 1000) * 10 + (i % 10); // distinct enough, some ties
+    for (let i = 0; i < N; i++) t.countToIpv4(t.findByIpv4(addr(i), 0), bytes(i));
+    const steps = <T>(g: Generator<void, T>): { value: T; steps: number } => {
+      let n = 0;
+      for (;;) {
+        const before = t.scanned;
+        const r = g.next();
+        expect(t.scanned - before).to.be.at.most(SCAN_SLOTS);
+        n++;
+        if (r.done) return { value: r.value, steps: n };
+      }
+    };
+    const listed = steps(t.listSteps(10_000));
+    expect(listed.steps).to.equal(CAP / SCAN_SLOTS);
+    // the 10 000 lowest addresses: addr() grows with i
+    expect(listed.value.map((b) => b.ipv4)).to.deep.equal(
+      Array.from({ length: 10_000 }, (_, i) => formatIPv4(addr(i))),
+    );
+    const top = steps(t.topSteps(10));
+    const model = Array.from({ length: N }, (_, i) => i).sort((a, b) => bytes(b) - bytes(a) || a - b);
+    expect(top.value.map((b) => b.forwarded.bytesToIpv4)).to.deep.equal(model.slice(0, 10).map(bytes));
+  });
+
+  it('starts at the capacity asked for, rounded up to a power of two, and only then doubles', () => {
+    const t = new BindingTable(3000);
+    expect(t.capacity).to.equal(4096);
+    for (let i = 0; i < 4096; i++) t.set(addr(i), node(i), 1e15, 'server');
+    expect(t.capacity).to.equal(4096);
+    t.set(addr(4096), node(4096), 1e15, 'server');
+    expect(t.capacity).to.equal(8192);
+    for (let i = 0; i <= 4096; i++)
+      expect(t.findByIpv6(node(i), 0, 0))
+        .to.equal(t.findByIpv4(addr(i), 0))
+        .and.at.least(0);
+  });
+});
+
+describe('tep binding table hashing', () => {
+  it('finding 9: places addresses by a keyed hash: the same under one key, elsewhere under another, so no one can pick a probe chain', () => {
+    const key = (fill: number): HashKey => new HashKey(new Uint8Array(HASH_KEY_BYTES).fill(fill));
+    const homes = (t: BindingTable): string[] =>
+      Array.from({ length: 256 }, (_, i) => t.homes(0xc6330000 + i, v6(0x1000 + i)).join(','));
+    const [a, again, b] = [key(1), key(1), key(2)].map((k) => homes(new BindingTable(1 << 12, k)));
+    expect(again).to.deep.equal(a);
+    const moved = a.filter((h, i) => h !== b[i]).length;
+    expect(moved, 'addresses whose home differs under another key').to.be.above(250); // 1 in 4096 stays by chance
+    // two tables made without a key get a random one each
+    const [r1, r2] = [homes(new BindingTable(1 << 12)), homes(new BindingTable(1 << 12))];
+    expect(r1.filter((h, i) => h !== r2[i]).length).to.be.above(250);
   });
 });
 

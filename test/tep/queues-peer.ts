@@ -23,6 +23,8 @@ import { sleep } from '../support/wait';
 export const TEP6 = '2001:db8:1::1';
 export const NODE1 = '2001:db8:2::1';
 export const NODE2 = '2001:db8:2::2';
+/** A router between the TEP and the nodes (the source of the packet-too-big). */
+export const ROUTER6 = '2001:db8:2::fe';
 const FLOWS = 32;
 /** Bindings of the big resync: several of the TEP's chunks (RESYNC_CHUNK, 4096), so it yields between them. */
 export const RESYNC_BIG = 20_000;
@@ -195,9 +197,9 @@ async function tep(): Promise<void> {
   while ((await q.stats()).queues.some((s) => s.binding_count < RESYNC_BIG - 2)) await sleep(50);
   await step('newer_bind', NODE2, '10.0.0.2', '10.0.0.2');
   await step('newer_unbind', NODE1, '10.0.0.1', '10.0.0.1');
-  // a packet-too-big from the node about a tunnel packet to it: queue 0 reads it, every queue lowers the path MTU
+  // a packet-too-big from a router about a tunnel packet to the node: queue 0 reads it, every queue lowers the path MTU
   const quoted = ipv6(TEP6, NODE2, 4, ipv4({ src: '192.0.2.1', dst: '10.0.0.2', df: true, proto: 17, payload: [] }));
-  sendAll(sender, [icmpv6(NODE2, TEP6, 2, 0, 1300, quoted)]);
+  sendAll(sender, [icmpv6(ROUTER6, TEP6, 2, 0, 1300, quoted)]);
   await sleep(400);
   await snap('ptb');
   q.reconfigure({ prefixes: [parsePrefix6('2001:db8:3::/48')], pools: [parsePrefix4('10.0.0.0/8')], statics: [] });

@@ -10,7 +10,7 @@ import type { TepStats } from '../../src/tep/tep';
 import { tsArgv } from '../support/dstm-procs';
 import { netnsUnavailable } from '../support/netns';
 import { skipIf } from '../support/skip';
-import { NODE1, NODE2, RESYNC_BIG, TEP6 } from './queues-peer';
+import { NODE1, NODE2, RESYNC_BIG, ROUTER6, TEP6 } from './queues-peer';
 
 const execFileP = promisify(execFile);
 const NS = `dstm-q-${process.pid}`;
@@ -29,7 +29,7 @@ describe('tep on several queues (real TUN queues and raw sockets)', function () 
     skipIf(this, netnsUnavailable());
     execFileSync('ip', ['netns', 'add', NS]);
     execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-    for (const a of [TEP6, NODE1, NODE2])
+    for (const a of [TEP6, NODE1, NODE2, ROUTER6])
       execFileSync('ip', ['-n', NS, 'addr', 'add', `${a}/128`, 'dev', 'lo', 'nodad']);
   });
 

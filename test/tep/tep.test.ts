@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { Ipv4Header, OK, parseIpv4, readU32 } from '../../src/dti/packet';
-import { Tep } from '../../src/tep/tep';
+import { Tep, type TepOptions } from '../../src/tep/tep';
+import { SCAN_SLOTS, SWEEP_SLOTS } from '../../src/tep/bindings';
 import { reconfigureStatics } from '../../src/tep/daemon';
 import type { FeedBinding } from '../../src/protocol/binding-feed';
 import { batchOf, icmpv6, ipv4, ipv6 } from '../dti/build';
@@ -13,7 +14,9 @@ const TEP6 = '2001:db8:1::1';
 const NODE6 = '2001:db8:1::10';
 const log = createLogger({ level: 'error' });
 
-function makeTep(over: { unreachable?: boolean; clock?: () => number; batch?: number } = {}): Tep {
+type Over = Partial<Pick<TepOptions, 'unreachable' | 'clock' | 'monotonic' | 'batch' | 'hashKey' | 'bindingCapacity'>>;
+
+function makeTep(over: Over = {}): Tep {
   return new Tep({
     address: parseIPv6(TEP6),
     ipv4: parseIPv4('192.0.2.1'),
@@ -255,6 +258,80 @@ describe('tep ICMPv6 errors', () => {
     expect(t.toRaw.count).to.equal(1);
   });
 
+  it('finding 5: a packet-too-big reporting no less than the configured path MTU is neither kept nor relayed', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 3600);
+    const t = tep.tunnel;
+    t.icmp6Batch(
+      2,
+      batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1500), ptb('2001:db8:1::99', NODE6, PEER4, A4, 9000)], 0),
+    );
+    expect(t.toTunIcmp.count).to.equal(0);
+    const st = tep.stats();
+    expect(st.path_mtu_lowered).to.equal(0);
+    expect(st.events).to.include({ pmtu_updated: 0, icmp_relayed: 0 });
+    expect(st.drops.icmp6_not_relayed).to.equal(2);
+    t.encapBatch(1, batchOf([ipv4({ src: PEER4, dst: A4, df: true, proto: 17, payload: Array(1460 - 20).fill(0) })]));
+    expect(t.toRaw.count).to.equal(1); // 1460 bytes still fit the 1500-byte path (tunnel MTU 1460)
+  });
+
+  it('finding 6: a packet-too-big renews a lowered path MTU, however high below the configured one, on every queue', () => {
+    let now = 1_000_000;
+    const tep = makeTep({ clock: () => now });
+    const other = makeTep({ clock: () => now }); // another queue, told what queue 0 learns
+    tep.onPathMtuLowered = (node, mtu) => other.lowerPathMtu(node, mtu);
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), now / 1000 + 3600);
+    tep.tunnel.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1300)], 0));
+    now += 400_000;
+    tep.tunnel.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE6, PEER4, A4, 1400)], 0));
+    now += 200_001; // past the first one's ten minutes, not the last one's
+    for (const q of [tep, other]) {
+      q.tick();
+      expect(q.pmtu.get(parseIPv6(NODE6), 0, now, 1500)).to.equal(1300);
+    }
+    expect(tep.stats().events.pmtu_updated).to.equal(1);
+  });
+
+  it('finding 3: a node flooding ICMPv6 errors about its own packets relays nothing from itself and never drains the relays about another node', () => {
+    // a fixed hash key, under which A and B share no bucket, and a clock that stands still: no token comes back
+    const tep = makeTep({ hashKey: new Uint8Array(32).fill(3), monotonic: () => 0 });
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 3600);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 3600);
+    const t = tep.tunnel;
+    // port unreachable about "TEP -> node A, inner 203.0.113.77 -> A's address": a victim of A's choosing
+    const aboutA = (from: string): number[] =>
+      icmpv6(
+        from,
+        TEP6,
+        1,
+        4,
+        0,
+        ipv6(TEP6, NODE6, 4, ipv4({ src: '203.0.113.77', dst: A4, proto: 17, payload: Array(12).fill(0) })),
+      );
+    const flood = (from: string): void =>
+      t.icmp6Batch(
+        60,
+        batchOf(
+          Array.from({ length: 60 }, () => aboutA(from)),
+          0,
+        ),
+      );
+
+    flood(NODE6); // from node A itself: refused
+    expect(t.toTunIcmp.count).to.equal(0);
+    expect(tep.stats().drops.icmp6_from_node).to.equal(60);
+
+    flood('2001:db8:1::10:1'); // from another of A's addresses: relayed up to the burst of A's bucket
+    expect(t.toTunIcmp.count).to.equal(50);
+    expect(tep.stats().drops.icmp_rate_limited).to.equal(10);
+
+    // a router's genuine packet-too-big about node B is still relayed: frag-needed to B's peer
+    t.icmp6Batch(1, batchOf([ptb('2001:db8:1::99', NODE_B, PEER4, B4, 1280)], 0));
+    expect(t.toTunIcmp.count).to.equal(1);
+    const m = t.toTunIcmp.buf.subarray(t.toTunIcmp.offsets[0], t.toTunIcmp.offsets[0] + t.toTunIcmp.lengths[0]);
+    expect([formatIPv4(readU32(m, 16)), m[20], m[21]]).to.deep.equal([PEER4, 3, 4]);
+  });
+
   it('rate-limits each kind of ICMPv4 error in its own bucket: unreachables cannot starve frag-needed', () => {
     const tep = makeTep();
     tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
@@ -304,8 +381,26 @@ describe('tep hairpinning and per-binding counters', () => {
     expect(st.events).to.include({ hairpinned: 1, bytes_hairpinned: toB.length });
     const a = st.bindings.find((b) => b.ipv4 === A4);
     const b = st.bindings.find((b) => b.ipv4 === B4);
-    expect(a?.forwarded).to.deep.include({ to_ipv4: 3, to_ipv6: 0 });
+    expect(a?.forwarded).to.deep.include({ to_ipv4: 2, to_ipv6: 0 }); // the two for the IPv4 side (TTL 1 included)
     expect(b?.forwarded).to.deep.equal({ to_ipv4: 0, to_ipv6: 1, bytes_to_ipv4: 0, bytes_to_ipv6: toB.length });
+  });
+
+  it('finding 7: counts a hairpinned packet to_ipv6, not to_ipv4, so the bindings sum to what the TEP forwarded', () => {
+    const tep = makeTep();
+    tep.bind(parseIPv4(A4), parseIPv6(NODE6), Date.now() / 1000 + 60);
+    tep.bind(parseIPv4(B4), parseIPv6(NODE_B), Date.now() / 1000 + 60);
+    const toB = ipv4({ src: A4, dst: B4, proto: 17, payload: Array(100).fill(1) }); // 120 bytes, hairpinned
+    const out = ipv4({ src: A4, dst: '192.0.2.2' }); // 36 bytes, to the IPv4 side
+    const fromPeer = ipv4({ src: '192.0.2.2', dst: B4, proto: 17, payload: Array(30).fill(2) }); // 50 bytes, to B
+    tep.decapBatch(2, batchOf([ipv6(NODE6, TEP6, 4, toB), ipv6(NODE6, TEP6, 4, out)], 0));
+    tep.encapBatch(1, batchOf([fromPeer]));
+    const st = tep.stats();
+    expect(st.forwarded).to.deep.equal({ to_ipv4: 1, to_ipv6: 2, bytes_to_ipv4: 36, bytes_to_ipv6: 120 + 50 });
+    const sum = (k: keyof typeof st.forwarded): number => st.bindings.reduce((n, x) => n + x.forwarded[k], 0);
+    for (const k of ['to_ipv4', 'to_ipv6', 'bytes_to_ipv4', 'bytes_to_ipv6'] as const)
+      expect(sum(k), k).to.equal(st.forwarded[k]);
+    expect(st.events).to.include({ hairpinned: 1, bytes_hairpinned: 120 });
+    expect(st.queues[0]).to.include({ to_ipv4: 1, to_ipv6: 2 });
   });
 
   it('counts packets and bytes per binding each way and names the top talkers', () => {
@@ -468,5 +563,55 @@ describe('tep binding updates by generation', () => {
     expect(tep.stats().drops.spoofed_source + tep.stats().drops.unbound_source).to.equal(turns + 1);
     expect(tep.bindings.size).to.equal(2501); // 2500 from the server + the static mapping
     expect(tep.stats().bindings.find((b) => b.ipv4 === '198.51.100.200')?.source).to.equal('static');
+  });
+});
+
+describe('tep: no O(bindings) step on the forwarding thread (finding 4)', () => {
+  it('ends bindings a bounded part of the table per tick, and gathers the statistics between batches', async () => {
+    let now = 1_700_000_000_000;
+    const tep = makeTep({ clock: () => now, bindingCapacity: 1 << 18 }); // four sweeps or scan steps a pass
+    const N = 60_000;
+    const addr = (i: number): number => parseIPv4('10.0.0.0') + i;
+    const node = (i: number): Uint8Array => {
+      const b = parseIPv6('2001:db8:1::');
+      b.set([0, 1, i >>> 8, i & 255], 12);
+      return b;
+    };
+    await tep.resync(
+      Array.from({ length: N }, (_, i) => ({
+        ipv4: addr(i),
+        ipv6: node(i),
+        starts: 0,
+        ends: now / 1000 + (i % 2 ? 60 : 3600),
+      })),
+    );
+    expect(tep.bindings.size).to.equal(N + 1); // and the static mapping
+    now += 61_000;
+    for (let tick = 0; tick < 4; tick++) {
+      const before = tep.bindings.scanned;
+      tep.tick();
+      expect(tep.bindings.scanned - before).to.be.at.most(SWEEP_SLOTS);
+    }
+    expect(tep.bindings.size).to.equal(N / 2 + 1);
+
+    // a packet of a binding that stays is forwarded on every turn while the statistics are gathered
+    const up = ipv6(formatIPv6(node(0)), TEP6, 4, ipv4({ src: formatIPv4(addr(0)), dst: '192.0.2.2' }));
+    let done = false;
+    const gathered = tep.statsChunked().then((s) => ((done = true), s));
+    let turns = 0;
+    while (!done) {
+      tep.decapBatch(1, batchOf([up], 0));
+      expect(tep.tunnel.toTun.count).to.equal(1);
+      turns++;
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(turns).to.be.at.least(2 * ((1 << 18) / SCAN_SLOTS - 1)); // a turn between steps: the list, the top talkers
+    const st = await gathered;
+    const once = tep.stats();
+    // the same bindings (the traffic of the one forwarded for went on after it was read)
+    expect(st.bindings.map((b) => b.ipv4)).to.deep.equal(once.bindings.map((b) => b.ipv4));
+    expect(st.top_talkers.map((b) => b.ipv4)).to.deep.equal(once.top_talkers.map((b) => b.ipv4));
+    expect(st.bindings.length).to.equal(10_000);
+    expect(st.binding_count).to.equal(N / 2 + 1);
   });
 });
