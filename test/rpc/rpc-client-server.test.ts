@@ -19,7 +19,19 @@ import {
 import { writeCallHeader, writeRpcMismatchReply } from '../../src/rpc/message';
 import type { Procedure, Service, Transport } from '../../src/rpc/types';
 import { XdrWriter } from '../../src/rpc/xdr/runtime';
-import { ADD1, bytesCodec, ECHO, FAIL, MISSING, sleep, SLOW, TEST_PROGRAM, testService, udpExchange } from './util';
+import {
+  ADD1,
+  bytesCodec,
+  ECHO,
+  FAIL,
+  MISSING,
+  sleep,
+  SLOW,
+  TEST_PROGRAM,
+  testCall,
+  testService,
+  udpExchange,
+} from './util';
 
 async function expectRpcError(p: Promise<unknown>, kind: string): Promise<RpcError> {
   try {
@@ -325,19 +337,8 @@ describe('rpc client and server over ::1', function () {
       await new Promise<void>((r) => sock.bind(0, '::1', () => r()));
       const replies: Buffer[] = [];
       sock.on('message', (m) => replies.push(m));
-      const datagram = (xid: number, proc: number, arg: number, credential = NULL_AUTH) => {
-        const w = new XdrWriter();
-        writeCallHeader(w, {
-          xid,
-          program: TEST_PROGRAM,
-          version: 1,
-          procedure: proc,
-          credential,
-          verifier: NULL_AUTH,
-        });
-        w.uint(arg);
-        return w.toBytes();
-      };
+      const datagram = (xid: number, proc: number, arg: number, credential = NULL_AUTH) =>
+        testCall(xid, proc, (w) => w.uint(arg), credential);
       const send = (b: Uint8Array) => sock.send(b, port, '::1');
       try {
         const slow = datagram(1, SLOW.number, 300);

@@ -9,26 +9,14 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadAddon } from '../../src/lib/addon';
 import { RpcClient, RpcServer } from '../../src/rpc';
-import { NULL_AUTH, readReplyHeader, writeCallHeader } from '../../src/rpc/message';
+import { readReplyHeader } from '../../src/rpc/message';
 import { BatchUdpSocket, batchedUdpAvailable } from '../../src/rpc/udp-batch';
-import { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
-import { ADD1, ECHO, sleep, SLOW, TEST_PROGRAM, testService } from './util';
+import { XdrReader } from '../../src/rpc/xdr/runtime';
+import { ADD1, ECHO, sleep, SLOW, TEST_PROGRAM, testCall, testService } from './util';
 import { tsArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 
-function call(xid: number, proc: number, args: (w: XdrWriter) => void = () => {}): Buffer {
-  const w = new XdrWriter();
-  writeCallHeader(w, {
-    xid,
-    program: TEST_PROGRAM,
-    version: 1,
-    procedure: proc,
-    credential: NULL_AUTH,
-    verifier: NULL_AUTH,
-  });
-  args(w);
-  return Buffer.from(w.toBytes());
-}
+const call = testCall;
 
 interface Reply {
   xid: number;

@@ -6,7 +6,9 @@ import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
-import type { Codec } from '../../src/rpc/xdr/runtime';
+import { XdrWriter, type Codec } from '../../src/rpc/xdr/runtime';
+import { NULL_AUTH, writeCallHeader } from '../../src/rpc/message';
+import type { OpaqueAuth } from '../../src/rpc/types';
 import type { Handler, Procedure, ProgramVersion, Service } from '../../src/rpc/types';
 import type { packet } from '../../src/protocol/generated/dstm';
 import { sleep } from '../support/wait';
@@ -28,6 +30,19 @@ export const SLOW: Procedure<number, number> = { name: 'SLOW', number: 3, args: 
 export const FAIL: Procedure<void, void> = { name: 'FAIL', number: 4, args: voidCodec, result: voidCodec };
 /** A procedure the server does not have. */
 export const MISSING: Procedure<void, void> = { name: 'MISSING', number: 99, args: voidCodec, result: voidCodec };
+
+/** A version 1 call of TEST_PROGRAM as raw bytes (one datagram): `args` writes its arguments. */
+export function testCall(
+  xid: number,
+  proc: number,
+  args: (w: XdrWriter) => void = () => {},
+  credential: OpaqueAuth = NULL_AUTH,
+): Buffer {
+  const w = new XdrWriter();
+  writeCallHeader(w, { xid, program: TEST_PROGRAM, version: 1, procedure: proc, credential, verifier: NULL_AUTH });
+  args(w);
+  return Buffer.from(w.toBytes());
+}
 
 export function testDefinition(version = 1): ProgramVersion {
   return {

@@ -35,7 +35,19 @@ function useProgram(
   limits: Limits,
   opts: { clock?: () => number; leaseClock?: LeaseClock } = {},
 ) {
-  const t = {} as { dir: string; store: SqliteStore; server: RpcServer; client?: RpcClient };
+  const t = {} as {
+    dir: string;
+    store: SqliteStore;
+    server: RpcServer;
+    client?: RpcClient;
+    /** Listen on [::1] over `transport` and connect a version 2 client (t.client, closed after the test). */
+    v2(transport: 'udp' | 'tcp'): Promise<RPC_TWO_Client>;
+  };
+  t.v2 = async (transport) => {
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport });
+    t.client = await RpcClient.connect({ host: '::1', port: b.port, transport, program: DEFAULT_PROGRAM, version: 2 });
+    return new RPC_TWO_Client(t.client);
+  };
   beforeEach(async () => {
     t.dir = tempDir(tag);
     t.store = new SqliteStore(t.dir, { clock: opts.clock ?? opts.leaseClock?.now });
@@ -91,15 +103,7 @@ describe('DSTM program access rules', () => {
   });
 
   it('answers over IPv6 on the same service', async () => {
-    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
-    t.client = await RpcClient.connect({
-      host: '::1',
-      port: b.port,
-      transport: 'udp',
-      program: DEFAULT_PROGRAM,
-      version: 2,
-    });
-    const r = await new RPC_TWO_Client(t.client).REQUEST(request(parseIPv6('::1')));
+    const r = await (await t.v2('udp')).REQUEST(request(parseIPv6('::1')));
     expect(r.status).to.equal(dstm_status.DSTM_OK);
     expect([...r.lease.i4addr]).to.deep.equal([10, 66, 0, 1]);
     expect(r.lease.keep).to.equal(60);
@@ -110,15 +114,7 @@ describe('DSTM program: the binding feed', () => {
   const t = useProgram('rpc-feed', '10.67.0.0/24', { feedMaxWait: 5000, tcpOnly: 'none', minLease: 1 });
 
   it('finding 6: a caller beyond the last sequence number (a restored store) is told at once to start over, then gets the whole state', async () => {
-    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'tcp' });
-    t.client = await RpcClient.connect({
-      host: '::1',
-      port: b.port,
-      transport: 'tcp',
-      program: DEFAULT_PROGRAM,
-      version: 2,
-    });
-    const v2 = new RPC_TWO_Client(t.client);
+    const v2 = await t.v2('tcp');
     expect((await v2.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
     const full = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
     expect(full.changes).to.have.length(1);
@@ -266,15 +262,7 @@ describe('DSTM program: lease times on the wire after a wall clock step', () => 
   );
 
   it('are wall-clock times: after a +7200 s step a grant still has its keep left by the wall clock, in every reply', async () => {
-    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
-    t.client = await RpcClient.connect({
-      host: '::1',
-      port: b.port,
-      transport: 'udp',
-      program: DEFAULT_PROGRAM,
-      version: 2,
-    });
-    const v2 = new RPC_TWO_Client(t.client);
+    const v2 = await t.v2('udp');
     const wallSec = () => Math.floor(wall / 1000);
     const node = parseIPv6('::1');
     const first = await v2.REQUEST(request(node));
@@ -311,15 +299,7 @@ describe('DSTM program: lease times past 32 bits', () => {
   const t = useProgram('rpc-u32', '10.72.0.0/24', { feedMaxWait: 100, tcpOnly: 'none', minLease: 60 });
 
   it('a stored time past 2^32 - 1 (stored by an older version) goes out as 2^32 - 1, not as SYSTEM_ERR', async () => {
-    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
-    t.client = await RpcClient.connect({
-      host: '::1',
-      port: b.port,
-      transport: 'udp',
-      program: DEFAULT_PROGRAM,
-      version: 2,
-    });
-    const v2 = new RPC_TWO_Client(t.client);
+    const v2 = await t.v2('udp');
     expect((await v2.REQUEST(request(parseIPv6('::1')))).status).to.equal(dstm_status.DSTM_OK);
     t.store.db.exec('UPDATE bindings SET ends = 4294967296; UPDATE feed SET ends = 4294967296');
     const list = await v2.LIST({ after: new Uint8Array(4), max: 10 });
