@@ -40,13 +40,24 @@ function useProgram(
     store: SqliteStore;
     server: RpcServer;
     client?: RpcClient;
+    client1?: RpcClient;
     /** Listen on [::1] over `transport` and connect a version 2 client (t.client, closed after the test). */
     v2(transport: 'udp' | 'tcp'): Promise<RPC_TWO_Client>;
+    /** Listen on [::1] over UDP and connect a client of each version (closed after the test). */
+    both(): Promise<{ v1: RPC_ONE_Client; v2: RPC_TWO_Client }>;
   };
+  const connect = (port: number, transport: 'udp' | 'tcp', version: 1 | 2) =>
+    RpcClient.connect({ host: '::1', port, transport, program: DEFAULT_PROGRAM, version });
   t.v2 = async (transport) => {
     const [b] = await t.server.listen({ host: '::1', port: 0, transport });
-    t.client = await RpcClient.connect({ host: '::1', port: b.port, transport, program: DEFAULT_PROGRAM, version: 2 });
+    t.client = await connect(b.port, transport, 2);
     return new RPC_TWO_Client(t.client);
+  };
+  t.both = async () => {
+    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
+    t.client1 = await connect(b.port, 'udp', 1);
+    t.client = await connect(b.port, 'udp', 2);
+    return { v1: new RPC_ONE_Client(t.client1), v2: new RPC_TWO_Client(t.client) };
   };
   beforeEach(async () => {
     t.dir = tempDir(tag);
@@ -66,10 +77,11 @@ function useProgram(
     const dstm = new DstmRpc(leases, access, quiet, opts.leaseClock);
     t.server = new RpcServer();
     for (const s of dstm.services(DEFAULT_PROGRAM)) t.server.register(s);
-    t.client = undefined;
+    t.client = t.client1 = undefined;
   });
   afterEach(async () => {
     await t.client?.close();
+    await t.client1?.close();
     await t.server.close();
     await t.store.close();
     removeDir(t.dir);
@@ -167,46 +179,36 @@ describe('DSTM program: a link-local local (Annex B: "Link-local address")', () 
   const t = useProgram('rpc-linklocal', '10.69.0.0/24', { feedMaxWait: 100, tcpOnly: 'admin', minLease: 60 });
 
   it('binds the source address, echoes the local sent, in version 1 and 2, for REQUEST and RELEASE', async () => {
-    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
-    const connect = (version: 1 | 2) =>
-      RpcClient.connect({ host: '::1', port: b.port, transport: 'udp', program: DEFAULT_PROGRAM, version });
-    const c1 = await connect(1);
-    t.client = await connect(2);
-    try {
-      const v1 = new RPC_ONE_Client(c1);
-      const v2 = new RPC_TWO_Client(t.client);
-      const ll = parseIPv6('fe80::1');
-      const source = [...parseIPv6('::1')];
-      const stored = async () => (await t.store.list(0, 10)).map((r) => ({ ip6: [...r.ip6], state: r.state }));
-      const addr = [10, 69, 0, 1];
+    const { v1, v2 } = await t.both();
+    const ll = parseIPv6('fe80::1');
+    const source = [...parseIPv6('::1')];
+    const stored = async () => (await t.store.list(0, 10)).map((r) => ({ ip6: [...r.ip6], state: r.state }));
+    const addr = [10, 69, 0, 1];
 
-      const r2 = await v2.REQUEST(request(ll));
-      expect(r2.status).to.equal(dstm_status.DSTM_OK);
-      expect([...r2.lease.local], 'v2 REQUEST echoes local').to.deep.equal([...ll]);
-      expect([...r2.lease.i4addr]).to.deep.equal(addr);
-      expect(await stored()).to.deep.equal([{ ip6: source, state: 0 }]);
-      const r1 = await v1.REQUEST(request(ll));
-      expect([...r1.local], 'v1 REQUEST echoes local').to.deep.equal([...ll]);
-      expect([...r1.i4addr], 'the same binding, renewed').to.deep.equal(addr);
+    const r2 = await v2.REQUEST(request(ll));
+    expect(r2.status).to.equal(dstm_status.DSTM_OK);
+    expect([...r2.lease.local], 'v2 REQUEST echoes local').to.deep.equal([...ll]);
+    expect([...r2.lease.i4addr]).to.deep.equal(addr);
+    expect(await stored()).to.deep.equal([{ ip6: source, state: 0 }]);
+    const r1 = await v1.REQUEST(request(ll));
+    expect([...r1.local], 'v1 REQUEST echoes local').to.deep.equal([...ll]);
+    expect([...r1.i4addr], 'the same binding, renewed').to.deep.equal(addr);
 
-      const x2 = await v2.RELEASE(dstmPacket(RELEASE_REQ, ll, 0, 0));
-      expect([x2.status, x2.lease.type, [...x2.lease.local], [...x2.lease.i4addr]]).to.deep.equal([
-        dstm_status.DSTM_OK,
-        4,
-        [...ll],
-        addr,
-      ]);
-      expect(await stored()).to.deep.equal([{ ip6: source, state: 1 }]);
-      expect([...(await v1.REQUEST(request(ll))).i4addr], 'the node has its address back').to.deep.equal(addr);
-      const x1 = await v1.RELEASE(dstmPacket(RELEASE_REQ, ll, 0, 0));
-      expect([x1.type, [...x1.local], [...x1.i4addr]], 'v1 RELEASE').to.deep.equal([4, [...ll], addr]);
-      expect(await stored()).to.deep.equal([{ ip6: source, state: 1 }]);
+    const x2 = await v2.RELEASE(dstmPacket(RELEASE_REQ, ll, 0, 0));
+    expect([x2.status, x2.lease.type, [...x2.lease.local], [...x2.lease.i4addr]]).to.deep.equal([
+      dstm_status.DSTM_OK,
+      4,
+      [...ll],
+      addr,
+    ]);
+    expect(await stored()).to.deep.equal([{ ip6: source, state: 1 }]);
+    expect([...(await v1.REQUEST(request(ll))).i4addr], 'the node has its address back').to.deep.equal(addr);
+    const x1 = await v1.RELEASE(dstmPacket(RELEASE_REQ, ll, 0, 0));
+    expect([x1.type, [...x1.local], [...x1.i4addr]], 'v1 RELEASE').to.deep.equal([4, [...ll], addr]);
+    expect(await stored()).to.deep.equal([{ ip6: source, state: 1 }]);
 
-      // Any other local must still be the caller.
-      expect((await v2.REQUEST(request(parseIPv6('fd00::9')))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
-    } finally {
-      await c1.close();
-    }
+    // Any other local must still be the caller.
+    expect((await v2.REQUEST(request(parseIPv6('fd00::9')))).status).to.equal(dstm_status.DSTM_NOT_ALLOWED);
   });
 });
 
@@ -220,33 +222,20 @@ describe('DSTM program: lease times of a renewal', () => {
   );
 
   it("a REQUEST reply's starts is the grant (ends - starts = keep); LIST and the feed keep when the node first got it", async () => {
-    const [b] = await t.server.listen({ host: '::1', port: 0, transport: 'udp' });
-    const connect = (version: 1 | 2) =>
-      RpcClient.connect({ host: '::1', port: b.port, transport: 'udp', program: DEFAULT_PROGRAM, version });
-    const c1 = await connect(1);
-    t.client = await connect(2);
-    try {
-      const v2 = new RPC_TWO_Client(t.client);
-      const first = now;
-      const r = await v2.REQUEST(request(parseIPv6('::1')));
-      expect([r.lease.starts, r.lease.ends, r.lease.keep]).to.deep.equal([first, first + 60, 60]);
-      now += 25;
-      const renewed = await v2.REQUEST(request(parseIPv6('::1')));
-      expect([renewed.lease.starts, renewed.lease.ends, renewed.lease.keep]).to.deep.equal([
-        first + 25,
-        first + 85,
-        60,
-      ]);
-      now += 10;
-      const v1 = await new RPC_ONE_Client(c1).REQUEST(request(parseIPv6('::1')));
-      expect([v1.starts, v1.ends, v1.keep], 'version 1').to.deep.equal([first + 35, first + 95, 60]);
-      const listed = await v2.LIST({ after: new Uint8Array(4), max: 10 });
-      expect(listed.leases.map((l) => [l.starts, l.ends])).to.deep.equal([[first, first + 95]]);
-      const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
-      expect(feed.changes.map((c) => [c.starts, c.ends])).to.deep.equal([[first, first + 95]]);
-    } finally {
-      await c1.close();
-    }
+    const { v1: c1, v2 } = await t.both();
+    const first = now;
+    const r = await v2.REQUEST(request(parseIPv6('::1')));
+    expect([r.lease.starts, r.lease.ends, r.lease.keep]).to.deep.equal([first, first + 60, 60]);
+    now += 25;
+    const renewed = await v2.REQUEST(request(parseIPv6('::1')));
+    expect([renewed.lease.starts, renewed.lease.ends, renewed.lease.keep]).to.deep.equal([first + 25, first + 85, 60]);
+    now += 10;
+    const v1 = await c1.REQUEST(request(parseIPv6('::1')));
+    expect([v1.starts, v1.ends, v1.keep], 'version 1').to.deep.equal([first + 35, first + 95, 60]);
+    const listed = await v2.LIST({ after: new Uint8Array(4), max: 10 });
+    expect(listed.leases.map((l) => [l.starts, l.ends])).to.deep.equal([[first, first + 95]]);
+    const feed = await v2.BINDINGS({ since: 0n, max: 10, wait_ms: 0, epoch: 0n });
+    expect(feed.changes.map((c) => [c.starts, c.ends])).to.deep.equal([[first, first + 95]]);
   });
 });
 
