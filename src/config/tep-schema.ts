@@ -1,5 +1,6 @@
 // The "tep" section of the configuration file (dstm tep). Every key is documented in dstm.conf(5) and dstm-tep(8).
 import { DEFAULT_CONTROL_PATH } from '../lib/control';
+import { formatIPv6 } from '../lib/addr';
 import { boolean, describe, field, integer, list, optional, record, required, type Infer, type KeyDoc } from './schema';
 import { DEFAULT_PORT, DEFAULT_PROGRAM } from './server-schema';
 import { clientTls } from './client-schema';
@@ -101,7 +102,12 @@ export const tepFields = {
     },
   ),
   static: field(
-    list(staticMapping),
+    list(staticMapping, {
+      unique: [
+        { field: 'ipv4', key: (m) => String(m.ipv4) },
+        { field: 'ipv6', key: (m) => formatIPv6(m.ipv6) },
+      ],
+    }),
     [],
     'Annex A mappings, IPv4 address to node IPv6 address, forwarded without a server.',
     {

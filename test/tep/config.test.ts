@@ -212,7 +212,7 @@ describe('tep configuration rules (review finding 2)', () => {
         ],
       }),
     ).to.equal(
-      'tep.static[1].ipv4: "203.0.113.9" is not valid: expected an address not mapped before (tep.static[0].ipv4)',
+      'tep.static[1].ipv4: "203.0.113.9" is not valid: expected a value not given before (the same as tep.static[0].ipv4)',
     );
     expect(
       refusal({
@@ -222,7 +222,7 @@ describe('tep configuration rules (review finding 2)', () => {
         ],
       }),
     ).to.equal(
-      'tep.static[1].ipv6: "2001:db8:1::9" is not valid: expected an address not mapped before (tep.static[0].ipv6)',
+      'tep.static[1].ipv6: "2001:db8:1:0::9" is not valid: expected a value not given before (the same as tep.static[0].ipv6)',
     );
   });
 
