@@ -63,12 +63,13 @@ let loopbackSets = 0;
 /**
  * `n` addresses in a /96 of fd53:544d::/32 of this call's own, added to lo; remove() takes them away again. The /96
  * carries the pid, this process's start time and a count: other runs at the same time (or a killed one's leftovers,
- * under a pid used again) have other ones.
+ * under a pid used again) have other ones. The count comes first, so that this process's sets are in /64s of their
+ * own: a server admits only so many TCP connections from one /64.
  */
 export function loopbackAddresses(n: number): { addresses: string[]; remove(): void } {
   const hex = (v: number): string => (v & 0xffff).toString(16);
   const started = Math.floor(performance.timeOrigin / 1000);
-  const prefix = `fd53:544d:${hex(process.pid >>> 16)}:${hex(process.pid)}:${hex(started)}:${hex(++loopbackSets)}`;
+  const prefix = `fd53:544d:${hex(++loopbackSets)}:${hex(process.pid)}:${hex(process.pid >>> 16)}:${hex(started)}`;
   const addresses = Array.from({ length: n }, (_, i) => `${prefix}:0:${(i + 1).toString(16)}`);
   const batch = (verb: string): string =>
     addresses.map((a) => `addr ${verb} ${a}/128 dev lo${verb === 'add' ? ' nodad' : ''}`).join('\n') + '\n';
