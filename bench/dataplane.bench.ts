@@ -87,6 +87,14 @@ function buildForwarder(): string {
   return bin;
 }
 
+/** What the bench reads of `iperf3 -J`'s report (UDP totals have packets; a failed run has error instead). */
+interface IperfReport {
+  error?: string;
+  end: {
+    sum_received: { bytes: number; bits_per_second: number; seconds: number; packets: number; lost_packets?: number };
+  };
+}
+
 /**
  * TCP and 64-byte UDP from X to `dst` (an iperf3 server in Z), each with `flows` parallel streams; `procs`: the
  * data plane processes to time.
@@ -103,23 +111,32 @@ async function measure(t: Topology, dst: string, procs: ChildProcess[] = [], flo
     `${flows}`,
     ...args,
   ];
+  // iperf3's report. A run iperf3 itself gave up on (under load it sometimes loses its control connection) reports
+  // that in the JSON's "error", with no totals: it is run once more, then the bench stops naming iperf3's error.
+  const report = async (args: string[]): Promise<IperfReport> => {
+    for (let attempt = 1; ; attempt++) {
+      const r = JSON.parse((await t.exec(t.ns.x, args, 60_000)).stdout) as IperfReport;
+      if (!r.error && r.end?.sum_received) return r;
+      if (attempt === 2) throw new Error(`${args.join(' ')}: ${r.error ?? 'no totals in its report'}`);
+    }
+  };
   const server = t.spawn(t.ns.z, ['iperf3', '-s', '--forceflush', '-B', dst.includes(':') ? '::' : '0.0.0.0']);
   await waitForOutput(server, /Server listening/);
   try {
     const busy0 = machineBusy();
     const own0 = processCpu(procs);
-    const tcp = JSON.parse((await t.exec(t.ns.x, iperf(), 60_000)).stdout);
+    const tcp = await report(iperf());
     const busy = machineBusy() - busy0;
     const own1 = processCpu(procs);
     const gbits = (tcp.end.sum_received.bytes * 8) / 1e9;
-    const reverse = JSON.parse((await t.exec(t.ns.x, iperf('-R'), 60_000)).stdout);
-    const udp = JSON.parse((await t.exec(t.ns.x, iperf('-u', '-l', '64', '-b', '0'), 60_000)).stdout);
-    const sum = udp.end.sum_received ?? udp.end.sum;
-    const delivered = (sum.packets ?? udp.end.sum.packets) - (sum.lost_packets ?? udp.end.sum.lost_packets ?? 0);
+    const reverse = await report(iperf('-R'));
+    const udp = await report(iperf('-u', '-l', '64', '-b', '0'));
+    const sum = udp.end.sum_received;
+    const delivered = sum.packets - (sum.lost_packets ?? 0);
     return {
       tcpMbps: tcp.end.sum_received.bits_per_second / 1e6,
       tcpReverseMbps: reverse.end.sum_received.bits_per_second / 1e6,
-      udpPps: delivered / (sum.seconds ?? SECONDS),
+      udpPps: delivered / sum.seconds,
       cpuPerGbit: busy / gbits,
       dstmCpuPerGbit: procs.length ? (own1.user + own1.system - own0.user - own0.system) / gbits : undefined,
       dstmUserPerGbit: procs.length ? (own1.user - own0.user) / gbits : undefined,
