@@ -58,11 +58,14 @@ export interface TcpCutoffs {
   recordTimeouts: number;
   /** No call served for idleTimeoutMs. */
   idleTimeouts: number;
-  /** Closed to admit a new connection when full: the one longest without a call (of those evictable, TcpConn). */
+  /**
+   * Closed to admit a new connection when the server, or the newcomer's peer, was full: the one longest without a call
+   * (of those evictable, TcpConn; of that peer's, when the peer was).
+   */
   evictedIdle: number;
   /** Refused at accept: maxConnections (less the reserved share, for other peers) reached, and none evictable. */
   refusedFull: number;
-  /** Refused at accept: the peer's prefix already had maxConnectionsPerPeer. */
+  /** Refused at accept: the peer's prefix already had maxConnectionsPerPeer, and none of them evictable. */
   refusedPerPeer: number;
   /** Refused at accept: the peer had already reset the connection, leaving no address to judge. */
   refusedNoAddress: number;

@@ -64,7 +64,8 @@ export class ConnectionLimits {
 
   /**
    * Admit a connection from `address` (as the socket reports it), or say why not. 'full' means that one slot freed
-   * by a connection of an unreserved peer would admit it (the peer's own limit is judged first).
+   * by a connection of an unreserved peer would admit it; 'perPeer', that one freed by a connection of its own peer
+   * would (the peer's own limit is judged first).
    */
   admit(address: string): Admission | Refusal {
     const { o } = this;
@@ -76,9 +77,7 @@ export class ConnectionLimits {
       this.reservedCount++;
       return { key: null, reserved: true };
     }
-    const key = v6
-      ? prefixKey6(v6, o.peerPrefix6, address)
-      : `${Math.floor(v4 / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`;
+    const key = this.peerKey(address);
     const n = this.perPeer.get(key) ?? 0;
     if (n >= o.maxConnectionsPerPeer) return 'perPeer';
     if (this.total >= o.maxConnections || this.total - this.reservedCount >= o.maxConnections - o.reservedConnections)
@@ -86,6 +85,14 @@ export class ConnectionLimits {
     this.perPeer.set(key, n + 1);
     this.total++;
     return { key, reserved: false };
+  }
+
+  /** The peer prefix `address` (as the socket reports it) is counted in: Admission.key of its connections. */
+  peerKey(address: string): string {
+    const { o } = this;
+    return net.isIPv4(address)
+      ? `${Math.floor(parseIPv4(address) / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`
+      : prefixKey6(parseIPv6(address), o.peerPrefix6, address);
   }
 
   leave(a: Admission): void {

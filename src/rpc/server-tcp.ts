@@ -115,11 +115,16 @@ export class TcpTransport {
     this.wire(c, sock);
   }
 
-  /** Admission by the limits; when the server is full, by closing the connection longest without a call. */
+  /**
+   * Admission by the limits. When the server is full, the connection longest without a call makes room; when the
+   * newcomer's peer (a /64: usually a whole LAN of nodes) is at its own limit, that peer's connection longest without
+   * a call does. So idle connections, a flood's or those nodes leave open after their calls, keep no one out, and a
+   * peer over its limit still takes no other peer's slot.
+   */
   private admit(address: string): Admission | Refusal {
     const admission = this.limits.admit(address);
-    if (admission !== 'full') return admission;
-    const idlest = this.idlest();
+    if (typeof admission !== 'string') return admission;
+    const idlest = this.idlest(admission === 'perPeer' ? this.limits.peerKey(address) : null);
     if (!idlest) return admission;
     this.counters.tcp.evictedIdle++;
     this.drop(idlest);
@@ -127,9 +132,16 @@ export class TcpTransport {
     return this.limits.admit(address);
   }
 
-  private idlest(): TcpConn | null {
+  /** The evictable connection longest without a call: of `peer` (an Admission.key), or of any peer. */
+  private idlest(peer: string | null): TcpConn | null {
     let found: TcpConn | null = null;
-    for (const c of this.conns) if (c.evictable && (found === null || c.idle.since < found.idle.since)) found = c;
+    for (const c of this.conns)
+      if (
+        c.evictable &&
+        (peer === null || c.admission.key === peer) &&
+        (found === null || c.idle.since < found.idle.since)
+      )
+        found = c;
     return found;
   }
 

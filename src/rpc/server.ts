@@ -54,7 +54,8 @@ export interface RpcServerOptions {
   maxConnections?: number;
   /**
    * TCP connections at once from one peer (default 32), a peer being an IPv6 /peerPrefix6 (default 64) or an IPv4
-   * /peerPrefix4 (default 32): one host, or one network, cannot take every slot. Reserved peers are exempt.
+   * /peerPrefix4 (default 32): one host, or one network, cannot take every slot. A newcomer over it takes the slot of
+   * its peer's connection longest without a call (evictedIdle), else it is refused. Reserved peers are exempt.
    */
   maxConnectionsPerPeer?: number;
   peerPrefix6?: number;

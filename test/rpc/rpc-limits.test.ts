@@ -195,19 +195,17 @@ describe('rpc server limits (issue 13), TCP slots', function () {
   }
 
   describe('finding 4: one host takes every TCP slot', () => {
-    it('limits the connections of one peer (default 32), so a host with more than maxConnections idle ones locks no one out', async () => {
+    it('limits the connections of one peer (default 32), so a host with more than maxConnections idle ones locks no one out, its own network included', async () => {
       const port = await serve4({ maxConnections: 64 });
       const flood = await connectMany(server, port, '127.0.0.2', 70);
       open.push(...flood.kept);
       expect(flood.kept).to.have.length(32);
-      expect(server.stats().tcpCutoffs.refusedPerPeer).to.equal(38);
+      // Each newcomer over the peer's limit took the slot of the peer's connection longest without a call.
+      expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 0, evictedIdle: 38 });
       expect(await nullCallFrom(port, '127.0.0.3'), 'another host is served').to.equal(true);
-      // Slots come back when the peer's connections close.
-      flood.kept.pop()!.destroy();
-      await until('the server saw it close', () => server.stats().connections === 31);
-      const again = await connectMany(server, port, '127.0.0.2', 1);
-      open.push(...again.kept);
-      expect(again.kept).to.have.length(1);
+      // The peer is a whole network (a LAN's /64 for IPv6): its idle connections do not lock its other hosts out.
+      expect(await nullCallFrom(port, '127.0.0.2'), 'a newcomer of the same peer is served').to.equal(true);
+      expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 0, evictedIdle: 39, refusedFull: 0 });
     });
 
     it('counts a peer by prefix (peerPrefix4 / peerPrefix6)', async () => {
@@ -215,8 +213,11 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       const a = await connectMany(server, port, '127.0.0.2', 2);
       const b = await connectMany(server, port, '127.0.0.3', 2);
       open.push(...a.kept, ...b.kept);
-      expect([a.kept.length, b.kept.length]).to.deep.equal([2, 1]);
+      // .2 and .3 are one peer: its fourth connection took the slot of its idlest, the first of .2.
+      expect(server.stats().tcpCutoffs.evictedIdle).to.equal(1);
+      await until('three connections left', () => server.stats().connections === 3);
       expect(await nullCallFrom(port, '127.0.1.2'), 'another /24 is another peer').to.equal(true);
+      expect(server.stats().tcpCutoffs.evictedIdle, 'which took no slot of the first').to.equal(1);
     });
 
     it('counts an IPv6 peer by its /64 (with its zone: fe80::/64 on two links is two peers)', () => {
@@ -390,13 +391,31 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       await until('call in progress', () => server.stats().inFlight === 1);
       a.sock.write(frameRecord(call(2, ADD1.number, 1), MAX_FRAGMENT)); // served: a is no longer the idlest
       await until('reply', () => a.received().length === 32);
+      // The peer is at its own limit: a newcomer of its takes the slot of its idlest connection, c.
       const over = await connectMany(server, port, '127.0.0.2', 1);
-      expect(over.kept, 'a peer over its own limit takes no one’s slot').to.have.length(0);
-      expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 1, evictedIdle: 0 });
+      open.push(...over.kept);
+      expect(over.kept).to.have.length(1);
+      expect(await within(c.closed, 1000), 'c, the idlest of the peer, is closed').to.equal(true);
+      expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 0, evictedIdle: 1 });
+      // The server is full: a newcomer of another peer takes the slot of the idlest connection, now d.
       expect(await nullCallFrom(port, '127.0.0.3'), 'the newcomer is served').to.equal(true);
-      expect(await within(c.closed, 1000), 'c, the idlest, is closed').to.equal(true);
-      expect([a, b, d].map((x) => x.sock.destroyed)).to.deep.equal([false, false, false]);
-      expect(server.stats().tcpCutoffs).to.include({ evictedIdle: 1, refusedFull: 0 });
+      expect(await within(d.closed, 1000), 'd, the idlest, is closed').to.equal(true);
+      expect([a.sock, b.sock, over.kept[0]].map((x) => x.destroyed)).to.deep.equal([false, false, false]);
+      expect(server.stats().tcpCutoffs).to.include({ evictedIdle: 2, refusedFull: 0 });
+    });
+
+    it('refuses a newcomer of a peer whose every connection has a call in progress, and takes no other peer’s slot for it', async () => {
+      const port = await serve4({ maxConnections: 4, maxConnectionsPerPeer: 2 }, hung());
+      const other = await tcpConnect(port, '127.0.0.1', '127.0.0.3');
+      open.push(other.sock);
+      const busy = [await tcpConnect(port, '127.0.0.1', '127.0.0.2'), await tcpConnect(port, '127.0.0.1', '127.0.0.2')];
+      open.push(...busy.map((x) => x.sock));
+      busy.forEach((x, i) => x.sock.write(frameRecord(call(i + 1, SLOW.number, 0), MAX_FRAGMENT)));
+      await until('calls in progress', () => server.stats().inFlight === 2);
+      const over = await connectMany(server, port, '127.0.0.2', 1);
+      expect(over.kept).to.have.length(0);
+      expect(server.stats().tcpCutoffs).to.include({ refusedPerPeer: 1, evictedIdle: 0 });
+      expect(other.sock.destroyed, 'the idle connection of another peer keeps its slot').to.equal(false);
     });
 
     it('answers the calls of a peer that shut down its sending side (half-close), then ends the connection', async () => {
