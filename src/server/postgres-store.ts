@@ -434,6 +434,11 @@ export interface PostgresOptions {
   applicationName?: string;
   /** Longest wait for a batch, a read or a numbering pass (default PG_QUERY_TIMEOUT_MS; tests use less). */
   queryTimeoutMs?: number;
+  /**
+   * For dstm leases export: read a store that must exist, of this schema version or an older one, writing nothing
+   * (no schema created or upgraded, no numbering pass, no LISTEN).
+   */
+  readonly?: boolean;
 }
 
 /**
@@ -548,6 +553,7 @@ export class PostgresStore extends EventEmitter implements Store {
     const s = new PostgresStore(url, opts);
     try {
       await s.migrate();
+      if (opts.readonly) return s;
       // Rows a crash left unnumbered, whoever wrote them.
       s.seq = Number((await s.pool.query('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH])).rows[0].seq);
       s.lastGoodPass = performance.now();
@@ -577,6 +583,14 @@ export class PostgresStore extends EventEmitter implements Store {
       }
       if (have.rows[0].present && version === 0)
         throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
+      if (this.opts.readonly) {
+        // dstm_bindings has the same columns in every version; a database without a store is an empty backup.
+        if (!have.rows[0].present) throw new Error('no dstm store in this database (no dstm_meta table)');
+        const epoch = (await c.query("SELECT value FROM dstm_meta WHERE key = 'epoch'")).rows[0]?.value;
+        this.epoch = BigInt(epoch ?? 0);
+        await c.query('COMMIT');
+        return;
+      }
       // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in
       // place.
       if (version < PG_SCHEMA_VERSION) {
