@@ -168,7 +168,8 @@ export const storeUrl: Type<string> = {
     if (!/^postgres(ql)?:\/\//.test(value)) return bad('unknown scheme');
     let u: URL;
     try {
-      u = new URL(value);
+      // An empty host, as in postgresql://USER@/DATABASE?host=/run/postgresql (a unix socket), as node-postgres reads it.
+      u = new URL(value.replace('@/', '@localhost/'));
     } catch {
       return bad('not a valid URL');
     }

@@ -57,6 +57,10 @@ describe('config schema', () => {
     const e = refusal(() => serverSchema.parse({ store: `${url}&application_name=mine` }, 'server'));
     expect(e.path).to.equal('server.store');
     expect(e.message).to.contain('application_name is set by dstm').and.not.contain('secret');
+    // libpq's unix-socket form: no host before the database, the socket directory in ?host=
+    const socket = 'postgresql://dstm:secret@/dstm?host=/run/postgresql';
+    expect(serverSchema.parse({ store: socket }, 'server').store).to.equal(socket);
+    expect(redactUrl(socket)).to.equal('postgresql://dstm:***@/dstm?host=/run/postgresql');
   });
 
   it('never shows a password of a store URL, encoded or not, in the URL or its parameters', () => {
