@@ -162,6 +162,45 @@ describe('PostgreSQL store', function () {
     );
   });
 
+  it('refuses to start on a read-only database or as a role without rights; rights revoked while running: down until granted again', async () => {
+    const url = await cluster.createDatabase();
+    await (await open(url)).close();
+    const db = new URL(url).pathname.slice(1);
+    await cluster.sql(cluster.url(), `ALTER DATABASE ${db} SET default_transaction_read_only = on`);
+    const ro = await PostgresStore.open(url).catch((e: Error) => e);
+    expect((ro as Error).message).to.match(/read-only for this role/);
+    await cluster.sql(cluster.url(), `ALTER DATABASE ${db} RESET default_transaction_read_only`);
+    const role = `dstm_ro_${process.pid}`;
+    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const asRole = url.replace('postgresql://postgres@', `postgresql://${role}@`);
+    const denied = await PostgresStore.open(asRole).catch((e: Error) => e);
+    expect((denied as Error).message).to.match(
+      new RegExp(`the role ${role} lacks INSERT on dstm_bindings, .*: grant it SELECT, INSERT, UPDATE and DELETE`),
+    );
+    await cluster.sql(url, `GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const store = await open(asRole);
+    const svc = await LeaseService.open(store, policy());
+    const health: StoreHealth[] = [];
+    store.on('health', (h) => health.push(h));
+    const g = await svc.request(node(1), 0, 0);
+    await cluster.sql(url, `REVOKE UPDATE ON dstm_bindings FROM ${role}`);
+    expect(await svc.request(node(1), 0, 0).catch((e: Error) => e.name)).to.equal('StoreUnavailable');
+    expect(store.health()).to.deep.include({ ok: false });
+    // The probe finds the right still missing: no "available again" meanwhile, even with reads succeeding.
+    await sleep(1500);
+    await store.feedSince(0, 10).catch(() => undefined);
+    expect(health.map((h) => h.ok)).to.deep.equal([false]);
+    expect(health[0].reason).to.match(/permission denied for table dstm_bindings/);
+    await cluster.sql(url, `GRANT UPDATE ON dstm_bindings TO ${role}`);
+    const deadline = Date.now() + 5000;
+    while (!store.health().ok) {
+      expect(Date.now(), 'never available again').to.be.below(deadline);
+      await sleep(100);
+    }
+    expect(health.map((h) => h.ok)).to.deep.equal([false, true]);
+    expect(await svc.request(node(1), 0, 0)).to.include({ status: 'ok', ip4: g.ip4 });
+  });
+
   it("commits with synchronous_commit=on whatever the database default or the URL's options say; keeps the URL's other options", async () => {
     const url = await cluster.createDatabase();
     await cluster.sql(url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`);
