@@ -724,6 +724,40 @@ describe('PostgreSQL store', function () {
       expect(String(failed[0].why)).to.match(/dstm_counter/);
     });
 
+    it('a held BINDINGS long-poll is answered UNAVAILABLE as soon as the store is found down, so the TEP moves on', async () => {
+      const url = await cluster.createDatabase();
+      const s = await startServer(['--store', url, '--pool', '10.92.0.0/29']);
+      servers.push(s);
+      const rpc = await RpcClient.connect({
+        host: '::1',
+        port: s.port,
+        transport: 'tcp',
+        program: DEFAULT_PROGRAM,
+        version: 2,
+        family: 6,
+      });
+      try {
+        const feed = new RPC_TWO_Client(rpc);
+        const first = await feed.BINDINGS({ since: 0n, max: 100, wait_ms: 0, epoch: 0n });
+        const held = feed.BINDINGS(
+          { since: first.next, max: 100, wait_ms: 25_000, epoch: first.epoch },
+          { timeoutMs: 30_000 },
+        );
+        await sleep(300);
+        const t0 = Date.now();
+        await cluster.stopServer('immediate');
+        try {
+          // The sweep's read (once a second) finds the store down.
+          expect((await held).status).to.equal(dstm_status.DSTM_UNAVAILABLE);
+          expect(Date.now() - t0).to.be.below(5000);
+        } finally {
+          await cluster.startServer();
+        }
+      } finally {
+        await rpc.close();
+      }
+    });
+
     it('two servers on one database: a node is served by either, admin LIST and the feed of either show every binding', async () => {
       const url = await cluster.createDatabase();
       const args = ['--store', url, '--pool', '10.91.0.0/29', '--tep', '2001:db8::1,10.91.0.254'];
