@@ -21,6 +21,7 @@
 // names), holding the schema lock that a starting server waits for.
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
+import { join } from 'node:path';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import pgpass from 'pgpass';
@@ -463,10 +464,24 @@ function sessionOf(url: string): pg.ClientConfig {
  * connection in PGPASSFILE (or ~/.pgpass), read here: node-postgres's own reading of that file is deprecated (a
  * warning at every start, and gone in pg 9).
  */
-function passwordFor(params: pgpass.ConnInfo): Promise<string | undefined> {
+function passwordFor(params: pgpass.ConnInfo): Promise<string> {
   const env = process.env.PGPASSWORD;
   if (env !== undefined) return Promise.resolve(env);
-  return new Promise((resolve) => pgpass(params, resolve));
+  // Only called when the database asks for one: none found is the error to name (node-postgres would go on without
+  // one and fail with "client password must be a string").
+  const file = process.env.PGPASSFILE || join(process.env.HOME || '.', '.pgpass');
+  const entry = [params.host, params.port, params.database, params.user].join(':');
+  return new Promise((resolve, reject) =>
+    pgpass(params, (pass) =>
+      pass !== undefined
+        ? resolve(pass)
+        : reject(
+            new Error(
+              `the database asks for a password and none is given: not in the URL, PGPASSWORD unset, no line for ${entry} in ${file} (PGPASSFILE; ignored unless mode 0600 or less)`,
+            ),
+          ),
+    ),
+  );
 }
 
 /** An error the database answered (with a SQLSTATE): the session is still in step with the client. */

@@ -115,6 +115,12 @@ describe('PostgreSQL store', function () {
       writeFileSync(pgpass, `*:*:*:${role}:${password}\n`, { mode: 0o600 });
       process.env.PGPASSFILE = pgpass;
       await (await open(url)).close();
+      // None anywhere: named as such (node-postgres alone said "client password must be a string")
+      process.env.PGPASSFILE = join(dir, 'none');
+      const none = await PostgresStore.open(url).catch((e: Error) => e);
+      expect((none as Error).message).to.match(
+        new RegExp(`asks for a password and none is given: .* no line for ::1:\\d+:\\w+:${role} in ${dir}/none`),
+      );
       delete process.env.PGPASSFILE;
       const wrong = await PostgresStore.open(url.replace(`${role}@`, `${role}:not-${password}@`)).catch(
         (e: Error) => e,
