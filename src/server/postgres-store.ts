@@ -489,13 +489,17 @@ function fromDatabase(err: unknown): boolean {
   return /^[0-9A-Z]{5}$/.test((err as { code?: string }).code ?? '');
 }
 
+/** SQLSTATE classes after which the connection or the database cannot be trusted to be there. */
+function isConnectionLoss(err: unknown): boolean {
+  return !fromDatabase(err) || /^(08|53|57|58|XX)/.test((err as { code: string }).code);
+}
+
 /**
- * SQLSTATE classes after which the connection or the database cannot be trusted to be there, and the errors of a
- * database that became read-only (a standby) or a role that lost its rights, which fail every call alike: retry
- * later (the probe checks writability, see unwritable()).
+ * A lost connection or database, or one that became read-only (a standby) or a role that lost its rights, which
+ * fail every call alike: retry later (the probe checks writability, see unwritable()).
  */
 function isOutage(err: unknown): boolean {
-  return !fromDatabase(err) || /^(08|53|57|58|XX|25006|42501)/.test((err as { code: string }).code);
+  return isConnectionLoss(err) || /^(25006|42501)$/.test((err as { code: string }).code);
 }
 
 /** What a lease transaction, a numbering pass or an import writes. */
@@ -1256,8 +1260,9 @@ export class PostgresStore extends EventEmitter implements Store {
       this.lastGoodPass = began;
       this.passed(r.rows[0].seq, null);
     } catch (err) {
-      // The rows wait for the next pass (a later batch's, or the idle timer's); an outage is the calls' to report.
-      if (!isOutage(err)) this.passed(null, describe(err));
+      // The rows wait for the next pass (a later batch's, or the idle timer's); a lost connection is the calls' to
+      // report, not a right missing on the numbering's own tables (the lease calls may well succeed).
+      if (!isConnectionLoss(err)) this.passed(null, describe(err));
     }
   }
 

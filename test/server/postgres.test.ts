@@ -598,6 +598,16 @@ describe('PostgreSQL store', function () {
     await store.settled();
     expect(events.map((e) => e.ok)).to.deep.equal([false, true]);
     expect((await svc.changes(0, 10)).changes.map((c) => c.seq)).to.deep.equal([1, 2, 3, 4]);
+    // A right revoked on the numbering's own table (lease calls still commit): counted and reported alike.
+    const role = `dstm_num_${process.pid}`;
+    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const asRole = await open(url.replace('postgresql://postgres@', `postgresql://${role}@`));
+    const svc2 = await LeaseService.open(asRole, policy());
+    const failed = asRole.numberingFailures;
+    await cluster.sql(url, `REVOKE UPDATE ON dstm_counter FROM ${role}`);
+    await svc2.request(node(5), 0, 0);
+    await asRole.settled();
+    expect(asRole.numberingFailures).to.be.above(failed);
   });
 
   describe('dstm server --store postgresql://', () => {
