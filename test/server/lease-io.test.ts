@@ -320,9 +320,9 @@ describe('dstm leases export and import', function () {
       const old = await runDstm(['leases', 'export', '--store', url, '--config', config]);
       expect(old.code, old.stderr).to.equal(0);
       expect(old.stdout.trim().split('\n')).to.have.length(3);
-      expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(
-        '3',
-      );
+      expect(
+        (await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value,
+      ).to.equal('3');
     });
 
     it('the commands: export from SQLite, import into PostgreSQL, a running server refused, errors as JSON', async () => {
