@@ -149,8 +149,8 @@ export const path: Type<string> = textual('path', 'a non-empty file or directory
  * unencoded in a password ends the URL's authority early, and the parser would show what follows as host or path.
  */
 export function redactUrl(url: string): string {
-  const m = /^([^:/?#]+:\/\/)(.*)@/s.exec(url);
-  const user = m?.[2].includes(':') ? `${m[1]}${m[2].slice(0, m[2].indexOf(':'))}:***@${url.slice(m[0].length)}` : url;
+  // The user name ends at the first ":" and holds no unencoded "@" (without a ":" before an "@", no password).
+  const user = url.replace(/^([^:/?#]+:\/\/[^:@]*):.*@/s, '$1:***@');
   return user.replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }
 

@@ -74,6 +74,8 @@ describe('config schema', () => {
         'postgres://u@h/d?sslmode=require&password=***&sslpassword=***',
       ],
       ['postgresql://u@[::1]:5432/d', 'postgresql://u@[::1]:5432/d'],
+      // no password, an "@" in a parameter: left alone
+      ['postgresql://u@h:5432/d?sslrootcert=/etc/a@b.pem', 'postgresql://u@h:5432/d?sslrootcert=/etc/a@b.pem'],
     ]) {
       expect(redactUrl(url)).to.equal(shown);
     }
