@@ -279,7 +279,7 @@ export const serverFields = {
     storeUrl,
     'Binding store: "postgresql://USER@HOST:PORT/DATABASE" shares one PostgreSQL database between several servers; "sqlite:DIR" or nothing keeps the embedded SQLite store (in state_dir when DIR is empty). The password may be in the URL, PGPASSFILE or PGPASSWORD; it is never logged.',
     {
-      man: '"postgres://" is accepted too; --check and errors show the URL with its password replaced by ***. URL parameters reach node-postgres (sslmode, options, ...); dstm appends -c synchronous_commit=on to options, so no setting of the URL, the database or the role makes a reply leave before its commit is durable, and refuses application_name, by which dstm leases import tells a running server. See dstm-server(8), PostgreSQL and several servers.',
+      man: '"postgres://" is accepted too, and a unix socket as "postgresql://USER@/DATABASE?host=/run/postgresql". A "@", "/", "?" or "#" in the user name or password must be percent-encoded (%40, %2F, %3F, %23): a URL that would take part of the password for its host or database is refused. --check and errors show the URL with its password replaced by ***. URL parameters reach node-postgres (sslmode, options, ...); dstm appends -c synchronous_commit=on to options, so no setting of the URL, the database or the role makes a reply leave before its commit is durable, and refuses application_name, by which dstm leases import tells a running server. See dstm-server(8), PostgreSQL and several servers.',
       flag: flag.string('store', {
         helpValue: 'URL',
         summary:

@@ -195,6 +195,9 @@ export const tepFields = {
     integer(0, 300000),
     30000,
     'Milliseconds the server may hold each binding feed call when nothing changes.',
+    {
+      man: 'A followed server that stops answering without closing the connection (its host vanished, a partition) is given up when this wait plus 10 s has passed without a reply; the feed then moves to the next server. (A server that cannot reach its store answers UNAVAILABLE at once.)',
+    },
   ),
   control: field(path, DEFAULT_CONTROL_PATH, 'Unix socket that `dstm tep stats` reads the counters from.', {
     flag: flag.string('control', {

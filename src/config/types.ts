@@ -143,16 +143,15 @@ export const path: Type<string> = textual('path', 'a non-empty file or directory
   return s;
 });
 
-/** A store URL as logs, errors and --check may show it: the password replaced. */
+/**
+ * A store URL as logs, errors and --check may show it: the password replaced, the rest as written. Everything between
+ * "//" and the last "@" is the user and password, whatever a URL parser makes of it: a "/", "?", "#" or "@" left
+ * unencoded in a password ends the URL's authority early, and the parser would show what follows as host or path.
+ */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    for (const k of ['password', 'sslpassword']) if (u.searchParams.has(k)) u.searchParams.set(k, '***');
-    return u.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
-  }
+  // The user name ends at the first ":" and holds no unencoded "@" (without a ":" before an "@", no password).
+  const user = url.replace(/^([^:/?#]+:\/\/[^:@]*):.*@/s, '$1:***@');
+  return user.replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }
 
 /** server.store: "postgresql://..." (or "postgres://...") or "sqlite:[DIR]"; errors never show a password. */
@@ -169,10 +168,14 @@ export const storeUrl: Type<string> = {
     if (!/^postgres(ql)?:\/\//.test(value)) return bad('unknown scheme');
     let u: URL;
     try {
-      u = new URL(value);
+      // An empty host, as in postgresql://USER@/DATABASE?host=/run/postgresql (a unix socket), as node-postgres reads it.
+      u = new URL(value.replace('@/', '@localhost/'));
     } catch {
       return bad('not a valid URL');
     }
+    // A password's "@", "/" or "#" left unencoded: the URL would name part of the password as host or database.
+    if (u.hash || u.pathname.includes('@'))
+      return bad('"@", "/", "?" and "#" in a user name or password must be percent-encoded: %40, %2F, %3F, %23');
     // dstm leases import tells a server's connections by it (no restore under a running server)
     if (u.searchParams.has('application_name')) return bad('application_name is set by dstm');
     return value;

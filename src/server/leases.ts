@@ -92,6 +92,11 @@ export class LeaseService {
       for (const w of [...this.waiters]) w(seq);
       if (store.shared) this.learn();
     });
+    // A store found down answers the held long-polls now (UNAVAILABLE), so that their TEPs move to another server
+    // rather than wait out the poll.
+    store.on('health', (h) => {
+      if (!h.ok) for (const w of [...this.waiters]) w();
+    });
   }
 
   /**

@@ -12,7 +12,7 @@ export interface OpenOptions {
   /** The embedded store's clock, absolute seconds (the PostgreSQL store uses the database's). */
   clock?: () => number;
   /**
-   * For dstm leases: "export" reads (an embedded store read-only, which must exist), "restore" writes with
+   * For dstm leases: "export" reads (a store that must exist, writing nothing), "restore" writes with
    * restore() and is refused (StoreInUse) while a server uses the store.
    */
   tool?: 'export' | 'restore';
@@ -36,6 +36,6 @@ export async function openStore(url: string | undefined, opts: OpenOptions): Pro
   }
   return PostgresStore.open(url!, {
     poolSize: opts.poolSize,
-    ...(opts.tool ? { applicationName: 'dstm-leases', poolSize: 1 } : {}),
+    ...(opts.tool ? { applicationName: 'dstm-leases', poolSize: 1, readonly: opts.tool === 'export' } : {}),
   });
 }

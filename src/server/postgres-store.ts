@@ -21,6 +21,7 @@
 // names), holding the schema lock that a starting server waits for.
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
+import { join } from 'node:path';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import pgpass from 'pgpass';
@@ -434,6 +435,11 @@ export interface PostgresOptions {
   applicationName?: string;
   /** Longest wait for a batch, a read or a numbering pass (default PG_QUERY_TIMEOUT_MS; tests use less). */
   queryTimeoutMs?: number;
+  /**
+   * For dstm leases export: read a store that must exist, of this schema version or an older one, writing nothing
+   * (no schema created or upgraded, no numbering pass, no LISTEN).
+   */
+  readonly?: boolean;
 }
 
 /**
@@ -458,10 +464,24 @@ function sessionOf(url: string): pg.ClientConfig {
  * connection in PGPASSFILE (or ~/.pgpass), read here: node-postgres's own reading of that file is deprecated (a
  * warning at every start, and gone in pg 9).
  */
-function passwordFor(params: pgpass.ConnInfo): Promise<string | undefined> {
+function passwordFor(params: pgpass.ConnInfo): Promise<string> {
   const env = process.env.PGPASSWORD;
   if (env !== undefined) return Promise.resolve(env);
-  return new Promise((resolve) => pgpass(params, resolve));
+  // Only called when the database asks for one: none found is the error to name (node-postgres would go on without
+  // one and fail with "client password must be a string").
+  const file = process.env.PGPASSFILE || join(process.env.HOME || '.', '.pgpass');
+  const entry = [params.host, params.port, params.database, params.user].join(':');
+  return new Promise((resolve, reject) =>
+    pgpass(params, (pass) =>
+      pass !== undefined
+        ? resolve(pass)
+        : reject(
+            new Error(
+              `the database asks for a password and none is given: not in the URL, PGPASSWORD unset, no line for ${entry} in ${file} (PGPASSFILE; ignored unless mode 0600 or less)`,
+            ),
+          ),
+    ),
+  );
 }
 
 /** An error the database answered (with a SQLSTATE): the session is still in step with the client. */
@@ -469,9 +489,48 @@ function fromDatabase(err: unknown): boolean {
   return /^[0-9A-Z]{5}$/.test((err as { code?: string }).code ?? '');
 }
 
-/** SQLSTATE classes after which the connection or the database cannot be trusted to be there: retry later. */
-function isOutage(err: unknown): boolean {
+/** SQLSTATE classes after which the connection or the database cannot be trusted to be there. */
+function isConnectionLoss(err: unknown): boolean {
   return !fromDatabase(err) || /^(08|53|57|58|XX)/.test((err as { code: string }).code);
+}
+
+/**
+ * A lost connection or database, or one that became read-only (a standby) or a role that lost its rights, which
+ * fail every call alike: retry later (the probe checks writability, see unwritable()).
+ */
+function isOutage(err: unknown): boolean {
+  return isConnectionLoss(err) || /^(25006|42501)$/.test((err as { code: string }).code);
+}
+
+/** What a lease transaction, a numbering pass or an import writes. */
+const TABLES = ['dstm_bindings', 'dstm_feed', 'dstm_clock', 'dstm_counter', 'dstm_feed_gaps'];
+/** The functions a server calls. */
+const FUNCTIONS = [
+  'dstm_run(bigint, smallint[], bytea[], bigint[], bigint[], bigint[], int[])',
+  'dstm_number(int, boolean)',
+  'dstm_last()',
+  'dstm_sweep(bigint, int)',
+];
+
+/**
+ * Why lease transactions cannot commit on this database as this role, or undefined: a database in recovery (a
+ * standby) or read-only, or privileges missing on the tables and functions they use.
+ */
+async function unwritable(q: { query: pg.Pool['query'] }, timeout: number): Promise<string | undefined> {
+  const r = await q.query({
+    text: `SELECT current_user AS who, pg_is_in_recovery() AS standby, current_setting('transaction_read_only') = 'on' AS ro,
+      (SELECT string_agg(p || ' on ' || t, ', ') FROM unnest($1::text[]) t,
+         unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p WHERE NOT has_table_privilege(t, p)) AS tables,
+      (SELECT string_agg(f, ', ') FROM unnest($2::text[]) f WHERE NOT has_function_privilege(f, 'EXECUTE')) AS functions`,
+    values: [TABLES, FUNCTIONS],
+    query_timeout: timeout,
+  } as pg.QueryConfig);
+  const { who, standby, ro, tables, functions } = r.rows[0];
+  if (standby) return 'the database is a standby in recovery (read-only): point server.store at the primary';
+  if (ro) return 'the database is read-only for this role (default_transaction_read_only): lease changes cannot commit';
+  const missing = [tables, functions && `EXECUTE on ${functions}`].filter(Boolean).join(', ');
+  if (!missing) return undefined;
+  return `the role ${who} lacks ${missing}: grant it SELECT, INSERT, UPDATE and DELETE on the dstm_* tables and EXECUTE on the dstm_*() functions`;
 }
 
 export class PostgresStore extends EventEmitter implements Store {
@@ -548,6 +607,7 @@ export class PostgresStore extends EventEmitter implements Store {
     const s = new PostgresStore(url, opts);
     try {
       await s.migrate();
+      if (opts.readonly) return s;
       // Rows a crash left unnumbered, whoever wrote them.
       s.seq = Number((await s.pool.query('SELECT dstm_number($1, true) AS seq', [NUMBER_BATCH])).rows[0].seq);
       s.lastGoodPass = performance.now();
@@ -577,6 +637,14 @@ export class PostgresStore extends EventEmitter implements Store {
       }
       if (have.rows[0].present && version === 0)
         throw new Error('the database has a dstm_meta table without a schema version: not a dstm store, or damaged');
+      if (this.opts.readonly) {
+        // dstm_bindings has the same columns in every version; a database without a store is an empty backup.
+        if (!have.rows[0].present) throw new Error('no dstm store in this database (no dstm_meta table)');
+        const epoch = (await c.query("SELECT value FROM dstm_meta WHERE key = 'epoch'")).rows[0]?.value;
+        this.epoch = BigInt(epoch ?? 0);
+        await c.query('COMMIT');
+        return;
+      }
       // Only a new (or, later, an older) schema is written: a server whose user may not create keeps running on one in
       // place.
       if (version < PG_SCHEMA_VERSION) {
@@ -591,6 +659,9 @@ export class PostgresStore extends EventEmitter implements Store {
           [String(PG_SCHEMA_VERSION)],
         );
       }
+      // A standby, or a role without rights, would start and then answer every call UNAVAILABLE.
+      const why = await unwritable(c, this.queryTimeout);
+      if (why) throw new Error(why);
       // The epoch belongs to this database: one restored into another database (pg_restore) starts a new history.
       const db = String((await c.query('SELECT oid FROM pg_database WHERE datname = current_database()')).rows[0].oid);
       const meta = new Map(
@@ -650,8 +721,8 @@ export class PostgresStore extends EventEmitter implements Store {
       await c.query(`LISTEN ${FEED_CHANNEL}`);
       // Whatever was notified while nobody listened: re-read the last sequence number.
       this.advance(Number((await c.query('SELECT dstm_last() AS seq')).rows[0].seq));
-      // The database answers again: no need to wait out the calls' backoff.
-      if (!this.up) this.recovered();
+      // The database answers again: no need to wait out the calls' backoff, if it takes lease changes.
+      if (!this.up && !(await unwritable(c, this.queryTimeout))) this.recovered();
     } catch (err) {
       await c.end().catch(() => undefined);
       throw err;
@@ -708,8 +779,9 @@ export class PostgresStore extends EventEmitter implements Store {
       () => {
         this.probeTimer = undefined;
         if (this.up || this.closed) return;
-        this.pool.query(this.timed('SELECT 1')).then(
-          () => this.recovered(),
+        // Not only whether it answers: a standby or a role without rights is no better.
+        unwritable(this.pool, this.queryTimeout).then(
+          (why) => (why ? this.down(new Error(why)) : this.recovered()),
           (err) => this.down(err),
         );
       },
@@ -734,7 +806,11 @@ export class PostgresStore extends EventEmitter implements Store {
 
   /** A query that gives up after the store's timeout (node-postgres takes query_timeout per query; its types lack it). */
   private timed(text: string, values?: unknown[]): pg.QueryConfig {
-    return { text, values, query_timeout: this.opts.queryTimeoutMs ?? PG_QUERY_TIMEOUT_MS } as pg.QueryConfig;
+    return { text, values, query_timeout: this.queryTimeout } as pg.QueryConfig;
+  }
+
+  private get queryTimeout(): number {
+    return this.opts.queryTimeoutMs ?? PG_QUERY_TIMEOUT_MS;
   }
 
   /** A connection's socket, made for node-postgres (its own default), remembered until it closes. */
@@ -749,9 +825,9 @@ export class PostgresStore extends EventEmitter implements Store {
   private async read<R extends pg.QueryResultRow>(text: string, values: unknown[], judge = true): Promise<R[]> {
     this.gate();
     try {
-      const r = await this.pool.query<R>(this.timed(text, values));
-      if (!this.up) this.recovered();
-      return r.rows;
+      // No recovery on a read's success: a database that answers reads may still refuse lease changes (the probe and
+      // a committed batch tell).
+      return (await this.pool.query<R>(this.timed(text, values))).rows;
     } catch (err) {
       if (judge && isOutage(err)) this.down(err);
       throw new StoreUnavailable(err);
@@ -1184,8 +1260,9 @@ export class PostgresStore extends EventEmitter implements Store {
       this.lastGoodPass = began;
       this.passed(r.rows[0].seq, null);
     } catch (err) {
-      // The rows wait for the next pass (a later batch's, or the idle timer's); an outage is the calls' to report.
-      if (!isOutage(err)) this.passed(null, describe(err));
+      // The rows wait for the next pass (a later batch's, or the idle timer's); a lost connection is the calls' to
+      // report, not a right missing on the numbering's own tables (the lease calls may well succeed).
+      if (!isConnectionLoss(err)) this.passed(null, describe(err));
     }
   }
 

@@ -35,6 +35,14 @@ describe('contrib', () => {
     }
   });
 
+  it("the server's unit restarts a failed start (a PostgreSQL store not up yet) slowly enough for the start limit", () => {
+    const unit = readFileSync(join(ROOT, 'contrib', 'systemd', 'dstm-server.service'), 'utf8');
+    expect(unit).to.match(/^Restart=on-failure$/m);
+    // systemd's defaults: StartLimitBurst=5 within StartLimitIntervalSec=10s, RestartSec=100ms
+    const restartSec = Number(/^RestartSec=(\d+)$/m.exec(unit)?.[1] ?? 0.1);
+    expect(restartSec * 5).to.be.above(10);
+  });
+
   it('the systemd units pass systemd-analyze verify', function () {
     skipIf(
       this,

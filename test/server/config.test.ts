@@ -10,6 +10,7 @@ import {
   record,
 } from '../../src/config/schema';
 import { serverFields, serverKeys, serverSchema } from '../../src/config/server-schema';
+import { redactUrl } from '../../src/config/types';
 import { formatIPv4 } from '../../src/lib/addr';
 
 function refusal(f: () => unknown): ConfigError {
@@ -56,6 +57,37 @@ describe('config schema', () => {
     const e = refusal(() => serverSchema.parse({ store: `${url}&application_name=mine` }, 'server'));
     expect(e.path).to.equal('server.store');
     expect(e.message).to.contain('application_name is set by dstm').and.not.contain('secret');
+    // libpq's unix-socket form: no host before the database, the socket directory in ?host=
+    const socket = 'postgresql://dstm:secret@/dstm?host=/run/postgresql';
+    expect(serverSchema.parse({ store: socket }, 'server').store).to.equal(socket);
+    expect(redactUrl(socket)).to.equal('postgresql://dstm:***@/dstm?host=/run/postgresql');
+  });
+
+  it('never shows a password of a store URL, encoded or not, in the URL or its parameters', () => {
+    for (const [url, shown] of [
+      ['postgresql://u:se%2Fcret@h/d', 'postgresql://u:***@h/d'],
+      // not percent-encoded: "/", "?", "#", "@" and ":" in the password
+      ['postgresql://u:se/cret@h/d', 'postgresql://u:***@h/d'],
+      ['postgresql://u:s@e/c:r?e#t@[::1]:5432/d', 'postgresql://u:***@[::1]:5432/d'],
+      [
+        'postgres://u@h/d?sslmode=require&password=secret&sslpassword=secret',
+        'postgres://u@h/d?sslmode=require&password=***&sslpassword=***',
+      ],
+      ['postgresql://u@[::1]:5432/d', 'postgresql://u@[::1]:5432/d'],
+      // no password, an "@" in a parameter: left alone
+      ['postgresql://u@h:5432/d?sslrootcert=/etc/a@b.pem', 'postgresql://u@h:5432/d?sslrootcert=/etc/a@b.pem'],
+    ]) {
+      expect(redactUrl(url)).to.equal(shown);
+    }
+    const e = refusal(() => serverSchema.parse({ store: 'postgresql://u:se/cret@h/d' }, 'server'));
+    expect(e.message).to.contain('not a valid URL').and.not.contain('cret');
+    // URLs that parse, with part of the password as host and database (or fragment): refused, naming the cause
+    for (const url of ['postgresql://u:s@e/c:ret@h/d', 'postgresql://u:5#secret@h/d']) {
+      const m = refusal(() => serverSchema.parse({ store: url }, 'server')).message;
+      expect(m)
+        .to.contain('must be percent-encoded')
+        .and.not.match(/c:ret|secret/);
+    }
   });
 
   it('lets a flag override a key and names the flag when the flag is bad', () => {

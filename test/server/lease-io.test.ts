@@ -302,6 +302,29 @@ describe('dstm leases export and import', function () {
       );
     });
 
+    it('export writes nothing: a database without a store is refused (exit 3, no schema made), an older schema is read as it is', async () => {
+      const d = dir();
+      const config = join(d, 'dstm.json');
+      writeFileSync(config, JSON.stringify({ server: { pools: [POOL] } }));
+      const empty = await cluster.createDatabase();
+      const none = await runDstm(['leases', 'export', '--store', empty, '--config', config]);
+      expect(none.code).to.equal(3);
+      expect(none.stderr).to.match(/no dstm store in this database/);
+      expect(none.stdout).to.equal('');
+      expect((await cluster.sql(empty, "SELECT to_regclass('dstm_meta') AS t")).rows[0].t).to.equal(null);
+      const url = await cluster.createDatabase();
+      const s = await pgStore(url);
+      await populate(s, 3, 13);
+      await s.close();
+      await cluster.sql(url, "UPDATE dstm_meta SET value = '3' WHERE key = 'schema_version'");
+      const old = await runDstm(['leases', 'export', '--store', url, '--config', config]);
+      expect(old.code, old.stderr).to.equal(0);
+      expect(old.stdout.trim().split('\n')).to.have.length(3);
+      expect(
+        (await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value,
+      ).to.equal('3');
+    });
+
     it('the commands: export from SQLite, import into PostgreSQL, a running server refused, errors as JSON', async () => {
       const d = dir();
       const src = sqlite(d);

@@ -115,6 +115,12 @@ describe('PostgreSQL store', function () {
       writeFileSync(pgpass, `*:*:*:${role}:${password}\n`, { mode: 0o600 });
       process.env.PGPASSFILE = pgpass;
       await (await open(url)).close();
+      // None anywhere: named as such (node-postgres alone said "client password must be a string")
+      process.env.PGPASSFILE = join(dir, 'none');
+      const none = await PostgresStore.open(url).catch((e: Error) => e);
+      expect((none as Error).message).to.match(
+        new RegExp(`asks for a password and none is given: .* no line for ::1:\\d+:\\w+:${role} in ${dir}/none`),
+      );
       delete process.env.PGPASSFILE;
       const wrong = await PostgresStore.open(url.replace(`${role}@`, `${role}:not-${password}@`)).catch(
         (e: Error) => e,
@@ -160,6 +166,45 @@ describe('PostgreSQL store', function () {
     expect((await cluster.sql(url, "SELECT value FROM dstm_meta WHERE key = 'schema_version'")).rows[0].value).to.equal(
       String(PG_SCHEMA_VERSION),
     );
+  });
+
+  it('refuses to start on a read-only database or as a role without rights; rights revoked while running: down until granted again', async () => {
+    const url = await cluster.createDatabase();
+    await (await open(url)).close();
+    const db = new URL(url).pathname.slice(1);
+    await cluster.sql(cluster.url(), `ALTER DATABASE ${db} SET default_transaction_read_only = on`);
+    const ro = await PostgresStore.open(url).catch((e: Error) => e);
+    expect((ro as Error).message).to.match(/read-only for this role/);
+    await cluster.sql(cluster.url(), `ALTER DATABASE ${db} RESET default_transaction_read_only`);
+    const role = `dstm_ro_${process.pid}`;
+    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const asRole = url.replace('postgresql://postgres@', `postgresql://${role}@`);
+    const denied = await PostgresStore.open(asRole).catch((e: Error) => e);
+    expect((denied as Error).message).to.match(
+      new RegExp(`the role ${role} lacks INSERT on dstm_bindings, .*: grant it SELECT, INSERT, UPDATE and DELETE`),
+    );
+    await cluster.sql(url, `GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const store = await open(asRole);
+    const svc = await LeaseService.open(store, policy());
+    const health: StoreHealth[] = [];
+    store.on('health', (h) => health.push(h));
+    const g = await svc.request(node(1), 0, 0);
+    await cluster.sql(url, `REVOKE UPDATE ON dstm_bindings FROM ${role}`);
+    expect(await svc.request(node(1), 0, 0).catch((e: Error) => e.name)).to.equal('StoreUnavailable');
+    expect(store.health()).to.deep.include({ ok: false });
+    // The probe finds the right still missing: no "available again" meanwhile, even with reads succeeding.
+    await sleep(1500);
+    await store.feedSince(0, 10).catch(() => undefined);
+    expect(health.map((h) => h.ok)).to.deep.equal([false]);
+    expect(health[0].reason).to.match(/permission denied for table dstm_bindings/);
+    await cluster.sql(url, `GRANT UPDATE ON dstm_bindings TO ${role}`);
+    const deadline = Date.now() + 5000;
+    while (!store.health().ok) {
+      expect(Date.now(), 'never available again').to.be.below(deadline);
+      await sleep(100);
+    }
+    expect(health.map((h) => h.ok)).to.deep.equal([false, true]);
+    expect(await svc.request(node(1), 0, 0)).to.include({ status: 'ok', ip4: g.ip4 });
   });
 
   it("commits with synchronous_commit=on whatever the database default or the URL's options say; keeps the URL's other options", async () => {
@@ -553,6 +598,16 @@ describe('PostgreSQL store', function () {
     await store.settled();
     expect(events.map((e) => e.ok)).to.deep.equal([false, true]);
     expect((await svc.changes(0, 10)).changes.map((c) => c.seq)).to.deep.equal([1, 2, 3, 4]);
+    // A right revoked on the numbering's own table (lease calls still commit): counted and reported alike.
+    const role = `dstm_num_${process.pid}`;
+    await cluster.sql(url, `CREATE ROLE ${role} LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const asRole = await open(url.replace('postgresql://postgres@', `postgresql://${role}@`));
+    const svc2 = await LeaseService.open(asRole, policy());
+    const failed = asRole.numberingFailures;
+    await cluster.sql(url, `REVOKE UPDATE ON dstm_counter FROM ${role}`);
+    await svc2.request(node(5), 0, 0);
+    await asRole.settled();
+    expect(asRole.numberingFailures).to.be.above(failed);
   });
 
   describe('dstm server --store postgresql://', () => {
@@ -683,6 +738,40 @@ describe('PostgreSQL store', function () {
       expect(failed).to.have.length(1);
       expect(failed[0].level).to.equal('error');
       expect(String(failed[0].why)).to.match(/dstm_counter/);
+    });
+
+    it('a held BINDINGS long-poll is answered UNAVAILABLE as soon as the store is found down, so the TEP moves on', async () => {
+      const url = await cluster.createDatabase();
+      const s = await startServer(['--store', url, '--pool', '10.92.0.0/29']);
+      servers.push(s);
+      const rpc = await RpcClient.connect({
+        host: '::1',
+        port: s.port,
+        transport: 'tcp',
+        program: DEFAULT_PROGRAM,
+        version: 2,
+        family: 6,
+      });
+      try {
+        const feed = new RPC_TWO_Client(rpc);
+        const first = await feed.BINDINGS({ since: 0n, max: 100, wait_ms: 0, epoch: 0n });
+        const held = feed.BINDINGS(
+          { since: first.next, max: 100, wait_ms: 25_000, epoch: first.epoch },
+          { timeoutMs: 30_000 },
+        );
+        await sleep(300);
+        const t0 = Date.now();
+        await cluster.stopServer('immediate');
+        try {
+          // The sweep's read (once a second) finds the store down.
+          expect((await held).status).to.equal(dstm_status.DSTM_UNAVAILABLE);
+          expect(Date.now() - t0).to.be.below(5000);
+        } finally {
+          await cluster.startServer();
+        }
+      } finally {
+        await rpc.close();
+      }
     });
 
     it('two servers on one database: a node is served by either, admin LIST and the feed of either show every binding', async () => {
