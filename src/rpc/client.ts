@@ -108,6 +108,8 @@ export class RpcClient implements RpcCaller {
   private reconnectDelay = 50;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private lastError: Error | null = null;
+  /** TLS sessions in a row that the server closed with calls in flight and no reply (see serve()). */
+  private silentTlsCloses = 0;
 
   /** Resolve the server's address (and port, through rpcbind, when none is given) and connect. */
   static async connect(options: RpcClientOptions): Promise<RpcClient> {
@@ -337,6 +339,7 @@ export class RpcClient implements RpcCaller {
     let answered = false;
     s.on('data', (chunk: Buffer) => {
       answered = true;
+      this.silentTlsCloses = 0;
       const cut = reader.push(chunk);
       if (cut !== null) {
         this.lastError = new Error(`reply too large: ${cut}`);
@@ -361,8 +364,15 @@ export class RpcClient implements RpcCaller {
       }
     });
     s.on('close', () => {
-      // A server that refuses our certificate after the handshake may just close (Node does, without an alert).
-      if (this.options.tls && !answered) {
+      // A server that refuses our certificate after the handshake may just close (Node does, without an alert). So
+      // may one that crashed or restarted with our calls in flight: the first such close is a lost connection (the
+      // calls are sent again on a new one), only a second in a row a refusal (the first, without reconnecting).
+      if (
+        this.options.tls &&
+        !answered &&
+        this.pending.size > 0 &&
+        ++this.silentTlsCloses >= (this.reconnect ? 2 : 1)
+      ) {
         this.failTls(
           new RpcError(
             'TLS',
