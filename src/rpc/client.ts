@@ -42,7 +42,10 @@ export interface RpcClientOptions {
   auth?: ClientAuth;
   /** TCP: largest fragment sent; longer calls are split into several fragments (default: one per record). */
   fragmentSize?: number;
-  /** TCP: largest reply record accepted, checked from the fragment header (default 16 MiB). */
+  /**
+   * TCP: largest reply record accepted, checked from the fragment header (default 16 MiB); a larger one fails the
+   * calls in flight with BAD_REPLY and closes the connection.
+   */
   maxRecordSize?: number;
   /** TCP: re-establish a lost connection and re-send the calls in flight (default true). */
   reconnect?: boolean;
@@ -342,7 +345,11 @@ export class RpcClient implements RpcCaller {
       this.silentTlsCloses = 0;
       const cut = reader.push(chunk);
       if (cut !== null) {
-        this.lastError = new Error(`reply too large: ${cut}`);
+        // The stream cannot be read past it, and calls sent again would only run again and get it again: every call
+        // in flight fails now (the reply is one of theirs; the others' would have come behind it).
+        const e = new RpcError('BAD_REPLY', `${this.where} sent a reply too large: ${cut}`);
+        this.lastError = e;
+        for (const p of [...this.pending.values()]) this.settle(p, e);
         s.destroy();
       }
     });
