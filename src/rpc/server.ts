@@ -21,7 +21,7 @@ import { TcpTransport } from './server-tcp';
 import { TlsGate } from './server-tls';
 import { UdpTransport } from './server-udp';
 import type { RpcTlsServer } from './tls';
-import type { RpcbindRegistration } from './rpcbind';
+import type { RpcbindRegistration, RpcbindTarget } from './rpcbind';
 import type { BatchUdpSocket } from './udp-batch';
 import type { CallContext, Service, Transport } from './types';
 
@@ -222,10 +222,11 @@ export class RpcServer {
   }
 
   /**
-   * Register every program version with the local rpcbind for every bound address (RFC 1833 v4, then v3, then
-   * portmap v2); close() unregisters them. Returns the registrations made.
+   * Register every program version with the local rpcbind (or options.rpcbindHost) for every bound address (RFC 1833
+   * v4, then v3, then portmap v2); close() unregisters them there. All or none: when one fails, those made before it
+   * are undone and the error thrown. Returns the registrations made.
    */
-  registerWithRpcbind(options: { rpcbindHost?: string; timeoutMs?: number } = {}): Promise<RpcbindRegistration[]> {
+  registerWithRpcbind(options: RpcbindTarget = {}): Promise<RpcbindRegistration[]> {
     return this.rpcbind.register(this.registry, this.bound, options);
   }
 
