@@ -42,7 +42,7 @@ export interface RpcServerOptions {
    * a record being assembled costs its own bytes (one buffer), not a buffer per fragment.
    */
   maxFragmentsPerRecord?: number;
-  /** Largest fragment sent on TCP; longer replies are split (default: one fragment per record). */
+  /** Largest fragment sent on TCP, 1 to 2^31 − 1; longer replies are split (default: one fragment per record). */
   fragmentSize?: number;
   /** Authentication flavors accepted (default AUTH_NONE and AUTH_SYS). Other flavors get AUTH_REJECTEDCRED. */
   auth?: ServerAuth[];
@@ -135,12 +135,16 @@ export class RpcServer {
       throw new RangeError('udpBatch must be 0–1024');
     if (!(Number.isInteger(udpRecvSize) && udpRecvSize >= 1 && udpRecvSize <= 65536))
       throw new RangeError('udpRecvSize must be 1–65536');
+    // Checked here, not at the first reply, which would throw out of a socket's data handler.
+    const fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
+    if (!(Number.isInteger(fragmentSize) && fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT))
+      throw new RangeError(`fragmentSize must be 1–${MAX_FRAGMENT}`);
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
     const auth = new Map<number, ServerAuth>();
     for (const a of options.auth ?? [authNone, authSysServer]) auth.set(a.flavor, a);
     this.registry = new Registry(options.udpReplyRatio ?? 3);
-    const replier = new Replier(options.fragmentSize ?? MAX_FRAGMENT, this.drc, options.onHandlerError);
+    const replier = new Replier(fragmentSize, this.drc, options.onHandlerError);
     this.tls = options.tls ?? null;
     const tlsGate = this.tls ? new TlsGate(this.tls, replier, this.counters) : null;
     this.dispatcher = new Dispatcher(

@@ -452,6 +452,11 @@ describe('rpc client and server over ::1', function () {
       expect(await c.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(10))).to.deep.equal(new Uint8Array(10));
     });
 
+    it('refuses a fragmentSize no record header can carry when the server is made, not at its first reply', () => {
+      for (const fragmentSize of [0, -1, 1.5, 0x80000000, NaN])
+        expect(() => new RpcServer({ fragmentSize }), String(fragmentSize)).to.throw(RangeError, /fragmentSize/);
+    });
+
     it('sends and receives records in many small fragments', async () => {
       const { port } = await serve(undefined, { fragmentSize: 64 });
       const c = await connect(port, 'tcp', { fragmentSize: 100 });
