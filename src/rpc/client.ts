@@ -66,7 +66,7 @@ export interface RpcClientOptions {
   /**
    * TCP: RPC-with-TLS (RFC 9289). Every connection starts with the AUTH_TLS probe and a TLS 1.3 handshake verifying
    * the server against `ca` and its address (or serverName); a server that does not offer TLS fails the connect
-   * with RpcError 'TLS'.
+   * with RpcError 'TLS'. With another transport, connect() throws a RangeError.
    */
   tls?: TlsClientOptions;
 }
@@ -116,6 +116,9 @@ export class RpcClient implements RpcCaller {
 
   /** Resolve the server's address (and port, through rpcbind, when none is given) and connect. */
   static async connect(options: RpcClientOptions): Promise<RpcClient> {
+    // Rather than calls in plain text where TLS was asked for: there is no RPC-with-TLS over UDP (no DTLS here).
+    if (options.tls && options.transport !== 'tcp')
+      throw new RangeError(`RPC-with-TLS runs over TCP only, not ${options.transport}`);
     let address = options.host;
     if (!options.path && net.isIP(address) === 0) {
       let found: { address: string; family: number }[];

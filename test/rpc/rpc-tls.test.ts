@@ -255,6 +255,17 @@ describe('RPC-with-TLS (RFC 9289)', function () {
       });
     }
 
+    it('TLS asked for over UDP is refused, not made in plain text', async () => {
+      const { port } = await serve('opportunistic');
+      let err: unknown = null;
+      await connect(port, { ca: ca.cert }, 'udp')
+        .then((c) => c.call(TEST_PROGRAM, 1, ADD1, 1))
+        .catch((e) => (err = e));
+      expect(err, 'a call was made').to.be.instanceOf(RangeError);
+      expect((err as Error).message).to.match(/TCP only/);
+      expect(seen).to.have.length(0);
+    });
+
     it('a server certificate that does not name the address, or from another CA, fails the connect', async () => {
       const { port } = await serve('opportunistic');
       await expectKind(connect(port, { ca: other.cert }), 'TLS', /does not verify against the CA/);
