@@ -71,7 +71,7 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** IPv6 source address to call from; default: the one the kernel routes to the server with. */
   local?: string;
-  /** RPC-with-TLS (transport must be tcp). */
+  /** RPC-with-TLS (transport tcp, the default with it). */
   tls?: TlsClientOptions;
 }
 
@@ -125,7 +125,7 @@ export class DstmClient {
     const rpc = await RpcClient.connect({
       host: o.host,
       port: o.port,
-      transport: o.transport ?? 'udp',
+      transport: o.transport ?? (o.tls ? 'tcp' : 'udp'),
       program: o.program,
       version: o.version ?? 2,
       timeoutMs: o.timeoutMs ?? 5000,

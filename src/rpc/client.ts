@@ -42,7 +42,10 @@ export interface RpcClientOptions {
   auth?: ClientAuth;
   /** TCP: largest fragment sent; longer calls are split into several fragments (default: one per record). */
   fragmentSize?: number;
-  /** TCP: largest reply record accepted, checked from the fragment header (default 16 MiB). */
+  /**
+   * TCP: largest reply record accepted, checked from the fragment header (default 16 MiB); a larger one fails the
+   * calls in flight with BAD_REPLY and closes the connection.
+   */
   maxRecordSize?: number;
   /** TCP: re-establish a lost connection and re-send the calls in flight (default true). */
   reconnect?: boolean;
@@ -63,7 +66,7 @@ export interface RpcClientOptions {
   /**
    * TCP: RPC-with-TLS (RFC 9289). Every connection starts with the AUTH_TLS probe and a TLS 1.3 handshake verifying
    * the server against `ca` and its address (or serverName); a server that does not offer TLS fails the connect
-   * with RpcError 'TLS'.
+   * with RpcError 'TLS'. With another transport, connect() throws a RangeError.
    */
   tls?: TlsClientOptions;
 }
@@ -108,9 +111,14 @@ export class RpcClient implements RpcCaller {
   private reconnectDelay = 50;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private lastError: Error | null = null;
+  /** TLS sessions in a row that the server closed with calls in flight and no reply (see serve()). */
+  private silentTlsCloses = 0;
 
   /** Resolve the server's address (and port, through rpcbind, when none is given) and connect. */
   static async connect(options: RpcClientOptions): Promise<RpcClient> {
+    // Rather than calls in plain text where TLS was asked for: there is no RPC-with-TLS over UDP (no DTLS here).
+    if (options.tls && options.transport !== 'tcp')
+      throw new RangeError(`RPC-with-TLS runs over TCP only, not ${options.transport}`);
     let address = options.host;
     if (!options.path && net.isIP(address) === 0) {
       let found: { address: string; family: number }[];
@@ -337,9 +345,14 @@ export class RpcClient implements RpcCaller {
     let answered = false;
     s.on('data', (chunk: Buffer) => {
       answered = true;
+      this.silentTlsCloses = 0;
       const cut = reader.push(chunk);
       if (cut !== null) {
-        this.lastError = new Error(`reply too large: ${cut}`);
+        // The stream cannot be read past it, and calls sent again would only run again and get it again: every call
+        // in flight fails now (the reply is one of theirs; the others' would have come behind it).
+        const e = new RpcError('BAD_REPLY', `${this.where} sent a reply too large: ${cut}`);
+        this.lastError = e;
+        for (const p of [...this.pending.values()]) this.settle(p, e);
         s.destroy();
       }
     });
@@ -361,8 +374,15 @@ export class RpcClient implements RpcCaller {
       }
     });
     s.on('close', () => {
-      // A server that refuses our certificate after the handshake may just close (Node does, without an alert).
-      if (this.options.tls && !answered) {
+      // A server that refuses our certificate after the handshake may just close (Node does, without an alert). So
+      // may one that crashed or restarted with our calls in flight: the first such close is a lost connection (the
+      // calls are sent again on a new one), only a second in a row a refusal (the first, without reconnecting).
+      if (
+        this.options.tls &&
+        !answered &&
+        this.pending.size > 0 &&
+        ++this.silentTlsCloses >= (this.reconnect ? 2 : 1)
+      ) {
         this.failTls(
           new RpcError(
             'TLS',

@@ -63,5 +63,6 @@ export {
   RPCBIND_PROGRAM,
   RPCBIND_PORT,
   type RpcbindRegistration,
+  type RpcbindTarget,
 } from './rpcbind';
 export type * from './types';

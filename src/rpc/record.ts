@@ -50,6 +50,16 @@ export class RecordReader {
     this.buf = null;
   }
 
+  /**
+   * Go on after a stop() made inside onRecord: the rest of that record's chunk is read now, as push() reads it (and
+   * with its result).
+   */
+  resume(): string | null {
+    this.stopped = false;
+    const rest = this.takeRest();
+    return rest ? this.push(rest) : null;
+  }
+
   /** The bytes of the chunk being pushed that came after the record during which stop() was called (once). */
   takeRest(): Buffer | null {
     const r = this.rest;

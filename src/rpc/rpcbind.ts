@@ -130,8 +130,11 @@ export interface RpcbindRegistration {
   via: string;
 }
 
-interface RpcbindTarget {
+/** Which rpcbind to register with: the local one (its local socket, else ::1), or the one at rpcbindHost. */
+export interface RpcbindTarget {
   rpcbindHost?: string;
+  /** rpcbind's port on rpcbindHost (111). */
+  rpcbindPort?: number;
   timeoutMs?: number;
 }
 
@@ -170,7 +173,7 @@ async function localRpcbind(t: RpcbindTarget): Promise<RpcClient> {
   }
   return RpcClient.connect({
     host: t.rpcbindHost ?? '::1',
-    port: RPCBIND_PORT,
+    port: t.rpcbindPort ?? RPCBIND_PORT,
     transport: 'udp',
     program: RPCBIND_PROGRAM,
     version: 4,

@@ -167,7 +167,7 @@ export class Dispatcher {
       }
     }
     if (this.inFlight >= this.maxInFlight) {
-      // Only UDP gets here over the cap (TCP records wait in their connection's backlog): drop, the client retransmits.
+      // Only UDP gets here over the cap (a TCP record waits in its connection, parked): drop, the client retransmits.
       this.counters.overloadDrops++;
       return null;
     }

@@ -1,4 +1,4 @@
-// One TCP connection of the server: the peer its calls answer to, its record reader, the records waiting for a call
+// One TCP connection of the server: the peer its calls answer to, its record reader, the record waiting for a call
 // slot, write backpressure (a peer that does not read its replies stops being read until the socket drains), the
 // deadline of a record begun (a peer trickling a byte now and then cannot hold a connection forever), its idle clock
 // (only a call served winds it: bytes, garbage and refused calls do not) and a peer's half-close (its calls are still
@@ -94,8 +94,11 @@ export class TcpConn implements Peer {
   tls: TlsSession | null = null;
   /** A probe was answered in the chunk being served: upgrade once its reply is written. */
   startTls = false;
-  /** Records waiting for a free call slot (maxInFlight reached). */
-  readonly backlog: Buffer[] = [];
+  /**
+   * The record waiting for a free call slot (maxInFlight reached). The reader stops after it, the rest of its chunk
+   * kept unread until the record is served: a waiting connection holds its bytes, not an object per record.
+   */
+  parked: Buffer | null = null;
   writeBlocked = false;
   /** Calls of this connection whose handler has not finished. */
   active = 0;
@@ -127,9 +130,9 @@ export class TcpConn implements Peer {
     return new RecordReader(this.o.maxRecordSize, (rec) => this.owner.onRecord(rec, this), this.o.maxFragments);
   }
 
-  /** Records of this connection wait for a call slot: the server, not the peer, holds it (its clocks wait). */
+  /** A record of this connection waits for a call slot: the server, not the peer, holds it (its clocks wait). */
   get held(): boolean {
-    return this.backlog.length > 0;
+    return this.parked !== null;
   }
 
   /** What the server may close to make room when full: no call in progress or waiting, not a reserved peer's. */
@@ -193,7 +196,8 @@ export class TcpConn implements Peer {
     this.record.dispose();
     this.idle.dispose();
     this.reader.stop();
-    this.backlog.length = 0;
+    this.reader.takeRest();
+    this.parked = null;
   }
 
   detach(): Peer {

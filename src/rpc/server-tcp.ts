@@ -181,6 +181,11 @@ export class TcpTransport {
         this.flush(c);
       }
     }
+    this.afterPush(c, cut);
+  }
+
+  /** After the reader was fed: the record clock, a cut-off stream closed, or the upgrade after a probe. */
+  private afterPush(c: TcpConn, cut: string | null): void {
     c.watchRecord();
     if (cut !== null) {
       if (c.reader.cut === 'fragments') this.counters.tcp.tooManyFragments++;
@@ -211,11 +216,12 @@ export class TcpTransport {
     c.socket.destroy();
   }
 
-  /** A complete record: dispatched, or kept until a call slot is free. */
+  /** A complete record: dispatched, or kept until a call slot is free (the reader stops after it, see parked). */
   onRecord(rec: Buffer, c: TcpConn): void {
     if (this.dispatcher.closing) return;
-    if (c.held || this.dispatcher.full) {
-      c.backlog.push(rec);
+    if (this.dispatcher.full) {
+      c.parked = rec;
+      c.reader.stop();
       c.socket.pause();
       this.waiting.add(c);
       return;
@@ -247,15 +253,17 @@ export class TcpTransport {
     c.write(out);
   }
 
-  /** A call slot came free: serve waiting records, oldest connection first. */
+  /** A call slot came free: serve waiting records, and the rest of their chunks, oldest connection first. */
   private feedWaiting(): void {
     // Not re-entered: a synchronous handler dispatched from here calls back in, and the loop below goes on instead.
     if (this.draining) return;
     this.draining = true;
     for (const c of this.waiting) {
-      while (c.backlog.length > 0 && !this.dispatcher.full) {
-        const rec = c.backlog.shift()!;
+      while (c.parked !== null && !this.dispatcher.full) {
+        const rec = c.parked;
+        c.parked = null;
         this.dispatcher.dispatch(rec, 0, rec.length, c);
+        this.afterPush(c, c.reader.resume()); // may park the next record
       }
       if (c.held) break;
       this.waiting.delete(c);

@@ -21,7 +21,7 @@ import { TcpTransport } from './server-tcp';
 import { TlsGate } from './server-tls';
 import { UdpTransport } from './server-udp';
 import type { RpcTlsServer } from './tls';
-import type { RpcbindRegistration } from './rpcbind';
+import type { RpcbindRegistration, RpcbindTarget } from './rpcbind';
 import type { BatchUdpSocket } from './udp-batch';
 import type { CallContext, Service, Transport } from './types';
 
@@ -42,7 +42,7 @@ export interface RpcServerOptions {
    * a record being assembled costs its own bytes (one buffer), not a buffer per fragment.
    */
   maxFragmentsPerRecord?: number;
-  /** Largest fragment sent on TCP; longer replies are split (default: one fragment per record). */
+  /** Largest fragment sent on TCP, 1 to 2^31 − 1; longer replies are split (default: one fragment per record). */
   fragmentSize?: number;
   /** Authentication flavors accepted (default AUTH_NONE and AUTH_SYS). Other flavors get AUTH_REJECTEDCRED. */
   auth?: ServerAuth[];
@@ -136,12 +136,16 @@ export class RpcServer {
       throw new RangeError('udpBatch must be 0–1024');
     if (!(Number.isInteger(udpRecvSize) && udpRecvSize >= 1 && udpRecvSize <= 65536))
       throw new RangeError('udpRecvSize must be 1–65536');
+    // Checked here, not at the first reply, which would throw out of a socket's data handler.
+    const fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
+    if (!(Number.isInteger(fragmentSize) && fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT))
+      throw new RangeError(`fragmentSize must be 1–${MAX_FRAGMENT}`);
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
     const auth = new Map<number, ServerAuth>();
     for (const a of options.auth ?? [authNone, authSysServer]) auth.set(a.flavor, a);
     this.registry = new Registry(options.udpReplyRatio ?? 3);
-    const replier = new Replier(options.fragmentSize ?? MAX_FRAGMENT, this.drc, options.onHandlerError);
+    const replier = new Replier(fragmentSize, this.drc, options.onHandlerError);
     this.tls = options.tls ?? null;
     const tlsGate = this.tls ? new TlsGate(this.tls, replier, this.counters) : null;
     this.dispatcher = new Dispatcher(
@@ -223,10 +227,11 @@ export class RpcServer {
   }
 
   /**
-   * Register every program version with the local rpcbind for every bound address (RFC 1833 v4, then v3, then
-   * portmap v2); close() unregisters them. Returns the registrations made.
+   * Register every program version with the local rpcbind (or options.rpcbindHost) for every bound address (RFC 1833
+   * v4, then v3, then portmap v2); close() unregisters them there. All or none: when one fails, those made before it
+   * are undone and the error thrown. Returns the registrations made.
    */
-  registerWithRpcbind(options: { rpcbindHost?: string; timeoutMs?: number } = {}): Promise<RpcbindRegistration[]> {
+  registerWithRpcbind(options: RpcbindTarget = {}): Promise<RpcbindRegistration[]> {
     return this.rpcbind.register(this.registry, this.bound, options);
   }
 

@@ -440,6 +440,23 @@ describe('rpc client and server over ::1', function () {
       await expectRpcError(c2.ping(), 'CLOSED');
     });
 
+    it('fails the calls in flight at once on a reply over maxRecordSize, without sending them again', async () => {
+      let runs = 0;
+      const { port } = await serve([testService({ ECHO: (b: Uint8Array) => (runs++, b) })], {}, 0, 'tcp');
+      const c = await connect(port, 'tcp', { maxRecordSize: 1000 });
+      const t0 = performance.now();
+      const e = await expectRpcError(c.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(2000)), 'BAD_REPLY');
+      expect(e.message).to.match(/too large.*over the maximum of 1000/);
+      expect(performance.now() - t0, 'failed at once, not at the timeout').to.be.below(1500);
+      expect(runs, 'the call ran once').to.equal(1);
+      expect(await c.call(TEST_PROGRAM, 1, ECHO, new Uint8Array(10))).to.deep.equal(new Uint8Array(10));
+    });
+
+    it('refuses a fragmentSize no record header can carry when the server is made, not at its first reply', () => {
+      for (const fragmentSize of [0, -1, 1.5, 0x80000000, NaN])
+        expect(() => new RpcServer({ fragmentSize }), String(fragmentSize)).to.throw(RangeError, /fragmentSize/);
+    });
+
     it('sends and receives records in many small fragments', async () => {
       const { port } = await serve(undefined, { fragmentSize: 64 });
       const c = await connect(port, 'tcp', { fragmentSize: 100 });

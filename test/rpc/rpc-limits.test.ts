@@ -428,6 +428,33 @@ describe('rpc server limits (issue 13), TCP slots', function () {
       await until('connection closed', () => server.stats().connections === 0);
     });
 
+    it('holds no more than the bytes a waiting connection sent, however many records they are (maxInFlight)', async () => {
+      let release = (): void => {};
+      const port = await serve4(
+        { maxInFlight: 1 },
+        testService({ SLOW: () => new Promise<number>((r) => (release = () => r(0))) }),
+      );
+      const holder = await tcpConnect(port, '127.0.0.1');
+      holder.sock.write(frameRecord(call(1, SLOW.number, 0), MAX_FRAGMENT));
+      await until('call in progress', () => server.stats().inFlight === 1);
+      // 64 KiB of empty records (a 4-byte header each), then a NULL call, from each of 8 connections.
+      const nul = frameRecord(call(2), MAX_FRAGMENT);
+      const flood = Buffer.alloc(65536 - nul.length);
+      for (let o = 0; o < flood.length; o += 4) flood.writeUInt32BE(0x80000000, o);
+      const stream = Buffer.concat([flood, nul]);
+      const conns = await Promise.all(Array.from({ length: 8 }, () => tcpConnect(port, '127.0.0.1')));
+      const before = memory();
+      await Promise.all(conns.map((c) => new Promise<void>((r) => c.sock.write(stream, () => r()))));
+      await sleep(300);
+      // A record that waits for a slot must not cost an object each: 8 x 16,000 of them were about 15 MB.
+      expect(memory() - before, 'heap and buffers held for the waiting records').to.be.below(5 << 20);
+      release();
+      await until('every connection answered', () => conns.every((c) => c.received().length === 28));
+      expect(server.stats().garbageRecords.tcp).to.equal((8 * flood.length) / 4);
+      holder.sock.destroy();
+      for (const c of conns) c.sock.destroy();
+    });
+
     it('stops the record and idle clocks of a connection whose records wait for a call slot (maxInFlight)', async () => {
       let release = (): void => {};
       const port = await serve4(

@@ -143,3 +143,70 @@ describe('rpc with a real rpcbind', function () {
     expect(seen).to.deep.equal(['v3 tcp6', 'v2 6']);
   });
 });
+
+describe('rpc server registrations with an rpcbind elsewhere (played by our own server)', () => {
+  /** An rpcbind v4 on ::1 that logs SET and UNSET and refuses the SETs of `refuse` netids. */
+  async function fakeRpcbind(refuse: string[]): Promise<{ port: number; seen: string[]; close: () => Promise<void> }> {
+    const seen: string[] = [];
+    const rpcb = {
+      encode() {},
+      decode: (r: XdrReader) => ({
+        prog: r.uint(),
+        vers: r.uint(),
+        netid: r.string(),
+        addr: r.string(),
+        owner: r.string(),
+      }),
+    };
+    const bool = { encode: (w: XdrWriter, v: boolean) => w.bool(v), decode: (r: XdrReader) => r.bool() };
+    const svc: Service = {
+      definition: {
+        programName: 'RPCBPROG',
+        versionName: 'RPCBVERS4',
+        program: RPCBIND_PROGRAM,
+        version: 4,
+        procedures: new Map([
+          [1, { name: 'SET', number: 1, args: rpcb, result: bool }],
+          [2, { name: 'UNSET', number: 2, args: rpcb, result: bool }],
+        ]),
+      },
+      handlers: new Map([
+        [1, (a: { netid: string }) => (seen.push(`SET ${a.netid}`), !refuse.includes(a.netid))],
+        [2, (a: { netid: string }) => (seen.push(`UNSET ${a.netid}`), true)],
+      ]),
+    };
+    const s = new RpcServer().register(svc);
+    const [{ port }] = await s.listen({ host: '::1', port: 0, transport: 'udp' });
+    return { port, seen, close: () => s.close(0) };
+  }
+
+  it('unregisters on close from the rpcbind it registered with', async () => {
+    const rpcbind = await fakeRpcbind([]);
+    const server = new RpcServer().register(testService());
+    await server.listen({ host: '::1', port: 0 });
+    await server.registerWithRpcbind({ rpcbindHost: '::1', rpcbindPort: rpcbind.port });
+    await server.close(0);
+    expect(rpcbind.seen).to.deep.equal([
+      'UNSET udp6',
+      'SET udp6',
+      'UNSET tcp6',
+      'SET tcp6',
+      'UNSET udp6',
+      'UNSET tcp6',
+    ]);
+    await rpcbind.close();
+  });
+
+  it('registers all or none: a refusal undoes the registrations made before it', async () => {
+    const rpcbind = await fakeRpcbind(['tcp6']);
+    const server = new RpcServer().register(testService());
+    await server.listen({ host: '::1', port: 0 });
+    let err: unknown = null;
+    await server.registerWithRpcbind({ rpcbindHost: '::1', rpcbindPort: rpcbind.port }).catch((e) => (err = e));
+    expect(String(err)).to.match(/refused to register program/);
+    expect(rpcbind.seen).to.deep.equal(['UNSET udp6', 'SET udp6', 'UNSET tcp6', 'SET tcp6', 'UNSET udp6']);
+    await server.close(0);
+    expect(rpcbind.seen, 'nothing left to undo at close').to.have.length(5);
+    await rpcbind.close();
+  });
+});
