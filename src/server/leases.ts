@@ -6,7 +6,15 @@
 import { type Prefix4, type Prefix6, PrefixTable } from '../lib/addr';
 import { AddressPool, type PoolStats } from './pool';
 import type { StatusName } from '../protocol/status';
-import { StoreUnavailable, type Binding, type Candidates, type Change, type GrantOutcome, type Store } from './store';
+import {
+  STATE,
+  StoreUnavailable,
+  type Binding,
+  type Candidates,
+  type Change,
+  type GrantOutcome,
+  type Store,
+} from './store';
 
 export { StoreUnavailable };
 
@@ -189,11 +197,17 @@ export class LeaseService {
 
   /**
    * RELEASE: the caller's binding (only if `ip4`, when non-zero, is its address) ends, its address held like an expiry.
+   * One already held is answered as released again: a RELEASE retried after its reply was lost (a server restarted,
+   * or another server asked in its stead, has no duplicate request cache entry for it) succeeds as it did the first
+   * time.
    */
   release(ip6: Buffer, ip4: number): Promise<Grant> {
     return this.counted('release', async () => {
       const o = await this.store.release(ip6, ip4);
-      return o.binding ? this.grant('ok', o.binding, o.now) : this.refuse('no_binding', ip6, o.now, ip4);
+      if (o.binding) return this.grant('ok', o.binding, o.now);
+      const held = await this.store.liveBinding(ip6);
+      if (held?.state === STATE.held && (ip4 === 0 || held.ip4 === ip4)) return this.grant('ok', held, o.now);
+      return this.refuse('no_binding', ip6, o.now, ip4);
     });
   }
 

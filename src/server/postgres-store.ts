@@ -950,6 +950,14 @@ export class PostgresStore extends EventEmitter implements Store {
     return rows.map(toBinding);
   }
 
+  async liveBinding(ip6: Buffer): Promise<Binding | undefined> {
+    const rows = await this.read(
+      'SELECT ip4, ip6, state, starts, ends FROM dstm_bindings WHERE ip6 = $1 AND state < 2',
+      [ip6],
+    );
+    return rows.length > 0 ? toBinding(rows[0]) : undefined;
+  }
+
   async boundAddresses(): Promise<number[]> {
     return (await this.read<{ ip4: string }>('SELECT ip4 FROM dstm_bindings', [])).map((r) => Number(r.ip4));
   }

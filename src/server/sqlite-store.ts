@@ -302,6 +302,10 @@ export class SqliteStore extends EventEmitter implements Store {
     return this.read(() => this.q.bound.all()) as number[];
   }
 
+  async liveBinding(ip6: Buffer): Promise<Binding | undefined> {
+    return this.read(() => this.q.byIp6.get(ip6)) as Binding | undefined;
+  }
+
   async counts(): Promise<StateCounts> {
     const out = Object.fromEntries(STATE_NAMES.map((n) => [n, 0])) as StateCounts;
     if (this.walFd < 0) {

@@ -153,6 +153,8 @@ export interface Store {
   release(ip6: Buffer, ip4: number): Promise<EndOutcome>;
   /** Admin REVOKE: the node's live binding (at `ip4` when non-zero) ends now and is quarantined for the hold time. */
   revoke(ip6: Buffer, ip4: number): Promise<EndOutcome>;
+  /** The node's live binding (active or held), if it has one. */
+  liveBinding(ip6: Buffer): Promise<Binding | undefined>;
   /**
    * Expire ended leases and reclaim addresses held for `hold` seconds, a bounded batch at a time; safe on every server
    * at once.
