@@ -158,7 +158,9 @@ export class Dti {
       icmpSource: 0,
       batch: opts.batch,
       counters: this.counters,
-      route: () => (this.lease ? this.tep : Drop.no_address),
+      // Only the leased address leaves (draft 5.2: the server allocates the source): a packet the node forwards for
+      // another host, or one an application sent from an address of its own choosing, is not ours to tunnel.
+      route: (src) => (!this.lease ? Drop.no_address : src === this.lease.address ? this.tep : Drop.spoofed_source),
       accept: (buf, srcOff, _src, dst) => {
         if (!this.lease) return Drop.no_address;
         if (!bytesEqual(buf, srcOff, this.tep, 0, 16)) return this.notFromTep;

@@ -91,6 +91,19 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(outer(p)).to.deep.equal({ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' });
   });
 
+  it('tunnels only packets from the leased address: any other inner source is dropped as spoofed_source', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    await dti.up(lease(TEP_A));
+    f.tun.receive(
+      ipv4({ src: '192.168.1.20', dst: '192.0.2.2' }), // forwarded for a host behind the node
+      ipv4({ src: LEASED, dst: '192.0.2.2' }),
+      ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }),
+    );
+    expect(f.raw.take().map(outer)).to.deep.equal([{ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' }]);
+    expect(dti.counters.snapshot().drops.spoofed_source).to.equal(2);
+  });
+
   it('accepts tunnelled packets only from its TEP and only for its address', async () => {
     dti = makeDti(f);
     await dti.start();
