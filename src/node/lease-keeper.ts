@@ -47,6 +47,15 @@ export interface KeeperClock {
 
 type Stamp = { mono: number; wall: number };
 
+/**
+ * Seconds after the lease's request at which to renew it: the server's `extend`, but never less than a second (a zero
+ * `extend` must not renew in a loop) and, when it is not before `keep` (a server that says renew after the end), half
+ * of `keep`, so the node renews while the lease still holds instead of using the address past its end.
+ */
+export function renewAfter(lease: Pick<Lease, 'extend' | 'keep'>): number {
+  return Math.max(1, lease.extend < lease.keep ? lease.extend : lease.keep / 2);
+}
+
 const SYSTEM_CLOCK: KeeperClock = { monotonic: () => performance.now(), wall: () => Date.now() };
 
 /**
@@ -129,15 +138,15 @@ export class LeaseKeeper extends EventEmitter {
       }
       const got = this.got;
       const keepMs = lease.keep * 1000;
-      // At least a second between renewals whatever the server says: a zero `extend` must not renew in a loop.
-      const renewMs = Math.max(1, lease.extend) * 1000;
+      const renewMs = renewAfter(lease) * 1000;
       // A renewal whose up() failed is set up again meanwhile (renew() tries again too).
       let setup = this.retryMs;
       while (!this.stopped && this.lease === lease && !this.applied && this.elapsed(got) < renewMs) {
         if (await this.apply(lease)) break;
         setup = await this.backoff(setup, got, renewMs);
       }
-      await this.waitUntil(got, renewMs);
+      // Never past the lease's end (keep below a second): it is dropped then, renewed or not.
+      await this.waitUntil(got, Math.min(renewMs, keepMs));
       // Renew until it works or the lease runs out.
       delay = this.retryMs;
       while (!this.stopped && this.lease === lease) {

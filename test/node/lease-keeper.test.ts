@@ -375,3 +375,41 @@ describe('lease keeper', function () {
     expect(requests - before).to.be.within(1, 4);
   });
 });
+
+describe('lease keeper against a server whose extend is not before keep', () => {
+  it('renews at half the lease instead of using the address past its end', async () => {
+    // keep 2 s, extend 10 s: renewing at extend would use the address 8 s after the lease ended
+    const lease: Lease = {
+      address: '10.95.0.1',
+      mask: '255.255.255.255',
+      local: '2001:db8::1',
+      tep6: '2001:db8::a',
+      tep4: '10.95.0.254',
+      starts: 0,
+      ends: 2,
+      extend: 10,
+      keep: 2,
+    };
+    const calls: number[] = [];
+    const t0 = performance.now();
+    const server = {
+      server: 'fake',
+      request: () => {
+        calls.push(performance.now() - t0);
+        return Promise.resolve(lease);
+      },
+      release: () => Promise.resolve(lease),
+    };
+    const keeper = new LeaseKeeper(server, { sliceMs: 50 });
+    const events: string[] = [];
+    for (const e of ['renewed', 'expired']) keeper.on(e, () => events.push(e));
+    try {
+      await keeper.start();
+      await Promise.race([nextEvent(keeper, 'renewed'), nextEvent(keeper, 'expired'), sleep(3000)]);
+      expect(events).to.deep.equal(['renewed']);
+      expect(calls[1]).to.be.within(900, 1900);
+    } finally {
+      await keeper.stop();
+    }
+  });
+});
