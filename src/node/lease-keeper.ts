@@ -1,8 +1,9 @@
 // Keeps a node's lease alive (draft section 6 "the client MUST renew", C.3): obtains a lease, renews it after the
 // server's `extend` interval, retries a failed renewal until the lease's valid lifetime (`keep`) runs out, and then
-// drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() releases. Timers count from the
-// local time each request was first sent, so clock skew between node and server does not matter, and a reply
-// delayed by retransmissions does not make the lease look longer than the server's. Never touches DNS.
+// drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() drops the address and releases.
+// Timers count from the local time each request was first sent, so clock skew between node and server does not
+// matter, and a reply delayed by retransmissions does not make the lease look longer than the server's. Never
+// touches DNS.
 //
 // Elapsed time is the larger of the monotonic clock's and the wall clock's: on Linux the monotonic clock (and
 // setTimeout) stops while the system is suspended, the wall clock does not, and the server's lease ran on meanwhile.
@@ -108,7 +109,11 @@ export class LeaseKeeper extends EventEmitter {
     return first;
   }
 
-  /** Stop: release the lease (best effort), run hooks.down, emit 'released'. */
+  /**
+   * Stop: run hooks.down, then release the lease (best effort), emit 'released'. The address goes first, as when a
+   * lease runs out: once the server has it back the lease is over, and the RELEASE's reply can take retransmissions
+   * (or never come).
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
@@ -116,12 +121,12 @@ export class LeaseKeeper extends EventEmitter {
     const lease = this.lease;
     this.lease = undefined;
     if (lease) {
+      await this.down(lease, 'released');
       try {
         await this.client.release(parseIPv4(lease.address));
       } catch (err) {
         this.report(err);
       }
-      await this.down(lease, 'released');
       this.emit('released', lease);
     }
     this.emit('stopped');

@@ -376,20 +376,37 @@ describe('lease keeper', function () {
   });
 });
 
-describe('lease keeper against a server whose extend is not before keep', () => {
-  it('renews at half the lease instead of using the address past its end', async () => {
-    // keep 2 s, extend 10 s: renewing at extend would use the address 8 s after the lease ended
-    const lease: Lease = {
-      address: '10.95.0.1',
-      mask: '255.255.255.255',
-      local: '2001:db8::1',
-      tep6: '2001:db8::a',
-      tep4: '10.95.0.254',
-      starts: 0,
-      ends: 2,
-      extend: 10,
-      keep: 2,
+describe('lease keeper against a fake server', () => {
+  const lease: Lease = {
+    address: '10.95.0.1',
+    mask: '255.255.255.255',
+    local: '2001:db8::1',
+    tep6: '2001:db8::a',
+    tep4: '10.95.0.254',
+    starts: 0,
+    ends: 2,
+    extend: 10,
+    keep: 2,
+  };
+
+  it('on stop takes the address down before the RELEASE, so it is never used once the server may lease it again', async () => {
+    const steps: string[] = [];
+    const server = {
+      server: 'fake',
+      request: () => Promise.resolve({ ...lease, extend: 1800, keep: 3600 }),
+      release: () => {
+        steps.push('release');
+        return Promise.resolve(lease);
+      },
     };
+    const keeper = new LeaseKeeper(server, { hooks: { down: (_l, why) => void steps.push(`down ${why}`) } });
+    await keeper.start();
+    await keeper.stop();
+    expect(steps).to.deep.equal(['down released', 'release']);
+  });
+
+  it('whose extend is not before keep: renews at half the lease instead of using the address past its end', async () => {
+    // keep 2 s, extend 10 s: renewing at extend would use the address 8 s after the lease ended
     const calls: number[] = [];
     const t0 = performance.now();
     const server = {
