@@ -15,7 +15,7 @@ import { createSocket } from 'node:dgram';
 import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
 import type { BatchSink, BatchSource } from '../dti/tunnel';
-import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
+import { ifSysctl, ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import {
   EncapConfig,
   HEADROOM,
@@ -197,10 +197,10 @@ export class Dti {
   /** The device up at the tunnel MTU, without an address; with `trigger`, routed and waiting (on-demand). */
   async start(trigger?: () => void): Promise<void> {
     // IPv6 on the DTI would only send router solicitations and MLD reports into the IPv4 tunnel
-    this.system.sysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
+    this.system.sysctl(ifSysctl('ipv6', this.name, 'disable_ipv6'), '1');
     // The ICMPv4 errors the DTI writes for local applications come from the node's own address (icmpSource):
     // without accept_local the kernel drops them as martians.
-    this.system.sysctl(`net.ipv4.conf.${this.name}.accept_local`, '1');
+    this.system.sysctl(ifSysctl('ipv4', this.name, 'accept_local'), '1');
     const cmds = [ip.linkMtu(this.name, this.tunnel.tunnelMtu), ip.linkUp(this.name)];
     if (trigger) {
       this.onDemand = trigger;

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { Dti, setSource, type DtiLease } from '../../src/node/dti-node';
 import { internetChecksum } from '../../src/dti/packet';
+import { sysctlPath } from '../../src/dti/netconfig';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { cksum, icmpv6, ipv4, ipv6, v4 } from '../dti/build';
@@ -102,6 +103,24 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     );
     expect(f.raw.take().map(outer)).to.deep.equal([{ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' }]);
     expect(dti.counters.snapshot().drops.spoofed_source).to.equal(2);
+  });
+
+  it('a DTI whose name holds a dot (dti.9) sets its sysctls in its own /proc/sys directory', async () => {
+    dti = new Dti({
+      name: 'dti.9',
+      routes: ['default'],
+      pathMtu: 1500,
+      log: quiet,
+      devices: f.devices,
+      system: f.system,
+    });
+    await dti.start();
+    const keys = f.commands.filter((c) => c.startsWith('sysctl ')).map((c) => c.slice(7).split('=')[0]);
+    expect(keys.map(sysctlPath)).to.deep.equal([
+      '/proc/sys/net/ipv6/conf/dti.9/disable_ipv6',
+      '/proc/sys/net/ipv4/conf/dti.9/accept_local',
+    ]);
+    expect(sysctlPath('net.ipv4.ip_forward')).to.equal('/proc/sys/net/ipv4/ip_forward');
   });
 
   it('accepts tunnelled packets only from its TEP and only for its address', async () => {
