@@ -401,9 +401,19 @@ export function annexALines(
   ];
 }
 
-/** A lease from the DSTM server as the DTI needs it: our address, the TEP (both families), our IPv6 source. */
+/**
+ * A lease from the DSTM server as the DTI needs it: our address, the TEP (both families), our IPv6 source. A server
+ * with no TEP for this node sends zeros: the lease cannot be carried (the tunnel would go to ::, the peer be
+ * 0.0.0.0), so this throws, and the keeper gives the lease back and asks again later.
+ */
 export function dtiLease(l: Lease): DtiLease {
-  return { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep: parseIPv6(l.tep6), local: parseIPv6(l.local) };
+  const tep = parseIPv6(l.tep6);
+  if (tep.every((b) => b === 0) || tep[0] === 0xff) {
+    throw new Error(
+      `the lease of ${l.address} names no unicast TEP (tep6 ${l.tep6}): the server has none for this node`,
+    );
+  }
+  return { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep, local: parseIPv6(l.local) };
 }
 
 /** LeaseKeeper hooks that put each lease on the DTI and take it off when it ends (released, expired, replaced). */

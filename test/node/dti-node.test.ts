@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { Dti, setSource, type DtiLease } from '../../src/node/dti-node';
+import { Dti, dtiHooks, setSource, type DtiLease } from '../../src/node/dti-node';
+import type { Lease } from '../../src/protocol/client';
 import { internetChecksum } from '../../src/dti/packet';
 import { sysctlPath } from '../../src/dti/netconfig';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
@@ -220,6 +221,27 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
       `-4 addr add ${LEASED}/32 peer 192.0.2.9/32 dev dti9`,
       `-4 route replace default dev dti9 src ${LEASED}`,
     ]);
+  });
+
+  it('refuses a lease from a server with no TEP for the node (zeros): no address, no tunnel to ::', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    const noTep: Lease = {
+      address: LEASED,
+      mask: '255.255.255.255',
+      local: SELF6,
+      tep6: '::',
+      tep4: '0.0.0.0',
+      starts: 0,
+      ends: 3600,
+      extend: 1800,
+      keep: 3600,
+    };
+    let err: Error | undefined;
+    await (async () => dtiHooks(dti).up!(noTep))().catch((e: Error) => (err = e));
+    expect(err?.message).to.match(/names no unicast TEP/);
+    expect(dti.current).to.equal(undefined);
+    expect(f.commands.filter((c) => c.includes('addr add'))).to.deep.equal([]);
   });
 
   it('down() removes the address, and nothing is tunnelled after it', async () => {
