@@ -413,7 +413,9 @@ export function dtiLease(l: Lease): DtiLease {
       `the lease of ${l.address} names no unicast TEP (tep6 ${l.tep6}): the server has none for this node`,
     );
   }
-  return { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep, local: parseIPv6(l.local) };
+  // No IPv4 address for the TEP (zero): the DTI then has no point-to-point peer, its routes point at the device.
+  const peer = parseIPv4(l.tep4) || undefined;
+  return { address: parseIPv4(l.address), peer, tep, local: parseIPv6(l.local) };
 }
 
 /** LeaseKeeper hooks that put each lease on the DTI and take it off when it ends (released, expired, replaced). */

@@ -223,7 +223,7 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     ]);
   });
 
-  it('refuses a lease from a server with no TEP for the node (zeros): no address, no tunnel to ::', async () => {
+  it('refuses a lease from a server with no TEP for the node (zeros): no address, no tunnel to ::; no peer 0.0.0.0', async () => {
     dti = makeDti(f);
     await dti.start();
     const noTep: Lease = {
@@ -242,6 +242,9 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(err?.message).to.match(/names no unicast TEP/);
     expect(dti.current).to.equal(undefined);
     expect(f.commands.filter((c) => c.includes('addr add'))).to.deep.equal([]);
+    // an IPv6 TEP without an IPv4 address: no peer 0.0.0.0, the routes point at the device
+    await dtiHooks(dti).up!({ ...noTep, tep6: TEP_A });
+    expect(f.commands.filter((c) => c.includes('addr add'))).to.deep.equal([`-4 addr add ${LEASED}/32 dev dti9`]);
   });
 
   it('down() removes the address, and nothing is tunnelled after it', async () => {
