@@ -157,6 +157,8 @@ export class LeaseKeeper extends EventEmitter {
       while (!this.stopped && this.lease === lease) {
         if (this.elapsed(got) >= keepMs) {
           await this.expire(lease);
+          // A second at least from one REQUEST to the next, as between renewals: a lease of keep 0 must not loop.
+          await this.waitUntil(got, 1000);
           break;
         }
         if (await this.renew(lease)) break;

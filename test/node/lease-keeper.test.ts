@@ -405,6 +405,27 @@ describe('lease keeper against a fake server', () => {
     expect(steps).to.deep.equal(['down released', 'release']);
   });
 
+  it('whose lease is of keep 0: drops it at once and asks again about once a second, not in a loop', async () => {
+    let requests = 0;
+    const server = {
+      server: 'fake',
+      request: () => {
+        requests++;
+        // answered on a later turn of the event loop, as over a network
+        return new Promise<Lease>((resolve) => setImmediate(() => resolve({ ...lease, extend: 0, keep: 0 })));
+      },
+      release: () => Promise.resolve(lease),
+    };
+    const keeper = new LeaseKeeper(server);
+    try {
+      await keeper.start();
+      await sleep(2500);
+      expect(requests).to.be.within(2, 4);
+    } finally {
+      await keeper.stop();
+    }
+  });
+
   it('whose extend is not before keep: renews at half the lease instead of using the address past its end', async () => {
     // keep 2 s, extend 10 s: renewing at extend would use the address 8 s after the lease ended
     const calls: number[] = [];
