@@ -161,10 +161,13 @@ export class Dti {
       // Only the leased address leaves (draft 5.2: the server allocates the source): a packet the node forwards for
       // another host, or one an application sent from an address of its own choosing, is not ours to tunnel.
       route: (src) => (!this.lease ? Drop.no_address : src === this.lease.address ? this.tep : Drop.spoofed_source),
-      accept: (buf, srcOff, _src, dst) => {
+      accept: (buf, srcOff, src, dst) => {
         if (!this.lease) return Drop.no_address;
         if (!bytesEqual(buf, srcOff, this.tep, 0, 16)) return this.notFromTep;
-        return dst === this.lease.address ? 0 : this.notForUs;
+        if (dst !== this.lease.address) return this.notForUs;
+        // Our own address as the source is always forged (we reach ourselves over lo), and the kernel, told to
+        // accept_local on the DTI for our ICMPv4 errors, would take it as one of its own.
+        return src === this.lease.address ? Drop.spoofed_source : 0;
       },
       icmp6Policy: (buf, _off, r) => this.vetIcmp6(buf, r),
       now: opts.now,

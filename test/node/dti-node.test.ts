@@ -124,7 +124,7 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(sysctlPath('net.ipv4.ip_forward')).to.equal('/proc/sys/net/ipv4/ip_forward');
   });
 
-  it('accepts tunnelled packets only from its TEP and only for its address', async () => {
+  it('accepts tunnelled packets only from its TEP, only for its address, never from its address', async () => {
     dti = makeDti(f);
     await dti.start();
     await dti.up(lease(TEP_A));
@@ -132,10 +132,11 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
       ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
       ipv6('2001:db8:1::66', SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
       ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: '198.51.100.8' })),
+      ipv6(TEP_A, SELF6, 4, ipv4({ src: LEASED, dst: LEASED })), // forged: from the node's own address
     );
     const got = f.tun.take();
     expect(got.map((p) => p.slice(16, 20).join('.'))).to.deep.equal([LEASED]);
-    expect(dti.counters.snapshot().drops).to.include({ not_from_tep: 1, not_for_us: 1 });
+    expect(dti.counters.snapshot().drops).to.include({ not_from_tep: 1, not_for_us: 1, spoofed_source: 1 });
   });
 
   it('on demand: the first packet requests once, packets wait, and leave with the leased source; a TCP SYN from 0.0.0.0 cannot be saved', async () => {
