@@ -208,7 +208,7 @@ export class Dti {
     if (trigger) {
       this.onDemand = trigger;
       this.tun.onBatch((n, rx) => this.hold(n, rx));
-      cmds.push(...this.routeCommands(undefined, 'add'));
+      cmds.push(...this.routeCommands('add'));
     }
     await this.system.ip(cmds);
   }
@@ -243,8 +243,10 @@ export class Dti {
     this.lease = undefined;
     this.triggered = false;
     if (this.onDemand) this.tun.onBatch((n, rx) => this.hold(n, rx));
-    const routes = this.onDemand ? [] : this.routeCommands(lease, 'del');
-    await this.system.ip([...routes, ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease))]);
+    const addr = ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease));
+    // On demand the routes must bring the next packet here, but the kernel deletes every route through a device
+    // whose last IPv4 address goes: they are put back after it, without the leased address as their source.
+    await this.system.ip(this.onDemand ? [addr, ...this.routeCommands('add')] : [...this.routeCommands('del'), addr]);
     this.opts.log.info('dti down', { device: this.name, address: formatIPv4(lease.address) });
   }
 
@@ -265,11 +267,9 @@ export class Dti {
     return 0;
   }
 
-  private routeCommands(lease: DtiLease | undefined, op: 'add' | 'del'): IpCommand[] {
-    const src = lease ? formatIPv4(lease.address) : undefined;
-    return this.opts.routes.map((r) =>
-      op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name),
-    );
+  /** The --routes through the DTI without a preferred source (with one they come from dtiUpCommands). */
+  private routeCommands(op: 'add' | 'del'): IpCommand[] {
+    return this.opts.routes.map((r) => (op === 'add' ? ip.routeReplace(r, this.name) : ip.routeDel(r, this.name)));
   }
 
   /**

@@ -165,6 +165,22 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(dti.counters.snapshot().drops.no_address).to.equal(1);
   });
 
+  it('on demand: when the lease ends the routes stay, without the leased source, and the next packet waits again', async () => {
+    dti = makeDti(f);
+    await dti.start(() => undefined);
+    await dti.up(lease(TEP_A));
+    const from = f.commands.length;
+    await dti.down();
+    // The kernel deletes every route through a device that loses its last IPv4 address: they are put back after.
+    expect(f.commands.slice(from)).to.deep.equal([
+      `-4 addr del ${LEASED}/32 peer 192.0.2.1/32 dev dti9`,
+      '-4 route replace default dev dti9',
+    ]);
+    f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }));
+    await dti.up(lease(TEP_A));
+    expect(f.raw.take().map(outer)).to.deep.equal([{ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' }]);
+  });
+
   it('on demand: a queued non-first UDP fragment keeps its payload; the first fragment gets the adjusted checksum', async () => {
     // One UDP datagram from 0.0.0.0 (8-byte header + 16 bytes) as two fragments, and a whole one after them.
     const data = Array.from({ length: 16 }, (_, i) => 0xa0 + i);
