@@ -3,21 +3,16 @@
 import { describe, field, integer, list, optional, required, textual, type Infer, type KeyDoc } from './schema';
 import { flag } from './settings';
 import { ifname, ipv4, ipv6, logLevel, MAX_PATH_MTU, offloadField, route4 } from './types';
-import { formatIPv6, parseIPv6 } from '../lib/addr';
+import { formatIPv6, parseIPv6, tunnelEndProblem } from '../lib/addr';
 
-/**
- * The TEP: an address one node can tunnel to. The unspecified address, loopback, a multicast group or an IPv4-mapped
- * address would have the DTI send every IPv4 packet into nothing, back to itself, or to a whole group.
- */
+/** The TEP: an address the DTI can tunnel to (tunnelEndProblem). */
 const tep6 = textual(
   'ipv6',
   'a unicast IPv6 address like "2001:db8::1" (not ::, ::1, multicast or IPv4-mapped)',
   (s) => {
     const b = parseIPv6(s);
-    const zeros = (n: number): boolean => b.subarray(0, n).every((x) => x === 0);
-    if (b[0] === 0xff) throw new Error('a multicast address');
-    if (zeros(10) && b[10] === 0xff && b[11] === 0xff) throw new Error('an IPv4-mapped address');
-    if (zeros(15) && b[15] <= 1) throw new Error(b[15] ? 'the loopback address' : 'the unspecified address');
+    const problem = tunnelEndProblem(b);
+    if (problem) throw new Error(problem);
     return b;
   },
   formatIPv6,

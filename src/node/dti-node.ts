@@ -26,7 +26,7 @@ import {
   setIpv4Checksum,
   writeU32,
 } from '../dti/packet';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4, tunnelEndProblem } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
 import {
   GSO_NONE,
@@ -407,15 +407,12 @@ export function annexALines(
 /**
  * A lease from the DSTM server as the DTI needs it: our address, the TEP (both families), our IPv6 source. A server
  * with no TEP for this node sends zeros: the lease cannot be carried (the tunnel would go to ::, the peer be
- * 0.0.0.0), so this throws, and the keeper gives the lease back and asks again later.
+ * 0.0.0.0), so this throws, as for any TEP no tunnel can go to, and the keeper gives the lease back and asks again.
  */
 export function dtiLease(l: Lease): DtiLease {
   const tep = parseIPv6(l.tep6);
-  if (tep.every((b) => b === 0) || tep[0] === 0xff) {
-    throw new Error(
-      `the lease of ${l.address} names no unicast TEP (tep6 ${l.tep6}): the server has none for this node`,
-    );
-  }
+  const problem = tunnelEndProblem(tep);
+  if (problem) throw new Error(`the lease of ${l.address} names no TEP to tunnel to: tep6 ${l.tep6} is ${problem}`);
   // No IPv4 address for the TEP (zero): the DTI then has no point-to-point peer, its routes point at the device.
   const peer = parseIPv4(l.tep4) || undefined;
   return { address: parseIPv4(l.address), peer, tep, local: parseIPv6(l.local) };

@@ -256,7 +256,7 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     };
     let err: Error | undefined;
     await (async () => dtiHooks(dti).up!(noTep))().catch((e: Error) => (err = e));
-    expect(err?.message).to.match(/names no unicast TEP/);
+    expect(err?.message).to.match(/names no TEP to tunnel to: tep6 :: is the unspecified address/);
     expect(dti.current).to.equal(undefined);
     expect(f.commands.filter((c) => c.includes('addr add'))).to.deep.equal([]);
     // an IPv6 TEP without an IPv4 address: no peer 0.0.0.0, the routes point at the device
