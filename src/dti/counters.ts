@@ -17,7 +17,7 @@ export const Drop = {
   icmp_rate_limited: 10, // an ICMP error we wanted to send was suppressed by the token bucket
   queue_full: 11, // the device or a pending queue could not take the packet
   no_binding: 12, // no IPv6 destination/binding for this IPv4 address
-  spoofed_source: 13, // inner IPv4 source not bound to the outer IPv6 source
+  spoofed_source: 13, // inner IPv4 source not the one bound to the IPv6 source (TEP: the outer one; node: its own)
   outside_prefix: 14, // outer IPv6 source outside the configured prefixes
   icmp_unrelated: 15, // ICMPv6 error that is not about one of our tunnel packets
   send_failed: 16, // the kernel refused the packet (e.g. EMSGSIZE, ENETUNREACH)

@@ -104,11 +104,24 @@ export async function runIp(cmds: readonly IpCommand[], opts: RunOptions = {}): 
   }
 }
 
+/**
+ * The file of a sysctl key, as sysctl(8) reads keys: parts separated by dots ("net.ipv4.ip_forward") or, when the key
+ * holds a slash, by slashes, dots then being part of a name (an interface "dti.0": see ifSysctl).
+ */
+export function sysctlPath(key: string): string {
+  return `/proc/sys/${key.includes('/') ? key : key.replace(/\./g, '/')}`;
+}
+
+/** The key of a per-interface setting, e.g. net/ipv6/conf/DEV/disable_ipv6: slashes, as DEV may hold dots. */
+export function ifSysctl(family: 'ipv4' | 'ipv6', dev: string, setting: string): string {
+  return `net/${family}/conf/${dev}/${setting}`;
+}
+
 /** Writes a sysctl of the current network namespace (/proc/sys/net is per namespace), e.g. "net.ipv4.ip_forward". */
 export function writeSysctl(key: string, value: string): void {
-  writeFileSync(`/proc/sys/${key.replace(/\./g, '/')}`, value);
+  writeFileSync(sysctlPath(key), value);
 }
 
 export function readSysctl(key: string): string {
-  return readFileSync(`/proc/sys/${key.replace(/\./g, '/')}`, 'utf8').trim();
+  return readFileSync(sysctlPath(key), 'utf8').trim();
 }

@@ -542,12 +542,13 @@ const ICMP4_MAX = 576;
 
 /**
  * Whether an ICMPv4 error may be sent about this packet (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7): not about an ICMP
- * error, a non-first fragment, or a packet whose source is not a unicast host address.
+ * error, a non-first fragment, a packet whose source is not a unicast host address, or one sent to a multicast or
+ * the limited broadcast address (224.0.0.0/4 and up: class E ends with 255.255.255.255).
  */
 export function icmpv4ErrorAllowed(buf: Uint8Array, off: number, h: Ipv4Header, len: number): boolean {
   if (h.fragOffset !== 0) return false;
   const s = h.src >>> 24;
-  if (h.src === 0 || s === 127 || s >= 224) return false;
+  if (h.src === 0 || s === 127 || s >= 224 || h.dst >>> 24 >= 224) return false;
   if (h.protocol === PROTO_ICMP) {
     if (h.hlen + 1 > len) return false;
     const t = buf[off + h.hlen];

@@ -112,6 +112,17 @@ export function isV4Mapped(b: Uint8Array): boolean {
   return b[10] === 0xff && b[11] === 0xff;
 }
 
+/**
+ * Why a tunnel cannot go to this IPv6 address, or undefined when it can: the unspecified address (nowhere), loopback
+ * (back to this host), a multicast group (to every member), an IPv4-mapped address (no IPv6 destination).
+ */
+export function tunnelEndProblem(b: Uint8Array): string | undefined {
+  if (b[0] === 0xff) return 'a multicast address';
+  if (isV4Mapped(b)) return 'an IPv4-mapped address';
+  for (let i = 0; i < 15; i++) if (b[i] !== 0) return undefined;
+  return b[15] === 0 ? 'the unspecified address' : b[15] === 1 ? 'the loopback address' : undefined;
+}
+
 export function isZero(b: Uint8Array): boolean {
   for (const x of b) if (x !== 0) return false;
   return true;

@@ -15,7 +15,7 @@ import { createSocket } from 'node:dgram';
 import { Counters, Drop, type DropCode } from '../dti/counters';
 import { Icmp6ErrorSocket, RawIpipSocket, TunDevice, type RxBatch } from '../dti/device';
 import type { BatchSink, BatchSource } from '../dti/tunnel';
-import { ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
+import { ifSysctl, ip, runIp, writeSysctl, type IpCommand } from '../dti/netconfig';
 import {
   EncapConfig,
   HEADROOM,
@@ -26,7 +26,7 @@ import {
   setIpv4Checksum,
   writeU32,
 } from '../dti/packet';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4 } from '../lib/addr';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parseRoute4, tunnelEndProblem } from '../lib/addr';
 import { Tunnel } from '../dti/tunnel';
 import {
   GSO_NONE,
@@ -158,11 +158,16 @@ export class Dti {
       icmpSource: 0,
       batch: opts.batch,
       counters: this.counters,
-      route: () => (this.lease ? this.tep : Drop.no_address),
-      accept: (buf, srcOff, _src, dst) => {
+      // Only the leased address leaves (draft 5.2: the server allocates the source): a packet the node forwards for
+      // another host, or one an application sent from an address of its own choosing, is not ours to tunnel.
+      route: (src) => (!this.lease ? Drop.no_address : src === this.lease.address ? this.tep : Drop.spoofed_source),
+      accept: (buf, srcOff, src, dst) => {
         if (!this.lease) return Drop.no_address;
         if (!bytesEqual(buf, srcOff, this.tep, 0, 16)) return this.notFromTep;
-        return dst === this.lease.address ? 0 : this.notForUs;
+        if (dst !== this.lease.address) return this.notForUs;
+        // Our own address as the source is always forged (we reach ourselves over lo), and the kernel, told to
+        // accept_local on the DTI for our ICMPv4 errors, would take it as one of its own.
+        return src === this.lease.address ? Drop.spoofed_source : 0;
       },
       icmp6Policy: (buf, _off, r) => this.vetIcmp6(buf, r),
       now: opts.now,
@@ -195,15 +200,15 @@ export class Dti {
   /** The device up at the tunnel MTU, without an address; with `trigger`, routed and waiting (on-demand). */
   async start(trigger?: () => void): Promise<void> {
     // IPv6 on the DTI would only send router solicitations and MLD reports into the IPv4 tunnel
-    this.system.sysctl(`net.ipv6.conf.${this.name}.disable_ipv6`, '1');
+    this.system.sysctl(ifSysctl('ipv6', this.name, 'disable_ipv6'), '1');
     // The ICMPv4 errors the DTI writes for local applications come from the node's own address (icmpSource):
     // without accept_local the kernel drops them as martians.
-    this.system.sysctl(`net.ipv4.conf.${this.name}.accept_local`, '1');
+    this.system.sysctl(ifSysctl('ipv4', this.name, 'accept_local'), '1');
     const cmds = [ip.linkMtu(this.name, this.tunnel.tunnelMtu), ip.linkUp(this.name)];
     if (trigger) {
       this.onDemand = trigger;
       this.tun.onBatch((n, rx) => this.hold(n, rx));
-      cmds.push(...this.routeCommands(undefined, 'add'));
+      cmds.push(...this.routeCommands('add'));
     }
     await this.system.ip(cmds);
   }
@@ -238,8 +243,10 @@ export class Dti {
     this.lease = undefined;
     this.triggered = false;
     if (this.onDemand) this.tun.onBatch((n, rx) => this.hold(n, rx));
-    const routes = this.onDemand ? [] : this.routeCommands(lease, 'del');
-    await this.system.ip([...routes, ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease))]);
+    const addr = ip.addrDel(this.name, `${formatIPv4(lease.address)}/32`, peerCidr(lease));
+    // On demand the routes must bring the next packet here, but the kernel deletes every route through a device
+    // whose last IPv4 address goes: they are put back after it, without the leased address as their source.
+    await this.system.ip(this.onDemand ? [addr, ...this.routeCommands('add')] : [...this.routeCommands('del'), addr]);
     this.opts.log.info('dti down', { device: this.name, address: formatIPv4(lease.address) });
   }
 
@@ -260,11 +267,9 @@ export class Dti {
     return 0;
   }
 
-  private routeCommands(lease: DtiLease | undefined, op: 'add' | 'del'): IpCommand[] {
-    const src = lease ? formatIPv4(lease.address) : undefined;
-    return this.opts.routes.map((r) =>
-      op === 'add' ? ip.routeReplace(r, this.name, { src }) : ip.routeDel(r, this.name),
-    );
+  /** The --routes through the DTI without a preferred source (with one they come from dtiUpCommands). */
+  private routeCommands(op: 'add' | 'del'): IpCommand[] {
+    return this.opts.routes.map((r) => (op === 'add' ? ip.routeReplace(r, this.name) : ip.routeDel(r, this.name)));
   }
 
   /**
@@ -399,9 +404,18 @@ export function annexALines(
   ];
 }
 
-/** A lease from the DSTM server as the DTI needs it: our address, the TEP (both families), our IPv6 source. */
+/**
+ * A lease from the DSTM server as the DTI needs it: our address, the TEP (both families), our IPv6 source. A server
+ * with no TEP for this node sends zeros: the lease cannot be carried (the tunnel would go to ::, the peer be
+ * 0.0.0.0), so this throws, as for any TEP no tunnel can go to, and the keeper gives the lease back and asks again.
+ */
 export function dtiLease(l: Lease): DtiLease {
-  return { address: parseIPv4(l.address), peer: parseIPv4(l.tep4), tep: parseIPv6(l.tep6), local: parseIPv6(l.local) };
+  const tep = parseIPv6(l.tep6);
+  const problem = tunnelEndProblem(tep);
+  if (problem) throw new Error(`the lease of ${l.address} names no TEP to tunnel to: tep6 ${l.tep6} is ${problem}`);
+  // No IPv4 address for the TEP (zero): the DTI then has no point-to-point peer, its routes point at the device.
+  const peer = parseIPv4(l.tep4) || undefined;
+  return { address: parseIPv4(l.address), peer, tep, local: parseIPv6(l.local) };
 }
 
 /** LeaseKeeper hooks that put each lease on the DTI and take it off when it ends (released, expired, replaced). */

@@ -1,8 +1,9 @@
 // Keeps a node's lease alive (draft section 6 "the client MUST renew", C.3): obtains a lease, renews it after the
 // server's `extend` interval, retries a failed renewal until the lease's valid lifetime (`keep`) runs out, and then
-// drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() releases. Timers count from the
-// local time each request was first sent, so clock skew between node and server does not matter, and a reply
-// delayed by retransmissions does not make the lease look longer than the server's. Never touches DNS.
+// drops the address and sends a RELEASE (C.3 rule 2) before starting over. stop() drops the address and releases.
+// Timers count from the local time each request was first sent, so clock skew between node and server does not
+// matter, and a reply delayed by retransmissions does not make the lease look longer than the server's. Never
+// touches DNS.
 //
 // Elapsed time is the larger of the monotonic clock's and the wall clock's: on Linux the monotonic clock (and
 // setTimeout) stops while the system is suspended, the wall clock does not, and the server's lease ran on meanwhile.
@@ -46,6 +47,15 @@ export interface KeeperClock {
 }
 
 type Stamp = { mono: number; wall: number };
+
+/**
+ * Seconds after the lease's request at which to renew it: the server's `extend`, but never less than a second (a zero
+ * `extend` must not renew in a loop) and, when it is not before `keep` (a server that says renew after the end), half
+ * of `keep`, so the node renews while the lease still holds instead of using the address past its end.
+ */
+export function renewAfter(lease: Pick<Lease, 'extend' | 'keep'>): number {
+  return Math.max(1, lease.extend < lease.keep ? lease.extend : lease.keep / 2);
+}
 
 const SYSTEM_CLOCK: KeeperClock = { monotonic: () => performance.now(), wall: () => Date.now() };
 
@@ -99,7 +109,11 @@ export class LeaseKeeper extends EventEmitter {
     return first;
   }
 
-  /** Stop: release the lease (best effort), run hooks.down, emit 'released'. */
+  /**
+   * Stop: run hooks.down, then release the lease (best effort), emit 'released'. The address goes first, as when a
+   * lease runs out: once the server has it back the lease is over, and the RELEASE's reply can take retransmissions
+   * (or never come).
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
@@ -107,12 +121,12 @@ export class LeaseKeeper extends EventEmitter {
     const lease = this.lease;
     this.lease = undefined;
     if (lease) {
+      await this.down(lease, 'released');
       try {
         await this.client.release(parseIPv4(lease.address));
       } catch (err) {
         this.report(err);
       }
-      await this.down(lease, 'released');
       this.emit('released', lease);
     }
     this.emit('stopped');
@@ -129,20 +143,22 @@ export class LeaseKeeper extends EventEmitter {
       }
       const got = this.got;
       const keepMs = lease.keep * 1000;
-      // At least a second between renewals whatever the server says: a zero `extend` must not renew in a loop.
-      const renewMs = Math.max(1, lease.extend) * 1000;
+      const renewMs = renewAfter(lease) * 1000;
       // A renewal whose up() failed is set up again meanwhile (renew() tries again too).
       let setup = this.retryMs;
       while (!this.stopped && this.lease === lease && !this.applied && this.elapsed(got) < renewMs) {
         if (await this.apply(lease)) break;
         setup = await this.backoff(setup, got, renewMs);
       }
-      await this.waitUntil(got, renewMs);
+      // Never past the lease's end (keep below a second): it is dropped then, renewed or not.
+      await this.waitUntil(got, Math.min(renewMs, keepMs));
       // Renew until it works or the lease runs out.
       delay = this.retryMs;
       while (!this.stopped && this.lease === lease) {
         if (this.elapsed(got) >= keepMs) {
           await this.expire(lease);
+          // A second at least from one REQUEST to the next, as between renewals: a lease of keep 0 must not loop.
+          await this.waitUntil(got, 1000);
           break;
         }
         if (await this.renew(lease)) break;

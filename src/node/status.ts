@@ -3,6 +3,7 @@
 // (src/lib/control.ts: one JSON document per connection). Times are counted on the node's own clock, from
 // when the lease's reply arrived, as the LeaseKeeper counts them, so clock skew with the server does not show.
 import type { Dti } from './dti-node';
+import { renewAfter } from './lease-keeper';
 import type { Lease } from '../protocol/client';
 import { leaseJson, type LeaseJson } from '../protocol/binding-json';
 import type { CountersSnapshot } from '../dti/counters';
@@ -65,7 +66,7 @@ export function nodeStatus(parts: NodeParts): NodeStatus {
   return {
     server: parts.server,
     state: l ? 'leased' : 'no_lease',
-    lease: l ? { ...leaseJson(l), remaining: left(l.keep), renew_in: left(l.extend) } : null,
+    lease: l ? { ...leaseJson(l), remaining: left(l.keep), renew_in: left(renewAfter(l)) } : null,
     dti:
       d && c
         ? {

@@ -1,6 +1,6 @@
 // The TEP's side of the kernel: its TUN device up at the tunnel MTU with its transmit queue length, the pools routed
 // into it, IPv4 forwarding on.
-import { ip, readSysctl, runIp, writeSysctl } from '../dti/netconfig';
+import { ifSysctl, ip, readSysctl, runIp, writeSysctl } from '../dti/netconfig';
 import type { Logger } from '../lib/log';
 
 export interface TepDevice {
@@ -12,10 +12,10 @@ export interface TepDevice {
 
 export async function setupTepNetwork(dev: TepDevice, prefixes: string[], log: Logger): Promise<void> {
   // IPv6 on the TUN device would only send router solicitations and MLD reports into the IPv4 data path
-  writeSysctl(`net.ipv6.conf.${dev.name}.disable_ipv6`, '1');
+  writeSysctl(ifSysctl('ipv6', dev.name, 'disable_ipv6'), '1');
   // The ICMPv4 errors the TEP writes to its TUN device come from its own IPv4 address: without accept_local the
   // kernel drops them as martians instead of routing them to the IPv4 host.
-  writeSysctl(`net.ipv4.conf.${dev.name}.accept_local`, '1');
+  writeSysctl(ifSysctl('ipv4', dev.name, 'accept_local'), '1');
   await runIp([
     ip.linkMtu(dev.name, dev.mtu),
     ip.linkTxQueueLen(dev.name, dev.txQueueLen),

@@ -77,6 +77,21 @@ describe('dti/tunnel: TUN → raw (encapBatch)', () => {
     expect(Array.from(m.subarray(28))).to.deep.equal(pkt); // the whole (short) original is quoted
   });
 
+  it('sends no ICMPv4 error about a packet to a multicast or the broadcast address (RFC 1122 3.2.2)', () => {
+    const { t, counters } = nodeTunnel({ unreachable: true, route: () => Drop.no_binding });
+    const to = (dst: string, df = false): number[] =>
+      ipv4({ src: '198.51.100.7', dst, df, proto: 17, payload: Array(df ? 1300 : 12).fill(7) });
+    t.encapBatch(3, batchOf([to('224.0.0.251'), to('255.255.255.255'), to('192.0.2.2')]));
+    expect(counters.dropped('no_binding')).to.equal(3);
+    expect(t.toTunIcmp.count).to.equal(1); // about the unicast one only
+    const m = t.toTunIcmp.buf.subarray(t.toTunIcmp.offsets[0], t.toTunIcmp.offsets[0] + t.toTunIcmp.lengths[0]);
+    expect(Array.from(m.subarray(28 + 16, 28 + 20))).to.deep.equal([192, 0, 2, 2]);
+    const { t: big, counters: c2 } = nodeTunnel();
+    big.encapBatch(1, batchOf([to('239.1.2.3', true)]));
+    expect(c2.dropped('too_big_df')).to.equal(1);
+    expect(big.toTunIcmp.count).to.equal(0);
+  });
+
   it('rate-limits the ICMPv4 errors it generates and never answers an ICMP error', () => {
     let now = 0;
     const { t, counters } = nodeTunnel({ icmpRate: 1, icmpBurst: 1, now: () => now });

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
-import { Dti, setSource, type DtiLease } from '../../src/node/dti-node';
+import { Dti, dtiHooks, setSource, type DtiLease } from '../../src/node/dti-node';
+import type { Lease } from '../../src/protocol/client';
 import { internetChecksum } from '../../src/dti/packet';
+import { sysctlPath } from '../../src/dti/netconfig';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { cksum, icmpv6, ipv4, ipv6, v4 } from '../dti/build';
@@ -91,7 +93,38 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
     expect(outer(p)).to.deep.equal({ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' });
   });
 
-  it('accepts tunnelled packets only from its TEP and only for its address', async () => {
+  it('tunnels only packets from the leased address: any other inner source is dropped as spoofed_source', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    await dti.up(lease(TEP_A));
+    f.tun.receive(
+      ipv4({ src: '192.168.1.20', dst: '192.0.2.2' }), // forwarded for a host behind the node
+      ipv4({ src: LEASED, dst: '192.0.2.2' }),
+      ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }),
+    );
+    expect(f.raw.take().map(outer)).to.deep.equal([{ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' }]);
+    expect(dti.counters.snapshot().drops.spoofed_source).to.equal(2);
+  });
+
+  it('a DTI whose name holds a dot (dti.9) sets its sysctls in its own /proc/sys directory', async () => {
+    dti = new Dti({
+      name: 'dti.9',
+      routes: ['default'],
+      pathMtu: 1500,
+      log: quiet,
+      devices: f.devices,
+      system: f.system,
+    });
+    await dti.start();
+    const keys = f.commands.filter((c) => c.startsWith('sysctl ')).map((c) => c.slice(7).split('=')[0]);
+    expect(keys.map(sysctlPath)).to.deep.equal([
+      '/proc/sys/net/ipv6/conf/dti.9/disable_ipv6',
+      '/proc/sys/net/ipv4/conf/dti.9/accept_local',
+    ]);
+    expect(sysctlPath('net.ipv4.ip_forward')).to.equal('/proc/sys/net/ipv4/ip_forward');
+  });
+
+  it('accepts tunnelled packets only from its TEP, only for its address, never from its address', async () => {
     dti = makeDti(f);
     await dti.start();
     await dti.up(lease(TEP_A));
@@ -99,10 +132,11 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
       ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
       ipv6('2001:db8:1::66', SELF6, 4, ipv4({ src: '192.0.2.2', dst: LEASED })),
       ipv6(TEP_A, SELF6, 4, ipv4({ src: '192.0.2.2', dst: '198.51.100.8' })),
+      ipv6(TEP_A, SELF6, 4, ipv4({ src: LEASED, dst: LEASED })), // forged: from the node's own address
     );
     const got = f.tun.take();
     expect(got.map((p) => p.slice(16, 20).join('.'))).to.deep.equal([LEASED]);
-    expect(dti.counters.snapshot().drops).to.include({ not_from_tep: 1, not_for_us: 1 });
+    expect(dti.counters.snapshot().drops).to.include({ not_from_tep: 1, not_for_us: 1, spoofed_source: 1 });
   });
 
   it('on demand: the first packet requests once, packets wait, and leave with the leased source; a TCP SYN from 0.0.0.0 cannot be saved', async () => {
@@ -129,6 +163,22 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
       { src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.3' },
     ]);
     expect(dti.counters.snapshot().drops.no_address).to.equal(1);
+  });
+
+  it('on demand: when the lease ends the routes stay, without the leased source, and the next packet waits again', async () => {
+    dti = makeDti(f);
+    await dti.start(() => undefined);
+    await dti.up(lease(TEP_A));
+    const from = f.commands.length;
+    await dti.down();
+    // The kernel deletes every route through a device that loses its last IPv4 address: they are put back after.
+    expect(f.commands.slice(from)).to.deep.equal([
+      `-4 addr del ${LEASED}/32 peer 192.0.2.1/32 dev dti9`,
+      '-4 route replace default dev dti9',
+    ]);
+    f.tun.receive(ipv4({ src: '0.0.0.0', dst: '192.0.2.2' }));
+    await dti.up(lease(TEP_A));
+    expect(f.raw.take().map(outer)).to.deep.equal([{ src6: SELF6, dst6: TEP_A, src4: LEASED, dst4: '192.0.2.2' }]);
   });
 
   it('on demand: a queued non-first UDP fragment keeps its payload; the first fragment gets the adjusted checksum', async () => {
@@ -188,6 +238,30 @@ describe('node DTI forwarding decisions (devices injected, no root)', () => {
       `-4 addr add ${LEASED}/32 peer 192.0.2.9/32 dev dti9`,
       `-4 route replace default dev dti9 src ${LEASED}`,
     ]);
+  });
+
+  it('refuses a lease from a server with no TEP for the node (zeros): no address, no tunnel to ::; no peer 0.0.0.0', async () => {
+    dti = makeDti(f);
+    await dti.start();
+    const noTep: Lease = {
+      address: LEASED,
+      mask: '255.255.255.255',
+      local: SELF6,
+      tep6: '::',
+      tep4: '0.0.0.0',
+      starts: 0,
+      ends: 3600,
+      extend: 1800,
+      keep: 3600,
+    };
+    let err: Error | undefined;
+    await (async () => dtiHooks(dti).up!(noTep))().catch((e: Error) => (err = e));
+    expect(err?.message).to.match(/names no TEP to tunnel to: tep6 :: is the unspecified address/);
+    expect(dti.current).to.equal(undefined);
+    expect(f.commands.filter((c) => c.includes('addr add'))).to.deep.equal([]);
+    // an IPv6 TEP without an IPv4 address: no peer 0.0.0.0, the routes point at the device
+    await dtiHooks(dti).up!({ ...noTep, tep6: TEP_A });
+    expect(f.commands.filter((c) => c.includes('addr add'))).to.deep.equal([`-4 addr add ${LEASED}/32 dev dti9`]);
   });
 
   it('down() removes the address, and nothing is tunnelled after it', async () => {

@@ -375,3 +375,79 @@ describe('lease keeper', function () {
     expect(requests - before).to.be.within(1, 4);
   });
 });
+
+describe('lease keeper against a fake server', () => {
+  const lease: Lease = {
+    address: '10.95.0.1',
+    mask: '255.255.255.255',
+    local: '2001:db8::1',
+    tep6: '2001:db8::a',
+    tep4: '10.95.0.254',
+    starts: 0,
+    ends: 2,
+    extend: 10,
+    keep: 2,
+  };
+
+  it('on stop takes the address down before the RELEASE, so it is never used once the server may lease it again', async () => {
+    const steps: string[] = [];
+    const server = {
+      server: 'fake',
+      request: () => Promise.resolve({ ...lease, extend: 1800, keep: 3600 }),
+      release: () => {
+        steps.push('release');
+        return Promise.resolve(lease);
+      },
+    };
+    const keeper = new LeaseKeeper(server, { hooks: { down: (_l, why) => void steps.push(`down ${why}`) } });
+    await keeper.start();
+    await keeper.stop();
+    expect(steps).to.deep.equal(['down released', 'release']);
+  });
+
+  it('whose lease is of keep 0: drops it at once and asks again about once a second, not in a loop', async () => {
+    let requests = 0;
+    const server = {
+      server: 'fake',
+      request: () => {
+        requests++;
+        // answered on a later turn of the event loop, as over a network
+        return new Promise<Lease>((resolve) => setImmediate(() => resolve({ ...lease, extend: 0, keep: 0 })));
+      },
+      release: () => Promise.resolve(lease),
+    };
+    const keeper = new LeaseKeeper(server);
+    try {
+      await keeper.start();
+      await sleep(2500);
+      expect(requests).to.be.within(2, 4);
+    } finally {
+      await keeper.stop();
+    }
+  });
+
+  it('whose extend is not before keep: renews at half the lease instead of using the address past its end', async () => {
+    // keep 2 s, extend 10 s: renewing at extend would use the address 8 s after the lease ended
+    const calls: number[] = [];
+    const t0 = performance.now();
+    const server = {
+      server: 'fake',
+      request: () => {
+        calls.push(performance.now() - t0);
+        return Promise.resolve(lease);
+      },
+      release: () => Promise.resolve(lease),
+    };
+    const keeper = new LeaseKeeper(server, { sliceMs: 50 });
+    const events: string[] = [];
+    for (const e of ['renewed', 'expired']) keeper.on(e, () => events.push(e));
+    try {
+      await keeper.start();
+      await Promise.race([nextEvent(keeper, 'renewed'), nextEvent(keeper, 'expired'), sleep(3000)]);
+      expect(events).to.deep.equal(['renewed']);
+      expect(calls[1]).to.be.within(900, 1900);
+    } finally {
+      await keeper.stop();
+    }
+  });
+});

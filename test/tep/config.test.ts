@@ -128,7 +128,7 @@ describe('dstm static --print', () => {
     ]);
   });
 
-  it('reads the "static" section, flags on top, and refuses a missing TEP or a bad route naming the key or flag', () => {
+  it('reads the "static" section, flags on top, and refuses a missing or non-unicast TEP or a bad route naming the key or flag', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstm-static-conf-'));
     try {
       const file = join(dir, 'dstm.json');
@@ -165,7 +165,18 @@ describe('dstm static --print', () => {
       writeFileSync(file, JSON.stringify({ static: { address: '198.51.100.200' } }));
       r = runDstmSync(['static', '--config', file, '--print']);
       expect(r.code).to.equal(2);
-      expect(r.stderr).to.match(/^dstm static: .*static\.tep: missing: expected an IPv6 address/);
+      expect(r.stderr).to.match(/^dstm static: .*static\.tep: missing: expected a unicast IPv6 address/);
+      // a TEP nothing can be tunnelled to: the unspecified address, loopback, a group, an IPv4-mapped address
+      for (const [tep, why] of [
+        ['::', 'the unspecified address'],
+        ['::1', 'the loopback address'],
+        ['ff0e::1', 'a multicast address'],
+        ['::ffff:192.0.2.1', 'an IPv4-mapped address'],
+      ]) {
+        r = runDstmSync(['static', '--config', file, '--tep', tep, '--print']);
+        expect(r.code, tep).to.equal(2);
+        expect(r.stderr).to.contain(`--tep: "${tep}" is not valid`).and.contain(`(${why})`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
