@@ -17,7 +17,7 @@ import {
 } from './schema';
 import { formatIPv6, formatPrefix6, parseIPv6 } from '../lib/addr';
 import { flag } from './settings';
-import { endpoint, ipv4, ipv6, logLevel, path, pool4, prefix4, prefix6, storeUrl } from './types';
+import { endpoint, ipv4, logLevel, path, pool4, prefix4, prefix6, storeUrl, tunnelEnd6 } from './types';
 
 /** RPC-with-TLS policies (RFC 9289), as src/rpc/tls names them (config imports only lib: the list is repeated). */
 export const TLS_POLICY_NAMES = ['off', 'opportunistic', 'required', 'mutual'] as const;
@@ -142,7 +142,10 @@ const prefixRate = textual<PrefixRate>(
 export const TCP_ONLY = ['none', 'admin', 'changes'] as const;
 export type TcpOnly = (typeof TCP_ONLY)[number];
 
-const tepIPv6 = required(ipv6, 'IPv6 address of the TEP, where nodes send their tunnelled IPv4 packets.');
+const tepIPv6 = required(
+  tunnelEnd6,
+  'IPv6 address of the TEP, where nodes send their tunnelled IPv4 packets: a unicast address (::, ::1, a multicast group or an IPv4-mapped address is refused).',
+);
 const tepIPv4 = required(ipv4, 'IPv4 address of the TEP, given to nodes as the point-to-point peer of their DTI.');
 const tepType = record({ ipv6: tepIPv6, ipv4: tepIPv4 }, 'tep');
 

@@ -1,25 +1,11 @@
 // The "static" section of the configuration file (dstm static, Annex A): a fixed IPv4 address tunnelled to a fixed
 // TEP, without a DSTM server. Every key is documented in dstm.conf(5) and dstm-static(8).
-import { describe, field, integer, list, optional, required, textual, type Infer, type KeyDoc } from './schema';
+import { describe, field, integer, list, optional, required, type Infer, type KeyDoc } from './schema';
 import { flag } from './settings';
-import { ifname, ipv4, ipv6, logLevel, MAX_PATH_MTU, offloadField, route4 } from './types';
-import { formatIPv6, parseIPv6, tunnelEndProblem } from '../lib/addr';
-
-/** The TEP: an address the DTI can tunnel to (tunnelEndProblem). */
-const tep6 = textual(
-  'ipv6',
-  'a unicast IPv6 address like "2001:db8::1" (not ::, ::1, multicast or IPv4-mapped)',
-  (s) => {
-    const b = parseIPv6(s);
-    const problem = tunnelEndProblem(b);
-    if (problem) throw new Error(problem);
-    return b;
-  },
-  formatIPv6,
-);
+import { ifname, ipv4, ipv6, logLevel, MAX_PATH_MTU, offloadField, route4, tunnelEnd6 } from './types';
 
 export const staticFields = {
-  tep: required(tep6, 'IPv6 address of the TEP the DTI tunnels to.', {
+  tep: required(tunnelEnd6, 'IPv6 address of the TEP the DTI tunnels to.', {
     flag: flag.string('tep', {
       helpValue: 'IPV6',
       summary: 'IPv6 address of the TEP to tunnel to (required here or as static.tep).',

@@ -13,6 +13,7 @@ import {
   parseRoute4,
   prefixContains4,
   prefixSize4,
+  tunnelEndProblem,
   type Prefix4,
   type Prefix6,
 } from '../lib/addr';
@@ -21,6 +22,18 @@ import { flag } from './settings';
 
 export const ipv4: Type<number> = textual('ipv4', 'an IPv4 address like "192.0.2.1"', parseIPv4, formatIPv4);
 export const ipv6: Type<Uint8Array> = textual('ipv6', 'an IPv6 address like "2001:db8::1"', parseIPv6, formatIPv6);
+/** A TEP's IPv6 address: one a DTI can tunnel to (tunnelEndProblem). */
+export const tunnelEnd6: Type<Uint8Array> = textual(
+  'ipv6',
+  'a unicast IPv6 address like "2001:db8::1" (not ::, ::1, multicast or IPv4-mapped)',
+  (s) => {
+    const b = parseIPv6(s);
+    const problem = tunnelEndProblem(b);
+    if (problem) throw new Error(problem);
+    return b;
+  },
+  formatIPv6,
+);
 export const prefix4: Type<Prefix4> = textual(
   'ipv4-prefix',
   'an IPv4 prefix like "192.0.2.0/24" (or one address)',

@@ -44,9 +44,19 @@ describe('config schema', () => {
     expect(refusal(() => serverSchema.parse({ leese: 5 }, 'server')).message).to.match(
       /server\.leese: unknown key .*lease/,
     );
-    expect(refusal(() => serverSchema.parse({ tep: { ipv6: '::1' } }, 'server')).message).to.equal(
+    expect(refusal(() => serverSchema.parse({ tep: { ipv6: '2001:db8::1' } }, 'server')).message).to.equal(
       'server.tep.ipv4: missing: expected an IPv4 address like "192.0.2.1"',
     );
+    for (const [ipv6, problem] of [
+      ['::', 'the unspecified address'],
+      ['ff02::1', 'a multicast address'],
+      ['::ffff:192.0.2.1', 'an IPv4-mapped address'],
+    ])
+      expect(
+        refusal(() => serverSchema.parse({ teps: [{ prefix: '2001:db8::/32', ipv6, ipv4: '192.0.2.1' }] }, 'server'))
+          .message,
+        'a TEP nodes cannot tunnel to',
+      ).to.contain(problem);
     expect(refusal(() => serverSchema.parse({ listen: ['192.0.2.1:3786'] }, 'server')).message).to.contain('IPv6');
     expect(refusal(() => serverSchema.parse({ pools: ['192.0.2.1/24'] }, 'server')).message).to.contain('host bits');
   });
