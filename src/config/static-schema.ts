@@ -2,7 +2,7 @@
 // TEP, without a DSTM server. Every key is documented in dstm.conf(5) and dstm-static(8).
 import { describe, field, integer, list, optional, required, type Infer, type KeyDoc } from './schema';
 import { flag } from './settings';
-import { ifname, ipv4, ipv6, logLevel, MAX_PATH_MTU, offloadField, route4, tunnelEnd6 } from './types';
+import { host4, ifname, ipv4, ipv6, logLevel, MAX_PATH_MTU, offloadField, route4, tunnelEnd6 } from './types';
 
 export const staticFields = {
   tep: required(tunnelEnd6, 'IPv6 address of the TEP the DTI tunnels to.', {
@@ -11,12 +11,16 @@ export const staticFields = {
       summary: 'IPv6 address of the TEP to tunnel to (required here or as static.tep).',
     }),
   }),
-  address: required(ipv4, 'The fixed IPv4 address of this node, given to the DTI as a /32.', {
-    flag: flag.string('address', {
-      helpValue: 'IPV4',
-      summary: 'The fixed IPv4 address of this node (required here or as static.address).',
-    }),
-  }),
+  address: required(
+    host4,
+    'The fixed IPv4 address of this node, given to the DTI as a /32: a unicast address (not in 0/8, 127/8, 169.254/16, 224/4 or 240/4).',
+    {
+      flag: flag.string('address', {
+        helpValue: 'IPV4',
+        summary: 'The fixed IPv4 address of this node (required here or as static.address).',
+      }),
+    },
+  ),
   peer: optional(
     ipv4,
     'IPv4 address of the TEP, the point-to-point peer of the DTI; without it routes point at the device.',

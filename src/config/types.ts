@@ -56,6 +56,19 @@ export function leasable4(a: number): boolean {
   return !notLeasable.some((r) => prefixContains4(r.prefix, a));
 }
 
+/** A node's own IPv4 address (dstm static's): one that could be leased (leasable4). */
+export const host4: Type<number> = textual(
+  'ipv4',
+  'a unicast IPv4 address like "192.0.2.1", outside 0/8, 127/8, 169.254/16, 224/4 and 240/4',
+  (s) => {
+    const a = parseIPv4(s);
+    const r = notLeasable.find((n) => prefixContains4(n.prefix, a));
+    if (r) throw new Error(`it is in ${r.text}, ${r.why}`);
+    return a;
+  },
+  formatIPv4,
+);
+
 /** A pool prefix: an IPv4 prefix that overlaps none of the ranges a unicast host address cannot come from. */
 export const pool4: Type<Prefix4> = textual(
   'ipv4-prefix',

@@ -177,6 +177,16 @@ describe('dstm static --print', () => {
         expect(r.code, tep).to.equal(2);
         expect(r.stderr).to.contain(`--tep: "${tep}" is not valid`).and.contain(`(${why})`);
       }
+      // an address of this node no host can have: a group, loopback, the broadcast address
+      for (const [address, range] of [
+        ['224.0.0.251', '224.0.0.0/4'],
+        ['127.0.0.2', '127.0.0.0/8'],
+        ['255.255.255.255', '240.0.0.0/4'],
+      ]) {
+        r = runDstmSync(['static', '--config', file, '--tep', '2001:db8::1', '--address', address, '--print']);
+        expect(r.code, address).to.equal(2);
+        expect(r.stderr).to.contain(`--address: "${address}" is not valid`).and.contain(`it is in ${range}`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
