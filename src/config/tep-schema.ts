@@ -8,6 +8,7 @@ import { flag } from './settings';
 import {
   endpoint,
   endpoints,
+  host4,
   ifname,
   ipv4,
   ipv6,
@@ -17,6 +18,7 @@ import {
   path,
   pool4,
   prefix6,
+  tunnelEnd6,
 } from './types';
 
 /** "IPV4=IPV6" as given to --static, in the configuration file's shape. */
@@ -38,8 +40,8 @@ export const MAX_BINDING_CAPACITY = 1 << 25;
 
 export const staticMapping = record(
   {
-    ipv4: required(ipv4, "The node's fixed IPv4 address."),
-    ipv6: required(ipv6, "The node's IPv6 address (its tunnel source)."),
+    ipv4: required(host4, "The node's fixed IPv4 address: a unicast one, as dstm static's (static.address)."),
+    ipv6: required(tunnelEnd6, "The node's IPv6 address (its tunnel source): a unicast one, as static.tep."),
   },
   'static-mapping',
 );

@@ -224,6 +224,15 @@ describe('tep configuration rules (review finding 2)', () => {
     );
   });
 
+  it('refuses a static mapping of an address no node can have or tunnel from', () => {
+    expect(refusal({ static: [{ ipv4: '224.0.0.1', ipv6: '2001:db8:1::9' }] })).to.match(
+      /^tep\.static\[0\]\.ipv4: "224\.0\.0\.1" is not valid: .*it is in 224\.0\.0\.0\/4/,
+    );
+    expect(refusal({ static: [{ ipv4: '203.0.113.9', ipv6: 'ff02::1' }] })).to.match(
+      /^tep\.static\[0\]\.ipv6: "ff02::1" is not valid: .*a multicast address/,
+    );
+  });
+
   it('refuses two static mappings of one IPv4 or one IPv6 address', () => {
     expect(
       refusal({
