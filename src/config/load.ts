@@ -59,7 +59,7 @@ export function parseConfigText(text: string, name: string): RawConfig {
       .replace(/ in JSON at position \d+.*$/s, '')
       .replace(/ at position \d+.*$/s, '')
       .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '');
-    throw new Error(`${name}: not valid JSON at ${lineCol(text, offset)}: ${why}`);
+    throw new ConfigError(name, undefined, 'JSON', `${name}: not valid JSON at ${lineCol(text, offset)}: ${why}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(name, raw, `a JSON object with sections ${SECTIONS.join(', ')}`);
@@ -90,7 +90,8 @@ export function readConfig(explicit?: string): { raw: RawConfig; file?: string }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && explicit === undefined && process.env.DSTM_CONFIG === undefined) return { raw: {} };
-    throw new Error(`${file}: cannot read the configuration file: ${code ?? (err as Error).message}`);
+    const why = code ?? (err as Error).message;
+    throw new ConfigError(file, undefined, 'a readable file', `${file}: cannot read the configuration file: ${why}`);
   }
   return { raw: parseConfigText(text, file), file };
 }

@@ -272,6 +272,7 @@ describe('the JSON contract of dstm(1)', function () {
 
   it('an error under --json is one JSON object on stderr with the exit code, nothing on stdout', async () => {
     const closed = ['--server', `[::1]:${await freePort()}`, '--timeout', '300'];
+    writeFileSync(join(dir, 'broken.json'), '{"client": }');
     const runs = await Promise.all([
       dstm('request', '--json', ...closed),
       dstm('release', '--json', '--address', '198.51.100.256', ...server),
@@ -279,6 +280,8 @@ describe('the JSON contract of dstm(1)', function () {
       dstm('status', '--json', '--control', join(dir, 'none.sock')),
       dstm('tep', 'stats', '--json', '--control', join(dir, 'none.sock')),
       dstm('release', '--json', '--no-such-flag'),
+      dstm('request', '--json', '--config', join(dir, 'broken.json'), ...server),
+      dstm('leases', '--json', '--config', join(dir, 'none.json'), ...server),
     ]);
     checkedError(runs[0], 7, 'request');
     checkedError(runs[1], 2, 'release');
@@ -286,6 +289,11 @@ describe('the JSON contract of dstm(1)', function () {
     checkedError(runs[3], 7, 'status');
     checkedError(runs[4], 7, 'tep stats');
     checkedError(runs[5], 2, 'release');
+    // a configuration file that is not JSON, or is not there: a configuration error, as for the daemons
+    checkedError(runs[6], 2, 'request');
+    expect(JSON.parse(runs[6].stderr).error.message).to.match(/broken\.json: not valid JSON at line 1, column 12/);
+    checkedError(runs[7], 2, 'leases list');
+    expect(JSON.parse(runs[7].stderr).error.message).to.match(/none\.json: cannot read the configuration file: ENOENT/);
     ['request', 'release', 'leases', 'status', 'tep:stats'].forEach((c) => errored.add(c));
     expect(JSON.parse(runs[5].stderr).error.message).to.match(/--no-such-flag/);
   });
