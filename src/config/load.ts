@@ -44,6 +44,41 @@ function errorOffset(text: string): number {
   return lo - 1;
 }
 
+/**
+ * The first key given twice in one object of `text` (valid JSON), which JSON.parse would take silently, the last one
+ * winning: its path ("server.pools") and the offsets of both.
+ */
+function duplicateKey(text: string): { path: string; at: number; first: number } | undefined {
+  type Frame = { object: boolean; path: string; keys: Map<string, number>; key: string; index: number };
+  const stack: Frame[] = [];
+  const join = (path: string, key: string): string => (path ? `${path}.${key}` : key);
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const top = stack.at(-1);
+    if (c === '{' || c === '[') {
+      const path = !top ? '' : top.object ? join(top.path, top.key) : `${top.path}[${top.index}]`;
+      stack.push({ object: c === '{', path, keys: new Map(), key: '', index: 0 });
+    } else if (c === '}' || c === ']') stack.pop();
+    else if (c === ',' && top && !top.object) top.index++;
+    else if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      let next = end + 1;
+      while (/\s/.test(text[next] ?? '')) next++;
+      // in an object, a string followed by ':' is a key
+      if (top?.object && text[next] === ':') {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        const first = top.keys.get(key);
+        if (first !== undefined) return { path: join(top.path, key), at: i, first };
+        top.keys.set(key, i);
+        top.key = key;
+      }
+      i = end;
+    }
+  }
+  return undefined;
+}
+
 /** Parse configuration text; `name` is used in messages (the file path). A leading UTF-8 BOM is skipped. */
 export function parseConfigText(text: string, name: string): RawConfig {
   if (text.startsWith('\uFEFF')) text = text.slice(1);
@@ -60,6 +95,11 @@ export function parseConfigText(text: string, name: string): RawConfig {
       .replace(/ at position \d+.*$/s, '')
       .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '');
     throw new ConfigError(name, undefined, 'JSON', `${name}: not valid JSON at ${lineCol(text, offset)}: ${why}`);
+  }
+  const dup = duplicateKey(text);
+  if (dup) {
+    const where = `${lineCol(text, dup.at)}, first at ${lineCol(text, dup.first)}`;
+    throw new ConfigError(name, undefined, 'each key once', `${name}: ${dup.path}: given twice (${where})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(name, raw, `a JSON object with sections ${SECTIONS.join(', ')}`);

@@ -74,6 +74,29 @@ describe('config schema', () => {
     expect(() => parseConfigText('{"sevrer": {}}', 'f.json')).to.throw(/unknown section/);
   });
 
+  it('refuses a key given twice in one object (JSON.parse keeps the last), naming its path and both places', () => {
+    const error = (text: string): string => {
+      try {
+        parseConfigText(text, 'f.json');
+      } catch (err) {
+        expect(err).to.be.instanceOf(ConfigError);
+        return (err as Error).message;
+      }
+      return '';
+    };
+    expect(error('{"server": {"pools": ["198.51.100.0/24"],\n "pools": ["203.0.113.0/24"]}}')).to.equal(
+      'f.json: server.pools: given twice (line 2, column 2, first at line 1, column 13)',
+    );
+    expect(error('{"tep": {}, "server": {}, "tep": {}}')).to.match(/^f\.json: tep: given twice /);
+    // the key as JSON reads it, escapes and all; inside a list the item's index
+    expect(error('{"server": {"teps": [{}, {"prefix": "::/0", "\\u0070refix": "::/0"}]}}')).to.match(
+      /^f\.json: server\.teps\[1\]\.prefix: given twice /,
+    );
+    // the same key in different objects, and strings holding quotes, braces and colons, are not keys given twice
+    const text = '{"server": {"tls": {"key": "a\\"}{:"}, "key": ["{\\"key\\": 1}", {"key": 1}]}, "tep": {"key": 2}}';
+    expect(error(text)).to.equal('');
+  });
+
   it('gives a line and column for every JSON syntax error, without quoting the file, and skips a UTF-8 BOM', () => {
     const error = (text: string): string => {
       try {
