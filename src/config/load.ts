@@ -119,17 +119,20 @@ export function parseConfigText(text: string, name: string): RawConfig {
 }
 
 /**
- * Read the configuration: `explicit` (from --config) must exist; otherwise DSTM_CONFIG, then DEFAULT_CONFIG_FILE,
- * are read if present, and no file at all means every key takes its default.
+ * Read the configuration: `explicit` (from --config), else DSTM_CONFIG, must exist; otherwise DEFAULT_CONFIG_FILE is
+ * read if present, and no file at all means every key takes its default. An empty DSTM_CONFIG is unset (as the other
+ * variables are); an empty --config names no file.
  */
 export function readConfig(explicit?: string): { raw: RawConfig; file?: string } {
-  const file = explicit ?? process.env.DSTM_CONFIG ?? DEFAULT_CONFIG_FILE;
+  if (explicit === '') throw new ConfigError('--config', explicit, 'a file path');
+  const named = explicit ?? (process.env.DSTM_CONFIG || undefined);
+  const file = named ?? DEFAULT_CONFIG_FILE;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && explicit === undefined && process.env.DSTM_CONFIG === undefined) return { raw: {} };
+    if (code === 'ENOENT' && named === undefined) return { raw: {} };
     const why = code ?? (err as Error).message;
     throw new ConfigError(file, undefined, 'a readable file', `${file}: cannot read the configuration file: ${why}`);
   }

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { parseConfigText } from '../../src/config/load';
+import { DEFAULT_CONFIG_FILE, parseConfigText, readConfig } from '../../src/config/load';
 import {
   ConfigError,
   describe as keyTable,
@@ -95,6 +95,18 @@ describe('config schema', () => {
     // the same key in different objects, and strings holding quotes, braces and colons, are not keys given twice
     const text = '{"server": {"tls": {"key": "a\\"}{:"}, "key": ["{\\"key\\": 1}", {"key": 1}]}, "tep": {"key": 2}}';
     expect(error(text)).to.equal('');
+  });
+
+  it('takes an empty DSTM_CONFIG as unset, and refuses an empty --config naming it', () => {
+    const saved = process.env.DSTM_CONFIG;
+    process.env.DSTM_CONFIG = '';
+    try {
+      expect([undefined, DEFAULT_CONFIG_FILE]).to.include(readConfig().file);
+    } finally {
+      if (saved === undefined) delete process.env.DSTM_CONFIG;
+      else process.env.DSTM_CONFIG = saved;
+    }
+    expect(() => readConfig('')).to.throw(ConfigError, '--config: "" is not valid: expected a file path');
   });
 
   it('gives a line and column for every JSON syntax error, without quoting the file, and skips a UTF-8 BOM', () => {
