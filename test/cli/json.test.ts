@@ -5,7 +5,7 @@
 // object on stderr.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { parseIPv4, parseIPv6, parsePrefix4 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { STATE_NAMES } from '../../src/protocol/status';
 import { Tep } from '../../src/tep/tep';
-import { loadCommands } from '../docs/commands';
+import { loadCommands, ROOT } from '../docs/commands';
 import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 import { freePort } from '../server/helpers';
@@ -268,6 +268,18 @@ describe('the JSON contract of dstm(1)', function () {
       },
     ]);
     tested.add('tep:stats');
+  });
+
+  it('dstm version: {version, architecture, node_version}; an unknown flag as the one error object', async () => {
+    const [v] = checked(await dstm('version', '--json'), 'version');
+    expect(v).to.deep.equal({
+      version: (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+      architecture: `${process.platform}-${process.arch}`,
+      node_version: process.version,
+    });
+    tested.add('version');
+    checkedError(await dstm('version', '--json', '--verbose'), 2, 'version');
+    errored.add('version');
   });
 
   it('an error under --json is one JSON object on stderr with the exit code, nothing on stdout', async () => {

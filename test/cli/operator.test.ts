@@ -29,6 +29,12 @@ describe('operator basics', function () {
     expect(byHelp.code).to.equal(0);
     expect(byHelp.stdout).to.match(/USAGE\s+\$ dstm tep stats/);
     for (const flag of ['--help', '-h']) expect(runDstmSync(['tep', 'stats', flag]).stdout).to.equal(byHelp.stdout);
+    // an unknown command after help: one line with the nearest commands, exit 2 (not a stack trace, exit 1)
+    const bad = runDstmSync(['help', 'relase']);
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.equal(
+      "dstm help: 'relase' is not a dstm command. Did you mean 'dstm release'? 'dstm help' lists them.\n",
+    );
   });
 
   it('version: dstm version, --version and -v print the package version', () => {
