@@ -8,6 +8,7 @@ import {
   list,
   parseWithOverrides,
   record,
+  showRecord,
 } from '../../src/config/schema';
 import { serverFields, serverKeys, serverSchema } from '../../src/config/server-schema';
 import { formatIPv4 } from '../../src/lib/addr';
@@ -56,6 +57,17 @@ describe('config schema', () => {
     const e = refusal(() => serverSchema.parse({ store: `${url}&application_name=mine` }, 'server'));
     expect(e.path).to.equal('server.store');
     expect(e.message).to.contain('application_name is set by dstm').and.not.contain('secret');
+  });
+
+  it('reads back what --check shows: an optional key given as null is not set; other keys refuse null', () => {
+    const c = parseWithOverrides(serverFields, { pools: ['198.51.100.0/24'], tls: { policy: 'off' } }, 'server');
+    const shown = showRecord(serverFields, c);
+    expect(shown.tep).to.equal(null);
+    expect((shown.tls as Record<string, unknown>).cert).to.equal(null);
+    expect(parseWithOverrides(serverFields, JSON.parse(JSON.stringify(shown)), 'server')).to.deep.equal(c);
+    expect(() => parseWithOverrides(serverFields, { lease: null }, 'server')).to.throw(
+      /server\.lease: null is not valid/,
+    );
   });
 
   it('lets a flag override a key and names the flag when the flag is bad', () => {
