@@ -294,6 +294,7 @@ describe('the JSON contract of dstm(1)', function () {
       dstm('release', '--json', '--no-such-flag'),
       dstm('request', '--json', '--config', join(dir, 'broken.json'), ...server),
       dstm('leases', '--json', '--config', join(dir, 'none.json'), ...server),
+      dstm('release', '--json', '--tls', '--tls-ca', join(dir, 'none.pem'), ...server),
       // the other daemon's control socket (the node's and the TEP's of the tests above)
       dstm('tep', 'stats', '--json', '--control', join(dir, 'node.sock')),
       dstm('status', '--json', '--control', join(dir, 'tep.sock')),
@@ -309,10 +310,13 @@ describe('the JSON contract of dstm(1)', function () {
     expect(JSON.parse(runs[6].stderr).error.message).to.match(/broken\.json: not valid JSON at line 1, column 12/);
     checkedError(runs[7], 2, 'leases list');
     expect(JSON.parse(runs[7].stderr).error.message).to.match(/none\.json: cannot read the configuration file: ENOENT/);
-    checkedError(runs[8], 7, 'tep stats');
-    expect(JSON.parse(runs[8].stderr).error.message).to.match(/node\.sock: the answer is not a TEP's statistics/);
-    checkedError(runs[9], 7, 'status');
-    expect(JSON.parse(runs[9].stderr).error.message).to.match(/tep\.sock: the answer is not a node's statistics/);
+    // a TLS file named on the command line that cannot be read: a configuration error too, not an internal one
+    checkedError(runs[8], 2, 'release');
+    expect(JSON.parse(runs[8].stderr).error.message).to.match(/cannot read the TLS CA file .*none\.pem: ENOENT/);
+    checkedError(runs[9], 7, 'tep stats');
+    expect(JSON.parse(runs[9].stderr).error.message).to.match(/node\.sock: the answer is not a TEP's statistics/);
+    checkedError(runs[10], 7, 'status');
+    expect(JSON.parse(runs[10].stderr).error.message).to.match(/tep\.sock: the answer is not a node's statistics/);
     ['request', 'release', 'leases', 'status', 'tep:stats'].forEach((c) => errored.add(c));
     expect(JSON.parse(runs[5].stderr).error.message).to.match(/--no-such-flag/);
   });
