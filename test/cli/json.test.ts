@@ -295,6 +295,9 @@ describe('the JSON contract of dstm(1)', function () {
       dstm('request', '--json', '--config', join(dir, 'broken.json'), ...server),
       dstm('leases', '--json', '--config', join(dir, 'none.json'), ...server),
       dstm('release', '--json', '--tls', '--tls-ca', join(dir, 'none.pem'), ...server),
+      // port 0 names no server; a multicast address is one the kernel will not connect a UDP socket to
+      dstm('request', '--json', '--server', '[::1]:0'),
+      dstm('request', '--json', '--server', '[ff02::1]:3786'),
       // the other daemon's control socket (the node's and the TEP's of the tests above)
       dstm('tep', 'stats', '--json', '--control', join(dir, 'node.sock')),
       dstm('status', '--json', '--control', join(dir, 'tep.sock')),
@@ -313,10 +316,14 @@ describe('the JSON contract of dstm(1)', function () {
     // a TLS file named on the command line that cannot be read: a configuration error too, not an internal one
     checkedError(runs[8], 2, 'release');
     expect(JSON.parse(runs[8].stderr).error.message).to.match(/cannot read the TLS CA file .*none\.pem: ENOENT/);
-    checkedError(runs[9], 7, 'tep stats');
-    expect(JSON.parse(runs[9].stderr).error.message).to.match(/node\.sock: the answer is not a TEP's statistics/);
-    checkedError(runs[10], 7, 'status');
-    expect(JSON.parse(runs[10].stderr).error.message).to.match(/tep\.sock: the answer is not a node's statistics/);
+    checkedError(runs[9], 2, 'request');
+    expect(JSON.parse(runs[9].stderr).error.message).to.match(/--server\[0\]: .* \(port 0 is no server's port\)/);
+    checkedError(runs[10], 7, 'request');
+    expect(JSON.parse(runs[10].stderr).error.message).to.match(/cannot reach \[ff02::1\]:3786\/udp: connect EINVAL/);
+    checkedError(runs[11], 7, 'tep stats');
+    expect(JSON.parse(runs[11].stderr).error.message).to.match(/node\.sock: the answer is not a TEP's statistics/);
+    checkedError(runs[12], 7, 'status');
+    expect(JSON.parse(runs[12].stderr).error.message).to.match(/tep\.sock: the answer is not a node's statistics/);
     ['request', 'release', 'leases', 'status', 'tep:stats'].forEach((c) => errored.add(c));
     expect(JSON.parse(runs[5].stderr).error.message).to.match(/--no-such-flag/);
   });
