@@ -51,7 +51,8 @@ const SYSTEM_CLOCK: KeeperClock = { monotonic: () => performance.now(), wall: ()
 
 /**
  * Events: 'lease' (lease) when a lease is obtained (after hooks.up); 'renewed' (lease); 'expired' (lease) when it
- * ran out unrenewed; 'released' (lease) after stop(); 'error' (err) for every failed attempt (the keeper retries).
+ * ran out unrenewed; 'released' (lease) after stop(); 'error' (err) for every failed attempt (the keeper retries);
+ * 'unreleased' (lease, err) when stop()'s RELEASE failed, which is not retried: the server keeps the binding.
  */
 export class LeaseKeeper extends EventEmitter {
   private lease: Lease | undefined;
@@ -99,7 +100,7 @@ export class LeaseKeeper extends EventEmitter {
     return first;
   }
 
-  /** Stop: release the lease (best effort), run hooks.down, emit 'released'. */
+  /** Stop: release the lease (once: a failure is 'unreleased'), run hooks.down, emit 'released'. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
@@ -110,7 +111,7 @@ export class LeaseKeeper extends EventEmitter {
       try {
         await this.client.release(parseIPv4(lease.address));
       } catch (err) {
-        this.report(err);
+        this.emit('unreleased', lease, err);
       }
       await this.down(lease, 'released');
       this.emit('released', lease);

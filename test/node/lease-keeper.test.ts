@@ -87,6 +87,23 @@ describe('lease keeper', function () {
     expect(await bindings(dir)).to.equal(0);
   });
 
+  it('a RELEASE at stop that fails is reported once as unreleased, not as an error the keeper retries', async () => {
+    server = await serve(dir, '10.90.0.0/24', 60);
+    client = await nodeOn(server.port, lo.addresses[0], { timeoutMs: 300 });
+    keeper = new LeaseKeeper(client, { retryMs: 200 });
+    const events: string[] = [];
+    keeper.on('error', () => events.push('error'));
+    keeper.on('unreleased', (l: Lease, err: Error) => events.push(`unreleased ${l.address} ${err.message}`));
+    keeper.on('released', (l: Lease) => events.push(`released ${l.address}`));
+    const lease = await keeper.start();
+    await server.stop('SIGKILL');
+    server = undefined;
+    await keeper.stop();
+    expect(events).to.have.length(2);
+    expect(events[0]).to.match(new RegExp(`^unreleased ${lease.address.replace(/\./g, '\\.')} cannot reach`));
+    expect(events[1]).to.equal(`released ${lease.address}`);
+  });
+
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
     server = await serve(dir, '10.91.0.0/24', 2);
     const port = server.port;
