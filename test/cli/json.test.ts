@@ -207,11 +207,16 @@ describe('the JSON contract of dstm(1)', function () {
       dstm('leases', 'export', '--state-dir', join(dir, 'none'), '--json'),
       dstm('leases', 'import', file, ...restore),
       dstm('leases', 'import', join(dir, 'none.jsonl'), ...restore),
+      dstm('leases', 'import', dir, ...restore),
     ]);
     checkedError(runs[0], 3, 'leases export');
     checkedError(runs[1], 2, 'leases import');
     expect(JSON.parse(runs[1].stderr).error.message).to.match(/line 1: .* is bound in the store already/);
     checkedError(runs[2], 2, 'leases import');
+    expect(JSON.parse(runs[2].stderr).error.message).to.equal(`${join(dir, 'none.jsonl')}: ENOENT`);
+    // a directory opens, and fails at the first read: named all the same
+    checkedError(runs[3], 2, 'leases import');
+    expect(JSON.parse(runs[3].stderr).error.message).to.equal(`${dir}: EISDIR`);
     errored.add('leases:export').add('leases:import');
   });
 
