@@ -10,7 +10,7 @@ import {
   startTep,
   tepStats,
 } from '../test/support/dstm-procs';
-import { ADDR, Topology, netnsUnavailable, stopChild, waitForOutput } from '../test/support/netns';
+import { ADDR, Topology, netnsUnavailable, stopChild, toolsMissing, waitForOutput } from '../test/support/netns';
 import { capture, inject, ping, startEchoServer, tcpHello } from '../test/support/traffic';
 
 const say = (text: string): void => console.log(`\n== ${text}`);
@@ -80,7 +80,7 @@ async function withoutServer(t: Topology): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const why = netnsUnavailable() ?? cliUnavailable();
+  const why = netnsUnavailable() ?? cliUnavailable() ?? toolsMissing(['ping', 'tcpdump']);
   if (why) {
     console.error(`npm run demo: ${why}`);
     process.exit(1);

@@ -53,12 +53,19 @@ export function loadClientConfig(flags: ClientFlags): ClientConfig {
   return loadSection(clientFields, 'client', flags.config, flagOverrides(clientFields, flags)).config;
 }
 
-/** The RPC client's TLS options from a "tls" section (client or tep), files read now; undefined when disabled. */
+/**
+ * The RPC client's TLS options from a "tls" section (client or tep), files read now; undefined when disabled. A file
+ * that cannot be read is a configuration error (exit 2, naming it), as a configuration file is.
+ */
 export function tlsClientOf(t: ClientConfig['tls']): TlsClientOptions | undefined {
   if (!t.enabled) return undefined;
   if ((t.cert === undefined) !== (t.key === undefined))
     throw new ConfigError('tls.cert', t.cert, 'a certificate and its key together (--tls-cert with --tls-key)');
-  return loadClientTls(t);
+  try {
+    return loadClientTls(t);
+  } catch (err) {
+    throw new ConfigError('tls', undefined, 'readable TLS files', (err as Error).message);
+  }
 }
 
 export function leaseText(l: Lease): string {

@@ -1,6 +1,6 @@
 // The DTI flags of `dstm request` (the node side of issue 4), kept here so request.ts only spreads them in.
 import { Flags, type Interfaces } from '@oclif/core';
-import { MAX_PATH_MTU } from '../config/types';
+import { ifname, MAX_PATH_MTU } from '../config/types';
 import { parseRoutes, type DtiOptions } from '../node/dti-node';
 import type { Logger } from '../lib/log';
 import { DEFAULT_NODE_CONTROL_PATH } from '../node/status';
@@ -48,11 +48,14 @@ export const dtiFlags = {
 
 export type DtiFlags = Interfaces.InferredFlags<typeof dtiFlags>;
 
-/** The DTI the flags ask for (opened when the node starts), or undefined without --device; bad --routes throw. */
+/**
+ * The DTI the flags ask for (opened when the node starts), or undefined without --device; a bad --device (checked as
+ * dstm tep's and dstm static's are, not left to the kernel) or bad --routes throw.
+ */
 export function dtiOptionsFromFlags(flags: DtiFlags, log: Logger): DtiOptions | undefined {
   if (flags.device === undefined) return undefined;
   return {
-    name: flags.device,
+    name: ifname.parse(flags.device, '--device'),
     routes: parseRoutes(flags.routes ?? ['default']),
     pathMtu: flags['path-mtu'] ?? 1500,
     offload: flags.offload ?? true,

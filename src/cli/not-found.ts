@@ -1,7 +1,7 @@
-// oclif's command_not_found hook: an unknown command is a usage error (exit 2) reported like every other failure,
-// with the nearest command names when the word looks like a typo of one ("did you mean"). Nothing is fetched or
-// installed: the candidates are this CLI's own commands.
-import type { Hook } from '@oclif/core';
+// oclif's command_not_found hook (and `dstm help WORD`): an unknown command is a usage error (exit 2) reported like
+// every other failure, with the nearest command names when the word looks like a typo of one ("did you mean").
+// Nothing is fetched or installed: the candidates are this CLI's own commands.
+import type { Hook, Interfaces } from '@oclif/core';
 import { fail } from './command';
 import { EXIT } from './exit-codes';
 
@@ -30,15 +30,19 @@ export function suggestions(word: string, commands: readonly string[]): string[]
     .map(({ c }) => c);
 }
 
-const hook: Hook<'command_not_found'> = async function (opts) {
-  const word = opts.id.replace(/:/g, ' ');
-  const ids = [...new Set(opts.config.commands.filter((c) => !c.hidden).map((c) => c.id.replace(/:/g, ' ')))];
+/** What an unknown command `word` is told: that it is none, and the nearest commands when it looks like a typo. */
+export function notACommand(word: string, config: Interfaces.Config): string {
+  const ids = [...new Set(config.commands.filter((c) => !c.hidden).map((c) => c.id.replace(/:/g, ' ')))];
   const near = suggestions(word, ids);
-  const bin = opts.config.bin;
+  const bin = config.bin;
   const hint = near.length ? ` Did you mean ${near.map((n) => `'${bin} ${n}'`).join(' or ')}?` : '';
+  return `'${word}' is not a ${bin} command.${hint} '${bin} help' lists them.`;
+}
+
+const hook: Hook<'command_not_found'> = async function (opts) {
   fail(
     { argv: opts.argv ?? [], config: opts.config, exit: (code) => this.exit(code) as never },
-    `'${word}' is not a ${bin} command.${hint} '${bin} help' lists them.`,
+    notACommand(opts.id.replace(/:/g, ' '), opts.config),
     EXIT.usage,
     '',
   );

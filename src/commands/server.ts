@@ -9,7 +9,7 @@ import { StartError, notify, runDaemon, type Daemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
-import { DstmServer, loadServerConfig, tepAddressesInPools } from '../server/daemon';
+import { DstmServer, loadServerConfig, tepAddressesInPools, tlsOf } from '../server/daemon';
 import { sqliteDir } from '../server/open-store';
 import { STATE_DIR_ADVICE, StateDirError } from '../server/state-dir';
 
@@ -54,6 +54,12 @@ export default class ServerCommand extends DstmCommand {
       fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.check) {
+      // the TLS files are read and loaded as the start reads them: a reload that --check passes must not fail on them
+      try {
+        tlsOf(loaded.config);
+      } catch (err) {
+        fail(this, (err as Error).message, EXIT.usage);
+      }
       const warnings = tepAddressesInPools(loaded.config).map(
         (t) => `${t.key} ${t.ipv4} is inside pool ${t.pool}: it is never leased`,
       );

@@ -39,7 +39,7 @@ export default class StatusCommand extends DstmCommand {
     const { flags } = await this.parse(StatusCommand);
     let s: NodeStatus;
     try {
-      s = (await queryControl(flags.control, CONTROL_TIMEOUT_MS, 'node')) as NodeStatus;
+      s = (await queryControl(flags.control, CONTROL_TIMEOUT_MS, 'node', 'state')) as NodeStatus;
     } catch (err) {
       fail(this, (err as Error).message, EXIT.unreachable);
     }

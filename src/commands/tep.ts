@@ -6,7 +6,7 @@ import { StartError, runDaemon, type Daemon } from '../lib/daemon';
 import { DstmCommand, fail } from '../cli/command';
 import { EXIT, exitHelp } from '../cli/exit-codes';
 import { createLogger } from '../lib/log';
-import { checkFeedTls, describeTep, loadTepConfig, startTep } from '../tep/daemon';
+import { checkFeedTls, checkTlsFiles, describeTep, loadTepConfig, startTep } from '../tep/daemon';
 import { RpcError } from '../rpc';
 
 const EXITS = [EXIT.ok, EXIT.internal, EXIT.usage, EXIT.cannotStart, EXIT.tls];
@@ -50,6 +50,12 @@ export default class TepCommand extends DstmCommand {
       fail(this, (err as Error).message, EXIT.usage);
     }
     if (flags.check) {
+      // the TLS files are read and loaded as the start reads them: a reload that --check passes must not fail on them
+      try {
+        checkTlsFiles(config);
+      } catch (err) {
+        fail(this, (err as Error).message, EXIT.usage);
+      }
       this.log(JSON.stringify(describeTep(config), null, 2));
       return;
     }

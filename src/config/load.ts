@@ -44,6 +44,41 @@ function errorOffset(text: string): number {
   return lo - 1;
 }
 
+/**
+ * The first key given twice in one object of `text` (valid JSON), which JSON.parse would take silently, the last one
+ * winning: its path ("server.pools") and the offsets of both.
+ */
+function duplicateKey(text: string): { path: string; at: number; first: number } | undefined {
+  type Frame = { object: boolean; path: string; keys: Map<string, number>; key: string; index: number };
+  const stack: Frame[] = [];
+  const join = (path: string, key: string): string => (path ? `${path}.${key}` : key);
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const top = stack.at(-1);
+    if (c === '{' || c === '[') {
+      const path = !top ? '' : top.object ? join(top.path, top.key) : `${top.path}[${top.index}]`;
+      stack.push({ object: c === '{', path, keys: new Map(), key: '', index: 0 });
+    } else if (c === '}' || c === ']') stack.pop();
+    else if (c === ',' && top && !top.object) top.index++;
+    else if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      let next = end + 1;
+      while (/\s/.test(text[next] ?? '')) next++;
+      // in an object, a string followed by ':' is a key
+      if (top?.object && text[next] === ':') {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        const first = top.keys.get(key);
+        if (first !== undefined) return { path: join(top.path, key), at: i, first };
+        top.keys.set(key, i);
+        top.key = key;
+      }
+      i = end;
+    }
+  }
+  return undefined;
+}
+
 /** Parse configuration text; `name` is used in messages (the file path). A leading UTF-8 BOM is skipped. */
 export function parseConfigText(text: string, name: string): RawConfig {
   if (text.startsWith('\uFEFF')) text = text.slice(1);
@@ -59,7 +94,12 @@ export function parseConfigText(text: string, name: string): RawConfig {
       .replace(/ in JSON at position \d+.*$/s, '')
       .replace(/ at position \d+.*$/s, '')
       .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '');
-    throw new Error(`${name}: not valid JSON at ${lineCol(text, offset)}: ${why}`);
+    throw new ConfigError(name, undefined, 'JSON', `${name}: not valid JSON at ${lineCol(text, offset)}: ${why}`);
+  }
+  const dup = duplicateKey(text);
+  if (dup) {
+    const where = `${lineCol(text, dup.at)}, first at ${lineCol(text, dup.first)}`;
+    throw new ConfigError(name, undefined, 'each key once', `${name}: ${dup.path}: given twice (${where})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(name, raw, `a JSON object with sections ${SECTIONS.join(', ')}`);
@@ -79,18 +119,22 @@ export function parseConfigText(text: string, name: string): RawConfig {
 }
 
 /**
- * Read the configuration: `explicit` (from --config) must exist; otherwise DSTM_CONFIG, then DEFAULT_CONFIG_FILE,
- * are read if present, and no file at all means every key takes its default.
+ * Read the configuration: `explicit` (from --config), else DSTM_CONFIG, must exist; otherwise DEFAULT_CONFIG_FILE is
+ * read if present, and no file at all means every key takes its default. An empty DSTM_CONFIG is unset (as the other
+ * variables are); an empty --config names no file.
  */
 export function readConfig(explicit?: string): { raw: RawConfig; file?: string } {
-  const file = explicit ?? process.env.DSTM_CONFIG ?? DEFAULT_CONFIG_FILE;
+  if (explicit === '') throw new ConfigError('--config', explicit, 'a file path');
+  const named = explicit ?? (process.env.DSTM_CONFIG || undefined);
+  const file = named ?? DEFAULT_CONFIG_FILE;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && explicit === undefined && process.env.DSTM_CONFIG === undefined) return { raw: {} };
-    throw new Error(`${file}: cannot read the configuration file: ${code ?? (err as Error).message}`);
+    if (code === 'ENOENT' && named === undefined) return { raw: {} };
+    const why = code ?? (err as Error).message;
+    throw new ConfigError(file, undefined, 'a readable file', `${file}: cannot read the configuration file: ${why}`);
   }
   return { raw: parseConfigText(text, file), file };
 }

@@ -259,7 +259,9 @@ export function record<F extends Fields>(fields: F, name = 'object'): RecordType
       }
       const out: Record<string, unknown> = Object.create(null);
       for (const [k, f] of Object.entries(fields)) {
-        const given = Object.hasOwn(obj, k) ? obj[k] : undefined;
+        // null is how --check shows an optional key not set (showRecord), so its output reads back as a file
+        const unset = f.kind === 'optional' && obj[k] === null;
+        const given = Object.hasOwn(obj, k) && !unset ? obj[k] : undefined;
         if (given === undefined) {
           if (f.kind === 'required') {
             throw new ConfigError(

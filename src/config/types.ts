@@ -132,8 +132,11 @@ export const route4: Type<string> = textual(
 );
 export const port: Type<number> = { ...integer(0, 65535), name: 'port' };
 
-/** "[IPV6]:PORT"; `family` 6 refuses IPv4 (the DSTM server and clients speak only IPv6, draft section 6). */
-export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
+/**
+ * "[IPV6]:PORT"; `family` 6 refuses IPv4 (the DSTM server and clients speak only IPv6, draft section 6); `peer`: an
+ * address to call, which port 0 (a listener's "any port") cannot be.
+ */
+export function endpoint(defaultPort: number, family?: 6, peer = false): Type<Endpoint> {
   const expected =
     family === 6 ? `an IPv6 endpoint like "[::]:${defaultPort}"` : `an endpoint like "[::1]:${defaultPort}"`;
   return textual(
@@ -142,15 +145,16 @@ export function endpoint(defaultPort: number, family?: 6): Type<Endpoint> {
     (s) => {
       const e = parseEndpoint(s, defaultPort);
       if (family === 6 && e.family !== 6) throw new Error('IPv4 is not allowed here: DSTM runs over IPv6 only');
+      if (peer && e.port === 0) throw new Error("port 0 is no server's port");
       return e;
     },
     formatEndpoint,
   );
 }
 
-/** One endpoint or a list of them, in the order to try (failover); read as a list either way. */
+/** Servers to call: one endpoint or a list of them, in the order to try (failover); read as a list either way. */
 export function endpoints(defaultPort: number, family?: 6): Type<Endpoint[]> {
-  const one = endpoint(defaultPort, family);
+  const one = endpoint(defaultPort, family, true);
   const expected = `${one.expected}, or a list of them`;
   return {
     name: 'endpoint or list of endpoint',

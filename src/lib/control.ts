@@ -55,9 +55,19 @@ async function removeStaleSocket(path: string): Promise<void> {
 /** How long `dstm status` and `dstm tep stats` wait for the daemon's answer. */
 export const CONTROL_TIMEOUT_MS = 5000;
 
-/** `daemon` names who should be answering, for the error message (`dstm status` reads a node's socket). */
-export async function queryControl(path: string, timeoutMs = CONTROL_TIMEOUT_MS, daemon = 'TEP'): Promise<unknown> {
+/**
+ * `daemon` names who should be answering, for the error message (`dstm status` reads a node's socket); `key`, when
+ * given, is a top-level key of that daemon's answer, so the other daemon's socket (both live in /run/dstm) is refused
+ * by name rather than read as if it were this one's.
+ */
+export async function queryControl(
+  path: string,
+  timeoutMs = CONTROL_TIMEOUT_MS,
+  daemon = 'TEP',
+  key?: string,
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    if (path === '') return reject(new Error(`no control socket given (an empty path)`));
     let text = '';
     const sock = createConnection(path);
     sock.setTimeout(timeoutMs, () => sock.destroy(new Error(`no answer from ${path} within ${timeoutMs} ms`)));
@@ -67,11 +77,15 @@ export async function queryControl(path: string, timeoutMs = CONTROL_TIMEOUT_MS,
       reject(new Error(`cannot read the ${daemon}'s statistics from ${path}: ${why}`));
     });
     sock.on('end', () => {
+      let answer: unknown;
       try {
-        resolve(JSON.parse(text));
+        answer = JSON.parse(text);
       } catch {
-        reject(new Error(`${path}: the answer is not JSON`));
+        return reject(new Error(`${path}: the answer is not JSON`));
       }
+      if (key !== undefined && !(answer !== null && typeof answer === 'object' && key in answer))
+        return reject(new Error(`${path}: the answer is not a ${daemon}'s statistics (another daemon's socket?)`));
+      resolve(answer);
     });
   });
 }

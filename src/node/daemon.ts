@@ -46,6 +46,14 @@ export async function startNode(o: NodeOptions): Promise<Daemon> {
       error: (err as Error)?.message ?? String(err),
     }),
   );
+  keeper.on('unreleased', (l: Lease, err: unknown) =>
+    o.log.warn('RELEASE failed: the server keeps the binding until it ends', {
+      server: o.client.server,
+      address: l.address,
+      ends: l.ends,
+      error: (err as Error)?.message ?? String(err),
+    }),
+  );
   const status = await serveStatus(o, keeper, dti);
   // on demand, the first IPv4 packet on the DTI starts the request (draft 5.1); the keeper then keeps requesting,
   // so a packet after a lease ended must not start it again

@@ -17,7 +17,7 @@
 // tried again, with backoff, until it works.
 import { EventEmitter } from 'node:events';
 import { parseIPv4 } from '../lib/addr';
-import type { Lease } from '../protocol/client';
+import { DstmRefusal, type Lease } from '../protocol/client';
 import type { LeaseCaller } from '../protocol/failover';
 
 export type DownReason = 'expired' | 'released' | 'replaced';
@@ -61,7 +61,9 @@ const SYSTEM_CLOCK: KeeperClock = { monotonic: () => performance.now(), wall: ()
 
 /**
  * Events: 'lease' (lease) when a lease is obtained (after hooks.up); 'renewed' (lease); 'expired' (lease) when it
- * ran out unrenewed; 'released' (lease) after stop(); 'error' (err) for every failed attempt (the keeper retries).
+ * ran out unrenewed; 'released' (lease) after stop(); 'error' (err) for every failed attempt (the keeper retries);
+ * 'unreleased' (lease, err) before 'released' when stop()'s RELEASE failed, which is not retried: the server keeps
+ * the binding until it ends.
  */
 export class LeaseKeeper extends EventEmitter {
   private lease: Lease | undefined;
@@ -110,9 +112,9 @@ export class LeaseKeeper extends EventEmitter {
   }
 
   /**
-   * Stop: run hooks.down, then release the lease (best effort), emit 'released'. The address goes first, as when a
-   * lease runs out: once the server has it back the lease is over, and the RELEASE's reply can take retransmissions
-   * (or never come).
+   * Stop: run hooks.down, then release the lease, once (a failure is 'unreleased' first), and emit 'released': the
+   * node has given the address up. The address goes first, as when a lease runs out: once the server has it back the
+   * lease is over, and the RELEASE's reply can take retransmissions (or never come).
    */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -125,7 +127,8 @@ export class LeaseKeeper extends EventEmitter {
       try {
         await this.client.release(parseIPv4(lease.address));
       } catch (err) {
-        this.report(err);
+        // "No binding": the server ended it already (its lease ran out there, or it was revoked).
+        if (!(err instanceof DstmRefusal && err.status === 'no_binding')) this.emit('unreleased', lease, err);
       }
       this.emit('released', lease);
     }

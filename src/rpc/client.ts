@@ -261,11 +261,17 @@ export class RpcClient implements RpcCaller {
         this.settle(p, new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
     });
     return new Promise((resolve, reject) => {
-      const fail = (e: Error) => reject(new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
+      const fail = (e: Error) => {
+        s.close();
+        reject(new RpcError('UNREACHABLE', `cannot reach ${this.where}: ${e.message}`));
+      };
       s.once('error', fail);
       s.bind({ address: this.options.localAddress, port: 0 }, () => {
-        // A connected UDP socket takes replies from the server's address only.
-        s.connect(this.port, this.address, () => {
+        // A connected UDP socket takes replies from the server's address only. A connect the kernel refuses (EINVAL
+        // for a multicast address, or a link-local one without a zone) comes as the callback's argument, not as an
+        // 'error' event; ignored, the first send threw from Node's argument checks.
+        s.connect(this.port, this.address, (err?: Error) => {
+          if (err) return fail(err);
           s.off('error', fail);
           this.connected = true;
           resolve();

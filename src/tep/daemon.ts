@@ -2,6 +2,7 @@
 // control socket, metrics, binding feed), and back down.
 import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
+import { createSecureContext } from 'node:tls';
 import { loadSection } from '../config/load';
 import { ConfigError, showRecord } from '../config/schema';
 import { flagOverrides, type FlagsOf } from '../config/settings';
@@ -201,6 +202,12 @@ export function reconfigureStatics(
     const ipv4 = parseIPv4(b.ip4);
     if (!held4.has(ipv4) && !held6.has(b.ip6)) target.bind(ipv4, parseIPv6(b.ip6), b.ends, b.starts);
   }
+}
+
+/** --check: the TLS files read and loaded as the start reads them; throws, naming the one that does not load. */
+export function checkTlsFiles(c: TepConfig): void {
+  const m = loadClientTls(c.tls);
+  if (m) createSecureContext({ ca: m.ca, cert: m.cert, key: m.key });
 }
 
 /** How long the check of each server below waits for it before going on to the next one. */

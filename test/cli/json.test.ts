@@ -5,7 +5,7 @@
 // object on stderr.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { parseIPv4, parseIPv6, parsePrefix4 } from '../../src/lib/addr';
 import { createLogger } from '../../src/lib/log';
 import { STATE_NAMES } from '../../src/protocol/status';
 import { Tep } from '../../src/tep/tep';
-import { loadCommands } from '../docs/commands';
+import { loadCommands, ROOT } from '../docs/commands';
 import { cliUnavailable, dstmArgv } from '../support/dstm-procs';
 import { skipIf } from '../support/skip';
 import { freePort } from '../server/helpers';
@@ -207,11 +207,16 @@ describe('the JSON contract of dstm(1)', function () {
       dstm('leases', 'export', '--state-dir', join(dir, 'none'), '--json'),
       dstm('leases', 'import', file, ...restore),
       dstm('leases', 'import', join(dir, 'none.jsonl'), ...restore),
+      dstm('leases', 'import', dir, ...restore),
     ]);
     checkedError(runs[0], 3, 'leases export');
     checkedError(runs[1], 2, 'leases import');
     expect(JSON.parse(runs[1].stderr).error.message).to.match(/line 1: .* is bound in the store already/);
     checkedError(runs[2], 2, 'leases import');
+    expect(JSON.parse(runs[2].stderr).error.message).to.equal(`${join(dir, 'none.jsonl')}: ENOENT`);
+    // a directory opens, and fails at the first read: named all the same
+    checkedError(runs[3], 2, 'leases import');
+    expect(JSON.parse(runs[3].stderr).error.message).to.equal(`${dir}: EISDIR`);
     errored.add('leases:export').add('leases:import');
   });
 
@@ -270,8 +275,21 @@ describe('the JSON contract of dstm(1)', function () {
     tested.add('tep:stats');
   });
 
+  it('dstm version: {version, architecture, node_version}; an unknown flag as the one error object', async () => {
+    const [v] = checked(await dstm('version', '--json'), 'version');
+    expect(v).to.deep.equal({
+      version: (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+      architecture: `${process.platform}-${process.arch}`,
+      node_version: process.version,
+    });
+    tested.add('version');
+    checkedError(await dstm('version', '--json', '--verbose'), 2, 'version');
+    errored.add('version');
+  });
+
   it('an error under --json is one JSON object on stderr with the exit code, nothing on stdout', async () => {
     const closed = ['--server', `[::1]:${await freePort()}`, '--timeout', '300'];
+    writeFileSync(join(dir, 'broken.json'), '{"client": }');
     const runs = await Promise.all([
       dstm('request', '--json', ...closed),
       dstm('release', '--json', '--address', '198.51.100.256', ...server),
@@ -279,6 +297,15 @@ describe('the JSON contract of dstm(1)', function () {
       dstm('status', '--json', '--control', join(dir, 'none.sock')),
       dstm('tep', 'stats', '--json', '--control', join(dir, 'none.sock')),
       dstm('release', '--json', '--no-such-flag'),
+      dstm('request', '--json', '--config', join(dir, 'broken.json'), ...server),
+      dstm('leases', '--json', '--config', join(dir, 'none.json'), ...server),
+      dstm('release', '--json', '--tls', '--tls-ca', join(dir, 'none.pem'), ...server),
+      // port 0 names no server; a multicast address is one the kernel will not connect a UDP socket to
+      dstm('request', '--json', '--server', '[::1]:0'),
+      dstm('request', '--json', '--server', '[ff02::1]:3786'),
+      // the other daemon's control socket (the node's and the TEP's of the tests above)
+      dstm('tep', 'stats', '--json', '--control', join(dir, 'node.sock')),
+      dstm('status', '--json', '--control', join(dir, 'tep.sock')),
     ]);
     checkedError(runs[0], 7, 'request');
     checkedError(runs[1], 2, 'release');
@@ -286,6 +313,22 @@ describe('the JSON contract of dstm(1)', function () {
     checkedError(runs[3], 7, 'status');
     checkedError(runs[4], 7, 'tep stats');
     checkedError(runs[5], 2, 'release');
+    // a configuration file that is not JSON, or is not there: a configuration error, as for the daemons
+    checkedError(runs[6], 2, 'request');
+    expect(JSON.parse(runs[6].stderr).error.message).to.match(/broken\.json: not valid JSON at line 1, column 12/);
+    checkedError(runs[7], 2, 'leases list');
+    expect(JSON.parse(runs[7].stderr).error.message).to.match(/none\.json: cannot read the configuration file: ENOENT/);
+    // a TLS file named on the command line that cannot be read: a configuration error too, not an internal one
+    checkedError(runs[8], 2, 'release');
+    expect(JSON.parse(runs[8].stderr).error.message).to.match(/cannot read the TLS CA file .*none\.pem: ENOENT/);
+    checkedError(runs[9], 2, 'request');
+    expect(JSON.parse(runs[9].stderr).error.message).to.match(/--server\[0\]: .* \(port 0 is no server's port\)/);
+    checkedError(runs[10], 7, 'request');
+    expect(JSON.parse(runs[10].stderr).error.message).to.match(/cannot reach \[ff02::1\]:3786\/udp: connect EINVAL/);
+    checkedError(runs[11], 7, 'tep stats');
+    expect(JSON.parse(runs[11].stderr).error.message).to.match(/node\.sock: the answer is not a TEP's statistics/);
+    checkedError(runs[12], 7, 'status');
+    expect(JSON.parse(runs[12].stderr).error.message).to.match(/tep\.sock: the answer is not a node's statistics/);
     ['request', 'release', 'leases', 'status', 'tep:stats'].forEach((c) => errored.add(c));
     expect(JSON.parse(runs[5].stderr).error.message).to.match(/--no-such-flag/);
   });

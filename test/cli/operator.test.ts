@@ -29,6 +29,12 @@ describe('operator basics', function () {
     expect(byHelp.code).to.equal(0);
     expect(byHelp.stdout).to.match(/USAGE\s+\$ dstm tep stats/);
     for (const flag of ['--help', '-h']) expect(runDstmSync(['tep', 'stats', flag]).stdout).to.equal(byHelp.stdout);
+    // an unknown command after help: one line with the nearest commands, exit 2 (not a stack trace, exit 1)
+    const bad = runDstmSync(['help', 'relase']);
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.equal(
+      "dstm help: 'relase' is not a dstm command. Did you mean 'dstm release'? 'dstm help' lists them.\n",
+    );
   });
 
   it('version: dstm version, --version and -v print the package version', () => {
@@ -104,6 +110,13 @@ describe('operator basics', function () {
     expect(old.stdout).to.equal(now.stdout);
     // --routes needs --device; the old name --dti satisfies it too
     expect(runDstmSync(['request', '--hold', '--routes', 'default']).stderr).to.match(/--device/);
+    // the device name is checked as dstm tep's is, before anything is opened: exit 2 naming the flag, not the kernel's
+    // EINVAL as "cannot start"
+    for (const name of ['dti 0', 'a-name-of-16-byte']) {
+      const bad = runDstmSync(['request', '--hold', '--device', name, '--server', '[::1]:1', '--timeout', '100']);
+      expect(bad.code, bad.stderr).to.equal(2);
+      expect(bad.stderr).to.match(/^dstm request: --device: ".*" is not valid: expected an interface name of 1 to 15/);
+    }
     const commands = await loadCommands();
     const nouns = new Map<string, Set<string>>();
     for (const c of commands)

@@ -5,14 +5,9 @@ import { join } from 'node:path';
 
 export const ROOT = join(__dirname, '..', '..');
 
-/**
- * Every visible command of dstm itself, sorted by id ("tep:stats" for `dstm tep stats`); with `plugins`, also those
- * of the oclif plugins it ships (help, version), which dstm(1) documents and whose flags are the plugins'.
- */
-export async function loadCommands(plugins = false): Promise<Command.Loadable[]> {
+/** Every visible command of dstm, sorted by id ("tep:stats" for `dstm tep stats`); help and version are its own. */
+export async function loadCommands(): Promise<Command.Loadable[]> {
   settings.enableAutoTranspile = true;
   const config = await Config.load(ROOT);
-  return config.commands
-    .filter((c) => !c.hidden && (plugins || c.pluginName === config.name))
-    .sort((a, b) => a.id.localeCompare(b.id));
+  return config.commands.filter((c) => !c.hidden).sort((a, b) => a.id.localeCompare(b.id));
 }

@@ -376,11 +376,9 @@ describe('man pages', function () {
     report(problems);
   });
 
-  it("dstm.1 names every command, the plugins' help and version too", async () => {
+  it('dstm.1 names every command', async () => {
     const page = readPage('man/dstm.1');
-    const missing = (await loadCommands(true))
-      .map((c) => words(c.id))
-      .filter((id) => !page.text.includes(`dstm ${id}`));
+    const missing = (await loadCommands()).map((c) => words(c.id)).filter((id) => !page.text.includes(`dstm ${id}`));
     expect(missing, 'commands missing from man/dstm.1').to.deep.equal([]);
   });
 

@@ -41,7 +41,13 @@ describe('control socket', () => {
     expect(lstatSync(stale).isSocket()).to.equal(true);
     const s = await serveControl(stale, () => ({ ok: 1 }));
     expect(await queryControl(stale)).to.deep.equal({ ok: 1 });
+    // the answer of another daemon than the one asked for is refused, naming the path
+    const err = await queryControl(stale, 2000, 'TEP', 'forwarded').catch((e: Error) => e);
+    expect((err as Error).message).to.equal(
+      `${stale}: the answer is not a TEP's statistics (another daemon's socket?)`,
+    );
     await close(s);
+    expect(((await queryControl('').catch((e: Error) => e)) as Error).message).to.match(/no control socket given/);
   });
 });
 

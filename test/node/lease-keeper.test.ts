@@ -87,6 +87,41 @@ describe('lease keeper', function () {
     expect(await bindings(dir)).to.equal(0);
   });
 
+  it('a RELEASE at stop that fails is reported once as unreleased, not as an error the keeper retries; one the server answers "no binding" is not', async () => {
+    server = await serve(dir, '10.90.0.0/24', 60);
+    const port = server.port;
+    client = await nodeOn(port, lo.addresses[0], { timeoutMs: 300 });
+    const events: string[] = [];
+    const make = (): LeaseKeeper => {
+      const k = new LeaseKeeper(client!, { retryMs: 200 });
+      k.on('error', () => events.push('error'));
+      k.on('unreleased', (l: Lease, err: Error) => events.push(`unreleased ${l.address} ${err.message}`));
+      k.on('released', (l: Lease) => events.push(`released ${l.address}`));
+      return k;
+    };
+    keeper = make();
+    const lease = await keeper.start();
+    await server.stop('SIGKILL');
+    server = undefined;
+    await keeper.stop();
+    expect(events).to.have.length(2);
+    expect(events[0]).to.match(new RegExp(`^unreleased ${lease.address.replace(/\./g, '\\.')} cannot reach`));
+    expect(events[1], 'the node has given the address up').to.equal(`released ${lease.address}`);
+    // The binding is gone from the server (here: a new one on an empty store), which is what the RELEASE was for.
+    events.length = 0;
+    removeDir(dir);
+    dir = tempDir('keeper');
+    server = await serve(dir, '10.90.0.0/24', 60, [], port);
+    keeper = make();
+    const second = await keeper.start();
+    await server.stop('SIGKILL');
+    removeDir(dir);
+    dir = tempDir('keeper');
+    server = await serve(dir, '10.90.0.0/24', 60, [], port);
+    await keeper.stop();
+    expect(events).to.deep.equal([`released ${second.address}`]);
+  });
+
   it('drops the address when the lease runs out unrenewed, then leases again when the server is back', async () => {
     server = await serve(dir, '10.91.0.0/24', 2);
     const port = server.port;

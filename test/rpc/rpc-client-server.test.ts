@@ -391,6 +391,16 @@ describe('rpc client and server over ::1', function () {
       expect(e.message).to.match(/ECONNREFUSED/);
     });
 
+    it('a UDP connect the kernel refuses (multicast, link-local without a zone) is UNREACHABLE, naming why', async () => {
+      for (const host of ['ff02::1', 'fe80::1']) {
+        const e = await expectRpcError(
+          RpcClient.connect({ host, port: 3786, transport: 'udp', program: TEST_PROGRAM, version: 1 }),
+          'UNREACHABLE',
+        );
+        expect(e.message).to.match(/cannot reach .*: connect EINVAL/);
+      }
+    });
+
     it('decodes an RPC_MISMATCH reply', async () => {
       const fake = dgram.createSocket('udp6');
       await new Promise<void>((r) => fake.bind(0, '::1', () => r()));

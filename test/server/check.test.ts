@@ -86,6 +86,26 @@ describe('configuration checks and start-up errors (issue 13)', function () {
     );
   });
 
+  it('--check reads the TLS files as a start (or a reload) would, so a missing one fails the check, not the start', () => {
+    const missing = join(dir, 'none.pem');
+    const server = runDstmSync([
+      'server',
+      '--check',
+      '--tls',
+      'opportunistic',
+      '--tls-cert',
+      missing,
+      '--tls-key',
+      missing,
+    ]);
+    expect(server.code, server.stderr).to.equal(2);
+    expect(server.stderr).to.equal(`dstm server: cannot read the TLS certificate ${missing}: ENOENT\n`);
+    const tep = ['tep', '--check', '--ipv6', '2001:db8::1', '--ipv4', '192.0.2.1', '--pool', '198.51.100.0/24'];
+    const r = runDstmSync([...tep, '--server', '[2001:db8::10]:3786', '--tls', '--tls-ca', missing]);
+    expect(r.code, r.stderr).to.equal(2);
+    expect(r.stderr).to.equal(`dstm tep: cannot read the TLS CA file ${missing}: ENOENT\n`);
+  });
+
   it("finding 10: the largest path MTU fits the data plane's receive slots", () => {
     // a 2048-byte slot less its headroom holds the tunnel MTU, which is the path MTU less 40
     expect(MAX_PATH_MTU - 40).to.equal(2048 - HEADROOM);

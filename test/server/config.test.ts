@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { parseConfigText } from '../../src/config/load';
+import { DEFAULT_CONFIG_FILE, parseConfigText, readConfig } from '../../src/config/load';
 import {
   ConfigError,
   describe as keyTable,
@@ -8,6 +8,7 @@ import {
   list,
   parseWithOverrides,
   record,
+  showRecord,
 } from '../../src/config/schema';
 import { serverFields, serverKeys, serverSchema } from '../../src/config/server-schema';
 import { redactUrl } from '../../src/config/types';
@@ -100,6 +101,17 @@ describe('config schema', () => {
     }
   });
 
+  it('reads back what --check shows: an optional key given as null is not set; other keys refuse null', () => {
+    const c = parseWithOverrides(serverFields, { pools: ['198.51.100.0/24'], tls: { policy: 'off' } }, 'server');
+    const shown = showRecord(serverFields, c);
+    expect(shown.tep).to.equal(null);
+    expect((shown.tls as Record<string, unknown>).cert).to.equal(null);
+    expect(parseWithOverrides(serverFields, JSON.parse(JSON.stringify(shown)), 'server')).to.deep.equal(c);
+    expect(() => parseWithOverrides(serverFields, { lease: null }, 'server')).to.throw(
+      /server\.lease: null is not valid/,
+    );
+  });
+
   it('lets a flag override a key and names the flag when the flag is bad', () => {
     const c = parseWithOverrides(serverFields, { lease: 100 }, 'server', [{ key: 'lease', flag: '--lease', value: 7 }]);
     expect(c.lease).to.equal(7);
@@ -114,6 +126,41 @@ describe('config schema', () => {
       /f\.json: not valid JSON at line 4, column 3/,
     );
     expect(() => parseConfigText('{"sevrer": {}}', 'f.json')).to.throw(/unknown section/);
+  });
+
+  it('refuses a key given twice in one object (JSON.parse keeps the last), naming its path and both places', () => {
+    const error = (text: string): string => {
+      try {
+        parseConfigText(text, 'f.json');
+      } catch (err) {
+        expect(err).to.be.instanceOf(ConfigError);
+        return (err as Error).message;
+      }
+      return '';
+    };
+    expect(error('{"server": {"pools": ["198.51.100.0/24"],\n "pools": ["203.0.113.0/24"]}}')).to.equal(
+      'f.json: server.pools: given twice (line 2, column 2, first at line 1, column 13)',
+    );
+    expect(error('{"tep": {}, "server": {}, "tep": {}}')).to.match(/^f\.json: tep: given twice /);
+    // the key as JSON reads it, escapes and all; inside a list the item's index
+    expect(error('{"server": {"teps": [{}, {"prefix": "::/0", "\\u0070refix": "::/0"}]}}')).to.match(
+      /^f\.json: server\.teps\[1\]\.prefix: given twice /,
+    );
+    // the same key in different objects, and strings holding quotes, braces and colons, are not keys given twice
+    const text = '{"server": {"tls": {"key": "a\\"}{:"}, "key": ["{\\"key\\": 1}", {"key": 1}]}, "tep": {"key": 2}}';
+    expect(error(text)).to.equal('');
+  });
+
+  it('takes an empty DSTM_CONFIG as unset, and refuses an empty --config naming it', () => {
+    const saved = process.env.DSTM_CONFIG;
+    process.env.DSTM_CONFIG = '';
+    try {
+      expect([undefined, DEFAULT_CONFIG_FILE]).to.include(readConfig().file);
+    } finally {
+      if (saved === undefined) delete process.env.DSTM_CONFIG;
+      else process.env.DSTM_CONFIG = saved;
+    }
+    expect(() => readConfig('')).to.throw(ConfigError, '--config: "" is not valid: expected a file path');
   });
 
   it('gives a line and column for every JSON syntax error, without quoting the file, and skips a UTF-8 BOM', () => {

@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -46,6 +47,18 @@ export function netnsUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, e.g. sudo)';
   if (!existsSync('/dev/net/tun')) return '/dev/net/tun is missing';
   return undefined;
+}
+
+/** The Debian package of each tool the topology runs in its namespaces, beyond ip(8). */
+const TOOLS = { ping: 'iputils-ping', tcpdump: 'tcpdump' } as const;
+
+/** Which of `tools` are not on PATH, as one sentence naming the packages, or undefined when all are there. */
+export function toolsMissing(tools: readonly (keyof typeof TOOLS)[]): string | undefined {
+  const dirs = (process.env.PATH ?? '').split(':').filter((d) => d !== '');
+  const missing = tools.filter((t) => !dirs.some((d) => existsSync(join(d, t))));
+  if (missing.length === 0) return undefined;
+  const are = missing.length > 1 ? 'are' : 'is';
+  return `${missing.join(' and ')} ${are} missing (apt-get install ${missing.map((t) => TOOLS[t]).join(' ')})`;
 }
 
 /** Deletes namespaces and scratch directories left by runs whose process is gone (killed before its after()). */
@@ -194,6 +207,9 @@ export class Topology extends Namespaces {
   /** Builds the four namespaces, links and addresses; on failure removes whatever it made. */
   static async create(): Promise<Topology> {
     await prepareNamespaces();
+    // build() pings across every link: say so before making anything, not as a failed exec halfway
+    const why = toolsMissing(['ping']);
+    if (why) throw new Error(why);
     const t = new Topology(Namespaces.newId());
     return Namespaces.make(t, () => t.build());
   }

@@ -56,7 +56,10 @@ export default class LeasesImportCommand extends DstmCommand {
       const input = args.file === '-' ? process.stdin : await openInput(args.file);
       parsed = await readLeaseLines(input, new ImportRules(policy));
     } catch (err) {
-      fail(this, err instanceof LeaseLineError ? `${name}, ${err.message}` : (err as Error).message, EXIT.usage);
+      // a read that fails after the open (EISDIR: FILE is a directory) names the file as the open's failure does
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = err instanceof LeaseLineError ? `, ${err.message}` : `: ${code ?? (err as Error).message}`;
+      fail(this, `${name}${why}`, EXIT.usage);
     }
     const store = await open('restore');
     let result: { imported: number; epoch: bigint };
@@ -81,7 +84,7 @@ export default class LeasesImportCommand extends DstmCommand {
 function openInput(file: string): Promise<Readable> {
   return new Promise((resolve, reject) => {
     const s = createReadStream(file);
-    s.once('error', (err) => reject(new Error(`${file}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+    s.once('error', reject);
     s.once('open', () => resolve(s));
   });
 }

@@ -41,7 +41,7 @@ export default class TepStatsCommand extends DstmCommand {
     const { flags } = await this.parse(TepStatsCommand);
     let s: TepStats;
     try {
-      s = (await queryControl(flags.control)) as TepStats;
+      s = (await queryControl(flags.control, CONTROL_TIMEOUT_MS, 'TEP', 'forwarded')) as TepStats;
     } catch (err) {
       fail(this, (err as Error).message, EXIT.unreachable);
     }
