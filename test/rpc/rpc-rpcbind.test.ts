@@ -7,6 +7,18 @@ import type { XdrReader, XdrWriter } from '../../src/rpc/xdr/runtime';
 import { ADD1, ensureRpcbind, run, TEST_PROGRAM, testService } from './util';
 import { skipIf } from '../support/skip';
 
+/** An rpcbind v3/v4 call's arguments (struct rpcb), decoded by the rpcbinds these tests play. */
+const rpcb = {
+  encode() {},
+  decode: (r: XdrReader) => ({
+    prog: r.uint(),
+    vers: r.uint(),
+    netid: r.string(),
+    addr: r.string(),
+    owner: r.string(),
+  }),
+};
+
 describe('rpc with a real rpcbind', function () {
   this.timeout(30_000);
   let stopRpcbind: (() => Promise<void>) | null;
@@ -96,16 +108,6 @@ describe('rpc with a real rpcbind', function () {
     // Older rpcbinds, played by our own server: one serving only version 3, one only portmap version 2.
     const u32 = { encode: (w: XdrWriter, v: number) => w.uint(v), decode: (r: XdrReader) => r.uint() };
     const str = { encode: (w: XdrWriter, v: string) => w.string(v), decode: (r: XdrReader) => r.string() };
-    const rpcb = {
-      encode() {},
-      decode: (r: XdrReader) => ({
-        prog: r.uint(),
-        vers: r.uint(),
-        netid: r.string(),
-        addr: r.string(),
-        owner: r.string(),
-      }),
-    };
     const mapping = {
       encode() {},
       decode: (r: XdrReader) => ({ prog: r.uint(), vers: r.uint(), prot: r.uint(), port: r.uint() }),
@@ -148,16 +150,6 @@ describe('rpc server registrations with an rpcbind elsewhere (played by our own 
   /** An rpcbind v4 on ::1 that logs SET and UNSET and refuses the SETs of `refuse` netids. */
   async function fakeRpcbind(refuse: string[]): Promise<{ port: number; seen: string[]; close: () => Promise<void> }> {
     const seen: string[] = [];
-    const rpcb = {
-      encode() {},
-      decode: (r: XdrReader) => ({
-        prog: r.uint(),
-        vers: r.uint(),
-        netid: r.string(),
-        addr: r.string(),
-        owner: r.string(),
-      }),
-    };
     const bool = { encode: (w: XdrWriter, v: boolean) => w.bool(v), decode: (r: XdrReader) => r.bool() };
     const svc: Service = {
       definition: {
