@@ -228,9 +228,10 @@ class Checker {
   private define(name: string, sym: Symbol, pos: Pos): void {
     const prev = this.symbols.get(name);
     if (prev) {
-      // rpcgen emits procedure and version numbers as #defines: repeating one with the same number is harmless.
-      // Compared once all is declared, as the numbers may name constants defined further on.
-      if (prev.kind === 'rpc' && sym.kind === 'rpc') {
+      // rpcgen emits procedure and version numbers as #defines: repeating one with the same number is harmless
+      // (NULLPROC in two programs). Compared once all is declared, as the numbers may name constants defined
+      // further on. A program is defined once, with all its versions: there is one program constant to export.
+      if (prev.kind === 'rpc' && sym.kind === 'rpc' && prev.what !== 'program' && sym.what !== 'program') {
         this.repeats.push({ name, a: prev.value, b: sym.value, pos });
         return;
       }

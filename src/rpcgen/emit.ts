@@ -864,7 +864,8 @@ class Emitter {
     const o = this.out;
     const procs = v.procedures.map((p) => ({
       p,
-      local: `$p_${v.name}$${p.name}`, // `$` cannot occur in .x names: no two versions and procedures give the same name
+      // `$` cannot occur in .x names, and a version or procedure name may recur only in another program.
+      local: `$p_${programName}$${v.name}$${p.name}`,
       args: this.tsType(p.arg),
       result: this.tsType(p.result),
       argCodec: this.procCodec(p.arg, `${p.name} argument`),

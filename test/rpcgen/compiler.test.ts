@@ -122,6 +122,14 @@ describe('rpcgen-ts compiler', function () {
       expect(checkX('list', 'struct node { int v; node *next; };')).to.deep.equal([]);
     });
 
+    it('programs may repeat version and procedure names with their numbers (NULLPROC in each), as rpcgen lets them', () => {
+      const src = [
+        'program P { version V1 { void NULLPROC(void) = 0; int F(int) = 1; } = 1; } = 0x20000001;',
+        'program Q { version V1 { void NULLPROC(void) = 0; int F(int) = 1; } = 1; } = 0x20000002;',
+      ];
+      expect(checkX('twoprogs', src.join('\n'))).to.deep.equal([]);
+    });
+
     it('a const named like a codec keeps its name; the codec yields', () => {
       expect(edge.xdr_packet).to.equal(7);
       const codec = edge.xdr_packet$ as Codec<{ type: number }>;
@@ -256,6 +264,11 @@ describe('rpcgen-ts compiler', function () {
       [
         'program P { version V1 { void F(void) = 1; } = 1; version V2 { void F(void) = 2; } = 2; } = 1;',
         /^t\.x:1:69: F is already defined/,
+      ],
+      [
+        // A second definition would export the program constant twice (it was `export const undefined = 1`).
+        'program P { version V { void F(void) = 1; } = 1; } = 1;\nprogram P { version W { void G(void) = 1; } = 2; } = 1;',
+        /^t\.x:2:1: P is already defined/,
       ],
       [
         '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
