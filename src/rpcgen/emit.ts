@@ -111,7 +111,9 @@ const RESERVED = new Set([
   'get',
   'set',
   'constructor',
-  // names the CommonJS module scope reserves, and globals the generated code refers to
+  // names the CommonJS module scope reserves, and globals the generated code refers to; tsc compiles
+  // `export const __proto__` to `exports.__proto__ = ...`, which sets the prototype instead of exporting
+  '__proto__',
   'require',
   'exports',
   '__filename',

@@ -3,9 +3,11 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import ts from 'typescript';
 import { XdrSyntaxError, compileSource } from '../../src/rpcgen';
 import { main } from '../../src/rpcgen/cli';
 import type { CallContext, Procedure, RpcCaller, Service } from '../../src/rpc/types';
+import * as runtime from '../../src/rpc/xdr/runtime';
 import { type Codec, XdrError, XdrReader, XdrWriter, decode, encode } from '../../src/rpc/xdr/runtime';
 import { C_SAMPLES, chain } from '../rpc/support/samples';
 import { FIXTURES, ROOT, generate, hex, tempDir, typeCheck } from '../rpc/support/toolchain';
@@ -162,6 +164,19 @@ describe('rpcgen-ts compiler', function () {
         0xffffffff,
         'passed through to C',
       ]);
+    });
+
+    it('a constant or enum named __proto__ is exported as __proto__$, which CommonJS output keeps', () => {
+      for (const src of ['const __proto__ = 5;', 'enum __proto__ { A = 5 };']) {
+        const js = ts.transpileModule(compileSource('t.x', src, { runtime: 'RT' }), {
+          compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 },
+        }).outputText;
+        const exported: Module = {};
+        new Function('exports', 'require', js)(exported, (m: string) => (m === 'RT/xdr/runtime' ? runtime : {}));
+        expect(Object.getPrototypeOf(exported)).to.equal(Object.prototype);
+        const value = exported.__proto__$;
+        expect(typeof value === 'object' ? (value as Module).A : value).to.equal(5);
+      }
     });
 
     it('cpp conditionals, %-lines, inline anonymous types, typedef struct {...} and quadruple', () => {
