@@ -4,7 +4,20 @@ import type { Pos } from './lexer';
 /** A constant as written: a number, or the name of a constant or enum member. */
 export type Value = { kind: 'num'; value: bigint; pos: Pos } | { kind: 'name'; name: string; pos: Pos };
 
-export type Primitive = 'int' | 'uint' | 'hyper' | 'uhyper' | 'float' | 'double' | 'quadruple' | 'bool';
+/** char, uchar, short and ushort are C's narrower integers (rpcgen dialect), sent in 32 bits like int. */
+export type Primitive =
+  | 'int'
+  | 'uint'
+  | 'char'
+  | 'uchar'
+  | 'short'
+  | 'ushort'
+  | 'hyper'
+  | 'uhyper'
+  | 'float'
+  | 'double'
+  | 'quadruple'
+  | 'bool';
 
 export type TypeSpec =
   | { kind: 'prim'; prim: Primitive; pos: Pos }

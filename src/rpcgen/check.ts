@@ -129,13 +129,13 @@ type Symbol =
  * where the file does not define the name itself.
  */
 const LIBRARY_TYPES: Record<string, Shape> = {
-  int8_t: { k: 'prim', p: 'int' },
-  int16_t: { k: 'prim', p: 'int' },
+  int8_t: { k: 'prim', p: 'char' },
+  int16_t: { k: 'prim', p: 'short' },
   int32_t: { k: 'prim', p: 'int' },
-  uint8_t: { k: 'prim', p: 'uint' },
-  u_int8_t: { k: 'prim', p: 'uint' },
-  uint16_t: { k: 'prim', p: 'uint' },
-  u_int16_t: { k: 'prim', p: 'uint' },
+  uint8_t: { k: 'prim', p: 'uchar' },
+  u_int8_t: { k: 'prim', p: 'uchar' },
+  uint16_t: { k: 'prim', p: 'ushort' },
+  u_int16_t: { k: 'prim', p: 'ushort' },
   uint32_t: { k: 'prim', p: 'uint' },
   u_int32_t: { k: 'prim', p: 'uint' },
   int64_t: { k: 'prim', p: 'hyper' },
@@ -167,6 +167,17 @@ const LIBRARY_TYPES: Record<string, Shape> = {
   },
 };
 const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETNAMELEN: 255n, MAX_NETOBJ_SZ: 1024n };
+
+/**
+ * The values C's narrower integers hold: xdr_char, xdr_u_short... (and xdr_int8_t...) send them in 32 bits and,
+ * decoding, truncate whatever else comes to them silently; char is signed, as on the platforms libtirpc runs on.
+ */
+export const SMALL_INT_RANGE: Record<'char' | 'uchar' | 'short' | 'ushort', readonly [number, number]> = {
+  char: [-128, 127],
+  uchar: [0, 255],
+  short: [-32768, 32767],
+  ushort: [0, 65535],
+};
 
 const INT_MIN = -0x80000000n;
 const INT_MAX = 0x7fffffffn;
@@ -496,8 +507,11 @@ class Checker {
     const dshape = this.declShape(dd);
     const base = unalias(dshape);
     let kind: UnionInfo['discKind'];
+    const small =
+      base.k === 'prim' && Object.hasOwn(SMALL_INT_RANGE, base.p) ? SMALL_INT_RANGE[base.p as 'char'] : null;
     if (base.k === 'enum') kind = 'enum';
     else if (base.k === 'prim' && (base.p === 'int' || base.p === 'uint' || base.p === 'bool')) kind = base.p;
+    else if (small) kind = 'int';
     else return fail(dd.pos, 'a union discriminant must be int, unsigned int, bool or an enum');
     u.discriminant = { name: dd.name, shape: dshape };
     u.discKind = kind;
@@ -514,6 +528,7 @@ class Checker {
         if (kind === 'enum') ok = (base as { e: EnumInfo }).e.members.some((m) => BigInt(m.value) === n);
         else if (kind === 'bool') ok = n === 0n || n === 1n;
         else if (kind === 'uint') ok = n >= 0n && n <= BigInt(UNBOUNDED);
+        else if (small) ok = n >= BigInt(small[0]) && n <= BigInt(small[1]);
         else ok = n >= INT_MIN && n <= INT_MAX;
         if (!ok) fail(c.pos, `case ${c.kind === 'name' ? c.name : n} is not a value of the discriminant's type`);
         const v = Number(n);

@@ -14,6 +14,7 @@ import {
   type StructInfo,
   type TypedefInfo,
   type UnionInfo,
+  SMALL_INT_RANGE,
   minSize,
   unalias,
 } from './check';
@@ -502,8 +503,11 @@ class Emitter {
             return `$r.bool(${w})`;
           case 'quadruple':
             return `$r.fixedOpaque(16, ${w})`;
+          default: {
+            const [lo, hi] = SMALL_INT_RANGE[s.p];
+            return `$r.ranged(${lo}, ${hi}, ${w})`;
+          }
         }
-        break;
       case 'enum':
         return `$d${this.stemOf(s.e)}($r, ${w})`;
       case 'fopaque':
@@ -605,8 +609,12 @@ class Emitter {
           case 'quadruple':
             out.push(`${ind}$w.fixedOpaque(${v}, 16, ${w});`);
             return;
+          default: {
+            const [lo, hi] = SMALL_INT_RANGE[s.p];
+            out.push(`${ind}$w.ranged(${v}, ${lo}, ${hi}, ${w});`);
+            return;
+          }
         }
-        return;
       case 'enum':
         out.push(`${ind}$e${this.stemOf(s.e)}($w, ${v}, ${w});`);
         return;

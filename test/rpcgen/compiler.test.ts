@@ -247,6 +247,7 @@ describe('rpcgen-ts compiler', function () {
       ['struct s { int a; int a; };', /^t\.x:1:19: field a appears twice/],
       ['enum e { X = 1 };\nunion u switch (e d) { case 2: int a; };', /^t\.x:2:29: case 2 is not a value/],
       ['union u switch (int d) { case 1: int a; case 1: int b; };', /^t\.x:1:46: case 1 appears twice/],
+      ['union u switch (unsigned short d) { case 65536: int a; };', /^t\.x:1:42: case 65536 is not a value/],
       [
         'union u switch (string d<>) { case 1: int a; };',
         /^t\.x:1:17: a union discriminant is a plain declaration|discriminant/,

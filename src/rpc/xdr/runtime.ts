@@ -156,6 +156,12 @@ export class XdrWriter {
     this.put32(v);
   }
 
+  /** C's char, short... (rpcgen dialect): sent as an int, but C would silently truncate a value outside lo..hi. */
+  ranged(v: number, lo: number, hi: number, what: string): void {
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new XdrError(what, `${v} is not between ${lo} and ${hi}`);
+    this.put32(v);
+  }
+
   private put32(v: number): void {
     const p = this.pos;
     if (p + 4 > this.buf.length) this.ensure(4);
@@ -342,6 +348,16 @@ export class XdrReader {
     const b = this.buf;
     this.pos = p + 4;
     return ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
+  }
+
+  /** C's char, short...: a value outside lo..hi is refused, where C would truncate it to another one. */
+  ranged(lo: number, hi: number, what: string): number {
+    const v = this.int(what);
+    if (v < lo || v > hi) {
+      this.pos -= 4;
+      this.fail(what, `${v} is not between ${lo} and ${hi}`);
+    }
+    return v;
   }
 
   // 64-bit values are read as two 32-bit halves: faster than DataView.getBig(U)Int64 (see join64).
