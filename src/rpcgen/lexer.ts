@@ -80,7 +80,8 @@ interface Cond {
 }
 
 function lexInto(out: Token[], file: string, text: string, cpp: Cpp, stack: string[]): void {
-  new Scanner(out, file, text, cpp, stack).run();
+  // cpp takes CR LF (and a lone CR) as a newline: so must directives, %#define lines and backslash-newline.
+  new Scanner(out, file, text.replace(/\r\n?/g, '\n'), cpp, stack).run();
 }
 
 /** One file's scan: a cursor over `text` with its line bookkeeping, one method per kind of token or skipped text. */

@@ -297,6 +297,22 @@ describe('rpcgen-ts compiler', function () {
       });
     }
 
+    it('CR LF line ends are newlines to directives, %#define and backslash-newline too, as to cpp', () => {
+      const src = [
+        '#define A',
+        '#if defined(A) /* on */',
+        '%#define N 5 /* five */',
+        '#endif',
+        '#define LONG \\',
+        '  continued',
+        'struct s { int a[N]; };',
+      ].join('\n');
+      const lf = compileSource('t.x', src, { runtime: '../rpc' });
+      expect(lf).to.contain('$r.need(20');
+      expect(compileSource('t.x', src.replace(/\n/g, '\r\n'), { runtime: '../rpc' })).to.equal(lf);
+      expect(() => compileSource('t.x', 'struct s {\r\n  int a\r\n};', { runtime: '../rpc' })).to.throw(/^t\.x:3:1: /);
+    });
+
     it('a procedure named again in another version may take its number from a constant defined later', () => {
       const src =
         'program P { version V1 { void F(void) = FNUM; } = 1; version V2 { void F(void) = FNUM; } = 2; } = 1;\n' +
