@@ -229,8 +229,16 @@ class Parser {
     switch (t.text) {
       case 'unsigned': {
         this.next();
-        if (this.accept('int') || this.accept('long')) return prim('uint');
-        if (this.accept('short')) return prim('ushort');
+        if (this.accept('int')) return prim('uint');
+        // `unsigned long int` and `unsigned short int` too, as C reads them.
+        if (this.accept('long')) {
+          this.accept('int');
+          return prim('uint');
+        }
+        if (this.accept('short')) {
+          this.accept('int');
+          return prim('ushort');
+        }
         if (this.accept('char')) return prim('uchar');
         if (this.accept('hyper')) return prim('uhyper');
         return prim('uint'); // `unsigned` alone, as rpcgen and C allow
