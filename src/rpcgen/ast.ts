@@ -83,6 +83,6 @@ export type Definition =
 export interface Specification {
   file: string;
   definitions: Definition[];
-  /** Constants that `%#define` lines give the C compiler, as written (used only for names not defined in XDR). */
+  /** Constants of `%#define` and `#define` lines, as written (used only for names not defined in XDR). */
   cDefines: Map<string, string>;
 }

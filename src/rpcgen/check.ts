@@ -348,12 +348,12 @@ class Checker {
       const c = this.cDefine(v.name, new Set());
       if (c !== undefined) return c;
       if (this.spec.cDefines.has(v.name))
-        fail(v.pos, `%#define ${v.name} is not a constant expression rpcgen-ts can evaluate`);
+        fail(v.pos, `#define ${v.name} is not a constant expression rpcgen-ts can evaluate`);
     }
     return this.constValue(v.name, v.pos);
   }
 
-  /** A `%#define` constant: integers, other such names, + - * / << >> | & and parentheses, as C would see them. */
+  /** A `%#define` or `#define` constant: integers, other such names, + - * / << >> | & and parentheses, as C would see them. */
   private cDefine(name: string, seen: Set<string>): bigint | undefined {
     const text = this.spec.cDefines.get(name);
     if (text === undefined || seen.has(name)) return undefined;

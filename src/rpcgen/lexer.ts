@@ -39,8 +39,9 @@ export interface LexOptions {
   /** Directories searched for `#include <file>` and, after the including file's directory, `#include "file"`. */
   includeDirs?: string[];
   /**
-   * Names defined for #ifdef and #if, as with cpp -D. Default: RPC_HDR, as rpcgen defines when it writes the
-   * header, where the types and the constants that `%#define` passes to C are.
+   * Names defined for #ifdef and #if, as with cpp -D: NAME, or NAME=VALUE, which also makes NAME a constant as
+   * `#define NAME VALUE` does. Default: RPC_HDR, as rpcgen defines when it writes the header, where the types and
+   * the constants that `%#define` passes to C are.
    */
   defines?: string[];
 }
@@ -48,18 +49,18 @@ export interface LexOptions {
 export interface Lexed {
   /** The tokens; the last is always `eof`. */
   tokens: Token[];
-  /** `%#define NAME EXPR` lines, which define constants for the C compiler: NAME -> EXPR as written. */
+  /**
+   * `%#define NAME EXPR` lines, which define constants for the C compiler, and cpp's `#define NAME EXPR`, which
+   * rpcgen's cpp substitutes where the file uses NAME: NAME -> EXPR as written.
+   */
   cDefines: Map<string, string>;
 }
 
 /** Tokenize `text` (the contents of `file`), expanding `#include`s. */
 export function tokenize(file: string, text: string, options: LexOptions = {}): Lexed {
   const out: Token[] = [];
-  const cpp: Cpp = {
-    dirs: options.includeDirs ?? [],
-    defined: new Set(options.defines ?? ['RPC_HDR']),
-    cDefines: new Map(),
-  };
+  const cpp: Cpp = { dirs: options.includeDirs ?? [], defined: new Set(), cDefines: new Map() };
+  for (const d of options.defines ?? ['RPC_HDR']) define(cpp, d.replace('=', ' '));
   lexInto(out, file, text, cpp, [file]);
   const last = out.length > 0 ? out[out.length - 1] : { file, line: 1, col: 1 };
   out.push({ kind: 'eof', text: '', file: last.file, line: last.line, col: last.col });
@@ -238,7 +239,7 @@ class Scanner {
     const [, name, arg] = /^#\s*(\w*)\s*(.*?)\s*(?:\/\*.*|\/\/.*)?$/.exec(d)!;
     if (this.conditional(name, arg, at) || !this.active()) return;
     const { cpp } = this;
-    if (name === 'define') cpp.defined.add(arg.split(/[\s(]/)[0]);
+    if (name === 'define') define(cpp, arg);
     else if (name === 'undef') cpp.defined.delete(arg.split(/\s/)[0]);
     else if (name === 'include') {
       const inc = /^(?:"([^"]+)"|<([^>]+)>)/.exec(arg);
@@ -281,6 +282,13 @@ class Scanner {
     }
     return false;
   }
+}
+
+/** `#define NAME`, `#define NAME VALUE` (a constant for sizes too) or `#define NAME(args) ...` (a name only). */
+function define(cpp: Cpp, arg: string): void {
+  cpp.defined.add(arg.split(/[\s(]/)[0]);
+  const m = /^(\w+)\s+(\S.*)$/.exec(arg);
+  if (m && !cpp.cDefines.has(m[1])) cpp.cDefines.set(m[1], m[2]);
 }
 
 /** cpp's #if on names: defined(X), defined X, X (0 when undefined, 1 when defined), numbers, !, &&, ||, (). */

@@ -288,8 +288,9 @@ describe('rpcgen-ts compiler', function () {
       ],
       [
         '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
-        /^t\.x:2:18: %#define X is not a constant expression rpcgen-ts can evaluate/,
+        /^t\.x:2:18: #define X is not a constant expression rpcgen-ts can evaluate/,
       ],
+      ['#define T int\nstruct s { int a[T]; };', /^t\.x:2:18: #define T is not a constant expression/],
     ];
     for (const [src, re] of cases) {
       it(re.source.replace(/^\^t\\\.x:/, '').slice(0, 60), () => {
@@ -318,6 +319,17 @@ describe('rpcgen-ts compiler', function () {
         'program P { version V1 { void F(void) = FNUM; } = 1; version V2 { void F(void) = FNUM; } = 2; } = 1;\n' +
         'const FNUM = 1;';
       expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const FNUM = 1;');
+    });
+
+    it("cpp's #define NAME VALUE and -D NAME=VALUE give constants for sizes, as rpcgen's cpp substitutes them", () => {
+      const x = join(dir.path, 'cppdef.x');
+      writeFileSync(x, '#define MAXN 16\nstruct s { opaque x<MAXN>; int y[DIM]; };\n');
+      const r = runCli([x, '--out', join(dir.path, 'cppdef'), '-DDIM=2', '-D', 'UNUSED']);
+      expect(r).to.deep.equal({ status: 0, stderr: '' });
+      const code = readFileSync(join(dir.path, 'cppdef/cppdef.ts'), 'utf8');
+      expect(code)
+        .to.contain('$r.varOpaque(16, "x")')
+        .and.match(/\$w\.fixedCount\(\$\d+\.length, 2, "y"\)/);
     });
 
     it('the cli reports them on stderr with exit status 1, and usage errors with 2', () => {
