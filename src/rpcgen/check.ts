@@ -221,10 +221,15 @@ class Checker {
         case 'program':
           this.model.programs.push(this.program(d));
           break;
-        case 'typedef':
-          if (isSelfTypedef(d)) positions.pop();
-          else this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
+        case 'typedef': {
+          const ref = selfTypedef(d);
+          if (ref) {
+            positions.pop();
+            // It names nothing new, but what it names must be a type, as C would require.
+            if (this.symbols.has(ref.name) || !this.options.externTypes) this.typeSpec(ref);
+          } else this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
           break;
+        }
         default:
           this.model.types.push(this.namedType(d.name));
       }
@@ -257,7 +262,7 @@ class Checker {
         this.define(d.name, { kind: 'const', def: d }, d.pos);
         break;
       case 'typedef':
-        if (isSelfTypedef(d)) break;
+        if (selfTypedef(d)) break;
         if (d.decl.kind !== 'void') this.define(d.decl.name, { kind: 'type', def: d }, d.pos);
         this.declareInline(d.decl);
         break;
@@ -712,9 +717,12 @@ class Checker {
   }
 }
 
-/** `typedef struct X X;`: the C idiom naming a struct without `struct`, which XDR does anyway. */
-function isSelfTypedef(d: Extract<Definition, { kind: 'typedef' }>): boolean {
-  return d.decl.kind === 'plain' && d.decl.type.kind === 'ref' && d.decl.type.name === d.decl.name;
+/**
+ * `typedef struct X X;`, the C idiom naming a struct without `struct`, which XDR does anyway: the reference to X.
+ */
+function selfTypedef(d: Extract<Definition, { kind: 'typedef' }>): Extract<TypeSpec, { kind: 'ref' }> | undefined {
+  const { decl } = d;
+  return decl.kind === 'plain' && decl.type.kind === 'ref' && decl.type.name === decl.name ? decl.type : undefined;
 }
 
 /** The struct a field links to when it is `S *next` (through any typedefs), else undefined. */

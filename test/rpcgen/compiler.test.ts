@@ -243,6 +243,8 @@ describe('rpcgen-ts compiler', function () {
       ],
       ['typedef opaque x;', /^t\.x:1:17: opaque needs \[size\] or <max>/],
       ['struct s { foo a; };', /^t\.x:1:12: undefined type foo/],
+      ['typedef struct foo foo;', /^t\.x:1:16: undefined type foo/],
+      ['const foo = 1;\ntypedef foo foo;', /^t\.x:2:9: foo is not a type/],
       ['const A = B;', /^t\.x:1:11: undefined constant B/],
       ['struct s { int a; int a; };', /^t\.x:1:19: field a appears twice/],
       ['enum e { X = 1 };\nunion u switch (e d) { case 2: int a; };', /^t\.x:2:29: case 2 is not a value/],
