@@ -241,12 +241,13 @@ class Scanner {
     const { cpp } = this;
     if (name === 'define') define(cpp, arg);
     else if (name === 'undef') cpp.defined.delete(arg.split(/\s/)[0]);
+    else if (name === 'error') throw new XdrSyntaxError(at, `#error ${arg}`);
     else if (name === 'include') {
       const inc = /^(?:"([^"]+)"|<([^>]+)>)/.exec(arg);
       if (!inc) throw new XdrSyntaxError(at, 'expected #include "file" or <file>');
       includeFile(this.out, this.file, at, inc[1] ?? inc[2], inc[1] !== undefined, cpp, this.stack);
     }
-    // Other directives (#pragma, #ident, #line) mean nothing to the XDR language.
+    // Other directives (#pragma, #ident, #line, #warning) mean nothing to the XDR language.
   }
 
   /** #if, #ifdef, #ifndef, #elif, #else, #endif: updates the stack of open conditionals; false for any other. */
@@ -258,11 +259,14 @@ class Scanner {
       case 'ifdef':
       case 'ifndef': {
         const parentActive = this.active();
+        if (name !== 'if' && !/^\w/.test(arg)) throw new XdrSyntaxError(at, `#${name} needs a name`);
+        // As cpp does, conditions inside a group that is skipped are not evaluated: they need not make sense.
         const yes =
-          name === 'if'
+          parentActive &&
+          (name === 'if'
             ? evalCondition(arg, cpp.defined, at)
-            : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef');
-        conds.push({ active: parentActive && yes, taken: yes, parentActive });
+            : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef'));
+        conds.push({ active: yes, taken: yes, parentActive });
         return true;
       }
       case 'elif':
@@ -270,7 +274,7 @@ class Scanner {
         if (!top) throw new XdrSyntaxError(at, `#${name} without #if`);
         if (top.taken) top.active = false;
         else {
-          const yes = name === 'else' || evalCondition(arg, cpp.defined, at);
+          const yes = name === 'else' || (top.parentActive && evalCondition(arg, cpp.defined, at));
           top.active = top.parentActive && yes;
           top.taken = yes;
         }

@@ -244,6 +244,8 @@ describe('rpcgen-ts compiler', function () {
       ['typedef opaque x;', /^t\.x:1:17: opaque needs \[size\] or <max>/],
       ['struct s { foo a; };', /^t\.x:1:12: undefined type foo/],
       ['typedef struct foo foo;', /^t\.x:1:16: undefined type foo/],
+      ['#ifndef NEEDED\n#error NEEDED must be defined\n#endif', /^t\.x:2:1: #error NEEDED must be defined/],
+      ['#ifdef\n#endif', /^t\.x:1:1: #ifdef needs a name/],
       ['const foo = 1;\ntypedef foo foo;', /^t\.x:2:9: foo is not a type/],
       ['const A = B;', /^t\.x:1:11: undefined constant B/],
       ['struct s { int a; int a; };', /^t\.x:1:19: field a appears twice/],
@@ -299,6 +301,19 @@ describe('rpcgen-ts compiler', function () {
         expect(() => compileSource('t.x', src, { runtime: '../rpc' })).to.throw(re);
       });
     }
+
+    it('conditions inside a skipped group are not evaluated, as cpp skips them; #error there is no error', () => {
+      const src = [
+        '#ifdef NOT_DEFINED',
+        '#if VERS >= 3',
+        '#error not this one',
+        '#elif VERS == 2',
+        '#endif',
+        '#endif',
+        'const B = 1;',
+      ].join('\n');
+      expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const B = 1;');
+    });
 
     it('CR LF line ends are newlines to directives, %#define and backslash-newline too, as to cpp', () => {
       const src = [
