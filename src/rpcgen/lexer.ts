@@ -263,9 +263,7 @@ class Scanner {
         // As cpp does, conditions inside a group that is skipped are not evaluated: they need not make sense.
         const yes =
           parentActive &&
-          (name === 'if'
-            ? evalCondition(arg, cpp.defined, at)
-            : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef'));
+          (name === 'if' ? evalCondition(arg, cpp, at) : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef'));
         conds.push({ active: yes, taken: yes, parentActive });
         return true;
       }
@@ -274,7 +272,7 @@ class Scanner {
         if (!top) throw new XdrSyntaxError(at, `#${name} without #if`);
         if (top.taken) top.active = false;
         else {
-          const yes = name === 'else' || (top.parentActive && evalCondition(arg, cpp.defined, at));
+          const yes = name === 'else' || (top.parentActive && evalCondition(arg, cpp, at));
           top.active = top.parentActive && yes;
           top.taken = yes;
         }
@@ -295,13 +293,21 @@ function define(cpp: Cpp, arg: string): void {
   if (m && !cpp.cDefines.has(m[1])) cpp.cDefines.set(m[1], m[2]);
 }
 
-/** cpp's #if on names: defined(X), defined X, X (0 when undefined, 1 when defined), numbers, !, &&, ||, (). */
-function evalCondition(expr: string, defined: Set<string>, at: Pos): boolean {
+/**
+ * cpp's #if on names: defined(X), defined X, X (0 when undefined, its value when #defined to a number, as
+ * `#define DEBUG 0`, else 1), numbers, !, &&, ||, ().
+ */
+function evalCondition(expr: string, { defined, cDefines }: Cpp, at: Pos): boolean {
+  const value = (id: string): string => {
+    if (!defined.has(id)) return '0';
+    const v = cDefines.get(id) ?? '';
+    return /^(?:0[xX][0-9a-fA-F]+|\d+)$/.test(v) ? String(Number(v)) : '1';
+  };
   const js = expr
     .replace(/defined\s*\(\s*(\w+)\s*\)|defined\s+(\w+)/g, (_m, a: string | undefined, b: string | undefined) =>
       defined.has(a ?? b ?? '') ? '1' : '0',
     )
-    .replace(/[A-Za-z_]\w*/g, (id) => (defined.has(id) ? '1' : '0'));
+    .replace(/[A-Za-z_]\w*/g, value);
   if (!/^[\d\s!&|()]*$/.test(js) || js.trim() === '') throw new XdrSyntaxError(at, `cannot evaluate #if ${expr}`);
   // Tiny recursive-descent evaluation: no eval of file contents.
   const toks = js.match(/\d+|&&|\|\||[!()]/g) ?? [];

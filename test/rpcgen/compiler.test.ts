@@ -302,7 +302,7 @@ describe('rpcgen-ts compiler', function () {
       });
     }
 
-    it('conditions inside a skipped group are not evaluated, as cpp skips them; #error there is no error', () => {
+    it('#if as cpp: a skipped group evaluates no condition (nor #error); #define DEBUG 0 makes DEBUG 0', () => {
       const src = [
         '#ifdef NOT_DEFINED',
         '#if VERS >= 3',
@@ -313,6 +313,8 @@ describe('rpcgen-ts compiler', function () {
         'const B = 1;',
       ].join('\n');
       expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const B = 1;');
+      const zero = '#define DEBUG 0\n#define ON 0x1\n#if DEBUG || !ON\nconst A = 1;\n#else\nconst A = 2;\n#endif';
+      expect(compileSource('t.x', zero, { runtime: '../rpc' })).to.contain('export const A = 2;');
     });
 
     it('CR LF line ends are newlines to directives, %#define and backslash-newline too, as to cpp', () => {
