@@ -18,7 +18,7 @@ export interface Token extends Pos {
   text: string;
   /** For numbers: the value (constants may be negative, hexadecimal or octal). */
   value?: bigint;
-  /** For strings (rpcgen passes `const X = "text";` to C): the text between the quotes. */
+  /** For strings (rpcgen passes `const X = "text";` to C): the text between the quotes, as C reads it. */
   str?: string;
 }
 
@@ -230,7 +230,7 @@ class Scanner {
     this.out.push({
       kind: 'string',
       text: text.slice(start, this.i),
-      str: text.slice(start + 1, this.i - 1),
+      str: unescapeC(text.slice(start + 1, this.i - 1)),
       ...this.pos(start),
     });
   }
@@ -369,6 +369,28 @@ function includeFile(
     return;
   }
   throw new XdrSyntaxError(at, `cannot find #include file ${name}`);
+}
+
+const C_ESCAPES: Record<string, string> = {
+  n: '\n',
+  t: '\t',
+  r: '\r',
+  a: '\x07',
+  b: '\b',
+  f: '\f',
+  v: '\v',
+  e: '\x1b',
+};
+
+/** A C string literal's body as C reads it: `\"`, `\\`, `\n`... and octal and hexadecimal escapes. */
+function unescapeC(body: string): string {
+  return body.replace(/\\(?:([0-7]{1,3})|x([0-9a-fA-F]+)|([^]))/g, (_m, oct?: string, hex?: string, c?: string) =>
+    oct !== undefined
+      ? String.fromCharCode(parseInt(oct, 8) & 0xff)
+      : hex !== undefined
+        ? String.fromCharCode(parseInt(hex, 16) & 0xff)
+        : (C_ESCAPES[c!] ?? c!),
+  );
 }
 
 function posAt(text: string, file: string, at: number): Pos {

@@ -317,6 +317,11 @@ describe('rpcgen-ts compiler', function () {
       expect(compileSource('t.x', zero, { runtime: '../rpc' })).to.contain('export const A = 2;');
     });
 
+    it("a string constant's escapes mean what they mean to C, which rpcgen passes it to", () => {
+      const code = compileSource('t.x', String.raw`const S = "a\"b\\c\n\x41\101\q";`, { runtime: '../rpc' });
+      expect(code).to.contain(`export const S = ${JSON.stringify('a"b\\c\nAAq')};`);
+    });
+
     it('CR LF line ends are newlines to directives, %#define and backslash-newline too, as to cpp', () => {
       const src = [
         '#define A',
