@@ -4,11 +4,12 @@ import type { Pos } from './lexer';
 /** A constant as written: a number, or the name of a constant or enum member. */
 export type Value = { kind: 'num'; value: bigint; pos: Pos } | { kind: 'name'; name: string; pos: Pos };
 
-/** char, uchar, short and ushort are C's narrower integers (rpcgen dialect), sent in 32 bits like int. */
+/** char, schar (int8_t), uchar, short and ushort are C's narrower integers (rpcgen dialect), sent as ints. */
 export type Primitive =
   | 'int'
   | 'uint'
   | 'char'
+  | 'schar'
   | 'uchar'
   | 'short'
   | 'ushort'

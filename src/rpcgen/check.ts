@@ -129,7 +129,7 @@ type Symbol =
  * where the file does not define the name itself.
  */
 const LIBRARY_TYPES: Record<string, Shape> = {
-  int8_t: { k: 'prim', p: 'char' },
+  int8_t: { k: 'prim', p: 'schar' },
   int16_t: { k: 'prim', p: 'short' },
   int32_t: { k: 'prim', p: 'int' },
   uint8_t: { k: 'prim', p: 'uchar' },
@@ -170,10 +170,12 @@ const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETN
 
 /**
  * The values C's narrower integers hold: xdr_char, xdr_u_short... (and xdr_int8_t...) send them in 32 bits and,
- * decoding, truncate whatever else comes to them silently; char is signed, as on the platforms libtirpc runs on.
+ * decoding, truncate whatever else comes to them silently. Plain char is signed on x86 and unsigned on ARM: a
+ * peer may send either, meaning the same 8 bits (bootparam_prot.x carries address bytes in chars).
  */
-export const SMALL_INT_RANGE: Record<'char' | 'uchar' | 'short' | 'ushort', readonly [number, number]> = {
-  char: [-128, 127],
+export const SMALL_INT_RANGE: Record<'char' | 'schar' | 'uchar' | 'short' | 'ushort', readonly [number, number]> = {
+  char: [-128, 255],
+  schar: [-128, 127],
   uchar: [0, 255],
   short: [-32768, 32767],
   ushort: [0, 65535],
