@@ -378,7 +378,10 @@ class Checker {
         const v = atom();
         return v === undefined ? undefined : -v;
       }
-      if (/^\d/.test(t)) return BigInt(/^0\d/.test(t) ? `0o${t.slice(1)}` : t);
+      if (/^\d/.test(t)) {
+        if (!/^0\d/.test(t)) return BigInt(t);
+        return /^0[0-7]+$/.test(t) ? BigInt(`0o${t.slice(1)}`) : undefined; // 08 is no C number
+      }
       if (/^[A-Za-z_]/.test(t)) {
         const sym = this.symbols.get(t);
         if (sym && sym.kind === 'const' && sym.def.value.kind !== 'str') return this.constValue(t, sym.def.pos);

@@ -295,6 +295,7 @@ describe('rpcgen-ts compiler', function () {
         /^t\.x:2:18: #define X is not a constant expression rpcgen-ts can evaluate/,
       ],
       ['#define T int\nstruct s { int a[T]; };', /^t\.x:2:18: #define T is not a constant expression/],
+      ['%#define N 09\nstruct s { int a[N]; };', /^t\.x:2:18: #define N is not a constant expression/],
     ];
     for (const [src, re] of cases) {
       it(re.source.replace(/^\^t\\\.x:/, '').slice(0, 60), () => {
