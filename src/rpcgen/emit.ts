@@ -767,12 +767,16 @@ class Emitter {
     dec.push(s.recursive ? '  const $v = $h;' : '  return $h;');
 
     if (post.length > 0) enc.push(`  const $s: ${type}[] = [];`);
-    enc.push(`  for (let $c: ${type} = $v; ; ) {`);
+    // $slow follows at half speed: $c meets it again only if the nodes link back into the list (Floyd).
+    enc.push(`  let $slow = $v;`, `  for (let $c: ${type} = $v, $k = 0; ; ) {`);
     for (const f of pre) this.enc(f.shape, f.name, prop('$c', f.name), enc, '    ');
     if (post.length > 0) enc.push('    $s.push($c);');
     enc.push(`    const $n = ${prop('$c', link.name)};`);
     enc.push(`    if ($n == null) {`, '      $w.uint(0);', '      break;', '    }');
-    enc.push('    $w.uint(1);', '    $c = $n;', '  }');
+    enc.push('    $w.uint(1);', '    $c = $n;');
+    enc.push(`    if ((++$k & 1) === 0) $slow = ${prop('$slow', link.name)} as ${type};`);
+    enc.push(`    if ($c === $slow) throw new $rt.XdrError(${str(link.name)}, ${str('the list links back into itself')});`);
+    enc.push('  }');
     if (post.length > 0) {
       enc.push('  for (let $i = $s.length - 1; $i >= 0; $i--) {');
       enc.push('    const $c = $s[$i];');

@@ -496,6 +496,20 @@ describe('rpcgen-ts compiler', function () {
         /result\.c: 7 is not a declared value/,
       );
       expect(() => encode(codec('choice'), { kind: 1, p: { x: 1, y: 'no' } })).to.throw(XdrError, /choice\.p\.y/);
+      // A list linking back into itself, after a tail of 1000 nodes or at once, would be encoded forever.
+      const list = chain(1, 1000) as { next: unknown };
+      let last = list;
+      while (last.next) last = last.next as typeof last;
+      for (const back of [(list.next as { next: unknown }).next, last]) {
+        last.next = back;
+        expect(() => encode(codec('node'), list)).to.throw(
+          XdrError,
+          /^XDR node\.next: the list links back into itself/,
+        );
+      }
+      const tagged = { tag: 'a', next: null as unknown, after: 1 };
+      tagged.next = tagged;
+      expect(() => encode(codec('tagged'), tagged)).to.throw(XdrError, /tagged\.next: the list links back/);
     });
   });
 });
