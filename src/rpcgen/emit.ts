@@ -775,7 +775,9 @@ class Emitter {
     enc.push(`    if ($n == null) {`, '      $w.uint(0);', '      break;', '    }');
     enc.push('    $w.uint(1);', '    $c = $n;');
     enc.push(`    if ((++$k & 1) === 0) $slow = ${prop('$slow', link.name)} as ${type};`);
-    enc.push(`    if ($c === $slow) throw new $rt.XdrError(${str(link.name)}, ${str('the list links back into itself')});`);
+    enc.push(
+      `    if ($c === $slow) throw new $rt.XdrError(${str(link.name)}, ${str('the list links back into itself')});`,
+    );
     enc.push('  }');
     if (post.length > 0) {
       enc.push('  for (let $i = $s.length - 1; $i >= 0; $i--) {');
