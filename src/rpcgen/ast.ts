@@ -4,7 +4,21 @@ import type { Pos } from './lexer';
 /** A constant as written: a number, or the name of a constant or enum member. */
 export type Value = { kind: 'num'; value: bigint; pos: Pos } | { kind: 'name'; name: string; pos: Pos };
 
-export type Primitive = 'int' | 'uint' | 'hyper' | 'uhyper' | 'float' | 'double' | 'quadruple' | 'bool';
+/** char, schar (int8_t), uchar, short and ushort are C's narrower integers (rpcgen dialect), sent as ints. */
+export type Primitive =
+  | 'int'
+  | 'uint'
+  | 'char'
+  | 'schar'
+  | 'uchar'
+  | 'short'
+  | 'ushort'
+  | 'hyper'
+  | 'uhyper'
+  | 'float'
+  | 'double'
+  | 'quadruple'
+  | 'bool';
 
 export type TypeSpec =
   | { kind: 'prim'; prim: Primitive; pos: Pos }
@@ -70,6 +84,6 @@ export type Definition =
 export interface Specification {
   file: string;
   definitions: Definition[];
-  /** Constants that `%#define` lines give the C compiler, as written (used only for names not defined in XDR). */
+  /** Constants of `%#define` and `#define` lines, as written (used only for names not defined in XDR). */
   cDefines: Map<string, string>;
 }

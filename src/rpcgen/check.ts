@@ -129,13 +129,13 @@ type Symbol =
  * where the file does not define the name itself.
  */
 const LIBRARY_TYPES: Record<string, Shape> = {
-  int8_t: { k: 'prim', p: 'int' },
-  int16_t: { k: 'prim', p: 'int' },
+  int8_t: { k: 'prim', p: 'schar' },
+  int16_t: { k: 'prim', p: 'short' },
   int32_t: { k: 'prim', p: 'int' },
-  uint8_t: { k: 'prim', p: 'uint' },
-  u_int8_t: { k: 'prim', p: 'uint' },
-  uint16_t: { k: 'prim', p: 'uint' },
-  u_int16_t: { k: 'prim', p: 'uint' },
+  uint8_t: { k: 'prim', p: 'uchar' },
+  u_int8_t: { k: 'prim', p: 'uchar' },
+  uint16_t: { k: 'prim', p: 'ushort' },
+  u_int16_t: { k: 'prim', p: 'ushort' },
   uint32_t: { k: 'prim', p: 'uint' },
   u_int32_t: { k: 'prim', p: 'uint' },
   int64_t: { k: 'prim', p: 'hyper' },
@@ -167,6 +167,19 @@ const LIBRARY_TYPES: Record<string, Shape> = {
   },
 };
 const LIBRARY_CONSTANTS: Record<string, bigint> = { TRUE: 1n, FALSE: 0n, MAXNETNAMELEN: 255n, MAX_NETOBJ_SZ: 1024n };
+
+/**
+ * The values C's narrower integers hold: xdr_char, xdr_u_short... (and xdr_int8_t...) send them in 32 bits and,
+ * decoding, truncate whatever else comes to them silently. Plain char is signed on x86 and unsigned on ARM: a
+ * peer may send either, meaning the same 8 bits (bootparam_prot.x carries address bytes in chars).
+ */
+export const SMALL_INT_RANGE: Record<'char' | 'schar' | 'uchar' | 'short' | 'ushort', readonly [number, number]> = {
+  char: [-128, 255],
+  schar: [-128, 127],
+  uchar: [0, 255],
+  short: [-32768, 32767],
+  ushort: [0, 65535],
+};
 
 const INT_MIN = -0x80000000n;
 const INT_MAX = 0x7fffffffn;
@@ -210,10 +223,15 @@ class Checker {
         case 'program':
           this.model.programs.push(this.program(d));
           break;
-        case 'typedef':
-          if (isSelfTypedef(d)) positions.pop();
-          else this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
+        case 'typedef': {
+          const ref = selfTypedef(d);
+          if (ref) {
+            positions.pop();
+            // It names nothing new, but what it names must be a type, as C would require.
+            if (this.symbols.has(ref.name) || !this.options.externTypes) this.typeSpec(ref);
+          } else this.model.types.push(this.namedType(d.decl.kind === 'void' ? '' : d.decl.name));
           break;
+        }
         default:
           this.model.types.push(this.namedType(d.name));
       }
@@ -228,9 +246,10 @@ class Checker {
   private define(name: string, sym: Symbol, pos: Pos): void {
     const prev = this.symbols.get(name);
     if (prev) {
-      // rpcgen emits procedure and version numbers as #defines: repeating one with the same number is harmless.
-      // Compared once all is declared, as the numbers may name constants defined further on.
-      if (prev.kind === 'rpc' && sym.kind === 'rpc') {
+      // rpcgen emits procedure and version numbers as #defines: repeating one with the same number is harmless
+      // (NULLPROC in two programs). Compared once all is declared, as the numbers may name constants defined
+      // further on. A program is defined once, with all its versions: there is one program constant to export.
+      if (prev.kind === 'rpc' && sym.kind === 'rpc' && prev.what !== 'program' && sym.what !== 'program') {
         this.repeats.push({ name, a: prev.value, b: sym.value, pos });
         return;
       }
@@ -245,7 +264,7 @@ class Checker {
         this.define(d.name, { kind: 'const', def: d }, d.pos);
         break;
       case 'typedef':
-        if (isSelfTypedef(d)) break;
+        if (selfTypedef(d)) break;
         if (d.decl.kind !== 'void') this.define(d.decl.name, { kind: 'type', def: d }, d.pos);
         this.declareInline(d.decl);
         break;
@@ -336,12 +355,12 @@ class Checker {
       const c = this.cDefine(v.name, new Set());
       if (c !== undefined) return c;
       if (this.spec.cDefines.has(v.name))
-        fail(v.pos, `%#define ${v.name} is not a constant expression rpcgen-ts can evaluate`);
+        fail(v.pos, `#define ${v.name} is not a constant expression rpcgen-ts can evaluate`);
     }
     return this.constValue(v.name, v.pos);
   }
 
-  /** A `%#define` constant: integers, other such names, + - * / << >> | & and parentheses, as C would see them. */
+  /** A `%#define` or `#define` constant: integers, other such names, + - * / << >> | & and parentheses, as C would see them. */
   private cDefine(name: string, seen: Set<string>): bigint | undefined {
     const text = this.spec.cDefines.get(name);
     if (text === undefined || seen.has(name)) return undefined;
@@ -359,7 +378,10 @@ class Checker {
         const v = atom();
         return v === undefined ? undefined : -v;
       }
-      if (/^\d/.test(t)) return BigInt(/^0\d/.test(t) ? `0o${t.slice(1)}` : t);
+      if (/^\d/.test(t)) {
+        if (!/^0\d/.test(t)) return BigInt(t);
+        return /^0[0-7]+$/.test(t) ? BigInt(`0o${t.slice(1)}`) : undefined; // 08 is no C number
+      }
       if (/^[A-Za-z_]/.test(t)) {
         const sym = this.symbols.get(t);
         if (sym && sym.kind === 'const' && sym.def.value.kind !== 'str') return this.constValue(t, sym.def.pos);
@@ -495,8 +517,11 @@ class Checker {
     const dshape = this.declShape(dd);
     const base = unalias(dshape);
     let kind: UnionInfo['discKind'];
+    const small =
+      base.k === 'prim' && Object.hasOwn(SMALL_INT_RANGE, base.p) ? SMALL_INT_RANGE[base.p as 'char'] : null;
     if (base.k === 'enum') kind = 'enum';
     else if (base.k === 'prim' && (base.p === 'int' || base.p === 'uint' || base.p === 'bool')) kind = base.p;
+    else if (small) kind = 'int';
     else return fail(dd.pos, 'a union discriminant must be int, unsigned int, bool or an enum');
     u.discriminant = { name: dd.name, shape: dshape };
     u.discKind = kind;
@@ -513,6 +538,7 @@ class Checker {
         if (kind === 'enum') ok = (base as { e: EnumInfo }).e.members.some((m) => BigInt(m.value) === n);
         else if (kind === 'bool') ok = n === 0n || n === 1n;
         else if (kind === 'uint') ok = n >= 0n && n <= BigInt(UNBOUNDED);
+        else if (small) ok = n >= BigInt(small[0]) && n <= BigInt(small[1]);
         else ok = n >= INT_MIN && n <= INT_MAX;
         if (!ok) fail(c.pos, `case ${c.kind === 'name' ? c.name : n} is not a value of the discriminant's type`);
         const v = Number(n);
@@ -696,9 +722,12 @@ class Checker {
   }
 }
 
-/** `typedef struct X X;`: the C idiom naming a struct without `struct`, which XDR does anyway. */
-function isSelfTypedef(d: Extract<Definition, { kind: 'typedef' }>): boolean {
-  return d.decl.kind === 'plain' && d.decl.type.kind === 'ref' && d.decl.type.name === d.decl.name;
+/**
+ * `typedef struct X X;`, the C idiom naming a struct without `struct`, which XDR does anyway: the reference to X.
+ */
+function selfTypedef(d: Extract<Definition, { kind: 'typedef' }>): Extract<TypeSpec, { kind: 'ref' }> | undefined {
+  const { decl } = d;
+  return decl.kind === 'plain' && decl.type.kind === 'ref' && decl.type.name === decl.name ? decl.type : undefined;
 }
 
 /** The struct a field links to when it is `S *next` (through any typedefs), else undefined. */

@@ -4,7 +4,7 @@ import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import { compileFile } from './index';
 
 const USAGE =
-  'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME] [-U NAME]';
+  'usage: rpcgen-ts FILE.x [FILE.x ...] --out DIR [--runtime MODULE] [--extern MODULE] [-I DIR] [-D NAME[=VALUE]] [-U NAME]';
 
 /** The package this compiler belongs to: two levels up from src/rpcgen, three from dist/src/rpcgen. */
 const PACKAGE_ROOT = resolve(__dirname, __dirname.split(sep).includes('dist') ? '../../..' : '../..');
@@ -24,7 +24,8 @@ function defaultRuntime(outDir: string): string {
 export function main(argv: string[]): number {
   const files: string[] = [];
   const includeDirs: string[] = [];
-  const defines = new Set(['RPC_HDR']);
+  /** -D NAME[=VALUE] by NAME. */
+  const defines = new Map([['RPC_HDR', 'RPC_HDR']]);
   let out: string | undefined;
   let runtime: string | undefined;
   let externModule: string | undefined;
@@ -43,7 +44,7 @@ export function main(argv: string[]): number {
     else if (opt === '--runtime') runtime = value;
     else if (opt === '--extern') externModule = value;
     else if (opt === '-I') includeDirs.push(value);
-    else if (opt === '-D') defines.add(value.split('=')[0]);
+    else if (opt === '-D') defines.set(value.split('=')[0], value);
     else if (opt === '-U') defines.delete(value);
     else if (opt === '-h' || opt === '--help') {
       process.stdout.write(`${USAGE}\n`);
@@ -59,7 +60,7 @@ export function main(argv: string[]): number {
       const code = compileFile(file, {
         runtime: runtime ?? defaultRuntime(out),
         includeDirs,
-        defines: [...defines],
+        defines: [...defines.values()],
         externModule,
       });
       mkdirSync(out, { recursive: true });

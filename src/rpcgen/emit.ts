@@ -14,6 +14,7 @@ import {
   type StructInfo,
   type TypedefInfo,
   type UnionInfo,
+  SMALL_INT_RANGE,
   minSize,
   unalias,
 } from './check';
@@ -111,7 +112,9 @@ const RESERVED = new Set([
   'get',
   'set',
   'constructor',
-  // names the CommonJS module scope reserves, and globals the generated code refers to
+  // names the CommonJS module scope reserves, and globals the generated code refers to; tsc compiles
+  // `export const __proto__` to `exports.__proto__ = ...`, which sets the prototype instead of exporting
+  '__proto__',
   'require',
   'exports',
   '__filename',
@@ -500,8 +503,11 @@ class Emitter {
             return `$r.bool(${w})`;
           case 'quadruple':
             return `$r.fixedOpaque(16, ${w})`;
+          default: {
+            const [lo, hi] = SMALL_INT_RANGE[s.p];
+            return `$r.ranged(${lo}, ${hi}, ${w})`;
+          }
         }
-        break;
       case 'enum':
         return `$d${this.stemOf(s.e)}($r, ${w})`;
       case 'fopaque':
@@ -603,8 +609,12 @@ class Emitter {
           case 'quadruple':
             out.push(`${ind}$w.fixedOpaque(${v}, 16, ${w});`);
             return;
+          default: {
+            const [lo, hi] = SMALL_INT_RANGE[s.p];
+            out.push(`${ind}$w.ranged(${v}, ${lo}, ${hi}, ${w});`);
+            return;
+          }
         }
-        return;
       case 'enum':
         out.push(`${ind}$e${this.stemOf(s.e)}($w, ${v}, ${w});`);
         return;
@@ -757,12 +767,18 @@ class Emitter {
     dec.push(s.recursive ? '  const $v = $h;' : '  return $h;');
 
     if (post.length > 0) enc.push(`  const $s: ${type}[] = [];`);
-    enc.push(`  for (let $c: ${type} = $v; ; ) {`);
+    // $slow follows at half speed: $c meets it again only if the nodes link back into the list (Floyd).
+    enc.push(`  let $slow = $v;`, `  for (let $c: ${type} = $v, $k = 0; ; ) {`);
     for (const f of pre) this.enc(f.shape, f.name, prop('$c', f.name), enc, '    ');
     if (post.length > 0) enc.push('    $s.push($c);');
     enc.push(`    const $n = ${prop('$c', link.name)};`);
     enc.push(`    if ($n == null) {`, '      $w.uint(0);', '      break;', '    }');
-    enc.push('    $w.uint(1);', '    $c = $n;', '  }');
+    enc.push('    $w.uint(1);', '    $c = $n;');
+    enc.push(`    if ((++$k & 1) === 0) $slow = ${prop('$slow', link.name)} as ${type};`);
+    enc.push(
+      `    if ($c === $slow) throw new $rt.XdrError(${str(link.name)}, ${str('the list links back into itself')});`,
+    );
+    enc.push('  }');
     if (post.length > 0) {
       enc.push('  for (let $i = $s.length - 1; $i >= 0; $i--) {');
       enc.push('    const $c = $s[$i];');
@@ -864,7 +880,8 @@ class Emitter {
     const o = this.out;
     const procs = v.procedures.map((p) => ({
       p,
-      local: `$p_${v.name}$${p.name}`, // `$` cannot occur in .x names: no two versions and procedures give the same name
+      // `$` cannot occur in .x names, and a version or procedure name may recur only in another program.
+      local: `$p_${programName}$${v.name}$${p.name}`,
       args: this.tsType(p.arg),
       result: this.tsType(p.result),
       argCodec: this.procCodec(p.arg, `${p.name} argument`),

@@ -18,7 +18,7 @@ export interface Token extends Pos {
   text: string;
   /** For numbers: the value (constants may be negative, hexadecimal or octal). */
   value?: bigint;
-  /** For strings (rpcgen passes `const X = "text";` to C): the text between the quotes. */
+  /** For strings (rpcgen passes `const X = "text";` to C): the text between the quotes, as C reads it. */
   str?: string;
 }
 
@@ -39,8 +39,9 @@ export interface LexOptions {
   /** Directories searched for `#include <file>` and, after the including file's directory, `#include "file"`. */
   includeDirs?: string[];
   /**
-   * Names defined for #ifdef and #if, as with cpp -D. Default: RPC_HDR, as rpcgen defines when it writes the
-   * header, where the types and the constants that `%#define` passes to C are.
+   * Names defined for #ifdef and #if, as with cpp -D: NAME, or NAME=VALUE, which also makes NAME a constant as
+   * `#define NAME VALUE` does. Default: RPC_HDR, as rpcgen defines when it writes the header, where the types and
+   * the constants that `%#define` passes to C are.
    */
   defines?: string[];
 }
@@ -48,18 +49,18 @@ export interface LexOptions {
 export interface Lexed {
   /** The tokens; the last is always `eof`. */
   tokens: Token[];
-  /** `%#define NAME EXPR` lines, which define constants for the C compiler: NAME -> EXPR as written. */
+  /**
+   * `%#define NAME EXPR` lines, which define constants for the C compiler, and cpp's `#define NAME EXPR`, which
+   * rpcgen's cpp substitutes where the file uses NAME: NAME -> EXPR as written.
+   */
   cDefines: Map<string, string>;
 }
 
 /** Tokenize `text` (the contents of `file`), expanding `#include`s. */
 export function tokenize(file: string, text: string, options: LexOptions = {}): Lexed {
   const out: Token[] = [];
-  const cpp: Cpp = {
-    dirs: options.includeDirs ?? [],
-    defined: new Set(options.defines ?? ['RPC_HDR']),
-    cDefines: new Map(),
-  };
+  const cpp: Cpp = { dirs: options.includeDirs ?? [], defined: new Set(), cDefines: new Map() };
+  for (const d of options.defines ?? ['RPC_HDR']) define(cpp, d.replace('=', ' '));
   lexInto(out, file, text, cpp, [file]);
   const last = out.length > 0 ? out[out.length - 1] : { file, line: 1, col: 1 };
   out.push({ kind: 'eof', text: '', file: last.file, line: last.line, col: last.col });
@@ -80,7 +81,8 @@ interface Cond {
 }
 
 function lexInto(out: Token[], file: string, text: string, cpp: Cpp, stack: string[]): void {
-  new Scanner(out, file, text, cpp, stack).run();
+  // cpp takes CR LF (and a lone CR) as a newline: so must directives, %#define lines and backslash-newline.
+  new Scanner(out, file, text.replace(/\r\n?/g, '\n'), cpp, stack).run();
 }
 
 /** One file's scan: a cursor over `text` with its line bookkeeping, one method per kind of token or skipped text. */
@@ -228,7 +230,7 @@ class Scanner {
     this.out.push({
       kind: 'string',
       text: text.slice(start, this.i),
-      str: text.slice(start + 1, this.i - 1),
+      str: unescapeC(text.slice(start + 1, this.i - 1)),
       ...this.pos(start),
     });
   }
@@ -237,14 +239,15 @@ class Scanner {
     const [, name, arg] = /^#\s*(\w*)\s*(.*?)\s*(?:\/\*.*|\/\/.*)?$/.exec(d)!;
     if (this.conditional(name, arg, at) || !this.active()) return;
     const { cpp } = this;
-    if (name === 'define') cpp.defined.add(arg.split(/[\s(]/)[0]);
+    if (name === 'define') define(cpp, arg);
     else if (name === 'undef') cpp.defined.delete(arg.split(/\s/)[0]);
+    else if (name === 'error') throw new XdrSyntaxError(at, `#error ${arg}`);
     else if (name === 'include') {
       const inc = /^(?:"([^"]+)"|<([^>]+)>)/.exec(arg);
       if (!inc) throw new XdrSyntaxError(at, 'expected #include "file" or <file>');
       includeFile(this.out, this.file, at, inc[1] ?? inc[2], inc[1] !== undefined, cpp, this.stack);
     }
-    // Other directives (#pragma, #ident, #line) mean nothing to the XDR language.
+    // Other directives (#pragma, #ident, #line, #warning) mean nothing to the XDR language.
   }
 
   /** #if, #ifdef, #ifndef, #elif, #else, #endif: updates the stack of open conditionals; false for any other. */
@@ -256,11 +259,12 @@ class Scanner {
       case 'ifdef':
       case 'ifndef': {
         const parentActive = this.active();
+        if (name !== 'if' && !/^\w/.test(arg)) throw new XdrSyntaxError(at, `#${name} needs a name`);
+        // As cpp does, conditions inside a group that is skipped are not evaluated: they need not make sense.
         const yes =
-          name === 'if'
-            ? evalCondition(arg, cpp.defined, at)
-            : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef');
-        conds.push({ active: parentActive && yes, taken: yes, parentActive });
+          parentActive &&
+          (name === 'if' ? evalCondition(arg, cpp, at) : cpp.defined.has(arg.split(/\s/)[0]) === (name === 'ifdef'));
+        conds.push({ active: yes, taken: yes, parentActive });
         return true;
       }
       case 'elif':
@@ -268,7 +272,7 @@ class Scanner {
         if (!top) throw new XdrSyntaxError(at, `#${name} without #if`);
         if (top.taken) top.active = false;
         else {
-          const yes = name === 'else' || evalCondition(arg, cpp.defined, at);
+          const yes = name === 'else' || (top.parentActive && evalCondition(arg, cpp, at));
           top.active = top.parentActive && yes;
           top.taken = yes;
         }
@@ -282,13 +286,28 @@ class Scanner {
   }
 }
 
-/** cpp's #if on names: defined(X), defined X, X (0 when undefined, 1 when defined), numbers, !, &&, ||, (). */
-function evalCondition(expr: string, defined: Set<string>, at: Pos): boolean {
+/** `#define NAME`, `#define NAME VALUE` (a constant for sizes too) or `#define NAME(args) ...` (a name only). */
+function define(cpp: Cpp, arg: string): void {
+  cpp.defined.add(arg.split(/[\s(]/)[0]);
+  const m = /^(\w+)\s+(\S.*)$/.exec(arg);
+  if (m && !cpp.cDefines.has(m[1])) cpp.cDefines.set(m[1], m[2]);
+}
+
+/**
+ * cpp's #if on names: defined(X), defined X, X (0 when undefined, its value when #defined to a number, as
+ * `#define DEBUG 0`, else 1), numbers, !, &&, ||, ().
+ */
+function evalCondition(expr: string, { defined, cDefines }: Cpp, at: Pos): boolean {
+  const value = (id: string): string => {
+    if (!defined.has(id)) return '0';
+    const v = cDefines.get(id) ?? '';
+    return /^(?:0[xX][0-9a-fA-F]+|\d+)$/.test(v) ? String(Number(v)) : '1';
+  };
   const js = expr
     .replace(/defined\s*\(\s*(\w+)\s*\)|defined\s+(\w+)/g, (_m, a: string | undefined, b: string | undefined) =>
       defined.has(a ?? b ?? '') ? '1' : '0',
     )
-    .replace(/[A-Za-z_]\w*/g, (id) => (defined.has(id) ? '1' : '0'));
+    .replace(/[A-Za-z_]\w*/g, value);
   if (!/^[\d\s!&|()]*$/.test(js) || js.trim() === '') throw new XdrSyntaxError(at, `cannot evaluate #if ${expr}`);
   // Tiny recursive-descent evaluation: no eval of file contents.
   const toks = js.match(/\d+|&&|\|\||[!()]/g) ?? [];
@@ -350,6 +369,28 @@ function includeFile(
     return;
   }
   throw new XdrSyntaxError(at, `cannot find #include file ${name}`);
+}
+
+const C_ESCAPES: Record<string, string> = {
+  n: '\n',
+  t: '\t',
+  r: '\r',
+  a: '\x07',
+  b: '\b',
+  f: '\f',
+  v: '\v',
+  e: '\x1b',
+};
+
+/** A C string literal's body as C reads it: `\"`, `\\`, `\n`... and octal and hexadecimal escapes. */
+function unescapeC(body: string): string {
+  return body.replace(/\\(?:([0-7]{1,3})|x([0-9a-fA-F]+)|([^]))/g, (_m, oct?: string, hex?: string, c?: string) =>
+    oct !== undefined
+      ? String.fromCharCode(parseInt(oct, 8) & 0xff)
+      : hex !== undefined
+        ? String.fromCharCode(parseInt(hex, 16) & 0xff)
+        : (C_ESCAPES[c!] ?? c!),
+  );
 }
 
 function posAt(text: string, file: string, at: number): Pos {

@@ -43,12 +43,12 @@ const KEYWORDS = new Set([
 /** rpcgen's C integer type names; XDR encodes each of them in 32 bits. */
 const C_INTEGERS: Record<string, Primitive> = {
   long: 'int',
-  short: 'int',
-  char: 'int',
+  short: 'short',
+  char: 'char',
   u_int: 'uint',
   u_long: 'uint',
-  u_short: 'uint',
-  u_char: 'uint',
+  u_short: 'ushort',
+  u_char: 'uchar',
 };
 
 export function parse(file: string, text: string, options: LexOptions = {}): Specification {
@@ -229,8 +229,17 @@ class Parser {
     switch (t.text) {
       case 'unsigned': {
         this.next();
-        if (this.accept('int') || this.accept('long') || this.accept('short') || this.accept('char'))
+        if (this.accept('int')) return prim('uint');
+        // `unsigned long int` and `unsigned short int` too, as C reads them.
+        if (this.accept('long')) {
+          this.accept('int');
           return prim('uint');
+        }
+        if (this.accept('short')) {
+          this.accept('int');
+          return prim('ushort');
+        }
+        if (this.accept('char')) return prim('uchar');
         if (this.accept('hyper')) return prim('uhyper');
         return prim('uint'); // `unsigned` alone, as rpcgen and C allow
       }

@@ -12,6 +12,7 @@ import { type CDriver, FIXTURES, buildCDriver, buildSystemDriver, generate, hex,
 /** What each fixture type exercises. */
 const CONSTRUCTS: Record<string, string> = {
   prims: 'int, unsigned, hyper, unsigned hyper, float, double, bool, enum (contiguous and sparse), long/u_long/u_int',
+  narrow: "char, short and their unsigned forms, int8_t..uint16_t: 32 bits each, within C's range",
   blobs: 'fixed opaque with padding, variable opaque (bounded, unbounded), string (bounded, unbounded), typedef opaque',
   arrays: 'fixed and variable arrays of int, hyper, struct, enum, bool, double, typedef string; typedef array',
   result: 'union on an enum with case fallthrough',
@@ -106,6 +107,24 @@ describe('rpcgen-ts conformance with rpcgen + libtirpc', function () {
       'rpcgen and libtirpc now support quadruple: add a quadruple field to fixtures/conformance.x',
     ).to.be.a('string');
     expect(stderr).to.match(/unknown type name .quadruple|undefined reference to .xdr_quadruple/);
+  });
+
+  it("a char or short out of C's range is refused by TypeScript, where C would take another value", () => {
+    const narrow = { c: 0, uc: 0, s: 0, us: 0, uc2: 0, us2: 0, i8: 0, u8: 0, i16: 0, u16: 0 };
+    const at = (field: number, v: string): Uint8Array =>
+      Uint8Array.from(Buffer.from('00000000'.repeat(field) + v + '00000000'.repeat(9 - field), 'hex'));
+    // unsigned short us = 70000 (0x11170) reaches C as 4464 (0x1170); char c = 256 as 0.
+    expect(hex(c.reencode('narrow', at(3, '00011170')))).to.equal(hex(at(3, '00001170')));
+    expect(hex(c.reencode('narrow', at(0, '00000100')))).to.equal(hex(at(0, '00000000')));
+    expect(() => decode(codecs.narrow, at(3, '00011170'))).to.throw(/narrow\.us: 70000 is not between 0 and 65535/);
+    expect(() => decode(codecs.narrow, at(0, '00000100'))).to.throw(/narrow\.c: 256 is not between -128 and 255/);
+    // A char of 200, as a peer whose char is unsigned (ARM) sends it, is the 8 bits x86 C reads as -56.
+    expect(hex(c.reencode('narrow', at(0, '000000c8')))).to.equal(hex(at(0, 'ffffffc8')));
+    expect(decode(codecs.narrow, at(0, '000000c8'))).to.have.property('c', 200);
+    expect(() => decode(codecs.narrow, at(6, 'ffffff7f'))).to.throw(/narrow\.i8: -129 is not between -128 and 127/);
+    expect(() => encode(codecs.narrow, { ...narrow, us: 70000 })).to.throw(/narrow\.us: 70000 is not between/);
+    expect(() => encode(codecs.narrow, { ...narrow, u8: 256 })).to.throw(/narrow\.u8: 256 is not between 0 and 255/);
+    expect(() => encode(codecs.narrow, { ...narrow, s: 1.5 })).to.throw(/narrow\.s: 1\.5 is not between/);
   });
 
   it('both sides refuse a union discriminant that no arm declares', () => {

@@ -16,6 +16,12 @@ describe('XDR runtime', () => {
     r.done();
   });
 
+  it('a writer made with room for nothing grows', () => {
+    const w = new XdrWriter(0);
+    w.string('grows');
+    expect(Array.from(w.toBytes())).to.deep.equal([0, 0, 0, 5, 0x67, 0x72, 0x6f, 0x77, 0x73, 0, 0, 0]);
+  });
+
   it('refuses a length beyond its maximum or beyond the bytes left, before allocating', () => {
     const w = new XdrWriter();
     w.uint(0x7fffffff);

@@ -3,9 +3,11 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import ts from 'typescript';
 import { XdrSyntaxError, compileSource } from '../../src/rpcgen';
 import { main } from '../../src/rpcgen/cli';
 import type { CallContext, Procedure, RpcCaller, Service } from '../../src/rpc/types';
+import * as runtime from '../../src/rpc/xdr/runtime';
 import { type Codec, XdrError, XdrReader, XdrWriter, decode, encode } from '../../src/rpc/xdr/runtime';
 import { C_SAMPLES, chain } from '../rpc/support/samples';
 import { FIXTURES, ROOT, generate, hex, tempDir, typeCheck } from '../rpc/support/toolchain';
@@ -122,6 +124,14 @@ describe('rpcgen-ts compiler', function () {
       expect(checkX('list', 'struct node { int v; node *next; };')).to.deep.equal([]);
     });
 
+    it('programs may repeat version and procedure names with their numbers (NULLPROC in each), as rpcgen lets them', () => {
+      const src = [
+        'program P { version V1 { void NULLPROC(void) = 0; int F(int) = 1; } = 1; } = 0x20000001;',
+        'program Q { version V1 { void NULLPROC(void) = 0; int F(int) = 1; } = 1; } = 0x20000002;',
+      ];
+      expect(checkX('twoprogs', src.join('\n'))).to.deep.equal([]);
+    });
+
     it('a const named like a codec keeps its name; the codec yields', () => {
       expect(edge.xdr_packet).to.equal(7);
       const codec = edge.xdr_packet$ as Codec<{ type: number }>;
@@ -154,6 +164,19 @@ describe('rpcgen-ts compiler', function () {
         0xffffffff,
         'passed through to C',
       ]);
+    });
+
+    it('a constant or enum named __proto__ is exported as __proto__$, which CommonJS output keeps', () => {
+      for (const src of ['const __proto__ = 5;', 'enum __proto__ { A = 5 };']) {
+        const js = ts.transpileModule(compileSource('t.x', src, { runtime: 'RT' }), {
+          compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 },
+        }).outputText;
+        const exported: Module = {};
+        new Function('exports', 'require', js)(exported, (m: string) => (m === 'RT/xdr/runtime' ? runtime : {}));
+        expect(Object.getPrototypeOf(exported)).to.equal(Object.prototype);
+        const value = exported.__proto__$;
+        expect(typeof value === 'object' ? (value as Module).A : value).to.equal(5);
+      }
     });
 
     it('cpp conditionals, %-lines, inline anonymous types, typedef struct {...} and quadruple', () => {
@@ -220,10 +243,15 @@ describe('rpcgen-ts compiler', function () {
       ],
       ['typedef opaque x;', /^t\.x:1:17: opaque needs \[size\] or <max>/],
       ['struct s { foo a; };', /^t\.x:1:12: undefined type foo/],
+      ['typedef struct foo foo;', /^t\.x:1:16: undefined type foo/],
+      ['#ifndef NEEDED\n#error NEEDED must be defined\n#endif', /^t\.x:2:1: #error NEEDED must be defined/],
+      ['#ifdef\n#endif', /^t\.x:1:1: #ifdef needs a name/],
+      ['const foo = 1;\ntypedef foo foo;', /^t\.x:2:9: foo is not a type/],
       ['const A = B;', /^t\.x:1:11: undefined constant B/],
       ['struct s { int a; int a; };', /^t\.x:1:19: field a appears twice/],
       ['enum e { X = 1 };\nunion u switch (e d) { case 2: int a; };', /^t\.x:2:29: case 2 is not a value/],
       ['union u switch (int d) { case 1: int a; case 1: int b; };', /^t\.x:1:46: case 1 appears twice/],
+      ['union u switch (unsigned short d) { case 65536: int a; };', /^t\.x:1:42: case 65536 is not a value/],
       [
         'union u switch (string d<>) { case 1: int a; };',
         /^t\.x:1:17: a union discriminant is a plain declaration|discriminant/,
@@ -258,9 +286,16 @@ describe('rpcgen-ts compiler', function () {
         /^t\.x:1:69: F is already defined/,
       ],
       [
-        '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
-        /^t\.x:2:18: %#define X is not a constant expression rpcgen-ts can evaluate/,
+        // A second definition would export the program constant twice (it was `export const undefined = 1`).
+        'program P { version V { void F(void) = 1; } = 1; } = 1;\nprogram P { version W { void G(void) = 1; } = 2; } = 1;',
+        /^t\.x:2:1: P is already defined/,
       ],
+      [
+        '%#define X (1 << 99999999999)\nstruct s { int a[X]; };',
+        /^t\.x:2:18: #define X is not a constant expression rpcgen-ts can evaluate/,
+      ],
+      ['#define T int\nstruct s { int a[T]; };', /^t\.x:2:18: #define T is not a constant expression/],
+      ['%#define N 09\nstruct s { int a[N]; };', /^t\.x:2:18: #define N is not a constant expression/],
     ];
     for (const [src, re] of cases) {
       it(re.source.replace(/^\^t\\\.x:/, '').slice(0, 60), () => {
@@ -268,11 +303,58 @@ describe('rpcgen-ts compiler', function () {
       });
     }
 
+    it('#if as cpp: a skipped group evaluates no condition (nor #error); #define DEBUG 0 makes DEBUG 0', () => {
+      const src = [
+        '#ifdef NOT_DEFINED',
+        '#if VERS >= 3',
+        '#error not this one',
+        '#elif VERS == 2',
+        '#endif',
+        '#endif',
+        'const B = 1;',
+      ].join('\n');
+      expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const B = 1;');
+      const zero = '#define DEBUG 0\n#define ON 0x1\n#if DEBUG || !ON\nconst A = 1;\n#else\nconst A = 2;\n#endif';
+      expect(compileSource('t.x', zero, { runtime: '../rpc' })).to.contain('export const A = 2;');
+    });
+
+    it("a string constant's escapes mean what they mean to C, which rpcgen passes it to", () => {
+      const code = compileSource('t.x', String.raw`const S = "a\"b\\c\n\x41\101\q";`, { runtime: '../rpc' });
+      expect(code).to.contain(`export const S = ${JSON.stringify('a"b\\c\nAAq')};`);
+    });
+
+    it('CR LF line ends are newlines to directives, %#define and backslash-newline too, as to cpp', () => {
+      const src = [
+        '#define A',
+        '#if defined(A) /* on */',
+        '%#define N 5 /* five */',
+        '#endif',
+        '#define LONG \\',
+        '  continued',
+        'struct s { int a[N]; };',
+      ].join('\n');
+      const lf = compileSource('t.x', src, { runtime: '../rpc' });
+      expect(lf).to.contain('$r.need(20');
+      expect(compileSource('t.x', src.replace(/\n/g, '\r\n'), { runtime: '../rpc' })).to.equal(lf);
+      expect(() => compileSource('t.x', 'struct s {\r\n  int a\r\n};', { runtime: '../rpc' })).to.throw(/^t\.x:3:1: /);
+    });
+
     it('a procedure named again in another version may take its number from a constant defined later', () => {
       const src =
         'program P { version V1 { void F(void) = FNUM; } = 1; version V2 { void F(void) = FNUM; } = 2; } = 1;\n' +
         'const FNUM = 1;';
       expect(compileSource('t.x', src, { runtime: '../rpc' })).to.contain('export const FNUM = 1;');
+    });
+
+    it("cpp's #define NAME VALUE and -D NAME=VALUE give constants for sizes, as rpcgen's cpp substitutes them", () => {
+      const x = join(dir.path, 'cppdef.x');
+      writeFileSync(x, '#define MAXN 16\nstruct s { opaque x<MAXN>; int y[DIM]; };\n');
+      const r = runCli([x, '--out', join(dir.path, 'cppdef'), '-DDIM=2', '-D', 'UNUSED']);
+      expect(r).to.deep.equal({ status: 0, stderr: '' });
+      const code = readFileSync(join(dir.path, 'cppdef/cppdef.ts'), 'utf8');
+      expect(code)
+        .to.contain('$r.varOpaque(16, "x")')
+        .and.match(/\$w\.fixedCount\(\$\d+\.length, 2, "y"\)/);
     });
 
     it('the cli reports them on stderr with exit status 1, and usage errors with 2', () => {
@@ -414,6 +496,20 @@ describe('rpcgen-ts compiler', function () {
         /result\.c: 7 is not a declared value/,
       );
       expect(() => encode(codec('choice'), { kind: 1, p: { x: 1, y: 'no' } })).to.throw(XdrError, /choice\.p\.y/);
+      // A list linking back into itself, after a tail of 1000 nodes or at once, would be encoded forever.
+      const list = chain(1, 1000) as { next: unknown };
+      let last = list;
+      while (last.next) last = last.next as typeof last;
+      for (const back of [(list.next as { next: unknown }).next, last]) {
+        last.next = back;
+        expect(() => encode(codec('node'), list)).to.throw(
+          XdrError,
+          /^XDR node\.next: the list links back into itself/,
+        );
+      }
+      const tagged = { tag: 'a', next: null as unknown, after: 1 };
+      tagged.next = tagged;
+      expect(() => encode(codec('tagged'), tagged)).to.throw(XdrError, /tagged\.next: the list links back/);
     });
   });
 });

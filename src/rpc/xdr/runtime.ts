@@ -132,7 +132,8 @@ export class XdrWriter {
   ensure(n: number): void {
     const need = this.pos + n;
     if (need <= this.buf.length) return;
-    let size = this.buf.length * 2;
+    // From 64 at least: doubling a writer made with initialSize 0 would never grow.
+    let size = Math.max(this.buf.length * 2, 64);
     while (size < need) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
@@ -153,6 +154,12 @@ export class XdrWriter {
 
   uint(v: number, what = 'unsigned int'): void {
     if (v >>> 0 !== v) throw new XdrError(what, `${v} is not a 32-bit unsigned integer`);
+    this.put32(v);
+  }
+
+  /** C's char, short... (rpcgen dialect): sent as an int, but C would silently truncate a value outside lo..hi. */
+  ranged(v: number, lo: number, hi: number, what: string): void {
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new XdrError(what, `${v} is not between ${lo} and ${hi}`);
     this.put32(v);
   }
 
@@ -342,6 +349,16 @@ export class XdrReader {
     const b = this.buf;
     this.pos = p + 4;
     return ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
+  }
+
+  /** C's char, short...: a value outside lo..hi is refused, where C would truncate it to another one. */
+  ranged(lo: number, hi: number, what: string): number {
+    const v = this.int(what);
+    if (v < lo || v > hi) {
+      this.pos -= 4;
+      this.fail(what, `${v} is not between ${lo} and ${hi}`);
+    }
+    return v;
   }
 
   // 64-bit values are read as two 32-bit halves: faster than DataView.getBig(U)Int64 (see join64).

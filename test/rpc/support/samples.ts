@@ -77,6 +77,10 @@ export const C_SAMPLES: Record<string, unknown[]> = {
       bare: 0,
     },
   ],
+  narrow: [
+    { c: -128, uc: 0, s: -32768, us: 0, uc2: 1, us2: 2, i8: -128, u8: 0, i16: -32768, u16: 0 },
+    { c: 127, uc: 255, s: 32767, us: 65535, uc2: 255, us2: 65535, i8: 127, u8: 255, i16: 32767, u16: 65535 },
+  ],
   blobs: [
     {
       fixed5: u8(1, 2, 3, 4, 5),
@@ -174,6 +178,7 @@ export const TS_SAMPLES: Record<string, unknown[]> = {
       bare: 0xffffffff,
     },
   ],
+  narrow: [{ c: -1, uc: 128, s: -1, us: 32768, uc2: 0, us2: 0, i8: -1, u8: 1, i16: 1, u16: 40000 }],
   blobs: [
     {
       fixed5: range(5, (i) => 250 + i),
