@@ -36,11 +36,11 @@ export interface RpcClientOptions {
   version: number;
   /** Default per-call timeout in milliseconds (10 s); also bounds a TCP connect, and then the TLS setup. */
   timeoutMs?: number;
-  /** UDP: first retransmission after this many milliseconds (500), doubling up to retransmitMaxMs (4000). */
+  /** UDP: first retransmission after this many milliseconds (500), doubling up to retransmitMaxMs (4000); above 0. */
   retransmitMs?: number;
   retransmitMaxMs?: number;
   auth?: ClientAuth;
-  /** TCP: largest fragment sent; longer calls are split into several fragments (default: one per record). */
+  /** TCP: largest fragment sent, 1 to 2^31 − 1; longer calls are split into several fragments (default: one per record). */
   fragmentSize?: number;
   /**
    * TCP: largest reply record accepted, checked from the fragment header (default 16 MiB); a larger one fails the
@@ -119,6 +119,14 @@ export class RpcClient implements RpcCaller {
     // Rather than calls in plain text where TLS was asked for: there is no RPC-with-TLS over UDP (no DTLS here).
     if (options.tls && options.transport !== 'tcp')
       throw new RangeError(`RPC-with-TLS runs over TCP only, not ${options.transport}`);
+    // Before any I/O: 0 would re-send a UDP call in a tight loop, or time every call out at once.
+    for (const key of ['timeoutMs', 'retransmitMs', 'retransmitMaxMs'] as const) {
+      const v = options[key];
+      if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new RangeError(`${key} must be above 0, not ${v}`);
+    }
+    const fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
+    if (!(Number.isInteger(fragmentSize) && fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT))
+      throw new RangeError(`fragmentSize must be 1–${MAX_FRAGMENT}`);
     let address = options.host;
     if (!options.path && net.isIP(address) === 0) {
       let found: { address: string; family: number }[];

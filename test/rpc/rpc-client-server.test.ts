@@ -13,6 +13,7 @@ import {
   RpcError,
   RpcServer,
   type ClientAuth,
+  type RpcClientOptions,
   type RpcServerOptions,
   type ServerAuth,
 } from '../../src/rpc';
@@ -465,6 +466,30 @@ describe('rpc client and server over ::1', function () {
     it('refuses a fragmentSize no record header can carry when the server is made, not at its first reply', () => {
       for (const fragmentSize of [0, -1, 1.5, 0x80000000, NaN])
         expect(() => new RpcServer({ fragmentSize }), String(fragmentSize)).to.throw(RangeError, /fragmentSize/);
+    });
+
+    it('refuses client timings and a fragmentSize that cannot work before connecting: 0 would re-send a UDP call in a tight loop', async () => {
+      const bad: [Partial<RpcClientOptions>, RegExp][] = [
+        [{ retransmitMs: 0 }, /retransmitMs must be above 0/],
+        [{ retransmitMaxMs: -1 }, /retransmitMaxMs/],
+        [{ timeoutMs: NaN }, /timeoutMs/],
+        [{ fragmentSize: 0 }, /fragmentSize/],
+      ];
+      for (const [options, why] of bad) {
+        const err = await RpcClient.connect({
+          host: '::1',
+          port: 9,
+          transport: 'udp',
+          program: TEST_PROGRAM,
+          version: 1,
+          ...options,
+        }).then(
+          (c) => (void c.close(), undefined),
+          (e: unknown) => e,
+        );
+        expect(err, JSON.stringify(options)).to.be.instanceOf(RangeError);
+        expect((err as Error).message).to.match(why);
+      }
     });
 
     it('sends and receives records in many small fragments', async () => {
