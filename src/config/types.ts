@@ -51,9 +51,14 @@ const NOT_LEASABLE: readonly [string, string][] = [
 ];
 const notLeasable = NOT_LEASABLE.map(([p, why]) => ({ prefix: parsePrefix4(p), text: p, why }));
 
+/** The range no pool may touch that holds `a`, if one does. */
+function notLeasableRange(a: number): (typeof notLeasable)[number] | undefined {
+  return notLeasable.find((r) => prefixContains4(r.prefix, a));
+}
+
 /** Whether `a` may be leased: outside the ranges no pool may touch (what a TEP takes from the server's feed). */
 export function leasable4(a: number): boolean {
-  return !notLeasable.some((r) => prefixContains4(r.prefix, a));
+  return notLeasableRange(a) === undefined;
 }
 
 /** A node's own IPv4 address (dstm static's): one that could be leased (leasable4). */
@@ -62,7 +67,7 @@ export const host4: Type<number> = textual(
   'a unicast IPv4 address like "192.0.2.1", outside 0/8, 127/8, 169.254/16, 224/4 and 240/4',
   (s) => {
     const a = parseIPv4(s);
-    const r = notLeasable.find((n) => prefixContains4(n.prefix, a));
+    const r = notLeasableRange(a);
     if (r) throw new Error(`it is in ${r.text}, ${r.why}`);
     return a;
   },

@@ -13,7 +13,7 @@ import net from 'node:net';
 import { authNone, type ClientAuth } from './auth';
 import { AuthStat, RpcAuthError, RpcError } from './errors';
 import { readReplyHeader, writeCallHeader } from './message';
-import { beginRecord, endRecord, MAX_FRAGMENT, RecordReader } from './record';
+import { beginRecord, endRecord, fragmentSizeOf, RecordReader } from './record';
 import { lookupPort } from './rpcbind';
 import { startTls, type TlsClientOptions } from './tls';
 import type { CallOptions, Procedure, RpcCaller, Transport } from './types';
@@ -124,9 +124,7 @@ export class RpcClient implements RpcCaller {
       const v = options[key];
       if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new RangeError(`${key} must be above 0, not ${v}`);
     }
-    const fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
-    if (!(Number.isInteger(fragmentSize) && fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT))
-      throw new RangeError(`fragmentSize must be 1–${MAX_FRAGMENT}`);
+    fragmentSizeOf(options.fragmentSize);
     let address = options.host;
     if (!options.path && net.isIP(address) === 0) {
       let found: { address: string; family: number }[];
@@ -166,7 +164,7 @@ export class RpcClient implements RpcCaller {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retransmitMs = options.retransmitMs ?? 500;
     this.retransmitMaxMs = options.retransmitMaxMs ?? 4000;
-    this.fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
+    this.fragmentSize = fragmentSizeOf(options.fragmentSize);
     this.maxRecordSize = options.maxRecordSize ?? 16 << 20;
     this.reconnect = options.reconnect ?? true;
   }

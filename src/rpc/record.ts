@@ -6,6 +6,17 @@ export const LAST_FRAGMENT = 0x80000000;
 /** The largest fragment a header can announce. */
 export const MAX_FRAGMENT = 0x7fffffff;
 
+/**
+ * A fragmentSize option (default: one fragment per record), checked when a client or server is made rather than at
+ * its first record, which would throw out of a socket's handler.
+ */
+export function fragmentSizeOf(option: number | undefined): number {
+  const size = option ?? MAX_FRAGMENT;
+  if (!(Number.isInteger(size) && size >= 1 && size <= MAX_FRAGMENT))
+    throw new RangeError(`fragmentSize must be 1–${MAX_FRAGMENT}`);
+  return size;
+}
+
 /** Fragments one record may have, by default. */
 export const DEFAULT_MAX_FRAGMENTS = 4096;
 

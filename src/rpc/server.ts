@@ -11,7 +11,7 @@ import type dgram from 'node:dgram';
 import net from 'node:net';
 import { authNone, authSysServer, type ServerAuth } from './auth';
 import { DuplicateCache } from './drc';
-import { DEFAULT_MAX_FRAGMENTS, MAX_FRAGMENT } from './record';
+import { DEFAULT_MAX_FRAGMENTS, fragmentSizeOf } from './record';
 import { Dispatcher } from './server-dispatch';
 import { Registry, type RegisterOptions } from './server-registry';
 import { Replier } from './server-reply';
@@ -136,10 +136,7 @@ export class RpcServer {
       throw new RangeError('udpBatch must be 0–1024');
     if (!(Number.isInteger(udpRecvSize) && udpRecvSize >= 1 && udpRecvSize <= 65536))
       throw new RangeError('udpRecvSize must be 1–65536');
-    // Checked here, not at the first reply, which would throw out of a socket's data handler.
-    const fragmentSize = options.fragmentSize ?? MAX_FRAGMENT;
-    if (!(Number.isInteger(fragmentSize) && fragmentSize >= 1 && fragmentSize <= MAX_FRAGMENT))
-      throw new RangeError(`fragmentSize must be 1–${MAX_FRAGMENT}`);
+    const fragmentSize = fragmentSizeOf(options.fragmentSize);
     const drcSize = options.duplicateCacheSize ?? 4096;
     this.drc = drcSize > 0 ? new DuplicateCache(drcSize, options.duplicateCacheBytes ?? 2 << 20) : null;
     const auth = new Map<number, ServerAuth>();
