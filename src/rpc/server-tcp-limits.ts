@@ -77,7 +77,7 @@ export class ConnectionLimits {
       this.reservedCount++;
       return { key: null, reserved: true };
     }
-    const key = this.peerKey(address);
+    const key = this.keyOf(v4, v6, address);
     const n = this.perPeer.get(key) ?? 0;
     if (n >= o.maxConnectionsPerPeer) return 'perPeer';
     if (this.total >= o.maxConnections || this.total - this.reservedCount >= o.maxConnections - o.reservedConnections)
@@ -89,10 +89,16 @@ export class ConnectionLimits {
 
   /** The peer prefix `address` (as the socket reports it) is counted in: Admission.key of its connections. */
   peerKey(address: string): string {
+    const v4 = net.isIPv4(address) ? parseIPv4(address) : -1;
+    return this.keyOf(v4, v4 < 0 ? parseIPv6(address) : null, address);
+  }
+
+  /** peerKey() of an address parsed: `v4` when IPv4 (else -1), `v6` when IPv6. */
+  private keyOf(v4: number, v6: Uint8Array | null, address: string): string {
     const { o } = this;
-    return net.isIPv4(address)
-      ? `${Math.floor(parseIPv4(address) / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`
-      : prefixKey6(parseIPv6(address), o.peerPrefix6, address);
+    return v6
+      ? prefixKey6(v6, o.peerPrefix6, address)
+      : `${Math.floor(v4 / 2 ** (32 - o.peerPrefix4))}/${o.peerPrefix4}`;
   }
 
   leave(a: Admission): void {
