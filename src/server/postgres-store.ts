@@ -1194,30 +1194,25 @@ export class PostgresStore extends EventEmitter implements Store {
   }
 
   private async transaction(ops: Op[]): Promise<Record<string, unknown>[]> {
-    const fixed = this.opts.clock ? String(this.opts.clock()) : 'NULL';
-    // Simple query protocol, one round trip: the lease transaction (the whole batch in one statement), committed
-    // (flushed) before the answer comes.
-    const sql = `BEGIN;\n${batchCall(fixed, ops)};\nCOMMIT`;
+    // One round trip: the whole batch is one statement (prepared once per connection), its own transaction,
+    // committed (flushed) before the answer comes.
     const c = await this.pool.connect();
-    let r: pg.QueryResult[];
+    let r: pg.QueryResult;
     try {
-      r = (await c.query(this.timed(sql))) as unknown as pg.QueryResult[];
+      r = await c.query({
+        ...batchStatement(this.opts.clock?.() ?? null, ops),
+        query_timeout: this.queryTimeout,
+      } as pg.QueryConfig);
     } catch (err) {
-      // The database's error skips the rest of the query and leaves the session in the failed transaction: end it,
-      // or drop a connection that cannot. Any other (a timeout, a broken connection) leaves the session out of step:
-      // drop it (the database rolls back what it has not committed).
-      const broken = fromDatabase(err)
-        ? await c.query(this.timed('ROLLBACK')).then(
-            () => undefined,
-            (e: Error) => e,
-          )
-        : (err as Error);
-      c.release(broken);
+      // The database's error rolled the statement's transaction back and left the session in step. Any other (a
+      // timeout, a broken connection) leaves it out of step: drop it (the database rolls back what it has not
+      // committed).
+      c.release(fromDatabase(err) ? undefined : (err as Error));
       throw err;
     }
     c.release();
     this.numberSoon();
-    return r[1].rows;
+    return r.rows;
   }
 
   /**
@@ -1299,56 +1294,60 @@ export class PostgresStore extends EventEmitter implements Store {
  * grant's duration is cut to MAX_LEASE_TIME - t: no lease ends past what the wire carries, with schema 4's functions
  * as they are.
  */
-function batchCall(fixed: string, ops: Op[]): string {
+/**
+ * A batch's statement: its clock (the database's unless fixed), then dstm_run() over its operations as arrays. A
+ * grant's duration is cut against the clock so that no lease ends after the wire's last time.
+ */
+const BATCH_SQL = `SELECT r.* FROM (SELECT coalesce($1::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint) AS t) AS c,
+  dstm_run(c.t, $2::smallint[], $3::bytea[],
+    ARRAY(SELECT CASE WHEN u.k = 0 THEN least(u.n, greatest(0, ${MAX_LEASE_TIME} - c.t)) ELSE u.n END
+      FROM unnest($2::smallint[], $4::bigint[]) WITH ORDINALITY AS u(k, n, i) ORDER BY u.i),
+    $5::bigint[], $6::bigint[], $7::int[]) AS r`;
+
+function batchStatement(fixed: number | null, ops: Op[]): { name: string; text: string; values: unknown[] } {
   const kind: number[] = [];
-  const ip6: string[] = [];
-  const n: string[] = [];
-  const ip4: string[] = [];
-  const cands: string[] = [];
+  const ip6: (Buffer | null)[] = [];
+  const n: (number | null)[] = [];
+  const ip4: (number | null)[] = [];
+  const cands: number[] = [];
   const ncands: number[] = [];
   for (const op of ops) {
     switch (op.kind) {
       case 'grant':
         kind.push(0);
-        ip6.push(hex(op.grant.ip6));
+        ip6.push(op.grant.ip6);
         n.push(int(op.grant.duration));
-        ip4.push(op.grant.only === undefined ? 'NULL' : int(op.grant.only));
-        cands.push(...op.cands.map(int));
+        ip4.push(op.grant.only === undefined ? null : int(op.grant.only));
+        for (const c of op.cands) cands.push(int(c));
         ncands.push(op.cands.length);
         break;
       case 'release':
       case 'revoke':
         kind.push(op.kind === 'release' ? 1 : 2);
-        ip6.push(hex(op.ip6));
-        n.push('NULL');
+        ip6.push(op.ip6);
+        n.push(null);
         ip4.push(int(op.ip4));
         ncands.push(0);
         break;
       case 'sweep':
         kind.push(3);
-        ip6.push('NULL');
+        ip6.push(null);
         n.push(int(op.hold));
-        ip4.push('NULL');
+        ip4.push(null);
         ncands.push(0);
         break;
     }
   }
-  // Array literals: one constant each for the parser, whatever the batch's size. Escape strings (E''), so that their
-  // backslashes mean the same whatever standard_conforming_strings is.
-  const arr = (xs: (string | number)[], type: string): string => `E'{${xs.join(',')}}'::${type}[]`;
-  const kinds = arr(kind, 'smallint');
-  const clamped = `ARRAY(SELECT CASE WHEN u.k = 0 THEN least(u.n, greatest(0, ${MAX_LEASE_TIME} - c.t)) ELSE u.n END FROM unnest(${kinds}, ${arr(n, 'bigint')}) WITH ORDINALITY AS u(k, n, i) ORDER BY u.i)`;
-  return `SELECT r.* FROM (SELECT coalesce(${fixed}::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint) AS t) AS c, dstm_run(c.t, ${kinds}, ${arr(ip6, 'bytea')}, ${clamped}, ${arr(ip4, 'bigint')}, ${arr(cands, 'bigint')}, ${arr(ncands, 'int')}) AS r`;
+  return {
+    name: `dstm_run_${PG_SCHEMA_VERSION}`,
+    text: BATCH_SQL,
+    values: [fixed === null ? null : int(fixed), kind, ip6, n, ip4, cands, ncands],
+  };
 }
 
-function int(n: number): string {
+function int(n: number): number {
   if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`);
-  return String(n);
-}
-
-/** A bytea element of an array literal in an escape string: four backslashes there, two for array_in, one for \\x. */
-function hex(b: Buffer): string {
-  return `\\\\\\\\x${b.toString('hex')}`;
+  return n;
 }
 
 function toBinding(r: Record<string, unknown>): Binding {
