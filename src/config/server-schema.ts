@@ -272,7 +272,7 @@ export const serverFields = {
     },
   ),
   state_dir: field(path, '/var/lib/dstm', 'Directory of the SQLite store.', {
-    man: 'Created if missing; holds dstm.sqlite and its dstm.sqlite-wal and dstm.sqlite-shm files.',
+    man: 'Created if missing; holds dstm.sqlite and its dstm.sqlite-wal and dstm.sqlite-shm files, and dstm.lock, which the running server holds locked (one server per directory).',
     flag: flag.string('state-dir', {
       helpValue: 'DIR',
       summary: 'Directory of the SQLite store (default /var/lib/dstm).',

@@ -73,6 +73,11 @@ DROP TABLE IF EXISTS state_counts;
 `;
 
 export const DB_FILE = 'dstm.sqlite';
+/**
+ * Held (an exclusive SQLite lock, released by the kernel however the process ends) by the one server or import
+ * that writes the store: a second one on the same directory is refused instead of sharing the file.
+ */
+export const LOCK_FILE = 'dstm.lock';
 const SWEEP_BATCH = 1000;
 
 export function wallClock(): number {
@@ -98,6 +103,8 @@ export class SqliteStore extends EventEmitter implements Store {
   readonly engine = 'sqlite';
   readonly shared = false;
   readonly db: Database.Database;
+  /** The directory's lock (LOCK_FILE), held while open for writing. */
+  private readonly lock: Database.Database | undefined;
   epoch: bigint;
   readonly where: string;
   private readonly q;
@@ -131,53 +138,61 @@ export class SqliteStore extends EventEmitter implements Store {
     if (!opts.readonly) mkdirSync(dir, { recursive: true, mode: 0o750 });
     const file = join(dir, DB_FILE);
     if (opts.readonly && !existsSync(file)) throw new Error(`no DSTM store in ${dir} (${file} does not exist)`);
-    this.db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
-    this.db.pragma('busy_timeout = 5000');
-    if (opts.restore) this.lockExclusively(file);
-    if (!opts.readonly) {
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = NORMAL');
-      this.migrate(file);
+    if (!opts.readonly) this.lock = claim(join(dir, LOCK_FILE), file, opts.restore === true);
+    this.db = opened(file, opts.readonly === true, this.lock);
+    try {
+      this.db.pragma('busy_timeout = 5000');
+      if (opts.restore) this.lockExclusively(file);
+      if (!opts.readonly) {
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma('synchronous = NORMAL');
+        this.migrate(file);
+      }
+      const db = this.db;
+      this.q = {
+        byIp6: db.prepare<[Buffer]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip6 = ? AND state < 2'),
+        byIp4: db.prepare<[number]>('SELECT ip4 FROM bindings WHERE ip4 = ?').pluck(),
+        insert: db.prepare<[number, Buffer, number, number, number]>(
+          'INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, ?, ?)',
+        ),
+        update: db.prepare<[number, number, number]>('UPDATE bindings SET state = ?, ends = ? WHERE ip4 = ?'),
+        remove: db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
+        feedPut: db.prepare<[number, Buffer, number, number, number]>(
+          'INSERT OR REPLACE INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, ?)',
+        ),
+        feedSince: db.prepare<[number, number, number]>(
+          'SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+        ),
+        lastSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'feed'").pluck(),
+        bound: db.prepare('SELECT ip4 FROM bindings').pluck(),
+        due: db.prepare<[number, number, number]>(
+          'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?',
+        ),
+        nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
+        at: db.prepare<[number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 = ?'),
+        all: db.prepare('SELECT ip4, ip6, state, starts, ends FROM bindings ORDER BY ip4'),
+        list: db.prepare<[number, number]>(
+          'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?',
+        ),
+        count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
+      };
+      if (!opts.readonly) this.recount();
+      this.epoch = opts.readonly ? this.readMeta('epoch') : this.ensureEpoch(file);
+      this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
+      if (!opts.readonly) {
+        this.walFd = openSync(`${file}-wal`, 'r+');
+        // What a previous process committed may not have reached the disk yet: nothing is served from it until it has.
+        fdatasyncSync(this.walFd);
+      }
+      this.commits = new GroupCommit<Op, Value>(this.transactor());
+      this.commits.on('batch', (n: number) => this.emit('batch', n));
+      this.commits.on('failed', (err: StoreUnavailable) => this.emit('health', { ok: false, reason: err.message }));
+    } catch (err) {
+      // A store that fails to open leaves the directory to the next attempt.
+      if (this.db.open) this.db.close();
+      this.lock?.close();
+      throw err;
     }
-    const db = this.db;
-    this.q = {
-      byIp6: db.prepare<[Buffer]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip6 = ? AND state < 2'),
-      byIp4: db.prepare<[number]>('SELECT ip4 FROM bindings WHERE ip4 = ?').pluck(),
-      insert: db.prepare<[number, Buffer, number, number, number]>(
-        'INSERT INTO bindings (ip4, ip6, state, starts, ends) VALUES (?, ?, ?, ?, ?)',
-      ),
-      update: db.prepare<[number, number, number]>('UPDATE bindings SET state = ?, ends = ? WHERE ip4 = ?'),
-      remove: db.prepare<[number]>('DELETE FROM bindings WHERE ip4 = ?'),
-      feedPut: db.prepare<[number, Buffer, number, number, number]>(
-        'INSERT OR REPLACE INTO feed (ip4, ip6, starts, ends, active) VALUES (?, ?, ?, ?, ?)',
-      ),
-      feedSince: db.prepare<[number, number, number]>(
-        'SELECT seq, ip4, ip6, starts, ends, active FROM feed WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
-      ),
-      lastSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'feed'").pluck(),
-      bound: db.prepare('SELECT ip4 FROM bindings').pluck(),
-      due: db.prepare<[number, number, number]>(
-        'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE state = ? AND ends <= ? LIMIT ?',
-      ),
-      nextDue: db.prepare<[number]>('SELECT min(ends) FROM bindings WHERE state = ?').pluck(),
-      at: db.prepare<[number]>('SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 = ?'),
-      all: db.prepare('SELECT ip4, ip6, state, starts, ends FROM bindings ORDER BY ip4'),
-      list: db.prepare<[number, number]>(
-        'SELECT ip4, ip6, state, starts, ends FROM bindings WHERE ip4 > ? ORDER BY ip4 LIMIT ?',
-      ),
-      count: db.prepare('SELECT state, count(*) AS n FROM bindings GROUP BY state'),
-    };
-    if (!opts.readonly) this.recount();
-    this.epoch = opts.readonly ? this.readMeta('epoch') : this.ensureEpoch(file);
-    this.durableSeq = this.committedSeq = this.writtenSeq = this.lastSeqNow();
-    if (!opts.readonly) {
-      this.walFd = openSync(`${file}-wal`, 'r+');
-      // What a previous process committed may not have reached the disk yet: nothing is served from it until it has.
-      fdatasyncSync(this.walFd);
-    }
-    this.commits = new GroupCommit<Op, Value>(this.transactor());
-    this.commits.on('batch', (n: number) => this.emit('batch', n));
-    this.commits.on('failed', (err: StoreUnavailable) => this.emit('health', { ok: false, reason: err.message }));
   }
 
   /**
@@ -190,7 +205,6 @@ export class SqliteStore extends EventEmitter implements Store {
     try {
       this.db.exec('BEGIN EXCLUSIVE; COMMIT');
     } catch (err) {
-      this.db.close();
       if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
       throw new StoreInUse(`${file} is in use (a dstm server or another reader has it open): stop the server first`);
     }
@@ -388,6 +402,7 @@ export class SqliteStore extends EventEmitter implements Store {
     this.isClosed = true;
     if (this.walFd >= 0 && this.db.open) fdatasyncSync(this.walFd);
     this.db.close();
+    this.lock?.close();
     if (this.walFd >= 0 && this.syncing === 0) closeSync(this.walFd);
   }
 
@@ -493,5 +508,37 @@ export class SqliteStore extends EventEmitter implements Store {
 
   private feed(b: Binding, active: boolean): void {
     this.writtenSeq = Number(this.q.feedPut.run(b.ip4, b.ip6, b.starts, b.ends, active ? 1 : 0).lastInsertRowid);
+  }
+}
+
+/** The store's database, or the error that opening it raised, with the directory's lock given back. */
+function opened(file: string, readonly: boolean, lock: Database.Database | undefined): Database.Database {
+  try {
+    return new Database(file, { readonly, fileMustExist: readonly });
+  } catch (err) {
+    lock?.close();
+    throw err;
+  }
+}
+
+/**
+ * Take the directory's lock for `store`, or refuse (StoreInUse) when another process or connection holds it. In
+ * locking_mode EXCLUSIVE the first write transaction's lock is kept until the connection closes.
+ */
+function claim(lockFile: string, store: string, restore: boolean): Database.Database {
+  const lock = new Database(lockFile);
+  try {
+    lock.pragma('busy_timeout = 0');
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.exec('BEGIN EXCLUSIVE; COMMIT');
+    return lock;
+  } catch (err) {
+    lock.close();
+    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    throw new StoreInUse(
+      restore
+        ? `${store} is in use (a dstm server holds ${lockFile}): stop the server first`
+        : `${store} is in use by another dstm server or a dstm leases import (it holds ${lockFile}): each server needs a state directory of its own; several servers share a store only on PostgreSQL (--store postgresql://...)`,
+    );
   }
 }

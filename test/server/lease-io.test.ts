@@ -236,7 +236,7 @@ describe('dstm leases export and import', function () {
     // A reader (dstm leases --state-dir) is harmless to the server, but an import waits for it to finish too.
     await server.close();
     const restoring = sqlite(d, true);
-    expect(() => new SqliteStore(d)).to.throw(/database is locked/);
+    expect(() => new SqliteStore(d)).to.throw(StoreInUse, /in use by another dstm server or a dstm leases import/);
     await restoring.close();
   });
 

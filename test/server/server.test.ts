@@ -153,6 +153,23 @@ describe('dstm server (process)', function () {
     expect(final.filter(Boolean).length).to.be.greaterThan(0);
   });
 
+  it('refuses a second server on the same state directory (exit 3), which the first goes on serving', async () => {
+    server = await startServer(['--state-dir', dir, '--pool', '10.79.0.0/16']);
+    const second = await runDstm([
+      'server',
+      '--state-dir',
+      dir,
+      '--pool',
+      '10.79.0.0/16',
+      '--listen',
+      `[::1]:${await freePort()}`,
+    ]);
+    expect(second.code).to.equal(3);
+    expect(second.stderr).to.match(/in use by another dstm server .*dstm\.lock.*a state directory of its own/);
+    const [c] = await clientsFor([lo.addresses[0]], server.port);
+    expect((await c.request()).address).to.match(/^10\.79\./);
+  });
+
   it('expires, holds, reclaims; renews; releases only the caller binding; exhausts a tiny pool', async () => {
     // Whole-second lease and hold, swept once a second: the hold is long enough that the check below that a's
     // address is still held cannot race its end on a loaded machine.

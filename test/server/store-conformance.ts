@@ -5,11 +5,13 @@ import { expect } from 'chai';
 import type { Context } from 'mocha';
 import { parseIPv4, parseIPv6, parsePrefix4, parsePrefix6 } from '../../src/lib/addr';
 import { LeaseService, type LeasePolicy } from '../../src/server/leases';
-import type { Store } from '../../src/server/store';
+import { StoreInUse, type Store } from '../../src/server/store';
 import { seeded } from '../support/random';
 
 export interface EngineUnderTest {
   name: string;
+  /** Several servers may run on one database at once (Store.shared); a store that may not refuses the second. */
+  shared: boolean;
   /** Once for the suite (start a database server); may skip the suite. */
   setUp?(ctx: Context): Promise<void>;
   tearDown?(): Promise<void>;
@@ -191,6 +193,7 @@ export function storeConformance(engine: EngineUnderTest): void {
     });
 
     it('honours reservations and keeps every binding and its epoch across a restart', async () => {
+      for (const s of stores.splice(0)) await s.close();
       svc = await server(
         policy({ reservations: [{ ipv6: parsePrefix6('2001:db8::7/128'), ipv4: parseIPv4('192.0.2.3') }] }),
       );
@@ -246,47 +249,66 @@ export function storeConformance(engine: EngineUnderTest): void {
       expect(rest.more).to.equal(false);
     });
 
-    it('two servers racing for a small pool: no address given twice, one live binding per node', async () => {
-      const rnd = seeded(9);
-      const b = await server();
-      const servers = [svc, b];
-      const nodes = Array.from({ length: 24 }, (_, i) => node(i + 1));
-      // Rounds of requests, renewals and releases from both servers at once, each node on a random server.
-      for (let round = 0; round < 10; round++) {
-        const calls = nodes.map(async (n) => {
-          const s = servers[Math.floor(rnd() * 2)];
-          return rnd() < 0.15 ? s.release(n, 0) : s.request(n, 0, 0);
-        });
-        const replies = await Promise.all(calls);
-        // Within a round the clock stands still and a released address is held: no two nodes were told the same
-        // address.
-        const granted = replies.filter((g, i) => g.status === 'ok' && g.duration > 0 && g.ip6.equals(nodes[i]));
-        expect(new Set(granted.map((g) => g.ip4)).size, 'an address granted to two nodes').to.equal(granted.length);
-        const rows = await store.list(-1, 1000);
-        const live = rows.filter((x) => x.state < 2);
-        expect(new Set(rows.map((x) => x.ip4)).size, 'one row per address').to.equal(rows.length);
-        expect(new Set(live.map((x) => x.ip6.toString('hex'))).size, 'one live binding per node').to.equal(live.length);
-        expect(rows.length).to.be.at.most(6);
-        now += 40;
-        await Promise.all(servers.map((s) => s.sweep()));
-      }
-      // Every grant either server acknowledged is what the store holds.
-      const grants = await Promise.all(nodes.slice(0, 3).map((n, i) => servers[i % 2].request(n, 0, 0)));
-      const rows = await store.list(-1, 1000);
-      for (const g of grants.filter((x) => x.status === 'ok'))
-        expect(rows.find((x) => x.ip4 === g.ip4)!.ip6.equals(g.ip6)).to.equal(true);
-    });
+    if (!engine.shared)
+      it('refuses a second server on the store while the first has it open, and takes one after it closes', async () => {
+        await svc.request(node(1), 0, 0);
+        const second = await open(clock).then(
+          (s) => s,
+          (err: Error) => err,
+        );
+        expect(second).to.be.instanceOf(StoreInUse);
+        expect((second as Error).message).to.match(/in use by another dstm server.*PostgreSQL/);
+        for (const s of stores.splice(0)) await s.close();
+        const after = await server();
+        expect((await after.request(node(1), 0, 0)).status).to.equal('ok');
+      });
 
-    it('sweeps safely on every server at once: each expiry and reclaim happens once', async () => {
-      const b = await server();
-      await Promise.all([1, 2, 3, 4].map((n) => svc.request(node(n), 0, 0)));
-      now += 61;
-      const expired = await Promise.all([svc.sweep(), b.sweep(), svc.sweep()]);
-      expect(expired.reduce((x, y) => x + y, 0)).to.equal(4);
-      now += 30;
-      const reclaimed = await Promise.all([b.sweep(), svc.sweep()]);
-      expect(reclaimed.reduce((x, y) => x + y, 0)).to.equal(4);
-      expect(await store.list(-1, 10)).to.have.length(0);
-    });
+    // Several servers on one store at once.
+    if (engine.shared) {
+      it('two servers racing for a small pool: no address given twice, one live binding per node', async () => {
+        const rnd = seeded(9);
+        const b = await server();
+        const servers = [svc, b];
+        const nodes = Array.from({ length: 24 }, (_, i) => node(i + 1));
+        // Rounds of requests, renewals and releases from both servers at once, each node on a random server.
+        for (let round = 0; round < 10; round++) {
+          const calls = nodes.map(async (n) => {
+            const s = servers[Math.floor(rnd() * 2)];
+            return rnd() < 0.15 ? s.release(n, 0) : s.request(n, 0, 0);
+          });
+          const replies = await Promise.all(calls);
+          // Within a round the clock stands still and a released address is held: no two nodes were told the same
+          // address.
+          const granted = replies.filter((g, i) => g.status === 'ok' && g.duration > 0 && g.ip6.equals(nodes[i]));
+          expect(new Set(granted.map((g) => g.ip4)).size, 'an address granted to two nodes').to.equal(granted.length);
+          const rows = await store.list(-1, 1000);
+          const live = rows.filter((x) => x.state < 2);
+          expect(new Set(rows.map((x) => x.ip4)).size, 'one row per address').to.equal(rows.length);
+          expect(new Set(live.map((x) => x.ip6.toString('hex'))).size, 'one live binding per node').to.equal(
+            live.length,
+          );
+          expect(rows.length).to.be.at.most(6);
+          now += 40;
+          await Promise.all(servers.map((s) => s.sweep()));
+        }
+        // Every grant either server acknowledged is what the store holds.
+        const grants = await Promise.all(nodes.slice(0, 3).map((n, i) => servers[i % 2].request(n, 0, 0)));
+        const rows = await store.list(-1, 1000);
+        for (const g of grants.filter((x) => x.status === 'ok'))
+          expect(rows.find((x) => x.ip4 === g.ip4)!.ip6.equals(g.ip6)).to.equal(true);
+      });
+
+      it('sweeps safely on every server at once: each expiry and reclaim happens once', async () => {
+        const b = await server();
+        await Promise.all([1, 2, 3, 4].map((n) => svc.request(node(n), 0, 0)));
+        now += 61;
+        const expired = await Promise.all([svc.sweep(), b.sweep(), svc.sweep()]);
+        expect(expired.reduce((x, y) => x + y, 0)).to.equal(4);
+        now += 30;
+        const reclaimed = await Promise.all([b.sweep(), svc.sweep()]);
+        expect(reclaimed.reduce((x, y) => x + y, 0)).to.equal(4);
+        expect(await store.list(-1, 10)).to.have.length(0);
+      });
+    }
   });
 }

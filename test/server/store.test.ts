@@ -11,6 +11,7 @@ import { storeConformance } from './store-conformance';
 const dirs: string[] = [];
 storeConformance({
   name: 'sqlite',
+  shared: false,
   async fresh() {
     const dir = mkdtempSync(join(tmpdir(), 'dstm-store-'));
     dirs.push(dir);
@@ -24,6 +25,7 @@ storeConformance({
 let cluster: PostgresCluster | undefined;
 storeConformance({
   name: 'postgresql',
+  shared: true,
   async setUp(ctx) {
     needPostgres(ctx);
     cluster = await PostgresCluster.start();
