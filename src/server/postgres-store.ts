@@ -1,7 +1,7 @@
 // The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
 // The lease operations that gather while the database is busy, or while the calls the last batch answered come back
-// (see flush()), go to the database as one multi-statement query: their transaction (one call of the PL/pgSQL
-// function dstm_run), committed with synchronous_commit=on (a reply leaves only for a durable change, whichever way
+// (see flush()), go to the database as one statement (prepared once per connection), its own transaction: one call
+// of the PL/pgSQL function dstm_run, committed with synchronous_commit=on (a reply leaves only for a durable change, whichever way
 // the connection or the database fails afterwards).
 // Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
 // unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
@@ -1204,10 +1204,13 @@ export class PostgresStore extends EventEmitter implements Store {
         query_timeout: this.queryTimeout,
       } as pg.QueryConfig);
     } catch (err) {
-      // The database's error rolled the statement's transaction back and left the session in step. Any other (a
-      // timeout, a broken connection) leaves it out of step: drop it (the database rolls back what it has not
-      // committed).
-      c.release(fromDatabase(err) ? undefined : (err as Error));
+      // The database's error rolled the statement's transaction back and left the session in step, unless it was
+      // about the prepared statement itself (gone behind a pooler, or its result type changed by another server's
+      // upgrade): the next connection prepares it afresh. Any other error (a timeout, a broken connection) leaves the
+      // session out of step: drop it (the database rolls back what it has not committed).
+      c.release(
+        fromDatabase(err) && !STALE_STATEMENT.test((err as { code: string }).code) ? undefined : (err as Error),
+      );
       throw err;
     }
     c.release();
@@ -1289,20 +1292,21 @@ export class PostgresStore extends EventEmitter implements Store {
 }
 
 /**
- * A batch as one statement calling dstm_run(), its arguments as SQL text: every value is a number or hex bytes made
- * here, so nothing needs quoting. The transaction's clock t is read here and passed as dstm_run's, so that each
- * grant's duration is cut to MAX_LEASE_TIME - t: no lease ends past what the wire carries, with schema 4's functions
- * as they are.
- */
-/**
- * A batch's statement: its clock (the database's unless fixed), then dstm_run() over its operations as arrays. A
- * grant's duration is cut against the clock so that no lease ends after the wire's last time.
+ * A batch's statement: its clock t (the database's unless fixed), then dstm_run() over its operations as arrays. Each
+ * grant's duration is cut to MAX_LEASE_TIME - t here, with t passed on as dstm_run's clock: no lease ends past what
+ * the wire carries, with schema 4's functions as they are.
  */
 const BATCH_SQL = `SELECT r.* FROM (SELECT coalesce($1::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint) AS t) AS c,
   dstm_run(c.t, $2::smallint[], $3::bytea[],
     ARRAY(SELECT CASE WHEN u.k = 0 THEN least(u.n, greatest(0, ${MAX_LEASE_TIME} - c.t)) ELSE u.n END
       FROM unnest($2::smallint[], $4::bigint[]) WITH ORDINALITY AS u(k, n, i) ORDER BY u.i),
     $5::bigint[], $6::bigint[], $7::int[]) AS r`;
+
+/**
+ * A prepared statement the connection can no longer use: "cached plan must not change result type" (0A000), "prepared
+ * statement does not exist" (26000).
+ */
+const STALE_STATEMENT = /^(0A000|26000)$/;
 
 function batchStatement(fixed: number | null, ops: Op[]): { name: string; text: string; values: unknown[] } {
   const kind: number[] = [];

@@ -191,6 +191,7 @@ export class SqliteStore extends EventEmitter implements Store {
       // A store that fails to open leaves the directory to the next attempt.
       if (this.db.open) this.db.close();
       this.lock?.close();
+      if (this.walFd >= 0) closeSync(this.walFd);
       throw err;
     }
   }
@@ -530,14 +531,19 @@ function claim(lockFile: string, store: string, restore: boolean): Database.Data
   try {
     lock.pragma('busy_timeout = 0');
     lock.pragma('locking_mode = EXCLUSIVE');
-    lock.exec('BEGIN EXCLUSIVE; COMMIT');
+    // A write: SQLite opens a file this user cannot write read-only, where BEGIN EXCLUSIVE takes only a shared lock
+    // that every server would get.
+    lock.exec('BEGIN EXCLUSIVE; PRAGMA user_version = 1; COMMIT');
     return lock;
   } catch (err) {
     lock.close();
-    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    const code = (err as { code?: string }).code;
+    if (code === 'SQLITE_READONLY')
+      throw new Error(`cannot take the lock ${lockFile}: this user cannot write it (${(err as Error).message})`);
+    if (code !== 'SQLITE_BUSY') throw err;
     throw new StoreInUse(
       restore
-        ? `${store} is in use (a dstm server holds ${lockFile}): stop the server first`
+        ? `${store} is in use (a dstm server or another import holds ${lockFile}): stop the server first`
         : `${store} is in use by another dstm server or a dstm leases import (it holds ${lockFile}): each server needs a state directory of its own; several servers share a store only on PostgreSQL (--store postgresql://...)`,
     );
   }

@@ -3,7 +3,7 @@
 // help), flags with one meaning (old names kept as warned aliases), --program in hex, [IPV6]:PORT examples quoted,
 // and a non-root first start told what to do.
 import { expect } from 'chai';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCommands, ROOT } from '../docs/commands';
@@ -228,6 +228,27 @@ describe('operator basics', function () {
       expect(r.stderr).to.match(/^dstm server: cannot start: /);
       expect(r.stderr).to.have.string(`; ${dir} is not writable by this user: ${advice}\n`);
       expect(r.stderr.split('run as root')).to.have.length(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a state directory whose dstm.lock this user cannot write: refused (exit 3) naming the lock, never shared', async function () {
+    skipIf(this, process.getuid?.() === 0 ? undefined : 'needs root to run the CLI as nobody');
+    // SQLite opens a file it cannot write read-only, where a lock is only ever shared: every server would get it.
+    const dir = mkdtempSync(join(tmpdir(), 'dstm-lock-'));
+    try {
+      chownSync(dir, 65534, 65534);
+      writeFileSync(join(dir, 'dstm.lock'), '', { mode: 0o644 });
+      const r = runDstmSync(['server', '--state-dir', dir, '--listen', `[::1]:${await freePort()}`], {
+        uid: 65534,
+        gid: 65534,
+        cwd: '/tmp',
+        env: { HOME: '/tmp' },
+        timeout: 20_000,
+      });
+      expect(r.code, r.stderr).to.equal(3);
+      expect(r.stderr).to.have.string(`cannot take the lock ${join(dir, 'dstm.lock')}: this user cannot write it`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
