@@ -155,16 +155,23 @@ export class LeaseKeeper extends EventEmitter {
       }
       // Never past the lease's end (keep below a second): it is dropped then, renewed or not.
       await this.waitUntil(got, Math.min(renewMs, keepMs));
-      // Renew until it works or the lease runs out.
+      // Renew until it works or the lease runs out: at its end the address goes down, even with a renewal under way
+      // (failing over through unreachable servers takes up to servers x timeout), whose answer then comes too late.
       delay = this.retryMs;
       while (!this.stopped && this.lease === lease) {
-        if (this.elapsed(got) >= keepMs) {
-          await this.expire(lease);
+        const renewal = this.elapsed(got) < keepMs ? this.renew(lease) : undefined;
+        const outcome = renewal ? await this.beforeEnd(renewal, keepMs - this.elapsed(got)) : 'late';
+        if (outcome === true) break;
+        if (this.stopped) {
+          await renewal; // stop() releases the lease, after the renewal's answer
+          break;
+        }
+        if (outcome === 'late') {
+          await this.expire(lease, renewal);
           // A second at least from one REQUEST to the next, as between renewals: a lease of keep 0 must not loop.
           await this.waitUntil(got, 1000);
           break;
         }
-        if (await this.renew(lease)) break;
         delay = await this.backoff(delay, got, keepMs);
       }
     }
@@ -199,6 +206,24 @@ export class LeaseKeeper extends EventEmitter {
     return true;
   }
 
+  /**
+   * What `renewal` resolves to, or 'late' once `ms` have passed (or stop() was called) without an answer; the renewal
+   * goes on.
+   */
+  private async beforeEnd(renewal: Promise<boolean>, ms: number): Promise<boolean | 'late'> {
+    let timer: NodeJS.Timeout | undefined;
+    const end = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), ms);
+      this.wake = () => resolve('late');
+    });
+    try {
+      return await Promise.race([renewal, end]);
+    } finally {
+      clearTimeout(timer);
+      this.wake = null;
+    }
+  }
+
   private async renew(old: Lease): Promise<boolean> {
     let lease: Lease;
     const got = this.now(); // as in acquire()
@@ -208,6 +233,8 @@ export class LeaseKeeper extends EventEmitter {
       this.report(err);
       return false;
     }
+    // The lease ran out while the renewal was under way: its address is down and expire() releases it.
+    if (this.lease !== old) return false;
     if (lease.address === old.address) {
       // The same binding; a server sharing the store may name another TEP: the DTI moves its tunnel, keeping the
       // address.
@@ -247,11 +274,15 @@ export class LeaseKeeper extends EventEmitter {
     return this.applied;
   }
 
-  /** C.3 rule 2: the valid lifetime ended without renewal: drop the address, then tell the server. */
-  private async expire(lease: Lease): Promise<void> {
+  /**
+   * C.3 rule 2: the valid lifetime ended without renewal: drop the address, then tell the server, once a renewal
+   * still under way has had its answer (one call at a time).
+   */
+  private async expire(lease: Lease, renewal?: Promise<boolean>): Promise<void> {
     this.lease = undefined;
     await this.down(lease, 'expired');
     this.emit('expired', lease);
+    await renewal;
     await this.client.release(parseIPv4(lease.address)).catch((e: unknown) => this.report(e));
   }
 

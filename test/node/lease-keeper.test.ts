@@ -485,4 +485,47 @@ describe('lease keeper against a fake server', () => {
       await keeper.stop();
     }
   });
+
+  it('drops the address when the lease ends with a renewal still under way (failover through silent servers), and ignores its late answer', async () => {
+    // keep 2 s: the renewal at 1 s is answered only at 4 s, as after trying servers that do not answer
+    const t0 = performance.now();
+    const steps: string[] = [];
+    let requests = 0;
+    const server = {
+      server: 'fake',
+      request: () => {
+        const n = ++requests;
+        steps.push(`request ${n}`);
+        if (n !== 2) return Promise.resolve(lease);
+        return new Promise<Lease>((resolve) =>
+          setTimeout(() => {
+            steps.push('late answer');
+            resolve(lease);
+          }, 3000),
+        );
+      },
+      release: () => {
+        steps.push('release');
+        return Promise.resolve(lease);
+      },
+    };
+    const keeper = new LeaseKeeper(server, {
+      sliceMs: 50,
+      hooks: { down: (_l, why) => void steps.push(`down ${why}`) },
+    });
+    const events: string[] = [];
+    for (const e of ['lease', 'renewed', 'expired']) keeper.on(e, () => events.push(e));
+    try {
+      await keeper.start();
+      await Promise.race([nextEvent(keeper, 'expired'), sleep(3500)]);
+      expect(events).to.deep.equal(['lease', 'expired']);
+      expect(performance.now() - t0).to.be.within(1900, 2900);
+      await Promise.race([nextEvent(keeper, 'lease'), sleep(4000)]);
+      // the RELEASE waits for the renewal's answer (one call at a time), which changes nothing
+      expect(steps).to.deep.equal(['request 1', 'request 2', 'down expired', 'late answer', 'release', 'request 3']);
+      expect(events).to.deep.equal(['lease', 'expired', 'lease']);
+    } finally {
+      await keeper.stop();
+    }
+  });
 });
