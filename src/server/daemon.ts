@@ -565,6 +565,7 @@ export class DstmServer {
     this.log.info('configuration reloaded', {
       free: this.leases.available,
       pool: this.leases.poolSize,
+      ...(this.leases.poolKnown ? {} : { free_from: 'the store, once it is back (it is down)' }),
       ...(fixed.length ? { needs_restart: fixed } : {}),
     });
     return fixed;

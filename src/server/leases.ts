@@ -83,6 +83,8 @@ export class LeaseService {
   private reserved!: Set<number>;
   private policy!: LeasePolicy;
   private poolLoadedAt = 0;
+  /** False while the pool waits for the store's bound addresses (a shared store that was down at configure()). */
+  poolKnown = true;
   /** BINDINGS long-polls waiting for a change; all answered at once by shutdown(). */
   private readonly waiters = new Set<(seq?: number) => void>();
   private stopping = false;
@@ -104,6 +106,7 @@ export class LeaseService {
     // rather than wait out the poll.
     store.on('health', (h) => {
       if (!h.ok) for (const w of [...this.waiters]) w();
+      else if (!this.poolKnown) void this.refreshPool().catch(() => undefined);
     });
   }
 
@@ -142,9 +145,16 @@ export class LeaseService {
       skipNetworkBroadcast: policy.skipNetworkBroadcast,
       reserved: policy.reservations.map((r) => r.ipv4),
     });
-    pool.load(await this.store.boundAddresses());
+    // A shared store that is down does not hold the rest of the policy back: the pool, only the order in which this
+    // server offers addresses (the database refuses a taken one), stays empty until the store is back.
+    const bound = await this.store.boundAddresses().catch((err: unknown) => {
+      if (this.store.shared && err instanceof StoreUnavailable) return undefined;
+      throw err;
+    });
+    if (bound) pool.load(bound);
     this.pool = pool;
-    this.poolLoadedAt = performance.now();
+    this.poolKnown = bound !== undefined;
+    this.poolLoadedAt = bound ? performance.now() : 0;
     this.policy = policy;
     this.teps = new TepMap(policy);
     this.reservations = new PrefixTable(policy.reservations.map((r) => [r.ipv6, r.ipv4]));
@@ -336,12 +346,18 @@ export class LeaseService {
 
   /**
    * With a shared store, addresses reclaimed by another server are not in this pool: reload it from the store when
-   * it seems exhausted (at most once a second). True when it was reloaded.
+   * it seems exhausted (at most once a second), or when the store is back for a pool made while it was down. True
+   * when it was reloaded.
    */
   private async refreshPool(): Promise<boolean> {
     if (!this.store.shared || performance.now() - this.poolLoadedAt < POOL_REFRESH_MS) return false;
     this.poolLoadedAt = performance.now();
-    this.pool.load(await this.store.boundAddresses());
+    const pool = this.pool;
+    const bound = await this.store.boundAddresses();
+    // A reload of the policy meanwhile made a pool of its own.
+    if (pool !== this.pool) return true;
+    pool.load(bound);
+    this.poolKnown = true;
     return true;
   }
 

@@ -396,6 +396,26 @@ describe('PostgreSQL store', function () {
     expect(health[health.length - 1].ok).to.equal(true);
   });
 
+  it('a policy reloaded while PostgreSQL is down takes effect at once; its pool is read from the store once it is back', async () => {
+    const url = await cluster.createDatabase();
+    const store = await open(url);
+    const svc = await LeaseService.open(store, policy());
+    const held = await Promise.all([1, 2, 3].map((n) => svc.request(node(n), 0, 0)));
+    expect(svc.available).to.equal(3);
+    await cluster.stopServer('immediate');
+    try {
+      expect(await svc.request(node(4), 0, 0).catch((e: Error) => e.name)).to.equal('StoreUnavailable');
+      await svc.configure(policy({ lease: 120 }));
+      expect(svc.poolKnown).to.equal(false);
+    } finally {
+      await cluster.startServer();
+    }
+    await until('the pool is read from the store', () => svc.poolKnown && svc.available === 3, 15_000);
+    const g = await svc.request(node(5), 0, 0);
+    expect(g.ends - g.starts).to.equal(120);
+    expect(held.map((h) => h.ip4)).to.not.include(g.ip4);
+  });
+
   it('a database that stops answering (no reset, as a vanished host): calls answered UNAVAILABLE after the query timeout, served again once it answers, close() does not hang', async () => {
     const url = await cluster.createDatabase();
     const store = await PostgresStore.open(url, { poolSize: 2, queryTimeoutMs: 500 });
