@@ -233,7 +233,8 @@ export async function checkFeedTls(c: TepConfig, log: Logger): Promise<void> {
         family: 6,
         localAddress: formatIPv6(c.feed_source ?? c.address),
         tls,
-        reconnect: false,
+        // A session the server closes once before answering (a restart at that moment) is set up again; only a second
+        // such close in a row is the refusal of this TEP's certificate (see RpcClient).
         timeoutMs: TLS_CHECK_TIMEOUT_MS,
       });
       await rpc.ping();
