@@ -1,8 +1,8 @@
 // The shared store: PostgreSQL through node-postgres, for several DSTM servers active-active on one database.
 // The lease operations that gather while the database is busy, or while the calls the last batch answered come back
 // (see flush()), go to the database as one statement (prepared once per connection), its own transaction: one call
-// of the PL/pgSQL function dstm_run, committed with synchronous_commit=on (a reply leaves only for a durable change, whichever way
-// the connection or the database fails afterwards).
+// of the PL/pgSQL function dstm_run, committed with synchronous_commit=on (a reply leaves only for a durable change,
+// whichever way the connection or the database fails afterwards).
 // Concurrency: lease transactions take no global lock. Uniqueness is the database's job (ip4 primary key, a partial
 // unique index for one live binding per node): a candidate another server bound is skipped by INSERT ... ON
 // CONFLICT DO NOTHING and the next one tried; renewals and releases are one UPDATE conditional on the row (re-checked
@@ -805,8 +805,9 @@ export class PostgresStore extends EventEmitter implements Store {
   }
 
   /** A query that gives up after the store's timeout (node-postgres takes query_timeout per query; its types lack it). */
-  private timed(text: string, values?: unknown[]): pg.QueryConfig {
-    return { text, values, query_timeout: this.queryTimeout } as pg.QueryConfig;
+  /** A query given up after the query timeout; `name`: prepared once per connection under it. */
+  private timed(text: string, values?: unknown[], name?: string): pg.QueryConfig {
+    return { text, values, name, query_timeout: this.queryTimeout } as pg.QueryConfig;
   }
 
   private get queryTimeout(): number {
@@ -1199,10 +1200,7 @@ export class PostgresStore extends EventEmitter implements Store {
     const c = await this.pool.connect();
     let r: pg.QueryResult;
     try {
-      r = await c.query({
-        ...batchStatement(this.opts.clock?.() ?? null, ops),
-        query_timeout: this.queryTimeout,
-      } as pg.QueryConfig);
+      r = await c.query(this.timed(BATCH_SQL, batchValues(this.opts.clock?.() ?? null, ops), BATCH_NAME));
     } catch (err) {
       // The database's error rolled the statement's transaction back and left the session in step, unless it was
       // about the prepared statement itself (gone behind a pooler, or its result type changed by another server's
@@ -1296,6 +1294,7 @@ export class PostgresStore extends EventEmitter implements Store {
  * grant's duration is cut to MAX_LEASE_TIME - t here, with t passed on as dstm_run's clock: no lease ends past what
  * the wire carries, with schema 4's functions as they are.
  */
+const BATCH_NAME = `dstm_run_${PG_SCHEMA_VERSION}`;
 const BATCH_SQL = `SELECT r.* FROM (SELECT coalesce($1::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint) AS t) AS c,
   dstm_run(c.t, $2::smallint[], $3::bytea[],
     ARRAY(SELECT CASE WHEN u.k = 0 THEN least(u.n, greatest(0, ${MAX_LEASE_TIME} - c.t)) ELSE u.n END
@@ -1308,7 +1307,8 @@ const BATCH_SQL = `SELECT r.* FROM (SELECT coalesce($1::bigint, floor(extract(ep
  */
 const STALE_STATEMENT = /^(0A000|26000)$/;
 
-function batchStatement(fixed: number | null, ops: Op[]): { name: string; text: string; values: unknown[] } {
+/** BATCH_SQL's parameters for `ops`, at the clock `fixed` (null: the database's). */
+function batchValues(fixed: number | null, ops: Op[]): unknown[] {
   const kind: number[] = [];
   const ip6: (Buffer | null)[] = [];
   const n: (number | null)[] = [];
@@ -1342,11 +1342,7 @@ function batchStatement(fixed: number | null, ops: Op[]): { name: string; text: 
         break;
     }
   }
-  return {
-    name: `dstm_run_${PG_SCHEMA_VERSION}`,
-    text: BATCH_SQL,
-    values: [fixed === null ? null : int(fixed), kind, ip6, n, ip4, cands, ncands],
-  };
+  return [fixed === null ? null : int(fixed), kind, ip6, n, ip4, cands, ncands];
 }
 
 function int(n: number): number {
