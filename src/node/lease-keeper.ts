@@ -211,16 +211,11 @@ export class LeaseKeeper extends EventEmitter {
    * goes on.
    */
   private async beforeEnd(renewal: Promise<boolean>, ms: number): Promise<boolean | 'late'> {
-    let timer: NodeJS.Timeout | undefined;
-    const end = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), ms);
-      this.wake = () => resolve('late');
-    });
+    const end = this.sleep(ms).then(() => 'late' as const);
     try {
       return await Promise.race([renewal, end]);
     } finally {
-      clearTimeout(timer);
-      this.wake = null;
+      this.wake?.(); // ends the sleep (and its timer) when the renewal came first
     }
   }
 
